@@ -1,0 +1,1 @@
+"""Triton kernels for the chunked memory update (importable as ``miras_search.kernels``)."""

@@ -1,0 +1,46 @@
+"""Exception types: every error a user can cause ends in one readable paragraph, not a traceback."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class MirasError(Exception):
+    """Base class; ``str(error)`` is a complete, user-facing message."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a file: where (dotted path, line) and what."""
+
+    path: str
+    message: str
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = self.path or "<top level>"
+        if self.line is not None:
+            where += f" (line {self.line})"
+        return f"{where}: {self.message}"
+
+
+class ConfigError(MirasError):
+    """A point, space or study file (or dict) that does not validate."""
+
+    def __init__(self, source: str, problems: list[Problem]):
+        self.source = source
+        self.problems = problems
+        listed = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"{source} is not valid ({len(problems)} problem(s)):\n{listed}")
+
+
+class UnsupportedPoint(MirasError):
+    """A valid point whose combination the model factory does not build (names the axis)."""
+
+
+class NonFiniteError(MirasError):
+    """NaN or inf appeared in a forward pass; trials turn this into a clean failure."""
+
+
+class SequenceTooLong(MirasError):
+    """An input longer than the model's configured maximum."""

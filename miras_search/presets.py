@@ -1,0 +1,111 @@
+"""Named points: the paper's Table 1 models and its new models Moneta, Yaad and Memora.
+
+Each preset sets only the four axes (and, where the model needs it, the chunk form); block and
+training settings keep their defaults so that presets compare on equal footing in a study.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from miras_search.errors import MirasError
+from miras_search.schema import ModelPoint
+
+_HEAD = {"mode": "head"}
+_ONE = {"mode": "constant", "value": 1.0}
+_DEEP = {"kind": "mlp", "depth": 2, "expansion": 4, "activation": "gelu", "layer_norm": True}
+
+PRESET_AXES: dict[str, dict[str, Any]] = {
+    "linear_attention": {
+        "memory": {"kind": "matrix"}, "bias": {"kind": "dot"},
+        "retention": {"kind": "none"}, "algorithm": {"kind": "gd", "eta": _ONE},
+    },
+    "retnet": {
+        "memory": {"kind": "matrix"}, "bias": {"kind": "dot"},
+        "retention": {"kind": "l2", "alpha": {"mode": "retnet", "value": 0.97}},
+        "algorithm": {"kind": "gd", "eta": _ONE},
+    },
+    "gla": {
+        "memory": {"kind": "matrix"}, "bias": {"kind": "dot"},
+        "retention": {"kind": "l2", "alpha": {"mode": "channel", "value": 0.95, "rank": 16}},
+        "algorithm": {"kind": "gd", "eta": _ONE},
+    },
+    "mamba2": {
+        "memory": {"kind": "matrix"}, "bias": {"kind": "dot"},
+        "retention": {"kind": "l2", "alpha": {"mode": "head", "value": 0.95}},
+        "algorithm": {"kind": "gd", "eta": {"mode": "head", "value": 0.5}},
+    },
+    "deltanet": {
+        "memory": {"kind": "matrix"}, "bias": {"kind": "l2"},
+        "retention": {"kind": "none"}, "algorithm": {"kind": "gd", "eta": _HEAD},
+    },
+    "gated_deltanet": {
+        "memory": {"kind": "matrix"}, "bias": {"kind": "l2"},
+        "retention": {"kind": "l2", "alpha": {"mode": "head", "value": 0.95}},
+        "algorithm": {"kind": "gd", "eta": _HEAD},
+    },
+    "longhorn": {
+        "memory": {"kind": "matrix"}, "bias": {"kind": "l2"},
+        "retention": {"kind": "none"}, "algorithm": {"kind": "implicit", "eta": _HEAD},
+    },
+    "deltaproduct": {
+        "memory": {"kind": "matrix"}, "bias": {"kind": "l2"},
+        "retention": {"kind": "l2", "alpha": {"mode": "head", "value": 0.95}},
+        "algorithm": {"kind": "multistep", "steps": 2, "eta": _HEAD},
+    },
+    "ttt_linear": {
+        "memory": {"kind": "matrix", "init": "learned"}, "bias": {"kind": "l2"},
+        "retention": {"kind": "none"}, "algorithm": {"kind": "gd", "eta": _HEAD},
+        "train": {"chunk_form": "minibatch"},
+    },
+    "ttt_mlp": {
+        "memory": _DEEP, "bias": {"kind": "l2"},
+        "retention": {"kind": "none"}, "algorithm": {"kind": "gd", "eta": _HEAD},
+        "train": {"chunk_form": "minibatch"},
+    },
+    "titans": {
+        "memory": _DEEP, "bias": {"kind": "l2"},
+        "retention": {"kind": "l2", "alpha": {"mode": "head", "value": 0.95}},
+        "algorithm": {"kind": "momentum", "eta": _HEAD, "theta": {"mode": "head", "value": 0.9}},
+    },
+    "transformer": {
+        "memory": {"kind": "none"}, "bias": {"kind": "dot"},
+        "retention": {"kind": "none"}, "algorithm": {"kind": "none"},
+    },
+    "moneta": {
+        "memory": _DEEP, "bias": {"kind": "lp", "p": 3.0},
+        "retention": {"kind": "lq", "q": 4.0, "alpha": {"mode": "head", "value": 0.95}},
+        "algorithm": {"kind": "gd", "eta": _HEAD},
+    },
+    "yaad": {
+        "memory": _DEEP,
+        "bias": {"kind": "huber", "variant": "switch", "delta": {"mode": "head", "value": 1.0}},
+        "retention": {"kind": "l2", "alpha": {"mode": "head", "value": 0.95}},
+        "algorithm": {"kind": "gd", "eta": _HEAD},
+    },
+    "memora": {
+        "memory": _DEEP, "bias": {"kind": "l2"},
+        "retention": {"kind": "kl", "scale": 1.0, "alpha": {"mode": "head", "value": 0.95}},
+        "algorithm": {"kind": "gd", "eta": _HEAD},
+    },
+}
+
+NAMED_MODELS = ("moneta", "yaad", "memora")
+"""The paper's three new models: the points a search tries to beat."""
+
+BASELINES = ("moneta", "yaad", "memora", "gated_deltanet", "titans", "transformer")
+"""Anchors every study measures first, on the same budget as the searched points."""
+
+
+def preset_names() -> list[str]:
+    return list(PRESET_AXES)
+
+
+def preset(name: str, **overrides: Any) -> ModelPoint:
+    """The named preset as a validated ModelPoint; ``overrides`` replace whole top-level sections."""
+    if name not in PRESET_AXES:
+        raise MirasError(
+            f"unknown preset '{name}'; known presets: {', '.join(PRESET_AXES)}"
+        )
+    data = {"name": name, **PRESET_AXES[name], **overrides}
+    return ModelPoint.model_validate(data)

@@ -1,0 +1,63 @@
+"""Axis 2, attentional bias: the inner loss l(M; k, v) the memory minimises online."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from miras_search.schema._base import Schema
+from miras_search.schema.gates import Gate, check_gate_range
+
+
+class DotBias(Schema):
+    """l = -<M(k), v> (linear attention's Hebbian rule; softmax for memory 'none')."""
+
+    kind: Literal["dot"] = "dot"
+
+
+class L2Bias(Schema):
+    """l = 1/2 ||M(k) - v||^2 (the delta rule)."""
+
+    kind: Literal["l2"] = "l2"
+
+
+class LpBias(Schema):
+    """l = ||M(k) - v||_p^p, with smooth surrogates sign(x) ~ tanh(c x), |x| ~ sqrt(x^2 + eps)."""
+
+    kind: Literal["lp"] = "lp"
+    p: float = Field(3.0, ge=1.0, le=4.0)
+    smooth: bool = Field(True, description="Use the smooth surrogates of sign and |.|.")
+    sharpness: float = Field(10.0, gt=0.0, description="c in tanh(c x).")
+    eps: float = Field(1e-6, gt=0.0, description="eps in sqrt(x^2 + eps).")
+
+
+class HuberBias(Schema):
+    """Huber loss with threshold delta.
+
+    - ``coordinate``: per coordinate; grad = clip(e, -delta, delta) k^T.
+    - ``norm``: on ||e||; grad = e k^T if ||e|| <= delta else delta e / ||e|| k^T.
+    - ``switch`` (Yaad): grad = e k^T if ||e|| <= delta else delta sign(e) k^T.
+    """
+
+    kind: Literal["huber"] = "huber"
+    variant: Literal["coordinate", "norm", "switch"] = "coordinate"
+    delta: Gate = Field(default_factory=lambda: Gate(mode="constant", value=1.0))
+
+    @model_validator(mode="after")
+    def _delta_positive(self) -> HuberBias:
+        check_gate_range(self.delta, "delta", 0.0, float("inf"), high_open=True)
+        return self
+
+
+class RobustBias(Schema):
+    """l = max_{||dv|| <= Delta} 1/2 ||M(k) - v - dv||^2; grad = (e + Delta e / ||e||) k^T."""
+
+    kind: Literal["robust"] = "robust"
+    radius: float = Field(0.1, gt=0.0, le=10.0, description="Delta, the radius of the value shift.")
+
+
+Bias = Annotated[
+    DotBias | L2Bias | LpBias | HuberBias | RobustBias, Field(discriminator="kind")
+]
+BIAS_KINDS = ("dot", "l2", "lp", "huber", "robust")

@@ -1,0 +1,55 @@
+"""Axis 1, memory architecture: what the associative memory M is."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from miras_search.schema._base import Schema
+
+MemoryInit = Literal["auto", "zeros", "learned"]
+INIT_HELP = (
+    "Initial memory state: 'zeros', 'learned' (a trained parameter per head), or 'auto' "
+    "(zeros for linear memories with linear retention, learned otherwise)."
+)
+
+
+class VectorMemory(Schema):
+    """M(k) = w * k (element-wise, a diagonal matrix); state d_k. Needs d_k == d_v."""
+
+    kind: Literal["vector"] = "vector"
+    init: MemoryInit = Field("auto", description=INIT_HELP)
+
+
+class MatrixMemory(Schema):
+    """M(k) = W k; state d_v x d_k."""
+
+    kind: Literal["matrix"] = "matrix"
+    init: MemoryInit = Field("auto", description=INIT_HELP)
+
+
+class MLPMemory(Schema):
+    """M(x) = x + LN(W_L act(... act(W_1 x))): a residual MLP of ``depth`` linear layers."""
+
+    kind: Literal["mlp"] = "mlp"
+    depth: int = Field(2, ge=2, le=8, description="Linear layers (depth 1 is the matrix memory).")
+    expansion: int = Field(4, ge=1, le=16, description="Hidden width = expansion * head dim.")
+    activation: Literal["gelu", "silu", "relu"] = "gelu"
+    layer_norm: bool = Field(True, description="LayerNorm (no affine) on the MLP branch.")
+    init: MemoryInit = Field("auto", description=INIT_HELP)
+
+
+class AttentionMemory(Schema):
+    """No parameters: the memory is the set of (k, v) pairs; y = softmax(q K^T) V."""
+
+    kind: Literal["none"] = "none"
+    window: int | None = Field(
+        None, ge=1, description="Sliding-window size in tokens; null for full causal attention."
+    )
+
+
+Memory = Annotated[
+    VectorMemory | MatrixMemory | MLPMemory | AttentionMemory, Field(discriminator="kind")
+]
+MEMORY_KINDS = ("vector", "matrix", "mlp", "none")

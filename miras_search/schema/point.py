@@ -1,0 +1,121 @@
+"""ModelPoint: one point of the Miras design space (the four axes + block + training)."""
+
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+
+from miras_search.schema._base import Schema
+from miras_search.schema.algorithm import Algorithm, GD
+from miras_search.schema.bias import Bias, DotBias
+from miras_search.schema.block import Block
+from miras_search.schema.memory import Memory, MatrixMemory
+from miras_search.schema.retention import NoRetention, Retention
+from miras_search.schema.train import Train
+
+_NONLINEAR_RETENTION = ("lq", "kl", "bregman")
+
+
+class ModelPoint(Schema):
+    """A fully specified architecture: memory, attentional bias, retention, algorithm, block, train."""
+
+    name: str | None = Field(None, description="Optional label (presets carry their name).")
+    memory: Memory = Field(default_factory=MatrixMemory)
+    bias: Bias = Field(default_factory=DotBias)
+    retention: Retention = Field(default_factory=NoRetention)
+    algorithm: Algorithm = Field(default_factory=GD)
+    block: Block = Field(default_factory=Block)
+    train: Train = Field(default_factory=Train)
+
+    @model_validator(mode="after")
+    def _cross_axis_rules(self) -> ModelPoint:
+        for message in cross_axis_problems(self):
+            raise ValueError(message)
+        return self
+
+    @property
+    def axes(self) -> dict[str, str]:
+        """The four axis choices, e.g. {'memory': 'mlp', 'bias': 'lp', ...}."""
+        return {
+            "memory": self.memory.kind,
+            "bias": self.bias.kind,
+            "retention": self.retention.kind,
+            "algorithm": self.algorithm.kind,
+        }
+
+    def uses_exact_delta(self) -> bool:
+        """Whether the chunked form is the exact chunked delta rule for this point."""
+        if self.train.chunk_form == "minibatch":
+            return False
+        return self.train.chunk_form == "exact_delta" or exact_delta_applies(self)
+
+
+def exact_delta_applies(point: ModelPoint) -> bool:
+    """Matrix memory, l2 bias, gd/implicit, none/l2 retention without channel-wise gates."""
+    alpha = getattr(point.retention, "alpha", None)
+    eta = getattr(point.algorithm, "eta", None)
+    return (
+        point.memory.kind == "matrix"
+        and point.bias.kind == "l2"
+        and point.algorithm.kind in ("gd", "implicit", "multistep")
+        and point.retention.kind in ("none", "l2")
+        and (alpha is None or alpha.mode != "channel")
+        and (eta is None or eta.mode != "channel")
+    )
+
+
+def cross_axis_problems(point: ModelPoint) -> list[str]:
+    """Every rule that ties two axes together, as readable messages (empty when the point is valid)."""
+    memory, bias, retention, algorithm = point.memory, point.bias, point.retention, point.algorithm
+    problems: list[str] = []
+    if memory.kind == "none" or algorithm.kind == "none":
+        if not (memory.kind == "none" and algorithm.kind == "none"):
+            problems.append(
+                "memory 'none' (softmax attention) goes with algorithm 'none' and vice versa; "
+                f"got memory '{memory.kind}' with algorithm '{algorithm.kind}'"
+            )
+        if memory.kind == "none" and (bias.kind != "dot" or retention.kind != "none"):
+            problems.append(
+                "memory 'none' (softmax attention) needs bias 'dot' and retention 'none'; "
+                f"got bias '{bias.kind}' and retention '{retention.kind}'"
+            )
+        return problems
+    if algorithm.kind in ("implicit", "newton") and (bias.kind != "l2" or memory.kind != "matrix"):
+        problems.append(
+            f"algorithm '{algorithm.kind}' needs bias 'l2' and memory 'matrix'; "
+            f"got bias '{bias.kind}' and memory '{memory.kind}'"
+        )
+    if algorithm.kind in ("implicit", "newton") and retention.kind not in ("none", "l2"):
+        problems.append(
+            f"algorithm '{algorithm.kind}' needs retention 'none' or 'l2', got '{retention.kind}'"
+        )
+    if memory.kind in ("mlp", "vector") and point.block.head_k != point.block.head_v:
+        problems.append(
+            f"memory '{memory.kind}' needs equal key and value dims per head (residual / diagonal "
+            f"map); got block.key_dim {point.block.head_k} and block.value_dim {point.block.head_v}"
+        )
+    if memory.init == "zeros" and (memory.kind == "mlp" or retention.kind in _NONLINEAR_RETENTION):
+        problems.append(
+            f"memory.init 'zeros' cannot start memory '{memory.kind}' with retention "
+            f"'{retention.kind}' (needs a positive / non-zero initial state); use 'auto' or 'learned'"
+        )
+    gates = {"alpha": getattr(retention, "alpha", None), "eta": getattr(algorithm, "eta", None)}
+    for name, gate in gates.items():
+        if gate is not None and gate.mode == "channel" and memory.kind == "mlp":
+            problems.append(
+                f"{name}.mode 'channel' needs memory 'matrix' or 'vector'; memory 'mlp' takes "
+                "'constant' or 'head' gates"
+            )
+    delta = getattr(bias, "delta", None)
+    if delta is not None and delta.mode == "channel":
+        problems.append("bias.delta.mode 'channel' is not supported; use 'constant' or 'head'")
+    if point.train.chunk_form == "exact_delta" and not exact_delta_applies(point):
+        problems.append(
+            "train.chunk_form 'exact_delta' needs memory 'matrix', bias 'l2', algorithm 'gd', 'multistep' or "
+            "'implicit', retention 'none' or 'l2' and no channel-wise gates"
+        )
+    if point.train.seq_len > point.block.max_seq_len:
+        problems.append(
+            f"train.seq_len ({point.train.seq_len}) exceeds block.max_seq_len "
+            f"({point.block.max_seq_len})"
+        )
+    return problems

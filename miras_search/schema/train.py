@@ -1,0 +1,56 @@
+"""Training settings of a point: optimiser, schedule, precision and the memory's execution form."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from miras_search.schema._base import Schema
+
+
+class Train(Schema):
+    """How a point is trained in a trial (the trial config may override the budget)."""
+
+    tokens: int = Field(200_000, ge=1, description="Token budget of a training run.")
+    batch_size: int = Field(8, ge=1, le=4096)
+    seq_len: int = Field(256, ge=1, le=1_048_576)
+    lr: float = Field(3e-3, gt=0.0, le=1.0)
+    min_lr_ratio: float = Field(0.1, ge=0.0, le=1.0, description="Final lr / peak lr.")
+    warmup: float = Field(0.1, ge=0.0, lt=1.0, description="Fraction of steps spent warming up.")
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    weight_decay: float = Field(0.1, ge=0.0, le=1.0)
+    grad_clip: float = Field(1.0, gt=0.0)
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="auto = bf16 autocast on CUDA, float32 on CPU."
+    )
+    mode: Literal["chunked", "recurrent"] = Field(
+        "chunked", description="chunked (fast) or the token-by-token recurrence (reference)."
+    )
+    chunk_size: int = Field(16, ge=1, le=1024, description="Tokens per chunk; 1 = the recurrence.")
+    chunk_form: Literal["auto", "minibatch", "exact_delta"] = Field(
+        "auto",
+        description=(
+            "minibatch = gradients at the chunk-start memory (the paper); exact_delta = the exact "
+            "chunked delta rule (matrix memory, l2 bias); auto = exact_delta where it applies."
+        ),
+    )
+    kernel: Literal["auto", "triton", "torch"] = Field(
+        "auto", description="Triton kernels when CUDA is present and the point is covered."
+    )
+    compile: bool = Field(False, description="torch.compile the model.")
+    seed: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _budget(self) -> Train:
+        if self.tokens < self.batch_size * self.seq_len:
+            raise ValueError(
+                f"tokens ({self.tokens}) must cover at least one batch of batch_size * seq_len "
+                f"= {self.batch_size * self.seq_len} tokens"
+            )
+        return self
+
+    @property
+    def steps(self) -> int:
+        """Optimiser steps the token budget buys."""
+        return self.tokens // (self.batch_size * self.seq_len)
