@@ -5,10 +5,10 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 
 from miras_search.schema._base import Schema
-from miras_search.schema.algorithm import Algorithm, GD
+from miras_search.schema.algorithm import GD, Algorithm
 from miras_search.schema.bias import Bias, DotBias
 from miras_search.schema.block import Block
-from miras_search.schema.memory import Memory, MatrixMemory
+from miras_search.schema.memory import MatrixMemory, Memory
 from miras_search.schema.retention import NoRetention, Retention
 from miras_search.schema.train import Train
 
@@ -88,6 +88,9 @@ def cross_axis_problems(point: ModelPoint) -> list[str]:
         problems.append(
             f"algorithm '{algorithm.kind}' needs retention 'none' or 'l2', got '{retention.kind}'"
         )
+    eta = getattr(algorithm, "eta", None)
+    if algorithm.kind in ("implicit", "newton") and eta is not None and eta.mode == "channel":
+        problems.append(f"algorithm '{algorithm.kind}' needs a scalar eta; eta.mode 'channel' is not allowed")
     if memory.kind in ("mlp", "vector") and point.block.head_k != point.block.head_v:
         problems.append(
             f"memory '{memory.kind}' needs equal key and value dims per head (residual / diagonal "
