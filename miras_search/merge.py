@@ -1,0 +1,39 @@
+"""Kind-aware deep merge of nested point dicts (presets + overrides, space base + samples)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``override`` on top of ``base``, recursively.
+
+    A section whose ``kind`` changes is replaced, not merged: the old kind's parameters do not
+    belong to the new one (``bias: {kind: lp, p: 3}`` + ``bias: {kind: l2}`` = ``{kind: l2}``).
+    """
+    merged = dict(base)
+    for key, value in override.items():
+        old = merged.get(key)
+        same_kind = (
+            isinstance(old, dict)
+            and isinstance(value, dict)
+            and value.get("kind", old.get("kind")) == old.get("kind")
+        )
+        merged[key] = deep_merge(old, value) if same_kind else value
+    return merged
+
+
+def set_path(target: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    """``target[p0][p1]...[pn] = value``, creating the intermediate dicts."""
+    for key in path[:-1]:
+        target = target.setdefault(key, {})
+    target[path[-1]] = value
+
+
+def get_path(source: Any, path: tuple[str, ...], default: Any = None) -> Any:
+    """``source[p0][p1]...`` or ``default`` when any step is missing."""
+    for key in path:
+        if not isinstance(source, dict) or key not in source:
+            return default
+        source = source[key]
+    return source

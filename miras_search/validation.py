@@ -1,0 +1,119 @@
+"""Turn pydantic's ValidationError into readable problems that name the YAML path and line."""
+
+from __future__ import annotations
+
+import types
+import typing
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from miras_search.errors import ConfigError, Problem
+from miras_search.yamlio import LineMap
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _model_members(annotation: Any) -> list[type[BaseModel]]:
+    """The pydantic model classes an annotation admits (unions unpacked)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType, typing.Annotated):
+        return [m for arg in typing.get_args(annotation) for m in _model_members(arg)]
+    return []
+
+
+def _kind_of(model: type[BaseModel]) -> str | None:
+    field = model.model_fields.get("kind")
+    if field is None:
+        return None
+    args = typing.get_args(field.annotation)
+    return args[0] if args else None
+
+
+def _walk(root: type[BaseModel], loc: tuple[Any, ...]) -> tuple[list[str], type[BaseModel] | None]:
+    """Strip pydantic's union tags from ``loc``; also return the model that owns the last key."""
+    path: list[str] = []
+    current: list[type[BaseModel]] = [root]
+    owner: type[BaseModel] | None = root
+    index = 0
+    while index < len(loc):
+        part = loc[index]
+        if len(current) > 1:  # a discriminated union: pydantic puts the tag in loc
+            chosen = [m for m in current if _kind_of(m) == part]
+            if chosen:
+                current = chosen
+                index += 1
+                continue
+        model = current[0] if len(current) == 1 else None
+        owner = model
+        path.append(str(part))
+        field = model.model_fields.get(part) if model is not None and isinstance(part, str) else None
+        current = _model_members(field.annotation) if field is not None else []
+        if not current:
+            current = [None]  # type: ignore[list-item]
+        index += 1
+    return path, owner
+
+
+def _data_path(data: Any, loc: tuple[Any, ...]) -> list[str]:
+    """The keys of ``loc`` that exist in ``data``; pydantic's union tags in between are dropped."""
+    path: list[str] = []
+    current = data
+    for index, part in enumerate(loc):
+        if isinstance(current, dict) and part in current:
+            current = current[part]
+        elif isinstance(current, list) and isinstance(part, int) and part < len(current):
+            current = current[part]
+        elif index < len(loc) - 1:
+            continue  # a union tag, not a key of the input
+        path.append(str(part))
+    return path
+
+
+def _message(error: dict[str, Any], owner: type[BaseModel] | None) -> str:
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        if owner is None:
+            return "unknown key"
+        return f"unknown key; allowed keys here: {', '.join(owner.model_fields)}"
+    if kind == "missing":
+        return "required key is missing"
+    message = error["msg"]
+    for prefix in ("Value error, ", "Assertion failed, "):
+        message = message.removeprefix(prefix)
+    if kind not in ("value_error", "union_tag_invalid", "union_tag_not_found") and "input" in error:
+        shown = repr(error["input"])
+        if len(shown) <= 60:
+            message += f" (got {shown})"
+    return message
+
+
+def problems_from(error: ValidationError, root: type[BaseModel], data: Any, lines: LineMap,
+                  prefix: tuple[str, ...] = ()) -> list[Problem]:
+    """One Problem per pydantic error, with the dotted path and the YAML line when known."""
+    problems = []
+    for item in error.errors(include_url=False):
+        loc = tuple(item["loc"])
+        path = _data_path(data, loc)
+        owner = _walk(root, loc)[1] if item["type"] == "extra_forbidden" else None
+        if item["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            path.append("kind")
+        full = (*prefix, *path)
+        line = None
+        for cut in range(len(full), -1, -1):  # the nearest ancestor that has a line
+            if full[:cut] in lines:
+                line = lines[full[:cut]]
+                break
+        problems.append(Problem(".".join(full), _message(item, owner), line))
+    return problems
+
+
+def validate(model: type[M], data: Any, source: str, lines: LineMap | None = None,
+             prefix: tuple[str, ...] = ()) -> M:
+    """``model.model_validate(data)``, raising ConfigError with readable problems on failure."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(source, problems_from(error, model, data, lines or {}, prefix)) from None
