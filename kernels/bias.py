@@ -1,0 +1,84 @@
+"""Attentional-bias settings shared by the matrix-memory kernels and their reference.
+
+A bias turns the error ``e = W k - v`` of one token into the gradient factor ``g = phi(e)``
+(the update is ``g k^T``). ``phi`` acts on the value dimension ``V``: element-wise for
+``dot``, ``l2``, ``lp`` and ``huber_coordinate``; through the row norm ``||e||`` for
+``huber_norm``, ``huber_switch`` (Yaad) and ``robust``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from miras_search.errors import MirasError
+
+BIAS_KINDS = ("dot", "l2", "lp", "huber_coordinate", "huber_norm", "huber_switch", "robust")
+ROW_NORM_KINDS = ("huber_norm", "huber_switch", "robust")
+NORM_EPS = 1e-6
+"""Floor of ``||e||`` in the divisions of the row-norm biases (keeps e = 0 finite)."""
+
+
+class KernelInputError(MirasError, ValueError):
+    """Inputs of a memory kernel with a wrong shape, dtype or setting (the message names it)."""
+
+
+@dataclass(frozen=True)
+class BiasConfig:
+    """One attentional bias and its fixed hyper-parameters.
+
+    ``p``, ``sharpness`` (c in tanh(c x)) and ``eps`` are used by ``lp``; ``radius`` (Delta) by
+    ``robust``. The Huber threshold is the per-token tensor ``delta``, not a field here.
+    """
+
+    kind: str = "l2"
+    p: float = 3.0
+    sharpness: float = 10.0
+    eps: float = 1e-6
+    radius: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.kind not in BIAS_KINDS:
+            raise KernelInputError(
+                f"bias kind {self.kind!r} is not one the matrix kernels know; "
+                f"choose one of {', '.join(BIAS_KINDS)}"
+            )
+
+    @property
+    def needs_delta(self) -> bool:
+        return self.kind.startswith("huber")
+
+    @property
+    def row_norm(self) -> bool:
+        return self.kind in ROW_NORM_KINDS
+
+
+def as_bias(bias: BiasConfig | str) -> BiasConfig:
+    """Accept a bias kind name as shorthand for its default config."""
+    return bias if isinstance(bias, BiasConfig) else BiasConfig(kind=bias)
+
+
+def phi(e: torch.Tensor, v: torch.Tensor, delta: torch.Tensor | None, bias: BiasConfig) -> torch.Tensor:
+    """Gradient factor g = phi(e) of every token.
+
+    e, v: [..., V] (error and value); delta: [...] (Huber threshold) or None. Returns [..., V].
+    """
+    kind = bias.kind
+    if kind == "dot":
+        return -v
+    if kind == "l2":
+        return e
+    if kind == "lp":
+        c, p = bias.sharpness, bias.p
+        return p * torch.tanh(c * e) * (e * e + bias.eps) ** ((p - 1) / 2)
+    d = delta.unsqueeze(-1) if delta is not None else None
+    if kind == "huber_coordinate":
+        return torch.minimum(torch.maximum(e, -d), d)
+    norm = e.norm(dim=-1, keepdim=True)
+    unit = e / norm.clamp_min(NORM_EPS)
+    if kind == "huber_norm":
+        return torch.where(norm <= d, e, d * unit)
+    if kind == "huber_switch":
+        return torch.where(norm <= d, e, d * torch.sign(e))
+    return e + bias.radius * unit  # robust

@@ -1,0 +1,173 @@
+"""Plain-PyTorch reference of the chunked (minibatch) matrix-memory update.
+
+Per batch b and head h the memory is W [V, K]. Inside a chunk of C tokens all gradients are
+taken at the chunk-start state W_0 (the paper's minibatch form):
+
+    e_i = W_0 k_i - v_i,   g_i = phi(e_i),   beta_t = prod_{s <= j <= t} alpha_j
+    gd:        U_t = beta_t W_0 - sum_{i <= t} (beta_t / beta_i) eta_i g_i k_i^T
+    momentum:  S_t = theta_t S_{t-1} - eta_t g_t k_t^T  (S carried across chunks)
+               U_t = beta_t W_0 + sum_{j <= t} (beta_t / beta_j) S_j
+    o_t = U_t q_t;  the next chunk starts from W_0 := U_last.
+
+Channel-wise alpha [K] decays the key dimension (W diag(alpha)). chunk_size = 1 is the exact
+token-by-token recurrence. This file is written to be read; the Triton kernel in chunk.py
+must match it.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..bias import BiasConfig, as_bias, phi
+
+
+def _pad_time(x: torch.Tensor | None, length: int, value: float = 0.0) -> torch.Tensor | None:
+    """Pad dim 1 (time) of x to ``length`` with ``value``."""
+    if x is None or x.shape[1] == length:
+        return x
+    pad = [0, 0] * (x.dim() - 2) + [0, length - x.shape[1]]
+    return F.pad(x, pad, value=value)
+
+
+def _decay_matrix(log_cum: torch.Tensor) -> torch.Tensor:
+    """exp(l_t - l_i) for i <= t, else 0. log_cum: [..., C] -> [..., C, C] (rows t, columns i)."""
+    c = log_cum.shape[-1]
+    causal = torch.ones(c, c, dtype=torch.bool, device=log_cum.device).tril()
+    diff = log_cum.unsqueeze(-1) - log_cum.unsqueeze(-2)
+    return torch.where(causal, diff, torch.full_like(diff, float("-inf"))).exp()
+
+
+def naive_chunk_matrix_memory(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    eta: torch.Tensor,
+    alpha: torch.Tensor | None = None,
+    theta: torch.Tensor | None = None,
+    delta: torch.Tensor | None = None,
+    initial_state: torch.Tensor | None = None,
+    bias: BiasConfig | str = "l2",
+    chunk_size: int = 16,
+) -> torch.Tensor:
+    """Chunked matrix memory, one chunk at a time, in the dtype of ``q``.
+
+    Args:
+        q, k: [B, T, H, K]; v: [B, T, H, V]; eta: [B, T, H] (> 0).
+        alpha: [B, T, H] or [B, T, H, K] in (0, 1], or None (no retention).
+        theta: [B, T, H] in (0, 1) for momentum, or None (gd).
+        delta: [B, T, H] (> 0), the Huber threshold (huber biases only).
+        initial_state: [H, V, K] or None (zeros).
+        bias: a BiasConfig or its kind name.
+        chunk_size: tokens per chunk (1 = exact recurrence).
+    Returns:
+        o: [B, T, H, V].
+    """
+    bias = as_bias(bias)
+    B, T, H, K = k.shape
+    V = v.shape[-1]
+    C = chunk_size
+    n_chunks = -(-T // C)
+    Tp = n_chunks * C
+    dt = q.dtype
+    channel = alpha is not None and alpha.dim() == 4
+
+    # Padded tokens carry eta = 0 and decays of 1, so they change nothing.
+    q, k, v, eta, delta = (_pad_time(x, Tp) for x in (q, k, v, eta, delta))
+    log_a = None if alpha is None else _pad_time(alpha.log(), Tp)
+    log_th = None if theta is None else _pad_time(theta.log(), Tp)
+
+    W = q.new_zeros(B, H, V, K) if initial_state is None else initial_state.to(dt).expand(B, H, V, K)
+    S = q.new_zeros(B, H, V, K)
+    outs = []
+    for n in range(n_chunks):
+        sl = slice(n * C, (n + 1) * C)
+        qc, kc, vc = (x[:, sl].transpose(1, 2) for x in (q, k, v))  # (B, H, C, K|V)
+        etac = eta[:, sl].transpose(1, 2)  # (B, H, C)
+        deltac = None if delta is None else delta[:, sl].transpose(1, 2)
+
+        e = torch.einsum("bhck,bhvk->bhcv", kc, W) - vc
+        p = etac.unsqueeze(-1) * phi(e, vc, deltac, bias)  # (B, H, C, V)
+
+        # lb: cumulative log-decay inside the chunk, (B, H, C) or (B, H, C, K)
+        lb = q.new_zeros(B, H, C) if log_a is None else log_a[:, sl].transpose(1, 2).cumsum(2)
+        if theta is not None:
+            lt = log_th[:, sl].transpose(1, 2).cumsum(2)  # (B, H, C)
+            l_th = _decay_matrix(lt)  # Theta_j / Theta_i, (B, H, C, C)
+
+        if not channel:
+            l_b = _decay_matrix(lb)  # beta_t / beta_j, (B, H, C, C)
+            if theta is None:
+                d = l_b
+            else:
+                d = l_b @ l_th
+                c = l_b @ lt.exp().unsqueeze(-1)  # (B, H, C, 1)
+            scores = torch.einsum("bhtk,bhik->bhti", qc, kc) * d
+            o = lb.exp().unsqueeze(-1) * torch.einsum("bhtk,bhvk->bhtv", qc, W)
+            o = o - scores @ p
+            w_end = d[:, :, -1].unsqueeze(-1) * p  # (B, H, C, V)
+            W_new = lb[..., -1, None, None].exp() * W - torch.einsum("bhiv,bhik->bhvk", w_end, kc)
+            if theta is not None:
+                o = o + c * torch.einsum("bhtk,bhvk->bhtv", qc, S)
+                W_new = W_new + c[:, :, -1, :, None] * S
+        else:
+            l_b = _decay_matrix(lb.transpose(-1, -2)).permute(0, 1, 3, 4, 2)  # (B, H, C, C, K)
+            if theta is None:
+                d = l_b
+            else:
+                d = torch.einsum("bhtjk,bhji->bhtik", l_b, l_th)
+                c = torch.einsum("bhtjk,bhj->bhtk", l_b, lt.exp())  # (B, H, C, K)
+            o = torch.einsum("bhtk,bhvk->bhtv", qc * lb.exp(), W)
+            o = o - torch.einsum("bhtk,bhik,bhtik,bhiv->bhtv", qc, kc, d, p)
+            W_new = W * lb[:, :, -1].exp().unsqueeze(-2)
+            W_new = W_new - torch.einsum("bhiv,bhik,bhik->bhvk", p, kc, d[:, :, -1])
+            if theta is not None:
+                o = o + torch.einsum("bhtk,bhvk->bhtv", qc * c, S)
+                W_new = W_new + S * c[:, :, -1].unsqueeze(-2)
+        if theta is not None:
+            th_end = l_th[:, :, -1]  # Theta_C / Theta_i, (B, H, C)
+            S = lt[:, :, -1, None, None].exp() * S - torch.einsum("bhi,bhiv,bhik->bhvk", th_end, p, kc)
+        W = W_new
+        outs.append(o)
+    return torch.cat(outs, dim=2).transpose(1, 2)[:, :T]  # (B, T, H, V)
+
+
+def recurrent_matrix_memory(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    eta: torch.Tensor,
+    alpha: torch.Tensor | None = None,
+    theta: torch.Tensor | None = None,
+    delta: torch.Tensor | None = None,
+    initial_state: torch.Tensor | None = None,
+    bias: BiasConfig | str = "l2",
+    chunk_size: int = 1,
+) -> torch.Tensor:
+    """The same update, written as a loop over tokens (gradients still at chunk starts).
+
+    Shapes as in ``naive_chunk_matrix_memory``. Slow; used to check the chunked algebra.
+    """
+    bias = as_bias(bias)
+    B, T, H, K = k.shape
+    V = v.shape[-1]
+    W = q.new_zeros(B, H, V, K) if initial_state is None else initial_state.to(q.dtype).expand(B, H, V, K)
+    S = q.new_zeros(B, H, V, K)
+    outs = []
+    for t in range(T):
+        if t % chunk_size == 0:
+            W0 = W  # gradients of this chunk are taken here
+        kt, vt, qt = k[:, t], v[:, t], q[:, t]  # (B, H, K|V)
+        e = torch.einsum("bhvk,bhk->bhv", W0, kt) - vt
+        g = phi(e, vt, None if delta is None else delta[:, t], bias)
+        step = -eta[:, t, :, None, None] * g.unsqueeze(-1) * kt.unsqueeze(-2)
+        S = step if theta is None else theta[:, t, :, None, None] * S + step
+        if alpha is None:
+            decay = 1.0
+        elif alpha.dim() == 4:
+            decay = alpha[:, t].unsqueeze(-2)  # (B, H, 1, K)
+        else:
+            decay = alpha[:, t, :, None, None]
+        W = decay * W + S
+        outs.append(torch.einsum("bhvk,bhk->bhv", W, qt))
+    return torch.stack(outs, dim=1)
