@@ -14,13 +14,13 @@ from miras_search.yamlio import LineMap
 M = TypeVar("M", bound=BaseModel)
 
 
-def _model_members(annotation: Any) -> list[type[BaseModel]]:
+def model_members(annotation: Any) -> list[type[BaseModel]]:
     """The pydantic model classes an annotation admits (unions unpacked)."""
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return [annotation]
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType, typing.Annotated):
-        return [m for arg in typing.get_args(annotation) for m in _model_members(arg)]
+        return [m for arg in typing.get_args(annotation) for m in model_members(arg)]
     return []
 
 
@@ -50,7 +50,7 @@ def _walk(root: type[BaseModel], loc: tuple[Any, ...]) -> tuple[list[str], type[
         owner = model
         path.append(str(part))
         field = model.model_fields.get(part) if model is not None and isinstance(part, str) else None
-        current = _model_members(field.annotation) if field is not None else []
+        current = model_members(field.annotation) if field is not None else []
         if not current:
             current = [None]  # type: ignore[list-item]
         index += 1
@@ -62,9 +62,9 @@ def _data_path(data: Any, loc: tuple[Any, ...]) -> list[str]:
     path: list[str] = []
     current = data
     for index, part in enumerate(loc):
-        if isinstance(current, dict) and part in current:
-            current = current[part]
-        elif isinstance(current, list) and isinstance(part, int) and part < len(current):
+        if isinstance(part, str) and part.startswith("<") and part.endswith(">"):
+            continue  # a tag of miras_search.space.spec.ParamNode
+        if (isinstance(current, dict) and part in current) or (isinstance(current, list) and isinstance(part, int) and part < len(current)):
             current = current[part]
         elif index < len(loc) - 1:
             continue  # a union tag, not a key of the input

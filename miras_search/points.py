@@ -1,0 +1,87 @@
+"""Point files: a ModelPoint in YAML, optionally ``preset: NAME`` plus overrides; and back to YAML."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from miras_search.errors import ConfigError, MirasError, Problem
+from miras_search.merge import deep_merge
+from miras_search.presets import PRESET_AXES, preset
+from miras_search.schema import ModelPoint
+from miras_search.validation import validate
+from miras_search.yamlio import LineMap, dump_yaml, read_yaml
+
+POINT_FILE_KEYS = ("type", "preset", "meta")
+"""Keys a point file may hold besides ModelPoint's fields (``meta``: free-form, e.g. metrics)."""
+
+
+def point_from_dict(data: dict[str, Any], source: str = "<point>",
+                    lines: LineMap | None = None) -> ModelPoint:
+    """Validate a point mapping: ``preset`` (optional) is the base, the other keys override it."""
+    data = dict(data)
+    if data.pop("type", "point") != "point":
+        raise ConfigError(source, [Problem("type", "a point file has 'type: point' (or no type)")])
+    data.pop("meta", None)
+    name = data.pop("preset", None)
+    if name is not None:
+        if name not in PRESET_AXES:
+            raise ConfigError(source, [Problem(
+                "preset", f"unknown preset '{name}'; known presets: {', '.join(PRESET_AXES)}",
+                (lines or {}).get(("preset",)),
+            )])
+        data = deep_merge(preset(name).model_dump(mode="json"), data)
+    return validate(ModelPoint, data, source, lines)
+
+
+def load_point(ref: str | Path) -> ModelPoint:
+    """A point from a YAML file path or a preset name (``moneta``)."""
+    path = Path(ref)
+    if path.exists():
+        data, lines = read_yaml(path)
+        return point_from_dict(data, str(path), lines)
+    if str(ref) in PRESET_AXES:
+        return preset(str(ref))
+    raise MirasError(
+        f"'{ref}' is neither an existing point file nor a preset name; "
+        f"known presets: {', '.join(PRESET_AXES)}"
+    )
+
+
+def _compact(model: BaseModel) -> dict[str, Any]:
+    """Fields that differ from their defaults (``kind`` always kept), recursively.
+
+    A sub-model equal to its field's default is left out; otherwise it is written relative to
+    its own class defaults, which is what loading fills in for the keys it lacks.
+    """
+    defaults = type(model).model_construct()
+    out: dict[str, Any] = {}
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        default = getattr(defaults, name, None)
+        if isinstance(value, BaseModel):
+            if value != default:
+                out[name] = _compact(value)
+        elif name == "kind" or value != default:
+            out[name] = value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+    return out
+
+
+def point_to_dict(point: ModelPoint, compact: bool = True) -> dict[str, Any]:
+    """The point as plain data: every field, or (compact) only what differs from the defaults."""
+    if not compact:
+        return point.model_dump(mode="json")
+    data = _compact(point)
+    for axis in ("memory", "bias", "retention", "algorithm"):  # the four axes are always shown
+        data.setdefault(axis, {"kind": getattr(point, axis).kind})
+    order = list(ModelPoint.model_fields)
+    return {key: data[key] for key in order if key in data}
+
+
+def point_to_yaml(point: ModelPoint, compact: bool = True, meta: dict[str, Any] | None = None) -> str:
+    data = point_to_dict(point, compact)
+    if meta:
+        data["meta"] = meta
+    return dump_yaml(data)

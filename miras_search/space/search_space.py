@@ -1,0 +1,275 @@
+"""SearchSpace: a validated space file, sampled define-by-run with Optuna, and encoded back."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from miras_search.errors import ConfigError, MirasError, Problem
+from miras_search.merge import deep_merge, get_path
+from miras_search.presets import preset
+from miras_search.schema import ModelPoint
+from miras_search.schema_paths import unknown_path_problem
+from miras_search.space.constraints import first_violated
+from miras_search.space.spec import Choice, FloatRange, IntRange, SpaceFile
+from miras_search.space.walk import decode_option, encode_option, iter_nodes, walk
+from miras_search.validation import validate
+from miras_search.yamlio import LineMap, read_yaml
+
+
+class InfeasiblePoint(MirasError):
+    """A sampled combination that breaks a constraint or a cross-axis rule (the reason says which)."""
+
+
+class _OptunaChooser:
+    def __init__(self, trial: optuna.trial.BaseTrial):
+        self.trial = trial
+
+    def categorical(self, name: str, path: tuple[str, ...], options: list[Any]) -> Any:
+        value = self.trial.suggest_categorical(name, [encode_option(o) for o in options])
+        return decode_option(value, options)
+
+    def integer(self, name: str, path: tuple[str, ...], node: IntRange) -> int:
+        low, high = node.int
+        return self.trial.suggest_int(name, low, high, step=node.step, log=node.log)
+
+    def real(self, name: str, path: tuple[str, ...], node: FloatRange) -> float:
+        low, high = node.float
+        return self.trial.suggest_float(name, low, high, step=node.step, log=node.log)
+
+    def branch(self, name: str, labels: list[str], visit: Callable[[str], None]) -> None:
+        visit(self.trial.suggest_categorical(name, labels))
+
+    def fixed(self, path: tuple[str, ...], value: Any) -> None:
+        pass
+
+
+class _Mismatch(Exception):
+    pass
+
+
+class _EncodeChooser:
+    """Reads each parameter's value off an existing point; _Mismatch when the point is outside."""
+
+    def __init__(self, point_data: dict[str, Any]):
+        self.data = point_data
+        self.params: dict[str, Any] = {}
+
+    def _value(self, path: tuple[str, ...]) -> Any:
+        return get_path(self.data, path)
+
+    def categorical(self, name: str, path: tuple[str, ...], options: list[Any]) -> Any:
+        value = self._value(path)
+        if value not in options:
+            raise _Mismatch
+        self.params[name] = encode_option(value)
+        return value
+
+    def integer(self, name: str, path: tuple[str, ...], node: IntRange) -> int:
+        value = self._value(path)
+        low, high = node.int
+        if not isinstance(value, int) or not low <= value <= high or (value - low) % node.step:
+            raise _Mismatch
+        self.params[name] = value
+        return value
+
+    def real(self, name: str, path: tuple[str, ...], node: FloatRange) -> float:
+        value = self._value(path)
+        low, high = node.float
+        if not isinstance(value, int | float) or not low <= value <= high:
+            raise _Mismatch
+        if node.step is not None and not math.isclose(
+            round((value - low) / node.step) * node.step + low, value, abs_tol=1e-9
+        ):
+            raise _Mismatch
+        self.params[name] = float(value)
+        return float(value)
+
+    def branch(self, name: str, labels: list[str], visit: Callable[[str], None]) -> None:
+        for label in labels:
+            saved = dict(self.params)
+            try:
+                self.params[name] = label
+                visit(label)
+                return
+            except _Mismatch:
+                self.params = saved
+        raise _Mismatch
+
+    def fixed(self, path: tuple[str, ...], value: Any) -> None:
+        if self._value(path) != value:
+            raise _Mismatch
+
+
+@dataclass(frozen=True)
+class SpaceSummary:
+    """Size facts shown by ``miras show``."""
+
+    parameters: int
+    conditional: int
+    branches: int
+    discrete_size: int | None  # None when a continuous range makes it infinite
+
+
+class SearchSpace:
+    """A search space over ModelPoint, loaded from a validated space file."""
+
+    def __init__(self, spec: SpaceFile, source: str = "<space>", lines: LineMap | None = None):
+        self.spec = spec
+        self.source = source
+        self._check_paths(lines or {})
+        base: dict[str, Any] = {}
+        if spec.preset is not None:
+            base = preset(spec.preset).model_dump(mode="json")
+        self.base = deep_merge(base, spec.base)
+
+    @classmethod
+    def load(cls, path: str | Path) -> SearchSpace:
+        data, lines = read_yaml(path)
+        return cls.from_dict(data, str(path), lines)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "<space>",
+                  lines: LineMap | None = None) -> SearchSpace:
+        return cls(validate(SpaceFile, data, source, lines), source, lines)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def _check_paths(self, lines: LineMap) -> None:
+        problems: list[Problem] = []
+        for _, path, _node in iter_nodes(self.spec.params):
+            clean = tuple(p for p in path if p != "one_of")
+            problem = unknown_path_problem(clean, ("params", *path), lines)
+            if problem is not None:
+                problems.append(problem)
+        for index, constraint in enumerate(self.spec.constraints):
+            for section in ("when", "require", "forbid"):
+                for dotted in getattr(constraint, section):
+                    where = ("constraints", str(index), section, dotted)
+                    problem = unknown_path_problem(tuple(dotted.split(".")), where, lines)
+                    if problem is not None:
+                        problems.append(problem)
+        if problems:
+            raise ConfigError(self.source, problems)
+
+    def suggest(self, trial: optuna.trial.BaseTrial) -> dict[str, Any]:
+        """Sample one point's data with ``trial.suggest_*`` (define-by-run), not yet validated."""
+        sampled: dict[str, Any] = {}
+        walk(self.spec.params, _OptunaChooser(trial), sampled)
+        return deep_merge(self.base, sampled)
+
+    def to_point(self, data: dict[str, Any]) -> ModelPoint:
+        """Validate sampled data against the schema and the constraints; InfeasiblePoint if not."""
+        try:
+            point = ModelPoint.model_validate(data)
+        except ValueError as error:
+            raise InfeasiblePoint(f"the sampled combination is not valid: {error}") from None
+        index = first_violated(point.model_dump(mode="json"), self.spec.constraints)
+        if index is not None:
+            reason = self.spec.constraints[index].describe()
+            raise InfeasiblePoint(f"the sampled point breaks constraint {index + 1}: {reason}")
+        return point
+
+    def point_from_trial(self, trial: optuna.trial.BaseTrial) -> ModelPoint:
+        return self.to_point(self.suggest(trial))
+
+    def encode(self, point: ModelPoint) -> dict[str, Any] | None:
+        """Optuna params that reproduce ``point`` in this space (for enqueueing), or None."""
+        chooser = _EncodeChooser(point.model_dump(mode="json"))
+        try:
+            walk(self.spec.params, chooser, {})
+        except _Mismatch:
+            return None
+        resampled = self.to_point_or_none(deep_merge(self.base, _decoded(self, chooser.params)))
+        same = resampled is not None and resampled.model_dump(exclude={"name"}) == point.model_dump(
+            exclude={"name"}
+        )
+        return chooser.params if same else None
+
+    def to_point_or_none(self, data: dict[str, Any]) -> ModelPoint | None:
+        try:
+            return self.to_point(data)
+        except InfeasiblePoint:
+            return None
+
+    def sample(self, n: int, seed: int = 0, max_attempts: int | None = None) -> list[ModelPoint]:
+        """``n`` valid points drawn at random (rejection sampling); ConfigError if none is valid."""
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+        attempts = max_attempts or max(200, 50 * n)
+        points: list[ModelPoint] = []
+        reasons: Counter[str] = Counter()
+        for _ in range(attempts):
+            if len(points) == n:
+                break
+            trial = study.ask()
+            try:
+                points.append(self.point_from_trial(trial))
+            except InfeasiblePoint as error:
+                reasons[str(error)] += 1
+            if not points and sum(reasons.values()) >= 200:
+                break
+        if len(points) < n:
+            common = "; ".join(f"{r} ({c}x)" for r, c in reasons.most_common(3))
+            raise ConfigError(self.source, [Problem(
+                "constraints",
+                f"only {len(points)} of {n} points satisfy the space's rules after "
+                f"{sum(reasons.values()) + len(points)} draws; most common rejections: {common}",
+            )])
+        return points
+
+    def anchor_points(self) -> list[ModelPoint]:
+        """The named presets listed under ``anchors``."""
+        return [preset(name) for name in self.spec.anchors]
+
+    def summary(self) -> SpaceSummary:
+        nodes = list(iter_nodes(self.spec.params))
+        size: int | None = 1
+        for _, _, node in nodes:
+            if isinstance(node, FloatRange) and node.float[0] != node.float[1] and node.step is None:
+                size = None
+        if size is not None:
+            size = _count(self.spec.params)
+        conditional = sum(1 for name, _, _ in nodes if "/" in name)
+        branches = sum(
+            len(node.options) for _, _, node in nodes
+            if isinstance(node, Choice) and isinstance(node.choice, dict)
+        )
+        return SpaceSummary(len(nodes), conditional, branches, size)
+
+
+def _decoded(space: SearchSpace, params: dict[str, Any]) -> dict[str, Any]:
+    """Replay encoded params through the tree to rebuild the sampled data."""
+    trial = optuna.trial.FixedTrial(params)
+    sampled: dict[str, Any] = {}
+    walk(space.spec.params, _OptunaChooser(trial), sampled)
+    return sampled
+
+
+def _count(tree: dict[str, Any]) -> int:
+    """Number of distinct points of a fully discrete tree (conditional branches summed)."""
+    total = 1
+    for key, node in tree.items():
+        if key == "one_of":
+            total *= sum(_count(sub or {}) for sub in node.values())
+        elif isinstance(node, Choice):
+            total *= sum(_count(node.branch(option)) for option in node.options)
+        elif isinstance(node, IntRange):
+            low, high = node.int
+            total *= len(range(low, high + 1, node.step)) if not node.log else high - low + 1
+        elif isinstance(node, FloatRange):
+            low, high = node.float
+            total *= 1 if low == high else int(round((high - low) / node.step)) + 1
+        elif isinstance(node, dict):
+            total *= _count(node)
+    return total
+
+
