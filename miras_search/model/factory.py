@@ -1,0 +1,139 @@
+"""Model factory: a design point -> a language model, plus its size and state size."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import math
+
+import torch
+from torch import nn
+
+from miras_search.errors import UnsupportedPoint
+from miras_search.model.lm import MirasLM
+from miras_search.schema import ModelPoint
+
+
+def _as_point(point: ModelPoint | str) -> ModelPoint:
+    if isinstance(point, str):
+        from miras_search.presets import preset
+
+        return preset(point)
+    return point
+
+
+def pick_device(device: str | torch.device | None = None) -> torch.device:
+    """``device`` if given, else CUDA when available, else CPU."""
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def autocast_context(point: ModelPoint, device: torch.device) -> contextlib.AbstractContextManager:
+    """bfloat16 autocast on CUDA when train.precision is 'auto' or 'bf16'; float32 otherwise
+    (always float32 on CPU)."""
+    if device.type == "cuda" and point.train.precision in ("auto", "bf16"):
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def build_model(point: ModelPoint | str, device: str | torch.device | None = None) -> nn.Module:
+    """Build the language model of ``point`` (or a preset name) on ``device`` (default: pick_device()).
+
+    Raises UnsupportedPoint (naming the axis) for combinations the memory ops do not build.
+    With train.compile the returned module is ``torch.compile``-d (its parameters are the model's).
+    """
+    point = _as_point(point)
+    model: nn.Module = _construct(point).to(pick_device(device))
+    if point.train.compile:
+        model = torch.compile(model)
+    return model
+
+
+def _construct(point: ModelPoint) -> MirasLM:
+    """MirasLM(point), with shape/op errors of an unbuildable combination as UnsupportedPoint."""
+    try:
+        return MirasLM(point)
+    except (ValueError, NotImplementedError) as error:
+        axes = ", ".join(f"{axis} '{kind}'" for axis, kind in point.axes.items())
+        raise UnsupportedPoint(f"the model factory cannot build the point ({axes}): {error}") from error
+
+
+def param_count(point: ModelPoint | str) -> int:
+    """Exact number of parameters of ``build_model(point)`` (tied embeddings counted once).
+
+    Built on the meta device: no memory is allocated and nothing is initialised."""
+    point = _as_point(point)
+    with torch.device("meta"):
+        model = _construct(point)
+    return sum(p.numel() for p in model.parameters())
+
+
+def _mlp_memory_floats(point: ModelPoint) -> int:
+    """Weights of one head's MLP memory: depth linear maps K -> eK -> ... -> eK -> V."""
+    memory, k, v = point.memory, point.block.head_k, point.block.head_v
+    widths = [k] + [memory.expansion * k] * (memory.depth - 1) + [v]
+    return sum(a * b for a, b in itertools.pairwise(widths))
+
+
+def memory_state_size(point: ModelPoint, context: int | None = None) -> int:
+    """Floats of state one memory mixer of ``point`` carries from token t to token t+1 (one
+    sequence, all H heads), with K = block.head_k, V = block.head_v, H = block.n_heads:
+
+    - vector memory: H*K;   matrix memory: H*K*V;
+    - mlp memory: H * (sum of the weight sizes of one head's MLP: K*eK + eK*eK*(depth-2) + eK*V);
+    - algorithm momentum doubles it (the momentum S_t has the memory's shape);
+      algorithm newton adds the inverse key covariance, H*K*K;
+    - lq retention carries A_t (W_t = A_t / ||A_t||_q^(q-2) is a function of it): no extra;
+    - memory 'none' (softmax attention): the key/value cache, H*(K+V)*T_ctx with
+      T_ctx = min(memory.window, context) (context defaults to train.seq_len).
+
+    Not counted: the short-conv cache (conv_size - 1 past q/k/v rows) and the gates (no state).
+    """
+    block = point.block
+    h, k, v = block.n_heads, block.head_k, block.head_v
+    context = point.train.seq_len if context is None else context
+    kind = point.memory.kind
+    if kind == "none":
+        return attention_state_size(point, point.memory.window, context)
+    per_head = {"vector": k, "matrix": k * v}.get(kind) or _mlp_memory_floats(point)
+    size = h * per_head
+    if point.algorithm.kind == "momentum":
+        size *= 2
+    if point.algorithm.kind == "newton":
+        size += h * k * k
+    return size
+
+
+def attention_state_size(point: ModelPoint, window: int | None, context: int | None = None) -> int:
+    """Key/value cache of one softmax-attention mixer: H*(K+V)*min(window, context)."""
+    block = point.block
+    context = point.train.seq_len if context is None else context
+    span = context if window is None else min(window, context)
+    return block.n_heads * (block.head_k + block.head_v) * span
+
+
+def layer_state_sizes(point: ModelPoint | str, context: int | None = None) -> list[int]:
+    """State floats of each of the n_layers layers (see memory_state_size; a samba memory layer
+    adds its sliding-window cache; swa layers: window block.window; attention: full context)."""
+    point = _as_point(point)
+    sizes = []
+    for kind in point.block.layer_kinds():
+        if kind == "swa":
+            sizes.append(attention_state_size(point, point.block.window, context))
+        elif kind == "attention":
+            sizes.append(attention_state_size(point, None, context))
+        else:
+            size = memory_state_size(point, context)
+            if point.block.hybrid == "samba":
+                size += attention_state_size(point, point.block.window, context)
+            sizes.append(size)
+    return sizes
+
+
+def state_size(point: ModelPoint | str, context: int | None = None) -> int:
+    """Floats of recurrent state per layer at one token position of one sequence: the mean over
+    layers of ``layer_state_sizes`` (rounded up), i.e. the state of one memory layer for a point
+    without hybrid layers. See memory_state_size for the formula of each memory kind."""
+    sizes = layer_state_sizes(point, context)
+    return math.ceil(sum(sizes) / len(sizes))

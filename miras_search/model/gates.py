@@ -1,0 +1,123 @@
+"""Gate producers: turn a schema ``Gate`` and the tokens x into the gate tensor the memory reads.
+
+Modes (see ``miras_search.schema.gates``):
+
+- ``constant``: the fixed ``value`` everywhere (nothing learned).
+- ``retnet``: the fixed per-head decay ``1 - 2**(-5 - h)``, h = 0 .. H-1 (alpha only).
+- ``head``: ``squash(Linear(D, H)(x) + b)``, one scalar per head and token.
+- ``channel``: ``squash(Linear(rank, H*K)(Linear(D, rank)(x)) + b)``, one value per key channel.
+
+The last projection starts at zero and the bias b is set so that, at initialisation, the gate
+equals ``gate.value`` for every token; learning then makes it data-dependent.
+
+Squashing by gate name (the range each gate must stay in):
+
+- alpha (retention) and theta (momentum): sigmoid, range (0, 1). alpha may be configured as 1.0;
+  a sigmoid never reaches 1, so the initial value is capped at ``1 - 1e-4`` (head/channel only).
+- eta (inner learning rate): sigmoid for ``value < 1`` (range (0, 1), the delta rule's stable
+  range), softplus for ``value >= 1`` (range (0, inf)).
+- delta (Huber threshold): softplus, range (0, inf).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from miras_search.schema import Gate
+
+GATE_NAMES = ("eta", "alpha", "theta", "delta")
+_ALPHA_CAP = 1.0 - 1e-4
+
+
+def _inverse_softplus(y: float) -> float:
+    return y + math.log(-math.expm1(-y))  # log(exp(y) - 1), stable for large y
+
+
+def squashing(name: str, value: float) -> str:
+    """Which squashing function gate ``name`` with initial ``value`` uses: 'sigmoid' or 'softplus'."""
+    if name not in GATE_NAMES:
+        raise ValueError(f"unknown gate '{name}'; expected one of {GATE_NAMES}")
+    if name == "delta" or (name == "eta" and value >= 1.0):
+        return "softplus"
+    return "sigmoid"
+
+
+def _initial_bias(squash: str, name: str, value: float) -> float:
+    """The pre-activation b with squash(b) == value (alpha capped below 1)."""
+    if squash == "softplus":
+        return _inverse_softplus(value)
+    if name == "alpha":
+        value = min(value, _ALPHA_CAP)
+    return math.log(value) - math.log1p(-value)  # logit
+
+
+class GateProducer(nn.Module):
+    """Produce one gate tensor from x.
+
+    Args:
+        name: 'eta' | 'alpha' | 'theta' | 'delta' (sets the squashing, see the module docstring).
+        gate: the schema gate (mode, value, rank).
+        d_model: D, the width of x.
+        n_heads: H.
+        key_dim: K, the per-head key width (channel mode).
+        steps: n > 1 adds an axis of n independent gates per token (multistep eta).
+
+    forward(x: [B, T, D]) -> [B, T, H] (scalar modes) or [B, T, H, K] (channel);
+    with steps n > 1: [B, T, n, H] or [B, T, n, H, K].
+    """
+
+    def __init__(
+        self, name: str, gate: Gate, d_model: int, n_heads: int, key_dim: int, steps: int = 1
+    ):
+        super().__init__()
+        self.name, self.mode, self.value = name, gate.mode, gate.value
+        self.n_heads, self.key_dim, self.steps = n_heads, key_dim, steps
+        self.squash = squashing(name, gate.value)
+        if gate.mode == "retnet" and name != "alpha":
+            raise ValueError(f"{name}: mode 'retnet' is a decay schedule for alpha only")
+        per_token = n_heads * steps * (key_dim if gate.mode == "channel" else 1)
+        self.down: nn.Linear | None = None
+        self.proj: nn.Linear | None = None
+        if gate.mode == "head":
+            self.proj = nn.Linear(d_model, per_token, bias=True)
+        elif gate.mode == "channel":
+            self.down = nn.Linear(d_model, gate.projection_rank, bias=False)
+            self.proj = nn.Linear(gate.projection_rank, per_token, bias=True)
+        if gate.mode == "retnet":
+            decay = 1.0 - 2.0 ** (-5.0 - torch.arange(n_heads, dtype=torch.float32))
+            self.register_buffer("fixed", decay, persistent=False)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Zero the last projection and set its bias so that the gate starts at ``value``."""
+        if self.proj is None:
+            return
+        nn.init.zeros_(self.proj.weight)
+        nn.init.constant_(self.proj.bias, _initial_bias(self.squash, self.name, self.value))
+        if self.down is not None:
+            nn.init.normal_(self.down.weight, std=self.down.in_features**-0.5)
+
+    @property
+    def shape_suffix(self) -> tuple[int, ...]:
+        """The trailing dims after [B, T]."""
+        steps = (self.steps,) if self.steps > 1 else ()
+        channel = (self.key_dim,) if self.mode == "channel" else ()
+        return (*steps, self.n_heads, *channel)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, length = x.shape[:2]
+        shape = (batch, length, *self.shape_suffix)
+        if self.mode == "constant":
+            return x.new_full(shape, self.value)
+        if self.mode == "retnet":
+            return self.fixed.to(x.dtype).expand(shape)
+        h = x if self.down is None else self.down(x)  # [B, T, D] or [B, T, rank]
+        z = self.proj(h).view(shape)
+        return torch.sigmoid(z) if self.squash == "sigmoid" else F.softplus(z)
+
+    def extra_repr(self) -> str:
+        return f"{self.name}, mode={self.mode}, value={self.value}, squash={self.squash}"

@@ -1,0 +1,64 @@
+"""Small building blocks of the block: short causal conv, SwiGLU MLP, rotary position embedding."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class ShortConv(nn.Module):
+    """Causal depthwise conv over time followed by SiLU; ``kernel_size`` 0 = SiLU only.
+
+    forward(x: [B, T, C]) -> [B, T, C]; output t sees inputs t-kernel_size+1 .. t.
+    """
+
+    def __init__(self, channels: int, kernel_size: int):
+        super().__init__()
+        self.kernel_size = kernel_size
+        self.conv = (
+            nn.Conv1d(channels, channels, kernel_size, groups=channels, padding=kernel_size - 1, bias=False)
+            if kernel_size > 0
+            else None
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.conv is not None:
+            length = x.shape[1]
+            x = self.conv(x.transpose(1, 2))[..., :length].transpose(1, 2)  # left padding only
+        return F.silu(x)
+
+
+class SwiGLU(nn.Module):
+    """down(SiLU(gate(x)) * up(x)); hidden width = round(ratio * D) to a multiple of 8.
+
+    forward(x: [B, T, D]) -> [B, T, D].
+    """
+
+    def __init__(self, d_model: int, ratio: float):
+        super().__init__()
+        hidden = max(8, 8 * round(ratio * d_model / 8))
+        self.gate = nn.Linear(d_model, hidden, bias=False)
+        self.up = nn.Linear(d_model, hidden, bias=False)
+        self.down = nn.Linear(hidden, d_model, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(F.silu(self.gate(x)) * self.up(x))
+
+
+def rotary(x: torch.Tensor, base: float = 10000.0) -> torch.Tensor:
+    """Rotary position embedding (half-split pairs) of the first ``2 * (K // 2)`` channels.
+
+    x: [B, T, H, K] -> [B, T, H, K]; position t is the index along T.
+    """
+    length, dim = x.shape[1], x.shape[-1]
+    half = dim // 2
+    if half == 0:
+        return x
+    dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    inv_freq = base ** (-torch.arange(half, device=x.device, dtype=dtype) / half)
+    angle = torch.arange(length, device=x.device, dtype=dtype)[:, None] * inv_freq  # [T, half]
+    cos = angle.cos()[None, :, None, :].to(x.dtype)  # [1, T, 1, half]
+    sin = angle.sin()[None, :, None, :].to(x.dtype)
+    x1, x2, rest = x[..., :half], x[..., half : 2 * half], x[..., 2 * half :]
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos, rest], dim=-1)

@@ -1,0 +1,152 @@
+"""The language model: byte embeddings -> n_layers Llama-style blocks -> RMSNorm -> head.
+
+One block:  x -> RMSNorm -> mixer -> + -> RMSNorm -> SwiGLU -> +
+Layer kinds come from ``block.layer_kinds()``:
+
+- ``memory``: the point's memory (MemoryMixer), or softmax attention when the point's memory is
+  'none' (the Transformer baseline; window ``memory.window``);
+- ``swa``: sliding-window softmax attention over ``block.window`` tokens;
+- ``attention``: full causal softmax attention.
+
+``hybrid: samba`` puts a sliding-window attention mixer (with its own RMSNorm and residual) right
+after the memory mixer of every memory layer, before the MLP:
+x -> +mem(norm x) -> +swa(norm x) -> +SwiGLU(norm x).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from miras_search.errors import NonFiniteError, SequenceTooLong
+from miras_search.model.gates import GateProducer
+from miras_search.model.layers import SwiGLU
+from miras_search.model.mixer import AttentionMixer, MemoryMixer
+from miras_search.schema import ModelPoint
+
+IGNORE_INDEX = -100
+"""Targets equal to this are left out of the loss (torch's cross-entropy default)."""
+
+
+def make_mixers(point: ModelPoint, kind: str) -> list[nn.Module]:
+    """The token mixers of one layer of ``kind`` ('memory' | 'swa' | 'attention')."""
+    block = point.block
+    dims = (block.d_model, block.n_heads, block.head_k, block.head_v)
+    if kind == "swa":
+        return [AttentionMixer(*dims, window=block.window)]
+    if kind == "attention":
+        return [AttentionMixer(*dims, window=None)]
+    if point.memory.kind == "none":
+        first: nn.Module = AttentionMixer(*dims, window=point.memory.window)
+    else:
+        first = MemoryMixer(point)
+    if block.hybrid == "samba":
+        return [first, AttentionMixer(*dims, window=block.window)]
+    return [first]
+
+
+class Layer(nn.Module):
+    """Pre-norm residual block with one or more mixers and a SwiGLU MLP. x: [B, T, D] -> [B, T, D]."""
+
+    def __init__(self, mixers: list[nn.Module], d_model: int, mlp_ratio: float):
+        super().__init__()
+        self.mixer_norms = nn.ModuleList([nn.RMSNorm(d_model, eps=1e-6) for _ in mixers])
+        self.mixers = nn.ModuleList(mixers)
+        self.mlp_norm = nn.RMSNorm(d_model, eps=1e-6)
+        self.mlp = SwiGLU(d_model, mlp_ratio)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for norm, mixer in zip(self.mixer_norms, self.mixers, strict=True):
+            x = x + mixer(norm(x))
+        return x + self.mlp(self.mlp_norm(x))
+
+
+class MirasLM(nn.Module):
+    """Byte-level causal language model of one design point.
+
+    forward(tokens: [B, T] long, targets: [B, T] long | None)
+        -> logits [B, T, vocab]                      when targets is None
+        -> (logits [B, T, vocab], loss scalar)       otherwise (mean cross-entropy, nats/token;
+                                                     targets == IGNORE_INDEX are skipped)
+    Raises SequenceTooLong when T > block.max_seq_len and NonFiniteError when the loss (or, without
+    targets, the logits) is NaN/inf.
+    """
+
+    def __init__(self, point: ModelPoint):
+        super().__init__()
+        self.point = point
+        block = point.block
+        self.max_seq_len = block.max_seq_len
+        self.check_finite = True
+        self.embed = nn.Embedding(block.vocab_size, block.d_model)
+        self.layers = nn.ModuleList(
+            [Layer(make_mixers(point, kind), block.d_model, block.mlp_ratio) for kind in block.layer_kinds()]
+        )
+        self.norm = nn.RMSNorm(block.d_model, eps=1e-6)
+        self.head = nn.Linear(block.d_model, block.vocab_size, bias=False)
+        if block.tie_embeddings:
+            self.head.weight = self.embed.weight
+        self.apply(self._init_weights)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        # nanoGPT init; residual output projections shrink with depth. ``apply`` visits children
+        # first, so a GateProducer re-initialises its own projections after the generic pass.
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, std=0.02)
+        elif isinstance(module, GateProducer):
+            module.reset_parameters()
+        if isinstance(module, (MemoryMixer, AttentionMixer)):
+            nn.init.normal_(module.o_proj.weight, std=0.02 / math.sqrt(2 * len(self.layers)))
+        elif isinstance(module, SwiGLU):
+            nn.init.normal_(module.down.weight, std=0.02 / math.sqrt(2 * len(self.layers)))
+
+    def memory_mixers(self) -> list[MemoryMixer]:
+        return [m for m in self.modules() if isinstance(m, MemoryMixer)]
+
+    def set_memory_form(
+        self, mode: str | None = None, chunk_size: int | None = None, chunk_form: str | None = None
+    ) -> None:
+        """Switch every memory layer to another execution form (same weights, same math)."""
+        for mixer in self.memory_mixers():
+            mixer.mode = mode or mixer.mode
+            mixer.chunk_size = chunk_size or mixer.chunk_size
+            mixer.chunk_form = chunk_form or mixer.chunk_form
+
+    def forward(
+        self, tokens: torch.Tensor, targets: torch.Tensor | None = None
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        length = tokens.shape[1]
+        if length > self.max_seq_len:
+            raise SequenceTooLong(
+                f"the input has {length} tokens but block.max_seq_len is {self.max_seq_len}; "
+                "shorten the sequences (train.seq_len / the evaluation length) or raise block.max_seq_len"
+            )
+        x = self.embed(tokens)  # [B, T, D]
+        for layer in self.layers:
+            x = layer(x)
+        logits = self.head(self.norm(x))  # [B, T, vocab]
+        if targets is None:
+            if self.check_finite and not torch.isfinite(logits).all():
+                raise NonFiniteError(self._non_finite("logits"))
+            return logits
+        loss = F.cross_entropy(
+            logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX
+        )
+        if self.check_finite and not torch.isfinite(loss):
+            raise NonFiniteError(self._non_finite("loss"))
+        return logits, loss
+
+    def _non_finite(self, what: str) -> str:
+        name = self.point.name or "the point"
+        return (
+            f"the {what} of {name} ({', '.join(f'{k} {v}' for k, v in self.point.axes.items())}) "
+            "became NaN or inf in the forward pass; lower train.lr or the gates' values, or use "
+            "train.precision fp32"
+        )

@@ -1,0 +1,138 @@
+"""Token mixers: the test-time memory layer and the softmax-attention layer.
+
+Both map x: [B, T, D] -> [B, T, D]; H heads with per-head key width K and value width V
+(``block.head_k`` / ``block.head_v``).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from miras_search.errors import UnsupportedPoint
+from miras_search.memory import MemoryGates, MemoryRule, memory_forward, softmax_attention
+from miras_search.model.gates import GATE_NAMES, GateProducer
+from miras_search.model.layers import ShortConv, rotary
+from miras_search.schema import Gate, ModelPoint
+
+
+def gate_spec(point: ModelPoint, name: str) -> Gate:
+    """The schema gate named ``name`` (eta / theta on the algorithm, alpha on the retention,
+    delta on the bias); UnsupportedPoint when the point has none."""
+    owner = {"eta": "algorithm", "theta": "algorithm", "alpha": "retention", "delta": "bias"}[name]
+    spec = getattr(getattr(point, owner), name, None)
+    if not isinstance(spec, Gate):
+        axis = getattr(point, owner)
+        raise UnsupportedPoint(
+            f"the memory rule of this point needs gate '{name}', but {owner} '{axis.kind}' "
+            f"defines no {owner}.{name}"
+        )
+    return spec
+
+
+def resolved_chunk_form(point: ModelPoint) -> str:
+    """train.chunk_form with 'auto' resolved: 'exact_delta' where it applies, else 'minibatch'."""
+    return "exact_delta" if point.uses_exact_delta() else "minibatch"
+
+
+class MemoryMixer(nn.Module):
+    """The Miras layer: q/k/v -> short conv + SiLU -> l2 norm (q, k) -> memory -> norm -> gate -> out.
+
+    With a multistep algorithm (n inner steps per token) k, v and eta carry an extra axis of n.
+    The memory runs in float32 or wider (outside autocast): online updates of a nonlinear memory
+    are not stable in bfloat16.
+
+    ``mode`` / ``chunk_size`` / ``chunk_form`` come from ``point.train`` and may be changed on the
+    instance (``MirasLM.set_memory_form``) without rebuilding.
+    """
+
+    def __init__(self, point: ModelPoint):
+        super().__init__()
+        block = point.block
+        self.rule = MemoryRule.from_point(point)
+        self.n_heads, self.key_dim, self.value_dim = block.n_heads, block.head_k, block.head_v
+        self.steps = getattr(self.rule, "steps_per_token", 1) or 1
+        d, h, k, v, n = block.d_model, self.n_heads, self.key_dim, self.value_dim, self.steps
+        self.q_proj = nn.Linear(d, h * k, bias=False)
+        self.k_proj = nn.Linear(d, n * h * k, bias=False)
+        self.v_proj = nn.Linear(d, n * h * v, bias=False)
+        self.q_conv = ShortConv(h * k, block.conv_size)
+        self.k_conv = ShortConv(n * h * k, block.conv_size)
+        self.v_conv = ShortConv(n * h * v, block.conv_size)
+        self.qk_l2_norm = block.qk_l2_norm
+        needs = sorted(self.rule.needs(), key=GATE_NAMES.index)
+        self.gates = nn.ModuleDict(
+            {
+                name: GateProducer(name, gate_spec(point, name), d, h, k, steps=n if name == "eta" else 1)
+                for name in needs
+            }
+        )
+        self.memory_params = nn.ParameterList(
+            [nn.Parameter(p) for p in self.rule.initial_parameters(h, k, v)]
+        )
+        self.out_norm = nn.RMSNorm(v, eps=1e-6) if block.output_norm else None
+        self.g_proj = nn.Linear(d, h * v, bias=False) if block.output_gate else None
+        self.o_proj = nn.Linear(h * v, d, bias=False)
+        self.mode = point.train.mode
+        self.chunk_size = point.train.chunk_size
+        self.chunk_form = resolved_chunk_form(point)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, length, _ = x.shape
+        h, k, v, n = self.n_heads, self.key_dim, self.value_dim, self.steps
+        step_axis = (n,) if n > 1 else ()
+        q = self.q_conv(self.q_proj(x)).view(batch, length, h, k)
+        key = self.k_conv(self.k_proj(x)).view(batch, length, *step_axis, h, k)
+        val = self.v_conv(self.v_proj(x)).view(batch, length, *step_axis, h, v)
+        if self.qk_l2_norm:
+            q, key = F.normalize(q, dim=-1), F.normalize(key, dim=-1)
+        # gates near 1 (alpha = 0.9999) do not survive bfloat16: the gates and the memory run in
+        # float32 (or float64 when x is) outside autocast
+        dtype = torch.promote_types(x.dtype, torch.float32)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            wide = x.to(dtype)
+            produced = {name: producer(wide) for name, producer in self.gates.items()}
+            gates = MemoryGates(**{name: produced.get(name) for name in GATE_NAMES})
+            o = memory_forward(
+                self.rule, q.to(dtype), key.to(dtype), val.to(dtype), gates,
+                [p.to(dtype) for p in self.memory_params],
+                mode=self.mode, chunk_size=self.chunk_size, chunk_form=self.chunk_form,
+            )  # [B, T, H, V]
+        o = o.to(x.dtype)
+        if self.out_norm is not None:
+            o = self.out_norm(o)
+        o = o.reshape(batch, length, h * v)
+        if self.g_proj is not None:
+            o = o * F.silu(self.g_proj(x))
+        return self.o_proj(o)
+
+    def extra_repr(self) -> str:
+        return f"mode={self.mode}, chunk_size={self.chunk_size}, chunk_form={self.chunk_form}"
+
+
+class AttentionMixer(nn.Module):
+    """Llama-style causal softmax attention with rotary positions; ``window`` None = full context.
+
+    Scores use the usual 1/sqrt(K) scale (no l2 norm, no short conv, no output gate).
+    """
+
+    def __init__(self, d_model: int, n_heads: int, key_dim: int, value_dim: int, window: int | None):
+        super().__init__()
+        self.n_heads, self.key_dim, self.value_dim, self.window = n_heads, key_dim, value_dim, window
+        self.q_proj = nn.Linear(d_model, n_heads * key_dim, bias=False)
+        self.k_proj = nn.Linear(d_model, n_heads * key_dim, bias=False)
+        self.v_proj = nn.Linear(d_model, n_heads * value_dim, bias=False)
+        self.o_proj = nn.Linear(n_heads * value_dim, d_model, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, length, _ = x.shape
+        h, k, v = self.n_heads, self.key_dim, self.value_dim
+        q = rotary(self.q_proj(x).view(batch, length, h, k))
+        key = rotary(self.k_proj(x).view(batch, length, h, k))
+        val = self.v_proj(x).view(batch, length, h, v)
+        o = softmax_attention(q, key, val, window=self.window)  # [B, T, H, V]
+        return self.o_proj(o.reshape(batch, length, h * v))
+
+    def extra_repr(self) -> str:
+        return f"window={self.window}"
