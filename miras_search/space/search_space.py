@@ -22,6 +22,8 @@ from miras_search.space.walk import decode_option, encode_option, iter_nodes, wa
 from miras_search.validation import validate
 from miras_search.yamlio import LineMap, read_yaml
 
+AXES = ("memory", "bias", "retention", "algorithm")
+
 
 class InfeasiblePoint(MirasError):
     """A sampled combination that breaks a constraint or a cross-axis rule (the reason says which)."""
@@ -57,17 +59,24 @@ class _Mismatch(Exception):
 class _EncodeChooser:
     """Reads each parameter's value off an existing point; _Mismatch when the point is outside."""
 
-    def __init__(self, point_data: dict[str, Any]):
+    def __init__(self, point_data: dict[str, Any], free: tuple[str, ...] = ()):
         self.data = point_data
+        self.free = free  # top-level sections whose values need not match (the space's are kept)
         self.params: dict[str, Any] = {}
 
     def _value(self, path: tuple[str, ...]) -> Any:
         return get_path(self.data, path)
 
+    def _mismatch(self, name: str, path: tuple[str, ...], fallback: Any) -> Any:
+        if path[0] not in self.free:
+            raise _Mismatch
+        self.params[name] = fallback
+        return fallback
+
     def categorical(self, name: str, path: tuple[str, ...], options: list[Any]) -> Any:
         value = self._value(path)
         if value not in options:
-            raise _Mismatch
+            return decode_option(self._mismatch(name, path, encode_option(options[0])), options)
         self.params[name] = encode_option(value)
         return value
 
@@ -75,7 +84,7 @@ class _EncodeChooser:
         value = self._value(path)
         low, high = node.int
         if not isinstance(value, int) or not low <= value <= high or (value - low) % node.step:
-            raise _Mismatch
+            return self._mismatch(name, path, low)
         self.params[name] = value
         return value
 
@@ -83,11 +92,11 @@ class _EncodeChooser:
         value = self._value(path)
         low, high = node.float
         if not isinstance(value, int | float) or not low <= value <= high:
-            raise _Mismatch
+            return self._mismatch(name, path, float(low))
         if node.step is not None and not math.isclose(
             round((value - low) / node.step) * node.step + low, value, abs_tol=1e-9
         ):
-            raise _Mismatch
+            return self._mismatch(name, path, float(low))
         self.params[name] = float(value)
         return float(value)
 
@@ -103,7 +112,7 @@ class _EncodeChooser:
         raise _Mismatch
 
     def fixed(self, path: tuple[str, ...], value: Any) -> None:
-        if self._value(path) != value:
+        if self._value(path) != value and path[0] not in self.free:
             raise _Mismatch
 
 
@@ -181,17 +190,21 @@ class SearchSpace:
     def point_from_trial(self, trial: optuna.trial.BaseTrial) -> ModelPoint:
         return self.to_point(self.suggest(trial))
 
-    def encode(self, point: ModelPoint) -> dict[str, Any] | None:
-        """Optuna params that reproduce ``point`` in this space (for enqueueing), or None."""
-        chooser = _EncodeChooser(point.model_dump(mode="json"))
+    def encode(self, point: ModelPoint, axes_only: bool = False) -> dict[str, Any] | None:
+        """Optuna params that reproduce ``point`` in this space (for enqueueing), or None.
+
+        With ``axes_only`` only the four axes must match: block and training settings are the
+        space's own, so that a named model is measured on the same footing as the searched points.
+        """
+        free = ("name", "block", "train") if axes_only else ()
+        chooser = _EncodeChooser(point.model_dump(mode="json"), free)
         try:
             walk(self.spec.params, chooser, {})
         except _Mismatch:
             return None
-        resampled = self.to_point_or_none(deep_merge(self.base, _decoded(self, chooser.params)))
-        same = resampled is not None and resampled.model_dump(exclude={"name"}) == point.model_dump(
-            exclude={"name"}
-        )
+        rebuilt = self.to_point_or_none(deep_merge(self.base, _decoded(self, chooser.params)))
+        keep = set(AXES) if axes_only else set(ModelPoint.model_fields) - {"name"}
+        same = rebuilt is not None and rebuilt.model_dump(include=keep) == point.model_dump(include=keep)
         return chooser.params if same else None
 
     def to_point_or_none(self, data: dict[str, Any]) -> ModelPoint | None:
@@ -264,10 +277,10 @@ def _count(tree: dict[str, Any]) -> int:
             total *= sum(_count(node.branch(option)) for option in node.options)
         elif isinstance(node, IntRange):
             low, high = node.int
-            total *= len(range(low, high + 1, node.step)) if not node.log else high - low + 1
+            total *= len(range(low, high + 1, node.step))
         elif isinstance(node, FloatRange):
             low, high = node.float
-            total *= 1 if low == high else int(round((high - low) / node.step)) + 1
+            total *= 1 if low == high else round((high - low) / node.step) + 1
         elif isinstance(node, dict):
             total *= _count(node)
     return total

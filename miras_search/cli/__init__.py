@@ -1,0 +1,6 @@
+"""The ``miras`` command line: one module per group of commands, all registered on ``app``."""
+
+from miras_search.cli import inspect as _inspect  # noqa: F401  (registers its commands)
+from miras_search.cli.app import app
+
+__all__ = ["app"]

@@ -1,0 +1,43 @@
+"""The typer application and the error boundary every command goes through."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from miras_search.errors import MirasError
+
+app = typer.Typer(
+    name="miras",
+    help="Architecture search over the Miras design space of test-time-memory sequence models.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console()
+errors = Console(stderr=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def command(*args: Any, **kwargs: Any) -> Callable[[F], F]:
+    """``app.command`` whose MirasErrors end as a readable message and exit code 1."""
+
+    def register(function: F) -> F:
+        @functools.wraps(function)
+        def guarded(*inner_args: Any, **inner_kwargs: Any) -> Any:
+            try:
+                return function(*inner_args, **inner_kwargs)
+            except MirasError as error:
+                errors.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False)
+                raise typer.Exit(1) from None
+
+        app.command(*args, **kwargs)(guarded)
+        return function
+
+    return register

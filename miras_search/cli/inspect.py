@@ -1,0 +1,166 @@
+"""Commands that read files and print: schema, validate, show, presets, sample."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+from rich.tree import Tree
+
+from miras_search.cli.app import command, console, errors
+from miras_search.cli.files import load_any
+from miras_search.errors import MirasError
+from miras_search.points import point_to_yaml
+from miras_search.presets import NAMED_MODELS, preset, preset_names
+from miras_search.schema import ModelPoint
+from miras_search.space import Choice, FloatRange, IntRange, SearchSpace
+from miras_search.space.spec import SpaceFile
+from miras_search.yamlio import dump_yaml
+
+
+def _schemas() -> dict[str, dict]:
+    point = ModelPoint.model_json_schema()
+    point["properties"]["preset"] = {"type": "string", "enum": preset_names()}
+    point["properties"]["type"] = {"const": "point"}
+    point["properties"]["meta"] = {"type": "object"}
+    schemas = {"point": point, "space": SpaceFile.model_json_schema()}
+    try:
+        from miras_search.study.spec import StudyFile
+    except ImportError:
+        pass
+    else:
+        schemas["study"] = StudyFile.model_json_schema()
+    return schemas
+
+
+@command("schema")
+def schema(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the *.schema.json files.")] = Path(
+        "schemas"
+    ),
+) -> None:
+    """Write the JSON Schema of the point, space and study YAML formats (for editor completion)."""
+    out.mkdir(parents=True, exist_ok=True)
+    for kind, body in _schemas().items():
+        path = out / f"{kind}.schema.json"
+        path.write_text(json.dumps(body, indent=2) + "\n")
+        console.print(f"wrote {path}")
+
+
+@command("validate")
+def validate(files: Annotated[list[Path], typer.Argument(help="Point, space or study files.")]) -> None:
+    """Check files against the schemas (spaces are also sampled once); exit 1 if any is invalid."""
+    failed = 0
+    for path in files:
+        try:
+            kind, loaded = load_any(path)
+            if isinstance(loaded, SearchSpace):
+                loaded.sample(1, seed=0)
+        except MirasError as error:
+            failed += 1
+            errors.print(f"[red]✗[/] {escape(str(error))}", highlight=False)
+            continue
+        console.print(f"[green]✓[/] {escape(str(path))} ({kind})", highlight=False)
+    if failed:
+        raise typer.Exit(1)
+
+
+def _describe(node: object) -> str:
+    if isinstance(node, IntRange):
+        low, high = node.int
+        return f"int [{low}, {high}]" + (" log" if node.log else f" step {node.step}" * (node.step != 1))
+    if isinstance(node, FloatRange):
+        low, high = node.float
+        return f"float [{low}, {high}]" + (" log" if node.log else "") + (
+            f" step {node.step}" if node.step else ""
+        )
+    return repr(node)
+
+
+def _add_tree(tree: Tree, params: dict) -> None:
+    for key, node in params.items():
+        if key == "one_of":
+            branch = tree.add("[magenta]one of[/]")
+            for label, sub in node.items():
+                _add_tree(branch.add(f"[magenta]{escape(str(label))}[/]"), sub or {})
+        elif isinstance(node, Choice):
+            options = ", ".join(escape(str(o)) for o in node.options)
+            branch = tree.add(f"[cyan]{key}[/]: choice of {options}")
+            for option in node.options:
+                sub = node.branch(option)
+                if sub:
+                    _add_tree(branch.add(f"when [yellow]{escape(str(option))}[/]"), sub)
+        elif isinstance(node, dict):
+            _add_tree(tree.add(f"[bold]{key}[/]"), node)
+        else:
+            tree.add(f"{key}: {escape(_describe(node))}")
+
+
+@command("show")
+def show(file: Annotated[Path, typer.Argument(help="A point, space or study file.")]) -> None:
+    """A readable tree of a space (size, conditional branches, presets), or a point's axes."""
+    _, loaded = load_any(file)
+    if isinstance(loaded, SearchSpace):
+        summary = loaded.summary()
+        tree = Tree(f"[bold]space {escape(loaded.name)}[/]  {escape(loaded.spec.description)}")
+        if loaded.spec.preset:
+            tree.add(f"base preset: [green]{loaded.spec.preset}[/]")
+        _add_tree(tree.add("params"), loaded.spec.params)
+        for index, constraint in enumerate(loaded.spec.constraints, 1):
+            tree.add(f"constraint {index}: {escape(constraint.describe())}")
+        console.print(tree)
+        size = "infinite (continuous ranges)" if summary.discrete_size is None else f"{summary.discrete_size:,}"
+        console.print(
+            f"searched parameters: {summary.parameters}  conditional: {summary.conditional}  "
+            f"branches: {summary.branches}  size: {size}"
+        )
+        contained = [n for n in preset_names() if loaded.encode(preset(n), axes_only=True) is not None]
+        console.print(f"anchors: {', '.join(loaded.spec.anchors) or '-'}")
+        console.print(f"presets whose four axes lie in this space: {', '.join(contained) or '-'}")
+    elif isinstance(loaded, ModelPoint):
+        console.print(point_to_yaml(loaded), highlight=False, markup=False)
+    else:
+        console.print(dump_yaml(loaded.model_dump(mode="json")), highlight=False, markup=False)
+
+
+@command("presets")
+def presets() -> None:
+    """The known models and their four axes (the paper's Table 1 and Moneta / Yaad / Memora)."""
+    table = Table(title="Known points of the Miras design space")
+    for column in ("preset", "memory", "attentional bias", "retention", "algorithm"):
+        table.add_column(column)
+    for name in preset_names():
+        point = preset(name)
+        memory = point.memory.kind
+        if point.memory.kind == "mlp":
+            memory = f"mlp (L={point.memory.depth}, e={point.memory.expansion})"
+        bias = point.bias.kind
+        if point.bias.kind == "lp":
+            bias = f"lp (p={point.bias.p:g})"
+        elif point.bias.kind == "huber":
+            bias = f"huber ({point.bias.variant})"
+        retention = point.retention.kind
+        if point.retention.kind == "lq":
+            retention = f"lq (q={point.retention.q:g})"
+        style = "bold green" if name in NAMED_MODELS else None
+        table.add_row(name, memory, bias, retention, point.algorithm.kind, style=style)
+    console.print(table)
+
+
+@command("sample")
+def sample(
+    file: Annotated[Path, typer.Argument(help="A space file.")],
+    n: Annotated[int, typer.Option("-n", min=1, help="Number of points.")] = 5,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+    full: Annotated[bool, typer.Option("--full", help="Every field, not only non-defaults.")] = False,
+) -> None:
+    """Print N random valid points of a space as YAML documents."""
+    kind, loaded = load_any(file)
+    if not isinstance(loaded, SearchSpace):
+        raise MirasError(f"{file} is a {kind} file, not a space; 'miras sample' needs a space file")
+    points = loaded.sample(n, seed=seed)
+    console.print("---\n".join(point_to_yaml(p, compact=not full) for p in points), highlight=False, markup=False)
