@@ -1,0 +1,512 @@
+"""Triton forward and backward of the chunked (minibatch) matrix-memory update.
+
+Same semantics as ``naive.py`` (see its docstring). One program per (V-tile, batch x head)
+walks the chunks in order and keeps the state W [BV, K] (and the momentum S) in registers:
+per chunk it forms the errors E = K W^T - V, their transform G = phi(E), the gate-weighted
+causal sums that give the outputs, and the chunk-end state, in one kernel. Element-wise biases
+make the rows of W independent, so V is split into tiles; the row-norm biases (huber_norm,
+huber_switch, robust) need the whole row and use one tile.
+
+The forward stores the chunk-start states (one [V, K] per chunk). The backward walks the chunks
+in reverse, recomputes each chunk from its stored start state, and carries dL/dW (and dL/dS)
+of the chunk end to the chunk start. Gradients that sum over V (q, k, the gates) are written
+per V-tile and summed afterwards.
+
+Notation inside the kernels (per chunk, C tokens, t = row, i = column):
+    lb_t = sum_{j <= t} log alpha_j,   Lb[t, i] = exp(lb_t - lb_i) (i <= t)
+    lt_t = sum_{j <= t} log theta_j,   Lt[j, i] = exp(lt_j - lt_i) (i <= j)
+    gd:       D = Lb,        c = 0
+    momentum: D = Lb @ Lt,   c = Lb @ exp(lt)
+    O  = exp(lb) * (Q W^T) + c * (Q S^T) - ((Q K^T) * D) @ P,   P = eta * phi(E)
+    W' = exp(lb_C) W + c_C S - (D[C] * P)^T K
+    S' = exp(lt_C) S - (Lt[C] * P)^T K
+Channel-wise alpha (gd only) uses q * exp(lb) and k * exp(-lb) instead of the matrix Lb.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ..bias import NORM_EPS, BIAS_KINDS, BiasConfig, KernelInputError, as_bias
+
+_ALPHA_NONE, _ALPHA_HEAD, _ALPHA_CHANNEL = 0, 1, 2
+
+
+@triton.jit
+def _mm(a, b, LOWP: tl.constexpr):
+    """a @ b with fp32 accumulation; bf16 operands when LOWP, else tf32."""
+    if LOWP:
+        return tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16))
+    else:
+        return tl.dot(a, b, input_precision="tf32")
+
+
+@triton.jit
+def _sign(x):
+    return tl.where(x > 0, 1.0, tl.where(x < 0, -1.0, 0.0))
+
+
+@triton.jit
+def _tanh(x):
+    return 2.0 * tl.sigmoid(2.0 * x) - 1.0
+
+
+@triton.jit
+def _phi(E, Vv, d, BIAS: tl.constexpr, P_EXP, SHARP, EPS, RADIUS, NEPS: tl.constexpr):
+    """g = phi(e) per token row. E, Vv: [C, BV]; d: [C] (Huber threshold)."""
+    if BIAS == 0:  # dot
+        G = -Vv
+    elif BIAS == 1:  # l2
+        G = E
+    elif BIAS == 2:  # lp (smooth)
+        s = _tanh(SHARP * E)
+        m = tl.exp(0.5 * (P_EXP - 1.0) * tl.log(E * E + EPS))
+        G = P_EXP * s * m
+    elif BIAS == 3:  # huber coordinate
+        G = tl.minimum(tl.maximum(E, -d[:, None]), d[:, None])
+    else:
+        n = tl.sqrt(tl.sum(E * E, 1))
+        nc = tl.maximum(n, NEPS)
+        U = E / nc[:, None]
+        if BIAS == 4:  # huber norm
+            G = tl.where((n <= d)[:, None], E, d[:, None] * U)
+        elif BIAS == 5:  # huber switch (Yaad)
+            G = tl.where((n <= d)[:, None], E, d[:, None] * _sign(E))
+        else:  # robust
+            G = E + RADIUS * U
+    return G
+
+
+@triton.jit
+def _phi_bwd(E, dG, d, BIAS: tl.constexpr, P_EXP, SHARP, EPS, RADIUS, NEPS: tl.constexpr):
+    """(dL/dE, dL/ddelta) from dL/dG. E, dG: [C, BV]; d: [C]. dot returns dE = 0."""
+    dd = tl.zeros_like(d)
+    if BIAS == 0:
+        dE = tl.zeros_like(E)
+    elif BIAS == 1:
+        dE = dG
+    elif BIAS == 2:
+        s = _tanh(SHARP * E)
+        r = E * E + EPS
+        h = 0.5 * (P_EXP - 1.0)
+        m = tl.exp(h * tl.log(r))
+        dE = dG * P_EXP * (SHARP * (1.0 - s * s) * m + s * h * 2.0 * E * m / r)
+    elif BIAS == 3:
+        inside = (E < d[:, None]) & (E > -d[:, None])
+        dE = tl.where(inside, dG, 0.0)
+        dd = tl.sum(tl.where(inside, 0.0, _sign(E) * dG), 1)
+    else:
+        n = tl.sqrt(tl.sum(E * E, 1))
+        nc = tl.maximum(n, NEPS)
+        U = E / nc[:, None]
+        # (d unit / d e)^T dG = dG / nc - e (e . dG) / nc^3 (the second term only where nc = n)
+        edg = tl.sum(E * dG, 1)
+        corr = tl.where(n > NEPS, edg / (nc * nc * nc), 0.0)
+        dU = dG / nc[:, None] - E * corr[:, None]
+        big = n > d
+        if BIAS == 4:
+            dE = tl.where(big[:, None], d[:, None] * dU, dG)
+            dd = tl.where(big, tl.sum(U * dG, 1), 0.0)
+        elif BIAS == 5:
+            dE = tl.where(big[:, None], 0.0, dG)
+            dd = tl.where(big, tl.sum(_sign(E) * dG, 1), 0.0)
+        else:
+            dE = dG + RADIUS * dU
+    return dE, dd
+
+
+@triton.jit
+def _fwd_kernel(
+    q, k, v, eta, alpha, theta, delta, w0, o, saved_w, saved_s,
+    T, H, K, V, NC, P_EXP, SHARP, EPS, RADIUS,
+    C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, BIAS: tl.constexpr,
+    ALPHA: tl.constexpr, MOMENTUM: tl.constexpr, HAS_W0: tl.constexpr,
+    SAVE: tl.constexpr, LOWP: tl.constexpr, NEPS: tl.constexpr,
+):
+    i_v = tl.program_id(0)
+    i_bh = tl.program_id(1)
+    b = i_bh // H
+    h = i_bh % H
+    oc = tl.arange(0, C)
+    ok = tl.arange(0, BK)
+    ov = i_v * BV + tl.arange(0, BV)
+    mk = ok < K
+    mv = ov < V
+    m_vk = mv[:, None] & mk[None, :]
+    causal = oc[:, None] >= oc[None, :]
+
+    if HAS_W0:
+        W = tl.load(w0 + h * V * K + ov[:, None] * K + ok[None, :], mask=m_vk, other=0.0).to(tl.float32)
+    else:
+        W = tl.zeros([BV, BK], dtype=tl.float32)
+    S = tl.zeros([BV, BK], dtype=tl.float32)
+
+    for n in range(NC):
+        t = n * C + oc
+        mt = t < T
+        row = (b * T + t) * H + h  # [C] token-head index
+        m_ck = mt[:, None] & mk[None, :]
+        m_cv = mt[:, None] & mv[None, :]
+        qc = tl.load(q + row[:, None] * K + ok[None, :], mask=m_ck, other=0.0).to(tl.float32)
+        kc = tl.load(k + row[:, None] * K + ok[None, :], mask=m_ck, other=0.0).to(tl.float32)
+        vc = tl.load(v + row[:, None] * V + ov[None, :], mask=m_cv, other=0.0).to(tl.float32)
+        et = tl.load(eta + row, mask=mt, other=0.0).to(tl.float32)
+        if (BIAS >= 3) and (BIAS <= 5):
+            dl = tl.load(delta + row, mask=mt, other=1.0).to(tl.float32)
+        else:
+            dl = et
+        if SAVE:
+            base = (i_bh * NC + n) * V * K
+            tl.store(saved_w + base + ov[:, None] * K + ok[None, :], W, mask=m_vk)
+            if MOMENTUM:
+                tl.store(saved_s + base + ov[:, None] * K + ok[None, :], S, mask=m_vk)
+
+        E = _mm(kc, tl.trans(W), LOWP) - vc  # [C, BV]
+        G = _phi(E, vc, dl, BIAS, P_EXP, SHARP, EPS, RADIUS, NEPS)
+        P = G * et[:, None]
+
+        if ALPHA == 2:  # channel-wise decay of the key dimension
+            la = tl.log(tl.load(alpha + row[:, None] * K + ok[None, :], mask=m_ck, other=1.0).to(tl.float32))
+            lb = tl.cumsum(la, 0)  # [C, BK]
+            lbl = tl.sum(la, 0)  # [BK] log decay of the whole chunk
+            qt = qc * tl.exp(lb)
+            kt = kc * tl.exp(-lb)
+            kw = kc * tl.exp(lbl[None, :] - lb)
+            A = tl.where(causal, _mm(qt, tl.trans(kt), LOWP), 0.0)
+            O = _mm(qt, tl.trans(W), LOWP) - _mm(A, P, LOWP)
+            W = W * tl.exp(lbl)[None, :] - _mm(tl.trans(P), kw, LOWP)
+        else:
+            if ALPHA == 1:
+                la = tl.log(tl.load(alpha + row, mask=mt, other=1.0).to(tl.float32))
+            else:
+                la = tl.zeros([C], dtype=tl.float32)
+            lb = tl.cumsum(la, 0)
+            lbl = tl.sum(la, 0)
+            Lb = tl.where(causal, tl.exp(lb[:, None] - lb[None, :]), 0.0)
+            wb = tl.exp(lbl - lb)  # Lb[C, :]
+            if MOMENTUM:
+                lth = tl.log(tl.load(theta + row, mask=mt, other=1.0).to(tl.float32))
+                lt = tl.cumsum(lth, 0)
+                ltl = tl.sum(lth, 0)
+                Lt = tl.where(causal, tl.exp(lt[:, None] - lt[None, :]), 0.0)
+                D = tl.dot(Lb, Lt, input_precision="ieee")
+                cv = tl.sum(Lb * tl.exp(lt)[None, :], 1)
+                dlast = tl.sum(wb[:, None] * Lt, 0)  # D[C, :]
+                clast = tl.sum(wb * tl.exp(lt), 0)
+                tlast = tl.exp(ltl - lt)  # Lt[C, :]
+            else:
+                D = Lb
+                dlast = wb
+            A = _mm(qc, tl.trans(kc), LOWP) * D
+            O = tl.exp(lb)[:, None] * _mm(qc, tl.trans(W), LOWP) - _mm(A, P, LOWP)
+            W_new = tl.exp(lbl) * W - _mm(tl.trans(P * dlast[:, None]), kc, LOWP)
+            if MOMENTUM:
+                O += cv[:, None] * _mm(qc, tl.trans(S), LOWP)
+                W_new += clast * S
+                S = tl.exp(ltl) * S - _mm(tl.trans(P * tlast[:, None]), kc, LOWP)
+            W = W_new
+        tl.store(o + row[:, None] * V + ov[None, :], O.to(o.dtype.element_ty), mask=m_cv)
+
+
+@triton.jit
+def _bwd_kernel(
+    q, k, v, eta, alpha, theta, delta, saved_w, saved_s, do,
+    dq, dk, dv, deta, dla, dlth, ddelta, dw0,
+    T, H, K, V, NC, BH, P_EXP, SHARP, EPS, RADIUS,
+    C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, BIAS: tl.constexpr,
+    ALPHA: tl.constexpr, MOMENTUM: tl.constexpr, LOWP: tl.constexpr, NEPS: tl.constexpr,
+):
+    i_v = tl.program_id(0)
+    i_bh = tl.program_id(1)
+    b = i_bh // H
+    h = i_bh % H
+    oc = tl.arange(0, C)
+    ok = tl.arange(0, BK)
+    ov = i_v * BV + tl.arange(0, BV)
+    mk = ok < K
+    mv = ov < V
+    m_vk = mv[:, None] & mk[None, :]
+    causal = oc[:, None] >= oc[None, :]
+    is_last = oc == C - 1
+    # per-V-tile partial buffers: offset of this tile
+    part = i_v * BH * T
+
+    dW = tl.zeros([BV, BK], dtype=tl.float32)  # dL / d(chunk-end state)
+    dS = tl.zeros([BV, BK], dtype=tl.float32)
+    for i_n in range(NC):
+        n = NC - 1 - i_n
+        t = n * C + oc
+        mt = t < T
+        row = (b * T + t) * H + h
+        m_ck = mt[:, None] & mk[None, :]
+        m_cv = mt[:, None] & mv[None, :]
+        qc = tl.load(q + row[:, None] * K + ok[None, :], mask=m_ck, other=0.0).to(tl.float32)
+        kc = tl.load(k + row[:, None] * K + ok[None, :], mask=m_ck, other=0.0).to(tl.float32)
+        vc = tl.load(v + row[:, None] * V + ov[None, :], mask=m_cv, other=0.0).to(tl.float32)
+        dO = tl.load(do + row[:, None] * V + ov[None, :], mask=m_cv, other=0.0).to(tl.float32)
+        et = tl.load(eta + row, mask=mt, other=0.0).to(tl.float32)
+        if (BIAS >= 3) and (BIAS <= 5):
+            dl = tl.load(delta + row, mask=mt, other=1.0).to(tl.float32)
+        else:
+            dl = et
+        base = (i_bh * NC + n) * V * K
+        W = tl.load(saved_w + base + ov[:, None] * K + ok[None, :], mask=m_vk, other=0.0)
+
+        E = _mm(kc, tl.trans(W), LOWP) - vc
+        G = _phi(E, vc, dl, BIAS, P_EXP, SHARP, EPS, RADIUS, NEPS)
+        P = G * et[:, None]
+
+        if ALPHA == 2:
+            a_ptr = alpha + row[:, None] * K + ok[None, :]
+            la = tl.log(tl.load(a_ptr, mask=m_ck, other=1.0).to(tl.float32))
+            lb = tl.cumsum(la, 0)
+            lbl = tl.sum(la, 0)
+            eb = tl.exp(lb)
+            qt = qc * eb
+            kt = kc * tl.exp(-lb)
+            kw = kc * tl.exp(lbl[None, :] - lb)
+            A = tl.where(causal, _mm(qt, tl.trans(kt), LOWP), 0.0)
+            dA = tl.where(causal, -_mm(dO, tl.trans(P), LOWP), 0.0)
+            dP = -_mm(tl.trans(A), dO, LOWP) - _mm(kw, tl.trans(dW), LOWP)
+            dqt = _mm(dO, W, LOWP) + _mm(dA, kt, LOWP)
+            dkt = _mm(tl.trans(dA), qt, LOWP)
+            dkw = -_mm(P, dW, LOWP)
+            dG = dP * et[:, None]
+            dE, dd = _phi_bwd(E, dG, dl, BIAS, P_EXP, SHARP, EPS, RADIUS, NEPS)
+            dqc = dqt * eb
+            dkc = dkt * tl.exp(-lb) + dkw * tl.exp(lbl[None, :] - lb) + _mm(dE, W, LOWP)
+            dlb = dqt * qt - dkt * kt - dkw * kw
+            dlbl = tl.sum(dkw * kw, 0) + tl.exp(lbl) * tl.sum(dW * W, 0)
+            # lb_t sums log alpha_j for j <= t; lbl sums them all
+            g_la = tl.cumsum(dlb, 0, reverse=True) + dlbl[None, :]
+            tl.store(dla + (part + row)[:, None] * K + ok[None, :], g_la, mask=m_ck)
+            dW = dW * tl.exp(lbl)[None, :] + _mm(tl.trans(dO), qt, LOWP) + _mm(tl.trans(dE), kc, LOWP)
+        else:
+            if ALPHA == 1:
+                la = tl.log(tl.load(alpha + row, mask=mt, other=1.0).to(tl.float32))
+            else:
+                la = tl.zeros([C], dtype=tl.float32)
+            lb = tl.cumsum(la, 0)
+            lbl = tl.sum(la, 0)
+            eb = tl.exp(lb)
+            Lb = tl.where(causal, tl.exp(lb[:, None] - lb[None, :]), 0.0)
+            wb = tl.exp(lbl - lb)
+            if MOMENTUM:
+                S = tl.load(saved_s + base + ov[:, None] * K + ok[None, :], mask=m_vk, other=0.0)
+                lth = tl.log(tl.load(theta + row, mask=mt, other=1.0).to(tl.float32))
+                lt = tl.cumsum(lth, 0)
+                ltl = tl.sum(lth, 0)
+                et_ = tl.exp(lt)
+                Lt = tl.where(causal, tl.exp(lt[:, None] - lt[None, :]), 0.0)
+                D = tl.dot(Lb, Lt, input_precision="ieee")
+                cv = tl.sum(Lb * et_[None, :], 1)
+                dlast = tl.sum(wb[:, None] * Lt, 0)
+                clast = tl.sum(wb * et_, 0)
+                tlast = tl.exp(ltl - lt)
+            else:
+                D = Lb
+                dlast = wb
+            QK = _mm(qc, tl.trans(kc), LOWP)
+            A = QK * D
+            dA = -_mm(dO, tl.trans(P), LOWP)
+            R = _mm(kc, tl.trans(dW), LOWP)  # R[i] = dW k_i
+            dP = -_mm(tl.trans(A), dO, LOWP) - dlast[:, None] * R
+            dAD = tl.where(causal, dA * D, 0.0)
+            dqc = eb[:, None] * _mm(dO, W, LOWP) + _mm(dAD, kc, LOWP)
+            dkc = _mm(tl.trans(dAD), qc, LOWP) - dlast[:, None] * _mm(P, dW, LOWP)
+            QW = _mm(qc, tl.trans(W), LOWP)
+            # dD (the last row also carries the chunk-end term -sum_v P R)
+            dD = tl.where(causal, dA * QK, 0.0)
+            dD += tl.where(is_last[:, None], -tl.sum(P * R, 1)[None, :], 0.0)
+            dlb = eb * tl.sum(dO * QW, 1)
+            dlb += tl.where(is_last, tl.exp(lbl) * tl.sum(tl.sum(dW * W, 1), 0), 0.0)
+            if MOMENTUM:
+                Rs = _mm(kc, tl.trans(dS), LOWP)
+                dP -= tlast[:, None] * Rs
+                dqc += cv[:, None] * _mm(dO, S, LOWP)
+                dkc -= tlast[:, None] * _mm(P, dS, LOWP)
+                dc = tl.sum(dO * _mm(qc, tl.trans(S), LOWP), 1)
+                dc += tl.where(is_last, tl.sum(tl.sum(dW * S, 1), 0), 0.0)
+                dLb = tl.dot(dD, tl.trans(Lt), input_precision="ieee") + dc[:, None] * et_[None, :]
+                dLt = tl.dot(tl.trans(Lb), dD, input_precision="ieee")
+                dLt += tl.where(is_last[:, None], -tl.sum(P * Rs, 1)[None, :], 0.0)
+                X = tl.where(causal, dLb * Lb, 0.0)
+                Y = tl.where(causal, dLt * Lt, 0.0)
+                dlt = tl.sum(Y, 1) - tl.sum(Y, 0) + tl.sum(Lb * dc[:, None], 0) * et_
+                dlt += tl.where(is_last, tl.exp(ltl) * tl.sum(tl.sum(dS * S, 1), 0), 0.0)
+                g_lth = tl.cumsum(dlt, 0, reverse=True)
+                tl.store(dlth + part + row, g_lth, mask=mt)
+            else:
+                X = tl.where(causal, dD * Lb, 0.0)
+            dlb += tl.sum(X, 1) - tl.sum(X, 0)
+            if ALPHA == 1:
+                tl.store(dla + part + row, tl.cumsum(dlb, 0, reverse=True), mask=mt)
+            dG = dP * et[:, None]
+            dE, dd = _phi_bwd(E, dG, dl, BIAS, P_EXP, SHARP, EPS, RADIUS, NEPS)
+            dkc += _mm(dE, W, LOWP)
+            dW_prev = tl.exp(lbl) * dW + _mm(tl.trans(dO * eb[:, None]), qc, LOWP)
+            dW_prev += _mm(tl.trans(dE), kc, LOWP)
+            if MOMENTUM:
+                dS = clast * dW + tl.exp(ltl) * dS + _mm(tl.trans(dO * cv[:, None]), qc, LOWP)
+            dW = dW_prev
+
+        dvc = -dE
+        if BIAS == 0:
+            dvc -= dG
+        tl.store(dv + row[:, None] * V + ov[None, :], dvc.to(dv.dtype.element_ty), mask=m_cv)
+        tl.store(dq + (part + row)[:, None] * K + ok[None, :], dqc, mask=m_ck)
+        tl.store(dk + (part + row)[:, None] * K + ok[None, :], dkc, mask=m_ck)
+        tl.store(deta + part + row, tl.sum(dP * G, 1), mask=mt)
+        if (BIAS >= 3) and (BIAS <= 5):
+            tl.store(ddelta + part + row, dd, mask=mt)
+    tl.store(dw0 + i_bh * V * K + ov[:, None] * K + ok[None, :], dW, mask=m_vk)
+
+
+def _launch_config(K: int, V: int, bias: BiasConfig, backward: bool) -> tuple[int, int, int]:
+    """(BK, BV, num_warps): the whole key dim in one block; V tiled unless the bias needs rows."""
+    BK = max(16, triton.next_power_of_2(K))
+    full_v = max(16, triton.next_power_of_2(V))
+    if bias.row_norm:
+        BV = full_v
+    else:
+        cap = 32 if (backward and BK >= 128) else 64
+        BV = min(full_v, cap)
+    num_warps = 8 if BK * BV >= 128 * 64 else 4
+    return BK, BV, num_warps
+
+
+def _bias_args(bias: BiasConfig) -> dict:
+    return {
+        "P_EXP": float(bias.p), "SHARP": float(bias.sharpness), "EPS": float(bias.eps),
+        "RADIUS": float(bias.radius), "BIAS": BIAS_KINDS.index(bias.kind), "NEPS": NORM_EPS,
+    }
+
+
+class ChunkMatrixMemory(torch.autograd.Function):
+    """autograd wrapper around the two kernels (inputs checked by chunk_matrix_memory)."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, eta, alpha, theta, delta, w0, bias, chunk_size):
+        B, T, H, K = k.shape
+        V = v.shape[-1]
+        NC = triton.cdiv(T, chunk_size)
+        mode = _ALPHA_NONE if alpha is None else (_ALPHA_CHANNEL if alpha.dim() == 4 else _ALPHA_HEAD)
+        BK, BV, warps = _launch_config(K, V, bias, backward=False)
+        save = any(ctx.needs_input_grad)
+        o = torch.empty(B, T, H, V, dtype=q.dtype, device=q.device)
+        n_saved = B * H * NC * V * K if save else 1
+        saved_w = torch.empty(n_saved, dtype=torch.float32, device=q.device)
+        saved_s = torch.empty(n_saved if theta is not None else 1, dtype=torch.float32, device=q.device)
+        dummy = eta
+        grid = (triton.cdiv(V, BV), B * H)
+        _fwd_kernel[grid](
+            q, k, v, eta, dummy if alpha is None else alpha, dummy if theta is None else theta,
+            dummy if delta is None else delta, dummy if w0 is None else w0, o, saved_w, saved_s,
+            T, H, K, V, NC, C=chunk_size, BK=BK, BV=BV, ALPHA=mode, MOMENTUM=theta is not None,
+            HAS_W0=w0 is not None, SAVE=save, LOWP=q.dtype == torch.bfloat16,
+            num_warps=warps, **_bias_args(bias),
+        )
+        ctx.save_for_backward(q, k, v, eta, alpha, theta, delta, w0, saved_w, saved_s)
+        ctx.bias, ctx.chunk_size, ctx.mode = bias, chunk_size, mode
+        return o
+
+    @staticmethod
+    def backward(ctx, do):
+        q, k, v, eta, alpha, theta, delta, w0, saved_w, saved_s = ctx.saved_tensors
+        bias, C, mode = ctx.bias, ctx.chunk_size, ctx.mode
+        B, T, H, K = k.shape
+        V = v.shape[-1]
+        NC = triton.cdiv(T, C)
+        BK, BV, warps = _launch_config(K, V, bias, backward=True)
+        NV = triton.cdiv(V, BV)
+        f32 = {"dtype": torch.float32, "device": q.device}
+        dq = torch.empty(NV, B, T, H, K, **f32)
+        dk = torch.empty(NV, B, T, H, K, **f32)
+        dv = torch.empty_like(v)
+        deta = torch.empty(NV, B, T, H, **f32)
+        dla = torch.empty((NV, *alpha.shape) if alpha is not None else (1,), **f32)
+        dlth = torch.empty((NV, *theta.shape) if theta is not None else (1,), **f32)
+        ddelta = torch.empty((NV, *delta.shape) if delta is not None else (1,), **f32)
+        dw0 = torch.empty(B, H, V, K, **f32)
+        dummy = eta
+        _bwd_kernel[(NV, B * H)](
+            q, k, v, eta, dummy if alpha is None else alpha, dummy if theta is None else theta,
+            dummy if delta is None else delta, saved_w, saved_s, do.contiguous(),
+            dq, dk, dv, deta, dla, dlth, ddelta, dw0,
+            T, H, K, V, NC, B * H, C=C, BK=BK, BV=BV, ALPHA=mode, MOMENTUM=theta is not None,
+            LOWP=q.dtype == torch.bfloat16, num_warps=warps, **_bias_args(bias),
+        )
+        g_alpha = None if alpha is None else (dla.sum(0) / alpha.float()).to(alpha.dtype)
+        g_theta = None if theta is None else (dlth.sum(0) / theta.float()).to(theta.dtype)
+        g_delta = None if delta is None else ddelta.sum(0).to(delta.dtype)
+        g_w0 = None if w0 is None else dw0.sum(0).to(w0.dtype)
+        return (
+            dq.sum(0).to(q.dtype), dk.sum(0).to(k.dtype), dv, deta.sum(0).to(eta.dtype),
+            g_alpha, g_theta, g_delta, g_w0, None, None,
+        )
+
+
+def _check(name: str, x: torch.Tensor | None, shape: tuple[int, ...], dtypes: tuple) -> None:
+    if x is None:
+        return
+    if tuple(x.shape) != shape:
+        raise KernelInputError(f"{name} must have shape {list(shape)} here, got {list(x.shape)}")
+    if x.dtype not in dtypes:
+        raise KernelInputError(f"{name} has dtype {x.dtype}; the kernel takes {dtypes}")
+
+
+def chunk_matrix_memory(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    eta: torch.Tensor,
+    alpha: torch.Tensor | None = None,
+    theta: torch.Tensor | None = None,
+    delta: torch.Tensor | None = None,
+    initial_state: torch.Tensor | None = None,
+    bias: BiasConfig | str = "l2",
+    chunk_size: int = 64,
+) -> torch.Tensor:
+    """Chunked matrix memory with Triton kernels (forward and backward).
+
+    Args:
+        q, k: [B, T, H, K]; v: [B, T, H, V] (float32 or bfloat16; K, V in 16..256).
+        eta: [B, T, H] (> 0), the inner learning rate.
+        alpha: [B, T, H] or [B, T, H, K] in (0, 1], or None (no retention).
+        theta: [B, T, H] in (0, 1) for momentum, or None (gd). Not with channel-wise alpha.
+        delta: [B, T, H] (> 0), the Huber threshold; required by the huber biases only.
+        initial_state: [H, V, K] or None (zeros).
+        bias: a BiasConfig or its kind name (see kernels.bias.BIAS_KINDS).
+        chunk_size: 16, 32 or 64.
+    Returns:
+        o: [B, T, H, V] in the dtype of q.
+    """
+    bias = as_bias(bias)
+    if q.dim() != 4:
+        raise KernelInputError(f"q must be [B, T, H, K], got a tensor of shape {list(q.shape)}")
+    B, T, H, K = q.shape
+    V = v.shape[-1] if v.dim() == 4 else -1
+    floats = (torch.float32, torch.bfloat16)
+    for name, x, shape in (
+        ("k", k, (B, T, H, K)), ("v", v, (B, T, H, V)), ("eta", eta, (B, T, H)),
+        ("theta", theta, (B, T, H)), ("delta", delta, (B, T, H)),
+        ("initial_state", initial_state, (H, V, K)),
+    ):
+        _check(name, x, shape, floats)
+    _check("q", q, (B, T, H, K), floats)
+    if alpha is not None:
+        _check("alpha", alpha, (B, T, H) if alpha.dim() == 3 else (B, T, H, K), floats)
+    if chunk_size not in (16, 32, 64):
+        raise KernelInputError(f"chunk_size must be 16, 32 or 64 for the Triton kernel, got {chunk_size}")
+    if not (16 <= K <= 256 and 16 <= V <= 256):
+        raise KernelInputError(f"head dims K={K}, V={V} must lie in 16..256 for the Triton kernel")
+    if theta is not None and alpha is not None and alpha.dim() == 4:
+        raise KernelInputError("momentum (theta) with channel-wise alpha has no Triton kernel; use a per-head alpha")
+    if bias.needs_delta and delta is None:
+        raise KernelInputError(f"bias {bias.kind!r} needs the Huber threshold tensor delta [B, T, H]")
+    args = [x.contiguous() if x is not None else None for x in (q, k, v, eta, alpha, theta, delta, initial_state)]
+    if not bias.needs_delta:
+        args[6] = None
+    return ChunkMatrixMemory.apply(*args, bias, chunk_size)
