@@ -29,7 +29,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..bias import NORM_EPS, BIAS_KINDS, BiasConfig, KernelInputError, as_bias
+from ..bias import BIAS_KINDS, NORM_EPS, BiasConfig, KernelInputError, as_bias
 
 _ALPHA_NONE, _ALPHA_HEAD, _ALPHA_CHANNEL = 0, 1, 2
 
@@ -94,7 +94,7 @@ def _phi_bwd(E, dG, d, BIAS: tl.constexpr, P_EXP, SHARP, EPS, RADIUS, NEPS: tl.c
         m = tl.exp(h * tl.log(r))
         dE = dG * P_EXP * (SHARP * (1.0 - s * s) * m + s * h * 2.0 * E * m / r)
     elif BIAS == 3:
-        inside = (E < d[:, None]) & (E > -d[:, None])
+        inside = (d[:, None] > E) & (-d[:, None] < E)
         dE = tl.where(inside, dG, 0.0)
         dd = tl.sum(tl.where(inside, 0.0, _sign(E) * dG), 1)
     else:
@@ -175,7 +175,7 @@ def _fwd_kernel(
             kt = kc * tl.exp(-lb)
             kw = kc * tl.exp(lbl[None, :] - lb)
             A = tl.where(causal, _mm(qt, tl.trans(kt), LOWP), 0.0)
-            O = _mm(qt, tl.trans(W), LOWP) - _mm(A, P, LOWP)
+            out = _mm(qt, tl.trans(W), LOWP) - _mm(A, P, LOWP)
             W = W * tl.exp(lbl)[None, :] - _mm(tl.trans(P), kw, LOWP)
         else:
             if ALPHA == 1:
@@ -200,14 +200,14 @@ def _fwd_kernel(
                 D = Lb
                 dlast = wb
             A = _mm(qc, tl.trans(kc), LOWP) * D
-            O = tl.exp(lb)[:, None] * _mm(qc, tl.trans(W), LOWP) - _mm(A, P, LOWP)
+            out = tl.exp(lb)[:, None] * _mm(qc, tl.trans(W), LOWP) - _mm(A, P, LOWP)
             W_new = tl.exp(lbl) * W - _mm(tl.trans(P * dlast[:, None]), kc, LOWP)
             if MOMENTUM:
-                O += cv[:, None] * _mm(qc, tl.trans(S), LOWP)
+                out += cv[:, None] * _mm(qc, tl.trans(S), LOWP)
                 W_new += clast * S
                 S = tl.exp(ltl) * S - _mm(tl.trans(P * tlast[:, None]), kc, LOWP)
             W = W_new
-        tl.store(o + row[:, None] * V + ov[None, :], O.to(o.dtype.element_ty), mask=m_cv)
+        tl.store(o + row[:, None] * V + ov[None, :], out.to(o.dtype.element_ty), mask=m_cv)
 
 
 @triton.jit
