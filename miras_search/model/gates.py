@@ -17,6 +17,9 @@ Squashing by gate name (the range each gate must stay in):
 - eta (inner learning rate): sigmoid for ``value < 1`` (range (0, 1), the delta rule's stable
   range), softplus for ``value >= 1`` (range (0, inf)).
 - delta (Huber threshold): softplus, range (0, inf).
+
+Outputs are clamped to [1e-6, 1 - 1e-6] (sigmoid) or [1e-6, inf) (softplus): in float32 a
+saturated sigmoid/softplus returns exactly 0 or 1, outside the open ranges the memory rules need.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from miras_search.schema import Gate
 
 GATE_NAMES = ("eta", "alpha", "theta", "delta")
 _ALPHA_CAP = 1.0 - 1e-4
+_EPS = 1e-6
 
 
 def _inverse_softplus(y: float) -> float:
@@ -117,7 +121,9 @@ class GateProducer(nn.Module):
             return self.fixed.to(x.dtype).expand(shape)
         h = x if self.down is None else self.down(x)  # [B, T, D] or [B, T, rank]
         z = self.proj(h).view(shape)
-        return torch.sigmoid(z) if self.squash == "sigmoid" else F.softplus(z)
+        if self.squash == "sigmoid":
+            return torch.sigmoid(z).clamp(_EPS, 1.0 - _EPS)
+        return F.softplus(z).clamp_min(_EPS)
 
     def extra_repr(self) -> str:
         return f"{self.name}, mode={self.mode}, value={self.value}, squash={self.squash}"
