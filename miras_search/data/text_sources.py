@@ -1,0 +1,121 @@
+"""Text data sources: the embedded corpus, user files, a Hugging Face dataset.
+
+Each spec ``open()``s into a ``TextSource`` over a cached token store; its batches are windows
+of the chosen split with every position scored (plain next-token prediction).
+"""
+
+from __future__ import annotations
+
+import os
+from functools import partial
+from typing import Literal
+
+from pydantic import Field
+
+from miras_search.data._task import DataSourceSpec, Split
+from miras_search.data.batch import Batch
+from miras_search.data.corpus import load_corpus
+from miras_search.data.files import files_fingerprint, iter_file_documents, iter_hf_documents
+from miras_search.data.store import TokenStore, build_store, recipe_key
+from miras_search.data.stream import Order, TextStream
+from miras_search.data.tokenizer import Tokenizer, load_tokenizer
+from miras_search.errors import MirasError
+
+Root = str | os.PathLike[str] | None
+
+
+class _TextSpec(DataSourceSpec):
+    tokenizer: str = Field("bytes", description="'bytes' or the path of a tokenizer.json file.")
+    eos_token: str | None = Field(None, description="End-of-document token of a tokenizer.json.")
+    val_fraction: float = Field(0.05, gt=0.0, lt=1.0, description="Share of documents held out.")
+
+    def load_tokenizer(self) -> Tokenizer:
+        return load_tokenizer(self.tokenizer, self.eos_token)
+
+
+class TextCorpus(_TextSpec):
+    """The embedded corpus of text every Python installation carries (offline, ~4 MB)."""
+
+    task: Literal["text"] = "text"
+
+    def open(self, root: Root = None) -> TextSource:
+        store = load_corpus(self.load_tokenizer(), val_fraction=self.val_fraction, root=root)
+        return TextSource(self, store)
+
+
+class Files(_TextSpec):
+    """Local .txt / .jsonl / .parquet files or folders of them."""
+
+    task: Literal["files"] = "files"
+    paths: list[str] = Field(min_length=1, description="Files or folders (searched recursively).")
+    field: str = Field("text", description="The text's key in .jsonl records / column in .parquet.")
+
+    def open(self, root: Root = None) -> TextSource:
+        tok = self.load_tokenizer()
+        key = recipe_key(files_fingerprint(self.paths), self.field, tok.name, self.val_fraction)
+        documents = partial(iter_file_documents, self.paths, self.field)
+        meta = {"source": "files", "paths": self.paths, "field": self.field}
+        store = build_store("files", key, documents, tok, val_fraction=self.val_fraction, meta=meta, root=root)
+        return TextSource(self, store)
+
+
+class HFDataset(_TextSpec):
+    """A Hugging Face dataset (optional ``datasets`` package; network or a local HF cache)."""
+
+    task: Literal["hf"] = "hf"
+    name: str = Field(min_length=1, description="Dataset name on the Hub, e.g. 'roneneldan/TinyStories'.")
+    config: str | None = None
+    split: str = Field("train", description="The dataset's split to read (then re-split by hash).")
+    field: str = "text"
+    max_documents: int | None = Field(20_000, ge=2, description="Rows read; null = all.")
+
+    def open(self, root: Root = None) -> TextSource:
+        tok = self.load_tokenizer()
+        parts = [self.name, self.config, self.split, self.field, self.max_documents]
+        key = recipe_key(parts, tok.name, self.val_fraction)
+        documents = partial(
+            iter_hf_documents, self.name, self.config, self.split, self.field, self.max_documents
+        )
+        meta = {"source": "hf", "dataset": parts}
+        store = build_store("hf", key, documents, tok, val_fraction=self.val_fraction, meta=meta, root=root)
+        return TextSource(self, store)
+
+
+class TextSource:
+    """An opened text spec: batches of windows from its token store."""
+
+    def __init__(self, spec: _TextSpec, store: TokenStore):
+        self.spec, self.store = spec, store
+        self.tokenizer = spec.load_tokenizer()
+
+    @property
+    def vocab_size(self) -> int:
+        """The model's vocabulary must hold at least this many ids."""
+        return self.tokenizer.vocab_size
+
+    def stream(
+        self,
+        batch_size: int,
+        seq_len: int | None = None,
+        *,
+        seed: int = 0,
+        split: Split = "train",
+        order: Order = "random",
+    ) -> TextStream:
+        length = self.spec.seq_len if self.spec.seq_len is not None else seq_len
+        if length is None:
+            raise MirasError(f"data source '{self.spec.task}' has no seq_len: set it or pass one")
+        tokens = self.store.tokens(split)
+        return TextStream(tokens, length, batch_size, seed=seed, order=order, name=f"{self.spec.task}/{split}")
+
+    def batch(
+        self,
+        batch_size: int,
+        *,
+        step: int,
+        seed: int = 0,
+        split: Split = "train",
+        seq_len: int | None = None,
+    ) -> Batch:
+        """Batch ``step`` of random windows: inputs, targets [batch_size, seq_len]."""
+        return self.stream(batch_size, seq_len, seed=seed, split=split).batch(step)
