@@ -1,0 +1,111 @@
+"""Axis 2, attentional bias: g = dl/dpred from the prediction, the value and the threshold.
+
+Every bias maps ``pred, v: [B, H, N, V]`` and ``delta: [B, H, N, 1] | None`` to ``g: [B, H, N, V]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from miras_search.schema import Bias
+
+NORM_EPS = 1e-12  # floor of ||e||^2: keeps e / ||e|| and its gradient finite at e = 0
+
+
+def safe_norm(e: Tensor) -> Tensor:
+    """||e|| over the last dim, [..., 1], with a floor so that gradients stay finite at 0."""
+    return e.square().sum(-1, keepdim=True).clamp_min(NORM_EPS).sqrt()
+
+
+@dataclass(frozen=True)
+class DotGrad:
+    """l = -<M(k), v>: g = -v."""
+
+    needs_delta = False
+
+    def grad(self, pred: Tensor, v: Tensor, delta: Tensor | None) -> Tensor:
+        return -v.expand_as(pred)
+
+
+@dataclass(frozen=True)
+class L2Grad:
+    """l = 1/2 ||M(k) - v||^2: g = e."""
+
+    needs_delta = False
+
+    def grad(self, pred: Tensor, v: Tensor, delta: Tensor | None) -> Tensor:
+        return pred - v
+
+
+@dataclass(frozen=True)
+class LpGrad:
+    """l = ||e||_p^p: g = p sign(e) |e|^(p-1), smooth: sign ~ tanh(c e), |e| ~ sqrt(e^2 + eps)."""
+
+    p: float
+    smooth: bool
+    sharpness: float
+    eps: float
+    needs_delta = False
+
+    def grad(self, pred: Tensor, v: Tensor, delta: Tensor | None) -> Tensor:
+        e = pred - v
+        if self.smooth:
+            sign = torch.tanh(self.sharpness * e)
+            magnitude_pow = (e.square() + self.eps).pow((self.p - 1.0) / 2.0)
+        else:
+            sign = torch.sign(e)
+            magnitude_pow = e.abs().pow(self.p - 1.0)
+        return self.p * sign * magnitude_pow
+
+
+@dataclass(frozen=True)
+class HuberGrad:
+    """Huber with threshold delta: coordinate clip, norm clip, or Yaad's l2/l1 switch."""
+
+    variant: str
+    needs_delta = True
+
+    def grad(self, pred: Tensor, v: Tensor, delta: Tensor | None) -> Tensor:
+        if delta is None:
+            raise ValueError("bias 'huber' needs gates.delta ([B, T, H]); got None")
+        e = pred - v
+        if self.variant == "coordinate":
+            return torch.minimum(torch.maximum(e, -delta), delta)
+        norm = safe_norm(e)
+        small = norm <= delta
+        if self.variant == "norm":
+            return torch.where(small, e, delta * e / norm)
+        return torch.where(small, e, delta * torch.sign(e))  # switch (Yaad)
+
+
+@dataclass(frozen=True)
+class RobustGrad:
+    """l = 1/2 ||e||^2 + Delta ||e||: g = e + Delta e / ||e|| (0 at e = 0)."""
+
+    radius: float
+    needs_delta = False
+
+    def grad(self, pred: Tensor, v: Tensor, delta: Tensor | None) -> Tensor:
+        e = pred - v
+        return e + self.radius * e / safe_norm(e)
+
+
+BiasGrad = DotGrad | L2Grad | LpGrad | HuberGrad | RobustGrad
+
+
+def bias_from_schema(bias: Bias) -> BiasGrad:
+    """The gradient rule of a schema bias."""
+    if bias.kind == "dot":
+        return DotGrad()
+    if bias.kind == "l2":
+        return L2Grad()
+    if bias.kind == "lp":
+        return LpGrad(bias.p, bias.smooth, bias.sharpness, bias.eps)
+    if bias.kind == "huber":
+        return HuberGrad(bias.variant)
+    if bias.kind == "robust":
+        return RobustGrad(bias.radius)
+    raise ValueError(f"unknown bias kind '{bias.kind}'")

@@ -1,0 +1,124 @@
+"""The paper's mini-batch (chunked) form: all gradients of a chunk at its start memory.
+
+Per chunk of b micro-steps and per weight (see DESIGN "Parallel (chunked) training"):
+    U_t = beta_t X_0 + m_t S_0 - sum_{i<=t} C_ti eta_i delta_i x_i^T
+with beta_t = prod_{j<=t} alpha_j, C = D_alpha (gd) or D_alpha @ D_theta (momentum) and
+m_t = sum_j D_alpha[t, j] Theta_j. Reads never materialise U_t: layer by layer,
+U_t z = X_0 (beta_t z) + S_0 (m_t z) - sum_i C_ti (eta_i x_i . z) delta_i, an attention-like
+masked product. Nonlinear retentions map the chunk's end state exactly (its last token reads it);
+kl starts each chunk with one exact "lag" micro-step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from miras_search.memory.inputs import MemoryInputs
+from miras_search.memory.recurrent import memory_gradients, recurrent_step
+from miras_search.memory.rule import MemoryRule, MemoryState
+
+
+@dataclass
+class ChunkDecay:
+    """Decay coefficients of one chunk of b micro-steps (c = 1 or K).
+
+    beta: [B, H, b, c]; coef C: [B, H, b, b, c] (C[t, i], zero for i > t); m: [B, H, b, c] | None;
+    theta_last (Theta_b): [B, H, 1, 1] | None; theta_ratio (Theta_b / Theta_i): [B, H, b, 1] | None.
+    """
+
+    beta: Tensor
+    coef: Tensor
+    m: Tensor | None = None
+    theta_last: Tensor | None = None
+    theta_ratio: Tensor | None = None
+
+
+def _ratios(log_cum: Tensor) -> Tensor:
+    """exp(L_t - L_i) for i <= t else 0: log_cum [B, H, b, c] -> [B, H, b, b, c]."""
+    b = log_cum.shape[2]
+    causal = torch.ones(b, b, dtype=torch.bool, device=log_cum.device).tril()
+    diff = log_cum.unsqueeze(3) - log_cum.unsqueeze(2)
+    # mask before exp so that no inf (and no NaN gradient) appears above the diagonal
+    return torch.where(causal[:, :, None], diff, float("-inf")).exp()
+
+
+def chunk_decay(alpha: Tensor | None, theta: Tensor | None, like: Tensor) -> ChunkDecay:
+    """Coefficients from alpha [B, H, b, c] | None and theta [B, H, b, 1] | None."""
+    log_alpha = torch.zeros_like(like[..., :1]) if alpha is None else torch.log(alpha)
+    log_beta = log_alpha.cumsum(2)
+    d_alpha = _ratios(log_beta)
+    if theta is None:
+        return ChunkDecay(log_beta.exp(), d_alpha)
+    log_theta = torch.log(theta).cumsum(2)  # [B, H, b, 1]
+    d_theta = _ratios(log_theta)[..., 0]  # [B, H, j, i]
+    coef = torch.einsum("bhtjc,bhji->bhtic", d_alpha, d_theta)
+    m = torch.einsum("bhtjc,bhj->bhtc", d_alpha, log_theta.exp()[..., 0])
+    return ChunkDecay(
+        log_beta.exp(), coef, m,
+        theta_last=log_theta[:, :, -1:].exp(),
+        theta_ratio=d_theta[:, :, -1].unsqueeze(-1),
+    )
+
+
+def chunk_update(rule: MemoryRule, state: MemoryState, x: MemoryInputs) -> tuple[Tensor, MemoryState]:
+    """One chunk of the linear form: outputs [B, H, b, V] and the chunk-end state."""
+    network, retention = rule.network, rule.retention
+    grads = memory_gradients(rule, state.w, x.k, x.v, x.delta)  # all at the chunk-start W_0
+    deltas = [d for d, _ in grads]
+    eta_x = [x.eta * inp for _, inp in grads]
+    decay = chunk_decay(x.alpha, x.theta, x.k)
+    a_prev = state.a if state.a is not None else [None] * len(state.w)
+    bases = [retention.linear_base(w, a) for w, a in zip(state.w, a_prev, strict=True)]
+    scales = [retention.read_scale(w, a) for w, a in zip(state.w, a_prev, strict=True)]
+    s_prev = state.s if state.s is not None else [None] * len(state.w)
+
+    def read(layer: int, z: Tensor) -> Tensor:
+        out = network.layers[layer].chunk_read(
+            bases[layer], decay.beta, s_prev[layer], decay.m, decay.coef,
+            deltas[layer], eta_x[layer], z,
+        )
+        return out if scales[layer] is None else out * scales[layer]
+
+    y, _ = network.run(read, x.q)
+
+    new_w, new_a, new_s = [], [], []
+    coef_last = decay.coef[:, :, -1]  # [B, H, b, c]: C[last, i]
+    beta_last = decay.beta[:, :, -1:]  # [B, H, 1, c]
+    for layer, kind in enumerate(network.layers):
+        raw = beta_last * retention.end_base(bases[layer])
+        raw = raw - kind.grad(deltas[layer], eta_x[layer] * coef_last)
+        if s_prev[layer] is not None:
+            raw = raw + decay.m[:, :, -1:] * s_prev[layer]
+            new_s.append(
+                decay.theta_last * s_prev[layer]
+                - kind.grad(deltas[layer], eta_x[layer] * decay.theta_ratio)
+            )
+        w_l, a_l = retention.end_map(raw)
+        new_w.append(w_l)
+        new_a.append(a_l)
+    end = MemoryState(
+        new_w, None if state.a is None else new_a, None if state.s is None else new_s
+    )
+    if retention.nonlinear:  # the chunk's last token reads the exact new state
+        y_last = network.forward(end.w, x.q[:, :, -1:])
+        y = torch.cat([y[:, :, :-1], y_last], dim=2)
+    return y, end
+
+
+def chunked(rule: MemoryRule, x: MemoryInputs, state: MemoryState, chunk_size: int) -> Tensor:
+    """Outputs at every micro-step [B, H, N, V], chunk by chunk (chunk_size counts micro-steps)."""
+    outputs = []
+    for start in range(0, x.length, chunk_size):
+        chunk = x.slice(start, min(start + chunk_size, x.length))
+        if rule.retention.lag_token:  # kl: the chunk's first micro-step is exact
+            state = recurrent_step(rule, state, chunk.slice(0, 1))
+            outputs.append(rule.network.forward(state.w, chunk.q[:, :, :1]))
+            chunk = chunk.slice(1, chunk.length)
+            if chunk.length == 0:
+                continue
+        y, state = chunk_update(rule, state, chunk)
+        outputs.append(y)
+    return torch.cat(outputs, dim=2)

@@ -1,0 +1,94 @@
+"""memory_forward: one entry point for the recurrence, the mini-batch chunked form and the exact
+chunked delta rule."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from miras_search.errors import UnsupportedPoint
+from miras_search.memory.attention import softmax_attention
+from miras_search.memory.chunked import chunked
+from miras_search.memory.exact_delta import exact_delta
+from miras_search.memory.gates import MemoryGates
+from miras_search.memory.inputs import MemoryInputs, prepare_inputs
+from miras_search.memory.recurrent import recurrent
+from miras_search.memory.rule import MemoryRule, MemoryState
+
+
+def check_exact_delta(rule: MemoryRule, x: MemoryInputs) -> None:
+    """Raise UnsupportedPoint unless the exact chunked delta rule covers this rule and these gates."""
+    problems = []
+    if rule.memory != "matrix":
+        problems.append(f"memory '{rule.memory}' (needs 'matrix')")
+    if type(rule.bias).__name__ != "L2Grad":
+        problems.append("a bias other than 'l2'")
+    if rule.algorithm not in ("gd", "implicit", "multistep"):
+        problems.append(f"algorithm '{rule.algorithm}' (needs gd, implicit or multistep)")
+    if rule.retention.kind not in ("none", "l2"):
+        problems.append(f"retention '{rule.retention.kind}' (needs none or l2)")
+    if x.eta.shape[-1] != 1 or (x.alpha is not None and x.alpha.shape[-1] != 1):
+        problems.append("channel-wise eta or alpha (needs per-head gates)")
+    if problems:
+        raise UnsupportedPoint(
+            "chunk_form 'exact_delta' does not apply to " + ", ".join(problems)
+            + "; use chunk_form 'minibatch'"
+        )
+
+
+def _check_gates(rule: MemoryRule, gates: MemoryGates) -> None:
+    missing = [name for name in rule.needs() - {"alpha"} if getattr(gates, name) is None]
+    if missing:
+        raise ValueError(
+            f"this memory rule needs gates {sorted(rule.needs())}; got None for {missing}"
+        )
+
+
+def memory_forward(
+    rule: MemoryRule,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    gates: MemoryGates,
+    params: list[Tensor],
+    mode: Literal["chunked", "recurrent"] = "chunked",
+    chunk_size: int = 16,
+    chunk_form: Literal["minibatch", "exact_delta"] = "minibatch",
+) -> Tensor:
+    """Run the memory over a sequence and read it with the queries.
+
+    q: [B, T, H, K]; k: [B, T, H, K] (multistep: [B, T, n, H, K]); v: [B, T, H, V] (multistep
+    [B, T, n, H, V]); gates: see MemoryGates; params: rule.initial_parameters(...) (as parameters).
+    Returns o: [B, T, H, V] with o_t = M_t(q_t), the memory read after its update with token t,
+    in q's dtype. The state math runs in float32 (float64 when q is float64), outside autocast.
+    ``mode='recurrent'`` is the token-by-token reference; chunked with chunk_size=1 equals it.
+    """
+    if rule.is_attention:
+        return softmax_attention(q, k, v, window=rule.window)
+    if mode not in ("chunked", "recurrent"):
+        raise ValueError(f"mode must be 'chunked' or 'recurrent', got '{mode}'")
+    if chunk_form not in ("minibatch", "exact_delta"):
+        raise ValueError(f"chunk_form must be 'minibatch' or 'exact_delta', got '{chunk_form}'")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    _check_gates(rule, gates)
+    out_dtype = q.dtype
+    dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
+    with torch.autocast(device_type=q.device.type, enabled=False):
+        x = prepare_inputs(
+            q, k, v, gates, rule.steps_per_token, rule.algorithm == "implicit", dtype
+        )
+        batch, heads, _, key_dim = x.k.shape
+        state: MemoryState = rule.initial_state(
+            params, batch, heads, key_dim, x.v.shape[-1], dtype, q.device
+        )
+        if mode == "recurrent":
+            y = recurrent(rule, x, state)
+        elif chunk_form == "exact_delta":
+            check_exact_delta(rule, x)
+            y = exact_delta(x, state.w[0], chunk_size)
+        else:
+            y = chunked(rule, x, state, chunk_size)
+        return x.token_outputs(y).to(out_dtype)

@@ -1,0 +1,23 @@
+"""The gate tensors the memory reads, and their internal heads-first layout."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor
+
+
+@dataclass
+class MemoryGates:
+    """Per-token gates produced by the block.
+
+    - ``eta``: [B, T, H] or [B, T, H, K] (channel-wise), > 0; multistep: [B, T, n, H(, K)].
+    - ``alpha``: [B, T, H] or [B, T, H, K], in (0, 1]; None means 1 (no decay).
+    - ``theta``: [B, T, H] momentum gate in (0, 1); None unless the algorithm is momentum.
+    - ``delta``: [B, T, H] Huber threshold > 0; None unless the bias is huber.
+    """
+
+    eta: Tensor
+    alpha: Tensor | None = None
+    theta: Tensor | None = None
+    delta: Tensor | None = None

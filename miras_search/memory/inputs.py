@@ -1,0 +1,107 @@
+"""The memory's inputs in its internal layout: heads first, multistep micro-steps flattened.
+
+Every tensor is ``[B, H, N, ...]`` with N = T * n (n micro-steps per token for multistep, else 1);
+gates are ``[B, H, N, c]`` with c = 1 (per head) or K (channel-wise).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+from einops import rearrange, repeat
+from torch import Tensor
+
+from miras_search.memory.gates import MemoryGates
+
+
+@dataclass
+class MemoryInputs:
+    """q, k: [B, H, N, K]; v: [B, H, N, V]; eta: [B, H, N, c]; alpha: [B, H, N, c] | None
+    (1 at every micro-step but a token's first); theta, delta: [B, H, N, 1] | None.
+    ``steps``: micro-steps per token; outputs are read at each token's last micro-step."""
+
+    q: Tensor
+    k: Tensor
+    v: Tensor
+    eta: Tensor
+    alpha: Tensor | None
+    theta: Tensor | None
+    delta: Tensor | None
+    steps: int = 1
+
+    @property
+    def length(self) -> int:
+        return self.k.shape[2]
+
+    def slice(self, start: int, stop: int) -> MemoryInputs:
+        """Micro-steps [start, stop)."""
+        def cut(x: Tensor | None) -> Tensor | None:
+            return None if x is None else x[:, :, start:stop]
+        return replace(
+            self, q=cut(self.q), k=cut(self.k), v=cut(self.v), eta=cut(self.eta),
+            alpha=cut(self.alpha), theta=cut(self.theta), delta=cut(self.delta),
+        )
+
+    def token_outputs(self, y: Tensor) -> Tensor:
+        """Outputs at every micro-step [B, H, N, V] -> each token's output [B, T, H, V]."""
+        y = rearrange(y, "b h (t n) v -> b t n h v", n=self.steps)
+        return y[:, :, -1]
+
+
+def _gate(x: Tensor | None, steps: int, name: str, multistep_axis: bool) -> Tensor | None:
+    """[B, T, (n,) H(, K)] -> [B, H, T*n, c]."""
+    if x is None:
+        return None
+    if multistep_axis:
+        if x.dim() == 4:
+            x = x.unsqueeze(-1)
+        if x.dim() != 5:
+            raise ValueError(f"gates.{name} must be [B, T, n, H] or [B, T, n, H, K], got {tuple(x.shape)}")
+        return rearrange(x, "b t n h c -> b h (t n) c")
+    if x.dim() == 3:
+        x = x.unsqueeze(-1)
+    if x.dim() != 4:
+        raise ValueError(f"gates.{name} must be [B, T, H] or [B, T, H, K], got {tuple(x.shape)}")
+    x = rearrange(x, "b t h c -> b h t c")
+    return repeat(x, "b h t c -> b h (t n) c", n=steps) if steps > 1 else x
+
+
+def prepare_inputs(
+    q: Tensor, k: Tensor, v: Tensor, gates: MemoryGates, steps: int, implicit: bool,
+    dtype: torch.dtype,
+) -> MemoryInputs:
+    """Cast to ``dtype`` and move to the internal layout (see MemoryInputs)."""
+    def cast(x: Tensor | None) -> Tensor | None:
+        return None if x is None else x.to(dtype)
+
+    q, k, v = cast(q), cast(k), cast(v)
+    if steps > 1:
+        if k.dim() != 5 or v.dim() != 5:
+            raise ValueError(
+                f"multistep ({steps} steps) needs k: [B, T, n, H, K] and v: [B, T, n, H, V]; "
+                f"got k {tuple(k.shape)}, v {tuple(v.shape)}"
+            )
+        k_in = rearrange(k, "b t n h d -> b h (t n) d")
+        v_in = rearrange(v, "b t n h d -> b h (t n) d")
+    else:
+        k_in = rearrange(k, "b t h d -> b h t d")
+        v_in = rearrange(v, "b t h d -> b h t d")
+    q_in = repeat(q, "b t h d -> b h (t n) d", n=steps)
+    eta = _gate(cast(gates.eta), steps, "eta", multistep_axis=steps > 1)
+    alpha = _gate(cast(gates.alpha), 1, "alpha", multistep_axis=False)
+    if alpha is not None and steps > 1:
+        # retention applies once per token, at its first micro-step
+        ones = torch.ones_like(alpha).unsqueeze(-2).expand(-1, -1, -1, steps - 1, -1)
+        alpha = rearrange(
+            torch.cat([alpha.unsqueeze(-2), ones], dim=-2), "b h t n c -> b h (t n) c"
+        )
+    if implicit:
+        # Longhorn's closed form = a gd step with eta / (1 + eta ||k||^2)
+        eta = eta / (1.0 + eta * k_in.square().sum(-1, keepdim=True))
+    return MemoryInputs(
+        q=q_in, k=k_in, v=v_in, eta=eta, alpha=alpha,
+        theta=_gate(cast(gates.theta), steps, "theta", multistep_axis=False),
+        delta=_gate(cast(gates.delta), steps, "delta", multistep_axis=False),
+        steps=steps,
+    )

@@ -1,0 +1,187 @@
+"""Axis 1, memory architecture: vector, matrix and residual-MLP memories with hand-written backprop.
+
+Weights are batched over batch and heads: a matrix layer is ``W: [B, H, out, in]``, a diagonal
+(vector) layer is ``w: [B, H, 1, K]``. Token inputs are ``x: [B, H, N, in]``.
+
+Each per-token gradient of a layer is an outer product ``delta_i x_i^T`` (diagonal: ``delta_i * x_i``),
+which is what lets the chunked form read the memory without materialising per-token weights.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+LN_EPS = 1e-5
+LayerApply = Callable[[int, Tensor], Tensor]
+
+
+class LinearLayer:
+    """y = W x with W: [B, H, out, in]."""
+
+    @staticmethod
+    def apply(w: Tensor, z: Tensor) -> Tensor:
+        """z: [B, H, N, in] -> [B, H, N, out]."""
+        return z @ w.mT
+
+    @staticmethod
+    def back(w: Tensor, d: Tensor) -> Tensor:
+        """dl/dz from dl/dy: [B, H, N, out] -> [B, H, N, in]."""
+        return d @ w
+
+    @staticmethod
+    def grad(delta: Tensor, x: Tensor) -> Tensor:
+        """sum_i delta_i x_i^T: delta [B, H, N, out], x [B, H, N, in] -> [B, H, out, in]."""
+        return delta.mT @ x
+
+    @staticmethod
+    def chunk_read(
+        x0: Tensor, beta: Tensor, s0: Tensor | None, m: Tensor | None,
+        coef: Tensor, delta: Tensor, ex: Tensor, z: Tensor,
+    ) -> Tensor:
+        """U_t z_t with U_t = X0 diag(beta_t) + S0 diag(m_t) - sum_{i<=t} delta_i (C_ti * ex_i)^T.
+
+        x0, s0: [B, H, out, in]; beta, m: [B, H, b, c]; coef C: [B, H, b, b, c] (zero above the
+        diagonal); delta: [B, H, b, out]; ex = eta * x: [B, H, b, in]; z: [B, H, b, in]; c in {1, in}.
+        """
+        out = (z * beta) @ x0.mT
+        if s0 is not None and m is not None:
+            out = out + (z * m) @ s0.mT
+        if coef.shape[-1] == 1:
+            scores = (z @ ex.mT) * coef[..., 0]
+        else:
+            scores = torch.einsum("bhtik,bhtk,bhik->bhti", coef, z, ex)
+        return out - scores @ delta
+
+
+class DiagonalLayer:
+    """y = w * x with w: [B, H, 1, K] (the vector memory)."""
+
+    @staticmethod
+    def apply(w: Tensor, z: Tensor) -> Tensor:
+        return z * w
+
+    @staticmethod
+    def back(w: Tensor, d: Tensor) -> Tensor:
+        return d * w
+
+    @staticmethod
+    def grad(delta: Tensor, x: Tensor) -> Tensor:
+        """sum_i delta_i * x_i: [B, H, N, K] -> [B, H, 1, K]."""
+        return (delta * x).sum(-2, keepdim=True)
+
+    @staticmethod
+    def chunk_read(
+        x0: Tensor, beta: Tensor, s0: Tensor | None, m: Tensor | None,
+        coef: Tensor, delta: Tensor, ex: Tensor, z: Tensor,
+    ) -> Tensor:
+        """Diagonal analogue of LinearLayer.chunk_read (every channel decays on its own)."""
+        out = z * beta * x0
+        if s0 is not None and m is not None:
+            out = out + z * m * s0
+        summed = (coef * (ex * delta).unsqueeze(-3)).sum(-2)  # [B, H, t, K]
+        return out - z * summed
+
+
+Layer = type[LinearLayer] | type[DiagonalLayer]
+Cache = tuple[list[Tensor], list[Tensor]]
+
+
+def _activation(name: str) -> tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]]:
+    """(act, act') for gelu (exact erf form), silu and relu."""
+    if name == "gelu":
+        def gelu_grad(z: Tensor) -> Tensor:
+            cdf = 0.5 * (1.0 + torch.erf(z / math.sqrt(2.0)))
+            pdf = torch.exp(-0.5 * z.square()) / math.sqrt(2.0 * math.pi)
+            return cdf + z * pdf
+        return F.gelu, gelu_grad
+    if name == "silu":
+        def silu_grad(z: Tensor) -> Tensor:
+            s = torch.sigmoid(z)
+            return s * (1.0 + z * (1.0 - s))
+        return F.silu, silu_grad
+    if name == "relu":
+        return F.relu, lambda z: (z > 0).to(z.dtype)
+    raise ValueError(f"unknown activation '{name}'")
+
+
+def layer_norm_back(z: Tensor, g: Tensor) -> Tensor:
+    """dl/dz of y = LN(z) (no affine, over the last dim) given g = dl/dy."""
+    mu = z.mean(-1, keepdim=True)
+    sigma = ((z - mu).square().mean(-1, keepdim=True) + LN_EPS).sqrt()
+    y = (z - mu) / sigma
+    return (g - g.mean(-1, keepdim=True) - y * (g * y).mean(-1, keepdim=True)) / sigma
+
+
+@dataclass(frozen=True)
+class Network:
+    """A memory architecture: its layers and how they chain.
+
+    ``kind``: 'vector' | 'matrix' | 'mlp'. For 'mlp': M(x) = x + LN(W_L act(... act(W_1 x))).
+    """
+
+    kind: str
+    depth: int = 1
+    expansion: int = 1
+    activation: str = "gelu"
+    layer_norm: bool = False
+
+    @property
+    def layers(self) -> list[Layer]:
+        if self.kind == "vector":
+            return [DiagonalLayer]
+        return [LinearLayer] * self.depth
+
+    def shapes(self, key_dim: int, value_dim: int) -> list[tuple[int, int]]:
+        """(out, in) of each weight of one head."""
+        if self.kind == "vector":
+            return [(1, key_dim)]
+        if self.kind == "matrix":
+            return [(value_dim, key_dim)]
+        hidden = self.expansion * key_dim
+        return [(hidden, key_dim)] + [(hidden, hidden)] * (self.depth - 2) + [(value_dim, hidden)]
+
+    def run(self, apply: LayerApply, x: Tensor) -> tuple[Tensor, Cache]:
+        """M(x) with each layer's linear map given by ``apply(l, z)``; x: [B, H, N, K].
+
+        Returns the output [B, H, N, V] and the cache (layer inputs, pre-activations) for backward.
+        """
+        if self.kind != "mlp":
+            return apply(0, x), ([x], [])
+        act, _ = _activation(self.activation)
+        inputs, pre = [], []
+        h = x
+        for layer in range(self.depth):
+            inputs.append(h)
+            z = apply(layer, h)
+            pre.append(z)
+            if layer < self.depth - 1:
+                h = act(z)
+        branch = F.layer_norm(z, z.shape[-1:], eps=LN_EPS) if self.layer_norm else z
+        return x + branch, (inputs, pre)
+
+    def forward(self, weights: list[Tensor], x: Tensor) -> Tensor:
+        """M(x) with the same weights for every token: weights per layer [B, H, out, in]."""
+        return self.run(lambda layer, z: self.layers[layer].apply(weights[layer], z), x)[0]
+
+    def backward(self, weights: list[Tensor], cache: Cache, g: Tensor) -> list[tuple[Tensor, Tensor]]:
+        """Per-layer (delta_l [B, H, N, out], x_l [B, H, N, in]): dl/dW_l for token i = delta_li x_li^T.
+
+        ``g``: dl/dM(x), [B, H, N, V]; ``weights`` must be those the cache was computed with.
+        """
+        inputs, pre = cache
+        if self.kind != "mlp":
+            return [(g, inputs[0])]
+        _, act_grad = _activation(self.activation)
+        dz = layer_norm_back(pre[-1], g) if self.layer_norm else g
+        out: list[tuple[Tensor, Tensor]] = []
+        for layer in reversed(range(self.depth)):
+            out.append((dz, inputs[layer]))
+            if layer > 0:
+                dz = LinearLayer.back(weights[layer], dz) * act_grad(pre[layer - 1])
+        return out[::-1]

@@ -1,0 +1,56 @@
+"""The token-by-token recurrence: the obviously-right reference every fast form is tested against.
+
+Per micro-step i (per head): pred = M_{i-1}(k_i); g = dl/dpred (bias); G = g back-propagated
+through M at k_i; S_i = -eta_i G (gd) or theta_i S_{i-1} - eta_i G (momentum); the retention rule
+forms M_i from M_{i-1} and S_i. A token's output is M(q) read after its last micro-step.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from miras_search.memory.inputs import MemoryInputs
+from miras_search.memory.rule import MemoryRule, MemoryState
+
+
+def memory_gradients(rule: MemoryRule, weights: list[Tensor], k: Tensor, v: Tensor,
+                     delta: Tensor | None) -> list[tuple[Tensor, Tensor]]:
+    """Per-layer (delta_l, x_l) of the bias gradient at ``weights``; k: [B, H, N, K], v: [B, H, N, V]."""
+    pred, cache = rule.network.run(
+        lambda layer, z: rule.network.layers[layer].apply(weights[layer], z), k
+    )
+    g = rule.bias.grad(pred, v, delta)
+    return rule.network.backward(weights, cache, g)
+
+
+def recurrent_step(rule: MemoryRule, state: MemoryState, x: MemoryInputs) -> MemoryState:
+    """One micro-step; ``x`` holds a single micro-step (N = 1)."""
+    grads = memory_gradients(rule, state.w, x.k, x.v, x.delta)
+    steps = [
+        -layer.grad(delta, x.eta * inp)
+        for layer, (delta, inp) in zip(rule.network.layers, grads, strict=True)
+    ]
+    if state.s is not None:  # momentum
+        steps = [x.theta * s_prev + s for s_prev, s in zip(state.s, steps, strict=True)]
+    new_w, new_a = [], []
+    for layer in range(len(steps)):
+        a_prev = None if state.a is None else state.a[layer]
+        w_l, a_l = rule.retention.update(state.w[layer], a_prev, steps[layer], x.alpha)
+        new_w.append(w_l)
+        new_a.append(a_l)
+    return MemoryState(
+        new_w, None if state.a is None else new_a, None if state.s is None else steps
+    )
+
+
+def recurrent(rule: MemoryRule, x: MemoryInputs, state: MemoryState) -> Tensor:
+    """Outputs at every micro-step [B, H, N, V] (read after that micro-step's update)."""
+    outputs = []
+    for i in range(x.length):
+        state = recurrent_step(rule, state, x.slice(i, i + 1))
+        if (i + 1) % x.steps == 0:
+            outputs.append(rule.network.forward(state.w, x.q[:, :, i : i + 1]))
+        else:  # not a token's last micro-step: nothing is read here
+            outputs.append(torch.zeros_like(x.v[:, :, i : i + 1]))
+    return torch.cat(outputs, dim=2)

@@ -1,0 +1,66 @@
+"""A slow, materialising loop with the chunked form's semantics (the test oracle for chunked.py).
+
+It follows the spec literally: per chunk, every gradient at the chunk-start memory; then token by
+token it grows the per-token weights U_t (and the chunk-end accumulator) explicitly and reads
+each token through the network with those weights. Memory O(T * params): tests only.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from miras_search.memory.inputs import MemoryInputs
+from miras_search.memory.recurrent import memory_gradients, recurrent_step
+from miras_search.memory.rule import MemoryRule, MemoryState
+
+
+def _chunk(rule: MemoryRule, state: MemoryState, x: MemoryInputs) -> tuple[Tensor, MemoryState]:
+    network, retention = rule.network, rule.retention
+    layers = network.layers
+    n_layers = len(layers)
+    a0 = state.a if state.a is not None else [None] * n_layers
+    base = [retention.linear_base(w, a) for w, a in zip(state.w, a0, strict=True)]
+    scale = [retention.read_scale(w, a) for w, a in zip(state.w, a0, strict=True)]
+    u = list(base)  # U_t, read by non-last tokens
+    u_end = [retention.end_base(b) for b in base]  # the same sum in the end state's space
+    s = list(state.s) if state.s is not None else None
+    outputs = []
+    for i in range(x.length):
+        tok = x.slice(i, i + 1)
+        grads = memory_gradients(rule, state.w, tok.k, tok.v, tok.delta)  # at W_0
+        step = [-kind.grad(d, tok.eta * inp) for kind, (d, inp) in zip(layers, grads, strict=True)]
+        if s is not None:
+            step = [tok.theta * s_l + st for s_l, st in zip(s, step, strict=True)]
+            s = step
+        decay = tok.alpha if tok.alpha is not None else 1.0
+        u = [decay * u_l + st for u_l, st in zip(u, step, strict=True)]
+        u_end = [decay * u_l + st for u_l, st in zip(u_end, step, strict=True)]
+        if i == x.length - 1:
+            mapped = [retention.end_map(raw) for raw in u_end]
+            end = MemoryState(
+                [w for w, _ in mapped],
+                [a for _, a in mapped] if state.a is not None else None,
+                s,
+            )
+            outputs.append(network.forward(end.w, tok.q))
+        else:
+            weights = [u_l if sc is None else u_l * sc for u_l, sc in zip(u, scale, strict=True)]
+            outputs.append(network.forward(weights, tok.q))
+    return torch.cat(outputs, dim=2), end
+
+
+def reference_chunked(rule: MemoryRule, x: MemoryInputs, state: MemoryState, chunk_size: int) -> Tensor:
+    """Outputs at every micro-step [B, H, N, V] with the chunk semantics, per-token weights materialised."""
+    outputs = []
+    for start in range(0, x.length, chunk_size):
+        chunk = x.slice(start, min(start + chunk_size, x.length))
+        if rule.retention.lag_token:
+            state = recurrent_step(rule, state, chunk.slice(0, 1))
+            outputs.append(rule.network.forward(state.w, chunk.q[:, :, :1]))
+            chunk = chunk.slice(1, chunk.length)
+            if chunk.length == 0:
+                continue
+        y, state = _chunk(rule, state, chunk)
+        outputs.append(y)
+    return torch.cat(outputs, dim=2)

@@ -1,0 +1,152 @@
+"""MemoryRule: the torch-side view of a ModelPoint's four axes, and the memory state it carries."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from miras_search.errors import UnsupportedPoint
+from miras_search.memory.biases import BiasGrad, bias_from_schema
+from miras_search.memory.networks import Network
+from miras_search.memory.retention import RetentionRule, retention_from_schema
+from miras_search.schema import ModelPoint
+
+GATE_NAMES = ("eta", "alpha", "theta", "delta")
+_LEARNED_RETENTION = ("lq", "kl", "bregman")
+
+
+@dataclass
+class MemoryState:
+    """The state carried from token to token: per-layer weights W ([B, H, out, in]), the lq
+    accumulator A (or None) and the momentum S (or None)."""
+
+    w: list[Tensor]
+    a: list[Tensor] | None = None
+    s: list[Tensor] | None = None
+
+
+@dataclass
+class MemoryRule:
+    """One point's memory: architecture (``network``), bias, retention and algorithm.
+
+    ``memory == 'none'`` is softmax attention (no network, no gates); ``memory_forward`` then runs
+    ``softmax_attention`` with ``window``.
+    """
+
+    memory: str
+    algorithm: str
+    network: Network | None = None
+    bias: BiasGrad | None = None
+    retention: RetentionRule | None = None
+    init: str = "auto"
+    steps_per_token: int = 1
+    window: int | None = None
+    gate_modes: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_point(cls, point: ModelPoint) -> MemoryRule:
+        """Build the rule; UnsupportedPoint (naming the axis) for combinations not built."""
+        memory, algorithm = point.memory, point.algorithm
+        if memory.kind == "none":
+            return cls(memory="none", algorithm="none", window=memory.window)
+        if algorithm.kind == "newton":
+            raise UnsupportedPoint(
+                "algorithm 'newton' is not built yet; choose gd, momentum, implicit or multistep "
+                "(the memory ops have no recurrence or chunked form for the Newton step)"
+            )
+        if memory.kind == "mlp":
+            network = Network(
+                "mlp", memory.depth, memory.expansion, memory.activation, memory.layer_norm
+            )
+        else:
+            network = Network(memory.kind)
+        modes = {}
+        for name, owner in (("eta", algorithm), ("theta", algorithm),
+                            ("alpha", point.retention), ("delta", point.bias)):
+            gate = getattr(owner, name, None)
+            if gate is not None:
+                modes[name] = gate.mode
+        return cls(
+            memory=memory.kind,
+            algorithm=algorithm.kind,
+            network=network,
+            bias=bias_from_schema(point.bias),
+            retention=retention_from_schema(point.retention),
+            init=memory.init,
+            steps_per_token=getattr(algorithm, "steps", 1),
+            gate_modes=modes,
+        )
+
+    @property
+    def is_attention(self) -> bool:
+        return self.memory == "none"
+
+    def needs(self) -> set[str]:
+        """The gates the rule reads: a subset of {'eta', 'alpha', 'theta', 'delta'}."""
+        return set(self.gate_modes)
+
+    @property
+    def learned_init(self) -> bool:
+        """Whether the initial state is a learned parameter (else zeros)."""
+        if self.is_attention:
+            return False
+        return (
+            self.memory == "mlp"
+            or self.retention.kind in _LEARNED_RETENTION
+            or self.init == "learned"
+        )
+
+    def initial_parameters(self, n_heads: int, key_dim: int, value_dim: int) -> list[Tensor]:
+        """Raw tensors [H, out, in] (one per memory weight) for the block to register as
+        nn.Parameters; empty when the memory starts at zeros.
+
+        kl: 0 (a uniform W_0; N(0, 0.1^2) for mlp memories, whose hidden units would otherwise
+        stay identical forever); bregman: N(0, 0.1^2) (W_0 = sigmoid); otherwise N(0, 1/fan_in).
+        """
+        if not self.learned_init:
+            return []
+        params = []
+        for out_dim, in_dim in self.network.shapes(key_dim, value_dim):
+            shape = (n_heads, out_dim, in_dim)
+            kind = self.retention.kind
+            if kind == "kl" and self.memory != "mlp":
+                params.append(torch.zeros(shape))
+            elif kind in ("kl", "bregman"):
+                params.append(0.1 * torch.randn(shape))
+            else:
+                params.append(torch.randn(shape) / math.sqrt(in_dim))
+        return params
+
+    def initial_state(
+        self, params: list[Tensor], batch: int, n_heads: int, key_dim: int, value_dim: int,
+        dtype: torch.dtype, device: torch.device,
+    ) -> MemoryState:
+        """W_0 (and A_0, S_0) broadcast over the batch: each [B, H, out, in]."""
+        shapes = self.network.shapes(key_dim, value_dim)
+        if self.learned_init:
+            if len(params) != len(shapes):
+                raise ValueError(
+                    f"memory '{self.memory}' with retention '{self.retention.kind}' needs "
+                    f"{len(shapes)} initial parameters (rule.initial_parameters), got {len(params)}"
+                )
+            w, a = [], []
+            for param, (out_dim, in_dim) in zip(params, shapes, strict=True):
+                if tuple(param.shape) != (n_heads, out_dim, in_dim):
+                    raise ValueError(
+                        f"initial memory parameter has shape {tuple(param.shape)}, expected "
+                        f"{(n_heads, out_dim, in_dim)} for {n_heads} heads"
+                    )
+                full = param.to(dtype).unsqueeze(0).expand(batch, -1, -1, -1)
+                w_l, a_l = self.retention.from_param(full)
+                w.append(w_l)
+                a.append(a_l)
+            state = MemoryState(w, a if self.retention.kind == "lq" else None)
+        else:
+            zeros = [torch.zeros(batch, n_heads, o, i, dtype=dtype, device=device) for o, i in shapes]
+            state = MemoryState(zeros)
+        if self.algorithm == "momentum":
+            state.s = [torch.zeros_like(w_l) for w_l in state.w]
+        return state
