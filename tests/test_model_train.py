@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -62,7 +63,9 @@ def test_a_short_run_lowers_the_loss(name: str) -> None:
     assert result.steps == 20 and len(seen) == 20
     assert all(torch.isfinite(torch.tensor(result.losses)))
     first, last = result.losses[0], sum(result.losses[-3:]) / 3
-    assert last < 0.6 * first, f"{name}: loss {first:.3f} -> {last:.3f}"
+    assert first > math.log(200)  # starts near uniform over the 260 symbols
+    # below the entropy of the pattern's 7 equally frequent bytes: the model uses the context
+    assert last < math.log(7), f"{name}: loss {first:.3f} -> {last:.3f}"
     assert result.tokens == 20 * BATCH * SEQ
     assert seen[-1].tokens == result.tokens and seen[-1].step == 20
     assert result.tokens_per_s > 0
