@@ -1,0 +1,196 @@
+"""Triton chunked matrix memory == its PyTorch reference: outputs and every gradient.
+
+Without CUDA the kernels run in Triton's interpreter. Triton 3.x reads TRITON_INTERPRET when a
+kernel is decorated (when kernels.matrix_chunk.chunk is first imported), so it is set here,
+before that import. The interpreter is slow: CPU cases use the smallest shapes.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+CUDA = torch.cuda.is_available()
+if not CUDA:
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+from miras_search.kernels import BIAS_KINDS, KernelInputError, available, kernel_for  # noqa: E402
+from miras_search.kernels.matrix_chunk import (  # noqa: E402
+    chunk_matrix_memory,
+    naive_chunk_matrix_memory,
+    recurrent_matrix_memory,
+)
+
+DEVICE = "cuda" if CUDA else "cpu"
+NAMES = ("q", "k", "v", "eta", "alpha", "theta", "delta", "initial_state")
+gpu_only = pytest.mark.skipif(not CUDA, reason="needs CUDA")
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.double(), b.double()
+    return ((a - b).norm() / b.norm().clamp_min(1e-12)).item()
+
+
+def make_inputs(B, T, H, K, V, bias="l2", alpha="head", momentum=False, w0=True, seed=0):
+    """Random inputs in float64 on the CPU; gates in their ranges, keys unit-norm (as in the block)."""
+    g = torch.Generator().manual_seed(seed)
+
+    def rand(*shape):
+        return torch.rand(*shape, generator=g, dtype=torch.float64)
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=g, dtype=torch.float64)
+
+    eta_scale = 0.1 if bias == "lp" else 0.9  # lp grows like e^2: a small step keeps it stable
+    inputs = {
+        "q": randn(B, T, H, K),
+        "k": torch.nn.functional.normalize(randn(B, T, H, K), dim=-1),
+        "v": randn(B, T, H, V),
+        "eta": eta_scale * rand(B, T, H) + 0.05,
+        "alpha": {"none": None, "head": 0.2 * rand(B, T, H) + 0.8,
+                  "channel": 0.2 * rand(B, T, H, K) + 0.8}[alpha],
+        "theta": 0.5 * rand(B, T, H) + 0.4 if momentum else None,
+        # thresholds around ||e|| (~sqrt(V)) and |e_i| (~1), so both Huber branches occur
+        "delta": (rand(B, T, H) * (V**0.5 if bias in ("huber_norm", "huber_switch") else 1.5) + 0.2
+                  if bias.startswith("huber") else None),
+        "initial_state": 0.3 * randn(H, V, K) if w0 else None,
+    }
+    return inputs
+
+
+def check(inputs, bias, chunk_size, dtype=torch.float32, tol=5e-3):
+    """Run kernel (dtype, on DEVICE) and float64 reference; compare o and all gradients."""
+    names = [n for n in NAMES if inputs[n] is not None]
+    fast = {n: inputs[n].to(DEVICE, dtype).requires_grad_() for n in names}
+    ref = {n: inputs[n].clone().requires_grad_() for n in names}
+    o = chunk_matrix_memory(**fast, bias=bias, chunk_size=chunk_size)
+    o_ref = naive_chunk_matrix_memory(**ref, bias=bias, chunk_size=chunk_size)
+    do = torch.randn(o_ref.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    grads = torch.autograd.grad(o, [fast[n] for n in names], do.to(DEVICE, dtype))
+    grads_ref = torch.autograd.grad(o_ref, [ref[n] for n in names], do)
+    assert o.dtype == dtype and o.shape == o_ref.shape
+    errors = {"o": rel_err(o.cpu(), o_ref)}
+    errors |= {f"d{n}": rel_err(g.cpu(), gr) for n, g, gr in zip(names, grads, grads_ref, strict=True)}
+    bad = {name: err for name, err in errors.items() if not err <= tol}
+    assert not bad, f"relative errors above {tol}: {bad}"
+
+
+def test_interpreter_or_gpu_available():
+    assert available()
+
+
+# ---- the reference itself: chunk loop == token loop (gradients at chunk starts) -------------
+@pytest.mark.parametrize("bias", BIAS_KINDS)
+@pytest.mark.parametrize(("alpha", "momentum"), [("head", False), ("channel", False), ("head", True), ("channel", True)])
+def test_naive_chunk_form_matches_token_loop(bias, alpha, momentum):
+    x = make_inputs(2, 13, 2, 6, 5, bias, alpha, momentum)
+    for chunk_size in (1, 4, 5):
+        a = naive_chunk_matrix_memory(**x, bias=bias, chunk_size=chunk_size)
+        b = recurrent_matrix_memory(**x, bias=bias, chunk_size=chunk_size)
+        assert rel_err(a, b) < 1e-10
+
+
+def test_reference_chunk_one_is_plain_recurrence():
+    """C = 1, l2 bias, l2 retention: W_t = alpha_t W_{t-1} - eta_t (W_{t-1} k_t - v_t) k_t^T."""
+    x = make_inputs(1, 9, 1, 4, 3, "l2", "head", w0=False)
+    W = torch.zeros(3, 4, dtype=torch.float64)
+    outs = []
+    for t in range(9):
+        kt, vt = x["k"][0, t, 0], x["v"][0, t, 0]
+        err = W @ kt - vt
+        W = x["alpha"][0, t, 0] * W - x["eta"][0, t, 0] * torch.outer(err, kt)
+        outs.append(W @ x["q"][0, t, 0])
+    o = naive_chunk_matrix_memory(**x, bias="l2", chunk_size=1)
+    assert rel_err(o[0, :, 0], torch.stack(outs)) < 1e-12
+
+
+# ---- kernel == reference (CPU interpreter: smallest shapes) ---------------------------------
+@pytest.mark.parametrize("bias", BIAS_KINDS)
+def test_every_bias(bias):
+    check(make_inputs(1, 21, 2, 16, 16, bias, "head"), bias, 16)
+
+
+@pytest.mark.parametrize("T", [1, 7, 63, 100])
+def test_odd_lengths(T):
+    check(make_inputs(1, T, 1, 16, 16, "l2", "head"), "l2", 16)
+
+
+@pytest.mark.parametrize(("alpha", "momentum", "w0"), [
+    ("none", False, False), ("channel", False, True), ("head", True, True), ("none", True, False),
+])
+def test_retention_and_momentum(alpha, momentum, w0):
+    check(make_inputs(1, 37, 2, 16, 16, "l2", alpha, momentum, w0), "l2", 16)
+
+
+@pytest.mark.parametrize(("bias", "alpha", "momentum"), [
+    ("dot", "channel", False), ("huber_switch", "head", True), ("robust", "channel", False),
+])
+def test_chunk_32_and_unequal_dims(bias, alpha, momentum):
+    """K != V, neither a power of two (padded tiles), chunk size 32."""
+    check(make_inputs(2, 45, 1, 20, 24, bias, alpha, momentum), bias, 32)
+
+
+# ---- GPU: realistic dims, bf16 ---------------------------------------------------------------
+@gpu_only
+@pytest.mark.parametrize("bias", BIAS_KINDS)
+@pytest.mark.parametrize(("alpha", "momentum"), [("head", False), ("channel", False), ("head", True)])
+@pytest.mark.parametrize("dims", [(64, 64), (128, 128), (48, 96)])
+def test_gpu_fp32(bias, alpha, momentum, dims):
+    K, V = dims
+    check(make_inputs(2, 100, 2, K, V, bias, alpha, momentum), bias, 32)
+
+
+@gpu_only
+@pytest.mark.parametrize("T", [1, 7, 63, 100, 300])
+@pytest.mark.parametrize("chunk_size", [16, 32, 64])
+def test_gpu_lengths_and_chunks(T, chunk_size):
+    check(make_inputs(2, T, 2, 64, 64, "l2", "head", True), "l2", chunk_size)
+
+
+@gpu_only
+@pytest.mark.parametrize("bias", ["dot", "l2", "huber_switch", "lp"])
+@pytest.mark.parametrize(("alpha", "momentum"), [("head", False), ("channel", False), ("head", True)])
+def test_gpu_bf16(bias, alpha, momentum):
+    check(make_inputs(2, 100, 2, 64, 64, bias, alpha, momentum), bias, 32, torch.bfloat16, 2e-2)
+
+
+# ---- errors and dispatch -------------------------------------------------------------------
+def test_bad_inputs_name_the_field():
+    x = {n: (t.float() if t is not None else None) for n, t in make_inputs(1, 5, 1, 16, 16).items()}
+    with pytest.raises(KernelInputError, match="eta"):
+        chunk_matrix_memory(**(x | {"eta": x["eta"][..., None]}), chunk_size=16)
+    with pytest.raises(KernelInputError, match="chunk_size"):
+        chunk_matrix_memory(**x, chunk_size=24)
+    with pytest.raises(KernelInputError, match="delta"):
+        chunk_matrix_memory(**x, bias="huber_norm", chunk_size=16)
+    with pytest.raises(KernelInputError, match="bias kind"):
+        chunk_matrix_memory(**x, bias="cosine", chunk_size=16)
+    channel = make_inputs(1, 5, 1, 16, 16, alpha="channel", momentum=True)
+    with pytest.raises(KernelInputError, match="channel-wise alpha"):
+        chunk_matrix_memory(**{n: (t.float() if t is not None else None) for n, t in channel.items()})
+
+
+def test_dispatch_covers_matrix_points_only():
+    from miras_search.presets import preset
+
+    covered = {name: kernel_for(preset(name)) is not None for name in (
+        "linear_attention", "retnet", "gla", "mamba2", "deltanet", "gated_deltanet",
+        "ttt_linear", "longhorn", "titans", "moneta", "yaad", "memora", "transformer")}
+    assert covered == {
+        "linear_attention": True, "retnet": True, "gla": True, "mamba2": True, "deltanet": True,
+        "gated_deltanet": True, "ttt_linear": True, "longhorn": False, "titans": False,
+        "moneta": False, "yaad": False, "memora": False, "transformer": False,
+    }
+
+
+def test_dispatch_kernel_runs_with_its_bias():
+    from miras_search.presets import preset
+
+    point = preset("gated_deltanet")
+    x = make_inputs(1, 19, 1, 16, 16, "l2", "head")
+    fn = kernel_for(point)
+    o = fn(**{n: (t.to(DEVICE, torch.float32) if t is not None else None) for n, t in x.items()}, chunk_size=16)
+    o_ref = naive_chunk_matrix_memory(**x, bias="l2", chunk_size=16)
+    assert rel_err(o.cpu(), o_ref) < 5e-3
