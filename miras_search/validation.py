@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import types
 import typing
 from typing import Any, TypeVar
@@ -12,6 +13,7 @@ from miras_search.errors import ConfigError, Problem
 from miras_search.yamlio import LineMap
 
 M = TypeVar("M", bound=BaseModel)
+_CROSS_RULE = re.compile(r"^([a-z_]+(?:\.[a-z_]+)+): ")
 
 
 def model_members(annotation: Any) -> list[type[BaseModel]]:
@@ -100,13 +102,18 @@ def problems_from(error: ValidationError, root: type[BaseModel], data: Any, line
         owner = _walk(root, loc)[1] if item["type"] == "extra_forbidden" else None
         if item["type"] in ("union_tag_invalid", "union_tag_not_found"):
             path.append("kind")
+        message = _message(item, owner)
+        cross = _CROSS_RULE.match(message) if item["type"] == "value_error" else None
+        if cross:  # a rule between fields names the field it is about: "algorithm.kind: ..."
+            path = [*path, *cross.group(1).split(".")]
+            message = message[cross.end():]
         full = (*prefix, *path)
         line = None
         for cut in range(len(full), -1, -1):  # the nearest ancestor that has a line
             if full[:cut] in lines:
                 line = lines[full[:cut]]
                 break
-        problems.append(Problem(".".join(full), _message(item, owner), line))
+        problems.append(Problem(".".join(full), message, line))
     return problems
 
 

@@ -34,7 +34,7 @@ def command(*args: Any, **kwargs: Any) -> Callable[[F], F]:
             try:
                 return function(*inner_args, **inner_kwargs)
             except MirasError as error:
-                errors.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False)
+                errors.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
                 raise typer.Exit(1) from None
 
         app.command(*args, **kwargs)(guarded)

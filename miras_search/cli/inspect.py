@@ -62,7 +62,7 @@ def validate(files: Annotated[list[Path], typer.Argument(help="Point, space or s
                 loaded.sample(1, seed=0)
         except MirasError as error:
             failed += 1
-            errors.print(f"[red]✗[/] {escape(str(error))}", highlight=False)
+            errors.print(f"[red]✗[/] {escape(str(error))}", highlight=False, soft_wrap=True)
             continue
         console.print(f"[green]✓[/] {escape(str(path))} ({kind})", highlight=False)
     if failed:

@@ -28,8 +28,8 @@ class ModelPoint(Schema):
 
     @model_validator(mode="after")
     def _cross_axis_rules(self) -> ModelPoint:
-        for message in cross_axis_problems(self):
-            raise ValueError(message)
+        for path, message in cross_axis_problems(self):
+            raise ValueError(f"{path}: {message}")
         return self
 
     @property
@@ -63,62 +63,76 @@ def exact_delta_applies(point: ModelPoint) -> bool:
     )
 
 
-def cross_axis_problems(point: ModelPoint) -> list[str]:
-    """Every rule that ties two axes together, as readable messages (empty when the point is valid)."""
+def cross_axis_problems(point: ModelPoint) -> list[tuple[str, str]]:
+    """Every broken rule that ties two axes together, as (dotted path, message); empty if valid."""
     memory, bias, retention, algorithm = point.memory, point.bias, point.retention, point.algorithm
-    problems: list[str] = []
+    problems: list[tuple[str, str]] = []
     if memory.kind == "none" or algorithm.kind == "none":
         if not (memory.kind == "none" and algorithm.kind == "none"):
-            problems.append(
+            problems.append((
+                "algorithm.kind",
                 "memory 'none' (softmax attention) goes with algorithm 'none' and vice versa; "
-                f"got memory '{memory.kind}' with algorithm '{algorithm.kind}'"
-            )
+                f"got memory '{memory.kind}' with algorithm '{algorithm.kind}'",
+            ))
         if memory.kind == "none" and (bias.kind != "dot" or retention.kind != "none"):
-            problems.append(
+            problems.append((
+                "bias.kind",
                 "memory 'none' (softmax attention) needs bias 'dot' and retention 'none'; "
-                f"got bias '{bias.kind}' and retention '{retention.kind}'"
-            )
+                f"got bias '{bias.kind}' and retention '{retention.kind}'",
+            ))
         return problems
     if algorithm.kind in ("implicit", "newton") and (bias.kind != "l2" or memory.kind != "matrix"):
-        problems.append(
+        problems.append((
+            "algorithm.kind",
             f"algorithm '{algorithm.kind}' needs bias 'l2' and memory 'matrix'; "
-            f"got bias '{bias.kind}' and memory '{memory.kind}'"
-        )
+            f"got bias '{bias.kind}' and memory '{memory.kind}'",
+        ))
     if algorithm.kind in ("implicit", "newton") and retention.kind not in ("none", "l2"):
-        problems.append(
-            f"algorithm '{algorithm.kind}' needs retention 'none' or 'l2', got '{retention.kind}'"
-        )
+        problems.append((
+            "algorithm.kind",
+            f"algorithm '{algorithm.kind}' needs retention 'none' or 'l2', got '{retention.kind}'",
+        ))
     eta = getattr(algorithm, "eta", None)
     if algorithm.kind in ("implicit", "newton") and eta is not None and eta.mode == "channel":
-        problems.append(f"algorithm '{algorithm.kind}' needs a scalar eta; eta.mode 'channel' is not allowed")
+        problems.append((
+            "algorithm.eta.mode",
+            f"algorithm '{algorithm.kind}' needs a scalar eta; eta.mode 'channel' is not allowed",
+        ))
     if memory.kind in ("mlp", "vector") and point.block.head_k != point.block.head_v:
-        problems.append(
+        problems.append((
+            "block.value_dim",
             f"memory '{memory.kind}' needs equal key and value dims per head (residual / diagonal "
-            f"map); got block.key_dim {point.block.head_k} and block.value_dim {point.block.head_v}"
-        )
+            f"map); got block.key_dim {point.block.head_k} and block.value_dim {point.block.head_v}",
+        ))
     if memory.init == "zeros" and (memory.kind == "mlp" or retention.kind in _NONLINEAR_RETENTION):
-        problems.append(
+        problems.append((
+            "memory.init",
             f"memory.init 'zeros' cannot start memory '{memory.kind}' with retention "
-            f"'{retention.kind}' (needs a positive / non-zero initial state); use 'auto' or 'learned'"
-        )
+            f"'{retention.kind}' (needs a positive / non-zero initial state); use 'auto' or 'learned'",
+        ))
     gates = {"alpha": getattr(retention, "alpha", None), "eta": getattr(algorithm, "eta", None)}
     for name, gate in gates.items():
         if gate is not None and gate.mode == "channel" and memory.kind == "mlp":
-            problems.append(
+            section = "retention" if name == "alpha" else "algorithm"
+            problems.append((
+                f"{section}.{name}.mode",
                 f"{name}.mode 'channel' needs memory 'matrix' or 'vector'; memory 'mlp' takes "
-                "'constant' or 'head' gates"
-            )
+                "'constant' or 'head' gates",
+            ))
     delta = getattr(bias, "delta", None)
     if delta is not None and delta.mode == "channel":
-        problems.append("bias.delta.mode 'channel' is not supported; use 'constant' or 'head'")
+        problems.append(
+            ("bias.delta.mode", "delta.mode 'channel' is not supported; use 'constant' or 'head'")
+        )
     if point.train.chunk_form == "exact_delta" and not exact_delta_applies(point):
-        problems.append(
-            "train.chunk_form 'exact_delta' needs memory 'matrix', bias 'l2', algorithm 'gd', 'multistep' or "
-            "'implicit', retention 'none' or 'l2' and no channel-wise gates"
-        )
+        problems.append((
+            "train.chunk_form",
+            "chunk_form 'exact_delta' needs memory 'matrix', bias 'l2', algorithm 'gd', "
+            "'multistep' or 'implicit', retention 'none' or 'l2' and no channel-wise gates",
+        ))
     if point.train.seq_len > point.block.max_seq_len:
-        problems.append(
-            f"train.seq_len ({point.train.seq_len}) exceeds block.max_seq_len "
-            f"({point.block.max_seq_len})"
-        )
+        problems.append((
+            "train.seq_len",
+            f"seq_len ({point.train.seq_len}) exceeds block.max_seq_len ({point.block.max_seq_len})",
+        ))
     return problems

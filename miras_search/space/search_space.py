@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from pydantic import ValidationError
 
 from miras_search.errors import ConfigError, MirasError, Problem
 from miras_search.merge import deep_merge, get_path
@@ -19,7 +20,7 @@ from miras_search.schema_paths import unknown_path_problem
 from miras_search.space.constraints import first_violated
 from miras_search.space.spec import Choice, FloatRange, IntRange, SpaceFile
 from miras_search.space.walk import decode_option, encode_option, iter_nodes, walk
-from miras_search.validation import validate
+from miras_search.validation import problems_from, validate
 from miras_search.yamlio import LineMap, read_yaml
 
 AXES = ("memory", "bias", "retention", "algorithm")
@@ -179,8 +180,9 @@ class SearchSpace:
         """Validate sampled data against the schema and the constraints; InfeasiblePoint if not."""
         try:
             point = ModelPoint.model_validate(data)
-        except ValueError as error:
-            raise InfeasiblePoint(f"the sampled combination is not valid: {error}") from None
+        except ValidationError as error:
+            reason = "; ".join(str(p) for p in problems_from(error, ModelPoint, data, {}))
+            raise InfeasiblePoint(f"the sampled combination is not valid: {reason}") from None
         index = first_violated(point.model_dump(mode="json"), self.spec.constraints)
         if index is not None:
             reason = self.spec.constraints[index].describe()

@@ -1,0 +1,120 @@
+"""The axis schemas: defaults, cross-axis rules, presets and YAML round trips."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from miras_search.errors import ConfigError, MirasError
+from miras_search.points import load_point, point_from_dict, point_to_yaml
+from miras_search.presets import NAMED_MODELS, PRESET_AXES, preset, preset_names
+from miras_search.schema import ModelPoint
+
+
+def test_every_preset_is_a_valid_point_with_its_table_axes():
+    expected = {
+        "linear_attention": ("matrix", "dot", "none", "gd"),
+        "retnet": ("matrix", "dot", "l2", "gd"),
+        "gla": ("matrix", "dot", "l2", "gd"),
+        "mamba2": ("matrix", "dot", "l2", "gd"),
+        "deltanet": ("matrix", "l2", "none", "gd"),
+        "gated_deltanet": ("matrix", "l2", "l2", "gd"),
+        "longhorn": ("matrix", "l2", "none", "implicit"),
+        "deltaproduct": ("matrix", "l2", "l2", "multistep"),
+        "ttt_linear": ("matrix", "l2", "none", "gd"),
+        "ttt_mlp": ("mlp", "l2", "none", "gd"),
+        "titans": ("mlp", "l2", "l2", "momentum"),
+        "transformer": ("none", "dot", "none", "none"),
+        "moneta": ("mlp", "lp", "lq", "gd"),
+        "yaad": ("mlp", "huber", "l2", "gd"),
+        "memora": ("mlp", "l2", "kl", "gd"),
+    }
+    assert set(preset_names()) == set(expected)
+    for name, axes in expected.items():
+        point = preset(name)
+        assert tuple(point.axes.values()) == axes, name
+        assert point.name == name
+
+
+def test_named_models_carry_the_paper_hyperparameters():
+    moneta, yaad, memora = (preset(n) for n in NAMED_MODELS)
+    assert (moneta.memory.depth, moneta.memory.expansion) == (2, 4)
+    assert moneta.bias.p == 3.0 and moneta.retention.q == 4.0
+    assert yaad.bias.variant == "switch" and yaad.bias.delta.data_dependent
+    assert memora.retention.kind == "kl" and memora.retention.scale > 0
+
+
+def test_gated_deltanet_uses_the_exact_delta_rule_and_ttt_the_minibatch_form():
+    assert preset("gated_deltanet").uses_exact_delta()
+    assert not preset("ttt_linear").uses_exact_delta()
+    assert not preset("moneta").uses_exact_delta()
+
+
+@pytest.mark.parametrize(
+    ("data", "field", "needle"),
+    [
+        ({"memory": {"kind": "mlp"}, "bias": {"kind": "l2"}, "algorithm": {"kind": "implicit"}},
+         "algorithm.kind", "needs bias 'l2' and memory 'matrix'"),
+        ({"memory": {"kind": "none"}, "algorithm": {"kind": "gd"}}, "algorithm.kind", "memory 'none'"),
+        ({"memory": {"kind": "none"}, "bias": {"kind": "l2"}, "algorithm": {"kind": "none"}},
+         "bias.kind", "needs bias 'dot'"),
+        ({"memory": {"kind": "mlp"}, "block": {"key_dim": 16, "value_dim": 32}},
+         "block.value_dim", "equal key and value dims"),
+        ({"memory": {"kind": "matrix", "init": "zeros"}, "retention": {"kind": "kl"}},
+         "memory.init", "positive"),
+        ({"memory": {"kind": "mlp"}, "retention": {"kind": "l2", "alpha": {"mode": "channel"}}},
+         "retention.alpha.mode", "channel"),
+        ({"bias": {"kind": "dot"}, "train": {"chunk_form": "exact_delta"}}, "train.chunk_form",
+         "exact_delta"),
+        ({"train": {"seq_len": 4096}, "block": {"max_seq_len": 1024}}, "train.seq_len", "max_seq_len"),
+    ],
+)
+def test_cross_axis_rules_name_the_field(data, field, needle):
+    with pytest.raises(ConfigError) as caught:
+        point_from_dict(data, "point.yaml")
+    (problem,) = caught.value.problems
+    assert problem.path == field
+    assert needle in problem.message
+
+
+def test_gate_ranges_are_checked_per_role():
+    with pytest.raises(ValidationError, match="alpha.value must lie in"):
+        ModelPoint(retention={"kind": "l2", "alpha": {"value": 1.5}})
+    with pytest.raises(ValidationError, match="theta.value"):
+        ModelPoint(algorithm={"kind": "momentum", "theta": {"value": 1.0}})
+    with pytest.raises(ValidationError, match="only the retention gate alpha"):
+        ModelPoint(algorithm={"kind": "gd", "eta": {"mode": "retnet"}})
+    with pytest.raises(ValidationError, match="'rank' is only used"):
+        ModelPoint(algorithm={"kind": "gd", "eta": {"mode": "head", "rank": 8}})
+
+
+def test_budget_must_cover_one_batch():
+    with pytest.raises(ValidationError, match="at least one batch"):
+        ModelPoint(train={"tokens": 100, "batch_size": 4, "seq_len": 64})
+
+
+@pytest.mark.parametrize("name", list(PRESET_AXES))
+def test_point_yaml_round_trip_is_unchanged(name):
+    point = preset(name)
+    text = point_to_yaml(point)
+    again = point_from_dict(yaml.safe_load(text))
+    assert again == point
+    assert point_to_yaml(again) == text
+    full = point_to_yaml(point, compact=False)
+    assert point_from_dict(yaml.safe_load(full)) == point
+
+
+def test_preset_plus_overrides_replaces_a_section_whose_kind_changes():
+    point = point_from_dict({"preset": "moneta", "bias": {"kind": "huber"}})
+    assert point.bias.kind == "huber" and point.retention.kind == "lq"
+    point = point_from_dict({"preset": "moneta", "bias": {"p": 2.5}})
+    assert point.bias.kind == "lp" and point.bias.p == 2.5
+
+
+def test_load_point_accepts_files_and_preset_names(root):
+    assert load_point("yaad") == preset("yaad")
+    point = load_point(root / "tests" / "data" / "good" / "moneta_override.yaml")
+    assert point.bias.p == 2.5 and point.block.d_model == 64 and point.retention.kind == "lq"
+    with pytest.raises(MirasError, match="neither an existing point file nor a preset"):
+        load_point("no-such-model")

@@ -1,0 +1,158 @@
+"""Search spaces: sampling, conditional branches, constraints, encoding and the shipped files."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from miras_search.errors import ConfigError
+from miras_search.presets import preset, preset_names
+from miras_search.schema import (
+    ALGORITHM_KINDS,
+    BIAS_KINDS,
+    MEMORY_KINDS,
+    RETENTION_KINDS,
+    ModelPoint,
+)
+from miras_search.space import InfeasiblePoint, SearchSpace
+from miras_search.space.constraints import first_violated
+
+CONDITIONAL = {
+    "name": "conditional",
+    "preset": "moneta",
+    "params": {
+        "memory": {"depth": {"int": [2, 4]}},
+        "bias": {"kind": {"choice": {
+            "l2": {},
+            "lp": {"p": {"float": [1.0, 4.0], "step": 0.5}},
+            "huber": {"variant": {"choice": ["coordinate", "switch"]}},
+        }}},
+        "one_of": {"fast": {"train": {"chunk_size": 64}}, "exact": {"train": {"chunk_size": 1}}},
+    },
+    "constraints": [{"when": {"memory.depth": 4}, "forbid": {"bias.kind": "huber"}}],
+}
+
+
+def test_conditional_parameters_exist_only_under_their_choice():
+    space = SearchSpace.from_dict(CONDITIONAL)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = set()
+    for _ in range(60):
+        trial = study.ask()
+        data = space.suggest(trial)
+        kind = data["bias"]["kind"]
+        seen.add(kind)
+        names = set(trial.params)
+        assert ("bias.kind=lp/bias.p" in names) == (kind == "lp")
+        assert ("bias.kind=huber/bias.variant" in names) == (kind == "huber")
+        assert data["train"]["chunk_size"] == {"fast": 64, "exact": 1}[trial.params["one_of"]]
+        if kind == "lp":
+            assert data["bias"]["p"] in [1.0 + 0.5 * i for i in range(7)]
+    assert seen == {"l2", "lp", "huber"}
+
+
+def test_sampled_points_respect_constraints_and_ranges():
+    space = SearchSpace.from_dict(CONDITIONAL)
+    points = space.sample(40, seed=1)
+    assert len(points) == 40
+    for point in points:
+        assert 2 <= point.memory.depth <= 4
+        assert not (point.memory.depth == 4 and point.bias.kind == "huber")
+        assert point.retention.kind == "lq"  # from the base preset
+
+
+def test_point_from_trial_reports_the_broken_constraint():
+    space = SearchSpace.from_dict(CONDITIONAL)
+    trial = optuna.trial.FixedTrial(
+        {"memory.depth": 4, "bias.kind": "huber", "bias.kind=huber/bias.variant": "switch",
+         "one_of": "fast"}
+    )
+    with pytest.raises(InfeasiblePoint, match="constraint 1"):
+        space.point_from_trial(trial)
+
+
+def test_encode_reproduces_a_point_and_rejects_points_outside():
+    space = SearchSpace.from_dict(CONDITIONAL)
+    for point in space.sample(10, seed=2):
+        params = space.encode(point)
+        assert params is not None
+        assert space.point_from_trial(optuna.trial.FixedTrial(params)) == point
+    outside = preset("moneta").model_copy(update={"memory": preset("moneta").memory.model_copy(update={"depth": 5})})
+    assert space.encode(outside) is None
+
+
+def test_shipped_spaces_validate_and_sample(root):
+    for path in sorted((root / "spaces").glob("*.yaml")):
+        space = SearchSpace.load(path)
+        assert space.sample(3, seed=0)
+
+
+def test_full_space_covers_every_option_of_the_four_axes(root):
+    space = SearchSpace.load(root / "spaces" / "miras-full.yaml")
+    points = space.sample(400, seed=0)
+    covered = {axis: {p.axes[axis] for p in points} for axis in ("memory", "bias", "retention", "algorithm")}
+    assert covered["memory"] == set(MEMORY_KINDS)
+    assert covered["bias"] == set(BIAS_KINDS)
+    assert covered["retention"] == set(RETENTION_KINDS)
+    # newton is in the schema but not built by the factory; the shipped space leaves it out.
+    assert covered["algorithm"] == set(ALGORITHM_KINDS) - {"newton"}
+    for name in preset_names():  # every Table-1 model's axes lie in the full space
+        assert space.encode(preset(name), axes_only=True) is not None, name
+
+
+def test_unsatisfiable_constraints_are_reported():
+    space = SearchSpace.from_dict({
+        "name": "never", "params": {"memory": {"kind": {"choice": ["matrix", "mlp"]}}},
+        "constraints": [{"require": {"memory.kind": "vector"}}],
+    })
+    with pytest.raises(ConfigError, match="satisfy the space's rules"):
+        space.sample(1)
+
+
+# --- property-based: random spaces sample only valid points --------------------------------
+
+_AXIS_OPTIONS = {
+    "memory.kind": ["vector", "matrix", "mlp", "none"],
+    "bias.kind": ["dot", "l2", "lp", "huber", "robust"],
+    "retention.kind": ["none", "l2", "lq", "kl", "elastic", "bregman"],
+    "algorithm.kind": ["gd", "momentum", "implicit", "multistep", "none"],
+}
+
+
+@st.composite
+def random_spaces(draw):
+    params: dict = {}
+    for dotted, options in _AXIS_OPTIONS.items():
+        chosen = draw(st.lists(st.sampled_from(options), min_size=1, max_size=len(options), unique=True))
+        section, key = dotted.split(".")
+        params[section] = {key: {"choice": chosen}}
+    if draw(st.booleans()):
+        params["block"] = {"d_model": {"choice": [32, 64]}, "n_heads": {"int": [1, 2]}}
+    if draw(st.booleans()):
+        low = draw(st.integers(1, 8))
+        params.setdefault("train", {})["chunk_size"] = {"int": [low, low + draw(st.integers(0, 8))]}
+    constraints = []
+    if draw(st.booleans()):
+        constraints.append({"when": {"memory.kind": "mlp"}, "forbid": {"retention.kind": "kl"}})
+    return {"name": "random", "params": params, "constraints": constraints}
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(spec=random_spaces(), seed=st.integers(0, 2**16))
+def test_random_spaces_sample_only_valid_points(spec, seed):
+    space = SearchSpace.from_dict(spec)
+    try:
+        points = space.sample(3, seed=seed)
+    except ConfigError as error:  # no valid point in this random space: a clean, named error
+        assert "satisfy the space's rules" in str(error)
+        return
+    for point in points:
+        again = ModelPoint.model_validate(point.model_dump())
+        assert again == point
+        assert first_violated(point.model_dump(mode="json"), space.spec.constraints) is None
+        for dotted, options in _AXIS_OPTIONS.items():
+            section, key = dotted.split(".")
+            chosen = spec["params"][section][key]["choice"]
+            assert getattr(getattr(point, section), key) in chosen
