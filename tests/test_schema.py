@@ -79,9 +79,9 @@ def test_cross_axis_rules_name_the_field(data, field, needle):
 
 
 def test_gate_ranges_are_checked_per_role():
-    with pytest.raises(ValidationError, match="alpha.value must lie in"):
+    with pytest.raises(ValidationError, match=r"alpha\.value must lie in"):
         ModelPoint(retention={"kind": "l2", "alpha": {"value": 1.5}})
-    with pytest.raises(ValidationError, match="theta.value"):
+    with pytest.raises(ValidationError, match=r"theta\.value"):
         ModelPoint(algorithm={"kind": "momentum", "theta": {"value": 1.0}})
     with pytest.raises(ValidationError, match="only the retention gate alpha"):
         ModelPoint(algorithm={"kind": "gd", "eta": {"mode": "retnet"}})

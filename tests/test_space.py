@@ -152,7 +152,7 @@ def test_random_spaces_sample_only_valid_points(spec, seed):
         again = ModelPoint.model_validate(point.model_dump())
         assert again == point
         assert first_violated(point.model_dump(mode="json"), space.spec.constraints) is None
-        for dotted, options in _AXIS_OPTIONS.items():
+        for dotted in _AXIS_OPTIONS:
             section, key = dotted.split(".")
             chosen = spec["params"][section][key]["choice"]
             assert getattr(getattr(point, section), key) in chosen
