@@ -133,13 +133,22 @@ def test_chunk_32_and_unequal_dims(bias, alpha, momentum):
 
 
 # ---- GPU: realistic dims, bf16 ---------------------------------------------------------------
+GPU_GATES = [("head", False), ("channel", False), ("head", True)]
+
+
 @gpu_only
 @pytest.mark.parametrize("bias", BIAS_KINDS)
-@pytest.mark.parametrize(("alpha", "momentum"), [("head", False), ("channel", False), ("head", True)])
-@pytest.mark.parametrize("dims", [(64, 64), (128, 128), (48, 96)])
-def test_gpu_fp32(bias, alpha, momentum, dims):
+@pytest.mark.parametrize(("alpha", "momentum"), GPU_GATES)
+def test_gpu_fp32_biases(bias, alpha, momentum):
+    check(make_inputs(2, 100, 2, 64, 64, bias, alpha, momentum), bias, 32)
+
+
+@gpu_only
+@pytest.mark.parametrize(("alpha", "momentum"), GPU_GATES)
+@pytest.mark.parametrize("dims", [(128, 128), (48, 96), (16, 128), (128, 16)])
+def test_gpu_fp32_dims(alpha, momentum, dims):
     K, V = dims
-    check(make_inputs(2, 100, 2, K, V, bias, alpha, momentum), bias, 32)
+    check(make_inputs(2, 100, 2, K, V, "l2", alpha, momentum), "l2", 64)
 
 
 @gpu_only

@@ -1,0 +1,179 @@
+"""Time the Triton chunked matrix memory against the PyTorch chunked forms and fla.
+
+Run on a CUDA machine:  python benchmarks/kernels.py [--quick]
+Prints a markdown table (median milliseconds, triton.testing.do_bench) and writes it to
+--out if given. Compared, per point:
+  triton     kernels.matrix_chunk.chunk_matrix_memory (inputs in --dtype, state fp32)
+  naive      kernels.matrix_chunk.naive_chunk_matrix_memory (PyTorch chunk loop, fp32 inputs)
+  memory     miras_search.memory.memory_forward chunked minibatch form (fp32 state), if importable
+  exact      miras_search.memory exact chunked delta rule (gated_deltanet only), if importable
+  fla        fla.ops.gated_delta_rule.chunk_gated_delta_rule (exact delta rule; gated_deltanet only)
+fla computes the exact delta rule, not our minibatch form: the like-for-like PyTorch baseline
+for fla is 'exact'; the Triton kernel vs fla compares two different chunk forms at the same size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from triton.testing import do_bench
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+try:  # installed package
+    from miras_search.kernels.matrix_chunk import chunk_matrix_memory, naive_chunk_matrix_memory
+except ImportError:  # a bare checkout: kernels/ at the top level
+    from kernels.matrix_chunk import chunk_matrix_memory, naive_chunk_matrix_memory
+
+
+def inputs(B, T, H, D, dtype, alpha="head", momentum=False, huber=False):
+    dev = "cuda"
+    x = {
+        "q": F.normalize(torch.randn(B, T, H, D, device=dev), dim=-1),
+        "k": F.normalize(torch.randn(B, T, H, D, device=dev), dim=-1),
+        "v": torch.randn(B, T, H, D, device=dev),
+        "eta": torch.rand(B, T, H, device=dev) * 0.5 + 0.1,
+        "alpha": None,
+        "theta": torch.rand(B, T, H, device=dev) * 0.5 + 0.4 if momentum else None,
+        "delta": torch.rand(B, T, H, device=dev) + 0.5 if huber else None,
+    }
+    if alpha == "head":
+        x["alpha"] = torch.rand(B, T, H, device=dev) * 0.1 + 0.9
+    elif alpha == "channel":
+        x["alpha"] = torch.rand(B, T, H, D, device=dev) * 0.1 + 0.9
+    return {n: (t.to(dtype).requires_grad_() if t is not None else None) for n, t in x.items()}
+
+
+def fwd_bwd(fn: Callable[[], torch.Tensor], leaves: list[torch.Tensor]) -> Callable[[], None]:
+    def step():
+        o = fn()
+        torch.autograd.grad(o, leaves, torch.ones_like(o))
+    return step
+
+
+def bench(fn: Callable[[], object]) -> float:
+    try:
+        return do_bench(fn, warmup=25, rep=100, return_mode="median")
+    except torch.OutOfMemoryError:
+        torch.cuda.empty_cache()
+        return float("nan")
+
+
+def memory_fns(point_name: str):
+    """(minibatch, exact) callables from miras_search.memory, or (None, None)."""
+    try:
+        from miras_search.memory.forward import memory_forward
+        from miras_search.memory.gates import MemoryGates
+        from miras_search.memory.rule import MemoryRule
+        from miras_search.presets import preset
+    except Exception as error:  # not landed, or pydantic missing
+        print(f"# miras_search.memory unavailable: {error!r}")
+        return None, None
+    rule = MemoryRule.from_point(preset(point_name))
+
+    def run(x, form):
+        gates = MemoryGates(x["eta"], x["alpha"], x["theta"], x["delta"])
+        return memory_forward(rule, x["q"], x["k"], x["v"], gates, [], "chunked", 64, form)
+    return (lambda x: run(x, "minibatch")), (lambda x: run(x, "exact_delta"))
+
+
+def fla_fn():
+    try:
+        from fla.ops.gated_delta_rule import chunk_gated_delta_rule
+    except Exception as error:
+        print(f"# fla unavailable: {error!r}")
+        return None
+
+    def run(x):
+        # fla: g = log alpha (log-space decay), beta = eta
+        o, _ = chunk_gated_delta_rule(x["q"], x["k"], x["v"], torch.log(x["alpha"]), x["eta"], scale=1.0)
+        return o
+    return run
+
+
+POINTS = {
+    # name: (bias, alpha, momentum, miras preset for the memory/ baseline)
+    "gated_deltanet": ("l2", "head", False, "gated_deltanet"),
+    "mamba2": ("dot", "head", False, "mamba2"),
+    "gla": ("dot", "channel", False, "gla"),
+    "lp3": ("lp", "head", False, None),
+    "huber_switch+momentum": ("huber_switch", "head", True, None),
+    "robust": ("robust", "head", False, None),
+}
+
+
+def time_case(name: str, T: int, D: int, dtype: torch.dtype, fla) -> dict:
+    """Median ms of every available implementation at one point and size (B=4, H=8, C=64)."""
+    bias, alpha, momentum, preset_name = POINTS[name]
+    B, H, C = 4, 8, 64
+    x = inputs(B, T, H, D, dtype, alpha, momentum, bias.startswith("huber"))
+    x32 = {n: (t.detach().float().requires_grad_() if t is not None else None) for n, t in x.items()}
+    leaves = [t for t in x.values() if t is not None]
+    leaves32 = [t for t in x32.values() if t is not None]
+
+    def tri():
+        return chunk_matrix_memory(**x, bias=bias, chunk_size=C)
+
+    def naive():
+        return naive_chunk_matrix_memory(**x32, bias=bias, chunk_size=C)
+
+    row = {"point": name, "T": T, "D": D}
+    row["triton fwd"] = bench(tri)
+    row["triton fwd+bwd"] = bench(fwd_bwd(tri, leaves))
+    row["naive fwd+bwd"] = bench(fwd_bwd(naive, leaves32))
+    mini, exact = memory_fns(preset_name) if preset_name else (None, None)
+    if mini is not None:
+        row["memory fwd+bwd"] = bench(fwd_bwd(lambda: mini(x32), leaves32))
+    if exact is not None and name == "gated_deltanet":
+        row["exact fwd+bwd"] = bench(fwd_bwd(lambda: exact(x32), leaves32))
+    if fla is not None and name == "gated_deltanet":
+        row["fla fwd"] = bench(lambda: fla(x))
+        row["fla fwd+bwd"] = bench(fwd_bwd(lambda: fla(x), leaves))
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="only T=2048")
+    parser.add_argument("--dtype", default="bfloat16")
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    dtype = getattr(torch, args.dtype)
+    fla = fla_fn()
+    rows = []
+    cases = [("gated_deltanet", T, D) for T in (2048, 8192) for D in (64, 128)]
+    cases += [(p, 2048, 64) for p in POINTS if p != "gated_deltanet"]
+    if args.quick:
+        cases = [c for c in cases if c[1] == 2048]
+    for name, T, D in cases:
+        row = time_case(name, T, D, dtype, fla)
+        rows.append(row)
+        print(row, flush=True)
+        torch.cuda.empty_cache()
+
+    cols = ["point", "T", "D", "triton fwd", "triton fwd+bwd", "naive fwd+bwd", "memory fwd+bwd",
+            "exact fwd+bwd", "fla fwd", "fla fwd+bwd"]
+    lines = [f"GPU: {torch.cuda.get_device_name()}; B=4, H=8, chunk 64, {args.dtype} inputs; "
+             "median ms (triton.testing.do_bench)", "",
+             "| " + " | ".join(cols) + " | speed-up vs naive | vs memory | fla/triton (fwd+bwd) |",
+             "|" + "---|" * (len(cols) + 3)]
+    for r in rows:
+        cells = [str(r.get(c, "")) if c in ("point", "T", "D") else
+                 (f"{r[c]:.3f}" if c in r else "-") for c in cols]
+        tri = r["triton fwd+bwd"]
+        ratios = [f"{r[c] / tri:.1f}x" if c in r else "-" for c in ("naive fwd+bwd", "memory fwd+bwd")]
+        ratios.append(f"{r['fla fwd+bwd'] / tri:.2f}" if "fla fwd+bwd" in r else "-")
+        lines.append("| " + " | ".join(cells + ratios) + " |")
+    table = "\n".join(lines)
+    print(table)
+    if args.out:
+        Path(args.out).write_text(table + "\n")
+
+
+if __name__ == "__main__":
+    main()
