@@ -1,0 +1,145 @@
+"""The embedded corpus (offline build, size, split, cache, determinism) and text streams."""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from miras_search.data import (
+    EOS,
+    IGNORE_INDEX,
+    NeedleInHaystack,
+    TextCorpus,
+    TextStream,
+    cache_dir,
+    load_corpus,
+)
+from miras_search.data import niah as niah_module
+from miras_search.errors import MirasError
+
+
+def _no_network(*args, **kwargs):
+    raise OSError("network access attempted during an offline build")
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """The corpus built once into a fresh cache folder with sockets disabled; (root, store, seconds)."""
+    root = tmp_path_factory.mktemp("cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(socket, "socket", _no_network)
+        mp.setattr(socket, "create_connection", _no_network)
+        start = time.perf_counter()
+        store = load_corpus(root=root)
+        seconds = time.perf_counter() - start
+    return root, store, seconds
+
+
+def _documents(tokens: np.ndarray) -> list[str]:
+    ends = np.flatnonzero(tokens == EOS)
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    return [bytes(tokens[s:e].astype(np.uint8)).decode("utf-8") for s, e in zip(starts, ends, strict=True)]
+
+
+def test_corpus_is_at_least_3_mb_in_both_splits(built):
+    _, store, _ = built
+    sizes = {s: store.manifest["splits"][s]["n_chars"] for s in ("train", "validation")}
+    assert sizes["train"] + sizes["validation"] >= 3_000_000
+    share = sizes["validation"] / (sizes["train"] + sizes["validation"])
+    assert 0.01 < share < 0.2, share
+    assert int(store.tokens("train").max()) <= EOS
+
+
+def test_splits_share_no_document(built):
+    _, store, _ = built
+    hashes = {}
+    for split in ("train", "validation"):
+        docs = _documents(np.asarray(store.tokens(split)))
+        hashes[split] = [hashlib.sha256(d.encode()).hexdigest() for d in docs]
+        assert hashes[split] == store.doc_hashes(split), "manifest agrees with the stored bytes"
+        assert len(set(hashes[split])) == len(hashes[split])
+    assert len(hashes["validation"]) >= 10
+    assert not set(hashes["train"]) & set(hashes["validation"])
+
+
+def test_second_load_is_a_fast_cache_hit(built):
+    root, store, build_seconds = built
+    start = time.perf_counter()
+    again = load_corpus(root=root)
+    seconds = time.perf_counter() - start
+    assert again.path == store.path and again.content_hash == store.content_hash
+    assert seconds < 1.0 and seconds < build_seconds / 3, (seconds, build_seconds)
+
+
+def test_rebuild_gives_the_same_content_hash(built):
+    root, store, _ = built
+    before = np.array(store.tokens("validation"))
+    rebuilt = load_corpus(root=root, force=True)
+    assert rebuilt.content_hash == store.content_hash
+    assert np.array_equal(np.asarray(rebuilt.tokens("validation")), before)
+
+
+def test_cache_dir_env_override(tmp_path, monkeypatch):
+    monkeypatch.setenv("MIRAS_CACHE_DIR", str(tmp_path / "here"))
+    assert cache_dir() == tmp_path / "here" and (tmp_path / "here").is_dir()
+    assert cache_dir(tmp_path / "arg") == tmp_path / "arg"
+
+
+@pytest.mark.parametrize("seq_len", [1, 7, 100])
+def test_text_stream_is_deterministic_per_seed(built, seq_len):
+    _, store, _ = built
+    tokens = store.tokens("train")
+    a = TextStream(tokens, seq_len, 3, seed=5).windows(9)
+    assert a.shape == (3, seq_len + 1) and a.dtype == torch.long
+    assert torch.equal(a, TextStream(tokens, seq_len, 3, seed=5).windows(9))
+    assert not torch.equal(a, TextStream(tokens, seq_len, 3, seed=6).windows(9))
+    assert not torch.equal(a, TextStream(tokens, seq_len, 3, seed=5).windows(10))
+    offsets = TextStream(tokens, seq_len, 3, seed=5).offsets(9)
+    for row, off in zip(a, offsets, strict=True):  # each window is a real slice of the split
+        expected = np.asarray(tokens[off : off + seq_len + 1], dtype=np.int64)
+        assert torch.equal(row, torch.from_numpy(expected))
+
+
+def test_sequential_windows_tile_the_split(built):
+    _, store, _ = built
+    tokens = store.tokens("validation")
+    stream = TextStream(tokens, 63, 4, order="sequential")
+    assert stream.tokens is tokens  # no copy of the split
+    first, second = stream.windows(0), stream.windows(1)
+    assert first[0, -1] == first[1, 0]  # consecutive windows share one token (input/target shift)
+    glued = torch.cat([first[:, :-1].flatten(), second[:, :-1].flatten()])
+    assert torch.equal(glued, torch.from_numpy(np.asarray(tokens[: 8 * 63], dtype=np.int64)))
+    single = TextStream(tokens, 63, 1, order="sequential")
+    assert torch.equal(single.windows(single.n_windows), single.windows(0))  # wraps around
+
+
+def test_text_source_batches_score_every_position(built):
+    root, _, _ = built
+    source = TextCorpus().open(root)
+    batch = source.batch(2, step=0, seq_len=31, split="validation")
+    assert batch.inputs.shape == (2, 31) and not (batch.targets == IGNORE_INDEX).any()
+    assert torch.equal(batch.inputs[:, 1:], batch.targets[:, :-1])
+    with pytest.raises(MirasError, match="fewer than one window"):
+        TextStream(np.zeros(10, dtype=np.uint16), 10, 1)
+
+
+def test_niah_corpus_haystack(built, monkeypatch):
+    root, _, _ = built
+    monkeypatch.setenv("MIRAS_CACHE_DIR", str(root))
+    niah_module._corpus_text.cache_clear()
+    try:
+        task = NeedleInHaystack(needle="number", haystack="corpus")
+        T = 777
+        batch = task.batch(3, step=0, seq_len=T)
+        assert torch.equal(batch.inputs, task.batch(3, step=0, seq_len=T).inputs)
+        for inputs, targets in zip(batch.inputs.tolist(), batch.targets.tolist(), strict=True):
+            answer = bytes(y for y in targets if y != IGNORE_INDEX)
+            assert len(answer) == 7
+            assert bytes(inputs[1 : T - 6]).count(answer) == 1
+    finally:
+        niah_module._corpus_text.cache_clear()
