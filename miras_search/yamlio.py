@@ -46,7 +46,7 @@ def parse_yaml(text: str, source: str) -> tuple[dict[str, Any], LineMap]:
     """Parse ``text`` (YAML) into a mapping and the line of each key; ConfigError on any problem."""
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.MarkedYAMLError as error:
         line = error.problem_mark.line + 1 if error.problem_mark else None
         what = f"{error.context + '; ' if error.context else ''}{error.problem}"
