@@ -1,0 +1,163 @@
+"""User files (txt / jsonl / parquet), tokenizers, Hugging Face errors, and the store cache."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+
+from miras_search.data import EOS, ByteTokenizer, Files, HFDataset, load_tokenizer, split_documents
+from miras_search.errors import MirasError
+
+TEXTS = [f"Document number {i}: " + "word " * (3 + 5 * i) + "é ü 漢字\n" for i in range(12)]
+
+
+def _docs(source, tokenizer=None) -> list[str]:
+    tok = tokenizer or ByteTokenizer()
+    out = []
+    for split in ("train", "validation"):
+        tokens = np.asarray(source.store.tokens(split), dtype=np.int64)
+        ends = np.flatnonzero(tokens == tok.eos)
+        starts = np.concatenate([[0], ends[:-1] + 1])
+        out += [tok.decode(tokens[s:e]) for s, e in zip(starts, ends, strict=True)]
+    return out
+
+
+def test_txt_folder_round_trip(tmp_path):
+    folder = tmp_path / "texts"
+    (folder / "nested").mkdir(parents=True)
+    for i, text in enumerate(TEXTS):
+        (folder / ("nested" if i % 2 else "") / f"{i:02d}.txt").write_text(text, encoding="utf-8")
+    (folder / "ignored.csv").write_text("not read")
+    source = Files(paths=[str(folder)]).open(tmp_path / "cache")
+    assert sorted(_docs(source)) == sorted(TEXTS)
+    assert source.store.manifest["splits"]["validation"]["n_documents"] >= 1
+    again = Files(paths=[str(folder)]).open(tmp_path / "cache")
+    assert again.store.path == source.store.path and again.store.content_hash == source.store.content_hash
+    (folder / "00.txt").write_text("changed text\n")  # a changed file gives a new store
+    changed = Files(paths=[str(folder)]).open(tmp_path / "cache")
+    assert changed.store.path != source.store.path and "changed text\n" in _docs(changed)
+
+
+def test_jsonl_round_trip_with_a_field(tmp_path):
+    path = tmp_path / "data.jsonl"
+    lines = [json.dumps({"id": i, "body": t}) for i, t in enumerate(TEXTS)]
+    path.write_text("\n".join(lines[:5]) + "\n\n" + "\n".join(lines[5:]) + "\n")
+    source = Files(paths=[str(path)], field="body").open(tmp_path / "cache")
+    assert sorted(_docs(source)) == sorted(TEXTS)
+    batch = source.batch(2, step=0, seq_len=17)
+    assert batch.inputs.shape == (2, 17)
+
+
+def test_parquet_round_trip(tmp_path):
+    pa = pytest.importorskip("pyarrow", reason="pyarrow (optional extra 'data') is not installed")
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "data.parquet"
+    pq.write_table(pa.table({"content": TEXTS, "n": list(range(len(TEXTS)))}), path)
+    source = Files(paths=[str(path)], field="content").open(tmp_path / "cache")
+    assert sorted(_docs(source)) == sorted(TEXTS)
+    with pytest.raises(MirasError, match="no column 'text'"):
+        Files(paths=[str(path)]).open(tmp_path / "cache")
+
+
+def test_missing_and_bad_files_give_clear_errors(tmp_path):
+    with pytest.raises(MirasError, match="does not exist"):
+        Files(paths=[str(tmp_path / "nope.txt")]).open(tmp_path / "cache")
+    bad_field = tmp_path / "a.jsonl"
+    bad_field.write_text(json.dumps({"text": "x"}) + "\n" + json.dumps({"body": "y"}) + "\n")
+    with pytest.raises(MirasError, match=r"line 2 has no field 'text' \(found: \['body'\]\)"):
+        Files(paths=[str(bad_field)]).open(tmp_path / "cache")
+    bad_json = tmp_path / "b.jsonl"
+    bad_json.write_text('{"text": "ok"}\n{"text": broken}\n')
+    with pytest.raises(MirasError, match="line 2 is not valid JSON"):
+        Files(paths=[str(bad_json)]).open(tmp_path / "cache")
+    wrong_type = tmp_path / "c.jsonl"
+    wrong_type.write_text('{"text": 3}\n')
+    with pytest.raises(MirasError, match="must be a string"):
+        Files(paths=[str(wrong_type)]).open(tmp_path / "cache")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(MirasError, match="holds no"):
+        Files(paths=[str(tmp_path / "empty")]).open(tmp_path / "cache")
+    other = tmp_path / "d.csv"
+    other.write_text("a,b\n")
+    with pytest.raises(MirasError, match=r"suffix '\.csv'"):
+        Files(paths=[str(other)]).open(tmp_path / "cache")
+    with pytest.raises(ValueError, match="paths"):
+        Files(paths=[])
+
+
+def test_one_document_cannot_be_split(tmp_path):
+    (tmp_path / "one.txt").write_text("only one short document\n")
+    with pytest.raises(MirasError, match="at least 2 distinct"):
+        Files(paths=[str(tmp_path / "one.txt")]).open(tmp_path / "cache")
+
+
+def test_damaged_store_is_rebuilt(tmp_path):
+    (tmp_path / "a.txt").write_text(TEXTS[0])
+    (tmp_path / "b.txt").write_text(TEXTS[1])
+    spec = Files(paths=[str(tmp_path / "a.txt"), str(tmp_path / "b.txt")])
+    store = spec.open(tmp_path / "cache").store
+    good = store.content_hash
+    with (store.path / "train.bin").open("r+b") as handle:
+        handle.write(b"\x00\x01\x02")
+    rebuilt = spec.open(tmp_path / "cache").store
+    assert rebuilt.content_hash == good
+    assert sorted(_docs(spec.open(tmp_path / "cache"))) == sorted(TEXTS[:2])
+
+
+def test_split_is_by_content_and_disjoint():
+    docs = [f"doc {i}\n" for i in range(400)] + ["doc 3\n"]  # one duplicate
+    a = split_documents(docs, val_fraction=0.1)
+    b = split_documents(list(reversed(docs)), val_fraction=0.1)
+    assert a == b  # order of the input does not matter
+    assert not set(a["train"]) & set(a["validation"])
+    assert len(a["train"]) + len(a["validation"]) == 400
+    assert 15 <= len(a["validation"]) <= 70  # ~40 expected
+    long_doc = "".join(f"line {i}\n" for i in range(40_000))  # ~400 kB: cut into pieces
+    pieces = split_documents([long_doc], val_fraction=0.5)
+    assert pieces["train"] and pieces["validation"]
+    assert max(len(p) for p in pieces["train"] + pieces["validation"]) <= 65_536
+    assert sorted("".join(pieces["train"] + pieces["validation"]).splitlines()) == sorted(long_doc.splitlines())
+
+
+def test_byte_tokenizer_round_trip():
+    tok = ByteTokenizer()
+    text = "plain ascii, é, 漢字, emoji 🙂"
+    ids = tok.encode(text)
+    assert ids.max() < 256 and len(ids) == len(text.encode("utf-8"))
+    assert tok.decode([*ids.tolist(), EOS]) == text
+    assert tok.vocab_size == 260
+
+
+def test_tokenizer_json_file(tmp_path):
+    tokenizers = pytest.importorskip("tokenizers", reason="tokenizers (optional extra 'data') is not installed")
+    from tokenizers import models, pre_tokenizers, trainers
+
+    tok = tokenizers.Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.train_from_iterator(TEXTS, trainers.WordLevelTrainer(special_tokens=["[UNK]", "</s>"]))
+    path = tmp_path / "tokenizer.json"
+    tok.save(str(path))
+    loaded = load_tokenizer(str(path))
+    assert loaded.eos == tok.token_to_id("</s>") and loaded.vocab_size == tok.get_vocab_size()
+    assert loaded.decode(loaded.encode("word word")) == "word word"
+    (tmp_path / "a.txt").write_text(TEXTS[3])
+    (tmp_path / "b.txt").write_text(TEXTS[4])
+    source = Files(paths=[str(tmp_path / "a.txt"), str(tmp_path / "b.txt")], tokenizer=str(path)).open(
+        tmp_path / "cache"
+    )
+    assert source.vocab_size == loaded.vocab_size
+    assert int(source.batch(1, step=0, seq_len=5).inputs.max()) < loaded.vocab_size
+    with pytest.raises(MirasError, match="eos_token 'nope'"):
+        load_tokenizer(str(path), eos_token="nope")
+    with pytest.raises(MirasError, match="does not exist"):
+        load_tokenizer(str(tmp_path / "missing.json"))
+
+
+def test_hf_dataset_without_the_package_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "datasets", None)  # import fails as when it is not installed
+    with pytest.raises(MirasError, match="optional package 'datasets'"):
+        HFDataset(name="some/dataset").open(tmp_path / "cache")
