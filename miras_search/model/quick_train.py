@@ -82,7 +82,8 @@ def train_tokens(
 
     Args:
         point: the design point; its ``train`` section sets lr, schedule, clip, precision, seed.
-        data_iter: yields LongTensor batches [B, T+1]; inputs are [:, :-1], targets [:, 1:].
+        data_iter: yields LongTensor batches [B, T+1] (inputs are [:, :-1], targets [:, 1:]) or
+            (inputs [B, T], targets [B, T]) pairs whose targets may hold -100 (no loss there).
             If it runs out early, training stops there (``result.steps`` tells how far it got).
         steps: optimiser steps (default ``point.train.steps``, what the token budget buys).
         on_step: called with a StepInfo after every step; returning False stops training.
@@ -108,10 +109,12 @@ def train_tokens(
     start = timed_start = time.perf_counter()
     for step in range(steps):
         try:
-            batch = next(batches).to(device, non_blocking=True)
+            batch = next(batches)
         except StopIteration:
             break
-        inputs, targets = batch[:, :-1], batch[:, 1:]
+        if isinstance(batch, torch.Tensor):  # [B, T+1] token windows
+            batch = (batch[:, :-1], batch[:, 1:])
+        inputs, targets = (t.to(device, non_blocking=True) for t in batch)
         lr = lr_at(step, steps, train)
         for group in optimizer.param_groups:
             group["lr"] = lr
