@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 
 import numpy as np
@@ -49,6 +50,12 @@ def test_jsonl_round_trip_with_a_field(tmp_path):
     assert sorted(_docs(source)) == sorted(TEXTS)
     batch = source.batch(2, step=0, seq_len=17)
     assert batch.inputs.shape == (2, 17)
+    # Bytes tokenizer: one token per byte plus one EOS per document.
+    n_bytes = {s: source.store.manifest["splits"][s]["n_bytes"] for s in ("train", "validation")}
+    n_docs = {s: source.store.manifest["splits"][s]["n_documents"] for s in ("train", "validation")}
+    assert sum(n_bytes.values()) == sum(len(t.encode("utf-8")) for t in TEXTS)
+    per_token = n_bytes["validation"] / (n_bytes["validation"] + n_docs["validation"])
+    assert source.bits_per_byte(2.0) == pytest.approx(2.0 / math.log(2) / per_token, rel=1e-12)
 
 
 def test_parquet_round_trip(tmp_path):

@@ -12,6 +12,7 @@ from miras_search.data import (
     NeedleInHaystack,
     SelectiveCopy,
     answer_accuracy,
+    iter_batches,
     parse_data_spec,
     parse_data_specs,
     sequence_accuracy,
@@ -111,3 +112,11 @@ def test_mixture_with_a_length_per_task():
     mix = DataMix([NeedleInHaystack(seq_len=199), MQAR(num_pairs=2)])
     shapes = {mix.batch(1, step=s, seq_len=17)[1].inputs.shape[1] for s in range(20)}
     assert shapes == {199, 17}
+
+
+def test_iter_batches_matches_single_batches():
+    task = SelectiveCopy(num_tokens=3)
+    batches = list(iter_batches(task, 2, seed=4, seq_len=13, start=5, stop=8))
+    assert len(batches) == 3
+    for step, batch in zip(range(5, 8), batches, strict=True):
+        assert torch.equal(batch.inputs, task.batch(2, step=step, seed=4, seq_len=13).inputs)

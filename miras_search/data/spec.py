@@ -10,7 +10,9 @@ A trial config embeds a list of these, e.g. in YAML::
 
 from __future__ import annotations
 
+import itertools
 import os
+from collections.abc import Iterator
 from typing import Annotated, Protocol
 
 import torch
@@ -79,6 +81,21 @@ def open_source(spec: DataSpec, root: str | os.PathLike[str] | None = None) -> S
     if isinstance(spec, TextCorpus | Files | HFDataset):
         return spec.open(root)
     return spec
+
+
+def iter_batches(
+    source: Source,
+    batch_size: int,
+    *,
+    seed: int = 0,
+    split: Split = "train",
+    seq_len: int | None = None,
+    start: int = 0,
+    stop: int | None = None,
+) -> Iterator[Batch]:
+    """Batches ``start, start + 1, ...`` (up to ``stop``, else endless) of one source."""
+    for step in itertools.count(start) if stop is None else range(start, stop):
+        yield source.batch(batch_size, step=step, seed=seed, split=split, seq_len=seq_len)
 
 
 class DataMix:

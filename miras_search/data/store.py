@@ -26,7 +26,7 @@ from miras_search.data.documents import SPLITS, doc_hash, split_documents
 from miras_search.data.tokenizer import Tokenizer
 from miras_search.errors import MirasError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,11 @@ class TokenStore:
         if split not in self.splits:
             raise MirasError(f"split must be one of {SPLITS}, got '{split}'")
         return self.splits[split]
+
+    def bytes_per_token(self, split: str = "validation") -> float:
+        """UTF-8 bytes of text per stored token (EOS included): turns nats/token into bits/byte."""
+        info = self.manifest["splits"][split]
+        return info["n_bytes"] / info["n_tokens"]
 
     def doc_hashes(self, split: str) -> list[str]:
         return self.manifest["splits"][split]["doc_hashes"]
@@ -94,6 +99,7 @@ def _write(folder: Path, docs: dict[str, list[str]], tokenizer: Tokenizer, meta:
             "n_documents": len(docs[split]),
             "n_tokens": n_tokens,
             "n_chars": sum(len(d) for d in docs[split]),
+            "n_bytes": sum(len(d.encode("utf-8")) for d in docs[split]),
             "sha256": _file_hash(path),
             "doc_hashes": [doc_hash(d) for d in docs[split]],
         }

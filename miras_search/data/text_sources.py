@@ -6,6 +6,7 @@ of the chosen split with every position scored (plain next-token prediction).
 
 from __future__ import annotations
 
+import math
 import os
 from functools import partial
 from typing import Literal
@@ -92,6 +93,10 @@ class TextSource:
     def vocab_size(self) -> int:
         """The model's vocabulary must hold at least this many ids."""
         return self.tokenizer.vocab_size
+
+    def bits_per_byte(self, loss: float, split: Split = "validation") -> float:
+        """Bits per UTF-8 byte from a mean cross-entropy ``loss`` (nats per token) on ``split``."""
+        return loss / math.log(2) / self.store.bytes_per_token(split)
 
     def stream(
         self,
