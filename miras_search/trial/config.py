@@ -1,0 +1,92 @@
+"""Trial configuration: the data mix, the budget, evaluation, failure bounds and the objective."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from miras_search.data import DataSpec
+from miras_search.data.text_sources import TextCorpus
+from miras_search.schema import ModelPoint
+from miras_search.schema._base import Schema
+
+Direction = Literal["minimize", "maximize"]
+
+
+class Objective(Schema):
+    """The number a trial is ranked by: one metric, or a weighted sum of metrics (minimised).
+
+    ``metric: val_bpb`` ranks by validation bits per byte; ``weights: {val_bpb: 1.0,
+    acc/mqar: -0.5}`` ranks by ``val_bpb - 0.5 * acc/mqar`` (lower is better).
+    """
+
+    metric: str | None = Field("val_loss", description="A metric name, e.g. val_bpb, acc/mqar.")
+    direction: Direction = "minimize"
+    weights: dict[str, float] | None = Field(None, description="Weighted score (minimised).")
+
+    @model_validator(mode="after")
+    def _one_form(self) -> Objective:
+        if self.weights is not None:
+            if not self.weights:
+                raise ValueError("'weights' must name at least one metric")
+            if self.direction != "minimize":
+                raise ValueError("a weighted score is minimised; flip the signs of its weights")
+        return self
+
+    @property
+    def name(self) -> str:
+        if self.weights is None:
+            return str(self.metric)
+        return " + ".join(f"{w:g}*{m}" for m, w in self.weights.items())
+
+    def value(self, metrics: dict[str, float]) -> float:
+        """The objective's value from a metrics dict; KeyError names a missing metric."""
+        if self.weights is None:
+            return _get(metrics, str(self.metric))
+        return sum(w * _get(metrics, m) for m, w in self.weights.items())
+
+
+def _get(metrics: dict[str, float], name: str) -> float:
+    if name not in metrics:
+        known = ", ".join(sorted(metrics))
+        raise KeyError(f"metric '{name}' was not measured by this trial; measured: {known}")
+    return float(metrics[name])
+
+
+def _default_data() -> list[Any]:
+    return [TextCorpus()]
+
+
+class TrialConfig(Schema):
+    """How one point is trained and measured. Budget fields override the point's ``train``."""
+
+    data: list[DataSpec] = Field(default_factory=_default_data, min_length=1)
+    tokens: int | None = Field(None, ge=1, description="Training tokens (default: point.train.tokens).")
+    batch_size: int | None = Field(None, ge=1, le=4096)
+    seq_len: int | None = Field(None, ge=1, le=1_048_576)
+    eval_batches: int = Field(4, ge=1, description="Held-out batches per data source.")
+    eval_batch_size: int | None = Field(None, ge=1, description="Default: the training batch size.")
+    report_every: int = Field(10, ge=1, description="Steps between intermediate reports (pruning).")
+    seed: int | None = Field(None, ge=0, description="Default: point.train.seed.")
+    time_limit_s: float | None = Field(None, gt=0, description="Wall-clock limit of one trial.")
+    max_loss: float = Field(20.0, gt=0, description="A training loss above this means divergence.")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int | None = Field(None, ge=1, le=256, description="torch CPU threads (default: torch's).")
+    objective: Objective = Field(default_factory=Objective)
+
+    def apply(self, point: ModelPoint) -> ModelPoint:
+        """``point`` with this config's budget and seed in its ``train`` section (re-validated)."""
+        overrides = {
+            key: value
+            for key, value in {
+                "tokens": self.tokens, "batch_size": self.batch_size,
+                "seq_len": self.seq_len, "seed": self.seed,
+            }.items()
+            if value is not None
+        }
+        if not overrides:
+            return point
+        data = point.model_dump()
+        data["train"].update(overrides)
+        return ModelPoint.model_validate(data)

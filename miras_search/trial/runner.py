@@ -1,0 +1,177 @@
+"""run_trial: build a point, pretrain it briefly on the trial's data, evaluate, return metrics.
+
+Nothing the point does (fail to build, NaN, diverge, run out of memory or time) escapes as an
+exception: it comes back as a failed TrialResult with its reason and what was measured so far.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import resource
+import time
+from collections.abc import Callable, Iterator
+
+import torch
+
+from miras_search.data import DataMix
+from miras_search.errors import (
+    ConfigError,
+    MirasError,
+    NonFiniteError,
+    SequenceTooLong,
+    UnsupportedPoint,
+)
+from miras_search.model import autocast_context, build_model, param_count, pick_device, state_size
+from miras_search.model.quick_train import StepInfo, train_tokens
+from miras_search.schema import ModelPoint
+from miras_search.trial.config import TrialConfig
+from miras_search.trial.evaluate import evaluate
+from miras_search.trial.result import TrialFailed, TrialResult
+
+Reporter = Callable[[int, float], bool | None]
+"""Called as ``report(step, training_loss)`` every ``report_every`` steps; False stops (prunes)."""
+
+
+class _TimedBatches:
+    """Batches of the mix for consecutive steps, timing how long fetching them takes."""
+
+    def __init__(self, mix: DataMix, batch_size: int, seq_len: int, seed: int):
+        self.mix, self.batch_size, self.seq_len, self.seed = mix, batch_size, seq_len, seed
+        self.seconds = 0.0
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        step = 0
+        while True:
+            start = time.perf_counter()
+            _, batch = self.mix.batch(self.batch_size, step=step, seed=self.seed, seq_len=self.seq_len)
+            self.seconds += time.perf_counter() - start
+            yield batch.inputs, batch.targets
+            step += 1
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+@contextlib.contextmanager
+def _threads(count: int | None):
+    previous = torch.get_num_threads()
+    if count is not None:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def run_trial(point: ModelPoint, config: TrialConfig | None = None, report: Reporter | None = None,
+              device: str | torch.device | None = None,
+              progress: Callable[[StepInfo], None] | None = None) -> TrialResult:
+    """Train ``point`` for the trial's token budget and evaluate it; never raises for the point.
+
+    Args:
+        point: the architecture; ``config`` overrides its budget (tokens, batch, seq_len, seed).
+        config: data mix, budget, evaluation, bounds, objective (default: TrialConfig()).
+        report: intermediate-value hook (the study turns it into Optuna pruning).
+        device: overrides ``config.device``.
+        progress: called after every optimiser step (progress bars).
+    Raises ConfigError only for a config that cannot describe any trial (bad data spec).
+    """
+    config = config or TrialConfig()
+    started = time.perf_counter()
+    metrics: dict[str, float] = {}
+    curve: list[tuple[int, float]] = []
+    status = "complete"
+    try:
+        with _threads(config.threads):
+            status = _run(point, config, report, progress, device, metrics, curve, started)
+    except TrialFailed as failed:
+        return _failed(failed.kind, str(failed), metrics, curve, started)
+    except NonFiniteError as error:
+        return _failed("nan", str(error), metrics, curve, started)
+    except torch.cuda.OutOfMemoryError as error:
+        return _failed("oom", f"CUDA out of memory: {str(error).splitlines()[0]}", metrics, curve, started)
+    except (UnsupportedPoint, SequenceTooLong) as error:
+        return _failed("build", str(error), metrics, curve, started)
+    except ConfigError:
+        raise
+    except MirasError as error:
+        return _failed("error", str(error), metrics, curve, started)
+    except Exception as error:  # a bug or an unforeseen numeric failure must not stop a study
+        return _failed("error", f"{type(error).__name__}: {error}", metrics, curve, started)
+    metrics["wall_s"] = time.perf_counter() - started
+    result = TrialResult(status, metrics, curve)
+    if status == "complete":
+        try:
+            result.objective = config.objective.value(metrics)
+        except KeyError as error:  # the objective names a metric this data mix cannot give
+            return _failed("error", str(error.args[0]), metrics, curve, started)
+    return result
+
+
+def _failed(kind, reason, metrics, curve, started) -> TrialResult:
+    metrics["wall_s"] = time.perf_counter() - started
+    return TrialResult("failed", metrics, curve, failure=kind, reason=reason)
+
+
+def _run(point: ModelPoint, config: TrialConfig, report: Reporter | None,
+         progress: Callable[[StepInfo], None] | None, device_choice: str | torch.device | None, metrics: dict[str, float],
+         curve: list[tuple[int, float]], started: float) -> str:
+    try:
+        point = config.apply(point)
+    except ValueError as error:
+        raise TrialFailed("build", f"the trial's budget does not fit the point: {error}") from None
+    train = point.train
+    device = pick_device(device_choice or (None if config.device == "auto" else config.device))
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    mix = DataMix(list(config.data))
+    metrics["params"] = float(param_count(point))
+    metrics["state_size"] = float(state_size(point))
+    torch.manual_seed(train.seed)
+    model = build_model(point, device)
+    batches = _TimedBatches(mix, train.batch_size, train.seq_len, train.seed)
+    stopped = {"pruned": False}
+
+    def on_step(info: StepInfo) -> bool:
+        if progress is not None:
+            progress(info)
+        if info.loss > config.max_loss:
+            raise TrialFailed(
+                "diverged", f"training loss {info.loss:.3g} at step {info.step} is above max_loss "
+                f"{config.max_loss:g}: the point diverged"
+            )
+        if config.time_limit_s is not None and time.perf_counter() - started > config.time_limit_s:
+            raise TrialFailed(
+                "time_limit", f"the trial ran past its time limit of {config.time_limit_s:g} s "
+                f"at step {info.step} of {info.steps}"
+            )
+        if info.step % config.report_every == 0 or info.step == info.steps:
+            curve.append((info.step, info.loss))
+            metrics["train_loss"] = info.loss
+            if report is not None and report(info.step, info.loss) is False:
+                stopped["pruned"] = True
+                return False
+        return True
+
+    trained = train_tokens(point, batches, steps=train.steps, on_step=on_step, device=device, model=model)
+    metrics["tokens"] = float(trained.tokens)
+    metrics["tokens_per_s"] = trained.tokens_per_s
+    metrics["train_s"] = trained.seconds
+    if stopped["pruned"]:
+        return "pruned"
+    eval_start = time.perf_counter()
+    metrics.update(evaluate(
+        model, mix, batches=config.eval_batches,
+        batch_size=config.eval_batch_size or train.batch_size, seq_len=train.seq_len,
+        seed=train.seed, device=device, autocast=autocast_context(point, device),
+    ))
+    eval_s = time.perf_counter() - eval_start
+    metrics["eval_s"] = eval_s
+    metrics["data_s"] = batches.seconds
+    step_s = max(trained.seconds - batches.seconds, 0.0)
+    metrics["outside_step_share"] = 1.0 - step_s / max(time.perf_counter() - started, 1e-9)
+    metrics["peak_mem_mb"] = _peak_memory_mb(device)
+    return "complete"
