@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import socket
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -76,12 +78,19 @@ def test_second_load_is_a_fast_cache_hit(built):
     assert seconds < 1.0 and seconds < build_seconds / 3, (seconds, build_seconds)
 
 
-def test_rebuild_gives_the_same_content_hash(built):
-    root, store, _ = built
-    before = np.array(store.tokens("validation"))
-    rebuilt = load_corpus(root=root, force=True)
-    assert rebuilt.content_hash == store.content_hash
-    assert np.array_equal(np.asarray(rebuilt.tokens("validation")), before)
+def test_a_fresh_process_builds_the_same_content(built, tmp_path):
+    """Another interpreter, with a hook replaced the way rich / IPython do, builds the same bytes."""
+    _, store, _ = built
+    script = (
+        "import sys; sys.excepthook = lambda *a: None\n"
+        "from miras_search.data import load_corpus\n"
+        f"print(load_corpus(root={str(tmp_path)!r}).content_hash)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == store.content_hash
+    rebuilt = load_corpus(root=tmp_path)
+    assert rebuilt.path.is_relative_to(tmp_path) and rebuilt.content_hash == store.content_hash
+    assert np.array_equal(np.asarray(rebuilt.tokens("validation")), np.asarray(store.tokens("validation")))
 
 
 def test_cache_dir_env_override(tmp_path, monkeypatch):

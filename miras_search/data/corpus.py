@@ -32,7 +32,7 @@ from pathlib import Path
 from miras_search.data.store import TokenStore, build_store, recipe_key
 from miras_search.data.tokenizer import Tokenizer, load_tokenizer
 
-BUILDER_VERSION = 1
+BUILDER_VERSION = 2
 _SKIP_DIRS = {"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__", "lib-dynload"}
 # Compiled modules not imported: test helpers, and readline (may write to the terminal).
 _SKIP_MODULES = ("_test", "_xx", "_ctypes_test", "readline")
@@ -109,7 +109,12 @@ def module_text(name: str) -> str:
     for attr in sorted(vars(module)):
         if attr.startswith("_"):
             continue
-        member = getattr(module, attr)
+        # Hooks such as sys.excepthook may be replaced at run time; sys keeps the originals
+        # as sys.__excepthook__ and so on. Anything else from outside the stdlib is skipped.
+        member = getattr(module, f"__{attr}__", None) or getattr(module, attr)
+        origin = (getattr(member, "__module__", None) or name).split(".")[0]
+        if origin not in sys.stdlib_module_names and origin != "builtins":
+            continue
         if inspect.isroutine(member) or inspect.isclass(member):
             doc = inspect.getdoc(member)
             if doc:
