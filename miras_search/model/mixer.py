@@ -40,8 +40,7 @@ class MemoryMixer(nn.Module):
     """The Miras layer: q/k/v -> short conv + SiLU -> l2 norm (q, k) -> memory -> norm -> gate -> out.
 
     With a multistep algorithm (n inner steps per token) k, v and eta carry an extra axis of n.
-    The memory runs in float32 or wider (outside autocast): online updates of a nonlinear memory
-    are not stable in bfloat16.
+    The gates and the memory's state math run in float32 or wider, also under bf16 autocast.
 
     ``mode`` / ``chunk_size`` / ``chunk_form`` come from ``point.train`` and may be changed on the
     instance (``MirasLM.set_memory_form``) without rebuilding.
@@ -87,19 +86,16 @@ class MemoryMixer(nn.Module):
         val = self.v_conv(self.v_proj(x)).view(batch, length, *step_axis, h, v)
         if self.qk_l2_norm:
             q, key = F.normalize(q, dim=-1), F.normalize(key, dim=-1)
-        # gates near 1 (alpha = 0.9999) do not survive bfloat16: the gates and the memory run in
-        # float32 (or float64 when x is) outside autocast
-        dtype = torch.promote_types(x.dtype, torch.float32)
+        # gates near 1 (alpha = 0.9999) do not survive bfloat16: they are produced in float32 (or
+        # float64 when x is) outside autocast; memory_forward runs its state math in float32 too
         with torch.autocast(device_type=x.device.type, enabled=False):
-            wide = x.to(dtype)
+            wide = x.to(torch.promote_types(x.dtype, torch.float32))
             produced = {name: producer(wide) for name, producer in self.gates.items()}
-            gates = MemoryGates(**{name: produced.get(name) for name in GATE_NAMES})
-            o = memory_forward(
-                self.rule, q.to(dtype), key.to(dtype), val.to(dtype), gates,
-                [p.to(dtype) for p in self.memory_params],
-                mode=self.mode, chunk_size=self.chunk_size, chunk_form=self.chunk_form,
-            )  # [B, T, H, V]
-        o = o.to(x.dtype)
+        gates = MemoryGates(**{name: produced.get(name) for name in GATE_NAMES})
+        o = memory_forward(
+            self.rule, q, key, val, gates, list(self.memory_params),
+            mode=self.mode, chunk_size=self.chunk_size, chunk_form=self.chunk_form,
+        )  # [B, T, H, V], in q's dtype
         if self.out_norm is not None:
             o = self.out_norm(o)
         o = o.reshape(batch, length, h * v)
