@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -168,3 +169,16 @@ def test_hf_dataset_without_the_package_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "datasets", None)  # import fails as when it is not installed
     with pytest.raises(MirasError, match="optional package 'datasets'"):
         HFDataset(name="some/dataset").open(tmp_path / "cache")
+
+
+def test_hf_dataset_that_cannot_load_is_a_clear_error(tmp_path, monkeypatch):
+    calls = []
+
+    def offline(*args, **kwargs):
+        calls.append(kwargs.get("split"))
+        raise ConnectionError("no network")
+
+    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=offline))
+    with pytest.raises(MirasError, match=r"'some/dataset'.*could not be loaded: no network"):
+        HFDataset(name="some/dataset", max_documents=50).open(tmp_path / "cache")
+    assert calls == ["train", "train[:50]"]  # streaming first, then the local cache

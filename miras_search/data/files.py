@@ -107,12 +107,16 @@ def iter_hf_documents(
         ) from error
     try:
         data = datasets.load_dataset(name, config, split=split, streaming=True)
-    except Exception as error:  # network, unknown name, bad config: all one message to the user
-        raise MirasError(
-            f"Hugging Face dataset '{name}' (config {config!r}, split '{split}') could not be "
-            f"loaded: {error}. Without network, only datasets already in the local Hugging Face "
-            "cache load; otherwise use task 'files' on local files"
-        ) from error
+    except Exception:  # streaming needs network; a copy in the local HF cache loads without it
+        sliced = split if max_documents is None else f"{split}[:{max_documents}]"
+        try:
+            data = datasets.load_dataset(name, config, split=sliced)
+        except Exception as error:  # network, unknown name, bad config: one message to the user
+            raise MirasError(
+                f"Hugging Face dataset '{name}' (config {config!r}, split '{split}') could not be "
+                f"loaded: {error}. Without network, only datasets already in the local Hugging Face "
+                "cache load; otherwise use task 'files' on local files"
+            ) from error
     for index, row in enumerate(data):
         if max_documents is not None and index >= max_documents:
             break
