@@ -242,3 +242,13 @@ def test_newton_is_unsupported_and_names_the_axis() -> None:
         build_model(point, "cpu")
     with pytest.raises(UnsupportedPoint, match="newton"):
         param_count(point)
+
+
+@pytest.mark.parametrize("name", ["gated_deltanet", "deltaproduct", "longhorn"])
+def test_exact_delta_chunks_equal_the_recurrence(name: str) -> None:
+    # chunk_form 'auto' picks the exact chunked delta rule here: any chunk size is exact
+    model = _built(tiny(name, chunk_size=5), dtype=torch.float64)
+    tokens = _tokens(2, 13)
+    chunked = model(tokens)
+    model.set_memory_form(mode="recurrent")
+    assert _rel_err(chunked, model(tokens)) <= 1e-6
