@@ -1,0 +1,62 @@
+"""Helpers for the memory tests and benchmarks: random inputs for a rule, and the slow chunk oracle
+run through the public layout."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from miras_search.memory.gates import MemoryGates
+from miras_search.memory.inputs import prepare_inputs
+from miras_search.memory.reference_chunk import reference_chunked
+from miras_search.memory.rule import MemoryRule
+
+
+def random_inputs(
+    rule: MemoryRule, batch: int, length: int, heads: int, dim: int, *,
+    dtype: torch.dtype = torch.float64, seed: int = 0, channel: tuple[str, ...] = (),
+    requires_grad: bool = False,
+) -> tuple[Tensor, Tensor, Tensor, MemoryGates, list[Tensor]]:
+    """q, k, v, gates and initial params for ``rule`` (K = V = dim; l2-normalised keys).
+
+    ``channel`` names the gates to make channel-wise ([.., H, K]); gate values lie well inside
+    their ranges (eta in [0.02, 0.2], [0.01, 0.06] for mlp memories, whose LayerNorm backward
+    multiplies the step by 1/sigma: larger steps make tiny MLP memories chaotic over a few
+    hundred tokens, and round-off then grows exponentially in any two implementations; alpha in [0.9, 1], theta in [0.3, 0.8], delta in [1, 4]: both Huber branches occur).
+    """
+    gen = torch.Generator().manual_seed(seed)
+
+    def rand(*shape: int) -> Tensor:
+        return torch.rand(*shape, generator=gen, dtype=dtype)
+
+    n = rule.steps_per_token
+    micro = (batch, length, n, heads) if n > 1 else (batch, length, heads)
+    q = torch.randn(batch, length, heads, dim, generator=gen, dtype=dtype)
+    k = torch.nn.functional.normalize(torch.randn(*micro, dim, generator=gen, dtype=dtype), dim=-1)
+    v = torch.randn(*micro, dim, generator=gen, dtype=dtype)
+    needs = rule.needs()
+    low, high = (0.01, 0.06) if rule.memory == "mlp" else (0.02, 0.2)
+    eta = low + (high - low) * rand(*micro, *((dim,) if "eta" in channel else ()))
+    alpha = (0.9 + 0.1 * rand(batch, length, heads, *((dim,) if "alpha" in channel else ()))
+             if "alpha" in needs else None)
+    theta = 0.3 + 0.5 * rand(batch, length, heads) if "theta" in needs else None
+    delta = 1.0 + 3.0 * rand(batch, length, heads) if "delta" in needs else None
+    torch.manual_seed(seed)
+    params = [p.to(dtype) for p in rule.initial_parameters(heads, dim, dim)]
+    leaves = [q, k, v, eta, alpha, theta, delta, *params]
+    if requires_grad:
+        for x in leaves:
+            if x is not None:
+                x.requires_grad_(True)
+    return q, k, v, MemoryGates(eta, alpha, theta, delta), params
+
+
+def reference_chunked_forward(
+    rule: MemoryRule, q: Tensor, k: Tensor, v: Tensor, gates: MemoryGates,
+    params: list[Tensor], chunk_size: int,
+) -> Tensor:
+    """``memory_forward``'s chunked semantics through the slow materialising loop: [B, T, H, V]."""
+    x = prepare_inputs(q, k, v, gates, rule.steps_per_token, rule.algorithm == "implicit", q.dtype)
+    batch, heads, _, key_dim = x.k.shape
+    state = rule.initial_state(params, batch, heads, key_dim, x.v.shape[-1], q.dtype, q.device)
+    return x.token_outputs(reference_chunked(rule, x, state, chunk_size))
