@@ -11,6 +11,7 @@ triangular solve per chunk gives every r_t, for any chunk size, with no approxim
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from miras_search.memory.inputs import MemoryInputs
@@ -20,32 +21,44 @@ def _masked_exp(diff: Tensor, mask: Tensor) -> Tensor:
     return torch.where(mask, diff, float("-inf")).exp()
 
 
+def _blocks(x: Tensor, size: int, pad: int) -> Tensor:
+    """[B, H, N, d] -> [B, H, n_chunks, size, d], zero-padded at the end."""
+    x = F.pad(x, (0, 0, 0, pad))
+    return x.view(*x.shape[:2], -1, size, x.shape[-1])
+
+
 def exact_delta(x: MemoryInputs, w: Tensor, chunk_size: int) -> Tensor:
-    """Outputs at every micro-step [B, H, N, V]; ``w``: initial state [B, H, V, K]."""
+    """Outputs at every micro-step [B, H, N, V]; ``w``: initial state [B, H, V, K].
+
+    Everything that does not depend on the state (decays, the triangular solve, q k^T) is
+    computed for all chunks at once; only the state recurrence loops over chunks. Padding
+    tokens have eta = 0 and alpha = 1, so they leave the state unchanged.
+    """
+    length, b = x.length, chunk_size
+    pad = -length % b
+    q, k, v = (_blocks(t, b, pad) for t in (x.q, x.k, x.v))  # [B, H, n, b, d]
+    eta = _blocks(x.eta, b, pad)  # [B, H, n, b, 1]
+    log_alpha = torch.zeros_like(eta) if x.alpha is None else _blocks(torch.log(x.alpha), b, pad)
+    log_gamma = log_alpha.cumsum(3)[..., 0]  # [B, H, n, b]
+    log_gamma_prev = log_gamma - log_alpha[..., 0]
+    lower = torch.ones(b, b, dtype=torch.bool, device=w.device).tril()
+
+    # A[t, i] = eta_t (gamma_{t-1} / gamma_i) (k_t . k_i), i < t
+    decay_prev = _masked_exp(log_gamma_prev.unsqueeze(-1) - log_gamma.unsqueeze(-2), lower.tril(-1))
+    a = eta * decay_prev * (k @ k.mT)
+    eye = torch.eye(b, dtype=w.dtype, device=w.device)
+    rhs = torch.cat([eta * v, eta * log_gamma_prev.exp().unsqueeze(-1) * k], dim=-1)
+    solved = torch.linalg.solve_triangular(eye + a, rhs, upper=False, unitriangular=True)
+    u, wk = solved.split([v.shape[-1], k.shape[-1]], dim=-1)
+
+    decay = _masked_exp(log_gamma.unsqueeze(-1) - log_gamma.unsqueeze(-2), lower)
+    qk = decay * (q @ k.mT)  # [B, H, n, t, i]
+    gamma = log_gamma.exp().unsqueeze(-1)  # [B, H, n, b, 1]
+    ratio_last = decay[..., -1, :].unsqueeze(-1)  # gamma_b / gamma_i: [B, H, n, b, 1]
+
     outputs = []
-    for start in range(0, x.length, chunk_size):
-        c = x.slice(start, min(start + chunk_size, x.length))
-        b = c.length
-        lower = torch.ones(b, b, dtype=torch.bool, device=w.device).tril()
-        strict = lower.tril(-1)
-        log_alpha = torch.zeros_like(c.eta) if c.alpha is None else torch.log(c.alpha)
-        log_gamma = log_alpha.cumsum(2)[..., 0]  # [B, H, b]
-        log_gamma_prev = log_gamma - log_alpha[..., 0]
-        eta = c.eta  # [B, H, b, 1]
-
-        # A[t, i] = eta_t (gamma_{t-1} / gamma_i) (k_t . k_i), i < t
-        decay_prev = _masked_exp(log_gamma_prev.unsqueeze(-1) - log_gamma.unsqueeze(-2), strict)
-        a = eta * decay_prev * (c.k @ c.k.mT)
-        eye = torch.eye(b, dtype=w.dtype, device=w.device)
-        rhs = torch.cat([eta * c.v, eta * log_gamma_prev.exp().unsqueeze(-1) * c.k], dim=-1)
-        solved = torch.linalg.solve_triangular(eye + a, rhs, upper=False, unitriangular=True)
-        u, wk = solved.split([c.v.shape[-1], c.k.shape[-1]], dim=-1)
-        r = u - wk @ w.mT  # [B, H, b, V]
-
-        decay = _masked_exp(log_gamma.unsqueeze(-1) - log_gamma.unsqueeze(-2), lower)
-        y = log_gamma.exp().unsqueeze(-1) * (c.q @ w.mT) + (decay * (c.q @ c.k.mT)) @ r
-        outputs.append(y)
-
-        ratio_last = decay[:, :, -1].unsqueeze(-1)  # gamma_b / gamma_i: [B, H, b, 1]
-        w = log_gamma[:, :, -1:].exp().unsqueeze(-1) * w + (r * ratio_last).mT @ c.k
-    return torch.cat(outputs, dim=2)
+    for c in range(q.shape[2]):
+        r = u[:, :, c] - wk[:, :, c] @ w.mT  # [B, H, b, V]
+        outputs.append(gamma[:, :, c] * (q[:, :, c] @ w.mT) + qk[:, :, c] @ r)
+        w = gamma[:, :, c, -1:] * w + (r * ratio_last[:, :, c]).mT @ k[:, :, c]
+    return torch.cat(outputs, dim=2)[:, :, :length]
