@@ -159,9 +159,11 @@ def test_gpu_lengths_and_chunks(T, chunk_size):
 
 
 @gpu_only
-@pytest.mark.parametrize("bias", ["dot", "l2", "huber_switch", "lp"])
+@pytest.mark.parametrize("bias", ["dot", "l2", "lp", "huber_norm", "robust"])
 @pytest.mark.parametrize(("alpha", "momentum"), [("head", False), ("channel", False), ("head", True)])
 def test_gpu_bf16(bias, alpha, momentum):
+    """Continuous biases only: huber_switch jumps at ||e|| = delta (and coordinate Huber's
+    derivative at |e_i| = delta), so bf16 rounding flips branches and moves results by percents."""
     check(make_inputs(2, 100, 2, 64, 64, bias, alpha, momentum), bias, 32, torch.bfloat16, 2e-2)
 
 

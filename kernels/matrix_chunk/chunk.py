@@ -36,11 +36,15 @@ _ALPHA_NONE, _ALPHA_HEAD, _ALPHA_CHANNEL = 0, 1, 2
 
 @triton.jit
 def _mm(a, b, LOWP: tl.constexpr):
-    """a @ b with fp32 accumulation; bf16 operands when LOWP, else tf32."""
+    """a @ b with fp32 accumulation: bf16 operands when LOWP, else full fp32 ("ieee").
+
+    Not tf32: the Huber biases branch on e, and tf32 rounding flips branches enough to move
+    float32 results by percents.
+    """
     if LOWP:
         return tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16))
     else:
-        return tl.dot(a, b, input_precision="tf32")
+        return tl.dot(a, b, input_precision="ieee")
 
 
 @triton.jit
@@ -365,7 +369,11 @@ def _bwd_kernel(
 
 
 def _launch_config(K: int, V: int, bias: BiasConfig, backward: bool) -> tuple[int, int, int]:
-    """(BK, BV, num_warps): the whole key dim in one block; V tiled unless the bias needs rows."""
+    """(BK, BV, num_warps): the whole key dim in one block; V tiled unless the bias needs rows.
+
+    Launched with num_stages=1: the chunk loop carries the state, so prefetching more chunks
+    buys little and overflows shared memory at C = 64, K = V = 128.
+    """
     BK = max(16, triton.next_power_of_2(K))
     full_v = max(16, triton.next_power_of_2(V))
     if bias.row_norm:
@@ -406,7 +414,7 @@ class ChunkMatrixMemory(torch.autograd.Function):
             dummy if delta is None else delta, dummy if w0 is None else w0, o, saved_w, saved_s,
             T, H, K, V, NC, C=chunk_size, BK=BK, BV=BV, ALPHA=mode, MOMENTUM=theta is not None,
             HAS_W0=w0 is not None, SAVE=save, LOWP=q.dtype == torch.bfloat16,
-            num_warps=warps, **_bias_args(bias),
+            num_warps=warps, num_stages=1, **_bias_args(bias),
         )
         ctx.save_for_backward(q, k, v, eta, alpha, theta, delta, w0, saved_w, saved_s)
         ctx.bias, ctx.chunk_size, ctx.mode = bias, chunk_size, mode
@@ -436,7 +444,7 @@ class ChunkMatrixMemory(torch.autograd.Function):
             dummy if delta is None else delta, saved_w, saved_s, do.contiguous(),
             dq, dk, dv, deta, dla, dlth, ddelta, dw0,
             T, H, K, V, NC, B * H, C=C, BK=BK, BV=BV, ALPHA=mode, MOMENTUM=theta is not None,
-            LOWP=q.dtype == torch.bfloat16, num_warps=warps, **_bias_args(bias),
+            LOWP=q.dtype == torch.bfloat16, num_warps=warps, num_stages=1, **_bias_args(bias),
         )
         g_alpha = None if alpha is None else (dla.sum(0) / alpha.float()).to(alpha.dtype)
         g_theta = None if theta is None else (dlth.sum(0) / theta.float()).to(theta.dtype)
