@@ -1,0 +1,148 @@
+"""Trials: reproducible metrics, every failure kind on purpose, objectives, the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from miras_search.cli import app
+from miras_search.presets import preset
+from miras_search.schema import ModelPoint
+from miras_search.trial import Objective, TrialConfig, run_trial
+
+TINY_BLOCK = {"d_model": 32, "n_heads": 2, "n_layers": 1, "max_seq_len": 512}
+TINY = TrialConfig.model_validate({
+    "data": [{"task": "text"}, {"task": "mqar", "num_pairs": 4, "vocab_size": 32, "seq_len": 32}],
+    "tokens": 2048, "batch_size": 4, "seq_len": 32, "eval_batches": 2, "report_every": 4,
+})
+
+
+def tiny(name: str, **sections) -> ModelPoint:
+    data = preset(name).model_dump()
+    data["block"].update(TINY_BLOCK)
+    for key, value in sections.items():
+        data[key] = value
+    return ModelPoint.model_validate(data)
+
+
+def test_same_seed_gives_identical_metrics():
+    point = tiny("gated_deltanet")
+    first, second = run_trial(point, TINY), run_trial(point, TINY)
+    assert first.ok and second.ok, (first.reason, second.reason)
+    for name in ("train_loss", "val_loss", "val_bpb", "loss/mqar", "acc/mqar"):
+        assert first.metrics[name] == pytest.approx(second.metrics[name], rel=1e-6, abs=1e-9), name
+    assert first.curve == second.curve
+    other = run_trial(point, TINY.model_copy(update={"seed": 3}))
+    assert other.metrics["val_loss"] != first.metrics["val_loss"]
+
+
+def test_metrics_cover_quality_speed_and_size():
+    result = run_trial(tiny("moneta"), TINY)
+    assert result.ok, result.reason
+    m = result.metrics
+    assert {"val_loss", "val_bpb", "acc/mqar", "tokens_per_s", "peak_mem_mb", "params", "state_size",
+            "wall_s", "outside_step_share"} <= set(m)
+    assert m["val_bpb"] == pytest.approx(m["val_loss"] / torch.log(torch.tensor(2.0)).item())
+    assert 0.0 <= m["acc/mqar"] <= 1.0 and m["tokens_per_s"] > 0
+    assert len(result.curve) == TINY.tokens // (TINY.batch_size * TINY.seq_len) // TINY.report_every
+    assert result.objective == m["val_loss"]
+
+
+def test_unbuildable_point_fails_cleanly():
+    point = tiny("deltanet", algorithm={"kind": "newton"})
+    result = run_trial(point, TINY)
+    assert result.status == "failed" and result.failure == "build"
+    assert "newton" in result.reason
+
+
+def test_nan_is_a_clean_failure():
+    # An unnormalised key and a huge inner step on an unsmoothed l4 loss: the memory overflows.
+    point = ModelPoint.model_validate({
+        "memory": {"kind": "vector"}, "bias": {"kind": "lp", "p": 4, "smooth": False},
+        "algorithm": {"kind": "gd", "eta": {"mode": "constant", "value": 1000}},
+        "block": {**TINY_BLOCK, "qk_l2_norm": False},
+        "train": {"tokens": 2048, "batch_size": 2, "seq_len": 64, "lr": 0.01},
+    })
+    result = run_trial(point, TrialConfig(eval_batches=1))
+    assert result.status == "failed" and result.failure == "nan", result.reason
+    assert "NaN or inf" in result.reason and result.metrics["params"] > 0
+
+
+def test_divergence_bound_fails_the_trial():
+    result = run_trial(tiny("gated_deltanet"), TINY.model_copy(update={"max_loss": 0.5}))
+    assert result.failure == "diverged" and "above max_loss" in result.reason
+
+
+def test_time_limit_fails_the_trial_with_what_was_measured():
+    result = run_trial(tiny("gated_deltanet"), TINY.model_copy(update={"time_limit_s": 1e-3}))
+    assert result.failure == "time_limit"
+    assert result.metrics["params"] > 0 and "wall_s" in result.metrics
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA out-of-memory needs a GPU")
+def test_cuda_out_of_memory_fails_the_trial():
+    huge = tiny("transformer")
+    data = huge.model_dump()
+    data["block"].update({"d_model": 8192, "n_heads": 64, "n_layers": 64, "vocab_size": 2**19})
+    result = run_trial(ModelPoint.model_validate(data), TINY, device="cuda")
+    assert result.failure == "oom"
+
+
+def test_objective_naming_an_unmeasured_metric_fails_with_the_list():
+    config = TINY.model_copy(update={"objective": Objective(metric="acc/niah")})
+    result = run_trial(tiny("transformer"), config)
+    assert result.status == "failed" and "acc/niah" in result.reason and "acc/mqar" in result.reason
+
+
+def test_weighted_objective():
+    objective = Objective(weights={"val_bpb": 1.0, "acc/mqar": -2.0})
+    assert objective.value({"val_bpb": 3.0, "acc/mqar": 0.25}) == pytest.approx(2.5)
+    with pytest.raises(ValueError, match="minimised"):
+        Objective(weights={"val_bpb": 1.0}, direction="maximize")
+
+
+def test_pruning_hook_stops_the_trial():
+    seen = []
+
+    def report(step: int, loss: float) -> bool:
+        seen.append(step)
+        return False
+
+    result = run_trial(tiny("gated_deltanet"), TINY, report=report)
+    assert result.status == "pruned" and seen == [TINY.report_every]
+
+
+def test_cli_trial_prints_metrics_and_writes_json(tmp_path, root):
+    config = tmp_path / "trial.yaml"
+    config.write_text(json.dumps(TINY.model_dump(mode="json")))
+    point = tmp_path / "point.yaml"
+    point.write_text("preset: gated_deltanet\nblock: {d_model: 32, n_heads: 2, n_layers: 1}\n")
+    out = tmp_path / "metrics.json"
+    result = CliRunner().invoke(app, ["trial", str(point), "--config", str(config), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "val_loss" in result.output
+    stored = json.loads(out.read_text())
+    assert stored["status"] == "complete" and stored["metrics"]["val_loss"] > 0
+
+
+@pytest.mark.slow
+def test_recall_tasks_separate_attention_from_a_vector_memory():
+    """Softmax attention learns MQAR; a diagonal (vector) memory cannot bind keys to values."""
+    config = TrialConfig.model_validate({
+        "data": [{"task": "mqar", "num_pairs": 4, "vocab_size": 32, "seq_len": 24}],
+        "tokens": 24 * 16 * 300, "batch_size": 16, "seq_len": 24, "eval_batches": 4, "report_every": 100,
+    })
+    block = {"d_model": 64, "n_heads": 2, "n_layers": 2, "max_seq_len": 256}
+    train = {"lr": 3e-3, "warmup": 0.05, "weight_decay": 0.0}
+    attention = tiny("transformer", block=block, train=train)
+    vector = ModelPoint.model_validate({
+        "memory": {"kind": "vector"}, "bias": {"kind": "dot"},
+        "algorithm": {"kind": "gd", "eta": {"mode": "constant", "value": 1.0}}, "block": block, "train": train,
+    })
+    strong, weak = run_trial(attention, config), run_trial(vector, config)
+    assert strong.ok and weak.ok
+    assert strong.metrics["acc/mqar"] > 0.9
+    assert weak.metrics["acc/mqar"] < strong.metrics["acc/mqar"] - 0.3
