@@ -1,0 +1,183 @@
+"""``build_report``: the study's HTML page with its PNG figures written beside it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+from matplotlib.figure import Figure
+
+from miras_search.report import html
+from miras_search.report.confirm import ConfirmResult
+from miras_search.report.importance import study_importances
+from miras_search.report.leaderboard import (
+    format_value,
+    front_numbers,
+    rank_rows,
+    role,
+    shown_metrics,
+)
+from miras_search.report.plots import (
+    curves_figure,
+    importance_figure,
+    leaderboard_figure,
+    pareto_figure,
+    rank_figure,
+    task_names,
+    tasks_figure,
+)
+from miras_search.report.study_data import (
+    AXES,
+    ObjectiveInfo,
+    TrialRow,
+    count_states,
+    study_objectives,
+    study_rows,
+)
+
+
+@dataclass
+class Report:
+    """What ``build_report`` wrote, and the ranking it showed."""
+
+    html: Path
+    images: list[Path]
+    ranked: list[TrialRow]
+    objectives: list[ObjectiveInfo]
+
+
+def _save(fig: Figure | None, path: Path, images: list[Path]) -> str:
+    if fig is None:
+        return ""
+    fig.savefig(path, dpi=110)
+    images.append(path)
+    return html.image(path, path.stem)
+
+
+def _leaderboard_html(ranked: list[TrialRow], objectives: list[ObjectiveInfo]) -> str:
+    front = front_numbers(ranked, objectives)
+    metrics = shown_metrics(ranked, objectives)
+    headers = ["rank", "trial", "model", *AXES,
+               *(f"{o.name} ({'min' if o.minimize else 'max'})" for o in objectives), *metrics]
+    multi = len(objectives) > 1
+    if multi:
+        headers.append("Pareto")
+    rows, classes = [], []
+    for rank, row in enumerate(ranked, start=1):
+        cells = [str(rank), str(row.number), row.anchor or "", *(row.axes[a] for a in AXES)]
+        cells += [repr(v) for v in row.values]  # type: ignore[union-attr]  # exact stored values
+        cells += [format_value(m, row.metrics.get(m)) for m in metrics]
+        if multi:
+            cells.append("yes" if row.number in front else "")
+        rows.append(cells)
+        classes.append(role(row))
+    return html.table(headers, rows, classes, table_id="leaderboard", text_columns=7)
+
+
+def _tasks_html(rows: list[TrialRow]) -> str:
+    tasks = task_names(rows)
+    body = [[r.label, *(format_value("acc", r.metrics.get(f"acc/{t}")) for t in tasks)] for r in rows]
+    return html.table(["trial", *tasks], body, [role(r) for r in rows], table_id="tasks", text_columns=1)
+
+
+def _status_html(rows: list[TrialRow]) -> str:
+    counts = count_states(rows)
+    text = ", ".join(f"{n} {state.lower()}" for state, n in sorted(counts.items()))
+    failed = [r for r in rows if r.state == "FAIL"]
+    parts = [html.paragraph(f"{len(rows)} trials: {text}.")]
+    if failed:
+        parts.append(html.table(["trial", "model", "reason"],
+                                [[str(r.number), r.anchor or "", r.reason or "?"] for r in failed[:30]],
+                                table_id="failures", text_columns=3))
+    return "".join(parts)
+
+
+def confirm_section(result: ConfirmResult, out_dir: Path, images: list[Path]) -> str:
+    """The proxy check's table, figure and plain verdict."""
+    usable = [e for e in result.entries if e.long]
+    rows = [[e.label, repr(e.short), f"{e.long_mean:.4g}", f"{e.long_std:.2g}", str(len(e.long)),
+             "; ".join(e.failures)] for e in result.entries]
+    parts = [
+        html.paragraph(result.verdict, "verdict"),
+        html.paragraph(f"Long runs: {result.scale:g}x the study's tokens, seeds {result.seeds}; "
+                       f"intervals: {result.method}."),
+        html.table(["point", f"short {result.objective.name}", "long mean", "long std", "seeds ok",
+                    "failures"], rows, table_id="confirm", text_columns=1),
+    ]
+    for c in result.correlations:
+        parts.append(html.paragraph(f"{c.describe()} from {c.resamples} bootstrap resamples."))
+    if len(usable) >= 2:
+        fig = rank_figure([e.short for e in usable], [e.long_mean for e in usable],
+                          [e.label for e in usable], f"short {result.objective.name}",
+                          f"long {result.objective.name} (mean over seeds)")
+        parts.append(_save(fig, out_dir / "proxy_check.png", images))
+    if result.missing:
+        parts.append(html.paragraph(f"Named models not measured by the study: {', '.join(result.missing)}."))
+    return html.section("Proxy check (short vs long training)", *parts)
+
+
+def build_report(study: optuna.Study, out_dir: str | Path, top: int = 10,
+                 confirm: ConfirmResult | None = None) -> Report:
+    """Write ``out_dir/index.html`` (self-contained) and its PNG figures; return what was written.
+
+    The leaderboard ranks complete trials by the first objective; the figures show the top
+    ``top`` searched points against the study's anchors (named models and baselines).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    objectives = study_objectives(study)
+    rows = study_rows(study)
+    ranked = rank_rows(rows, objectives)
+    top_rows = [r for r in ranked if not r.anchor and r.reused_from is None][:top]
+    anchors = [r for r in ranked if r.anchor]
+    top_set = {r.number for r in top_rows}
+    shown = sorted({r.number: r for r in (*top_rows, *anchors)}.values(), key=ranked.index)
+    images: list[Path] = []
+    multi = len(objectives) > 1
+    space = study.user_attrs.get("space")
+    summary = (f"Study '{study.study_name}'" + (f" over space '{space}'" if space else "")
+               + "; objectives: " + ", ".join(f"{o.name} ({o.direction})" for o in objectives) + ".")
+    sections = [html.section("Summary", html.paragraph(summary), _status_html(rows))]
+    if ranked:
+        sections.append(html.section(
+            "Leaderboard",
+            html.paragraph("Complete trials ranked by the first objective (values exactly as stored). "
+                           "Named models (Moneta, Yaad, Memora) are highlighted in pink, other "
+                           "baselines in blue."),
+            _leaderboard_html(ranked, objectives),
+            _save(leaderboard_figure(shown, objectives[0], top_set), out / "leaderboard.png", images),
+        ))
+        front = front_numbers(ranked, objectives) if multi else set()
+        fig = pareto_figure(ranked, objectives[0], front, top_set)
+        if fig is not None:
+            title = "Pareto front" if multi else "Trade-offs"
+            note = ("Stars: the study's Pareto front over its objectives. Staircase: the front of "
+                    "each 2-D projection." if multi else
+                    "Single-objective study; the staircase is the front of each 2-D projection.")
+            sections.append(html.section(title, html.paragraph(note),
+                                         _save(fig, out / "pareto.png", images)))
+    importances, why = study_importances(study, objectives)
+    if importances:
+        tables = [html.table(["axis", f"importance ({imp.objective})"],
+                             [[a, f"{v:.3f}"] for a, v in imp.axes.items()], text_columns=1)
+                  for imp in importances]
+        sections.append(html.section(
+            "Parameter importances",
+            html.paragraph("optuna.importance.get_param_importances (default evaluator) on complete "
+                           "trials, summed per axis."),
+            *tables, _save(importance_figure(importances), out / "importances.png", images),
+        ))
+    else:
+        sections.append(html.section("Parameter importances", html.paragraph(f"Not available: {why}.")))
+    curves = curves_figure(top_rows, anchors)
+    if curves is not None:
+        sections.append(html.section("Learning curves", _save(curves, out / "curves.png", images)))
+    if task_names(shown):
+        sections.append(html.section("Synthetic recall tasks", _tasks_html(shown),
+                                     _save(tasks_figure(shown), out / "tasks.png", images)))
+    if confirm is not None:
+        sections.append(confirm_section(confirm, out, images))
+    path = out / "index.html"
+    path.write_text(html.page(f"miras report: {study.study_name}", sections))
+    return Report(path, images, ranked, objectives)

@@ -1,0 +1,62 @@
+"""Parameter importances (Optuna's default evaluator), per parameter and summed per axis."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import optuna
+from optuna.trial import TrialState
+
+from miras_search.report.study_data import AXES, ObjectiveInfo
+
+
+def axis_of(param: str) -> str:
+    """The axis a parameter belongs to, from its name's last segment.
+
+    ``memory.depth`` -> memory; ``bias.kind=lp/bias.p`` -> bias; ``one_of=deep/memory.depth`` ->
+    memory; ``block.d_model`` -> block; a bare top-level ``one_of`` -> other.
+    """
+    leaf = param.rsplit("/", 1)[-1]
+    head = leaf.split(".", 1)[0]
+    return head if "." in leaf and head else "other"
+
+
+@dataclass
+class Importances:
+    """Importances for one objective: per parameter, and the per-axis sums (each sums to 1)."""
+
+    objective: str
+    params: dict[str, float]
+    axes: dict[str, float]
+
+
+def group_by_axis(params: dict[str, float]) -> dict[str, float]:
+    """Sum parameter importances per axis; the four Miras axes first, then the others, by name."""
+    sums: dict[str, float] = {}
+    for name, value in params.items():
+        axis = axis_of(name)
+        sums[axis] = sums.get(axis, 0.0) + value
+    order = [a for a in AXES if a in sums] + sorted(a for a in sums if a not in AXES)
+    return {a: sums[a] for a in order}
+
+
+def study_importances(study: optuna.Study, objectives: list[ObjectiveInfo]) -> tuple[list[Importances], str | None]:
+    """Importances for every objective, or ([], why not) when the study cannot give them yet.
+
+    Uses ``optuna.importance.get_param_importances`` with its default evaluator, on complete
+    trials; one ``target`` per objective for multi-objective studies.
+    """
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    varied = {name for t in complete for name in t.params}
+    if len(complete) < 2 or not varied:
+        return [], f"needs at least 2 complete trials with searched parameters (has {len(complete)})"
+    out: list[Importances] = []
+    for index, objective in enumerate(objectives):
+        target = None if len(objectives) == 1 else (lambda t, i=index: t.values[i])
+        try:
+            params = optuna.importance.get_param_importances(study, target=target)
+        except (RuntimeError, ValueError, ZeroDivisionError) as error:
+            return [], f"Optuna could not compute importances: {error}"
+        params = {k: float(v) for k, v in params.items()}
+        out.append(Importances(objective.name, params, group_by_axis(params)))
+    return out, None

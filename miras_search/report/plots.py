@@ -1,0 +1,159 @@
+"""The report's figures, drawn with matplotlib's object API on the Agg canvas (no display)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from miras_search.report.importance import Importances
+from miras_search.report.leaderboard import pareto_mask, role
+from miras_search.report.study_data import ObjectiveInfo, TrialRow
+
+COLORS = {"named": "#c2185b", "baseline": "#0277bd", "searched": "#9e9e9e"}
+TOP_COLOR = "#2e7d32"
+
+
+def _color(row: TrialRow, top: set[int]) -> str:
+    kind = role(row)
+    if kind != "searched":
+        return COLORS[kind]
+    return TOP_COLOR if row.number in top else COLORS["searched"]
+
+
+def leaderboard_figure(shown: Sequence[TrialRow], objective: ObjectiveInfo, top: set[int]) -> Figure:
+    """Horizontal bars of the first objective for ``shown`` rows (best at the top)."""
+    fig = Figure(figsize=(7, 0.35 * len(shown) + 1.2), layout="constrained")
+    ax = fig.add_subplot()
+    y = np.arange(len(shown))
+    ax.barh(y, [r.values[0] for r in shown], color=[_color(r, top) for r in shown])  # type: ignore[index]
+    ax.set_yticks(y, [f"{r.label}  {r.axes['memory']}/{r.axes['bias']}/{r.axes['retention']}/"
+                      f"{r.axes['algorithm']}" for r in shown], fontsize=8)
+    ax.invert_yaxis()
+    values = [r.values[0] for r in shown]  # type: ignore[index]
+    low, high = min(values), max(values)
+    pad = 0.05 * (high - low or abs(high) or 1.0)
+    ax.set_xlim(low - pad if objective.minimize else 0, high + pad)
+    ax.set_xlabel(f"{objective.name} ({'lower' if objective.minimize else 'higher'} is better)")
+    ax.set_title("leaderboard: searched top (green), named models (magenta), baselines (blue)", fontsize=9)
+    return fig
+
+
+def _staircase(ax, x: np.ndarray, y: np.ndarray, mask: np.ndarray) -> None:
+    order = np.argsort(x[mask])
+    ax.plot(x[mask][order], y[mask][order], drawstyle="steps-post", color="black", lw=1, alpha=0.6)
+
+
+def pareto_figure(rows: Sequence[TrialRow], quality: ObjectiveInfo, study_front: set[int],
+                  top: set[int]) -> Figure | None:
+    """Quality vs tokens/s and vs parameters; the 2-D front of each panel as a staircase and
+    the study's own Pareto front (its objectives) as stars. None when the metrics are missing.
+    """
+    rows = [r for r in rows if r.complete]
+    panels = [(m, lbl, mini) for m, lbl, mini in (("tokens_per_s", "tokens / s (train)", False),
+                                                  ("params", "parameters", True))
+              if sum(m in r.metrics for r in rows) >= 2]
+    if not panels:
+        return None
+    fig = Figure(figsize=(5.5 * len(panels), 4.2), layout="constrained")
+    for index, (metric, label, minimize) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), index + 1)
+        have = [r for r in rows if metric in r.metrics]
+        x = np.array([r.metrics[metric] for r in have])
+        y = np.array([r.values[0] for r in have])  # type: ignore[index]
+        mask = pareto_mask(np.stack([x, y], 1), [minimize, quality.minimize])
+        _staircase(ax, x, y, mask)
+        ax.scatter(x, y, c=[_color(r, top) for r in have], s=28, zorder=3)
+        stars = [i for i, r in enumerate(have) if r.number in study_front]
+        if stars:
+            ax.scatter(x[stars], y[stars], marker="*", s=160, facecolors="none", edgecolors="black",
+                       zorder=4, label="study Pareto front")
+            ax.legend(fontsize=8)
+        for xi, yi, r in zip(x, y, have, strict=True):
+            if r.anchor:
+                ax.annotate(r.anchor, (xi, yi), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        if metric == "params":
+            ax.set_xscale("log")
+        ax.set_xlabel(label)
+        ax.set_ylabel(quality.name)
+        ax.set_title(f"{quality.name} vs {label}", fontsize=9)
+    return fig
+
+
+def importance_figure(importances: Sequence[Importances]) -> Figure:
+    """Per objective: the per-axis sums (left) and the ten most important parameters (right)."""
+    fig = Figure(figsize=(11, 2.8 * len(importances) + 0.6), layout="constrained")
+    for row, imp in enumerate(importances):
+        ax = fig.add_subplot(len(importances), 2, 2 * row + 1)
+        axes = list(imp.axes)
+        ax.barh(axes, [imp.axes[a] for a in axes], color="#5e35b1")
+        ax.invert_yaxis()
+        ax.set_xlim(0, 1)
+        ax.set_title(f"{imp.objective}: importance per axis", fontsize=9)
+        ax = fig.add_subplot(len(importances), 2, 2 * row + 2)
+        names = list(imp.params)[:10]
+        ax.barh(names, [imp.params[n] for n in names], color="#7e57c2")
+        ax.invert_yaxis()
+        ax.tick_params(axis="y", labelsize=7)
+        ax.set_title(f"{imp.objective}: top parameters", fontsize=9)
+    return fig
+
+
+def curves_figure(top_rows: Sequence[TrialRow], anchors: Sequence[TrialRow]) -> Figure | None:
+    """Training-loss curves: the top searched points (solid) against the anchors (dashed)."""
+    drawn = [r for r in (*top_rows, *anchors) if r.curve]
+    if not drawn:
+        return None
+    fig = Figure(figsize=(7.5, 4.5), layout="constrained")
+    ax = fig.add_subplot()
+    for row in drawn:
+        steps, losses = zip(*row.curve, strict=True)
+        style = "--" if row.anchor else "-"
+        ax.plot(steps, losses, style, lw=1.4, label=row.label,
+                color=COLORS[role(row)] if row.anchor else None)
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    ax.set_title("learning curves: top points (solid) vs anchors (dashed)", fontsize=9)
+    ax.legend(fontsize=7, ncol=2)
+    return fig
+
+
+def task_names(rows: Sequence[TrialRow]) -> list[str]:
+    """The synthetic tasks measured (``acc/<task>`` metrics), sorted."""
+    return sorted({k.removeprefix("acc/") for r in rows for k in r.metrics if k.startswith("acc/")})
+
+
+def tasks_figure(rows: Sequence[TrialRow]) -> Figure | None:
+    """Grouped bars of answer accuracy per synthetic task for ``rows``."""
+    tasks = task_names(rows)
+    if not tasks or not rows:
+        return None
+    fig = Figure(figsize=(max(6.0, 1.6 * len(tasks) + 0.25 * len(rows)), 4.2), layout="constrained")
+    ax = fig.add_subplot()
+    width = 0.8 / len(rows)
+    x = np.arange(len(tasks))
+    for index, row in enumerate(rows):
+        scores = [row.metrics.get(f"acc/{t}", np.nan) for t in tasks]
+        color = COLORS[role(row)] if row.anchor else None
+        ax.bar(x + index * width - 0.4 + width / 2, scores, width, label=row.label, color=color)
+    ax.set_xticks(x, tasks)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("answer accuracy")
+    ax.set_title("synthetic recall tasks: top points and anchors", fontsize=9)
+    ax.legend(fontsize=7, ncol=2)
+    return fig
+
+
+def rank_figure(short: np.ndarray, long: np.ndarray, labels: Sequence[str], short_name: str,
+                long_name: str) -> Figure:
+    """Short-trial score vs the longer run's, one labelled dot per point (proxy check)."""
+    fig = Figure(figsize=(5.5, 4.5), layout="constrained")
+    ax = fig.add_subplot()
+    ax.scatter(short, long, color="#00695c")
+    for xi, yi, label in zip(short, long, labels, strict=True):
+        ax.annotate(label, (xi, yi), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set_xlabel(short_name)
+    ax.set_ylabel(long_name)
+    ax.set_title("proxy check: short trial vs longer run", fontsize=9)
+    return fig

@@ -1,0 +1,200 @@
+"""Open a finished (or running) study and read its trials through the storage contract.
+
+The study layer stores, per trial, ``user_attrs`` with the point, its axis choices, the anchor
+name, the metrics and the learning curve; per study, the objectives and the study file. This
+module turns those into plain rows the report, the export and the proxy check share.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.storages import BaseStorage, JournalStorage
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import FrozenTrial
+
+from miras_search.errors import MirasError
+from miras_search.schema import ModelPoint
+from miras_search.yamlio import read_yaml
+
+AXES = ("memory", "bias", "retention", "algorithm")
+
+
+@dataclass(frozen=True)
+class ObjectiveInfo:
+    """One objective of the study: the value ``trial.values[index]`` and which way is better."""
+
+    name: str
+    direction: str  # "minimize" | "maximize"
+
+    @property
+    def minimize(self) -> bool:
+        return self.direction == "minimize"
+
+
+@dataclass
+class TrialRow:
+    """One trial as the report sees it (the contract's user_attrs, decoded)."""
+
+    number: int
+    state: str  # COMPLETE, PRUNED, FAIL, RUNNING, WAITING
+    values: tuple[float, ...] | None
+    axes: dict[str, str]
+    anchor: str | None
+    point: dict[str, Any] | None
+    metrics: dict[str, float] = field(default_factory=dict)
+    curve: list[tuple[int, float]] = field(default_factory=list)
+    params: dict[str, Any] = field(default_factory=dict)
+    reason: str | None = None
+    point_key: str | None = None
+    reused_from: int | None = None
+
+    @property
+    def complete(self) -> bool:
+        return self.state == "COMPLETE" and self.values is not None and all(
+            math.isfinite(v) for v in self.values
+        )
+
+    @property
+    def label(self) -> str:
+        """``#12`` or ``#0 moneta`` for an anchor."""
+        return f"#{self.number}" + (f" {self.anchor}" if self.anchor else "")
+
+    def model_point(self) -> ModelPoint:
+        """The stored point, validated; MirasError when the trial carries none."""
+        if not self.point:
+            raise MirasError(f"trial {self.number} stores no 'point' user attribute; cannot rebuild it")
+        return ModelPoint.model_validate(self.point)
+
+
+def _axes_of(trial: FrozenTrial) -> dict[str, str]:
+    axes = trial.user_attrs.get("axes")
+    if isinstance(axes, dict):
+        return {axis: str(axes.get(axis, "?")) for axis in AXES}
+    point = trial.user_attrs.get("point") or {}
+    return {axis: str((point.get(axis) or {}).get("kind", "?")) for axis in AXES}
+
+
+def trial_row(trial: FrozenTrial) -> TrialRow:
+    attrs = trial.user_attrs
+    metrics = {k: float(v) for k, v in (attrs.get("metrics") or {}).items() if _is_number(v)}
+    curve = [(int(step), float(loss)) for step, loss in attrs.get("curve") or []]
+    return TrialRow(
+        number=trial.number,
+        state=trial.state.name,
+        values=tuple(float(v) for v in trial.values) if trial.values is not None else None,
+        axes=_axes_of(trial),
+        anchor=attrs.get("anchor"),
+        point=attrs.get("point"),
+        metrics=metrics,
+        curve=curve,
+        params=dict(trial.params),
+        reason=attrs.get("reason"),
+        point_key=attrs.get("point_key"),
+        reused_from=attrs.get("reused_from"),
+    )
+
+
+def _is_number(value: Any) -> bool:
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def study_rows(study: optuna.Study) -> list[TrialRow]:
+    """Every trial of ``study`` as a row, in trial-number order."""
+    return [trial_row(t) for t in study.get_trials(deepcopy=False)]
+
+
+def study_objectives(study: optuna.Study) -> list[ObjectiveInfo]:
+    """The objectives from the study's ``objectives`` user attribute, else generic names."""
+    stored = study.user_attrs.get("objectives")
+    directions = [d.name.lower() for d in study.directions]
+    if isinstance(stored, list) and len(stored) == len(directions):
+        return [ObjectiveInfo(str(o.get("name", f"objective {i}")), str(o.get("direction", d)))
+                for i, (o, d) in enumerate(zip(stored, directions, strict=True))]
+    if len(directions) == 1:
+        return [ObjectiveInfo("objective", directions[0])]
+    return [ObjectiveInfo(f"objective {i}", d) for i, d in enumerate(directions)]
+
+
+def count_states(rows: list[TrialRow]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row.state] = counts.get(row.state, 0) + 1
+    return counts
+
+
+# -- opening a study from the command line ------------------------------------------------------
+
+
+def storage_from_spec(spec: str | Path) -> str | BaseStorage:
+    """An Optuna storage from a URL (``sqlite:///x.db``, ``postgresql://...``) or a file path.
+
+    A ``.db``/``.sqlite`` path is opened as SQLite; any other existing file as an Optuna journal
+    file (JournalFileBackend), which is what several processes append to safely.
+    """
+    text = str(spec)
+    if "://" in text:
+        return text
+    path = Path(text)
+    if path.suffix in (".db", ".sqlite", ".sqlite3"):
+        return f"sqlite:///{path}"
+    return JournalStorage(JournalFileBackend(str(path)))
+
+
+def _default_storage(name: str, runs: Path) -> str | BaseStorage:
+    folder = runs / name
+    for candidate in ("study.db", "study.sqlite", "journal.log", "study.journal", "study.log"):
+        if (folder / candidate).exists():
+            return storage_from_spec(folder / candidate)
+    raise MirasError(
+        f"no storage found for study '{name}': looked for study.db / journal.log under {folder}; "
+        "pass --storage URL_OR_FILE, or run the study first (`miras run STUDY`)"
+    )
+
+
+def _from_study_layer(path: Path, storage: str | None) -> optuna.Study | None:
+    """Use the study package's own ``open_study`` when it exists (it knows its storage defaults)."""
+    try:
+        from miras_search.study import open_study  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    return open_study(path, storage) if storage is None else open_study(path, storage_from_spec(storage))
+
+
+def open_report_study(ref: str | Path, storage: str | None = None, runs: str | Path = "runs") -> optuna.Study:
+    """The Optuna study behind ``ref``: a study YAML file, or a study name with ``storage``.
+
+    For a file, its ``name`` and ``storage`` are used (``storage`` overrides); without a storage
+    the study's default folder ``runs/<name>/`` is searched. MirasError when nothing matches.
+    """
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    path = Path(ref)
+    if path.is_file():
+        study = _from_study_layer(path, storage)
+        if study is not None:
+            return study
+        data, _ = read_yaml(path)
+        name = data.get("name")
+        if not isinstance(name, str) or not name:
+            raise MirasError(f"{path}: a study file needs a 'name' (the Optuna study's name)")
+        spec = storage or data.get("storage")
+        resolved = storage_from_spec(spec) if isinstance(spec, str) else _default_storage(name, Path(runs))
+    else:
+        if storage is None:
+            raise MirasError(
+                f"'{ref}' is not a study file; to open a study by name, also pass --storage URL_OR_FILE"
+            )
+        name, resolved = str(ref), storage_from_spec(storage)
+    try:
+        return optuna.load_study(study_name=name, storage=resolved)
+    except KeyError:
+        known = ", ".join(s.study_name for s in optuna.get_all_study_summaries(resolved)) or "none"
+        raise MirasError(f"the storage holds no study named '{name}'; it holds: {known}") from None
