@@ -22,7 +22,7 @@ from miras_search.presets import NAMED_MODELS
 from miras_search.report.leaderboard import rank_rows
 from miras_search.report.ranks import BOOTSTRAP_METHOD, Correlation, rank_agreement
 from miras_search.report.study_data import ObjectiveInfo, TrialRow, study_objectives, study_rows
-from miras_search.trial import TrialConfig, TrialResult, run_trial
+from miras_search.trial import Objective, TrialConfig, TrialResult, run_trial
 
 
 @dataclass
@@ -110,8 +110,28 @@ def pick_points(ranked: Sequence[TrialRow], top: int) -> tuple[list[TrialRow], l
     return chosen, [n for n in NAMED_MODELS if n not in named]
 
 
-def objective_value(objective: ObjectiveInfo, config: TrialConfig, result: TrialResult) -> float:
+def stored_objective(study: optuna.Study, name: str) -> Objective | None:
+    """The study file's objective called ``name`` (it knows weighted formulas), if stored."""
+    stored = study.user_attrs.get("study_file") or {}
+    for raw in (stored.get("objectives") or []) if isinstance(stored, dict) else []:
+        try:
+            objective = Objective.model_validate(raw)
+        except ValueError:
+            continue
+        if objective.name == name:
+            return objective
+    return None
+
+
+def objective_value(objective: ObjectiveInfo, config: TrialConfig, result: TrialResult,
+                    formula: Objective | None = None) -> float:
     """The study objective's value from a re-run's metrics (same formula as the study)."""
+    if formula is not None:
+        try:
+            return formula.value(result.metrics)
+        except KeyError as error:
+            raise MirasError(f"the long run cannot compute objective '{objective.name}': "
+                             f"{error.args[0]}") from None
     if objective.name in result.metrics:
         return float(result.metrics[objective.name])
     if objective.name == config.objective.name and result.objective is not None:
@@ -156,6 +176,7 @@ def confirm_study(study: optuna.Study, *, top: int = 5, scale: float = 4.0, seed
     objectives = study_objectives(study)
     objective = objectives[0]
     config = config or study_trial_config(study)
+    formula = stored_objective(study, objective.name)
     chosen, missing = pick_points(rank_rows(study_rows(study), objectives), top)
     if not chosen:
         raise MirasError(f"study '{study.study_name}' has no complete trial to confirm")
@@ -170,7 +191,7 @@ def confirm_study(study: optuna.Study, *, top: int = 5, scale: float = 4.0, seed
             if progress is not None:
                 progress(row, int(seed), result)
             if result.ok:
-                entry.long.append(objective_value(objective, long_config, result))
+                entry.long.append(objective_value(objective, long_config, result, formula))
             else:
                 entry.failures.append(f"seed {seed}: {result.failure}: {result.reason}")
         entries.append(entry)

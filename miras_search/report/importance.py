@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import optuna
@@ -44,7 +45,8 @@ def study_importances(study: optuna.Study, objectives: list[ObjectiveInfo]) -> t
     """Importances for every objective, or ([], why not) when the study cannot give them yet.
 
     Uses ``optuna.importance.get_param_importances`` with its default evaluator, on complete
-    trials; one ``target`` per objective for multi-objective studies.
+    trials; one ``target`` per objective (negated when maximised, since the default evaluator
+    looks at what makes the target low).
     """
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     varied = {name for t in complete for name in t.params}
@@ -52,9 +54,13 @@ def study_importances(study: optuna.Study, objectives: list[ObjectiveInfo]) -> t
         return [], f"needs at least 2 complete trials with searched parameters (has {len(complete)})"
     out: list[Importances] = []
     for index, objective in enumerate(objectives):
-        target = None if len(objectives) == 1 else (lambda t, i=index: t.values[i])
+        # PED-ANOVA scores what leads to LOW target values: maximised objectives are negated
+        sign = 1.0 if objective.minimize else -1.0
+        target = lambda t, i=index, s=sign: s * t.values[i]  # noqa: E731
         try:
-            params = optuna.importance.get_param_importances(study, target=target)
+            with warnings.catch_warnings():  # its "low target values" reminder: handled by sign
+                warnings.filterwarnings("ignore", message=".*low `target` values")
+                params = optuna.importance.get_param_importances(study, target=target)
         except (RuntimeError, ValueError, ZeroDivisionError) as error:
             return [], f"Optuna could not compute importances: {error}"
         params = {k: float(v) for k, v in params.items()}

@@ -151,11 +151,11 @@ def storage_from_spec(spec: str | Path) -> str | BaseStorage:
 
 def _default_storage(name: str, runs: Path) -> str | BaseStorage:
     folder = runs / name
-    for candidate in ("study.db", "study.sqlite", "journal.log", "study.journal", "study.log"):
+    for candidate in ("study.journal", "study.db", "study.sqlite", "journal.log", "study.log"):
         if (folder / candidate).exists():
             return storage_from_spec(folder / candidate)
     raise MirasError(
-        f"no storage found for study '{name}': looked for study.db / journal.log under {folder}; "
+        f"no storage found for study '{name}': looked for study.journal / study.db under {folder}; "
         "pass --storage URL_OR_FILE, or run the study first (`miras run STUDY`)"
     )
 
@@ -166,14 +166,15 @@ def _from_study_layer(path: Path, storage: str | None) -> optuna.Study | None:
         from miras_search.study import open_study  # type: ignore[attr-defined]
     except ImportError:
         return None
-    return open_study(path, storage) if storage is None else open_study(path, storage_from_spec(storage))
+    return open_study(path, storage)
 
 
 def open_report_study(ref: str | Path, storage: str | None = None, runs: str | Path = "runs") -> optuna.Study:
-    """The Optuna study behind ``ref``: a study YAML file, or a study name with ``storage``.
+    """The Optuna study behind ``ref``: a study YAML file, or a study name (+ ``storage``).
 
-    For a file, its ``name`` and ``storage`` are used (``storage`` overrides); without a storage
-    the study's default folder ``runs/<name>/`` is searched. MirasError when nothing matches.
+    A file goes through the study package's ``open_study`` when it is installed; otherwise its
+    ``name`` and ``storage`` are read here (``storage`` overrides). Without a storage the study's
+    default folder ``<run_dir>/<name>/`` is searched. MirasError when nothing matches.
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     path = Path(ref)
@@ -186,13 +187,13 @@ def open_report_study(ref: str | Path, storage: str | None = None, runs: str | P
         if not isinstance(name, str) or not name:
             raise MirasError(f"{path}: a study file needs a 'name' (the Optuna study's name)")
         spec = storage or data.get("storage")
-        resolved = storage_from_spec(spec) if isinstance(spec, str) else _default_storage(name, Path(runs))
+        run_dir = data.get("run_dir") if isinstance(data.get("run_dir"), str) else runs
+        resolved = storage_from_spec(spec) if isinstance(spec, str) else _default_storage(name, Path(run_dir))
+    elif str(ref).endswith((".yaml", ".yml")):
+        raise MirasError(f"study file {ref} does not exist")
     else:
-        if storage is None:
-            raise MirasError(
-                f"'{ref}' is not a study file; to open a study by name, also pass --storage URL_OR_FILE"
-            )
-        name, resolved = str(ref), storage_from_spec(storage)
+        name = str(ref)
+        resolved = storage_from_spec(storage) if storage else _default_storage(name, Path(runs))
     try:
         return optuna.load_study(study_name=name, storage=resolved)
     except KeyError:
