@@ -1,0 +1,205 @@
+"""Study commands: ``miras run``, ``miras resume``, ``miras status``, ``miras best``."""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.live import Live
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from miras_search.cli.app import command, console
+from miras_search.errors import MirasError
+from miras_search.points import point_to_yaml
+from miras_search.schema import ModelPoint
+from miras_search.study import (
+    Event,
+    InlinePool,
+    RunSummary,
+    StudyDriver,
+    load_study_file,
+    open_study,
+)
+from miras_search.study.summary import StudyStatus, objective_records, ranked, status
+
+_STUDY = Annotated[str, typer.Argument(help="A study YAML file, or a study name with --storage.")]
+_STORAGE = Annotated[str | None, typer.Option(help="Storage URL or journal path (default: the study's).")]
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("running {task.fields[running]}"), TextColumn("{task.fields[best]}"),
+        TimeElapsedColumn(), console=console,
+    )
+
+
+def _run(path: Path, workers: int | None, address: str | None, storage: str | None,
+         trials: int | None, timeout: float | None, wandb: str | None, inline: bool,
+         must_exist: bool) -> None:
+    spec = load_study_file(path)
+    if must_exist:
+        open_study(spec, storage)  # MirasError when there is nothing to resume
+    workers = workers or spec.parallel.workers
+    address = address or spec.parallel.address
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+    def pool_factory():
+        if inline:
+            return InlinePool(threads=spec.trial.threads)
+        from miras_search.parallel import RayPool
+
+        return RayPool(workers, address, spec.parallel.gpus_per_trial)
+
+    tracker = None
+    mode = wandb or spec.tracking.wandb
+    if mode != "off":
+        from miras_search.tracking import WandbTracker
+
+        tracker = WandbTracker(spec.name, spec.out_dir() / "wandb", mode, spec.tracking.project,
+                               spec.tracking.entity)
+    records = spec.objective_records
+    best: list[float | None] = [None] * len(records)
+    with _progress() as bar:
+        task = bar.add_task(spec.name, total=None, running=0, best="")
+
+        def show(event: Event) -> None:
+            if event.kind == "note":
+                bar.console.print(f"[yellow]{escape(event.message)}[/]")
+            trial = event.trial
+            if event.kind == "finished" and trial is not None and trial.values:
+                for i, (record, value) in enumerate(zip(records, trial.values, strict=True)):
+                    better = min if record["direction"] == "minimize" else max
+                    best[i] = value if best[i] is None else better(best[i], value)
+            shown = "  ".join(f"{r['name']} {v:.4g}" for r, v in zip(records, best, strict=True) if v is not None)
+            bar.update(task, total=event.target, completed=event.finished, running=event.running,
+                       best=f"best {shown}" if shown else "")
+
+        driver = StudyDriver(spec, pool_factory, storage=storage, trials=trials, timeout_s=timeout,
+                             tracker=tracker, on_event=show)
+        summary = driver.run()
+    _report(summary, tracker)
+    if summary.interrupted:
+        console.print(f"[yellow]stopped[/]: running trials were marked interrupted; continue with "
+                      f"`miras resume {path}`")
+        raise typer.Exit(130)
+
+
+def _report(summary: RunSummary, tracker) -> None:
+    overhead = sum(summary.overhead_s) / len(summary.overhead_s) if summary.overhead_s else 0.0
+    target = summary.target if summary.target is not None else "-"
+    console.print(
+        f"study [bold]{escape(summary.study_name)}[/]: {summary.finished}/{target} finished trials "
+        f"({summary.ran} trained and {summary.reused} reused in this run, {summary.wall_s:.0f} s, "
+        f"orchestration {overhead:.2f} s/trial)", highlight=False,
+    )
+    console.print(f"storage: {escape(summary.storage)}", highlight=False)
+    if tracker is not None and tracker.error:
+        console.print(f"[yellow]W&B tracking was turned off[/]: {escape(tracker.error)}")
+
+
+_WORKERS = Annotated[int | None, typer.Option("--workers", "-w", min=1, help="Parallel trials (Ray workers).")]
+_ADDRESS = Annotated[str | None, typer.Option(help="Join this Ray cluster instead of starting one.")]
+_TRIALS = Annotated[int | None, typer.Option(min=1, help="Finished trials to reach (overrides the file).")]
+_TIMEOUT = Annotated[float | None, typer.Option(help="Wall-clock budget in seconds of this run.")]
+_WANDB = Annotated[str | None, typer.Option("--wandb", help="offline (default), online or off.")]
+_INLINE = Annotated[bool, typer.Option("--inline", help="Run trials in this process, without Ray.")]
+
+
+def _check_wandb(value: str | None) -> None:
+    if value is not None and value not in ("offline", "online", "off"):
+        raise MirasError(f"--wandb must be offline, online or off, not '{value}'")
+
+
+@command("run")
+def run(study: Annotated[Path, typer.Argument(help="A study YAML file.")], workers: _WORKERS = None,
+        address: _ADDRESS = None, storage: _STORAGE = None, trials: _TRIALS = None,
+        timeout: _TIMEOUT = None, wandb: _WANDB = None, inline: _INLINE = False) -> None:
+    """Run a study: anchors first, then sampled points, in parallel on Ray; resumable."""
+    _check_wandb(wandb)
+    _run(study, workers, address, storage, trials, timeout, wandb, inline, must_exist=False)
+
+
+@command("resume")
+def resume(study: Annotated[Path, typer.Argument(help="The study YAML file of an earlier run.")],
+           workers: _WORKERS = None, address: _ADDRESS = None, storage: _STORAGE = None,
+           trials: _TRIALS = None, timeout: _TIMEOUT = None, wandb: _WANDB = None,
+           inline: _INLINE = False) -> None:
+    """Continue a study after any interruption: trials that were running are failed as
+    'interrupted' and queued again; finished trials are kept; it runs to the requested number."""
+    _check_wandb(wandb)
+    _run(study, workers, address, storage, trials, timeout, wandb, inline, must_exist=True)
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
+def _status_table(state: StudyStatus) -> Table:
+    target = state.target if state.target is not None else "-"
+    table = Table(title=f"study {state.name}: {state.finished}/{target} finished")
+    for column in ("complete", "running", "pruned", "failed", "interrupted", "waiting", "reused", "ETA"):
+        table.add_column(column, justify="right")
+    eta = "-" if state.eta_s is None else str(datetime.timedelta(seconds=round(state.eta_s)))
+    table.add_row(*(str(v) for v in (state.complete, state.running, state.pruned, state.failed,
+                                      state.interrupted, state.waiting, state.reused)), eta)
+    best = Table(title="best so far")
+    for column in ("objective", "direction", "value", "trial", "point"):
+        best.add_column(column)
+    for record, trial in zip(state.objectives, state.best, strict=True):
+        if trial is None:
+            best.add_row(record["name"], record["direction"], "-", "-", "-")
+            continue
+        index = state.objectives.index(record)
+        axes = trial.user_attrs.get("axes") or {}
+        label = trial.user_attrs.get("anchor") or " / ".join(str(v) for v in axes.values())
+        best.add_row(record["name"], record["direction"], _fmt(trial.values[index]), str(trial.number), label)
+    grid = Table.grid()
+    grid.add_row(table)
+    grid.add_row(best)
+    return grid
+
+
+@command("status")
+def status_cmd(study: _STUDY, storage: _STORAGE = None,
+               watch: Annotated[bool, typer.Option("--watch", help="Refresh every 2 s until Ctrl-C.")] = False) -> None:
+    """Finished / running / pruned / failed trials, the best so far per objective, and an ETA."""
+    opened = open_study(study, storage)
+    if not watch:
+        console.print(_status_table(status(opened)))
+        return
+    try:
+        with Live(_status_table(status(opened)), console=console, refresh_per_second=1) as live:
+            while True:
+                time.sleep(2)
+                live.update(_status_table(status(open_study(study, storage))))
+    except KeyboardInterrupt:
+        pass
+
+
+@command("best")
+def best(study: _STUDY, storage: _STORAGE = None,
+         n: Annotated[int, typer.Option("-n", min=1, help="How many points.")] = 3,
+         full: Annotated[bool, typer.Option("--full", help="Every field, not only non-defaults.")] = False) -> None:
+    """The top points (the Pareto front first for several objectives) as YAML point documents."""
+    opened = open_study(study, storage)
+    top = ranked(opened)[:n]
+    if not top:
+        raise MirasError(f"study '{opened.study_name}' has no complete (feasible) trial yet")
+    records = objective_records(opened)
+    docs = []
+    for trial in top:
+        point = ModelPoint.model_validate(trial.user_attrs["point"])
+        meta = {
+            "study": opened.study_name, "trial": trial.number, "anchor": trial.user_attrs.get("anchor"),
+            "objectives": {r["name"]: v for r, v in zip(records, trial.values, strict=True)},
+        }
+        docs.append(point_to_yaml(point, compact=not full, meta=meta))
+    console.print("---\n".join(docs), highlight=False, markup=False, soft_wrap=True)
+

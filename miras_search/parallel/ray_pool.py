@@ -1,0 +1,134 @@
+"""Trials on Ray: one long-lived actor per worker, one trial per actor at a time.
+
+A local Ray instance is started unless an address is given. With GPUs in the cluster every
+actor holds one GPU (``gpus_per_trial``); otherwise the CPUs are split evenly between actors
+(each trial's torch threads = its CPU share). An actor whose process dies fails its trial
+("worker_died") and is replaced; the study goes on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+from typing import Any
+
+import ray
+from ray.exceptions import RayActorError, RayError
+
+from miras_search.errors import MirasError
+from miras_search.study.execute import TrialTask, execute
+
+log = logging.getLogger(__name__)
+
+
+class TrialWorker:
+    """The Ray actor body: imports torch once, keeps its storage connection between trials."""
+
+    def __init__(self, device: str, threads: int):
+        import torch
+
+        self.device, self.threads = device, threads
+        torch.set_num_threads(threads)
+
+    def info(self) -> dict[str, Any]:
+        return {"host": socket.gethostname(), "pid": os.getpid(), "device": self.device,
+                "threads": self.threads}
+
+    def run(self, task: TrialTask) -> dict[str, Any]:
+        return execute(task, device=self.device, threads=self.threads)
+
+
+def connect(address: str | None, workers: int) -> bool:
+    """Join ``address`` or start a local instance; True when this call started Ray."""
+    if ray.is_initialized():
+        return False
+    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
+                              "logging_level": logging.WARNING, "configure_logging": False}
+    try:
+        if address:
+            ray.init(address=address, **kwargs)
+        else:
+            ray.init(num_cpus=max(os.cpu_count() or 1, workers), **kwargs)
+    except (ConnectionError, RuntimeError, ValueError) as error:
+        where = f"the Ray cluster at '{address}'" if address else "a local Ray instance"
+        raise MirasError(f"could not start or join {where}: {error}") from None
+    return True
+
+
+class RayPool:
+    """``workers`` actors on the connected Ray cluster (see miras_search.study.pools.Pool)."""
+
+    def __init__(self, workers: int, address: str | None = None, gpus_per_trial: float | None = None):
+        self._owns_ray = connect(address, workers)
+        resources = ray.cluster_resources()
+        gpus = resources.get("GPU", 0.0)
+        cpus = resources.get("CPU", 1.0)
+        self.gpus = gpus_per_trial if gpus_per_trial is not None else (1.0 if gpus >= 1 else 0.0)
+        if self.gpus > 0:
+            workers = min(workers, int(gpus // self.gpus) or 1)
+        largest_node = max((n["Resources"].get("CPU", 1.0) for n in ray.nodes() if n["Alive"]), default=cpus)
+        self.threads = max(1, int(min(cpus / workers, largest_node)))
+        self.device = "cuda" if self.gpus > 0 else "cpu"
+        self.capacity = workers
+        self._actor_cls = ray.remote(TrialWorker).options(
+            num_cpus=self.threads if self.gpus == 0 else 1, num_gpus=self.gpus, max_restarts=0,
+        )
+        self._idle = [self._new_actor() for _ in range(workers)]
+        self._infos = {id(a): info for a, info in zip(self._idle, ray.get([a.info.remote() for a in self._idle]), strict=True)}
+        self._busy: dict[ray.ObjectRef, tuple[Any, TrialTask]] = {}
+
+    def _new_actor(self):
+        return self._actor_cls.remote(self.device, self.threads)
+
+    def submit(self, task: TrialTask) -> dict[str, Any]:
+        actor = self._idle.pop()
+        self._busy[actor.run.remote(task)] = (actor, task)
+        return self._infos.get(id(actor), {"host": "?", "pid": None, "device": self.device})
+
+    def wait(self) -> list[tuple[TrialTask, dict[str, Any]]]:
+        ready, _ = ray.wait(list(self._busy), num_returns=1)
+        done = []
+        for ref in ready:
+            actor, task = self._busy.pop(ref)
+            try:
+                result = ray.get(ref)
+                self._idle.append(actor)
+            except RayActorError as error:
+                result = _died(f"the worker process died while running the trial ({_first_line(error)})")
+                self._replace(actor)
+            except RayError as error:  # the actor is alive but the call failed (e.g. unpicklable)
+                result = _died(f"the worker failed: {_first_line(error)}", "error")
+                self._idle.append(actor)
+            done.append((task, result))
+        return done
+
+    def _replace(self, dead) -> None:
+        self._infos.pop(id(dead), None)
+        try:
+            fresh = self._new_actor()
+            self._infos[id(fresh)] = ray.get(fresh.info.remote(), timeout=120)
+            self._idle.append(fresh)
+        except RayError as error:
+            log.warning("could not replace a dead worker: %s", error)
+            self.capacity = max(1, self.capacity - 1)
+
+    def shutdown(self) -> None:
+        for actor in [*self._idle, *(a for a, _ in self._busy.values())]:
+            with contextlib.suppress(Exception):  # already gone
+                ray.kill(actor)
+        self._idle.clear()
+        self._busy.clear()
+        if self._owns_ray:
+            ray.shutdown()
+
+
+def _died(reason: str, kind: str = "worker_died") -> dict[str, Any]:
+    return {"status": "failed", "metrics": {}, "curve": [], "objective": None,
+            "failure": kind, "reason": reason, "trial_s": 0.0}
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__

@@ -1,0 +1,344 @@
+"""The study driver: ask a trial, build its point, hand it to a worker, tell the result.
+
+Ask-and-tell keeps every storage write in one process except the workers' intermediate
+reports (pruning). Anchors are queued first; duplicates of a finished point reuse its result;
+trials left running by an earlier driver are failed as "interrupted" and queued again; Ctrl-C
+does the same for this run's trials before it returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+from pydantic import ValidationError
+
+from miras_search.errors import MirasError
+from miras_search.model import param_count, state_size
+from miras_search.presets import preset
+from miras_search.schema import ModelPoint
+from miras_search.space import InfeasiblePoint, SearchSpace
+from miras_search.study.execute import TrialTask
+from miras_search.study.pools import Pool
+from miras_search.study.records import (
+    REUSABLE_FAILURES,
+    counts_toward_budget,
+    finite_metrics,
+    point_key,
+)
+from miras_search.study.samplers import grid_size, grid_space
+from miras_search.study.setup import (
+    create_study,
+    enqueue_anchors,
+    recover_interrupted,
+    requeue,
+    storage_of,
+)
+from miras_search.study.spec import PRE_TRAINING_METRICS, StudyFile
+from miras_search.trial import TrialResult
+
+log = logging.getLogger(__name__)
+MAX_INFEASIBLE_STREAK = 200
+_STATES = {"complete": TrialState.COMPLETE, "pruned": TrialState.PRUNED, "failed": TrialState.FAIL}
+
+
+class Tracker(Protocol):
+    """Receives finished trials (W&B lives behind this; it must never raise)."""
+
+    def log_trial(self, study: optuna.Study, trial: FrozenTrial) -> None: ...
+    def log_summary(self, study: optuna.Study) -> None: ...
+
+
+@dataclass
+class Event:
+    """What the driver tells its display: a trial started / finished, or a note."""
+
+    kind: Literal["setup", "started", "finished", "note"]
+    message: str = ""
+    trial: FrozenTrial | None = None
+    finished: int = 0
+    target: int | None = None
+    running: int = 0
+
+
+@dataclass
+class RunSummary:
+    study_name: str
+    storage: str
+    finished: int
+    target: int | None
+    ran: int = 0  # trials trained by this run
+    reused: int = 0
+    interrupted: bool = False
+    wall_s: float = 0.0
+    overhead_s: list[float] = field(default_factory=list)  # per trained trial: time outside run_trial
+    trial_s: list[float] = field(default_factory=list)
+
+
+@dataclass
+class _Running:
+    trial: optuna.Trial
+    key: str
+    task: TrialTask
+    started: float
+    followers: list[optuna.Trial] = field(default_factory=list)
+
+
+class StudyDriver:
+    """Runs ``study`` until it has ``target`` finished trials or its time budget is spent."""
+
+    def __init__(self, study: StudyFile, pool_factory: Callable[[], Pool], *,
+                 storage: str | None = None, trials: int | None = None,
+                 timeout_s: float | None = None, tracker: Tracker | None = None,
+                 on_event: Callable[[Event], None] | None = None):
+        self.spec = study
+        self.space: SearchSpace = study.load_space()
+        self.storage = storage_of(study, storage)
+        self.pool_factory = pool_factory
+        self.timeout_s = timeout_s if timeout_s is not None else study.timeout_s
+        self.tracker = tracker
+        self.on_event = on_event or (lambda event: None)
+        self.config = study.trial
+        self.study = create_study(study, self.storage, self.space)
+        self.target = trials or study.trials or self._default_target()
+        self._done: dict[str, FrozenTrial] = {}  # point_key -> a finished trial whose outcome is reusable
+        self._running: dict[int, _Running] = {}  # trial number -> in flight
+        self._by_key: dict[str, _Running] = {}
+        self._streak = 0
+
+    def _default_target(self) -> int | None:
+        if self.spec.sampler.kind == "anchors":
+            return len(self.spec.sampler.anchor_names)
+        if self.spec.sampler.kind == "grid":
+            return grid_size(grid_space(self.space, self.spec.source)) + len(self.spec.sampler.anchor_names)
+        return None
+
+    # ---- bookkeeping -------------------------------------------------------------------------
+    def _finished(self) -> int:
+        return sum(counts_toward_budget(t) for t in self.study.get_trials(deepcopy=False))
+
+    def _pending(self) -> int:
+        return sum(1 + len(r.followers) for r in self._running.values())
+
+    def _emit(self, kind, message="", trial=None) -> None:
+        self.on_event(Event(kind, message, trial, self.finished, self.target, len(self._running)))
+
+    def _set(self, trial: optuna.Trial, attrs: dict[str, Any]) -> None:
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+
+    def _frozen(self, trial: optuna.Trial) -> FrozenTrial:
+        return self.study._storage.get_trial(trial._trial_id)
+
+    # ---- main loop ---------------------------------------------------------------------------
+    def run(self) -> RunSummary:
+        started = time.perf_counter()
+        recovered = recover_interrupted(self.study, "the driver stopped while this trial ran")
+        if recovered:
+            self._emit("note", f"marked {len(recovered)} interrupted trial(s) as failed and queued them again")
+        enqueue_anchors(self.study, self.space, self.spec.sampler.anchor_names)
+        for trial in self.study.get_trials(deepcopy=False):
+            self._remember(trial)
+        self.finished = self._finished()
+        summary = RunSummary(self.spec.name, self.storage, self.finished, self.target)
+        self.summary = summary
+        self._emit("setup", f"study '{self.spec.name}' in {self.storage}")
+        deadline = None if self.timeout_s is None else started + self.timeout_s
+        pool = self.pool_factory()
+        self.study.set_user_attr("run", {"target": self.target, "workers": pool.capacity})
+        try:
+            while True:
+                while (len(self._running) < pool.capacity
+                       and (self.target is None or self.finished + self._pending() < self.target)
+                       and (deadline is None or time.perf_counter() < deadline)):
+                    self._ask_one(pool)
+                if not self._running:
+                    break
+                for task, result in pool.wait():
+                    self._finish(pool, task, result)
+        except KeyboardInterrupt:
+            summary.interrupted = True
+            self._interrupt("stopped by the user (Ctrl-C) while this trial ran")
+        finally:
+            pool.shutdown()
+        summary.finished = self.finished
+        summary.wall_s = time.perf_counter() - started
+        if self.tracker is not None:
+            self.tracker.log_summary(self.study)
+        return summary
+
+    def _ask_one(self, pool: Pool) -> None:
+        trial = self.study.ask()
+        t0 = time.perf_counter()
+        anchor = trial.user_attrs.get("anchor")
+        try:
+            point = self._point(trial, anchor)
+        except InfeasiblePoint as error:
+            self._streak += 1
+            if self._streak >= MAX_INFEASIBLE_STREAK:
+                self._close(trial, TrialState.FAIL, {"failure": "infeasible", "reason": str(error)})
+                raise MirasError(
+                    f"{MAX_INFEASIBLE_STREAK} sampled points in a row broke the space's rules; "
+                    f"the last: {error}"
+                ) from None
+            self._close(trial, TrialState.FAIL, {"failure": "infeasible", "reason": str(error), "anchor": anchor})
+            return
+        self._streak = 0
+        key = point_key(point)
+        self._set(trial, {"point": point.model_dump(mode="json"), "point_key": key,
+                          "axes": point.axes, "anchor": anchor})
+        if self._check_limits(trial, point):
+            return
+        if key in self._done:
+            self._reuse(trial, self._done[key])
+            return
+        if key in self._by_key:
+            self._by_key[key].followers.append(trial)
+            return
+        self._submit(pool, trial, key, point, t0)
+
+    def _point(self, trial: optuna.Trial, anchor: str | None) -> ModelPoint:
+        if anchor is not None and not trial.params:  # a preset outside the space: its own axes
+            axes = preset(anchor).model_dump(mode="json", include={"memory", "bias", "retention", "algorithm"})
+            try:
+                point = ModelPoint.model_validate({**self.space.base, **axes})
+            except ValidationError as error:
+                raise InfeasiblePoint(f"anchor {anchor} does not fit the space's block: {error}") from None
+        else:
+            point = self.space.point_from_trial(trial)
+        try:
+            point = self.config.apply(point)
+        except ValueError as error:
+            raise InfeasiblePoint(f"the trial budget does not fit the point: {error}") from None
+        return point.model_copy(update={"name": anchor or f"{self.spec.name}-{trial.number}"})
+
+    def _check_limits(self, trial: optuna.Trial, point: ModelPoint) -> bool:
+        """Prune a point at once when a limit on a metric known before training rules it out."""
+        early = [lim for lim in self.spec.limits if lim.metric in PRE_TRAINING_METRICS]
+        if not early:
+            return False
+        known = {"params": float(param_count(point)), "state_size": float(state_size(point))}
+        broken = [lim for lim in early if lim.violation(known[lim.metric]) > 0]
+        if not broken:
+            return False
+        reason = "; ".join(f"{lim.metric} = {known[lim.metric]:,.0f} breaks {lim.describe()}" for lim in broken)
+        violations = [lim.violation(known[lim.metric]) if lim.metric in known else 0.0 for lim in self.spec.limits]
+        self._close(trial, TrialState.PRUNED, {
+            "metrics": known, "constraints": violations, "failure": "limit", "reason": reason, "curve": [],
+        })
+        return True
+
+    def _submit(self, pool: Pool, trial: optuna.Trial, key: str, point: ModelPoint, t0: float) -> None:
+        single = len(self.spec.objectives) == 1 and self.spec.pruner.kind != "none"
+        task = TrialTask(
+            trial_id=trial._trial_id, number=trial.number, study_name=self.spec.name,
+            storage=self.storage, point=point.model_dump(mode="json"),
+            config=self.config.model_dump(mode="json"), seeds=self.spec.seeds,
+            pruner=self.spec.pruner.model_dump(mode="json") if single else None,
+        )
+        worker = pool.submit(task)
+        trial.set_user_attr("worker", worker)
+        running = _Running(trial, key, task, t0)
+        self._running[trial.number] = running
+        self._by_key[key] = running
+        self._emit("started", f"trial {trial.number} on {worker.get('host')}:{worker.get('pid')}",
+                   self._frozen(trial))
+
+    def _finish(self, pool: Pool, task: TrialTask, raw: dict[str, Any]) -> None:
+        running = self._running.pop(task.number)
+        self._by_key.pop(running.key, None)
+        trial_s = float(raw.pop("trial_s", 0.0))
+        result = TrialResult.from_dict({k: v for k, v in raw.items() if k in TrialResult.__dataclass_fields__})
+        state, attrs, values = self._outcome(result)
+        self._close(running.trial, state, attrs, values)
+        self.summary.ran += 1
+        self.summary.trial_s.append(trial_s)
+        self.summary.overhead_s.append(time.perf_counter() - running.started - trial_s)
+        frozen = self._frozen(running.trial)
+        followers = running.followers
+        if followers:
+            if self._reusable(frozen):
+                for follower in followers:
+                    self._reuse(follower, frozen)
+            else:  # a failure that may not repeat (worker died, time limit...): run the next one
+                leader, rest = followers[0], followers[1:]
+                self._submit(pool, leader, running.key, ModelPoint.model_validate(task.point), time.perf_counter())
+                self._by_key[running.key].followers.extend(rest)
+
+    def _outcome(self, result: TrialResult) -> tuple[TrialState, dict[str, Any], list[float] | None]:
+        attrs: dict[str, Any] = {
+            "metrics": finite_metrics(result.metrics),
+            "curve": [[int(s), float(v)] for s, v in result.curve],
+        }
+        state = _STATES[result.status]
+        values = None
+        if result.status == "failed":
+            attrs.update(failure=result.failure, reason=result.reason)
+        elif result.status == "complete":
+            try:
+                values = [o.value(result.metrics) for o in self.spec.objectives]
+                attrs["constraints"] = [lim.violation(result.metrics[lim.metric]) for lim in self.spec.limits]
+            except KeyError as error:
+                name = error.args[0]
+                reason = name if " " in str(name) else f"limit metric '{name}' was not measured"
+                return TrialState.FAIL, {**attrs, "failure": "error", "reason": reason}, None
+            bad = [o.name for o, v in zip(self.spec.objectives, values, strict=True) if not math.isfinite(v)]
+            if bad:
+                reason = f"objective {', '.join(bad)} is not finite ({values})"
+                return TrialState.FAIL, {**attrs, "failure": "nan", "reason": reason}, None
+        return state, attrs, values
+
+    def _close(self, trial: optuna.Trial, state: TrialState, attrs: dict[str, Any],
+               values: list[float] | None = None) -> None:
+        self._set(trial, attrs)
+        self.study.tell(trial, values if state == TrialState.COMPLETE else None, state=state)
+        frozen = self._frozen(trial)
+        self._remember(frozen)
+        if counts_toward_budget(frozen):
+            self.finished += 1
+        if self.tracker is not None and frozen.user_attrs.get("failure") != "infeasible":
+            self.tracker.log_trial(self.study, frozen)
+        self._emit("finished", "", frozen)
+
+    def _reusable(self, trial: FrozenTrial) -> bool:
+        if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
+            return True
+        return trial.state == TrialState.FAIL and trial.user_attrs.get("failure") in REUSABLE_FAILURES
+
+    def _remember(self, trial: FrozenTrial) -> None:
+        key = trial.user_attrs.get("point_key")
+        if key and key not in self._done and self._reusable(trial):
+            self._done[key] = trial
+
+    def _reuse(self, trial: optuna.Trial, source: FrozenTrial) -> None:
+        """Close a duplicate with its source's outcome (no training)."""
+        keep = ("metrics", "curve", "constraints", "failure", "reason")
+        attrs = {k: source.user_attrs[k] for k in keep if k in source.user_attrs}
+        attrs["reused_from"] = source.user_attrs.get("reused_from", source.number)
+        self.summary.reused += 1
+        self._close(trial, source.state, attrs, source.values if source.state == TrialState.COMPLETE else None)
+
+    def _interrupt(self, reason: str) -> None:
+        """Mark this run's unfinished trials failed ("interrupted") and queue them again."""
+        for running in list(self._running.values()):
+            for trial in (running.trial, *running.followers):
+                try:
+                    self._set(trial, {"failure": "interrupted", "reason": reason})
+                    self.study.tell(trial, state=TrialState.FAIL)
+                    frozen = self._frozen(trial)
+                    requeue(self.study, frozen.params, frozen.user_attrs.get("anchor"), frozen.number)
+                except Exception as error:  # the next resume repairs whatever is left RUNNING
+                    log.warning("could not mark trial %d as interrupted: %s", trial.number, error)
+        self._running.clear()
+        self._by_key.clear()
+
+
+def run_study(study: StudyFile, pool_factory: Callable[[], Pool], **kwargs: Any) -> RunSummary:
+    """Run (or resume: it is the same) ``study`` with workers from ``pool_factory``."""
+    return StudyDriver(study, pool_factory, **kwargs).run()

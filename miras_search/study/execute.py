@@ -1,0 +1,112 @@
+"""The worker side of a trial: run a point (once per seed), reporting to the study for pruning.
+
+Runs the same way inside the driver (inline) and in a Ray worker; it only needs the storage URL
+to report intermediate values, so pruning decisions see every worker's curves.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+
+from miras_search.schema import ModelPoint
+from miras_search.study.samplers import make_pruner
+from miras_search.study.spec import PrunerSpec
+from miras_search.study.storage import make_storage
+from miras_search.trial import TrialConfig, TrialResult, run_trial
+
+log = logging.getLogger(__name__)
+_STUDIES: dict[tuple[str, str], optuna.Study] = {}
+
+
+@dataclass
+class TrialTask:
+    """Everything a worker needs to run one asked trial (plain data: it crosses process lines)."""
+
+    trial_id: int
+    number: int
+    study_name: str
+    storage: str | None
+    point: dict[str, Any]
+    config: dict[str, Any]
+    seeds: list[int] | None = None
+    pruner: dict[str, Any] | None = None  # None: no intermediate reports (multi-objective)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _study(task: TrialTask) -> optuna.Study:
+    key = (str(task.storage), task.study_name)
+    if key not in _STUDIES:
+        _STUDIES[key] = optuna.load_study(
+            study_name=task.study_name, storage=make_storage(str(task.storage)),
+            pruner=make_pruner(PrunerSpec(**task.pruner or {})),
+        )
+    return _STUDIES[key]
+
+
+def _reporter(task: TrialTask, study: optuna.Study | None):
+    if task.pruner is None or (study is None and task.storage is None):
+        return None
+    trial = optuna.Trial(study or _study(task), task.trial_id)
+    warned = []
+
+    def report(step: int, loss: float) -> bool:
+        try:
+            trial.report(loss if math.isfinite(loss) else float("inf"), step)
+            return not trial.should_prune()
+        except optuna.exceptions.UpdateFinishedTrialError:
+            return False  # the driver already closed this trial (interrupted run): stop
+        except Exception as error:  # a storage hiccup must not end the trial
+            if not warned:
+                log.warning("trial %d: intermediate report failed: %s", task.number, error)
+                warned.append(True)
+            return True
+
+    return report
+
+
+def execute(task: TrialTask, device: str | None = None, threads: int | None = None,
+            study: optuna.Study | None = None) -> dict[str, Any]:
+    """Run the task's point; returns ``TrialResult.to_dict()`` (never raises for the point).
+
+    With several ``seeds`` the point is trained once per seed; metrics are the mean over seeds
+    (``<metric>/seed<k>`` keeps each), the curve and pruning reports come from the first seed.
+    """
+    point = ModelPoint.model_validate(task.point)
+    config = TrialConfig.model_validate(task.config)
+    if threads is not None and config.threads is None:
+        config = config.model_copy(update={"threads": threads})
+    seeds = task.seeds or [None]
+    results: list[TrialResult] = []
+    try:
+        report = _reporter(task, study)
+        for index, seed in enumerate(seeds):
+            run_config = config if seed is None else config.model_copy(update={"seed": seed})
+            result = run_trial(point, run_config, report=report if index == 0 else None, device=device)
+            results.append(result)
+            if not result.ok:
+                break
+    except Exception as error:  # a bad data source or a bug: the trial fails, the study goes on
+        failed = TrialResult("failed", failure="error", reason=f"{type(error).__name__}: {error}")
+        return {**failed.to_dict(), "trial_s": sum(r.metrics.get("wall_s", 0.0) for r in results)}
+    out = _merge(results, seeds).to_dict()
+    out["trial_s"] = sum(r.metrics.get("wall_s", 0.0) for r in results)  # time inside run_trial
+    return out
+
+
+def _merge(results: list[TrialResult], seeds: list[int | None]) -> TrialResult:
+    last = results[-1]
+    if len(results) == 1 or not last.ok:
+        return last if len(results) == 1 else TrialResult(
+            last.status, last.metrics, results[0].curve, failure=last.failure,
+            reason=f"seed {seeds[len(results) - 1]}: {last.reason}",
+        )
+    names = set.intersection(*(set(r.metrics) for r in results))
+    metrics = {n: sum(r.metrics[n] for r in results) / len(results) for n in names}
+    for seed, result in zip(seeds, results, strict=False):
+        metrics.update({f"{n}/seed{seed}": v for n, v in result.metrics.items()})
+    return TrialResult("complete", metrics, results[0].curve)

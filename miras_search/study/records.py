@@ -1,0 +1,64 @@
+"""What a study stores per trial (the contract the report layer reads), and how it is counted.
+
+Trial user attrs: ``point`` (full ModelPoint dump), ``point_key`` (sha256 of the canonical point
+JSON), ``axes`` (memory/bias/retention/algorithm -> kind), ``anchor`` (preset name or None),
+``metrics``, ``curve`` ([step, train_loss] pairs), ``failure`` + ``reason`` (failed or pruned
+early), ``reused_from`` (a duplicate's source trial number), ``constraints`` (limit violations,
+<= 0 is feasible), ``worker`` (host/pid/device that ran it), ``requeued_from``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from typing import Any
+
+from optuna.trial import FrozenTrial, TrialState
+
+from miras_search.schema import ModelPoint
+
+NOT_COUNTED = ("interrupted", "infeasible")
+"""Failures that do not use up the trial budget: re-queued work and rejected samples."""
+
+REUSABLE_FAILURES = ("build", "nan", "diverged", "limit")
+"""Failures that a duplicate point would hit again (deterministic), so their outcome is reused."""
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+
+
+def canonical(point: ModelPoint) -> dict[str, Any]:
+    """The point without its label: two points with equal canonical data are the same model."""
+    return point.model_dump(mode="json", exclude={"name"})
+
+
+def point_key(point: ModelPoint) -> str:
+    text = json.dumps(canonical(point), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def finite_metrics(metrics: dict[str, float]) -> dict[str, float | str]:
+    """Metrics as JSON-able values (non-finite numbers become 'nan' / 'inf' strings)."""
+    return {k: (float(v) if math.isfinite(v) else str(v)) for k, v in metrics.items()}
+
+
+def counts_toward_budget(trial: FrozenTrial) -> bool:
+    if trial.state not in FINISHED:
+        return False
+    return not (trial.state == TrialState.FAIL and trial.user_attrs.get("failure") in NOT_COUNTED)
+
+
+def is_feasible(trial: FrozenTrial) -> bool:
+    return all(v <= 0 for v in trial.user_attrs.get("constraints") or [])
+
+
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dict -> ``{"memory.kind": ..., "train.lr": ...}`` (W&B configs, tables)."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat

@@ -1,0 +1,88 @@
+"""The study file's sampler and pruner as Optuna objects."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial
+
+from miras_search.errors import ConfigError, Problem
+from miras_search.space import Choice, FloatRange, IntRange, SearchSpace
+from miras_search.space.walk import encode_option, iter_nodes
+from miras_search.study.spec import PrunerSpec, StudyFile
+
+
+def grid_space(space: SearchSpace, source: str = "<study>") -> dict[str, list[Any]]:
+    """Every parameter of every branch with its values; ConfigError for a continuous range.
+
+    Parameters of branches a grid point does not take are simply not suggested: two grid points
+    that differ only there give the same model, which the study's de-duplication reuses.
+    """
+    grid: dict[str, list[Any]] = {}
+    for name, _, node in iter_nodes(space.spec.params):
+        if isinstance(node, Choice):
+            grid[name] = [encode_option(o) for o in node.options]
+        elif isinstance(node, IntRange):
+            low, high = node.int
+            grid[name] = list(range(low, high + 1, node.step))
+        elif isinstance(node, FloatRange):
+            low, high = node.float
+            if node.step is None and low != high:
+                raise ConfigError(source, [Problem(
+                    "sampler.kind", f"grid search needs discrete parameters; '{name}' is a "
+                    "continuous float range (give it a 'step' or use another sampler)",
+                )])
+            count = 1 if low == high else round((high - low) / node.step) + 1
+            grid[name] = [low + i * (node.step or 0.0) for i in range(count)]
+    return grid
+
+
+def grid_size(grid: dict[str, list[Any]]) -> int:
+    return math.prod(len(v) for v in grid.values())
+
+
+def constraints_func(count: int) -> Callable[[FrozenTrial], Sequence[float]]:
+    """Optuna's constraint hook: the trial's ``constraints`` user attr (<= 0 means feasible)."""
+
+    def read(trial: FrozenTrial) -> Sequence[float]:
+        return trial.user_attrs.get("constraints") or [0.0] * count
+
+    return read
+
+
+def make_sampler(study: StudyFile, space: SearchSpace) -> optuna.samplers.BaseSampler:
+    """The sampler of ``study.sampler`` (anchors-only studies use a seeded random sampler)."""
+    spec = study.sampler
+    options = dict(spec.options)
+    constraints = constraints_func(len(study.limits)) if study.limits else None
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    try:
+        if spec.kind == "tpe":
+            kwargs = {"multivariate": True, "group": True, "constraints_func": constraints}
+            return optuna.samplers.TPESampler(seed=spec.seed, **{**kwargs, **options})
+        if spec.kind == "nsgaii":
+            return optuna.samplers.NSGAIISampler(seed=spec.seed, constraints_func=constraints, **options)
+        if spec.kind == "cmaes":
+            options.setdefault("warn_independent_sampling", False)
+            return optuna.samplers.CmaEsSampler(seed=spec.seed, **options)
+        if spec.kind == "grid":
+            return optuna.samplers.GridSampler(grid_space(space, study.source), seed=spec.seed, **options)
+        return optuna.samplers.RandomSampler(seed=spec.seed, **options)
+    except TypeError as error:
+        raise ConfigError(study.source, [Problem("sampler.options", f"not accepted by {spec.kind}: {error}")]) from None
+
+
+def make_pruner(spec: PrunerSpec) -> optuna.pruners.BasePruner:
+    if spec.kind == "median":
+        return optuna.pruners.MedianPruner(
+            n_startup_trials=spec.n_startup_trials, n_warmup_steps=spec.n_warmup_steps
+        )
+    if spec.kind == "hyperband":
+        return optuna.pruners.HyperbandPruner(
+            min_resource=spec.min_resource, reduction_factor=spec.reduction_factor
+        )
+    return optuna.pruners.NopPruner()

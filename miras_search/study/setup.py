@@ -1,0 +1,107 @@
+"""Create, open and repair a study in its storage (the driver's first steps, also used by the CLI)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+from miras_search.errors import MirasError
+from miras_search.presets import preset
+from miras_search.space import SearchSpace
+from miras_search.study.samplers import make_pruner, make_sampler
+from miras_search.study.spec import StudyFile, load_study_file
+from miras_search.study.storage import default_storage, make_storage, normalise
+
+
+def storage_of(study: StudyFile, override: str | None = None) -> str:
+    """The study's storage: the override, else the file's ``storage``, else the default journal."""
+    chosen = override or study.storage
+    return normalise(chosen) if chosen else default_storage(study.run_dir, study.name)
+
+
+def create_study(study: StudyFile, storage: str, space: SearchSpace) -> optuna.Study:
+    """The Optuna study named after the file (loaded when it exists), with its sampler and pruner.
+
+    A new study gets the user attrs ``study_file``, ``objectives`` and ``space``; an existing one
+    must have the same objectives, or MirasError (a different study under the same name).
+    """
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    created = optuna.create_study(
+        study_name=study.name, storage=make_storage(storage), directions=study.directions,
+        sampler=make_sampler(study, space), pruner=make_pruner(study.pruner), load_if_exists=True,
+    )
+    stored = created.user_attrs.get("objectives")
+    if stored is None:
+        created.set_user_attr("study_file", study.model_dump(mode="json"))
+        created.set_user_attr("objectives", study.objective_records)
+        created.set_user_attr("space", space.name)
+    elif stored != study.objective_records:
+        raise MirasError(
+            f"the storage already holds a study named '{study.name}' with objectives "
+            f"{json.dumps(stored)}, not {json.dumps(study.objective_records)}; rename the study "
+            "or point 'storage' elsewhere"
+        )
+    return created
+
+
+def recover_interrupted(study: optuna.Study, reason: str) -> list[int]:
+    """Trials left RUNNING by a dead or stopped driver: mark them failed ("interrupted") and
+    queue their parameters again, so a resumed run measures them under new numbers."""
+    numbers = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        study._storage.set_trial_user_attr(trial._trial_id, "failure", "interrupted")
+        study._storage.set_trial_user_attr(trial._trial_id, "reason", reason)
+        study.tell(trial.number, state=TrialState.FAIL)
+        requeue(study, trial.params, trial.user_attrs.get("anchor"), trial.number)
+        numbers.append(trial.number)
+    return numbers
+
+
+def requeue(study: optuna.Study, params: dict, anchor: str | None, number: int) -> None:
+    attrs = {"requeued_from": number}
+    if anchor is not None:
+        attrs["anchor"] = anchor
+    study.enqueue_trial(params, user_attrs=attrs)
+
+
+def enqueue_anchors(study: optuna.Study, space: SearchSpace, names: list[str]) -> list[str]:
+    """Queue each named preset once per study (idempotent across resumes), before any sampling.
+
+    A preset whose four axes lie in the space is queued with its parameters (the sampler learns
+    from it); one outside the space is queued without parameters and built from the preset's axes
+    on the space's block and training settings.
+    """
+    seen = {t.user_attrs.get("anchor") for t in study.get_trials(deepcopy=False)}
+    queued = []
+    for name in names:
+        if name in seen:
+            continue
+        params = space.encode(preset(name), axes_only=True) or {}
+        study.enqueue_trial(params, user_attrs={"anchor": name})
+        queued.append(name)
+    return queued
+
+
+def open_study(study_file_or_name: str | Path | StudyFile, storage: str | None = None) -> optuna.Study:
+    """An existing study, by study file (path or StudyFile) or by name (+ storage).
+
+    With a name and no storage, the default journal ``runs/<name>/study.journal`` is used.
+    """
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if isinstance(study_file_or_name, StudyFile):
+        name, url = study_file_or_name.name, storage_of(study_file_or_name, storage)
+    elif str(study_file_or_name).endswith((".yaml", ".yml")) or Path(study_file_or_name).is_file():
+        spec = load_study_file(study_file_or_name)
+        name, url = spec.name, storage_of(spec, storage)
+    else:
+        name = str(study_file_or_name)
+        url = normalise(storage) if storage else default_storage("runs", name)
+    if not url.startswith(("sqlite:", "postgresql", "mysql")) and not Path(url).exists():
+        raise MirasError(f"no study '{name}' yet: its storage {url} does not exist (run it first)")
+    try:
+        return optuna.load_study(study_name=name, storage=make_storage(url))
+    except KeyError:
+        raise MirasError(f"the storage {url} holds no study named '{name}'") from None

@@ -1,0 +1,230 @@
+"""The YAML study format: space + trial config + objectives + sampler + pruner + budget + storage.
+
+```yaml
+type: study
+name: quickstart
+space: ../spaces/quickstart.yaml      # relative to this file (or to the working directory)
+trial: {data: [{task: text}], tokens: 32768}
+objectives:
+  - {metric: val_bpb, direction: minimize}
+  - {metric: tokens_per_s, direction: maximize}
+limits: [{metric: params, max: 2.0e5}]  # constraints: a point over budget is not trained
+sampler: {kind: nsgaii, seed: 0, anchors: [moneta, yaad, memora]}
+pruner: {kind: none}
+trials: 24
+```
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, PrivateAttr, field_validator, model_validator
+
+from miras_search.errors import ConfigError, MirasError, Problem
+from miras_search.presets import BASELINES, PRESET_AXES
+from miras_search.schema._base import Schema
+from miras_search.space import SearchSpace
+from miras_search.trial import Objective, TrialConfig
+from miras_search.validation import validate
+from miras_search.yamlio import LineMap, read_yaml
+
+SamplerKind = Literal["tpe", "nsgaii", "cmaes", "random", "grid", "anchors"]
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+# Metrics a trial knows before training (from the point alone): limits on them skip training.
+PRE_TRAINING_METRICS = ("params", "state_size")
+
+
+class Limit(Schema):
+    """A constraint on a measured metric: a point outside [min, max] is infeasible.
+
+    Limits on ``params`` or ``state_size`` are checked before training (the trial is pruned
+    at once, reason "limit"); others after training (samplers that support constraints, tpe and
+    nsgaii, learn from them; ``miras best`` shows only feasible points).
+    """
+
+    metric: str = Field(..., min_length=1)
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _bounded(self) -> Limit:
+        if self.min is None and self.max is None:
+            raise ValueError("a limit needs 'min' or 'max'")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"'min' {self.min:g} is above 'max' {self.max:g}")
+        return self
+
+    def violation(self, value: float) -> float:
+        """How far ``value`` is outside the limit (<= 0 when it is inside): Optuna's convention."""
+        over = value - self.max if self.max is not None else float("-inf")
+        under = self.min - value if self.min is not None else float("-inf")
+        return max(over, under)
+
+    def describe(self) -> str:
+        low = "" if self.min is None else f"{self.min:g} <= "
+        high = "" if self.max is None else f" <= {self.max:g}"
+        return f"{low}{self.metric}{high}"
+
+
+class SamplerSpec(Schema):
+    """How points are proposed. ``anchors`` are measured first (same budget as searched points)."""
+
+    kind: SamplerKind = "tpe"
+    seed: int = Field(0, ge=0)
+    anchors: list[str] | Literal["all"] = Field(
+        default_factory=lambda: list(BASELINES),
+        description="Named presets run first; 'all' for every preset, [] for none.",
+    )
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="Extra keyword arguments of the Optuna sampler."
+    )
+
+    @field_validator("anchors")
+    @classmethod
+    def _known(cls, value: list[str] | str) -> list[str] | str:
+        if isinstance(value, list):
+            unknown = [n for n in value if n not in PRESET_AXES]
+            if unknown:
+                raise ValueError(f"unknown preset(s) {', '.join(unknown)}; known: {', '.join(PRESET_AXES)}")
+            if len(set(value)) != len(value):
+                raise ValueError("an anchor is listed twice")
+        return value
+
+    @property
+    def anchor_names(self) -> list[str]:
+        return list(PRESET_AXES) if self.anchors == "all" else list(self.anchors)
+
+
+class PrunerSpec(Schema):
+    """Early stopping of bad trials from their training-loss curve (single objective only)."""
+
+    kind: Literal["median", "hyperband", "none"] = "median"
+    n_startup_trials: int = Field(4, ge=0, description="median: trials finished before pruning starts.")
+    n_warmup_steps: int = Field(0, ge=0, description="median: steps before a trial can be pruned.")
+    min_resource: int = Field(1, ge=1, description="hyperband: smallest step budget.")
+    reduction_factor: int = Field(3, ge=2, description="hyperband: successive halving rate.")
+
+
+class ParallelSpec(Schema):
+    """Where trials run: Ray workers (a local instance by default), one trial per worker."""
+
+    workers: int = Field(1, ge=1, le=1024)
+    address: str | None = Field(None, description="Join a running Ray cluster (e.g. 'auto', 'host:6379').")
+    gpus_per_trial: float | None = Field(
+        None, ge=0, description="Default: 1 when the cluster has GPUs, else 0."
+    )
+
+
+class TrackingSpec(Schema):
+    """W&B: one run per trial and a summary run. Offline by default (no login, no network)."""
+
+    wandb: Literal["offline", "online", "off"] = "offline"
+    project: str = "miras-search"
+    entity: str | None = None
+
+
+class StudyFile(Schema):
+    """A declared study: what to search, how to measure, how to search, where to keep results."""
+
+    type: Literal["study"] = "study"
+    name: str = Field(..., min_length=1, max_length=120, description="Optuna study name; runs/<name>/.")
+    description: str = ""
+    space: str = Field(..., min_length=1, description="Space file, relative to this file.")
+    trial: TrialConfig = Field(default_factory=TrialConfig)
+    objectives: list[Objective] = Field(default_factory=lambda: [Objective()], min_length=1)
+    limits: list[Limit] = Field(default_factory=list)
+    sampler: SamplerSpec = Field(default_factory=SamplerSpec)
+    pruner: PrunerSpec = Field(default_factory=PrunerSpec)
+    trials: int | None = Field(None, ge=1, description="Finished trials to reach (anchors included).")
+    timeout_s: float | None = Field(None, gt=0, description="Wall-clock budget of one run/resume.")
+    seeds: list[int] | None = Field(
+        None, min_length=1, description="Train every point once per seed; metrics are averaged."
+    )
+    storage: str | None = Field(
+        None, description="Optuna storage URL or journal file path (default runs/<name>/study.journal)."
+    )
+    run_dir: str = Field("runs", description="Folder of the study's outputs (journal, W&B runs).")
+    parallel: ParallelSpec = Field(default_factory=ParallelSpec)
+    tracking: TrackingSpec = Field(default_factory=TrackingSpec)
+
+    _source: str = PrivateAttr("<study>")
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError("use letters, digits, '_', '-' and '.' only (it names a folder)")
+        return value
+
+    @model_validator(mode="after")
+    def _coherent(self) -> StudyFile:
+        multi = len(self.objectives) > 1
+        if multi and self.pruner.kind != "none":
+            raise ValueError("pruner.kind: pruning needs a single objective; use 'pruner: {kind: none}'")
+        if multi and self.sampler.kind == "cmaes":
+            raise ValueError("sampler.kind: cmaes is single-objective; use nsgaii, tpe or random")
+        if self.trials is None and self.timeout_s is None and self.sampler.kind not in ("grid", "anchors"):
+            raise ValueError("trials: give 'trials' (a number of finished trials) or 'timeout_s'")
+        names = [o.name for o in self.objectives]
+        if len(set(names)) != len(names):
+            raise ValueError("objectives: an objective is listed twice")
+        return self
+
+    @property
+    def source(self) -> str:
+        return self._source
+
+    @property
+    def objective_records(self) -> list[dict[str, str]]:
+        """``[{"name", "direction"}]`` in file order (the study's ``objectives`` user attr)."""
+        return [{"name": o.name, "direction": o.direction} for o in self.objectives]
+
+    @property
+    def directions(self) -> list[str]:
+        return [o.direction for o in self.objectives]
+
+    def space_path(self) -> Path:
+        """The space file: absolute, else next to the study file, else from the working dir."""
+        path = Path(self.space)
+        if path.is_absolute():
+            return path
+        beside = Path(self._source).parent / path if self._source != "<study>" else path
+        return beside if beside.exists() else path
+
+    def load_space(self) -> SearchSpace:
+        path = self.space_path()
+        if not path.exists():
+            raise ConfigError(self._source, [Problem("space", f"space file '{self.space}' not found")])
+        return SearchSpace.load(path)
+
+    def out_dir(self) -> Path:
+        return Path(self.run_dir) / self.name
+
+
+def load_study_dict(data: dict[str, Any], source: str = "<study>",
+                    lines: LineMap | None = None) -> StudyFile:
+    """Validate a study mapping (and, when ``source`` is a file, that its space file loads)."""
+    study = validate(StudyFile, data, source, lines)
+    study._source = source
+    if source != "<study>" and Path(source).exists():
+        try:
+            study.load_space()
+        except ConfigError as error:
+            if error.source == source:
+                raise
+            raise ConfigError(source, [Problem(
+                "space", f"the space file does not load: {error}", (lines or {}).get(("space",))
+            )]) from None
+        except MirasError as error:
+            raise ConfigError(source, [Problem("space", str(error), (lines or {}).get(("space",)))]) from None
+    return study
+
+
+def load_study_file(path: str | Path) -> StudyFile:
+    """A validated study file; ConfigError names each bad field and its line."""
+    data, lines = read_yaml(path)
+    return load_study_dict(data, str(path), lines)

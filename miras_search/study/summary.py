@@ -1,0 +1,121 @@
+"""Read a study back: counts by state, best trials per objective, the Pareto front, an ETA."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from miras_search.study.records import counts_toward_budget, is_feasible
+
+
+@dataclass
+class StudyStatus:
+    name: str
+    finished: int
+    target: int | None
+    complete: int
+    pruned: int
+    failed: int
+    interrupted: int
+    running: int
+    waiting: int
+    reused: int
+    objectives: list[dict[str, str]]
+    best: list[FrozenTrial | None] = field(default_factory=list)  # per objective
+    eta_s: float | None = None
+    mean_trial_s: float | None = None
+
+
+def objective_records(study: optuna.Study) -> list[dict[str, str]]:
+    stored = study.user_attrs.get("objectives")
+    if stored:
+        return stored
+    return [{"name": f"value{i}", "direction": d.name.lower()} for i, d in enumerate(study.directions)]
+
+
+def _better(direction: str):
+    return min if direction == "minimize" else max
+
+
+def feasible_complete(study: optuna.Study) -> list[FrozenTrial]:
+    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if is_feasible(t)]
+
+
+def ranked(study: optuna.Study) -> list[FrozenTrial]:
+    """Feasible complete trials, best first: by the objective (single) or Pareto rank then the
+    first objective (multi). Duplicates that reused a result are left out (their source counts)."""
+    trials = [t for t in feasible_complete(study) if "reused_from" not in t.user_attrs]
+    records = objective_records(study)
+    signs = [1.0 if r["direction"] == "minimize" else -1.0 for r in records]
+    keyed = [[s * v for s, v in zip(signs, t.values, strict=True)] for t in trials]
+    rank = _pareto_ranks(keyed) if len(records) > 1 else [0] * len(trials)
+    order = sorted(range(len(trials)), key=lambda i: (rank[i], keyed[i][0], trials[i].number))
+    return [trials[i] for i in order]
+
+
+def pareto_front(study: optuna.Study) -> list[FrozenTrial]:
+    trials = ranked(study)
+    if len(objective_records(study)) == 1:
+        return trials[:1]
+    records = objective_records(study)
+    signs = [1.0 if r["direction"] == "minimize" else -1.0 for r in records]
+    keyed = [[s * v for s, v in zip(signs, t.values, strict=True)] for t in trials]
+    ranks = _pareto_ranks(keyed)
+    return [t for t, r in zip(trials, ranks, strict=True) if r == 0]
+
+
+def _pareto_ranks(points: list[list[float]]) -> list[int]:
+    """Non-domination rank of each point (0 = Pareto front), all objectives minimised."""
+    remaining = set(range(len(points)))
+    ranks = [0] * len(points)
+    level = 0
+    while remaining:
+        front = {
+            i for i in remaining
+            if not any(_dominates(points[j], points[i]) for j in remaining if j != i)
+        }
+        for i in front:
+            ranks[i] = level
+        remaining -= front
+        level += 1
+    return ranks
+
+
+def _dominates(a: list[float], b: list[float]) -> bool:
+    return all(x <= y for x, y in zip(a, b, strict=True)) and any(x < y for x, y in zip(a, b, strict=True))
+
+
+def status(study: optuna.Study) -> StudyStatus:
+    trials = study.get_trials(deepcopy=False)
+    by_state = {s: [t for t in trials if t.state == s] for s in TrialState}
+    interrupted = sum(1 for t in by_state[TrialState.FAIL] if t.user_attrs.get("failure") == "interrupted")
+    run = study.user_attrs.get("run") or {}
+    records = objective_records(study)
+    feasible = feasible_complete(study)
+    best = []
+    for i, record in enumerate(records):
+        pick = _better(record["direction"])
+        best.append(pick(feasible, key=lambda t, i=i: t.values[i]) if feasible else None)
+    trained = [
+        (t.datetime_complete - t.datetime_start).total_seconds() for t in trials
+        if counts_toward_budget(t) and t.datetime_start and t.datetime_complete
+        and "reused_from" not in t.user_attrs and t.user_attrs.get("failure") != "limit"
+    ]
+    finished = sum(counts_toward_budget(t) for t in trials)
+    target = run.get("target")
+    mean = sum(trained) / len(trained) if trained else None
+    eta = None
+    if mean is not None and target is not None:
+        workers = max(1, int(run.get("workers", 1)))
+        eta = max(0, target - finished) * mean / workers
+    return StudyStatus(
+        name=study.study_name, finished=finished, target=target,
+        complete=len(by_state[TrialState.COMPLETE]), pruned=len(by_state[TrialState.PRUNED]),
+        failed=len(by_state[TrialState.FAIL]) - interrupted, interrupted=interrupted,
+        running=len(by_state[TrialState.RUNNING]), waiting=len(by_state[TrialState.WAITING]),
+        reused=sum(1 for t in trials if "reused_from" in t.user_attrs), objectives=records,
+        best=best, eta_s=eta if eta is None or math.isfinite(eta) else None, mean_trial_s=mean,
+    )

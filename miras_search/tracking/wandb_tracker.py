@@ -1,0 +1,114 @@
+"""W&B tracking: one run per finished trial, one summary run with the leaderboard.
+
+Offline by default (``WANDB_MODE=offline``: no login, no network; runs land under
+``<run_dir>/<study>/wandb`` and can be uploaded later with ``wandb sync``). Nothing here can fail
+a study: the first W&B error is logged once and tracking turns itself off.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from miras_search.study.records import flatten, is_feasible
+
+log = logging.getLogger(__name__)
+AXES = ("memory", "bias", "retention", "algorithm")
+
+
+class WandbTracker:
+    """Logs trials of one study to W&B (``mode``: offline, online); see the module docstring."""
+
+    def __init__(self, study_name: str, out_dir: str | Path, mode: str = "offline",
+                 project: str = "miras-search", entity: str | None = None):
+        self.study_name, self.mode, self.project, self.entity = study_name, mode, project, entity
+        self.dir = Path(out_dir)
+        self.enabled = mode != "off"
+        self.error: str | None = None
+        self._wandb: Any = None
+
+    def _module(self):
+        if self._wandb is None:
+            os.environ.setdefault("WANDB_SILENT", "true")
+            if self.mode == "offline":
+                os.environ["WANDB_MODE"] = "offline"
+            self.dir.mkdir(parents=True, exist_ok=True)
+            import wandb
+
+            self._wandb = wandb
+        return self._wandb
+
+    def _guard(self, what: str, action) -> None:
+        if not self.enabled:
+            return
+        try:
+            action()
+        except Exception as error:  # W&B missing, offline dir unwritable, network down...
+            self.enabled = False
+            self.error = f"{type(error).__name__}: {error}"
+            log.warning("W&B tracking is off for the rest of this run (%s failed: %s)", what, self.error)
+
+    def _init(self, **kwargs: Any):
+        wandb = self._module()
+        return wandb.init(
+            project=self.project, entity=self.entity, group=self.study_name, dir=str(self.dir),
+            mode=self.mode, reinit="create_new", **kwargs,
+        )
+
+    def log_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self._guard(f"logging trial {trial.number}", lambda: self._log_trial(study, trial))
+
+    def _log_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        attrs = trial.user_attrs
+        axes = attrs.get("axes") or {}
+        config = flatten(attrs.get("point") or {})
+        config.update({"trial": trial.number, "anchor": attrs.get("anchor"), "state": trial.state.name,
+                       "reused_from": attrs.get("reused_from")})
+        tags = [f"{axis}:{axes[axis]}" for axis in AXES if axis in axes]
+        if attrs.get("anchor"):
+            tags.append(f"anchor:{attrs['anchor']}")
+        run = self._init(name=f"{self.study_name}-trial-{trial.number}", job_type="trial",
+                         config=config, tags=tags)
+        try:
+            for step, loss in attrs.get("curve") or []:
+                run.log({"train_loss": loss}, step=int(step))
+            summary = {f"metrics/{k}": v for k, v in (attrs.get("metrics") or {}).items()}
+            records = study.user_attrs.get("objectives") or []
+            for record, value in zip(records, trial.values or [], strict=False):
+                summary[f"objective/{record['name']}"] = value
+            summary.update(state=trial.state.name, failure=attrs.get("failure"), reason=attrs.get("reason"))
+            run.summary.update(summary)
+        finally:
+            run.finish()
+
+    def log_summary(self, study: optuna.Study) -> None:
+        self._guard("the study summary", lambda: self._log_summary(study))
+
+    def _log_summary(self, study: optuna.Study) -> None:
+        wandb = self._module()
+        records = study.user_attrs.get("objectives") or []
+        names = [r["name"] for r in records]
+        columns = ["trial", "anchor", *AXES, *names, "feasible", "reused_from"]
+        rows = []
+        complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+        sign = 1.0 if not records or records[0]["direction"] == "minimize" else -1.0
+        for trial in sorted(complete, key=lambda t: sign * t.values[0]):
+            axes = trial.user_attrs.get("axes") or {}
+            rows.append([trial.number, trial.user_attrs.get("anchor"), *(axes.get(a) for a in AXES),
+                         *trial.values, is_feasible(trial), trial.user_attrs.get("reused_from")])
+        counts = {state.name.lower(): 0 for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
+        for trial in study.get_trials(deepcopy=False):
+            if trial.state.name.lower() in counts:
+                counts[trial.state.name.lower()] += 1
+        run = self._init(name=f"{self.study_name}-summary", job_type="summary",
+                         config={"study": study.user_attrs.get("study_file") or {}})
+        try:
+            run.log({"leaderboard": wandb.Table(columns=columns, data=rows)})
+            run.summary.update({f"trials/{k}": v for k, v in counts.items()})
+        finally:
+            run.finish()
