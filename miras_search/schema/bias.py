@@ -37,12 +37,21 @@ class HuberBias(Schema):
 
     - ``coordinate``: per coordinate; grad = clip(e, -delta, delta) k^T.
     - ``norm``: on ||e||; grad = e k^T if ||e|| <= delta else delta e / ||e|| k^T.
-    - ``switch`` (Yaad): grad = e k^T if ||e|| <= delta else delta sign(e) k^T.
+    - ``switch`` (Yaad): grad = e k^T if ||e|| <= delta else delta sign(e) k^T
+      (sign(e) ~ tanh(c e) when ``smooth``, the default).
     """
 
     kind: Literal["huber"] = "huber"
     variant: Literal["coordinate", "norm", "switch"] = "coordinate"
     delta: Gate = Field(default_factory=lambda: Gate(mode="constant", value=1.0))
+    smooth: bool = Field(
+        True,
+        description=(
+            "switch only: sign(e) ~ tanh(sharpness * e) in the l1 branch, so that the values keep "
+            "a gradient there (with the exact sign, tokens past the threshold teach v nothing)."
+        ),
+    )
+    sharpness: float = Field(10.0, gt=0.0, description="c in tanh(c e) (switch with smooth).")
 
     @model_validator(mode="after")
     def _delta_positive(self) -> HuberBias:
