@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import html
 import io
 import json
 import math
@@ -24,7 +25,13 @@ from miras_search.cli import app
 from miras_search.errors import MirasError
 from miras_search.points import load_point
 from miras_search.presets import NAMED_MODELS, preset
-from miras_search.report import build_report, confirm_study, export_top, open_report_study
+from miras_search.report import (
+    ConfirmResult,
+    build_report,
+    confirm_study,
+    export_top,
+    open_report_study,
+)
 from miras_search.report.dashboard import dashboard_app
 from miras_search.report.leaderboard import shown_metrics
 from miras_search.report.study_data import AXES
@@ -292,7 +299,7 @@ def test_export_load_train_round_trip(real_study, tmp_path):
     assert "validation loss" in result.output
 
 
-def test_proxy_check_correlations(real_study):
+def test_proxy_check_correlations(real_study, tmp_path):
     _, study = real_study
     result = confirm_study(study, top=2, scale=2, seeds=(0, 1), resamples=500)
     labels = [e.label for e in result.entries]
@@ -311,6 +318,16 @@ def test_proxy_check_correlations(real_study):
     assert rho.low <= rho.value <= rho.high and "bootstrap" in result.method
     assert ("does NOT predict" in result.verdict) == (result.predicts is False)
 
+    result.write_json(tmp_path / "confirm.json")
+    again = ConfirmResult.read_json(tmp_path / "confirm.json")
+    assert again.correlations == result.correlations and again.entries == result.entries
+    report = build_report(study, tmp_path / "with-confirm", confirm=again)
+    page = _parse(report.html)
+    assert "Proxy check (short vs long training)" in page.titles
+    assert [r[1][0] for r in page.tables["confirm"]] == labels
+    assert (report.html.parent / "proxy_check.png") in report.images
+    assert result.verdict in html.unescape(report.html.read_text())
+
 
 def test_dashboard_serves_the_study(real_study):
     _, study = real_study
@@ -327,3 +344,23 @@ def test_dashboard_serves_the_study(real_study):
     assert answer["status"].startswith("200")
     names = [s["study_name"] for s in json.loads(body)["study_summaries"]]
     assert NAME in names
+
+
+def test_report_on_the_study_runner(tmp_path):
+    """The same checks on a study run by the study package's own driver (in-process pool)."""
+    study_api = pytest.importorskip("miras_search.study", reason="the study package is not installed")
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump(SPACE, sort_keys=False))
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump({
+        "type": "study", "name": "runner-test", "space": "space.yaml", "trial": TRIAL,
+        "objectives": OBJECTIVES[:1], "sampler": {"kind": "random", "seed": 1, "anchors": list(NAMED_MODELS)},
+        "pruner": {"kind": "none"}, "trials": 5, "run_dir": str(tmp_path / "runs"),
+    }, sort_keys=False))
+    study_api.run_study(study_api.load_study_file(path), lambda: study_api.InlinePool())
+    study = open_report_study(path)
+    report = build_report(study, tmp_path / "report")
+    rows = _parse(report.html).tables["leaderboard"]
+    assert [int(c[1]) for _, c in rows] == _expected_order(study)
+    assert {c[2] for cls, c in rows if cls == "named"} == set(NAMED_MODELS)
+    exported = export_top(study, 1, tmp_path / "points")
+    assert load_point(exported[0]) == ModelPoint.model_validate(study.trials[int(rows[0][1][1])].user_attrs["point"])

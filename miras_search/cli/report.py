@@ -89,8 +89,8 @@ def confirm(
                       f"{entry.long_std:.2g}", f"{len(entry.long)}/{len(result.seeds)}")
     console.print(table)
     for correlation in result.correlations:
-        console.print(f"{correlation.describe()}  [{result.method}]", highlight=False)
-    console.print(f"[bold]{result.verdict}[/]", highlight=False)
+        console.print(f"{correlation.describe()}  ({result.method})", highlight=False, markup=False)
+    console.print(result.verdict, style="bold", highlight=False, markup=False)
     console.print(f"wrote {folder / 'confirm.json'} (`miras report` includes it)")
 
 

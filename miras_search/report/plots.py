@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
@@ -40,9 +41,11 @@ def leaderboard_figure(shown: Sequence[TrialRow], objective: ObjectiveInfo, top:
     return fig
 
 
-def _staircase(ax, x: np.ndarray, y: np.ndarray, mask: np.ndarray) -> None:
+def _staircase(ax, x: np.ndarray, y: np.ndarray, mask: np.ndarray, x_minimized: bool) -> None:
+    """The edge of the region the front dominates (it lies away from the better corner)."""
     order = np.argsort(x[mask])
-    ax.plot(x[mask][order], y[mask][order], drawstyle="steps-post", color="black", lw=1, alpha=0.6)
+    style = "steps-post" if x_minimized else "steps-pre"
+    ax.plot(x[mask][order], y[mask][order], drawstyle=style, color="black", lw=1, alpha=0.6)
 
 
 def pareto_figure(rows: Sequence[TrialRow], quality: ObjectiveInfo, study_front: set[int],
@@ -63,7 +66,7 @@ def pareto_figure(rows: Sequence[TrialRow], quality: ObjectiveInfo, study_front:
         x = np.array([r.metrics[metric] for r in have])
         y = np.array([r.values[0] for r in have])  # type: ignore[index]
         mask = pareto_mask(np.stack([x, y], 1), [minimize, quality.minimize])
-        _staircase(ax, x, y, mask)
+        _staircase(ax, x, y, mask, minimize)
         ax.scatter(x, y, c=[_color(r, top) for r in have], s=28, zorder=3)
         stars = [i for i, r in enumerate(have) if r.number in study_front]
         if stars:
@@ -100,6 +103,12 @@ def importance_figure(importances: Sequence[Importances]) -> Figure:
     return fig
 
 
+def _series_colors(rows: Sequence[TrialRow]) -> list[tuple[float, ...]]:
+    """One distinct colour per row (a line or a bar group), tab10 then tab20."""
+    cmap = matplotlib.colormaps["tab10" if len(rows) <= 10 else "tab20"]
+    return [cmap(i % cmap.N) for i in range(len(rows))]
+
+
 def curves_figure(top_rows: Sequence[TrialRow], anchors: Sequence[TrialRow]) -> Figure | None:
     """Training-loss curves: the top searched points (solid) against the anchors (dashed)."""
     drawn = [r for r in (*top_rows, *anchors) if r.curve]
@@ -107,11 +116,9 @@ def curves_figure(top_rows: Sequence[TrialRow], anchors: Sequence[TrialRow]) -> 
         return None
     fig = Figure(figsize=(7.5, 4.5), layout="constrained")
     ax = fig.add_subplot()
-    for row in drawn:
+    for row, color in zip(drawn, _series_colors(drawn), strict=True):
         steps, losses = zip(*row.curve, strict=True)
-        style = "--" if row.anchor else "-"
-        ax.plot(steps, losses, style, lw=1.4, label=row.label,
-                color=COLORS[role(row)] if row.anchor else None)
+        ax.plot(steps, losses, "--" if row.anchor else "-", lw=1.4, label=row.label, color=color)
     ax.set_xlabel("step")
     ax.set_ylabel("training loss")
     ax.set_title("learning curves: top points (solid) vs anchors (dashed)", fontsize=9)
@@ -133,14 +140,15 @@ def tasks_figure(rows: Sequence[TrialRow]) -> Figure | None:
     ax = fig.add_subplot()
     width = 0.8 / len(rows)
     x = np.arange(len(tasks))
-    for index, row in enumerate(rows):
+    for index, (row, color) in enumerate(zip(rows, _series_colors(rows), strict=True)):
         scores = [row.metrics.get(f"acc/{t}", np.nan) for t in tasks]
-        color = COLORS[role(row)] if row.anchor else None
-        ax.bar(x + index * width - 0.4 + width / 2, scores, width, label=row.label, color=color)
+        bars = ax.bar(x + index * width - 0.4 + width / 2, scores, width, label=row.label,
+                      color=color, hatch="//" if row.anchor else None, edgecolor="white")
+        ax.bar_label(bars, fmt="%.2f", fontsize=6)  # so that a zero score still shows
     ax.set_xticks(x, tasks)
     ax.set_ylim(0, 1)
     ax.set_ylabel("answer accuracy")
-    ax.set_title("synthetic recall tasks: top points and anchors", fontsize=9)
+    ax.set_title("synthetic recall tasks: top points and anchors (hatched)", fontsize=9)
     ax.legend(fontsize=7, ncol=2)
     return fig
 
