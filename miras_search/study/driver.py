@@ -111,6 +111,7 @@ class StudyDriver:
         self._running: dict[int, _Running] = {}  # trial number -> in flight
         self._by_key: dict[str, _Running] = {}
         self._streak = 0
+        self.finished = 0
 
     def _default_target(self) -> int | None:
         if self.spec.sampler.kind == "anchors":
@@ -140,8 +141,6 @@ class StudyDriver:
     def run(self) -> RunSummary:
         started = time.perf_counter()
         recovered = recover_interrupted(self.study, "the driver stopped while this trial ran")
-        if recovered:
-            self._emit("note", f"marked {len(recovered)} interrupted trial(s) as failed and queued them again")
         enqueue_anchors(self.study, self.space, self.spec.sampler.anchor_names)
         for trial in self.study.get_trials(deepcopy=False):
             self._remember(trial)
@@ -149,6 +148,9 @@ class StudyDriver:
         summary = RunSummary(self.spec.name, self.storage, self.finished, self.target)
         self.summary = summary
         self._emit("setup", f"study '{self.spec.name}' in {self.storage}")
+        if recovered:
+            self._emit("note", f"trial(s) {', '.join(map(str, recovered))} were running when the "
+                       "last driver stopped: marked failed ('interrupted') and queued again")
         deadline = None if self.timeout_s is None else started + self.timeout_s
         pool = self.pool_factory()
         self.study.set_user_attr("run", {"target": self.target, "workers": pool.capacity})
@@ -297,7 +299,14 @@ class StudyDriver:
     def _close(self, trial: optuna.Trial, state: TrialState, attrs: dict[str, Any],
                values: list[float] | None = None) -> None:
         self._set(trial, attrs)
-        self.study.tell(trial, values if state == TrialState.COMPLETE else None, state=state)
+        if attrs.get("constraints") and hasattr(trial, "set_constraint"):  # Optuna >= 5
+            for limit, value in zip(self.spec.limits, attrs["constraints"], strict=True):
+                trial.set_constraint(limit.describe(), value if math.isfinite(value) else math.inf)
+        try:
+            self.study.tell(trial, values if state == TrialState.COMPLETE else None, state=state)
+        except RuntimeError as error:  # GridSampler stops the study when its grid is used up
+            if "Study.stop" not in str(error):
+                raise
         frozen = self._frozen(trial)
         self._remember(frozen)
         if counts_toward_budget(frozen):

@@ -58,7 +58,9 @@ def make_sampler(study: StudyFile, space: SearchSpace) -> optuna.samplers.BaseSa
     """The sampler of ``study.sampler`` (anchors-only studies use a seeded random sampler)."""
     spec = study.sampler
     options = dict(spec.options)
-    constraints = constraints_func(len(study.limits)) if study.limits else None
+    constraints = None  # Optuna >= 5 reads trial.set_constraint; older versions need the hook
+    if study.limits and not hasattr(optuna.trial.Trial, "set_constraint"):
+        constraints = constraints_func(len(study.limits))
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     try:
         if spec.kind == "tpe":

@@ -55,7 +55,8 @@ def recover_interrupted(study: optuna.Study, reason: str) -> list[int]:
         study._storage.set_trial_user_attr(trial._trial_id, "failure", "interrupted")
         study._storage.set_trial_user_attr(trial._trial_id, "reason", reason)
         study.tell(trial.number, state=TrialState.FAIL)
-        requeue(study, trial.params, trial.user_attrs.get("anchor"), trial.number)
+        params = {**trial.system_attrs.get("fixed_params", {}), **trial.params}  # asked, maybe not sampled
+        requeue(study, params, trial.user_attrs.get("anchor"), trial.number)
         numbers.append(trial.number)
     return numbers
 

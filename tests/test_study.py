@@ -1,0 +1,230 @@
+"""Studies in one process (no Ray): the study file, the stored contract, resume, de-duplication,
+failures, limits, samplers and the status / best commands."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState
+from typer.testing import CliRunner
+
+from miras_search.cli import app
+from miras_search.errors import ConfigError
+from miras_search.points import point_from_dict
+from miras_search.schema import ModelPoint
+from miras_search.study import InlinePool, load_study_dict, load_study_file, open_study, run_study
+
+TINY_SPACE = {
+    "type": "space", "name": "tiny", "preset": "gated_deltanet",
+    "base": {"block": {"d_model": 32, "n_heads": 2, "n_layers": 1, "max_seq_len": 512}},
+    "params": {
+        "bias": {"kind": {"choice": ["l2", "dot"]}},
+        "retention": {"kind": {"choice": {"l2": {"alpha": {"value": {"float": [0.8, 0.99]}}}, "none": {}}}},
+        "algorithm": {"kind": {"choice": ["gd", "momentum"]}},
+    },
+}
+TINY_TRIAL = {"data": [{"task": "text"}], "tokens": 896, "batch_size": 4, "seq_len": 32,
+              "eval_batches": 1, "report_every": 2}
+
+
+def write_study(folder: Path, space_data: dict | None = None, **fields) -> Path:
+    """A study of the tiny space under ``folder`` (its outputs in folder/runs); ``fields`` override."""
+    (folder / "space.yaml").write_text(yaml.safe_dump(space_data or TINY_SPACE))
+    study = {
+        "type": "study", "name": "tiny", "space": "space.yaml", "trial": TINY_TRIAL,
+        "objectives": [{"metric": "val_bpb"}], "sampler": {"kind": "tpe", "anchors": []},
+        "pruner": {"kind": "none"}, "trials": 3, "run_dir": str(folder / "runs"),
+        "tracking": {"wandb": "off"},
+    }
+    study.update(fields)
+    path = folder / "study.yaml"
+    path.write_text(yaml.safe_dump(study))
+    return path
+
+
+def run_inline(path: Path, **kwargs):
+    return run_study(load_study_file(path), lambda: InlinePool(threads=1), **kwargs)
+
+
+def trials_of(path: Path) -> list[optuna.trial.FrozenTrial]:
+    return open_study(load_study_file(path)).get_trials()
+
+
+@pytest.mark.parametrize(("change", "field", "words"), [
+    ({"objectives": [{"metric": "val_bpb"}, {"metric": "tokens_per_s", "direction": "maximize"}],
+      "pruner": {"kind": "median"}}, "pruner.kind", "single objective"),
+    ({"sampler": {"anchors": ["monetta"]}}, "sampler.anchors", "monetta"),
+    ({"trials": None}, "trials", "timeout_s"),
+    ({"space": "nowhere.yaml"}, "space", "not found"),
+    ({"limits": [{"metric": "params"}]}, "limits.0", "'min' or 'max'"),
+    ({"name": "bad name/x"}, "name", "letters"),
+])
+def test_bad_study_files_name_the_field(tmp_path, change, field, words):
+    path = write_study(tmp_path, **change)
+    with pytest.raises(ConfigError) as caught:
+        load_study_file(path)
+    text = str(caught.value)
+    assert field in text and words in text, text
+
+
+def test_validate_command_accepts_the_shipped_studies(root):
+    studies = sorted(str(p) for p in (root / "studies").glob("*.yaml"))
+    assert {Path(s).name for s in studies} >= {"quickstart.yaml", "beyond-miras.yaml", "table1.yaml"}
+    result = CliRunner().invoke(app, ["validate", *studies])
+    assert result.exit_code == 0, result.output
+    quick = load_study_file(root / "studies" / "quickstart.yaml")
+    assert {"moneta", "yaad", "memora"} <= set(quick.sampler.anchor_names)
+
+
+def test_run_stores_the_contract_and_measures_anchors_first(tmp_path):
+    path = write_study(tmp_path, trials=4, sampler={"kind": "tpe", "anchors": ["gated_deltanet", "transformer"]})
+    summary = run_inline(path)
+    assert summary.finished == 4 and not summary.interrupted
+    study = open_study(load_study_file(path))
+    assert study.study_name == "tiny" and study.user_attrs["space"] == "tiny"
+    assert study.user_attrs["objectives"] == [{"name": "val_bpb", "direction": "minimize"}]
+    assert study.user_attrs["study_file"]["name"] == "tiny"
+    trials = study.get_trials()
+    assert [t.user_attrs["anchor"] for t in trials] == ["gated_deltanet", "transformer", None, None]
+    assert trials[1].user_attrs["axes"] == {"memory": "none", "bias": "dot", "retention": "none", "algorithm": "none"}
+    assert trials[1].params == {}  # the transformer is outside the space: run from its preset
+    for trial in trials:
+        assert trial.state == TrialState.COMPLETE
+        attrs = trial.user_attrs
+        point = ModelPoint.model_validate(attrs["point"])
+        canonical = json.dumps(point.model_dump(mode="json", exclude={"name"}), sort_keys=True, separators=(",", ":"))
+        assert attrs["point_key"] == hashlib.sha256(canonical.encode()).hexdigest()
+        assert attrs["axes"] == point.axes
+        assert point.train.tokens == TINY_TRIAL["tokens"] and point.block.d_model == 32
+        assert trial.values == [attrs["metrics"]["val_bpb"]]
+        assert [s for s, _ in attrs["curve"]] == [2, 4, 6, 7]  # every 2 steps and the last (7)
+        assert "failure" not in attrs and "reused_from" not in attrs
+    assert len({t.user_attrs["point_key"] for t in trials}) == 4
+
+
+def test_resume_keeps_finished_trials_and_reaches_the_target(tmp_path):
+    path = write_study(tmp_path, trials=2)
+    run_inline(path)
+    before = {t.number: t.values for t in trials_of(path)}
+    result = CliRunner().invoke(app, ["resume", str(path), "--inline", "--trials", "4"])
+    assert result.exit_code == 0, result.output
+    after = trials_of(path)
+    assert [t.number for t in after] == [0, 1, 2, 3]
+    assert all(t.state == TrialState.COMPLETE for t in after)
+    assert {t.number: t.values for t in after if t.number in before} == before
+
+
+def test_trials_left_running_by_a_dead_driver_are_failed_and_run_again(tmp_path):
+    path = write_study(tmp_path, trials=1)
+    run_inline(path)
+    study = open_study(load_study_file(path))
+    params = study.trials[0].params | {"bias.kind": "dot"}
+    study.enqueue_trial(params)
+    orphan = study.ask()  # what a driver killed mid-trial leaves: a RUNNING trial
+    load_study_file(path).load_space().point_from_trial(orphan)
+    assert study.trials[orphan.number].state == TrialState.RUNNING
+    run_inline(path, trials=2)
+    trials = trials_of(path)
+    dead = trials[orphan.number]
+    assert dead.state == TrialState.FAIL and dead.user_attrs["failure"] == "interrupted"
+    again = [t for t in trials if t.user_attrs.get("requeued_from") == orphan.number]
+    assert len(again) == 1 and again[0].params == dead.params and again[0].state == TrialState.COMPLETE
+    assert len({t.number for t in trials}) == len(trials) == 3
+
+
+def test_duplicate_points_reuse_the_earlier_result(tmp_path):
+    one_point = {**TINY_SPACE, "params": {"algorithm": {"kind": {"choice": ["gd"]}}}}
+    path = write_study(tmp_path, one_point, trials=3, sampler={"kind": "random", "anchors": ["gated_deltanet"]})
+    summary = run_inline(path)
+    assert summary.ran == 1 and summary.reused == 2
+    first, *copies = trials_of(path)
+    assert first.user_attrs["anchor"] == "gated_deltanet"
+    for copy in copies:
+        assert copy.state == TrialState.COMPLETE and copy.user_attrs["reused_from"] == 0
+        assert copy.values == first.values and copy.user_attrs["point_key"] == first.user_attrs["point_key"]
+
+
+def test_raising_and_nan_trials_fail_with_their_reason_and_the_study_finishes(tmp_path):
+    missing = str(tmp_path / "no-such-corpus.txt")
+    path = write_study(tmp_path, trials=2, trial={**TINY_TRIAL, "data": [{"task": "files", "paths": [missing]}]})
+    summary = run_inline(path)
+    assert summary.finished == 2
+    for trial in trials_of(path):
+        assert trial.state == TrialState.FAIL and trial.user_attrs["failure"] == "error"
+        assert "no-such-corpus" in trial.user_attrs["reason"]
+
+    overflowing = {  # unnormalised keys, a huge inner step and an unsmoothed l4 loss: NaN
+        "type": "space", "name": "nan",
+        "base": {"memory": {"kind": "vector"}, "bias": {"kind": "lp", "p": 4, "smooth": False},
+                 "algorithm": {"kind": "gd", "eta": {"mode": "constant", "value": 1000}},
+                 "block": {"d_model": 32, "n_heads": 2, "n_layers": 1, "qk_l2_norm": False}},
+        "params": {"train": {"lr": {"choice": [0.01]}}},
+    }
+    folder = tmp_path / "nan"
+    folder.mkdir()
+    path = write_study(folder, overflowing, name="nan", trials=2,
+                       trial={**TINY_TRIAL, "tokens": 2048, "batch_size": 2, "seq_len": 64})
+    run_inline(path)
+    first, second = trials_of(path)
+    assert first.state == TrialState.FAIL and first.user_attrs["failure"] == "nan"
+    assert "NaN or inf" in first.user_attrs["reason"]
+    assert second.user_attrs["reused_from"] == 0 and second.state == TrialState.FAIL
+
+
+def test_a_parameter_limit_prunes_points_before_training(tmp_path):
+    path = write_study(tmp_path, trials=2, limits=[{"metric": "params", "max": 1000}])
+    summary = run_inline(path)
+    assert summary.finished == 2 and summary.overhead_s == []  # nothing was trained
+    for trial in trials_of(path):
+        assert trial.state == TrialState.PRUNED and trial.user_attrs["failure"] == "limit"
+        assert trial.user_attrs["metrics"]["params"] > 1000 and trial.user_attrs["constraints"][0] > 0
+
+
+def test_multi_objective_study_and_best_points(tmp_path):
+    path = write_study(
+        tmp_path, trials=3, sampler={"kind": "nsgaii", "anchors": []},
+        objectives=[{"metric": "val_bpb"}, {"metric": "tokens_per_s", "direction": "maximize"}],
+    )
+    run_inline(path)
+    trials = trials_of(path)
+    assert all(len(t.values) == 2 and t.values[1] == t.user_attrs["metrics"]["tokens_per_s"] for t in trials)
+    result = CliRunner().invoke(app, ["best", str(path), "-n", "2"])
+    assert result.exit_code == 0, result.output
+    docs = [d for d in yaml.safe_load_all(result.output) if d]
+    assert 1 <= len(docs) <= 2
+    for doc in docs:
+        assert set(doc["meta"]["objectives"]) == {"val_bpb", "tokens_per_s"}
+        number = doc["meta"]["trial"]
+        assert point_from_dict(doc) == ModelPoint.model_validate(trials[number].user_attrs["point"])
+
+
+def test_grid_sampler_covers_a_discrete_space(tmp_path):
+    grid = {**TINY_SPACE, "params": {"bias": {"kind": {"choice": ["l2", "dot"]}},
+                                     "algorithm": {"kind": {"choice": ["gd", "momentum"]}}}}
+    path = write_study(tmp_path, grid, trials=None, sampler={"kind": "grid", "anchors": []})
+    summary = run_inline(path)
+    assert summary.finished == 4
+    combos = {(t.user_attrs["axes"]["bias"], t.user_attrs["axes"]["algorithm"]) for t in trials_of(path)}
+    assert combos == {("l2", "gd"), ("l2", "momentum"), ("dot", "gd"), ("dot", "momentum")}
+
+
+def test_status_shows_counts_and_best(tmp_path):
+    path = write_study(tmp_path, trials=2)
+    run_inline(path)
+    result = CliRunner().invoke(app, ["status", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "2/2 finished" in result.output and "val_bpb" in result.output
+    best = min(t.values[0] for t in trials_of(path))
+    assert f"{best:.4g}" in result.output
+    missing = CliRunner().invoke(app, ["status", "no-such-study", "--storage", str(tmp_path / "x.journal")])
+    assert missing.exit_code == 1 and "no study" in missing.output
+
+
+def test_load_study_dict_without_a_file_checks_only_the_schema():
+    study = load_study_dict({"name": "x", "space": "anywhere.yaml", "trials": 2})
+    assert study.objectives[0].metric == "val_loss" and study.sampler.kind == "tpe"
