@@ -7,6 +7,7 @@ a study: the first W&B error is logged once and tracking turns itself off.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -83,6 +84,9 @@ class WandbTracker:
                 summary[f"objective/{record['name']}"] = value
             summary.update(state=trial.state.name, failure=attrs.get("failure"), reason=attrs.get("reason"))
             run.summary.update(summary)
+            # A readable copy next to W&B's binary log (synced with the run's files).
+            record = {"config": config, "summary": summary, "curve": attrs.get("curve") or []}
+            (Path(run.dir) / "miras_trial.json").write_text(json.dumps(record, indent=1, default=str))
         finally:
             run.finish()
 

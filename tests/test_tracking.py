@@ -1,0 +1,58 @@
+"""W&B tracking in offline mode: one run per trial with its config and metrics, a summary run,
+and a broken W&B never failing a study."""
+
+from __future__ import annotations
+
+import json
+
+from optuna.trial import TrialState
+from test_study import run_inline, trials_of, write_study
+
+from miras_search.study import load_study_file
+from miras_search.tracking import WandbTracker
+
+
+def _offline_runs(folder):
+    return sorted((folder / "wandb").glob("offline-run-*"))  # W&B adds its own "wandb" level
+
+
+def test_offline_runs_hold_each_trials_config_and_metrics(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    path = write_study(tmp_path, trials=2, sampler={"kind": "tpe", "anchors": ["gated_deltanet"]})
+    spec = load_study_file(path)
+    out = spec.out_dir() / "wandb"
+    run_inline(path, tracker=WandbTracker(spec.name, out, "offline"))
+    runs = _offline_runs(out)
+    assert len(runs) == 3  # two trials + the study summary
+    trials = {t.number: t for t in trials_of(path)}
+    seen = set()
+    for run in runs:
+        log = next(run.glob("run-*.wandb")).read_bytes()  # W&B's own record of the run
+        assert b"train_loss" in log or b"leaderboard" in log
+        if not (run / "files" / "miras_trial.json").exists():
+            assert b"leaderboard" in log and b"trials/complete" in log  # the summary run
+            continue
+        record = json.loads((run / "files" / "miras_trial.json").read_text())
+        config, summary = record["config"], record["summary"]
+        number = config["trial"]
+        seen.add(number)
+        trial = trials[number]
+        point = trial.user_attrs["point"]
+        assert config["memory.kind"] == point["memory"]["kind"]
+        assert config["train.tokens"] == point["train"]["tokens"]
+        assert summary["metrics/val_bpb"] == trial.user_attrs["metrics"]["val_bpb"]
+        assert summary["objective/val_bpb"] == trial.values[0]
+        assert record["curve"] == trial.user_attrs["curve"]
+        assert b"metrics/val_bpb" in log and b"memory.kind" in log
+    assert seen == {0, 1}
+
+
+def test_a_failing_wandb_never_fails_the_study(tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the W&B folder should go")
+    path = write_study(tmp_path, trials=2)
+    tracker = WandbTracker("tiny", blocker / "wandb", "offline")
+    summary = run_inline(path, tracker=tracker)
+    assert summary.finished == 2
+    assert all(t.state == TrialState.COMPLETE for t in trials_of(path))
+    assert tracker.error is not None and not tracker.enabled
