@@ -1,0 +1,91 @@
+"""Studies on a real local Ray instance with 2 workers: both workers used, pruning decided from
+intermediate values the workers write to the shared storage, a killed worker fails only its trial."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+from test_study import TINY_TRIAL, trials_of, write_study
+
+from miras_search.study import load_study_file, run_study
+from miras_search.study.setup import create_study, storage_of
+
+ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+def ray_pool(workers: int = 2):
+    from miras_search.parallel import RayPool
+
+    return lambda: RayPool(workers)
+
+
+def test_two_workers_run_a_study_on_local_ray(tmp_path):
+    path = write_study(tmp_path, trials=4, sampler={"kind": "random", "anchors": ["gated_deltanet"]})
+    summary = run_study(load_study_file(path), ray_pool(2))
+    trials = trials_of(path)
+    assert summary.finished == 4 and len(trials) == 4
+    assert all(t.state == TrialState.COMPLETE and t.values == [t.user_attrs["metrics"]["val_bpb"]] for t in trials)
+    pids = {t.user_attrs["worker"]["pid"] for t in trials if "reused_from" not in t.user_attrs}
+    assert len(pids) == 2 and os.getpid() not in pids
+    assert all(t.user_attrs["worker"]["device"] == "cpu" and t.user_attrs["worker"]["threads"] == 1 for t in trials)
+
+
+def test_pruning_uses_intermediate_values_reported_by_the_workers(tmp_path):
+    path = write_study(tmp_path, trials=5, sampler={"kind": "random", "anchors": []},
+                       pruner={"kind": "median", "n_startup_trials": 1, "n_warmup_steps": 0})
+    spec = load_study_file(path)
+    study = create_study(spec, storage_of(spec), spec.load_space())
+    for _ in range(3):  # earlier trials whose curve no tiny model can match: every new one is pruned
+        study.add_trial(optuna.trial.create_trial(
+            values=[0.0], intermediate_values={step: 0.0 for step in range(1, 20)},
+            user_attrs={"anchor": None, "point_key": "fake"},
+        ))
+    run_study(spec, ray_pool(2))
+    new = [t for t in trials_of(path) if t.number >= 3]
+    assert len(new) == 2 and all(t.state == TrialState.PRUNED for t in new), [t.state for t in new]
+    for trial in new:
+        assert list(trial.intermediate_values) == [2]  # reported by the worker at step 2, then stopped
+        assert trial.intermediate_values[2] == pytest.approx(trial.user_attrs["curve"][0][1])
+        assert trial.user_attrs["worker"]["pid"] != os.getpid()
+
+
+def test_a_killed_worker_fails_its_trial_and_the_study_goes_on(tmp_path):
+    path = write_study(tmp_path, trials=3, sampler={"kind": "random", "anchors": []},
+                       trial={**TINY_TRIAL, "tokens": 40960})
+    spec = load_study_file(path)
+    outcome = {}
+    driver = threading.Thread(target=lambda: outcome.setdefault("summary", run_study(spec, ray_pool(2))))
+    driver.start()
+    victim = None
+    deadline = time.time() + 120
+    while victim is None and time.time() < deadline:
+        time.sleep(0.2)
+        for trial in trials_of(path):
+            if trial.state == TrialState.RUNNING and "worker" in trial.user_attrs:
+                victim = trial
+                break
+    assert victim is not None, "no trial started"
+    os.kill(victim.user_attrs["worker"]["pid"], signal.SIGKILL)
+    driver.join(timeout=300)
+    assert not driver.is_alive()
+    trials = {t.number: t for t in trials_of(path)}
+    dead = trials[victim.number]
+    assert dead.state == TrialState.FAIL and dead.user_attrs["failure"] == "worker_died"
+    assert "died" in dead.user_attrs["reason"]
+    assert outcome["summary"].finished == 3
+    others = [t for n, t in trials.items() if n != victim.number]
+    assert len(others) == 2 and all(t.state == TrialState.COMPLETE for t in others)
