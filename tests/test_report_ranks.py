@@ -63,7 +63,7 @@ def test_bootstrap_interval_is_seeded_and_agrees_with_scipy():
     assert first[0].low != other[0].low
     for corr, function in zip(first, (spearman, kendall), strict=True):
         assert corr.low <= corr.value <= corr.high
-        ref = stats.bootstrap((x, y), lambda a, b: function(a, b), paired=True, vectorized=False,
+        ref = stats.bootstrap((x, y), function, paired=True, vectorized=False,
                               n_resamples=1500, method="percentile", confidence_level=0.95,
                               rng=np.random.default_rng(11)).confidence_interval
         # two independent Monte Carlo estimates of the same quantiles (sd ~0.01 each at n=63)
@@ -82,9 +82,12 @@ def test_bootstrap_edge_cases():
 
 def test_verdict_says_plainly_when_the_proxy_fails():
     good = [Correlation("Spearman", 0.9, 0.4, 1.0, 0.95, 2000)]
-    bad = [Correlation("Spearman", 0.3, -0.5, 0.9, 0.95, 2000)]
+    unsure = [Correlation("Spearman", 0.3, -0.5, 0.9, 0.95, 2000)]
+    bad = [Correlation("Spearman", -0.2, -0.8, 0.5, 0.95, 2000)]
     text, predicts = _verdict(good, 6, 4.0)
-    assert predicts is True and "predicts" in text
+    assert predicts is True and "predicts" in text and "NOT" not in text
+    text, predicts = _verdict(unsure, 6, 4.0)
+    assert predicts is False and "NOT shown to predict" in text and "includes zero" in text
     text, predicts = _verdict(bad, 6, 4.0)
     assert predicts is False and "does NOT predict" in text
     text, predicts = _verdict([], 2, 4.0)

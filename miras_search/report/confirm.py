@@ -151,9 +151,12 @@ def _verdict(correlations: list[Correlation], n: int, scale: float) -> tuple[str
     rho = correlations[0]
     if math.isfinite(rho.low) and rho.low > 0:
         return (f"The short-trial score predicts the {scale:g}x longer run: {rho.describe()}."), True
-    return (f"The short-trial score does NOT predict the {scale:g}x longer run: {rho.describe()}, "
-            "an interval that does not exclude zero (or lies below it). Do not trust this study's "
-            "short-trial ranking at the longer budget."), False
+    if not rho.value > 0:
+        return (f"The short-trial score does NOT predict the {scale:g}x longer run: {rho.describe()}. "
+                "Do not trust this study's short-trial ranking at the longer budget."), False
+    return (f"The short-trial score is NOT shown to predict the {scale:g}x longer run: "
+            f"{rho.describe()}; with {n} points the interval includes zero, so the short ranking may "
+            "be unrelated to the long one. Confirm more points (--top) before trusting it."), False
 
 
 Progress = Callable[[TrialRow, int, TrialResult], None]
