@@ -1,10 +1,9 @@
 """Known sequence models, written here independently, reproduced by the memory ops (float64).
 
-Convention note: our step takes the gradient at the memory *before* retention,
-W_t = alpha_t W_{t-1} - eta_t (W_{t-1} k_t - v_t) k_t^T (Miras / Titans, and the chunk spec),
-while Gated DeltaNet / Gated DeltaProduct decay first and take the delta step at alpha_t W_{t-1}:
-W_t = alpha_t W_{t-1} - beta_t (alpha_t W_{t-1} k_t - v_t) k_t^T. The two are identical under
-eta_t = alpha_t beta_t and v_t -> v_t / alpha_t, which is the mapping these tests use.
+With l2 retention the ops "retain, then learn": the step's gradient is taken at the retained
+memory, W_t = alpha_t W_{t-1} - eta_t (alpha_t W_{t-1} k_t - v_t) k_t^T, which is Gated DeltaNet's
+(and Gated DeltaProduct's) order, so these models are called with alpha = exp(g), eta = beta and
+their own k, v (no remapping of the inputs).
 """
 
 from __future__ import annotations
@@ -57,10 +56,9 @@ def test_gated_deltanet_matches_fla_naive(form: dict) -> None:
     q, k, v, beta, g = _data()
     scale = K ** -0.5
     expected = fla_naive_gated_delta(q, k, v, g, beta, scale)
-    alpha = g.exp()
-    gates = MemoryGates(eta=alpha * beta, alpha=alpha)
+    gates = MemoryGates(eta=beta, alpha=g.exp())
     rule = MemoryRule.from_point(preset("gated_deltanet"))
-    out = memory_forward(rule, q * scale, k, v / alpha[..., None], gates, [], **form)
+    out = memory_forward(rule, q * scale, k, v, gates, [], **form)
     assert _rel(out, expected) <= TOL
 
 
@@ -102,14 +100,8 @@ def test_gated_deltaproduct_matches_householder_products(form: dict) -> None:
             v_new = beta[:, t, j, :, None] * (vj - torch.einsum("bhk,bhkv->bhv", kj, h))
             h = h + torch.einsum("bhk,bhv->bhkv", kj, v_new)
         expected.append(torch.einsum("bhk,bhkv->bhv", q[:, t], h))
-    alpha = g.exp()
-    # first micro-step takes the decay (see the module docstring's mapping); the rest are plain
-    eta = beta.clone()
-    eta[:, :, 0] = alpha * beta[:, :, 0]
-    v_in = v.clone()
-    v_in[:, :, 0] = v[:, :, 0] / alpha[..., None]
-    out = memory_forward(MemoryRule.from_point(preset("deltaproduct")), q, k, v_in,
-                         MemoryGates(eta=eta, alpha=alpha), [], **form)
+    out = memory_forward(MemoryRule.from_point(preset("deltaproduct")), q, k, v,
+                         MemoryGates(eta=beta, alpha=g.exp()), [], **form)
     assert _rel(out, torch.stack(expected, 1)) <= TOL
 
 
@@ -134,7 +126,11 @@ def test_linear_attention_and_retnet(form: dict) -> None:
 
 
 def test_titans_matches_autograd_recurrence() -> None:
-    """Titans' MLP memory with momentum, gradients from torch.autograd (not the hand backprop)."""
+    """Titans' MLP memory with momentum, gradients from torch.autograd (not the hand backprop).
+
+    Retain, then learn: the surprise gradient is taken at the retained weights P = alpha W_{t-1};
+    S_t = theta S_{t-1} - eta grad l(P); W_t = P + S_t.
+    """
     d, length = 8, 20
     rule = MemoryRule.from_point(preset("titans"))
     gen = torch.Generator().manual_seed(5)
@@ -155,11 +151,12 @@ def test_titans_matches_autograd_recurrence() -> None:
     mom = [torch.zeros_like(w) for w in ws]
     expected = []
     for t in range(length):
-        loss = 0.5 * (mlp(*ws, k[:, t]) - v[:, t]).square().sum()
-        grads = torch.autograd.grad(loss, ws, create_graph=True)
         th, et, al = (x[:, t, :, None, None] for x in (theta, eta, alpha))
+        retained = [al * w for w in ws]
+        loss = 0.5 * (mlp(*retained, k[:, t]) - v[:, t]).square().sum()
+        grads = torch.autograd.grad(loss, retained, create_graph=True)  # d loss / d P
         mom = [th * s - et * g for s, g in zip(mom, grads, strict=True)]
-        ws = [al * w + s for w, s in zip(ws, mom, strict=True)]
+        ws = [p + s for p, s in zip(retained, mom, strict=True)]
         expected.append(mlp(*ws, q[:, t]))
     expected = torch.stack(expected, 1)
     gates = MemoryGates(eta=eta, alpha=alpha, theta=theta)

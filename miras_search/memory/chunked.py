@@ -1,5 +1,9 @@
 """The paper's mini-batch (chunked) form: all gradients of a chunk at its start memory.
 
+With l2 retention ("retain, then learn") token i's gradient is taken at the decayed start memory
+beta_i W_0 instead, so that a chunk of one token is exactly the recurrence; it needs no per-token
+weights, only a per-token scale on each layer's input and back-propagated signal.
+
 Per chunk of b micro-steps and per weight (see DESIGN "Parallel (chunked) training"):
     U_t = beta_t X_0 + m_t S_0 - sum_{i<=t} C_ti eta_i delta_i x_i^T
 with beta_t = prod_{j<=t} alpha_j, C = D_alpha (gd) or D_alpha @ D_theta (momentum) and
@@ -66,10 +70,12 @@ def chunk_decay(alpha: Tensor | None, theta: Tensor | None, like: Tensor) -> Chu
 def chunk_update(rule: MemoryRule, state: MemoryState, x: MemoryInputs) -> tuple[Tensor, MemoryState]:
     """One chunk of the linear form: outputs [B, H, b, V] and the chunk-end state."""
     network, retention = rule.network, rule.retention
-    grads = memory_gradients(rule, state.w, x.k, x.v, x.delta)  # all at the chunk-start W_0
+    decay = chunk_decay(x.alpha, x.theta, x.k)
+    # every gradient at the chunk-start W_0, retained to beta_i W_0 for l2 retention
+    scale = retention.gradient_scale(None if x.alpha is None else decay.beta)
+    grads = memory_gradients(rule, state.w, x.k, x.v, x.delta, scale)
     deltas = [d for d, _ in grads]
     eta_x = [x.eta * inp for _, inp in grads]
-    decay = chunk_decay(x.alpha, x.theta, x.k)
     a_prev = state.a if state.a is not None else [None] * len(state.w)
     bases = [retention.linear_base(w, a) for w, a in zip(state.w, a_prev, strict=True)]
     scales = [retention.read_scale(w, a) for w, a in zip(state.w, a_prev, strict=True)]

@@ -1,11 +1,12 @@
 """The exact chunked delta rule (WY / UT form) for a matrix memory with the l2 bias.
 
-Recurrence per head (W: [V, K]): W_t = alpha_t W_{t-1} - eta_t (W_{t-1} k_t - v_t) k_t^T.
+Recurrence per head (W: [V, K]), decay first ("retain, then learn", the gated delta rule):
+W_t = alpha_t W_{t-1} - eta_t (alpha_t W_{t-1} k_t - v_t) k_t^T.
 Inside a chunk, with gamma_t = prod_{j<=t} alpha_j, the state is
     W_t = gamma_t W_0 + sum_{i<=t} (gamma_t / gamma_i) r_i k_i^T,
-    r_t = eta_t (v_t - gamma_{t-1} W_0 k_t - sum_{i<t} (gamma_{t-1} / gamma_i) (k_i . k_t) r_i),
-so (I + A) R = eta * (V - gamma_prev K W_0^T) with A strictly lower triangular: one unit-
-triangular solve per chunk gives every r_t, for any chunk size, with no approximation.
+    r_t = eta_t (v_t - gamma_t W_0 k_t - sum_{i<t} (gamma_t / gamma_i) (k_i . k_t) r_i),
+(alpha_t W_{t-1} expanded), so (I + A) R = eta * (V - gamma K W_0^T) with A strictly lower
+triangular: one unit-triangular solve per chunk gives every r_t, for any chunk size, exactly.
 """
 
 from __future__ import annotations
@@ -40,20 +41,18 @@ def exact_delta(x: MemoryInputs, w: Tensor, chunk_size: int) -> Tensor:
     eta = _blocks(x.eta, b, pad)  # [B, H, n, b, 1]
     log_alpha = torch.zeros_like(eta) if x.alpha is None else _blocks(torch.log(x.alpha), b, pad)
     log_gamma = log_alpha.cumsum(3)[..., 0]  # [B, H, n, b]
-    log_gamma_prev = log_gamma - log_alpha[..., 0]
     lower = torch.ones(b, b, dtype=torch.bool, device=w.device).tril()
+    decay = _masked_exp(log_gamma.unsqueeze(-1) - log_gamma.unsqueeze(-2), lower)  # gamma_t / gamma_i
+    gamma = log_gamma.exp().unsqueeze(-1)  # [B, H, n, b, 1]
 
-    # A[t, i] = eta_t (gamma_{t-1} / gamma_i) (k_t . k_i), i < t
-    decay_prev = _masked_exp(log_gamma_prev.unsqueeze(-1) - log_gamma.unsqueeze(-2), lower.tril(-1))
-    a = eta * decay_prev * (k @ k.mT)
+    # A[t, i] = eta_t (gamma_t / gamma_i) (k_t . k_i), i < t
+    a = eta * (decay * (k @ k.mT)).tril(-1)
     eye = torch.eye(b, dtype=w.dtype, device=w.device)
-    rhs = torch.cat([eta * v, eta * log_gamma_prev.exp().unsqueeze(-1) * k], dim=-1)
+    rhs = torch.cat([eta * v, eta * gamma * k], dim=-1)
     solved = torch.linalg.solve_triangular(eye + a, rhs, upper=False, unitriangular=True)
     u, wk = solved.split([v.shape[-1], k.shape[-1]], dim=-1)
 
-    decay = _masked_exp(log_gamma.unsqueeze(-1) - log_gamma.unsqueeze(-2), lower)
     qk = decay * (q @ k.mT)  # [B, H, n, t, i]
-    gamma = log_gamma.exp().unsqueeze(-1)  # [B, H, n, b, 1]
     ratio_last = decay[..., -1, :].unsqueeze(-1)  # gamma_b / gamma_i: [B, H, n, b, 1]
 
     outputs = []

@@ -169,10 +169,14 @@ class Network:
         """M(x) with the same weights for every token: weights per layer [B, H, out, in]."""
         return self.run(lambda layer, z: self.layers[layer].apply(weights[layer], z), x)[0]
 
-    def backward(self, weights: list[Tensor], cache: Cache, g: Tensor) -> list[tuple[Tensor, Tensor]]:
+    def backward(
+        self, weights: list[Tensor], cache: Cache, g: Tensor, scale: Tensor | None = None
+    ) -> list[tuple[Tensor, Tensor]]:
         """Per-layer (delta_l [B, H, N, out], x_l [B, H, N, in]): dl/dW_l for token i = delta_li x_li^T.
 
         ``g``: dl/dM(x), [B, H, N, V]; ``weights`` must be those the cache was computed with.
+        ``scale`` ([B, H, N, c] | None): token i's weights are W diag(s_i) (the forward scaled
+        each layer's input by s_i), so the signal back through a layer is scaled by s_i too.
         """
         inputs, pre = cache
         if self.kind != "mlp":
@@ -183,5 +187,8 @@ class Network:
         for layer in reversed(range(self.depth)):
             out.append((dz, inputs[layer]))
             if layer > 0:
-                dz = LinearLayer.back(weights[layer], dz) * act_grad(pre[layer - 1])
+                back = LinearLayer.back(weights[layer], dz)
+                if scale is not None:
+                    back = back * scale
+                dz = back * act_grad(pre[layer - 1])
         return out[::-1]

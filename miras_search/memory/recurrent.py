@@ -1,8 +1,9 @@
 """The token-by-token recurrence: the obviously-right reference every fast form is tested against.
 
-Per micro-step i (per head): pred = M_{i-1}(k_i); g = dl/dpred (bias); G = g back-propagated
-through M at k_i; S_i = -eta_i G (gd) or theta_i S_{i-1} - eta_i G (momentum); the retention rule
-forms M_i from M_{i-1} and S_i. A token's output is M(q) read after its last micro-step.
+Per micro-step i (per head): P = the point the retention takes the gradient at (alpha_i M_{i-1}
+for l2 retention, "retain, then learn"; M_{i-1} otherwise); pred = P(k_i); g = dl/dpred (bias);
+G = g back-propagated through P at k_i; S_i = -eta_i G (gd) or theta_i S_{i-1} - eta_i G
+(momentum); the retention rule forms M_i from M_{i-1} and S_i. A token's output is M(q) read after its last micro-step.
 """
 
 from __future__ import annotations
@@ -15,18 +16,35 @@ from miras_search.memory.rule import MemoryRule, MemoryState
 
 
 def memory_gradients(rule: MemoryRule, weights: list[Tensor], k: Tensor, v: Tensor,
-                     delta: Tensor | None) -> list[tuple[Tensor, Tensor]]:
-    """Per-layer (delta_l, x_l) of the bias gradient at ``weights``; k: [B, H, N, K], v: [B, H, N, V]."""
-    pred, cache = rule.network.run(
-        lambda layer, z: rule.network.layers[layer].apply(weights[layer], z), k
-    )
+                     delta: Tensor | None, scale: Tensor | None = None) -> list[tuple[Tensor, Tensor]]:
+    """Per-layer (delta_l, x_l) of the bias gradient; k: [B, H, N, K], v: [B, H, N, V].
+
+    Token i's gradient is taken at the weights W diag(s_i) (``scale`` s: [B, H, N, c]) or at
+    ``weights`` themselves (None), without forming per-token weights: (W diag(s)) z = W (s * z)
+    in the forward, the same scale on the signal going back, and x_l stays the unscaled input
+    (the gradient is w.r.t. the point W diag(s), not through the scale).
+    """
+    layers = rule.network.layers
+
+    def apply(layer: int, z: Tensor) -> Tensor:
+        return layers[layer].apply(weights[layer], z if scale is None else z * scale)
+
+    pred, cache = rule.network.run(apply, k)
     g = rule.bias.grad(pred, v, delta)
-    return rule.network.backward(weights, cache, g)
+    return rule.network.backward(weights, cache, g, scale)
+
+
+def gradient_point(rule: MemoryRule, weights: list[Tensor], decay: Tensor | None) -> list[Tensor]:
+    """The weights the step's gradient is taken at, materialised: W diag(s), s from the retention
+    (alpha W for l2 retention, W otherwise); ``decay``: [B, H, 1, c] | None."""
+    scale = rule.retention.gradient_scale(decay)
+    return weights if scale is None else [scale * w for w in weights]
 
 
 def recurrent_step(rule: MemoryRule, state: MemoryState, x: MemoryInputs) -> MemoryState:
     """One micro-step; ``x`` holds a single micro-step (N = 1)."""
-    grads = memory_gradients(rule, state.w, x.k, x.v, x.delta)
+    point = gradient_point(rule, state.w, x.alpha)
+    grads = memory_gradients(rule, point, x.k, x.v, x.delta)
     steps = [
         -layer.grad(delta, x.eta * inp)
         for layer, (delta, inp) in zip(rule.network.layers, grads, strict=True)

@@ -1,6 +1,7 @@
 """A slow, materialising loop with the chunked form's semantics (the test oracle for chunked.py).
 
-It follows the spec literally: per chunk, every gradient at the chunk-start memory; then token by
+It follows the spec literally: per chunk, every gradient at the chunk-start memory W_0 (at the
+explicitly formed beta_i W_0 with l2 retention, beta_i = the chunk's alphas up to i); then token by
 token it grows the per-token weights U_t (and the chunk-end accumulator) explicitly and reads
 each token through the network with those weights. Memory O(T * params): tests only.
 """
@@ -11,7 +12,7 @@ import torch
 from torch import Tensor
 
 from miras_search.memory.inputs import MemoryInputs
-from miras_search.memory.recurrent import memory_gradients, recurrent_step
+from miras_search.memory.recurrent import gradient_point, memory_gradients, recurrent_step
 from miras_search.memory.rule import MemoryRule, MemoryState
 
 
@@ -25,10 +26,15 @@ def _chunk(rule: MemoryRule, state: MemoryState, x: MemoryInputs) -> tuple[Tenso
     u = list(base)  # U_t, read by non-last tokens
     u_end = [retention.end_base(b) for b in base]  # the same sum in the end state's space
     s = list(state.s) if state.s is not None else None
+    beta = None  # prod of the chunk's alphas so far (None: no decay)
     outputs = []
     for i in range(x.length):
         tok = x.slice(i, i + 1)
-        grads = memory_gradients(rule, state.w, tok.k, tok.v, tok.delta)  # at W_0
+        if tok.alpha is not None:
+            beta = tok.alpha if beta is None else beta * tok.alpha
+        # at W_0, or at the retained beta_i W_0 (l2 retention), as explicit weights
+        point = gradient_point(rule, state.w, beta)
+        grads = memory_gradients(rule, point, tok.k, tok.v, tok.delta)
         step = [-kind.grad(d, tok.eta * inp) for kind, (d, inp) in zip(layers, grads, strict=True)]
         if s is not None:
             step = [tok.theta * s_l + st for s_l, st in zip(s, step, strict=True)]

@@ -7,6 +7,10 @@ Besides the token-by-token ``update``, each rule gives the pieces of the chunked
 "Parallel (chunked) training"): the base X_0 the linear form grows from, the per-weight read
 scale of non-last tokens, the space the chunk-end state is accumulated in (``end_base``) and
 the map back to weights (``end_map``).
+
+Where the step's gradient is taken is the retention's call too (``gradient_scale``): l2 retention
+"retains, then learns" (the gradient at alpha_t W_{t-1}, as in Gated DeltaNet); every other rule
+takes it at W_{t-1}.
 """
 
 from __future__ import annotations
@@ -28,13 +32,30 @@ def _tiny(x: Tensor) -> float:
     return torch.finfo(x.dtype).tiny
 
 
+class GradientAtMemory:
+    """Default hook: the step's gradient is taken at the memory W_{t-1} itself."""
+
+    def gradient_scale(self, decay: Tensor | None) -> Tensor | None:
+        """Per-token scale s with the gradient taken at W diag(s) (None: at W).
+
+        ``decay``: alpha_t [B, H, N, c] in the recurrence, or within a chunk the cumulative
+        beta_i = prod_{j<=i} alpha_j (the retained chunk-start memory); None when alpha = 1.
+        """
+        return None
+
+
 @dataclass(frozen=True)
-class LinearRetention:
-    """none: W = W + S;  l2: W = alpha W + S. The chunked linear form is exact."""
+class LinearRetention(GradientAtMemory):
+    """none: W = W + S;  l2: W = alpha W + S_t, S_t from the gradient at alpha W ("retain, then
+    learn": W_t = alpha W - eta grad l(alpha W), Gated DeltaNet's order). The chunked linear
+    form is exact."""
 
     kind: str
     nonlinear = False
     lag_token = False
+
+    def gradient_scale(self, decay: Tensor | None) -> Tensor | None:
+        return decay if self.kind == "l2" else None
 
     def from_param(self, param: Tensor) -> tuple[Tensor, Tensor | None]:
         return param, None
@@ -56,7 +77,7 @@ class LinearRetention:
 
 
 @dataclass(frozen=True)
-class LqRetention:
+class LqRetention(GradientAtMemory):
     """Moneta: A = alpha A + S; W = A / n(A), n(A) = max(||A||_q, 1e-6)^(q-2) over the whole weight."""
 
     q: float
@@ -90,7 +111,7 @@ class LqRetention:
 
 
 @dataclass(frozen=True)
-class KLRetention:
+class KLRetention(GradientAtMemory):
     """Memora: W = c softmax_row(alpha log W + S), rows = the last (input) dim of each weight."""
 
     scale: float
@@ -118,7 +139,7 @@ class KLRetention:
 
 
 @dataclass(frozen=True)
-class ElasticRetention:
+class ElasticRetention(GradientAtMemory):
     """W = ST(alpha W + S, gamma); ST = sign(x) max(|x| - g, 0), smooth: |x| atan(x / g) / (pi / 2)."""
 
     threshold: float
@@ -152,7 +173,7 @@ class ElasticRetention:
 
 
 @dataclass(frozen=True)
-class BregmanRetention:
+class BregmanRetention(GradientAtMemory):
     """W = sigmoid(logit(W) + S): the memory stays in (0, 1) element-wise (no alpha)."""
 
     kind = "bregman"

@@ -15,14 +15,15 @@ from miras_search.memory.rule import MemoryRule
 def random_inputs(
     rule: MemoryRule, batch: int, length: int, heads: int, dim: int, *,
     dtype: torch.dtype = torch.float64, seed: int = 0, channel: tuple[str, ...] = (),
-    requires_grad: bool = False,
+    requires_grad: bool = False, alpha_low: float = 0.9,
 ) -> tuple[Tensor, Tensor, Tensor, MemoryGates, list[Tensor]]:
     """q, k, v, gates and initial params for ``rule`` (K = V = dim; l2-normalised keys).
 
     ``channel`` names the gates to make channel-wise ([.., H, K]); gate values lie well inside
     their ranges (eta in [0.02, 0.2], [0.01, 0.06] for mlp memories, whose LayerNorm backward
     multiplies the step by 1/sigma: larger steps make tiny MLP memories chaotic over a few
-    hundred tokens, and round-off then grows exponentially in any two implementations; alpha in [0.9, 1], theta in [0.3, 0.8], delta in [1, 4]: both Huber branches occur).
+    hundred tokens, and round-off then grows exponentially in any two implementations; alpha in
+    [alpha_low, 1], theta in [0.3, 0.8], delta in [1, 4]: both Huber branches occur).
     """
     gen = torch.Generator().manual_seed(seed)
 
@@ -37,7 +38,7 @@ def random_inputs(
     needs = rule.needs()
     low, high = (0.01, 0.06) if rule.memory == "mlp" else (0.02, 0.2)
     eta = low + (high - low) * rand(*micro, *((dim,) if "eta" in channel else ()))
-    alpha = (0.9 + 0.1 * rand(batch, length, heads, *((dim,) if "alpha" in channel else ()))
+    alpha = (alpha_low + (1.0 - alpha_low) * rand(batch, length, heads, *((dim,) if "alpha" in channel else ()))
              if "alpha" in needs else None)
     theta = 0.3 + 0.5 * rand(batch, length, heads) if "theta" in needs else None
     delta = 1.0 + 3.0 * rand(batch, length, heads) if "delta" in needs else None
