@@ -49,18 +49,37 @@ def test_moneta_step_lp3_lq4() -> None:
     assert torch.allclose(out, torch.tensor([1.196232, 2.734244], dtype=D64), atol=1e-6)
 
 
-@pytest.mark.parametrize(("delta", "expected"), [(1.0, [0.15, 0.2]), (0.25, [0.125, 0.125])])
-def test_yaad_switch_both_branches(delta: float, expected: list[float]) -> None:
-    # W_0 = 0, k = [1, 0], v = [0.3, 0.4]: e = -v, ||e|| = 0.5.
+@pytest.mark.parametrize(
+    ("delta", "smooth", "expected"),
+    [(1.0, True, [0.15, 0.2]), (1.0, False, [0.15, 0.2]),
+     (0.25, False, [0.125, 0.125]), (0.25, True, [0.124381844, 0.124916162])],
+)
+def test_yaad_switch_both_branches(delta: float, smooth: bool, expected: list[float]) -> None:
+    # W_0 = 0 (so alpha W_0 = 0 too), k = [1, 0], v = [0.3, 0.4]: e = -v, ||e|| = 0.5; eta = 0.5.
     # delta = 1 >= 0.5: l2 branch, g = e; W_1 = -0.5 e k^T -> o = W_1 [1, 0] = [0.15, 0.2].
-    # delta = 0.25 < 0.5: l1 branch, g = 0.25 sign(e) = [-0.25, -0.25] -> o = [0.125, 0.125].
+    # delta = 0.25 < 0.5: l1 branch. Exact: g = 0.25 sign(e) = [-0.25, -0.25] -> o = [0.125, 0.125].
+    # Smooth (sharpness 10): g = 0.25 tanh(10 e) = 0.25 [tanh(-3), tanh(-4)]
+    #   = 0.25 [-0.99505475, -0.99932930] -> o = -0.5 g = [0.12438184, 0.12491616].
     point = ModelPoint(
         memory={"kind": "matrix"},
-        bias={"kind": "huber", "variant": "switch", "delta": {"mode": "head"}},
+        bias={"kind": "huber", "variant": "switch", "delta": {"mode": "head"}, "smooth": smooth,
+              "sharpness": 10.0},
         retention={"kind": "l2"}, algorithm={"kind": "gd"},
     )
     out = _one_token(point, k=[1, 0], v=[0.3, 0.4], q=[1, 0], eta=0.5, alpha=0.9, delta=delta)
-    assert torch.allclose(out, torch.tensor(expected, dtype=D64), atol=1e-12)
+    assert torch.allclose(out, torch.tensor(expected, dtype=D64), atol=1e-9)
+
+
+def test_l2_retention_retains_then_learns() -> None:
+    # W_0 = I (learned init), alpha = 0.5, eta = 0.5, k = [1, 0], v = [0, 1], q = [1, 1].
+    # The gradient is taken at the retained P = 0.5 I: e = P k - v = [0.5, -1];
+    # G = e k^T = [[0.5, 0], [-1, 0]]; W_1 = P - 0.5 G = [[0.25, 0], [0.5, 0.5]] -> o = [0.25, 1].
+    # (At W_0 instead: e = [1, -1], W_1 = [[0, 0], [0.5, 0.5]], o = [0, 1].)
+    point = ModelPoint(memory={"kind": "matrix", "init": "learned"}, bias={"kind": "l2"},
+                       retention={"kind": "l2"}, algorithm={"kind": "gd"})
+    out = _one_token(point, k=[1, 0], v=[0, 1], q=[1, 1], eta=0.5, alpha=0.5,
+                     params=[[[1.0, 0.0], [0.0, 1.0]]])
+    assert torch.allclose(out, torch.tensor([0.25, 1.0], dtype=D64), atol=1e-12)
 
 
 def test_memora_one_kl_step() -> None:

@@ -212,16 +212,7 @@ def test_unbuildable_point_is_unsupported(monkeypatch: pytest.MonkeyPatch) -> No
         build_model(tiny("gated_deltanet"), "cpu")
 
 
-YAAD_SIGN = pytest.mark.xfail(
-    strict=True,
-    reason="Yaad's switch branch uses delta * sign(e): tokens with ||e|| > delta pass no gradient to "
-    "v, and at init every token is there (memory op, not the block)",
-)
-
-
-@pytest.mark.parametrize(
-    "name", [pytest.param(n, marks=YAAD_SIGN) if n == "yaad" else n for n in preset_names()]
-)
+@pytest.mark.parametrize("name", preset_names())
 def test_every_parameter_gets_a_gradient(name: str) -> None:
     model = _built(tiny(name))
     _, loss = model(_tokens(2, 7), _tokens(2, 7, seed=1))

@@ -63,9 +63,15 @@ class LpGrad:
 
 @dataclass(frozen=True)
 class HuberGrad:
-    """Huber with threshold delta: coordinate clip, norm clip, or Yaad's l2/l1 switch."""
+    """Huber with threshold delta: coordinate clip, norm clip, or Yaad's l2/l1 switch.
+
+    switch: g = e if ||e|| <= delta, else delta tanh(sharpness e) (``smooth``) or delta sign(e);
+    the smooth sign keeps a gradient to v in the l1 branch.
+    """
 
     variant: str
+    smooth: bool = True
+    sharpness: float = 10.0
     needs_delta = True
 
     def grad(self, pred: Tensor, v: Tensor, delta: Tensor | None) -> Tensor:
@@ -78,7 +84,8 @@ class HuberGrad:
         small = norm <= delta
         if self.variant == "norm":
             return torch.where(small, e, delta * e / norm)
-        return torch.where(small, e, delta * torch.sign(e))  # switch (Yaad)
+        sign = torch.tanh(self.sharpness * e) if self.smooth else torch.sign(e)
+        return torch.where(small, e, delta * sign)  # switch (Yaad)
 
 
 @dataclass(frozen=True)
@@ -105,7 +112,7 @@ def bias_from_schema(bias: Bias) -> BiasGrad:
     if bias.kind == "lp":
         return LpGrad(bias.p, bias.smooth, bias.sharpness, bias.eps)
     if bias.kind == "huber":
-        return HuberGrad(bias.variant)
+        return HuberGrad(bias.variant, bias.smooth, bias.sharpness)
     if bias.kind == "robust":
         return RobustGrad(bias.radius)
     raise ValueError(f"unknown bias kind '{bias.kind}'")
