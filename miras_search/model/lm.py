@@ -39,8 +39,8 @@ def make_mixers(point: ModelPoint, kind: str) -> list[nn.Module]:
         return [AttentionMixer(*dims, window=block.window)]
     if kind == "attention":
         return [AttentionMixer(*dims, window=None)]
-    if point.memory.kind == "none":
-        first: nn.Module = AttentionMixer(*dims, window=point.memory.window)
+    if point.memory.kind == "none":  # softmax attention as the block's memory: with its short conv
+        first: nn.Module = AttentionMixer(*dims, window=point.memory.window, conv_size=block.conv_size)
     else:
         first = MemoryMixer(point)
     if block.hybrid == "samba":

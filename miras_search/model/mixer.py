@@ -110,25 +110,35 @@ class MemoryMixer(nn.Module):
 class AttentionMixer(nn.Module):
     """Llama-style causal softmax attention with rotary positions; ``window`` None = full context.
 
-    Scores use the usual 1/sqrt(K) scale (no l2 norm, no short conv, no output gate).
+    Scores use the usual 1/sqrt(K) scale (no l2 norm, no output gate). ``conv_size`` > 0 puts the
+    Miras block's short causal conv + SiLU on q, k and v: that is memory 'none' inside the block
+    (DESIGN's token mixer around any memory); the plain Transformer++ layer has ``conv_size`` 0.
     """
 
-    def __init__(self, d_model: int, n_heads: int, key_dim: int, value_dim: int, window: int | None):
+    def __init__(self, d_model: int, n_heads: int, key_dim: int, value_dim: int, window: int | None,
+                 conv_size: int = 0):
         super().__init__()
         self.n_heads, self.key_dim, self.value_dim, self.window = n_heads, key_dim, value_dim, window
         self.q_proj = nn.Linear(d_model, n_heads * key_dim, bias=False)
         self.k_proj = nn.Linear(d_model, n_heads * key_dim, bias=False)
         self.v_proj = nn.Linear(d_model, n_heads * value_dim, bias=False)
         self.o_proj = nn.Linear(n_heads * value_dim, d_model, bias=False)
+        self.convs = (
+            nn.ModuleList(ShortConv(n_heads * d, conv_size) for d in (key_dim, key_dim, value_dim))
+            if conv_size > 0
+            else None
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, length, _ = x.shape
         h, k, v = self.n_heads, self.key_dim, self.value_dim
-        q = rotary(self.q_proj(x).view(batch, length, h, k))
-        key = rotary(self.k_proj(x).view(batch, length, h, k))
-        val = self.v_proj(x).view(batch, length, h, v)
-        o = softmax_attention(q, key, val, window=self.window)  # [B, T, H, V]
+        q, key, val = self.q_proj(x), self.k_proj(x), self.v_proj(x)  # [B, T, H*d]
+        if self.convs is not None:
+            q, key, val = (conv(t) for conv, t in zip(self.convs, (q, key, val), strict=True))
+        q = rotary(q.view(batch, length, h, k))
+        key = rotary(key.view(batch, length, h, k))
+        o = softmax_attention(q, key, val.view(batch, length, h, v), window=self.window)  # [B, T, H, V]
         return self.o_proj(o.reshape(batch, length, h * v))
 
     def extra_repr(self) -> str:
-        return f"window={self.window}"
+        return f"window={self.window}, conv={self.convs is not None}"
