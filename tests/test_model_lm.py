@@ -161,15 +161,19 @@ def test_samba_puts_swa_after_memory_in_every_memory_layer() -> None:
     assert logits.shape == (2, 9, 260) and torch.isfinite(logits).all()
 
 
-def test_attention_window_limits_the_receptive_field() -> None:
-    # 2 layers of windowed attention (window 3): position t sees tokens t-4 .. t only
-    model = _built(preset("transformer", memory={"kind": "none", "window": 3}, block=TINY, train={"seq_len": 32}))
-    tokens = _tokens(1, 12)
+@pytest.mark.parametrize("conv_size", [0, 2])
+def test_attention_window_limits_the_receptive_field(conv_size: int) -> None:
+    # 2 layers of windowed attention (window 3), each behind a short conv of conv_size taps:
+    # position t sees tokens t - 2 * (2 + max(conv_size - 1, 0)) .. t only
+    block = {**TINY, "conv_size": conv_size}
+    model = _built(preset("transformer", memory={"kind": "none", "window": 3}, block=block, train={"seq_len": 32}))
+    reach = 2 * (2 + max(conv_size - 1, 0))
+    tokens = _tokens(1, 16)
     changed = tokens.clone()
     changed[0, 2] = (changed[0, 2] + 1) % 256
     a, b = model(tokens), model(changed)
-    assert not torch.allclose(a[:, 2:7], b[:, 2:7])
-    assert torch.equal(a[:, 7:], b[:, 7:])
+    assert not torch.allclose(a[:, 2 : 3 + reach], b[:, 2 : 3 + reach])
+    assert torch.equal(a[:, 3 + reach :], b[:, 3 + reach :])
 
 
 def test_sequence_too_long_names_the_field() -> None:
