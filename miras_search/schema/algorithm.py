@@ -7,18 +7,14 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 
 from miras_search.schema._base import Schema
-from miras_search.schema.gates import Gate, check_gate_range
-
-
-def _eta(value: float = 0.5) -> Field:
-    return Field(default_factory=lambda: Gate(mode="head", value=value))
+from miras_search.schema.gates import Gate, check_gate_range, gate_field
 
 
 class _Stepping(Schema):
     """An algorithm with an inner learning rate eta > 0."""
 
     kind: str
-    eta: Gate = _eta()
+    eta: Gate = gate_field(0.5)
 
     @model_validator(mode="after")
     def _eta_range(self) -> _Stepping:
@@ -36,7 +32,7 @@ class Momentum(_Stepping):
     """S_t = theta_t S_{t-1} - eta_t grad_t (Titans)."""
 
     kind: Literal["momentum"] = "momentum"
-    theta: Gate = Field(default_factory=lambda: Gate(mode="head", value=0.9))
+    theta: Gate = gate_field(0.9)
 
     @model_validator(mode="after")
     def _theta_range(self) -> Momentum:

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 
 from miras_search.schema._base import Schema
-from miras_search.schema.gates import Gate, check_gate_range
+from miras_search.schema.gates import Gate, check_gate_range, gate_field
 
 
 class DotBias(Schema):
@@ -43,7 +43,7 @@ class HuberBias(Schema):
 
     kind: Literal["huber"] = "huber"
     variant: Literal["coordinate", "norm", "switch"] = "coordinate"
-    delta: Gate = Field(default_factory=lambda: Gate(mode="constant", value=1.0))
+    delta: Gate = gate_field(1.0, mode="constant")
     smooth: bool = Field(
         True,
         description=(

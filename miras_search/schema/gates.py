@@ -7,7 +7,7 @@ one scalar per head and token, or one value per key channel, head and token, pro
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -46,6 +46,11 @@ class Gate(Schema):
     def projection_rank(self) -> int:
         """Rank of the channel projection (default 32, as in the paper)."""
         return self.rank if self.rank is not None else 32
+
+
+def gate_field(value: float, mode: GateMode = "head") -> Any:
+    """A pydantic field holding a Gate that defaults to ``Gate(mode=mode, value=value)``."""
+    return Field(default_factory=lambda: Gate(mode=mode, value=value))
 
 
 def check_gate_range(gate: Gate, name: str, low: float, high: float, high_open: bool = False) -> None:

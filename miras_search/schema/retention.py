@@ -7,18 +7,14 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 
 from miras_search.schema._base import Schema
-from miras_search.schema.gates import Gate, check_gate_range
-
-
-def _alpha(value: float = 0.9) -> Field:
-    return Field(default_factory=lambda: Gate(mode="head", value=value))
+from miras_search.schema.gates import Gate, check_gate_range, gate_field
 
 
 class _Decaying(Schema):
     """A retention with a forget gate alpha in (0, 1]."""
 
     kind: str
-    alpha: Gate = _alpha()
+    alpha: Gate = gate_field(0.9)
 
     @model_validator(mode="after")
     def _alpha_range(self) -> _Decaying:
@@ -33,7 +29,11 @@ class NoRetention(Schema):
 
 
 class L2Retention(_Decaying):
-    """W_t = alpha_t W_{t-1} + S_t (weight decay / forget gate)."""
+    """W_t = alpha_t W_{t-1} + S_t (weight decay / forget gate).
+
+    Retain, then learn: S_t's gradient is taken at the retained memory alpha_t W_{t-1}, the order
+    of Gated DeltaNet (h = h * exp(g); then the delta-rule step).
+    """
 
     kind: Literal["l2"] = "l2"
 
