@@ -50,7 +50,7 @@ def connect(address: str | None, workers: int) -> bool:
         if address:
             ray.init(address=address, **kwargs)
         else:
-            ray.init(num_cpus=max(os.cpu_count() or 1, workers), **kwargs)
+            ray.init(address="local", num_cpus=max(os.cpu_count() or 1, workers), **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as error:
         where = f"the Ray cluster at '{address}'" if address else "a local Ray instance"
         raise MirasError(f"could not start or join {where}: {error}") from None
