@@ -1,0 +1,114 @@
+"""The driver killed with SIGKILL, or stopped with Ctrl-C, mid-study; then ``miras resume``."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from optuna.trial import TrialState
+from test_study import TINY_TRIAL, trials_of, write_study
+
+pytestmark = pytest.mark.slow
+MIRAS = str(Path(sys.executable).parent / "miras")
+
+
+def _start(path: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [MIRAS, "run", str(path), "--workers", "2", "--wandb", "off", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )
+
+
+def _wait_for(path: Path, condition, process: subprocess.Popen, limit: float = 240):
+    journal = path.parent / "runs" / "tiny" / "study.journal"
+    deadline = time.time() + limit
+    while time.time() < deadline:
+        assert process.poll() is None, process.stdout.read()
+        if journal.exists():
+            trials = trials_of(path)
+            if condition(trials):
+                return trials
+        time.sleep(0.3)
+    raise AssertionError("the study did not get there in time")
+
+
+def _end_group(process: subprocess.Popen) -> None:
+    """Whatever the driver's session left behind (Ray processes), ended by its group id."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
+
+
+def _resume(path: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([MIRAS, "resume", str(path), "--workers", "2", "--wandb", "off"],
+                          capture_output=True, text=True, timeout=600)
+
+
+def _complete(trials) -> dict[int, list[float]]:
+    return {t.number: t.values for t in trials if t.state == TrialState.COMPLETE}
+
+
+def test_kill_9_of_the_driver_then_resume(tmp_path):
+    path = write_study(tmp_path, trials=7, sampler={"kind": "random", "anchors": ["gated_deltanet"]},
+                       trial={**TINY_TRIAL, "tokens": 6144})
+    driver = _start(path)
+    try:
+        _wait_for(path, lambda ts: len(_complete(ts)) >= 2 and any(t.state == TrialState.RUNNING for t in ts),
+                  driver)
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait(timeout=30)
+        time.sleep(1)
+        before = trials_of(path)
+    finally:
+        _end_group(driver)
+    done_before = _complete(before)
+    running = [t.number for t in before if t.state == TrialState.RUNNING]
+    assert len(done_before) >= 2 and running
+
+    result = _resume(path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    after = trials_of(path)
+    numbers = [t.number for t in after]
+    assert numbers == list(range(len(after)))  # no number reused or skipped
+    assert {n: v for n, v in _complete(after).items() if n in done_before} == done_before
+    for number in running:
+        dead = after[number]
+        assert dead.state == TrialState.FAIL and dead.user_attrs["failure"] == "interrupted"
+        assert sum(t.user_attrs.get("requeued_from") == number for t in after) == 1
+    assert not any(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in after)
+    counted = [t for t in after if not (t.state == TrialState.FAIL and t.user_attrs.get("failure") == "interrupted")]
+    assert len(counted) == 7 and all(t.state == TrialState.COMPLETE for t in counted)
+    assert [t.user_attrs.get("anchor") for t in after].count("gated_deltanet") == 1 + (0 in running)
+
+
+def test_ctrl_c_marks_running_trials_and_resume_finishes(tmp_path):
+    path = write_study(tmp_path, trials=5, sampler={"kind": "random", "anchors": []},
+                       trial={**TINY_TRIAL, "tokens": 6144})
+    driver = _start(path)
+    try:
+        _wait_for(path, lambda ts: len(_complete(ts)) >= 1 and any(t.state == TrialState.RUNNING for t in ts),
+                  driver)
+        os.kill(driver.pid, signal.SIGINT)
+        output, _ = driver.communicate(timeout=120)
+    finally:
+        _end_group(driver)
+    assert driver.returncode == 130, output
+    assert "miras resume" in output
+    stopped = trials_of(path)
+    assert not any(t.state == TrialState.RUNNING for t in stopped)  # storage is consistent
+    interrupted = [t for t in stopped if t.user_attrs.get("failure") == "interrupted"]
+    assert interrupted and all(t.state == TrialState.FAIL for t in interrupted)
+    assert sum(t.state == TrialState.WAITING for t in stopped) == len(interrupted)  # queued again
+
+    result = _resume(path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    after = trials_of(path)
+    assert sum(t.state == TrialState.COMPLETE for t in after) == 5
+    done = _complete(stopped)
+    assert {n: v for n, v in _complete(after).items() if n in done} == done
