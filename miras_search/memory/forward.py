@@ -14,6 +14,7 @@ from miras_search.memory.chunked import chunked
 from miras_search.memory.exact_delta import exact_delta
 from miras_search.memory.gates import MemoryGates
 from miras_search.memory.inputs import MemoryInputs, prepare_inputs
+from miras_search.memory.kernel_path import KernelChoice, kernel_forward
 from miras_search.memory.recurrent import recurrent
 from miras_search.memory.rule import MemoryRule, MemoryState
 
@@ -56,6 +57,7 @@ def memory_forward(
     mode: Literal["chunked", "recurrent"] = "chunked",
     chunk_size: int = 16,
     chunk_form: Literal["minibatch", "exact_delta"] = "minibatch",
+    kernel: KernelChoice = "torch",
 ) -> Tensor:
     """Run the memory over a sequence and read it with the queries.
 
@@ -64,6 +66,8 @@ def memory_forward(
     Returns o: [B, T, H, V] with o_t = M_t(q_t), the memory read after its update with token t,
     in q's dtype. The state math runs in float32 (float64 when q is float64), outside autocast.
     ``mode='recurrent'`` is the token-by-token reference; chunked with chunk_size=1 equals it.
+    ``kernel`` ('auto' | 'triton' | 'torch') routes the chunked mini-batch form to a Triton kernel
+    where one covers the point (see miras_search.memory.kernel_path).
     """
     if rule.is_attention:
         return softmax_attention(q, k, v, window=rule.window)
@@ -74,6 +78,10 @@ def memory_forward(
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     _check_gates(rule, gates)
+    if mode == "chunked" and chunk_form == "minibatch":
+        fused = kernel_forward(rule, q, k, v, gates, params, chunk_size, kernel)
+        if fused is not None:
+            return fused
     out_dtype = q.dtype
     dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
     with torch.autocast(device_type=q.device.type, enabled=False):

@@ -76,6 +76,7 @@ class MemoryMixer(nn.Module):
         self.mode = point.train.mode
         self.chunk_size = point.train.chunk_size
         self.chunk_form = resolved_chunk_form(point)
+        self.kernel = point.train.kernel
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, length, _ = x.shape
@@ -94,7 +95,7 @@ class MemoryMixer(nn.Module):
         gates = MemoryGates(**{name: produced.get(name) for name in GATE_NAMES})
         o = memory_forward(
             self.rule, q, key, val, gates, list(self.memory_params),
-            mode=self.mode, chunk_size=self.chunk_size, chunk_form=self.chunk_form,
+            mode=self.mode, chunk_size=self.chunk_size, chunk_form=self.chunk_form, kernel=self.kernel,
         )  # [B, T, H, V], in q's dtype
         if self.out_norm is not None:
             o = self.out_norm(o)

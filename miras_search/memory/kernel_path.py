@@ -1,0 +1,64 @@
+"""Route a chunked mini-batch memory update to a Triton kernel when one covers the point.
+
+``kernel='auto'`` uses the kernel on CUDA tensors when Triton is importable and the point is
+covered (matrix memory, element-wise bias, none/l2 retention, gd/momentum, chunk 16/32/64);
+``'triton'`` demands it (an UnsupportedPoint says why not, naming the axis); ``'torch'`` never
+uses it. The kernels live in ``miras_search.kernels``, each beside its PyTorch reference.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Literal
+
+from torch import Tensor
+
+from miras_search.errors import UnsupportedPoint
+from miras_search.memory.gates import MemoryGates
+from miras_search.memory.rule import MemoryRule
+
+KernelChoice = Literal["auto", "triton", "torch"]
+KERNEL_CHUNK_SIZES = (16, 32, 64)
+
+
+def _why_not(rule: MemoryRule, q: Tensor, chunk_size: int) -> str | None:
+    """None when the kernel can run this call, else the reason it cannot."""
+    try:
+        from miras_search.kernels.dispatch import available, kernel_for
+    except ImportError as error:  # triton missing (e.g. not Linux)
+        return f"Triton is not importable ({error})"
+    if not available():
+        return "Triton kernels need a CUDA device (or TRITON_INTERPRET=1)"
+    if not q.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
+        return "the inputs are not on a CUDA device"
+    if kernel_for(rule) is None:
+        return (
+            f"no kernel covers memory '{rule.memory}', retention '{rule.retention.kind}', "
+            f"algorithm '{rule.algorithm}' with these gates (covered: matrix memory, element-wise "
+            "biases, retention none/l2, gd/momentum, per-head eta)"
+        )
+    if rule.steps_per_token != 1:
+        return "multistep updates have no kernel"
+    if chunk_size not in KERNEL_CHUNK_SIZES:
+        return f"chunk_size {chunk_size} is not one of the kernel's {KERNEL_CHUNK_SIZES}"
+    return None
+
+
+def kernel_forward(rule: MemoryRule, q: Tensor, k: Tensor, v: Tensor, gates: MemoryGates,
+                   params: list[Tensor], chunk_size: int, kernel: KernelChoice) -> Tensor | None:
+    """The kernel's output o: [B, T, H, V], or None when the PyTorch form should run instead."""
+    if kernel == "torch":
+        return None
+    reason = _why_not(rule, q, chunk_size)
+    if reason is not None:
+        if kernel == "triton":
+            raise UnsupportedPoint(f"train.kernel 'triton' cannot run this memory layer: {reason}")
+        return None
+    from miras_search.kernels.dispatch import kernel_for
+
+    run = kernel_for(rule)
+    initial = params[0] if params else None  # matrix memory: W_0 [H, V, K] when learned
+    return run(
+        q, k, v, gates.eta, alpha=gates.alpha, theta=gates.theta, delta=gates.delta,
+        initial_state=initial, chunk_size=chunk_size,
+    )

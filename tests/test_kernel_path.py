@@ -1,0 +1,61 @@
+"""memory_forward's kernel switch: auto / triton / torch, and the errors when a kernel cannot run."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from miras_search.errors import UnsupportedPoint
+from miras_search.memory import MemoryGates, MemoryRule, memory_forward
+from miras_search.presets import preset
+
+CUDA = torch.cuda.is_available()
+
+
+def _inputs(point_name: str, device: str, dtype=torch.float32, T: int = 37):
+    rule = MemoryRule.from_point(preset(point_name))
+    gen = torch.Generator().manual_seed(0)
+    B, H, K = 2, 2, 16
+    q, k = (torch.nn.functional.normalize(torch.randn(B, T, H, K, generator=gen), dim=-1) for _ in range(2))
+    v = torch.randn(B, T, H, K, generator=gen)
+    eta = torch.rand(B, T, H, generator=gen) * 0.5 + 0.1
+    alpha = torch.rand(B, T, H, generator=gen) * 0.1 + 0.9
+    needs = rule.needs()
+    gates = MemoryGates(
+        eta=eta, alpha=alpha if "alpha" in needs else None,
+        theta=torch.full((B, T, H), 0.8) if "theta" in needs else None,
+        delta=torch.full((B, T, H), 1.0) if "delta" in needs else None,
+    )
+    params = [p.to(device, dtype) for p in rule.initial_parameters(H, K, K)]
+    moved = [x.to(device, dtype) for x in (q, k, v)]
+    gates = MemoryGates(**{n: (None if g is None else g.to(device)) for n, g in vars(gates).items()})
+    return rule, moved, gates, params
+
+
+def test_forcing_triton_without_cuda_names_the_reason():
+    if CUDA:
+        pytest.skip("this checks the CPU error")
+    rule, (q, k, v), gates, params = _inputs("yaad", "cpu")
+    with pytest.raises(UnsupportedPoint, match="train.kernel 'triton'"):
+        memory_forward(rule, q, k, v, gates, params, chunk_size=16, kernel="triton")
+
+
+def test_auto_falls_back_to_pytorch_where_no_kernel_runs():
+    rule, (q, k, v), gates, params = _inputs("ttt_linear", "cpu")
+    auto = memory_forward(rule, q, k, v, gates, params, chunk_size=16, kernel="auto")
+    torch_form = memory_forward(rule, q, k, v, gates, params, chunk_size=16, kernel="torch")
+    assert torch.equal(auto, torch_form)
+
+
+@pytest.mark.skipif(not CUDA, reason="needs CUDA")
+@pytest.mark.parametrize("name", ["ttt_linear", "mamba2", "gla", "linear_attention"])
+def test_auto_uses_the_kernel_and_matches_pytorch_on_gpu(name):
+    rule, (q, k, v), gates, params = _inputs(name, "cuda")
+    for tensor in (q, k, v):
+        tensor.requires_grad_(True)
+    fused = memory_forward(rule, q, k, v, gates, params, chunk_size=16, kernel="triton")
+    reference = memory_forward(rule, q, k, v, gates, params, chunk_size=16, kernel="torch")
+    assert ((fused - reference).norm() / reference.norm()).item() <= 5e-3
+    (g_fused,) = torch.autograd.grad(fused.square().sum(), q)
+    (g_ref,) = torch.autograd.grad(reference.square().sum(), q)
+    assert ((g_fused - g_ref).norm() / g_ref.norm()).item() <= 5e-3
