@@ -29,7 +29,8 @@ class BiasConfig:
     """One attentional bias and its fixed hyper-parameters.
 
     ``p``, ``sharpness`` (c in tanh(c x)) and ``eps`` are used by ``lp``; ``radius`` (Delta) by
-    ``robust``. The Huber threshold is the per-token tensor ``delta``, not a field here.
+    ``robust``. ``smooth`` replaces sign(e) by tanh(sharpness e) in ``lp`` and in the l1 branch of
+    ``huber_switch`` (Yaad). The Huber threshold is the per-token tensor ``delta``, not a field.
     """
 
     kind: str = "l2"
@@ -37,6 +38,7 @@ class BiasConfig:
     sharpness: float = 10.0
     eps: float = 1e-6
     radius: float = 0.1
+    smooth: bool = True
 
     def __post_init__(self) -> None:
         if self.kind not in BIAS_KINDS:
@@ -70,8 +72,10 @@ def phi(e: torch.Tensor, v: torch.Tensor, delta: torch.Tensor | None, bias: Bias
     if kind == "l2":
         return e
     if kind == "lp":
-        c, p = bias.sharpness, bias.p
-        return p * torch.tanh(c * e) * (e * e + bias.eps) ** ((p - 1) / 2)
+        p = bias.p
+        if not bias.smooth:
+            return p * torch.sign(e) * e.abs() ** (p - 1)
+        return p * torch.tanh(bias.sharpness * e) * (e * e + bias.eps) ** ((p - 1) / 2)
     d = delta.unsqueeze(-1) if delta is not None else None
     if kind == "huber_coordinate":
         return torch.minimum(torch.maximum(e, -d), d)
@@ -80,5 +84,6 @@ def phi(e: torch.Tensor, v: torch.Tensor, delta: torch.Tensor | None, bias: Bias
     if kind == "huber_norm":
         return torch.where(norm <= d, e, d * unit)
     if kind == "huber_switch":
-        return torch.where(norm <= d, e, d * torch.sign(e))
+        sign = torch.tanh(bias.sharpness * e) if bias.smooth else torch.sign(e)
+        return torch.where(norm <= d, e, d * sign)
     return e + bias.radius * unit  # robust

@@ -48,7 +48,8 @@ def bias_config(bias: Any) -> BiasConfig | None:
             return None  # only the smooth surrogates have a kernel
         return BiasConfig("lp", p=bias.p, sharpness=bias.sharpness, eps=bias.eps)
     if kind == "huber":
-        return BiasConfig(f"huber_{bias.variant}")
+        return BiasConfig(f"huber_{bias.variant}", smooth=getattr(bias, "smooth", True),
+                          sharpness=getattr(bias, "sharpness", 10.0))
     if kind == "robust":
         return BiasConfig("robust", radius=bias.radius)
     return None

@@ -16,7 +16,13 @@ CUDA = torch.cuda.is_available()
 if not CUDA:
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-from miras_search.kernels import BIAS_KINDS, KernelInputError, available, kernel_for  # noqa: E402
+from miras_search.kernels import (  # noqa: E402
+    BIAS_KINDS,
+    BiasConfig,
+    KernelInputError,
+    available,
+    kernel_for,
+)
 from miras_search.kernels.matrix_chunk import (  # noqa: E402
     chunk_matrix_memory,
     naive_chunk_matrix_memory,
@@ -93,14 +99,15 @@ def test_naive_chunk_form_matches_token_loop(bias, alpha, momentum):
 
 
 def test_reference_chunk_one_is_plain_recurrence():
-    """C = 1, l2 bias, l2 retention: W_t = alpha_t W_{t-1} - eta_t (W_{t-1} k_t - v_t) k_t^T."""
+    """C = 1, l2 bias, l2 retention, Gated DeltaNet's order (retain, then learn):
+    W_t = alpha_t W_{t-1} - eta_t (alpha_t W_{t-1} k_t - v_t) k_t^T."""
     x = make_inputs(1, 9, 1, 4, 3, "l2", "head", w0=False)
     W = torch.zeros(3, 4, dtype=torch.float64)
     outs = []
     for t in range(9):
         kt, vt = x["k"][0, t, 0], x["v"][0, t, 0]
-        err = W @ kt - vt
-        W = x["alpha"][0, t, 0] * W - x["eta"][0, t, 0] * torch.outer(err, kt)
+        W = x["alpha"][0, t, 0] * W
+        W = W - x["eta"][0, t, 0] * torch.outer(W @ kt - vt, kt)
         outs.append(W @ x["q"][0, t, 0])
     o = naive_chunk_matrix_memory(**x, bias="l2", chunk_size=1)
     assert rel_err(o[0, :, 0], torch.stack(outs)) < 1e-12
@@ -110,6 +117,12 @@ def test_reference_chunk_one_is_plain_recurrence():
 @pytest.mark.parametrize("bias", BIAS_KINDS)
 def test_every_bias(bias):
     check(make_inputs(1, 21, 2, 16, 16, bias, "head"), bias, 16)
+
+
+def test_hard_sign_switch():
+    """huber_switch with smooth=False: delta * sign(e) in the l1 branch."""
+    bias = BiasConfig("huber_switch", smooth=False)
+    check(make_inputs(1, 21, 1, 16, 16, "huber_switch", "head", True), bias, 16)
 
 
 @pytest.mark.parametrize("T", [1, 7, 63, 100])
@@ -178,6 +191,9 @@ def test_bad_inputs_name_the_field():
         chunk_matrix_memory(**x, bias="huber_norm", chunk_size=16)
     with pytest.raises(KernelInputError, match="bias kind"):
         chunk_matrix_memory(**x, bias="cosine", chunk_size=16)
+    wide = {n: (t.float() if t is not None else None) for n, t in make_inputs(1, 5, 1, 64, 128, "robust").items()}
+    with pytest.raises(KernelInputError, match="V <= 64"):
+        chunk_matrix_memory(**wide, bias="robust", chunk_size=16)
     channel = make_inputs(1, 5, 1, 16, 16, alpha="channel", momentum=True)
     with pytest.raises(KernelInputError, match="channel-wise alpha"):
         chunk_matrix_memory(**{n: (t.float() if t is not None else None) for n, t in channel.items()})

@@ -23,6 +23,7 @@ BIASES = [
     {"kind": "huber", "variant": "coordinate", "delta": HEAD},
     {"kind": "huber", "variant": "norm", "delta": HEAD},
     {"kind": "huber", "variant": "switch", "delta": HEAD},
+    {"kind": "huber", "variant": "switch", "smooth": False, "delta": HEAD},
     {"kind": "robust", "radius": 0.3},
 ]
 GATES = [(None, "gd"), ("head", "gd"), ("channel", "gd"), ("head", "momentum")]
@@ -36,7 +37,7 @@ def point(bias: dict, alpha_mode: str | None, algorithm: str) -> ModelPoint:
     })
 
 
-@pytest.mark.parametrize("bias", BIASES, ids=lambda b: b["kind"] + b.get("variant", ""))
+@pytest.mark.parametrize("bias", BIASES, ids=lambda b: b["kind"] + b.get("variant", "") + ("-hard" if b.get("smooth") is False else ""))
 @pytest.mark.parametrize(("alpha_mode", "algorithm"), GATES)
 def test_reference_equals_memory_chunked_form(bias, alpha_mode, algorithm):
     p = point(bias, alpha_mode, algorithm)

@@ -2,7 +2,8 @@
 
 Same semantics as ``naive.py`` (see its docstring). One program per (V-tile, batch x head)
 walks the chunks in order and keeps the state W [BV, K] (and the momentum S) in registers:
-per chunk it forms the errors E = K W^T - V, their transform G = phi(E), the gate-weighted
+per chunk it forms the errors E = (beta * K) W^T - V (gradients at the chunk-start state
+retained to each token, beta_i W_0: "retain, then learn"), their transform G = phi(E), the gate-weighted
 causal sums that give the outputs, and the chunk-end state, in one kernel. Element-wise biases
 make the rows of W independent, so V is split into tiles; the row-norm biases (huber_norm,
 huber_switch, robust) need the whole row and use one tile.
@@ -14,6 +15,7 @@ per V-tile and summed afterwards.
 
 Notation inside the kernels (per chunk, C tokens, t = row, i = column):
     lb_t = sum_{j <= t} log alpha_j,   Lb[t, i] = exp(lb_t - lb_i) (i <= t)
+    E  = exp(lb) * (K W^T) - V         (the errors at the retained state beta_i W_0)
     lt_t = sum_{j <= t} log theta_j,   Lt[j, i] = exp(lt_j - lt_i) (i <= j)
     gd:       D = Lb,        c = 0
     momentum: D = Lb @ Lt,   c = Lb @ exp(lt)
@@ -58,7 +60,8 @@ def _tanh(x):
 
 
 @triton.jit
-def _phi(E, Vv, d, BIAS: tl.constexpr, P_EXP, SHARP, EPS, RADIUS, NEPS: tl.constexpr):
+def _phi(E, Vv, d, BIAS: tl.constexpr, P_EXP, SHARP, EPS, RADIUS, NEPS: tl.constexpr,
+         SMOOTH: tl.constexpr):
     """g = phi(e) per token row. E, Vv: [C, BV]; d: [C] (Huber threshold)."""
     if BIAS == 0:  # dot
         G = -Vv
@@ -77,14 +80,18 @@ def _phi(E, Vv, d, BIAS: tl.constexpr, P_EXP, SHARP, EPS, RADIUS, NEPS: tl.const
         if BIAS == 4:  # huber norm
             G = tl.where((n <= d)[:, None], E, d[:, None] * U)
         elif BIAS == 5:  # huber switch (Yaad)
-            G = tl.where((n <= d)[:, None], E, d[:, None] * _sign(E))
+            if SMOOTH:
+                G = tl.where((n <= d)[:, None], E, d[:, None] * _tanh(SHARP * E))
+            else:
+                G = tl.where((n <= d)[:, None], E, d[:, None] * _sign(E))
         else:  # robust
             G = E + RADIUS * U
     return G
 
 
 @triton.jit
-def _phi_bwd(E, dG, d, BIAS: tl.constexpr, P_EXP, SHARP, EPS, RADIUS, NEPS: tl.constexpr):
+def _phi_bwd(E, dG, d, BIAS: tl.constexpr, P_EXP, SHARP, EPS, RADIUS, NEPS: tl.constexpr,
+             SMOOTH: tl.constexpr):
     """(dL/dE, dL/ddelta) from dL/dG. E, dG: [C, BV]; d: [C]. dot returns dE = 0."""
     dd = tl.zeros_like(d)
     if BIAS == 0:
@@ -114,8 +121,13 @@ def _phi_bwd(E, dG, d, BIAS: tl.constexpr, P_EXP, SHARP, EPS, RADIUS, NEPS: tl.c
             dE = tl.where(big[:, None], d[:, None] * dU, dG)
             dd = tl.where(big, tl.sum(U * dG, 1), 0.0)
         elif BIAS == 5:
-            dE = tl.where(big[:, None], 0.0, dG)
-            dd = tl.where(big, tl.sum(_sign(E) * dG, 1), 0.0)
+            if SMOOTH:
+                th = _tanh(SHARP * E)
+                dE = tl.where(big[:, None], d[:, None] * SHARP * (1.0 - th * th) * dG, dG)
+                dd = tl.where(big, tl.sum(th * dG, 1), 0.0)
+            else:
+                dE = tl.where(big[:, None], 0.0, dG)
+                dd = tl.where(big, tl.sum(_sign(E) * dG, 1), 0.0)
         else:
             dE = dG + RADIUS * dU
     return dE, dd
@@ -127,7 +139,7 @@ def _fwd_kernel(
     T, H, K, V, NC, P_EXP, SHARP, EPS, RADIUS,
     C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, BIAS: tl.constexpr,
     ALPHA: tl.constexpr, MOMENTUM: tl.constexpr, HAS_W0: tl.constexpr,
-    SAVE: tl.constexpr, LOWP: tl.constexpr, NEPS: tl.constexpr,
+    SAVE: tl.constexpr, LOWP: tl.constexpr, NEPS: tl.constexpr, SMOOTH: tl.constexpr,
 ):
     i_v = tl.program_id(0)
     i_bh = tl.program_id(1)
@@ -167,14 +179,13 @@ def _fwd_kernel(
             if MOMENTUM:
                 tl.store(saved_s + base + ov[:, None] * K + ok[None, :], S, mask=m_vk)
 
-        E = _mm(kc, tl.trans(W), LOWP) - vc  # [C, BV]
-        G = _phi(E, vc, dl, BIAS, P_EXP, SHARP, EPS, RADIUS, NEPS)
-        P = G * et[:, None]
-
         if ALPHA == 2:  # channel-wise decay of the key dimension
             la = tl.log(tl.load(alpha + row[:, None] * K + ok[None, :], mask=m_ck, other=1.0).to(tl.float32))
             lb = tl.cumsum(la, 0)  # [C, BK]
             lbl = tl.sum(la, 0)  # [BK] log decay of the whole chunk
+            E = _mm(kc * tl.exp(lb), tl.trans(W), LOWP) - vc  # errors at beta_i W_0
+            G = _phi(E, vc, dl, BIAS, P_EXP, SHARP, EPS, RADIUS, NEPS, SMOOTH)
+            P = G * et[:, None]
             qt = qc * tl.exp(lb)
             kt = kc * tl.exp(-lb)
             kw = kc * tl.exp(lbl[None, :] - lb)
@@ -188,6 +199,9 @@ def _fwd_kernel(
                 la = tl.zeros([C], dtype=tl.float32)
             lb = tl.cumsum(la, 0)
             lbl = tl.sum(la, 0)
+            E = tl.exp(lb)[:, None] * _mm(kc, tl.trans(W), LOWP) - vc  # errors at beta_i W_0
+            G = _phi(E, vc, dl, BIAS, P_EXP, SHARP, EPS, RADIUS, NEPS, SMOOTH)
+            P = G * et[:, None]
             Lb = tl.where(causal, tl.exp(lb[:, None] - lb[None, :]), 0.0)
             wb = tl.exp(lbl - lb)  # Lb[C, :]
             if MOMENTUM:
@@ -221,6 +235,7 @@ def _bwd_kernel(
     T, H, K, V, NC, BH, P_EXP, SHARP, EPS, RADIUS,
     C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, BIAS: tl.constexpr,
     ALPHA: tl.constexpr, MOMENTUM: tl.constexpr, LOWP: tl.constexpr, NEPS: tl.constexpr,
+    SMOOTH: tl.constexpr,
 ):
     i_v = tl.program_id(0)
     i_bh = tl.program_id(1)
@@ -258,16 +273,16 @@ def _bwd_kernel(
         base = (i_bh * NC + n) * V * K
         W = tl.load(saved_w + base + ov[:, None] * K + ok[None, :], mask=m_vk, other=0.0)
 
-        E = _mm(kc, tl.trans(W), LOWP) - vc
-        G = _phi(E, vc, dl, BIAS, P_EXP, SHARP, EPS, RADIUS, NEPS)
-        P = G * et[:, None]
-
         if ALPHA == 2:
             a_ptr = alpha + row[:, None] * K + ok[None, :]
             la = tl.log(tl.load(a_ptr, mask=m_ck, other=1.0).to(tl.float32))
             lb = tl.cumsum(la, 0)
             lbl = tl.sum(la, 0)
             eb = tl.exp(lb)
+            kb = kc * eb  # retained keys: errors at beta_i W_0
+            E = _mm(kb, tl.trans(W), LOWP) - vc
+            G = _phi(E, vc, dl, BIAS, P_EXP, SHARP, EPS, RADIUS, NEPS, SMOOTH)
+            P = G * et[:, None]
             qt = qc * eb
             kt = kc * tl.exp(-lb)
             kw = kc * tl.exp(lbl[None, :] - lb)
@@ -278,15 +293,16 @@ def _bwd_kernel(
             dkt = _mm(tl.trans(dA), qt, LOWP)
             dkw = -_mm(P, dW, LOWP)
             dG = dP * et[:, None]
-            dE, dd = _phi_bwd(E, dG, dl, BIAS, P_EXP, SHARP, EPS, RADIUS, NEPS)
+            dE, dd = _phi_bwd(E, dG, dl, BIAS, P_EXP, SHARP, EPS, RADIUS, NEPS, SMOOTH)
+            dkb = _mm(dE, W, LOWP)
             dqc = dqt * eb
-            dkc = dkt * tl.exp(-lb) + dkw * tl.exp(lbl[None, :] - lb) + _mm(dE, W, LOWP)
-            dlb = dqt * qt - dkt * kt - dkw * kw
+            dkc = dkt * tl.exp(-lb) + dkw * tl.exp(lbl[None, :] - lb) + dkb * eb
+            dlb = dqt * qt - dkt * kt - dkw * kw + dkb * kb
             dlbl = tl.sum(dkw * kw, 0) + tl.exp(lbl) * tl.sum(dW * W, 0)
             # lb_t sums log alpha_j for j <= t; lbl sums them all
             g_la = tl.cumsum(dlb, 0, reverse=True) + dlbl[None, :]
             tl.store(dla + (part + row)[:, None] * K + ok[None, :], g_la, mask=m_ck)
-            dW = dW * tl.exp(lbl)[None, :] + _mm(tl.trans(dO), qt, LOWP) + _mm(tl.trans(dE), kc, LOWP)
+            dW = dW * tl.exp(lbl)[None, :] + _mm(tl.trans(dO), qt, LOWP) + _mm(tl.trans(dE), kb, LOWP)
         else:
             if ALPHA == 1:
                 la = tl.log(tl.load(alpha + row, mask=mt, other=1.0).to(tl.float32))
@@ -312,11 +328,20 @@ def _bwd_kernel(
             else:
                 D = Lb
                 dlast = wb
+            KW = _mm(kc, tl.trans(W), LOWP)
+            E = eb[:, None] * KW - vc  # errors at beta_i W_0
+            G = _phi(E, vc, dl, BIAS, P_EXP, SHARP, EPS, RADIUS, NEPS, SMOOTH)
+            P = G * et[:, None]
             QK = _mm(qc, tl.trans(kc), LOWP)
             A = QK * D
             dA = -_mm(dO, tl.trans(P), LOWP)
             R = _mm(kc, tl.trans(dW), LOWP)  # R[i] = dW k_i
             dP = -_mm(tl.trans(A), dO, LOWP) - dlast[:, None] * R
+            if MOMENTUM:
+                Rs = _mm(kc, tl.trans(dS), LOWP)
+                dP -= tlast[:, None] * Rs
+            dG = dP * et[:, None]
+            dE, dd = _phi_bwd(E, dG, dl, BIAS, P_EXP, SHARP, EPS, RADIUS, NEPS, SMOOTH)
             dAD = tl.where(causal, dA * D, 0.0)
             dqc = eb[:, None] * _mm(dO, W, LOWP) + _mm(dAD, kc, LOWP)
             dkc = _mm(tl.trans(dAD), qc, LOWP) - dlast[:, None] * _mm(P, dW, LOWP)
@@ -324,11 +349,9 @@ def _bwd_kernel(
             # dD (the last row also carries the chunk-end term -sum_v P R)
             dD = tl.where(causal, dA * QK, 0.0)
             dD += tl.where(is_last[:, None], -tl.sum(P * R, 1)[None, :], 0.0)
-            dlb = eb * tl.sum(dO * QW, 1)
+            dlb = eb * (tl.sum(dO * QW, 1) + tl.sum(dE * KW, 1))
             dlb += tl.where(is_last, tl.exp(lbl) * tl.sum(tl.sum(dW * W, 1), 0), 0.0)
             if MOMENTUM:
-                Rs = _mm(kc, tl.trans(dS), LOWP)
-                dP -= tlast[:, None] * Rs
                 dqc += cv[:, None] * _mm(dO, S, LOWP)
                 dkc -= tlast[:, None] * _mm(P, dS, LOWP)
                 dc = tl.sum(dO * _mm(qc, tl.trans(S), LOWP), 1)
@@ -347,11 +370,9 @@ def _bwd_kernel(
             dlb += tl.sum(X, 1) - tl.sum(X, 0)
             if ALPHA == 1:
                 tl.store(dla + part + row, tl.cumsum(dlb, 0, reverse=True), mask=mt)
-            dG = dP * et[:, None]
-            dE, dd = _phi_bwd(E, dG, dl, BIAS, P_EXP, SHARP, EPS, RADIUS, NEPS)
-            dkc += _mm(dE, W, LOWP)
+            dkc += eb[:, None] * _mm(dE, W, LOWP)
             dW_prev = tl.exp(lbl) * dW + _mm(tl.trans(dO * eb[:, None]), qc, LOWP)
-            dW_prev += _mm(tl.trans(dE), kc, LOWP)
+            dW_prev += _mm(tl.trans(dE * eb[:, None]), kc, LOWP)
             if MOMENTUM:
                 dS = clast * dW + tl.exp(ltl) * dS + _mm(tl.trans(dO * cv[:, None]), qc, LOWP)
             dW = dW_prev
@@ -389,6 +410,7 @@ def _bias_args(bias: BiasConfig) -> dict:
     return {
         "P_EXP": float(bias.p), "SHARP": float(bias.sharpness), "EPS": float(bias.eps),
         "RADIUS": float(bias.radius), "BIAS": BIAS_KINDS.index(bias.kind), "NEPS": NORM_EPS,
+        "SMOOTH": bool(bias.smooth),
     }
 
 
@@ -492,6 +514,8 @@ def chunk_matrix_memory(
         o: [B, T, H, V] in the dtype of q.
     """
     bias = as_bias(bias)
+    if bias.kind == "lp" and not bias.smooth:
+        raise KernelInputError("bias 'lp' has a Triton kernel only with smooth=True (tanh / sqrt surrogates)")
     if q.dim() != 4:
         raise KernelInputError(f"q must be [B, T, H, K], got a tensor of shape {list(q.shape)}")
     B, T, H, K = q.shape
@@ -512,6 +536,12 @@ def chunk_matrix_memory(
         raise KernelInputError(f"head dims K={K}, V={V} must lie in 16..256 for the Triton kernel")
     if theta is not None and alpha is not None and alpha.dim() == 4:
         raise KernelInputError("momentum (theta) with channel-wise alpha has no Triton kernel; use a per-head alpha")
+    if bias.row_norm and q.dtype == torch.float32 and V > 64 and K > 32:
+        # the whole-row V tile of these biases overflows shared memory in the fp32 backward
+        raise KernelInputError(
+            f"bias {bias.kind!r} with float32 inputs supports V <= 64 (or K <= 32) in the Triton "
+            f"kernel, got K={K}, V={V}; pass bfloat16 inputs or use the PyTorch chunked form"
+        )
     if bias.needs_delta and delta is None:
         raise KernelInputError(f"bias {bias.kind!r} needs the Huber threshold tensor delta [B, T, H]")
     args = [x.contiguous() if x is not None else None for x in (q, k, v, eta, alpha, theta, delta, initial_state)]

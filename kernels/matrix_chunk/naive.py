@@ -1,9 +1,10 @@
 """Plain-PyTorch reference of the chunked (minibatch) matrix-memory update.
 
 Per batch b and head h the memory is W [V, K]. Inside a chunk of C tokens all gradients are
-taken at the chunk-start state W_0 (the paper's minibatch form):
+taken at the chunk-start state W_0, retained to token i (the paper's minibatch form, in Gated
+DeltaNet's "retain, then learn" order, as miras_search.memory does):
 
-    e_i = W_0 k_i - v_i,   g_i = phi(e_i),   beta_t = prod_{s <= j <= t} alpha_j
+    beta_t = prod_{s <= j <= t} alpha_j,   e_i = beta_i W_0 k_i - v_i,   g_i = phi(e_i)
     gd:        U_t = beta_t W_0 - sum_{i <= t} (beta_t / beta_i) eta_i g_i k_i^T
     momentum:  S_t = theta_t S_{t-1} - eta_t g_t k_t^T  (S carried across chunks)
                U_t = beta_t W_0 + sum_{j <= t} (beta_t / beta_j) S_j
@@ -86,11 +87,11 @@ def naive_chunk_matrix_memory(
         etac = eta[:, sl].transpose(1, 2)  # (B, H, C)
         deltac = None if delta is None else delta[:, sl].transpose(1, 2)
 
-        e = torch.einsum("bhck,bhvk->bhcv", kc, W) - vc
-        p = etac.unsqueeze(-1) * phi(e, vc, deltac, bias)  # (B, H, C, V)
-
         # lb: cumulative log-decay inside the chunk, (B, H, C) or (B, H, C, K)
         lb = q.new_zeros(B, H, C) if log_a is None else log_a[:, sl].transpose(1, 2).cumsum(2)
+        k_retained = kc * (lb.exp() if channel else lb.exp().unsqueeze(-1))  # beta_i W_0 k_i
+        e = torch.einsum("bhck,bhvk->bhcv", k_retained, W) - vc
+        p = etac.unsqueeze(-1) * phi(e, vc, deltac, bias)  # (B, H, C, V)
         if theta is not None:
             lt = log_th[:, sl].transpose(1, 2).cumsum(2)  # (B, H, C)
             l_th = _decay_matrix(lt)  # Theta_j / Theta_i, (B, H, C, C)
@@ -155,19 +156,21 @@ def recurrent_matrix_memory(
     S = q.new_zeros(B, H, V, K)
     outs = []
     for t in range(T):
-        if t % chunk_size == 0:
-            W0 = W  # gradients of this chunk are taken here
-        kt, vt, qt = k[:, t], v[:, t], q[:, t]  # (B, H, K|V)
-        e = torch.einsum("bhvk,bhk->bhv", W0, kt) - vt
-        g = phi(e, vt, None if delta is None else delta[:, t], bias)
-        step = -eta[:, t, :, None, None] * g.unsqueeze(-1) * kt.unsqueeze(-2)
-        S = step if theta is None else theta[:, t, :, None, None] * S + step
         if alpha is None:
-            decay = 1.0
+            decay = torch.ones_like(W[:, :, :1, :1])
         elif alpha.dim() == 4:
             decay = alpha[:, t].unsqueeze(-2)  # (B, H, 1, K)
         else:
             decay = alpha[:, t, :, None, None]
+        if t % chunk_size == 0:
+            W0, beta = W, decay  # gradients of this chunk are taken at beta_t W0
+        else:
+            beta = beta * decay
+        kt, vt, qt = k[:, t], v[:, t], q[:, t]  # (B, H, K|V)
+        e = torch.einsum("bhvk,bhk->bhv", beta * W0, kt) - vt
+        g = phi(e, vt, None if delta is None else delta[:, t], bias)
+        step = -eta[:, t, :, None, None] * g.unsqueeze(-1) * kt.unsqueeze(-2)
+        S = step if theta is None else theta[:, t, :, None, None] * S + step
         W = decay * W + S
         outs.append(torch.einsum("bhvk,bhk->bhv", W, qt))
     return torch.stack(outs, dim=1)
