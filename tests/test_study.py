@@ -228,3 +228,39 @@ def test_status_shows_counts_and_best(tmp_path):
 def test_load_study_dict_without_a_file_checks_only_the_schema():
     study = load_study_dict({"name": "x", "space": "anywhere.yaml", "trials": 2})
     assert study.objectives[0].metric == "val_loss" and study.sampler.kind == "tpe"
+
+
+@pytest.mark.parametrize("kind", ["tpe", "cmaes", "random"])
+def test_each_single_objective_sampler_runs(tmp_path, kind):
+    path = write_study(tmp_path, trials=2, sampler={"kind": kind, "anchors": [], "seed": 3},
+                       pruner={"kind": "hyperband", "min_resource": 2})
+    assert run_inline(path).finished == 2
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials_of(path))
+
+
+def test_several_seeds_average_the_metrics(tmp_path):
+    path = write_study(tmp_path, trials=1, seeds=[0, 1])
+    run_inline(path)
+    (trial,) = trials_of(path)
+    metrics = trial.user_attrs["metrics"]
+    assert metrics["val_bpb"] == pytest.approx((metrics["val_bpb/seed0"] + metrics["val_bpb/seed1"]) / 2, rel=1e-12)
+    assert metrics["val_bpb/seed0"] != metrics["val_bpb/seed1"]
+    assert trial.values == [metrics["val_bpb"]]
+
+
+def test_a_time_budget_stops_asking_for_new_trials(tmp_path):
+    path = write_study(tmp_path, trials=None, timeout_s=1.0)
+    summary = run_inline(path)
+    trials = trials_of(path)
+    assert summary.finished == len(trials) >= 2 and summary.target is None
+    assert not any(t.state == TrialState.RUNNING for t in trials)
+    starts = [t.datetime_start.timestamp() for t in trials]
+    assert max(starts) - min(starts) < 1.0  # nothing is asked for after the budget is spent
+    longest = max((t.datetime_complete - t.datetime_start).total_seconds() for t in trials)
+    assert summary.wall_s < 1.0 + longest + 2.0
+
+
+def test_resume_needs_an_existing_study(tmp_path):
+    path = write_study(tmp_path)
+    result = CliRunner().invoke(app, ["resume", str(path), "--inline"])
+    assert result.exit_code == 1 and "no study 'tiny' yet" in result.output
