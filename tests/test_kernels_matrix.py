@@ -192,7 +192,7 @@ def test_bad_inputs_name_the_field():
     with pytest.raises(KernelInputError, match="bias kind"):
         chunk_matrix_memory(**x, bias="cosine", chunk_size=16)
     wide = {n: (t.float() if t is not None else None) for n, t in make_inputs(1, 5, 1, 64, 128, "robust").items()}
-    with pytest.raises(KernelInputError, match="V <= 64"):
+    with pytest.raises(KernelInputError, match="K, V <= 64"):
         chunk_matrix_memory(**wide, bias="robust", chunk_size=16)
     channel = make_inputs(1, 5, 1, 16, 16, alpha="channel", momentum=True)
     with pytest.raises(KernelInputError, match="channel-wise alpha"):

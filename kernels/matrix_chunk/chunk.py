@@ -536,11 +536,11 @@ def chunk_matrix_memory(
         raise KernelInputError(f"head dims K={K}, V={V} must lie in 16..256 for the Triton kernel")
     if theta is not None and alpha is not None and alpha.dim() == 4:
         raise KernelInputError("momentum (theta) with channel-wise alpha has no Triton kernel; use a per-head alpha")
-    if bias.row_norm and q.dtype == torch.float32 and V > 64 and K > 32:
+    if bias.row_norm and q.dtype == torch.float32 and max(K, V) > 64:
         # the whole-row V tile of these biases overflows shared memory in the fp32 backward
         raise KernelInputError(
-            f"bias {bias.kind!r} with float32 inputs supports V <= 64 (or K <= 32) in the Triton "
-            f"kernel, got K={K}, V={V}; pass bfloat16 inputs or use the PyTorch chunked form"
+            f"bias {bias.kind!r} with float32 inputs supports K, V <= 64 in the Triton kernel, "
+            f"got K={K}, V={V}; pass bfloat16 inputs or use the PyTorch chunked form"
         )
     if bias.needs_delta and delta is None:
         raise KernelInputError(f"bias {bias.kind!r} needs the Huber threshold tensor delta [B, T, H]")
