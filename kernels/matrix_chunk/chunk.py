@@ -3,8 +3,8 @@
 Same semantics as ``naive.py`` (see its docstring). One program per (V-tile, batch x head)
 walks the chunks in order and keeps the state W [BV, K] (and the momentum S) in registers:
 per chunk it forms the errors E = (beta * K) W^T - V (gradients at the chunk-start state
-retained to each token, beta_i W_0: "retain, then learn"), their transform G = phi(E), the gate-weighted
-causal sums that give the outputs, and the chunk-end state, in one kernel. Element-wise biases
+retained to each token, beta_i W_0: "retain, then learn"), their transform G = phi(E), the
+gate-weighted causal sums that give the outputs, and the chunk-end state, in one kernel. Element-wise biases
 make the rows of W independent, so V is split into tiles; the row-norm biases (huber_norm,
 huber_switch, robust) need the whole row and use one tile.
 
