@@ -36,7 +36,7 @@ def test_forcing_triton_without_cuda_names_the_reason():
     if CUDA:
         pytest.skip("this checks the CPU error")
     rule, (q, k, v), gates, params = _inputs("yaad", "cpu")
-    with pytest.raises(UnsupportedPoint, match="train.kernel 'triton'"):
+    with pytest.raises(UnsupportedPoint, match=r"train\.kernel 'triton'"):
         memory_forward(rule, q, k, v, gates, params, chunk_size=16, kernel="triton")
 
 
