@@ -1,15 +1,23 @@
-"""memory_forward's kernel switch: auto / triton / torch, and the errors when a kernel cannot run."""
+"""memory_forward's kernel switch: auto / triton / torch, and the errors when a kernel cannot run.
+
+Without CUDA a forced kernel runs in Triton's interpreter, which Triton reads when the kernels are
+decorated (first import), so TRITON_INTERPRET is set here before anything imports them.
+"""
 
 from __future__ import annotations
+
+import os
 
 import pytest
 import torch
 
-from miras_search.errors import UnsupportedPoint
-from miras_search.memory import MemoryGates, MemoryRule, memory_forward
-from miras_search.presets import preset
-
 CUDA = torch.cuda.is_available()
+if not CUDA:
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+from miras_search.errors import UnsupportedPoint  # noqa: E402
+from miras_search.memory import MemoryGates, MemoryRule, memory_forward  # noqa: E402
+from miras_search.presets import preset  # noqa: E402
 
 
 def _inputs(point_name: str, device: str, dtype=torch.float32, T: int = 37):
@@ -53,6 +61,23 @@ def test_auto_uses_the_kernel_and_matches_pytorch_on_gpu(name):
     rule, (q, k, v), gates, params = _inputs(name, "cuda")
     for tensor in (q, k, v):
         tensor.requires_grad_(True)
+    fused = memory_forward(rule, q, k, v, gates, params, chunk_size=16, kernel="triton")
+    reference = memory_forward(rule, q, k, v, gates, params, chunk_size=16, kernel="torch")
+    assert ((fused - reference).norm() / reference.norm()).item() <= 5e-3
+    (g_fused,) = torch.autograd.grad(fused.square().sum(), q)
+    (g_ref,) = torch.autograd.grad(reference.square().sum(), q)
+    assert ((g_fused - g_ref).norm() / g_ref.norm()).item() <= 5e-3
+
+
+@pytest.mark.parametrize("name", ["ttt_linear", "mamba2"])
+def test_forced_kernel_runs_under_the_interpreter_and_matches_pytorch(name):
+    """On CPU, train.kernel 'triton' runs the kernel through Triton's interpreter (the wiring
+    that CUDA uses by default): same outputs and input gradients as the PyTorch chunked form."""
+    if CUDA:
+        pytest.skip("the GPU test covers this")
+    pytest.importorskip("triton")
+    rule, (q, k, v), gates, params = _inputs(name, "cpu", T=21)
+    q.requires_grad_(True)
     fused = memory_forward(rule, q, k, v, gates, params, chunk_size=16, kernel="triton")
     reference = memory_forward(rule, q, k, v, gates, params, chunk_size=16, kernel="torch")
     assert ((fused - reference).norm() / reference.norm()).item() <= 5e-3

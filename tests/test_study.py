@@ -249,15 +249,19 @@ def test_several_seeds_average_the_metrics(tmp_path):
 
 
 def test_a_time_budget_stops_asking_for_new_trials(tmp_path):
-    path = write_study(tmp_path, trials=None, timeout_s=1.0)
+    budget = 2.0
+    path = write_study(tmp_path, trials=None, timeout_s=budget)
     summary = run_inline(path)
-    trials = trials_of(path)
-    assert summary.finished == len(trials) >= 2 and summary.target is None
+    trials = sorted(trials_of(path), key=lambda t: t.number)
+    assert summary.finished == len(trials) >= 1 and summary.target is None
     assert not any(t.state == TrialState.RUNNING for t in trials)
     starts = [t.datetime_start.timestamp() for t in trials]
-    assert max(starts) - min(starts) < 1.0  # nothing is asked for after the budget is spent
+    assert max(starts) - min(starts) < budget  # nothing is asked for after the budget is spent
+    first = (trials[0].datetime_complete - trials[0].datetime_start).total_seconds()
+    if first < budget / 2:  # a loaded machine may fit only one trial; otherwise it keeps asking
+        assert len(trials) >= 2
     longest = max((t.datetime_complete - t.datetime_start).total_seconds() for t in trials)
-    assert summary.wall_s < 1.0 + longest + 2.0
+    assert summary.wall_s < budget + longest + 2.0
 
 
 def test_resume_needs_an_existing_study(tmp_path):

@@ -21,15 +21,21 @@ KernelChoice = Literal["auto", "triton", "torch"]
 KERNEL_CHUNK_SIZES = (16, 32, 64)
 
 
-def _why_not(rule: MemoryRule, q: Tensor, chunk_size: int) -> str | None:
-    """None when the kernel can run this call, else the reason it cannot."""
+KERNEL_HEAD_DIMS = (16, 256)
+
+
+def _why_not(rule: MemoryRule, q: Tensor, v: Tensor, chunk_size: int, forced: bool) -> str | None:
+    """None when the kernel can run this call, else the reason it cannot.
+
+    Only a forced kernel ('triton') may run on CPU tensors, through Triton's interpreter.
+    """
     try:
         from miras_search.kernels.dispatch import available, kernel_for
     except ImportError as error:  # triton missing (e.g. not Linux)
         return f"Triton is not importable ({error})"
     if not available():
         return "Triton kernels need a CUDA device (or TRITON_INTERPRET=1)"
-    if not q.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
+    if not q.is_cuda and not (forced and os.environ.get("TRITON_INTERPRET") == "1"):
         return "the inputs are not on a CUDA device"
     if kernel_for(rule) is None:
         return (
@@ -39,6 +45,9 @@ def _why_not(rule: MemoryRule, q: Tensor, chunk_size: int) -> str | None:
         )
     if rule.steps_per_token != 1:
         return "multistep updates have no kernel"
+    low, high = KERNEL_HEAD_DIMS
+    if not (low <= q.shape[-1] <= high and low <= v.shape[-1] <= high):
+        return f"head dims K={q.shape[-1]}, V={v.shape[-1]} are outside the kernel's {low}..{high}"
     if chunk_size not in KERNEL_CHUNK_SIZES:
         return f"chunk_size {chunk_size} is not one of the kernel's {KERNEL_CHUNK_SIZES}"
     return None
@@ -49,7 +58,7 @@ def kernel_forward(rule: MemoryRule, q: Tensor, k: Tensor, v: Tensor, gates: Mem
     """The kernel's output o: [B, T, H, V], or None when the PyTorch form should run instead."""
     if kernel == "torch":
         return None
-    reason = _why_not(rule, q, chunk_size)
+    reason = _why_not(rule, q, v, chunk_size, forced=kernel == "triton")
     if reason is not None:
         if kernel == "triton":
             raise UnsupportedPoint(f"train.kernel 'triton' cannot run this memory layer: {reason}")
