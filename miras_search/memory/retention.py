@@ -33,7 +33,9 @@ def _tiny(x: Tensor) -> float:
 
 
 class GradientAtMemory:
-    """Default hook: the step's gradient is taken at the memory W_{t-1} itself."""
+    """The defaults every rule starts from: the gradient at W_{t-1} itself, the weights as their
+    own parameters, the linear form grown from W_0, no read scale, the chunk end accumulated in
+    weight space. A rule overrides only what differs."""
 
     def gradient_scale(self, decay: Tensor | None) -> Tensor | None:
         """Per-token scale s with the gradient taken at W diag(s) (None: at W).
@@ -42,6 +44,18 @@ class GradientAtMemory:
         beta_i = prod_{j<=i} alpha_j (the retained chunk-start memory); None when alpha = 1.
         """
         return None
+
+    def from_param(self, param: Tensor) -> tuple[Tensor, Tensor | None]:
+        return param, None
+
+    def linear_base(self, w: Tensor, a: Tensor | None) -> Tensor:
+        return w
+
+    def read_scale(self, w: Tensor, a: Tensor | None) -> Tensor | None:
+        return None
+
+    def end_base(self, x0: Tensor) -> Tensor:
+        return x0
 
 
 @dataclass(frozen=True)
@@ -57,20 +71,8 @@ class LinearRetention(GradientAtMemory):
     def gradient_scale(self, decay: Tensor | None) -> Tensor | None:
         return decay if self.kind == "l2" else None
 
-    def from_param(self, param: Tensor) -> tuple[Tensor, Tensor | None]:
-        return param, None
-
     def update(self, w: Tensor, a: Tensor | None, step: Tensor, alpha: Tensor | None):
         return _decay(w, alpha) + step, None
-
-    def linear_base(self, w: Tensor, a: Tensor | None) -> Tensor:
-        return w
-
-    def read_scale(self, w: Tensor, a: Tensor | None) -> Tensor | None:
-        return None
-
-    def end_base(self, x0: Tensor) -> Tensor:
-        return x0
 
     def end_map(self, raw: Tensor) -> tuple[Tensor, Tensor | None]:
         return raw, None
@@ -103,9 +105,6 @@ class LqRetention(GradientAtMemory):
     def read_scale(self, w: Tensor, a: Tensor | None) -> Tensor | None:
         return 1.0 / self.scale(a)
 
-    def end_base(self, x0: Tensor) -> Tensor:
-        return x0
-
     def end_map(self, raw: Tensor) -> tuple[Tensor, Tensor | None]:
         return raw / self.scale(raw), raw
 
@@ -124,12 +123,6 @@ class KLRetention(GradientAtMemory):
 
     def update(self, w: Tensor, a: Tensor | None, step: Tensor, alpha: Tensor | None):
         return self.end_map(_decay(self.end_base(w), alpha) + step)
-
-    def linear_base(self, w: Tensor, a: Tensor | None) -> Tensor:
-        return w
-
-    def read_scale(self, w: Tensor, a: Tensor | None) -> Tensor | None:
-        return None
 
     def end_base(self, x0: Tensor) -> Tensor:
         return torch.log(x0.clamp_min(_tiny(x0)))
@@ -153,20 +146,8 @@ class ElasticRetention(GradientAtMemory):
             return x.abs() * torch.atan(x / self.threshold) / (math.pi / 2.0)
         return torch.sign(x) * (x.abs() - self.threshold).clamp_min(0.0)
 
-    def from_param(self, param: Tensor) -> tuple[Tensor, Tensor | None]:
-        return param, None
-
     def update(self, w: Tensor, a: Tensor | None, step: Tensor, alpha: Tensor | None):
         return self.shrink(_decay(w, alpha) + step), None
-
-    def linear_base(self, w: Tensor, a: Tensor | None) -> Tensor:
-        return w
-
-    def read_scale(self, w: Tensor, a: Tensor | None) -> Tensor | None:
-        return None
-
-    def end_base(self, x0: Tensor) -> Tensor:
-        return x0
 
     def end_map(self, raw: Tensor) -> tuple[Tensor, Tensor | None]:
         return self.shrink(raw), None
@@ -185,12 +166,6 @@ class BregmanRetention(GradientAtMemory):
 
     def update(self, w: Tensor, a: Tensor | None, step: Tensor, alpha: Tensor | None):
         return self.end_map(self.end_base(w) + step)
-
-    def linear_base(self, w: Tensor, a: Tensor | None) -> Tensor:
-        return w
-
-    def read_scale(self, w: Tensor, a: Tensor | None) -> Tensor | None:
-        return None
 
     def end_base(self, x0: Tensor) -> Tensor:
         return torch.logit(x0, eps=torch.finfo(x0.dtype).eps)
