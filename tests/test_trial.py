@@ -148,3 +148,10 @@ def test_recall_tasks_separate_attention_from_a_vector_memory():
     assert strong.ok and weak.ok, (strong.reason, weak.reason)
     assert strong.metrics["acc/mqar"] > 0.9
     assert weak.metrics["acc/mqar"] < strong.metrics["acc/mqar"] - 0.3
+
+
+def test_a_budget_smaller_than_one_batch_fails_with_a_readable_reason():
+    result = run_trial(tiny("gated_deltanet"), TINY.model_copy(update={"tokens": 10}))
+    assert result.failure == "build"
+    assert "train: tokens (10) must cover at least one batch" in result.reason
+    assert "pydantic" not in result.reason

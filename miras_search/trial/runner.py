@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import torch
+from pydantic import ValidationError
 
 from miras_search.data import DataMix
 from miras_search.errors import (
@@ -27,6 +28,7 @@ from miras_search.schema import ModelPoint
 from miras_search.trial.config import TrialConfig
 from miras_search.trial.evaluate import evaluate
 from miras_search.trial.result import TrialFailed, TrialResult
+from miras_search.validation import problems_from
 
 Reporter = Callable[[int, float], bool | None]
 """Called as ``report(step, training_loss)`` every ``report_every`` steps; False stops (prunes)."""
@@ -121,8 +123,10 @@ def _run(point: ModelPoint, config: TrialConfig, report: Reporter | None,
          curve: list[tuple[int, float]], started: float) -> str:
     try:
         point = config.apply(point)
-    except ValueError as error:
-        raise TrialFailed("build", f"the trial's budget does not fit the point: {error}") from None
+    except ValidationError as error:
+        problems = problems_from(error, ModelPoint, point.model_dump(), {})
+        reason = "; ".join(str(problem) for problem in problems)
+        raise TrialFailed("build", f"the trial's budget does not fit the point: {reason}") from None
     train = point.train
     device = pick_device(device_choice or (None if config.device == "auto" else config.device))
     if device.type == "cuda":
