@@ -40,8 +40,3 @@ def unknown_path_problem(path: tuple[str, ...], where: tuple[str, ...],
         f"'{unknown}' is not a field of the point here; allowed: {', '.join(allowed)}",
         line,
     )
-
-
-def known(path: tuple[str, ...]) -> bool:
-    return _fields_at(path)[1] is None
-

@@ -34,9 +34,8 @@ def _kind_of(model: type[BaseModel]) -> str | None:
     return args[0] if args else None
 
 
-def _walk(root: type[BaseModel], loc: tuple[Any, ...]) -> tuple[list[str], type[BaseModel] | None]:
-    """Strip pydantic's union tags from ``loc``; also return the model that owns the last key."""
-    path: list[str] = []
+def _owner_of_last_key(root: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The model whose field the last key of ``loc`` names (pydantic's union tags skipped)."""
     current: list[type[BaseModel]] = [root]
     owner: type[BaseModel] | None = root
     index = 0
@@ -50,13 +49,12 @@ def _walk(root: type[BaseModel], loc: tuple[Any, ...]) -> tuple[list[str], type[
                 continue
         model = current[0] if len(current) == 1 else None
         owner = model
-        path.append(str(part))
         field = model.model_fields.get(part) if model is not None and isinstance(part, str) else None
         current = model_members(field.annotation) if field is not None else []
         if not current:
             current = [None]  # type: ignore[list-item]
         index += 1
-    return path, owner
+    return owner
 
 
 def _data_path(data: Any, loc: tuple[Any, ...]) -> list[str]:
@@ -99,7 +97,7 @@ def problems_from(error: ValidationError, root: type[BaseModel], data: Any, line
     for item in error.errors(include_url=False):
         loc = tuple(item["loc"])
         path = _data_path(data, loc)
-        owner = _walk(root, loc)[1] if item["type"] == "extra_forbidden" else None
+        owner = _owner_of_last_key(root, loc) if item["type"] == "extra_forbidden" else None
         if item["type"] in ("union_tag_invalid", "union_tag_not_found"):
             path.append("kind")
         message = _message(item, owner)
