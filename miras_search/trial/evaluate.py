@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -21,7 +22,8 @@ def source_labels(mix: DataMix) -> list[str]:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, mix: DataMix, *, batches: int, batch_size: int, seq_len: int,
-             seed: int, device: torch.device, autocast) -> dict[str, float]:
+             seed: int, device: torch.device,
+             autocast: contextlib.AbstractContextManager) -> dict[str, float]:
     """Validation metrics per source and overall.
 
     Returns ``loss/<source>`` (nats per scored token) for every source, ``acc/<task>`` (answer

@@ -27,7 +27,7 @@ from miras_search.model.quick_train import StepInfo, train_tokens
 from miras_search.schema import ModelPoint
 from miras_search.trial.config import TrialConfig
 from miras_search.trial.evaluate import evaluate
-from miras_search.trial.result import TrialFailed, TrialResult
+from miras_search.trial.result import FailureKind, TrialFailed, TrialResult
 from miras_search.validation import problems_from
 
 Reporter = Callable[[int, float], bool | None]
@@ -113,7 +113,8 @@ def run_trial(point: ModelPoint, config: TrialConfig | None = None, report: Repo
     return result
 
 
-def _failed(kind, reason, metrics, curve, started) -> TrialResult:
+def _failed(kind: FailureKind, reason: str, metrics: dict[str, float],
+            curve: list[tuple[int, float]], started: float) -> TrialResult:
     metrics["wall_s"] = time.perf_counter() - started
     return TrialResult("failed", metrics, curve, failure=kind, reason=reason)
 
