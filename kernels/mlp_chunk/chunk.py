@@ -1,0 +1,616 @@
+"""Triton forward and backward of the chunked update of a 2-layer MLP memory.
+
+Same semantics as ``naive.py`` (see its docstring for the math). One program per
+(batch, head) walks the segments in order and keeps the carried state X1 [Hd, K], X2 [K, Hd]
+on chip: per segment it runs the memory at the chunk-start weights on the keys (the key pass),
+back-propagates the bias gradient through it (per-token d1, d2; never per-token weights), reads
+the memory layer by layer with the queries (two masked, gate-weighted causal products with the
+activation in between) and forms the segment-end state, with lq's normalisation and kl's
+log / softmax applied at segment ends only.
+
+The forward stores each segment's start state. The backward walks the segments in reverse,
+recomputes a segment from its stored start state and carries dL/dX of the segment end to its
+start; every step is the hand-written vector-Jacobian product of the forward's line (the second
+derivatives of the activation, the layer norm and the bias included).
+
+Shapes inside the kernels: C tokens (rows t, columns i of the [C, C] products), K the key/value
+dim and HD the hidden dim; both are powers of two, so no tile is padded.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ..bias import BiasConfig, KernelInputError, as_bias
+from ..matrix_chunk.chunk import _bias_args, _mm, _phi, _phi_bwd
+from .naive import LN_EPS, LQ_FLOOR, MlpMemoryConfig, initial_state, segments
+
+_ACT = {"gelu": 0, "silu": 1, "relu": 2}
+_RET = {"none": 0, "l2": 1, "lq": 2, "kl": 3}
+_TINY = 1.1754943508222875e-38  # smallest normal float32: kl's log floor
+
+
+@triton.jit
+def _act(z, ACT: tl.constexpr):
+    if ACT == 0:
+        out = 0.5 * z * (1.0 + tl.erf(z * 0.7071067811865476))
+    elif ACT == 1:
+        out = z * tl.sigmoid(z)
+    else:
+        out = tl.maximum(z, 0.0)
+    return out
+
+
+@triton.jit
+def _act_grad(z, ACT: tl.constexpr):
+    if ACT == 0:
+        out = 0.5 * (1.0 + tl.erf(z * 0.7071067811865476)) + z * tl.exp(-0.5 * z * z) * 0.3989422804014327
+    elif ACT == 1:
+        s = tl.sigmoid(z)
+        out = s * (1.0 + z * (1.0 - s))
+    else:
+        out = tl.where(z > 0, 1.0, 0.0)
+    return out
+
+
+@triton.jit
+def _act_grad2(z, ACT: tl.constexpr):
+    if ACT == 0:
+        out = tl.exp(-0.5 * z * z) * 0.3989422804014327 * (2.0 - z * z)
+    elif ACT == 1:
+        s = tl.sigmoid(z)
+        out = s * (1.0 - s) * (2.0 + z * (1.0 - 2.0 * s))
+    else:
+        out = tl.zeros_like(z)
+    return out
+
+
+@triton.jit
+def _ln_stats(z, DIM: tl.constexpr):
+    """(y, sigma) of the layer norm over the rows of z [C, DIM]."""
+    zc = z - (tl.sum(z, 1) / DIM)[:, None]
+    sigma = tl.sqrt(tl.sum(zc * zc, 1) / DIM + LN_EPS)
+    return zc / sigma[:, None], sigma
+
+
+@triton.jit
+def _norm(z, DIM: tl.constexpr, LN: tl.constexpr):
+    if LN:
+        out, _ = _ln_stats(z, DIM)
+    else:
+        out = z
+    return out
+
+
+@triton.jit
+def _norm_back(z, g, DIM: tl.constexpr, LN: tl.constexpr):
+    """N'(z)^T g per row (identity without layer norm)."""
+    if LN:
+        y, sigma = _ln_stats(z, DIM)
+        out = (g - (tl.sum(g, 1) / DIM)[:, None] - y * (tl.sum(g * y, 1) / DIM)[:, None]) / sigma[:, None]
+    else:
+        out = g
+    return out
+
+
+@triton.jit
+def _norm_back_vjp(z, g, u, DIM: tl.constexpr):
+    """(dz, dg) of <u, N'(z)^T g> for the layer norm."""
+    y, sigma = _ln_stats(z, DIM)
+    d2 = _norm_back(z, g, DIM, True)
+    gy = tl.sum(g * y, 1)[:, None]
+    uy = tl.sum(u * y, 1)[:, None]
+    ud = tl.sum(u * d2, 1)[:, None]
+    ns = DIM * sigma[:, None]
+    dz = _norm_back(z, -(u * gy + g * uy) / ns, DIM, True) - y * ud / ns
+    return dz, _norm_back(z, u, DIM, True)
+
+
+@triton.jit
+def _lq_norm(x, QX):
+    """||X||_q over the whole tile (a scalar)."""
+    ax = tl.abs(x)
+    p = tl.where(ax > 0, tl.exp(QX * tl.log(ax)), 0.0)
+    return tl.exp(tl.log(tl.sum(tl.sum(p, 1), 0)) / QX)
+
+
+@triton.jit
+def _lq_scale(x, QX):
+    """The read scale 1 / max(||X||_q, floor)^(q-2) (a scalar)."""
+    return tl.exp((2.0 - QX) * tl.log(tl.maximum(_lq_norm(x, QX), LQ_FLOOR)))
+
+
+@triton.jit
+def _lq_scale_vjp(x, QX, dr):
+    """dL/dX from dL/dr, r = _lq_scale(X)."""
+    nrm = _lq_norm(x, QX)
+    live = nrm > LQ_FLOOR
+    safe = tl.maximum(nrm, LQ_FLOOR)
+    coef = tl.where(live, dr * (2.0 - QX) * tl.exp((1.0 - QX) * tl.log(safe) * 2.0), 0.0)
+    ax = tl.abs(x)
+    grad = tl.where(ax > 0, tl.exp((QX - 1.0) * tl.log(ax)), 0.0)
+    return coef * tl.where(x > 0, grad, -grad)
+
+
+@triton.jit
+def _scales(X1, X2, QX, RET: tl.constexpr):
+    if RET == 2:
+        r1 = _lq_scale(X1, QX)
+        r2 = _lq_scale(X2, QX)
+    else:
+        r1 = 1.0
+        r2 = 1.0
+    return r1, r2
+
+
+@triton.jit
+def _end_base(x, RET: tl.constexpr):
+    if RET == 3:
+        out = tl.log(tl.maximum(x, _TINY))
+    else:
+        out = x
+    return out
+
+
+@triton.jit
+def _softmax_rows(raw, SCALE):
+    e = tl.exp(raw - tl.max(raw, 1)[:, None])
+    return SCALE * e / tl.sum(e, 1)[:, None]
+
+
+@triton.jit
+def _end_weights(raw, QX, SCALE, RET: tl.constexpr):
+    """(carried state, read weights) of the segment end from raw."""
+    if RET == 3:
+        x = _softmax_rows(raw, SCALE)
+        w = x
+    elif RET == 2:
+        x = raw
+        w = raw * _lq_scale(raw, QX)
+    else:
+        x = raw
+        w = raw
+    return x, w
+
+
+@triton.jit
+def _load_segment(q, k, v, eta, alpha, delta, b, h, start, size, T, H,
+                  C: tl.constexpr, K: tl.constexpr, HAS_ALPHA: tl.constexpr, NEEDS_DELTA: tl.constexpr):
+    """Tiles of one segment; rows past ``size`` are tokens with k = v = q = 0, eta = 0, alpha = 1."""
+    oc = tl.arange(0, C)
+    ok = tl.arange(0, K)
+    mt = oc < size
+    row = (b * T + start + oc) * H + h
+    ptr = row[:, None] * K + ok[None, :]
+    qc = tl.load(q + ptr, mask=mt[:, None], other=0.0).to(tl.float32)
+    kc = tl.load(k + ptr, mask=mt[:, None], other=0.0).to(tl.float32)
+    vc = tl.load(v + ptr, mask=mt[:, None], other=0.0).to(tl.float32)
+    et = tl.load(eta + row, mask=mt, other=0.0).to(tl.float32)
+    if HAS_ALPHA:
+        la = tl.log(tl.load(alpha + row, mask=mt, other=1.0).to(tl.float32))
+    else:
+        la = tl.zeros([C], dtype=tl.float32)
+    if NEEDS_DELTA:
+        dl = tl.load(delta + row, mask=mt, other=1.0).to(tl.float32)
+    else:
+        dl = et
+    return qc, kc, vc, et, la, dl, row, ptr, mt
+
+
+@triton.jit
+def _decays(la, et, C: tl.constexpr, RET: tl.constexpr):
+    """b = exp(L) [C], the gradient scale s [C] and D, D * eta [C, C]."""
+    oc = tl.arange(0, C)
+    causal = oc[:, None] >= oc[None, :]
+    lb = tl.cumsum(la, 0)
+    bt = tl.exp(lb)
+    D = tl.where(causal, tl.exp(lb[:, None] - lb[None, :]), 0.0)
+    if RET == 1:
+        s = bt
+    else:
+        s = tl.full([C], 1.0, tl.float32)
+    return bt, s, D, D * et[None, :]
+
+
+@triton.jit
+def _key_pass(W1, W2, kc, vc, dl, s, P_EXP, SHARP, EPS, RADIUS,
+              K: tl.constexpr, BIAS: tl.constexpr, NEPS: tl.constexpr, SMOOTH: tl.constexpr,
+              ACT: tl.constexpr, LN: tl.constexpr, LOWP: tl.constexpr):
+    """The memory at the gradient point on the keys and its back-propagated bias gradient."""
+    ks = kc * s[:, None]
+    a1 = _mm(ks, tl.trans(W1), LOWP)
+    hk = _act(a1, ACT)
+    hs = hk * s[:, None]
+    a2 = _mm(hs, tl.trans(W2), LOWP)
+    E = kc + _norm(a2, K, LN) - vc
+    G = _phi(E, vc, dl, BIAS, P_EXP, SHARP, EPS, RADIUS, NEPS, SMOOTH)
+    d2 = _norm_back(a2, G, K, LN)
+    t1 = _mm(d2, W2, LOWP)
+    f1 = _act_grad(a1, ACT)
+    d1 = t1 * f1 * s[:, None]
+    return ks, a1, hk, hs, a2, E, G, d2, t1, f1, d1
+
+
+@triton.jit
+def _read(X1, X2, r1, r2, qc, kc, hk, d1, d2, bt, De, K: tl.constexpr,
+          ACT: tl.constexpr, LN: tl.constexpr, LOWP: tl.constexpr):
+    """The queries' outputs read layer by layer, and the pieces the backward needs."""
+    QK = _mm(qc, tl.trans(kc), LOWP)
+    A1 = QK * De
+    u1p = _mm(qc * bt[:, None], tl.trans(X1), LOWP) - _mm(A1, d1, LOWP)
+    u1 = r1 * u1p
+    hq = _act(u1, ACT)
+    HH = _mm(hq, tl.trans(hk), LOWP)
+    A2 = HH * De
+    u2p = _mm(hq * bt[:, None], tl.trans(X2), LOWP) - _mm(A2, d2, LOWP)
+    u2 = r2 * u2p
+    return QK, A1, u1p, u1, hq, HH, A2, u2p, u2, qc + _norm(u2, K, LN)
+
+
+@triton.jit
+def _exact_read(W1n, W2n, qc, K: tl.constexpr, ACT: tl.constexpr, LN: tl.constexpr, LOWP: tl.constexpr):
+    """M_{W'}(q) for every row (the caller keeps the segment's last)."""
+    z1 = _mm(qc, tl.trans(W1n), LOWP)
+    hl = _act(z1, ACT)
+    z2 = _mm(hl, tl.trans(W2n), LOWP)
+    return z1, hl, z2, qc + _norm(z2, K, LN)
+
+
+@triton.jit
+def _fwd_kernel(
+    q, k, v, eta, alpha, delta, x1_0, x2_0, seg_start, seg_size, o, saved1, saved2,
+    T, H, NS, P_EXP, SHARP, EPS, RADIUS, QX, SCALE,
+    C: tl.constexpr, K: tl.constexpr, HD: tl.constexpr, BIAS: tl.constexpr, NEPS: tl.constexpr,
+    SMOOTH: tl.constexpr, ACT: tl.constexpr, LN: tl.constexpr, RET: tl.constexpr,
+    HAS_ALPHA: tl.constexpr, NEEDS_DELTA: tl.constexpr, SAVE: tl.constexpr, LOWP: tl.constexpr,
+):
+    i_bh = tl.program_id(0)
+    b = i_bh // H
+    h = i_bh % H
+    oc = tl.arange(0, C)
+    ok = tl.arange(0, K)
+    oh = tl.arange(0, HD)
+    off1 = oh[:, None] * K + ok[None, :]  # [HD, K]
+    off2 = ok[:, None] * HD + oh[None, :]  # [K, HD]
+    X1 = tl.load(x1_0 + h * HD * K + off1).to(tl.float32)
+    X2 = tl.load(x2_0 + h * HD * K + off2).to(tl.float32)
+    for n in range(NS):
+        start = tl.load(seg_start + n)
+        size = tl.load(seg_size + n)
+        if SAVE:
+            tl.store(saved1 + (i_bh * NS + n) * HD * K + off1, X1)
+            tl.store(saved2 + (i_bh * NS + n) * HD * K + off2, X2)
+        qc, kc, vc, et, la, dl, _row, ptr, mt = _load_segment(
+            q, k, v, eta, alpha, delta, b, h, start, size, T, H, C, K, HAS_ALPHA, NEEDS_DELTA)
+        r1, r2 = _scales(X1, X2, QX, RET)
+        bt, s, _D, De = _decays(la, et, C, RET)
+        _ks, _a1, hk, _hs, _a2, _E, _G, d2, _t1, _f1, d1 = _key_pass(
+            r1 * X1, r2 * X2, kc, vc, dl, s, P_EXP, SHARP, EPS, RADIUS,
+            K, BIAS, NEPS, SMOOTH, ACT, LN, LOWP)
+        _QK, _A1, _u1p, _u1, _hq, _HH, _A2, _u2p, _u2, out = _read(
+            X1, X2, r1, r2, qc, kc, hk, d1, d2, bt, De, K, ACT, LN, LOWP)
+        c = tl.sum(tl.where((oc == C - 1)[:, None], De, 0.0), 0)  # D[last, i] eta_i
+        b_last = tl.exp(tl.sum(la, 0))
+        raw1 = b_last * _end_base(X1, RET) - _mm(tl.trans(d1), kc * c[:, None], LOWP)
+        raw2 = b_last * _end_base(X2, RET) - _mm(tl.trans(d2), hk * c[:, None], LOWP)
+        X1, W1n = _end_weights(raw1, QX, SCALE, RET)
+        X2, W2n = _end_weights(raw2, QX, SCALE, RET)
+        if RET >= 2:  # the segment's last token reads the exact new memory
+            _z1, _hl, _z2, exact = _exact_read(W1n, W2n, qc, K, ACT, LN, LOWP)
+            out = tl.where((oc == size - 1)[:, None], exact, out)
+        tl.store(o + ptr, out.to(o.dtype.element_ty), mask=mt[:, None])
+
+
+@triton.jit
+def _bwd_kernel(
+    q, k, v, eta, alpha, delta, seg_start, seg_size, saved1, saved2, do,
+    dq, dk, dv, deta, dla, ddelta, dx1, dx2,
+    T, H, NS, P_EXP, SHARP, EPS, RADIUS, QX, SCALE,
+    C: tl.constexpr, K: tl.constexpr, HD: tl.constexpr, BIAS: tl.constexpr, NEPS: tl.constexpr,
+    SMOOTH: tl.constexpr, ACT: tl.constexpr, LN: tl.constexpr, RET: tl.constexpr,
+    HAS_ALPHA: tl.constexpr, NEEDS_DELTA: tl.constexpr, LOWP: tl.constexpr,
+):
+    i_bh = tl.program_id(0)
+    b = i_bh // H
+    h = i_bh % H
+    oc = tl.arange(0, C)
+    ok = tl.arange(0, K)
+    oh = tl.arange(0, HD)
+    off1 = oh[:, None] * K + ok[None, :]
+    off2 = ok[:, None] * HD + oh[None, :]
+    causal = oc[:, None] >= oc[None, :]
+    at_end = oc == C - 1
+    dX1n = tl.zeros([HD, K], dtype=tl.float32)  # dL / d(carried state at the segment end)
+    dX2n = tl.zeros([K, HD], dtype=tl.float32)
+    for i_n in range(NS):
+        n = NS - 1 - i_n
+        start = tl.load(seg_start + n)
+        size = tl.load(seg_size + n)
+        X1 = tl.load(saved1 + (i_bh * NS + n) * HD * K + off1)
+        X2 = tl.load(saved2 + (i_bh * NS + n) * HD * K + off2)
+        qc, kc, vc, et, la, dl, row, ptr, mt = _load_segment(
+            q, k, v, eta, alpha, delta, b, h, start, size, T, H, C, K, HAS_ALPHA, NEEDS_DELTA)
+        dy = tl.load(do + ptr, mask=mt[:, None], other=0.0).to(tl.float32)
+        is_last = oc == size - 1
+        # ---- recompute the segment
+        r1, r2 = _scales(X1, X2, QX, RET)
+        W1 = r1 * X1
+        W2 = r2 * X2
+        bt, s, D, De = _decays(la, et, C, RET)
+        ks, a1, hk, hs, a2, E, G, d2, t1, f1, d1 = _key_pass(
+            W1, W2, kc, vc, dl, s, P_EXP, SHARP, EPS, RADIUS, K, BIAS, NEPS, SMOOTH, ACT, LN, LOWP)
+        QK, A1, u1p, u1, hq, HH, A2, u2p, u2, _out = _read(
+            X1, X2, r1, r2, qc, kc, hk, d1, d2, bt, De, K, ACT, LN, LOWP)
+        c = tl.sum(tl.where(at_end[:, None], De, 0.0), 0)
+        b_last = tl.exp(tl.sum(la, 0))
+        E1 = _end_base(X1, RET)
+        E2 = _end_base(X2, RET)
+        raw1 = b_last * E1 - _mm(tl.trans(d1), kc * c[:, None], LOWP)
+        raw2 = b_last * E2 - _mm(tl.trans(d2), hk * c[:, None], LOWP)
+
+        # ---- the segment end: exact last read and the end map
+        dqc = dy  # the memory's residual
+        if RET >= 2:
+            X1n, W1n = _end_weights(raw1, QX, SCALE, RET)
+            X2n, W2n = _end_weights(raw2, QX, SCALE, RET)
+            z1, hl, z2, _exact = _exact_read(W1n, W2n, qc, K, ACT, LN, LOWP)
+            dyl = tl.where(is_last[:, None], dy, 0.0)
+            dz2 = _norm_back(z2, dyl, K, LN)
+            dW2n = _mm(tl.trans(dz2), hl, LOWP)
+            dz1 = _mm(dz2, W2n, LOWP) * _act_grad(z1, ACT)
+            dW1n = _mm(tl.trans(dz1), qc, LOWP)
+            dqc += _mm(dz1, W1n, LOWP)
+            dyr = tl.where(is_last[:, None], 0.0, dy)
+            if RET == 2:
+                draw1 = dX1n + _lq_scale(raw1, QX) * dW1n + _lq_scale_vjp(raw1, QX, tl.sum(tl.sum(dW1n * raw1, 1), 0))
+                draw2 = dX2n + _lq_scale(raw2, QX) * dW2n + _lq_scale_vjp(raw2, QX, tl.sum(tl.sum(dW2n * raw2, 1), 0))
+            else:
+                dWt1 = dX1n + dW1n
+                dWt2 = dX2n + dW2n
+                draw1 = X1n * (dWt1 - tl.sum(dWt1 * X1n, 1)[:, None] / SCALE)
+                draw2 = X2n * (dWt2 - tl.sum(dWt2 * X2n, 1)[:, None] / SCALE)
+        else:
+            dyr = dy
+            draw1 = dX1n
+            draw2 = dX2n
+        # raw_l = b_last E_l - sum_i c_i d_li x_li^T
+        db = tl.where(at_end, tl.sum(tl.sum(E1 * draw1, 1), 0) + tl.sum(tl.sum(E2 * draw2, 1), 0), 0.0)
+        R1 = _mm(kc, tl.trans(draw1), LOWP)  # [C, HD]
+        R2 = _mm(hk, tl.trans(draw2), LOWP)  # [C, K]
+        dd1 = -c[:, None] * R1
+        dd2 = -c[:, None] * R2
+        dkc = -c[:, None] * _mm(d1, draw1, LOWP)
+        dh = -c[:, None] * _mm(d2, draw2, LOWP)
+        dc = -tl.sum(d1 * R1, 1) - tl.sum(d2 * R2, 1)
+        dDe = tl.where(at_end[:, None], dc[None, :], 0.0)
+
+        # ---- the reads, layer 2 then layer 1
+        du2 = _norm_back(u2, dyr, K, LN)
+        dX2 = r2 * _mm(tl.trans(du2), hq * bt[:, None], LOWP)
+        dr2 = tl.sum(tl.sum(du2 * u2p, 1), 0)
+        db += r2 * tl.sum(du2 * _mm(hq, tl.trans(X2), LOWP), 1)
+        dhq = r2 * bt[:, None] * _mm(du2, X2, LOWP)
+        dA2 = -r2 * _mm(du2, tl.trans(d2), LOWP)
+        dd2 -= r2 * _mm(tl.trans(A2), du2, LOWP)
+        G2 = dA2 * De
+        dhq += _mm(G2, hk, LOWP)
+        dh += _mm(tl.trans(G2), hq, LOWP)
+        dDe += dA2 * HH
+        du1 = dhq * _act_grad(u1, ACT)
+        dX1 = r1 * _mm(tl.trans(du1), qc * bt[:, None], LOWP)
+        dr1 = tl.sum(tl.sum(du1 * u1p, 1), 0)
+        db += r1 * tl.sum(du1 * _mm(qc, tl.trans(X1), LOWP), 1)
+        dqc += r1 * bt[:, None] * _mm(du1, X1, LOWP)
+        dA1 = -r1 * _mm(du1, tl.trans(d1), LOWP)
+        dd1 -= r1 * _mm(tl.trans(A1), du1, LOWP)
+        G1 = dA1 * De
+        dqc += _mm(G1, kc, LOWP)
+        dkc += _mm(tl.trans(G1), qc, LOWP)
+        dDe += dA1 * QK
+
+        # ---- the key pass
+        dt1 = dd1 * s[:, None] * f1
+        da1 = dd1 * s[:, None] * t1 * _act_grad2(a1, ACT)
+        ds = tl.sum(dd1 * t1 * f1, 1)
+        dd2 += _mm(dt1, tl.trans(W2), LOWP)
+        dW2 = _mm(tl.trans(d2), dt1, LOWP)
+        if LN:
+            da2, dG = _norm_back_vjp(a2, G, dd2, K)
+        else:
+            da2 = tl.zeros_like(a2)
+            dG = dd2
+        dE, ddl = _phi_bwd(E, dG, dl, BIAS, P_EXP, SHARP, EPS, RADIUS, NEPS, SMOOTH)
+        dvc = -dE
+        if BIAS == 0:  # dot: g = -v
+            dvc -= dG
+        dkc += dE
+        da2 += _norm_back(a2, dE, K, LN)
+        dW2 += _mm(tl.trans(da2), hs, LOWP)
+        dhs = _mm(da2, W2, LOWP)
+        dh += dhs * s[:, None]
+        ds += tl.sum(dhs * hk, 1)
+        da1 += dh * f1
+        dW1 = _mm(tl.trans(da1), ks, LOWP)
+        dks = _mm(da1, W1, LOWP)
+        dkc += dks * s[:, None]
+        ds += tl.sum(dks * kc, 1)
+        if RET == 1:
+            db += ds
+
+        # ---- weights -> carried state
+        if RET == 2:
+            dX1 += r1 * dW1 + _lq_scale_vjp(X1, QX, dr1 + tl.sum(tl.sum(dW1 * X1, 1), 0))
+            dX2 += r2 * dW2 + _lq_scale_vjp(X2, QX, dr2 + tl.sum(tl.sum(dW2 * X2, 1), 0))
+        else:
+            dX1 += dW1
+            dX2 += dW2
+        if RET == 3:
+            dX1 += tl.where(X1 > _TINY, b_last * draw1 / tl.maximum(X1, _TINY), 0.0)
+            dX2 += tl.where(X2 > _TINY, b_last * draw2 / tl.maximum(X2, _TINY), 0.0)
+        else:
+            dX1 += b_last * draw1
+            dX2 += b_last * draw2
+
+        # ---- gates: D[t, i] = exp(L_t - L_i), b = exp(L), L = cumsum(log alpha)
+        g_eta = tl.sum(dDe * D, 0)
+        Y = tl.where(causal, dDe * et[None, :] * D, 0.0)
+        dL = db * bt + tl.sum(Y, 1) - tl.sum(Y, 0)
+        tl.store(dla + row, tl.cumsum(dL, 0, reverse=True), mask=mt)
+        tl.store(deta + row, g_eta, mask=mt)
+        if NEEDS_DELTA:
+            tl.store(ddelta + row, ddl, mask=mt)
+        tl.store(dq + ptr, dqc, mask=mt[:, None])
+        tl.store(dk + ptr, dkc, mask=mt[:, None])
+        tl.store(dv + ptr, dvc, mask=mt[:, None])
+        dX1n = dX1
+        dX2n = dX2
+    tl.store(dx1 + i_bh * HD * K + off1, dX1n)
+    tl.store(dx2 + i_bh * HD * K + off2, dX2n)
+
+
+def _kernel_args(config: MlpMemoryConfig, bias: BiasConfig) -> dict:
+    return {
+        **_bias_args(bias), "QX": float(config.q), "SCALE": float(config.scale),
+        "ACT": _ACT[config.activation], "LN": bool(config.layer_norm), "RET": _RET[config.retention],
+        "NEEDS_DELTA": bias.needs_delta,
+    }
+
+
+def _segment_table(T: int, chunk_size: int, config: MlpMemoryConfig, device) -> tuple[torch.Tensor, torch.Tensor]:
+    spans = segments(T, chunk_size, config.lag_token)
+    start = torch.tensor([a for a, _ in spans], dtype=torch.int32, device=device)
+    size = torch.tensor([z - a for a, z in spans], dtype=torch.int32, device=device)
+    return start, size
+
+
+def _num_warps(K: int, HD: int) -> int:
+    return 8 if K * HD >= 64 * 128 else 4
+
+
+class ChunkMlpMemory(torch.autograd.Function):
+    """autograd wrapper around the two kernels (inputs checked by chunk_mlp_memory)."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, eta, alpha, delta, x1, x2, config, bias, chunk_size):
+        B, T, H, K = q.shape
+        HD = x1.shape[1]
+        start, size = _segment_table(T, chunk_size, config, q.device)
+        NS = start.numel()
+        save = any(ctx.needs_input_grad)
+        o = torch.empty_like(q)
+        n_saved = B * H * NS * HD * K if save else 1
+        saved1 = torch.empty(n_saved, dtype=torch.float32, device=q.device)
+        saved2 = torch.empty(n_saved, dtype=torch.float32, device=q.device)
+        _fwd_kernel[(B * H,)](
+            q, k, v, eta, eta if alpha is None else alpha, eta if delta is None else delta,
+            x1, x2, start, size, o, saved1, saved2, T, H, NS,
+            C=chunk_size, K=K, HD=HD, HAS_ALPHA=alpha is not None, SAVE=save,
+            LOWP=q.dtype == torch.bfloat16, num_warps=_num_warps(K, HD), num_stages=1,
+            **_kernel_args(config, bias),
+        )
+        ctx.save_for_backward(q, k, v, eta, alpha, delta, saved1, saved2, start, size)
+        ctx.config, ctx.bias, ctx.chunk_size = config, bias, chunk_size
+        ctx.x_dtypes = (x1.dtype, x2.dtype)
+        return o
+
+    @staticmethod
+    def backward(ctx, do):
+        q, k, v, eta, alpha, delta, saved1, saved2, start, size = ctx.saved_tensors
+        config, bias = ctx.config, ctx.bias
+        B, T, H, K = q.shape
+        HD = saved1.numel() // (B * H * start.numel() * K)
+        f32 = {"dtype": torch.float32, "device": q.device}
+        dq, dk, dv = (torch.empty(B, T, H, K, **f32) for _ in range(3))
+        deta, dla, ddelta = (torch.empty(B, T, H, **f32) for _ in range(3))
+        dx1 = torch.empty(B, H, HD, K, **f32)
+        dx2 = torch.empty(B, H, K, HD, **f32)
+        _bwd_kernel[(B * H,)](
+            q, k, v, eta, eta if alpha is None else alpha, eta if delta is None else delta,
+            start, size, saved1, saved2, do.contiguous(), dq, dk, dv, deta, dla, ddelta, dx1, dx2,
+            T, H, start.numel(), C=ctx.chunk_size, K=K, HD=HD, HAS_ALPHA=alpha is not None,
+            LOWP=q.dtype == torch.bfloat16, num_warps=_num_warps(K, HD), num_stages=1,
+            **_kernel_args(config, bias),
+        )
+        g_alpha = None if alpha is None else (dla / alpha.float()).to(alpha.dtype)
+        g_delta = None if delta is None else ddelta.to(delta.dtype)
+        return (
+            dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), deta.to(eta.dtype), g_alpha, g_delta,
+            dx1.sum(0).to(ctx.x_dtypes[0]), dx2.sum(0).to(ctx.x_dtypes[1]), None, None, None,
+        )
+
+
+def _power_of_two(n: int) -> bool:
+    return n >= 16 and n & (n - 1) == 0
+
+
+def check_mlp_inputs(q, k, v, eta, w1, w2, alpha, delta, bias: BiasConfig, chunk_size: int) -> None:
+    """KernelInputError naming the argument unless the kernel can take these inputs."""
+    if q.dim() != 4:
+        raise KernelInputError(f"q must be [B, T, H, K], got a tensor of shape {list(q.shape)}")
+    B, T, H, K = q.shape
+    if w1.dim() != 3 or w1.shape[0] != H or w1.shape[2] != K:
+        raise KernelInputError(f"w1 must be [H, Hd, K] = [{H}, Hd, {K}], got {list(w1.shape)}")
+    HD = w1.shape[1]
+    floats = (torch.float32, torch.bfloat16)
+    for name, x, shape in (
+        ("q", q, (B, T, H, K)), ("k", k, (B, T, H, K)), ("v", v, (B, T, H, K)),
+        ("eta", eta, (B, T, H)), ("alpha", alpha, (B, T, H)), ("delta", delta, (B, T, H)),
+        ("w2", w2, (H, K, HD)),
+    ):
+        if x is None:
+            continue
+        if tuple(x.shape) != shape:
+            raise KernelInputError(f"{name} must have shape {list(shape)} here, got {list(x.shape)}")
+        if x.dtype not in floats + ((torch.float64,) if name.startswith("w") else ()):
+            raise KernelInputError(f"{name} has dtype {x.dtype}; the kernel takes {floats}")
+    if chunk_size not in (16, 32, 64):
+        raise KernelInputError(f"chunk_size must be 16, 32 or 64 for the Triton kernel, got {chunk_size}")
+    if not (_power_of_two(K) and K <= 128 and _power_of_two(HD) and HD <= 512):
+        raise KernelInputError(
+            f"the MLP-memory kernel needs K and the hidden dim Hd powers of two with 16 <= K <= 128 "
+            f"and 16 <= Hd <= 512; got K={K}, Hd={HD}"
+        )
+    if bias.needs_delta and delta is None:
+        raise KernelInputError(f"bias {bias.kind!r} needs the Huber threshold tensor delta [B, T, H]")
+
+
+def chunk_mlp_memory(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    eta: torch.Tensor,
+    w1: torch.Tensor,
+    w2: torch.Tensor,
+    alpha: torch.Tensor | None = None,
+    delta: torch.Tensor | None = None,
+    config: MlpMemoryConfig | None = None,
+    bias: BiasConfig | str = "l2",
+    chunk_size: int = 16,
+) -> torch.Tensor:
+    """Chunked 2-layer MLP memory with Triton kernels (forward and backward).
+
+    Args:
+        q, k, v: [B, T, H, K] (float32 or bfloat16; K a power of two in 16..128).
+        eta: [B, T, H] (> 0); alpha: [B, T, H] in (0, 1] or None (no decay);
+        delta: [B, T, H] (> 0), the Huber threshold (huber biases only).
+        w1: [H, Hd, K], w2: [H, K, Hd]: the learned initial parameters as in naive.py
+            (Hd a power of two in 16..512).
+        config: activation, layer norm and retention (none, l2, lq, kl).
+        bias: a BiasConfig or its kind name; chunk_size: 16, 32 or 64.
+    Returns:
+        o: [B, T, H, K] in the dtype of q.
+    """
+    config = config or MlpMemoryConfig()
+    bias = as_bias(bias)
+    if bias.kind == "lp" and not bias.smooth:
+        raise KernelInputError("bias 'lp' has a Triton kernel only with smooth=True (tanh / sqrt surrogates)")
+    check_mlp_inputs(q, k, v, eta, w1, w2, alpha, delta, bias, chunk_size)
+    x1, x2 = (x.float().contiguous() for x in initial_state(w1, w2, config))
+    if config.retention == "none":
+        alpha = None
+    args = [x.contiguous() if x is not None else None for x in (q, k, v, eta, alpha, delta)]
+    if not bias.needs_delta:
+        args[5] = None
+    return ChunkMlpMemory.apply(*args, x1, x2, config, bias, chunk_size)

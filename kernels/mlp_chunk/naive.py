@@ -1,0 +1,240 @@
+"""Plain-PyTorch reference of the chunked (minibatch) update of a 2-layer MLP memory.
+
+The memory of one (batch, head) is M(x) = x + N(W2 act(W1 x)) with W1 [Hd, K], W2 [K, Hd]
+(N = layer norm without affine, or identity), as in Moneta, Yaad and Memora. The state carried
+from chunk to chunk is X_l: the weights W_l themselves, or for lq retention the accumulator A_l
+with W_l = A_l / max(||A_l||_q, 1e-6)^(q-2).
+
+Inside a segment of C tokens (a chunk; with kl retention every chunk is split into its first
+"lag" token and the rest), with L_t = sum_{j<=t} log alpha_j, b_t = exp(L_t) and
+D[t, i] = exp(L_t - L_i) for i <= t:
+
+    key pass at the gradient point W diag(s_i) (s_i = b_i for l2 retention, "retain, then
+    learn"; 1 otherwise):   a1 = W1 (s k), h = act(a1), a2 = W2 (s h), e = k + N(a2) - v,
+    g = phi(e), d2 = N'(a2)^T g, d1 = s (W2^T d2) act'(a1)
+    read (layer by layer, never forming per-token weights; r_l = 1 / n(A_l) for lq, else 1):
+    u1_t = r1 (b_t X1 q_t - sum_{i<=t} D_ti eta_i (k_i . q_t) d1_i),      hq = act(u1)
+    u2_t = r2 (b_t X2 hq_t - sum_{i<=t} D_ti eta_i (h_i . hq_t) d2_i),    o = q + N(u2)
+    segment end: raw_l = b_C E(X_l) - sum_i D_Ci eta_i d_li x_li^T with x_1 = k, x_2 = h and
+    E = log for kl (else identity); X_l' = raw_l (none, l2, lq) or c softmax_row(raw_l) (kl).
+    For lq and kl the last token reads the exact new memory: o_C = M_{W'}(q_C).
+
+A segment of one token is the exact recurrence. This file is written to be read; the Triton
+kernels in chunk.py must match it (and it must match miras_search.memory's chunked form).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ..bias import BiasConfig, KernelInputError, as_bias, phi
+
+LN_EPS = 1e-5
+LQ_FLOOR = 1e-6
+ACTIVATIONS = ("gelu", "silu", "relu")
+RETENTIONS = ("none", "l2", "lq", "kl")
+
+
+@dataclass(frozen=True)
+class MlpMemoryConfig:
+    """The memory architecture and retention of a 2-layer MLP memory.
+
+    ``q`` is the lq exponent (Moneta: 4); ``scale`` is kl's c (Memora: W = c softmax(...)).
+    """
+
+    activation: str = "gelu"
+    layer_norm: bool = True
+    retention: str = "l2"
+    q: float = 4.0
+    scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.activation not in ACTIVATIONS:
+            raise KernelInputError(
+                f"activation {self.activation!r} has no MLP-memory kernel; choose one of {ACTIVATIONS}"
+            )
+        if self.retention not in RETENTIONS:
+            raise KernelInputError(
+                f"retention {self.retention!r} has no MLP-memory kernel; choose one of {RETENTIONS}"
+            )
+
+    @property
+    def lag_token(self) -> bool:
+        return self.retention == "kl"
+
+    @property
+    def exact_last_read(self) -> bool:
+        return self.retention in ("lq", "kl")
+
+
+def segments(length: int, chunk_size: int, lag_token: bool) -> list[tuple[int, int]]:
+    """[start, stop) of each segment: chunks, each split after its first token when ``lag_token``."""
+    out = []
+    for start in range(0, length, chunk_size):
+        stop = min(start + chunk_size, length)
+        if lag_token:
+            out.append((start, start + 1))
+            if stop > start + 1:
+                out.append((start + 1, stop))
+        else:
+            out.append((start, stop))
+    return out
+
+
+def initial_state(w1: torch.Tensor, w2: torch.Tensor, config: MlpMemoryConfig) -> list[torch.Tensor]:
+    """The carried state X_l from the learned parameters (kl: c softmax_row; else the parameter)."""
+    if config.retention == "kl":
+        return [config.scale * torch.softmax(w, dim=-1) for w in (w1, w2)]
+    return [w1, w2]
+
+
+def _activation(z: torch.Tensor, name: str) -> torch.Tensor:
+    return {"gelu": F.gelu, "silu": F.silu, "relu": F.relu}[name](z)
+
+
+def _activation_grad(z: torch.Tensor, name: str) -> torch.Tensor:
+    if name == "gelu":
+        cdf = 0.5 * (1.0 + torch.erf(z / math.sqrt(2.0)))
+        return cdf + z * torch.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
+    if name == "silu":
+        s = torch.sigmoid(z)
+        return s * (1.0 + z * (1.0 - s))
+    return (z > 0).to(z.dtype)
+
+
+def _norm(z: torch.Tensor, config: MlpMemoryConfig) -> torch.Tensor:
+    return F.layer_norm(z, z.shape[-1:], eps=LN_EPS) if config.layer_norm else z
+
+
+def _norm_back(z: torch.Tensor, g: torch.Tensor, config: MlpMemoryConfig) -> torch.Tensor:
+    """N'(z)^T g over the last dim (the layer norm's Jacobian is symmetric)."""
+    if not config.layer_norm:
+        return g
+    y = F.layer_norm(z, z.shape[-1:], eps=LN_EPS)
+    sigma = (z.var(-1, unbiased=False, keepdim=True) + LN_EPS).sqrt()
+    return (g - g.mean(-1, keepdim=True) - y * (g * y).mean(-1, keepdim=True)) / sigma
+
+
+def lq_read_scale(x: torch.Tensor, q: float) -> torch.Tensor:
+    """1 / max(||X||_q, 1e-6)^(q-2) over the last two dims: [..., 1, 1]."""
+    norm = x.abs().pow(q).sum((-2, -1), keepdim=True).pow(1.0 / q)
+    return norm.clamp_min(LQ_FLOOR).pow(2.0 - q)
+
+
+def _mlp(w1: torch.Tensor, w2: torch.Tensor, x: torch.Tensor, config: MlpMemoryConfig) -> torch.Tensor:
+    """M(x) for x [..., n, K] with weights [..., Hd, K], [..., K, Hd]."""
+    return x + _norm(_activation(x @ w1.mT, config.activation) @ w2.mT, config)
+
+
+def segment_forward(
+    x1: torch.Tensor, x2: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+    eta: torch.Tensor, log_alpha: torch.Tensor, delta: torch.Tensor | None,
+    config: MlpMemoryConfig, bias: BiasConfig,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One segment: outputs [N, C, K] and the carried state at its end.
+
+    x1: [N, Hd, K]; x2: [N, K, Hd]; q, k, v: [N, C, K]; eta, log_alpha, delta: [N, C].
+    """
+    size = k.shape[1]
+    if config.retention == "lq":
+        r1, r2 = lq_read_scale(x1, config.q), lq_read_scale(x2, config.q)
+    else:
+        r1 = r2 = torch.ones_like(x1[..., :1, :1])
+    w1, w2 = r1 * x1, r2 * x2
+    log_b = log_alpha.cumsum(-1)
+    b = log_b.exp()
+    s = b if config.retention == "l2" else torch.ones_like(b)
+    causal = torch.ones(size, size, dtype=torch.bool, device=k.device).tril()
+    decay = torch.where(causal, log_b[..., :, None] - log_b[..., None, :], -math.inf).exp()
+    weighted = decay * eta[..., None, :]  # D[t, i] eta_i
+
+    a1 = (s[..., None] * k) @ w1.mT
+    h = _activation(a1, config.activation)
+    a2 = (s[..., None] * h) @ w2.mT
+    g = phi(k + _norm(a2, config) - v, v, delta, bias)
+    d2 = _norm_back(a2, g, config)
+    d1 = s[..., None] * (d2 @ w2) * _activation_grad(a1, config.activation)
+
+    u1 = r1 * ((b[..., None] * q) @ x1.mT - ((q @ k.mT) * weighted) @ d1)
+    hq = _activation(u1, config.activation)
+    u2 = r2 * ((b[..., None] * hq) @ x2.mT - ((hq @ h.mT) * weighted) @ d2)
+    out = q + _norm(u2, config)
+
+    last = weighted[..., -1, :, None]  # [N, C, 1]: D_Ci eta_i
+    b_last = b[..., -1, None, None]
+    if config.retention == "kl":
+        ends = [torch.log(x.clamp_min(torch.finfo(x.dtype).tiny)) for x in (x1, x2)]
+    else:
+        ends = [x1, x2]
+    raw1 = b_last * ends[0] - d1.mT @ (last * k)
+    raw2 = b_last * ends[1] - d2.mT @ (last * h)
+    if config.retention == "kl":
+        x1, x2 = (config.scale * torch.softmax(raw, dim=-1) for raw in (raw1, raw2))
+        out = torch.cat([out[:, :-1], _mlp(x1, x2, q[:, -1:], config)], dim=1)
+    elif config.retention == "lq":
+        x1, x2 = raw1, raw2
+        w1n, w2n = lq_read_scale(x1, config.q) * x1, lq_read_scale(x2, config.q) * x2
+        out = torch.cat([out[:, :-1], _mlp(w1n, w2n, q[:, -1:], config)], dim=1)
+    else:
+        x1, x2 = raw1, raw2
+    return out, x1, x2
+
+
+def naive_chunk_mlp_memory(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    eta: torch.Tensor,
+    w1: torch.Tensor,
+    w2: torch.Tensor,
+    alpha: torch.Tensor | None = None,
+    delta: torch.Tensor | None = None,
+    config: MlpMemoryConfig | None = None,
+    bias: BiasConfig | str = "l2",
+    chunk_size: int = 16,
+) -> torch.Tensor:
+    """Chunked 2-layer MLP memory, one segment at a time, in the dtype of ``q``.
+
+    Args:
+        q, k, v: [B, T, H, K] (the memory is residual, so values share the key dim).
+        eta: [B, T, H] (> 0); alpha: [B, T, H] in (0, 1] or None (ignored for retention
+            'none'); delta: [B, T, H] (huber only).
+        w1: [H, Hd, K], w2: [H, K, Hd]: the learned initial parameters (lq: the accumulators;
+            kl: logits, the weights are c softmax_row of them).
+        config: activation, layer norm and retention; bias: the attentional bias.
+    Returns:
+        o: [B, T, H, K].
+    """
+    config = config or MlpMemoryConfig()
+    bias = as_bias(bias)
+    batch, length, heads, dim = q.shape
+    work = torch.float64 if q.dtype == torch.float64 else torch.float32
+
+    def heads_first(x: torch.Tensor | None) -> torch.Tensor | None:
+        if x is None:
+            return None
+        return x.to(work).transpose(1, 2).reshape(batch * heads, length, *x.shape[3:])
+
+    qh, kh, vh, eh, dh = map(heads_first, (q, k, v, eta, delta))
+    if alpha is None or config.retention == "none":  # no retention: nothing decays
+        log_alpha = torch.zeros_like(eh)
+    else:
+        log_alpha = torch.log(heads_first(alpha))
+    state = [
+        x.to(work).unsqueeze(0).expand(batch, -1, -1, -1).reshape(batch * heads, *x.shape[1:])
+        for x in initial_state(w1, w2, config)
+    ]
+    outputs = []
+    for start, stop in segments(length, chunk_size, config.lag_token):
+        cut = slice(start, stop)
+        out, *state = segment_forward(
+            *state, qh[:, cut], kh[:, cut], vh[:, cut], eh[:, cut], log_alpha[:, cut],
+            None if dh is None else dh[:, cut], config, bias,
+        )
+        outputs.append(out)
+    o = torch.cat(outputs, dim=1).reshape(batch, heads, length, dim).transpose(1, 2)
+    return o.to(q.dtype)
