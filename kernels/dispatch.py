@@ -15,6 +15,8 @@ from typing import Any
 
 from .bias import BiasConfig
 
+CHUNK_SIZES = (16, 32, 64)
+MATRIX_HEAD_DIMS = (16, 256)
 _GRAD_CLASS_KIND = {
     "DotGrad": "dot", "L2Grad": "l2", "LpGrad": "lp", "HuberGrad": "huber", "RobustGrad": "robust",
 }
@@ -68,28 +70,90 @@ def _gate_modes(rule: Any) -> dict[str, str]:
     return found
 
 
-def kernel_for(rule: Any) -> Callable[..., Any] | None:
-    """The Triton kernel for this point, or None when it is not covered.
+def _network(rule: Any) -> tuple[int, str, bool, int]:
+    """(depth, activation, layer_norm, expansion) of an mlp memory (rule.network or point.memory)."""
+    net = rule.network if isinstance(rule.memory, str) else rule.memory
+    return (getattr(net, "depth", 2), getattr(net, "activation", "gelu"),
+            bool(getattr(net, "layer_norm", False)), getattr(net, "expansion", 1))
 
-    Covered: matrix memory; biases dot, l2, lp (smooth), huber (coordinate / norm / switch),
-    robust; retention none or l2; algorithm gd or momentum; eta per head (not channel-wise);
-    alpha per head or channel-wise (channel-wise only with gd).
-    The callable is ``chunk_matrix_memory`` with the bias bound:
-    ``f(q, k, v, eta, alpha=None, theta=None, delta=None, initial_state=None, chunk_size=64)``.
-    """
-    if _kind(rule.memory) != "matrix":
-        return None
+
+def _retention_config(rule: Any) -> tuple[str, float, float]:
+    """(kind, lq exponent, kl scale) of the retention, schema or memory rule alike."""
+    retention = rule.retention
+    kind = _kind(retention)
+    q = float(retention.q) if kind == "lq" else 4.0
+    scale = float(retention.scale) if kind == "kl" else 1.0  # (lq rules have a scale() method)
+    return kind, q, scale
+
+
+def _matrix_kernel(rule: Any, bias: BiasConfig, modes: dict[str, str]) -> Callable[..., Any] | None:
     algorithm = _kind(rule.algorithm)
     if algorithm not in ("gd", "momentum") or _kind(rule.retention) not in ("none", "l2"):
-        return None
-    bias = bias_config(rule.bias)
-    if bias is None:
-        return None
-    modes = _gate_modes(rule)
-    if modes.get("eta") == "channel":
         return None
     if algorithm == "momentum" and modes.get("alpha") == "channel":
         return None
     from .matrix_chunk import chunk_matrix_memory
 
     return functools.partial(chunk_matrix_memory, bias=bias)
+
+
+def _mlp_kernel(rule: Any, bias: BiasConfig, modes: dict[str, str]) -> Callable[..., Any] | None:
+    depth, activation, layer_norm, _ = _network(rule)
+    retention, q, scale = _retention_config(rule)
+    if depth != 2 or _kind(rule.algorithm) != "gd" or modes.get("alpha") == "channel":
+        return None
+    if retention not in ("none", "l2", "lq", "kl") or activation not in ("gelu", "silu", "relu"):
+        return None
+    from .mlp_chunk import MlpMemoryConfig, chunk_mlp_memory
+
+    config = MlpMemoryConfig(activation, layer_norm, retention, q, scale)
+    return functools.partial(chunk_mlp_memory, config=config, bias=bias)
+
+
+def kernel_for(rule: Any) -> Callable[..., Any] | None:
+    """The Triton kernel for this point, or None when it is not covered.
+
+    Covered, with the biases dot, l2, lp (smooth), huber (coordinate / norm / switch), robust
+    and a per-head eta:
+
+    - matrix memory, retention none or l2, gd or momentum, alpha per head or channel-wise
+      (channel-wise only with gd): ``chunk_matrix_memory`` with the bias bound,
+      ``f(q, k, v, eta, alpha=None, theta=None, delta=None, initial_state=None, chunk_size=64)``;
+    - 2-layer MLP memory (Moneta / Yaad / Memora family), retention none, l2, lq or kl, gd,
+      alpha per head: ``chunk_mlp_memory`` with the architecture, retention and bias bound,
+      ``f(q, k, v, eta, w1, w2, alpha=None, delta=None, chunk_size=16)``.
+
+    Shapes are checked by ``shape_problem``.
+    """
+    bias = bias_config(rule.bias)
+    modes = _gate_modes(rule)
+    if bias is None or modes.get("eta") == "channel":
+        return None
+    memory = _kind(rule.memory)
+    if memory == "matrix":
+        return _matrix_kernel(rule, bias, modes)
+    if memory == "mlp":
+        return _mlp_kernel(rule, bias, modes)
+    return None
+
+
+def shape_problem(rule: Any, key_dim: int, value_dim: int, chunk_size: int) -> str | None:
+    """Why the covered point's kernel cannot take these head dims / chunk size (None: it can)."""
+    if chunk_size not in CHUNK_SIZES:
+        return f"chunk_size {chunk_size} is not one of the kernel's {CHUNK_SIZES}"
+    if _kind(rule.memory) == "mlp":
+        hidden = _network(rule)[3] * key_dim
+        if not (_power_of_two(key_dim) and key_dim <= 128 and _power_of_two(hidden) and hidden <= 512):
+            return (
+                f"the MLP-memory kernel needs the head dim K and the hidden dim (expansion x K) "
+                f"powers of two, 16 <= K <= 128 and hidden <= 512; got K={key_dim}, hidden={hidden}"
+            )
+        return None
+    low, high = MATRIX_HEAD_DIMS
+    if not (low <= key_dim <= high and low <= value_dim <= high):
+        return f"head dims K={key_dim}, V={value_dim} are outside the kernel's {low}..{high}"
+    return None
+
+
+def _power_of_two(n: int) -> bool:
+    return n >= 16 and n & (n - 1) == 0

@@ -50,11 +50,11 @@ def _assert_kernel_matches_pytorch(rule, q, k, v, gates, params) -> None:
     assert ((g_fused - g_ref).norm() / g_ref.norm()).item() <= 5e-3
 
 
-def test_forcing_triton_without_cuda_names_the_reason():
+def test_forcing_triton_on_an_uncovered_point_names_the_reason():
     if CUDA:
         pytest.skip("this checks the CPU error")
-    rule, (q, k, v), gates, params = _inputs("yaad", "cpu")
-    with pytest.raises(UnsupportedPoint, match=r"train\.kernel 'triton'"):
+    rule, (q, k, v), gates, params = _inputs("titans", "cpu")  # mlp + momentum: no kernel
+    with pytest.raises(UnsupportedPoint, match=r"train\.kernel 'triton'.*no kernel covers memory 'mlp'"):
         memory_forward(rule, q, k, v, gates, params, chunk_size=16, kernel="triton")
 
 
@@ -66,7 +66,7 @@ def test_auto_falls_back_to_pytorch_where_no_kernel_runs():
 
 
 @pytest.mark.skipif(not CUDA, reason="needs CUDA")
-@pytest.mark.parametrize("name", ["ttt_linear", "mamba2", "gla", "linear_attention"])
+@pytest.mark.parametrize("name", ["ttt_linear", "mamba2", "gla", "linear_attention", "moneta", "yaad", "memora"])
 def test_auto_uses_the_kernel_and_matches_pytorch_on_gpu(name):
     rule, (q, k, v), gates, params = _inputs(name, "cuda")
     for tensor in (q, k, v):

@@ -1,7 +1,8 @@
 """Route a chunked mini-batch memory update to a Triton kernel when one covers the point.
 
 ``kernel='auto'`` uses the kernel on CUDA tensors when Triton is importable and the point is
-covered (matrix memory, element-wise bias, none/l2 retention, gd/momentum, chunk 16/32/64);
+covered (see ``miras_search.kernels.kernel_for``: matrix memories and the 2-layer MLP memories
+of the Moneta / Yaad / Memora family; chunk 16/32/64);
 ``'triton'`` demands it (an UnsupportedPoint says why not, naming the axis); ``'torch'`` never
 uses it. The kernels live in ``miras_search.kernels``, each beside its PyTorch reference.
 """
@@ -18,10 +19,6 @@ from miras_search.memory.gates import MemoryGates
 from miras_search.memory.rule import MemoryRule
 
 KernelChoice = Literal["auto", "triton", "torch"]
-KERNEL_CHUNK_SIZES = (16, 32, 64)
-
-
-KERNEL_HEAD_DIMS = (16, 256)
 
 
 def _why_not(rule: MemoryRule, q: Tensor, v: Tensor, chunk_size: int, forced: bool) -> str | None:
@@ -30,7 +27,7 @@ def _why_not(rule: MemoryRule, q: Tensor, v: Tensor, chunk_size: int, forced: bo
     Only a forced kernel ('triton') may run on CPU tensors, through Triton's interpreter.
     """
     try:
-        from miras_search.kernels.dispatch import available, kernel_for
+        from miras_search.kernels.dispatch import available, kernel_for, shape_problem
     except ImportError as error:  # triton missing (e.g. not Linux)
         return f"Triton is not importable ({error})"
     if not available():
@@ -40,17 +37,13 @@ def _why_not(rule: MemoryRule, q: Tensor, v: Tensor, chunk_size: int, forced: bo
     if kernel_for(rule) is None:
         return (
             f"no kernel covers memory '{rule.memory}', retention '{rule.retention.kind}', "
-            f"algorithm '{rule.algorithm}' with these gates (covered: matrix memory, element-wise "
-            "biases, retention none/l2, gd/momentum, per-head eta)"
+            f"algorithm '{rule.algorithm}' with these gates (covered: element-wise biases, "
+            "per-head eta; matrix memory with retention none/l2 and gd/momentum; 2-layer MLP "
+            "memory with retention none/l2/lq/kl and gd)"
         )
     if rule.steps_per_token != 1:
         return "multistep updates have no kernel"
-    low, high = KERNEL_HEAD_DIMS
-    if not (low <= q.shape[-1] <= high and low <= v.shape[-1] <= high):
-        return f"head dims K={q.shape[-1]}, V={v.shape[-1]} are outside the kernel's {low}..{high}"
-    if chunk_size not in KERNEL_CHUNK_SIZES:
-        return f"chunk_size {chunk_size} is not one of the kernel's {KERNEL_CHUNK_SIZES}"
-    return None
+    return shape_problem(rule, q.shape[-1], v.shape[-1], chunk_size)
 
 
 def kernel_forward(rule: MemoryRule, q: Tensor, k: Tensor, v: Tensor, gates: MemoryGates,
@@ -66,6 +59,9 @@ def kernel_forward(rule: MemoryRule, q: Tensor, k: Tensor, v: Tensor, gates: Mem
     from miras_search.kernels.dispatch import kernel_for
 
     run = kernel_for(rule)
+    if rule.memory == "mlp":  # params: the learned initial W1 [H, Hd, K] and W2 [H, K, Hd]
+        return run(q, k, v, gates.eta, params[0], params[1], alpha=gates.alpha, delta=gates.delta,
+                   chunk_size=chunk_size)
     initial = params[0] if params else None  # matrix memory: W_0 [H, V, K] when learned
     return run(
         q, k, v, gates.eta, alpha=gates.alpha, theta=gates.theta, delta=gates.delta,

@@ -1,0 +1,256 @@
+"""Triton chunked 2-layer MLP memory == its PyTorch reference (outputs and every gradient), and the
+reference == miras_search.memory's chunked form.
+
+Without CUDA the kernels run in Triton's interpreter, which Triton reads when a kernel is decorated
+(first import of the kernels), so TRITON_INTERPRET is set before that import. The interpreter is
+slow: CPU cases use K = 16 and a hidden dim of 32 or 64.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+CUDA = torch.cuda.is_available()
+if not CUDA:
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+from miras_search.kernels import BiasConfig, KernelInputError, kernel_for  # noqa: E402
+from miras_search.kernels.dispatch import bias_config, shape_problem  # noqa: E402
+from miras_search.kernels.mlp_chunk import (  # noqa: E402
+    MlpMemoryConfig,
+    chunk_mlp_memory,
+    naive_chunk_mlp_memory,
+)
+
+from miras_search.memory import MemoryGates, MemoryRule, memory_forward  # noqa: E402
+from miras_search.presets import preset  # noqa: E402
+from miras_search.schema import ModelPoint  # noqa: E402
+
+DEVICE = "cuda" if CUDA else "cpu"
+NAMES = ("q", "k", "v", "eta", "w1", "w2", "alpha", "delta")
+gpu_only = pytest.mark.skipif(not CUDA, reason="needs CUDA")
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.double(), b.double()
+    return ((a - b).norm() / b.norm().clamp_min(1e-12)).item()
+
+
+def make_inputs(B, T, H, K, hidden, bias="l2", retention="l2", seed=0) -> dict:
+    """Float64 CPU inputs: unit-norm q and k (as the block makes them), gates in their ranges, the
+    Huber threshold near ||e|| so that both branches occur, initial parameters as the rule draws them."""
+    g = torch.Generator().manual_seed(seed)
+
+    def rand(*shape):
+        return torch.rand(*shape, generator=g, dtype=torch.float64)
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=g, dtype=torch.float64)
+
+    init = 0.1 if retention == "kl" else 1.0
+    return {
+        "q": F.normalize(randn(B, T, H, K), dim=-1),
+        "k": F.normalize(randn(B, T, H, K), dim=-1),
+        "v": randn(B, T, H, K),
+        # a stable inner loop keeps fp32 vs fp64 well-posed; the smooth switch's l1 branch has a
+        # slope of delta * sharpness, so it gets a smaller step
+        "eta": (0.02 if bias == "huber_switch" else 0.1) * rand(B, T, H) + 0.02,
+        "w1": init * randn(H, hidden, K) / (K**0.5 if retention != "kl" else 1.0),
+        "w2": init * randn(H, K, hidden) / (hidden**0.5 if retention != "kl" else 1.0),
+        "alpha": 0.2 * rand(B, T, H) + 0.8 if retention != "none" else None,
+        "delta": rand(B, T, H) * K**0.5 + 0.3 if bias.startswith("huber") else None,
+    }
+
+
+def check(inputs, config, bias, chunk_size, dtype=torch.float32, tol=5e-3):
+    """Kernel (dtype, on DEVICE) against the float64 reference: o and every gradient."""
+    names = [n for n in NAMES if inputs[n] is not None]
+    fast = {n: inputs[n].to(DEVICE, dtype).requires_grad_() for n in names}
+    ref = {n: inputs[n].clone().requires_grad_() for n in names}
+    o = chunk_mlp_memory(**fast, config=config, bias=bias, chunk_size=chunk_size)
+    o_ref = naive_chunk_mlp_memory(**ref, config=config, bias=bias, chunk_size=chunk_size)
+    do = torch.randn(o_ref.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    grads = torch.autograd.grad(o, [fast[n] for n in names], do.to(DEVICE, dtype))
+    grads_ref = torch.autograd.grad(o_ref, [ref[n] for n in names], do)
+    assert o.dtype == dtype and o.shape == o_ref.shape
+    errors = {"o": rel_err(o.cpu(), o_ref)}
+    errors |= {f"d{n}": rel_err(g.cpu(), gr) for n, g, gr in zip(names, grads, grads_ref, strict=True)}
+    bad = {name: err for name, err in errors.items() if not err <= tol}
+    assert not bad, f"relative errors above {tol}: {bad}"
+
+
+# ---- kernel == reference (CPU interpreter: small shapes) -----------------------------------
+NAMED = {
+    "moneta": (MlpMemoryConfig("gelu", True, "lq", q=4.0), BiasConfig("lp", p=3.0)),
+    "yaad": (MlpMemoryConfig("gelu", True, "l2"), BiasConfig("huber_switch")),
+    "memora": (MlpMemoryConfig("gelu", True, "kl", scale=1.0), BiasConfig("l2")),
+    "ttt_mlp": (MlpMemoryConfig("gelu", True, "none"), BiasConfig("l2")),
+}
+
+
+@pytest.mark.parametrize("name", NAMED)
+@pytest.mark.parametrize("T", [1, 7, 63, 100])
+def test_named_models_odd_lengths(name, T):
+    config, bias = NAMED[name]
+    check(make_inputs(1, T, 2, 16, 64, bias.kind, config.retention), config, bias, 16)
+
+
+@pytest.mark.parametrize("bias", ["dot", "l2", "lp", "huber_coordinate", "huber_norm", "huber_switch", "robust"])
+@pytest.mark.parametrize("retention", ["none", "l2", "lq", "kl"])
+def test_every_bias_and_retention(bias, retention):
+    config = MlpMemoryConfig("gelu", True, retention)
+    check(make_inputs(1, 21, 1, 16, 32, bias, retention), config, BiasConfig(bias), 16)
+
+
+@pytest.mark.parametrize("activation", ["gelu", "silu", "relu"])
+@pytest.mark.parametrize("layer_norm", [True, False])
+def test_activations_and_layer_norm(activation, layer_norm):
+    config = MlpMemoryConfig(activation, layer_norm, "l2")
+    check(make_inputs(2, 37, 1, 16, 32), config, "l2", 16)
+
+
+@pytest.mark.parametrize("chunk_size", [16, 32, 64])
+def test_chunk_sizes(chunk_size):
+    config, bias = NAMED["memora"]
+    check(make_inputs(1, 70, 1, 16, 32, "l2", "kl"), config, bias, chunk_size)
+
+
+def test_hard_sign_switch():
+    config = MlpMemoryConfig("gelu", True, "l2")
+    bias = BiasConfig("huber_switch", smooth=False)
+    check(make_inputs(1, 21, 1, 16, 32, "huber_switch"), config, bias, 16)
+
+
+def test_chunk_of_every_token_is_the_recurrence():
+    """With a segment per token the reference is the token-by-token recurrence of
+    miras_search.memory (mode='recurrent'); kernels need chunk >= 16, so this checks the reference."""
+    rule = MemoryRule.from_point(preset("yaad"))
+    x = make_inputs(1, 9, 2, 8, 32, "huber_switch")
+    gates = MemoryGates(x["eta"], x["alpha"], None, x["delta"])
+    o_rec = memory_forward(rule, x["q"], x["k"], x["v"], gates, [x["w1"], x["w2"]], mode="recurrent")
+    config, bias = NAMED["yaad"]
+    o = naive_chunk_mlp_memory(**x, config=config, bias=bias, chunk_size=1)
+    assert rel_err(o, o_rec) < 1e-10
+
+
+# ---- reference == miras_search.memory's chunked form (float64, CPU) ------------------------
+HEAD = {"mode": "head"}
+_BIASES = {
+    "dot": {"kind": "dot"}, "l2": {"kind": "l2"}, "lp": {"kind": "lp", "p": 3.0},
+    "huber_norm": {"kind": "huber", "variant": "norm", "delta": HEAD},
+    "huber_switch": {"kind": "huber", "variant": "switch", "delta": HEAD},
+    "robust": {"kind": "robust", "radius": 0.3},
+}
+_RETENTIONS = {
+    "none": {"kind": "none"}, "l2": {"kind": "l2", "alpha": HEAD},
+    "lq": {"kind": "lq", "q": 4.0, "alpha": HEAD}, "kl": {"kind": "kl", "scale": 2.0, "alpha": HEAD},
+}
+
+
+def mlp_point(bias: str, retention: str, activation: str = "gelu", layer_norm: bool = True) -> ModelPoint:
+    return ModelPoint.model_validate({
+        "memory": {"kind": "mlp", "depth": 2, "expansion": 4, "activation": activation,
+                   "layer_norm": layer_norm},
+        "bias": _BIASES[bias], "retention": _RETENTIONS[retention],
+        "algorithm": {"kind": "gd", "eta": HEAD},
+    })
+
+
+@pytest.mark.parametrize("bias", list(_BIASES))
+@pytest.mark.parametrize("retention", list(_RETENTIONS))
+@pytest.mark.parametrize(("activation", "layer_norm"), [("gelu", True), ("silu", False)])
+def test_reference_equals_memory_chunked_form(bias, retention, activation, layer_norm):
+    point = mlp_point(bias, retention, activation, layer_norm)
+    run = kernel_for(point)
+    assert run is not None
+    rule = MemoryRule.from_point(point)
+    x = make_inputs(2, 37, 2, 8, 32, bias, retention, seed=3)
+    params = [p.double() for p in rule.initial_parameters(2, 8, 8)]
+    gates = MemoryGates(x["eta"], x["alpha"], None, x["delta"])
+    o_memory = memory_forward(rule, x["q"], x["k"], x["v"], gates, params, "chunked", 16)
+    config = run.keywords["config"]
+    o_ref = naive_chunk_mlp_memory(x["q"], x["k"], x["v"], x["eta"], *params, x["alpha"], x["delta"],
+                                   config=config, bias=bias_config(point.bias), chunk_size=16)
+    assert rel_err(o_ref, o_memory) < 1e-10
+
+
+# ---- dispatch and the model path --------------------------------------------------------------
+def test_dispatch_covers_the_mlp_family():
+    covered = {name: kernel_for(preset(name)) is not None
+               for name in ("moneta", "yaad", "memora", "ttt_mlp", "titans")}
+    assert covered == {"moneta": True, "yaad": True, "memora": True, "ttt_mlp": True, "titans": False}
+    moneta = kernel_for(preset("moneta")).keywords
+    assert moneta["config"] == MlpMemoryConfig("gelu", True, "lq", q=4.0, scale=1.0)
+    assert moneta["bias"].kind == "lp"
+    deep = ModelPoint.model_validate({
+        "memory": {"kind": "mlp", "depth": 3}, "bias": {"kind": "l2"},
+        "retention": {"kind": "l2", "alpha": HEAD}, "algorithm": {"kind": "gd", "eta": HEAD},
+    })
+    assert kernel_for(deep) is None
+
+
+def test_shape_problem_names_the_dims():
+    rule = MemoryRule.from_point(preset("moneta"))  # expansion 4
+    assert shape_problem(rule, 16, 16, 16) is None
+    assert "hidden=96" in shape_problem(rule, 24, 24, 16)
+    assert "hidden=1024" in shape_problem(rule, 256, 256, 16)
+    assert "chunk_size 8" in shape_problem(rule, 16, 16, 8)
+
+
+@pytest.mark.parametrize("name", ["moneta", "yaad", "memora"])
+def test_forced_kernel_through_memory_forward(name):
+    """train.kernel 'triton' routes the named models to the MLP kernel: outputs and the gradients
+    of q and of the learned initial memory equal the PyTorch chunked form's."""
+    rule = MemoryRule.from_point(preset(name))
+    x = make_inputs(2, 29, 2, 16, 64, bias_config(preset(name).bias).kind, rule.retention.kind)
+    fast = {n: t.to(DEVICE, torch.float32) for n, t in x.items() if t is not None}
+    params = [p.to(DEVICE, torch.float32).requires_grad_() for p in rule.initial_parameters(2, 16, 16)]
+    fast["q"].requires_grad_()
+    gates = MemoryGates(fast["eta"], fast["alpha"], None, fast.get("delta"))
+    outs, grads = [], []
+    for kernel in ("triton", "torch"):
+        o = memory_forward(rule, fast["q"], fast["k"], fast["v"], gates, params, chunk_size=16, kernel=kernel)
+        outs.append(o)
+        grads.append(torch.autograd.grad(o.square().sum(), [fast["q"], *params]))
+    assert rel_err(outs[0], outs[1]) < 5e-3
+    for g_fast, g_ref in zip(*grads, strict=True):
+        assert rel_err(g_fast, g_ref) < 5e-3
+
+
+# ---- inputs the kernel refuses ------------------------------------------------------------------
+def test_bad_inputs_name_the_argument():
+    x = {n: (t.float() if t is not None else None) for n, t in make_inputs(1, 5, 1, 16, 32).items()}
+    with pytest.raises(KernelInputError, match="chunk_size"):
+        chunk_mlp_memory(**x, chunk_size=8)
+    with pytest.raises(KernelInputError, match="w2 must have shape"):
+        chunk_mlp_memory(**{**x, "w2": x["w2"][:, :, :16]})
+    odd = {n: (t.float() if t is not None else None) for n, t in make_inputs(1, 5, 1, 24, 32).items()}
+    with pytest.raises(KernelInputError, match="powers of two"):
+        chunk_mlp_memory(**odd)
+    with pytest.raises(KernelInputError, match="delta"):
+        chunk_mlp_memory(**x, bias="huber_switch")
+    with pytest.raises(KernelInputError, match="smooth=True"):
+        chunk_mlp_memory(**x, bias=BiasConfig("lp", smooth=False))
+    with pytest.raises(KernelInputError, match="retention 'elastic'"):
+        MlpMemoryConfig(retention="elastic")
+
+
+# ---- GPU: wider heads, bf16 ----------------------------------------------------------------------
+@gpu_only
+@pytest.mark.parametrize("name", list(NAMED))
+@pytest.mark.parametrize(("K", "hidden"), [(32, 128), (64, 256), (128, 128)])
+def test_gpu_wide_heads(name, K, hidden):
+    config, bias = NAMED[name]
+    check(make_inputs(2, 200, 4, K, hidden, bias.kind, config.retention), config, bias, 32)
+
+
+@gpu_only
+@pytest.mark.parametrize("name", list(NAMED))
+def test_gpu_bf16(name):
+    config, bias = NAMED[name]
+    check(make_inputs(2, 130, 2, 64, 256, bias.kind, config.retention), config, bias, 64,
+          dtype=torch.bfloat16, tol=2e-2)
