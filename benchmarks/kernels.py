@@ -1,6 +1,6 @@
-"""Time the Triton chunked matrix memory against the PyTorch chunked forms and fla.
+"""Time the Triton chunked memory kernels against the PyTorch chunked forms and fla.
 
-Run on a CUDA machine:  python benchmarks/kernels.py [--quick]
+Run on a CUDA machine:  python benchmarks/kernels.py [--quick] [--only matrix|mlp]
 Prints a markdown table (median milliseconds, triton.testing.do_bench) and writes it to
 --out if given. Compared, per point:
   triton     kernels.matrix_chunk.chunk_matrix_memory (inputs in --dtype, state fp32)
@@ -10,6 +10,10 @@ Prints a markdown table (median milliseconds, triton.testing.do_bench) and write
   fla        fla.ops.gated_delta_rule.chunk_gated_delta_rule (exact delta rule; gated_deltanet only)
 fla computes the exact delta rule, not our minibatch form: the like-for-like PyTorch baseline
 for fla is 'exact'; the Triton kernel vs fla compares two different chunk forms at the same size.
+
+The MLP-memory table times Moneta, Yaad and Memora (2-layer MLP memory, hidden = 4 x head dim)
+through miras_search.memory.memory_forward with kernel='triton' (kernels.mlp_chunk) against
+kernel='torch' (the PyTorch chunked form), forward + backward including the initial memory.
 """
 
 from __future__ import annotations
@@ -31,8 +35,11 @@ except ImportError:  # a bare checkout: kernels/ at the top level
     from kernels.matrix_chunk import chunk_matrix_memory, naive_chunk_matrix_memory
 
 
+DEVICE = "cuda"
+
+
 def inputs(B, T, H, D, dtype, alpha="head", momentum=False, huber=False):
-    dev = "cuda"
+    dev = DEVICE
     x = {
         "q": F.normalize(torch.randn(B, T, H, D, device=dev), dim=-1),
         "k": F.normalize(torch.randn(B, T, H, D, device=dev), dim=-1),
@@ -143,11 +150,52 @@ def time_case(name: str, T: int, D: int, dtype: torch.dtype, fla) -> dict:
     return row
 
 
+MLP_POINTS = ("moneta", "yaad", "memora")
+
+
+def time_mlp_case(name: str, T: int, D: int, chunk: int, dtype: torch.dtype) -> dict:
+    """Median ms of the MLP kernel and the PyTorch chunked form (B=4, H=8)."""
+    from miras_search.memory import MemoryGates, MemoryRule, memory_forward
+    from miras_search.presets import preset
+
+    rule = MemoryRule.from_point(preset(name))
+    B, H = 4, 8
+    x = inputs(B, T, H, D, torch.float32, "head", False, "delta" in rule.needs())
+    x["eta"] = (x["eta"].detach() * 0.2).requires_grad_()  # a stable inner step for lp / switch
+    params = [p.to(DEVICE).requires_grad_() for p in rule.initial_parameters(H, D, D)]
+    cast = {n: (t.detach().to(dtype).requires_grad_() if t is not None else None) for n, t in x.items()}
+
+    def run(inp, kernel):
+        gates = MemoryGates(inp["eta"], inp["alpha"], None, inp["delta"])
+        return memory_forward(rule, inp["q"], inp["k"], inp["v"], gates, params,
+                              chunk_size=chunk, kernel=kernel)
+
+    leaves = [t for t in cast.values() if t is not None] + params
+    leaves32 = [t for t in x.values() if t is not None] + params
+    row = {"point": name, "T": T, "D": D, "hidden": 4 * D, "chunk": chunk}
+    row["triton fwd"] = bench(lambda: run(cast, "triton"))
+    row["triton fwd+bwd"] = bench(fwd_bwd(lambda: run(cast, "triton"), leaves))
+    row["pytorch fwd+bwd"] = bench(fwd_bwd(lambda: run(x, "torch"), leaves32))
+    return row
+
+
+def mlp_table(rows: list[dict], dtype_name: str) -> str:
+    cols = ["point", "T", "D", "hidden", "chunk", "triton fwd", "triton fwd+bwd", "pytorch fwd+bwd"]
+    lines = [f"GPU: {torch.cuda.get_device_name()}; MLP memory, B=4, H=8, triton on {dtype_name} "
+             "inputs, PyTorch chunked form on fp32; median ms", "",
+             "| " + " | ".join(cols) + " | pytorch / triton |", "|" + "---|" * (len(cols) + 1)]
+    for r in rows:
+        cells = [f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c]) for c in cols]
+        lines.append("| " + " | ".join(cells) + f" | {r['pytorch fwd+bwd'] / r['triton fwd+bwd']:.1f}x |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="only T=2048")
     parser.add_argument("--dtype", default="bfloat16")
     parser.add_argument("--out", default=None)
+    parser.add_argument("--only", choices=("matrix", "mlp"), default=None)
     parser.add_argument("--bypass-fla-guard", action="store_true",
                         help="time fla's backward even where fla refuses it as miscompiled")
     args = parser.parse_args()
@@ -158,6 +206,17 @@ def main() -> None:
     cases += [(p, 2048, 64) for p in POINTS if p != "gated_deltanet"]
     if args.quick:
         cases = [c for c in cases if c[1] == 2048]
+    tables = []
+    if args.only != "matrix":
+        mlp_rows = []
+        for name in MLP_POINTS:
+            for D, chunk in ((32, 16), (64, 16), (64, 64)):
+                mlp_rows.append(time_mlp_case(name, 2048, D, chunk, dtype))
+                print(mlp_rows[-1], flush=True)
+                torch.cuda.empty_cache()
+        tables.append(mlp_table(mlp_rows, args.dtype))
+    if args.only == "mlp":
+        cases = []
     for name, T, D in cases:
         row = time_case(name, T, D, dtype, fla)
         rows.append(row)
@@ -177,7 +236,9 @@ def main() -> None:
         ratios = [f"{r[c] / tri:.1f}x" if c in r else "-" for c in ("naive fwd+bwd", "memory fwd+bwd")]
         ratios.append(f"{r['fla fwd+bwd'] / tri:.2f}" if "fla fwd+bwd" in r else "-")
         lines.append("| " + " | ".join(cells + ratios) + " |")
-    table = "\n".join(lines)
+    if rows:
+        tables.insert(0, "\n".join(lines))
+    table = "\n\n".join(tables)
     print(table)
     if args.out:
         Path(args.out).write_text(table + "\n")
