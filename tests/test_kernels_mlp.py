@@ -254,3 +254,26 @@ def test_gpu_bf16(name):
     config, bias = NAMED[name]
     check(make_inputs(2, 130, 2, 64, 256, bias.kind, config.retention), config, bias, 64,
           dtype=torch.bfloat16, tol=2e-2)
+
+
+# ---- a kernel that does not fit the GPU falls back to the reference --------------------------
+class _TooBig:
+    """Stands in for a kernel launch that Triton refuses (OutOfResources)."""
+
+    def __getitem__(self, grid):
+        from triton.runtime.errors import OutOfResources
+
+        def launch(*args, **kwargs):
+            raise OutOfResources(300_000, 232_448, "shared memory")
+        return launch
+
+
+@pytest.mark.parametrize("which", ["_fwd_kernel", "_bwd_kernel"])
+def test_out_of_resources_falls_back_with_a_warning(monkeypatch, which):
+    from miras_search.kernels.mlp_chunk import chunk as mlp_chunk
+
+    config, bias = NAMED["moneta"]
+    x = make_inputs(1, 21, 1, 16, 32, bias.kind, config.retention)
+    monkeypatch.setattr(mlp_chunk, which, _TooBig())
+    with pytest.warns(RuntimeWarning, match="does not fit this GPU"):
+        check(x, config, bias, 16)

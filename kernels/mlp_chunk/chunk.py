@@ -19,13 +19,16 @@ dim and HD the hidden dim; both are powers of two, so no tile is padded.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import triton
 import triton.language as tl
+from triton.runtime.errors import OutOfResources
 
 from ..bias import BiasConfig, KernelInputError, as_bias
 from ..matrix_chunk.chunk import _bias_args, _mm, _phi, _phi_bwd
-from .naive import LN_EPS, LQ_FLOOR, MlpMemoryConfig, initial_state, segments
+from .naive import LN_EPS, LQ_FLOOR, MlpMemoryConfig, chunk_mlp_from_state, initial_state, segments
 
 _ACT = {"gelu": 0, "silu": 1, "relu": 2}
 _RET = {"none": 0, "l2": 1, "lq": 2, "kl": 3}
@@ -489,8 +492,35 @@ def _num_warps(K: int, HD: int) -> int:
     return 8 if K * HD >= 64 * 128 else 4
 
 
+def _warn_fallback(error: OutOfResources, where: str) -> None:
+    warnings.warn(
+        f"the MLP-memory Triton {where} kernel does not fit this GPU ({error}); this call runs "
+        "the PyTorch chunked form instead (same math, slower)",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+
+
+def _reference_grads(ctx, do: torch.Tensor) -> tuple:
+    """Gradients from the PyTorch reference, recomputed (used when a kernel does not fit)."""
+    q, k, v, eta, alpha, delta, x1, x2 = ctx.saved_tensors[:8]
+    inputs = [q, k, v, eta, alpha, delta, x1, x2]
+    leaves = [x.detach().requires_grad_() if x is not None else None for x in inputs]
+    with torch.enable_grad():
+        o = chunk_mlp_from_state(*leaves[:4], leaves[6], leaves[7], leaves[4], leaves[5],
+                                 ctx.config, ctx.bias, ctx.chunk_size)
+        wanted = [x for x in leaves if x is not None]
+        got = iter(torch.autograd.grad(o, wanted, do, allow_unused=True))
+    grads = [next(got) if x is not None else None for x in leaves]
+    return (*grads, None, None, None)
+
+
 class ChunkMlpMemory(torch.autograd.Function):
-    """autograd wrapper around the two kernels (inputs checked by chunk_mlp_memory)."""
+    """autograd wrapper around the two kernels (inputs checked by chunk_mlp_memory).
+
+    A kernel that does not fit the GPU (Triton's OutOfResources, e.g. a wide hidden dim on a
+    small card) falls back to the PyTorch reference for that call, with a warning.
+    """
 
     @staticmethod
     def forward(ctx, q, k, v, eta, alpha, delta, x1, x2, config, bias, chunk_size):
@@ -503,41 +533,52 @@ class ChunkMlpMemory(torch.autograd.Function):
         n_saved = B * H * NS * HD * K if save else 1
         saved1 = torch.empty(n_saved, dtype=torch.float32, device=q.device)
         saved2 = torch.empty(n_saved, dtype=torch.float32, device=q.device)
-        _fwd_kernel[(B * H,)](
-            q, k, v, eta, eta if alpha is None else alpha, eta if delta is None else delta,
-            x1, x2, start, size, o, saved1, saved2, T, H, NS,
-            C=chunk_size, K=K, HD=HD, HAS_ALPHA=alpha is not None, SAVE=save,
-            LOWP=q.dtype == torch.bfloat16, num_warps=_num_warps(K, HD), num_stages=1,
-            **_kernel_args(config, bias),
-        )
-        ctx.save_for_backward(q, k, v, eta, alpha, delta, saved1, saved2, start, size)
         ctx.config, ctx.bias, ctx.chunk_size = config, bias, chunk_size
-        ctx.x_dtypes = (x1.dtype, x2.dtype)
+        ctx.fallback = False
+        try:
+            _fwd_kernel[(B * H,)](
+                q, k, v, eta, eta if alpha is None else alpha, eta if delta is None else delta,
+                x1, x2, start, size, o, saved1, saved2, T, H, NS,
+                C=chunk_size, K=K, HD=HD, HAS_ALPHA=alpha is not None, SAVE=save,
+                LOWP=q.dtype == torch.bfloat16, num_warps=_num_warps(K, HD), num_stages=1,
+                **_kernel_args(config, bias),
+            )
+        except OutOfResources as error:
+            _warn_fallback(error, "forward")
+            ctx.fallback = True
+            o = chunk_mlp_from_state(q, k, v, eta, x1, x2, alpha, delta, config, bias, chunk_size)
+        ctx.save_for_backward(q, k, v, eta, alpha, delta, x1, x2, saved1, saved2, start, size)
         return o
 
     @staticmethod
     def backward(ctx, do):
-        q, k, v, eta, alpha, delta, saved1, saved2, start, size = ctx.saved_tensors
+        if ctx.fallback:
+            return _reference_grads(ctx, do)
+        q, k, v, eta, alpha, delta, x1, x2, saved1, saved2, start, size = ctx.saved_tensors
         config, bias = ctx.config, ctx.bias
         B, T, H, K = q.shape
-        HD = saved1.numel() // (B * H * start.numel() * K)
+        HD = x1.shape[1]
         f32 = {"dtype": torch.float32, "device": q.device}
         dq, dk, dv = (torch.empty(B, T, H, K, **f32) for _ in range(3))
         deta, dla, ddelta = (torch.empty(B, T, H, **f32) for _ in range(3))
         dx1 = torch.empty(B, H, HD, K, **f32)
         dx2 = torch.empty(B, H, K, HD, **f32)
-        _bwd_kernel[(B * H,)](
-            q, k, v, eta, eta if alpha is None else alpha, eta if delta is None else delta,
-            start, size, saved1, saved2, do.contiguous(), dq, dk, dv, deta, dla, ddelta, dx1, dx2,
-            T, H, start.numel(), C=ctx.chunk_size, K=K, HD=HD, HAS_ALPHA=alpha is not None,
-            LOWP=q.dtype == torch.bfloat16, num_warps=_num_warps(K, HD), num_stages=1,
-            **_kernel_args(config, bias),
-        )
+        try:
+            _bwd_kernel[(B * H,)](
+                q, k, v, eta, eta if alpha is None else alpha, eta if delta is None else delta,
+                start, size, saved1, saved2, do.contiguous(), dq, dk, dv, deta, dla, ddelta, dx1, dx2,
+                T, H, start.numel(), C=ctx.chunk_size, K=K, HD=HD, HAS_ALPHA=alpha is not None,
+                LOWP=q.dtype == torch.bfloat16, num_warps=_num_warps(K, HD), num_stages=1,
+                **_kernel_args(config, bias),
+            )
+        except OutOfResources as error:
+            _warn_fallback(error, "backward")
+            return _reference_grads(ctx, do)
         g_alpha = None if alpha is None else (dla / alpha.float()).to(alpha.dtype)
         g_delta = None if delta is None else ddelta.to(delta.dtype)
         return (
             dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), deta.to(eta.dtype), g_alpha, g_delta,
-            dx1.sum(0).to(ctx.x_dtypes[0]), dx2.sum(0).to(ctx.x_dtypes[1]), None, None, None,
+            dx1.sum(0).to(x1.dtype), dx2.sum(0).to(x2.dtype), None, None, None,
         )
 
 

@@ -210,7 +210,16 @@ def naive_chunk_mlp_memory(
         o: [B, T, H, K].
     """
     config = config or MlpMemoryConfig()
-    bias = as_bias(bias)
+    x1, x2 = initial_state(w1, w2, config)
+    return chunk_mlp_from_state(q, k, v, eta, x1, x2, alpha, delta, config, as_bias(bias), chunk_size)
+
+
+def chunk_mlp_from_state(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, eta: torch.Tensor,
+    x1: torch.Tensor, x2: torch.Tensor, alpha: torch.Tensor | None, delta: torch.Tensor | None,
+    config: MlpMemoryConfig, bias: BiasConfig, chunk_size: int,
+) -> torch.Tensor:
+    """naive_chunk_mlp_memory from the carried initial state x1 [H, Hd, K], x2 [H, K, Hd]."""
     batch, length, heads, dim = q.shape
     work = torch.float64 if q.dtype == torch.float64 else torch.float32
 
@@ -226,7 +235,7 @@ def naive_chunk_mlp_memory(
         log_alpha = torch.log(heads_first(alpha))
     state = [
         x.to(work).unsqueeze(0).expand(batch, -1, -1, -1).reshape(batch * heads, *x.shape[1:])
-        for x in initial_state(w1, w2, config)
+        for x in (x1, x2)
     ]
     outputs = []
     for start, stop in segments(length, chunk_size, config.lag_token):
