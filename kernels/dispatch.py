@@ -100,7 +100,7 @@ def _matrix_kernel(rule: Any, bias: BiasConfig, modes: dict[str, str]) -> Callab
 def _mlp_kernel(rule: Any, bias: BiasConfig, modes: dict[str, str]) -> Callable[..., Any] | None:
     depth, activation, layer_norm, _ = _network(rule)
     retention, q, scale = _retention_config(rule)
-    if depth != 2 or _kind(rule.algorithm) != "gd" or modes.get("alpha") == "channel":
+    if depth != 2 or _kind(rule.algorithm) not in ("gd", "momentum") or modes.get("alpha") == "channel":
         return None
     if retention not in ("none", "l2", "lq", "kl") or activation not in ("gelu", "silu", "relu"):
         return None
@@ -119,9 +119,9 @@ def kernel_for(rule: Any) -> Callable[..., Any] | None:
     - matrix memory, retention none or l2, gd or momentum, alpha per head or channel-wise
       (channel-wise only with gd): ``chunk_matrix_memory`` with the bias bound,
       ``f(q, k, v, eta, alpha=None, theta=None, delta=None, initial_state=None, chunk_size=64)``;
-    - 2-layer MLP memory (Moneta / Yaad / Memora family), retention none, l2, lq or kl, gd,
-      alpha per head: ``chunk_mlp_memory`` with the architecture, retention and bias bound,
-      ``f(q, k, v, eta, w1, w2, alpha=None, delta=None, chunk_size=16)``.
+    - 2-layer MLP memory (Moneta / Yaad / Memora / Titans family), retention none, l2, lq or
+      kl, gd or momentum, alpha per head: ``chunk_mlp_memory`` with the architecture, retention
+      and bias bound, ``f(q, k, v, eta, w1, w2, alpha=None, delta=None, theta=None, chunk_size=16)``.
 
     Shapes are checked by ``shape_problem``.
     """

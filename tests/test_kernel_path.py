@@ -53,8 +53,8 @@ def _assert_kernel_matches_pytorch(rule, q, k, v, gates, params) -> None:
 def test_forcing_triton_on_an_uncovered_point_names_the_reason():
     if CUDA:
         pytest.skip("this checks the CPU error")
-    rule, (q, k, v), gates, params = _inputs("titans", "cpu")  # mlp + momentum: no kernel
-    with pytest.raises(UnsupportedPoint, match=r"train\.kernel 'triton'.*no kernel covers memory 'mlp'"):
+    rule, (q, k, v), gates, params = _inputs("longhorn", "cpu")  # implicit step: no kernel
+    with pytest.raises(UnsupportedPoint, match=r"train\.kernel 'triton'.*algorithm 'implicit'"):
         memory_forward(rule, q, k, v, gates, params, chunk_size=16, kernel="triton")
 
 

@@ -207,7 +207,7 @@ def test_dispatch_covers_the_matrix_points():
         "ttt_linear", "longhorn", "titans", "moneta", "yaad", "memora", "transformer")}
     assert covered == {
         "linear_attention": True, "retnet": True, "gla": True, "mamba2": True, "deltanet": True,
-        "gated_deltanet": True, "ttt_linear": True, "longhorn": False, "titans": False,
+        "gated_deltanet": True, "ttt_linear": True, "longhorn": False, "titans": True,
         "moneta": True, "yaad": True, "memora": True, "transformer": False,  # MLP kernel
     }
 

@@ -31,7 +31,7 @@ from miras_search.presets import preset  # noqa: E402
 from miras_search.schema import ModelPoint  # noqa: E402
 
 DEVICE = "cuda" if CUDA else "cpu"
-NAMES = ("q", "k", "v", "eta", "w1", "w2", "alpha", "delta")
+NAMES = ("q", "k", "v", "eta", "w1", "w2", "alpha", "delta", "theta")
 gpu_only = pytest.mark.skipif(not CUDA, reason="needs CUDA")
 
 
@@ -40,7 +40,7 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a - b).norm() / b.norm().clamp_min(1e-12)).item()
 
 
-def make_inputs(B, T, H, K, hidden, bias="l2", retention="l2", seed=0) -> dict:
+def make_inputs(B, T, H, K, hidden, bias="l2", retention="l2", seed=0, momentum=False) -> dict:
     """Float64 CPU inputs: unit-norm q and k (as the block makes them), gates in their ranges, the
     Huber threshold near ||e|| so that both branches occur, initial parameters as the rule draws them."""
     g = torch.Generator().manual_seed(seed)
@@ -63,6 +63,7 @@ def make_inputs(B, T, H, K, hidden, bias="l2", retention="l2", seed=0) -> dict:
         "w2": init * randn(H, K, hidden) / (hidden**0.5 if retention != "kl" else 1.0),
         "alpha": 0.2 * rand(B, T, H) + 0.8 if retention != "none" else None,
         "delta": rand(B, T, H) * K**0.5 + 0.3 if bias.startswith("huber") else None,
+        "theta": 0.5 * rand(B, T, H) + 0.4 if momentum else None,
     }
 
 
@@ -89,14 +90,27 @@ NAMED = {
     "yaad": (MlpMemoryConfig("gelu", True, "l2"), BiasConfig("huber_switch")),
     "memora": (MlpMemoryConfig("gelu", True, "kl", scale=1.0), BiasConfig("l2")),
     "ttt_mlp": (MlpMemoryConfig("gelu", True, "none"), BiasConfig("l2")),
+    "titans": (MlpMemoryConfig("gelu", True, "l2"), BiasConfig("l2")),  # + momentum
 }
+
+
+def named_inputs(name: str, B, T, H, K, hidden, seed=0) -> dict:
+    config, bias = NAMED[name]
+    return make_inputs(B, T, H, K, hidden, bias.kind, config.retention, seed, momentum=name == "titans")
 
 
 @pytest.mark.parametrize("name", NAMED)
 @pytest.mark.parametrize("T", [1, 7, 63, 100])
 def test_named_models_odd_lengths(name, T):
     config, bias = NAMED[name]
-    check(make_inputs(1, T, 2, 16, 64, bias.kind, config.retention), config, bias, 16)
+    check(named_inputs(name, 1, T, 2, 16, 64), config, bias, 16)
+
+
+@pytest.mark.parametrize("retention", ["none", "l2", "lq", "kl"])
+@pytest.mark.parametrize("bias", ["l2", "huber_switch"])
+def test_momentum_with_every_retention(retention, bias):
+    config = MlpMemoryConfig("silu", True, retention)
+    check(make_inputs(1, 37, 1, 16, 32, bias, retention, momentum=True), config, BiasConfig(bias), 16)
 
 
 @pytest.mark.parametrize("bias", ["dot", "l2", "lp", "huber_coordinate", "huber_norm", "huber_switch", "robust"])
@@ -151,30 +165,33 @@ _RETENTIONS = {
 }
 
 
-def mlp_point(bias: str, retention: str, activation: str = "gelu", layer_norm: bool = True) -> ModelPoint:
+def mlp_point(bias: str, retention: str, activation: str = "gelu", layer_norm: bool = True,
+              algorithm: str = "gd") -> ModelPoint:
+    momentum = {"theta": {"mode": "head"}} if algorithm == "momentum" else {}
     return ModelPoint.model_validate({
         "memory": {"kind": "mlp", "depth": 2, "expansion": 4, "activation": activation,
                    "layer_norm": layer_norm},
         "bias": _BIASES[bias], "retention": _RETENTIONS[retention],
-        "algorithm": {"kind": "gd", "eta": HEAD},
+        "algorithm": {"kind": algorithm, "eta": HEAD, **momentum},
     })
 
 
 @pytest.mark.parametrize("bias", list(_BIASES))
 @pytest.mark.parametrize("retention", list(_RETENTIONS))
-@pytest.mark.parametrize(("activation", "layer_norm"), [("gelu", True), ("silu", False)])
-def test_reference_equals_memory_chunked_form(bias, retention, activation, layer_norm):
-    point = mlp_point(bias, retention, activation, layer_norm)
+@pytest.mark.parametrize(("activation", "layer_norm", "algorithm"),
+                         [("gelu", True, "gd"), ("silu", False, "gd"), ("gelu", True, "momentum")])
+def test_reference_equals_memory_chunked_form(bias, retention, activation, layer_norm, algorithm):
+    point = mlp_point(bias, retention, activation, layer_norm, algorithm)
     run = kernel_for(point)
     assert run is not None
     rule = MemoryRule.from_point(point)
-    x = make_inputs(2, 37, 2, 8, 32, bias, retention, seed=3)
+    x = make_inputs(2, 37, 2, 8, 32, bias, retention, seed=3, momentum=algorithm == "momentum")
     params = [p.double() for p in rule.initial_parameters(2, 8, 8)]
-    gates = MemoryGates(x["eta"], x["alpha"], None, x["delta"])
+    gates = MemoryGates(x["eta"], x["alpha"], x["theta"], x["delta"])
     o_memory = memory_forward(rule, x["q"], x["k"], x["v"], gates, params, "chunked", 16)
     config = run.keywords["config"]
     o_ref = naive_chunk_mlp_memory(x["q"], x["k"], x["v"], x["eta"], *params, x["alpha"], x["delta"],
-                                   config=config, bias=bias_config(point.bias), chunk_size=16)
+                                   x["theta"], config=config, bias=bias_config(point.bias), chunk_size=16)
     assert rel_err(o_ref, o_memory) < 1e-10
 
 
@@ -182,7 +199,7 @@ def test_reference_equals_memory_chunked_form(bias, retention, activation, layer
 def test_dispatch_covers_the_mlp_family():
     covered = {name: kernel_for(preset(name)) is not None
                for name in ("moneta", "yaad", "memora", "ttt_mlp", "titans")}
-    assert covered == {"moneta": True, "yaad": True, "memora": True, "ttt_mlp": True, "titans": False}
+    assert covered == {"moneta": True, "yaad": True, "memora": True, "ttt_mlp": True, "titans": True}
     moneta = kernel_for(preset("moneta")).keywords
     assert moneta["config"] == MlpMemoryConfig("gelu", True, "lq", q=4.0, scale=1.0)
     assert moneta["bias"].kind == "lp"
@@ -201,16 +218,16 @@ def test_shape_problem_names_the_dims():
     assert "chunk_size 8" in shape_problem(rule, 16, 16, 8)
 
 
-@pytest.mark.parametrize("name", ["moneta", "yaad", "memora"])
+@pytest.mark.parametrize("name", ["moneta", "yaad", "memora", "titans"])
 def test_forced_kernel_through_memory_forward(name):
     """train.kernel 'triton' routes the named models to the MLP kernel: outputs and the gradients
     of q and of the learned initial memory equal the PyTorch chunked form's."""
     rule = MemoryRule.from_point(preset(name))
-    x = make_inputs(2, 29, 2, 16, 64, bias_config(preset(name).bias).kind, rule.retention.kind)
+    x = named_inputs(name, 2, 29, 2, 16, 64)
     fast = {n: t.to(DEVICE, torch.float32) for n, t in x.items() if t is not None}
     params = [p.to(DEVICE, torch.float32).requires_grad_() for p in rule.initial_parameters(2, 16, 16)]
     fast["q"].requires_grad_()
-    gates = MemoryGates(fast["eta"], fast["alpha"], None, fast.get("delta"))
+    gates = MemoryGates(fast["eta"], fast["alpha"], fast.get("theta"), fast.get("delta"))
     outs, grads = [], []
     for kernel in ("triton", "torch"):
         o = memory_forward(rule, fast["q"], fast["k"], fast["v"], gates, params, chunk_size=16, kernel=kernel)
@@ -245,15 +262,14 @@ def test_bad_inputs_name_the_argument():
 @pytest.mark.parametrize(("K", "hidden"), [(32, 128), (64, 256), (128, 128)])
 def test_gpu_wide_heads(name, K, hidden):
     config, bias = NAMED[name]
-    check(make_inputs(2, 200, 4, K, hidden, bias.kind, config.retention), config, bias, 32)
+    check(named_inputs(name, 2, 200, 4, K, hidden), config, bias, 32)
 
 
 @gpu_only
 @pytest.mark.parametrize("name", list(NAMED))
 def test_gpu_bf16(name):
     config, bias = NAMED[name]
-    check(make_inputs(2, 130, 2, 64, 256, bias.kind, config.retention), config, bias, 64,
-          dtype=torch.bfloat16, tol=2e-2)
+    check(named_inputs(name, 2, 130, 2, 64, 256), config, bias, 64, dtype=torch.bfloat16, tol=2e-2)
 
 
 # ---- a kernel that does not fit the GPU falls back to the reference --------------------------

@@ -179,9 +179,11 @@ def _end_weights(raw, QX, SCALE, RET: tl.constexpr):
 
 
 @triton.jit
-def _load_segment(q, k, v, eta, alpha, delta, b, h, start, size, T, H,
-                  C: tl.constexpr, K: tl.constexpr, HAS_ALPHA: tl.constexpr, NEEDS_DELTA: tl.constexpr):
-    """Tiles of one segment; rows past ``size`` are tokens with k = v = q = 0, eta = 0, alpha = 1."""
+def _load_segment(q, k, v, eta, alpha, theta, delta, b, h, start, size, T, H,
+                  C: tl.constexpr, K: tl.constexpr, HAS_ALPHA: tl.constexpr, MOM: tl.constexpr,
+                  NEEDS_DELTA: tl.constexpr):
+    """Tiles of one segment; rows past ``size`` are tokens with k = v = q = 0, eta = 0 and
+    alpha = theta = 1."""
     oc = tl.arange(0, C)
     ok = tl.arange(0, K)
     mt = oc < size
@@ -195,16 +197,22 @@ def _load_segment(q, k, v, eta, alpha, delta, b, h, start, size, T, H,
         la = tl.log(tl.load(alpha + row, mask=mt, other=1.0).to(tl.float32))
     else:
         la = tl.zeros([C], dtype=tl.float32)
+    if MOM:
+        lth = tl.log(tl.load(theta + row, mask=mt, other=1.0).to(tl.float32))
+    else:
+        lth = la
     if NEEDS_DELTA:
         dl = tl.load(delta + row, mask=mt, other=1.0).to(tl.float32)
     else:
         dl = et
-    return qc, kc, vc, et, la, dl, row, ptr, mt
+    return qc, kc, vc, et, la, lth, dl, row, ptr, mt
 
 
 @triton.jit
-def _decays(la, et, C: tl.constexpr, RET: tl.constexpr):
-    """b = exp(L) [C], the gradient scale s [C] and D, D * eta [C, C]."""
+def _decays(la, lth, et, C: tl.constexpr, RET: tl.constexpr, MOM: tl.constexpr):
+    """b = exp(L) [C], the gradient scale s [C], D [C, C] and for momentum Dt [C, C] (theta's
+    D) and m [C] (how much of S_0 reaches t); the step weights W = coef * eta [C, C] with
+    coef = D (gd) or D @ Dt (momentum). Without momentum Dt and m are placeholders."""
     oc = tl.arange(0, C)
     causal = oc[:, None] >= oc[None, :]
     lb = tl.cumsum(la, 0)
@@ -214,7 +222,16 @@ def _decays(la, et, C: tl.constexpr, RET: tl.constexpr):
         s = bt
     else:
         s = tl.full([C], 1.0, tl.float32)
-    return bt, s, D, D * et[None, :]
+    if MOM:
+        lt = tl.cumsum(lth, 0)
+        Dt = tl.where(causal, tl.exp(lt[:, None] - lt[None, :]), 0.0)
+        coef = tl.dot(D, Dt, input_precision="ieee")
+        m = tl.sum(D * tl.exp(lt)[None, :], 1)
+    else:
+        Dt = D
+        coef = D
+        m = bt
+    return bt, s, D, Dt, coef, m, coef * et[None, :]
 
 
 @triton.jit
@@ -237,17 +254,21 @@ def _key_pass(W1, W2, kc, vc, dl, s, P_EXP, SHARP, EPS, RADIUS,
 
 
 @triton.jit
-def _read(X1, X2, r1, r2, qc, kc, hk, d1, d2, bt, De, K: tl.constexpr,
-          ACT: tl.constexpr, LN: tl.constexpr, LOWP: tl.constexpr):
+def _read(X1, X2, S1, S2, r1, r2, qc, kc, hk, d1, d2, bt, m, De, K: tl.constexpr,
+          ACT: tl.constexpr, LN: tl.constexpr, MOM: tl.constexpr, LOWP: tl.constexpr):
     """The queries' outputs read layer by layer, and the pieces the backward needs."""
     QK = _mm(qc, tl.trans(kc), LOWP)
     A1 = QK * De
     u1p = _mm(qc * bt[:, None], tl.trans(X1), LOWP) - _mm(A1, d1, LOWP)
+    if MOM:
+        u1p += _mm(qc * m[:, None], tl.trans(S1), LOWP)
     u1 = r1 * u1p
     hq = _act(u1, ACT)
     HH = _mm(hq, tl.trans(hk), LOWP)
     A2 = HH * De
     u2p = _mm(hq * bt[:, None], tl.trans(X2), LOWP) - _mm(A2, d2, LOWP)
+    if MOM:
+        u2p += _mm(hq * m[:, None], tl.trans(S2), LOWP)
     u2 = r2 * u2p
     return QK, A1, u1p, u1, hq, HH, A2, u2p, u2, qc + _norm(u2, K, LN)
 
@@ -263,11 +284,13 @@ def _exact_read(W1n, W2n, qc, K: tl.constexpr, ACT: tl.constexpr, LN: tl.constex
 
 @triton.jit
 def _fwd_kernel(
-    q, k, v, eta, alpha, delta, x1_0, x2_0, seg_start, seg_size, o, saved1, saved2,
+    q, k, v, eta, alpha, theta, delta, x1_0, x2_0, seg_start, seg_size, o,
+    saved1, saved2, saved_s1, saved_s2,
     T, H, NS, P_EXP, SHARP, EPS, RADIUS, QX, SCALE,
     C: tl.constexpr, K: tl.constexpr, HD: tl.constexpr, BIAS: tl.constexpr, NEPS: tl.constexpr,
     SMOOTH: tl.constexpr, ACT: tl.constexpr, LN: tl.constexpr, RET: tl.constexpr,
-    HAS_ALPHA: tl.constexpr, NEEDS_DELTA: tl.constexpr, SAVE: tl.constexpr, LOWP: tl.constexpr,
+    HAS_ALPHA: tl.constexpr, MOM: tl.constexpr, NEEDS_DELTA: tl.constexpr, SAVE: tl.constexpr,
+    LOWP: tl.constexpr,
 ):
     i_bh = tl.program_id(0)
     b = i_bh // H
@@ -279,41 +302,57 @@ def _fwd_kernel(
     off2 = ok[:, None] * HD + oh[None, :]  # [K, HD]
     X1 = tl.load(x1_0 + h * HD * K + off1).to(tl.float32)
     X2 = tl.load(x2_0 + h * HD * K + off2).to(tl.float32)
+    S1 = tl.zeros([HD, K], dtype=tl.float32)  # the momentum (momentum only)
+    S2 = tl.zeros([K, HD], dtype=tl.float32)
     for n in range(NS):
         start = tl.load(seg_start + n)
         size = tl.load(seg_size + n)
         if SAVE:
             tl.store(saved1 + (i_bh * NS + n) * HD * K + off1, X1)
             tl.store(saved2 + (i_bh * NS + n) * HD * K + off2, X2)
-        qc, kc, vc, et, la, dl, _row, ptr, mt = _load_segment(
-            q, k, v, eta, alpha, delta, b, h, start, size, T, H, C, K, HAS_ALPHA, NEEDS_DELTA)
+            if MOM:
+                tl.store(saved_s1 + (i_bh * NS + n) * HD * K + off1, S1)
+                tl.store(saved_s2 + (i_bh * NS + n) * HD * K + off2, S2)
+        qc, kc, vc, et, la, lth, dl, _row, ptr, mt = _load_segment(
+            q, k, v, eta, alpha, theta, delta, b, h, start, size, T, H, C, K, HAS_ALPHA, MOM,
+            NEEDS_DELTA)
         r1, r2 = _scales(X1, X2, QX, RET)
-        bt, s, _D, De = _decays(la, et, C, RET)
+        bt, s, _D, Dt, _coef, m, De = _decays(la, lth, et, C, RET, MOM)
         _ks, _a1, hk, _hs, _a2, _E, _G, d2, _t1, _f1, d1 = _key_pass(
             r1 * X1, r2 * X2, kc, vc, dl, s, P_EXP, SHARP, EPS, RADIUS,
             K, BIAS, NEPS, SMOOTH, ACT, LN, LOWP)
         _QK, _A1, _u1p, _u1, _hq, _HH, _A2, _u2p, _u2, out = _read(
-            X1, X2, r1, r2, qc, kc, hk, d1, d2, bt, De, K, ACT, LN, LOWP)
-        c = tl.sum(tl.where((oc == C - 1)[:, None], De, 0.0), 0)  # D[last, i] eta_i
+            X1, X2, S1, S2, r1, r2, qc, kc, hk, d1, d2, bt, m, De, K, ACT, LN, MOM, LOWP)
+        # the segment's last token (padding rows would still add S: momentum needs this row)
+        is_last = oc == size - 1
+        c = tl.sum(tl.where(is_last[:, None], De, 0.0), 0)  # coef[last, i] eta_i
         b_last = tl.exp(tl.sum(la, 0))
         raw1 = b_last * _end_base(X1, RET) - _mm(tl.trans(d1), kc * c[:, None], LOWP)
         raw2 = b_last * _end_base(X2, RET) - _mm(tl.trans(d2), hk * c[:, None], LOWP)
+        if MOM:
+            m_last = tl.sum(tl.where(is_last, m, 0.0), 0)
+            raw1 += m_last * S1
+            raw2 += m_last * S2
+            step = tl.sum(tl.where(is_last[:, None], Dt, 0.0), 0) * et  # Theta_C / Theta_i eta_i
+            theta_all = tl.exp(tl.sum(lth, 0))
+            S1 = theta_all * S1 - _mm(tl.trans(d1), kc * step[:, None], LOWP)
+            S2 = theta_all * S2 - _mm(tl.trans(d2), hk * step[:, None], LOWP)
         X1, W1n = _end_weights(raw1, QX, SCALE, RET)
         X2, W2n = _end_weights(raw2, QX, SCALE, RET)
         if RET >= 2:  # the segment's last token reads the exact new memory
             _z1, _hl, _z2, exact = _exact_read(W1n, W2n, qc, K, ACT, LN, LOWP)
-            out = tl.where((oc == size - 1)[:, None], exact, out)
+            out = tl.where(is_last[:, None], exact, out)
         tl.store(o + ptr, out.to(o.dtype.element_ty), mask=mt[:, None])
 
 
 @triton.jit
 def _bwd_kernel(
-    q, k, v, eta, alpha, delta, seg_start, seg_size, saved1, saved2, do,
-    dq, dk, dv, deta, dla, ddelta, dx1, dx2,
+    q, k, v, eta, alpha, theta, delta, seg_start, seg_size, saved1, saved2, saved_s1, saved_s2, do,
+    dq, dk, dv, deta, dla, dlth, ddelta, dx1, dx2,
     T, H, NS, P_EXP, SHARP, EPS, RADIUS, QX, SCALE,
     C: tl.constexpr, K: tl.constexpr, HD: tl.constexpr, BIAS: tl.constexpr, NEPS: tl.constexpr,
     SMOOTH: tl.constexpr, ACT: tl.constexpr, LN: tl.constexpr, RET: tl.constexpr,
-    HAS_ALPHA: tl.constexpr, NEEDS_DELTA: tl.constexpr, LOWP: tl.constexpr,
+    HAS_ALPHA: tl.constexpr, MOM: tl.constexpr, NEEDS_DELTA: tl.constexpr, LOWP: tl.constexpr,
 ):
     i_bh = tl.program_id(0)
     b = i_bh // H
@@ -324,34 +363,49 @@ def _bwd_kernel(
     off1 = oh[:, None] * K + ok[None, :]
     off2 = ok[:, None] * HD + oh[None, :]
     causal = oc[:, None] >= oc[None, :]
-    at_end = oc == C - 1
     dX1n = tl.zeros([HD, K], dtype=tl.float32)  # dL / d(carried state at the segment end)
     dX2n = tl.zeros([K, HD], dtype=tl.float32)
+    dS1n = tl.zeros([HD, K], dtype=tl.float32)  # ... and of the momentum (momentum only)
+    dS2n = tl.zeros([K, HD], dtype=tl.float32)
     for i_n in range(NS):
         n = NS - 1 - i_n
         start = tl.load(seg_start + n)
         size = tl.load(seg_size + n)
         X1 = tl.load(saved1 + (i_bh * NS + n) * HD * K + off1)
         X2 = tl.load(saved2 + (i_bh * NS + n) * HD * K + off2)
-        qc, kc, vc, et, la, dl, row, ptr, mt = _load_segment(
-            q, k, v, eta, alpha, delta, b, h, start, size, T, H, C, K, HAS_ALPHA, NEEDS_DELTA)
+        if MOM:
+            S1 = tl.load(saved_s1 + (i_bh * NS + n) * HD * K + off1)
+            S2 = tl.load(saved_s2 + (i_bh * NS + n) * HD * K + off2)
+        else:
+            S1 = X1
+            S2 = X2
+        qc, kc, vc, et, la, lth, dl, row, ptr, mt = _load_segment(
+            q, k, v, eta, alpha, theta, delta, b, h, start, size, T, H, C, K, HAS_ALPHA, MOM,
+            NEEDS_DELTA)
         dy = tl.load(do + ptr, mask=mt[:, None], other=0.0).to(tl.float32)
         is_last = oc == size - 1
         # ---- recompute the segment
         r1, r2 = _scales(X1, X2, QX, RET)
         W1 = r1 * X1
         W2 = r2 * X2
-        bt, s, D, De = _decays(la, et, C, RET)
+        bt, s, D, Dt, coef, m, De = _decays(la, lth, et, C, RET, MOM)
         ks, a1, hk, hs, a2, E, G, d2, t1, f1, d1 = _key_pass(
             W1, W2, kc, vc, dl, s, P_EXP, SHARP, EPS, RADIUS, K, BIAS, NEPS, SMOOTH, ACT, LN, LOWP)
         QK, A1, u1p, u1, hq, HH, A2, u2p, u2, _out = _read(
-            X1, X2, r1, r2, qc, kc, hk, d1, d2, bt, De, K, ACT, LN, LOWP)
-        c = tl.sum(tl.where(at_end[:, None], De, 0.0), 0)
+            X1, X2, S1, S2, r1, r2, qc, kc, hk, d1, d2, bt, m, De, K, ACT, LN, MOM, LOWP)
+        c = tl.sum(tl.where(is_last[:, None], De, 0.0), 0)
         b_last = tl.exp(tl.sum(la, 0))
         E1 = _end_base(X1, RET)
         E2 = _end_base(X2, RET)
         raw1 = b_last * E1 - _mm(tl.trans(d1), kc * c[:, None], LOWP)
         raw2 = b_last * E2 - _mm(tl.trans(d2), hk * c[:, None], LOWP)
+        if MOM:
+            m_last = tl.sum(tl.where(is_last, m, 0.0), 0)
+            raw1 += m_last * S1
+            raw2 += m_last * S2
+            t_last = tl.sum(tl.where(is_last[:, None], Dt, 0.0), 0)  # Theta_C / Theta_i
+            step = t_last * et
+            theta_all = tl.exp(tl.sum(lth, 0))
 
         # ---- the segment end: exact last read and the end map
         dqc = dy  # the memory's residual
@@ -379,7 +433,7 @@ def _bwd_kernel(
             draw1 = dX1n
             draw2 = dX2n
         # raw_l = b_last E_l - sum_i c_i d_li x_li^T
-        db = tl.where(at_end, tl.sum(tl.sum(E1 * draw1, 1), 0) + tl.sum(tl.sum(E2 * draw2, 1), 0), 0.0)
+        db = tl.where(is_last, tl.sum(tl.sum(E1 * draw1, 1), 0) + tl.sum(tl.sum(E2 * draw2, 1), 0), 0.0)
         R1 = _mm(kc, tl.trans(draw1), LOWP)  # [C, HD]
         R2 = _mm(hk, tl.trans(draw2), LOWP)  # [C, K]
         dd1 = -c[:, None] * R1
@@ -387,7 +441,20 @@ def _bwd_kernel(
         dkc = -c[:, None] * _mm(d1, draw1, LOWP)
         dh = -c[:, None] * _mm(d2, draw2, LOWP)
         dc = -tl.sum(d1 * R1, 1) - tl.sum(d2 * R2, 1)
-        dDe = tl.where(at_end[:, None], dc[None, :], 0.0)
+        dDe = tl.where(is_last[:, None], dc[None, :], 0.0)
+        if MOM:  # raw_l += m_C S_l;  S_l' = Theta_C S_l - sum_i step_i d_li x_li^T
+            dm = tl.where(is_last, tl.sum(tl.sum(S1 * draw1, 1), 0) + tl.sum(tl.sum(S2 * draw2, 1), 0), 0.0)
+            dS1 = m_last * draw1 + theta_all * dS1n
+            dS2 = m_last * draw2 + theta_all * dS2n
+            Q1 = _mm(kc, tl.trans(dS1n), LOWP)
+            Q2 = _mm(hk, tl.trans(dS2n), LOWP)
+            dd1 -= step[:, None] * Q1
+            dd2 -= step[:, None] * Q2
+            dkc -= step[:, None] * _mm(d1, dS1n, LOWP)
+            dh -= step[:, None] * _mm(d2, dS2n, LOWP)
+            dstep = -tl.sum(d1 * Q1, 1) - tl.sum(d2 * Q2, 1)
+            dDt = tl.where(is_last[:, None], (dstep * et)[None, :], 0.0)
+            dlt_all = theta_all * (tl.sum(tl.sum(S1 * dS1n, 1), 0) + tl.sum(tl.sum(S2 * dS2n, 1), 0))
 
         # ---- the reads, layer 2 then layer 1
         du2 = _norm_back(u2, dyr, K, LN)
@@ -395,6 +462,10 @@ def _bwd_kernel(
         dr2 = tl.sum(tl.sum(du2 * u2p, 1), 0)
         db += r2 * tl.sum(du2 * _mm(hq, tl.trans(X2), LOWP), 1)
         dhq = r2 * bt[:, None] * _mm(du2, X2, LOWP)
+        if MOM:
+            dS2 += r2 * _mm(tl.trans(du2), hq * m[:, None], LOWP)
+            dm += r2 * tl.sum(du2 * _mm(hq, tl.trans(S2), LOWP), 1)
+            dhq += r2 * m[:, None] * _mm(du2, S2, LOWP)
         dA2 = -r2 * _mm(du2, tl.trans(d2), LOWP)
         dd2 -= r2 * _mm(tl.trans(A2), du2, LOWP)
         G2 = dA2 * De
@@ -406,6 +477,10 @@ def _bwd_kernel(
         dr1 = tl.sum(tl.sum(du1 * u1p, 1), 0)
         db += r1 * tl.sum(du1 * _mm(qc, tl.trans(X1), LOWP), 1)
         dqc += r1 * bt[:, None] * _mm(du1, X1, LOWP)
+        if MOM:
+            dS1 += r1 * _mm(tl.trans(du1), qc * m[:, None], LOWP)
+            dm += r1 * tl.sum(du1 * _mm(qc, tl.trans(S1), LOWP), 1)
+            dqc += r1 * m[:, None] * _mm(du1, S1, LOWP)
         dA1 = -r1 * _mm(du1, tl.trans(d1), LOWP)
         dd1 -= r1 * _mm(tl.trans(A1), du1, LOWP)
         G1 = dA1 * De
@@ -456,9 +531,22 @@ def _bwd_kernel(
             dX1 += b_last * draw1
             dX2 += b_last * draw2
 
-        # ---- gates: D[t, i] = exp(L_t - L_i), b = exp(L), L = cumsum(log alpha)
-        g_eta = tl.sum(dDe * D, 0)
-        Y = tl.where(causal, dDe * et[None, :] * D, 0.0)
+        # ---- gates: D[t, i] = exp(L_t - L_i), b = exp(L), L = cumsum(log alpha); momentum:
+        # coef = D @ Dt, Dt[j, i] = exp(Lt_j - Lt_i), m = D @ exp(Lt), Lt = cumsum(log theta)
+        g_eta = tl.sum(dDe * coef, 0)
+        dcoef = dDe * et[None, :]
+        if MOM:
+            g_eta += dstep * t_last
+            elt = tl.exp(tl.cumsum(lth, 0))
+            dD = tl.dot(dcoef, tl.trans(Dt), input_precision="ieee") + dm[:, None] * elt[None, :]
+            dDt += tl.dot(tl.trans(D), dcoef, input_precision="ieee")
+            Z = tl.where(causal, dDt * Dt, 0.0)
+            dlt = tl.sum(Z, 1) - tl.sum(Z, 0) + tl.sum(D * dm[:, None], 0) * elt
+            dlt += tl.where(is_last, dlt_all, 0.0)
+            tl.store(dlth + row, tl.cumsum(dlt, 0, reverse=True), mask=mt)
+        else:
+            dD = dcoef
+        Y = tl.where(causal, dD * D, 0.0)
         dL = db * bt + tl.sum(Y, 1) - tl.sum(Y, 0)
         tl.store(dla + row, tl.cumsum(dL, 0, reverse=True), mask=mt)
         tl.store(deta + row, g_eta, mask=mt)
@@ -469,6 +557,9 @@ def _bwd_kernel(
         tl.store(dv + ptr, dvc, mask=mt[:, None])
         dX1n = dX1
         dX2n = dX2
+        if MOM:
+            dS1n = dS1
+            dS2n = dS2
     tl.store(dx1 + i_bh * HD * K + off1, dX1n)
     tl.store(dx2 + i_bh * HD * K + off2, dX2n)
 
@@ -503,11 +594,11 @@ def _warn_fallback(error: OutOfResources, where: str) -> None:
 
 def _reference_grads(ctx, do: torch.Tensor) -> tuple:
     """Gradients from the PyTorch reference, recomputed (used when a kernel does not fit)."""
-    q, k, v, eta, alpha, delta, x1, x2 = ctx.saved_tensors[:8]
-    inputs = [q, k, v, eta, alpha, delta, x1, x2]
+    inputs = list(ctx.saved_tensors[:9])  # q, k, v, eta, alpha, theta, delta, x1, x2
     leaves = [x.detach().requires_grad_() if x is not None else None for x in inputs]
+    q, k, v, eta, alpha, theta, delta, x1, x2 = leaves
     with torch.enable_grad():
-        o = chunk_mlp_from_state(*leaves[:4], leaves[6], leaves[7], leaves[4], leaves[5],
+        o = chunk_mlp_from_state(q, k, v, eta, x1, x2, alpha, delta, theta,
                                  ctx.config, ctx.bias, ctx.chunk_size)
         wanted = [x for x in leaves if x is not None]
         got = iter(torch.autograd.grad(o, wanted, do, allow_unused=True))
@@ -523,7 +614,7 @@ class ChunkMlpMemory(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, q, k, v, eta, alpha, delta, x1, x2, config, bias, chunk_size):
+    def forward(ctx, q, k, v, eta, alpha, theta, delta, x1, x2, config, bias, chunk_size):
         B, T, H, K = q.shape
         HD = x1.shape[1]
         start, size = _segment_table(T, chunk_size, config, q.device)
@@ -531,62 +622,66 @@ class ChunkMlpMemory(torch.autograd.Function):
         save = any(ctx.needs_input_grad)
         o = torch.empty_like(q)
         n_saved = B * H * NS * HD * K if save else 1
-        saved1 = torch.empty(n_saved, dtype=torch.float32, device=q.device)
-        saved2 = torch.empty(n_saved, dtype=torch.float32, device=q.device)
+        saved = [torch.empty(n_saved if (i < 2 or theta is not None) else 1, dtype=torch.float32,
+                             device=q.device) for i in range(4)]  # X1, X2, S1, S2
         ctx.config, ctx.bias, ctx.chunk_size = config, bias, chunk_size
         ctx.fallback = False
         try:
             _fwd_kernel[(B * H,)](
-                q, k, v, eta, eta if alpha is None else alpha, eta if delta is None else delta,
-                x1, x2, start, size, o, saved1, saved2, T, H, NS,
-                C=chunk_size, K=K, HD=HD, HAS_ALPHA=alpha is not None, SAVE=save,
-                LOWP=q.dtype == torch.bfloat16, num_warps=_num_warps(K, HD), num_stages=1,
-                **_kernel_args(config, bias),
+                q, k, v, eta, *_or(eta, alpha, theta, delta), x1, x2, start, size, o, *saved,
+                T, H, NS, C=chunk_size, K=K, HD=HD, HAS_ALPHA=alpha is not None,
+                MOM=theta is not None, SAVE=save, LOWP=q.dtype == torch.bfloat16,
+                num_warps=_num_warps(K, HD), num_stages=1, **_kernel_args(config, bias),
             )
         except OutOfResources as error:
             _warn_fallback(error, "forward")
             ctx.fallback = True
-            o = chunk_mlp_from_state(q, k, v, eta, x1, x2, alpha, delta, config, bias, chunk_size)
-        ctx.save_for_backward(q, k, v, eta, alpha, delta, x1, x2, saved1, saved2, start, size)
+            o = chunk_mlp_from_state(q, k, v, eta, x1, x2, alpha, delta, theta, config, bias, chunk_size)
+        ctx.save_for_backward(q, k, v, eta, alpha, theta, delta, x1, x2, *saved, start, size)
         return o
 
     @staticmethod
     def backward(ctx, do):
         if ctx.fallback:
             return _reference_grads(ctx, do)
-        q, k, v, eta, alpha, delta, x1, x2, saved1, saved2, start, size = ctx.saved_tensors
-        config, bias = ctx.config, ctx.bias
+        q, k, v, eta, alpha, theta, delta, x1, x2, *saved, start, size = ctx.saved_tensors
         B, T, H, K = q.shape
         HD = x1.shape[1]
         f32 = {"dtype": torch.float32, "device": q.device}
         dq, dk, dv = (torch.empty(B, T, H, K, **f32) for _ in range(3))
-        deta, dla, ddelta = (torch.empty(B, T, H, **f32) for _ in range(3))
+        deta, dla, dlth, ddelta = (torch.empty(B, T, H, **f32) for _ in range(4))
         dx1 = torch.empty(B, H, HD, K, **f32)
         dx2 = torch.empty(B, H, K, HD, **f32)
         try:
             _bwd_kernel[(B * H,)](
-                q, k, v, eta, eta if alpha is None else alpha, eta if delta is None else delta,
-                start, size, saved1, saved2, do.contiguous(), dq, dk, dv, deta, dla, ddelta, dx1, dx2,
-                T, H, start.numel(), C=ctx.chunk_size, K=K, HD=HD, HAS_ALPHA=alpha is not None,
+                q, k, v, eta, *_or(eta, alpha, theta, delta), start, size, *saved, do.contiguous(),
+                dq, dk, dv, deta, dla, dlth, ddelta, dx1, dx2, T, H, start.numel(),
+                C=ctx.chunk_size, K=K, HD=HD, HAS_ALPHA=alpha is not None, MOM=theta is not None,
                 LOWP=q.dtype == torch.bfloat16, num_warps=_num_warps(K, HD), num_stages=1,
-                **_kernel_args(config, bias),
+                **_kernel_args(ctx.config, ctx.bias),
             )
         except OutOfResources as error:
             _warn_fallback(error, "backward")
             return _reference_grads(ctx, do)
         g_alpha = None if alpha is None else (dla / alpha.float()).to(alpha.dtype)
+        g_theta = None if theta is None else (dlth / theta.float()).to(theta.dtype)
         g_delta = None if delta is None else ddelta.to(delta.dtype)
         return (
-            dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), deta.to(eta.dtype), g_alpha, g_delta,
-            dx1.sum(0).to(x1.dtype), dx2.sum(0).to(x2.dtype), None, None, None,
+            dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), deta.to(eta.dtype), g_alpha, g_theta,
+            g_delta, dx1.sum(0).to(x1.dtype), dx2.sum(0).to(x2.dtype), None, None, None,
         )
+
+
+def _or(dummy: torch.Tensor, *tensors: torch.Tensor | None) -> list[torch.Tensor]:
+    """The optional kernel inputs, a placeholder where absent (the kernel never reads it)."""
+    return [dummy if x is None else x for x in tensors]
 
 
 def _power_of_two(n: int) -> bool:
     return n >= 16 and n & (n - 1) == 0
 
 
-def check_mlp_inputs(q, k, v, eta, w1, w2, alpha, delta, bias: BiasConfig, chunk_size: int) -> None:
+def check_mlp_inputs(q, k, v, eta, w1, w2, alpha, theta, delta, bias: BiasConfig, chunk_size: int) -> None:
     """KernelInputError naming the argument unless the kernel can take these inputs."""
     if q.dim() != 4:
         raise KernelInputError(f"q must be [B, T, H, K], got a tensor of shape {list(q.shape)}")
@@ -597,7 +692,8 @@ def check_mlp_inputs(q, k, v, eta, w1, w2, alpha, delta, bias: BiasConfig, chunk
     floats = (torch.float32, torch.bfloat16)
     for name, x, shape in (
         ("q", q, (B, T, H, K)), ("k", k, (B, T, H, K)), ("v", v, (B, T, H, K)),
-        ("eta", eta, (B, T, H)), ("alpha", alpha, (B, T, H)), ("delta", delta, (B, T, H)),
+        ("eta", eta, (B, T, H)), ("alpha", alpha, (B, T, H)), ("theta", theta, (B, T, H)),
+        ("delta", delta, (B, T, H)),
         ("w2", w2, (H, K, HD)),
     ):
         if x is None:
@@ -626,6 +722,7 @@ def chunk_mlp_memory(
     w2: torch.Tensor,
     alpha: torch.Tensor | None = None,
     delta: torch.Tensor | None = None,
+    theta: torch.Tensor | None = None,
     config: MlpMemoryConfig | None = None,
     bias: BiasConfig | str = "l2",
     chunk_size: int = 16,
@@ -635,7 +732,8 @@ def chunk_mlp_memory(
     Args:
         q, k, v: [B, T, H, K] (float32 or bfloat16; K a power of two in 16..128).
         eta: [B, T, H] (> 0); alpha: [B, T, H] in (0, 1] or None (no decay);
-        delta: [B, T, H] (> 0), the Huber threshold (huber biases only).
+        delta: [B, T, H] (> 0), the Huber threshold (huber biases only);
+        theta: [B, T, H] in (0, 1) for momentum (Titans; S starts at zero), None for gd.
         w1: [H, Hd, K], w2: [H, K, Hd]: the learned initial parameters as in naive.py
             (Hd a power of two in 16..512).
         config: activation, layer norm and retention (none, l2, lq, kl).
@@ -647,11 +745,11 @@ def chunk_mlp_memory(
     bias = as_bias(bias)
     if bias.kind == "lp" and not bias.smooth:
         raise KernelInputError("bias 'lp' has a Triton kernel only with smooth=True (tanh / sqrt surrogates)")
-    check_mlp_inputs(q, k, v, eta, w1, w2, alpha, delta, bias, chunk_size)
+    check_mlp_inputs(q, k, v, eta, w1, w2, alpha, theta, delta, bias, chunk_size)
     x1, x2 = (x.float().contiguous() for x in initial_state(w1, w2, config))
     if config.retention == "none":
         alpha = None
-    args = [x.contiguous() if x is not None else None for x in (q, k, v, eta, alpha, delta)]
     if not bias.needs_delta:
-        args[5] = None
+        delta = None
+    args = [x.contiguous() if x is not None else None for x in (q, k, v, eta, alpha, theta, delta)]
     return ChunkMlpMemory.apply(*args, x1, x2, config, bias, chunk_size)

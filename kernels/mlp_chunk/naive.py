@@ -131,15 +131,16 @@ def _mlp(w1: torch.Tensor, w2: torch.Tensor, x: torch.Tensor, config: MlpMemoryC
 
 
 def segment_forward(
-    x1: torch.Tensor, x2: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-    eta: torch.Tensor, log_alpha: torch.Tensor, delta: torch.Tensor | None,
+    x1: torch.Tensor, x2: torch.Tensor, s1: torch.Tensor | None, s2: torch.Tensor | None,
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, eta: torch.Tensor,
+    log_alpha: torch.Tensor, log_theta: torch.Tensor | None, delta: torch.Tensor | None,
     config: MlpMemoryConfig, bias: BiasConfig,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One segment: outputs [N, C, K] and the carried state at its end.
+) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor] | None]:
+    """One segment: outputs [N, C, K], the carried state and the momentum (or None) at its end.
 
-    x1: [N, Hd, K]; x2: [N, K, Hd]; q, k, v: [N, C, K]; eta, log_alpha, delta: [N, C].
+    x1: [N, Hd, K]; x2: [N, K, Hd]; s1, s2: the momentum, shaped alike (None for gd);
+    q, k, v: [N, C, K]; eta, log_alpha, log_theta, delta: [N, C].
     """
-    size = k.shape[1]
     if config.retention == "lq":
         r1, r2 = lq_read_scale(x1, config.q), lq_read_scale(x2, config.q)
     else:
@@ -148,9 +149,15 @@ def segment_forward(
     log_b = log_alpha.cumsum(-1)
     b = log_b.exp()
     s = b if config.retention == "l2" else torch.ones_like(b)
-    causal = torch.ones(size, size, dtype=torch.bool, device=k.device).tril()
-    decay = torch.where(causal, log_b[..., :, None] - log_b[..., None, :], -math.inf).exp()
-    weighted = decay * eta[..., None, :]  # D[t, i] eta_i
+    decay = _decay_matrix(log_b)
+    if log_theta is None:  # gd: token i's step reaches t decayed by D[t, i]
+        coef, m = decay, None
+    else:  # momentum: through S_j (theta from i to j), then decayed from j to t
+        log_th = log_theta.cumsum(-1)
+        theta_decay = _decay_matrix(log_th)
+        coef = decay @ theta_decay
+        m = (decay * log_th.exp()[..., None, :]).sum(-1)  # [N, C]: how much of S_0 reaches t
+    weighted = coef * eta[..., None, :]  # C[t, i] eta_i
 
     a1 = (s[..., None] * k) @ w1.mT
     h = _activation(a1, config.activation)
@@ -159,12 +166,17 @@ def segment_forward(
     d2 = _norm_back(a2, g, config)
     d1 = s[..., None] * (d2 @ w2) * _activation_grad(a1, config.activation)
 
-    u1 = r1 * ((b[..., None] * q) @ x1.mT - ((q @ k.mT) * weighted) @ d1)
-    hq = _activation(u1, config.activation)
-    u2 = r2 * ((b[..., None] * hq) @ x2.mT - ((hq @ h.mT) * weighted) @ d2)
-    out = q + _norm(u2, config)
+    def read(x: torch.Tensor, mom: torch.Tensor | None, z: torch.Tensor, x_in: torch.Tensor,
+             d: torch.Tensor) -> torch.Tensor:
+        """U_t z_t of one layer without forming U_t (x_in: the layer's key-pass inputs)."""
+        out = (b[..., None] * z) @ x.mT - ((z @ x_in.mT) * weighted) @ d
+        return out if mom is None else out + (m[..., None] * z) @ mom.mT
 
-    last = weighted[..., -1, :, None]  # [N, C, 1]: D_Ci eta_i
+    u1 = r1 * read(x1, s1, q, k, d1)
+    hq = _activation(u1, config.activation)
+    out = q + _norm(r2 * read(x2, s2, hq, h, d2), config)
+
+    last = weighted[..., -1, :, None]  # [N, C, 1]: C[last, i] eta_i
     b_last = b[..., -1, None, None]
     if config.retention == "kl":
         ends = [torch.log(x.clamp_min(torch.finfo(x.dtype).tiny)) for x in (x1, x2)]
@@ -172,6 +184,13 @@ def segment_forward(
         ends = [x1, x2]
     raw1 = b_last * ends[0] - d1.mT @ (last * k)
     raw2 = b_last * ends[1] - d2.mT @ (last * h)
+    momentum = None
+    if log_theta is not None:
+        m_last = m[..., -1, None, None]
+        raw1, raw2 = raw1 + m_last * s1, raw2 + m_last * s2
+        step = (theta_decay[..., -1, :] * eta)[..., None]  # Theta_C / Theta_i eta_i
+        theta_all = log_th[..., -1, None, None].exp()
+        momentum = [theta_all * s1 - d1.mT @ (step * k), theta_all * s2 - d2.mT @ (step * h)]
     if config.retention == "kl":
         x1, x2 = (config.scale * torch.softmax(raw, dim=-1) for raw in (raw1, raw2))
         out = torch.cat([out[:, :-1], _mlp(x1, x2, q[:, -1:], config)], dim=1)
@@ -181,7 +200,14 @@ def segment_forward(
         out = torch.cat([out[:, :-1], _mlp(w1n, w2n, q[:, -1:], config)], dim=1)
     else:
         x1, x2 = raw1, raw2
-    return out, x1, x2
+    return out, [x1, x2], momentum
+
+
+def _decay_matrix(log_cum: torch.Tensor) -> torch.Tensor:
+    """exp(l_t - l_i) for i <= t, else 0: [N, C] -> [N, C, C] (rows t, columns i)."""
+    size = log_cum.shape[-1]
+    causal = torch.ones(size, size, dtype=torch.bool, device=log_cum.device).tril()
+    return torch.where(causal, log_cum[..., :, None] - log_cum[..., None, :], -math.inf).exp()
 
 
 def naive_chunk_mlp_memory(
@@ -193,6 +219,7 @@ def naive_chunk_mlp_memory(
     w2: torch.Tensor,
     alpha: torch.Tensor | None = None,
     delta: torch.Tensor | None = None,
+    theta: torch.Tensor | None = None,
     config: MlpMemoryConfig | None = None,
     bias: BiasConfig | str = "l2",
     chunk_size: int = 16,
@@ -202,7 +229,8 @@ def naive_chunk_mlp_memory(
     Args:
         q, k, v: [B, T, H, K] (the memory is residual, so values share the key dim).
         eta: [B, T, H] (> 0); alpha: [B, T, H] in (0, 1] or None (ignored for retention
-            'none'); delta: [B, T, H] (huber only).
+            'none'); delta: [B, T, H] (huber only); theta: [B, T, H] in (0, 1) for momentum
+            (Titans; the momentum starts at zero), None for gd.
         w1: [H, Hd, K], w2: [H, K, Hd]: the learned initial parameters (lq: the accumulators;
             kl: logits, the weights are c softmax_row of them).
         config: activation, layer norm and retention; bias: the attentional bias.
@@ -211,13 +239,14 @@ def naive_chunk_mlp_memory(
     """
     config = config or MlpMemoryConfig()
     x1, x2 = initial_state(w1, w2, config)
-    return chunk_mlp_from_state(q, k, v, eta, x1, x2, alpha, delta, config, as_bias(bias), chunk_size)
+    return chunk_mlp_from_state(q, k, v, eta, x1, x2, alpha, delta, theta, config, as_bias(bias),
+                                chunk_size)
 
 
 def chunk_mlp_from_state(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, eta: torch.Tensor,
     x1: torch.Tensor, x2: torch.Tensor, alpha: torch.Tensor | None, delta: torch.Tensor | None,
-    config: MlpMemoryConfig, bias: BiasConfig, chunk_size: int,
+    theta: torch.Tensor | None, config: MlpMemoryConfig, bias: BiasConfig, chunk_size: int,
 ) -> torch.Tensor:
     """naive_chunk_mlp_memory from the carried initial state x1 [H, Hd, K], x2 [H, K, Hd]."""
     batch, length, heads, dim = q.shape
@@ -228,7 +257,7 @@ def chunk_mlp_from_state(
             return None
         return x.to(work).transpose(1, 2).reshape(batch * heads, length, *x.shape[3:])
 
-    qh, kh, vh, eh, dh = map(heads_first, (q, k, v, eta, delta))
+    qh, kh, vh, eh, dh, th = map(heads_first, (q, k, v, eta, delta, theta))
     if alpha is None or config.retention == "none":  # no retention: nothing decays
         log_alpha = torch.zeros_like(eh)
     else:
@@ -237,11 +266,14 @@ def chunk_mlp_from_state(
         x.to(work).unsqueeze(0).expand(batch, -1, -1, -1).reshape(batch * heads, *x.shape[1:])
         for x in (x1, x2)
     ]
+    momentum = None if theta is None else [torch.zeros_like(x) for x in state]
+    log_theta = None if th is None else torch.log(th)
     outputs = []
     for start, stop in segments(length, chunk_size, config.lag_token):
         cut = slice(start, stop)
-        out, *state = segment_forward(
-            *state, qh[:, cut], kh[:, cut], vh[:, cut], eh[:, cut], log_alpha[:, cut],
+        out, state, momentum = segment_forward(
+            *state, *(momentum or (None, None)), qh[:, cut], kh[:, cut], vh[:, cut], eh[:, cut],
+            log_alpha[:, cut], None if log_theta is None else log_theta[:, cut],
             None if dh is None else dh[:, cut], config, bias,
         )
         outputs.append(out)

@@ -2,7 +2,7 @@
 
 ``kernel='auto'`` uses the kernel on CUDA tensors when Triton is importable and the point is
 covered (see ``miras_search.kernels.kernel_for``: matrix memories and the 2-layer MLP memories
-of the Moneta / Yaad / Memora family; chunk 16/32/64);
+of the Moneta / Yaad / Memora / Titans family; chunk 16/32/64);
 ``'triton'`` demands it (an UnsupportedPoint says why not, naming the axis); ``'torch'`` never
 uses it. The kernels live in ``miras_search.kernels``, each beside its PyTorch reference.
 """
@@ -39,7 +39,7 @@ def _why_not(rule: MemoryRule, q: Tensor, v: Tensor, chunk_size: int, forced: bo
             f"no kernel covers memory '{rule.memory}', retention '{rule.retention.kind}', "
             f"algorithm '{rule.algorithm}' with these gates (covered: element-wise biases, "
             "per-head eta; matrix memory with retention none/l2 and gd/momentum; 2-layer MLP "
-            "memory with retention none/l2/lq/kl and gd)"
+            "memory with retention none/l2/lq/kl and gd/momentum)"
         )
     if rule.steps_per_token != 1:
         return "multistep updates have no kernel"
@@ -61,7 +61,7 @@ def kernel_forward(rule: MemoryRule, q: Tensor, k: Tensor, v: Tensor, gates: Mem
     run = kernel_for(rule)
     if rule.memory == "mlp":  # params: the learned initial W1 [H, Hd, K] and W2 [H, K, Hd]
         return run(q, k, v, gates.eta, params[0], params[1], alpha=gates.alpha, delta=gates.delta,
-                   chunk_size=chunk_size)
+                   theta=gates.theta, chunk_size=chunk_size)
     initial = params[0] if params else None  # matrix memory: W_0 [H, V, K] when learned
     return run(
         q, k, v, gates.eta, alpha=gates.alpha, theta=gates.theta, delta=gates.delta,
