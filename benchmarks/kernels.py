@@ -11,7 +11,7 @@ Prints a markdown table (median milliseconds, triton.testing.do_bench) and write
 fla computes the exact delta rule, not our minibatch form: the like-for-like PyTorch baseline
 for fla is 'exact'; the Triton kernel vs fla compares two different chunk forms at the same size.
 
-The MLP-memory table times Moneta, Yaad and Memora (2-layer MLP memory, hidden = 4 x head dim)
+The MLP-memory table times Moneta, Yaad, Memora and Titans (2-layer MLP memory, hidden = 4 x head dim)
 through miras_search.memory.memory_forward with kernel='triton' (kernels.mlp_chunk) against
 kernel='torch' (the PyTorch chunked form), forward + backward including the initial memory.
 """
@@ -150,7 +150,7 @@ def time_case(name: str, T: int, D: int, dtype: torch.dtype, fla) -> dict:
     return row
 
 
-MLP_POINTS = ("moneta", "yaad", "memora")
+MLP_POINTS = ("moneta", "yaad", "memora", "titans")
 
 
 def time_mlp_case(name: str, T: int, D: int, chunk: int, dtype: torch.dtype) -> dict:
@@ -160,13 +160,14 @@ def time_mlp_case(name: str, T: int, D: int, chunk: int, dtype: torch.dtype) -> 
 
     rule = MemoryRule.from_point(preset(name))
     B, H = 4, 8
-    x = inputs(B, T, H, D, torch.float32, "head", False, "delta" in rule.needs())
+    needs = rule.needs()
+    x = inputs(B, T, H, D, torch.float32, "head", "theta" in needs, "delta" in needs)
     x["eta"] = (x["eta"].detach() * 0.2).requires_grad_()  # a stable inner step for lp / switch
     params = [p.to(DEVICE).requires_grad_() for p in rule.initial_parameters(H, D, D)]
     cast = {n: (t.detach().to(dtype).requires_grad_() if t is not None else None) for n, t in x.items()}
 
     def run(inp, kernel):
-        gates = MemoryGates(inp["eta"], inp["alpha"], None, inp["delta"])
+        gates = MemoryGates(inp["eta"], inp["alpha"], inp["theta"], inp["delta"])
         return memory_forward(rule, inp["q"], inp["k"], inp["v"], gates, params,
                               chunk_size=chunk, kernel=kernel)
 
