@@ -22,7 +22,8 @@ Notation inside the kernels (per chunk, C tokens, t = row, i = column):
     O  = exp(lb) * (Q W^T) + c * (Q S^T) - ((Q K^T) * D) @ P,   P = eta * phi(E)
     W' = exp(lb_C) W + c_C S - (D[C] * P)^T K
     S' = exp(lt_C) S - (Lt[C] * P)^T K
-Channel-wise alpha (gd only) uses q * exp(lb) and k * exp(-lb) instead of the matrix Lb.
+Channel-wise alpha (gd only) uses q * exp(lb) and k * exp(-lb) instead of the matrix Lb, or,
+for a chunk that decays past e^-60, a column-by-column sum with differences of exponents.
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ import triton.language as tl
 from ..bias import BIAS_KINDS, NORM_EPS, BiasConfig, KernelInputError, as_bias
 
 _ALPHA_NONE, _ALPHA_HEAD, _ALPHA_CHANNEL = 0, 1, 2
+SAFE_LOG_DECAY = tl.constexpr(60.0)
+"""Channel-wise decay of a chunk past which the kernel stops factoring exp(lb_t - lb_i) into
+exp(lb_t) exp(-lb_i) (e^60 ~ 1e26 stays finite in fp32 and bf16; a saturated gate, alpha ~
+1e-6 for a few tokens, goes past it)."""
 
 
 @triton.jit
@@ -134,6 +139,52 @@ def _phi_bwd(E, dG, d, BIAS: tl.constexpr, P_EXP, SHARP, EPS, RADIUS, NEPS: tl.c
 
 
 @triton.jit
+def _channel_scores(qc, kc, lb, lbl, C: tl.constexpr, LOWP: tl.constexpr):
+    """A[t, i] = sum_k q_tk k_ik exp(lb_tk - lb_ik) for i <= t (channel-wise decay); [C, C].
+
+    While the chunk's decay stays above e^-SAFE_LOG_DECAY, one product of q exp(lb) and
+    k exp(-lb) gives it; past that exp(-lb) would overflow, and the chunk is summed column by
+    column with each exponent taken as a difference (at most 0), which cannot overflow.
+    """
+    oc = tl.arange(0, C)
+    causal = oc[:, None] >= oc[None, :]
+    if tl.min(lbl, 0) > -SAFE_LOG_DECAY:
+        A = _mm(qc * tl.exp(lb), tl.trans(kc * tl.exp(-lb)), LOWP)
+    else:
+        A = tl.zeros([C, C], dtype=tl.float32)
+        for i in range(C):
+            here = oc == i
+            k_i = tl.sum(tl.where(here[:, None], kc, 0.0), 0)
+            lb_i = tl.sum(tl.where(here[:, None], lb, 0.0), 0)
+            decay = tl.exp(tl.where((oc >= i)[:, None], lb - lb_i[None, :], float("-inf")))
+            col = tl.sum(qc * k_i[None, :] * decay, 1)
+            A += tl.where(here[None, :], col[:, None], 0.0)
+    return tl.where(causal, A, 0.0)
+
+
+@triton.jit
+def _channel_scores_bwd(dA, qc, kc, lb, lbl, C: tl.constexpr, LOWP: tl.constexpr):
+    """(dq, dk) [C, K] from dA [C, C] (zero above the diagonal) through _channel_scores."""
+    oc = tl.arange(0, C)
+    if tl.min(lbl, 0) > -SAFE_LOG_DECAY:
+        dq = _mm(dA, kc * tl.exp(-lb), LOWP) * tl.exp(lb)
+        dk = _mm(tl.trans(dA), qc * tl.exp(lb), LOWP) * tl.exp(-lb)
+    else:
+        dq = tl.zeros_like(qc)
+        dk = tl.zeros_like(kc)
+        for i in range(C):
+            here = oc == i
+            k_i = tl.sum(tl.where(here[:, None], kc, 0.0), 0)
+            lb_i = tl.sum(tl.where(here[:, None], lb, 0.0), 0)
+            decay = tl.exp(tl.where((oc >= i)[:, None], lb - lb_i[None, :], float("-inf")))
+            dA_i = tl.sum(tl.where(here[None, :], dA, 0.0), 1)  # column i: dA[:, i]
+            dq += dA_i[:, None] * k_i[None, :] * decay
+            dk_i = tl.sum(dA_i[:, None] * qc * decay, 0)
+            dk += tl.where(here[:, None], dk_i[None, :], 0.0)
+    return dq, dk
+
+
+@triton.jit
 def _fwd_kernel(
     q, k, v, eta, alpha, theta, delta, w0, o, saved_w, saved_s,
     T, H, K, V, NC, P_EXP, SHARP, EPS, RADIUS,
@@ -187,9 +238,8 @@ def _fwd_kernel(
             G = _phi(E, vc, dl, BIAS, P_EXP, SHARP, EPS, RADIUS, NEPS, SMOOTH)
             P = G * et[:, None]
             qt = qc * tl.exp(lb)
-            kt = kc * tl.exp(-lb)
             kw = kc * tl.exp(lbl[None, :] - lb)
-            A = tl.where(causal, _mm(qt, tl.trans(kt), LOWP), 0.0)
+            A = _channel_scores(qc, kc, lb, lbl, C, LOWP)
             out = _mm(qt, tl.trans(W), LOWP) - _mm(A, P, LOWP)
             W = W * tl.exp(lbl)[None, :] - _mm(tl.trans(P), kw, LOWP)
         else:
@@ -284,20 +334,19 @@ def _bwd_kernel(
             G = _phi(E, vc, dl, BIAS, P_EXP, SHARP, EPS, RADIUS, NEPS, SMOOTH)
             P = G * et[:, None]
             qt = qc * eb
-            kt = kc * tl.exp(-lb)
             kw = kc * tl.exp(lbl[None, :] - lb)
-            A = tl.where(causal, _mm(qt, tl.trans(kt), LOWP), 0.0)
+            A = _channel_scores(qc, kc, lb, lbl, C, LOWP)
             dA = tl.where(causal, -_mm(dO, tl.trans(P), LOWP), 0.0)
             dP = -_mm(tl.trans(A), dO, LOWP) - _mm(kw, tl.trans(dW), LOWP)
-            dqt = _mm(dO, W, LOWP) + _mm(dA, kt, LOWP)
-            dkt = _mm(tl.trans(dA), qt, LOWP)
+            dqA, dkA = _channel_scores_bwd(dA, qc, kc, lb, lbl, C, LOWP)
+            dqW = _mm(dO, W, LOWP)  # through the read of the chunk-start state
             dkw = -_mm(P, dW, LOWP)
             dG = dP * et[:, None]
             dE, dd = _phi_bwd(E, dG, dl, BIAS, P_EXP, SHARP, EPS, RADIUS, NEPS, SMOOTH)
             dkb = _mm(dE, W, LOWP)
-            dqc = dqt * eb
-            dkc = dkt * tl.exp(-lb) + dkw * tl.exp(lbl[None, :] - lb) + dkb * eb
-            dlb = dqt * qt - dkt * kt - dkw * kw + dkb * kb
+            dqc = dqW * eb + dqA
+            dkc = dkA + dkw * tl.exp(lbl[None, :] - lb) + dkb * eb
+            dlb = dqW * qt + dqA * qc - dkA * kc - dkw * kw + dkb * kb
             dlbl = tl.sum(dkw * kw, 0) + tl.exp(lbl) * tl.sum(dW * W, 0)
             # lb_t sums log alpha_j for j <= t; lbl sums them all
             g_la = tl.cumsum(dlb, 0, reverse=True) + dlbl[None, :]
@@ -404,6 +453,27 @@ def _launch_config(K: int, V: int, bias: BiasConfig, backward: bool) -> tuple[in
         BV = min(full_v, cap)
     num_warps = 8 if BK * BV >= 128 * 64 else 4
     return BK, BV, num_warps
+
+
+def compile_specs(bias: BiasConfig, K: int, V: int, chunk_size: int, alpha: str = "head",
+                  momentum: bool = False, dtype: torch.dtype = torch.bfloat16) -> list[tuple]:
+    """(name, kernel, scalars, pointer types, num_warps) of the forward and backward launches
+    for kernels.compile_check (compiling for a GPU without one); alpha: none / head / channel."""
+    mode = {"none": _ALPHA_NONE, "head": _ALPHA_HEAD, "channel": _ALPHA_CHANNEL}[alpha]
+    element = "*bf16" if dtype == torch.bfloat16 else "*fp32"
+    pointers = {name: element for name in ("q", "k", "v", "o", "do", "dv")}
+    specs = []
+    for name, kernel, backward in (("forward", _fwd_kernel, False), ("backward", _bwd_kernel, True)):
+        BK, BV, warps = _launch_config(K, V, bias, backward)
+        scalars = {"T": 1024, "H": 8, "K": K, "V": V, "NC": 1024 // chunk_size, "C": chunk_size,
+                   "BK": BK, "BV": BV, "ALPHA": mode, "MOMENTUM": momentum,
+                   "LOWP": dtype == torch.bfloat16, **_bias_args(bias)}
+        if backward:
+            scalars["BH"] = 32
+        else:
+            scalars |= {"HAS_W0": True, "SAVE": True}
+        specs.append((name, kernel, scalars, pointers, warps))
+    return specs
 
 
 def _bias_args(bias: BiasConfig) -> dict:

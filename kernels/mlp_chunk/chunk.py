@@ -32,7 +32,10 @@ from .naive import LN_EPS, LQ_FLOOR, MlpMemoryConfig, chunk_mlp_from_state, init
 
 _ACT = {"gelu": 0, "silu": 1, "relu": 2}
 _RET = {"none": 0, "l2": 1, "lq": 2, "kl": 3}
-_TINY = 1.1754943508222875e-38  # smallest normal float32: kl's log floor
+# constants read inside the kernels must be constexpr globals for Triton's compiler
+_TINY = tl.constexpr(1.1754943508222875e-38)  # smallest normal float32: kl's log floor
+_LN_EPS = tl.constexpr(LN_EPS)
+_LQ_FLOOR = tl.constexpr(LQ_FLOOR)
 
 
 @triton.jit
@@ -74,7 +77,7 @@ def _act_grad2(z, ACT: tl.constexpr):
 def _ln_stats(z, DIM: tl.constexpr):
     """(y, sigma) of the layer norm over the rows of z [C, DIM]."""
     zc = z - (tl.sum(z, 1) / DIM)[:, None]
-    sigma = tl.sqrt(tl.sum(zc * zc, 1) / DIM + LN_EPS)
+    sigma = tl.sqrt(tl.sum(zc * zc, 1) / DIM + _LN_EPS)
     return zc / sigma[:, None], sigma
 
 
@@ -122,15 +125,15 @@ def _lq_norm(x, QX):
 @triton.jit
 def _lq_scale(x, QX):
     """The read scale 1 / max(||X||_q, floor)^(q-2) (a scalar)."""
-    return tl.exp((2.0 - QX) * tl.log(tl.maximum(_lq_norm(x, QX), LQ_FLOOR)))
+    return tl.exp((2.0 - QX) * tl.log(tl.maximum(_lq_norm(x, QX), _LQ_FLOOR)))
 
 
 @triton.jit
 def _lq_scale_vjp(x, QX, dr):
     """dL/dX from dL/dr, r = _lq_scale(X)."""
     nrm = _lq_norm(x, QX)
-    live = nrm > LQ_FLOOR
-    safe = tl.maximum(nrm, LQ_FLOOR)
+    live = nrm > _LQ_FLOOR
+    safe = tl.maximum(nrm, _LQ_FLOOR)
     coef = tl.where(live, dr * (2.0 - QX) * tl.exp((1.0 - QX) * tl.log(safe) * 2.0), 0.0)
     ax = tl.abs(x)
     grad = tl.where(ax > 0, tl.exp((QX - 1.0) * tl.log(ax)), 0.0)
@@ -579,8 +582,36 @@ def _segment_table(T: int, chunk_size: int, config: MlpMemoryConfig, device) -> 
     return start, size
 
 
-def _num_warps(K: int, HD: int) -> int:
-    return 8 if K * HD >= 64 * 128 else 4
+def _num_warps(K: int, HD: int, backward: bool) -> int:
+    """Warps per program, chosen from the compiled kernels' register spills on sm_90 (see
+    benchmarks/kernel_resources.py): the backward keeps more [Hd, K] tiles alive."""
+    if backward and K * HD >= 64 * 256:
+        return 16
+    return 8 if K * HD >= 32 * 128 else 4
+
+
+def _scalars(config: MlpMemoryConfig, bias: BiasConfig, T: int, H: int, NS: int, K: int, HD: int,
+             chunk_size: int, has_alpha: bool, momentum: bool, lowp: bool) -> dict:
+    """Every scalar and constexpr argument the two kernels share."""
+    return {
+        "T": T, "H": H, "NS": NS, "C": chunk_size, "K": K, "HD": HD, "HAS_ALPHA": has_alpha,
+        "MOM": momentum, "LOWP": lowp, **_kernel_args(config, bias),
+    }
+
+
+def compile_specs(config: MlpMemoryConfig, bias: BiasConfig, K: int, HD: int, chunk_size: int,
+                  momentum: bool = False, dtype: torch.dtype = torch.bfloat16) -> list[tuple]:
+    """(name, kernel, scalars, pointer types, num_warps) of the forward and backward launches
+    for kernels.compile_check (compiling for a GPU without one)."""
+    scalars = _scalars(config, bias, 1024, 8, 64, K, HD, chunk_size, config.retention != "none",
+                       momentum, dtype == torch.bfloat16)
+    element = "*bf16" if dtype == torch.bfloat16 else "*fp32"
+    pointers = {name: element for name in ("q", "k", "v", "o", "do")}
+    pointers |= {"seg_start": "*i32", "seg_size": "*i32"}
+    return [
+        ("forward", _fwd_kernel, {**scalars, "SAVE": True}, pointers, _num_warps(K, HD, False)),
+        ("backward", _bwd_kernel, scalars, pointers, _num_warps(K, HD, True)),
+    ]
 
 
 def _warn_fallback(error: OutOfResources, where: str) -> None:
@@ -626,12 +657,12 @@ class ChunkMlpMemory(torch.autograd.Function):
                              device=q.device) for i in range(4)]  # X1, X2, S1, S2
         ctx.config, ctx.bias, ctx.chunk_size = config, bias, chunk_size
         ctx.fallback = False
+        scalars = _scalars(config, bias, T, H, NS, K, HD, chunk_size, alpha is not None,
+                           theta is not None, q.dtype == torch.bfloat16)
         try:
             _fwd_kernel[(B * H,)](
                 q, k, v, eta, *_or(eta, alpha, theta, delta), x1, x2, start, size, o, *saved,
-                T, H, NS, C=chunk_size, K=K, HD=HD, HAS_ALPHA=alpha is not None,
-                MOM=theta is not None, SAVE=save, LOWP=q.dtype == torch.bfloat16,
-                num_warps=_num_warps(K, HD), num_stages=1, **_kernel_args(config, bias),
+                SAVE=save, num_warps=_num_warps(K, HD, False), num_stages=1, **scalars,
             )
         except OutOfResources as error:
             _warn_fallback(error, "forward")
@@ -652,13 +683,13 @@ class ChunkMlpMemory(torch.autograd.Function):
         deta, dla, dlth, ddelta = (torch.empty(B, T, H, **f32) for _ in range(4))
         dx1 = torch.empty(B, H, HD, K, **f32)
         dx2 = torch.empty(B, H, K, HD, **f32)
+        scalars = _scalars(ctx.config, ctx.bias, T, H, start.numel(), K, HD, ctx.chunk_size,
+                           alpha is not None, theta is not None, q.dtype == torch.bfloat16)
         try:
             _bwd_kernel[(B * H,)](
                 q, k, v, eta, *_or(eta, alpha, theta, delta), start, size, *saved, do.contiguous(),
-                dq, dk, dv, deta, dla, dlth, ddelta, dx1, dx2, T, H, start.numel(),
-                C=ctx.chunk_size, K=K, HD=HD, HAS_ALPHA=alpha is not None, MOM=theta is not None,
-                LOWP=q.dtype == torch.bfloat16, num_warps=_num_warps(K, HD), num_stages=1,
-                **_kernel_args(ctx.config, ctx.bias),
+                dq, dk, dv, deta, dla, dlth, ddelta, dx1, dx2,
+                num_warps=_num_warps(K, HD, True), num_stages=1, **scalars,
             )
         except OutOfResources as error:
             _warn_fallback(error, "backward")
