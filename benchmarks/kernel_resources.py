@@ -1,0 +1,80 @@
+"""Registers, spill stack and shared memory of the Triton kernels compiled for an H100 (sm_90).
+
+Runs anywhere Triton is installed (no GPU needed: kernels.compile_check uses Triton's compiler
+and the ptxas bundled with it). Spills (a non-zero stack) move tiles to local memory; they are
+the first thing to look at when a kernel is slower than its arithmetic suggests.
+
+    python benchmarks/kernel_resources.py [--out benchmarks/results/kernel_resources_sm90.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+from miras_search.kernels import BiasConfig
+from miras_search.kernels.compile_check import compile_for_gpu, resource_usage
+from miras_search.kernels.matrix_chunk.chunk import compile_specs as matrix_specs
+from miras_search.kernels.mlp_chunk import MlpMemoryConfig
+from miras_search.kernels.mlp_chunk.chunk import compile_specs as mlp_specs
+
+MLP_POINTS = {
+    "moneta": (MlpMemoryConfig("gelu", True, "lq", q=4.0), BiasConfig("lp"), False),
+    "yaad": (MlpMemoryConfig("gelu", True, "l2"), BiasConfig("huber_switch"), False),
+    "memora": (MlpMemoryConfig("gelu", True, "kl"), BiasConfig("l2"), False),
+    "titans": (MlpMemoryConfig("gelu", True, "l2"), BiasConfig("l2"), True),
+}
+MATRIX_POINTS = {
+    "gated_deltanet": (BiasConfig("l2"), "head", False),
+    "gla (channel alpha)": (BiasConfig("dot"), "channel", False),
+    "huber_switch + momentum": (BiasConfig("huber_switch"), "head", True),
+}
+
+
+def row(point: str, shape: str, specs: list[tuple]) -> str:
+    """One table row: warps, registers, spill stack, shared KiB of the forward and backward."""
+    cells = []
+    for _, kernel, scalars, pointers, warps in specs:
+        start = time.time()
+        usage = resource_usage(compile_for_gpu(kernel, scalars, pointers, warps))
+        cells.append(f"{warps} | {usage.registers} | {usage.stack} | {usage.shared // 1024}")
+        print(f"{point} {shape}: {usage} ({time.time() - start:.0f} s)", flush=True)
+    return f"| {point} | {shape} | " + " | ".join(cells) + " |"
+
+
+def rows() -> list[str]:
+    out = []
+    for name, (config, bias, momentum) in MLP_POINTS.items():
+        for K in (16, 32, 64):
+            specs = mlp_specs(config, bias, K, 4 * K, 16, momentum, torch.bfloat16)
+            out.append(row(f"{name} (MLP)", f"K={K}, hidden={4 * K}, chunk 16", specs))
+    for name, (bias, alpha, momentum) in MATRIX_POINTS.items():
+        for dim in (64, 128):
+            specs = matrix_specs(bias, dim, dim, 64, alpha, momentum, torch.bfloat16)
+            out.append(row(f"{name} (matrix)", f"K=V={dim}, chunk 64", specs))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    header = [
+        "Triton kernels compiled for sm_90 (H100), bf16 inputs. Per program, forward then backward:",
+        "warps, registers per thread, spill stack bytes per thread, shared memory KiB.",
+        "Command: `python benchmarks/kernel_resources.py` (no GPU needed).",
+        "",
+        "| point | shape | fwd warps | fwd regs | fwd stack | fwd smem | bwd warps | bwd regs | "
+        "bwd stack | bwd smem |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    table = "\n".join(header + rows())
+    print(table)
+    if args.out:
+        Path(args.out).write_text(table + "\n")
+
+
+if __name__ == "__main__":
+    main()
