@@ -54,6 +54,12 @@ def compile_for_gpu(
     pointer, ``*fp32`` unless ``pointers`` names its type (e.g. ``{"q": "*bf16"}``).
     Raises triton's CompilationError (or OutOfResources) where a GPU launch would.
     """
+    if not isinstance(kernel, triton.runtime.JITFunction):
+        raise TypeError(
+            f"{getattr(kernel, '__name__', kernel)!r} is not a compilable Triton kernel: kernels "
+            "imported while TRITON_INTERPRET=1 is set are interpreted; compile in a process "
+            "without it"
+        )
     params = inspect.signature(kernel.fn).parameters
     signature, constexprs = {}, {}
     for index, (name, param) in enumerate(params.items()):
