@@ -277,6 +277,31 @@ def _read(X1, X2, S1, S2, r1, r2, qc, kc, hk, d1, d2, bt, m, De, K: tl.constexpr
 
 
 @triton.jit
+def _read_layer_bwd(du, up, X, S, r, z, x_in, d, A, ZX, bt, m, De, MOM: tl.constexpr,
+                    LOWP: tl.constexpr):
+    """VJP of one layer's read u = r (b z X^T + m z S^T - ((z x_in^T) * De) d), with
+    A = (z x_in^T) * De, ZX = z x_in^T and up = u / r; returns the gradients of
+    z, x_in, d, X, S, r, b, m and De (dS, dm are placeholders without momentum)."""
+    dX = r * _mm(tl.trans(du), z * bt[:, None], LOWP)
+    dr = tl.sum(tl.sum(du * up, 1), 0)
+    db = r * tl.sum(du * _mm(z, tl.trans(X), LOWP), 1)
+    dz = r * bt[:, None] * _mm(du, X, LOWP)
+    if MOM:
+        dS = r * _mm(tl.trans(du), z * m[:, None], LOWP)
+        dm = r * tl.sum(du * _mm(z, tl.trans(S), LOWP), 1)
+        dz += r * m[:, None] * _mm(du, S, LOWP)
+    else:
+        dS = dX
+        dm = db
+    dA = -r * _mm(du, tl.trans(d), LOWP)
+    dd = -r * _mm(tl.trans(A), du, LOWP)
+    G = dA * De
+    dz += _mm(G, x_in, LOWP)
+    dx_in = _mm(tl.trans(G), z, LOWP)
+    return dz, dx_in, dd, dX, dS, dr, db, dm, dA * ZX
+
+
+@triton.jit
 def _exact_read(W1n, W2n, qc, K: tl.constexpr, ACT: tl.constexpr, LN: tl.constexpr, LOWP: tl.constexpr):
     """M_{W'}(q) for every row (the caller keeps the segment's last)."""
     z1 = _mm(qc, tl.trans(W1n), LOWP)
@@ -461,35 +486,22 @@ def _bwd_kernel(
 
         # ---- the reads, layer 2 then layer 1
         du2 = _norm_back(u2, dyr, K, LN)
-        dX2 = r2 * _mm(tl.trans(du2), hq * bt[:, None], LOWP)
-        dr2 = tl.sum(tl.sum(du2 * u2p, 1), 0)
-        db += r2 * tl.sum(du2 * _mm(hq, tl.trans(X2), LOWP), 1)
-        dhq = r2 * bt[:, None] * _mm(du2, X2, LOWP)
-        if MOM:
-            dS2 += r2 * _mm(tl.trans(du2), hq * m[:, None], LOWP)
-            dm += r2 * tl.sum(du2 * _mm(hq, tl.trans(S2), LOWP), 1)
-            dhq += r2 * m[:, None] * _mm(du2, S2, LOWP)
-        dA2 = -r2 * _mm(du2, tl.trans(d2), LOWP)
-        dd2 -= r2 * _mm(tl.trans(A2), du2, LOWP)
-        G2 = dA2 * De
-        dhq += _mm(G2, hk, LOWP)
-        dh += _mm(tl.trans(G2), hq, LOWP)
-        dDe += dA2 * HH
+        dhq, dh2, dd2r, dX2, dS2r, dr2, db2, dm2, dDe2 = _read_layer_bwd(
+            du2, u2p, X2, S2, r2, hq, hk, d2, A2, HH, bt, m, De, MOM, LOWP)
         du1 = dhq * _act_grad(u1, ACT)
-        dX1 = r1 * _mm(tl.trans(du1), qc * bt[:, None], LOWP)
-        dr1 = tl.sum(tl.sum(du1 * u1p, 1), 0)
-        db += r1 * tl.sum(du1 * _mm(qc, tl.trans(X1), LOWP), 1)
-        dqc += r1 * bt[:, None] * _mm(du1, X1, LOWP)
+        dq1, dk1, dd1r, dX1, dS1r, dr1, db1, dm1, dDe1 = _read_layer_bwd(
+            du1, u1p, X1, S1, r1, qc, kc, d1, A1, QK, bt, m, De, MOM, LOWP)
+        dqc += dq1
+        dkc += dk1
+        dh += dh2
+        dd1 += dd1r
+        dd2 += dd2r
+        db += db1 + db2
+        dDe += dDe1 + dDe2
         if MOM:
-            dS1 += r1 * _mm(tl.trans(du1), qc * m[:, None], LOWP)
-            dm += r1 * tl.sum(du1 * _mm(qc, tl.trans(S1), LOWP), 1)
-            dqc += r1 * m[:, None] * _mm(du1, S1, LOWP)
-        dA1 = -r1 * _mm(du1, tl.trans(d1), LOWP)
-        dd1 -= r1 * _mm(tl.trans(A1), du1, LOWP)
-        G1 = dA1 * De
-        dqc += _mm(G1, kc, LOWP)
-        dkc += _mm(tl.trans(G1), qc, LOWP)
-        dDe += dA1 * QK
+            dS1 += dS1r
+            dS2 += dS2r
+            dm += dm1 + dm2
 
         # ---- the key pass
         dt1 = dd1 * s[:, None] * f1
