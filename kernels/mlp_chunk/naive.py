@@ -19,6 +19,11 @@ D[t, i] = exp(L_t - L_i) for i <= t:
     E = log for kl (else identity); X_l' = raw_l (none, l2, lq) or c softmax_row(raw_l) (kl).
     For lq and kl the last token reads the exact new memory: o_C = M_{W'}(q_C).
 
+Momentum (Titans) carries S_l as well, S_t = theta_t S_{t-1} - eta_t d_t x_t^T, added to the
+memory at every token: with Dt[j, i] = Theta_j / Theta_i (Theta = cumprod theta), the step
+weights become (D @ Dt)[t, i] eta_i, the reads and raw_l gain m_t S_l with m = D @ Theta, and
+S_l' = Theta_C S_l - sum_i Dt[C, i] eta_i d_li x_li^T.
+
 A segment of one token is the exact recurrence. This file is written to be read; the Triton
 kernels in chunk.py must match it (and it must match miras_search.memory's chunked form).
 """
