@@ -10,10 +10,11 @@ set -uo pipefail
 out="${1:?usage: bash benchmarks/gpu_check.sh OUT_DIR}"
 mkdir -p "$out"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$out/gpu.txt"
+# most valuable first: each step writes its file as it goes, so a call cut short keeps them
 python -m pytest -q -p no:cacheprovider \
     tests/test_kernels_mlp.py -k "named_models or gpu_ or forced or language" \
     2>&1 | tail -25 | tee "$out/gpu_tests_mlp.txt"
-python -m pytest -q -p no:cacheprovider tests/test_kernel_path.py tests/test_kernels_matrix.py \
-    -k "gpu or saturated or odd_lengths" 2>&1 | tail -25 | tee "$out/gpu_tests_matrix.txt"
 python benchmarks/kernels.py --only mlp --out "$out/kernels_mlp_gpu.md"
+python -m pytest -q -p no:cacheprovider tests/test_kernel_path.py tests/test_kernels_matrix.py \
+    -k "gpu_bf16 or gpu_lengths or saturated or on_gpu" 2>&1 | tail -25 | tee "$out/gpu_tests_matrix.txt"
 python benchmarks/kernels.py --quick --only matrix --bypass-fla-guard --out "$out/kernels_matrix_gpu.md"
