@@ -16,5 +16,5 @@ python -m pytest -q -p no:cacheprovider \
     2>&1 | tail -25 | tee "$out/gpu_tests_mlp.txt"
 python benchmarks/kernels.py --only mlp --out "$out/kernels_mlp_gpu.md"
 python -m pytest -q -p no:cacheprovider tests/test_kernel_path.py tests/test_kernels_matrix.py \
-    -k "gpu_bf16 or gpu_lengths or saturated or on_gpu" 2>&1 | tail -25 | tee "$out/gpu_tests_matrix.txt"
+    -k "gpu_bf16 or gpu_lengths or gpu_split or saturated or on_gpu" 2>&1 | tail -25 | tee "$out/gpu_tests_matrix.txt"
 python benchmarks/kernels.py --quick --only matrix --bypass-fla-guard --out "$out/kernels_matrix_gpu.md"

@@ -54,6 +54,9 @@ def rows() -> list[str]:
         for dim in (64, 128):
             specs = matrix_specs(bias, dim, dim, 64, alpha, momentum, torch.bfloat16)
             out.append(row(f"{name} (matrix)", f"K=V={dim}, chunk 64", specs))
+    for dim in (64, 128):  # the split backward: state pass in the fwd columns, chunk pass in bwd
+        specs = matrix_specs(BiasConfig("l2"), dim, dim, 64, "head", False, torch.bfloat16, "split")
+        out.append(row("gated_deltanet, split backward: state pass / chunk pass", f"K=V={dim}, chunk 64", specs))
     return out
 
 

@@ -4,6 +4,7 @@ Run on a CUDA machine:  python benchmarks/kernels.py [--quick] [--only matrix|ml
 Prints a markdown table (median milliseconds, triton.testing.do_bench) and writes it to
 --out if given. Compared, per point:
   triton     kernels.matrix_chunk.chunk_matrix_memory (inputs in --dtype, state fp32)
+  split      the same with backward='split' (sequential state-gradient pass + chunk-parallel pass)
   naive      kernels.matrix_chunk.naive_chunk_matrix_memory (PyTorch chunk loop, fp32 inputs)
   memory     miras_search.memory.memory_forward chunked minibatch form (fp32 state), if importable
   exact      miras_search.memory exact chunked delta rule (gated_deltanet only), if importable
@@ -132,12 +133,16 @@ def time_case(name: str, T: int, D: int, dtype: torch.dtype, fla) -> dict:
     def tri():
         return chunk_matrix_memory(**x, bias=bias, chunk_size=C)
 
+    def tri_split():
+        return chunk_matrix_memory(**x, bias=bias, chunk_size=C, backward="split")
+
     def naive():
         return naive_chunk_matrix_memory(**x32, bias=bias, chunk_size=C)
 
     row = {"point": name, "T": T, "D": D}
     row["triton fwd"] = bench(tri)
     row["triton fwd+bwd"] = bench(fwd_bwd(tri, leaves))
+    row["split fwd+bwd"] = bench(fwd_bwd(tri_split, leaves))
     row["naive fwd+bwd"] = bench(fwd_bwd(naive, leaves32))
     mini, exact = memory_fns(preset_name) if preset_name else (None, None)
     if mini is not None:
@@ -224,18 +229,20 @@ def main() -> None:
         print(row, flush=True)
         torch.cuda.empty_cache()
 
-    cols = ["point", "T", "D", "triton fwd", "triton fwd+bwd", "naive fwd+bwd", "memory fwd+bwd",
-            "exact fwd+bwd", "fla fwd", "fla fwd+bwd"]
+    cols = ["point", "T", "D", "triton fwd", "triton fwd+bwd", "split fwd+bwd", "naive fwd+bwd",
+            "memory fwd+bwd", "exact fwd+bwd", "fla fwd", "fla fwd+bwd"]
     lines = [f"GPU: {torch.cuda.get_device_name()}; B=4, H=8, chunk 64, {args.dtype} inputs; "
              "median ms (triton.testing.do_bench)", "",
-             "| " + " | ".join(cols) + " | speed-up vs naive | vs memory | fla/triton (fwd+bwd) |",
-             "|" + "---|" * (len(cols) + 3)]
+             "| " + " | ".join(cols) + " | speed-up vs naive | vs memory | fla/triton (fwd+bwd) "
+             "| fla/split |",
+             "|" + "---|" * (len(cols) + 4)]
     for r in rows:
         cells = [str(r.get(c, "")) if c in ("point", "T", "D") else
                  (f"{r[c]:.3f}" if c in r else "-") for c in cols]
         tri = r["triton fwd+bwd"]
         ratios = [f"{r[c] / tri:.1f}x" if c in r else "-" for c in ("naive fwd+bwd", "memory fwd+bwd")]
         ratios.append(f"{r['fla fwd+bwd'] / tri:.2f}" if "fla fwd+bwd" in r else "-")
+        ratios.append(f"{r['fla fwd+bwd'] / r['split fwd+bwd']:.2f}" if "fla fwd+bwd" in r else "-")
         lines.append("| " + " | ".join(cells + ratios) + " |")
     if rows:
         tables.insert(0, "\n".join(lines))

@@ -38,10 +38,11 @@ MLP_CASES = {  # MlpMemoryConfig, bias, K, hidden, chunk, momentum, dtype
     "memora-bf16": 'MlpMemoryConfig("gelu", True, "kl"), BiasConfig("l2"), 16, 64, 32, False, torch.bfloat16',
     "titans-fp32": 'MlpMemoryConfig("silu", False, "l2"), BiasConfig("l2"), 16, 64, 16, True, torch.float32',
 }
-MATRIX_CASES = {  # bias, K, V, chunk, alpha, momentum, dtype
+MATRIX_CASES = {  # bias, K, V, chunk, alpha, momentum, dtype[, backward]
     "gated_deltanet-bf16": 'BiasConfig("l2"), 64, 64, 64, "head", False, torch.bfloat16',
     "gla-channel-fp32": 'BiasConfig("dot"), 32, 32, 16, "channel", False, torch.float32',
     "huber_switch-momentum-bf16": 'BiasConfig("huber_switch"), 32, 32, 32, "head", True, torch.bfloat16',
+    "split-backward-momentum-bf16": 'BiasConfig("l2"), 64, 64, 64, "head", True, torch.bfloat16, "split"',
 }
 
 

@@ -66,12 +66,12 @@ def make_inputs(B, T, H, K, V, bias="l2", alpha="head", momentum=False, w0=True,
     return inputs
 
 
-def check(inputs, bias, chunk_size, dtype=torch.float32, tol=5e-3):
+def check(inputs, bias, chunk_size, dtype=torch.float32, tol=5e-3, backward="fused"):
     """Run kernel (dtype, on DEVICE) and float64 reference; compare o and all gradients."""
     names = [n for n in NAMES if inputs[n] is not None]
     fast = {n: inputs[n].to(DEVICE, dtype).requires_grad_() for n in names}
     ref = {n: inputs[n].clone().requires_grad_() for n in names}
-    o = chunk_matrix_memory(**fast, bias=bias, chunk_size=chunk_size)
+    o = chunk_matrix_memory(**fast, bias=bias, chunk_size=chunk_size, backward=backward)
     o_ref = naive_chunk_matrix_memory(**ref, bias=bias, chunk_size=chunk_size)
     do = torch.randn(o_ref.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     grads = torch.autograd.grad(o, [fast[n] for n in names], do.to(DEVICE, dtype))
@@ -138,6 +138,17 @@ def test_retention_and_momentum(alpha, momentum, w0):
 
 
 @pytest.mark.parametrize(("bias", "alpha", "momentum"), [
+    ("l2", "head", False), ("l2", "channel", False), ("huber_switch", "head", True),
+    ("robust", "none", False), ("lp", "head", True), ("dot", "channel", False),
+])
+@pytest.mark.parametrize("T", [7, 63])
+def test_split_backward(bias, alpha, momentum, T):
+    """backward='split' (a sequential state-gradient pass, then every chunk in parallel) gives
+    the same gradients as the reference."""
+    check(make_inputs(1, T, 2, 16, 16, bias, alpha, momentum), bias, 16, backward="split")
+
+
+@pytest.mark.parametrize(("bias", "alpha", "momentum"), [
     ("dot", "channel", False), ("huber_switch", "head", True), ("robust", "channel", False),
 ])
 def test_chunk_32_and_unequal_dims(bias, alpha, momentum):
@@ -180,7 +191,22 @@ def test_gpu_bf16(bias, alpha, momentum):
     check(make_inputs(2, 100, 2, 64, 64, bias, alpha, momentum), bias, 32, torch.bfloat16, 2e-2)
 
 
+@gpu_only
+@pytest.mark.parametrize(("alpha", "momentum"), [("head", False), ("channel", False), ("head", True)])
+@pytest.mark.parametrize("dim", [64, 128])
+def test_gpu_split_backward(alpha, momentum, dim):
+    check(make_inputs(2, 300, 4, dim, dim, "l2", alpha, momentum), "l2", 64, backward="split")
+    check(make_inputs(2, 300, 4, dim, dim, "l2", alpha, momentum), "l2", 64, torch.bfloat16, 2e-2,
+          backward="split")
+
+
 # ---- errors and dispatch -------------------------------------------------------------------
+def test_unknown_backward_is_refused():
+    x = {n: (t.float() if t is not None else None) for n, t in make_inputs(1, 5, 1, 16, 16).items()}
+    with pytest.raises(KernelInputError, match="backward must be 'fused' or 'split'"):
+        chunk_matrix_memory(**x, backward="parallel")
+
+
 def test_bad_inputs_name_the_field():
     x = {n: (t.float() if t is not None else None) for n, t in make_inputs(1, 5, 1, 16, 16).items()}
     with pytest.raises(KernelInputError, match="eta"):

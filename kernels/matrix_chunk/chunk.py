@@ -279,16 +279,17 @@ def _fwd_kernel(
 
 
 @triton.jit
-def _bwd_kernel(
+def _chunk_bwd(
     q, k, v, eta, alpha, theta, delta, saved_w, saved_s, do,
-    dq, dk, dv, deta, dla, dlth, ddelta, dw0,
+    dq, dk, dv, deta, dla, dlth, ddelta, dW, dS, n, i_v, i_bh,
     T, H, K, V, NC, BH, P_EXP, SHARP, EPS, RADIUS,
     C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, BIAS: tl.constexpr,
     ALPHA: tl.constexpr, MOMENTUM: tl.constexpr, LOWP: tl.constexpr, NEPS: tl.constexpr,
-    SMOOTH: tl.constexpr,
+    SMOOTH: tl.constexpr, STORE: tl.constexpr,
 ):
-    i_v = tl.program_id(0)
-    i_bh = tl.program_id(1)
+    """Chunk n of the backward from dL/d(its end state) dW (and dS): writes the chunk's token
+    gradients when STORE and returns dL/d(its start state). Without STORE only the state
+    gradient is live and the compiler drops the rest."""
     b = i_bh // H
     h = i_bh % H
     oc = tl.arange(0, C)
@@ -299,143 +300,230 @@ def _bwd_kernel(
     m_vk = mv[:, None] & mk[None, :]
     causal = oc[:, None] >= oc[None, :]
     is_last = oc == C - 1
-    # per-V-tile partial buffers: offset of this tile
-    part = i_v * BH * T
+    part = i_v * BH * T  # per-V-tile partial buffers: offset of this tile
+    t = n * C + oc
+    mt = t < T
+    row = (b * T + t) * H + h
+    m_ck = mt[:, None] & mk[None, :]
+    m_cv = mt[:, None] & mv[None, :]
+    qc = tl.load(q + row[:, None] * K + ok[None, :], mask=m_ck, other=0.0).to(tl.float32)
+    kc = tl.load(k + row[:, None] * K + ok[None, :], mask=m_ck, other=0.0).to(tl.float32)
+    vc = tl.load(v + row[:, None] * V + ov[None, :], mask=m_cv, other=0.0).to(tl.float32)
+    dO = tl.load(do + row[:, None] * V + ov[None, :], mask=m_cv, other=0.0).to(tl.float32)
+    et = tl.load(eta + row, mask=mt, other=0.0).to(tl.float32)
+    if (BIAS >= 3) and (BIAS <= 5):
+        dl = tl.load(delta + row, mask=mt, other=1.0).to(tl.float32)
+    else:
+        dl = et
+    base = (i_bh * NC + n) * V * K
+    W = tl.load(saved_w + base + ov[:, None] * K + ok[None, :], mask=m_vk, other=0.0)
 
-    dW = tl.zeros([BV, BK], dtype=tl.float32)  # dL / d(chunk-end state)
-    dS = tl.zeros([BV, BK], dtype=tl.float32)
-    for i_n in range(NC):
-        n = NC - 1 - i_n
-        t = n * C + oc
-        mt = t < T
-        row = (b * T + t) * H + h
-        m_ck = mt[:, None] & mk[None, :]
-        m_cv = mt[:, None] & mv[None, :]
-        qc = tl.load(q + row[:, None] * K + ok[None, :], mask=m_ck, other=0.0).to(tl.float32)
-        kc = tl.load(k + row[:, None] * K + ok[None, :], mask=m_ck, other=0.0).to(tl.float32)
-        vc = tl.load(v + row[:, None] * V + ov[None, :], mask=m_cv, other=0.0).to(tl.float32)
-        dO = tl.load(do + row[:, None] * V + ov[None, :], mask=m_cv, other=0.0).to(tl.float32)
-        et = tl.load(eta + row, mask=mt, other=0.0).to(tl.float32)
-        if (BIAS >= 3) and (BIAS <= 5):
-            dl = tl.load(delta + row, mask=mt, other=1.0).to(tl.float32)
-        else:
-            dl = et
-        base = (i_bh * NC + n) * V * K
-        W = tl.load(saved_w + base + ov[:, None] * K + ok[None, :], mask=m_vk, other=0.0)
-
-        if ALPHA == 2:
-            a_ptr = alpha + row[:, None] * K + ok[None, :]
-            la = tl.log(tl.load(a_ptr, mask=m_ck, other=1.0).to(tl.float32))
-            lb = tl.cumsum(la, 0)
-            lbl = tl.sum(la, 0)
-            eb = tl.exp(lb)
-            kb = kc * eb  # retained keys: errors at beta_i W_0
-            E = _mm(kb, tl.trans(W), LOWP) - vc
-            G = _phi(E, vc, dl, BIAS, P_EXP, SHARP, EPS, RADIUS, NEPS, SMOOTH)
-            P = G * et[:, None]
-            qt = qc * eb
-            kw = kc * tl.exp(lbl[None, :] - lb)
-            A = _channel_scores(qc, kc, lb, lbl, C, LOWP)
-            dA = tl.where(causal, -_mm(dO, tl.trans(P), LOWP), 0.0)
-            dP = -_mm(tl.trans(A), dO, LOWP) - _mm(kw, tl.trans(dW), LOWP)
-            dqA, dkA = _channel_scores_bwd(dA, qc, kc, lb, lbl, C, LOWP)
-            dqW = _mm(dO, W, LOWP)  # through the read of the chunk-start state
-            dkw = -_mm(P, dW, LOWP)
-            dG = dP * et[:, None]
-            dE, dd = _phi_bwd(E, dG, dl, BIAS, P_EXP, SHARP, EPS, RADIUS, NEPS, SMOOTH)
-            dkb = _mm(dE, W, LOWP)
-            dqc = dqW * eb + dqA
-            dkc = dkA + dkw * tl.exp(lbl[None, :] - lb) + dkb * eb
-            dlb = dqW * qt + dqA * qc - dkA * kc - dkw * kw + dkb * kb
-            dlbl = tl.sum(dkw * kw, 0) + tl.exp(lbl) * tl.sum(dW * W, 0)
-            # lb_t sums log alpha_j for j <= t; lbl sums them all
-            g_la = tl.cumsum(dlb, 0, reverse=True) + dlbl[None, :]
+    if ALPHA == 2:
+        a_ptr = alpha + row[:, None] * K + ok[None, :]
+        la = tl.log(tl.load(a_ptr, mask=m_ck, other=1.0).to(tl.float32))
+        lb = tl.cumsum(la, 0)
+        lbl = tl.sum(la, 0)
+        eb = tl.exp(lb)
+        kb = kc * eb  # retained keys: errors at beta_i W_0
+        E = _mm(kb, tl.trans(W), LOWP) - vc
+        G = _phi(E, vc, dl, BIAS, P_EXP, SHARP, EPS, RADIUS, NEPS, SMOOTH)
+        P = G * et[:, None]
+        qt = qc * eb
+        kw = kc * tl.exp(lbl[None, :] - lb)
+        A = _channel_scores(qc, kc, lb, lbl, C, LOWP)
+        dA = tl.where(causal, -_mm(dO, tl.trans(P), LOWP), 0.0)
+        dP = -_mm(tl.trans(A), dO, LOWP) - _mm(kw, tl.trans(dW), LOWP)
+        dqA, dkA = _channel_scores_bwd(dA, qc, kc, lb, lbl, C, LOWP)
+        dqW = _mm(dO, W, LOWP)  # through the read of the chunk-start state
+        dkw = -_mm(P, dW, LOWP)
+        dG = dP * et[:, None]
+        dE, dd = _phi_bwd(E, dG, dl, BIAS, P_EXP, SHARP, EPS, RADIUS, NEPS, SMOOTH)
+        dkb = _mm(dE, W, LOWP)
+        dqc = dqW * eb + dqA
+        dkc = dkA + dkw * tl.exp(lbl[None, :] - lb) + dkb * eb
+        dlb = dqW * qt + dqA * qc - dkA * kc - dkw * kw + dkb * kb
+        dlbl = tl.sum(dkw * kw, 0) + tl.exp(lbl) * tl.sum(dW * W, 0)
+        # lb_t sums log alpha_j for j <= t; lbl sums them all
+        g_la = tl.cumsum(dlb, 0, reverse=True) + dlbl[None, :]
+        if STORE:
             tl.store(dla + (part + row)[:, None] * K + ok[None, :], g_la, mask=m_ck)
-            dW = dW * tl.exp(lbl)[None, :] + _mm(tl.trans(dO), qt, LOWP) + _mm(tl.trans(dE), kb, LOWP)
+        dW = dW * tl.exp(lbl)[None, :] + _mm(tl.trans(dO), qt, LOWP) + _mm(tl.trans(dE), kb, LOWP)
+    else:
+        if ALPHA == 1:
+            la = tl.log(tl.load(alpha + row, mask=mt, other=1.0).to(tl.float32))
         else:
-            if ALPHA == 1:
-                la = tl.log(tl.load(alpha + row, mask=mt, other=1.0).to(tl.float32))
-            else:
-                la = tl.zeros([C], dtype=tl.float32)
-            lb = tl.cumsum(la, 0)
-            lbl = tl.sum(la, 0)
-            eb = tl.exp(lb)
-            Lb = tl.where(causal, tl.exp(lb[:, None] - lb[None, :]), 0.0)
-            wb = tl.exp(lbl - lb)
-            if MOMENTUM:
-                S = tl.load(saved_s + base + ov[:, None] * K + ok[None, :], mask=m_vk, other=0.0)
-                lth = tl.log(tl.load(theta + row, mask=mt, other=1.0).to(tl.float32))
-                lt = tl.cumsum(lth, 0)
-                ltl = tl.sum(lth, 0)
-                et_ = tl.exp(lt)
-                Lt = tl.where(causal, tl.exp(lt[:, None] - lt[None, :]), 0.0)
-                D = tl.dot(Lb, Lt, input_precision="ieee")
-                cv = tl.sum(Lb * et_[None, :], 1)
-                dlast = tl.sum(wb[:, None] * Lt, 0)
-                clast = tl.sum(wb * et_, 0)
-                tlast = tl.exp(ltl - lt)
-            else:
-                D = Lb
-                dlast = wb
-            KW = _mm(kc, tl.trans(W), LOWP)
-            E = eb[:, None] * KW - vc  # errors at beta_i W_0
-            G = _phi(E, vc, dl, BIAS, P_EXP, SHARP, EPS, RADIUS, NEPS, SMOOTH)
-            P = G * et[:, None]
-            QK = _mm(qc, tl.trans(kc), LOWP)
-            A = QK * D
-            dA = -_mm(dO, tl.trans(P), LOWP)
-            R = _mm(kc, tl.trans(dW), LOWP)  # R[i] = dW k_i
-            dP = -_mm(tl.trans(A), dO, LOWP) - dlast[:, None] * R
-            if MOMENTUM:
-                Rs = _mm(kc, tl.trans(dS), LOWP)
-                dP -= tlast[:, None] * Rs
-            dG = dP * et[:, None]
-            dE, dd = _phi_bwd(E, dG, dl, BIAS, P_EXP, SHARP, EPS, RADIUS, NEPS, SMOOTH)
-            dAD = tl.where(causal, dA * D, 0.0)
-            dqc = eb[:, None] * _mm(dO, W, LOWP) + _mm(dAD, kc, LOWP)
-            dkc = _mm(tl.trans(dAD), qc, LOWP) - dlast[:, None] * _mm(P, dW, LOWP)
-            QW = _mm(qc, tl.trans(W), LOWP)
-            # dD (the last row also carries the chunk-end term -sum_v P R)
-            dD = tl.where(causal, dA * QK, 0.0)
-            dD += tl.where(is_last[:, None], -tl.sum(P * R, 1)[None, :], 0.0)
-            dlb = eb * (tl.sum(dO * QW, 1) + tl.sum(dE * KW, 1))
-            dlb += tl.where(is_last, tl.exp(lbl) * tl.sum(tl.sum(dW * W, 1), 0), 0.0)
-            if MOMENTUM:
-                dqc += cv[:, None] * _mm(dO, S, LOWP)
-                dkc -= tlast[:, None] * _mm(P, dS, LOWP)
-                dc = tl.sum(dO * _mm(qc, tl.trans(S), LOWP), 1)
-                dc += tl.where(is_last, tl.sum(tl.sum(dW * S, 1), 0), 0.0)
-                dLb = tl.dot(dD, tl.trans(Lt), input_precision="ieee") + dc[:, None] * et_[None, :]
-                dLt = tl.dot(tl.trans(Lb), dD, input_precision="ieee")
-                dLt += tl.where(is_last[:, None], -tl.sum(P * Rs, 1)[None, :], 0.0)
-                X = tl.where(causal, dLb * Lb, 0.0)
-                Y = tl.where(causal, dLt * Lt, 0.0)
-                dlt = tl.sum(Y, 1) - tl.sum(Y, 0) + tl.sum(Lb * dc[:, None], 0) * et_
-                dlt += tl.where(is_last, tl.exp(ltl) * tl.sum(tl.sum(dS * S, 1), 0), 0.0)
-                g_lth = tl.cumsum(dlt, 0, reverse=True)
+            la = tl.zeros([C], dtype=tl.float32)
+        lb = tl.cumsum(la, 0)
+        lbl = tl.sum(la, 0)
+        eb = tl.exp(lb)
+        Lb = tl.where(causal, tl.exp(lb[:, None] - lb[None, :]), 0.0)
+        wb = tl.exp(lbl - lb)
+        if MOMENTUM:
+            S = tl.load(saved_s + base + ov[:, None] * K + ok[None, :], mask=m_vk, other=0.0)
+            lth = tl.log(tl.load(theta + row, mask=mt, other=1.0).to(tl.float32))
+            lt = tl.cumsum(lth, 0)
+            ltl = tl.sum(lth, 0)
+            et_ = tl.exp(lt)
+            Lt = tl.where(causal, tl.exp(lt[:, None] - lt[None, :]), 0.0)
+            D = tl.dot(Lb, Lt, input_precision="ieee")
+            cv = tl.sum(Lb * et_[None, :], 1)
+            dlast = tl.sum(wb[:, None] * Lt, 0)
+            clast = tl.sum(wb * et_, 0)
+            tlast = tl.exp(ltl - lt)
+        else:
+            D = Lb
+            dlast = wb
+        KW = _mm(kc, tl.trans(W), LOWP)
+        E = eb[:, None] * KW - vc  # errors at beta_i W_0
+        G = _phi(E, vc, dl, BIAS, P_EXP, SHARP, EPS, RADIUS, NEPS, SMOOTH)
+        P = G * et[:, None]
+        QK = _mm(qc, tl.trans(kc), LOWP)
+        A = QK * D
+        dA = -_mm(dO, tl.trans(P), LOWP)
+        R = _mm(kc, tl.trans(dW), LOWP)  # R[i] = dW k_i
+        dP = -_mm(tl.trans(A), dO, LOWP) - dlast[:, None] * R
+        if MOMENTUM:
+            Rs = _mm(kc, tl.trans(dS), LOWP)
+            dP -= tlast[:, None] * Rs
+        dG = dP * et[:, None]
+        dE, dd = _phi_bwd(E, dG, dl, BIAS, P_EXP, SHARP, EPS, RADIUS, NEPS, SMOOTH)
+        dAD = tl.where(causal, dA * D, 0.0)
+        dqc = eb[:, None] * _mm(dO, W, LOWP) + _mm(dAD, kc, LOWP)
+        dkc = _mm(tl.trans(dAD), qc, LOWP) - dlast[:, None] * _mm(P, dW, LOWP)
+        QW = _mm(qc, tl.trans(W), LOWP)
+        # dD (the last row also carries the chunk-end term -sum_v P R)
+        dD = tl.where(causal, dA * QK, 0.0)
+        dD += tl.where(is_last[:, None], -tl.sum(P * R, 1)[None, :], 0.0)
+        dlb = eb * (tl.sum(dO * QW, 1) + tl.sum(dE * KW, 1))
+        dlb += tl.where(is_last, tl.exp(lbl) * tl.sum(tl.sum(dW * W, 1), 0), 0.0)
+        if MOMENTUM:
+            dqc += cv[:, None] * _mm(dO, S, LOWP)
+            dkc -= tlast[:, None] * _mm(P, dS, LOWP)
+            dc = tl.sum(dO * _mm(qc, tl.trans(S), LOWP), 1)
+            dc += tl.where(is_last, tl.sum(tl.sum(dW * S, 1), 0), 0.0)
+            dLb = tl.dot(dD, tl.trans(Lt), input_precision="ieee") + dc[:, None] * et_[None, :]
+            dLt = tl.dot(tl.trans(Lb), dD, input_precision="ieee")
+            dLt += tl.where(is_last[:, None], -tl.sum(P * Rs, 1)[None, :], 0.0)
+            X = tl.where(causal, dLb * Lb, 0.0)
+            Y = tl.where(causal, dLt * Lt, 0.0)
+            dlt = tl.sum(Y, 1) - tl.sum(Y, 0) + tl.sum(Lb * dc[:, None], 0) * et_
+            dlt += tl.where(is_last, tl.exp(ltl) * tl.sum(tl.sum(dS * S, 1), 0), 0.0)
+            g_lth = tl.cumsum(dlt, 0, reverse=True)
+            if STORE:
                 tl.store(dlth + part + row, g_lth, mask=mt)
-            else:
-                X = tl.where(causal, dD * Lb, 0.0)
-            dlb += tl.sum(X, 1) - tl.sum(X, 0)
-            if ALPHA == 1:
-                tl.store(dla + part + row, tl.cumsum(dlb, 0, reverse=True), mask=mt)
-            dkc += eb[:, None] * _mm(dE, W, LOWP)
-            dW_prev = tl.exp(lbl) * dW + _mm(tl.trans(dO * eb[:, None]), qc, LOWP)
-            dW_prev += _mm(tl.trans(dE * eb[:, None]), kc, LOWP)
-            if MOMENTUM:
-                dS = clast * dW + tl.exp(ltl) * dS + _mm(tl.trans(dO * cv[:, None]), qc, LOWP)
-            dW = dW_prev
+        else:
+            X = tl.where(causal, dD * Lb, 0.0)
+        dlb += tl.sum(X, 1) - tl.sum(X, 0)
+        if STORE and (ALPHA == 1):
+            tl.store(dla + part + row, tl.cumsum(dlb, 0, reverse=True), mask=mt)
+        dkc += eb[:, None] * _mm(dE, W, LOWP)
+        dW_prev = tl.exp(lbl) * dW + _mm(tl.trans(dO * eb[:, None]), qc, LOWP)
+        dW_prev += _mm(tl.trans(dE * eb[:, None]), kc, LOWP)
+        if MOMENTUM:
+            dS = clast * dW + tl.exp(ltl) * dS + _mm(tl.trans(dO * cv[:, None]), qc, LOWP)
+        dW = dW_prev
 
-        dvc = -dE
-        if BIAS == 0:
-            dvc -= dG
+    dvc = -dE
+    if BIAS == 0:
+        dvc -= dG
+    if STORE:
         tl.store(dv + row[:, None] * V + ov[None, :], dvc.to(dv.dtype.element_ty), mask=m_cv)
         tl.store(dq + (part + row)[:, None] * K + ok[None, :], dqc, mask=m_ck)
         tl.store(dk + (part + row)[:, None] * K + ok[None, :], dkc, mask=m_ck)
         tl.store(deta + part + row, tl.sum(dP * G, 1), mask=mt)
-        if (BIAS >= 3) and (BIAS <= 5):
-            tl.store(ddelta + part + row, dd, mask=mt)
+    if STORE and (BIAS >= 3) and (BIAS <= 5):
+        tl.store(ddelta + part + row, dd, mask=mt)
+    return dW, dS
+
+
+@triton.jit
+def _bwd_kernel(
+    q, k, v, eta, alpha, theta, delta, saved_w, saved_s, do,
+    dq, dk, dv, deta, dla, dlth, ddelta, dw0,
+    T, H, K, V, NC, BH, P_EXP, SHARP, EPS, RADIUS,
+    C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, BIAS: tl.constexpr,
+    ALPHA: tl.constexpr, MOMENTUM: tl.constexpr, LOWP: tl.constexpr, NEPS: tl.constexpr,
+    SMOOTH: tl.constexpr,
+):
+    """The fused backward: one program per (V-tile, batch x head) walks the chunks in reverse."""
+    i_v = tl.program_id(0)
+    i_bh = tl.program_id(1)
+    ok = tl.arange(0, BK)
+    ov = i_v * BV + tl.arange(0, BV)
+    m_vk = (ov < V)[:, None] & (ok < K)[None, :]
+    dW = tl.zeros([BV, BK], dtype=tl.float32)  # dL / d(chunk-end state)
+    dS = tl.zeros([BV, BK], dtype=tl.float32)
+    for i_n in range(NC):
+        dW, dS = _chunk_bwd(
+            q, k, v, eta, alpha, theta, delta, saved_w, saved_s, do,
+            dq, dk, dv, deta, dla, dlth, ddelta, dW, dS, NC - 1 - i_n, i_v, i_bh,
+            T, H, K, V, NC, BH, P_EXP, SHARP, EPS, RADIUS, C, BK, BV, BIAS, ALPHA, MOMENTUM,
+            LOWP, NEPS, SMOOTH, True,
+        )
     tl.store(dw0 + i_bh * V * K + ov[:, None] * K + ok[None, :], dW, mask=m_vk)
+
+
+@triton.jit
+def _bwd_state_kernel(
+    q, k, v, eta, alpha, theta, delta, saved_w, saved_s, do, saved_dw, saved_ds, dw0,
+    T, H, K, V, NC, BH, P_EXP, SHARP, EPS, RADIUS,
+    C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, BIAS: tl.constexpr,
+    ALPHA: tl.constexpr, MOMENTUM: tl.constexpr, LOWP: tl.constexpr, NEPS: tl.constexpr,
+    SMOOTH: tl.constexpr,
+):
+    """Split backward, pass 1 (sequential): only the state gradient, walked in reverse; stores
+    dL/d(end state) of every chunk for pass 2."""
+    i_v = tl.program_id(0)
+    i_bh = tl.program_id(1)
+    ok = tl.arange(0, BK)
+    ov = i_v * BV + tl.arange(0, BV)
+    m_vk = (ov < V)[:, None] & (ok < K)[None, :]
+    tile = ov[:, None] * K + ok[None, :]
+    dW = tl.zeros([BV, BK], dtype=tl.float32)
+    dS = tl.zeros([BV, BK], dtype=tl.float32)
+    for i_n in range(NC):
+        n = NC - 1 - i_n
+        tl.store(saved_dw + (i_bh * NC + n) * V * K + tile, dW, mask=m_vk)
+        if MOMENTUM:
+            tl.store(saved_ds + (i_bh * NC + n) * V * K + tile, dS, mask=m_vk)
+        dW, dS = _chunk_bwd(
+            q, k, v, eta, alpha, theta, delta, saved_w, saved_s, do,  # no token gradients here:
+            dw0, dw0, dw0, dw0, dw0, dw0, dw0, dW, dS, n, i_v, i_bh,  # placeholders, never written
+            T, H, K, V, NC, BH, P_EXP, SHARP, EPS, RADIUS, C, BK, BV, BIAS, ALPHA, MOMENTUM,
+            LOWP, NEPS, SMOOTH, False,
+        )
+    tl.store(dw0 + i_bh * V * K + tile, dW, mask=m_vk)
+
+
+@triton.jit
+def _bwd_chunk_kernel(
+    q, k, v, eta, alpha, theta, delta, saved_w, saved_s, do, saved_dw, saved_ds,
+    dq, dk, dv, deta, dla, dlth, ddelta,
+    T, H, K, V, NC, BH, P_EXP, SHARP, EPS, RADIUS,
+    C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, BIAS: tl.constexpr,
+    ALPHA: tl.constexpr, MOMENTUM: tl.constexpr, LOWP: tl.constexpr, NEPS: tl.constexpr,
+    SMOOTH: tl.constexpr,
+):
+    """Split backward, pass 2 (one program per V-tile, chunk and batch x head, all at once): the
+    token gradients of one chunk from its stored start state and end-state gradient."""
+    i_v = tl.program_id(0)
+    n = tl.program_id(1)
+    i_bh = tl.program_id(2)
+    ok = tl.arange(0, BK)
+    ov = i_v * BV + tl.arange(0, BV)
+    m_vk = (ov < V)[:, None] & (ok < K)[None, :]
+    tile = (i_bh * NC + n) * V * K + ov[:, None] * K + ok[None, :]
+    dW = tl.load(saved_dw + tile, mask=m_vk, other=0.0)
+    if MOMENTUM:
+        dS = tl.load(saved_ds + tile, mask=m_vk, other=0.0)
+    else:
+        dS = dW
+    _chunk_bwd(
+        q, k, v, eta, alpha, theta, delta, saved_w, saved_s, do,
+            dq, dk, dv, deta, dla, dlth, ddelta, dW, dS, n, i_v, i_bh,
+        T, H, K, V, NC, BH, P_EXP, SHARP, EPS, RADIUS, C, BK, BV, BIAS, ALPHA, MOMENTUM,
+        LOWP, NEPS, SMOOTH, True,
+    )
 
 
 def _launch_config(K: int, V: int, bias: BiasConfig, backward: bool) -> tuple[int, int, int]:
@@ -456,19 +544,25 @@ def _launch_config(K: int, V: int, bias: BiasConfig, backward: bool) -> tuple[in
 
 
 def compile_specs(bias: BiasConfig, K: int, V: int, chunk_size: int, alpha: str = "head",
-                  momentum: bool = False, dtype: torch.dtype = torch.bfloat16) -> list[tuple]:
-    """(name, kernel, scalars, pointer types, num_warps) of the forward and backward launches
-    for kernels.compile_check (compiling for a GPU without one); alpha: none / head / channel."""
+                  momentum: bool = False, dtype: torch.dtype = torch.bfloat16,
+                  backward: str = "fused") -> list[tuple]:
+    """(name, kernel, scalars, pointer types, num_warps) of the launches for
+    kernels.compile_check (compiling for a GPU without one); alpha: none / head / channel.
+    'fused': the forward and the backward; 'split': the backward's state and chunk passes."""
     mode = {"none": _ALPHA_NONE, "head": _ALPHA_HEAD, "channel": _ALPHA_CHANNEL}[alpha]
     element = "*bf16" if dtype == torch.bfloat16 else "*fp32"
     pointers = {name: element for name in ("q", "k", "v", "o", "do", "dv")}
+    launches = [("forward", _fwd_kernel, False), ("backward", _bwd_kernel, True)]
+    if backward == "split":
+        launches = [("backward state pass", _bwd_state_kernel, True),
+                    ("backward chunk pass", _bwd_chunk_kernel, True)]
     specs = []
-    for name, kernel, backward in (("forward", _fwd_kernel, False), ("backward", _bwd_kernel, True)):
-        BK, BV, warps = _launch_config(K, V, bias, backward)
+    for name, kernel, is_backward in launches:
+        BK, BV, warps = _launch_config(K, V, bias, is_backward)
         scalars = {"T": 1024, "H": 8, "K": K, "V": V, "NC": 1024 // chunk_size, "C": chunk_size,
                    "BK": BK, "BV": BV, "ALPHA": mode, "MOMENTUM": momentum,
                    "LOWP": dtype == torch.bfloat16, **_bias_args(bias)}
-        if backward:
+        if is_backward:
             scalars["BH"] = 32
         else:
             scalars |= {"HAS_W0": True, "SAVE": True}
@@ -488,7 +582,7 @@ class ChunkMatrixMemory(torch.autograd.Function):
     """autograd wrapper around the two kernels (inputs checked by chunk_matrix_memory)."""
 
     @staticmethod
-    def forward(ctx, q, k, v, eta, alpha, theta, delta, w0, bias, chunk_size):
+    def forward(ctx, q, k, v, eta, alpha, theta, delta, w0, bias, chunk_size, split):
         B, T, H, K = k.shape
         V = v.shape[-1]
         NC = triton.cdiv(T, chunk_size)
@@ -509,7 +603,7 @@ class ChunkMatrixMemory(torch.autograd.Function):
             num_warps=warps, num_stages=1, **_bias_args(bias),
         )
         ctx.save_for_backward(q, k, v, eta, alpha, theta, delta, w0, saved_w, saved_s)
-        ctx.bias, ctx.chunk_size, ctx.mode = bias, chunk_size, mode
+        ctx.bias, ctx.chunk_size, ctx.mode, ctx.split = bias, chunk_size, mode, split
         return o
 
     @staticmethod
@@ -531,20 +625,28 @@ class ChunkMatrixMemory(torch.autograd.Function):
         ddelta = torch.empty((NV, *delta.shape) if delta is not None else (1,), **f32)
         dw0 = torch.empty(B, H, V, K, **f32)
         dummy = eta
-        _bwd_kernel[(NV, B * H)](
-            q, k, v, eta, dummy if alpha is None else alpha, dummy if theta is None else theta,
-            dummy if delta is None else delta, saved_w, saved_s, do.contiguous(),
-            dq, dk, dv, deta, dla, dlth, ddelta, dw0,
-            T, H, K, V, NC, B * H, C=C, BK=BK, BV=BV, ALPHA=mode, MOMENTUM=theta is not None,
-            LOWP=q.dtype == torch.bfloat16, num_warps=warps, num_stages=1, **_bias_args(bias),
+        inputs = (q, k, v, eta, dummy if alpha is None else alpha, dummy if theta is None else theta,
+                  dummy if delta is None else delta, saved_w, saved_s, do.contiguous())
+        grads = (dq, dk, dv, deta, dla, dlth, ddelta)
+        scalars = dict(
+            T=T, H=H, K=K, V=V, NC=NC, BH=B * H, C=C, BK=BK, BV=BV, ALPHA=mode,
+            MOMENTUM=theta is not None, LOWP=q.dtype == torch.bfloat16, num_warps=warps,
+            num_stages=1, **_bias_args(bias),
         )
+        if ctx.split:  # a sequential pass for the state gradient, then every chunk at once
+            saved_dw = torch.empty(B * H * NC * V * K, **f32)
+            saved_ds = torch.empty(B * H * NC * V * K if theta is not None else 1, **f32)
+            _bwd_state_kernel[(NV, B * H)](*inputs, saved_dw, saved_ds, dw0, **scalars)
+            _bwd_chunk_kernel[(NV, NC, B * H)](*inputs, saved_dw, saved_ds, *grads, **scalars)
+        else:
+            _bwd_kernel[(NV, B * H)](*inputs, *grads, dw0, **scalars)
         g_alpha = None if alpha is None else (dla.sum(0) / alpha.float()).to(alpha.dtype)
         g_theta = None if theta is None else (dlth.sum(0) / theta.float()).to(theta.dtype)
         g_delta = None if delta is None else ddelta.sum(0).to(delta.dtype)
         g_w0 = None if w0 is None else dw0.sum(0).to(w0.dtype)
         return (
             dq.sum(0).to(q.dtype), dk.sum(0).to(k.dtype), dv, deta.sum(0).to(eta.dtype),
-            g_alpha, g_theta, g_delta, g_w0, None, None,
+            g_alpha, g_theta, g_delta, g_w0, None, None, None,
         )
 
 
@@ -568,6 +670,7 @@ def chunk_matrix_memory(
     initial_state: torch.Tensor | None = None,
     bias: BiasConfig | str = "l2",
     chunk_size: int = 64,
+    backward: str = "fused",
 ) -> torch.Tensor:
     """Chunked matrix memory with Triton kernels (forward and backward).
 
@@ -580,6 +683,9 @@ def chunk_matrix_memory(
         initial_state: [H, V, K] or None (zeros).
         bias: a BiasConfig or its kind name (see kernels.bias.BIAS_KINDS).
         chunk_size: 16, 32 or 64.
+        backward: 'fused' (one sequential kernel per batch x head and V-tile) or 'split' (a
+            sequential pass that carries only the state gradient, then one program per chunk
+            for the token gradients; more memory: one [V, K] gradient per chunk).
     Returns:
         o: [B, T, H, V] in the dtype of q.
     """
@@ -617,4 +723,6 @@ def chunk_matrix_memory(
     args = [x.contiguous() if x is not None else None for x in (q, k, v, eta, alpha, theta, delta, initial_state)]
     if not bias.needs_delta:
         args[6] = None
-    return ChunkMatrixMemory.apply(*args, bias, chunk_size)
+    if backward not in ("fused", "split"):
+        raise KernelInputError(f"backward must be 'fused' or 'split', got {backward!r}")
+    return ChunkMatrixMemory.apply(*args, bias, chunk_size, backward == "split")
