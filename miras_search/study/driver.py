@@ -25,6 +25,7 @@ from miras_search.presets import preset
 from miras_search.schema import ModelPoint
 from miras_search.space import InfeasiblePoint, SearchSpace
 from miras_search.study.execute import TrialTask
+from miras_search.study.interrupts import CtrlC
 from miras_search.study.pools import Pool
 from miras_search.study.records import (
     REUSABLE_FAILURES,
@@ -155,15 +156,17 @@ class StudyDriver:
         pool = self.pool_factory()
         self.study.set_user_attr("run", {"target": self.target, "workers": pool.capacity})
         try:
-            while True:
-                while (len(self._running) < pool.capacity
-                       and (self.target is None or self.finished + self._pending() < self.target)
-                       and (deadline is None or time.perf_counter() < deadline)):
-                    self._ask_one(pool)
-                if not self._running:
-                    break
-                for task, result in pool.wait():
-                    self._finish(pool, task, result)
+            with CtrlC() as ctrl_c:
+                while True:
+                    while (len(self._running) < pool.capacity
+                           and (self.target is None or self.finished + self._pending() < self.target)
+                           and (deadline is None or time.perf_counter() < deadline)):
+                        self._ask_one(pool)
+                    if not self._running:
+                        break
+                    for task, result in pool.wait():
+                        self._finish(pool, task, result)
+                    ctrl_c.check()  # a Ctrl-C that a blocking wait caught and dropped
         except KeyboardInterrupt:
             summary.interrupted = True
             self._interrupt("stopped by the user (Ctrl-C) while this trial ran")
