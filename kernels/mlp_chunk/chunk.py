@@ -2,13 +2,13 @@
 
 Same semantics as ``naive.py`` (see its docstring for the math). One program per
 (batch, head) walks the segments in order and keeps the carried state X1 [Hd, K], X2 [K, Hd]
-on chip: per segment it runs the memory at the chunk-start weights on the keys (the key pass),
+(and, for momentum, S1, S2 of the same shapes) on chip: per segment it runs the memory at the chunk-start weights on the keys (the key pass),
 back-propagates the bias gradient through it (per-token d1, d2; never per-token weights), reads
 the memory layer by layer with the queries (two masked, gate-weighted causal products with the
 activation in between) and forms the segment-end state, with lq's normalisation and kl's
 log / softmax applied at segment ends only.
 
-The forward stores each segment's start state. The backward walks the segments in reverse,
+The forward stores each segment's start state (and momentum). The backward walks the segments in reverse,
 recomputes a segment from its stored start state and carries dL/dX of the segment end to its
 start; every step is the hand-written vector-Jacobian product of the forward's line (the second
 derivatives of the activation, the layer norm and the bias included).
