@@ -252,13 +252,13 @@ def _fwd_kernel(
             E = tl.exp(lb)[:, None] * _mm(kc, tl.trans(W), LOWP) - vc  # errors at beta_i W_0
             G = _phi(E, vc, dl, BIAS, P_EXP, SHARP, EPS, RADIUS, NEPS, SMOOTH)
             P = G * et[:, None]
-            Lb = tl.where(causal, tl.exp(lb[:, None] - lb[None, :]), 0.0)
+            Lb = tl.exp(tl.where(causal, lb[:, None] - lb[None, :], float("-inf")))
             wb = tl.exp(lbl - lb)  # Lb[C, :]
             if MOMENTUM:
                 lth = tl.log(tl.load(theta + row, mask=mt, other=1.0).to(tl.float32))
                 lt = tl.cumsum(lth, 0)
                 ltl = tl.sum(lth, 0)
-                Lt = tl.where(causal, tl.exp(lt[:, None] - lt[None, :]), 0.0)
+                Lt = tl.exp(tl.where(causal, lt[:, None] - lt[None, :], float("-inf")))
                 D = tl.dot(Lb, Lt, input_precision="ieee")
                 cv = tl.sum(Lb * tl.exp(lt)[None, :], 1)
                 dlast = tl.sum(wb[:, None] * Lt, 0)  # D[C, :]
@@ -356,7 +356,7 @@ def _chunk_bwd(
         lb = tl.cumsum(la, 0)
         lbl = tl.sum(la, 0)
         eb = tl.exp(lb)
-        Lb = tl.where(causal, tl.exp(lb[:, None] - lb[None, :]), 0.0)
+        Lb = tl.exp(tl.where(causal, lb[:, None] - lb[None, :], float("-inf")))
         wb = tl.exp(lbl - lb)
         if MOMENTUM:
             S = tl.load(saved_s + base + ov[:, None] * K + ok[None, :], mask=m_vk, other=0.0)
@@ -364,7 +364,7 @@ def _chunk_bwd(
             lt = tl.cumsum(lth, 0)
             ltl = tl.sum(lth, 0)
             et_ = tl.exp(lt)
-            Lt = tl.where(causal, tl.exp(lt[:, None] - lt[None, :]), 0.0)
+            Lt = tl.exp(tl.where(causal, lt[:, None] - lt[None, :], float("-inf")))
             D = tl.dot(Lb, Lt, input_precision="ieee")
             cv = tl.sum(Lb * et_[None, :], 1)
             dlast = tl.sum(wb[:, None] * Lt, 0)

@@ -220,14 +220,14 @@ def _decays(la, lth, et, C: tl.constexpr, RET: tl.constexpr, MOM: tl.constexpr):
     causal = oc[:, None] >= oc[None, :]
     lb = tl.cumsum(la, 0)
     bt = tl.exp(lb)
-    D = tl.where(causal, tl.exp(lb[:, None] - lb[None, :]), 0.0)
+    D = tl.exp(tl.where(causal, lb[:, None] - lb[None, :], float("-inf")))
     if RET == 1:
         s = bt
     else:
         s = tl.full([C], 1.0, tl.float32)
     if MOM:
         lt = tl.cumsum(lth, 0)
-        Dt = tl.where(causal, tl.exp(lt[:, None] - lt[None, :]), 0.0)
+        Dt = tl.exp(tl.where(causal, lt[:, None] - lt[None, :], float("-inf")))
         coef = tl.dot(D, Dt, input_precision="ieee")
         m = tl.sum(D * tl.exp(lt)[None, :], 1)
     else:
