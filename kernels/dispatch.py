@@ -14,9 +14,8 @@ from collections.abc import Callable
 from typing import Any
 
 from .bias import BiasConfig
+from .limits import CHUNK_SIZES, MATRIX_HEAD_DIMS, matrix_dims_fit, mlp_dims_fit
 
-CHUNK_SIZES = (16, 32, 64)
-MATRIX_HEAD_DIMS = (16, 256)
 _GRAD_CLASS_KIND = {
     "DotGrad": "dot", "L2Grad": "l2", "LpGrad": "lp", "HuberGrad": "huber", "RobustGrad": "robust",
 }
@@ -143,17 +142,13 @@ def shape_problem(rule: Any, key_dim: int, value_dim: int, chunk_size: int) -> s
         return f"chunk_size {chunk_size} is not one of the kernel's {CHUNK_SIZES}"
     if _kind(rule.memory) == "mlp":
         hidden = _network(rule)[3] * key_dim
-        if not (_power_of_two(key_dim) and key_dim <= 128 and _power_of_two(hidden) and hidden <= 512):
+        if not mlp_dims_fit(key_dim, hidden):
             return (
                 f"the MLP-memory kernel needs the head dim K and the hidden dim (expansion x K) "
                 f"powers of two, 16 <= K <= 128 and hidden <= 512; got K={key_dim}, hidden={hidden}"
             )
         return None
-    low, high = MATRIX_HEAD_DIMS
-    if not (low <= key_dim <= high and low <= value_dim <= high):
+    if not matrix_dims_fit(key_dim, value_dim):
+        low, high = MATRIX_HEAD_DIMS
         return f"head dims K={key_dim}, V={value_dim} are outside the kernel's {low}..{high}"
     return None
-
-
-def _power_of_two(n: int) -> bool:
-    return n >= 16 and n & (n - 1) == 0

@@ -33,6 +33,7 @@ import triton
 import triton.language as tl
 
 from ..bias import BIAS_KINDS, NORM_EPS, BiasConfig, KernelInputError, as_bias
+from ..limits import CHUNK_SIZES, matrix_dims_fit
 
 _ALPHA_NONE, _ALPHA_HEAD, _ALPHA_CHANNEL = 0, 1, 2
 SAFE_LOG_DECAY = tl.constexpr(60.0)
@@ -139,6 +140,17 @@ def _phi_bwd(E, dG, d, BIAS: tl.constexpr, P_EXP, SHARP, EPS, RADIUS, NEPS: tl.c
 
 
 @triton.jit
+def _key_and_decays(kc, lb, i, C: tl.constexpr):
+    """Row i of k [K] and exp(lb_t - lb_i) for every row t >= i, 0 above ([C, K]); the
+    exponent is a difference, at most 0, so it cannot overflow."""
+    oc = tl.arange(0, C)
+    here = (oc == i)[:, None]
+    k_i = tl.sum(tl.where(here, kc, 0.0), 0)
+    lb_i = tl.sum(tl.where(here, lb, 0.0), 0)
+    return k_i, tl.exp(tl.where((oc >= i)[:, None], lb - lb_i[None, :], float("-inf")))
+
+
+@triton.jit
 def _channel_scores(qc, kc, lb, lbl, C: tl.constexpr, LOWP: tl.constexpr):
     """A[t, i] = sum_k q_tk k_ik exp(lb_tk - lb_ik) for i <= t (channel-wise decay); [C, C].
 
@@ -153,12 +165,9 @@ def _channel_scores(qc, kc, lb, lbl, C: tl.constexpr, LOWP: tl.constexpr):
     else:
         A = tl.zeros([C, C], dtype=tl.float32)
         for i in range(C):
-            here = oc == i
-            k_i = tl.sum(tl.where(here[:, None], kc, 0.0), 0)
-            lb_i = tl.sum(tl.where(here[:, None], lb, 0.0), 0)
-            decay = tl.exp(tl.where((oc >= i)[:, None], lb - lb_i[None, :], float("-inf")))
+            k_i, decay = _key_and_decays(kc, lb, i, C)
             col = tl.sum(qc * k_i[None, :] * decay, 1)
-            A += tl.where(here[None, :], col[:, None], 0.0)
+            A += tl.where((oc == i)[None, :], col[:, None], 0.0)
     return tl.where(causal, A, 0.0)
 
 
@@ -174,9 +183,7 @@ def _channel_scores_bwd(dA, qc, kc, lb, lbl, C: tl.constexpr, LOWP: tl.constexpr
         dk = tl.zeros_like(kc)
         for i in range(C):
             here = oc == i
-            k_i = tl.sum(tl.where(here[:, None], kc, 0.0), 0)
-            lb_i = tl.sum(tl.where(here[:, None], lb, 0.0), 0)
-            decay = tl.exp(tl.where((oc >= i)[:, None], lb - lb_i[None, :], float("-inf")))
+            k_i, decay = _key_and_decays(kc, lb, i, C)
             dA_i = tl.sum(tl.where(here[None, :], dA, 0.0), 1)  # column i: dA[:, i]
             dq += dA_i[:, None] * k_i[None, :] * decay
             dk_i = tl.sum(dA_i[:, None] * qc * decay, 0)
@@ -706,9 +713,9 @@ def chunk_matrix_memory(
     _check("q", q, (B, T, H, K), floats)
     if alpha is not None:
         _check("alpha", alpha, (B, T, H) if alpha.dim() == 3 else (B, T, H, K), floats)
-    if chunk_size not in (16, 32, 64):
+    if chunk_size not in CHUNK_SIZES:
         raise KernelInputError(f"chunk_size must be 16, 32 or 64 for the Triton kernel, got {chunk_size}")
-    if not (16 <= K <= 256 and 16 <= V <= 256):
+    if not matrix_dims_fit(K, V):
         raise KernelInputError(f"head dims K={K}, V={V} must lie in 16..256 for the Triton kernel")
     if theta is not None and alpha is not None and alpha.dim() == 4:
         raise KernelInputError("momentum (theta) with channel-wise alpha has no Triton kernel; use a per-head alpha")

@@ -31,7 +31,7 @@ def _pad_time(x: torch.Tensor | None, length: int, value: float = 0.0) -> torch.
     return F.pad(x, pad, value=value)
 
 
-def _decay_matrix(log_cum: torch.Tensor) -> torch.Tensor:
+def decay_matrix(log_cum: torch.Tensor) -> torch.Tensor:
     """exp(l_t - l_i) for i <= t, else 0. log_cum: [..., C] -> [..., C, C] (rows t, columns i)."""
     c = log_cum.shape[-1]
     causal = torch.ones(c, c, dtype=torch.bool, device=log_cum.device).tril()
@@ -94,10 +94,10 @@ def naive_chunk_matrix_memory(
         p = etac.unsqueeze(-1) * phi(e, vc, deltac, bias)  # (B, H, C, V)
         if theta is not None:
             lt = log_th[:, sl].transpose(1, 2).cumsum(2)  # (B, H, C)
-            l_th = _decay_matrix(lt)  # Theta_j / Theta_i, (B, H, C, C)
+            l_th = decay_matrix(lt)  # Theta_j / Theta_i, (B, H, C, C)
 
         if not channel:
-            l_b = _decay_matrix(lb)  # beta_t / beta_j, (B, H, C, C)
+            l_b = decay_matrix(lb)  # beta_t / beta_j, (B, H, C, C)
             if theta is None:
                 d = l_b
             else:
@@ -112,7 +112,7 @@ def naive_chunk_matrix_memory(
                 o = o + c * torch.einsum("bhtk,bhvk->bhtv", qc, S)
                 W_new = W_new + c[:, :, -1, :, None] * S
         else:
-            l_b = _decay_matrix(lb.transpose(-1, -2)).permute(0, 1, 3, 4, 2)  # (B, H, C, C, K)
+            l_b = decay_matrix(lb.transpose(-1, -2)).permute(0, 1, 3, 4, 2)  # (B, H, C, C, K)
             if theta is None:
                 d = l_b
             else:

@@ -27,7 +27,8 @@ import triton.language as tl
 from triton.runtime.errors import OutOfResources
 
 from ..bias import BiasConfig, KernelInputError, as_bias
-from ..matrix_chunk.chunk import _bias_args, _mm, _phi, _phi_bwd
+from ..limits import CHUNK_SIZES, mlp_dims_fit
+from ..matrix_chunk.chunk import _bias_args, _check, _mm, _phi, _phi_bwd
 from .naive import LN_EPS, LQ_FLOOR, MlpMemoryConfig, chunk_mlp_from_state, initial_state, segments
 
 _ACT = {"gelu": 0, "silu": 1, "relu": 2}
@@ -257,21 +258,25 @@ def _key_pass(W1, W2, kc, vc, dl, s, P_EXP, SHARP, EPS, RADIUS,
 
 
 @triton.jit
+def _read_layer(X, S, z, x_in, d, bt, m, De, MOM: tl.constexpr, LOWP: tl.constexpr):
+    """One layer's read without per-token weights, u / r = b z X^T + m z S^T - ((z x_in^T) * De) d;
+    returns z x_in^T, the masked scores A and u / r."""
+    ZX = _mm(z, tl.trans(x_in), LOWP)
+    A = ZX * De
+    up = _mm(z * bt[:, None], tl.trans(X), LOWP) - _mm(A, d, LOWP)
+    if MOM:
+        up += _mm(z * m[:, None], tl.trans(S), LOWP)
+    return ZX, A, up
+
+
+@triton.jit
 def _read(X1, X2, S1, S2, r1, r2, qc, kc, hk, d1, d2, bt, m, De, K: tl.constexpr,
           ACT: tl.constexpr, LN: tl.constexpr, MOM: tl.constexpr, LOWP: tl.constexpr):
     """The queries' outputs read layer by layer, and the pieces the backward needs."""
-    QK = _mm(qc, tl.trans(kc), LOWP)
-    A1 = QK * De
-    u1p = _mm(qc * bt[:, None], tl.trans(X1), LOWP) - _mm(A1, d1, LOWP)
-    if MOM:
-        u1p += _mm(qc * m[:, None], tl.trans(S1), LOWP)
+    QK, A1, u1p = _read_layer(X1, S1, qc, kc, d1, bt, m, De, MOM, LOWP)
     u1 = r1 * u1p
     hq = _act(u1, ACT)
-    HH = _mm(hq, tl.trans(hk), LOWP)
-    A2 = HH * De
-    u2p = _mm(hq * bt[:, None], tl.trans(X2), LOWP) - _mm(A2, d2, LOWP)
-    if MOM:
-        u2p += _mm(hq * m[:, None], tl.trans(S2), LOWP)
+    HH, A2, u2p = _read_layer(X2, S2, hq, hk, d2, bt, m, De, MOM, LOWP)
     u2 = r2 * u2p
     return QK, A1, u1p, u1, hq, HH, A2, u2p, u2, qc + _norm(u2, K, LN)
 
@@ -720,10 +725,6 @@ def _or(dummy: torch.Tensor, *tensors: torch.Tensor | None) -> list[torch.Tensor
     return [dummy if x is None else x for x in tensors]
 
 
-def _power_of_two(n: int) -> bool:
-    return n >= 16 and n & (n - 1) == 0
-
-
 def check_mlp_inputs(q, k, v, eta, w1, w2, alpha, theta, delta, bias: BiasConfig, chunk_size: int) -> None:
     """KernelInputError naming the argument unless the kernel can take these inputs."""
     if q.dim() != 4:
@@ -737,17 +738,12 @@ def check_mlp_inputs(q, k, v, eta, w1, w2, alpha, theta, delta, bias: BiasConfig
         ("q", q, (B, T, H, K)), ("k", k, (B, T, H, K)), ("v", v, (B, T, H, K)),
         ("eta", eta, (B, T, H)), ("alpha", alpha, (B, T, H)), ("theta", theta, (B, T, H)),
         ("delta", delta, (B, T, H)),
-        ("w2", w2, (H, K, HD)),
     ):
-        if x is None:
-            continue
-        if tuple(x.shape) != shape:
-            raise KernelInputError(f"{name} must have shape {list(shape)} here, got {list(x.shape)}")
-        if x.dtype not in floats + ((torch.float64,) if name.startswith("w") else ()):
-            raise KernelInputError(f"{name} has dtype {x.dtype}; the kernel takes {floats}")
-    if chunk_size not in (16, 32, 64):
+        _check(name, x, shape, floats)
+    _check("w2", w2, (H, K, HD), (*floats, torch.float64))  # parameters may stay float64
+    if chunk_size not in CHUNK_SIZES:
         raise KernelInputError(f"chunk_size must be 16, 32 or 64 for the Triton kernel, got {chunk_size}")
-    if not (_power_of_two(K) and K <= 128 and _power_of_two(HD) and HD <= 512):
+    if not mlp_dims_fit(K, HD):
         raise KernelInputError(
             f"the MLP-memory kernel needs K and the hidden dim Hd powers of two with 16 <= K <= 128 "
             f"and 16 <= Hd <= 512; got K={K}, Hd={HD}"

@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from ..bias import BiasConfig, KernelInputError, as_bias, phi
+from ..matrix_chunk.naive import decay_matrix
 
 LN_EPS = 1e-5
 LQ_FLOOR = 1e-6
@@ -154,12 +155,12 @@ def segment_forward(
     log_b = log_alpha.cumsum(-1)
     b = log_b.exp()
     s = b if config.retention == "l2" else torch.ones_like(b)
-    decay = _decay_matrix(log_b)
+    decay = decay_matrix(log_b)
     if log_theta is None:  # gd: token i's step reaches t decayed by D[t, i]
         coef, m = decay, None
     else:  # momentum: through S_j (theta from i to j), then decayed from j to t
         log_th = log_theta.cumsum(-1)
-        theta_decay = _decay_matrix(log_th)
+        theta_decay = decay_matrix(log_th)
         coef = decay @ theta_decay
         m = (decay * log_th.exp()[..., None, :]).sum(-1)  # [N, C]: how much of S_0 reaches t
     weighted = coef * eta[..., None, :]  # C[t, i] eta_i
@@ -206,13 +207,6 @@ def segment_forward(
     else:
         x1, x2 = raw1, raw2
     return out, [x1, x2], momentum
-
-
-def _decay_matrix(log_cum: torch.Tensor) -> torch.Tensor:
-    """exp(l_t - l_i) for i <= t, else 0: [N, C] -> [N, C, C] (rows t, columns i)."""
-    size = log_cum.shape[-1]
-    causal = torch.ones(size, size, dtype=torch.bool, device=log_cum.device).tril()
-    return torch.where(causal, log_cum[..., :, None] - log_cum[..., None, :], -math.inf).exp()
 
 
 def naive_chunk_mlp_memory(
