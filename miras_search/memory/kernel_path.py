@@ -10,6 +10,7 @@ uses it. The kernels live in ``miras_search.kernels``, each beside its PyTorch r
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Literal
 
 from torch import Tensor
@@ -21,29 +22,32 @@ from miras_search.memory.rule import MemoryRule
 KernelChoice = Literal["auto", "triton", "torch"]
 
 
-def _why_not(rule: MemoryRule, q: Tensor, v: Tensor, chunk_size: int, forced: bool) -> str | None:
-    """None when the kernel can run this call, else the reason it cannot.
+def _find_kernel(rule: MemoryRule, q: Tensor, v: Tensor, chunk_size: int,
+                 forced: bool) -> tuple[Callable[..., Tensor] | None, str | None]:
+    """(the kernel, None) when one can run this call, else (None, the reason it cannot).
 
     Only a forced kernel ('triton') may run on CPU tensors, through Triton's interpreter.
     """
     try:
         from miras_search.kernels.dispatch import available, kernel_for, shape_problem
     except ImportError as error:  # triton missing (e.g. not Linux)
-        return f"Triton is not importable ({error})"
+        return None, f"Triton is not importable ({error})"
     if not available():
-        return "Triton kernels need a CUDA device (or TRITON_INTERPRET=1)"
+        return None, "Triton kernels need a CUDA device (or TRITON_INTERPRET=1)"
     if not q.is_cuda and not (forced and os.environ.get("TRITON_INTERPRET") == "1"):
-        return "the inputs are not on a CUDA device"
-    if kernel_for(rule) is None:
-        return (
+        return None, "the inputs are not on a CUDA device"
+    run = kernel_for(rule)
+    if run is None:
+        return None, (
             f"no kernel covers memory '{rule.memory}', retention '{rule.retention.kind}', "
             f"algorithm '{rule.algorithm}' with these gates (covered: element-wise biases, "
             "per-head eta; matrix memory with retention none/l2 and gd/momentum; 2-layer MLP "
             "memory with retention none/l2/lq/kl and gd/momentum)"
         )
     if rule.steps_per_token != 1:
-        return "multistep updates have no kernel"
-    return shape_problem(rule, q.shape[-1], v.shape[-1], chunk_size)
+        return None, "multistep updates have no kernel"
+    reason = shape_problem(rule, q.shape[-1], v.shape[-1], chunk_size)
+    return (None, reason) if reason is not None else (run, None)
 
 
 def kernel_forward(rule: MemoryRule, q: Tensor, k: Tensor, v: Tensor, gates: MemoryGates,
@@ -51,14 +55,11 @@ def kernel_forward(rule: MemoryRule, q: Tensor, k: Tensor, v: Tensor, gates: Mem
     """The kernel's output o: [B, T, H, V], or None when the PyTorch form should run instead."""
     if kernel == "torch":
         return None
-    reason = _why_not(rule, q, v, chunk_size, forced=kernel == "triton")
-    if reason is not None:
+    run, reason = _find_kernel(rule, q, v, chunk_size, forced=kernel == "triton")
+    if run is None:
         if kernel == "triton":
             raise UnsupportedPoint(f"train.kernel 'triton' cannot run this memory layer: {reason}")
         return None
-    from miras_search.kernels.dispatch import kernel_for
-
-    run = kernel_for(rule)
     if rule.memory == "mlp":  # params: the learned initial W1 [H, Hd, K] and W2 [H, K, Hd]
         return run(q, k, v, gates.eta, params[0], params[1], alpha=gates.alpha, delta=gates.delta,
                    theta=gates.theta, chunk_size=chunk_size)
