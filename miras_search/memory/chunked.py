@@ -15,6 +15,7 @@ kl starts each chunk with one exact "lag" micro-step.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -114,8 +115,16 @@ def chunk_update(rule: MemoryRule, state: MemoryState, x: MemoryInputs) -> tuple
     return y, end
 
 
-def chunked(rule: MemoryRule, x: MemoryInputs, state: MemoryState, chunk_size: int) -> Tensor:
-    """Outputs at every micro-step [B, H, N, V], chunk by chunk (chunk_size counts micro-steps)."""
+ChunkUpdate = Callable[[MemoryRule, MemoryState, MemoryInputs], tuple[Tensor, MemoryState]]
+
+
+def chunked(rule: MemoryRule, x: MemoryInputs, state: MemoryState, chunk_size: int,
+            update: ChunkUpdate = chunk_update) -> Tensor:
+    """Outputs at every micro-step [B, H, N, V], chunk by chunk (chunk_size counts micro-steps).
+
+    ``update`` runs one chunk: the linear form (``chunk_update``) or, for the tests' oracle, a
+    form that materialises per-token weights (``reference_chunk``).
+    """
     outputs = []
     for start in range(0, x.length, chunk_size):
         chunk = x.slice(start, min(start + chunk_size, x.length))
@@ -125,6 +134,6 @@ def chunked(rule: MemoryRule, x: MemoryInputs, state: MemoryState, chunk_size: i
             chunk = chunk.slice(1, chunk.length)
             if chunk.length == 0:
                 continue
-        y, state = chunk_update(rule, state, chunk)
+        y, state = update(rule, state, chunk)
         outputs.append(y)
     return torch.cat(outputs, dim=2)

@@ -11,8 +11,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from miras_search.memory.chunked import chunked
 from miras_search.memory.inputs import MemoryInputs
-from miras_search.memory.recurrent import gradient_point, memory_gradients, recurrent_step
+from miras_search.memory.recurrent import gradient_point, memory_gradients
 from miras_search.memory.rule import MemoryRule, MemoryState
 
 
@@ -57,16 +58,6 @@ def _chunk(rule: MemoryRule, state: MemoryState, x: MemoryInputs) -> tuple[Tenso
 
 
 def reference_chunked(rule: MemoryRule, x: MemoryInputs, state: MemoryState, chunk_size: int) -> Tensor:
-    """Outputs at every micro-step [B, H, N, V] with the chunk semantics, per-token weights materialised."""
-    outputs = []
-    for start in range(0, x.length, chunk_size):
-        chunk = x.slice(start, min(start + chunk_size, x.length))
-        if rule.retention.lag_token:
-            state = recurrent_step(rule, state, chunk.slice(0, 1))
-            outputs.append(rule.network.forward(state.w, chunk.q[:, :, :1]))
-            chunk = chunk.slice(1, chunk.length)
-            if chunk.length == 0:
-                continue
-        y, state = _chunk(rule, state, chunk)
-        outputs.append(y)
-    return torch.cat(outputs, dim=2)
+    """Outputs at every micro-step [B, H, N, V] with the chunk semantics, per-token weights
+    materialised (the same walk over chunks and kl's lag token as ``chunked``)."""
+    return chunked(rule, x, state, chunk_size, update=_chunk)
