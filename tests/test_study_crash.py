@@ -88,8 +88,7 @@ def test_kill_9_of_the_driver_then_resume(tmp_path):
 
 
 def test_ctrl_c_marks_running_trials_and_resume_finishes(tmp_path):
-    # enough trials that Ctrl-C lands mid-study even on a loaded machine (it once arrived during
-    # the last of 5, which then finished normally)
+    # enough trials that Ctrl-C lands mid-study, with many still to run, on a loaded machine
     path = write_study(tmp_path, trials=10, sampler={"kind": "random", "anchors": []},
                        trial={**TINY_TRIAL, "tokens": 6144})
     driver = _start(path)
