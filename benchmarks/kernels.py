@@ -1,8 +1,11 @@
 """Time the Triton chunked memory kernels against the PyTorch chunked forms and fla.
 
-Run on a CUDA machine:  python benchmarks/kernels.py [--quick] [--only matrix|mlp]
-Prints a markdown table (median milliseconds, triton.testing.do_bench) and writes it to
---out if given. Compared, per point:
+Run on a CUDA machine:
+    python benchmarks/kernels.py [--quick] [--only matrix|mlp] [--no-pytorch] [--jobs N] [--out F]
+Prints markdown tables (median milliseconds, triton.testing.do_bench) and writes them to --out if
+given. --jobs N first compiles every kernel of the run in N processes at once (the MLP backward
+takes 5 to 30 s to compile, on one core); --no-pytorch leaves the slow PyTorch baselines out of
+the matrix table. Compared, per point:
   triton     kernels.matrix_chunk.chunk_matrix_memory (inputs in --dtype, state fp32)
   split      the same with backward='split' (sequential state-gradient pass + chunk-parallel pass)
   naive      kernels.matrix_chunk.naive_chunk_matrix_memory (PyTorch chunk loop, fp32 inputs)
@@ -20,8 +23,12 @@ kernel='torch' (the PyTorch chunked form), forward + backward including the init
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import sys
+import time
+import warnings
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import torch
@@ -121,34 +128,39 @@ POINTS = {
 }
 
 
-def time_case(name: str, T: int, D: int, dtype: torch.dtype, fla) -> dict:
-    """Median ms of every available implementation at one point and size (B=4, H=8, C=64)."""
-    bias, alpha, momentum, preset_name = POINTS[name]
-    B, H, C = 4, 8, 64
-    x = inputs(B, T, H, D, dtype, alpha, momentum, bias.startswith("huber"))
+def matrix_inputs(name: str, T: int, D: int, dtype: torch.dtype) -> dict:
+    bias, alpha, momentum, _ = POINTS[name]
+    return inputs(4, T, 8, D, dtype, alpha, momentum, bias.startswith("huber"))
+
+
+def matrix_kernel(name: str, x: dict, backward: str = "fused") -> Callable[[], torch.Tensor]:
+    """The Triton kernel at one point (B=4, H=8, chunk 64) as a no-argument callable."""
+    return lambda: chunk_matrix_memory(**x, bias=POINTS[name][0], chunk_size=64, backward=backward)
+
+
+def time_case(name: str, T: int, D: int, dtype: torch.dtype, fla, pytorch: bool = True) -> dict:
+    """Median ms of every available implementation at one point and size (B=4, H=8, C=64);
+    ``pytorch=False`` leaves out the (slow) PyTorch baselines."""
+    bias, _, _, preset_name = POINTS[name]
+    x = matrix_inputs(name, T, D, dtype)
     x32 = {n: (t.detach().float().requires_grad_() if t is not None else None) for n, t in x.items()}
     leaves = [t for t in x.values() if t is not None]
     leaves32 = [t for t in x32.values() if t is not None]
 
-    def tri():
-        return chunk_matrix_memory(**x, bias=bias, chunk_size=C)
-
-    def tri_split():
-        return chunk_matrix_memory(**x, bias=bias, chunk_size=C, backward="split")
-
-    def naive():
-        return naive_chunk_matrix_memory(**x32, bias=bias, chunk_size=C)
-
     row = {"point": name, "T": T, "D": D}
-    row["triton fwd"] = bench(tri)
-    row["triton fwd+bwd"] = bench(fwd_bwd(tri, leaves))
-    row["split fwd+bwd"] = bench(fwd_bwd(tri_split, leaves))
-    row["naive fwd+bwd"] = bench(fwd_bwd(naive, leaves32))
-    mini, exact = memory_fns(preset_name) if preset_name else (None, None)
-    if mini is not None:
-        row["memory fwd+bwd"] = bench(fwd_bwd(lambda: mini(x32), leaves32))
-    if exact is not None and name == "gated_deltanet":
-        row["exact fwd+bwd"] = bench(fwd_bwd(lambda: exact(x32), leaves32))
+    row["triton fwd"] = bench(matrix_kernel(name, x))
+    row["triton fwd+bwd"] = bench(fwd_bwd(matrix_kernel(name, x), leaves))
+    row["split fwd+bwd"] = bench(fwd_bwd(matrix_kernel(name, x, "split"), leaves))
+    if pytorch:
+        def naive():
+            return naive_chunk_matrix_memory(**x32, bias=bias, chunk_size=64)
+
+        row["naive fwd+bwd"] = bench(fwd_bwd(naive, leaves32))
+        mini, exact = memory_fns(preset_name) if preset_name else (None, None)
+        if mini is not None:
+            row["memory fwd+bwd"] = bench(fwd_bwd(lambda: mini(x32), leaves32))
+        if exact is not None and name == "gated_deltanet":
+            row["exact fwd+bwd"] = bench(fwd_bwd(lambda: exact(x32), leaves32))
     if fla is not None and name == "gated_deltanet":
         row["fla fwd"] = bench(lambda: fla(x))
         row["fla fwd+bwd"] = bench(fwd_bwd(lambda: fla(x), leaves))
@@ -158,31 +170,80 @@ def time_case(name: str, T: int, D: int, dtype: torch.dtype, fla) -> dict:
 MLP_POINTS = ("moneta", "yaad", "memora", "titans")
 
 
-def time_mlp_case(name: str, T: int, D: int, chunk: int, dtype: torch.dtype) -> dict:
-    """Median ms of the MLP kernel and the PyTorch chunked form (B=4, H=8)."""
+def mlp_setup(name: str, T: int, D: int, chunk: int, dtype: torch.dtype):
+    """(run(inputs, kernel), kernel-dtype inputs, fp32 inputs, initial memory parameters) of one
+    MLP-memory point (B=4, H=8, hidden = 4 D)."""
     from miras_search.memory import MemoryGates, MemoryRule, memory_forward
     from miras_search.presets import preset
 
     rule = MemoryRule.from_point(preset(name))
-    B, H = 4, 8
     needs = rule.needs()
-    x = inputs(B, T, H, D, torch.float32, "head", "theta" in needs, "delta" in needs)
+    x = inputs(4, T, 8, D, torch.float32, "head", "theta" in needs, "delta" in needs)
     x["eta"] = (x["eta"].detach() * 0.2).requires_grad_()  # a stable inner step for lp / switch
-    params = [p.to(DEVICE).requires_grad_() for p in rule.initial_parameters(H, D, D)]
+    params = [p.to(DEVICE).requires_grad_() for p in rule.initial_parameters(8, D, D)]
     cast = {n: (t.detach().to(dtype).requires_grad_() if t is not None else None) for n, t in x.items()}
 
     def run(inp, kernel):
         gates = MemoryGates(inp["eta"], inp["alpha"], inp["theta"], inp["delta"])
         return memory_forward(rule, inp["q"], inp["k"], inp["v"], gates, params,
                               chunk_size=chunk, kernel=kernel)
+    return run, cast, x, params
 
+
+def time_mlp_case(name: str, T: int, D: int, chunk: int, dtype: torch.dtype) -> dict:
+    """Median ms of the MLP kernel and the PyTorch chunked form (B=4, H=8). The kernel must not
+    fall back to PyTorch (KernelFallbackWarning is an error here): the row would time PyTorch."""
+    from miras_search.kernels import KernelFallbackWarning
+
+    run, cast, x, params = mlp_setup(name, T, D, chunk, dtype)
     leaves = [t for t in cast.values() if t is not None] + params
     leaves32 = [t for t in x.values() if t is not None] + params
     row = {"point": name, "T": T, "D": D, "hidden": 4 * D, "chunk": chunk}
-    row["triton fwd"] = bench(lambda: run(cast, "triton"))
-    row["triton fwd+bwd"] = bench(fwd_bwd(lambda: run(cast, "triton"), leaves))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", KernelFallbackWarning)
+        row["triton fwd"] = bench(lambda: run(cast, "triton"))
+        row["triton fwd+bwd"] = bench(fwd_bwd(lambda: run(cast, "triton"), leaves))
     row["pytorch fwd+bwd"] = bench(fwd_bwd(lambda: run(x, "torch"), leaves32))
     return row
+
+
+MLP_CASES = [(name, 2048, D, chunk) for name in MLP_POINTS for D, chunk in ((32, 16), (64, 16), (64, 32))]
+
+
+def matrix_cases(quick: bool) -> list[tuple]:
+    cases = [("gated_deltanet", T, D) for T in (2048, 8192) for D in (64, 128)]
+    cases += [(p, 2048, 64) for p in POINTS if p != "gated_deltanet"]
+    return [c for c in cases if c[1] == 2048] if quick else cases
+
+
+def warm(kind: str, case: tuple, dtype_name: str) -> str:
+    """Compile (and run once) every Triton kernel that ``case`` times, so that the timing process
+    finds them in Triton's cache. Runs in a worker process of its own."""
+    dtype = getattr(torch, dtype_name)
+    if kind == "mlp":
+        run, cast, _, params = mlp_setup(*case, dtype)
+        fwd_bwd(lambda: run(cast, "triton"), [t for t in cast.values() if t is not None] + params)()
+    else:
+        x = matrix_inputs(*case, dtype)
+        leaves = [t for t in x.values() if t is not None]
+        for backward in ("fused", "split"):
+            fwd_bwd(matrix_kernel(case[0], x, backward), leaves)()
+    torch.cuda.synchronize()
+    return f"{kind} {case}"
+
+
+def warm_all(jobs: list[tuple[str, tuple]], dtype_name: str, workers: int) -> None:
+    """Compile the kernels of every case in ``workers`` processes at once (Triton compiles one
+    kernel on one CPU core, and the MLP backward takes 5 to 30 s)."""
+    started = time.time()
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        futures = [pool.submit(warm, kind, case, dtype_name) for kind, case in jobs]
+        for future in as_completed(futures):
+            try:
+                print(f"# compiled {future.result()} ({time.time() - started:.0f} s)", flush=True)
+            except Exception as error:  # the timing run reports it again, in its row
+                print(f"# warm-up failed: {error!r}"[:300], flush=True)
 
 
 def mlp_table(rows: list[dict], dtype_name: str) -> str:
@@ -198,33 +259,34 @@ def mlp_table(rows: list[dict], dtype_name: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true", help="only T=2048")
+    parser.add_argument("--quick", action="store_true", help="matrix table: only T=2048")
     parser.add_argument("--dtype", default="bfloat16")
     parser.add_argument("--out", default=None)
     parser.add_argument("--only", choices=("matrix", "mlp"), default=None)
+    parser.add_argument("--no-pytorch", action="store_true",
+                        help="matrix table: leave out the PyTorch baselines (minutes at T=8192)")
+    parser.add_argument("--jobs", type=int, default=0,
+                        help="compile every kernel first in this many processes at once")
     parser.add_argument("--bypass-fla-guard", action="store_true",
                         help="time fla's backward even where fla refuses it as miscompiled")
     args = parser.parse_args()
     dtype = getattr(torch, args.dtype)
-    fla = fla_fn(args.bypass_fla_guard)
-    rows = []
-    cases = [("gated_deltanet", T, D) for T in (2048, 8192) for D in (64, 128)]
-    cases += [(p, 2048, 64) for p in POINTS if p != "gated_deltanet"]
-    if args.quick:
-        cases = [c for c in cases if c[1] == 2048]
+    cases = [] if args.only == "mlp" else matrix_cases(args.quick)
+    mlp_cases = [] if args.only == "matrix" else MLP_CASES
+    if args.jobs > 0:
+        warm_all([("mlp", c) for c in mlp_cases] + [("matrix", c) for c in cases], args.dtype, args.jobs)
+    fla = fla_fn(args.bypass_fla_guard) if cases else None
     tables = []
-    if args.only != "matrix":
+    if mlp_cases:
         mlp_rows = []
-        for name in MLP_POINTS:
-            for D, chunk in ((32, 16), (64, 16), (64, 64)):
-                mlp_rows.append(time_mlp_case(name, 2048, D, chunk, dtype))
-                print(mlp_rows[-1], flush=True)
-                torch.cuda.empty_cache()
+        for case in mlp_cases:
+            mlp_rows.append(time_mlp_case(*case, dtype))
+            print(mlp_rows[-1], flush=True)
+            torch.cuda.empty_cache()
         tables.append(mlp_table(mlp_rows, args.dtype))
-    if args.only == "mlp":
-        cases = []
+    rows = []
     for name, T, D in cases:
-        row = time_case(name, T, D, dtype, fla)
+        row = time_case(name, T, D, dtype, fla, pytorch=not args.no_pytorch)
         rows.append(row)
         print(row, flush=True)
         torch.cuda.empty_cache()

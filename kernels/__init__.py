@@ -7,7 +7,7 @@ its PyTorch reference (``naive.py``): ``matrix_chunk`` (matrix memory) and ``mlp
 an NVIDIA GPU without one and reports its registers, spills and shared memory.
 """
 
-from .bias import BIAS_KINDS, BiasConfig, KernelInputError
+from .bias import BIAS_KINDS, BiasConfig, KernelFallbackWarning, KernelInputError
 from .dispatch import available, kernel_for
 
-__all__ = ["BIAS_KINDS", "BiasConfig", "KernelInputError", "available", "kernel_for"]
+__all__ = ["BIAS_KINDS", "BiasConfig", "KernelFallbackWarning", "KernelInputError", "available", "kernel_for"]

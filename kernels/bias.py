@@ -24,6 +24,10 @@ class KernelInputError(MirasError, ValueError):
     """Inputs of a memory kernel with a wrong shape, dtype or setting (the message names it)."""
 
 
+class KernelFallbackWarning(RuntimeWarning):
+    """A kernel launch did not fit this GPU, so the call ran the PyTorch form (same math, slower)."""
+
+
 @dataclass(frozen=True)
 class BiasConfig:
     """One attentional bias and its fixed hyper-parameters.

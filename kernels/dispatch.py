@@ -13,8 +13,10 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+import torch
+
 from .bias import BiasConfig
-from .limits import CHUNK_SIZES, MATRIX_HEAD_DIMS, matrix_dims_fit, mlp_dims_fit
+from .limits import CHUNK_SIZES, MATRIX_HEAD_DIMS, matrix_dims_fit, mlp_shape_problem
 
 _GRAD_CLASS_KIND = {
     "DotGrad": "dot", "L2Grad": "l2", "LpGrad": "lp", "HuberGrad": "huber", "RobustGrad": "robust",
@@ -136,18 +138,15 @@ def kernel_for(rule: Any) -> Callable[..., Any] | None:
     return None
 
 
-def shape_problem(rule: Any, key_dim: int, value_dim: int, chunk_size: int) -> str | None:
-    """Why the covered point's kernel cannot take these head dims / chunk size (None: it can)."""
+def shape_problem(rule: Any, key_dim: int, value_dim: int, chunk_size: int,
+                  dtype: torch.dtype = torch.bfloat16) -> str | None:
+    """Why the covered point's kernel cannot take these head dims / chunk size at inputs of
+    ``dtype`` (None: it can)."""
     if chunk_size not in CHUNK_SIZES:
         return f"chunk_size {chunk_size} is not one of the kernel's {CHUNK_SIZES}"
     if _kind(rule.memory) == "mlp":
         hidden = _network(rule)[3] * key_dim
-        if not mlp_dims_fit(key_dim, hidden):
-            return (
-                f"the MLP-memory kernel needs the head dim K and the hidden dim (expansion x K) "
-                f"powers of two, 16 <= K <= 128 and hidden <= 512; got K={key_dim}, hidden={hidden}"
-            )
-        return None
+        return mlp_shape_problem(key_dim, hidden, chunk_size, 2 if dtype == torch.bfloat16 else 4)
     if not matrix_dims_fit(key_dim, value_dim):
         low, high = MATRIX_HEAD_DIMS
         return f"head dims K={key_dim}, V={value_dim} are outside the kernel's {low}..{high}"

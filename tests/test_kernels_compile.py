@@ -37,7 +37,11 @@ MLP_CASES = {  # MlpMemoryConfig, bias, K, hidden, chunk, momentum, dtype
     "yaad-fp32": 'MlpMemoryConfig("gelu", True, "l2"), BiasConfig("huber_switch"), 16, 64, 16, False, torch.float32',
     "memora-bf16": 'MlpMemoryConfig("gelu", True, "kl"), BiasConfig("l2"), 16, 64, 32, False, torch.bfloat16',
     "titans-fp32": 'MlpMemoryConfig("silu", False, "l2"), BiasConfig("l2"), 16, 64, 16, True, torch.float32',
+    # the widest tiles kernels.limits admits (test_widest_cases_sit_on_the_limits)
+    "memora-bf16-widest": 'MlpMemoryConfig("gelu", True, "kl"), BiasConfig("l2"), 64, 256, 32, False, torch.bfloat16',
+    "moneta-fp32-widest": 'MlpMemoryConfig("gelu", True, "lq", q=4.0), BiasConfig("lp"), 32, 128, 32, False, torch.float32',
 }
+WIDEST = {"memora-bf16-widest": (64, 256, 32, 2), "moneta-fp32-widest": (32, 128, 32, 4)}
 MATRIX_CASES = {  # bias, K, V, chunk, alpha, momentum, dtype[, backward]
     "gated_deltanet-bf16": 'BiasConfig("l2"), 64, 64, 64, "head", False, torch.bfloat16',
     "gla-channel-fp32": 'BiasConfig("dot"), 32, 32, 16, "channel", False, torch.float32',
@@ -64,6 +68,17 @@ def test_mlp_kernels_compile_for_h100(case):
 @pytest.mark.parametrize("case", MATRIX_CASES)
 def test_matrix_kernels_compile_for_h100(case):
     _compile_in_fresh_process(f"matrix_specs({MATRIX_CASES[case]})")
+
+
+def test_widest_cases_sit_on_the_limits():
+    """The widest compile cases are admitted, and twice their chunk is not: widening the limits
+    means compiling (and listing here) the new widest shapes."""
+    from miras_search.kernels.limits import mlp_shape_problem
+
+    for key_dim, hidden, chunk, element_bytes in WIDEST.values():
+        assert mlp_shape_problem(key_dim, hidden, chunk, element_bytes) is None
+        assert mlp_shape_problem(key_dim, hidden, 2 * chunk, element_bytes) is not None
+        assert mlp_shape_problem(key_dim, 2 * hidden, chunk, element_bytes) is not None
 
 
 def test_interpreted_kernels_are_refused_with_a_reason():

@@ -18,8 +18,14 @@ CUDA = torch.cuda.is_available()
 if not CUDA:
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-from miras_search.kernels import BiasConfig, KernelInputError, kernel_for  # noqa: E402
+from miras_search.kernels import (  # noqa: E402
+    BiasConfig,
+    KernelFallbackWarning,
+    KernelInputError,
+    kernel_for,
+)
 from miras_search.kernels.dispatch import bias_config, shape_problem  # noqa: E402
+from miras_search.kernels.limits import mlp_shape_problem  # noqa: E402
 from miras_search.kernels.mlp_chunk import (  # noqa: E402
     MlpMemoryConfig,
     chunk_mlp_memory,
@@ -33,6 +39,8 @@ from miras_search.schema import ModelPoint  # noqa: E402
 DEVICE = "cuda" if CUDA else "cpu"
 NAMES = ("q", "k", "v", "eta", "w1", "w2", "alpha", "delta", "theta")
 gpu_only = pytest.mark.skipif(not CUDA, reason="needs CUDA")
+# a kernel that quietly fell back to the PyTorch form would pass every comparison here
+pytestmark = pytest.mark.filterwarnings("error::miras_search.kernels.KernelFallbackWarning")
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -214,8 +222,22 @@ def test_shape_problem_names_the_dims():
     rule = MemoryRule.from_point(preset("moneta"))  # expansion 4
     assert shape_problem(rule, 16, 16, 16) is None
     assert "hidden=96" in shape_problem(rule, 24, 24, 16)
-    assert "hidden=1024" in shape_problem(rule, 256, 256, 16)
     assert "chunk_size 8" in shape_problem(rule, 16, 16, 8)
+    # on-chip tiles (kernels.limits.MLP_TILE_BYTES): bf16 takes twice the elements of fp32
+    assert shape_problem(rule, 64, 64, 32, torch.bfloat16) is None  # hidden 256
+    assert "chunk x hidden" in shape_problem(rule, 64, 64, 64, torch.bfloat16)
+    assert shape_problem(rule, 64, 64, 16, torch.bfloat16) is None
+    assert "K x hidden" in shape_problem(rule, 64, 64, 16, torch.float32)
+    assert shape_problem(rule, 32, 32, 32, torch.float32) is None
+    assert "K=128, hidden=512" in shape_problem(rule, 128, 128, 16, torch.bfloat16)
+    assert "chunk x K" in mlp_shape_problem(128, 128, 64, element_bytes=2)
+    assert mlp_shape_problem(128, 128, 32, element_bytes=2) is None
+
+
+def test_a_shape_too_big_for_the_chip_is_refused_before_launch():
+    x = {n: (t.to(torch.bfloat16) if t is not None else None) for n, t in make_inputs(1, 5, 1, 64, 256).items()}
+    with pytest.raises(KernelInputError, match=r"chunk x hidden tile \(16384 elements"):
+        chunk_mlp_memory(**x, chunk_size=64)
 
 
 @pytest.mark.parametrize("name", ["moneta", "yaad", "memora", "titans"])
@@ -257,19 +279,21 @@ def test_bad_inputs_name_the_argument():
 
 
 # ---- GPU: wider heads, bf16 ----------------------------------------------------------------------
+# the widest shapes kernels.limits admits (fp32 tiles take twice the bytes of bf16 ones)
 @gpu_only
 @pytest.mark.parametrize("name", list(NAMED))
-@pytest.mark.parametrize(("K", "hidden"), [(32, 128), (64, 256), (128, 128)])
-def test_gpu_wide_heads(name, K, hidden):
+@pytest.mark.parametrize(("K", "hidden", "chunk"), [(32, 128, 32), (128, 64, 16)])
+def test_gpu_wide_heads(name, K, hidden, chunk):
     config, bias = NAMED[name]
-    check(named_inputs(name, 2, 200, 4, K, hidden), config, bias, 32)
+    check(named_inputs(name, 2, 200, 4, K, hidden), config, bias, chunk)
 
 
 @gpu_only
 @pytest.mark.parametrize("name", list(NAMED))
-def test_gpu_bf16(name):
+@pytest.mark.parametrize(("K", "hidden", "chunk"), [(64, 256, 32), (128, 128, 32)])
+def test_gpu_bf16(name, K, hidden, chunk):
     config, bias = NAMED[name]
-    check(named_inputs(name, 2, 130, 2, 64, 256), config, bias, 64, dtype=torch.bfloat16, tol=2e-2)
+    check(named_inputs(name, 2, 130, 2, K, hidden), config, bias, chunk, dtype=torch.bfloat16, tol=2e-2)
 
 
 # ---- a kernel that does not fit the GPU falls back to the reference --------------------------
@@ -291,7 +315,7 @@ def test_out_of_resources_falls_back_with_a_warning(monkeypatch, which):
     config, bias = NAMED["moneta"]
     x = make_inputs(1, 21, 1, 16, 32, bias.kind, config.retention)
     monkeypatch.setattr(mlp_chunk, which, _TooBig())
-    with pytest.warns(RuntimeWarning, match="does not fit this GPU"):
+    with pytest.warns(KernelFallbackWarning, match="does not fit this GPU"):
         check(x, config, bias, 16)
 
 

@@ -26,8 +26,8 @@ import triton
 import triton.language as tl
 from triton.runtime.errors import OutOfResources
 
-from ..bias import BiasConfig, KernelInputError, as_bias
-from ..limits import CHUNK_SIZES, mlp_dims_fit
+from ..bias import BiasConfig, KernelFallbackWarning, KernelInputError, as_bias
+from ..limits import CHUNK_SIZES, mlp_shape_problem
 from ..matrix_chunk.chunk import _bias_args, _check, _mm, _phi, _phi_bwd
 from .naive import LN_EPS, LQ_FLOOR, MlpMemoryConfig, chunk_mlp_from_state, initial_state, segments
 
@@ -635,7 +635,7 @@ def _warn_fallback(error: OutOfResources, where: str) -> None:
     warnings.warn(
         f"the MLP-memory Triton {where} kernel does not fit this GPU ({error}); this call runs "
         "the PyTorch chunked form instead (same math, slower)",
-        RuntimeWarning,
+        KernelFallbackWarning,
         stacklevel=3,
     )
 
@@ -743,11 +743,9 @@ def check_mlp_inputs(q, k, v, eta, w1, w2, alpha, theta, delta, bias: BiasConfig
     _check("w2", w2, (H, K, HD), (*floats, torch.float64))  # parameters may stay float64
     if chunk_size not in CHUNK_SIZES:
         raise KernelInputError(f"chunk_size must be 16, 32 or 64 for the Triton kernel, got {chunk_size}")
-    if not mlp_dims_fit(K, HD):
-        raise KernelInputError(
-            f"the MLP-memory kernel needs K and the hidden dim Hd powers of two with 16 <= K <= 128 "
-            f"and 16 <= Hd <= 512; got K={K}, Hd={HD}"
-        )
+    problem = mlp_shape_problem(K, HD, chunk_size, 2 if q.dtype == torch.bfloat16 else 4)
+    if problem is not None:
+        raise KernelInputError(problem)
     if bias.needs_delta and delta is None:
         raise KernelInputError(f"bias {bias.kind!r} needs the Huber threshold tensor delta [B, T, H]")
 
@@ -769,12 +767,13 @@ def chunk_mlp_memory(
     """Chunked 2-layer MLP memory with Triton kernels (forward and backward).
 
     Args:
-        q, k, v: [B, T, H, K] (float32 or bfloat16; K a power of two in 16..128).
+        q, k, v: [B, T, H, K] (float32 or bfloat16; K a power of two >= 16; with the hidden
+            dim and chunk size inside kernels.limits.MLP_TILE_BYTES).
         eta: [B, T, H] (> 0); alpha: [B, T, H] in (0, 1] or None (no decay);
         delta: [B, T, H] (> 0), the Huber threshold (huber biases only);
         theta: [B, T, H] in (0, 1) for momentum (Titans; S starts at zero), None for gd.
         w1: [H, Hd, K], w2: [H, K, Hd]: the learned initial parameters as in naive.py
-            (Hd a power of two in 16..512).
+            (Hd a power of two >= 16).
         config: activation, layer norm and retention (none, l2, lq, kl).
         bias: a BiasConfig or its kind name; chunk_size: 16, 32 or 64.
     Returns:

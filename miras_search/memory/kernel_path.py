@@ -46,7 +46,7 @@ def _find_kernel(rule: MemoryRule, q: Tensor, v: Tensor, chunk_size: int,
         )
     if rule.steps_per_token != 1:
         return None, "multistep updates have no kernel"
-    reason = shape_problem(rule, q.shape[-1], v.shape[-1], chunk_size)
+    reason = shape_problem(rule, q.shape[-1], v.shape[-1], chunk_size, q.dtype)
     return (None, reason) if reason is not None else (run, None)
 
 
