@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import torch
+import triton
 from miras_search.kernels import BiasConfig
 from miras_search.kernels.compile_check import compile_for_gpu, resource_usage
 from miras_search.kernels.matrix_chunk.chunk import compile_specs as matrix_specs
@@ -44,12 +45,19 @@ def row(point: str, shape: str, specs: list[tuple]) -> str:
     return f"| {point} | {shape} | " + " | ".join(cells) + " |"
 
 
+MLP_SHAPES = [  # K, hidden, chunk, dtype; the last two: the widest tiles kernels.limits admits
+    (16, 64, 16, torch.bfloat16), (32, 128, 16, torch.bfloat16), (64, 256, 16, torch.bfloat16),
+    (64, 256, 32, torch.bfloat16), (32, 128, 32, torch.float32),
+]
+
+
 def rows() -> list[str]:
     out = []
     for name, (config, bias, momentum) in MLP_POINTS.items():
-        for K in (16, 32, 64):
-            specs = mlp_specs(config, bias, K, 4 * K, 16, momentum, torch.bfloat16)
-            out.append(row(f"{name} (MLP)", f"K={K}, hidden={4 * K}, chunk 16", specs))
+        for K, hidden, chunk, dtype in MLP_SHAPES:
+            specs = mlp_specs(config, bias, K, hidden, chunk, momentum, dtype)
+            shape = f"K={K}, hidden={hidden}, chunk {chunk}" + (", fp32" if dtype == torch.float32 else "")
+            out.append(row(f"{name} (MLP)", shape, specs))
     for name, (bias, alpha, momentum) in MATRIX_POINTS.items():
         for dim in (64, 128):
             specs = matrix_specs(bias, dim, dim, 64, alpha, momentum, torch.bfloat16)
@@ -65,7 +73,8 @@ def main() -> None:
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     header = [
-        "Triton kernels compiled for sm_90 (H100), bf16 inputs. Per program, forward then backward:",
+        f"Triton {triton.__version__} kernels compiled for sm_90 (H100), bf16 inputs unless the shape "
+        "says fp32. Per program, forward then backward:",
         "warps, registers per thread, spill stack bytes per thread, shared memory KiB.",
         "Command: `python benchmarks/kernel_resources.py` (no GPU needed).",
         "",

@@ -270,6 +270,9 @@ def main() -> None:
     parser.add_argument("--bypass-fla-guard", action="store_true",
                         help="time fla's backward even where fla refuses it as miscompiled")
     args = parser.parse_args()
+    if not torch.cuda.is_available():
+        parser.error("times the kernels on a CUDA GPU, and this machine has none (without one, "
+                     "benchmarks/kernel_resources.py compiles them and reports their resources)")
     dtype = getattr(torch, args.dtype)
     cases = [] if args.only == "mlp" else matrix_cases(args.quick)
     mlp_cases = [] if args.only == "matrix" else MLP_CASES

@@ -20,6 +20,8 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
+_CONSTEXPRS_BY_INDEX = "constexprs" in inspect.signature(ASTSource.__init__).parameters
+
 
 @dataclass(frozen=True)
 class Resources:
@@ -65,12 +67,15 @@ def compile_for_gpu(
     for index, (name, param) in enumerate(params.items()):
         if param.annotation is triton.language.constexpr or param.annotation == "tl.constexpr":
             signature[name] = "constexpr"
-            constexprs[(index,)] = scalars[name]
+            constexprs[(index,) if _CONSTEXPRS_BY_INDEX else name] = scalars[name]
         elif name in scalars:
             signature[name] = _scalar_type(scalars[name])
         else:
             signature[name] = (pointers or {}).get(name, "*fp32")
-    source = ASTSource(fn=kernel, signature=signature, constexprs=constexprs)
+    if _CONSTEXPRS_BY_INDEX:  # Triton >= 3.3
+        source = ASTSource(fn=kernel, signature=signature, constexprs=constexprs)
+    else:  # Triton 3.2: constants by parameter name
+        source = ASTSource(fn=kernel, signature=signature, constants=constexprs)
     target = GPUTarget("cuda", capability, 32)
     return triton.compile(source, target=target, options={"num_warps": num_warps, "num_stages": 1})
 

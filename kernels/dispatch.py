@@ -146,7 +146,7 @@ def shape_problem(rule: Any, key_dim: int, value_dim: int, chunk_size: int,
         return f"chunk_size {chunk_size} is not one of the kernel's {CHUNK_SIZES}"
     if _kind(rule.memory) == "mlp":
         hidden = _network(rule)[3] * key_dim
-        return mlp_shape_problem(key_dim, hidden, chunk_size, 2 if dtype == torch.bfloat16 else 4)
+        return mlp_shape_problem(key_dim, hidden, chunk_size, "bf16" if dtype == torch.bfloat16 else "fp32")
     if not matrix_dims_fit(key_dim, value_dim):
         low, high = MATRIX_HEAD_DIMS
         return f"head dims K={key_dim}, V={value_dim} are outside the kernel's {low}..{high}"

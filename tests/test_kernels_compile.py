@@ -41,7 +41,7 @@ MLP_CASES = {  # MlpMemoryConfig, bias, K, hidden, chunk, momentum, dtype
     "memora-bf16-widest": 'MlpMemoryConfig("gelu", True, "kl"), BiasConfig("l2"), 64, 256, 32, False, torch.bfloat16',
     "moneta-fp32-widest": 'MlpMemoryConfig("gelu", True, "lq", q=4.0), BiasConfig("lp"), 32, 128, 32, False, torch.float32',
 }
-WIDEST = {"memora-bf16-widest": (64, 256, 32, 2), "moneta-fp32-widest": (32, 128, 32, 4)}
+WIDEST = {"memora-bf16-widest": (64, 256, 32, "bf16"), "moneta-fp32-widest": (32, 128, 32, "fp32")}
 MATRIX_CASES = {  # bias, K, V, chunk, alpha, momentum, dtype[, backward]
     "gated_deltanet-bf16": 'BiasConfig("l2"), 64, 64, 64, "head", False, torch.bfloat16',
     "gla-channel-fp32": 'BiasConfig("dot"), 32, 32, 16, "channel", False, torch.float32',
@@ -75,10 +75,10 @@ def test_widest_cases_sit_on_the_limits():
     means compiling (and listing here) the new widest shapes."""
     from miras_search.kernels.limits import mlp_shape_problem
 
-    for key_dim, hidden, chunk, element_bytes in WIDEST.values():
-        assert mlp_shape_problem(key_dim, hidden, chunk, element_bytes) is None
-        assert mlp_shape_problem(key_dim, hidden, 2 * chunk, element_bytes) is not None
-        assert mlp_shape_problem(key_dim, 2 * hidden, chunk, element_bytes) is not None
+    for key_dim, hidden, chunk, dtype in WIDEST.values():
+        assert mlp_shape_problem(key_dim, hidden, chunk, dtype) is None
+        assert mlp_shape_problem(key_dim, hidden, 2 * chunk, dtype) is not None
+        assert mlp_shape_problem(key_dim, 2 * hidden, chunk, dtype) is not None
 
 
 def test_interpreted_kernels_are_refused_with_a_reason():

@@ -223,20 +223,20 @@ def test_shape_problem_names_the_dims():
     assert shape_problem(rule, 16, 16, 16) is None
     assert "hidden=96" in shape_problem(rule, 24, 24, 16)
     assert "chunk_size 8" in shape_problem(rule, 16, 16, 8)
-    # on-chip tiles (kernels.limits.MLP_TILE_BYTES): bf16 takes twice the elements of fp32
+    # on-chip tiles (kernels.limits.MLP_MAX_TILES): bf16 takes more than twice fp32's elements
     assert shape_problem(rule, 64, 64, 32, torch.bfloat16) is None  # hidden 256
-    assert "chunk x hidden" in shape_problem(rule, 64, 64, 64, torch.bfloat16)
+    assert "chunk x (K + hidden)" in shape_problem(rule, 64, 64, 64, torch.bfloat16)
     assert shape_problem(rule, 64, 64, 16, torch.bfloat16) is None
     assert "K x hidden" in shape_problem(rule, 64, 64, 16, torch.float32)
     assert shape_problem(rule, 32, 32, 32, torch.float32) is None
     assert "K=128, hidden=512" in shape_problem(rule, 128, 128, 16, torch.bfloat16)
-    assert "chunk x K" in mlp_shape_problem(128, 128, 64, element_bytes=2)
-    assert mlp_shape_problem(128, 128, 32, element_bytes=2) is None
+    assert "chunk x (K + hidden)" in mlp_shape_problem(64, 128, 64, "bf16")
+    assert mlp_shape_problem(128, 128, 32, "bf16") is None
 
 
 def test_a_shape_too_big_for_the_chip_is_refused_before_launch():
     x = {n: (t.to(torch.bfloat16) if t is not None else None) for n, t in make_inputs(1, 5, 1, 64, 256).items()}
-    with pytest.raises(KernelInputError, match=r"chunk x hidden tile \(16384 elements"):
+    with pytest.raises(KernelInputError, match=r"chunk x \(K \+ hidden\) tile \(20480 elements"):
         chunk_mlp_memory(**x, chunk_size=64)
 
 
@@ -282,7 +282,7 @@ def test_bad_inputs_name_the_argument():
 # the widest shapes kernels.limits admits (fp32 tiles take twice the bytes of bf16 ones)
 @gpu_only
 @pytest.mark.parametrize("name", list(NAMED))
-@pytest.mark.parametrize(("K", "hidden", "chunk"), [(32, 128, 32), (128, 64, 16)])
+@pytest.mark.parametrize(("K", "hidden", "chunk"), [(32, 128, 32), (128, 32, 16)])
 def test_gpu_wide_heads(name, K, hidden, chunk):
     config, bias = NAMED[name]
     check(named_inputs(name, 2, 200, 4, K, hidden), config, bias, chunk)

@@ -438,7 +438,7 @@ def _chunk_bwd(
         tl.store(dq + (part + row)[:, None] * K + ok[None, :], dqc, mask=m_ck)
         tl.store(dk + (part + row)[:, None] * K + ok[None, :], dkc, mask=m_ck)
         tl.store(deta + part + row, tl.sum(dP * G, 1), mask=mt)
-    if STORE and (BIAS >= 3) and (BIAS <= 5):
+    if STORE and ((BIAS >= 3) and (BIAS <= 5)):  # Triton < 3.3 refuses a chain of three
         tl.store(ddelta + part + row, dd, mask=mt)
     return dW, dS
 

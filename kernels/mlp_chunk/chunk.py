@@ -743,7 +743,7 @@ def check_mlp_inputs(q, k, v, eta, w1, w2, alpha, theta, delta, bias: BiasConfig
     _check("w2", w2, (H, K, HD), (*floats, torch.float64))  # parameters may stay float64
     if chunk_size not in CHUNK_SIZES:
         raise KernelInputError(f"chunk_size must be 16, 32 or 64 for the Triton kernel, got {chunk_size}")
-    problem = mlp_shape_problem(K, HD, chunk_size, 2 if q.dtype == torch.bfloat16 else 4)
+    problem = mlp_shape_problem(K, HD, chunk_size, "bf16" if q.dtype == torch.bfloat16 else "fp32")
     if problem is not None:
         raise KernelInputError(problem)
     if bias.needs_delta and delta is None:
@@ -768,7 +768,7 @@ def chunk_mlp_memory(
 
     Args:
         q, k, v: [B, T, H, K] (float32 or bfloat16; K a power of two >= 16; with the hidden
-            dim and chunk size inside kernels.limits.MLP_TILE_BYTES).
+            dim and chunk size inside kernels.limits.MLP_MAX_TILES).
         eta: [B, T, H] (> 0); alpha: [B, T, H] in (0, 1] or None (no decay);
         delta: [B, T, H] (> 0), the Huber threshold (huber biases only);
         theta: [B, T, H] in (0, 1) for momentum (Titans; S starts at zero), None for gd.
