@@ -62,6 +62,10 @@ def rows() -> list[str]:
         for dim in (64, 128):
             specs = matrix_specs(bias, dim, dim, 64, alpha, momentum, torch.bfloat16)
             out.append(row(f"{name} (matrix)", f"K=V={dim}, chunk 64", specs))
+    for name, bias in (("gated_deltanet + momentum", BiasConfig("l2")), ("huber_norm + momentum", BiasConfig("huber_norm"))):
+        dim = 256 if not bias.row_norm else 128  # the widest kernels.limits admits in bf16
+        specs = matrix_specs(bias, dim, dim, 64, "head", True, torch.bfloat16)
+        out.append(row(f"{name} (matrix, widest)", f"K=V={dim}, chunk 64", specs))
     for dim in (64, 128):  # the split backward: state pass in the fwd columns, chunk pass in bwd
         specs = matrix_specs(BiasConfig("l2"), dim, dim, 64, "head", False, torch.bfloat16, "split")
         out.append(row("gated_deltanet, split backward: state pass / chunk pass", f"K=V={dim}, chunk 64", specs))

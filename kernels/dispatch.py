@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from .bias import BiasConfig
-from .limits import CHUNK_SIZES, MATRIX_HEAD_DIMS, matrix_dims_fit, mlp_shape_problem
+from .limits import CHUNK_SIZES, matrix_shape_problem, mlp_shape_problem
 
 _GRAD_CLASS_KIND = {
     "DotGrad": "dot", "L2Grad": "l2", "LpGrad": "lp", "HuberGrad": "huber", "RobustGrad": "robust",
@@ -144,10 +144,9 @@ def shape_problem(rule: Any, key_dim: int, value_dim: int, chunk_size: int,
     ``dtype`` (None: it can)."""
     if chunk_size not in CHUNK_SIZES:
         return f"chunk_size {chunk_size} is not one of the kernel's {CHUNK_SIZES}"
+    precision = "bf16" if dtype == torch.bfloat16 else "fp32"
     if _kind(rule.memory) == "mlp":
         hidden = _network(rule)[3] * key_dim
-        return mlp_shape_problem(key_dim, hidden, chunk_size, "bf16" if dtype == torch.bfloat16 else "fp32")
-    if not matrix_dims_fit(key_dim, value_dim):
-        low, high = MATRIX_HEAD_DIMS
-        return f"head dims K={key_dim}, V={value_dim} are outside the kernel's {low}..{high}"
-    return None
+        return mlp_shape_problem(key_dim, hidden, chunk_size, precision)
+    bias = bias_config(rule.bias)
+    return matrix_shape_problem(key_dim, value_dim, precision, bias is not None and bias.row_norm)

@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 CHUNK_SIZES = (16, 32, 64)
-MATRIX_HEAD_DIMS = (16, 256)
-"""Smallest and largest key / value dim of the matrix-memory kernel."""
+MATRIX_MIN_DIM = 16
+MATRIX_MAX_DIM = {"bf16": {"tiled": 256, "row_norm": 128}, "fp32": {"tiled": 128, "row_norm": 64}}
+"""Largest K, V of the matrix-memory kernel, by input dtype and bias. The row-norm biases
+(huber_norm, huber_switch, robust) keep whole value rows on chip; the others tile V. Measured
+with compile_check on sm_90 (an H100 allows 227 KiB of shared memory per program): at
+K = V = 256, chunk 64, the tiled biases need 68 to 148 KiB in bf16 but up to 240 (gla's
+channel-wise decay) in fp32; huber_switch needs 264 KiB in bf16 already at chunk 16, and the
+fp32 backward of the row-norm biases overflows past 64."""
+
 
 MLP_MAX_TILES = {
     "bf16": {"chunk x (K + hidden)": 10240, "K x hidden": 16384},
@@ -28,9 +35,18 @@ def _tile_size(n: int) -> bool:
     return n >= 16 and n & (n - 1) == 0
 
 
-def matrix_dims_fit(key_dim: int, value_dim: int) -> bool:
-    low, high = MATRIX_HEAD_DIMS
-    return low <= key_dim <= high and low <= value_dim <= high
+def matrix_shape_problem(key_dim: int, value_dim: int, dtype: str, row_norm: bool) -> str | None:
+    """Why the matrix-memory kernel cannot take these head dims at ``dtype`` ('bf16' or 'fp32')
+    inputs with a row-norm bias or not, or None when it can."""
+    widest = MATRIX_MAX_DIM[dtype]["row_norm" if row_norm else "tiled"]
+    if min(key_dim, value_dim) >= MATRIX_MIN_DIM and max(key_dim, value_dim) <= widest:
+        return None
+    biases = "the row-norm biases (huber_norm, huber_switch, robust)" if row_norm else "this bias"
+    hint = "" if dtype == "bf16" else f"; bf16 inputs take up to {MATRIX_MAX_DIM['bf16']['row_norm' if row_norm else 'tiled']}"
+    return (
+        f"the matrix-memory kernel takes K, V in {MATRIX_MIN_DIM}..{widest} with {biases} in "
+        f"{dtype}, got K={key_dim}, V={value_dim}{hint}"
+    )
 
 
 def mlp_shape_problem(key_dim: int, hidden: int, chunk_size: int, dtype: str) -> str | None:

@@ -30,3 +30,20 @@ def _few_threads():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+class _RefusedLaunch:
+    """Stands in for a Triton kernel whose launch the GPU refuses: ``kernel[grid](...)`` raises
+    OutOfResources, as a launch needing more shared memory than the GPU has does."""
+
+    def __getitem__(self, grid):
+        from triton.runtime.errors import OutOfResources
+
+        def launch(*args, **kwargs):
+            raise OutOfResources(300_000, 232_448, "shared memory")
+        return launch
+
+
+@pytest.fixture
+def refused_launch() -> _RefusedLaunch:
+    return _RefusedLaunch()

@@ -19,6 +19,8 @@ from miras_search.errors import UnsupportedPoint  # noqa: E402
 from miras_search.memory import MemoryGates, MemoryRule, memory_forward  # noqa: E402
 from miras_search.presets import preset  # noqa: E402
 
+# a kernel that quietly fell back to the PyTorch form would pass every comparison here
+pytestmark = pytest.mark.filterwarnings("error::miras_search.kernels.KernelFallbackWarning")
 
 def _inputs(point_name: str, device: str, dtype=torch.float32, T: int = 37):
     rule = MemoryRule.from_point(preset(point_name))

@@ -32,6 +32,8 @@ from miras_search.kernels.matrix_chunk import (  # noqa: E402
 DEVICE = "cuda" if CUDA else "cpu"
 NAMES = ("q", "k", "v", "eta", "alpha", "theta", "delta", "initial_state")
 gpu_only = pytest.mark.skipif(not CUDA, reason="needs CUDA")
+# a kernel that quietly fell back to the PyTorch form would pass every comparison here
+pytestmark = pytest.mark.filterwarnings("error::miras_search.kernels.KernelFallbackWarning")
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -192,6 +194,15 @@ def test_gpu_bf16(bias, alpha, momentum):
 
 
 @gpu_only
+@pytest.mark.parametrize(("bias", "alpha", "momentum", "dim"), [
+    ("l2", "head", True, 256), ("dot", "channel", False, 256), ("huber_norm", "head", True, 128),
+])
+def test_gpu_bf16_widest(bias, alpha, momentum, dim):
+    """The widest heads kernels.limits admits in bf16 (tiled biases 256, row-norm ones 128)."""
+    check(make_inputs(1, 100, 2, dim, dim, bias, alpha, momentum), bias, 64, torch.bfloat16, 2e-2)
+
+
+@gpu_only
 @pytest.mark.parametrize(("alpha", "momentum"), [("head", False), ("channel", False), ("head", True)])
 @pytest.mark.parametrize("dim", [64, 128])
 def test_gpu_split_backward(alpha, momentum, dim):
@@ -218,7 +229,7 @@ def test_bad_inputs_name_the_field():
     with pytest.raises(KernelInputError, match="bias kind"):
         chunk_matrix_memory(**x, bias="cosine", chunk_size=16)
     wide = {n: (t.float() if t is not None else None) for n, t in make_inputs(1, 5, 1, 64, 128, "robust").items()}
-    with pytest.raises(KernelInputError, match="K, V <= 64"):
+    with pytest.raises(KernelInputError, match=r"K, V in 16\.\.64 with the row-norm biases .* in fp32"):
         chunk_matrix_memory(**wide, bias="robust", chunk_size=16)
     channel = make_inputs(1, 5, 1, 16, 16, alpha="channel", momentum=True)
     with pytest.raises(KernelInputError, match="channel-wise alpha"):
@@ -275,3 +286,24 @@ def test_saturated_channel_gate_stays_finite():
             errors[f"d{name}"] = rel_err(g.cpu(), g_ref)
         bad = {name: err for name, err in errors.items() if not err <= 5e-3}
         assert not bad, f"chunk {chunk_size}: relative errors above 5e-3: {bad}"
+
+
+def test_shape_problem_keeps_row_norm_biases_to_the_rows_that_fit():
+    """auto dispatch must see the row-norm limit too, or a wide fp32 point would raise inside
+    the kernel instead of running the PyTorch form."""
+    from miras_search.kernels.dispatch import shape_problem
+
+    from miras_search.presets import preset
+    from miras_search.schema import ModelPoint
+
+    spec = preset("gated_deltanet").model_dump()
+    spec["bias"] = {"kind": "huber", "variant": "switch"}
+    switch = ModelPoint.model_validate(spec)
+    assert kernel_for(switch) is not None
+    assert shape_problem(switch, 128, 128, 64, torch.bfloat16) is None
+    assert "16..128 with the row-norm biases" in shape_problem(switch, 256, 256, 64, torch.bfloat16)
+    assert "16..64 with the row-norm biases" in shape_problem(switch, 128, 128, 64, torch.float32)
+    gdn = preset("gated_deltanet")
+    assert shape_problem(gdn, 256, 256, 64, torch.bfloat16) is None
+    assert "16..128 with this bias in fp32" in shape_problem(gdn, 256, 256, 64, torch.float32)
+    assert "16..256" in shape_problem(gdn, 512, 512, 64, torch.bfloat16)

@@ -297,24 +297,13 @@ def test_gpu_bf16(name, K, hidden, chunk):
 
 
 # ---- a kernel that does not fit the GPU falls back to the reference --------------------------
-class _TooBig:
-    """Stands in for a kernel launch that Triton refuses (OutOfResources)."""
-
-    def __getitem__(self, grid):
-        from triton.runtime.errors import OutOfResources
-
-        def launch(*args, **kwargs):
-            raise OutOfResources(300_000, 232_448, "shared memory")
-        return launch
-
-
 @pytest.mark.parametrize("which", ["_fwd_kernel", "_bwd_kernel"])
-def test_out_of_resources_falls_back_with_a_warning(monkeypatch, which):
+def test_out_of_resources_falls_back_with_a_warning(monkeypatch, refused_launch, which):
     from miras_search.kernels.mlp_chunk import chunk as mlp_chunk
 
     config, bias = NAMED["moneta"]
     x = make_inputs(1, 21, 1, 16, 32, bias.kind, config.retention)
-    monkeypatch.setattr(mlp_chunk, which, _TooBig())
+    monkeypatch.setattr(mlp_chunk, which, refused_launch)
     with pytest.warns(KernelFallbackWarning, match="does not fit this GPU"):
         check(x, config, bias, 16)
 

@@ -31,9 +31,12 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+from triton.runtime.errors import OutOfResources
 
 from ..bias import BIAS_KINDS, NORM_EPS, BiasConfig, KernelInputError, as_bias
-from ..limits import CHUNK_SIZES, matrix_dims_fit
+from ..fallback import reference_grads, warn_fallback
+from ..limits import CHUNK_SIZES, matrix_shape_problem
+from .naive import naive_chunk_matrix_memory
 
 _ALPHA_NONE, _ALPHA_HEAD, _ALPHA_CHANNEL = 0, 1, 2
 SAFE_LOG_DECAY = tl.constexpr(60.0)
@@ -585,8 +588,22 @@ def _bias_args(bias: BiasConfig) -> dict:
     }
 
 
+def _reference(bias: BiasConfig, chunk_size: int):
+    """The PyTorch reference in float32 (or wider), output in q's dtype: the fallback of a launch
+    that does not fit this GPU."""
+    def run(q, k, v, eta, alpha, theta, delta, w0):
+        wide = [x if x is None else x.to(torch.promote_types(x.dtype, torch.float32))
+                for x in (q, k, v, eta, alpha, theta, delta, w0)]
+        return naive_chunk_matrix_memory(*wide, bias=bias, chunk_size=chunk_size).to(q.dtype)
+    return run
+
+
 class ChunkMatrixMemory(torch.autograd.Function):
-    """autograd wrapper around the two kernels (inputs checked by chunk_matrix_memory)."""
+    """autograd wrapper around the two kernels (inputs checked by chunk_matrix_memory).
+
+    A launch that does not fit the GPU (Triton's OutOfResources) falls back to the PyTorch
+    reference for that call, with a KernelFallbackWarning.
+    """
 
     @staticmethod
     def forward(ctx, q, k, v, eta, alpha, theta, delta, w0, bias, chunk_size, split):
@@ -602,21 +619,30 @@ class ChunkMatrixMemory(torch.autograd.Function):
         saved_s = torch.empty(n_saved if theta is not None else 1, dtype=torch.float32, device=q.device)
         dummy = eta
         grid = (triton.cdiv(V, BV), B * H)
-        _fwd_kernel[grid](
-            q, k, v, eta, dummy if alpha is None else alpha, dummy if theta is None else theta,
-            dummy if delta is None else delta, dummy if w0 is None else w0, o, saved_w, saved_s,
-            T, H, K, V, NC, C=chunk_size, BK=BK, BV=BV, ALPHA=mode, MOMENTUM=theta is not None,
-            HAS_W0=w0 is not None, SAVE=save, LOWP=q.dtype == torch.bfloat16,
-            num_warps=warps, num_stages=1, **_bias_args(bias),
-        )
-        ctx.save_for_backward(q, k, v, eta, alpha, theta, delta, w0, saved_w, saved_s)
         ctx.bias, ctx.chunk_size, ctx.mode, ctx.split = bias, chunk_size, mode, split
+        ctx.fallback = False
+        try:
+            _fwd_kernel[grid](
+                q, k, v, eta, dummy if alpha is None else alpha, dummy if theta is None else theta,
+                dummy if delta is None else delta, dummy if w0 is None else w0, o, saved_w, saved_s,
+                T, H, K, V, NC, C=chunk_size, BK=BK, BV=BV, ALPHA=mode, MOMENTUM=theta is not None,
+                HAS_W0=w0 is not None, SAVE=save, LOWP=q.dtype == torch.bfloat16,
+                num_warps=warps, num_stages=1, **_bias_args(bias),
+            )
+        except OutOfResources as error:
+            warn_fallback("matrix-memory forward", error)
+            ctx.fallback = True
+            o = _reference(bias, chunk_size)(q, k, v, eta, alpha, theta, delta, w0)
+        ctx.save_for_backward(q, k, v, eta, alpha, theta, delta, w0, saved_w, saved_s)
         return o
 
     @staticmethod
     def backward(ctx, do):
         q, k, v, eta, alpha, theta, delta, w0, saved_w, saved_s = ctx.saved_tensors
         bias, C, mode = ctx.bias, ctx.chunk_size, ctx.mode
+        inputs = [q, k, v, eta, alpha, theta, delta, w0]
+        if ctx.fallback:
+            return (*reference_grads(_reference(bias, C), inputs, do), None, None, None)
         B, T, H, K = k.shape
         V = v.shape[-1]
         NC = triton.cdiv(T, C)
@@ -632,7 +658,7 @@ class ChunkMatrixMemory(torch.autograd.Function):
         ddelta = torch.empty((NV, *delta.shape) if delta is not None else (1,), **f32)
         dw0 = torch.empty(B, H, V, K, **f32)
         dummy = eta
-        inputs = (q, k, v, eta, dummy if alpha is None else alpha, dummy if theta is None else theta,
+        launch = (q, k, v, eta, dummy if alpha is None else alpha, dummy if theta is None else theta,
                   dummy if delta is None else delta, saved_w, saved_s, do.contiguous())
         grads = (dq, dk, dv, deta, dla, dlth, ddelta)
         scalars = dict(
@@ -640,13 +666,17 @@ class ChunkMatrixMemory(torch.autograd.Function):
             MOMENTUM=theta is not None, LOWP=q.dtype == torch.bfloat16, num_warps=warps,
             num_stages=1, **_bias_args(bias),
         )
-        if ctx.split:  # a sequential pass for the state gradient, then every chunk at once
-            saved_dw = torch.empty(B * H * NC * V * K, **f32)
-            saved_ds = torch.empty(B * H * NC * V * K if theta is not None else 1, **f32)
-            _bwd_state_kernel[(NV, B * H)](*inputs, saved_dw, saved_ds, dw0, **scalars)
-            _bwd_chunk_kernel[(NV, NC, B * H)](*inputs, saved_dw, saved_ds, *grads, **scalars)
-        else:
-            _bwd_kernel[(NV, B * H)](*inputs, *grads, dw0, **scalars)
+        try:
+            if ctx.split:  # a sequential pass for the state gradient, then every chunk at once
+                saved_dw = torch.empty(B * H * NC * V * K, **f32)
+                saved_ds = torch.empty(B * H * NC * V * K if theta is not None else 1, **f32)
+                _bwd_state_kernel[(NV, B * H)](*launch, saved_dw, saved_ds, dw0, **scalars)
+                _bwd_chunk_kernel[(NV, NC, B * H)](*launch, saved_dw, saved_ds, *grads, **scalars)
+            else:
+                _bwd_kernel[(NV, B * H)](*launch, *grads, dw0, **scalars)
+        except OutOfResources as error:
+            warn_fallback("matrix-memory backward", error)
+            return (*reference_grads(_reference(bias, C), inputs, do), None, None, None)
         g_alpha = None if alpha is None else (dla.sum(0) / alpha.float()).to(alpha.dtype)
         g_theta = None if theta is None else (dlth.sum(0) / theta.float()).to(theta.dtype)
         g_delta = None if delta is None else ddelta.sum(0).to(delta.dtype)
@@ -682,7 +712,8 @@ def chunk_matrix_memory(
     """Chunked matrix memory with Triton kernels (forward and backward).
 
     Args:
-        q, k: [B, T, H, K]; v: [B, T, H, V] (float32 or bfloat16; K, V in 16..256).
+        q, k: [B, T, H, K]; v: [B, T, H, V] (float32 or bfloat16; K, V in 16..256, see
+            kernels.limits.matrix_shape_problem).
         eta: [B, T, H] (> 0), the inner learning rate.
         alpha: [B, T, H] or [B, T, H, K] in (0, 1], or None (no retention).
         theta: [B, T, H] in (0, 1) for momentum, or None (gd). Not with channel-wise alpha.
@@ -715,16 +746,11 @@ def chunk_matrix_memory(
         _check("alpha", alpha, (B, T, H) if alpha.dim() == 3 else (B, T, H, K), floats)
     if chunk_size not in CHUNK_SIZES:
         raise KernelInputError(f"chunk_size must be 16, 32 or 64 for the Triton kernel, got {chunk_size}")
-    if not matrix_dims_fit(K, V):
-        raise KernelInputError(f"head dims K={K}, V={V} must lie in 16..256 for the Triton kernel")
+    problem = matrix_shape_problem(K, V, "bf16" if q.dtype == torch.bfloat16 else "fp32", bias.row_norm)
+    if problem is not None:
+        raise KernelInputError(problem)
     if theta is not None and alpha is not None and alpha.dim() == 4:
         raise KernelInputError("momentum (theta) with channel-wise alpha has no Triton kernel; use a per-head alpha")
-    if bias.row_norm and q.dtype == torch.float32 and max(K, V) > 64:
-        # the whole-row V tile of these biases overflows shared memory in the fp32 backward
-        raise KernelInputError(
-            f"bias {bias.kind!r} with float32 inputs supports K, V <= 64 in the Triton kernel, "
-            f"got K={K}, V={V}; pass bfloat16 inputs or use the PyTorch chunked form"
-        )
     if bias.needs_delta and delta is None:
         raise KernelInputError(f"bias {bias.kind!r} needs the Huber threshold tensor delta [B, T, H]")
     args = [x.contiguous() if x is not None else None for x in (q, k, v, eta, alpha, theta, delta, initial_state)]

@@ -19,14 +19,13 @@ dim and HD the hidden dim; both are powers of two, so no tile is padded.
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 import triton
 import triton.language as tl
 from triton.runtime.errors import OutOfResources
 
-from ..bias import BiasConfig, KernelFallbackWarning, KernelInputError, as_bias
+from ..bias import BiasConfig, KernelInputError, as_bias
+from ..fallback import reference_grads, warn_fallback
 from ..limits import CHUNK_SIZES, mlp_shape_problem
 from ..matrix_chunk.chunk import _bias_args, _check, _mm, _phi, _phi_bwd
 from .naive import LN_EPS, LQ_FLOOR, MlpMemoryConfig, chunk_mlp_from_state, initial_state, segments
@@ -631,27 +630,12 @@ def compile_specs(config: MlpMemoryConfig, bias: BiasConfig, K: int, HD: int, ch
     ]
 
 
-def _warn_fallback(error: OutOfResources, where: str) -> None:
-    warnings.warn(
-        f"the MLP-memory Triton {where} kernel does not fit this GPU ({error}); this call runs "
-        "the PyTorch chunked form instead (same math, slower)",
-        KernelFallbackWarning,
-        stacklevel=3,
-    )
-
-
 def _reference_grads(ctx, do: torch.Tensor) -> tuple:
     """Gradients from the PyTorch reference, recomputed (used when a kernel does not fit)."""
-    inputs = list(ctx.saved_tensors[:9])  # q, k, v, eta, alpha, theta, delta, x1, x2
-    leaves = [x.detach().requires_grad_() if x is not None else None for x in inputs]
-    q, k, v, eta, alpha, theta, delta, x1, x2 = leaves
-    with torch.enable_grad():
-        o = chunk_mlp_from_state(q, k, v, eta, x1, x2, alpha, delta, theta,
-                                 ctx.config, ctx.bias, ctx.chunk_size)
-        wanted = [x for x in leaves if x is not None]
-        got = iter(torch.autograd.grad(o, wanted, do, allow_unused=True))
-    grads = [next(got) if x is not None else None for x in leaves]
-    return (*grads, None, None, None)
+    def reference(q, k, v, eta, alpha, theta, delta, x1, x2):
+        return chunk_mlp_from_state(q, k, v, eta, x1, x2, alpha, delta, theta,
+                                    ctx.config, ctx.bias, ctx.chunk_size)
+    return (*reference_grads(reference, list(ctx.saved_tensors[:9]), do), None, None, None)
 
 
 class ChunkMlpMemory(torch.autograd.Function):
@@ -682,7 +666,7 @@ class ChunkMlpMemory(torch.autograd.Function):
                 SAVE=save, num_warps=_num_warps(K, HD, False), num_stages=1, **scalars,
             )
         except OutOfResources as error:
-            _warn_fallback(error, "forward")
+            warn_fallback("MLP-memory forward", error)
             ctx.fallback = True
             o = chunk_mlp_from_state(q, k, v, eta, x1, x2, alpha, delta, theta, config, bias, chunk_size)
         ctx.save_for_backward(q, k, v, eta, alpha, theta, delta, x1, x2, *saved, start, size)
@@ -709,7 +693,7 @@ class ChunkMlpMemory(torch.autograd.Function):
                 num_warps=_num_warps(K, HD, True), num_stages=1, **scalars,
             )
         except OutOfResources as error:
-            _warn_fallback(error, "backward")
+            warn_fallback("MLP-memory backward", error)
             return _reference_grads(ctx, do)
         g_alpha = None if alpha is None else (dla / alpha.float()).to(alpha.dtype)
         g_theta = None if theta is None else (dlth / theta.float()).to(theta.dtype)
