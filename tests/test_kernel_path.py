@@ -86,3 +86,19 @@ def test_forced_kernel_runs_under_the_interpreter_and_matches_pytorch(name):
     rule, (q, k, v), gates, params = _inputs(name, "cpu", T=21)
     q.requires_grad_(True)
     _assert_kernel_matches_pytorch(rule, q, k, v, gates, params)
+
+
+def test_kernel_problem_says_which_path_a_call_takes():
+    from miras_search.memory.kernel_path import kernel_problem
+
+    rule, (q, _, v), _, _ = _inputs("gated_deltanet", "cpu")
+    assert kernel_problem(rule, q, v, 16, "torch") == "train.kernel is 'torch'"
+    assert "not recurrent / minibatch" in kernel_problem(rule, q, v, 16, "auto", mode="recurrent")
+    assert "chunk_size 8" in kernel_problem(rule, q, v, 8, "triton")
+    if CUDA:
+        assert kernel_problem(rule, q.cuda(), v.cuda(), 16, "auto") is None
+    else:
+        assert kernel_problem(rule, q, v, 16, "auto") == "the inputs are not on a CUDA device"
+        assert kernel_problem(rule, q, v, 16, "triton") is None  # forced: the interpreter runs it
+    attention = MemoryRule.from_point(preset("transformer"))
+    assert kernel_problem(attention, q, v, 16, "auto") == "the layer is softmax attention"

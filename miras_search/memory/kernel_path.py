@@ -50,6 +50,19 @@ def _find_kernel(rule: MemoryRule, q: Tensor, v: Tensor, chunk_size: int,
     return (None, reason) if reason is not None else (run, None)
 
 
+def kernel_problem(rule: MemoryRule, q: Tensor, v: Tensor, chunk_size: int, kernel: KernelChoice,
+                   mode: str = "chunked", chunk_form: str = "minibatch") -> str | None:
+    """None when ``memory_forward`` with these settings runs on a Triton kernel, else why it runs
+    the PyTorch form (e.g. for a trial's report of which path its memory layers took)."""
+    if rule.is_attention:
+        return "the layer is softmax attention"
+    if kernel == "torch":
+        return "train.kernel is 'torch'"
+    if mode != "chunked" or chunk_form != "minibatch":
+        return f"the kernels implement the chunked minibatch form, not {mode} / {chunk_form}"
+    return _find_kernel(rule, q, v, chunk_size, forced=kernel == "triton")[1]
+
+
 def kernel_forward(rule: MemoryRule, q: Tensor, k: Tensor, v: Tensor, gates: MemoryGates,
                    params: list[Tensor], chunk_size: int, kernel: KernelChoice) -> Tensor | None:
     """The kernel's output o: [B, T, H, V], or None when the PyTorch form should run instead."""

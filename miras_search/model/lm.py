@@ -110,6 +110,11 @@ class MirasLM(nn.Module):
     def memory_mixers(self) -> list[MemoryMixer]:
         return [m for m in self.modules() if isinstance(m, MemoryMixer)]
 
+    def kernel_problems(self) -> list[str | None]:
+        """Per memory layer, after a forward: None where it ran on a Triton kernel, else why it
+        ran the PyTorch form."""
+        return [mixer.kernel_problem for mixer in self.memory_mixers()]
+
     def set_memory_form(
         self, mode: str | None = None, chunk_size: int | None = None, chunk_form: str | None = None
     ) -> None:

@@ -12,6 +12,7 @@ from torch import nn
 
 from miras_search.errors import UnsupportedPoint
 from miras_search.memory import MemoryGates, MemoryRule, memory_forward, softmax_attention
+from miras_search.memory.kernel_path import kernel_problem
 from miras_search.model.gates import GATE_NAMES, GateProducer
 from miras_search.model.layers import ShortConv, rotary
 from miras_search.schema import Gate, ModelPoint
@@ -77,6 +78,8 @@ class MemoryMixer(nn.Module):
         self.chunk_size = point.train.chunk_size
         self.chunk_form = resolved_chunk_form(point)
         self.kernel = point.train.kernel
+        self.kernel_problem: str | None = None
+        """After a forward: None if the memory ran on a Triton kernel, else why it ran PyTorch."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, length, _ = x.shape
@@ -93,6 +96,8 @@ class MemoryMixer(nn.Module):
             wide = x.to(torch.promote_types(x.dtype, torch.float32))
             produced = {name: producer(wide) for name, producer in self.gates.items()}
         gates = MemoryGates(**{name: produced.get(name) for name in GATE_NAMES})
+        self.kernel_problem = kernel_problem(self.rule, q, val, self.chunk_size, self.kernel, self.mode,
+                                             self.chunk_form)
         o = memory_forward(
             self.rule, q, key, val, gates, list(self.memory_params),
             mode=self.mode, chunk_size=self.chunk_size, chunk_form=self.chunk_form, kernel=self.kernel,

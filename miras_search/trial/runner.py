@@ -7,6 +7,7 @@ exception: it comes back as a failed TrialResult with its reason and what was me
 from __future__ import annotations
 
 import contextlib
+import logging
 import resource
 import time
 from collections.abc import Callable, Iterator
@@ -29,6 +30,8 @@ from miras_search.trial.config import TrialConfig
 from miras_search.trial.evaluate import evaluate
 from miras_search.trial.result import FailureKind, TrialFailed, TrialResult
 from miras_search.validation import problems_from
+
+log = logging.getLogger(__name__)
 
 Reporter = Callable[[int, float], bool | None]
 """Called as ``report(step, training_loss)`` every ``report_every`` steps; False stops (prunes)."""
@@ -119,6 +122,19 @@ def _failed(kind: FailureKind, reason: str, metrics: dict[str, float],
     return TrialResult("failed", metrics, curve, failure=kind, reason=reason)
 
 
+def _record_kernel_use(model: torch.nn.Module, device: torch.device, metrics: dict[str, float]) -> None:
+    """metrics['kernel_share']: the share of memory layers that trained on a Triton kernel (so
+    that tokens/s of points compare knowingly); on a GPU, a warning says why any did not."""
+    problems = model.kernel_problems() if hasattr(model, "kernel_problems") else []
+    if not problems:
+        return
+    metrics["kernel_share"] = sum(problem is None for problem in problems) / len(problems)
+    reasons = sorted({problem for problem in problems if problem is not None})
+    if device.type == "cuda" and reasons:
+        log.warning("%d of %d memory layers ran the PyTorch form: %s", sum(p is not None for p in problems),
+                    len(problems), "; ".join(reasons))
+
+
 def _run(point: ModelPoint, config: TrialConfig, report: Reporter | None,
          progress: Callable[[StepInfo], None] | None, device_choice: str | torch.device | None, metrics: dict[str, float],
          curve: list[tuple[int, float]], started: float) -> str:
@@ -162,6 +178,7 @@ def _run(point: ModelPoint, config: TrialConfig, report: Reporter | None,
         return True
 
     trained = train_tokens(point, batches, steps=train.steps, on_step=on_step, device=device, model=model)
+    _record_kernel_use(model, device, metrics)
     metrics["tokens"] = float(trained.tokens)
     metrics["tokens_per_s"] = trained.tokens_per_s
     metrics["train_s"] = trained.seconds
