@@ -21,11 +21,12 @@ parallel=()
 python -c "import xdist" 2>/dev/null && parallel=(-n "$workers")
 
 # 1. correctness on the GPU: the MLP kernel's named models at odd lengths, its widest fp32 / bf16
-#    shapes and the model paths; the matrix kernel's GPU-only cases (bf16, split backward)
+#    shapes and the model paths (a trial's layers on the kernel under bf16 autocast); the matrix
+#    kernel's GPU-only cases (bf16, widest heads, split backward)
 start=$SECONDS
 timeout -k 10 270 python -m pytest -v -p no:cacheprovider "${parallel[@]}" \
     tests/test_kernels_mlp.py tests/test_kernel_path.py tests/test_kernels_matrix.py \
-    -k "named_models or gpu_ or forced or language or saturated or on_gpu" \
+    -k "named_models or gpu_ or forced or language or saturated or on_gpu or kernel_problem or trials_report" \
     2>&1 | tee "$out/gpu_tests.txt" | tail -30
 echo "# tests: $((SECONDS - start)) s" | tee -a "$out/gpu.txt"
 

@@ -102,3 +102,22 @@ def test_kernel_problem_says_which_path_a_call_takes():
         assert kernel_problem(rule, q, v, 16, "triton") is None  # forced: the interpreter runs it
     attention = MemoryRule.from_point(preset("transformer"))
     assert kernel_problem(attention, q, v, 16, "auto") == "the layer is softmax attention"
+
+
+def test_trials_report_which_memory_layers_ran_a_kernel():
+    """kernel_share: on this CPU the memory layers run the PyTorch form (auto needs CUDA), on a
+    GPU the covered point runs its kernel in every layer (bf16 autocast). Points with no memory
+    layer report none. (Here rather than in test_trial.py: the GPU machine lacks the study stack.)"""
+    from miras_search.schema import ModelPoint
+    from miras_search.trial import TrialConfig, run_trial
+
+    config = TrialConfig.model_validate({"data": [{"task": "text"}], "tokens": 1024, "batch_size": 4,
+                                         "seq_len": 32, "eval_batches": 1})
+    results = {}
+    for name in ("moneta", "transformer"):
+        spec = preset(name).model_dump()
+        spec["block"].update({"d_model": 32, "n_heads": 2, "n_layers": 1, "max_seq_len": 512})
+        results[name] = run_trial(ModelPoint.model_validate(spec), config)
+        assert results[name].ok, results[name].reason
+    assert results["moneta"].metrics["kernel_share"] == (1.0 if CUDA else 0.0)
+    assert "kernel_share" not in results["transformer"].metrics

@@ -156,12 +156,3 @@ def test_a_budget_smaller_than_one_batch_fails_with_a_readable_reason():
     assert "train: tokens (10) must cover at least one batch" in result.reason
     assert "pydantic" not in result.reason
 
-
-def test_kernel_share_reports_which_memory_layers_ran_a_kernel():
-    """On this CPU the memory layers run the PyTorch form (auto needs CUDA): share 0; on a GPU
-    the covered point runs its kernel in every layer. Points with no memory layer report none."""
-    moneta = run_trial(tiny("moneta"), TINY)
-    assert moneta.ok, moneta.reason
-    assert moneta.metrics["kernel_share"] == (1.0 if torch.cuda.is_available() else 0.0)
-    transformer = run_trial(tiny("transformer"), TINY)
-    assert transformer.ok and "kernel_share" not in transformer.metrics
