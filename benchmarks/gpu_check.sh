@@ -12,19 +12,20 @@
 set -uo pipefail
 out="${1:?usage: bash benchmarks/gpu_check.sh OUT_DIR [WORKERS]}"
 workers="${2:-8}"
+py="${PYTHON:-python3}"
 mkdir -p "$out"
 {
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-    python -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
+    "$py" -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
 } 2>&1 | tee "$out/gpu.txt"
 parallel=()
-python -c "import xdist" 2>/dev/null && parallel=(-n "$workers")
+"$py" -c "import xdist" 2>/dev/null && parallel=(-n "$workers")
 
 # 1. correctness on the GPU: the MLP kernel's named models at odd lengths, its widest fp32 / bf16
 #    shapes and the model paths (a trial's layers on the kernel under bf16 autocast); the matrix
 #    kernel's GPU-only cases (bf16, widest heads, split backward)
 start=$SECONDS
-timeout -k 10 270 python -m pytest -v -p no:cacheprovider "${parallel[@]}" \
+timeout -k 10 270 "$py" -m pytest -v -p no:cacheprovider "${parallel[@]}" \
     tests/test_kernels_mlp.py tests/test_kernel_path.py tests/test_kernels_matrix.py \
     -k "named_models or gpu_ or forced or language or saturated or on_gpu or kernel_problem or trials_report" \
     2>&1 | tee "$out/gpu_tests.txt" | tail -30
@@ -34,6 +35,6 @@ echo "# tests: $((SECONDS - start)) s" | tee -a "$out/gpu.txt"
 #    Gated DeltaNet within 1.5x of fla at T=2048/8192, D=64/128); the matrix table's PyTorch
 #    baselines are in benchmarks/RESULTS.md already
 start=$SECONDS
-timeout -k 10 300 python benchmarks/kernels.py --jobs "$workers" --no-pytorch --bypass-fla-guard \
+timeout -k 10 300 "$py" benchmarks/kernels.py --jobs "$workers" --no-pytorch --bypass-fla-guard \
     --out "$out/kernels_gpu.md" 2>&1 | tee "$out/kernels_log.txt" | grep -v "^# compiled"
 echo "# timings: $((SECONDS - start)) s" | tee -a "$out/gpu.txt"
