@@ -155,4 +155,3 @@ def test_a_budget_smaller_than_one_batch_fails_with_a_readable_reason():
     assert result.failure == "build"
     assert "train: tokens (10) must cover at least one batch" in result.reason
     assert "pydantic" not in result.reason
-
