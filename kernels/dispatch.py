@@ -17,6 +17,7 @@ import torch
 
 from .bias import BiasConfig
 from .limits import CHUNK_SIZES, matrix_shape_problem, mlp_shape_problem
+from .precision import matrix_precision, mlp_precision, products
 
 _GRAD_CLASS_KIND = {
     "DotGrad": "dot", "L2Grad": "l2", "LpGrad": "lp", "HuberGrad": "huber", "RobustGrad": "robust",
@@ -141,12 +142,15 @@ def kernel_for(rule: Any) -> Callable[..., Any] | None:
 def shape_problem(rule: Any, key_dim: int, value_dim: int, chunk_size: int,
                   dtype: torch.dtype = torch.bfloat16) -> str | None:
     """Why the covered point's kernel cannot take these head dims / chunk size at inputs of
-    ``dtype`` (None: it can)."""
+    ``dtype`` (None: it can); the limits depend on the precision of its products
+    (kernels.precision)."""
     if chunk_size not in CHUNK_SIZES:
         return f"chunk_size {chunk_size} is not one of the kernel's {CHUNK_SIZES}"
-    precision = "bf16" if dtype == torch.bfloat16 else "fp32"
-    if _kind(rule.memory) == "mlp":
-        hidden = _network(rule)[3] * key_dim
-        return mlp_shape_problem(key_dim, hidden, chunk_size, precision)
     bias = bias_config(rule.bias)
-    return matrix_shape_problem(key_dim, value_dim, precision, bias is not None and bias.row_norm)
+    bias_kind = bias.kind if bias is not None else ""
+    if _kind(rule.memory) == "mlp":
+        _, _, layer_norm, expansion = _network(rule)
+        operands = products(mlp_precision(dtype, layer_norm, _retention_config(rule)[0], bias_kind))
+        return mlp_shape_problem(key_dim, expansion * key_dim, chunk_size, operands)
+    operands = products(matrix_precision(dtype, bias_kind))
+    return matrix_shape_problem(key_dim, value_dim, operands, bias is not None and bias.row_norm)

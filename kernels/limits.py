@@ -5,7 +5,8 @@ from __future__ import annotations
 CHUNK_SIZES = (16, 32, 64)
 MATRIX_MIN_DIM = 16
 MATRIX_MAX_DIM = {"bf16": {"tiled": 256, "row_norm": 128}, "fp32": {"tiled": 128, "row_norm": 64}}
-"""Largest K, V of the matrix-memory kernel, by input dtype and bias. The row-norm biases
+"""Largest K, V of the matrix-memory kernel, by the precision of its products (bf16 operands, or
+fp32 ones: see kernels.precision) and the bias. The row-norm biases
 (huber_norm, huber_switch, robust) keep whole value rows on chip; the others tile V. Measured
 with compile_check on sm_90 (an H100 allows 227 KiB of shared memory per program): at
 K = V = 256, chunk 64, the tiled biases need 68 to 148 KiB in bf16 but up to 240 (gla's
@@ -17,16 +18,20 @@ MLP_MAX_TILES = {
     "bf16": {"chunk x (K + hidden)": 10240, "K x hidden": 16384},
     "fp32": {"chunk x (K + hidden)": 5120, "K x hidden": 4096},
 }
-"""Largest tiles (elements) of the MLP-memory kernel, by input dtype.
+"""Largest tiles (elements) of the MLP-memory kernel, by the precision of its products (bf16
+operands, or fp32 ones: fp32 inputs, and bf16 inputs whose math needs them, see
+kernels.precision; 'tf32x3' products needed no more room than fp32 'ieee' ones where measured).
 
 A program keeps W1, W2 [hidden, K] (and with momentum their momenta) and the segment's
-[chunk, hidden] and [chunk, K] activations on chip. Past these sizes the backward needs more shared memory than an H100 has (227 KiB), or more
-registers than ptxas can give one instruction (K=128, hidden=512); fp32 takes more than twice
+[chunk, hidden] and [chunk, K] activations on chip. Past these sizes the backward needs more
+shared memory than an H100 has (227 KiB), or more registers than ptxas can give one instruction
+(K=128, hidden=512); fp32 operands take more than twice
 bf16's room (its matrix products run on FMA layouts, not tensor cores). Measured for the named
 models on sm_90 with Triton 3.9 (compile_check, no GPU needed): Titans at K=64, hidden 128,
 chunk 64 (chunk x (K + hidden) = 12288) needs 264 KiB, K=64 / hidden 256 / chunk 32 (10240) at
-most 172 KiB; benchmarks/results/kernel_resources_sm90.md lists the widest admitted shapes. A smaller GPU that refuses a launch
-inside these bounds gets the PyTorch form with a KernelFallbackWarning.
+most 172 KiB; with tf32x3 products K=64 / hidden 256 needs 290 to 328 KiB already at chunk 16.
+benchmarks/results/kernel_resources_sm90.md lists the widest admitted shapes. A smaller GPU that
+refuses a launch inside these bounds gets the PyTorch form with a KernelFallbackWarning.
 """
 
 
@@ -35,32 +40,30 @@ def _tile_size(n: int) -> bool:
     return n >= 16 and n & (n - 1) == 0
 
 
-def matrix_shape_problem(key_dim: int, value_dim: int, dtype: str, row_norm: bool) -> str | None:
-    """Why the matrix-memory kernel cannot take these head dims at ``dtype`` ('bf16' or 'fp32')
-    inputs with a row-norm bias or not, or None when it can."""
-    widest = MATRIX_MAX_DIM[dtype]["row_norm" if row_norm else "tiled"]
+def matrix_shape_problem(key_dim: int, value_dim: int, products: str, row_norm: bool) -> str | None:
+    """Why the matrix-memory kernel cannot take these head dims with ``products`` ('bf16' or
+    'fp32' operands) and a row-norm bias or not, or None when it can."""
+    widest = MATRIX_MAX_DIM[products]["row_norm" if row_norm else "tiled"]
     if min(key_dim, value_dim) >= MATRIX_MIN_DIM and max(key_dim, value_dim) <= widest:
         return None
     biases = "the row-norm biases (huber_norm, huber_switch, robust)" if row_norm else "this bias"
-    hint = "" if dtype == "bf16" else f"; bf16 inputs take up to {MATRIX_MAX_DIM['bf16']['row_norm' if row_norm else 'tiled']}"
     return (
-        f"the matrix-memory kernel takes K, V in {MATRIX_MIN_DIM}..{widest} with {biases} in "
-        f"{dtype}, got K={key_dim}, V={value_dim}{hint}"
+        f"the matrix-memory kernel takes K, V in {MATRIX_MIN_DIM}..{widest} with {biases} and "
+        f"{products} products, got K={key_dim}, V={value_dim}"
     )
 
 
-def mlp_shape_problem(key_dim: int, hidden: int, chunk_size: int, dtype: str) -> str | None:
-    """Why the MLP-memory kernel cannot take this head dim K, hidden dim and chunk size at
-    ``dtype`` ('bf16' or 'fp32') inputs, or None when it can."""
+def mlp_shape_problem(key_dim: int, hidden: int, chunk_size: int, products: str) -> str | None:
+    """Why the MLP-memory kernel cannot take this head dim K, hidden dim and chunk size with
+    ``products`` ('bf16' or 'fp32' operands), or None when it can."""
     if not (_tile_size(key_dim) and _tile_size(hidden)):
         return f"the MLP-memory kernel needs K and the hidden dim powers of two >= 16; got K={key_dim}, hidden={hidden}"
     sizes = {"chunk x (K + hidden)": chunk_size * (key_dim + hidden), "K x hidden": key_dim * hidden}
     for name, elements in sizes.items():
-        if elements > MLP_MAX_TILES[dtype][name]:
-            hint = "" if dtype == "bf16" else ", or bf16 inputs"
+        if elements > MLP_MAX_TILES[products][name]:
             return (
                 f"the MLP-memory kernel's {name} tile ({elements} elements at K={key_dim}, "
-                f"hidden={hidden}, chunk {chunk_size}) does not fit on chip in {dtype}: at most "
-                f"{MLP_MAX_TILES[dtype][name]} (try a smaller chunk or hidden dim{hint})"
+                f"hidden={hidden}, chunk {chunk_size}) does not fit on chip with {products} "
+                f"products: at most {MLP_MAX_TILES[products][name]} (try a smaller chunk or hidden dim)"
             )
     return None

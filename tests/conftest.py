@@ -47,3 +47,36 @@ class _RefusedLaunch:
 @pytest.fixture
 def refused_launch() -> _RefusedLaunch:
     return _RefusedLaunch()
+
+
+@pytest.fixture
+def bf16_interpreter(monkeypatch):
+    """Triton's interpreter as a GPU treats bf16: it truncates fp32 -> bf16 casts (a GPU rounds
+    to nearest even) and multiplies bf16 dot operands as their raw 16-bit patterns (it widens
+    only fp8 ones), which made every bf16 kernel path untestable on a CPU. Patched here for the
+    test's duration; on a GPU (no interpreter) this does nothing."""
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        yield
+        return
+    import numpy as np
+    import triton.language as tl
+    from triton.runtime import interpreter
+
+    builder = interpreter.InterpreterBuilder
+    cast, dot = builder.cast_impl, builder.create_dot
+
+    def cast_impl(self, src, dst_type):
+        if src.dtype.scalar == tl.float32 and dst_type.scalar == tl.bfloat16:
+            bits = np.ascontiguousarray(src.data, dtype=np.float32).view(np.uint32)
+            nearest_even = (bits >> np.uint32(16)) & np.uint32(1)
+            rounded = ((bits + np.uint32(0x7FFF) + nearest_even) >> np.uint32(16)).astype(np.uint16)
+            return interpreter.TensorHandle(rounded, tl.bfloat16)
+        return cast(self, src, dst_type)
+
+    def create_dot(self, a, b, *rest):
+        a, b = (cast(self, x, tl.float32) if x.dtype.scalar == tl.bfloat16 else x for x in (a, b))
+        return dot(self, a, b, *rest)
+
+    monkeypatch.setattr(builder, "cast_impl", cast_impl)
+    monkeypatch.setattr(builder, "create_dot", create_dot)
+    yield

@@ -37,15 +37,18 @@ MLP_CASES = {  # MlpMemoryConfig, bias, K, hidden, chunk, momentum, dtype
     "yaad-fp32": 'MlpMemoryConfig("gelu", True, "l2"), BiasConfig("huber_switch"), 16, 64, 16, False, torch.float32',
     "memora-bf16": 'MlpMemoryConfig("gelu", True, "kl"), BiasConfig("l2"), 16, 64, 32, False, torch.bfloat16',
     "titans-fp32": 'MlpMemoryConfig("silu", False, "l2"), BiasConfig("l2"), 16, 64, 16, True, torch.float32',
-    # the widest tiles kernels.limits admits (test_widest_cases_sit_on_the_limits)
-    "memora-bf16-widest": 'MlpMemoryConfig("gelu", True, "kl"), BiasConfig("l2"), 64, 256, 32, False, torch.bfloat16',
-    "moneta-fp32-widest": 'MlpMemoryConfig("gelu", True, "lq", q=4.0), BiasConfig("lp"), 32, 128, 32, False, torch.float32',
+    # the widest tiles kernels.limits admits (test_widest_cases_sit_on_the_limits): bf16
+    # products (no LayerNorm), tf32x3 products (bf16 inputs, LayerNorm) and fp32 ones
+    "l2-bf16-products-widest": 'MlpMemoryConfig("silu", False, "l2"), BiasConfig("l2"), 64, 256, 32, False, torch.bfloat16',
+    "memora-bf16-tf32x3-widest": 'MlpMemoryConfig("gelu", True, "kl"), BiasConfig("l2"), 32, 128, 32, False, torch.bfloat16',
+    "titans-fp32-widest": 'MlpMemoryConfig("gelu", True, "l2"), BiasConfig("l2"), 32, 128, 32, True, torch.float32',
 }
-WIDEST = {"memora-bf16-widest": (64, 256, 32, "bf16"), "moneta-fp32-widest": (32, 128, 32, "fp32")}
+WIDEST = {"l2-bf16-products-widest": (64, 256, 32, "bf16"), "memora-bf16-tf32x3-widest": (32, 128, 32, "fp32"),
+          "titans-fp32-widest": (32, 128, 32, "fp32")}
 MATRIX_CASES = {  # bias, K, V, chunk, alpha, momentum, dtype[, backward]
     "gated_deltanet-bf16": 'BiasConfig("l2"), 64, 64, 64, "head", False, torch.bfloat16',
     "gla-channel-fp32": 'BiasConfig("dot"), 32, 32, 16, "channel", False, torch.float32',
-    "huber_switch-momentum-bf16": 'BiasConfig("huber_switch"), 32, 32, 32, "head", True, torch.bfloat16',
+    "huber_switch-momentum-bf16-tf32x3": 'BiasConfig("huber_switch"), 64, 64, 64, "head", True, torch.bfloat16',
     "split-backward-momentum-bf16": 'BiasConfig("l2"), 64, 64, 64, "head", True, torch.bfloat16, "split"',
 }
 

@@ -72,10 +72,11 @@ def check(inputs, bias, chunk_size, dtype=torch.float32, tol=5e-3, backward="fus
     """Run kernel (dtype, on DEVICE) and float64 reference; compare o and all gradients."""
     names = [n for n in NAMES if inputs[n] is not None]
     fast = {n: inputs[n].to(DEVICE, dtype).requires_grad_() for n in names}
-    ref = {n: inputs[n].clone().requires_grad_() for n in names}
+    # the reference sees the kernel's own inputs: rounded to dtype, then computed in float64
+    ref = {n: inputs[n].to(dtype).double().requires_grad_() for n in names}
     o = chunk_matrix_memory(**fast, bias=bias, chunk_size=chunk_size, backward=backward)
     o_ref = naive_chunk_matrix_memory(**ref, bias=bias, chunk_size=chunk_size)
-    do = torch.randn(o_ref.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    do = torch.randn(o_ref.shape, generator=torch.Generator().manual_seed(1)).to(dtype).double()
     grads = torch.autograd.grad(o, [fast[n] for n in names], do.to(DEVICE, dtype))
     grads_ref = torch.autograd.grad(o_ref, [ref[n] for n in names], do)
     assert o.dtype == dtype and o.shape == o_ref.shape
@@ -158,6 +159,15 @@ def test_chunk_32_and_unequal_dims(bias, alpha, momentum):
     check(make_inputs(2, 45, 1, 20, 24, bias, alpha, momentum), bias, 32)
 
 
+# ---- bf16 inputs (on a CPU through the interpreter, patched to round and multiply as a GPU) ---
+@pytest.mark.usefixtures("bf16_interpreter")
+@pytest.mark.parametrize("bias", BIAS_KINDS)
+@pytest.mark.parametrize(("alpha", "momentum"), [("head", True), ("channel", False)])
+def test_bf16_every_bias(bias, alpha, momentum):
+    """bf16 products, tf32x3 for the sharp Huber biases (kernels.precision)."""
+    check(make_inputs(1, 37, 2, 16, 16, bias, alpha, momentum), bias, 16, torch.bfloat16, 2e-2)
+
+
 # ---- GPU: realistic dims, bf16 ---------------------------------------------------------------
 GPU_GATES = [("head", False), ("channel", False), ("head", True)]
 
@@ -185,11 +195,11 @@ def test_gpu_lengths_and_chunks(T, chunk_size):
 
 
 @gpu_only
-@pytest.mark.parametrize("bias", ["dot", "l2", "lp", "huber_norm", "robust"])
+@pytest.mark.parametrize("bias", BIAS_KINDS)
 @pytest.mark.parametrize(("alpha", "momentum"), [("head", False), ("channel", False), ("head", True)])
 def test_gpu_bf16(bias, alpha, momentum):
-    """Continuous biases only: huber_switch jumps at ||e|| = delta (and coordinate Huber's
-    derivative at |e_i| = delta), so bf16 rounding flips branches and moves results by percents."""
+    """Every bias: huber_switch and huber_coordinate (whose derivatives jump, so that bf16
+    operands flipped branches and moved results by percents) take tf32x3 products."""
     check(make_inputs(2, 100, 2, 64, 64, bias, alpha, momentum), bias, 32, torch.bfloat16, 2e-2)
 
 
@@ -229,7 +239,7 @@ def test_bad_inputs_name_the_field():
     with pytest.raises(KernelInputError, match="bias kind"):
         chunk_matrix_memory(**x, bias="cosine", chunk_size=16)
     wide = {n: (t.float() if t is not None else None) for n, t in make_inputs(1, 5, 1, 64, 128, "robust").items()}
-    with pytest.raises(KernelInputError, match=r"K, V in 16\.\.64 with the row-norm biases .* in fp32"):
+    with pytest.raises(KernelInputError, match=r"K, V in 16\.\.64 with the row-norm biases .* and fp32 products"):
         chunk_matrix_memory(**wide, bias="robust", chunk_size=16)
     channel = make_inputs(1, 5, 1, 16, 16, alpha="channel", momentum=True)
     with pytest.raises(KernelInputError, match="channel-wise alpha"):
@@ -300,10 +310,14 @@ def test_shape_problem_keeps_row_norm_biases_to_the_rows_that_fit():
     spec["bias"] = {"kind": "huber", "variant": "switch"}
     switch = ModelPoint.model_validate(spec)
     assert kernel_for(switch) is not None
-    assert shape_problem(switch, 128, 128, 64, torch.bfloat16) is None
-    assert "16..128 with the row-norm biases" in shape_problem(switch, 256, 256, 64, torch.bfloat16)
-    assert "16..64 with the row-norm biases" in shape_problem(switch, 128, 128, 64, torch.float32)
+    assert shape_problem(switch, 64, 64, 64, torch.bfloat16) is None
+    # huber_switch takes fp32-accurate (tf32x3) products, which need fp32's room
+    assert "16..64 with the row-norm biases" in shape_problem(switch, 128, 128, 64, torch.bfloat16)
+    norm = ModelPoint.model_validate(spec | {"bias": {"kind": "huber", "variant": "norm"}})
+    assert shape_problem(norm, 128, 128, 64, torch.bfloat16) is None
+    assert "and bf16 products" in shape_problem(norm, 256, 256, 64, torch.bfloat16)
+    assert "and fp32 products" in shape_problem(norm, 128, 128, 64, torch.float32)
     gdn = preset("gated_deltanet")
     assert shape_problem(gdn, 256, 256, 64, torch.bfloat16) is None
-    assert "16..128 with this bias in fp32" in shape_problem(gdn, 256, 256, 64, torch.float32)
+    assert "16..128 with this bias and fp32 products" in shape_problem(gdn, 256, 256, 64, torch.float32)
     assert "16..256" in shape_problem(gdn, 512, 512, 64, torch.bfloat16)

@@ -79,10 +79,11 @@ def check(inputs, config, bias, chunk_size, dtype=torch.float32, tol=5e-3):
     """Kernel (dtype, on DEVICE) against the float64 reference: o and every gradient."""
     names = [n for n in NAMES if inputs[n] is not None]
     fast = {n: inputs[n].to(DEVICE, dtype).requires_grad_() for n in names}
-    ref = {n: inputs[n].clone().requires_grad_() for n in names}
+    # the reference sees the kernel's own inputs: rounded to dtype, then computed in float64
+    ref = {n: inputs[n].to(dtype).double().requires_grad_() for n in names}
     o = chunk_mlp_memory(**fast, config=config, bias=bias, chunk_size=chunk_size)
     o_ref = naive_chunk_mlp_memory(**ref, config=config, bias=bias, chunk_size=chunk_size)
-    do = torch.randn(o_ref.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    do = torch.randn(o_ref.shape, generator=torch.Generator().manual_seed(1)).to(dtype).double()
     grads = torch.autograd.grad(o, [fast[n] for n in names], do.to(DEVICE, dtype))
     grads_ref = torch.autograd.grad(o_ref, [ref[n] for n in names], do)
     assert o.dtype == dtype and o.shape == o_ref.shape
@@ -223,14 +224,17 @@ def test_shape_problem_names_the_dims():
     assert shape_problem(rule, 16, 16, 16) is None
     assert "hidden=96" in shape_problem(rule, 24, 24, 16)
     assert "chunk_size 8" in shape_problem(rule, 16, 16, 8)
-    # on-chip tiles (kernels.limits.MLP_MAX_TILES): bf16 takes more than twice fp32's elements
-    assert shape_problem(rule, 64, 64, 32, torch.bfloat16) is None  # hidden 256
-    assert "chunk x (K + hidden)" in shape_problem(rule, 64, 64, 64, torch.bfloat16)
-    assert shape_problem(rule, 64, 64, 16, torch.bfloat16) is None
-    assert "K x hidden" in shape_problem(rule, 64, 64, 16, torch.float32)
+    # on-chip tiles (kernels.limits.MLP_MAX_TILES) by the precision of the products
+    # (kernels.precision): Moneta's LayerNorm takes fp32-accurate products also for bf16 inputs
+    assert shape_problem(rule, 32, 32, 32, torch.bfloat16) is None  # hidden 128
+    assert "K x hidden" in shape_problem(rule, 64, 64, 16, torch.bfloat16)
+    assert "fp32 products" in shape_problem(rule, 64, 64, 16, torch.bfloat16)
     assert shape_problem(rule, 32, 32, 32, torch.float32) is None
-    assert "K=128, hidden=512" in shape_problem(rule, 128, 128, 16, torch.bfloat16)
+    assert "chunk x (K + hidden)" in shape_problem(rule, 32, 32, 64, torch.float32)
+    # bf16 operands (no LayerNorm, l2 retention) take twice the room and more
+    assert mlp_shape_problem(64, 256, 32, "bf16") is None
     assert "chunk x (K + hidden)" in mlp_shape_problem(64, 128, 64, "bf16")
+    assert "K=128, hidden=512" in mlp_shape_problem(128, 512, 16, "bf16")
     assert mlp_shape_problem(128, 128, 32, "bf16") is None
 
 
@@ -278,8 +282,28 @@ def test_bad_inputs_name_the_argument():
         MlpMemoryConfig(retention="elastic")
 
 
+# ---- bf16 inputs (on a CPU through the interpreter, patched to round and multiply as a GPU) ---
+@pytest.mark.usefixtures("bf16_interpreter")
+@pytest.mark.parametrize("name", NAMED)
+def test_bf16_named_models(name):
+    """The named models' LayerNorm takes tf32x3 products (kernels.precision); bf16 loads,
+    stores and rounding still run."""
+    config, bias = NAMED[name]
+    check(named_inputs(name, 1, 37, 2, 16, 64), config, bias, 16, dtype=torch.bfloat16, tol=2e-2)
+
+
+@pytest.mark.usefixtures("bf16_interpreter")
+@pytest.mark.parametrize("retention", ["none", "l2", "lq"])
+@pytest.mark.parametrize("bias", ["l2", "dot", "huber_norm", "robust"])
+def test_bf16_products(retention, bias):
+    """Without LayerNorm the kernel multiplies bf16 operands (fp32 accumulation)."""
+    config = MlpMemoryConfig("gelu", False, retention)
+    check(make_inputs(1, 37, 2, 16, 64, bias, retention), config, BiasConfig(bias), 16,
+          dtype=torch.bfloat16, tol=2e-2)
+
+
 # ---- GPU: wider heads, bf16 ----------------------------------------------------------------------
-# the widest shapes kernels.limits admits (fp32 tiles take twice the bytes of bf16 ones)
+# the widest shapes kernels.limits admits for each precision of the products
 @gpu_only
 @pytest.mark.parametrize("name", list(NAMED))
 @pytest.mark.parametrize(("K", "hidden", "chunk"), [(32, 128, 32), (128, 32, 16)])
@@ -290,10 +314,21 @@ def test_gpu_wide_heads(name, K, hidden, chunk):
 
 @gpu_only
 @pytest.mark.parametrize("name", list(NAMED))
-@pytest.mark.parametrize(("K", "hidden", "chunk"), [(64, 256, 32), (128, 128, 32)])
+@pytest.mark.parametrize(("K", "hidden", "chunk"), [(32, 128, 32), (128, 32, 16)])
 def test_gpu_bf16(name, K, hidden, chunk):
+    """bf16 inputs; the named models' LayerNorm takes tf32x3 products (kernels.precision)."""
     config, bias = NAMED[name]
     check(named_inputs(name, 2, 130, 2, K, hidden), config, bias, chunk, dtype=torch.bfloat16, tol=2e-2)
+
+
+@gpu_only
+@pytest.mark.parametrize("bias", ["l2", "dot", "robust"])
+@pytest.mark.parametrize(("K", "hidden", "chunk"), [(64, 256, 32), (128, 128, 32)])
+def test_gpu_bf16_products(bias, K, hidden, chunk):
+    """bf16 inputs and bf16 products (no LayerNorm, l2 retention) at their widest shapes."""
+    config = MlpMemoryConfig("silu", False, "l2")
+    check(make_inputs(2, 130, 2, K, hidden, bias, "l2"), config, BiasConfig(bias), chunk,
+          dtype=torch.bfloat16, tol=2e-2)
 
 
 # ---- a kernel that does not fit the GPU falls back to the reference --------------------------

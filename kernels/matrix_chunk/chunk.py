@@ -36,6 +36,7 @@ from triton.runtime.errors import OutOfResources
 from ..bias import BIAS_KINDS, NORM_EPS, BiasConfig, KernelInputError, as_bias
 from ..fallback import reference_grads, warn_fallback
 from ..limits import CHUNK_SIZES, matrix_shape_problem
+from ..precision import matrix_precision, products
 from .naive import naive_chunk_matrix_memory
 
 _ALPHA_NONE, _ALPHA_HEAD, _ALPHA_CHANNEL = 0, 1, 2
@@ -46,14 +47,14 @@ exp(lb_t) exp(-lb_i) (e^60 ~ 1e26 stays finite in fp32 and bf16; a saturated gat
 
 
 @triton.jit
-def _mm(a, b, LOWP: tl.constexpr):
-    """a @ b with fp32 accumulation: bf16 operands when LOWP, else full fp32 ("ieee").
-
-    Not tf32: the Huber biases branch on e, and tf32 rounding flips branches enough to move
-    float32 results by percents.
-    """
-    if LOWP:
+def _mm(a, b, PREC: tl.constexpr):
+    """a @ b with fp32 accumulation; PREC (kernels.precision): 0 bf16 operands, 1 "tf32x3"
+    (fp32-accurate on tensor cores), 2 full fp32 ("ieee"). Not plain tf32: the Huber biases
+    branch on e, and tf32 rounding flips branches enough to move results by percents."""
+    if PREC == 0:
         return tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16))
+    elif PREC == 1:
+        return tl.dot(a, b, input_precision="tf32x3")
     else:
         return tl.dot(a, b, input_precision="ieee")
 
@@ -154,7 +155,7 @@ def _key_and_decays(kc, lb, i, C: tl.constexpr):
 
 
 @triton.jit
-def _channel_scores(qc, kc, lb, lbl, C: tl.constexpr, LOWP: tl.constexpr):
+def _channel_scores(qc, kc, lb, lbl, C: tl.constexpr, PREC: tl.constexpr):
     """A[t, i] = sum_k q_tk k_ik exp(lb_tk - lb_ik) for i <= t (channel-wise decay); [C, C].
 
     While the chunk's decay stays above e^-SAFE_LOG_DECAY, one product of q exp(lb) and
@@ -164,7 +165,7 @@ def _channel_scores(qc, kc, lb, lbl, C: tl.constexpr, LOWP: tl.constexpr):
     oc = tl.arange(0, C)
     causal = oc[:, None] >= oc[None, :]
     if tl.min(lbl, 0) > -SAFE_LOG_DECAY:
-        A = _mm(qc * tl.exp(lb), tl.trans(kc * tl.exp(-lb)), LOWP)
+        A = _mm(qc * tl.exp(lb), tl.trans(kc * tl.exp(-lb)), PREC)
     else:
         A = tl.zeros([C, C], dtype=tl.float32)
         for i in range(C):
@@ -175,12 +176,12 @@ def _channel_scores(qc, kc, lb, lbl, C: tl.constexpr, LOWP: tl.constexpr):
 
 
 @triton.jit
-def _channel_scores_bwd(dA, qc, kc, lb, lbl, C: tl.constexpr, LOWP: tl.constexpr):
+def _channel_scores_bwd(dA, qc, kc, lb, lbl, C: tl.constexpr, PREC: tl.constexpr):
     """(dq, dk) [C, K] from dA [C, C] (zero above the diagonal) through _channel_scores."""
     oc = tl.arange(0, C)
     if tl.min(lbl, 0) > -SAFE_LOG_DECAY:
-        dq = _mm(dA, kc * tl.exp(-lb), LOWP) * tl.exp(lb)
-        dk = _mm(tl.trans(dA), qc * tl.exp(lb), LOWP) * tl.exp(-lb)
+        dq = _mm(dA, kc * tl.exp(-lb), PREC) * tl.exp(lb)
+        dk = _mm(tl.trans(dA), qc * tl.exp(lb), PREC) * tl.exp(-lb)
     else:
         dq = tl.zeros_like(qc)
         dk = tl.zeros_like(kc)
@@ -200,7 +201,7 @@ def _fwd_kernel(
     T, H, K, V, NC, P_EXP, SHARP, EPS, RADIUS,
     C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, BIAS: tl.constexpr,
     ALPHA: tl.constexpr, MOMENTUM: tl.constexpr, HAS_W0: tl.constexpr,
-    SAVE: tl.constexpr, LOWP: tl.constexpr, NEPS: tl.constexpr, SMOOTH: tl.constexpr,
+    SAVE: tl.constexpr, PREC: tl.constexpr, NEPS: tl.constexpr, SMOOTH: tl.constexpr,
 ):
     i_v = tl.program_id(0)
     i_bh = tl.program_id(1)
@@ -244,14 +245,14 @@ def _fwd_kernel(
             la = tl.log(tl.load(alpha + row[:, None] * K + ok[None, :], mask=m_ck, other=1.0).to(tl.float32))
             lb = tl.cumsum(la, 0)  # [C, BK]
             lbl = tl.sum(la, 0)  # [BK] log decay of the whole chunk
-            E = _mm(kc * tl.exp(lb), tl.trans(W), LOWP) - vc  # errors at beta_i W_0
+            E = _mm(kc * tl.exp(lb), tl.trans(W), PREC) - vc  # errors at beta_i W_0
             G = _phi(E, vc, dl, BIAS, P_EXP, SHARP, EPS, RADIUS, NEPS, SMOOTH)
             P = G * et[:, None]
             qt = qc * tl.exp(lb)
             kw = kc * tl.exp(lbl[None, :] - lb)
-            A = _channel_scores(qc, kc, lb, lbl, C, LOWP)
-            out = _mm(qt, tl.trans(W), LOWP) - _mm(A, P, LOWP)
-            W = W * tl.exp(lbl)[None, :] - _mm(tl.trans(P), kw, LOWP)
+            A = _channel_scores(qc, kc, lb, lbl, C, PREC)
+            out = _mm(qt, tl.trans(W), PREC) - _mm(A, P, PREC)
+            W = W * tl.exp(lbl)[None, :] - _mm(tl.trans(P), kw, PREC)
         else:
             if ALPHA == 1:
                 la = tl.log(tl.load(alpha + row, mask=mt, other=1.0).to(tl.float32))
@@ -259,7 +260,7 @@ def _fwd_kernel(
                 la = tl.zeros([C], dtype=tl.float32)
             lb = tl.cumsum(la, 0)
             lbl = tl.sum(la, 0)
-            E = tl.exp(lb)[:, None] * _mm(kc, tl.trans(W), LOWP) - vc  # errors at beta_i W_0
+            E = tl.exp(lb)[:, None] * _mm(kc, tl.trans(W), PREC) - vc  # errors at beta_i W_0
             G = _phi(E, vc, dl, BIAS, P_EXP, SHARP, EPS, RADIUS, NEPS, SMOOTH)
             P = G * et[:, None]
             Lb = tl.exp(tl.where(causal, lb[:, None] - lb[None, :], float("-inf")))
@@ -277,13 +278,13 @@ def _fwd_kernel(
             else:
                 D = Lb
                 dlast = wb
-            A = _mm(qc, tl.trans(kc), LOWP) * D
-            out = tl.exp(lb)[:, None] * _mm(qc, tl.trans(W), LOWP) - _mm(A, P, LOWP)
-            W_new = tl.exp(lbl) * W - _mm(tl.trans(P * dlast[:, None]), kc, LOWP)
+            A = _mm(qc, tl.trans(kc), PREC) * D
+            out = tl.exp(lb)[:, None] * _mm(qc, tl.trans(W), PREC) - _mm(A, P, PREC)
+            W_new = tl.exp(lbl) * W - _mm(tl.trans(P * dlast[:, None]), kc, PREC)
             if MOMENTUM:
-                out += cv[:, None] * _mm(qc, tl.trans(S), LOWP)
+                out += cv[:, None] * _mm(qc, tl.trans(S), PREC)
                 W_new += clast * S
-                S = tl.exp(ltl) * S - _mm(tl.trans(P * tlast[:, None]), kc, LOWP)
+                S = tl.exp(ltl) * S - _mm(tl.trans(P * tlast[:, None]), kc, PREC)
             W = W_new
         tl.store(o + row[:, None] * V + ov[None, :], out.to(o.dtype.element_ty), mask=m_cv)
 
@@ -294,7 +295,7 @@ def _chunk_bwd(
     dq, dk, dv, deta, dla, dlth, ddelta, dW, dS, n, i_v, i_bh,
     T, H, K, V, NC, BH, P_EXP, SHARP, EPS, RADIUS,
     C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, BIAS: tl.constexpr,
-    ALPHA: tl.constexpr, MOMENTUM: tl.constexpr, LOWP: tl.constexpr, NEPS: tl.constexpr,
+    ALPHA: tl.constexpr, MOMENTUM: tl.constexpr, PREC: tl.constexpr, NEPS: tl.constexpr,
     SMOOTH: tl.constexpr, STORE: tl.constexpr,
 ):
     """Chunk n of the backward from dL/d(its end state) dW (and dS): writes the chunk's token
@@ -335,20 +336,20 @@ def _chunk_bwd(
         lbl = tl.sum(la, 0)
         eb = tl.exp(lb)
         kb = kc * eb  # retained keys: errors at beta_i W_0
-        E = _mm(kb, tl.trans(W), LOWP) - vc
+        E = _mm(kb, tl.trans(W), PREC) - vc
         G = _phi(E, vc, dl, BIAS, P_EXP, SHARP, EPS, RADIUS, NEPS, SMOOTH)
         P = G * et[:, None]
         qt = qc * eb
         kw = kc * tl.exp(lbl[None, :] - lb)
-        A = _channel_scores(qc, kc, lb, lbl, C, LOWP)
-        dA = tl.where(causal, -_mm(dO, tl.trans(P), LOWP), 0.0)
-        dP = -_mm(tl.trans(A), dO, LOWP) - _mm(kw, tl.trans(dW), LOWP)
-        dqA, dkA = _channel_scores_bwd(dA, qc, kc, lb, lbl, C, LOWP)
-        dqW = _mm(dO, W, LOWP)  # through the read of the chunk-start state
-        dkw = -_mm(P, dW, LOWP)
+        A = _channel_scores(qc, kc, lb, lbl, C, PREC)
+        dA = tl.where(causal, -_mm(dO, tl.trans(P), PREC), 0.0)
+        dP = -_mm(tl.trans(A), dO, PREC) - _mm(kw, tl.trans(dW), PREC)
+        dqA, dkA = _channel_scores_bwd(dA, qc, kc, lb, lbl, C, PREC)
+        dqW = _mm(dO, W, PREC)  # through the read of the chunk-start state
+        dkw = -_mm(P, dW, PREC)
         dG = dP * et[:, None]
         dE, dd = _phi_bwd(E, dG, dl, BIAS, P_EXP, SHARP, EPS, RADIUS, NEPS, SMOOTH)
-        dkb = _mm(dE, W, LOWP)
+        dkb = _mm(dE, W, PREC)
         dqc = dqW * eb + dqA
         dkc = dkA + dkw * tl.exp(lbl[None, :] - lb) + dkb * eb
         dlb = dqW * qt + dqA * qc - dkA * kc - dkw * kw + dkb * kb
@@ -357,7 +358,7 @@ def _chunk_bwd(
         g_la = tl.cumsum(dlb, 0, reverse=True) + dlbl[None, :]
         if STORE:
             tl.store(dla + (part + row)[:, None] * K + ok[None, :], g_la, mask=m_ck)
-        dW = dW * tl.exp(lbl)[None, :] + _mm(tl.trans(dO), qt, LOWP) + _mm(tl.trans(dE), kb, LOWP)
+        dW = dW * tl.exp(lbl)[None, :] + _mm(tl.trans(dO), qt, PREC) + _mm(tl.trans(dE), kb, PREC)
     else:
         if ALPHA == 1:
             la = tl.log(tl.load(alpha + row, mask=mt, other=1.0).to(tl.float32))
@@ -383,33 +384,33 @@ def _chunk_bwd(
         else:
             D = Lb
             dlast = wb
-        KW = _mm(kc, tl.trans(W), LOWP)
+        KW = _mm(kc, tl.trans(W), PREC)
         E = eb[:, None] * KW - vc  # errors at beta_i W_0
         G = _phi(E, vc, dl, BIAS, P_EXP, SHARP, EPS, RADIUS, NEPS, SMOOTH)
         P = G * et[:, None]
-        QK = _mm(qc, tl.trans(kc), LOWP)
+        QK = _mm(qc, tl.trans(kc), PREC)
         A = QK * D
-        dA = -_mm(dO, tl.trans(P), LOWP)
-        R = _mm(kc, tl.trans(dW), LOWP)  # R[i] = dW k_i
-        dP = -_mm(tl.trans(A), dO, LOWP) - dlast[:, None] * R
+        dA = -_mm(dO, tl.trans(P), PREC)
+        R = _mm(kc, tl.trans(dW), PREC)  # R[i] = dW k_i
+        dP = -_mm(tl.trans(A), dO, PREC) - dlast[:, None] * R
         if MOMENTUM:
-            Rs = _mm(kc, tl.trans(dS), LOWP)
+            Rs = _mm(kc, tl.trans(dS), PREC)
             dP -= tlast[:, None] * Rs
         dG = dP * et[:, None]
         dE, dd = _phi_bwd(E, dG, dl, BIAS, P_EXP, SHARP, EPS, RADIUS, NEPS, SMOOTH)
         dAD = tl.where(causal, dA * D, 0.0)
-        dqc = eb[:, None] * _mm(dO, W, LOWP) + _mm(dAD, kc, LOWP)
-        dkc = _mm(tl.trans(dAD), qc, LOWP) - dlast[:, None] * _mm(P, dW, LOWP)
-        QW = _mm(qc, tl.trans(W), LOWP)
+        dqc = eb[:, None] * _mm(dO, W, PREC) + _mm(dAD, kc, PREC)
+        dkc = _mm(tl.trans(dAD), qc, PREC) - dlast[:, None] * _mm(P, dW, PREC)
+        QW = _mm(qc, tl.trans(W), PREC)
         # dD (the last row also carries the chunk-end term -sum_v P R)
         dD = tl.where(causal, dA * QK, 0.0)
         dD += tl.where(is_last[:, None], -tl.sum(P * R, 1)[None, :], 0.0)
         dlb = eb * (tl.sum(dO * QW, 1) + tl.sum(dE * KW, 1))
         dlb += tl.where(is_last, tl.exp(lbl) * tl.sum(tl.sum(dW * W, 1), 0), 0.0)
         if MOMENTUM:
-            dqc += cv[:, None] * _mm(dO, S, LOWP)
-            dkc -= tlast[:, None] * _mm(P, dS, LOWP)
-            dc = tl.sum(dO * _mm(qc, tl.trans(S), LOWP), 1)
+            dqc += cv[:, None] * _mm(dO, S, PREC)
+            dkc -= tlast[:, None] * _mm(P, dS, PREC)
+            dc = tl.sum(dO * _mm(qc, tl.trans(S), PREC), 1)
             dc += tl.where(is_last, tl.sum(tl.sum(dW * S, 1), 0), 0.0)
             dLb = tl.dot(dD, tl.trans(Lt), input_precision="ieee") + dc[:, None] * et_[None, :]
             dLt = tl.dot(tl.trans(Lb), dD, input_precision="ieee")
@@ -426,11 +427,11 @@ def _chunk_bwd(
         dlb += tl.sum(X, 1) - tl.sum(X, 0)
         if STORE and (ALPHA == 1):
             tl.store(dla + part + row, tl.cumsum(dlb, 0, reverse=True), mask=mt)
-        dkc += eb[:, None] * _mm(dE, W, LOWP)
-        dW_prev = tl.exp(lbl) * dW + _mm(tl.trans(dO * eb[:, None]), qc, LOWP)
-        dW_prev += _mm(tl.trans(dE * eb[:, None]), kc, LOWP)
+        dkc += eb[:, None] * _mm(dE, W, PREC)
+        dW_prev = tl.exp(lbl) * dW + _mm(tl.trans(dO * eb[:, None]), qc, PREC)
+        dW_prev += _mm(tl.trans(dE * eb[:, None]), kc, PREC)
         if MOMENTUM:
-            dS = clast * dW + tl.exp(ltl) * dS + _mm(tl.trans(dO * cv[:, None]), qc, LOWP)
+            dS = clast * dW + tl.exp(ltl) * dS + _mm(tl.trans(dO * cv[:, None]), qc, PREC)
         dW = dW_prev
 
     dvc = -dE
@@ -452,7 +453,7 @@ def _bwd_kernel(
     dq, dk, dv, deta, dla, dlth, ddelta, dw0,
     T, H, K, V, NC, BH, P_EXP, SHARP, EPS, RADIUS,
     C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, BIAS: tl.constexpr,
-    ALPHA: tl.constexpr, MOMENTUM: tl.constexpr, LOWP: tl.constexpr, NEPS: tl.constexpr,
+    ALPHA: tl.constexpr, MOMENTUM: tl.constexpr, PREC: tl.constexpr, NEPS: tl.constexpr,
     SMOOTH: tl.constexpr,
 ):
     """The fused backward: one program per (V-tile, batch x head) walks the chunks in reverse."""
@@ -468,7 +469,7 @@ def _bwd_kernel(
             q, k, v, eta, alpha, theta, delta, saved_w, saved_s, do,
             dq, dk, dv, deta, dla, dlth, ddelta, dW, dS, NC - 1 - i_n, i_v, i_bh,
             T, H, K, V, NC, BH, P_EXP, SHARP, EPS, RADIUS, C, BK, BV, BIAS, ALPHA, MOMENTUM,
-            LOWP, NEPS, SMOOTH, True,
+            PREC, NEPS, SMOOTH, True,
         )
     tl.store(dw0 + i_bh * V * K + ov[:, None] * K + ok[None, :], dW, mask=m_vk)
 
@@ -478,7 +479,7 @@ def _bwd_state_kernel(
     q, k, v, eta, alpha, theta, delta, saved_w, saved_s, do, saved_dw, saved_ds, dw0,
     T, H, K, V, NC, BH, P_EXP, SHARP, EPS, RADIUS,
     C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, BIAS: tl.constexpr,
-    ALPHA: tl.constexpr, MOMENTUM: tl.constexpr, LOWP: tl.constexpr, NEPS: tl.constexpr,
+    ALPHA: tl.constexpr, MOMENTUM: tl.constexpr, PREC: tl.constexpr, NEPS: tl.constexpr,
     SMOOTH: tl.constexpr,
 ):
     """Split backward, pass 1 (sequential): only the state gradient, walked in reverse; stores
@@ -500,7 +501,7 @@ def _bwd_state_kernel(
             q, k, v, eta, alpha, theta, delta, saved_w, saved_s, do,  # no token gradients here:
             dw0, dw0, dw0, dw0, dw0, dw0, dw0, dW, dS, n, i_v, i_bh,  # placeholders, never written
             T, H, K, V, NC, BH, P_EXP, SHARP, EPS, RADIUS, C, BK, BV, BIAS, ALPHA, MOMENTUM,
-            LOWP, NEPS, SMOOTH, False,
+            PREC, NEPS, SMOOTH, False,
         )
     tl.store(dw0 + i_bh * V * K + tile, dW, mask=m_vk)
 
@@ -511,7 +512,7 @@ def _bwd_chunk_kernel(
     dq, dk, dv, deta, dla, dlth, ddelta,
     T, H, K, V, NC, BH, P_EXP, SHARP, EPS, RADIUS,
     C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, BIAS: tl.constexpr,
-    ALPHA: tl.constexpr, MOMENTUM: tl.constexpr, LOWP: tl.constexpr, NEPS: tl.constexpr,
+    ALPHA: tl.constexpr, MOMENTUM: tl.constexpr, PREC: tl.constexpr, NEPS: tl.constexpr,
     SMOOTH: tl.constexpr,
 ):
     """Split backward, pass 2 (one program per V-tile, chunk and batch x head, all at once): the
@@ -532,7 +533,7 @@ def _bwd_chunk_kernel(
         q, k, v, eta, alpha, theta, delta, saved_w, saved_s, do,
             dq, dk, dv, deta, dla, dlth, ddelta, dW, dS, n, i_v, i_bh,
         T, H, K, V, NC, BH, P_EXP, SHARP, EPS, RADIUS, C, BK, BV, BIAS, ALPHA, MOMENTUM,
-        LOWP, NEPS, SMOOTH, True,
+        PREC, NEPS, SMOOTH, True,
     )
 
 
@@ -571,7 +572,7 @@ def compile_specs(bias: BiasConfig, K: int, V: int, chunk_size: int, alpha: str 
         BK, BV, warps = _launch_config(K, V, bias, is_backward)
         scalars = {"T": 1024, "H": 8, "K": K, "V": V, "NC": 1024 // chunk_size, "C": chunk_size,
                    "BK": BK, "BV": BV, "ALPHA": mode, "MOMENTUM": momentum,
-                   "LOWP": dtype == torch.bfloat16, **_bias_args(bias)}
+                   "PREC": matrix_precision(dtype, bias.kind), **_bias_args(bias)}
         if is_backward:
             scalars["BH"] = 32
         else:
@@ -626,7 +627,7 @@ class ChunkMatrixMemory(torch.autograd.Function):
                 q, k, v, eta, dummy if alpha is None else alpha, dummy if theta is None else theta,
                 dummy if delta is None else delta, dummy if w0 is None else w0, o, saved_w, saved_s,
                 T, H, K, V, NC, C=chunk_size, BK=BK, BV=BV, ALPHA=mode, MOMENTUM=theta is not None,
-                HAS_W0=w0 is not None, SAVE=save, LOWP=q.dtype == torch.bfloat16,
+                HAS_W0=w0 is not None, SAVE=save, PREC=matrix_precision(q.dtype, bias.kind),
                 num_warps=warps, num_stages=1, **_bias_args(bias),
             )
         except OutOfResources as error:
@@ -663,7 +664,7 @@ class ChunkMatrixMemory(torch.autograd.Function):
         grads = (dq, dk, dv, deta, dla, dlth, ddelta)
         scalars = dict(
             T=T, H=H, K=K, V=V, NC=NC, BH=B * H, C=C, BK=BK, BV=BV, ALPHA=mode,
-            MOMENTUM=theta is not None, LOWP=q.dtype == torch.bfloat16, num_warps=warps,
+            MOMENTUM=theta is not None, PREC=matrix_precision(q.dtype, bias.kind), num_warps=warps,
             num_stages=1, **_bias_args(bias),
         )
         try:
@@ -746,7 +747,7 @@ def chunk_matrix_memory(
         _check("alpha", alpha, (B, T, H) if alpha.dim() == 3 else (B, T, H, K), floats)
     if chunk_size not in CHUNK_SIZES:
         raise KernelInputError(f"chunk_size must be 16, 32 or 64 for the Triton kernel, got {chunk_size}")
-    problem = matrix_shape_problem(K, V, "bf16" if q.dtype == torch.bfloat16 else "fp32", bias.row_norm)
+    problem = matrix_shape_problem(K, V, products(matrix_precision(q.dtype, bias.kind)), bias.row_norm)
     if problem is not None:
         raise KernelInputError(problem)
     if theta is not None and alpha is not None and alpha.dim() == 4:

@@ -28,6 +28,7 @@ from ..bias import BiasConfig, KernelInputError, as_bias
 from ..fallback import reference_grads, warn_fallback
 from ..limits import CHUNK_SIZES, mlp_shape_problem
 from ..matrix_chunk.chunk import _bias_args, _check, _mm, _phi, _phi_bwd
+from ..precision import mlp_precision, products
 from .naive import LN_EPS, LQ_FLOOR, MlpMemoryConfig, chunk_mlp_from_state, initial_state, segments
 
 _ACT = {"gelu": 0, "silu": 1, "relu": 2}
@@ -240,77 +241,77 @@ def _decays(la, lth, et, C: tl.constexpr, RET: tl.constexpr, MOM: tl.constexpr):
 @triton.jit
 def _key_pass(W1, W2, kc, vc, dl, s, P_EXP, SHARP, EPS, RADIUS,
               K: tl.constexpr, BIAS: tl.constexpr, NEPS: tl.constexpr, SMOOTH: tl.constexpr,
-              ACT: tl.constexpr, LN: tl.constexpr, LOWP: tl.constexpr):
+              ACT: tl.constexpr, LN: tl.constexpr, PREC: tl.constexpr):
     """The memory at the gradient point on the keys and its back-propagated bias gradient."""
     ks = kc * s[:, None]
-    a1 = _mm(ks, tl.trans(W1), LOWP)
+    a1 = _mm(ks, tl.trans(W1), PREC)
     hk = _act(a1, ACT)
     hs = hk * s[:, None]
-    a2 = _mm(hs, tl.trans(W2), LOWP)
+    a2 = _mm(hs, tl.trans(W2), PREC)
     E = kc + _norm(a2, K, LN) - vc
     G = _phi(E, vc, dl, BIAS, P_EXP, SHARP, EPS, RADIUS, NEPS, SMOOTH)
     d2 = _norm_back(a2, G, K, LN)
-    t1 = _mm(d2, W2, LOWP)
+    t1 = _mm(d2, W2, PREC)
     f1 = _act_grad(a1, ACT)
     d1 = t1 * f1 * s[:, None]
     return ks, a1, hk, hs, a2, E, G, d2, t1, f1, d1
 
 
 @triton.jit
-def _read_layer(X, S, z, x_in, d, bt, m, De, MOM: tl.constexpr, LOWP: tl.constexpr):
+def _read_layer(X, S, z, x_in, d, bt, m, De, MOM: tl.constexpr, PREC: tl.constexpr):
     """One layer's read without per-token weights, u / r = b z X^T + m z S^T - ((z x_in^T) * De) d;
     returns z x_in^T, the masked scores A and u / r."""
-    ZX = _mm(z, tl.trans(x_in), LOWP)
+    ZX = _mm(z, tl.trans(x_in), PREC)
     A = ZX * De
-    up = _mm(z * bt[:, None], tl.trans(X), LOWP) - _mm(A, d, LOWP)
+    up = _mm(z * bt[:, None], tl.trans(X), PREC) - _mm(A, d, PREC)
     if MOM:
-        up += _mm(z * m[:, None], tl.trans(S), LOWP)
+        up += _mm(z * m[:, None], tl.trans(S), PREC)
     return ZX, A, up
 
 
 @triton.jit
 def _read(X1, X2, S1, S2, r1, r2, qc, kc, hk, d1, d2, bt, m, De, K: tl.constexpr,
-          ACT: tl.constexpr, LN: tl.constexpr, MOM: tl.constexpr, LOWP: tl.constexpr):
+          ACT: tl.constexpr, LN: tl.constexpr, MOM: tl.constexpr, PREC: tl.constexpr):
     """The queries' outputs read layer by layer, and the pieces the backward needs."""
-    QK, A1, u1p = _read_layer(X1, S1, qc, kc, d1, bt, m, De, MOM, LOWP)
+    QK, A1, u1p = _read_layer(X1, S1, qc, kc, d1, bt, m, De, MOM, PREC)
     u1 = r1 * u1p
     hq = _act(u1, ACT)
-    HH, A2, u2p = _read_layer(X2, S2, hq, hk, d2, bt, m, De, MOM, LOWP)
+    HH, A2, u2p = _read_layer(X2, S2, hq, hk, d2, bt, m, De, MOM, PREC)
     u2 = r2 * u2p
     return QK, A1, u1p, u1, hq, HH, A2, u2p, u2, qc + _norm(u2, K, LN)
 
 
 @triton.jit
 def _read_layer_bwd(du, up, X, S, r, z, x_in, d, A, ZX, bt, m, De, MOM: tl.constexpr,
-                    LOWP: tl.constexpr):
+                    PREC: tl.constexpr):
     """VJP of one layer's read u = r (b z X^T + m z S^T - ((z x_in^T) * De) d), with
     A = (z x_in^T) * De, ZX = z x_in^T and up = u / r; returns the gradients of
     z, x_in, d, X, S, r, b, m and De (dS, dm are placeholders without momentum)."""
-    dX = r * _mm(tl.trans(du), z * bt[:, None], LOWP)
+    dX = r * _mm(tl.trans(du), z * bt[:, None], PREC)
     dr = tl.sum(tl.sum(du * up, 1), 0)
-    db = r * tl.sum(du * _mm(z, tl.trans(X), LOWP), 1)
-    dz = r * bt[:, None] * _mm(du, X, LOWP)
+    db = r * tl.sum(du * _mm(z, tl.trans(X), PREC), 1)
+    dz = r * bt[:, None] * _mm(du, X, PREC)
     if MOM:
-        dS = r * _mm(tl.trans(du), z * m[:, None], LOWP)
-        dm = r * tl.sum(du * _mm(z, tl.trans(S), LOWP), 1)
-        dz += r * m[:, None] * _mm(du, S, LOWP)
+        dS = r * _mm(tl.trans(du), z * m[:, None], PREC)
+        dm = r * tl.sum(du * _mm(z, tl.trans(S), PREC), 1)
+        dz += r * m[:, None] * _mm(du, S, PREC)
     else:
         dS = dX
         dm = db
-    dA = -r * _mm(du, tl.trans(d), LOWP)
-    dd = -r * _mm(tl.trans(A), du, LOWP)
+    dA = -r * _mm(du, tl.trans(d), PREC)
+    dd = -r * _mm(tl.trans(A), du, PREC)
     G = dA * De
-    dz += _mm(G, x_in, LOWP)
-    dx_in = _mm(tl.trans(G), z, LOWP)
+    dz += _mm(G, x_in, PREC)
+    dx_in = _mm(tl.trans(G), z, PREC)
     return dz, dx_in, dd, dX, dS, dr, db, dm, dA * ZX
 
 
 @triton.jit
-def _exact_read(W1n, W2n, qc, K: tl.constexpr, ACT: tl.constexpr, LN: tl.constexpr, LOWP: tl.constexpr):
+def _exact_read(W1n, W2n, qc, K: tl.constexpr, ACT: tl.constexpr, LN: tl.constexpr, PREC: tl.constexpr):
     """M_{W'}(q) for every row (the caller keeps the segment's last)."""
-    z1 = _mm(qc, tl.trans(W1n), LOWP)
+    z1 = _mm(qc, tl.trans(W1n), PREC)
     hl = _act(z1, ACT)
-    z2 = _mm(hl, tl.trans(W2n), LOWP)
+    z2 = _mm(hl, tl.trans(W2n), PREC)
     return z1, hl, z2, qc + _norm(z2, K, LN)
 
 
@@ -322,7 +323,7 @@ def _fwd_kernel(
     C: tl.constexpr, K: tl.constexpr, HD: tl.constexpr, BIAS: tl.constexpr, NEPS: tl.constexpr,
     SMOOTH: tl.constexpr, ACT: tl.constexpr, LN: tl.constexpr, RET: tl.constexpr,
     HAS_ALPHA: tl.constexpr, MOM: tl.constexpr, NEEDS_DELTA: tl.constexpr, SAVE: tl.constexpr,
-    LOWP: tl.constexpr,
+    PREC: tl.constexpr,
 ):
     i_bh = tl.program_id(0)
     b = i_bh // H
@@ -352,27 +353,27 @@ def _fwd_kernel(
         bt, s, _D, Dt, _coef, m, De = _decays(la, lth, et, C, RET, MOM)
         _ks, _a1, hk, _hs, _a2, _E, _G, d2, _t1, _f1, d1 = _key_pass(
             r1 * X1, r2 * X2, kc, vc, dl, s, P_EXP, SHARP, EPS, RADIUS,
-            K, BIAS, NEPS, SMOOTH, ACT, LN, LOWP)
+            K, BIAS, NEPS, SMOOTH, ACT, LN, PREC)
         _QK, _A1, _u1p, _u1, _hq, _HH, _A2, _u2p, _u2, out = _read(
-            X1, X2, S1, S2, r1, r2, qc, kc, hk, d1, d2, bt, m, De, K, ACT, LN, MOM, LOWP)
+            X1, X2, S1, S2, r1, r2, qc, kc, hk, d1, d2, bt, m, De, K, ACT, LN, MOM, PREC)
         # the segment's last token (padding rows would still add S: momentum needs this row)
         is_last = oc == size - 1
         c = tl.sum(tl.where(is_last[:, None], De, 0.0), 0)  # coef[last, i] eta_i
         b_last = tl.exp(tl.sum(la, 0))
-        raw1 = b_last * _end_base(X1, RET) - _mm(tl.trans(d1), kc * c[:, None], LOWP)
-        raw2 = b_last * _end_base(X2, RET) - _mm(tl.trans(d2), hk * c[:, None], LOWP)
+        raw1 = b_last * _end_base(X1, RET) - _mm(tl.trans(d1), kc * c[:, None], PREC)
+        raw2 = b_last * _end_base(X2, RET) - _mm(tl.trans(d2), hk * c[:, None], PREC)
         if MOM:
             m_last = tl.sum(tl.where(is_last, m, 0.0), 0)
             raw1 += m_last * S1
             raw2 += m_last * S2
             step = tl.sum(tl.where(is_last[:, None], Dt, 0.0), 0) * et  # Theta_C / Theta_i eta_i
             theta_all = tl.exp(tl.sum(lth, 0))
-            S1 = theta_all * S1 - _mm(tl.trans(d1), kc * step[:, None], LOWP)
-            S2 = theta_all * S2 - _mm(tl.trans(d2), hk * step[:, None], LOWP)
+            S1 = theta_all * S1 - _mm(tl.trans(d1), kc * step[:, None], PREC)
+            S2 = theta_all * S2 - _mm(tl.trans(d2), hk * step[:, None], PREC)
         X1, W1n = _end_weights(raw1, QX, SCALE, RET)
         X2, W2n = _end_weights(raw2, QX, SCALE, RET)
         if RET >= 2:  # the segment's last token reads the exact new memory
-            _z1, _hl, _z2, exact = _exact_read(W1n, W2n, qc, K, ACT, LN, LOWP)
+            _z1, _hl, _z2, exact = _exact_read(W1n, W2n, qc, K, ACT, LN, PREC)
             out = tl.where(is_last[:, None], exact, out)
         tl.store(o + ptr, out.to(o.dtype.element_ty), mask=mt[:, None])
 
@@ -384,7 +385,7 @@ def _bwd_kernel(
     T, H, NS, P_EXP, SHARP, EPS, RADIUS, QX, SCALE,
     C: tl.constexpr, K: tl.constexpr, HD: tl.constexpr, BIAS: tl.constexpr, NEPS: tl.constexpr,
     SMOOTH: tl.constexpr, ACT: tl.constexpr, LN: tl.constexpr, RET: tl.constexpr,
-    HAS_ALPHA: tl.constexpr, MOM: tl.constexpr, NEEDS_DELTA: tl.constexpr, LOWP: tl.constexpr,
+    HAS_ALPHA: tl.constexpr, MOM: tl.constexpr, NEEDS_DELTA: tl.constexpr, PREC: tl.constexpr,
 ):
     i_bh = tl.program_id(0)
     b = i_bh // H
@@ -422,15 +423,15 @@ def _bwd_kernel(
         W2 = r2 * X2
         bt, s, D, Dt, coef, m, De = _decays(la, lth, et, C, RET, MOM)
         ks, a1, hk, hs, a2, E, G, d2, t1, f1, d1 = _key_pass(
-            W1, W2, kc, vc, dl, s, P_EXP, SHARP, EPS, RADIUS, K, BIAS, NEPS, SMOOTH, ACT, LN, LOWP)
+            W1, W2, kc, vc, dl, s, P_EXP, SHARP, EPS, RADIUS, K, BIAS, NEPS, SMOOTH, ACT, LN, PREC)
         QK, A1, u1p, u1, hq, HH, A2, u2p, u2, _out = _read(
-            X1, X2, S1, S2, r1, r2, qc, kc, hk, d1, d2, bt, m, De, K, ACT, LN, MOM, LOWP)
+            X1, X2, S1, S2, r1, r2, qc, kc, hk, d1, d2, bt, m, De, K, ACT, LN, MOM, PREC)
         c = tl.sum(tl.where(is_last[:, None], De, 0.0), 0)
         b_last = tl.exp(tl.sum(la, 0))
         E1 = _end_base(X1, RET)
         E2 = _end_base(X2, RET)
-        raw1 = b_last * E1 - _mm(tl.trans(d1), kc * c[:, None], LOWP)
-        raw2 = b_last * E2 - _mm(tl.trans(d2), hk * c[:, None], LOWP)
+        raw1 = b_last * E1 - _mm(tl.trans(d1), kc * c[:, None], PREC)
+        raw2 = b_last * E2 - _mm(tl.trans(d2), hk * c[:, None], PREC)
         if MOM:
             m_last = tl.sum(tl.where(is_last, m, 0.0), 0)
             raw1 += m_last * S1
@@ -444,13 +445,13 @@ def _bwd_kernel(
         if RET >= 2:
             X1n, W1n = _end_weights(raw1, QX, SCALE, RET)
             X2n, W2n = _end_weights(raw2, QX, SCALE, RET)
-            z1, hl, z2, _exact = _exact_read(W1n, W2n, qc, K, ACT, LN, LOWP)
+            z1, hl, z2, _exact = _exact_read(W1n, W2n, qc, K, ACT, LN, PREC)
             dyl = tl.where(is_last[:, None], dy, 0.0)
             dz2 = _norm_back(z2, dyl, K, LN)
-            dW2n = _mm(tl.trans(dz2), hl, LOWP)
-            dz1 = _mm(dz2, W2n, LOWP) * _act_grad(z1, ACT)
-            dW1n = _mm(tl.trans(dz1), qc, LOWP)
-            dqc += _mm(dz1, W1n, LOWP)
+            dW2n = _mm(tl.trans(dz2), hl, PREC)
+            dz1 = _mm(dz2, W2n, PREC) * _act_grad(z1, ACT)
+            dW1n = _mm(tl.trans(dz1), qc, PREC)
+            dqc += _mm(dz1, W1n, PREC)
             dyr = tl.where(is_last[:, None], 0.0, dy)
             if RET == 2:
                 draw1 = dX1n + _lq_scale(raw1, QX) * dW1n + _lq_scale_vjp(raw1, QX, tl.sum(tl.sum(dW1n * raw1, 1), 0))
@@ -466,24 +467,24 @@ def _bwd_kernel(
             draw2 = dX2n
         # raw_l = b_last E_l - sum_i c_i d_li x_li^T
         db = tl.where(is_last, tl.sum(tl.sum(E1 * draw1, 1), 0) + tl.sum(tl.sum(E2 * draw2, 1), 0), 0.0)
-        R1 = _mm(kc, tl.trans(draw1), LOWP)  # [C, HD]
-        R2 = _mm(hk, tl.trans(draw2), LOWP)  # [C, K]
+        R1 = _mm(kc, tl.trans(draw1), PREC)  # [C, HD]
+        R2 = _mm(hk, tl.trans(draw2), PREC)  # [C, K]
         dd1 = -c[:, None] * R1
         dd2 = -c[:, None] * R2
-        dkc = -c[:, None] * _mm(d1, draw1, LOWP)
-        dh = -c[:, None] * _mm(d2, draw2, LOWP)
+        dkc = -c[:, None] * _mm(d1, draw1, PREC)
+        dh = -c[:, None] * _mm(d2, draw2, PREC)
         dc = -tl.sum(d1 * R1, 1) - tl.sum(d2 * R2, 1)
         dDe = tl.where(is_last[:, None], dc[None, :], 0.0)
         if MOM:  # raw_l += m_C S_l;  S_l' = Theta_C S_l - sum_i step_i d_li x_li^T
             dm = tl.where(is_last, tl.sum(tl.sum(S1 * draw1, 1), 0) + tl.sum(tl.sum(S2 * draw2, 1), 0), 0.0)
             dS1 = m_last * draw1 + theta_all * dS1n
             dS2 = m_last * draw2 + theta_all * dS2n
-            Q1 = _mm(kc, tl.trans(dS1n), LOWP)
-            Q2 = _mm(hk, tl.trans(dS2n), LOWP)
+            Q1 = _mm(kc, tl.trans(dS1n), PREC)
+            Q2 = _mm(hk, tl.trans(dS2n), PREC)
             dd1 -= step[:, None] * Q1
             dd2 -= step[:, None] * Q2
-            dkc -= step[:, None] * _mm(d1, dS1n, LOWP)
-            dh -= step[:, None] * _mm(d2, dS2n, LOWP)
+            dkc -= step[:, None] * _mm(d1, dS1n, PREC)
+            dh -= step[:, None] * _mm(d2, dS2n, PREC)
             dstep = -tl.sum(d1 * Q1, 1) - tl.sum(d2 * Q2, 1)
             dDt = tl.where(is_last[:, None], (dstep * et)[None, :], 0.0)
             dlt_all = theta_all * (tl.sum(tl.sum(S1 * dS1n, 1), 0) + tl.sum(tl.sum(S2 * dS2n, 1), 0))
@@ -491,10 +492,10 @@ def _bwd_kernel(
         # ---- the reads, layer 2 then layer 1
         du2 = _norm_back(u2, dyr, K, LN)
         dhq, dh2, dd2r, dX2, dS2r, dr2, db2, dm2, dDe2 = _read_layer_bwd(
-            du2, u2p, X2, S2, r2, hq, hk, d2, A2, HH, bt, m, De, MOM, LOWP)
+            du2, u2p, X2, S2, r2, hq, hk, d2, A2, HH, bt, m, De, MOM, PREC)
         du1 = dhq * _act_grad(u1, ACT)
         dq1, dk1, dd1r, dX1, dS1r, dr1, db1, dm1, dDe1 = _read_layer_bwd(
-            du1, u1p, X1, S1, r1, qc, kc, d1, A1, QK, bt, m, De, MOM, LOWP)
+            du1, u1p, X1, S1, r1, qc, kc, d1, A1, QK, bt, m, De, MOM, PREC)
         dqc += dq1
         dkc += dk1
         dh += dh2
@@ -511,8 +512,8 @@ def _bwd_kernel(
         dt1 = dd1 * s[:, None] * f1
         da1 = dd1 * s[:, None] * t1 * _act_grad2(a1, ACT)
         ds = tl.sum(dd1 * t1 * f1, 1)
-        dd2 += _mm(dt1, tl.trans(W2), LOWP)
-        dW2 = _mm(tl.trans(d2), dt1, LOWP)
+        dd2 += _mm(dt1, tl.trans(W2), PREC)
+        dW2 = _mm(tl.trans(d2), dt1, PREC)
         if LN:
             da2, dG = _norm_back_vjp(a2, G, dd2, K)
         else:
@@ -524,13 +525,13 @@ def _bwd_kernel(
             dvc -= dG
         dkc += dE
         da2 += _norm_back(a2, dE, K, LN)
-        dW2 += _mm(tl.trans(da2), hs, LOWP)
-        dhs = _mm(da2, W2, LOWP)
+        dW2 += _mm(tl.trans(da2), hs, PREC)
+        dhs = _mm(da2, W2, PREC)
         dh += dhs * s[:, None]
         ds += tl.sum(dhs * hk, 1)
         da1 += dh * f1
-        dW1 = _mm(tl.trans(da1), ks, LOWP)
-        dks = _mm(da1, W1, LOWP)
+        dW1 = _mm(tl.trans(da1), ks, PREC)
+        dks = _mm(da1, W1, PREC)
         dkc += dks * s[:, None]
         ds += tl.sum(dks * kc, 1)
         if RET == 1:
@@ -607,11 +608,12 @@ def _num_warps(K: int, HD: int, backward: bool) -> int:
 
 
 def _scalars(config: MlpMemoryConfig, bias: BiasConfig, T: int, H: int, NS: int, K: int, HD: int,
-             chunk_size: int, has_alpha: bool, momentum: bool, lowp: bool) -> dict:
-    """Every scalar and constexpr argument the two kernels share."""
+             chunk_size: int, has_alpha: bool, momentum: bool, dtype: torch.dtype) -> dict:
+    """Every scalar and constexpr argument the two kernels share (inputs of ``dtype``)."""
+    precision = mlp_precision(dtype, config.layer_norm, config.retention, bias.kind)
     return {
         "T": T, "H": H, "NS": NS, "C": chunk_size, "K": K, "HD": HD, "HAS_ALPHA": has_alpha,
-        "MOM": momentum, "LOWP": lowp, **_kernel_args(config, bias),
+        "MOM": momentum, "PREC": precision, **_kernel_args(config, bias),
     }
 
 
@@ -620,7 +622,7 @@ def compile_specs(config: MlpMemoryConfig, bias: BiasConfig, K: int, HD: int, ch
     """(name, kernel, scalars, pointer types, num_warps) of the forward and backward launches
     for kernels.compile_check (compiling for a GPU without one)."""
     scalars = _scalars(config, bias, 1024, 8, 64, K, HD, chunk_size, config.retention != "none",
-                       momentum, dtype == torch.bfloat16)
+                       momentum, dtype)
     element = "*bf16" if dtype == torch.bfloat16 else "*fp32"
     pointers = {name: element for name in ("q", "k", "v", "o", "do")}
     pointers |= {"seg_start": "*i32", "seg_size": "*i32"}
@@ -659,7 +661,7 @@ class ChunkMlpMemory(torch.autograd.Function):
         ctx.config, ctx.bias, ctx.chunk_size = config, bias, chunk_size
         ctx.fallback = False
         scalars = _scalars(config, bias, T, H, NS, K, HD, chunk_size, alpha is not None,
-                           theta is not None, q.dtype == torch.bfloat16)
+                           theta is not None, q.dtype)
         try:
             _fwd_kernel[(B * H,)](
                 q, k, v, eta, *_or(eta, alpha, theta, delta), x1, x2, start, size, o, *saved,
@@ -685,7 +687,7 @@ class ChunkMlpMemory(torch.autograd.Function):
         dx1 = torch.empty(B, H, HD, K, **f32)
         dx2 = torch.empty(B, H, K, HD, **f32)
         scalars = _scalars(ctx.config, ctx.bias, T, H, start.numel(), K, HD, ctx.chunk_size,
-                           alpha is not None, theta is not None, q.dtype == torch.bfloat16)
+                           alpha is not None, theta is not None, q.dtype)
         try:
             _bwd_kernel[(B * H,)](
                 q, k, v, eta, *_or(eta, alpha, theta, delta), start, size, *saved, do.contiguous(),
@@ -709,7 +711,8 @@ def _or(dummy: torch.Tensor, *tensors: torch.Tensor | None) -> list[torch.Tensor
     return [dummy if x is None else x for x in tensors]
 
 
-def check_mlp_inputs(q, k, v, eta, w1, w2, alpha, theta, delta, bias: BiasConfig, chunk_size: int) -> None:
+def check_mlp_inputs(q, k, v, eta, w1, w2, alpha, theta, delta, bias: BiasConfig, chunk_size: int,
+                     config: MlpMemoryConfig) -> None:
     """KernelInputError naming the argument unless the kernel can take these inputs."""
     if q.dim() != 4:
         raise KernelInputError(f"q must be [B, T, H, K], got a tensor of shape {list(q.shape)}")
@@ -727,7 +730,8 @@ def check_mlp_inputs(q, k, v, eta, w1, w2, alpha, theta, delta, bias: BiasConfig
     _check("w2", w2, (H, K, HD), (*floats, torch.float64))  # parameters may stay float64
     if chunk_size not in CHUNK_SIZES:
         raise KernelInputError(f"chunk_size must be 16, 32 or 64 for the Triton kernel, got {chunk_size}")
-    problem = mlp_shape_problem(K, HD, chunk_size, "bf16" if q.dtype == torch.bfloat16 else "fp32")
+    precision = mlp_precision(q.dtype, config.layer_norm, config.retention, bias.kind)
+    problem = mlp_shape_problem(K, HD, chunk_size, products(precision))
     if problem is not None:
         raise KernelInputError(problem)
     if bias.needs_delta and delta is None:
@@ -767,8 +771,9 @@ def chunk_mlp_memory(
     bias = as_bias(bias)
     if bias.kind == "lp" and not bias.smooth:
         raise KernelInputError("bias 'lp' has a Triton kernel only with smooth=True (tanh / sqrt surrogates)")
-    check_mlp_inputs(q, k, v, eta, w1, w2, alpha, theta, delta, bias, chunk_size)
-    x1, x2 = (x.float().contiguous() for x in initial_state(w1, w2, config))
+    check_mlp_inputs(q, k, v, eta, w1, w2, alpha, theta, delta, bias, chunk_size, config)
+    # the learned weights -> the state in fp32 (kl: a softmax, which bf16 would blur)
+    x1, x2 = (x.contiguous() for x in initial_state(w1.float(), w2.float(), config))
     if config.retention == "none":
         alpha = None
     if not bias.needs_delta:
