@@ -27,10 +27,10 @@ MLP_POINTS = {
     "memora": (MlpMemoryConfig("gelu", True, "kl"), BiasConfig("l2"), False),
     "titans": (MlpMemoryConfig("gelu", True, "l2"), BiasConfig("l2"), True),
 }
-MATRIX_POINTS = {
-    "gated_deltanet": (BiasConfig("l2"), "head", False),
-    "gla (channel alpha)": (BiasConfig("dot"), "channel", False),
-    "huber_switch + momentum": (BiasConfig("huber_switch"), "head", True),
+MATRIX_POINTS = {  # bias, alpha, momentum, head dims (huber_switch: tf32x3, which fits up to 64)
+    "gated_deltanet": (BiasConfig("l2"), "head", False, (64, 128)),
+    "gla (channel alpha)": (BiasConfig("dot"), "channel", False, (64, 128)),
+    "huber_switch + momentum": (BiasConfig("huber_switch"), "head", True, (64,)),
 }
 
 
@@ -45,10 +45,12 @@ def row(point: str, shape: str, specs: list[tuple]) -> str:
     return f"| {point} | {shape} | " + " | ".join(cells) + " |"
 
 
-MLP_SHAPES = [  # K, hidden, chunk, dtype; the last two: the widest tiles kernels.limits admits
-    (16, 64, 16, torch.bfloat16), (32, 128, 16, torch.bfloat16), (64, 256, 16, torch.bfloat16),
-    (64, 256, 32, torch.bfloat16), (32, 128, 32, torch.float32),
+MLP_SHAPES = [  # K, hidden, chunk, dtype; bf16 inputs of the named models take tf32x3 products
+    (16, 64, 16, torch.bfloat16), (32, 128, 16, torch.bfloat16), (32, 128, 32, torch.bfloat16),
+    (64, 256, 16, torch.bfloat16), (32, 128, 32, torch.float32),
 ]
+BF16_PRODUCTS = (MlpMemoryConfig("silu", False, "l2"), BiasConfig("l2"), False)
+"""A memory whose bf16 inputs keep bf16 products (no LayerNorm, l2 retention: kernels.precision)."""
 
 
 def rows() -> list[str]:
@@ -58,8 +60,11 @@ def rows() -> list[str]:
             specs = mlp_specs(config, bias, K, hidden, chunk, momentum, dtype)
             shape = f"K={K}, hidden={hidden}, chunk {chunk}" + (", fp32" if dtype == torch.float32 else "")
             out.append(row(f"{name} (MLP)", shape, specs))
-    for name, (bias, alpha, momentum) in MATRIX_POINTS.items():
-        for dim in (64, 128):
+    for K, hidden, chunk in ((64, 256, 16), (64, 256, 32), (128, 128, 32)):
+        specs = mlp_specs(*BF16_PRODUCTS[:2], K, hidden, chunk, BF16_PRODUCTS[2], torch.bfloat16)
+        out.append(row("silu, no LayerNorm, l2 (MLP, bf16 products)", f"K={K}, hidden={hidden}, chunk {chunk}", specs))
+    for name, (bias, alpha, momentum, dims) in MATRIX_POINTS.items():
+        for dim in dims:
             specs = matrix_specs(bias, dim, dim, 64, alpha, momentum, torch.bfloat16)
             out.append(row(f"{name} (matrix)", f"K=V={dim}, chunk 64", specs))
     for name, bias in (("gated_deltanet + momentum", BiasConfig("l2")), ("huber_norm + momentum", BiasConfig("huber_norm"))):
@@ -78,7 +83,8 @@ def main() -> None:
     args = parser.parse_args()
     header = [
         f"Triton {triton.__version__} kernels compiled for sm_90 (H100), bf16 inputs unless the shape "
-        "says fp32. Per program, forward then backward:",
+        "says fp32 (products as kernels.precision picks them: the named MLP models and the sharp "
+        "Huber biases take tf32x3). Per program, forward then backward:",
         "warps, registers per thread, spill stack bytes per thread, shared memory KiB.",
         "Command: `python benchmarks/kernel_resources.py` (no GPU needed).",
         "",
