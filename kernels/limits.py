@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 CHUNK_SIZES = (16, 32, 64)
+CALIBRATED_TRITON = (3, 6)
+"""The oldest Triton the limits below were measured with (3.6 and 3.9). Older ones (3.2 compiles
+the kernels too) lay some kernels out with more shared memory (the matrix backward with tf32x3
+products: 288 KiB against 3.9's 192), so dispatch uses them only when a kernel is forced."""
 MATRIX_MIN_DIM = 16
 MATRIX_MAX_DIM = {"bf16": {"tiled": 256, "row_norm": 128}, "fp32": {"tiled": 128, "row_norm": 64}}
 """Largest K, V of the matrix-memory kernel, by the precision of its products (bf16 operands, or
@@ -33,6 +37,12 @@ most 172 KiB; with tf32x3 products K=64 / hidden 256 needs 290 to 328 KiB alread
 benchmarks/results/kernel_resources_sm90.md lists the widest admitted shapes. A smaller GPU that
 refuses a launch inside these bounds gets the PyTorch form with a KernelFallbackWarning.
 """
+
+
+def triton_calibrated(version: str) -> bool:
+    """Whether Triton ``version`` (e.g. '3.6.0') is one the limits were measured with or newer."""
+    major_minor = tuple(int(part) for part in version.split(".")[:2] if part.isdigit())
+    return major_minor >= CALIBRATED_TRITON
 
 
 def _tile_size(n: int) -> bool:

@@ -88,8 +88,12 @@ def test_forced_kernel_runs_under_the_interpreter_and_matches_pytorch(name):
     _assert_kernel_matches_pytorch(rule, q, k, v, gates, params)
 
 
-def test_kernel_problem_says_which_path_a_call_takes():
+def test_kernel_problem_says_which_path_a_call_takes(monkeypatch):
+    import triton
+
     from miras_search.memory.kernel_path import kernel_problem
+
+    monkeypatch.setattr(triton, "__version__", "3.9.0")  # one the limits were measured with
 
     rule, (q, _, v), _, _ = _inputs("gated_deltanet", "cpu")
     assert kernel_problem(rule, q, v, 16, "torch") == "train.kernel is 'torch'"
@@ -121,3 +125,18 @@ def test_trials_report_which_memory_layers_ran_a_kernel():
         assert results[name].ok, results[name].reason
     assert results["moneta"].metrics["kernel_share"] == (1.0 if CUDA else 0.0)
     assert "kernel_share" not in results["transformer"].metrics
+
+
+def test_auto_leaves_triton_versions_older_than_the_limits_alone(monkeypatch):
+    import triton
+    from miras_search.kernels.limits import triton_calibrated
+
+    from miras_search.memory.kernel_path import kernel_problem
+
+    assert triton_calibrated("3.6.0") and triton_calibrated("3.10.1") and triton_calibrated("4.0.0")
+    assert not triton_calibrated("3.2.0") and not triton_calibrated("2.3.1")
+    rule, (q, _, v), _, _ = _inputs("gated_deltanet", "cuda" if CUDA else "cpu")
+    monkeypatch.setattr(triton, "__version__", "3.2.0")
+    assert "Triton 3.2.0 is older than 3.6" in kernel_problem(rule, q, v, 16, "auto")
+    if not CUDA:
+        assert kernel_problem(rule, q, v, 16, "triton") is None  # forced: still runs

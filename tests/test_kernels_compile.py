@@ -16,7 +16,9 @@ import sys
 
 import pytest
 
-pytest.importorskip("triton")
+triton = pytest.importorskip("triton")
+
+from miras_search.kernels.limits import triton_calibrated  # noqa: E402
 
 H100_SHARED_BYTES = 232_448  # the most shared memory one program may use on sm_90
 
@@ -58,9 +60,11 @@ def _compile_in_fresh_process(specs: str) -> None:
     done = subprocess.run([sys.executable, "-c", _COMPILE.format(specs=specs)], env=env,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
+    calibrated = triton_calibrated(triton.__version__)  # older Triton: it must compile, no more
     for name, usage in json.loads(done.stdout.strip().splitlines()[-1]):
         assert 0 < usage["registers"] <= 255, f"{name}: {usage}"
-        assert usage["shared"] <= H100_SHARED_BYTES, f"{name} needs {usage['shared']} bytes of shared memory"
+        assert usage["shared"] <= H100_SHARED_BYTES or not calibrated, (
+            f"{name} needs {usage['shared']} bytes of shared memory")
 
 
 @pytest.mark.parametrize("case", MLP_CASES)

@@ -34,6 +34,14 @@ def _find_kernel(rule: MemoryRule, q: Tensor, v: Tensor, chunk_size: int,
         return None, f"Triton is not importable ({error})"
     if not available():
         return None, "Triton kernels need a CUDA device (or TRITON_INTERPRET=1)"
+    import triton
+
+    from miras_search.kernels.limits import CALIBRATED_TRITON, triton_calibrated
+
+    if not forced and not triton_calibrated(triton.__version__):
+        oldest = ".".join(map(str, CALIBRATED_TRITON))
+        return None, (f"Triton {triton.__version__} is older than {oldest}, the oldest the kernels' "
+                      "shape limits were measured with ('triton' forces them)")
     if not q.is_cuda and not (forced and os.environ.get("TRITON_INTERPRET") == "1"):
         return None, "the inputs are not on a CUDA device"
     run = kernel_for(rule)
