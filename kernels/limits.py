@@ -8,7 +8,11 @@ CALIBRATED_TRITON = (3, 6)
 the kernels too) lay some kernels out with more shared memory (the matrix backward with tf32x3
 products: 288 KiB against 3.9's 192), so dispatch uses them only when a kernel is forced."""
 MATRIX_MIN_DIM = 16
-MATRIX_MAX_DIM = {"bf16": {"tiled": 256, "row_norm": 128}, "fp32": {"tiled": 128, "row_norm": 64}}
+MATRIX_MAX_DIM = {
+    "bf16": {"tiled": 256, "row_norm": 128},
+    "tf32x3": {"tiled": 128, "row_norm": 64},
+    "fp32": {"tiled": 128, "row_norm": 64},
+}
 """Largest K, V of the matrix-memory kernel, by the precision of its products (bf16 operands, or
 fp32 ones: see kernels.precision) and the bias. The row-norm biases
 (huber_norm, huber_switch, robust) keep whole value rows on chip; the others tile V. Measured
@@ -19,12 +23,15 @@ fp32 backward of the row-norm biases overflows past 64."""
 
 
 MLP_MAX_TILES = {
-    "bf16": {"chunk x (K + hidden)": 10240, "K x hidden": 16384},
-    "fp32": {"chunk x (K + hidden)": 5120, "K x hidden": 4096},
+    "bf16": {"chunk x (K + hidden)": 10240, "K x hidden": 16384, "chunk x chunk": 4096},
+    "tf32x3": {"chunk x (K + hidden)": 5120, "K x hidden": 4096, "chunk x chunk": 1024},
+    "fp32": {"chunk x (K + hidden)": 5120, "K x hidden": 4096, "chunk x chunk": 4096},
 }
 """Largest tiles (elements) of the MLP-memory kernel, by the precision of its products (bf16
 operands, or fp32 ones: fp32 inputs, and bf16 inputs whose math needs them, see
-kernels.precision; 'tf32x3' products needed no more room than fp32 'ieee' ones where measured).
+kernels.precision). 'tf32x3' products need about the room of fp32 'ieee' ones (Moneta at
+K=32 / hidden 128 / chunk 32: 200 KiB against 188) but not at chunk 64, whose [chunk, chunk]
+tiles they keep as fp32 operands (K=16 / hidden 64: 240 to 272 KiB against ieee's 152 to 204).
 
 A program keeps W1, W2 [hidden, K] (and with momentum their momenta) and the segment's
 [chunk, hidden] and [chunk, K] activations on chip. Past these sizes the backward needs more
@@ -51,8 +58,8 @@ def _tile_size(n: int) -> bool:
 
 
 def matrix_shape_problem(key_dim: int, value_dim: int, products: str, row_norm: bool) -> str | None:
-    """Why the matrix-memory kernel cannot take these head dims with ``products`` ('bf16' or
-    'fp32' operands) and a row-norm bias or not, or None when it can."""
+    """Why the matrix-memory kernel cannot take these head dims with ``products`` ('bf16',
+    'tf32x3' or 'fp32') and a row-norm bias or not, or None when it can."""
     widest = MATRIX_MAX_DIM[products]["row_norm" if row_norm else "tiled"]
     if min(key_dim, value_dim) >= MATRIX_MIN_DIM and max(key_dim, value_dim) <= widest:
         return None
@@ -65,10 +72,11 @@ def matrix_shape_problem(key_dim: int, value_dim: int, products: str, row_norm: 
 
 def mlp_shape_problem(key_dim: int, hidden: int, chunk_size: int, products: str) -> str | None:
     """Why the MLP-memory kernel cannot take this head dim K, hidden dim and chunk size with
-    ``products`` ('bf16' or 'fp32' operands), or None when it can."""
+    ``products`` ('bf16', 'tf32x3' or 'fp32'), or None when it can."""
     if not (_tile_size(key_dim) and _tile_size(hidden)):
         return f"the MLP-memory kernel needs K and the hidden dim powers of two >= 16; got K={key_dim}, hidden={hidden}"
-    sizes = {"chunk x (K + hidden)": chunk_size * (key_dim + hidden), "K x hidden": key_dim * hidden}
+    sizes = {"chunk x (K + hidden)": chunk_size * (key_dim + hidden), "K x hidden": key_dim * hidden,
+             "chunk x chunk": chunk_size * chunk_size}
     for name, elements in sizes.items():
         if elements > MLP_MAX_TILES[products][name]:
             return (

@@ -41,5 +41,5 @@ def mlp_precision(dtype: torch.dtype, layer_norm: bool, retention: str, bias_kin
 
 
 def products(precision: int) -> str:
-    """'bf16' or 'fp32': the operands a PREC puts on chip (kernels.limits is keyed by it)."""
-    return "bf16" if precision == BF16 else "fp32"
+    """'bf16', 'tf32x3' or 'fp32': the products a PREC makes (kernels.limits is keyed by it)."""
+    return {BF16: "bf16", TF32X3: "tf32x3", IEEE: "fp32"}[precision]

@@ -45,7 +45,7 @@ MLP_CASES = {  # MlpMemoryConfig, bias, K, hidden, chunk, momentum, dtype
     "memora-bf16-tf32x3-widest": 'MlpMemoryConfig("gelu", True, "kl"), BiasConfig("l2"), 32, 128, 32, False, torch.bfloat16',
     "titans-fp32-widest": 'MlpMemoryConfig("gelu", True, "l2"), BiasConfig("l2"), 32, 128, 32, True, torch.float32',
 }
-WIDEST = {"l2-bf16-products-widest": (64, 256, 32, "bf16"), "memora-bf16-tf32x3-widest": (32, 128, 32, "fp32"),
+WIDEST = {"l2-bf16-products-widest": (64, 256, 32, "bf16"), "memora-bf16-tf32x3-widest": (32, 128, 32, "tf32x3"),
           "titans-fp32-widest": (32, 128, 32, "fp32")}
 MATRIX_CASES = {  # bias, K, V, chunk, alpha, momentum, dtype[, backward]
     "gated_deltanet-bf16": 'BiasConfig("l2"), 64, 64, 64, "head", False, torch.bfloat16',

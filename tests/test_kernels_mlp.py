@@ -228,7 +228,10 @@ def test_shape_problem_names_the_dims():
     # (kernels.precision): Moneta's LayerNorm takes fp32-accurate products also for bf16 inputs
     assert shape_problem(rule, 32, 32, 32, torch.bfloat16) is None  # hidden 128
     assert "K x hidden" in shape_problem(rule, 64, 64, 16, torch.bfloat16)
-    assert "fp32 products" in shape_problem(rule, 64, 64, 16, torch.bfloat16)
+    assert "tf32x3 products" in shape_problem(rule, 64, 64, 16, torch.bfloat16)
+    # tf32x3 keeps [chunk, chunk] tiles as fp32 operands: chunk 64 overflows where ieee fits
+    assert "chunk x chunk" in shape_problem(rule, 16, 16, 64, torch.bfloat16)
+    assert shape_problem(rule, 16, 16, 64, torch.float32) is None
     assert shape_problem(rule, 32, 32, 32, torch.float32) is None
     assert "chunk x (K + hidden)" in shape_problem(rule, 32, 32, 64, torch.float32)
     # bf16 operands (no LayerNorm, l2 retention) take twice the room and more
