@@ -13,9 +13,9 @@ MATRIX_MAX_DIM = {
     "tf32x3": {"tiled": 128, "row_norm": 64},
     "fp32": {"tiled": 128, "row_norm": 64},
 }
-"""Largest K, V of the matrix-memory kernel, by the precision of its products (bf16 operands, or
-fp32 ones: see kernels.precision) and the bias. The row-norm biases
-(huber_norm, huber_switch, robust) keep whole value rows on chip; the others tile V. Measured
+"""Largest K, V of the matrix-memory kernel, by the precision of its products (bf16, tf32x3 or
+fp32: see kernels.precision) and the bias. The row-norm biases (huber_norm, huber_switch,
+robust) keep whole value rows on chip; the others tile V. Measured
 with compile_check on sm_90 (an H100 allows 227 KiB of shared memory per program): at
 K = V = 256, chunk 64, the tiled biases need 68 to 148 KiB in bf16 but up to 240 (gla's
 channel-wise decay) in fp32; huber_switch needs 264 KiB in bf16 already at chunk 16, and the
@@ -36,8 +36,8 @@ tiles they keep as fp32 operands (K=16 / hidden 64: 240 to 272 KiB against ieee'
 A program keeps W1, W2 [hidden, K] (and with momentum their momenta) and the segment's
 [chunk, hidden] and [chunk, K] activations on chip. Past these sizes the backward needs more
 shared memory than an H100 has (227 KiB), or more registers than ptxas can give one instruction
-(K=128, hidden=512); fp32 operands take more than twice
-bf16's room (its matrix products run on FMA layouts, not tensor cores). Measured for the named
+(K=128, hidden=512); fp32 operands take more than twice bf16's room (fp32 'ieee' products run
+on FMA layouts, not tensor cores). Measured for the named
 models on sm_90 with Triton 3.9 (compile_check, no GPU needed): Titans at K=64, hidden 128,
 chunk 64 (chunk x (K + hidden) = 12288) needs 264 KiB, K=64 / hidden 256 / chunk 32 (10240) at
 most 172 KiB; with tf32x3 products K=64 / hidden 256 needs 290 to 328 KiB already at chunk 16.

@@ -632,11 +632,17 @@ def compile_specs(config: MlpMemoryConfig, bias: BiasConfig, K: int, HD: int, ch
     ]
 
 
+def _reference(config: MlpMemoryConfig, bias: BiasConfig, chunk_size: int):
+    """The PyTorch reference from the carried state x1, x2, taking the kernels' argument order:
+    what a launch that does not fit this GPU runs instead."""
+    def run(q, k, v, eta, alpha, theta, delta, x1, x2):
+        return chunk_mlp_from_state(q, k, v, eta, x1, x2, alpha, delta, theta, config, bias, chunk_size)
+    return run
+
+
 def _reference_grads(ctx, do: torch.Tensor) -> tuple:
     """Gradients from the PyTorch reference, recomputed (used when a kernel does not fit)."""
-    def reference(q, k, v, eta, alpha, theta, delta, x1, x2):
-        return chunk_mlp_from_state(q, k, v, eta, x1, x2, alpha, delta, theta,
-                                    ctx.config, ctx.bias, ctx.chunk_size)
+    reference = _reference(ctx.config, ctx.bias, ctx.chunk_size)
     return (*reference_grads(reference, list(ctx.saved_tensors[:9]), do), None, None, None)
 
 
@@ -670,7 +676,7 @@ class ChunkMlpMemory(torch.autograd.Function):
         except OutOfResources as error:
             warn_fallback("MLP-memory forward", error)
             ctx.fallback = True
-            o = chunk_mlp_from_state(q, k, v, eta, x1, x2, alpha, delta, theta, config, bias, chunk_size)
+            o = _reference(config, bias, chunk_size)(q, k, v, eta, alpha, theta, delta, x1, x2)
         ctx.save_for_backward(q, k, v, eta, alpha, theta, delta, x1, x2, *saved, start, size)
         return o
 
