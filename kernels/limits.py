@@ -46,6 +46,23 @@ refuses a launch inside these bounds gets the PyTorch form with a KernelFallback
 """
 
 
+MAX_TOKEN_ELEMENTS = 2**31 - 1
+"""Most elements of a [B, T, H, D] token tensor (q, k, v, the output and their gradients) the
+kernels index: they address tokens with int32 offsets (the per-chunk stored states, which
+grow faster, use int64 ones)."""
+
+
+def token_tensor_problem(batch: int, length: int, heads: int, dim: int) -> str | None:
+    """Why the kernels cannot index [batch, length, heads, dim] token tensors, or None."""
+    elements = batch * length * heads * dim
+    if elements <= MAX_TOKEN_ELEMENTS:
+        return None
+    return (
+        f"the kernels index token tensors with int32 offsets: [B, T, H, D] = [{batch}, {length}, "
+        f"{heads}, {dim}] has {elements} elements, more than {MAX_TOKEN_ELEMENTS} (split the batch)"
+    )
+
+
 def triton_calibrated(version: str) -> bool:
     """Whether Triton ``version`` (e.g. '3.6.0') is one the limits were measured with or newer."""
     major_minor = tuple(int(part) for part in version.split(".")[:2] if part.isdigit())

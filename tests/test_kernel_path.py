@@ -108,6 +108,26 @@ def test_kernel_problem_says_which_path_a_call_takes(monkeypatch):
     assert kernel_problem(attention, q, v, 16, "auto") == "the layer is softmax attention"
 
 
+def test_token_tensors_past_int32_run_pytorch(monkeypatch):
+    """The kernels index tokens with int32 offsets: past 2^31 elements of [B, T, H, D] a forced
+    kernel says so and auto takes the PyTorch form (shapes on the meta device: nothing is
+    allocated; on CPU the forced kernel would run in the interpreter)."""
+    import triton
+    from miras_search.kernels.limits import MAX_TOKEN_ELEMENTS, token_tensor_problem
+
+    from miras_search.memory.kernel_path import kernel_problem
+
+    assert token_tensor_problem(1, MAX_TOKEN_ELEMENTS, 1, 1) is None
+    assert "2147483648 elements" in token_tensor_problem(2, 2**24, 4, 16)
+    if CUDA:
+        pytest.skip("the forced path below runs on CPU tensors only without CUDA")
+    monkeypatch.setattr(triton, "__version__", "3.9.0")
+    rule = MemoryRule.from_point(preset("gated_deltanet"))
+    q = torch.empty(2, 2**24, 8, 16, device="meta")
+    assert "int32 offsets" in kernel_problem(rule, q, q, 16, "triton")
+    assert kernel_problem(rule, q[:, : 2**22], q[:, : 2**22], 16, "triton") is None
+
+
 def test_trials_report_which_memory_layers_ran_a_kernel():
     """kernel_share: on this CPU the memory layers run the PyTorch form (auto needs CUDA), on a
     GPU the covered point runs its kernel in every layer (bf16 autocast). Points with no memory

@@ -16,6 +16,9 @@ CUDA = torch.cuda.is_available()
 if not CUDA:
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+# triton after TRITON_INTERPRET: its own jit helpers (tl.zeros...) read it when imported
+import triton  # noqa: E402
+import triton.language as tl  # noqa: E402
 from miras_search.kernels import (  # noqa: E402
     BIAS_KINDS,
     BiasConfig,
@@ -28,6 +31,7 @@ from miras_search.kernels.matrix_chunk import (  # noqa: E402
     naive_chunk_matrix_memory,
     recurrent_matrix_memory,
 )
+from miras_search.kernels.matrix_chunk.chunk import _launch_config, _slot  # noqa: E402
 
 DEVICE = "cuda" if CUDA else "cpu"
 NAMES = ("q", "k", "v", "eta", "alpha", "theta", "delta", "initial_state")
@@ -219,6 +223,83 @@ def test_gpu_split_backward(alpha, momentum, dim):
     check(make_inputs(2, 300, 4, dim, dim, "l2", alpha, momentum), "l2", 64, backward="split")
     check(make_inputs(2, 300, 4, dim, dim, "l2", alpha, momentum), "l2", 64, torch.bfloat16, 2e-2,
           backward="split")
+
+
+def _gdn_inputs(T: int, H: int, D: int) -> dict:
+    """bf16 Gated DeltaNet inputs on the GPU, made there (a CPU float64 copy would be 10+ GB)."""
+    g = torch.Generator(device=DEVICE).manual_seed(0)
+    bf16 = {"device": DEVICE, "dtype": torch.bfloat16}
+    return {
+        "q": torch.randn(1, T, H, D, generator=g, **bf16),
+        "k": torch.nn.functional.normalize(torch.randn(1, T, H, D, generator=g, **bf16), dim=-1),
+        "v": torch.randn(1, T, H, D, generator=g, **bf16),
+        "eta": 0.5 * torch.rand(1, T, H, generator=g, **bf16) + 0.05,
+        "alpha": 0.05 * torch.rand(1, T, H, generator=g, **bf16) + 0.95,
+        "initial_state": 0.3 * torch.randn(H, D, D, generator=g, **bf16),
+    }
+
+
+def _assert_last_head_as_alone(x: dict, chunk_size: int, backward: str) -> None:
+    """The last head's output and gradients equal those of a run of that head alone (H = 1)."""
+    def last(name: str, t: torch.Tensor) -> torch.Tensor:
+        return t[-1:] if name == "initial_state" else t[:, :, -1:]
+
+    names = list(x)
+    full = {n: t.requires_grad_() for n, t in x.items()}
+    o = chunk_matrix_memory(**full, bias="l2", chunk_size=chunk_size, backward=backward)
+    do = torch.randn_like(o)
+    grads = torch.autograd.grad(o, [full[n] for n in names], do)
+    o_last, do_last = last("o", o).detach().clone(), last("do", do).clone()
+    grads_last = {n: last(n, g).clone() for n, g in zip(names, grads, strict=True)}
+    del o, do, grads  # the full-size buffers
+    alone = {n: last(n, t).detach().contiguous().requires_grad_() for n, t in x.items()}
+    o_alone = chunk_matrix_memory(**alone, bias="l2", chunk_size=chunk_size, backward=backward)
+    grads_alone = torch.autograd.grad(o_alone, [alone[n] for n in names], do_last)
+    assert rel_err(o_last, o_alone) < 1e-6
+    for name, g_alone in zip(names, grads_alone, strict=True):
+        assert rel_err(grads_last[name], g_alone) < 1e-6, f"d{name} of the last head differs from its own run"
+
+
+@gpu_only
+def test_gpu_buffers_past_int32():
+    """Buffers past 2^31 elements, where int32 offsets wrapped (a crash, or another head's data):
+    the stored per-chunk states (B x H x chunks x V x K: T = 139264, H = 16, K = V = 128,
+    chunk 16: 9 GB in fp32, and the split backward's state gradients as many) and the backward's
+    per-V-tile gradient partials (tiles x B x T x H x K at T = 278528, chunk 64). The last head,
+    whose data sit past the int32 range, gives what it gives alone."""
+    H, D = 16, 128
+    tiles = D // _launch_config(D, D, BiasConfig("l2"), backward=True)[1]
+    for T, chunk_size, backward in ((139264, 16, "fused"), (139264, 16, "split"), (278528, 64, "fused")):
+        stored, partials = H * (T // chunk_size) * D * D, tiles * T * H * D
+        assert max(stored, partials) > 2**31
+        _assert_last_head_as_alone(_gdn_inputs(T, H, D), chunk_size, backward)
+        torch.cuda.empty_cache()
+
+
+@triton.jit
+def _slot_probe(out, count, size):
+    i_bh = tl.program_id(0)
+    tl.store(out + i_bh, _slot(i_bh, count - 1, count, size))
+
+
+def test_stored_state_offsets_do_not_wrap():
+    """_slot, which places every kernel's per-chunk stored states, computes in int64: program
+    100 of 2^20 slots of 2^14 elements sits at 2^40 + ..., far past int32 (where it wrapped)."""
+    count, size, programs = 2**20, 2**14, 101
+    out = torch.zeros(programs, dtype=torch.int64, device=DEVICE)
+    _slot_probe[(programs,)](out, count, size)
+    assert out.tolist() == [(i * count + count - 1) * size for i in range(programs)]
+
+
+def test_token_tensors_past_int32_are_refused():
+    """q past 2^31 elements: a KernelInputError naming the shape, before any launch (shapes on
+    the meta device: nothing is allocated)."""
+    B, T, H, K = 2, 2**24, 8, 16  # 2^32 elements
+    meta = {"device": "meta", "dtype": torch.bfloat16}
+    q, k, v = (torch.empty(B, T, H, K, **meta) for _ in range(3))
+    eta = torch.empty(B, T, H, **meta)
+    with pytest.raises(KernelInputError, match=r"int32 offsets: \[B, T, H, D\] = \[2, 16777216, 8, 16\]"):
+        chunk_matrix_memory(q, k, v, eta, chunk_size=16)
 
 
 # ---- errors and dispatch -------------------------------------------------------------------

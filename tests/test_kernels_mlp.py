@@ -334,6 +334,56 @@ def test_gpu_bf16_products(bias, K, hidden, chunk):
           dtype=torch.bfloat16, tol=2e-2)
 
 
+@gpu_only
+def test_gpu_stored_states_past_int32():
+    """B x H x segments x hidden x K of the stored start states past 2^31 (two 9 GB fp32 tensors:
+    T = 139264, H = 64, K = 32, hidden 128, chunk 16): the last head, whose states sit past the
+    int32 range, gives what it gives alone. int32 offsets wrapped there, which crashes the
+    backward or reads another head's states."""
+    B, T, H, K, HD, C = 1, 139264, 64, 32, 128, 16
+    assert B * H * (T // C) * HD * K > 2**31
+    config, bias = MlpMemoryConfig("silu", False, "l2"), BiasConfig("l2")
+    g = torch.Generator(device=DEVICE).manual_seed(0)
+    bf16 = {"device": DEVICE, "dtype": torch.bfloat16}
+    x = {
+        "q": F.normalize(torch.randn(B, T, H, K, generator=g, **bf16), dim=-1),
+        "k": F.normalize(torch.randn(B, T, H, K, generator=g, **bf16), dim=-1),
+        "v": torch.randn(B, T, H, K, generator=g, **bf16),
+        "eta": 0.1 * torch.rand(B, T, H, generator=g, **bf16) + 0.02,
+        "w1": torch.randn(H, HD, K, generator=g, **bf16) / K**0.5,
+        "w2": torch.randn(H, K, HD, generator=g, **bf16) / HD**0.5,
+        "alpha": 0.05 * torch.rand(B, T, H, generator=g, **bf16) + 0.95,
+    }
+    def last(name: str, t: torch.Tensor) -> torch.Tensor:
+        return t[-1:] if name in ("w1", "w2") else t[:, :, -1:]
+
+    names = list(x)
+    full = {n: t.clone().requires_grad_() for n, t in x.items()}
+    o = chunk_mlp_memory(**full, config=config, bias=bias, chunk_size=C)
+    do = torch.randn(o.shape, generator=g, **bf16)
+    grads = torch.autograd.grad(o, [full[n] for n in names], do)
+    o_last, do_last = last("o", o).detach().clone(), last("do", do).clone()
+    grads_last = {n: last(n, g).clone() for n, g in zip(names, grads, strict=True)}
+    del o, do, grads, full  # the full-size buffers (the stored states go with o's graph)
+    alone = {n: last(n, t).contiguous().requires_grad_() for n, t in x.items()}
+    o_alone = chunk_mlp_memory(**alone, config=config, bias=bias, chunk_size=C)
+    grads_alone = torch.autograd.grad(o_alone, [alone[n] for n in names], do_last)
+    assert rel_err(o_last, o_alone) < 1e-6
+    for name, g_alone in zip(names, grads_alone, strict=True):
+        assert rel_err(grads_last[name], g_alone) < 1e-6, f"d{name} of the last head differs"
+
+
+def test_token_tensors_past_int32_are_refused():
+    """q past 2^31 elements: a KernelInputError naming the shape, before any launch (meta device:
+    nothing is allocated)."""
+    meta = {"device": "meta", "dtype": torch.bfloat16}
+    q, k, v = (torch.empty(2, 2**24, 8, 16, **meta) for _ in range(3))
+    eta = torch.empty(2, 2**24, 8, **meta)
+    w1, w2 = torch.empty(8, 32, 16, **meta), torch.empty(8, 16, 32, **meta)
+    with pytest.raises(KernelInputError, match=r"int32 offsets: \[B, T, H, D\] = \[2, 16777216, 8, 16\]"):
+        chunk_mlp_memory(q, k, v, eta, w1, w2, config=MlpMemoryConfig(retention="none"))
+
+
 # ---- a kernel that does not fit the GPU falls back to the reference --------------------------
 @pytest.mark.parametrize("which", ["_fwd_kernel", "_bwd_kernel"])
 def test_out_of_resources_falls_back_with_a_warning(monkeypatch, refused_launch, which):

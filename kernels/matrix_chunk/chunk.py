@@ -35,7 +35,7 @@ from triton.runtime.errors import OutOfResources
 
 from ..bias import BIAS_KINDS, NORM_EPS, BiasConfig, KernelInputError, as_bias
 from ..fallback import reference_grads, warn_fallback
-from ..limits import CHUNK_SIZES, matrix_shape_problem
+from ..limits import CHUNK_SIZES, matrix_shape_problem, token_tensor_problem
 from ..precision import matrix_precision, products
 from .naive import naive_chunk_matrix_memory
 
@@ -44,6 +44,15 @@ SAFE_LOG_DECAY = tl.constexpr(60.0)
 """Channel-wise decay of a chunk past which the kernel stops factoring exp(lb_t - lb_i) into
 exp(lb_t) exp(-lb_i) (e^60 ~ 1e26 stays finite in fp32 and bf16; a saturated gate, alpha ~
 1e-6 for a few tokens, goes past it)."""
+
+
+@triton.jit
+def _slot(i_bh, n, count, size):
+    """Offset of item n of program i_bh's ``count`` items of ``size`` elements, in int64. The
+    per-chunk stored states outgrow int32 indexing first (B x H x chunks x V x K is 2^31 at
+    B=1, H=16, T=128k, chunk 16, K = V = 128), then the backward's per-V-tile gradient
+    partials; an int32 product would wrap silently."""
+    return (i_bh.to(tl.int64) * count + n) * size
 
 
 @triton.jit
@@ -236,7 +245,7 @@ def _fwd_kernel(
         else:
             dl = et
         if SAVE:
-            base = (i_bh * NC + n) * V * K
+            base = _slot(i_bh, n, NC, V * K)
             tl.store(saved_w + base + ov[:, None] * K + ok[None, :], W, mask=m_vk)
             if MOMENTUM:
                 tl.store(saved_s + base + ov[:, None] * K + ok[None, :], S, mask=m_vk)
@@ -312,6 +321,7 @@ def _chunk_bwd(
     causal = oc[:, None] >= oc[None, :]
     is_last = oc == C - 1
     part = i_v * BH * T  # per-V-tile partial buffers: offset of this tile
+    part_k = _slot(i_v, 0, BH * T, K)  # ... of the [B, T, H, K] ones (NV x B x T x H x K: int64)
     t = n * C + oc
     mt = t < T
     row = (b * T + t) * H + h
@@ -326,7 +336,7 @@ def _chunk_bwd(
         dl = tl.load(delta + row, mask=mt, other=1.0).to(tl.float32)
     else:
         dl = et
-    base = (i_bh * NC + n) * V * K
+    base = _slot(i_bh, n, NC, V * K)
     W = tl.load(saved_w + base + ov[:, None] * K + ok[None, :], mask=m_vk, other=0.0)
 
     if ALPHA == 2:
@@ -357,7 +367,7 @@ def _chunk_bwd(
         # lb_t sums log alpha_j for j <= t; lbl sums them all
         g_la = tl.cumsum(dlb, 0, reverse=True) + dlbl[None, :]
         if STORE:
-            tl.store(dla + (part + row)[:, None] * K + ok[None, :], g_la, mask=m_ck)
+            tl.store(dla + part_k + row[:, None] * K + ok[None, :], g_la, mask=m_ck)
         dW = dW * tl.exp(lbl)[None, :] + _mm(tl.trans(dO), qt, PREC) + _mm(tl.trans(dE), kb, PREC)
     else:
         if ALPHA == 1:
@@ -439,8 +449,8 @@ def _chunk_bwd(
         dvc -= dG
     if STORE:
         tl.store(dv + row[:, None] * V + ov[None, :], dvc.to(dv.dtype.element_ty), mask=m_cv)
-        tl.store(dq + (part + row)[:, None] * K + ok[None, :], dqc, mask=m_ck)
-        tl.store(dk + (part + row)[:, None] * K + ok[None, :], dkc, mask=m_ck)
+        tl.store(dq + part_k + row[:, None] * K + ok[None, :], dqc, mask=m_ck)
+        tl.store(dk + part_k + row[:, None] * K + ok[None, :], dkc, mask=m_ck)
         tl.store(deta + part + row, tl.sum(dP * G, 1), mask=mt)
     if STORE and ((BIAS >= 3) and (BIAS <= 5)):  # Triton < 3.3 refuses a chain of three
         tl.store(ddelta + part + row, dd, mask=mt)
@@ -494,9 +504,10 @@ def _bwd_state_kernel(
     dS = tl.zeros([BV, BK], dtype=tl.float32)
     for i_n in range(NC):
         n = NC - 1 - i_n
-        tl.store(saved_dw + (i_bh * NC + n) * V * K + tile, dW, mask=m_vk)
+        base = _slot(i_bh, n, NC, V * K)
+        tl.store(saved_dw + base + tile, dW, mask=m_vk)
         if MOMENTUM:
-            tl.store(saved_ds + (i_bh * NC + n) * V * K + tile, dS, mask=m_vk)
+            tl.store(saved_ds + base + tile, dS, mask=m_vk)
         dW, dS = _chunk_bwd(
             q, k, v, eta, alpha, theta, delta, saved_w, saved_s, do,  # no token gradients here:
             dw0, dw0, dw0, dw0, dw0, dw0, dw0, dW, dS, n, i_v, i_bh,  # placeholders, never written
@@ -523,10 +534,11 @@ def _bwd_chunk_kernel(
     ok = tl.arange(0, BK)
     ov = i_v * BV + tl.arange(0, BV)
     m_vk = (ov < V)[:, None] & (ok < K)[None, :]
-    tile = (i_bh * NC + n) * V * K + ov[:, None] * K + ok[None, :]
-    dW = tl.load(saved_dw + tile, mask=m_vk, other=0.0)
+    base = _slot(i_bh, n, NC, V * K)
+    tile = ov[:, None] * K + ok[None, :]
+    dW = tl.load(saved_dw + base + tile, mask=m_vk, other=0.0)
     if MOMENTUM:
-        dS = tl.load(saved_ds + tile, mask=m_vk, other=0.0)
+        dS = tl.load(saved_ds + base + tile, mask=m_vk, other=0.0)
     else:
         dS = dW
     _chunk_bwd(
@@ -714,7 +726,8 @@ def chunk_matrix_memory(
 
     Args:
         q, k: [B, T, H, K]; v: [B, T, H, V] (float32 or bfloat16; K, V in 16..256, see
-            kernels.limits.matrix_shape_problem).
+            kernels.limits.matrix_shape_problem; at most 2^31 - 1 elements, see
+            kernels.limits.token_tensor_problem).
         eta: [B, T, H] (> 0), the inner learning rate.
         alpha: [B, T, H] or [B, T, H, K] in (0, 1], or None (no retention).
         theta: [B, T, H] in (0, 1) for momentum, or None (gd). Not with channel-wise alpha.
@@ -748,6 +761,7 @@ def chunk_matrix_memory(
     if chunk_size not in CHUNK_SIZES:
         raise KernelInputError(f"chunk_size must be 16, 32 or 64 for the Triton kernel, got {chunk_size}")
     problem = matrix_shape_problem(K, V, products(matrix_precision(q.dtype, bias.kind)), bias.row_norm)
+    problem = problem or token_tensor_problem(B, T, H, max(K, V))
     if problem is not None:
         raise KernelInputError(problem)
     if theta is not None and alpha is not None and alpha.dim() == 4:

@@ -26,8 +26,8 @@ from triton.runtime.errors import OutOfResources
 
 from ..bias import BiasConfig, KernelInputError, as_bias
 from ..fallback import reference_grads, warn_fallback
-from ..limits import CHUNK_SIZES, mlp_shape_problem
-from ..matrix_chunk.chunk import _bias_args, _check, _mm, _phi, _phi_bwd
+from ..limits import CHUNK_SIZES, mlp_shape_problem, token_tensor_problem
+from ..matrix_chunk.chunk import _bias_args, _check, _mm, _phi, _phi_bwd, _slot
 from ..precision import mlp_precision, products
 from .naive import LN_EPS, LQ_FLOOR, MlpMemoryConfig, chunk_mlp_from_state, initial_state, segments
 
@@ -341,11 +341,12 @@ def _fwd_kernel(
         start = tl.load(seg_start + n)
         size = tl.load(seg_size + n)
         if SAVE:
-            tl.store(saved1 + (i_bh * NS + n) * HD * K + off1, X1)
-            tl.store(saved2 + (i_bh * NS + n) * HD * K + off2, X2)
+            base = _slot(i_bh, n, NS, HD * K)
+            tl.store(saved1 + base + off1, X1)
+            tl.store(saved2 + base + off2, X2)
             if MOM:
-                tl.store(saved_s1 + (i_bh * NS + n) * HD * K + off1, S1)
-                tl.store(saved_s2 + (i_bh * NS + n) * HD * K + off2, S2)
+                tl.store(saved_s1 + base + off1, S1)
+                tl.store(saved_s2 + base + off2, S2)
         qc, kc, vc, et, la, lth, dl, _row, ptr, mt = _load_segment(
             q, k, v, eta, alpha, theta, delta, b, h, start, size, T, H, C, K, HAS_ALPHA, MOM,
             NEEDS_DELTA)
@@ -404,11 +405,12 @@ def _bwd_kernel(
         n = NS - 1 - i_n
         start = tl.load(seg_start + n)
         size = tl.load(seg_size + n)
-        X1 = tl.load(saved1 + (i_bh * NS + n) * HD * K + off1)
-        X2 = tl.load(saved2 + (i_bh * NS + n) * HD * K + off2)
+        base = _slot(i_bh, n, NS, HD * K)
+        X1 = tl.load(saved1 + base + off1)
+        X2 = tl.load(saved2 + base + off2)
         if MOM:
-            S1 = tl.load(saved_s1 + (i_bh * NS + n) * HD * K + off1)
-            S2 = tl.load(saved_s2 + (i_bh * NS + n) * HD * K + off2)
+            S1 = tl.load(saved_s1 + base + off1)
+            S2 = tl.load(saved_s2 + base + off2)
         else:
             S1 = X1
             S2 = X2
@@ -738,6 +740,7 @@ def check_mlp_inputs(q, k, v, eta, w1, w2, alpha, theta, delta, bias: BiasConfig
         raise KernelInputError(f"chunk_size must be 16, 32 or 64 for the Triton kernel, got {chunk_size}")
     precision = mlp_precision(q.dtype, config.layer_norm, config.retention, bias.kind)
     problem = mlp_shape_problem(K, HD, chunk_size, products(precision))
+    problem = problem or token_tensor_problem(B, T, H, K)
     if problem is not None:
         raise KernelInputError(problem)
     if bias.needs_delta and delta is None:
@@ -762,7 +765,7 @@ def chunk_mlp_memory(
 
     Args:
         q, k, v: [B, T, H, K] (float32 or bfloat16; K a power of two >= 16; with the hidden
-            dim and chunk size inside kernels.limits.MLP_MAX_TILES).
+            dim and chunk size inside kernels.limits.MLP_MAX_TILES; at most 2^31 - 1 elements).
         eta: [B, T, H] (> 0); alpha: [B, T, H] in (0, 1] or None (no decay);
         delta: [B, T, H] (> 0), the Huber threshold (huber biases only);
         theta: [B, T, H] in (0, 1) for momentum (Titans; S starts at zero), None for gd.

@@ -36,7 +36,11 @@ def _find_kernel(rule: MemoryRule, q: Tensor, v: Tensor, chunk_size: int,
         return None, "Triton kernels need a CUDA device (or TRITON_INTERPRET=1)"
     import triton
 
-    from miras_search.kernels.limits import CALIBRATED_TRITON, triton_calibrated
+    from miras_search.kernels.limits import (
+        CALIBRATED_TRITON,
+        token_tensor_problem,
+        triton_calibrated,
+    )
 
     if not forced and not triton_calibrated(triton.__version__):
         oldest = ".".join(map(str, CALIBRATED_TRITON))
@@ -55,6 +59,7 @@ def _find_kernel(rule: MemoryRule, q: Tensor, v: Tensor, chunk_size: int,
     if rule.steps_per_token != 1:
         return None, "multistep updates have no kernel"
     reason = shape_problem(rule, q.shape[-1], v.shape[-1], chunk_size, q.dtype)
+    reason = reason or token_tensor_problem(*q.shape[:3], max(q.shape[-1], v.shape[-1]))
     return (None, reason) if reason is not None else (run, None)
 
 
