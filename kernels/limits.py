@@ -50,17 +50,25 @@ MAX_TOKEN_ELEMENTS = 2**31 - 1
 """Most elements of a [B, T, H, D] token tensor (q, k, v, the output and their gradients) the
 kernels index: they address tokens with int32 offsets (the per-chunk stored states, which
 grow faster, use int64 ones)."""
+MAX_SEQUENCES = 65535
+"""Most batch x head sequences: the matrix kernel launches them on a grid axis that CUDA caps
+at 65535 programs."""
 
 
 def token_tensor_problem(batch: int, length: int, heads: int, dim: int) -> str | None:
-    """Why the kernels cannot index [batch, length, heads, dim] token tensors, or None."""
+    """Why the kernels cannot take [batch, length, heads, dim] token tensors, or None."""
     elements = batch * length * heads * dim
-    if elements <= MAX_TOKEN_ELEMENTS:
-        return None
-    return (
-        f"the kernels index token tensors with int32 offsets: [B, T, H, D] = [{batch}, {length}, "
-        f"{heads}, {dim}] has {elements} elements, more than {MAX_TOKEN_ELEMENTS} (split the batch)"
-    )
+    if elements > MAX_TOKEN_ELEMENTS:
+        return (
+            f"the kernels index token tensors with int32 offsets: [B, T, H, D] = [{batch}, {length}, "
+            f"{heads}, {dim}] has {elements} elements, more than {MAX_TOKEN_ELEMENTS} (split the batch)"
+        )
+    if batch * heads > MAX_SEQUENCES:
+        return (
+            f"the kernels launch one program row per batch x head, at most {MAX_SEQUENCES}: "
+            f"B x H = {batch} x {heads} (split the batch)"
+        )
+    return None
 
 
 def triton_calibrated(version: str) -> bool:

@@ -119,6 +119,8 @@ def test_token_tensors_past_int32_run_pytorch(monkeypatch):
 
     assert token_tensor_problem(1, MAX_TOKEN_ELEMENTS, 1, 1) is None
     assert "2147483648 elements" in token_tensor_problem(2, 2**24, 4, 16)
+    assert "B x H = 8192 x 16" in token_tensor_problem(8192, 1, 16, 16)
+    assert token_tensor_problem(4095, 1, 16, 16) is None  # 65520 sequences
     if CUDA:
         pytest.skip("the forced path below runs on CPU tensors only without CUDA")
     monkeypatch.setattr(triton, "__version__", "3.9.0")

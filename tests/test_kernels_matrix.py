@@ -72,16 +72,16 @@ def make_inputs(B, T, H, K, V, bias="l2", alpha="head", momentum=False, w0=True,
     return inputs
 
 
-def check(inputs, bias, chunk_size, dtype=torch.float32, tol=5e-3, backward="fused"):
-    """Run kernel (dtype, on DEVICE) and float64 reference; compare o and all gradients."""
+def check(inputs, bias, chunk_size, dtype=torch.float32, tol=5e-3, backward="fused", device=DEVICE):
+    """Run kernel (dtype, on ``device``) and float64 reference; compare o and all gradients."""
     names = [n for n in NAMES if inputs[n] is not None]
-    fast = {n: inputs[n].to(DEVICE, dtype).requires_grad_() for n in names}
+    fast = {n: inputs[n].to(device, dtype).requires_grad_() for n in names}
     # the reference sees the kernel's own inputs: rounded to dtype, then computed in float64
     ref = {n: inputs[n].to(dtype).double().requires_grad_() for n in names}
     o = chunk_matrix_memory(**fast, bias=bias, chunk_size=chunk_size, backward=backward)
     o_ref = naive_chunk_matrix_memory(**ref, bias=bias, chunk_size=chunk_size)
     do = torch.randn(o_ref.shape, generator=torch.Generator().manual_seed(1)).to(dtype).double()
-    grads = torch.autograd.grad(o, [fast[n] for n in names], do.to(DEVICE, dtype))
+    grads = torch.autograd.grad(o, [fast[n] for n in names], do.to(device, dtype))
     grads_ref = torch.autograd.grad(o_ref, [ref[n] for n in names], do)
     assert o.dtype == dtype and o.shape == o_ref.shape
     errors = {"o": rel_err(o.cpu(), o_ref)}
@@ -300,6 +300,16 @@ def test_token_tensors_past_int32_are_refused():
     eta = torch.empty(B, T, H, **meta)
     with pytest.raises(KernelInputError, match=r"int32 offsets: \[B, T, H, D\] = \[2, 16777216, 8, 16\]"):
         chunk_matrix_memory(q, k, v, eta, chunk_size=16)
+
+
+@gpu_only
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+@pytest.mark.parametrize("backward", ["fused", "split"])
+def test_gpu_inputs_on_another_gpu(backward):
+    """Triton launches on the current CUDA device; inputs on cuda:1 while cuda:0 is current run
+    on theirs (kernels.launch.on_device), forward and backward."""
+    with torch.cuda.device(0):
+        check(make_inputs(1, 37, 2, 32, 32, momentum=True), "l2", 16, backward=backward, device="cuda:1")
 
 
 # ---- errors and dispatch -------------------------------------------------------------------

@@ -75,16 +75,16 @@ def make_inputs(B, T, H, K, hidden, bias="l2", retention="l2", seed=0, momentum=
     }
 
 
-def check(inputs, config, bias, chunk_size, dtype=torch.float32, tol=5e-3):
-    """Kernel (dtype, on DEVICE) against the float64 reference: o and every gradient."""
+def check(inputs, config, bias, chunk_size, dtype=torch.float32, tol=5e-3, device=DEVICE):
+    """Kernel (dtype, on ``device``) against the float64 reference: o and every gradient."""
     names = [n for n in NAMES if inputs[n] is not None]
-    fast = {n: inputs[n].to(DEVICE, dtype).requires_grad_() for n in names}
+    fast = {n: inputs[n].to(device, dtype).requires_grad_() for n in names}
     # the reference sees the kernel's own inputs: rounded to dtype, then computed in float64
     ref = {n: inputs[n].to(dtype).double().requires_grad_() for n in names}
     o = chunk_mlp_memory(**fast, config=config, bias=bias, chunk_size=chunk_size)
     o_ref = naive_chunk_mlp_memory(**ref, config=config, bias=bias, chunk_size=chunk_size)
     do = torch.randn(o_ref.shape, generator=torch.Generator().manual_seed(1)).to(dtype).double()
-    grads = torch.autograd.grad(o, [fast[n] for n in names], do.to(DEVICE, dtype))
+    grads = torch.autograd.grad(o, [fast[n] for n in names], do.to(device, dtype))
     grads_ref = torch.autograd.grad(o_ref, [ref[n] for n in names], do)
     assert o.dtype == dtype and o.shape == o_ref.shape
     errors = {"o": rel_err(o.cpu(), o_ref)}
@@ -382,6 +382,16 @@ def test_token_tensors_past_int32_are_refused():
     w1, w2 = torch.empty(8, 32, 16, **meta), torch.empty(8, 16, 32, **meta)
     with pytest.raises(KernelInputError, match=r"int32 offsets: \[B, T, H, D\] = \[2, 16777216, 8, 16\]"):
         chunk_mlp_memory(q, k, v, eta, w1, w2, config=MlpMemoryConfig(retention="none"))
+
+
+@gpu_only
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+def test_gpu_inputs_on_another_gpu():
+    """Triton launches on the current CUDA device; inputs on cuda:1 while cuda:0 is current run
+    on theirs (kernels.launch.on_device), forward and backward."""
+    config, bias = NAMED["titans"]
+    with torch.cuda.device(0):
+        check(named_inputs("titans", 1, 37, 2, 16, 64), config, bias, 16, device="cuda:1")
 
 
 # ---- a kernel that does not fit the GPU falls back to the reference --------------------------

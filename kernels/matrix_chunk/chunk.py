@@ -35,6 +35,7 @@ from triton.runtime.errors import OutOfResources
 
 from ..bias import BIAS_KINDS, NORM_EPS, BiasConfig, KernelInputError, as_bias
 from ..fallback import reference_grads, warn_fallback
+from ..launch import on_device
 from ..limits import CHUNK_SIZES, matrix_shape_problem, token_tensor_problem
 from ..precision import matrix_precision, products
 from .naive import naive_chunk_matrix_memory
@@ -528,8 +529,8 @@ def _bwd_chunk_kernel(
 ):
     """Split backward, pass 2 (one program per V-tile, chunk and batch x head, all at once): the
     token gradients of one chunk from its stored start state and end-state gradient."""
-    i_v = tl.program_id(0)
-    n = tl.program_id(1)
+    n = tl.program_id(0)  # on the grid's x axis: y and z stop at 65535
+    i_v = tl.program_id(1)
     i_bh = tl.program_id(2)
     ok = tl.arange(0, BK)
     ov = i_v * BV + tl.arange(0, BV)
@@ -635,13 +636,14 @@ class ChunkMatrixMemory(torch.autograd.Function):
         ctx.bias, ctx.chunk_size, ctx.mode, ctx.split = bias, chunk_size, mode, split
         ctx.fallback = False
         try:
-            _fwd_kernel[grid](
-                q, k, v, eta, dummy if alpha is None else alpha, dummy if theta is None else theta,
-                dummy if delta is None else delta, dummy if w0 is None else w0, o, saved_w, saved_s,
-                T, H, K, V, NC, C=chunk_size, BK=BK, BV=BV, ALPHA=mode, MOMENTUM=theta is not None,
-                HAS_W0=w0 is not None, SAVE=save, PREC=matrix_precision(q.dtype, bias.kind),
-                num_warps=warps, num_stages=1, **_bias_args(bias),
-            )
+            with on_device(q):
+                _fwd_kernel[grid](
+                    q, k, v, eta, dummy if alpha is None else alpha, dummy if theta is None else theta,
+                    dummy if delta is None else delta, dummy if w0 is None else w0, o, saved_w, saved_s,
+                    T, H, K, V, NC, C=chunk_size, BK=BK, BV=BV, ALPHA=mode, MOMENTUM=theta is not None,
+                    HAS_W0=w0 is not None, SAVE=save, PREC=matrix_precision(q.dtype, bias.kind),
+                    num_warps=warps, num_stages=1, **_bias_args(bias),
+                )
         except OutOfResources as error:
             warn_fallback("matrix-memory forward", error)
             ctx.fallback = True
@@ -680,13 +682,14 @@ class ChunkMatrixMemory(torch.autograd.Function):
             num_stages=1, **_bias_args(bias),
         )
         try:
-            if ctx.split:  # a sequential pass for the state gradient, then every chunk at once
-                saved_dw = torch.empty(B * H * NC * V * K, **f32)
-                saved_ds = torch.empty(B * H * NC * V * K if theta is not None else 1, **f32)
-                _bwd_state_kernel[(NV, B * H)](*launch, saved_dw, saved_ds, dw0, **scalars)
-                _bwd_chunk_kernel[(NV, NC, B * H)](*launch, saved_dw, saved_ds, *grads, **scalars)
-            else:
-                _bwd_kernel[(NV, B * H)](*launch, *grads, dw0, **scalars)
+            with on_device(q):
+                if ctx.split:  # a sequential pass for the state gradient, then every chunk at once
+                    saved_dw = torch.empty(B * H * NC * V * K, **f32)
+                    saved_ds = torch.empty(B * H * NC * V * K if theta is not None else 1, **f32)
+                    _bwd_state_kernel[(NV, B * H)](*launch, saved_dw, saved_ds, dw0, **scalars)
+                    _bwd_chunk_kernel[(NC, NV, B * H)](*launch, saved_dw, saved_ds, *grads, **scalars)
+                else:
+                    _bwd_kernel[(NV, B * H)](*launch, *grads, dw0, **scalars)
         except OutOfResources as error:
             warn_fallback("matrix-memory backward", error)
             return (*reference_grads(_reference(bias, C), inputs, do), None, None, None)

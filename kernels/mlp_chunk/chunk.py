@@ -26,6 +26,7 @@ from triton.runtime.errors import OutOfResources
 
 from ..bias import BiasConfig, KernelInputError, as_bias
 from ..fallback import reference_grads, warn_fallback
+from ..launch import on_device
 from ..limits import CHUNK_SIZES, mlp_shape_problem, token_tensor_problem
 from ..matrix_chunk.chunk import _bias_args, _check, _mm, _phi, _phi_bwd, _slot
 from ..precision import mlp_precision, products
@@ -671,10 +672,11 @@ class ChunkMlpMemory(torch.autograd.Function):
         scalars = _scalars(config, bias, T, H, NS, K, HD, chunk_size, alpha is not None,
                            theta is not None, q.dtype)
         try:
-            _fwd_kernel[(B * H,)](
-                q, k, v, eta, *_or(eta, alpha, theta, delta), x1, x2, start, size, o, *saved,
-                SAVE=save, num_warps=_num_warps(K, HD, False), num_stages=1, **scalars,
-            )
+            with on_device(q):
+                _fwd_kernel[(B * H,)](
+                    q, k, v, eta, *_or(eta, alpha, theta, delta), x1, x2, start, size, o, *saved,
+                    SAVE=save, num_warps=_num_warps(K, HD, False), num_stages=1, **scalars,
+                )
         except OutOfResources as error:
             warn_fallback("MLP-memory forward", error)
             ctx.fallback = True
@@ -697,11 +699,12 @@ class ChunkMlpMemory(torch.autograd.Function):
         scalars = _scalars(ctx.config, ctx.bias, T, H, start.numel(), K, HD, ctx.chunk_size,
                            alpha is not None, theta is not None, q.dtype)
         try:
-            _bwd_kernel[(B * H,)](
-                q, k, v, eta, *_or(eta, alpha, theta, delta), start, size, *saved, do.contiguous(),
-                dq, dk, dv, deta, dla, dlth, ddelta, dx1, dx2,
-                num_warps=_num_warps(K, HD, True), num_stages=1, **scalars,
-            )
+            with on_device(q):
+                _bwd_kernel[(B * H,)](
+                    q, k, v, eta, *_or(eta, alpha, theta, delta), start, size, *saved, do.contiguous(),
+                    dq, dk, dv, deta, dla, dlth, ddelta, dx1, dx2,
+                    num_warps=_num_warps(K, HD, True), num_stages=1, **scalars,
+                )
         except OutOfResources as error:
             warn_fallback("MLP-memory backward", error)
             return _reference_grads(ctx, do)
