@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.storages import BaseStorage, JournalStorage
-from optuna.storages.journal import JournalFileBackend
+from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial
 
 from miras_search.errors import MirasError
 from miras_search.schema import ModelPoint
+from miras_search.study.storage import local_file_missing, make_storage, normalise
 from miras_search.yamlio import read_yaml
 
 AXES = ("memory", "bias", "retention", "algorithm")
@@ -134,22 +134,18 @@ def count_states(rows: list[TrialRow]) -> dict[str, int]:
 # -- opening a study from the command line ------------------------------------------------------
 
 
-def storage_from_spec(spec: str | Path) -> str | BaseStorage:
-    """An Optuna storage from a URL (``sqlite:///x.db``, ``postgresql://...``) or a file path.
-
-    A ``.db``/``.sqlite`` path is opened as SQLite; any other existing file as an Optuna journal
-    file (JournalFileBackend), which is what several processes append to safely.
-    """
-    text = str(spec)
-    if "://" in text:
-        return text
-    path = Path(text)
-    if path.suffix in (".db", ".sqlite", ".sqlite3"):
-        return f"sqlite:///{path}"
-    return JournalStorage(JournalFileBackend(str(path)))
+def storage_from_spec(spec: str | Path) -> BaseStorage:
+    """The Optuna storage of a URL (``sqlite:///x.db``, ``postgresql+psycopg://...``) or of an
+    existing file (a ``.db`` / ``.sqlite`` file is SQLite, any other an Optuna journal), opened as
+    the study commands open it (miras_search.study.storage). Nothing is created: a missing file
+    is a MirasError."""
+    url = normalise(str(spec))
+    if local_file_missing(url):
+        raise MirasError(f"storage {url} does not exist (run the study first)")
+    return make_storage(url)
 
 
-def _default_storage(name: str, runs: Path) -> str | BaseStorage:
+def _default_storage(name: str, runs: Path) -> BaseStorage:
     folder = runs / name
     for candidate in ("study.journal", "study.db", "study.sqlite", "journal.log", "study.log"):
         if (folder / candidate).exists():

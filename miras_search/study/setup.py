@@ -13,7 +13,7 @@ from miras_search.presets import preset
 from miras_search.space import SearchSpace
 from miras_search.study.samplers import make_pruner, make_sampler
 from miras_search.study.spec import StudyFile, load_study_file
-from miras_search.study.storage import default_storage, is_url, make_storage, normalise
+from miras_search.study.storage import default_storage, local_file_missing, make_storage, normalise
 
 
 def storage_of(study: StudyFile, override: str | None = None) -> str:
@@ -100,7 +100,7 @@ def open_study(study_file_or_name: str | Path | StudyFile, storage: str | None =
     else:
         name = str(study_file_or_name)
         url = normalise(storage) if storage else default_storage("runs", name)
-    if not is_url(url) and not Path(url).exists():
+    if local_file_missing(url):
         raise MirasError(f"no study '{name}' yet: its storage {url} does not exist (run it first)")
     try:
         return optuna.load_study(study_name=name, storage=make_storage(url))

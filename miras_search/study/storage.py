@@ -13,15 +13,23 @@ writer expires after a grace period. For several machines use PostgreSQL
 
 from __future__ import annotations
 
+import logging
+import os
+import time
 from pathlib import Path
 
 import optuna
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
-from optuna.storages.journal import JournalFileBackend
+from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 
 from miras_search.errors import MirasError
 
-_URL_SCHEMES = ("sqlite:", "postgresql", "mysql", "oracle", "mssql")
+log = logging.getLogger(__name__)
+
+_URL_SCHEMES = ("sqlite", "postgresql", "mysql", "oracle", "mssql")
+"""SQLAlchemy dialects Optuna's RDB storage takes (each may carry a driver: postgresql+psycopg)."""
+_RECORD_START = b'{"op_code":'
+"""How every line of an Optuna journal starts (JournalStorage writes op_code first)."""
 
 
 def default_storage(run_dir: str | Path, study_name: str) -> str:
@@ -30,17 +38,48 @@ def default_storage(run_dir: str | Path, study_name: str) -> str:
 
 
 def is_url(storage: str) -> bool:
-    return storage.startswith(_URL_SCHEMES)
+    """Whether ``storage`` is a database URL (``scheme://...``, ``sqlite:...``) and not a path."""
+    return "://" in storage or storage.startswith("sqlite:")
+
+
+def _check_scheme(url: str) -> None:
+    """MirasError unless the URL's scheme is a database Optuna can store a study in."""
+    scheme = url.split(":", 1)[0].split("+", 1)[0].lower()
+    if scheme in _URL_SCHEMES:
+        return
+    hint = " (PostgreSQL's scheme is 'postgresql')" if scheme == "postgres" else ""
+    raise MirasError(
+        f"storage '{_redact(url)}': unknown database URL scheme '{scheme}'{hint}; use "
+        "postgresql+psycopg://user@host:port/db, sqlite:///path.db, mysql://..., or a journal "
+        "file path"
+    )
+
+
+_SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
 
 
 def normalise(storage: str) -> str:
-    """An absolute journal path, or the URL unchanged (so workers elsewhere see the same thing)."""
-    return storage if is_url(storage) else str(Path(storage).resolve())
+    """The URL unchanged, or for a path an absolute one (workers elsewhere see the same thing):
+    a ``.db`` / ``.sqlite`` file as a SQLite URL, any other as a journal file."""
+    if is_url(storage):
+        _check_scheme(storage)
+        return storage
+    path = Path(storage).resolve()
+    return f"sqlite:///{path}" if path.suffix in _SQLITE_SUFFIXES else str(path)
+
+
+def local_file_missing(storage: str) -> bool:
+    """Whether ``storage`` (normalised) is a local journal or SQLite file that does not exist
+    yet: commands that only read a study must not create it."""
+    if storage.startswith("sqlite:///"):
+        return not Path(storage.removeprefix("sqlite:///")).exists()
+    return not is_url(storage) and not Path(storage).exists()
 
 
 def make_storage(storage: str) -> BaseStorage:
     """The Optuna storage for a URL or a journal file path (its folder is created)."""
     if is_url(storage):
+        _check_scheme(storage)
         try:
             return RDBStorage(storage, engine_kwargs=_engine_kwargs(storage))
         except ImportError as error:
@@ -50,9 +89,78 @@ def make_storage(storage: str) -> BaseStorage:
             ) from None
         except Exception as error:  # sqlalchemy's OperationalError and friends
             raise MirasError(f"cannot open storage '{_redact(storage)}': {error}") from None
-    path = Path(storage)
+    return _journal_storage(Path(storage))
+
+
+def _journal_storage(path: Path) -> JournalStorage:
+    """The journal at ``path`` (created when missing); MirasError, writing nothing, when the path
+    is a folder or a file that is not a journal."""
+    if path.is_dir():
+        raise MirasError(f"storage {path} is a folder; give a journal file path (e.g. "
+                         f"{path / 'study.journal'}) or a database URL")
     path.parent.mkdir(parents=True, exist_ok=True)
-    return JournalStorage(JournalFileBackend(str(path)))
+    _check_is_journal(path)
+    lock = JournalFileSymlinkLock(str(path))  # the lock Optuna's writers take by default
+    _set_torn_record_aside(path, lock)
+    try:
+        return JournalStorage(JournalFileBackend(str(path), lock_obj=lock))
+    except ValueError as error:  # json.JSONDecodeError too: a damaged line inside the file
+        raise MirasError(
+            f"storage {path} has a damaged record ({error}); an Optuna journal is one JSON "
+            "record per line, appended only: restore it from a copy, or point 'storage' elsewhere"
+        ) from None
+
+
+def _check_is_journal(path: Path) -> None:
+    """MirasError when ``path`` holds something other than an Optuna journal (an empty or
+    missing file is a new journal)."""
+    if not path.is_file():
+        return
+    with open(path, "rb") as file:
+        start = file.read(len(_RECORD_START))
+    if start and not (start == _RECORD_START or _RECORD_START.startswith(start)):
+        raise MirasError(
+            f"storage {path} is not an Optuna journal (its first line is not a journal record); "
+            "it is left as it is: point 'storage' at a new file, an existing study's journal, "
+            "or a database URL"
+        )
+
+
+def _ends_with_torn_record(path: Path) -> bool:
+    if not path.is_file() or path.stat().st_size == 0:
+        return False
+    with open(path, "rb") as file:
+        file.seek(-1, os.SEEK_END)
+        return file.read(1) != b"\n"
+
+
+def _set_torn_record_aside(path: Path, lock: JournalFileSymlinkLock) -> None:
+    """Move a last record cut short (a writer killed mid-append: kill -9, power loss, a full
+    disk) into ``<journal>.torn-<time>``.
+
+    Optuna skips such a line when it reads, but appends the next record straight after it,
+    which leaves a broken line inside the file and every later read failing. Checked under the
+    journal's lock, so a record another process is still writing is not mistaken for one.
+    """
+    if not _ends_with_torn_record(path):
+        return
+    lock.acquire()
+    try:
+        if not _ends_with_torn_record(path):
+            return
+        data = path.read_bytes()
+        keep = data.rfind(b"\n") + 1
+        aside = path.with_name(f"{path.name}.torn-{time.strftime('%Y%m%d-%H%M%S')}")
+        aside.write_bytes(data[keep:])
+        with open(path, "r+b") as file:
+            file.truncate(keep)
+            file.flush()
+            os.fsync(file.fileno())
+    finally:
+        lock.release()
+    log.warning("storage %s ended in a record cut short (a writer killed mid-write); its %d bytes "
+                "were moved to %s and the journal continues from the last whole record",
+                path, len(data) - keep, aside)
 
 
 def _engine_kwargs(url: str) -> dict:
