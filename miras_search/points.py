@@ -18,6 +18,31 @@ POINT_FILE_KEYS = ("type", "preset", "meta")
 """Keys a point file may hold besides ModelPoint's fields (``meta``: free-form, e.g. metrics)."""
 
 
+def _check_preset_name(name: Any, source: str, lines: LineMap) -> None:
+    """ConfigError unless ``name`` (a point file's ``preset``) names a known preset."""
+    if isinstance(name, str) and name in PRESET_AXES:
+        return
+    what = f"unknown preset '{name}'" if isinstance(name, str) else (
+        f"'preset' must be a preset name, not a {_kind_of(name)}"
+    )
+    raise ConfigError(source, [Problem(
+        "preset", f"{what}; known presets: {', '.join(PRESET_AXES)}", lines.get(("preset",)),
+    )])
+
+
+def _kind_of(value: Any) -> str:
+    """How a YAML value reads to a user: list, mapping, number, ..."""
+    if isinstance(value, dict):
+        return "mapping"
+    if isinstance(value, list):
+        return "list"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    return type(value).__name__
+
+
 def point_from_dict(data: dict[str, Any], source: str = "<point>",
                     lines: LineMap | None = None) -> ModelPoint:
     """Validate a point mapping: ``preset`` (optional) is the base, the other keys override it."""
@@ -27,11 +52,7 @@ def point_from_dict(data: dict[str, Any], source: str = "<point>",
     data.pop("meta", None)
     name = data.pop("preset", None)
     if name is not None:
-        if name not in PRESET_AXES:
-            raise ConfigError(source, [Problem(
-                "preset", f"unknown preset '{name}'; known presets: {', '.join(PRESET_AXES)}",
-                (lines or {}).get(("preset",)),
-            )])
+        _check_preset_name(name, source, lines or {})
         data = deep_merge(preset(name).model_dump(mode="json"), data)
     return validate(ModelPoint, data, source, lines)
 

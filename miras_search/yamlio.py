@@ -12,47 +12,156 @@ from miras_search.errors import ConfigError, Problem
 LineMap = dict[tuple[str, ...], int]
 """Dotted location (tuple of keys / list indices as strings) -> 1-based line number."""
 
+MAX_VALUES = 100_000
+"""Most values (keys, items, scalars) a document may hold once its aliases are expanded."""
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+_NODE_KINDS = {yaml.ScalarNode: "plain value", yaml.SequenceNode: "list", yaml.MappingNode: "mapping"}
+
+
+def _line(node: yaml.Node) -> int:
+    return node.start_mark.line + 1
+
+
+def _is_merge(key_node: yaml.Node) -> bool:
+    return key_node.tag == _MERGE_TAG
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [child for pair in node.value for child in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def _expanded_size(root: yaml.Node) -> int | None:
+    """Values in the document with every alias expanded; None if an alias contains itself.
+
+    The composed document is a graph (an alias is the same node object as its anchor), so each
+    node's size is computed once: the check costs one pass however large the expansion would be.
+    """
+    sizes: dict[int, int] = {}
+    on_path: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]  # iterative: documents can nest deeply
+    while stack:
+        node, children_done = stack.pop()
+        if id(node) in sizes:
+            continue
+        children = _children(node)
+        if children_done:
+            on_path.discard(id(node))
+            sizes[id(node)] = min(1 + sum(sizes[id(c)] for c in children), MAX_VALUES + 1)
+            continue
+        if id(node) in on_path:
+            return None
+        on_path.add(id(node))
+        stack.append((node, True))
+        stack.extend((child, False) for child in reversed(children) if id(child) not in sizes)
+    return sizes[id(root)]
+
+
+def _check_expansion(root: yaml.Node, source: str) -> None:
+    size = _expanded_size(root)
+    if size is None:
+        raise ConfigError(source, [Problem(
+            "", "an alias (*name) is used inside the value of its own anchor (&name); "
+            "the document would be infinite",
+        )])
+    if size > MAX_VALUES:
+        raise ConfigError(source, [Problem(
+            "", f"the document's aliases (*name) expand to more than {MAX_VALUES:,} values; "
+            "a point, space or study file needs far fewer (is it an alias bomb?)",
+        )])
+
+
+def _mapping_problems(node: yaml.MappingNode, path: tuple[str, ...],
+                      constructor: yaml.constructor.SafeConstructor) -> list[Problem]:
+    """Keys that are not plain values, and keys given twice (merged ``<<`` keys may be overridden)."""
+    problems: list[Problem] = []
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        if _is_merge(key_node):
+            continue
+        where = ".".join(path)
+        if not isinstance(key_node, yaml.ScalarNode):
+            problems.append(Problem(where, (
+                f"a key must be a plain value (a name or a number), not a {_NODE_KINDS[type(key_node)]}"
+            ), _line(key_node)))
+            continue
+        key = constructor.construct_object(key_node)
+        if key in seen:
+            problems.append(Problem(
+                ".".join((*path, str(key))), f"duplicate key '{key}' (first on line {seen[key]})",
+                _line(key_node),
+            ))
+        seen.setdefault(key, _line(key_node))
+    return problems
+
+
+def _key_problems(root: yaml.Node) -> list[Problem]:
+    """Key problems of every mapping in the document, each reported once (at its first path)."""
+    constructor = yaml.constructor.SafeConstructor()
+    problems: list[Problem] = []
+    visited: set[int] = set()
+    stack: list[tuple[yaml.Node, tuple[str, ...]]] = [(root, ())]
+    while stack:
+        node, path = stack.pop()
+        if id(node) in visited:
+            continue
+        visited.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            problems.extend(_mapping_problems(node, path, constructor))
+            pairs = [(str(k.value), v) for k, v in node.value if isinstance(k, yaml.ScalarNode)]
+            stack.extend((value, (*path, key)) for key, value in reversed(pairs))
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend((item, (*path, str(i))) for i, item in reversed(list(enumerate(node.value))))
+    return problems
+
 
 def _lines_of(node: yaml.Node, path: tuple[str, ...], lines: LineMap) -> None:
-    lines.setdefault(path, node.start_mark.line + 1)
+    """Record the line of every key; run after construction, which flattens merge keys (``<<``).
+
+    Flattening puts the merged pairs before the mapping's own, so an explicit key's line wins.
+    """
+    lines.setdefault(path, _line(node))
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
             key = str(key_node.value)
-            lines[(*path, key)] = key_node.start_mark.line + 1
+            lines[(*path, key)] = _line(key_node)
             _lines_of(value_node, (*path, key), lines)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
             _lines_of(item, (*path, str(index)), lines)
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that rejects duplicate keys instead of silently keeping the last one."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: dict[Any, int] = {}
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None,
-                    f"duplicate key '{key}' (first on line {seen[key]})",
-                    key_node.start_mark,
-                )
-            seen[key] = key_node.start_mark.line + 1
-        return super().construct_mapping(node, deep=deep)
+def _construct(node: yaml.Node) -> Any:
+    """The Python value of a composed document (SafeLoader's constructors, merge keys included)."""
+    loader = yaml.SafeLoader("")
+    try:
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
 
 
 def parse_yaml(text: str, source: str) -> tuple[dict[str, Any], LineMap]:
     """Parse ``text`` (YAML) into a mapping and the line of each key; ConfigError on any problem."""
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.load(text, Loader=_UniqueKeyLoader)
+        if node is not None:
+            _check_expansion(node, source)  # before anything walks the document as a tree
+            problems = _key_problems(node)
+            if problems:
+                raise ConfigError(source, problems)
+        data = None if node is None else _construct(node)
     except yaml.MarkedYAMLError as error:
         line = error.problem_mark.line + 1 if error.problem_mark else None
         what = f"{error.context + '; ' if error.context else ''}{error.problem}"
         raise ConfigError(source, [Problem("", f"YAML syntax error: {what}", line)]) from None
     except yaml.YAMLError as error:
         raise ConfigError(source, [Problem("", f"YAML error: {error}")]) from None
+    except RecursionError:
+        raise ConfigError(source, [Problem("", "the document is nested too deeply")]) from None
     if data is None:
         raise ConfigError(source, [Problem("", "the file is empty; expected a mapping of keys")])
     if not isinstance(data, dict):
@@ -61,8 +170,7 @@ def parse_yaml(text: str, source: str) -> tuple[dict[str, Any], LineMap]:
             [Problem("", f"the top level must be a mapping of keys, not a {type(data).__name__}", 1)],
         )
     lines: LineMap = {}
-    if node is not None:
-        _lines_of(node, (), lines)
+    _lines_of(node, (), lines)
     return data, lines
 
 

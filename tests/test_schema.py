@@ -10,6 +10,7 @@ from miras_search.errors import ConfigError, MirasError
 from miras_search.points import load_point, point_from_dict, point_to_yaml
 from miras_search.presets import NAMED_MODELS, PRESET_AXES, preset, preset_names
 from miras_search.schema import ModelPoint
+from miras_search.yamlio import MAX_VALUES, parse_yaml
 
 
 def test_every_preset_is_a_valid_point_with_its_table_axes():
@@ -118,3 +119,59 @@ def test_load_point_accepts_files_and_preset_names(root):
     assert point.bias.p == 2.5 and point.block.d_model == 64 and point.retention.kind == "lq"
     with pytest.raises(MirasError, match="neither an existing point file nor a preset"):
         load_point("no-such-model")
+
+
+@pytest.mark.parametrize(("text", "kind"), [("preset: [moneta]\n", "list"), ("preset: {a: 1}\n", "mapping")])
+def test_point_preset_must_be_a_name(tmp_path, text, kind):
+    path = tmp_path / "p.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_point(path)
+    message = str(caught.value)
+    assert f"preset (line 1): 'preset' must be a preset name, not a {kind}" in message
+    assert f"known presets: {', '.join(PRESET_AXES)}" in message
+
+
+# --- YAML reading: keys, merge keys and aliases ------------------------------------------------
+
+
+def _yaml_error(text: str) -> str:
+    with pytest.raises(ConfigError) as caught:
+        parse_yaml(text, "t.yaml")
+    return str(caught.value)
+
+
+def test_yaml_complex_key_is_reported():
+    message = _yaml_error("preset: moneta\nmeta:\n  ? [a, b]\n  : 1\n")
+    assert "meta (line 3): a key must be a plain value (a name or a number), not a list" in message
+
+
+def test_yaml_merge_keys_work_and_explicit_keys_override_them():
+    text = (
+        "preset: moneta\nmeta:\n  block: &b {d_model: 32, n_heads: 2, n_layers: 1}\n"
+        "block:\n  <<: *b\n  n_layers: 2\n"
+    )
+    data, lines = parse_yaml(text, "t.yaml")
+    assert data == yaml.safe_load(text)
+    assert data["block"] == {"d_model": 32, "n_heads": 2, "n_layers": 2}
+    assert lines[("block", "n_layers")] == 6 and lines[("block", "d_model")] == 3
+    assert point_from_dict(data).block.n_layers == 2
+
+
+def test_yaml_duplicate_explicit_keys_are_still_errors_next_to_a_merge():
+    message = _yaml_error("a: &a {x: 1}\nb:\n  <<: *a\n  y: 1\n  y: 2\n")
+    assert "b.y (line 5): duplicate key 'y' (first on line 4)" in message
+
+
+def test_yaml_alias_bomb_is_refused_quickly():
+    lines = ["preset: moneta", "meta:", "  l0: &l0 {" + ", ".join(f"k{i}: 1" for i in range(9)) + "}"]
+    lines += [
+        f"  l{level}: &l{level} {{" + ", ".join(f"k{i}: *l{level - 1}" for i in range(9)) + "}"
+        for level in range(1, 8)
+    ]
+    message = _yaml_error("\n".join(lines))
+    assert f"expand to more than {MAX_VALUES:,} values" in message
+
+
+def test_yaml_alias_inside_its_own_anchor_is_refused():
+    assert "used inside the value of its own anchor" in _yaml_error("meta: &a [1, *a]\n")

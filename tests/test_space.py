@@ -102,6 +102,63 @@ def test_full_space_covers_every_option_of_the_four_axes(root):
         assert space.encode(preset(name), axes_only=True) is not None, name
 
 
+_SPACE_HEAD = "type: space\nname: t\npreset: moneta\n"
+
+
+def _load_error(tmp_path, body: str) -> str:
+    """The message of the ConfigError that loading a space file ``_SPACE_HEAD + body`` raises."""
+    path = tmp_path / "t.yaml"
+    path.write_text(_SPACE_HEAD + body)
+    with pytest.raises(ConfigError) as caught:
+        SearchSpace.load(path)
+    return str(caught.value)
+
+
+@pytest.mark.parametrize(("body", "where", "needle"), [
+    ("params:\n  one_of: [a, b]\n", "params.one_of (line 5)", "must be a mapping of option name"),
+    ("params:\n  one_of: {a: 5, b: {train: {chunk_size: 16}}}\n", "params.one_of.a (line 5)",
+     "must be a mapping of the parameters it sets"),
+    ("params:\n  one_of: {}\n", "params.one_of (line 5)", "at least one option"),
+    ("params:\n  one_of: {choice: [a, b]}\n", "params.one_of (line 5)", "got a {choice: ...} node"),
+    ("params:\n  bias:\n    kind:\n      choice:\n        l2: {}\n        lp: {one_of: 3}\n",
+     "params.bias.kind.choice.lp.one_of (line 9)", "must be a mapping of option name"),
+], ids=["list", "option-not-mapping", "empty", "choice-node", "inside-a-branch"])
+def test_malformed_one_of_names_its_path_and_shape(tmp_path, body, where, needle):
+    message = _load_error(tmp_path, body)
+    assert where in message and needle in message
+
+
+def test_one_of_with_a_single_option_is_accepted(tmp_path):
+    path = tmp_path / "t.yaml"
+    path.write_text(_SPACE_HEAD + "params:\n  one_of: {only: {train: {chunk_size: 16}}}\n")
+    assert SearchSpace.load(path).sample(1)[0].train.chunk_size == 16
+
+
+@pytest.mark.parametrize(("body", "needle"), [
+    ("lr: {float: [0.001, .nan]}", "ends must be finite numbers, got [0.001, nan]"),
+    ("lr: {float: [0.001, .inf]}", "ends must be finite numbers, got [0.001, inf]"),
+    ("lr: {float: [-.inf, .inf]}", "ends must be finite numbers, got [-inf, inf]"),
+    ("lr: {float: [0.001, 0.01], step: .nan}", "'step' must be a finite positive number, got nan"),
+    ("lr: {float: [0.001, 0.01], step: .inf}", "'step' must be a finite positive number, got inf"),
+])
+def test_float_ranges_and_steps_must_be_finite(tmp_path, body, needle):
+    message = _load_error(tmp_path, f"params:\n  train: {{{body}}}\n")
+    assert "params.train.lr (line 5)" in message and needle in message
+
+
+@pytest.mark.parametrize(("test", "operator", "needle"), [
+    ("{in: 2}", "in", "'in' needs a list of values"),
+    ("{not_in: x}", "not_in", "'not_in' needs a list of values"),
+    ("{min: abc}", "min", "'min' needs a finite number"),
+    ("{max: true}", "max", "'max' needs a finite number"),
+    ("{max: .nan}", "max", "'max' needs a finite number"),
+])
+def test_constraint_operators_need_the_right_kind_of_value(tmp_path, test, operator, needle):
+    body = f"constraints:\n  - when: {{memory.depth: {test}}}\n    forbid: {{bias.kind: lp}}\n"
+    message = _load_error(tmp_path, body)
+    assert f"constraints.0.when.memory.depth.{operator} (line 5)" in message and needle in message
+
+
 def test_unsatisfiable_constraints_are_reported():
     space = SearchSpace.from_dict({
         "name": "never", "params": {"memory": {"kind": {"choice": ["matrix", "mlp"]}}},

@@ -17,6 +17,7 @@ from miras_search.merge import deep_merge, get_path
 from miras_search.presets import preset
 from miras_search.schema import ModelPoint
 from miras_search.schema_paths import unknown_path_problem
+from miras_search.space.checks import shape_problems
 from miras_search.space.constraints import first_violated
 from miras_search.space.spec import Choice, FloatRange, IntRange, SpaceFile
 from miras_search.space.walk import decode_option, encode_option, iter_nodes, walk
@@ -154,7 +155,9 @@ class SearchSpace:
         return self.spec.name
 
     def _check_paths(self, lines: LineMap) -> None:
-        problems: list[Problem] = []
+        problems = shape_problems(self.spec.params, self.spec.constraints, lines)
+        if problems:  # the walk below needs a well-formed tree
+            raise ConfigError(self.source, problems)
         for _, path, _node in iter_nodes(self.spec.params):
             clean = tuple(p for p in path if p != "one_of")
             problem = unknown_path_problem(clean, ("params", *path), lines)

@@ -28,6 +28,7 @@ the key ``one_of`` in any mapping picks one of several sub-trees.
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import Discriminator, Field, Tag, field_validator, model_validator
@@ -70,6 +71,10 @@ class _Range(Schema):
     log: bool = Field(False, description="Sample on a log scale (needs low > 0).")
 
     def _check(self, low: float, high: float, step: float | None) -> None:
+        if not (math.isfinite(low) and math.isfinite(high)):
+            raise ValueError(f"the range's ends must be finite numbers, got [{low}, {high}]")
+        if step is not None and not math.isfinite(step):
+            raise ValueError(f"'step' must be a finite positive number, got {step}")
         if low > high:
             raise ValueError(f"the range's low end {low} is above its high end {high}")
         if self.log and low <= 0:
