@@ -108,3 +108,35 @@ def test_schema_writes_json_schemas_that_describe_the_formats(tmp_path):
     space = json.loads((tmp_path / "space.schema.json").read_text())
     assert {"memory", "bias", "retention", "algorithm", "preset"} <= set(point["properties"])
     assert "params" in space["properties"] and "constraints" in space["properties"]
+
+
+@pytest.mark.parametrize(("seed", "words"), [("-1", "greater than or equal to 0"),
+                                             ("4294967296", "less than or equal to 4294967295")])
+def test_sample_rejects_an_out_of_range_seed(root, seed, words):
+    result = runner.invoke(app, ["sample", str(root / "spaces/quickstart.yaml"), "-n", "1", "--seed", seed],
+                           env={"COLUMNS": "250"})
+    assert result.exit_code == 2, result.output
+    assert "'--seed'" in result.output and words in result.output
+    assert "Traceback" not in result.output
+
+
+def test_sample_accepts_the_largest_seed(root):
+    result = runner.invoke(app, ["sample", str(root / "spaces/quickstart.yaml"), "-n", "1", "--seed", "4294967295"])
+    assert result.exit_code == 0, result.output
+
+
+def test_schema_out_must_be_a_folder(tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("kept\n")
+    for out, words in [(afile, f"--out {afile} is a file; give a folder"),
+                       (afile / "sub", f"{afile} is a file, so no folder can be made under it")]:
+        result = runner.invoke(app, ["schema", "--out", str(out)], env={"COLUMNS": "250"})
+        assert result.exit_code == 1, result.output
+        assert words in result.output and "Traceback" not in result.output
+    assert afile.read_text() == "kept\n"
+
+
+def test_schema_out_creates_missing_folders(tmp_path):
+    result = runner.invoke(app, ["schema", "--out", str(tmp_path / "a" / "b")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "a" / "b" / "point.schema.json").exists()

@@ -364,3 +364,57 @@ def test_report_on_the_study_runner(tmp_path):
     assert {c[2] for cls, c in rows if cls == "named"} == set(NAMED_MODELS)
     exported = export_top(study, 1, tmp_path / "points")
     assert load_point(exported[0]) == ModelPoint.model_validate(study.trials[int(rows[0][1][1])].user_attrs["point"])
+
+
+@pytest.mark.parametrize("command", ["report", "export", "confirm"])
+def test_out_options_must_be_folders(real_study, tmp_path, command):
+    path, _ = real_study
+    afile = tmp_path / "afile"
+    afile.write_text("kept\n")
+    for out, words in [(afile, f"--out {afile} is a file; give a folder"),
+                       (Path("/proc/miras-x"), "--out /proc/miras-x: cannot create the folder")]:
+        result = CliRunner().invoke(app, [command, str(path), "-o", str(out)], env={"COLUMNS": "250"})
+        assert result.exit_code == 1, result.output
+        assert words in result.output and "Traceback" not in result.output
+    assert afile.read_text() == "kept\n"
+
+
+@pytest.mark.parametrize("scale", ["nan", "inf", "-1", "0"])
+def test_confirm_rejects_a_scale_that_is_not_positive_and_finite(real_study, scale):
+    path, study = real_study
+    result = CliRunner().invoke(app, ["confirm", str(path), "--scale", scale], env={"COLUMNS": "250"})
+    assert result.exit_code == 2, result.output
+    assert "'--scale'" in result.output and "positive, finite number" in result.output
+    with pytest.raises(MirasError, match="--scale must be a positive, finite number"):
+        confirm_study(study, scale=float(scale))
+
+
+def test_confirm_keeps_the_earlier_result_when_every_long_run_fails(real_study, tmp_path, monkeypatch):
+    path, _ = real_study
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "runs" / NAME / "confirm"
+    folder.mkdir(parents=True)
+    (folder / "confirm.json").write_text('{"earlier": "good result"}\n')
+    result = CliRunner().invoke(app, ["confirm", str(path), "--scale", "0.0001", "--top", "1", "--seeds", "1"],
+                                env={"COLUMNS": "250"})
+    assert result.exit_code == 1, result.output
+    assert "seed 0: build: " in result.output and "must cover at least one batch" in result.output
+    assert "every long run failed" in result.output and "earlier confirm.json is kept" in result.output
+    assert (folder / "confirm.json").read_text() == '{"earlier": "good result"}\n'
+    failed = json.loads((folder / "confirm-failed.json").read_text())
+    assert all(not e["long"] and e["failures"] for e in failed["entries"])
+
+
+@pytest.mark.parametrize("content", ["garbage", '{"study": "tiny"}', "[1, 2]"])
+def test_report_warns_about_a_broken_confirm_result(real_study, tmp_path, monkeypatch, content):
+    path, _ = real_study
+    monkeypatch.chdir(tmp_path)
+    broken = tmp_path / "runs" / NAME / "confirm" / "confirm.json"
+    broken.parent.mkdir(parents=True)
+    broken.write_text(content)
+    with pytest.raises(MirasError, match=r"confirm\.json (is not|cannot)"):
+        ConfirmResult.read_json(broken)
+    result = CliRunner().invoke(app, ["report", str(path), "--out", str(tmp_path / "out")], env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    assert "warning:" in result.output and "leaves out the proxy check" in result.output
+    assert not any("Proxy check" in title for title in _parse(tmp_path / "out" / "index.html").titles)

@@ -18,6 +18,7 @@ from miras_search.errors import ConfigError
 from miras_search.points import point_from_dict
 from miras_search.schema import ModelPoint
 from miras_search.study import InlinePool, load_study_dict, load_study_file, open_study, run_study
+from miras_search.study.samplers import make_sampler
 
 TINY_SPACE = {
     "type": "space", "name": "tiny", "preset": "gated_deltanet",
@@ -63,6 +64,7 @@ def trials_of(path: Path) -> list[optuna.trial.FrozenTrial]:
     ({"space": "nowhere.yaml"}, "space", "not found"),
     ({"limits": [{"metric": "params"}]}, "limits.0", "'min' or 'max'"),
     ({"name": "bad name/x"}, "name", "letters"),
+    ({"sampler": {"anchors": [], "seed": 99999999999}}, "sampler.seed", "at most 4294967295"),
 ])
 def test_bad_study_files_name_the_field(tmp_path, change, field, words):
     path = write_study(tmp_path, **change)
@@ -268,3 +270,21 @@ def test_resume_needs_an_existing_study(tmp_path):
     path = write_study(tmp_path)
     result = CliRunner().invoke(app, ["resume", str(path), "--inline"])
     assert result.exit_code == 1 and "no study 'tiny' yet" in result.output
+
+
+def test_make_sampler_refuses_an_out_of_range_seed(tmp_path):
+    study = load_study_file(write_study(tmp_path))
+    # a spec changed after validation (model_copy does not validate) still fails cleanly
+    copied = study.model_copy(update={"sampler": study.sampler.model_copy(update={"seed": 2**32})})
+    copied._source = study.source
+    with pytest.raises(ConfigError, match=r"sampler.seed: must be between 0 and 4294967295"):
+        make_sampler(copied, study.load_space())
+
+
+@pytest.mark.parametrize("timeout", ["-5", "0", "nan", "inf"])
+def test_run_timeout_must_be_positive(tmp_path, timeout):
+    path = write_study(tmp_path)
+    result = CliRunner().invoke(app, ["run", str(path), "--inline", "--timeout", timeout], env={"COLUMNS": "250"})
+    assert result.exit_code == 2, result.output
+    assert "'--timeout'" in result.output and "positive, finite number" in result.output
+    assert not (tmp_path / "runs").exists()  # nothing ran, nothing was stored

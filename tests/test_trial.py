@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from miras_search.cli import app
 from miras_search.presets import preset
 from miras_search.schema import ModelPoint
-from miras_search.trial import Objective, TrialConfig, run_trial
+from miras_search.trial import Objective, TrialConfig, TrialResult, run_trial
 
 TINY_BLOCK = {"d_model": 32, "n_heads": 2, "n_layers": 1, "max_seq_len": 512}
 TINY = TrialConfig.model_validate({
@@ -56,6 +56,15 @@ def test_unbuildable_point_fails_cleanly():
     result = run_trial(point, TINY)
     assert result.status == "failed" and result.failure == "build"
     assert "newton" in result.reason
+
+
+def test_a_vocabulary_smaller_than_the_data_fails_before_training():
+    """The byte corpus uses 260 ids; a smaller block.vocab_size was an IndexError mid-training."""
+    data = tiny("gated_deltanet").model_dump()
+    data["block"]["vocab_size"] = 100
+    result = run_trial(ModelPoint.model_validate(data), TINY)
+    assert result.status == "failed" and result.failure == "build"
+    assert "block.vocab_size (100) is smaller than the data's vocabulary (260 ids)" in result.reason
 
 
 def test_nan_is_a_clean_failure():
@@ -155,3 +164,89 @@ def test_a_budget_smaller_than_one_batch_fails_with_a_readable_reason():
     assert result.failure == "build"
     assert "train: tokens (10) must cover at least one batch" in result.reason
     assert "pydantic" not in result.reason
+
+
+def _no_training(monkeypatch, result: TrialResult | None = None) -> list[str]:
+    """Replace the CLI's run_trial: records each call and returns ``result`` (or fails the test)."""
+    calls: list[str] = []
+
+    def fake(point, config, device=None, progress=None):
+        calls.append(point.name or "point")
+        if result is None:
+            pytest.fail("the command trained although its options were bad")
+        return result
+
+    monkeypatch.setattr("miras_search.cli.training.run_trial", fake)
+    return calls
+
+
+def test_cli_trial_checks_out_before_training(tmp_path, monkeypatch):
+    _no_training(monkeypatch)
+    (tmp_path / "afile").write_text("kept\n")
+    for out, words in [(tmp_path, "is a folder; give a file name"),
+                       (tmp_path / "afile" / "m.json", "is a file")]:
+        result = CliRunner().invoke(app, ["trial", "moneta", "--out", str(out)])
+        assert result.exit_code == 1, result.output
+        assert f"--out {out}" in result.output and words in result.output
+        assert "Traceback" not in result.output
+    assert (tmp_path / "afile").read_text() == "kept\n"
+
+
+def test_cli_trial_out_creates_missing_folders(tmp_path, monkeypatch):
+    _no_training(monkeypatch, TrialResult("complete", metrics={"val_loss": 1.5}, objective=1.5))
+    out = tmp_path / "new" / "sub" / "m.json"
+    result = CliRunner().invoke(app, ["trial", "moneta", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(out.read_text())["metrics"]["val_loss"] == 1.5
+
+
+def test_cli_trial_prints_reasons_as_plain_text(monkeypatch):
+    reason = "data file '/nonexistent/[/b]x.txt' does not exist; pip install 'miras-search[data]'"
+    _no_training(monkeypatch, TrialResult("failed", failure="data", reason=reason))
+    result = CliRunner().invoke(app, ["trial", "moneta"], env={"COLUMNS": "250"})
+    assert result.exit_code == 1, result.output
+    assert "MarkupError" not in result.output
+    assert reason in result.output
+
+
+@pytest.mark.parametrize(("args", "option", "words"), [
+    (["--tokens", "-5"], "--tokens", "greater than or equal to 1"),
+    (["--tokens", "0"], "--tokens", "greater than or equal to 1"),
+    (["--batch-size", "0"], "--batch-size", "greater than or equal to 1"),
+    (["--seq-len", "0"], "--seq-len", "greater than or equal to 1"),
+])
+def test_cli_train_options_name_the_option_and_range(monkeypatch, args, option, words):
+    _no_training(monkeypatch)
+    result = CliRunner().invoke(app, ["train", "moneta", *args], env={"COLUMNS": "250"})
+    assert result.exit_code == 2, result.output
+    assert option in result.output and words in result.output
+    assert "pydantic" not in result.output and "validation error" not in result.output
+
+
+@pytest.mark.parametrize("command", ["train", "trial"])
+def test_cli_device_is_checked_before_training(monkeypatch, command):
+    _no_training(monkeypatch)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for device, words in [("tpu", "--device tpu: allowed: auto, cpu, cuda"),
+                          ("cuda", "--device cuda: no CUDA GPU is visible here; use cpu")]:
+        result = CliRunner().invoke(app, [command, "moneta", "--device", device])
+        assert result.exit_code == 1, result.output
+        assert words in result.output and "Traceback" not in result.output
+
+
+def test_cli_trial_checks_the_config_device(tmp_path, monkeypatch):
+    _no_training(monkeypatch)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    config = tmp_path / "trial.yaml"
+    config.write_text("device: cuda\n")
+    result = CliRunner().invoke(app, ["trial", "moneta", "--config", str(config)])
+    assert result.exit_code == 1, result.output
+    assert f"{config}: device cuda: no CUDA GPU is visible" in result.output
+
+
+def test_cli_device_auto_and_cpu_train(monkeypatch):
+    calls = _no_training(monkeypatch, TrialResult("complete", metrics={"val_loss": 1.0}, objective=1.0))
+    for device in ("auto", "cpu"):
+        result = CliRunner().invoke(app, ["trial", "moneta", "--device", device])
+        assert result.exit_code == 0, result.output
+    assert len(calls) == 2

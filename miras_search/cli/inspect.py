@@ -12,6 +12,7 @@ from rich.table import Table
 from rich.tree import Tree
 
 from miras_search.cli.app import command, console, errors
+from miras_search.cli.checks import SEED_MAX, output_folder
 from miras_search.cli.files import load_any
 from miras_search.errors import MirasError
 from miras_search.points import point_to_yaml
@@ -44,11 +45,11 @@ def schema(
     ),
 ) -> None:
     """Write the JSON Schema of the point, space and study YAML formats (for editor completion)."""
-    out.mkdir(parents=True, exist_ok=True)
+    output_folder("--out", out)
     for kind, body in _schemas().items():
         path = out / f"{kind}.schema.json"
         path.write_text(json.dumps(body, indent=2) + "\n")
-        console.print(f"wrote {path}")
+        console.print(f"wrote {escape(str(path))}", highlight=False)
 
 
 @command("validate")
@@ -89,15 +90,15 @@ def _add_tree(tree: Tree, params: dict) -> None:
                 _add_tree(branch.add(f"[magenta]{escape(str(label))}[/]"), sub or {})
         elif isinstance(node, Choice):
             options = ", ".join(escape(str(o)) for o in node.options)
-            branch = tree.add(f"[cyan]{key}[/]: choice of {options}")
+            branch = tree.add(f"[cyan]{escape(str(key))}[/]: choice of {options}")
             for option in node.options:
                 sub = node.branch(option)
                 if sub:
                     _add_tree(branch.add(f"when [yellow]{escape(str(option))}[/]"), sub)
         elif isinstance(node, dict):
-            _add_tree(tree.add(f"[bold]{key}[/]"), node)
+            _add_tree(tree.add(f"[bold]{escape(str(key))}[/]"), node)
         else:
-            tree.add(f"{key}: {escape(_describe(node))}")
+            tree.add(f"{escape(str(key))}: {escape(_describe(node))}")
 
 
 @command("show")
@@ -108,7 +109,7 @@ def show(file: Annotated[Path, typer.Argument(help="A point, space or study file
         summary = loaded.summary()
         tree = Tree(f"[bold]space {escape(loaded.name)}[/]  {escape(loaded.spec.description)}")
         if loaded.spec.preset:
-            tree.add(f"base preset: [green]{loaded.spec.preset}[/]")
+            tree.add(f"base preset: [green]{escape(loaded.spec.preset)}[/]")
         _add_tree(tree.add("params"), loaded.spec.params)
         for index, constraint in enumerate(loaded.spec.constraints, 1):
             tree.add(f"constraint {index}: {escape(constraint.describe())}")
@@ -119,7 +120,7 @@ def show(file: Annotated[Path, typer.Argument(help="A point, space or study file
             f"branches: {summary.branches}  size: {size}"
         )
         contained = [n for n in preset_names() if loaded.encode(preset(n), axes_only=True) is not None]
-        console.print(f"anchors: {', '.join(loaded.spec.anchors) or '-'}")
+        console.print(f"anchors: {', '.join(loaded.spec.anchors) or '-'}", highlight=False, markup=False)
         console.print(f"presets whose four axes lie in this space: {', '.join(contained) or '-'}")
     elif isinstance(loaded, ModelPoint):
         console.print(point_to_yaml(loaded), highlight=False, markup=False)
@@ -155,7 +156,7 @@ def presets() -> None:
 def sample(
     file: Annotated[Path, typer.Argument(help="A space file.")],
     n: Annotated[int, typer.Option("-n", min=1, help="Number of points.")] = 5,
-    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", min=0, max=SEED_MAX, help="Random seed.")] = 0,
     full: Annotated[bool, typer.Option("--full", help="Every field, not only non-defaults.")] = False,
 ) -> None:
     """Print N random valid points of a space as YAML documents."""

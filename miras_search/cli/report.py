@@ -6,14 +6,18 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from miras_search.cli.app import command, console
+from miras_search.cli.checks import device_choice, output_folder, positive_finite
+from miras_search.errors import MirasError
 from miras_search.report.build import build_report
 from miras_search.report.confirm import ConfirmResult, confirm_study
 from miras_search.report.export import export_top
 from miras_search.report.leaderboard import leaderboard_table
-from miras_search.report.study_data import open_report_study
+from miras_search.report.study_data import TrialRow, open_report_study
+from miras_search.trial import TrialResult
 
 _STUDY = "A study YAML file (its name and storage are used), or a study name with --storage."
 _STORAGE = "Optuna storage URL or file (default: the study file's, else runs/<name>/)."
@@ -23,6 +27,19 @@ StorageOpt = Annotated[str | None, typer.Option("--storage", help=_STORAGE)]
 
 def _default_dir(study_name: str, leaf: str) -> Path:
     return Path("runs") / study_name / leaf
+
+
+def _read_confirm(study_name: str) -> ConfirmResult | None:
+    """The study's ``miras confirm`` result if there is a readable one; a warning if it is broken."""
+    path = _default_dir(study_name, "confirm") / "confirm.json"
+    if not path.exists():
+        return None
+    try:
+        return ConfirmResult.read_json(path)
+    except MirasError as error:
+        console.print(f"[yellow]warning:[/] {escape(str(error))}; the report leaves out the proxy check "
+                      "(run `miras confirm` again to redo it)", highlight=False, soft_wrap=True)
+        return None
 
 
 @command("report")
@@ -35,13 +52,11 @@ def report(
 ) -> None:
     """Write the study's HTML report (leaderboard, Pareto front, importances, curves, tasks) and PNGs."""
     opened = open_report_study(study, storage)
-    out = out or _default_dir(opened.study_name, "report")
-    confirm_file = _default_dir(opened.study_name, "confirm") / "confirm.json"
-    confirm = ConfirmResult.read_json(confirm_file) if confirm_file.exists() else None
-    written = build_report(opened, out, top=top, confirm=confirm)
+    out = output_folder("--out", out or _default_dir(opened.study_name, "report"))
+    written = build_report(opened, out, top=top, confirm=_read_confirm(opened.study_name))
     console.print(leaderboard_table(written.ranked, written.objectives, top=rows,
-                                    title=f"{opened.study_name}: leaderboard"))
-    console.print(f"wrote {written.html} and {len(written.images)} figures")
+                                    title=f"{escape(opened.study_name)}: leaderboard"))
+    console.print(f"wrote {escape(str(written.html))} and {len(written.images)} figures", highlight=False)
 
 
 @command("export")
@@ -53,11 +68,30 @@ def export(
 ) -> None:
     """Write the top points as standalone point YAML files (loadable by `miras train`)."""
     opened = open_report_study(study, storage)
-    paths = export_top(opened, top, out or _default_dir(opened.study_name, "points"))
+    paths = export_top(opened, top, output_folder("--out", out or _default_dir(opened.study_name, "points")))
     for path in paths:
-        console.print(f"wrote {path}")
+        console.print(f"wrote {escape(str(path))}", highlight=False)
     if not paths:
         console.print("[yellow]the study has no complete trial yet[/]")
+
+
+def _show_run(row: TrialRow, seed: int, result: TrialResult) -> None:
+    """One line per long run; a failed one says why."""
+    if result.ok:
+        console.print(f"  {escape(row.label)} seed {seed}: ok", highlight=False)
+    else:
+        console.print(f"  {escape(row.label)} seed {seed}: [red]{result.failure}[/]: {escape(result.reason or '')}",
+                      highlight=False, soft_wrap=True)
+
+
+def _confirm_table(result: ConfirmResult, study_name: str) -> Table:
+    table = Table(title=escape(f"{study_name}: short vs {result.scale:g}x longer training"))
+    for column in ("point", f"short {result.objective.name}", "long mean", "long std", "seeds ok"):
+        table.add_column(escape(column), justify="left" if column == "point" else "right")
+    for entry in result.entries:
+        table.add_row(escape(entry.label), f"{entry.short:.4g}", f"{entry.long_mean:.4g}",
+                      f"{entry.long_std:.2g}", f"{len(entry.long)}/{len(result.seeds)}")
+    return table
 
 
 @command("confirm")
@@ -65,33 +99,32 @@ def confirm(
     study: StudyArg,
     storage: StorageOpt = None,
     top: Annotated[int, typer.Option("--top", "-k", min=1, help="Top points to re-train.")] = 5,
-    scale: Annotated[float, typer.Option("--scale", "-n", help="Token budget multiplier.")] = 4.0,
+    scale: Annotated[float, typer.Option("--scale", "-n", callback=positive_finite,
+                                         help="Token budget multiplier.")] = 4.0,
     seeds: Annotated[int, typer.Option(min=1, help="Seeds per point (0, 1, ...).")] = 3,
-    device: Annotated[str | None, typer.Option(help="cpu or cuda (default: the trial config's).")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda (default: the trial config's).")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder (default runs/<name>/confirm).")] = None,
 ) -> None:
-    """Proxy check: re-train the top points and named models longer; rank-correlate short vs long."""
+    """Proxy check: re-train the top points and named models longer; rank-correlate short vs long.
+
+    When every long run fails, an earlier confirm.json is kept and the failures go to
+    confirm-failed.json beside it.
+    """
     opened = open_report_study(study, storage)
-
-    def show(row, seed, result) -> None:
-        state = "ok" if result.ok else f"[red]{result.failure}[/]"
-        console.print(f"  {row.label} seed {seed}: {state}")
-
-    result = confirm_study(opened, top=top, scale=scale, seeds=range(seeds), device=device, progress=show)
-    folder = out or _default_dir(opened.study_name, "confirm")
-    folder.mkdir(parents=True, exist_ok=True)
-    result.write_json(folder / "confirm.json")
-    table = Table(title=f"{opened.study_name}: short vs {scale:g}x longer training")
-    for column in ("point", f"short {result.objective.name}", "long mean", "long std", "seeds ok"):
-        table.add_column(column, justify="left" if column == "point" else "right")
-    for entry in result.entries:
-        table.add_row(entry.label, f"{entry.short:.4g}", f"{entry.long_mean:.4g}",
-                      f"{entry.long_std:.2g}", f"{len(entry.long)}/{len(result.seeds)}")
-    console.print(table)
+    chosen = device_choice(device)
+    folder = output_folder("--out", out or _default_dir(opened.study_name, "confirm"))
+    result = confirm_study(opened, top=top, scale=scale, seeds=range(seeds), device=chosen, progress=_show_run)
+    console.print(_confirm_table(result, opened.study_name))
+    if not any(entry.long for entry in result.entries):
+        failed = folder / "confirm-failed.json"
+        result.write_json(failed)
+        kept = " (the earlier confirm.json is kept)" if (folder / "confirm.json").exists() else ""
+        raise MirasError(f"every long run failed (the reasons are above); wrote {failed}{kept}")
     for correlation in result.correlations:
         console.print(f"{correlation.describe()}  ({result.method})", highlight=False, markup=False)
     console.print(result.verdict, style="bold", highlight=False, markup=False)
-    console.print(f"wrote {folder / 'confirm.json'} (`miras report` includes it)")
+    result.write_json(folder / "confirm.json")
+    console.print(f"wrote {escape(str(folder / 'confirm.json'))} (`miras report` includes it)", highlight=False)
 
 
 @command("dashboard")
@@ -105,6 +138,7 @@ def dashboard(
     from miras_search.report.dashboard import serve
 
     opened = open_report_study(study, storage)
-    console.print(f"optuna-dashboard for '{opened.study_name}' at http://{host}:{port}/")
+    console.print(f"optuna-dashboard for '{escape(opened.study_name)}' at http://{escape(host)}:{port}/",
+                  highlight=False)
     serve(opened, host=host, port=port)
 

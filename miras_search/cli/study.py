@@ -15,6 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from miras_search.cli.app import command, console
+from miras_search.cli.checks import positive_finite
 from miras_search.errors import MirasError
 from miras_search.points import point_to_yaml
 from miras_search.schema import ModelPoint
@@ -67,7 +68,7 @@ def _run(path: Path, workers: int | None, address: str | None, storage: str | No
     records = spec.objective_records
     best: list[float | None] = [None] * len(records)
     with _progress() as bar:
-        task = bar.add_task(spec.name, total=None, running=0, best="")
+        task = bar.add_task(escape(spec.name), total=None, running=0, best="")
 
         def show(event: Event) -> None:
             if event.kind == "note":
@@ -79,7 +80,7 @@ def _run(path: Path, workers: int | None, address: str | None, storage: str | No
                     best[i] = value if best[i] is None else better(best[i], value)
             shown = "  ".join(f"{r['name']} {v:.4g}" for r, v in zip(records, best, strict=True) if v is not None)
             bar.update(task, total=event.target, completed=event.finished, running=event.running,
-                       best=f"best {shown}" if shown else "")
+                       best=f"best {escape(shown)}" if shown else "")
 
         driver = StudyDriver(spec, pool_factory, storage=storage, trials=trials, timeout_s=timeout,
                              tracker=tracker, on_event=show)
@@ -87,7 +88,7 @@ def _run(path: Path, workers: int | None, address: str | None, storage: str | No
     _report(summary, tracker)
     if summary.interrupted:
         console.print(f"[yellow]stopped[/]: running trials were marked interrupted; continue with "
-                      f"`miras resume {path}`")
+                      f"`miras resume {escape(str(path))}`", highlight=False)
         raise typer.Exit(130)
 
 
@@ -107,7 +108,8 @@ def _report(summary: RunSummary, tracker) -> None:
 _WORKERS = Annotated[int | None, typer.Option("--workers", "-w", min=1, help="Parallel trials (Ray workers).")]
 _ADDRESS = Annotated[str | None, typer.Option(help="Join this Ray cluster instead of starting one.")]
 _TRIALS = Annotated[int | None, typer.Option(min=1, help="Finished trials to reach (overrides the file).")]
-_TIMEOUT = Annotated[float | None, typer.Option(help="Wall-clock budget in seconds of this run.")]
+_TIMEOUT = Annotated[float | None, typer.Option(callback=positive_finite,
+                                                help="Wall-clock budget in seconds of this run.")]
 _WANDB = Annotated[str | None, typer.Option("--wandb", help="offline (default), online or off.")]
 _INLINE = Annotated[bool, typer.Option("--inline", help="Run trials in this process, without Ray.")]
 
@@ -143,7 +145,7 @@ def _fmt(value: float | None) -> str:
 
 def _status_table(state: StudyStatus) -> Table:
     target = state.target if state.target is not None else "-"
-    table = Table(title=f"study {state.name}: {state.finished}/{target} finished")
+    table = Table(title=escape(f"study {state.name}: {state.finished}/{target} finished"))
     for column in ("complete", "running", "pruned", "failed", "interrupted", "waiting", "reused", "ETA"):
         table.add_column(column, justify="right")
     eta = "-" if state.eta_s is None else str(datetime.timedelta(seconds=round(state.eta_s)))
@@ -154,12 +156,13 @@ def _status_table(state: StudyStatus) -> Table:
         best.add_column(column)
     for record, trial in zip(state.objectives, state.best, strict=True):
         if trial is None:
-            best.add_row(record["name"], record["direction"], "-", "-", "-")
+            best.add_row(escape(record["name"]), record["direction"], "-", "-", "-")
             continue
         index = state.objectives.index(record)
         axes = trial.user_attrs.get("axes") or {}
         label = trial.user_attrs.get("anchor") or " / ".join(str(v) for v in axes.values())
-        best.add_row(record["name"], record["direction"], _fmt(trial.values[index]), str(trial.number), label)
+        best.add_row(escape(record["name"]), record["direction"], _fmt(trial.values[index]), str(trial.number),
+                     escape(label))
     grid = Table.grid()
     grid.add_row(table)
     grid.add_row(best)

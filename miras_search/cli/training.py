@@ -6,10 +6,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from miras_search.cli.app import command, console
+from miras_search.cli.checks import device_choice, output_file
 from miras_search.errors import ConfigError, MirasError, Problem
 from miras_search.model.quick_train import StepInfo
 from miras_search.points import load_point
@@ -40,7 +43,7 @@ def _progress() -> Progress:
 
 
 def _metrics_table(title: str, result: TrialResult) -> Table:
-    table = Table(title=title)
+    table = Table(title=escape(title))
     table.add_column("metric")
     table.add_column("value", justify="right")
     table.add_row("status", result.status if result.ok else f"[red]{result.status}[/] ({result.failure})")
@@ -48,13 +51,13 @@ def _metrics_table(title: str, result: TrialResult) -> Table:
         table.add_row("objective", f"{result.objective:.4f}")
     for name, value in sorted(result.metrics.items()):
         shown = f"{value:,.0f}" if name in ("params", "state_size", "tokens") else f"{value:.4g}"
-        table.add_row(name, shown)
+        table.add_row(escape(name), shown)
     return table
 
 
 def _run_with_bar(point, config: TrialConfig, device: str | None) -> TrialResult:
     with _progress() as bar:
-        task = bar.add_task(point.name or "point", total=None, loss="-")
+        task = bar.add_task(escape(point.name or "point"), total=None, loss="-")
 
         def show(info: StepInfo) -> None:
             bar.update(task, total=info.steps, completed=info.step, loss=f"{info.loss:.3f}")
@@ -62,41 +65,67 @@ def _run_with_bar(point, config: TrialConfig, device: str | None) -> TrialResult
         return run_trial(point, config, device=device, progress=show)
 
 
+def _config_device(config: TrialConfig, source: Path | None, device: str | None) -> str | None:
+    """``--device`` checked; without it, the trial config's own device checked (it is used then)."""
+    if device is not None:
+        return device_choice(device)
+    device_choice(config.device, f"{source}: device" if source else "device")
+    return None
+
+
+def _write_metrics(result: TrialResult, out: Path) -> None:
+    try:
+        result.write_json(out)
+    except OSError as error:  # checked before training; this is a race (the folder went away)
+        raise MirasError(f"--out {out}: cannot write the metrics ({error.strerror or error}); "
+                         "they are in the table above") from None
+    console.print(f"wrote {escape(str(out))}", highlight=False)
+
+
 @command("trial")
 def trial(
     point: Annotated[str, typer.Argument(help=_POINT_HELP)],
     config: Annotated[Path | None, typer.Option("--config", "-c", help="Trial config or study YAML.")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the metrics as JSON here.")] = None,
-    device: Annotated[str | None, typer.Option(help="cpu or cuda (default: the config's).")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda (default: the config's).")] = None,
 ) -> None:
     """Run one trial of a point: train for the budget, evaluate, print the metrics table."""
     trial_config = load_trial_config(config) if config else TrialConfig()
-    result = _run_with_bar(load_point(point), trial_config, device)
+    loaded = load_point(point)
+    chosen = _config_device(trial_config, config, device)
+    if out is not None:
+        output_file("--out", out)
+    result = _run_with_bar(loaded, trial_config, chosen)
     console.print(_metrics_table(f"trial of {point}", result))
     if result.reason:
-        console.print(f"[red]failed:[/] {result.reason}", highlight=False, markup=True)
+        console.print(f"[red]failed:[/] {escape(result.reason)}", highlight=False, soft_wrap=True)
     if out is not None:
-        result.write_json(out)
-        console.print(f"wrote {out}")
+        _write_metrics(result, out)
     if not result.ok:
         raise typer.Exit(1)
+
+
+def _option_error(error: ValidationError) -> MirasError:
+    """One line per bad training option, named as on the command line."""
+    lines = [f"--{'.'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}" for e in error.errors()]
+    return MirasError("bad training option: " + "; ".join(lines))
 
 
 @command("train")
 def train(
     point: Annotated[str, typer.Argument(help=_POINT_HELP)],
-    tokens: Annotated[int | None, typer.Option(help="Token budget (default: the point's).")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Sequences per step.")] = None,
-    seq_len: Annotated[int | None, typer.Option(help="Tokens per sequence.")] = None,
-    device: Annotated[str | None, typer.Option(help="cpu or cuda (default: CUDA when present).")] = None,
+    tokens: Annotated[int | None, typer.Option(min=1, help="Token budget (default: the point's).")] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1, max=4096, help="Sequences per step.")] = None,
+    seq_len: Annotated[int | None, typer.Option(min=1, max=1_048_576, help="Tokens per sequence.")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda (default: CUDA when present).")] = None,
 ) -> None:
     """Train one point on the embedded text corpus with a progress bar; print loss and tokens/s."""
     loaded = load_point(point)
     try:
         config = TrialConfig(tokens=tokens, batch_size=batch_size, seq_len=seq_len)
-    except ValueError as error:
-        raise MirasError(f"bad training option: {error}") from None
-    result = _run_with_bar(loaded, config, device)
+    except ValidationError as error:
+        raise _option_error(error) from None
+    result = _run_with_bar(loaded, config, device_choice(device))
     if not result.ok:
         raise MirasError(f"training failed ({result.failure}): {result.reason}")
     metrics = result.metrics

@@ -70,7 +70,22 @@ class ConfirmResult:
 
     @classmethod
     def read_json(cls, path: str | Path) -> ConfirmResult:
-        data = json.loads(Path(path).read_text())
+        """Read a ``write_json`` file; MirasError (naming the file) when it is unreadable or broken."""
+        try:
+            return cls._from_dict(json.loads(Path(path).read_text()))
+        except OSError as error:
+            raise MirasError(f"{path} cannot be read ({error.strerror or error})") from None
+        except json.JSONDecodeError as error:
+            raise MirasError(f"{path} is not valid JSON ({error.msg}, line {error.lineno})") from None
+        except KeyError as error:
+            raise MirasError(f"{path} is not a confirm result: it has no '{error.args[0]}'") from None
+        except (TypeError, ValueError, AttributeError) as error:
+            raise MirasError(f"{path} is not a confirm result ({error})") from None
+
+    @classmethod
+    def _from_dict(cls, data: Any) -> ConfirmResult:
+        if not isinstance(data, dict):
+            raise TypeError(f"expected a JSON object, found {type(data).__name__}")
         for entry in data["entries"]:
             entry.pop("long_mean", None)
             entry.pop("long_std", None)
@@ -172,8 +187,8 @@ def confirm_study(study: optuna.Study, *, top: int = 5, scale: float = 4.0, seed
     study's budget and ``seed`` from ``seeds``. Correlations use points whose long runs completed
     for at least one seed.
     """
-    if scale <= 0:
-        raise MirasError(f"--scale must be positive, got {scale}")
+    if not (math.isfinite(scale) and scale > 0):
+        raise MirasError(f"--scale must be a positive, finite number, got {scale}")
     if not seeds:
         raise MirasError("the proxy check needs at least one seed")
     objectives = study_objectives(study)

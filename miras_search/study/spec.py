@@ -70,6 +70,9 @@ class Limit(Schema):
         return f"{low}{self.metric}{high}"
 
 
+SAMPLER_SEED_MAX = 2**32 - 1
+
+
 class SamplerSpec(Schema):
     """How points are proposed. ``anchors`` are measured first (same budget as searched points)."""
 
@@ -82,6 +85,15 @@ class SamplerSpec(Schema):
     options: dict[str, Any] = Field(
         default_factory=dict, description="Extra keyword arguments of the Optuna sampler."
     )
+
+    @field_validator("seed")
+    @classmethod
+    def _seed_in_range(cls, value: int) -> int:
+        # a validator, not a Field bound: the committed JSON Schema stays as it is
+        if value > SAMPLER_SEED_MAX:
+            raise ValueError(f"must be at most {SAMPLER_SEED_MAX} (2**32 - 1, the largest seed Optuna's "
+                             f"samplers take), not {value}")
+        return value
 
     @field_validator("anchors")
     @classmethod

@@ -1,0 +1,88 @@
+"""Checks of command-line options that must fail before any work starts, not after it."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from pathlib import Path
+
+import typer
+
+from miras_search.errors import MirasError
+
+DEVICES = ("auto", "cpu", "cuda")
+SEED_MAX = 2**32 - 1  # numpy's and Optuna's samplers take seeds in [0, 2**32 - 1]
+
+
+def _file_in_the_way(folder: Path) -> Path | None:
+    """The first existing path among ``folder`` and its parents, if it is not a folder."""
+    for candidate in (folder, *folder.parents):
+        if candidate.exists():
+            return None if candidate.is_dir() else candidate
+    return None
+
+
+def _prepare_folder(named: str, folder: Path) -> None:
+    """Create ``folder`` and missing parents; ``named`` is how errors name the option and value."""
+    blocking = _file_in_the_way(folder)
+    if blocking == folder:
+        raise MirasError(f"{named} is a file; give a folder")
+    if blocking is not None:
+        raise MirasError(f"{named}: {blocking} is a file, so no folder can be made under it; give a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise MirasError(f"{named}: cannot create the folder {folder} ({error.strerror or error}); "
+                         "give a folder you can write to") from None
+    if not os.access(folder, os.W_OK):
+        raise MirasError(f"{named}: the folder {folder} is not writable; give a folder you can write to")
+
+
+def output_folder(option: str, folder: Path) -> Path:
+    """Create ``folder`` (and missing parents) for a command's output; MirasError if it cannot be.
+
+    Commands call this before their work so that a bad ``--out`` costs nothing.
+    """
+    _prepare_folder(f"{option} {folder}", folder)
+    return folder
+
+
+def output_file(option: str, path: Path) -> Path:
+    """Check that ``path`` can be written as a file (creating its missing parent folders)."""
+    named = f"{option} {path}"
+    if path.is_dir():
+        raise MirasError(f"{named} is a folder; give a file name, e.g. {path / 'metrics.json'}")
+    _prepare_folder(named, path.parent)
+    if path.exists() and not os.access(path, os.W_OK):
+        raise MirasError(f"{named}: the file is not writable; give a file you can write to")
+    return path
+
+
+def device_choice(value: str | None, option: str = "--device") -> str | None:
+    """The device to pass to ``run_trial``: None for auto (the trial config decides), else checked.
+
+    Allowed: auto, cpu, cuda (and cuda:N for a visible GPU N); cuda only where a GPU is visible.
+    """
+    if value is None or value == "auto":
+        return None
+    import torch  # deferred: the CLI starts without importing torch
+
+    match = re.fullmatch(r"cuda(?::(\d+))?", value)
+    if value == "cpu":
+        return value
+    if match is None:
+        raise MirasError(f"{option} {value}: allowed: {', '.join(DEVICES)}")
+    if not torch.cuda.is_available():
+        raise MirasError(f"{option} {value}: no CUDA GPU is visible here; use cpu")
+    count = torch.cuda.device_count()
+    if match.group(1) is not None and int(match.group(1)) >= count:
+        raise MirasError(f"{option} {value}: only {count} CUDA GPU(s) are visible (cuda:0 to cuda:{count - 1})")
+    return value
+
+
+def positive_finite(value: float | None) -> float | None:
+    """Typer callback for budgets and multipliers: a positive, finite number (or not given)."""
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise typer.BadParameter(f"must be a positive, finite number, not {value}")
+    return value
