@@ -25,6 +25,7 @@ from miras_search.data.niah import NeedleInHaystack
 from miras_search.data.noisy_recall import NoisyRecall
 from miras_search.data.selective_copy import SelectiveCopy
 from miras_search.data.text_sources import Files, HFDataset, TextCorpus
+from miras_search.data.vocab import VOCAB_SIZE
 from miras_search.errors import ConfigError, MirasError, Problem
 
 DataSpec = Annotated[
@@ -108,6 +109,12 @@ class DataMix:
         self.sources = [open_source(s, root) for s in self.specs]
         self.weights = torch.tensor([s.weight for s in self.specs], dtype=torch.float64)
         self.names = [f"{i}:{s.task}" for i, s in enumerate(self.specs)]
+
+    @property
+    def vocab_size(self) -> int:
+        """The model's vocabulary must hold at least this many ids: a tokenizer's size for text
+        sources, the shared byte vocabulary (data.vocab.VOCAB_SIZE) for the others."""
+        return max(getattr(source, "vocab_size", VOCAB_SIZE) for source in self.sources)
 
     def pick(self, step: int, seed: int = 0, split: Split = "train") -> int:
         """Index of the source that batch ``step`` comes from."""

@@ -39,7 +39,7 @@ class Train(Schema):
         "auto", description="Triton kernels when CUDA is present and the point is covered."
     )
     compile: bool = Field(False, description="torch.compile the model.")
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=2**32 - 1)  # 32 bits, like the samplers' seeds
 
     @model_validator(mode="after")
     def _budget(self) -> Train:

@@ -149,6 +149,11 @@ def _run(point: ModelPoint, config: TrialConfig, report: Reporter | None,
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     mix = DataMix(list(config.data))
+    if point.block.vocab_size < mix.vocab_size:
+        raise TrialFailed(
+            "build", f"block.vocab_size ({point.block.vocab_size}) is smaller than the data's "
+            f"vocabulary ({mix.vocab_size} ids); set block.vocab_size to at least {mix.vocab_size}"
+        )
     metrics["params"] = float(param_count(point))
     metrics["state_size"] = float(state_size(point))
     torch.manual_seed(train.seed)
