@@ -121,6 +121,57 @@ def test_resume_keeps_finished_trials_and_reaches_the_target(tmp_path):
     assert {t.number: t.values for t in after if t.number in before} == before
 
 
+def test_an_objective_no_trial_measures_stops_the_study_after_one_trial(tmp_path):
+    """A metric the trials do not measure fails every trial after its training: the first one
+    stops the study (exit 1, naming the metric) instead of training all of them."""
+    path = write_study(tmp_path, trials=4, objectives=[{"metric": "nosuch_metric"}],
+                       sampler={"kind": "random", "anchors": []})
+    result = CliRunner().invoke(app, ["run", str(path), "--inline", "--wandb", "off"])
+    assert result.exit_code == 1
+    assert "stopped: metric 'nosuch_metric' was not measured" in " ".join(result.output.split())
+    assert len(trials_of(path)) == 1
+
+
+def test_a_run_where_every_trial_failed_exits_with_the_reasons(tmp_path):
+    """Every trial failing (here: a data file that does not exist) was '2/2 finished', exit 0."""
+    trial = {**TINY_TRIAL, "data": [{"task": "files", "paths": [str(tmp_path / "missing.txt")]}]}
+    path = write_study(tmp_path, trials=2, trial=trial, sampler={"kind": "random", "anchors": []})
+    result = CliRunner().invoke(app, ["run", str(path), "--inline", "--wandb", "off"])
+    output = " ".join(result.output.split())
+    assert result.exit_code == 1, output
+    assert "no trial of study 'tiny' completed (2 failed): 2 x" in output and "missing.txt" in output
+
+
+@pytest.mark.parametrize(("point", "words"), [
+    (None, "trial 0 stores no 'point' user attribute"),
+    ({"memory": {"kind": "bogus"}}, "trial 0 stores a point this version cannot read (memory"),
+])
+def test_best_on_trials_without_a_readable_point(tmp_path, point, words):
+    """A plain Optuna study, or a point from another schema version, in the same storage."""
+    from miras_search.study.storage import make_storage
+
+    journal = str(tmp_path / "plain.journal")
+    study = optuna.create_study(study_name="plain", storage=make_storage(journal))
+    attrs = {} if point is None else {"point": point}
+    study.add_trial(optuna.trial.create_trial(params={}, distributions={}, value=1.0, user_attrs=attrs))
+    result = CliRunner().invoke(app, ["best", "plain", "--storage", journal])
+    assert result.exit_code == 1 and words in " ".join(result.output.split())
+
+
+def test_unquoted_wandb_off_means_off(tmp_path):
+    """YAML reads an unquoted `off` as false; that can only mean 'off'."""
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump(TINY_SPACE))
+    path = tmp_path / "study.yaml"
+    path.write_text("type: study\nname: t\nspace: space.yaml\ntrials: 1\ntracking: {wandb: off}\nseeds: [0, 1]\n")
+    assert load_study_file(path).tracking.wandb == "off"
+    path.write_text("type: study\nname: t\nspace: space.yaml\ntrials: 1\ntracking: {wandb: on}\nseeds: [-1]\n")
+    with pytest.raises(ConfigError) as error:
+        load_study_file(path)
+    message = str(error.value)
+    assert "tracking.wandb (line 5): YAML reads an unquoted on / yes / true as a boolean" in message
+    assert "seeds.0 (line 6)" in message
+
+
 def test_trials_left_running_by_a_dead_driver_are_failed_and_run_again(tmp_path):
     path = write_study(tmp_path, trials=1)
     run_inline(path)

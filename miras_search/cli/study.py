@@ -5,10 +5,12 @@ from __future__ import annotations
 import datetime
 import logging
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from optuna.trial import TrialState
 from rich.live import Live
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -18,7 +20,7 @@ from miras_search.cli.app import command, console
 from miras_search.cli.checks import positive_finite
 from miras_search.errors import MirasError
 from miras_search.points import point_to_yaml
-from miras_search.schema import ModelPoint
+from miras_search.report.study_data import stored_point
 from miras_search.study import (
     Event,
     InlinePool,
@@ -27,6 +29,7 @@ from miras_search.study import (
     load_study_file,
     open_study,
 )
+from miras_search.study.spec import StudyFile
 from miras_search.study.summary import StudyStatus, objective_records, ranked, status
 
 _STUDY = Annotated[str, typer.Argument(help="A study YAML file, or a study name with --storage.")]
@@ -86,10 +89,24 @@ def _run(path: Path, workers: int | None, address: str | None, storage: str | No
                              tracker=tracker, on_event=show)
         summary = driver.run()
     _report(summary, tracker)
+    if summary.stopped_because is not None:
+        raise MirasError(f"study '{spec.name}' stopped: {summary.stopped_because}")
     if summary.interrupted:
         console.print(f"[yellow]stopped[/]: running trials were marked interrupted; continue with "
                       f"`miras resume {escape(str(path))}`", highlight=False)
         raise typer.Exit(130)
+    _fail_if_nothing_completed(spec, storage)
+
+
+def _fail_if_nothing_completed(spec: StudyFile, storage: str | None) -> None:
+    """MirasError listing the failures when no trial of the study has completed (exit 1, not 0)."""
+    trials = open_study(spec, storage).get_trials(deepcopy=False)
+    if not trials or any(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials):
+        return
+    reasons = Counter(str(t.user_attrs.get("reason") or t.user_attrs.get("failure") or t.state.name)
+                      for t in trials)
+    listed = "; ".join(f"{count} x {reason}" for reason, count in reasons.most_common(3))
+    raise MirasError(f"no trial of study '{spec.name}' completed ({len(trials)} failed): {listed}")
 
 
 def _report(summary: RunSummary, tracker) -> None:
@@ -198,7 +215,7 @@ def best(study: _STUDY, storage: _STORAGE = None,
     records = objective_records(opened)
     docs = []
     for trial in top:
-        point = ModelPoint.model_validate(trial.user_attrs["point"])
+        point = stored_point(trial.user_attrs.get("point"), trial.number)
         meta = {
             "study": opened.study_name, "trial": trial.number, "anchor": trial.user_attrs.get("anchor"),
             "objectives": {r["name"]: v for r, v in zip(records, trial.values, strict=True)},

@@ -15,6 +15,7 @@ from typing import Any
 import optuna
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial
+from pydantic import ValidationError
 
 from miras_search.errors import MirasError
 from miras_search.schema import ModelPoint
@@ -65,10 +66,22 @@ class TrialRow:
         return f"#{self.number}" + (f" {self.anchor}" if self.anchor else "")
 
     def model_point(self) -> ModelPoint:
-        """The stored point, validated; MirasError when the trial carries none."""
-        if not self.point:
-            raise MirasError(f"trial {self.number} stores no 'point' user attribute; cannot rebuild it")
-        return ModelPoint.model_validate(self.point)
+        """The stored point, validated; MirasError when the trial carries none or a broken one."""
+        return stored_point(self.point, self.number)
+
+
+def stored_point(point: Any, number: int) -> ModelPoint:
+    """A trial's stored ``point`` user attribute as a ModelPoint; MirasError when the trial
+    stores none (a study made outside miras-search) or one this version cannot read."""
+    if not point:
+        raise MirasError(f"trial {number} stores no 'point' user attribute; cannot rebuild it")
+    try:
+        return ModelPoint.model_validate(point)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "<top level>"
+        raise MirasError(f"trial {number} stores a point this version cannot read ({where}: "
+                         f"{first['msg']}; {error.error_count()} problem(s))") from None
 
 
 def _axes_of(trial: FrozenTrial) -> dict[str, str]:

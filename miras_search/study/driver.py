@@ -77,6 +77,7 @@ class RunSummary:
     ran: int = 0  # trials trained by this run
     reused: int = 0
     interrupted: bool = False
+    stopped_because: str | None = None  # a study-level error that every trial would repeat
     wall_s: float = 0.0
     overhead_s: list[float] = field(default_factory=list)  # per trained trial: time outside run_trial
     trial_s: list[float] = field(default_factory=list)
@@ -158,7 +159,7 @@ class StudyDriver:
         try:
             with CtrlC() as ctrl_c:
                 while True:
-                    while (len(self._running) < pool.capacity
+                    while (len(self._running) < pool.capacity and summary.stopped_because is None
                            and (self.target is None or self.finished + self._pending() < self.target)
                            and (deadline is None or time.perf_counter() < deadline)):
                         self._ask_one(pool)
@@ -289,9 +290,13 @@ class StudyDriver:
             try:
                 values = [o.value(result.metrics) for o in self.spec.objectives]
                 attrs["constraints"] = [lim.violation(result.metrics[lim.metric]) for lim in self.spec.limits]
-            except KeyError as error:
+            except KeyError as error:  # the study file names a metric its trials do not measure
                 name = error.args[0]
                 reason = name if " " in str(name) else f"limit metric '{name}' was not measured"
+                self.summary.stopped_because = (
+                    f"{reason}. Every trial would fail the same way, so no new trial was started: "
+                    "fix the study's objectives / limits"
+                )
                 return TrialState.FAIL, {**attrs, "failure": "error", "reason": reason}, None
             bad = [o.name for o, v in zip(self.spec.objectives, values, strict=True) if not math.isfinite(v)]
             if bad:

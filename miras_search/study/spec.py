@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
@@ -138,6 +138,17 @@ class TrackingSpec(Schema):
     project: str = "miras-search"
     entity: str | None = None
 
+    @field_validator("wandb", mode="before")
+    @classmethod
+    def _unquoted_off(cls, value: Any) -> Any:
+        """YAML 1.1 reads an unquoted ``off`` / ``no`` as false: that can only mean 'off'."""
+        if value is False:
+            return "off"
+        if value is True:
+            raise ValueError("YAML reads an unquoted on / yes / true as a boolean: write 'online' "
+                             "or 'offline' (in quotes)")
+        return value
+
 
 class StudyFile(Schema):
     """A declared study: what to search, how to measure, how to search, where to keep results."""
@@ -153,11 +164,12 @@ class StudyFile(Schema):
     pruner: PrunerSpec = Field(default_factory=PrunerSpec)
     trials: int | None = Field(None, ge=1, description="Finished trials to reach (anchors included).")
     timeout_s: float | None = Field(None, gt=0, description="Wall-clock budget of one run/resume.")
-    seeds: list[int] | None = Field(
+    seeds: list[Annotated[int, Field(ge=0, le=2**32 - 1)]] | None = Field(
         None, min_length=1, description="Train every point once per seed; metrics are averaged."
     )
     storage: str | None = Field(
-        None, description="Optuna storage URL or journal file path (default runs/<name>/study.journal)."
+        None, description="Optuna storage URL, or a file path: a journal (default "
+        "runs/<name>/study.journal), or SQLite for a .db / .sqlite file."
     )
     run_dir: str = Field("runs", description="Folder of the study's outputs (journal, W&B runs).")
     parallel: ParallelSpec = Field(default_factory=ParallelSpec)
