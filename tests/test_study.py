@@ -158,6 +158,18 @@ def test_best_on_trials_without_a_readable_point(tmp_path, point, words):
     assert result.exit_code == 1 and words in " ".join(result.output.split())
 
 
+def test_validate_builds_the_study_sampler_and_samples_its_space(tmp_path):
+    """`miras validate` catches what `run` would stop at first: sampler options, and a space whose
+    constraints forbid every point."""
+    path = write_study(tmp_path, sampler={"kind": "random", "anchors": [], "options": {"bogus": 1}})
+    result = CliRunner().invoke(app, ["validate", str(path)])
+    assert result.exit_code == 1 and "sampler.options: not accepted by random" in result.output
+    forbid_all = {**TINY_SPACE, "constraints": [{"forbid": {"memory.kind": "matrix"}}]}
+    path = write_study(tmp_path, space_data=forbid_all)
+    result = CliRunner().invoke(app, ["validate", str(path)])
+    assert result.exit_code == 1 and "constraints" in result.output
+
+
 def test_unquoted_wandb_off_means_off(tmp_path):
     """YAML reads an unquoted `off` as false; that can only mean 'off'."""
     (tmp_path / "space.yaml").write_text(yaml.safe_dump(TINY_SPACE))

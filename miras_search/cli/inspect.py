@@ -54,13 +54,16 @@ def schema(
 
 @command("validate")
 def validate(files: Annotated[list[Path], typer.Argument(help="Point, space or study files.")]) -> None:
-    """Check files against the schemas (spaces are also sampled once); exit 1 if any is invalid."""
+    """Check files against the schemas (spaces, and studies' spaces, are also sampled once, and
+    studies' samplers built); exit 1 if any is invalid."""
     failed = 0
     for path in files:
         try:
             kind, loaded = load_any(path)
             if isinstance(loaded, SearchSpace):
                 loaded.sample(1, seed=0)
+            elif kind == "study":  # what `run` does first: sample its space, build its sampler
+                _check_study(loaded)
         except MirasError as error:
             failed += 1
             errors.print(f"[red]✗[/] {escape(str(error))}", highlight=False, soft_wrap=True)
@@ -68,6 +71,15 @@ def validate(files: Annotated[list[Path], typer.Argument(help="Point, space or s
         console.print(f"[green]✓[/] {escape(str(path))} ({kind})", highlight=False)
     if failed:
         raise typer.Exit(1)
+
+
+def _check_study(study) -> None:
+    """ConfigError when the study's space has no valid point or its sampler cannot be built."""
+    from miras_search.study.samplers import make_sampler  # the study layer sits above this one
+
+    space = study.load_space()
+    space.sample(1, seed=0)
+    make_sampler(study, space)
 
 
 def _describe(node: object) -> str:
