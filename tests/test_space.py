@@ -213,3 +213,100 @@ def test_random_spaces_sample_only_valid_points(spec, seed):
             section, key = dotted.split(".")
             chosen = spec["params"][section][key]["choice"]
             assert getattr(getattr(point, section), key) in chosen
+
+
+# --- every value a space can give a field is one the schema allows ----------------------------
+
+_BIAS_ALLOWED = "allowed: " + ", ".join(BIAS_KINDS)
+_SMALL_BASE = "base:\n  block: {d_model: 32, n_heads: 2, n_layers: 1}\n"
+
+
+@pytest.mark.parametrize(("body", "where", "needle"), [
+    (_SMALL_BASE + "params:\n  bias: {kind: {choice: [lp, l2, huberr]}}\n",
+     "params.bias.kind.choice (line 7)", f"option 'huberr' is not allowed for bias.kind; {_BIAS_ALLOWED}"),
+    ("params:\n  bias:\n    kind:\n      choice:\n        - lp\n        - huberr\n",
+     "params.bias.kind.choice (line 9)", f"option 'huberr' is not allowed for bias.kind; {_BIAS_ALLOWED}"),
+    ("params:\n  bias:\n    kind:\n      choice:\n        l2: {}\n        l3: {}\n",
+     "params.bias.kind.choice.l3 (line 9)", f"option 'l3' is not allowed for bias.kind; {_BIAS_ALLOWED}"),
+    ("params:\n  bias: {kind: huberr}\n",
+     "params.bias.kind (line 5)", f"'huberr' is not allowed for bias.kind; {_BIAS_ALLOWED}"),
+    ("params:\n  memory: {activation: {choice: [gelu, tanh]}}\n",
+     "params.memory.activation.choice (line 5)",
+     "option 'tanh' is not allowed for memory.activation; allowed: gelu, silu, relu"),
+    ("params:\n  one_of:\n    a: {retention: {alpha: {mode: {choice: [head, channnel]}}}}\n",
+     "params.one_of.a.retention.alpha.mode.choice (line 6)",
+     "option 'channnel' is not allowed for retention.alpha.mode; allowed: constant, retnet, head, channel"),
+    ("params:\n  bias:\n    kind:\n      choice:\n        huber: {variant: {choice: [norm, nrom]}}\n",
+     "params.bias.kind.choice.huber.variant.choice (line 8)",
+     "option 'nrom' is not allowed for bias.variant; allowed: coordinate, norm, switch"),
+    ("params:\n  memory: {depth: {choice: [2, 9]}}\n",
+     "params.memory.depth.choice (line 5)",
+     "option 9 is not allowed for memory.depth; allowed: an integer >= 2 and <= 8"),
+], ids=["list", "block-list", "mapping-key", "fixed", "literal", "one-of", "branch", "number"])
+def test_choice_options_outside_the_schema_are_named_with_the_allowed_values(
+        tmp_path, body, where, needle):
+    message = _load_error(tmp_path, body)
+    assert f"{where}: {needle}" in message
+
+
+@pytest.mark.parametrize(("body", "where", "needle"), [
+    ("memory: {depth: {int: [0, 9]}}", "params.memory.depth (line 5)",
+     "the range [0, 9] reaches outside the values memory.depth allows; "
+     "allowed: an integer >= 2 and <= 8"),
+    ("memory: {depth: {int: [10, 12]}}", "params.memory.depth (line 5)",
+     "the range [10, 12] lies outside the values memory.depth allows"),
+    ("train: {lr: {float: [0.0, 0.1]}}", "params.train.lr (line 5)",
+     "allowed: a number > 0.0 and <= 1.0"),
+    ("memory: {depth: {float: [2, 4]}}", "params.memory.depth (line 5)",
+     "memory.depth takes integers; use {int: [low, high]}"),
+    ("memory: {kind: {int: [1, 2]}}", "params.memory.kind (line 5)",
+     "an {int: ...} range cannot set memory.kind; allowed: " + ", ".join(MEMORY_KINDS)),
+], ids=["partly-outside", "wholly-outside", "open-bound", "float-on-int", "range-on-kind"])
+def test_ranges_must_lie_within_the_fields_bounds(tmp_path, body, where, needle):
+    message = _load_error(tmp_path, f"params:\n  {body}\n")
+    assert f"{where}: " in message and needle in message
+
+
+def test_ranges_within_the_bounds_and_integral_float_grids_are_accepted():
+    space = SearchSpace.from_dict({"name": "ok", "preset": "moneta", "params": {
+        "memory": {"depth": {"int": [2, 8]}, "expansion": {"float": [2, 4], "step": 1}},
+        "train": {"lr": {"float": [1e-4, 1.0], "log": True}},
+    }})
+    assert all(2 <= p.memory.depth <= 8 for p in space.sample(5))
+
+
+# --- the base point is checked before sampling --------------------------------------------------
+
+@pytest.mark.parametrize(("body", "where", "needle"), [
+    ("base: {block: {d_model: 7}}\n", "base.block.d_model (line 4)", "greater than or equal to 8"),
+    ("base:\n  blok: {d_model: 32}\n", "base.blok (line 5)", "unknown key; allowed keys here: name"),
+    ("base: {memory: {activation: tanh}}\n", "base.memory.activation (line 4)",
+     "'gelu', 'silu' or 'relu'"),
+    ("base: {algorithm: {kind: implicit}}\n", "base.algorithm.kind (line 4)",
+     "algorithm 'implicit' needs bias 'l2' and memory 'matrix'"),
+    ("base: {block: {d_model: 30}}\n", "base.block (line 4)", "must be divisible by n_heads"),
+    ("params: {memory: 5}\n", "params.memory (line 4)",
+     "memory is a section of the point and must be a mapping of its fields (allowed: kind,"),
+], ids=["bound", "unknown-key", "literal", "cross-axis", "block-rule", "section-not-mapping"])
+def test_a_bad_base_is_named_not_blamed_on_the_constraints(tmp_path, body, where, needle):
+    message = _load_error(tmp_path, body)
+    assert f"{where}: " in message and needle in message
+    assert "satisfy the space's rules" not in message
+
+
+def test_a_base_rule_that_the_params_can_meet_is_left_to_sampling():
+    space = SearchSpace.from_dict({
+        "name": "heads", "preset": "moneta", "base": {"block": {"d_model": 30}},
+        "params": {"block": {"n_heads": {"choice": [2, 3]}}},
+    })
+    assert {p.block.n_heads for p in space.sample(6)} == {2, 3}
+
+
+def test_constraints_that_forbid_everything_on_a_good_base_are_still_reported():
+    space = SearchSpace.from_dict({
+        "name": "never", "preset": "moneta", "base": {"block": {"d_model": 32, "n_heads": 2}},
+        "params": {"bias": {"kind": {"choice": ["l2", "lp"]}}},
+        "constraints": [{"forbid": {"block.n_heads": 2}, "message": "no two heads"}],
+    })
+    with pytest.raises(ConfigError, match=r"satisfy the space's rules.*no two heads"):
+        space.sample(1)

@@ -17,9 +17,11 @@ from miras_search.merge import deep_merge, get_path
 from miras_search.presets import preset
 from miras_search.schema import ModelPoint
 from miras_search.schema_paths import unknown_path_problem
+from miras_search.space.base_check import base_problems
 from miras_search.space.checks import shape_problems
 from miras_search.space.constraints import first_violated
 from miras_search.space.spec import Choice, FloatRange, IntRange, SpaceFile
+from miras_search.space.targets import iter_leaves, target_problems
 from miras_search.space.walk import decode_option, encode_option, iter_nodes, walk
 from miras_search.validation import problems_from, validate
 from miras_search.yamlio import LineMap, read_yaml
@@ -134,11 +136,11 @@ class SearchSpace:
     def __init__(self, spec: SpaceFile, source: str = "<space>", lines: LineMap | None = None):
         self.spec = spec
         self.source = source
-        self._check_paths(lines or {})
         base: dict[str, Any] = {}
         if spec.preset is not None:
             base = preset(spec.preset).model_dump(mode="json")
         self.base = deep_merge(base, spec.base)
+        self._check_paths(lines or {})
 
     @classmethod
     def load(cls, path: str | Path) -> SearchSpace:
@@ -155,14 +157,15 @@ class SearchSpace:
         return self.spec.name
 
     def _check_paths(self, lines: LineMap) -> None:
+        """ConfigError naming every path, value or base field of the space that cannot work."""
         problems = shape_problems(self.spec.params, self.spec.constraints, lines)
         if problems:  # the walk below needs a well-formed tree
             raise ConfigError(self.source, problems)
-        for _, path, _node in iter_nodes(self.spec.params):
-            clean = tuple(p for p in path if p != "one_of")
-            problem = unknown_path_problem(clean, ("params", *path), lines)
+        for where, path, _node in iter_leaves(self.spec.params):
+            problem = unknown_path_problem(path, where, lines)
             if problem is not None:
                 problems.append(problem)
+        problems.extend(target_problems(self.spec.params, lines))
         for index, constraint in enumerate(self.spec.constraints):
             for section in ("when", "require", "forbid"):
                 for dotted in getattr(constraint, section):
@@ -170,6 +173,7 @@ class SearchSpace:
                     problem = unknown_path_problem(tuple(dotted.split(".")), where, lines)
                     if problem is not None:
                         problems.append(problem)
+        problems.extend(base_problems(self.base, self.spec.base, self.spec.params, lines))
         if problems:
             raise ConfigError(self.source, problems)
 

@@ -1,0 +1,293 @@
+"""Check every value a space can give a field against what the point schema allows there.
+
+A space's ``params`` set fields of ModelPoint: each fixed value, each ``choice`` option (list
+items and the option keys of the mapping form) and each ``int`` / ``float`` range is checked
+against the field it sets, with the schema's own validation. The allowed values named in the
+messages come from the schema (a Literal's values, a discriminated union's tags, a number's
+bounds), so they follow it. A range must lie wholly within the field's bounds: a space is
+sampled within the bounds it states, so a range that reaches outside them is an error.
+"""
+
+from __future__ import annotations
+
+import enum
+import types
+import typing
+from collections.abc import Iterator
+from typing import Any
+
+import annotated_types
+from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
+
+from miras_search.errors import Problem
+from miras_search.schema import ModelPoint
+from miras_search.space.spec import Choice, FloatRange, IntRange
+from miras_search.validation import model_members
+from miras_search.yamlio import LineMap
+
+Where = tuple[str, ...]
+"""Location in the space file, e.g. ("params", "bias", "kind", "choice", "lp", "p")."""
+
+_BOUNDS = ((annotated_types.Ge, "ge", ">="), (annotated_types.Gt, "gt", ">"),
+           (annotated_types.Le, "le", "<="), (annotated_types.Lt, "lt", "<"))
+_FIXED_SET_LIMIT = 64  # a range on a fixed-set field is checked value by value up to this size
+
+
+def iter_leaves(tree: dict[str, Any], where: Where = ("params",),
+                path: tuple[str, ...] = ()) -> Iterator[tuple[Where, tuple[str, ...], Any]]:
+    """Yield (file location, field path, node) for every non-mapping node, in every branch."""
+    for key, node in tree.items():
+        if key == "one_of":
+            if isinstance(node, dict):  # shape errors are reported by checks.py first
+                for label, sub in node.items():
+                    if isinstance(sub, dict):
+                        yield from iter_leaves(sub, (*where, key, str(label)), path)
+            continue
+        here = (*where, key)
+        if isinstance(node, dict):
+            yield from iter_leaves(node, here, (*path, key))
+            continue
+        yield here, (*path, key), node
+        if isinstance(node, Choice) and isinstance(node.choice, dict):
+            for option, branch in node.choice.items():
+                yield from iter_leaves(branch or {}, (*here, "choice", str(option)), path)
+
+
+def holders(path: tuple[str, ...]) -> list[type[BaseModel]]:
+    """The models whose field the last key of ``path`` names (empty if the path is unknown)."""
+    models: list[type[BaseModel]] = [ModelPoint]
+    for key in path[:-1]:
+        models = [m2 for m in models if key in m.model_fields
+                  for m2 in model_members(m.model_fields[key].annotation)]
+    return [m for m in models if path and path[-1] in m.model_fields]
+
+
+def _literal_values(annotation: Any) -> list[Any] | None:
+    """The values an annotation made only of Literals, enums and None admits, else None."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Literal:
+        return list(typing.get_args(annotation))
+    if annotation is type(None):
+        return [None]
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return [member.value for member in annotation]
+    if origin in (typing.Union, types.UnionType, typing.Annotated):
+        args = typing.get_args(annotation)
+        parts = [_literal_values(arg) for arg in (args[:1] if origin is typing.Annotated else args)]
+        if all(part is not None for part in parts):
+            return [value for part in parts if part is not None for value in part]
+    return None
+
+
+def allowed_values(models: list[type[BaseModel]], field: str) -> list[Any] | None:
+    """The fixed set of values ``field`` takes in any of ``models``, or None if it is not fixed."""
+    values: list[Any] = []
+    for model in models:
+        found = _literal_values(model.model_fields[field].annotation)
+        if found is None:
+            return None
+        values.extend(v for v in found if v not in values)
+    return values
+
+
+def _number_kind(annotation: Any) -> str | None:
+    """'integer' or 'number' for an int / float field (None allowed beside), else None."""
+    args = [a for a in (typing.get_args(annotation) or (annotation,)) if a is not type(None)]
+    if args == [int]:
+        return "integer"
+    if args in ([float], [int, float], [float, int]):
+        return "number"
+    return None
+
+
+def _bounds_text(info: FieldInfo) -> str:
+    """' >= 2 and <= 8' from a field's ge / gt / le / lt, or '' when it has none."""
+    parts = []
+    for item in info.metadata:
+        for kind, attribute, sign in _BOUNDS:
+            if isinstance(item, kind):
+                parts.append(f"{sign} {getattr(item, attribute)}")
+    return (" " + " and ".join(parts)) if parts else ""
+
+
+def _describe_field(models: list[type[BaseModel]], field: str) -> str | None:
+    """What ``field`` allows, in words, e.g. 'dot, l2, lp' or 'an integer >= 2 and <= 8'."""
+    fixed = allowed_values(models, field)
+    if fixed is not None:
+        return ", ".join("null" if v is None else str(v) for v in fixed)
+    texts: list[str] = []
+    for model in models:
+        info = model.model_fields[field]
+        kind = _number_kind(info.annotation)
+        if kind is None:
+            return None
+        article = "an" if kind == "integer" else "a"
+        nullable = " (or null)" if type(None) in typing.get_args(info.annotation) else ""
+        text = f"{article} {kind}{_bounds_text(info)}{nullable}"
+        if text not in texts:
+            texts.append(text)
+    return " or ".join(texts) or None
+
+
+def _field_error(model: type[BaseModel], field: str, value: Any) -> str | None:
+    """The schema's message for ``value`` in ``model.field``, or None if the field accepts it."""
+    data: dict[str, Any] = {field: value}
+    kind = model.model_fields.get("kind")
+    if field != "kind" and kind is not None and kind.default is not None:
+        data["kind"] = kind.default
+    try:
+        model.model_validate(data)
+    except ValidationError as error:
+        for item in error.errors(include_url=False):
+            if tuple(item["loc"][:1]) == (field,):
+                return str(item["msg"]).removeprefix("Value error, ")
+    return None
+
+
+def value_error(models: list[type[BaseModel]], field: str, value: Any) -> str | None:
+    """None if some model's ``field`` accepts ``value``, else the first model's message."""
+    messages = [_field_error(model, field, value) for model in models]
+    return None if any(m is None for m in messages) else messages[0]
+
+
+def _is_section(models: list[type[BaseModel]], field: str) -> bool:
+    """Whether ``field`` is a sub-model (memory, block, a gate, ...): set by a mapping only."""
+    return all(model_members(model.model_fields[field].annotation) for model in models)
+
+
+def _line(where: Where, lines: LineMap) -> int | None:
+    return next((lines[where[:cut]] for cut in range(len(where), 0, -1) if where[:cut] in lines), None)
+
+
+def _shown(value: Any) -> str:
+    return "null" if value is None else repr(value)
+
+
+def _rejection(models: list[type[BaseModel]], path: tuple[str, ...], value: Any,
+               what: str) -> str | None:
+    """'<what> is not allowed for bias.kind; allowed: ...' if ``value`` is rejected, else None."""
+    field = path[-1]
+    message = value_error(models, field, value)
+    if message is None:
+        return None
+    allowed = _describe_field(models, field)
+    if allowed:
+        return f"{what} is not allowed for {'.'.join(path)}; allowed: {allowed}"
+    return f"{what} is not allowed for {'.'.join(path)}: {message[:1].lower()}{message[1:]}"
+
+
+def _choice_problems(node: Choice, where: Where, path: tuple[str, ...],
+                     models: list[type[BaseModel]], lines: LineMap) -> list[Problem]:
+    problems = []
+    mapping = isinstance(node.choice, dict)
+    for index, option in enumerate(node.options):
+        message = _rejection(models, path, option, f"option {_shown(option)}")
+        if message is not None:
+            at = (*where, "choice", str(option) if mapping else str(index))
+            shown = at if mapping else (*where, "choice")
+            problems.append(Problem(".".join(shown), message, _line(at, lines)))
+    return problems
+
+
+def _range_values(node: IntRange | FloatRange) -> list[Any]:
+    """Every value of an int range when it is small, else its two ends."""
+    if isinstance(node, IntRange):
+        low, high = node.int
+        values = range(low, high + 1, node.step)
+        return list(values) if len(values) <= _FIXED_SET_LIMIT else [low, high]
+    return list(node.float)
+
+
+def _range_message(node: IntRange | FloatRange, path: tuple[str, ...],
+                   models: list[type[BaseModel]]) -> str | None:
+    """What is wrong with a range at ``path``, or None."""
+    field = path[-1]
+    numbers = {_number_kind(m.model_fields[field].annotation) for m in models}
+    if allowed_values(models, field) is not None or None in numbers:
+        return _not_numeric_message(node, path, models)
+    if isinstance(node, FloatRange) and numbers == {"integer"} and not _integral_grid(node):
+        return f"{'.'.join(path)} takes integers; use {{int: [low, high]}} instead of {{float: ...}}"
+    return _bounds_message(node, path, models)
+
+
+def _not_numeric_message(node: IntRange | FloatRange, path: tuple[str, ...],
+                         models: list[type[BaseModel]]) -> str | None:
+    """A range on a field with a fixed set of values (or no numbers) works only inside that set."""
+    if all(value_error(models, path[-1], v) is None for v in _range_values(node)):
+        return None
+    key = "int" if isinstance(node, IntRange) else "float"
+    allowed = _describe_field(models, path[-1])
+    hint = f"allowed: {allowed}; list the values with {{choice: [...]}}" if allowed else (
+        "a range needs a numeric field")
+    return f"an {{{key}: ...}} range cannot set {'.'.join(path)}; {hint}"
+
+
+def _bounds_message(node: IntRange | FloatRange, path: tuple[str, ...],
+                    models: list[type[BaseModel]]) -> str | None:
+    """A range must lie within the field's bounds: wholly outside or reaching out is an error."""
+    field = path[-1]
+    low, high = node.int if isinstance(node, IntRange) else node.float
+    bad = [v for v in (low, high) if value_error(models, field, v) is not None]
+    if not bad:
+        return None
+    middle = (low + high) // 2 if isinstance(node, IntRange) else (low + high) / 2
+    outside = len(bad) == 2 and value_error(models, field, middle) is not None
+    return (f"the range [{low}, {high}] {'lies' if outside else 'reaches'} outside the values "
+            f"{'.'.join(path)} allows; allowed: {_describe_field(models, field)}; "
+            "keep the range within these bounds")
+
+
+def _integral_grid(node: FloatRange) -> bool:
+    """Whether a float range only yields whole numbers (integral ends and step)."""
+    low, high = node.float
+    return node.step is not None and all(float(v).is_integer() for v in (low, high, node.step))
+
+
+def _leaf_problems(where: Where, path: tuple[str, ...], node: Any,
+                   lines: LineMap) -> list[Problem]:
+    """Problems of one params node against the field(s) it sets."""
+    models = holders(path)
+    if not models:
+        return []  # an unknown path: reported by the path check
+    field = path[-1]
+    if _is_section(models, field):
+        return [Problem(".".join(where), (
+            f"{'.'.join(path)} is a section of the point and must be a mapping of its fields "
+            f"(allowed: {', '.join(_section_fields(models, field))}); got {_kind(node)}"
+        ), _line(where, lines))]
+    if isinstance(node, Choice):
+        return _choice_problems(node, where, path, models, lines)
+    if isinstance(node, IntRange | FloatRange):
+        message = _range_message(node, path, models)
+    else:
+        message = _rejection(models, path, node, f"{_shown(node)}")
+    return [] if message is None else [Problem(".".join(where), message, _line(where, lines))]
+
+
+def _section_fields(models: list[type[BaseModel]], field: str) -> list[str]:
+    """The keys a section's mapping may hold (the fields of every model it admits)."""
+    names: list[str] = []
+    for model in models:
+        for member in model_members(model.model_fields[field].annotation):
+            names.extend(n for n in member.model_fields if n not in names)
+    return names
+
+
+def _kind(node: Any) -> str:
+    """How a params node reads to a user of the YAML format."""
+    for model, text in ((Choice, "a {choice: ...} node"), (IntRange, "an {int: ...} range"),
+                        (FloatRange, "a {float: ...} range")):
+        if isinstance(node, model):
+            return text
+    if isinstance(node, list):
+        return f"a list ({node!r})"
+    return f"a plain value ({_shown(node)})"
+
+
+def target_problems(params: dict[str, Any], lines: LineMap) -> list[Problem]:
+    """Every params value, option or range that the field it sets does not allow."""
+    problems: list[Problem] = []
+    for where, path, node in iter_leaves(params):
+        problems.extend(_leaf_problems(where, path, node, lines))
+    return problems
