@@ -23,22 +23,22 @@ def _problem(where: tuple[str, ...], message: str, lines: LineMap) -> Problem:
     return Problem(".".join(where), message, line)
 
 
-def _kind_of(node: Any) -> str:
-    """How a parsed node reads to a user of the YAML format."""
-    for model, kind in ((Choice, "{choice: ...} node"), (IntRange, "{int: ...} range"),
-                        (FloatRange, "{float: ...} range")):
+def node_kind(node: Any) -> str:
+    """How a parsed params node reads to a user of the YAML format, e.g. 'an {int: ...} range'."""
+    for model, kind in ((Choice, "a {choice: ...} node"), (IntRange, "an {int: ...} range"),
+                        (FloatRange, "a {float: ...} range")):
         if isinstance(node, model):
             return kind
     if isinstance(node, dict):
-        return "mapping"
+        return "a mapping"
     if isinstance(node, list):
-        return "list"
-    return f"plain value ({node!r})"
+        return "a list"
+    return f"a plain value ({node!r})"
 
 
 def _one_of_problems(node: Any, where: tuple[str, ...], lines: LineMap) -> list[Problem]:
     if not isinstance(node, dict):
-        return [_problem(where, f"'one_of' must be {_ONE_OF_SHAPE}; got a {_kind_of(node)}", lines)]
+        return [_problem(where, f"'one_of' must be {_ONE_OF_SHAPE}; got {node_kind(node)}", lines)]
     if not node:
         return [_problem(where, f"'one_of' must list at least one option; it is {_ONE_OF_SHAPE}", lines)]
     problems: list[Problem] = []
@@ -51,7 +51,7 @@ def _one_of_problems(node: Any, where: tuple[str, ...], lines: LineMap) -> list[
         else:
             problems.append(_problem(here, (
                 "each option of 'one_of' must be a mapping of the parameters it sets, "
-                f"e.g. {{train: {{chunk_size: 64}}}}; got a {_kind_of(sub)}"
+                f"e.g. {{train: {{chunk_size: 64}}}}; got {node_kind(sub)}"
             ), lines))
     return problems
 

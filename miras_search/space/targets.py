@@ -22,6 +22,7 @@ from pydantic.fields import FieldInfo
 
 from miras_search.errors import Problem
 from miras_search.schema import ModelPoint
+from miras_search.space.checks import node_kind
 from miras_search.space.spec import Choice, FloatRange, IntRange
 from miras_search.validation import model_members
 from miras_search.yamlio import LineMap
@@ -254,7 +255,7 @@ def _leaf_problems(where: Where, path: tuple[str, ...], node: Any,
     if _is_section(models, field):
         return [Problem(".".join(where), (
             f"{'.'.join(path)} is a section of the point and must be a mapping of its fields "
-            f"(allowed: {', '.join(_section_fields(models, field))}); got {_kind(node)}"
+            f"(allowed: {', '.join(_section_fields(models, field))}); got {node_kind(node)}"
         ), _line(where, lines))]
     if isinstance(node, Choice):
         return _choice_problems(node, where, path, models, lines)
@@ -272,17 +273,6 @@ def _section_fields(models: list[type[BaseModel]], field: str) -> list[str]:
         for member in model_members(model.model_fields[field].annotation):
             names.extend(n for n in member.model_fields if n not in names)
     return names
-
-
-def _kind(node: Any) -> str:
-    """How a params node reads to a user of the YAML format."""
-    for model, text in ((Choice, "a {choice: ...} node"), (IntRange, "an {int: ...} range"),
-                        (FloatRange, "a {float: ...} range")):
-        if isinstance(node, model):
-            return text
-    if isinstance(node, list):
-        return f"a list ({node!r})"
-    return f"a plain value ({_shown(node)})"
 
 
 def target_problems(params: dict[str, Any], lines: LineMap) -> list[Problem]:
