@@ -418,3 +418,18 @@ def test_report_warns_about_a_broken_confirm_result(real_study, tmp_path, monkey
     assert result.exit_code == 0, result.output
     assert "warning:" in result.output and "leaves out the proxy check" in result.output
     assert not any("Proxy check" in title for title in _parse(tmp_path / "out" / "index.html").titles)
+
+
+def test_default_folders_follow_the_study_files_run_dir(real_study, tmp_path, monkeypatch):
+    """report / export / confirm write under the study file's run_dir, as `miras run` does, not
+    under ./runs of whatever folder they are started from."""
+    path, _ = real_study
+    study_file = yaml.safe_load(path.read_text())
+    study_file.update(run_dir=str(tmp_path / "elsewhere"), space=str(path.parent / "space.yaml"))
+    moved = tmp_path / "study.yaml"
+    moved.write_text(yaml.safe_dump(study_file, sort_keys=False))
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["export", str(moved), "--top", "1"], env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    assert list((tmp_path / "elsewhere" / NAME / "points").glob("*.yaml"))
+    assert not (tmp_path / "runs").exists()

@@ -17,6 +17,7 @@ from miras_search.report.confirm import ConfirmResult, confirm_study
 from miras_search.report.export import export_top
 from miras_search.report.leaderboard import leaderboard_table
 from miras_search.report.study_data import TrialRow, open_report_study
+from miras_search.study.spec import load_study_file
 from miras_search.trial import TrialResult
 
 _STUDY = "A study YAML file (its name and storage are used), or a study name with --storage."
@@ -25,13 +26,17 @@ StudyArg = Annotated[str, typer.Argument(help=_STUDY)]
 StorageOpt = Annotated[str | None, typer.Option("--storage", help=_STORAGE)]
 
 
-def _default_dir(study_name: str, leaf: str) -> Path:
+def _default_dir(study: str, study_name: str, leaf: str) -> Path:
+    """``<run_dir>/<name>/<leaf>``: the study file's run_dir when ``study`` is a study file (as
+    ``miras run`` uses it), else runs/."""
+    if Path(study).is_file():
+        return load_study_file(study).out_dir() / leaf
     return Path("runs") / study_name / leaf
 
 
-def _read_confirm(study_name: str) -> ConfirmResult | None:
+def _read_confirm(study: str, study_name: str) -> ConfirmResult | None:
     """The study's ``miras confirm`` result if there is a readable one; a warning if it is broken."""
-    path = _default_dir(study_name, "confirm") / "confirm.json"
+    path = _default_dir(study, study_name, "confirm") / "confirm.json"
     if not path.exists():
         return None
     try:
@@ -46,14 +51,14 @@ def _read_confirm(study_name: str) -> ConfirmResult | None:
 def report(
     study: StudyArg,
     storage: StorageOpt = None,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder (default runs/<name>/report).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder (default <run_dir>/<name>/report).")] = None,
     top: Annotated[int, typer.Option(min=1, help="Searched points shown in the figures.")] = 10,
     rows: Annotated[int, typer.Option(min=1, help="Leaderboard rows printed in the terminal.")] = 20,
 ) -> None:
     """Write the study's HTML report (leaderboard, Pareto front, importances, curves, tasks) and PNGs."""
     opened = open_report_study(study, storage)
-    out = output_folder("--out", out or _default_dir(opened.study_name, "report"))
-    written = build_report(opened, out, top=top, confirm=_read_confirm(opened.study_name))
+    out = output_folder("--out", out or _default_dir(study, opened.study_name, "report"))
+    written = build_report(opened, out, top=top, confirm=_read_confirm(study, opened.study_name))
     console.print(leaderboard_table(written.ranked, written.objectives, top=rows,
                                     title=f"{escape(opened.study_name)}: leaderboard"))
     console.print(f"wrote {escape(str(written.html))} and {len(written.images)} figures", highlight=False)
@@ -64,11 +69,11 @@ def export(
     study: StudyArg,
     storage: StorageOpt = None,
     top: Annotated[int, typer.Option("--top", "-k", min=1, help="How many points.")] = 5,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder (default runs/<name>/points).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder (default <run_dir>/<name>/points).")] = None,
 ) -> None:
     """Write the top points as standalone point YAML files (loadable by `miras train`)."""
     opened = open_report_study(study, storage)
-    paths = export_top(opened, top, output_folder("--out", out or _default_dir(opened.study_name, "points")))
+    paths = export_top(opened, top, output_folder("--out", out or _default_dir(study, opened.study_name, "points")))
     for path in paths:
         console.print(f"wrote {escape(str(path))}", highlight=False)
     if not paths:
@@ -103,7 +108,7 @@ def confirm(
                                          help="Token budget multiplier.")] = 4.0,
     seeds: Annotated[int, typer.Option(min=1, help="Seeds per point (0, 1, ...).")] = 3,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda (default: the trial config's).")] = None,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder (default runs/<name>/confirm).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder (default <run_dir>/<name>/confirm).")] = None,
 ) -> None:
     """Proxy check: re-train the top points and named models longer; rank-correlate short vs long.
 
@@ -112,7 +117,7 @@ def confirm(
     """
     opened = open_report_study(study, storage)
     chosen = device_choice(device)
-    folder = output_folder("--out", out or _default_dir(opened.study_name, "confirm"))
+    folder = output_folder("--out", out or _default_dir(study, opened.study_name, "confirm"))
     result = confirm_study(opened, top=top, scale=scale, seeds=range(seeds), device=chosen, progress=_show_run)
     console.print(_confirm_table(result, opened.study_name))
     if not any(entry.long for entry in result.entries):
