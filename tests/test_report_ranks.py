@@ -124,3 +124,18 @@ def test_axis_of_parameter_names():
     grouped = group_by_axis({"train.lr": 0.1, "bias.kind": 0.3, "bias.kind=lp/bias.p": 0.2, "memory.kind": 0.4})
     assert list(grouped) == ["memory", "bias", "train"]
     assert grouped["bias"] == pytest.approx(0.5, rel=1e-12)
+
+
+def test_leaderboard_prints_names_with_brackets_as_written():
+    """Objective, metric and model names go into Rich tables as text, not as markup ([/b] crashed)."""
+    from rich.console import Console
+
+    from miras_search.report.leaderboard import leaderboard_table
+    from miras_search.report.study_data import ObjectiveInfo, TrialRow
+
+    axes = {"memory": "mlp", "bias": "l2", "retention": "l2", "algorithm": "gd"}
+    row = TrialRow(number=0, state="COMPLETE", values=(1.0,), axes=axes, anchor="my[/b]model", point=None)
+    console = Console(record=True, width=250)
+    console.print(leaderboard_table([row], [ObjectiveInfo("loss[/b]", "minimize")]))
+    text = console.export_text()
+    assert "loss[/b]" in text and "my[/b]model" in text

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from rich.markup import escape
 from rich.table import Table
 
 from miras_search.presets import NAMED_MODELS
@@ -77,15 +78,15 @@ def leaderboard_table(ranked: Sequence[TrialRow], objectives: Sequence[Objective
         table.add_column(column)
     for objective in objectives:
         arrow = "↓" if objective.minimize else "↑"
-        table.add_column(f"{objective.name} {arrow}", justify="right")
+        table.add_column(escape(f"{objective.name} {arrow}"), justify="right")
     for metric in metrics:
-        table.add_column(metric, justify="right")
+        table.add_column(escape(metric), justify="right")
     if len(objectives) > 1:
         table.add_column("front")
     styles = {"named": "bold magenta", "baseline": "cyan", "searched": ""}
     for rank, row in enumerate(ranked[:top] if top else ranked, start=1):
         model = row.anchor or (f"= #{row.reused_from}" if row.reused_from is not None else "")
-        cells = [str(rank), f"#{row.number}", model, *(row.axes[a] for a in AXES)]
+        cells = [str(rank), f"#{row.number}", escape(model), *(escape(row.axes[a]) for a in AXES)]
         cells += [format_value(o.name, v) for o, v in zip(objectives, row.values, strict=True)]  # type: ignore[arg-type]
         cells += [format_value(m, row.metrics.get(m)) for m in metrics]
         if len(objectives) > 1:
