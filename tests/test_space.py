@@ -310,3 +310,12 @@ def test_constraints_that_forbid_everything_on_a_good_base_are_still_reported():
     })
     with pytest.raises(ConfigError, match=r"satisfy the space's rules.*no two heads"):
         space.sample(1)
+
+
+def test_choice_options_equal_as_values_are_refused():
+    """1, 1.0 and true are one value to Python and Optuna: a choice of them had 'size 3' but only
+    ever sampled the first."""
+    data = {"type": "space", "name": "t", "preset": "moneta",
+            "params": {"memory": {"depth": {"choice": [2, 2.0, True]}}}}
+    with pytest.raises(ConfigError, match=r"options 2 and 2\.0 are the same value to Optuna"):
+        SearchSpace.from_dict(data)

@@ -54,6 +54,12 @@ class Choice(Schema):
         options = list(value)
         if len({repr(o) for o in options}) != len(options):
             raise ValueError(f"'choice' lists an option twice: {options}")
+        # Python (and Optuna's categorical distribution) takes 1, 1.0 and true for one value
+        equal = [(a, b) for i, a in enumerate(options) for b in options[i + 1:] if a == b]
+        if equal:
+            a, b = equal[0]
+            raise ValueError(f"'choice' options {a!r} and {b!r} are the same value to Optuna "
+                             f"(a number and a boolean, or an int and a float); keep one: {options}")
         return value
 
     @property
