@@ -72,8 +72,15 @@ def _data_path(data: Any, loc: tuple[Any, ...]) -> list[str]:
     return path
 
 
+def _discriminator(error: dict[str, Any]) -> str:
+    """The key a tagged union is told apart by ('kind' for the axes, 'task' for data sources)."""
+    return str(error.get("ctx", {}).get("discriminator", "kind")).strip("'\"")
+
+
 def _message(error: dict[str, Any], owner: type[BaseModel] | None) -> str:
     kind = error["type"]
+    if kind == "union_tag_not_found":
+        return f"required key '{_discriminator(error)}' is missing (it says which kind of entry this is)"
     if kind == "extra_forbidden":
         if owner is None:
             return "unknown key"
@@ -99,7 +106,7 @@ def problems_from(error: ValidationError, root: type[BaseModel], data: Any, line
         path = _data_path(data, loc)
         owner = _owner_of_last_key(root, loc) if item["type"] == "extra_forbidden" else None
         if item["type"] in ("union_tag_invalid", "union_tag_not_found"):
-            path.append("kind")
+            path.append(_discriminator(item))
         message = _message(item, owner)
         cross = _CROSS_RULE.match(message) if item["type"] == "value_error" else None
         if cross:  # a rule between fields names the field it is about: "algorithm.kind: ..."

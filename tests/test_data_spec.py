@@ -120,3 +120,9 @@ def test_iter_batches_matches_single_batches():
     assert len(batches) == 3
     for step, batch in zip(range(5, 8), batches, strict=True):
         assert torch.equal(batch.inputs, task.batch(2, step=step, seed=4, seq_len=13).inputs)
+
+
+def test_a_source_without_its_task_names_the_task_key():
+    """`{file: ...}` (no task) said "Unable to extract tag using discriminator 'task'"."""
+    with pytest.raises(ConfigError, match=r"0\.task: required key 'task' is missing"):
+        parse_data_specs([{"file": "x.txt"}])

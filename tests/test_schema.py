@@ -175,3 +175,16 @@ def test_yaml_alias_bomb_is_refused_quickly():
 
 def test_yaml_alias_inside_its_own_anchor_is_refused():
     assert "used inside the value of its own anchor" in _yaml_error("meta: &a [1, *a]\n")
+
+
+@pytest.mark.parametrize(("text", "where", "words"), [
+    ("memory: {depth: 2}\n", "memory.kind (line 1)", "required key 'kind' is missing"),
+    ("preset: moneta\nmemory: {kind: mlpp}\n", "memory.kind (line 2)", "expected tags: 'vector', 'matrix'"),
+])
+def test_tagged_sections_name_their_tag(tmp_path, text, where, words):
+    """A section without its tag, or with an unknown one, names the tag key ('kind')."""
+    path = tmp_path / "point.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as error:
+        load_point(path)
+    assert f"{where}: " in str(error.value) and words in str(error.value)

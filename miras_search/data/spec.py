@@ -54,6 +54,8 @@ def _problems(error: ValidationError, prefix: str = "") -> list[Problem]:
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "union_tag_invalid":
             message = f"'task' must be one of {TASKS}"
+        elif item["type"] == "union_tag_not_found":
+            path, message = f"{path}.task", f"required key 'task' is missing; one of {TASKS}"
         out.append(Problem(".".join(p for p in (prefix, path) if p), message))
     return out
 
