@@ -12,12 +12,13 @@ from rich.table import Table
 from rich.tree import Tree
 
 from miras_search.cli.app import command, console, errors
-from miras_search.cli.checks import SEED_MAX, output_folder
+from miras_search.cli.checks import output_folder
 from miras_search.cli.files import load_any
 from miras_search.errors import MirasError
 from miras_search.points import point_to_yaml
 from miras_search.presets import NAMED_MODELS, preset, preset_names
 from miras_search.schema import ModelPoint
+from miras_search.schema.train import SEED_MAX
 from miras_search.space import Choice, FloatRange, IntRange, SearchSpace
 from miras_search.space.spec import SpaceFile
 from miras_search.yamlio import dump_yaml

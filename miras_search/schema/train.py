@@ -8,6 +8,9 @@ from pydantic import Field, model_validator
 
 from miras_search.schema._base import Schema
 
+SEED_MAX = 2**32 - 1
+"""Largest seed: numpy's and Optuna's samplers take seeds in [0, 2**32 - 1]."""
+
 
 class Train(Schema):
     """How a point is trained in a trial (the trial config may override the budget)."""
@@ -39,7 +42,7 @@ class Train(Schema):
         "auto", description="Triton kernels when CUDA is present and the point is covered."
     )
     compile: bool = Field(False, description="torch.compile the model.")
-    seed: int = Field(0, ge=0, le=2**32 - 1)  # 32 bits, like the samplers' seeds
+    seed: int = Field(0, ge=0, le=SEED_MAX)
 
     @model_validator(mode="after")
     def _budget(self) -> Train:

@@ -11,9 +11,10 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from miras_search.errors import ConfigError, Problem
+from miras_search.schema.train import SEED_MAX
 from miras_search.space import Choice, FloatRange, IntRange, SearchSpace
 from miras_search.space.walk import encode_option, iter_nodes
-from miras_search.study.spec import SAMPLER_SEED_MAX, PrunerSpec, StudyFile
+from miras_search.study.spec import PrunerSpec, StudyFile
 
 
 def grid_space(space: SearchSpace, source: str = "<study>") -> dict[str, list[Any]]:
@@ -57,9 +58,9 @@ def constraints_func(count: int) -> Callable[[FrozenTrial], Sequence[float]]:
 def make_sampler(study: StudyFile, space: SearchSpace) -> optuna.samplers.BaseSampler:
     """The sampler of ``study.sampler`` (anchors-only studies use a seeded random sampler)."""
     spec = study.sampler
-    if not 0 <= spec.seed <= SAMPLER_SEED_MAX:  # the study file rejects it; a copied spec may not
+    if not 0 <= spec.seed <= SEED_MAX:  # the study file rejects it; a copied spec may not
         raise ConfigError(study.source, [Problem(
-            "sampler.seed", f"must be between 0 and {SAMPLER_SEED_MAX} (2**32 - 1), not {spec.seed}",
+            "sampler.seed", f"must be between 0 and {SEED_MAX} (2**32 - 1), not {spec.seed}",
         )])
     options = dict(spec.options)
     constraints = None  # Optuna >= 5 reads trial.set_constraint; older versions need the hook

@@ -26,6 +26,7 @@ from pydantic import Field, PrivateAttr, field_validator, model_validator
 from miras_search.errors import ConfigError, MirasError, Problem
 from miras_search.presets import BASELINES, PRESET_AXES
 from miras_search.schema._base import Schema
+from miras_search.schema.train import SEED_MAX
 from miras_search.space import SearchSpace
 from miras_search.trial import Objective, TrialConfig
 from miras_search.validation import validate
@@ -70,9 +71,6 @@ class Limit(Schema):
         return f"{low}{self.metric}{high}"
 
 
-SAMPLER_SEED_MAX = 2**32 - 1
-
-
 class SamplerSpec(Schema):
     """How points are proposed. ``anchors`` are measured first (same budget as searched points)."""
 
@@ -90,8 +88,8 @@ class SamplerSpec(Schema):
     @classmethod
     def _seed_in_range(cls, value: int) -> int:
         # a validator, not a Field bound: the committed JSON Schema stays as it is
-        if value > SAMPLER_SEED_MAX:
-            raise ValueError(f"must be at most {SAMPLER_SEED_MAX} (2**32 - 1, the largest seed Optuna's "
+        if value > SEED_MAX:
+            raise ValueError(f"must be at most {SEED_MAX} (2**32 - 1, the largest seed Optuna's "
                              f"samplers take), not {value}")
         return value
 
@@ -164,7 +162,7 @@ class StudyFile(Schema):
     pruner: PrunerSpec = Field(default_factory=PrunerSpec)
     trials: int | None = Field(None, ge=1, description="Finished trials to reach (anchors included).")
     timeout_s: float | None = Field(None, gt=0, description="Wall-clock budget of one run/resume.")
-    seeds: list[Annotated[int, Field(ge=0, le=2**32 - 1)]] | None = Field(
+    seeds: list[Annotated[int, Field(ge=0, le=SEED_MAX)]] | None = Field(
         None, min_length=1, description="Train every point once per seed; metrics are averaged."
     )
     storage: str | None = Field(
