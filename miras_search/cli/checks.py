@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from pathlib import Path
 
 import typer
 
 from miras_search.errors import MirasError
-
-DEVICES = ("auto", "cpu", "cuda")
-SEED_MAX = 2**32 - 1  # numpy's and Optuna's samplers take seeds in [0, 2**32 - 1]
 
 
 def _file_in_the_way(folder: Path) -> Path | None:
@@ -62,22 +58,14 @@ def output_file(option: str, path: Path) -> Path:
 def device_choice(value: str | None, option: str = "--device") -> str | None:
     """The device to pass to ``run_trial``: None for auto (the trial config decides), else checked.
 
-    Allowed: auto, cpu, cuda (and cuda:N for a visible GPU N); cuda only where a GPU is visible.
+    Allowed: auto, cpu, cuda (and cuda:N for a visible GPU N); cuda only where a GPU is visible
+    (model.factory.pick_device, which the trial uses too, checks it before any work starts).
     """
     if value is None or value == "auto":
         return None
-    import torch  # deferred: the CLI starts without importing torch
+    from miras_search.model.factory import pick_device  # deferred: the CLI starts without torch
 
-    match = re.fullmatch(r"cuda(?::(\d+))?", value)
-    if value == "cpu":
-        return value
-    if match is None:
-        raise MirasError(f"{option} {value}: allowed: {', '.join(DEVICES)}")
-    if not torch.cuda.is_available():
-        raise MirasError(f"{option} {value}: no CUDA GPU is visible here; use cpu")
-    count = torch.cuda.device_count()
-    if match.group(1) is not None and int(match.group(1)) >= count:
-        raise MirasError(f"{option} {value}: only {count} CUDA GPU(s) are visible (cuda:0 to cuda:{count - 1})")
+    pick_device(value, option)
     return value
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
+import re
 
 import torch
 from torch import nn
 
-from miras_search.errors import UnsupportedPoint
+from miras_search.errors import MirasError, UnsupportedPoint
 from miras_search.model.lm import MirasLM
 from miras_search.schema import ModelPoint
 
@@ -22,11 +23,30 @@ def _as_point(point: ModelPoint | str) -> ModelPoint:
     return point
 
 
-def pick_device(device: str | torch.device | None = None) -> torch.device:
-    """``device`` if given, else CUDA when available, else CPU."""
-    if device is not None:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+DEVICES = ("auto", "cpu", "cuda")
+"""Device names a point trains on (``cuda:N`` picks GPU N)."""
+
+
+def pick_device(device: str | torch.device | None = None, name: str = "device") -> torch.device:
+    """``device`` (one of DEVICES or ``cuda:N``) if given, else CUDA when available, else CPU.
+
+    MirasError, naming ``name`` (e.g. '--device'), for another name or a GPU this machine does
+    not have: checked here, not left to fail inside torch with an unrelated message.
+    """
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    text = str(device)
+    if text == "cpu":
+        return torch.device(text)
+    match = re.fullmatch(r"cuda(?::(\d+))?", text)
+    if match is None:
+        raise MirasError(f"{name} {text}: allowed: {', '.join(DEVICES)}")
+    if not torch.cuda.is_available():
+        raise MirasError(f"{name} {text}: no CUDA GPU is visible here; use cpu")
+    count = torch.cuda.device_count()
+    if match.group(1) is not None and int(match.group(1)) >= count:
+        raise MirasError(f"{name} {text}: only {count} CUDA GPU(s) are visible (cuda:0 to cuda:{count - 1})")
+    return torch.device(text)
 
 
 def autocast_context(point: ModelPoint, device: torch.device) -> contextlib.AbstractContextManager:
