@@ -26,17 +26,17 @@ StudyArg = Annotated[str, typer.Argument(help=_STUDY)]
 StorageOpt = Annotated[str | None, typer.Option("--storage", help=_STORAGE)]
 
 
-def _default_dir(study: str, study_name: str, leaf: str) -> Path:
-    """``<run_dir>/<name>/<leaf>``: the study file's run_dir when ``study`` is a study file (as
+def _study_dir(study: str, study_name: str) -> Path:
+    """``<run_dir>/<name>``: the study file's run_dir when ``study`` is a study file (as
     ``miras run`` uses it), else runs/."""
     if Path(study).is_file():
-        return load_study_file(study).out_dir() / leaf
-    return Path("runs") / study_name / leaf
+        return load_study_file(study).out_dir()
+    return Path("runs") / study_name
 
 
-def _read_confirm(study: str, study_name: str) -> ConfirmResult | None:
+def _read_confirm(folder: Path) -> ConfirmResult | None:
     """The study's ``miras confirm`` result if there is a readable one; a warning if it is broken."""
-    path = _default_dir(study, study_name, "confirm") / "confirm.json"
+    path = folder / "confirm" / "confirm.json"
     if not path.exists():
         return None
     try:
@@ -57,8 +57,9 @@ def report(
 ) -> None:
     """Write the study's HTML report (leaderboard, Pareto front, importances, curves, tasks) and PNGs."""
     opened = open_report_study(study, storage)
-    out = output_folder("--out", out or _default_dir(study, opened.study_name, "report"))
-    written = build_report(opened, out, top=top, confirm=_read_confirm(study, opened.study_name))
+    folder = _study_dir(study, opened.study_name)
+    out = output_folder("--out", out or folder / "report")
+    written = build_report(opened, out, top=top, confirm=_read_confirm(folder))
     console.print(leaderboard_table(written.ranked, written.objectives, top=rows,
                                     title=f"{escape(opened.study_name)}: leaderboard"))
     console.print(f"wrote {escape(str(written.html))} and {len(written.images)} figures", highlight=False)
@@ -73,7 +74,7 @@ def export(
 ) -> None:
     """Write the top points as standalone point YAML files (loadable by `miras train`)."""
     opened = open_report_study(study, storage)
-    paths = export_top(opened, top, output_folder("--out", out or _default_dir(study, opened.study_name, "points")))
+    paths = export_top(opened, top, output_folder("--out", out or _study_dir(study, opened.study_name) / "points"))
     for path in paths:
         console.print(f"wrote {escape(str(path))}", highlight=False)
     if not paths:
@@ -117,7 +118,7 @@ def confirm(
     """
     opened = open_report_study(study, storage)
     chosen = device_choice(device)
-    folder = output_folder("--out", out or _default_dir(study, opened.study_name, "confirm"))
+    folder = output_folder("--out", out or _study_dir(study, opened.study_name) / "confirm")
     result = confirm_study(opened, top=top, scale=scale, seeds=range(seeds), device=chosen, progress=_show_run)
     console.print(_confirm_table(result, opened.study_name))
     if not any(entry.long for entry in result.entries):
