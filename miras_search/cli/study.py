@@ -9,6 +9,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Annotated
 
+import optuna
 import typer
 from optuna.trial import TrialState
 from rich.live import Live
@@ -29,7 +30,6 @@ from miras_search.study import (
     load_study_file,
     open_study,
 )
-from miras_search.study.spec import StudyFile
 from miras_search.study.summary import StudyStatus, objective_records, ranked, status
 
 _STUDY = Annotated[str, typer.Argument(help="A study YAML file, or a study name with --storage.")]
@@ -95,18 +95,18 @@ def _run(path: Path, workers: int | None, address: str | None, storage: str | No
         console.print(f"[yellow]stopped[/]: running trials were marked interrupted; continue with "
                       f"`miras resume {escape(str(path))}`", highlight=False)
         raise typer.Exit(130)
-    _fail_if_nothing_completed(spec, storage)
+    _fail_if_nothing_completed(driver.study)
 
 
-def _fail_if_nothing_completed(spec: StudyFile, storage: str | None) -> None:
+def _fail_if_nothing_completed(study: optuna.Study) -> None:
     """MirasError listing the failures when no trial of the study has completed (exit 1, not 0)."""
-    trials = open_study(spec, storage).get_trials(deepcopy=False)
+    trials = study.get_trials(deepcopy=False)
     if not trials or any(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials):
         return
     reasons = Counter(str(t.user_attrs.get("reason") or t.user_attrs.get("failure") or t.state.name)
                       for t in trials)
     listed = "; ".join(f"{count} x {reason}" for reason, count in reasons.most_common(3))
-    raise MirasError(f"no trial of study '{spec.name}' completed ({len(trials)} failed): {listed}")
+    raise MirasError(f"no trial of study '{study.study_name}' completed ({len(trials)} failed): {listed}")
 
 
 def _report(summary: RunSummary, tracker) -> None:
