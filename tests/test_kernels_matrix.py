@@ -8,6 +8,7 @@ before that import. The interpreter is slow: CPU cases use the smallest shapes.
 from __future__ import annotations
 
 import os
+from functools import partial
 
 import pytest
 import torch
@@ -19,6 +20,7 @@ if not CUDA:
 # triton after TRITON_INTERPRET: its own jit helpers (tl.zeros...) read it when imported
 import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
+from kernel_checks import assert_last_head_as_alone, rel_err  # noqa: E402
 from miras_search.kernels import (  # noqa: E402
     BIAS_KINDS,
     BiasConfig,
@@ -38,11 +40,6 @@ NAMES = ("q", "k", "v", "eta", "alpha", "theta", "delta", "initial_state")
 gpu_only = pytest.mark.skipif(not CUDA, reason="needs CUDA")
 # a kernel that quietly fell back to the PyTorch form would pass every comparison here
 pytestmark = pytest.mark.filterwarnings("error::miras_search.kernels.KernelFallbackWarning")
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a.double(), b.double()
-    return ((a - b).norm() / b.norm().clamp_min(1e-12)).item()
 
 
 def make_inputs(B, T, H, K, V, bias="l2", alpha="head", momentum=False, w0=True, seed=0):
@@ -239,27 +236,6 @@ def _gdn_inputs(T: int, H: int, D: int) -> dict:
     }
 
 
-def _assert_last_head_as_alone(x: dict, chunk_size: int, backward: str) -> None:
-    """The last head's output and gradients equal those of a run of that head alone (H = 1)."""
-    def last(name: str, t: torch.Tensor) -> torch.Tensor:
-        return t[-1:] if name == "initial_state" else t[:, :, -1:]
-
-    names = list(x)
-    full = {n: t.requires_grad_() for n, t in x.items()}
-    o = chunk_matrix_memory(**full, bias="l2", chunk_size=chunk_size, backward=backward)
-    do = torch.randn_like(o)
-    grads = torch.autograd.grad(o, [full[n] for n in names], do)
-    o_last, do_last = last("o", o).detach().clone(), last("do", do).clone()
-    grads_last = {n: last(n, g).clone() for n, g in zip(names, grads, strict=True)}
-    del o, do, grads  # the full-size buffers
-    alone = {n: last(n, t).detach().contiguous().requires_grad_() for n, t in x.items()}
-    o_alone = chunk_matrix_memory(**alone, bias="l2", chunk_size=chunk_size, backward=backward)
-    grads_alone = torch.autograd.grad(o_alone, [alone[n] for n in names], do_last)
-    assert rel_err(o_last, o_alone) < 1e-6
-    for name, g_alone in zip(names, grads_alone, strict=True):
-        assert rel_err(grads_last[name], g_alone) < 1e-6, f"d{name} of the last head differs from its own run"
-
-
 @gpu_only
 def test_gpu_buffers_past_int32():
     """Buffers past 2^31 elements, where int32 offsets wrapped (a crash, or another head's data):
@@ -272,7 +248,8 @@ def test_gpu_buffers_past_int32():
     for T, chunk_size, backward in ((139264, 16, "fused"), (139264, 16, "split"), (278528, 64, "fused")):
         stored, partials = H * (T // chunk_size) * D * D, tiles * T * H * D
         assert max(stored, partials) > 2**31
-        _assert_last_head_as_alone(_gdn_inputs(T, H, D), chunk_size, backward)
+        run = partial(chunk_matrix_memory, bias="l2", chunk_size=chunk_size, backward=backward)
+        assert_last_head_as_alone(run, _gdn_inputs(T, H, D), per_head=("initial_state",))
         torch.cuda.empty_cache()
 
 

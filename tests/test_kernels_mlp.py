@@ -9,6 +9,7 @@ slow: CPU cases use K = 16 and a hidden dim of 32 or 64.
 from __future__ import annotations
 
 import os
+from functools import partial
 
 import pytest
 import torch
@@ -18,6 +19,7 @@ CUDA = torch.cuda.is_available()
 if not CUDA:
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+from kernel_checks import assert_last_head_as_alone, rel_err  # noqa: E402
 from miras_search.kernels import (  # noqa: E402
     BiasConfig,
     KernelFallbackWarning,
@@ -41,11 +43,6 @@ NAMES = ("q", "k", "v", "eta", "w1", "w2", "alpha", "delta", "theta")
 gpu_only = pytest.mark.skipif(not CUDA, reason="needs CUDA")
 # a kernel that quietly fell back to the PyTorch form would pass every comparison here
 pytestmark = pytest.mark.filterwarnings("error::miras_search.kernels.KernelFallbackWarning")
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a.double(), b.double()
-    return ((a - b).norm() / b.norm().clamp_min(1e-12)).item()
 
 
 def make_inputs(B, T, H, K, hidden, bias="l2", retention="l2", seed=0, momentum=False) -> dict:
@@ -354,23 +351,8 @@ def test_gpu_stored_states_past_int32():
         "w2": torch.randn(H, K, HD, generator=g, **bf16) / HD**0.5,
         "alpha": 0.05 * torch.rand(B, T, H, generator=g, **bf16) + 0.95,
     }
-    def last(name: str, t: torch.Tensor) -> torch.Tensor:
-        return t[-1:] if name in ("w1", "w2") else t[:, :, -1:]
-
-    names = list(x)
-    full = {n: t.clone().requires_grad_() for n, t in x.items()}
-    o = chunk_mlp_memory(**full, config=config, bias=bias, chunk_size=C)
-    do = torch.randn(o.shape, generator=g, **bf16)
-    grads = torch.autograd.grad(o, [full[n] for n in names], do)
-    o_last, do_last = last("o", o).detach().clone(), last("do", do).clone()
-    grads_last = {n: last(n, g).clone() for n, g in zip(names, grads, strict=True)}
-    del o, do, grads, full  # the full-size buffers (the stored states go with o's graph)
-    alone = {n: last(n, t).contiguous().requires_grad_() for n, t in x.items()}
-    o_alone = chunk_mlp_memory(**alone, config=config, bias=bias, chunk_size=C)
-    grads_alone = torch.autograd.grad(o_alone, [alone[n] for n in names], do_last)
-    assert rel_err(o_last, o_alone) < 1e-6
-    for name, g_alone in zip(names, grads_alone, strict=True):
-        assert rel_err(grads_last[name], g_alone) < 1e-6, f"d{name} of the last head differs"
+    run = partial(chunk_mlp_memory, config=config, bias=bias, chunk_size=C)
+    assert_last_head_as_alone(run, x, per_head=("w1", "w2"))
 
 
 def test_token_tensors_past_int32_are_refused():
