@@ -12,7 +12,7 @@ from miras_search.merge import deep_merge
 from miras_search.presets import PRESET_AXES, preset
 from miras_search.schema import ModelPoint
 from miras_search.validation import validate
-from miras_search.yamlio import LineMap, dump_yaml, read_yaml
+from miras_search.yamlio import LineMap, dump_yaml, read_yaml, yaml_kind
 
 POINT_FILE_KEYS = ("type", "preset", "meta")
 """Keys a point file may hold besides ModelPoint's fields (``meta``: free-form, e.g. metrics)."""
@@ -23,24 +23,11 @@ def _check_preset_name(name: Any, source: str, lines: LineMap) -> None:
     if isinstance(name, str) and name in PRESET_AXES:
         return
     what = f"unknown preset '{name}'" if isinstance(name, str) else (
-        f"'preset' must be a preset name, not a {_kind_of(name)}"
+        f"'preset' must be a preset name, not a {yaml_kind(name)}"
     )
     raise ConfigError(source, [Problem(
         "preset", f"{what}; known presets: {', '.join(PRESET_AXES)}", lines.get(("preset",)),
     )])
-
-
-def _kind_of(value: Any) -> str:
-    """How a YAML value reads to a user: list, mapping, number, ..."""
-    if isinstance(value, dict):
-        return "mapping"
-    if isinstance(value, list):
-        return "list"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    return type(value).__name__
 
 
 def point_from_dict(data: dict[str, Any], source: str = "<point>",

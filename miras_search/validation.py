@@ -97,10 +97,11 @@ def _message(error: dict[str, Any], owner: type[BaseModel] | None) -> str:
     return message
 
 
-def problems_from(error: ValidationError, root: type[BaseModel], data: Any, lines: LineMap,
-                  prefix: tuple[str, ...] = ()) -> list[Problem]:
-    """One Problem per pydantic error, with the dotted path and the YAML line when known."""
-    problems = []
+def problems_by_error(error: ValidationError, root: type[BaseModel], data: Any, lines: LineMap,
+                      prefix: tuple[str, ...] = ()) -> list[tuple[dict[str, Any], list[Problem]]]:
+    """Each pydantic error with its Problems: one, or one per rule for a validator that reports
+    several broken rules at once (one "dotted.path: message" line each)."""
+    grouped = []
     for item in error.errors(include_url=False):
         loc = tuple(item["loc"])
         path = _data_path(data, loc)
@@ -108,18 +109,33 @@ def problems_from(error: ValidationError, root: type[BaseModel], data: Any, line
         if item["type"] in ("union_tag_invalid", "union_tag_not_found"):
             path.append(_discriminator(item))
         message = _message(item, owner)
-        cross = _CROSS_RULE.match(message) if item["type"] == "value_error" else None
-        if cross:  # a rule between fields names the field it is about: "algorithm.kind: ..."
-            path = [*path, *cross.group(1).split(".")]
-            message = message[cross.end():]
-        full = (*prefix, *path)
-        line = None
-        for cut in range(len(full), -1, -1):  # the nearest ancestor that has a line
-            if full[:cut] in lines:
-                line = lines[full[:cut]]
-                break
-        problems.append(Problem(".".join(full), message, line))
-    return problems
+        rules = message.split("\n") if item["type"] == "value_error" else [message]
+        found = []
+        for rule in rules:
+            cross = _CROSS_RULE.match(rule)
+            if cross:  # a rule between fields names the field it is about: "algorithm.kind: ..."
+                found.append(_located(prefix, [*path, *cross.group(1).split(".")],
+                                      rule[cross.end():], lines))
+            else:
+                found.append(_located(prefix, path, rule, lines))
+        grouped.append((item, found))
+    return grouped
+
+
+def problems_from(error: ValidationError, root: type[BaseModel], data: Any, lines: LineMap,
+                  prefix: tuple[str, ...] = ()) -> list[Problem]:
+    """The Problems of every pydantic error, with the dotted path and the YAML line when known."""
+    return [problem for _, found in problems_by_error(error, root, data, lines, prefix)
+            for problem in found]
+
+
+def _located(prefix: tuple[str, ...], path: list[str], message: str, lines: LineMap) -> Problem:
+    """A Problem at ``prefix + path``, with the line of its nearest ancestor that has one."""
+    full = (*prefix, *path)
+    for cut in range(len(full), -1, -1):
+        if full[:cut] in lines:
+            return Problem(".".join(full), message, lines[full[:cut]])
+    return Problem(".".join(full), message, None)
 
 
 def validate(model: type[M], data: Any, source: str, lines: LineMap | None = None,

@@ -167,7 +167,7 @@ def parse_yaml(text: str, source: str) -> tuple[dict[str, Any], LineMap]:
     if not isinstance(data, dict):
         raise ConfigError(
             source,
-            [Problem("", f"the top level must be a mapping of keys, not a {type(data).__name__}", 1)],
+            [Problem("", f"the top level must be a mapping of keys, not a {yaml_kind(data)}", 1)],
         )
     lines: LineMap = {}
     _lines_of(node, (), lines)
@@ -193,6 +193,19 @@ def read_yaml(path: str | Path) -> tuple[dict[str, Any], LineMap]:
     except UnicodeDecodeError:
         raise ConfigError(source, [Problem("", "is not UTF-8 text (binary file?)")]) from None
     return parse_yaml(text, source)
+
+
+def yaml_kind(value: Any) -> str:
+    """How a parsed YAML value reads to a user: 'mapping', 'list', 'boolean', 'number', ..."""
+    if isinstance(value, dict):
+        return "mapping"
+    if isinstance(value, list):
+        return "list"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    return "null" if value is None else type(value).__name__
 
 
 def dump_yaml(data: Any) -> str:

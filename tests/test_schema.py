@@ -79,6 +79,17 @@ def test_cross_axis_rules_name_the_field(data, field, needle):
     assert needle in problem.message
 
 
+def test_every_broken_cross_axis_rule_is_reported():
+    data = {"memory": {"kind": "mlp"}, "block": {"key_dim": 16, "value_dim": 32, "max_seq_len": 64},
+            "retention": {"kind": "l2", "alpha": {"mode": "channel"}},
+            "train": {"seq_len": 128}}
+    with pytest.raises(ConfigError) as caught:
+        point_from_dict(data, "point.yaml")
+    paths = [problem.path for problem in caught.value.problems]
+    assert paths == ["block.value_dim", "retention.alpha.mode", "train.seq_len"]
+    assert all(": " not in problem.message.split(" ")[0] for problem in caught.value.problems)
+
+
 def test_gate_ranges_are_checked_per_role():
     with pytest.raises(ValidationError, match=r"alpha\.value must lie in"):
         ModelPoint(retention={"kind": "l2", "alpha": {"value": 1.5}})

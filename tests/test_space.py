@@ -302,6 +302,16 @@ def test_a_base_rule_that_the_params_can_meet_is_left_to_sampling():
     assert {p.block.n_heads for p in space.sample(6)} == {2, 3}
 
 
+def test_params_that_never_meet_a_base_rule_are_named_as_params():
+    space = {"name": "heads", "preset": "moneta", "base": {"block": {"d_model": 30}},
+             "params": {"block": {"n_heads": {"choice": [4, 8]}}}}
+    with pytest.raises(ConfigError) as caught:
+        SearchSpace.from_dict(space).sample(1)
+    (problem,) = caught.value.problems
+    assert problem.path == "params"
+    assert "d_model (30) must be divisible by n_heads" in problem.message
+
+
 def test_constraints_that_forbid_everything_on_a_good_base_are_still_reported():
     space = SearchSpace.from_dict({
         "name": "never", "preset": "moneta", "base": {"block": {"d_model": 32, "n_heads": 2}},

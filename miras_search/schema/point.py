@@ -28,8 +28,9 @@ class ModelPoint(Schema):
 
     @model_validator(mode="after")
     def _cross_axis_rules(self) -> ModelPoint:
-        for path, message in cross_axis_problems(self):
-            raise ValueError(f"{path}: {message}")
+        problems = cross_axis_problems(self)
+        if problems:  # one line per broken rule: validation.problems_from makes each a Problem
+            raise ValueError("\n".join(f"{path}: {message}" for path, message in problems))
         return self
 
     @property

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from miras_search.errors import Problem
 from miras_search.schema import ModelPoint
 from miras_search.space.targets import iter_leaves
-from miras_search.validation import problems_from
+from miras_search.validation import problems_by_error
 from miras_search.yamlio import LineMap
 
 _RULE_ERRORS = ("value_error", "assertion_error")
@@ -57,8 +57,7 @@ def base_problems(point: dict[str, Any], base: dict[str, Any], params: dict[str,
         ModelPoint.model_validate(point)
     except ValidationError as error:
         touched = _sections(params)
-        found = problems_from(error, ModelPoint, point, {})
-        items = error.errors(include_url=False)
         return [_located(problem, base, lines)
-                for problem, item in zip(found, items, strict=True) if _reported(item, touched)]
+                for item, found in problems_by_error(error, ModelPoint, point, {})
+                if _reported(item, touched) for problem in found]
     return []

@@ -12,7 +12,7 @@ from typing import Any
 
 from miras_search.errors import Problem
 from miras_search.space.spec import Choice, Constraint, FloatRange, IntRange
-from miras_search.yamlio import LineMap
+from miras_search.yamlio import LineMap, yaml_kind
 
 _ONE_OF_SHAPE = "a mapping of option name -> sub-tree, e.g. {fast: {train: {chunk_size: 64}}}"
 
@@ -29,10 +29,8 @@ def node_kind(node: Any) -> str:
                         (FloatRange, "a {float: ...} range")):
         if isinstance(node, model):
             return kind
-    if isinstance(node, dict):
-        return "a mapping"
-    if isinstance(node, list):
-        return "a list"
+    if isinstance(node, dict | list):
+        return f"a {yaml_kind(node)}"
     return f"a plain value ({node!r})"
 
 

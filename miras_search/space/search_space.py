@@ -241,8 +241,9 @@ class SearchSpace:
                 break
         if len(points) < n:
             common = "; ".join(f"{r} ({c}x)" for r, c in reasons.most_common(3))
+            # with no constraints declared, the schema's own rules rejected the params' values
             raise ConfigError(self.source, [Problem(
-                "constraints",
+                "constraints" if self.spec.constraints else "params",
                 f"only {len(points)} of {n} points satisfy the space's rules after "
                 f"{sum(reasons.values()) + len(points)} draws; most common rejections: {common}",
             )])

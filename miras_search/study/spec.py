@@ -167,9 +167,11 @@ class StudyFile(Schema):
     )
     storage: str | None = Field(
         None, description="Optuna storage URL, or a file path: a journal (default "
-        "runs/<name>/study.journal), or SQLite for a .db / .sqlite file."
+        "runs/<name>/study.journal), or SQLite for a .db / .sqlite file. Like run_dir, a relative "
+        "path is taken from the working directory (inputs such as 'space' from this file's folder)."
     )
-    run_dir: str = Field("runs", description="Folder of the study's outputs (journal, W&B runs).")
+    run_dir: str = Field("runs", description="Folder of the study's outputs (journal, W&B runs), "
+                         "relative to the working directory.")
     parallel: ParallelSpec = Field(default_factory=ParallelSpec)
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
 
