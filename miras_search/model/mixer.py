@@ -98,9 +98,11 @@ class MemoryMixer(nn.Module):
         gates = MemoryGates(**{name: produced.get(name) for name in GATE_NAMES})
         self.kernel_problem = kernel_problem(self.rule, q, val, self.chunk_size, self.kernel, self.mode,
                                              self.chunk_form)
+        # decided once: a layer that reports PyTorch runs PyTorch without asking again
+        kernel = "torch" if self.kernel_problem is not None and self.kernel != "triton" else self.kernel
         o = memory_forward(
             self.rule, q, key, val, gates, list(self.memory_params),
-            mode=self.mode, chunk_size=self.chunk_size, chunk_form=self.chunk_form, kernel=self.kernel,
+            mode=self.mode, chunk_size=self.chunk_size, chunk_form=self.chunk_form, kernel=kernel,
         )  # [B, T, H, V], in q's dtype
         if self.out_norm is not None:
             o = self.out_norm(o)
