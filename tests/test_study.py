@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from miras_search.cli import app
 from miras_search.errors import ConfigError
 from miras_search.points import point_from_dict
+from miras_search.presets import preset
 from miras_search.schema import ModelPoint
 from miras_search.study import InlinePool, load_study_dict, load_study_file, open_study, run_study
 from miras_search.study.samplers import make_sampler
@@ -95,6 +96,9 @@ def test_run_stores_the_contract_and_measures_anchors_first(tmp_path):
     assert [t.user_attrs["anchor"] for t in trials] == ["gated_deltanet", "transformer", None, None]
     assert trials[1].user_attrs["axes"] == {"memory": "none", "bias": "dot", "retention": "none", "algorithm": "none"}
     assert trials[1].params == {}  # the transformer is outside the space: run from its preset
+    # gated_deltanet is inside it: its params are recorded, so the sampler learns from it
+    space = load_study_file(path).load_space()
+    assert trials[0].params == space.encode(preset("gated_deltanet"), axes_only=True) != {}
     for trial in trials:
         assert trial.state == TrialState.COMPLETE
         attrs = trial.user_attrs

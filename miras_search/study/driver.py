@@ -210,7 +210,11 @@ class StudyDriver:
         self._submit(pool, trial, key, point, t0)
 
     def _point(self, trial: optuna.Trial, anchor: str | None) -> ModelPoint:
-        if anchor is not None and not trial.params:  # a preset outside the space: its own axes
+        # An anchor inside the space was queued with its encoded params (setup.enqueue_anchors):
+        # it is built through the space so that the params are suggested and recorded, and the
+        # sampler and importances see it. (trial.params is still empty right after ask().)
+        if anchor is not None and self.space.encode(preset(anchor), axes_only=True) is None:
+            # a preset outside the space: its own axes on the space's block and training settings
             axes = preset(anchor).model_dump(mode="json", include={"memory", "bias", "retention", "algorithm"})
             try:
                 point = ModelPoint.model_validate({**self.space.base, **axes})
