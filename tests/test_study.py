@@ -143,7 +143,17 @@ def test_a_run_where_every_trial_failed_exits_with_the_reasons(tmp_path):
     result = CliRunner().invoke(app, ["run", str(path), "--inline", "--wandb", "off"])
     output = " ".join(result.output.split())
     assert result.exit_code == 1, output
-    assert "no trial of study 'tiny' completed (2 failed): 2 x" in output and "missing.txt" in output
+    assert "no trial of study 'tiny' trained (2 failed, 0 pruned by a limit before training): 2 x" in output
+    assert "missing.txt" in output
+
+
+def test_a_run_where_a_limit_pruned_every_point_before_training_exits_with_the_reason(tmp_path):
+    path = write_study(tmp_path, trials=2, limits=[{"metric": "params", "max": 1000}])
+    result = CliRunner().invoke(app, ["run", str(path), "--inline", "--wandb", "off"])
+    output = " ".join(result.output.split())
+    assert result.exit_code == 1, output
+    assert "(0 failed, 2 pruned by a limit before training)" in output
+    assert "breaks params <= 1000" in output
 
 
 @pytest.mark.parametrize(("point", "words"), [
@@ -355,3 +365,19 @@ def test_run_timeout_must_be_positive(tmp_path, timeout):
     assert result.exit_code == 2, result.output
     assert "'--timeout'" in result.output and "positive, finite number" in result.output
     assert not (tmp_path / "runs").exists()  # nothing ran, nothing was stored
+
+
+def test_the_progress_bar_best_counts_only_feasible_complete_trials():
+    from miras_search.cli.study import _BestSoFar
+
+    best = _BestSoFar([{"name": "val_bpb", "direction": "minimize"},
+                       {"name": "tokens_per_s", "direction": "maximize"}])
+    assert best.text() == ""
+    make = optuna.trial.create_trial
+    best.add(make(state=TrialState.COMPLETE, values=[5.3, 100.0], user_attrs={"constraints": [-0.1]}))
+    # a pruned trial's stored value is its last training loss, not a val_bpb
+    best.add(make(state=TrialState.PRUNED, value=4.0))
+    best.add(make(state=TrialState.COMPLETE, values=[5.0, 500.0], user_attrs={"constraints": [0.2]}))
+    best.add(make(state=TrialState.COMPLETE, values=[5.4, 200.0]))
+    assert best.values == [5.3, 200.0]
+    assert best.text() == "best val_bpb 5.3  tokens_per_s 200"

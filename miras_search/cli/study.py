@@ -11,7 +11,7 @@ from typing import Annotated
 
 import optuna
 import typer
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 from rich.live import Live
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -30,7 +30,14 @@ from miras_search.study import (
     load_study_file,
     open_study,
 )
-from miras_search.study.summary import StudyStatus, objective_records, ranked, status
+from miras_search.study.records import is_feasible
+from miras_search.study.summary import (
+    StudyStatus,
+    feasible_complete,
+    objective_records,
+    ranked,
+    status,
+)
 
 _STUDY = Annotated[str, typer.Argument(help="A study YAML file, or a study name with --storage.")]
 _STORAGE = Annotated[str | None, typer.Option(help="Storage URL or journal path (default: the study's).")]
@@ -68,25 +75,22 @@ def _run(path: Path, workers: int | None, address: str | None, storage: str | No
 
         tracker = WandbTracker(spec.name, spec.out_dir() / "wandb", mode, spec.tracking.project,
                                spec.tracking.entity)
-    records = spec.objective_records
-    best: list[float | None] = [None] * len(records)
+    best = _BestSoFar(spec.objective_records)
     with _progress() as bar:
         task = bar.add_task(escape(spec.name), total=None, running=0, best="")
 
         def show(event: Event) -> None:
             if event.kind == "note":
                 bar.console.print(f"[yellow]{escape(event.message)}[/]")
-            trial = event.trial
-            if event.kind == "finished" and trial is not None and trial.values:
-                for i, (record, value) in enumerate(zip(records, trial.values, strict=True)):
-                    better = min if record["direction"] == "minimize" else max
-                    best[i] = value if best[i] is None else better(best[i], value)
-            shown = "  ".join(f"{r['name']} {v:.4g}" for r, v in zip(records, best, strict=True) if v is not None)
+            if event.kind == "finished" and event.trial is not None:
+                best.add(event.trial)
             bar.update(task, total=event.target, completed=event.finished, running=event.running,
-                       best=f"best {escape(shown)}" if shown else "")
+                       best=escape(best.text()))
 
         driver = StudyDriver(spec, pool_factory, storage=storage, trials=trials, timeout_s=timeout,
                              tracker=tracker, on_event=show)
+        for trial in feasible_complete(driver.study):  # what earlier runs found counts too
+            best.add(trial)
         summary = driver.run()
     _report(summary, tracker)
     if summary.stopped_because is not None:
@@ -98,15 +102,45 @@ def _run(path: Path, workers: int | None, address: str | None, storage: str | No
     _fail_if_nothing_completed(driver.study)
 
 
+class _BestSoFar:
+    """The best value per objective over the study's feasible complete trials (what ``miras
+    status`` shows), fed with finished trials; pruned trials' values are training losses."""
+
+    def __init__(self, records: list[dict[str, str]]) -> None:
+        self.records = records
+        self.values: list[float | None] = [None] * len(records)
+
+    def add(self, trial: FrozenTrial) -> None:
+        if trial.state != TrialState.COMPLETE or not trial.values or not is_feasible(trial):
+            return
+        for i, (record, value) in enumerate(zip(self.records, trial.values, strict=True)):
+            better = min if record["direction"] == "minimize" else max
+            self.values[i] = value if self.values[i] is None else better(self.values[i], value)
+
+    def text(self) -> str:
+        shown = "  ".join(f"{r['name']} {v:.4g}" for r, v in zip(self.records, self.values, strict=True)
+                          if v is not None)
+        return f"best {shown}" if shown else ""
+
+
+def _trained(trial: FrozenTrial) -> bool:
+    """Complete, or pruned after some training (a limit prunes before any)."""
+    return trial.state == TrialState.COMPLETE or (
+        trial.state == TrialState.PRUNED and trial.user_attrs.get("failure") != "limit")
+
+
 def _fail_if_nothing_completed(study: optuna.Study) -> None:
-    """MirasError listing the failures when no trial of the study has completed (exit 1, not 0)."""
+    """MirasError listing the reasons when no trial of the study has trained (exit 1, not 0):
+    every one failed, or was pruned by a limit before training."""
     trials = study.get_trials(deepcopy=False)
-    if not trials or any(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials):
+    if not trials or any(_trained(t) for t in trials):
         return
     reasons = Counter(str(t.user_attrs.get("reason") or t.user_attrs.get("failure") or t.state.name)
                       for t in trials)
     listed = "; ".join(f"{count} x {reason}" for reason, count in reasons.most_common(3))
-    raise MirasError(f"no trial of study '{study.study_name}' completed ({len(trials)} failed): {listed}")
+    limited = sum(t.state == TrialState.PRUNED for t in trials)
+    how = f"{len(trials) - limited} failed, {limited} pruned by a limit before training"
+    raise MirasError(f"no trial of study '{study.study_name}' trained ({how}): {listed}")
 
 
 def _report(summary: RunSummary, tracker) -> None:
