@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import json
 
+import optuna
 from optuna.trial import TrialState
 from test_study import run_inline, trials_of, write_study
 
-from miras_search.study import load_study_file
+from miras_search.study import load_study_file, open_study
 from miras_search.tracking import WandbTracker
 
 
@@ -18,6 +19,8 @@ def _offline_runs(folder):
 
 def test_offline_runs_hold_each_trials_config_and_metrics(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
+    for name in ("WANDB_DATA_DIR", "WANDB_CACHE_DIR"):
+        monkeypatch.delenv(name, raising=False)  # restored (unset) after the test
     path = write_study(tmp_path, trials=2, sampler={"kind": "tpe", "anchors": ["gated_deltanet"]})
     spec = load_study_file(path)
     out = spec.out_dir() / "wandb"
@@ -45,6 +48,8 @@ def test_offline_runs_hold_each_trials_config_and_metrics(tmp_path, monkeypatch)
         assert record["curve"] == trial.user_attrs["curve"]
         assert b"metrics/val_bpb" in log and b"memory.kind" in log
     assert seen == {0, 1}
+    # the summary's leaderboard table is staged beside the runs, not in the user's home
+    assert any(staged.is_file() for staged in (out / "data").rglob("*"))
 
 
 def test_a_failing_wandb_never_fails_the_study(tmp_path):
@@ -56,3 +61,24 @@ def test_a_failing_wandb_never_fails_the_study(tmp_path):
     assert summary.finished == 2
     assert all(t.state == TrialState.COMPLETE for t in trials_of(path))
     assert tracker.error is not None and not tracker.enabled
+
+
+def test_a_pruned_trial_logs_no_objective(tmp_path, monkeypatch):
+    """Optuna stores a pruned trial's last training loss as its value: not an objective."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    path = write_study(tmp_path, trials=1)
+    run_inline(path)
+    study = open_study(load_study_file(path))
+    pruned = optuna.trial.create_trial(state=TrialState.PRUNED, value=1.5, user_attrs={
+        "curve": [[2, 1.5]], "failure": "pruned", "metrics": {}})
+    study.add_trial(pruned)
+    tracker = WandbTracker("tiny", tmp_path / "wandb", "offline")
+    tracker.log_trial(study, study.trials[-1])
+    tracker.log_trial(study, study.trials[0])
+    assert tracker.error is None
+    summaries = {}
+    for run in _offline_runs(tmp_path / "wandb"):
+        record = json.loads((run / "files" / "miras_trial.json").read_text())
+        summaries[record["summary"]["state"]] = record["summary"]
+    assert "objective/val_bpb" not in summaries["PRUNED"]
+    assert summaries["COMPLETE"]["objective/val_bpb"] == study.trials[0].values[0]

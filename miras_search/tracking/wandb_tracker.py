@@ -1,7 +1,8 @@
 """W&B tracking: one run per finished trial, one summary run with the leaderboard.
 
 Offline by default (``WANDB_MODE=offline``: no login, no network; runs land under
-``<run_dir>/<study>/wandb`` and can be uploaded later with ``wandb sync``). Nothing here can fail
+``<run_dir>/<study>/wandb``, with W&B's staged files and logs, and can be uploaded later with
+``wandb sync``). Nothing here can fail
 a study: the first W&B error is logged once and tracking turns itself off.
 """
 
@@ -38,6 +39,10 @@ class WandbTracker:
             os.environ.setdefault("WANDB_SILENT", "true")
             if self.mode == "offline":
                 os.environ["WANDB_MODE"] = "offline"
+                # W&B stages tables under the user's data dir until a sync: keep them (and its
+                # logs) with the study's offline runs instead of piling up in $HOME
+                os.environ.setdefault("WANDB_DATA_DIR", str((self.dir / "data").resolve()))
+                os.environ.setdefault("WANDB_CACHE_DIR", str((self.dir / "cache").resolve()))
             self.dir.mkdir(parents=True, exist_ok=True)
             import wandb
 
@@ -80,8 +85,9 @@ class WandbTracker:
                 run.log({"train_loss": loss}, step=int(step))
             summary = {f"metrics/{k}": v for k, v in (attrs.get("metrics") or {}).items()}
             records = study.user_attrs.get("objectives") or []
-            for record, value in zip(records, trial.values or [], strict=False):
-                summary[f"objective/{record['name']}"] = value
+            if trial.state == TrialState.COMPLETE:  # a pruned trial's value is a training loss
+                for record, value in zip(records, trial.values or [], strict=False):
+                    summary[f"objective/{record['name']}"] = value
             summary.update(state=trial.state.name, failure=attrs.get("failure"), reason=attrs.get("reason"))
             run.summary.update(summary)
             # A readable copy next to W&B's binary log (synced with the run's files).
