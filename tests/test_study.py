@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import socket
+import subprocess
 from pathlib import Path
 
 import optuna
@@ -14,7 +16,7 @@ from optuna.trial import TrialState
 from typer.testing import CliRunner
 
 from miras_search.cli import app
-from miras_search.errors import ConfigError
+from miras_search.errors import ConfigError, MirasError
 from miras_search.points import point_from_dict
 from miras_search.presets import preset
 from miras_search.schema import ModelPoint
@@ -381,3 +383,61 @@ def test_the_progress_bar_best_counts_only_feasible_complete_trials():
     best.add(make(state=TrialState.COMPLETE, values=[5.4, 200.0]))
     assert best.values == [5.3, 200.0]
     assert best.text() == "best val_bpb 5.3  tokens_per_s 200"
+
+
+def _orphan(path: Path, driver: dict) -> int:
+    """A RUNNING trial that ``driver`` asked for (what a driver mid-trial leaves in storage)."""
+    study = open_study(load_study_file(path))
+    trial = study.ask()
+    load_study_file(path).load_space().point_from_trial(trial)
+    trial.set_user_attr("driver", driver)
+    return trial.number
+
+
+def test_a_second_driver_refuses_a_study_whose_driver_is_alive(tmp_path):
+    from miras_search.study.owner import _start_time
+
+    path = write_study(tmp_path, trials=1)
+    run_inline(path)
+    other = subprocess.Popen(["sleep", "60"])  # stands in for a live `miras run` on this host
+    try:
+        alive = {"host": socket.gethostname(), "pid": other.pid, "started": _start_time(other.pid)}
+        number = _orphan(path, alive)
+        with pytest.raises(MirasError, match=rf"another driver \(pid {other.pid} on this host, "
+                                             rf"running trial\(s\) {number}\)"):
+            run_inline(path, trials=2)
+        assert trials_of(path)[number].state == TrialState.RUNNING  # nothing was changed
+    finally:
+        other.kill()
+        other.wait()
+    run_inline(path, trials=2)  # the driver is gone now: its trial is recovered
+    assert trials_of(path)[number].user_attrs["failure"] == "interrupted"
+
+
+def test_a_reused_pid_is_not_taken_for_the_old_driver(tmp_path):
+    path = write_study(tmp_path, trials=1)
+    run_inline(path)
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        # same pid, another start time: the old driver died and the pid went to a new process
+        number = _orphan(path, {"host": socket.gethostname(), "pid": other.pid, "started": "1"})
+        run_inline(path, trials=2)
+    finally:
+        other.kill()
+        other.wait()
+    assert trials_of(path)[number].user_attrs["failure"] == "interrupted"
+
+
+def test_a_driver_whose_trial_another_driver_closed_stops_with_a_clear_error(tmp_path):
+    """Another host's `miras resume` failed this driver's running trial: it stops, no traceback."""
+    path = write_study(tmp_path, trials=2, sampler={"kind": "random", "anchors": []})
+
+    class Overtaken(InlinePool):
+        def wait(self):
+            task = self._queue[0]
+            study = open_study(load_study_file(path))
+            study.tell(task.number, state=TrialState.FAIL)  # what the other driver does
+            return super().wait()
+
+    with pytest.raises(MirasError, match="trial 0 was closed by another driver"):
+        run_study(load_study_file(path), lambda: Overtaken(threads=1))

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 import optuna
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 from pydantic import ValidationError
 
@@ -26,6 +27,7 @@ from miras_search.schema import ModelPoint
 from miras_search.space import InfeasiblePoint, SearchSpace
 from miras_search.study.execute import TrialTask
 from miras_search.study.interrupts import CtrlC
+from miras_search.study.owner import this_driver
 from miras_search.study.pools import Pool
 from miras_search.study.records import (
     REUSABLE_FAILURES,
@@ -114,6 +116,7 @@ class StudyDriver:
         self._by_key: dict[str, _Running] = {}
         self._streak = 0
         self.finished = 0
+        self.identity = this_driver()
 
     def _default_target(self) -> int | None:
         if self.spec.sampler.kind == "anchors":
@@ -181,6 +184,7 @@ class StudyDriver:
 
     def _ask_one(self, pool: Pool) -> None:
         trial = self.study.ask()
+        self._set(trial, {"driver": self.identity})  # who runs it (owner.alive_elsewhere)
         t0 = time.perf_counter()
         anchor = trial.user_attrs.get("anchor")
         try:
@@ -310,7 +314,14 @@ class StudyDriver:
 
     def _close(self, trial: optuna.Trial, state: TrialState, attrs: dict[str, Any],
                values: list[float] | None = None) -> None:
-        self._set(trial, attrs)
+        try:
+            self._set(trial, attrs)
+        except UpdateFinishedTrialError:
+            raise MirasError(
+                f"trial {trial.number} was closed by another driver while this one ran it (a "
+                f"`miras resume` of study '{self.spec.name}' on another host?): this driver stops "
+                "and leaves the study to the other one"
+            ) from None
         if attrs.get("constraints") and hasattr(trial, "set_constraint"):  # Optuna >= 5
             for limit, value in zip(self.spec.limits, attrs["constraints"], strict=True):
                 trial.set_constraint(limit.describe(), value if math.isfinite(value) else math.inf)

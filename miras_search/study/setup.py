@@ -11,6 +11,7 @@ from optuna.trial import TrialState
 from miras_search.errors import MirasError
 from miras_search.presets import preset
 from miras_search.space import SearchSpace
+from miras_search.study.owner import alive_elsewhere
 from miras_search.study.samplers import make_pruner, make_sampler
 from miras_search.study.spec import StudyFile, load_study_file
 from miras_search.study.storage import default_storage, local_file_missing, make_storage, normalise
@@ -49,9 +50,26 @@ def create_study(study: StudyFile, storage: str, space: SearchSpace) -> optuna.S
 
 def recover_interrupted(study: optuna.Study, reason: str) -> list[int]:
     """Trials left RUNNING by a dead or stopped driver: mark them failed ("interrupted") and
-    queue their parameters again, so a resumed run measures them under new numbers."""
+    queue their parameters again, so a resumed run measures them under new numbers.
+
+    A MirasError, changing nothing, when a driver that is still alive on this host runs some of
+    them: a second driver would fail trials that the first one is training.
+    """
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    owners = {}
+    for trial in running:
+        driver = trial.user_attrs.get("driver")
+        if alive_elsewhere(driver):
+            owners.setdefault(int(driver["pid"]), []).append(trial.number)
+    if owners:
+        pid, numbers = next(iter(owners.items()))
+        raise MirasError(
+            f"study '{study.study_name}' is being run by another driver (pid {pid} on this host, "
+            f"running trial(s) {', '.join(map(str, numbers))}): wait for it to finish, or stop it "
+            f"(Ctrl-C in its terminal, or kill {pid}) and then `miras resume` the study"
+        )
     numbers = []
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+    for trial in running:
         study._storage.set_trial_user_attr(trial._trial_id, "failure", "interrupted")
         study._storage.set_trial_user_attr(trial._trial_id, "reason", reason)
         study.tell(trial.number, state=TrialState.FAIL)
