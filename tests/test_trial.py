@@ -9,6 +9,7 @@ import torch
 from typer.testing import CliRunner
 
 from miras_search.cli import app
+from miras_search.errors import ConfigError
 from miras_search.presets import preset
 from miras_search.schema import ModelPoint
 from miras_search.trial import Objective, TrialConfig, TrialResult, run_trial
@@ -250,3 +251,28 @@ def test_cli_device_auto_and_cpu_train(monkeypatch):
         result = CliRunner().invoke(app, ["trial", "moneta", "--device", device])
         assert result.exit_code == 0, result.output
     assert len(calls) == 2
+
+
+def test_a_study_file_as_trial_config_uses_the_studys_first_objective(tmp_path):
+    from miras_search.cli.training import load_trial_config
+
+    study = tmp_path / "study.yaml"
+    study.write_text("type: study\nname: s\nspace: x.yaml\ntrial: {tokens: 896}\n"
+                     "objectives:\n  - {metric: val_bpb}\n  - {metric: tokens_per_s, direction: maximize}\n")
+    config = load_trial_config(study)
+    assert config.objective.name == "val_bpb" and config.tokens == 896
+    own = tmp_path / "own.yaml"  # a trial section that names its own objective keeps it
+    own.write_text("type: study\nname: s\nspace: x.yaml\ntrial: {objective: {metric: val_loss}}\n"
+                   "objectives: [{metric: val_bpb}]\n")
+    assert load_trial_config(own).objective.name == "val_loss"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("type: study\nname: s\nspace: x.yaml\ntrial: {}\nobjectives: [{metric: 3, direction: up}]\n")
+    with pytest.raises(ConfigError, match=r"objectives\.0\.direction"):
+        load_trial_config(bad)
+
+
+def test_the_trial_table_names_its_objective(monkeypatch):
+    _no_training(monkeypatch, TrialResult("complete", metrics={"val_loss": 1.0}, objective=1.0))
+    result = CliRunner().invoke(app, ["trial", "moneta"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "objective (val_loss)" in result.output

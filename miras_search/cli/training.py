@@ -16,7 +16,7 @@ from miras_search.cli.checks import device_choice, output_file
 from miras_search.errors import ConfigError, MirasError, Problem
 from miras_search.model.quick_train import StepInfo
 from miras_search.points import load_point
-from miras_search.trial import TrialConfig, TrialResult, run_trial
+from miras_search.trial import Objective, TrialConfig, TrialResult, run_trial
 from miras_search.validation import validate
 from miras_search.yamlio import read_yaml
 
@@ -24,12 +24,18 @@ _POINT_HELP = "A point YAML file or a preset name (see `miras presets`)."
 
 
 def load_trial_config(path: Path) -> TrialConfig:
-    """A trial config from its own YAML file or from the ``trial:`` section of a study file."""
+    """A trial config from its own YAML file or from the ``trial:`` section of a study file
+    (whose first objective is the trial's objective, unless the section names its own)."""
     data, lines = read_yaml(path)
     if "trial" in data:
         if not isinstance(data["trial"], dict):
             raise ConfigError(str(path), [Problem("trial", "must be a mapping", lines.get(("trial",)))])
-        return validate(TrialConfig, data["trial"], str(path), lines, prefix=("trial",))
+        config = validate(TrialConfig, data["trial"], str(path), lines, prefix=("trial",))
+        objectives = data.get("objectives")
+        if "objective" not in data["trial"] and isinstance(objectives, list) and objectives:
+            first = validate(Objective, objectives[0], str(path), lines, prefix=("objectives", "0"))
+            config = config.model_copy(update={"objective": first})
+        return config
     data.pop("type", None)
     return validate(TrialConfig, data, str(path), lines)
 
@@ -42,13 +48,13 @@ def _progress() -> Progress:
     )
 
 
-def _metrics_table(title: str, result: TrialResult) -> Table:
+def _metrics_table(title: str, result: TrialResult, objective: Objective) -> Table:
     table = Table(title=escape(title))
     table.add_column("metric")
     table.add_column("value", justify="right")
     table.add_row("status", result.status if result.ok else f"[red]{result.status}[/] ({result.failure})")
     if result.objective is not None:
-        table.add_row("objective", f"{result.objective:.4f}")
+        table.add_row(f"objective ({escape(objective.name)})", f"{result.objective:.4f}")
     for name, value in sorted(result.metrics.items()):
         shown = f"{value:,.0f}" if name in ("params", "state_size", "tokens") else f"{value:.4g}"
         table.add_row(escape(name), shown)
@@ -96,7 +102,7 @@ def trial(
     if out is not None:
         output_file("--out", out)
     result = _run_with_bar(loaded, trial_config, chosen)
-    console.print(_metrics_table(f"trial of {point}", result))
+    console.print(_metrics_table(f"trial of {point}", result, trial_config.objective))
     if result.reason:
         console.print(f"[red]failed:[/] {escape(result.reason)}", highlight=False, soft_wrap=True)
     if out is not None:
