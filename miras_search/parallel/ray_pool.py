@@ -53,8 +53,19 @@ def connect(address: str | None, workers: int) -> bool:
             ray.init(address="local", num_cpus=max(os.cpu_count() or 1, workers), **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as error:
         where = f"the Ray cluster at '{address}'" if address else "a local Ray instance"
-        raise MirasError(f"could not start or join {where}: {error}") from None
+        hint = _join_hint(str(error)) if address else ""
+        raise MirasError(f"could not start or join {where}: {error}{hint}") from None
     return True
+
+
+def _join_hint(error: str) -> str:
+    """What to check when joining a running cluster failed."""
+    if "auth" in error.lower() or "token" in error.lower():
+        return ("; the cluster asks for an authentication token: set RAY_AUTH_MODE=token (and the "
+                "cluster's token, e.g. ~/.ray/auth_token) in this shell too")
+    return ("; check the address (`ray status` on the head node prints it), that this machine runs "
+            f"the cluster's Ray version (here {ray.__version__}), and, if the cluster was started "
+            "with token authentication, set RAY_AUTH_MODE=token here too")
 
 
 class RayPool:
