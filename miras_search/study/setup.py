@@ -119,7 +119,11 @@ def open_study(study_file_or_name: str | Path | StudyFile, storage: str | None =
         name = str(study_file_or_name)
         url = normalise(storage) if storage else default_storage("runs", name)
     if local_file_missing(url):
-        raise MirasError(f"no study '{name}' yet: its storage {url} does not exist (run it first)")
+        raise MirasError(
+            f"no study '{name}' yet: its storage {url} does not exist (run it first; run_dir and a "
+            "relative storage path are taken from the working directory, so run the commands of a "
+            "study from one folder, or give it an absolute run_dir)"
+        )
     try:
         return optuna.load_study(study_name=name, storage=make_storage(url))
     except KeyError:
