@@ -441,3 +441,16 @@ def test_a_driver_whose_trial_another_driver_closed_stops_with_a_clear_error(tmp
 
     with pytest.raises(MirasError, match="trial 0 was closed by another driver"):
         run_study(load_study_file(path), lambda: Overtaken(threads=1))
+
+
+def test_the_target_is_stored_before_the_pool_starts(tmp_path):
+    """`miras status` during a slow pool start (Ray) showed '0/-'."""
+    path = write_study(tmp_path, trials=2)
+    seen = []
+
+    def pool():
+        seen.append(open_study(load_study_file(path)).user_attrs.get("run"))
+        return InlinePool(threads=1)
+
+    run_study(load_study_file(path), pool)
+    assert seen == [{"target": 2, "workers": 1}]

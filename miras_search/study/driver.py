@@ -157,8 +157,11 @@ class StudyDriver:
             self._emit("note", f"trial(s) {', '.join(map(str, recovered))} were running when the "
                        "last driver stopped: marked failed ('interrupted') and queued again")
         deadline = None if self.timeout_s is None else started + self.timeout_s
+        # the target is known before the pool starts (which may take seconds): status shows it
+        self.study.set_user_attr("run", {"target": self.target, "workers": self.spec.parallel.workers})
         pool = self.pool_factory()
-        self.study.set_user_attr("run", {"target": self.target, "workers": pool.capacity})
+        if pool.capacity != self.spec.parallel.workers:
+            self.study.set_user_attr("run", {"target": self.target, "workers": pool.capacity})
         try:
             with CtrlC() as ctrl_c:
                 while True:
