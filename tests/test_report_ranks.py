@@ -1,19 +1,25 @@
-"""Rank correlations, bootstrap intervals, Pareto masks and axis grouping against references."""
+"""Rank correlations, permutation p-values, bootstrap intervals, the proxy verdict, Pareto masks
+and axis grouping against references."""
 
 from __future__ import annotations
+
+import itertools
+import math
 
 import numpy as np
 import pytest
 from scipy import stats
 
-from miras_search.report.confirm import _verdict
+from miras_search.report.confirm import MIN_VERDICT_POINTS, _verdict
 from miras_search.report.importance import axis_of, group_by_axis
 from miras_search.report.leaderboard import pareto_mask
 from miras_search.report.ranks import (
+    BOOTSTRAP_MIN_POINTS,
     Correlation,
     average_ranks,
     bootstrap_ci,
     kendall,
+    permutation_pvalue,
     rank_agreement,
     spearman,
 )
@@ -72,24 +78,105 @@ def test_bootstrap_interval_is_seeded_and_agrees_with_scipy():
 
 def test_bootstrap_edge_cases():
     up = np.arange(7.0)
+    # every resample of points in perfect order is in perfect order: the interval collapses to
+    # [1, 1], which says nothing, so no interval is given (kept still counts the defined resamples)
     low, high, kept = bootstrap_ci(up, 2 * up + 1, spearman, resamples=300, seed=0)
-    assert (low, high) == (1.0, 1.0) and 0 < kept <= 300  # resamples of one repeated point drop out
+    assert np.isnan(low) and np.isnan(high) and 0 < kept <= 300
     low, high, kept = bootstrap_ci(up, np.zeros(7), spearman, resamples=50, seed=0)
     assert np.isnan(low) and np.isnan(high) and kept == 0
     with pytest.raises(ValueError, match="at least 3"):
         rank_agreement(np.arange(2.0), np.arange(2.0))
 
 
-def test_verdict_says_plainly_when_the_proxy_fails():
-    good = [Correlation("Spearman", 0.9, 0.4, 1.0, 0.95, 2000)]
-    unsure = [Correlation("Spearman", 0.3, -0.5, 0.9, 0.95, 2000)]
-    bad = [Correlation("Spearman", -0.2, -0.8, 0.5, 0.95, 2000)]
-    text, predicts = _verdict(good, 6, 4.0)
-    assert predicts is True and "predicts" in text and "NOT" not in text
-    text, predicts = _verdict(unsure, 6, 4.0)
-    assert predicts is False and "NOT shown to predict" in text and "includes zero" in text
-    text, predicts = _verdict(bad, 6, 4.0)
+def _brute_pvalue(x: np.ndarray, y: np.ndarray, function) -> float:
+    """Share of all orderings of y whose statistic reaches the observed one (the definition)."""
+    observed = function(x, y)
+    hits = [function(x, y[list(order)]) >= observed - 1e-9 for order in itertools.permutations(range(len(x)))]
+    return sum(hits) / len(hits)
+
+
+def test_exact_permutation_pvalues_of_perfect_and_near_perfect_orders():
+    for n in range(3, 9):  # a perfect order is the best of n! orderings: p = 1 / n!
+        up = np.arange(float(n))
+        for function in (spearman, kendall):
+            test = permutation_pvalue(up, up**2 + 1, function)
+            assert test.exact and test.orderings == math.factorial(n)
+            assert test.p_value == 1 / math.factorial(n)
+    # 5 points with one swapped neighbour pair: the identity and the 4 single swaps reach it
+    swapped = np.array([0.0, 1.0, 3.0, 2.0, 4.0])
+    assert permutation_pvalue(np.arange(5.0), swapped, spearman).p_value == 5 / 120
+    assert permutation_pvalue(np.arange(5.0), swapped, kendall).p_value == 5 / 120
+    # reversed order: every ordering is at least as large
+    assert permutation_pvalue(np.arange(4.0), -np.arange(4.0)).p_value == 1.0
+    assert math.isnan(permutation_pvalue(np.arange(4.0), np.ones(4)).p_value)
+
+
+@pytest.mark.parametrize("n", [4, 5, 7, 8])
+@pytest.mark.parametrize("ties", [False, True])
+def test_exact_pvalues_match_brute_force_and_scipy(n, ties):
+    x, y = _pairs(n, seed=100 + n, ties=ties)
+    for function in (spearman, kendall) if n < 8 else (spearman,):  # 8! brute-force calls take a while
+        if np.isnan(function(x, y)):
+            continue
+        test = permutation_pvalue(x, y, function)
+        assert test.exact and test.p_value == pytest.approx(_brute_pvalue(x, y, function), abs=1e-15)
+        if n <= 5:  # scipy's exact "pairings" test reorders both samples: (n!)^2 calls, kept small
+            ref = stats.permutation_test((x, y), function, permutation_type="pairings", vectorized=False,
+                                         alternative="greater", n_resamples=np.inf).pvalue
+            assert test.p_value == pytest.approx(ref, abs=1e-15)
+
+
+def test_monte_carlo_pvalue_beyond_eight_points():
+    x, y = _pairs(14, seed=3, ties=False)
+    test = permutation_pvalue(x, y, kendall, permutations=20000, seed=1)
+    assert not test.exact and test.orderings == 20000
+    assert test == permutation_pvalue(x, y, kendall, permutations=20000, seed=1)  # seeded
+    ref = stats.kendalltau(x, y, alternative="greater", method="exact").pvalue
+    assert abs(test.p_value - ref) < 4 * math.sqrt(ref * (1 - ref) / 20000) + 1e-4
+    up = np.arange(12.0)
+    perfect = permutation_pvalue(up, up, spearman, permutations=999, seed=0)
+    assert perfect.p_value == 1 / 1000  # (1 + hits) / (1 + permutations): never 0
+
+
+def test_few_points_in_order_get_a_p_value_not_a_collapsed_interval():
+    """F6: 3 points in the same order were "Spearman +1.000 (95% CI +1.000 .. +1.000)", "predicts"."""
+    for correlation in rank_agreement(np.array([1.0, 2, 3]), np.array([1.0, 2, 3.5])):
+        assert correlation.value == 1.0 and correlation.p_value == 1 / 6 and correlation.exact
+        assert np.isnan(correlation.low) and np.isnan(correlation.high)
+        text = correlation.describe()
+        assert "+1.000 .. +1.000" not in text and "p = 0.167" in text and "too few points (3)" in text
+    text, predicts = _verdict(rank_agreement(np.array([1.0, 2, 3]), np.array([1.0, 2, 3.5])), 3, 4.0)
+    assert predicts is None and "Too few points (3)" in text and "1 time in 6" in text
+    four = rank_agreement(np.arange(4.0), np.arange(4.0) ** 2)
+    assert four[0].p_value == 1 / 24
+    text, predicts = _verdict(four, 4, 4.0)
+    assert predicts is None and "1 time in 24" in text
+    # from BOOTSTRAP_MIN_POINTS points a CI is tried, but a collapsed one is still not printed
+    perfect = rank_agreement(np.arange(10.0), np.arange(10.0) ** 3, resamples=300)
+    assert BOOTSTRAP_MIN_POINTS <= 10 and not perfect[0].has_interval and perfect[0].resamples > 0
+    assert "+1.000 .. +1.000" not in perfect[0].describe() and "every bootstrap resample" in perfect[0].describe()
+    spread = rank_agreement(*_pairs(12, seed=7, ties=False), resamples=500)
+    assert spread[0].has_interval and "95% CI" in spread[0].describe()
+
+
+def test_verdict_rule_needs_five_points_and_a_small_p_value():
+    assert MIN_VERDICT_POINTS == 5
+    up5 = np.arange(5.0)
+    text, predicts = _verdict(rank_agreement(up5, up5 + 1.0, resamples=200), 5, 4.0)
+    assert predicts is True and "predicts" in text and "NOT" not in text  # p = 1/120
+    swapped = np.array([0.0, 1.0, 3.0, 2.0, 4.0])  # rho = 0.9, but p = 5/120 > 0.025
+    text, predicts = _verdict(rank_agreement(up5, swapped, resamples=200), 5, 4.0)
+    assert predicts is False and "NOT shown to predict" in text and "0.042" in text
+    text, predicts = _verdict(rank_agreement(up5, -up5, resamples=200), 5, 4.0)
     assert predicts is False and "does NOT predict" in text
+    # the rule reads the p-value, not the interval: a tight positive CI with a large p is not enough
+    odd = [Correlation("Spearman", 0.9, 0.4, 1.0, 0.95, 2000, 0.2, 720, True, 6)]
+    assert _verdict(odd, 6, 4.0)[1] is False
+    # a looser level loosens the threshold but never below MIN_VERDICT_POINTS points
+    loose = [Correlation("Spearman", 1.0, float("nan"), float("nan"), 0.8, 0, 1 / 24, 24, True, 4)]
+    assert _verdict(loose, 4, 4.0)[1] is None
+    undefined = [Correlation("Spearman", float("nan"), float("nan"), float("nan"), 0.95, 0, float("nan"), 0, True, 6)]
+    assert _verdict(undefined, 6, 4.0)[1] is None
     text, predicts = _verdict([], 2, 4.0)
     assert predicts is None and "Too few points" in text
 

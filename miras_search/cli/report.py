@@ -60,8 +60,11 @@ def report(
     folder = _study_dir(study, opened.study_name)
     out = output_folder("--out", out or folder / "report")
     written = build_report(opened, out, top=top, confirm=_read_confirm(folder))
-    console.print(leaderboard_table(written.ranked, written.objectives, top=rows,
-                                    title=f"{escape(opened.study_name)}: leaderboard"))
+    if written.board:
+        console.print(leaderboard_table(written.board, written.objectives, top=rows,
+                                        title=f"{escape(opened.study_name)}: leaderboard"))
+    else:
+        console.print("[yellow]no complete trial to rank yet[/] (the report's summary says why)")
     console.print(f"wrote {escape(str(written.html))} and {len(written.images)} figures", highlight=False)
 
 
@@ -72,13 +75,14 @@ def export(
     top: Annotated[int, typer.Option("--top", "-k", min=1, help="How many points.")] = 5,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder (default <run_dir>/<name>/points).")] = None,
 ) -> None:
-    """Write the top points as standalone point YAML files (loadable by `miras train`)."""
+    """Write the top points as standalone point YAML files (loadable by `miras train`): the
+    points `miras best -n TOP` shows, in its order."""
     opened = open_report_study(study, storage)
     paths = export_top(opened, top, output_folder("--out", out or _study_dir(study, opened.study_name) / "points"))
+    if not paths:
+        raise MirasError(f"study '{opened.study_name}' has no complete (feasible) trial yet; nothing to export")
     for path in paths:
         console.print(f"wrote {escape(str(path))}", highlight=False)
-    if not paths:
-        console.print("[yellow]the study has no complete trial yet[/]")
 
 
 def _show_run(row: TrialRow, seed: int, result: TrialResult) -> None:
@@ -110,16 +114,22 @@ def confirm(
     seeds: Annotated[int, typer.Option(min=1, help="Seeds per point (0, 1, ...).")] = 3,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda (default: the trial config's).")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder (default <run_dir>/<name>/confirm).")] = None,
+    time_limit: Annotated[float | None, typer.Option(
+        "--time-limit", min=0.0, metavar="SECONDS",
+        help="Wall-clock limit of each long run; 0: none (default: the study's time_limit_s x --scale).")] = None,
 ) -> None:
     """Proxy check: re-train the top points and named models longer; rank-correlate short vs long.
 
-    When every long run fails, an earlier confirm.json is kept and the failures go to
-    confirm-failed.json beside it.
+    The top points are the ones `miras best` lists. Each long run may take the study's per-trial
+    time limit x --scale, unless --time-limit says otherwise. When every long run fails, an
+    earlier confirm.json is kept and the failures go to confirm-failed.json beside it.
     """
     opened = open_report_study(study, storage)
     chosen = device_choice(device)
     folder = output_folder("--out", out or _study_dir(study, opened.study_name) / "confirm")
-    result = confirm_study(opened, top=top, scale=scale, seeds=range(seeds), device=chosen, progress=_show_run)
+    result = confirm_study(opened, top=top, scale=scale, seeds=range(seeds), device=chosen, progress=_show_run,
+                           time_limit=time_limit,
+                           notice=lambda text: console.print(text, highlight=False, markup=False, soft_wrap=True))
     console.print(_confirm_table(result, opened.study_name))
     if not any(entry.long for entry in result.entries):
         failed = folder / "confirm-failed.json"
@@ -127,7 +137,9 @@ def confirm(
         kept = " (the earlier confirm.json is kept)" if (folder / "confirm.json").exists() else ""
         raise MirasError(f"every long run failed (the reasons are above); wrote {failed}{kept}")
     for correlation in result.correlations:
-        console.print(f"{correlation.describe()}  ({result.method})", highlight=False, markup=False)
+        console.print(correlation.describe(), highlight=False, markup=False)
+    if result.correlations:
+        console.print(f"({result.method})", highlight=False, markup=False)
     console.print(result.verdict, style="bold", highlight=False, markup=False)
     result.write_json(folder / "confirm.json")
     console.print(f"wrote {escape(str(folder / 'confirm.json'))} (`miras report` includes it)", highlight=False)

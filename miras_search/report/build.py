@@ -12,9 +12,11 @@ from miras_search.report import html
 from miras_search.report.confirm import ConfirmResult
 from miras_search.report.importance import study_importances
 from miras_search.report.leaderboard import (
+    board_rows,
     format_value,
-    front_numbers,
+    limit_text,
     rank_rows,
+    rank_text,
     role,
     shown_metrics,
 )
@@ -39,11 +41,12 @@ from miras_search.report.study_data import (
 
 @dataclass
 class Report:
-    """What ``build_report`` wrote, and the ranking it showed."""
+    """What ``build_report`` wrote, the ranking and the leaderboard it showed."""
 
     html: Path
     images: list[Path]
-    ranked: list[TrialRow]
+    ranked: list[TrialRow]  # feasible, non-duplicate complete trials, in `miras best`'s order
+    board: list[TrialRow]  # the leaderboard: ``ranked``, then trials that break a limit
     objectives: list[ObjectiveInfo]
 
 
@@ -55,24 +58,40 @@ def _save(fig: Figure | None, path: Path, images: list[Path]) -> str:
     return html.image(path, path.stem)
 
 
-def _leaderboard_html(ranked: list[TrialRow], objectives: list[ObjectiveInfo]) -> str:
-    front = front_numbers(ranked, objectives)
-    metrics = shown_metrics(ranked, objectives)
+def _leaderboard_html(board: list[TrialRow], objectives: list[ObjectiveInfo]) -> str:
+    metrics = shown_metrics(board, objectives)
     headers = ["rank", "trial", "model", *AXES,
                *(f"{o.name} ({'min' if o.minimize else 'max'})" for o in objectives), *metrics]
     multi = len(objectives) > 1
+    limits = any(not r.feasible for r in board)
     if multi:
         headers.append("Pareto")
+    if limits:
+        headers.append("limit")
     rows, classes = [], []
-    for rank, row in enumerate(ranked, start=1):
-        cells = [str(rank), str(row.number), row.anchor or "", *(row.axes[a] for a in AXES)]
+    for row in board:
+        cells = [rank_text(row), str(row.number), row.anchor or "", *(row.axes[a] for a in AXES)]
         cells += [repr(v) for v in row.values]  # type: ignore[union-attr]  # exact stored values
         cells += [format_value(m, row.metrics.get(m)) for m in metrics]
         if multi:
-            cells.append("yes" if row.number in front else "")
+            cells.append("yes" if row.on_front else "")
+        if limits:
+            cells.append(limit_text(row))
         rows.append(cells)
-        classes.append(role(row))
+        classes.append(role(row) if row.feasible else "infeasible")
     return html.table(headers, rows, classes, table_id="leaderboard", text_columns=7)
+
+
+def _leaderboard_note(board: list[TrialRow], objectives: list[ObjectiveInfo]) -> str:
+    """How the leaderboard is ordered and what it leaves out."""
+    order = ("by the objective" if len(objectives) == 1 else
+             "Pareto front first, then by the first objective")
+    note = (f"Feasible complete trials ranked as `miras best` ranks them ({order}; values exactly as "
+            "stored); a trial that repeats an earlier point is not listed again. Named models "
+            "(Moneta, Yaad, Memora) are highlighted in pink, other baselines in blue.")
+    if any(not r.feasible for r in board):
+        note += " Trials that break a limit of the study follow, greyed out and without a rank."
+    return html.paragraph(note)
 
 
 def _tasks_html(rows: list[TrialRow]) -> str:
@@ -81,16 +100,42 @@ def _tasks_html(rows: list[TrialRow]) -> str:
     return html.table(["trial", *tasks], body, [role(r) for r in rows], table_id="tasks", text_columns=1)
 
 
+_OUTCOMES = {"FAIL": "failed", "PRUNED": "pruned"}
+
+
+def _has_reason(row: TrialRow) -> bool:
+    """A failed trial, or one pruned before training because it breaks a limit."""
+    return row.state == "FAIL" or (row.state == "PRUNED" and row.failure == "limit")
+
+
 def _status_html(rows: list[TrialRow]) -> str:
     counts = count_states(rows)
     text = ", ".join(f"{n} {state.lower()}" for state, n in sorted(counts.items()))
-    failed = [r for r in rows if r.state == "FAIL"]
+    explained = [r for r in rows if _has_reason(r)]
     parts = [html.paragraph(f"{len(rows)} trials: {text}.")]
-    if failed:
-        parts.append(html.table(["trial", "model", "reason"],
-                                [[str(r.number), r.anchor or "", r.reason or "?"] for r in failed[:30]],
-                                table_id="failures", text_columns=3))
+    if explained:
+        body = [[str(r.number), r.anchor or "", f"{_OUTCOMES[r.state]}: {r.failure or '?'}", r.reason or "?"]
+                for r in explained[:30]]
+        parts.append(html.table(["trial", "model", "outcome", "reason"], body,
+                                table_id="failures", text_columns=4))
     return "".join(parts)
+
+
+def _pareto_section(board: list[TrialRow], objectives: list[ObjectiveInfo], top: set[int],
+                    path: Path, images: list[Path]) -> str:
+    """pareto.png over the leaderboard's trials, with its legend; empty without the metrics."""
+    multi = len(objectives) > 1
+    front = {r.number for r in board if r.on_front} if multi else set()
+    fig = pareto_figure(board, objectives[0], front, top)
+    if fig is None:
+        return ""
+    note = ("Stars: the study's Pareto front over its objectives. Staircase: the front of each "
+            "2-D projection." if multi else
+            "Single-objective study; the staircase is the front of each 2-D projection.")
+    if any(not r.feasible for r in board):
+        note += " Both are over feasible trials only; crosses mark trials that break a limit."
+    return html.section("Pareto front" if multi else "Trade-offs", html.paragraph(note),
+                        _save(fig, path, images))
 
 
 def confirm_section(result: ConfirmResult, out_dir: Path, images: list[Path]) -> str:
@@ -100,13 +145,14 @@ def confirm_section(result: ConfirmResult, out_dir: Path, images: list[Path]) ->
              "; ".join(e.failures)] for e in result.entries]
     parts = [
         html.paragraph(result.verdict, "verdict"),
-        html.paragraph(f"Long runs: {result.scale:g}x the study's tokens, seeds {result.seeds}; "
-                       f"intervals: {result.method}."),
+        html.paragraph(f"Long runs: {result.scale:g}x the study's tokens, seeds {result.seeds}"
+                       + (f", time limit {result.time_limit_source}" if result.time_limit_source else "")
+                       + f"; intervals: {result.method}."),
         html.table(["point", f"short {result.objective.name}", "long mean", "long std", "seeds ok",
                     "failures"], rows, table_id="confirm", text_columns=1),
     ]
     for c in result.correlations:
-        parts.append(html.paragraph(f"{c.describe()} from {c.resamples} bootstrap resamples."))
+        parts.append(html.paragraph(f"{c.describe()}."))
     if len(usable) >= 2:
         fig = rank_figure([e.short for e in usable], [e.long_mean for e in usable],
                           [e.label for e in usable], f"short {result.objective.name}",
@@ -114,6 +160,8 @@ def confirm_section(result: ConfirmResult, out_dir: Path, images: list[Path]) ->
         parts.append(_save(fig, out_dir / "proxy_check.png", images))
     if result.missing:
         parts.append(html.paragraph(f"Named models not measured by the study: {', '.join(result.missing)}."))
+    for name, why in result.named_left_out.items():
+        parts.append(html.paragraph(f"{name} is left out: {why}."))
     return html.section("Proxy check (short vs long training)", *parts)
 
 
@@ -121,42 +169,33 @@ def build_report(study: optuna.Study, out_dir: str | Path, top: int = 10,
                  confirm: ConfirmResult | None = None) -> Report:
     """Write ``out_dir/index.html`` (self-contained) and its PNG figures; return what was written.
 
-    The leaderboard ranks complete trials by the first objective; the figures show the top
-    ``top`` searched points against the study's anchors (named models and baselines).
+    The leaderboard ranks the trials as ``miras best`` does (feasible, non-duplicate complete
+    trials; the Pareto front first for several objectives) and lists the trials that break a
+    limit after them, unranked; the figures show the top ``top`` searched points against the
+    study's anchors (named models and baselines).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     objectives = study_objectives(study)
     rows = study_rows(study)
-    ranked = rank_rows(rows, objectives)
-    top_rows = [r for r in ranked if not r.anchor and r.reused_from is None][:top]
+    ranked = rank_rows(rows)
+    board = board_rows(rows, objectives)
+    top_rows = [r for r in ranked if not r.anchor][:top]
     anchors = [r for r in ranked if r.anchor]
     top_set = {r.number for r in top_rows}
     shown = sorted({r.number: r for r in (*top_rows, *anchors)}.values(), key=ranked.index)
     images: list[Path] = []
-    multi = len(objectives) > 1
     space = study.user_attrs.get("space")
     summary = (f"Study '{study.study_name}'" + (f" over space '{space}'" if space else "")
                + "; objectives: " + ", ".join(f"{o.name} ({o.direction})" for o in objectives) + ".")
     sections = [html.section("Summary", html.paragraph(summary), _status_html(rows))]
-    if ranked:
+    if board:
         sections.append(html.section(
-            "Leaderboard",
-            html.paragraph("Complete trials ranked by the first objective (values exactly as stored). "
-                           "Named models (Moneta, Yaad, Memora) are highlighted in pink, other "
-                           "baselines in blue."),
-            _leaderboard_html(ranked, objectives),
-            _save(leaderboard_figure(shown, objectives[0], top_set), out / "leaderboard.png", images),
+            "Leaderboard", _leaderboard_note(board, objectives), _leaderboard_html(board, objectives),
+            _save(leaderboard_figure(shown, objectives[0], top_set) if shown else None,
+                  out / "leaderboard.png", images),
         ))
-        front = front_numbers(ranked, objectives) if multi else set()
-        fig = pareto_figure(ranked, objectives[0], front, top_set)
-        if fig is not None:
-            title = "Pareto front" if multi else "Trade-offs"
-            note = ("Stars: the study's Pareto front over its objectives. Staircase: the front of "
-                    "each 2-D projection." if multi else
-                    "Single-objective study; the staircase is the front of each 2-D projection.")
-            sections.append(html.section(title, html.paragraph(note),
-                                         _save(fig, out / "pareto.png", images)))
+        sections.append(_pareto_section(board, objectives, top_set, out / "pareto.png", images))
     importances, why = study_importances(study, objectives)
     if importances:
         tables = [html.table(["axis", f"importance ({imp.objective})"],
@@ -181,4 +220,4 @@ def build_report(study: optuna.Study, out_dir: str | Path, top: int = 10,
         sections.append(confirm_section(confirm, out, images))
     path = out / "index.html"
     path.write_text(html.page(f"miras report: {study.study_name}", sections))
-    return Report(path, images, ranked, objectives)
+    return Report(path, images, ranked, board, objectives)

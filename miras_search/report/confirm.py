@@ -1,8 +1,22 @@
 """Proxy check: do short trials rank points the way longer training does?
 
-The top points of a study and its named models are trained again with ``scale`` times the
-token budget and several seeds; the short-trial score (the study's first objective) and the
-seed-averaged long score are compared with Spearman and Kendall correlations and bootstrap CIs.
+The top points of a study (the same ones ``miras best`` lists: feasible, no reused duplicates,
+the Pareto front first for several objectives) and its named models are trained again with
+``scale`` times the token budget and several seeds. The short-trial score (the study's first
+objective) and the seed-averaged long score are compared with Spearman and Kendall correlations,
+each with a one-sided permutation p-value (exact up to 8 points) and, from 5 points, a bootstrap
+CI that is left out when it collapses.
+
+The verdict rule (``_verdict``): the short trial "predicts" the long run only when at least
+``MIN_VERDICT_POINTS`` (5) points completed the long runs AND the permutation p-value of
+Spearman's rho is at most ``(1 - level) / 2`` (0.025 at the default 95% level: a one-sided test as
+strict as asking a two-sided 95% interval to exclude zero). With 3 or 4 points the answer is
+"too few points to tell" whatever the correlation: a perfect order of 3 points happens by chance
+1 time in 6 and of 4 points 1 time in 24 (p = 0.042), neither of which is evidence. With 5 points
+only a perfect order qualifies (p = 1/120).
+
+The long runs get the study's per-trial ``time_limit_s`` multiplied by ``scale`` (they train
+``scale`` times longer), unless ``time_limit`` overrides it; the result says where it came from.
 """
 
 from __future__ import annotations
@@ -16,13 +30,30 @@ from typing import Any
 
 import numpy as np
 import optuna
+from optuna.trial import FrozenTrial, TrialState
 
 from miras_search.errors import MirasError
 from miras_search.presets import NAMED_MODELS
-from miras_search.report.leaderboard import rank_rows
-from miras_search.report.ranks import BOOTSTRAP_METHOD, Correlation, rank_agreement
-from miras_search.report.study_data import ObjectiveInfo, TrialRow, study_objectives, study_rows
+from miras_search.report.ranks import (
+    BOOTSTRAP_METHOD,
+    BOOTSTRAP_MIN_POINTS,
+    EXACT_MAX_POINTS,
+    PERMUTATIONS,
+    Correlation,
+    rank_agreement,
+)
+from miras_search.report.study_data import ObjectiveInfo, TrialRow, study_objectives, trial_row
+from miras_search.study.records import is_feasible
+from miras_search.study.summary import ranked as ranked_like_best
 from miras_search.trial import Objective, TrialConfig, TrialResult, run_trial
+
+MIN_VERDICT_POINTS = 5
+"""Fewer long-run points than this never give a verdict (3 ordered points: p = 1/6; 4: 1/24)."""
+CONFIRM_METHOD = (
+    f"one-sided permutation p-value (exact up to {EXACT_MAX_POINTS} points, else {PERMUTATIONS} "
+    f"seeded random orderings) and {BOOTSTRAP_METHOD} CI (from {BOOTSTRAP_MIN_POINTS} points, "
+    "left out when it collapses), on seed-averaged long scores"
+)
 
 
 @dataclass
@@ -56,8 +87,12 @@ class ConfirmResult:
     correlations: list[Correlation]
     verdict: str
     predicts: bool | None  # None: too few points to tell
-    method: str = f"{BOOTSTRAP_METHOD} over the points (seeded), on seed-averaged long scores"
-    missing: list[str] = field(default_factory=list)  # named models the study did not measure
+    method: str = CONFIRM_METHOD
+    missing: list[str] = field(default_factory=list)  # named models the study has no trial of
+    # named models the study ran without a usable result -> why (failed, pruned, infeasible, ...)
+    named_left_out: dict[str, str] = field(default_factory=dict)
+    time_limit_s: float | None = None  # per long run; None: no limit
+    time_limit_source: str = ""  # where time_limit_s came from (scaled study limit, --time-limit)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -94,6 +129,8 @@ class ConfirmResult:
             seeds=data["seeds"], entries=[ConfirmEntry(**e) for e in data["entries"]],
             correlations=[Correlation(**c) for c in data["correlations"]], verdict=data["verdict"],
             predicts=data["predicts"], method=data["method"], missing=data.get("missing", []),
+            named_left_out=data.get("named_left_out", {}), time_limit_s=data.get("time_limit_s"),
+            time_limit_source=data.get("time_limit_source", ""),
         )
 
 
@@ -104,25 +141,73 @@ def study_trial_config(study: optuna.Study) -> TrialConfig:
     return TrialConfig.model_validate(section) if isinstance(section, dict) else TrialConfig()
 
 
-def pick_points(ranked: Sequence[TrialRow], top: int) -> tuple[list[TrialRow], list[str]]:
-    """The ``top`` best distinct points, then every named-model anchor not among them.
+def _why_unusable(trial: FrozenTrial) -> str:
+    """Why a named model's trial gives the proxy check no short score (for the output)."""
+    attrs = trial.user_attrs
+    detail = f"{attrs.get('failure')}: {attrs.get('reason')}" if attrs.get("failure") else ""
+    if trial.state == TrialState.FAIL:
+        return f"trial {trial.number} failed in the study ({detail or 'no reason stored'})"
+    if trial.state == TrialState.PRUNED:
+        return f"trial {trial.number} was pruned in the study ({detail or 'stopped early by the pruner'})"
+    if trial.state == TrialState.COMPLETE and not is_feasible(trial):
+        return (f"trial {trial.number} breaks the study's limits (constraints "
+                f"{attrs.get('constraints')}), so `miras best` leaves it out too")
+    if trial.state == TrialState.COMPLETE and "reused_from" in attrs:
+        return f"trial {trial.number} reused trial {attrs['reused_from']}, which has no usable result"
+    if trial.state == TrialState.COMPLETE:
+        return f"trial {trial.number} has no finite score"
+    return f"trial {trial.number} has not finished ({trial.state.name.lower()})"
 
-    Returns (rows, named models the study has no complete trial of).
+
+def confirm_points(study: optuna.Study, top: int) -> tuple[list[TrialRow], list[str], dict[str, str]]:
+    """The points to re-train: ``miras best``'s top ``top``, then each named model not among them.
+
+    The top points come from ``study.summary.ranked`` (feasible complete trials, reused
+    duplicates left out, the Pareto front first for several objectives), so ``confirm`` and
+    ``best`` agree. A named model is added when one of its trials (or the trial it reused) is in
+    that ranking. Returns (rows, named models the study has no trial of, named models it ran but
+    has no usable result of -> why).
     """
-    chosen: list[TrialRow] = []
-    seen: set[str] = set()
-    for row in ranked:
-        key = row.point_key or json.dumps(row.point, sort_keys=True)
-        if key in seen or row.reused_from is not None:
-            continue
-        seen.add(key)
-        if len(chosen) < top:
-            chosen.append(row)
-    named = {r.anchor: r for r in ranked if r.anchor in NAMED_MODELS and r.reused_from is None}
+    best = [row for row in (trial_row(t) for t in ranked_like_best(study)) if row.complete]
+    by_number = {row.number: row for row in best}
+    chosen = best[:top]
+    missing: list[str] = []
+    left_out: dict[str, str] = {}
+    trials = study.get_trials(deepcopy=False)
     for name in NAMED_MODELS:
-        if name in named and all(r.number != named[name].number for r in chosen):
-            chosen.append(named[name])
-    return chosen, [n for n in NAMED_MODELS if n not in named]
+        tried = [t for t in trials if t.user_attrs.get("anchor") == name]
+        if not tried:
+            missing.append(name)
+            continue
+        sources = [t.user_attrs.get("reused_from", t.number) for t in tried]
+        usable = [by_number[n] for n in sources if n in by_number]
+        if not usable:
+            left_out[name] = _why_unusable(tried[-1])
+        elif all(row.number != usable[0].number for row in chosen):
+            chosen.append(usable[0])
+    return chosen, missing, left_out
+
+
+def long_time_limit(config: TrialConfig, scale: float,
+                    override: float | None = None) -> tuple[float | None, str]:
+    """The time limit of one long run and where it came from, as (seconds or None, words).
+
+    ``override`` (the ``--time-limit`` option) wins; 0 means no limit. Otherwise the study's
+    per-trial ``time_limit_s`` is multiplied by ``scale``: a run ``scale`` times longer needs
+    about ``scale`` times the time, and keeping the short limit would fail the slower points
+    and bias the check towards fast ones.
+    """
+    if override is not None:
+        if not (math.isfinite(override) and override >= 0):
+            raise MirasError(f"--time-limit must be a finite number of seconds >= 0 (0: no limit), got {override}")
+        if override == 0:
+            return None, "none (--time-limit 0)"
+        return float(override), f"{override:g} s from --time-limit"
+    if config.time_limit_s is None:
+        return None, "none (the study's trials have no time limit)"
+    limit = config.time_limit_s * scale
+    return limit, (f"{limit:g} s = the study's {config.time_limit_s:g} s per trial x {scale:g} "
+                   "(--scale; --time-limit overrides)")
 
 
 def stored_objective(study: optuna.Study, name: str) -> Objective | None:
@@ -160,32 +245,51 @@ def objective_value(objective: ObjectiveInfo, config: TrialConfig, result: Trial
 
 
 def _verdict(correlations: list[Correlation], n: int, scale: float) -> tuple[str, bool | None]:
-    if n < 3 or not correlations:
-        return (f"Too few points ({n}) completed the longer run to judge the proxy; "
-                "confirm at least 3 points."), None
-    rho = correlations[0]
-    if math.isfinite(rho.low) and rho.low > 0:
-        return (f"The short-trial score predicts the {scale:g}x longer run: {rho.describe()}."), True
+    """The plain verdict and ``predicts`` (True / False / None: cannot tell) for ``n`` points.
+
+    Rule: True only with ``n >= MIN_VERDICT_POINTS`` and Spearman's one-sided permutation
+    p-value ``<= (1 - level) / 2``; False when rho <= 0 or the p-value is larger; None with fewer
+    points or an undefined correlation. The bootstrap interval never decides: it collapses to
+    a single value for points in perfect order.
+    """
+    rho = correlations[0] if correlations else None
+    if n < MIN_VERDICT_POINTS or rho is None:
+        measured = f" ({rho.describe()})" if rho is not None else ""
+        chance = (f": even a perfect order of {n} points happens by chance 1 time in {math.factorial(n)}"
+                  if n >= 2 else "")
+        return (f"Too few points ({n}) completed the longer run to judge the proxy{measured}{chance}. "
+                f"Confirm at least {MIN_VERDICT_POINTS} points (raise --top, or fix the failed runs)."), None
+    if not math.isfinite(rho.value):
+        return (f"Cannot judge the proxy: {rho.describe()}."), None
+    alpha = (1.0 - rho.level) / 2.0
+    if math.isfinite(rho.p_value) and rho.p_value <= alpha and rho.value > 0:
+        return (f"The short-trial score predicts the {scale:g}x longer run: {rho.describe()}; "
+                f"{n} points agree this well by chance with probability {rho.p_value:.2g} (at most {alpha:.3g})."), True
     if not rho.value > 0:
         return (f"The short-trial score does NOT predict the {scale:g}x longer run: {rho.describe()}. "
                 "Do not trust this study's short-trial ranking at the longer budget."), False
     return (f"The short-trial score is NOT shown to predict the {scale:g}x longer run: "
-            f"{rho.describe()}; with {n} points the interval includes zero, so the short ranking may "
-            "be unrelated to the long one. Confirm more points (--top) before trusting it."), False
+            f"{rho.describe()}; {n} points agree this well by chance with probability "
+            f"{rho.p_value:.2g} (more than {alpha:.3g}), so the short ranking may be unrelated to the "
+            "long one. Confirm more points (--top) before trusting it."), False
 
 
 Progress = Callable[[TrialRow, int, TrialResult], None]
+Notice = Callable[[str], None]
 
 
 def confirm_study(study: optuna.Study, *, top: int = 5, scale: float = 4.0, seeds: Sequence[int] = (0, 1, 2),
                   config: TrialConfig | None = None, device: str | None = None,
                   resamples: int = 2000, level: float = 0.95, bootstrap_seed: int = 0,
-                  progress: Progress | None = None) -> ConfirmResult:
+                  progress: Progress | None = None, time_limit: float | None = None,
+                  permutations: int = PERMUTATIONS, notice: Notice | None = None) -> ConfirmResult:
     """Re-train the top points and named models with ``scale`` x tokens per seed; correlate.
 
     Uses ``run_trial`` with the study's trial config (or ``config``), ``tokens`` = scale x the
-    study's budget and ``seed`` from ``seeds``. Correlations use points whose long runs completed
-    for at least one seed.
+    study's budget, ``seed`` from ``seeds`` and ``time_limit_s`` from ``long_time_limit`` (the
+    study's limit x ``scale``, or ``time_limit``; 0 = none). Points are ``confirm_points``'s.
+    Correlations use points whose long runs completed for at least one seed. ``notice`` gets
+    the plan (time limit and its source, named models left out and why) before training starts.
     """
     if not (math.isfinite(scale) and scale > 0):
         raise MirasError(f"--scale must be a positive, finite number, got {scale}")
@@ -194,17 +298,25 @@ def confirm_study(study: optuna.Study, *, top: int = 5, scale: float = 4.0, seed
     objectives = study_objectives(study)
     objective = objectives[0]
     config = config or study_trial_config(study)
+    limit, limit_source = long_time_limit(config, scale, time_limit)
     formula = stored_objective(study, objective.name)
-    chosen, missing = pick_points(rank_rows(study_rows(study), objectives), top)
+    chosen, missing, left_out = confirm_points(study, top)
     if not chosen:
-        raise MirasError(f"study '{study.study_name}' has no complete trial to confirm")
+        raise MirasError(f"study '{study.study_name}' has no complete feasible trial to confirm")
+    if notice is not None:
+        notice(f"re-training {len(chosen)} point(s) x {len(seeds)} seed(s) with {scale:g}x the study's "
+               f"tokens; time limit per run: {limit_source}")
+        for name, why in left_out.items():
+            notice(f"named model {name} is left out: {why}")
+        for name in missing:
+            notice(f"named model {name} is left out: the study has no trial of it")
     entries: list[ConfirmEntry] = []
     for row in chosen:
         point = row.model_point()
         tokens = max(1, round(scale * (config.tokens or point.train.tokens)))
         entry = ConfirmEntry(row.number, row.label, row.anchor, row.values[0], tokens)  # type: ignore[index]
         for seed in seeds:
-            long_config = config.model_copy(update={"tokens": tokens, "seed": int(seed)})
+            long_config = config.model_copy(update={"tokens": tokens, "seed": int(seed), "time_limit_s": limit})
             result = run_trial(point, long_config, device=device)
             if progress is not None:
                 progress(row, int(seed), result)
@@ -218,7 +330,9 @@ def confirm_study(study: optuna.Study, *, top: int = 5, scale: float = 4.0, seed
     if len(usable) >= 3:
         short = np.array([e.short for e in usable])
         long = np.array([e.long_mean for e in usable])
-        correlations = rank_agreement(short, long, resamples=resamples, level=level, seed=bootstrap_seed)
+        correlations = rank_agreement(short, long, resamples=resamples, level=level, seed=bootstrap_seed,
+                                      permutations=permutations)
     verdict, predicts = _verdict(correlations, len(usable), scale)
     return ConfirmResult(study.study_name, objective, scale, [int(s) for s in seeds], entries,
-                         correlations, verdict, predicts, missing=missing)
+                         correlations, verdict, predicts, missing=missing, named_left_out=left_out,
+                         time_limit_s=limit, time_limit_source=limit_source)

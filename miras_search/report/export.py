@@ -9,7 +9,6 @@ from typing import Any
 import optuna
 
 from miras_search.points import point_to_yaml
-from miras_search.report.confirm import pick_points
 from miras_search.report.leaderboard import rank_rows
 from miras_search.report.study_data import TrialRow, study_objectives, study_rows
 
@@ -18,13 +17,13 @@ def _plain(value: float) -> float | str:
     return float(value) if math.isfinite(value) else str(value)
 
 
-def point_meta(study: optuna.Study, row: TrialRow, rank: int) -> dict[str, Any]:
+def point_meta(study: optuna.Study, row: TrialRow) -> dict[str, Any]:
     """Where the point came from and how it scored (the file's ``meta`` section)."""
     objectives = study_objectives(study)
     meta: dict[str, Any] = {
         "study": study.study_name,
         "trial": row.number,
-        "rank": rank,
+        "rank": row.rank,
         "objectives": {o.name: {"value": _plain(v), "direction": o.direction}
                        for o, v in zip(objectives, row.values or (), strict=True)},
         "axes": dict(row.axes),
@@ -39,18 +38,18 @@ def point_meta(study: optuna.Study, row: TrialRow, rank: int) -> dict[str, Any]:
 
 
 def export_top(study: optuna.Study, top: int, out_dir: str | Path) -> list[Path]:
-    """``out_dir/rank<NN>-trial<N>.yaml`` for the ``top`` best distinct points; returns the paths."""
+    """``out_dir/rank<NN>-trial<N>.yaml`` for the ``top`` best points, the points ``miras best -n
+    top`` shows in its order (feasible, non-duplicate complete trials; the Pareto front first for
+    several objectives). Returns the paths; [] (and no folder) when the study ranks no trial."""
+    chosen = rank_rows(study_rows(study))[:top]
+    if not chosen:
+        return []
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    ranked = rank_rows(study_rows(study), study_objectives(study))
-    chosen, _ = pick_points(ranked, top)
-    chosen = chosen[:top]  # named models are added by pick_points only for the proxy check
-    rank_of = {row.number: index + 1 for index, row in enumerate(ranked)}
     paths = []
     for row in chosen:
-        rank = rank_of[row.number]
-        path = out / f"rank{rank:02d}-trial{row.number}.yaml"
-        header = f"# exported from study '{study.study_name}', trial {row.number} (rank {rank})\n"
-        path.write_text(header + point_to_yaml(row.model_point(), meta=point_meta(study, row, rank)))
+        path = out / f"rank{row.rank:02d}-trial{row.number}.yaml"
+        header = f"# exported from study '{study.study_name}', trial {row.number} (rank {row.rank})\n"
+        path.write_text(header + point_to_yaml(row.model_point(), meta=point_meta(study, row)))
         paths.append(path)
     return paths

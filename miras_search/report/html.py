@@ -13,6 +13,7 @@ table { border-collapse: collapse; font-size: 13px; margin: 0.5em 0 1.5em; }
 th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: right; }
 th { background: #f3f3f3; } td.text { text-align: left; }
 tr.named { background: #fce4ec; font-weight: bold; } tr.baseline { background: #e1f5fe; }
+tr.infeasible { color: #888; font-style: italic; }
 img { max-width: 100%; border: 1px solid #eee; margin: 0.5em 0; }
 .note { color: #555; font-size: 13px; } .verdict { font-size: 15px; font-weight: bold; }
 """

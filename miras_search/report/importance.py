@@ -10,6 +10,14 @@ from optuna.trial import TrialState
 
 from miras_search.report.study_data import AXES, ObjectiveInfo
 
+QUIET_WARNINGS = (
+    ".*low `target` values",  # which way is better: handled by the sign of the target
+    "Some regimes for parameter",  # few trials per choice: the report says few trials are rough
+    "The number of trials is too small",
+    "Target and region quantiles select the same set",
+)
+"""Optuna's importance warnings (regexes) the report's own note covers; kept off the terminal."""
+
 
 def axis_of(param: str) -> str:
     """The axis a parameter belongs to, from its name's last segment.
@@ -58,8 +66,9 @@ def study_importances(study: optuna.Study, objectives: list[ObjectiveInfo]) -> t
         sign = 1.0 if objective.minimize else -1.0
         target = lambda t, i=index, s=sign: s * t.values[i]  # noqa: E731
         try:
-            with warnings.catch_warnings():  # its "low target values" reminder: handled by sign
-                warnings.filterwarnings("ignore", message=".*low `target` values")
+            with warnings.catch_warnings():
+                for message in QUIET_WARNINGS:
+                    warnings.filterwarnings("ignore", message=message)
                 params = optuna.importance.get_param_importances(study, target=target)
         except (RuntimeError, ValueError, ZeroDivisionError) as error:
             return [], f"Optuna could not compute importances: {error}"

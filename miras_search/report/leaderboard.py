@@ -1,4 +1,5 @@
-"""The leaderboard: complete trials ranked by the first objective, and the Pareto front."""
+"""The leaderboard: the study's ranking (as ``miras best`` shows it), marked infeasible trials,
+and the Pareto front."""
 
 from __future__ import annotations
 
@@ -12,11 +13,20 @@ from miras_search.presets import NAMED_MODELS
 from miras_search.report.study_data import AXES, ObjectiveInfo, TrialRow
 
 
-def rank_rows(rows: Sequence[TrialRow], objectives: Sequence[ObjectiveInfo]) -> list[TrialRow]:
-    """Complete trials, best first by the first objective (ties: lower trial number first)."""
+def rank_rows(rows: Sequence[TrialRow]) -> list[TrialRow]:
+    """The ranked rows (feasible, non-duplicate complete trials) in the study layer's order, the
+    order of ``miras best``: by the objective, or for several the Pareto front first. The order
+    is the one ``study_rows`` stored from ``study.summary.ranked`` (``TrialRow.rank``)."""
+    return sorted((r for r in rows if r.rank is not None), key=lambda r: r.rank or 0)
+
+
+def board_rows(rows: Sequence[TrialRow], objectives: Sequence[ObjectiveInfo]) -> list[TrialRow]:
+    """The leaderboard's rows: the ranked ones, then the complete trials that break a limit
+    (unranked), best first by the first objective. Duplicates of an earlier point are left out."""
     sign = 1.0 if objectives[0].minimize else -1.0
-    done = [r for r in rows if r.complete]
-    return sorted(done, key=lambda r: (sign * r.values[0], r.number))  # type: ignore[index]
+    broken = [r for r in rows if r.complete and not r.feasible and r.reused_from is None]
+    broken.sort(key=lambda r: (sign * r.values[0], r.number))  # type: ignore[index]
+    return [*rank_rows(rows), *broken]
 
 
 def pareto_mask(values: np.ndarray, minimize: Sequence[bool]) -> np.ndarray:
@@ -31,17 +41,6 @@ def pareto_mask(values: np.ndarray, minimize: Sequence[bool]) -> np.ndarray:
     better = (costs[:, None, :] < costs[None, :, :]).any(-1)
     dominated = (no_worse & better).any(0)  # j is dominated by some i
     return ~dominated
-
-
-def front_numbers(ranked: Sequence[TrialRow], objectives: Sequence[ObjectiveInfo]) -> set[int]:
-    """Trial numbers on the Pareto front of the study's objectives (all of them when single)."""
-    if not ranked:
-        return set()
-    if len(objectives) == 1:
-        return {ranked[0].number}
-    values = np.array([r.values for r in ranked], dtype=float)
-    mask = pareto_mask(values, [o.minimize for o in objectives])
-    return {r.number for r, keep in zip(ranked, mask, strict=True) if keep}
 
 
 def role(row: TrialRow) -> str:
@@ -68,11 +67,24 @@ def format_value(name: str, value: float | None) -> str:
     return f"{value:.4g}"
 
 
-def leaderboard_table(ranked: Sequence[TrialRow], objectives: Sequence[ObjectiveInfo],
+def rank_text(row: TrialRow) -> str:
+    """The rank cell: the row's place, or "-" for a row the study does not rank."""
+    return "-" if row.rank is None else str(row.rank)
+
+
+def limit_text(row: TrialRow) -> str:
+    """The limit cell: what a trial that breaks a limit breaks (empty for a feasible one)."""
+    return "; ".join(row.broken_limits)
+
+
+def leaderboard_table(rows: Sequence[TrialRow], objectives: Sequence[ObjectiveInfo],
                       top: int | None = None, title: str = "leaderboard") -> Table:
-    """The terminal leaderboard: rank, trial, role, the four axis choices, objectives, metrics."""
-    front = front_numbers(ranked, objectives)
-    metrics = shown_metrics(ranked, objectives)
+    """The terminal leaderboard (``board_rows``): rank, trial, role, the four axis choices,
+    objectives, metrics, the Pareto front (several objectives) and broken limits (if any)."""
+    shown = list(rows[:top] if top else rows)
+    metrics = shown_metrics(shown, objectives)
+    multi = len(objectives) > 1
+    limits = any(not r.feasible for r in shown)
     table = Table(title=title)
     for column in ("rank", "trial", "model", *AXES):
         table.add_column(column)
@@ -81,15 +93,18 @@ def leaderboard_table(ranked: Sequence[TrialRow], objectives: Sequence[Objective
         table.add_column(escape(f"{objective.name} {arrow}"), justify="right")
     for metric in metrics:
         table.add_column(escape(metric), justify="right")
-    if len(objectives) > 1:
+    if multi:
         table.add_column("front")
+    if limits:
+        table.add_column("limit")
     styles = {"named": "bold magenta", "baseline": "cyan", "searched": ""}
-    for rank, row in enumerate(ranked[:top] if top else ranked, start=1):
-        model = row.anchor or (f"= #{row.reused_from}" if row.reused_from is not None else "")
-        cells = [str(rank), f"#{row.number}", escape(model), *(escape(row.axes[a]) for a in AXES)]
+    for row in shown:
+        cells = [rank_text(row), f"#{row.number}", escape(row.anchor or ""), *(escape(row.axes[a]) for a in AXES)]
         cells += [format_value(o.name, v) for o, v in zip(objectives, row.values, strict=True)]  # type: ignore[arg-type]
         cells += [format_value(m, row.metrics.get(m)) for m in metrics]
-        if len(objectives) > 1:
-            cells.append("★" if row.number in front else "")
-        table.add_row(*cells, style=styles[role(row)])
+        if multi:
+            cells.append("★" if row.on_front else "")
+        if limits:
+            cells.append(escape(limit_text(row)))
+        table.add_row(*cells, style=styles[role(row)] if row.feasible else "dim")
     return table

@@ -6,7 +6,9 @@ from collections.abc import Sequence
 
 import matplotlib
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 
 from miras_search.report.importance import Importances
 from miras_search.report.leaderboard import pareto_mask, role
@@ -50,8 +52,10 @@ def _staircase(ax, x: np.ndarray, y: np.ndarray, mask: np.ndarray, x_minimized: 
 
 def pareto_figure(rows: Sequence[TrialRow], quality: ObjectiveInfo, study_front: set[int],
                   top: set[int]) -> Figure | None:
-    """Quality vs tokens/s and vs parameters; the 2-D front of each panel as a staircase and
-    the study's own Pareto front (its objectives) as stars. None when the metrics are missing.
+    """Quality vs tokens/s and vs parameters for the leaderboard's ``rows``; the 2-D front of
+    each panel (over the feasible rows) as a staircase, the study's own Pareto front
+    (``study_front``, trial numbers) as stars, and trials that break a limit as grey crosses.
+    None when the metrics are missing.
     """
     rows = [r for r in rows if r.complete]
     panels = [(m, lbl, mini) for m, lbl, mini in (("tokens_per_s", "tokens / s (train)", False),
@@ -63,25 +67,68 @@ def pareto_figure(rows: Sequence[TrialRow], quality: ObjectiveInfo, study_front:
     for index, (metric, label, minimize) in enumerate(panels):
         ax = fig.add_subplot(1, len(panels), index + 1)
         have = [r for r in rows if metric in r.metrics]
-        x = np.array([r.metrics[metric] for r in have])
-        y = np.array([r.values[0] for r in have])  # type: ignore[index]
-        mask = pareto_mask(np.stack([x, y], 1), [minimize, quality.minimize])
-        _staircase(ax, x, y, mask, minimize)
-        ax.scatter(x, y, c=[_color(r, top) for r in have], s=28, zorder=3)
-        stars = [i for i, r in enumerate(have) if r.number in study_front]
-        if stars:
-            ax.scatter(x[stars], y[stars], marker="*", s=160, facecolors="none", edgecolors="black",
-                       zorder=4, label="study Pareto front")
+        _pareto_panel(ax, [r for r in have if r.feasible], metric, (minimize, quality.minimize), study_front, top)
+        _infeasible_points(ax, [r for r in have if not r.feasible], metric)
+        if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
-        for xi, yi, r in zip(x, y, have, strict=True):
-            if r.anchor:
-                ax.annotate(r.anchor, (xi, yi), fontsize=7, xytext=(3, 3), textcoords="offset points")
         if metric == "params":
-            ax.set_xscale("log")
+            _count_axis(ax, [r.metrics[metric] for r in have])
         ax.set_xlabel(label)
         ax.set_ylabel(quality.name)
         ax.set_title(f"{quality.name} vs {label}", fontsize=9)
     return fig
+
+
+def _pareto_panel(ax: Axes, rows: Sequence[TrialRow], metric: str, minimize: tuple[bool, bool],
+                  study_front: set[int], top: set[int]) -> None:
+    """The feasible rows of one panel: dots by role, the panel's staircase, the study's stars."""
+    if not rows:
+        return
+    x = np.array([r.metrics[metric] for r in rows])
+    y = np.array([r.values[0] for r in rows])  # type: ignore[index]
+    _staircase(ax, x, y, pareto_mask(np.stack([x, y], 1), minimize), minimize[0])
+    ax.scatter(x, y, c=[_color(r, top) for r in rows], s=28, zorder=3)
+    stars = [i for i, r in enumerate(rows) if r.number in study_front]
+    if stars:
+        ax.scatter(x[stars], y[stars], marker="*", s=160, facecolors="none", edgecolors="black",
+                   zorder=4, label="study Pareto front")
+    _name_anchors(ax, x, y, rows)
+
+
+def _infeasible_points(ax: Axes, rows: Sequence[TrialRow], metric: str) -> None:
+    """Trials that break a limit: grey crosses, outside every front."""
+    if rows:
+        x = np.array([r.metrics[metric] for r in rows])
+        y = np.array([r.values[0] for r in rows])  # type: ignore[index]
+        ax.scatter(x, y, marker="x", s=28, color=COLORS["searched"], zorder=3, label="breaks a limit")
+        _name_anchors(ax, x, y, rows)
+
+
+def _name_anchors(ax: Axes, x: np.ndarray, y: np.ndarray, rows: Sequence[TrialRow]) -> None:
+    """Label the anchors' points with their names."""
+    for xi, yi, r in zip(x, y, rows, strict=True):
+        if r.anchor:
+            ax.annotate(r.anchor, (xi, yi), fontsize=7, xytext=(3, 3), textcoords="offset points")
+
+
+def _count_axis(ax: Axes, values: Sequence[float]) -> None:
+    """A log axis when the counts span two decades or more, else a linear one (log ticks inside
+    one decade are minor ticks whose labels run into each other); plain labels either way."""
+    low, high = min(values), max(values)
+    if low > 0 and high >= 100 * low:
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(5))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: _count_label(value)))
+
+
+def _count_label(value: float) -> str:
+    """``150k``, ``1.2M``: a short tick label for a count."""
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= scale:
+            return f"{value / scale:.4g}{suffix}"
+    return f"{value:.4g}"
 
 
 def importance_figure(importances: Sequence[Importances]) -> Figure:

@@ -19,7 +19,10 @@ from pydantic import ValidationError
 
 from miras_search.errors import MirasError
 from miras_search.schema import ModelPoint
+from miras_search.study.records import is_feasible
+from miras_search.study.spec import Limit
 from miras_search.study.storage import local_file_missing, make_storage, normalise
+from miras_search.study.summary import pareto_front, ranked
 from miras_search.yamlio import read_yaml
 
 AXES = ("memory", "bias", "retention", "algorithm")
@@ -51,8 +54,13 @@ class TrialRow:
     curve: list[tuple[int, float]] = field(default_factory=list)
     params: dict[str, Any] = field(default_factory=dict)
     reason: str | None = None
+    failure: str | None = None  # why it failed or was pruned early: "nan", "limit", ...
     point_key: str | None = None
     reused_from: int | None = None
+    feasible: bool = True  # inside every limit of the study (study.records.is_feasible)
+    broken_limits: tuple[str, ...] = ()  # "val_bpb = 5.368 breaks val_bpb <= 5.36", one per limit
+    rank: int | None = None  # place in the study's ranking (`miras best`'s order); None: unranked
+    on_front: bool = False  # on the study's Pareto front (for one objective: the best trial)
 
     @property
     def complete(self) -> bool:
@@ -92,7 +100,38 @@ def _axes_of(trial: FrozenTrial) -> dict[str, str]:
     return {axis: str((point.get(axis) or {}).get("kind", "?")) for axis in AXES}
 
 
-def trial_row(trial: FrozenTrial) -> TrialRow:
+def study_limits(study: optuna.Study) -> list[Limit]:
+    """The limits of the stored study file, in the order of each trial's ``constraints``;
+    [] when the study stores none (or none this version can read)."""
+    stored = study.user_attrs.get("study_file")
+    raw = stored.get("limits") if isinstance(stored, dict) else None
+    try:
+        return [Limit.model_validate(limit) for limit in raw or []]
+    except ValidationError:
+        return []
+
+
+def broken_limits(trial: FrozenTrial, limits: list[Limit]) -> tuple[str, ...]:
+    """What each limit the trial breaks says (a positive ``constraints`` entry), with the
+    measured value when the trial stores it; a numbered limit when the study file is not stored."""
+    violations = trial.user_attrs.get("constraints") or []
+    metrics = trial.user_attrs.get("metrics") or {}
+    broken = []
+    for index, violation in enumerate(violations):
+        if violation <= 0:
+            continue
+        if len(limits) != len(violations):
+            broken.append(f"breaks limit {index + 1} (by {violation:.4g})")
+            continue
+        limit = limits[index]
+        value = metrics.get(limit.metric)
+        measured = f"{limit.metric} = {float(value):.4g} " if _is_number(value) else ""
+        broken.append(f"{measured}breaks {limit.describe()}")
+    return tuple(broken)
+
+
+def trial_row(trial: FrozenTrial, limits: list[Limit] | None = None) -> TrialRow:
+    """One trial as a row; ``limits`` (the study's) name the limits an infeasible trial breaks."""
     attrs = trial.user_attrs
     metrics = {k: float(v) for k, v in (attrs.get("metrics") or {}).items() if _is_number(v)}
     curve = [(int(step), float(loss)) for step, loss in attrs.get("curve") or []]
@@ -107,8 +146,11 @@ def trial_row(trial: FrozenTrial) -> TrialRow:
         curve=curve,
         params=dict(trial.params),
         reason=attrs.get("reason"),
+        failure=attrs.get("failure"),
         point_key=attrs.get("point_key"),
         reused_from=attrs.get("reused_from"),
+        feasible=is_feasible(trial),
+        broken_limits=broken_limits(trial, limits or []),
     )
 
 
@@ -121,8 +163,17 @@ def _is_number(value: Any) -> bool:
 
 
 def study_rows(study: optuna.Study) -> list[TrialRow]:
-    """Every trial of ``study`` as a row, in trial-number order."""
-    return [trial_row(t) for t in study.get_trials(deepcopy=False)]
+    """Every trial of ``study`` as a row, in trial-number order, with its place in the study
+    layer's ranking (``study.summary.ranked``: feasible, non-duplicate complete trials, as
+    ``miras best`` orders them) and whether it is on the study's Pareto front."""
+    limits = study_limits(study)
+    rows = [trial_row(t, limits) for t in study.get_trials(deepcopy=False)]
+    by_number = {row.number: row for row in rows}
+    for place, trial in enumerate(ranked(study), start=1):
+        by_number[trial.number].rank = place
+    for trial in pareto_front(study):
+        by_number[trial.number].on_front = True
+    return rows
 
 
 def study_objectives(study: optuna.Study) -> list[ObjectiveInfo]:
