@@ -95,7 +95,7 @@ def chunk_update(rule: MemoryRule, state: MemoryState, x: MemoryInputs) -> tuple
     coef_last = decay.coef[:, :, -1]  # [B, H, b, c]: C[last, i]
     beta_last = decay.beta[:, :, -1:]  # [B, H, 1, c]
     for layer, kind in enumerate(network.layers):
-        raw = beta_last * retention.end_base(bases[layer])
+        raw = beta_last * retention.end_start(state.w[layer], a_prev[layer])
         raw = raw - kind.grad(deltas[layer], eta_x[layer] * coef_last)
         if s_prev[layer] is not None:
             raw = raw + decay.m[:, :, -1:] * s_prev[layer]

@@ -25,7 +25,8 @@ def _chunk(rule: MemoryRule, state: MemoryState, x: MemoryInputs) -> tuple[Tenso
     base = [retention.linear_base(w, a) for w, a in zip(state.w, a0, strict=True)]
     scale = [retention.read_scale(w, a) for w, a in zip(state.w, a0, strict=True)]
     u = list(base)  # U_t, read by non-last tokens
-    u_end = [retention.end_base(b) for b in base]  # the same sum in the end state's space
+    # the same sum in the end state's space
+    u_end = [retention.end_start(w, a) for w, a in zip(state.w, a0, strict=True)]
     s = list(state.s) if state.s is not None else None
     beta = None  # prod of the chunk's alphas so far (None: no decay)
     outputs = []

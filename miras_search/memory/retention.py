@@ -1,7 +1,8 @@
 """Axis 3, retention gate: how the new memory is formed from the old one and the step S.
 
 Each rule acts on one weight at a time (``[B, H, out, in]``; alpha ``[B, H, 1, c]`` decays the
-key / input dim). ``A`` is the auxiliary accumulator of lq retention (None for the others).
+key / input dim). ``a`` is a rule's auxiliary state (lq: the accumulator A; kl: log W; None
+for the others).
 
 Besides the token-by-token ``update``, each rule gives the pieces of the chunked form (DESIGN,
 "Parallel (chunked) training"): the base X_0 the linear form grows from, the per-weight read
@@ -28,14 +29,13 @@ def _decay(w: Tensor, alpha: Tensor | None) -> Tensor:
     return w if alpha is None else alpha * w
 
 
-def _tiny(x: Tensor) -> float:
-    return torch.finfo(x.dtype).tiny
-
-
 class GradientAtMemory:
     """The defaults every rule starts from: the gradient at W_{t-1} itself, the weights as their
     own parameters, the linear form grown from W_0, no read scale, the chunk end accumulated in
     weight space. A rule overrides only what differs."""
+
+    carries_aux = False
+    """Whether the rule keeps an auxiliary state ``a`` beside W (lq: A; kl: log W)."""
 
     def gradient_scale(self, decay: Tensor | None) -> Tensor | None:
         """Per-token scale s with the gradient taken at W diag(s) (None: at W).
@@ -56,6 +56,11 @@ class GradientAtMemory:
 
     def end_base(self, x0: Tensor) -> Tensor:
         return x0
+
+    def end_start(self, w: Tensor, a: Tensor | None) -> Tensor:
+        """The chunk-start state in the space the chunk end is accumulated in: end_base of the
+        linear base, unless the rule carries that state itself (kl: log W in ``a``)."""
+        return self.end_base(self.linear_base(w, a))
 
 
 @dataclass(frozen=True)
@@ -86,49 +91,74 @@ class LqRetention(GradientAtMemory):
     kind = "lq"
     nonlinear = True
     lag_token = False
+    carries_aux = True
+
+    def log_scale(self, a: Tensor) -> Tensor:
+        """log n(A): [B, H, 1, 1], without forming |A|^q: at q = 6 an |A| of 1e7 (or 1e-7)
+        overflows (underflows) float32 there, while the norm itself is representable.
+
+        ||A||_q = m (sum (|A| / m)^q)^(1/q) with m = max |A| (no gradient needed: the norm is
+        1-homogeneous, so its derivative in m is zero)."""
+        m = a.detach().abs().amax((-2, -1), keepdim=True).clamp_min(torch.finfo(a.dtype).tiny)
+        ratio = (a.abs() / m).pow(self.q).sum((-2, -1), keepdim=True)  # in [1, numel]
+        log_norm = m.log() + ratio.log() / self.q
+        return (self.q - 2.0) * log_norm.clamp_min(math.log(LQ_FLOOR))
 
     def scale(self, a: Tensor) -> Tensor:
-        """n(A): [B, H, 1, 1]."""
-        norm = a.abs().pow(self.q).sum((-2, -1), keepdim=True).pow(1.0 / self.q)
-        return norm.clamp_min(LQ_FLOOR).pow(self.q - 2.0)
+        """n(A) = max(||A||_q, 1e-6)^(q-2): [B, H, 1, 1]."""
+        return self.log_scale(a).exp()
+
+    def normalised(self, a: Tensor) -> Tensor:
+        """W = A / n(A), through log n so that a huge n gives a tiny W, not 0 * inf."""
+        return a * torch.exp(-self.log_scale(a))
 
     def from_param(self, param: Tensor) -> tuple[Tensor, Tensor | None]:
-        return param / self.scale(param), param
+        return self.normalised(param), param
 
     def update(self, w: Tensor, a: Tensor | None, step: Tensor, alpha: Tensor | None):
         a = _decay(a, alpha) + step
-        return a / self.scale(a), a
+        return self.normalised(a), a
 
     def linear_base(self, w: Tensor, a: Tensor | None) -> Tensor:
         return a
 
     def read_scale(self, w: Tensor, a: Tensor | None) -> Tensor | None:
-        return 1.0 / self.scale(a)
+        return torch.exp(-self.log_scale(a))
 
     def end_map(self, raw: Tensor) -> tuple[Tensor, Tensor | None]:
-        return raw / self.scale(raw), raw
+        return self.normalised(raw), raw
 
 
 @dataclass(frozen=True)
 class KLRetention(GradientAtMemory):
-    """Memora: W = c softmax_row(alpha log W + S), rows = the last (input) dim of each weight."""
+    """Memora: W = c softmax_row(alpha log W + S), rows = the last (input) dim of each weight.
+
+    The rule carries log W = log c + log_softmax_row(raw) itself (the auxiliary state ``a``)
+    rather than taking the log of W: entries of W that underflow float32 (1e-38 is reached
+    within a sequence) would lose their value and give the log a gradient of 1 / W = inf.
+    """
 
     scale: float
     kind = "kl"
     nonlinear = True
     lag_token = True
+    carries_aux = True
+
+    def _mapped(self, raw: Tensor) -> tuple[Tensor, Tensor]:
+        log_w = math.log(self.scale) + torch.log_softmax(raw, dim=-1)
+        return log_w.exp(), log_w
 
     def from_param(self, param: Tensor) -> tuple[Tensor, Tensor | None]:
-        return self.scale * torch.softmax(param, dim=-1), None
+        return self._mapped(param)
 
     def update(self, w: Tensor, a: Tensor | None, step: Tensor, alpha: Tensor | None):
-        return self.end_map(_decay(self.end_base(w), alpha) + step)
+        return self._mapped(_decay(a, alpha) + step)
 
-    def end_base(self, x0: Tensor) -> Tensor:
-        return torch.log(x0.clamp_min(_tiny(x0)))
+    def end_start(self, w: Tensor, a: Tensor | None) -> Tensor:
+        return a
 
     def end_map(self, raw: Tensor) -> tuple[Tensor, Tensor | None]:
-        return self.scale * torch.softmax(raw, dim=-1), None
+        return self._mapped(raw)
 
 
 @dataclass(frozen=True)

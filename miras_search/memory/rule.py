@@ -143,7 +143,7 @@ class MemoryRule:
                 w_l, a_l = self.retention.from_param(full)
                 w.append(w_l)
                 a.append(a_l)
-            state = MemoryState(w, a if self.retention.kind == "lq" else None)
+            state = MemoryState(w, a if self.retention.carries_aux else None)
         else:
             zeros = [torch.zeros(batch, n_heads, o, i, dtype=dtype, device=device) for o, i in shapes]
             state = MemoryState(zeros)
