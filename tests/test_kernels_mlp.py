@@ -145,6 +145,28 @@ def test_hard_sign_switch():
     check(make_inputs(1, 21, 1, 16, 32, "huber_switch"), config, bias, 16)
 
 
+def test_kl_weights_that_underflow_float32_keep_finite_exact_gradients():
+    """Logits spread over hundreds make entries of c softmax(...) underflow float32: the kernel
+    carries the log-weights, so its gradients stay finite and equal the float64 reference (it
+    took log(max(W, tiny)), whose gradient 1 / W overflowed)."""
+    config, bias = NAMED["memora"]
+    inputs = named_inputs("memora", 1, 23, 2, 16, 32, seed=3)
+    spread = torch.linspace(0.0, 150.0, 16, dtype=torch.float64)
+    inputs["w1"] = inputs["w1"] + spread  # rows over K: exp(-150) < float32's smallest normal
+    inputs["w2"] = inputs["w2"] + torch.linspace(0.0, 150.0, 32, dtype=torch.float64)
+    assert (torch.softmax(inputs["w1"].float(), -1) < torch.finfo(torch.float32).tiny).any()
+    check(inputs, config, bias, chunk_size=16)
+
+
+def test_lq_accumulators_whose_powers_overflow_float32_stay_exact():
+    """|A|^q at q = 6 overflows float32 at |A| = 1e8; the norm (and W = A / n(A)) does not."""
+    config = MlpMemoryConfig("gelu", True, "lq", q=6.0)
+    inputs = make_inputs(1, 21, 2, 16, 32, "l2", "lq", seed=4)
+    inputs["w1"] = inputs["w1"] * 1e8
+    inputs["w2"] = inputs["w2"] * 1e8
+    check(inputs, config, BiasConfig("l2"), chunk_size=16)
+
+
 def test_chunk_of_every_token_is_the_recurrence():
     """With a segment per token the reference is the token-by-token recurrence of
     miras_search.memory (mode='recurrent'); kernels need chunk >= 16, so this checks the reference."""

@@ -35,7 +35,7 @@ from .naive import LN_EPS, LQ_FLOOR, MlpMemoryConfig, chunk_mlp_from_state, init
 _ACT = {"gelu": 0, "silu": 1, "relu": 2}
 _RET = {"none": 0, "l2": 1, "lq": 2, "kl": 3}
 # constants read inside the kernels must be constexpr globals for Triton's compiler
-_TINY = tl.constexpr(1.1754943508222875e-38)  # smallest normal float32: kl's log floor
+_TINY = tl.constexpr(1.1754943508222875e-38)  # smallest normal float32: the lq norm's floor
 _LN_EPS = tl.constexpr(LN_EPS)
 _LQ_FLOOR = tl.constexpr(LQ_FLOOR)
 
@@ -118,10 +118,12 @@ def _norm_back_vjp(z, g, u, DIM: tl.constexpr):
 
 @triton.jit
 def _lq_norm(x, QX):
-    """||X||_q over the whole tile (a scalar)."""
+    """||X||_q over the whole tile (a scalar), as m (sum (|X| / m)^q)^(1/q) with m = max |X|:
+    |X|^q itself leaves float32's range (q = 6, |X| = 1e7) where the norm does not."""
     ax = tl.abs(x)
-    p = tl.where(ax > 0, tl.exp(QX * tl.log(ax)), 0.0)
-    return tl.exp(tl.log(tl.sum(tl.sum(p, 1), 0)) / QX)
+    mx = tl.maximum(tl.max(tl.max(ax, 1), 0), _TINY)
+    p = tl.where(ax > 0, tl.exp(QX * tl.log(ax / mx)), 0.0)
+    return mx * tl.exp(tl.log(tl.sum(tl.sum(p, 1), 0)) / QX)
 
 
 @triton.jit
@@ -136,9 +138,10 @@ def _lq_scale_vjp(x, QX, dr):
     nrm = _lq_norm(x, QX)
     live = nrm > _LQ_FLOOR
     safe = tl.maximum(nrm, _LQ_FLOOR)
-    coef = tl.where(live, dr * (2.0 - QX) * tl.exp((1.0 - QX) * tl.log(safe) * 2.0), 0.0)
+    coef = tl.where(live, dr * (2.0 - QX), 0.0)
+    # dr/dX = (2 - q) n^(2-2q) |X|^(q-1) sign(X), as one exponent so that no factor overflows
     ax = tl.abs(x)
-    grad = tl.where(ax > 0, tl.exp((QX - 1.0) * tl.log(ax)), 0.0)
+    grad = tl.where(ax > 0, tl.exp((QX - 1.0) * (tl.log(ax) - 2.0 * tl.log(safe))), 0.0)
     return coef * tl.where(x > 0, grad, -grad)
 
 
@@ -154,26 +157,28 @@ def _scales(X1, X2, QX, RET: tl.constexpr):
 
 
 @triton.jit
-def _end_base(x, RET: tl.constexpr):
+def _read_base(x, RET: tl.constexpr):
+    """The weights the reads grow from: exp of kl's carried log-weights, else the state itself."""
     if RET == 3:
-        out = tl.log(tl.maximum(x, _TINY))
+        out = tl.exp(x)
     else:
         out = x
     return out
 
 
 @triton.jit
-def _softmax_rows(raw, SCALE):
-    e = tl.exp(raw - tl.max(raw, 1)[:, None])
-    return SCALE * e / tl.sum(e, 1)[:, None]
+def _log_softmax_rows(raw, SCALE):
+    """log(SCALE softmax_row(raw)): kl's carried state, exact where the weights underflow."""
+    shifted = raw - tl.max(raw, 1)[:, None]
+    return tl.log(SCALE) + shifted - tl.log(tl.sum(tl.exp(shifted), 1))[:, None]
 
 
 @triton.jit
 def _end_weights(raw, QX, SCALE, RET: tl.constexpr):
     """(carried state, read weights) of the segment end from raw."""
     if RET == 3:
-        x = _softmax_rows(raw, SCALE)
-        w = x
+        x = _log_softmax_rows(raw, SCALE)
+        w = tl.exp(x)
     elif RET == 2:
         x = raw
         w = raw * _lq_scale(raw, QX)
@@ -352,18 +357,20 @@ def _fwd_kernel(
             q, k, v, eta, alpha, theta, delta, b, h, start, size, T, H, C, K, HAS_ALPHA, MOM,
             NEEDS_DELTA)
         r1, r2 = _scales(X1, X2, QX, RET)
+        V1 = _read_base(X1, RET)
+        V2 = _read_base(X2, RET)
         bt, s, _D, Dt, _coef, m, De = _decays(la, lth, et, C, RET, MOM)
         _ks, _a1, hk, _hs, _a2, _E, _G, d2, _t1, _f1, d1 = _key_pass(
-            r1 * X1, r2 * X2, kc, vc, dl, s, P_EXP, SHARP, EPS, RADIUS,
+            r1 * V1, r2 * V2, kc, vc, dl, s, P_EXP, SHARP, EPS, RADIUS,
             K, BIAS, NEPS, SMOOTH, ACT, LN, PREC)
         _QK, _A1, _u1p, _u1, _hq, _HH, _A2, _u2p, _u2, out = _read(
-            X1, X2, S1, S2, r1, r2, qc, kc, hk, d1, d2, bt, m, De, K, ACT, LN, MOM, PREC)
+            V1, V2, S1, S2, r1, r2, qc, kc, hk, d1, d2, bt, m, De, K, ACT, LN, MOM, PREC)
         # the segment's last token (padding rows would still add S: momentum needs this row)
         is_last = oc == size - 1
         c = tl.sum(tl.where(is_last[:, None], De, 0.0), 0)  # coef[last, i] eta_i
         b_last = tl.exp(tl.sum(la, 0))
-        raw1 = b_last * _end_base(X1, RET) - _mm(tl.trans(d1), kc * c[:, None], PREC)
-        raw2 = b_last * _end_base(X2, RET) - _mm(tl.trans(d2), hk * c[:, None], PREC)
+        raw1 = b_last * X1 - _mm(tl.trans(d1), kc * c[:, None], PREC)
+        raw2 = b_last * X2 - _mm(tl.trans(d2), hk * c[:, None], PREC)
         if MOM:
             m_last = tl.sum(tl.where(is_last, m, 0.0), 0)
             raw1 += m_last * S1
@@ -422,17 +429,19 @@ def _bwd_kernel(
         is_last = oc == size - 1
         # ---- recompute the segment
         r1, r2 = _scales(X1, X2, QX, RET)
-        W1 = r1 * X1
-        W2 = r2 * X2
+        V1 = _read_base(X1, RET)
+        V2 = _read_base(X2, RET)
+        W1 = r1 * V1
+        W2 = r2 * V2
         bt, s, D, Dt, coef, m, De = _decays(la, lth, et, C, RET, MOM)
         ks, a1, hk, hs, a2, E, G, d2, t1, f1, d1 = _key_pass(
             W1, W2, kc, vc, dl, s, P_EXP, SHARP, EPS, RADIUS, K, BIAS, NEPS, SMOOTH, ACT, LN, PREC)
         QK, A1, u1p, u1, hq, HH, A2, u2p, u2, _out = _read(
-            X1, X2, S1, S2, r1, r2, qc, kc, hk, d1, d2, bt, m, De, K, ACT, LN, MOM, PREC)
+            V1, V2, S1, S2, r1, r2, qc, kc, hk, d1, d2, bt, m, De, K, ACT, LN, MOM, PREC)
         c = tl.sum(tl.where(is_last[:, None], De, 0.0), 0)
         b_last = tl.exp(tl.sum(la, 0))
-        E1 = _end_base(X1, RET)
-        E2 = _end_base(X2, RET)
+        E1 = X1  # the segment end grows from the carried state itself (kl: the log-weights)
+        E2 = X2
         raw1 = b_last * E1 - _mm(tl.trans(d1), kc * c[:, None], PREC)
         raw2 = b_last * E2 - _mm(tl.trans(d2), hk * c[:, None], PREC)
         if MOM:
@@ -446,8 +455,8 @@ def _bwd_kernel(
         # ---- the segment end: exact last read and the end map
         dqc = dy  # the memory's residual
         if RET >= 2:
-            X1n, W1n = _end_weights(raw1, QX, SCALE, RET)
-            X2n, W2n = _end_weights(raw2, QX, SCALE, RET)
+            _X1n, W1n = _end_weights(raw1, QX, SCALE, RET)
+            _X2n, W2n = _end_weights(raw2, QX, SCALE, RET)
             z1, hl, z2, _exact = _exact_read(W1n, W2n, qc, K, ACT, LN, PREC)
             dyl = tl.where(is_last[:, None], dy, 0.0)
             dz2 = _norm_back(z2, dyl, K, LN)
@@ -459,11 +468,11 @@ def _bwd_kernel(
             if RET == 2:
                 draw1 = dX1n + _lq_scale(raw1, QX) * dW1n + _lq_scale_vjp(raw1, QX, tl.sum(tl.sum(dW1n * raw1, 1), 0))
                 draw2 = dX2n + _lq_scale(raw2, QX) * dW2n + _lq_scale_vjp(raw2, QX, tl.sum(tl.sum(dW2n * raw2, 1), 0))
-            else:
-                dWt1 = dX1n + dW1n
-                dWt2 = dX2n + dW2n
-                draw1 = X1n * (dWt1 - tl.sum(dWt1 * X1n, 1)[:, None] / SCALE)
-                draw2 = X2n * (dWt2 - tl.sum(dWt2 * X2n, 1)[:, None] / SCALE)
+            else:  # X' = log SCALE + log_softmax_row(raw), W' = exp(X')
+                dL1 = dX1n + dW1n * W1n
+                dL2 = dX2n + dW2n * W2n
+                draw1 = dL1 - W1n * (tl.sum(dL1, 1)[:, None] / SCALE)
+                draw2 = dL2 - W2n * (tl.sum(dL2, 1)[:, None] / SCALE)
         else:
             dyr = dy
             draw1 = dX1n
@@ -495,10 +504,10 @@ def _bwd_kernel(
         # ---- the reads, layer 2 then layer 1
         du2 = _norm_back(u2, dyr, K, LN)
         dhq, dh2, dd2r, dX2, dS2r, dr2, db2, dm2, dDe2 = _read_layer_bwd(
-            du2, u2p, X2, S2, r2, hq, hk, d2, A2, HH, bt, m, De, MOM, PREC)
+            du2, u2p, V2, S2, r2, hq, hk, d2, A2, HH, bt, m, De, MOM, PREC)
         du1 = dhq * _act_grad(u1, ACT)
         dq1, dk1, dd1r, dX1, dS1r, dr1, db1, dm1, dDe1 = _read_layer_bwd(
-            du1, u1p, X1, S1, r1, qc, kc, d1, A1, QK, bt, m, De, MOM, PREC)
+            du1, u1p, V1, S1, r1, qc, kc, d1, A1, QK, bt, m, De, MOM, PREC)
         dqc += dq1
         dkc += dk1
         dh += dh2
@@ -547,9 +556,9 @@ def _bwd_kernel(
         else:
             dX1 += dW1
             dX2 += dW2
-        if RET == 3:
-            dX1 += tl.where(X1 > _TINY, b_last * draw1 / tl.maximum(X1, _TINY), 0.0)
-            dX2 += tl.where(X2 > _TINY, b_last * draw2 / tl.maximum(X2, _TINY), 0.0)
+        if RET == 3:  # so far dL/dV, V = exp(X); the segment end adds b_last draw through E = X
+            dX1 = dX1 * V1 + b_last * draw1
+            dX2 = dX2 * V2 + b_last * draw2
         else:
             dX1 += b_last * draw1
             dX2 += b_last * draw2

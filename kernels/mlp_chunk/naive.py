@@ -2,8 +2,9 @@
 
 The memory of one (batch, head) is M(x) = x + N(W2 act(W1 x)) with W1 [Hd, K], W2 [K, Hd]
 (N = layer norm without affine, or identity), as in Moneta, Yaad and Memora. The state carried
-from chunk to chunk is X_l: the weights W_l themselves, or for lq retention the accumulator A_l
-with W_l = A_l / max(||A_l||_q, 1e-6)^(q-2).
+from chunk to chunk is X_l: the weights W_l themselves, for lq retention the accumulator A_l
+with W_l = A_l / max(||A_l||_q, 1e-6)^(q-2), and for kl the log-weights, W_l = exp(X_l) (taking
+the log of c softmax(...) instead would lose the entries that underflow float32).
 
 Inside a segment of C tokens (a chunk; with kl retention every chunk is split into its first
 "lag" token and the rest), with L_t = sum_{j<=t} log alpha_j, b_t = exp(L_t) and
@@ -12,11 +13,12 @@ D[t, i] = exp(L_t - L_i) for i <= t:
     key pass at the gradient point W diag(s_i) (s_i = b_i for l2 retention, "retain, then
     learn"; 1 otherwise):   a1 = W1 (s k), h = act(a1), a2 = W2 (s h), e = k + N(a2) - v,
     g = phi(e), d2 = N'(a2)^T g, d1 = s (W2^T d2) act'(a1)
-    read (layer by layer, never forming per-token weights; r_l = 1 / n(A_l) for lq, else 1):
-    u1_t = r1 (b_t X1 q_t - sum_{i<=t} D_ti eta_i (k_i . q_t) d1_i),      hq = act(u1)
-    u2_t = r2 (b_t X2 hq_t - sum_{i<=t} D_ti eta_i (h_i . hq_t) d2_i),    o = q + N(u2)
-    segment end: raw_l = b_C E(X_l) - sum_i D_Ci eta_i d_li x_li^T with x_1 = k, x_2 = h and
-    E = log for kl (else identity); X_l' = raw_l (none, l2, lq) or c softmax_row(raw_l) (kl).
+    read (layer by layer, never forming per-token weights; r_l = 1 / n(A_l) for lq, else 1;
+    V_l = exp(X_l) for kl, else X_l):
+    u1_t = r1 (b_t V1 q_t - sum_{i<=t} D_ti eta_i (k_i . q_t) d1_i),      hq = act(u1)
+    u2_t = r2 (b_t V2 hq_t - sum_{i<=t} D_ti eta_i (h_i . hq_t) d2_i),    o = q + N(u2)
+    segment end: raw_l = b_C X_l - sum_i D_Ci eta_i d_li x_li^T with x_1 = k, x_2 = h;
+    X_l' = raw_l (none, l2, lq) or log c + log_softmax_row(raw_l) (kl).
     For lq and kl the last token reads the exact new memory: o_C = M_{W'}(q_C).
 
 Momentum (Titans) carries S_l as well, S_t = theta_t S_{t-1} - eta_t d_t x_t^T, added to the
@@ -91,10 +93,16 @@ def segments(length: int, chunk_size: int, lag_token: bool) -> list[tuple[int, i
     return out
 
 
+def kl_log_weights(raw: torch.Tensor, scale: float) -> torch.Tensor:
+    """log(c softmax_row(raw)) = log c + log_softmax_row(raw): kl's carried state."""
+    return math.log(scale) + torch.log_softmax(raw, dim=-1)
+
+
 def initial_state(w1: torch.Tensor, w2: torch.Tensor, config: MlpMemoryConfig) -> list[torch.Tensor]:
-    """The carried state X_l from the learned parameters (kl: c softmax_row; else the parameter)."""
+    """The carried state X_l from the learned parameters (kl: the log-weights; else the
+    parameter)."""
     if config.retention == "kl":
-        return [config.scale * torch.softmax(w, dim=-1) for w in (w1, w2)]
+        return [kl_log_weights(w, config.scale) for w in (w1, w2)]
     return [w1, w2]
 
 
@@ -126,9 +134,13 @@ def _norm_back(z: torch.Tensor, g: torch.Tensor, config: MlpMemoryConfig) -> tor
 
 
 def lq_read_scale(x: torch.Tensor, q: float) -> torch.Tensor:
-    """1 / max(||X||_q, 1e-6)^(q-2) over the last two dims: [..., 1, 1]."""
-    norm = x.abs().pow(q).sum((-2, -1), keepdim=True).pow(1.0 / q)
-    return norm.clamp_min(LQ_FLOOR).pow(2.0 - q)
+    """1 / max(||X||_q, 1e-6)^(q-2) over the last two dims: [..., 1, 1].
+
+    Through logs, with |X| scaled by its maximum m: |X|^q itself leaves float32's range at q = 6
+    and |X| = 1e7 (or 1e-7) although the norm m (sum (|X| / m)^q)^(1/q) does not."""
+    m = x.detach().abs().amax((-2, -1), keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
+    log_norm = m.log() + (x.abs() / m).pow(q).sum((-2, -1), keepdim=True).log() / q
+    return torch.exp((2.0 - q) * log_norm.clamp_min(math.log(LQ_FLOOR)))
 
 
 def _mlp(w1: torch.Tensor, w2: torch.Tensor, x: torch.Tensor, config: MlpMemoryConfig) -> torch.Tensor:
@@ -151,7 +163,8 @@ def segment_forward(
         r1, r2 = lq_read_scale(x1, config.q), lq_read_scale(x2, config.q)
     else:
         r1 = r2 = torch.ones_like(x1[..., :1, :1])
-    w1, w2 = r1 * x1, r2 * x2
+    v1, v2 = (x1.exp(), x2.exp()) if config.retention == "kl" else (x1, x2)  # the reads' base
+    w1, w2 = r1 * v1, r2 * v2
     log_b = log_alpha.cumsum(-1)
     b = log_b.exp()
     s = b if config.retention == "l2" else torch.ones_like(b)
@@ -178,18 +191,14 @@ def segment_forward(
         out = (b[..., None] * z) @ x.mT - ((z @ x_in.mT) * weighted) @ d
         return out if mom is None else out + (m[..., None] * z) @ mom.mT
 
-    u1 = r1 * read(x1, s1, q, k, d1)
+    u1 = r1 * read(v1, s1, q, k, d1)
     hq = _activation(u1, config.activation)
-    out = q + _norm(r2 * read(x2, s2, hq, h, d2), config)
+    out = q + _norm(r2 * read(v2, s2, hq, h, d2), config)
 
     last = weighted[..., -1, :, None]  # [N, C, 1]: C[last, i] eta_i
     b_last = b[..., -1, None, None]
-    if config.retention == "kl":
-        ends = [torch.log(x.clamp_min(torch.finfo(x.dtype).tiny)) for x in (x1, x2)]
-    else:
-        ends = [x1, x2]
-    raw1 = b_last * ends[0] - d1.mT @ (last * k)
-    raw2 = b_last * ends[1] - d2.mT @ (last * h)
+    raw1 = b_last * x1 - d1.mT @ (last * k)
+    raw2 = b_last * x2 - d2.mT @ (last * h)
     momentum = None
     if log_theta is not None:
         m_last = m[..., -1, None, None]
@@ -198,8 +207,8 @@ def segment_forward(
         theta_all = log_th[..., -1, None, None].exp()
         momentum = [theta_all * s1 - d1.mT @ (step * k), theta_all * s2 - d2.mT @ (step * h)]
     if config.retention == "kl":
-        x1, x2 = (config.scale * torch.softmax(raw, dim=-1) for raw in (raw1, raw2))
-        out = torch.cat([out[:, :-1], _mlp(x1, x2, q[:, -1:], config)], dim=1)
+        x1, x2 = (kl_log_weights(raw, config.scale) for raw in (raw1, raw2))
+        out = torch.cat([out[:, :-1], _mlp(x1.exp(), x2.exp(), q[:, -1:], config)], dim=1)
     elif config.retention == "lq":
         x1, x2 = raw1, raw2
         w1n, w2n = lq_read_scale(x1, config.q) * x1, lq_read_scale(x2, config.q) * x2
