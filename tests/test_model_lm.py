@@ -189,10 +189,14 @@ def test_non_finite_forward_raises() -> None:
         model.embed.weight[5] = float("nan")
     tokens = _tokens(1, 7)
     tokens[0, 3] = 5
-    with pytest.raises(NonFiniteError, match="NaN or inf"):
+    with pytest.raises(NonFiniteError, match="NaN or inf") as caught:
         model(tokens)
+    assert "precision fp32" not in str(caught.value)  # it runs in fp32 already
     with pytest.raises(NonFiniteError, match="loss"):
         model(tokens, _tokens(1, 7, seed=2))
+    with torch.autocast("cpu", dtype=torch.bfloat16), pytest.raises(NonFiniteError) as caught:
+        model(tokens)
+    assert "use train.precision fp32" in str(caught.value) and "algorithm.eta" in str(caught.value)
 
 
 def test_unbuildable_point_is_unsupported(monkeypatch: pytest.MonkeyPatch) -> None:

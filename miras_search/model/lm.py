@@ -139,19 +139,21 @@ class MirasLM(nn.Module):
         logits = self.head(self.norm(x))  # [B, T, vocab]
         if targets is None:
             if self.check_finite and not torch.isfinite(logits).all():
-                raise NonFiniteError(self._non_finite("logits"))
+                raise NonFiniteError(self._non_finite("logits", logits.device))
             return logits
         loss = F.cross_entropy(
             logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX
         )
         if self.check_finite and not torch.isfinite(loss):
-            raise NonFiniteError(self._non_finite("loss"))
+            raise NonFiniteError(self._non_finite("loss", logits.device))
         return logits, loss
 
-    def _non_finite(self, what: str) -> str:
+    def _non_finite(self, what: str, device: torch.device) -> str:
         name = self.point.name or "the point"
+        advice = "lower train.lr, or the memory's step (algorithm.eta) and the other gates' values"
+        if torch.is_autocast_enabled(device.type):  # fp32 cannot help a model already in fp32
+            advice += ", or use train.precision fp32"
         return (
             f"the {what} of {name} ({', '.join(f'{k} {v}' for k, v in self.point.axes.items())}) "
-            "became NaN or inf in the forward pass; lower train.lr or the gates' values, or use "
-            "train.precision fp32"
+            f"became NaN or inf in the forward pass; {advice}"
         )
