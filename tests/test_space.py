@@ -78,7 +78,8 @@ def test_encode_reproduces_a_point_and_rejects_points_outside():
     for point in space.sample(10, seed=2):
         params = space.encode(point)
         assert params is not None
-        assert space.point_from_trial(optuna.trial.FixedTrial(params)) == point
+        rebuilt = space.point_from_trial(optuna.trial.FixedTrial(params))
+        assert rebuilt.model_copy(update={"name": point.name}) == point  # sample() labels its points
     outside = preset("moneta").model_copy(update={"memory": preset("moneta").memory.model_copy(update={"depth": 5})})
     assert space.encode(outside) is None
 
@@ -329,3 +330,15 @@ def test_choice_options_equal_as_values_are_refused():
             "params": {"memory": {"depth": {"choice": [2, 2.0, True]}}}}
     with pytest.raises(ConfigError, match=r"options 2 and 2\.0 are the same value to Optuna"):
         SearchSpace.from_dict(data)
+
+
+def test_sampled_points_keep_a_preset_name_only_with_its_axes(root):
+    space = SearchSpace.load(root / "spaces" / "quickstart.yaml")  # built on moneta
+    points = space.sample(12, seed=0)
+    moneta_axes = preset("moneta").axes
+    for index, point in enumerate(points):
+        if point.axes == moneta_axes:
+            assert point.name == "moneta"
+        else:
+            assert point.name == f"quickstart-{index}"
+    assert any(p.axes != moneta_axes for p in points)
