@@ -13,6 +13,7 @@ import pytest
 from optuna.trial import TrialState
 from test_study import TINY_TRIAL, trials_of, write_study
 
+from miras_search.errors import MirasError
 from miras_search.study import load_study_file, run_study
 from miras_search.study.setup import create_study, storage_of
 
@@ -74,7 +75,11 @@ def test_a_killed_worker_fails_its_trial_and_the_study_goes_on(tmp_path):
     deadline = time.time() + 120
     while victim is None and time.time() < deadline:
         time.sleep(0.2)
-        for trial in trials_of(path):
+        try:
+            trials = trials_of(path)
+        except MirasError:  # the driver thread has not created the study yet
+            continue
+        for trial in trials:
             if trial.state == TrialState.RUNNING and "worker" in trial.user_attrs:
                 victim = trial
                 break

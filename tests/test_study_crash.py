@@ -14,6 +14,8 @@ import pytest
 from optuna.trial import TrialState
 from test_study import TINY_TRIAL, trials_of, write_study
 
+from miras_search.errors import MirasError
+
 pytestmark = pytest.mark.slow
 MIRAS = str(Path(sys.executable).parent / "miras")
 
@@ -31,8 +33,11 @@ def _wait_for(path: Path, condition, process: subprocess.Popen, limit: float = 2
     while time.time() < deadline:
         assert process.poll() is None, process.stdout.read()
         if journal.exists():
-            trials = trials_of(path)
-            if condition(trials):
+            try:
+                trials = trials_of(path)
+            except MirasError:  # the driver has created the journal but not yet the study in it
+                trials = None
+            if trials is not None and condition(trials):
                 return trials
         time.sleep(0.3)
     raise AssertionError("the study did not get there in time")
