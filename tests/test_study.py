@@ -454,3 +454,15 @@ def test_the_target_is_stored_before_the_pool_starts(tmp_path):
 
     run_study(load_study_file(path), pool)
     assert seen == [{"target": 2, "workers": 1}]
+
+
+def test_a_wrong_study_name_lists_the_studies_the_storage_holds(tmp_path):
+    path = write_study(tmp_path, trials=1)
+    run_inline(path)
+    journal = str(tmp_path / "runs" / "tiny" / "study.journal")
+    with pytest.raises(MirasError, match=r"holds no study named 'tiyn'; it holds: tiny$"):
+        open_study("tiyn", storage=journal)
+    empty = tmp_path / "empty.journal"
+    empty.touch()  # what a run that is starting has written so far
+    with pytest.raises(MirasError, match=r"it holds none yet \(a run that is starting creates it\)"):
+        open_study("tiny", storage=str(empty))

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from miras_search.errors import MirasError
 from miras_search.schema import ModelPoint
 from miras_search.study.records import is_feasible
+from miras_search.study.setup import load_existing
 from miras_search.study.spec import Limit
 from miras_search.study.storage import local_file_missing, make_storage, normalise
 from miras_search.study.summary import pareto_front, ranked
@@ -254,8 +255,4 @@ def open_report_study(ref: str | Path, storage: str | None = None, runs: str | P
     else:
         name = str(ref)
         resolved = storage_from_spec(storage) if storage else _default_storage(name, Path(runs))
-    try:
-        return optuna.load_study(study_name=name, storage=resolved)
-    except KeyError:
-        known = ", ".join(s.study_name for s in optuna.get_all_study_summaries(resolved)) or "none"
-        raise MirasError(f"the storage holds no study named '{name}'; it holds: {known}") from None
+    return load_existing(name, resolved, "the storage")

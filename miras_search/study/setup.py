@@ -124,7 +124,15 @@ def open_study(study_file_or_name: str | Path | StudyFile, storage: str | None =
             "relative storage path are taken from the working directory, so run the commands of a "
             "study from one folder, or give it an absolute run_dir)"
         )
+    return load_existing(name, make_storage(url), f"the storage {url}")
+
+
+def load_existing(name: str, storage: str | optuna.storages.BaseStorage, where: str) -> optuna.Study:
+    """The study ``name`` in ``storage``; MirasError naming the studies it does hold (``where``
+    names the storage in the message)."""
     try:
-        return optuna.load_study(study_name=name, storage=make_storage(url))
+        return optuna.load_study(study_name=name, storage=storage)
     except KeyError:
-        raise MirasError(f"the storage {url} holds no study named '{name}'") from None
+        known = ", ".join(s.study_name for s in optuna.get_all_study_summaries(storage))
+        held = f"it holds: {known}" if known else "it holds none yet (a run that is starting creates it)"
+        raise MirasError(f"{where} holds no study named '{name}'; {held}") from None
