@@ -466,3 +466,19 @@ def test_a_wrong_study_name_lists_the_studies_the_storage_holds(tmp_path):
     empty.touch()  # what a run that is starting has written so far
     with pytest.raises(MirasError, match=r"it holds none yet \(a run that is starting creates it\)"):
         open_study("tiny", storage=str(empty))
+
+
+def test_status_says_why_trials_did_not_complete(tmp_path):
+    path = write_study(tmp_path, trials=2, limits=[{"metric": "params", "max": 1000}])
+    run_inline(path)
+    study = open_study(load_study_file(path))
+    study.enqueue_trial({"bias.kind": "dot"})
+    orphan = study.ask()  # left RUNNING, then failed as interrupted: shown apart, not as a reason
+    orphan.set_user_attr("failure", "interrupted")
+    study.tell(orphan, state=TrialState.FAIL)
+    result = CliRunner().invoke(app, ["status", str(path)], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "why trials did not complete" in result.output
+    row = next(line for line in result.output.splitlines() if "breaks params <= 1000" in line)
+    assert "limit" in row and " 2 " in row
+    assert "interrupted" not in result.output.split("why trials did not complete")[1]

@@ -217,6 +217,13 @@ def _status_table(state: StudyStatus) -> Table:
     grid = Table.grid()
     grid.add_row(table)
     grid.add_row(best)
+    if state.failures:
+        why = Table(title="why trials did not complete")
+        for column in ("reason", "trials", "the latest"):
+            why.add_column(column, justify="right" if column == "trials" else "left")
+        for group in state.failures:
+            why.add_row(escape(group.kind), str(group.count), escape(group.latest))
+        grid.add_row(why)
     return grid
 
 

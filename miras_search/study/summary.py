@@ -27,6 +27,33 @@ class StudyStatus:
     best: list[FrozenTrial | None] = field(default_factory=list)  # per objective
     eta_s: float | None = None
     mean_trial_s: float | None = None
+    failures: list[FailureGroup] = field(default_factory=list)  # most frequent first
+
+
+@dataclass
+class FailureGroup:
+    """Trials that failed, or were pruned by a limit, for one reason kind ("time_limit", "nan",
+    "limit", ...): how many, and the latest one's reason."""
+
+    kind: str
+    count: int
+    latest: str
+
+
+def failure_groups(trials: list[FrozenTrial]) -> list[FailureGroup]:
+    """Why trials did not complete, grouped by kind, most frequent first. Interrupted trials
+    (shown apart, and queued again) and pruning by the pruner (a normal outcome) are left out."""
+    groups: dict[str, FailureGroup] = {}
+    for trial in trials:
+        kind = trial.user_attrs.get("failure")
+        failed = trial.state == TrialState.FAIL or (trial.state == TrialState.PRUNED and kind == "limit")
+        if not failed or kind == "interrupted":
+            continue
+        kind = str(kind or "error")
+        group = groups.setdefault(kind, FailureGroup(kind, 0, ""))
+        group.count += 1
+        group.latest = str(trial.user_attrs.get("reason") or kind)
+    return sorted(groups.values(), key=lambda g: -g.count)
 
 
 def objective_records(study: optuna.Study) -> list[dict[str, str]]:
@@ -118,4 +145,5 @@ def status(study: optuna.Study) -> StudyStatus:
         running=len(by_state[TrialState.RUNNING]), waiting=len(by_state[TrialState.WAITING]),
         reused=sum(1 for t in trials if "reused_from" in t.user_attrs), objectives=records,
         best=best, eta_s=eta if eta is None or math.isfinite(eta) else None, mean_trial_s=mean,
+        failures=failure_groups(trials),
     )
