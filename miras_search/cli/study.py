@@ -230,7 +230,8 @@ def _status_table(state: StudyStatus) -> Table:
 @command("status")
 def status_cmd(study: _STUDY, storage: _STORAGE = None,
                watch: Annotated[bool, typer.Option("--watch", help="Refresh every 2 s until Ctrl-C.")] = False) -> None:
-    """Finished / running / pruned / failed trials, the best so far per objective, and an ETA."""
+    """Finished / running / pruned / failed trials, why trials did not complete, the best so far
+    per objective, and an ETA."""
     opened = open_study(study, storage)
     if not watch:
         console.print(_status_table(status(opened)))
