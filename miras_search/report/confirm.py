@@ -37,7 +37,7 @@ from miras_search.presets import NAMED_MODELS
 from miras_search.report.ranks import (
     BOOTSTRAP_METHOD,
     BOOTSTRAP_MIN_POINTS,
-    EXACT_MAX_POINTS,
+    PERMUTATION_METHOD,
     PERMUTATIONS,
     Correlation,
     rank_agreement,
@@ -50,8 +50,7 @@ from miras_search.trial import Objective, TrialConfig, TrialResult, run_trial
 MIN_VERDICT_POINTS = 5
 """Fewer long-run points than this never give a verdict (3 ordered points: p = 1/6; 4: 1/24)."""
 CONFIRM_METHOD = (
-    f"one-sided permutation p-value (exact up to {EXACT_MAX_POINTS} points, else {PERMUTATIONS} "
-    f"seeded random orderings) and {BOOTSTRAP_METHOD} CI (from {BOOTSTRAP_MIN_POINTS} points, "
+    f"{PERMUTATION_METHOD} and {BOOTSTRAP_METHOD} CI (from {BOOTSTRAP_MIN_POINTS} points, "
     "left out when it collapses), on seed-averaged long scores"
 )
 
