@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime
 import logging
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Annotated
 
@@ -33,6 +32,7 @@ from miras_search.study import (
 from miras_search.study.records import is_feasible
 from miras_search.study.summary import (
     StudyStatus,
+    failure_groups,
     feasible_complete,
     objective_records,
     ranked,
@@ -135,9 +135,7 @@ def _fail_if_nothing_completed(study: optuna.Study) -> None:
     trials = study.get_trials(deepcopy=False)
     if not trials or any(_trained(t) for t in trials):
         return
-    reasons = Counter(str(t.user_attrs.get("reason") or t.user_attrs.get("failure") or t.state.name)
-                      for t in trials)
-    listed = "; ".join(f"{count} x {reason}" for reason, count in reasons.most_common(3))
+    listed = "; ".join(f"{group.count} x {group.latest}" for group in failure_groups(trials)[:3])
     limited = sum(t.state == TrialState.PRUNED for t in trials)
     how = f"{len(trials) - limited} failed, {limited} pruned by a limit before training"
     raise MirasError(f"no trial of study '{study.study_name}' trained ({how}): {listed}")
