@@ -7,7 +7,7 @@ from pydantic import BaseModel
 from miras_search.errors import Problem
 from miras_search.schema import ModelPoint
 from miras_search.validation import model_members
-from miras_search.yamlio import LineMap
+from miras_search.yamlio import LineMap, ancestor_line
 
 
 def _fields_at(path: tuple[str, ...]) -> tuple[list[type[BaseModel]], str | None]:
@@ -34,7 +34,7 @@ def unknown_path_problem(path: tuple[str, ...], where: tuple[str, ...],
     if unknown is None:
         return None
     allowed = sorted({name for m in models for name in m.model_fields})
-    line = next((lines[where[:cut]] for cut in range(len(where), 0, -1) if where[:cut] in lines), None)
+    line = ancestor_line(lines, where)
     return Problem(
         ".".join(where),
         f"'{unknown}' is not a field of the point here; allowed: {', '.join(allowed)}",

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from miras_search.errors import ConfigError, Problem
-from miras_search.yamlio import LineMap
+from miras_search.yamlio import LineMap, ancestor_line
 
 M = TypeVar("M", bound=BaseModel)
 _CROSS_RULE = re.compile(r"^([a-z_]+(?:\.[a-z_]+)+): ")
@@ -132,10 +132,7 @@ def problems_from(error: ValidationError, root: type[BaseModel], data: Any, line
 def _located(prefix: tuple[str, ...], path: list[str], message: str, lines: LineMap) -> Problem:
     """A Problem at ``prefix + path``, with the line of its nearest ancestor that has one."""
     full = (*prefix, *path)
-    for cut in range(len(full), -1, -1):
-        if full[:cut] in lines:
-            return Problem(".".join(full), message, lines[full[:cut]])
-    return Problem(".".join(full), message, None)
+    return Problem(".".join(full), message, ancestor_line(lines, full, root=True))
 
 
 def validate(model: type[M], data: Any, source: str, lines: LineMap | None = None,

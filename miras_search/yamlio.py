@@ -195,6 +195,13 @@ def read_yaml(path: str | Path) -> tuple[dict[str, Any], LineMap]:
     return parse_yaml(text, source)
 
 
+def ancestor_line(lines: LineMap, where: tuple[str, ...], *, root: bool = False) -> int | None:
+    """The line of ``where``, or of its nearest ancestor that has one (the document's own line
+    only with ``root``); None when none has."""
+    stop = -1 if root else 0
+    return next((lines[where[:cut]] for cut in range(len(where), stop, -1) if where[:cut] in lines), None)
+
+
 def yaml_kind(value: Any) -> str:
     """How a parsed YAML value reads to a user: 'mapping', 'list', 'boolean', 'number', ..."""
     if isinstance(value, dict):

@@ -18,7 +18,7 @@ from miras_search.errors import Problem
 from miras_search.schema import ModelPoint
 from miras_search.space.targets import iter_leaves
 from miras_search.validation import problems_by_error
-from miras_search.yamlio import LineMap
+from miras_search.yamlio import LineMap, ancestor_line
 
 _RULE_ERRORS = ("value_error", "assertion_error")
 """pydantic error types raised by the schema's own validators: rules over several fields."""
@@ -46,7 +46,7 @@ def _located(problem: Problem, base: dict[str, Any], lines: LineMap) -> Problem:
     else:  # from the preset combined with the base, e.g. a rule across two sections
         where = ("base",) if base else ("preset",)
         message = f"{problem.path or 'the point'}: {problem.message}"
-    line = next((lines[where[:cut]] for cut in range(len(where), 0, -1) if where[:cut] in lines), None)
+    line = ancestor_line(lines, where)
     return Problem(".".join(where), message, line)
 
 

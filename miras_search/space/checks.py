@@ -12,14 +12,14 @@ from typing import Any
 
 from miras_search.errors import Problem
 from miras_search.space.spec import Choice, Constraint, FloatRange, IntRange
-from miras_search.yamlio import LineMap, yaml_kind
+from miras_search.yamlio import LineMap, ancestor_line, yaml_kind
 
 _ONE_OF_SHAPE = "a mapping of option name -> sub-tree, e.g. {fast: {train: {chunk_size: 64}}}"
 
 
 def _problem(where: tuple[str, ...], message: str, lines: LineMap) -> Problem:
     """A Problem at ``where`` with the line of its nearest ancestor that has one."""
-    line = next((lines[where[:cut]] for cut in range(len(where), 0, -1) if where[:cut] in lines), None)
+    line = ancestor_line(lines, where)
     return Problem(".".join(where), message, line)
 
 

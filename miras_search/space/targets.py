@@ -25,7 +25,7 @@ from miras_search.schema import ModelPoint
 from miras_search.space.checks import node_kind
 from miras_search.space.spec import Choice, FloatRange, IntRange
 from miras_search.validation import model_members
-from miras_search.yamlio import LineMap
+from miras_search.yamlio import LineMap, ancestor_line
 
 Where = tuple[str, ...]
 """Location in the space file, e.g. ("params", "bias", "kind", "choice", "lp", "p")."""
@@ -157,10 +157,6 @@ def _is_section(models: list[type[BaseModel]], field: str) -> bool:
     return all(model_members(model.model_fields[field].annotation) for model in models)
 
 
-def _line(where: Where, lines: LineMap) -> int | None:
-    return next((lines[where[:cut]] for cut in range(len(where), 0, -1) if where[:cut] in lines), None)
-
-
 def _shown(value: Any) -> str:
     return "null" if value is None else repr(value)
 
@@ -187,7 +183,7 @@ def _choice_problems(node: Choice, where: Where, path: tuple[str, ...],
         if message is not None:
             at = (*where, "choice", str(option) if mapping else str(index))
             shown = at if mapping else (*where, "choice")
-            problems.append(Problem(".".join(shown), message, _line(at, lines)))
+            problems.append(Problem(".".join(shown), message, ancestor_line(lines, at)))
     return problems
 
 
@@ -256,14 +252,14 @@ def _leaf_problems(where: Where, path: tuple[str, ...], node: Any,
         return [Problem(".".join(where), (
             f"{'.'.join(path)} is a section of the point and must be a mapping of its fields "
             f"(allowed: {', '.join(_section_fields(models, field))}); got {node_kind(node)}"
-        ), _line(where, lines))]
+        ), ancestor_line(lines, where))]
     if isinstance(node, Choice):
         return _choice_problems(node, where, path, models, lines)
     if isinstance(node, IntRange | FloatRange):
         message = _range_message(node, path, models)
     else:
         message = _rejection(models, path, node, f"{_shown(node)}")
-    return [] if message is None else [Problem(".".join(where), message, _line(where, lines))]
+    return [] if message is None else [Problem(".".join(where), message, ancestor_line(lines, where))]
 
 
 def _section_fields(models: list[type[BaseModel]], field: str) -> list[str]:
