@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import optuna
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -101,6 +103,16 @@ def test_full_space_covers_every_option_of_the_four_axes(root):
     assert covered["algorithm"] == set(ALGORITHM_KINDS) - {"newton"}
     for name in preset_names():  # every Table-1 model's axes lie in the full space
         assert space.encode(preset(name), axes_only=True) is not None, name
+
+
+def test_full_space_draws_memory_kinds_evenly_and_rejects_nothing(root):
+    # A flat attention-vs-recurrent split used to give attention (16 distinct points) over half
+    # of all draws, and a quarter of the recurrent draws broke a cross-axis rule.
+    space = SearchSpace.load(root / "spaces" / "miras-full.yaml")
+    points = space.sample(400, seed=1, max_attempts=400)  # ConfigError if any draw is rejected
+    shares = Counter(p.memory.kind for p in points)
+    assert set(shares) == set(MEMORY_KINDS)
+    assert all(0.18 <= count / 400 <= 0.32 for count in shares.values()), shares
 
 
 _SPACE_HEAD = "type: space\nname: t\npreset: moneta\n"
