@@ -137,7 +137,21 @@ def test_the_terminal_leaderboard_agrees(journal):
     assert sorted(lines) == [1, 2, 3, 5]  # the duplicate #4 is not listed
     assert [lines[n].split("│")[1].strip() for n in (1, 2, 5, 3)] == ["1", "2", "3", "-"]
     assert {n for n, line in lines.items() if "★" in line} == {1, 2}
-    assert "breaks val_bpb <= 5.36" in lines[3]
+    header = next(line for line in result.output.splitlines() if "rank" in line)
+    assert header.split("┃")[-2].strip() == "breaks"
+    assert lines[3].split("│")[-2].strip() == "val_bpb <= 5.36"  # the rule; its value has a column
+
+
+def test_a_narrow_terminal_drops_metric_columns_before_it_cuts_the_axes(journal):
+    wide = _cli("report", NAME, "--storage", str(journal), "--out", str(journal.parent / "wide"))
+    narrow = CliRunner().invoke(app, ["report", NAME, "--storage", str(journal), "--out",
+                                      str(journal.parent / "narrow")], env={"COLUMNS": "125"})
+    assert narrow.exit_code == 0, narrow.output
+    rows = [line for line in narrow.output.splitlines() if "│ #" in line]
+    assert rows and all(len(line) <= 125 for line in rows)
+    assert "…" not in narrow.output  # nothing is cut to an ellipsis
+    assert "params" in wide.output and "params" not in narrow.output.split("leaderboard")[1]
+    assert "val_bpb <= 5.36" in narrow.output
 
 
 def _panels(fig: Figure) -> dict[str, Axes]:
@@ -261,6 +275,8 @@ def test_a_study_without_its_stored_limits_still_says_which_limit_is_broken(tmp_
     study.set_user_attr("study_file", {"type": "study", "name": NAME})  # a study file without its limits
     rows = {int(c[1]): c for _, c in _parse(build_report(study, tmp_path / "r").html).tables["leaderboard"]}
     assert rows[3][0] == "-" and rows[3][-1] == "breaks limit 2 (by 0.01)"
+    terminal = _cli("report", NAME, "--storage", str(journal), "--out", str(tmp_path / "t"))
+    assert "limit 2" in next(line for line in terminal.output.splitlines() if "│ #3 " in line)
 
 
 def test_the_terminal_says_so_when_no_trial_can_be_ranked(tmp_path):

@@ -62,7 +62,8 @@ def report(
     written = build_report(opened, out, top=top, confirm=_read_confirm(folder))
     if written.board:
         console.print(leaderboard_table(written.board, written.objectives, top=rows,
-                                        title=f"{escape(opened.study_name)}: leaderboard"))
+                                        title=f"{escape(opened.study_name)}: leaderboard",
+                                        width=console.width))
     else:
         console.print("[yellow]no complete trial to rank yet[/] (the report's summary says why)")
     console.print(f"wrote {escape(str(written.html))} and {len(written.images)} figures", highlight=False)

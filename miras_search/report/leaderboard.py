@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
@@ -78,11 +79,30 @@ def limit_text(row: TrialRow) -> str:
 
 
 def leaderboard_table(rows: Sequence[TrialRow], objectives: Sequence[ObjectiveInfo],
-                      top: int | None = None, title: str = "leaderboard") -> Table:
+                      top: int | None = None, title: str = "leaderboard",
+                      width: int | None = None) -> Table:
     """The terminal leaderboard (``board_rows``): rank, trial, role, the four axis choices,
-    objectives, metrics, the Pareto front (several objectives) and broken limits (if any)."""
+    objectives, metrics, the Pareto front (several objectives) and the limits a row breaks.
+
+    With ``width`` (the terminal's), metric columns are left out from the last one while the
+    table would be wider, so that the identifying columns are not cut to "me…".
+    """
     shown = list(rows[:top] if top else rows)
     metrics = shown_metrics(shown, objectives)
+    table = _board(shown, objectives, metrics, title)
+    while width is not None and metrics and _natural_width(table) > width:
+        metrics = metrics[:-1]
+        table = _board(shown, objectives, metrics, title)
+    return table
+
+
+def _natural_width(table: Table) -> int:
+    """Columns the table takes when nothing wraps."""
+    return Console(width=10_000).measure(table).maximum
+
+
+def _board(shown: list[TrialRow], objectives: Sequence[ObjectiveInfo], metrics: list[str],
+           title: str) -> Table:
     multi = len(objectives) > 1
     limits = any(not r.feasible for r in shown)
     table = Table(title=title)
@@ -90,13 +110,14 @@ def leaderboard_table(rows: Sequence[TrialRow], objectives: Sequence[ObjectiveIn
         table.add_column(column)
     for objective in objectives:
         arrow = "↓" if objective.minimize else "↑"
-        table.add_column(escape(f"{objective.name} {arrow}"), justify="right")
+        table.add_column(escape(f"{objective.name} {arrow}"), justify="right", no_wrap=True)
     for metric in metrics:
-        table.add_column(escape(metric), justify="right")
+        table.add_column(escape(metric), justify="right", no_wrap=True)
     if multi:
         table.add_column("front")
     if limits:
-        table.add_column("limit")
+        # the rules alone, one a line (a broken metric's value is in its column, when shown)
+        table.add_column("breaks")
     styles = {"named": "bold magenta", "baseline": "cyan", "searched": ""}
     for row in shown:
         cells = [rank_text(row), f"#{row.number}", escape(row.anchor or ""), *(escape(row.axes[a]) for a in AXES)]
@@ -105,6 +126,6 @@ def leaderboard_table(rows: Sequence[TrialRow], objectives: Sequence[ObjectiveIn
         if multi:
             cells.append("★" if row.on_front else "")
         if limits:
-            cells.append(escape(limit_text(row)))
+            cells.append(escape("\n".join(row.broken_rules)))
         table.add_row(*cells, style=styles[role(row)] if row.feasible else "dim")
     return table

@@ -60,6 +60,7 @@ class TrialRow:
     reused_from: int | None = None
     feasible: bool = True  # inside every limit of the study (study.records.is_feasible)
     broken_limits: tuple[str, ...] = ()  # "val_bpb = 5.368 breaks val_bpb <= 5.36", one per limit
+    broken_rules: tuple[str, ...] = ()  # the same limits as rules alone: "val_bpb <= 5.36"
     rank: int | None = None  # place in the study's ranking (`miras best`'s order); None: unranked
     on_front: bool = False  # on the study's Pareto front (for one objective: the best trial)
 
@@ -112,23 +113,26 @@ def study_limits(study: optuna.Study) -> list[Limit]:
         return []
 
 
-def broken_limits(trial: FrozenTrial, limits: list[Limit]) -> tuple[str, ...]:
-    """What each limit the trial breaks says (a positive ``constraints`` entry), with the
-    measured value when the trial stores it; a numbered limit when the study file is not stored."""
+def broken_limits(trial: FrozenTrial, limits: list[Limit]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The limits the trial breaks (positive ``constraints`` entries), twice: as sentences with
+    the measured value when the trial stores it ("val_bpb = 5.368 breaks val_bpb <= 5.36"), and
+    as the rules alone ("val_bpb <= 5.36"); a numbered limit when the study file is not stored."""
     violations = trial.user_attrs.get("constraints") or []
     metrics = trial.user_attrs.get("metrics") or {}
-    broken = []
+    sentences, rules = [], []
     for index, violation in enumerate(violations):
         if violation <= 0:
             continue
         if len(limits) != len(violations):
-            broken.append(f"breaks limit {index + 1} (by {violation:.4g})")
+            sentences.append(f"breaks limit {index + 1} (by {violation:.4g})")
+            rules.append(f"limit {index + 1}")
             continue
         limit = limits[index]
         value = metrics.get(limit.metric)
         measured = f"{limit.metric} = {float(value):.4g} " if _is_number(value) else ""
-        broken.append(f"{measured}breaks {limit.describe()}")
-    return tuple(broken)
+        sentences.append(f"{measured}breaks {limit.describe()}")
+        rules.append(limit.describe())
+    return tuple(sentences), tuple(rules)
 
 
 def trial_row(trial: FrozenTrial, limits: list[Limit] | None = None) -> TrialRow:
@@ -136,6 +140,7 @@ def trial_row(trial: FrozenTrial, limits: list[Limit] | None = None) -> TrialRow
     attrs = trial.user_attrs
     metrics = {k: float(v) for k, v in (attrs.get("metrics") or {}).items() if _is_number(v)}
     curve = [(int(step), float(loss)) for step, loss in attrs.get("curve") or []]
+    sentences, rules = broken_limits(trial, limits or [])
     return TrialRow(
         number=trial.number,
         state=trial.state.name,
@@ -151,7 +156,8 @@ def trial_row(trial: FrozenTrial, limits: list[Limit] | None = None) -> TrialRow
         point_key=attrs.get("point_key"),
         reused_from=attrs.get("reused_from"),
         feasible=is_feasible(trial),
-        broken_limits=broken_limits(trial, limits or []),
+        broken_limits=sentences,
+        broken_rules=rules,
     )
 
 
