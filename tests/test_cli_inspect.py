@@ -140,3 +140,14 @@ def test_schema_out_creates_missing_folders(tmp_path):
     result = runner.invoke(app, ["schema", "--out", str(tmp_path / "a" / "b")])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "a" / "b" / "point.schema.json").exists()
+
+
+def test_command_list_keeps_each_sentence_whole():
+    # Typer's rich help kept the docstrings' line breaks: "the\n points ..." in the command list.
+    result = CliRunner().invoke(app, ["--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    listed = {line.split("│")[1].split()[0]: line for line in result.output.splitlines()
+              if line.startswith("│ ") and len(line.split("│")[1].split()) > 1}
+    assert "export" in listed
+    assert "the points `miras best -n TOP` shows" in listed["export"]
+    assert "exit 1 if any is invalid" in listed["validate"]

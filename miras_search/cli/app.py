@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -25,6 +26,15 @@ errors = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def _help_text(function: Callable[..., Any]) -> str | None:
+    """The docstring with each paragraph on one line: Typer's rich help keeps a docstring's line
+    breaks, which broke sentences mid-way in `miras --help`'s narrow command column."""
+    doc = inspect.getdoc(function)
+    if doc is None:
+        return None
+    return "\n\n".join(" ".join(paragraph.split()) for paragraph in doc.split("\n\n"))
+
+
 def command(*args: Any, **kwargs: Any) -> Callable[[F], F]:
     """``app.command`` whose MirasErrors end as a readable message and exit code 1."""
 
@@ -37,6 +47,7 @@ def command(*args: Any, **kwargs: Any) -> Callable[[F], F]:
                 errors.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
                 raise typer.Exit(1) from None
 
+        kwargs.setdefault("help", _help_text(function))
         app.command(*args, **kwargs)(guarded)
         return function
 
