@@ -131,6 +131,37 @@ def test_split_is_by_content_and_disjoint():
     assert sorted("".join(pieces["train"] + pieces["validation"]).splitlines()) == sorted(long_doc.splitlines())
 
 
+def _paragraph(seed: int, lines: int = 6) -> str:
+    return "".join(f"paragraph {seed} says something long enough to be a passage, line {i}\n"
+                   for i in range(lines))
+
+
+def test_near_duplicates_land_in_one_split():
+    """A document quoted inside another (a help topic inside a longer one, a shared table) would
+    leak its text into the other split; they are split as one group."""
+    singles = [_paragraph(i) for i in range(300)]
+    quoting = [f"intro {i}\n" + singles[i] + f"outro {i}\n" for i in range(0, 300, 3)]
+    split = split_documents(singles + quoting, val_fraction=0.2)
+    assert split == split_documents(list(reversed(singles + quoting)), val_fraction=0.2)
+    where = {doc: name for name, docs in split.items() for doc in docs}
+    assert all(where[singles[i]] == where[quoting[i // 3]] for i in range(0, 300, 3))
+    in_val = sum(where[singles[i]] == "validation" for i in range(0, 300, 3))
+    assert 5 <= in_val <= 40  # the groups themselves are spread over both splits
+
+
+def test_validation_holds_about_val_fraction_of_the_text_despite_a_large_group():
+    """One group of a tenth of the text must not make a 5 % validation split three times too big."""
+    rare = "".join(f"a shared table row that many codec files repeat verbatim, row {i}\n" for i in range(8))
+    grouped = [f"codec {i}\n" + rare + "x" * 200 for i in range(40)]  # ~13 kB, one group
+    others = [_paragraph(i, lines=4) for i in range(400)]
+    for fraction in (0.05, 0.2):
+        split = split_documents(grouped + others, val_fraction=fraction)
+        chars = {name: sum(map(len, docs)) for name, docs in split.items()}
+        share = chars["validation"] / (chars["train"] + chars["validation"])
+        assert abs(share - fraction) < 0.35 * fraction, (fraction, share)
+        assert len({name for name, docs in split.items() for d in docs if d in grouped}) == 1
+
+
 def test_byte_tokenizer_round_trip():
     tok = ByteTokenizer()
     text = "plain ascii, é, 漢字, emoji 🙂"
