@@ -11,6 +11,7 @@ import os
 from functools import partial
 from typing import Literal
 
+import torch
 from pydantic import Field
 
 from miras_search.data._task import DataSourceSpec, Split
@@ -19,7 +20,8 @@ from miras_search.data.corpus import load_corpus
 from miras_search.data.files import files_fingerprint, iter_file_documents, iter_hf_documents
 from miras_search.data.store import TokenStore, build_store, recipe_key
 from miras_search.data.stream import Order, TextStream
-from miras_search.data.tokenizer import Tokenizer, load_tokenizer
+from miras_search.data.tokenizer import ByteTokenizer, Tokenizer, load_tokenizer
+from miras_search.data.vocab import IGNORE_INDEX, N_BYTES
 from miras_search.errors import MirasError
 
 Root = str | os.PathLike[str] | None
@@ -97,6 +99,17 @@ class TextSource:
     def bits_per_byte(self, loss: float, split: Split = "validation") -> float:
         """Bits per UTF-8 byte from a mean cross-entropy ``loss`` (nats per token) on ``split``."""
         return loss / math.log(2) / self.store.bytes_per_token(split)
+
+    def target_bytes(self, targets: torch.Tensor, split: Split = "validation") -> float:
+        """UTF-8 bytes of text that the scored ``targets`` [B, T] stand for.
+
+        Exact for the byte tokenizer (ids below 256 are bytes; the end-of-document token stands
+        for none); for a tokenizer.json, the split's bytes per token times the scored tokens.
+        """
+        scored = targets != IGNORE_INDEX
+        if self.tokenizer.name == ByteTokenizer.name:
+            return float((scored & (targets < N_BYTES)).sum())
+        return float(scored.sum()) * self.store.bytes_per_token(split)
 
     def stream(
         self,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -13,6 +14,15 @@ from miras_search.data import IGNORE_INDEX, SYNTHETIC_TASKS, DataMix
 
 LN2 = math.log(2.0)
 
+EVAL_SEED = 0
+"""The seed of every validation batch, whatever the training seed: all trials, seeds and workers
+of a study are scored on the same windows of text and the same synthetic examples, so that a
+difference between two runs is the models', not the sample's."""
+
+EXACT_MATCH_TASKS = frozenset({"niah"})
+"""Tasks scored per example (every answer token right), as needle-in-a-haystack benchmarks are:
+per token, a UUID answer earns a fifth of its score for its format alone."""
+
 
 def source_labels(mix: DataMix) -> list[str]:
     """Metric label of each source: its task name, or ``index:task`` when a task repeats."""
@@ -20,50 +30,77 @@ def source_labels(mix: DataMix) -> list[str]:
     return [t if tasks.count(t) == 1 else f"{i}:{t}" for i, t in enumerate(tasks)]
 
 
+@dataclass
+class _Tally:
+    """Sums over one source's validation batches."""
+
+    loss: float = 0.0  # nats, summed over scored targets
+    scored: int = 0  # targets that are not IGNORE_INDEX
+    hits: int = 0  # scored targets predicted right (argmax)
+    examples: int = 0  # rows with at least one scored target
+    exact: int = 0  # such rows with every scored target right
+    nbytes: float = 0.0  # UTF-8 bytes the scored targets stand for (text sources)
+
+    def add(self, logits: torch.Tensor, targets: torch.Tensor) -> None:
+        """logits [B, T, V] (float32), targets [B, T]."""
+        self.loss += F.cross_entropy(
+            logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
+        ).item()
+        mask = targets != IGNORE_INDEX
+        right = (logits.argmax(-1) == targets) & mask
+        has_answer = mask.any(dim=1)
+        self.scored += int(mask.sum())
+        self.hits += int(right.sum())
+        self.examples += int(has_answer.sum())
+        self.exact += int(((right == mask).all(dim=1) & has_answer).sum())
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, mix: DataMix, *, batches: int, batch_size: int, seq_len: int,
-             seed: int, device: torch.device,
-             autocast: contextlib.AbstractContextManager) -> dict[str, float]:
-    """Validation metrics per source and overall.
+             device: torch.device, autocast: contextlib.AbstractContextManager,
+             seed: int = EVAL_SEED) -> dict[str, float]:
+    """Validation metrics per source and overall, on ``batches`` batches of each source.
 
-    Returns ``loss/<source>`` (nats per scored token) for every source, ``acc/<task>`` (answer
-    accuracy) for synthetic tasks, and over the text sources ``val_loss`` and ``val_bpb`` (bits per
-    byte; byte-level tokenizers only). Without text sources, ``val_loss`` is the mean over sources.
+    Returns ``loss/<source>`` (nats per scored token) for every source; for synthetic tasks
+    ``acc/<task>`` (share of answer tokens right, or of examples with every answer token right
+    for EXACT_MATCH_TASKS); for text sources ``bpb/<source>`` (bits per UTF-8 byte of the
+    scored text); and over the text sources ``val_loss`` (nats per token) and ``val_bpb``
+    (their summed bits over their summed bytes). Without text sources, ``val_loss`` is the mean
+    over sources. Bytes are exact for the byte tokenizer (an end-of-document token covers none)
+    and the validation split's bytes per token for a tokenizer.json.
     """
     was_training = model.training
     model.eval()
     metrics: dict[str, float] = {}
-    text_sum = text_count = 0.0
+    text = _Tally()
     per_source: list[float] = []
     for source, spec, label in zip(mix.sources, mix.specs, source_labels(mix), strict=True):
-        loss_sum = 0.0
-        scored = hits = 0
+        tally = _Tally()
         for step in range(batches):
             batch = source.batch(batch_size, step=step, seed=seed, split="validation", seq_len=seq_len)
             inputs, targets = batch.inputs.to(device), batch.targets.to(device)
             with autocast:
                 logits = model(inputs)
-            logits = logits.float()
-            loss_sum += F.cross_entropy(
-                logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
-            ).item()
-            mask = targets != IGNORE_INDEX
-            scored += int(mask.sum())
-            hits += int(((logits.argmax(-1) == targets) & mask).sum())
-        mean = loss_sum / max(scored, 1)
+            tally.add(logits.float(), targets)
+            if spec.task not in SYNTHETIC_TASKS:
+                tally.nbytes += source.target_bytes(batch.targets)
+        mean = tally.loss / max(tally.scored, 1)
         metrics[f"loss/{label}"] = mean
         per_source.append(mean)
         if spec.task in SYNTHETIC_TASKS:
-            metrics[f"acc/{label}"] = hits / max(scored, 1)
+            exact = spec.task in EXACT_MATCH_TASKS
+            right, total = (tally.exact, tally.examples) if exact else (tally.hits, tally.scored)
+            metrics[f"acc/{label}"] = right / max(total, 1)
         else:
-            text_sum += loss_sum
-            text_count += scored
-            if getattr(spec, "tokenizer", "bytes") == "bytes":
-                metrics[f"bpb/{label}"] = mean / LN2
-    if text_count:
-        metrics["val_loss"] = text_sum / text_count
-        if any(k.startswith("bpb/") for k in metrics):
-            metrics["val_bpb"] = metrics["val_loss"] / LN2
+            if tally.nbytes:
+                metrics[f"bpb/{label}"] = tally.loss / LN2 / tally.nbytes
+            text.loss += tally.loss
+            text.scored += tally.scored
+            text.nbytes += tally.nbytes
+    if text.scored:
+        metrics["val_loss"] = text.loss / text.scored
+        if text.nbytes:
+            metrics["val_bpb"] = text.loss / LN2 / text.nbytes
     else:
         metrics["val_loss"] = sum(per_source) / len(per_source)
     accuracies = [v for k, v in metrics.items() if k.startswith("acc/")]
