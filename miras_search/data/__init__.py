@@ -8,6 +8,7 @@ from miras_search.data.batch import Batch, derive_seed, generator
 from miras_search.data.cache import cache_dir
 from miras_search.data.corpus import load_corpus
 from miras_search.data.documents import split_documents
+from miras_search.data.files import InvalidUTF8Warning
 from miras_search.data.metrics import answer_accuracy, sequence_accuracy
 from miras_search.data.mqar import MQAR
 from miras_search.data.niah import NeedleInHaystack
@@ -47,6 +48,7 @@ __all__ = [
     "FileTokenizer",
     "Files",
     "HFDataset",
+    "InvalidUTF8Warning",
     "NeedleInHaystack",
     "NoisyRecall",
     "SelectiveCopy",

@@ -4,12 +4,49 @@ and Hugging Face datasets (optional ``datasets`` package, needs network or a loc
 from __future__ import annotations
 
 import json
+import re
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from miras_search.errors import MirasError
 
 SUFFIXES = (".txt", ".jsonl", ".parquet")
+_ESCAPED = re.compile("[\udc80-\udcff]")
+"""Characters that errors='surrogateescape' decodes each invalid UTF-8 byte into (valid UTF-8
+never decodes to a lone surrogate)."""
+
+
+class InvalidUTF8Warning(UserWarning):
+    """A .txt / .jsonl data file holds bytes that are not valid UTF-8 (read as U+FFFD)."""
+
+
+def _replace_invalid(text: str) -> tuple[str, int]:
+    """``text`` decoded with errors='surrogateescape' -> (the text errors='replace' gives, the
+    number of invalid bytes)."""
+    invalid = len(_ESCAPED.findall(text))
+    if not invalid:
+        return text, 0
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace"), invalid
+
+
+def _warn_invalid(path: Path, invalid: int) -> None:
+    if invalid:
+        warnings.warn(
+            f"{path}: {invalid} byte(s) are not valid UTF-8; each invalid sequence was read as the "
+            "replacement character U+FFFD, so training and byte counts see text that differs from "
+            "the file. Save the file as UTF-8 to train on its exact text.",
+            InvalidUTF8Warning,
+            stacklevel=2,
+        )
+
+
+def _read_text(path: Path) -> str:
+    """The whole file as text (universal newlines), invalid UTF-8 as U+FFFD with one warning."""
+    with path.open(encoding="utf-8", errors="surrogateescape") as handle:
+        text, invalid = _replace_invalid(handle.read())
+    _warn_invalid(path, invalid)
+    return text
 
 
 def resolve_files(paths: Sequence[str | Path]) -> list[Path]:
@@ -34,8 +71,12 @@ def resolve_files(paths: Sequence[str | Path]) -> list[Path]:
 
 
 def _jsonl(path: Path, field: str) -> Iterator[str]:
-    with path.open(encoding="utf-8", errors="replace") as handle:
-        for number, line in enumerate(handle, start=1):
+    """``field`` of every record; invalid UTF-8 as U+FFFD, with one warning after the file."""
+    invalid = 0
+    with path.open(encoding="utf-8", errors="surrogateescape") as handle:
+        for number, raw in enumerate(handle, start=1):
+            line, bad = _replace_invalid(raw)
+            invalid += bad
             if not line.strip():
                 continue
             try:
@@ -54,6 +95,7 @@ def _jsonl(path: Path, field: str) -> Iterator[str]:
                     f"got {type(record[field]).__name__}"
                 )
             yield record[field]
+    _warn_invalid(path, invalid)
 
 
 def _parquet(path: Path, field: str) -> Iterator[str]:
@@ -75,10 +117,14 @@ def _parquet(path: Path, field: str) -> Iterator[str]:
 
 
 def iter_file_documents(paths: Sequence[str | Path], field: str = "text") -> Iterator[str]:
-    """Documents of the files: a whole .txt file, a .jsonl line's ``field``, a .parquet row's ``field``."""
+    """Documents of the files: a whole .txt file, a .jsonl line's ``field``, a .parquet row's ``field``.
+
+    Bytes of .txt / .jsonl files that are not valid UTF-8 are read as U+FFFD, with one
+    InvalidUTF8Warning per file giving their count.
+    """
     for path in resolve_files(paths):
         if path.suffix == ".txt":
-            yield path.read_text(encoding="utf-8", errors="replace")
+            yield _read_text(path)
         elif path.suffix == ".jsonl":
             yield from _jsonl(path, field)
         else:

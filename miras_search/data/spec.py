@@ -107,7 +107,7 @@ class DataMix:
     def __init__(self, specs: list[DataSpec], root: str | os.PathLike[str] | None = None):
         if not specs:
             raise MirasError("a data mixture needs at least one data source")
-        self.specs = list(specs)
+        self.specs = _share_corpus_split(list(specs))
         self.sources = [open_source(s, root) for s in self.specs]
         self.weights = torch.tensor([s.weight for s in self.specs], dtype=torch.float64)
         self.names = [f"{i}:{s.task}" for i, s in enumerate(self.specs)]
@@ -130,3 +130,56 @@ class DataMix:
         index = self.pick(step, seed, split)
         batch = self.sources[index].batch(batch_size, step=step, seed=seed, split=split, seq_len=seq_len)
         return self.names[index], batch
+
+    def seq_lens(self, seq_len: int) -> list[int]:
+        """Tokens per sequence of each source: its own ``seq_len``, else ``seq_len`` (the trial's)."""
+        return [spec.seq_len if spec.seq_len is not None else seq_len for spec in self.specs]
+
+    def train_steps(self, tokens: int, batch_size: int, seq_len: int, seed: int = 0) -> int:
+        """Training steps of ``batch(batch_size, step=0, 1, ...)`` that fit in ``tokens`` tokens.
+
+        Batch ``step`` holds ``batch_size * T`` tokens, T the length (see ``seq_lens``) of the
+        source that ``pick(step, seed)`` draws. The steps are counted in order while the next
+        batch still fits, so a run trains the budget rounded down to whole batches (less than one
+        batch short of it), and knows its step count, the length of its lr schedule, before
+        training. With a single length this is ``tokens // (batch_size * seq_len)``, as
+        ``Train.steps``. Raises MirasError when one batch of the longest source exceeds ``tokens``.
+        """
+        lengths = self.seq_lens(seq_len)
+        longest = max(range(len(lengths)), key=lengths.__getitem__)
+        if tokens < batch_size * lengths[longest]:
+            raise MirasError(
+                f"tokens ({tokens}) must cover at least one batch of every data source: source "
+                f"'{self.names[longest]}' has seq_len {lengths[longest]}, so one batch of batch_size "
+                f"{batch_size} is {batch_size * lengths[longest]} tokens; raise tokens to at least "
+                "that, or lower batch_size or that source's seq_len"
+            )
+        if len(set(lengths)) == 1:
+            return tokens // (batch_size * lengths[0])
+        # One pick per step (microseconds), negligible next to training that step.
+        steps = trained = 0
+        while True:
+            size = batch_size * lengths[self.pick(steps, seed)]
+            if trained + size > tokens:
+                return steps
+            trained, steps = trained + size, steps + 1
+
+
+def _share_corpus_split(specs: list[DataSpec]) -> list[DataSpec]:
+    """``specs`` with each corpus-haystack NIAH that leaves ``val_fraction`` unset given that of
+    the mix's embedded text corpus, so that no training haystack holds its validation text.
+
+    Of several TextCorpus sources the largest val_fraction is taken: validation is filled with
+    groups of documents in one fixed order up to val_fraction of the text, so the larger split's
+    training documents are (but for a group passed over at a boundary) training documents of
+    every smaller one too.
+    """
+    fractions = [spec.val_fraction for spec in specs if isinstance(spec, TextCorpus)]
+    if not fractions:
+        return specs
+    return [
+        spec.model_copy(update={"val_fraction": max(fractions)})
+        if isinstance(spec, NeedleInHaystack) and spec.haystack == "corpus" and spec.val_fraction is None
+        else spec
+        for spec in specs
+    ]

@@ -15,7 +15,9 @@ SEED_MAX = 2**32 - 1
 class Train(Schema):
     """How a point is trained in a trial (the trial config may override the budget)."""
 
-    tokens: int = Field(200_000, ge=1, description="Token budget of a training run.")
+    tokens: int = Field(
+        200_000, ge=1, description="Token budget of a training run, rounded down to whole batches."
+    )
     batch_size: int = Field(8, ge=1, le=4096)
     seq_len: int = Field(256, ge=1, le=1_048_576)
     lr: float = Field(3e-3, gt=0.0, le=1.0)
@@ -55,5 +57,8 @@ class Train(Schema):
 
     @property
     def steps(self) -> int:
-        """Optimiser steps the token budget buys."""
+        """Optimiser steps the token budget buys when every batch is ``batch_size * seq_len``
+        tokens: the budget is rounded down to whole batches (tokens=5000, batch_size=2,
+        seq_len=64 gives 39 steps, 4992 tokens). A trial whose data sources set their own
+        ``seq_len`` counts its steps with ``DataMix.train_steps`` instead."""
         return self.tokens // (self.batch_size * self.seq_len)

@@ -62,12 +62,18 @@ class TrialConfig(Schema):
     """How one point is trained and measured. Budget fields override the point's ``train``."""
 
     data: list[DataSpec] = Field(default_factory=_default_data, min_length=1)
-    tokens: int | None = Field(None, ge=1, description="Training tokens (default: point.train.tokens).")
+    tokens: int | None = Field(
+        None, ge=1,
+        description="Training tokens (default: point.train.tokens), rounded down to whole batches.",
+    )
     batch_size: int | None = Field(None, ge=1, le=4096)
     seq_len: int | None = Field(None, ge=1, le=1_048_576)
     eval_batches: int = Field(4, ge=1, description="Held-out batches per data source.")
     eval_batch_size: int | None = Field(None, ge=1, description="Default: the training batch size.")
-    report_every: int = Field(10, ge=1, description="Steps between intermediate reports (pruning).")
+    report_every: int = Field(
+        10, ge=1,
+        description="Steps between intermediate reports (pruning); the final step is reported too, never pruned.",
+    )
     seed: int | None = Field(None, ge=0, description="Default: point.train.seed.")
     time_limit_s: float | None = Field(None, gt=0, description="Wall-clock limit of one trial.")
     max_loss: float = Field(20.0, gt=0, description="A training loss above this means divergence.")

@@ -28,7 +28,7 @@ class TrialResult:
 
     metrics: name -> value (val_loss, val_bpb, acc/<task>, tokens_per_s, peak_mem_mb, params,
     state_size, wall_s, ...); for a failed trial, whatever was measured before it failed.
-    curve: (step, training loss) every ``report_every`` steps.
+    curve: (step, training loss) every ``report_every`` steps and at the final step.
     """
 
     status: Status

@@ -34,7 +34,9 @@ from miras_search.validation import problems_from
 log = logging.getLogger(__name__)
 
 Reporter = Callable[[int, float], bool | None]
-"""Called as ``report(step, training_loss)`` every ``report_every`` steps; False stops (prunes)."""
+"""Called as ``report(step, training_loss)`` every ``report_every`` steps and at the final step;
+False stops (prunes) the trial, except at the final step: a trial that trained its whole budget
+is always evaluated."""
 
 
 class _TimedBatches:
@@ -76,10 +78,14 @@ def run_trial(point: ModelPoint, config: TrialConfig | None = None, report: Repo
               progress: Callable[[StepInfo], None] | None = None) -> TrialResult:
     """Train ``point`` for the trial's token budget and evaluate it; never raises for the point.
 
+    The budget is ``train.tokens`` rounded down to whole batches, counted with each data source's
+    own ``seq_len`` (``DataMix.train_steps``); ``metrics['tokens']`` is what was trained.
+
     Args:
         point: the architecture; ``config`` overrides its budget (tokens, batch, seq_len, seed).
         config: data mix, budget, evaluation, bounds, objective (default: TrialConfig()).
-        report: intermediate-value hook (the study turns it into Optuna pruning).
+        report: intermediate-value hook (the study turns it into Optuna pruning), called every
+            ``config.report_every`` steps and at the final step, whose answer cannot prune.
         device: overrides ``config.device``.
         progress: called after every optimiser step (progress bars).
     Raises ConfigError only for a config that cannot describe any trial (bad data spec).
@@ -154,6 +160,10 @@ def _run(point: ModelPoint, config: TrialConfig, report: Reporter | None,
             "build", f"block.vocab_size ({point.block.vocab_size}) is smaller than the data's "
             f"vocabulary ({mix.vocab_size} ids); set block.vocab_size to at least {mix.vocab_size}"
         )
+    try:
+        steps = mix.train_steps(train.tokens, train.batch_size, train.seq_len, train.seed)
+    except MirasError as error:
+        raise TrialFailed("build", str(error)) from None
     metrics["params"] = float(param_count(point))
     metrics["state_size"] = float(state_size(point))
     torch.manual_seed(train.seed)
@@ -174,15 +184,18 @@ def _run(point: ModelPoint, config: TrialConfig, report: Reporter | None,
                 "time_limit", f"the trial ran past its time limit of {config.time_limit_s:g} s "
                 f"at step {info.step} of {info.steps}"
             )
-        if info.step % config.report_every == 0 or info.step == info.steps:
+        final = info.step == info.steps
+        if info.step % config.report_every == 0 or final:
             curve.append((info.step, info.loss))
             metrics["train_loss"] = info.loss
-            if report is not None and report(info.step, info.loss) is False:
+            # The final step is reported for the curve, but pruning then would only throw away
+            # a fully trained trial before its evaluation.
+            if report is not None and report(info.step, info.loss) is False and not final:
                 stopped["pruned"] = True
                 return False
         return True
 
-    trained = train_tokens(point, batches, steps=train.steps, on_step=on_step, device=device, model=model)
+    trained = train_tokens(point, batches, steps=steps, on_step=on_step, device=device, model=model)
     _record_kernel_use(model, device, metrics)
     metrics["tokens"] = float(trained.tokens)
     metrics["tokens_per_s"] = trained.tokens_per_s
@@ -193,7 +206,7 @@ def _run(point: ModelPoint, config: TrialConfig, report: Reporter | None,
     metrics.update(evaluate(
         model, mix, batches=config.eval_batches,
         batch_size=config.eval_batch_size or train.batch_size, seq_len=train.seq_len,
-        seed=train.seed, device=device, autocast=autocast_context(point, device),
+        device=device, autocast=autocast_context(point, device),
     ))
     eval_s = time.perf_counter() - eval_start
     metrics["eval_s"] = eval_s
