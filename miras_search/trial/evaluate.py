@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from miras_search.data import IGNORE_INDEX, SYNTHETIC_TASKS, DataMix
+from miras_search.data.metrics import AnswerCounts, answer_counts
 
 LN2 = math.log(2.0)
 
@@ -35,10 +36,7 @@ class _Tally:
     """Sums over one source's validation batches."""
 
     loss: float = 0.0  # nats, summed over scored targets
-    scored: int = 0  # targets that are not IGNORE_INDEX
-    hits: int = 0  # scored targets predicted right (argmax)
-    examples: int = 0  # rows with at least one scored target
-    exact: int = 0  # such rows with every scored target right
+    answers: AnswerCounts = field(default_factory=AnswerCounts)
     nbytes: float = 0.0  # UTF-8 bytes the scored targets stand for (text sources)
 
     def add(self, logits: torch.Tensor, targets: torch.Tensor) -> None:
@@ -46,13 +44,7 @@ class _Tally:
         self.loss += F.cross_entropy(
             logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
         ).item()
-        mask = targets != IGNORE_INDEX
-        right = (logits.argmax(-1) == targets) & mask
-        has_answer = mask.any(dim=1)
-        self.scored += int(mask.sum())
-        self.hits += int(right.sum())
-        self.examples += int(has_answer.sum())
-        self.exact += int(((right == mask).all(dim=1) & has_answer).sum())
+        self.answers += answer_counts(logits, targets)
 
 
 @torch.no_grad()
@@ -84,21 +76,22 @@ def evaluate(model: nn.Module, mix: DataMix, *, batches: int, batch_size: int, s
             tally.add(logits.float(), targets)
             if spec.task not in SYNTHETIC_TASKS:
                 tally.nbytes += source.target_bytes(batch.targets)
-        mean = tally.loss / max(tally.scored, 1)
+        mean = tally.loss / max(tally.answers.tokens, 1)
         metrics[f"loss/{label}"] = mean
         per_source.append(mean)
         if spec.task in SYNTHETIC_TASKS:
+            a = tally.answers
             exact = spec.task in EXACT_MATCH_TASKS
-            right, total = (tally.exact, tally.examples) if exact else (tally.hits, tally.scored)
+            right, total = (a.right_examples, a.examples) if exact else (a.right_tokens, a.tokens)
             metrics[f"acc/{label}"] = right / max(total, 1)
         else:
             if tally.nbytes:
                 metrics[f"bpb/{label}"] = tally.loss / LN2 / tally.nbytes
             text.loss += tally.loss
-            text.scored += tally.scored
+            text.answers += tally.answers
             text.nbytes += tally.nbytes
-    if text.scored:
-        metrics["val_loss"] = text.loss / text.scored
+    if text.answers.tokens:
+        metrics["val_loss"] = text.loss / text.answers.tokens
         if text.nbytes:
             metrics["val_bpb"] = text.loss / LN2 / text.nbytes
     else:
