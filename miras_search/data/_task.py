@@ -32,8 +32,11 @@ class SyntheticTask(DataSourceSpec):
         """Shortest sequence length T that holds the task's layout."""
         raise NotImplementedError
 
-    def generate(self, batch_size: int, seq_len: int, gen: torch.Generator) -> Batch:
-        """Draw a batch: inputs and targets [batch_size, seq_len] (targets -100 off the answers)."""
+    def generate(self, batch_size: int, seq_len: int, gen: torch.Generator, split: Split = "train") -> Batch:
+        """Draw a batch: inputs and targets [batch_size, seq_len] (targets -100 off the answers).
+
+        ``gen`` already differs per split; ``split`` is for tasks that read split data (a corpus).
+        """
         raise NotImplementedError
 
     @model_validator(mode="after")
@@ -74,6 +77,6 @@ class SyntheticTask(DataSourceSpec):
             raise MirasError(f"batch_size must be >= 1, got {batch_size}")
         length = self.resolve_seq_len(seq_len)
         gen = generator("synthetic", self.task, seed, split, step)
-        batch = self.generate(batch_size, length, gen)
+        batch = self.generate(batch_size, length, gen, split)
         assert batch.inputs.shape == (batch_size, length), batch.inputs.shape
         return batch

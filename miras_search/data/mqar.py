@@ -17,7 +17,7 @@ import torch
 from pydantic import Field, model_validator
 
 from miras_search.data._sampling import distinct, place
-from miras_search.data._task import SyntheticTask
+from miras_search.data._task import Split, SyntheticTask
 from miras_search.data.batch import Batch
 from miras_search.data.vocab import N_BYTES, PAD
 
@@ -52,7 +52,7 @@ class MQAR(SyntheticTask):
     def min_seq_len(self) -> int:
         return 2 * self.num_pairs + 2 * self.queries - 1
 
-    def generate(self, batch_size: int, seq_len: int, gen: torch.Generator) -> Batch:
+    def generate(self, batch_size: int, seq_len: int, gen: torch.Generator, split: Split = "train") -> Batch:
         """inputs, targets: [batch_size, seq_len]."""
         B, N, Q, half = batch_size, self.num_pairs, self.queries, self.vocab_size // 2
         keys = distinct(half, N, B, gen)  # [B, N], distinct: every answer is unique

@@ -24,7 +24,7 @@ import torch
 from pydantic import Field
 
 from miras_search.data._task import Split, SyntheticTask
-from miras_search.data.batch import Batch, generator
+from miras_search.data.batch import Batch
 from miras_search.data.vocab import BOS, EOS
 from miras_search.errors import MirasError
 
@@ -127,23 +127,6 @@ class NeedleInHaystack(SyntheticTask):
             if context.count(answer) == 1:
                 return context + answer
         raise MirasError(f"could not draw a {self.needle} that is unique in its haystack")
-
-    def batch(
-        self,
-        batch_size: int,
-        *,
-        step: int,
-        seed: int = 0,
-        split: Split = "train",
-        seq_len: int | None = None,
-    ) -> Batch:
-        """Batch ``step`` of (seed, split), inputs and targets [batch_size, T], seeded as
-        ``SyntheticTask.batch`` (which cannot pass ``split`` on): a corpus haystack is text of
-        the corpus's ``split``."""
-        if batch_size < 1:
-            raise MirasError(f"batch_size must be >= 1, got {batch_size}")
-        length = self.resolve_seq_len(seq_len)
-        return self.generate(batch_size, length, generator("synthetic", self.task, seed, split, step), split)
 
     def generate(self, batch_size: int, seq_len: int, gen: torch.Generator, split: Split = "train") -> Batch:
         """inputs, targets: [batch_size, seq_len]; targets scored on the answer bytes only; a

@@ -19,7 +19,7 @@ import torch
 from pydantic import Field, model_validator
 
 from miras_search.data._sampling import distinct, distinct_tuples, place, scatter_items
-from miras_search.data._task import SyntheticTask
+from miras_search.data._task import Split, SyntheticTask
 from miras_search.data.batch import Batch
 from miras_search.data.vocab import N_BYTES, SEP
 
@@ -62,7 +62,7 @@ class NoisyRecall(SyntheticTask):
     def min_seq_len(self) -> int:
         return (self.num_pairs + self.queries) * self.pair_len  # + SEP - the unused last token
 
-    def generate(self, batch_size: int, seq_len: int, gen: torch.Generator) -> Batch:
+    def generate(self, batch_size: int, seq_len: int, gen: torch.Generator, split: Split = "train") -> Batch:
         """inputs, targets: [batch_size, seq_len]."""
         B, N, Q, half = batch_size, self.num_pairs, self.queries, self.vocab_size // 2
         keys = distinct_tuples(half, self.key_len, N, B, gen)  # [B, N, key_len]

@@ -16,7 +16,7 @@ import torch
 from pydantic import Field
 
 from miras_search.data._sampling import place
-from miras_search.data._task import SyntheticTask
+from miras_search.data._task import Split, SyntheticTask
 from miras_search.data.batch import Batch
 from miras_search.data.vocab import N_BYTES, PAD, SEP
 
@@ -31,7 +31,7 @@ class SelectiveCopy(SyntheticTask):
     def min_seq_len(self) -> int:
         return 2 * self.num_tokens
 
-    def generate(self, batch_size: int, seq_len: int, gen: torch.Generator) -> Batch:
+    def generate(self, batch_size: int, seq_len: int, gen: torch.Generator, split: Split = "train") -> Batch:
         """inputs, targets: [batch_size, seq_len]."""
         B, N = batch_size, self.num_tokens
         context = seq_len - N  # + SEP + N answers = T + 1 tokens
