@@ -23,9 +23,9 @@ from miras_search.kernels.mlp_chunk.chunk import compile_specs as mlp_specs
 
 MLP_POINTS = {
     "moneta": (MlpMemoryConfig("gelu", True, "lq", q=4.0), BiasConfig("lp"), False),
-    "yaad": (MlpMemoryConfig("gelu", True, "l2"), BiasConfig("huber_switch"), False),
+    "yaad": (MlpMemoryConfig("gelu", True, "l2", gradient_at="previous"), BiasConfig("huber_switch"), False),
     "memora": (MlpMemoryConfig("gelu", True, "kl"), BiasConfig("l2"), False),
-    "titans": (MlpMemoryConfig("gelu", True, "l2"), BiasConfig("l2"), True),
+    "titans": (MlpMemoryConfig("gelu", True, "l2", gradient_at="previous"), BiasConfig("l2"), True),
 }
 MATRIX_POINTS = {  # bias, alpha, momentum, head dims (huber_switch: tf32x3, which fits up to 64)
     "gated_deltanet": (BiasConfig("l2"), "head", False, (64, 128)),

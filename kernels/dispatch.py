@@ -92,6 +92,8 @@ def _matrix_kernel(rule: Any, bias: BiasConfig, modes: dict[str, str]) -> Callab
     algorithm = _kind(rule.algorithm)
     if algorithm not in ("gd", "momentum") or _kind(rule.retention) not in ("none", "l2"):
         return None
+    if getattr(rule.retention, "gradient_at", "retained") != "retained":  # errors at beta_i W_0 only
+        return None
     if algorithm == "momentum" and modes.get("alpha") == "channel":
         return None
     from .matrix_chunk import chunk_matrix_memory
@@ -108,7 +110,8 @@ def _mlp_kernel(rule: Any, bias: BiasConfig, modes: dict[str, str]) -> Callable[
         return None
     from .mlp_chunk import MlpMemoryConfig, chunk_mlp_memory
 
-    config = MlpMemoryConfig(activation, layer_norm, retention, q, scale)
+    gradient_at = getattr(rule.retention, "gradient_at", "retained")
+    config = MlpMemoryConfig(activation, layer_norm, retention, q, scale, gradient_at)
     return functools.partial(chunk_mlp_memory, config=config, bias=bias)
 
 

@@ -65,7 +65,7 @@ PRESET_AXES: dict[str, dict[str, Any]] = {
     },
     "titans": {
         "memory": _DEEP, "bias": {"kind": "l2"},
-        "retention": {"kind": "l2", "alpha": {"mode": "head", "value": 0.95}},
+        "retention": {"kind": "l2", "gradient_at": "previous", "alpha": {"mode": "head", "value": 0.95}},
         "algorithm": {"kind": "momentum", "eta": _HEAD, "theta": {"mode": "head", "value": 0.9}},
     },
     "transformer": {
@@ -80,7 +80,7 @@ PRESET_AXES: dict[str, dict[str, Any]] = {
     "yaad": {
         "memory": _DEEP,
         "bias": {"kind": "huber", "variant": "switch", "delta": {"mode": "head", "value": 1.0}},
-        "retention": {"kind": "l2", "alpha": {"mode": "head", "value": 0.95}},
+        "retention": {"kind": "l2", "gradient_at": "previous", "alpha": {"mode": "head", "value": 0.95}},
         "algorithm": {"kind": "gd", "eta": _HEAD},
     },
     "memora": {

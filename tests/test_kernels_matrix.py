@@ -316,6 +316,7 @@ def test_bad_inputs_name_the_field():
 
 def test_dispatch_covers_the_matrix_points():
     from miras_search.presets import preset
+    from miras_search.schema import ModelPoint
 
     covered = {name: kernel_for(preset(name)) is not None for name in (
         "linear_attention", "retnet", "gla", "mamba2", "deltanet", "gated_deltanet",
@@ -325,6 +326,10 @@ def test_dispatch_covers_the_matrix_points():
         "gated_deltanet": True, "ttt_linear": True, "longhorn": False, "titans": True,
         "moneta": True, "yaad": True, "memora": True, "transformer": False,  # MLP kernel
     }
+    # the matrix kernel takes the errors at the retained beta_i W_0 only
+    data = preset("gated_deltanet").model_dump()
+    data["retention"]["gradient_at"] = "previous"
+    assert kernel_for(ModelPoint.model_validate(data)) is None
 
 
 def test_dispatch_kernel_runs_with_its_bias():

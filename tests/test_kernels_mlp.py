@@ -93,10 +93,10 @@ def check(inputs, config, bias, chunk_size, dtype=torch.float32, tol=5e-3, devic
 # ---- kernel == reference (CPU interpreter: small shapes) -----------------------------------
 NAMED = {
     "moneta": (MlpMemoryConfig("gelu", True, "lq", q=4.0), BiasConfig("lp", p=3.0)),
-    "yaad": (MlpMemoryConfig("gelu", True, "l2"), BiasConfig("huber_switch")),
+    "yaad": (MlpMemoryConfig("gelu", True, "l2", gradient_at="previous"), BiasConfig("huber_switch")),
     "memora": (MlpMemoryConfig("gelu", True, "kl", scale=1.0), BiasConfig("l2")),
     "ttt_mlp": (MlpMemoryConfig("gelu", True, "none"), BiasConfig("l2")),
-    "titans": (MlpMemoryConfig("gelu", True, "l2"), BiasConfig("l2")),  # + momentum
+    "titans": (MlpMemoryConfig("gelu", True, "l2", gradient_at="previous"), BiasConfig("l2")),  # + momentum
 }
 
 
@@ -124,6 +124,23 @@ def test_momentum_with_every_retention(retention, bias):
 def test_every_bias_and_retention(bias, retention):
     config = MlpMemoryConfig("gelu", True, retention)
     check(make_inputs(1, 21, 1, 16, 32, bias, retention), config, BiasConfig(bias), 16)
+
+
+@pytest.mark.parametrize("gradient_at", ["retained", "previous"])
+@pytest.mark.parametrize("momentum", [False, True])
+def test_l2_retention_takes_the_gradient_where_it_says(gradient_at, momentum):
+    """'retained': at beta_i W_0 (Gated DeltaNet's order, whose alpha gradient also flows through
+    the key pass); 'previous': at W_0 (Titans, Yaad)."""
+    config = MlpMemoryConfig("gelu", True, "l2", gradient_at=gradient_at)
+    check(make_inputs(1, 37, 2, 16, 32, "huber_switch", momentum=momentum), config, BiasConfig("huber_switch"), 16)
+
+
+def test_the_two_gradient_points_give_different_memories():
+    x = make_inputs(1, 21, 1, 16, 32, "l2")
+    x["alpha"] = 0.5 * x["alpha"]  # strong decay: the points differ a lot
+    outs = [naive_chunk_mlp_memory(**x, config=MlpMemoryConfig("gelu", True, "l2", gradient_at=at),
+                                   bias="l2", chunk_size=16) for at in ("retained", "previous")]
+    assert rel_err(outs[0], outs[1]) > 1e-2
 
 
 @pytest.mark.parametrize("activation", ["gelu", "silu", "relu"])
@@ -189,6 +206,7 @@ _BIASES = {
 }
 _RETENTIONS = {
     "none": {"kind": "none"}, "l2": {"kind": "l2", "alpha": HEAD},
+    "l2_previous": {"kind": "l2", "gradient_at": "previous", "alpha": HEAD},
     "lq": {"kind": "lq", "q": 4.0, "alpha": HEAD}, "kl": {"kind": "kl", "scale": 2.0, "alpha": HEAD},
 }
 
@@ -213,7 +231,7 @@ def test_reference_equals_memory_chunked_form(bias, retention, activation, layer
     run = kernel_for(point)
     assert run is not None
     rule = MemoryRule.from_point(point)
-    x = make_inputs(2, 37, 2, 8, 32, bias, retention, seed=3, momentum=algorithm == "momentum")
+    x = make_inputs(2, 37, 2, 8, 32, bias, retention.split("_")[0], seed=3, momentum=algorithm == "momentum")
     params = [p.double() for p in rule.initial_parameters(2, 8, 8)]
     gates = MemoryGates(x["eta"], x["alpha"], x["theta"], x["delta"])
     o_memory = memory_forward(rule, x["q"], x["k"], x["v"], gates, params, "chunked", 16)
@@ -231,6 +249,7 @@ def test_dispatch_covers_the_mlp_family():
     moneta = kernel_for(preset("moneta")).keywords
     assert moneta["config"] == MlpMemoryConfig("gelu", True, "lq", q=4.0, scale=1.0)
     assert moneta["bias"].kind == "lp"
+    assert kernel_for(preset("yaad")).keywords["config"].gradient_at == "previous"
     deep = ModelPoint.model_validate({
         "memory": {"kind": "mlp", "depth": 3}, "bias": {"kind": "l2"},
         "retention": {"kind": "l2", "alpha": HEAD}, "algorithm": {"kind": "gd", "eta": HEAD},

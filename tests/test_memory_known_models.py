@@ -1,9 +1,10 @@
 """Known sequence models, written here independently, reproduced by the memory ops (float64).
 
-With l2 retention the ops "retain, then learn": the step's gradient is taken at the retained
-memory, W_t = alpha_t W_{t-1} - eta_t (alpha_t W_{t-1} k_t - v_t) k_t^T, which is Gated DeltaNet's
-(and Gated DeltaProduct's) order, so these models are called with alpha = exp(g), eta = beta and
-their own k, v (no remapping of the inputs).
+With l2 retention and gradient_at 'retained' (the default) the ops "retain, then learn": the
+step's gradient is taken at the retained memory, W_t = alpha_t W_{t-1} - eta_t (alpha_t W_{t-1}
+k_t - v_t) k_t^T, which is Gated DeltaNet's (and Gated DeltaProduct's) order, so these models are
+called with alpha = exp(g), eta = beta and their own k, v (no remapping of the inputs). Titans
+(and Yaad) take it at W_{t-1} ('previous'), as their papers write the update.
 """
 
 from __future__ import annotations
@@ -128,8 +129,8 @@ def test_linear_attention_and_retnet(form: dict) -> None:
 def test_titans_matches_autograd_recurrence() -> None:
     """Titans' MLP memory with momentum, gradients from torch.autograd (not the hand backprop).
 
-    Retain, then learn: the surprise gradient is taken at the retained weights P = alpha W_{t-1};
-    S_t = theta S_{t-1} - eta grad l(P); W_t = P + S_t.
+    As the Titans paper writes it: the surprise gradient is taken at W_{t-1};
+    S_t = theta S_{t-1} - eta grad l(W_{t-1}); W_t = alpha W_{t-1} + S_t.
     """
     d, length = 8, 20
     rule = MemoryRule.from_point(preset("titans"))
@@ -152,11 +153,10 @@ def test_titans_matches_autograd_recurrence() -> None:
     expected = []
     for t in range(length):
         th, et, al = (x[:, t, :, None, None] for x in (theta, eta, alpha))
-        retained = [al * w for w in ws]
-        loss = 0.5 * (mlp(*retained, k[:, t]) - v[:, t]).square().sum()
-        grads = torch.autograd.grad(loss, retained, create_graph=True)  # d loss / d P
+        loss = 0.5 * (mlp(*ws, k[:, t]) - v[:, t]).square().sum()
+        grads = torch.autograd.grad(loss, ws, create_graph=True)  # d loss / d W_{t-1}
         mom = [th * s - et * g for s, g in zip(mom, grads, strict=True)]
-        ws = [p + s for p, s in zip(retained, mom, strict=True)]
+        ws = [al * w + s for w, s in zip(ws, mom, strict=True)]
         expected.append(mlp(*ws, q[:, t]))
     expected = torch.stack(expected, 1)
     gates = MemoryGates(eta=eta, alpha=alpha, theta=theta)

@@ -82,6 +82,30 @@ def test_l2_retention_retains_then_learns() -> None:
     assert torch.allclose(out, torch.tensor([0.25, 1.0], dtype=D64), atol=1e-12)
 
 
+def test_l2_retention_at_the_previous_memory_learns_then_retains() -> None:
+    # Titans' and Yaad's order, same case: e = W_0 k - v = [1, -1]; G = [[1, 0], [-1, 0]];
+    # W_1 = 0.5 W_0 - 0.5 G = [[0, 0], [0.5, 0.5]] -> o = [0, 1].
+    point = ModelPoint(memory={"kind": "matrix", "init": "learned"}, bias={"kind": "l2"},
+                       retention={"kind": "l2", "gradient_at": "previous"}, algorithm={"kind": "gd"})
+    out = _one_token(point, k=[1, 0], v=[0, 1], q=[1, 1], eta=0.5, alpha=0.5,
+                     params=[[[1.0, 0.0], [0.0, 1.0]]])
+    assert torch.allclose(out, torch.tensor([0.0, 1.0], dtype=D64), atol=1e-12)
+
+
+def test_exact_delta_form_refuses_the_previous_gradient_point() -> None:
+    data = preset("gated_deltanet").model_dump()
+    data["retention"]["gradient_at"] = "previous"
+    point = ModelPoint.model_validate(data)
+    assert not point.uses_exact_delta()  # train.chunk_form 'auto' picks the minibatch form
+    with pytest.raises(ValueError, match="gradient_at 'retained'"):
+        ModelPoint.model_validate({**data, "train": {**data["train"], "chunk_form": "exact_delta"}})
+    rule = MemoryRule.from_point(point)
+    x = torch.randn(1, 5, 1, 4, dtype=D64)
+    gates = MemoryGates(eta=torch.full((1, 5, 1), 0.5, dtype=D64), alpha=torch.full((1, 5, 1), 0.9, dtype=D64))
+    with pytest.raises(UnsupportedPoint, match="gradient_at 'previous'"):
+        memory_forward(rule, x, x, x, gates, [], chunk_form="exact_delta")
+
+
 def test_memora_one_kl_step() -> None:
     # param 0 -> W_0 = softmax rows = [[0.5, 0.5], [0.5, 0.5]] (c = 1).
     # k = [1, 0], v = [1, 0]: e = W_0 k - v = [-0.5, 0.5]; G = e k^T = [[-0.5, 0], [0.5, 0]].

@@ -219,7 +219,7 @@ def _load_segment(q, k, v, eta, alpha, theta, delta, b, h, start, size, T, H,
 
 
 @triton.jit
-def _decays(la, lth, et, C: tl.constexpr, RET: tl.constexpr, MOM: tl.constexpr):
+def _decays(la, lth, et, C: tl.constexpr, RETAIN_FIRST: tl.constexpr, MOM: tl.constexpr):
     """b = exp(L) [C], the gradient scale s [C], D [C, C] and for momentum Dt [C, C] (theta's
     D) and m [C] (how much of S_0 reaches t); the step weights W = coef * eta [C, C] with
     coef = D (gd) or D @ Dt (momentum). Without momentum Dt and m are placeholders."""
@@ -228,7 +228,7 @@ def _decays(la, lth, et, C: tl.constexpr, RET: tl.constexpr, MOM: tl.constexpr):
     lb = tl.cumsum(la, 0)
     bt = tl.exp(lb)
     D = tl.exp(tl.where(causal, lb[:, None] - lb[None, :], float("-inf")))
-    if RET == 1:
+    if RETAIN_FIRST:
         s = bt
     else:
         s = tl.full([C], 1.0, tl.float32)
@@ -328,7 +328,7 @@ def _fwd_kernel(
     T, H, NS, P_EXP, SHARP, EPS, RADIUS, QX, SCALE,
     C: tl.constexpr, K: tl.constexpr, HD: tl.constexpr, BIAS: tl.constexpr, NEPS: tl.constexpr,
     SMOOTH: tl.constexpr, ACT: tl.constexpr, LN: tl.constexpr, RET: tl.constexpr,
-    HAS_ALPHA: tl.constexpr, MOM: tl.constexpr, NEEDS_DELTA: tl.constexpr, SAVE: tl.constexpr,
+    RETAIN_FIRST: tl.constexpr, HAS_ALPHA: tl.constexpr, MOM: tl.constexpr, NEEDS_DELTA: tl.constexpr, SAVE: tl.constexpr,
     PREC: tl.constexpr,
 ):
     i_bh = tl.program_id(0)
@@ -359,7 +359,7 @@ def _fwd_kernel(
         r1, r2 = _scales(X1, X2, QX, RET)
         V1 = _read_base(X1, RET)
         V2 = _read_base(X2, RET)
-        bt, s, _D, Dt, _coef, m, De = _decays(la, lth, et, C, RET, MOM)
+        bt, s, _D, Dt, _coef, m, De = _decays(la, lth, et, C, RETAIN_FIRST, MOM)
         _ks, _a1, hk, _hs, _a2, _E, _G, d2, _t1, _f1, d1 = _key_pass(
             r1 * V1, r2 * V2, kc, vc, dl, s, P_EXP, SHARP, EPS, RADIUS,
             K, BIAS, NEPS, SMOOTH, ACT, LN, PREC)
@@ -394,7 +394,7 @@ def _bwd_kernel(
     T, H, NS, P_EXP, SHARP, EPS, RADIUS, QX, SCALE,
     C: tl.constexpr, K: tl.constexpr, HD: tl.constexpr, BIAS: tl.constexpr, NEPS: tl.constexpr,
     SMOOTH: tl.constexpr, ACT: tl.constexpr, LN: tl.constexpr, RET: tl.constexpr,
-    HAS_ALPHA: tl.constexpr, MOM: tl.constexpr, NEEDS_DELTA: tl.constexpr, PREC: tl.constexpr,
+    RETAIN_FIRST: tl.constexpr, HAS_ALPHA: tl.constexpr, MOM: tl.constexpr, NEEDS_DELTA: tl.constexpr, PREC: tl.constexpr,
 ):
     i_bh = tl.program_id(0)
     b = i_bh // H
@@ -433,7 +433,7 @@ def _bwd_kernel(
         V2 = _read_base(X2, RET)
         W1 = r1 * V1
         W2 = r2 * V2
-        bt, s, D, Dt, coef, m, De = _decays(la, lth, et, C, RET, MOM)
+        bt, s, D, Dt, coef, m, De = _decays(la, lth, et, C, RETAIN_FIRST, MOM)
         ks, a1, hk, hs, a2, E, G, d2, t1, f1, d1 = _key_pass(
             W1, W2, kc, vc, dl, s, P_EXP, SHARP, EPS, RADIUS, K, BIAS, NEPS, SMOOTH, ACT, LN, PREC)
         QK, A1, u1p, u1, hq, HH, A2, u2p, u2, _out = _read(
@@ -546,7 +546,7 @@ def _bwd_kernel(
         dks = _mm(da1, W1, PREC)
         dkc += dks * s[:, None]
         ds += tl.sum(dks * kc, 1)
-        if RET == 1:
+        if RETAIN_FIRST:
             db += ds
 
         # ---- weights -> carried state
@@ -600,6 +600,7 @@ def _kernel_args(config: MlpMemoryConfig, bias: BiasConfig) -> dict:
     return {
         **_bias_args(bias), "QX": float(config.q), "SCALE": float(config.scale),
         "ACT": _ACT[config.activation], "LN": bool(config.layer_norm), "RET": _RET[config.retention],
+        "RETAIN_FIRST": config.retains_first,
         "NEEDS_DELTA": bias.needs_delta,
     }
 

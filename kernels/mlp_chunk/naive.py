@@ -10,8 +10,8 @@ Inside a segment of C tokens (a chunk; with kl retention every chunk is split in
 "lag" token and the rest), with L_t = sum_{j<=t} log alpha_j, b_t = exp(L_t) and
 D[t, i] = exp(L_t - L_i) for i <= t:
 
-    key pass at the gradient point W diag(s_i) (s_i = b_i for l2 retention, "retain, then
-    learn"; 1 otherwise):   a1 = W1 (s k), h = act(a1), a2 = W2 (s h), e = k + N(a2) - v,
+    key pass at the gradient point W diag(s_i) (s_i = b_i for l2 retention with gradient_at
+    "retained", "retain, then learn"; 1 otherwise):   a1 = W1 (s k), h = act(a1), a2 = W2 (s h), e = k + N(a2) - v,
     g = phi(e), d2 = N'(a2)^T g, d1 = s (W2^T d2) act'(a1)
     read (layer by layer, never forming per-token weights; r_l = 1 / n(A_l) for lq, else 1;
     V_l = exp(X_l) for kl, else X_l):
@@ -45,6 +45,7 @@ LN_EPS = 1e-5
 LQ_FLOOR = 1e-6
 ACTIVATIONS = ("gelu", "silu", "relu")
 RETENTIONS = ("none", "l2", "lq", "kl")
+GRADIENT_POINTS = ("retained", "previous")
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ class MlpMemoryConfig:
     retention: str = "l2"
     q: float = 4.0
     scale: float = 1.0
+    gradient_at: str = "retained"
 
     def __post_init__(self) -> None:
         if self.activation not in ACTIVATIONS:
@@ -69,6 +71,15 @@ class MlpMemoryConfig:
             raise KernelInputError(
                 f"retention {self.retention!r} has no MLP-memory kernel; choose one of {RETENTIONS}"
             )
+        if self.gradient_at not in GRADIENT_POINTS:
+            raise KernelInputError(
+                f"gradient_at {self.gradient_at!r} is not one of {GRADIENT_POINTS}"
+            )
+
+    @property
+    def retains_first(self) -> bool:
+        """l2 retention with the gradient at the retained memory (s_i = b_i), not at W_0."""
+        return self.retention == "l2" and self.gradient_at == "retained"
 
     @property
     def lag_token(self) -> bool:
@@ -167,7 +178,7 @@ def segment_forward(
     w1, w2 = r1 * v1, r2 * v2
     log_b = log_alpha.cumsum(-1)
     b = log_b.exp()
-    s = b if config.retention == "l2" else torch.ones_like(b)
+    s = b if config.retains_first else torch.ones_like(b)
     decay = decay_matrix(log_b)
     if log_theta is None:  # gd: token i's step reaches t decayed by D[t, i]
         coef, m = decay, None

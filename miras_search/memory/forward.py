@@ -30,6 +30,8 @@ def check_exact_delta(rule: MemoryRule, x: MemoryInputs) -> None:
         problems.append(f"algorithm '{rule.algorithm}' (needs gd, implicit or multistep)")
     if rule.retention.kind not in ("none", "l2"):
         problems.append(f"retention '{rule.retention.kind}' (needs none or l2)")
+    elif rule.retention.kind == "l2" and not rule.retention.retains_first:
+        problems.append("l2 retention with gradient_at 'previous' (the delta rule retains first)")
     if x.eta.shape[-1] != 1 or (x.alpha is not None and x.alpha.shape[-1] != 1):
         problems.append("channel-wise eta or alpha (needs per-head gates)")
     if problems:

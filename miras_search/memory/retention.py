@@ -10,8 +10,8 @@ scale of non-last tokens, the space the chunk-end state is accumulated in (``end
 the map back to weights (``end_map``).
 
 Where the step's gradient is taken is the retention's call too (``gradient_scale``): l2 retention
-"retains, then learns" (the gradient at alpha_t W_{t-1}, as in Gated DeltaNet); every other rule
-takes it at W_{t-1}.
+either "retains, then learns" (the gradient at alpha_t W_{t-1}, as in Gated DeltaNet) or takes it
+at W_{t-1} (Titans, Yaad), as its ``gradient_at`` says; every other rule takes it at W_{t-1}.
 """
 
 from __future__ import annotations
@@ -65,16 +65,22 @@ class GradientAtMemory:
 
 @dataclass(frozen=True)
 class LinearRetention(GradientAtMemory):
-    """none: W = W + S;  l2: W = alpha W + S_t, S_t from the gradient at alpha W ("retain, then
-    learn": W_t = alpha W - eta grad l(alpha W), Gated DeltaNet's order). The chunked linear
-    form is exact."""
+    """none: W = W + S;  l2: W = alpha W + S_t, S_t from the gradient at alpha W (``gradient_at``
+    'retained': W_t = alpha W - eta grad l(alpha W), Gated DeltaNet's order) or at W ('previous':
+    W_t = alpha W - eta grad l(W), Titans' and Yaad's). The chunked linear form is exact."""
 
     kind: str
+    gradient_at: str = "retained"
     nonlinear = False
     lag_token = False
 
+    @property
+    def retains_first(self) -> bool:
+        """Whether the gradient is taken at the retained memory alpha W."""
+        return self.kind == "l2" and self.gradient_at == "retained"
+
     def gradient_scale(self, decay: Tensor | None) -> Tensor | None:
-        return decay if self.kind == "l2" else None
+        return decay if self.retains_first else None
 
     def update(self, w: Tensor, a: Tensor | None, step: Tensor, alpha: Tensor | None):
         return _decay(w, alpha) + step, None
@@ -211,7 +217,7 @@ def retention_from_schema(retention) -> RetentionRule:
     """The retention rule of a schema retention."""
     kind = retention.kind
     if kind in ("none", "l2"):
-        return LinearRetention(kind)
+        return LinearRetention(kind, getattr(retention, "gradient_at", "retained"))
     if kind == "lq":
         return LqRetention(retention.q)
     if kind == "kl":

@@ -51,7 +51,8 @@ class ModelPoint(Schema):
 
 
 def exact_delta_applies(point: ModelPoint) -> bool:
-    """Matrix memory, l2 bias, gd/implicit, none/l2 retention without channel-wise gates."""
+    """Matrix memory, l2 bias, gd/implicit, none/l2 retention (the gradient at the retained
+    memory, as the delta rule takes it) without channel-wise gates."""
     alpha = getattr(point.retention, "alpha", None)
     eta = getattr(point.algorithm, "eta", None)
     return (
@@ -59,6 +60,7 @@ def exact_delta_applies(point: ModelPoint) -> bool:
         and point.bias.kind == "l2"
         and point.algorithm.kind in ("gd", "implicit", "multistep")
         and point.retention.kind in ("none", "l2")
+        and getattr(point.retention, "gradient_at", "retained") == "retained"
         and (alpha is None or alpha.mode != "channel")
         and (eta is None or eta.mode != "channel")
     )
@@ -129,7 +131,8 @@ def cross_axis_problems(point: ModelPoint) -> list[tuple[str, str]]:
         problems.append((
             "train.chunk_form",
             "chunk_form 'exact_delta' needs memory 'matrix', bias 'l2', algorithm 'gd', "
-            "'multistep' or 'implicit', retention 'none' or 'l2' and no channel-wise gates",
+            "'multistep' or 'implicit', retention 'none' or 'l2' (gradient_at 'retained') and no "
+            "channel-wise gates",
         ))
     if point.train.seq_len > point.block.max_seq_len:
         problems.append((

@@ -31,11 +31,18 @@ class NoRetention(Schema):
 class L2Retention(_Decaying):
     """W_t = alpha_t W_{t-1} + S_t (weight decay / forget gate).
 
-    Retain, then learn: S_t's gradient is taken at the retained memory alpha_t W_{t-1}, the order
-    of Gated DeltaNet (h = h * exp(g); then the delta-rule step).
+    ``gradient_at`` says where S_t's gradient is taken. ``retained``: at alpha_t W_{t-1} ("retain,
+    then learn"), the order of Gated DeltaNet (h = h * exp(g); then the delta-rule step).
+    ``previous``: at W_{t-1}, the order of Titans and Yaad (W_t = alpha_t W_{t-1} - eta_t
+    grad l(W_{t-1})). They differ only where the gradient depends on W (not for a dot bias).
     """
 
     kind: Literal["l2"] = "l2"
+    gradient_at: Literal["retained", "previous"] = Field(
+        "retained",
+        description="Where the step's gradient is taken: at alpha_t W_{t-1} ('retained', Gated "
+        "DeltaNet) or at W_{t-1} ('previous', Titans, Yaad).",
+    )
 
 
 class LqRetention(_Decaying):
