@@ -28,7 +28,7 @@ from miras_search.report.confirm import (
     long_time_limit,
 )
 from miras_search.study.summary import ranked
-from miras_search.trial import TrialConfig, TrialResult
+from miras_search.trial import MEASURE_VERSION, TrialConfig, TrialResult
 
 OBJECTIVES = [{"metric": "val_bpb", "direction": "minimize"},
               {"metric": "tokens_per_s", "direction": "maximize"}]
@@ -58,6 +58,7 @@ def _make_study(storage: optuna.storages.BaseStorage | None = None, name: str = 
                                        {"name": "tokens_per_s", "direction": "maximize"}])
     study.set_user_attr("study_file", {"trial": TRIAL, "objectives": OBJECTIVES,
                                        "limits": [{"metric": "val_bpb", "max": 5.4}]})
+    study.set_user_attr("measure_version", MEASURE_VERSION)
     C = TrialState.COMPLETE
     _add(study, C, [5.30, 100.0], 0.001, anchor="moneta", constraints=[-0.1])  # 0: feasible
     _add(study, TrialState.FAIL, None, 0.002, anchor="yaad", failure="time_limit",
@@ -130,6 +131,16 @@ def test_named_model_that_breaks_a_limit_says_so():
     assert [r.number for r in rows] == [2] and missing == []
     assert "breaks the study's limits" in left_out["moneta"]
     assert left_out["yaad"] == "trial 1 was pruned in the study (limit: params = 160,392 breaks params <= 1000)"
+
+
+def test_a_study_measured_the_old_way_is_not_confirmed(monkeypatch):
+    study = _make_study()
+    study.set_user_attr("measure_version", MEASURE_VERSION - 1)
+    trainer = FakeTrainer(LONG)
+    monkeypatch.setattr(confirm_module, "run_trial", trainer)
+    with pytest.raises(MirasError, match=f"measure version {MEASURE_VERSION - 1}"):
+        confirm_study(study, top=2, scale=2, seeds=(0,))
+    assert trainer.configs == []  # refused before any long run
 
 
 def test_long_runs_get_the_study_time_limit_times_the_scale(monkeypatch):

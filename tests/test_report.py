@@ -38,7 +38,7 @@ from miras_search.report.study_data import AXES
 from miras_search.schema import ModelPoint
 from miras_search.space import SearchSpace
 from miras_search.study.summary import pareto_front, ranked
-from miras_search.trial import Objective, TrialConfig, run_trial
+from miras_search.trial import MEASURE_VERSION, Objective, TrialConfig, run_trial
 
 SPACE = {
     "type": "space", "name": "report-test", "preset": "moneta", "anchors": list(NAMED_MODELS),
@@ -50,7 +50,7 @@ SPACE = {
         "memory": {"kind": {"choice": {"matrix": {}, "mlp": {"expansion": {"choice": [2, 4]}}}}},
         "bias": {"kind": {"choice": {"l2": {}, "lp": {"p": {"choice": [2.0, 3.0]}},
                                      "huber": {"variant": "switch", "delta": {"mode": "head", "value": 1.0}}}}},
-        "retention": {"kind": {"choice": {"l2": {"alpha": {"value": 0.95}},
+        "retention": {"kind": {"choice": {"l2": {"gradient_at": "previous", "alpha": {"value": 0.95}},
                                           "lq": {"q": 4.0, "alpha": {"value": 0.95}},
                                           "kl": {"alpha": {"value": 0.95}}}}},
         "algorithm": {"kind": {"choice": ["gd", "momentum"]}},
@@ -90,6 +90,7 @@ def _run_study(folder: Path, random_trials: int = 5) -> tuple[Path, optuna.Study
     study.set_user_attr("study_file", study_file)
     study.set_user_attr("objectives", [{"name": o.name, "direction": o.direction} for o in objectives])
     study.set_user_attr("space", space.name)
+    study.set_user_attr("measure_version", MEASURE_VERSION)
     for name in space.spec.anchors:
         study.enqueue_trial(space.encode(preset(name), axes_only=True), user_attrs={"anchor": name})
     done: dict[str, int] = {}

@@ -127,6 +127,26 @@ def test_resume_keeps_finished_trials_and_reaches_the_target(tmp_path):
     assert {t.number: t.values for t in after if t.number in before} == before
 
 
+def test_a_study_measured_by_an_earlier_version_is_not_extended(tmp_path):
+    """Trials evaluated the old way (val_bpb per token, a validation set per seed) cannot be
+    ranked against new ones: run and resume refuse, naming the way out; reading still works."""
+    from miras_search.trial import MEASURE_VERSION
+
+    path = write_study(tmp_path, trials=1)
+    run_inline(path)
+    study = open_study(load_study_file(path))
+    assert study.user_attrs["measure_version"] == MEASURE_VERSION
+    study.set_user_attr("measure_version", 1)
+    before = [t.values for t in trials_of(path)]
+    for command in (["run", str(path), "--inline", "--trials", "2"], ["resume", str(path), "--inline", "--trials", "2"]):
+        result = CliRunner().invoke(app, command, env={"COLUMNS": "300"})
+        assert result.exit_code == 1, result.output
+        assert "measure version 1" in result.output and "new name or storage" in result.output
+        assert "Traceback" not in result.output
+    assert [t.values for t in trials_of(path)] == before  # nothing added, nothing lost
+    assert CliRunner().invoke(app, ["best", str(path)]).exit_code == 0
+
+
 def test_an_objective_no_trial_measures_stops_the_study_after_one_trial(tmp_path):
     """A metric the trials do not measure fails every trial after its training: the first one
     stops the study (exit 1, naming the metric) instead of training all of them."""

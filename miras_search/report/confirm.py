@@ -44,6 +44,7 @@ from miras_search.report.ranks import (
 )
 from miras_search.report.study_data import ObjectiveInfo, TrialRow, study_objectives, trial_row
 from miras_search.study.records import is_feasible
+from miras_search.study.setup import check_measure
 from miras_search.study.summary import ranked as ranked_like_best
 from miras_search.trial import Objective, TrialConfig, TrialResult, run_trial
 
@@ -294,6 +295,7 @@ def confirm_study(study: optuna.Study, *, top: int = 5, scale: float = 4.0, seed
         raise MirasError(f"--scale must be a positive, finite number, got {scale}")
     if not seeds:
         raise MirasError("the proxy check needs at least one seed")
+    check_measure(study)  # long runs measured now against short ones measured otherwise: no
     objectives = study_objectives(study)
     objective = objectives[0]
     config = config or study_trial_config(study)

@@ -15,6 +15,7 @@ from miras_search.study.owner import alive_elsewhere
 from miras_search.study.samplers import make_pruner, make_sampler
 from miras_search.study.spec import StudyFile, load_study_file
 from miras_search.study.storage import default_storage, local_file_missing, make_storage, normalise
+from miras_search.trial import MEASURE_VERSION
 
 
 def storage_of(study: StudyFile, override: str | None = None) -> str:
@@ -39,13 +40,36 @@ def create_study(study: StudyFile, storage: str, space: SearchSpace) -> optuna.S
         created.set_user_attr("study_file", study.model_dump(mode="json"))
         created.set_user_attr("objectives", study.objective_records)
         created.set_user_attr("space", space.name)
+        created.set_user_attr("measure_version", MEASURE_VERSION)
     elif stored != study.objective_records:
         raise MirasError(
             f"the storage already holds a study named '{study.name}' with objectives "
             f"{json.dumps(stored)}, not {json.dumps(study.objective_records)}; rename the study "
             "or point 'storage' elsewhere"
         )
+    check_measure(created)
     return created
+
+
+def check_measure(study: optuna.Study) -> None:
+    """MirasError when the study's finished trials were measured otherwise than trials are now
+    (``trial.MEASURE_VERSION``): new trials could not be ranked against them. A study without
+    finished trials is simply brought up to date."""
+    stored = study.user_attrs.get("measure_version", 1)  # studies from before the attribute
+    if stored == MEASURE_VERSION:
+        return
+    finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    if not finished:
+        study.set_user_attr("measure_version", MEASURE_VERSION)
+        return
+    raise MirasError(
+        f"study '{study.study_name}' holds {len(finished)} trial(s) measured by an earlier "
+        f"miras-search (measure version {stored}; this one measures version {MEASURE_VERSION}: "
+        "val_bpb is bits per byte over the bytes the tokens stand for, every trial is evaluated "
+        "on one validation set, and the text split keeps near-duplicates together), so new "
+        "trials could not be ranked against them; give the study a new name or storage to run "
+        "it again (report, best, status and export still read the old trials)"
+    )
 
 
 def recover_interrupted(study: optuna.Study, reason: str) -> list[int]:
