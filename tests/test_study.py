@@ -147,6 +147,30 @@ def test_a_study_measured_by_an_earlier_version_is_not_extended(tmp_path):
     assert CliRunner().invoke(app, ["best", str(path)]).exit_code == 0
 
 
+def test_changed_trial_settings_are_not_mixed_into_a_study(tmp_path):
+    """A budget or evaluation changed in the file would rank trials measured two ways: run and
+    resume refuse and name the change; a time limit (or threads) may change; reading warns."""
+    path = write_study(tmp_path, trials=1)
+    run_inline(path)
+    data = yaml.safe_load(path.read_text())
+    data["trial"]["time_limit_s"] = 999.0  # bounds a trial, measures nothing: allowed
+    path.write_text(yaml.safe_dump(data))
+    result = CliRunner().invoke(app, ["resume", str(path), "--inline", "--trials", "2"])
+    assert result.exit_code == 0, result.output
+    data["trial"]["eval_batches"] = data["trial"].get("eval_batches", 4) + 1
+    path.write_text(yaml.safe_dump(data))
+    before = [t.values for t in trials_of(path)]
+    result = CliRunner().invoke(app, ["resume", str(path), "--inline", "--trials", "3"], env={"COLUMNS": "300"})
+    assert result.exit_code == 1
+    assert "trial.eval_batches" in result.output and "new name or storage" in result.output
+    assert [t.values for t in trials_of(path)] == before
+    best = CliRunner().invoke(app, ["best", str(path)])
+    assert best.exit_code == 0
+    assert "warning:" in best.stderr and "trial.eval_batches" in best.stderr
+    docs = [d for d in yaml.safe_load_all(best.stdout) if d]  # stdout stays YAML
+    assert "warning" not in best.stdout and "memory" in docs[0]
+
+
 def test_an_objective_no_trial_measures_stops_the_study_after_one_trial(tmp_path):
     """A metric the trials do not measure fails every trial after its training: the first one
     stops the study (exit 1, naming the metric) instead of training all of them."""

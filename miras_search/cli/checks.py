@@ -6,9 +6,14 @@ import math
 import os
 from pathlib import Path
 
+import optuna
 import typer
+from rich.markup import escape
 
+from miras_search.cli.app import errors
 from miras_search.errors import MirasError
+from miras_search.study.setup import file_changes
+from miras_search.study.spec import load_study_file
 
 
 def _file_in_the_way(folder: Path) -> Path | None:
@@ -74,3 +79,23 @@ def positive_finite(value: float | None) -> float | None:
     if value is not None and not (math.isfinite(value) and value > 0):
         raise typer.BadParameter(f"must be a positive, finite number, not {value}")
     return value
+
+
+def warn_if_study_file_changed(study_arg: str | Path, opened: optuna.Study) -> None:
+    """A warning when ``study_arg`` is a study file that differs from the one ``opened`` was
+    created with (``study.setup.file_changes``): most often another study of the same name found
+    through a run_dir relative to another working directory."""
+    path = Path(study_arg)
+    if not path.is_file():
+        return
+    try:
+        changes = file_changes(opened, load_study_file(path))
+    except MirasError:
+        return
+    if changes:
+        errors.print(
+            f"[yellow]warning:[/] {escape(str(path))} differs from the file study "
+            f"'{escape(opened.study_name)}' was created with ({escape('; '.join(changes))}); is this "
+            "the study you mean? (a relative run_dir or storage is resolved from the working "
+            "directory)", highlight=False, soft_wrap=True,
+        )

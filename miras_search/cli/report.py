@@ -10,7 +10,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from miras_search.cli.app import command, console
-from miras_search.cli.checks import device_choice, output_folder, positive_finite
+from miras_search.cli.checks import (
+    device_choice,
+    output_folder,
+    positive_finite,
+    warn_if_study_file_changed,
+)
 from miras_search.errors import MirasError
 from miras_search.report.build import build_report
 from miras_search.report.confirm import ConfirmResult, confirm_study
@@ -57,6 +62,7 @@ def report(
 ) -> None:
     """Write the study's HTML report (leaderboard, Pareto front, importances, curves, tasks) and PNGs."""
     opened = open_report_study(study, storage)
+    warn_if_study_file_changed(study, opened)
     folder = _study_dir(study, opened.study_name)
     out = output_folder("--out", out or folder / "report")
     written = build_report(opened, out, top=top, confirm=_read_confirm(folder))
@@ -79,6 +85,7 @@ def export(
     """Write the top points as standalone point YAML files (loadable by `miras train`): the
     points `miras best -n TOP` shows, in its order."""
     opened = open_report_study(study, storage)
+    warn_if_study_file_changed(study, opened)
     paths = export_top(opened, top, output_folder("--out", out or _study_dir(study, opened.study_name) / "points"))
     if not paths:
         raise MirasError(f"study '{opened.study_name}' has no complete (feasible) trial yet; nothing to export")
@@ -126,6 +133,7 @@ def confirm(
     earlier confirm.json is kept and the failures go to confirm-failed.json beside it.
     """
     opened = open_report_study(study, storage)
+    warn_if_study_file_changed(study, opened)
     chosen = device_choice(device)
     folder = output_folder("--out", out or _study_dir(study, opened.study_name) / "confirm")
     result = confirm_study(opened, top=top, scale=scale, seeds=range(seeds), device=chosen, progress=_show_run,
@@ -157,6 +165,7 @@ def dashboard(
     from miras_search.report.dashboard import serve
 
     opened = open_report_study(study, storage)
+    warn_if_study_file_changed(study, opened)
     console.print(f"optuna-dashboard for '{escape(opened.study_name)}' at http://{escape(host)}:{port}/",
                   highlight=False)
     serve(opened, host=host, port=port)

@@ -17,7 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from miras_search.cli.app import command, console
-from miras_search.cli.checks import positive_finite
+from miras_search.cli.checks import positive_finite, warn_if_study_file_changed
 from miras_search.errors import MirasError
 from miras_search.points import point_to_yaml
 from miras_search.report.study_data import stored_point
@@ -231,6 +231,7 @@ def status_cmd(study: _STUDY, storage: _STORAGE = None,
     """Finished / running / pruned / failed trials, why trials did not complete, the best so far
     per objective, and an ETA."""
     opened = open_study(study, storage)
+    warn_if_study_file_changed(study, opened)
     if not watch:
         console.print(_status_table(status(opened)))
         return
@@ -249,6 +250,7 @@ def best(study: _STUDY, storage: _STORAGE = None,
          full: Annotated[bool, typer.Option("--full", help="Every field, not only non-defaults.")] = False) -> None:
     """The top points (the Pareto front first for several objectives) as YAML point documents."""
     opened = open_study(study, storage)
+    warn_if_study_file_changed(study, opened)
     top = ranked(opened)[:n]
     if not top:
         raise MirasError(f"study '{opened.study_name}' has no complete (feasible) trial yet")

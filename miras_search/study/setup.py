@@ -7,6 +7,7 @@ from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
+from pydantic import ValidationError
 
 from miras_search.errors import MirasError
 from miras_search.presets import preset
@@ -15,7 +16,7 @@ from miras_search.study.owner import alive_elsewhere
 from miras_search.study.samplers import make_pruner, make_sampler
 from miras_search.study.spec import StudyFile, load_study_file
 from miras_search.study.storage import default_storage, local_file_missing, make_storage, normalise
-from miras_search.trial import MEASURE_VERSION
+from miras_search.trial import MEASURE_VERSION, TrialConfig
 
 
 def storage_of(study: StudyFile, override: str | None = None) -> str:
@@ -48,7 +49,44 @@ def create_study(study: StudyFile, storage: str, space: SearchSpace) -> optuna.S
             "or point 'storage' elsewhere"
         )
     check_measure(created)
+    changes = file_changes(created, study)
+    if changes:
+        raise MirasError(
+            f"study '{study.name}' was created from a study file with other trial settings "
+            f"({'; '.join(changes)}): trials measured under both could not be ranked together; "
+            "restore those settings, or give the study a new name or storage"
+        )
     return created
+
+
+UNMEASURED_TRIAL_FIELDS = frozenset({"threads", "device", "time_limit_s", "max_loss"})
+"""Trial settings that route or bound a trial but do not change what a finished one measures."""
+
+
+def _flat(data: object, prefix: str) -> dict[str, object]:
+    if not isinstance(data, dict):
+        return {prefix: data}
+    return {k: v for key, value in data.items() for k, v in _flat(value, f"{prefix}.{key}").items()}
+
+
+def file_changes(study: optuna.Study, spec: StudyFile) -> list[str]:
+    """Where ``spec`` differs from the study file ``study`` was created with, in what decides
+    what its trials measure: the trial settings (budget, data, evaluation; not those in
+    UNMEASURED_TRIAL_FIELDS) and the space; e.g. ["trial.eval_batches: 2 -> 8"]. [] when the
+    study stores no file (made by other code)."""
+    stored = study.user_attrs.get("study_file")
+    if not isinstance(stored, dict) or not isinstance(stored.get("trial"), dict):
+        return []
+    current = spec.model_dump(mode="json")
+    try:  # through today's schema, so that a field added since (with its default) is no change
+        old_trial = TrialConfig.model_validate(stored["trial"]).model_dump(mode="json")
+    except ValidationError:
+        old_trial = stored["trial"]
+    before = _flat({k: v for k, v in old_trial.items() if k not in UNMEASURED_TRIAL_FIELDS}, "trial")
+    after = _flat({k: v for k, v in current["trial"].items() if k not in UNMEASURED_TRIAL_FIELDS}, "trial")
+    before["space"], after["space"] = stored.get("space"), current["space"]
+    return [f"{key}: {json.dumps(before.get(key))} -> {json.dumps(after.get(key))}"
+            for key in sorted(set(before) | set(after)) if before.get(key) != after.get(key)]
 
 
 def check_measure(study: optuna.Study) -> None:
