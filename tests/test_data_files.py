@@ -6,11 +6,13 @@ import json
 import math
 import sys
 import types
+import warnings
 
 import numpy as np
 import pytest
 
 from miras_search.data import EOS, ByteTokenizer, Files, HFDataset, load_tokenizer, split_documents
+from miras_search.data.documents import SplitWarning
 from miras_search.errors import MirasError
 
 TEXTS = [f"Document number {i}: " + "word " * (3 + 5 * i) + "é ü 漢字\n" for i in range(12)]
@@ -152,7 +154,7 @@ def test_near_duplicates_land_in_one_split():
 def test_validation_holds_about_val_fraction_of_the_text_despite_a_large_group():
     """One group of a tenth of the text must not make a 5 % validation split three times too big."""
     rare = "".join(f"a shared table row that many codec files repeat verbatim, row {i}\n" for i in range(8))
-    grouped = [f"codec {i}\n" + rare + "x" * 200 for i in range(40)]  # ~13 kB, one group
+    grouped = [f"codec {i}\n" + rare + "x" * 1200 for i in range(8)]  # ~13 kB, one group
     others = [_paragraph(i, lines=4) for i in range(400)]
     for fraction in (0.05, 0.2):
         split = split_documents(grouped + others, val_fraction=fraction)
@@ -160,6 +162,29 @@ def test_validation_holds_about_val_fraction_of_the_text_despite_a_large_group()
         share = chars["validation"] / (chars["train"] + chars["validation"])
         assert abs(share - fraction) < 0.35 * fraction, (fraction, share)
         assert len({name for name, docs in split.items() for d in docs if d in grouped}) == 1
+
+
+def _share(docs: dict[str, list[str]]) -> float:
+    chars = {name: sum(map(len, d)) for name, d in docs.items()}
+    return chars["validation"] / (chars["train"] + chars["validation"])
+
+
+def test_a_header_every_document_carries_is_boilerplate_not_a_group():
+    header = "".join(f"Licensed under the Apache License, Version 2.0, clause {i} of the header\n" for i in range(6))
+    docs = [header + _paragraph(i) for i in range(400)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no SplitWarning: the split keeps its shape
+        split = split_documents(docs, val_fraction=0.05)
+    assert abs(_share(split) - 0.05) < 0.02 and len(split["train"]) > 300
+
+
+def test_documents_chained_into_one_group_are_split_one_by_one_with_a_warning():
+    """Each document quotes the next: one group of everything, which no split can hold out."""
+    paragraphs = [_paragraph(i) for i in range(301)]
+    docs = [paragraphs[i] + paragraphs[i + 1] for i in range(300)]
+    with pytest.warns(SplitWarning, match="split one by one"):
+        split = split_documents(docs, val_fraction=0.1)
+    assert abs(_share(split) - 0.1) < 0.03
 
 
 def test_byte_tokenizer_round_trip():

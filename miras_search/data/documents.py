@@ -2,14 +2,16 @@
 
 Identical documents are kept once, and documents that share a passage (a run of SHARED_LINES
 long lines, e.g. a help topic quoted inside a longer one) are split as one group, so no passage
-of validation text is also training text. Groups are ordered by the smallest hash of their
-members and fill validation in that order: the split depends only on content, never on the
-order documents come in; adding documents can move only the groups at the boundary.
+of validation text is also training text (boilerplate that many documents hold, such as a
+licence header, does not count). Groups are ordered by the smallest hash of their members and
+fill validation in that order: the split depends only on content, never on the order documents
+come in; adding documents can move only the groups at the boundary.
 """
 
 from __future__ import annotations
 
 import hashlib
+import warnings
 from collections.abc import Iterable
 
 from miras_search.errors import MirasError
@@ -18,11 +20,18 @@ SPLITS = ("train", "validation")
 SHARED_LINES = 4
 """Documents sharing a run of this many consecutive non-blank lines ..."""
 MIN_SHARED_CHARS = 80
-"""... of at least this many characters in all are near-duplicates (shorter runs are boilerplate
-such as a licence header or an empty docstring template)."""
+"""... of at least this many characters in all are near-duplicates (shorter runs are too
+common to mean anything, such as an empty docstring template)."""
+BOILERPLATE_DOCS = 8
+"""A passage in more documents than this (and than 1 % of them) is boilerplate, not a copy."""
+
 MAX_DOC_CHARS = 65_536
 """Longer documents are cut at line ends into pieces of about this size before splitting, so one
 large file still yields both splits."""
+
+
+class SplitWarning(UserWarning):
+    """The documents could not be split with their near-duplicates kept together."""
 
 
 def doc_hash(text: str) -> str:
@@ -52,7 +61,15 @@ def passages(text: str) -> set[bytes]:
 
 def near_duplicate_groups(texts: dict[str, str]) -> dict[str, str]:
     """{hash: the smallest hash of its group}: documents that share a passage, directly or
-    through others, form one group (union-find over ``texts``, keyed by document hash)."""
+    through others, form one group (union-find over ``texts``, keyed by document hash).
+
+    A passage held by more than max(BOILERPLATE_DOCS, 1 % of the documents) links nothing: it is
+    boilerplate (a licence header, a prompt template) that no split could keep on one side.
+    """
+    holders: dict[bytes, list[str]] = {}
+    for h in sorted(texts):
+        for passage in passages(texts[h]):
+            holders.setdefault(passage, []).append(h)
     parent = {h: h for h in texts}
 
     def root(h: str) -> str:
@@ -61,14 +78,29 @@ def near_duplicate_groups(texts: dict[str, str]) -> dict[str, str]:
             h = parent[h]
         return h
 
-    first_holder: dict[bytes, str] = {}
-    for h in sorted(texts):
-        for passage in passages(texts[h]):
-            other = first_holder.setdefault(passage, h)
-            a, b = root(h), root(other)
+    limit = max(BOILERPLATE_DOCS, len(texts) // 100)
+    for docs in holders.values():
+        if len(docs) > limit:
+            continue
+        for other in docs[1:]:
+            a, b = root(docs[0]), root(other)
             if a != b:
                 parent[max(a, b)] = min(a, b)
     return {h: root(h) for h in texts}
+
+
+def _fill(members: dict[str, list[str]], chars: dict[str, int], target: float) -> set[str]:
+    """Groups (``members``: smallest hash -> hashes) taken in the order of that hash while
+    validation stays within ``target`` characters; a group that would overshoot by more than half
+    its size is passed over, so one large group cannot make validation several times too big."""
+    val: set[str] = set()
+    held = 0.0
+    for root in sorted(members):
+        size = sum(chars[h] for h in members[root])
+        if held + size / 2 <= target:
+            val.update(members[root])
+            held += size
+    return val
 
 
 def split_documents(
@@ -78,9 +110,9 @@ def split_documents(
     split, with its near-duplicates (``near_duplicate_groups``).
 
     Validation holds about ``val_fraction`` of the characters: whole groups, taken in the order
-    of their smallest hash. If that leaves validation empty, the group of the smallest hash goes
-    there (and if it takes everything, the piece with the largest hash stays in training), so
-    both splits exist whenever there are two distinct pieces.
+    of their smallest hash. When no group is small enough (documents chained by shared passages
+    into a few large groups), the pieces are split one by one instead, with a SplitWarning. Both
+    splits exist whenever there are two distinct pieces.
     """
     if not 0.0 < val_fraction < 1.0:
         raise MirasError(f"val_fraction must lie in (0, 1), got {val_fraction}")
@@ -95,22 +127,23 @@ def split_documents(
             f"got {len(seen)}; add text (files shorter than {max_chars} characters are one document)"
         )
     order = sorted(seen)  # by hash: the result does not depend on the input order
+    chars = {h: len(seen[h]) for h in order}
+    total = sum(chars.values())
+    target = val_fraction * total
     group = near_duplicate_groups(seen)
     members: dict[str, list[str]] = {}
     for h in order:
         members.setdefault(group[h], []).append(h)
-    # Groups in the order of their smallest hash (random, but fixed by content) fill validation
-    # up to val_fraction of the characters; a group that would overshoot by more than half its
-    # size is passed over, so one large group does not make validation several times too big.
-    target, held = val_fraction * sum(len(t) for t in seen.values()), 0.0
-    val: set[str] = set()
-    for root in sorted(members):
-        size = sum(len(seen[h]) for h in members[root])
-        if held + size / 2 <= target:
-            val.update(members[root])
-            held += size
-    if not val:
-        val = set(members[order[0]])
+    val = _fill(members, chars, target)
+    if len(members) < len(order) and (not val or len(val) == len(order)):
+        largest = max(sum(chars[h] for h in hs) for hs in members.values())
+        warnings.warn(SplitWarning(
+            f"the documents share passages so widely that near-duplicates form groups of up to "
+            f"{largest / total:.0%} of the text, too large to hold out {val_fraction:.0%}; they are "
+            "split one by one, so some validation passages are also training text"
+        ), stacklevel=2)
+        val = _fill({h: [h] for h in order}, chars, target)
+    val = val or {order[0]}
     if len(val) == len(order):
         val.discard(order[-1])
     return {

@@ -26,7 +26,8 @@ from miras_search.data.documents import SPLITS, doc_hash, split_documents
 from miras_search.data.tokenizer import Tokenizer
 from miras_search.errors import MirasError
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+"""Bumped when a store's content changes for the same inputs (3: near-duplicates split together)."""
 
 
 @dataclass(frozen=True)
