@@ -171,6 +171,29 @@ def test_changed_trial_settings_are_not_mixed_into_a_study(tmp_path):
     assert "warning" not in best.stdout and "memory" in docs[0]
 
 
+def test_the_space_is_compared_by_content_and_the_seeds_count(tmp_path):
+    path = write_study(tmp_path, trials=1)
+    run_inline(path)
+    data = yaml.safe_load(path.read_text())
+    data["space"] = "./space.yaml"  # the same file, written otherwise: no change
+    path.write_text(yaml.safe_dump(data))
+    assert CliRunner().invoke(app, ["resume", str(path), "--inline", "--trials", "2"]).exit_code == 0
+    space = yaml.safe_load((tmp_path / "space.yaml").read_text())
+    space["description"] = "a new description"  # and anchors, the name: measure nothing
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump(space))
+    assert CliRunner().invoke(app, ["resume", str(path), "--inline", "--trials", "3"]).exit_code == 0
+    space["base"]["block"]["d_model"] = 64
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump(space))
+    result = CliRunner().invoke(app, ["resume", str(path), "--inline", "--trials", "4"], env={"COLUMNS": "300"})
+    assert result.exit_code == 1 and "the space ./space.yaml" in result.output
+    space["base"]["block"]["d_model"] = 32
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump(space))
+    data["seeds"] = [0, 1]  # a mean over two seeds is not a one-seed score
+    path.write_text(yaml.safe_dump(data))
+    result = CliRunner().invoke(app, ["resume", str(path), "--inline", "--trials", "4"], env={"COLUMNS": "300"})
+    assert result.exit_code == 1 and "seeds: null -> [0, 1]" in result.output
+
+
 def test_an_objective_no_trial_measures_stops_the_study_after_one_trial(tmp_path):
     """A metric the trials do not measure fails every trial after its training: the first one
     stops the study (exit 1, naming the metric) instead of training all of them."""

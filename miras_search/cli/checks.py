@@ -89,7 +89,8 @@ def warn_if_study_file_changed(study_arg: str | Path, opened: optuna.Study) -> N
     if not path.is_file():
         return
     try:
-        changes = file_changes(opened, load_study_file(path))
+        spec = load_study_file(path)
+        changes = file_changes(opened, spec, spec.load_space())
     except MirasError:
         return
     if changes:

@@ -69,7 +69,7 @@ def report(
     if written.board:
         console.print(leaderboard_table(written.board, written.objectives, top=rows,
                                         title=f"{escape(opened.study_name)}: leaderboard",
-                                        width=console.width))
+                                        width=console.width if console.is_terminal else None))
     else:
         console.print("[yellow]no complete trial to rank yet[/] (the report's summary says why)")
     console.print(f"wrote {escape(str(written.html))} and {len(written.images)} figures", highlight=False)

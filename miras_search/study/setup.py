@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from miras_search.errors import MirasError
 from miras_search.presets import preset
@@ -41,6 +42,7 @@ def create_study(study: StudyFile, storage: str, space: SearchSpace) -> optuna.S
         created.set_user_attr("study_file", study.model_dump(mode="json"))
         created.set_user_attr("objectives", study.objective_records)
         created.set_user_attr("space", space.name)
+        created.set_user_attr("space_hash", space_fingerprint(space))
         created.set_user_attr("measure_version", MEASURE_VERSION)
     elif stored != study.objective_records:
         raise MirasError(
@@ -49,18 +51,43 @@ def create_study(study: StudyFile, storage: str, space: SearchSpace) -> optuna.S
             "or point 'storage' elsewhere"
         )
     check_measure(created)
-    changes = file_changes(created, study)
+    changes = file_changes(created, study, space)
     if changes:
         raise MirasError(
-            f"study '{study.name}' was created from a study file with other trial settings "
-            f"({'; '.join(changes)}): trials measured under both could not be ranked together; "
-            "restore those settings, or give the study a new name or storage"
+            f"study '{study.name}' was created from a study file with other trial settings or "
+            f"another space ({'; '.join(changes)}): trials measured under both could not be ranked "
+            "together; restore them, or give the study a new name or storage"
         )
     return created
 
 
-UNMEASURED_TRIAL_FIELDS = frozenset({"threads", "device", "time_limit_s", "max_loss"})
-"""Trial settings that route or bound a trial but do not change what a finished one measures."""
+UNMEASURED_TRIAL_FIELDS = frozenset({"threads", "device", "time_limit_s", "max_loss", "report_every", "objective"})
+"""Trial settings that route, bound or prune a trial but do not change what a finished one
+measures (the study's own objectives are checked apart)."""
+
+
+def space_fingerprint(space: SearchSpace) -> str:
+    """A hash of what decides the space's points: its base point (preset included), parameters
+    and constraints; not its name, description or anchors, nor how the file writes them."""
+    decisive = {"base": space.base, "params": _plain(space.spec.params),
+                "constraints": _plain(space.spec.constraints)}
+    return hashlib.sha256(json.dumps(decisive, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _plain(node: object) -> object:
+    """Parameter-tree nodes (pydantic models, mappings, sequences) as plain JSON values."""
+    if isinstance(node, BaseModel):
+        return {type(node).__name__: _plain(dict(node))}
+    if isinstance(node, dict):
+        return {json.dumps(key): _plain(value) for key, value in node.items()}
+    if isinstance(node, list | tuple):
+        return [_plain(value) for value in node]
+    return node
+
+
+def _shown(value: object, limit: int = 60) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _flat(data: object, prefix: str) -> dict[str, object]:
@@ -69,11 +96,11 @@ def _flat(data: object, prefix: str) -> dict[str, object]:
     return {k: v for key, value in data.items() for k, v in _flat(value, f"{prefix}.{key}").items()}
 
 
-def file_changes(study: optuna.Study, spec: StudyFile) -> list[str]:
-    """Where ``spec`` differs from the study file ``study`` was created with, in what decides
-    what its trials measure: the trial settings (budget, data, evaluation; not those in
-    UNMEASURED_TRIAL_FIELDS) and the space; e.g. ["trial.eval_batches: 2 -> 8"]. [] when the
-    study stores no file (made by other code)."""
+def file_changes(study: optuna.Study, spec: StudyFile, space: SearchSpace | None = None) -> list[str]:
+    """Where ``spec`` (and its ``space``) differs from what ``study`` was created with, in what
+    decides what its trials measure: the trial settings (budget, data, evaluation; not those in
+    UNMEASURED_TRIAL_FIELDS), the seeds and the space's content; e.g. ["trial.eval_batches: 2 ->
+    8"]. [] for what the study does not store (made by other code, or by an older version)."""
     stored = study.user_attrs.get("study_file")
     if not isinstance(stored, dict) or not isinstance(stored.get("trial"), dict):
         return []
@@ -84,9 +111,13 @@ def file_changes(study: optuna.Study, spec: StudyFile) -> list[str]:
         old_trial = stored["trial"]
     before = _flat({k: v for k, v in old_trial.items() if k not in UNMEASURED_TRIAL_FIELDS}, "trial")
     after = _flat({k: v for k, v in current["trial"].items() if k not in UNMEASURED_TRIAL_FIELDS}, "trial")
-    before["space"], after["space"] = stored.get("space"), current["space"]
-    return [f"{key}: {json.dumps(before.get(key))} -> {json.dumps(after.get(key))}"
-            for key in sorted(set(before) | set(after)) if before.get(key) != after.get(key)]
+    before["seeds"], after["seeds"] = stored.get("seeds"), current.get("seeds")
+    changes = [f"{key}: {_shown(before.get(key))} -> {_shown(after.get(key))}"
+               for key in sorted(set(before) | set(after)) if before.get(key) != after.get(key)]
+    stored_space = study.user_attrs.get("space_hash")
+    if space is not None and stored_space is not None and stored_space != space_fingerprint(space):
+        changes.append(f"the space {spec.space} (its base, parameters or constraints changed)")
+    return changes
 
 
 def check_measure(study: optuna.Study) -> None:
@@ -100,6 +131,12 @@ def check_measure(study: optuna.Study) -> None:
     if not finished:
         study.set_user_attr("measure_version", MEASURE_VERSION)
         return
+    if isinstance(stored, int) and stored > MEASURE_VERSION:
+        raise MirasError(
+            f"study '{study.study_name}' holds {len(finished)} trial(s) measured by a newer "
+            f"miras-search (measure version {stored}; this one measures version {MEASURE_VERSION}); "
+            "run it with that version, or give the study a new name or storage"
+        )
     raise MirasError(
         f"study '{study.study_name}' holds {len(finished)} trial(s) measured by an earlier "
         f"miras-search (measure version {stored}; this one measures version {MEASURE_VERSION}: "

@@ -24,9 +24,10 @@ MEASURE_VERSION = 2
 """What a trial's metrics mean, bumped whenever that changes, so that a study never ranks trials
 measured one way against trials measured another (``study.setup.check_measure``).
 1: studies from before the version was stored (val_bpb per token, validation windows drawn with
-the training seed, the corpus split by exact duplicates only). 2: val_bpb over bytes, one validation set for every trial, near-
-duplicate documents split together, no codec tables, NIAH by exact match, budgets counted at
-each source's seq_len, l2 retention's gradient point per preset (titans, yaad: 'previous')."""
+the training seed, the corpus split by exact duplicates only).
+2: val_bpb over bytes, one validation set for every trial, near-duplicate documents split
+together, no codec tables, NIAH by exact match, budgets counted at each source's seq_len, l2
+retention's gradient point per preset (titans, yaad: 'previous')."""
 
 EXACT_MATCH_TASKS = frozenset({"niah"})
 """Tasks scored per example (every answer token right), as needle-in-a-haystack benchmarks are:
