@@ -24,6 +24,7 @@ from optuna.distributions import FloatDistribution
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState, create_trial
+from rich.console import Console
 from test_report import _parse
 from typer.testing import CliRunner
 
@@ -142,7 +143,17 @@ def test_the_terminal_leaderboard_agrees(journal):
     assert lines[3].split("│")[-2].strip() == "val_bpb <= 5.36"  # the rule; its value has a column
 
 
-def test_a_narrow_terminal_drops_metric_columns_before_it_cuts_the_axes(journal):
+def test_a_narrow_terminal_drops_metric_columns_before_it_cuts_the_axes(journal, monkeypatch):
+    # output to a file or pipe keeps every column; a terminal (faked here, colourless) drops some
+    def columns(output: str) -> int:
+        return next(line for line in output.splitlines() if "rank" in line).count("┃") - 1
+
+    env = {"COLUMNS": "125"}
+    args = ["report", NAME, "--storage", str(journal), "--out"]
+    piped = CliRunner().invoke(app, [*args, str(journal.parent / "piped")], env=env)
+    monkeypatch.setattr(Console, "is_terminal", property(lambda self: True))
+    terminal = CliRunner().invoke(app, [*args, str(journal.parent / "terminal")], env=env)
+    assert columns(piped.output) > columns(terminal.output)
     wide = _cli("report", NAME, "--storage", str(journal), "--out", str(journal.parent / "wide"))
     narrow = CliRunner().invoke(app, ["report", NAME, "--storage", str(journal), "--out",
                                       str(journal.parent / "narrow")], env={"COLUMNS": "125"})
