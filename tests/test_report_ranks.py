@@ -226,3 +226,21 @@ def test_leaderboard_prints_names_with_brackets_as_written():
     console.print(leaderboard_table([row], [ObjectiveInfo("loss[/b]", "minimize")]))
     text = console.export_text()
     assert "loss[/b]" in text and "my[/b]model" in text
+
+
+def test_a_broken_limit_shows_its_value_unless_the_metric_has_a_column():
+    from rich.console import Console
+
+    from miras_search.report.leaderboard import leaderboard_table
+    from miras_search.report.study_data import BrokenLimit, ObjectiveInfo, TrialRow
+
+    axes = {"memory": "mlp", "bias": "l2", "retention": "l2", "algorithm": "gd"}
+    broken = (BrokenLimit("val_bpb", "val_bpb <= 5", "val_bpb = 5.2 breaks val_bpb <= 5"),
+              BrokenLimit("peak_mem_mb", "peak_mem_mb <= 500", "peak_mem_mb = 812 breaks peak_mem_mb <= 500"))
+    row = TrialRow(number=3, state="COMPLETE", values=(5.2,), axes=axes, anchor=None, point=None,
+                   feasible=False, broken=broken)
+    console = Console(record=True, width=250)
+    console.print(leaderboard_table([row], [ObjectiveInfo("val_bpb", "minimize")]))
+    text = console.export_text()
+    assert "val_bpb <= 5 " in text and "val_bpb = 5.2 breaks" not in text  # its value has a column
+    assert "peak_mem_mb = 812 breaks peak_mem_mb <= 500" in text

@@ -101,10 +101,17 @@ def _natural_width(table: Table) -> int:
     return Console(width=10_000).measure(table).maximum
 
 
+def _broken_cell(row: TrialRow, shown_columns: set[str]) -> list[str]:
+    """Each broken limit as its rule when its metric has a column (the value is there), else
+    with the measured value."""
+    return [b.rule if b.metric in shown_columns else b.sentence for b in row.broken]
+
+
 def _board(shown: list[TrialRow], objectives: Sequence[ObjectiveInfo], metrics: list[str],
            title: str) -> Table:
     multi = len(objectives) > 1
     limits = any(not r.feasible for r in shown)
+    shown_columns = {o.name for o in objectives} | set(metrics)
     table = Table(title=title)
     for column in ("rank", "trial", "model", *AXES):
         table.add_column(column)
@@ -116,8 +123,7 @@ def _board(shown: list[TrialRow], objectives: Sequence[ObjectiveInfo], metrics: 
     if multi:
         table.add_column("front")
     if limits:
-        # the rules alone, one a line (a broken metric's value is in its column, when shown)
-        table.add_column("breaks")
+        table.add_column("breaks")  # one limit a line
     styles = {"named": "bold magenta", "baseline": "cyan", "searched": ""}
     for row in shown:
         cells = [rank_text(row), f"#{row.number}", escape(row.anchor or ""), *(escape(row.axes[a]) for a in AXES)]
@@ -126,6 +132,6 @@ def _board(shown: list[TrialRow], objectives: Sequence[ObjectiveInfo], metrics: 
         if multi:
             cells.append("★" if row.on_front else "")
         if limits:
-            cells.append(escape("\n".join(row.broken_rules)))
+            cells.append(escape("\n".join(_broken_cell(row, shown_columns))))
         table.add_row(*cells, style=styles[role(row)] if row.feasible else "dim")
     return table

@@ -41,6 +41,16 @@ class ObjectiveInfo:
         return self.direction == "minimize"
 
 
+@dataclass(frozen=True)
+class BrokenLimit:
+    """One limit a trial breaks: its metric (None when the study file is not stored), the rule
+    alone ("val_bpb <= 5.36") and the sentence with the measured value."""
+
+    metric: str | None
+    rule: str
+    sentence: str
+
+
 @dataclass
 class TrialRow:
     """One trial as the report sees it (the contract's user_attrs, decoded)."""
@@ -59,8 +69,7 @@ class TrialRow:
     point_key: str | None = None
     reused_from: int | None = None
     feasible: bool = True  # inside every limit of the study (study.records.is_feasible)
-    broken_limits: tuple[str, ...] = ()  # "val_bpb = 5.368 breaks val_bpb <= 5.36", one per limit
-    broken_rules: tuple[str, ...] = ()  # the same limits as rules alone: "val_bpb <= 5.36"
+    broken: tuple[BrokenLimit, ...] = ()  # the study's limits this trial breaks
     rank: int | None = None  # place in the study's ranking (`miras best`'s order); None: unranked
     on_front: bool = False  # on the study's Pareto front (for one objective: the best trial)
 
@@ -69,6 +78,11 @@ class TrialRow:
         return self.state == "COMPLETE" and self.values is not None and all(
             math.isfinite(v) for v in self.values
         )
+
+    @property
+    def broken_limits(self) -> tuple[str, ...]:
+        """What each broken limit says: "val_bpb = 5.368 breaks val_bpb <= 5.36"."""
+        return tuple(b.sentence for b in self.broken)
 
     @property
     def label(self) -> str:
@@ -113,26 +127,23 @@ def study_limits(study: optuna.Study) -> list[Limit]:
         return []
 
 
-def broken_limits(trial: FrozenTrial, limits: list[Limit]) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """The limits the trial breaks (positive ``constraints`` entries), twice: as sentences with
-    the measured value when the trial stores it ("val_bpb = 5.368 breaks val_bpb <= 5.36"), and
-    as the rules alone ("val_bpb <= 5.36"); a numbered limit when the study file is not stored."""
+def broken_limits(trial: FrozenTrial, limits: list[Limit]) -> tuple[BrokenLimit, ...]:
+    """The limits the trial breaks (positive ``constraints`` entries), with the measured value
+    when the trial stores it; a numbered limit when the study file is not stored."""
     violations = trial.user_attrs.get("constraints") or []
     metrics = trial.user_attrs.get("metrics") or {}
-    sentences, rules = [], []
+    broken = []
     for index, violation in enumerate(violations):
         if violation <= 0:
             continue
         if len(limits) != len(violations):
-            sentences.append(f"breaks limit {index + 1} (by {violation:.4g})")
-            rules.append(f"limit {index + 1}")
+            broken.append(BrokenLimit(None, f"limit {index + 1}", f"breaks limit {index + 1} (by {violation:.4g})"))
             continue
         limit = limits[index]
         value = metrics.get(limit.metric)
         measured = f"{limit.metric} = {float(value):.4g} " if _is_number(value) else ""
-        sentences.append(f"{measured}breaks {limit.describe()}")
-        rules.append(limit.describe())
-    return tuple(sentences), tuple(rules)
+        broken.append(BrokenLimit(limit.metric, limit.describe(), f"{measured}breaks {limit.describe()}"))
+    return tuple(broken)
 
 
 def trial_row(trial: FrozenTrial, limits: list[Limit] | None = None) -> TrialRow:
@@ -140,7 +151,6 @@ def trial_row(trial: FrozenTrial, limits: list[Limit] | None = None) -> TrialRow
     attrs = trial.user_attrs
     metrics = {k: float(v) for k, v in (attrs.get("metrics") or {}).items() if _is_number(v)}
     curve = [(int(step), float(loss)) for step, loss in attrs.get("curve") or []]
-    sentences, rules = broken_limits(trial, limits or [])
     return TrialRow(
         number=trial.number,
         state=trial.state.name,
@@ -156,8 +166,7 @@ def trial_row(trial: FrozenTrial, limits: list[Limit] | None = None) -> TrialRow
         point_key=attrs.get("point_key"),
         reused_from=attrs.get("reused_from"),
         feasible=is_feasible(trial),
-        broken_limits=sentences,
-        broken_rules=rules,
+        broken=broken_limits(trial, limits or []),
     )
 
 
