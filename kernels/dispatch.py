@@ -92,13 +92,12 @@ def _matrix_kernel(rule: Any, bias: BiasConfig, modes: dict[str, str]) -> Callab
     algorithm = _kind(rule.algorithm)
     if algorithm not in ("gd", "momentum") or _kind(rule.retention) not in ("none", "l2"):
         return None
-    if getattr(rule.retention, "gradient_at", "retained") != "retained":  # errors at beta_i W_0 only
-        return None
     if algorithm == "momentum" and modes.get("alpha") == "channel":
         return None
     from .matrix_chunk import chunk_matrix_memory
 
-    return functools.partial(chunk_matrix_memory, bias=bias)
+    gradient_at = getattr(rule.retention, "gradient_at", "retained")
+    return functools.partial(chunk_matrix_memory, bias=bias, gradient_at=gradient_at)
 
 
 def _mlp_kernel(rule: Any, bias: BiasConfig, modes: dict[str, str]) -> Callable[..., Any] | None:

@@ -162,3 +162,20 @@ def test_auto_leaves_triton_versions_older_than_the_limits_alone(monkeypatch):
     assert "Triton 3.2.0 is older than 3.6" in kernel_problem(rule, q, v, 16, "auto")
     if not CUDA:
         assert kernel_problem(rule, q, v, 16, "triton") is None  # forced: still runs
+
+
+@pytest.mark.parametrize("gradient_at", ["retained", "previous"])
+def test_both_gradient_points_of_l2_retention_run_on_the_matrix_kernel(gradient_at):
+    """Gated DeltaNet's order and Titans' order: the kernel equals the PyTorch chunked form."""
+    if CUDA:
+        pytest.skip("the GPU tests cover the kernels")
+    pytest.importorskip("triton")
+    from miras_search.schema import ModelPoint
+
+    data = preset("gated_deltanet").model_dump()
+    data["retention"]["gradient_at"] = gradient_at
+    _, (q, k, v), gates, params = _inputs("gated_deltanet", "cpu", T=21)
+    gates = MemoryGates(eta=gates.eta, alpha=gates.alpha * 0.7)  # a strong decay: the orders differ
+    rule = MemoryRule.from_point(ModelPoint.model_validate(data))
+    q.requires_grad_(True)
+    _assert_kernel_matches_pytorch(rule, q, k, v, gates, params)

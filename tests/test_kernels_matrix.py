@@ -69,14 +69,15 @@ def make_inputs(B, T, H, K, V, bias="l2", alpha="head", momentum=False, w0=True,
     return inputs
 
 
-def check(inputs, bias, chunk_size, dtype=torch.float32, tol=5e-3, backward="fused", device=DEVICE):
+def check(inputs, bias, chunk_size, dtype=torch.float32, tol=5e-3, backward="fused", device=DEVICE,
+          gradient_at="retained"):
     """Run kernel (dtype, on ``device``) and float64 reference; compare o and all gradients."""
     names = [n for n in NAMES if inputs[n] is not None]
     fast = {n: inputs[n].to(device, dtype).requires_grad_() for n in names}
     # the reference sees the kernel's own inputs: rounded to dtype, then computed in float64
     ref = {n: inputs[n].to(dtype).double().requires_grad_() for n in names}
-    o = chunk_matrix_memory(**fast, bias=bias, chunk_size=chunk_size, backward=backward)
-    o_ref = naive_chunk_matrix_memory(**ref, bias=bias, chunk_size=chunk_size)
+    o = chunk_matrix_memory(**fast, bias=bias, chunk_size=chunk_size, backward=backward, gradient_at=gradient_at)
+    o_ref = naive_chunk_matrix_memory(**ref, bias=bias, chunk_size=chunk_size, gradient_at=gradient_at)
     do = torch.randn(o_ref.shape, generator=torch.Generator().manual_seed(1)).to(dtype).double()
     grads = torch.autograd.grad(o, [fast[n] for n in names], do.to(device, dtype))
     grads_ref = torch.autograd.grad(o_ref, [ref[n] for n in names], do)
@@ -117,7 +118,30 @@ def test_reference_chunk_one_is_plain_recurrence():
     assert rel_err(o[0, :, 0], torch.stack(outs)) < 1e-12
 
 
+def test_reference_chunk_one_with_the_previous_gradient_point_is_titans_order():
+    """gradient_at 'previous': W_t = alpha_t W_{t-1} - eta_t (W_{t-1} k_t - v_t) k_t^T."""
+    x = make_inputs(1, 9, 1, 4, 3, "l2", "head", w0=False)
+    W = torch.zeros(3, 4, dtype=torch.float64)
+    outs = []
+    for t in range(9):
+        kt, vt = x["k"][0, t, 0], x["v"][0, t, 0]
+        W = x["alpha"][0, t, 0] * W - x["eta"][0, t, 0] * torch.outer(W @ kt - vt, kt)
+        outs.append(W @ x["q"][0, t, 0])
+    o = naive_chunk_matrix_memory(**x, bias="l2", chunk_size=1, gradient_at="previous")
+    assert rel_err(o[0, :, 0], torch.stack(outs)) < 1e-12
+
+
 # ---- kernel == reference (CPU interpreter: smallest shapes) ---------------------------------
+@pytest.mark.parametrize(("bias", "alpha", "momentum", "backward"), [
+    ("l2", "head", False, "fused"), ("l2", "channel", False, "fused"), ("l2", "head", True, "split"),
+    ("huber_switch", "head", True, "fused"), ("lp", "channel", False, "split"),
+])
+def test_the_previous_gradient_point(bias, alpha, momentum, backward):
+    """Titans' order (errors at W_0, not at beta_i W_0): outputs and every gradient, the alpha
+    gradient included (it no longer flows through the errors)."""
+    x = make_inputs(1, 37, 2, 16, 16, bias, alpha, momentum)
+    x["alpha"] = x["alpha"] * 0.8  # a strong decay, so that the two orders differ
+    check(x, bias, 16, backward=backward, gradient_at="previous")
 @pytest.mark.parametrize("bias", BIAS_KINDS)
 def test_every_bias(bias):
     check(make_inputs(1, 21, 2, 16, 16, bias, "head"), bias, 16)
@@ -326,10 +350,9 @@ def test_dispatch_covers_the_matrix_points():
         "gated_deltanet": True, "ttt_linear": True, "longhorn": False, "titans": True,
         "moneta": True, "yaad": True, "memora": True, "transformer": False,  # MLP kernel
     }
-    # the matrix kernel takes the errors at the retained beta_i W_0 only
     data = preset("gated_deltanet").model_dump()
     data["retention"]["gradient_at"] = "previous"
-    assert kernel_for(ModelPoint.model_validate(data)) is None
+    assert kernel_for(ModelPoint.model_validate(data)).keywords["gradient_at"] == "previous"
 
 
 def test_dispatch_kernel_runs_with_its_bias():

@@ -3,7 +3,8 @@
 Same semantics as ``naive.py`` (see its docstring). One program per (V-tile, batch x head)
 walks the chunks in order and keeps the state W [BV, K] (and the momentum S) in registers:
 per chunk it forms the errors E = (beta * K) W^T - V (gradients at the chunk-start state
-retained to each token, beta_i W_0: "retain, then learn"), their transform G = phi(E), the
+retained to each token, beta_i W_0: "retain, then learn"; with RETAIN_FIRST off, Titans' order,
+at W_0 itself: E = K W^T - V), their transform G = phi(E), the
 gate-weighted causal sums that give the outputs, and the chunk-end state, in one kernel. Element-wise biases
 make the rows of W independent, so V is split into tiles; the row-norm biases (huber_norm,
 huber_switch, robust) need the whole row and use one tile.
@@ -212,6 +213,7 @@ def _fwd_kernel(
     C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, BIAS: tl.constexpr,
     ALPHA: tl.constexpr, MOMENTUM: tl.constexpr, HAS_W0: tl.constexpr,
     SAVE: tl.constexpr, PREC: tl.constexpr, NEPS: tl.constexpr, SMOOTH: tl.constexpr,
+    RETAIN_FIRST: tl.constexpr,
 ):
     i_v = tl.program_id(0)
     i_bh = tl.program_id(1)
@@ -255,7 +257,10 @@ def _fwd_kernel(
             la = tl.log(tl.load(alpha + row[:, None] * K + ok[None, :], mask=m_ck, other=1.0).to(tl.float32))
             lb = tl.cumsum(la, 0)  # [C, BK]
             lbl = tl.sum(la, 0)  # [BK] log decay of the whole chunk
-            E = _mm(kc * tl.exp(lb), tl.trans(W), PREC) - vc  # errors at beta_i W_0
+            if RETAIN_FIRST:
+                E = _mm(kc * tl.exp(lb), tl.trans(W), PREC) - vc  # errors at beta_i W_0
+            else:
+                E = _mm(kc, tl.trans(W), PREC) - vc  # errors at W_0
             G = _phi(E, vc, dl, BIAS, P_EXP, SHARP, EPS, RADIUS, NEPS, SMOOTH)
             P = G * et[:, None]
             qt = qc * tl.exp(lb)
@@ -270,7 +275,10 @@ def _fwd_kernel(
                 la = tl.zeros([C], dtype=tl.float32)
             lb = tl.cumsum(la, 0)
             lbl = tl.sum(la, 0)
-            E = tl.exp(lb)[:, None] * _mm(kc, tl.trans(W), PREC) - vc  # errors at beta_i W_0
+            if RETAIN_FIRST:
+                E = tl.exp(lb)[:, None] * _mm(kc, tl.trans(W), PREC) - vc  # errors at beta_i W_0
+            else:
+                E = _mm(kc, tl.trans(W), PREC) - vc  # errors at W_0
             G = _phi(E, vc, dl, BIAS, P_EXP, SHARP, EPS, RADIUS, NEPS, SMOOTH)
             P = G * et[:, None]
             Lb = tl.exp(tl.where(causal, lb[:, None] - lb[None, :], float("-inf")))
@@ -306,7 +314,7 @@ def _chunk_bwd(
     T, H, K, V, NC, BH, P_EXP, SHARP, EPS, RADIUS,
     C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, BIAS: tl.constexpr,
     ALPHA: tl.constexpr, MOMENTUM: tl.constexpr, PREC: tl.constexpr, NEPS: tl.constexpr,
-    SMOOTH: tl.constexpr, STORE: tl.constexpr,
+    SMOOTH: tl.constexpr, STORE: tl.constexpr, RETAIN_FIRST: tl.constexpr,
 ):
     """Chunk n of the backward from dL/d(its end state) dW (and dS): writes the chunk's token
     gradients when STORE and returns dL/d(its start state). Without STORE only the state
@@ -346,7 +354,10 @@ def _chunk_bwd(
         lb = tl.cumsum(la, 0)
         lbl = tl.sum(la, 0)
         eb = tl.exp(lb)
-        kb = kc * eb  # retained keys: errors at beta_i W_0
+        if RETAIN_FIRST:
+            kb = kc * eb  # retained keys: errors at beta_i W_0
+        else:
+            kb = kc  # errors at W_0
         E = _mm(kb, tl.trans(W), PREC) - vc
         G = _phi(E, vc, dl, BIAS, P_EXP, SHARP, EPS, RADIUS, NEPS, SMOOTH)
         P = G * et[:, None]
@@ -362,8 +373,12 @@ def _chunk_bwd(
         dE, dd = _phi_bwd(E, dG, dl, BIAS, P_EXP, SHARP, EPS, RADIUS, NEPS, SMOOTH)
         dkb = _mm(dE, W, PREC)
         dqc = dqW * eb + dqA
-        dkc = dkA + dkw * tl.exp(lbl[None, :] - lb) + dkb * eb
-        dlb = dqW * qt + dqA * qc - dkA * kc - dkw * kw + dkb * kb
+        dlb = dqW * qt + dqA * qc - dkA * kc - dkw * kw
+        if RETAIN_FIRST:
+            dkc = dkA + dkw * tl.exp(lbl[None, :] - lb) + dkb * eb
+            dlb += dkb * kb
+        else:
+            dkc = dkA + dkw * tl.exp(lbl[None, :] - lb) + dkb
         dlbl = tl.sum(dkw * kw, 0) + tl.exp(lbl) * tl.sum(dW * W, 0)
         # lb_t sums log alpha_j for j <= t; lbl sums them all
         g_la = tl.cumsum(dlb, 0, reverse=True) + dlbl[None, :]
@@ -396,7 +411,10 @@ def _chunk_bwd(
             D = Lb
             dlast = wb
         KW = _mm(kc, tl.trans(W), PREC)
-        E = eb[:, None] * KW - vc  # errors at beta_i W_0
+        if RETAIN_FIRST:
+            E = eb[:, None] * KW - vc  # errors at beta_i W_0
+        else:
+            E = KW - vc  # errors at W_0
         G = _phi(E, vc, dl, BIAS, P_EXP, SHARP, EPS, RADIUS, NEPS, SMOOTH)
         P = G * et[:, None]
         QK = _mm(qc, tl.trans(kc), PREC)
@@ -416,7 +434,10 @@ def _chunk_bwd(
         # dD (the last row also carries the chunk-end term -sum_v P R)
         dD = tl.where(causal, dA * QK, 0.0)
         dD += tl.where(is_last[:, None], -tl.sum(P * R, 1)[None, :], 0.0)
-        dlb = eb * (tl.sum(dO * QW, 1) + tl.sum(dE * KW, 1))
+        if RETAIN_FIRST:
+            dlb = eb * (tl.sum(dO * QW, 1) + tl.sum(dE * KW, 1))
+        else:
+            dlb = eb * tl.sum(dO * QW, 1)
         dlb += tl.where(is_last, tl.exp(lbl) * tl.sum(tl.sum(dW * W, 1), 0), 0.0)
         if MOMENTUM:
             dqc += cv[:, None] * _mm(dO, S, PREC)
@@ -438,9 +459,13 @@ def _chunk_bwd(
         dlb += tl.sum(X, 1) - tl.sum(X, 0)
         if STORE and (ALPHA == 1):
             tl.store(dla + part + row, tl.cumsum(dlb, 0, reverse=True), mask=mt)
-        dkc += eb[:, None] * _mm(dE, W, PREC)
         dW_prev = tl.exp(lbl) * dW + _mm(tl.trans(dO * eb[:, None]), qc, PREC)
-        dW_prev += _mm(tl.trans(dE * eb[:, None]), kc, PREC)
+        if RETAIN_FIRST:
+            dkc += eb[:, None] * _mm(dE, W, PREC)
+            dW_prev += _mm(tl.trans(dE * eb[:, None]), kc, PREC)
+        else:
+            dkc += _mm(dE, W, PREC)
+            dW_prev += _mm(tl.trans(dE), kc, PREC)
         if MOMENTUM:
             dS = clast * dW + tl.exp(ltl) * dS + _mm(tl.trans(dO * cv[:, None]), qc, PREC)
         dW = dW_prev
@@ -465,7 +490,7 @@ def _bwd_kernel(
     T, H, K, V, NC, BH, P_EXP, SHARP, EPS, RADIUS,
     C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, BIAS: tl.constexpr,
     ALPHA: tl.constexpr, MOMENTUM: tl.constexpr, PREC: tl.constexpr, NEPS: tl.constexpr,
-    SMOOTH: tl.constexpr,
+    SMOOTH: tl.constexpr, RETAIN_FIRST: tl.constexpr,
 ):
     """The fused backward: one program per (V-tile, batch x head) walks the chunks in reverse."""
     i_v = tl.program_id(0)
@@ -480,7 +505,7 @@ def _bwd_kernel(
             q, k, v, eta, alpha, theta, delta, saved_w, saved_s, do,
             dq, dk, dv, deta, dla, dlth, ddelta, dW, dS, NC - 1 - i_n, i_v, i_bh,
             T, H, K, V, NC, BH, P_EXP, SHARP, EPS, RADIUS, C, BK, BV, BIAS, ALPHA, MOMENTUM,
-            PREC, NEPS, SMOOTH, True,
+            PREC, NEPS, SMOOTH, True, RETAIN_FIRST,
         )
     tl.store(dw0 + i_bh * V * K + ov[:, None] * K + ok[None, :], dW, mask=m_vk)
 
@@ -491,7 +516,7 @@ def _bwd_state_kernel(
     T, H, K, V, NC, BH, P_EXP, SHARP, EPS, RADIUS,
     C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, BIAS: tl.constexpr,
     ALPHA: tl.constexpr, MOMENTUM: tl.constexpr, PREC: tl.constexpr, NEPS: tl.constexpr,
-    SMOOTH: tl.constexpr,
+    SMOOTH: tl.constexpr, RETAIN_FIRST: tl.constexpr,
 ):
     """Split backward, pass 1 (sequential): only the state gradient, walked in reverse; stores
     dL/d(end state) of every chunk for pass 2."""
@@ -513,7 +538,7 @@ def _bwd_state_kernel(
             q, k, v, eta, alpha, theta, delta, saved_w, saved_s, do,  # no token gradients here:
             dw0, dw0, dw0, dw0, dw0, dw0, dw0, dW, dS, n, i_v, i_bh,  # placeholders, never written
             T, H, K, V, NC, BH, P_EXP, SHARP, EPS, RADIUS, C, BK, BV, BIAS, ALPHA, MOMENTUM,
-            PREC, NEPS, SMOOTH, False,
+            PREC, NEPS, SMOOTH, False, RETAIN_FIRST,
         )
     tl.store(dw0 + i_bh * V * K + tile, dW, mask=m_vk)
 
@@ -525,7 +550,7 @@ def _bwd_chunk_kernel(
     T, H, K, V, NC, BH, P_EXP, SHARP, EPS, RADIUS,
     C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, BIAS: tl.constexpr,
     ALPHA: tl.constexpr, MOMENTUM: tl.constexpr, PREC: tl.constexpr, NEPS: tl.constexpr,
-    SMOOTH: tl.constexpr,
+    SMOOTH: tl.constexpr, RETAIN_FIRST: tl.constexpr,
 ):
     """Split backward, pass 2 (one program per V-tile, chunk and batch x head, all at once): the
     token gradients of one chunk from its stored start state and end-state gradient."""
@@ -546,7 +571,7 @@ def _bwd_chunk_kernel(
         q, k, v, eta, alpha, theta, delta, saved_w, saved_s, do,
             dq, dk, dv, deta, dla, dlth, ddelta, dW, dS, n, i_v, i_bh,
         T, H, K, V, NC, BH, P_EXP, SHARP, EPS, RADIUS, C, BK, BV, BIAS, ALPHA, MOMENTUM,
-        PREC, NEPS, SMOOTH, True,
+        PREC, NEPS, SMOOTH, True, RETAIN_FIRST,
     )
 
 
@@ -569,7 +594,7 @@ def _launch_config(K: int, V: int, bias: BiasConfig, backward: bool) -> tuple[in
 
 def compile_specs(bias: BiasConfig, K: int, V: int, chunk_size: int, alpha: str = "head",
                   momentum: bool = False, dtype: torch.dtype = torch.bfloat16,
-                  backward: str = "fused") -> list[tuple]:
+                  backward: str = "fused", gradient_at: str = "retained") -> list[tuple]:
     """(name, kernel, scalars, pointer types, num_warps) of the launches for
     kernels.compile_check (compiling for a GPU without one); alpha: none / head / channel.
     'fused': the forward and the backward; 'split': the backward's state and chunk passes."""
@@ -585,6 +610,7 @@ def compile_specs(bias: BiasConfig, K: int, V: int, chunk_size: int, alpha: str 
         BK, BV, warps = _launch_config(K, V, bias, is_backward)
         scalars = {"T": 1024, "H": 8, "K": K, "V": V, "NC": 1024 // chunk_size, "C": chunk_size,
                    "BK": BK, "BV": BV, "ALPHA": mode, "MOMENTUM": momentum,
+                   "RETAIN_FIRST": gradient_at == "retained",
                    "PREC": matrix_precision(dtype, bias.kind), **_bias_args(bias)}
         if is_backward:
             scalars["BH"] = 32
@@ -602,13 +628,14 @@ def _bias_args(bias: BiasConfig) -> dict:
     }
 
 
-def _reference(bias: BiasConfig, chunk_size: int):
+def _reference(bias: BiasConfig, chunk_size: int, gradient_at: str):
     """The PyTorch reference in float32 (or wider), output in q's dtype: the fallback of a launch
     that does not fit this GPU."""
     def run(q, k, v, eta, alpha, theta, delta, w0):
         wide = [x if x is None else x.to(torch.promote_types(x.dtype, torch.float32))
                 for x in (q, k, v, eta, alpha, theta, delta, w0)]
-        return naive_chunk_matrix_memory(*wide, bias=bias, chunk_size=chunk_size).to(q.dtype)
+        return naive_chunk_matrix_memory(*wide, bias=bias, chunk_size=chunk_size,
+                                         gradient_at=gradient_at).to(q.dtype)
     return run
 
 
@@ -620,7 +647,7 @@ class ChunkMatrixMemory(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, q, k, v, eta, alpha, theta, delta, w0, bias, chunk_size, split):
+    def forward(ctx, q, k, v, eta, alpha, theta, delta, w0, bias, chunk_size, split, gradient_at):
         B, T, H, K = k.shape
         V = v.shape[-1]
         NC = triton.cdiv(T, chunk_size)
@@ -634,6 +661,7 @@ class ChunkMatrixMemory(torch.autograd.Function):
         dummy = eta
         grid = (triton.cdiv(V, BV), B * H)
         ctx.bias, ctx.chunk_size, ctx.mode, ctx.split = bias, chunk_size, mode, split
+        ctx.gradient_at = gradient_at
         ctx.fallback = False
         try:
             with on_device(q):
@@ -642,12 +670,13 @@ class ChunkMatrixMemory(torch.autograd.Function):
                     dummy if delta is None else delta, dummy if w0 is None else w0, o, saved_w, saved_s,
                     T, H, K, V, NC, C=chunk_size, BK=BK, BV=BV, ALPHA=mode, MOMENTUM=theta is not None,
                     HAS_W0=w0 is not None, SAVE=save, PREC=matrix_precision(q.dtype, bias.kind),
-                    num_warps=warps, num_stages=1, **_bias_args(bias),
+                    RETAIN_FIRST=gradient_at == "retained", num_warps=warps, num_stages=1,
+                    **_bias_args(bias),
                 )
         except OutOfResources as error:
             warn_fallback("matrix-memory forward", error)
             ctx.fallback = True
-            o = _reference(bias, chunk_size)(q, k, v, eta, alpha, theta, delta, w0)
+            o = _reference(bias, chunk_size, gradient_at)(q, k, v, eta, alpha, theta, delta, w0)
         ctx.save_for_backward(q, k, v, eta, alpha, theta, delta, w0, saved_w, saved_s)
         return o
 
@@ -656,8 +685,9 @@ class ChunkMatrixMemory(torch.autograd.Function):
         q, k, v, eta, alpha, theta, delta, w0, saved_w, saved_s = ctx.saved_tensors
         bias, C, mode = ctx.bias, ctx.chunk_size, ctx.mode
         inputs = [q, k, v, eta, alpha, theta, delta, w0]
+        reference = _reference(bias, C, ctx.gradient_at)
         if ctx.fallback:
-            return (*reference_grads(_reference(bias, C), inputs, do), None, None, None)
+            return (*reference_grads(reference, inputs, do), None, None, None, None)
         B, T, H, K = k.shape
         V = v.shape[-1]
         NC = triton.cdiv(T, C)
@@ -679,7 +709,7 @@ class ChunkMatrixMemory(torch.autograd.Function):
         scalars = dict(
             T=T, H=H, K=K, V=V, NC=NC, BH=B * H, C=C, BK=BK, BV=BV, ALPHA=mode,
             MOMENTUM=theta is not None, PREC=matrix_precision(q.dtype, bias.kind), num_warps=warps,
-            num_stages=1, **_bias_args(bias),
+            num_stages=1, RETAIN_FIRST=ctx.gradient_at == "retained", **_bias_args(bias),
         )
         try:
             with on_device(q):
@@ -692,14 +722,14 @@ class ChunkMatrixMemory(torch.autograd.Function):
                     _bwd_kernel[(NV, B * H)](*launch, *grads, dw0, **scalars)
         except OutOfResources as error:
             warn_fallback("matrix-memory backward", error)
-            return (*reference_grads(_reference(bias, C), inputs, do), None, None, None)
+            return (*reference_grads(reference, inputs, do), None, None, None, None)
         g_alpha = None if alpha is None else (dla.sum(0) / alpha.float()).to(alpha.dtype)
         g_theta = None if theta is None else (dlth.sum(0) / theta.float()).to(theta.dtype)
         g_delta = None if delta is None else ddelta.sum(0).to(delta.dtype)
         g_w0 = None if w0 is None else dw0.sum(0).to(w0.dtype)
         return (
             dq.sum(0).to(q.dtype), dk.sum(0).to(k.dtype), dv, deta.sum(0).to(eta.dtype),
-            g_alpha, g_theta, g_delta, g_w0, None, None, None,
+            g_alpha, g_theta, g_delta, g_w0, None, None, None, None,
         )
 
 
@@ -724,6 +754,7 @@ def chunk_matrix_memory(
     bias: BiasConfig | str = "l2",
     chunk_size: int = 64,
     backward: str = "fused",
+    gradient_at: str = "retained",
 ) -> torch.Tensor:
     """Chunked matrix memory with Triton kernels (forward and backward).
 
@@ -741,6 +772,8 @@ def chunk_matrix_memory(
         backward: 'fused' (one sequential kernel per batch x head and V-tile) or 'split' (a
             sequential pass that carries only the state gradient, then one program per chunk
             for the token gradients; more memory: one [V, K] gradient per chunk).
+        gradient_at: 'retained' (errors at beta_i W_0: Gated DeltaNet's order) or 'previous'
+            (errors at W_0: Titans' order); they differ only with alpha.
     Returns:
         o: [B, T, H, V] in the dtype of q.
     """
@@ -776,4 +809,6 @@ def chunk_matrix_memory(
         args[6] = None
     if backward not in ("fused", "split"):
         raise KernelInputError(f"backward must be 'fused' or 'split', got {backward!r}")
-    return ChunkMatrixMemory.apply(*args, bias, chunk_size, backward == "split")
+    if gradient_at not in ("retained", "previous"):
+        raise KernelInputError(f"gradient_at must be 'retained' or 'previous', got {gradient_at!r}")
+    return ChunkMatrixMemory.apply(*args, bias, chunk_size, backward == "split", gradient_at)

@@ -2,7 +2,8 @@
 
 Per batch b and head h the memory is W [V, K]. Inside a chunk of C tokens all gradients are
 taken at the chunk-start state W_0, retained to token i (the paper's minibatch form, in Gated
-DeltaNet's "retain, then learn" order, as miras_search.memory does):
+DeltaNet's "retain, then learn" order, ``gradient_at='retained'``) or not (``'previous'``,
+Titans' order: e_i = W_0 k_i - v_i), as miras_search.memory does:
 
     beta_t = prod_{s <= j <= t} alpha_j,   e_i = beta_i W_0 k_i - v_i,   g_i = phi(e_i)
     gd:        U_t = beta_t W_0 - sum_{i <= t} (beta_t / beta_i) eta_i g_i k_i^T
@@ -50,6 +51,7 @@ def naive_chunk_matrix_memory(
     initial_state: torch.Tensor | None = None,
     bias: BiasConfig | str = "l2",
     chunk_size: int = 16,
+    gradient_at: str = "retained",
 ) -> torch.Tensor:
     """Chunked matrix memory, one chunk at a time, in the dtype of ``q``.
 
@@ -61,6 +63,7 @@ def naive_chunk_matrix_memory(
         initial_state: [H, V, K] or None (zeros).
         bias: a BiasConfig or its kind name.
         chunk_size: tokens per chunk (1 = exact recurrence).
+        gradient_at: 'retained' (errors at beta_i W_0) or 'previous' (at W_0).
     Returns:
         o: [B, T, H, V].
     """
@@ -89,7 +92,10 @@ def naive_chunk_matrix_memory(
 
         # lb: cumulative log-decay inside the chunk, (B, H, C) or (B, H, C, K)
         lb = q.new_zeros(B, H, C) if log_a is None else log_a[:, sl].transpose(1, 2).cumsum(2)
-        k_retained = kc * (lb.exp() if channel else lb.exp().unsqueeze(-1))  # beta_i W_0 k_i
+        if gradient_at == "retained":
+            k_retained = kc * (lb.exp() if channel else lb.exp().unsqueeze(-1))  # beta_i W_0 k_i
+        else:
+            k_retained = kc
         e = torch.einsum("bhck,bhvk->bhcv", k_retained, W) - vc
         p = etac.unsqueeze(-1) * phi(e, vc, deltac, bias)  # (B, H, C, V)
         if theta is not None:
