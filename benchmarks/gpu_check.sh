@@ -27,7 +27,7 @@ parallel=()
 start=$SECONDS
 timeout -k 10 270 "$py" -m pytest -v -p no:cacheprovider "${parallel[@]}" \
     tests/test_kernels_mlp.py tests/test_kernel_path.py tests/test_kernels_matrix.py \
-    -k "named_models or gpu_ or wrap or bf16 or forced or language or saturated or on_gpu or kernel_problem or trials_report or older" \
+    -k "named_models or gpu_ or wrap or bf16 or forced or language or saturated or on_gpu or kernel_problem or trials_report or older or previous" \
     2>&1 | tee "$out/gpu_tests.txt" | tail -30
 echo "# tests: $((SECONDS - start)) s" | tee -a "$out/gpu.txt"
 

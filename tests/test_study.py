@@ -194,6 +194,20 @@ def test_the_space_is_compared_by_content_and_the_seeds_count(tmp_path):
     assert result.exit_code == 1 and "seeds: null -> [0, 1]" in result.output
 
 
+def test_resume_continues_to_the_target_of_the_run_it_resumes(tmp_path):
+    """`run --trials 4` stopped early (here by its time budget; Ctrl-C or kill -9 alike): a plain
+    `resume` continues to 4, not to the file's 2, and a later plain `run` has nothing to do."""
+    path = write_study(tmp_path, trials=2)
+    summary = run_inline(path, trials=4, timeout_s=1e-9)  # the deadline passes before any trial
+    assert summary.finished == 0
+    result = CliRunner().invoke(app, ["resume", str(path), "--inline"])
+    assert result.exit_code == 0, result.output
+    assert sum(t.state == TrialState.COMPLETE for t in trials_of(path)) == 4
+    again = CliRunner().invoke(app, ["run", str(path), "--inline"])
+    assert again.exit_code == 0, again.output
+    assert "already has 4/4 finished trials" in again.output and len(trials_of(path)) == 4
+
+
 def test_an_objective_no_trial_measures_stops_the_study_after_one_trial(tmp_path):
     """A metric the trials do not measure fails every trial after its training: the first one
     stops the study (exit 1, naming the metric) instead of training all of them."""
@@ -214,6 +228,17 @@ def test_a_run_where_every_trial_failed_exits_with_the_reasons(tmp_path):
     assert result.exit_code == 1, output
     assert "no trial of study 'tiny' trained (2 failed, 0 pruned by a limit before training): 2 x" in output
     assert "missing.txt" in output
+
+
+def test_trials_still_waiting_are_not_counted_as_failed(tmp_path):
+    """Three anchors and a target of two: the third stays queued, and is no failure."""
+    trial = {**TINY_TRIAL, "data": [{"task": "files", "paths": [str(tmp_path / "missing.txt")]}]}
+    path = write_study(tmp_path, trials=2, trial=trial,
+                       sampler={"kind": "tpe", "anchors": ["gated_deltanet", "deltanet", "retnet"]})
+    result = CliRunner().invoke(app, ["run", str(path), "--inline", "--wandb", "off"])
+    assert result.exit_code == 1
+    assert [t.state for t in trials_of(path)].count(TrialState.WAITING) == 1
+    assert "(2 failed, 0 pruned by a limit before training)" in " ".join(result.output.split())
 
 
 def test_a_run_where_a_limit_pruned_every_point_before_training_exits_with_the_reason(tmp_path):

@@ -137,11 +137,19 @@ def _fail_if_nothing_completed(study: optuna.Study) -> None:
         return
     listed = "; ".join(f"{group.count} x {group.latest}" for group in failure_groups(trials)[:3])
     limited = sum(t.state == TrialState.PRUNED for t in trials)
-    how = f"{len(trials) - limited} failed, {limited} pruned by a limit before training"
+    failed = sum(t.state == TrialState.FAIL for t in trials)
+    how = f"{failed} failed, {limited} pruned by a limit before training"
     raise MirasError(f"no trial of study '{study.study_name}' trained ({how}): {listed}")
 
 
 def _report(summary: RunSummary, tracker) -> None:
+    if summary.already_done:
+        console.print(
+            f"study [bold]{escape(summary.study_name)}[/] already has {summary.finished}/"
+            f"{summary.target} finished trials: nothing to run (pass --trials N for more)",
+            highlight=False,
+        )
+        return
     overhead = sum(summary.overhead_s) / len(summary.overhead_s) if summary.overhead_s else 0.0
     target = summary.target if summary.target is not None else "-"
     console.print(
@@ -195,7 +203,7 @@ def _fmt(value: float | None) -> str:
 def _status_table(state: StudyStatus) -> Table:
     target = state.target if state.target is not None else "-"
     table = Table(title=escape(f"study {state.name}: {state.finished}/{target} finished"))
-    for column in ("complete", "running", "pruned", "failed", "interrupted", "waiting", "reused", "ETA"):
+    for column in ("complete", "running", "pruned", "failed", "interrupted", "waiting", "of which reused", "ETA"):
         table.add_column(column, justify="right")
     eta = "-" if state.eta_s is None else str(datetime.timedelta(seconds=round(state.eta_s)))
     table.add_row(*(str(v) for v in (state.complete, state.running, state.pruned, state.failed,

@@ -80,6 +80,7 @@ class RunSummary:
     reused: int = 0
     interrupted: bool = False
     stopped_because: str | None = None  # a study-level error that every trial would repeat
+    already_done: bool = False  # the study had reached its target before this run started
     wall_s: float = 0.0
     overhead_s: list[float] = field(default_factory=list)  # per trained trial: time outside run_trial
     trial_s: list[float] = field(default_factory=list)
@@ -110,13 +111,22 @@ class StudyDriver:
         self.on_event = on_event or (lambda event: None)
         self.config = study.trial
         self.study = create_study(study, self.storage, self.space)
-        self.target = trials or study.trials or self._default_target()
+        self.target = trials or self._stored_target(study.trials) or self._default_target()
         self._done: dict[str, FrozenTrial] = {}  # point_key -> a finished trial whose outcome is reusable
         self._running: dict[int, _Running] = {}  # trial number -> in flight
         self._by_key: dict[str, _Running] = {}
         self._streak = 0
         self.finished = 0
         self.identity = this_driver()
+
+    def _stored_target(self, from_file: int | None) -> int | None:
+        """The file's ``trials``, or the last run's target when that was higher (a run with
+        --trials N that was interrupted continues to N)."""
+        run = self.study.user_attrs.get("run")
+        stored = run.get("target") if isinstance(run, dict) else None
+        if isinstance(stored, int) and (from_file is None or stored > from_file):
+            return stored
+        return from_file
 
     def _default_target(self) -> int | None:
         if self.spec.sampler.kind == "anchors":
@@ -156,6 +166,10 @@ class StudyDriver:
         if recovered:
             self._emit("note", f"trial(s) {', '.join(map(str, recovered))} were running when the "
                        "last driver stopped: marked failed ('interrupted') and queued again")
+        if self.target is not None and self.finished >= self.target:
+            summary.already_done = True  # nothing to train: no pool is started
+            summary.wall_s = time.perf_counter() - started
+            return summary
         deadline = None if self.timeout_s is None else started + self.timeout_s
         # the target is known before the pool starts (which may take seconds): status shows it
         self.study.set_user_attr("run", {"target": self.target, "workers": self.spec.parallel.workers})
