@@ -7,9 +7,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from miras_search.errors import ConfigError, MirasError, Problem
+from miras_search.errors import ConfigError, Problem
 from miras_search.merge import deep_merge
-from miras_search.presets import PRESET_AXES, preset
+from miras_search.presets import PRESET_AXES, preset, preset_hint
 from miras_search.schema import ModelPoint
 from miras_search.validation import validate
 from miras_search.yamlio import LineMap, dump_yaml, read_yaml, yaml_kind
@@ -22,12 +22,10 @@ def _check_preset_name(name: Any, source: str, lines: LineMap) -> None:
     """ConfigError unless ``name`` (a point file's ``preset``) names a known preset."""
     if isinstance(name, str) and name in PRESET_AXES:
         return
-    what = f"unknown preset '{name}'" if isinstance(name, str) else (
-        f"'preset' must be a preset name, not a {yaml_kind(name)}"
+    what = f"unknown preset '{name}'{preset_hint(name)}" if isinstance(name, str) else (
+        f"'preset' must be a preset name, not a {yaml_kind(name)}; known presets: {', '.join(PRESET_AXES)}"
     )
-    raise ConfigError(source, [Problem(
-        "preset", f"{what}; known presets: {', '.join(PRESET_AXES)}", lines.get(("preset",)),
-    )])
+    raise ConfigError(source, [Problem("preset", what, lines.get(("preset",)))])
 
 
 def point_from_dict(data: dict[str, Any], source: str = "<point>",
@@ -52,10 +50,7 @@ def load_point(ref: str | Path) -> ModelPoint:
         return point_from_dict(data, str(path), lines)
     if str(ref) in PRESET_AXES:
         return preset(str(ref))
-    raise MirasError(
-        f"'{ref}' is neither an existing point file nor a preset name; "
-        f"known presets: {', '.join(PRESET_AXES)}"
-    )
+    raise ConfigError(str(ref), [Problem("", f"no such point file, and no preset of that name{preset_hint(str(ref))}")])
 
 
 def _compact(model: BaseModel) -> dict[str, Any]:

@@ -6,10 +6,12 @@ training settings keep their defaults so that presets compare on equal footing i
 
 from __future__ import annotations
 
+import difflib
 from typing import Any
 
-from miras_search.errors import MirasError
+from miras_search.errors import ConfigError, Problem
 from miras_search.schema import ModelPoint
+from miras_search.validation import validate
 
 _HEAD = {"mode": "head"}
 _ONE = {"mode": "constant", "value": 1.0}
@@ -101,11 +103,21 @@ def preset_names() -> list[str]:
     return list(PRESET_AXES)
 
 
+def preset_hint(name: str) -> str:
+    """" (did you mean 'moneta'?); known presets: ..." for a name that is not a preset."""
+    close = difflib.get_close_matches(name, PRESET_AXES, n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return f"{hint}; known presets: {', '.join(PRESET_AXES)}"
+
+
 def preset(name: str, **overrides: Any) -> ModelPoint:
-    """The named preset as a validated ModelPoint; ``overrides`` replace whole top-level sections."""
+    """The named preset as a validated ModelPoint; ``overrides`` replace whole top-level sections.
+
+    ConfigError, naming the field and what it allows, for an unknown name or a bad override.
+    """
     if name not in PRESET_AXES:
-        raise MirasError(
-            f"unknown preset '{name}'; known presets: {', '.join(PRESET_AXES)}"
-        )
+        raise ConfigError(f"preset '{name}'", [Problem("", f"unknown preset '{name}'{preset_hint(name)}")])
     data = {"name": name, **PRESET_AXES[name], **overrides}
-    return ModelPoint.model_validate(data)
+    if not overrides:
+        return ModelPoint.model_validate(data)
+    return validate(ModelPoint, data, f"preset('{name}') with overrides {sorted(overrides)}")

@@ -6,7 +6,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from miras_search.errors import ConfigError, MirasError
+from miras_search.errors import ConfigError
 from miras_search.points import load_point, point_from_dict, point_to_yaml
 from miras_search.presets import NAMED_MODELS, PRESET_AXES, preset, preset_names
 from miras_search.schema import ModelPoint
@@ -128,8 +128,20 @@ def test_load_point_accepts_files_and_preset_names(root):
     assert load_point("yaad") == preset("yaad")
     point = load_point(root / "tests" / "data" / "good" / "moneta_override.yaml")
     assert point.bias.p == 2.5 and point.block.d_model == 64 and point.retention.kind == "lq"
-    with pytest.raises(MirasError, match="neither an existing point file nor a preset"):
+    with pytest.raises(ConfigError, match="no such point file, and no preset of that name"):
         load_point("no-such-model")
+    with pytest.raises(ConfigError, match="did you mean 'moneta'"):
+        load_point("monetta")
+
+
+def test_preset_overrides_raise_config_errors_naming_the_field():
+    """The Python API's preset(name, **overrides) reports as point files do."""
+    with pytest.raises(ConfigError, match=r"bias\.p: Input should be less than or equal to 4 \(got 9\)"):
+        preset("moneta", bias={"kind": "lp", "p": 9})
+    with pytest.raises(ConfigError, match=r"block\.d_modle: unknown key; allowed keys here: d_model"):
+        preset("moneta", block={"d_modle": 64})
+    with pytest.raises(ConfigError, match="unknown preset 'monetta' \\(did you mean 'moneta'\\?\\)"):
+        preset("monetta")
 
 
 @pytest.mark.parametrize(("text", "kind"), [("preset: [moneta]\n", "list"), ("preset: {a: 1}\n", "mapping")])
