@@ -9,7 +9,7 @@ from pydantic import BaseModel
 
 from miras_search.errors import ConfigError, Problem
 from miras_search.merge import deep_merge
-from miras_search.presets import PRESET_AXES, preset, preset_hint
+from miras_search.presets import PRESET_AXES, is_preset_point, preset, preset_hint
 from miras_search.schema import ModelPoint
 from miras_search.validation import validate
 from miras_search.yamlio import LineMap, dump_yaml, read_yaml, yaml_kind
@@ -36,10 +36,16 @@ def point_from_dict(data: dict[str, Any], source: str = "<point>",
         raise ConfigError(source, [Problem("type", "a point file has 'type: point' (or no type)")])
     data.pop("meta", None)
     name = data.pop("preset", None)
+    named = "name" in data
     if name is not None:
         _check_preset_name(name, source, lines or {})
         data = deep_merge(preset(name).model_dump(mode="json"), data)
-    return validate(ModelPoint, data, source, lines)
+    point = validate(ModelPoint, data, source, lines)
+    if name is not None and not named and not is_preset_point(point):
+        # a variant of the preset is not the preset: named after its file
+        stem = Path(source).stem if source.endswith((".yaml", ".yml")) else f"{name}-variant"
+        point = point.model_copy(update={"name": stem})
+    return point
 
 
 def load_point(ref: str | Path) -> ModelPoint:

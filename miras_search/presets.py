@@ -110,6 +110,17 @@ def preset_hint(name: str) -> str:
     return f"{hint}; known presets: {', '.join(PRESET_AXES)}"
 
 
+AXIS_FIELDS = frozenset({"memory", "bias", "retention", "algorithm"})
+
+
+def is_preset_point(point: ModelPoint) -> bool:
+    """Whether ``point`` carries a preset's name and that preset's four axes, every setting of
+    them (a Moneta with p = 2.5 is a variant of Moneta, not Moneta)."""
+    return point.name in PRESET_AXES and (
+        preset(point.name).model_dump(include=AXIS_FIELDS) == point.model_dump(include=AXIS_FIELDS)
+    )
+
+
 def preset(name: str, **overrides: Any) -> ModelPoint:
     """The named preset as a validated ModelPoint; ``overrides`` replace whole top-level sections.
 

@@ -134,6 +134,16 @@ def test_load_point_accepts_files_and_preset_names(root):
         load_point("monetta")
 
 
+def test_a_point_file_that_changes_a_preset_is_named_after_its_file(tmp_path):
+    path = tmp_path / "my-point.yaml"
+    path.write_text("preset: moneta\nbias: {kind: lp, p: 2.5}\n")
+    assert load_point(path).name == "my-point"
+    path.write_text("preset: moneta\nblock: {d_model: 64}\n")  # Moneta's axes at another size
+    assert load_point(path).name == "moneta"
+    path.write_text("preset: moneta\nname: mine\nbias: {kind: lp, p: 2.5}\n")
+    assert load_point(path).name == "mine"
+
+
 def test_preset_overrides_raise_config_errors_naming_the_field():
     """The Python API's preset(name, **overrides) reports as point files do."""
     with pytest.raises(ConfigError, match=r"bias\.p: Input should be less than or equal to 4 \(got 9\)"):

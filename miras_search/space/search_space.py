@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from miras_search.errors import ConfigError, MirasError, Problem
 from miras_search.merge import deep_merge, get_path
-from miras_search.presets import PRESET_AXES, preset
+from miras_search.presets import is_preset_point, preset
 from miras_search.schema import ModelPoint
 from miras_search.schema_paths import unknown_path_problem
 from miras_search.space.base_check import base_problems
@@ -251,10 +251,10 @@ class SearchSpace:
         return points
 
     def _named(self, point: ModelPoint, index: int) -> ModelPoint:
-        """A sampled point keeps its preset's name only if it has the preset's four axes (a point
-        of a space built on moneta is not Moneta); others are named ``<space>-<index>``."""
-        named = point.name in PRESET_AXES and preset(point.name).axes == point.axes
-        return point if named else point.model_copy(update={"name": f"{self.spec.name}-{index}"})
+        """A sampled point keeps its preset's name only if it has the preset's four axes, every
+        setting of them (a point of a space built on moneta is not Moneta); others are named
+        ``<space>-<index>``."""
+        return point if is_preset_point(point) else point.model_copy(update={"name": f"{self.spec.name}-{index}"})
 
     def anchor_points(self) -> list[ModelPoint]:
         """The named presets listed under ``anchors``."""
