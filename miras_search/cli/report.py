@@ -116,7 +116,7 @@ def _confirm_table(result: ConfirmResult, study_name: str) -> Table:
 def confirm(
     study: StudyArg,
     storage: StorageOpt = None,
-    top: Annotated[int, typer.Option("--top", "-k", min=1, help="Top points to re-train.")] = 5,
+    top: Annotated[int, typer.Option("--top", "-k", min=1, help="Top points to re-train (the named models in the study are added).")] = 5,
     scale: Annotated[float, typer.Option("--scale", "-n", callback=positive_finite,
                                          help="Token budget multiplier.")] = 4.0,
     seeds: Annotated[int, typer.Option(min=1, help="Seeds per point (0, 1, ...).")] = 3,
