@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Any
 
@@ -174,6 +175,17 @@ def parse_yaml(text: str, source: str) -> tuple[dict[str, Any], LineMap]:
     return data, lines
 
 
+def _nearest_file(path: Path) -> str:
+    """" (did you mean studies/quickstart.yaml?)" for the closest YAML file beside a missing one."""
+    folder = path.parent
+    try:
+        names = [p.name for p in folder.iterdir() if p.suffix in (".yaml", ".yml")]
+    except OSError:
+        return ""
+    close = difflib.get_close_matches(path.name, names, n=1, cutoff=0.6)
+    return f" (did you mean {folder / close[0]}?)" if close else ""
+
+
 def read_yaml(path: str | Path) -> tuple[dict[str, Any], LineMap]:
     """Read and parse a YAML file; missing, unreadable or binary files give a ConfigError."""
     path = Path(path)
@@ -181,7 +193,7 @@ def read_yaml(path: str | Path) -> tuple[dict[str, Any], LineMap]:
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        raise ConfigError(source, [Problem("", "no such file")]) from None
+        raise ConfigError(source, [Problem("", f"no such file{_nearest_file(path)}")]) from None
     except IsADirectoryError:
         raise ConfigError(source, [Problem("", "is a directory, not a YAML file")]) from None
     except OSError as error:

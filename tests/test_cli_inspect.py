@@ -151,3 +151,12 @@ def test_command_list_keeps_each_sentence_whole():
     assert "export" in listed
     assert "the points `miras best -n TOP` shows" in listed["export"]
     assert "exit 1 if any is invalid" in listed["validate"]
+
+
+def test_show_takes_a_preset_name_and_suggests_a_file_for_a_typo(tmp_path):
+    shown = CliRunner().invoke(app, ["show", "yaad"])
+    assert shown.exit_code == 0 and "name: yaad" in shown.output
+    (tmp_path / "quickstart.yaml").write_text("type: space\nname: q\npreset: moneta\n")
+    typo = CliRunner().invoke(app, ["show", str(tmp_path / "quickstart.yml")], env={"COLUMNS": "300"})
+    assert typo.exit_code == 1
+    assert f"no such file (did you mean {tmp_path / 'quickstart.yaml'}?)" in typo.output

@@ -115,9 +115,9 @@ def _add_tree(tree: Tree, params: dict) -> None:
 
 
 @command("show")
-def show(file: Annotated[Path, typer.Argument(help="A point, space or study file.")]) -> None:
+def show(file: Annotated[Path, typer.Argument(help="A point, space or study file, or a preset name.")]) -> None:
     """A readable tree of a space (size, conditional branches, presets), or a point's axes."""
-    _, loaded = load_any(file)
+    loaded = preset(str(file)) if not file.exists() and str(file) in preset_names() else load_any(file)[1]
     if isinstance(loaded, SearchSpace):
         summary = loaded.summary()
         tree = Tree(f"[bold]space {escape(loaded.name)}[/]  {escape(loaded.spec.description)}")
