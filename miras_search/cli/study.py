@@ -76,6 +76,9 @@ def _run(path: Path, workers: int | None, address: str | None, storage: str | No
         tracker = WandbTracker(spec.name, spec.out_dir() / "wandb", mode, spec.tracking.project,
                                spec.tracking.entity)
     best = _BestSoFar(spec.objective_records)
+    # opened before the progress bar: a study it refuses (changed file, old measure) shows no bar
+    driver = StudyDriver(spec, pool_factory, storage=storage, trials=trials, timeout_s=timeout,
+                         tracker=tracker)
     with _progress() as bar:
         task = bar.add_task(escape(spec.name), total=None, running=0, best="")
 
@@ -87,8 +90,7 @@ def _run(path: Path, workers: int | None, address: str | None, storage: str | No
             bar.update(task, total=event.target, completed=event.finished, running=event.running,
                        best=escape(best.text()))
 
-        driver = StudyDriver(spec, pool_factory, storage=storage, trials=trials, timeout_s=timeout,
-                             tracker=tracker, on_event=show)
+        driver.on_event = show
         for trial in feasible_complete(driver.study):  # what earlier runs found counts too
             best.add(trial)
         summary = driver.run()
