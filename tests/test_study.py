@@ -208,6 +208,23 @@ def test_resume_continues_to_the_target_of_the_run_it_resumes(tmp_path):
     assert "already has 4/4 finished trials" in again.output and len(trials_of(path)) == 4
 
 
+def test_data_that_changed_under_a_study_is_not_mixed_into_it(tmp_path, monkeypatch):
+    """A data folder that gained a file has other validation documents: resume refuses."""
+    monkeypatch.setenv("MIRAS_CACHE_DIR", str(tmp_path / "cache"))
+    folder = tmp_path / "texts"
+    folder.mkdir()
+    for i in range(30):
+        (folder / f"{i}.txt").write_text(f"document {i}: " + "some words to learn from. " * 40)
+    trial = {**TINY_TRIAL, "data": [{"task": "files", "paths": [str(folder)]}]}
+    path = write_study(tmp_path, trials=1, trial=trial)
+    run_inline(path)
+    assert CliRunner().invoke(app, ["resume", str(path), "--inline", "--trials", "2"]).exit_code == 0
+    (folder / "new.txt").write_text("a new document. " * 50)
+    result = CliRunner().invoke(app, ["resume", str(path), "--inline", "--trials", "3"], env={"COLUMNS": "300"})
+    assert result.exit_code == 1 and "the data's content" in result.output
+    assert len(trials_of(path)) == 2
+
+
 def test_an_objective_no_trial_measures_stops_the_study_after_one_trial(tmp_path):
     """A metric the trials do not measure fails every trial after its training: the first one
     stops the study (exit 1, naming the metric) instead of training all of them."""

@@ -10,7 +10,9 @@ A trial config embeds a list of these, e.g. in YAML::
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 import os
 from collections.abc import Iterator
 from typing import Annotated, Protocol
@@ -130,6 +132,13 @@ class DataMix:
         index = self.pick(step, seed, split)
         batch = self.sources[index].batch(batch_size, step=step, seed=seed, split=split, seq_len=seq_len)
         return self.names[index], batch
+
+    def fingerprint(self) -> str:
+        """A hash of what the mix's batches are drawn from: every source's settings and, for a
+        text source, its token store's content (files added or edited change it)."""
+        parts = [[spec.model_dump(mode="json"), getattr(getattr(source, "store", None), "content_hash", None)]
+                 for spec, source in zip(self.specs, self.sources, strict=True)]
+        return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
     def seq_lens(self, seq_len: int) -> list[int]:
         """Tokens per sequence of each source: its own ``seq_len``, else ``seq_len`` (the trial's)."""

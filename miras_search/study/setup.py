@@ -10,6 +10,7 @@ import optuna
 from optuna.trial import TrialState
 from pydantic import BaseModel, ValidationError
 
+from miras_search.data import DataMix
 from miras_search.errors import MirasError
 from miras_search.presets import preset
 from miras_search.space import SearchSpace
@@ -38,11 +39,13 @@ def create_study(study: StudyFile, storage: str, space: SearchSpace) -> optuna.S
         sampler=make_sampler(study, space), pruner=make_pruner(study.pruner), load_if_exists=True,
     )
     stored = created.user_attrs.get("objectives")
+    data_hash = data_fingerprint(study)
     if stored is None:
         created.set_user_attr("study_file", study.model_dump(mode="json"))
         created.set_user_attr("objectives", study.objective_records)
         created.set_user_attr("space", space.name)
         created.set_user_attr("space_hash", space_fingerprint(space))
+        created.set_user_attr("data_hash", data_hash)
         created.set_user_attr("measure_version", MEASURE_VERSION)
     elif stored != study.objective_records:
         raise MirasError(
@@ -52,6 +55,10 @@ def create_study(study: StudyFile, storage: str, space: SearchSpace) -> optuna.S
         )
     check_measure(created)
     changes = file_changes(created, study, space)
+    stored_data = created.user_attrs.get("data_hash")
+    if stored_data is not None and data_hash is not None and stored_data != data_hash:
+        changes.append("the data's content (a data file added, edited or removed, or the "
+                       "embedded corpus of another Python)")
     if changes:
         raise MirasError(
             f"study '{study.name}' was created from a study file with other trial settings or "
@@ -64,6 +71,15 @@ def create_study(study: StudyFile, storage: str, space: SearchSpace) -> optuna.S
 UNMEASURED_TRIAL_FIELDS = frozenset({"threads", "device", "time_limit_s", "max_loss", "report_every", "objective"})
 """Trial settings that route, bound or prune a trial but do not change what a finished one
 measures (the study's own objectives are checked apart)."""
+
+
+def data_fingerprint(study: StudyFile) -> str | None:
+    """``DataMix.fingerprint`` of the study's data (its text stores built or opened from the
+    cache), or None when the data cannot be opened here: the trials then fail with the reason."""
+    try:
+        return DataMix(list(study.trial.data)).fingerprint()
+    except (MirasError, OSError, ValueError):
+        return None
 
 
 def space_fingerprint(space: SearchSpace) -> str:
