@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from miras_search.errors import ConfigError, Problem
 from miras_search.merge import deep_merge
 from miras_search.presets import PRESET_AXES, is_preset_point, preset, preset_hint
-from miras_search.schema import ModelPoint
+from miras_search.schema import AXES, ModelPoint
 from miras_search.validation import validate
 from miras_search.yamlio import LineMap, dump_yaml, read_yaml, yaml_kind
 
@@ -83,7 +83,7 @@ def point_to_dict(point: ModelPoint, compact: bool = True) -> dict[str, Any]:
     if not compact:
         return point.model_dump(mode="json")
     data = _compact(point)
-    for axis in ("memory", "bias", "retention", "algorithm"):  # the four axes are always shown
+    for axis in AXES:  # the four axes are always shown
         data.setdefault(axis, {"kind": getattr(point, axis).kind})
     order = list(ModelPoint.model_fields)
     return {key: data[key] for key in order if key in data}

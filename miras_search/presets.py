@@ -10,7 +10,7 @@ import difflib
 from typing import Any
 
 from miras_search.errors import ConfigError, Problem
-from miras_search.schema import ModelPoint
+from miras_search.schema import AXES, ModelPoint
 from miras_search.validation import validate
 
 _HEAD = {"mode": "head"}
@@ -110,14 +110,11 @@ def preset_hint(name: str) -> str:
     return f"{hint}; known presets: {', '.join(PRESET_AXES)}"
 
 
-AXIS_FIELDS = frozenset({"memory", "bias", "retention", "algorithm"})
-
-
 def is_preset_point(point: ModelPoint) -> bool:
     """Whether ``point`` carries a preset's name and that preset's four axes, every setting of
     them (a Moneta with p = 2.5 is a variant of Moneta, not Moneta)."""
     return point.name in PRESET_AXES and (
-        preset(point.name).model_dump(include=AXIS_FIELDS) == point.model_dump(include=AXIS_FIELDS)
+        preset(point.name).model_dump(include=set(AXES)) == point.model_dump(include=set(AXES))
     )
 
 

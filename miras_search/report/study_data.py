@@ -18,15 +18,13 @@ from optuna.trial import FrozenTrial
 from pydantic import ValidationError
 
 from miras_search.errors import MirasError
-from miras_search.schema import ModelPoint
+from miras_search.schema import AXES, ModelPoint
 from miras_search.study.records import is_feasible
 from miras_search.study.setup import load_existing
 from miras_search.study.spec import Limit
 from miras_search.study.storage import local_file_missing, make_storage, normalise
 from miras_search.study.summary import pareto_front, ranked
 from miras_search.yamlio import read_yaml
-
-AXES = ("memory", "bias", "retention", "algorithm")
 
 
 @dataclass(frozen=True)

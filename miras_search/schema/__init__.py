@@ -29,7 +29,7 @@ from miras_search.schema.memory import (
     MLPMemory,
     VectorMemory,
 )
-from miras_search.schema.point import ModelPoint, cross_axis_problems, exact_delta_applies
+from miras_search.schema.point import AXES, ModelPoint, cross_axis_problems, exact_delta_applies
 from miras_search.schema.retention import (
     RETENTION_KINDS,
     BregmanRetention,
@@ -44,6 +44,7 @@ from miras_search.schema.train import Train
 
 __all__ = [
     "ALGORITHM_KINDS",
+    "AXES",
     "BIAS_KINDS",
     "GD",
     "MEMORY_KINDS",

@@ -15,6 +15,10 @@ from miras_search.schema.train import Train
 _NONLINEAR_RETENTION = ("lq", "kl", "bregman")
 
 
+AXES = ("memory", "bias", "retention", "algorithm")
+"""The four axes of a point, in the order the paper and every table show them."""
+
+
 class ModelPoint(Schema):
     """A fully specified architecture: memory, attentional bias, retention, algorithm, block, train."""
 
@@ -36,12 +40,7 @@ class ModelPoint(Schema):
     @property
     def axes(self) -> dict[str, str]:
         """The four axis choices, e.g. {'memory': 'mlp', 'bias': 'lp', ...}."""
-        return {
-            "memory": self.memory.kind,
-            "bias": self.bias.kind,
-            "retention": self.retention.kind,
-            "algorithm": self.algorithm.kind,
-        }
+        return {axis: getattr(self, axis).kind for axis in AXES}
 
     def uses_exact_delta(self) -> bool:
         """Whether the chunked form is the exact chunked delta rule for this point."""

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from miras_search.errors import ConfigError, MirasError, Problem
 from miras_search.merge import deep_merge, get_path
 from miras_search.presets import is_preset_point, preset
-from miras_search.schema import ModelPoint
+from miras_search.schema import AXES, ModelPoint
 from miras_search.schema_paths import unknown_path_problem
 from miras_search.space.base_check import base_problems
 from miras_search.space.checks import shape_problems
@@ -25,8 +25,6 @@ from miras_search.space.targets import iter_leaves, target_problems
 from miras_search.space.walk import decode_option, encode_option, iter_nodes, walk
 from miras_search.validation import problems_from, validate
 from miras_search.yamlio import LineMap, read_yaml
-
-AXES = ("memory", "bias", "retention", "algorithm")
 
 
 class InfeasiblePoint(MirasError):

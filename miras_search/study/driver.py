@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from miras_search.errors import MirasError
 from miras_search.model import param_count, state_size
 from miras_search.presets import preset
-from miras_search.schema import ModelPoint
+from miras_search.schema import AXES, ModelPoint
 from miras_search.space import InfeasiblePoint, SearchSpace
 from miras_search.study.execute import TrialTask
 from miras_search.study.interrupts import CtrlC
@@ -236,7 +236,7 @@ class StudyDriver:
         # sampler and importances see it. (trial.params is still empty right after ask().)
         if anchor is not None and self.space.encode(preset(anchor), axes_only=True) is None:
             # a preset outside the space: its own axes on the space's block and training settings
-            axes = preset(anchor).model_dump(mode="json", include={"memory", "bias", "retention", "algorithm"})
+            axes = preset(anchor).model_dump(mode="json", include=set(AXES))
             try:
                 point = ModelPoint.model_validate({**self.space.base, **axes})
             except ValidationError as error:

@@ -17,10 +17,10 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from miras_search.schema import AXES
 from miras_search.study.records import flatten, is_feasible
 
 log = logging.getLogger(__name__)
-AXES = ("memory", "bias", "retention", "algorithm")
 
 
 class WandbTracker:
