@@ -126,6 +126,5 @@ def preset(name: str, **overrides: Any) -> ModelPoint:
     if name not in PRESET_AXES:
         raise ConfigError(f"preset '{name}'", [Problem("", f"unknown preset '{name}'{preset_hint(name)}")])
     data = {"name": name, **PRESET_AXES[name], **overrides}
-    if not overrides:
-        return ModelPoint.model_validate(data)
-    return validate(ModelPoint, data, f"preset('{name}') with overrides {sorted(overrides)}")
+    source = f"preset('{name}')" + (f" with overrides {sorted(overrides)}" if overrides else "")
+    return validate(ModelPoint, data, source)
