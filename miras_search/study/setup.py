@@ -15,6 +15,7 @@ from miras_search.errors import MirasError
 from miras_search.presets import preset
 from miras_search.space import SearchSpace
 from miras_search.study.owner import alive_elsewhere
+from miras_search.study.records import flatten
 from miras_search.study.samplers import make_pruner, make_sampler
 from miras_search.study.spec import StudyFile, load_study_file
 from miras_search.study.storage import default_storage, local_file_missing, make_storage, normalise
@@ -54,11 +55,7 @@ def create_study(study: StudyFile, storage: str, space: SearchSpace) -> optuna.S
             "or point 'storage' elsewhere"
         )
     check_measure(created)
-    changes = file_changes(created, study, space)
-    stored_data = created.user_attrs.get("data_hash")
-    if stored_data is not None and data_hash is not None and stored_data != data_hash:
-        changes.append("the data's content (a data file added, edited or removed, or the "
-                       "embedded corpus of another Python)")
+    changes = file_changes(created, study, space, data_hash)
     if changes:
         raise MirasError(
             f"study '{study.name}' was created from a study file with other trial settings or "
@@ -106,17 +103,13 @@ def _shown(value: object, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _flat(data: object, prefix: str) -> dict[str, object]:
-    if not isinstance(data, dict):
-        return {prefix: data}
-    return {k: v for key, value in data.items() for k, v in _flat(value, f"{prefix}.{key}").items()}
-
-
-def file_changes(study: optuna.Study, spec: StudyFile, space: SearchSpace | None = None) -> list[str]:
-    """Where ``spec`` (and its ``space``) differs from what ``study`` was created with, in what
-    decides what its trials measure: the trial settings (budget, data, evaluation; not those in
-    UNMEASURED_TRIAL_FIELDS), the seeds and the space's content; e.g. ["trial.eval_batches: 2 ->
-    8"]. [] for what the study does not store (made by other code, or by an older version)."""
+def file_changes(study: optuna.Study, spec: StudyFile, space: SearchSpace | None = None,
+                 data_hash: str | None = None) -> list[str]:
+    """Where ``spec`` (and its ``space``, and its data's ``data_fingerprint``) differs from what
+    ``study`` was created with, in what decides what its trials measure: the trial settings
+    (budget, data, evaluation; not those in UNMEASURED_TRIAL_FIELDS), the seeds, the space's
+    content and the data's; e.g. ["trial.eval_batches: 2 -> 8"]. What is not given, or what the
+    study does not store (made by other code, or by an older version), is not compared."""
     stored = study.user_attrs.get("study_file")
     if not isinstance(stored, dict) or not isinstance(stored.get("trial"), dict):
         return []
@@ -125,14 +118,18 @@ def file_changes(study: optuna.Study, spec: StudyFile, space: SearchSpace | None
         old_trial = TrialConfig.model_validate(stored["trial"]).model_dump(mode="json")
     except ValidationError:
         old_trial = stored["trial"]
-    before = _flat({k: v for k, v in old_trial.items() if k not in UNMEASURED_TRIAL_FIELDS}, "trial")
-    after = _flat({k: v for k, v in current["trial"].items() if k not in UNMEASURED_TRIAL_FIELDS}, "trial")
+    before = flatten({k: v for k, v in old_trial.items() if k not in UNMEASURED_TRIAL_FIELDS}, "trial.")
+    after = flatten({k: v for k, v in current["trial"].items() if k not in UNMEASURED_TRIAL_FIELDS}, "trial.")
     before["seeds"], after["seeds"] = stored.get("seeds"), current.get("seeds")
     changes = [f"{key}: {_shown(before.get(key))} -> {_shown(after.get(key))}"
                for key in sorted(set(before) | set(after)) if before.get(key) != after.get(key)]
     stored_space = study.user_attrs.get("space_hash")
     if space is not None and stored_space is not None and stored_space != space_fingerprint(space):
         changes.append(f"the space {spec.space} (its base, parameters or constraints changed)")
+    stored_data = study.user_attrs.get("data_hash")
+    if data_hash is not None and stored_data is not None and stored_data != data_hash:
+        changes.append("the data's content (a data file added, edited or removed, or the "
+                       "embedded corpus of another Python)")
     return changes
 
 
