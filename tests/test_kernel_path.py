@@ -95,12 +95,14 @@ def test_kernel_problem_says_which_path_a_call_takes(monkeypatch):
 
     monkeypatch.setattr(triton, "__version__", "3.9.0")  # one the limits were measured with
 
-    rule, (q, _, v), _, _ = _inputs("gated_deltanet", "cpu")
+    # a forced kernel takes CPU tensors only in the interpreter, which a CUDA machine does not run
+    rule, (q, _, v), _, _ = _inputs("gated_deltanet", "cuda" if CUDA else "cpu")
     assert kernel_problem(rule, q, v, 16, "torch") == "train.kernel is 'torch'"
     assert "not recurrent / minibatch" in kernel_problem(rule, q, v, 16, "auto", mode="recurrent")
     assert "chunk_size 8" in kernel_problem(rule, q, v, 8, "triton")
     if CUDA:
-        assert kernel_problem(rule, q.cuda(), v.cuda(), 16, "auto") is None
+        assert kernel_problem(rule, q, v, 16, "auto") is None
+        assert kernel_problem(rule, q.cpu(), v.cpu(), 16, "triton") == "the inputs are not on a CUDA device"
     else:
         assert kernel_problem(rule, q, v, 16, "auto") == "the inputs are not on a CUDA device"
         assert kernel_problem(rule, q, v, 16, "triton") is None  # forced: the interpreter runs it

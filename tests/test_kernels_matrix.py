@@ -33,7 +33,7 @@ from miras_search.kernels.matrix_chunk import (  # noqa: E402
     naive_chunk_matrix_memory,
     recurrent_matrix_memory,
 )
-from miras_search.kernels.matrix_chunk.chunk import _launch_config, _slot  # noqa: E402
+from miras_search.kernels.matrix_chunk.chunk import _launch_config, _slot, pick_backward  # noqa: E402
 
 DEVICE = "cuda" if CUDA else "cpu"
 NAMES = ("q", "k", "v", "eta", "alpha", "theta", "delta", "initial_state")
@@ -316,8 +316,26 @@ def test_gpu_inputs_on_another_gpu(backward):
 # ---- errors and dispatch -------------------------------------------------------------------
 def test_unknown_backward_is_refused():
     x = {n: (t.float() if t is not None else None) for n, t in make_inputs(1, 5, 1, 16, 16).items()}
-    with pytest.raises(KernelInputError, match="backward must be 'fused' or 'split'"):
+    with pytest.raises(KernelInputError, match="backward must be 'auto', 'fused' or 'split'"):
         chunk_matrix_memory(**x, backward="parallel")
+
+
+def test_auto_backward_splits_long_sequences_of_wide_heads(monkeypatch):
+    """'auto' (the default, so the factory's choice) runs the split backward where it was timed
+    faster (128 chunks or more, V >= 128) and the fused one elsewhere."""
+    from miras_search.kernels.matrix_chunk import chunk as chunk_module
+
+    assert pick_backward(8192, 64, 128) == "split"
+    assert pick_backward(8129, 64, 128) == "split"  # 128 chunks, the last one short
+    assert pick_backward(8128, 64, 128) == "fused"
+    assert pick_backward(2048, 16, 256) == "split"
+    assert pick_backward(8192, 64, 64) == "fused"
+    chosen = []
+    monkeypatch.setattr(chunk_module.ChunkMatrixMemory, "apply", lambda *args: chosen.append(args[-2]))
+    for T, V in ((8192, 128), (8192, 64), (2048, 128)):
+        q = torch.empty(1, T, 1, V, device="meta")
+        chunk_matrix_memory(q, q, q, torch.empty(1, T, 1, device="meta"), chunk_size=64)
+    assert chosen == [True, False, False]  # the split flag
 
 
 def test_bad_inputs_name_the_field():

@@ -45,9 +45,23 @@ gpu_only = pytest.mark.skipif(not CUDA, reason="needs CUDA")
 pytestmark = pytest.mark.filterwarnings("error::miras_search.kernels.KernelFallbackWarning")
 
 
+def huber_threshold(bias: str, B, T, H, K, rand) -> torch.Tensor:
+    """delta [B, T, H] where both branches of the Huber bias occur. ||e|| is about sqrt(2K).
+
+    The continuous biases take thresholds near ||e||, through their kink. huber_switch jumps there
+    (e below, delta * tanh(c e) above): a token near the threshold changes branch under rounding
+    and moves the memory by O(eta), so no precision could match float64 (Yaad at T=200, K=32:
+    1e-7 of input noise moved the float64 reference by 4e-2). Its thresholds sit far below or
+    far above the error norms instead; test_switch_inputs_are_well_posed checks the margin."""
+    if bias == "huber_switch":
+        return torch.where(rand(B, T, H) < 0.5, 0.1, 8.0 * K**0.5).double()
+    return rand(B, T, H) * K**0.5 + 0.3
+
+
 def make_inputs(B, T, H, K, hidden, bias="l2", retention="l2", seed=0, momentum=False) -> dict:
     """Float64 CPU inputs: unit-norm q and k (as the block makes them), gates in their ranges, the
-    Huber threshold near ||e|| so that both branches occur, initial parameters as the rule draws them."""
+    Huber threshold where both branches occur (huber_threshold), initial parameters as the rule
+    draws them."""
     g = torch.Generator().manual_seed(seed)
 
     def rand(*shape):
@@ -62,12 +76,12 @@ def make_inputs(B, T, H, K, hidden, bias="l2", retention="l2", seed=0, momentum=
         "k": F.normalize(randn(B, T, H, K), dim=-1),
         "v": randn(B, T, H, K),
         # a stable inner loop keeps fp32 vs fp64 well-posed; the smooth switch's l1 branch has a
-        # slope of delta * sharpness, so it gets a smaller step
-        "eta": (0.02 if bias == "huber_switch" else 0.1) * rand(B, T, H) + 0.02,
-        "w1": init * randn(H, hidden, K) / (K**0.5 if retention != "kl" else 1.0),
+        # slope of delta * sharpness in every one of the K coordinates, so it gets a smaller step
+        "eta": (0.1 * rand(B, T, H) + 0.02) if bias != "huber_switch" else (0.02 * rand(B, T, H) + 0.02) * min(1.0, 16 / K) ** 1.5,
+        "w1": init * randn(H, hidden, K),
         "w2": init * randn(H, K, hidden) / (hidden**0.5 if retention != "kl" else 1.0),
         "alpha": 0.2 * rand(B, T, H) + 0.8 if retention != "none" else None,
-        "delta": rand(B, T, H) * K**0.5 + 0.3 if bias.startswith("huber") else None,
+        "delta": huber_threshold(bias, B, T, H, K, rand) if bias.startswith("huber") else None,
         "theta": 0.5 * rand(B, T, H) + 0.4 if momentum else None,
     }
 
@@ -345,21 +359,57 @@ def test_bf16_products(retention, bias):
 
 # ---- GPU: wider heads, bf16 ----------------------------------------------------------------------
 # the widest shapes kernels.limits admits for each precision of the products
+WIDE_SHAPES = [(32, 128, 32), (128, 32, 16)]
+WIDE_FP32 = (2, 200, 4)  # B, T, H
+WIDE_BF16 = (2, 130, 2)
+
+
 @gpu_only
 @pytest.mark.parametrize("name", list(NAMED))
-@pytest.mark.parametrize(("K", "hidden", "chunk"), [(32, 128, 32), (128, 32, 16)])
+@pytest.mark.parametrize(("K", "hidden", "chunk"), WIDE_SHAPES)
 def test_gpu_wide_heads(name, K, hidden, chunk):
     config, bias = NAMED[name]
-    check(named_inputs(name, 2, 200, 4, K, hidden), config, bias, chunk)
+    check(named_inputs(name, *WIDE_FP32, K, hidden), config, bias, chunk)
 
 
 @gpu_only
 @pytest.mark.parametrize("name", list(NAMED))
-@pytest.mark.parametrize(("K", "hidden", "chunk"), [(32, 128, 32), (128, 32, 16)])
+@pytest.mark.parametrize(("K", "hidden", "chunk"), WIDE_SHAPES)
 def test_gpu_bf16(name, K, hidden, chunk):
     """bf16 inputs; the named models' LayerNorm takes tf32x3 products (kernels.precision)."""
     config, bias = NAMED[name]
-    check(named_inputs(name, 2, 130, 2, K, hidden), config, bias, chunk, dtype=torch.bfloat16, tol=2e-2)
+    check(named_inputs(name, *WIDE_BF16, K, hidden), config, bias, chunk, dtype=torch.bfloat16, tol=2e-2)
+
+
+def _reference_values(inputs: dict, config, bias, chunk_size: int) -> list[torch.Tensor]:
+    """The float64 reference's o and every gradient (the same upstream gradient as check)."""
+    x = {n: inputs[n].double().requires_grad_() for n in NAMES if inputs[n] is not None}
+    o = naive_chunk_mlp_memory(**x, config=config, bias=bias, chunk_size=chunk_size)
+    do = torch.randn(o.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    return [o, *torch.autograd.grad(o, list(x.values()), do)]
+
+
+@pytest.mark.parametrize("name", list(NAMED))
+@pytest.mark.parametrize(("B", "T", "H", "K", "hidden", "chunk", "tol"), [
+    (1, 100, 2, 16, 64, 16, 5e-3),  # test_named_models_odd_lengths, longest
+    *[(*WIDE_FP32, *shape, 5e-3) for shape in WIDE_SHAPES],
+    *[(*WIDE_BF16, *shape, 2e-2) for shape in WIDE_SHAPES],
+])
+def test_named_model_comparisons_are_well_posed(name, B, T, H, K, hidden, chunk, tol):
+    """The kernel comparisons above can pass and can fail: 1e-7 of relative noise on the inputs
+    (fp32 rounding) moves the float64 reference's o and gradients by under a tenth of the test's
+    tolerance, and a step size 10 % off moves o or a gradient by over four times it. (The first GPU run found
+    Yaad's inner loop chaotic at K = 128: 1e-7 of noise moved the reference by 50 %.)"""
+    config, bias = NAMED[name]
+    inputs = named_inputs(name, B, T, H, K, hidden)
+    reference = _reference_values(inputs, config, bias, chunk)
+    g = torch.Generator().manual_seed(2)
+    noisy = {n: None if t is None else t * (1 + 1e-7 * torch.randn(t.shape, generator=g, dtype=t.dtype))
+             for n, t in inputs.items()}
+    moved = [rel_err(a, b) for a, b in zip(_reference_values(noisy, config, bias, chunk), reference, strict=True)]
+    assert max(moved) < tol / 10, f"1e-7 of input noise moves the reference by {max(moved):.1e}"
+    off = _reference_values(inputs | {"eta": 0.9 * inputs["eta"]}, config, bias, chunk)
+    assert max(rel_err(a, b) for a, b in zip(off, reference, strict=True)) > 4 * tol
 
 
 @gpu_only

@@ -1,6 +1,6 @@
 """Matrix memory, chunked (minibatch) form: Triton kernels and their PyTorch reference."""
 
-from .chunk import chunk_matrix_memory
+from .chunk import chunk_matrix_memory, pick_backward
 from .naive import naive_chunk_matrix_memory, recurrent_matrix_memory
 
-__all__ = ["chunk_matrix_memory", "naive_chunk_matrix_memory", "recurrent_matrix_memory"]
+__all__ = ["chunk_matrix_memory", "naive_chunk_matrix_memory", "pick_backward", "recurrent_matrix_memory"]
