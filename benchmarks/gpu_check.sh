@@ -3,8 +3,10 @@
 #
 #   bash benchmarks/gpu_check.sh OUT_DIR [WORKERS]
 #
-# Needs the package importable (pip install -e .) and, for the fla comparison, flash-linear-
-# attention. Compiling is most of the cost (the MLP backward takes 5 to 30 s per shape on one
+# Needs the package importable (pip install -e .; or, from a bare checkout, a link
+# miras_search/kernels -> ../kernels and the checkout on PYTHONPATH) and, for the fla comparison,
+# flash-linear-attention. GPU_TESTS replaces the -k expression of the test step (e.g. to re-run
+# only what a cut-short call left out). Compiling is most of the cost (the MLP backward takes 5 to 30 s per shape on one
 # core), so both steps compile in WORKERS processes at once (default 12): the tests through
 # pytest-xdist when it is installed, the timings through kernels.py --jobs. Each step has its own
 # time limit and writes its file as it goes, so a slow step cannot take the other's results.
@@ -14,6 +16,10 @@ out="${1:?usage: bash benchmarks/gpu_check.sh OUT_DIR [WORKERS]}"
 workers="${2:-12}"
 py="${PYTHON:-python3}"
 mkdir -p "$out"
+if ! "$py" -c "import miras_search.kernels" 2>/dev/null; then
+    echo "miras_search.kernels is not importable: pip install -e . first (see the header)" >&2
+    exit 2
+fi
 {
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
     "$py" -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
@@ -27,7 +33,7 @@ parallel=()
 start=$SECONDS
 timeout -k 10 270 "$py" -m pytest -v -p no:cacheprovider "${parallel[@]}" \
     tests/test_kernels_mlp.py tests/test_kernel_path.py tests/test_kernels_matrix.py \
-    -k "named_models or gpu_ or wrap or bf16 or forced or language or saturated or on_gpu or kernel_problem or trials_report or older or previous" \
+    -k "${GPU_TESTS:-named_models or gpu_ or wrap or bf16 or forced or language or saturated or on_gpu or kernel_problem or trials_report or older or previous or auto_backward}" \
     2>&1 | tee "$out/gpu_tests.txt" | tail -30
 echo "# tests: $((SECONDS - start)) s" | tee -a "$out/gpu.txt"
 

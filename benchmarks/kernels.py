@@ -281,24 +281,33 @@ def main() -> None:
     if args.jobs > 0:
         warm_all([("mlp", c) for c in mlp_cases] + [("matrix", c) for c in cases], args.dtype, args.jobs)
     fla = fla_fn(args.bypass_fla_guard) if cases else None
-    tables = []
-    if mlp_cases:
-        mlp_rows = []
-        for case in mlp_cases:
-            mlp_rows.append(time_mlp_case(*case, dtype))
-            print(mlp_rows[-1], flush=True)
-            torch.cuda.empty_cache()
-        tables.append(mlp_table(mlp_rows, args.dtype))
-    rows = []
-    for name, T, D in cases:
-        row = time_case(name, T, D, dtype, fla, pytorch=not args.no_pytorch)
-        rows.append(row)
-        print(row, flush=True)
-        torch.cuda.empty_cache()
+    mlp_rows, rows = [], []
 
+    def report(final: bool = False) -> None:
+        """Write the tables so far to --out after every row (a run cut short keeps its rows)."""
+        table = tables_text(mlp_rows, rows, args.dtype)
+        if final:
+            print(table)
+        if args.out:
+            Path(args.out).write_text(table + "\n")
+
+    for case in mlp_cases:
+        mlp_rows.append(time_mlp_case(*case, dtype))
+        print(mlp_rows[-1], flush=True)
+        report()
+        torch.cuda.empty_cache()
+    for name, T, D in cases:
+        rows.append(time_case(name, T, D, dtype, fla, pytorch=not args.no_pytorch))
+        print(rows[-1], flush=True)
+        report()
+        torch.cuda.empty_cache()
+    report(final=True)
+
+
+def matrix_table(rows: list[dict], dtype_name: str) -> str:
     cols = ["point", "T", "D", "triton fwd", "triton fwd+bwd", "split fwd+bwd", "naive fwd+bwd",
             "memory fwd+bwd", "exact fwd+bwd", "fla fwd", "fla fwd+bwd"]
-    lines = [f"GPU: {torch.cuda.get_device_name()}; B=4, H=8, chunk 64, {args.dtype} inputs; "
+    lines = [f"GPU: {torch.cuda.get_device_name()}; B=4, H=8, chunk 64, {dtype_name} inputs; "
              "median ms (triton.testing.do_bench)", "",
              "| " + " | ".join(cols) + " | speed-up vs naive | vs memory | fla/triton (fwd+bwd) "
              "| fla/split |",
@@ -311,12 +320,14 @@ def main() -> None:
         ratios.append(f"{r['fla fwd+bwd'] / tri:.2f}" if "fla fwd+bwd" in r else "-")
         ratios.append(f"{r['fla fwd+bwd'] / r['split fwd+bwd']:.2f}" if "fla fwd+bwd" in r else "-")
         lines.append("| " + " | ".join(cells + ratios) + " |")
-    if rows:
-        tables.insert(0, "\n".join(lines))
-    table = "\n\n".join(tables)
-    print(table)
-    if args.out:
-        Path(args.out).write_text(table + "\n")
+    return "\n".join(lines)
+
+
+def tables_text(mlp_rows: list[dict], rows: list[dict], dtype_name: str) -> str:
+    """The matrix table (if any rows) above the MLP table (if any rows), as markdown."""
+    tables = [matrix_table(rows, dtype_name)] if rows else []
+    tables += [mlp_table(mlp_rows, dtype_name)] if mlp_rows else []
+    return "\n\n".join(tables)
 
 
 if __name__ == "__main__":
