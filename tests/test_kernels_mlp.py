@@ -52,7 +52,7 @@ def huber_threshold(bias: str, B, T, H, K, rand) -> torch.Tensor:
     (e below, delta * tanh(c e) above): a token near the threshold changes branch under rounding
     and moves the memory by O(eta), so no precision could match float64 (Yaad at T=200, K=32:
     1e-7 of input noise moved the float64 reference by 4e-2). Its thresholds sit far below or
-    far above the error norms instead; test_switch_inputs_are_well_posed checks the margin."""
+    far above the error norms instead; test_named_model_comparisons_are_well_posed checks it."""
     if bias == "huber_switch":
         return torch.where(rand(B, T, H) < 0.5, 0.1, 8.0 * K**0.5).double()
     return rand(B, T, H) * K**0.5 + 0.3
@@ -76,8 +76,11 @@ def make_inputs(B, T, H, K, hidden, bias="l2", retention="l2", seed=0, momentum=
         "k": F.normalize(randn(B, T, H, K), dim=-1),
         "v": randn(B, T, H, K),
         # a stable inner loop keeps fp32 vs fp64 well-posed; the smooth switch's l1 branch has a
-        # slope of delta * sharpness in every one of the K coordinates, so it gets a smaller step
-        "eta": (0.1 * rand(B, T, H) + 0.02) if bias != "huber_switch" else (0.02 * rand(B, T, H) + 0.02) * min(1.0, 16 / K) ** 1.5,
+        # slope of delta * sharpness in each of the K coordinates, so its step shrinks with K
+        "eta": 0.1 * rand(B, T, H) + 0.02 if bias != "huber_switch"
+        else (0.02 * rand(B, T, H) + 0.02) * min(1.0, 16 / K) ** 1.5,
+        # keys are unit-norm: W1 k has unit-size entries (scaled by 1 / sqrt(K), the memory's
+        # output was so small that its LayerNorm multiplied every rounding error)
         "w1": init * randn(H, hidden, K),
         "w2": init * randn(H, K, hidden) / (hidden**0.5 if retention != "kl" else 1.0),
         "alpha": 0.2 * rand(B, T, H) + 0.8 if retention != "none" else None,
@@ -398,8 +401,8 @@ def _reference_values(inputs: dict, config, bias, chunk_size: int) -> list[torch
 def test_named_model_comparisons_are_well_posed(name, B, T, H, K, hidden, chunk, tol):
     """The kernel comparisons above can pass and can fail: 1e-7 of relative noise on the inputs
     (fp32 rounding) moves the float64 reference's o and gradients by under a tenth of the test's
-    tolerance, and a step size 10 % off moves o or a gradient by over four times it. (The first GPU run found
-    Yaad's inner loop chaotic at K = 128: 1e-7 of noise moved the reference by 50 %.)"""
+    tolerance, and a step size 10 % off moves o or a gradient by over four times it. (The first
+    GPU run found Yaad's inner loop chaotic at K = 128: 1e-7 of noise moved it by 50 %.)"""
     config, bias = NAMED[name]
     inputs = named_inputs(name, B, T, H, K, hidden)
     reference = _reference_values(inputs, config, bias, chunk)
