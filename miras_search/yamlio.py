@@ -157,7 +157,12 @@ def parse_yaml(text: str, source: str) -> tuple[dict[str, Any], LineMap]:
         data = None if node is None else _construct(node)
     except yaml.MarkedYAMLError as error:
         line = error.problem_mark.line + 1 if error.problem_mark else None
-        what = f"{error.context + '; ' if error.context else ''}{error.problem}"
+        if line is not None:  # an error at the end of the stream is marked past the last line
+            line = min(line, max(1, len(text.splitlines())))
+        context = error.context or ""
+        if context and error.context_mark is not None and error.context_mark.line + 1 != line:
+            context += f" that starts on line {error.context_mark.line + 1}"
+        what = f"{context + '; ' if context else ''}{error.problem}"
         raise ConfigError(source, [Problem("", f"YAML syntax error: {what}", line)]) from None
     except yaml.YAMLError as error:
         raise ConfigError(source, [Problem("", f"YAML error: {error}")]) from None

@@ -174,6 +174,18 @@ def _yaml_error(text: str) -> str:
     return str(caught.value)
 
 
+@pytest.mark.parametrize("text", ["memory:\n  kind: matrix\nbias: [l2\n", "memory:\n  kind: matrix\nbias: [l2"])
+def test_yaml_syntax_error_at_the_end_names_the_last_line(text):
+    """PyYAML marks an error at the end of the stream on the line after the last one."""
+    assert "<top level> (line 3): YAML syntax error" in _yaml_error(text)
+
+
+def test_yaml_syntax_error_names_where_the_unclosed_part_starts():
+    message = _yaml_error("a: 1\nb: [1, 2\nc: 3\n")
+    assert "(line 3): YAML syntax error: while parsing a flow sequence that starts on line 2;" in message
+    assert "(line 2): YAML syntax error: mapping values" in _yaml_error("a: 1\n  b: 2\n")
+
+
 def test_yaml_complex_key_is_reported():
     message = _yaml_error("preset: moneta\nmeta:\n  ? [a, b]\n  : 1\n")
     assert "meta (line 3): a key must be a plain value (a name or a number), not a list" in message
