@@ -438,3 +438,18 @@ def test_default_folders_follow_the_study_files_run_dir(real_study, tmp_path, mo
     assert result.exit_code == 0, result.output
     assert list((tmp_path / "elsewhere" / NAME / "points").glob("*.yaml"))
     assert not (tmp_path / "runs").exists()
+
+
+def test_proxy_plot_numbers_its_points_and_names_them_in_a_key():
+    """Close points' names overlapped on the plot: the dots carry numbers, lowest longer-run
+    score first, and a key beside the plot gives each number's point and both scores."""
+    from miras_search.report.plots import rank_figure
+
+    fig = rank_figure([4.47, 4.30, 6.31], [3.59, 3.41, 5.87], ["#0 moneta", "#14", "#1 yaad"],
+                      "short val_bpb", "long val_bpb")
+    plot, key = fig.axes
+    numbered = {text.get_text(): text.xy for text in plot.texts}
+    assert numbered == {"1": (4.30, 3.41), "2": (4.47, 3.59), "3": (6.31, 5.87)}
+    assert [line.split() for line in key.texts[0].get_text().splitlines()] == [
+        ["1", "#14", "4.3", "/", "3.41"], ["2", "#0", "moneta", "4.47", "/", "3.59"],
+        ["3", "#1", "yaad", "6.31", "/", "5.87"]]

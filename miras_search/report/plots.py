@@ -202,13 +202,23 @@ def tasks_figure(rows: Sequence[TrialRow]) -> Figure | None:
 
 def rank_figure(short: np.ndarray, long: np.ndarray, labels: Sequence[str], short_name: str,
                 long_name: str) -> Figure:
-    """Short-trial score vs the longer run's, one labelled dot per point (proxy check)."""
-    fig = Figure(figsize=(5.5, 4.5), layout="constrained")
-    ax = fig.add_subplot()
+    """Short-trial score vs the longer run's, one numbered dot per point (proxy check); a key
+    beside the plot names them, lowest longer-run score first, with both scores (the names of
+    close points would overlap on the plot)."""
+    fig = Figure(figsize=(7.5, 4.5), layout="constrained")
+    ax, key = fig.subplots(1, 2, width_ratios=[3, 1.4])
     ax.scatter(short, long, color="#00695c")
-    for xi, yi, label in zip(short, long, labels, strict=True):
-        ax.annotate(label, (xi, yi), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    order = np.argsort(np.asarray(long, dtype=float), kind="stable")
+    offsets = [(4, 4), (4, -10), (-12, 4), (-12, -10)]  # alternate corners: neighbours stay apart
+    for number, index in enumerate(order, start=1):
+        ax.annotate(str(number), (short[index], long[index]), fontsize=7,
+                    xytext=offsets[(number - 1) % len(offsets)], textcoords="offset points")
     ax.set_xlabel(short_name)
     ax.set_ylabel(long_name)
     ax.set_title("proxy check: short trial vs longer run", fontsize=9)
+    key.axis("off")
+    lines = [f"{number:>2}  {labels[index]}  {short[index]:.3g} / {long[index]:.3g}"
+             for number, index in enumerate(order, start=1)]
+    key.text(0.0, 1.0, "\n".join(lines), va="top", ha="left", fontsize=7, family="monospace",
+             transform=key.transAxes)
     return fig
