@@ -74,7 +74,7 @@ def test_missing_file_is_a_clean_error():
 def test_show_space_prints_size_and_presets(root):
     result = runner.invoke(app, ["show", str(root / "spaces/quickstart.yaml")])
     assert result.exit_code == 0, result.output
-    assert "size: 72" in result.output
+    assert "size: 144" in result.output
     assert "moneta" in result.output and "memora" in result.output
 
 

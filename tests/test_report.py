@@ -53,7 +53,8 @@ SPACE = {
         "retention": {"kind": {"choice": {"l2": {"gradient_at": "previous", "alpha": {"value": 0.95}},
                                           "lq": {"q": 4.0, "alpha": {"value": 0.95}},
                                           "kl": {"alpha": {"value": 0.95}}}}},
-        "algorithm": {"kind": {"choice": ["gd", "momentum"]}},
+        "algorithm": {"kind": {"choice": {"gd": {"eta": {"value": {"choice": [0.1, 0.5]}}},
+                                          "momentum": {"eta": {"value": {"choice": [0.1, 0.5]}}}}}},
     },
 }
 TRIAL = {"data": [{"task": "mqar", "num_pairs": 4}, {"task": "text"}], "eval_batches": 1,

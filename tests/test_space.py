@@ -346,7 +346,7 @@ def test_choice_options_equal_as_values_are_refused():
 
 def test_sampled_points_keep_a_preset_name_only_with_its_axes(root):
     space = SearchSpace.load(root / "spaces" / "quickstart.yaml")  # built on moneta
-    points = space.sample(40, seed=0)
+    points = space.sample(80, seed=0)
     axes = {"memory", "bias", "retention", "algorithm"}
     moneta = preset("moneta").model_dump(include=axes)
     for index, point in enumerate(points):

@@ -13,6 +13,7 @@ from miras_search.model.gates import GateProducer
 from miras_search.model.lm import IGNORE_INDEX, MirasLM
 from miras_search.model.mixer import AttentionMixer, MemoryMixer
 from miras_search.model.quick_train import StepInfo, TrainResult, lr_at, train_tokens
+from miras_search.model.sensitivity import noise_sensitivity
 
 __all__ = [
     "IGNORE_INDEX",
@@ -27,6 +28,7 @@ __all__ = [
     "layer_state_sizes",
     "lr_at",
     "memory_state_size",
+    "noise_sensitivity",
     "param_count",
     "pick_device",
     "state_size",
