@@ -38,7 +38,7 @@ def _gate(axis: str, gate: str, value: float) -> Callable[[dict], None]:
 ROWS: dict[str, tuple[str, Callable[[dict], None] | None]] = {
     "moneta": ("moneta", None),
     "yaad": ("yaad", None),
-    "yaad, threshold 16 (above ||e||)": ("yaad", _gate("bias", "delta", 16.0)),
+    "yaad, threshold 16 (above the error norms)": ("yaad", _gate("bias", "delta", 16.0)),
     "memora": ("memora", None),
     "memora, old eta 0.5": ("memora", _gate("algorithm", "eta", 0.5)),
     "titans": ("titans", None),
