@@ -89,17 +89,24 @@ def make_inputs(B, T, H, K, hidden, bias="l2", retention="l2", seed=0, momentum=
     }
 
 
+def reference(inputs, config, bias, chunk_size, dtype=torch.float32) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """The float64 reference on ``inputs`` rounded to ``dtype`` (what a kernel of that dtype
+    sees): [o, the gradient of every input in NAMES order], and the upstream gradient do
+    [B, T, H, K] it used (seeded, rounded to ``dtype``)."""
+    names = [n for n in NAMES if inputs[n] is not None]
+    ref = {n: inputs[n].to(dtype).double().requires_grad_() for n in names}
+    o_ref = naive_chunk_mlp_memory(**ref, config=config, bias=bias, chunk_size=chunk_size)
+    do = torch.randn(o_ref.shape, generator=torch.Generator().manual_seed(1)).to(dtype).double()
+    return [o_ref, *torch.autograd.grad(o_ref, [ref[n] for n in names], do)], do
+
+
 def check(inputs, config, bias, chunk_size, dtype=torch.float32, tol=5e-3, device=DEVICE):
     """Kernel (dtype, on ``device``) against the float64 reference: o and every gradient."""
     names = [n for n in NAMES if inputs[n] is not None]
     fast = {n: inputs[n].to(device, dtype).requires_grad_() for n in names}
-    # the reference sees the kernel's own inputs: rounded to dtype, then computed in float64
-    ref = {n: inputs[n].to(dtype).double().requires_grad_() for n in names}
     o = chunk_mlp_memory(**fast, config=config, bias=bias, chunk_size=chunk_size)
-    o_ref = naive_chunk_mlp_memory(**ref, config=config, bias=bias, chunk_size=chunk_size)
-    do = torch.randn(o_ref.shape, generator=torch.Generator().manual_seed(1)).to(dtype).double()
+    (o_ref, *grads_ref), do = reference(inputs, config, bias, chunk_size, dtype)
     grads = torch.autograd.grad(o, [fast[n] for n in names], do.to(device, dtype))
-    grads_ref = torch.autograd.grad(o_ref, [ref[n] for n in names], do)
     assert o.dtype == dtype and o.shape == o_ref.shape
     errors = {"o": rel_err(o.cpu(), o_ref)}
     errors |= {f"d{n}": rel_err(g.cpu(), gr) for n, g, gr in zip(names, grads, grads_ref, strict=True)}
@@ -384,14 +391,6 @@ def test_gpu_bf16(name, K, hidden, chunk):
     check(named_inputs(name, *WIDE_BF16, K, hidden), config, bias, chunk, dtype=torch.bfloat16, tol=2e-2)
 
 
-def _reference_values(inputs: dict, config, bias, chunk_size: int) -> list[torch.Tensor]:
-    """The float64 reference's o and every gradient (the same upstream gradient as check)."""
-    x = {n: inputs[n].double().requires_grad_() for n in NAMES if inputs[n] is not None}
-    o = naive_chunk_mlp_memory(**x, config=config, bias=bias, chunk_size=chunk_size)
-    do = torch.randn(o.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    return [o, *torch.autograd.grad(o, list(x.values()), do)]
-
-
 @pytest.mark.parametrize("name", list(NAMED))
 @pytest.mark.parametrize(("B", "T", "H", "K", "hidden", "chunk", "tol"), [
     (1, 100, 2, 16, 64, 16, 5e-3),  # test_named_models_odd_lengths, longest
@@ -405,14 +404,14 @@ def test_named_model_comparisons_are_well_posed(name, B, T, H, K, hidden, chunk,
     GPU run found Yaad's inner loop chaotic at K = 128: 1e-7 of noise moved it by 50 %.)"""
     config, bias = NAMED[name]
     inputs = named_inputs(name, B, T, H, K, hidden)
-    reference = _reference_values(inputs, config, bias, chunk)
+    values = reference(inputs, config, bias, chunk, torch.float64)[0]
     g = torch.Generator().manual_seed(2)
     noisy = {n: None if t is None else t * (1 + 1e-7 * torch.randn(t.shape, generator=g, dtype=t.dtype))
              for n, t in inputs.items()}
-    moved = [rel_err(a, b) for a, b in zip(_reference_values(noisy, config, bias, chunk), reference, strict=True)]
+    moved = [rel_err(a, b) for a, b in zip(reference(noisy, config, bias, chunk, torch.float64)[0], values, strict=True)]
     assert max(moved) < tol / 10, f"1e-7 of input noise moves the reference by {max(moved):.1e}"
-    off = _reference_values(inputs | {"eta": 0.9 * inputs["eta"]}, config, bias, chunk)
-    assert max(rel_err(a, b) for a, b in zip(off, reference, strict=True)) > 4 * tol
+    off = reference(inputs | {"eta": 0.9 * inputs["eta"]}, config, bias, chunk, torch.float64)[0]
+    assert max(rel_err(a, b) for a, b in zip(off, values, strict=True)) > 4 * tol
 
 
 @gpu_only
