@@ -88,6 +88,12 @@ def _retention_config(rule: Any) -> tuple[str, float, float]:
     return kind, q, scale
 
 
+def _gradient_at(rule: Any) -> str:
+    """Where the rule's l2 retention takes the step's gradient ('retained' for the other rules,
+    which the kernels then ignore)."""
+    return getattr(rule.retention, "gradient_at", "retained")
+
+
 def _matrix_kernel(rule: Any, bias: BiasConfig, modes: dict[str, str]) -> Callable[..., Any] | None:
     algorithm = _kind(rule.algorithm)
     if algorithm not in ("gd", "momentum") or _kind(rule.retention) not in ("none", "l2"):
@@ -96,8 +102,7 @@ def _matrix_kernel(rule: Any, bias: BiasConfig, modes: dict[str, str]) -> Callab
         return None
     from .matrix_chunk import chunk_matrix_memory
 
-    gradient_at = getattr(rule.retention, "gradient_at", "retained")
-    return functools.partial(chunk_matrix_memory, bias=bias, gradient_at=gradient_at)
+    return functools.partial(chunk_matrix_memory, bias=bias, gradient_at=_gradient_at(rule))
 
 
 def _mlp_kernel(rule: Any, bias: BiasConfig, modes: dict[str, str]) -> Callable[..., Any] | None:
@@ -109,8 +114,7 @@ def _mlp_kernel(rule: Any, bias: BiasConfig, modes: dict[str, str]) -> Callable[
         return None
     from .mlp_chunk import MlpMemoryConfig, chunk_mlp_memory
 
-    gradient_at = getattr(rule.retention, "gradient_at", "retained")
-    config = MlpMemoryConfig(activation, layer_norm, retention, q, scale, gradient_at)
+    config = MlpMemoryConfig(activation, layer_norm, retention, q, scale, _gradient_at(rule))
     return functools.partial(chunk_mlp_memory, config=config, bias=bias)
 
 
