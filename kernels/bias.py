@@ -34,7 +34,8 @@ class BiasConfig:
 
     ``p``, ``sharpness`` (c in tanh(c x)) and ``eps`` are used by ``lp``; ``radius`` (Delta) by
     ``robust``. ``smooth`` replaces sign(e) by tanh(sharpness e) in ``lp`` and in the l1 branch of
-    ``huber_switch`` (Yaad). The Huber threshold is the per-token tensor ``delta``, not a field.
+    ``huber_switch`` (Yaad); ``relative_sharpness`` makes that branch delta tanh(sharpness e / delta).
+    The Huber threshold is the per-token tensor ``delta``, not a field.
     """
 
     kind: str = "l2"
@@ -43,6 +44,7 @@ class BiasConfig:
     eps: float = 1e-6
     radius: float = 0.1
     smooth: bool = True
+    relative_sharpness: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in BIAS_KINDS:
@@ -88,6 +90,11 @@ def phi(e: torch.Tensor, v: torch.Tensor, delta: torch.Tensor | None, bias: Bias
     if kind == "huber_norm":
         return torch.where(norm <= d, e, d * unit)
     if kind == "huber_switch":
-        sign = torch.tanh(bias.sharpness * e) if bias.smooth else torch.sign(e)
+        if not bias.smooth:
+            sign = torch.sign(e)
+        else:
+            # padded tokens carry delta = 0 (and e = 0): the floor keeps their unused branch finite
+            scaled = e / d.clamp_min(torch.finfo(d.dtype).tiny) if bias.relative_sharpness else e
+            sign = torch.tanh(bias.sharpness * scaled)
         return torch.where(norm <= d, e, d * sign)
     return e + bias.radius * unit  # robust

@@ -53,7 +53,8 @@ def bias_config(bias: Any) -> BiasConfig | None:
         return BiasConfig("lp", p=bias.p, sharpness=bias.sharpness, eps=bias.eps)
     if kind == "huber":
         return BiasConfig(f"huber_{bias.variant}", smooth=getattr(bias, "smooth", True),
-                          sharpness=getattr(bias, "sharpness", 10.0))
+                          sharpness=getattr(bias, "sharpness", 10.0),
+                          relative_sharpness=getattr(bias, "relative_sharpness", False))
     if kind == "robust":
         return BiasConfig("robust", radius=bias.radius)
     return None

@@ -16,6 +16,13 @@ from miras_search.validation import validate
 _HEAD = {"mode": "head"}
 _ONE = {"mode": "constant", "value": 1.0}
 _DEEP = {"kind": "mlp", "depth": 2, "expansion": 4, "activation": "gelu", "layer_norm": True}
+# Retention of a memory whose function ignores its weights' scale (an MLP behind its LayerNorm,
+# or lq retention's W = A / ||A||_q^(q-2)) does not forget: decaying the weights only raises the
+# effective inner step (the curvature grows as the weights shrink) until the memory is rewritten
+# by a fraction of about sqrt(2 (1 - alpha)) per token, whatever eta is. At alpha = 0.95 that is
+# about a third, and the inner loop is chaotic; 0.999 keeps it smooth at T = 4096
+# (benchmarks/results/inner_loop_stability_cpu.txt).
+_SCALE_FREE_ALPHA = {"mode": "head", "value": 0.999}
 
 PRESET_AXES: dict[str, dict[str, Any]] = {
     "linear_attention": {
@@ -67,7 +74,7 @@ PRESET_AXES: dict[str, dict[str, Any]] = {
     },
     "titans": {
         "memory": _DEEP, "bias": {"kind": "l2"},
-        "retention": {"kind": "l2", "gradient_at": "previous", "alpha": {"mode": "head", "value": 0.95}},
+        "retention": {"kind": "l2", "gradient_at": "previous", "alpha": _SCALE_FREE_ALPHA},
         "algorithm": {"kind": "momentum", "eta": _HEAD, "theta": {"mode": "head", "value": 0.9}},
     },
     "transformer": {
@@ -76,18 +83,19 @@ PRESET_AXES: dict[str, dict[str, Any]] = {
     },
     "moneta": {
         "memory": _DEEP, "bias": {"kind": "lp", "p": 3.0},
-        "retention": {"kind": "lq", "q": 4.0, "alpha": {"mode": "head", "value": 0.95}},
+        # lq's normalisation drifts further: 0.999 is still chaotic at head dim 64 and T = 4096
+        "retention": {"kind": "lq", "q": 4.0, "alpha": {"mode": "head", "value": 0.9995}},
         "algorithm": {"kind": "gd", "eta": _HEAD},
     },
-    # Yaad's inner loop is chaotic at these gates (benchmarks/results/inner_loop_stability_cpu.txt):
-    # ||e|| is about sqrt(d_v) at init, above the threshold 1.0, so every token takes the smooth
-    # sign, whose steps the LayerNorm's scale invariance and the retention keep large. A threshold
-    # above ||e|| is stable but leaves the l1 branch (and the threshold's gradient) unused: an open
-    # question, so the preset keeps the paper's form and the spaces search the threshold.
+    # Yaad's threshold starts among the errors (||e|| is about sqrt(d_v) at init, with a narrow
+    # spread, so about half the tokens take each branch) and its l1 branch is delta tanh(e / delta),
+    # whose slope at e = 0 is the l2 branch's: with delta tanh(10 e) small errors were amplified
+    # 10 delta times per token and the inner loop was chaotic at any retention (README, "Initial gates").
     "yaad": {
         "memory": _DEEP,
-        "bias": {"kind": "huber", "variant": "switch", "delta": {"mode": "head", "value": 1.0}},
-        "retention": {"kind": "l2", "gradient_at": "previous", "alpha": {"mode": "head", "value": 0.95}},
+        "bias": {"kind": "huber", "variant": "switch", "threshold_units": "sqrt_dv", "sharpness": 1.0,
+                 "relative_sharpness": True, "delta": {"mode": "head", "value": 1.0}},
+        "retention": {"kind": "l2", "gradient_at": "previous", "alpha": _SCALE_FREE_ALPHA},
         "algorithm": {"kind": "gd", "eta": _HEAD},
     },
     "memora": {

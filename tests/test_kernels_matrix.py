@@ -153,6 +153,14 @@ def test_hard_sign_switch():
     check(make_inputs(1, 21, 1, 16, 16, "huber_switch", "head", True), bias, 16)
 
 
+@pytest.mark.parametrize("backward", ["fused", "split"])
+def test_relative_sharpness_switch(backward):
+    """huber_switch with relative_sharpness: delta tanh(sharpness e / delta) in the l1 branch (its
+    delta gradient has the extra - x sech^2(x) term)."""
+    bias = BiasConfig("huber_switch", sharpness=1.0, relative_sharpness=True)
+    check(make_inputs(1, 37, 2, 16, 16, "huber_switch", "head", True), bias, 16, backward=backward)
+
+
 @pytest.mark.parametrize("T", [1, 7, 63, 100])
 def test_odd_lengths(T):
     check(make_inputs(1, T, 1, 16, 16, "l2", "head"), "l2", 16)

@@ -117,7 +117,8 @@ def check(inputs, config, bias, chunk_size, dtype=torch.float32, tol=5e-3, devic
 # ---- kernel == reference (CPU interpreter: small shapes) -----------------------------------
 NAMED = {
     "moneta": (MlpMemoryConfig("gelu", True, "lq", q=4.0), BiasConfig("lp", p=3.0)),
-    "yaad": (MlpMemoryConfig("gelu", True, "l2", gradient_at="previous"), BiasConfig("huber_switch")),
+    "yaad": (MlpMemoryConfig("gelu", True, "l2", gradient_at="previous"),
+             BiasConfig("huber_switch", sharpness=1.0, relative_sharpness=True)),
     "memora": (MlpMemoryConfig("gelu", True, "kl", scale=1.0), BiasConfig("l2")),
     "ttt_mlp": (MlpMemoryConfig("gelu", True, "none"), BiasConfig("l2")),
     "titans": (MlpMemoryConfig("gelu", True, "l2", gradient_at="previous"), BiasConfig("l2")),  # + momentum
@@ -178,6 +179,12 @@ def test_activations_and_layer_norm(activation, layer_norm):
 def test_chunk_sizes(chunk_size):
     config, bias = NAMED["memora"]
     check(make_inputs(1, 70, 1, 16, 32, "l2", "kl"), config, bias, chunk_size)
+
+
+def test_absolute_sharpness_switch():
+    """The l1 branch as delta tanh(10 e) (an absolute sharpness), beside the named Yaad's relative one."""
+    config = MlpMemoryConfig("gelu", True, "l2", gradient_at="previous")
+    check(make_inputs(1, 37, 2, 16, 32, "huber_switch"), config, BiasConfig("huber_switch"), 16)
 
 
 def test_hard_sign_switch():

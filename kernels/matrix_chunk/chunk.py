@@ -101,7 +101,9 @@ def _phi(E, Vv, d, BIAS: tl.constexpr, P_EXP, SHARP, EPS, RADIUS, NEPS: tl.const
         if BIAS == 4:  # huber norm
             G = tl.where((n <= d)[:, None], E, d[:, None] * U)
         elif BIAS == 5:  # huber switch (Yaad)
-            if SMOOTH:
+            if SMOOTH == 2:  # relative sharpness: d tanh(SHARP e / d)
+                G = tl.where((n <= d)[:, None], E, d[:, None] * _tanh(SHARP * E / d[:, None]))
+            elif SMOOTH == 1:
                 G = tl.where((n <= d)[:, None], E, d[:, None] * _tanh(SHARP * E))
             else:
                 G = tl.where((n <= d)[:, None], E, d[:, None] * _sign(E))
@@ -142,7 +144,12 @@ def _phi_bwd(E, dG, d, BIAS: tl.constexpr, P_EXP, SHARP, EPS, RADIUS, NEPS: tl.c
             dE = tl.where(big[:, None], d[:, None] * dU, dG)
             dd = tl.where(big, tl.sum(U * dG, 1), 0.0)
         elif BIAS == 5:
-            if SMOOTH:
+            if SMOOTH == 2:
+                x = SHARP * E / d[:, None]
+                th = _tanh(x)
+                dE = tl.where(big[:, None], SHARP * (1.0 - th * th) * dG, dG)
+                dd = tl.where(big, tl.sum((th - x * (1.0 - th * th)) * dG, 1), 0.0)
+            elif SMOOTH == 1:
                 th = _tanh(SHARP * E)
                 dE = tl.where(big[:, None], d[:, None] * SHARP * (1.0 - th * th) * dG, dG)
                 dd = tl.where(big, tl.sum(th * dG, 1), 0.0)
@@ -624,7 +631,8 @@ def _bias_args(bias: BiasConfig) -> dict:
     return {
         "P_EXP": float(bias.p), "SHARP": float(bias.sharpness), "EPS": float(bias.eps),
         "RADIUS": float(bias.radius), "BIAS": BIAS_KINDS.index(bias.kind), "NEPS": NORM_EPS,
-        "SMOOTH": bool(bias.smooth),
+        # 0: the exact sign; 1: tanh(SHARP e); 2: tanh(SHARP e / delta) (relative sharpness)
+        "SMOOTH": (1 + int(bias.relative_sharpness)) if bias.smooth else 0,
     }
 
 

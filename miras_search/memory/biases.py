@@ -65,13 +65,15 @@ class LpGrad:
 class HuberGrad:
     """Huber with threshold delta: coordinate clip, norm clip, or Yaad's l2/l1 switch.
 
-    switch: g = e if ||e|| <= delta, else delta tanh(sharpness e) (``smooth``) or delta sign(e);
-    the smooth sign keeps a gradient to v in the l1 branch.
+    switch: g = e if ||e|| <= delta, else delta tanh(c e) (``smooth``) or delta sign(e); the
+    smooth sign keeps a gradient to v in the l1 branch. c = sharpness, or sharpness / delta with
+    ``relative_sharpness`` (then the l1 branch's slope at e = 0 is ``sharpness`` for any delta).
     """
 
     variant: str
     smooth: bool = True
     sharpness: float = 10.0
+    relative_sharpness: bool = False
     needs_delta = True
 
     def grad(self, pred: Tensor, v: Tensor, delta: Tensor | None) -> Tensor:
@@ -84,7 +86,12 @@ class HuberGrad:
         small = norm <= delta
         if self.variant == "norm":
             return torch.where(small, e, delta * e / norm)
-        sign = torch.tanh(self.sharpness * e) if self.smooth else torch.sign(e)
+        if not self.smooth:
+            sign = torch.sign(e)
+        elif self.relative_sharpness:
+            sign = torch.tanh(self.sharpness * e / delta.clamp_min(torch.finfo(delta.dtype).tiny))
+        else:
+            sign = torch.tanh(self.sharpness * e)
         return torch.where(small, e, delta * sign)  # switch (Yaad)
 
 
@@ -112,7 +119,7 @@ def bias_from_schema(bias: Bias) -> BiasGrad:
     if bias.kind == "lp":
         return LpGrad(bias.p, bias.smooth, bias.sharpness, bias.eps)
     if bias.kind == "huber":
-        return HuberGrad(bias.variant, bias.smooth, bias.sharpness)
+        return HuberGrad(bias.variant, bias.smooth, bias.sharpness, bias.relative_sharpness)
     if bias.kind == "robust":
         return RobustGrad(bias.radius)
     raise ValueError(f"unknown bias kind '{bias.kind}'")

@@ -48,6 +48,11 @@ class GradientAtMemory:
     def from_param(self, param: Tensor) -> tuple[Tensor, Tensor | None]:
         return param, None
 
+    def accumulator_for(self, w: Tensor) -> Tensor:
+        """The raw parameter whose weights (``from_param``) are ``w``: w itself unless the rule
+        maps its state to weights (lq)."""
+        return w
+
     def linear_base(self, w: Tensor, a: Tensor | None) -> Tensor:
         return w
 
@@ -120,6 +125,13 @@ class LqRetention(GradientAtMemory):
 
     def from_param(self, param: Tensor) -> tuple[Tensor, Tensor | None]:
         return self.normalised(param), param
+
+    def accumulator_for(self, w: Tensor) -> Tensor:
+        """A with A / n(A) = w (per head): A = c w with c^(3-q) = n(w), since n(c w) = c^(q-2) n(w).
+        At q = 3, A / n(A) = A / ||A||_3 fixes W's scale, and A = w; at q = 2, n = 1."""
+        if self.q == 3.0:
+            return w
+        return w * (self.log_scale(w) / (3.0 - self.q)).exp()
 
     def update(self, w: Tensor, a: Tensor | None, step: Tensor, alpha: Tensor | None):
         a = _decay(a, alpha) + step

@@ -43,6 +43,8 @@ class MemoryRule:
     retention: RetentionRule | None = None
     init: str = "auto"
     steps_per_token: int = 1
+    unit_keys: bool = True
+    """Whether keys are l2-normalised (``block.qk_l2_norm``): sets the first MLP layer's init."""
     window: int | None = None
     gate_modes: dict[str, str] = field(default_factory=dict)
 
@@ -77,6 +79,7 @@ class MemoryRule:
             retention=retention_from_schema(point.retention),
             init=memory.init,
             steps_per_token=getattr(algorithm, "steps", 1),
+            unit_keys=point.block.qk_l2_norm,
             gate_modes=modes,
         )
 
@@ -104,21 +107,46 @@ class MemoryRule:
         nn.Parameters; empty when the memory starts at zeros.
 
         kl: 0 (a uniform W_0; N(0, 0.1^2) for mlp memories, whose hidden units would otherwise
-        stay identical forever); bregman: N(0, 0.1^2) (W_0 = sigmoid); otherwise N(0, 1/fan_in).
+        stay identical forever); bregman: N(0, 0.1^2) (W_0 = sigmoid); otherwise N(0, std^2) per
+        layer (``initial_stds``), the lq accumulator scaled so that W_0 = A_0 / n(A_0) has that std.
         """
         if not self.learned_init:
             return []
         params = []
-        for out_dim, in_dim in self.network.shapes(key_dim, value_dim):
+        shapes = self.network.shapes(key_dim, value_dim)
+        kind = self.retention.kind
+        for (out_dim, in_dim), std in zip(shapes, self.initial_stds(key_dim, value_dim), strict=True):
             shape = (n_heads, out_dim, in_dim)
-            kind = self.retention.kind
             if kind == "kl" and self.memory != "mlp":
                 params.append(torch.zeros(shape))
             elif kind in ("kl", "bregman"):
                 params.append(0.1 * torch.randn(shape))
             else:
-                params.append(torch.randn(shape) / math.sqrt(in_dim))
+                params.append(self.retention.accumulator_for(std * torch.randn(shape)))
         return params
+
+    def initial_stds(self, key_dim: int, value_dim: int) -> list[float]:
+        """The std of each memory weight's initial entries.
+
+        By default 1 / sqrt(fan_in). An MLP memory behind its LayerNorm differs, because the
+        inner step is only stable relative to the inner loss's curvature, and under the
+        LayerNorm that curvature in a layer's weights is about 1 / std^2 of the last layer
+        (its output spread sets the LayerNorm's gain): 1 / sqrt(fan_in) there makes it about
+        the hidden width (256 at head dim 64), where a matrix memory with unit keys has 1, so
+        any eta below 1 overshoots by two orders of magnitude. Hence:
+
+        - last layer: std 1. The LayerNorm makes M(x) independent of this scale, so only the
+          curvature changes: about 1, as for a matrix memory with unit keys.
+        - first layer: std 1 / ||k|| (1 for l2-normalised keys, else 1 / sqrt(K)): unit-variance
+          pre-activations, for which the first layer's curvature is about 1 too.
+        - middle layers: 1 / sqrt(fan_in).
+        """
+        shapes = self.network.shapes(key_dim, value_dim)
+        stds = [1.0 / math.sqrt(in_dim) for _, in_dim in shapes]
+        if self.memory == "mlp" and self.network.layer_norm:
+            stds[0] = 1.0 if self.unit_keys else 1.0 / math.sqrt(key_dim)
+            stds[-1] = 1.0
+        return stds
 
     def initial_state(
         self, params: list[Tensor], batch: int, n_heads: int, key_dim: int, value_dim: int,

@@ -9,6 +9,7 @@ from miras_search.model.factory import (
     pick_device,
     state_size,
 )
+from miras_search.model.branch_shares import l2_branch_shares
 from miras_search.model.gates import GateProducer
 from miras_search.model.lm import IGNORE_INDEX, MirasLM
 from miras_search.model.mixer import AttentionMixer, MemoryMixer
@@ -25,6 +26,7 @@ __all__ = [
     "TrainResult",
     "autocast_context",
     "build_model",
+    "l2_branch_shares",
     "layer_state_sizes",
     "lr_at",
     "memory_state_size",

@@ -6,6 +6,8 @@ Both map x: [B, T, D] -> [B, T, D]; H heads with per-head key width K and value 
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -71,6 +73,9 @@ class MemoryMixer(nn.Module):
         self.memory_params = nn.ParameterList(
             [nn.Parameter(p) for p in self.rule.initial_parameters(h, k, v)]
         )
+        # Huber thresholds in units of sqrt(d_v), the error norm's scale at init (bias.threshold_units)
+        sqrt_dv = getattr(point.bias, "threshold_units", "absolute") == "sqrt_dv"
+        self.delta_scale = math.sqrt(v) if sqrt_dv else 1.0
         self.out_norm = nn.RMSNorm(v, eps=1e-6) if block.output_norm else None
         self.g_proj = nn.Linear(d, h * v, bias=False) if block.output_gate else None
         self.o_proj = nn.Linear(h * v, d, bias=False)
@@ -95,6 +100,8 @@ class MemoryMixer(nn.Module):
         with torch.autocast(device_type=x.device.type, enabled=False):
             wide = x.to(torch.promote_types(x.dtype, torch.float32))
             produced = {name: producer(wide) for name, producer in self.gates.items()}
+            if "delta" in produced and self.delta_scale != 1.0:
+                produced["delta"] = produced["delta"] * self.delta_scale
         gates = MemoryGates(**{name: produced.get(name) for name in GATE_NAMES})
         self.kernel_problem = kernel_problem(self.rule, q, val, self.chunk_size, self.kernel, self.mode,
                                              self.chunk_form)

@@ -52,6 +52,22 @@ class HuberBias(Schema):
         ),
     )
     sharpness: float = Field(10.0, gt=0.0, description="c in tanh(c e) (switch with smooth).")
+    relative_sharpness: bool = Field(
+        False,
+        description=(
+            "switch with smooth: the l1 branch is delta_t tanh(sharpness e / delta_t), whose slope "
+            "at e = 0 is `sharpness` whatever the threshold (1: the l2 branch's slope), instead of "
+            "delta_t tanh(sharpness e), whose slope delta_t * sharpness amplifies small errors."
+        ),
+    )
+    threshold_units: Literal["absolute", "sqrt_dv"] = Field(
+        "absolute",
+        description=(
+            "sqrt_dv: delta_t = (the gate) * sqrt(d_v). Behind the memory's LayerNorm the error norm "
+            "is about sqrt(d_v) at init, so a gate value of 1 puts the threshold among the errors "
+            "(both branches taken) at every head size."
+        ),
+    )
 
     @model_validator(mode="after")
     def _delta_positive(self) -> HuberBias:
