@@ -1,5 +1,6 @@
 """Point -> language model: gate producers, token mixers, the LM, the factory and a train loop."""
 
+from miras_search.model.branch_shares import l2_branch_shares
 from miras_search.model.factory import (
     autocast_context,
     build_model,
@@ -9,7 +10,6 @@ from miras_search.model.factory import (
     pick_device,
     state_size,
 )
-from miras_search.model.branch_shares import l2_branch_shares
 from miras_search.model.gates import GateProducer
 from miras_search.model.lm import IGNORE_INDEX, MirasLM
 from miras_search.model.mixer import AttentionMixer, MemoryMixer
