@@ -1,16 +1,21 @@
-"""Are the deep-memory presets' inner loops chaotic at their initial gates, and what does it cost?
+"""Are the presets' inner loops chaotic at their initial gates, at the paper's context, and do
+the deep memories train?
 
-    python benchmarks/inner_loop_stability.py [--train] [--seeds 3] [--out FILE]
+    python benchmarks/inner_loop_stability.py [--contexts 512 1024 2048 4096] [--out FILE]
+    python benchmarks/inner_loop_stability.py --train quickstart --seeds 3 [--rows moneta yaad ...]
+    python benchmarks/inner_loop_stability.py --train lm --tokens 1000000 [--rows ...]
 
 1. Noise sensitivity (``miras_search.model.noise_sensitivity``): the relative change of a float64
-   2-layer LM's logits (512 tokens) when its embeddings get 1e-9 and 1e-13 of relative noise. A
-   smooth model answers about noise x its condition number (so 1e-13 gives 1e4 times less than
-   1e-9); a chaotic inner loop answers O(1) to both.
-2. ``--train``: val_bpb after the quickstart study's budget (text, 65k tokens, d_model 64,
-   2 heads, 2 layers, one CPU thread), mean and std over seeds.
-
-Each row is a preset as shipped or with one initial gate changed (Memora's old step; a Yaad
-threshold above the errors).
+   one-layer LM's logits (two heads, head dims 32 and 64) when its embeddings get 1e-12 of
+   relative noise, at each context length. A smooth model answers about noise x its condition
+   number; a chaotic inner loop (perturbations growing by a fixed factor per token) answers O(1).
+   Every preset, and the deep memories' earlier gates, for comparison.
+2. ``--train quickstart``: val_bpb at the quickstart study's budget (text, 65k tokens, d_model 64,
+   2 heads, 2 layers), mean and std over seeds. ``--train lm``: one seed at d_model 128, 4 layers,
+   4 heads, seq_len 256, ``--batch-size`` (default 16) and ``--tokens`` (default 1M), with the
+   training curve.
+   Huber-switch points also report the share of tokens on the l2 branch at init and after training.
+One CPU thread throughout.
 """
 
 from __future__ import annotations
@@ -23,69 +28,145 @@ from pathlib import Path
 
 import torch
 
-from miras_search.model import noise_sensitivity
-from miras_search.presets import preset
+from miras_search.model import l2_branch_shares, noise_sensitivity
+from miras_search.presets import preset, preset_names
 from miras_search.schema import ModelPoint
 from miras_search.trial import TrialConfig, run_trial
+from miras_search.trial import runner as trial_runner
 
 
-def _gate(axis: str, gate: str, value: float) -> Callable[[dict], None]:
+def _set(axis: str, **fields) -> Callable[[dict], None]:
     def edit(spec: dict) -> None:
-        spec[axis][gate]["value"] = value
+        for key, value in fields.items():
+            if isinstance(value, dict):
+                spec[axis][key].update(value)
+            else:
+                spec[axis][key] = value
     return edit
 
 
+EARLIER: dict[str, tuple[str, Callable[[dict], None]]] = {
+    "moneta, alpha 0.95 (earlier)": ("moneta", _set("retention", alpha={"value": 0.95})),
+    "moneta, alpha 0.999": ("moneta", _set("retention", alpha={"value": 0.999})),
+    "titans, alpha 0.95 (earlier)": ("titans", _set("retention", alpha={"value": 0.95})),
+    "yaad, delta tanh(10 e), threshold 1 (earlier)": (
+        "yaad", _set("bias", relative_sharpness=False, sharpness=10.0, threshold_units="absolute",
+                     delta={"value": 1.0})),
+    "yaad, delta tanh(10 e)": ("yaad", _set("bias", relative_sharpness=False, sharpness=10.0)),
+    "memora, kl step 0.5 (earlier)": ("memora", _set("algorithm", eta={"value": 0.5})),
+}
 ROWS: dict[str, tuple[str, Callable[[dict], None] | None]] = {
-    "moneta": ("moneta", None),
-    "yaad": ("yaad", None),
-    "yaad, threshold 16 (above the error norms)": ("yaad", _gate("bias", "delta", 16.0)),
-    "memora": ("memora", None),
-    "memora, old eta 0.5": ("memora", _gate("algorithm", "eta", 0.5)),
-    "titans": ("titans", None),
-    "ttt_mlp": ("ttt_mlp", None),
+    **{name: (name, None) for name in preset_names()}, **EARLIER,
 }
 QUICKSTART = TrialConfig.model_validate({"data": [{"task": "text"}], "tokens": 65536, "batch_size": 8,
                                          "seq_len": 128, "eval_batches": 8})
 
 
-def point(row: str, d_model: int, n_heads: int, seed: int = 0) -> ModelPoint:
+def spec_of(row: str) -> dict:
     name, edit = ROWS[row]
     spec = preset(name).model_dump()
-    spec["block"].update({"d_model": d_model, "n_heads": n_heads, "n_layers": 2, "conv_size": 4,
-                          "max_seq_len": 1024})
-    spec["train"].update({"tokens": QUICKSTART.tokens, "batch_size": QUICKSTART.batch_size,
-                          "seq_len": QUICKSTART.seq_len, "lr": 0.003, "chunk_size": 16, "seed": seed})
     if edit is not None:
         edit(spec)
+    return spec
+
+
+def sensitivity_point(row: str, head_dim: int, context: int) -> ModelPoint:
+    spec = spec_of(row)
+    spec["block"].update({"d_model": 2 * head_dim, "n_heads": 2, "n_layers": 1, "max_seq_len": context})
     return ModelPoint.model_validate(spec)
+
+
+def training_point(row: str, budget: str, seed: int) -> ModelPoint:
+    spec = spec_of(row)
+    if budget == "quickstart":
+        spec["block"].update({"d_model": 64, "n_heads": 2, "n_layers": 2, "max_seq_len": 1024})
+        spec["train"].update({"lr": 0.003, "chunk_size": 16})
+    else:
+        spec["block"].update({"d_model": 128, "n_heads": 4, "n_layers": 4, "max_seq_len": 1024})
+    spec["train"]["seed"] = seed
+    return ModelPoint.model_validate(spec)
+
+
+def lm_config(tokens: int, batch_size: int) -> TrialConfig:
+    return TrialConfig.model_validate({"data": [{"task": "text"}], "tokens": tokens, "batch_size": batch_size,
+                                       "seq_len": 256, "eval_batches": 4, "report_every": 10})
+
+
+class _KeepModel:
+    """Wraps the trial's build_model to keep the model it builds (for the branch shares)."""
+
+    def __init__(self) -> None:
+        self.model: torch.nn.Module | None = None
+        self._build = trial_runner.build_model
+
+    def __call__(self, *args, **kwargs):
+        self.model = self._build(*args, **kwargs)
+        return self.model
+
+
+def _shares(model: torch.nn.Module) -> str:
+    ids = torch.randint(0, 256, (4, 256), generator=torch.Generator().manual_seed(0))
+    shares = l2_branch_shares(model, ids)
+    return ", ".join(f"{share:.0%}" for share in shares)
+
+
+def sensitivity_table(rows: list[str], contexts: list[int]) -> list[str]:
+    head = " | ".join(f"T = {t}" for t in contexts)
+    lines = [f"| point | head dim | {head} |", "|---|---|" + "---|" * len(contexts)]
+    for row in rows:
+        for head_dim in (32, 64):
+            moved = [noise_sensitivity(sensitivity_point(row, head_dim, t), 1e-12, tokens=t, batch=1)
+                     for t in contexts]
+            lines.append(f"| {row} | {head_dim} | " + " | ".join(f"{m:.1e}" for m in moved) + " |")
+            print(lines[-1], flush=True)
+    return lines
+
+
+def training_table(rows: list[str], budget: str, seeds: int, tokens: int, batch_size: int) -> list[str]:
+    config = QUICKSTART if budget == "quickstart" else lm_config(tokens, batch_size)
+    lines = [f"| point | val_bpb ({budget} budget) | seeds | l2-branch share, init -> trained | curve (step: loss) |",
+             "|---|---|---|---|---|"]
+    for row in rows:
+        started = time.time()
+        scores, shares, curve = [], "", ""
+        for seed in range(seeds):
+            point = training_point(row, budget, seed)
+            keep = _KeepModel()
+            trial_runner.build_model = keep
+            try:
+                result = run_trial(point, config, device="cpu")
+            finally:
+                trial_runner.build_model = keep._build
+            scores.append(result.metrics["val_bpb"] if result.ok else float("nan"))
+            if seed == 0:
+                curve = ", ".join(f"{step}: {loss:.2f}" for step, loss in result.curve[::3] + result.curve[-1:])
+                trained = _shares(keep.model) if keep.model is not None else ""
+                if trained:
+                    torch.manual_seed(point.train.seed)  # the model the trial started from
+                    shares = f"{_shares(keep._build(point, 'cpu'))} -> {trained}"
+        spread = statistics.stdev(scores) if len(scores) > 1 else 0.0
+        lines.append(f"| {row} | {statistics.fmean(scores):.3f} ± {spread:.3f} | "
+                     f"{', '.join(f'{s:.3f}' for s in scores)} | {shares} | {curve} |")
+        print(lines[-1], f"({time.time() - started:.0f} s)", flush=True)
+    return lines
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--train", action="store_true", help="also train each row at the quickstart budget")
+    parser.add_argument("--rows", nargs="*", default=list(ROWS), choices=list(ROWS), metavar="ROW")
+    parser.add_argument("--contexts", nargs="*", type=int, default=[512, 1024, 2048, 4096])
+    parser.add_argument("--train", choices=["quickstart", "lm"], default=None)
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--tokens", type=int, default=1_000_000, help="training tokens of --train lm")
+    parser.add_argument("--batch-size", type=int, default=16, help="batch size of --train lm")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    lines = ["| point | head dim | 1e-9 noise moves logits by | 1e-13 noise |", "|---|---|---|---|"]
-    for row in ROWS:
-        for d_model, n_heads in ((64, 2), (128, 2)):
-            p = point(row, d_model, n_heads)
-            moved = [noise_sensitivity(p, noise) for noise in (1e-9, 1e-13)]
-            lines.append(f"| {row} | {d_model // n_heads} | {moved[0]:.1e} | {moved[1]:.1e} |")
-            print(lines[-1], flush=True)
-    if args.train:
-        lines += ["", "| point | val_bpb (quickstart budget, head dim 32) | seeds |", "|---|---|---|"]
-        for row in ROWS:
-            started = time.time()
-            scores = []
-            for seed in range(args.seeds):
-                result = run_trial(point(row, 64, 2, seed), QUICKSTART)
-                scores.append(result.metrics["val_bpb"] if result.ok else float("nan"))
-            spread = statistics.stdev(scores) if len(scores) > 1 else 0.0
-            lines.append(f"| {row} | {statistics.fmean(scores):.3f} ± {spread:.3f} | "
-                         f"{', '.join(f'{s:.3f}' for s in scores)} |")
-            print(lines[-1], f"({time.time() - started:.0f} s)", flush=True)
+    if args.train is None:
+        lines = sensitivity_table(args.rows, args.contexts)
+    else:
+        seeds = 1 if args.train == "lm" else args.seeds
+        lines = training_table(args.rows, args.train, seeds, args.tokens, args.batch_size)
     if args.out:
         Path(args.out).write_text("\n".join(lines) + "\n")
 

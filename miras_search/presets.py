@@ -69,7 +69,9 @@ PRESET_AXES: dict[str, dict[str, Any]] = {
     },
     "ttt_mlp": {
         "memory": _DEEP, "bias": {"kind": "l2"},
-        "retention": {"kind": "none"}, "algorithm": {"kind": "gd", "eta": _HEAD},
+        # TTT's inner rate is eta_base * sigmoid(theta x) with eta_base 0.1 for TTT-MLP (1 for
+        # TTT-Linear): 0.05 at init
+        "retention": {"kind": "none"}, "algorithm": {"kind": "gd", "eta": {"mode": "head", "value": 0.05}},
         "train": {"chunk_form": "minibatch"},
     },
     "titans": {
