@@ -10,6 +10,21 @@ import pytest
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 
+
+def _cuda() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+# Without CUDA the Triton kernels run in Triton's interpreter, which Triton reads when a kernel is
+# decorated (the kernels' first import) and when it picks its driver: set once here, before any
+# test module imports them, so that no test's outcome depends on which module ran first.
+if not _cuda():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data"
 

@@ -1,19 +1,15 @@
 """memory_forward's kernel switch: auto / triton / torch, and the errors when a kernel cannot run.
 
 Without CUDA a forced kernel runs in Triton's interpreter, which Triton reads when the kernels are
-decorated (first import), so TRITON_INTERPRET is set here before anything imports them.
+decorated (first import), so tests/conftest.py sets TRITON_INTERPRET before anything imports them.
 """
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 
-CUDA = torch.cuda.is_available()
-if not CUDA:
-    os.environ.setdefault("TRITON_INTERPRET", "1")
+CUDA = torch.cuda.is_available()  # without it, conftest.py has set TRITON_INTERPRET=1
 
 from miras_search.errors import UnsupportedPoint  # noqa: E402
 from miras_search.memory import MemoryGates, MemoryRule, memory_forward  # noqa: E402

@@ -1,21 +1,18 @@
 """Triton chunked matrix memory == its PyTorch reference: outputs and every gradient.
 
 Without CUDA the kernels run in Triton's interpreter. Triton 3.x reads TRITON_INTERPRET when a
-kernel is decorated (when kernels.matrix_chunk.chunk is first imported), so it is set here,
-before that import. The interpreter is slow: CPU cases use the smallest shapes.
+kernel is decorated (when kernels.matrix_chunk.chunk is first imported), so tests/conftest.py sets
+it before any import. The interpreter is slow: CPU cases use the smallest shapes.
 """
 
 from __future__ import annotations
 
-import os
 from functools import partial
 
 import pytest
 import torch
 
-CUDA = torch.cuda.is_available()
-if not CUDA:
-    os.environ.setdefault("TRITON_INTERPRET", "1")
+CUDA = torch.cuda.is_available()  # without it, conftest.py has set TRITON_INTERPRET=1
 
 # triton after TRITON_INTERPRET: its own jit helpers (tl.zeros...) read it when imported
 import triton  # noqa: E402

@@ -2,22 +2,19 @@
 reference == miras_search.memory's chunked form.
 
 Without CUDA the kernels run in Triton's interpreter, which Triton reads when a kernel is decorated
-(first import of the kernels), so TRITON_INTERPRET is set before that import. The interpreter is
+(first import of the kernels), so tests/conftest.py sets TRITON_INTERPRET before any import. The interpreter is
 slow: CPU cases use K = 16 and a hidden dim of 32 or 64.
 """
 
 from __future__ import annotations
 
-import os
 from functools import partial
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-CUDA = torch.cuda.is_available()
-if not CUDA:
-    os.environ.setdefault("TRITON_INTERPRET", "1")
+CUDA = torch.cuda.is_available()  # without it, conftest.py has set TRITON_INTERPRET=1
 
 from kernel_checks import assert_last_head_as_alone, rel_err  # noqa: E402
 from miras_search.kernels import (  # noqa: E402
