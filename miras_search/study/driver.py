@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from miras_search.errors import MirasError
 from miras_search.model import param_count, state_size
 from miras_search.presets import preset
+from miras_search.redact import redact_url
 from miras_search.schema import AXES, ModelPoint
 from miras_search.space import InfeasiblePoint, SearchSpace
 from miras_search.study.execute import TrialTask
@@ -162,7 +163,7 @@ class StudyDriver:
         self.finished = self._finished()
         summary = RunSummary(self.spec.name, self.storage, self.finished, self.target)
         self.summary = summary
-        self._emit("setup", f"study '{self.spec.name}' in {self.storage}")
+        self._emit("setup", f"study '{self.spec.name}' in {redact_url(self.storage)}")
         if recovered:
             self._emit("note", f"trial(s) {', '.join(map(str, recovered))} were running when the "
                        "last driver stopped: marked failed ('interrupted') and queued again")

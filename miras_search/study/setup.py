@@ -13,6 +13,7 @@ from pydantic import BaseModel, ValidationError
 from miras_search.data import DataMix
 from miras_search.errors import MirasError
 from miras_search.presets import preset
+from miras_search.redact import redact_tree
 from miras_search.space import SearchSpace
 from miras_search.study.owner import alive_elsewhere
 from miras_search.study.records import flatten
@@ -42,7 +43,7 @@ def create_study(study: StudyFile, storage: str, space: SearchSpace) -> optuna.S
     stored = created.user_attrs.get("objectives")
     data_hash = data_fingerprint(study)
     if stored is None:
-        created.set_user_attr("study_file", study.model_dump(mode="json"))
+        created.set_user_attr("study_file", redact_tree(study.model_dump(mode="json")))  # no passwords
         created.set_user_attr("objectives", study.objective_records)
         created.set_user_attr("space", space.name)
         created.set_user_attr("space_hash", space_fingerprint(space))
@@ -113,7 +114,7 @@ def file_changes(study: optuna.Study, spec: StudyFile, space: SearchSpace | None
     stored = study.user_attrs.get("study_file")
     if not isinstance(stored, dict) or not isinstance(stored.get("trial"), dict):
         return []
-    current = spec.model_dump(mode="json")
+    current = redact_tree(spec.model_dump(mode="json"))  # as stored
     try:  # through today's schema, so that a field added since (with its default) is no change
         old_trial = TrialConfig.model_validate(stored["trial"]).model_dump(mode="json")
     except ValidationError:
