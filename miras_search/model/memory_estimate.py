@@ -31,6 +31,8 @@ _PARAM_BYTES = 16
 """Weights, gradients and AdamW's exp_avg and exp_avg_sq, float32 each."""
 _STATE_COPIES = 10
 """Memory-state-sized tensors autograd keeps per chunk (the state, the step, retention's temporaries)."""
+_STATE_COPIES_RECURRENT = 4
+"""The same per token of the recurrence (fewer temporaries per step; measured)."""
 _LOGIT_COPIES = 3
 """Logits, their log-softmax and its gradient."""
 
@@ -97,7 +99,8 @@ def estimate_memory(point: ModelPoint, eval_batch_size: int | None = None) -> Me
     states = attention = 0
     for kind in block.layer_kinds():
         if kind == "memory" and point.memory.kind != "none":
-            states += batch * math.ceil(context / chunk) * memory_state_size(point, context) * _STATE_COPIES
+            copies = _STATE_COPIES_RECURRENT if chunk == 1 else _STATE_COPIES
+            states += batch * math.ceil(context / chunk) * memory_state_size(point, context) * copies
             if block.hybrid == "samba":
                 attention += 2 * batch * block.n_heads * context * _span(context, block.window)
         else:

@@ -30,6 +30,7 @@ from miras_search.study.execute import TrialTask
 from miras_search.study.interrupts import CtrlC
 from miras_search.study.owner import this_driver
 from miras_search.study.pools import Pool
+from miras_search.study.preflight import preflight
 from miras_search.study.records import (
     REUSABLE_FAILURES,
     counts_toward_budget,
@@ -38,10 +39,12 @@ from miras_search.study.records import (
 )
 from miras_search.study.samplers import grid_size, grid_space
 from miras_search.study.setup import (
+    check_no_live_driver,
     create_study,
     enqueue_anchors,
     recover_interrupted,
     requeue,
+    requeue_entry,
     storage_of,
 )
 from miras_search.study.spec import PRE_TRAINING_METRICS, StudyFile
@@ -117,6 +120,7 @@ class StudyDriver:
         self._running: dict[int, _Running] = {}  # trial number -> in flight
         self._by_key: dict[str, _Running] = {}
         self._streak = 0
+        self._deferred: list[dict[str, Any]] = []
         self.finished = 0
         self.identity = this_driver()
 
@@ -156,8 +160,12 @@ class StudyDriver:
     # ---- main loop ---------------------------------------------------------------------------
     def run(self) -> RunSummary:
         started = time.perf_counter()
-        recovered = recover_interrupted(self.study, "the driver stopped while this trial ran")
+        check_no_live_driver(self.study)
         enqueue_anchors(self.study, self.space, self.spec.sampler.anchor_names)
+        recovered, entries = recover_interrupted(self.study, "the driver stopped while this trial ran")
+        self._deferred = [*self._stored_deferred(), *entries]
+        if entries:
+            self._save_deferred()
         for trial in self.study.get_trials(deepcopy=False):
             self._remember(trial)
         self.finished = self._finished()
@@ -166,11 +174,15 @@ class StudyDriver:
         self._emit("setup", f"study '{self.spec.name}' in {redact_url(self.storage)}")
         if recovered:
             self._emit("note", f"trial(s) {', '.join(map(str, recovered))} were running when the "
-                       "last driver stopped: marked failed ('interrupted') and queued again")
+                       "last driver stopped: marked failed and queued again behind other work (a "
+                       "point that took its process down, e.g. out of memory, is not run first; "
+                       "after a second time it is not run again)")
         if self.target is not None and self.finished >= self.target:
             summary.already_done = True  # nothing to train: no pool is started
             summary.wall_s = time.perf_counter() - started
             return summary
+        if self.finished == 0 or not any(t.state == TrialState.COMPLETE for t in self.study.get_trials(deepcopy=False)):
+            preflight(self.spec, self.space, memory=False)  # before the first trial: data opens, gives batches
         deadline = None if self.timeout_s is None else started + self.timeout_s
         # the target is known before the pool starts (which may take seconds): status shows it
         self.study.set_user_attr("run", {"target": self.target, "workers": self.spec.parallel.workers})
@@ -183,6 +195,7 @@ class StudyDriver:
                     while (len(self._running) < pool.capacity and summary.stopped_because is None
                            and (self.target is None or self.finished + self._pending() < self.target)
                            and (deadline is None or time.perf_counter() < deadline)):
+                        self._release_deferred()
                         self._ask_one(pool)
                     if not self._running:
                         break
@@ -199,6 +212,27 @@ class StudyDriver:
         if self.tracker is not None:
             self.tracker.log_summary(self.study)
         return summary
+
+    # ---- trials whose driver died: queued behind other work ----------------------------------
+    def _stored_deferred(self) -> list[dict[str, Any]]:
+        stored = self.study.user_attrs.get("deferred")
+        return [e for e in stored if isinstance(e, dict) and "number" in e] if isinstance(stored, list) else []
+
+    def _save_deferred(self) -> None:
+        self.study.set_user_attr("deferred", self._deferred)
+
+    def _release_deferred(self) -> None:
+        """Queue the recovered trials once this run has finished a trial of its own, or when the
+        target has no room left for other work (they are kept in the study until then)."""
+        if not self._deferred:
+            return
+        no_room = self.target is not None and self.finished + self._pending() + len(self._deferred) >= self.target
+        if self.summary.ran + self.summary.reused == 0 and not no_room:
+            return
+        for entry in self._deferred:
+            requeue_entry(self.study, entry)
+        self._deferred = []
+        self._save_deferred()
 
     def _ask_one(self, pool: Pool) -> None:
         trial = self.study.ask()

@@ -4,7 +4,8 @@ Trial user attrs: ``point`` (full ModelPoint dump), ``point_key`` (sha256 of the
 JSON), ``axes`` (memory/bias/retention/algorithm -> kind), ``anchor`` (preset name or None),
 ``metrics``, ``curve`` ([step, train_loss] pairs), ``failure`` + ``reason`` (failed or pruned
 early), ``reused_from`` (a duplicate's source trial number), ``constraints`` (limit violations,
-<= 0 is feasible), ``worker`` (host/pid/device that ran it), ``requeued_from``.
+<= 0 is feasible), ``worker`` (host/pid/device that ran it), ``requeued_from``, ``driver_died``
+(how often a driver died while this point trained: setup.recover_interrupted).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from miras_search.schema import ModelPoint
 NOT_COUNTED = ("interrupted", "infeasible")
 """Failures that do not use up the trial budget: re-queued work and rejected samples."""
 
-REUSABLE_FAILURES = ("build", "nan", "diverged", "limit")
+REUSABLE_FAILURES = ("build", "nan", "diverged", "limit", "crashed")
 """Failures that a duplicate point would hit again (deterministic), so their outcome is reused."""
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)

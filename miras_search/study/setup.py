@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 import optuna
 from optuna.trial import TrialState
@@ -161,16 +162,15 @@ def check_measure(study: optuna.Study) -> None:
     )
 
 
-def recover_interrupted(study: optuna.Study, reason: str) -> list[int]:
-    """Trials left RUNNING by a dead or stopped driver: mark them failed ("interrupted") and
-    queue their parameters again, so a resumed run measures them under new numbers.
+CRASH_LIMIT = 2
+"""A point whose driver died this many times while it trained is not run again ('crashed')."""
 
-    A MirasError, changing nothing, when a driver that is still alive on this host runs some of
-    them: a second driver would fail trials that the first one is training.
-    """
-    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-    owners = {}
-    for trial in running:
+
+def check_no_live_driver(study: optuna.Study) -> None:
+    """MirasError, changing nothing, when a driver that is still alive on this host runs some of
+    the study's trials: a second driver would fail trials that the first one is training."""
+    owners: dict[int, list[int]] = {}
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         driver = trial.user_attrs.get("driver")
         if alive_elsewhere(driver):
             owners.setdefault(int(driver["pid"]), []).append(trial.number)
@@ -181,19 +181,44 @@ def recover_interrupted(study: optuna.Study, reason: str) -> list[int]:
             f"running trial(s) {', '.join(map(str, numbers))}): wait for it to finish, or stop it "
             f"(Ctrl-C in its terminal, or kill {pid}) and then `miras resume` the study"
         )
-    numbers = []
-    for trial in running:
-        study._storage.set_trial_user_attr(trial._trial_id, "failure", "interrupted")
-        study._storage.set_trial_user_attr(trial._trial_id, "reason", reason)
+
+
+def recover_interrupted(study: optuna.Study, reason: str) -> tuple[list[int], list[dict[str, Any]]]:
+    """Trials left RUNNING by a dead driver: mark them failed ("interrupted") and return them as
+    entries to queue again (``requeue_entry``), so a resumed run measures them under new numbers.
+
+    A driver that died while a trial ran may have been killed by that very trial (out of memory
+    with ``--inline``): each entry counts the deaths (``driver_died``), the driver queues them
+    behind other work, and a point whose driver died ``CRASH_LIMIT`` times is failed as 'crashed'
+    and not queued again. Returns (the numbers recovered, the entries to queue).
+    """
+    check_no_live_driver(study)
+    numbers, entries = [], []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        deaths = int(trial.user_attrs.get("driver_died") or 0) + 1
+        crashed = deaths >= CRASH_LIMIT
+        study._storage.set_trial_user_attr(trial._trial_id, "failure", "crashed" if crashed else "interrupted")
+        study._storage.set_trial_user_attr(trial._trial_id, "reason", (
+            f"{reason}, for the {deaths}th time with this point (out of memory?): it is not run again"
+            if crashed else reason))
         study.tell(trial.number, state=TrialState.FAIL)
-        params = {**trial.system_attrs.get("fixed_params", {}), **trial.params}  # asked, maybe not sampled
-        requeue(study, params, trial.user_attrs.get("anchor"), trial.number)
         numbers.append(trial.number)
-    return numbers
+        if not crashed:
+            params = {**trial.system_attrs.get("fixed_params", {}), **trial.params}  # asked, maybe not sampled
+            entries.append({"params": params, "anchor": trial.user_attrs.get("anchor"),
+                            "number": trial.number, "driver_died": deaths})
+    return numbers, entries
 
 
-def requeue(study: optuna.Study, params: dict, anchor: str | None, number: int) -> None:
-    attrs = {"requeued_from": number}
+def requeue_entry(study: optuna.Study, entry: dict[str, Any]) -> None:
+    """Queue a trial that ``recover_interrupted`` returned."""
+    requeue(study, entry["params"], entry.get("anchor"), entry["number"],
+            {"driver_died": entry["driver_died"]})
+
+
+def requeue(study: optuna.Study, params: dict, anchor: str | None, number: int,
+            extra: dict[str, Any] | None = None) -> None:
+    attrs = {"requeued_from": number, **(extra or {})}
     if anchor is not None:
         attrs["anchor"] = anchor
     study.enqueue_trial(params, user_attrs=attrs)

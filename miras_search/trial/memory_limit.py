@@ -101,3 +101,19 @@ def process_memory_limit(limit: int | None) -> Iterator[None]:
         yield
     finally:
         resource.setrlimit(resource.RLIMIT_DATA, (soft, hard))
+
+
+def default_device() -> torch.device:
+    """Where trials on this machine run by default (what the limit's share is taken of)."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def memory_problem(point: ModelPoint, eval_batch_size: int | None = None,
+                   limit_gb: float | None = None, concurrent: int = 1) -> str | None:
+    """Why a trial of ``point`` cannot fit this machine's per-trial limit, or None (validation)."""
+    limit = trial_memory_limit(limit_gb, default_device(), concurrent)
+    estimate = estimate_memory(point, eval_batch_size)
+    reason = too_large(estimate, limit, limit_gb is not None)
+    if reason is not None and estimate.evaluation > limit and estimate.training <= limit:
+        return f"trial.eval_batch_size: {reason}"
+    return reason
