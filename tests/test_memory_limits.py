@@ -111,7 +111,7 @@ def test_the_estimate_grows_with_what_it_should():
 
 @pytest.mark.parametrize(("block", "words"), [
     ({"d_model": 16384, "n_heads": 128, "n_layers": 256, "vocab_size": 1_000_000}, "9.28e+11 parameters"),
-    ({"d_model": 6144, "n_heads": 48, "n_layers": 30}, "1.5e+10 parameters"),
+    ({"d_model": 6144, "n_heads": 48, "n_layers": 30}, "1.5e+10 parameters"),  # 14 billion
 ])
 def test_validate_refuses_points_that_cannot_fit(tmp_path, monkeypatch, block, words):
     monkeypatch.setattr("miras_search.trial.memory_limit.machine_memory", lambda device: 64 * 10**9)
@@ -120,7 +120,7 @@ def test_validate_refuses_points_that_cannot_fit(tmp_path, monkeypatch, block, w
     result = runner.invoke(app, ["validate", str(path)])
     assert result.exit_code == 1
     text = " ".join(result.output.split())
-    assert words in text and "per-trial memory limit of 51.2 GB" in text, text
+    assert words in text and "per-trial memory limit of 256 GB" in text, text
     assert "weights+gradients+AdamW" in text and "Traceback" not in text
 
 

@@ -28,10 +28,12 @@ from miras_search.schema import AXES, ModelPoint
 from miras_search.space import InfeasiblePoint, SearchSpace
 from miras_search.study.execute import TrialTask
 from miras_search.study.interrupts import CtrlC
+from miras_search.study.lease import Lease, acquire
 from miras_search.study.owner import this_driver
 from miras_search.study.pools import Pool
 from miras_search.study.preflight import preflight
 from miras_search.study.records import (
+    INFRASTRUCTURE_FAILURES,
     REUSABLE_FAILURES,
     counts_toward_budget,
     finite_metrics,
@@ -159,6 +161,13 @@ class StudyDriver:
 
     # ---- main loop ---------------------------------------------------------------------------
     def run(self) -> RunSummary:
+        lease = acquire(self.study)  # one driver per study, on any machine
+        try:
+            return self._run(lease)
+        finally:
+            lease.release()
+
+    def _run(self, lease: Lease) -> RunSummary:
         started = time.perf_counter()
         check_no_live_driver(self.study)
         enqueue_anchors(self.study, self.space, self.spec.sampler.anchor_names)
@@ -202,6 +211,7 @@ class StudyDriver:
                     for task, result in pool.wait():
                         self._finish(pool, task, result)
                     ctrl_c.check()  # a Ctrl-C that a blocking wait caught and dropped
+                    lease.check()
         except KeyboardInterrupt:
             summary.interrupted = True
             self._interrupt("stopped by the user (Ctrl-C) while this trial ran")
@@ -322,12 +332,22 @@ class StudyDriver:
         trial_s = float(raw.pop("trial_s", 0.0))
         result = TrialResult.from_dict({k: v for k, v in raw.items() if k in TrialResult.__dataclass_fields__})
         state, attrs, values = self._outcome(result)
+        followers = running.followers
+        retry = (result.failure in INFRASTRUCTURE_FAILURES and not followers
+                 and "retry_of" not in running.trial.user_attrs)
+        if retry:
+            attrs["retried"] = True
         self._close(running.trial, state, attrs, values)
+        if retry:  # the machine failed, not the point: once more, then it is reported
+            frozen = self._frozen(running.trial)
+            params = {**frozen.system_attrs.get("fixed_params", {}), **frozen.params}
+            requeue(self.study, params, frozen.user_attrs.get("anchor"), frozen.number,
+                    {"retry_of": frozen.number})
+            self._emit("note", f"trial {frozen.number}: {result.reason}; it is run once more")
         self.summary.ran += 1
         self.summary.trial_s.append(trial_s)
         self.summary.overhead_s.append(time.perf_counter() - running.started - trial_s)
         frozen = self._frozen(running.trial)
-        followers = running.followers
         if followers:
             if self._reusable(frozen):
                 for follower in followers:

@@ -3,7 +3,8 @@ would hit are found once, before the trial budget is spent on them.
 
 - data: every source opens (files decodable as text, parquet readable, not empty) and gives a
   training and a validation batch at the trial's batch size and sequence length;
-- memory: the space's points (a sample and the anchors) fit the per-trial memory limit.
+- memory: the space's points (a sample and the anchors) are not absurdly large for a trial
+  (``trial.memory_limit.memory_problem``; a run holds each trial to this machine's limit).
 """
 
 from __future__ import annotations
@@ -97,8 +98,7 @@ def memory_problems(study: StudyFile, space: SearchSpace) -> list[str]:
     """Why the space's points cannot fit a trial's memory (one line each), or []."""
     problems = []
     for label, point in _candidates(study, space):
-        problem = memory_problem(point, study.trial.eval_batch_size, study.trial.memory_limit_gb,
-                                 study.parallel.workers)
+        problem = memory_problem(point, study.trial.eval_batch_size, study.trial.memory_limit_gb)
         if problem is not None:
             problems.append(f"{label}: {problem}")
             break  # one is enough to say why; the others are alike

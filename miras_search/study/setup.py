@@ -67,7 +67,8 @@ def create_study(study: StudyFile, storage: str, space: SearchSpace) -> optuna.S
     return created
 
 
-UNMEASURED_TRIAL_FIELDS = frozenset({"threads", "device", "time_limit_s", "max_loss", "report_every", "objective"})
+UNMEASURED_TRIAL_FIELDS = frozenset({"threads", "device", "time_limit_s", "max_loss", "report_every", "objective",
+                                     "memory_limit_gb"})
 """Trial settings that route, bound or prune a trial but do not change what a finished one
 measures (the study's own objectives are checked apart)."""
 

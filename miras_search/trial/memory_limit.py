@@ -51,20 +51,24 @@ def is_out_of_memory(error: BaseException) -> bool:
     return isinstance(error, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text.lower())
 
 
-def too_large(estimate: MemoryEstimate, limit: int, configured: bool) -> str | None:
-    """The reason a point with ``estimate`` does not fit ``limit`` bytes, or None."""
+def too_large(estimate: MemoryEstimate, limit: int, source: str) -> str | None:
+    """The reason a point with ``estimate`` does not fit ``limit`` bytes (``source`` says where the
+    limit comes from), or None."""
     if estimate.total <= limit:
         return None
-    source = "trial.memory_limit_gb" if configured else (
-        f"the default, {MACHINE_SHARE:.0%} of this machine's memory per trial; set trial.memory_limit_gb")
     return (f"the point needs {estimate.describe()}, over the per-trial memory limit of {gb(limit)} "
             f"({source}); lower the batch size, sequence length, eval_batch_size or the model's size")
+
+
+def limit_source(configured: bool) -> str:
+    return "trial.memory_limit_gb" if configured else (
+        f"the default, {MACHINE_SHARE:.0%} of this machine's memory per trial; set trial.memory_limit_gb")
 
 
 def check_fits(point: ModelPoint, eval_batch_size: int | None, limit: int, configured: bool) -> MemoryEstimate:
     """TrialFailed('oom') before anything is built when the point's estimate is over ``limit``."""
     estimate = estimate_memory(point, eval_batch_size)
-    reason = too_large(estimate, limit, configured)
+    reason = too_large(estimate, limit, limit_source(configured))
     if reason is not None:
         raise TrialFailed("oom", reason)
     return estimate
@@ -108,12 +112,23 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+ABSURD_BYTES = 256 * 10**9
+"""What validation calls absurd for one trial: more than a large node or GPU offers. A study file
+is written for any machine, so validation does not hold it to this one's smaller memory (a run
+does: each trial over the limit fails as 'oom' before it is built)."""
+
+
 def memory_problem(point: ModelPoint, eval_batch_size: int | None = None,
-                   limit_gb: float | None = None, concurrent: int = 1) -> str | None:
-    """Why a trial of ``point`` cannot fit this machine's per-trial limit, or None (validation)."""
-    limit = trial_memory_limit(limit_gb, default_device(), concurrent)
+                   limit_gb: float | None = None) -> str | None:
+    """Why a trial of ``point`` cannot fit any machine (validation), or None: its estimate is over
+    ``trial.memory_limit_gb`` when given, else over ABSURD_BYTES (or this machine's memory, if larger)."""
     estimate = estimate_memory(point, eval_batch_size)
-    reason = too_large(estimate, limit, limit_gb is not None)
+    if limit_gb is not None:
+        limit, source = int(limit_gb * 1e9), "trial.memory_limit_gb"
+    else:
+        limit = max(ABSURD_BYTES, machine_memory(default_device()))
+        source = "more than a large machine or GPU offers; a search trial is meant to be small"
+    reason = too_large(estimate, limit, source)
     if reason is not None and estimate.evaluation > limit and estimate.training <= limit:
         return f"trial.eval_batch_size: {reason}"
     return reason
