@@ -450,7 +450,9 @@ def test_a_time_budget_stops_asking_for_new_trials(tmp_path):
     if first < budget / 2:  # a loaded machine may fit only one trial; otherwise it keeps asking
         assert len(trials) >= 2
     longest = max((t.datetime_complete - t.datetime_start).total_seconds() for t in trials)
-    assert summary.wall_s < budget + longest + 2.0
+    # the budget, the last trial, and the driver's own steps (opening the study and its data),
+    # with room for a busy machine
+    assert summary.wall_s < budget + longest + 10.0
 
 
 def test_resume_needs_an_existing_study(tmp_path):

@@ -188,15 +188,16 @@ def recover_interrupted(study: optuna.Study, reason: str) -> tuple[list[int], li
     """Trials left RUNNING by a dead driver: mark them failed ("interrupted") and return them as
     entries to queue again (``requeue_entry``), so a resumed run measures them under new numbers.
 
-    A driver that died while a trial ran may have been killed by that very trial (out of memory
-    with ``--inline``): each entry counts the deaths (``driver_died``), the driver queues them
-    behind other work, and a point whose driver died ``CRASH_LIMIT`` times is failed as 'crashed'
-    and not queued again. Returns (the numbers recovered, the entries to queue).
+    A driver that died while it ran a trial in its own process (``--inline``) may have been killed
+    by that very trial (out of memory): each entry counts such deaths (``driver_died``), the driver
+    queues the entries behind other work, and a point whose driver died ``CRASH_LIMIT`` times is
+    failed as 'crashed' and not queued again. (A trial on a Ray worker did not take the driver
+    down: its count does not grow.) Returns (the numbers recovered, the entries to queue).
     """
     check_no_live_driver(study)
     numbers, entries = [], []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        deaths = int(trial.user_attrs.get("driver_died") or 0) + 1
+        deaths = int(trial.user_attrs.get("driver_died") or 0) + _ran_in_driver(trial)
         crashed = deaths >= CRASH_LIMIT
         study._storage.set_trial_user_attr(trial._trial_id, "failure", "crashed" if crashed else "interrupted")
         study._storage.set_trial_user_attr(trial._trial_id, "reason", (
@@ -209,6 +210,12 @@ def recover_interrupted(study: optuna.Study, reason: str) -> tuple[list[int], li
             entries.append({"params": params, "anchor": trial.user_attrs.get("anchor"),
                             "number": trial.number, "driver_died": deaths})
     return numbers, entries
+
+
+def _ran_in_driver(trial: optuna.trial.FrozenTrial) -> int:
+    """1 when the trial ran inside its driver's own process, else 0."""
+    driver, worker = trial.user_attrs.get("driver") or {}, trial.user_attrs.get("worker") or {}
+    return int(bool(driver) and driver.get("pid") == worker.get("pid") and driver.get("host") == worker.get("host"))
 
 
 def requeue_entry(study: optuna.Study, entry: dict[str, Any]) -> None:
