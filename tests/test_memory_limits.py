@@ -23,7 +23,8 @@ from typer.testing import CliRunner
 
 from miras_search.cli import app
 from miras_search.errors import ConfigError
-from miras_search.model.memory_estimate import estimate_memory
+from miras_search.model import param_count
+from miras_search.model.memory_estimate import estimate_memory, parameters
 from miras_search.points import point_from_dict
 from miras_search.trial import TrialConfig, run_trial
 from miras_search.yamlio import MAX_BYTES, read_yaml
@@ -94,6 +95,18 @@ def test_the_estimate_is_within_a_small_factor_of_the_measured_peak():
     assert len(figures) == len(MEASURED_POINTS)
     for figure in figures:
         assert 0.4 <= figure["estimate"] / figure["measured"] <= 3.0, figure
+
+
+@pytest.mark.parametrize("point", [
+    {"preset": "moneta", "block": {"n_layers": 3}},
+    {"preset": "transformer"},
+    {"preset": "gated_deltanet", "block": {"n_layers": 5, "layer_pattern": ["memory", "memory", "swa"],
+                                           "tie_embeddings": False}},
+    {"preset": "yaad", "block": {"n_layers": 2, "hybrid": "samba", "layer_pattern": ["memory", "attention"]}},
+])
+def test_parameters_counted_from_small_models_equal_the_full_count(point):
+    point = point_from_dict(point)
+    assert parameters(point) == param_count(point)
 
 
 def test_the_estimate_grows_with_what_it_should():
