@@ -20,7 +20,11 @@ from miras_search.study.samplers import make_pruner
 from miras_search.study.spec import PrunerSpec
 from miras_search.study.storage import make_storage
 from miras_search.trial import TrialConfig, TrialResult, run_trial
-from miras_search.trial.memory_limit import process_memory_limit, trial_memory_limit
+from miras_search.trial.memory_limit import (
+    gpu_memory_limit,
+    process_memory_limit,
+    trial_memory_limit,
+)
 
 log = logging.getLogger(__name__)
 _STUDIES: dict[tuple[str, str], optuna.Study] = {}
@@ -108,14 +112,15 @@ def execute(task: TrialTask, device: str | None = None, threads: int | None = No
 
 
 def _limited(config: TrialConfig, device: str | None, concurrent: int, enabled: bool):
-    """The process's memory limit for one trial on a CPU (see trial.memory_limit); on a GPU the
-    allocator raises its own out-of-memory error, caught as 'oom' as well."""
+    """The process's memory limit for one trial (see trial.memory_limit): RLIMIT_DATA on a CPU,
+    the caching allocator's share of the GPU on a GPU."""
     if not enabled:
         return contextlib.nullcontext()
     chosen = pick_device(device)
-    if chosen.type != "cpu":
-        return contextlib.nullcontext()
-    return process_memory_limit(trial_memory_limit(config.memory_limit_gb, chosen, concurrent))
+    limit = trial_memory_limit(config.memory_limit_gb, chosen, concurrent)
+    if chosen.type == "cuda":
+        return gpu_memory_limit(limit, chosen)
+    return process_memory_limit(limit) if chosen.type == "cpu" else contextlib.nullcontext()
 
 
 def _merge(results: list[TrialResult], seeds: list[int | None]) -> TrialResult:

@@ -87,6 +87,18 @@ def _data_bytes() -> int | None:
 
 
 @contextlib.contextmanager
+def gpu_memory_limit(limit: int, device: torch.device) -> Iterator[None]:
+    """Hold this process to ``limit`` bytes of the GPU's memory for the block's length (the
+    caching allocator then raises torch.cuda.OutOfMemoryError past it, caught as 'oom')."""
+    total = machine_memory(device)
+    torch.cuda.set_per_process_memory_fraction(min(1.0, limit / total), device)
+    try:
+        yield
+    finally:
+        torch.cuda.set_per_process_memory_fraction(1.0, device)
+
+
+@contextlib.contextmanager
 def process_memory_limit(limit: int | None) -> Iterator[None]:
     """Allow this process ``limit`` more bytes of data than it holds now, for the block's length.
 
