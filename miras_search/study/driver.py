@@ -122,7 +122,8 @@ class StudyDriver:
         self._running: dict[int, _Running] = {}  # trial number -> in flight
         self._by_key: dict[str, _Running] = {}
         self._streak = 0
-        self._deferred: list[dict[str, Any]] = []
+        self._deferred: list[dict[str, Any]] = []  # trials to queue again behind other work
+        self._since_deferred = 0  # trials finished since the last was deferred
         self.finished = 0
         self.identity = this_driver()
 
@@ -172,9 +173,8 @@ class StudyDriver:
         check_no_live_driver(self.study)
         enqueue_anchors(self.study, self.space, self.spec.sampler.anchor_names)
         recovered, entries = recover_interrupted(self.study, "the driver stopped while this trial ran")
-        self._deferred = [*self._stored_deferred(), *entries]
-        if entries:
-            self._save_deferred()
+        self._deferred = self._stored_deferred()
+        self._defer(entries)
         for trial in self.study.get_trials(deepcopy=False):
             self._remember(trial)
         self.finished = self._finished()
@@ -231,13 +231,20 @@ class StudyDriver:
     def _save_deferred(self) -> None:
         self.study.set_user_attr("deferred", self._deferred)
 
+    def _defer(self, entries: list[dict[str, Any]]) -> None:
+        if entries:
+            self._deferred.extend(entries)
+            self._since_deferred = 0
+            self._save_deferred()
+
     def _release_deferred(self) -> None:
-        """Queue the recovered trials once this run has finished a trial of its own, or when the
-        target has no room left for other work (they are kept in the study until then)."""
+        """Queue the deferred trials (recovered after their driver died, or whose worker died) once
+        another trial has finished since they were deferred, or when the target has no room left
+        for other work (they are kept in the study until then)."""
         if not self._deferred:
             return
         no_room = self.target is not None and self.finished + self._pending() + len(self._deferred) >= self.target
-        if self.summary.ran + self.summary.reused == 0 and not no_room:
+        if self._since_deferred == 0 and not no_room:
             return
         for entry in self._deferred:
             requeue_entry(self.study, entry)
@@ -338,12 +345,14 @@ class StudyDriver:
         if retry:
             attrs["retried"] = True
         self._close(running.trial, state, attrs, values)
-        if retry:  # the machine failed, not the point: once more, then it is reported
+        self._since_deferred += 1
+        if retry:  # the machine failed, or the point took its worker down: once more, not first
             frozen = self._frozen(running.trial)
             params = {**frozen.system_attrs.get("fixed_params", {}), **frozen.params}
-            requeue(self.study, params, frozen.user_attrs.get("anchor"), frozen.number,
-                    {"retry_of": frozen.number})
-            self._emit("note", f"trial {frozen.number}: {result.reason}; it is run once more")
+            self._defer([{"params": params, "anchor": frozen.user_attrs.get("anchor"),
+                          "number": frozen.number, "retry_of": frozen.number}])
+            self._emit("note", f"trial {frozen.number}: {result.reason}; it runs once more, after "
+                       "another trial")
         self.summary.ran += 1
         self.summary.trial_s.append(trial_s)
         self.summary.overhead_s.append(time.perf_counter() - running.started - trial_s)

@@ -219,9 +219,10 @@ def _ran_in_driver(trial: optuna.trial.FrozenTrial) -> int:
 
 
 def requeue_entry(study: optuna.Study, entry: dict[str, Any]) -> None:
-    """Queue a trial that ``recover_interrupted`` returned."""
-    requeue(study, entry["params"], entry.get("anchor"), entry["number"],
-            {"driver_died": entry["driver_died"]})
+    """Queue a trial that ``recover_interrupted`` returned (or the driver's retry of a trial whose
+    worker died: ``retry_of``)."""
+    extra = {key: entry[key] for key in ("driver_died", "retry_of") if key in entry}
+    requeue(study, entry["params"], entry.get("anchor"), entry["number"], extra)
 
 
 def requeue(study: optuna.Study, params: dict, anchor: str | None, number: int,
