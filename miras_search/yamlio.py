@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,9 @@ LineMap = dict[tuple[str, ...], int]
 
 MAX_VALUES = 100_000
 """Most values (keys, items, scalars) a document may hold once its aliases are expanded."""
+MAX_BYTES = 4 * 2**20
+"""Largest YAML file read: the biggest shipped space is a few KB; 4 MiB is read in well under a
+second, where an unbounded read of a wrong path (/dev/zero, a data file) would fill the memory."""
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _NODE_KINDS = {yaml.ScalarNode: "plain value", yaml.SequenceNode: "list", yaml.MappingNode: "mapping"}
@@ -62,7 +66,25 @@ def _expanded_size(root: yaml.Node) -> int | None:
     return sizes[id(root)]
 
 
+def _distinct_nodes(root: yaml.Node) -> int:
+    """Nodes of the document as written (an alias counted once), up to MAX_VALUES + 1."""
+    seen: set[int] = set()
+    stack = [root]
+    while stack and len(seen) <= MAX_VALUES:
+        node = stack.pop()
+        if id(node) not in seen:
+            seen.add(id(node))
+            stack.extend(_children(node))
+    return len(seen)
+
+
 def _check_expansion(root: yaml.Node, source: str) -> None:
+    distinct = _distinct_nodes(root)
+    if distinct > MAX_VALUES:
+        raise ConfigError(source, [Problem(
+            "", f"the document holds more than {MAX_VALUES:,} values; a point, space or study file "
+            "needs far fewer (is it the file you meant?)",
+        )])
     size = _expanded_size(root)
     if size is None:
         raise ConfigError(source, [Problem(
@@ -191,18 +213,34 @@ def _nearest_file(path: Path) -> str:
     return f" (did you mean {folder / close[0]}?)" if close else ""
 
 
+def _too_big(size: int) -> str:
+    return (f"is {size / 2**20:.1f} MiB; a point, space or study file is at most "
+            f"{MAX_BYTES // 2**20} MiB (is it the file you meant?), so it is not read")
+
+
 def read_yaml(path: str | Path) -> tuple[dict[str, Any], LineMap]:
     """Read and parse a YAML file; missing, unreadable or binary files give a ConfigError."""
     path = Path(path)
     source = str(path)
     try:
-        raw = path.read_bytes()
+        info = path.stat()
+        if stat.S_ISDIR(info.st_mode):
+            raise IsADirectoryError
+        if not stat.S_ISREG(info.st_mode):  # /dev/zero, a pipe: an endless read
+            raise ConfigError(source, [Problem("", "is not a regular file (a device, pipe or socket), "
+                                               "so it is not read; give a YAML file")])
+        if info.st_size > MAX_BYTES:
+            raise ConfigError(source, [Problem("", _too_big(info.st_size))])
+        with open(path, "rb") as file:
+            raw = file.read(MAX_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError(source, [Problem("", f"no such file{_nearest_file(path)}")]) from None
     except IsADirectoryError:
         raise ConfigError(source, [Problem("", "is a directory, not a YAML file")]) from None
     except OSError as error:
         raise ConfigError(source, [Problem("", f"cannot be read: {error.strerror}")]) from None
+    if len(raw) > MAX_BYTES:  # it grew while being read
+        raise ConfigError(source, [Problem("", _too_big(len(raw)))])
     if b"\x00" in raw[:8192]:
         raise ConfigError(source, [Problem("", "is a binary file, not YAML text")])
     try:

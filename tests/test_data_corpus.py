@@ -88,7 +88,8 @@ def test_second_load_is_a_fast_cache_hit(built):
     again = load_corpus(root=root)
     seconds = time.perf_counter() - start
     assert again.path == store.path and again.content_hash == store.content_hash
-    assert seconds < 1.0 and seconds < build_seconds / 3, (seconds, build_seconds)
+    # relative to the build, not in absolute seconds: CI machines are shared and often busy
+    assert seconds < build_seconds / 3, (seconds, build_seconds)
 
 
 def test_a_fresh_process_builds_the_same_content(built, tmp_path):

@@ -64,7 +64,7 @@ def test_pruning_uses_intermediate_values_reported_by_the_workers(tmp_path):
         assert trial.user_attrs["worker"]["pid"] != os.getpid()
 
 
-def test_a_killed_worker_fails_its_trial_and_the_study_goes_on(tmp_path):
+def test_a_killed_worker_fails_its_trial_which_runs_once_more_and_the_study_goes_on(tmp_path):
     path = write_study(tmp_path, trials=3, sampler={"kind": "random", "anchors": []},
                        trial={**TINY_TRIAL, "tokens": 40960})
     spec = load_study_file(path)
@@ -90,7 +90,9 @@ def test_a_killed_worker_fails_its_trial_and_the_study_goes_on(tmp_path):
     trials = {t.number: t for t in trials_of(path)}
     dead = trials[victim.number]
     assert dead.state == TrialState.FAIL and dead.user_attrs["failure"] == "worker_died"
-    assert "died" in dead.user_attrs["reason"]
+    assert "died" in dead.user_attrs["reason"] and dead.user_attrs["retried"] is True
     assert outcome["summary"].finished == 3
+    (again,) = [t for t in trials.values() if t.user_attrs.get("retry_of") == victim.number]
+    assert again.params == dead.params and again.state == TrialState.COMPLETE
     others = [t for n, t in trials.items() if n != victim.number]
-    assert len(others) == 2 and all(t.state == TrialState.COMPLETE for t in others)
+    assert len(others) == 3 and all(t.state == TrialState.COMPLETE for t in others)

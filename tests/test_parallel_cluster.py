@@ -25,6 +25,21 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _wait_for_the_node(ray_cli: Path, address: str, env: dict, limit: float = 180) -> None:
+    """Until the head's node has registered its CPUs (it does so after the GCS port opens; a
+    fixed sleep was too short on a busy machine)."""
+    deadline = time.time() + limit
+    while time.time() < deadline:
+        try:
+            status = subprocess.run([str(ray_cli), "status", f"--address={address}"], env=env,
+                                    capture_output=True, text=True, timeout=60)
+        except subprocess.TimeoutExpired:
+            continue
+        if status.returncode == 0 and "CPU" in status.stdout:
+            return
+        time.sleep(1)
+
+
 @pytest.fixture(scope="module")
 def cluster():
     """``ray start --head --block`` in its own process group; stopping it stops its processes.
@@ -47,7 +62,7 @@ def cluster():
                 break
         assert head.poll() is None, "ray start --head exited"
         time.sleep(0.5)
-    time.sleep(2)  # the raylet registers after the GCS port opens
+    _wait_for_the_node(ray_cli, f"127.0.0.1:{port}", env)
     yield f"127.0.0.1:{port}", env
     os.killpg(head.pid, signal.SIGTERM)
     try:

@@ -237,19 +237,20 @@ def test_an_objective_no_trial_measures_stops_the_study_after_one_trial(tmp_path
 
 
 def test_a_run_where_every_trial_failed_exits_with_the_reasons(tmp_path):
-    """Every trial failing (here: a data file that does not exist) was '2/2 finished', exit 0."""
-    trial = {**TINY_TRIAL, "data": [{"task": "files", "paths": [str(tmp_path / "missing.txt")]}]}
+    """Every trial failing (here: past a time limit no trial can keep) was '2/2 finished', exit 0.
+    (Data that cannot be opened stops the study before its first trial: test_lost_work.)"""
+    trial = {**TINY_TRIAL, "time_limit_s": 1e-9}
     path = write_study(tmp_path, trials=2, trial=trial, sampler={"kind": "random", "anchors": []})
     result = CliRunner().invoke(app, ["run", str(path), "--inline", "--wandb", "off"])
     output = " ".join(result.output.split())
     assert result.exit_code == 1, output
     assert "no trial of study 'tiny' trained (2 failed, 0 pruned by a limit before training): 2 x" in output
-    assert "missing.txt" in output
+    assert "time limit" in output
 
 
 def test_trials_still_waiting_are_not_counted_as_failed(tmp_path):
     """Three anchors and a target of two: the third stays queued, and is no failure."""
-    trial = {**TINY_TRIAL, "data": [{"task": "files", "paths": [str(tmp_path / "missing.txt")]}]}
+    trial = {**TINY_TRIAL, "time_limit_s": 1e-9}
     path = write_study(tmp_path, trials=2, trial=trial,
                        sampler={"kind": "tpe", "anchors": ["gated_deltanet", "deltanet", "retnet"]})
     result = CliRunner().invoke(app, ["run", str(path), "--inline", "--wandb", "off"])
@@ -342,11 +343,9 @@ def test_duplicate_points_reuse_the_earlier_result(tmp_path):
 def test_raising_and_nan_trials_fail_with_their_reason_and_the_study_finishes(tmp_path):
     missing = str(tmp_path / "no-such-corpus.txt")
     path = write_study(tmp_path, trials=2, trial={**TINY_TRIAL, "data": [{"task": "files", "paths": [missing]}]})
-    summary = run_inline(path)
-    assert summary.finished == 2
-    for trial in trials_of(path):
-        assert trial.state == TrialState.FAIL and trial.user_attrs["failure"] == "error"
-        assert "no-such-corpus" in trial.user_attrs["reason"]
+    with pytest.raises(MirasError, match=r"no-such-corpus\.txt' does not exist"):  # before any trial
+        run_inline(path)
+    assert trials_of(path) == []
 
     overflowing = {  # unnormalised keys, a huge inner step and an unsmoothed l4 loss: NaN
         "type": "space", "name": "nan",
@@ -451,7 +450,9 @@ def test_a_time_budget_stops_asking_for_new_trials(tmp_path):
     if first < budget / 2:  # a loaded machine may fit only one trial; otherwise it keeps asking
         assert len(trials) >= 2
     longest = max((t.datetime_complete - t.datetime_start).total_seconds() for t in trials)
-    assert summary.wall_s < budget + longest + 2.0
+    # the budget, the last trial, and the driver's own steps (opening the study and its data),
+    # with room for a busy machine
+    assert summary.wall_s < budget + longest + 10.0
 
 
 def test_resume_needs_an_existing_study(tmp_path):

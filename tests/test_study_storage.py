@@ -4,6 +4,9 @@ that is not a journal."""
 
 from __future__ import annotations
 
+import errno
+import json
+
 import optuna
 import pytest
 
@@ -47,13 +50,116 @@ def test_a_file_that_is_not_a_journal_is_refused_and_left_alone(tmp_path, conten
     assert path.read_bytes() == content
 
 
-def test_a_damaged_record_inside_the_journal_is_named(tmp_path):
+def _lines(path) -> list[bytes]:
+    return path.read_bytes().splitlines(keepends=True)
+
+
+def _asides(folder) -> list:
+    return sorted(folder.glob("study.journal.damaged-*"))
+
+
+def test_a_damaged_record_inside_the_journal_is_set_aside_and_named(tmp_path, caplog):
     path = tmp_path / "study.journal"
     _journal_with_trials(path, 2)
-    lines = path.read_bytes().splitlines(keepends=True)
-    damaged = b"".join([*lines[:2], b'{"op_code": garbage\n', *lines[2:]])
+    lines = _lines(path)
+    path.write_bytes(b"".join([*lines[:2], b'{"op_code": garbage\n', *lines[2:]]))
+    make_storage(str(path))
+    assert _values(path) == [0.0, 1.0]
+    assert _lines(path) == lines
+    (aside,) = _asides(tmp_path)
+    assert aside.read_bytes() == b'{"op_code": garbage\n'
+    assert "line 3" in caplog.text and f"keeps its other {len(lines)} record(s)" in caplog.text
+
+
+def test_a_garbage_last_line_is_set_aside_before_anything_is_appended(tmp_path):
+    """Optuna reads past a bad last line; the next append used to land after it and from then
+    on every command failed ('damaged record')."""
+    path = tmp_path / "study.journal"
+    _journal_with_trials(path, 2)
+    with open(path, "ab") as file:
+        file.write(b"this is not json\n")
+    storage = make_storage(str(path))  # what status, resume and the workers open
+    optuna.load_study(study_name="s", storage=storage).add_trial(
+        optuna.trial.create_trial(params={}, distributions={}, value=5.0))
+    for _ in range(2):  # every later command reads it
+        assert _values(path) == [0.0, 1.0, 5.0]
+    (aside,) = _asides(tmp_path)
+    assert aside.read_bytes() == b"this is not json\n"
+
+
+@pytest.mark.parametrize("where", ["end", "middle"])
+@pytest.mark.parametrize("line", [b"{}\n", b"[]\n", b'{"op_code": 99, "worker_id": "w"}\n', b"\n"])
+def test_json_lines_that_are_not_records_give_no_raw_error(tmp_path, where, line):
+    path = tmp_path / "study.journal"
+    _journal_with_trials(path, 3)
+    lines = _lines(path)
+    at = len(lines) if where == "end" else 3
+    path.write_bytes(b"".join([*lines[:at], line, *lines[at:]]))
+    assert _values(path) == [0.0, 1.0, 2.0]
+    assert _lines(path) == lines
+    (aside,) = _asides(tmp_path)
+    assert aside.read_bytes() == line
+
+
+def _create_trial_lines(lines: list[bytes]) -> list[int]:
+    return [i for i, line in enumerate(lines) if json.loads(line)["op_code"] == 4]
+
+
+def test_a_lost_record_that_created_a_trial_keeps_the_records_before_it(tmp_path, caplog):
+    """Optuna numbers trials by creation order: dropping a damaged trial creation would attach
+    the next trials' records to the wrong trial. The journal keeps what came before it."""
+    path = tmp_path / "study.journal"
+    study = optuna.create_study(study_name="s", storage=make_storage(str(path)))
+    for value in range(3):  # ask and tell: later records refer to the trial by its number
+        study.tell(study.ask(), float(value))
+    lines = _lines(path)
+    second = _create_trial_lines(lines)[1]
+    damaged = [*lines[:second], b'{"op_code":4,"worker_id":"w","study_id":0,"datetime_st\xff\n',
+               *lines[second + 1:]]
+    path.write_bytes(b"".join(damaged))
+    assert _values(path) == [0.0]
+    assert _lines(path) == lines[:second]
+    (aside,) = _asides(tmp_path)
+    assert aside.read_bytes() == b"".join(damaged[second:])
+    assert f"keeps its first {second} record(s), up to line {second}" in caplog.text
+
+
+def test_no_damaged_line_makes_a_readable_study_unreadable(tmp_path):
+    """Each line in turn replaced by garbage: the study opens, and every byte is either in the
+    journal or in the aside file (a damaged first line is refused, changing nothing)."""
+    path = tmp_path / "study.journal"
+    _journal_with_trials(path, 3)
+    lines = _lines(path)
+    for index in range(len(lines)):
+        for old in tmp_path.glob("study.journal.*"):
+            old.unlink()
+        damaged = [*lines[:index], b"#garbage#\n", *lines[index + 1:]]
+        path.write_bytes(b"".join(damaged))
+        if index == 0:  # a file that does not start as a journal is not taken for one
+            with pytest.raises(MirasError, match="is not an Optuna journal"):
+                make_storage(str(path))
+            assert path.read_bytes() == b"".join(damaged)
+            continue
+        optuna.load_study(study_name="s", storage=make_storage(str(path)))
+        (aside,) = _asides(tmp_path)
+        kept = _lines(path)
+        assert sorted(kept + aside.read_bytes().splitlines(keepends=True)) == sorted(damaged)
+        assert b"#garbage#\n" not in kept
+
+
+def test_damage_that_cannot_be_set_aside_is_reported_and_left_alone(tmp_path, monkeypatch):
+    """A read-only folder (simulated: the suite may run as root, which writes anyway)."""
+    from miras_search.study import journal_repair
+
+    def read_only(path, data):
+        raise OSError(errno.EROFS, "Read-only file system", str(path))
+
+    monkeypatch.setattr(journal_repair, "_write_atomically", read_only)
+    path = tmp_path / "study.journal"
+    _journal_with_trials(path, 1)
+    damaged = path.read_bytes() + b"{}\n"
     path.write_bytes(damaged)
-    with pytest.raises(MirasError, match="has a damaged record"):
+    with pytest.raises(MirasError, match=r"could not be set aside .*Read-only file system.*left as it is"):
         make_storage(str(path))
     assert path.read_bytes() == damaged
 
@@ -96,3 +202,25 @@ def test_reading_commands_create_no_storage(tmp_path):
             storage_from_spec(tmp_path / name)
     assert not any(tmp_path.iterdir())
     assert normalise(str(tmp_path / "x.db")) == f"sqlite:///{tmp_path / 'x.db'}"
+
+
+def test_status_resume_status_on_a_journal_with_a_garbage_last_line(tmp_path):
+    """The reported sequence: every command keeps working, and the trials are all kept."""
+    from test_study import write_study
+    from typer.testing import CliRunner
+
+    from miras_search.cli import app
+
+    path = write_study(tmp_path, trials=1)
+    runner = CliRunner()
+    assert runner.invoke(app, ["run", str(path), "--inline"]).exit_code == 0
+    journal = tmp_path / "runs" / "tiny" / "study.journal"
+    with open(journal, "ab") as file:
+        file.write(b"\x00garbage}\n")
+    for args in (["status", str(path)], ["resume", str(path), "--inline", "--trials", "2"],
+                 ["status", str(path)], ["best", str(path)]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, (args, result.output)
+    assert "2/2 finished" in runner.invoke(app, ["status", str(path)]).output
+    (aside,) = (tmp_path / "runs" / "tiny").glob("study.journal.damaged-*")
+    assert aside.read_bytes() == b"\x00garbage}\n"

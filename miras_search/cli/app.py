@@ -11,7 +11,9 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from miras_search.cli.oserrors import os_error_message
 from miras_search.errors import MirasError
+from miras_search.redact import redact_text
 
 app = typer.Typer(
     name="miras",
@@ -44,7 +46,13 @@ def command(*args: Any, **kwargs: Any) -> Callable[[F], F]:
             try:
                 return function(*inner_args, **inner_kwargs)
             except MirasError as error:
-                errors.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
+                errors.print(f"[bold red]error:[/] {escape(redact_text(str(error)))}", highlight=False, soft_wrap=True)
+                raise typer.Exit(1) from None
+            except OSError as error:  # a full disk, a read-only folder: the machine, not a bug
+                message = os_error_message(error)
+                if message is None:
+                    raise
+                errors.print(f"[bold red]error:[/] {escape(redact_text(message))}", highlight=False, soft_wrap=True)
                 raise typer.Exit(1) from None
 
         kwargs.setdefault("help", _help_text(function))

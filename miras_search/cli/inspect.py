@@ -65,6 +65,8 @@ def validate(files: Annotated[list[Path], typer.Argument(help="Point, space or s
                 loaded.sample(1, seed=0)
             elif kind == "study":  # what `run` does first: sample its space, build its sampler
                 _check_study(loaded)
+            elif isinstance(loaded, ModelPoint):
+                _check_point_memory(loaded, path)
         except MirasError as error:
             failed += 1
             errors.print(f"[red]✗[/] {escape(str(error))}", highlight=False, soft_wrap=True)
@@ -75,12 +77,23 @@ def validate(files: Annotated[list[Path], typer.Argument(help="Point, space or s
 
 
 def _check_study(study) -> None:
-    """ConfigError when the study's space has no valid point or its sampler cannot be built."""
-    from miras_search.study.samplers import make_sampler  # the study layer sits above this one
+    """ConfigError when the study's space has no valid point, its sampler cannot be built, its
+    points cannot fit a trial's memory or its data cannot give a batch (study.preflight)."""
+    from miras_search.study.preflight import preflight  # the study layer sits above this one
+    from miras_search.study.samplers import make_sampler
 
     space = study.load_space()
     space.sample(1, seed=0)
     make_sampler(study, space)
+    preflight(study, space)
+
+
+def _check_point_memory(point: ModelPoint, path: Path) -> None:
+    from miras_search.trial.memory_limit import memory_problem
+
+    problem = memory_problem(point)
+    if problem is not None:
+        raise MirasError(f"{path}: {problem}")
 
 
 def _describe(node: object) -> str:

@@ -20,6 +20,7 @@ from miras_search.cli.app import command, console
 from miras_search.cli.checks import positive_finite, warn_if_study_file_changed
 from miras_search.errors import MirasError
 from miras_search.points import point_to_yaml
+from miras_search.redact import install_log_redaction, redact_url
 from miras_search.report.study_data import stored_point
 from miras_search.study import (
     Event,
@@ -60,6 +61,7 @@ def _run(path: Path, workers: int | None, address: str | None, storage: str | No
     workers = workers or spec.parallel.workers
     address = address or spec.parallel.address
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    install_log_redaction()
 
     def pool_factory():
         if inline:
@@ -159,7 +161,7 @@ def _report(summary: RunSummary, tracker) -> None:
         f"({summary.ran} trained and {summary.reused} reused in this run, {summary.wall_s:.0f} s, "
         f"orchestration {overhead:.2f} s/trial)", highlight=False,
     )
-    console.print(f"storage: {escape(summary.storage)}", highlight=False)
+    console.print(f"storage: {escape(redact_url(summary.storage))}", highlight=False)
     if tracker is not None and tracker.error:
         console.print(f"[yellow]W&B tracking was turned off[/]: {escape(tracker.error)}")
 

@@ -15,7 +15,7 @@ import socket
 from typing import Any
 
 import ray
-from ray.exceptions import RayActorError, RayError
+from ray.exceptions import OutOfMemoryError, RayActorError, RayError
 
 from miras_search.errors import MirasError
 from miras_search.study.execute import TrialTask, execute
@@ -30,6 +30,8 @@ class TrialWorker:
         import torch
 
         self.device, self.threads = device, threads
+        # trials on this node share its RAM: as many as its CPUs hold at this thread count
+        self.concurrent = max(1, (os.cpu_count() or 1) // threads)
         torch.set_num_threads(threads)
 
     def info(self) -> dict[str, Any]:
@@ -37,7 +39,8 @@ class TrialWorker:
                 "threads": self.threads}
 
     def run(self, task: TrialTask) -> dict[str, Any]:
-        return execute(task, device=self.device, threads=self.threads)
+        return execute(task, device=self.device, threads=self.threads, concurrent=self.concurrent,
+                       limit_process=True)
 
 
 def connect(address: str | None, workers: int) -> bool:
@@ -106,8 +109,12 @@ class RayPool:
             try:
                 result = ray.get(ref)
                 self._idle.append(actor)
+            except OutOfMemoryError as error:  # Ray's memory monitor killed the worker
+                result = _died(f"the node ran out of memory and Ray stopped the worker ({_first_line(error)})", "oom")
+                self._replace(actor)
             except RayActorError as error:
-                result = _died(f"the worker process died while running the trial ({_first_line(error)})")
+                kind = "oom" if _says_out_of_memory(str(error)) else "worker_died"
+                result = _died(f"the worker process died while running the trial ({_first_line(error)})", kind)
                 self._replace(actor)
             except RayError as error:  # the actor is alive but the call failed (e.g. unpicklable)
                 result = _died(f"the worker failed: {_first_line(error)}", "error")
@@ -138,6 +145,12 @@ class RayPool:
 def _died(reason: str, kind: str = "worker_died") -> dict[str, Any]:
     return {"status": "failed", "metrics": {}, "curve": [], "objective": None,
             "failure": kind, "reason": reason, "trial_s": 0.0}
+
+
+def _says_out_of_memory(text: str) -> bool:
+    """Whether Ray's account of a dead actor blames memory (its memory monitor, the OOM killer)."""
+    text = text.lower()
+    return "out of memory" in text or "outofmemory" in text or "oom" in text.split()
 
 
 def _first_line(error: Exception) -> str:

@@ -9,6 +9,11 @@ from pydantic import Field, model_validator
 from miras_search.schema._base import Schema
 from miras_search.schema.gates import Gate, check_gate_range, gate_field
 
+MAX_HUBER_DELTA = 1e4
+"""Largest Huber threshold: far above any error norm a model reaches (about sqrt(d_v) at init)."""
+MAX_SHARPNESS = 1e4
+"""Largest c in tanh(c x): past it tanh is the exact sign at float precision."""
+
 
 class DotBias(Schema):
     """l = -<M(k), v> (linear attention's Hebbian rule; softmax for memory 'none')."""
@@ -28,7 +33,7 @@ class LpBias(Schema):
     kind: Literal["lp"] = "lp"
     p: float = Field(3.0, ge=1.0, le=4.0)
     smooth: bool = Field(True, description="Use the smooth surrogates of sign and |.|.")
-    sharpness: float = Field(10.0, gt=0.0, description="c in tanh(c x).")
+    sharpness: float = Field(10.0, gt=0.0, le=MAX_SHARPNESS, description="c in tanh(c x).")
     eps: float = Field(1e-6, gt=0.0, description="eps in sqrt(x^2 + eps).")
 
 
@@ -51,7 +56,7 @@ class HuberBias(Schema):
             "a gradient there (with the exact sign, tokens past the threshold teach v nothing)."
         ),
     )
-    sharpness: float = Field(10.0, gt=0.0, description="c in tanh(c e) (switch with smooth).")
+    sharpness: float = Field(10.0, gt=0.0, le=MAX_SHARPNESS, description="c in tanh(c e) (switch with smooth).")
     relative_sharpness: bool = Field(
         False,
         description=(
@@ -71,7 +76,9 @@ class HuberBias(Schema):
 
     @model_validator(mode="after")
     def _delta_positive(self) -> HuberBias:
-        check_gate_range(self.delta, "delta", 0.0, float("inf"), high_open=True)
+        # the error norm is about sqrt(d_v) at init; a threshold far above any reachable error
+        # turns Huber into l2 and squares past float range in the loss (1e308 gave inf)
+        check_gate_range(self.delta, "delta", 0.0, MAX_HUBER_DELTA)
         return self
 
 

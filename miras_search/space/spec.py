@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import Discriminator, Field, Tag, field_validator, model_validator
+from pydantic import ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 from typing_extensions import TypeAliasType
 
 from miras_search.presets import PRESET_AXES
@@ -74,6 +74,9 @@ class Choice(Schema):
 
 
 class _Range(Schema):
+    # non-finite ends reach ``_check``, whose message names both ends of the range
+    model_config = ConfigDict(allow_inf_nan=True)  # merged with Schema's config
+
     log: bool = Field(False, description="Sample on a log scale (needs low > 0).")
 
     def _check(self, low: float, high: float, step: float | None) -> None:

@@ -23,13 +23,17 @@ from pydantic import ValidationError
 from miras_search.errors import MirasError
 from miras_search.model import param_count, state_size
 from miras_search.presets import preset
+from miras_search.redact import redact_url
 from miras_search.schema import AXES, ModelPoint
 from miras_search.space import InfeasiblePoint, SearchSpace
 from miras_search.study.execute import TrialTask
 from miras_search.study.interrupts import CtrlC
+from miras_search.study.lease import Lease, acquire
 from miras_search.study.owner import this_driver
 from miras_search.study.pools import Pool
+from miras_search.study.preflight import preflight
 from miras_search.study.records import (
+    INFRASTRUCTURE_FAILURES,
     REUSABLE_FAILURES,
     counts_toward_budget,
     finite_metrics,
@@ -37,10 +41,12 @@ from miras_search.study.records import (
 )
 from miras_search.study.samplers import grid_size, grid_space
 from miras_search.study.setup import (
+    check_no_live_driver,
     create_study,
     enqueue_anchors,
     recover_interrupted,
     requeue,
+    requeue_entry,
     storage_of,
 )
 from miras_search.study.spec import PRE_TRAINING_METRICS, StudyFile
@@ -116,6 +122,8 @@ class StudyDriver:
         self._running: dict[int, _Running] = {}  # trial number -> in flight
         self._by_key: dict[str, _Running] = {}
         self._streak = 0
+        self._deferred: list[dict[str, Any]] = []  # trials to queue again behind other work
+        self._since_deferred = 0  # trials finished since the last was deferred
         self.finished = 0
         self.identity = this_driver()
 
@@ -154,22 +162,36 @@ class StudyDriver:
 
     # ---- main loop ---------------------------------------------------------------------------
     def run(self) -> RunSummary:
+        lease = acquire(self.study)  # one driver per study, on any machine
+        try:
+            return self._run(lease)
+        finally:
+            lease.release()
+
+    def _run(self, lease: Lease) -> RunSummary:
         started = time.perf_counter()
-        recovered = recover_interrupted(self.study, "the driver stopped while this trial ran")
+        check_no_live_driver(self.study)
         enqueue_anchors(self.study, self.space, self.spec.sampler.anchor_names)
+        recovered, entries = recover_interrupted(self.study, "the driver stopped while this trial ran")
+        self._deferred = self._stored_deferred()
+        self._defer(entries)
         for trial in self.study.get_trials(deepcopy=False):
             self._remember(trial)
         self.finished = self._finished()
         summary = RunSummary(self.spec.name, self.storage, self.finished, self.target)
         self.summary = summary
-        self._emit("setup", f"study '{self.spec.name}' in {self.storage}")
+        self._emit("setup", f"study '{self.spec.name}' in {redact_url(self.storage)}")
         if recovered:
             self._emit("note", f"trial(s) {', '.join(map(str, recovered))} were running when the "
-                       "last driver stopped: marked failed ('interrupted') and queued again")
+                       "last driver stopped: marked failed and queued again behind other work (a "
+                       "point that took its process down, e.g. out of memory, is not run first; "
+                       "after a second time it is not run again)")
         if self.target is not None and self.finished >= self.target:
             summary.already_done = True  # nothing to train: no pool is started
             summary.wall_s = time.perf_counter() - started
             return summary
+        if self.finished == 0 or not any(t.state == TrialState.COMPLETE for t in self.study.get_trials(deepcopy=False)):
+            preflight(self.spec, self.space, memory=False)  # before the first trial: data opens, gives batches
         deadline = None if self.timeout_s is None else started + self.timeout_s
         # the target is known before the pool starts (which may take seconds): status shows it
         self.study.set_user_attr("run", {"target": self.target, "workers": self.spec.parallel.workers})
@@ -182,12 +204,14 @@ class StudyDriver:
                     while (len(self._running) < pool.capacity and summary.stopped_because is None
                            and (self.target is None or self.finished + self._pending() < self.target)
                            and (deadline is None or time.perf_counter() < deadline)):
+                        self._release_deferred()
                         self._ask_one(pool)
                     if not self._running:
                         break
                     for task, result in pool.wait():
                         self._finish(pool, task, result)
                     ctrl_c.check()  # a Ctrl-C that a blocking wait caught and dropped
+                    lease.check()
         except KeyboardInterrupt:
             summary.interrupted = True
             self._interrupt("stopped by the user (Ctrl-C) while this trial ran")
@@ -198,6 +222,34 @@ class StudyDriver:
         if self.tracker is not None:
             self.tracker.log_summary(self.study)
         return summary
+
+    # ---- trials whose driver died: queued behind other work ----------------------------------
+    def _stored_deferred(self) -> list[dict[str, Any]]:
+        stored = self.study.user_attrs.get("deferred")
+        return [e for e in stored if isinstance(e, dict) and "number" in e] if isinstance(stored, list) else []
+
+    def _save_deferred(self) -> None:
+        self.study.set_user_attr("deferred", self._deferred)
+
+    def _defer(self, entries: list[dict[str, Any]]) -> None:
+        if entries:
+            self._deferred.extend(entries)
+            self._since_deferred = 0
+            self._save_deferred()
+
+    def _release_deferred(self) -> None:
+        """Queue the deferred trials (recovered after their driver died, or whose worker died) once
+        another trial has finished since they were deferred, or when the target has no room left
+        for other work (they are kept in the study until then)."""
+        if not self._deferred:
+            return
+        no_room = self.target is not None and self.finished + self._pending() + len(self._deferred) >= self.target
+        if self._since_deferred == 0 and not no_room:
+            return
+        for entry in self._deferred:
+            requeue_entry(self.study, entry)
+        self._deferred = []
+        self._save_deferred()
 
     def _ask_one(self, pool: Pool) -> None:
         trial = self.study.ask()
@@ -287,12 +339,24 @@ class StudyDriver:
         trial_s = float(raw.pop("trial_s", 0.0))
         result = TrialResult.from_dict({k: v for k, v in raw.items() if k in TrialResult.__dataclass_fields__})
         state, attrs, values = self._outcome(result)
+        followers = running.followers
+        retry = (result.failure in INFRASTRUCTURE_FAILURES and not followers
+                 and "retry_of" not in running.trial.user_attrs)
+        if retry:
+            attrs["retried"] = True
         self._close(running.trial, state, attrs, values)
+        self._since_deferred += 1
+        if retry:  # the machine failed, or the point took its worker down: once more, not first
+            frozen = self._frozen(running.trial)
+            params = {**frozen.system_attrs.get("fixed_params", {}), **frozen.params}
+            self._defer([{"params": params, "anchor": frozen.user_attrs.get("anchor"),
+                          "number": frozen.number, "retry_of": frozen.number}])
+            self._emit("note", f"trial {frozen.number}: {result.reason}; it runs once more, after "
+                       "another trial")
         self.summary.ran += 1
         self.summary.trial_s.append(trial_s)
         self.summary.overhead_s.append(time.perf_counter() - running.started - trial_s)
         frozen = self._frozen(running.trial)
-        followers = running.followers
         if followers:
             if self._reusable(frozen):
                 for follower in followers:

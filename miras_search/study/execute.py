@@ -6,6 +6,7 @@ to report intermediate values, so pruning decisions see every worker's curves.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from dataclasses import dataclass, field
@@ -13,11 +14,17 @@ from typing import Any
 
 import optuna
 
+from miras_search.model import pick_device
 from miras_search.schema import ModelPoint
 from miras_search.study.samplers import make_pruner
 from miras_search.study.spec import PrunerSpec
 from miras_search.study.storage import make_storage
 from miras_search.trial import TrialConfig, TrialResult, run_trial
+from miras_search.trial.memory_limit import (
+    gpu_memory_limit,
+    process_memory_limit,
+    trial_memory_limit,
+)
 
 log = logging.getLogger(__name__)
 _STUDIES: dict[tuple[str, str], optuna.Study] = {}
@@ -70,11 +77,15 @@ def _reporter(task: TrialTask, study: optuna.Study | None):
 
 
 def execute(task: TrialTask, device: str | None = None, threads: int | None = None,
-            study: optuna.Study | None = None) -> dict[str, Any]:
+            study: optuna.Study | None = None, concurrent: int = 1,
+            limit_process: bool = False) -> dict[str, Any]:
     """Run the task's point; returns ``TrialResult.to_dict()`` (never raises for the point).
 
     With several ``seeds`` the point is trained once per seed; metrics are the mean over seeds
     (``<metric>/seed<k>`` keeps each), the curve and pruning reports come from the first seed.
+    ``concurrent`` trials share this machine's memory; ``limit_process`` (a worker process, never
+    the driver) holds this process to the trial's memory limit while it runs, so that a trial past
+    it fails as 'oom' and the worker lives on.
     """
     point = ModelPoint.model_validate(task.point)
     config = TrialConfig.model_validate(task.config)
@@ -84,18 +95,32 @@ def execute(task: TrialTask, device: str | None = None, threads: int | None = No
     results: list[TrialResult] = []
     try:
         report = _reporter(task, study)
-        for index, seed in enumerate(seeds):
-            run_config = config if seed is None else config.model_copy(update={"seed": seed})
-            result = run_trial(point, run_config, report=report if index == 0 else None, device=device)
-            results.append(result)
-            if not result.ok:
-                break
+        with _limited(config, device, concurrent, limit_process):
+            for index, seed in enumerate(seeds):
+                run_config = config if seed is None else config.model_copy(update={"seed": seed})
+                result = run_trial(point, run_config, report=report if index == 0 else None,
+                                   device=device, concurrent=concurrent)
+                results.append(result)
+                if not result.ok:
+                    break
     except Exception as error:  # a bad data source or a bug: the trial fails, the study goes on
         failed = TrialResult("failed", failure="error", reason=f"{type(error).__name__}: {error}")
         return {**failed.to_dict(), "trial_s": sum(r.metrics.get("wall_s", 0.0) for r in results)}
     out = _merge(results, seeds).to_dict()
     out["trial_s"] = sum(r.metrics.get("wall_s", 0.0) for r in results)  # time inside run_trial
     return out
+
+
+def _limited(config: TrialConfig, device: str | None, concurrent: int, enabled: bool):
+    """The process's memory limit for one trial (see trial.memory_limit): RLIMIT_DATA on a CPU,
+    the caching allocator's share of the GPU on a GPU."""
+    if not enabled:
+        return contextlib.nullcontext()
+    chosen = pick_device(device)
+    limit = trial_memory_limit(config.memory_limit_gb, chosen, concurrent)
+    if chosen.type == "cuda":
+        return gpu_memory_limit(limit, chosen)
+    return process_memory_limit(limit) if chosen.type == "cpu" else contextlib.nullcontext()
 
 
 def _merge(results: list[TrialResult], seeds: list[int | None]) -> TrialResult:

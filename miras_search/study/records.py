@@ -4,7 +4,9 @@ Trial user attrs: ``point`` (full ModelPoint dump), ``point_key`` (sha256 of the
 JSON), ``axes`` (memory/bias/retention/algorithm -> kind), ``anchor`` (preset name or None),
 ``metrics``, ``curve`` ([step, train_loss] pairs), ``failure`` + ``reason`` (failed or pruned
 early), ``reused_from`` (a duplicate's source trial number), ``constraints`` (limit violations,
-<= 0 is feasible), ``worker`` (host/pid/device that ran it), ``requeued_from``.
+<= 0 is feasible), ``worker`` (host/pid/device that ran it), ``requeued_from``, ``driver_died``
+(how often a driver died while this point trained: setup.recover_interrupted), ``retried`` (an
+infrastructure failure queued again) and ``retry_of`` (the trial it retries).
 """
 
 from __future__ import annotations
@@ -21,7 +23,11 @@ from miras_search.schema import ModelPoint
 NOT_COUNTED = ("interrupted", "infeasible")
 """Failures that do not use up the trial budget: re-queued work and rejected samples."""
 
-REUSABLE_FAILURES = ("build", "nan", "diverged", "limit")
+INFRASTRUCTURE_FAILURES = ("worker_died",)
+"""Failures of the machine, not of the point: the trial is run once more (``retried``), and only
+a second such failure is reported and counted."""
+
+REUSABLE_FAILURES = ("build", "nan", "diverged", "limit", "crashed")
 """Failures that a duplicate point would hit again (deterministic), so their outcome is reused."""
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -45,6 +51,8 @@ def finite_metrics(metrics: dict[str, float]) -> dict[str, float | str]:
 def counts_toward_budget(trial: FrozenTrial) -> bool:
     if trial.state not in FINISHED:
         return False
+    if trial.state == TrialState.FAIL and trial.user_attrs.get("retried"):
+        return False  # run again under a new number (INFRASTRUCTURE_FAILURES)
     return not (trial.state == TrialState.FAIL and trial.user_attrs.get("failure") in NOT_COUNTED)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 import optuna
 from optuna.trial import TrialState
@@ -13,6 +14,7 @@ from pydantic import BaseModel, ValidationError
 from miras_search.data import DataMix
 from miras_search.errors import MirasError
 from miras_search.presets import preset
+from miras_search.redact import redact_tree
 from miras_search.space import SearchSpace
 from miras_search.study.owner import alive_elsewhere
 from miras_search.study.records import flatten
@@ -42,7 +44,7 @@ def create_study(study: StudyFile, storage: str, space: SearchSpace) -> optuna.S
     stored = created.user_attrs.get("objectives")
     data_hash = data_fingerprint(study)
     if stored is None:
-        created.set_user_attr("study_file", study.model_dump(mode="json"))
+        created.set_user_attr("study_file", redact_tree(study.model_dump(mode="json")))  # no passwords
         created.set_user_attr("objectives", study.objective_records)
         created.set_user_attr("space", space.name)
         created.set_user_attr("space_hash", space_fingerprint(space))
@@ -65,7 +67,8 @@ def create_study(study: StudyFile, storage: str, space: SearchSpace) -> optuna.S
     return created
 
 
-UNMEASURED_TRIAL_FIELDS = frozenset({"threads", "device", "time_limit_s", "max_loss", "report_every", "objective"})
+UNMEASURED_TRIAL_FIELDS = frozenset({"threads", "device", "time_limit_s", "max_loss", "report_every", "objective",
+                                     "memory_limit_gb"})
 """Trial settings that route, bound or prune a trial but do not change what a finished one
 measures (the study's own objectives are checked apart)."""
 
@@ -113,7 +116,7 @@ def file_changes(study: optuna.Study, spec: StudyFile, space: SearchSpace | None
     stored = study.user_attrs.get("study_file")
     if not isinstance(stored, dict) or not isinstance(stored.get("trial"), dict):
         return []
-    current = spec.model_dump(mode="json")
+    current = redact_tree(spec.model_dump(mode="json"))  # as stored
     try:  # through today's schema, so that a field added since (with its default) is no change
         old_trial = TrialConfig.model_validate(stored["trial"]).model_dump(mode="json")
     except ValidationError:
@@ -160,16 +163,15 @@ def check_measure(study: optuna.Study) -> None:
     )
 
 
-def recover_interrupted(study: optuna.Study, reason: str) -> list[int]:
-    """Trials left RUNNING by a dead or stopped driver: mark them failed ("interrupted") and
-    queue their parameters again, so a resumed run measures them under new numbers.
+CRASH_LIMIT = 2
+"""A point whose driver died this many times while it trained is not run again ('crashed')."""
 
-    A MirasError, changing nothing, when a driver that is still alive on this host runs some of
-    them: a second driver would fail trials that the first one is training.
-    """
-    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-    owners = {}
-    for trial in running:
+
+def check_no_live_driver(study: optuna.Study) -> None:
+    """MirasError, changing nothing, when a driver that is still alive on this host runs some of
+    the study's trials: a second driver would fail trials that the first one is training."""
+    owners: dict[int, list[int]] = {}
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         driver = trial.user_attrs.get("driver")
         if alive_elsewhere(driver):
             owners.setdefault(int(driver["pid"]), []).append(trial.number)
@@ -180,19 +182,52 @@ def recover_interrupted(study: optuna.Study, reason: str) -> list[int]:
             f"running trial(s) {', '.join(map(str, numbers))}): wait for it to finish, or stop it "
             f"(Ctrl-C in its terminal, or kill {pid}) and then `miras resume` the study"
         )
-    numbers = []
-    for trial in running:
-        study._storage.set_trial_user_attr(trial._trial_id, "failure", "interrupted")
-        study._storage.set_trial_user_attr(trial._trial_id, "reason", reason)
+
+
+def recover_interrupted(study: optuna.Study, reason: str) -> tuple[list[int], list[dict[str, Any]]]:
+    """Trials left RUNNING by a dead driver: mark them failed ("interrupted") and return them as
+    entries to queue again (``requeue_entry``), so a resumed run measures them under new numbers.
+
+    A driver that died while it ran a trial in its own process (``--inline``) may have been killed
+    by that very trial (out of memory): each entry counts such deaths (``driver_died``), the driver
+    queues the entries behind other work, and a point whose driver died ``CRASH_LIMIT`` times is
+    failed as 'crashed' and not queued again. (A trial on a Ray worker did not take the driver
+    down: its count does not grow.) Returns (the numbers recovered, the entries to queue).
+    """
+    check_no_live_driver(study)
+    numbers, entries = [], []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        deaths = int(trial.user_attrs.get("driver_died") or 0) + _ran_in_driver(trial)
+        crashed = deaths >= CRASH_LIMIT
+        study._storage.set_trial_user_attr(trial._trial_id, "failure", "crashed" if crashed else "interrupted")
+        study._storage.set_trial_user_attr(trial._trial_id, "reason", (
+            f"{reason}, for the {deaths}th time with this point (out of memory?): it is not run again"
+            if crashed else reason))
         study.tell(trial.number, state=TrialState.FAIL)
-        params = {**trial.system_attrs.get("fixed_params", {}), **trial.params}  # asked, maybe not sampled
-        requeue(study, params, trial.user_attrs.get("anchor"), trial.number)
         numbers.append(trial.number)
-    return numbers
+        if not crashed:
+            params = {**trial.system_attrs.get("fixed_params", {}), **trial.params}  # asked, maybe not sampled
+            entries.append({"params": params, "anchor": trial.user_attrs.get("anchor"),
+                            "number": trial.number, "driver_died": deaths})
+    return numbers, entries
 
 
-def requeue(study: optuna.Study, params: dict, anchor: str | None, number: int) -> None:
-    attrs = {"requeued_from": number}
+def _ran_in_driver(trial: optuna.trial.FrozenTrial) -> int:
+    """1 when the trial ran inside its driver's own process, else 0."""
+    driver, worker = trial.user_attrs.get("driver") or {}, trial.user_attrs.get("worker") or {}
+    return int(bool(driver) and driver.get("pid") == worker.get("pid") and driver.get("host") == worker.get("host"))
+
+
+def requeue_entry(study: optuna.Study, entry: dict[str, Any]) -> None:
+    """Queue a trial that ``recover_interrupted`` returned (or the driver's retry of a trial whose
+    worker died: ``retry_of``)."""
+    extra = {key: entry[key] for key in ("driver_died", "retry_of") if key in entry}
+    requeue(study, entry["params"], entry.get("anchor"), entry["number"], extra)
+
+
+def requeue(study: optuna.Study, params: dict, anchor: str | None, number: int,
+            extra: dict[str, Any] | None = None) -> None:
+    attrs = {"requeued_from": number, **(extra or {})}
     if anchor is not None:
         attrs["anchor"] = anchor
     study.enqueue_trial(params, user_attrs=attrs)

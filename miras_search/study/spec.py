@@ -33,7 +33,7 @@ from miras_search.validation import validate
 from miras_search.yamlio import LineMap, read_yaml
 
 SamplerKind = Literal["tpe", "nsgaii", "cmaes", "random", "grid", "anchors"]
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 # Metrics a trial knows before training (from the point alone): limits on them skip training.
 PRE_TRAINING_METRICS = ("params", "state_size")
@@ -180,7 +180,7 @@ class StudyFile(Schema):
     @field_validator("name")
     @classmethod
     def _safe_name(cls, value: str) -> str:
-        if not _NAME.match(value):
+        if not _NAME.fullmatch(value):  # not match: '$' also matches before a final newline
             raise ValueError("use letters, digits, '_', '-' and '.' only (it names a folder)")
         return value
 

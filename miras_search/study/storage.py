@@ -6,16 +6,15 @@ pruning). SQLite serialises writers with a database-wide lock, and Optuna's RDB 
 busy database into "database is locked" errors under that load. Optuna's JournalFileBackend
 appends each change as one JSON line under a file lock (with fsync), so several processes can
 write safely, and a process killed between writes leaves every earlier line intact: after a
-``kill -9`` the study replays to its last consistent state. A stale lock left by a killed
-writer expires after a grace period. For several machines use PostgreSQL
+``kill -9`` the study replays to its last consistent state (a last line cut short, and any
+other damaged line, is set aside when the journal is opened: ``journal_repair``). A stale lock
+left by a killed writer expires after a grace period. For several machines use PostgreSQL
 (``postgresql+psycopg://user@host:port/db``, the ``postgres`` extra); SQLite URLs still work.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import time
 from pathlib import Path
 
 import optuna
@@ -23,6 +22,8 @@ from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 
 from miras_search.errors import MirasError
+from miras_search.redact import redact_url
+from miras_search.study.journal_repair import Repair, set_damage_aside, tail_is_damaged
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ def _check_scheme(url: str) -> None:
         return
     hint = " (PostgreSQL's scheme is 'postgresql')" if scheme == "postgres" else ""
     raise MirasError(
-        f"storage '{_redact(url)}': unknown database URL scheme '{scheme}'{hint}; use "
+        f"storage '{redact_url(url)}': unknown database URL scheme '{scheme}'{hint}; use "
         "postgresql+psycopg://user@host:port/db, sqlite:///path.db, mysql://..., or a journal "
         "file path"
     )
@@ -84,11 +85,11 @@ def make_storage(storage: str) -> BaseStorage:
             return RDBStorage(storage, engine_kwargs=_engine_kwargs(storage))
         except ImportError as error:
             raise MirasError(
-                f"storage '{_redact(storage)}' needs a database driver that is not installed "
+                f"storage '{redact_url(storage)}' needs a database driver that is not installed "
                 f"({error}); for PostgreSQL install the 'postgres' extra (psycopg)"
             ) from None
         except Exception as error:  # sqlalchemy's OperationalError and friends
-            raise MirasError(f"cannot open storage '{_redact(storage)}': {error}") from None
+            raise MirasError(f"cannot open storage '{redact_url(storage)}': {error}") from None
     return _journal_storage(Path(storage))
 
 
@@ -101,14 +102,36 @@ def _journal_storage(path: Path) -> JournalStorage:
     path.parent.mkdir(parents=True, exist_ok=True)
     _check_is_journal(path)
     lock = JournalFileSymlinkLock(str(path))  # the lock Optuna's writers take by default
-    _set_torn_record_aside(path, lock)
+    if tail_is_damaged(path):  # Optuna would read past it, then append after it
+        _repair(path, lock)
     try:
         return JournalStorage(JournalFileBackend(str(path), lock_obj=lock))
-    except ValueError as error:  # json.JSONDecodeError too: a damaged line inside the file
+    except (ValueError, KeyError, TypeError, AssertionError) as error:  # a damaged line inside
+        if _repair(path, lock) is None:
+            raise _unreadable(path, error) from None
+    try:
+        return JournalStorage(JournalFileBackend(str(path), lock_obj=lock))
+    except (ValueError, KeyError, TypeError, AssertionError) as error:
+        raise _unreadable(path, error) from None
+
+
+def _repair(path: Path, lock: JournalFileSymlinkLock) -> Repair | None:
+    try:
+        return set_damage_aside(path, lock)
+    except OSError as error:
         raise MirasError(
-            f"storage {path} has a damaged record ({error}); an Optuna journal is one JSON "
-            "record per line, appended only: restore it from a copy, or point 'storage' elsewhere"
+            f"storage {path} has damaged lines that could not be set aside ({error.strerror}: "
+            f"{error.filename}); the journal is left as it is: make its folder writable, or "
+            "restore it from a copy"
         ) from None
+
+
+def _unreadable(path: Path, error: Exception) -> MirasError:
+    return MirasError(
+        f"storage {path} has a damaged record that cannot be replayed ({type(error).__name__}: "
+        f"{error}) although every line is a journal record; it is left as it is: restore it from "
+        "a copy, or point 'storage' elsewhere"
+    )
 
 
 def _check_is_journal(path: Path) -> None:
@@ -126,56 +149,11 @@ def _check_is_journal(path: Path) -> None:
         )
 
 
-def _ends_with_torn_record(path: Path) -> bool:
-    if not path.is_file() or path.stat().st_size == 0:
-        return False
-    with open(path, "rb") as file:
-        file.seek(-1, os.SEEK_END)
-        return file.read(1) != b"\n"
-
-
-def _set_torn_record_aside(path: Path, lock: JournalFileSymlinkLock) -> None:
-    """Move a last record cut short (a writer killed mid-append: kill -9, power loss, a full
-    disk) into ``<journal>.torn-<time>``.
-
-    Optuna skips such a line when it reads, but appends the next record straight after it,
-    which leaves a broken line inside the file and every later read failing. Checked under the
-    journal's lock, so a record another process is still writing is not mistaken for one.
-    """
-    if not _ends_with_torn_record(path):
-        return
-    lock.acquire()
-    try:
-        if not _ends_with_torn_record(path):
-            return
-        data = path.read_bytes()
-        keep = data.rfind(b"\n") + 1
-        aside = path.with_name(f"{path.name}.torn-{time.strftime('%Y%m%d-%H%M%S')}")
-        aside.write_bytes(data[keep:])
-        with open(path, "r+b") as file:
-            file.truncate(keep)
-            file.flush()
-            os.fsync(file.fileno())
-    finally:
-        lock.release()
-    log.warning("storage %s ended in a record cut short (a writer killed mid-write); its %d bytes "
-                "were moved to %s and the journal continues from the last whole record",
-                path, len(data) - keep, aside)
-
-
 def _engine_kwargs(url: str) -> dict:
     if url.startswith("sqlite:"):
         return {"connect_args": {"timeout": 60}}
     return {"pool_pre_ping": True}
 
-
-def _redact(url: str) -> str:
-    """The URL without its password."""
-    if "@" not in url or "://" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    auth, host = rest.rsplit("@", 1)
-    return f"{scheme}://{auth.split(':', 1)[0]}@{host}"
 
 
 def study_names(storage: str) -> list[str]:

@@ -8,19 +8,34 @@ a study: the first W&B error is logged once and tracking turns itself off.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from miras_search.redact import redact_text, redact_tree
 from miras_search.schema import AXES
 from miras_search.study.records import flatten, is_feasible
 
 log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def _command_line_redacted() -> Iterator[None]:
+    """``sys.argv`` without URL passwords while W&B reads it (its run metadata keeps it)."""
+    saved = sys.argv
+    sys.argv = [redact_text(arg) for arg in saved]
+    try:
+        yield
+    finally:
+        sys.argv = saved
 
 
 class WandbTracker:
@@ -61,10 +76,12 @@ class WandbTracker:
 
     def _init(self, **kwargs: Any):
         wandb = self._module()
-        return wandb.init(
-            project=self.project, entity=self.entity, group=self.study_name, dir=str(self.dir),
-            mode=self.mode, reinit="create_new", **kwargs,
-        )
+        with _command_line_redacted():  # W&B stores the command line (a --storage URL) with the run
+            return wandb.init(
+                project=self.project, entity=self.entity, group=self.study_name, dir=str(self.dir),
+                mode=self.mode, reinit="create_new", config=redact_tree(kwargs.pop("config", {})),
+                **kwargs,
+            )
 
     def log_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
         self._guard(f"logging trial {trial.number}", lambda: self._log_trial(study, trial))

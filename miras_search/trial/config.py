@@ -69,7 +69,7 @@ class TrialConfig(Schema):
     batch_size: int | None = Field(None, ge=1, le=4096)
     seq_len: int | None = Field(None, ge=1, le=1_048_576)
     eval_batches: int = Field(4, ge=1, description="Held-out batches per data source.")
-    eval_batch_size: int | None = Field(None, ge=1, description="Default: the training batch size.")
+    eval_batch_size: int | None = Field(None, ge=1, le=4096, description="Default: the training batch size.")
     report_every: int = Field(
         10, ge=1,
         description="Steps between intermediate reports (pruning); the final step is reported too, never pruned.",
@@ -79,6 +79,11 @@ class TrialConfig(Schema):
     max_loss: float = Field(20.0, gt=0, description="A training loss above this means divergence.")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int | None = Field(None, ge=1, le=256, description="torch CPU threads (default: torch's).")
+    memory_limit_gb: float | None = Field(
+        None, gt=0, description="Memory one trial may use; a point whose estimate is over it, or "
+        "that allocates past it, fails as 'oom'. Default: 80% of the GPU's memory, or of the RAM "
+        "shared by the trials running side by side.",
+    )
     objective: Objective = Field(default_factory=Objective)
 
     def apply(self, point: ModelPoint) -> ModelPoint:

@@ -23,11 +23,12 @@ from miras_search.errors import (
     SequenceTooLong,
     UnsupportedPoint,
 )
-from miras_search.model import autocast_context, build_model, param_count, pick_device, state_size
+from miras_search.model import autocast_context, build_model, pick_device, state_size
 from miras_search.model.quick_train import StepInfo, train_tokens
 from miras_search.schema import ModelPoint
 from miras_search.trial.config import TrialConfig
 from miras_search.trial.evaluate import evaluate
+from miras_search.trial.memory_limit import check_fits, is_out_of_memory, trial_memory_limit
 from miras_search.trial.result import FailureKind, TrialFailed, TrialResult
 from miras_search.validation import problems_from
 
@@ -75,7 +76,8 @@ def _threads(count: int | None):
 
 def run_trial(point: ModelPoint, config: TrialConfig | None = None, report: Reporter | None = None,
               device: str | torch.device | None = None,
-              progress: Callable[[StepInfo], None] | None = None) -> TrialResult:
+              progress: Callable[[StepInfo], None] | None = None,
+              concurrent: int = 1) -> TrialResult:
     """Train ``point`` for the trial's token budget and evaluate it; never raises for the point.
 
     The budget is ``train.tokens`` rounded down to whole batches, counted with each data source's
@@ -88,6 +90,8 @@ def run_trial(point: ModelPoint, config: TrialConfig | None = None, report: Repo
             ``config.report_every`` steps and at the final step, whose answer cannot prune.
         device: overrides ``config.device``.
         progress: called after every optimiser step (progress bars).
+        concurrent: trials running side by side on this machine (they share its RAM when
+            ``config.memory_limit_gb`` is not given).
     Raises ConfigError only for a config that cannot describe any trial (bad data spec).
     """
     config = config or TrialConfig()
@@ -97,13 +101,15 @@ def run_trial(point: ModelPoint, config: TrialConfig | None = None, report: Repo
     status = "complete"
     try:
         with _threads(config.threads):
-            status = _run(point, config, report, progress, device, metrics, curve, started)
+            status = _run(point, config, report, progress, device, metrics, curve, started, concurrent)
     except TrialFailed as failed:
         return _failed(failed.kind, str(failed), metrics, curve, started)
     except NonFiniteError as error:
         return _failed("nan", str(error), metrics, curve, started)
     except torch.cuda.OutOfMemoryError as error:
         return _failed("oom", f"CUDA out of memory: {str(error).splitlines()[0]}", metrics, curve, started)
+    except MemoryError as error:  # past the process's memory limit (memory_limit.process_memory_limit)
+        return _failed("oom", f"out of memory: {_first_line(error) or 'an allocation failed'}", metrics, curve, started)
     except (UnsupportedPoint, SequenceTooLong) as error:
         return _failed("build", str(error), metrics, curve, started)
     except ConfigError:
@@ -111,6 +117,8 @@ def run_trial(point: ModelPoint, config: TrialConfig | None = None, report: Repo
     except MirasError as error:
         return _failed("error", str(error), metrics, curve, started)
     except Exception as error:  # a bug or an unforeseen numeric failure must not stop a study
+        if is_out_of_memory(error):  # torch's CPU allocator: "DefaultCPUAllocator: can't allocate memory"
+            return _failed("oom", f"out of memory: {_first_line(error)}", metrics, curve, started)
         return _failed("error", f"{type(error).__name__}: {error}", metrics, curve, started)
     metrics["wall_s"] = time.perf_counter() - started
     result = TrialResult(status, metrics, curve)
@@ -120,6 +128,11 @@ def run_trial(point: ModelPoint, config: TrialConfig | None = None, report: Repo
         except KeyError as error:  # the objective names a metric this data mix cannot give
             return _failed("error", str(error.args[0]), metrics, curve, started)
     return result
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else ""
 
 
 def _failed(kind: FailureKind, reason: str, metrics: dict[str, float],
@@ -143,7 +156,7 @@ def _record_kernel_use(model: torch.nn.Module, device: torch.device, metrics: di
 
 def _run(point: ModelPoint, config: TrialConfig, report: Reporter | None,
          progress: Callable[[StepInfo], None] | None, device_choice: str | torch.device | None, metrics: dict[str, float],
-         curve: list[tuple[int, float]], started: float) -> str:
+         curve: list[tuple[int, float]], started: float, concurrent: int = 1) -> str:
     try:
         point = config.apply(point)
     except ValidationError as error:
@@ -164,8 +177,11 @@ def _run(point: ModelPoint, config: TrialConfig, report: Reporter | None,
         steps = mix.train_steps(train.tokens, train.batch_size, train.seq_len, train.seed)
     except MirasError as error:
         raise TrialFailed("build", str(error)) from None
-    metrics["params"] = float(param_count(point))
+    limit = trial_memory_limit(config.memory_limit_gb, device, concurrent)
+    estimate = check_fits(point, config.eval_batch_size, limit, config.memory_limit_gb is not None)
+    metrics["params"] = float(estimate.params)
     metrics["state_size"] = float(state_size(point))
+    metrics["memory_estimate_mb"] = estimate.total / 2**20
     torch.manual_seed(train.seed)
     model = build_model(point, device)
     batches = _TimedBatches(mix, train.batch_size, train.seq_len, train.seed)

@@ -1,0 +1,141 @@
+"""How much memory a trial of a point needs, estimated from the point alone, before anything is built.
+
+A trial trains the point with AdamW for a few steps and then evaluates it without gradients, so
+its peak is the larger of the two phases, in float32 bytes (bfloat16 autocast on a GPU only
+shrinks the activations: the estimate stays an upper bound there):
+
+- training: weights, gradients and AdamW's two moments (16 bytes a parameter), plus what autograd
+  keeps for the backward pass: per layer and token the block's projections and SwiGLU
+  (``_TOKEN_FLOATS``), per memory layer the memory state at every chunk boundary (every token for
+  the recurrence, with the temporaries the retention rule keeps, ``_STATE_COPIES``), per
+  attention layer its score matrix, and the logits with their softmax and gradient;
+- evaluation: the weights, the logits of one evaluation batch, one layer's activations at a time
+  and each memory layer's running state.
+
+The estimate is coarse by design (a factor of a few, checked against measured peaks in
+tests/test_memory_limits.py); it exists to refuse points that cannot fit by orders of magnitude,
+and to say which term is to blame.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from miras_search.model.factory import attention_state_size, memory_state_size, param_count
+from miras_search.schema import ModelPoint
+
+FLOAT = 4
+"""Bytes per float32."""
+_PARAM_BYTES = 16
+"""Weights, gradients and AdamW's exp_avg and exp_avg_sq, float32 each."""
+_STATE_COPIES = 10
+"""Memory-state-sized tensors autograd keeps per chunk (the state, the step, retention's temporaries)."""
+_STATE_COPIES_RECURRENT = 4
+"""The same per token of the recurrence (fewer temporaries per step; measured)."""
+_LOGIT_COPIES = 3
+"""Logits, their log-softmax and its gradient."""
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Bytes a trial of a point needs (see the module docstring for each term)."""
+
+    params: int
+    weights: int  # weights + gradients + AdamW moments
+    activations: int  # training: the block's activations kept for backward
+    memory_state: int  # training: memory states kept for backward
+    attention: int  # training: attention score matrices
+    logits: int  # training: logits, softmax and gradient
+    evaluation: int  # the evaluation phase's peak (weights included)
+
+    @property
+    def training(self) -> int:
+        return self.weights + self.activations + self.memory_state + self.attention + self.logits
+
+    @property
+    def total(self) -> int:
+        return max(self.training, self.evaluation)
+
+    def describe(self) -> str:
+        """'about 12.3 GB: weights+gradients+AdamW 10.1 GB (1.2e9 parameters), ...'"""
+        if self.evaluation > self.training:
+            return (f"about {gb(self.total)} in evaluation (the weights, and the logits and "
+                    f"activations of one evaluation batch); training needs {gb(self.training)}")
+        parts = [("weights+gradients+AdamW", self.weights), ("activations", self.activations),
+                 ("memory states", self.memory_state), ("attention scores", self.attention),
+                 ("logits", self.logits)]
+        shown = ", ".join(f"{name} {gb(size)}" for name, size in parts if size >= self.training / 20)
+        return f"about {gb(self.total)} in training ({self.params:.3g} parameters; {shown})"
+
+
+def parameters(point: ModelPoint) -> int:
+    """``param_count(point)``, from models of one and two layers of each kind the point uses.
+
+    Layers of a kind are alike, so the count is the shared part (embeddings, final norm) plus
+    each layer's own; building the full model, even on the meta device, takes tens of seconds
+    for the billion-parameter points that validation must refuse (their initialisation runs)."""
+    per_kind: dict[str, int] = {}
+    shared = 0
+    for kind in dict.fromkeys(point.block.layer_kinds()):
+        def count(layers: int, kind: str = kind) -> int:
+            block = point.block.model_copy(update={"n_layers": layers, "layer_pattern": [kind]})
+            return param_count(point.model_copy(update={"block": block}))
+        one, two = count(1), count(2)
+        per_kind[kind] = two - one
+        shared = one - per_kind[kind]
+    return shared + sum(per_kind[kind] for kind in point.block.layer_kinds())
+
+
+def gb(size: float) -> str:
+    return f"{size / 1e9:.3g} GB" if size >= 1e8 else f"{size / 1e6:.3g} MB"
+
+
+def _token_floats(point: ModelPoint) -> int:
+    """Floats one block keeps per token for backward: norms, q/k/v (and their short-conv copies),
+    gates, output and its gate, the SwiGLU's three hidden vectors, residuals."""
+    block = point.block
+    d, h, k, v = block.d_model, block.n_heads, block.head_k, block.head_v
+    hidden = math.ceil(block.mlp_ratio * d)
+    qkv = h * (2 * k + v) * (2 if block.conv_size else 1)
+    return 12 * d + 3 * qkv + 6 * h * v + 6 * hidden
+
+
+def _span(context: int, window: int | None) -> int:
+    return context if window is None else min(window, context)
+
+
+def estimate_memory(point: ModelPoint, eval_batch_size: int | None = None) -> MemoryEstimate:
+    """The memory a trial of ``point`` (its ``train`` section as the trial applies it) needs.
+
+    ``eval_batch_size`` defaults to the training batch size, as in the trial."""
+    train, block = point.train, point.block
+    batch, context = train.batch_size, train.seq_len
+    chunk = 1 if train.mode == "recurrent" else train.chunk_size
+    params = parameters(point)
+    tokens = batch * context
+    states = attention = 0
+    for kind in block.layer_kinds():
+        if kind == "memory" and point.memory.kind != "none":
+            copies = _STATE_COPIES_RECURRENT if chunk == 1 else _STATE_COPIES
+            states += batch * math.ceil(context / chunk) * memory_state_size(point, context) * copies
+            if block.hybrid == "samba":
+                attention += 2 * batch * block.n_heads * context * _span(context, block.window)
+        else:
+            window = block.window if kind == "swa" else (point.memory.window if kind == "memory" else None)
+            attention += 2 * batch * block.n_heads * context * _span(context, window)
+    activations = block.n_layers * tokens * _token_floats(point)
+    logits = tokens * block.vocab_size * _LOGIT_COPIES
+    eval_batch = eval_batch_size or batch
+    eval_tokens = eval_batch * context
+    running_state = sum(
+        attention_state_size(point, None, context) if kind == "attention" else memory_state_size(point, context)
+        for kind in block.layer_kinds()
+    )
+    evaluation = FLOAT * (params + eval_tokens * (2 * block.vocab_size + 2 * _token_floats(point))
+                          + eval_batch * running_state)
+    return MemoryEstimate(
+        params=params, weights=_PARAM_BYTES * params, activations=FLOAT * activations,
+        memory_state=FLOAT * states, attention=FLOAT * attention, logits=FLOAT * logits,
+        evaluation=evaluation,
+    )

@@ -1,0 +1,118 @@
+"""Checks a study passes before its first trial (and in ``miras validate``): problems every trial
+would hit are found once, before the trial budget is spent on them.
+
+- data: every source opens (files decodable as text, parquet readable, not empty) and gives a
+  training and a validation batch at the trial's batch size and sequence length;
+- memory: the space's points (a sample and the anchors) are not absurdly large for a trial
+  (``trial.memory_limit.memory_problem``; a run holds each trial to this machine's limit).
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+from miras_search.data.files import SUFFIXES, resolve_files
+from miras_search.data.spec import open_source
+from miras_search.data.text_sources import Files
+from miras_search.errors import MirasError
+from miras_search.presets import preset
+from miras_search.schema import AXES, ModelPoint
+from miras_search.space import SearchSpace
+from miras_search.study.spec import StudyFile
+from miras_search.trial.memory_limit import memory_problem
+
+BINARY_SHARE = 0.05
+"""A text data file with more than this share of bytes that are not UTF-8 is taken for binary."""
+_SNIFF = 1 << 20
+"""Bytes of each text file read to judge its encoding."""
+
+
+def _binary_files(spec: Files) -> list[str]:
+    """The .txt / .jsonl files of ``spec`` whose first MiB is mostly not UTF-8 (binary)."""
+    found = []
+    for path in resolve_files(spec.paths):
+        if path.suffix not in SUFFIXES or path.suffix == ".parquet":
+            continue
+        with open(path, "rb") as file:
+            head = file.read(_SNIFF)
+        if not head:
+            continue
+        text = head.decode("utf-8", "surrogateescape")
+        invalid = sum(0xDC80 <= ord(c) <= 0xDCFF for c in text)
+        if invalid > BINARY_SHARE * len(head) + 3:  # +3: a multi-byte sequence cut by the sniff
+            found.append(f"'{path}' is not UTF-8 text ({invalid} of its first {len(head)} bytes are "
+                         "not valid UTF-8: a binary file?)")
+    return found
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+
+
+def data_problems(study: StudyFile, point: ModelPoint, root: str | Path | None = None) -> list[str]:
+    """Why a source of the study's data cannot feed ``point``'s trials (one line each), or []."""
+    problems = []
+    train = point.train
+    for index, spec in enumerate(study.trial.data):
+        where = f"trial.data.{index} ({spec.task})"
+        try:
+            if isinstance(spec, Files):
+                binary = _binary_files(spec)
+                if binary:
+                    problems.append(f"{where}: {'; '.join(binary)}")
+                    continue
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # a few invalid bytes are read as U+FFFD (warned in trials)
+                source = open_source(spec, root)
+                for split in ("train", "validation"):
+                    batch = source.batch(train.batch_size, step=0, seed=train.seed, split=split,
+                                         seq_len=train.seq_len)
+                    if batch.inputs.numel() == 0:
+                        raise MirasError(f"the {split} split gives an empty batch")
+        except Exception as error:  # a corrupt parquet raises pyarrow's own errors
+            problems.append(f"{where}: {_first_line(error)}")
+    return problems
+
+
+def _candidates(study: StudyFile, space: SearchSpace) -> list[tuple[str, ModelPoint]]:
+    """A sampled point of the space and each anchor (on the space's block), as trials run them."""
+    found = [("a sampled point", space.sample(1, seed=0)[0])]
+    for name in study.sampler.anchor_names:
+        axes = preset(name).model_dump(mode="json", include=set(AXES))
+        try:
+            found.append((f"anchor {name}", ModelPoint.model_validate({**space.base, **axes})))
+        except ValueError:
+            continue  # the study reports it as infeasible when it gets there
+    points = []
+    for label, point in found:
+        try:
+            points.append((label, study.trial.apply(point)))
+        except ValueError:
+            continue
+    return points
+
+
+def memory_problems(study: StudyFile, space: SearchSpace) -> list[str]:
+    """Why the space's points cannot fit a trial's memory (one line each), or []."""
+    problems = []
+    for label, point in _candidates(study, space):
+        problem = memory_problem(point, study.trial.eval_batch_size, study.trial.memory_limit_gb)
+        if problem is not None:
+            problems.append(f"{label}: {problem}")
+            break  # one is enough to say why; the others are alike
+    return problems
+
+
+def preflight(study: StudyFile, space: SearchSpace, *, memory: bool = True) -> None:
+    """MirasError listing what every trial of the study would fail on; nothing when all is well."""
+    candidates = _candidates(study, space)
+    if not candidates:  # no point takes the trial's budget: each trial says why (infeasible)
+        return
+    problems = data_problems(study, candidates[0][1]) + (memory_problems(study, space) if memory else [])
+    if problems:
+        raise MirasError(
+            f"study '{study.name}' cannot run: " + "; ".join(problems)
+            + ". Every trial would fail the same way: fix the study file or its data"
+        )
