@@ -126,12 +126,11 @@ def chunked(rule: MemoryRule, x: MemoryInputs, state: MemoryState, chunk_size: i
     form that materialises per-token weights (``reference_chunk``).
     """
     outputs = []
-    for start in range(0, x.length, chunk_size):
-        chunk = x.slice(start, min(start + chunk_size, x.length))
+    for chunk in x.split(chunk_size):
         if rule.retention.lag_token:  # kl: the chunk's first micro-step is exact
-            state = recurrent_step(rule, state, chunk.slice(0, 1))
-            outputs.append(rule.network.forward(state.w, chunk.q[:, :, :1]))
-            chunk = chunk.slice(1, chunk.length)
+            lag, chunk = chunk.split([1, chunk.length - 1])
+            state = recurrent_step(rule, state, lag)
+            outputs.append(rule.network.forward(state.w, lag.q))
             if chunk.length == 0:
                 continue
         y, state = update(rule, state, chunk)

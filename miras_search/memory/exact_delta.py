@@ -55,9 +55,13 @@ def exact_delta(x: MemoryInputs, w: Tensor, chunk_size: int) -> Tensor:
     qk = decay * (q @ k.mT)  # [B, H, n, t, i]
     ratio_last = decay[..., -1, :].unsqueeze(-1)  # gamma_b / gamma_i: [B, H, n, b, 1]
 
+    # chunks taken with unbind, not by indexing: the backward of an index into the full-length
+    # tensor fills a full-size zero gradient per chunk (quadratic in T), unbind's stacks them once
     outputs = []
-    for c in range(q.shape[2]):
-        r = u[:, :, c] - wk[:, :, c] @ w.mT  # [B, H, b, V]
-        outputs.append(gamma[:, :, c] * (q[:, :, c] @ w.mT) + qk[:, :, c] @ r)
-        w = gamma[:, :, c, -1:] * w + (r * ratio_last[:, :, c]).mT @ k[:, :, c]
+    for u_c, wk_c, q_c, qk_c, k_c, gamma_c, ratio_c in zip(
+        *(t.unbind(2) for t in (u, wk, q, qk, k, gamma, ratio_last)), strict=True
+    ):
+        r = u_c - wk_c @ w.mT  # [B, H, b, V]
+        outputs.append(gamma_c * (q_c @ w.mT) + qk_c @ r)
+        w = gamma_c[:, :, -1:] * w + (r * ratio_c).mT @ k_c
     return torch.cat(outputs, dim=2)[:, :, :length]
