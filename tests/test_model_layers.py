@@ -21,7 +21,7 @@ def test_short_conv_matches_conv1d(length: int, kernel_size: int) -> None:
     conv = ShortConv(6, kernel_size).double()
     x = torch.randn(3, length, 6, dtype=torch.float64, requires_grad=True)
     upstream = torch.randn(3, length, 6, dtype=torch.float64)
-    leaves = [x] + list(conv.parameters())
+    leaves = [x, *conv.parameters()]
     fast = conv(x)
     fast_grads = torch.autograd.grad(fast, leaves, upstream)
     slow = conv.reference(x)

@@ -14,7 +14,6 @@ from torch import Tensor
 
 from miras_search.memory.gates import MemoryGates
 
-
 _TENSORS = ("q", "k", "v", "eta", "alpha", "theta", "delta")
 
 
