@@ -55,13 +55,18 @@ def exact_delta(x: MemoryInputs, w: Tensor, chunk_size: int) -> Tensor:
     qk = decay * (q @ k.mT)  # [B, H, n, t, i]
     ratio_last = decay[..., -1, :].unsqueeze(-1)  # gamma_b / gamma_i: [B, H, n, b, 1]
 
-    # chunks taken with unbind, not by indexing: the backward of an index into the full-length
-    # tensor fills a full-size zero gradient per chunk (quadratic in T), unbind's stacks them once
+    # Chunks taken with unbind along a leading chunk axis (indexing the full-length tensors would
+    # fill a full-size zero gradient per chunk in the backward, quadratic in T). Per chunk the
+    # state is read at [k ; gamma q] in one product.
+    def major(t: Tensor) -> Tensor:
+        return t.movedim(2, 0)  # [n, B, H, ...]
+
+    reads = major(torch.cat([wk, gamma * q], dim=-2))  # [n, B, H, 2b, K]
+    pieces = (reads, major(u), major(qk), major(k * ratio_last), major(gamma[..., -1:, :]))
     outputs = []
-    for u_c, wk_c, q_c, qk_c, k_c, gamma_c, ratio_c in zip(
-        *(t.unbind(2) for t in (u, wk, q, qk, k, gamma, ratio_last)), strict=True
-    ):
-        r = u_c - wk_c @ w.mT  # [B, H, b, V]
-        outputs.append(gamma_c * (q_c @ w.mT) + qk_c @ r)
-        w = gamma_c[:, :, -1:] * w + (r * ratio_c).mT @ k_c
-    return torch.cat(outputs, dim=2)[:, :, :length]
+    for read_c, u_c, qk_c, kr_c, gamma_last in zip(*(t.unbind(0) for t in pieces), strict=True):
+        wk_w, q_w = (read_c @ w.mT).split(b, dim=-2)  # [B, H, b, V] each
+        r = u_c - wk_w
+        outputs.append(q_w + qk_c @ r)
+        w = gamma_last * w + r.mT @ kr_c
+    return torch.stack(outputs, dim=2).flatten(2, 3)[:, :, :length]
