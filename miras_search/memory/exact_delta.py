@@ -57,7 +57,7 @@ def exact_delta(x: MemoryInputs, w: Tensor, chunk_size: int) -> Tensor:
 
     # Chunks taken with unbind along a leading chunk axis (indexing the full-length tensors would
     # fill a full-size zero gradient per chunk in the backward, quadratic in T). Per chunk the
-    # state is read at [k ; gamma q] in one product.
+    # state is read at [wk ; gamma q] in one product.
     def major(t: Tensor) -> Tensor:
         return t.movedim(2, 0)  # [n, B, H, ...]
 
