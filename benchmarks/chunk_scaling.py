@@ -3,7 +3,8 @@
 Every memory preset runs its resolved chunk form (exact_delta where the preset uses it, else the
 mini-batch form) at T = 1024 .. 8192 on one CPU thread, float32, B=1, H=4, K=V=64. The lengths
 are interleaved round by round (each round times every T once) so that a busy machine slows them
-alike; the time per T is the median over rounds. The exponent is the least-squares slope of
+alike, after one untimed run at every T (a first run at a new size pays for fresh memory pages,
+which a training loop pays once); the time per T is the minimum over rounds (load only adds). The exponent is the least-squares slope of
 log(time) against log(T) (1.0 = linear); the same slope of the bytes autograd saves for the
 backward says whether memory is linear.
 
@@ -78,7 +79,7 @@ def main() -> None:
     torch.set_num_threads(1)
     console = Console(record=True, width=140)
     table = Table(title=f"chunked memory fwd+bwd, B=1, H={HEADS}, K=V={DIM}, chunk {args.chunk}, "
-                        f"cpu 1 thread, median of {args.rounds} interleaved rounds")
+                        f"cpu 1 thread, min of {args.rounds} interleaved rounds")
     for col in ("preset", "form", *(f"T={t} s" for t in args.lengths), "time exponent", "memory exponent"):
         table.add_column(col, justify="right")
     for name in args.presets.split(","):
@@ -87,17 +88,18 @@ def main() -> None:
         form = resolved_chunk_form(point)
         inputs = {t: random_inputs(rule, 1, t, HEADS, DIM, dtype=torch.float32, requires_grad=True)
                   for t in args.lengths}
-        time_once(rule, inputs[args.lengths[0]], args.chunk, form)  # warm-up
+        for t in args.lengths:  # warm-up
+            time_once(rule, inputs[t], args.chunk, form)
         times: dict[int, list[float]] = {t: [] for t in args.lengths}
         saved: dict[int, int] = {}
         for _ in range(args.rounds):
             for t in args.lengths:
                 seconds, saved[t] = time_once(rule, inputs[t], args.chunk, form)
                 times[t].append(seconds)
-        med = [statistics.median(times[t]) for t in args.lengths]
-        exponent = slope(list(args.lengths), med)
+        best = [min(times[t]) for t in args.lengths]
+        exponent = slope(list(args.lengths), best)
         mem_exponent = slope(list(args.lengths), [saved[t] for t in args.lengths])
-        table.add_row(name, form, *(f"{m:.3f}" for m in med), f"{exponent:.2f}", f"{mem_exponent:.2f}")
+        table.add_row(name, form, *(f"{m:.3f}" for m in best), f"{exponent:.2f}", f"{mem_exponent:.2f}")
         console.print(f"{name}: exponent {exponent:.2f} (memory {mem_exponent:.2f})")
     console.print(table)
     if args.out is not None:

@@ -124,13 +124,12 @@ def chunk_update(rule: MemoryRule, state: MemoryState, x: MemoryInputs,
     beta_last = decay.beta[:, :, -1:]  # [B, H, 1, c]
     for layer, kind in enumerate(network.layers):
         raw = beta_last * retention.end_start(state.w[layer], a_prev[layer])
-        raw = raw - kind.grad(deltas[layer], eta_x[layer] * coef_last)
         if s_prev[layer] is not None:
-            raw = raw + decay.m[:, :, -1:] * s_prev[layer]
-            new_s.append(
-                decay.theta_last * s_prev[layer]
-                - kind.grad(deltas[layer], eta_x[layer] * decay.theta_ratio)
-            )
+            raw = torch.addcmul(raw, decay.m[:, :, -1:], s_prev[layer])
+            new_s.append(kind.minus_grad(
+                decay.theta_last * s_prev[layer], deltas[layer], eta_x[layer] * decay.theta_ratio
+            ))
+        raw = kind.minus_grad(raw, deltas[layer], eta_x[layer] * coef_last)
         w_l, a_l, scale_l = retention.end_map_scaled(raw)
         new_w.append(w_l)
         new_a.append(a_l)

@@ -39,6 +39,12 @@ class LinearLayer:
         return delta.mT @ x
 
     @staticmethod
+    def minus_grad(base: Tensor, delta: Tensor, x: Tensor) -> Tensor:
+        """base - sum_i delta_i x_i^T in one fused product: base [B, H, out, in]."""
+        out = torch.baddbmm(base.flatten(0, 1), delta.flatten(0, 1).mT, x.flatten(0, 1), alpha=-1.0)
+        return out.view(base.shape)
+
+    @staticmethod
     def chunk_read(
         x0: Tensor, beta: Tensor, s0: Tensor | None, m: Tensor | None,
         coef: Tensor, delta: Tensor, ex: Tensor, z: Tensor,
@@ -73,6 +79,11 @@ class DiagonalLayer:
     def grad(delta: Tensor, x: Tensor) -> Tensor:
         """sum_i delta_i * x_i: [B, H, N, K] -> [B, H, 1, K]."""
         return (delta * x).sum(-2, keepdim=True)
+
+    @staticmethod
+    def minus_grad(base: Tensor, delta: Tensor, x: Tensor) -> Tensor:
+        """base - sum_i delta_i * x_i: base [B, H, 1, K]."""
+        return base - (delta * x).sum(-2, keepdim=True)
 
     @staticmethod
     def chunk_read(
