@@ -3,10 +3,12 @@
 Every memory preset runs its resolved chunk form (exact_delta where the preset uses it, else the
 mini-batch form) at T = 1024 .. 8192 on one CPU thread, float32, B=1, H=4, K=V=64. The lengths
 are interleaved round by round (each round times every T once) so that a busy machine slows them
-alike, after one untimed run at every T (a first run at a new size pays for fresh memory pages,
-which a training loop pays once); the time per T is the minimum over rounds (load only adds). The exponent is the least-squares slope of
+alike, after one untimed (counted) run at every T (a first run at a new size pays for fresh
+memory pages, which a training loop pays once); the time per T is the minimum over rounds (load only adds). The exponent is the least-squares slope of
 log(time) against log(T) (1.0 = linear); the same slope of the bytes autograd saves for the
-backward says whether memory is linear.
+backward says whether memory is linear, and that of the elements all ops write (forward and
+backward, counted once per T) whether the work is: unlike the time it does not move with the
+machine's load.
 
     python benchmarks/chunk_scaling.py [--presets a,b] [--chunk 16] [--rounds 3]
         [--out benchmarks/results/chunk_scaling_cpu.md]
@@ -21,8 +23,10 @@ import time
 from pathlib import Path
 
 import torch
+import torch.utils._pytree as pytree
 from rich.console import Console
 from rich.table import Table
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from miras_search.memory import MemoryRule, memory_forward
 from miras_search.memory.testing import random_inputs
@@ -56,6 +60,28 @@ def slope(xs: list[float], ys: list[float]) -> float:
     return sum((a - mx) * (b - my) for a, b in zip(lx, ly, strict=True)) / sum((a - mx) ** 2 for a in lx)
 
 
+class WrittenElements(TorchDispatchMode):
+    """Counts the elements every op writes (the sizes of its tensor outputs)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.total = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        self.total += sum(t.numel() for t in pytree.tree_leaves(out) if isinstance(t, torch.Tensor))
+        return out
+
+
+def written_elements(rule: MemoryRule, inputs, chunk: int, form: str) -> int:
+    """Elements written by the ops of one forward + backward."""
+    q, k, v, gates, params = inputs
+    with WrittenElements() as counter:
+        out = memory_forward(rule, q, k, v, gates, params, chunk_size=chunk, chunk_form=form)
+        out.square().mean().backward()
+    return counter.total
+
+
 def time_once(rule: MemoryRule, inputs, chunk: int, form: str) -> tuple[float, int]:
     """Seconds of one forward + backward and the bytes saved for the backward."""
     q, k, v, gates, params = inputs
@@ -80,7 +106,8 @@ def main() -> None:
     console = Console(record=True, width=140)
     table = Table(title=f"chunked memory fwd+bwd, B=1, H={HEADS}, K=V={DIM}, chunk {args.chunk}, "
                         f"cpu 1 thread, min of {args.rounds} interleaved rounds")
-    for col in ("preset", "form", *(f"T={t} s" for t in args.lengths), "time exponent", "memory exponent"):
+    for col in ("preset", "form", *(f"T={t} s" for t in args.lengths), "time exponent", "work exponent",
+                "memory exponent"):
         table.add_column(col, justify="right")
     for name in args.presets.split(","):
         point = preset(name)
@@ -88,8 +115,7 @@ def main() -> None:
         form = resolved_chunk_form(point)
         inputs = {t: random_inputs(rule, 1, t, HEADS, DIM, dtype=torch.float32, requires_grad=True)
                   for t in args.lengths}
-        for t in args.lengths:  # warm-up
-            time_once(rule, inputs[t], args.chunk, form)
+        written = {t: written_elements(rule, inputs[t], args.chunk, form) for t in args.lengths}  # + warm-up
         times: dict[int, list[float]] = {t: [] for t in args.lengths}
         saved: dict[int, int] = {}
         for _ in range(args.rounds):
@@ -99,8 +125,10 @@ def main() -> None:
         best = [min(times[t]) for t in args.lengths]
         exponent = slope(list(args.lengths), best)
         mem_exponent = slope(list(args.lengths), [saved[t] for t in args.lengths])
-        table.add_row(name, form, *(f"{m:.3f}" for m in best), f"{exponent:.2f}", f"{mem_exponent:.2f}")
-        console.print(f"{name}: exponent {exponent:.2f} (memory {mem_exponent:.2f})")
+        work_exponent = slope(list(args.lengths), [written[t] for t in args.lengths])
+        table.add_row(name, form, *(f"{m:.3f}" for m in best), f"{exponent:.2f}", f"{work_exponent:.2f}",
+                      f"{mem_exponent:.2f}")
+        console.print(f"{name}: exponent {exponent:.2f} (work {work_exponent:.2f}, memory {mem_exponent:.2f})")
     console.print(table)
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
