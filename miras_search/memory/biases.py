@@ -54,7 +54,9 @@ class LpGrad:
         e = pred - v
         if self.smooth:
             sign = torch.tanh(self.sharpness * e)
-            magnitude_pow = (e.square() + self.eps).pow((self.p - 1.0) / 2.0)
+            magnitude_pow = e.square() + self.eps
+            if self.p != 3.0:  # p = 3 (Moneta): the power is 1
+                magnitude_pow = magnitude_pow.pow((self.p - 1.0) / 2.0)
         else:
             sign = torch.sign(e)
             magnitude_pow = e.abs().pow(self.p - 1.0)

@@ -68,10 +68,38 @@ def chunk_decay(alpha: Tensor | None, theta: Tensor | None, like: Tensor) -> Chu
     )
 
 
-def chunk_update(rule: MemoryRule, state: MemoryState, x: MemoryInputs) -> tuple[Tensor, MemoryState]:
-    """One chunk of the linear form: outputs [B, H, b, V] and the chunk-end state."""
+def chunk_decays(x: MemoryInputs, size: int, skip: int = 0) -> list[ChunkDecay]:
+    """chunk_decay of every full chunk of ``size`` micro-steps, its first ``skip`` left out (kl's
+    lag token), all computed at once: one ChunkDecay per full chunk (none for a shorter last one).
+    """
+    n_full = x.length // size
+    if n_full == 0:
+        return []
+    batch = x.k.shape[0]
+
+    def blocks(t: Tensor | None) -> Tensor | None:  # [B, H, N, c] -> [B * n, H, size - skip, c]
+        if t is None:
+            return None
+        t = t[:, :, : n_full * size].unflatten(2, (n_full, size))[:, :, :, skip:]
+        return t.transpose(1, 2).flatten(0, 1)
+
+    d = chunk_decay(blocks(x.alpha), blocks(x.theta), blocks(x.k))
+    parts = [
+        [None] * n_full if t is None else t.unflatten(0, (batch, n_full)).unbind(1)
+        for t in (d.beta, d.coef, d.m, d.theta_last, d.theta_ratio)
+    ]
+    return [ChunkDecay(*fields) for fields in zip(*parts, strict=True)]
+
+
+def chunk_update(rule: MemoryRule, state: MemoryState, x: MemoryInputs,
+                 decay: ChunkDecay | None = None) -> tuple[Tensor, MemoryState]:
+    """One chunk of the linear form: outputs [B, H, b, V] and the chunk-end state.
+
+    ``decay``: this chunk's chunk_decay when already computed (``chunk_decays``), else None.
+    """
     network, retention = rule.network, rule.retention
-    decay = chunk_decay(x.alpha, x.theta, x.k)
+    if decay is None:
+        decay = chunk_decay(x.alpha, x.theta, x.k)
     # every gradient at the chunk-start W_0, retained to beta_i W_0 for l2 retention
     scale = retention.gradient_scale(None if x.alpha is None else decay.beta)
     grads = memory_gradients(rule, state.w, x.k, x.v, x.delta, scale)
@@ -79,7 +107,7 @@ def chunk_update(rule: MemoryRule, state: MemoryState, x: MemoryInputs) -> tuple
     eta_x = [x.eta * inp for _, inp in grads]
     a_prev = state.a if state.a is not None else [None] * len(state.w)
     bases = [retention.linear_base(w, a) for w, a in zip(state.w, a_prev, strict=True)]
-    scales = [retention.read_scale(w, a) for w, a in zip(state.w, a_prev, strict=True)]
+    scales = state.read_scale or [retention.read_scale(w, a) for w, a in zip(state.w, a_prev, strict=True)]
     s_prev = state.s if state.s is not None else [None] * len(state.w)
 
     def read(layer: int, z: Tensor) -> Tensor:
@@ -91,23 +119,23 @@ def chunk_update(rule: MemoryRule, state: MemoryState, x: MemoryInputs) -> tuple
 
     y, _ = network.run(read, x.q)
 
-    new_w, new_a, new_s = [], [], []
+    new_w, new_a, new_s, new_scale = [], [], [], []
     coef_last = decay.coef[:, :, -1]  # [B, H, b, c]: C[last, i]
     beta_last = decay.beta[:, :, -1:]  # [B, H, 1, c]
     for layer, kind in enumerate(network.layers):
         raw = beta_last * retention.end_start(state.w[layer], a_prev[layer])
-        raw = raw - kind.grad(deltas[layer], eta_x[layer] * coef_last)
         if s_prev[layer] is not None:
-            raw = raw + decay.m[:, :, -1:] * s_prev[layer]
-            new_s.append(
-                decay.theta_last * s_prev[layer]
-                - kind.grad(deltas[layer], eta_x[layer] * decay.theta_ratio)
-            )
-        w_l, a_l = retention.end_map(raw)
+            raw = torch.addcmul(raw, decay.m[:, :, -1:], s_prev[layer])
+            new_s.append(kind.minus_grad(
+                decay.theta_last * s_prev[layer], deltas[layer], eta_x[layer] * decay.theta_ratio
+            ))
+        raw = kind.minus_grad(raw, deltas[layer], eta_x[layer] * coef_last)
+        w_l, a_l, scale_l = retention.end_map_scaled(raw)
         new_w.append(w_l)
         new_a.append(a_l)
+        new_scale.append(scale_l)
     end = MemoryState(
-        new_w, None if state.a is None else new_a, None if state.s is None else new_s
+        new_w, None if state.a is None else new_a, None if state.s is None else new_s, new_scale
     )
     if retention.nonlinear:  # the chunk's last token reads the exact new state
         y_last = network.forward(end.w, x.q[:, :, -1:])
@@ -115,7 +143,8 @@ def chunk_update(rule: MemoryRule, state: MemoryState, x: MemoryInputs) -> tuple
     return y, end
 
 
-ChunkUpdate = Callable[[MemoryRule, MemoryState, MemoryInputs], tuple[Tensor, MemoryState]]
+ChunkUpdate = Callable[[MemoryRule, MemoryState, MemoryInputs, ChunkDecay | None],
+                       tuple[Tensor, MemoryState]]
 
 
 def chunked(rule: MemoryRule, x: MemoryInputs, state: MemoryState, chunk_size: int,
@@ -123,17 +152,20 @@ def chunked(rule: MemoryRule, x: MemoryInputs, state: MemoryState, chunk_size: i
     """Outputs at every micro-step [B, H, N, V], chunk by chunk (chunk_size counts micro-steps).
 
     ``update`` runs one chunk: the linear form (``chunk_update``) or, for the tests' oracle, a
-    form that materialises per-token weights (``reference_chunk``).
+    form that materialises per-token weights (``reference_chunk``); it is given the chunk's
+    decays, computed for all full chunks at once.
     """
+    lag_token = rule.retention.lag_token
+    # the decays do not depend on the state: all full chunks' at once
+    decays = chunk_decays(x, chunk_size, skip=int(lag_token)) if chunk_size > int(lag_token) else []
     outputs = []
-    for start in range(0, x.length, chunk_size):
-        chunk = x.slice(start, min(start + chunk_size, x.length))
-        if rule.retention.lag_token:  # kl: the chunk's first micro-step is exact
-            state = recurrent_step(rule, state, chunk.slice(0, 1))
-            outputs.append(rule.network.forward(state.w, chunk.q[:, :, :1]))
-            chunk = chunk.slice(1, chunk.length)
+    for c, chunk in enumerate(x.split(chunk_size)):
+        if lag_token:  # kl: the chunk's first micro-step is exact
+            lag, chunk = chunk.split([1, chunk.length - 1])
+            state = recurrent_step(rule, state, lag)
+            outputs.append(rule.network.forward(state.w, lag.q))
             if chunk.length == 0:
                 continue
-        y, state = update(rule, state, chunk)
+        y, state = update(rule, state, chunk, decays[c] if c < len(decays) else None)
         outputs.append(y)
     return torch.cat(outputs, dim=2)

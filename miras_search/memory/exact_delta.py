@@ -55,9 +55,18 @@ def exact_delta(x: MemoryInputs, w: Tensor, chunk_size: int) -> Tensor:
     qk = decay * (q @ k.mT)  # [B, H, n, t, i]
     ratio_last = decay[..., -1, :].unsqueeze(-1)  # gamma_b / gamma_i: [B, H, n, b, 1]
 
+    # Chunks taken with unbind along a leading chunk axis (indexing the full-length tensors would
+    # fill a full-size zero gradient per chunk in the backward, quadratic in T). Per chunk the
+    # state is read at [wk ; gamma q] in one product.
+    def major(t: Tensor) -> Tensor:
+        return t.movedim(2, 0)  # [n, B, H, ...]
+
+    reads = major(torch.cat([wk, gamma * q], dim=-2))  # [n, B, H, 2b, K]
+    pieces = (reads, major(u), major(qk), major(k * ratio_last), major(gamma[..., -1:, :]))
     outputs = []
-    for c in range(q.shape[2]):
-        r = u[:, :, c] - wk[:, :, c] @ w.mT  # [B, H, b, V]
-        outputs.append(gamma[:, :, c] * (q[:, :, c] @ w.mT) + qk[:, :, c] @ r)
-        w = gamma[:, :, c, -1:] * w + (r * ratio_last[:, :, c]).mT @ k[:, :, c]
-    return torch.cat(outputs, dim=2)[:, :, :length]
+    for read_c, u_c, qk_c, kr_c, gamma_last in zip(*(t.unbind(0) for t in pieces), strict=True):
+        wk_w, q_w = (read_c @ w.mT).split(b, dim=-2)  # [B, H, b, V] each
+        r = u_c - wk_w
+        outputs.append(q_w + qk_c @ r)
+        w = gamma_last * w + r.mT @ kr_c
+    return torch.stack(outputs, dim=2).flatten(2, 3)[:, :, :length]

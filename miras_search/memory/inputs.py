@@ -14,6 +14,8 @@ from torch import Tensor
 
 from miras_search.memory.gates import MemoryGates
 
+_TENSORS = ("q", "k", "v", "eta", "alpha", "theta", "delta")
+
 
 @dataclass
 class MemoryInputs:
@@ -42,6 +44,18 @@ class MemoryInputs:
             self, q=cut(self.q), k=cut(self.k), v=cut(self.v), eta=cut(self.eta),
             alpha=cut(self.alpha), theta=cut(self.theta), delta=cut(self.delta),
         )
+
+    def split(self, sizes: int | list[int]) -> list[MemoryInputs]:
+        """Consecutive pieces along the micro-steps, as ``torch.split`` cuts (an int: pieces of
+        that many, the last one shorter). Loops over pieces take them this way, not with
+        ``slice``: the backward of a slice of the full-length tensors fills a full-length zero
+        gradient per piece (quadratic in N), that of split fills one in all."""
+        def cut(x: Tensor | None) -> list[Tensor | None]:
+            return [None] * n if x is None else list(x.split(sizes, dim=2))
+
+        n = len(self.k.split(sizes, dim=2))
+        fields = [cut(getattr(self, name)) for name in _TENSORS]
+        return [replace(self, **dict(zip(_TENSORS, parts, strict=True))) for parts in zip(*fields, strict=True)]
 
     def token_outputs(self, y: Tensor) -> Tensor:
         """Outputs at every micro-step [B, H, N, V] -> each token's output [B, T, H, V]."""

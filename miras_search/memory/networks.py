@@ -9,7 +9,6 @@ which is what lets the chunked form read the memory without materialising per-to
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -38,6 +37,12 @@ class LinearLayer:
     def grad(delta: Tensor, x: Tensor) -> Tensor:
         """sum_i delta_i x_i^T: delta [B, H, N, out], x [B, H, N, in] -> [B, H, out, in]."""
         return delta.mT @ x
+
+    @staticmethod
+    def minus_grad(base: Tensor, delta: Tensor, x: Tensor) -> Tensor:
+        """base - sum_i delta_i x_i^T in one fused product: base [B, H, out, in]."""
+        out = torch.baddbmm(base.flatten(0, 1), delta.flatten(0, 1).mT, x.flatten(0, 1), alpha=-1.0)
+        return out.view(base.shape)
 
     @staticmethod
     def chunk_read(
@@ -76,6 +81,11 @@ class DiagonalLayer:
         return (delta * x).sum(-2, keepdim=True)
 
     @staticmethod
+    def minus_grad(base: Tensor, delta: Tensor, x: Tensor) -> Tensor:
+        """base - sum_i delta_i * x_i: base [B, H, 1, K]."""
+        return base - (delta * x).sum(-2, keepdim=True)
+
+    @staticmethod
     def chunk_read(
         x0: Tensor, beta: Tensor, s0: Tensor | None, m: Tensor | None,
         coef: Tensor, delta: Tensor, ex: Tensor, z: Tensor,
@@ -92,30 +102,36 @@ Layer = type[LinearLayer] | type[DiagonalLayer]
 Cache = tuple[list[Tensor], list[Tensor]]
 
 
-def _activation(name: str) -> tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]]:
-    """(act, act') for gelu (exact erf form), silu and relu."""
+def _activation(name: str) -> tuple[Callable[[Tensor], Tensor], Callable[[Tensor, Tensor], Tensor]]:
+    """(act, act_back) for gelu (exact erf form), silu and relu; act_back(g, z) = g * act'(z).
+
+    For gelu and relu act_back is torch's own backward op (one op, with its own derivative for
+    the outer backward) rather than the derivative written out (about ten ops each way for gelu).
+    """
     if name == "gelu":
-        def gelu_grad(z: Tensor) -> Tensor:
-            cdf = 0.5 * (1.0 + torch.erf(z / math.sqrt(2.0)))
-            pdf = torch.exp(-0.5 * z.square()) / math.sqrt(2.0 * math.pi)
-            return cdf + z * pdf
-        return F.gelu, gelu_grad
-    if name == "silu":
-        def silu_grad(z: Tensor) -> Tensor:
+        return F.gelu, torch.ops.aten.gelu_backward
+    if name == "silu":  # aten's silu_backward has no derivative of its own
+        def silu_back(g: Tensor, z: Tensor) -> Tensor:
             s = torch.sigmoid(z)
-            return s * (1.0 + z * (1.0 - s))
-        return F.silu, silu_grad
+            return g * s * (1.0 + z * (1.0 - s))
+        return F.silu, silu_back
     if name == "relu":
-        return F.relu, lambda z: (z > 0).to(z.dtype)
+        return F.relu, lambda g, z: torch.ops.aten.threshold_backward(g, z, 0.0)
     raise ValueError(f"unknown activation '{name}'")
 
 
 def layer_norm_back(z: Tensor, g: Tensor) -> Tensor:
-    """dl/dz of y = LN(z) (no affine, over the last dim) given g = dl/dy."""
-    mu = z.mean(-1, keepdim=True)
-    sigma = ((z - mu).square().mean(-1, keepdim=True) + LN_EPS).sqrt()
-    y = (z - mu) / sigma
-    return (g - g.mean(-1, keepdim=True) - y * (g * y).mean(-1, keepdim=True)) / sigma
+    """dl/dz of y = LN(z) (no affine, over the last dim) given g = dl/dy.
+
+    torch's layer-norm backward op; its derivative (for the outer backward) is the full one in z,
+    so the statistics it is given carry no gradient of their own.
+    """
+    with torch.no_grad():
+        var, mean = torch.var_mean(z, dim=-1, correction=0, keepdim=True)
+        rstd = (var + LN_EPS).rsqrt()
+    return torch.ops.aten.native_layer_norm_backward(
+        g, z, z.shape[-1:], mean, rstd, None, None, [True, False, False]
+    )[0]
 
 
 @dataclass(frozen=True)
@@ -181,7 +197,7 @@ class Network:
         inputs, pre = cache
         if self.kind != "mlp":
             return [(g, inputs[0])]
-        _, act_grad = _activation(self.activation)
+        _, act_back = _activation(self.activation)
         dz = layer_norm_back(pre[-1], g) if self.layer_norm else g
         out: list[tuple[Tensor, Tensor]] = []
         for layer in reversed(range(self.depth)):
@@ -190,5 +206,5 @@ class Network:
                 back = LinearLayer.back(weights[layer], dz)
                 if scale is not None:
                     back = back * scale
-                dz = back * act_grad(pre[layer - 1])
+                dz = act_back(back, pre[layer - 1])
         return out[::-1]

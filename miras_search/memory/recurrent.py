@@ -65,10 +65,10 @@ def recurrent_step(rule: MemoryRule, state: MemoryState, x: MemoryInputs) -> Mem
 def recurrent(rule: MemoryRule, x: MemoryInputs, state: MemoryState) -> Tensor:
     """Outputs at every micro-step [B, H, N, V] (read after that micro-step's update)."""
     outputs = []
-    for i in range(x.length):
-        state = recurrent_step(rule, state, x.slice(i, i + 1))
+    for i, step in enumerate(x.split(1)):
+        state = recurrent_step(rule, state, step)
         if (i + 1) % x.steps == 0:
-            outputs.append(rule.network.forward(state.w, x.q[:, :, i : i + 1]))
+            outputs.append(rule.network.forward(state.w, step.q))
         else:  # not a token's last micro-step: nothing is read here
-            outputs.append(torch.zeros_like(x.v[:, :, i : i + 1]))
+            outputs.append(torch.zeros_like(step.v))
     return torch.cat(outputs, dim=2)

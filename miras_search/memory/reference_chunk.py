@@ -11,13 +11,15 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from miras_search.memory.chunked import chunked
+from miras_search.memory.chunked import ChunkDecay, chunked
 from miras_search.memory.inputs import MemoryInputs
 from miras_search.memory.recurrent import gradient_point, memory_gradients
 from miras_search.memory.rule import MemoryRule, MemoryState
 
 
-def _chunk(rule: MemoryRule, state: MemoryState, x: MemoryInputs) -> tuple[Tensor, MemoryState]:
+def _chunk(rule: MemoryRule, state: MemoryState, x: MemoryInputs,
+           decay: ChunkDecay | None = None) -> tuple[Tensor, MemoryState]:
+    """``decay`` is ignored: the oracle forms its decays token by token."""
     network, retention = rule.network, rule.retention
     layers = network.layers
     n_layers = len(layers)

@@ -25,6 +25,15 @@ from torch import Tensor
 LQ_FLOOR = 1e-6
 
 
+def _abs_pow(x: Tensor, q: float) -> Tensor:
+    """|x|^q; q = 2, 4, 6 by squaring (torch's pow with a general exponent runs a scalar power
+    per element on CPU, several times slower than the few multiplications)."""
+    if q in (2.0, 4.0, 6.0):
+        sq = x.square()
+        return sq if q == 2.0 else sq.square() if q == 4.0 else sq.square() * sq
+    return x.abs().pow(q)
+
+
 def _decay(w: Tensor, alpha: Tensor | None) -> Tensor:
     return w if alpha is None else alpha * w
 
@@ -61,6 +70,11 @@ class GradientAtMemory:
 
     def end_base(self, x0: Tensor) -> Tensor:
         return x0
+
+    def end_map_scaled(self, raw: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """end_map(raw) and the read scale of its result: (w, a, read_scale(w, a))."""
+        w, a = self.end_map(raw)
+        return w, a, self.read_scale(w, a)
 
     def end_start(self, w: Tensor, a: Tensor | None) -> Tensor:
         """The chunk-start state in the space the chunk end is accumulated in: end_base of the
@@ -111,7 +125,7 @@ class LqRetention(GradientAtMemory):
         ||A||_q = m (sum (|A| / m)^q)^(1/q) with m = max |A| (no gradient needed: the norm is
         1-homogeneous, so its derivative in m is zero)."""
         m = a.detach().abs().amax((-2, -1), keepdim=True).clamp_min(torch.finfo(a.dtype).tiny)
-        ratio = (a.abs() / m).pow(self.q).sum((-2, -1), keepdim=True)  # in [1, numel]
+        ratio = _abs_pow(a / m, self.q).sum((-2, -1), keepdim=True)  # in [1, numel]
         log_norm = m.log() + ratio.log() / self.q
         return (self.q - 2.0) * log_norm.clamp_min(math.log(LQ_FLOOR))
 
@@ -145,6 +159,10 @@ class LqRetention(GradientAtMemory):
 
     def end_map(self, raw: Tensor) -> tuple[Tensor, Tensor | None]:
         return self.normalised(raw), raw
+
+    def end_map_scaled(self, raw: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        scale = torch.exp(-self.log_scale(raw))  # n(A) once for the weights and the next reads
+        return raw * scale, raw, scale
 
 
 @dataclass(frozen=True)

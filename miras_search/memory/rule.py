@@ -21,11 +21,13 @@ _LEARNED_RETENTION = ("lq", "kl", "bregman")
 @dataclass
 class MemoryState:
     """The state carried from token to token: per-layer weights W ([B, H, out, in]), the lq
-    accumulator A (or None) and the momentum S (or None)."""
+    accumulator A (or None) and the momentum S (or None). ``read_scale``: the retention's read
+    scale of these weights when the chunked form already has it (lq: 1 / n(A)), else None."""
 
     w: list[Tensor]
     a: list[Tensor] | None = None
     s: list[Tensor] | None = None
+    read_scale: list[Tensor | None] | None = None
 
 
 @dataclass

@@ -1,0 +1,142 @@
+"""How the chunked memory forms' cost grows with the sequence length (forward + backward).
+
+Every memory preset runs its resolved chunk form (exact_delta where the preset uses it, else the
+mini-batch form) at T = 1024 .. 8192 on one CPU thread, float32, B=1, H=4, K=V=64. The lengths
+are interleaved round by round (each round times every T once) so that a busy machine slows them
+alike, after one untimed (counted) run at every T (a first run at a new size pays for fresh
+memory pages, which a training loop pays once); the time per T is the minimum over rounds (load only adds). The exponent is the least-squares slope of
+log(time) against log(T) (1.0 = linear); the same slope of the bytes autograd saves for the
+backward says whether memory is linear, and that of the elements all ops write (forward and
+backward, counted once per T) whether the work is: unlike the time it does not move with the
+machine's load.
+
+    python benchmarks/chunk_scaling.py [--presets a,b] [--chunk 16] [--rounds 3]
+        [--out benchmarks/results/chunk_scaling_cpu.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import torch.utils._pytree as pytree
+from rich.console import Console
+from rich.table import Table
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from miras_search.memory import MemoryRule, memory_forward
+from miras_search.memory.testing import random_inputs
+from miras_search.model.mixer import resolved_chunk_form
+from miras_search.presets import preset, preset_names
+
+LENGTHS = (1024, 2048, 4096, 8192)
+HEADS, DIM = 4, 64
+
+
+class SavedBytes:
+    """Bytes of the distinct storages autograd saves for backward (the memory that grows with T)."""
+
+    def __init__(self) -> None:
+        self.storages: dict[int, int] = {}
+
+    def pack(self, x: torch.Tensor) -> torch.Tensor:
+        storage = x.untyped_storage()
+        self.storages[storage.data_ptr()] = storage.nbytes()
+        return x
+
+    @property
+    def total(self) -> int:
+        return sum(self.storages.values())
+
+
+def slope(xs: list[float], ys: list[float]) -> float:
+    """Least-squares slope of log(y) on log(x)."""
+    lx, ly = [math.log(x) for x in xs], [math.log(y) for y in ys]
+    mx, my = statistics.fmean(lx), statistics.fmean(ly)
+    return sum((a - mx) * (b - my) for a, b in zip(lx, ly, strict=True)) / sum((a - mx) ** 2 for a in lx)
+
+
+class WrittenElements(TorchDispatchMode):
+    """Counts the elements every op writes (the sizes of its tensor outputs)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.total = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        self.total += sum(t.numel() for t in pytree.tree_leaves(out) if isinstance(t, torch.Tensor))
+        return out
+
+
+def written_elements(rule: MemoryRule, inputs, chunk: int, form: str) -> int:
+    """Elements written by the ops of one forward + backward."""
+    q, k, v, gates, params = inputs
+    with WrittenElements() as counter:
+        out = memory_forward(rule, q, k, v, gates, params, chunk_size=chunk, chunk_form=form)
+        out.square().mean().backward()
+    return counter.total
+
+
+def time_once(rule: MemoryRule, inputs, chunk: int, form: str) -> tuple[float, int]:
+    """Seconds of one forward + backward and the bytes saved for the backward."""
+    q, k, v, gates, params = inputs
+    counter = SavedBytes()
+    start = time.perf_counter()
+    with torch.autograd.graph.saved_tensors_hooks(counter.pack, lambda x: x):
+        out = memory_forward(rule, q, k, v, gates, params, chunk_size=chunk, chunk_form=form)
+    out.square().mean().backward()
+    return time.perf_counter() - start, counter.total
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    memory_presets = [n for n in preset_names() if preset(n).memory.kind != "none"]
+    parser.add_argument("--presets", default=",".join(memory_presets))
+    parser.add_argument("--chunk", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--lengths", type=int, nargs="+", default=list(LENGTHS))
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    console = Console(record=True, width=140)
+    table = Table(title=f"chunked memory fwd+bwd, B=1, H={HEADS}, K=V={DIM}, chunk {args.chunk}, "
+                        f"cpu 1 thread, min of {args.rounds} interleaved rounds")
+    for col in ("preset", "form", *(f"T={t} s" for t in args.lengths), "time exponent", "work exponent",
+                "memory exponent"):
+        table.add_column(col, justify="right")
+    for name in args.presets.split(","):
+        point = preset(name)
+        rule = MemoryRule.from_point(point)
+        form = resolved_chunk_form(point)
+        inputs = {t: random_inputs(rule, 1, t, HEADS, DIM, dtype=torch.float32, requires_grad=True)
+                  for t in args.lengths}
+        written = {t: written_elements(rule, inputs[t], args.chunk, form) for t in args.lengths}  # + warm-up
+        times: dict[int, list[float]] = {t: [] for t in args.lengths}
+        saved: dict[int, int] = {}
+        for _ in range(args.rounds):
+            for t in args.lengths:
+                seconds, saved[t] = time_once(rule, inputs[t], args.chunk, form)
+                times[t].append(seconds)
+        best = [min(times[t]) for t in args.lengths]
+        exponent = slope(list(args.lengths), best)
+        mem_exponent = slope(list(args.lengths), [saved[t] for t in args.lengths])
+        work_exponent = slope(list(args.lengths), [written[t] for t in args.lengths])
+        table.add_row(name, form, *(f"{m:.3f}" for m in best), f"{exponent:.2f}", f"{work_exponent:.2f}",
+                      f"{mem_exponent:.2f}")
+        console.print(f"{name}: exponent {exponent:.2f} (work {work_exponent:.2f}, memory {mem_exponent:.2f})")
+    console.print(table)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(
+            "# Chunked forms: time against sequence length\n\nCommand: `python benchmarks/chunk_scaling.py"
+            f" --chunk {args.chunk} --rounds {args.rounds}`\n\n```\n{console.export_text()}```\n"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+"""The memory network's hand-written backward pieces against autograd, float64, including their
+own derivatives (the outer backward differentiates them)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from miras_search.memory.networks import LN_EPS, _activation, layer_norm_back
+from miras_search.memory.retention import _abs_pow
+
+TOL = 1e-12
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
+
+
+def _leaves(length: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    z, g, w = (torch.randn(2, 3, length, 9, generator=gen, dtype=torch.float64) for _ in range(3))
+    return z.requires_grad_(), g.requires_grad_(), w
+
+
+def _same_with_derivatives(fast, slow, z, g, w) -> None:
+    """fast(z, g) == slow(z, g) and so are the gradients of sum(w * .) in z and g."""
+    a, b = fast(z, g), slow(z, g)
+    assert _rel(a, b) <= TOL
+    for ga, gb in zip(torch.autograd.grad((a * w).sum(), (z, g)),
+                      torch.autograd.grad((b * w).sum(), (z, g)), strict=True):
+        assert ga.abs().max() == gb.abs().max() == 0 or _rel(ga, gb) <= TOL
+
+
+@pytest.mark.parametrize("length", [1, 7, 63, 100])
+@pytest.mark.parametrize("name", ["gelu", "silu", "relu"])
+def test_activation_backward_is_autograds(name: str, length: int) -> None:
+    act, act_back = _activation(name)
+
+    def autograd_back(z: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        return torch.autograd.grad(act(z), z, g, create_graph=True)[0]
+
+    _same_with_derivatives(lambda z, g: act_back(g, z), autograd_back, *_leaves(length, seed=length))
+
+
+@pytest.mark.parametrize("length", [1, 7, 63, 100])
+def test_layer_norm_backward_is_autograds(length: int) -> None:
+    def autograd_back(z: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        y = F.layer_norm(z, z.shape[-1:], eps=LN_EPS)
+        return torch.autograd.grad(y, z, g, create_graph=True)[0]
+
+    _same_with_derivatives(layer_norm_back, autograd_back, *_leaves(length, seed=length))
+
+
+@pytest.mark.parametrize("q", [2.0, 3.0, 4.0, 5.5, 6.0])
+def test_abs_pow_is_pow(q: float) -> None:
+    x = torch.randn(4, 7, dtype=torch.float64, requires_grad=True)
+    fast, slow = _abs_pow(x, q), x.abs().pow(q)
+    assert _rel(fast, slow) <= TOL
+    w = torch.randn(4, 7, dtype=torch.float64)
+    (g_fast,), (g_slow,) = (torch.autograd.grad((y * w).sum(), x) for y in (fast, slow))
+    assert _rel(g_fast, g_slow) <= TOL
