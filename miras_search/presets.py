@@ -70,6 +70,32 @@ PRESET_AXES: dict[str, dict[str, Any]] = {
         "retention": {"kind": "l2", "gradient_at": "previous", "alpha": {"mode": "head", "value": 0.95}},
         "algorithm": {"kind": "momentum", "eta": _HEAD, "theta": {"mode": "head", "value": 0.9}},
     },
+    # RWKV-7 (arXiv 2503.14456): the generalized delta rule S_t = S_{t-1} (diag(w_t) - k^T (a_t * k))
+    # + v^T kw_t: the gradient at the previous state, a channel-wise decay w_t and in-context
+    # learning rate a_t (both low-rank, rank 32 as in RWKV-7's LoRAs; a_t starts at sigmoid(0) =
+    # 0.5 as there), and the replacement key kw_t = k * (1 + (a_t - 1) * k_a), k_a from 1.
+    "rwkv7": {
+        "memory": {"kind": "matrix"}, "bias": {"kind": "l2"},
+        "retention": {"kind": "l2", "gradient_at": "previous",
+                      "alpha": {"mode": "channel", "value": 0.95, "rank": 32}},
+        "algorithm": {"kind": "gd", "write_key": "lerp",
+                      "eta": {"mode": "channel", "value": 0.5, "rank": 32}},
+    },
+    # HGRN2 (arXiv 2404.07904): GLA with the key tied to the forget gate, k_t = 1 - f_t
+    # (S_t = S_{t-1} diag(f_t) + v_t (1 - f_t)^T); the gate is channel-wise (rank 64: HGRN2's
+    # projection is full rank, ours low rank).
+    "hgrn2": {
+        "memory": {"kind": "matrix"}, "bias": {"kind": "dot"},
+        "retention": {"kind": "l2", "alpha": {"mode": "channel", "value": 0.95, "rank": 64}},
+        "algorithm": {"kind": "gd", "write_key": "one_minus_alpha", "eta": _ONE},
+    },
+    # Lightning Attention (TransNormerLLM, arXiv 2307.14995 / 2401.04658): linear attention with a
+    # fixed per-head decay exp(-s_h (1 - l / (L - 1) + 1e-5)), s_h ALiBi's slopes.
+    "lightning_attention": {
+        "memory": {"kind": "matrix"}, "bias": {"kind": "dot"},
+        "retention": {"kind": "l2", "alpha": {"mode": "alibi", "value": 0.97}},
+        "algorithm": {"kind": "gd", "eta": _ONE},
+    },
     "transformer": {
         "memory": {"kind": "none"}, "bias": {"kind": "dot"},
         "retention": {"kind": "none"}, "algorithm": {"kind": "none"},

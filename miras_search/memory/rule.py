@@ -45,6 +45,9 @@ class MemoryRule:
     steps_per_token: int = 1
     window: int | None = None
     gate_modes: dict[str, str] = field(default_factory=dict)
+    write_key: str = "key"
+    """algorithm.write_key: 'key', 'one_minus_alpha' (HGRN2, made by the block) or 'lerp'
+    (RWKV-7: the memory ops take a separate write key, ``MemoryGates.write_key``)."""
 
     @classmethod
     def from_point(cls, point: ModelPoint) -> MemoryRule:
@@ -78,6 +81,7 @@ class MemoryRule:
             init=memory.init,
             steps_per_token=getattr(algorithm, "steps", 1),
             gate_modes=modes,
+            write_key=getattr(algorithm, "write_key", "key"),
         )
 
     @property

@@ -31,8 +31,8 @@ IGNORE_INDEX = -100
 """Targets equal to this are left out of the loss (torch's cross-entropy default)."""
 
 
-def make_mixers(point: ModelPoint, kind: str) -> list[nn.Module]:
-    """The token mixers of one layer of ``kind`` ('memory' | 'swa' | 'attention')."""
+def make_mixers(point: ModelPoint, kind: str, layer: int = 0) -> list[nn.Module]:
+    """The token mixers of layer ``layer`` of ``kind`` ('memory' | 'swa' | 'attention')."""
     block = point.block
     dims = (block.d_model, block.n_heads, block.head_k, block.head_v)
     if kind == "swa":
@@ -42,7 +42,7 @@ def make_mixers(point: ModelPoint, kind: str) -> list[nn.Module]:
     if point.memory.kind == "none":  # softmax attention as the block's memory: with its short conv
         first: nn.Module = AttentionMixer(*dims, window=point.memory.window, conv_size=block.conv_size)
     else:
-        first = MemoryMixer(point)
+        first = MemoryMixer(point, layer, block.n_layers)
     if block.hybrid == "samba":
         return [first, AttentionMixer(*dims, window=block.window)]
     return [first]
@@ -83,7 +83,10 @@ class MirasLM(nn.Module):
         self.check_finite = True
         self.embed = nn.Embedding(block.vocab_size, block.d_model)
         self.layers = nn.ModuleList(
-            [Layer(make_mixers(point, kind), block.d_model, block.mlp_ratio) for kind in block.layer_kinds()]
+            [
+                Layer(make_mixers(point, kind, index), block.d_model, block.mlp_ratio)
+                for index, kind in enumerate(block.layer_kinds())
+            ]
         )
         self.norm = nn.RMSNorm(block.d_model, eps=1e-6)
         self.head = nn.Linear(block.d_model, block.vocab_size, bias=False)
