@@ -96,8 +96,9 @@ PRESET_AXES: dict[str, dict[str, Any]] = {
         "retention": {"kind": "l2", "alpha": {"mode": "alibi", "value": 0.97}},
         "algorithm": {"kind": "gd", "eta": _ONE},
     },
+    # Transformer++ (the paper's baseline): RoPE, RMSNorm, SwiGLU and no short conv
     "transformer": {
-        "memory": {"kind": "none"}, "bias": {"kind": "dot"},
+        "memory": {"kind": "none", "short_conv": False}, "bias": {"kind": "dot"},
         "retention": {"kind": "none"}, "algorithm": {"kind": "none"},
     },
     "moneta": {
