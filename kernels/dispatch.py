@@ -52,6 +52,8 @@ def bias_config(bias: Any) -> BiasConfig | None:
             return None  # only the smooth surrogates have a kernel
         return BiasConfig("lp", p=bias.p, sharpness=bias.sharpness, eps=bias.eps)
     if kind == "huber":
+        if getattr(bias, "sharpness_scale", "absolute") == "threshold" or getattr(bias, "relative", False):
+            return None  # tanh(c e / delta_t): no kernel takes a per-token sharpness
         return BiasConfig(f"huber_{bias.variant}", smooth=getattr(bias, "smooth", True),
                           sharpness=getattr(bias, "sharpness", 10.0))
     if kind == "robust":

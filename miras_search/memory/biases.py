@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from miras_search.memory.surrogates import smooth_abs_pow, smooth_sign
 from miras_search.schema import Bias
 
 NORM_EPS = 1e-12  # floor of ||e||^2: keeps e / ||e|| and its gradient finite at e = 0
@@ -53,8 +54,8 @@ class LpGrad:
     def grad(self, pred: Tensor, v: Tensor, delta: Tensor | None) -> Tensor:
         e = pred - v
         if self.smooth:
-            sign = torch.tanh(self.sharpness * e)
-            magnitude_pow = (e.square() + self.eps).pow((self.p - 1.0) / 2.0)
+            sign = smooth_sign(e, self.sharpness)
+            magnitude_pow = smooth_abs_pow(e, self.p - 1.0, self.eps)
         else:
             sign = torch.sign(e)
             magnitude_pow = e.abs().pow(self.p - 1.0)
@@ -65,13 +66,15 @@ class LpGrad:
 class HuberGrad:
     """Huber with threshold delta: coordinate clip, norm clip, or Yaad's l2/l1 switch.
 
-    switch: g = e if ||e|| <= delta, else delta tanh(sharpness e) (``smooth``) or delta sign(e);
-    the smooth sign keeps a gradient to v in the l1 branch.
+    switch: g = e if ||e|| <= delta, else delta tanh(c e) (``smooth``) or delta sign(e), with
+    c = sharpness (``relative`` False) or sharpness / delta (True); the smooth sign keeps a
+    gradient to v in the l1 branch (see miras_search.memory.surrogates for the choice of c).
     """
 
     variant: str
     smooth: bool = True
     sharpness: float = 10.0
+    relative: bool = False
     needs_delta = True
 
     def grad(self, pred: Tensor, v: Tensor, delta: Tensor | None) -> Tensor:
@@ -84,7 +87,10 @@ class HuberGrad:
         small = norm <= delta
         if self.variant == "norm":
             return torch.where(small, e, delta * e / norm)
-        sign = torch.tanh(self.sharpness * e) if self.smooth else torch.sign(e)
+        if self.smooth:
+            sign = smooth_sign(e, self.sharpness / delta if self.relative else self.sharpness)
+        else:
+            sign = torch.sign(e)
         return torch.where(small, e, delta * sign)  # switch (Yaad)
 
 
@@ -112,7 +118,8 @@ def bias_from_schema(bias: Bias) -> BiasGrad:
     if bias.kind == "lp":
         return LpGrad(bias.p, bias.smooth, bias.sharpness, bias.eps)
     if bias.kind == "huber":
-        return HuberGrad(bias.variant, bias.smooth, bias.sharpness)
+        return HuberGrad(bias.variant, bias.smooth, bias.sharpness,
+                         bias.sharpness_scale == "threshold")
     if bias.kind == "robust":
         return RobustGrad(bias.radius)
     raise ValueError(f"unknown bias kind '{bias.kind}'")

@@ -50,6 +50,9 @@ def _find_kernel(rule: MemoryRule, q: Tensor, v: Tensor, chunk_size: int,
         return None, "the inputs are not on a CUDA device"
     if rule.write_key == "lerp":
         return None, "a separate write key (algorithm.write_key 'lerp', RWKV-7) has no kernel"
+    if getattr(rule.bias, "relative", False):
+        return None, ("the Huber switch's threshold-relative sharpness (bias.sharpness_scale "
+                      "'threshold') has no kernel")
     run = kernel_for(rule)
     if run is None:
         return None, (
