@@ -25,13 +25,16 @@ from miras_search.schema import ModelPoint
 from miras_search.trial import TrialConfig, run_trial
 
 NEW = ("rwkv7", "hgrn2", "lightning_attention", "transformer")
-NEIGHBOURS = ("gla", "gated_deltanet", "retnet")
+NEIGHBOURS = ("gla", "gated_deltanet", "retnet", "transformer+conv")
+"""transformer+conv: softmax attention with the Miras block's short conv (the old `transformer`)."""
 QUICKSTART = TrialConfig.model_validate({"data": [{"task": "text"}], "tokens": 65536, "batch_size": 8,
                                          "seq_len": 128, "eval_batches": 8})
 
 
 def point(name: str, d_model: int, seed: int = 0, max_seq_len: int = 1024) -> ModelPoint:
-    spec = preset(name).model_dump()
+    spec = preset(name.removesuffix("+conv")).model_dump()
+    if name.endswith("+conv"):
+        spec["memory"]["short_conv"] = True
     spec["block"].update({"d_model": d_model, "n_heads": 2, "n_layers": 2, "max_seq_len": max_seq_len})
     spec["train"].update({"tokens": QUICKSTART.tokens, "batch_size": QUICKSTART.batch_size,
                           "seq_len": QUICKSTART.seq_len, "lr": 0.003, "chunk_size": 16, "seed": seed})

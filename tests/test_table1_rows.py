@@ -165,9 +165,19 @@ def test_rwkv7_mixer_writes_with_the_replacement_key(monkeypatch) -> None:
     for layer, call in zip(layers, seen, strict=True):
         q, k, v, gates = call["q"], call["k"], call["v"], call["gates"]
         assert gates.eta.shape == k.shape and gates.alpha.shape == k.shape  # channel-wise a_t, w_t
-        assert rel(gates.write_key, k * (1 + (gates.eta - 1) * layer.write_mix)) <= 1e-15
+        mix = layer.write_mix.view(k.shape[-2:])  # [H, K]
+        assert rel(gates.write_key, k * (1 + (gates.eta - 1) * mix)) <= 1e-15
         expected = rwkv7_reference(q, k, v, gates.alpha, gates.eta, gates.write_key)
         assert rel(call["out"], expected) <= 1e-12
+
+
+def test_rwkv7_replacement_key_mix_is_not_weight_decayed() -> None:
+    from miras_search.model.quick_train import make_optimizer
+
+    model = build_model(preset("rwkv7", block=SMALL), "cpu")
+    optimizer = make_optimizer(model, model.point.train, torch.device("cpu"))
+    no_decay = {id(p) for g in optimizer.param_groups if g["weight_decay"] == 0.0 for p in g["params"]}
+    assert all(id(layer.write_mix) in no_decay for layer in model.memory_mixers())
 
 
 def test_rwkv7_has_no_minibatch_form_and_no_kernel() -> None:

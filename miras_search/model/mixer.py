@@ -49,7 +49,7 @@ class MemoryMixer(nn.Module):
 
     ``algorithm.write_key`` changes the keys: 'one_minus_alpha' (HGRN2) has no key projection, the
     key is ``1 - alpha_t``; 'lerp' (RWKV-7) writes the value with ``k * (1 + (eta - 1) * a)``, ``a``
-    a learned [H, K] vector starting at 1, and removes with the key k itself.
+    a learned vector per head and key channel starting at 1, and removes with the key k itself.
     """
 
     def __init__(self, point: ModelPoint, layer: int = 0, n_layers: int = 1):
@@ -66,7 +66,8 @@ class MemoryMixer(nn.Module):
         self.v_proj = nn.Linear(d, n * h * v, bias=False)
         self.q_conv = ShortConv(h * k, block.conv_size)
         self.k_conv = ShortConv(n * h * k, block.conv_size) if keyed else None
-        self.write_mix = nn.Parameter(torch.ones(h, k)) if self.write_key == "lerp" else None
+        # RWKV-7's k_a, one per head and key channel; flat so that weight decay leaves it alone
+        self.write_mix = nn.Parameter(torch.ones(h * k)) if self.write_key == "lerp" else None
         self.v_conv = ShortConv(n * h * v, block.conv_size)
         self.qk_l2_norm = block.qk_l2_norm
         needs = sorted(self.rule.needs(), key=GATE_NAMES.index)
@@ -111,7 +112,8 @@ class MemoryMixer(nn.Module):
         if key is None:  # HGRN2: the key is 1 - alpha_t, [B, T, H, K]
             key = _per_channel(1.0 - gates.alpha, k)
         elif self.write_mix is not None:  # RWKV-7's replacement key
-            gates.write_key = key * (1.0 + (_per_channel(gates.eta, k) - 1.0) * self.write_mix)
+            mix = self.write_mix.view(h, k)
+            gates.write_key = key * (1.0 + (_per_channel(gates.eta, k) - 1.0) * mix)
         self.kernel_problem = kernel_problem(self.rule, q, val, self.chunk_size, self.kernel, self.mode,
                                              self.chunk_form)
         # decided once: a layer that reports PyTorch runs PyTorch without asking again
