@@ -90,7 +90,8 @@ PRESET_AXES: dict[str, dict[str, Any]] = {
         "algorithm": {"kind": "gd", "write_key": "one_minus_alpha", "eta": _ONE},
     },
     # Lightning Attention (TransNormerLLM, arXiv 2307.14995 / 2401.04658): linear attention with a
-    # fixed per-head decay exp(-s_h (1 - l / (L - 1) + 1e-5)), s_h ALiBi's slopes.
+    # fixed per-head decay exp(-s_h (1 - l / (L - 1) + 1e-5)), s_h ALiBi's slopes, as the authors'
+    # released models build it (fla's chunk_lightning_attn uses a linear schedule, -8 h / H (1 - l / L)).
     "lightning_attention": {
         "memory": {"kind": "matrix"}, "bias": {"kind": "dot"},
         "retention": {"kind": "l2", "alpha": {"mode": "alibi", "value": 0.97}},
