@@ -50,9 +50,9 @@ EARLIER: dict[str, tuple[str, Callable[[dict], None]]] = {
     "moneta, alpha 0.999": ("moneta", _set("retention", alpha={"value": 0.999})),
     "titans, alpha 0.95 (earlier)": ("titans", _set("retention", alpha={"value": 0.95})),
     "yaad, delta tanh(10 e), threshold 1 (earlier)": (
-        "yaad", _set("bias", relative_sharpness=False, sharpness=10.0, threshold_units="absolute",
+        "yaad", _set("bias", sharpness_scale="absolute", sharpness=10.0, threshold_units="absolute",
                      delta={"value": 1.0})),
-    "yaad, delta tanh(10 e)": ("yaad", _set("bias", relative_sharpness=False, sharpness=10.0)),
+    "yaad, delta tanh(10 e)": ("yaad", _set("bias", sharpness_scale="absolute", sharpness=10.0)),
     "memora, kl step 0.5 (earlier)": ("memora", _set("algorithm", eta={"value": 0.5})),
 }
 ROWS: dict[str, tuple[str, Callable[[dict], None] | None]] = {

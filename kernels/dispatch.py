@@ -52,9 +52,10 @@ def bias_config(bias: Any) -> BiasConfig | None:
             return None  # only the smooth surrogates have a kernel
         return BiasConfig("lp", p=bias.p, sharpness=bias.sharpness, eps=bias.eps)
     if kind == "huber":
+        relative = (getattr(bias, "sharpness_scale", "absolute") == "threshold"  # schema bias
+                    or getattr(bias, "relative_sharpness", False))  # memory rule
         return BiasConfig(f"huber_{bias.variant}", smooth=getattr(bias, "smooth", True),
-                          sharpness=getattr(bias, "sharpness", 10.0),
-                          relative_sharpness=getattr(bias, "relative_sharpness", False))
+                          sharpness=getattr(bias, "sharpness", 10.0), relative_sharpness=relative)
     if kind == "robust":
         return BiasConfig("robust", radius=bias.radius)
     return None

@@ -79,8 +79,36 @@ PRESET_AXES: dict[str, dict[str, Any]] = {
         "retention": {"kind": "l2", "gradient_at": "previous", "alpha": _SCALE_FREE_ALPHA},
         "algorithm": {"kind": "momentum", "eta": _HEAD, "theta": {"mode": "head", "value": 0.9}},
     },
+    # RWKV-7 (arXiv 2503.14456): the generalized delta rule S_t = S_{t-1} (diag(w_t) - k^T (a_t * k))
+    # + v^T kw_t: the gradient at the previous state, a channel-wise decay w_t and in-context
+    # learning rate a_t (both low-rank, rank 32 as in RWKV-7's LoRAs; a_t starts at sigmoid(0) =
+    # 0.5 as there), and the replacement key kw_t = k * (1 + (a_t - 1) * k_a), k_a from 1.
+    "rwkv7": {
+        "memory": {"kind": "matrix"}, "bias": {"kind": "l2"},
+        "retention": {"kind": "l2", "gradient_at": "previous",
+                      "alpha": {"mode": "channel", "value": 0.95, "rank": 32}},
+        "algorithm": {"kind": "gd", "write_key": "lerp",
+                      "eta": {"mode": "channel", "value": 0.5, "rank": 32}},
+    },
+    # HGRN2 (arXiv 2404.07904): GLA with the key tied to the forget gate, k_t = 1 - f_t
+    # (S_t = S_{t-1} diag(f_t) + v_t (1 - f_t)^T); the gate is channel-wise (rank 64: HGRN2's
+    # projection is full rank, ours low rank).
+    "hgrn2": {
+        "memory": {"kind": "matrix"}, "bias": {"kind": "dot"},
+        "retention": {"kind": "l2", "alpha": {"mode": "channel", "value": 0.95, "rank": 64}},
+        "algorithm": {"kind": "gd", "write_key": "one_minus_alpha", "eta": _ONE},
+    },
+    # Lightning Attention (TransNormerLLM, arXiv 2307.14995 / 2401.04658): linear attention with a
+    # fixed per-head decay exp(-s_h (1 - l / (L - 1) + 1e-5)), s_h ALiBi's slopes, as the authors'
+    # released models build it (fla's chunk_lightning_attn uses a linear schedule, -8 h / H (1 - l / L)).
+    "lightning_attention": {
+        "memory": {"kind": "matrix"}, "bias": {"kind": "dot"},
+        "retention": {"kind": "l2", "alpha": {"mode": "alibi", "value": 0.97}},
+        "algorithm": {"kind": "gd", "eta": _ONE},
+    },
+    # Transformer++ (the paper's baseline): RoPE, RMSNorm, SwiGLU and no short conv
     "transformer": {
-        "memory": {"kind": "none"}, "bias": {"kind": "dot"},
+        "memory": {"kind": "none", "short_conv": False}, "bias": {"kind": "dot"},
         "retention": {"kind": "none"}, "algorithm": {"kind": "none"},
     },
     "moneta": {
@@ -96,7 +124,7 @@ PRESET_AXES: dict[str, dict[str, Any]] = {
     "yaad": {
         "memory": _DEEP,
         "bias": {"kind": "huber", "variant": "switch", "threshold_units": "sqrt_dv", "sharpness": 1.0,
-                 "relative_sharpness": True, "delta": {"mode": "head", "value": 1.0}},
+                 "sharpness_scale": "threshold", "delta": {"mode": "head", "value": 1.0}},
         "retention": {"kind": "l2", "gradient_at": "previous", "alpha": _SCALE_FREE_ALPHA},
         "algorithm": {"kind": "gd", "eta": _HEAD},
     },

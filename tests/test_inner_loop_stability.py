@@ -59,7 +59,7 @@ CHAOTIC = {
     "moneta, alpha 0.95": (_edit("moneta", "retention", alpha={"value": 0.95}), 32),
     "moneta, alpha 0.999 at head dim 64": (_edit("moneta", "retention", alpha={"value": 0.999}), 64),
     "titans, alpha 0.95": (_edit("titans", "retention", alpha={"value": 0.95}), 32),
-    "yaad, l1 branch delta tanh(10 e)": (_edit("yaad", "bias", relative_sharpness=False, sharpness=10.0), 32),
+    "yaad, l1 branch delta tanh(10 e)": (_edit("yaad", "bias", sharpness_scale="absolute", sharpness=10.0), 32),
     "memora, kl step 0.5": (_edit("memora", "algorithm", eta={"value": 0.5}), 32),
 }
 

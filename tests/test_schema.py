@@ -30,6 +30,9 @@ def test_every_preset_is_a_valid_point_with_its_table_axes():
         "moneta": ("mlp", "lp", "lq", "gd"),
         "yaad": ("mlp", "huber", "l2", "gd"),
         "memora": ("mlp", "l2", "kl", "gd"),
+        "rwkv7": ("matrix", "l2", "l2", "gd"),
+        "hgrn2": ("matrix", "dot", "l2", "gd"),
+        "lightning_attention": ("matrix", "dot", "l2", "gd"),
     }
     assert set(preset_names()) == set(expected)
     for name, axes in expected.items():

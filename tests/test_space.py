@@ -248,7 +248,7 @@ _SMALL_BASE = "base:\n  block: {d_model: 32, n_heads: 2, n_layers: 1}\n"
      "option 'tanh' is not allowed for memory.activation; allowed: gelu, silu, relu"),
     ("params:\n  one_of:\n    a: {retention: {alpha: {mode: {choice: [head, channnel]}}}}\n",
      "params.one_of.a.retention.alpha.mode.choice (line 6)",
-     "option 'channnel' is not allowed for retention.alpha.mode; allowed: constant, retnet, head, channel"),
+     "option 'channnel' is not allowed for retention.alpha.mode; allowed: constant, retnet, alibi, head, channel"),
     ("params:\n  bias:\n    kind:\n      choice:\n        huber: {variant: {choice: [norm, nrom]}}\n",
      "params.bias.kind.choice.huber.variant.choice (line 8)",
      "option 'nrom' is not allowed for bias.variant; allowed: coordinate, norm, switch"),

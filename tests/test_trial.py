@@ -149,7 +149,7 @@ def test_recall_tasks_separate_attention_from_a_vector_memory():
     })
     block = {"d_model": 64, "n_heads": 4, "n_layers": 2, "max_seq_len": 256}
     train = {"lr": 3e-3, "warmup": 0.05, "weight_decay": 0.0, "schedule": "constant"}
-    attention = tiny("transformer", block=block, train=train)
+    attention = tiny("transformer", memory={"kind": "none", "short_conv": True}, block=block, train=train)
     vector = ModelPoint.model_validate({
         "memory": {"kind": "vector"}, "bias": {"kind": "dot"},
         "algorithm": {"kind": "gd", "eta": {"mode": "constant", "value": 1.0}}, "block": block, "train": train,

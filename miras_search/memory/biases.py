@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from miras_search.memory.surrogates import smooth_abs_pow, smooth_sign
 from miras_search.schema import Bias
 
 NORM_EPS = 1e-12  # floor of ||e||^2: keeps e / ||e|| and its gradient finite at e = 0
@@ -53,10 +54,8 @@ class LpGrad:
     def grad(self, pred: Tensor, v: Tensor, delta: Tensor | None) -> Tensor:
         e = pred - v
         if self.smooth:
-            sign = torch.tanh(self.sharpness * e)
-            magnitude_pow = e.square() + self.eps
-            if self.p != 3.0:  # p = 3 (Moneta): the power is 1
-                magnitude_pow = magnitude_pow.pow((self.p - 1.0) / 2.0)
+            sign = smooth_sign(e, self.sharpness)
+            magnitude_pow = smooth_abs_pow(e, self.p - 1.0, self.eps)
         else:
             sign = torch.sign(e)
             magnitude_pow = e.abs().pow(self.p - 1.0)
@@ -67,9 +66,9 @@ class LpGrad:
 class HuberGrad:
     """Huber with threshold delta: coordinate clip, norm clip, or Yaad's l2/l1 switch.
 
-    switch: g = e if ||e|| <= delta, else delta tanh(c e) (``smooth``) or delta sign(e); the
-    smooth sign keeps a gradient to v in the l1 branch. c = sharpness, or sharpness / delta with
-    ``relative_sharpness`` (then the l1 branch's slope at e = 0 is ``sharpness`` for any delta).
+    switch: g = e if ||e|| <= delta, else delta tanh(c e) (``smooth``) or delta sign(e), with
+    c = sharpness (``relative_sharpness`` False) or sharpness / delta (True); the smooth sign keeps a
+    gradient to v in the l1 branch (see miras_search.memory.surrogates for the choice of c).
     """
 
     variant: str
@@ -88,12 +87,12 @@ class HuberGrad:
         small = norm <= delta
         if self.variant == "norm":
             return torch.where(small, e, delta * e / norm)
-        if not self.smooth:
-            sign = torch.sign(e)
-        elif self.relative_sharpness:
-            sign = torch.tanh(self.sharpness * e / delta.clamp_min(torch.finfo(delta.dtype).tiny))
+        if self.smooth:
+            # padded tokens carry delta = 0 (and e = 0): the floor keeps their unused branch finite
+            relative = self.sharpness / delta.clamp_min(torch.finfo(delta.dtype).tiny)
+            sign = smooth_sign(e, relative if self.relative_sharpness else self.sharpness)
         else:
-            sign = torch.tanh(self.sharpness * e)
+            sign = torch.sign(e)
         return torch.where(small, e, delta * sign)  # switch (Yaad)
 
 
@@ -121,7 +120,7 @@ def bias_from_schema(bias: Bias) -> BiasGrad:
     if bias.kind == "lp":
         return LpGrad(bias.p, bias.smooth, bias.sharpness, bias.eps)
     if bias.kind == "huber":
-        return HuberGrad(bias.variant, bias.smooth, bias.sharpness, bias.relative_sharpness)
+        return HuberGrad(bias.variant, bias.smooth, bias.sharpness, bias.sharpness_scale == "threshold")
     if bias.kind == "robust":
         return RobustGrad(bias.radius)
     raise ValueError(f"unknown bias kind '{bias.kind}'")

@@ -1,5 +1,5 @@
 """memory_forward: one entry point for the recurrence, the mini-batch chunked form and the exact
-chunked delta rule."""
+chunked delta rule (and its generalization with a separate write key, RWKV-7)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from miras_search.memory.attention import softmax_attention
 from miras_search.memory.chunked import chunked
 from miras_search.memory.exact_delta import exact_delta
 from miras_search.memory.gates import MemoryGates
+from miras_search.memory.generalized_delta import generalized_delta
 from miras_search.memory.inputs import MemoryInputs, prepare_inputs
 from miras_search.memory.kernel_path import KernelChoice, kernel_forward
 from miras_search.memory.recurrent import recurrent
@@ -28,12 +29,16 @@ def check_exact_delta(rule: MemoryRule, x: MemoryInputs) -> None:
         problems.append("a bias other than 'l2'")
     if rule.algorithm not in ("gd", "implicit", "multistep"):
         problems.append(f"algorithm '{rule.algorithm}' (needs gd, implicit or multistep)")
+    generalized = x.write is not None  # RWKV-7's form: any gradient point, channel-wise gates
     if rule.retention.kind not in ("none", "l2"):
         problems.append(f"retention '{rule.retention.kind}' (needs none or l2)")
-    elif rule.retention.kind == "l2" and not rule.retention.retains_first:
+    elif rule.retention.kind == "l2" and not rule.retention.retains_first and not generalized:
         problems.append("l2 retention with gradient_at 'previous' (the delta rule retains first)")
-    if x.eta.shape[-1] != 1 or (x.alpha is not None and x.alpha.shape[-1] != 1):
+    channel = x.eta.shape[-1] != 1 or (x.alpha is not None and x.alpha.shape[-1] != 1)
+    if channel and not generalized:
         problems.append("channel-wise eta or alpha (needs per-head gates)")
+    if generalized and rule.algorithm != "gd":
+        problems.append(f"a separate write key with algorithm '{rule.algorithm}' (needs gd)")
     if problems:
         raise UnsupportedPoint(
             "chunk_form 'exact_delta' does not apply to " + ", ".join(problems)
@@ -46,6 +51,12 @@ def _check_gates(rule: MemoryRule, gates: MemoryGates) -> None:
     if missing:
         raise ValueError(
             f"this memory rule needs gates {sorted(rule.needs())}; got None for {missing}"
+        )
+    if (rule.write_key == "lerp") != (gates.write_key is not None):
+        raise ValueError(
+            f"algorithm.write_key '{rule.write_key}' "
+            + ("needs gates.write_key ([B, T, H, K]); got None" if rule.write_key == "lerp"
+               else "takes no gates.write_key (only 'lerp' does); got a tensor")
         )
 
 
@@ -80,6 +91,11 @@ def memory_forward(
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     _check_gates(rule, gates)
+    if mode == "chunked" and chunk_form == "minibatch" and gates.write_key is not None:
+        raise UnsupportedPoint(
+            "a separate write key (algorithm.write_key 'lerp', RWKV-7) has no minibatch chunked "
+            "form; use chunk_form 'exact_delta' (the exact generalized delta rule) or the recurrence"
+        )
     if mode == "chunked" and chunk_form == "minibatch":
         fused = kernel_forward(rule, q, k, v, gates, params, chunk_size, kernel)
         if fused is not None:
@@ -98,7 +114,10 @@ def memory_forward(
             y = recurrent(rule, x, state)
         elif chunk_form == "exact_delta":
             check_exact_delta(rule, x)
-            y = exact_delta(x, state.w[0], chunk_size)
+            if x.write is not None:
+                y = generalized_delta(x, state.w[0], chunk_size, rule.retention.retains_first)
+            else:
+                y = exact_delta(x, state.w[0], chunk_size)
         else:
             y = chunked(rule, x, state, chunk_size)
         return x.token_outputs(y).to(out_dtype)

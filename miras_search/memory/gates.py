@@ -15,9 +15,13 @@ class MemoryGates:
     - ``alpha``: [B, T, H] or [B, T, H, K], in (0, 1]; None means 1 (no decay).
     - ``theta``: [B, T, H] momentum gate in (0, 1); None unless the algorithm is momentum.
     - ``delta``: [B, T, H] Huber threshold > 0; None unless the bias is huber.
+    - ``write_key``: [B, T, H, K], the key the value is written with when it is not ``eta * k``
+      (RWKV-7's replacement key: ``W_t = alpha_t W - (W k)(eta * k)^T + v write_key^T``);
+      None for the plain gradient step.
     """
 
     eta: Tensor
     alpha: Tensor | None = None
     theta: Tensor | None = None
     delta: Tensor | None = None
+    write_key: Tensor | None = None

@@ -20,7 +20,8 @@ _TENSORS = ("q", "k", "v", "eta", "alpha", "theta", "delta")
 @dataclass
 class MemoryInputs:
     """q, k: [B, H, N, K]; v: [B, H, N, V]; eta: [B, H, N, c]; alpha: [B, H, N, c] | None
-    (1 at every micro-step but a token's first); theta, delta: [B, H, N, 1] | None.
+    (1 at every micro-step but a token's first); theta, delta: [B, H, N, 1] | None;
+    write: [B, H, N, K] | None, the key the value is written with when it is not eta * k.
     ``steps``: micro-steps per token; outputs are read at each token's last micro-step."""
 
     q: Tensor
@@ -31,6 +32,7 @@ class MemoryInputs:
     theta: Tensor | None
     delta: Tensor | None
     steps: int = 1
+    write: Tensor | None = None
 
     @property
     def length(self) -> int:
@@ -43,6 +45,7 @@ class MemoryInputs:
         return replace(
             self, q=cut(self.q), k=cut(self.k), v=cut(self.v), eta=cut(self.eta),
             alpha=cut(self.alpha), theta=cut(self.theta), delta=cut(self.delta),
+            write=cut(self.write),
         )
 
     def split(self, sizes: int | list[int]) -> list[MemoryInputs]:
@@ -118,4 +121,17 @@ def prepare_inputs(
         theta=_gate(cast(gates.theta), steps, "theta", multistep_axis=False),
         delta=_gate(cast(gates.delta), steps, "delta", multistep_axis=False),
         steps=steps,
+        write=_write_key(cast(gates.write_key), steps),
     )
+
+
+def _write_key(x: Tensor | None, steps: int) -> Tensor | None:
+    """[B, T, H, K] -> [B, H, T, K]; a separate write key is a single-step (gd) feature."""
+    if x is None:
+        return None
+    if steps > 1 or x.dim() != 4:
+        raise ValueError(
+            f"gates.write_key must be [B, T, H, K] with one step per token, got {tuple(x.shape)} "
+            f"with {steps} steps"
+        )
+    return rearrange(x, "b t h k -> b h t k")

@@ -48,6 +48,8 @@ def _find_kernel(rule: MemoryRule, q: Tensor, v: Tensor, chunk_size: int,
                       "shape limits were measured with ('triton' forces them)")
     if not q.is_cuda and not (forced and os.environ.get("TRITON_INTERPRET") == "1"):
         return None, "the inputs are not on a CUDA device"
+    if rule.write_key == "lerp":
+        return None, "a separate write key (algorithm.write_key 'lerp', RWKV-7) has no kernel"
     run = kernel_for(rule)
     if run is None:
         return None, (

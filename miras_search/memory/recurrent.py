@@ -4,6 +4,8 @@ Per micro-step i (per head): P = the point the retention takes the gradient at (
 for l2 retention, "retain, then learn"; M_{i-1} otherwise); pred = P(k_i); g = dl/dpred (bias);
 G = g back-propagated through P at k_i; S_i = -eta_i G (gd) or theta_i S_{i-1} - eta_i G
 (momentum); the retention rule forms M_i from M_{i-1} and S_i. A token's output is M(q) read after its last micro-step.
+With a separate write key w_i (RWKV-7) the value part of the step is v_i w_i^T instead of
+eta_i v_i k_i^T: S_i = -(P k_i)(eta_i * k_i)^T + v_i w_i^T for the matrix memory.
 """
 
 from __future__ import annotations
@@ -44,11 +46,16 @@ def gradient_point(rule: MemoryRule, weights: list[Tensor], decay: Tensor | None
 def recurrent_step(rule: MemoryRule, state: MemoryState, x: MemoryInputs) -> MemoryState:
     """One micro-step; ``x`` holds a single micro-step (N = 1)."""
     point = gradient_point(rule, state.w, x.alpha)
-    grads = memory_gradients(rule, point, x.k, x.v, x.delta)
+    # with a separate write key the gradient step only removes (its value part is 0) and the
+    # value is written with that key instead of eta * k (RWKV-7's generalized delta rule)
+    v = x.v if x.write is None else torch.zeros_like(x.v)
+    grads = memory_gradients(rule, point, x.k, v, x.delta)
     steps = [
         -layer.grad(delta, x.eta * inp)
         for layer, (delta, inp) in zip(rule.network.layers, grads, strict=True)
     ]
+    if x.write is not None:
+        steps[0] = steps[0] + rule.network.layers[0].grad(x.v, x.write)
     if state.s is not None:  # momentum
         steps = [x.theta * s_prev + s for s_prev, s in zip(state.s, steps, strict=True)]
     new_w, new_a = [], []

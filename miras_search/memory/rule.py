@@ -49,6 +49,9 @@ class MemoryRule:
     """Whether keys are l2-normalised (``block.qk_l2_norm``): sets the first MLP layer's init."""
     window: int | None = None
     gate_modes: dict[str, str] = field(default_factory=dict)
+    write_key: str = "key"
+    """algorithm.write_key: 'key', 'one_minus_alpha' (HGRN2, made by the block) or 'lerp'
+    (RWKV-7: the memory ops take a separate write key, ``MemoryGates.write_key``)."""
 
     @classmethod
     def from_point(cls, point: ModelPoint) -> MemoryRule:
@@ -83,6 +86,7 @@ class MemoryRule:
             steps_per_token=getattr(algorithm, "steps", 1),
             unit_keys=point.block.qk_l2_norm,
             gate_modes=modes,
+            write_key=getattr(algorithm, "write_key", "key"),
         )
 
     @property

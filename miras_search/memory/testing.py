@@ -23,7 +23,8 @@ def random_inputs(
     their ranges (eta in [0.02, 0.2], [0.01, 0.06] for mlp memories, whose LayerNorm backward
     multiplies the step by 1/sigma: larger steps make tiny MLP memories chaotic over a few
     hundred tokens, and round-off then grows exponentially in any two implementations; alpha in
-    [alpha_low, 1], theta in [0.3, 0.8], delta in [1, 4]: both Huber branches occur).
+    [alpha_low, 1], theta in [0.3, 0.8], delta in [1, 4]: both Huber branches occur; a standard
+    normal write key for RWKV-7's rule).
     """
     gen = torch.Generator().manual_seed(seed)
 
@@ -42,14 +43,16 @@ def random_inputs(
              if "alpha" in needs else None)
     theta = 0.3 + 0.5 * rand(batch, length, heads) if "theta" in needs else None
     delta = 1.0 + 3.0 * rand(batch, length, heads) if "delta" in needs else None
+    # RWKV-7's write key, drawn last so that the other rules' inputs do not depend on it
+    write = torch.randn(*micro, dim, generator=gen, dtype=dtype) if rule.write_key == "lerp" else None
     torch.manual_seed(seed)
     params = [p.to(dtype) for p in rule.initial_parameters(heads, dim, dim)]
-    leaves = [q, k, v, eta, alpha, theta, delta, *params]
+    leaves = [q, k, v, eta, alpha, theta, delta, write, *params]
     if requires_grad:
         for x in leaves:
             if x is not None:
                 x.requires_grad_(True)
-    return q, k, v, MemoryGates(eta, alpha, theta, delta), params
+    return q, k, v, MemoryGates(eta, alpha, theta, delta, write), params
 
 
 def reference_chunked_forward(

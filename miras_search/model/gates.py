@@ -4,6 +4,8 @@ Modes (see ``miras_search.schema.gates``):
 
 - ``constant``: the fixed ``value`` everywhere (nothing learned).
 - ``retnet``: the fixed per-head decay ``1 - 2**(-5 - h)``, h = 0 .. H-1 (alpha only).
+- ``alibi``: the fixed per-head, per-layer decay ``exp(-s_h (1 - l / (L - 1) + 1e-5))``, s_h the
+  ALiBi slopes (Lightning Attention; alpha only; see ``alibi_slopes``).
 - ``head``: ``squash(Linear(D, H)(x) + b)``, one scalar per head and token.
 - ``channel``: ``squash(Linear(rank, H*K)(Linear(D, rank)(x)) + b)``, one value per key channel.
 
@@ -59,6 +61,25 @@ def _initial_bias(squash: str, name: str, value: float) -> float:
     return math.log(value) - math.log1p(-value)  # logit
 
 
+def alibi_slopes(n_heads: int) -> list[float]:
+    """ALiBi's per-head slopes: ``2**(-8 (h + 1) / H)`` for H a power of two; otherwise those of
+    the largest power of two below H, then every other slope of twice that many heads."""
+    def power_of_two(n: int) -> list[float]:
+        return [2.0 ** (-8.0 * (h + 1) / n) for h in range(n)]
+
+    if n_heads & (n_heads - 1) == 0:
+        return power_of_two(n_heads)
+    below = 1 << (n_heads.bit_length() - 1)
+    return power_of_two(below) + power_of_two(2 * below)[0::2][: n_heads - below]
+
+
+def lightning_decay(n_heads: int, layer: int, n_layers: int) -> torch.Tensor:
+    """Lightning Attention's fixed decay of each head at layer ``layer`` of ``n_layers``: [H]."""
+    depth = 1.0 - layer / (n_layers - 1) if n_layers > 1 else 1.0
+    slopes = torch.tensor(alibi_slopes(n_heads), dtype=torch.float64)
+    return torch.exp(-slopes * (depth + 1e-5)).float()
+
+
 class GateProducer(nn.Module):
     """Produce one gate tensor from x.
 
@@ -69,20 +90,22 @@ class GateProducer(nn.Module):
         n_heads: H.
         key_dim: K, the per-head key width (channel mode).
         steps: n > 1 adds an axis of n independent gates per token (multistep eta).
+        layer, n_layers: this layer's index and the model's layer count (mode 'alibi' only).
 
     forward(x: [B, T, D]) -> [B, T, H] (scalar modes) or [B, T, H, K] (channel);
     with steps n > 1: [B, T, n, H] or [B, T, n, H, K].
     """
 
     def __init__(
-        self, name: str, gate: Gate, d_model: int, n_heads: int, key_dim: int, steps: int = 1
+        self, name: str, gate: Gate, d_model: int, n_heads: int, key_dim: int, steps: int = 1,
+        layer: int = 0, n_layers: int = 1,
     ):
         super().__init__()
         self.name, self.mode, self.value = name, gate.mode, gate.value
         self.n_heads, self.key_dim, self.steps = n_heads, key_dim, steps
         self.squash = squashing(name, gate.value)
-        if gate.mode == "retnet" and name != "alpha":
-            raise ValueError(f"{name}: mode 'retnet' is a decay schedule for alpha only")
+        if gate.mode in ("retnet", "alibi") and name != "alpha":
+            raise ValueError(f"{name}: mode '{gate.mode}' is a decay schedule for alpha only")
         per_token = n_heads * steps * (key_dim if gate.mode == "channel" else 1)
         self.down: nn.Linear | None = None
         self.proj: nn.Linear | None = None
@@ -93,6 +116,9 @@ class GateProducer(nn.Module):
             self.proj = nn.Linear(gate.projection_rank, per_token, bias=True)
         if gate.mode == "retnet":
             decay = 1.0 - 2.0 ** (-5.0 - torch.arange(n_heads, dtype=torch.float32))
+            self.register_buffer("fixed", decay, persistent=False)
+        elif gate.mode == "alibi":
+            decay = lightning_decay(n_heads, layer, n_layers)
             self.register_buffer("fixed", decay, persistent=False)
         self.reset_parameters()
 
@@ -117,7 +143,7 @@ class GateProducer(nn.Module):
         shape = (batch, length, *self.shape_suffix)
         if self.mode == "constant":
             return x.new_full(shape, self.value)
-        if self.mode == "retnet":
+        if self.mode in ("retnet", "alibi"):
             return self.fixed.to(x.dtype).expand(shape)
         h = x if self.down is None else self.down(x)  # [B, T, D] or [B, T, rank]
         z = self.proj(h).view(shape)

@@ -1,10 +1,14 @@
 """The language model: byte embeddings -> n_layers Llama-style blocks -> RMSNorm -> head.
 
 One block:  x -> RMSNorm -> mixer -> + -> RMSNorm -> SwiGLU -> +
+Rotary positions (RoPE) go on the softmax-attention layers' q and k only: the Miras block (short
+conv, l2-normalised q and k, output norm and gate; the paper's Section 5.4) has none, as in the
+recurrent baselines it follows (Gated DeltaNet, Titans): the recurrence itself orders the tokens.
 Layer kinds come from ``block.layer_kinds()``:
 
 - ``memory``: the point's memory (MemoryMixer), or softmax attention when the point's memory is
-  'none' (the Transformer baseline; window ``memory.window``);
+  'none' (window ``memory.window``; the block's short conv unless ``memory.short_conv`` is off,
+  as in the ``transformer`` preset, Transformer++);
 - ``swa``: sliding-window softmax attention over ``block.window`` tokens;
 - ``attention``: full causal softmax attention.
 
@@ -31,18 +35,19 @@ IGNORE_INDEX = -100
 """Targets equal to this are left out of the loss (torch's cross-entropy default)."""
 
 
-def make_mixers(point: ModelPoint, kind: str) -> list[nn.Module]:
-    """The token mixers of one layer of ``kind`` ('memory' | 'swa' | 'attention')."""
+def make_mixers(point: ModelPoint, kind: str, layer: int = 0) -> list[nn.Module]:
+    """The token mixers of layer ``layer`` of ``kind`` ('memory' | 'swa' | 'attention')."""
     block = point.block
     dims = (block.d_model, block.n_heads, block.head_k, block.head_v)
     if kind == "swa":
         return [AttentionMixer(*dims, window=block.window)]
     if kind == "attention":
         return [AttentionMixer(*dims, window=None)]
-    if point.memory.kind == "none":  # softmax attention as the block's memory: with its short conv
-        first: nn.Module = AttentionMixer(*dims, window=point.memory.window, conv_size=block.conv_size)
+    if point.memory.kind == "none":  # softmax attention; with the block's short conv unless Transformer++
+        conv_size = block.conv_size if point.memory.short_conv else 0
+        first: nn.Module = AttentionMixer(*dims, window=point.memory.window, conv_size=conv_size)
     else:
-        first = MemoryMixer(point)
+        first = MemoryMixer(point, layer, block.n_layers)
     if block.hybrid == "samba":
         return [first, AttentionMixer(*dims, window=block.window)]
     return [first]
@@ -83,7 +88,10 @@ class MirasLM(nn.Module):
         self.check_finite = True
         self.embed = nn.Embedding(block.vocab_size, block.d_model)
         self.layers = nn.ModuleList(
-            [Layer(make_mixers(point, kind), block.d_model, block.mlp_ratio) for kind in block.layer_kinds()]
+            [
+                Layer(make_mixers(point, kind, index), block.d_model, block.mlp_ratio)
+                for index, kind in enumerate(block.layer_kinds())
+            ]
         )
         self.norm = nn.RMSNorm(block.d_model, eps=1e-6)
         self.head = nn.Linear(block.d_model, block.vocab_size, bias=False)

@@ -46,10 +46,15 @@ class MemoryMixer(nn.Module):
     The gates and the memory's state math run in float32 or wider, also under bf16 autocast.
 
     ``mode`` / ``chunk_size`` / ``chunk_form`` come from ``point.train`` and may be changed on the
-    instance (``MirasLM.set_memory_form``) without rebuilding.
+    instance (``MirasLM.set_memory_form``) without rebuilding. ``layer`` / ``n_layers`` place the
+    layer in the model (Lightning Attention's fixed decay depends on depth).
+
+    ``algorithm.write_key`` changes the keys: 'one_minus_alpha' (HGRN2) has no key projection, the
+    key is ``1 - alpha_t``; 'lerp' (RWKV-7) writes the value with ``k * (1 + (eta - 1) * a)``, ``a``
+    a learned vector per head and key channel starting at 1, and removes with the key k itself.
     """
 
-    def __init__(self, point: ModelPoint):
+    def __init__(self, point: ModelPoint, layer: int = 0, n_layers: int = 1):
         super().__init__()
         block = point.block
         self.rule = MemoryRule.from_point(point)
@@ -57,16 +62,21 @@ class MemoryMixer(nn.Module):
         self.steps = getattr(self.rule, "steps_per_token", 1) or 1
         d, h, k, v, n = block.d_model, self.n_heads, self.key_dim, self.value_dim, self.steps
         self.q_proj = nn.Linear(d, h * k, bias=False)
-        self.k_proj = nn.Linear(d, n * h * k, bias=False)
+        self.write_key = self.rule.write_key
+        keyed = self.write_key != "one_minus_alpha"
+        self.k_proj = nn.Linear(d, n * h * k, bias=False) if keyed else None
         self.v_proj = nn.Linear(d, n * h * v, bias=False)
         self.q_conv = ShortConv(h * k, block.conv_size)
-        self.k_conv = ShortConv(n * h * k, block.conv_size)
+        self.k_conv = ShortConv(n * h * k, block.conv_size) if keyed else None
+        # RWKV-7's k_a, one per head and key channel; flat so that weight decay leaves it alone
+        self.write_mix = nn.Parameter(torch.ones(h * k)) if self.write_key == "lerp" else None
         self.v_conv = ShortConv(n * h * v, block.conv_size)
         self.qk_l2_norm = block.qk_l2_norm
         needs = sorted(self.rule.needs(), key=GATE_NAMES.index)
         self.gates = nn.ModuleDict(
             {
-                name: GateProducer(name, gate_spec(point, name), d, h, k, steps=n if name == "eta" else 1)
+                name: GateProducer(name, gate_spec(point, name), d, h, k,
+                                   steps=n if name == "eta" else 1, layer=layer, n_layers=n_layers)
                 for name in needs
             }
         )
@@ -91,10 +101,13 @@ class MemoryMixer(nn.Module):
         h, k, v, n = self.n_heads, self.key_dim, self.value_dim, self.steps
         step_axis = (n,) if n > 1 else ()
         q = self.q_conv(self.q_proj(x)).view(batch, length, h, k)
-        key = self.k_conv(self.k_proj(x)).view(batch, length, *step_axis, h, k)
         val = self.v_conv(self.v_proj(x)).view(batch, length, *step_axis, h, v)
+        key = None
+        if self.k_proj is not None:
+            key = self.k_conv(self.k_proj(x)).view(batch, length, *step_axis, h, k)
         if self.qk_l2_norm:
-            q, key = F.normalize(q, dim=-1), F.normalize(key, dim=-1)
+            q = F.normalize(q, dim=-1)
+            key = None if key is None else F.normalize(key, dim=-1)
         # gates near 1 (alpha = 0.9999) do not survive bfloat16: they are produced in float32 (or
         # float64 when x is) outside autocast; memory_forward runs its state math in float32 too
         with torch.autocast(device_type=x.device.type, enabled=False):
@@ -103,6 +116,11 @@ class MemoryMixer(nn.Module):
             if "delta" in produced and self.delta_scale != 1.0:
                 produced["delta"] = produced["delta"] * self.delta_scale
         gates = MemoryGates(**{name: produced.get(name) for name in GATE_NAMES})
+        if key is None:  # HGRN2: the key is 1 - alpha_t, [B, T, H, K]
+            key = _per_channel(1.0 - gates.alpha, k)
+        elif self.write_mix is not None:  # RWKV-7's replacement key
+            mix = self.write_mix.view(h, k)
+            gates.write_key = key * (1.0 + (_per_channel(gates.eta, k) - 1.0) * mix)
         self.kernel_problem = kernel_problem(self.rule, q, val, self.chunk_size, self.kernel, self.mode,
                                              self.chunk_form)
         # decided once: a layer that reports PyTorch runs PyTorch without asking again
@@ -120,6 +138,11 @@ class MemoryMixer(nn.Module):
 
     def extra_repr(self) -> str:
         return f"mode={self.mode}, chunk_size={self.chunk_size}, chunk_form={self.chunk_form}"
+
+
+def _per_channel(gate: torch.Tensor, key_dim: int) -> torch.Tensor:
+    """A gate [B, T, H] or [B, T, H, K] as [B, T, H, K]."""
+    return gate if gate.dim() == 4 else gate.unsqueeze(-1).expand(*gate.shape, key_dim)
 
 
 class AttentionMixer(nn.Module):

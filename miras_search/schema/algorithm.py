@@ -22,10 +22,30 @@ class _Stepping(Schema):
         return self
 
 
+WriteKey = Literal["key", "one_minus_alpha", "lerp"]
+
+
 class GD(_Stepping):
-    """S_t = -eta_t grad_t."""
+    """S_t = -eta_t grad_t.
+
+    ``write_key`` says which key the value is written with (the ``v_t x^T`` part of the step):
+
+    - ``key``: the key itself, scaled by eta (the plain gradient step; every Table-1 row but two).
+    - ``one_minus_alpha``: the key is ``1 - alpha_t`` (HGRN2: the input gate tied to the forget
+      gate, ``W_t = W_{t-1} diag(alpha_t) + eta_t v_t (1 - alpha_t)^T``); needs a dot bias.
+    - ``lerp``: an l2 (delta-rule) step whose removal part keeps ``eta_t * k_t`` while the value
+      is written with ``k_t * (1 + (eta_t - 1) * a)``, ``a`` a learned per-channel vector
+      starting at 1 (RWKV-7's replacement key; the plain delta rule at initialisation):
+      ``W_t = alpha_t W_{t-1} - (W_{t-1} k_t)(eta_t * k_t)^T + v_t kw_t^T``; needs an l2 bias.
+    """
 
     kind: Literal["gd"] = "gd"
+    write_key: WriteKey = Field(
+        "key",
+        description="The key the value is written with: 'key' (eta * k, the gradient step), "
+        "'one_minus_alpha' (HGRN2: 1 - alpha_t, dot bias) or 'lerp' (RWKV-7: "
+        "k * (1 + (eta - 1) * a), a learned, l2 bias).",
+    )
 
 
 class Momentum(_Stepping):

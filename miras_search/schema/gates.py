@@ -13,7 +13,9 @@ from pydantic import Field, model_validator
 
 from miras_search.schema._base import Schema
 
-GateMode = Literal["constant", "retnet", "head", "channel"]
+GateMode = Literal["constant", "retnet", "alibi", "head", "channel"]
+FIXED_SCHEDULES = ("retnet", "alibi")
+"""Modes that are a fixed per-head decay schedule (retention alpha only; ``value`` unused)."""
 
 
 class Gate(Schema):
@@ -21,6 +23,9 @@ class Gate(Schema):
 
     - ``constant``: the same fixed ``value`` for every head and token (not learned).
     - ``retnet``: a fixed per-head value ``1 - 2**(-5 - h)`` (RetNet's decay schedule; retention only).
+    - ``alibi``: a fixed per-head, per-layer value ``exp(-s_h (1 - l / (L - 1) + 1e-5))`` with ALiBi's
+      slopes ``s_h = 2**(-8 (h + 1) / H)`` (Lightning Attention / TransNormerLLM; retention only):
+      early layers forget fast, the last layer almost not at all.
     - ``head``: data-dependent, one scalar per head and token; ``value`` is its value at init.
     - ``channel``: data-dependent, one value per key channel, head and token, through a rank-``rank``
       projection; ``value`` is its value at init.
@@ -59,5 +64,7 @@ def check_gate_range(gate: Gate, name: str, low: float, high: float, high_open: 
     if not ok:
         bound = f"{high})" if high_open else f"{high}]"
         raise ValueError(f"{name}.value must lie in ({low}, {bound}, got {gate.value}")
-    if gate.mode == "retnet" and name != "alpha":
-        raise ValueError(f"{name}.mode 'retnet' is a decay schedule; only the retention gate alpha has it")
+    if gate.mode in FIXED_SCHEDULES and name != "alpha":
+        raise ValueError(
+            f"{name}.mode '{gate.mode}' is a decay schedule; only the retention gate alpha has it"
+        )

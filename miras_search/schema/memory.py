@@ -41,11 +41,22 @@ class MLPMemory(Schema):
 
 
 class AttentionMemory(Schema):
-    """No parameters: the memory is the set of (k, v) pairs; y = softmax(q K^T) V."""
+    """No parameters: the memory is the set of (k, v) pairs; y = softmax(q K^T) V, with rotary
+    positions on q and k.
+
+    ``short_conv`` puts the Miras block's short causal conv + SiLU (``block.conv_size``) on q, k
+    and v: softmax attention as a memory inside the block. Off, it is the Transformer++ layer
+    (the paper's baseline: RoPE, RMSNorm, SwiGLU, no short conv), as the ``transformer`` preset.
+    """
 
     kind: Literal["none"] = "none"
     window: int | None = Field(
         None, ge=1, description="Sliding-window size in tokens; null for full causal attention."
+    )
+    short_conv: bool = Field(
+        True,
+        description="The block's short causal conv + SiLU on q, k, v (block.conv_size); false = "
+        "the plain Transformer++ attention layer.",
     )
 
 

@@ -51,9 +51,17 @@ class ModelPoint(Schema):
 
 def exact_delta_applies(point: ModelPoint) -> bool:
     """Matrix memory, l2 bias, gd/implicit, none/l2 retention (the gradient at the retained
-    memory, as the delta rule takes it) without channel-wise gates."""
+    memory, as the delta rule takes it) without channel-wise gates; or a generalized delta rule
+    with RWKV-7's separate write key (``algorithm.write_key`` 'lerp'), whose exact chunked form
+    takes channel-wise gates and either gradient point."""
     alpha = getattr(point.retention, "alpha", None)
     eta = getattr(point.algorithm, "eta", None)
+    if getattr(point.algorithm, "write_key", "key") == "lerp":
+        return (
+            point.memory.kind == "matrix"
+            and point.bias.kind == "l2"
+            and point.retention.kind in ("none", "l2")
+        )
     return (
         point.memory.kind == "matrix"
         and point.bias.kind == "l2"
@@ -121,12 +129,15 @@ def cross_axis_problems(point: ModelPoint) -> list[tuple[str, str]]:
                 f"{name}.mode 'channel' needs memory 'matrix' or 'vector'; memory 'mlp' takes "
                 "'constant' or 'head' gates",
             ))
+    problems.extend(_write_key_problems(point))
     delta = getattr(bias, "delta", None)
     if delta is not None and delta.mode == "channel":
         problems.append(
             ("bias.delta.mode", "delta.mode 'channel' is not supported; use 'constant' or 'head'")
         )
-    if point.train.chunk_form == "exact_delta" and not exact_delta_applies(point):
+    if point.train.chunk_form == "exact_delta" and not exact_delta_applies(point) and not any(
+        path == "algorithm.write_key" for path, _ in problems
+    ):
         problems.append((
             "train.chunk_form",
             "chunk_form 'exact_delta' needs memory 'matrix', bias 'l2', algorithm 'gd', "
@@ -139,3 +150,33 @@ def cross_axis_problems(point: ModelPoint) -> list[tuple[str, str]]:
             f"seq_len ({point.train.seq_len}) exceeds block.max_seq_len ({point.block.max_seq_len})",
         ))
     return problems
+
+
+def _write_key_problems(point: ModelPoint) -> list[tuple[str, str]]:
+    """The rules of ``algorithm.write_key`` other than 'key' (HGRN2's and RWKV-7's write keys)."""
+    write_key = getattr(point.algorithm, "write_key", "key")
+    memory, bias, retention = point.memory.kind, point.bias.kind, point.retention.kind
+    if write_key == "one_minus_alpha" and (
+        memory not in ("matrix", "vector") or bias != "dot" or retention != "l2"
+    ):
+        return [(
+            "algorithm.write_key",
+            "write_key 'one_minus_alpha' (HGRN2: the key is 1 - alpha_t) needs memory 'matrix' or "
+            f"'vector', bias 'dot' and retention 'l2'; got memory '{memory}', bias '{bias}', "
+            f"retention '{retention}'",
+        )]
+    if write_key == "lerp":
+        if memory != "matrix" or bias != "l2" or retention not in ("none", "l2"):
+            return [(
+                "algorithm.write_key",
+                "write_key 'lerp' (RWKV-7's generalized delta rule) needs memory 'matrix', bias "
+                f"'l2' and retention 'none' or 'l2'; got memory '{memory}', bias '{bias}', "
+                f"retention '{retention}'",
+            )]
+        if point.train.chunk_form == "minibatch":
+            return [(
+                "train.chunk_form",
+                "write_key 'lerp' runs the exact chunked generalized delta rule; chunk_form "
+                "'minibatch' has no form for it (use 'auto' or 'exact_delta')",
+            )]
+    return []
