@@ -14,7 +14,7 @@ from torch import Tensor
 
 from miras_search.memory.gates import MemoryGates
 
-_TENSORS = ("q", "k", "v", "eta", "alpha", "theta", "delta")
+_TENSORS = ("q", "k", "v", "eta", "alpha", "theta", "delta", "write")
 
 
 @dataclass
@@ -42,11 +42,7 @@ class MemoryInputs:
         """Micro-steps [start, stop)."""
         def cut(x: Tensor | None) -> Tensor | None:
             return None if x is None else x[:, :, start:stop]
-        return replace(
-            self, q=cut(self.q), k=cut(self.k), v=cut(self.v), eta=cut(self.eta),
-            alpha=cut(self.alpha), theta=cut(self.theta), delta=cut(self.delta),
-            write=cut(self.write),
-        )
+        return replace(self, **{name: cut(getattr(self, name)) for name in _TENSORS})
 
     def split(self, sizes: int | list[int]) -> list[MemoryInputs]:
         """Consecutive pieces along the micro-steps, as ``torch.split`` cuts (an int: pieces of
