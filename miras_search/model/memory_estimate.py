@@ -12,7 +12,7 @@ shrinks the activations, so there the estimate errs high):
 - evaluation: the weights, the logits of one evaluation batch, one layer's activations at a time
   and each memory layer's running state.
 
-The estimate is coarse by design: measured peaks on the CPU were 0.7 to 1.4 times it
+The estimate is coarse by design: measured peaks on the CPU were 0.65 to 1.4 times it
 (benchmarks/memory_estimate.py; tests/test_memory_limits.py holds it within 0.4 to 3). It exists
 to refuse points that cannot fit by far, before anything is allocated, and to say which term is
 to blame; an allocation past the limit during a trial is still caught (trial.memory_limit).
