@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from pydantic import ValidationError
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
@@ -14,11 +13,12 @@ from rich.table import Table
 from miras_search.cli.app import command, console
 from miras_search.cli.checks import device_choice, output_file
 from miras_search.errors import ConfigError, MirasError, Problem
-from miras_search.model.quick_train import StepInfo
-from miras_search.points import load_point
-from miras_search.trial import Objective, TrialConfig, TrialResult, run_trial
-from miras_search.validation import validate
-from miras_search.yamlio import read_yaml
+
+if TYPE_CHECKING:  # imported where used: `miras --help` must not import torch
+    from pydantic import ValidationError
+
+    from miras_search.model.quick_train import StepInfo
+    from miras_search.trial import Objective, TrialConfig, TrialResult
 
 _POINT_HELP = "A point YAML file or a preset name (see `miras presets`)."
 
@@ -26,6 +26,10 @@ _POINT_HELP = "A point YAML file or a preset name (see `miras presets`)."
 def load_trial_config(path: Path) -> TrialConfig:
     """A trial config from its own YAML file or from the ``trial:`` section of a study file
     (whose first objective is the trial's objective, unless the section names its own)."""
+    from miras_search.trial import Objective, TrialConfig
+    from miras_search.validation import validate
+    from miras_search.yamlio import read_yaml
+
     data, lines = read_yaml(path)
     if "trial" in data:
         if not isinstance(data["trial"], dict):
@@ -62,6 +66,8 @@ def _metrics_table(title: str, result: TrialResult, objective: Objective) -> Tab
 
 
 def _run_with_bar(point, config: TrialConfig, device: str | None) -> TrialResult:
+    from miras_search.trial import run_trial
+
     with _progress() as bar:
         task = bar.add_task(escape(point.name or "point"), total=None, loss="-")
 
@@ -96,6 +102,9 @@ def trial(
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda (default: the config's).")] = None,
 ) -> None:
     """Run one trial of a point: train for the budget, evaluate, print the metrics table."""
+    from miras_search.points import load_point
+    from miras_search.trial import TrialConfig
+
     trial_config = load_trial_config(config) if config else TrialConfig()
     loaded = load_point(point)
     chosen = _config_device(trial_config, config, device)
@@ -126,6 +135,11 @@ def train(
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda (default: CUDA when present).")] = None,
 ) -> None:
     """Train one point on the embedded text corpus with a progress bar; print loss and tokens/s."""
+    from pydantic import ValidationError
+
+    from miras_search.points import load_point
+    from miras_search.trial import TrialConfig
+
     loaded = load_point(point)
     try:
         config = TrialConfig(tokens=tokens, batch_size=batch_size, seq_len=seq_len)
