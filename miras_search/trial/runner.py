@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import resource
 import time
 from collections.abc import Callable, Iterator
 
@@ -28,6 +27,7 @@ from miras_search.model.quick_train import StepInfo, train_tokens
 from miras_search.schema import ModelPoint
 from miras_search.trial.config import TrialConfig
 from miras_search.trial.evaluate import evaluate
+from miras_search.trial.peak_memory import PeakMemory
 from miras_search.trial.result import FailureKind, TrialFailed, TrialResult
 from miras_search.validation import problems_from
 
@@ -54,12 +54,6 @@ class _TimedBatches:
             self.seconds += time.perf_counter() - start
             yield batch.inputs, batch.targets
             step += 1
-
-
-def _peak_memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 @contextlib.contextmanager
@@ -152,8 +146,7 @@ def _run(point: ModelPoint, config: TrialConfig, report: Reporter | None,
         raise TrialFailed("build", f"the trial's budget does not fit the point: {reason}") from None
     train = point.train
     device = pick_device(device_choice or (None if config.device == "auto" else config.device))
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+    peak = PeakMemory(device)  # this trial's peak, not the worker's lifetime one
     mix = DataMix(list(config.data))
     if point.block.vocab_size < mix.vocab_size:
         raise TrialFailed(
@@ -172,6 +165,7 @@ def _run(point: ModelPoint, config: TrialConfig, report: Reporter | None,
     stopped = {"pruned": False}
 
     def on_step(info: StepInfo) -> bool:
+        peak.sample()
         if progress is not None:
             progress(info)
         if info.loss > config.max_loss:
@@ -213,5 +207,5 @@ def _run(point: ModelPoint, config: TrialConfig, report: Reporter | None,
     metrics["data_s"] = batches.seconds
     step_s = max(trained.seconds - batches.seconds, 0.0)
     metrics["outside_step_share"] = 1.0 - step_s / max(time.perf_counter() - started, 1e-9)
-    metrics["peak_mem_mb"] = _peak_memory_mb(device)
+    metrics["peak_mem_mb"] = peak.mb()
     return "complete"
