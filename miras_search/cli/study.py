@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -40,8 +41,8 @@ def _progress() -> Progress:
 
 def _run(path: Path, workers: int | None, address: str | None, storage: str | None,
          trials: int | None, timeout: float | None, wandb: str | None, inline: bool,
-         must_exist: bool) -> None:
-    from miras_search.study import InlinePool, StudyDriver, load_study_file, open_study
+         must_exist: bool, cluster: _Cluster | None = None) -> None:
+    from miras_search.study import InlinePool, StudyDriver, load_study_file, open_study, storage_of
     from miras_search.study.summary import feasible_complete
 
     spec = load_study_file(path)
@@ -56,7 +57,10 @@ def _run(path: Path, workers: int | None, address: str | None, storage: str | No
             return InlinePool(threads=spec.trial.threads)
         from miras_search.parallel import RayPool
 
-        return RayPool(workers, address, spec.parallel.gpus_per_trial)
+        options = cluster or _Cluster()
+        gpus = options.gpus_per_trial if options.gpus_per_trial is not None else spec.parallel.gpus_per_trial
+        return RayPool(workers, address, gpus, storage=storage_of(spec, storage),
+                       shared_storage=options.shared_storage or spec.parallel.shared_storage)
 
     tracker = None
     mode = wandb or spec.tracking.wandb
@@ -171,6 +175,19 @@ _TIMEOUT = Annotated[float | None, typer.Option(callback=positive_finite,
                                                 help="Wall-clock budget in seconds of this run.")]
 _WANDB = Annotated[str | None, typer.Option("--wandb", help="offline (default), online or off.")]
 _INLINE = Annotated[bool, typer.Option("--inline", help="Run trials in this process, without Ray.")]
+_GPUS = Annotated[float | None, typer.Option(
+    "--gpus-per-trial", min=0.0, help="GPUs each trial holds; a fraction (0.5) runs several on one GPU "
+    "(default: the file's parallel.gpus_per_trial, else 1 with GPUs, 0 without).")]
+_SHARED = Annotated[bool, typer.Option(
+    "--shared-storage", help="The storage file is on a file system every cluster node mounts.")]
+
+
+@dataclass
+class _Cluster:
+    """Cluster options of run / resume that override the study file's ``parallel`` section."""
+
+    gpus_per_trial: float | None = None
+    shared_storage: bool = False
 
 
 def _check_wandb(value: str | None) -> None:
@@ -181,21 +198,24 @@ def _check_wandb(value: str | None) -> None:
 @command("run")
 def run(study: Annotated[Path, typer.Argument(help="A study YAML file.")], workers: _WORKERS = None,
         address: _ADDRESS = None, storage: _STORAGE = None, trials: _TRIALS = None,
-        timeout: _TIMEOUT = None, wandb: _WANDB = None, inline: _INLINE = False) -> None:
+        timeout: _TIMEOUT = None, wandb: _WANDB = None, inline: _INLINE = False,
+        gpus_per_trial: _GPUS = None, shared_storage: _SHARED = False) -> None:
     """Run a study: anchors first, then sampled points, in parallel on Ray; resumable."""
     _check_wandb(wandb)
-    _run(study, workers, address, storage, trials, timeout, wandb, inline, must_exist=False)
+    _run(study, workers, address, storage, trials, timeout, wandb, inline, must_exist=False,
+         cluster=_Cluster(gpus_per_trial, shared_storage))
 
 
 @command("resume")
 def resume(study: Annotated[Path, typer.Argument(help="The study YAML file of an earlier run.")],
            workers: _WORKERS = None, address: _ADDRESS = None, storage: _STORAGE = None,
            trials: _TRIALS = None, timeout: _TIMEOUT = None, wandb: _WANDB = None,
-           inline: _INLINE = False) -> None:
+           inline: _INLINE = False, gpus_per_trial: _GPUS = None, shared_storage: _SHARED = False) -> None:
     """Continue a study after any interruption: trials that were running are failed as
     'interrupted' and queued again; finished trials are kept; it runs to the requested number."""
     _check_wandb(wandb)
-    _run(study, workers, address, storage, trials, timeout, wandb, inline, must_exist=True)
+    _run(study, workers, address, storage, trials, timeout, wandb, inline, must_exist=True,
+         cluster=_Cluster(gpus_per_trial, shared_storage))
 
 
 def _fmt(value: float | None) -> str:

@@ -267,10 +267,12 @@ class StudyDriver:
 
     def _submit(self, pool: Pool, trial: optuna.Trial, key: str, point: ModelPoint, t0: float) -> None:
         single = len(self.spec.objectives) == 1 and self.spec.pruner.kind != "none"
+        # the worker reports the study's objective to the pruner, in its unit
+        config = self.config.model_copy(update={"objective": self.spec.objectives[0]}) if single else self.config
         task = TrialTask(
             trial_id=trial._trial_id, number=trial.number, study_name=self.spec.name,
             storage=self.storage, point=point.model_dump(mode="json"),
-            config=self.config.model_dump(mode="json"), seeds=self.spec.seeds,
+            config=config.model_dump(mode="json"), seeds=self.spec.seeds,
             pruner=self.spec.pruner.model_dump(mode="json") if single else None,
         )
         worker = pool.submit(task)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from pathlib import Path
 
 import optuna
@@ -42,6 +43,7 @@ def create_study(study: StudyFile, storage: str, space: SearchSpace) -> optuna.S
     stored = created.user_attrs.get("objectives")
     data_hash = data_fingerprint(study)
     if stored is None:
+        _name_metrics(created, [record["name"] for record in study.objective_records])
         created.set_user_attr("study_file", study.model_dump(mode="json"))
         created.set_user_attr("objectives", study.objective_records)
         created.set_user_attr("space", space.name)
@@ -63,6 +65,13 @@ def create_study(study: StudyFile, storage: str, space: SearchSpace) -> optuna.S
             "together; restore them, or give the study a new name or storage"
         )
     return created
+
+
+def _name_metrics(study: optuna.Study, names: list[str]) -> None:
+    """Name the objectives in the storage, so optuna-dashboard shows "val_bpb", not "Objective 0"."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(names)
 
 
 UNMEASURED_TRIAL_FIELDS = frozenset({"threads", "device", "time_limit_s", "max_loss", "report_every", "objective"})

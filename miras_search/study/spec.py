@@ -127,6 +127,9 @@ class ParallelSpec(Schema):
     gpus_per_trial: float | None = Field(
         None, ge=0, description="Default: 1 when the cluster has GPUs, else 0."
     )
+    shared_storage: bool = Field(
+        False, description="The storage file is on a file system every node of the cluster mounts."
+    )
 
 
 class TrackingSpec(Schema):

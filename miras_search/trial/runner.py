@@ -34,9 +34,14 @@ from miras_search.validation import problems_from
 log = logging.getLogger(__name__)
 
 Reporter = Callable[[int, float], bool | None]
-"""Called as ``report(step, training_loss)`` every ``report_every`` steps and at the final step;
-False stops (prunes) the trial, except at the final step: a trial that trained its whole budget
-is always evaluated."""
+"""Called as ``report(step, value)`` every ``report_every`` steps and at the final step, where
+``value`` is the trial's objective on ``REPORT_EVAL_BATCHES`` held-out batches per source (the
+objective's own unit, so that Optuna's pruner and plots see val_bpb as val_bpb), or the training
+loss for an objective that a validation pass cannot give (throughput, say). False stops (prunes)
+the trial, except at the final step: a trial that trained its whole budget is always evaluated."""
+
+REPORT_EVAL_BATCHES = 1
+"""Held-out batches per data source behind each intermediate value reported to the pruner."""
 
 
 class _TimedBatches:
@@ -164,6 +169,16 @@ def _run(point: ModelPoint, config: TrialConfig, report: Reporter | None,
     batches = _TimedBatches(mix, train.batch_size, train.seq_len, train.seed)
     stopped = {"pruned": False}
 
+    def report_value(loss: float) -> float:
+        """The objective on a quick validation pass; the training loss where it cannot be."""
+        quick = evaluate(model, mix, batches=REPORT_EVAL_BATCHES,
+                         batch_size=config.eval_batch_size or train.batch_size, seq_len=train.seq_len,
+                         device=device, autocast=autocast_context(point, device))
+        try:
+            return config.objective.value({**metrics, **quick})
+        except KeyError:
+            return loss
+
     def on_step(info: StepInfo) -> bool:
         peak.sample()
         if progress is not None:
@@ -184,7 +199,7 @@ def _run(point: ModelPoint, config: TrialConfig, report: Reporter | None,
             metrics["train_loss"] = info.loss
             # The final step is reported for the curve, but pruning then would only throw away
             # a fully trained trial before its evaluation.
-            if report is not None and report(info.step, info.loss) is False and not final:
+            if report is not None and report(info.step, report_value(info.loss)) is False and not final:
                 stopped["pruned"] = True
                 return False
         return True
