@@ -13,6 +13,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import optuna
@@ -43,7 +44,7 @@ from miras_search.study.setup import (
     requeue,
     storage_of,
 )
-from miras_search.study.spec import PRE_TRAINING_METRICS, StudyFile
+from miras_search.study.spec import PRE_TRAINING_METRICS, StudyFile, anchor_points
 from miras_search.trial import TrialResult
 
 log = logging.getLogger(__name__)
@@ -104,6 +105,7 @@ class StudyDriver:
                  on_event: Callable[[Event], None] | None = None):
         self.spec = study
         self.space: SearchSpace = study.load_space()
+        self.anchor_files = anchor_points(study)  # point-file anchors: label -> point
         self.storage = storage_of(study, storage)
         self.pool_factory = pool_factory
         self.timeout_s = timeout_s if timeout_s is not None else study.timeout_s
@@ -156,7 +158,7 @@ class StudyDriver:
     def run(self) -> RunSummary:
         started = time.perf_counter()
         recovered = recover_interrupted(self.study, "the driver stopped while this trial ran")
-        enqueue_anchors(self.study, self.space, self.spec.sampler.anchor_names)
+        enqueue_anchors(self.study, self.space, self.spec.sampler.anchor_names, self.anchor_files)
         for trial in self.study.get_trials(deepcopy=False):
             self._remember(trial)
         self.finished = self._finished()
@@ -234,7 +236,10 @@ class StudyDriver:
         # An anchor inside the space was queued with its encoded params (setup.enqueue_anchors):
         # it is built through the space so that the params are suggested and recorded, and the
         # sampler and importances see it. (trial.params is still empty right after ask().)
-        if anchor is not None and self.space.encode(preset(anchor), axes_only=True) is None:
+        if anchor in self.anchor_files and self.space.encode(self.anchor_files[anchor]) is None:
+            point = self.anchor_files[anchor]  # the user's own point, as its file writes it
+        elif anchor is not None and anchor not in self.anchor_files and (
+                self.space.encode(preset(anchor), axes_only=True) is None):
             # a preset outside the space: its own axes on the space's block and training settings
             axes = preset(anchor).model_dump(mode="json", include=set(AXES))
             try:
@@ -247,7 +252,8 @@ class StudyDriver:
             point = self.config.apply(point)
         except ValueError as error:
             raise InfeasiblePoint(f"the trial budget does not fit the point: {error}") from None
-        return point.model_copy(update={"name": anchor or f"{self.spec.name}-{trial.number}"})
+        label = Path(anchor).stem if anchor in self.anchor_files else anchor
+        return point.model_copy(update={"name": label or f"{self.spec.name}-{trial.number}"})
 
     def _check_limits(self, trial: optuna.Trial, point: ModelPoint) -> bool:
         """Prune a point at once when a limit on a metric known before training rules it out."""

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ValidationError
 from miras_search.data import DataMix
 from miras_search.errors import MirasError
 from miras_search.presets import preset
+from miras_search.schema import ModelPoint
 from miras_search.space import SearchSpace
 from miras_search.study.owner import alive_elsewhere
 from miras_search.study.records import flatten
@@ -207,19 +208,26 @@ def requeue(study: optuna.Study, params: dict, anchor: str | None, number: int) 
     study.enqueue_trial(params, user_attrs=attrs)
 
 
-def enqueue_anchors(study: optuna.Study, space: SearchSpace, names: list[str]) -> list[str]:
-    """Queue each named preset once per study (idempotent across resumes), before any sampling.
+def enqueue_anchors(study: optuna.Study, space: SearchSpace, names: list[str],
+                    files: dict[str, ModelPoint] | None = None) -> list[str]:
+    """Queue each anchor once per study (idempotent across resumes), before any sampling.
 
     A preset whose four axes lie in the space is queued with its parameters (the sampler learns
     from it); one outside the space is queued without parameters and built from the preset's axes
-    on the space's block and training settings.
+    on the space's block and training settings. A point file (``files[name]``, as Optuna users
+    enqueue their own points) is measured as written, with the study's trial budget: queued with
+    its parameters when the space holds exactly that point, else without.
     """
+    files = files or {}
     seen = {t.user_attrs.get("anchor") for t in study.get_trials(deepcopy=False)}
     queued = []
     for name in names:
         if name in seen:
             continue
-        params = space.encode(preset(name), axes_only=True) or {}
+        if name in files:
+            params = space.encode(files[name]) or {}
+        else:
+            params = space.encode(preset(name), axes_only=True) or {}
         study.enqueue_trial(params, user_attrs={"anchor": name})
         queued.append(name)
     return queued
