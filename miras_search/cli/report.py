@@ -90,6 +90,8 @@ def export(
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder (default <run_dir>/<name>/points).")] = None,
     csv: Annotated[str | None, typer.Option(
         "--csv", metavar="FILE", help="Instead: every trial as one CSV line to FILE ('-': stdout).")] = None,
+    weights: Annotated[bool, typer.Option(
+        "--weights", help="Also copy each point's kept weights (study option checkpoints.keep).")] = False,
 ) -> None:
     """Write the top points as standalone point YAML files (loadable by `miras train`): the
     points `miras best --top TOP` shows, in its order. With --csv, write every trial (state,
@@ -102,11 +104,34 @@ def export(
     if csv is not None:
         _write_csv(opened, csv)
         return
-    paths = export_top(opened, top, output_folder("--out", out or _study_dir(study, opened.study_name) / "points"))
+    folder = _study_dir(study, opened.study_name)
+    paths = export_top(opened, top, output_folder("--out", out or folder / "points"))
     if not paths:
         raise MirasError(f"study '{opened.study_name}' has no complete (feasible) trial yet; nothing to export")
     for path in paths:
         console.print(f"wrote {escape(str(path))}", highlight=False)
+    if weights:
+        _export_weights(paths, folder / "checkpoints")
+
+
+def _export_weights(paths: list[Path], checkpoints: Path) -> None:
+    """Copy ``checkpoints/trial<N>.pt`` beside each exported ``rank<NN>-trial<N>.yaml``."""
+    import shutil
+
+    missing = []
+    for path in paths:
+        number = int(path.stem.rsplit("trial", 1)[1])
+        source = checkpoints / f"trial{number}.pt"
+        if source.is_file():
+            shutil.copyfile(source, path.with_suffix(".pt"))
+            console.print(f"wrote {escape(str(path.with_suffix('.pt')))}", highlight=False)
+        else:
+            missing.append(number)
+    if missing:
+        raise MirasError(
+            f"no kept weights for trial(s) {', '.join(map(str, missing))} in {checkpoints}: the study "
+            "keeps the final weights of its best trials only with `checkpoints: {keep: N}` in its file "
+            "(set before the trials ran), and only up to checkpoints.max_mb each")
 
 
 def _write_csv(opened, target: str) -> None:

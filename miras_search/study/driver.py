@@ -26,6 +26,7 @@ from miras_search.model import param_count, state_size
 from miras_search.presets import preset
 from miras_search.schema import AXES, ModelPoint
 from miras_search.space import InfeasiblePoint, SearchSpace
+from miras_search.study.checkpoints import keep_best_checkpoints
 from miras_search.study.execute import TrialTask
 from miras_search.study.interrupts import CtrlC
 from miras_search.study.owner import this_driver
@@ -281,6 +282,9 @@ class StudyDriver:
             config=config.model_dump(mode="json"), seeds=self.spec.seeds,
             pruner=self.spec.pruner.model_dump(mode="json") if single else None,
         )
+        if self.spec.checkpoints.keep:
+            task.extra["checkpoint"] = str(self.spec.checkpoint_dir() / f"trial{trial.number}.pt")
+            task.extra["checkpoint_max_mb"] = self.spec.checkpoints.max_mb
         worker = pool.submit(task)
         trial.set_user_attr("worker", worker)
         running = _Running(trial, key, task, t0)
@@ -296,6 +300,8 @@ class StudyDriver:
         result = TrialResult.from_dict({k: v for k, v in raw.items() if k in TrialResult.__dataclass_fields__})
         state, attrs, values = self._outcome(result)
         self._close(running.trial, state, attrs, values)
+        if self.spec.checkpoints.keep:
+            keep_best_checkpoints(self.study, self.spec.checkpoint_dir(), self.spec.checkpoints.keep)
         self.summary.ran += 1
         self.summary.trial_s.append(trial_s)
         self.summary.overhead_s.append(time.perf_counter() - running.started - trial_s)

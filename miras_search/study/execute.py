@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -18,6 +19,7 @@ from miras_search.study.samplers import make_pruner
 from miras_search.study.spec import PrunerSpec
 from miras_search.study.storage import make_storage
 from miras_search.trial import TrialConfig, TrialResult, run_trial
+from miras_search.trial.runner import Weights
 
 log = logging.getLogger(__name__)
 _STUDIES: dict[tuple[str, str], optuna.Study] = {}
@@ -86,7 +88,10 @@ def execute(task: TrialTask, device: str | None = None, threads: int | None = No
         report = _reporter(task, study)
         for index, seed in enumerate(seeds):
             run_config = config if seed is None else config.model_copy(update={"seed": seed})
-            result = run_trial(point, run_config, report=report if index == 0 else None, device=device)
+            weights = Weights(save=Path(task.extra["checkpoint"]), max_mb=task.extra.get("checkpoint_max_mb")) if (
+                index == 0 and task.extra.get("checkpoint")) else None  # the first seed's weights
+            result = run_trial(point, run_config, report=report if index == 0 else None, device=device,
+                               weights=weights)
             results.append(result)
             if not result.ok:
                 break

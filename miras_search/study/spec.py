@@ -154,6 +154,15 @@ class TrackingSpec(Schema):
         return value
 
 
+class CheckpointSpec(Schema):
+    """Keep the final weights of the study's best trials, in <run_dir>/<name>/checkpoints/
+    (``trial<N>.pt``; `miras train --from`, `miras export --weights`, `miras eval` read them).
+    On a cluster the run_dir must be on a file system every node mounts."""
+
+    keep: int = Field(0, ge=0, le=1000, description="Best trials whose final weights are kept; 0: none.")
+    max_mb: float = Field(512.0, gt=0, description="Weights larger than this (MiB) are not saved.")
+
+
 class StudyFile(Schema):
     """A declared study: what to search, how to measure, how to search, where to keep results."""
 
@@ -180,6 +189,7 @@ class StudyFile(Schema):
                          "relative to the working directory.")
     parallel: ParallelSpec = Field(default_factory=ParallelSpec)
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
+    checkpoints: CheckpointSpec = Field(default_factory=CheckpointSpec)
 
     _source: str = PrivateAttr("<study>")
 
@@ -233,6 +243,10 @@ class StudyFile(Schema):
 
     def out_dir(self) -> Path:
         return Path(self.run_dir) / self.name
+
+    def checkpoint_dir(self) -> Path:
+        """Absolute, as workers elsewhere need it: <run_dir>/<name>/checkpoints."""
+        return (self.out_dir() / "checkpoints").resolve()
 
 
 def is_point_file(anchor: str) -> bool:

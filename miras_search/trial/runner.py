@@ -10,6 +10,8 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from pydantic import ValidationError
@@ -25,6 +27,7 @@ from miras_search.errors import (
 from miras_search.model import autocast_context, build_model, param_count, pick_device, state_size
 from miras_search.model.quick_train import StepInfo, train_tokens
 from miras_search.schema import ModelPoint
+from miras_search.trial.checkpoint import Checkpoint, load_weights, save_checkpoint, weights_mb
 from miras_search.trial.config import TrialConfig
 from miras_search.trial.evaluate import evaluate
 from miras_search.trial.peak_memory import PeakMemory
@@ -72,9 +75,21 @@ def _threads(count: int | None):
         torch.set_num_threads(previous)
 
 
+@dataclass(frozen=True)
+class Weights:
+    """Where a trial's weights come from and go: ``start`` (a checkpoint to continue from, built
+    from the same point), ``save`` (a file for the final weights of a complete trial) and
+    ``max_mb`` (weights larger than this are not saved)."""
+
+    start: Checkpoint | None = None
+    save: Path | None = None
+    max_mb: float | None = None
+
+
 def run_trial(point: ModelPoint, config: TrialConfig | None = None, report: Reporter | None = None,
               device: str | torch.device | None = None,
-              progress: Callable[[StepInfo], None] | None = None) -> TrialResult:
+              progress: Callable[[StepInfo], None] | None = None,
+              weights: Weights | None = None) -> TrialResult:
     """Train ``point`` for the trial's token budget and evaluate it; never raises for the point.
 
     The budget is ``train.tokens`` rounded down to whole batches, counted with each data source's
@@ -87,6 +102,8 @@ def run_trial(point: ModelPoint, config: TrialConfig | None = None, report: Repo
             ``config.report_every`` steps and at the final step, whose answer cannot prune.
         device: overrides ``config.device``.
         progress: called after every optimiser step (progress bars).
+        weights: start from a checkpoint's weights, and/or save the final ones (``Weights``);
+            ``metrics['weights_mb']`` is their size, ``metrics['saved_weights']`` 1 when saved.
     Raises ConfigError only for a config that cannot describe any trial (bad data spec).
     """
     config = config or TrialConfig()
@@ -96,7 +113,8 @@ def run_trial(point: ModelPoint, config: TrialConfig | None = None, report: Repo
     status = "complete"
     try:
         with _threads(config.threads):
-            status = _run(point, config, report, progress, device, metrics, curve, started)
+            status = _run(point, config, report, progress, device, metrics, curve, started,
+                          weights or Weights())
     except TrialFailed as failed:
         return _failed(failed.kind, str(failed), metrics, curve, started)
     except NonFiniteError as error:
@@ -142,7 +160,7 @@ def _record_kernel_use(model: torch.nn.Module, device: torch.device, metrics: di
 
 def _run(point: ModelPoint, config: TrialConfig, report: Reporter | None,
          progress: Callable[[StepInfo], None] | None, device_choice: str | torch.device | None, metrics: dict[str, float],
-         curve: list[tuple[int, float]], started: float) -> str:
+         curve: list[tuple[int, float]], started: float, weights: Weights) -> str:
     try:
         point = config.apply(point)
     except ValidationError as error:
@@ -166,6 +184,8 @@ def _run(point: ModelPoint, config: TrialConfig, report: Reporter | None,
     metrics["state_size"] = float(state_size(point))
     torch.manual_seed(train.seed)
     model = build_model(point, device)
+    if weights.start is not None:
+        load_weights(model, weights.start)
     batches = _TimedBatches(mix, train.batch_size, train.seq_len, train.seed)
     stopped = {"pruned": False}
 
@@ -223,4 +243,8 @@ def _run(point: ModelPoint, config: TrialConfig, report: Reporter | None,
     step_s = max(trained.seconds - batches.seconds, 0.0)
     metrics["outside_step_share"] = 1.0 - step_s / max(time.perf_counter() - started, 1e-9)
     metrics["peak_mem_mb"] = peak.mb()
+    metrics["weights_mb"] = weights_mb(model)
+    if weights.save is not None:
+        saved = save_checkpoint(weights.save, point, model, metrics, weights.max_mb)
+        metrics["saved_weights"] = float(saved)
     return "complete"
