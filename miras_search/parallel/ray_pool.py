@@ -39,6 +39,12 @@ class TrialWorker:
     def run(self, task: TrialTask) -> dict[str, Any]:
         return execute(task, device=self.device, threads=self.threads)
 
+    def flush(self) -> None:
+        """Wait for the W&B runs this worker is still writing (before it is stopped)."""
+        from miras_search.tracking.live import flush_live_runs
+
+        flush_live_runs()
+
 
 def connect(address: str | None, workers: int) -> bool:
     """Join ``address`` or start a local instance; True when this call started Ray."""
@@ -156,6 +162,8 @@ class RayPool:
             self.capacity = max(1, self.capacity - 1)
 
     def shutdown(self) -> None:
+        with contextlib.suppress(Exception):  # live W&B runs of finished trials: let them complete
+            ray.get([actor.flush.remote() for actor in self._idle], timeout=120)
         for actor in [*self._idle, *(a for a, _ in self._busy.values())]:
             with contextlib.suppress(Exception):  # already gone
                 ray.kill(actor)

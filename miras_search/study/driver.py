@@ -58,6 +58,8 @@ class Tracker(Protocol):
 
     def log_trial(self, study: optuna.Study, trial: FrozenTrial) -> None: ...
     def log_summary(self, study: optuna.Study) -> None: ...
+    # optional: live_settings(study, number, point) -> dict | None, plain data for the worker,
+    # which then logs the trial while it runs (execute) and log_trial is not called for it
 
 
 @dataclass
@@ -121,6 +123,7 @@ class StudyDriver:
         self._streak = 0
         self.finished = 0
         self.identity = this_driver()
+        self._live_logged: set[int] = set()
 
     def _stored_target(self, from_file: int | None) -> int | None:
         """The file's ``trials``, or the last run's target when that was higher (a run with
@@ -274,14 +277,18 @@ class StudyDriver:
 
     def _submit(self, pool: Pool, trial: optuna.Trial, key: str, point: ModelPoint, t0: float) -> None:
         single = len(self.spec.objectives) == 1 and self.spec.pruner.kind != "none"
-        # the worker reports the study's objective to the pruner, in its unit
-        config = self.config.model_copy(update={"objective": self.spec.objectives[0]}) if single else self.config
+        # the worker reports the study's (first) objective to the pruner and W&B, in its unit
+        config = self.config.model_copy(update={"objective": self.spec.objectives[0]})
         task = TrialTask(
             trial_id=trial._trial_id, number=trial.number, study_name=self.spec.name,
             storage=self.storage, point=point.model_dump(mode="json"),
             config=config.model_dump(mode="json"), seeds=self.spec.seeds,
             pruner=self.spec.pruner.model_dump(mode="json") if single else None,
         )
+        settings = getattr(self.tracker, "live_settings", None)  # trackers that log from the worker
+        live = settings(self.study, trial.number, point) if settings is not None else None
+        if live is not None:
+            task.extra["wandb"] = live
         if self.spec.checkpoints.keep:
             task.extra["checkpoint"] = str(self.spec.checkpoint_dir() / f"trial{trial.number}.pt")
             task.extra["checkpoint_max_mb"] = self.spec.checkpoints.max_mb
@@ -297,6 +304,8 @@ class StudyDriver:
         running = self._running.pop(task.number)
         self._by_key.pop(running.key, None)
         trial_s = float(raw.pop("trial_s", 0.0))
+        if raw.pop("live_wandb", False):
+            self._live_logged.add(task.number)
         result = TrialResult.from_dict({k: v for k, v in raw.items() if k in TrialResult.__dataclass_fields__})
         state, attrs, values = self._outcome(result)
         self._close(running.trial, state, attrs, values)
@@ -365,7 +374,8 @@ class StudyDriver:
         self._remember(frozen)
         if counts_toward_budget(frozen):
             self.finished += 1
-        if self.tracker is not None and frozen.user_attrs.get("failure") != "infeasible":
+        if (self.tracker is not None and frozen.user_attrs.get("failure") != "infeasible"
+                and frozen.number not in self._live_logged):  # a worker logged it while it ran
             self.tracker.log_trial(self.study, frozen)
         self._emit("finished", "", frozen)
 
