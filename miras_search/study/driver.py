@@ -277,14 +277,14 @@ class StudyDriver:
 
     def _submit(self, pool: Pool, trial: optuna.Trial, key: str, point: ModelPoint, t0: float) -> None:
         single = len(self.spec.objectives) == 1 and self.spec.pruner.kind != "none"
-        # the worker reports the study's (first) objective to the pruner and W&B, in its unit
-        config = self.config.model_copy(update={"objective": self.spec.objectives[0]})
         task = TrialTask(
             trial_id=trial._trial_id, number=trial.number, study_name=self.spec.name,
             storage=self.storage, point=point.model_dump(mode="json"),
-            config=config.model_dump(mode="json"), seeds=self.spec.seeds,
+            config=self.config.model_dump(mode="json"), seeds=self.spec.seeds,
             pruner=self.spec.pruner.model_dump(mode="json") if single else None,
         )
+        # what the worker reports to the pruner and W&B: the study's (first) objective, in its unit
+        task.extra["objective"] = self.spec.objectives[0].model_dump(mode="json")
         settings = getattr(self.tracker, "live_settings", None)  # trackers that log from the worker
         live = settings(self.study, trial.number, point) if settings is not None else None
         if live is not None:
