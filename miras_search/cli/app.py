@@ -26,13 +26,10 @@ app = typer.Typer(
 console = Console()
 errors = Console(stderr=True)
 
-TABLE_WIDTH = 80
-"""Columns tables are fitted to when the output is not a terminal (a pipe, a CI log)."""
-
-
 def table_width() -> int:
-    """The width tables must fit: the terminal's, or ``TABLE_WIDTH`` when piped."""
-    return console.width if console.is_terminal else TABLE_WIDTH
+    """The width tables must fit: the terminal's; piped (a CI log, ``| tee``) rich's 80 columns,
+    or ``$COLUMNS`` when set."""
+    return console.width
 
 
 def print_text(text: str) -> None:

@@ -349,14 +349,14 @@ class StudyDriver:
 
     def _submit(self, pool: Pool, trial: optuna.Trial, key: str, point: ModelPoint, t0: float) -> None:
         single = len(self.spec.objectives) == 1 and self.spec.pruner.kind != "none"
-        # the worker reports the study's (first) objective to the pruner and W&B, in its unit
-        config = self.config.model_copy(update={"objective": self.spec.objectives[0]})
         task = TrialTask(
             trial_id=trial._trial_id, number=trial.number, study_name=self.spec.name,
             storage=self.storage, point=point.model_dump(mode="json"),
-            config=config.model_dump(mode="json"), seeds=self.spec.seeds,
+            config=self.config.model_dump(mode="json"), seeds=self.spec.seeds,
             pruner=self.spec.pruner.model_dump(mode="json") if single else None,
         )
+        # what the worker reports to the pruner and W&B: the study's (first) objective, in its unit
+        task.extra["objective"] = self.spec.objectives[0].model_dump(mode="json")
         settings = getattr(self.tracker, "live_settings", None)  # trackers that log from the worker
         live = settings(self.study, trial.number, point) if settings is not None else None
         if live is not None:
@@ -418,39 +418,23 @@ class StudyDriver:
         values = None
         if result.status == "failed":
             attrs.update(failure=result.failure, reason=result.reason)
-            # the worker checks the study's first objective after evaluating (it reports it): a
-            # trial that evaluated and failed on it says what every trial would fail on
-            if result.failure == "error" and "eval_s" in result.metrics:
-                self._stop_if_unmeasured(result.metrics)
         elif result.status == "complete":
-            reason = self._stop_if_unmeasured(result.metrics)
-            if reason is not None:
+            try:
+                values = [o.value(result.metrics) for o in self.spec.objectives]
+                attrs["constraints"] = [lim.violation(result.metrics[lim.metric]) for lim in self.spec.limits]
+            except KeyError as error:  # the study file names a metric its trials do not measure
+                name = error.args[0]
+                reason = name if " " in str(name) else f"limit metric '{name}' was not measured"
+                self.summary.stopped_because = (
+                    f"{reason}. Every trial would fail the same way, so no new trial was started: "
+                    "fix the study's objectives / limits"
+                )
                 return TrialState.FAIL, {**attrs, "failure": "error", "reason": reason}, None
-            values = [o.value(result.metrics) for o in self.spec.objectives]
-            attrs["constraints"] = [lim.violation(result.metrics[lim.metric]) for lim in self.spec.limits]
             bad = [o.name for o, v in zip(self.spec.objectives, values, strict=True) if not math.isfinite(v)]
             if bad:
                 reason = f"objective {', '.join(bad)} is not finite ({values})"
                 return TrialState.FAIL, {**attrs, "failure": "nan", "reason": reason}, None
         return state, attrs, values
-
-    def _stop_if_unmeasured(self, metrics: dict[str, float]) -> str | None:
-        """Why an objective or limit of the study cannot be read from a trial's ``metrics`` (the
-        study file names a metric its trials do not measure), and the study stops; else None."""
-        try:
-            for objective in self.spec.objectives:
-                objective.value(metrics)
-            for limit in self.spec.limits:
-                metrics[limit.metric]
-        except KeyError as error:
-            name = error.args[0]
-            reason = name if " " in str(name) else f"limit metric '{name}' was not measured"
-            self.summary.stopped_because = (
-                f"{reason}. Every trial would fail the same way, so no new trial was started: "
-                "fix the study's objectives / limits"
-            )
-            return reason
-        return None
 
     def _close(self, trial: optuna.Trial, state: TrialState, attrs: dict[str, Any],
                values: list[float] | None = None) -> None:

@@ -20,7 +20,7 @@ from miras_search.schema import ModelPoint
 from miras_search.study.samplers import make_pruner
 from miras_search.study.spec import PrunerSpec
 from miras_search.study.storage import make_storage
-from miras_search.trial import TrialConfig, TrialResult, run_trial
+from miras_search.trial import Objective, TrialConfig, TrialResult, run_trial
 from miras_search.trial.memory_limit import (
     gpu_memory_limit,
     process_memory_limit,
@@ -96,6 +96,7 @@ def execute(task: TrialTask, device: str | None = None, threads: int | None = No
     seeds = task.seeds or [None]
     results: list[TrialResult] = []
     live = _live_run(task)
+    objective = Objective.model_validate(task.extra["objective"]) if task.extra.get("objective") else None
     try:
         report = _reporter(task, study)
         progress = None
@@ -108,7 +109,7 @@ def execute(task: TrialTask, device: str | None = None, threads: int | None = No
                     index == 0 and task.extra.get("checkpoint")) else None  # the first seed's weights
                 result = run_trial(point, run_config, report=report if index == 0 else None, device=device,
                                    concurrent=concurrent, weights=weights,
-                                   progress=progress if index == 0 else None)
+                                   progress=progress if index == 0 else None, report_objective=objective)
                 results.append(result)
                 if not result.ok:
                     break

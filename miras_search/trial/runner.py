@@ -28,7 +28,7 @@ from miras_search.model import autocast_context, build_model, pick_device, state
 from miras_search.model.quick_train import StepInfo, train_tokens
 from miras_search.schema import ModelPoint
 from miras_search.trial.checkpoint import Checkpoint, load_weights, save_checkpoint, weights_mb
-from miras_search.trial.config import TrialConfig
+from miras_search.trial.config import Objective, TrialConfig
 from miras_search.trial.evaluate import evaluate
 from miras_search.trial.memory_limit import check_fits, is_out_of_memory, trial_memory_limit
 from miras_search.trial.peak_memory import PeakMemory
@@ -90,7 +90,8 @@ class Weights:
 def run_trial(point: ModelPoint, config: TrialConfig | None = None, report: Reporter | None = None,
               device: str | torch.device | None = None,
               progress: Callable[[StepInfo], None] | None = None,
-              concurrent: int = 1, weights: Weights | None = None) -> TrialResult:
+              concurrent: int = 1, weights: Weights | None = None,
+              report_objective: Objective | None = None) -> TrialResult:
     """Train ``point`` for the trial's token budget and evaluate it; never raises for the point.
 
     The budget is ``train.tokens`` rounded down to whole batches, counted with each data source's
@@ -107,6 +108,8 @@ def run_trial(point: ModelPoint, config: TrialConfig | None = None, report: Repo
             ``config.memory_limit_gb`` is not given).
         weights: start from a checkpoint's weights, and/or save the final ones (``Weights``);
             ``metrics['weights_mb']`` is their size, ``metrics['saved_weights']`` 1 when saved.
+        report_objective: what ``report`` receives (default ``config.objective``): a study passes
+            its own objective, which may name a metric this trial cannot measure.
     Raises ConfigError only for a config that cannot describe any trial (bad data spec).
     """
     config = config or TrialConfig()
@@ -117,7 +120,7 @@ def run_trial(point: ModelPoint, config: TrialConfig | None = None, report: Repo
     try:
         with _threads(config.threads):
             status = _run(point, config, report, progress, device, metrics, curve, started,
-                          weights or Weights(), concurrent)
+                          weights or Weights(), report_objective or config.objective, concurrent)
     except TrialFailed as failed:
         return _failed(failed.kind, str(failed), metrics, curve, started)
     except NonFiniteError as error:
@@ -172,7 +175,8 @@ def _record_kernel_use(model: torch.nn.Module, device: torch.device, metrics: di
 
 def _run(point: ModelPoint, config: TrialConfig, report: Reporter | None,
          progress: Callable[[StepInfo], None] | None, device_choice: str | torch.device | None, metrics: dict[str, float],
-         curve: list[tuple[int, float]], started: float, weights: Weights, concurrent: int = 1) -> str:
+         curve: list[tuple[int, float]], started: float, weights: Weights, objective: Objective,
+         concurrent: int = 1) -> str:
     try:
         point = config.apply(point)
     except ValidationError as error:
@@ -210,7 +214,7 @@ def _run(point: ModelPoint, config: TrialConfig, report: Reporter | None,
                          batch_size=config.eval_batch_size or train.batch_size, seq_len=train.seq_len,
                          device=device, autocast=autocast_context(point, device))
         try:
-            return config.objective.value({**metrics, **quick})
+            return objective.value({**metrics, **quick})
         except KeyError:
             return loss
 
