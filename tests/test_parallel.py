@@ -101,3 +101,11 @@ def test_a_killed_worker_fails_its_trial_which_runs_once_more_and_the_study_goes
     assert again.params == dead.params and again.state == TrialState.COMPLETE
     others = [t for n, t in trials.items() if n != victim.number]
     assert len(others) == 3 and all(t.state == TrialState.COMPLETE for t in others)
+
+
+def test_only_rays_memory_monitor_counts_as_oom():
+    from miras_search.parallel.ray_pool import _says_out_of_memory
+
+    assert _says_out_of_memory("Task was killed due to the node running low on memory. Memory on the node ...")
+    assert not _says_out_of_memory("The actor died unexpectedly. The process may have been killed by the OOM "
+                                   "killer (e.g. out of memory), or by SIGKILL.")

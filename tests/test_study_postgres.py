@@ -93,3 +93,33 @@ def test_two_workers_on_postgres_lose_and_duplicate_nothing(tmp_path, postgres_u
     # resuming against the same database continues the same study
     more = run_study(spec, lambda: RayPool(2), trials=7)
     assert more.finished == 7 and len(trials_of(path)) == 7
+
+
+def test_a_password_in_the_postgres_url_is_stored_and_shown_nowhere(tmp_path, postgres_url, monkeypatch):
+    """The server trusts local connections, so any password opens it: the URL carries one the
+    way a real deployment's does. Not on the terminal, in the W&B runs, in the run folder or in
+    any row of the database."""
+    import psycopg
+    from typer.testing import CliRunner
+
+    from miras_search.cli import app
+
+    secret = "S3cr3t-pg-pw"
+    url = postgres_url.replace("miras@", f"miras:{secret}@")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    for name in ("WANDB_DATA_DIR", "WANDB_CACHE_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    path = write_study(tmp_path, name="secret-study", trials=1, storage=url, tracking={"wandb": "offline"})
+    result = CliRunner().invoke(app, ["run", str(path), "--inline", "--storage", url])
+    assert result.exit_code == 0, result.output
+    assert secret not in result.output and "miras:***@127.0.0.1" in result.output
+    held = [p for p in tmp_path.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+    assert held == [path]  # only the user's own study file
+    plain = postgres_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(plain) as connection:
+        tables = [row[0] for row in connection.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'")]
+        assert "study_user_attributes" in tables
+        for table in tables:
+            rows = connection.execute(f'SELECT t::text FROM "{table}" t').fetchall()
+            assert not any(secret in row[0] for row in rows), table

@@ -2,7 +2,7 @@
 
 A trial trains the point with AdamW for a few steps and then evaluates it without gradients, so
 its peak is the larger of the two phases, in float32 bytes (bfloat16 autocast on a GPU only
-shrinks the activations: the estimate stays an upper bound there):
+shrinks the activations, so there the estimate errs high):
 
 - training: weights, gradients and AdamW's two moments (16 bytes a parameter), plus what autograd
   keeps for the backward pass: per layer and token the block's projections and SwiGLU
@@ -12,9 +12,10 @@ shrinks the activations: the estimate stays an upper bound there):
 - evaluation: the weights, the logits of one evaluation batch, one layer's activations at a time
   and each memory layer's running state.
 
-The estimate is coarse by design (a factor of a few, checked against measured peaks in
-tests/test_memory_limits.py); it exists to refuse points that cannot fit by orders of magnitude,
-and to say which term is to blame.
+The estimate is coarse by design: measured peaks on the CPU were 0.65 to 1.4 times it
+(benchmarks/memory_estimate.py; tests/test_memory_limits.py holds it within 0.4 to 3). It exists
+to refuse points that cannot fit by far, before anything is allocated, and to say which term is
+to blame; an allocation past the limit during a trial is still caught (trial.memory_limit).
 """
 
 from __future__ import annotations

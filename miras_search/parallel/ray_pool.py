@@ -186,9 +186,10 @@ def _died(reason: str, kind: str = "worker_died") -> dict[str, Any]:
 
 
 def _says_out_of_memory(text: str) -> bool:
-    """Whether Ray's account of a dead actor blames memory (its memory monitor, the OOM killer)."""
-    text = text.lower()
-    return "out of memory" in text or "outofmemory" in text or "oom" in text.split()
+    """Whether Ray's account of a dead actor says its memory monitor killed it ("... killed due to
+    the node running low on memory"). Not its generic note that a dead worker *may* have met the
+    OOM killer: that is said of every SIGKILL."""
+    return "running low on memory" in text.lower()
 
 
 def _first_line(error: Exception) -> str:
