@@ -14,8 +14,12 @@ elsewhere).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
+import sys
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 MASK = "***"
@@ -75,3 +79,20 @@ def install_log_redaction(logger: logging.Logger | None = None) -> None:
     for handler in logger.handlers:
         if not any(isinstance(f, RedactingFilter) for f in handler.filters):
             handler.addFilter(RedactingFilter())
+
+
+_ARGV_LOCK = threading.RLock()
+
+
+@contextlib.contextmanager
+def command_line_redacted() -> Iterator[None]:
+    """``sys.argv`` without URL passwords while the block runs (W&B's run metadata keeps the
+    command line). A lock serialises the swap: W&B runs start from the driver and from trials'
+    background threads (``tracking.live``), which would otherwise restore each other's copy."""
+    with _ARGV_LOCK:
+        saved = sys.argv
+        sys.argv = [redact_text(arg) for arg in saved]
+        try:
+            yield
+        finally:
+            sys.argv = saved

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 import stat
 from pathlib import Path
 from typing import Any
@@ -218,9 +219,9 @@ def _too_big(size: int) -> str:
             f"{MAX_BYTES // 2**20} MiB (is it the file you meant?), so it is not read")
 
 
-def read_yaml(path: str | Path) -> tuple[dict[str, Any], LineMap]:
-    """Read and parse a YAML file; missing, unreadable or binary files give a ConfigError."""
-    path = Path(path)
+def _read_text(path: Path) -> str:
+    """The UTF-8 text of a YAML file; missing, unreadable, oversized, non-regular (a device, a
+    pipe) or binary files give a ConfigError."""
     source = str(path)
     try:
         info = path.stat()
@@ -244,10 +245,35 @@ def read_yaml(path: str | Path) -> tuple[dict[str, Any], LineMap]:
     if b"\x00" in raw[:8192]:
         raise ConfigError(source, [Problem("", "is a binary file, not YAML text")])
     try:
-        text = raw.decode("utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError(source, [Problem("", "is not UTF-8 text (binary file?)")]) from None
-    return parse_yaml(text, source)
+
+
+def read_yaml(path: str | Path) -> tuple[dict[str, Any], LineMap]:
+    """Read and parse a YAML file; missing, unreadable or binary files give a ConfigError."""
+    path = Path(path)
+    return parse_yaml(_read_text(path), str(path))
+
+
+_DOCUMENT_START = re.compile(r"^---[ \t]*$", re.MULTILINE)
+
+
+def read_yaml_documents(path: str | Path) -> list[tuple[dict[str, Any], LineMap]]:
+    """Every document of a YAML file (``---`` between them, as ``miras best`` and ``miras
+    sample`` print them), each parsed like ``read_yaml``; line numbers are the file's."""
+    path = Path(path)
+    text = _read_text(path)
+    starts = [0, *(m.end() + 1 for m in _DOCUMENT_START.finditer(text))]
+    ends = [*(m.start() for m in _DOCUMENT_START.finditer(text)), len(text)]
+    chunks = [(text.count("\n", 0, start), text[start:end]) for start, end in zip(starts, ends, strict=True)]
+    chunks = [(offset, chunk) for offset, chunk in chunks if chunk.strip()] or [(0, text)]
+    source = str(path)
+    if len(chunks) == 1:
+        return [parse_yaml("\n" * chunks[0][0] + chunks[0][1], source)]
+    # blank lines in front keep each document's line numbers those of the file
+    return [parse_yaml("\n" * offset + chunk, f"{source} (document {index})")
+            for index, (offset, chunk) in enumerate(chunks, 1)]
 
 
 def ancestor_line(lines: LineMap, where: tuple[str, ...], *, root: bool = False) -> int | None:

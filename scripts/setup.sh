@@ -10,5 +10,5 @@ if ! command -v nvidia-smi >/dev/null 2>&1; then
     # The CPU build (pinned): a bare "torch" requirement would pull a multi-GB CUDA build.
     "$venv/bin/python" -m pip install --quiet "torch==2.13.0"
 fi
-"$venv/bin/python" -m pip install --quiet -e ".[dev,report]"
+"$venv/bin/python" -m pip install --quiet -e ".[dev,report,hf]"
 echo "miras-search is installed in $venv (activate it with: source $venv/bin/activate)"

@@ -149,7 +149,7 @@ def test_command_list_keeps_each_sentence_whole():
     listed = {line.split("│")[1].split()[0]: line for line in result.output.splitlines()
               if line.startswith("│ ") and len(line.split("│")[1].split()) > 1}
     assert "export" in listed
-    assert "the points `miras best -n TOP` shows" in listed["export"]
+    assert "the points `miras best --top TOP` shows" in listed["export"]
     assert "exit 1 if any is invalid" in listed["validate"]
 
 

@@ -27,7 +27,7 @@ from miras_search.model import param_count
 from miras_search.model.memory_estimate import estimate_memory, parameters
 from miras_search.points import point_from_dict
 from miras_search.trial import TrialConfig, run_trial
-from miras_search.yamlio import MAX_BYTES, read_yaml
+from miras_search.yamlio import MAX_BYTES, read_yaml, read_yaml_documents
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -281,3 +281,22 @@ def test_a_point_that_killed_its_inline_driver_is_not_run_first_nor_a_third_time
     assert not any(t.user_attrs.get("requeued_from") == crashed.number for t in trials)
     assert all(t.state != TrialState.RUNNING for t in trials)
     assert sum(t.state == TrialState.COMPLETE for t in trials) == 2
+
+
+def test_multi_document_files_are_size_capped_and_each_point_memory_checked(tmp_path, monkeypatch):
+    """`miras validate` reads every document of a file (as `miras best` prints them): the reader
+    keeps the size cap and the regular-file check, and each point gets the memory check."""
+    with pytest.raises(ConfigError, match="is not a regular file"):
+        read_yaml_documents("/dev/zero")
+    big = tmp_path / "many.yaml"
+    big.write_bytes(b"a: 1\n---\n" + b"# padding\n" * (MAX_BYTES // 10 + 1))
+    with pytest.raises(ConfigError, match="MiB; a point, space or study file is at most 4 MiB"):
+        read_yaml_documents(big)
+    assert "not a regular file" in runner.invoke(app, ["validate", "/dev/zero"]).output
+    monkeypatch.setattr("miras_search.trial.memory_limit.machine_memory", lambda device: 64 * 10**9)
+    huge = {"preset": "gated_deltanet", "block": {"d_model": 6144, "n_heads": 48, "n_layers": 30}}
+    path = tmp_path / "two.yaml"
+    path.write_text("preset: moneta\n---\n" + yaml.safe_dump(huge))
+    result = runner.invoke(app, ["validate", str(path)])
+    text = " ".join(result.output.split())
+    assert result.exit_code == 1 and "(document 2)" in text and "per-trial memory limit of 256 GB" in text, text

@@ -56,6 +56,23 @@ def test_schedule_warms_up_then_decays_to_the_floor() -> None:
     assert {lr_at(step, 7, constant) for step in range(7)} == {1e-3}
 
 
+@pytest.mark.parametrize("schedule", ["cosine", "linear", "constant"])
+@pytest.mark.parametrize(("steps", "warmup"), [(1, 0.0), (2, 0.5), (7, 0.0), (7, 0.3), (63, 0.1), (100, 0.2), (100, 0.99)])
+def test_the_torch_scheduler_follows_the_reference_schedule(schedule: str, steps: int, warmup: float) -> None:
+    from miras_search.model.quick_train import make_scheduler
+
+    train = Train(lr=3e-3, warmup=warmup, min_lr_ratio=0.1, schedule=schedule)
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=train.lr)
+    scheduler = make_scheduler(optimizer, steps, train)
+    seen = []
+    for _ in range(steps):
+        seen.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    expected = [lr_at(step, steps, train) for step in range(steps)]
+    assert seen == pytest.approx(expected, rel=1e-9, abs=1e-15)
+
+
 @pytest.mark.parametrize("name", ["moneta", "yaad", "memora", "transformer", "gated_deltanet", "titans"])
 def test_a_short_run_lowers_the_loss(name: str) -> None:
     seen: list[StepInfo] = []

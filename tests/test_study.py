@@ -592,3 +592,27 @@ def test_status_says_why_trials_did_not_complete(tmp_path):
     row = next(line for line in result.output.splitlines() if "breaks params <= 1000" in line)
     assert "limit" in row and " 2 " in row
     assert "interrupted" not in result.output.split("why trials did not complete")[1]
+
+
+def test_an_error_raised_while_a_ctrl_c_was_handled_counts_as_the_ctrl_c():
+    """Optuna's journal lock, interrupted by Ctrl-C after it let go of the lock, fails to unlink
+    it again (FileNotFoundError): the driver must still see the Ctrl-C; other errors are errors."""
+    from miras_search.study.driver import _from_ctrl_c
+
+    def cleanup_fails_on_interrupt():
+        try:
+            raise KeyboardInterrupt
+        except BaseException:
+            raise FileNotFoundError("lock.rename") from None
+
+    with pytest.raises(FileNotFoundError) as caught:
+        cleanup_fails_on_interrupt()
+    assert _from_ctrl_c(caught.value)
+    assert not _from_ctrl_c(FileNotFoundError("lock.rename"))
+    try:
+        try:
+            raise ValueError("first")
+        except ValueError:
+            raise RuntimeError("second") from None
+    except RuntimeError as error:
+        assert not _from_ctrl_c(error)

@@ -14,7 +14,7 @@ from miras_search.tracking import WandbTracker
 
 
 def _offline_runs(folder):
-    return sorted((folder / "wandb").glob("offline-run-*"))  # W&B adds its own "wandb" level
+    return sorted(folder.glob("offline-run-*"))  # in the tracker's folder, not a nested wandb/wandb
 
 
 def test_offline_runs_hold_each_trials_config_and_metrics(tmp_path, monkeypatch):
@@ -82,3 +82,21 @@ def test_a_pruned_trial_logs_no_objective(tmp_path, monkeypatch):
         summaries[record["summary"]["state"]] = record["summary"]
     assert "objective/val_bpb" not in summaries["PRUNED"]
     assert summaries["COMPLETE"]["objective/val_bpb"] == study.trials[0].values[0]
+
+
+def test_the_worker_logs_the_trial_while_it_runs(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    for name in ("WANDB_DATA_DIR", "WANDB_CACHE_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    path = write_study(tmp_path, trials=1, sampler={"kind": "random", "anchors": []})
+    spec = load_study_file(path)
+    out = spec.out_dir() / "wandb"
+    run_inline(path, tracker=WandbTracker(spec.name, out, "offline"))
+    assert not (out / "wandb").exists()  # runs/<study>/wandb/offline-run-*, not wandb/wandb
+    trial_runs = [r for r in _offline_runs(out) if (r / "files" / "miras_trial.json").exists()]
+    assert len(trial_runs) == 1
+    log = next(trial_runs[0].glob("run-*.wandb")).read_bytes()
+    # per step: loss, lr, throughput; per report: the objective on validation and system stats
+    for key in (b"train_loss", b"lr", b"tokens_per_s", b"objective/val_bpb", b"system/rss_mb",
+                b"system/cpu_percent", b"metrics/peak_mem_mb"):
+        assert key in log, key

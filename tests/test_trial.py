@@ -171,13 +171,13 @@ def _no_training(monkeypatch, result: TrialResult | None = None) -> list[str]:
     """Replace the CLI's run_trial: records each call and returns ``result`` (or fails the test)."""
     calls: list[str] = []
 
-    def fake(point, config, device=None, progress=None):
+    def fake(point, config, device=None, progress=None, weights=None):
         calls.append(point.name or "point")
         if result is None:
             pytest.fail("the command trained although its options were bad")
         return result
 
-    monkeypatch.setattr("miras_search.cli.training.run_trial", fake)
+    monkeypatch.setattr("miras_search.trial.run_trial", fake)  # the CLI imports it when it runs
     return calls
 
 

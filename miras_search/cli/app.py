@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from miras_search import __version__
 from miras_search.cli.oserrors import os_error_message
 from miras_search.errors import MirasError
 from miras_search.redact import redact_text
@@ -24,6 +25,31 @@ app = typer.Typer(
 )
 console = Console()
 errors = Console(stderr=True)
+
+def table_width() -> int:
+    """The width tables must fit: the terminal's; piped (a CI log, ``| tee``) rich's 80 columns,
+    or ``$COLUMNS`` when set."""
+    return console.width
+
+
+def print_text(text: str) -> None:
+    """``text`` exactly as given on stdout (YAML, CSV): never wrapped, styled or highlighted, so
+    that ``miras show f.yaml > g.yaml`` writes what ``miras validate`` reads back."""
+    typer.echo(text.rstrip("\n"))
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"miras-search {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    """Architecture search over the Miras design space of test-time-memory sequence models."""
 
 F = TypeVar("F", bound=Callable[..., Any])
 

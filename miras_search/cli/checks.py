@@ -5,15 +5,16 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import optuna
 import typer
 from rich.markup import escape
 
 from miras_search.cli.app import errors
 from miras_search.errors import MirasError
-from miras_search.study.setup import file_changes
-from miras_search.study.spec import load_study_file
+
+if TYPE_CHECKING:
+    import optuna
 
 
 def _file_in_the_way(folder: Path) -> Path | None:
@@ -85,6 +86,9 @@ def warn_if_study_file_changed(study_arg: str | Path, opened: optuna.Study) -> N
     """A warning when ``study_arg`` is a study file that differs from the one ``opened`` was
     created with (``study.setup.file_changes``): most often another study of the same name found
     through a run_dir relative to another working directory."""
+    from miras_search.study.setup import file_changes
+    from miras_search.study.spec import load_study_file
+
     path = Path(study_arg)
     if not path.is_file():
         return

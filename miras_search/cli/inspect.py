@@ -4,27 +4,29 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
 
-from miras_search.cli.app import command, console, errors
+from miras_search.cli.app import command, console, errors, print_text
 from miras_search.cli.checks import output_folder
-from miras_search.cli.files import load_any
 from miras_search.errors import MirasError
-from miras_search.points import point_to_yaml
-from miras_search.presets import NAMED_MODELS, preset, preset_names
-from miras_search.schema import ModelPoint
 from miras_search.schema.train import SEED_MAX
-from miras_search.space import Choice, FloatRange, IntRange, SearchSpace
-from miras_search.space.spec import SpaceFile
-from miras_search.yamlio import dump_yaml
+
+if TYPE_CHECKING:
+    from miras_search.schema import ModelPoint
+
+# The rest is imported where used: `miras --help` must not import Optuna or torch.
 
 
 def _schemas() -> dict[str, dict]:
+    from miras_search.presets import preset_names
+    from miras_search.schema import ModelPoint
+    from miras_search.space.spec import SpaceFile
+
     point = ModelPoint.model_json_schema()
     point["properties"]["preset"] = {"type": "string", "enum": preset_names()}
     point["properties"]["type"] = {"const": "point"}
@@ -57,23 +59,36 @@ def schema(
 def validate(files: Annotated[list[Path], typer.Argument(help="Point, space or study files.")]) -> None:
     """Check files against the schemas (spaces, and studies' spaces, are also sampled once, and
     studies' samplers built); exit 1 if any is invalid."""
+    from miras_search.cli.files import load_all
+    from miras_search.schema import ModelPoint
+    from miras_search.space import SearchSpace
+
     failed = 0
     for path in files:
         try:
-            kind, loaded = load_any(path)
-            if isinstance(loaded, SearchSpace):
-                loaded.sample(1, seed=0)
-            elif kind == "study":  # what `run` does first: sample its space, build its sampler
-                _check_study(loaded)
-            elif isinstance(loaded, ModelPoint):
-                _check_point_memory(loaded, path)
+            documents = load_all(path)
+            for index, (kind, loaded) in enumerate(documents, 1):
+                if isinstance(loaded, SearchSpace):
+                    loaded.sample(1, seed=0)
+                elif kind == "study":  # what `run` does first: sample its space, build its sampler
+                    _check_study(loaded)
+                elif isinstance(loaded, ModelPoint):
+                    _check_point_memory(loaded, path if len(documents) == 1 else f"{path} (document {index})")
         except MirasError as error:
             failed += 1
             errors.print(f"[red]✗[/] {escape(str(error))}", highlight=False, soft_wrap=True)
             continue
-        console.print(f"[green]✓[/] {escape(str(path))} ({kind})", highlight=False)
+        console.print(f"[green]✓[/] {escape(str(path))} ({_kinds(documents)})", highlight=False, soft_wrap=True)
     if failed:
         raise typer.Exit(1)
+
+
+def _kinds(documents: list[tuple[str, object]]) -> str:
+    """'point' for one document, '3 points' for several of one kind, else '3 documents'."""
+    kinds = {kind for kind, _ in documents}
+    if len(documents) == 1:
+        return documents[0][0]
+    return f"{len(documents)} {kinds.pop()}s" if len(kinds) == 1 else f"{len(documents)} documents"
 
 
 def _check_study(study) -> None:
@@ -88,7 +103,7 @@ def _check_study(study) -> None:
     preflight(study, space)
 
 
-def _check_point_memory(point: ModelPoint, path: Path) -> None:
+def _check_point_memory(point: ModelPoint, path: Path | str) -> None:
     from miras_search.trial.memory_limit import memory_problem
 
     problem = memory_problem(point)
@@ -97,6 +112,8 @@ def _check_point_memory(point: ModelPoint, path: Path) -> None:
 
 
 def _describe(node: object) -> str:
+    from miras_search.space import FloatRange, IntRange
+
     if isinstance(node, IntRange):
         low, high = node.int
         return f"int [{low}, {high}]" + (" log" if node.log else f" step {node.step}" * (node.step != 1))
@@ -109,6 +126,8 @@ def _describe(node: object) -> str:
 
 
 def _add_tree(tree: Tree, params: dict) -> None:
+    from miras_search.space import Choice
+
     for key, node in params.items():
         if key == "one_of":
             branch = tree.add("[magenta]one of[/]")
@@ -130,7 +149,17 @@ def _add_tree(tree: Tree, params: dict) -> None:
 @command("show")
 def show(file: Annotated[Path, typer.Argument(help="A point, space or study file, or a preset name.")]) -> None:
     """A readable tree of a space (size, conditional branches, presets), or a point's axes."""
-    loaded = preset(str(file)) if not file.exists() and str(file) in preset_names() else load_any(file)[1]
+    from miras_search.cli.files import load_any
+    from miras_search.points import load_point, point_to_yaml
+    from miras_search.presets import preset, preset_names
+    from miras_search.schema import ModelPoint
+    from miras_search.space import SearchSpace
+    from miras_search.yamlio import dump_yaml
+
+    if not file.exists() and file.suffix not in (".yaml", ".yml"):
+        loaded = load_point(str(file))  # a preset name, or an error suggesting the nearest one
+    else:
+        loaded = load_any(file)[1]
     if isinstance(loaded, SearchSpace):
         summary = loaded.summary()
         tree = Tree(f"[bold]space {escape(loaded.name)}[/]  {escape(loaded.spec.description)}")
@@ -149,14 +178,16 @@ def show(file: Annotated[Path, typer.Argument(help="A point, space or study file
         console.print(f"anchors: {', '.join(loaded.spec.anchors) or '-'}", highlight=False, markup=False)
         console.print(f"presets whose four axes lie in this space: {', '.join(contained) or '-'}")
     elif isinstance(loaded, ModelPoint):
-        console.print(point_to_yaml(loaded), highlight=False, markup=False)
+        print_text(point_to_yaml(loaded))
     else:
-        console.print(dump_yaml(loaded.model_dump(mode="json")), highlight=False, markup=False)
+        print_text(dump_yaml(loaded.model_dump(mode="json")))
 
 
 @command("presets")
 def presets() -> None:
     """The known models and their four axes (the paper's Table 1 and Moneta / Yaad / Memora)."""
+    from miras_search.presets import NAMED_MODELS, preset, preset_names
+
     table = Table(title="Known points of the Miras design space")
     for column in ("preset", "memory", "attentional bias", "retention", "algorithm"):
         table.add_column(column)
@@ -186,8 +217,12 @@ def sample(
     full: Annotated[bool, typer.Option("--full", help="Every field, not only non-defaults.")] = False,
 ) -> None:
     """Print N random valid points of a space as YAML documents."""
+    from miras_search.cli.files import load_any
+    from miras_search.points import point_to_yaml
+    from miras_search.space import SearchSpace
+
     kind, loaded = load_any(file)
     if not isinstance(loaded, SearchSpace):
         raise MirasError(f"{file} is a {kind} file, not a space; 'miras sample' needs a space file")
     points = loaded.sample(n, seed=seed)
-    console.print("---\n".join(point_to_yaml(p, compact=not full) for p in points), highlight=False, markup=False)
+    print_text("---\n".join(point_to_yaml(p, compact=not full) for p in points))

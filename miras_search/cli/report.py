@@ -3,27 +3,26 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from miras_search.cli.app import command, console
+from miras_search.cli.app import command, console, print_text, table_width
 from miras_search.cli.checks import (
     device_choice,
+    output_file,
     output_folder,
     positive_finite,
     warn_if_study_file_changed,
 )
 from miras_search.errors import MirasError
-from miras_search.report.build import build_report
-from miras_search.report.confirm import ConfirmResult, confirm_study
-from miras_search.report.export import export_top
-from miras_search.report.leaderboard import leaderboard_table
-from miras_search.report.study_data import TrialRow, open_report_study
-from miras_search.study.spec import load_study_file
-from miras_search.trial import TrialResult
+
+if TYPE_CHECKING:  # imported where used: `miras --help` must not import torch or matplotlib
+    from miras_search.report.confirm import ConfirmResult
+    from miras_search.report.study_data import TrialRow
+    from miras_search.trial import TrialResult
 
 _STUDY = "A study YAML file (its name and storage are used), or a study name with --storage."
 _STORAGE = "Optuna storage URL or file (default: the study file's, else runs/<name>/)."
@@ -34,6 +33,8 @@ StorageOpt = Annotated[str | None, typer.Option("--storage", help=_STORAGE)]
 def _study_dir(study: str, study_name: str) -> Path:
     """``<run_dir>/<name>``: the study file's run_dir when ``study`` is a study file (as
     ``miras run`` uses it), else runs/."""
+    from miras_search.study.spec import load_study_file
+
     if Path(study).is_file():
         return load_study_file(study).out_dir()
     return Path("runs") / study_name
@@ -41,6 +42,8 @@ def _study_dir(study: str, study_name: str) -> Path:
 
 def _read_confirm(folder: Path) -> ConfirmResult | None:
     """The study's ``miras confirm`` result if there is a readable one; a warning if it is broken."""
+    from miras_search.report.confirm import ConfirmResult
+
     path = folder / "confirm" / "confirm.json"
     if not path.exists():
         return None
@@ -57,10 +60,14 @@ def report(
     study: StudyArg,
     storage: StorageOpt = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder (default <run_dir>/<name>/report).")] = None,
-    top: Annotated[int, typer.Option(min=1, help="Searched points shown in the figures.")] = 10,
+    top: Annotated[int, typer.Option("--top", "-n", min=1, help="Searched points shown in the figures.")] = 10,
     rows: Annotated[int, typer.Option(min=1, help="Leaderboard rows printed in the terminal.")] = 20,
 ) -> None:
     """Write the study's HTML report (leaderboard, Pareto front, importances, curves, tasks) and PNGs."""
+    from miras_search.report.build import build_report
+    from miras_search.report.leaderboard import leaderboard_table
+    from miras_search.report.study_data import open_report_study
+
     opened = open_report_study(study, storage)
     warn_if_study_file_changed(study, opened)
     folder = _study_dir(study, opened.study_name)
@@ -69,7 +76,7 @@ def report(
     if written.board:
         console.print(leaderboard_table(written.board, written.objectives, top=rows,
                                         title=f"{escape(opened.study_name)}: leaderboard",
-                                        width=console.width if console.is_terminal else None))
+                                        width=table_width()))
     else:
         console.print("[yellow]no complete trial to rank yet[/] (the report's summary says why)")
     console.print(f"wrote {escape(str(written.html))} and {len(written.images)} figures", highlight=False)
@@ -79,18 +86,85 @@ def report(
 def export(
     study: StudyArg,
     storage: StorageOpt = None,
-    top: Annotated[int, typer.Option("--top", "-k", min=1, help="How many points.")] = 5,
+    top: Annotated[int, typer.Option("--top", "-n", min=1, help="How many points.")] = 5,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder (default <run_dir>/<name>/points).")] = None,
+    csv: Annotated[str | None, typer.Option(
+        "--csv", metavar="FILE", help="Instead: every trial as one CSV line to FILE ('-': stdout).")] = None,
+    weights: Annotated[bool, typer.Option(
+        "--weights", help="Also copy each point's kept weights (study option checkpoints.keep).")] = False,
 ) -> None:
     """Write the top points as standalone point YAML files (loadable by `miras train`): the
-    points `miras best -n TOP` shows, in its order."""
+    points `miras best --top TOP` shows, in its order. With --csv, write every trial (state,
+    objectives, axes, parameters, metrics; exact values) as CSV instead."""
+    from miras_search.report.export import export_top
+    from miras_search.report.study_data import open_report_study
+
     opened = open_report_study(study, storage)
     warn_if_study_file_changed(study, opened)
-    paths = export_top(opened, top, output_folder("--out", out or _study_dir(study, opened.study_name) / "points"))
+    if csv is not None:
+        _write_csv(opened, csv)
+        return
+    folder = _study_dir(study, opened.study_name)
+    paths = export_top(opened, top, output_folder("--out", out or folder / "points"))
     if not paths:
         raise MirasError(f"study '{opened.study_name}' has no complete (feasible) trial yet; nothing to export")
     for path in paths:
         console.print(f"wrote {escape(str(path))}", highlight=False)
+    if weights:
+        _export_weights(paths, folder / "checkpoints")
+
+
+def _export_weights(paths: list[Path], checkpoints: Path) -> None:
+    """Copy ``checkpoints/trial<N>.pt`` beside each exported ``rank<NN>-trial<N>.yaml``."""
+    import shutil
+
+    missing = []
+    for path in paths:
+        number = int(path.stem.rsplit("trial", 1)[1])
+        source = checkpoints / f"trial{number}.pt"
+        if source.is_file():
+            shutil.copyfile(source, path.with_suffix(".pt"))
+            console.print(f"wrote {escape(str(path.with_suffix('.pt')))}", highlight=False)
+        else:
+            missing.append(number)
+    if missing:
+        raise MirasError(
+            f"no kept weights for trial(s) {', '.join(map(str, missing))} in {checkpoints}: the study "
+            "keeps the final weights of its best trials only with `checkpoints: {keep: N}` in its file "
+            "(set before the trials ran), and only up to checkpoints.max_mb each")
+
+
+def _write_csv(opened, target: str) -> None:
+    from miras_search.report.table import trials_csv
+
+    text = trials_csv(opened)
+    if target == "-":
+        print_text(text)
+        return
+    path = output_file("--csv", Path(target))
+    path.write_text(text)
+    console.print(f"wrote {escape(str(path))} ({max(text.count(chr(10)) - 1, 0)} trials)", highlight=False)
+
+
+@command("compare")
+def compare(
+    first: Annotated[str, typer.Argument(help="A study YAML file or name.")],
+    second: Annotated[str, typer.Argument(help="Another study YAML file or name.")],
+    storage: StorageOpt = None,
+    top: Annotated[int, typer.Option("--top", "-n", min=1, help="Best points listed per study.")] = 3,
+) -> None:
+    """Two studies side by side: trials, best and median of each shared objective, their best
+    points, and a Mann-Whitney U test of whether one study's complete trials score better."""
+    from miras_search.report.compare import compare_studies
+    from miras_search.report.study_data import open_report_study
+
+    studies = [open_report_study(name, storage) for name in (first, second)]
+    for name, opened in zip((first, second), studies, strict=True):
+        warn_if_study_file_changed(name, opened)
+    comparison = compare_studies(*studies, top=top)
+    console.print(comparison.table(width=table_width()))
+    for line in comparison.notes:
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
 def _show_run(row: TrialRow, seed: int, result: TrialResult) -> None:
@@ -116,8 +190,8 @@ def _confirm_table(result: ConfirmResult, study_name: str) -> Table:
 def confirm(
     study: StudyArg,
     storage: StorageOpt = None,
-    top: Annotated[int, typer.Option("--top", "-k", min=1, help="Top points to re-train (the named models in the study are added).")] = 5,
-    scale: Annotated[float, typer.Option("--scale", "-n", callback=positive_finite,
+    top: Annotated[int, typer.Option("--top", "-n", min=1, help="Top points to re-train (the named models in the study are added).")] = 5,
+    scale: Annotated[float, typer.Option("--scale", callback=positive_finite,
                                          help="Token budget multiplier.")] = 4.0,
     seeds: Annotated[int, typer.Option(min=1, help="Seeds per point (0, 1, ...).")] = 3,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda (default: the trial config's).")] = None,
@@ -132,6 +206,9 @@ def confirm(
     time limit x --scale, unless --time-limit says otherwise. When every long run fails, an
     earlier confirm.json is kept and the failures go to confirm-failed.json beside it.
     """
+    from miras_search.report.confirm import confirm_study
+    from miras_search.report.study_data import open_report_study
+
     opened = open_report_study(study, storage)
     warn_if_study_file_changed(study, opened)
     chosen = device_choice(device)
@@ -163,6 +240,7 @@ def dashboard(
 ) -> None:
     """Open optuna-dashboard on the study's storage (Ctrl-C stops it)."""
     from miras_search.report.dashboard import serve
+    from miras_search.report.study_data import open_report_study
 
     opened = open_report_study(study, storage)
     warn_if_study_file_changed(study, opened)

@@ -5,40 +5,28 @@ from __future__ import annotations
 import datetime
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import optuna
 import typer
-from optuna.trial import FrozenTrial, TrialState
 from rich.live import Live
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
-from miras_search.cli.app import command, console
+from miras_search.cli.app import command, console, print_text
 from miras_search.cli.checks import positive_finite, warn_if_study_file_changed
 from miras_search.errors import MirasError
-from miras_search.points import point_to_yaml
 from miras_search.redact import install_log_redaction, redact_url
-from miras_search.report.study_data import stored_point
-from miras_search.study import (
-    Event,
-    InlinePool,
-    RunSummary,
-    StudyDriver,
-    load_study_file,
-    open_study,
-)
-from miras_search.study.records import is_feasible
-from miras_search.study.summary import (
-    StudyStatus,
-    failure_groups,
-    feasible_complete,
-    objective_records,
-    ranked,
-    status,
-)
+
+if TYPE_CHECKING:  # imported where used: `miras --help` must not import Optuna or torch
+    import optuna
+    from optuna.trial import FrozenTrial
+
+    from miras_search.study import Event, RunSummary
+    from miras_search.study.summary import StudyStatus
 
 _STUDY = Annotated[str, typer.Argument(help="A study YAML file, or a study name with --storage.")]
 _STORAGE = Annotated[str | None, typer.Option(help="Storage URL or journal path (default: the study's).")]
@@ -54,7 +42,10 @@ def _progress() -> Progress:
 
 def _run(path: Path, workers: int | None, address: str | None, storage: str | None,
          trials: int | None, timeout: float | None, wandb: str | None, inline: bool,
-         must_exist: bool) -> None:
+         must_exist: bool, cluster: _Cluster | None = None) -> None:
+    from miras_search.study import InlinePool, StudyDriver, load_study_file, open_study, storage_of
+    from miras_search.study.summary import feasible_complete
+
     spec = load_study_file(path)
     if must_exist:
         open_study(spec, storage)  # MirasError when there is nothing to resume
@@ -68,7 +59,10 @@ def _run(path: Path, workers: int | None, address: str | None, storage: str | No
             return InlinePool(threads=spec.trial.threads)
         from miras_search.parallel import RayPool
 
-        return RayPool(workers, address, spec.parallel.gpus_per_trial)
+        options = cluster or _Cluster()
+        gpus = options.gpus_per_trial if options.gpus_per_trial is not None else spec.parallel.gpus_per_trial
+        return RayPool(workers, address, gpus, storage=storage_of(spec, storage),
+                       shared_storage=options.shared_storage or spec.parallel.shared_storage)
 
     tracker = None
     mode = wandb or spec.tracking.wandb
@@ -115,6 +109,10 @@ class _BestSoFar:
         self.values: list[float | None] = [None] * len(records)
 
     def add(self, trial: FrozenTrial) -> None:
+        from optuna.trial import TrialState
+
+        from miras_search.study.records import is_feasible
+
         if trial.state != TrialState.COMPLETE or not trial.values or not is_feasible(trial):
             return
         for i, (record, value) in enumerate(zip(self.records, trial.values, strict=True)):
@@ -129,6 +127,8 @@ class _BestSoFar:
 
 def _trained(trial: FrozenTrial) -> bool:
     """Complete, or pruned after some training (a limit prunes before any)."""
+    from optuna.trial import TrialState
+
     return trial.state == TrialState.COMPLETE or (
         trial.state == TrialState.PRUNED and trial.user_attrs.get("failure") != "limit")
 
@@ -136,6 +136,10 @@ def _trained(trial: FrozenTrial) -> bool:
 def _fail_if_nothing_completed(study: optuna.Study) -> None:
     """MirasError listing the reasons when no trial of the study has trained (exit 1, not 0):
     every one failed, or was pruned by a limit before training."""
+    from optuna.trial import TrialState
+
+    from miras_search.study.summary import failure_groups
+
     trials = study.get_trials(deepcopy=False)
     if not trials or any(_trained(t) for t in trials):
         return
@@ -173,6 +177,19 @@ _TIMEOUT = Annotated[float | None, typer.Option(callback=positive_finite,
                                                 help="Wall-clock budget in seconds of this run.")]
 _WANDB = Annotated[str | None, typer.Option("--wandb", help="offline (default), online or off.")]
 _INLINE = Annotated[bool, typer.Option("--inline", help="Run trials in this process, without Ray.")]
+_GPUS = Annotated[float | None, typer.Option(
+    "--gpus-per-trial", min=0.0, help="GPUs each trial holds; a fraction (0.5) runs several on one GPU "
+    "(default: the file's parallel.gpus_per_trial, else 1 with GPUs, 0 without).")]
+_SHARED = Annotated[bool, typer.Option(
+    "--shared-storage", help="The storage file is on a file system every cluster node mounts.")]
+
+
+@dataclass
+class _Cluster:
+    """Cluster options of run / resume that override the study file's ``parallel`` section."""
+
+    gpus_per_trial: float | None = None
+    shared_storage: bool = False
 
 
 def _check_wandb(value: str | None) -> None:
@@ -183,52 +200,61 @@ def _check_wandb(value: str | None) -> None:
 @command("run")
 def run(study: Annotated[Path, typer.Argument(help="A study YAML file.")], workers: _WORKERS = None,
         address: _ADDRESS = None, storage: _STORAGE = None, trials: _TRIALS = None,
-        timeout: _TIMEOUT = None, wandb: _WANDB = None, inline: _INLINE = False) -> None:
+        timeout: _TIMEOUT = None, wandb: _WANDB = None, inline: _INLINE = False,
+        gpus_per_trial: _GPUS = None, shared_storage: _SHARED = False) -> None:
     """Run a study: anchors first, then sampled points, in parallel on Ray; resumable."""
     _check_wandb(wandb)
-    _run(study, workers, address, storage, trials, timeout, wandb, inline, must_exist=False)
+    _run(study, workers, address, storage, trials, timeout, wandb, inline, must_exist=False,
+         cluster=_Cluster(gpus_per_trial, shared_storage))
 
 
 @command("resume")
 def resume(study: Annotated[Path, typer.Argument(help="The study YAML file of an earlier run.")],
            workers: _WORKERS = None, address: _ADDRESS = None, storage: _STORAGE = None,
            trials: _TRIALS = None, timeout: _TIMEOUT = None, wandb: _WANDB = None,
-           inline: _INLINE = False) -> None:
+           inline: _INLINE = False, gpus_per_trial: _GPUS = None, shared_storage: _SHARED = False) -> None:
     """Continue a study after any interruption: trials that were running are failed as
     'interrupted' and queued again; finished trials are kept; it runs to the requested number."""
     _check_wandb(wandb)
-    _run(study, workers, address, storage, trials, timeout, wandb, inline, must_exist=True)
+    _run(study, workers, address, storage, trials, timeout, wandb, inline, must_exist=True,
+         cluster=_Cluster(gpus_per_trial, shared_storage))
 
 
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.4g}"
 
 
-def _status_table(state: StudyStatus) -> Table:
+def _counts_line(state: StudyStatus) -> str:
+    """'12/16 finished: 10 complete (2 reused), 1 running, ... ETA 0:03:12' (fits 80 columns
+    where a table of eight count columns did not)."""
     target = state.target if state.target is not None else "-"
-    table = Table(title=escape(f"study {state.name}: {state.finished}/{target} finished"))
-    for column in ("complete", "running", "pruned", "failed", "interrupted", "waiting", "of which reused", "ETA"):
-        table.add_column(column, justify="right")
+    complete = f"{state.complete} complete" + (f" ({state.reused} reused)" if state.reused else "")
+    counts = [complete, *(f"{count} {label}" for count, label in (
+        (state.running, "running"), (state.pruned, "pruned"), (state.failed, "failed"),
+        (state.interrupted, "interrupted"), (state.waiting, "waiting")) if count)]
     eta = "-" if state.eta_s is None else str(datetime.timedelta(seconds=round(state.eta_s)))
-    table.add_row(*(str(v) for v in (state.complete, state.running, state.pruned, state.failed,
-                                      state.interrupted, state.waiting, state.reused)), eta)
-    best = Table(title="best so far")
-    for column in ("objective", "direction", "value", "trial", "point"):
-        best.add_column(column)
-    for record, trial in zip(state.objectives, state.best, strict=True):
+    return f"{state.finished}/{target} finished: {', '.join(counts)}; ETA {eta}"
+
+
+def _status_table(state: StudyStatus) -> Table:
+    grid = Table.grid()
+    grid.add_row(Text(f"study {state.name}", style="bold"))
+    grid.add_row(Text(_counts_line(state)))
+    best = Table(title="best so far", title_justify="left")
+    for column in ("objective", "value", "trial", "point"):
+        best.add_column(column, justify="right" if column in ("value", "trial") else "left")
+    for index, (record, trial) in enumerate(zip(state.objectives, state.best, strict=True)):
+        arrow = "↓" if record["direction"] == "minimize" else "↑"
         if trial is None:
-            best.add_row(escape(record["name"]), record["direction"], "-", "-", "-")
+            best.add_row(escape(f"{record['name']} {arrow}"), "-", "-", "-")
             continue
-        index = state.objectives.index(record)
         axes = trial.user_attrs.get("axes") or {}
         label = trial.user_attrs.get("anchor") or " / ".join(str(v) for v in axes.values())
-        best.add_row(escape(record["name"]), record["direction"], _fmt(trial.values[index]), str(trial.number),
+        best.add_row(escape(f"{record['name']} {arrow}"), _fmt(trial.values[index]), f"#{trial.number}",
                      escape(label))
-    grid = Table.grid()
-    grid.add_row(table)
     grid.add_row(best)
     if state.failures:
-        why = Table(title="why trials did not complete")
+        why = Table(title="why trials did not complete", title_justify="left")
         for column in ("reason", "trials", "the latest"):
             why.add_column(column, justify="right" if column == "trials" else "left")
         for group in state.failures:
@@ -237,43 +263,74 @@ def _status_table(state: StudyStatus) -> Table:
     return grid
 
 
+_WATCH_S = 2.0
+
+
 @command("status")
 def status_cmd(study: _STUDY, storage: _STORAGE = None,
                watch: Annotated[bool, typer.Option("--watch", help="Refresh every 2 s until Ctrl-C.")] = False) -> None:
     """Finished / running / pruned / failed trials, why trials did not complete, the best so far
-    per objective, and an ETA."""
+    per objective, and an ETA. With --watch on a terminal the table refreshes in place; piped
+    (`| tee log`), a new table is printed whenever it changes."""
+    from miras_search.study import open_study
+    from miras_search.study.summary import status
+
     opened = open_study(study, storage)
     warn_if_study_file_changed(study, opened)
     if not watch:
         console.print(_status_table(status(opened)))
         return
     try:
-        with Live(_status_table(status(opened)), console=console, refresh_per_second=1) as live:
-            while True:
-                time.sleep(2)
-                live.update(_status_table(status(open_study(study, storage))))
+        if console.is_terminal:
+            with Live(_status_table(status(opened)), console=console, refresh_per_second=1) as live:
+                while True:
+                    time.sleep(_WATCH_S)
+                    live.update(_status_table(status(open_study(study, storage))))
+        else:
+            _watch_piped(lambda: _status_table(status(open_study(study, storage))))
     except KeyboardInterrupt:
         pass
 
 
+def _watch_piped(table) -> None:
+    """Print the status with a time stamp each time it changes, flushed at once (a pipe would
+    otherwise hold it back); Live's in-place refresh needs a terminal and prints nothing to a pipe."""
+    last = None
+    while True:
+        with console.capture() as captured:
+            console.print(table())
+        text = captured.get()
+        if text != last:
+            console.print(f"-- {datetime.datetime.now():%H:%M:%S}", highlight=False, markup=False)
+            console.file.write(text)
+            console.file.flush()
+            last = text
+        time.sleep(_WATCH_S)
+
+
 @command("best")
 def best(study: _STUDY, storage: _STORAGE = None,
-         n: Annotated[int, typer.Option("-n", min=1, help="How many points.")] = 3,
+         top: Annotated[int, typer.Option("--top", "-n", min=1, help="How many points.")] = 3,
          full: Annotated[bool, typer.Option("--full", help="Every field, not only non-defaults.")] = False) -> None:
     """The top points (the Pareto front first for several objectives) as YAML point documents."""
+    from miras_search.points import point_to_yaml
+    from miras_search.report.study_data import stored_point
+    from miras_search.study import open_study
+    from miras_search.study.summary import objective_records, ranked
+
     opened = open_study(study, storage)
     warn_if_study_file_changed(study, opened)
-    top = ranked(opened)[:n]
-    if not top:
+    chosen = ranked(opened)[:top]
+    if not chosen:
         raise MirasError(f"study '{opened.study_name}' has no complete (feasible) trial yet")
     records = objective_records(opened)
     docs = []
-    for trial in top:
+    for trial in chosen:
         point = stored_point(trial.user_attrs.get("point"), trial.number)
         meta = {
             "study": opened.study_name, "trial": trial.number, "anchor": trial.user_attrs.get("anchor"),
             "objectives": {r["name"]: v for r, v in zip(records, trial.values, strict=True)},
         }
         docs.append(point_to_yaml(point, compact=not full, meta=meta))
-    console.print("---\n".join(docs), highlight=False, markup=False, soft_wrap=True)
+    print_text("---\n".join(docs))
 

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from pydantic import ValidationError
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
@@ -14,11 +13,12 @@ from rich.table import Table
 from miras_search.cli.app import command, console
 from miras_search.cli.checks import device_choice, output_file
 from miras_search.errors import ConfigError, MirasError, Problem
-from miras_search.model.quick_train import StepInfo
-from miras_search.points import load_point
-from miras_search.trial import Objective, TrialConfig, TrialResult, run_trial
-from miras_search.validation import validate
-from miras_search.yamlio import read_yaml
+
+if TYPE_CHECKING:  # imported where used: `miras --help` must not import torch
+    from pydantic import ValidationError
+
+    from miras_search.model.quick_train import StepInfo
+    from miras_search.trial import Objective, TrialConfig, TrialResult
 
 _POINT_HELP = "A point YAML file or a preset name (see `miras presets`)."
 
@@ -26,6 +26,10 @@ _POINT_HELP = "A point YAML file or a preset name (see `miras presets`)."
 def load_trial_config(path: Path) -> TrialConfig:
     """A trial config from its own YAML file or from the ``trial:`` section of a study file
     (whose first objective is the trial's objective, unless the section names its own)."""
+    from miras_search.trial import Objective, TrialConfig
+    from miras_search.validation import validate
+    from miras_search.yamlio import read_yaml
+
     data, lines = read_yaml(path)
     if "trial" in data:
         if not isinstance(data["trial"], dict):
@@ -61,14 +65,16 @@ def _metrics_table(title: str, result: TrialResult, objective: Objective) -> Tab
     return table
 
 
-def _run_with_bar(point, config: TrialConfig, device: str | None) -> TrialResult:
+def _run_with_bar(point, config: TrialConfig, device: str | None, weights=None) -> TrialResult:
+    from miras_search.trial import run_trial
+
     with _progress() as bar:
         task = bar.add_task(escape(point.name or "point"), total=None, loss="-")
 
         def show(info: StepInfo) -> None:
             bar.update(task, total=info.steps, completed=info.step, loss=f"{info.loss:.3f}")
 
-        return run_trial(point, config, device=device, progress=show)
+        return run_trial(point, config, device=device, progress=show, weights=weights)
 
 
 def _config_device(config: TrialConfig, source: Path | None, device: str | None) -> str | None:
@@ -96,6 +102,9 @@ def trial(
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda (default: the config's).")] = None,
 ) -> None:
     """Run one trial of a point: train for the budget, evaluate, print the metrics table."""
+    from miras_search.points import load_point
+    from miras_search.trial import TrialConfig
+
     trial_config = load_trial_config(config) if config else TrialConfig()
     loaded = load_point(point)
     chosen = _config_device(trial_config, config, device)
@@ -119,19 +128,38 @@ def _option_error(error: ValidationError) -> MirasError:
 
 @command("train")
 def train(
-    point: Annotated[str, typer.Argument(help=_POINT_HELP)],
+    point: Annotated[str | None, typer.Argument(help=_POINT_HELP + " Not with --from.")] = None,
     tokens: Annotated[int | None, typer.Option(min=1, help="Token budget (default: the point's).")] = None,
     batch_size: Annotated[int | None, typer.Option(min=1, max=4096, help="Sequences per step.")] = None,
     seq_len: Annotated[int | None, typer.Option(min=1, max=1_048_576, help="Tokens per sequence.")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda (default: CUDA when present).")] = None,
+    start: Annotated[Path | None, typer.Option(
+        "--from", metavar="CHECKPOINT", help="Continue from a checkpoint's weights (its point).")] = None,
+    save: Annotated[Path | None, typer.Option(
+        "--save", metavar="CHECKPOINT", help="Write the final weights (and the point) here.")] = None,
 ) -> None:
-    """Train one point on the embedded text corpus with a progress bar; print loss and tokens/s."""
-    loaded = load_point(point)
+    """Train one point on the embedded text corpus with a progress bar; print loss and tokens/s.
+    With --from, continue a checkpoint (a study's kept weights, or an earlier --save) with a fresh
+    optimiser and schedule over the new budget."""
+    from pydantic import ValidationError
+
+    from miras_search.points import load_point
+    from miras_search.trial import TrialConfig
+    from miras_search.trial.checkpoint import read_checkpoint
+    from miras_search.trial.runner import Weights
+
+    if (point is None) == (start is None):
+        raise MirasError("give a point (a file or preset name) or --from CHECKPOINT, one of the two")
+    checkpoint = read_checkpoint(start) if start is not None else None
+    loaded = checkpoint.point if checkpoint is not None else load_point(point)
+    if save is not None:
+        output_file("--save", save)
     try:
         config = TrialConfig(tokens=tokens, batch_size=batch_size, seq_len=seq_len)
     except ValidationError as error:
         raise _option_error(error) from None
-    result = _run_with_bar(loaded, config, device_choice(device))
+    weights = Weights(start=checkpoint, save=save)
+    result = _run_with_bar(loaded, config, device_choice(device), weights)
     if not result.ok:
         raise MirasError(f"training failed ({result.failure}): {result.reason}")
     metrics = result.metrics
@@ -140,3 +168,5 @@ def train(
         f"({metrics.get('val_bpb', float('nan')):.3f} bits/byte) | {metrics['tokens_per_s']:,.0f} tokens/s "
         f"| {metrics['params']:,.0f} parameters"
     )
+    if save is not None:
+        console.print(f"wrote {escape(str(save))} ({metrics['weights_mb']:.1f} MiB)", highlight=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -43,7 +44,7 @@ class TrainResult:
 
 
 def lr_at(step: int, steps: int, train: Train) -> float:
-    """Learning rate of 0-based ``step``: linear warmup over ``train.warmup * steps`` steps, then
+    """The reference of ``make_scheduler``: the learning rate of 0-based ``step``: linear warmup over ``train.warmup * steps`` steps, then
     ``train.schedule`` (cosine / linear / constant) from train.lr down to train.lr * min_lr_ratio."""
     warmup = int(train.warmup * steps)
     if step < warmup:
@@ -53,6 +54,31 @@ def lr_at(step: int, steps: int, train: Train) -> float:
     progress = (step - warmup) / (steps - warmup - 1)  # 0 -> 1
     shape = 0.5 * (1 + math.cos(math.pi * progress)) if train.schedule == "cosine" else 1 - progress
     return train.lr * (train.min_lr_ratio + (1 - train.min_lr_ratio) * shape)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, steps: int,
+                   train: Train) -> torch.optim.lr_scheduler.LRScheduler:
+    """The schedule ``lr_at`` writes out (its readable reference, which the tests compare it
+    with), from torch.optim.lr_scheduler: a LinearLR warmup over ``int(train.warmup * steps)``
+    steps, then CosineAnnealingLR / LinearLR decay to train.lr * min_lr_ratio (ConstantLR for
+    ``constant``). Step it once after each optimiser step."""
+    from torch.optim import lr_scheduler
+
+    warmup = int(train.warmup * steps)
+    decay_steps = steps - warmup - 1  # steps after the first post-warmup one
+    if train.schedule == "constant" or decay_steps < 1:
+        decay = lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+    elif train.schedule == "cosine":
+        decay = lr_scheduler.CosineAnnealingLR(optimizer, T_max=decay_steps, eta_min=train.lr * train.min_lr_ratio)
+    else:
+        decay = lr_scheduler.LinearLR(optimizer, start_factor=1.0, end_factor=train.min_lr_ratio,
+                                      total_iters=decay_steps)
+    if warmup == 0:
+        return decay
+    ramp = lr_scheduler.LinearLR(optimizer, start_factor=1 / warmup, end_factor=1.0, total_iters=warmup - 1)
+    with warnings.catch_warnings():  # SequentialLR steps the decay with an epoch argument at the switch
+        warnings.simplefilter("ignore", UserWarning)
+        return lr_scheduler.SequentialLR(optimizer, [ramp, decay], milestones=[warmup])
 
 
 def make_optimizer(model: nn.Module, train: Train, device: torch.device) -> torch.optim.AdamW:
@@ -103,6 +129,7 @@ def train_tokens(
         model = build_model(point, device)
     model.train()
     optimizer = make_optimizer(model, train, device)
+    scheduler = make_scheduler(optimizer, steps, train)
     batches = iter(data_iter)
     losses: list[float] = []
     tokens = timed_tokens = 0
@@ -115,15 +142,16 @@ def train_tokens(
         if isinstance(batch, torch.Tensor):  # [B, T+1] token windows
             batch = (batch[:, :-1], batch[:, 1:])
         inputs, targets = (t.to(device, non_blocking=True) for t in batch)
-        lr = lr_at(step, steps, train)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        lr = optimizer.param_groups[0]["lr"]
         with autocast_context(point, device):
             _, loss = model(inputs, targets)
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # SequentialLR's epoch argument at the switch
+            scheduler.step()
         losses.append(loss.item())  # also synchronises the device, so the timing is honest
         tokens += targets.numel()
         if step == 0:

@@ -42,6 +42,12 @@ class TrialWorker:
         return execute(task, device=self.device, threads=self.threads, concurrent=self.concurrent,
                        limit_process=True)
 
+    def flush(self) -> None:
+        """Wait for the W&B runs this worker is still writing (before it is stopped)."""
+        from miras_search.tracking.live import flush_live_runs
+
+        flush_live_runs()
+
 
 def connect(address: str | None, workers: int) -> bool:
     """Join ``address`` or start a local instance; True when this call started Ray."""
@@ -61,6 +67,28 @@ def connect(address: str | None, workers: int) -> bool:
     return True
 
 
+def check_storage_reaches_every_node(storage: str) -> None:
+    """MirasError when the study's storage is a file (journal or SQLite) and the connected Ray
+    cluster has more than one node: workers on the other nodes would open a file of that name on
+    their own disks to report for pruning, and pruning would silently stop working. Skip this
+    check only for a path on a file system that every node mounts (``shared_storage``)."""
+    from miras_search.study.storage import is_url
+
+    if is_url(storage) and not storage.startswith("sqlite:"):
+        return
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    if len(nodes) <= 1:
+        return
+    raise MirasError(
+        f"the study's storage {storage} is a file on this machine, but the Ray cluster has "
+        f"{len(nodes)} nodes: workers on the others would not see it (pruning would stop "
+        "without a word). Use a database every node reaches (storage: "
+        "postgresql+psycopg://USER@HOST/DB, see the README's \"Running on a cluster\"), or, if "
+        "the path is on a file system that every node mounts, say so with `--shared-storage` "
+        "(parallel.shared_storage: true in the study file)"
+    )
+
+
 def _join_hint(error: str) -> str:
     """What to check when joining a running cluster failed."""
     if "auth" in error.lower() or "token" in error.lower():
@@ -74,8 +102,16 @@ def _join_hint(error: str) -> str:
 class RayPool:
     """``workers`` actors on the connected Ray cluster (see miras_search.study.pools.Pool)."""
 
-    def __init__(self, workers: int, address: str | None = None, gpus_per_trial: float | None = None):
+    def __init__(self, workers: int, address: str | None = None, gpus_per_trial: float | None = None,
+                 storage: str | None = None, shared_storage: bool = False):
         self._owns_ray = connect(address, workers)
+        if storage is not None and not shared_storage:
+            try:
+                check_storage_reaches_every_node(storage)
+            except MirasError:
+                if self._owns_ray:
+                    ray.shutdown()
+                raise
         resources = ray.cluster_resources()
         gpus = resources.get("GPU", 0.0)
         cpus = resources.get("CPU", 1.0)
@@ -133,6 +169,8 @@ class RayPool:
             self.capacity = max(1, self.capacity - 1)
 
     def shutdown(self) -> None:
+        with contextlib.suppress(Exception):  # live W&B runs of finished trials: let them complete
+            ray.get([actor.flush.remote() for actor in self._idle], timeout=120)
         for actor in [*self._idle, *(a for a, _ in self._busy.values())]:
             with contextlib.suppress(Exception):  # already gone
                 ray.kill(actor)

@@ -71,7 +71,7 @@ def _leaderboard_html(board: list[TrialRow], objectives: list[ObjectiveInfo]) ->
     rows, classes = [], []
     for row in board:
         cells = [rank_text(row), str(row.number), row.anchor or "", *(row.axes[a] for a in AXES)]
-        cells += [repr(v) for v in row.values]  # type: ignore[union-attr]  # exact stored values
+        cells += [format_value(o.name, v) for o, v in zip(objectives, row.values, strict=True)]  # type: ignore[arg-type]
         cells += [format_value(m, row.metrics.get(m)) for m in metrics]
         if multi:
             cells.append("yes" if row.on_front else "")
@@ -86,8 +86,8 @@ def _leaderboard_note(board: list[TrialRow], objectives: list[ObjectiveInfo]) ->
     """How the leaderboard is ordered and what it leaves out."""
     order = ("by the objective" if len(objectives) == 1 else
              "Pareto front first, then by the first objective")
-    note = (f"Feasible complete trials ranked as `miras best` ranks them ({order}; values exactly as "
-            "stored); a trial that repeats an earlier point is not listed again. Named models "
+    note = (f"Feasible complete trials ranked as `miras best` ranks them ({order}; values to 4 "
+            "significant digits, exactly in `miras export --csv`); a trial that repeats an earlier point is not listed again. Named models "
             "(Moneta, Yaad, Memora) are highlighted in pink, other baselines in blue.")
     if any(not r.feasible for r in board):
         note += " Trials that break a limit of the study follow, greyed out and without a rank."
@@ -141,7 +141,7 @@ def _pareto_section(board: list[TrialRow], objectives: list[ObjectiveInfo], top:
 def confirm_section(result: ConfirmResult, out_dir: Path, images: list[Path]) -> str:
     """The proxy check's table, figure and plain verdict."""
     usable = [e for e in result.entries if e.long]
-    rows = [[e.label, repr(e.short), f"{e.long_mean:.4g}", f"{e.long_std:.2g}", str(len(e.long)),
+    rows = [[e.label, f"{e.short:.4g}", f"{e.long_mean:.4g}", f"{e.long_std:.2g}", str(len(e.long)),
              "; ".join(e.failures)] for e in result.entries]
     parts = [
         html.paragraph(result.verdict, "verdict"),

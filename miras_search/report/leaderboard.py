@@ -84,8 +84,9 @@ def leaderboard_table(rows: Sequence[TrialRow], objectives: Sequence[ObjectiveIn
     """The terminal leaderboard (``board_rows``): rank, trial, role, the four axis choices,
     objectives, metrics, the Pareto front (several objectives) and the limits a row breaks.
 
-    With ``width`` (the terminal's), metric columns are left out from the last one while the
-    table would be wider, so that the identifying columns are not cut to "me…".
+    With ``width`` (the terminal's; 80 when piped), metric columns are left out from the last
+    one while the table would be wider, then the four axis columns become one ("mlp/l2/lq/gd"),
+    so that the identifying columns are not cut to "me…".
     """
     shown = list(rows[:top] if top else rows)
     metrics = shown_metrics(shown, objectives)
@@ -93,6 +94,8 @@ def leaderboard_table(rows: Sequence[TrialRow], objectives: Sequence[ObjectiveIn
     while width is not None and metrics and _natural_width(table) > width:
         metrics = metrics[:-1]
         table = _board(shown, objectives, metrics, title)
+    if width is not None and _natural_width(table) > width:
+        table = _board(shown, objectives, metrics, title, one_axes_column=True)
     return table
 
 
@@ -108,12 +111,12 @@ def _broken_cell(row: TrialRow, shown_columns: set[str]) -> list[str]:
 
 
 def _board(shown: list[TrialRow], objectives: Sequence[ObjectiveInfo], metrics: list[str],
-           title: str) -> Table:
+           title: str, one_axes_column: bool = False) -> Table:
     multi = len(objectives) > 1
     limits = any(not r.feasible for r in shown)
     shown_columns = {o.name for o in objectives} | set(metrics)
     table = Table(title=title)
-    for column in ("rank", "trial", "model", *AXES):
+    for column in ("rank", "trial", "model", *(("/".join(AXES),) if one_axes_column else AXES)):
         table.add_column(column)
     for objective in objectives:
         arrow = "↓" if objective.minimize else "↑"
@@ -126,7 +129,9 @@ def _board(shown: list[TrialRow], objectives: Sequence[ObjectiveInfo], metrics: 
         table.add_column("breaks")  # one limit a line
     styles = {"named": "bold magenta", "baseline": "cyan", "searched": ""}
     for row in shown:
-        cells = [rank_text(row), f"#{row.number}", escape(row.anchor or ""), *(escape(row.axes[a]) for a in AXES)]
+        axes = [row.axes[a] for a in AXES]
+        cells = [rank_text(row), f"#{row.number}", escape(row.anchor or ""),
+                 *(escape(v) for v in (["/".join(axes)] if one_axes_column else axes))]
         cells += [format_value(o.name, v) for o, v in zip(objectives, row.values, strict=True)]  # type: ignore[arg-type]
         cells += [format_value(m, row.metrics.get(m)) for m in metrics]
         if multi:

@@ -13,6 +13,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import optuna
@@ -26,6 +27,7 @@ from miras_search.presets import preset
 from miras_search.redact import redact_url
 from miras_search.schema import AXES, ModelPoint
 from miras_search.space import InfeasiblePoint, SearchSpace
+from miras_search.study.checkpoints import keep_best_checkpoints
 from miras_search.study.execute import TrialTask
 from miras_search.study.interrupts import CtrlC
 from miras_search.study.lease import Lease, acquire
@@ -49,7 +51,7 @@ from miras_search.study.setup import (
     requeue_entry,
     storage_of,
 )
-from miras_search.study.spec import PRE_TRAINING_METRICS, StudyFile
+from miras_search.study.spec import PRE_TRAINING_METRICS, StudyFile, anchor_points
 from miras_search.trial import TrialResult
 
 log = logging.getLogger(__name__)
@@ -62,6 +64,8 @@ class Tracker(Protocol):
 
     def log_trial(self, study: optuna.Study, trial: FrozenTrial) -> None: ...
     def log_summary(self, study: optuna.Study) -> None: ...
+    # optional: live_settings(study, number, point) -> dict | None, plain data for the worker,
+    # which then logs the trial while it runs (execute) and log_trial is not called for it
 
 
 @dataclass
@@ -101,6 +105,18 @@ class _Running:
     followers: list[optuna.Trial] = field(default_factory=list)
 
 
+def _from_ctrl_c(error: BaseException) -> bool:
+    """Whether ``error`` was raised while a KeyboardInterrupt was being handled."""
+    seen: set[int] = set()
+    cause = error.__context__
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, KeyboardInterrupt):
+            return True
+        seen.add(id(cause))
+        cause = cause.__context__
+    return False
+
+
 class StudyDriver:
     """Runs ``study`` until it has ``target`` finished trials or its time budget is spent."""
 
@@ -110,6 +126,7 @@ class StudyDriver:
                  on_event: Callable[[Event], None] | None = None):
         self.spec = study
         self.space: SearchSpace = study.load_space()
+        self.anchor_files = anchor_points(study)  # point-file anchors: label -> point
         self.storage = storage_of(study, storage)
         self.pool_factory = pool_factory
         self.timeout_s = timeout_s if timeout_s is not None else study.timeout_s
@@ -126,6 +143,7 @@ class StudyDriver:
         self._since_deferred = 0  # trials finished since the last was deferred
         self.finished = 0
         self.identity = this_driver()
+        self._live_logged: set[int] = set()
 
     def _stored_target(self, from_file: int | None) -> int | None:
         """The file's ``trials``, or the last run's target when that was higher (a run with
@@ -171,7 +189,7 @@ class StudyDriver:
     def _run(self, lease: Lease) -> RunSummary:
         started = time.perf_counter()
         check_no_live_driver(self.study)
-        enqueue_anchors(self.study, self.space, self.spec.sampler.anchor_names)
+        enqueue_anchors(self.study, self.space, self.spec.sampler.anchor_names, self.anchor_files)
         recovered, entries = recover_interrupted(self.study, "the driver stopped while this trial ran")
         self._deferred = self._stored_deferred()
         self._defer(entries)
@@ -198,8 +216,9 @@ class StudyDriver:
         pool = self.pool_factory()
         if pool.capacity != self.spec.parallel.workers:
             self.study.set_user_attr("run", {"target": self.target, "workers": pool.capacity})
+        ctrl_c = CtrlC()
         try:
-            with CtrlC() as ctrl_c:
+            with ctrl_c:
                 while True:
                     while (len(self._running) < pool.capacity and summary.stopped_because is None
                            and (self.target is None or self.finished + self._pending() < self.target)
@@ -213,6 +232,13 @@ class StudyDriver:
                     ctrl_c.check()  # a Ctrl-C that a blocking wait caught and dropped
                     lease.check()
         except KeyboardInterrupt:
+            summary.interrupted = True
+            self._interrupt("stopped by the user (Ctrl-C) while this trial ran")
+        except Exception as error:
+            # A Ctrl-C that landed in a library's cleanup comes out as that cleanup's error (Optuna's
+            # journal lock, interrupted after it let go of the lock, fails to unlink it twice)
+            if not (ctrl_c.requested and _from_ctrl_c(error)):
+                raise
             summary.interrupted = True
             self._interrupt("stopped by the user (Ctrl-C) while this trial ran")
         finally:
@@ -286,7 +312,10 @@ class StudyDriver:
         # An anchor inside the space was queued with its encoded params (setup.enqueue_anchors):
         # it is built through the space so that the params are suggested and recorded, and the
         # sampler and importances see it. (trial.params is still empty right after ask().)
-        if anchor is not None and self.space.encode(preset(anchor), axes_only=True) is None:
+        if anchor in self.anchor_files and self.space.encode(self.anchor_files[anchor]) is None:
+            point = self.anchor_files[anchor]  # the user's own point, as its file writes it
+        elif anchor is not None and anchor not in self.anchor_files and (
+                self.space.encode(preset(anchor), axes_only=True) is None):
             # a preset outside the space: its own axes on the space's block and training settings
             axes = preset(anchor).model_dump(mode="json", include=set(AXES))
             try:
@@ -299,7 +328,8 @@ class StudyDriver:
             point = self.config.apply(point)
         except ValueError as error:
             raise InfeasiblePoint(f"the trial budget does not fit the point: {error}") from None
-        return point.model_copy(update={"name": anchor or f"{self.spec.name}-{trial.number}"})
+        label = Path(anchor).stem if anchor in self.anchor_files else anchor
+        return point.model_copy(update={"name": label or f"{self.spec.name}-{trial.number}"})
 
     def _check_limits(self, trial: optuna.Trial, point: ModelPoint) -> bool:
         """Prune a point at once when a limit on a metric known before training rules it out."""
@@ -325,6 +355,15 @@ class StudyDriver:
             config=self.config.model_dump(mode="json"), seeds=self.spec.seeds,
             pruner=self.spec.pruner.model_dump(mode="json") if single else None,
         )
+        # what the worker reports to the pruner and W&B: the study's (first) objective, in its unit
+        task.extra["objective"] = self.spec.objectives[0].model_dump(mode="json")
+        settings = getattr(self.tracker, "live_settings", None)  # trackers that log from the worker
+        live = settings(self.study, trial.number, point) if settings is not None else None
+        if live is not None:
+            task.extra["wandb"] = live
+        if self.spec.checkpoints.keep:
+            task.extra["checkpoint"] = str(self.spec.checkpoint_dir() / f"trial{trial.number}.pt")
+            task.extra["checkpoint_max_mb"] = self.spec.checkpoints.max_mb
         worker = pool.submit(task)
         trial.set_user_attr("worker", worker)
         running = _Running(trial, key, task, t0)
@@ -337,6 +376,8 @@ class StudyDriver:
         running = self._running.pop(task.number)
         self._by_key.pop(running.key, None)
         trial_s = float(raw.pop("trial_s", 0.0))
+        if raw.pop("live_wandb", False):
+            self._live_logged.add(task.number)
         result = TrialResult.from_dict({k: v for k, v in raw.items() if k in TrialResult.__dataclass_fields__})
         state, attrs, values = self._outcome(result)
         followers = running.followers
@@ -353,6 +394,8 @@ class StudyDriver:
                           "number": frozen.number, "retry_of": frozen.number}])
             self._emit("note", f"trial {frozen.number}: {result.reason}; it runs once more, after "
                        "another trial")
+        if self.spec.checkpoints.keep:
+            keep_best_checkpoints(self.study, self.spec.checkpoint_dir(), self.spec.checkpoints.keep)
         self.summary.ran += 1
         self.summary.trial_s.append(trial_s)
         self.summary.overhead_s.append(time.perf_counter() - running.started - trial_s)
@@ -415,7 +458,8 @@ class StudyDriver:
         self._remember(frozen)
         if counts_toward_budget(frozen):
             self.finished += 1
-        if self.tracker is not None and frozen.user_attrs.get("failure") != "infeasible":
+        if (self.tracker is not None and frozen.user_attrs.get("failure") != "infeasible"
+                and frozen.number not in self._live_logged):  # a worker logged it while it ran
             self.tracker.log_trial(self.study, frozen)
         self._emit("finished", "", frozen)
 

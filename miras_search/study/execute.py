@@ -10,6 +10,7 @@ import contextlib
 import logging
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -19,12 +20,13 @@ from miras_search.schema import ModelPoint
 from miras_search.study.samplers import make_pruner
 from miras_search.study.spec import PrunerSpec
 from miras_search.study.storage import make_storage
-from miras_search.trial import TrialConfig, TrialResult, run_trial
+from miras_search.trial import Objective, TrialConfig, TrialResult, run_trial
 from miras_search.trial.memory_limit import (
     gpu_memory_limit,
     process_memory_limit,
     trial_memory_limit,
 )
+from miras_search.trial.runner import Weights
 
 log = logging.getLogger(__name__)
 _STUDIES: dict[tuple[str, str], optuna.Study] = {}
@@ -93,21 +95,36 @@ def execute(task: TrialTask, device: str | None = None, threads: int | None = No
         config = config.model_copy(update={"threads": threads})
     seeds = task.seeds or [None]
     results: list[TrialResult] = []
+    live = _live_run(task)
+    objective = Objective.model_validate(task.extra["objective"]) if task.extra.get("objective") else None
     try:
         report = _reporter(task, study)
+        progress = None
+        if live is not None:
+            report, progress = live.hooks(report)
         with _limited(config, device, concurrent, limit_process):
             for index, seed in enumerate(seeds):
                 run_config = config if seed is None else config.model_copy(update={"seed": seed})
-                result = run_trial(point, run_config, report=report if index == 0 else None,
-                                   device=device, concurrent=concurrent)
+                weights = Weights(save=Path(task.extra["checkpoint"]), max_mb=task.extra.get("checkpoint_max_mb")) if (
+                    index == 0 and task.extra.get("checkpoint")) else None  # the first seed's weights
+                result = run_trial(point, run_config, report=report if index == 0 else None, device=device,
+                                   concurrent=concurrent, weights=weights,
+                                   progress=progress if index == 0 else None, report_objective=objective)
                 results.append(result)
                 if not result.ok:
                     break
     except Exception as error:  # a bad data source or a bug: the trial fails, the study goes on
         failed = TrialResult("failed", failure="error", reason=f"{type(error).__name__}: {error}")
-        return {**failed.to_dict(), "trial_s": sum(r.metrics.get("wall_s", 0.0) for r in results)}
-    out = _merge(results, seeds).to_dict()
+        if live is not None:
+            live.close(failed)
+        return {**failed.to_dict(), "trial_s": sum(r.metrics.get("wall_s", 0.0) for r in results),
+                "live_wandb": live is not None}
+    merged = _merge(results, seeds)
+    if live is not None:
+        live.close(merged)
+    out = merged.to_dict()
     out["trial_s"] = sum(r.metrics.get("wall_s", 0.0) for r in results)  # time inside run_trial
+    out["live_wandb"] = live is not None
     return out
 
 
@@ -121,6 +138,16 @@ def _limited(config: TrialConfig, device: str | None, concurrent: int, enabled: 
     if chosen.type == "cuda":
         return gpu_memory_limit(limit, chosen)
     return process_memory_limit(limit) if chosen.type == "cpu" else contextlib.nullcontext()
+
+
+def _live_run(task: TrialTask):
+    """The trial's live W&B run when the study tracks (``task.extra['wandb']``), else None."""
+    settings = task.extra.get("wandb")
+    if not settings:
+        return None
+    from miras_search.tracking.trial_run import TrialRun
+
+    return TrialRun(settings)
 
 
 def _merge(results: list[TrialResult], seeds: list[int | None]) -> TrialResult:

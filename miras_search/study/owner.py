@@ -1,7 +1,7 @@
 """Which driver owns a running trial, and whether it is still alive.
 
-Every trial a driver asks for carries its driver's identity (user attr ``driver``: host, pid and,
-on Linux, the process's start time, so that a reused pid is not taken for the old driver). Before
+Every trial a driver asks for carries its driver's identity (user attr ``driver``: host, pid and
+the process's start time, so that a reused pid is not taken for the old driver). Before
 a run or resume fails the trials left RUNNING, it checks that their drivers are gone: a driver
 still alive on this host means another ``miras run`` is working on the study.
 """
@@ -10,34 +10,23 @@ from __future__ import annotations
 
 import os
 import socket
-from pathlib import Path
 from typing import Any
+
+import psutil
 
 
 def _start_time(pid: int) -> str | None:
-    """The process's start time in clock ticks since boot (Linux /proc), or None."""
+    """The process's start time (psutil's create time, to the 1/100 s), or None if it is gone."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        return f"{psutil.Process(pid).create_time():.2f}"
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
         return None
-    # the command name (field 2) may hold spaces and parentheses: count fields after its last ')'
-    return stat.rsplit(")", 1)[1].split()[19]
 
 
 def this_driver() -> dict[str, Any]:
     """The identity of the calling process, as stored on the trials it asks for."""
     pid = os.getpid()
     return {"host": socket.gethostname(), "pid": pid, "started": _start_time(pid)}
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, owned by another user
-        return True
-    return True
 
 
 def alive_elsewhere(driver: dict[str, Any] | None) -> bool:
@@ -47,7 +36,7 @@ def alive_elsewhere(driver: dict[str, Any] | None) -> bool:
     if not driver or driver.get("host") != socket.gethostname():
         return False
     pid = int(driver.get("pid", -1))
-    if pid <= 0 or pid == os.getpid() or not _pid_alive(pid):
+    if pid <= 0 or pid == os.getpid() or not psutil.pid_exists(pid):
         return False
     recorded = driver.get("started")
     return recorded is None or _start_time(pid) in (None, recorded)

@@ -19,7 +19,7 @@ from miras_search.errors import MirasError
 from miras_search.presets import preset
 from miras_search.schema import AXES, ModelPoint
 from miras_search.space import SearchSpace
-from miras_search.study.spec import StudyFile
+from miras_search.study.spec import StudyFile, anchor_points
 from miras_search.trial.memory_limit import memory_problem
 
 BINARY_SHARE = 0.05
@@ -77,9 +77,14 @@ def data_problems(study: StudyFile, point: ModelPoint, root: str | Path | None =
 
 
 def _candidates(study: StudyFile, space: SearchSpace) -> list[tuple[str, ModelPoint]]:
-    """A sampled point of the space and each anchor (on the space's block), as trials run them."""
+    """A sampled point of the space and each anchor (a preset on the space's block, a point file
+    as written), as trials run them."""
     found = [("a sampled point", space.sample(1, seed=0)[0])]
+    files = anchor_points(study)
     for name in study.sampler.anchor_names:
+        if name in files:
+            found.append((f"anchor {name}", files[name]))
+            continue
         axes = preset(name).model_dump(mode="json", include=set(AXES))
         try:
             found.append((f"anchor {name}", ModelPoint.model_validate({**space.base, **axes})))

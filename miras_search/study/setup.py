@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from miras_search.data import DataMix
 from miras_search.errors import MirasError
 from miras_search.presets import preset
 from miras_search.redact import redact_tree
+from miras_search.schema import ModelPoint
 from miras_search.space import SearchSpace
 from miras_search.study.owner import alive_elsewhere
 from miras_search.study.records import flatten
@@ -44,6 +46,7 @@ def create_study(study: StudyFile, storage: str, space: SearchSpace) -> optuna.S
     stored = created.user_attrs.get("objectives")
     data_hash = data_fingerprint(study)
     if stored is None:
+        _name_metrics(created, [record["name"] for record in study.objective_records])
         created.set_user_attr("study_file", redact_tree(study.model_dump(mode="json")))  # no passwords
         created.set_user_attr("objectives", study.objective_records)
         created.set_user_attr("space", space.name)
@@ -65,6 +68,13 @@ def create_study(study: StudyFile, storage: str, space: SearchSpace) -> optuna.S
             "together; restore them, or give the study a new name or storage"
         )
     return created
+
+
+def _name_metrics(study: optuna.Study, names: list[str]) -> None:
+    """Name the objectives in the storage, so optuna-dashboard shows "val_bpb", not "Objective 0"."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(names)
 
 
 UNMEASURED_TRIAL_FIELDS = frozenset({"threads", "device", "time_limit_s", "max_loss", "report_every", "objective",
@@ -233,19 +243,26 @@ def requeue(study: optuna.Study, params: dict, anchor: str | None, number: int,
     study.enqueue_trial(params, user_attrs=attrs)
 
 
-def enqueue_anchors(study: optuna.Study, space: SearchSpace, names: list[str]) -> list[str]:
-    """Queue each named preset once per study (idempotent across resumes), before any sampling.
+def enqueue_anchors(study: optuna.Study, space: SearchSpace, names: list[str],
+                    files: dict[str, ModelPoint] | None = None) -> list[str]:
+    """Queue each anchor once per study (idempotent across resumes), before any sampling.
 
     A preset whose four axes lie in the space is queued with its parameters (the sampler learns
     from it); one outside the space is queued without parameters and built from the preset's axes
-    on the space's block and training settings.
+    on the space's block and training settings. A point file (``files[name]``, as Optuna users
+    enqueue their own points) is measured as written, with the study's trial budget: queued with
+    its parameters when the space holds exactly that point, else without.
     """
+    files = files or {}
     seen = {t.user_attrs.get("anchor") for t in study.get_trials(deepcopy=False)}
     queued = []
     for name in names:
         if name in seen:
             continue
-        params = space.encode(preset(name), axes_only=True) or {}
+        if name in files:
+            params = space.encode(files[name]) or {}
+        else:
+            params = space.encode(preset(name), axes_only=True) or {}
         study.enqueue_trial(params, user_attrs={"anchor": name})
         queued.append(name)
     return queued

@@ -25,6 +25,7 @@ from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from miras_search.errors import ConfigError, MirasError, Problem
 from miras_search.presets import BASELINES, PRESET_AXES
+from miras_search.schema import ModelPoint
 from miras_search.schema._base import Schema
 from miras_search.schema.train import SEED_MAX
 from miras_search.space import SearchSpace
@@ -78,7 +79,8 @@ class SamplerSpec(Schema):
     seed: int = Field(0, ge=0)
     anchors: list[str] | Literal["all"] = Field(
         default_factory=lambda: list(BASELINES),
-        description="Named presets run first; 'all' for every preset, [] for none.",
+        description="Points run first: preset names or point files (.yaml, relative to the study "
+        "file); 'all' for every preset, [] for none.",
     )
     options: dict[str, Any] = Field(
         default_factory=dict, description="Extra keyword arguments of the Optuna sampler."
@@ -97,9 +99,10 @@ class SamplerSpec(Schema):
     @classmethod
     def _known(cls, value: list[str] | str) -> list[str] | str:
         if isinstance(value, list):
-            unknown = [n for n in value if n not in PRESET_AXES]
+            unknown = [n for n in value if n not in PRESET_AXES and not is_point_file(n)]
             if unknown:
-                raise ValueError(f"unknown preset(s) {', '.join(unknown)}; known: {', '.join(PRESET_AXES)}")
+                raise ValueError(f"unknown preset(s) {', '.join(unknown)}; known: {', '.join(PRESET_AXES)}, "
+                                 "or a point file (.yaml)")
             if len(set(value)) != len(value):
                 raise ValueError("an anchor is listed twice")
         return value
@@ -127,6 +130,9 @@ class ParallelSpec(Schema):
     gpus_per_trial: float | None = Field(
         None, ge=0, description="Default: 1 when the cluster has GPUs, else 0."
     )
+    shared_storage: bool = Field(
+        False, description="The storage file is on a file system every node of the cluster mounts."
+    )
 
 
 class TrackingSpec(Schema):
@@ -146,6 +152,15 @@ class TrackingSpec(Schema):
             raise ValueError("YAML reads an unquoted on / yes / true as a boolean: write 'online' "
                              "or 'offline' (in quotes)")
         return value
+
+
+class CheckpointSpec(Schema):
+    """Keep the final weights of the study's best trials, in <run_dir>/<name>/checkpoints/
+    (``trial<N>.pt``; `miras train --from`, `miras export --weights`, `miras eval` read them).
+    On a cluster the run_dir must be on a file system every node mounts."""
+
+    keep: int = Field(0, ge=0, le=1000, description="Best trials whose final weights are kept; 0: none.")
+    max_mb: float = Field(512.0, gt=0, description="Weights larger than this (MiB) are not saved.")
 
 
 class StudyFile(Schema):
@@ -174,6 +189,7 @@ class StudyFile(Schema):
                          "relative to the working directory.")
     parallel: ParallelSpec = Field(default_factory=ParallelSpec)
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
+    checkpoints: CheckpointSpec = Field(default_factory=CheckpointSpec)
 
     _source: str = PrivateAttr("<study>")
 
@@ -228,6 +244,33 @@ class StudyFile(Schema):
     def out_dir(self) -> Path:
         return Path(self.run_dir) / self.name
 
+    def checkpoint_dir(self) -> Path:
+        """Absolute, as workers elsewhere need it: <run_dir>/<name>/checkpoints."""
+        return (self.out_dir() / "checkpoints").resolve()
+
+
+def is_point_file(anchor: str) -> bool:
+    """Whether an anchor names a point file (``.yaml`` / ``.yml``) rather than a preset."""
+    return anchor.endswith((".yaml", ".yml"))
+
+
+def anchor_points(study: StudyFile) -> dict[str, ModelPoint]:
+    """The study's point-file anchors: label (as written) -> the point, each file read relative
+    to the study file. ConfigError names a file that is missing or is not a valid point."""
+    from miras_search.points import load_point
+
+    base = Path(study.source).parent if study.source != "<study>" else Path()
+    points = {}
+    for index, anchor in enumerate(study.sampler.anchor_names):
+        if not is_point_file(anchor):
+            continue
+        path = Path(anchor) if Path(anchor).is_absolute() else base / anchor
+        if not path.is_file():
+            raise ConfigError(study.source, [Problem(
+                f"sampler.anchors.{index}", f"point file '{anchor}' not found (read relative to the study file)")])
+        points[anchor] = load_point(path)
+    return points
+
 
 def load_study_dict(data: dict[str, Any], source: str = "<study>",
                     lines: LineMap | None = None) -> StudyFile:
@@ -245,6 +288,7 @@ def load_study_dict(data: dict[str, Any], source: str = "<study>",
             )]) from None
         except MirasError as error:
             raise ConfigError(source, [Problem("space", str(error), (lines or {}).get(("space",)))]) from None
+        anchor_points(study)  # point-file anchors load, or ConfigError now rather than mid-study
     return study
 
 

@@ -1,41 +1,29 @@
-"""W&B tracking: one run per finished trial, one summary run with the leaderboard.
+"""W&B tracking: one run per trial, written by the worker while the trial runs
+(``tracking.live``; trials that did not run there, such as reused duplicates, are logged from the
+driver when they finish), and one summary run with the leaderboard and every metric.
 
 Offline by default (``WANDB_MODE=offline``: no login, no network; runs land under
 ``<run_dir>/<study>/wandb``, with W&B's staged files and logs, and can be uploaded later with
-``wandb sync``). Nothing here can fail
-a study: the first W&B error is logged once and tracking turns itself off.
+``wandb sync``). Nothing here can fail a study: the first W&B error is logged once and tracking
+turns itself off.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from miras_search.redact import redact_text, redact_tree
-from miras_search.schema import AXES
+from miras_search.redact import command_line_redacted, redact_tree
+from miras_search.schema import AXES, ModelPoint
 from miras_search.study.records import flatten, is_feasible
 
 log = logging.getLogger(__name__)
-
-
-@contextlib.contextmanager
-def _command_line_redacted() -> Iterator[None]:
-    """``sys.argv`` without URL passwords while W&B reads it (its run metadata keeps it)."""
-    saved = sys.argv
-    sys.argv = [redact_text(arg) for arg in saved]
-    try:
-        yield
-    finally:
-        sys.argv = saved
 
 
 class WandbTracker:
@@ -74,14 +62,34 @@ class WandbTracker:
             self.error = f"{type(error).__name__}: {error}"
             log.warning("W&B tracking is off for the rest of this run (%s failed: %s)", what, self.error)
 
+    @property
+    def _init_dir(self) -> Path:
+        """W&B puts runs in ``<dir>/wandb``: for a folder already named wandb, its parent, so that
+        runs land in runs/<study>/wandb/, not runs/<study>/wandb/wandb/."""
+        return self.dir.parent if self.dir.name == "wandb" else self.dir
+
     def _init(self, **kwargs: Any):
         wandb = self._module()
-        with _command_line_redacted():  # W&B stores the command line (a --storage URL) with the run
+        with command_line_redacted():  # W&B stores the command line (a --storage URL) with the run
             return wandb.init(
-                project=self.project, entity=self.entity, group=self.study_name, dir=str(self.dir),
+                project=self.project, entity=self.entity, group=self.study_name, dir=str(self._init_dir),
                 mode=self.mode, reinit="create_new", config=redact_tree(kwargs.pop("config", {})),
                 **kwargs,
             )
+
+    def live_settings(self, study: optuna.Study, number: int, point: ModelPoint) -> dict[str, Any] | None:
+        """What a worker needs to log trial ``number`` while it runs (``tracking.live``): plain
+        data; None when tracking is off."""
+        if not self.enabled:
+            return None
+        config = flatten(point.model_dump(mode="json"))
+        config.update({"trial": number, "anchor": None if point.name.startswith(f"{self.study_name}-") else point.name})
+        tags = [f"{axis}:{getattr(point, axis).kind}" for axis in AXES]
+        spec = study.user_attrs.get("study_file") or {}
+        return {"mode": self.mode, "project": self.project, "entity": self.entity,
+                "dir": str(self.dir.resolve()), "group": self.study_name,
+                "name": f"{self.study_name}-trial-{number}", "config": config, "tags": tags,
+                "objectives": spec.get("objectives") or []}
 
     def log_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
         self._guard(f"logging trial {trial.number}", lambda: self._log_trial(study, trial))
@@ -114,20 +122,26 @@ class WandbTracker:
             run.finish()
 
     def log_summary(self, study: optuna.Study) -> None:
+        from miras_search.tracking.live import flush_live_runs
+
         self._guard("the study summary", lambda: self._log_summary(study))
+        flush_live_runs()  # runs of trials that ran in this process (--inline) are complete
 
     def _log_summary(self, study: optuna.Study) -> None:
         wandb = self._module()
         records = study.user_attrs.get("objectives") or []
         names = [r["name"] for r in records]
-        columns = ["trial", "anchor", *AXES, *names, "feasible", "reused_from"]
-        rows = []
         complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+        metrics = sorted({m for t in complete for m in (t.user_attrs.get("metrics") or {})} - set(names))
+        columns = ["trial", "anchor", *AXES, *names, "feasible", "reused_from", *metrics]
+        rows = []
         sign = 1.0 if not records or records[0]["direction"] == "minimize" else -1.0
         for trial in sorted(complete, key=lambda t: sign * t.values[0]):
             axes = trial.user_attrs.get("axes") or {}
+            measured = trial.user_attrs.get("metrics") or {}
             rows.append([trial.number, trial.user_attrs.get("anchor"), *(axes.get(a) for a in AXES),
-                         *trial.values, is_feasible(trial), trial.user_attrs.get("reused_from")])
+                         *trial.values, is_feasible(trial), trial.user_attrs.get("reused_from"),
+                         *(measured.get(m) for m in metrics)])
         counts = {state.name.lower(): 0 for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
         for trial in study.get_trials(deepcopy=False):
             if trial.state.name.lower() in counts:

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import resource
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from pydantic import ValidationError
@@ -26,18 +27,25 @@ from miras_search.errors import (
 from miras_search.model import autocast_context, build_model, pick_device, state_size
 from miras_search.model.quick_train import StepInfo, train_tokens
 from miras_search.schema import ModelPoint
-from miras_search.trial.config import TrialConfig
+from miras_search.trial.checkpoint import Checkpoint, load_weights, save_checkpoint, weights_mb
+from miras_search.trial.config import Objective, TrialConfig
 from miras_search.trial.evaluate import evaluate
 from miras_search.trial.memory_limit import check_fits, is_out_of_memory, trial_memory_limit
+from miras_search.trial.peak_memory import PeakMemory
 from miras_search.trial.result import FailureKind, TrialFailed, TrialResult
 from miras_search.validation import problems_from
 
 log = logging.getLogger(__name__)
 
 Reporter = Callable[[int, float], bool | None]
-"""Called as ``report(step, training_loss)`` every ``report_every`` steps and at the final step;
-False stops (prunes) the trial, except at the final step: a trial that trained its whole budget
-is always evaluated."""
+"""Called as ``report(step, value)`` every ``report_every`` steps and at the final step, where
+``value`` is the trial's objective on ``REPORT_EVAL_BATCHES`` held-out batches per source (the
+objective's own unit, so that Optuna's pruner and plots see val_bpb as val_bpb), or the training
+loss for an objective that a validation pass cannot give (throughput, say). False stops (prunes)
+the trial, except at the final step: a trial that trained its whole budget is always evaluated."""
+
+REPORT_EVAL_BATCHES = 1
+"""Held-out batches per data source behind each intermediate value reported to the pruner."""
 
 
 class _TimedBatches:
@@ -57,12 +65,6 @@ class _TimedBatches:
             step += 1
 
 
-def _peak_memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-
-
 @contextlib.contextmanager
 def _threads(count: int | None):
     previous = torch.get_num_threads()
@@ -74,10 +76,22 @@ def _threads(count: int | None):
         torch.set_num_threads(previous)
 
 
+@dataclass(frozen=True)
+class Weights:
+    """Where a trial's weights come from and go: ``start`` (a checkpoint to continue from, built
+    from the same point), ``save`` (a file for the final weights of a complete trial) and
+    ``max_mb`` (weights larger than this are not saved)."""
+
+    start: Checkpoint | None = None
+    save: Path | None = None
+    max_mb: float | None = None
+
+
 def run_trial(point: ModelPoint, config: TrialConfig | None = None, report: Reporter | None = None,
               device: str | torch.device | None = None,
               progress: Callable[[StepInfo], None] | None = None,
-              concurrent: int = 1) -> TrialResult:
+              concurrent: int = 1, weights: Weights | None = None,
+              report_objective: Objective | None = None) -> TrialResult:
     """Train ``point`` for the trial's token budget and evaluate it; never raises for the point.
 
     The budget is ``train.tokens`` rounded down to whole batches, counted with each data source's
@@ -92,6 +106,10 @@ def run_trial(point: ModelPoint, config: TrialConfig | None = None, report: Repo
         progress: called after every optimiser step (progress bars).
         concurrent: trials running side by side on this machine (they share its RAM when
             ``config.memory_limit_gb`` is not given).
+        weights: start from a checkpoint's weights, and/or save the final ones (``Weights``);
+            ``metrics['weights_mb']`` is their size, ``metrics['saved_weights']`` 1 when saved.
+        report_objective: what ``report`` receives (default ``config.objective``): a study passes
+            its own objective, which may name a metric this trial cannot measure.
     Raises ConfigError only for a config that cannot describe any trial (bad data spec).
     """
     config = config or TrialConfig()
@@ -101,7 +119,8 @@ def run_trial(point: ModelPoint, config: TrialConfig | None = None, report: Repo
     status = "complete"
     try:
         with _threads(config.threads):
-            status = _run(point, config, report, progress, device, metrics, curve, started, concurrent)
+            status = _run(point, config, report, progress, device, metrics, curve, started,
+                          weights or Weights(), report_objective or config.objective, concurrent)
     except TrialFailed as failed:
         return _failed(failed.kind, str(failed), metrics, curve, started)
     except NonFiniteError as error:
@@ -156,7 +175,8 @@ def _record_kernel_use(model: torch.nn.Module, device: torch.device, metrics: di
 
 def _run(point: ModelPoint, config: TrialConfig, report: Reporter | None,
          progress: Callable[[StepInfo], None] | None, device_choice: str | torch.device | None, metrics: dict[str, float],
-         curve: list[tuple[int, float]], started: float, concurrent: int = 1) -> str:
+         curve: list[tuple[int, float]], started: float, weights: Weights, objective: Objective,
+         concurrent: int = 1) -> str:
     try:
         point = config.apply(point)
     except ValidationError as error:
@@ -165,8 +185,7 @@ def _run(point: ModelPoint, config: TrialConfig, report: Reporter | None,
         raise TrialFailed("build", f"the trial's budget does not fit the point: {reason}") from None
     train = point.train
     device = pick_device(device_choice or (None if config.device == "auto" else config.device))
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+    peak = PeakMemory(device)  # this trial's peak, not the worker's lifetime one
     mix = DataMix(list(config.data))
     if point.block.vocab_size < mix.vocab_size:
         raise TrialFailed(
@@ -184,10 +203,23 @@ def _run(point: ModelPoint, config: TrialConfig, report: Reporter | None,
     metrics["memory_estimate_mb"] = estimate.total / 2**20
     torch.manual_seed(train.seed)
     model = build_model(point, device)
+    if weights.start is not None:
+        load_weights(model, weights.start)
     batches = _TimedBatches(mix, train.batch_size, train.seq_len, train.seed)
     stopped = {"pruned": False}
 
+    def report_value(loss: float) -> float:
+        """The objective on a quick validation pass; the training loss where it cannot be."""
+        quick = evaluate(model, mix, batches=REPORT_EVAL_BATCHES,
+                         batch_size=config.eval_batch_size or train.batch_size, seq_len=train.seq_len,
+                         device=device, autocast=autocast_context(point, device))
+        try:
+            return objective.value({**metrics, **quick})
+        except KeyError:
+            return loss
+
     def on_step(info: StepInfo) -> bool:
+        peak.sample()
         if progress is not None:
             progress(info)
         if info.loss > config.max_loss:
@@ -206,7 +238,7 @@ def _run(point: ModelPoint, config: TrialConfig, report: Reporter | None,
             metrics["train_loss"] = info.loss
             # The final step is reported for the curve, but pruning then would only throw away
             # a fully trained trial before its evaluation.
-            if report is not None and report(info.step, info.loss) is False and not final:
+            if report is not None and report(info.step, report_value(info.loss)) is False and not final:
                 stopped["pruned"] = True
                 return False
         return True
@@ -229,5 +261,9 @@ def _run(point: ModelPoint, config: TrialConfig, report: Reporter | None,
     metrics["data_s"] = batches.seconds
     step_s = max(trained.seconds - batches.seconds, 0.0)
     metrics["outside_step_share"] = 1.0 - step_s / max(time.perf_counter() - started, 1e-9)
-    metrics["peak_mem_mb"] = _peak_memory_mb(device)
+    metrics["peak_mem_mb"] = peak.mb()
+    metrics["weights_mb"] = weights_mb(model)
+    if weights.save is not None:
+        saved = save_checkpoint(weights.save, point, model, metrics, weights.max_mb)
+        metrics["saved_weights"] = float(saved)
     return "complete"

@@ -1,0 +1,49 @@
+"""``miras eval``: lm-evaluation-harness tasks on a checkpoint."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from miras_search.cli.app import command, console
+from miras_search.cli.checks import output_file
+
+
+@command("eval")
+def eval_cmd(
+    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint (.pt) of `miras train --save` or a study.")],
+    tasks: Annotated[str, typer.Option(help="Comma-separated lm-eval tasks, e.g. piqa,hellaswag "
+                                            "(the paper's: lambada_openai,piqa,hellaswag,winogrande,"
+                                            "arc_easy,arc_challenge,siqa,boolq).")],
+    include_path: Annotated[Path | None, typer.Option(help="A folder of your own lm-eval task YAMLs.")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Examples per task (a quick look).")] = None,
+    num_fewshot: Annotated[int | None, typer.Option(min=0, help="Few-shot examples (default: the task's).")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Sequences per forward pass.")] = 1,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write lm-eval's results as JSON here.")] = None,
+) -> None:
+    """Evaluate a checkpoint with lm-evaluation-harness (needs the `hf` extra). The paper's tasks
+    download their data from the Hugging Face Hub; a task of your own runs offline."""
+    from miras_search.hf.evaluation import evaluate_checkpoint
+
+    if out is not None:
+        output_file("--out", out)
+    names = [t.strip() for t in tasks.split(",") if t.strip()]
+    results = evaluate_checkpoint(checkpoint, names, include_path=include_path, limit=limit,
+                                  num_fewshot=num_fewshot, batch_size=batch_size, device=device)
+    table = Table(title=escape(f"lm-eval: {checkpoint.name}"))
+    for column in ("task", "metric", "value"):
+        table.add_column(column, justify="right" if column == "value" else "left")
+    for task, metrics in results.items():
+        for name, value in metrics.items():
+            if isinstance(value, int | float) and "stderr" not in name:
+                table.add_row(escape(task), escape(name.split(",")[0]), f"{value:.4f}")
+    console.print(table)
+    if out is not None:
+        out.write_text(json.dumps(results, indent=2, default=str) + "\n")
+        console.print(f"wrote {escape(str(out))}", highlight=False)

@@ -1,0 +1,105 @@
+"""``MirasConfig`` (the point, as JSON data) and ``MirasForCausalLM`` (a MirasLM inside a
+PreTrainedModel), registered with AutoConfig / AutoModelForCausalLM as model type ``miras``.
+
+``generate`` works without a key/value cache: every step runs the whole prefix through the
+model (a memory layer's state is rebuilt from the tokens), which is exact and, at the sizes the
+toolkit trains, fast enough for evaluation.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    GenerationConfig,
+    GenerationMixin,
+    PretrainedConfig,
+    PreTrainedModel,
+)
+from transformers.modeling_outputs import CausalLMOutput
+
+from miras_search.data.vocab import EOS, IGNORE_INDEX, PAD
+from miras_search.schema import ModelPoint
+
+
+class MirasConfig(PretrainedConfig):
+    """The configuration of a Miras model: ``point`` is the ModelPoint as JSON data (memory,
+    bias, retention, algorithm, block, ...); vocab_size and the special ids follow from it."""
+
+    model_type = "miras"
+
+    def __init__(self, point: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        self.point = point or ModelPoint().model_dump(mode="json")
+        block = self.point.get("block", {})
+        kwargs.setdefault("vocab_size", block.get("vocab_size", ModelPoint().block.vocab_size))
+        kwargs.setdefault("eos_token_id", EOS)
+        kwargs.setdefault("pad_token_id", PAD)
+        kwargs.setdefault("tie_word_embeddings", bool(block.get("tie_embeddings", ModelPoint().block.tie_embeddings)))
+        super().__init__(**kwargs)
+
+    @property
+    def model_point(self) -> ModelPoint:
+        return ModelPoint.model_validate(self.point)
+
+
+class MirasForCausalLM(PreTrainedModel, GenerationMixin):
+    """A causal language model over a point of the Miras design space.
+
+    forward(input_ids [B, T], labels [B, T] optional) -> CausalLMOutput(logits [B, T, V], loss):
+    labels are the inputs (shifted inside, as Hugging Face models do); -100 marks no loss.
+    """
+
+    config_class = MirasConfig
+    base_model_prefix = "miras"
+    main_input_name = "input_ids"
+    _supports_cache_class = False
+
+    def __init__(self, config: MirasConfig) -> None:
+        super().__init__(config)
+        from miras_search.model.lm import MirasLM
+
+        self.miras = MirasLM(config.model_point)
+        # the MirasLM ties its output head to the embedding itself; saving stores the tensor once
+        self._tied_weights_keys = {"miras.head.weight": "miras.embed.weight"} if config.tie_word_embeddings else {}
+        self.generation_config = GenerationConfig(use_cache=False, eos_token_id=EOS, pad_token_id=PAD)
+        self.post_init()
+
+    def _init_weights(self, module: torch.nn.Module) -> None:
+        """The MirasLM initialises its own weights when built; nothing to redo here."""
+
+    def get_input_embeddings(self) -> torch.nn.Module:
+        return self.miras.embed
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None, **_: Any) -> CausalLMOutput:
+        logits = self.miras(input_ids)  # [B, T, V]
+        loss = None
+        if labels is not None:
+            targets = labels[:, 1:]
+            if attention_mask is not None:
+                targets = targets.masked_fill(attention_mask[:, 1:] == 0, IGNORE_INDEX)
+            loss = torch.nn.functional.cross_entropy(
+                logits[:, :-1].reshape(-1, logits.shape[-1]).float(), targets.reshape(-1),
+                ignore_index=IGNORE_INDEX)
+        return CausalLMOutput(loss=loss, logits=logits)
+
+    def prepare_inputs_for_generation(self, input_ids: torch.Tensor, **kwargs: Any) -> dict[str, Any]:
+        return {"input_ids": input_ids}  # no cache: the whole prefix each step
+
+
+def from_checkpoint(path: str | Path) -> MirasForCausalLM:
+    """A MirasForCausalLM with a checkpoint's point and weights (eval mode, CPU)."""
+    from miras_search.trial.checkpoint import load_weights, read_checkpoint
+
+    checkpoint = read_checkpoint(path)
+    model = MirasForCausalLM(MirasConfig(point=checkpoint.point.model_dump(mode="json")))
+    load_weights(model.miras, checkpoint, str(path))
+    return model.eval()
+
+
+AutoConfig.register(MirasConfig.model_type, MirasConfig, exist_ok=True)
+AutoModelForCausalLM.register(MirasConfig, MirasForCausalLM, exist_ok=True)

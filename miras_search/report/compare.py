@@ -1,0 +1,126 @@
+"""Two studies side by side (``miras compare A B``): counts, the best and median value of each
+objective they share, their best points, and a rank test of whether one scores better."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+
+import optuna
+from rich.markup import escape
+from rich.table import Table
+
+from miras_search.errors import MirasError
+from miras_search.report.leaderboard import format_value, rank_rows
+from miras_search.report.study_data import (
+    AXES,
+    ObjectiveInfo,
+    TrialRow,
+    study_objectives,
+    study_rows,
+)
+
+
+@dataclass
+class StudySide:
+    """One study's part of a comparison: its rows and, per shared objective, the values of its
+    feasible, non-duplicate complete trials (``values[name]``)."""
+
+    name: str
+    rows: list[TrialRow]
+    values: dict[str, list[float]]
+    ranked: list[TrialRow]
+
+    @property
+    def complete(self) -> int:
+        return sum(r.complete for r in self.rows)
+
+
+@dataclass
+class Comparison:
+    objectives: list[ObjectiveInfo]  # the objectives both studies have (name and direction)
+    sides: tuple[StudySide, StudySide]
+    p_values: dict[str, float | None]  # two-sided Mann-Whitney U per objective; None: too few
+    top: int = 3
+    notes: list[str] = field(default_factory=list)
+
+    def table(self, width: int | None = None) -> Table:
+        """The comparison as a rich table (three columns: what, study A, study B)."""
+        first, second = self.sides
+        table = Table(title="comparison", width=width if width and width < 100 else None)
+        table.add_column("")
+        table.add_column(escape(first.name), justify="right")
+        table.add_column(escape(second.name), justify="right")
+        table.add_row("trials (complete)", *(f"{len(s.rows)} ({s.complete})" for s in self.sides))
+        for objective in self.objectives:
+            arrow = "↓" if objective.minimize else "↑"
+            for label, pick in (("best", min if objective.minimize else max), ("median", statistics.median)):
+                cells = [format_value(objective.name, pick(s.values[objective.name])) if s.values[objective.name]
+                         else "-" for s in self.sides]
+                table.add_row(escape(f"{label} {objective.name} {arrow}"), *cells)
+        for place in range(self.top):
+            cells = [_point_cell(s.ranked[place], self.objectives[0]) if place < len(s.ranked) else "-"
+                     for s in self.sides]
+            table.add_row(f"rank {place + 1}", *cells)
+        return table
+
+
+def _point_cell(row: TrialRow, objective: ObjectiveInfo) -> str:
+    label = row.anchor or "/".join(row.axes[a] for a in AXES)
+    value = format_value(objective.name, row.values[0]) if row.values else "-"
+    return escape(f"#{row.number} {label} {value}")
+
+
+def _side(study: optuna.Study, objectives: list[ObjectiveInfo], own: list[ObjectiveInfo]) -> StudySide:
+    rows = study_rows(study)
+    ranked = rank_rows(rows)
+    index = {o.name: i for i, o in enumerate(own)}
+    values = {o.name: [r.values[index[o.name]] for r in ranked if r.values] for o in objectives}
+    return StudySide(study.study_name, rows, values, ranked)
+
+
+def compare_studies(first: optuna.Study, second: optuna.Study, top: int = 3) -> Comparison:
+    """Compare two studies over the objectives they share (same name and direction).
+
+    For each shared objective, a two-sided Mann-Whitney U test (``scipy.stats.mannwhitneyu``)
+    of the two studies' feasible complete trial values says whether one study's trials tend to
+    score better; it needs two trials on each side. MirasError when no objective is shared.
+    """
+    own = [study_objectives(first), study_objectives(second)]
+    shared = [o for o in own[0] if o in own[1]]
+    if not shared:
+        raise MirasError(
+            f"studies '{first.study_name}' and '{second.study_name}' share no objective "
+            f"({', '.join(o.name for o in own[0])} vs {', '.join(o.name for o in own[1])}); "
+            "compare studies that rank by the same metric in the same direction")
+    sides = (_side(first, shared, own[0]), _side(second, shared, own[1]))
+    p_values: dict[str, float | None] = {}
+    notes: list[str] = []
+    for objective in shared:
+        a, b = (s.values[objective.name] for s in sides)
+        p_values[objective.name] = _mann_whitney(a, b)
+        notes.append(_sentence(objective, sides, p_values[objective.name]))
+    return Comparison(shared, sides, p_values, top, notes)
+
+
+def _mann_whitney(a: list[float], b: list[float]) -> float | None:
+    if len(a) < 2 or len(b) < 2:
+        return None
+    from scipy.stats import mannwhitneyu  # scipy comes with the report extra
+
+    return float(mannwhitneyu(a, b, alternative="two-sided").pvalue)
+
+
+def _sentence(objective: ObjectiveInfo, sides: tuple[StudySide, StudySide], p: float | None) -> str:
+    first, second = sides
+    a, b = first.values[objective.name], second.values[objective.name]
+    if p is None:
+        return (f"{objective.name}: too few complete trials to test ({len(a)} and {len(b)}; "
+                "two on each side needed)")
+    median_a, median_b = statistics.median(a), statistics.median(b)
+    better = first.name if (median_a < median_b) == objective.minimize else second.name
+    if median_a == median_b:
+        better = "neither"
+    return (f"{objective.name}: median {format_value(objective.name, median_a)} ({first.name}) vs "
+            f"{format_value(objective.name, median_b)} ({second.name}); {better} scores better by the "
+            f"median; two-sided Mann-Whitney U p = {p:.3g} over {len(a)} and {len(b)} trials")

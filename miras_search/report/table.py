@@ -1,0 +1,61 @@
+"""Every trial of a study as flat records: for CSV files, pandas, spreadsheets.
+
+One record per trial, in trial-number order, with fixed columns first (``number``, ``state``,
+``rank``, ``anchor``, the four axes, one column per objective, ``failure``, ``reason``), then the
+searched parameters as ``param:<name>`` and the metrics as ``metric:<name>``. Values are exact
+(as stored), not rounded as the report's tables are.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Any
+
+import optuna
+
+from miras_search.errors import MirasError
+from miras_search.report.study_data import AXES, study_objectives, study_rows
+
+
+def trial_records(study: optuna.Study) -> list[dict[str, Any]]:
+    """One flat mapping per trial (see the module docstring); missing values are None."""
+    objectives = study_objectives(study)
+    rows = study_rows(study)
+    params = sorted({name for row in rows for name in row.params})
+    metrics = sorted({name for row in rows for name in row.metrics})
+    records = []
+    for row in rows:
+        record: dict[str, Any] = {
+            "number": row.number, "state": row.state, "rank": row.rank, "anchor": row.anchor,
+            **{axis: row.axes.get(axis) for axis in AXES},
+        }
+        for index, objective in enumerate(objectives):
+            record[objective.name] = row.values[index] if row.values is not None else None
+        record.update(failure=row.failure, reason=row.reason, reused_from=row.reused_from)
+        record.update({f"param:{name}": row.params.get(name) for name in params})
+        record.update({f"metric:{name}": row.metrics.get(name) for name in metrics})
+        records.append(record)
+    return records
+
+
+def trials_csv(study: optuna.Study) -> str:
+    """The study's ``trial_records`` as CSV text (a header line, then one line per trial)."""
+    records = trial_records(study)
+    out = io.StringIO()
+    if records:
+        writer = csv.DictWriter(out, fieldnames=list(records[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(records)
+    return out.getvalue()
+
+
+def trials_dataframe(study: optuna.Study):
+    """The study's ``trial_records`` as a pandas DataFrame indexed by trial number (pandas is
+    not a dependency of the toolkit: MirasError says how to install it)."""
+    try:
+        import pandas as pd
+    except ImportError:
+        raise MirasError("trials_dataframe needs pandas, which is not installed; "
+                         "`pip install pandas` (or use trials_csv / trial_records)") from None
+    return pd.DataFrame.from_records(trial_records(study)).set_index("number")

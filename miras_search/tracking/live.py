@@ -1,0 +1,102 @@
+"""A trial's W&B run, written by the worker while the trial trains.
+
+The training loop only puts rows on a queue (microseconds); a thread opens the run, logs the
+rows as they come (training loss, learning rate, tokens/s, the objective at each pruning report,
+the process's memory and CPU), writes the final metrics and finishes the run, so neither the
+trial nor the study waits on W&B. ``flush_live_runs`` waits for the runs still being written
+(the driver calls it at the end of a study; a Ray worker before it is stopped). Nothing here can
+fail a trial: a W&B error ends that run's logging with a warning.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import threading
+from pathlib import Path
+from typing import Any
+
+from miras_search.redact import command_line_redacted, redact_tree
+
+log = logging.getLogger(__name__)
+
+_RUNNING: list[threading.Thread] = []
+_LOCK = threading.Lock()
+_FINISH = object()
+
+
+def _environment(settings: dict[str, Any]) -> None:
+    os.environ.setdefault("WANDB_SILENT", "true")
+    if settings["mode"] == "offline":
+        os.environ["WANDB_MODE"] = "offline"
+        folder = Path(settings["dir"])
+        os.environ.setdefault("WANDB_DATA_DIR", str(folder / "data"))
+        os.environ.setdefault("WANDB_CACHE_DIR", str(folder / "cache"))
+
+
+class LiveRun:
+    """One trial's run; ``settings`` come from ``WandbTracker.live_settings`` (plain data, so a
+    Ray task carries them): mode, project, entity, dir, group, name, config, tags."""
+
+    def __init__(self, settings: dict[str, Any]) -> None:
+        self.settings = settings
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._write, name=f"wandb-{settings['name']}", daemon=True)
+        with _LOCK:
+            _RUNNING[:] = [t for t in _RUNNING if t.is_alive()]
+            _RUNNING.append(self._thread)
+        self._thread.start()
+
+    def log(self, row: dict[str, float], step: int) -> None:
+        self._queue.put((row, step))
+
+    def finish(self, summary: dict[str, Any], record: dict[str, Any]) -> None:
+        """Queue the final summary (and the readable ``miras_trial.json`` record); returns at once."""
+        self._queue.put((_FINISH, (redact_tree(summary), redact_tree(record))))  # a reason may hold a URL
+
+    def _write(self) -> None:
+        try:
+            _environment(self.settings)
+            import wandb
+
+            folder = Path(self.settings["dir"])
+            folder.mkdir(parents=True, exist_ok=True)
+            with command_line_redacted():  # W&B keeps the command line (an inline run's --storage URL)
+                run = wandb.init(project=self.settings["project"], entity=self.settings.get("entity"),
+                                 group=self.settings["group"], name=self.settings["name"], job_type="trial",
+                                 dir=str(folder.parent if folder.name == "wandb" else folder),
+                                 mode=self.settings["mode"], config=redact_tree(self.settings["config"]),
+                                 tags=self.settings["tags"], reinit="create_new")
+        except Exception as error:  # W&B missing, folder unwritable, network down...
+            log.warning("W&B run %s not started: %s: %s", self.settings["name"], type(error).__name__, error)
+            self._drain()
+            return
+        try:
+            while True:
+                item, payload = self._queue.get()
+                if item is _FINISH:
+                    summary, record = payload
+                    run.summary.update(summary)
+                    (Path(run.dir) / "miras_trial.json").write_text(json.dumps(record, indent=1, default=str))
+                    break
+                run.log(item, step=payload)
+        except Exception as error:
+            log.warning("W&B run %s: logging stopped: %s: %s", self.settings["name"], type(error).__name__, error)
+        finally:
+            run.finish()
+
+    def _drain(self) -> None:
+        while True:
+            item, _ = self._queue.get()
+            if item is _FINISH:
+                return
+
+
+def flush_live_runs(timeout_s: float = 120.0) -> None:
+    """Wait (up to ``timeout_s`` in all) for the runs this process is still writing."""
+    with _LOCK:
+        threads = list(_RUNNING)
+    for thread in threads:
+        thread.join(timeout=timeout_s)

@@ -1,0 +1,160 @@
+"""The command line as scripts and pipes use it: YAML that reads back, tables that fit 80
+columns, --watch into a pipe, --version, a light `--help`, one spelling of "how many"."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+from _fake_study import fake_study
+from typer.testing import CliRunner
+
+from miras_search import __version__
+from miras_search.cli import app
+from miras_search.points import load_point
+from miras_search.report.study_data import open_report_study
+from miras_search.report.table import trial_records
+
+runner = CliRunner()  # output is not a terminal here: rich's width is 80, as in a pipe
+LONG_NAME = "a-point-whose-name-alone-is-longer-than-eighty-columns-" + "x" * 60
+
+
+def _widest(text: str) -> int:
+    return max((len(line) for line in text.splitlines()), default=0)
+
+
+def test_show_of_a_point_with_long_lines_writes_yaml_that_reads_back(tmp_path):
+    source = tmp_path / "long.yaml"
+    source.write_text(f"preset: moneta\nname: {LONG_NAME}\nbias: {{kind: lp, p: 2.5}}\n")
+    shown = runner.invoke(app, ["show", str(source)])
+    assert shown.exit_code == 0, shown.output
+    assert LONG_NAME in shown.output.splitlines()[0]  # one line, not wrapped at 80 columns
+    copy = tmp_path / "copy.yaml"
+    copy.write_text(shown.output)
+    assert runner.invoke(app, ["validate", str(copy)]).exit_code == 0
+    assert load_point(copy) == load_point(source)
+
+
+def test_best_and_sample_print_documents_that_validate_accepts(tmp_path):
+    study = fake_study(tmp_path, point_name=LONG_NAME)
+    best = runner.invoke(app, ["best", str(study), "--top", "3"])
+    assert best.exit_code == 0, best.output
+    documents = list(yaml.safe_load_all(best.output))
+    assert len(documents) == 3 and documents[2]["name"] == LONG_NAME  # trial 0 (3.5) ranks third
+    assert [d["meta"]["objectives"]["val_bpb"] for d in documents] == [3.1, 3.3, 3.5]
+    out = tmp_path / "best.yaml"
+    out.write_text(best.output)
+    checked = runner.invoke(app, ["validate", str(out)])
+    assert checked.exit_code == 0 and "3 points" in checked.output, checked.output
+
+    sampled = runner.invoke(app, ["sample", str(tmp_path / "space.yaml"), "-n", "4"])
+    (tmp_path / "sampled.yaml").write_text(sampled.output)
+    assert "4 points" in runner.invoke(app, ["validate", str(tmp_path / "sampled.yaml")]).output
+
+
+def test_validate_names_the_bad_document_of_several(tmp_path):
+    path = tmp_path / "two.yaml"
+    path.write_text("preset: moneta\n---\npreset: moneta\nbias: {kind: lp, p: 9}\n")
+    result = runner.invoke(app, ["validate", str(path)])
+    assert result.exit_code == 1
+    assert "(document 2)" in result.output and "bias.p (line 4)" in result.output
+
+
+def test_version_and_a_help_that_imports_neither_torch_nor_optuna():
+    assert runner.invoke(app, ["--version"]).output.strip() == f"miras-search {__version__}"
+    probe = ("import sys, miras_search.cli; "
+             "print(sorted(m for m in ('torch', 'optuna', 'matplotlib', 'ray', 'wandb') if m in sys.modules))")
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert loaded.stdout.strip() == "[]"
+
+
+def test_show_suggests_the_preset_for_a_misspelt_name():
+    result = runner.invoke(app, ["show", "mooneta"])
+    assert result.exit_code == 1
+    assert "did you mean 'moneta'?" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("command", ["best", "export", "confirm", "report", "compare"])
+def test_how_many_is_top_or_n_everywhere(command):
+    shown = runner.invoke(app, [command, "--help"], env={"COLUMNS": "200"})
+    assert "--top" in shown.output and "-n" in shown.output and " -k " not in shown.output
+
+
+def test_status_and_the_leaderboard_fit_80_columns(tmp_path):
+    study = fake_study(tmp_path)
+    status = runner.invoke(app, ["status", str(study)])
+    assert status.exit_code == 0 and _widest(status.output) <= 80, status.output
+    assert "4 complete" in status.output and "1 failed" in status.output
+
+    from rich.console import Console
+
+    from miras_search.report.leaderboard import leaderboard_table
+    from miras_search.report.study_data import study_objectives, study_rows
+
+    opened = open_report_study(str(study), None)
+    rows = [r for r in study_rows(opened) if r.rank is not None]
+    console = Console(width=80, record=True, file=io.StringIO())
+    console.print(leaderboard_table(rows, study_objectives(opened), width=80))
+    text = console.export_text()
+    assert _widest(text) <= 80 and "mlp" in text and "…" not in text
+
+
+def test_status_watch_into_a_pipe_prints_the_table(tmp_path):
+    study = fake_study(tmp_path)
+    env = {**os.environ, "COLUMNS": "80"}
+    proc = subprocess.Popen([sys.executable, "-m", "miras_search", "status", str(study), "--watch"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=tmp_path)
+    deadline = time.monotonic() + 120  # a busy CI machine imports slowly
+    seen = b""
+    os.set_blocking(proc.stdout.fileno(), False)
+    while time.monotonic() < deadline and b"best so far" not in seen:
+        time.sleep(0.5)
+        seen += proc.stdout.read() or b""
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=60)
+    assert b"best so far" in seen and b"4 complete" in seen
+
+
+def test_csv_export_has_every_trial_with_exact_values(tmp_path):
+    study = fake_study(tmp_path, values=[3.123456789, 2.5])
+    result = runner.invoke(app, ["export", str(study), "--csv", "-"])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(io.StringIO(result.output)))
+    assert [r["state"] for r in rows] == ["COMPLETE", "COMPLETE", "FAIL"]
+    assert float(rows[0]["val_bpb"]) == 3.123456789 and rows[1]["rank"] == "1"
+    assert rows[2]["failure"] == "nan" and rows[0]["metric:peak_mem_mb"] == "100.0"
+    written = runner.invoke(app, ["export", str(study), "--csv", str(tmp_path / "t.csv")])
+    assert written.exit_code == 0 and (tmp_path / "t.csv").read_text() == result.output
+    records = trial_records(open_report_study(str(study), None))
+    assert records[0]["param:memory.kind"] in ("matrix", "mlp")
+
+
+def test_dataframe_export(tmp_path):
+    pandas = pytest.importorskip("pandas")
+    from miras_search.report.table import trials_dataframe
+
+    frame = trials_dataframe(open_report_study(str(fake_study(tmp_path, values=[3.0, 2.0])), None))
+    assert isinstance(frame, pandas.DataFrame) and list(frame.index) == [0, 1, 2]
+    assert frame.loc[1, "val_bpb"] == 2.0
+
+
+def test_compare_two_studies(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = fake_study(tmp_path / "a", name="a", values=[3.0, 3.1, 3.2, 3.3, 3.4])
+    b = fake_study(tmp_path / "b", name="b", values=[4.0, 4.1, 4.2, 4.3, 4.4])
+    result = runner.invoke(app, ["compare", str(a), str(b)], env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    assert "median 3.2 (a) vs 4.2 (b); a scores better" in " ".join(result.output.split())
+    from scipy.stats import mannwhitneyu
+
+    p = mannwhitneyu([3.0, 3.1, 3.2, 3.3, 3.4], [4.0, 4.1, 4.2, 4.3, 4.4], alternative="two-sided").pvalue
+    assert f"p = {p:.3g}" in result.output
+    assert _widest(result.output.split("val_bpb: median")[0]) <= 80

@@ -1,0 +1,104 @@
+"""The Hugging Face interface: Auto-class registration, save / load round trip, generate against
+a plain greedy loop, and `miras eval` through lm-evaluation-harness on a local task (offline)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import pytest
+import torch
+
+# transformers probes for a package named "kernels" (Hugging Face's kernel hub) and, run from the
+# repository root, finds and imports ours; Triton reads TRITON_INTERPRET when our kernels are
+# first decorated, so it is set first, as tests/test_kernel_path.py does
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+transformers = pytest.importorskip("transformers")
+
+from typer.testing import CliRunner  # noqa: E402
+
+from miras_search.cli import app  # noqa: E402
+from miras_search.hf import MirasByteTokenizer, MirasConfig, MirasForCausalLM, from_checkpoint  # noqa: E402
+from miras_search.model import build_model  # noqa: E402
+from miras_search.presets import preset  # noqa: E402
+from miras_search.trial.checkpoint import save_checkpoint  # noqa: E402
+
+BLOCK = {"d_model": 32, "n_heads": 2, "n_layers": 1, "max_seq_len": 512}
+
+
+def _checkpoint(tmp_path, name="gated_deltanet", **overrides):
+    point = preset(name, block={**BLOCK, **overrides})
+    torch.manual_seed(0)
+    model = build_model(point, "cpu")
+    path = tmp_path / f"{name}.pt"
+    save_checkpoint(path, point, model)
+    return path, model.eval()
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_save_pretrained_and_auto_classes_round_trip(tmp_path, tied):
+    path, reference = _checkpoint(tmp_path, tie_embeddings=tied)
+    model = from_checkpoint(path)
+    model.save_pretrained(tmp_path / "hf")
+    config = transformers.AutoConfig.from_pretrained(tmp_path / "hf")
+    assert isinstance(config, MirasConfig) and config.model_point.block.tie_embeddings is tied
+    loaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()
+    assert isinstance(loaded, MirasForCausalLM)
+    tokens = torch.randint(0, 256, (2, 63))
+    torch.testing.assert_close(loaded(tokens).logits, reference(tokens), rtol=0, atol=0)
+    labels = tokens.clone()
+    expected = torch.nn.functional.cross_entropy(reference(tokens)[:, :-1].flatten(0, 1), tokens[:, 1:].flatten())
+    torch.testing.assert_close(loaded(tokens, labels=labels).loss, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_generate_is_the_greedy_loop(tmp_path):
+    path, reference = _checkpoint(tmp_path, "moneta")
+    model = from_checkpoint(path)
+    tokenizer = MirasByteTokenizer()
+    prompt = tokenizer("Once upon a", return_tensors="pt")
+    out = model.generate(**prompt, max_new_tokens=7, do_sample=False)
+    tokens = prompt["input_ids"]
+    for _ in range(7):  # the reference: argmax of the last position, appended
+        tokens = torch.cat([tokens, reference(tokens)[:, -1].argmax(-1, keepdim=True)], dim=1)
+    assert torch.equal(out, tokens)
+    assert tokenizer.decode(prompt["input_ids"][0]) == "Once upon a"
+    assert tokenizer("é")["input_ids"] == list("é".encode())
+
+
+def _loglikelihood(model, context: str, continuation: str) -> float:
+    """log p(continuation | context) summed over its bytes; like lm-eval, trailing whitespace of
+    the context is scored as the start of the continuation."""
+    stripped = context.rstrip()
+    context, continuation = stripped, context[len(stripped):] + continuation
+    ids = torch.tensor([list((context + continuation).encode())])
+    start = len(context.encode())
+    with torch.no_grad():
+        logprobs = torch.log_softmax(model(ids[:, :-1]).double(), -1)[0]  # [T-1, V]
+    targets = ids[0, start:]
+    return float(logprobs[start - 1:].gather(-1, targets[:, None]).sum())
+
+
+@pytest.mark.slow
+def test_miras_eval_runs_a_local_lm_eval_task_offline(tmp_path, monkeypatch, root):
+    pytest.importorskip("lm_eval")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    tasks = tmp_path / "tasks"
+    shutil.copytree(root / "tests/data/lm_eval", tasks)
+    monkeypatch.chdir(tasks)  # the task's data file is named relative to the working directory
+    path, reference = _checkpoint(tmp_path)
+    result = CliRunner().invoke(app, ["eval", str(path), "--tasks", "miras_tiny_choice", "--include-path",
+                                      str(tasks), "--out", str(tmp_path / "results.json")])
+    assert result.exit_code == 0, result.output
+    acc = json.loads((tmp_path / "results.json").read_text())["miras_tiny_choice"]["acc,none"]
+    docs = [json.loads(line) for line in (tasks / "tiny_choice.jsonl").read_text().splitlines()]
+    right = 0
+    for doc in docs:  # the same accuracy computed from the model directly
+        scores = [_loglikelihood(reference, doc["context"], choice) for choice in doc["choices"]]
+        right += max(range(len(scores)), key=scores.__getitem__) == doc["label"]
+    assert acc == pytest.approx(right / len(docs))
+    unknown = CliRunner().invoke(app, ["eval", str(path), "--tasks", "no_such_task"])
+    assert unknown.exit_code == 1 and "unknown lm-eval task(s) no_such_task" in unknown.output
