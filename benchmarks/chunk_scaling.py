@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 import torch.utils._pytree as pytree
+from memory_ops import SavedBytes  # benchmarks/ is on sys.path when a script here runs
 from rich.console import Console
 from rich.table import Table
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -35,22 +36,6 @@ from miras_search.presets import preset, preset_names
 
 LENGTHS = (1024, 2048, 4096, 8192)
 HEADS, DIM = 4, 64
-
-
-class SavedBytes:
-    """Bytes of the distinct storages autograd saves for backward (the memory that grows with T)."""
-
-    def __init__(self) -> None:
-        self.storages: dict[int, int] = {}
-
-    def pack(self, x: torch.Tensor) -> torch.Tensor:
-        storage = x.untyped_storage()
-        self.storages[storage.data_ptr()] = storage.nbytes()
-        return x
-
-    @property
-    def total(self) -> int:
-        return sum(self.storages.values())
 
 
 def slope(xs: list[float], ys: list[float]) -> float:
