@@ -123,8 +123,8 @@ def _mlp_kernel(rule: Any, bias: BiasConfig, modes: dict[str, str]) -> Callable[
 def kernel_for(rule: Any) -> Callable[..., Any] | None:
     """The Triton kernel for this point, or None when it is not covered.
 
-    Covered, with the biases dot, l2, lp (smooth), huber (coordinate / norm / switch), robust
-    and a per-head eta:
+    Covered, with the biases dot, l2, lp (smooth), huber (coordinate / norm / switch; a per-head
+    delta), robust and a per-head eta:
 
     - matrix memory, retention none or l2, gd or momentum, alpha per head or channel-wise
       (channel-wise only with gd): ``chunk_matrix_memory`` with the bias bound,
@@ -137,7 +137,7 @@ def kernel_for(rule: Any) -> Callable[..., Any] | None:
     """
     bias = bias_config(rule.bias)
     modes = _gate_modes(rule)
-    if bias is None or modes.get("eta") == "channel":
+    if bias is None or modes.get("eta") == "channel" or modes.get("delta") == "channel":
         return None
     memory = _kind(rule.memory)
     if memory == "matrix":

@@ -147,18 +147,21 @@ def _combos() -> list[tuple[str, ModelPoint]]:
         itertools.product(_MEMORIES, _BIASES, _RETENTIONS, _ALGORITHMS)
     ):
         ret, alg = dict(ret), dict(alg)
-        if mem["kind"] != "mlp" and i % 2:  # every other linear-memory combo: channel-wise gates
+        bias = dict(bias)
+        if i % 2:  # every other combo: channel-wise gates (per layer input channel; delta per value channel)
             if ret["kind"] not in ("none", "bregman"):
                 ret["alpha"] = {"mode": "channel"}
             if alg["kind"] != "implicit":
                 alg["eta"] = {"mode": "channel"}
+            if "delta" in bias:
+                bias["delta"] = {"mode": "channel"}
         try:
             point = ModelPoint(memory=mem, bias=bias, retention=ret, algorithm=alg)
         except ValidationError:
             continue
         label = "-".join(
             [mem["kind"], bias["kind"] + bias.get("variant", "")[:2], ret["kind"], alg["kind"]]
-        ) + ("-ch" if "alpha" in ret or "eta" in alg else "")
+        ) + ("-ch" if i % 2 else "")
         points.append((label, point))
     return points
 

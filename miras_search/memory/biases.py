@@ -1,6 +1,7 @@
 """Axis 2, attentional bias: g = dl/dpred from the prediction, the value and the threshold.
 
-Every bias maps ``pred, v: [B, H, N, V]`` and ``delta: [B, H, N, 1] | None`` to ``g: [B, H, N, V]``.
+Every bias maps ``pred, v: [B, H, N, V]`` and ``delta: [B, H, N, 1 or V] | None`` to
+``g: [B, H, N, V]``.
 """
 
 from __future__ import annotations
@@ -69,6 +70,12 @@ class HuberGrad:
     switch: g = e if ||e|| <= delta, else delta tanh(c e) (``smooth``) or delta sign(e), with
     c = sharpness (``relative_sharpness`` False) or sharpness / delta (True); the smooth sign keeps a
     gradient to v in the l1 branch (see miras_search.memory.surrogates for the choice of c).
+
+    A channel-wise threshold (delta [..., V], one per value channel) measures the error in the
+    metric diag(1 / delta): the norm and switch variants test ||e / delta|| <= 1, the norm variant
+    clips to e / ||e / delta||, the l1 branch is delta_j sign(e_j) (or its smooth form) per
+    channel, and coordinate clips each e_j to [-delta_j, delta_j]. With equal channels this is
+    the per-head rule.
     """
 
     variant: str
@@ -83,10 +90,16 @@ class HuberGrad:
         e = pred - v
         if self.variant == "coordinate":
             return torch.minimum(torch.maximum(e, -delta), delta)
-        norm = safe_norm(e)
-        small = norm <= delta
-        if self.variant == "norm":
-            return torch.where(small, e, delta * e / norm)
+        if delta.shape[-1] == 1:
+            norm = safe_norm(e)
+            small = norm <= delta
+            if self.variant == "norm":
+                return torch.where(small, e, delta * e / norm)
+        else:  # channel-wise: ||e||_{diag(1/delta)}; padded tokens (delta = 0) have e = 0
+            ratio = safe_norm(e / delta.clamp_min(torch.finfo(delta.dtype).tiny))
+            small = ratio <= 1.0
+            if self.variant == "norm":
+                return torch.where(small, e, e / ratio)
         if self.smooth:
             # padded tokens carry delta = 0 (and e = 0): the floor keeps their unused branch finite
             relative = self.sharpness / delta.clamp_min(torch.finfo(delta.dtype).tiny)

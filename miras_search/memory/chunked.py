@@ -21,14 +21,15 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from miras_search.memory.inputs import MemoryInputs
-from miras_search.memory.recurrent import memory_gradients, recurrent_step
+from miras_search.memory.inputs import MemoryInputs, layer_gates
+from miras_search.memory.recurrent import input_widths, memory_gradients, recurrent_step
 from miras_search.memory.rule import MemoryRule, MemoryState
 
 
 @dataclass
 class ChunkDecay:
-    """Decay coefficients of one chunk of b micro-steps (c = 1 or K).
+    """Decay coefficients of one chunk of b micro-steps (c = 1, or channel-wise: one per input
+    channel of each memory layer, see ``layer_gates``).
 
     beta: [B, H, b, c]; coef C: [B, H, b, b, c] (C[t, i], zero for i > t); m: [B, H, b, c] | None;
     theta_last (Theta_b): [B, H, 1, 1] | None; theta_ratio (Theta_b / Theta_i): [B, H, b, 1] | None.
@@ -39,6 +40,14 @@ class ChunkDecay:
     m: Tensor | None = None
     theta_last: Tensor | None = None
     theta_ratio: Tensor | None = None
+
+    def per_layer(self, widths: list[int]) -> list[ChunkDecay]:
+        """This chunk's decays for each memory layer: channel-wise ones (c = sum of the layers'
+        input ``widths``) split into each layer's input channels, per-head ones shared."""
+        beta, coef = layer_gates(self.beta, widths), layer_gates(self.coef, widths)
+        m = layer_gates(self.m, widths)
+        return [ChunkDecay(*fields, self.theta_last, self.theta_ratio)
+                for fields in zip(beta, coef, m, strict=True)]
 
 
 def _ratios(log_cum: Tensor) -> Tensor:
@@ -100,32 +109,36 @@ def chunk_update(rule: MemoryRule, state: MemoryState, x: MemoryInputs,
     network, retention = rule.network, rule.retention
     if decay is None:
         decay = chunk_decay(x.alpha, x.theta, x.k)
+    widths = input_widths(state.w)
+    decays = decay.per_layer(widths)
     # every gradient at the chunk-start W_0, retained to beta_i W_0 for l2 retention
     scale = retention.gradient_scale(None if x.alpha is None else decay.beta)
-    grads = memory_gradients(rule, state.w, x.k, x.v, x.delta, scale)
+    grads = memory_gradients(rule, state.w, x.k, x.v, x.delta,
+                             None if scale is None else layer_gates(scale, widths))
     deltas = [d for d, _ in grads]
-    eta_x = [x.eta * inp for _, inp in grads]
+    eta_x = [eta * inp for eta, (_, inp) in zip(layer_gates(x.eta, widths), grads, strict=True)]
     a_prev = state.a if state.a is not None else [None] * len(state.w)
     bases = [retention.linear_base(w, a) for w, a in zip(state.w, a_prev, strict=True)]
     scales = state.read_scale or [retention.read_scale(w, a) for w, a in zip(state.w, a_prev, strict=True)]
     s_prev = state.s if state.s is not None else [None] * len(state.w)
 
     def read(layer: int, z: Tensor) -> Tensor:
+        d = decays[layer]
         out = network.layers[layer].chunk_read(
-            bases[layer], decay.beta, s_prev[layer], decay.m, decay.coef,
-            deltas[layer], eta_x[layer], z,
+            bases[layer], d.beta, s_prev[layer], d.m, d.coef, deltas[layer], eta_x[layer], z,
         )
         return out if scales[layer] is None else out * scales[layer]
 
     y, _ = network.run(read, x.q)
 
     new_w, new_a, new_s, new_scale = [], [], [], []
-    coef_last = decay.coef[:, :, -1]  # [B, H, b, c]: C[last, i]
-    beta_last = decay.beta[:, :, -1:]  # [B, H, 1, c]
     for layer, kind in enumerate(network.layers):
+        d = decays[layer]
+        coef_last = d.coef[:, :, -1]  # [B, H, b, c]: C[last, i]
+        beta_last = d.beta[:, :, -1:]  # [B, H, 1, c]
         raw = beta_last * retention.end_start(state.w[layer], a_prev[layer])
         if s_prev[layer] is not None:
-            raw = torch.addcmul(raw, decay.m[:, :, -1:], s_prev[layer])
+            raw = torch.addcmul(raw, d.m[:, :, -1:], s_prev[layer])
             new_s.append(kind.minus_grad(
                 decay.theta_last * s_prev[layer], deltas[layer], eta_x[layer] * decay.theta_ratio
             ))

@@ -54,9 +54,10 @@ def _find_kernel(rule: MemoryRule, q: Tensor, v: Tensor, chunk_size: int,
     if run is None:
         return None, (
             f"no kernel covers memory '{rule.memory}', retention '{rule.retention.kind}', "
-            f"algorithm '{rule.algorithm}' with these gates (covered: element-wise biases, "
-            "per-head eta; matrix memory with retention none/l2 and gd/momentum; 2-layer MLP "
-            "memory with retention none/l2/lq/kl and gd/momentum)"
+            f"algorithm '{rule.algorithm}' with these gates (covered: element-wise biases with a "
+            "per-head delta, per-head eta; matrix memory with retention none/l2 and gd/momentum; "
+            "2-layer MLP memory with retention none/l2/lq/kl, gd/momentum and a per-head alpha; "
+            "other points run the PyTorch chunked form)"
         )
     if rule.steps_per_token != 1:
         return None, "multistep updates have no kernel"

@@ -186,13 +186,15 @@ class Network:
         return self.run(lambda layer, z: self.layers[layer].apply(weights[layer], z), x)[0]
 
     def backward(
-        self, weights: list[Tensor], cache: Cache, g: Tensor, scale: Tensor | None = None
+        self, weights: list[Tensor], cache: Cache, g: Tensor,
+        scales: list[Tensor | None] | None = None,
     ) -> list[tuple[Tensor, Tensor]]:
         """Per-layer (delta_l [B, H, N, out], x_l [B, H, N, in]): dl/dW_l for token i = delta_li x_li^T.
 
         ``g``: dl/dM(x), [B, H, N, V]; ``weights`` must be those the cache was computed with.
-        ``scale`` ([B, H, N, c] | None): token i's weights are W diag(s_i) (the forward scaled
-        each layer's input by s_i), so the signal back through a layer is scaled by s_i too.
+        ``scales`` (per layer, [B, H, N, c_l] | None): token i's weights are W_l diag(s_li) (the
+        forward scaled layer l's input by s_li), so the signal back through layer l is scaled by
+        s_li too.
         """
         inputs, pre = cache
         if self.kind != "mlp":
@@ -204,7 +206,7 @@ class Network:
             out.append((dz, inputs[layer]))
             if layer > 0:
                 back = LinearLayer.back(weights[layer], dz)
-                if scale is not None:
-                    back = back * scale
+                if scales is not None and scales[layer] is not None:
+                    back = back * scales[layer]
                 dz = act_back(back, pre[layer - 1])
         return out[::-1]

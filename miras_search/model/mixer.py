@@ -75,7 +75,7 @@ class MemoryMixer(nn.Module):
         needs = sorted(self.rule.needs(), key=GATE_NAMES.index)
         self.gates = nn.ModuleDict(
             {
-                name: GateProducer(name, gate_spec(point, name), d, h, k,
+                name: GateProducer(name, gate_spec(point, name), d, h, self.rule.channel_width(name, k, v),
                                    steps=n if name == "eta" else 1, layer=layer, n_layers=n_layers)
                 for name in needs
             }
