@@ -31,12 +31,14 @@ class ChunkDecay:
     """Decay coefficients of one chunk of b micro-steps (c = 1, or channel-wise: one per input
     channel of each memory layer, see ``layer_gates``).
 
-    beta: [B, H, b, c]; coef C: [B, H, b, b, c] (C[t, i], zero for i > t); m: [B, H, b, c] | None;
-    theta_last (Theta_b): [B, H, 1, 1] | None; theta_ratio (Theta_b / Theta_i): [B, H, b, 1] | None.
+    beta: [B, H, b, c]; coef C: [B, H, b, b, c] (C[t, i], zero for i > t), or None when it is
+    separable, C[t, i] = beta_t / beta_i (channel-wise decay without momentum: the reads then never
+    form the [b, b, c] tensor); m: [B, H, b, c] | None; theta_last (Theta_b): [B, H, 1, 1] | None;
+    theta_ratio (Theta_b / Theta_i): [B, H, b, 1] | None.
     """
 
     beta: Tensor
-    coef: Tensor
+    coef: Tensor | None
     m: Tensor | None = None
     theta_last: Tensor | None = None
     theta_ratio: Tensor | None = None
@@ -48,6 +50,19 @@ class ChunkDecay:
         m = layer_gates(self.m, widths)
         return [ChunkDecay(*fields, self.theta_last, self.theta_ratio)
                 for fields in zip(beta, coef, m, strict=True)]
+
+    def last_row(self) -> Tensor:
+        """C[last, i]: [B, H, b, c]."""
+        if self.coef is None:  # beta_b / beta_i, and exactly 1 at i = b
+            beta = self.beta
+            return torch.cat([beta[:, :, -1:] / beta[:, :, :-1], torch.ones_like(beta[:, :, -1:])], dim=2)
+        return self.coef[:, :, -1]
+
+
+# Channel-wise C[t, i] = exp(L_t - L_i) is formed as beta_t / beta_i only while every beta_t =
+# exp(L_t) of the chunk is a normal number (a quotient of two normal numbers is as accurate as
+# the exponential of the difference); below this cumulative log decay the full tensor is formed.
+_SEPARABLE_LOG_FLOOR = {torch.float32: -80.0, torch.float64: -700.0}
 
 
 def _ratios(log_cum: Tensor) -> Tensor:
@@ -63,6 +78,11 @@ def chunk_decay(alpha: Tensor | None, theta: Tensor | None, like: Tensor) -> Chu
     """Coefficients from alpha [B, H, b, c] | None and theta [B, H, b, 1] | None."""
     log_alpha = torch.zeros_like(like[..., :1]) if alpha is None else torch.log(alpha)
     log_beta = log_alpha.cumsum(2)
+    channel_wise = alpha is not None and alpha.shape[-1] > 1
+    if theta is None and channel_wise and log_beta.numel() and (
+        log_beta.min().item() > _SEPARABLE_LOG_FLOOR.get(log_beta.dtype, 0.0)
+    ):
+        return ChunkDecay(log_beta.exp(), None)
     d_alpha = _ratios(log_beta)
     if theta is None:
         return ChunkDecay(log_beta.exp(), d_alpha)
@@ -134,7 +154,7 @@ def chunk_update(rule: MemoryRule, state: MemoryState, x: MemoryInputs,
     new_w, new_a, new_s, new_scale = [], [], [], []
     for layer, kind in enumerate(network.layers):
         d = decays[layer]
-        coef_last = d.coef[:, :, -1]  # [B, H, b, c]: C[last, i]
+        coef_last = d.last_row()  # [B, H, b, c]: C[last, i]
         beta_last = d.beta[:, :, -1:]  # [B, H, 1, c]
         raw = beta_last * retention.end_start(state.w[layer], a_prev[layer])
         if s_prev[layer] is not None:
