@@ -133,3 +133,29 @@ def test_kernels_refuse_channel_wise_mlp_gates_and_the_pytorch_form_runs(gate: s
     torch_form = memory_forward(rule, q, k, v, gates, params, chunk_size=16, kernel="torch")
     torch.testing.assert_close(auto, torch_form)
     assert isinstance(gates, MemoryGates)
+
+
+@pytest.mark.parametrize("memory", ["matrix", "vector", "mlp"])
+@pytest.mark.parametrize("length", [1, 7, 63, 100])
+def test_separable_channel_decay_equals_the_full_coefficients(memory: str, length: int, monkeypatch):
+    """Channel-wise decay without momentum reads with C_ti = beta_t / beta_i; with the floor
+    raised above every chunk's log decay the full [b, b, c] tensor is formed instead."""
+    from miras_search.memory import chunked
+
+    spec = {"kind": memory} if memory != "mlp" else {"kind": "mlp", "depth": 2, "expansion": 2}
+    point = ModelPoint(memory=spec, bias={"kind": "l2"}, retention={"kind": "l2", "alpha": {"mode": "channel"}},
+                       algorithm={"kind": "gd", "eta": {"mode": "channel"}})
+    rule = MemoryRule.from_point(point)
+    inputs = random_inputs(rule, 2, length, 2, 8, channel=("eta", "alpha"), requires_grad=True, alpha_low=0.5)
+    q, k, v, gates, params = inputs
+    leaves = [x for x in (q, k, v, gates.eta, gates.alpha, *params) if x is not None]
+
+    def run() -> list[torch.Tensor]:
+        out = memory_forward(rule, q, k, v, gates, params, chunk_size=16, chunk_form="minibatch")
+        return [out, *torch.autograd.grad(out.square().sum(), leaves)]
+
+    separable = run()
+    monkeypatch.setitem(chunked._SEPARABLE_LOG_FLOOR, torch.float64, float("inf"))
+    full = run()
+    for a, b in zip(separable, full, strict=True):
+        assert ((a - b).norm() / b.norm().clamp_min(1e-30)).item() <= 1e-10
