@@ -84,22 +84,27 @@ class HuberGrad:
     relative_sharpness: bool = False
     needs_delta = True
 
+    @staticmethod
+    def inside(e: Tensor, delta: Tensor) -> tuple[Tensor, Tensor]:
+        """(whether ||e|| <= delta, the norm it was tested with): [..., 1] each. A per-head delta
+        compares ||e||; a channel-wise one compares ||e / delta|| with 1 (padded tokens carry
+        delta = 0 and e = 0: they count as inside)."""
+        if delta.shape[-1] == 1:
+            norm = safe_norm(e)
+            return norm <= delta, norm
+        ratio = safe_norm(e / delta.clamp_min(torch.finfo(delta.dtype).tiny))
+        return ratio <= 1.0, ratio
+
     def grad(self, pred: Tensor, v: Tensor, delta: Tensor | None) -> Tensor:
         if delta is None:
             raise ValueError("bias 'huber' needs gates.delta ([B, T, H]); got None")
         e = pred - v
         if self.variant == "coordinate":
             return torch.minimum(torch.maximum(e, -delta), delta)
-        if delta.shape[-1] == 1:
-            norm = safe_norm(e)
-            small = norm <= delta
-            if self.variant == "norm":
-                return torch.where(small, e, delta * e / norm)
-        else:  # channel-wise: ||e||_{diag(1/delta)}; padded tokens (delta = 0) have e = 0
-            ratio = safe_norm(e / delta.clamp_min(torch.finfo(delta.dtype).tiny))
-            small = ratio <= 1.0
-            if self.variant == "norm":
-                return torch.where(small, e, e / ratio)
+        small, size = self.inside(e, delta)
+        if self.variant == "norm":
+            clipped = delta * e / size if delta.shape[-1] == 1 else e / size
+            return torch.where(small, e, clipped)
         if self.smooth:
             # padded tokens carry delta = 0 (and e = 0): the floor keeps their unused branch finite
             relative = self.sharpness / delta.clamp_min(torch.finfo(delta.dtype).tiny)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from miras_search.memory.biases import HuberGrad, safe_norm
+from miras_search.memory.biases import HuberGrad
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,7 @@ class _CountingSwitch(HuberGrad):
 
     def grad(self, pred: Tensor, v: Tensor, delta: Tensor | None) -> Tensor:
         if delta is not None:
-            small = safe_norm(pred - v) <= delta
+            small, _ = self.inside(pred - v, delta)
             self.counts.append((int(small.sum()), small.numel()))
         return super().grad(pred, v, delta)
 
