@@ -144,8 +144,9 @@ def chunk_update(rule: MemoryRule, state: MemoryState, x: MemoryInputs,
 
     def read(layer: int, z: Tensor) -> Tensor:
         d = decays[layer]
-        out = network.layers[layer].chunk_read(
-            bases[layer], d.beta, s_prev[layer], d.m, d.coef, deltas[layer], eta_x[layer], z,
+        out = retention.chunk_read(
+            network.layers[layer], state.w[layer], a_prev[layer], bases[layer], d.beta,
+            s_prev[layer], d.m, d.coef, deltas[layer], eta_x[layer], z,
         )
         return out if scales[layer] is None else out * scales[layer]
 

@@ -14,6 +14,7 @@ from torch import Tensor
 from miras_search.memory.chunked import ChunkDecay, chunked
 from miras_search.memory.inputs import MemoryInputs, layer_gates
 from miras_search.memory.recurrent import gradient_point, input_widths, memory_gradients
+from miras_search.memory.retention import KLRetention
 from miras_search.memory.rule import MemoryRule, MemoryState
 
 
@@ -57,7 +58,10 @@ def _chunk(rule: MemoryRule, state: MemoryState, x: MemoryInputs,
             )
             outputs.append(network.forward(end.w, tok.q))
         else:
-            weights = [u_l if sc is None else u_l * sc for u_l, sc in zip(u, scale, strict=True)]
+            if isinstance(retention, KLRetention):  # the mirror step's first-order expansion
+                weights = [retention.linearised(w0, a, raw) for w0, a, raw in zip(state.w, a0, u_end, strict=True)]
+            else:
+                weights = [u_l if sc is None else u_l * sc for u_l, sc in zip(u, scale, strict=True)]
             outputs.append(network.forward(weights, tok.q))
     return torch.cat(outputs, dim=2), end
 

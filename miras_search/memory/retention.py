@@ -22,6 +22,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from miras_search.memory.mirror_read import mirror_chunk_read, mirror_diagonal_read
+from miras_search.memory.networks import DiagonalLayer, Layer
+
 LQ_FLOOR = 1e-6
 
 
@@ -80,6 +83,13 @@ class GradientAtMemory:
         """The chunk-start state in the space the chunk end is accumulated in: end_base of the
         linear base, unless the rule carries that state itself (kl: log W in ``a``)."""
         return self.end_base(self.linear_base(w, a))
+
+    def chunk_read(self, layer: Layer, w: Tensor, a: Tensor | None, base: Tensor, beta: Tensor,
+                   s0: Tensor | None, m: Tensor | None, coef: Tensor | None, delta: Tensor,
+                   ex: Tensor, z: Tensor) -> Tensor:
+        """U_t z_t inside a chunk (before the read scale): the linear form grown from ``base``
+        (``linear_base(w, a)``); see ``LinearLayer.chunk_read`` for the shapes."""
+        return layer.chunk_read(base, beta, s0, m, coef, delta, ex, z)
 
 
 @dataclass(frozen=True)
@@ -169,6 +179,9 @@ class LqRetention(GradientAtMemory):
 class KLRetention(GradientAtMemory):
     """Memora: W = c softmax_row(alpha log W + S), rows = the last (input) dim of each weight.
 
+    Inside a chunk the reads take the update's first-order expansion around the chunk-start W_0
+    (``chunk_read``; the chunk end is exact).
+
     The rule carries log W = log c + log_softmax_row(raw) itself (the auxiliary state ``a``)
     rather than taking the log of W: entries of W that underflow float32 (1e-38 is reached
     within a sequence) would lose their value and give the log a gradient of 1 / W = inf.
@@ -195,6 +208,20 @@ class KLRetention(GradientAtMemory):
 
     def end_map(self, raw: Tensor) -> tuple[Tensor, Tensor | None]:
         return self._mapped(raw)
+
+    def chunk_read(self, layer: Layer, w: Tensor, a: Tensor | None, base: Tensor, beta: Tensor,
+                   s0: Tensor | None, m: Tensor | None, coef: Tensor | None, delta: Tensor,
+                   ex: Tensor, z: Tensor) -> Tensor:
+        """The first-order expansion of the mirror step around W_0 (miras_search.memory.mirror_read)."""
+        read = mirror_diagonal_read if layer is DiagonalLayer else mirror_chunk_read
+        return read(w, a, self.scale, beta, s0, m, coef, delta, ex, z)
+
+    def linearised(self, w0: Tensor, log_w0: Tensor, raw: Tensor) -> Tensor:
+        """U_t = W_0 * (1 + D - rho 1^T), D = raw - log W_0 (``raw``: the chunk's log-space sum up
+        to t), rho = sum_j (W_0 / c) D per row: the weights ``chunk_read`` reads, materialised."""
+        change = raw - log_w0
+        rho = (w0 / self.scale * change).sum(-1, keepdim=True)
+        return w0 * (1.0 + change - rho)
 
 
 @dataclass(frozen=True)
