@@ -60,9 +60,11 @@ class ChunkDecay:
 
 
 # Channel-wise C[t, i] = exp(L_t - L_i) is formed as beta_t / beta_i only while every beta_t =
-# exp(L_t) of the chunk is a normal number (a quotient of two normal numbers is as accurate as
-# the exponential of the difference); below this cumulative log decay the full tensor is formed.
-_SEPARABLE_LOG_FLOOR = {torch.float32: -80.0, torch.float64: -700.0}
+# exp(L_t) of the chunk stays above exp(floor): the reads divide the inputs by beta_i, and below
+# exp(-30) an input of 1e25 would overflow float32 (then inf * 0 = NaN); a quotient of two normal
+# numbers is as accurate as the exponential of the difference. Below the floor the full
+# [b, b, c] tensor is formed.
+_SEPARABLE_LOG_FLOOR = {torch.float32: -30.0, torch.float64: -300.0}
 
 
 def _ratios(log_cum: Tensor) -> Tensor:
