@@ -18,7 +18,7 @@ import ray
 from ray.exceptions import OutOfMemoryError, RayActorError, RayError
 
 from miras_search.errors import MirasError
-from miras_search.study.execute import TrialTask, execute
+from miras_search.study.execute import TrialTask, execute, flush_live_runs
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +44,6 @@ class TrialWorker:
 
     def flush(self) -> None:
         """Wait for the W&B runs this worker is still writing (before it is stopped)."""
-        from miras_search.tracking.live import flush_live_runs
-
         flush_live_runs()
 
 

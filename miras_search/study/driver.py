@@ -65,7 +65,8 @@ class Tracker(Protocol):
     def log_trial(self, study: optuna.Study, trial: FrozenTrial) -> None: ...
     def log_summary(self, study: optuna.Study) -> None: ...
     # optional: live_settings(study, number, point) -> dict | None, plain data for the worker,
-    # which then logs the trial while it runs (execute) and log_trial is not called for it
+    # and live_run, the class that logs with them (execute.LiveRun); the worker then logs the
+    # trial while it runs and log_trial is not called for it
 
 
 @dataclass
@@ -359,8 +360,8 @@ class StudyDriver:
         task.extra["objective"] = self.spec.objectives[0].model_dump(mode="json")
         settings = getattr(self.tracker, "live_settings", None)  # trackers that log from the worker
         live = settings(self.study, trial.number, point) if settings is not None else None
-        if live is not None:
-            task.extra["wandb"] = live
+        if live is not None and getattr(self.tracker, "live_run", None) is not None:
+            task.extra["wandb"], task.live = live, self.tracker.live_run
         if self.spec.checkpoints.keep:
             task.extra["checkpoint"] = str(self.spec.checkpoint_dir() / f"trial{trial.number}.pt")
             task.extra["checkpoint_max_mb"] = self.spec.checkpoints.max_mb
