@@ -44,8 +44,6 @@ class LiveRun(Protocol):
     def close(self, result: TrialResult) -> None: ...
     @staticmethod
     def flush() -> None: ...  # wait for the runs this process is still writing
-    @staticmethod
-    def warm_up(settings: dict[str, Any]) -> None: ...  # start the logger for this process, in the background
 
 
 _LIVE_KINDS: set[type] = set()  # live-run classes used in this process (flush_live_runs)

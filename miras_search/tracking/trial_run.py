@@ -17,7 +17,7 @@ from typing import Any
 
 import psutil
 
-from miras_search.tracking.live import LiveRun, flush_live_runs, warm_up
+from miras_search.tracking.live import LiveRun, flush_live_runs
 from miras_search.trial import Objective, TrialResult
 
 SYSTEM_EVERY_S = 2.0
@@ -28,7 +28,6 @@ class TrialRun:
     """A trial's live run (``study.execute.LiveRun``): hooks for ``run_trial`` and the summary."""
 
     flush = staticmethod(flush_live_runs)
-    warm_up = staticmethod(warm_up)
 
     def __init__(self, settings: dict[str, Any]) -> None:
         self.settings = settings

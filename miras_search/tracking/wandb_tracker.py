@@ -10,8 +10,10 @@ turns itself off.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +43,11 @@ class WandbTracker:
         self._wandb: Any = None
         if self.enabled:  # W&B's service starts while the study sets up (inline trials reuse it)
             warm_up(self._session_settings)
+
+    @property
+    def worker_warm_up(self) -> Callable[[], None] | None:
+        """What a Ray worker calls as it starts: W&B's start on a background thread (picklable)."""
+        return functools.partial(warm_up, self._session_settings) if self.enabled else None
 
     @property
     def _session_settings(self) -> dict[str, Any]:
