@@ -11,6 +11,9 @@ With W&B on, each trial's run is written by a background thread while the trial 
 (tracking.live); its finish overlaps the next trial, and the study's wall time includes the
 summary run and the wait for the last trial's run. Figures are medians over rounds.
 
+The CPU figure (this process and its children, W&B's service, over the whole study) moves least
+when other work shares the machine; wall-clock figures there grow with the load.
+
 Once per process: W&B's start (import, ``wandb.setup()``, its first run), measured in a fresh
 process. A study pays it once in the driver (on a background thread while the study sets up) and
 once in each Ray worker (on a background thread, during the worker's first trial).
@@ -61,10 +64,11 @@ def run_once(trials: int, wandb: str) -> dict[str, float]:
                  "trials": trials, "run_dir": str(root / "runs"), "tracking": {"wandb": wandb}}
         (root / "study.yaml").write_text(yaml.safe_dump(study))
         spec = load_study_file(root / "study.yaml")
+        cpu = _tree_cpu_s()
         tracker = None if wandb == "off" else WandbTracker(spec.name, spec.out_dir() / "wandb", wandb)
         summary = run_study(spec, lambda: InlinePool(threads=1), tracker=tracker)
         return {"trial_s": statistics.mean(summary.trial_s), "overhead_s": statistics.mean(summary.overhead_s),
-                "wall_s": summary.wall_s}
+                "wall_s": summary.wall_s, "cpu_s": _tree_cpu_s() - cpu}
 
 
 def start_cost() -> dict[str, float]:
@@ -100,7 +104,8 @@ def main() -> None:
         result = {mode: run_once(args.trials, mode) for mode in modes}
         off, on = result["off"], result["offline"]
         rounds.append({"inside": on["trial_s"] - off["trial_s"], "orchestration": on["overhead_s"] - off["overhead_s"],
-                       "wall": (on["wall_s"] - off["wall_s"]) / args.trials, "trial_off": off["trial_s"]})
+                       "wall": (on["wall_s"] - off["wall_s"]) / args.trials,
+                       "cpu": (on["cpu_s"] - off["cpu_s"]) / args.trials, "trial_off": off["trial_s"]})
         print(f"round {index + 1}: " + ", ".join(f"{k} {v:+.3f} s" for k, v in rounds[-1].items()), flush=True)
 
     def median(key: str, rows=rounds) -> float:
@@ -114,9 +119,13 @@ def main() -> None:
         f"per trial, orchestration (driver):         {median('orchestration'):+.3f} s",
         f"per trial, study wall / trials:            {median('wall'):+.3f} s"
         " (summary run and the wait for the last run included)",
+        f"per trial, CPU (driver + W&B's service):   {median('cpu'):+.3f} s (summary run included; the"
+        " least noisy figure on a shared machine)",
         f"once per process, W&B start + first run:   {median('wall_s', starts):.2f} s wall, "
         f"{median('cpu_s', starts):.2f} s CPU (driver: while the study sets up; Ray worker: during its first trial)",
         "rounds (inside run_trial): " + ", ".join(f"{r['inside']:+.3f}" for r in rounds),
+        "rounds (CPU per trial):    " + ", ".join(f"{r['cpu']:+.3f}" for r in rounds),
+        f"load average while measuring: {os.getloadavg()[0]:.1f} (1 min)",
     ]
     text = "\n".join(lines) + "\n"
     print(text, end="")

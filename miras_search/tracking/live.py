@@ -1,8 +1,8 @@
 """A trial's W&B run, written by the worker while the trial trains.
 
 The training loop only puts rows on a queue (microseconds); a thread opens the run, logs the
-rows queued every ``LOG_EVERY_S`` seconds, writes the final metrics and finishes the run, so neither the trial nor the
-study waits on W&B. ``flush_live_runs`` waits for the runs still being written (the driver calls
+rows queued every ``LOG_EVERY_S`` seconds, writes the final metrics and finishes the run, so
+neither the trial nor the study waits on W&B. ``flush_live_runs`` waits for the runs still being written (the driver calls
 it at the end of a study; a Ray worker before it is stopped). Nothing here can fail a trial: a
 W&B error ends that run's logging with a warning.
 
@@ -12,9 +12,9 @@ What a run costs is kept small because a worker runs many short trials:
   the process reuses, and the modules that the first ``wandb.init`` would import), on a
   background thread (``warm_up``), not once per trial;
 * a trial's run does not list the installed packages (W&B reads the metadata of every installed
-  distribution for that, about 0.1-0.3 s of CPU per run, the same list for every trial: the
-  study's summary run keeps it) and does not capture the console (a worker's stdout is not the
-  trial's);
+  distribution for that, about 0.1-0.3 s of CPU per run) nor ask git for the code's state (two
+  git processes per run): both are the same for every trial of a study, and the study's summary
+  run keeps them; nor does it capture the console (a worker's stdout is not the trial's);
 * W&B's own system monitor (CPU, memory, disk, GPU) runs in its service process, as usual.
 """
 
@@ -41,7 +41,7 @@ _SESSION: dict[str, Any] = {}
 _FINISH = object()
 LOG_EVERY_S = 0.25
 """How often a run's writer logs the rows queued meanwhile (live enough, and cheap)."""
-TRIAL_RUN_SETTINGS = {"x_save_requirements": False, "console": "off"}
+TRIAL_RUN_SETTINGS = {"x_save_requirements": False, "console": "off", "disable_git": True}
 """W&B settings of a trial's run (see the module docstring)."""
 
 
