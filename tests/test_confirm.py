@@ -208,7 +208,7 @@ def test_a_perfect_order_of_few_points_is_not_called_a_prediction(monkeypatch):
     result = confirm_study(study, top=5, scale=2, seeds=(0,), resamples=200)
     assert len([e for e in result.entries if e.long]) == MIN_VERDICT_POINTS
     rho = result.correlations[0]
-    assert rho.value == 1.0 and rho.p_value == pytest.approx(1 / 120, abs=0)
+    assert rho.value == pytest.approx(1.0, abs=1e-12) and rho.p_value == pytest.approx(1 / 120, abs=0)
     assert result.predicts is True and "+1.000 .. +1.000" not in result.verdict
 
 

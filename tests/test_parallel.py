@@ -109,3 +109,31 @@ def test_only_rays_memory_monitor_counts_as_oom():
     assert _says_out_of_memory("Task was killed due to the node running low on memory. Memory on the node ...")
     assert not _says_out_of_memory("The actor died unexpectedly. The process may have been killed by the OOM "
                                    "killer (e.g. out of memory), or by SIGKILL.")
+
+
+def test_ray_workers_write_each_trials_wandb_run_while_it_runs(tmp_path, monkeypatch):
+    """W&B offline on Ray: each worker starts W&B once (warm_up at worker start) and writes the
+    runs of its trials itself; the driver adds only the summary run."""
+    import json
+
+    from miras_search.parallel import RayPool
+    from miras_search.tracking import WandbTracker
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    path = write_study(tmp_path, trials=2, sampler={"kind": "random", "anchors": []},
+                       pruner={"kind": "median", "n_startup_trials": 5})
+    spec = load_study_file(path)
+    out = spec.out_dir() / "wandb"
+    tracker = WandbTracker(spec.name, out, "offline")
+    logged_by_driver = []
+    monkeypatch.setattr(tracker, "log_trial", lambda study, trial: logged_by_driver.append(trial.number))
+    summary = run_study(spec, lambda: RayPool(2, warm_up=tracker.worker_warm_up), tracker=tracker)
+    assert summary.finished == 2 and logged_by_driver == []
+    records = [json.loads(p.read_text()) for p in out.glob("offline-run-*/files/miras_trial.json")]
+    trials = {t.number: t for t in trials_of(path)}
+    assert sorted(r["config"]["trial"] for r in records) == [0, 1]
+    for record in records:
+        trial = trials[record["config"]["trial"]]
+        assert record["summary"]["objective/val_bpb"] == trial.values[0]
+        assert record["curve"] == trial.user_attrs["curve"]
+    assert len(list(out.glob("offline-run-*"))) == 3  # + the summary run

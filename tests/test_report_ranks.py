@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from miras_search.report import ranks as ranks_module
 from miras_search.report.confirm import MIN_VERDICT_POINTS, _verdict
 from miras_search.report.importance import axis_of, group_by_axis
 from miras_search.report.leaderboard import pareto_mask
@@ -34,19 +35,62 @@ def _pairs(n: int, seed: int, ties: bool) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
+def _rho_reference(x: np.ndarray, y: np.ndarray) -> float:
+    """Spearman's definition: Pearson correlation of the average ranks (ties by hand)."""
+    def ranks(v):
+        order = np.argsort(v, kind="stable")
+        r = np.empty(len(v))
+        r[order] = np.arange(1, len(v) + 1)
+        for value in np.unique(v):  # tied values share the mean of their ranks
+            r[v == value] = r[v == value].mean()
+        return r - r.mean()
+    rx, ry = ranks(np.asarray(x, float)), ranks(np.asarray(y, float))
+    denominator = math.sqrt((rx**2).sum() * (ry**2).sum())
+    return float((rx * ry).sum() / denominator) if denominator > 0 else float("nan")
+
+
+def _tau_reference(x: np.ndarray, y: np.ndarray) -> float:
+    """Kendall's tau-b by counting pairs: (C - D) / sqrt((pairs - ties_x) (pairs - ties_y))."""
+    concordance, untied_x, untied_y = 0, 0, 0
+    for i, j in itertools.combinations(range(len(x)), 2):
+        sx, sy = np.sign(x[i] - x[j]), np.sign(y[i] - y[j])
+        concordance += int(sx * sy)
+        untied_x += int(sx != 0)
+        untied_y += int(sy != 0)
+    return concordance / math.sqrt(untied_x * untied_y) if untied_x * untied_y else float("nan")
+
+
+_REFERENCE = {spearman: _rho_reference, kendall: _tau_reference}
+
+
 @pytest.mark.parametrize("n", [3, 7, 63, 100])
 @pytest.mark.parametrize("ties", [False, True])
-def test_correlations_match_scipy(n, ties):
+def test_correlations_match_their_definitions(n, ties):
     x, y = _pairs(n, seed=n, ties=ties)
     np.testing.assert_allclose(average_ranks(x), stats.rankdata(x), rtol=0, atol=1e-12)
-    rho, tau = spearman(x, y), kendall(x, y)
-    ref_rho = stats.spearmanr(x, y).statistic
-    ref_tau = stats.kendalltau(x, y, variant="b").statistic
+    ref_rho, ref_tau = _rho_reference(x, y), _tau_reference(x, y)
     if np.isnan(ref_rho):
-        assert np.isnan(rho) and np.isnan(tau)
+        assert np.isnan(spearman(x, y)) and np.isnan(kendall(x, y))
         return
-    assert abs(rho - ref_rho) <= 1e-12 * max(1.0, abs(ref_rho))
-    assert abs(tau - ref_tau) <= 1e-12 * max(1.0, abs(ref_tau))
+    assert abs(spearman(x, y) - ref_rho) <= 1e-12 * max(1.0, abs(ref_rho))
+    assert abs(kendall(x, y) - ref_tau) <= 1e-12 * max(1.0, abs(ref_tau))
+
+
+@pytest.mark.parametrize("n", [3, 7, 63, 100])
+@pytest.mark.parametrize("ties", [False, True])
+def test_vectorised_statistics_of_the_permutation_test_match_the_definitions(n, ties):
+    """The rows permutation_test scores (y reordered against x) and the bootstrap's rows."""
+    x, y = _pairs(n, seed=n + 1, ties=ties)
+    rng = np.random.default_rng(n)
+    moved = np.stack([y[rng.permutation(n)] for _ in range(5)] + [y])  # [6, N]
+    for function in (spearman, kendall):
+        against = ranks_module._AGAINST[function](x)(moved, axis=-1)
+        reference = np.array([_REFERENCE[function](x, row) for row in moved])
+        np.testing.assert_allclose(against, reference, rtol=1e-12, atol=1e-12)
+    xs = np.stack([x[rng.permutation(n)] for _ in range(6)])  # [6, N]: both sides vary
+    rows = ranks_module._spearman_rows(xs, moved, axis=-1)
+    np.testing.assert_allclose(rows, [_rho_reference(a, b) for a, b in zip(xs, moved, strict=True)],
+                               rtol=1e-12, atol=1e-12)
 
 
 def test_known_small_cases():
@@ -69,11 +113,35 @@ def test_bootstrap_interval_is_seeded_and_agrees_with_scipy():
     assert first[0].low != other[0].low
     for corr, function in zip(first, (spearman, kendall), strict=True):
         assert corr.low <= corr.value <= corr.high
-        ref = stats.bootstrap((x, y), function, paired=True, vectorized=False,
-                              n_resamples=1500, method="percentile", confidence_level=0.95,
-                              rng=np.random.default_rng(11)).confidence_interval
+        ref_low, ref_high, _ = _bootstrap_reference(x, y, _REFERENCE[function], 1500, 0.95, seed=11)
         # two independent Monte Carlo estimates of the same quantiles (sd ~0.01 each at n=63)
-        assert abs(corr.low - ref.low) < 0.06 and abs(corr.high - ref.high) < 0.06
+        assert abs(corr.low - ref_low) < 0.06 and abs(corr.high - ref_high) < 0.06
+
+
+def _bootstrap_reference(x, y, function, resamples, level, seed, index=None):
+    """Paired percentile bootstrap by hand: resample pair indices, drop undefined values, take
+    the (linearly interpolated) percentiles."""
+    if index is None:
+        index = np.random.default_rng(seed).integers(0, len(x), size=(resamples, len(x)))
+    values = np.array([function(x[i], y[i]) for i in index])
+    values = values[np.isfinite(values)]
+    tail = (1 - level) / 2
+    low, high = np.quantile(values, [tail, 1 - tail])
+    return float(low), float(high), len(values)
+
+
+@pytest.mark.parametrize("function", [spearman, kendall])
+def test_bootstrap_drops_undefined_resamples_like_the_hand_computation(function):
+    """Many ties: some resamples have a constant side (no correlation); the interval is the
+    percentiles of the defined ones. scipy draws a paired resample as ``rng.integers(0, n,
+    (resamples, n))``; the hand computation uses the same draw."""
+    x = np.array([0.0, 0.0, 0.0, 1.0, 1.0, 2.0])
+    y = np.array([1.0, 2.0, 3.0, 4.0, 4.0, 6.0])
+    index = np.random.default_rng(9).integers(0, len(x), size=(800, len(x)))
+    ref_low, ref_high, ref_kept = _bootstrap_reference(x, y, _REFERENCE[function], 800, 0.9, 9, index)
+    low, high, kept = bootstrap_ci(x, y, function, resamples=800, level=0.9, seed=9)
+    assert 0 < kept == ref_kept < 800
+    assert low == pytest.approx(ref_low, abs=1e-12) and high == pytest.approx(ref_high, abs=1e-12)
 
 
 def test_bootstrap_edge_cases():
@@ -90,6 +158,7 @@ def test_bootstrap_edge_cases():
 
 def _brute_pvalue(x: np.ndarray, y: np.ndarray, function) -> float:
     """Share of all orderings of y whose statistic reaches the observed one (the definition)."""
+    function = _REFERENCE.get(function, function)
     observed = function(x, y)
     hits = [function(x, y[list(order)]) >= observed - 1e-9 for order in itertools.permutations(range(len(x)))]
     return sum(hits) / len(hits)
@@ -115,12 +184,12 @@ def test_exact_permutation_pvalues_of_perfect_and_near_perfect_orders():
 @pytest.mark.parametrize("ties", [False, True])
 def test_exact_pvalues_match_brute_force_and_scipy(n, ties):
     x, y = _pairs(n, seed=100 + n, ties=ties)
-    for function in (spearman, kendall) if n < 8 else (spearman,):  # 8! brute-force calls take a while
+    for function in (spearman, kendall) if n < 8 else (spearman,):  # 8! hand-made taus take a while
         if np.isnan(function(x, y)):
             continue
         test = permutation_pvalue(x, y, function)
         assert test.exact and test.p_value == pytest.approx(_brute_pvalue(x, y, function), abs=1e-15)
-        if n <= 5:  # scipy's exact "pairings" test reorders both samples: (n!)^2 calls, kept small
+        if n <= 5:  # scipy reordering both samples: (n!)^2 calls, each pairing n! times; kept small
             ref = stats.permutation_test((x, y), function, permutation_type="pairings", vectorized=False,
                                          alternative="greater", n_resamples=np.inf).pvalue
             assert test.p_value == pytest.approx(ref, abs=1e-15)

@@ -118,3 +118,29 @@ def test_ctrl_c_marks_running_trials_and_resume_finishes(tmp_path):
     assert sum(t.state == TrialState.COMPLETE for t in after) == 10
     done = _complete(stopped)
     assert {n: v for n, v in _complete(after).items() if n in done} == done
+
+
+def test_a_ctrl_c_between_ask_and_hand_over_leaves_no_running_trial(tmp_path, monkeypatch):
+    """A Ctrl-C after Optuna created the trial but before a worker took it (sampling, the
+    pool's submit): that trial is failed as interrupted and queued again, like those in flight."""
+    from miras_search.study import InlinePool, load_study_file, run_study
+    from miras_search.study.driver import StudyDriver
+
+    path = write_study(tmp_path, trials=3, sampler={"kind": "random", "anchors": []})
+    place = StudyDriver._place
+    calls = []
+
+    def interrupted_second(self, pool, trial):
+        calls.append(trial.number)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        place(self, pool, trial)
+
+    monkeypatch.setattr(StudyDriver, "_place", interrupted_second)
+    summary = run_study(load_study_file(path), lambda: InlinePool(threads=1))
+    assert summary.interrupted
+    trials = trials_of(path)
+    assert not any(t.state == TrialState.RUNNING for t in trials)
+    stopped = [t for t in trials if t.user_attrs.get("failure") == "interrupted"]
+    assert [t.number for t in stopped] == [calls[1]] and stopped[0].state == TrialState.FAIL
+    assert sum(t.state == TrialState.WAITING for t in trials) == 1  # queued again

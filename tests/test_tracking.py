@@ -4,6 +4,7 @@ and a broken W&B never failing a study."""
 from __future__ import annotations
 
 import json
+from typing import ClassVar
 
 import optuna
 from optuna.trial import TrialState
@@ -100,3 +101,66 @@ def test_the_worker_logs_the_trial_while_it_runs(tmp_path, monkeypatch):
     for key in (b"train_loss", b"lr", b"tokens_per_s", b"objective/val_bpb", b"system/rss_mb",
                 b"system/cpu_percent", b"metrics/peak_mem_mb"):
         assert key in log, key
+
+
+class _Recorder:
+    """Stands in for tracking.live.LiveRun: keeps what a trial's run would log."""
+
+    runs: ClassVar[list[_Recorder]] = []
+
+    def __init__(self, settings):
+        self.settings, self.rows, self.summary = settings, [], None
+        _Recorder.runs.append(self)
+
+    def log(self, row, step):
+        self.rows.append((step, row))
+
+    def finish(self, summary, record):
+        self.summary = summary
+
+
+def test_live_rows_follow_the_studys_reports(tmp_path, monkeypatch):
+    """Every step: loss, lr, tokens/s; at every pruning report: the objective on validation;
+    system stats at the first step; at the end every metric and the objective."""
+    import miras_search.tracking.trial_run as trial_run
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setattr(trial_run, "LiveRun", _Recorder)
+    _Recorder.runs = []
+    path = write_study(tmp_path, trials=1, sampler={"kind": "random", "anchors": []},
+                       pruner={"kind": "median", "n_startup_trials": 5})
+    spec = load_study_file(path)
+    run_inline(path, tracker=WandbTracker(spec.name, spec.out_dir() / "wandb", "offline"))
+    (run,) = _Recorder.runs
+    trial = trials_of(path)[0]
+    steps = [step for step, row in run.rows if "train_loss" in row]
+    assert steps == list(range(1, len(steps) + 1)) and len(steps) > 2
+    assert all({"lr", "tokens_per_s"} <= set(row) for _, row in run.rows if "train_loss" in row)
+    reported = {step: row["objective/val_bpb"] for step, row in run.rows if "objective/val_bpb" in row}
+    assert reported == trial.intermediate_values  # what the pruner saw, at the same steps
+    assert "system/rss_mb" in dict(run.rows)[1] and run.summary["system/rss_mb"] > 0
+    assert run.summary["objective/val_bpb"] == trial.values[0] and run.summary["state"] == "COMPLETE"
+    assert run.summary["metrics/tokens_per_s"] == trial.user_attrs["metrics"]["tokens_per_s"]
+
+
+def test_tracking_runs_no_validation_pass_of_its_own(tmp_path, monkeypatch):
+    """Without a pruner a trial reports nothing, with W&B on or off: logging does not change what
+    a trial computes (nor its time, tokens/s)."""
+    import miras_search.tracking.trial_run as trial_run
+    import miras_search.trial.runner as runner
+
+    monkeypatch.setattr(trial_run, "LiveRun", _Recorder)
+    calls = []
+    original = runner.evaluate
+    monkeypatch.setattr(runner, "evaluate", lambda *a, **k: calls.append(1) or original(*a, **k))
+    counts = {}
+    for mode in ("off", "offline"):
+        folder = tmp_path / mode
+        folder.mkdir()
+        path = write_study(folder, trials=1, sampler={"kind": "random", "anchors": []})
+        spec = load_study_file(path)
+        calls.clear()
+        tracker = None if mode == "off" else WandbTracker(spec.name, spec.out_dir() / "wandb", mode)
+        run_inline(path, tracker=tracker)
+        counts[mode] = len(calls)
+    assert counts["off"] == counts["offline"] == 1  # the final evaluation only

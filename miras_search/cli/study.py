@@ -62,7 +62,8 @@ def _run(path: Path, workers: int | None, address: str | None, storage: str | No
         options = cluster or _Cluster()
         gpus = options.gpus_per_trial if options.gpus_per_trial is not None else spec.parallel.gpus_per_trial
         return RayPool(workers, address, gpus, storage=storage_of(spec, storage),
-                       shared_storage=options.shared_storage or spec.parallel.shared_storage)
+                       shared_storage=options.shared_storage or spec.parallel.shared_storage,
+                       warm_up=tracker.worker_warm_up if tracker is not None else None)
 
     tracker = None
     mode = wandb or spec.tracking.wandb

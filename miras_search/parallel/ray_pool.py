@@ -12,13 +12,14 @@ import contextlib
 import logging
 import os
 import socket
+from collections.abc import Callable
 from typing import Any
 
 import ray
 from ray.exceptions import OutOfMemoryError, RayActorError, RayError
 
 from miras_search.errors import MirasError
-from miras_search.study.execute import TrialTask, execute
+from miras_search.study.execute import TrialTask, execute, flush_live_runs
 
 log = logging.getLogger(__name__)
 
@@ -26,9 +27,11 @@ log = logging.getLogger(__name__)
 class TrialWorker:
     """The Ray actor body: imports torch once, keeps its storage connection between trials."""
 
-    def __init__(self, device: str, threads: int):
+    def __init__(self, device: str, threads: int, warm_up: Callable[[], None] | None = None):
         import torch
 
+        if warm_up is not None:  # e.g. W&B's start, on a background thread, before the first trial
+            warm_up()
         self.device, self.threads = device, threads
         # trials on this node share its RAM: as many as its CPUs hold at this thread count
         self.concurrent = max(1, (os.cpu_count() or 1) // threads)
@@ -44,8 +47,6 @@ class TrialWorker:
 
     def flush(self) -> None:
         """Wait for the W&B runs this worker is still writing (before it is stopped)."""
-        from miras_search.tracking.live import flush_live_runs
-
         flush_live_runs()
 
 
@@ -103,7 +104,9 @@ class RayPool:
     """``workers`` actors on the connected Ray cluster (see miras_search.study.pools.Pool)."""
 
     def __init__(self, workers: int, address: str | None = None, gpus_per_trial: float | None = None,
-                 storage: str | None = None, shared_storage: bool = False):
+                 storage: str | None = None, shared_storage: bool = False,
+                 warm_up: Callable[[], None] | None = None):
+        self._warm_up = warm_up  # run by each worker as it starts (a picklable callable)
         self._owns_ray = connect(address, workers)
         if storage is not None and not shared_storage:
             try:
@@ -130,7 +133,7 @@ class RayPool:
         self._busy: dict[ray.ObjectRef, tuple[Any, TrialTask]] = {}
 
     def _new_actor(self):
-        return self._actor_cls.remote(self.device, self.threads)
+        return self._actor_cls.remote(self.device, self.threads, self._warm_up)
 
     def submit(self, task: TrialTask) -> dict[str, Any]:
         actor = self._idle.pop()

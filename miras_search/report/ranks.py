@@ -1,10 +1,12 @@
 """Rank correlation (Spearman, Kendall tau-b) with permutation p-values and bootstrap intervals.
 
-Ranks come from scipy.stats.rankdata; the correlations are written out in numpy and checked
-against scipy.stats' spearmanr / kendalltau to 1e-12 in the tests. They stay here because the
-exact permutation null needs them vectorised over all n! orderings of one side at once (40,320
-at 8 points, one matrix product), where calling scipy per ordering is about 100x slower and
-``scipy.stats.permutation_test(permutation_type="pairings")`` reorders both samples (n!^2).
+Everything statistical is ``scipy.stats``: ``spearmanr`` and ``kendalltau`` (tau-b) give the
+correlations, ``permutation_test`` the p-value and ``bootstrap`` the interval. What is written
+here is only the vectorised form of the two statistics that ``permutation_test`` scores its
+orderings with (40,320 at 8 points in one call; ``spearmanr`` once per ordering would be about
+100x slower), in integer arithmetic so that orderings with the same statistic compare equal; the
+tests check it against ``spearmanr`` / ``kendalltau``. Only ``y`` is reordered (one sample given
+to ``permutation_type="pairings"``): reordering both sides would count each pairing ``n!`` times.
 
 Two things are reported for each correlation, because a proxy check has few points:
 
@@ -21,11 +23,10 @@ Two things are reported for each correlation, because a proxy check has few poin
 
 from __future__ import annotations
 
-import itertools
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 from scipy import stats
@@ -39,8 +40,8 @@ BOOTSTRAP_MIN_POINTS = 5
 """Fewer points than this get no bootstrap interval (resamples of 3-4 points are mostly repeats)."""
 PERMUTATION_METHOD = (f"one-sided permutation p-value (exact over all orderings up to "
                       f"{EXACT_MAX_POINTS} points, else {PERMUTATIONS} seeded random orderings)")
-_TOLERANCE = 1e-9  # orderings whose statistic equals the observed one up to rounding count as hits
-_CHUNK = 4096  # permutations scored at once (bounds memory for large n)
+_TOLERANCE = 1e-9  # a bootstrap interval narrower than this is degenerate
+_BATCH_ELEMENTS = 2**22  # orderings x pairs scored at once (bounds memory for large n)
 
 Statistic = Callable[[np.ndarray, np.ndarray], float]
 
@@ -50,54 +51,64 @@ def average_ranks(x: np.ndarray) -> np.ndarray:
     return stats.rankdata(np.asarray(x, dtype=float), method="average")
 
 
+def _quiet(function: Callable[[], float]) -> float:
+    """``function()`` without scipy's warning for a constant side (the result is nan then)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", stats.ConstantInputWarning)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return float(function())
+
+
 def spearman(x: np.ndarray, y: np.ndarray) -> float:
-    """Spearman's rho: Pearson correlation of the average ranks; nan when a side is constant."""
-    rx, ry = average_ranks(x), average_ranks(y)
-    rx, ry = rx - rx.mean(), ry - ry.mean()
-    denominator = np.sqrt((rx**2).sum() * (ry**2).sum())
-    return float((rx * ry).sum() / denominator) if denominator > 0 else float("nan")
+    """Spearman's rho (``scipy.stats.spearmanr``); nan when a side is constant."""
+    return _quiet(lambda: stats.spearmanr(np.asarray(x, dtype=float), np.asarray(y, dtype=float)).statistic)
 
 
 def kendall(x: np.ndarray, y: np.ndarray) -> float:
-    """Kendall's tau-b (ties in either side handled); nan when a side is constant."""
-    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    upper = np.triu(np.ones((len(x), len(x)), dtype=bool), k=1)  # each pair (i < j) once
-    sx = np.sign(x[:, None] - x[None, :])[upper]
-    sy = np.sign(y[:, None] - y[None, :])[upper]
-    concordance = float((sx * sy).sum())  # concordant - discordant
-    denominator = np.sqrt(float((sx != 0).sum()) * float((sy != 0).sum()))
-    return concordance / denominator if denominator > 0 else float("nan")
+    """Kendall's tau-b (``scipy.stats.kendalltau``, ties handled); nan when a side is constant."""
+    return _quiet(lambda: stats.kendalltau(np.asarray(x, dtype=float), np.asarray(y, dtype=float),
+                                           variant="b").statistic)
 
 
-def _spearman_orderings(x: np.ndarray, y: np.ndarray, orders: np.ndarray) -> np.ndarray:
-    """Spearman's rho of ``x: [N]`` against ``y[orders[k]]`` for each row of ``orders: [K, N]``.
+def _spearman_against(x: np.ndarray) -> Callable[..., np.ndarray]:
+    """Spearman's rho of ``x: [N]`` against each row of ``y: [..., N]``, vectorised.
 
-    Ranks of a reordered ``y`` are the reordered ranks, and both sums of squares are unchanged
-    by reordering, so only the cross term is computed per ordering.
+    Twice a centred average rank is an integer, so the cross term is exact in float64 and equal
+    pairings give bitwise-equal values (the p-value counts ties with the observed value).
     """
-    rx, ry = average_ranks(x), average_ranks(y)
-    rx, ry = rx - rx.mean(), ry - ry.mean()
-    denominator = np.sqrt((rx**2).sum() * (ry**2).sum())
-    return (ry[orders] @ rx) / denominator  # [K]
+    rx = 2.0 * average_ranks(x) - (len(x) + 1)  # [N] integers
+
+    def statistic(y: np.ndarray, axis: int = -1) -> np.ndarray:
+        ry = 2.0 * stats.rankdata(np.moveaxis(y, axis, -1), axis=-1) - (len(x) + 1)  # [..., N]
+        return (ry @ rx) / np.sqrt((rx**2).sum() * (ry**2).sum(axis=-1))  # [...]
+
+    return statistic
 
 
-def _kendall_orderings(x: np.ndarray, y: np.ndarray, orders: np.ndarray) -> np.ndarray:
-    """Kendall's tau-b of ``x: [N]`` against ``y[orders[k]]`` for each row of ``orders: [K, N]``."""
+def _kendall_against(x: np.ndarray) -> Callable[..., np.ndarray]:
+    """Kendall's tau-b of ``x: [N]`` against each row of ``y: [..., N]``, vectorised (exact
+    integer concordance counts over the ``P = N (N - 1) / 2`` pairs)."""
     first, second = np.triu_indices(len(x), k=1)  # [P] each pair once
     sx = np.sign(x[first] - x[second])  # [P]
-    moved = y[orders]  # [K, N]
-    sy = np.sign(moved[:, first] - moved[:, second])  # [K, P]
-    denominator = np.sqrt(float((sx != 0).sum()) * float((np.sign(y[first] - y[second]) != 0).sum()))
-    return (sy @ sx) / denominator  # [K]
+
+    def statistic(y: np.ndarray, axis: int = -1) -> np.ndarray:
+        y = np.moveaxis(y, axis, -1)
+        sy = np.sign(y[..., first] - y[..., second])  # [..., P]
+        return (sy @ sx) / np.sqrt(np.count_nonzero(sx) * np.count_nonzero(sy, axis=-1))  # [...]
+
+    return statistic
 
 
-_ORDERINGS = {spearman: _spearman_orderings, kendall: _kendall_orderings}
+_AGAINST = {spearman: _spearman_against, kendall: _kendall_against}
 
 
-@lru_cache(maxsize=EXACT_MAX_POINTS)
-def _all_orders(n: int) -> np.ndarray:
-    """Every permutation of ``range(n)`` as rows: [n!, n] (the first row is the identity)."""
-    return np.array(list(itertools.permutations(range(n))), dtype=np.intp).reshape(-1, n)
+def _spearman_rows(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Spearman's rho of each row pair of ``x, y: [..., N]``: ``scipy.stats.pearsonr`` of the
+    average ranks, which is how ``spearmanr`` defines it (nan for a constant row)."""
+    return stats.pearsonr(stats.rankdata(x, axis=axis), stats.rankdata(y, axis=axis), axis=axis).statistic
+
+
+_ROWS = {spearman: _spearman_rows}  # statistics scipy computes for many resamples in one call
 
 
 @dataclass(frozen=True)
@@ -114,33 +125,29 @@ def permutation_pvalue(x: np.ndarray, y: np.ndarray, statistic: Statistic = spea
                        exact_max: int = EXACT_MAX_POINTS) -> PermutationTest:
     """One-sided p-value of "``statistic(x, y)`` is this large by chance" under random pairing.
 
-    ``statistic`` is ``spearman`` or ``kendall``. With ``n <= exact_max`` points it is exact: the
-    share of all ``n!`` orderings of ``y`` whose statistic is at least the observed one (ties in
-    the data are kept, so it is the exact conditional distribution). Beyond, ``permutations``
-    seeded random orderings give ``(1 + hits) / (1 + permutations)``, which never reaches 0.
+    ``statistic`` is ``spearman`` or ``kendall``; ``scipy.stats.permutation_test`` reorders ``y``
+    against ``x``. With ``n <= exact_max`` points it is exact: the share of all ``n!`` orderings
+    whose statistic is at least the observed one (ties in the data are kept, so it is the exact
+    conditional distribution). Beyond, ``permutations`` seeded random orderings give
+    ``(1 + hits) / (1 + permutations)``, which never reaches 0.
     """
-    if statistic not in _ORDERINGS:
+    if statistic not in _AGAINST:
         raise ValueError("permutation_pvalue supports the spearman and kendall statistics")
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     if len(x) != len(y):
         raise ValueError(f"x and y differ in length ({len(x)} vs {len(y)})")
     n = len(x)
-    orderings = _ORDERINGS[statistic]
     if n < 2 or not math.isfinite(statistic(x, y)):
         return PermutationTest(float("nan"), 0, n <= exact_max)
-    observed = float(orderings(x, y, np.arange(n)[None, :])[0])  # same arithmetic as the null
-    threshold = observed - _TOLERANCE
-    if n <= exact_max:
-        null = orderings(x, y, _all_orders(n))
-        return PermutationTest(float((null >= threshold).sum()) / len(null), len(null), True)
-    rng = np.random.default_rng(seed)
-    hits, done = 0, 0
-    while done < permutations:
-        size = min(_CHUNK, permutations - done)
-        orders = rng.permuted(np.tile(np.arange(n), (size, 1)), axis=1)  # [size, N]
-        hits += int((orderings(x, y, orders) >= threshold).sum())
-        done += size
-    return PermutationTest((1.0 + hits) / (1.0 + permutations), permutations, False)
+    exact = n <= exact_max
+    pairs = max(n * (n - 1) // 2, n)
+    result = stats.permutation_test(
+        (y,), _AGAINST[statistic](x), permutation_type="pairings", vectorized=True,
+        n_resamples=np.inf if exact else permutations, alternative="greater",
+        batch=max(1, _BATCH_ELEMENTS // pairs), rng=np.random.default_rng(seed),
+    )
+    orderings = math.factorial(n) if exact else permutations
+    return PermutationTest(float(result.pvalue), orderings, exact)
 
 
 @dataclass(frozen=True)
@@ -197,24 +204,33 @@ class Correlation:
 
 def bootstrap_ci(x: np.ndarray, y: np.ndarray, statistic: Statistic, *, resamples: int = 2000,
                  level: float = 0.95, seed: int = 0) -> tuple[float, float, int]:
-    """Percentile interval of ``statistic(x[idx], y[idx])`` over paired resamples of the indices.
+    """Percentile interval of ``statistic(x[idx], y[idx])`` over paired resamples of the indices
+    (``scipy.stats.bootstrap``, ``paired=True``, ``method="percentile"``).
 
-    Resamples where the statistic is undefined (a side became constant) are dropped; returns
-    (low, high, kept); (nan, nan, 0) when none is defined, and (nan, nan, kept) when the interval
-    is degenerate (every kept resample gave the same value, e.g. points in perfect order).
+    A resample where the statistic is undefined (a side became constant) does not count: the
+    interval is then the same percentiles of the defined ones. Returns (low, high, kept); (nan,
+    nan, 0) when none is defined, and (nan, nan, kept) when the interval is degenerate (every kept
+    resample gave the same value, e.g. points in perfect order).
     """
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    rng = np.random.default_rng(seed)
-    index = rng.integers(0, len(x), size=(resamples, len(x)))  # [R, N]
-    stats = np.array([statistic(x[i], y[i]) for i in index])
-    stats = stats[np.isfinite(stats)]
-    if len(stats) == 0:
+    with warnings.catch_warnings():
+        for quiet in (stats.DegenerateDataWarning, stats.ConstantInputWarning, RuntimeWarning):
+            warnings.simplefilter("ignore", quiet)  # undefined resamples: handled below
+        result = stats.bootstrap((x, y), _ROWS.get(statistic, statistic), paired=True,
+                                 vectorized=statistic in _ROWS, n_resamples=resamples, confidence_level=level,
+                                 method="percentile", rng=np.random.default_rng(seed))
+    values = np.asarray(result.bootstrap_distribution)  # [R]
+    defined = values[np.isfinite(values)]
+    if len(defined) == 0:
         return float("nan"), float("nan"), 0
-    tail = (1.0 - level) / 2.0
-    low, high = np.quantile(stats, [tail, 1.0 - tail])
+    if len(defined) == len(values):
+        low, high = result.confidence_interval
+    else:  # scipy's percentiles (linear interpolation) over the defined resamples only
+        tail = (1.0 - level) / 2.0
+        low, high = stats.quantile(defined, [tail, 1.0 - tail])
     if not high - low > _TOLERANCE:
-        return float("nan"), float("nan"), len(stats)
-    return float(low), float(high), len(stats)
+        return float("nan"), float("nan"), len(defined)
+    return float(low), float(high), len(defined)
 
 
 def rank_agreement(x: np.ndarray, y: np.ndarray, *, resamples: int = 2000, level: float = 0.95,
@@ -234,6 +250,6 @@ def rank_agreement(x: np.ndarray, y: np.ndarray, *, resamples: int = 2000, level
         else:
             low, high, kept = float("nan"), float("nan"), 0
         test = permutation_pvalue(x, y, function, permutations=permutations, seed=seed)
-        out.append(Correlation(name, float(function(x, y)), low, high, level, kept, test.p_value,
+        out.append(Correlation(name, function(x, y), low, high, level, kept, test.p_value,
                                test.orderings, test.exact, len(x)))
     return out

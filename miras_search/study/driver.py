@@ -65,7 +65,8 @@ class Tracker(Protocol):
     def log_trial(self, study: optuna.Study, trial: FrozenTrial) -> None: ...
     def log_summary(self, study: optuna.Study) -> None: ...
     # optional: live_settings(study, number, point) -> dict | None, plain data for the worker,
-    # which then logs the trial while it runs (execute) and log_trial is not called for it
+    # and live_run, the class that logs with them (execute.LiveRun); the worker then logs the
+    # trial while it runs and log_trial is not called for it
 
 
 @dataclass
@@ -137,6 +138,7 @@ class StudyDriver:
         self.target = trials or self._stored_target(study.trials) or self._default_target()
         self._done: dict[str, FrozenTrial] = {}  # point_key -> a finished trial whose outcome is reusable
         self._running: dict[int, _Running] = {}  # trial number -> in flight
+        self._asking: optuna.Trial | None = None  # asked, not yet closed or in flight (a Ctrl-C there)
         self._by_key: dict[str, _Running] = {}
         self._streak = 0
         self._deferred: list[dict[str, Any]] = []  # trials to queue again behind other work
@@ -279,6 +281,12 @@ class StudyDriver:
 
     def _ask_one(self, pool: Pool) -> None:
         trial = self.study.ask()
+        self._asking = trial
+        self._place(pool, trial)
+        self._asking = None
+
+    def _place(self, pool: Pool, trial: optuna.Trial) -> None:
+        """Sample (or reuse, or refuse) the asked ``trial``'s point and hand it to a worker."""
         self._set(trial, {"driver": self.identity})  # who runs it (owner.alive_elsewhere)
         t0 = time.perf_counter()
         anchor = trial.user_attrs.get("anchor")
@@ -359,8 +367,8 @@ class StudyDriver:
         task.extra["objective"] = self.spec.objectives[0].model_dump(mode="json")
         settings = getattr(self.tracker, "live_settings", None)  # trackers that log from the worker
         live = settings(self.study, trial.number, point) if settings is not None else None
-        if live is not None:
-            task.extra["wandb"] = live
+        if live is not None and getattr(self.tracker, "live_run", None) is not None:
+            task.extra["wandb"], task.live = live, self.tracker.live_run
         if self.spec.checkpoints.keep:
             task.extra["checkpoint"] = str(self.spec.checkpoint_dir() / f"trial{trial.number}.pt")
             task.extra["checkpoint_max_mb"] = self.spec.checkpoints.max_mb
@@ -482,16 +490,24 @@ class StudyDriver:
         self._close(trial, source.state, attrs, source.values if source.state == TrialState.COMPLETE else None)
 
     def _interrupt(self, reason: str) -> None:
-        """Mark this run's unfinished trials failed ("interrupted") and queue them again."""
-        for running in list(self._running.values()):
-            for trial in (running.trial, *running.followers):
-                try:
-                    self._set(trial, {"failure": "interrupted", "reason": reason})
-                    self.study.tell(trial, state=TrialState.FAIL)
-                    frozen = self._frozen(trial)
-                    requeue(self.study, frozen.params, frozen.user_attrs.get("anchor"), frozen.number)
-                except Exception as error:  # the next resume repairs whatever is left RUNNING
-                    log.warning("could not mark trial %d as interrupted: %s", trial.number, error)
+        """Mark this run's unfinished trials failed ("interrupted") and queue them again: those in
+        flight, and one asked but not yet handed to a worker when the Ctrl-C came."""
+        trials = [t for running in self._running.values() for t in (running.trial, *running.followers)]
+        asking, self._asking = self._asking, None
+        if asking is not None and asking.number not in self._running:
+            try:
+                if self._frozen(asking).state == TrialState.RUNNING:
+                    trials.append(asking)
+            except Exception as error:  # the next resume repairs whatever is left RUNNING
+                log.warning("could not read trial %d: %s", asking.number, error)
+        for trial in trials:
+            try:
+                self._set(trial, {"failure": "interrupted", "reason": reason})
+                self.study.tell(trial, state=TrialState.FAIL)
+                frozen = self._frozen(trial)
+                requeue(self.study, frozen.params, frozen.user_attrs.get("anchor"), frozen.number)
+            except Exception as error:  # the next resume repairs whatever is left RUNNING
+                log.warning("could not mark trial %d as interrupted: %s", trial.number, error)
         self._running.clear()
         self._by_key.clear()
 

@@ -11,7 +11,7 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import optuna
 
@@ -32,6 +32,23 @@ log = logging.getLogger(__name__)
 _STUDIES: dict[tuple[str, str], optuna.Study] = {}
 
 
+class LiveRun(Protocol):
+    """A trial's live log (W&B: ``tracking.trial_run.TrialRun``), written while the trial runs.
+
+    The tracker hands its class to the driver, which puts it on the task (a class crosses process
+    lines as its import path), so this layer never imports the tracking one.
+    """
+
+    def __init__(self, settings: dict[str, Any]) -> None: ...
+    def hooks(self, report): ...  # -> (report, progress) for run_trial
+    def close(self, result: TrialResult) -> None: ...
+    @staticmethod
+    def flush() -> None: ...  # wait for the runs this process is still writing
+
+
+_LIVE_KINDS: set[type] = set()  # live-run classes used in this process (flush_live_runs)
+
+
 @dataclass
 class TrialTask:
     """Everything a worker needs to run one asked trial (plain data: it crosses process lines)."""
@@ -45,6 +62,7 @@ class TrialTask:
     seeds: list[int] | None = None
     pruner: dict[str, Any] | None = None  # None: no intermediate reports (multi-objective)
     extra: dict[str, Any] = field(default_factory=dict)
+    live: type[LiveRun] | None = None  # logs the trial while it runs, with settings extra['wandb']
 
 
 def _study(task: TrialTask) -> optuna.Study:
@@ -140,14 +158,19 @@ def _limited(config: TrialConfig, device: str | None, concurrent: int, enabled: 
     return process_memory_limit(limit) if chosen.type == "cpu" else contextlib.nullcontext()
 
 
-def _live_run(task: TrialTask):
+def _live_run(task: TrialTask) -> LiveRun | None:
     """The trial's live W&B run when the study tracks (``task.extra['wandb']``), else None."""
     settings = task.extra.get("wandb")
-    if not settings:
+    if not settings or task.live is None:
         return None
-    from miras_search.tracking.trial_run import TrialRun
+    _LIVE_KINDS.add(task.live)
+    return task.live(settings)
 
-    return TrialRun(settings)
+
+def flush_live_runs() -> None:
+    """Wait for the live runs this process is still writing (a worker, before it is stopped)."""
+    for kind in list(_LIVE_KINDS):
+        kind.flush()
 
 
 def _merge(results: list[TrialResult], seeds: list[int | None]) -> TrialResult:

@@ -1,20 +1,32 @@
 """A trial's W&B run, written by the worker while the trial trains.
 
 The training loop only puts rows on a queue (microseconds); a thread opens the run, logs the
-rows as they come (training loss, learning rate, tokens/s, the objective at each pruning report,
-the process's memory and CPU), writes the final metrics and finishes the run, so neither the
-trial nor the study waits on W&B. ``flush_live_runs`` waits for the runs still being written
-(the driver calls it at the end of a study; a Ray worker before it is stopped). Nothing here can
-fail a trial: a W&B error ends that run's logging with a warning.
+rows queued every ``LOG_EVERY_S`` seconds, writes the final metrics and finishes the run, so
+neither the trial nor the study waits on W&B. ``flush_live_runs`` waits for the runs still being written (the driver calls
+it at the end of a study; a Ray worker before it is stopped). Nothing here can fail a trial: a
+W&B error ends that run's logging with a warning.
+
+What a run costs is kept small because a worker runs many short trials:
+
+* W&B starts once per process (``wandb.setup()``: one ``wandb-core`` service that every run of
+  the process reuses, and the modules that the first ``wandb.init`` would import), on a
+  background thread (``warm_up``), not once per trial;
+* a trial's run does not list the installed packages (W&B reads the metadata of every installed
+  distribution for that, about 0.1-0.3 s of CPU per run) nor ask git for the code's state (two
+  git processes per run): both are the same for every trial of a study, and the study's summary
+  run keeps them; nor does it capture the console (a worker's stdout is not the trial's);
+* W&B's own system monitor (CPU, memory, disk, GPU) runs in its service process, as usual.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import queue
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +36,13 @@ log = logging.getLogger(__name__)
 
 _RUNNING: list[threading.Thread] = []
 _LOCK = threading.Lock()
+_SESSION_LOCK = threading.Lock()
+_SESSION: dict[str, Any] = {}
 _FINISH = object()
+LOG_EVERY_S = 0.25
+"""How often a run's writer logs the rows queued meanwhile (live enough, and cheap)."""
+TRIAL_RUN_SETTINGS = {"x_save_requirements": False, "console": "off", "disable_git": True}
+"""W&B settings of a trial's run (see the module docstring)."""
 
 
 def _environment(settings: dict[str, Any]) -> None:
@@ -34,6 +52,34 @@ def _environment(settings: dict[str, Any]) -> None:
         folder = Path(settings["dir"])
         os.environ.setdefault("WANDB_DATA_DIR", str(folder / "data"))
         os.environ.setdefault("WANDB_CACHE_DIR", str(folder / "cache"))
+
+
+def wandb_session(settings: dict[str, Any]):
+    """The ``wandb`` module, started once for this process (its service runs every later run)."""
+    with _SESSION_LOCK:
+        _environment(settings)
+        if "wandb" not in _SESSION:
+            import wandb
+
+            wandb.setup()
+            with contextlib.suppress(ImportError):  # what wandb.init imports on its first call
+                import wandb.sdk.launch.inputs.internal
+            _SESSION["wandb"] = wandb
+        return _SESSION["wandb"]
+
+
+def warm_up(settings: dict[str, Any]) -> None:
+    """Start W&B for this process on a background thread (a no-op once started)."""
+    if "wandb" in _SESSION:
+        return
+
+    def start() -> None:
+        try:
+            wandb_session(settings)
+        except Exception as error:  # the first run reports it
+            log.debug("W&B warm-up failed: %s", error)
+
+    threading.Thread(target=start, name="wandb-warm-up", daemon=True).start()
 
 
 class LiveRun:
@@ -58,9 +104,7 @@ class LiveRun:
 
     def _write(self) -> None:
         try:
-            _environment(self.settings)
-            import wandb
-
+            wandb = wandb_session(self.settings)
             folder = Path(self.settings["dir"])
             folder.mkdir(parents=True, exist_ok=True)
             with command_line_redacted():  # W&B keeps the command line (an inline run's --storage URL)
@@ -68,24 +112,33 @@ class LiveRun:
                                  group=self.settings["group"], name=self.settings["name"], job_type="trial",
                                  dir=str(folder.parent if folder.name == "wandb" else folder),
                                  mode=self.settings["mode"], config=redact_tree(self.settings["config"]),
-                                 tags=self.settings["tags"], reinit="create_new")
+                                 tags=self.settings["tags"], reinit="create_new",
+                                 settings=wandb.Settings(**TRIAL_RUN_SETTINGS))
         except Exception as error:  # W&B missing, folder unwritable, network down...
             log.warning("W&B run %s not started: %s: %s", self.settings["name"], type(error).__name__, error)
             self._drain()
             return
         try:
-            while True:
-                item, payload = self._queue.get()
-                if item is _FINISH:
-                    summary, record = payload
-                    run.summary.update(summary)
-                    (Path(run.dir) / "miras_trial.json").write_text(json.dumps(record, indent=1, default=str))
-                    break
-                run.log(item, step=payload)
+            while self._log_batch(run):
+                time.sleep(LOG_EVERY_S)  # rows gather meanwhile: one wake-up per batch, not per step
         except Exception as error:
             log.warning("W&B run %s: logging stopped: %s: %s", self.settings["name"], type(error).__name__, error)
         finally:
             run.finish()
+
+    def _log_batch(self, run) -> bool:
+        """Log every row queued so far; False once the final summary is written."""
+        while True:
+            try:
+                item, payload = self._queue.get_nowait()
+            except queue.Empty:
+                return True
+            if item is _FINISH:
+                summary, record = payload
+                run.summary.update(summary)
+                (Path(run.dir) / "miras_trial.json").write_text(json.dumps(record, indent=1, default=str))
+                return False
+            run.log(item, step=payload)
 
     def _drain(self) -> None:
         while True:

@@ -10,9 +10,10 @@ turns itself off.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
-import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +23,16 @@ from optuna.trial import FrozenTrial, TrialState
 from miras_search.redact import command_line_redacted, redact_tree
 from miras_search.schema import AXES, ModelPoint
 from miras_search.study.records import flatten, is_feasible
+from miras_search.tracking.live import TRIAL_RUN_SETTINGS, flush_live_runs, wandb_session, warm_up
+from miras_search.tracking.trial_run import TrialRun
 
 log = logging.getLogger(__name__)
 
 
 class WandbTracker:
     """Logs trials of one study to W&B (``mode``: offline, online); see the module docstring."""
+
+    live_run = TrialRun  # what a worker logs a trial with, from ``live_settings``
 
     def __init__(self, study_name: str, out_dir: str | Path, mode: str = "offline",
                  project: str = "miras-search", entity: str | None = None):
@@ -36,20 +41,24 @@ class WandbTracker:
         self.enabled = mode != "off"
         self.error: str | None = None
         self._wandb: Any = None
+        if self.enabled:  # W&B's service starts while the study sets up (inline trials reuse it)
+            warm_up(self._session_settings)
+
+    @property
+    def worker_warm_up(self) -> Callable[[], None] | None:
+        """What a Ray worker calls as it starts: W&B's start on a background thread (picklable)."""
+        return functools.partial(warm_up, self._session_settings) if self.enabled else None
+
+    @property
+    def _session_settings(self) -> dict[str, Any]:
+        return {"mode": self.mode, "dir": str(self.dir.resolve())}
 
     def _module(self):
         if self._wandb is None:
-            os.environ.setdefault("WANDB_SILENT", "true")
-            if self.mode == "offline":
-                os.environ["WANDB_MODE"] = "offline"
-                # W&B stages tables under the user's data dir until a sync: keep them (and its
-                # logs) with the study's offline runs instead of piling up in $HOME
-                os.environ.setdefault("WANDB_DATA_DIR", str((self.dir / "data").resolve()))
-                os.environ.setdefault("WANDB_CACHE_DIR", str((self.dir / "cache").resolve()))
             self.dir.mkdir(parents=True, exist_ok=True)
-            import wandb
-
-            self._wandb = wandb
+            # offline: W&B stages tables under the user's data dir until a sync; they (and its
+            # logs) stay with the study's offline runs instead of piling up in $HOME
+            self._wandb = wandb_session(self._session_settings)
         return self._wandb
 
     def _guard(self, what: str, action) -> None:
@@ -104,7 +113,7 @@ class WandbTracker:
         if attrs.get("anchor"):
             tags.append(f"anchor:{attrs['anchor']}")
         run = self._init(name=f"{self.study_name}-trial-{trial.number}", job_type="trial",
-                         config=config, tags=tags)
+                         config=config, tags=tags, settings=self._module().Settings(**TRIAL_RUN_SETTINGS))
         try:
             for step, loss in attrs.get("curve") or []:
                 run.log({"train_loss": loss}, step=int(step))
@@ -122,8 +131,6 @@ class WandbTracker:
             run.finish()
 
     def log_summary(self, study: optuna.Study) -> None:
-        from miras_search.tracking.live import flush_live_runs
-
         self._guard("the study summary", lambda: self._log_summary(study))
         flush_live_runs()  # runs of trials that ran in this process (--inline) are complete
 
