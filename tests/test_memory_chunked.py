@@ -17,10 +17,9 @@ import torch
 from pydantic import ValidationError
 
 from miras_search.memory import MemoryRule, memory_forward
-from miras_search.memory.biases import HuberGrad
 from miras_search.memory.testing import random_inputs, reference_chunked_forward
 from miras_search.presets import preset, preset_names
-from miras_search.schema import ModelPoint, exact_delta_applies
+from miras_search.schema import HuberBias, ModelPoint, exact_delta_applies
 
 TOL = 1e-6
 MEMORY_PRESETS = [name for name in preset_names() if preset(name).memory.kind != "none"]
@@ -66,7 +65,7 @@ def _alpha_low(rule: MemoryRule) -> float:
     ~150 (with either gradient point, before or after retention) and two correct implementations
     that round differently disagree there. With alpha in [0.99, 1] the same inputs are stable.
     """
-    switch = isinstance(rule.bias, HuberGrad) and rule.bias.variant == "switch"
+    switch = isinstance(rule.bias, HuberBias) and rule.bias.variant == "switch"
     return 0.99 if rule.memory == "mlp" and switch else 0.9
 
 

@@ -9,10 +9,9 @@ import torch.nn.functional as F
 
 from miras_search.errors import UnsupportedPoint
 from miras_search.memory import MemoryGates, MemoryRule, memory_forward, softmax_attention
-from miras_search.memory.biases import HuberGrad, LpGrad, RobustGrad
 from miras_search.memory.networks import Network
 from miras_search.presets import preset
-from miras_search.schema import ModelPoint
+from miras_search.schema import HuberBias, LpBias, ModelPoint, RobustBias
 
 D64 = torch.float64
 
@@ -126,11 +125,11 @@ def _huber(e: torch.Tensor, d: float) -> torch.Tensor:
 @pytest.mark.parametrize(
     ("rule", "loss"),
     [
-        (LpGrad(3.0, False, 10.0, 1e-6), lambda e, d: e.abs().pow(3).sum()),
-        (LpGrad(1.5, False, 10.0, 1e-6), lambda e, d: e.abs().pow(1.5).sum()),
-        (HuberGrad("coordinate"), lambda e, d: _huber(e, d).sum()),
-        (HuberGrad("norm"), lambda e, d: _huber(e.norm(), d)),
-        (RobustGrad(0.3), lambda e, d: 0.5 * e.square().sum() + 0.3 * e.norm()),
+        (LpBias(p=3.0, smooth=False), lambda e, d: e.abs().pow(3).sum()),
+        (LpBias(p=1.5, smooth=False), lambda e, d: e.abs().pow(1.5).sum()),
+        (HuberBias(variant="coordinate"), lambda e, d: _huber(e, d).sum()),
+        (HuberBias(variant="norm"), lambda e, d: _huber(e.norm(), d)),
+        (RobustBias(radius=0.3), lambda e, d: 0.5 * e.square().sum() + 0.3 * e.norm()),
     ],
     ids=["lp3", "lp1.5", "huber-coordinate", "huber-norm", "robust"],
 )
@@ -147,7 +146,7 @@ def test_bias_gradient_is_the_loss_gradient(rule, loss, delta: float) -> None:
 
 def test_smooth_lp_surrogate() -> None:
     pred, v = torch.tensor([0.5, -2.0, 0.0], dtype=D64), torch.zeros(3, dtype=D64)
-    got = LpGrad(3.0, True, 10.0, 1e-6).grad(pred, v, None)
+    got = LpBias(p=3.0, smooth=True, sharpness=10.0, eps=1e-6).grad(pred, v, None)
     expected = 3 * torch.tanh(10 * pred) * (pred.square() + 1e-6)
     assert torch.allclose(got, expected, rtol=1e-12)
 

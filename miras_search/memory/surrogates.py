@@ -1,5 +1,5 @@
-"""Smooth surrogates of sign(x) and |x| (the paper's Section 5.4: tanh(c x), sqrt(x^2 + eps)), and
-the sharpness c that keeps their step a descent step.
+"""The sharpness c that keeps the step of the smooth surrogates of sign(x) and |x| (the paper's
+Section 5.4: tanh(c x), sqrt(x^2 + eps); ``miras_search.primitives``) a descent step.
 
 Why a bound on c, per error coordinate. A gradient step moves the prediction of the key it was
 taken at by ``-s G(e)`` per coordinate, with G the bias's gradient in the prediction and
@@ -32,21 +32,6 @@ of the MLP memories has to keep near 1 for the same reason.
 """
 
 from __future__ import annotations
-
-import torch
-from torch import Tensor
-
-
-def smooth_sign(e: Tensor, sharpness: float | Tensor) -> Tensor:
-    """tanh(c e): the sign of e, with slope c at 0. ``sharpness`` c: a number or a tensor that
-    broadcasts against e (a per-token c, e.g. rho / delta_t)."""
-    return torch.tanh(sharpness * e)
-
-
-def smooth_abs_pow(e: Tensor, power: float, eps: float) -> Tensor:
-    """(e^2 + eps)^(power / 2), the smooth |e|^power (finite gradient at e = 0 for power < 1)."""
-    base = e.square() + eps
-    return base if power == 2.0 else base.pow(power / 2.0)  # p = 3 (Moneta): no pow
 
 
 def huber_sharpness_bound(step: float, delta: float) -> float:

@@ -2,18 +2,33 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from miras_search.schema._base import Schema
+from miras_search.schema._base import AxisOption
 from miras_search.schema.gates import Gate, check_gate_range, gate_field
 
 
-class _Stepping(Schema):
+class MemoryAlgorithm(AxisOption):
+    """Base of every memory learning algorithm; a subclass with its own ``kind`` registers itself.
+
+    ``built``: whether the memory ops have its recurrence and chunked form (False: points that
+    choose it validate, and building them names it as not built yet).
+    """
+
+    registry: ClassVar[dict[str, type[MemoryAlgorithm]]] = {}
+    built: ClassVar[bool] = True
+
+    @property
+    def steps_per_token(self) -> int:
+        """Inner steps per token, each on its own key, value and eta."""
+        return 1
+
+
+class _Stepping(MemoryAlgorithm):
     """An algorithm with an inner learning rate eta > 0."""
 
-    kind: str
     eta: Gate = gate_field(0.5)
 
     @model_validator(mode="after")
@@ -74,20 +89,23 @@ class Multistep(_Stepping):
     kind: Literal["multistep"] = "multistep"
     steps: int = Field(2, ge=2, le=8)
 
+    @property
+    def steps_per_token(self) -> int:
+        return self.steps
+
 
 class Newton(_Stepping):
     """l2 step preconditioned by the running inverse key covariance (Mesa-style)."""
 
     kind: Literal["newton"] = "newton"
+    built: ClassVar[bool] = False
 
 
-class NoAlgorithm(Schema):
+class NoAlgorithm(MemoryAlgorithm):
     """No online optimiser: only for memory 'none' (softmax attention)."""
 
     kind: Literal["none"] = "none"
 
 
-Algorithm = Annotated[
-    GD | Momentum | Implicit | Multistep | Newton | NoAlgorithm, Field(discriminator="kind")
-]
-ALGORITHM_KINDS = ("gd", "momentum", "implicit", "multistep", "newton", "none")
+Algorithm = MemoryAlgorithm.union()
+ALGORITHM_KINDS = MemoryAlgorithm.kinds()

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from miras_search.schema._base import Schema
+from miras_search.schema._base import AxisOption
 
 MemoryInit = Literal["auto", "zeros", "learned"]
 INIT_HELP = (
@@ -15,21 +15,27 @@ INIT_HELP = (
 )
 
 
-class VectorMemory(Schema):
+class MemoryArchitecture(AxisOption):
+    """Base of every memory architecture; a subclass with its own ``kind`` registers itself."""
+
+    registry: ClassVar[dict[str, type[MemoryArchitecture]]] = {}
+
+
+class VectorMemory(MemoryArchitecture):
     """M(k) = w * k (element-wise, a diagonal matrix); state d_k. Needs d_k == d_v."""
 
     kind: Literal["vector"] = "vector"
     init: MemoryInit = Field("auto", description=INIT_HELP)
 
 
-class MatrixMemory(Schema):
+class MatrixMemory(MemoryArchitecture):
     """M(k) = W k; state d_v x d_k."""
 
     kind: Literal["matrix"] = "matrix"
     init: MemoryInit = Field("auto", description=INIT_HELP)
 
 
-class MLPMemory(Schema):
+class MLPMemory(MemoryArchitecture):
     """M(x) = x + LN(W_L act(... act(W_1 x))): a residual MLP of ``depth`` linear layers."""
 
     kind: Literal["mlp"] = "mlp"
@@ -40,7 +46,7 @@ class MLPMemory(Schema):
     init: MemoryInit = Field("auto", description=INIT_HELP)
 
 
-class AttentionMemory(Schema):
+class AttentionMemory(MemoryArchitecture):
     """No parameters: the memory is the set of (k, v) pairs; y = softmax(q K^T) V, with rotary
     positions on q and k.
 
@@ -60,7 +66,5 @@ class AttentionMemory(Schema):
     )
 
 
-Memory = Annotated[
-    VectorMemory | MatrixMemory | MLPMemory | AttentionMemory, Field(discriminator="kind")
-]
-MEMORY_KINDS = ("vector", "matrix", "mlp", "none")
+Memory = MemoryArchitecture.union()
+MEMORY_KINDS = MemoryArchitecture.kinds()
