@@ -26,6 +26,10 @@ class AxisOption(Schema):
 
     kind: str
     registry: ClassVar[dict[str, type[AxisOption]]] = {}
+    role: ClassVar[str] = ""
+    """(axis base classes) what the axis is, for the docs' and the CLI's tables."""
+    summary: ClassVar[str] = ""
+    """(options) a few words beside the kind in the docs' and the CLI's tables."""
 
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
@@ -42,3 +46,7 @@ class AxisOption(Schema):
     @classmethod
     def kinds(cls) -> tuple[str, ...]:
         return tuple(cls.registry)
+
+    def label(self) -> str:
+        """The kind with the settings that tell this option's variants apart (the presets table)."""
+        return self.kind

@@ -18,6 +18,7 @@ class MemoryAlgorithm(AxisOption):
     """
 
     registry: ClassVar[dict[str, type[MemoryAlgorithm]]] = {}
+    role: ClassVar[str] = "the online optimiser"
     built: ClassVar[bool] = True
 
     @property
@@ -55,6 +56,7 @@ class GD(_Stepping):
     """
 
     kind: Literal["gd"] = "gd"
+    summary: ClassVar[str] = "write key: the key, HGRN2's `1 - alpha`, RWKV-7's replacement key"
     write_key: WriteKey = Field(
         "key",
         description="The key the value is written with: 'key' (eta * k, the gradient step), "
@@ -67,6 +69,7 @@ class Momentum(_Stepping):
     """S_t = theta_t S_{t-1} - eta_t grad_t (Titans)."""
 
     kind: Literal["momentum"] = "momentum"
+    summary: ClassVar[str] = "Titans"
     theta: Gate = gate_field(0.9)
 
     @model_validator(mode="after")
@@ -81,12 +84,14 @@ class Implicit(_Stepping):
     """W_t = argmin_W l(W; k_t, v_t) + ||W - W_{t-1}||^2 / (2 eta_t) (Longhorn)."""
 
     kind: Literal["implicit"] = "implicit"
+    summary: ClassVar[str] = "Longhorn"
 
 
 class Multistep(_Stepping):
     """``steps`` inner gd steps per token, each on its own key/value and eta (DeltaProduct)."""
 
     kind: Literal["multistep"] = "multistep"
+    summary: ClassVar[str] = "DeltaProduct"
     steps: int = Field(2, ge=2, le=8)
 
     @property
@@ -99,12 +104,14 @@ class Newton(_Stepping):
 
     kind: Literal["newton"] = "newton"
     built: ClassVar[bool] = False
+    summary: ClassVar[str] = "schema only, not built yet"
 
 
 class NoAlgorithm(MemoryAlgorithm):
     """No online optimiser: only for memory 'none' (softmax attention)."""
 
     kind: Literal["none"] = "none"
+    summary: ClassVar[str] = "with memory `none` only"
 
 
 Algorithm = MemoryAlgorithm.union()

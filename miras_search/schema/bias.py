@@ -40,6 +40,7 @@ class AttentionalBias(AxisOption):
     """
 
     registry: ClassVar[dict[str, type[AttentionalBias]]] = {}
+    role: ClassVar[str] = "the inner loss `l(M; k, v)`"
 
     @property
     def exact_phi(self) -> bool:
@@ -99,6 +100,7 @@ class LpBias(AttentionalBias):
     """
 
     kind: Literal["lp"] = "lp"
+    summary: ClassVar[str] = "p in [1, 4], smooth surrogates"
     p: float = Field(3.0, ge=1.0, le=4.0)
     smooth: bool = Field(True, description="Use the smooth surrogates of sign and |.|.")
     sharpness: float = Field(
@@ -107,6 +109,9 @@ class LpBias(AttentionalBias):
         "c < 2 / (eta p (2 eps)^((p-1)/2)) for unit keys (3.3e5 at p = 3, 2 at p = 1).",
     )
     eps: float = Field(1e-6, gt=0.0, description="eps in sqrt(x^2 + eps).")
+
+    def label(self) -> str:
+        return f"lp (p={self.p:g})"
 
     @property
     def exact_phi(self) -> bool:  # the smooth surrogates are not the loss's gradient
@@ -143,6 +148,7 @@ class HuberBias(AttentionalBias):
     """
 
     kind: Literal["huber"] = "huber"
+    summary: ClassVar[str] = "coordinate, norm, Yaad's switch"
     variant: Literal["coordinate", "norm", "switch"] = "coordinate"
     delta: Gate = gate_field(1.0, mode="constant")
     smooth: bool = Field(
@@ -178,6 +184,9 @@ class HuberBias(AttentionalBias):
         # turns Huber into l2 and squares past float range in the loss (1e308 gave inf)
         check_gate_range(self.delta, "delta", 0.0, MAX_HUBER_DELTA)
         return self
+
+    def label(self) -> str:
+        return f"huber ({self.variant})"
 
     @property
     def exact_phi(self) -> bool:  # the switch's l1 branch is a step, not a loss's gradient

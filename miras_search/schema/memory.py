@@ -19,6 +19,7 @@ class MemoryArchitecture(AxisOption):
     """Base of every memory architecture; a subclass with its own ``kind`` registers itself."""
 
     registry: ClassVar[dict[str, type[MemoryArchitecture]]] = {}
+    role: ClassVar[str] = "what `M` is"
 
 
 class VectorMemory(MemoryArchitecture):
@@ -39,11 +40,15 @@ class MLPMemory(MemoryArchitecture):
     """M(x) = x + LN(W_L act(... act(W_1 x))): a residual MLP of ``depth`` linear layers."""
 
     kind: Literal["mlp"] = "mlp"
+    summary: ClassVar[str] = "depth, expansion, activation, LayerNorm"
     depth: int = Field(2, ge=2, le=8, description="Linear layers (depth 1 is the matrix memory).")
     expansion: int = Field(4, ge=1, le=16, description="Hidden width = expansion * head dim.")
     activation: Literal["gelu", "silu", "relu"] = "gelu"
     layer_norm: bool = Field(True, description="LayerNorm (no affine) on the MLP branch.")
     init: MemoryInit = Field("auto", description=INIT_HELP)
+
+    def label(self) -> str:
+        return f"mlp (L={self.depth}, e={self.expansion})"
 
 
 class AttentionMemory(MemoryArchitecture):
@@ -56,6 +61,7 @@ class AttentionMemory(MemoryArchitecture):
     """
 
     kind: Literal["none"] = "none"
+    summary: ClassVar[str] = "softmax / sliding-window attention"
     window: int | None = Field(
         None, ge=1, description="Sliding-window size in tokens; null for full causal attention."
     )

@@ -44,6 +44,7 @@ class RetentionGate(AxisOption):
     scale, the chunk end accumulated in weight space. A rule overrides only what differs."""
 
     registry: ClassVar[dict[str, type[RetentionGate]]] = {}
+    role: ClassVar[str] = "how the memory forgets"
     nonlinear: ClassVar[bool] = True
     """Whether W_t is not linear in the steps (the chunked form then maps its chunk end exactly)."""
     learned_init: ClassVar[bool] = False
@@ -140,6 +141,7 @@ class L2Retention(_Decaying):
     """
 
     kind: Literal["l2"] = "l2"
+    summary: ClassVar[str] = "forget gate"
     gradient_at: Literal["retained", "previous"] = Field(
         "retained",
         description="Where the step's gradient is taken: at alpha_t W_{t-1} ('retained', Gated "
@@ -167,9 +169,13 @@ class LqRetention(_Decaying):
     whole weight (Moneta, q=4)."""
 
     kind: Literal["lq"] = "lq"
+    summary: ClassVar[str] = "Moneta"
     q: float = Field(4.0, ge=2.0, le=8.0)
     learned_init: ClassVar[bool] = True
     carries_aux: ClassVar[bool] = True
+
+    def label(self) -> str:
+        return f"lq (q={self.q:g})"
 
     def log_scale(self, a: Tensor) -> Tensor:
         """log n(A): [B, H, 1, 1] (``primitives.lq_log_scale``)."""
@@ -221,6 +227,7 @@ class KLRetention(_Decaying):
     """
 
     kind: Literal["kl"] = "kl"
+    summary: ClassVar[str] = "Memora"
     scale: float = Field(1.0, gt=0.0, le=1000.0, description="c, the row sum of the memory.")
     learned_init: ClassVar[bool] = True
     carries_aux: ClassVar[bool] = True
