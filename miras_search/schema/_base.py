@@ -47,6 +47,12 @@ class AxisOption(Schema):
     def kinds(cls) -> tuple[str, ...]:
         return tuple(cls.registry)
 
+    @classmethod
+    def examples(cls) -> list[dict[str, Any]]:
+        """Settings the conformance suite (``miras_search.testing``) runs this option with: its
+        defaults unless a class names variants; empty for an option that has no memory rule."""
+        return [{"kind": cls.model_fields["kind"].default}]
+
     def label(self) -> str:
         """The kind with the settings that tell this option's variants apart (the presets table)."""
         return self.kind

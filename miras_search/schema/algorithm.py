@@ -98,6 +98,10 @@ class Multistep(_Stepping):
     def steps_per_token(self) -> int:
         return self.steps
 
+    @classmethod
+    def examples(cls) -> list[dict]:
+        return [{"kind": "multistep", "steps": 2}]
+
 
 class Newton(_Stepping):
     """l2 step preconditioned by the running inverse key covariance (Mesa-style)."""
@@ -106,12 +110,20 @@ class Newton(_Stepping):
     built: ClassVar[bool] = False
     summary: ClassVar[str] = "schema only, not built yet"
 
+    @classmethod
+    def examples(cls) -> list[dict]:
+        return []  # not built: no memory rule
+
 
 class NoAlgorithm(MemoryAlgorithm):
     """No online optimiser: only for memory 'none' (softmax attention)."""
 
     kind: Literal["none"] = "none"
     summary: ClassVar[str] = "with memory `none` only"
+
+    @classmethod
+    def examples(cls) -> list[dict]:
+        return []  # softmax attention: no memory rule
 
 
 Algorithm = MemoryAlgorithm.union()

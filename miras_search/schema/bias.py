@@ -113,6 +113,10 @@ class LpBias(AttentionalBias):
     def label(self) -> str:
         return f"lp (p={self.p:g})"
 
+    @classmethod
+    def examples(cls) -> list[dict]:
+        return [{"kind": "lp", "p": 3.0}]
+
     @property
     def exact_phi(self) -> bool:  # the smooth surrogates are not the loss's gradient
         return not self.smooth
@@ -188,6 +192,11 @@ class HuberBias(AttentionalBias):
     def label(self) -> str:
         return f"huber ({self.variant})"
 
+    @classmethod
+    def examples(cls) -> list[dict]:
+        return [{"kind": "huber", "variant": variant, "delta": {"mode": "head"}}
+                for variant in ("coordinate", "norm", "switch")]
+
     @property
     def exact_phi(self) -> bool:  # the switch's l1 branch is a step, not a loss's gradient
         return self.variant != "switch"
@@ -226,6 +235,10 @@ class RobustBias(AttentionalBias):
 
     kind: Literal["robust"] = "robust"
     radius: float = Field(0.1, gt=0.0, le=10.0, description="Delta, the radius of the value shift.")
+
+    @classmethod
+    def examples(cls) -> list[dict]:
+        return [{"kind": "robust", "radius": 0.3}]
 
     def loss(self, e: Tensor, v: Tensor, delta: Tensor | None) -> Tensor:
         return 0.5 * e.square().sum(-1) + self.radius * primitives.safe_norm(e)[..., 0]

@@ -50,6 +50,10 @@ class MLPMemory(MemoryArchitecture):
     def label(self) -> str:
         return f"mlp (L={self.depth}, e={self.expansion})"
 
+    @classmethod
+    def examples(cls) -> list[dict]:
+        return [{"kind": "mlp", "depth": 2, "expansion": 2, "activation": "gelu"}]
+
 
 class AttentionMemory(MemoryArchitecture):
     """No parameters: the memory is the set of (k, v) pairs; y = softmax(q K^T) V, with rotary
@@ -70,6 +74,10 @@ class AttentionMemory(MemoryArchitecture):
         description="The block's short causal conv + SiLU on q, k, v (block.conv_size); false = "
         "the plain Transformer++ attention layer.",
     )
+
+    @classmethod
+    def examples(cls) -> list[dict]:
+        return []  # softmax attention: no memory rule to compare forms of
 
 
 Memory = MemoryArchitecture.union()
