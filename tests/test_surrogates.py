@@ -4,13 +4,8 @@ the memory itself (one step of a matrix memory with a unit key) and on dense err
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
-
-if not torch.cuda.is_available():  # the kernels read it when first imported (see test_kernel_path)
-    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from miras_search.memory import MemoryGates, MemoryRule, memory_forward
 from miras_search.memory.surrogates import huber_sharpness_bound, lp_sharpness_bound
