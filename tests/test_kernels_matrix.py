@@ -18,12 +18,13 @@ CUDA = torch.cuda.is_available()  # without it, conftest.py has set TRITON_INTER
 import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
 from kernel_checks import assert_last_head_as_alone, rel_err  # noqa: E402
+from miras_search.kernels.common import _slot  # noqa: E402
 from miras_search.kernels.matrix_chunk import (  # noqa: E402
     chunk_matrix_memory,
     naive_chunk_matrix_memory,
     recurrent_matrix_memory,
 )
-from miras_search.kernels.matrix_chunk.chunk import _launch_config, _slot, pick_backward  # noqa: E402
+from miras_search.kernels.matrix_chunk.chunk import _launch_config, pick_backward  # noqa: E402
 
 from miras_search.kernels import (  # noqa: E402
     BIAS_KINDS,

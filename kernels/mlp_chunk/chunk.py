@@ -25,10 +25,10 @@ import triton.language as tl
 from triton.runtime.errors import OutOfResources
 
 from ..bias import BiasConfig, KernelInputError, as_bias
+from ..common import _bias_args, _check, _mm, _phi, _phi_bwd, _slot
 from ..fallback import reference_grads, warn_fallback
 from ..launch import on_device
 from ..limits import CHUNK_SIZES, mlp_shape_problem, token_tensor_problem
-from ..matrix_chunk.chunk import _bias_args, _check, _mm, _phi, _phi_bwd, _slot
 from ..precision import mlp_precision, products
 from .naive import LN_EPS, LQ_FLOOR, MlpMemoryConfig, chunk_mlp_from_state, initial_state, segments
 
