@@ -1,7 +1,8 @@
 """The small pieces of math that the memory ops and the kernels' PyTorch references share.
 
 One copy of each: the floors (``NORM_FLOOR``, ``LQ_FLOOR``, ``LN_EPS``), the error norm, the smooth
-sign and power of the attentional biases, |x|^q, the decay matrix of a chunk, the lq log-norm.
+sign and power of the attentional biases, |x|^q, the decay matrix of a chunk, the lq log-norm,
+the MLP memories' activations with their backward and the LayerNorm backward.
 Everything here works on tensor methods, so the schema classes (whose options carry their math)
 import this module without importing torch; the few functions that need torch's namespace import
 it when called.
@@ -10,6 +11,7 @@ it when called.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -77,6 +79,11 @@ def lq_log_scale(a: Tensor, q: float) -> Tensor:
     return (q - 2.0) * log_norm.clamp_min(math.log(LQ_FLOOR))
 
 
+def kl_log_weights(raw: Tensor, scale: float) -> Tensor:
+    """log(c softmax_row(raw)) = log c + log_softmax_row(raw): kl retention's carried state."""
+    return math.log(scale) + raw.log_softmax(dim=-1)
+
+
 def decay_matrix(log_cum: Tensor) -> Tensor:
     """exp(l_t - l_i) for i <= t, else 0. log_cum: [..., C] -> [..., C, C] (rows t, columns i)."""
     import torch
@@ -85,3 +92,40 @@ def decay_matrix(log_cum: Tensor) -> Tensor:
     causal = torch.ones(c, c, dtype=torch.bool, device=log_cum.device).tril()
     diff = log_cum.unsqueeze(-1) - log_cum.unsqueeze(-2)
     return torch.where(causal, diff, torch.full_like(diff, float("-inf"))).exp()
+
+
+def activation(name: str) -> tuple[Callable[[Tensor], Tensor], Callable[[Tensor, Tensor], Tensor]]:
+    """(act, act_back) for gelu (exact erf form), silu and relu; act_back(g, z) = g * act'(z).
+
+    For gelu and relu act_back is torch's own backward op (one op, with its own derivative for
+    the outer backward) rather than the derivative written out (about ten ops each way for gelu).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    if name == "gelu":
+        return F.gelu, torch.ops.aten.gelu_backward
+    if name == "silu":  # aten's silu_backward has no derivative of its own
+        def silu_back(g: Tensor, z: Tensor) -> Tensor:
+            s = torch.sigmoid(z)
+            return g * s * (1.0 + z * (1.0 - s))
+        return F.silu, silu_back
+    if name == "relu":
+        return F.relu, lambda g, z: torch.ops.aten.threshold_backward(g, z, 0.0)
+    raise ValueError(f"unknown activation '{name}'")
+
+
+def layer_norm_back(z: Tensor, g: Tensor) -> Tensor:
+    """dl/dz of y = LN(z) (no affine, over the last dim, eps LN_EPS) given g = dl/dy.
+
+    torch's layer-norm backward op; its derivative (for the outer backward) is the full one in z,
+    so the statistics it is given carry no gradient of their own.
+    """
+    import torch
+
+    with torch.no_grad():
+        var, mean = torch.var_mean(z, dim=-1, correction=0, keepdim=True)
+        rstd = (var + LN_EPS).rsqrt()
+    return torch.ops.aten.native_layer_norm_backward(
+        g, z, z.shape[-1:], mean, rstd, None, None, [True, False, False]
+    )[0]

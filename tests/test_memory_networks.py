@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from miras_search.memory.networks import LN_EPS, _activation, layer_norm_back
-from miras_search.primitives import abs_pow
+from miras_search.primitives import LN_EPS, abs_pow, layer_norm_back
+from miras_search.primitives import activation as _activation
 
 TOL = 1e-12
 

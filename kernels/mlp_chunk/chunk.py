@@ -24,13 +24,15 @@ import triton
 import triton.language as tl
 from triton.runtime.errors import OutOfResources
 
+from miras_search.primitives import LN_EPS, LQ_FLOOR
+
 from ..bias import BiasConfig, KernelInputError, as_bias
 from ..common import _bias_args, _check, _mm, _phi, _phi_bwd, _slot
 from ..fallback import reference_grads, warn_fallback
 from ..launch import on_device
 from ..limits import CHUNK_SIZES, mlp_shape_problem, token_tensor_problem
 from ..precision import mlp_precision, products
-from .naive import LN_EPS, LQ_FLOOR, MlpMemoryConfig, chunk_mlp_from_state, initial_state, segments
+from .naive import MlpMemoryConfig, chunk_mlp_from_state, initial_state, segments
 
 _ACT = {"gelu": 0, "silu": 1, "relu": 2}
 _RET = {"none": 0, "l2": 1, "lq": 2, "kl": 3}

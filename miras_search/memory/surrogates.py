@@ -26,9 +26,10 @@ overshoot: ``0 < s G(e) / e < 2``.
   c = 10 is far inside), 707 at p = 2, 35 at p = 1.5, 2 at p = 1 (where, as for Huber, any c keeps
   the exact form's descent region and the bound makes the step a descent step everywhere).
 
-An MLP memory's curvature kappa along the step is not ||k||^2 (behind a LayerNorm it is about
-||h||^2 / sigma^2, see DESIGN): the bounds hold with its kappa, which the step parameterisation
-of the MLP memories has to keep near 1 for the same reason.
+An MLP memory's curvature kappa along the step is not ||k||^2: behind a LayerNorm it is about
+||h||^2 / sigma^2 (h the hidden activations, sigma the standard deviation the LayerNorm divides
+by; ``MemoryRule.initial_stds`` sets both scales). The bounds hold with its kappa, which the step
+parameterisation of the MLP memories has to keep near 1 for the same reason.
 """
 
 from __future__ import annotations

@@ -142,7 +142,8 @@ class AttentionMixer(nn.Module):
 
     Scores use the usual 1/sqrt(K) scale (no l2 norm, no output gate). ``conv_size`` > 0 puts the
     Miras block's short causal conv + SiLU on q, k and v: that is memory 'none' inside the block
-    (DESIGN's token mixer around any memory); the plain Transformer++ layer has ``conv_size`` 0.
+    (the same q / k / v path the block puts around every other memory); the plain Transformer++
+    layer has ``conv_size`` 0.
     """
 
     def __init__(self, d_model: int, n_heads: int, key_dim: int, value_dim: int, window: int | None,

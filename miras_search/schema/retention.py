@@ -234,7 +234,7 @@ class KLRetention(_Decaying):
     lag_token: ClassVar[bool] = True
 
     def _mapped(self, raw: Tensor) -> tuple[Tensor, Tensor]:
-        log_w = math.log(self.scale) + raw.log_softmax(dim=-1)
+        log_w = primitives.kl_log_weights(raw, self.scale)
         return log_w.exp(), log_w
 
     def from_param(self, param: Tensor) -> tuple[Tensor, Tensor | None]:
