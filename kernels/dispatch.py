@@ -102,7 +102,9 @@ def _mlp_kernel(rule: Any, bias: BiasConfig, modes: dict[str, str]) -> Callable[
     retention, q, scale = _retention_config(rule)
     if depth != 2 or _kind(rule.algorithm) not in ("gd", "momentum") or modes.get("alpha") == "channel":
         return None
-    if retention not in ("none", "l2", "lq", "kl") or activation not in ("gelu", "silu", "relu"):
+    # kl: the PyTorch chunk reads the first-order mirror step (miras_search.memory.mirror_read);
+    # this kernel's kl form adds the step to W_0 and is not routed to
+    if retention not in ("none", "l2", "lq") or activation not in ("gelu", "silu", "relu"):
         return None
     from .mlp_chunk import MlpMemoryConfig, chunk_mlp_memory
 
@@ -113,21 +115,21 @@ def _mlp_kernel(rule: Any, bias: BiasConfig, modes: dict[str, str]) -> Callable[
 def kernel_for(rule: Any) -> Callable[..., Any] | None:
     """The Triton kernel for this point, or None when it is not covered.
 
-    Covered, with the biases dot, l2, lp (smooth), huber (coordinate / norm / switch), robust
-    and a per-head eta:
+    Covered, with the biases dot, l2, lp (smooth), huber (coordinate / norm / switch; a per-head
+    delta), robust and a per-head eta:
 
     - matrix memory, retention none or l2, gd or momentum, alpha per head or channel-wise
       (channel-wise only with gd): ``chunk_matrix_memory`` with the bias bound,
       ``f(q, k, v, eta, alpha=None, theta=None, delta=None, initial_state=None, chunk_size=64)``;
-    - 2-layer MLP memory (Moneta / Yaad / Memora / Titans family), retention none, l2, lq or
-      kl, gd or momentum, alpha per head: ``chunk_mlp_memory`` with the architecture, retention
+    - 2-layer MLP memory (Moneta / Yaad / Titans family), retention none, l2 or lq, gd or
+      momentum, alpha per head: ``chunk_mlp_memory`` with the architecture, retention
       and bias bound, ``f(q, k, v, eta, w1, w2, alpha=None, delta=None, theta=None, chunk_size=16)``.
 
     Shapes are checked by ``shape_problem``.
     """
     bias = bias_config(rule.bias)
     modes = _gate_modes(rule)
-    if bias is None or modes.get("eta") == "channel":
+    if bias is None or modes.get("eta") == "channel" or modes.get("delta") == "channel":
         return None
     memory = _kind(rule.memory)
     if memory == "matrix":

@@ -23,6 +23,11 @@ _DEEP = {"kind": "mlp", "depth": 2, "expansion": 4, "activation": "gelu", "layer
 # about a third, and the inner loop is chaotic; 0.999 keeps it smooth at T = 4096
 # (benchmarks/results/inner_loop_stability_cpu.txt).
 _SCALE_FREE_ALPHA = {"mode": "head", "value": 0.999}
+# Moneta, Yaad and Memora take eta, alpha and delta channel-wise through a rank-32 projection (the
+# paper's "Channel-wise Parameters", Section 5.4): eta and alpha one per input channel of each
+# memory layer, delta one per value channel. The projection starts at zero, so every channel
+# starts at the gate's value (the model at init is the per-head one).
+_CHANNEL = {"mode": "channel", "rank": 32}
 
 PRESET_AXES: dict[str, dict[str, Any]] = {
     "linear_attention": {
@@ -114,8 +119,8 @@ PRESET_AXES: dict[str, dict[str, Any]] = {
     "moneta": {
         "memory": _DEEP, "bias": {"kind": "lp", "p": 3.0},
         # lq's normalisation drifts further: 0.999 is still chaotic at head dim 64 and T = 4096
-        "retention": {"kind": "lq", "q": 4.0, "alpha": {"mode": "head", "value": 0.9995}},
-        "algorithm": {"kind": "gd", "eta": _HEAD},
+        "retention": {"kind": "lq", "q": 4.0, "alpha": {**_CHANNEL, "value": 0.9995}},
+        "algorithm": {"kind": "gd", "eta": _CHANNEL},
     },
     # Yaad's threshold starts among the errors (||e|| is about sqrt(d_v) at init, with a narrow
     # spread, so about half the tokens take each branch) and its l1 branch is delta tanh(e / delta),
@@ -124,18 +129,18 @@ PRESET_AXES: dict[str, dict[str, Any]] = {
     "yaad": {
         "memory": _DEEP,
         "bias": {"kind": "huber", "variant": "switch", "threshold_units": "sqrt_dv", "sharpness": 1.0,
-                 "sharpness_scale": "threshold", "delta": {"mode": "head", "value": 1.0}},
-        "retention": {"kind": "l2", "gradient_at": "previous", "alpha": _SCALE_FREE_ALPHA},
-        "algorithm": {"kind": "gd", "eta": _HEAD},
+                 "sharpness_scale": "threshold", "delta": {**_CHANNEL, "value": 0.98}},
+        "retention": {"kind": "l2", "gradient_at": "previous", "alpha": {**_SCALE_FREE_ALPHA, **_CHANNEL}},
+        "algorithm": {"kind": "gd", "eta": _CHANNEL},
     },
     "memora": {
         "memory": _DEEP, "bias": {"kind": "l2"},
-        "retention": {"kind": "kl", "scale": 1.0, "alpha": {"mode": "head", "value": 0.95}},
+        "retention": {"kind": "kl", "scale": 1.0, "alpha": {**_CHANNEL, "value": 0.95}},
         # a kl step of 0.5 made the inner loop chaotic at head dim 32 (1e-13 of noise moved the
         # logits by 18 %); at 0.1 it was smooth but did not train past the quickstart's size (loss
         # rising after step 40, 4.82 val_bpb at d_model 128 / 4 layers / 256 steps), at 0.02 it
         # trains (3.35; benchmarks/results/deep_memory_training_cpu.md)
-        "algorithm": {"kind": "gd", "eta": {"mode": "head", "value": 0.02}},
+        "algorithm": {"kind": "gd", "eta": {**_CHANNEL, "value": 0.02}},
     },
 }
 

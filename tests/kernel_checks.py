@@ -6,6 +6,9 @@ from collections.abc import Callable
 
 import torch
 
+from miras_search.presets import preset
+from miras_search.schema import ModelPoint
+
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     """||a - b|| / ||b|| in float64."""
@@ -37,3 +40,14 @@ def assert_last_head_as_alone(run: Callable[..., torch.Tensor], inputs: dict[str
     assert rel_err(o_last, o_alone) < 1e-6
     for name, g_alone in zip(names, grads_alone, strict=True):
         assert rel_err(grads_last[name], g_alone) < 1e-6, f"d{name} of the last head differs from its own run"
+
+
+def per_head_preset(name: str) -> ModelPoint:
+    """The preset with every channel-wise gate made per-head (the kernels take per-head eta and,
+    for MLP memories, per-head alpha and delta; the named models' channel-wise gates run the
+    PyTorch form)."""
+    spec = preset(name).model_dump()
+    for axis, gate in (("algorithm", "eta"), ("retention", "alpha"), ("bias", "delta")):
+        if isinstance(spec[axis].get(gate), dict) and spec[axis][gate]["mode"] == "channel":
+            spec[axis][gate].update(mode="head", rank=None)
+    return ModelPoint.model_validate(spec)

@@ -67,8 +67,10 @@ CHAOTIC = {
 @pytest.mark.slow
 @pytest.mark.parametrize("case", CHAOTIC)
 def test_the_check_sees_the_old_chaotic_gates(case):
+    """The earlier gates move the logits by at least 1e-3 (a thousand times the bound; Moneta at
+    alpha 0.999 and head dim 64 is the mildest, 4e-3 to 6e-2 depending on the initial weights)."""
     spec, head_dim = CHAOTIC[case]
-    assert _moved(spec, head_dim) > 1e-2
+    assert _moved(spec, head_dim) > 1e-3
 
 
 @pytest.mark.parametrize("head_dim", [32, 64])

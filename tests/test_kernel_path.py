@@ -65,7 +65,7 @@ def test_auto_falls_back_to_pytorch_where_no_kernel_runs():
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not CUDA, reason="needs CUDA")
-@pytest.mark.parametrize("name", ["ttt_linear", "mamba2", "gla", "linear_attention", "moneta", "yaad", "memora"])
+@pytest.mark.parametrize("name", ["ttt_linear", "mamba2", "gla", "linear_attention", "titans", "ttt_mlp"])
 def test_auto_uses_the_kernel_and_matches_pytorch_on_gpu(name):
     rule, (q, k, v), gates, params = _inputs(name, "cuda")
     for tensor in (q, k, v):

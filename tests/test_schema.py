@@ -67,8 +67,8 @@ def test_gated_deltanet_uses_the_exact_delta_rule_and_ttt_the_minibatch_form():
          "block.value_dim", "equal key and value dims"),
         ({"memory": {"kind": "matrix", "init": "zeros"}, "retention": {"kind": "kl"}},
          "memory.init", "positive"),
-        ({"memory": {"kind": "mlp"}, "retention": {"kind": "l2", "alpha": {"mode": "channel"}}},
-         "retention.alpha.mode", "channel"),
+        ({"bias": {"kind": "l2"}, "algorithm": {"kind": "implicit", "eta": {"mode": "channel"}}},
+         "algorithm.eta.mode", "channel"),
         ({"bias": {"kind": "dot"}, "train": {"chunk_form": "exact_delta"}}, "train.chunk_form",
          "exact_delta"),
         ({"train": {"seq_len": 4096}, "block": {"max_seq_len": 1024}}, "train.seq_len", "max_seq_len"),
@@ -83,13 +83,14 @@ def test_cross_axis_rules_name_the_field(data, field, needle):
 
 
 def test_every_broken_cross_axis_rule_is_reported():
-    data = {"memory": {"kind": "mlp"}, "block": {"key_dim": 16, "value_dim": 32, "max_seq_len": 64},
-            "retention": {"kind": "l2", "alpha": {"mode": "channel"}},
+    data = {"memory": {"kind": "vector"}, "bias": {"kind": "l2"},
+            "block": {"key_dim": 16, "value_dim": 32, "max_seq_len": 64},
+            "algorithm": {"kind": "implicit", "eta": {"mode": "channel"}},
             "train": {"seq_len": 128}}
     with pytest.raises(ConfigError) as caught:
         point_from_dict(data, "point.yaml")
     paths = [problem.path for problem in caught.value.problems]
-    assert paths == ["block.value_dim", "retention.alpha.mode", "train.seq_len"]
+    assert paths == ["algorithm.kind", "algorithm.eta.mode", "block.value_dim", "train.seq_len"]
     assert all(": " not in problem.message.split(" ")[0] for problem in caught.value.problems)
 
 

@@ -23,24 +23,48 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from miras_search.memory.inputs import MemoryInputs
-from miras_search.memory.recurrent import memory_gradients, recurrent_step
+from miras_search.memory.inputs import MemoryInputs, layer_gates
+from miras_search.memory.recurrent import input_widths, memory_gradients, recurrent_step
 from miras_search.memory.rule import MemoryRule, MemoryState
 
 
 @dataclass
 class ChunkDecay:
-    """Decay coefficients of one chunk of b micro-steps (c = 1 or K).
+    """Decay coefficients of one chunk of b micro-steps (c = 1, or channel-wise: one per input
+    channel of each memory layer, see ``layer_gates``).
 
-    beta: [B, H, b, c]; coef C: [B, H, b, b, c] (C[t, i], zero for i > t); m: [B, H, b, c] | None;
-    theta_last (Theta_b): [B, H, 1, 1] | None; theta_ratio (Theta_b / Theta_i): [B, H, b, 1] | None.
+    beta: [B, H, b, c]; coef C: [B, H, b, b, c] (C[t, i], zero for i > t), or None when it is
+    separable, C[t, i] = beta_t / beta_i (channel-wise decay without momentum: the reads then never
+    form the [b, b, c] tensor); m: [B, H, b, c] | None; theta_last (Theta_b): [B, H, 1, 1] | None;
+    theta_ratio (Theta_b / Theta_i): [B, H, b, 1] | None.
     """
 
     beta: Tensor
-    coef: Tensor
+    coef: Tensor | None
     m: Tensor | None = None
     theta_last: Tensor | None = None
     theta_ratio: Tensor | None = None
+
+    def per_layer(self, widths: list[int]) -> list[ChunkDecay]:
+        """This chunk's decays for each memory layer: channel-wise ones (c = sum of the layers'
+        input ``widths``) split into each layer's input channels, per-head ones shared."""
+        beta, coef = layer_gates(self.beta, widths), layer_gates(self.coef, widths)
+        m = layer_gates(self.m, widths)
+        return [ChunkDecay(*fields, self.theta_last, self.theta_ratio)
+                for fields in zip(beta, coef, m, strict=True)]
+
+    def last_row(self) -> Tensor:
+        """C[last, i]: [B, H, b, c]."""
+        if self.coef is None:  # beta_b / beta_i, and exactly 1 at i = b
+            beta = self.beta
+            return torch.cat([beta[:, :, -1:] / beta[:, :, :-1], torch.ones_like(beta[:, :, -1:])], dim=2)
+        return self.coef[:, :, -1]
+
+
+# Channel-wise C[t, i] = exp(L_t - L_i) is formed as beta_t / beta_i only while every beta_t =
+# exp(L_t) of the chunk is a normal number (a quotient of two normal numbers is as accurate as
+# the exponential of the difference); below this cumulative log decay the full tensor is formed.
+_SEPARABLE_LOG_FLOOR = {torch.float32: -80.0, torch.float64: -700.0}
 
 
 def _ratios(log_cum: Tensor) -> Tensor:
@@ -56,6 +80,11 @@ def chunk_decay(alpha: Tensor | None, theta: Tensor | None, like: Tensor) -> Chu
     """Coefficients from alpha [B, H, b, c] | None and theta [B, H, b, 1] | None."""
     log_alpha = torch.zeros_like(like[..., :1]) if alpha is None else torch.log(alpha)
     log_beta = log_alpha.cumsum(2)
+    channel_wise = alpha is not None and alpha.shape[-1] > 1
+    if theta is None and channel_wise and log_beta.numel() and (
+        log_beta.min().item() > _SEPARABLE_LOG_FLOOR.get(log_beta.dtype, 0.0)
+    ):
+        return ChunkDecay(log_beta.exp(), None)
     d_alpha = _ratios(log_beta)
     if theta is None:
         return ChunkDecay(log_beta.exp(), d_alpha)
@@ -102,32 +131,37 @@ def chunk_update(rule: MemoryRule, state: MemoryState, x: MemoryInputs,
     network, retention = rule.network, rule.retention
     if decay is None:
         decay = chunk_decay(x.alpha, x.theta, x.k)
+    widths = input_widths(state.w)
+    decays = decay.per_layer(widths)
     # every gradient at the chunk-start W_0, retained to beta_i W_0 for l2 retention
     scale = retention.gradient_scale(None if x.alpha is None else decay.beta)
-    grads = memory_gradients(rule, state.w, x.k, x.v, x.delta, scale)
+    grads = memory_gradients(rule, state.w, x.k, x.v, x.delta,
+                             None if scale is None else layer_gates(scale, widths))
     deltas = [d for d, _ in grads]
-    eta_x = [x.eta * inp for _, inp in grads]
+    eta_x = [eta * inp for eta, (_, inp) in zip(layer_gates(x.eta, widths), grads, strict=True)]
     a_prev = state.a if state.a is not None else [None] * len(state.w)
     bases = [retention.linear_base(w, a) for w, a in zip(state.w, a_prev, strict=True)]
     scales = state.read_scale or [retention.read_scale(w, a) for w, a in zip(state.w, a_prev, strict=True)]
     s_prev = state.s if state.s is not None else [None] * len(state.w)
 
     def read(layer: int, z: Tensor) -> Tensor:
-        out = network.layers[layer].chunk_read(
-            bases[layer], decay.beta, s_prev[layer], decay.m, decay.coef,
-            deltas[layer], eta_x[layer], z,
+        d = decays[layer]
+        out = retention.chunk_read(
+            network.layers[layer], state.w[layer], a_prev[layer], bases[layer], d.beta,
+            s_prev[layer], d.m, d.coef, deltas[layer], eta_x[layer], z,
         )
         return out if scales[layer] is None else out * scales[layer]
 
     y, _ = network.run(read, x.q)
 
     new_w, new_a, new_s, new_scale = [], [], [], []
-    coef_last = decay.coef[:, :, -1]  # [B, H, b, c]: C[last, i]
-    beta_last = decay.beta[:, :, -1:]  # [B, H, 1, c]
     for layer, kind in enumerate(network.layers):
+        d = decays[layer]
+        coef_last = d.last_row()  # [B, H, b, c]: C[last, i]
+        beta_last = d.beta[:, :, -1:]  # [B, H, 1, c]
         raw = beta_last * retention.end_start(state.w[layer], a_prev[layer])
         if s_prev[layer] is not None:
-            raw = torch.addcmul(raw, decay.m[:, :, -1:], s_prev[layer])
+            raw = torch.addcmul(raw, d.m[:, :, -1:], s_prev[layer])
             new_s.append(kind.minus_grad(
                 decay.theta_last * s_prev[layer], deltas[layer], eta_x[layer] * decay.theta_ratio
             ))

@@ -11,10 +11,12 @@ from torch import Tensor
 class MemoryGates:
     """Per-token gates produced by the block.
 
-    - ``eta``: [B, T, H] or [B, T, H, K] (channel-wise), > 0; multistep: [B, T, n, H(, K)].
-    - ``alpha``: [B, T, H] or [B, T, H, K], in (0, 1]; None means 1 (no decay).
+    - ``eta``: [B, T, H] or [B, T, H, C] (channel-wise: one per input channel of each memory
+      layer, C = ``MemoryRule.channel_width``), > 0; multistep: [B, T, n, H(, C)].
+    - ``alpha``: [B, T, H] or [B, T, H, C], in (0, 1]; None means 1 (no decay).
     - ``theta``: [B, T, H] momentum gate in (0, 1); None unless the algorithm is momentum.
-    - ``delta``: [B, T, H] Huber threshold > 0; None unless the bias is huber.
+    - ``delta``: [B, T, H] or [B, T, H, V] (one per value channel) Huber threshold > 0; None
+      unless the bias is huber.
     - ``write_key``: [B, T, H, K], the key the value is written with when it is not ``eta * k``
       (RWKV-7's replacement key: ``W_t = alpha_t W - (W k)(eta * k)^T + v write_key^T``);
       None for the plain gradient step.

@@ -1,7 +1,10 @@
 """The memory's inputs in its internal layout: heads first, multistep micro-steps flattened.
 
 Every tensor is ``[B, H, N, ...]`` with N = T * n (n micro-steps per token for multistep, else 1);
-gates are ``[B, H, N, c]`` with c = 1 (per head) or K (channel-wise).
+gates are ``[B, H, N, c]`` with c = 1 (per head) or channel-wise: eta and alpha carry one value per
+input channel of each memory layer (c = K for a matrix or vector memory; K + hidden for a 2-layer
+MLP memory, its layers' input widths concatenated, see ``layer_gates``), delta one per value
+channel (c = V).
 """
 
 from __future__ import annotations
@@ -60,6 +63,20 @@ class MemoryInputs:
         """Outputs at every micro-step [B, H, N, V] -> each token's output [B, T, H, V]."""
         y = rearrange(y, "b h (t n) v -> b t n h v", n=self.steps)
         return y[:, :, -1]
+
+
+def layer_gates(gate: Tensor | None, widths: list[int]) -> list[Tensor | None]:
+    """A gate [..., c] split per memory layer: c = 1 (per head) serves every layer as it is; a
+    channel-wise gate holds each layer's input channels in turn (c = sum of ``widths``, the
+    layers' input widths) and layer l gets its own [..., widths[l]]."""
+    if gate is None or gate.shape[-1] == 1:
+        return [gate] * len(widths)
+    if gate.shape[-1] != sum(widths):
+        raise ValueError(
+            f"a channel-wise gate has {gate.shape[-1]} channels, but this memory's layers take "
+            f"{'+'.join(map(str, widths))} = {sum(widths)} (one per input channel of each layer)"
+        )
+    return list(gate.split(widths, dim=-1))
 
 
 def _gate(x: Tensor | None, steps: int, name: str, multistep_axis: bool) -> Tensor | None:

@@ -2,7 +2,7 @@
 
 ``kernel='auto'`` uses the kernel on CUDA tensors when Triton is importable and the point is
 covered (see ``miras_search.kernels.kernel_for``: matrix memories and the 2-layer MLP memories
-of the Moneta / Yaad / Memora / Titans family; chunk 16/32/64);
+of the Moneta / Yaad / Titans family with per-head gates; chunk 16/32/64);
 ``'triton'`` demands it (an UnsupportedPoint says why not, naming the axis); ``'torch'`` never
 uses it. The kernels live in ``miras_search.kernels``, each beside its PyTorch reference.
 """
@@ -54,9 +54,10 @@ def _find_kernel(rule: MemoryRule, q: Tensor, v: Tensor, chunk_size: int,
     if run is None:
         return None, (
             f"no kernel covers memory '{rule.memory}', retention '{rule.retention.kind}', "
-            f"algorithm '{rule.algorithm}' with these gates (covered: element-wise biases, "
-            "per-head eta; matrix memory with retention none/l2 and gd/momentum; 2-layer MLP "
-            "memory with retention none/l2/lq/kl and gd/momentum)"
+            f"algorithm '{rule.algorithm}' with these gates (covered: element-wise biases with a "
+            "per-head delta, per-head eta; matrix memory with retention none/l2 and gd/momentum; "
+            "2-layer MLP memory with retention none/l2/lq, gd/momentum and a per-head alpha; "
+            "other points run the PyTorch chunked form)"
         )
     if rule.steps_per_token != 1:
         return None, "multistep updates have no kernel"

@@ -48,17 +48,26 @@ class LinearLayer:
     @staticmethod
     def chunk_read(
         x0: Tensor, beta: Tensor, s0: Tensor | None, m: Tensor | None,
-        coef: Tensor, delta: Tensor, ex: Tensor, z: Tensor,
+        coef: Tensor | None, delta: Tensor, ex: Tensor, z: Tensor,
     ) -> Tensor:
         """U_t z_t with U_t = X0 diag(beta_t) + S0 diag(m_t) - sum_{i<=t} delta_i (C_ti * ex_i)^T.
 
         x0, s0: [B, H, out, in]; beta, m: [B, H, b, c]; coef C: [B, H, b, b, c] (zero above the
-        diagonal); delta: [B, H, b, out]; ex = eta * x: [B, H, b, in]; z: [B, H, b, in]; c in {1, in}.
+        diagonal) or None for C_ti = beta_t / beta_i; delta: [B, H, b, out]; ex = eta * x:
+        [B, H, b, in]; z: [B, H, b, in]; c in {1, in}.
         """
-        out = (z * beta) @ x0.mT
+        zb = z * beta
+        out = zb @ x0.mT
         if s0 is not None and m is not None:
             out = out + (z * m) @ s0.mT
-        if coef.shape[-1] == 1:
+        if coef is None:
+            # i < t: sum_k z_tk beta_tk ex_ik / beta_ik, one product; i = t: C = 1 exactly (its
+            # gradient in alpha is exactly 0, as in the recurrence, not a rounding residue)
+            b = z.shape[-2]
+            below = torch.ones(b, b, dtype=torch.bool, device=z.device).tril(-1)
+            scores = (zb @ (ex / beta).mT).masked_fill(~below, 0.0)
+            scores = scores + torch.diag_embed((z * ex).sum(-1))
+        elif coef.shape[-1] == 1:
             scores = (z @ ex.mT) * coef[..., 0]
         else:
             scores = torch.einsum("bhtik,bhtk,bhik->bhti", coef, z, ex)
@@ -89,13 +98,18 @@ class DiagonalLayer:
     @staticmethod
     def chunk_read(
         x0: Tensor, beta: Tensor, s0: Tensor | None, m: Tensor | None,
-        coef: Tensor, delta: Tensor, ex: Tensor, z: Tensor,
+        coef: Tensor | None, delta: Tensor, ex: Tensor, z: Tensor,
     ) -> Tensor:
         """Diagonal analogue of LinearLayer.chunk_read (every channel decays on its own)."""
         out = z * beta * x0
         if s0 is not None and m is not None:
             out = out + z * m * s0
-        summed = (coef * (ex * delta).unsqueeze(-3)).sum(-2)  # [B, H, t, K]
+        if coef is None:  # C_ti = beta_t / beta_i: a running sum over i < t, and C_tt = 1
+            step = ex * delta
+            before = F.pad((step / beta).cumsum(-2)[..., :-1, :], (0, 0, 1, 0))
+            summed = beta * before + step
+        else:
+            summed = (coef * (ex * delta).unsqueeze(-3)).sum(-2)  # [B, H, t, K]
         return out - z * summed
 
 
@@ -155,13 +169,15 @@ class Network:
         return self.run(lambda layer, z: self.layers[layer].apply(weights[layer], z), x)[0]
 
     def backward(
-        self, weights: list[Tensor], cache: Cache, g: Tensor, scale: Tensor | None = None
+        self, weights: list[Tensor], cache: Cache, g: Tensor,
+        scales: list[Tensor | None] | None = None,
     ) -> list[tuple[Tensor, Tensor]]:
         """Per-layer (delta_l [B, H, N, out], x_l [B, H, N, in]): dl/dW_l for token i = delta_li x_li^T.
 
         ``g``: dl/dM(x), [B, H, N, V]; ``weights`` must be those the cache was computed with.
-        ``scale`` ([B, H, N, c] | None): token i's weights are W diag(s_i) (the forward scaled
-        each layer's input by s_i), so the signal back through a layer is scaled by s_i too.
+        ``scales`` (per layer, [B, H, N, c_l] | None): token i's weights are W_l diag(s_li) (the
+        forward scaled layer l's input by s_li), so the signal back through layer l is scaled by
+        s_li too.
         """
         inputs, pre = cache
         if self.kind != "mlp":
@@ -173,7 +189,7 @@ class Network:
             out.append((dz, inputs[layer]))
             if layer > 0:
                 back = LinearLayer.back(weights[layer], dz)
-                if scale is not None:
-                    back = back * scale
+                if scales is not None and scales[layer] is not None:
+                    back = back * scales[layer]
                 dz = act_back(back, pre[layer - 1])
         return out[::-1]

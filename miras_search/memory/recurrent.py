@@ -13,34 +13,45 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from miras_search.memory.inputs import MemoryInputs
+from miras_search.memory.inputs import MemoryInputs, layer_gates
 from miras_search.memory.rule import MemoryRule, MemoryState
 
 
 def memory_gradients(rule: MemoryRule, weights: list[Tensor], k: Tensor, v: Tensor,
-                     delta: Tensor | None, scale: Tensor | None = None) -> list[tuple[Tensor, Tensor]]:
+                     delta: Tensor | None,
+                     scales: list[Tensor | None] | None = None) -> list[tuple[Tensor, Tensor]]:
     """Per-layer (delta_l, x_l) of the bias gradient; k: [B, H, N, K], v: [B, H, N, V].
 
-    Token i's gradient is taken at the weights W diag(s_i) (``scale`` s: [B, H, N, c]) or at
-    ``weights`` themselves (None), without forming per-token weights: (W diag(s)) z = W (s * z)
-    in the forward, the same scale on the signal going back, and x_l stays the unscaled input
-    (the gradient is w.r.t. the point W diag(s), not through the scale).
+    Token i's gradient is taken at the weights W_l diag(s_li) (``scales``: per layer, s_l
+    [B, H, N, c_l] with c_l = 1 or layer l's input width) or at ``weights`` themselves (None),
+    without forming per-token weights: (W diag(s)) z = W (s * z) in the forward, the same scale
+    on the signal going back, and x_l stays the unscaled input (the gradient is w.r.t. the point
+    W diag(s), not through the scale).
     """
     layers = rule.network.layers
 
     def apply(layer: int, z: Tensor) -> Tensor:
+        scale = None if scales is None else scales[layer]
         return layers[layer].apply(weights[layer], z if scale is None else z * scale)
 
     pred, cache = rule.network.run(apply, k)
     g = rule.bias.grad(pred, v, delta)
-    return rule.network.backward(weights, cache, g, scale)
+    return rule.network.backward(weights, cache, g, scales)
 
 
 def gradient_point(rule: MemoryRule, weights: list[Tensor], decay: Tensor | None) -> list[Tensor]:
-    """The weights the step's gradient is taken at, materialised: W diag(s), s from the retention
-    (alpha W for l2 retention, W otherwise); ``decay``: [B, H, 1, c] | None."""
+    """The weights the step's gradient is taken at, materialised: W_l diag(s_l), s from the
+    retention (alpha W for l2 retention, W otherwise); ``decay``: [B, H, 1, c] | None, c = 1 or
+    channel-wise (every layer's input channels, see ``layer_gates``)."""
     scale = rule.retention.gradient_scale(decay)
-    return weights if scale is None else [scale * w for w in weights]
+    if scale is None:
+        return weights
+    return [s * w for s, w in zip(layer_gates(scale, input_widths(weights)), weights, strict=True)]
+
+
+def input_widths(weights: list[Tensor]) -> list[int]:
+    """The input width of each memory weight [B, H, out, in] (where a channel-wise gate acts)."""
+    return [w.shape[-1] for w in weights]
 
 
 def recurrent_step(rule: MemoryRule, state: MemoryState, x: MemoryInputs) -> MemoryState:
@@ -50,9 +61,11 @@ def recurrent_step(rule: MemoryRule, state: MemoryState, x: MemoryInputs) -> Mem
     # value is written with that key instead of eta * k (RWKV-7's generalized delta rule)
     v = x.v if x.write is None else torch.zeros_like(x.v)
     grads = memory_gradients(rule, point, x.k, v, x.delta)
+    widths = input_widths(state.w)
+    etas, alphas = layer_gates(x.eta, widths), layer_gates(x.alpha, widths)
     steps = [
-        -layer.grad(delta, x.eta * inp)
-        for layer, (delta, inp) in zip(rule.network.layers, grads, strict=True)
+        -layer.grad(delta, eta * inp)
+        for layer, eta, (delta, inp) in zip(rule.network.layers, etas, grads, strict=True)
     ]
     if x.write is not None:
         steps[0] = steps[0] + rule.network.layers[0].grad(x.v, x.write)
@@ -61,7 +74,7 @@ def recurrent_step(rule: MemoryRule, state: MemoryState, x: MemoryInputs) -> Mem
     new_w, new_a = [], []
     for layer in range(len(steps)):
         a_prev = None if state.a is None else state.a[layer]
-        w_l, a_l = rule.retention.update(state.w[layer], a_prev, steps[layer], x.alpha)
+        w_l, a_l = rule.retention.update(state.w[layer], a_prev, steps[layer], alphas[layer])
         new_w.append(w_l)
         new_a.append(a_l)
     return MemoryState(

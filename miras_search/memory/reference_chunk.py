@@ -12,9 +12,10 @@ import torch
 from torch import Tensor
 
 from miras_search.memory.chunked import ChunkDecay, chunked
-from miras_search.memory.inputs import MemoryInputs
-from miras_search.memory.recurrent import gradient_point, memory_gradients
+from miras_search.memory.inputs import MemoryInputs, layer_gates
+from miras_search.memory.recurrent import gradient_point, input_widths, memory_gradients
 from miras_search.memory.rule import MemoryRule, MemoryState
+from miras_search.schema.retention import KLRetention
 
 
 def _chunk(rule: MemoryRule, state: MemoryState, x: MemoryInputs,
@@ -39,13 +40,15 @@ def _chunk(rule: MemoryRule, state: MemoryState, x: MemoryInputs,
         # at W_0, or at the retained beta_i W_0 (l2 retention), as explicit weights
         point = gradient_point(rule, state.w, beta)
         grads = memory_gradients(rule, point, tok.k, tok.v, tok.delta)
-        step = [-kind.grad(d, tok.eta * inp) for kind, (d, inp) in zip(layers, grads, strict=True)]
+        widths = input_widths(state.w)
+        etas, decays = layer_gates(tok.eta, widths), layer_gates(tok.alpha, widths)
+        step = [-kind.grad(d, eta * inp) for kind, eta, (d, inp) in zip(layers, etas, grads, strict=True)]
         if s is not None:
             step = [tok.theta * s_l + st for s_l, st in zip(s, step, strict=True)]
             s = step
-        decay = tok.alpha if tok.alpha is not None else 1.0
-        u = [decay * u_l + st for u_l, st in zip(u, step, strict=True)]
-        u_end = [decay * u_l + st for u_l, st in zip(u_end, step, strict=True)]
+        decays = [1.0 if a is None else a for a in decays]
+        u = [a * u_l + st for a, u_l, st in zip(decays, u, step, strict=True)]
+        u_end = [a * u_l + st for a, u_l, st in zip(decays, u_end, step, strict=True)]
         if i == x.length - 1:
             mapped = [retention.end_map(raw) for raw in u_end]
             end = MemoryState(
@@ -55,7 +58,10 @@ def _chunk(rule: MemoryRule, state: MemoryState, x: MemoryInputs,
             )
             outputs.append(network.forward(end.w, tok.q))
         else:
-            weights = [u_l if sc is None else u_l * sc for u_l, sc in zip(u, scale, strict=True)]
+            if isinstance(retention, KLRetention):  # the mirror step's first-order expansion
+                weights = [retention.linearised(w0, a, raw) for w0, a, raw in zip(state.w, a0, u_end, strict=True)]
+            else:
+                weights = [u_l if sc is None else u_l * sc for u_l, sc in zip(u, scale, strict=True)]
             outputs.append(network.forward(weights, tok.q))
     return torch.cat(outputs, dim=2), end
 

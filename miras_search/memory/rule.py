@@ -102,6 +102,16 @@ class MemoryRule:
             or self.init == "learned"
         )
 
+    def channel_width(self, gate: str, key_dim: int, value_dim: int) -> int:
+        """The width of gate ``gate`` in channel mode, per head: delta has one threshold per value
+        channel (V); eta and alpha one value per input channel of each memory layer, those of
+        layer 1, 2, ... in turn (K for a matrix or vector memory, K + hidden for a 2-layer MLP)."""
+        if gate == "delta":
+            return value_dim
+        if self.network is None:
+            return key_dim
+        return sum(in_dim for _, in_dim in self.network.shapes(key_dim, value_dim))
+
     def initial_parameters(self, n_heads: int, key_dim: int, value_dim: int) -> list[Tensor]:
         """Raw tensors [H, out, in] (one per memory weight) for the block to register as
         nn.Parameters; empty when the memory starts at zeros.

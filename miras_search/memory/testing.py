@@ -19,7 +19,8 @@ def random_inputs(
 ) -> tuple[Tensor, Tensor, Tensor, MemoryGates, list[Tensor]]:
     """q, k, v, gates and initial params for ``rule`` (K = V = dim; l2-normalised keys).
 
-    ``channel`` names the gates to make channel-wise ([.., H, K]); gate values lie well inside
+    ``channel`` names the gates to make channel-wise ([.., H, C], C = ``rule.channel_width``);
+    gate values lie well inside
     their ranges (eta in [0.02, 0.2], [0.01, 0.06] for mlp memories, whose LayerNorm backward
     multiplies the step by 1/sigma: larger steps make tiny MLP memories chaotic over a few
     hundred tokens, and round-off then grows exponentially in any two implementations; alpha in
@@ -38,11 +39,15 @@ def random_inputs(
     v = torch.randn(*micro, dim, generator=gen, dtype=dtype)
     needs = rule.needs()
     low, high = (0.01, 0.06) if rule.memory == "mlp" else (0.02, 0.2)
-    eta = low + (high - low) * rand(*micro, *((dim,) if "eta" in channel else ()))
-    alpha = (alpha_low + (1.0 - alpha_low) * rand(batch, length, heads, *((dim,) if "alpha" in channel else ()))
+
+    def width(name: str) -> tuple[int, ...]:
+        return (rule.channel_width(name, dim, dim),) if name in channel else ()
+
+    eta = low + (high - low) * rand(*micro, *width("eta"))
+    alpha = (alpha_low + (1.0 - alpha_low) * rand(batch, length, heads, *width("alpha"))
              if "alpha" in needs else None)
     theta = 0.3 + 0.5 * rand(batch, length, heads) if "theta" in needs else None
-    delta = 1.0 + 3.0 * rand(batch, length, heads) if "delta" in needs else None
+    delta = 1.0 + 3.0 * rand(batch, length, heads, *width("delta")) if "delta" in needs else None
     # RWKV-7's write key, drawn last so that the other rules' inputs do not depend on it
     write = torch.randn(*micro, dim, generator=gen, dtype=dtype) if rule.write_key == "lerp" else None
     torch.manual_seed(seed)

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from miras_search.primitives import safe_norm
 from miras_search.schema.bias import HuberBias
 
 
@@ -33,7 +32,7 @@ class _CountingSwitch:
 
     def grad(self, pred: Tensor, v: Tensor, delta: Tensor | None) -> Tensor:
         if delta is not None:
-            small = safe_norm(pred - v) <= delta
+            small, _ = self.bias.inside(pred - v, delta)
             self.counts.append((int(small.sum()), small.numel()))
         return self.bias.grad(pred, v, delta)
 

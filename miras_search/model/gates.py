@@ -7,7 +7,10 @@ Modes (see ``miras_search.schema.gates``):
 - ``alibi``: the fixed per-head, per-layer decay ``exp(-s_h (1 - l / (L - 1) + 1e-5))``, s_h the
   ALiBi slopes (Lightning Attention; alpha only; see ``alibi_slopes``).
 - ``head``: ``squash(Linear(D, H)(x) + b)``, one scalar per head and token.
-- ``channel``: ``squash(Linear(rank, H*K)(Linear(D, rank)(x)) + b)``, one value per key channel.
+- ``channel``: ``squash(Linear(rank, H*C)(Linear(D, rank)(x)) + b)``, C values per head and token:
+  for eta and alpha one per input channel of each memory layer (C = K for a matrix memory, K +
+  hidden for a 2-layer MLP memory), for delta one per value channel (C = V); the memory rule says
+  which (``MemoryRule.channel_width``).
 
 The last projection starts at zero and the bias b is set so that, at initialisation, the gate
 equals ``gate.value`` for every token; learning then makes it data-dependent.
@@ -88,25 +91,25 @@ class GateProducer(nn.Module):
         gate: the schema gate (mode, value, rank).
         d_model: D, the width of x.
         n_heads: H.
-        key_dim: K, the per-head key width (channel mode).
+        channels: C, the width of a channel-wise gate per head (channel mode).
         steps: n > 1 adds an axis of n independent gates per token (multistep eta).
         layer, n_layers: this layer's index and the model's layer count (mode 'alibi' only).
 
-    forward(x: [B, T, D]) -> [B, T, H] (scalar modes) or [B, T, H, K] (channel);
-    with steps n > 1: [B, T, n, H] or [B, T, n, H, K].
+    forward(x: [B, T, D]) -> [B, T, H] (scalar modes) or [B, T, H, C] (channel);
+    with steps n > 1: [B, T, n, H] or [B, T, n, H, C].
     """
 
     def __init__(
-        self, name: str, gate: Gate, d_model: int, n_heads: int, key_dim: int, steps: int = 1,
+        self, name: str, gate: Gate, d_model: int, n_heads: int, channels: int, steps: int = 1,
         layer: int = 0, n_layers: int = 1,
     ):
         super().__init__()
         self.name, self.mode, self.value = name, gate.mode, gate.value
-        self.n_heads, self.key_dim, self.steps = n_heads, key_dim, steps
+        self.n_heads, self.channels, self.steps = n_heads, channels, steps
         self.squash = squashing(name, gate.value)
         if gate.mode in ("retnet", "alibi") and name != "alpha":
             raise ValueError(f"{name}: mode '{gate.mode}' is a decay schedule for alpha only")
-        per_token = n_heads * steps * (key_dim if gate.mode == "channel" else 1)
+        per_token = n_heads * steps * (channels if gate.mode == "channel" else 1)
         self.down: nn.Linear | None = None
         self.proj: nn.Linear | None = None
         if gate.mode == "head":
@@ -135,7 +138,7 @@ class GateProducer(nn.Module):
     def shape_suffix(self) -> tuple[int, ...]:
         """The trailing dims after [B, T]."""
         steps = (self.steps,) if self.steps > 1 else ()
-        channel = (self.key_dim,) if self.mode == "channel" else ()
+        channel = (self.channels,) if self.mode == "channel" else ()
         return (*steps, self.n_heads, *channel)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -67,7 +67,7 @@ class MemoryMixer(nn.Module):
             )
         self.gates = nn.ModuleDict(
             {
-                name: GateProducer(name, specs[name], d, h, k,
+                name: GateProducer(name, specs[name], d, h, self.rule.channel_width(name, k, v),
                                    steps=n if name == "eta" else 1, layer=layer, n_layers=n_layers)
                 for name in needs
             }

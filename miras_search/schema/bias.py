@@ -206,18 +206,36 @@ class HuberBias(AttentionalBias):
         huber = (0.5 * size.square()).where(size <= delta, delta * (size - 0.5 * delta))
         return huber.sum(-1)
 
+    @staticmethod
+    def inside(e: Tensor, delta: Tensor) -> tuple[Tensor, Tensor]:
+        """(whether ||e|| <= delta, the norm it was tested with): [..., 1] each. A per-head delta
+        compares ||e||; a channel-wise one compares ||e / delta|| with 1 (padded tokens carry
+        delta = 0 and e = 0: they count as inside)."""
+        if delta.shape[-1] == 1:
+            norm = primitives.safe_norm(e)
+            return norm <= delta, norm
+        ratio = primitives.safe_norm(e / delta.clamp_min(primitives.tiny(delta)))
+        return ratio <= 1.0, ratio
+
     def phi(self, e: Tensor, v: Tensor, delta: Tensor | None) -> Tensor:
         """coordinate: clip(e, -delta, delta); norm: e, or delta e / ||e|| past the threshold;
         switch (Yaad): e, or delta tanh(c e) (``smooth``) / delta sign(e) past it, with c =
-        sharpness, or sharpness / delta (``sharpness_scale: threshold``)."""
+        sharpness, or sharpness / delta (``sharpness_scale: threshold``).
+
+        ``delta``: [..., 1] (per head) or [..., V] (channel-wise: one threshold per value channel).
+        A channel-wise threshold measures the error in the metric diag(1 / delta): the norm and
+        switch variants test ||e / delta|| <= 1, the norm variant clips to e / ||e / delta||, the
+        l1 branch is delta_j sign(e_j) (or its smooth form) per channel, and coordinate clips
+        each e_j to [-delta_j, delta_j]. With equal channels this is the per-head rule.
+        """
         if delta is None:
             raise ValueError("bias 'huber' needs gates.delta ([B, T, H]); got None")
         if self.variant == "coordinate":
             return e.maximum(-delta).minimum(delta)
-        norm = primitives.safe_norm(e)
-        small = norm <= delta
+        small, size = self.inside(e, delta)
         if self.variant == "norm":
-            return e.where(small, delta * e / norm)
+            clipped = delta * e / size if delta.shape[-1] == 1 else e / size
+            return e.where(small, clipped)
         if self.smooth:
             # padded tokens carry delta = 0 (and e = 0): the floor keeps their unused branch finite
             sharpness = self.sharpness

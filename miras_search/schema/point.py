@@ -126,21 +126,7 @@ def cross_axis_problems(point: ModelPoint) -> list[tuple[str, str]]:
             f"memory.init 'zeros' cannot start memory '{memory.kind}' with retention "
             f"'{retention.kind}' (needs a positive / non-zero initial state); use 'auto' or 'learned'",
         ))
-    gates = {"alpha": getattr(retention, "alpha", None), "eta": getattr(algorithm, "eta", None)}
-    for name, gate in gates.items():
-        if gate is not None and gate.mode == "channel" and memory.kind == "mlp":
-            section = "retention" if name == "alpha" else "algorithm"
-            problems.append((
-                f"{section}.{name}.mode",
-                f"{name}.mode 'channel' needs memory 'matrix' or 'vector'; memory 'mlp' takes "
-                "'constant' or 'head' gates",
-            ))
     problems.extend(_write_key_problems(point))
-    delta = getattr(bias, "delta", None)
-    if delta is not None and delta.mode == "channel":
-        problems.append(
-            ("bias.delta.mode", "delta.mode 'channel' is not supported; use 'constant' or 'head'")
-        )
     if point.train.chunk_form == "exact_delta" and not exact_delta_applies(point) and not any(
         path == "algorithm.write_key" for path, _ in problems
     ):

@@ -33,6 +33,8 @@ from miras_search.schema.gates import Gate, check_gate_range, gate_field
 if TYPE_CHECKING:
     from torch import Tensor
 
+    from miras_search.memory.networks import Layer
+
 
 def _decay(w: Tensor, alpha: Tensor | None) -> Tensor:
     return w if alpha is None else alpha * w
@@ -104,6 +106,13 @@ class RetentionGate(AxisOption):
         """The chunk-start state in the space the chunk end is accumulated in: end_base of the
         linear base, unless the rule carries that state itself (kl: log W in ``a``)."""
         return self.end_base(self.linear_base(w, a))
+
+    def chunk_read(self, layer: Layer, w: Tensor, a: Tensor | None, base: Tensor, beta: Tensor,
+                   s0: Tensor | None, m: Tensor | None, coef: Tensor | None, delta: Tensor,
+                   ex: Tensor, z: Tensor) -> Tensor:
+        """U_t z_t inside a chunk (before the read scale): the linear form grown from ``base``
+        (``linear_base(w, a)``); see ``LinearLayer.chunk_read`` for the shapes."""
+        return layer.chunk_read(base, beta, s0, m, coef, delta, ex, z)
 
 
 class _Decaying(RetentionGate):
@@ -220,7 +229,8 @@ class LqRetention(_Decaying):
 class KLRetention(_Decaying):
     """W_t = c softmax(alpha_t log W_{t-1} - eta_t grad_t) per row (Memora); W_0 uniform.
 
-    Rows are the last (input) dim of each weight. The rule carries log W = log c +
+    Rows are the last (input) dim of each weight. Inside a chunk the reads take the update's
+    first-order expansion around the chunk-start W_0 (``chunk_read``; the chunk end is exact). The rule carries log W = log c +
     log_softmax_row(raw) itself (the auxiliary state ``a``) rather than taking the log of W:
     entries of W that underflow float32 (1e-38 is reached within a sequence) would lose their
     value and give the log a gradient of 1 / W = inf.
@@ -255,6 +265,23 @@ class KLRetention(_Decaying):
 
     def end_map(self, raw: Tensor) -> tuple[Tensor, Tensor | None]:
         return self._mapped(raw)
+
+    def chunk_read(self, layer: Layer, w: Tensor, a: Tensor | None, base: Tensor, beta: Tensor,
+                   s0: Tensor | None, m: Tensor | None, coef: Tensor | None, delta: Tensor,
+                   ex: Tensor, z: Tensor) -> Tensor:
+        """The first-order expansion of the mirror step around W_0 (miras_search.memory.mirror_read)."""
+        from miras_search.memory import mirror_read  # the memory ops sit above the schemas
+        from miras_search.memory.networks import DiagonalLayer
+
+        read = mirror_read.mirror_diagonal_read if layer is DiagonalLayer else mirror_read.mirror_chunk_read
+        return read(w, a, self.scale, beta, s0, m, coef, delta, ex, z)
+
+    def linearised(self, w0: Tensor, log_w0: Tensor, raw: Tensor) -> Tensor:
+        """U_t = W_0 * (1 + D - rho 1^T), D = raw - log W_0 (``raw``: the chunk's log-space sum up
+        to t), rho = sum_j (W_0 / c) D per row: the weights ``chunk_read`` reads, materialised."""
+        change = raw - log_w0
+        rho = (w0 / self.scale * change).sum(-1, keepdim=True)
+        return w0 * (1.0 + change - rho)
 
 
 class ElasticRetention(_Decaying):

@@ -153,23 +153,26 @@ def axis_examples() -> dict[str, list[dict]]:
 
 def axis_cases() -> list[tuple[str, ModelPoint]]:
     """(label, point) for every combination of the examples that ModelPoint accepts; every other
-    combination with a vector or matrix memory takes channel-wise alpha and eta where it can."""
+    combination takes channel-wise gates (alpha and eta per layer input channel, delta per value
+    channel) where its options have them (implicit: a scalar eta only)."""
     examples = axis_examples()
     points = []
     for i, (mem, bias, ret, alg) in enumerate(itertools.product(*(examples[a] for a in AXES))):
-        ret, alg = dict(ret), dict(alg)
-        if mem["kind"] != "mlp" and i % 2:
+        bias, ret, alg = dict(bias), dict(ret), dict(alg)
+        if i % 2:
             if "alpha" in RetentionGate.registry[ret["kind"]].model_fields:
                 ret["alpha"] = {"mode": "channel"}
             if alg["kind"] != "implicit" and "eta" in MemoryAlgorithm.registry[alg["kind"]].model_fields:
                 alg["eta"] = {"mode": "channel"}
+            if "delta" in bias:
+                bias["delta"] = {"mode": "channel"}
         try:
             point = ModelPoint(memory=mem, bias=bias, retention=ret, algorithm=alg)
         except ValidationError:
             continue
         label = "-".join(
             [mem["kind"], bias["kind"] + bias.get("variant", "")[:2], ret["kind"], alg["kind"]]
-        ) + ("-ch" if "alpha" in ret or "eta" in alg else "")
+        ) + ("-ch" if i % 2 else "")
         points.append((label, point))
     return points
 
