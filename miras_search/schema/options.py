@@ -1,5 +1,5 @@
-"""The options of the four axes, read from their registries: the README's axis table and
-``miras options`` are made from here, so a new option shows up in both by itself."""
+"""The options of the four axes, read from their registries: ``miras options`` lists them and the
+README's axis table names where they live, so a new option shows up by itself."""
 
 from __future__ import annotations
 
@@ -27,9 +27,11 @@ def axis_options() -> list[tuple[str, str, list[tuple[str, str]]]]:
 
 
 def options_markdown() -> str:
-    """The README's axis table (markdown, one row per axis)."""
-    rows = ["| axis | what it is | options |", "|---|---|---|"]
-    for title, role, options in axis_options():
-        cells = ", ".join(f"`{kind}` ({summary})" if summary else f"`{kind}`" for kind, summary in options)
-        rows.append(f"| {title} | {role} | {cells} |")
+    """The README's axis table (markdown, one row per axis): each axis's role and the module its
+    option classes live in. The options themselves are not copied into it (``miras options``
+    lists them from the registries), so a new option changes no documentation file."""
+    rows = ["| axis | what it is | its options, one class each |", "|---|---|---|"]
+    for title, base in AXIS_BASES.items():
+        path = base.__module__.replace(".", "/") + ".py"
+        rows.append(f"| {title} | {base.role} | `{path}` |")
     return "\n".join(rows) + "\n"
