@@ -123,7 +123,7 @@ def kernel_for(rule: Any) -> Callable[..., Any] | None:
       ``f(q, k, v, eta, alpha=None, theta=None, delta=None, initial_state=None, chunk_size=64)``;
     - 2-layer MLP memory (Moneta / Yaad / Titans family), retention none, l2 or lq, gd or
       momentum, alpha per head: ``chunk_mlp_memory`` with the architecture, retention
-      and bias bound, ``f(q, k, v, eta, w1, w2, alpha=None, delta=None, theta=None, chunk_size=16)``.
+      and bias bound, ``f(q, k, v, eta, w1, w2, alpha=None, theta=None, delta=None, chunk_size=16)``.
 
     Shapes are checked by ``shape_problem``.
     """

@@ -268,8 +268,8 @@ def test_reference_equals_memory_chunked_form(bias, retention, activation, layer
     gates = MemoryGates(x["eta"], x["alpha"], x["theta"], x["delta"])
     o_memory = memory_forward(rule, x["q"], x["k"], x["v"], gates, params, "chunked", 16)
     config = run.keywords["config"]
-    o_ref = naive_chunk_mlp_memory(x["q"], x["k"], x["v"], x["eta"], *params, x["alpha"], x["delta"],
-                                   x["theta"], config=config, bias=bias_config(point.bias), chunk_size=16)
+    o_ref = naive_chunk_mlp_memory(x["q"], x["k"], x["v"], x["eta"], *params, x["alpha"], x["theta"],
+                                   x["delta"], config=config, bias=bias_config(point.bias), chunk_size=16)
     assert rel_err(o_ref, o_memory) < 1e-10
 
 

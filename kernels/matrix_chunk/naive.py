@@ -44,7 +44,7 @@ def naive_chunk_matrix_memory(
     delta: torch.Tensor | None = None,
     initial_state: torch.Tensor | None = None,
     bias: BiasConfig | str = "l2",
-    chunk_size: int = 16,
+    chunk_size: int = 64,
     gradient_at: str = "retained",
 ) -> torch.Tensor:
     """Chunked matrix memory, one chunk at a time, in the dtype of ``q``.

@@ -770,8 +770,8 @@ def chunk_mlp_memory(
     w1: torch.Tensor,
     w2: torch.Tensor,
     alpha: torch.Tensor | None = None,
-    delta: torch.Tensor | None = None,
     theta: torch.Tensor | None = None,
+    delta: torch.Tensor | None = None,
     config: MlpMemoryConfig | None = None,
     bias: BiasConfig | str = "l2",
     chunk_size: int = 16,
@@ -782,8 +782,8 @@ def chunk_mlp_memory(
         q, k, v: [B, T, H, K] (float32 or bfloat16; K a power of two >= 16; with the hidden
             dim and chunk size inside kernels.limits.MLP_MAX_TILES; at most 2^31 - 1 elements).
         eta: [B, T, H] (> 0); alpha: [B, T, H] in (0, 1] or None (no decay);
-        delta: [B, T, H] (> 0), the Huber threshold (huber biases only);
-        theta: [B, T, H] in (0, 1) for momentum (Titans; S starts at zero), None for gd.
+        theta: [B, T, H] in (0, 1) for momentum (Titans; S starts at zero), None for gd;
+        delta: [B, T, H] (> 0), the Huber threshold (huber biases only).
         w1: [H, Hd, K], w2: [H, K, Hd]: the learned initial parameters as in naive.py
             (Hd a power of two >= 16).
         config: activation, layer norm and retention (none, l2, lq, kl).

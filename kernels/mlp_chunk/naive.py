@@ -215,8 +215,8 @@ def naive_chunk_mlp_memory(
     w1: torch.Tensor,
     w2: torch.Tensor,
     alpha: torch.Tensor | None = None,
-    delta: torch.Tensor | None = None,
     theta: torch.Tensor | None = None,
+    delta: torch.Tensor | None = None,
     config: MlpMemoryConfig | None = None,
     bias: BiasConfig | str = "l2",
     chunk_size: int = 16,
@@ -226,8 +226,8 @@ def naive_chunk_mlp_memory(
     Args:
         q, k, v: [B, T, H, K] (the memory is residual, so values share the key dim).
         eta: [B, T, H] (> 0); alpha: [B, T, H] in (0, 1] or None (ignored for retention
-            'none'); delta: [B, T, H] (huber only); theta: [B, T, H] in (0, 1) for momentum
-            (Titans; the momentum starts at zero), None for gd.
+            'none'); theta: [B, T, H] in (0, 1) for momentum (Titans; the momentum starts at
+            zero), None for gd; delta: [B, T, H] (huber only).
         w1: [H, Hd, K], w2: [H, K, Hd]: the learned initial parameters (lq: the accumulators;
             kl: logits, the weights are c softmax_row of them).
         config: activation, layer norm and retention; bias: the attentional bias.
