@@ -1,42 +1,47 @@
-"""KL retention inside a chunk: the first-order expansion of the mirror step around W_0.
+"""KL retention (Memora) inside a chunk: every token reads c softmax_row of its log-space state.
 
-The chunked form's reads for kl retention must be the linearisation of W = c softmax_row(log W_0 + D)
-in D (miras_search.memory.mirror_read): their error against the exact map shrinks as the square
-of the step, and they agree with the materialised weights (``KLRetention.linearised``).
+Written out here from the update rule W_t = c softmax_row(alpha_t log W_{t-1} - eta_t G_t) with
+every gradient at the chunk-start memory (one chunk, a matrix memory, an l2 bias, per-head and
+channel-wise alpha): the chunked form's outputs must equal reading these weights.
 """
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 
-from miras_search.schema.retention import KLRetention
+from miras_search.memory import MemoryRule, memory_forward
+from miras_search.memory.testing import random_inputs
+from miras_search.schema import ModelPoint
 
 
-@pytest.mark.parametrize("scale", [1.0, 4.0])
-def test_linearised_weights_are_the_first_order_expansion_of_the_softmax(scale: float):
-    gen = torch.Generator().manual_seed(0)
-    rule = KLRetention(scale=scale)
-    w0, log_w0 = rule.from_param(0.5 * torch.randn(2, 3, 6, 5, generator=gen, dtype=torch.float64))
-    direction = torch.randn(2, 3, 6, 5, generator=gen, dtype=torch.float64)
-    errors = []
-    for step in (1e-2, 1e-3):
-        exact = scale * torch.softmax(log_w0 + step * direction, dim=-1)
-        first_order = rule.linearised(w0, log_w0, log_w0 + step * direction)
-        errors.append((exact - first_order).norm().item() / w0.norm().item())
-    # second order: a 10x smaller step leaves a 100x smaller error
-    assert math.isclose(errors[0] / errors[1], 100.0, rel_tol=0.05)
-    # and every row of U_t still sums to c (the expansion keeps the simplex's plane)
-    torch.testing.assert_close(rule.linearised(w0, log_w0, log_w0 + direction).sum(-1),
-                               torch.full((2, 3, 6), scale, dtype=torch.float64))
+@pytest.mark.parametrize("alpha_mode", ["head", "channel"])
+@pytest.mark.parametrize("length", [2, 7])
+def test_each_token_reads_the_softmax_of_its_log_space_state(alpha_mode: str, length: int):
+    point = ModelPoint(memory={"kind": "matrix"}, bias={"kind": "l2"},
+                       retention={"kind": "kl", "scale": 2.0, "alpha": {"mode": alpha_mode}},
+                       algorithm={"kind": "gd", "eta": {"mode": "head"}})
+    rule = MemoryRule.from_point(point)
+    channel = ("alpha",) if alpha_mode == "channel" else ()
+    q, k, v, gates, params = random_inputs(rule, 1, length, 1, 4, channel=channel)
+    # chunk 1 + length: the lag token, then one chunk holding every other token
+    out = memory_forward(rule, q, k, v, gates, params, chunk_size=length)
 
+    def one(x):  # [B, T, H, c] -> token i's [c] of the only batch row and head
+        return x[0, :, 0]
 
-def test_a_step_moves_each_weight_in_proportion_to_itself():
-    """Unlike adding the step to W_0: a weight near 0 barely moves (the mirror step's geometry)."""
-    rule = KLRetention(scale=1.0)
-    w0, log_w0 = rule.from_param(torch.tensor([[[[0.0, -10.0, 0.0]]]], dtype=torch.float64))
-    step = torch.tensor([[[[0.0, 1.0, 0.0]]]], dtype=torch.float64)
-    moved = rule.linearised(w0, log_w0, log_w0 + step) - w0
-    assert abs(moved[..., 1].item()) < 1e-4 * abs(step[..., 1].item())
+    log_c = torch.log(torch.tensor(2.0, dtype=torch.float64))
+    log_w = log_c + torch.log_softmax(params[0][0], -1)
+    qs, ks, vs, etas = one(q), one(k), one(v), one(gates.eta)
+    alphas = one(gates.alpha) if alpha_mode == "channel" else one(gates.alpha).unsqueeze(-1).expand(-1, 4)
+    # the lag token: one exact step
+    w = log_w.exp()
+    log_w = log_c + torch.log_softmax(alphas[0] * log_w - etas[0] * torch.outer(w @ ks[0] - vs[0], ks[0]), -1)
+    expected = [(log_w.exp() @ qs[0])]
+    # the chunk: every gradient at its start W_1, the log-space sum linear, the map per token
+    w1, raw = log_w.exp(), log_w.clone()
+    for i in range(1, length):
+        raw = alphas[i] * raw - etas[i] * torch.outer(w1 @ ks[i] - vs[i], ks[i])
+        u = 2.0 * torch.softmax(raw, -1)
+        expected.append(u @ qs[i])
+    torch.testing.assert_close(out[0, :, 0], torch.stack(expected), rtol=1e-12, atol=1e-12)

@@ -58,8 +58,8 @@ def _chunk(rule: MemoryRule, state: MemoryState, x: MemoryInputs,
             )
             outputs.append(network.forward(end.w, tok.q))
         else:
-            if isinstance(retention, KLRetention):  # the mirror step's first-order expansion
-                weights = [retention.linearised(w0, a, raw) for w0, a, raw in zip(state.w, a0, u_end, strict=True)]
+            if isinstance(retention, KLRetention):  # every token reads the exact map of its log-space sum
+                weights = [retention.end_map(raw)[0] for raw in u_end]
             else:
                 weights = [u_l if sc is None else u_l * sc for u_l, sc in zip(u, scale, strict=True)]
             outputs.append(network.forward(weights, tok.q))

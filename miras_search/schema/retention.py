@@ -229,11 +229,13 @@ class LqRetention(_Decaying):
 class KLRetention(_Decaying):
     """W_t = c softmax(alpha_t log W_{t-1} - eta_t grad_t) per row (Memora); W_0 uniform.
 
-    Rows are the last (input) dim of each weight. Inside a chunk the reads take the update's
-    first-order expansion around the chunk-start W_0 (``chunk_read``; the chunk end is exact). The rule carries log W = log c +
-    log_softmax_row(raw) itself (the auxiliary state ``a``) rather than taking the log of W:
-    entries of W that underflow float32 (1e-38 is reached within a sequence) would lose their
-    value and give the log a gradient of 1 / W = inf.
+    Rows are the last (input) dim of each weight. Inside a chunk the log-space state is linear in
+    the steps (all taken at the chunk-start W_0) and every token reads its own exact map of it
+    (``chunk_read``).
+
+    The rule carries log W = log c + log_softmax_row(raw) itself (the auxiliary state ``a``)
+    rather than taking the log of W: entries of W that underflow float32 (1e-38 is reached
+    within a sequence) would lose their value and give the log a gradient of 1 / W = inf.
     """
 
     kind: Literal["kl"] = "kl"
@@ -269,19 +271,12 @@ class KLRetention(_Decaying):
     def chunk_read(self, layer: Layer, w: Tensor, a: Tensor | None, base: Tensor, beta: Tensor,
                    s0: Tensor | None, m: Tensor | None, coef: Tensor | None, delta: Tensor,
                    ex: Tensor, z: Tensor) -> Tensor:
-        """The first-order expansion of the mirror step around W_0 (miras_search.memory.mirror_read)."""
+        """Each token reads c softmax_row of its log-space state (miras_search.memory.mirror_read)."""
         from miras_search.memory import mirror_read  # the memory ops sit above the schemas
         from miras_search.memory.networks import DiagonalLayer
 
         read = mirror_read.mirror_diagonal_read if layer is DiagonalLayer else mirror_read.mirror_chunk_read
-        return read(w, a, self.scale, beta, s0, m, coef, delta, ex, z)
-
-    def linearised(self, w0: Tensor, log_w0: Tensor, raw: Tensor) -> Tensor:
-        """U_t = W_0 * (1 + D - rho 1^T), D = raw - log W_0 (``raw``: the chunk's log-space sum up
-        to t), rho = sum_j (W_0 / c) D per row: the weights ``chunk_read`` reads, materialised."""
-        change = raw - log_w0
-        rho = (w0 / self.scale * change).sum(-1, keepdim=True)
-        return w0 * (1.0 + change - rho)
+        return read(a, self.scale, beta, s0, m, coef, delta, ex, z)
 
 
 class ElasticRetention(_Decaying):
