@@ -3,10 +3,10 @@
 #
 #   bash benchmarks/gpu_check.sh OUT_DIR [WORKERS]
 #
-# Needs the package importable (pip install -e .; or, from a bare checkout, a link
-# miras_search/kernels -> ../kernels and the checkout on PYTHONPATH) and, for the fla comparison,
-# flash-linear-attention. GPU_TESTS replaces the -k expression of the test step (e.g. to re-run
-# only what a cut-short call left out). Compiling is most of the cost (the MLP backward takes 5 to 30 s per shape on one
+# Needs the package importable (installed, or run from the checkout's root: miras_search.kernels
+# resolves to kernels/ either way) and, for the fla comparison, flash-linear-attention. The test
+# step runs the tests marked `gpu`; GPU_TESTS, if set, narrows them with a -k expression (e.g. to
+# re-run only what a cut-short call left out). Compiling is most of the cost (the MLP backward takes 5 to 30 s per shape on one
 # core), so both steps compile in WORKERS processes at once (default 12): the tests through
 # pytest-xdist when it is installed, the timings through kernels.py --jobs. Each step has its own
 # time limit and writes its file as it goes, so a slow step cannot take the other's results.
@@ -17,7 +17,7 @@ workers="${2:-12}"
 py="${PYTHON:-python3}"
 mkdir -p "$out"
 if ! "$py" -c "import miras_search.kernels" 2>/dev/null; then
-    echo "miras_search.kernels is not importable: pip install -e . first (see the header)" >&2
+    echo "miras_search.kernels is not importable: install the package or run from the checkout's root" >&2
     exit 2
 fi
 {
@@ -31,9 +31,10 @@ parallel=()
 #    shapes and the model paths (a trial's layers on the kernel under bf16 autocast); the matrix
 #    kernel's GPU-only cases (bf16, widest heads, split backward)
 start=$SECONDS
-timeout -k 10 270 "$py" -m pytest -v -p no:cacheprovider "${parallel[@]}" \
+filter=()
+[ -n "${GPU_TESTS:-}" ] && filter=(-k "$GPU_TESTS")
+timeout -k 10 270 "$py" -m pytest -v -p no:cacheprovider "${parallel[@]}" -m gpu "${filter[@]}" \
     tests/test_kernels_mlp.py tests/test_kernel_path.py tests/test_kernels_matrix.py \
-    -k "${GPU_TESTS:-named_models or gpu_ or wrap or bf16 or forced or language or saturated or on_gpu or kernel_problem or trials_report or older or previous or auto_backward}" \
     2>&1 | tee "$out/gpu_tests.txt" | tail -30
 echo "# tests: $((SECONDS - start)) s" | tee -a "$out/gpu.txt"
 
@@ -41,6 +42,6 @@ echo "# tests: $((SECONDS - start)) s" | tee -a "$out/gpu.txt"
 #    Gated DeltaNet within 1.5x of fla at T=2048/8192, D=64/128); the matrix table's PyTorch
 #    baselines are in benchmarks/RESULTS.md already
 start=$SECONDS
-timeout -k 10 270 "$py" benchmarks/kernels.py --jobs "$workers" --no-pytorch --bypass-fla-guard \
+PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" timeout -k 10 270 "$py" benchmarks/kernels.py --jobs "$workers" --no-pytorch --bypass-fla-guard \
     --out "$out/kernels_gpu.md" 2>&1 | tee "$out/kernels_log.txt" | grep -v "^# compiled"
 echo "# timings: $((SECONDS - start)) s" | tee -a "$out/gpu.txt"

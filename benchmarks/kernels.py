@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
-import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -33,15 +32,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from miras_search.kernels.matrix_chunk import chunk_matrix_memory, naive_chunk_matrix_memory
 from triton.testing import do_bench
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-try:  # installed package
-    from miras_search.kernels.matrix_chunk import chunk_matrix_memory, naive_chunk_matrix_memory
-except ImportError:  # a bare checkout: kernels/ at the top level
-    from kernels.matrix_chunk import chunk_matrix_memory, naive_chunk_matrix_memory
-
 
 DEVICE = "cuda"
 

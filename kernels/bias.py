@@ -13,10 +13,12 @@ from dataclasses import dataclass
 import torch
 
 from miras_search.errors import MirasError
+from miras_search.primitives import NORM_FLOOR
+from miras_search.schema.bias import AttentionalBias, HuberBias
 
 BIAS_KINDS = ("dot", "l2", "lp", "huber_coordinate", "huber_norm", "huber_switch", "robust")
 ROW_NORM_KINDS = ("huber_norm", "huber_switch", "robust")
-NORM_EPS = 1e-6
+NORM_EPS = NORM_FLOOR
 """Floor of ``||e||`` in the divisions of the row-norm biases (keeps e = 0 finite)."""
 
 
@@ -61,6 +63,19 @@ class BiasConfig:
     def row_norm(self) -> bool:
         return self.kind in ROW_NORM_KINDS
 
+    def schema(self) -> AttentionalBias:
+        """The registered bias class with these settings (not validated: the kernels take
+        settings past the schema's ranges too)."""
+        if self.kind.startswith("huber_"):
+            return HuberBias.model_construct(
+                variant=self.kind.removeprefix("huber_"), smooth=self.smooth, sharpness=self.sharpness,
+                sharpness_scale="threshold" if self.relative_sharpness else "absolute",
+            )
+        option = AttentionalBias.registry[self.kind]
+        fields = {"p": self.p, "sharpness": self.sharpness, "eps": self.eps, "radius": self.radius,
+                  "smooth": self.smooth}
+        return option.model_construct(**{k: v for k, v in fields.items() if k in option.model_fields})
+
 
 def as_bias(bias: BiasConfig | str) -> BiasConfig:
     """Accept a bias kind name as shorthand for its default config."""
@@ -68,33 +83,8 @@ def as_bias(bias: BiasConfig | str) -> BiasConfig:
 
 
 def phi(e: torch.Tensor, v: torch.Tensor, delta: torch.Tensor | None, bias: BiasConfig) -> torch.Tensor:
-    """Gradient factor g = phi(e) of every token.
+    """Gradient factor g = phi(e) of every token: the bias class's own ``phi``.
 
     e, v: [..., V] (error and value); delta: [...] (Huber threshold) or None. Returns [..., V].
     """
-    kind = bias.kind
-    if kind == "dot":
-        return -v
-    if kind == "l2":
-        return e
-    if kind == "lp":
-        p = bias.p
-        if not bias.smooth:
-            return p * torch.sign(e) * e.abs() ** (p - 1)
-        return p * torch.tanh(bias.sharpness * e) * (e * e + bias.eps) ** ((p - 1) / 2)
-    d = delta.unsqueeze(-1) if delta is not None else None
-    if kind == "huber_coordinate":
-        return torch.minimum(torch.maximum(e, -d), d)
-    norm = e.norm(dim=-1, keepdim=True)
-    unit = e / norm.clamp_min(NORM_EPS)
-    if kind == "huber_norm":
-        return torch.where(norm <= d, e, d * unit)
-    if kind == "huber_switch":
-        if not bias.smooth:
-            sign = torch.sign(e)
-        else:
-            # padded tokens carry delta = 0 (and e = 0): the floor keeps their unused branch finite
-            scaled = e / d.clamp_min(torch.finfo(d.dtype).tiny) if bias.relative_sharpness else e
-            sign = torch.tanh(bias.sharpness * scaled)
-        return torch.where(norm <= d, e, d * sign)
-    return e + bias.radius * unit  # robust
+    return bias.schema().phi(e, v, None if delta is None else delta.unsqueeze(-1))

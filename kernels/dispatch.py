@@ -1,8 +1,8 @@
 """Which memory points have a Triton kernel, and whether kernels can run here.
 
 ``kernel_for`` reads a point's four axes duck-typed, so it takes a ``ModelPoint`` (schema
-objects with ``.kind``) or a ``miras_search.memory`` rule (plain strings and bias-gradient
-dataclasses) without importing either. It only answers coverage: choosing between the
+objects with ``.kind``) or a ``miras_search.memory`` rule (plain strings for the memory and the
+algorithm, the point's own schema bias) without importing either. It only answers coverage: choosing between the
 minibatch and the exact-delta chunk form stays with the caller.
 """
 
@@ -18,10 +18,6 @@ import torch
 from .bias import BiasConfig
 from .limits import CHUNK_SIZES, matrix_shape_problem, mlp_shape_problem
 from .precision import matrix_precision, mlp_precision, products
-
-_GRAD_CLASS_KIND = {
-    "DotGrad": "dot", "L2Grad": "l2", "LpGrad": "lp", "HuberGrad": "huber", "RobustGrad": "robust",
-}
 
 
 def available() -> bool:
@@ -43,8 +39,8 @@ def _kind(axis: Any) -> str | None:
 
 
 def bias_config(bias: Any) -> BiasConfig | None:
-    """The kernel's BiasConfig for a schema bias or a memory bias-gradient rule; None if not covered."""
-    kind = getattr(bias, "kind", None) or _GRAD_CLASS_KIND.get(type(bias).__name__)
+    """The kernel's BiasConfig for a schema bias (``rule.bias`` or ``point.bias``); None if not covered."""
+    kind = bias.kind
     if kind in ("dot", "l2"):
         return BiasConfig(kind)
     if kind == "lp":
@@ -52,26 +48,20 @@ def bias_config(bias: Any) -> BiasConfig | None:
             return None  # only the smooth surrogates have a kernel
         return BiasConfig("lp", p=bias.p, sharpness=bias.sharpness, eps=bias.eps)
     if kind == "huber":
-        relative = (getattr(bias, "sharpness_scale", "absolute") == "threshold"  # schema bias
-                    or getattr(bias, "relative_sharpness", False))  # memory rule
-        return BiasConfig(f"huber_{bias.variant}", smooth=getattr(bias, "smooth", True),
-                          sharpness=getattr(bias, "sharpness", 10.0), relative_sharpness=relative)
+        return BiasConfig(f"huber_{bias.variant}", smooth=bias.smooth, sharpness=bias.sharpness,
+                          relative_sharpness=bias.sharpness_scale == "threshold")
     if kind == "robust":
         return BiasConfig("robust", radius=bias.radius)
     return None
 
 
 def _gate_modes(rule: Any) -> dict[str, str]:
-    """Gate name -> mode ('constant', 'retnet', 'head', 'channel')."""
+    """Gate name -> mode ('constant', 'retnet', 'head', 'channel'): a rule's ``gate_modes``, or
+    those of a point's ``gates()``."""
     modes = getattr(rule, "gate_modes", None)
     if modes is not None:
         return dict(modes)
-    found = {}
-    for name, owner in (("eta", rule.algorithm), ("theta", rule.algorithm), ("alpha", rule.retention)):
-        gate = getattr(owner, name, None)
-        if gate is not None:
-            found[name] = gate.mode
-    return found
+    return {name: gate.mode for name, gate in rule.gates().items()}
 
 
 def _network(rule: Any) -> tuple[int, str, bool, int]:
@@ -133,7 +123,7 @@ def kernel_for(rule: Any) -> Callable[..., Any] | None:
       ``f(q, k, v, eta, alpha=None, theta=None, delta=None, initial_state=None, chunk_size=64)``;
     - 2-layer MLP memory (Moneta / Yaad / Titans family), retention none, l2 or lq, gd or
       momentum, alpha per head: ``chunk_mlp_memory`` with the architecture, retention
-      and bias bound, ``f(q, k, v, eta, w1, w2, alpha=None, delta=None, theta=None, chunk_size=16)``.
+      and bias bound, ``f(q, k, v, eta, w1, w2, alpha=None, theta=None, delta=None, chunk_size=16)``.
 
     Shapes are checked by ``shape_problem``.
     """

@@ -14,9 +14,6 @@ from miras_search.schema import AXES, ModelPoint
 from miras_search.validation import validate
 from miras_search.yamlio import LineMap, dump_yaml, read_yaml, yaml_kind
 
-POINT_FILE_KEYS = ("type", "preset", "meta")
-"""Keys a point file may hold besides ModelPoint's fields (``meta``: free-form, e.g. metrics)."""
-
 
 def _check_preset_name(name: Any, source: str, lines: LineMap) -> None:
     """ConfigError unless ``name`` (a point file's ``preset``) names a known preset."""

@@ -16,13 +16,12 @@ CUDA = torch.cuda.is_available()  # without it, conftest.py has set TRITON_INTER
 
 from miras_search.errors import UnsupportedPoint  # noqa: E402
 from miras_search.memory import MemoryGates, MemoryRule, memory_forward  # noqa: E402
-from miras_search.memory.biases import HuberGrad  # noqa: E402
 from miras_search.memory.inputs import layer_gates  # noqa: E402
 from miras_search.memory.kernel_path import kernel_problem  # noqa: E402
 from miras_search.memory.testing import random_inputs  # noqa: E402
 from miras_search.model import build_model  # noqa: E402
 from miras_search.presets import preset  # noqa: E402
-from miras_search.schema import ModelPoint  # noqa: E402
+from miras_search.schema import HuberBias, ModelPoint  # noqa: E402
 
 
 def _mlp_point(**gates: str) -> ModelPoint:
@@ -91,13 +90,13 @@ def test_a_channel_wise_threshold_with_equal_channels_is_the_per_head_rule(varia
     gen = torch.Generator().manual_seed(0)
     pred, v = torch.randn(2, 2, 9, 8, generator=gen, dtype=torch.float64), torch.zeros(2, 2, 9, 8)
     delta = 0.5 + 3.0 * torch.rand(2, 2, 9, 1, generator=gen, dtype=torch.float64)
-    rule = HuberGrad(variant, smooth=True, sharpness=1.0, relative_sharpness=True)
+    rule = HuberBias(variant=variant, smooth=True, sharpness=1.0, sharpness_scale="threshold")
     torch.testing.assert_close(rule.grad(pred, v, delta.expand(-1, -1, -1, 8)), rule.grad(pred, v, delta),
                                rtol=1e-12, atol=1e-12)
 
 
 def test_a_channel_wise_threshold_measures_the_error_per_channel():
-    rule = HuberGrad("switch", smooth=False)
+    rule = HuberBias(variant="switch", smooth=False)
     e = torch.tensor([[[[0.5, 3.0]]]], dtype=torch.float64)
     # ||e / delta|| = ||(0.5, 1.5)|| > 1: the l1 branch, delta_j sign(e_j)
     g = rule.grad(e, torch.zeros_like(e), torch.tensor([[[[1.0, 2.0]]]], dtype=torch.float64))

@@ -4,17 +4,10 @@ a plain greedy loop, and `miras eval` through lm-evaluation-harness on a local t
 from __future__ import annotations
 
 import json
-import os
 import shutil
 
 import pytest
 import torch
-
-# transformers probes for a package named "kernels" (Hugging Face's kernel hub) and, run from the
-# repository root, finds and imports ours; Triton reads TRITON_INTERPRET when our kernels are
-# first decorated, so it is set first, as tests/test_kernel_path.py does
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 transformers = pytest.importorskip("transformers")
 

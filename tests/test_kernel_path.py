@@ -63,6 +63,7 @@ def test_auto_falls_back_to_pytorch_where_no_kernel_runs():
     assert torch.equal(auto, torch_form)
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not CUDA, reason="needs CUDA")
 @pytest.mark.parametrize("name", ["ttt_linear", "mamba2", "gla", "linear_attention", "titans", "ttt_mlp"])
 def test_auto_uses_the_kernel_and_matches_pytorch_on_gpu(name):
@@ -72,6 +73,7 @@ def test_auto_uses_the_kernel_and_matches_pytorch_on_gpu(name):
     _assert_kernel_matches_pytorch(rule, q, k, v, gates, params)
 
 
+@pytest.mark.gpu
 @pytest.mark.parametrize("name", ["ttt_linear", "mamba2"])
 def test_forced_kernel_runs_under_the_interpreter_and_matches_pytorch(name):
     """On CPU, train.kernel 'triton' runs the kernel through Triton's interpreter (the wiring
@@ -84,6 +86,7 @@ def test_forced_kernel_runs_under_the_interpreter_and_matches_pytorch(name):
     _assert_kernel_matches_pytorch(rule, q, k, v, gates, params)
 
 
+@pytest.mark.gpu
 def test_kernel_problem_says_which_path_a_call_takes(monkeypatch):
     import triton
 
@@ -128,6 +131,7 @@ def test_token_tensors_past_int32_run_pytorch(monkeypatch):
     assert kernel_problem(rule, q[:, : 2**22], q[:, : 2**22], 16, "triton") is None
 
 
+@pytest.mark.gpu
 def test_trials_report_which_memory_layers_ran_a_kernel():
     """kernel_share: on this CPU the memory layers run the PyTorch form (auto needs CUDA), on a
     GPU the covered point runs its kernel in every layer (bf16 autocast). Points with no memory
@@ -147,6 +151,7 @@ def test_trials_report_which_memory_layers_ran_a_kernel():
     assert "kernel_share" not in results["transformer"].metrics
 
 
+@pytest.mark.gpu
 def test_auto_leaves_triton_versions_older_than_the_limits_alone(monkeypatch):
     import triton
     from miras_search.kernels.limits import triton_calibrated
@@ -162,6 +167,7 @@ def test_auto_leaves_triton_versions_older_than_the_limits_alone(monkeypatch):
         assert kernel_problem(rule, q, v, 16, "triton") is None  # forced: still runs
 
 
+@pytest.mark.gpu
 @pytest.mark.parametrize("gradient_at", ["retained", "previous"])
 def test_both_gradient_points_of_l2_retention_run_on_the_matrix_kernel(gradient_at):
     """Gated DeltaNet's order and Titans' order: the kernel equals the PyTorch chunked form."""

@@ -18,6 +18,14 @@ CUDA = torch.cuda.is_available()  # without it, conftest.py has set TRITON_INTER
 import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
 from kernel_checks import assert_last_head_as_alone, rel_err  # noqa: E402
+from miras_search.kernels.common import _slot  # noqa: E402
+from miras_search.kernels.matrix_chunk import (  # noqa: E402
+    chunk_matrix_memory,
+    naive_chunk_matrix_memory,
+    recurrent_matrix_memory,
+)
+from miras_search.kernels.matrix_chunk.chunk import _launch_config, pick_backward  # noqa: E402
+
 from miras_search.kernels import (  # noqa: E402
     BIAS_KINDS,
     BiasConfig,
@@ -25,12 +33,6 @@ from miras_search.kernels import (  # noqa: E402
     available,
     kernel_for,
 )
-from miras_search.kernels.matrix_chunk import (  # noqa: E402
-    chunk_matrix_memory,
-    naive_chunk_matrix_memory,
-    recurrent_matrix_memory,
-)
-from miras_search.kernels.matrix_chunk.chunk import _launch_config, _slot, pick_backward  # noqa: E402
 
 DEVICE = "cuda" if CUDA else "cpu"
 NAMES = ("q", "k", "v", "eta", "alpha", "theta", "delta", "initial_state")
@@ -85,6 +87,7 @@ def check(inputs, bias, chunk_size, dtype=torch.float32, tol=5e-3, backward="fus
     assert not bad, f"relative errors above {tol}: {bad}"
 
 
+@pytest.mark.gpu
 def test_interpreter_or_gpu_available():
     assert available()
 
@@ -133,6 +136,7 @@ def test_reference_chunk_one_with_the_previous_gradient_point_is_titans_order():
     ("l2", "head", False, "fused"), ("l2", "channel", False, "fused"), ("l2", "head", True, "split"),
     ("huber_switch", "head", True, "fused"), ("lp", "channel", False, "split"),
 ])
+@pytest.mark.gpu
 def test_the_previous_gradient_point(bias, alpha, momentum, backward):
     """Titans' order (errors at W_0, not at beta_i W_0): outputs and every gradient, the alpha
     gradient included (it no longer flows through the errors)."""
@@ -190,6 +194,7 @@ def test_chunk_32_and_unequal_dims(bias, alpha, momentum):
 
 
 # ---- bf16 inputs (on a CPU through the interpreter, patched to round and multiply as a GPU) ---
+@pytest.mark.gpu
 @pytest.mark.usefixtures("bf16_interpreter")
 @pytest.mark.parametrize("bias", BIAS_KINDS)
 @pytest.mark.parametrize(("alpha", "momentum"), [("head", True), ("channel", False)])
@@ -202,6 +207,7 @@ def test_bf16_every_bias(bias, alpha, momentum):
 GPU_GATES = [("head", False), ("channel", False), ("head", True)]
 
 
+@pytest.mark.gpu
 @gpu_only
 @pytest.mark.parametrize("bias", BIAS_KINDS)
 @pytest.mark.parametrize(("alpha", "momentum"), GPU_GATES)
@@ -209,6 +215,7 @@ def test_gpu_fp32_biases(bias, alpha, momentum):
     check(make_inputs(2, 100, 2, 64, 64, bias, alpha, momentum), bias, 32)
 
 
+@pytest.mark.gpu
 @gpu_only
 @pytest.mark.parametrize(("alpha", "momentum"), GPU_GATES)
 @pytest.mark.parametrize("dims", [(128, 128), (48, 96), (16, 128), (128, 16)])
@@ -217,6 +224,7 @@ def test_gpu_fp32_dims(alpha, momentum, dims):
     check(make_inputs(2, 100, 2, K, V, "l2", alpha, momentum), "l2", 64)
 
 
+@pytest.mark.gpu
 @gpu_only
 @pytest.mark.parametrize("T", [1, 7, 63, 100, 300])
 @pytest.mark.parametrize("chunk_size", [16, 32, 64])
@@ -224,6 +232,7 @@ def test_gpu_lengths_and_chunks(T, chunk_size):
     check(make_inputs(2, T, 2, 64, 64, "l2", "head", True), "l2", chunk_size)
 
 
+@pytest.mark.gpu
 @gpu_only
 @pytest.mark.parametrize("bias", BIAS_KINDS)
 @pytest.mark.parametrize(("alpha", "momentum"), [("head", False), ("channel", False), ("head", True)])
@@ -237,11 +246,13 @@ def test_gpu_bf16(bias, alpha, momentum):
 @pytest.mark.parametrize(("bias", "alpha", "momentum", "dim"), [
     ("l2", "head", True, 256), ("dot", "channel", False, 256), ("huber_norm", "head", True, 128),
 ])
+@pytest.mark.gpu
 def test_gpu_bf16_widest(bias, alpha, momentum, dim):
     """The widest heads kernels.limits admits in bf16 (tiled biases 256, row-norm ones 128)."""
     check(make_inputs(1, 100, 2, dim, dim, bias, alpha, momentum), bias, 64, torch.bfloat16, 2e-2)
 
 
+@pytest.mark.gpu
 @gpu_only
 @pytest.mark.parametrize(("alpha", "momentum"), [("head", False), ("channel", False), ("head", True)])
 @pytest.mark.parametrize("dim", [64, 128])
@@ -265,6 +276,7 @@ def _gdn_inputs(T: int, H: int, D: int) -> dict:
     }
 
 
+@pytest.mark.gpu
 @gpu_only
 def test_gpu_buffers_past_int32():
     """Buffers past 2^31 elements, where int32 offsets wrapped (a crash, or another head's data):
@@ -288,6 +300,7 @@ def _slot_probe(out, count, size):
     tl.store(out + i_bh, _slot(i_bh, count - 1, count, size))
 
 
+@pytest.mark.gpu
 def test_stored_state_offsets_do_not_wrap():
     """_slot, which places every kernel's per-chunk stored states, computes in int64: program
     100 of 2^20 slots of 2^14 elements sits at 2^40 + ..., far past int32 (where it wrapped)."""
@@ -308,6 +321,7 @@ def test_token_tensors_past_int32_are_refused():
         chunk_matrix_memory(q, k, v, eta, chunk_size=16)
 
 
+@pytest.mark.gpu
 @gpu_only
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
 @pytest.mark.parametrize("backward", ["fused", "split"])
@@ -325,6 +339,7 @@ def test_unknown_backward_is_refused():
         chunk_matrix_memory(**x, backward="parallel")
 
 
+@pytest.mark.gpu
 def test_auto_backward_splits_long_sequences_of_wide_heads(monkeypatch):
     """'auto' (the default, so the factory's choice) runs the split backward where it was timed
     faster (128 chunks or more, V >= 128) and the fused one elsewhere."""
@@ -389,6 +404,7 @@ def test_dispatch_kernel_runs_with_its_bias():
     assert rel_err(o.cpu(), o_ref) < 5e-3
 
 
+@pytest.mark.gpu
 def test_saturated_channel_gate_stays_finite():
     """Channel-wise alpha near 0 (a saturated gate: e^-11.5 per token decays a chunk by far more
     than e^-60): the kernel sums such chunks with differences of exponents instead of overflowing

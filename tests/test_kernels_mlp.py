@@ -17,12 +17,6 @@ import torch.nn.functional as F
 CUDA = torch.cuda.is_available()  # without it, conftest.py has set TRITON_INTERPRET=1
 
 from kernel_checks import assert_last_head_as_alone, per_head_preset, rel_err  # noqa: E402
-from miras_search.kernels import (  # noqa: E402
-    BiasConfig,
-    KernelFallbackWarning,
-    KernelInputError,
-    kernel_for,
-)
 from miras_search.kernels.dispatch import bias_config, shape_problem  # noqa: E402
 from miras_search.kernels.limits import mlp_shape_problem  # noqa: E402
 from miras_search.kernels.mlp_chunk import (  # noqa: E402
@@ -31,6 +25,12 @@ from miras_search.kernels.mlp_chunk import (  # noqa: E402
     naive_chunk_mlp_memory,
 )
 
+from miras_search.kernels import (  # noqa: E402
+    BiasConfig,
+    KernelFallbackWarning,
+    KernelInputError,
+    kernel_for,
+)
 from miras_search.memory import MemoryGates, MemoryRule, memory_forward  # noqa: E402
 from miras_search.presets import preset  # noqa: E402
 from miras_search.schema import ModelPoint  # noqa: E402
@@ -127,6 +127,7 @@ def named_inputs(name: str, B, T, H, K, hidden, seed=0) -> dict:
     return make_inputs(B, T, H, K, hidden, bias.kind, config.retention, seed, momentum=name == "titans")
 
 
+@pytest.mark.gpu
 @pytest.mark.parametrize("name", NAMED)
 @pytest.mark.parametrize("T", [1, 7, 63, 100])
 def test_named_models_odd_lengths(name, T):
@@ -148,6 +149,7 @@ def test_every_bias_and_retention(bias, retention):
     check(make_inputs(1, 21, 1, 16, 32, bias, retention), config, BiasConfig(bias), 16)
 
 
+@pytest.mark.gpu
 @pytest.mark.parametrize("gradient_at", ["retained", "previous"])
 @pytest.mark.parametrize("momentum", [False, True])
 def test_l2_retention_takes_the_gradient_where_it_says(gradient_at, momentum):
@@ -266,8 +268,8 @@ def test_reference_equals_memory_chunked_form(bias, retention, activation, layer
     gates = MemoryGates(x["eta"], x["alpha"], x["theta"], x["delta"])
     o_memory = memory_forward(rule, x["q"], x["k"], x["v"], gates, params, "chunked", 16)
     config = run.keywords["config"]
-    o_ref = naive_chunk_mlp_memory(x["q"], x["k"], x["v"], x["eta"], *params, x["alpha"], x["delta"],
-                                   x["theta"], config=config, bias=bias_config(point.bias), chunk_size=16)
+    o_ref = naive_chunk_mlp_memory(x["q"], x["k"], x["v"], x["eta"], *params, x["alpha"], x["theta"],
+                                   x["delta"], config=config, bias=bias_config(point.bias), chunk_size=16)
     assert rel_err(o_ref, o_memory) < 1e-10
 
 
@@ -318,6 +320,7 @@ def test_a_shape_too_big_for_the_chip_is_refused_before_launch():
         chunk_mlp_memory(**x, chunk_size=64)
 
 
+@pytest.mark.gpu
 @pytest.mark.parametrize("name", ["moneta", "yaad", "titans"])
 def test_forced_kernel_through_memory_forward(name):
     """train.kernel 'triton' routes the named models (with per-head gates) to the MLP kernel:
@@ -358,6 +361,7 @@ def test_bad_inputs_name_the_argument():
 
 
 # ---- bf16 inputs (on a CPU through the interpreter, patched to round and multiply as a GPU) ---
+@pytest.mark.gpu
 @pytest.mark.usefixtures("bf16_interpreter")
 @pytest.mark.parametrize("name", NAMED)
 def test_bf16_named_models(name):
@@ -367,6 +371,7 @@ def test_bf16_named_models(name):
     check(named_inputs(name, 1, 37, 2, 16, 64), config, bias, 16, dtype=torch.bfloat16, tol=2e-2)
 
 
+@pytest.mark.gpu
 @pytest.mark.usefixtures("bf16_interpreter")
 @pytest.mark.parametrize("retention", ["none", "l2", "lq"])
 @pytest.mark.parametrize("bias", ["l2", "dot", "huber_norm", "robust"])
@@ -384,6 +389,7 @@ WIDE_FP32 = (2, 200, 4)  # B, T, H
 WIDE_BF16 = (2, 130, 2)
 
 
+@pytest.mark.gpu
 @gpu_only
 @pytest.mark.parametrize("name", list(NAMED))
 @pytest.mark.parametrize(("K", "hidden", "chunk"), WIDE_SHAPES)
@@ -392,6 +398,7 @@ def test_gpu_wide_heads(name, K, hidden, chunk):
     check(named_inputs(name, *WIDE_FP32, K, hidden), config, bias, chunk)
 
 
+@pytest.mark.gpu
 @gpu_only
 @pytest.mark.parametrize("name", list(NAMED))
 @pytest.mark.parametrize(("K", "hidden", "chunk"), WIDE_SHAPES)
@@ -424,6 +431,7 @@ def test_named_model_comparisons_are_well_posed(name, B, T, H, K, hidden, chunk,
     assert max(rel_err(a, b) for a, b in zip(off, values, strict=True)) > 4 * tol
 
 
+@pytest.mark.gpu
 @gpu_only
 @pytest.mark.parametrize("bias", ["l2", "dot", "robust"])
 @pytest.mark.parametrize(("K", "hidden", "chunk"), [(64, 256, 32), (128, 128, 32)])
@@ -434,6 +442,7 @@ def test_gpu_bf16_products(bias, K, hidden, chunk):
           dtype=torch.bfloat16, tol=2e-2)
 
 
+@pytest.mark.gpu
 @gpu_only
 def test_gpu_stored_states_past_int32():
     """B x H x segments x hidden x K of the stored start states past 2^31 (two 9 GB fp32 tensors:
@@ -469,6 +478,7 @@ def test_token_tensors_past_int32_are_refused():
         chunk_mlp_memory(q, k, v, eta, w1, w2, config=MlpMemoryConfig(retention="none"))
 
 
+@pytest.mark.gpu
 @gpu_only
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
 def test_gpu_inputs_on_another_gpu():
@@ -491,6 +501,7 @@ def test_out_of_resources_falls_back_with_a_warning(monkeypatch, refused_launch,
         check(x, config, bias, 16)
 
 
+@pytest.mark.gpu
 @pytest.mark.parametrize("name", ["moneta", "titans"])
 def test_language_model_trains_the_same_through_the_kernel(name):
     """A whole LM (train.kernel 'triton' vs 'torch'): same logits and parameter gradients."""

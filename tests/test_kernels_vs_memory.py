@@ -6,25 +6,25 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from miras_search.kernels.dispatch import bias_config
+from miras_search.kernels.matrix_chunk import naive_chunk_matrix_memory
 
-memory_forward = pytest.importorskip("miras_search.memory.forward").memory_forward
-MemoryGates = pytest.importorskip("miras_search.memory.gates").MemoryGates
-MemoryRule = pytest.importorskip("miras_search.memory.rule").MemoryRule
-
-from miras_search.kernels import kernel_for  # noqa: E402
-from miras_search.kernels.dispatch import bias_config  # noqa: E402
-from miras_search.kernels.matrix_chunk import naive_chunk_matrix_memory  # noqa: E402
-
-from miras_search.schema import ModelPoint  # noqa: E402
+from miras_search.kernels import kernel_for
+from miras_search.memory import MemoryGates, MemoryRule, memory_forward
+from miras_search.schema import ModelPoint
+from miras_search.schema.bias import AttentionalBias
+from miras_search.testing import axis_cases, check_kernel, kernel_cases
+from miras_search.testing.conformance import axis_examples
 
 HEAD = {"mode": "head"}
+# every registered bias's examples, also with exact signs where it has the choice, that the
+# matrix kernel covers
 BIASES = [
-    {"kind": "dot"}, {"kind": "l2"}, {"kind": "lp", "p": 3.0},
-    {"kind": "huber", "variant": "coordinate", "delta": HEAD},
-    {"kind": "huber", "variant": "norm", "delta": HEAD},
-    {"kind": "huber", "variant": "switch", "delta": HEAD},
-    {"kind": "huber", "variant": "switch", "smooth": False, "delta": HEAD},
-    {"kind": "robust", "radius": 0.3},
+    {**example, **variant}
+    for example in axis_examples()["bias"]
+    for variant in ({}, {"smooth": False})
+    if (not variant or "smooth" in AttentionalBias.registry[example["kind"]].model_fields)
+    and bias_config(AttentionalBias.registry[example["kind"]].model_validate({**example, **variant}))
 ]
 GATES = [(None, "gd"), ("head", "gd"), ("channel", "gd"), ("head", "momentum")]
 
@@ -61,3 +61,14 @@ def test_reference_equals_memory_chunked_form(bias, alpha_mode, algorithm):
                               "chunked", 16, "minibatch")
     o_ref = naive_chunk_matrix_memory(q, k, v, eta, alpha, theta, delta, params[0], cfg, 16)
     assert ((o_memory - o_ref).norm() / o_ref.norm()).item() < 1e-10
+
+
+KERNEL_CASES = kernel_cases(axis_cases())
+
+
+@pytest.mark.parametrize(("label", "point"), KERNEL_CASES, ids=[c[0] for c in KERNEL_CASES])
+def test_kernel_equals_memory_chunked_form(label: str, point: ModelPoint) -> None:
+    """The conformance suite's kernel leg: the Triton kernel (float32; the interpreter without a
+    GPU) against the PyTorch chunked form in float64, forward and every gradient, on the few
+    registry cases that hold every option a kernel covers."""
+    check_kernel(point)

@@ -8,9 +8,9 @@ import math
 import pytest
 import torch
 
-from miras_search.memory.retention import KLRetention, LqRetention
 from miras_search.model import build_model
 from miras_search.points import point_from_dict
+from miras_search.schema import KLRetention, LqRetention
 
 
 def _naive_lq_scale(a: torch.Tensor, q: float) -> torch.Tensor:
@@ -21,7 +21,7 @@ def _naive_lq_scale(a: torch.Tensor, q: float) -> torch.Tensor:
 @pytest.mark.parametrize("q", [2.0, 3.0, 4.0, 6.0, 8.0])
 def test_the_lq_scale_equals_its_definition(q):
     a = torch.randn(2, 3, 5, 7, dtype=torch.float64)
-    rule = LqRetention(q)
+    rule = LqRetention(q=q)
     torch.testing.assert_close(rule.scale(a), _naive_lq_scale(a, q), rtol=1e-12, atol=0)
     a.requires_grad_(True)
     (grad,) = torch.autograd.grad((rule.normalised(a) * a.detach().cos()).sum(), a)
@@ -33,7 +33,7 @@ def test_the_lq_scale_equals_its_definition(q):
 def test_the_lq_map_stays_finite_where_the_powers_leave_float32(magnitude):
     """|A|^6 overflows (underflows) float32 at |A| = 1e12 (1e-12); W = A / n(A) does not."""
     a64 = torch.randn(1, 1, 8, 8, dtype=torch.float64) * magnitude
-    rule = LqRetention(6.0)
+    rule = LqRetention(q=6.0)
     assert not torch.isfinite(a64.float().abs().pow(6.0).sum().pow(1 / 6) ** 4) or magnitude < 1
     a32 = a64.float().requires_grad_(True)
     w32 = rule.normalised(a32)
@@ -45,7 +45,7 @@ def test_the_lq_map_stays_finite_where_the_powers_leave_float32(magnitude):
 def test_kl_carries_log_w_and_survives_underflowing_entries():
     """Entries of c softmax(raw) below float32's range used to give log W = log(tiny) and a
     gradient of 1 / tiny = inf; the carried log W is exact and its gradient bounded."""
-    rule = KLRetention(1.0)
+    rule = KLRetention(scale=1.0)
     raw = torch.tensor([[[[0.0, -120.0, -300.0, 5.0]]]], requires_grad=True)
     w, log_w = rule.end_map(raw)
     assert w[..., 2] == 0  # exp(-305) underflows float32

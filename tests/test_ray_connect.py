@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 from miras_search.errors import MirasError
-
-ray_pool = pytest.importorskip("miras_search.parallel.ray_pool")
+from miras_search.parallel import ray_pool
 
 
 @pytest.mark.parametrize(("raised", "hint"), [

@@ -36,3 +36,12 @@ def test_every_public_name_loads_and_unknown_names_raise():
     assert set(miras_search.__all__) <= set(dir(miras_search))
     with pytest.raises(AttributeError, match="no attribute 'build_modle'"):
         miras_search.build_modle  # noqa: B018
+
+
+def test_the_axis_table_lists_every_registered_option():
+    """The README's table of the four axes is the one the registries give (``miras options
+    --markdown`` prints it): a new option class shows up there, or this test names it."""
+    from miras_search.schema.options import options_markdown
+
+    text = (ROOT / "README.md").read_text()
+    assert options_markdown() in text, "README's axis table is stale: paste `miras options --markdown`"

@@ -4,19 +4,13 @@ the memory itself (one step of a matrix memory with a unit key) and on dense err
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 
-if not torch.cuda.is_available():  # the kernels read it when first imported (see test_kernel_path)
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
 from miras_search.memory import MemoryGates, MemoryRule, memory_forward
-from miras_search.memory.biases import HuberGrad, LpGrad
 from miras_search.memory.surrogates import huber_sharpness_bound, lp_sharpness_bound
 from miras_search.presets import preset
-from miras_search.schema import ModelPoint
+from miras_search.schema import HuberBias, LpBias, ModelPoint
 from miras_search.space.search_space import SearchSpace
 
 DIM = 6
@@ -76,10 +70,10 @@ def test_threshold_relative_sharpness_is_a_descent_step_for_any_threshold(rho) -
 
 
 def _descent_violations(p: float, step: float, sharpness: float, eps: float = 1e-6) -> int:
-    """Errors where the exact lp step is a descent step and the smooth one is not (LpGrad)."""
+    """Errors where the exact lp step is a descent step and the smooth one is not (LpBias)."""
     e = torch.logspace(-9, 3, 100_001, dtype=torch.float64)
-    exact = LpGrad(p, False, sharpness, eps).grad(e, torch.zeros_like(e), None)
-    smooth = LpGrad(p, True, sharpness, eps).grad(e, torch.zeros_like(e), None)
+    exact = LpBias.model_construct(p=p, smooth=False, sharpness=sharpness, eps=eps).grad(e, torch.zeros_like(e), None)
+    smooth = LpBias.model_construct(p=p, smooth=True, sharpness=sharpness, eps=eps).grad(e, torch.zeros_like(e), None)
     return int(((step * exact / e < 2) & (step * smooth / e >= 2)).sum())
 
 
@@ -105,11 +99,11 @@ def test_yaad_takes_the_threshold_relative_sign_and_moneta_keeps_tanh_10e() -> N
     e = torch.linspace(-3, 3, 101, dtype=torch.float64).view(1, 1, -1, 1).repeat(1, 1, 1, 4)
     delta = torch.full((1, 1, 101, 1), 0.5, dtype=torch.float64)
     yaad = MemoryRule.from_point(preset("yaad")).bias
-    assert isinstance(yaad, HuberGrad) and yaad.relative_sharpness and yaad.sharpness == 1.0
+    assert isinstance(yaad, HuberBias) and yaad.sharpness_scale == "threshold" and yaad.sharpness == 1.0
     g = yaad.grad(e, torch.zeros_like(e), delta)
     large = e.norm(dim=-1, keepdim=True) > delta
     assert torch.allclose(g, torch.where(large, delta * torch.tanh(e / delta), e))
-    absolute = HuberGrad("switch", True, 10.0).grad(e, torch.zeros_like(e), delta)
+    absolute = HuberBias(variant="switch", smooth=True, sharpness=10.0).grad(e, torch.zeros_like(e), delta)
     assert torch.equal(absolute, torch.where(large, delta * torch.tanh(10.0 * e), e))
     moneta = MemoryRule.from_point(preset("moneta")).bias
     assert moneta.sharpness == 10.0

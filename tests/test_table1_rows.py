@@ -10,15 +10,11 @@ from __future__ import annotations
 
 import importlib
 import math
-import os
 import warnings
 
 import pytest
 import torch
 import torch.nn.functional as F
-
-if not torch.cuda.is_available():  # Triton reads it when the kernels are first imported
-    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from miras_search.errors import UnsupportedPoint
 from miras_search.memory import MemoryGates, MemoryRule, memory_forward

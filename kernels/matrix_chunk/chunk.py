@@ -34,7 +34,8 @@ import triton
 import triton.language as tl
 from triton.runtime.errors import OutOfResources
 
-from ..bias import BIAS_KINDS, NORM_EPS, BiasConfig, KernelInputError, as_bias
+from ..bias import BiasConfig, KernelInputError, as_bias
+from ..common import _bias_args, _check, _mm, _phi, _phi_bwd, _slot
 from ..fallback import reference_grads, warn_fallback
 from ..launch import on_device
 from ..limits import CHUNK_SIZES, matrix_shape_problem, token_tensor_problem
@@ -46,119 +47,6 @@ SAFE_LOG_DECAY = tl.constexpr(60.0)
 """Channel-wise decay of a chunk past which the kernel stops factoring exp(lb_t - lb_i) into
 exp(lb_t) exp(-lb_i) (e^60 ~ 1e26 stays finite in fp32 and bf16; a saturated gate, alpha ~
 1e-6 for a few tokens, goes past it)."""
-
-
-@triton.jit
-def _slot(i_bh, n, count, size):
-    """Offset of item n of program i_bh's ``count`` items of ``size`` elements, in int64. The
-    per-chunk stored states outgrow int32 indexing first (B x H x chunks x V x K is 2^31 at
-    B=1, H=16, T=128k, chunk 16, K = V = 128), then the backward's per-V-tile gradient
-    partials; an int32 product would wrap silently."""
-    return (i_bh.to(tl.int64) * count + n) * size
-
-
-@triton.jit
-def _mm(a, b, PREC: tl.constexpr):
-    """a @ b with fp32 accumulation; PREC (kernels.precision): 0 bf16 operands, 1 "tf32x3"
-    (fp32-accurate on tensor cores), 2 full fp32 ("ieee"). Not plain tf32: the Huber biases
-    branch on e, and tf32 rounding flips branches enough to move results by percents."""
-    if PREC == 0:
-        return tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16))
-    elif PREC == 1:
-        return tl.dot(a, b, input_precision="tf32x3")
-    else:
-        return tl.dot(a, b, input_precision="ieee")
-
-
-@triton.jit
-def _sign(x):
-    return tl.where(x > 0, 1.0, tl.where(x < 0, -1.0, 0.0))
-
-
-@triton.jit
-def _tanh(x):
-    return 2.0 * tl.sigmoid(2.0 * x) - 1.0
-
-
-@triton.jit
-def _phi(E, Vv, d, BIAS: tl.constexpr, P_EXP, SHARP, EPS, RADIUS, NEPS: tl.constexpr,
-         SMOOTH: tl.constexpr):
-    """g = phi(e) per token row. E, Vv: [C, BV]; d: [C] (Huber threshold)."""
-    if BIAS == 0:  # dot
-        G = -Vv
-    elif BIAS == 1:  # l2
-        G = E
-    elif BIAS == 2:  # lp (smooth)
-        s = _tanh(SHARP * E)
-        m = tl.exp(0.5 * (P_EXP - 1.0) * tl.log(E * E + EPS))
-        G = P_EXP * s * m
-    elif BIAS == 3:  # huber coordinate
-        G = tl.minimum(tl.maximum(E, -d[:, None]), d[:, None])
-    else:
-        n = tl.sqrt(tl.sum(E * E, 1))
-        nc = tl.maximum(n, NEPS)
-        U = E / nc[:, None]
-        if BIAS == 4:  # huber norm
-            G = tl.where((n <= d)[:, None], E, d[:, None] * U)
-        elif BIAS == 5:  # huber switch (Yaad)
-            if SMOOTH == 2:  # relative sharpness: d tanh(SHARP e / d)
-                G = tl.where((n <= d)[:, None], E, d[:, None] * _tanh(SHARP * E / d[:, None]))
-            elif SMOOTH == 1:
-                G = tl.where((n <= d)[:, None], E, d[:, None] * _tanh(SHARP * E))
-            else:
-                G = tl.where((n <= d)[:, None], E, d[:, None] * _sign(E))
-        else:  # robust
-            G = E + RADIUS * U
-    return G
-
-
-@triton.jit
-def _phi_bwd(E, dG, d, BIAS: tl.constexpr, P_EXP, SHARP, EPS, RADIUS, NEPS: tl.constexpr,
-             SMOOTH: tl.constexpr):
-    """(dL/dE, dL/ddelta) from dL/dG. E, dG: [C, BV]; d: [C]. dot returns dE = 0."""
-    dd = tl.zeros_like(d)
-    if BIAS == 0:
-        dE = tl.zeros_like(E)
-    elif BIAS == 1:
-        dE = dG
-    elif BIAS == 2:
-        s = _tanh(SHARP * E)
-        r = E * E + EPS
-        h = 0.5 * (P_EXP - 1.0)
-        m = tl.exp(h * tl.log(r))
-        dE = dG * P_EXP * (SHARP * (1.0 - s * s) * m + s * h * 2.0 * E * m / r)
-    elif BIAS == 3:
-        inside = (d[:, None] > E) & (-d[:, None] < E)
-        dE = tl.where(inside, dG, 0.0)
-        dd = tl.sum(tl.where(inside, 0.0, _sign(E) * dG), 1)
-    else:
-        n = tl.sqrt(tl.sum(E * E, 1))
-        nc = tl.maximum(n, NEPS)
-        U = E / nc[:, None]
-        # (d unit / d e)^T dG = dG / nc - e (e . dG) / nc^3 (the second term only where nc = n)
-        edg = tl.sum(E * dG, 1)
-        corr = tl.where(n > NEPS, edg / (nc * nc * nc), 0.0)
-        dU = dG / nc[:, None] - E * corr[:, None]
-        big = n > d
-        if BIAS == 4:
-            dE = tl.where(big[:, None], d[:, None] * dU, dG)
-            dd = tl.where(big, tl.sum(U * dG, 1), 0.0)
-        elif BIAS == 5:
-            if SMOOTH == 2:
-                x = SHARP * E / d[:, None]
-                th = _tanh(x)
-                dE = tl.where(big[:, None], SHARP * (1.0 - th * th) * dG, dG)
-                dd = tl.where(big, tl.sum((th - x * (1.0 - th * th)) * dG, 1), 0.0)
-            elif SMOOTH == 1:
-                th = _tanh(SHARP * E)
-                dE = tl.where(big[:, None], d[:, None] * SHARP * (1.0 - th * th) * dG, dG)
-                dd = tl.where(big, tl.sum(th * dG, 1), 0.0)
-            else:
-                dE = tl.where(big[:, None], 0.0, dG)
-                dd = tl.where(big, tl.sum(_sign(E) * dG, 1), 0.0)
-        else:
-            dE = dG + RADIUS * dU
-    return dE, dd
 
 
 @triton.jit
@@ -627,15 +515,6 @@ def compile_specs(bias: BiasConfig, K: int, V: int, chunk_size: int, alpha: str 
     return specs
 
 
-def _bias_args(bias: BiasConfig) -> dict:
-    return {
-        "P_EXP": float(bias.p), "SHARP": float(bias.sharpness), "EPS": float(bias.eps),
-        "RADIUS": float(bias.radius), "BIAS": BIAS_KINDS.index(bias.kind), "NEPS": NORM_EPS,
-        # 0: the exact sign; 1: tanh(SHARP e); 2: tanh(SHARP e / delta) (relative sharpness)
-        "SMOOTH": (1 + int(bias.relative_sharpness)) if bias.smooth else 0,
-    }
-
-
 def _reference(bias: BiasConfig, chunk_size: int, gradient_at: str):
     """The PyTorch reference in float32 (or wider), output in q's dtype: the fallback of a launch
     that does not fit this GPU."""
@@ -739,15 +618,6 @@ class ChunkMatrixMemory(torch.autograd.Function):
             dq.sum(0).to(q.dtype), dk.sum(0).to(k.dtype), dv, deta.sum(0).to(eta.dtype),
             g_alpha, g_theta, g_delta, g_w0, None, None, None, None,
         )
-
-
-def _check(name: str, x: torch.Tensor | None, shape: tuple[int, ...], dtypes: tuple) -> None:
-    if x is None:
-        return
-    if tuple(x.shape) != shape:
-        raise KernelInputError(f"{name} must have shape {list(shape)} here, got {list(x.shape)}")
-    if x.dtype not in dtypes:
-        raise KernelInputError(f"{name} has dtype {x.dtype}; the kernel takes {dtypes}")
 
 
 SPLIT_MIN_CHUNKS = 128

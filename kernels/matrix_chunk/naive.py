@@ -21,6 +21,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from miras_search.primitives import decay_matrix
+
 from ..bias import BiasConfig, as_bias, phi
 
 
@@ -30,14 +32,6 @@ def _pad_time(x: torch.Tensor | None, length: int, value: float = 0.0) -> torch.
         return x
     pad = [0, 0] * (x.dim() - 2) + [0, length - x.shape[1]]
     return F.pad(x, pad, value=value)
-
-
-def decay_matrix(log_cum: torch.Tensor) -> torch.Tensor:
-    """exp(l_t - l_i) for i <= t, else 0. log_cum: [..., C] -> [..., C, C] (rows t, columns i)."""
-    c = log_cum.shape[-1]
-    causal = torch.ones(c, c, dtype=torch.bool, device=log_cum.device).tril()
-    diff = log_cum.unsqueeze(-1) - log_cum.unsqueeze(-2)
-    return torch.where(causal, diff, torch.full_like(diff, float("-inf"))).exp()
 
 
 def naive_chunk_matrix_memory(
@@ -50,7 +44,7 @@ def naive_chunk_matrix_memory(
     delta: torch.Tensor | None = None,
     initial_state: torch.Tensor | None = None,
     bias: BiasConfig | str = "l2",
-    chunk_size: int = 16,
+    chunk_size: int = 64,
     gradient_at: str = "retained",
 ) -> torch.Tensor:
     """Chunked matrix memory, one chunk at a time, in the dtype of ``q``.

@@ -24,13 +24,15 @@ import triton
 import triton.language as tl
 from triton.runtime.errors import OutOfResources
 
+from miras_search.primitives import LN_EPS, LQ_FLOOR
+
 from ..bias import BiasConfig, KernelInputError, as_bias
+from ..common import _bias_args, _check, _mm, _phi, _phi_bwd, _slot
 from ..fallback import reference_grads, warn_fallback
 from ..launch import on_device
 from ..limits import CHUNK_SIZES, mlp_shape_problem, token_tensor_problem
-from ..matrix_chunk.chunk import _bias_args, _check, _mm, _phi, _phi_bwd, _slot
 from ..precision import mlp_precision, products
-from .naive import LN_EPS, LQ_FLOOR, MlpMemoryConfig, chunk_mlp_from_state, initial_state, segments
+from .naive import MlpMemoryConfig, chunk_mlp_from_state, initial_state, segments
 
 _ACT = {"gelu": 0, "silu": 1, "relu": 2}
 _RET = {"none": 0, "l2": 1, "lq": 2, "kl": 3}
@@ -768,8 +770,8 @@ def chunk_mlp_memory(
     w1: torch.Tensor,
     w2: torch.Tensor,
     alpha: torch.Tensor | None = None,
-    delta: torch.Tensor | None = None,
     theta: torch.Tensor | None = None,
+    delta: torch.Tensor | None = None,
     config: MlpMemoryConfig | None = None,
     bias: BiasConfig | str = "l2",
     chunk_size: int = 16,
@@ -780,8 +782,8 @@ def chunk_mlp_memory(
         q, k, v: [B, T, H, K] (float32 or bfloat16; K a power of two >= 16; with the hidden
             dim and chunk size inside kernels.limits.MLP_MAX_TILES; at most 2^31 - 1 elements).
         eta: [B, T, H] (> 0); alpha: [B, T, H] in (0, 1] or None (no decay);
-        delta: [B, T, H] (> 0), the Huber threshold (huber biases only);
-        theta: [B, T, H] in (0, 1) for momentum (Titans; S starts at zero), None for gd.
+        theta: [B, T, H] in (0, 1) for momentum (Titans; S starts at zero), None for gd;
+        delta: [B, T, H] (> 0), the Huber threshold (huber biases only).
         w1: [H, Hd, K], w2: [H, K, Hd]: the learned initial parameters as in naive.py
             (Hd a power of two >= 16).
         config: activation, layer norm and retention (none, l2, lq, kl).

@@ -32,17 +32,22 @@ kernels in chunk.py must match it (and it must match miras_search.memory's chunk
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from ..bias import BiasConfig, KernelInputError, as_bias, phi
-from ..matrix_chunk.naive import decay_matrix
+from miras_search.primitives import (
+    LN_EPS,
+    activation,
+    decay_matrix,
+    kl_log_weights,
+    layer_norm_back,
+    lq_log_scale,
+)
 
-LN_EPS = 1e-5
-LQ_FLOOR = 1e-6
+from ..bias import BiasConfig, KernelInputError, as_bias, phi
+
 ACTIVATIONS = ("gelu", "silu", "relu")
 RETENTIONS = ("none", "l2", "lq", "kl")
 GRADIENT_POINTS = ("retained", "previous")
@@ -85,10 +90,6 @@ class MlpMemoryConfig:
     def lag_token(self) -> bool:
         return self.retention == "kl"
 
-    @property
-    def exact_last_read(self) -> bool:
-        return self.retention in ("lq", "kl")
-
 
 def segments(length: int, chunk_size: int, lag_token: bool) -> list[tuple[int, int]]:
     """[start, stop) of each segment: chunks, each split after its first token when ``lag_token``."""
@@ -104,11 +105,6 @@ def segments(length: int, chunk_size: int, lag_token: bool) -> list[tuple[int, i
     return out
 
 
-def kl_log_weights(raw: torch.Tensor, scale: float) -> torch.Tensor:
-    """log(c softmax_row(raw)) = log c + log_softmax_row(raw): kl's carried state."""
-    return math.log(scale) + torch.log_softmax(raw, dim=-1)
-
-
 def initial_state(w1: torch.Tensor, w2: torch.Tensor, config: MlpMemoryConfig) -> list[torch.Tensor]:
     """The carried state X_l from the learned parameters (kl: the log-weights; else the
     parameter)."""
@@ -118,17 +114,7 @@ def initial_state(w1: torch.Tensor, w2: torch.Tensor, config: MlpMemoryConfig) -
 
 
 def _activation(z: torch.Tensor, name: str) -> torch.Tensor:
-    return {"gelu": F.gelu, "silu": F.silu, "relu": F.relu}[name](z)
-
-
-def _activation_grad(z: torch.Tensor, name: str) -> torch.Tensor:
-    if name == "gelu":
-        cdf = 0.5 * (1.0 + torch.erf(z / math.sqrt(2.0)))
-        return cdf + z * torch.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
-    if name == "silu":
-        s = torch.sigmoid(z)
-        return s * (1.0 + z * (1.0 - s))
-    return (z > 0).to(z.dtype)
+    return activation(name)[0](z)
 
 
 def _norm(z: torch.Tensor, config: MlpMemoryConfig) -> torch.Tensor:
@@ -136,22 +122,14 @@ def _norm(z: torch.Tensor, config: MlpMemoryConfig) -> torch.Tensor:
 
 
 def _norm_back(z: torch.Tensor, g: torch.Tensor, config: MlpMemoryConfig) -> torch.Tensor:
-    """N'(z)^T g over the last dim (the layer norm's Jacobian is symmetric)."""
-    if not config.layer_norm:
-        return g
-    y = F.layer_norm(z, z.shape[-1:], eps=LN_EPS)
-    sigma = (z.var(-1, unbiased=False, keepdim=True) + LN_EPS).sqrt()
-    return (g - g.mean(-1, keepdim=True) - y * (g * y).mean(-1, keepdim=True)) / sigma
+    """N'(z)^T g over the last dim."""
+    return layer_norm_back(z, g) if config.layer_norm else g
 
 
 def lq_read_scale(x: torch.Tensor, q: float) -> torch.Tensor:
-    """1 / max(||X||_q, 1e-6)^(q-2) over the last two dims: [..., 1, 1].
-
-    Through logs, with |X| scaled by its maximum m: |X|^q itself leaves float32's range at q = 6
-    and |X| = 1e7 (or 1e-7) although the norm m (sum (|X| / m)^q)^(1/q) does not."""
-    m = x.detach().abs().amax((-2, -1), keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
-    log_norm = m.log() + (x.abs() / m).pow(q).sum((-2, -1), keepdim=True).log() / q
-    return torch.exp((2.0 - q) * log_norm.clamp_min(math.log(LQ_FLOOR)))
+    """1 / max(||X||_q, 1e-6)^(q-2) over the last two dims: [..., 1, 1] (through logs:
+    ``miras_search.primitives.lq_log_scale``)."""
+    return (-lq_log_scale(x, q)).exp()
 
 
 def _mlp(w1: torch.Tensor, w2: torch.Tensor, x: torch.Tensor, config: MlpMemoryConfig) -> torch.Tensor:
@@ -194,7 +172,7 @@ def segment_forward(
     a2 = (s[..., None] * h) @ w2.mT
     g = phi(k + _norm(a2, config) - v, v, delta, bias)
     d2 = _norm_back(a2, g, config)
-    d1 = s[..., None] * (d2 @ w2) * _activation_grad(a1, config.activation)
+    d1 = s[..., None] * activation(config.activation)[1](d2 @ w2, a1)
 
     def read(x: torch.Tensor, mom: torch.Tensor | None, z: torch.Tensor, x_in: torch.Tensor,
              d: torch.Tensor) -> torch.Tensor:
@@ -237,8 +215,8 @@ def naive_chunk_mlp_memory(
     w1: torch.Tensor,
     w2: torch.Tensor,
     alpha: torch.Tensor | None = None,
-    delta: torch.Tensor | None = None,
     theta: torch.Tensor | None = None,
+    delta: torch.Tensor | None = None,
     config: MlpMemoryConfig | None = None,
     bias: BiasConfig | str = "l2",
     chunk_size: int = 16,
@@ -248,8 +226,8 @@ def naive_chunk_mlp_memory(
     Args:
         q, k, v: [B, T, H, K] (the memory is residual, so values share the key dim).
         eta: [B, T, H] (> 0); alpha: [B, T, H] in (0, 1] or None (ignored for retention
-            'none'); delta: [B, T, H] (huber only); theta: [B, T, H] in (0, 1) for momentum
-            (Titans; the momentum starts at zero), None for gd.
+            'none'); theta: [B, T, H] in (0, 1) for momentum (Titans; the momentum starts at
+            zero), None for gd; delta: [B, T, H] (huber only).
         w1: [H, Hd, K], w2: [H, K, Hd]: the learned initial parameters (lq: the accumulators;
             kl: logits, the weights are c softmax_row of them).
         config: activation, layer norm and retention; bias: the attentional bias.

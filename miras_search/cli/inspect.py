@@ -187,25 +187,35 @@ def show(file: Annotated[Path, typer.Argument(help="A point, space or study file
 def presets() -> None:
     """The known models and their four axes (the paper's Table 1 and Moneta / Yaad / Memora)."""
     from miras_search.presets import NAMED_MODELS, preset, preset_names
+    from miras_search.schema import AXES
 
     table = Table(title="Known points of the Miras design space")
     for column in ("preset", "memory", "attentional bias", "retention", "algorithm"):
         table.add_column(column)
     for name in preset_names():
         point = preset(name)
-        memory = point.memory.kind
-        if point.memory.kind == "mlp":
-            memory = f"mlp (L={point.memory.depth}, e={point.memory.expansion})"
-        bias = point.bias.kind
-        if point.bias.kind == "lp":
-            bias = f"lp (p={point.bias.p:g})"
-        elif point.bias.kind == "huber":
-            bias = f"huber ({point.bias.variant})"
-        retention = point.retention.kind
-        if point.retention.kind == "lq":
-            retention = f"lq (q={point.retention.q:g})"
         style = "bold green" if name in NAMED_MODELS else None
-        table.add_row(name, memory, bias, retention, point.algorithm.kind, style=style)
+        table.add_row(name, *(getattr(point, axis).label() for axis in AXES), style=style)
+    console.print(table)
+
+
+@command("options")
+def options(
+    markdown: Annotated[bool, typer.Option("--markdown", help="The README's markdown table.")] = False,
+) -> None:
+    """The options of the four axes, as registered (every kind a point may name)."""
+    from miras_search.schema.options import axis_options, options_markdown
+
+    if markdown:
+        print_text(options_markdown())
+        return
+    table = Table(title="The four axes of the Miras design space")
+    for column in ("axis", "what it is", "kind", "notes"):
+        table.add_column(column)
+    for title, role, kinds in axis_options():
+        for i, (kind, summary) in enumerate(kinds):
+            table.add_row(title if i == 0 else "", role if i == 0 else "", kind, summary,
+                          end_section=i == len(kinds) - 1)
     console.print(table)
 
 

@@ -27,4 +27,3 @@ VOCAB_SIZE = 260
 IGNORE_INDEX = -100
 """Target value of positions where no loss is taken (torch's cross-entropy default)."""
 
-SPECIALS = {"PAD": PAD, "BOS": BOS, "EOS": EOS, "SEP": SEP}

@@ -4,7 +4,9 @@ With l2 retention ("retain, then learn") token i's gradient is taken at the deca
 beta_i W_0 instead, so that a chunk of one token is exactly the recurrence; it needs no per-token
 weights, only a per-token scale on each layer's input and back-propagated signal.
 
-Per chunk of b micro-steps and per weight (see DESIGN "Parallel (chunked) training"):
+Per chunk of b micro-steps and per weight, unrolling X_t = alpha_t X_{t-1} + S_t (momentum:
+S_t = theta_t S_{t-1} - eta_t delta_t x_t^T; gd: theta = 0) from the chunk's start X_0, S_0, with
+every gradient delta_i x_i^T taken at the start memory:
     U_t = beta_t X_0 + m_t S_0 - sum_{i<=t} C_ti eta_i delta_i x_i^T
 with beta_t = prod_{j<=t} alpha_j, C = D_alpha (gd) or D_alpha @ D_theta (momentum) and
 m_t = sum_j D_alpha[t, j] Theta_j. Reads never materialise U_t: layer by layer,

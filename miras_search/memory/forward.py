@@ -25,7 +25,7 @@ def check_exact_delta(rule: MemoryRule, x: MemoryInputs) -> None:
     problems = []
     if rule.memory != "matrix":
         problems.append(f"memory '{rule.memory}' (needs 'matrix')")
-    if type(rule.bias).__name__ != "L2Grad":
+    if rule.bias.kind != "l2":
         problems.append("a bias other than 'l2'")
     if rule.algorithm not in ("gd", "implicit", "multistep"):
         problems.append(f"algorithm '{rule.algorithm}' (needs gd, implicit or multistep)")

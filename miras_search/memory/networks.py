@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-LN_EPS = 1e-5
+from miras_search.primitives import LN_EPS, activation, layer_norm_back
+
 LayerApply = Callable[[int, Tensor], Tensor]
 
 
@@ -116,38 +117,6 @@ Layer = type[LinearLayer] | type[DiagonalLayer]
 Cache = tuple[list[Tensor], list[Tensor]]
 
 
-def _activation(name: str) -> tuple[Callable[[Tensor], Tensor], Callable[[Tensor, Tensor], Tensor]]:
-    """(act, act_back) for gelu (exact erf form), silu and relu; act_back(g, z) = g * act'(z).
-
-    For gelu and relu act_back is torch's own backward op (one op, with its own derivative for
-    the outer backward) rather than the derivative written out (about ten ops each way for gelu).
-    """
-    if name == "gelu":
-        return F.gelu, torch.ops.aten.gelu_backward
-    if name == "silu":  # aten's silu_backward has no derivative of its own
-        def silu_back(g: Tensor, z: Tensor) -> Tensor:
-            s = torch.sigmoid(z)
-            return g * s * (1.0 + z * (1.0 - s))
-        return F.silu, silu_back
-    if name == "relu":
-        return F.relu, lambda g, z: torch.ops.aten.threshold_backward(g, z, 0.0)
-    raise ValueError(f"unknown activation '{name}'")
-
-
-def layer_norm_back(z: Tensor, g: Tensor) -> Tensor:
-    """dl/dz of y = LN(z) (no affine, over the last dim) given g = dl/dy.
-
-    torch's layer-norm backward op; its derivative (for the outer backward) is the full one in z,
-    so the statistics it is given carry no gradient of their own.
-    """
-    with torch.no_grad():
-        var, mean = torch.var_mean(z, dim=-1, correction=0, keepdim=True)
-        rstd = (var + LN_EPS).rsqrt()
-    return torch.ops.aten.native_layer_norm_backward(
-        g, z, z.shape[-1:], mean, rstd, None, None, [True, False, False]
-    )[0]
-
-
 @dataclass(frozen=True)
 class Network:
     """A memory architecture: its layers and how they chain.
@@ -183,7 +152,7 @@ class Network:
         """
         if self.kind != "mlp":
             return apply(0, x), ([x], [])
-        act, _ = _activation(self.activation)
+        act, _ = activation(self.activation)
         inputs, pre = [], []
         h = x
         for layer in range(self.depth):
@@ -213,7 +182,7 @@ class Network:
         inputs, pre = cache
         if self.kind != "mlp":
             return [(g, inputs[0])]
-        _, act_back = _activation(self.activation)
+        _, act_back = activation(self.activation)
         dz = layer_norm_back(pre[-1], g) if self.layer_norm else g
         out: list[tuple[Tensor, Tensor]] = []
         for layer in reversed(range(self.depth)):

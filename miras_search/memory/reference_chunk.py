@@ -14,8 +14,8 @@ from torch import Tensor
 from miras_search.memory.chunked import ChunkDecay, chunked
 from miras_search.memory.inputs import MemoryInputs, layer_gates
 from miras_search.memory.recurrent import gradient_point, input_widths, memory_gradients
-from miras_search.memory.retention import KLRetention
 from miras_search.memory.rule import MemoryRule, MemoryState
+from miras_search.schema.retention import KLRetention
 
 
 def _chunk(rule: MemoryRule, state: MemoryState, x: MemoryInputs,

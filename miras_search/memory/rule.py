@@ -9,13 +9,10 @@ import torch
 from torch import Tensor
 
 from miras_search.errors import UnsupportedPoint
-from miras_search.memory.biases import BiasGrad, bias_from_schema
 from miras_search.memory.networks import Network
-from miras_search.memory.retention import RetentionRule, retention_from_schema
 from miras_search.schema import ModelPoint
-
-GATE_NAMES = ("eta", "alpha", "theta", "delta")
-_LEARNED_RETENTION = ("lq", "kl", "bregman")
+from miras_search.schema.bias import AttentionalBias
+from miras_search.schema.retention import RetentionGate
 
 
 @dataclass
@@ -41,8 +38,8 @@ class MemoryRule:
     memory: str
     algorithm: str
     network: Network | None = None
-    bias: BiasGrad | None = None
-    retention: RetentionRule | None = None
+    bias: AttentionalBias | None = None
+    retention: RetentionGate | None = None
     init: str = "auto"
     steps_per_token: int = 1
     unit_keys: bool = True
@@ -59,10 +56,12 @@ class MemoryRule:
         memory, algorithm = point.memory, point.algorithm
         if memory.kind == "none":
             return cls(memory="none", algorithm="none", window=memory.window)
-        if algorithm.kind == "newton":
+        if not algorithm.built:
+            built = [kind for kind, option in type(algorithm).registry.items()
+                     if option.built and kind != "none"]
             raise UnsupportedPoint(
-                "algorithm 'newton' is not built yet; choose gd, momentum, implicit or multistep "
-                "(the memory ops have no recurrence or chunked form for the Newton step)"
+                f"algorithm '{algorithm.kind}' is not built yet; choose {', '.join(built)} "
+                "(the memory ops have no recurrence or chunked form for its step)"
             )
         if memory.kind == "mlp":
             network = Network(
@@ -70,20 +69,15 @@ class MemoryRule:
             )
         else:
             network = Network(memory.kind)
-        modes = {}
-        for name, owner in (("eta", algorithm), ("theta", algorithm),
-                            ("alpha", point.retention), ("delta", point.bias)):
-            gate = getattr(owner, name, None)
-            if gate is not None:
-                modes[name] = gate.mode
+        modes = {name: gate.mode for name, gate in point.gates().items()}
         return cls(
             memory=memory.kind,
             algorithm=algorithm.kind,
             network=network,
-            bias=bias_from_schema(point.bias),
-            retention=retention_from_schema(point.retention),
+            bias=point.bias,
+            retention=point.retention,
             init=memory.init,
-            steps_per_token=getattr(algorithm, "steps", 1),
+            steps_per_token=algorithm.steps_per_token,
             unit_keys=point.block.qk_l2_norm,
             gate_modes=modes,
             write_key=getattr(algorithm, "write_key", "key"),
@@ -104,7 +98,7 @@ class MemoryRule:
             return False
         return (
             self.memory == "mlp"
-            or self.retention.kind in _LEARNED_RETENTION
+            or self.retention.learned_init
             or self.init == "learned"
         )
 
@@ -122,23 +116,16 @@ class MemoryRule:
         """Raw tensors [H, out, in] (one per memory weight) for the block to register as
         nn.Parameters; empty when the memory starts at zeros.
 
-        kl: 0 (a uniform W_0; N(0, 0.1^2) for mlp memories, whose hidden units would otherwise
-        stay identical forever); bregman: N(0, 0.1^2) (W_0 = sigmoid); otherwise N(0, std^2) per
-        layer (``initial_stds``), the lq accumulator scaled so that W_0 = A_0 / n(A_0) has that std.
+        Each from the retention's ``initial_parameter`` with the layer's std (``initial_stds``):
+        N(0, std^2) by default, the lq accumulator scaled so that W_0 = A_0 / n(A_0) has that std.
         """
         if not self.learned_init:
             return []
         params = []
         shapes = self.network.shapes(key_dim, value_dim)
-        kind = self.retention.kind
         for (out_dim, in_dim), std in zip(shapes, self.initial_stds(key_dim, value_dim), strict=True):
             shape = (n_heads, out_dim, in_dim)
-            if kind == "kl" and self.memory != "mlp":
-                params.append(torch.zeros(shape))
-            elif kind in ("kl", "bregman"):
-                params.append(0.1 * torch.randn(shape))
-            else:
-                params.append(self.retention.accumulator_for(std * torch.randn(shape)))
+            params.append(self.retention.initial_parameter(shape, std, self.memory == "mlp"))
         return params
 
     def initial_stds(self, key_dim: int, value_dim: int) -> list[float]:

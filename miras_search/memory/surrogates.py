@@ -1,5 +1,5 @@
-"""Smooth surrogates of sign(x) and |x| (the paper's Section 5.4: tanh(c x), sqrt(x^2 + eps)), and
-the sharpness c that keeps their step a descent step.
+"""The sharpness c that keeps the step of the smooth surrogates of sign(x) and |x| (the paper's
+Section 5.4: tanh(c x), sqrt(x^2 + eps); ``miras_search.primitives``) a descent step.
 
 Why a bound on c, per error coordinate. A gradient step moves the prediction of the key it was
 taken at by ``-s G(e)`` per coordinate, with G the bias's gradient in the prediction and
@@ -26,27 +26,13 @@ overshoot: ``0 < s G(e) / e < 2``.
   c = 10 is far inside), 707 at p = 2, 35 at p = 1.5, 2 at p = 1 (where, as for Huber, any c keeps
   the exact form's descent region and the bound makes the step a descent step everywhere).
 
-An MLP memory's curvature kappa along the step is not ||k||^2 (behind a LayerNorm it is about
-||h||^2 / sigma^2, see DESIGN): the bounds hold with its kappa, which the step parameterisation
-of the MLP memories has to keep near 1 for the same reason.
+An MLP memory's curvature kappa along the step is not ||k||^2: behind a LayerNorm it is about
+||h||^2 / sigma^2 (h the hidden activations, sigma the standard deviation the LayerNorm divides
+by; ``MemoryRule.initial_stds`` sets both scales). The bounds hold with its kappa, which the step
+parameterisation of the MLP memories has to keep near 1 for the same reason.
 """
 
 from __future__ import annotations
-
-import torch
-from torch import Tensor
-
-
-def smooth_sign(e: Tensor, sharpness: float | Tensor) -> Tensor:
-    """tanh(c e): the sign of e, with slope c at 0. ``sharpness`` c: a number or a tensor that
-    broadcasts against e (a per-token c, e.g. rho / delta_t)."""
-    return torch.tanh(sharpness * e)
-
-
-def smooth_abs_pow(e: Tensor, power: float, eps: float) -> Tensor:
-    """(e^2 + eps)^(power / 2), the smooth |e|^power (finite gradient at e = 0 for power < 1)."""
-    base = e.square() + eps
-    return base if power == 2.0 else base.pow(power / 2.0)  # p = 3 (Moneta): no pow
 
 
 def huber_sharpness_bound(step: float, delta: float) -> float:

@@ -15,25 +15,31 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from miras_search.memory.biases import HuberGrad
+from miras_search.schema.bias import HuberBias
 
 
-@dataclass(frozen=True)
-class _CountingSwitch(HuberGrad):
-    """HuberGrad that also counts, per call, the tokens on the l2 branch and all tokens."""
+@dataclass
+class _CountingSwitch:
+    """Stands in for a Huber switch bias: the same gradient, and per call the count of tokens on
+    the l2 branch and of all tokens."""
 
-    counts: list[tuple[int, int]] = field(default_factory=list, compare=False)
+    bias: HuberBias
+    counts: list[tuple[int, int]] = field(default_factory=list)
+
+    @property
+    def kind(self) -> str:
+        return self.bias.kind
 
     def grad(self, pred: Tensor, v: Tensor, delta: Tensor | None) -> Tensor:
         if delta is not None:
-            small, _ = self.inside(pred - v, delta)
+            small, _ = self.bias.inside(pred - v, delta)
             self.counts.append((int(small.sum()), small.numel()))
-        return super().grad(pred, v, delta)
+        return self.bias.grad(pred, v, delta)
 
 
 def _switch_mixers(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules()
-            if isinstance(getattr(getattr(m, "rule", None), "bias", None), HuberGrad)
+            if isinstance(getattr(getattr(m, "rule", None), "bias", None), HuberBias)
             and m.rule.bias.variant == "switch"]
 
 
@@ -43,7 +49,7 @@ def _counting(mixers: list[nn.Module]):
     counters = []
     try:
         for mixer, bias in zip(mixers, originals, strict=True):
-            counter = _CountingSwitch(bias.variant, bias.smooth, bias.sharpness, bias.relative_sharpness)
+            counter = _CountingSwitch(bias)
             mixer.rule.bias = counter
             counters.append(counter)
         yield counters

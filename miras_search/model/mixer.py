@@ -17,21 +17,7 @@ from miras_search.memory import MemoryGates, MemoryRule, memory_forward, softmax
 from miras_search.memory.kernel_path import kernel_problem
 from miras_search.model.gates import GATE_NAMES, GateProducer
 from miras_search.model.layers import ShortConv, rotary
-from miras_search.schema import Gate, ModelPoint
-
-
-def gate_spec(point: ModelPoint, name: str) -> Gate:
-    """The schema gate named ``name`` (eta / theta on the algorithm, alpha on the retention,
-    delta on the bias); UnsupportedPoint when the point has none."""
-    owner = {"eta": "algorithm", "theta": "algorithm", "alpha": "retention", "delta": "bias"}[name]
-    spec = getattr(getattr(point, owner), name, None)
-    if not isinstance(spec, Gate):
-        axis = getattr(point, owner)
-        raise UnsupportedPoint(
-            f"the memory rule of this point needs gate '{name}', but {owner} '{axis.kind}' "
-            f"defines no {owner}.{name}"
-        )
-    return spec
+from miras_search.schema import ModelPoint
 
 
 def resolved_chunk_form(point: ModelPoint) -> str:
@@ -72,10 +58,16 @@ class MemoryMixer(nn.Module):
         self.write_mix = nn.Parameter(torch.ones(h * k)) if self.write_key == "lerp" else None
         self.v_conv = ShortConv(n * h * v, block.conv_size)
         self.qk_l2_norm = block.qk_l2_norm
-        needs = sorted(self.rule.needs(), key=GATE_NAMES.index)
+        specs, needs = point.gates(), sorted(self.rule.needs(), key=GATE_NAMES.index)
+        missing = [name for name in needs if name not in specs]
+        if missing:
+            raise UnsupportedPoint(
+                f"the memory rule of this point needs gate(s) {', '.join(missing)}, which none of "
+                f"its axes defines (defined: {', '.join(specs) or 'none'})"
+            )
         self.gates = nn.ModuleDict(
             {
-                name: GateProducer(name, gate_spec(point, name), d, h, self.rule.channel_width(name, k, v),
+                name: GateProducer(name, specs[name], d, h, self.rule.channel_width(name, k, v),
                                    steps=n if name == "eta" else 1, layer=layer, n_layers=n_layers)
                 for name in needs
             }
@@ -150,7 +142,8 @@ class AttentionMixer(nn.Module):
 
     Scores use the usual 1/sqrt(K) scale (no l2 norm, no output gate). ``conv_size`` > 0 puts the
     Miras block's short causal conv + SiLU on q, k and v: that is memory 'none' inside the block
-    (DESIGN's token mixer around any memory); the plain Transformer++ layer has ``conv_size`` 0.
+    (the same q / k / v path the block puts around every other memory); the plain Transformer++
+    layer has ``conv_size`` 0.
     """
 
     def __init__(self, d_model: int, n_heads: int, key_dim: int, value_dim: int, window: int | None,

@@ -2,18 +2,34 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from miras_search.schema._base import Schema
+from miras_search.schema._base import AxisOption
 from miras_search.schema.gates import Gate, check_gate_range, gate_field
 
 
-class _Stepping(Schema):
+class MemoryAlgorithm(AxisOption):
+    """Base of every memory learning algorithm; a subclass with its own ``kind`` registers itself.
+
+    ``built``: whether the memory ops have its recurrence and chunked form (False: points that
+    choose it validate, and building them names it as not built yet).
+    """
+
+    registry: ClassVar[dict[str, type[MemoryAlgorithm]]] = {}
+    role: ClassVar[str] = "the online optimiser"
+    built: ClassVar[bool] = True
+
+    @property
+    def steps_per_token(self) -> int:
+        """Inner steps per token, each on its own key, value and eta."""
+        return 1
+
+
+class _Stepping(MemoryAlgorithm):
     """An algorithm with an inner learning rate eta > 0."""
 
-    kind: str
     eta: Gate = gate_field(0.5)
 
     @model_validator(mode="after")
@@ -40,6 +56,7 @@ class GD(_Stepping):
     """
 
     kind: Literal["gd"] = "gd"
+    summary: ClassVar[str] = "write key: the key, HGRN2's `1 - alpha`, RWKV-7's replacement key"
     write_key: WriteKey = Field(
         "key",
         description="The key the value is written with: 'key' (eta * k, the gradient step), "
@@ -52,6 +69,7 @@ class Momentum(_Stepping):
     """S_t = theta_t S_{t-1} - eta_t grad_t (Titans)."""
 
     kind: Literal["momentum"] = "momentum"
+    summary: ClassVar[str] = "Titans"
     theta: Gate = gate_field(0.9)
 
     @model_validator(mode="after")
@@ -66,28 +84,47 @@ class Implicit(_Stepping):
     """W_t = argmin_W l(W; k_t, v_t) + ||W - W_{t-1}||^2 / (2 eta_t) (Longhorn)."""
 
     kind: Literal["implicit"] = "implicit"
+    summary: ClassVar[str] = "Longhorn"
 
 
 class Multistep(_Stepping):
     """``steps`` inner gd steps per token, each on its own key/value and eta (DeltaProduct)."""
 
     kind: Literal["multistep"] = "multistep"
+    summary: ClassVar[str] = "DeltaProduct"
     steps: int = Field(2, ge=2, le=8)
+
+    @property
+    def steps_per_token(self) -> int:
+        return self.steps
+
+    @classmethod
+    def examples(cls) -> list[dict]:
+        return [{"kind": "multistep", "steps": 2}]
 
 
 class Newton(_Stepping):
     """l2 step preconditioned by the running inverse key covariance (Mesa-style)."""
 
     kind: Literal["newton"] = "newton"
+    built: ClassVar[bool] = False
+    summary: ClassVar[str] = "schema only, not built yet"
+
+    @classmethod
+    def examples(cls) -> list[dict]:
+        return []  # not built: no memory rule
 
 
-class NoAlgorithm(Schema):
+class NoAlgorithm(MemoryAlgorithm):
     """No online optimiser: only for memory 'none' (softmax attention)."""
 
     kind: Literal["none"] = "none"
+    summary: ClassVar[str] = "with memory `none` only"
+
+    @classmethod
+    def examples(cls) -> list[dict]:
+        return []  # softmax attention: no memory rule
 
 
-Algorithm = Annotated[
-    GD | Momentum | Implicit | Multistep | Newton | NoAlgorithm, Field(discriminator="kind")
-]
-ALGORITHM_KINDS = ("gd", "momentum", "implicit", "multistep", "newton", "none")
+Algorithm = MemoryAlgorithm.union()
+ALGORITHM_KINDS = MemoryAlgorithm.kinds()

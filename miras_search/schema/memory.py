@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from miras_search.schema._base import Schema
+from miras_search.schema._base import AxisOption
 
 MemoryInit = Literal["auto", "zeros", "learned"]
 INIT_HELP = (
@@ -15,32 +15,47 @@ INIT_HELP = (
 )
 
 
-class VectorMemory(Schema):
+class MemoryArchitecture(AxisOption):
+    """Base of every memory architecture; a subclass with its own ``kind`` registers itself."""
+
+    registry: ClassVar[dict[str, type[MemoryArchitecture]]] = {}
+    role: ClassVar[str] = "what `M` is"
+
+
+class VectorMemory(MemoryArchitecture):
     """M(k) = w * k (element-wise, a diagonal matrix); state d_k. Needs d_k == d_v."""
 
     kind: Literal["vector"] = "vector"
     init: MemoryInit = Field("auto", description=INIT_HELP)
 
 
-class MatrixMemory(Schema):
+class MatrixMemory(MemoryArchitecture):
     """M(k) = W k; state d_v x d_k."""
 
     kind: Literal["matrix"] = "matrix"
     init: MemoryInit = Field("auto", description=INIT_HELP)
 
 
-class MLPMemory(Schema):
+class MLPMemory(MemoryArchitecture):
     """M(x) = x + LN(W_L act(... act(W_1 x))): a residual MLP of ``depth`` linear layers."""
 
     kind: Literal["mlp"] = "mlp"
+    summary: ClassVar[str] = "depth, expansion, activation, LayerNorm"
     depth: int = Field(2, ge=2, le=8, description="Linear layers (depth 1 is the matrix memory).")
     expansion: int = Field(4, ge=1, le=16, description="Hidden width = expansion * head dim.")
     activation: Literal["gelu", "silu", "relu"] = "gelu"
     layer_norm: bool = Field(True, description="LayerNorm (no affine) on the MLP branch.")
     init: MemoryInit = Field("auto", description=INIT_HELP)
 
+    def label(self) -> str:
+        return f"mlp (L={self.depth}, e={self.expansion})"
 
-class AttentionMemory(Schema):
+    @classmethod
+    def examples(cls) -> list[dict]:
+        return [{"kind": "mlp", "depth": 2, "expansion": 2, "activation": "gelu"}]
+
+
+class AttentionMemory(MemoryArchitecture):
     """No parameters: the memory is the set of (k, v) pairs; y = softmax(q K^T) V, with rotary
     positions on q and k.
 
@@ -50,6 +65,7 @@ class AttentionMemory(Schema):
     """
 
     kind: Literal["none"] = "none"
+    summary: ClassVar[str] = "softmax / sliding-window attention"
     window: int | None = Field(
         None, ge=1, description="Sliding-window size in tokens; null for full causal attention."
     )
@@ -59,8 +75,10 @@ class AttentionMemory(Schema):
         "the plain Transformer++ attention layer.",
     )
 
+    @classmethod
+    def examples(cls) -> list[dict]:
+        return []  # softmax attention: no memory rule to compare forms of
 
-Memory = Annotated[
-    VectorMemory | MatrixMemory | MLPMemory | AttentionMemory, Field(discriminator="kind")
-]
-MEMORY_KINDS = ("vector", "matrix", "mlp", "none")
+
+Memory = MemoryArchitecture.union()
+MEMORY_KINDS = MemoryArchitecture.kinds()

@@ -8,12 +8,10 @@ from miras_search.schema._base import Schema
 from miras_search.schema.algorithm import GD, Algorithm
 from miras_search.schema.bias import Bias, DotBias
 from miras_search.schema.block import Block
+from miras_search.schema.gates import Gate
 from miras_search.schema.memory import MatrixMemory, Memory
 from miras_search.schema.retention import NoRetention, Retention
 from miras_search.schema.train import Train
-
-_NONLINEAR_RETENTION = ("lq", "kl", "bregman")
-
 
 AXES = ("memory", "bias", "retention", "algorithm")
 """The four axes of a point, in the order the paper and every table show them."""
@@ -41,6 +39,14 @@ class ModelPoint(Schema):
     def axes(self) -> dict[str, str]:
         """The four axis choices, e.g. {'memory': 'mlp', 'bias': 'lp', ...}."""
         return {axis: getattr(self, axis).kind for axis in AXES}
+
+    def gates(self) -> dict[str, Gate]:
+        """Every gate the point's axes define, by field name (eta and theta on the algorithm, alpha
+        on the retention, delta on the bias): the one map of which axis owns which gate."""
+        return {
+            name: value for axis in AXES for name, value in getattr(self, axis)
+            if isinstance(value, Gate)
+        }
 
     def uses_exact_delta(self) -> bool:
         """Whether the chunked form is the exact chunked delta rule for this point."""
@@ -114,7 +120,7 @@ def cross_axis_problems(point: ModelPoint) -> list[tuple[str, str]]:
             f"memory '{memory.kind}' needs equal key and value dims per head (residual / diagonal "
             f"map); got block.key_dim {point.block.head_k} and block.value_dim {point.block.head_v}",
         ))
-    if memory.init == "zeros" and (memory.kind == "mlp" or retention.kind in _NONLINEAR_RETENTION):
+    if memory.init == "zeros" and (memory.kind == "mlp" or retention.learned_init):
         problems.append((
             "memory.init",
             f"memory.init 'zeros' cannot start memory '{memory.kind}' with retention "

@@ -254,10 +254,6 @@ class SearchSpace:
         ``<space>-<index>``."""
         return point if is_preset_point(point) else point.model_copy(update={"name": f"{self.spec.name}-{index}"})
 
-    def anchor_points(self) -> list[ModelPoint]:
-        """The named presets listed under ``anchors``."""
-        return [preset(name) for name in self.spec.anchors]
-
     def summary(self) -> SpaceSummary:
         nodes = list(iter_nodes(self.spec.params))
         size: int | None = 1

@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import optuna
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 
@@ -153,8 +152,3 @@ def _engine_kwargs(url: str) -> dict:
     if url.startswith("sqlite:"):
         return {"connect_args": {"timeout": 60}}
     return {"pool_pre_ping": True}
-
-
-
-def study_names(storage: str) -> list[str]:
-    return [s.study_name for s in optuna.get_all_study_summaries(make_storage(storage))]

@@ -1,0 +1,131 @@
+"""The small pieces of math that the memory ops and the kernels' PyTorch references share.
+
+One copy of each: the floors (``NORM_FLOOR``, ``LQ_FLOOR``, ``LN_EPS``), the error norm, the smooth
+sign and power of the attentional biases, |x|^q, the decay matrix of a chunk, the lq log-norm,
+the MLP memories' activations with their backward and the LayerNorm backward.
+Everything here works on tensor methods, so the schema classes (whose options carry their math)
+import this module without importing torch; the few functions that need torch's namespace import
+it when called.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+NORM_FLOOR = 1e-6
+"""Floor of the error norm ||e||: keeps e / ||e|| and its gradient finite at e = 0."""
+LQ_FLOOR = 1e-6
+"""Floor of ||A||_q in lq retention's normaliser n(A) = max(||A||_q, LQ_FLOOR)^(q - 2)."""
+LN_EPS = 1e-5
+"""The MLP memories' LayerNorm epsilon (as torch's default)."""
+
+
+def safe_norm(e: Tensor) -> Tensor:
+    """||e|| over the last dim, [..., 1], floored at NORM_FLOOR (as sqrt of a floored square, so
+    that the gradient stays finite at e = 0)."""
+    return e.square().sum(-1, keepdim=True).clamp_min(NORM_FLOOR * NORM_FLOOR).sqrt()
+
+
+def smooth_sign(e: Tensor, sharpness: float | Tensor) -> Tensor:
+    """tanh(c e): the sign of e, with slope c at 0. ``sharpness`` c: a number or a tensor that
+    broadcasts against e (a per-token c, e.g. rho / delta_t)."""
+    return (sharpness * e).tanh()
+
+
+def smooth_abs_pow(e: Tensor, power: float, eps: float) -> Tensor:
+    """(e^2 + eps)^(power / 2), the smooth |e|^power (finite gradient at e = 0 for power < 1)."""
+    base = e.square() + eps
+    return base if power == 2.0 else base.pow(power / 2.0)  # p = 3 (Moneta): no pow
+
+
+def tiny(x: Tensor) -> float:
+    """The smallest positive normal number of x's dtype."""
+    import torch
+
+    return torch.finfo(x.dtype).tiny
+
+
+def machine_eps(x: Tensor) -> float:
+    """The machine epsilon of x's dtype."""
+    import torch
+
+    return torch.finfo(x.dtype).eps
+
+
+def abs_pow(x: Tensor, q: float) -> Tensor:
+    """|x|^q; q = 2, 4, 6 by squaring (torch's pow with a general exponent runs a scalar power
+    per element on CPU, several times slower than the few multiplications)."""
+    if q in (2.0, 4.0, 6.0):
+        sq = x.square()
+        return sq if q == 2.0 else sq.square() if q == 4.0 else sq.square() * sq
+    return x.abs().pow(q)
+
+
+def lq_log_scale(a: Tensor, q: float) -> Tensor:
+    """log n(A) = (q - 2) log max(||A||_q, LQ_FLOOR) over the last two dims, [..., 1, 1], without
+    forming |A|^q: at q = 6 an |A| of 1e7 (or 1e-7) overflows (underflows) float32 there, while
+    the norm itself is representable.
+
+    ||A||_q = m (sum (|A| / m)^q)^(1/q) with m = max |A| (no gradient needed: the norm is
+    1-homogeneous, so its derivative in m is zero)."""
+    m = a.detach().abs().amax((-2, -1), keepdim=True).clamp_min(tiny(a))
+    ratio = abs_pow(a / m, q).sum((-2, -1), keepdim=True)  # in [1, numel]
+    log_norm = m.log() + ratio.log() / q
+    return (q - 2.0) * log_norm.clamp_min(math.log(LQ_FLOOR))
+
+
+def kl_log_weights(raw: Tensor, scale: float) -> Tensor:
+    """log(c softmax_row(raw)) = log c + log_softmax_row(raw): kl retention's carried state."""
+    return math.log(scale) + raw.log_softmax(dim=-1)
+
+
+def decay_matrix(log_cum: Tensor) -> Tensor:
+    """exp(l_t - l_i) for i <= t, else 0. log_cum: [..., C] -> [..., C, C] (rows t, columns i)."""
+    import torch
+
+    c = log_cum.shape[-1]
+    causal = torch.ones(c, c, dtype=torch.bool, device=log_cum.device).tril()
+    diff = log_cum.unsqueeze(-1) - log_cum.unsqueeze(-2)
+    return torch.where(causal, diff, torch.full_like(diff, float("-inf"))).exp()
+
+
+def activation(name: str) -> tuple[Callable[[Tensor], Tensor], Callable[[Tensor, Tensor], Tensor]]:
+    """(act, act_back) for gelu (exact erf form), silu and relu; act_back(g, z) = g * act'(z).
+
+    For gelu and relu act_back is torch's own backward op (one op, with its own derivative for
+    the outer backward) rather than the derivative written out (about ten ops each way for gelu).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    if name == "gelu":
+        return F.gelu, torch.ops.aten.gelu_backward
+    if name == "silu":  # aten's silu_backward has no derivative of its own
+        def silu_back(g: Tensor, z: Tensor) -> Tensor:
+            s = torch.sigmoid(z)
+            return g * s * (1.0 + z * (1.0 - s))
+        return F.silu, silu_back
+    if name == "relu":
+        return F.relu, lambda g, z: torch.ops.aten.threshold_backward(g, z, 0.0)
+    raise ValueError(f"unknown activation '{name}'")
+
+
+def layer_norm_back(z: Tensor, g: Tensor) -> Tensor:
+    """dl/dz of y = LN(z) (no affine, over the last dim, eps LN_EPS) given g = dl/dy.
+
+    torch's layer-norm backward op; its derivative (for the outer backward) is the full one in z,
+    so the statistics it is given carry no gradient of their own.
+    """
+    import torch
+
+    with torch.no_grad():
+        var, mean = torch.var_mean(z, dim=-1, correction=0, keepdim=True)
+        rstd = (var + LN_EPS).rsqrt()
+    return torch.ops.aten.native_layer_norm_backward(
+        g, z, z.shape[-1:], mean, rstd, None, None, [True, False, False]
+    )[0]
