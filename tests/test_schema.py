@@ -237,3 +237,9 @@ def test_tagged_sections_name_their_tag(tmp_path, text, where, words):
     with pytest.raises(ConfigError) as error:
         load_point(path)
     assert f"{where}: " in str(error.value) and words in str(error.value)
+
+
+def test_changing_a_presets_gate_mode_drops_the_channel_rank_and_keeps_the_value():
+    point = point_from_dict({"preset": "moneta", "retention": {"alpha": {"mode": "head"}}}, "point.yaml")
+    assert point.retention.alpha.mode == "head"
+    assert point.retention.alpha.value == 0.9995 and point.retention.alpha.rank is None
