@@ -6,9 +6,11 @@ and log records. Every such place goes through ``redact_url`` (one URL) or ``red
 message that may hold URLs anywhere). The userinfo password becomes ``***``; so do the values of
 query parameters that carry credentials (``?password=...``, libpq's ``sslpassword``, tokens).
 
-SQLAlchemy's ``URL.render_as_string(hide_password=True)`` does the same for a URL it parses, but it
+A single URL whose userinfo SQLAlchemy parses unambiguously (one ``@``, in the authority) is
+rendered by SQLAlchemy's ``URL.render_as_string(hide_password=True)`` (``redact_url``). Text that
+may hold URLs anywhere, and URLs with more than one ``@``, go through the pattern here: SQLAlchemy
 cuts the userinfo at the first ``@``, so a password holding an unescaped ``@`` would leak its
-tail; the pattern here cuts at the last ``@`` before the host (a test checks both agree
+tail, where the pattern cuts at the last ``@`` before the host (a test checks both agree
 elsewhere).
 """
 
@@ -44,8 +46,23 @@ def redact_text(text: str) -> str:
 
 
 def redact_url(url: str) -> str:
-    """One URL (or a journal path, returned as it is) without its password."""
-    return redact_text(url)
+    """One URL (or a journal path, returned as it is) without its password.
+
+    A URL SQLAlchemy parses unambiguously (one ``@``) is rendered by SQLAlchemy with its password
+    hidden; any other string goes through the pattern (``redact_text``), which also masks
+    credentials in the query either way."""
+    authority = url.split("://", 1)[-1].split("/", 1)[0]
+    if "://" not in url or url.count("@") != 1 or "@" not in authority:
+        return redact_text(url)
+    try:
+        from sqlalchemy.engine import make_url
+
+        parsed = make_url(url)
+    except Exception:  # not a URL SQLAlchemy knows: the pattern decides
+        return redact_text(url)
+    if parsed.password is None:
+        return redact_text(url)
+    return redact_text(parsed.render_as_string(hide_password=True))
 
 
 def redact_tree(value: Any) -> Any:
