@@ -68,8 +68,9 @@ def evaluate(model: nn.Module, mix: DataMix, *, batches: int, batch_size: int, s
     scored text); and over the text sources ``val_loss`` (nats per token) and ``val_bpb``
     (their summed bits over their summed bytes). Without text sources, ``val_loss`` is the mean
     over sources. With MAD tasks in the mix, ``mad/<task>`` (mean accuracy over that task's
-    sources) and ``mad_score`` (their mean over the tasks, MAD's aggregate; data.mad_suite). Bytes are exact for the byte tokenizer (an end-of-document token covers none)
-    and the validation split's bytes per token for a tokenizer.json.
+    sources) and ``mad_score`` (their mean over the tasks, MAD's aggregate; data.mad_suite).
+    Bytes are exact for the byte tokenizer (an end-of-document token covers none) and the
+    validation split's bytes per token for a tokenizer.json.
     """
     was_training = model.training
     model.eval()
