@@ -1,4 +1,4 @@
-"""Trial data: synthetic recall tasks, the embedded byte-level corpus, user files, tokenizers.
+"""Trial data: synthetic recall tasks, the MAD suite, the embedded byte-level corpus, user files, tokenizers.
 
 Every source gives reproducible ``Batch(inputs [B, T], targets [B, T])`` for (seed, split, step);
 targets are -100 where no loss is taken. Special ids are in ``miras_search.data.vocab``.
@@ -9,6 +9,12 @@ from miras_search.data.cache import cache_dir
 from miras_search.data.corpus import load_corpus
 from miras_search.data.documents import split_documents
 from miras_search.data.files import InvalidUTF8Warning
+from miras_search.data.mad_compression import MadCompression
+from miras_search.data.mad_copy import MadSelectiveCopy
+from miras_search.data.mad_fuzzy_recall import MadFuzzyRecall
+from miras_search.data.mad_memorization import MadMemorization
+from miras_search.data.mad_recall import MadNoisyRecall, MadRecall
+from miras_search.data.mad_suite import MAD_TASKS, PRESETS, mad_preset, mad_scores
 from miras_search.data.metrics import answer_accuracy, sequence_accuracy
 from miras_search.data.mqar import MQAR
 from miras_search.data.niah import NeedleInHaystack
@@ -35,8 +41,10 @@ __all__ = [
     "BOS",
     "EOS",
     "IGNORE_INDEX",
+    "MAD_TASKS",
     "MQAR",
     "PAD",
+    "PRESETS",
     "SEP",
     "SYNTHETIC_TASKS",
     "TASKS",
@@ -49,6 +57,12 @@ __all__ = [
     "Files",
     "HFDataset",
     "InvalidUTF8Warning",
+    "MadCompression",
+    "MadFuzzyRecall",
+    "MadMemorization",
+    "MadNoisyRecall",
+    "MadRecall",
+    "MadSelectiveCopy",
     "NeedleInHaystack",
     "NoisyRecall",
     "SelectiveCopy",
@@ -66,6 +80,8 @@ __all__ = [
     "iter_batches",
     "load_corpus",
     "load_tokenizer",
+    "mad_preset",
+    "mad_scores",
     "open_source",
     "parse_data_spec",
     "parse_data_specs",

@@ -22,6 +22,12 @@ from pydantic import Field, TypeAdapter, ValidationError
 
 from miras_search.data._task import Split
 from miras_search.data.batch import Batch, generator
+from miras_search.data.mad_compression import MadCompression
+from miras_search.data.mad_copy import MadSelectiveCopy
+from miras_search.data.mad_fuzzy_recall import MadFuzzyRecall
+from miras_search.data.mad_memorization import MadMemorization
+from miras_search.data.mad_recall import MadNoisyRecall, MadRecall
+from miras_search.data.mad_suite import MAD_TASKS
 from miras_search.data.mqar import MQAR
 from miras_search.data.niah import NeedleInHaystack
 from miras_search.data.noisy_recall import NoisyRecall
@@ -31,11 +37,12 @@ from miras_search.data.vocab import VOCAB_SIZE
 from miras_search.errors import ConfigError, MirasError, Problem
 
 DataSpec = Annotated[
-    MQAR | NoisyRecall | SelectiveCopy | NeedleInHaystack | TextCorpus | Files | HFDataset,
+    MQAR | NoisyRecall | SelectiveCopy | NeedleInHaystack | TextCorpus | Files | HFDataset
+    | MadRecall | MadFuzzyRecall | MadNoisyRecall | MadSelectiveCopy | MadCompression | MadMemorization,
     Field(discriminator="task"),
 ]
-TASKS = ("mqar", "noisy_recall", "selective_copy", "niah", "text", "files", "hf")
-SYNTHETIC_TASKS = ("mqar", "noisy_recall", "selective_copy", "niah")
+TASKS = ("mqar", "noisy_recall", "selective_copy", "niah", "text", "files", "hf", *MAD_TASKS)
+SYNTHETIC_TASKS = ("mqar", "noisy_recall", "selective_copy", "niah", *MAD_TASKS)
 
 _ONE = TypeAdapter(DataSpec)
 _MANY = TypeAdapter(list[DataSpec])

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from miras_search.data import DataSpec
+from miras_search.data import PRESETS, DataSpec
 from miras_search.data.text_sources import TextCorpus
 from miras_search.schema import ModelPoint
 from miras_search.schema._base import Schema
@@ -61,7 +61,10 @@ def _default_data() -> list[Any]:
 class TrialConfig(Schema):
     """How one point is trained and measured. Budget fields override the point's ``train``."""
 
-    data: list[DataSpec] = Field(default_factory=_default_data, min_length=1)
+    data: list[DataSpec] = Field(
+        default_factory=_default_data, min_length=1,
+        description=f"Data sources, or the name of a preset data list: {', '.join(PRESETS)}.",
+    )
     tokens: int | None = Field(
         None, ge=1,
         description="Training tokens (default: point.train.tokens), rounded down to whole batches.",
@@ -85,6 +88,17 @@ class TrialConfig(Schema):
         "shared by the trials running side by side.",
     )
     objective: Objective = Field(default_factory=Objective)
+
+    @field_validator("data", mode="before")
+    @classmethod
+    def _preset(cls, value: Any) -> Any:
+        """A preset's name (``data: mad``) stands for its data list (data.mad_suite.PRESETS)."""
+        if isinstance(value, str):
+            if value not in PRESETS:
+                raise ValueError(f"'{value}' is not a data preset; the presets are {', '.join(PRESETS)}, "
+                                 "or give a list of data sources")
+            return [dict(spec) for spec in PRESETS[value]]
+        return value
 
     def apply(self, point: ModelPoint) -> ModelPoint:
         """``point`` with this config's budget and seed in its ``train`` section (re-validated)."""

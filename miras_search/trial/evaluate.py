@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from miras_search.data import IGNORE_INDEX, SYNTHETIC_TASKS, DataMix
+from miras_search.data import IGNORE_INDEX, SYNTHETIC_TASKS, DataMix, mad_scores
 from miras_search.data.metrics import AnswerCounts, answer_counts
 
 LN2 = math.log(2.0)
@@ -67,8 +67,10 @@ def evaluate(model: nn.Module, mix: DataMix, *, batches: int, batch_size: int, s
     for EXACT_MATCH_TASKS); for text sources ``bpb/<source>`` (bits per UTF-8 byte of the
     scored text); and over the text sources ``val_loss`` (nats per token) and ``val_bpb``
     (their summed bits over their summed bytes). Without text sources, ``val_loss`` is the mean
-    over sources. Bytes are exact for the byte tokenizer (an end-of-document token covers none)
-    and the validation split's bytes per token for a tokenizer.json.
+    over sources. With MAD tasks in the mix, ``mad/<task>`` (mean accuracy over that task's
+    sources) and ``mad_score`` (their mean over the tasks, MAD's aggregate; data.mad_suite).
+    Bytes are exact for the byte tokenizer (an end-of-document token covers none) and the
+    validation split's bytes per token for a tokenizer.json.
     """
     was_training = model.training
     model.eval()
@@ -108,5 +110,9 @@ def evaluate(model: nn.Module, mix: DataMix, *, batches: int, batch_size: int, s
     accuracies = [v for k, v in metrics.items() if k.startswith("acc/")]
     if accuracies:
         metrics["acc_mean"] = sum(accuracies) / len(accuracies)
+    metrics.update(mad_scores(
+        (spec.task, metrics[f"acc/{label}"]) for spec, label in zip(mix.specs, source_labels(mix), strict=True)
+        if f"acc/{label}" in metrics
+    ))
     model.train(was_training)
     return metrics
