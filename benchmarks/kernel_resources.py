@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 import triton
+
 from miras_search.kernels import BiasConfig
 from miras_search.kernels.compile_check import compile_for_gpu, resource_usage
 from miras_search.kernels.matrix_chunk.chunk import compile_specs as matrix_specs

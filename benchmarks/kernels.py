@@ -32,8 +32,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from miras_search.kernels.matrix_chunk import chunk_matrix_memory, naive_chunk_matrix_memory
 from triton.testing import do_bench
+
+from miras_search.kernels.matrix_chunk import chunk_matrix_memory, naive_chunk_matrix_memory
 
 DEVICE = "cuda"
 

@@ -114,8 +114,8 @@ def test_token_tensors_past_int32_run_pytorch(monkeypatch):
     kernel says so and auto takes the PyTorch form (shapes on the meta device: nothing is
     allocated; on CPU the forced kernel would run in the interpreter)."""
     import triton
-    from miras_search.kernels.limits import MAX_TOKEN_ELEMENTS, token_tensor_problem
 
+    from miras_search.kernels.limits import MAX_TOKEN_ELEMENTS, token_tensor_problem
     from miras_search.memory.kernel_path import kernel_problem
 
     assert token_tensor_problem(1, MAX_TOKEN_ELEMENTS, 1, 1) is None
@@ -154,8 +154,8 @@ def test_trials_report_which_memory_layers_ran_a_kernel():
 @pytest.mark.gpu
 def test_auto_leaves_triton_versions_older_than_the_limits_alone(monkeypatch):
     import triton
-    from miras_search.kernels.limits import triton_calibrated
 
+    from miras_search.kernels.limits import triton_calibrated
     from miras_search.memory.kernel_path import kernel_problem
 
     assert triton_calibrated("3.6.0") and triton_calibrated("3.10.1") and triton_calibrated("4.0.0")

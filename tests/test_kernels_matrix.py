@@ -18,13 +18,6 @@ CUDA = torch.cuda.is_available()  # without it, conftest.py has set TRITON_INTER
 import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
 from kernel_checks import assert_last_head_as_alone, rel_err  # noqa: E402
-from miras_search.kernels.common import _slot  # noqa: E402
-from miras_search.kernels.matrix_chunk import (  # noqa: E402
-    chunk_matrix_memory,
-    naive_chunk_matrix_memory,
-    recurrent_matrix_memory,
-)
-from miras_search.kernels.matrix_chunk.chunk import _launch_config, pick_backward  # noqa: E402
 
 from miras_search.kernels import (  # noqa: E402
     BIAS_KINDS,
@@ -33,6 +26,13 @@ from miras_search.kernels import (  # noqa: E402
     available,
     kernel_for,
 )
+from miras_search.kernels.common import _slot  # noqa: E402
+from miras_search.kernels.matrix_chunk import (  # noqa: E402
+    chunk_matrix_memory,
+    naive_chunk_matrix_memory,
+    recurrent_matrix_memory,
+)
+from miras_search.kernels.matrix_chunk.chunk import _launch_config, pick_backward  # noqa: E402
 
 DEVICE = "cuda" if CUDA else "cpu"
 NAMES = ("q", "k", "v", "eta", "alpha", "theta", "delta", "initial_state")
@@ -438,7 +438,6 @@ def test_shape_problem_keeps_row_norm_biases_to_the_rows_that_fit():
     """auto dispatch must see the row-norm limit too, or a wide fp32 point would raise inside
     the kernel instead of running the PyTorch form."""
     from miras_search.kernels.dispatch import shape_problem
-
     from miras_search.presets import preset
     from miras_search.schema import ModelPoint
 

@@ -17,19 +17,19 @@ import torch.nn.functional as F
 CUDA = torch.cuda.is_available()  # without it, conftest.py has set TRITON_INTERPRET=1
 
 from kernel_checks import assert_last_head_as_alone, per_head_preset, rel_err  # noqa: E402
-from miras_search.kernels.dispatch import bias_config, shape_problem  # noqa: E402
-from miras_search.kernels.limits import mlp_shape_problem  # noqa: E402
-from miras_search.kernels.mlp_chunk import (  # noqa: E402
-    MlpMemoryConfig,
-    chunk_mlp_memory,
-    naive_chunk_mlp_memory,
-)
 
 from miras_search.kernels import (  # noqa: E402
     BiasConfig,
     KernelFallbackWarning,
     KernelInputError,
     kernel_for,
+)
+from miras_search.kernels.dispatch import bias_config, shape_problem  # noqa: E402
+from miras_search.kernels.limits import mlp_shape_problem  # noqa: E402
+from miras_search.kernels.mlp_chunk import (  # noqa: E402
+    MlpMemoryConfig,
+    chunk_mlp_memory,
+    naive_chunk_mlp_memory,
 )
 from miras_search.memory import MemoryGates, MemoryRule, memory_forward  # noqa: E402
 from miras_search.presets import preset  # noqa: E402

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from miras_search.kernels.dispatch import bias_config
-from miras_search.kernels.matrix_chunk import naive_chunk_matrix_memory
 
 from miras_search.kernels import kernel_for
+from miras_search.kernels.dispatch import bias_config
+from miras_search.kernels.matrix_chunk import naive_chunk_matrix_memory
 from miras_search.memory import MemoryGates, MemoryRule, memory_forward
 from miras_search.schema import ModelPoint
 from miras_search.schema.bias import AttentionalBias
