@@ -11,9 +11,9 @@ import miras_search
 
 ROOT = Path(miras_search.__file__).parent
 LAYER = {
-    "errors": 0, "yamlio": 1, "redact": 1, "merge": 1, "schema": 1, "validation": 2,
+    "errors": 0, "primitives": 0, "yamlio": 1, "redact": 1, "merge": 1, "schema": 1, "validation": 2,
     "schema_paths": 3, "presets": 3, "points": 4, "space": 4, "kernels": 4, "memory": 5,
-    "model": 6, "data": 6, "trial": 7, "study": 8,
+    "model": 6, "data": 6, "testing": 6, "trial": 7, "study": 8,
     "parallel": 9, "tracking": 9, "report": 9, "hf": 9,  # side by side: none imports another
     "cli": 10, "__main__": 11, "__init__": 11,
 }

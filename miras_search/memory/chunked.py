@@ -24,6 +24,8 @@ import torch
 from torch import Tensor
 
 from miras_search.memory.inputs import MemoryInputs, layer_gates
+from miras_search.memory.mirror_read import mirror_chunk_read, mirror_diagonal_read
+from miras_search.memory.networks import DiagonalLayer
 from miras_search.memory.recurrent import input_widths, memory_gradients, recurrent_step
 from miras_search.memory.rule import MemoryRule, MemoryState
 
@@ -148,10 +150,15 @@ def chunk_update(rule: MemoryRule, state: MemoryState, x: MemoryInputs,
 
     def read(layer: int, z: Tensor) -> Tensor:
         d = decays[layer]
-        out = retention.chunk_read(
-            network.layers[layer], state.w[layer], a_prev[layer], bases[layer], d.beta,
-            s_prev[layer], d.m, d.coef, deltas[layer], eta_x[layer], z,
-        )
+        if retention.maps_each_token:  # kl: each token reads c softmax_row of its log-space state
+            read_map = mirror_diagonal_read if network.layers[layer] is DiagonalLayer else mirror_chunk_read
+            out = read_map(a_prev[layer], retention.scale, d.beta, s_prev[layer], d.m, d.coef,
+                           deltas[layer], eta_x[layer], z)
+        else:
+            out = retention.chunk_read(
+                network.layers[layer], state.w[layer], a_prev[layer], bases[layer], d.beta,
+                s_prev[layer], d.m, d.coef, deltas[layer], eta_x[layer], z,
+            )
         return out if scales[layer] is None else out * scales[layer]
 
     y, _ = network.run(read, x.q)

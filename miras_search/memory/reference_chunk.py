@@ -15,7 +15,6 @@ from miras_search.memory.chunked import ChunkDecay, chunked
 from miras_search.memory.inputs import MemoryInputs, layer_gates
 from miras_search.memory.recurrent import gradient_point, input_widths, memory_gradients
 from miras_search.memory.rule import MemoryRule, MemoryState
-from miras_search.schema.retention import KLRetention
 
 
 def _chunk(rule: MemoryRule, state: MemoryState, x: MemoryInputs,
@@ -58,7 +57,7 @@ def _chunk(rule: MemoryRule, state: MemoryState, x: MemoryInputs,
             )
             outputs.append(network.forward(end.w, tok.q))
         else:
-            if isinstance(retention, KLRetention):  # every token reads the exact map of its log-space sum
+            if retention.maps_each_token:  # every token reads the exact map of its log-space sum
                 weights = [retention.end_map(raw)[0] for raw in u_end]
             else:
                 weights = [u_l if sc is None else u_l * sc for u_l, sc in zip(u, scale, strict=True)]

@@ -22,7 +22,7 @@ torch.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -32,8 +32,6 @@ from miras_search.schema.gates import Gate, check_gate_range, gate_field
 
 if TYPE_CHECKING:
     from torch import Tensor
-
-    from miras_search.memory.networks import Layer
 
 
 def _decay(w: Tensor, alpha: Tensor | None) -> Tensor:
@@ -55,6 +53,9 @@ class RetentionGate(AxisOption):
     """Whether the rule keeps an auxiliary state ``a`` beside W (lq: A; kl: log W)."""
     lag_token: ClassVar[bool] = False
     """Whether each chunk starts with one exact micro-step (kl)."""
+    maps_each_token: ClassVar[bool] = False
+    """Whether each token inside a chunk reads the exact map of its log-space state (kl: c
+    softmax_row, miras_search.memory.mirror_read) rather than the linear form grown from W_0."""
 
     def update(self, w: Tensor, a: Tensor | None, step: Tensor,
                alpha: Tensor | None) -> tuple[Tensor, Tensor | None]:
@@ -107,7 +108,7 @@ class RetentionGate(AxisOption):
         linear base, unless the rule carries that state itself (kl: log W in ``a``)."""
         return self.end_base(self.linear_base(w, a))
 
-    def chunk_read(self, layer: Layer, w: Tensor, a: Tensor | None, base: Tensor, beta: Tensor,
+    def chunk_read(self, layer: Any, w: Tensor, a: Tensor | None, base: Tensor, beta: Tensor,
                    s0: Tensor | None, m: Tensor | None, coef: Tensor | None, delta: Tensor,
                    ex: Tensor, z: Tensor) -> Tensor:
         """U_t z_t inside a chunk (before the read scale): the linear form grown from ``base``
@@ -231,7 +232,7 @@ class KLRetention(_Decaying):
 
     Rows are the last (input) dim of each weight. Inside a chunk the log-space state is linear in
     the steps (all taken at the chunk-start W_0) and every token reads its own exact map of it
-    (``chunk_read``).
+    (``maps_each_token``; miras_search.memory.mirror_read).
 
     The rule carries log W = log c + log_softmax_row(raw) itself (the auxiliary state ``a``)
     rather than taking the log of W: entries of W that underflow float32 (1e-38 is reached
@@ -244,6 +245,7 @@ class KLRetention(_Decaying):
     learned_init: ClassVar[bool] = True
     carries_aux: ClassVar[bool] = True
     lag_token: ClassVar[bool] = True
+    maps_each_token: ClassVar[bool] = True
 
     def _mapped(self, raw: Tensor) -> tuple[Tensor, Tensor]:
         log_w = primitives.kl_log_weights(raw, self.scale)
@@ -267,16 +269,6 @@ class KLRetention(_Decaying):
 
     def end_map(self, raw: Tensor) -> tuple[Tensor, Tensor | None]:
         return self._mapped(raw)
-
-    def chunk_read(self, layer: Layer, w: Tensor, a: Tensor | None, base: Tensor, beta: Tensor,
-                   s0: Tensor | None, m: Tensor | None, coef: Tensor | None, delta: Tensor,
-                   ex: Tensor, z: Tensor) -> Tensor:
-        """Each token reads c softmax_row of its log-space state (miras_search.memory.mirror_read)."""
-        from miras_search.memory import mirror_read  # the memory ops sit above the schemas
-        from miras_search.memory.networks import DiagonalLayer
-
-        read = mirror_read.mirror_diagonal_read if layer is DiagonalLayer else mirror_read.mirror_chunk_read
-        return read(a, self.scale, beta, s0, m, coef, delta, ex, z)
 
 
 class ElasticRetention(_Decaying):
