@@ -118,7 +118,10 @@ def test_status_watch_into_a_pipe_prints_the_table(tmp_path):
         time.sleep(0.5)
         seen += proc.stdout.read() or b""
     proc.send_signal(signal.SIGINT)
-    proc.wait(timeout=60)
+    # communicate drains both pipes: a child blocked on a full stderr pipe would never exit
+    os.set_blocking(proc.stdout.fileno(), True)
+    rest, _ = proc.communicate(timeout=120)
+    seen += rest or b""
     assert b"best so far" in seen and b"4 complete" in seen
 
 
