@@ -109,8 +109,11 @@ def test_status_and_the_leaderboard_fit_80_columns(tmp_path):
 def test_status_watch_into_a_pipe_prints_the_table(tmp_path):
     study = fake_study(tmp_path)
     env = {**os.environ, "COLUMNS": "80"}
+    # a child inherits an ignored SIGINT (an earlier test in this process may leave it ignored),
+    # and Python then never raises KeyboardInterrupt: start it with the default disposition
     proc = subprocess.Popen([sys.executable, "-m", "miras_search", "status", str(study), "--watch"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=tmp_path)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=tmp_path,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120  # a busy CI machine imports slowly
     seen = b""
     os.set_blocking(proc.stdout.fileno(), False)
