@@ -30,9 +30,10 @@ _SCALE_FREE_ALPHA = {"mode": "head", "value": 0.999}
 _CHANNEL = {"mode": "channel", "rank": 32}
 # Mamba2's decay alpha = exp(-A softplus(w . x + b)) with its initial ranges: A uniform in [1, 16],
 # dt log-uniform in [1e-3, 0.1] (heads start between 0.2 and 0.999); Gated DeltaNet (and
-# fla's DeltaProduct) draw A from [0, 16].
-_MAMBA2_DECAY = {"mode": "mamba", "a_init": [1.0, 16.0], "dt_init": [0.001, 0.1]}
-_GDN_DECAY = {"mode": "mamba", "a_init": [0.0, 16.0], "dt_init": [0.001, 0.1]}
+# fla's DeltaProduct) draw A from [0, 16]. (value is unused by this mode, as by retnet's schedule;
+# it is kept inside the spaces' range so that a space can encode the preset.)
+_MAMBA2_DECAY = {"mode": "mamba", "value": 0.95, "a_init": [1.0, 16.0], "dt_init": [0.001, 0.1]}
+_GDN_DECAY = {"mode": "mamba", "value": 0.95, "a_init": [0.0, 16.0], "dt_init": [0.001, 0.1]}
 
 PRESET_AXES: dict[str, dict[str, Any]] = {
     "linear_attention": {

@@ -114,7 +114,7 @@ class GateProducer(nn.Module):
         self.n_heads, self.channels, self.steps = n_heads, channels, steps
         self.squash = squashing(name, gate.value)
         if gate.mode in ALPHA_ONLY_MODES and name != "alpha":
-            raise ValueError(f"{name}: mode '{gate.mode}' is a decay parameterization for alpha only")
+            raise ValueError(f"{name}: mode '{gate.mode}' is a decay schedule for alpha only")
         self.mamba_ranges = gate.mamba_ranges
         self.log_a: nn.Parameter | None = None
         per_token = n_heads * steps * (channels if gate.mode == "channel" else 1)

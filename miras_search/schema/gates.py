@@ -99,7 +99,5 @@ def check_gate_range(gate: Gate, name: str, low: float, high: float, high_open: 
         bound = f"{high})" if high_open else f"{high}]"
         raise ValueError(f"{name}.value must lie in ({low}, {bound}, got {gate.value}")
     if gate.mode in ALPHA_ONLY_MODES and name != "alpha":
-        raise ValueError(
-            f"{name}.mode '{gate.mode}' is a decay parameterization; only the retention gate alpha "
-            "has it"
-        )
+        what = "a decay schedule" if gate.mode in FIXED_SCHEDULES else "Mamba2's decay parameterization"
+        raise ValueError(f"{name}.mode '{gate.mode}' is {what}; only the retention gate alpha has it")
