@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
+import io
 import math
 import statistics
 import sys
@@ -265,8 +266,25 @@ def main(argv: list[str] | None = None) -> None:
             rows.append(row)
             print(f"# {name} T={seq_len}: {row.tokens_per_s(tokens[seq_len]) or 0:,.0f} tokens/s {row.note}",
                   flush=True)
+            if args.out is not None:  # as it goes: a run cut short keeps the rows it has
+                write(args.out, render(rows, tokens, size, device, args, final=False), argv)
+    text = render(rows, tokens, size, device, args, final=True)
+    print(text)
+    if args.out is not None:
+        write(args.out, text, argv)
+
+
+def write(path: Path, text: str, argv: list[str] | None) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    command = "python benchmarks/lm_gpu.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    path.write_text(f"# Whole model at the paper's size\n\nCommand: `{command.strip()}`\n\n```\n{text}```\n")
+
+
+def render(rows: list[Row], tokens: dict[int, int], size: Size, device: torch.device,
+           args: argparse.Namespace, final: bool) -> str:
+    """The table and the goals' verdicts as text."""
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu, 1 thread"
-    console = Console(record=True, width=220)
+    console = Console(record=True, width=220, file=io.StringIO())
     table = Table(title=f"whole-model train step (fwd+bwd+clip+AdamW), d_model {size.d_model}, "
                         f"{size.n_layers} layers, {size.n_heads} heads of {size.d_model // size.n_heads}, "
                         f"{'bf16 autocast' if device.type == 'cuda' else 'fp32'}, {where}; median of "
@@ -287,14 +305,9 @@ def main(argv: list[str] | None = None) -> None:
             row.kernel, row.note,
         )
     console.print(table)
-    verdicts = goals(rows, tokens)
-    for line in verdicts:
+    for line in goals(rows, tokens) if final else ["(still running)"]:
         console.print(line)
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        command = "python benchmarks/lm_gpu.py " + " ".join(argv if argv is not None else sys.argv[1:])
-        args.out.write_text(f"# Whole model at the paper's size\n\nCommand: `{command.strip()}`\n\n"
-                            f"```\n{console.export_text()}```\n")
+    return console.export_text()
 
 
 if __name__ == "__main__":
