@@ -182,3 +182,56 @@ def test_fla_kernels_match_the_float64_recurrence(name: str, length: int) -> Non
     have = torch.autograd.grad((got.double().cpu() * weight).sum(), [qc, kc, vc, gc.eta])
     for leaf_want, leaf_have in zip(want, have, strict=True):
         assert _rel(leaf_have.double().cpu(), leaf_want) < 5e-2
+
+
+# --- the dispatch, with fla's kernels stood in for by its naive functions ----------------------
+
+@pytest.fixture
+def fla_here(monkeypatch):
+    """As on a CUDA machine with fla installed: every covered call takes the fla path, whose
+    kernels are fla's naive functions here. Yields the ops called."""
+    pytest.importorskip("fla.ops", reason="fla-core is not installed")
+    import miras_search.memory.fla_path as fla_path
+    import miras_search.memory.kernel_path as kernel_path
+
+    def problem(rule, q, mode="chunked", chunk_form="minibatch"):
+        op, reason = fla_op(rule, mode, chunk_form)
+        return reason if op is None else None
+
+    called: list[str] = []
+
+    def run(call):
+        called.append(call.op)
+        return _naive(call).to(call.q.dtype)
+
+    monkeypatch.setattr(fla_path, "fla_problem", problem)
+    monkeypatch.setattr(kernel_path, "fla_problem", problem)
+    monkeypatch.setattr(fla_path, "run_fla", run)
+    return called
+
+
+@pytest.mark.parametrize("name", ["gated_deltanet", "deltaproduct", "gla", "retnet"])
+def test_memory_forward_auto_routes_covered_points_to_fla(fla_here, name):
+    rule, form = _rule_and_form(name)
+    q, k, v, gates, params = random_inputs(rule, 2, 37, 2, 8, channel=_channel(rule))
+    expected = memory_forward(rule, q, k, v, gates, params, mode="recurrent")
+    got = memory_forward(rule, q, k, v, gates, params, chunk_size=16, chunk_form=form, kernel="auto")
+    assert fla_here == [COVERED[name]]
+    assert _rel(got, expected) < 1e-5
+    # 'torch' never takes it, and neither does the token-by-token reference
+    memory_forward(rule, q, k, v, gates, params, chunk_size=16, chunk_form=form, kernel="torch")
+    memory_forward(rule, q, k, v, gates, params, mode="recurrent", kernel="auto")
+    assert fla_here == [COVERED[name]]
+
+
+def test_a_model_reports_its_fla_layers_as_on_a_kernel(fla_here):
+    from miras_search.model import build_model
+
+    model = build_model(preset("gated_deltanet", block={"d_model": 32, "n_heads": 2, "n_layers": 2}), "cpu")
+    tokens = torch.randint(0, 256, (2, 19))
+    model(tokens, tokens)
+    assert model.kernel_problems() == [None, None]
+    assert fla_here == ["gated_delta_rule", "gated_delta_rule"]
+    moneta = build_model(preset("moneta", block={"d_model": 32, "n_heads": 2, "n_layers": 1}), "cpu")
+    moneta(tokens, tokens)
+    assert all(problem is not None for problem in moneta.kernel_problems())
