@@ -224,14 +224,28 @@ def test_memory_forward_auto_routes_covered_points_to_fla(fla_here, name):
     assert fla_here == [COVERED[name]]
 
 
-def test_a_model_reports_its_fla_layers_as_on_a_kernel(fla_here):
+@pytest.mark.parametrize("name", sorted(COVERED))
+def test_a_model_runs_its_covered_layers_on_fla_with_the_same_output(fla_here, name):
+    """The block's own gates (constant, retnet, per-head, channel-wise, HGRN2's key) go through
+    the mapping: the model's loss equals the PyTorch path's."""
     from miras_search.model import build_model
 
-    model = build_model(preset("gated_deltanet", block={"d_model": 32, "n_heads": 2, "n_layers": 2}), "cpu")
+    point = preset(name, block={"d_model": 32, "n_heads": 2, "n_layers": 2})
+    torch.manual_seed(0)
+    model = build_model(point, "cpu").double()
     tokens = torch.randint(0, 256, (2, 19))
-    model(tokens, tokens)
+    _, loss = model(tokens, tokens)
     assert model.kernel_problems() == [None, None]
-    assert fla_here == ["gated_delta_rule", "gated_delta_rule"]
+    assert fla_here == [COVERED[name]] * 2
+    model.set_memory_form(mode="recurrent")
+    _, reference = model(tokens, tokens)
+    assert abs(loss.item() - reference.item()) < 1e-5 * abs(reference.item())
+
+
+def test_layers_fla_does_not_cover_report_why(fla_here):
+    from miras_search.model import build_model
+
+    tokens = torch.randint(0, 256, (2, 19))
     moneta = build_model(preset("moneta", block={"d_model": 32, "n_heads": 2, "n_layers": 1}), "cpu")
     moneta(tokens, tokens)
     assert all(problem is not None for problem in moneta.kernel_problems())
