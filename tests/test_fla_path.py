@@ -139,6 +139,22 @@ def test_mapping_matches_fla_naive_forward_and_gradients(name: str, length: int)
         assert _rel(leaf_have, leaf_want) < 1e-4
 
 
+@pytest.mark.parametrize("name", ["deltaproduct", "gated_deltanet", "retnet", "gla"])
+def test_one_head_and_trailing_unit_gates_map_too(name: str) -> None:
+    """H = 1 (a per-head gate [B, T, 1] is not a channel-wise one) and gates given as [..., H, 1]."""
+    pytest.importorskip("fla.ops", reason="fla-core is not installed")
+    rule, form = _rule_and_form(name)
+    q, k, v, gates, params = random_inputs(rule, 2, 7, 1, 8, channel=_channel(rule))
+    expected = memory_forward(rule, q, k, v, gates, params, mode="recurrent")
+    op = fla_op(rule, "chunked", form)[0]
+    assert _rel(_naive(fla_call(rule, q, k, v, gates, params, torch.float64, op)).double(), expected) < 1e-5
+    if not _channel(rule):
+        unit = type(gates)(**{f: None if getattr(gates, f) is None else getattr(gates, f).unsqueeze(-1)
+                              for f in ("eta", "alpha", "theta", "delta")})
+        got = _naive(fla_call(rule, q, k, v, unit, params, torch.float64, op)).double()
+        assert _rel(got, expected) < 1e-5
+
+
 def test_the_check_sees_a_wrong_convention() -> None:
     """The naive comparison fails when the read scale is fla's default K^-0.5 instead of 1."""
     pytest.importorskip("fla.ops", reason="fla-core is not installed")

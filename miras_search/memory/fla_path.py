@@ -139,9 +139,15 @@ def fla_problem(rule: MemoryRule, q: Tensor, mode: str = "chunked",
     return fla_import_problem(op)
 
 
-def _squeeze_head(gate: Tensor) -> Tensor:
-    """A per-head gate [..., H] or [..., H, 1] as [..., H]."""
-    return gate.squeeze(-1) if gate.shape[-1] == 1 and gate.dim() >= 4 else gate
+def _per_head_gate(gate: Tensor, dims: int) -> Tensor:
+    """A per-head gate with ``dims`` dims ([B, T, H], or [B, T, n, H] for multistep eta), or
+    with a trailing channel of 1, as the former (decided by the dims, not the sizes: H may be 1)."""
+    if gate.dim() == dims + 1 and gate.shape[-1] == 1:
+        return gate.squeeze(-1)
+    if gate.dim() != dims:
+        raise ValueError(f"a per-head gate must be {dims}-dimensional (or with a trailing 1), "
+                         f"got shape {tuple(gate.shape)}")
+    return gate
 
 
 def fla_call(rule: MemoryRule, q: Tensor, k: Tensor, v: Tensor, gates: MemoryGates,
@@ -165,7 +171,10 @@ def fla_call(rule: MemoryRule, q: Tensor, k: Tensor, v: Tensor, gates: MemoryGat
     if rule.learned_init:
         state = rule.initial_state(params, batch, heads, key_dim, value_dim, wide, q.device)
         initial = state.w[0].mT.contiguous()  # W_0 [B, H, V, K] -> h_0 [B, H, K, V]
-    log_alpha = None if gates.alpha is None else torch.log(_squeeze_head(gates.alpha.to(wide)))
+    alpha = gates.alpha
+    if alpha is not None and op != "gla":
+        alpha = _per_head_gate(alpha, 3)
+    log_alpha = None if alpha is None else torch.log(alpha.to(wide))  # [B, T, H] (gla: [B, T, H, K])
     if op in ("simple_gla", "gla"):
         eta = gates.eta.to(wide)
         eta = eta.unsqueeze(-1) if eta.dim() == 3 else eta  # [B, T, H, 1 or K]
@@ -174,7 +183,7 @@ def fla_call(rule: MemoryRule, q: Tensor, k: Tensor, v: Tensor, gates: MemoryGat
     if steps > 1:
         k = rearrange(k, "b t n h d -> b (t n) h d")
         v = rearrange(v, "b t n h d -> b (t n) h d")
-    eta = _squeeze_head(gates.eta.to(wide))
+    eta = _per_head_gate(gates.eta.to(wide), 4 if steps > 1 else 3)
     if steps > 1:
         eta = rearrange(eta, "b t n h -> b (t n) h")
     if rule.algorithm == "implicit":  # Longhorn: the closed form's step eta / (1 + eta ||k||^2)
