@@ -16,7 +16,7 @@ from miras_search.memory.gates import MemoryGates
 from miras_search.memory.generalized_delta import generalized_delta
 from miras_search.memory.inputs import MemoryInputs, prepare_inputs
 from miras_search.memory.kernel_path import KernelChoice, kernel_forward
-from miras_search.memory.materialised import materialised_chunk
+from miras_search.memory.materialised import checkpointed_chunk
 from miras_search.memory.recurrent import recurrent
 from miras_search.memory.rule import MemoryRule, MemoryState
 
@@ -123,7 +123,7 @@ def memory_forward(
             else:
                 y = exact_delta(x, state.w[0], chunk_size)
         elif rule.materialised_chunks:  # Atlas's muon / Omega window
-            y = chunked(rule, x, state, chunk_size, update=materialised_chunk)
+            y = chunked(rule, x, state, chunk_size, update=checkpointed_chunk)
         else:
             y = chunked(rule, x, state, chunk_size)
         return x.token_outputs(y).to(out_dtype)

@@ -17,11 +17,14 @@ of one token, an approximation for longer ones, as the paper's own. Then, all at
 with Theta_t = prod_{j<=t} theta_j. Memory O(chunk * weights) per chunk: the weights W_t and the
 momenta S_t of every token of the chunk exist at once ([B, H, b, out, in] per layer).
 Covers linear retentions (none, l2) on matrix and MLP memories (``ModelPoint`` refuses others).
+``memory_forward`` runs it checkpointed (``checkpointed_chunk``): per-token weights are
+recomputed in the backward pass rather than kept for every token of the sequence.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.utils.checkpoint
 from torch import Tensor
 
 from miras_search.memory.chunked import ChunkDecay
@@ -29,6 +32,10 @@ from miras_search.memory.inputs import MemoryInputs, layer_gates
 from miras_search.memory.recurrent import input_widths, memory_gradients
 from miras_search.memory.rule import MemoryRule, MemoryState
 from miras_search.primitives import decay_matrix, newton_schulz
+
+CHECKPOINT_FLOATS = 2**24
+"""Per-token weights of one chunk (floats, batch and heads included) from which the chunk is
+checkpointed: 64 MB in float32."""
 
 
 def _ratio_matrix(log_cum: Tensor) -> Tensor:
@@ -96,3 +103,18 @@ def materialised_chunk(rule: MemoryRule, state: MemoryState, x: MemoryInputs,
         None if momenta is None else [s[:, :, -1] for s in momenta],
     )
     return y, end
+
+
+def checkpointed_chunk(rule: MemoryRule, state: MemoryState, x: MemoryInputs,
+                       decay: ChunkDecay | None = None) -> tuple[Tensor, MemoryState]:
+    """``materialised_chunk`` whose per-token weights autograd does not keep: the backward pass
+    recomputes them chunk by chunk (``torch.utils.checkpoint``), so training keeps the states at
+    chunk boundaries plus one chunk's per-token weights instead of every token's. Chunks whose
+    per-token weights stay below ``CHECKPOINT_FLOATS`` run without it (the recomputation about
+    doubles their time, and they fit anyway)."""
+    floats = sum(w.numel() for w in state.w) * x.length  # one chunk's per-token weights
+    if not torch.is_grad_enabled() or floats < CHECKPOINT_FLOATS:
+        return materialised_chunk(rule, state, x, decay)
+    return torch.utils.checkpoint.checkpoint(
+        materialised_chunk, rule, state, x, decay, use_reentrant=False
+    )

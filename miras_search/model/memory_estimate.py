@@ -102,6 +102,18 @@ def _token_floats(point: ModelPoint) -> int:
     return 12 * d + 3 * qkv + 6 * h * v + 6 * hidden
 
 
+def materialised(point: ModelPoint) -> bool:
+    """Whether the chunked form keeps per-token weights (Atlas's muon and Omega window)."""
+    return point.algorithm.kind == "muon" or point.bias.window > 1
+
+
+def _materialised_copies(point: ModelPoint) -> int:
+    """State-sized tensors per token of one chunk of the materialised chunked form (checkpointed:
+    only the chunk being recomputed has them): the weights, the step, the gradient sum, and
+    Muon's Newton-Schulz iterates (3 per iteration)."""
+    return 4 + 3 * getattr(point.algorithm, "ns_steps", 0)
+
+
 def _span(context: int, window: int | None) -> int:
     return context if window is None else min(window, context)
 
@@ -120,6 +132,8 @@ def estimate_memory(point: ModelPoint, eval_batch_size: int | None = None) -> Me
         if kind == "memory" and point.memory.kind != "none":
             copies = _STATE_COPIES_RECURRENT if chunk == 1 else _STATE_COPIES
             states += batch * math.ceil(context / chunk) * memory_state_size(point, context) * copies
+            if chunk > 1 and materialised(point):  # one chunk's per-token weights (recomputed)
+                states += batch * chunk * memory_state_size(point, context) * _materialised_copies(point)
             if block.hybrid == "samba":
                 attention += 2 * batch * block.n_heads * context * _span(context, block.window)
         else:
