@@ -119,7 +119,7 @@ def _check_against_loop(point: ModelPoint, length: int = 9, tol: float = 1e-10) 
         "chunked b=1": memory_forward(rule, q, k, v, gates, params if rule.learned_init else [], chunk_size=1),
     }
     for h in range(heads):
-        def pick(g: torch.Tensor | None) -> torch.Tensor | None:
+        def pick(g: torch.Tensor | None, h: int = h) -> torch.Tensor | None:
             return None if g is None else g[0, :, h]
         expected = _independent(memory, rule.bias.kind, retained, rule.algorithm, q[0, :, h], k[0, :, h],
                                 v[0, :, h], pick(gates.eta), pick(gates.alpha), pick(gates.theta),
@@ -251,6 +251,13 @@ def test_atlas_presets_match_the_papers_step(name: str) -> None:
     _check_against_loop(point)
 
 
+def test_a_window_of_one_drops_gamma() -> None:
+    """``preset: atlas`` with ``bias: {window: 1}`` (as a space or a point file merges them) is the
+    online update, not an error about the window's weights."""
+    point = preset("atlas", bias={**preset("atlas").bias.model_dump(), "window": 1})
+    assert point.bias.window == 1 and point.bias.gamma is None and "gamma" not in point.gates()
+
+
 def test_atlas_presets_axes() -> None:
     atlas, omeganet, deep = (preset(n) for n in ATLAS_MODELS)
     assert (atlas.algorithm.kind, atlas.bias.window > 1, atlas.memory.feature_map.kind) == ("muon", True, "exponential")
@@ -299,7 +306,7 @@ def test_a_plain_point_has_no_atlas_problem() -> None:
 
 
 @pytest.mark.parametrize(("data", "needle"), [
-    ({"bias": {"kind": "l2", "gamma": {"mode": "head"}}}, "only used with window > 1"),
+    ({"bias": {"kind": "l2", "window": 2, "gamma": {"mode": "head", "value": 1.5}}}, "gamma.value"),
     ({"bias": {"kind": "l2", "window": 2}, "algorithm": {"kind": "multistep"}}, "needs algorithm gd, momentum or muon"),
     ({"bias": {"kind": "l2", "window": 2}, "retention": {"kind": "lq"}}, "retention 'none' or 'l2'"),
     ({"algorithm": {"kind": "muon"}, "memory": {"kind": "vector"}}, "memory 'matrix' or 'mlp'"),

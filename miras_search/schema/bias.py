@@ -52,24 +52,29 @@ class AttentionalBias(AxisOption):
     )
     gamma: Gate | None = Field(
         None,
-        description="window > 1 only: the learned weights gamma_i^(t) in (0, 1) of the c - 1 past "
-        "tokens in the window, produced from token t (mode 'channel': one per lag, 'head': one "
-        "shared by the lags, 'constant': fixed); the current token's weight is 1 (eta_t scales "
-        "it). Default when window > 1: channel-wise, 0.5 at init.",
+        description="window > 1 only (dropped with window 1): the learned weights gamma_i^(t) in "
+        "(0, 1) of the c - 1 past tokens in the window, produced from token t (mode 'channel': "
+        "one per lag, 'head': one shared by the lags, 'constant': fixed); the current token's "
+        "weight is 1 (eta_t scales it). Default when window > 1: channel-wise, 0.5 at init.",
     )
 
     @model_validator(mode="before")
     @classmethod
-    def _default_gamma(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("window", 1) not in (1, None) and data.get("gamma") is None:
+    def _gamma_follows_window(cls, data: Any) -> Any:
+        """window > 1 without gamma: the default gamma; window 1: no gamma (a window-1 override
+        of a windowed point, e.g. ``preset: atlas`` with ``bias: {window: 1}``, drops it)."""
+        if not isinstance(data, dict):
+            return data
+        window = data.get("window", 1)
+        if window in (1, None) and data.get("gamma") is not None:
+            data = {key: value for key, value in data.items() if key != "gamma"}
+        elif window not in (1, None) and data.get("gamma") is None:
             data = {**data, "gamma": {"mode": "channel", "value": 0.5}}
         return data
 
     @model_validator(mode="after")
-    def _gamma_with_window(self) -> AttentionalBias:
+    def _gamma_range(self) -> AttentionalBias:
         if self.gamma is not None:
-            if self.window == 1:
-                raise ValueError("gamma (the Omega window's weights) is only used with window > 1")
             check_gate_range(self.gamma, "gamma", 0.0, 1.0)
         return self
 
