@@ -280,6 +280,7 @@ def test_gamma_and_feature_coefficients_are_learned() -> None:
     gammas = [p for n, p in named.items() if ".gates.gamma." in n and n.endswith("proj.bias")]
     assert coefficients and gammas
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in coefficients + gammas)
+    assert all(p.dim() == 1 for p in coefficients)  # flat: the optimiser does not decay them
 
 
 @pytest.mark.parametrize(("axes", "needle"), [

@@ -55,8 +55,9 @@ class MemoryMixer(nn.Module):
         self.feature_map = getattr(point.memory, "feature_map", None)
         if self.feature_map is not None and self.feature_map.kind == "identity":
             self.feature_map = None
+        # sqrt(a_i) per head and degree, flat so that weight decay leaves it alone (as write_mix)
         self.feature_coefficients = (
-            nn.Parameter(torch.tensor(self.feature_map.initial_coefficients()).repeat(h, 1))
+            nn.Parameter(torch.tensor(self.feature_map.initial_coefficients()).repeat(h))
             if self.feature_map is not None and self.feature_map.learned else None
         )
         k_mem = k if self.feature_map is None else self.feature_map.width(k)
@@ -114,8 +115,10 @@ class MemoryMixer(nn.Module):
             q = F.normalize(q, dim=-1)
             key = None if key is None else F.normalize(key, dim=-1)
         if self.feature_map is not None:  # phi(q), phi(k): [B, T, H, features]
-            q = self.feature_map.apply(q, self.feature_coefficients)
-            key = self.feature_map.apply(key, self.feature_coefficients)
+            coefficients = (None if self.feature_coefficients is None
+                            else self.feature_coefficients.view(h, -1))
+            q = self.feature_map.apply(q, coefficients)
+            key = self.feature_map.apply(key, coefficients)
         # gates near 1 (alpha = 0.9999) do not survive bfloat16: they are produced in float32 (or
         # float64 when x is) outside autocast; memory_forward runs its state math in float32 too
         with torch.autocast(device_type=x.device.type, enabled=False):

@@ -21,6 +21,7 @@ that keys and queries go through one real feature map and a_i = c_i^2 >= 0.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from typing import TYPE_CHECKING, ClassVar, Literal
@@ -36,6 +37,7 @@ MAX_FEATURES = 4096
 """Largest feature width per head: the memory's key width (a matrix memory holds V x features)."""
 
 
+@functools.lru_cache(maxsize=32)
 def monomials(key_dim: int, degree: int) -> tuple[list[tuple[int, ...]], list[float]]:
     """The multi-indices (as sorted index tuples) of the degree-``degree`` monomials of a
     ``key_dim``-vector and each one's weight sqrt(degree! / prod(m_j!)), so that
