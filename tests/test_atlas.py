@@ -320,3 +320,17 @@ def test_atlas_rules_are_clear_errors(data: dict, needle: str) -> None:
     with pytest.raises(ValidationError) as caught:
         ModelPoint(**data)
     assert needle in str(caught.value)
+
+
+def test_the_kernel_dispatch_covers_no_atlas_option() -> None:
+    """kernels.kernel_for (which the conformance suite's kernel cases follow) refuses the Omega
+    window, Muon and an MLP memory behind a feature map: they never reach a Triton kernel."""
+    pytest.importorskip("triton")
+    from miras_search.kernels import kernel_for
+
+    assert kernel_for(ModelPoint(bias={"kind": "l2"})) is not None  # the plain point is covered
+    for point in (ModelPoint(bias={"kind": "l2", "window": 2}),
+                  ModelPoint(bias={"kind": "l2"}, algorithm={"kind": "muon"}),
+                  ModelPoint(memory={"kind": "mlp", "feature_map": {"kind": "polynomial"}}, bias={"kind": "l2"})):
+        assert kernel_for(point) is None
+        assert kernel_for(MemoryRule.from_point(point)) is None or point.memory.kind == "mlp"
