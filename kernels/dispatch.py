@@ -39,7 +39,10 @@ def _kind(axis: Any) -> str | None:
 
 
 def bias_config(bias: Any) -> BiasConfig | None:
-    """The kernel's BiasConfig for a schema bias (``rule.bias`` or ``point.bias``); None if not covered."""
+    """The kernel's BiasConfig for a schema bias (``rule.bias`` or ``point.bias``); None if not
+    covered (an Omega window, ``bias.window`` > 1, never is: Atlas's rule has no kernel)."""
+    if getattr(bias, "window", 1) > 1:
+        return None
     kind = bias.kind
     if kind in ("dot", "l2"):
         return BiasConfig(kind)
