@@ -39,7 +39,10 @@ def _kind(axis: Any) -> str | None:
 
 
 def bias_config(bias: Any) -> BiasConfig | None:
-    """The kernel's BiasConfig for a schema bias (``rule.bias`` or ``point.bias``); None if not covered."""
+    """The kernel's BiasConfig for a schema bias (``rule.bias`` or ``point.bias``); None if not
+    covered (an Omega window, ``bias.window`` > 1, never is: Atlas's rule has no kernel)."""
+    if getattr(bias, "window", 1) > 1:
+        return None
     kind = bias.kind
     if kind in ("dot", "l2"):
         return BiasConfig(kind)
@@ -125,11 +128,14 @@ def kernel_for(rule: Any) -> Callable[..., Any] | None:
       momentum, alpha per head: ``chunk_mlp_memory`` with the architecture, retention
       and bias bound, ``f(q, k, v, eta, w1, w2, alpha=None, theta=None, delta=None, chunk_size=16)``.
 
+    Atlas's options (the Omega window, Muon, an MLP memory behind a feature map) are not.
     Shapes are checked by ``shape_problem``.
     """
     bias = bias_config(rule.bias)
     modes = _gate_modes(rule)
     if bias is None or modes.get("eta") == "channel" or modes.get("delta") == "channel":
+        return None
+    if _atlas_only(rule):
         return None
     memory = _kind(rule.memory)
     if memory == "matrix":
@@ -137,6 +143,17 @@ def kernel_for(rule: Any) -> Callable[..., Any] | None:
     if memory == "mlp":
         return _mlp_kernel(rule, bias, modes)
     return None
+
+
+def _atlas_only(rule: Any) -> bool:
+    """Whether the point uses an Atlas option no kernel implements (arXiv 2505.23735): the
+    Omega window (bias.window > 1) or an MLP memory behind a feature map (Muon is not gd or
+    momentum, so the kernels refuse it anyway). Schema point or memory rule alike; a rule's
+    feature map is seen by ``memory.kernel_path.atlas_problem`` from the key width."""
+    window = getattr(rule, "omega_window", None) or getattr(rule.bias, "window", 1)
+    feature_map = getattr(rule.memory, "feature_map", None)
+    deep_features = _kind(rule.memory) == "mlp" and feature_map is not None and feature_map.kind != "identity"
+    return window > 1 or deep_features
 
 
 def shape_problem(rule: Any, key_dim: int, value_dim: int, chunk_size: int,

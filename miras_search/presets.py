@@ -1,4 +1,5 @@
-"""Named points: the paper's Table 1 models and its new models Moneta, Yaad and Memora.
+"""Named points: the paper's Table 1 models, its new models Moneta, Yaad and Memora, and the
+Atlas paper's Atlas, OmegaNet and DeepTransformer (arXiv 2505.23735).
 
 Each preset sets only the four axes (and, where the model needs it, the chunk form); block and
 training settings keep their defaults so that presets compare on equal footing in a study.
@@ -148,10 +149,45 @@ PRESET_AXES: dict[str, dict[str, Any]] = {
         # trains (3.35; benchmarks/results/deep_memory_training_cpu.md)
         "algorithm": {"kind": "gd", "eta": {**_CHANNEL, "value": 0.02}},
     },
+    # ---- Atlas (Behrouz et al. 2025, arXiv 2505.23735): the Miras authors' next models ----------
+    # What the paper leaves open and is chosen here: the window c (4), the feature map's degree
+    # (2: 1 + K + K(K+1)/2 features per head, 561 at head dim 32), the gates' initial values (as
+    # Titans' preset: alpha 0.999 for an MLP memory behind its LayerNorm, theta 0.9) and Muon's
+    # eta (0.05: its step NS(S) has unit singular values, far longer than a gradient step).
+    # Atlas (Eqs. 32-33, Table 1): a deep memory read at phi*(k) (Eq. 22), the Omega rule over
+    # the last c tokens with learned weights gamma (Eq. 9), the gradient at M_{t-1}, and Muon:
+    # S_t = theta_t S_{t-1} + grad, M_t = alpha_t M_{t-1} - eta_t NS-5(S_t).
+    "atlas": {
+        "memory": {**_DEEP, "feature_map": {"kind": "exponential", "degree": 2}},
+        "bias": {"kind": "l2", "window": 4, "gamma": {"mode": "channel", "value": 0.5}},
+        "retention": {"kind": "l2", "gradient_at": "previous", "alpha": _SCALE_FREE_ALPHA},
+        "algorithm": {"kind": "muon", "ns_steps": 5, "eta": {"mode": "head", "value": 0.05},
+                      "theta": {"mode": "head", "value": 0.9}},
+    },
+    # OmegaNet (Eq. 10): the Omega rule with gradient descent on a deep memory read at a
+    # polynomial feature map with learned coefficients (Eq. 5), M_t = alpha_t M_{t-1} - eta_t grad.
+    "omeganet": {
+        "memory": {**_DEEP, "feature_map": {"kind": "polynomial", "degree": 2}},
+        "bias": {"kind": "l2", "window": 4, "gamma": {"mode": "channel", "value": 0.5}},
+        "retention": {"kind": "l2", "gradient_at": "previous", "alpha": _SCALE_FREE_ALPHA},
+        "algorithm": {"kind": "gd", "eta": _HEAD},
+    },
+    # DeepTransformer (Eq. 25): the unnormalised Transformer with a deep memory,
+    # M_t = M_{t-1} - grad <M_{t-1}(phi*(k_t)), v_t>: dot bias, no retention, eta 1, phi* to
+    # degree 2. (Table 1 also lists a decay alpha_t and a rate eta_t for it; Eq. 25 has neither,
+    # and with them it is Deep Linear Attention, Eq. 19.)
+    "deeptransformer": {
+        "memory": {**_DEEP, "feature_map": {"kind": "exponential", "degree": 2}},
+        "bias": {"kind": "dot"},
+        "retention": {"kind": "none"},
+        "algorithm": {"kind": "gd", "eta": _ONE},
+    },
 }
 
 NAMED_MODELS = ("moneta", "yaad", "memora")
 """The paper's three new models: the points a search tries to beat."""
+ATLAS_MODELS = ("atlas", "omeganet", "deeptransformer")
+"""The Atlas paper's models (arXiv 2505.23735)."""
 
 BASELINES = ("moneta", "yaad", "memora", "gated_deltanet", "titans", "transformer")
 """Anchors every study measures first, on the same budget as the searched points."""

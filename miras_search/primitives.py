@@ -2,7 +2,8 @@
 
 One copy of each: the floors (``NORM_FLOOR``, ``LQ_FLOOR``, ``LN_EPS``), the error norm, the smooth
 sign and power of the attentional biases, |x|^q, the decay matrix of a chunk, the lq log-norm,
-the MLP memories' activations with their backward and the LayerNorm backward.
+Muon's Newton-Schulz iteration, the MLP memories' activations with their backward and the
+LayerNorm backward.
 Everything here works on tensor methods, so the schema classes (whose options carry their math)
 import this module without importing torch; the few functions that need torch's namespace import
 it when called.
@@ -23,6 +24,11 @@ LQ_FLOOR = 1e-6
 """Floor of ||A||_q in lq retention's normaliser n(A) = max(||A||_q, LQ_FLOOR)^(q - 2)."""
 LN_EPS = 1e-5
 """The MLP memories' LayerNorm epsilon (as torch's default)."""
+NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
+"""(a, b, c) of Muon's quintic Newton-Schulz iteration X <- a X + (b A + c A^2) X, A = X X^T
+(Jordan et al. 2024, the optimiser Atlas uses, arXiv 2505.23735 Eq. 32)."""
+NS_FLOOR = 1e-7
+"""Floor of ||S||_F in Newton-Schulz's normalisation (S = 0 maps to 0 with a finite gradient)."""
 
 
 def safe_norm(e: Tensor) -> Tensor:
@@ -92,6 +98,21 @@ def decay_matrix(log_cum: Tensor) -> Tensor:
     causal = torch.ones(c, c, dtype=torch.bool, device=log_cum.device).tril()
     diff = log_cum.unsqueeze(-1) - log_cum.unsqueeze(-2)
     return torch.where(causal, diff, torch.full_like(diff, float("-inf"))).exp()
+
+
+def newton_schulz(s: Tensor, steps: int) -> Tensor:
+    """Muon's NewtonShulz-k(S) of Atlas's step (arXiv 2505.23735, Eq. 32): ``steps`` quintic
+    iterations from S / ||S||_F towards the nearest semi-orthogonal matrix, on the last two dims
+    ([..., out, in]; a tall S is iterated transposed, so that X X^T is the smaller Gram matrix)."""
+    tall = s.shape[-2] > s.shape[-1]
+    x = s.mT if tall else s
+    norm = x.square().sum((-2, -1), keepdim=True).clamp_min(NS_FLOOR * NS_FLOOR).sqrt()
+    x = x / norm
+    a, b, c = NS_COEFFICIENTS
+    for _ in range(steps):
+        gram = x @ x.mT
+        x = a * x + (b * gram + c * (gram @ gram)) @ x
+    return x.mT if tall else x
 
 
 def activation(name: str) -> tuple[Callable[[Tensor], Tensor], Callable[[Tensor, Tensor], Tensor]]:

@@ -64,6 +64,9 @@ def test_forms_that_fla_does_not_compute_are_refused() -> None:
     titans_order = MemoryRule.from_point(preset("gated_deltanet", retention={
         "kind": "l2", "alpha": {"mode": "head", "value": 0.95}, "gradient_at": "previous"}))
     assert fla_op(titans_order, "chunked", "exact_delta")[0] is None
+    windowed = MemoryRule.from_point(preset("gated_deltanet", bias={"kind": "l2", "window": 4}))
+    op, reason = fla_op(windowed, "chunked", "exact_delta")  # Atlas's Omega window: not fla's
+    assert op is None and "Omega window" in reason
 
 
 def test_cpu_tensors_run_our_path() -> None:

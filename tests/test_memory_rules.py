@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from pydantic import ValidationError
 
 from miras_search.errors import UnsupportedPoint
 from miras_search.memory import MemoryGates, MemoryRule, memory_forward, softmax_attention
@@ -174,11 +175,14 @@ def test_mlp_hand_backprop_matches_autograd(activation: str, layer_norm: bool, d
 # ---- API ---------------------------------------------------------------------------------
 
 
-def test_newton_is_not_built() -> None:
-    point = ModelPoint(memory={"kind": "matrix"}, bias={"kind": "l2"},
-                       retention={"kind": "none"}, algorithm={"kind": "newton"})
-    with pytest.raises(UnsupportedPoint, match="algorithm 'newton' is not built yet"):
-        MemoryRule.from_point(point)
+def test_every_algorithm_option_is_built() -> None:
+    """No registered algorithm is schema-only (the memory ops refuse none of them)."""
+    from miras_search.schema.algorithm import MemoryAlgorithm
+
+    assert all(option.built for option in MemoryAlgorithm.registry.values())
+    assert "newton" not in MemoryAlgorithm.registry
+    with pytest.raises(ValidationError):
+        ModelPoint(algorithm={"kind": "newton"})
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,8 @@ from miras_search.model import (
     state_size,
 )
 from miras_search.presets import PRESET_AXES, preset, preset_names
-from miras_search.schema import Newton
+from miras_search.schema import ModelPoint
+from miras_search.schema.algorithm import MemoryAlgorithm
 
 TINY = {"d_model": 16, "n_heads": 2, "n_layers": 2, "max_seq_len": 128}
 
@@ -235,12 +236,16 @@ def test_every_parameter_gets_a_gradient(name: str) -> None:
     assert missing == []
 
 
-def test_newton_is_unsupported_and_names_the_axis() -> None:
-    point = tiny("gated_deltanet").model_copy(update={"algorithm": Newton()})
-    with pytest.raises(UnsupportedPoint, match="newton"):
-        build_model(point, "cpu")
-    with pytest.raises(UnsupportedPoint, match="newton"):
-        param_count(point)
+@pytest.mark.parametrize("kind", [k for k, o in MemoryAlgorithm.registry.items() if o.examples()])
+def test_every_registered_algorithm_builds_and_trains(kind: str) -> None:
+    """No option of the algorithm axis is refused by the factory (newton was, and is gone)."""
+    base = tiny("gated_deltanet").model_dump()
+    point = ModelPoint.model_validate({**base, "algorithm": MemoryAlgorithm.registry[kind].examples()[0]})
+    assert param_count(point) > 0
+    model = _built(point)
+    logits, loss = model(_tokens(2, 9), _tokens(2, 9, seed=1))
+    loss.backward()
+    assert torch.isfinite(logits).all() and torch.isfinite(loss)
 
 
 @pytest.mark.parametrize("name", ["gated_deltanet", "deltaproduct", "longhorn"])

@@ -33,6 +33,9 @@ def test_every_preset_is_a_valid_point_with_its_table_axes():
         "rwkv7": ("matrix", "l2", "l2", "gd"),
         "hgrn2": ("matrix", "dot", "l2", "gd"),
         "lightning_attention": ("matrix", "dot", "l2", "gd"),
+        "atlas": ("mlp", "l2", "l2", "muon"),
+        "omeganet": ("mlp", "l2", "l2", "gd"),
+        "deeptransformer": ("mlp", "dot", "none", "gd"),
     }
     assert set(preset_names()) == set(expected)
     for name, axes in expected.items():

@@ -99,8 +99,7 @@ def test_full_space_covers_every_option_of_the_four_axes(root):
     assert covered["memory"] == set(MEMORY_KINDS)
     assert covered["bias"] == set(BIAS_KINDS)
     assert covered["retention"] == set(RETENTION_KINDS)
-    # newton is in the schema but not built by the factory; the shipped space leaves it out.
-    assert covered["algorithm"] == set(ALGORITHM_KINDS) - {"newton"}
+    assert covered["algorithm"] == set(ALGORITHM_KINDS)
     for name in preset_names():  # every Table-1 model's axes lie in the full space
         assert space.encode(preset(name), axes_only=True) is not None, name
 

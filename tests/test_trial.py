@@ -52,11 +52,18 @@ def test_metrics_cover_quality_speed_and_size():
     assert result.objective == m["val_loss"]
 
 
-def test_unbuildable_point_fails_cleanly():
-    point = tiny("deltanet", algorithm={"kind": "newton"})
-    result = run_trial(point, TINY)
+def test_unbuildable_point_fails_cleanly(monkeypatch):
+    # every registered option builds now; a factory refusal is simulated
+    from miras_search.errors import UnsupportedPoint
+    from miras_search.trial import runner
+
+    def refuse(point, device):
+        raise UnsupportedPoint("algorithm 'imaginary' is not built")
+
+    monkeypatch.setattr(runner, "build_model", refuse)
+    result = run_trial(tiny("deltanet"), TINY)
     assert result.status == "failed" and result.failure == "build"
-    assert "newton" in result.reason
+    assert "imaginary" in result.reason
 
 
 def test_a_vocabulary_smaller_than_the_data_fails_before_training():

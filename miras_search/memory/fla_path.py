@@ -81,6 +81,8 @@ def fla_op(rule: MemoryRule, mode: str = "chunked", chunk_form: str = "minibatch
         return None, f"fla has no form for memory '{rule.memory}' (matrix only)"
     if rule.write_key == "lerp":
         return None, "RWKV-7's separate write key is not mapped to fla"
+    if rule.omega_window > 1:
+        return None, f"the Omega window (Atlas, c = {rule.omega_window}) has no fla form"
     retention = rule.retention.kind
     if retention not in ("none", "l2"):
         return None, f"fla has no form for retention '{retention}' (none or l2 only)"

@@ -16,6 +16,7 @@ from miras_search.memory.gates import MemoryGates
 from miras_search.memory.generalized_delta import generalized_delta
 from miras_search.memory.inputs import MemoryInputs, prepare_inputs
 from miras_search.memory.kernel_path import KernelChoice, fast_forward
+from miras_search.memory.materialised import checkpointed_chunk
 from miras_search.memory.recurrent import recurrent
 from miras_search.memory.rule import MemoryRule, MemoryState
 
@@ -27,6 +28,8 @@ def check_exact_delta(rule: MemoryRule, x: MemoryInputs) -> None:
         problems.append(f"memory '{rule.memory}' (needs 'matrix')")
     if rule.bias.kind != "l2":
         problems.append("a bias other than 'l2'")
+    if rule.omega_window > 1:
+        problems.append(f"an Omega window of {rule.omega_window} (bias.window)")
     if rule.algorithm not in ("gd", "implicit", "multistep"):
         problems.append(f"algorithm '{rule.algorithm}' (needs gd, implicit or multistep)")
     generalized = x.write is not None  # RWKV-7's form: any gradient point, channel-wise gates
@@ -104,7 +107,8 @@ def memory_forward(
     dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
     with torch.autocast(device_type=q.device.type, enabled=False):
         x = prepare_inputs(
-            q, k, v, gates, rule.steps_per_token, rule.algorithm == "implicit", dtype
+            q, k, v, gates, rule.steps_per_token, rule.algorithm == "implicit", dtype,
+            rule.omega_window,
         )
         batch, heads, _, key_dim = x.k.shape
         state: MemoryState = rule.initial_state(
@@ -118,6 +122,8 @@ def memory_forward(
                 y = generalized_delta(x, state.w[0], chunk_size, rule.retention.retains_first)
             else:
                 y = exact_delta(x, state.w[0], chunk_size)
+        elif rule.materialised_chunks:  # Atlas's muon / Omega window
+            y = chunked(rule, x, state, chunk_size, update=checkpointed_chunk)
         else:
             y = chunked(rule, x, state, chunk_size)
         return x.token_outputs(y).to(out_dtype)

@@ -20,6 +20,9 @@ class MemoryGates:
     - ``write_key``: [B, T, H, K], the key the value is written with when it is not ``eta * k``
       (RWKV-7's replacement key: ``W_t = alpha_t W - (W k)(eta * k)^T + v write_key^T``);
       None for the plain gradient step.
+    - ``gamma``: [B, T, H] or [B, T, H, c - 1], in (0, 1): the Omega rule's weights of the c - 1
+      past tokens in token t's window (Atlas, arXiv 2505.23735 Eq. 9; lag 1 first); None for the
+      online update (window 1).
     """
 
     eta: Tensor
@@ -27,3 +30,4 @@ class MemoryGates:
     theta: Tensor | None = None
     delta: Tensor | None = None
     write_key: Tensor | None = None
+    gamma: Tensor | None = None

@@ -17,7 +17,8 @@ from torch import Tensor
 
 from miras_search.memory.gates import MemoryGates
 
-_TENSORS = ("q", "k", "v", "eta", "alpha", "theta", "delta", "write")
+_TENSORS = ("q", "k", "v", "eta", "alpha", "theta", "delta", "write",
+            "window_k", "window_v", "window_delta", "window_weight")
 
 
 @dataclass
@@ -25,7 +26,12 @@ class MemoryInputs:
     """q, k: [B, H, N, K]; v: [B, H, N, V]; eta: [B, H, N, c]; alpha: [B, H, N, c] | None
     (1 at every micro-step but a token's first); theta, delta: [B, H, N, 1] | None;
     write: [B, H, N, K] | None, the key the value is written with when it is not eta * k.
-    ``steps``: micro-steps per token; outputs are read at each token's last micro-step."""
+    ``steps``: micro-steps per token; outputs are read at each token's last micro-step.
+
+    The Omega rule's window (Atlas, arXiv 2505.23735 Eq. 9; None for the online update): each
+    token carries the c tokens whose loss its step minimises, lag 0 (itself) first:
+    window_k: [B, H, N, c, K]; window_v: [B, H, N, c, V]; window_delta: [B, H, N, c, d] | None;
+    window_weight: [B, H, N, c, 1], gamma_i^(t) (1 at lag 0, 0 before the sequence starts)."""
 
     q: Tensor
     k: Tensor
@@ -36,6 +42,10 @@ class MemoryInputs:
     delta: Tensor | None
     steps: int = 1
     write: Tensor | None = None
+    window_k: Tensor | None = None
+    window_v: Tensor | None = None
+    window_delta: Tensor | None = None
+    window_weight: Tensor | None = None
 
     @property
     def length(self) -> int:
@@ -58,6 +68,17 @@ class MemoryInputs:
         n = len(self.k.split(sizes, dim=2))
         fields = [cut(getattr(self, name)) for name in _TENSORS]
         return [replace(self, **dict(zip(_TENSORS, parts, strict=True))) for parts in zip(*fields, strict=True)]
+
+    def gradient_terms(self) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None, int]:
+        """(k, v, delta, weight, c): the (key, value) pairs whose loss gradients the steps sum,
+        flattened to [B, H, N * c, ...] (token i's c window entries in a row; c = 1 and weight
+        None without a window); weight [B, H, N * c, 1]."""
+        if self.window_k is None:
+            return self.k, self.v, self.delta, None, 1
+        def flat(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t.flatten(2, 3)
+        return (flat(self.window_k), flat(self.window_v), flat(self.window_delta),
+                flat(self.window_weight), self.window_k.shape[3])
 
     def token_outputs(self, y: Tensor) -> Tensor:
         """Outputs at every micro-step [B, H, N, V] -> each token's output [B, T, H, V]."""
@@ -97,11 +118,36 @@ def _gate(x: Tensor | None, steps: int, name: str, multistep_axis: bool) -> Tens
     return repeat(x, "b h t c -> b h (t n) c", n=steps) if steps > 1 else x
 
 
+def _lagged(x: Tensor, window: int) -> Tensor:
+    """[B, H, N, d] -> [B, H, N, c, d]: entry j of token t is x_{t-j} (zeros before the start)."""
+    length = x.shape[2]
+    padded = torch.nn.functional.pad(x, (0, 0, window - 1, 0))
+    return torch.stack([padded[:, :, window - 1 - j: window - 1 - j + length] for j in range(window)], dim=3)
+
+
+def window_inputs(x: MemoryInputs, gamma: Tensor | None, window: int) -> MemoryInputs:
+    """``x`` with the Omega rule's window fields (see MemoryInputs); gamma: [B, H, N, 1 | c - 1]."""
+    batch, heads, length, _ = x.k.shape
+    if gamma is None:
+        raise ValueError(f"an Omega window of {window} needs gates.gamma ([B, T, H] or [B, T, H, "
+                         f"{window - 1}]); got None")
+    lags = torch.arange(window, device=x.k.device)
+    valid = (torch.arange(length, device=x.k.device)[:, None] >= lags).to(x.k.dtype)  # [N, c]
+    past = gamma.expand(batch, heads, length, window - 1)
+    weight = torch.cat([torch.ones_like(past[..., :1]), past], dim=-1) * valid
+    return replace(
+        x, window_k=_lagged(x.k, window), window_v=_lagged(x.v, window),
+        window_delta=None if x.delta is None else _lagged(x.delta, window),
+        window_weight=weight.unsqueeze(-1),
+    )
+
+
 def prepare_inputs(
     q: Tensor, k: Tensor, v: Tensor, gates: MemoryGates, steps: int, implicit: bool,
-    dtype: torch.dtype,
+    dtype: torch.dtype, window: int = 1,
 ) -> MemoryInputs:
-    """Cast to ``dtype`` and move to the internal layout (see MemoryInputs)."""
+    """Cast to ``dtype`` and move to the internal layout (see MemoryInputs); ``window`` > 1 adds
+    the Omega rule's window fields from ``gates.gamma``."""
     def cast(x: Tensor | None) -> Tensor | None:
         return None if x is None else x.to(dtype)
 
@@ -129,13 +175,18 @@ def prepare_inputs(
     if implicit:
         # Longhorn's closed form = a gd step with eta / (1 + eta ||k||^2)
         eta = eta / (1.0 + eta * k_in.square().sum(-1, keepdim=True))
-    return MemoryInputs(
+    x = MemoryInputs(
         q=q_in, k=k_in, v=v_in, eta=eta, alpha=alpha,
         theta=_gate(cast(gates.theta), steps, "theta", multistep_axis=False),
         delta=_gate(cast(gates.delta), steps, "delta", multistep_axis=False),
         steps=steps,
         write=_write_key(cast(gates.write_key), steps),
     )
+    if window > 1:
+        if steps > 1:
+            raise ValueError("an Omega window takes one step per token (not multistep)")
+        x = window_inputs(x, _gate(cast(gates.gamma), 1, "gamma", multistep_axis=False), window)
+    return x
 
 
 def _write_key(x: Tensor | None, steps: int) -> Tensor | None:

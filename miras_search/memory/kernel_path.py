@@ -26,6 +26,19 @@ from miras_search.memory.rule import MemoryRule
 KernelChoice = Literal["auto", "triton", "torch"]
 
 
+def atlas_problem(rule: MemoryRule, q: Tensor, v: Tensor) -> str | None:
+    """Why no kernel runs an Atlas option (arXiv 2505.23735), or None: the kernels implement
+    neither Muon's orthogonalised step nor the Omega window, nor an MLP memory behind a feature
+    map (keys wider than values); those points run the PyTorch chunked form."""
+    if rule.algorithm == "muon":
+        return "algorithm 'muon' (Newton-Schulz on each step) has no kernel"
+    if rule.omega_window > 1:
+        return f"the Omega window (bias.window {rule.omega_window}) has no kernel"
+    if rule.memory == "mlp" and q.shape[-1] != v.shape[-1]:
+        return "an MLP memory behind a feature map (memory.feature_map) has no kernel"
+    return None
+
+
 def _find_kernel(rule: MemoryRule, q: Tensor, v: Tensor, chunk_size: int,
                  forced: bool) -> tuple[Callable[..., Tensor] | None, str | None]:
     """(the kernel, None) when one can run this call, else (None, the reason it cannot).
@@ -54,6 +67,9 @@ def _find_kernel(rule: MemoryRule, q: Tensor, v: Tensor, chunk_size: int,
         return None, "the inputs are not on a CUDA device"
     if rule.write_key == "lerp":
         return None, "a separate write key (algorithm.write_key 'lerp', RWKV-7) has no kernel"
+    atlas = atlas_problem(rule, q, v)
+    if atlas is not None:
+        return None, atlas
     run = kernel_for(rule)
     if run is None:
         return None, (

@@ -121,7 +121,9 @@ Cache = tuple[list[Tensor], list[Tensor]]
 class Network:
     """A memory architecture: its layers and how they chain.
 
-    ``kind``: 'vector' | 'matrix' | 'mlp'. For 'mlp': M(x) = x + LN(W_L act(... act(W_1 x))).
+    ``kind``: 'vector' | 'matrix' | 'mlp'. For 'mlp': M(x) = x + LN(W_L act(... act(W_1 x))); an
+    input wider than the output (Atlas's feature map phi(k), its degree-1 block first) adds only
+    its first V features as the residual.
     """
 
     kind: str
@@ -142,7 +144,7 @@ class Network:
             return [(1, key_dim)]
         if self.kind == "matrix":
             return [(value_dim, key_dim)]
-        hidden = self.expansion * key_dim
+        hidden = self.expansion * value_dim  # = key_dim without a feature map (K == V)
         return [(hidden, key_dim)] + [(hidden, hidden)] * (self.depth - 2) + [(value_dim, hidden)]
 
     def run(self, apply: LayerApply, x: Tensor) -> tuple[Tensor, Cache]:
@@ -162,7 +164,9 @@ class Network:
             if layer < self.depth - 1:
                 h = act(z)
         branch = F.layer_norm(z, z.shape[-1:], eps=LN_EPS) if self.layer_norm else z
-        return x + branch, (inputs, pre)
+        # behind a feature map the input is phi(k), whose first block is its degree-1 part
+        residual = x if x.shape[-1] == z.shape[-1] else x[..., : z.shape[-1]]
+        return residual + branch, (inputs, pre)
 
     def forward(self, weights: list[Tensor], x: Tensor) -> Tensor:
         """M(x) with the same weights for every token: weights per layer [B, H, out, in]."""

@@ -4,6 +4,9 @@ Per micro-step i (per head): P = the point the retention takes the gradient at (
 for l2 retention, "retain, then learn"; M_{i-1} otherwise); pred = P(k_i); g = dl/dpred (bias);
 G = g back-propagated through P at k_i; S_i = -eta_i G (gd) or theta_i S_{i-1} - eta_i G
 (momentum); the retention rule forms M_i from M_{i-1} and S_i. A token's output is M(q) read after its last micro-step.
+Muon (Atlas, arXiv 2505.23735 Eqs. 32-33): S_i = theta_i S_{i-1} + G, the step -eta_i NS_k(S_i).
+With the Omega rule's window (Eq. 9) G sums the gradients of the window's c tokens at P, each
+weighted by its gamma.
 With a separate write key w_i (RWKV-7) the value part of the step is v_i w_i^T instead of
 eta_i v_i k_i^T: S_i = -(P k_i)(eta_i * k_i)^T + v_i w_i^T for the matrix memory.
 """
@@ -15,6 +18,7 @@ from torch import Tensor
 
 from miras_search.memory.inputs import MemoryInputs, layer_gates
 from miras_search.memory.rule import MemoryRule, MemoryState
+from miras_search.primitives import newton_schulz
 
 
 def memory_gradients(rule: MemoryRule, weights: list[Tensor], k: Tensor, v: Tensor,
@@ -57,20 +61,30 @@ def input_widths(weights: list[Tensor]) -> list[int]:
 def recurrent_step(rule: MemoryRule, state: MemoryState, x: MemoryInputs) -> MemoryState:
     """One micro-step; ``x`` holds a single micro-step (N = 1)."""
     point = gradient_point(rule, state.w, x.alpha)
+    # the Omega rule (Atlas): the gradients of the window's c tokens, weighted by gamma, at the
+    # same point; without a window the token's own (k, v) and weight 1
+    k, v, delta, weight, _ = x.gradient_terms()
     # with a separate write key the gradient step only removes (its value part is 0) and the
     # value is written with that key instead of eta * k (RWKV-7's generalized delta rule)
-    v = x.v if x.write is None else torch.zeros_like(x.v)
-    grads = memory_gradients(rule, point, x.k, v, x.delta)
+    v = v if x.write is None else torch.zeros_like(v)
+    grads = memory_gradients(rule, point, k, v, delta)
+    if weight is not None:
+        grads = [(d, weight * inp) for d, inp in grads]
     widths = input_widths(state.w)
     etas, alphas = layer_gates(x.eta, widths), layer_gates(x.alpha, widths)
-    steps = [
-        -layer.grad(delta, eta * inp)
-        for layer, eta, (delta, inp) in zip(rule.network.layers, etas, grads, strict=True)
-    ]
-    if x.write is not None:
-        steps[0] = steps[0] + rule.network.layers[0].grad(x.v, x.write)
-    if state.s is not None:  # momentum
-        steps = [x.theta * s_prev + s for s_prev, s in zip(state.s, steps, strict=True)]
+    layers = rule.network.layers
+    if rule.algorithm == "muon":
+        # Atlas Eqs. 32-33: S_t = theta_t S_{t-1} + grad, step = -eta_t NS_k(S_t)
+        momenta = [x.theta * s_prev + layer.grad(d, inp)
+                   for layer, s_prev, (d, inp) in zip(layers, state.s, grads, strict=True)]
+        steps = [-eta * newton_schulz(s_l, rule.ns_steps) for eta, s_l in zip(etas, momenta, strict=True)]
+    else:
+        steps = [-layer.grad(d, eta * inp) for layer, eta, (d, inp) in zip(layers, etas, grads, strict=True)]
+        if x.write is not None:
+            steps[0] = steps[0] + layers[0].grad(x.v, x.write)
+        if state.s is not None:  # momentum
+            steps = [x.theta * s_prev + s for s_prev, s in zip(state.s, steps, strict=True)]
+        momenta = steps
     new_w, new_a = [], []
     for layer in range(len(steps)):
         a_prev = None if state.a is None else state.a[layer]
@@ -78,7 +92,7 @@ def recurrent_step(rule: MemoryRule, state: MemoryState, x: MemoryInputs) -> Mem
         new_w.append(w_l)
         new_a.append(a_l)
     return MemoryState(
-        new_w, None if state.a is None else new_a, None if state.s is None else steps
+        new_w, None if state.a is None else new_a, None if state.s is None else momenta
     )
 
 

@@ -3,7 +3,8 @@
 It follows the spec literally: per chunk, every gradient at the chunk-start memory W_0 (at the
 explicitly formed beta_i W_0 with l2 retention, beta_i = the chunk's alphas up to i); then token by
 token it grows the per-token weights U_t (and the chunk-end accumulator) explicitly and reads
-each token through the network with those weights. Memory O(T * params): tests only.
+each token through the network with those weights. Memory O(T * params): tests only. Atlas's
+Muon and Omega window (``materialised.py``'s chunked form) are followed token by token here too.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from miras_search.memory.chunked import ChunkDecay, chunked
 from miras_search.memory.inputs import MemoryInputs, layer_gates
 from miras_search.memory.recurrent import gradient_point, input_widths, memory_gradients
 from miras_search.memory.rule import MemoryRule, MemoryState
+from miras_search.primitives import newton_schulz
 
 
 def _chunk(rule: MemoryRule, state: MemoryState, x: MemoryInputs,
@@ -38,13 +40,20 @@ def _chunk(rule: MemoryRule, state: MemoryState, x: MemoryInputs,
             beta = tok.alpha if beta is None else beta * tok.alpha
         # at W_0, or at the retained beta_i W_0 (l2 retention), as explicit weights
         point = gradient_point(rule, state.w, beta)
-        grads = memory_gradients(rule, point, tok.k, tok.v, tok.delta)
+        k, v, delta, weight, _ = tok.gradient_terms()  # the Omega window's entries (or the token)
+        grads = memory_gradients(rule, point, k, v, delta)
+        if weight is not None:
+            grads = [(d, weight * inp) for d, inp in grads]
         widths = input_widths(state.w)
         etas, decays = layer_gates(tok.eta, widths), layer_gates(tok.alpha, widths)
-        step = [-kind.grad(d, eta * inp) for kind, eta, (d, inp) in zip(layers, etas, grads, strict=True)]
-        if s is not None:
-            step = [tok.theta * s_l + st for s_l, st in zip(s, step, strict=True)]
-            s = step
+        if rule.algorithm == "muon":
+            s = [tok.theta * s_l + kind.grad(d, inp) for kind, s_l, (d, inp) in zip(layers, s, grads, strict=True)]
+            step = [-eta * newton_schulz(s_l, rule.ns_steps) for eta, s_l in zip(etas, s, strict=True)]
+        else:
+            step = [-kind.grad(d, eta * inp) for kind, eta, (d, inp) in zip(layers, etas, grads, strict=True)]
+            if s is not None:
+                step = [tok.theta * s_l + st for s_l, st in zip(s, step, strict=True)]
+                s = step
         decays = [1.0 if a is None else a for a in decays]
         u = [a * u_l + st for a, u_l, st in zip(decays, u, step, strict=True)]
         u_end = [a * u_l + st for a, u_l, st in zip(decays, u_end, step, strict=True)]

@@ -46,6 +46,10 @@ class MemoryRule:
     """Whether keys are l2-normalised (``block.qk_l2_norm``): sets the first MLP layer's init."""
     window: int | None = None
     gate_modes: dict[str, str] = field(default_factory=dict)
+    omega_window: int = 1
+    """bias.window: the Omega rule's c (Atlas); > 1 reads ``MemoryGates.gamma``."""
+    ns_steps: int = 0
+    """algorithm muon's Newton-Schulz iterations (0 for every other algorithm)."""
     write_key: str = "key"
     """algorithm.write_key: 'key', 'one_minus_alpha' (HGRN2, made by the block) or 'lerp'
     (RWKV-7: the memory ops take a separate write key, ``MemoryGates.write_key``)."""
@@ -81,14 +85,22 @@ class MemoryRule:
             unit_keys=point.block.qk_l2_norm,
             gate_modes=modes,
             write_key=getattr(algorithm, "write_key", "key"),
+            omega_window=point.bias.window,
+            ns_steps=getattr(algorithm, "ns_steps", 0),
         )
 
     @property
     def is_attention(self) -> bool:
         return self.memory == "none"
 
+    @property
+    def materialised_chunks(self) -> bool:
+        """Whether the chunked form materialises per-token weights (``memory.materialised``):
+        Muon's orthogonalised step and the Omega window have no linear chunk read."""
+        return self.algorithm == "muon" or self.omega_window > 1
+
     def needs(self) -> set[str]:
-        """The gates the rule reads: a subset of {'eta', 'alpha', 'theta', 'delta'}."""
+        """The gates the rule reads: a subset of {'eta', 'alpha', 'theta', 'delta', 'gamma'}."""
         return set(self.gate_modes)
 
     @property
@@ -108,6 +120,8 @@ class MemoryRule:
         layer 1, 2, ... in turn (K for a matrix or vector memory, K + hidden for a 2-layer MLP)."""
         if gate == "delta":
             return value_dim
+        if gate == "gamma":
+            return self.omega_window - 1
         if self.network is None:
             return key_dim
         return sum(in_dim for _, in_dim in self.network.shapes(key_dim, value_dim))
@@ -178,6 +192,6 @@ class MemoryRule:
         else:
             zeros = [torch.zeros(batch, n_heads, o, i, dtype=dtype, device=device) for o, i in shapes]
             state = MemoryState(zeros)
-        if self.algorithm == "momentum":
+        if self.algorithm in ("momentum", "muon"):
             state.s = [torch.zeros_like(w_l) for w_l in state.w]
         return state

@@ -50,14 +50,17 @@ def random_inputs(
     delta = 1.0 + 3.0 * rand(batch, length, heads, *width("delta")) if "delta" in needs else None
     # RWKV-7's write key, drawn last so that the other rules' inputs do not depend on it
     write = torch.randn(*micro, dim, generator=gen, dtype=dtype) if rule.write_key == "lerp" else None
+    # the Omega window's weights of the past c - 1 tokens, drawn after the others (as write)
+    gamma = (0.2 + 0.8 * rand(batch, length, heads, *width("gamma"))
+             if "gamma" in needs else None)
     torch.manual_seed(seed)
     params = [p.to(dtype) for p in rule.initial_parameters(heads, dim, dim)]
-    leaves = [q, k, v, eta, alpha, theta, delta, write, *params]
+    leaves = [q, k, v, eta, alpha, theta, delta, write, gamma, *params]
     if requires_grad:
         for x in leaves:
             if x is not None:
                 x.requires_grad_(True)
-    return q, k, v, MemoryGates(eta, alpha, theta, delta, write), params
+    return q, k, v, MemoryGates(eta, alpha, theta, delta, write, gamma), params
 
 
 def reference_chunked_forward(
@@ -65,7 +68,8 @@ def reference_chunked_forward(
     params: list[Tensor], chunk_size: int,
 ) -> Tensor:
     """``memory_forward``'s chunked semantics through the slow materialising loop: [B, T, H, V]."""
-    x = prepare_inputs(q, k, v, gates, rule.steps_per_token, rule.algorithm == "implicit", q.dtype)
+    x = prepare_inputs(q, k, v, gates, rule.steps_per_token, rule.algorithm == "implicit", q.dtype,
+                       rule.omega_window)
     batch, heads, _, key_dim = x.k.shape
     state = rule.initial_state(params, batch, heads, key_dim, x.v.shape[-1], q.dtype, q.device)
     return x.token_outputs(reference_chunked(rule, x, state, chunk_size))

@@ -89,10 +89,16 @@ def param_count(point: ModelPoint | str) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def _memory_key_width(point: ModelPoint) -> int:
+    """The memory's key width per head: block.head_k, or its feature map's width (Atlas)."""
+    feature_map = getattr(point.memory, "feature_map", None)
+    return point.block.head_k if feature_map is None else feature_map.width(point.block.head_k)
+
+
 def _mlp_memory_floats(point: ModelPoint) -> int:
     """Weights of one head's MLP memory: depth linear maps K -> eK -> ... -> eK -> V."""
-    memory, k, v = point.memory, point.block.head_k, point.block.head_v
-    widths = [k] + [memory.expansion * k] * (memory.depth - 1) + [v]
+    memory, k, v = point.memory, _memory_key_width(point), point.block.head_v
+    widths = [k] + [memory.expansion * v] * (memory.depth - 1) + [v]
     return sum(a * b for a, b in itertools.pairwise(widths))
 
 
@@ -102,8 +108,9 @@ def memory_state_size(point: ModelPoint, context: int | None = None) -> int:
 
     - vector memory: H*K;   matrix memory: H*K*V;
     - mlp memory: H * (sum of the weight sizes of one head's MLP: K*eK + eK*eK*(depth-2) + eK*V);
-    - algorithm momentum doubles it (the momentum S_t has the memory's shape);
-      algorithm newton adds the inverse key covariance, H*K*K;
+    - with a feature map (Atlas) K is the feature width;
+    - algorithm momentum or muon doubles it (the momentum S_t has the memory's shape);
+    - an Omega window of c (bias.window) adds the c - 1 past keys and values, H*(c-1)*(K+V);
     - lq retention carries A_t (W_t = A_t / ||A_t||_q^(q-2) is a function of it): no extra;
     - memory 'none' (softmax attention): the key/value cache, H*(K+V)*T_ctx with
       T_ctx = min(memory.window, context) (context defaults to train.seq_len).
@@ -116,12 +123,12 @@ def memory_state_size(point: ModelPoint, context: int | None = None) -> int:
     kind = point.memory.kind
     if kind == "none":
         return attention_state_size(point, point.memory.window, context)
-    per_head = {"vector": k, "matrix": k * v}.get(kind) or _mlp_memory_floats(point)
+    per_head = {"vector": k, "matrix": _memory_key_width(point) * v}.get(kind) or _mlp_memory_floats(point)
     size = h * per_head
-    if point.algorithm.kind == "momentum":
+    if point.algorithm.kind in ("momentum", "muon"):
         size *= 2
-    if point.algorithm.kind == "newton":
-        size += h * k * k
+    if point.bias.window > 1:  # the Omega window's c - 1 past keys and values
+        size += h * (point.bias.window - 1) * (k + v)
     return size
 
 

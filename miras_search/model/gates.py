@@ -26,6 +26,7 @@ Squashing by gate name (the range each gate must stay in):
 - eta (inner learning rate): sigmoid for ``value < 1`` (range (0, 1), the delta rule's stable
   range), softplus for ``value >= 1`` (range (0, inf)).
 - delta (Huber threshold): softplus, range (0, inf).
+- gamma (the Omega window's weights of past tokens, Atlas): sigmoid, range (0, 1).
 
 Outputs are clamped to [1e-6, 1 - 1e-6] (sigmoid) or [1e-6, inf) (softplus): in float32 a
 saturated sigmoid/softplus returns exactly 0 or 1, outside the open ranges the memory rules need.
@@ -42,7 +43,7 @@ from torch import nn
 from miras_search.schema import Gate
 from miras_search.schema.gates import ALPHA_ONLY_MODES
 
-GATE_NAMES = ("eta", "alpha", "theta", "delta")
+GATE_NAMES = ("eta", "alpha", "theta", "delta", "gamma")
 _ALPHA_CAP = 1.0 - 1e-4
 _EPS = 1e-6
 _A_FLOOR = 1e-4  # Gated DeltaNet draws A from [0, 16]; its log must stay finite

@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from miras_search.memory.materialised import CHECKPOINT_FLOATS
 from miras_search.model.factory import attention_state_size, memory_state_size, param_count
 from miras_search.schema import ModelPoint
 
@@ -102,6 +103,20 @@ def _token_floats(point: ModelPoint) -> int:
     return 12 * d + 3 * qkv + 6 * h * v + 6 * hidden
 
 
+def materialised(point: ModelPoint) -> bool:
+    """Whether the chunked form keeps per-token weights (Atlas's muon and Omega window)."""
+    return point.algorithm.kind == "muon" or point.bias.window > 1
+
+
+def _materialised_copies(point: ModelPoint) -> int:
+    """State-sized tensors per token that the materialised chunked form keeps for the backward
+    pass (for every token, or for one chunk's when its chunks are checkpointed): the weights, the
+    step, the gradient sum, and Muon's Newton-Schulz iterates (3 per iteration). Measured: the
+    atlas preset at d_model 64, 8 heads, batch 8 x 128 peaked at 5.5 GB (a trial of
+    studies/atlas-quick.yaml), this estimate says 4.5 GB."""
+    return 4 + 3 * getattr(point.algorithm, "ns_steps", 0)
+
+
 def _span(context: int, window: int | None) -> int:
     return context if window is None else min(window, context)
 
@@ -119,7 +134,12 @@ def estimate_memory(point: ModelPoint, eval_batch_size: int | None = None) -> Me
     for kind in block.layer_kinds():
         if kind == "memory" and point.memory.kind != "none":
             copies = _STATE_COPIES_RECURRENT if chunk == 1 else _STATE_COPIES
-            states += batch * math.ceil(context / chunk) * memory_state_size(point, context) * copies
+            state = memory_state_size(point, context)
+            states += batch * math.ceil(context / chunk) * state * copies
+            if chunk > 1 and materialised(point):  # per-token weights: all, or one chunk's
+                per_chunk = batch * chunk * state
+                kept = per_chunk if per_chunk >= CHECKPOINT_FLOATS else batch * context * state
+                states += kept * _materialised_copies(point)
             if block.hybrid == "samba":
                 attention += 2 * batch * block.n_heads * context * _span(context, block.window)
         else:

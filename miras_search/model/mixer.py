@@ -35,6 +35,10 @@ class MemoryMixer(nn.Module):
     instance (``MirasLM.set_memory_form``) without rebuilding. ``layer`` / ``n_layers`` place the
     layer in the model (Lightning Attention's fixed decay depends on depth).
 
+    ``memory.feature_map`` (Atlas, arXiv 2505.23735 Eqs. 5, 22) maps the normalised keys and
+    queries to phi(k), phi(q) before the memory (learned coefficients: one per degree and head).
+    ``bias.window`` > 1 adds the gate gamma (the Omega window's weights, Eq. 9).
+
     ``algorithm.write_key`` changes the keys: 'one_minus_alpha' (HGRN2) has no key projection, the
     key is ``1 - alpha_t``; 'lerp' (RWKV-7) writes the value with ``k * (1 + (eta - 1) * a)``, ``a``
     a learned vector per head and key channel starting at 1, and removes with the key k itself.
@@ -47,6 +51,16 @@ class MemoryMixer(nn.Module):
         self.n_heads, self.key_dim, self.value_dim = block.n_heads, block.head_k, block.head_v
         self.steps = getattr(self.rule, "steps_per_token", 1) or 1
         d, h, k, v, n = block.d_model, self.n_heads, self.key_dim, self.value_dim, self.steps
+        # Atlas's feature map on keys and queries: the memory's key width is phi's
+        self.feature_map = getattr(point.memory, "feature_map", None)
+        if self.feature_map is not None and self.feature_map.kind == "identity":
+            self.feature_map = None
+        # sqrt(a_i) per head and degree, flat so that weight decay leaves it alone (as write_mix)
+        self.feature_coefficients = (
+            nn.Parameter(torch.tensor(self.feature_map.initial_coefficients()).repeat(h))
+            if self.feature_map is not None and self.feature_map.learned else None
+        )
+        k_mem = k if self.feature_map is None else self.feature_map.width(k)
         self.q_proj = nn.Linear(d, h * k, bias=False)
         self.write_key = self.rule.write_key
         keyed = self.write_key != "one_minus_alpha"
@@ -67,13 +81,13 @@ class MemoryMixer(nn.Module):
             )
         self.gates = nn.ModuleDict(
             {
-                name: GateProducer(name, specs[name], d, h, self.rule.channel_width(name, k, v),
+                name: GateProducer(name, specs[name], d, h, self.rule.channel_width(name, k_mem, v),
                                    steps=n if name == "eta" else 1, layer=layer, n_layers=n_layers)
                 for name in needs
             }
         )
         self.memory_params = nn.ParameterList(
-            [nn.Parameter(p) for p in self.rule.initial_parameters(h, k, v)]
+            [nn.Parameter(p) for p in self.rule.initial_parameters(h, k_mem, v)]
         )
         # Huber thresholds in units of sqrt(d_v), the error norm's scale at init (bias.threshold_units)
         sqrt_dv = getattr(point.bias, "threshold_units", "absolute") == "sqrt_dv"
@@ -100,6 +114,11 @@ class MemoryMixer(nn.Module):
         if self.qk_l2_norm:
             q = F.normalize(q, dim=-1)
             key = None if key is None else F.normalize(key, dim=-1)
+        if self.feature_map is not None:  # phi(q), phi(k): [B, T, H, features]
+            coefficients = (None if self.feature_coefficients is None
+                            else self.feature_coefficients.view(h, -1))
+            q = self.feature_map.apply(q, coefficients)
+            key = self.feature_map.apply(key, coefficients)
         # gates near 1 (alpha = 0.9999) do not survive bfloat16: they are produced in float32 (or
         # float64 when x is) outside autocast; memory_forward runs its state math in float32 too
         with torch.autocast(device_type=x.device.type, enabled=False):

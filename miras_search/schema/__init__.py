@@ -7,7 +7,7 @@ from miras_search.schema.algorithm import (
     Implicit,
     Momentum,
     Multistep,
-    Newton,
+    Muon,
     NoAlgorithm,
 )
 from miras_search.schema.bias import (
@@ -70,7 +70,7 @@ __all__ = [
     "ModelPoint",
     "Momentum",
     "Multistep",
-    "Newton",
+    "Muon",
     "NoAlgorithm",
     "NoRetention",
     "Retention",

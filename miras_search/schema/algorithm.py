@@ -103,16 +103,43 @@ class Multistep(_Stepping):
         return [{"kind": "multistep", "steps": 2}]
 
 
-class Newton(_Stepping):
-    """l2 step preconditioned by the running inverse key covariance (Mesa-style)."""
+class Muon(_Stepping):
+    """Atlas's optimiser (Behrouz et al. 2025, arXiv 2505.23735, Eqs. 32-33): momentum of the
+    gradients, the step orthogonalised by ``ns_steps`` Newton-Schulz iterations, per memory
+    weight matrix (each MLP layer on its own):
 
-    kind: Literal["newton"] = "newton"
-    built: ClassVar[bool] = False
-    summary: ClassVar[str] = "schema only, not built yet"
+        S_t = theta_t S_{t-1} + grad_t,    M_t = alpha_t M_{t-1} - eta_t NewtonSchulz-k(S_t).
+
+    (Table 1 writes ``S_t = theta_t S_{t-1} - grad``, Eq. 33 ``+ grad``: Newton-Schulz is odd,
+    NS(-S) = -NS(S), so both give this descent step.) eta stays outside the orthogonalisation:
+    Newton-Schulz normalises its input, so an eta inside (as Eq. 35 writes it) would cancel.
+    The chunked form computes every gradient of a chunk at its start memory (the paper's parallel
+    form, Eqs. 34-41): exact at chunk 1, an approximation for longer chunks.
+    """
+
+    kind: Literal["muon"] = "muon"
+    summary: ClassVar[str] = "Atlas: momentum + Newton-Schulz"
+    theta: Gate = gate_field(0.9)
+    ns_steps: int = Field(
+        5, ge=1, le=10,
+        description="Newton-Schulz iterations k on each step (Muon's 5; more: closer to the "
+        "nearest semi-orthogonal matrix).",
+    )
+    eta: Gate = gate_field(0.05)
+
+    @model_validator(mode="after")
+    def _theta_range(self) -> Muon:
+        check_gate_range(self.theta, "theta", 0.0, 1.0, high_open=True)
+        if self.theta.mode == "channel":
+            raise ValueError("theta.mode 'channel' is not supported; use 'constant' or 'head'")
+        return self
+
+    def label(self) -> str:
+        return f"muon (k={self.ns_steps})"
 
     @classmethod
     def examples(cls) -> list[dict]:
-        return []  # not built: no memory rule
+        return [{"kind": "muon", "ns_steps": 3}]
 
 
 class NoAlgorithm(MemoryAlgorithm):

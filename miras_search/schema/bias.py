@@ -12,7 +12,7 @@ module imports no torch: validating a point stays cheap.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 MAX_HUBER_DELTA = 1e4
 """Largest Huber threshold: far above any error norm a model reaches (about sqrt(d_v) at init)."""
 MAX_SHARPNESS = 1e4
+MAX_WINDOW = 64
+"""Largest Omega window c: each step takes c gradients, so the step's cost grows with c."""
 """Largest c in tanh(c x): past it tanh is the exact sign at float precision."""
 
 
@@ -41,6 +43,43 @@ class AttentionalBias(AxisOption):
 
     registry: ClassVar[dict[str, type[AttentionalBias]]] = {}
     role: ClassVar[str] = "the inner loss `l(M; k, v)`"
+
+    window: int = Field(
+        1, ge=1, le=MAX_WINDOW,
+        description="Atlas's Omega rule: c, the tokens whose loss each step minimises, "
+        "sum_{i=t-c+1}^{t} gamma_i^(t) l(M; k_i, v_i) (arXiv 2505.23735, Eq. 9). 1 = the online "
+        "update of every Miras model.",
+    )
+    gamma: Gate | None = Field(
+        None,
+        description="window > 1 only (dropped with window 1): the learned weights gamma_i^(t) in "
+        "(0, 1) of the c - 1 past tokens in the window, produced from token t (mode 'channel': "
+        "one per lag, 'head': one shared by the lags, 'constant': fixed); the current token's "
+        "weight is 1 (eta_t scales it). Default when window > 1: channel-wise, 0.5 at init.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _gamma_follows_window(cls, data: Any) -> Any:
+        """window > 1 without gamma: the default gamma; window 1: no gamma (a window-1 override
+        of a windowed point, e.g. ``preset: atlas`` with ``bias: {window: 1}``, drops it)."""
+        if not isinstance(data, dict):
+            return data
+        window = data.get("window", 1)
+        if window in (1, None) and data.get("gamma") is not None:
+            data = {key: value for key, value in data.items() if key != "gamma"}
+        elif window not in (1, None) and data.get("gamma") is None:
+            data = {**data, "gamma": {"mode": "channel", "value": 0.5}}
+        return data
+
+    @model_validator(mode="after")
+    def _gamma_range(self) -> AttentionalBias:
+        if self.gamma is not None:
+            check_gate_range(self.gamma, "gamma", 0.0, 1.0)
+        return self
+
+    def label(self) -> str:
+        return self.kind if self.window == 1 else f"{self.kind} (c={self.window})"
 
     @property
     def exact_phi(self) -> bool:
@@ -82,6 +121,10 @@ class L2Bias(AttentionalBias):
 
     kind: Literal["l2"] = "l2"
 
+    @classmethod
+    def examples(cls) -> list[dict]:
+        return [{"kind": "l2"}, {"kind": "l2", "window": 3}]
+
     def loss(self, e: Tensor, v: Tensor, delta: Tensor | None) -> Tensor:
         return 0.5 * e.square().sum(-1)
 
@@ -111,7 +154,7 @@ class LpBias(AttentionalBias):
     eps: float = Field(1e-6, gt=0.0, description="eps in sqrt(x^2 + eps).")
 
     def label(self) -> str:
-        return f"lp (p={self.p:g})"
+        return f"lp (p={self.p:g})" + ("" if self.window == 1 else f" (c={self.window})")
 
     @classmethod
     def examples(cls) -> list[dict]:
@@ -190,7 +233,7 @@ class HuberBias(AttentionalBias):
         return self
 
     def label(self) -> str:
-        return f"huber ({self.variant})"
+        return f"huber ({self.variant})" + ("" if self.window == 1 else f" (c={self.window})")
 
     @classmethod
     def examples(cls) -> list[dict]:

@@ -7,8 +7,13 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from miras_search.schema._base import AxisOption
+from miras_search.schema.feature_map import FeatureMapOption, IdentityMap
 
 MemoryInit = Literal["auto", "zeros", "learned"]
+FEATURE_MAP_HELP = (
+    "Atlas's feature map phi on keys and queries (arXiv 2505.23735, Eqs. 5 and 22): 'identity', "
+    "'polynomial' (degree p, learned coefficients) or 'exponential' (phi*, truncated)."
+)
 INIT_HELP = (
     "Initial memory state: 'zeros', 'learned' (a trained parameter per head), or 'auto' "
     "(zeros for linear memories with linear retention, learned otherwise)."
@@ -34,10 +39,16 @@ class MatrixMemory(MemoryArchitecture):
 
     kind: Literal["matrix"] = "matrix"
     init: MemoryInit = Field("auto", description=INIT_HELP)
+    feature_map: FeatureMapOption = Field(default_factory=IdentityMap, description=FEATURE_MAP_HELP)
+
+    def label(self) -> str:
+        return "matrix" if self.feature_map.kind == "identity" else f"matrix, {self.feature_map.label()}"
 
 
 class MLPMemory(MemoryArchitecture):
-    """M(x) = x + LN(W_L act(... act(W_1 x))): a residual MLP of ``depth`` linear layers."""
+    """M(x) = x + LN(W_L act(... act(W_1 x))): a residual MLP of ``depth`` linear layers; with a
+    feature map, M(phi(k)) = phi_1(k) + LN(W_L act(... act(W_1 phi(k)))), phi_1 its degree-1 block
+    (the hidden width stays expansion * the head's value dim)."""
 
     kind: Literal["mlp"] = "mlp"
     summary: ClassVar[str] = "depth, expansion, activation, LayerNorm"
@@ -46,9 +57,11 @@ class MLPMemory(MemoryArchitecture):
     activation: Literal["gelu", "silu", "relu"] = "gelu"
     layer_norm: bool = Field(True, description="LayerNorm (no affine) on the MLP branch.")
     init: MemoryInit = Field("auto", description=INIT_HELP)
+    feature_map: FeatureMapOption = Field(default_factory=IdentityMap, description=FEATURE_MAP_HELP)
 
     def label(self) -> str:
-        return f"mlp (L={self.depth}, e={self.expansion})"
+        phi = "" if self.feature_map.kind == "identity" else f", {self.feature_map.label()}"
+        return f"mlp (L={self.depth}, e={self.expansion}{phi})"
 
     @classmethod
     def examples(cls) -> list[dict]:

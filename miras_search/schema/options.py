@@ -6,6 +6,7 @@ from __future__ import annotations
 from miras_search.schema._base import AxisOption
 from miras_search.schema.algorithm import MemoryAlgorithm
 from miras_search.schema.bias import AttentionalBias
+from miras_search.schema.feature_map import FeatureMap
 from miras_search.schema.memory import MemoryArchitecture
 from miras_search.schema.retention import RetentionGate
 
@@ -14,8 +15,11 @@ AXIS_BASES: dict[str, type[AxisOption]] = {
     "attentional bias": AttentionalBias,
     "retention gate": RetentionGate,
     "learning algorithm": MemoryAlgorithm,
+    "feature map": FeatureMap,
 }
-"""Each axis's title and the base class its options register with, in the paper's order."""
+"""Each axis's title and the base class its options register with, in the paper's order; the
+Atlas paper's feature map (``memory.feature_map``) last. The Omega window is a field of every
+bias (``bias.window``), Muon an algorithm."""
 
 
 def axis_options() -> list[tuple[str, str, list[tuple[str, str]]]]:

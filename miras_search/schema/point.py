@@ -8,6 +8,7 @@ from miras_search.schema._base import Schema
 from miras_search.schema.algorithm import GD, Algorithm
 from miras_search.schema.bias import Bias, DotBias
 from miras_search.schema.block import Block
+from miras_search.schema.feature_map import MAX_FEATURES
 from miras_search.schema.gates import Gate
 from miras_search.schema.memory import MatrixMemory, Memory
 from miras_search.schema.retention import NoRetention, Retention
@@ -62,6 +63,8 @@ def exact_delta_applies(point: ModelPoint) -> bool:
     takes channel-wise gates and either gradient point."""
     alpha = getattr(point.retention, "alpha", None)
     eta = getattr(point.algorithm, "eta", None)
+    if point.bias.window > 1:  # the Omega rule's window: the minibatch form only
+        return False
     if getattr(point.algorithm, "write_key", "key") == "lerp":
         return (
             point.memory.kind == "matrix"
@@ -97,19 +100,20 @@ def cross_axis_problems(point: ModelPoint) -> list[tuple[str, str]]:
                 f"got bias '{bias.kind}' and retention '{retention.kind}'",
             ))
         return problems
-    if algorithm.kind in ("implicit", "newton") and (bias.kind != "l2" or memory.kind != "matrix"):
+    problems.extend(_atlas_problems(point))
+    if algorithm.kind == "implicit" and (bias.kind != "l2" or memory.kind != "matrix"):
         problems.append((
             "algorithm.kind",
             f"algorithm '{algorithm.kind}' needs bias 'l2' and memory 'matrix'; "
             f"got bias '{bias.kind}' and memory '{memory.kind}'",
         ))
-    if algorithm.kind in ("implicit", "newton") and retention.kind not in ("none", "l2"):
+    if algorithm.kind == "implicit" and retention.kind not in ("none", "l2"):
         problems.append((
             "algorithm.kind",
             f"algorithm '{algorithm.kind}' needs retention 'none' or 'l2', got '{retention.kind}'",
         ))
     eta = getattr(algorithm, "eta", None)
-    if algorithm.kind in ("implicit", "newton") and eta is not None and eta.mode == "channel":
+    if algorithm.kind == "implicit" and eta is not None and eta.mode == "channel":
         problems.append((
             "algorithm.eta.mode",
             f"algorithm '{algorithm.kind}' needs a scalar eta; eta.mode 'channel' is not allowed",
@@ -141,6 +145,52 @@ def cross_axis_problems(point: ModelPoint) -> list[tuple[str, str]]:
             "train.seq_len",
             f"seq_len ({point.train.seq_len}) exceeds block.max_seq_len ({point.block.max_seq_len})",
         ))
+    return problems
+
+
+def _atlas_problems(point: ModelPoint) -> list[tuple[str, str]]:
+    """The rules of Atlas's axes (arXiv 2505.23735): the Omega window (bias.window > 1), the
+    muon algorithm and the feature maps. The window and muon run with per-token weights
+    materialised in the chunked form, which covers linear retentions (none, l2) on matrix and
+    MLP memories."""
+    memory, bias, retention, algorithm = point.memory, point.bias, point.retention, point.algorithm
+    write_key = getattr(algorithm, "write_key", "key")
+    problems: list[tuple[str, str]] = []
+    for what, path, used in (
+        (f"bias.window {bias.window} (the Omega rule)", "bias.window", bias.window > 1),
+        ("algorithm 'muon'", "algorithm.kind", algorithm.kind == "muon"),
+    ):
+        if not used:
+            continue
+        if memory.kind not in ("matrix", "mlp") or retention.kind not in ("none", "l2"):
+            problems.append((
+                path,
+                f"{what} needs memory 'matrix' or 'mlp' and retention 'none' or 'l2'; got memory "
+                f"'{memory.kind}' and retention '{retention.kind}'",
+            ))
+        if write_key != "key":
+            problems.append((path, f"{what} takes algorithm.write_key 'key', got '{write_key}'"))
+    if bias.window > 1 and algorithm.kind not in ("gd", "momentum", "muon"):
+        problems.append((
+            "bias.window",
+            f"bias.window > 1 (the Omega rule) needs algorithm gd, momentum or muon; got "
+            f"'{algorithm.kind}'",
+        ))
+    feature_map = getattr(memory, "feature_map", None)
+    if feature_map is not None and feature_map.kind != "identity":
+        width = feature_map.width(point.block.head_k)
+        if width > MAX_FEATURES:
+            problems.append((
+                "memory.feature_map.degree",
+                f"feature map '{feature_map.kind}' of degree {feature_map.degree} makes "
+                f"{width} features from keys of {point.block.head_k} per head; at most "
+                f"{MAX_FEATURES} (lower the degree or block.key_dim)",
+            ))
+        if write_key != "key":
+            problems.append((
+                "memory.feature_map",
+                f"a feature map needs algorithm.write_key 'key', got '{write_key}'",
+            ))
     return problems
 
 

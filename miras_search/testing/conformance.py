@@ -64,7 +64,7 @@ def forward_and_grads(run: Callable[..., Tensor], inputs) -> list[Tensor]:
     q, k, v, the gates present and the initial parameters."""
     q, k, v, gates, params = inputs
     leaves = [x for x in (q, k, v, gates.eta, gates.alpha, gates.theta, gates.delta,
-                          gates.write_key, *params)
+                          gates.write_key, gates.gamma, *params)
               if x is not None]
     out = run(q, k, v, gates, params)
     weight = torch.randn(out.shape, generator=torch.Generator().manual_seed(1),
