@@ -168,7 +168,7 @@ def confirm_points(study: optuna.Study, top: int) -> tuple[list[TrialRow], list[
     that ranking. Returns (rows, named models the study has no trial of, named models it ran but
     has no usable result of -> why).
     """
-    best = [row for row in (trial_row(t) for t in ranked_like_best(study)) if row.complete]
+    best = [row for row in (trial_row(t) for t in ranked_like_best(study, fidelity="base")) if row.complete]
     by_number = {row.number: row for row in best}
     chosen = best[:top]
     missing: list[str] = []

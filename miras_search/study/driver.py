@@ -478,6 +478,8 @@ class StudyDriver:
 
     def _remember(self, trial: FrozenTrial) -> None:
         key = trial.user_attrs.get("point_key")
+        if "fidelity" in trial.user_attrs:
+            return  # a longer or larger run: a duplicate at the study's budget must not take its result
         if key and key not in self._done and self._reusable(trial):
             self._done[key] = trial
 

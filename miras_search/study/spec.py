@@ -25,6 +25,7 @@ from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from miras_search.errors import ConfigError, MirasError, Problem
 from miras_search.presets import BASELINES, PRESET_AXES
+from miras_search.scale.spec import ScaleSpec
 from miras_search.schema import ModelPoint
 from miras_search.schema._base import Schema
 from miras_search.schema.train import SEED_MAX
@@ -190,6 +191,7 @@ class StudyFile(Schema):
     parallel: ParallelSpec = Field(default_factory=ParallelSpec)
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
     checkpoints: CheckpointSpec = Field(default_factory=CheckpointSpec)
+    scale: ScaleSpec | None = Field(None, description="`miras scale`: points, ladder and target compute.")
 
     _source: str = PrivateAttr("<study>")
 
