@@ -317,6 +317,7 @@ def best(study: _STUDY, storage: _STORAGE = None,
     from miras_search.points import point_to_yaml
     from miras_search.report.study_data import stored_point
     from miras_search.study import open_study
+    from miras_search.study.fidelity import describe as describe_fidelity
     from miras_search.study.summary import objective_records, ranked
 
     opened = open_study(study, storage)
@@ -331,6 +332,7 @@ def best(study: _STUDY, storage: _STORAGE = None,
         meta = {
             "study": opened.study_name, "trial": trial.number, "anchor": trial.user_attrs.get("anchor"),
             "objectives": {r["name"]: v for r, v in zip(records, trial.values, strict=True)},
+            "fidelity": describe_fidelity(trial),
         }
         docs.append(point_to_yaml(point, compact=not full, meta=meta))
     print_text("---\n".join(docs))
