@@ -160,3 +160,77 @@ def test_best_cli_says_the_fidelity(tmp_path: Path) -> None:
     assert "fidelity: confirm x4 (3 seeds)" in result.output
     number = len(study.trials) - 1
     assert result.output.index(f"trial: {number}") < result.output.index("trial: 1")
+
+
+# ---- successive halving -----------------------------------------------------------------------
+def _halving_study(tmp_path: Path) -> Path:
+    from tests.test_study import write_study
+
+    return write_study(tmp_path, trials=4, sampler={"kind": "random", "anchors": [], "seed": 2},
+                       budget={"schedule": "successive_halving", "eta": 2, "rungs": 3})
+
+
+def test_successive_halving_promotes_the_best_half_to_longer_budgets(tmp_path: Path) -> None:
+    from tests.test_study import TINY_TRIAL, run_inline, trials_of
+
+    path = _halving_study(tmp_path)
+    summary = run_inline(path)
+    trials = trials_of(path)
+    base = [t for t in trials if "fidelity" not in t.user_attrs and t.state == TrialState.COMPLETE
+            and "reused_from" not in t.user_attrs]  # distinct points (a duplicate draw reuses a result)
+    first, second = len(base) // 2, len(base) // 4
+    assert first >= 2, "the sampler drew too few distinct points for this test"
+    assert summary.finished == 4 and summary.promoted == first + second
+    promoted = sorted((t for t in trials if "fidelity" in t.user_attrs), key=lambda t: t.number)
+    assert [t.user_attrs["fidelity"]["level"] for t in promoted] == [2.0] * first + [4.0] * second
+    assert [t.user_attrs["fidelity"]["tokens"] for t in promoted] == [2 * TINY_TRIAL["tokens"]] * first + [
+        4 * TINY_TRIAL["tokens"]] * second
+    assert all(t.user_attrs["metrics"]["tokens"] == t.user_attrs["fidelity"]["tokens"] for t in promoted)
+    by_value = sorted(base, key=lambda t: t.values[0])
+    assert {t.user_attrs["halving_of"] for t in promoted[:first]} == {t.number for t in by_value[:first]}
+    at_two = sorted(promoted[:first], key=lambda t: t.values[0])
+    assert [t.user_attrs["halving_of"] for t in promoted[first:]] == [
+        t.user_attrs["halving_of"] for t in at_two[:second]]
+    # best: the points that reached 4x first, then the other 2x ones, then the rest by their short value
+    best = ranked(open_study_of(path))
+    assert [t.number for t in best[:second]] == [t.number for t in promoted[first:]]
+    assert [t.number for t in best[second:first]] == [t.number for t in at_two[second:]]
+    assert [t.number for t in best[first:]] == [t.number for t in by_value[first:]]
+
+
+def open_study_of(path: Path) -> optuna.Study:
+    from miras_search.study import open_study
+    from miras_search.study.spec import load_study_file
+
+    return open_study(load_study_file(path))
+
+
+def test_successive_halving_resumes_with_the_missing_promotions_only(tmp_path: Path) -> None:
+    from miras_search.study import InlinePool, run_study
+    from miras_search.study.spec import load_study_file
+    from tests.test_study import trials_of
+
+    path = _halving_study(tmp_path)
+    trained: list[int] = []
+
+    class StopAtFirstPromotion(InlinePool):
+        def wait(self):
+            task = self._queue[0]
+            if task.config["tokens"] > 896:
+                raise KeyboardInterrupt
+            return super().wait()
+
+    summary = run_study(load_study_file(path), lambda: StopAtFirstPromotion(threads=1))
+    assert summary.interrupted and summary.finished == 4
+    assert not any("fidelity" in t.user_attrs for t in trials_of(path))
+
+    class Counting(InlinePool):
+        def wait(self):
+            trained.append(self._queue[0].config["tokens"])
+            return super().wait()
+
+    summary = run_study(load_study_file(path), lambda: Counting(threads=1))
+    assert trained and set(trained) <= {1792, 3584} and summary.promoted == len(trained) and summary.ran == 0
+    trained.clear()
+    summary = run_study(load_study_file(path), lambda: Counting(threads=1))
+    assert trained == [] and summary.already_done

@@ -166,6 +166,9 @@ def _report(summary: RunSummary, tracker) -> None:
         f"({summary.ran} trained and {summary.reused} reused in this run, {summary.wall_s:.0f} s, "
         f"orchestration {overhead:.2f} s/trial)", highlight=False,
     )
+    if summary.promoted:
+        console.print(f"successive halving: {summary.promoted} longer run(s) of promoted points stored as "
+                      "fidelity results (`miras best` ranks by the highest fidelity)", highlight=False)
     console.print(f"storage: {escape(redact_url(summary.storage))}", highlight=False)
     if tracker is not None and tracker.error:
         console.print(f"[yellow]W&B tracking was turned off[/]: {escape(tracker.error)}")
