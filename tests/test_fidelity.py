@@ -234,3 +234,17 @@ def test_successive_halving_resumes_with_the_missing_promotions_only(tmp_path: P
     trained.clear()
     summary = run_study(load_study_file(path), lambda: Counting(threads=1))
     assert trained == [] and summary.already_done
+
+
+def test_report_shows_fidelities_and_keeps_importances(tmp_path: Path) -> None:
+    from miras_search.report.build import build_report
+    from tests.test_study import run_inline
+
+    path = _halving_study(tmp_path)
+    run_inline(path)
+    study = open_study_of(path)
+    written = build_report(study, tmp_path / "report")
+    page = written.html.read_text()
+    assert "<th>fidelity</th>" in page and "halving x4" in page and "highest fidelity" in page
+    assert written.board[0].fidelity == "halving x4"
+    assert "Parameter importances" in page and "Not available" not in page

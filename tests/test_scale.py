@@ -212,3 +212,14 @@ def test_bad_cli_input_is_one_paragraph(tmp_path: Path, monkeypatch: pytest.Monk
 
         on_rung(preset("moneta"), Rung(d_model=48, n_layers=1, n_heads=1, head_dim=48, tokens=10).model_copy(
             update={"n_heads": 5}))
+
+
+def test_report_shows_the_scaling_section(tmp_path: Path) -> None:
+    from miras_search.report.build import build_report
+
+    job = _job(tmp_path, ["gated_deltanet"], rungs=TINY[:2])
+    ScaleRunner(job.study, job.spec, job.points, job.config, job.objectives, lambda: CountingPool()).run()
+    written = build_report(job.study, tmp_path / "report")
+    page = written.html.read_text()
+    assert "Scaling" in page and "gated_deltanet" in page and "(C /" in page
+    assert any(p.name == "scale.png" for p in written.images)

@@ -83,6 +83,12 @@ class _BaseFidelityView:
             optuna.trial.TrialState.COMPLETE,)), self._study.directions)
 
 
+def base_fidelity_view(study: optuna.Study) -> optuna.Study:
+    """``study`` without its fidelity trials, for code that reads trials as samples of the space
+    (samplers, parameter importances)."""
+    return _BaseFidelityView(study)  # type: ignore[return-value]
+
+
 class BaseFidelitySampler(optuna.samplers.BaseSampler):
     """Wraps a sampler so that it models the study's base-fidelity trials only: a point re-trained
     4x longer (``confirm``) or on a ladder (``scale``) would otherwise be seen twice, once with a
