@@ -223,3 +223,26 @@ def test_report_shows_the_scaling_section(tmp_path: Path) -> None:
     page = written.html.read_text()
     assert "Scaling" in page and "gated_deltanet" in page and "(C /" in page
     assert any(p.name == "scale.png" for p in written.images)
+
+
+def test_a_study_files_best_points_are_scaled_inside_that_study(tmp_path: Path) -> None:
+    from tests._fake_study import fake_study
+
+    path = fake_study(tmp_path, values=[3.5, 3.1, 3.3])
+    data = yaml.safe_load(path.read_text())
+    data["scale"] = {"top": 2, "metric": "val_bpb", "rungs": TINY[:2], "batch_size": 4}
+    path.write_text(yaml.safe_dump(data))
+    job = prepare(path, [], {})
+    assert [p.trial for p in job.points] == [1, 2]  # `miras best`'s top 2
+    assert job.points[0].base_tokens is None and job.config.eval_batches == 1
+    ScaleRunner(job.study, job.spec, job.points, job.config, job.objectives, lambda: CountingPool()).run()
+    rungs = [t for t in job.study.get_trials() if is_rung_trial(t)]
+    assert len(rungs) == 4
+    for trial in rungs:  # the same point to the study: its key and its sampled parameters
+        base = job.study.trials[1 if trial.user_attrs["point_key"] == "key1" else 2]
+        assert trial.params == base.params and trial.user_attrs["point"] == base.user_attrs["point"]
+        assert trial.user_attrs["scale"]["trained_point"]["block"]["d_model"] in (16, 24)
+    assert [t.number for t in ranked(job.study, fidelity="base")] == [1, 2, 0]
+    table = scale_table(job.study, "val_bpb")
+    assert {p.label for p in table.points} == {"trial 1", "trial 2"}
+    assert all(p.fit is not None and p.fit.form == "pure" for p in table.points)  # 2 rungs

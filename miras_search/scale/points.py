@@ -26,10 +26,11 @@ class ScalePoint:
     anchor: str | None = None
     trial: int | None = None
     base_tokens: int | None = None
+    stored_key: str | None = None  # the study trial's point_key (its identity there)
 
     @property
     def key(self) -> str:
-        return point_key(self.point)
+        return self.stored_key or point_key(self.point)
 
 
 def _study_anchor(study: optuna.Study | None, name: str) -> Any:
@@ -60,7 +61,7 @@ def resolve_points(names: list[str], top: int, study: optuna.Study | None, base:
             trial = _study_anchor(study, name)
             if trial is not None:
                 chosen.append(ScalePoint(name, stored_point(trial.user_attrs["point"], trial.number), name,
-                                         trial.number, tokens))
+                                         trial.number, tokens, trial.user_attrs.get("point_key")))
             else:
                 chosen.append(ScalePoint(name, preset(name), name, None, tokens))
             continue
@@ -75,7 +76,8 @@ def resolve_points(names: list[str], top: int, study: optuna.Study | None, base:
         for trial in ranked(study, fidelity="base")[:top]:
             point = stored_point(trial.user_attrs.get("point"), trial.number)
             label = trial.user_attrs.get("anchor") or f"trial {trial.number}"
-            chosen.append(ScalePoint(label, point, trial.user_attrs.get("anchor"), trial.number, tokens))
+            chosen.append(ScalePoint(label, point, trial.user_attrs.get("anchor"), trial.number, tokens,
+                                     trial.user_attrs.get("point_key")))
     unique: dict[str, ScalePoint] = {}
     for item in chosen:
         unique.setdefault(item.key, item)
