@@ -101,6 +101,14 @@ def _base_params(study: optuna.Study, target: ScalePoint) -> tuple[dict[str, Any
     return dict(trial.params), dict(trial.distributions)
 
 
+def _level(run: RungRun) -> float:
+    """The rung's fidelity level: its size-and-budget over the point's own run (study.fidelity)."""
+    base = run.target.point.block
+    base_tokens = run.target.base_tokens or run.target.point.train.tokens
+    return compute_proxy(run.rung.tokens, run.rung.d_model, run.rung.n_layers) / compute_proxy(
+        base_tokens, base.d_model, base.n_layers)
+
+
 class ScaleRunner:
     """Runs the missing rungs of ``points`` on ``spec``'s ladder into ``study``."""
 
@@ -113,7 +121,11 @@ class ScaleRunner:
         self.on_event = on_event or (lambda kind, run, result: None)
 
     def rung_config(self, run: RungRun) -> TrialConfig:
+        """The study's trial settings with the rung's budget and context; a per-trial time limit
+        grows with the rung's size-and-budget over the point's own run (never shrinks)."""
         update: dict[str, Any] = {"tokens": run.rung.tokens, "seq_len": run.rung.seq_len, "seed": run.seed}
+        if self.config.time_limit_s is not None:
+            update["time_limit_s"] = self.config.time_limit_s * max(1.0, _level(run))
         if self.spec.batch_size is not None:
             update["batch_size"] = self.spec.batch_size
         return self.config.model_copy(update=update)
@@ -156,10 +168,7 @@ class ScaleRunner:
         metrics = {k: float(v) for k, v in (result.get("metrics") or {}).items() if isinstance(v, int | float)}
         per_token = flops_per_token(trained, run.rung.seq_len)
         tokens = int(metrics.get("tokens", run.rung.tokens))
-        base = run.target.point.block
-        base_tokens = run.target.base_tokens or run.target.point.train.tokens
-        level = compute_proxy(run.rung.tokens, run.rung.d_model, run.rung.n_layers) / compute_proxy(
-            base_tokens, base.d_model, base.n_layers)
+        level = _level(run)
         attrs: dict[str, Any] = {
             "point": run.target.point.model_dump(mode="json"), "point_key": run.target.key,
             "axes": run.target.point.axes, "anchor": run.target.anchor, "label": run.target.label,
