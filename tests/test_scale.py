@@ -246,3 +246,35 @@ def test_a_study_files_best_points_are_scaled_inside_that_study(tmp_path: Path) 
     table = scale_table(job.study, "val_bpb")
     assert {p.label for p in table.points} == {"trial 1", "trial 2"}
     assert all(p.fit is not None and p.fit.form == "pure" for p in table.points)  # 2 rungs
+
+
+@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGKILL"])
+def test_ctrl_c_or_a_crash_loses_no_finished_rung(tmp_path: Path, signal_name: str) -> None:
+    """A real `miras scale` process stopped after its first rung: the rerun trains the rest only."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    rungs = [f"{d},1,16,512" for d in (16, 20, 24, 28)]
+    args = [sys.executable, "-m", "miras_search", "scale", "gated_deltanet", "--inline", "--batch-size", "4",
+            "--name", "stop", *(x for r in rungs for x in ("--rung", r))]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
+    child = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert child.stdout is not None
+    for line in child.stdout:  # the first rung is stored before its line is printed
+        if "val_loss" in line:
+            break
+    child.send_signal(getattr(signal, signal_name))
+    output = child.communicate(timeout=300)[0]
+    if signal_name == "SIGINT":
+        assert child.returncode == 130, output
+        assert "trains the rest" in output
+    else:
+        assert child.returncode == -signal.SIGKILL
+    again = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stdout + again.stderr
+    stored = int(again.stdout.split(" already stored")[0].rsplit(" ", 1)[1])
+    trained = int(again.stdout.split(" trained now")[0].rsplit(" ", 1)[1])
+    assert stored >= 1 and stored + trained == 4

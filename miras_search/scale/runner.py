@@ -26,6 +26,7 @@ from miras_search.scale.compute import flops_per_token
 from miras_search.scale.points import ScalePoint, compute_proxy, on_rung
 from miras_search.scale.spec import Rung, ScaleSpec
 from miras_search.study.execute import TrialTask
+from miras_search.study.interrupts import CtrlC
 from miras_search.study.pools import Pool
 from miras_search.study.records import REUSABLE_FAILURES, finite_metrics
 from miras_search.trial import Objective, TrialConfig
@@ -137,29 +138,35 @@ class ScaleRunner:
         if not todo:
             return summary
         pool = self.pool_factory()
-        in_flight: dict[int, RungRun] = {}
-        number = 0
+        ctrl_c = CtrlC()
         try:
-            while todo or in_flight:
-                while todo and len(in_flight) < pool.capacity:
-                    run = todo.pop(0)
-                    task = TrialTask(trial_id=-1, number=number, study_name=self.study.study_name, storage=None,
-                                     point=on_rung(run.target.point, run.rung).model_dump(mode="json"),
-                                     config=self.rung_config(run).model_dump(mode="json"))
-                    in_flight[number] = run
-                    number += 1
-                    pool.submit(task)
-                    self.on_event("started", run, None)
-                for task, result in pool.wait():
-                    run = in_flight.pop(task.number)
-                    self._store(run, task, result, summary)
-                    self.on_event("finished", run, result)
+            with ctrl_c:
+                self._loop(pool, todo, summary, ctrl_c)
         except KeyboardInterrupt:
             summary.interrupted = True  # the rungs in flight are not stored: a re-run trains them
         finally:
             pool.shutdown()
         summary.wall_s = time.perf_counter() - started
         return summary
+
+    def _loop(self, pool: Pool, todo: list[RungRun], summary: ScaleSummary, ctrl_c: CtrlC) -> None:
+        in_flight: dict[int, RungRun] = {}
+        number = 0
+        while todo or in_flight:
+            while todo and len(in_flight) < pool.capacity:
+                run = todo.pop(0)
+                task = TrialTask(trial_id=-1, number=number, study_name=self.study.study_name, storage=None,
+                                 point=on_rung(run.target.point, run.rung).model_dump(mode="json"),
+                                 config=self.rung_config(run).model_dump(mode="json"))
+                in_flight[number] = run
+                number += 1
+                pool.submit(task)
+                self.on_event("started", run, None)
+            for task, result in pool.wait():
+                run = in_flight.pop(task.number)
+                self._store(run, task, result, summary)
+                self.on_event("finished", run, result)
+            ctrl_c.check()  # a Ctrl-C that a blocking wait caught and dropped
 
     def _store(self, run: RungRun, task: TrialTask, result: dict[str, Any], summary: ScaleSummary) -> None:
         from miras_search.schema import ModelPoint
