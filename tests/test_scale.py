@@ -129,9 +129,13 @@ def test_tiny_ladder_end_to_end(tmp_path: Path) -> None:
     assert "rank" in table.markdown()
     scale_figure(table).savefig(tmp_path / "scale.png")
     assert (tmp_path / "scale.png").stat().st_size > 1000
-    # `best` reads each point at its highest rung
+    # every point's rung k has one level (presets keep sizes of their own): 1, 2.25 x 2, 4 x 4
+    levels = sorted({(t.user_attrs["scale"]["index"], t.user_attrs["fidelity"]["level"]) for t in trials})
+    assert levels == [(0, 1.0), (1, pytest.approx(4.5)), (2, pytest.approx(16.0))]
+    # `best` reads each point at its highest rung, ranked by its loss there
     best = ranked(job.study)
     assert len(best) == 2 and all(t.user_attrs["scale"]["d_model"] == 32 for t in best)
+    assert best[0].values[0] <= best[1].values[0]
 
 
 def test_resume_after_an_interruption_trains_only_the_missing_rungs(tmp_path: Path) -> None:

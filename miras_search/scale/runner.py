@@ -102,12 +102,16 @@ def _base_params(study: optuna.Study, target: ScalePoint) -> tuple[dict[str, Any
     return dict(trial.params), dict(trial.distributions)
 
 
-def _level(run: RungRun) -> float:
-    """The rung's fidelity level: its size-and-budget over the point's own run (study.fidelity)."""
+def _level(run: RungRun, first: Rung) -> float:
+    """The rung's fidelity level (study.fidelity): its size-and-budget over the point's own run in
+    the study, or over the ladder's first rung for a point the study has no trial of (presets keep
+    sizes of their own, so that every point's rung k gets the same level)."""
+    rung = compute_proxy(run.rung.tokens, run.rung.d_model, run.rung.n_layers)
+    if run.target.trial is None:
+        return rung / compute_proxy(first.tokens, first.d_model, first.n_layers)
     base = run.target.point.block
     base_tokens = run.target.base_tokens or run.target.point.train.tokens
-    return compute_proxy(run.rung.tokens, run.rung.d_model, run.rung.n_layers) / compute_proxy(
-        base_tokens, base.d_model, base.n_layers)
+    return rung / compute_proxy(base_tokens, base.d_model, base.n_layers)
 
 
 class ScaleRunner:
@@ -126,7 +130,7 @@ class ScaleRunner:
         grows with the rung's size-and-budget over the point's own run (never shrinks)."""
         update: dict[str, Any] = {"tokens": run.rung.tokens, "seq_len": run.rung.seq_len, "seed": run.seed}
         if self.config.time_limit_s is not None:
-            update["time_limit_s"] = self.config.time_limit_s * max(1.0, _level(run))
+            update["time_limit_s"] = self.config.time_limit_s * max(1.0, _level(run, self.spec.rungs[0]))
         if self.spec.batch_size is not None:
             update["batch_size"] = self.spec.batch_size
         return self.config.model_copy(update=update)
@@ -175,7 +179,7 @@ class ScaleRunner:
         metrics = {k: float(v) for k, v in (result.get("metrics") or {}).items() if isinstance(v, int | float)}
         per_token = flops_per_token(trained, run.rung.seq_len)
         tokens = int(metrics.get("tokens", run.rung.tokens))
-        level = _level(run)
+        level = _level(run, self.spec.rungs[0])
         attrs: dict[str, Any] = {
             "point": run.target.point.model_dump(mode="json"), "point_key": run.target.key,
             "axes": run.target.point.axes, "anchor": run.target.anchor, "label": run.target.label,
