@@ -282,3 +282,15 @@ def test_ctrl_c_or_a_crash_loses_no_finished_rung(tmp_path: Path, signal_name: s
     stored = int(again.stdout.split(" already stored")[0].rsplit(" ", 1)[1])
     trained = int(again.stdout.split(" trained now")[0].rsplit(" ", 1)[1])
     assert stored >= 1 and stored + trained == 4
+
+
+def test_a_rungs_budget_context_and_time_limit(tmp_path: Path) -> None:
+    from miras_search.scale.runner import RungRun
+
+    job = _job(tmp_path, ["gated_deltanet"])
+    config = job.config.model_copy(update={"time_limit_s": 10.0})
+    runner = ScaleRunner(job.study, job.spec, job.points, config, job.objectives, lambda: CountingPool())
+    first, last = (runner.rung_config(RungRun(job.points[0], job.spec.rungs[i], i, 3)) for i in (0, 2))
+    assert (first.tokens, first.seq_len, first.seed, first.batch_size) == (512, 16, 3, 4)
+    assert first.time_limit_s == pytest.approx(10.0)
+    assert last.tokens == 2048 and last.time_limit_s == pytest.approx(10.0 * 16)  # 4x tokens at 2x width
