@@ -73,6 +73,7 @@ def test_fidelity_results_do_not_count_towards_the_budget_nor_the_status_best() 
     assert counted == [True, False]
     assert status(study).finished == 1
     assert status(study).best[0].values == [3.0]  # the study's own budget, not the 4x run
+    assert (status(study).complete, status(study).fidelity) == (1, 1)
 
 
 def test_the_sampler_sees_base_trials_only() -> None:

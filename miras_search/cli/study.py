@@ -235,7 +235,8 @@ def _counts_line(state: StudyStatus) -> str:
     complete = f"{state.complete} complete" + (f" ({state.reused} reused)" if state.reused else "")
     counts = [complete, *(f"{count} {label}" for count, label in (
         (state.running, "running"), (state.pruned, "pruned"), (state.failed, "failed"),
-        (state.interrupted, "interrupted"), (state.waiting, "waiting")) if count)]
+        (state.interrupted, "interrupted"), (state.waiting, "waiting"),
+        (state.fidelity, "longer/larger runs")) if count)]
     eta = "-" if state.eta_s is None else str(datetime.timedelta(seconds=round(state.eta_s)))
     return f"{state.finished}/{target} finished: {', '.join(counts)}; ETA {eta}"
 

@@ -29,6 +29,7 @@ class StudyStatus:
     eta_s: float | None = None
     mean_trial_s: float | None = None
     failures: list[FailureGroup] = field(default_factory=list)  # most frequent first
+    fidelity: int = 0  # longer or larger runs of points (confirm, scale, halving), not in the counts above
 
 
 @dataclass
@@ -146,7 +147,8 @@ def _dominates(a: list[float], b: list[float]) -> bool:
 
 
 def status(study: optuna.Study) -> StudyStatus:
-    trials = study.get_trials(deepcopy=False)
+    every = study.get_trials(deepcopy=False)
+    trials = [t for t in every if not is_fidelity_trial(t)]
     by_state = {s: [t for t in trials if t.state == s] for s in TrialState}
     interrupted = sum(1 for t in by_state[TrialState.FAIL] if t.user_attrs.get("failure") == "interrupted")
     run = study.user_attrs.get("run") or {}
@@ -175,5 +177,5 @@ def status(study: optuna.Study) -> StudyStatus:
         running=len(by_state[TrialState.RUNNING]), waiting=len(by_state[TrialState.WAITING]),
         reused=sum(1 for t in trials if "reused_from" in t.user_attrs), objectives=records,
         best=best, eta_s=eta if eta is None or math.isfinite(eta) else None, mean_trial_s=mean,
-        failures=failure_groups(trials),
+        failures=failure_groups(trials), fidelity=len(every) - len(trials),
     )
