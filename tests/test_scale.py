@@ -212,7 +212,7 @@ def test_bad_cli_input_is_one_paragraph(tmp_path: Path, monkeypatch: pytest.Monk
         assert "Traceback" not in result.output
     with pytest.raises(MirasError, match="cannot be built on rung"):
         from miras_search.scale.points import on_rung
-        from miras_search.scale.spec import Rung
+        from miras_search.study.scale_spec import Rung
 
         on_rung(preset("moneta"), Rung(d_model=48, n_layers=1, n_heads=1, head_dim=48, tokens=10).model_copy(
             update={"n_heads": 5}))

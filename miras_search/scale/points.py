@@ -11,9 +11,9 @@ from pydantic import ValidationError
 
 from miras_search.errors import ConfigError, MirasError, Problem
 from miras_search.presets import PRESET_AXES, preset
-from miras_search.scale.spec import Rung
 from miras_search.schema import ModelPoint
 from miras_search.study.records import point_key
+from miras_search.study.scale_spec import Rung
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,6 @@ def resolve_points(names: list[str], top: int, study: optuna.Study | None, base:
     study's block); otherwise the preset at its own size (the ladder sets the size anyway).
     """
     from miras_search.points import load_point
-    from miras_search.report.study_data import stored_point
     from miras_search.study.summary import ranked
 
     chosen: list[ScalePoint] = []
@@ -84,6 +83,15 @@ def resolve_points(names: list[str], top: int, study: optuna.Study | None, base:
     if not unique:
         raise MirasError("nothing to scale: name presets or point files, or give a study and --top N")
     return list(unique.values())
+
+
+def stored_point(point: Any, number: int) -> ModelPoint:
+    """A study trial's stored point; MirasError when it has none or one this version cannot read."""
+    try:
+        return ModelPoint.model_validate(point or {})
+    except ValidationError as error:
+        raise MirasError(f"trial {number} stores no point this version can read ({error.error_count()} "
+                         "problem(s)); it cannot be scaled") from None
 
 
 def on_rung(point: ModelPoint, rung: Rung, label: str = "the point") -> ModelPoint:

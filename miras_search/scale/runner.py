@@ -24,11 +24,11 @@ from optuna.trial import FrozenTrial, TrialState
 
 from miras_search.scale.compute import flops_per_token
 from miras_search.scale.points import ScalePoint, compute_proxy, on_rung
-from miras_search.scale.spec import Rung, ScaleSpec
 from miras_search.study.execute import TrialTask
 from miras_search.study.interrupts import CtrlC
 from miras_search.study.pools import Pool
 from miras_search.study.records import REUSABLE_FAILURES, finite_metrics
+from miras_search.study.scale_spec import Rung, ScaleSpec
 from miras_search.trial import Objective, TrialConfig
 
 RUNG_SOURCE = "scale"

@@ -11,7 +11,7 @@ import optuna
 
 from miras_search.errors import MirasError
 from miras_search.scale.points import ScalePoint, resolve_points
-from miras_search.scale.spec import ScaleSpec
+from miras_search.study.scale_spec import ScaleSpec
 from miras_search.study.spec import StudyFile
 from miras_search.trial import MEASURE_VERSION, Objective, TrialConfig
 from miras_search.validation import validate

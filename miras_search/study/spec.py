@@ -25,11 +25,11 @@ from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from miras_search.errors import ConfigError, MirasError, Problem
 from miras_search.presets import BASELINES, PRESET_AXES
-from miras_search.scale.spec import ScaleSpec
 from miras_search.schema import ModelPoint
 from miras_search.schema._base import Schema
 from miras_search.schema.train import SEED_MAX
 from miras_search.space import SearchSpace
+from miras_search.study.scale_spec import ScaleSpec
 from miras_search.trial import Objective, TrialConfig
 from miras_search.validation import validate
 from miras_search.yamlio import LineMap, read_yaml

@@ -11,7 +11,8 @@ scale:
   target_flops: 1.0e15                            # rank by the loss extrapolated to this compute
 ```
 
-Plain pydantic (no torch): the study file validates it with the rest of the file.
+Plain pydantic (no torch): the study file validates it with the rest of the file; the
+``miras_search.scale`` package, a layer above the study, trains and fits it.
 """
 
 from __future__ import annotations
