@@ -1,47 +1,112 @@
 #!/usr/bin/env bash
-# One call on a CUDA machine: the kernels' GPU tests, then their timings, written to OUT_DIR.
+# One call on a CUDA machine, at most 10 minutes: the GPU tests, the layer (kernel) table, the
+# whole-model table and a 3-minute end-to-end study on Ray with its report, all under OUT_DIR.
 #
-#   bash benchmarks/gpu_check.sh OUT_DIR [WORKERS]
+#   bash benchmarks/gpu_check.sh [OUT_DIR] [WORKERS]      (default benchmarks/results/gpu_check)
+#   DRY_RUN=1 bash benchmarks/gpu_check.sh OUT_DIR        (a CPU: every step at toy size, ~3 min)
 #
-# Needs the package importable (installed, or run from the checkout's root: miras_search.kernels
-# resolves to kernels/ either way) and, for the fla comparison, flash-linear-attention. The test
-# step runs the tests marked `gpu`; GPU_TESTS, if set, narrows them with a -k expression (e.g. to
-# re-run only what a cut-short call left out). Compiling is most of the cost (the MLP backward takes 5 to 30 s per shape on one
-# core), so both steps compile in WORKERS processes at once (default 12): the tests through
-# pytest-xdist when it is installed, the timings through kernels.py --jobs. Each step has its own
-# time limit and writes its file as it goes, so a slow step cannot take the other's results.
-# At most 9 minutes (the two limits) on an H100 machine with 16 cores.
+# Needs the package installed with the gpu extra (`bash scripts/setup.sh` does it where
+# nvidia-smi is present: fla-core for the fla path, flash-linear-attention for fla's model).
+# Each step has its own time limit and writes its file as it goes, so a slow step cannot take the
+# others' results: tests 90 s, layer table 70 s, whole-model table 160 s, study 180 s (Ray's
+# start, 110 s of new trials and the last ones' end), report 40 s: 540 s of limits. GPU_TESTS, if set, narrows the tests
+# with a -k expression; KERNEL_TESTS=1 adds the Triton kernels' own GPU tests (minutes of
+# compiling: run them alone); WORKERS (default 12) compiles tests in that many processes when
+# pytest-xdist is installed.
 set -uo pipefail
-out="${1:?usage: bash benchmarks/gpu_check.sh OUT_DIR [WORKERS]}"
+root="$(cd "$(dirname "$0")/.." && pwd)"
+out="${1:-$root/benchmarks/results/gpu_check}"
 workers="${2:-12}"
 py="${PYTHON:-python3}"
+dry="${DRY_RUN:-0}"
 mkdir -p "$out"
+out="$(cd "$out" && pwd)"
+cd "$root"
+export WANDB_MODE=offline WANDB_SILENT=true
 if ! "$py" -c "import miras_search.kernels" 2>/dev/null; then
-    echo "miras_search.kernels is not importable: install the package or run from the checkout's root" >&2
+    echo "miras_search is not importable: install the package (bash scripts/setup.sh)" >&2
     exit 2
 fi
 {
-    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+    date -u
+    command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
     "$py" -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
+    "$py" -c "import fla; print('fla', fla.__version__)" 2>/dev/null || echo "fla: not installed"
 } 2>&1 | tee "$out/gpu.txt"
+step() {  # step NAME SECONDS CMD...: run with a time limit, log its output, note its time and status
+    local name="$1" limit="$2"; shift 2
+    local start=$SECONDS
+    timeout -k 10 "$limit" "$@" > "$out/$name.log" 2>&1
+    local rc=$?
+    tail -25 "$out/$name.log"
+    echo "# $name: $((SECONDS - start)) s, exit $rc$([ $rc -eq 124 ] && echo ' (time limit)')" | tee -a "$out/gpu.txt"
+}
 parallel=()
 "$py" -c "import xdist" 2>/dev/null && parallel=(-n "$workers")
-
-# 1. correctness on the GPU: the MLP kernel's named models at odd lengths, its widest fp32 / bf16
-#    shapes and the model paths (a trial's layers on the kernel under bf16 autocast); the matrix
-#    kernel's GPU-only cases (bf16, widest heads, split backward)
-start=$SECONDS
 filter=()
 [ -n "${GPU_TESTS:-}" ] && filter=(-k "$GPU_TESTS")
-timeout -k 10 270 "$py" -m pytest -v -p no:cacheprovider "${parallel[@]}" -m gpu "${filter[@]}" \
-    tests/test_kernels_mlp.py tests/test_kernel_path.py tests/test_kernels_matrix.py \
-    2>&1 | tee "$out/gpu_tests.txt" | tail -30
-echo "# tests: $((SECONDS - start)) s" | tee -a "$out/gpu.txt"
 
-# 2. timings: the MLP table (goal: >= 3x the PyTorch chunked form) and the matrix table (goal:
-#    Gated DeltaNet within 1.5x of fla at T=2048/8192, D=64/128); the matrix table's PyTorch
-#    baselines are in benchmarks/RESULTS.md already
-start=$SECONDS
-PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" timeout -k 10 270 "$py" benchmarks/kernels.py --jobs "$workers" --no-pytorch --bypass-fla-guard \
-    --out "$out/kernels_gpu.md" 2>&1 | tee "$out/kernels_log.txt" | grep -v "^# compiled"
-echo "# timings: $((SECONDS - start)) s" | tee -a "$out/gpu.txt"
+# 1. correctness on the GPU: fla's kernels through our mapping against the float64 recurrence
+#    (every covered preset, odd lengths, gradients) and the model path (a trial's layers on a
+#    kernel under bf16 autocast); with KERNEL_TESTS=1 the Triton kernels' GPU-only cases too
+tests=(tests/test_fla_path.py tests/test_kernel_path.py)
+[ "${KERNEL_TESTS:-0}" = 1 ] && tests+=(tests/test_kernels_matrix.py tests/test_kernels_mlp.py)
+[ "$dry" = 1 ] && tests=(tests/test_fla_path.py)
+step gpu_tests 90 "$py" -m pytest -q -p no:cacheprovider "${parallel[@]}" -m gpu "${filter[@]}" "${tests[@]}"
+
+# 2. the layer table: deltanet / gated_deltanet through our dispatch vs fla's chunk kernels
+#    (goal <= 1.1x), the MLP memories at head dim 64 / hidden 256, T=4096 (goal <= 8x gated_deltanet)
+if [ "$dry" = 1 ]; then layer_args=(--tiny); else layer_args=(--seq-lens 2048,4096,8192); fi
+step layer_table 70 "$py" benchmarks/layer_gpu.py "${layer_args[@]}" --out "$out/layer_gpu.md"
+
+# 3. the whole-model table: ~85M-parameter models (d_model 768, 12 layers, 12 heads of 64), bf16,
+#    T 2048 and 4096, beside fla's GatedDeltaNet model and a plain SDPA Transformer
+#    (the goals' pairs first: a run cut short keeps the rows it has)
+models=gated_deltanet,fla_gated_deltanet,sdpa,moneta,transformer,titans,yaad,memora
+if [ "$dry" = 1 ]; then lm_args=(--tiny); else lm_args=(--seq-lens 2048,4096 --steps 3 --warmup 1 --budget-s 8); fi
+step lm_table 160 "$py" benchmarks/lm_gpu.py --models "$models" "${lm_args[@]}" --out "$out/lm_gpu.md"
+
+# 4. an end-to-end study: Ray, 4 trials at a time sharing the GPU (0.25 each), W&B offline,
+#    the quickstart space at a GPU trial's size: new trials start for 110 s, each has 50 s at most
+#    (Triton compiles on the first ones), then the report
+gpus=0.25; study_workers=4; tokens=131072; budget=110; trial_limit=50
+if [ "$dry" = 1 ]; then gpus=0; study_workers=2; tokens=8192; budget=40; trial_limit=60; fi
+cat > "$out/gpu_study.yaml" <<EOF
+type: study
+name: gpu_check
+description: issue 19's end-to-end study on a GPU (benchmarks/gpu_check.sh)
+space: $root/spaces/quickstart.yaml
+run_dir: $out/study
+trial:
+  data: [{task: text}]
+  tokens: $tokens
+  batch_size: 16
+  seq_len: 256
+  eval_batches: 4
+  report_every: 4
+  time_limit_s: $trial_limit
+objectives:
+  - {metric: val_bpb, direction: minimize}
+sampler: {kind: tpe, seed: 0, anchors: [moneta, yaad, memora], options: {n_startup_trials: 4}}
+pruner: {kind: none}
+trials: 24
+parallel: {workers: $study_workers, gpus_per_trial: $gpus}
+tracking: {wandb: offline}
+EOF
+miras=("$py" -c 'from miras_search.cli import app; app(prog_name="miras")')
+step study $((budget + trial_limit + 20)) "${miras[@]}" run "$out/gpu_study.yaml" --timeout "$budget"
+step study_report 40 "${miras[@]}" report "$out/gpu_study.yaml" --out "$out/study_report"
+"$py" - "$out" <<'EOF' | tee -a "$out/gpu.txt"
+import sys
+from collections import Counter
+from pathlib import Path
+
+from miras_search.study import load_study_file, open_study
+
+trials = open_study(load_study_file(Path(sys.argv[1]) / "gpu_study.yaml")).get_trials()
+print("# study trials:", dict(Counter(t.state.name for t in trials)))
+for t in trials:
+    if t.state.name == "FAIL":
+        print("#   failed:", t.number, t.user_attrs.get("failure"), str(t.user_attrs.get("reason"))[:200])
+EOF
+date -u | tee -a "$out/gpu.txt"

@@ -28,6 +28,12 @@ _SCALE_FREE_ALPHA = {"mode": "head", "value": 0.999}
 # memory layer, delta one per value channel. The projection starts at zero, so every channel
 # starts at the gate's value (the model at init is the per-head one).
 _CHANNEL = {"mode": "channel", "rank": 32}
+# Mamba2's decay alpha = exp(-A softplus(w . x + b)) with its initial ranges: A uniform in [1, 16],
+# dt log-uniform in [1e-3, 0.1] (heads start between 0.2 and 0.999); Gated DeltaNet (and
+# fla's DeltaProduct) draw A from [0, 16]. (value is unused by this mode, as by retnet's schedule;
+# it is kept inside the spaces' range so that a space can encode the preset.)
+_MAMBA2_DECAY = {"mode": "mamba", "value": 0.95, "a_init": [1.0, 16.0], "dt_init": [0.001, 0.1]}
+_GDN_DECAY = {"mode": "mamba", "value": 0.95, "a_init": [0.0, 16.0], "dt_init": [0.001, 0.1]}
 
 PRESET_AXES: dict[str, dict[str, Any]] = {
     "linear_attention": {
@@ -46,7 +52,7 @@ PRESET_AXES: dict[str, dict[str, Any]] = {
     },
     "mamba2": {
         "memory": {"kind": "matrix"}, "bias": {"kind": "dot"},
-        "retention": {"kind": "l2", "alpha": {"mode": "head", "value": 0.95}},
+        "retention": {"kind": "l2", "alpha": _MAMBA2_DECAY},
         "algorithm": {"kind": "gd", "eta": {"mode": "head", "value": 0.5}},
     },
     "deltanet": {
@@ -55,7 +61,7 @@ PRESET_AXES: dict[str, dict[str, Any]] = {
     },
     "gated_deltanet": {
         "memory": {"kind": "matrix"}, "bias": {"kind": "l2"},
-        "retention": {"kind": "l2", "alpha": {"mode": "head", "value": 0.95}},
+        "retention": {"kind": "l2", "alpha": _GDN_DECAY},
         "algorithm": {"kind": "gd", "eta": _HEAD},
     },
     "longhorn": {
@@ -64,7 +70,7 @@ PRESET_AXES: dict[str, dict[str, Any]] = {
     },
     "deltaproduct": {
         "memory": {"kind": "matrix"}, "bias": {"kind": "l2"},
-        "retention": {"kind": "l2", "alpha": {"mode": "head", "value": 0.95}},
+        "retention": {"kind": "l2", "alpha": _GDN_DECAY},
         "algorithm": {"kind": "multistep", "steps": 2, "eta": _HEAD},
     },
     "ttt_linear": {

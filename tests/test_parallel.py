@@ -137,3 +137,21 @@ def test_ray_workers_write_each_trials_wandb_run_while_it_runs(tmp_path, monkeyp
         assert record["summary"]["objective/val_bpb"] == trial.values[0]
         assert record["curve"] == trial.user_attrs["curve"]
     assert len(list(out.glob("offline-run-*"))) == 3  # + the summary run
+
+
+def test_asking_for_a_gpu_on_a_machine_without_one_is_an_error_not_a_hang(tmp_path):
+    from typer.testing import CliRunner
+
+    from miras_search.cli import app
+    from miras_search.parallel import RayPool
+
+    started = time.monotonic()
+    with pytest.raises(MirasError, match="no GPU"):
+        RayPool(1, gpus_per_trial=0.5)
+    path = write_study(tmp_path, trials=1)
+    result = CliRunner().invoke(app, ["run", str(path), "--gpus-per-trial", "0.5"], env={"COLUMNS": "300"})
+    assert result.exit_code == 1, result.output
+    assert "0.5 GPU(s)" in result.output and "Traceback" not in result.output
+    assert time.monotonic() - started < 120  # refused up front (a pending actor would wait for ever)
+    if (tmp_path / "runs").exists():  # the study may be opened before the pool: no trial ran
+        assert trials_of(path) == []

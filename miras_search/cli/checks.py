@@ -75,6 +75,16 @@ def device_choice(value: str | None, option: str = "--device") -> str | None:
     return value
 
 
+def gpu_request(value: float | None) -> float | None:
+    """Typer callback for --gpus-per-trial: a GPU request Ray can grant (see ParallelSpec)."""
+    from miras_search.study.spec import gpus_per_trial_problem
+
+    problem = None if value is None else gpus_per_trial_problem(value)
+    if problem is not None:
+        raise typer.BadParameter(problem)
+    return value
+
+
 def positive_finite(value: float | None) -> float | None:
     """Typer callback for budgets and multipliers: a positive, finite number (or not given)."""
     if value is not None and not (math.isfinite(value) and value > 0):

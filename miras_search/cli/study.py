@@ -17,7 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from miras_search.cli.app import command, console, print_text
-from miras_search.cli.checks import positive_finite, warn_if_study_file_changed
+from miras_search.cli.checks import gpu_request, positive_finite, warn_if_study_file_changed
 from miras_search.errors import MirasError
 from miras_search.redact import install_log_redaction, redact_url
 
@@ -182,7 +182,8 @@ _TIMEOUT = Annotated[float | None, typer.Option(callback=positive_finite,
 _WANDB = Annotated[str | None, typer.Option("--wandb", help="offline (default), online or off.")]
 _INLINE = Annotated[bool, typer.Option("--inline", help="Run trials in this process, without Ray.")]
 _GPUS = Annotated[float | None, typer.Option(
-    "--gpus-per-trial", min=0.0, help="GPUs each trial holds; a fraction (0.5) runs several on one GPU "
+    "--gpus-per-trial", callback=gpu_request, help="GPUs each trial holds; a fraction (0.5, 0.25) "
+    "runs several on one GPU, each within its share of the GPU's memory; above 1 a whole number "
     "(default: the file's parallel.gpus_per_trial, else 1 with GPUs, 0 without).")]
 _SHARED = Annotated[bool, typer.Option(
     "--shared-storage", help="The storage file is on a file system every cluster node mounts.")]

@@ -15,7 +15,7 @@ from miras_search.memory.exact_delta import exact_delta
 from miras_search.memory.gates import MemoryGates
 from miras_search.memory.generalized_delta import generalized_delta
 from miras_search.memory.inputs import MemoryInputs, prepare_inputs
-from miras_search.memory.kernel_path import KernelChoice, kernel_forward
+from miras_search.memory.kernel_path import KernelChoice, fast_forward
 from miras_search.memory.recurrent import recurrent
 from miras_search.memory.rule import MemoryRule, MemoryState
 
@@ -79,8 +79,9 @@ def memory_forward(
     Returns o: [B, T, H, V] with o_t = M_t(q_t), the memory read after its update with token t,
     in q's dtype. The state math runs in float32 (float64 when q is float64), outside autocast.
     ``mode='recurrent'`` is the token-by-token reference; chunked with chunk_size=1 equals it.
-    ``kernel`` ('auto' | 'triton' | 'torch') routes the chunked mini-batch form to a Triton kernel
-    where one covers the point (see miras_search.memory.kernel_path).
+    ``kernel`` ('auto' | 'triton' | 'torch') routes the chunked form to flash-linear-attention
+    where it computes the point exactly ('auto', CUDA, bf16 / fp16) and the chunked mini-batch form
+    to a Triton kernel where one covers the point (see miras_search.memory.kernel_path).
     """
     if rule.is_attention:
         return softmax_attention(q, k, v, window=rule.window)
@@ -96,10 +97,9 @@ def memory_forward(
             "a separate write key (algorithm.write_key 'lerp', RWKV-7) has no minibatch chunked "
             "form; use chunk_form 'exact_delta' (the exact generalized delta rule) or the recurrence"
         )
-    if mode == "chunked" and chunk_form == "minibatch":
-        fused = kernel_forward(rule, q, k, v, gates, params, chunk_size, kernel)
-        if fused is not None:
-            return fused
+    fused = fast_forward(rule, q, k, v, gates, params, mode, chunk_size, chunk_form, kernel)
+    if fused is not None:
+        return fused
     out_dtype = q.dtype
     dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
     with torch.autocast(device_type=q.device.type, enabled=False):

@@ -1,10 +1,13 @@
-"""Route a chunked mini-batch memory update to a Triton kernel when one covers the point.
+"""Route a chunked memory update to a fast kernel when one covers the point.
 
-``kernel='auto'`` uses the kernel on CUDA tensors when Triton is importable and the point is
-covered (see ``miras_search.kernels.kernel_for``: matrix memories and the 2-layer MLP memories
-of the Moneta / Yaad / Titans family with per-head gates; chunk 16/32/64);
-``'triton'`` demands it (an UnsupportedPoint says why not, naming the axis); ``'torch'`` never
-uses it. The kernels live in ``miras_search.kernels``, each beside its PyTorch reference.
+``kernel='auto'`` first takes flash-linear-attention's chunk kernels for the points fla computes
+exactly (the exact delta rule, the dot-bias gated forms: ``miras_search.memory.fla_path``), then
+a Triton kernel of ours for a chunked mini-batch update on CUDA tensors when Triton is importable
+and the point is covered (see ``miras_search.kernels.kernel_for``: matrix memories and the
+2-layer MLP memories of the Moneta / Yaad / Titans family with per-head gates; chunk 16/32/64);
+``'triton'`` demands our Triton kernel (an UnsupportedPoint says why not, naming the axis);
+``'torch'`` never uses either. The kernels live in ``miras_search.kernels``, each beside its
+PyTorch reference.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Literal
 from torch import Tensor
 
 from miras_search.errors import UnsupportedPoint
+from miras_search.memory.fla_path import fla_forward, fla_problem
 from miras_search.memory.gates import MemoryGates
 from miras_search.memory.rule import MemoryRule
 
@@ -68,20 +72,39 @@ def _find_kernel(rule: MemoryRule, q: Tensor, v: Tensor, chunk_size: int,
 
 def kernel_problem(rule: MemoryRule, q: Tensor, v: Tensor, chunk_size: int, kernel: KernelChoice,
                    mode: str = "chunked", chunk_form: str = "minibatch") -> str | None:
-    """None when ``memory_forward`` with these settings runs on a Triton kernel, else why it runs
-    the PyTorch form (e.g. for a trial's report of which path its memory layers took)."""
+    """None when ``memory_forward`` with these settings runs on a fast kernel (fla's or our Triton
+    one), else why it runs the PyTorch form (e.g. for a trial's report of which path its memory
+    layers took)."""
     if rule.is_attention:
         return "the layer is softmax attention"
     if kernel == "torch":
         return "train.kernel is 'torch'"
+    fla_reason = fla_problem(rule, q, mode, chunk_form) if kernel == "auto" else None
+    if kernel == "auto" and fla_reason is None:
+        return None
     if mode != "chunked" or chunk_form != "minibatch":
-        return f"the kernels implement the chunked minibatch form, not {mode} / {chunk_form}"
+        reason = f"the Triton kernels implement the chunked minibatch form, not {mode} / {chunk_form}"
+        return reason + (f"; fla: {fla_reason}" if fla_reason else "")
     return _find_kernel(rule, q, v, chunk_size, forced=kernel == "triton")[1]
+
+
+def fast_forward(rule: MemoryRule, q: Tensor, k: Tensor, v: Tensor, gates: MemoryGates,
+                 params: list[Tensor], mode: str, chunk_size: int, chunk_form: str,
+                 kernel: KernelChoice) -> Tensor | None:
+    """fla's output (kernel 'auto', a point fla computes exactly) or our Triton kernel's (the
+    chunked mini-batch form): o: [B, T, H, V]; None when the PyTorch form should run instead."""
+    if kernel == "auto":
+        o = fla_forward(rule, q, k, v, gates, params, mode, chunk_form)
+        if o is not None:
+            return o
+    if mode == "chunked" and chunk_form == "minibatch":
+        return kernel_forward(rule, q, k, v, gates, params, chunk_size, kernel)
+    return None
 
 
 def kernel_forward(rule: MemoryRule, q: Tensor, k: Tensor, v: Tensor, gates: MemoryGates,
                    params: list[Tensor], chunk_size: int, kernel: KernelChoice) -> Tensor | None:
-    """The kernel's output o: [B, T, H, V], or None when the PyTorch form should run instead."""
+    """Our Triton kernel's output o: [B, T, H, V], or None when the PyTorch form should run instead."""
     if kernel == "torch":
         return None
     run, reason = _find_kernel(rule, q, v, chunk_size, forced=kernel == "triton")

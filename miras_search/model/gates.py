@@ -7,13 +7,17 @@ Modes (see ``miras_search.schema.gates``):
 - ``alibi``: the fixed per-head, per-layer decay ``exp(-s_h (1 - l / (L - 1) + 1e-5))``, s_h the
   ALiBi slopes (Lightning Attention; alpha only; see ``alibi_slopes``).
 - ``head``: ``squash(Linear(D, H)(x) + b)``, one scalar per head and token.
+- ``mamba``: ``exp(-A_h softplus(Linear(D, H)(x) + b))`` (alpha only; Mamba2's and Gated
+  DeltaNet's decay), ``A_h = exp(log_a_h)`` learned, drawn from ``gate.a_init`` at init, ``b_h``
+  the inverse softplus of a dt drawn log-uniformly from ``gate.dt_init``.
 - ``channel``: ``squash(Linear(rank, H*C)(Linear(D, rank)(x)) + b)``, C values per head and token:
   for eta and alpha one per input channel of each memory layer (C = K for a matrix memory, K +
   hidden for a 2-layer MLP memory), for delta one per value channel (C = V); the memory rule says
   which (``MemoryRule.channel_width``).
 
 The last projection starts at zero and the bias b is set so that, at initialisation, the gate
-equals ``gate.value`` for every token; learning then makes it data-dependent.
+equals ``gate.value`` for every token (mode ``mamba``: its head's drawn value); learning then makes
+it data-dependent.
 
 Squashing by gate name (the range each gate must stay in):
 
@@ -36,10 +40,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from miras_search.schema import Gate
+from miras_search.schema.gates import ALPHA_ONLY_MODES
 
 GATE_NAMES = ("eta", "alpha", "theta", "delta")
 _ALPHA_CAP = 1.0 - 1e-4
 _EPS = 1e-6
+_A_FLOOR = 1e-4  # Gated DeltaNet draws A from [0, 16]; its log must stay finite
 
 
 def _inverse_softplus(y: float) -> float:
@@ -107,13 +113,17 @@ class GateProducer(nn.Module):
         self.name, self.mode, self.value = name, gate.mode, gate.value
         self.n_heads, self.channels, self.steps = n_heads, channels, steps
         self.squash = squashing(name, gate.value)
-        if gate.mode in ("retnet", "alibi") and name != "alpha":
+        if gate.mode in ALPHA_ONLY_MODES and name != "alpha":
             raise ValueError(f"{name}: mode '{gate.mode}' is a decay schedule for alpha only")
+        self.mamba_ranges = gate.mamba_ranges
+        self.log_a: nn.Parameter | None = None
         per_token = n_heads * steps * (channels if gate.mode == "channel" else 1)
         self.down: nn.Linear | None = None
         self.proj: nn.Linear | None = None
-        if gate.mode == "head":
+        if gate.mode in ("head", "mamba"):
             self.proj = nn.Linear(d_model, per_token, bias=True)
+        if gate.mode == "mamba":
+            self.log_a = nn.Parameter(torch.zeros(per_token))
         elif gate.mode == "channel":
             self.down = nn.Linear(d_model, gate.projection_rank, bias=False)
             self.proj = nn.Linear(gate.projection_rank, per_token, bias=True)
@@ -130,9 +140,22 @@ class GateProducer(nn.Module):
         if self.proj is None:
             return
         nn.init.zeros_(self.proj.weight)
-        nn.init.constant_(self.proj.bias, _initial_bias(self.squash, self.name, self.value))
+        if self.log_a is not None:
+            self._draw_mamba_init()
+        else:
+            nn.init.constant_(self.proj.bias, _initial_bias(self.squash, self.name, self.value))
         if self.down is not None:
             nn.init.normal_(self.down.weight, std=self.down.in_features**-0.5)
+
+    @torch.no_grad()
+    def _draw_mamba_init(self) -> None:
+        """Per head: A uniform in a_init, dt log-uniform in dt_init, the bias softplus^-1(dt)."""
+        (a_low, a_high), (dt_low, dt_high) = self.mamba_ranges
+        a = torch.empty_like(self.log_a, dtype=torch.float64).uniform_(a_low, a_high)
+        self.log_a.copy_(a.clamp_min(_A_FLOOR).log())
+        log_dt = torch.empty_like(a).uniform_(math.log(dt_low), math.log(dt_high))
+        dt = log_dt.exp()
+        self.proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse softplus
 
     @property
     def shape_suffix(self) -> tuple[int, ...]:
@@ -150,9 +173,15 @@ class GateProducer(nn.Module):
             return self.fixed.to(x.dtype).expand(shape)
         h = x if self.down is None else self.down(x)  # [B, T, D] or [B, T, rank]
         z = self.proj(h).view(shape)
+        if self.log_a is not None:
+            dt = F.softplus(z)
+            return torch.exp(-self.log_a.exp().view(self.shape_suffix) * dt).clamp(_EPS, 1.0 - _EPS)
         if self.squash == "sigmoid":
             return torch.sigmoid(z).clamp(_EPS, 1.0 - _EPS)
         return F.softplus(z).clamp_min(_EPS)
 
     def extra_repr(self) -> str:
+        if self.mode == "mamba":
+            (a_low, a_high), (dt_low, dt_high) = self.mamba_ranges
+            return f"{self.name}, mode=mamba, A in [{a_low}, {a_high}], dt in [{dt_low}, {dt_high}]"
         return f"{self.name}, mode={self.mode}, value={self.value}, squash={self.squash}"

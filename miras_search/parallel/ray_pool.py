@@ -1,8 +1,9 @@
 """Trials on Ray: one long-lived actor per worker, one trial per actor at a time.
 
 A local Ray instance is started unless an address is given. With GPUs in the cluster every
-actor holds one GPU (``gpus_per_trial``); otherwise the CPUs are split evenly between actors
-(each trial's torch threads = its CPU share). An actor whose process dies fails its trial
+actor holds one GPU, or ``gpus_per_trial`` of one (a fraction lets small trials share a GPU, each
+then limited to its share of the GPU's memory); otherwise the CPUs are split evenly between actors
+(each trial's torch threads = its CPU share); see ``miras_search.parallel.resources``. An actor whose process dies fails its trial
 ("worker_died") and is replaced; the study goes on.
 """
 
@@ -19,6 +20,7 @@ import ray
 from ray.exceptions import OutOfMemoryError, RayActorError, RayError
 
 from miras_search.errors import MirasError
+from miras_search.parallel.resources import plan_actors
 from miras_search.study.execute import TrialTask, execute, flush_live_runs
 
 log = logging.getLogger(__name__)
@@ -27,14 +29,16 @@ log = logging.getLogger(__name__)
 class TrialWorker:
     """The Ray actor body: imports torch once, keeps its storage connection between trials."""
 
-    def __init__(self, device: str, threads: int, warm_up: Callable[[], None] | None = None):
+    def __init__(self, device: str, threads: int, warm_up: Callable[[], None] | None = None,
+                 per_gpu: int = 1):
         import torch
 
         if warm_up is not None:  # e.g. W&B's start, on a background thread, before the first trial
             warm_up()
         self.device, self.threads = device, threads
-        # trials on this node share its RAM: as many as its CPUs hold at this thread count
-        self.concurrent = max(1, (os.cpu_count() or 1) // threads)
+        # trials on a GPU share its memory with the others on it (a fractional GPU request); on
+        # CPUs they share the node's RAM: as many as its CPUs hold at this thread count
+        self.concurrent = per_gpu if device == "cuda" else max(1, (os.cpu_count() or 1) // threads)
         torch.set_num_threads(threads)
 
     def info(self) -> dict[str, Any]:
@@ -115,25 +119,24 @@ class RayPool:
                 if self._owns_ray:
                     ray.shutdown()
                 raise
-        resources = ray.cluster_resources()
-        gpus = resources.get("GPU", 0.0)
-        cpus = resources.get("CPU", 1.0)
-        self.gpus = gpus_per_trial if gpus_per_trial is not None else (1.0 if gpus >= 1 else 0.0)
-        if self.gpus > 0:
-            workers = min(workers, int(gpus // self.gpus) or 1)
-        largest_node = max((n["Resources"].get("CPU", 1.0) for n in ray.nodes() if n["Alive"]), default=cpus)
-        self.threads = max(1, int(min(cpus / workers, largest_node)))
-        self.device = "cuda" if self.gpus > 0 else "cpu"
-        self.capacity = workers
+        try:
+            plan = plan_actors(workers, gpus_per_trial, [n["Resources"] for n in ray.nodes() if n["Alive"]])
+        except MirasError:
+            if self._owns_ray:
+                ray.shutdown()
+            raise
+        self.gpus, self.threads, self.device = plan.num_gpus, plan.threads, plan.device
+        self._per_gpu = plan.per_gpu
+        self.capacity = workers = plan.workers
         self._actor_cls = ray.remote(TrialWorker).options(
-            num_cpus=self.threads if self.gpus == 0 else 1, num_gpus=self.gpus, max_restarts=0,
+            num_cpus=plan.num_cpus, num_gpus=plan.num_gpus, max_restarts=0,
         )
         self._idle = [self._new_actor() for _ in range(workers)]
         self._infos = {id(a): info for a, info in zip(self._idle, ray.get([a.info.remote() for a in self._idle]), strict=True)}
         self._busy: dict[ray.ObjectRef, tuple[Any, TrialTask]] = {}
 
     def _new_actor(self):
-        return self._actor_cls.remote(self.device, self.threads, self._warm_up)
+        return self._actor_cls.remote(self.device, self.threads, self._warm_up, self._per_gpu)
 
     def submit(self, task: TrialTask) -> dict[str, Any]:
         actor = self._idle.pop()

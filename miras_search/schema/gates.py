@@ -2,7 +2,9 @@
 
 A gate is either a fixed number, a fixed per-head schedule, or data-dependent:
 one scalar per head and token, or one value per key channel, head and token, produced by a
-(low-rank) projection of the token followed by a squashing function.
+(low-rank) projection of the token followed by a squashing function; or, for the retention gate,
+Mamba2's parameterization ``alpha = exp(-A softplus(w . x + b))`` with per-head initial values
+drawn from ranges.
 """
 
 from __future__ import annotations
@@ -13,9 +15,14 @@ from pydantic import Field, model_validator
 
 from miras_search.schema._base import Schema
 
-GateMode = Literal["constant", "retnet", "alibi", "head", "channel"]
+GateMode = Literal["constant", "retnet", "alibi", "head", "channel", "mamba"]
 FIXED_SCHEDULES = ("retnet", "alibi")
 """Modes that are a fixed per-head decay schedule (retention alpha only; ``value`` unused)."""
+ALPHA_ONLY_MODES = (*FIXED_SCHEDULES, "mamba")
+"""Modes only the retention gate alpha may take (``value`` unused)."""
+MAMBA_A_INIT = (1.0, 16.0)
+MAMBA_DT_INIT = (0.001, 0.1)
+"""Mamba2's initial ranges (Dao and Gu, 2024): A uniform in [1, 16], dt log-uniform in [1e-3, 0.1]."""
 
 
 class Gate(Schema):
@@ -29,6 +36,11 @@ class Gate(Schema):
     - ``head``: data-dependent, one scalar per head and token; ``value`` is its value at init.
     - ``channel``: data-dependent, one value per key channel, head and token, through a rank-``rank``
       projection; ``value`` is its value at init.
+    - ``mamba``: Mamba2's / Gated DeltaNet's decay (retention only), one scalar per head and token:
+      ``alpha = exp(-A_h dt)``, ``dt = softplus(w_h . x + b_h)``, with ``A_h`` learned (as log A)
+      and drawn at init uniformly from ``a_init``, and ``b_h`` set so that ``dt`` starts at a value
+      drawn log-uniformly from ``dt_init``: every head starts at its own retention (``value``
+      unused).
     """
 
     mode: GateMode = "head"
@@ -36,16 +48,38 @@ class Gate(Schema):
     rank: int | None = Field(
         None, ge=1, le=1024, description="Rank of the low-rank projection (channel mode only)."
     )
+    a_init: tuple[float, float] | None = Field(
+        None, description="Range [low, high] the per-head A is drawn from, uniformly, at init "
+        "(mode 'mamba' only; default [1, 16], Mamba2's; Gated DeltaNet draws from [0, 16])."
+    )
+    dt_init: tuple[float, float] | None = Field(
+        None, description="Range [low, high] the per-head dt starts in, log-uniformly "
+        "(mode 'mamba' only; default [0.001, 0.1], Mamba2's and Gated DeltaNet's)."
+    )
 
     @model_validator(mode="after")
-    def _rank_only_for_channel(self) -> Gate:
+    def _fields_of_their_mode(self) -> Gate:
         if self.rank is not None and self.mode != "channel":
             raise ValueError(f"'rank' is only used by mode 'channel', not by mode '{self.mode}'")
+        for name in ("a_init", "dt_init"):
+            if getattr(self, name) is not None and self.mode != "mamba":
+                raise ValueError(f"'{name}' is only used by mode 'mamba', not by mode '{self.mode}'")
+        if self.a_init is not None and not (0.0 <= self.a_init[0] <= self.a_init[1] and self.a_init[1] > 0):
+            raise ValueError(
+                f"a_init must be [low, high] with 0 <= low <= high and high > 0, got {list(self.a_init)}"
+            )
+        if self.dt_init is not None and not 0.0 < self.dt_init[0] <= self.dt_init[1]:
+            raise ValueError(f"dt_init must be [low, high] with 0 < low <= high, got {list(self.dt_init)}")
         return self
 
     @property
     def data_dependent(self) -> bool:
-        return self.mode in ("head", "channel")
+        return self.mode in ("head", "channel", "mamba")
+
+    @property
+    def mamba_ranges(self) -> tuple[tuple[float, float], tuple[float, float]]:
+        """(A range, dt range) of mode 'mamba', defaults filled in."""
+        return self.a_init or MAMBA_A_INIT, self.dt_init or MAMBA_DT_INIT
 
     @property
     def projection_rank(self) -> int:
@@ -64,7 +98,6 @@ def check_gate_range(gate: Gate, name: str, low: float, high: float, high_open: 
     if not ok:
         bound = f"{high})" if high_open else f"{high}]"
         raise ValueError(f"{name}.value must lie in ({low}, {bound}, got {gate.value}")
-    if gate.mode in FIXED_SCHEDULES and name != "alpha":
-        raise ValueError(
-            f"{name}.mode '{gate.mode}' is a decay schedule; only the retention gate alpha has it"
-        )
+    if gate.mode in ALPHA_ONLY_MODES and name != "alpha":
+        what = "a decay schedule" if gate.mode in FIXED_SCHEDULES else "Mamba2's decay parameterization"
+        raise ValueError(f"{name}.mode '{gate.mode}' is {what}; only the retention gate alpha has it")

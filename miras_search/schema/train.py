@@ -41,7 +41,11 @@ class Train(Schema):
         ),
     )
     kernel: Literal["auto", "triton", "torch"] = Field(
-        "auto", description="Triton kernels when CUDA is present and the point is covered."
+        "auto", description=(
+            "auto = on CUDA, flash-linear-attention's kernels for the points it computes exactly "
+            "(the exact delta rule, the dot-bias gated forms; bf16) and our Triton kernels for the "
+            "covered chunked minibatch forms; triton = our Triton kernel or an error; torch = never."
+        ),
     )
     compile: bool = Field(False, description="torch.compile the model.")
     seed: int = Field(0, ge=0, le=SEED_MAX)

@@ -17,6 +17,7 @@ trials: 24
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -129,11 +130,33 @@ class ParallelSpec(Schema):
     workers: int = Field(1, ge=1, le=1024)
     address: str | None = Field(None, description="Join a running Ray cluster (e.g. 'auto', 'host:6379').")
     gpus_per_trial: float | None = Field(
-        None, ge=0, description="Default: 1 when the cluster has GPUs, else 0."
+        None, ge=0, description=(
+            "GPUs each trial holds: a fraction below 1 (0.5, 0.25) runs several trials on one GPU, "
+            "above 1 a whole number. Default: 1 when the cluster has GPUs, else 0."
+        ),
     )
     shared_storage: bool = Field(
         False, description="The storage file is on a file system every node of the cluster mounts."
     )
+
+    @field_validator("gpus_per_trial")
+    @classmethod
+    def _whole_above_one(cls, value: float | None) -> float | None:
+        problem = None if value is None else gpus_per_trial_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
+
+
+def gpus_per_trial_problem(value: float) -> str | None:
+    """Why ``value`` is no GPU request Ray can grant a trial (None: it is one): a finite number
+    >= 0, a fraction below 1 (trials share a GPU), or a whole number of GPUs."""
+    if not math.isfinite(value) or value < 0:
+        return f"GPUs per trial must be a finite number >= 0, not {value}"
+    if value > 1 and value != int(value):
+        return (f"GPUs per trial above 1 must be a whole number, not {value}: Ray shares a GPU "
+                "only in fractions below 1 (use e.g. 0.25, 0.5, 1 or 2)")
+    return None
 
 
 class TrackingSpec(Schema):

@@ -3,7 +3,8 @@ on the worker process while it trains, so that a trial past it fails as ``oom`` 
 its worker (or, inline, the driver) down with the machine's out-of-memory killer.
 
 The limit is ``trial.memory_limit_gb`` when given, else a share of the machine: 80 % of the GPU's
-memory for a trial on a GPU, 80 % of the RAM divided by the trials that run side by side on a CPU.
+memory divided by the trials that share the GPU (a fractional ``gpus_per_trial``), 80 % of the RAM
+divided by the trials that run side by side on a CPU.
 Enforcing it uses ``RLIMIT_DATA`` (Linux counts every private writable mapping against it, which is
 where torch's CPU tensors live): an allocation past it fails inside the trial (``MemoryError`` or
 torch's "can't allocate memory"), the trial's tensors are freed as its frames unwind, and the
@@ -36,11 +37,10 @@ def machine_memory(device: torch.device) -> int:
 
 def trial_memory_limit(limit_gb: float | None, device: torch.device, concurrent: int = 1) -> int:
     """Bytes one trial may use: ``limit_gb`` when given, else the machine's share (see the module
-    docstring); ``concurrent`` CPU trials share the RAM."""
+    docstring); ``concurrent`` trials share the device's memory (the RAM, or one GPU)."""
     if limit_gb is not None:
         return int(limit_gb * 1e9)
-    share = 1 if device.type == "cuda" else max(1, concurrent)
-    return int(machine_memory(device) * MACHINE_SHARE / share)
+    return int(machine_memory(device) * MACHINE_SHARE / max(1, concurrent))
 
 
 def is_out_of_memory(error: BaseException) -> bool:

@@ -104,8 +104,9 @@ def run_trial(point: ModelPoint, config: TrialConfig | None = None, report: Repo
             ``config.report_every`` steps and at the final step, whose answer cannot prune.
         device: overrides ``config.device``.
         progress: called after every optimiser step (progress bars).
-        concurrent: trials running side by side on this machine (they share its RAM when
-            ``config.memory_limit_gb`` is not given).
+        concurrent: trials running side by side on this device (they share its RAM, or the
+            GPU's memory with a fractional GPU per trial, when ``config.memory_limit_gb`` is not
+            given).
         weights: start from a checkpoint's weights, and/or save the final ones (``Weights``);
             ``metrics['weights_mb']`` is their size, ``metrics['saved_weights']`` 1 when saved.
         report_objective: what ``report`` receives (default ``config.objective``): a study passes

@@ -1,0 +1,232 @@
+"""flash-linear-attention (fla) as the GPU path for the points it computes exactly.
+
+Two families of matrix-memory points are fla's own models, token for token:
+
+- the exact delta rule (l2 bias, chunk form 'exact_delta', per-head gates): deltanet
+  (``chunk_delta_rule``), gated_deltanet (``chunk_gated_delta_rule``), longhorn (the same rule
+  with Longhorn's step eta / (1 + eta ||k||^2)) and deltaproduct (``chunk_gated_delta_product``,
+  one Householder step per micro-step);
+- the dot-bias gated forms (gd, retention none or l2): linear attention, retnet, mamba2, lightning
+  attention (``chunk_simple_gla``, a per-head log-decay) and gla, hgrn2 (``chunk_gla``, a decay per
+  key channel). The dot bias's gradient does not depend on the memory, so the mini-batch chunked
+  form is exact for them too.
+
+The mapping (``fla_call``) is plain torch: our memory is W: [V, K] with W_t = alpha_t W_{t-1} +
+(step), read y_t = W_t q_t; fla's state is h = W^T: [K, V], its decay the log g = log alpha, its
+delta-rule step beta = eta, its read scale 1 (fla's default is K^-0.5). The dot bias's step
+eta_t v_t k_t^T is fla's k_t v_t^T with the key eta_t * k_t. fla's delta-rule kernels take 16-bit
+inputs only, so the path runs where the layer computes in bf16 / fp16 (CUDA autocast).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from einops import rearrange
+from torch import Tensor
+
+from miras_search.memory.gates import MemoryGates
+from miras_search.memory.rule import MemoryRule
+
+FLA_DTYPES = (torch.bfloat16, torch.float16)
+INSTALL_HINT = "pip install 'miras-search[gpu]' (fla-core)"
+
+# op -> (module, function) in fla.ops
+_OPS = {
+    "delta_rule": ("fla.ops.delta_rule", "chunk_delta_rule"),
+    "gated_delta_rule": ("fla.ops.gated_delta_rule", "chunk_gated_delta_rule"),
+    "gated_delta_product": ("fla.ops.gated_delta_product", "chunk_gated_delta_product"),
+    "simple_gla": ("fla.ops.simple_gla", "chunk_simple_gla"),
+    "gla": ("fla.ops.gla", "chunk_gla"),
+}
+
+
+@dataclass
+class FlaCall:
+    """One call of an fla chunk op, in fla's layout and conventions (read scale 1).
+
+    q: [B, T, H, K]; k: [B, T*n, H, K]; v: [B, T*n, H, V] (n = ``steps``, the micro-steps of a
+    multistep point, else 1); beta: [B, T*n, H] (delta rules) or None; g: the log-decay, [B, T, H]
+    (per head) or [B, T, H, K] (gla) or None (no decay); initial_state: h_0 = W_0^T, [B, H, K, V]
+    in float32 (float64 when the inputs are), or None (zeros).
+    """
+
+    op: str
+    q: Tensor
+    k: Tensor
+    v: Tensor
+    beta: Tensor | None
+    g: Tensor | None
+    initial_state: Tensor | None
+    steps: int = 1
+
+
+def _per_head(rule: MemoryRule, name: str) -> bool:
+    return rule.gate_modes.get(name) != "channel"
+
+
+def fla_op(rule: MemoryRule, mode: str = "chunked", chunk_form: str = "minibatch") -> tuple[str | None, str]:
+    """(the fla op that computes this point exactly, '') or (None, why none does).
+
+    Reads only the rule and the form, not the device: see ``fla_problem`` for the whole answer.
+    """
+    if rule.is_attention:
+        return None, "the layer is softmax attention"
+    if mode != "chunked":
+        return None, f"mode '{mode}' is the token-by-token reference"
+    if rule.memory != "matrix":
+        return None, f"fla has no form for memory '{rule.memory}' (matrix only)"
+    if rule.write_key == "lerp":
+        return None, "RWKV-7's separate write key is not mapped to fla"
+    retention = rule.retention.kind
+    if retention not in ("none", "l2"):
+        return None, f"fla has no form for retention '{retention}' (none or l2 only)"
+    decays = "alpha" in rule.needs()
+    if rule.bias.kind == "l2":
+        if chunk_form != "exact_delta":
+            return None, "the l2 bias's mini-batch form (gradients at the chunk start) is not fla's"
+        if rule.algorithm not in ("gd", "implicit", "multistep"):
+            return None, f"algorithm '{rule.algorithm}' with the l2 bias is not a delta rule"
+        if retention == "l2" and not rule.retention.retains_first:
+            return None, "l2 retention with gradient_at 'previous' is not the delta rule's order"
+        if not (_per_head(rule, "eta") and _per_head(rule, "alpha")):
+            return None, "fla's delta rules take per-head eta and alpha, not channel-wise ones"
+        if rule.algorithm == "multistep":
+            return "gated_delta_product", ""
+        return ("gated_delta_rule" if decays else "delta_rule"), ""
+    if rule.bias.kind == "dot":
+        if chunk_form != "minibatch":
+            return None, f"chunk_form '{chunk_form}' does not apply to the dot bias"
+        if rule.algorithm != "gd" or rule.steps_per_token != 1:
+            return None, f"algorithm '{rule.algorithm}' with the dot bias has no fla form (gd only)"
+        return ("simple_gla" if _per_head(rule, "alpha") else "gla"), ""
+    return None, f"fla has no form for bias '{rule.bias.kind}' (dot or l2 only)"
+
+
+def compute_dtype(q: Tensor) -> torch.dtype:
+    """The dtype the layer computes in: autocast's when it is on for q's device, else q's."""
+    device = q.device.type
+    if torch.is_autocast_enabled(device):
+        return torch.get_autocast_dtype(device)
+    return q.dtype
+
+
+def fla_import_problem(op: str) -> str | None:
+    """None when fla's op imports here, else why not (not installed, or its import fails)."""
+    module, name = _OPS[op]
+    try:
+        getattr(importlib.import_module(module), name)
+    except Exception as error:  # ImportError, or an fla import that touches a missing driver
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        return f"flash-linear-attention is not importable ({first}; {INSTALL_HINT})"
+    return None
+
+
+def fla_problem(rule: MemoryRule, q: Tensor, mode: str = "chunked",
+                chunk_form: str = "minibatch") -> str | None:
+    """None when ``fla_forward`` runs this layer on fla's kernels, else why not."""
+    op, reason = fla_op(rule, mode, chunk_form)
+    if op is None:
+        return reason
+    if not q.is_cuda:
+        return "fla's kernels need the inputs on a CUDA device"
+    dtype = compute_dtype(q)
+    if dtype not in FLA_DTYPES:
+        return f"the layer computes in {dtype}; fla's kernels take bfloat16 / float16 (autocast)"
+    return fla_import_problem(op)
+
+
+def _per_head_gate(gate: Tensor, dims: int) -> Tensor:
+    """A per-head gate with ``dims`` dims ([B, T, H], or [B, T, n, H] for multistep eta), or
+    with a trailing channel of 1, as the former (decided by the dims, not the sizes: H may be 1)."""
+    if gate.dim() == dims + 1 and gate.shape[-1] == 1:
+        return gate.squeeze(-1)
+    if gate.dim() != dims:
+        raise ValueError(f"a per-head gate must be {dims}-dimensional (or with a trailing 1), "
+                         f"got shape {tuple(gate.shape)}")
+    return gate
+
+
+def fla_call(rule: MemoryRule, q: Tensor, k: Tensor, v: Tensor, gates: MemoryGates,
+             params: list[Tensor], dtype: torch.dtype, op: str | None = None) -> FlaCall:
+    """Our layer's inputs (see ``memory_forward``) as fla's arguments, q / k / v in ``dtype``.
+
+    The gates are mapped in float32 (float64 when ``dtype`` is): the log-decay and Longhorn's
+    step would lose the gates near 1 in bf16; fla takes beta in the inputs' dtype, as its layers
+    give it. ``op`` defaults to ``fla_op(rule, 'chunked', form)`` for the rule's own form.
+    """
+    if op is None:
+        form = "exact_delta" if rule.bias.kind == "l2" else "minibatch"
+        op, reason = fla_op(rule, "chunked", form)
+        if op is None:
+            raise ValueError(f"no fla op computes this point: {reason}")
+    wide = torch.float64 if dtype == torch.float64 else torch.float32
+    batch, _, heads, key_dim = q.shape
+    value_dim = v.shape[-1]
+    steps = rule.steps_per_token
+    initial = None
+    if rule.learned_init:
+        state = rule.initial_state(params, batch, heads, key_dim, value_dim, wide, q.device)
+        initial = state.w[0].mT.contiguous()  # W_0 [B, H, V, K] -> h_0 [B, H, K, V]
+    alpha = gates.alpha
+    if alpha is not None and op != "gla":
+        alpha = _per_head_gate(alpha, 3)
+    log_alpha = None if alpha is None else torch.log(alpha.to(wide))  # [B, T, H] (gla: [B, T, H, K])
+    if op in ("simple_gla", "gla"):
+        eta = gates.eta.to(wide)
+        eta = eta.unsqueeze(-1) if eta.dim() == 3 else eta  # [B, T, H, 1 or K]
+        key = (k.to(wide) * eta).to(dtype)
+        return FlaCall(op, q.to(dtype), key, v.to(dtype), None, log_alpha, initial)
+    if steps > 1:
+        k = rearrange(k, "b t n h d -> b (t n) h d")
+        v = rearrange(v, "b t n h d -> b (t n) h d")
+    eta = _per_head_gate(gates.eta.to(wide), 4 if steps > 1 else 3)
+    if steps > 1:
+        eta = rearrange(eta, "b t n h -> b (t n) h")
+    if rule.algorithm == "implicit":  # Longhorn: the closed form's step eta / (1 + eta ||k||^2)
+        eta = eta / (1.0 + eta * k.to(wide).square().sum(-1))
+    beta = eta.to(dtype)
+    return FlaCall(op, q.to(dtype), k.to(dtype), v.to(dtype), beta, log_alpha, initial, steps)
+
+
+def run_fla(call: FlaCall) -> Tensor:
+    """Run fla's chunk op: o: [B, T, H, V] in the inputs' dtype."""
+    module, name = _OPS[call.op]
+    fn = getattr(importlib.import_module(module), name)
+    args: dict[str, Any] = {
+        "q": call.q.contiguous(), "k": call.k.contiguous(), "v": call.v.contiguous(),
+        "scale": 1.0, "initial_state": call.initial_state,
+    }
+    g = None if call.g is None else call.g.float().contiguous()
+    if call.op == "delta_rule":
+        args["beta"] = call.beta.contiguous()
+    elif call.op == "gated_delta_rule":
+        args.update(beta=call.beta.contiguous(), g=g if g is not None else _zero_log_decay(call))
+    elif call.op == "gated_delta_product":
+        args.update(beta=call.beta.contiguous(), g=g, num_householder=call.steps)
+    else:  # simple_gla (g per head or None) and gla (g per key channel)
+        args["g"] = g
+    if args["initial_state"] is not None:
+        args["initial_state"] = args["initial_state"].float().contiguous()
+    o, _ = fn(**args)
+    return o
+
+
+def _zero_log_decay(call: FlaCall) -> Tensor:
+    return call.q.new_zeros(call.q.shape[:3], dtype=torch.float32)
+
+
+def fla_forward(rule: MemoryRule, q: Tensor, k: Tensor, v: Tensor, gates: MemoryGates,
+                params: list[Tensor], mode: str, chunk_form: str) -> Tensor | None:
+    """The layer's memory output o: [B, T, H, V] in q's dtype computed by fla, or None when fla
+    does not run this call (``fla_problem`` says why)."""
+    if fla_problem(rule, q, mode, chunk_form) is not None:
+        return None
+    op, _ = fla_op(rule, mode, chunk_form)
+    dtype = compute_dtype(q)
+    with torch.autocast(device_type=q.device.type, enabled=False):
+        o = run_fla(fla_call(rule, q, k, v, gates, params, dtype, op))
+    return o.to(q.dtype)

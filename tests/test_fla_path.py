@@ -1,0 +1,267 @@
+"""flash-linear-attention as the GPU path: which points map to which fla op, and the mapping
+itself checked on CPU through fla's naive (plain torch) functions against our float64 recurrence.
+
+fla's naive functions compute in float32 whatever their inputs (they cast), so the forward
+outputs agree to float32 round-off (1e-5 relative here) and gradients to 1e-4; a wrong gate
+convention (decay vs log-decay, read scale, state layout, Longhorn's step) is off by O(1).
+The GPU tests (``-m gpu``) run fla's chunk kernels in bf16 against the float64 recurrence.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from miras_search.memory import MemoryRule, memory_forward
+from miras_search.memory.fla_path import FlaCall, fla_call, fla_op, fla_problem
+from miras_search.memory.kernel_path import kernel_problem
+from miras_search.memory.testing import random_inputs
+from miras_search.model.mixer import resolved_chunk_form
+from miras_search.presets import preset
+
+COVERED = {
+    "deltanet": "delta_rule",
+    "gated_deltanet": "gated_delta_rule",
+    "longhorn": "delta_rule",
+    "deltaproduct": "gated_delta_product",
+    "linear_attention": "simple_gla",
+    "retnet": "simple_gla",
+    "mamba2": "simple_gla",
+    "lightning_attention": "simple_gla",
+    "gla": "gla",
+    "hgrn2": "gla",
+}
+NOT_COVERED = ["ttt_linear", "titans", "moneta", "yaad", "memora", "rwkv7", "ttt_mlp", "transformer"]
+LENGTHS = [1, 7, 63, 100]
+
+
+def _rule_and_form(name: str) -> tuple[MemoryRule, str]:
+    point = preset(name)
+    return MemoryRule.from_point(point), resolved_chunk_form(point)
+
+
+@pytest.mark.parametrize("name", sorted(COVERED))
+def test_presets_map_to_their_fla_op(name: str) -> None:
+    rule, form = _rule_and_form(name)
+    assert fla_op(rule, "chunked", form) == (COVERED[name], "")
+
+
+@pytest.mark.parametrize("name", NOT_COVERED)
+def test_other_presets_have_no_fla_op_and_say_why(name: str) -> None:
+    rule, form = _rule_and_form(name)
+    op, reason = fla_op(rule, "chunked", form)
+    assert op is None
+    assert reason
+
+
+def test_forms_that_fla_does_not_compute_are_refused() -> None:
+    rule, _ = _rule_and_form("gated_deltanet")
+    assert fla_op(rule, "recurrent", "exact_delta")[0] is None
+    op, reason = fla_op(rule, "chunked", "minibatch")  # the paper's approximation, not the delta rule
+    assert op is None and "mini-batch" in reason
+    titans_order = MemoryRule.from_point(preset("gated_deltanet", retention={
+        "kind": "l2", "alpha": {"mode": "head", "value": 0.95}, "gradient_at": "previous"}))
+    assert fla_op(titans_order, "chunked", "exact_delta")[0] is None
+
+
+def test_cpu_tensors_run_our_path() -> None:
+    rule, form = _rule_and_form("gated_deltanet")
+    q = torch.zeros(1, 4, 2, 8)
+    assert "CUDA" in fla_problem(rule, q, "chunked", form)
+    reason = kernel_problem(rule, q, q, 16, "auto", "chunked", form)
+    assert reason is not None and "fla" in reason
+    assert kernel_problem(rule, q, q, 16, "torch", "chunked", form) == "train.kernel is 'torch'"
+
+
+# --- the mapping, through fla's naive functions ------------------------------------------------
+
+def _naive(call: FlaCall) -> torch.Tensor:
+    """fla's naive reference for the op ``call`` names: o [B, T, H, V]."""
+    if call.op in ("delta_rule", "gated_delta_rule"):
+        from fla.ops.gated_delta_rule.naive import naive_recurrent_gated_delta_rule
+        g = call.g if call.g is not None else torch.zeros_like(call.beta)
+        return naive_recurrent_gated_delta_rule(
+            call.q, call.k, call.v, beta=call.beta, g=g, scale=1.0, initial_state=call.initial_state
+        )[0]
+    if call.op == "gated_delta_product":
+        from fla.ops.gated_delta_product.naive import naive_recurrent_gated_delta_product
+        return naive_recurrent_gated_delta_product(
+            call.q, call.k, call.v, call.g, call.beta, scale=1.0, initial_state=call.initial_state,
+            num_householder=call.steps,
+        )[0]
+    if call.op == "simple_gla":
+        from fla.ops.simple_gla.naive import naive_recurrent_simple_gla
+        g = call.g if call.g is not None else call.q.new_zeros(call.q.shape[:3])
+        return naive_recurrent_simple_gla(call.q, call.k, call.v, g, scale=1.0,
+                                          initial_state=call.initial_state)[0]
+    assert call.op == "gla"
+    from fla.ops.gla.naive import naive_recurrent_gla
+    # naive_recurrent_gla reads with K^-0.5 fixed; the mapped call reads with 1
+    q = call.q * math.sqrt(call.q.shape[-1])
+    return naive_recurrent_gla(q, call.k, call.v, call.g, initial_state=call.initial_state)[0]
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
+
+
+def _channel(rule: MemoryRule) -> tuple[str, ...]:
+    return tuple(name for name, mode in rule.gate_modes.items() if mode == "channel")
+
+
+@pytest.mark.parametrize("length", LENGTHS)
+@pytest.mark.parametrize("name", sorted(COVERED))
+def test_mapping_matches_fla_naive_forward_and_gradients(name: str, length: int) -> None:
+    pytest.importorskip("fla.ops", reason="fla-core is not installed (pip install fla-core, or "
+                        "the dev / gpu extra): the mapping is checked through its naive functions")
+    rule, form = _rule_and_form(name)
+    q, k, v, gates, params = random_inputs(rule, 2, length, 2, 8, seed=length, channel=_channel(rule),
+                                           requires_grad=True)
+    if rule.learned_init is False and name in ("deltanet", "gated_deltanet"):
+        # a learned initial state (init 'learned') exercises the state mapping too
+        rule.init = "learned"
+        torch.manual_seed(length)
+        params = [p.double().requires_grad_(True) for p in rule.initial_parameters(2, 8, 8)]
+    expected = memory_forward(rule, q, k, v, gates, params, mode="recurrent")
+    call = fla_call(rule, q, k, v, gates, params, torch.float64, op=fla_op(rule, "chunked", form)[0])
+    assert call.op == COVERED[name]
+    got = _naive(call)
+    assert got.shape == expected.shape
+    assert _rel(got.double(), expected) < 1e-5
+
+    weight = torch.randn(expected.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    leaves = [x for x in (q, k, v, gates.eta, gates.alpha, *params) if x is not None]
+    want = torch.autograd.grad((expected * weight).sum(), leaves)
+    have = torch.autograd.grad((got.double() * weight).sum(), leaves)
+    for leaf_want, leaf_have in zip(want, have, strict=True):
+        assert _rel(leaf_have, leaf_want) < 1e-4
+
+
+@pytest.mark.parametrize("name", ["deltaproduct", "gated_deltanet", "retnet", "gla"])
+def test_one_head_and_trailing_unit_gates_map_too(name: str) -> None:
+    """H = 1 (a per-head gate [B, T, 1] is not a channel-wise one) and gates given as [..., H, 1]."""
+    pytest.importorskip("fla.ops", reason="fla-core is not installed")
+    rule, form = _rule_and_form(name)
+    q, k, v, gates, params = random_inputs(rule, 2, 7, 1, 8, channel=_channel(rule))
+    expected = memory_forward(rule, q, k, v, gates, params, mode="recurrent")
+    op = fla_op(rule, "chunked", form)[0]
+    assert _rel(_naive(fla_call(rule, q, k, v, gates, params, torch.float64, op)).double(), expected) < 1e-5
+    if not _channel(rule):
+        unit = type(gates)(**{f: None if getattr(gates, f) is None else getattr(gates, f).unsqueeze(-1)
+                              for f in ("eta", "alpha", "theta", "delta")})
+        got = _naive(fla_call(rule, q, k, v, unit, params, torch.float64, op)).double()
+        assert _rel(got, expected) < 1e-5
+
+
+def test_the_check_sees_a_wrong_convention() -> None:
+    """The naive comparison fails when the read scale is fla's default K^-0.5 instead of 1."""
+    pytest.importorskip("fla.ops", reason="fla-core is not installed")
+    rule, _ = _rule_and_form("gated_deltanet")
+    q, k, v, gates, params = random_inputs(rule, 1, 7, 2, 8)
+    expected = memory_forward(rule, q, k, v, gates, params, mode="recurrent")
+    call = fla_call(rule, q, k, v, gates, params, torch.float64)
+    call.q = call.q / math.sqrt(8)
+    assert _rel(_naive(call).double(), expected) > 0.1
+
+
+# --- on a GPU: fla's chunk kernels in bf16 against our float64 recurrence -----------------------
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("length", [1, 100, 1000])
+@pytest.mark.parametrize("name", sorted(COVERED))
+def test_fla_kernels_match_the_float64_recurrence(name: str, length: int) -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    pytest.importorskip("fla.ops", reason="fla-core is not installed (the gpu extra)")
+    rule, form = _rule_and_form(name)
+    q, k, v, gates, params = random_inputs(rule, 2, length, 4, 64, seed=length, channel=_channel(rule))
+    expected = memory_forward(rule, q, k, v, gates, params, mode="recurrent")
+
+    def cuda(x):
+        return None if x is None else x.cuda().float().requires_grad_(True)
+
+    qc, kc, vc = cuda(q), cuda(k), cuda(v)
+    gc = type(gates)(**{f: cuda(getattr(gates, f)) for f in ("eta", "alpha", "theta", "delta")})
+    pc = [cuda(p) for p in params]
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        assert fla_problem(rule, qc, "chunked", form) is None
+        got = memory_forward(rule, qc, kc, vc, gc, pc, chunk_size=64, chunk_form=form, kernel="auto")
+    assert _rel(got.double().cpu(), expected) < 2e-2
+
+    q64, k64, v64, g64, p64 = random_inputs(rule, 2, length, 4, 64, seed=length, channel=_channel(rule),
+                                            requires_grad=True)
+    ref = memory_forward(rule, q64, k64, v64, g64, p64, mode="recurrent")
+    weight = torch.randn(ref.shape, dtype=torch.float64)
+    want = torch.autograd.grad((ref * weight).sum(), [q64, k64, v64, g64.eta])
+    have = torch.autograd.grad((got.double().cpu() * weight).sum(), [qc, kc, vc, gc.eta])
+    for leaf_want, leaf_have in zip(want, have, strict=True):
+        assert _rel(leaf_have.double().cpu(), leaf_want) < 5e-2
+
+
+# --- the dispatch, with fla's kernels stood in for by its naive functions ----------------------
+
+@pytest.fixture
+def fla_here(monkeypatch):
+    """As on a CUDA machine with fla installed: every covered call takes the fla path, whose
+    kernels are fla's naive functions here. Yields the ops called."""
+    pytest.importorskip("fla.ops", reason="fla-core is not installed")
+    import miras_search.memory.fla_path as fla_path
+    import miras_search.memory.kernel_path as kernel_path
+
+    def problem(rule, q, mode="chunked", chunk_form="minibatch"):
+        op, reason = fla_op(rule, mode, chunk_form)
+        return reason if op is None else None
+
+    called: list[str] = []
+
+    def run(call):
+        called.append(call.op)
+        return _naive(call).to(call.q.dtype)
+
+    monkeypatch.setattr(fla_path, "fla_problem", problem)
+    monkeypatch.setattr(kernel_path, "fla_problem", problem)
+    monkeypatch.setattr(fla_path, "run_fla", run)
+    return called
+
+
+@pytest.mark.parametrize("name", ["gated_deltanet", "deltaproduct", "gla", "retnet"])
+def test_memory_forward_auto_routes_covered_points_to_fla(fla_here, name):
+    rule, form = _rule_and_form(name)
+    q, k, v, gates, params = random_inputs(rule, 2, 37, 2, 8, channel=_channel(rule))
+    expected = memory_forward(rule, q, k, v, gates, params, mode="recurrent")
+    got = memory_forward(rule, q, k, v, gates, params, chunk_size=16, chunk_form=form, kernel="auto")
+    assert fla_here == [COVERED[name]]
+    assert _rel(got, expected) < 1e-5
+    # 'torch' never takes it, and neither does the token-by-token reference
+    memory_forward(rule, q, k, v, gates, params, chunk_size=16, chunk_form=form, kernel="torch")
+    memory_forward(rule, q, k, v, gates, params, mode="recurrent", kernel="auto")
+    assert fla_here == [COVERED[name]]
+
+
+@pytest.mark.parametrize("name", sorted(COVERED))
+def test_a_model_runs_its_covered_layers_on_fla_with_the_same_output(fla_here, name):
+    """The block's own gates (constant, retnet, per-head, channel-wise, HGRN2's key) go through
+    the mapping: the model's loss equals the PyTorch path's."""
+    from miras_search.model import build_model
+
+    point = preset(name, block={"d_model": 32, "n_heads": 2, "n_layers": 2})
+    torch.manual_seed(0)
+    model = build_model(point, "cpu").double()
+    tokens = torch.randint(0, 256, (2, 19))
+    _, loss = model(tokens, tokens)
+    assert model.kernel_problems() == [None, None]
+    assert fla_here == [COVERED[name]] * 2
+    model.set_memory_form(mode="recurrent")
+    _, reference = model(tokens, tokens)
+    assert abs(loss.item() - reference.item()) < 1e-5 * abs(reference.item())
+
+
+def test_layers_fla_does_not_cover_report_why(fla_here):
+    from miras_search.model import build_model
+
+    tokens = torch.randint(0, 256, (2, 19))
+    moneta = build_model(preset("moneta", block={"d_model": 32, "n_heads": 2, "n_layers": 1}), "cpu")
+    moneta(tokens, tokens)
+    assert all(problem is not None for problem in moneta.kernel_problems())
