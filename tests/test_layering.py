@@ -1,5 +1,5 @@
 """Imports flow one way (DESIGN.md): schemas <- space/presets <- memory ops <- model <- trial
-(+ data) <- study <- parallel/tracking/report <- cli. A module imports only its own package and
+(+ data) <- study <- scale <- parallel/tracking/report <- cli. A module imports only its own package and
 lower layers, at the top of the file or inside a function alike."""
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ LAYER = {
     "errors": 0, "primitives": 0, "yamlio": 1, "redact": 1, "merge": 1, "schema": 1, "validation": 2,
     "schema_paths": 3, "presets": 3, "points": 4, "space": 4, "kernels": 4, "memory": 5,
     "model": 6, "data": 6, "testing": 6, "trial": 7, "study": 8,
-    "parallel": 9, "tracking": 9, "report": 9, "hf": 9,  # side by side: none imports another
-    "cli": 10, "__main__": 11, "__init__": 11,
+    "scale": 9,  # trains into a study; the report reads its fits
+    "parallel": 10, "tracking": 10, "report": 10, "hf": 10,  # side by side: none imports another
+    "cli": 11, "__main__": 12, "__init__": 12,
 }
 
 

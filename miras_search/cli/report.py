@@ -206,7 +206,7 @@ def confirm(
     time limit x --scale, unless --time-limit says otherwise. When every long run fails, an
     earlier confirm.json is kept and the failures go to confirm-failed.json beside it.
     """
-    from miras_search.report.confirm import confirm_study
+    from miras_search.report.confirm import confirm_study, store_fidelity
     from miras_search.report.study_data import open_report_study
 
     opened = open_report_study(study, storage)
@@ -229,6 +229,10 @@ def confirm(
     console.print(result.verdict, style="bold", highlight=False, markup=False)
     result.write_json(folder / "confirm.json")
     console.print(f"wrote {escape(str(folder / 'confirm.json'))} (`miras report` includes it)", highlight=False)
+    stored = store_fidelity(opened, result)
+    if stored:
+        console.print(f"stored {len(stored)} long run(s) in the study as x{result.scale:g} fidelity results of their "
+                      "points (`miras best` ranks points by their highest fidelity)", highlight=False)
 
 
 @command("dashboard")

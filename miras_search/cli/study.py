@@ -166,6 +166,9 @@ def _report(summary: RunSummary, tracker) -> None:
         f"({summary.ran} trained and {summary.reused} reused in this run, {summary.wall_s:.0f} s, "
         f"orchestration {overhead:.2f} s/trial)", highlight=False,
     )
+    if summary.promoted:
+        console.print(f"successive halving: {summary.promoted} longer run(s) of promoted points stored as "
+                      "fidelity results (`miras best` ranks by the highest fidelity)", highlight=False)
     console.print(f"storage: {escape(redact_url(summary.storage))}", highlight=False)
     if tracker is not None and tracker.error:
         console.print(f"[yellow]W&B tracking was turned off[/]: {escape(tracker.error)}")
@@ -233,7 +236,8 @@ def _counts_line(state: StudyStatus) -> str:
     complete = f"{state.complete} complete" + (f" ({state.reused} reused)" if state.reused else "")
     counts = [complete, *(f"{count} {label}" for count, label in (
         (state.running, "running"), (state.pruned, "pruned"), (state.failed, "failed"),
-        (state.interrupted, "interrupted"), (state.waiting, "waiting")) if count)]
+        (state.interrupted, "interrupted"), (state.waiting, "waiting"),
+        (state.fidelity, "longer/larger runs")) if count)]
     eta = "-" if state.eta_s is None else str(datetime.timedelta(seconds=round(state.eta_s)))
     return f"{state.finished}/{target} finished: {', '.join(counts)}; ETA {eta}"
 
@@ -318,6 +322,7 @@ def best(study: _STUDY, storage: _STORAGE = None,
     from miras_search.points import point_to_yaml
     from miras_search.report.study_data import stored_point
     from miras_search.study import open_study
+    from miras_search.study.fidelity import describe as describe_fidelity
     from miras_search.study.summary import objective_records, ranked
 
     opened = open_study(study, storage)
@@ -332,6 +337,7 @@ def best(study: _STUDY, storage: _STORAGE = None,
         meta = {
             "study": opened.study_name, "trial": trial.number, "anchor": trial.user_attrs.get("anchor"),
             "objectives": {r["name"]: v for r, v in zip(records, trial.values, strict=True)},
+            "fidelity": describe_fidelity(trial),
         }
         docs.append(point_to_yaml(point, compact=not full, meta=meta))
     print_text("---\n".join(docs))

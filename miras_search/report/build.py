@@ -64,6 +64,9 @@ def _leaderboard_html(board: list[TrialRow], objectives: list[ObjectiveInfo]) ->
                *(f"{o.name} ({'min' if o.minimize else 'max'})" for o in objectives), *metrics]
     multi = len(objectives) > 1
     limits = any(not r.feasible for r in board)
+    fidelities = any(r.fidelity != "base" for r in board)
+    if fidelities:
+        headers.append("fidelity")
     if multi:
         headers.append("Pareto")
     if limits:
@@ -73,6 +76,8 @@ def _leaderboard_html(board: list[TrialRow], objectives: list[ObjectiveInfo]) ->
         cells = [rank_text(row), str(row.number), row.anchor or "", *(row.axes[a] for a in AXES)]
         cells += [format_value(o.name, v) for o, v in zip(objectives, row.values, strict=True)]  # type: ignore[arg-type]
         cells += [format_value(m, row.metrics.get(m)) for m in metrics]
+        if fidelities:
+            cells.append(row.fidelity)
         if multi:
             cells.append("yes" if row.on_front else "")
         if limits:
@@ -91,6 +96,10 @@ def _leaderboard_note(board: list[TrialRow], objectives: list[ObjectiveInfo]) ->
             "(Moneta, Yaad, Memora) are highlighted in pink, other baselines in blue.")
     if any(not r.feasible for r in board):
         note += " Trials that break a limit of the study follow, greyed out and without a rank."
+    if any(r.fidelity != "base" for r in board):
+        note += (" Each point is shown at the highest fidelity it reached (a longer run from `miras confirm` "
+                 "or successive halving, a larger one from `miras scale`: the fidelity column), and points "
+                 "that reached a higher fidelity rank first.")
     return html.paragraph(note)
 
 
@@ -165,6 +174,41 @@ def confirm_section(result: ConfirmResult, out_dir: Path, images: list[Path]) ->
     return html.section("Proxy check (short vs long training)", *parts)
 
 
+def scale_section(study: optuna.Study, out_dir: Path, images: list[Path]) -> str:
+    """`miras scale`'s rungs stored in the study: the ranking at the target compute and the figure."""
+    from miras_search.scale.plot import scale_figure
+    from miras_search.scale.results import scale_table
+
+    stored = study.user_attrs.get("study_file")
+    block = stored.get("scale") if isinstance(stored, dict) else None
+    objectives = study.user_attrs.get("objectives") or []
+    if isinstance(block, dict):
+        metric, target = block.get("metric", "val_loss"), block.get("target_flops")
+    elif study.user_attrs.get("kind") == "scale" and objectives:
+        metric, target = objectives[0]["name"], None
+    else:
+        metric, target = "val_loss", None
+    table = scale_table(study, metric, target)
+    if table is None:
+        return ""
+    rows = []
+    for place, point in enumerate(table.points, start=1):
+        fitted = point.fit is not None
+        rows.append([str(place) if fitted else "-", point.label, str(len(point.rungs)),
+                     "; ".join(f"{r.loss:.4g} at {r.compute:.3g}" for r in point.rungs),
+                     point.fit.describe() if fitted else point.fit_error,
+                     f"{point.at_target:.4g}" if fitted else "-"])
+    note = (f"Each point trained on a ladder of sizes and budgets (`miras scale`); {metric} against training "
+            "compute (counted: 6 x the parameters a token multiplies + 3 x the memory's or attention's own "
+            "work per token), a power law L(C) = e + a (C / C0)^-b fitted per point (3 parameters from 3 "
+            "rungs fit exactly: use 4 or more to see the fit's error), and the points ranked by the fitted "
+            f"loss at {table.target_flops:.3g} FLOPs (the star in the figure).")
+    return html.section("Scaling", html.paragraph(note),
+                        html.table(["rank", "point", "rungs", f"{metric} at compute", "fit", "at target"], rows,
+                                   table_id="scale", text_columns=5),
+                        _save(scale_figure(table), out_dir / "scale.png", images))
+
+
 def build_report(study: optuna.Study, out_dir: str | Path, top: int = 10,
                  confirm: ConfirmResult | None = None) -> Report:
     """Write ``out_dir/index.html`` (self-contained) and its PNG figures; return what was written.
@@ -218,6 +262,9 @@ def build_report(study: optuna.Study, out_dir: str | Path, top: int = 10,
                                      _save(tasks_figure(shown), out / "tasks.png", images)))
     if confirm is not None:
         sections.append(confirm_section(confirm, out, images))
+    scaling = scale_section(study, out, images)
+    if scaling:
+        sections.append(scaling)
     path = out / "index.html"
     path.write_text(html.page(f"miras report: {study.study_name}", sections))
     return Report(path, images, ranked, board, objectives)

@@ -67,6 +67,7 @@ class ConfirmEntry:
     tokens: int
     long: list[float] = field(default_factory=list)  # one per seed that completed
     failures: list[str] = field(default_factory=list)  # "seed 2: nan: ..." for the others
+    metrics: list[dict[str, float]] = field(default_factory=list)  # per completed seed (fidelity results)
 
     @property
     def long_mean(self) -> float:
@@ -168,7 +169,7 @@ def confirm_points(study: optuna.Study, top: int) -> tuple[list[TrialRow], list[
     that ranking. Returns (rows, named models the study has no trial of, named models it ran but
     has no usable result of -> why).
     """
-    best = [row for row in (trial_row(t) for t in ranked_like_best(study)) if row.complete]
+    best = [row for row in (trial_row(t) for t in ranked_like_best(study, fidelity="base")) if row.complete]
     by_number = {row.number: row for row in best}
     chosen = best[:top]
     missing: list[str] = []
@@ -323,6 +324,7 @@ def confirm_study(study: optuna.Study, *, top: int = 5, scale: float = 4.0, seed
                 progress(row, int(seed), result)
             if result.ok:
                 entry.long.append(objective_value(objective, long_config, result, formula))
+                entry.metrics.append({k: float(v) for k, v in result.metrics.items() if math.isfinite(v)})
             else:
                 entry.failures.append(f"seed {seed}: {result.failure}: {result.reason}")
         entries.append(entry)
@@ -337,3 +339,45 @@ def confirm_study(study: optuna.Study, *, top: int = 5, scale: float = 4.0, seed
     return ConfirmResult(study.study_name, objective, scale, [int(s) for s in seeds], entries,
                          correlations, verdict, predicts, missing=missing, named_left_out=left_out,
                          time_limit_s=limit, time_limit_source=limit_source)
+
+
+def store_fidelity(study: optuna.Study, result: ConfirmResult, config: TrialConfig | None = None) -> list[int]:
+    """Store each re-trained point's long runs in the study as one higher-fidelity result of that
+    point (study.fidelity: source "confirm", level = the token multiplier, seeds = the seeds that
+    completed; values = the study's objectives on the seed-averaged metrics). Returns the new trial
+    numbers; a point whose long metrics lack an objective is left out."""
+    from miras_search.report.study_data import study_limits
+    from miras_search.study.records import finite_metrics
+
+    config = config or study_trial_config(study)
+    trials = study.get_trials(deepcopy=False)
+    limits = study_limits(study)
+    added = []
+    for entry in result.entries:
+        if not entry.metrics:
+            continue
+        names = set.intersection(*(set(m) for m in entry.metrics))
+        metrics = {n: float(np.mean([m[n] for m in entry.metrics])) for n in names}
+        try:
+            values = [_value(study, info, metrics) for info in study_objectives(study)]
+        except KeyError:
+            continue
+        base = trials[entry.trial]
+        point = base.user_attrs.get("point") or {}
+        block = point.get("block") or {}
+        fidelity = {"source": "confirm", "tokens": entry.tokens, "d_model": block.get("d_model"),
+                    "n_layers": block.get("n_layers"), "seq_len": config.seq_len or (point.get("train") or {}).get("seq_len"),
+                    "seeds": len(entry.metrics), "level": result.scale}
+        attrs = {key: base.user_attrs[key] for key in ("point", "point_key", "axes", "anchor") if key in base.user_attrs}
+        attrs.update(metrics=finite_metrics(metrics), fidelity=fidelity, confirm_of=base.number,
+                     constraints=[lim.violation(metrics[lim.metric]) for lim in limits if lim.metric in metrics])
+        study.add_trial(optuna.trial.create_trial(state=TrialState.COMPLETE, values=values, user_attrs=attrs))
+        added.append(len(trials) + len(added))
+    return added
+
+
+def _value(study: optuna.Study, info: ObjectiveInfo, metrics: dict[str, float]) -> float:
+    formula = stored_objective(study, info.name)
+    if formula is not None:
+        return formula.value(metrics)
+    return float(metrics[info.name])

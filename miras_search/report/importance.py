@@ -9,6 +9,7 @@ import optuna
 from optuna.trial import TrialState
 
 from miras_search.report.study_data import AXES, ObjectiveInfo
+from miras_search.study.samplers import base_fidelity_view
 
 QUIET_WARNINGS = (
     ".*low `target` values",  # which way is better: handled by the sign of the target
@@ -56,6 +57,7 @@ def study_importances(study: optuna.Study, objectives: list[ObjectiveInfo]) -> t
     trials; one ``target`` per objective (negated when maximised, since the default evaluator
     looks at what makes the target low).
     """
+    study = base_fidelity_view(study)  # a point's longer / larger runs are not more samples of the space
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     varied = {name for t in complete for name in t.params}
     if len(complete) < 2 or not varied:

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from miras_search.errors import MirasError
 from miras_search.schema import AXES, ModelPoint
+from miras_search.study.fidelity import describe as describe_fidelity
 from miras_search.study.records import is_feasible
 from miras_search.study.setup import load_existing
 from miras_search.study.spec import Limit
@@ -70,6 +71,7 @@ class TrialRow:
     broken: tuple[BrokenLimit, ...] = ()  # the study's limits this trial breaks
     rank: int | None = None  # place in the study's ranking (`miras best`'s order); None: unranked
     on_front: bool = False  # on the study's Pareto front (for one objective: the best trial)
+    fidelity: str = "base"  # the study's own budget, or a longer / larger run of the point (study.fidelity)
 
     @property
     def complete(self) -> bool:
@@ -165,6 +167,7 @@ def trial_row(trial: FrozenTrial, limits: list[Limit] | None = None) -> TrialRow
         reused_from=attrs.get("reused_from"),
         feasible=is_feasible(trial),
         broken=broken_limits(trial, limits or []),
+        fidelity=describe_fidelity(trial),
     )
 
 

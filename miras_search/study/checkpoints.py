@@ -25,7 +25,7 @@ def keep_best_checkpoints(study: optuna.Study, folder: str | Path, keep: int) ->
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    best = {t.number for t in ranked(study)[:keep]}
+    best = {t.number for t in ranked(study, fidelity="base")[:keep]}
     kept = []
     for path in folder.iterdir():
         match = _FILE.fullmatch(path.name)

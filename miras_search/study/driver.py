@@ -29,6 +29,8 @@ from miras_search.schema import AXES, ModelPoint
 from miras_search.space import InfeasiblePoint, SearchSpace
 from miras_search.study.checkpoints import keep_best_checkpoints
 from miras_search.study.execute import TrialTask
+from miras_search.study.halving import pending as halving_pending
+from miras_search.study.halving import run_halving
 from miras_search.study.interrupts import CtrlC
 from miras_search.study.lease import Lease, acquire
 from miras_search.study.owner import this_driver
@@ -92,6 +94,7 @@ class RunSummary:
     interrupted: bool = False
     stopped_because: str | None = None  # a study-level error that every trial would repeat
     already_done: bool = False  # the study had reached its target before this run started
+    promoted: int = 0  # successive halving: longer runs of promoted points stored by this run
     wall_s: float = 0.0
     overhead_s: list[float] = field(default_factory=list)  # per trained trial: time outside run_trial
     trial_s: list[float] = field(default_factory=list)
@@ -206,7 +209,7 @@ class StudyDriver:
                        "last driver stopped: marked failed and queued again behind other work (a "
                        "point that took its process down, e.g. out of memory, is not run first; "
                        "after a second time it is not run again)")
-        if self.target is not None and self.finished >= self.target:
+        if self.target is not None and self.finished >= self.target and not halving_pending(self.study, self.spec):
             summary.already_done = True  # nothing to train: no pool is started
             summary.wall_s = time.perf_counter() - started
             return summary
@@ -233,6 +236,10 @@ class StudyDriver:
                         self._finish(pool, task, result)
                     ctrl_c.check()  # a Ctrl-C that a blocking wait caught and dropped
                     lease.check()
+                if (self.spec.budget.schedule == "successive_halving" and summary.stopped_because is None
+                        and (self.target is None or self.finished >= self.target)):
+                    summary.promoted = run_halving(self.study, self.spec, pool, self.storage,
+                                                   note=lambda text: self._emit("note", text))
         except KeyboardInterrupt:
             summary.interrupted = True
             self._interrupt("stopped by the user (Ctrl-C) while this trial ran")
@@ -478,6 +485,8 @@ class StudyDriver:
 
     def _remember(self, trial: FrozenTrial) -> None:
         key = trial.user_attrs.get("point_key")
+        if "fidelity" in trial.user_attrs:
+            return  # a longer or larger run: a duplicate at the study's budget must not take its result
         if key and key not in self._done and self._reusable(trial):
             self._done[key] = trial
 

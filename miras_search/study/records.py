@@ -6,7 +6,8 @@ JSON), ``axes`` (memory/bias/retention/algorithm -> kind), ``anchor`` (preset na
 early), ``reused_from`` (a duplicate's source trial number), ``constraints`` (limit violations,
 <= 0 is feasible), ``worker`` (host/pid/device that ran it), ``requeued_from``, ``driver_died``
 (how often a driver died while this point trained: setup.recover_interrupted), ``retried`` (an
-infrastructure failure queued again) and ``retry_of`` (the trial it retries).
+infrastructure failure queued again), ``retry_of`` (the trial it retries) and ``fidelity`` (a
+longer or larger run of the same point: study.fidelity).
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ def finite_metrics(metrics: dict[str, float]) -> dict[str, float | str]:
 
 
 def counts_toward_budget(trial: FrozenTrial) -> bool:
+    if trial.state not in FINISHED or "fidelity" in trial.user_attrs:
+        return False  # a longer or larger run of a point already counted (study.fidelity)
     if trial.state not in FINISHED:
         return False
     if trial.state == TrialState.FAIL and trial.user_attrs.get("retried"):

@@ -55,8 +55,77 @@ def constraints_func(count: int) -> Callable[[FrozenTrial], Sequence[float]]:
     return read
 
 
+class _BaseFidelityView:
+    """The study as a sampler should see it: its own trials, without the longer or larger runs of
+    the same points (study.fidelity), whose values are on another budget's scale."""
+
+    def __init__(self, study: optuna.Study):
+        self._study = study
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._study, name)
+
+    def _get_trials(self, *args: Any, **kwargs: Any) -> list[FrozenTrial]:
+        return [t for t in self._study._get_trials(*args, **kwargs) if "fidelity" not in t.user_attrs]
+
+    def get_trials(self, *args: Any, **kwargs: Any) -> list[FrozenTrial]:
+        return [t for t in self._study.get_trials(*args, **kwargs) if "fidelity" not in t.user_attrs]
+
+    @property
+    def trials(self) -> list[FrozenTrial]:
+        return self.get_trials()
+
+    @property
+    def best_trials(self) -> list[FrozenTrial]:  # NSGA-II's elite
+        from optuna.study._multi_objective import _get_pareto_front_trials_by_trials
+
+        return _get_pareto_front_trials_by_trials(self._get_trials(deepcopy=False, states=(
+            optuna.trial.TrialState.COMPLETE,)), self._study.directions)
+
+
+def base_fidelity_view(study: optuna.Study) -> optuna.Study:
+    """``study`` without its fidelity trials, for code that reads trials as samples of the space
+    (samplers, parameter importances)."""
+    return _BaseFidelityView(study)  # type: ignore[return-value]
+
+
+class BaseFidelitySampler(optuna.samplers.BaseSampler):
+    """Wraps a sampler so that it models the study's base-fidelity trials only: a point re-trained
+    4x longer (``confirm``) or on a ladder (``scale``) would otherwise be seen twice, once with a
+    value on another budget's scale. The points' higher fidelities rank them in ``best``."""
+
+    def __init__(self, inner: optuna.samplers.BaseSampler):
+        self.inner = inner
+
+    def __str__(self) -> str:
+        return str(self.inner)
+
+    def infer_relative_search_space(self, study, trial):
+        return self.inner.infer_relative_search_space(_BaseFidelityView(study), trial)
+
+    def sample_relative(self, study, trial, search_space):
+        return self.inner.sample_relative(_BaseFidelityView(study), trial, search_space)
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        return self.inner.sample_independent(_BaseFidelityView(study), trial, param_name, param_distribution)
+
+    def before_trial(self, study, trial) -> None:
+        self.inner.before_trial(_BaseFidelityView(study), trial)
+
+    def after_trial(self, study, trial, state, values) -> None:
+        self.inner.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self.inner.reseed_rng()
+
+
 def make_sampler(study: StudyFile, space: SearchSpace) -> optuna.samplers.BaseSampler:
-    """The sampler of ``study.sampler`` (anchors-only studies use a seeded random sampler)."""
+    """The sampler of ``study.sampler`` (anchors-only studies use a seeded random sampler), seeing
+    the base-fidelity trials only (BaseFidelitySampler)."""
+    return BaseFidelitySampler(_make_sampler(study, space))
+
+
+def _make_sampler(study: StudyFile, space: SearchSpace) -> optuna.samplers.BaseSampler:
     spec = study.sampler
     if not 0 <= spec.seed <= SEED_MAX:  # the study file rejects it; a copied spec may not
         raise ConfigError(study.source, [Problem(

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from miras_search.study.fidelity import is_fidelity_trial, level, seeds
 from miras_search.study.records import counts_toward_budget, is_feasible
 
 
@@ -28,6 +29,7 @@ class StudyStatus:
     eta_s: float | None = None
     mean_trial_s: float | None = None
     failures: list[FailureGroup] = field(default_factory=list)  # most frequent first
+    fidelity: int = 0  # longer or larger runs of points (confirm, scale, halving), not in the counts above
 
 
 @dataclass
@@ -71,13 +73,42 @@ def feasible_complete(study: optuna.Study) -> list[FrozenTrial]:
     return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if is_feasible(t)]
 
 
-def ranked(study: optuna.Study) -> list[FrozenTrial]:
+def ranked(study: optuna.Study, fidelity: str = "highest") -> list[FrozenTrial]:
     """Feasible complete trials, best first: by the objective (single) or Pareto rank then the
-    first objective (multi). Duplicates that reused a result are left out (their source counts)."""
+    first objective (multi). Duplicates that reused a result are left out (their source counts).
+
+    ``fidelity="highest"`` (``miras best``, the report) gives one trial per point: its result at
+    the highest fidelity level it reached (study.fidelity; the mean over the trials at that level,
+    seeds of a confirm or scale run), and ranks points that reached a higher level first, then by
+    the objective among points at the same level (successive halving's order). ``"base"`` ranks the
+    study's own trials only (what the short trials said; the proxy check compares against it).
+    """
     trials = [t for t in feasible_complete(study) if "reused_from" not in t.user_attrs]
+    base = [t for t in trials if not is_fidelity_trial(t)]
+    if fidelity == "base" or len(base) == len(trials):
+        return _ranked_by_values(study, base, [t.values for t in base])
+    by_point: dict[str, list[FrozenTrial]] = {}
+    for trial in trials:
+        by_point.setdefault(str(trial.user_attrs.get("point_key") or f"#{trial.number}"), []).append(trial)
+    chosen, values, tiers = [], [], []
+    for group in by_point.values():
+        top = max((level(t), seeds(t)) for t in group)
+        at_top = sorted((t for t in group if (level(t), seeds(t)) == top), key=lambda t: t.number)
+        chosen.append(at_top[-1])
+        values.append([sum(v) / len(at_top) for v in zip(*(t.values for t in at_top), strict=True)])
+        tiers.append(top)
+    order = []
+    for tier in sorted(set(tiers), reverse=True):
+        members = [i for i, t in enumerate(tiers) if t == tier]
+        ranked_members = _ranked_by_values(study, [chosen[i] for i in members], [values[i] for i in members])
+        order.extend(ranked_members)
+    return order
+
+
+def _ranked_by_values(study: optuna.Study, trials: list[FrozenTrial], values: list) -> list[FrozenTrial]:
     records = objective_records(study)
     signs = [1.0 if r["direction"] == "minimize" else -1.0 for r in records]
-    keyed = [[s * v for s, v in zip(signs, t.values, strict=True)] for t in trials]
+    keyed = [[s * v for s, v in zip(signs, vals, strict=True)] for vals in values]
     rank = _pareto_ranks(keyed) if len(records) > 1 else [0] * len(trials)
     order = sorted(range(len(trials)), key=lambda i: (rank[i], keyed[i][0], trials[i].number))
     return [trials[i] for i in order]
@@ -116,12 +147,13 @@ def _dominates(a: list[float], b: list[float]) -> bool:
 
 
 def status(study: optuna.Study) -> StudyStatus:
-    trials = study.get_trials(deepcopy=False)
+    every = study.get_trials(deepcopy=False)
+    trials = [t for t in every if not is_fidelity_trial(t)]
     by_state = {s: [t for t in trials if t.state == s] for s in TrialState}
     interrupted = sum(1 for t in by_state[TrialState.FAIL] if t.user_attrs.get("failure") == "interrupted")
     run = study.user_attrs.get("run") or {}
     records = objective_records(study)
-    feasible = feasible_complete(study)
+    feasible = [t for t in feasible_complete(study) if not is_fidelity_trial(t)]  # base fidelity
     best = []
     for i, record in enumerate(records):
         pick = _better(record["direction"])
@@ -145,5 +177,5 @@ def status(study: optuna.Study) -> StudyStatus:
         running=len(by_state[TrialState.RUNNING]), waiting=len(by_state[TrialState.WAITING]),
         reused=sum(1 for t in trials if "reused_from" in t.user_attrs), objectives=records,
         best=best, eta_s=eta if eta is None or math.isfinite(eta) else None, mean_trial_s=mean,
-        failures=failure_groups(trials),
+        failures=failure_groups(trials), fidelity=len(every) - len(trials),
     )

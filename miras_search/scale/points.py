@@ -1,0 +1,115 @@
+"""The points a scale run trains: presets, point files, a study's best; and a point on a rung."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from pydantic import ValidationError
+
+from miras_search.errors import ConfigError, MirasError, Problem
+from miras_search.presets import PRESET_AXES, preset
+from miras_search.schema import ModelPoint
+from miras_search.study.records import point_key
+from miras_search.study.scale_spec import Rung
+
+
+@dataclass(frozen=True)
+class ScalePoint:
+    """One point to scale: its label, the point itself (its identity in the study) and the
+    trial number and budget it came from (None: not from the study)."""
+
+    label: str
+    point: ModelPoint
+    anchor: str | None = None
+    trial: int | None = None
+    base_tokens: int | None = None
+    stored_key: str | None = None  # the study trial's point_key (its identity there)
+
+    @property
+    def key(self) -> str:
+        return self.stored_key or point_key(self.point)
+
+
+def _study_anchor(study: optuna.Study | None, name: str) -> Any:
+    """The study's (first complete) trial of the named model, if it has one."""
+    if study is None:
+        return None
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        if trial.user_attrs.get("anchor") == name and trial.user_attrs.get("point") and (
+                "fidelity" not in trial.user_attrs):
+            return trial
+    return None
+
+
+def resolve_points(names: list[str], top: int, study: optuna.Study | None, base: Path,
+                   source: str = "scale.points", tokens: int | None = None) -> list[ScalePoint]:
+    """``names`` (presets or point files read relative to ``base``) and the study's ``top`` best.
+
+    A preset the study ran as an anchor keeps the study's point (its identity there: the
+    study's block); otherwise the preset at its own size (the ladder sets the size anyway).
+    """
+    from miras_search.points import load_point
+    from miras_search.study.summary import ranked
+
+    chosen: list[ScalePoint] = []
+    for index, name in enumerate(names):
+        if name in PRESET_AXES:
+            trial = _study_anchor(study, name)
+            if trial is not None:
+                chosen.append(ScalePoint(name, stored_point(trial.user_attrs["point"], trial.number), name,
+                                         trial.number, tokens, trial.user_attrs.get("point_key")))
+            else:
+                chosen.append(ScalePoint(name, preset(name), name, None, tokens))
+            continue
+        path = Path(name) if Path(name).is_absolute() or Path(name).exists() else base / name
+        if not path.is_file():
+            raise ConfigError(source, [Problem(f"{index}", f"'{name}' is neither a preset ({', '.join(PRESET_AXES)}) "
+                                               "nor a point file (.yaml)")])
+        chosen.append(ScalePoint(path.stem, load_point(path), None, None, tokens))
+    if top:
+        if study is None:
+            raise MirasError("--top picks a study's best points: give a study file (or scale.points)")
+        for trial in ranked(study, fidelity="base")[:top]:
+            point = stored_point(trial.user_attrs.get("point"), trial.number)
+            label = trial.user_attrs.get("anchor") or f"trial {trial.number}"
+            chosen.append(ScalePoint(label, point, trial.user_attrs.get("anchor"), trial.number, tokens,
+                                     trial.user_attrs.get("point_key")))
+    unique: dict[str, ScalePoint] = {}
+    for item in chosen:
+        unique.setdefault(item.key, item)
+    if not unique:
+        raise MirasError("nothing to scale: name presets or point files, or give a study and --top N")
+    return list(unique.values())
+
+
+def stored_point(point: Any, number: int) -> ModelPoint:
+    """A study trial's stored point; MirasError when it has none or one this version cannot read."""
+    try:
+        return ModelPoint.model_validate(point or {})
+    except ValidationError as error:
+        raise MirasError(f"trial {number} stores no point this version can read ({error.error_count()} "
+                         "problem(s)); it cannot be scaled") from None
+
+
+def on_rung(point: ModelPoint, rung: Rung, label: str = "the point") -> ModelPoint:
+    """``point`` at the rung's width, depth and heads (head dims follow d_model / n_heads)."""
+    data = point.model_dump(mode="json")
+    block = data["block"]
+    block.update(d_model=rung.d_model, n_layers=rung.n_layers, n_heads=rung.heads, key_dim=None, value_dim=None,
+                 max_seq_len=max(int(block.get("max_seq_len") or 0), rung.seq_len))
+    try:
+        return ModelPoint.model_validate(data)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise MirasError(f"{label} cannot be built on rung {rung.key}: {where}: {first['msg']} "
+                         "(change that rung's d_model / n_heads / head_dim)") from None
+
+
+def compute_proxy(tokens: int, d_model: int, n_layers: int) -> float:
+    """A size-and-budget measure shared by every architecture: tokens x 12 L d^2 (a transformer's
+    weights); the ratio of two runs' proxies is a fidelity level."""
+    return float(tokens) * 12.0 * n_layers * d_model * d_model
