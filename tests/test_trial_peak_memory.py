@@ -3,6 +3,7 @@ trials as small afterwards (ru_maxrss would report the large array for every lat
 
 from __future__ import annotations
 
+import mmap
 import resource
 
 import numpy as np
@@ -44,9 +45,11 @@ def test_the_sampled_fallback_sees_an_allocation_during_the_trial(monkeypatch, t
     tracker = peak_memory.PeakMemory(torch.device("cpu"))
     assert not tracker._hwm
     before = tracker.mb()
-    big = np.ones(200 * 2**20 // 8)
-    tracker.sample()
-    del big
+    # fresh pages from the OS: a heap allocation could reuse memory the process freed earlier
+    # and is still resident (glibc keeps it), and then the resident set would not grow
+    with mmap.mmap(-1, 200 * 2**20) as pages:
+        np.frombuffer(pages, dtype=np.uint8)[:] = 1  # written, so resident
+        tracker.sample()
     assert tracker.mb() >= before + 150
 
 
