@@ -195,6 +195,8 @@ def plot(best: dict[tuple[str, int], dict[str, Any]], presets: list[str], widths
         xs = [w for w in widths if best[name, w]["accuracy"] is not None]
         ys = [best[name, w]["accuracy"] for w in xs]
         ax.plot(xs, ys, styles[i // 10 % 3], marker="o", label=name)
+    ax.axhline(2 / s.vocab_size, color="grey", lw=0.8, ls=":", label="chance (a random value)")
+    ax.axhline(1 / s.num_pairs, color="grey", lw=0.8, ls="--", label="copying a context value")
     ax.set_xscale("log", base=2)
     ax.set_xticks(widths, [str(w) for w in widths])
     ax.set_ylim(-0.02, 1.02)
