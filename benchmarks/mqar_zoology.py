@@ -7,8 +7,10 @@ sequences against the model width, the best of a small learning-rate sweep per p
 point is a preset with ``block.d_model`` set to the width and 2 layers, trained by the toolkit's
 trial runner (``run_trial``) on the ``mqar`` data task and scored by its ``acc/mqar`` metric.
 
-    python benchmarks/mqar_zoology.py                 # the committed run (results/mqar_zoology.*)
-    python benchmarks/mqar_zoology.py --quick --out-dir /tmp/mqar   # a few seconds
+    # the committed run (results/mqar_zoology.*), 41 min on a busy 2-core CPU:
+    python benchmarks/mqar_zoology.py --lrs 0.01 --workers 2 --time-limit-s 300 \
+        --notes benchmarks/mqar_zoology_notes.md
+    python benchmarks/mqar_zoology.py --quick      # a few seconds, into mqar_quick/
 
 Every run is appended to ``<out-dir>/mqar_zoology_runs.jsonl`` as it finishes; ``--resume``
 reuses the runs of that file that have the same settings, so an interrupted sweep continues.
@@ -224,7 +226,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--time-limit-s", type=float, default=300.0, help="Per run.")
     parser.add_argument("--workers", type=int, default=1, help="Runs side by side, one thread each.")
-    parser.add_argument("--out-dir", default="results")
+    parser.add_argument("--out-dir", default=None, help="Default: results (--quick: mqar_quick).")
     parser.add_argument("--notes", default=None, help="A markdown file appended to the table (the comparison).")
     parser.add_argument("--resume", action="store_true", help="Reuse finished runs of the runs file.")
     parser.add_argument("--quick", action="store_true",
@@ -234,6 +236,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.presets = args.presets or list(presets)
     args.widths = args.widths or list(widths)
     args.lrs = args.lrs or list(lrs)
+    args.out_dir = args.out_dir or ("mqar_quick" if args.quick else "results")
     if args.quick:
         args.train_examples, args.eval_examples, args.batch_size = 64, 32, 16
         args.num_pairs = min(args.num_pairs, 4)
