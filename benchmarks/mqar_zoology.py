@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from miras_search.data.mqar import MQAR
+from miras_search.data.spec import parse_data_spec
 from miras_search.presets import preset
 from miras_search.schema import ModelPoint
 from miras_search.trial.config import Objective, TrialConfig
@@ -91,7 +91,8 @@ def make_point(name: str, width: int, lr: float, s: Settings) -> ModelPoint:
 
 def trial_config(s: Settings) -> TrialConfig:
     """MQAR as the only data source, accuracy on the queried positions as the objective."""
-    task = MQAR(vocab_size=s.vocab_size, num_pairs=s.num_pairs)
+    task = parse_data_spec({"task": "mqar", "vocab_size": s.vocab_size, "num_pairs": s.num_pairs,
+                            "seq_len": s.seq_len}, "MQAR settings (--vocab-size, --num-pairs, --seq-len)")
     return TrialConfig(
         data=[task], tokens=s.train_examples * s.seq_len, batch_size=s.batch_size, seq_len=s.seq_len,
         eval_batches=max(1, math.ceil(s.eval_examples / s.batch_size)), seed=s.seed,

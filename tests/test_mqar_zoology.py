@@ -56,6 +56,11 @@ def test_bad_preset_is_one_clear_error(tmp_path: Path, capsys: pytest.CaptureFix
     err = capsys.readouterr().err
     assert "no_such_model" in err and "Traceback" not in err
     assert not (tmp_path / "mqar_zoology.md").exists()
+    # 20 pairs and their 20 queries do not fit in 32 tokens: refused before any training
+    assert bench.main(["--num-pairs", "20", "--seq-len", "32", "--out-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "seq_len 32 is too short" in err and "Traceback" not in err
+    assert not (tmp_path / "mqar_zoology_runs.jsonl").exists()
 
 
 def test_heads_keep_the_head_dim() -> None:
