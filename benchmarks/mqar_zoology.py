@@ -7,8 +7,11 @@ sequences against the model width, the best of a small learning-rate sweep per p
 point is a preset with ``block.d_model`` set to the width and 2 layers, trained by the toolkit's
 trial runner (``run_trial``) on the ``mqar`` data task and scored by its ``acc/mqar`` metric.
 
-    # the committed run (results/mqar_zoology.*), 41 min on a busy 2-core CPU:
-    python benchmarks/mqar_zoology.py --lrs 0.01 --workers 2 --time-limit-s 300 \
+    # the committed runs (results/mqar_zoology.*), 41 + 15 min on a busy 2-core CPU, then the table:
+    python benchmarks/mqar_zoology.py --lrs 0.01 --workers 2 --time-limit-s 300 --resume
+    python benchmarks/mqar_zoology.py --presets transformer linear_attention retnet mamba2 \
+        deltanet gated_deltanet --lrs 0.003 --workers 2 --time-limit-s 300 --resume
+    python benchmarks/mqar_zoology.py --lrs 0.003 0.01 --time-limit-s 300 --resume --assemble-only \
         --notes benchmarks/mqar_zoology_notes.md
     python benchmarks/mqar_zoology.py --quick      # a few seconds, into mqar_quick/
 
@@ -144,13 +147,19 @@ def load_runs(path: Path, s: Settings) -> dict[tuple[str, int, float], dict[str,
     return runs
 
 
+NOT_RUN: dict[str, Any] = {"accuracy": None, "failure": "not run"}
+
+
 def best_of(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The run with the highest accuracy; without any complete run, the first failure."""
+    """The run with the highest accuracy; without any complete run, the first failure (NOT_RUN
+    when there is no run at all: ``--assemble-only``)."""
     done = [r for r in rows if r["accuracy"] is not None]
-    return max(done, key=lambda r: r["accuracy"]) if done else rows[0]
+    return max(done, key=lambda r: r["accuracy"]) if done else rows[0] if rows else NOT_RUN
 
 
 def cell(row: dict[str, Any]) -> str:
+    if row is NOT_RUN:
+        return "not run"
     if row["accuracy"] is None:
         reached = re.search(r"at step (\d+) of (\d+)", row.get("reason") or "")
         if row.get("failure") == "time_limit" and reached:
@@ -165,7 +174,8 @@ def markdown(best: dict[tuple[str, int], dict[str, Any]], presets: list[str], wi
     lines = [
         "# Zoology's MQAR picture at CPU scale", "",
         f"Accuracy on the queried positions of {s.eval_examples} held-out MQAR sequences, best of "
-        f"lr in {{{', '.join(f'{lr:g}' for lr in lrs)}}} per cell (the lr in brackets). "
+        f"lr in {{{', '.join(f'{lr:g}' for lr in lrs)}}} per cell (the lr in brackets; of those run, "
+        "see below). "
         f"Sequence length {s.seq_len}, {s.num_pairs} key-value pairs (every key queried once), "
         f"vocabulary {s.vocab_size} (keys {s.vocab_size // 2}, values {s.vocab_size // 2}); 2 layers, "
         f"head dim {s.head_dim} (one head below that width); {s.train_examples} training sequences "
@@ -197,6 +207,8 @@ def plot(best: dict[tuple[str, int], dict[str, Any]], presets: list[str], widths
     for i, name in enumerate(presets):
         xs = [w for w in widths if best[name, w]["accuracy"] is not None]
         ys = [best[name, w]["accuracy"] for w in xs]
+        if not xs:  # no complete run: the table says why
+            continue
         ax.plot(xs, ys, styles[i // 10 % 3], marker="o", label=name)
     ax.axhline(2 / s.vocab_size, color="grey", lw=0.8, ls=":", label="chance (a random value)")
     ax.axhline(1 / s.num_pairs, color="grey", lw=0.8, ls="--", label="copying a context value")
@@ -230,6 +242,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out-dir", default=None, help="Default: results (--quick: mqar_quick).")
     parser.add_argument("--notes", default=None, help="A markdown file appended to the table (the comparison).")
     parser.add_argument("--resume", action="store_true", help="Reuse finished runs of the runs file.")
+    parser.add_argument("--assemble-only", action="store_true",
+                        help="With --resume: train nothing; each cell is the best of the lrs it has runs for.")
     parser.add_argument("--quick", action="store_true",
                         help="Two presets, widths 16 and 32, one lr, 64 sequences: a smoke test.")
     args = parser.parse_args(argv)
@@ -276,9 +290,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{count}/{len(keys)} {time.perf_counter() - started:.0f}s] {row['preset']} d_model "
               f"{row['width']} lr {row['lr']:g}: {cell(row)} in {row['wall_s']} s", flush=True)
 
+    if args.assemble_only:
+        todo = []
     run_all(todo, s, args.workers, finished)
-    all_rows = [done[key] for key in keys]
-    best = {(name, width): best_of([done[name, width, lr] for lr in args.lrs])
+    all_rows = [done[key] for key in keys if key in done]
+    best = {(name, width): best_of([done[name, width, lr] for lr in args.lrs if (name, width, lr) in done])
             for name in args.presets for width in args.widths}
     command = "python benchmarks/mqar_zoology.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     notes = Path(args.notes).read_text() if args.notes else ""

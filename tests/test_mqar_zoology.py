@@ -49,6 +49,12 @@ def test_resume_reuses_finished_runs(tmp_path: Path) -> None:
     first = runs.read_text()
     assert bench.main([*args, "--resume"]) == 0
     assert runs.read_text() == first  # nothing retrained, nothing appended
+    # a second lr that has no runs: --assemble-only trains nothing and takes the runs there are
+    assert bench.main([*args, "--lrs", "0.003", "0.01", "--resume", "--assemble-only"]) == 0
+    assert runs.read_text() == first
+    assert "(lr 0.003)" in (tmp_path / "mqar_zoology.md").read_text()
+    assert bench.main([*args, "--presets", "deltanet", "--resume", "--assemble-only"]) == 0
+    assert "| deltanet | not run |" in (tmp_path / "mqar_zoology.md").read_text()
 
 
 def test_bad_preset_is_one_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
