@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 
-def test_the_whole_model_benchmark_runs_tiny_on_cpu(root, tmp_path):
-    out = tmp_path / "lm.md"
+def _run_tiny(root: Path, tmp_path: Path, script: str) -> str:
+    """Run ``benchmarks/<script> --tiny`` on the CPU in a fresh process; the table it wrote."""
+    out = tmp_path / "table.md"
     result = subprocess.run(
-        [sys.executable, str(root / "benchmarks" / "lm_gpu.py"), "--tiny", "--out", str(out)],
+        [sys.executable, str(root / "benchmarks" / script), "--tiny", "--out", str(out)],
         capture_output=True, text=True, timeout=600, cwd=tmp_path,
         env={"CUDA_VISIBLE_DEVICES": "", "PATH": "/usr/bin:/bin", "COLUMNS": "200"},
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    text = out.read_text()
+    return out.read_text()
+
+
+def test_the_whole_model_benchmark_runs_tiny_on_cpu(root, tmp_path):
+    text = _run_tiny(root, tmp_path, "lm_gpu.py")
     rows = {line.split("│")[1].strip(): line for line in text.splitlines() if line.startswith("│") and
             line.split("│")[1].strip()}
     for name in ("transformer", "gated_deltanet", "titans", "moneta", "yaad", "memora", "sdpa"):
@@ -27,14 +33,7 @@ def test_the_whole_model_benchmark_runs_tiny_on_cpu(root, tmp_path):
 
 
 def test_the_layer_benchmark_runs_tiny_on_cpu(root, tmp_path):
-    out = tmp_path / "layer.md"
-    result = subprocess.run(
-        [sys.executable, str(root / "benchmarks" / "layer_gpu.py"), "--tiny", "--out", str(out)],
-        capture_output=True, text=True, timeout=600, cwd=tmp_path,
-        env={"CUDA_VISIBLE_DEVICES": "", "PATH": "/usr/bin:/bin", "COLUMNS": "200"},
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    text = out.read_text()
+    text = _run_tiny(root, tmp_path, "layer_gpu.py")
     for name in ("deltanet", "gated_deltanet", "titans", "moneta", "yaad", "memora"):
         assert f"│ {name} " in text
     assert "pytorch (" in text  # on a CPU every layer says why it ran the PyTorch form

@@ -65,6 +65,13 @@ class GD(_Stepping):
     )
 
 
+def _check_momentum_theta(theta: Gate) -> None:
+    """The momentum gate of Momentum and Muon: in (0, 1), a scalar per head at most."""
+    check_gate_range(theta, "theta", 0.0, 1.0, high_open=True)
+    if theta.mode == "channel":
+        raise ValueError("theta.mode 'channel' is not supported; use 'constant' or 'head'")
+
+
 class Momentum(_Stepping):
     """S_t = theta_t S_{t-1} - eta_t grad_t (Titans)."""
 
@@ -74,9 +81,7 @@ class Momentum(_Stepping):
 
     @model_validator(mode="after")
     def _theta_range(self) -> Momentum:
-        check_gate_range(self.theta, "theta", 0.0, 1.0, high_open=True)
-        if self.theta.mode == "channel":
-            raise ValueError("theta.mode 'channel' is not supported; use 'constant' or 'head'")
+        _check_momentum_theta(self.theta)
         return self
 
 
@@ -129,9 +134,7 @@ class Muon(_Stepping):
 
     @model_validator(mode="after")
     def _theta_range(self) -> Muon:
-        check_gate_range(self.theta, "theta", 0.0, 1.0, high_open=True)
-        if self.theta.mode == "channel":
-            raise ValueError("theta.mode 'channel' is not supported; use 'constant' or 'head'")
+        _check_momentum_theta(self.theta)
         return self
 
     def label(self) -> str:
