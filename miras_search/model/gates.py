@@ -123,11 +123,11 @@ class GateProducer(nn.Module):
         self.proj: nn.Linear | None = None
         if gate.mode in ("head", "mamba"):
             self.proj = nn.Linear(d_model, per_token, bias=True)
-        if gate.mode == "mamba":
-            self.log_a = nn.Parameter(torch.zeros(per_token))
         elif gate.mode == "channel":
             self.down = nn.Linear(d_model, gate.projection_rank, bias=False)
             self.proj = nn.Linear(gate.projection_rank, per_token, bias=True)
+        if gate.mode == "mamba":
+            self.log_a = nn.Parameter(torch.zeros(per_token))
         if gate.mode == "retnet":
             decay = 1.0 - 2.0 ** (-5.0 - torch.arange(n_heads, dtype=torch.float32))
             self.register_buffer("fixed", decay, persistent=False)
@@ -154,9 +154,8 @@ class GateProducer(nn.Module):
         (a_low, a_high), (dt_low, dt_high) = self.mamba_ranges
         a = torch.empty_like(self.log_a, dtype=torch.float64).uniform_(a_low, a_high)
         self.log_a.copy_(a.clamp_min(_A_FLOOR).log())
-        log_dt = torch.empty_like(a).uniform_(math.log(dt_low), math.log(dt_high))
-        dt = log_dt.exp()
-        self.proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse softplus
+        dt = torch.empty_like(a).uniform_(math.log(dt_low), math.log(dt_high)).exp()
+        self.proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # _inverse_softplus, per head
 
     @property
     def shape_suffix(self) -> tuple[int, ...]:
