@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# `python -m pytest` puts the current folder (the repository root) first on sys.path, where the
+# top-level kernels/ folder would shadow Hugging Face's `kernels` package, which transformers
+# imports when it is installed (transformers 5.25 installs it). miras_search and its kernels come
+# from the install (editable in CI), as for a user; the tests import nothing from the root.
+sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != ROOT]
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
@@ -25,7 +34,6 @@ def _cuda() -> bool:
 if not _cuda():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data"
 
 
