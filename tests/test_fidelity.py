@@ -103,7 +103,7 @@ def test_the_sampler_sees_base_trials_only() -> None:
 
 
 def test_driver_never_reuses_a_fidelity_result_for_a_duplicate(tmp_path: Path) -> None:
-    from tests.test_study import run_inline, trials_of, write_study
+    from test_study import run_inline, trials_of, write_study
 
     path = write_study(tmp_path, trials=1, sampler={"kind": "anchors", "anchors": ["gated_deltanet"]})
     run_inline(path)
@@ -148,7 +148,7 @@ def test_confirm_stores_its_long_runs_as_fidelity_results(monkeypatch: pytest.Mo
 
 
 def test_best_cli_says_the_fidelity(tmp_path: Path) -> None:
-    from tests._fake_study import fake_study
+    from _fake_study import fake_study
 
     path = fake_study(tmp_path, values=[3.5, 3.1])
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / "fake.journal")))
@@ -165,14 +165,14 @@ def test_best_cli_says_the_fidelity(tmp_path: Path) -> None:
 
 # ---- successive halving -----------------------------------------------------------------------
 def _halving_study(tmp_path: Path) -> Path:
-    from tests.test_study import write_study
+    from test_study import write_study
 
     return write_study(tmp_path, trials=4, sampler={"kind": "random", "anchors": [], "seed": 2},
                        budget={"schedule": "successive_halving", "eta": 2, "rungs": 3})
 
 
 def test_successive_halving_promotes_the_best_half_to_longer_budgets(tmp_path: Path) -> None:
-    from tests.test_study import TINY_TRIAL, run_inline, trials_of
+    from test_study import TINY_TRIAL, run_inline, trials_of
 
     path = _halving_study(tmp_path)
     summary = run_inline(path)
@@ -207,9 +207,10 @@ def open_study_of(path: Path) -> optuna.Study:
 
 
 def test_successive_halving_resumes_with_the_missing_promotions_only(tmp_path: Path) -> None:
+    from test_study import trials_of
+
     from miras_search.study import InlinePool, run_study
     from miras_search.study.spec import load_study_file
-    from tests.test_study import trials_of
 
     path = _halving_study(tmp_path)
     trained: list[int] = []
@@ -238,8 +239,9 @@ def test_successive_halving_resumes_with_the_missing_promotions_only(tmp_path: P
 
 
 def test_report_shows_fidelities_and_keeps_importances(tmp_path: Path) -> None:
+    from test_study import run_inline
+
     from miras_search.report.build import build_report
-    from tests.test_study import run_inline
 
     path = _halving_study(tmp_path)
     run_inline(path)

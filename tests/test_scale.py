@@ -185,7 +185,7 @@ def _one_paragraph(text: str) -> None:
     ([{"d_model": 32, "n_layers": 0, "tokens": 100}, TINY[1]], "n_layers"),
 ])
 def test_bad_ladder_in_a_study_file_names_the_field(tmp_path: Path, rungs: list, words: str) -> None:
-    from tests._fake_study import fake_study
+    from _fake_study import fake_study
 
     path = fake_study(tmp_path)
     data = yaml.safe_load(path.read_text())
@@ -230,7 +230,7 @@ def test_report_shows_the_scaling_section(tmp_path: Path) -> None:
 
 
 def test_a_study_files_best_points_are_scaled_inside_that_study(tmp_path: Path) -> None:
-    from tests._fake_study import fake_study
+    from _fake_study import fake_study
 
     path = fake_study(tmp_path, values=[3.5, 3.1, 3.3])
     data = yaml.safe_load(path.read_text())
