@@ -96,3 +96,29 @@ def test_mlp_variants(memory: dict, retention: str) -> None:
     rule = MemoryRule.from_point(point)
     _check(rule, 7, 1, "recurrent")
     _check(rule, 63, 16, "reference")
+
+
+# ---- Memora's per-token read, recomputed in the backward pass above a size ------------------
+
+@pytest.mark.parametrize("memory", [None, {"kind": "vector"}])
+def test_checkpointed_mirror_read_is_the_same_function(monkeypatch, memory: dict | None) -> None:
+    """Forced checkpointing (threshold 1 float) still matches the materialising reference in
+    float64, forward and every gradient, and the read really went through the checkpoint."""
+    import torch.utils.checkpoint
+
+    from miras_search.memory import mirror_read
+
+    fields = preset("memora").model_dump()
+    if memory is not None:
+        fields["memory"] = memory
+    calls = []
+    original = torch.utils.checkpoint.checkpoint
+
+    def counting(*args, **kwargs):
+        calls.append(args[0].__name__)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(mirror_read, "CHECKPOINT_FLOATS", 1)
+    monkeypatch.setattr(torch.utils.checkpoint, "checkpoint", counting)
+    _check(MemoryRule.from_point(ModelPoint.model_validate(fields)), 63, 16, "reference")
+    assert calls and set(calls) <= {"mirror_chunk_read", "mirror_diagonal_read"}

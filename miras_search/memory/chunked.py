@@ -24,7 +24,11 @@ import torch
 from torch import Tensor
 
 from miras_search.memory.inputs import MemoryInputs, layer_gates
-from miras_search.memory.mirror_read import mirror_chunk_read, mirror_diagonal_read
+from miras_search.memory.mirror_read import (
+    checkpointed_read,
+    mirror_chunk_read,
+    mirror_diagonal_read,
+)
 from miras_search.memory.networks import DiagonalLayer
 from miras_search.memory.recurrent import input_widths, memory_gradients, recurrent_step
 from miras_search.memory.rule import MemoryRule, MemoryState
@@ -152,8 +156,8 @@ def chunk_update(rule: MemoryRule, state: MemoryState, x: MemoryInputs,
         d = decays[layer]
         if retention.maps_each_token:  # kl: each token reads c softmax_row of its log-space state
             read_map = mirror_diagonal_read if network.layers[layer] is DiagonalLayer else mirror_chunk_read
-            out = read_map(a_prev[layer], retention.scale, d.beta, s_prev[layer], d.m, d.coef,
-                           deltas[layer], eta_x[layer], z)
+            out = checkpointed_read(read_map, a_prev[layer], retention.scale, d.beta, s_prev[layer],
+                                    d.m, d.coef, deltas[layer], eta_x[layer], z)
         else:
             out = retention.chunk_read(
                 network.layers[layer], state.w[layer], a_prev[layer], bases[layer], d.beta,

@@ -16,13 +16,23 @@ loss rose after a few dozen steps at d_model 128; a first-order expansion of the
 W_0 (weight-proportional too, but unbounded) trained better early and then diverged as well.
 
 The per-token weights are formed: [B, H, b, out, in] per chunk and weight (b times the weight),
-the price of the exact map.
+the price of the exact map. Above ``CHECKPOINT_FLOATS`` per chunk the backward pass recomputes
+them (``checkpointed_read``) instead of keeping them for every chunk of the sequence.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
+import torch.utils.checkpoint
 from torch import Tensor
+
+CHECKPOINT_FLOATS = 2**21
+"""Per-token weights of one chunk and layer (floats, batch and heads included) from which the
+read is checkpointed: 8 MB in float32. Autograd keeps about four tensors of this size per chunk
+(the log states, the softmax, the product's inputs); Memora at batch 16, d_model 128, 4 layers,
+seq 256 (4M floats per chunk) peaked at 16 GB without it."""
 
 
 def _pair_coefficients(beta: Tensor, coef: Tensor | None) -> Tensor:
@@ -83,3 +93,14 @@ def mirror_diagonal_read(
     if s0 is not None and m is not None:
         raw = raw + m * s0
     return scale * torch.softmax(raw, -1) * z
+
+
+def checkpointed_read(read_map: Callable[..., Tensor], log_w0: Tensor, *args: Tensor | float | None) -> Tensor:
+    """``read_map(log_w0, *args)`` (``mirror_chunk_read`` or ``mirror_diagonal_read``), its
+    per-token weights recomputed in the backward pass when they exceed ``CHECKPOINT_FLOATS``
+    (same outputs and gradients; the read's forward runs twice)."""
+    ex = args[-2]  # [B, H, b, in]
+    floats = log_w0.numel() * ex.shape[2]
+    if not torch.is_grad_enabled() or floats < CHECKPOINT_FLOATS:
+        return read_map(log_w0, *args)
+    return torch.utils.checkpoint.checkpoint(read_map, log_w0, *args, use_reentrant=False)
