@@ -142,11 +142,19 @@ PRESET_AXES: dict[str, dict[str, Any]] = {
     },
     "memora": {
         "memory": _DEEP, "bias": {"kind": "l2"},
-        "retention": {"kind": "kl", "scale": 1.0, "alpha": {**_CHANNEL, "value": 0.95}},
+        # kl's alpha scales the log-weights: it flattens each softmax row toward uniform, and
+        # behind the memory's LayerNorm a flatter row only raises the effective step (about
+        # eta / sigma^2 for row logits of spread sigma), as decay does on the other scale-free
+        # memories. At 0.95 Memora stalled in two of three seeds at 4x the quickstart budget
+        # (4.81 val_bpb on seed 0, its loss flat from step 40); at 0.999 the same seed trains
+        # to 3.15 (benchmarks/results/deep_memory_training_cpu.md).
+        "retention": {"kind": "kl", "scale": 1.0, "alpha": {**_CHANNEL, "value": 0.999}},
         # a kl step of 0.5 made the inner loop chaotic at head dim 32 (1e-13 of noise moved the
         # logits by 18 %); at 0.1 it was smooth but did not train past the quickstart's size (loss
         # rising after step 40, 4.82 val_bpb at d_model 128 / 4 layers / 256 steps), at 0.02 it
-        # trains (3.35; benchmarks/results/deep_memory_training_cpu.md)
+        # trains (3.35; benchmarks/results/deep_memory_training_cpu.md). With logits of spread
+        # 0.1 at init (KLRetention.initial_parameter), 0.02 is an effective step of about 2 by
+        # that estimate; 0.005 (about 0.5) trained a little worse (3.21 on that seed).
         "algorithm": {"kind": "gd", "eta": {**_CHANNEL, "value": 0.02}},
     },
     # ---- Atlas (Behrouz et al. 2025, arXiv 2505.23735): the Miras authors' next models ----------
