@@ -54,6 +54,7 @@ EARLIER: dict[str, tuple[str, Callable[[dict], None]]] = {
                      delta={"value": 1.0})),
     "yaad, delta tanh(10 e)": ("yaad", _set("bias", sharpness_scale="absolute", sharpness=10.0)),
     "memora, kl step 0.5 (earlier)": ("memora", _set("algorithm", eta={"value": 0.5})),
+    "memora, alpha 0.95 (earlier)": ("memora", _set("retention", alpha={"value": 0.95})),
 }
 ROWS: dict[str, tuple[str, Callable[[dict], None] | None]] = {
     **{name: (name, None) for name in preset_names()}, **EARLIER,
