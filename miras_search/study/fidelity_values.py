@@ -51,8 +51,8 @@ def protocol(trial: FrozenTrial) -> Hashable:
     if source == "scale":
         return (source, record.get("d_model"), record.get("n_layers"), record.get("seq_len"),
                 record.get("tokens"), seeds(trial))
-    if source == "halving" and record.get("rung") is not None:
-        return (source, record.get("rung"))
+    if source == "halving" and isinstance(record.get("grow"), dict):
+        return (source, tuple(sorted(record["grow"].items())), seeds(trial))
     return (source, level(trial), seeds(trial))
 
 
