@@ -15,7 +15,9 @@ from miras_search.presets import preset
 from miras_search.study import InlinePool, load_study_file, open_study, run_study
 from miras_search.study import halving as halving_module
 from miras_search.study.budget_spec import BudgetSpec, Promotion
+from miras_search.study.fidelity import describe
 from miras_search.study.halving import grown_point, promotions
+from miras_search.study.samplers import _BaseFidelityView
 from miras_search.study.summary import ranked
 
 SIZES = [{"tokens_x": 2}, {"tokens_x": 2, "d_model_x": 2, "n_layers_x": 2}]
@@ -90,6 +92,13 @@ def test_successive_halving_grows_the_model_of_the_promoted_points(tmp_path: Pat
         t.user_attrs["halving_of"] for t in at_two[:second]]
     best = ranked(open_study(load_study_file(path)))
     assert [t.number for t in best[:second]] == [t.number for t in promoted[first:]]
+    assert describe(best[0]) == "halving x16 d64 L2" and describe(promoted[0]) == "halving x2"
+    # the sampler sees the promoted points in the order their longer runs gave, on the base scale
+    seen = {t.user_attrs["point_key"]: t.values[0] for t in _BaseFidelityView(open_study(load_study_file(path)))
+            .get_trials(states=(TrialState.COMPLETE,)) if "reused_from" not in t.user_attrs}
+    at_two_order = [t.user_attrs["point_key"] for t in at_two]
+    assert sorted(at_two_order, key=seen.__getitem__) == at_two_order
+    assert sorted(seen.values()) == sorted(t.values[0] for t in base)
 
 
 def test_halving_over_sizes_resumes_with_the_missing_promotions_only(tmp_path: Path) -> None:
