@@ -58,8 +58,8 @@ def constraints_func(count: int) -> Callable[[FrozenTrial], Sequence[float]]:
 
 
 class _BaseFidelityView:
-    """The study as a sampler should see it: one trial per sampled point, its base trial, with the
-    point's higher-fidelity results (study.fidelity) carried onto the base scale by rank
+    """The study as a sampler should see it: its own (base) trials, with each re-measured point's
+    higher-fidelity results (study.fidelity) carried onto the base scale by rank
     (study.fidelity_values) when ``carry`` is true; the fidelity trials themselves are left out,
     as their values are on another budget's scale."""
 
@@ -101,14 +101,6 @@ class _BaseFidelityView:
 
         return _get_pareto_front_trials_by_trials(self._get_trials(deepcopy=False, states=(
             optuna.trial.TrialState.COMPLETE,)), self._study.directions)
-
-    @property
-    def best_trial(self) -> FrozenTrial:
-        complete = self._get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-        if not complete:
-            raise ValueError("no trial is complete yet")
-        pick = min if self._study.direction == optuna.study.StudyDirection.MINIMIZE else max
-        return pick(complete, key=lambda t: t.values[0])
 
 
 def base_fidelity_view(study: optuna.Study, carry: bool = False) -> optuna.Study:
