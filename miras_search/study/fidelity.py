@@ -11,7 +11,8 @@ a user attr ``fidelity``::
 ``level`` is the run's size-and-budget (tokens x 12 L d^2) over the point's base run: 4.0 for 4x
 the tokens at the same size. Fidelity trials never count towards the study's trial budget and
 are never reused for a duplicate sampled point; ``ranked`` (``miras best``, the report, the
-proxy check's choice of points) reads each point at the highest level it reached.
+proxy check's choice of points) reads each point at the highest level it reached, and the sampler
+sees each point's higher-fidelity results carried onto the base scale by rank (study.fidelity_values).
 """
 
 from __future__ import annotations
@@ -57,6 +58,8 @@ def describe(trial: FrozenTrial) -> str:
     record = fidelity_of(trial)
     if record is None:
         return "base"
-    size = f" d{record.get('d_model')} L{record.get('n_layers')}" if record.get("source") == "scale" else ""
+    grow = record.get("grow") if isinstance(record.get("grow"), dict) else {}
+    grown = grow.get("d_model_x", 1) != 1 or grow.get("n_layers_x", 1) != 1  # halving over sizes
+    size = f" d{record.get('d_model')} L{record.get('n_layers')}" if record.get("source") == "scale" or grown else ""
     n = seeds(trial)
     return f"{record.get('source', '?')} x{level(trial):g}{size}" + (f" ({n} seeds)" if n > 1 else "")

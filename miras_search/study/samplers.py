@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import warnings
 from collections.abc import Callable, Sequence
@@ -14,6 +15,7 @@ from miras_search.errors import ConfigError, Problem
 from miras_search.schema.train import SEED_MAX
 from miras_search.space import Choice, FloatRange, IntRange, SearchSpace
 from miras_search.space.walk import encode_option, iter_nodes
+from miras_search.study.fidelity_values import sampler_values
 from miras_search.study.spec import PrunerSpec, StudyFile
 
 
@@ -56,20 +58,38 @@ def constraints_func(count: int) -> Callable[[FrozenTrial], Sequence[float]]:
 
 
 class _BaseFidelityView:
-    """The study as a sampler should see it: its own trials, without the longer or larger runs of
-    the same points (study.fidelity), whose values are on another budget's scale."""
+    """The study as a sampler should see it: its own (base) trials, with each re-measured point's
+    higher-fidelity results (study.fidelity) carried onto the base scale by rank
+    (study.fidelity_values) when ``carry`` is true; the fidelity trials themselves are left out,
+    as their values are on another budget's scale."""
 
-    def __init__(self, study: optuna.Study):
+    def __init__(self, study: optuna.Study, carry: bool = True):
         self._study = study
+        self._carry = carry
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._study, name)
 
+    def _seen(self, trials: list[FrozenTrial]) -> list[FrozenTrial]:
+        base = [t for t in trials if "fidelity" not in t.user_attrs]
+        if not self._carry:
+            return base
+        carried = sampler_values(self._study._get_trials(deepcopy=False))
+        if not carried:
+            return base
+        out = []
+        for trial in base:
+            if trial.number in carried:
+                trial = copy.copy(trial)
+                trial.values = carried[trial.number]
+            out.append(trial)
+        return out
+
     def _get_trials(self, *args: Any, **kwargs: Any) -> list[FrozenTrial]:
-        return [t for t in self._study._get_trials(*args, **kwargs) if "fidelity" not in t.user_attrs]
+        return self._seen(self._study._get_trials(*args, **kwargs))
 
     def get_trials(self, *args: Any, **kwargs: Any) -> list[FrozenTrial]:
-        return [t for t in self._study.get_trials(*args, **kwargs) if "fidelity" not in t.user_attrs]
+        return self._seen(self._study.get_trials(*args, **kwargs))
 
     @property
     def trials(self) -> list[FrozenTrial]:
@@ -83,16 +103,19 @@ class _BaseFidelityView:
             optuna.trial.TrialState.COMPLETE,)), self._study.directions)
 
 
-def base_fidelity_view(study: optuna.Study) -> optuna.Study:
-    """``study`` without its fidelity trials, for code that reads trials as samples of the space
-    (samplers, parameter importances)."""
-    return _BaseFidelityView(study)  # type: ignore[return-value]
+def base_fidelity_view(study: optuna.Study, carry: bool = False) -> optuna.Study:
+    """``study`` without its fidelity trials, for code that reads trials as samples of the space:
+    parameter importances (the base budget's values, ``carry=False``) and samplers (``carry=True``:
+    each point's higher-fidelity results carried onto the base scale, study.fidelity_values)."""
+    return _BaseFidelityView(study, carry)  # type: ignore[return-value]
 
 
 class BaseFidelitySampler(optuna.samplers.BaseSampler):
-    """Wraps a sampler so that it models the study's base-fidelity trials only: a point re-trained
-    4x longer (``confirm``) or on a ladder (``scale``) would otherwise be seen twice, once with a
-    value on another budget's scale. The points' higher fidelities rank them in ``best``."""
+    """Wraps a sampler so that it models one value per point on the base budget's scale: a point
+    re-trained 4x longer (``confirm``), on a ladder (``scale``) or promoted by successive halving
+    is seen once, at its base trial, holding the value its rank among the points re-measured alike
+    gives it (study.fidelity_values); a point worse at the base budget but better at the higher
+    fidelity is then what the sampler learns from."""
 
     def __init__(self, inner: optuna.samplers.BaseSampler):
         self.inner = inner
@@ -121,7 +144,7 @@ class BaseFidelitySampler(optuna.samplers.BaseSampler):
 
 def make_sampler(study: StudyFile, space: SearchSpace) -> optuna.samplers.BaseSampler:
     """The sampler of ``study.sampler`` (anchors-only studies use a seeded random sampler), seeing
-    the base-fidelity trials only (BaseFidelitySampler)."""
+    one value per point on the base scale, higher fidelities carried by rank (BaseFidelitySampler)."""
     return BaseFidelitySampler(_make_sampler(study, space))
 
 

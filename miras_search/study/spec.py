@@ -30,6 +30,7 @@ from miras_search.schema import ModelPoint
 from miras_search.schema._base import Schema
 from miras_search.schema.train import SEED_MAX
 from miras_search.space import SearchSpace
+from miras_search.study.budget_spec import BudgetSpec
 from miras_search.study.scale_spec import ScaleSpec
 from miras_search.trial import Objective, TrialConfig
 from miras_search.validation import validate
@@ -185,18 +186,6 @@ class CheckpointSpec(Schema):
 
     keep: int = Field(0, ge=0, le=1000, description="Best trials whose final weights are kept; 0: none.")
     max_mb: float = Field(512.0, gt=0, description="Weights larger than this (MiB) are not saved.")
-
-
-class BudgetSpec(Schema):
-    """How a study spends its budget: every point at the trial budget (``fixed``), or successive
-    halving: the ``trials`` points at the trial's tokens, then the best 1/eta of them at eta x
-    the tokens, the best 1/eta of those at eta^2 x, ... (``rungs`` budgets in all). Promoted runs
-    are stored as higher-fidelity results of their points (``miras best`` ranks by them)."""
-
-    schedule: Literal["fixed", "successive_halving"] = "fixed"
-    eta: int = Field(3, ge=2, le=16, description="successive_halving: keep the best 1/eta at each promotion.")
-    rungs: int = Field(3, ge=2, le=8, description="successive_halving: budgets tokens, eta x tokens, ... "
-                       "eta^(rungs-1) x tokens.")
 
 
 class StudyFile(Schema):
