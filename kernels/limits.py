@@ -46,6 +46,21 @@ refuses a launch inside these bounds gets the PyTorch form with a KernelFallback
 """
 
 
+MLP_TILED_MAX = {
+    "bf16": {"K": 128, "chunk x K": 4096},
+    "tf32x3": {"K": 64, "chunk x K": 4096},
+    "fp32": {"K": 64, "chunk x K": 4096},
+}
+"""Largest key dim K and [chunk, K] tile of the hidden-tiled MLP kernel (mlp_chunk/tiled.py),
+by the precision of its products; its hidden dim is any multiple of the hidden tile
+(MLP_HIDDEN_TILE), since only [chunk, tile] and [tile, K] blocks of the hidden dim are on chip
+at once. It takes the shapes that do not fit MLP_MAX_TILES (the named models at K = 64, hidden
+256 with their LayerNorm, chunks 16 to 64); measured with compile_check on sm_90, see
+benchmarks/results/kernel_resources_sm90.md."""
+MLP_HIDDEN_TILE = {"bf16": 64, "tf32x3": 32, "fp32": 32}
+"""Hidden units per tile of the hidden-tiled MLP kernel, by products (at most the hidden dim)."""
+
+
 MAX_TOKEN_ELEMENTS = 2**31 - 1
 """Most elements of a [B, T, H, D] token tensor (q, k, v, the output and their gradients) the
 kernels index: they address tokens with int32 offsets (the per-chunk stored states, which
@@ -95,18 +110,49 @@ def matrix_shape_problem(key_dim: int, value_dim: int, products: str, row_norm: 
     )
 
 
-def mlp_shape_problem(key_dim: int, hidden: int, chunk_size: int, products: str) -> str | None:
-    """Why the MLP-memory kernel cannot take this head dim K, hidden dim and chunk size with
-    ``products`` ('bf16', 'tf32x3' or 'fp32'), or None when it can."""
-    if not (_tile_size(key_dim) and _tile_size(hidden)):
-        return f"the MLP-memory kernel needs K and the hidden dim powers of two >= 16; got K={key_dim}, hidden={hidden}"
+def _whole_problem(key_dim: int, hidden: int, chunk_size: int, products: str) -> str | None:
+    """Why the MLP kernel that keeps W on chip cannot take this shape, or None."""
     sizes = {"chunk x (K + hidden)": chunk_size * (key_dim + hidden), "K x hidden": key_dim * hidden,
              "chunk x chunk": chunk_size * chunk_size}
     for name, elements in sizes.items():
         if elements > MLP_MAX_TILES[products][name]:
             return (
-                f"the MLP-memory kernel's {name} tile ({elements} elements at K={key_dim}, "
-                f"hidden={hidden}, chunk {chunk_size}) does not fit on chip with {products} "
-                f"products: at most {MLP_MAX_TILES[products][name]} (try a smaller chunk or hidden dim)"
+                f"the {name} tile ({elements} elements at K={key_dim}, hidden={hidden}, chunk "
+                f"{chunk_size}) does not fit on chip with {products} products: at most "
+                f"{MLP_MAX_TILES[products][name]}"
             )
     return None
+
+
+def _tiled_problem(key_dim: int, chunk_size: int, products: str) -> str | None:
+    """Why the hidden-tiled MLP kernel cannot take this key dim and chunk, or None."""
+    widest = MLP_TILED_MAX[products]
+    if key_dim > widest["K"] or chunk_size * key_dim > widest["chunk x K"]:
+        return (
+            f"tiling the hidden dim takes K <= {widest['K']} and chunk x K <= {widest['chunk x K']} "
+            f"with {products} products"
+        )
+    return None
+
+
+def mlp_hidden_tile(key_dim: int, hidden: int, chunk_size: int, products: str) -> int | None:
+    """The hidden tile of the MLP kernel for an admitted shape (mlp_shape_problem is None): None
+    where W fits on chip whole (mlp_chunk/chunk.py), else the tile of mlp_chunk/tiled.py."""
+    if _whole_problem(key_dim, hidden, chunk_size, products) is None:
+        return None
+    return min(MLP_HIDDEN_TILE[products], hidden)
+
+
+def mlp_shape_problem(key_dim: int, hidden: int, chunk_size: int, products: str) -> str | None:
+    """Why the MLP-memory kernel cannot take this head dim K, hidden dim and chunk size with
+    ``products`` ('bf16', 'tf32x3' or 'fp32'), or None when it can: with W on chip, or else with
+    the hidden dim in tiles."""
+    if not (_tile_size(key_dim) and _tile_size(hidden)):
+        return f"the MLP-memory kernel needs K and the hidden dim powers of two >= 16; got K={key_dim}, hidden={hidden}"
+    whole = _whole_problem(key_dim, hidden, chunk_size, products)
+    tiled = _tiled_problem(key_dim, chunk_size, products)
+    if whole is None or tiled is None:
+        return None
+    return (
+        f"the MLP-memory kernel's {whole}; and {tiled} (try a smaller chunk or head dim)"
+    )
