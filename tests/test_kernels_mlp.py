@@ -97,11 +97,12 @@ def reference(inputs, config, bias, chunk_size, dtype=torch.float32) -> tuple[li
     return [o_ref, *torch.autograd.grad(o_ref, [ref[n] for n in names], do)], do
 
 
-def check(inputs, config, bias, chunk_size, dtype=torch.float32, tol=5e-3, device=DEVICE):
-    """Kernel (dtype, on ``device``) against the float64 reference: o and every gradient."""
+def check(inputs, config, bias, chunk_size, dtype=torch.float32, tol=5e-3, device=DEVICE, hidden_tile=None):
+    """Kernel (dtype, on ``device``; the hidden-tiled one with ``hidden_tile``) against the
+    float64 reference: o and every gradient."""
     names = [n for n in NAMES if inputs[n] is not None]
     fast = {n: inputs[n].to(device, dtype).requires_grad_() for n in names}
-    o = chunk_mlp_memory(**fast, config=config, bias=bias, chunk_size=chunk_size)
+    o = chunk_mlp_memory(**fast, config=config, bias=bias, chunk_size=chunk_size, hidden_tile=hidden_tile)
     (o_ref, *grads_ref), do = reference(inputs, config, bias, chunk_size, dtype)
     grads = torch.autograd.grad(o, [fast[n] for n in names], do.to(device, dtype))
     assert o.dtype == dtype and o.shape == o_ref.shape

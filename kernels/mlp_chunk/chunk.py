@@ -437,17 +437,28 @@ def _scalars(config: MlpMemoryConfig, bias: BiasConfig, T: int, H: int, NS: int,
 
 
 def compile_specs(config: MlpMemoryConfig, bias: BiasConfig, K: int, HD: int, chunk_size: int,
-                  momentum: bool = False, dtype: torch.dtype = torch.bfloat16) -> list[tuple]:
+                  momentum: bool = False, dtype: torch.dtype = torch.bfloat16,
+                  hidden_tile: int | None = None) -> list[tuple]:
     """(name, kernel, scalars, pointer types, num_warps) of the forward and backward launches
-    for kernels.compile_check (compiling for a GPU without one)."""
+    for kernels.compile_check (compiling for a GPU without one): the layout chunk_mlp_memory
+    picks for this shape (kernels.limits.mlp_hidden_tile), or the tiled one with ``hidden_tile``."""
     scalars = _scalars(config, bias, 1024, 8, 64, K, HD, chunk_size, config.retention != "none",
                        momentum, dtype)
     element = "*bf16" if dtype == torch.bfloat16 else "*fp32"
     pointers = {name: element for name in ("q", "k", "v", "o", "do")}
     pointers |= {"seg_start": "*i32", "seg_size": "*i32"}
+    if hidden_tile is None:
+        hidden_tile = mlp_hidden_tile(K, HD, chunk_size, products(scalars["PREC"]))
+    if hidden_tile is None:
+        return [
+            ("forward", _fwd_kernel, {**scalars, "SAVE": True}, pointers, _num_warps(K, HD, False)),
+            ("backward", _bwd_kernel, scalars, pointers, _num_warps(K, HD, True)),
+        ]
+    scalars["HT"] = hidden_tile
+    warps = tiled.num_warps(chunk_size, K, hidden_tile)
     return [
-        ("forward", _fwd_kernel, {**scalars, "SAVE": True}, pointers, _num_warps(K, HD, False)),
-        ("backward", _bwd_kernel, scalars, pointers, _num_warps(K, HD, True)),
+        ("tiled forward", tiled._fwd_kernel, {**scalars, "SAVE": True}, pointers, warps),
+        ("tiled backward", tiled._bwd_kernel, scalars, pointers, warps),
     ]
 
 

@@ -275,9 +275,14 @@ def _fwd_kernel(
         # ---- walk C (lq, kl): the end map over whole matrices; the last token's exact read
         if RET >= 2:
             tl.debug_barrier()
-            r1n = _lq_scale_of(_norm_end(nm1, ns1, QX), QX)
-            r2n = _lq_scale_of(_norm_end(nm2, ns2, QX), QX)
-            lse2 = rmax + tl.log(rsum)
+            if RET == 2:
+                r1n = _lq_scale_of(_norm_end(nm1, ns1, QX), QX)
+                r2n = _lq_scale_of(_norm_end(nm2, ns2, QX), QX)
+                lse2 = rmax
+            else:
+                r1n = b_last
+                r2n = b_last
+                lse2 = rmax + tl.log(rsum)
             z2 = tl.zeros([C, K], dtype=tl.float32)
             for j in range(HD // HT):
                 p1 = nxt + j * HT * K + o1
@@ -330,17 +335,17 @@ def _bwd_kernel(
             NEEDS_DELTA)
         dy = tl.load(do + ptr, mask=mt[:, None], other=0.0).to(tl.float32)
         is_last = oc == size - 1
-        bt, s, D, Dt, coef, m, De = _decays(la, lth, et, C, RETAIN_FIRST, MOM)
+        # D, coef (and E, G, q k^T below) are recomputed where needed again rather than kept
+        # alive across the walks: registers, not arithmetic, are what this kernel runs short of
+        bt, s, _D, Dt, _coef, m, De = _decays(la, lth, et, C, RETAIN_FIRST, MOM)
         r1, r2, n1, n2 = _start_scales(state1, state2, cur, QX, K, HD, HT, RET)
         ks = kc * s[:, None]
 
         # ---- recompute: walks A and B
         a2 = _key_sums(state1, state2, cur, o1, o2, r1, r2, ks, s, C, K, HD, HT, ACT, RET, PREC)
-        E = kc + _norm(a2, K, LN) - vc
-        G = _phi(E, vc, dl, BIAS, P_EXP, SHARP, EPS, RADIUS, NEPS, SMOOTH)
-        d2 = _norm_back(a2, G, K, LN)
-        QK = _mm(qc, tl.trans(kc), PREC)
-        A1 = QK * De
+        d2 = _norm_back(a2, _phi(kc + _norm(a2, K, LN) - vc, vc, dl, BIAS, P_EXP, SHARP, EPS, RADIUS,
+                                 NEPS, SMOOTH), K, LN)
+        A1 = _mm(qc, tl.trans(kc), PREC) * De
         c = tl.sum(tl.where(is_last[:, None], De, 0.0), 0)
         b_last = tl.exp(tl.sum(la, 0))
         if MOM:
@@ -362,11 +367,13 @@ def _bwd_kernel(
             if RET == 2:
                 m1n = _lq_norm_tiles(state1 + nxt, QX, K, HD, HT)
                 m2n = _lq_norm_tiles(state2 + nxt, QX, K, HD, HT)
-            else:
+                r1n = _lq_scale_of(m1n, QX)
+                r2n = _lq_scale_of(m2n, QX)
+            else:  # (unused by kl)
                 m1n = n1
                 m2n = n2
-            r1n = _lq_scale_of(m1n, QX)
-            r2n = _lq_scale_of(m2n, QX)
+                r1n = n1
+                r2n = n2
             lse2 = tl.zeros([K], dtype=tl.float32) + tl.log(SCALE)  # kl: X' stored normalised
             z2 = tl.zeros([C, K], dtype=tl.float32)
             for j in range(HD // HT):  # walk C1
@@ -536,12 +543,14 @@ def _bwd_kernel(
         G1 = dA1 * De
         dqc += _mm(G1, kc, PREC)
         dkc += _mm(tl.trans(G1), qc, PREC)
-        dDe += dA1 * QK + tl.where(is_last[:, None], dc[None, :], 0.0)
+        dDe += dA1 * _mm(qc, tl.trans(kc), PREC) + tl.where(is_last[:, None], dc[None, :], 0.0)
         db += tl.where(is_last, e_dot, 0.0)
         if MOM:
             dm += tl.where(is_last, s_dot, 0.0)
 
         # ---- the key pass's LayerNorm and bias on chip
+        E = kc + _norm(a2, K, LN) - vc
+        G = _phi(E, vc, dl, BIAS, P_EXP, SHARP, EPS, RADIUS, NEPS, SMOOTH)
         if LN:
             da2, dG = _norm_back_vjp(a2, G, dd2, K)
         else:
@@ -609,6 +618,7 @@ def _bwd_kernel(
 
         # ---- gates: D[t, i] = exp(L_t - L_i), b = exp(L), L = cumsum(log alpha); momentum:
         # coef = D @ Dt, Dt[j, i] = exp(Lt_j - Lt_i), m = D @ exp(Lt), Lt = cumsum(log theta)
+        bt, _s, D, Dt, coef, _m, _De = _decays(la, lth, et, C, RETAIN_FIRST, MOM)
         g_eta = tl.sum(dDe * coef, 0)
         dcoef = dDe * et[None, :]
         if MOM:
