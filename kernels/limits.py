@@ -46,19 +46,16 @@ refuses a launch inside these bounds gets the PyTorch form with a KernelFallback
 """
 
 
-MLP_TILED_MAX = {
-    "bf16": {"K": 128, "chunk x K": 4096},
-    "tf32x3": {"K": 64, "chunk x K": 4096},
-    "fp32": {"K": 64, "chunk x K": 4096},
-}
-"""Largest key dim K and [chunk, K] tile of the hidden-tiled MLP kernel (mlp_chunk/tiled.py),
-by the precision of its products; its hidden dim is any multiple of the hidden tile
-(MLP_HIDDEN_TILE), since only [chunk, tile] and [tile, K] blocks of the hidden dim are on chip
-at once. It takes the shapes that do not fit MLP_MAX_TILES (the named models at K = 64, hidden
-256 with their LayerNorm, chunks 16 to 64); measured with compile_check on sm_90, see
-benchmarks/results/kernel_resources_sm90.md."""
-MLP_HIDDEN_TILE = {"bf16": 64, "tf32x3": 32, "fp32": 32}
-"""Hidden units per tile of the hidden-tiled MLP kernel, by products (at most the hidden dim)."""
+MLP_TILED_MAX_K = 64
+MLP_HIDDEN_TILE = 32
+"""The hidden-tiled MLP kernel (mlp_chunk/tiled.py) takes K up to MLP_TILED_MAX_K, any chunk size
+and any hidden dim (a power of two), in tiles of MLP_HIDDEN_TILE units (or the whole hidden dim
+if smaller): only [chunk, tile], [tile, K], [chunk, K] and [chunk, chunk] blocks are on chip at
+once, so its room grows with the chunk, K and the tile but not with the hidden dim. Dispatch gives
+it the shapes that do not fit MLP_MAX_TILES (the named models at K = 64, hidden 256 with their
+LayerNorm). Measured with compile_check on sm_90 (Triton 3.9) at the widest: K = 64, chunk 64,
+tile 32 needs at most 176 KiB (the backward; benchmarks/results/kernel_resources_sm90.md lists
+every kind), and a tile of 64 there needs 272 KiB."""
 
 
 MAX_TOKEN_ELEMENTS = 2**31 - 1
@@ -117,21 +114,16 @@ def _whole_problem(key_dim: int, hidden: int, chunk_size: int, products: str) ->
     for name, elements in sizes.items():
         if elements > MLP_MAX_TILES[products][name]:
             return (
-                f"the {name} tile ({elements} elements at K={key_dim}, hidden={hidden}, chunk "
-                f"{chunk_size}) does not fit on chip with {products} products: at most "
+                f"with W on chip its {name} tile ({elements} elements) exceeds "
                 f"{MLP_MAX_TILES[products][name]}"
             )
     return None
 
 
-def _tiled_problem(key_dim: int, chunk_size: int, products: str) -> str | None:
-    """Why the hidden-tiled MLP kernel cannot take this key dim and chunk, or None."""
-    widest = MLP_TILED_MAX[products]
-    if key_dim > widest["K"] or chunk_size * key_dim > widest["chunk x K"]:
-        return (
-            f"tiling the hidden dim takes K <= {widest['K']} and chunk x K <= {widest['chunk x K']} "
-            f"with {products} products"
-        )
+def _tiled_problem(key_dim: int) -> str | None:
+    """Why the hidden-tiled MLP kernel cannot take this key dim, or None."""
+    if key_dim > MLP_TILED_MAX_K:
+        return f"tiling the hidden dim takes K <= {MLP_TILED_MAX_K}"
     return None
 
 
@@ -140,7 +132,7 @@ def mlp_hidden_tile(key_dim: int, hidden: int, chunk_size: int, products: str) -
     where W fits on chip whole (mlp_chunk/chunk.py), else the tile of mlp_chunk/tiled.py."""
     if _whole_problem(key_dim, hidden, chunk_size, products) is None:
         return None
-    return min(MLP_HIDDEN_TILE[products], hidden)
+    return min(MLP_HIDDEN_TILE, hidden)
 
 
 def mlp_shape_problem(key_dim: int, hidden: int, chunk_size: int, products: str) -> str | None:
@@ -150,9 +142,10 @@ def mlp_shape_problem(key_dim: int, hidden: int, chunk_size: int, products: str)
     if not (_tile_size(key_dim) and _tile_size(hidden)):
         return f"the MLP-memory kernel needs K and the hidden dim powers of two >= 16; got K={key_dim}, hidden={hidden}"
     whole = _whole_problem(key_dim, hidden, chunk_size, products)
-    tiled = _tiled_problem(key_dim, chunk_size, products)
+    tiled = _tiled_problem(key_dim)
     if whole is None or tiled is None:
         return None
     return (
-        f"the MLP-memory kernel's {whole}; and {tiled} (try a smaller chunk or head dim)"
+        f"the MLP-memory kernel cannot take K={key_dim}, hidden={hidden}, chunk {chunk_size} with "
+        f"{products} products: {whole}, and {tiled} (try a smaller head dim)"
     )

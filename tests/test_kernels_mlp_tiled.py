@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from kernel_checks import rel_err
+from test_kernels_mlp import CUDA, NAMED, check, gpu_only, make_inputs, named_inputs
+
 from miras_search.kernels import BiasConfig, KernelInputError, kernel_for
 from miras_search.kernels.dispatch import shape_problem
 from miras_search.kernels.limits import MLP_HIDDEN_TILE, mlp_hidden_tile, mlp_shape_problem
 from miras_search.kernels.mlp_chunk import MlpMemoryConfig, chunk_mlp_memory
 from miras_search.memory import MemoryRule
 from miras_search.presets import preset
-from test_kernels_mlp import CUDA, NAMED, check, gpu_only, make_inputs, named_inputs
 
 pytestmark = pytest.mark.filterwarnings("error::miras_search.kernels.KernelFallbackWarning")
 
@@ -86,17 +86,21 @@ def test_tiled_inference_updates_the_state_in_place(name):
 
 # ---- which layout a shape gets ---------------------------------------------------------------
 def test_paper_shapes_are_admitted_with_hidden_tiles():
-    """K = 64, hidden 256 at chunks 16 and 64: the named models (LayerNorm: tf32x3 products for
+    """K = 64, hidden 256 at chunks 16 to 64: the named models (LayerNorm: tf32x3 products for
     bf16 inputs) and fp32 inputs take the tiled kernel; shapes whose W fits keep the whole one."""
-    for products in ("bf16", "tf32x3", "fp32"):
+    for products in ("tf32x3", "fp32"):
         for chunk in (16, 32, 64):
             assert mlp_shape_problem(64, 256, chunk, products) is None
-            assert mlp_hidden_tile(64, 256, chunk, products) == MLP_HIDDEN_TILE[products]
-    assert mlp_hidden_tile(16, 64, 16, "tf32x3") is None
+            assert mlp_hidden_tile(64, 256, chunk, products) == MLP_HIDDEN_TILE
     assert mlp_hidden_tile(64, 256, 32, "bf16") is None  # fits on chip whole
+    assert mlp_hidden_tile(64, 256, 64, "bf16") == MLP_HIDDEN_TILE
+    assert mlp_hidden_tile(16, 64, 16, "tf32x3") is None
+    assert mlp_hidden_tile(64, 1024, 16, "tf32x3") == MLP_HIDDEN_TILE  # any hidden dim
+    assert mlp_hidden_tile(32, 16, 64, "tf32x3") == 16  # (a tile of at most the hidden dim)
     moneta = MemoryRule.from_point(preset("moneta"))
     assert shape_problem(moneta, 64, 64, 64, torch.bfloat16) is None
-    assert "K <= 64" in shape_problem(moneta, 128, 128, 16, torch.bfloat16)
+    problem = shape_problem(moneta, 128, 128, 16, torch.bfloat16)
+    assert "tile (10240 elements)" in problem and "K <= 64" in problem
 
 
 def test_bad_hidden_tiles_are_refused():
