@@ -422,6 +422,8 @@ def test_gpu_bf16(name, K, hidden, chunk):
     (1, 100, 2, 16, 64, 16, 5e-3),  # test_named_models_odd_lengths, longest
     *[(*WIDE_FP32, *shape, 5e-3) for shape in WIDE_SHAPES],
     *[(*WIDE_BF16, *shape, 2e-2) for shape in WIDE_SHAPES],
+    # test_kernels_mlp_tiled.test_gpu_paper_shapes (the paper's K = 64, hidden 256)
+    (2, 130, 2, 64, 256, 16, 5e-3), (2, 130, 2, 64, 256, 64, 2e-2),
 ])
 def test_named_model_comparisons_are_well_posed(name, B, T, H, K, hidden, chunk, tol):
     """The kernel comparisons above can pass and can fail: 1e-7 of relative noise on the inputs

@@ -1,6 +1,8 @@
 """Triton forward and backward of the chunked update of a 2-layer MLP memory.
 
-Same semantics as ``naive.py`` (see its docstring for the math). One program per
+Same semantics as ``naive.py`` (see its docstring for the math). This file keeps the whole
+weights on chip, for the shapes where they fit (kernels.limits.MLP_MAX_TILES); tiled.py walks
+the hidden dim in tiles for the wider ones. One program per
 (batch, head) walks the segments in order and keeps the carried state X1 [Hd, K], X2 [K, Hd]
 (and, for momentum, S1, S2 of the same shapes) on chip: per segment it runs the memory at the chunk-start weights on the keys (the key pass),
 back-propagates the bias gradient through it (per-token d1, d2; never per-token weights), reads
@@ -618,8 +620,9 @@ def chunk_mlp_memory(
     """Chunked 2-layer MLP memory with Triton kernels (forward and backward).
 
     Args:
-        q, k, v: [B, T, H, K] (float32 or bfloat16; K a power of two >= 16; with the hidden
-            dim and chunk size inside kernels.limits.MLP_MAX_TILES; at most 2^31 - 1 elements).
+        q, k, v: [B, T, H, K] (float32 or bfloat16; K a power of two >= 16; the hidden dim
+            and chunk size inside kernels.limits.MLP_MAX_TILES, or K <= 64 for the hidden-tiled
+            kernel (kernels.limits.mlp_shape_problem); at most 2^31 - 1 elements).
         eta: [B, T, H] (> 0); alpha: [B, T, H] in (0, 1] or None (no decay);
         theta: [B, T, H] in (0, 1) for momentum (Titans; S starts at zero), None for gd;
         delta: [B, T, H] (> 0), the Huber threshold (huber biases only).
