@@ -38,8 +38,9 @@ def test_tiled_named_models(name, T, hidden):
     check(named_inputs(name, 1, T, 2, 16, hidden), config, bias, 16, hidden_tile=16)
 
 
-@pytest.mark.parametrize("retention", ["lq", "kl"])
+@pytest.mark.parametrize("retention", ["none", "lq", "kl"])
 def test_tiled_momentum_with_the_end_maps(retention):
+    """Momentum beside every retention but l2 (Titans' above): lq's and kl's end maps, and none."""
     config = MlpMemoryConfig("silu", True, retention)
     check(make_inputs(1, 21, 1, 16, 32, "l2", retention, momentum=True), config, BiasConfig("l2"), 16,
           hidden_tile=16)
