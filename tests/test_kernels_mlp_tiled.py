@@ -38,6 +38,15 @@ def test_tiled_named_models(name, T, hidden):
     check(named_inputs(name, 1, T, 2, 16, hidden), config, bias, 16, hidden_tile=16)
 
 
+@pytest.mark.parametrize("name", ["titans", "moneta"])
+def test_paper_head_takes_the_tiled_kernel_by_itself(name):
+    """K = 64, hidden 256 with no hidden_tile: fp32 inputs exceed the whole-W tiles, so the
+    kernel walks 8 tiles of 32 (two segments: the interpreter is slow at this width)."""
+    config, bias = NAMED[name]
+    assert mlp_hidden_tile(64, 256, 16, "fp32") == MLP_HIDDEN_TILE == 32
+    check(named_inputs(name, 1, 20, 1, 64, 256), config, bias, 16)
+
+
 @pytest.mark.parametrize("retention", ["none", "lq", "kl"])
 def test_tiled_momentum_with_the_end_maps(retention):
     """Momentum beside every retention but l2 (Titans' above): lq's and kl's end maps, and none."""
