@@ -50,12 +50,13 @@ filter=()
 #    (every covered preset, odd lengths, gradients) and the model path (a trial's layers on a
 #    kernel under bf16 autocast); with KERNEL_TESTS=1 the Triton kernels' GPU-only cases too
 tests=(tests/test_fla_path.py tests/test_kernel_path.py)
-[ "${KERNEL_TESTS:-0}" = 1 ] && tests+=(tests/test_kernels_matrix.py tests/test_kernels_mlp.py)
+[ "${KERNEL_TESTS:-0}" = 1 ] && tests+=(tests/test_kernels_matrix.py tests/test_kernels_mlp.py tests/test_kernels_mlp_tiled.py)
 [ "$dry" = 1 ] && tests=(tests/test_fla_path.py)
 step gpu_tests 90 "$py" -m pytest -q -p no:cacheprovider "${parallel[@]}" -m gpu "${filter[@]}" "${tests[@]}"
 
 # 2. the layer table: deltanet / gated_deltanet through our dispatch vs fla's chunk kernels
-#    (goal <= 1.1x), the MLP memories at head dim 64 / hidden 256, T=4096 (goal <= 8x gated_deltanet)
+#    (goal <= 1.1x), the MLP memories at head dim 64 / hidden 256, T=4096 (goal <= 8x gated_deltanet;
+#    Titans and Moneta / Yaad with per-head gates run the hidden-tiled MLP kernel there)
 if [ "$dry" = 1 ]; then layer_args=(--tiny); else layer_args=(--seq-lens 2048,4096,8192); fi
 step layer_table 70 "$py" benchmarks/layer_gpu.py "${layer_args[@]}" --out "$out/layer_gpu.md"
 

@@ -29,13 +29,13 @@ parallel=()
 "$py" -c "import xdist" 2>/dev/null && parallel=(-n "$workers")
 
 # 1. correctness on the GPU: the MLP kernel's named models at odd lengths, its widest fp32 / bf16
-#    shapes and the model paths (a trial's layers on the kernel under bf16 autocast); the matrix
+#    shapes, the hidden-tiled kernel at the paper's K=64 / hidden 256 and the model paths (a trial's layers on the kernel under bf16 autocast); the matrix
 #    kernel's GPU-only cases (bf16, widest heads, split backward)
 start=$SECONDS
 filter=()
 [ -n "${GPU_TESTS:-}" ] && filter=(-k "$GPU_TESTS")
 timeout -k 10 270 "$py" -m pytest -v -p no:cacheprovider "${parallel[@]}" -m gpu "${filter[@]}" \
-    tests/test_kernels_mlp.py tests/test_kernel_path.py tests/test_kernels_matrix.py \
+    tests/test_kernels_mlp.py tests/test_kernels_mlp_tiled.py tests/test_kernel_path.py tests/test_kernels_matrix.py \
     2>&1 | tee "$out/gpu_tests.txt" | tail -30
 echo "# tests: $((SECONDS - start)) s" | tee -a "$out/gpu.txt"
 

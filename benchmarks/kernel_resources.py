@@ -5,6 +5,7 @@ and the ptxas bundled with it). Spills (a non-zero stack) move tiles to local me
 the first thing to look at when a kernel is slower than its arithmetic suggests.
 
     python benchmarks/kernel_resources.py [--out benchmarks/results/kernel_resources_sm90.md]
+    python benchmarks/kernel_resources.py --only-tiled --out benchmarks/results/kernel_resources_mlp_tiled_sm90.md
 """
 
 from __future__ import annotations
@@ -48,10 +49,29 @@ def row(point: str, shape: str, specs: list[tuple]) -> str:
 
 MLP_SHAPES = [  # K, hidden, chunk, dtype; bf16 inputs of the named models take tf32x3 products
     (16, 64, 16, torch.bfloat16), (32, 128, 16, torch.bfloat16), (32, 128, 32, torch.bfloat16),
-    (64, 256, 16, torch.bfloat16), (32, 128, 32, torch.float32),
+    (32, 128, 32, torch.float32),
 ]
+TILED_SHAPES = [  # past MLP_MAX_TILES: the hidden dim in tiles (kernels/mlp_chunk/tiled.py)
+    (64, 256, 16, torch.bfloat16), (64, 256, 64, torch.bfloat16), (64, 256, 32, torch.float32),
+]
+BF16_TILED = (MlpMemoryConfig("silu", False, "lq"), BiasConfig("huber_norm"), True)
+"""The widest memory that keeps bf16 products (no LayerNorm; lq, momentum, a row-norm bias)."""
 BF16_PRODUCTS = (MlpMemoryConfig("silu", False, "l2"), BiasConfig("l2"), False)
 """A memory whose bf16 inputs keep bf16 products (no LayerNorm, l2 retention: kernels.precision)."""
+
+
+def tiled_rows() -> list[str]:
+    """The hidden-tiled MLP kernel at the shapes dispatch gives it (tile: kernels.limits)."""
+    out = []
+    for name, (config, bias, momentum) in MLP_POINTS.items():
+        for K, hidden, chunk, dtype in TILED_SHAPES:
+            specs = mlp_specs(config, bias, K, hidden, chunk, momentum, dtype)
+            shape = f"K={K}, hidden={hidden}, chunk {chunk}" + (", fp32" if dtype == torch.float32 else "")
+            out.append(row(f"{name} (MLP, hidden tiles)", shape, specs))
+    specs = mlp_specs(*BF16_TILED[:2], 64, 256, 64, BF16_TILED[2], torch.bfloat16)
+    out.append(row("silu, no LayerNorm, lq, huber_norm, momentum (MLP, hidden tiles, bf16 products)",
+                   "K=64, hidden=256, chunk 64", specs))
+    return out
 
 
 def rows() -> list[str]:
@@ -81,6 +101,8 @@ def rows() -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", default=None)
+    parser.add_argument("--only-tiled", action="store_true",
+                        help="only the hidden-tiled MLP kernel's rows (a few minutes each)")
     args = parser.parse_args()
     header = [
         f"Triton {triton.__version__} kernels compiled for sm_90 (H100), bf16 inputs unless the shape "
@@ -93,7 +115,9 @@ def main() -> None:
         "bwd stack | bwd smem |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    table = "\n".join(header + rows())
+    if args.only_tiled:
+        header[2] = "Command: `python benchmarks/kernel_resources.py --only-tiled` (no GPU needed)."
+    table = "\n".join(header + (tiled_rows() if args.only_tiled else rows() + tiled_rows()))
     print(table)
     if args.out:
         Path(args.out).write_text(table + "\n")

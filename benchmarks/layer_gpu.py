@@ -7,7 +7,9 @@ same bf16 inputs (like for like: the same exact delta rule); and Titans, Moneta,
 at head dim 64 / hidden 256 (their named shapes) through the same dispatch, as a multiple of the
 gated_deltanet layer of the same d_model (H x K). The ``path`` column says which kernel ran
 (``kernel_problem``: 'kernel' or why the PyTorch form ran). Goals (issue 19): deltanet and
-gated_deltanet within 1.1x of fla; the MLP memories at most 8x gated_deltanet at T=4096.
+gated_deltanet within 1.1x of fla; the MLP memories at most 8x gated_deltanet at T=4096. At
+head dim 64 / hidden 256 the MLP kernel walks the hidden dim in tiles (kernels/mlp_chunk/tiled.py);
+the '/head' rows run Moneta and Yaad with per-head gates, which that kernel takes.
 
     python benchmarks/layer_gpu.py [--seq-lens 2048,4096,8192] [--batch 4] [--heads 8] [--out F]
     python benchmarks/layer_gpu.py --tiny    # a CPU check of the script (PyTorch form, tiny shapes)
@@ -34,9 +36,25 @@ from miras_search.memory.kernel_path import kernel_problem
 from miras_search.memory.testing import random_inputs
 from miras_search.model.mixer import resolved_chunk_form
 from miras_search.presets import preset
+from miras_search.schema import ModelPoint
 
 DELTA = ("deltanet", "gated_deltanet")
-MLP = ("titans", "moneta", "yaad", "memora")
+MLP = ("titans", "moneta", "yaad", "memora", "moneta/head", "yaad/head")
+"""The MLP memories; '/head' makes the preset's channel-wise gates per-head, which the MLP kernel
+takes (the named Moneta and Yaad gate eta and alpha per channel, which it does not)."""
+
+
+def layer_point(name: str) -> ModelPoint:
+    """The preset ``name``, or with '/head' the preset with its channel-wise gates per head."""
+    base, _, variant = name.partition("/")
+    point = preset(base)
+    if variant != "head":
+        return point
+    spec = point.model_dump()
+    for axis, gate in (("algorithm", "eta"), ("retention", "alpha"), ("bias", "delta")):
+        if isinstance(spec[axis].get(gate), dict) and spec[axis][gate]["mode"] == "channel":
+            spec[axis][gate].update(mode="head", rank=None)
+    return ModelPoint.model_validate(spec)
 
 
 def timer(device: torch.device) -> Callable[[Callable[[], None]], float]:
@@ -60,7 +78,7 @@ def timer(device: torch.device) -> Callable[[Callable[[], None]], float]:
 def layer_case(name: str, batch: int, length: int, heads: int, dim: int, device: torch.device,
                kernel: str) -> tuple[Callable[[], None], Callable[[], None] | None, str]:
     """(our fwd+bwd, fla's fwd+bwd or None, the path our call takes) for preset ``name``."""
-    point = preset(name)
+    point = layer_point(name)
     rule = MemoryRule.from_point(point)
     form = resolved_chunk_form(point)
     channel = tuple(g for g, mode in rule.gate_modes.items() if mode == "channel")

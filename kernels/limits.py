@@ -46,6 +46,22 @@ refuses a launch inside these bounds gets the PyTorch form with a KernelFallback
 """
 
 
+MLP_TILED_MAX_K = 64
+MLP_TILED_MAX_CHUNK_K = {"bf16": 4096, "tf32x3": 4096, "fp32": 2048}
+MLP_HIDDEN_TILE = 32
+"""The hidden-tiled MLP kernel (mlp_chunk/tiled.py) takes K up to MLP_TILED_MAX_K with chunk x K
+up to MLP_TILED_MAX_CHUNK_K (by the precision of the products) and any hidden dim (a power of
+two), in tiles of MLP_HIDDEN_TILE units (or the whole hidden dim if smaller): only [chunk,
+tile], [tile, K], [chunk, K] and [chunk, chunk] blocks are on chip at once, so its room grows
+with the chunk, K and the tile but not with the hidden dim. Dispatch gives it the shapes that do
+not fit MLP_MAX_TILES (the named models at K = 64, hidden 256 with their LayerNorm). Measured
+with compile_check on sm_90 (Triton 3.9), the backward being the larger: K = 64, chunk 64, tile
+32 needs 160 to 176 KiB with bf16 or tf32x3 products (every named model), a tile of 64 there 272
+KiB; fp32 'ieee' products need 140 KiB at chunk 32 and 248 KiB at chunk 64 (204 KiB with a tile
+of 16), so fp32 stops at chunk x K = 2048. benchmarks/results/kernel_resources_mlp_tiled_sm90.md
+lists them."""
+
+
 MAX_TOKEN_ELEMENTS = 2**31 - 1
 """Most elements of a [B, T, H, D] token tensor (q, k, v, the output and their gradients) the
 kernels index: they address tokens with int32 offsets (the per-chunk stored states, which
@@ -95,18 +111,46 @@ def matrix_shape_problem(key_dim: int, value_dim: int, products: str, row_norm: 
     )
 
 
-def mlp_shape_problem(key_dim: int, hidden: int, chunk_size: int, products: str) -> str | None:
-    """Why the MLP-memory kernel cannot take this head dim K, hidden dim and chunk size with
-    ``products`` ('bf16', 'tf32x3' or 'fp32'), or None when it can."""
-    if not (_tile_size(key_dim) and _tile_size(hidden)):
-        return f"the MLP-memory kernel needs K and the hidden dim powers of two >= 16; got K={key_dim}, hidden={hidden}"
+def _whole_problem(key_dim: int, hidden: int, chunk_size: int, products: str) -> str | None:
+    """Why the MLP kernel that keeps W on chip cannot take this shape, or None."""
     sizes = {"chunk x (K + hidden)": chunk_size * (key_dim + hidden), "K x hidden": key_dim * hidden,
              "chunk x chunk": chunk_size * chunk_size}
     for name, elements in sizes.items():
         if elements > MLP_MAX_TILES[products][name]:
             return (
-                f"the MLP-memory kernel's {name} tile ({elements} elements at K={key_dim}, "
-                f"hidden={hidden}, chunk {chunk_size}) does not fit on chip with {products} "
-                f"products: at most {MLP_MAX_TILES[products][name]} (try a smaller chunk or hidden dim)"
+                f"with W on chip its {name} tile ({elements} elements) exceeds "
+                f"{MLP_MAX_TILES[products][name]}"
             )
     return None
+
+
+def _tiled_problem(key_dim: int, chunk_size: int, products: str) -> str | None:
+    """Why the hidden-tiled MLP kernel cannot take this key dim and chunk, or None."""
+    widest = MLP_TILED_MAX_CHUNK_K[products]
+    if key_dim > MLP_TILED_MAX_K or chunk_size * key_dim > widest:
+        return f"tiling the hidden dim takes K <= {MLP_TILED_MAX_K} and chunk x K <= {widest}"
+    return None
+
+
+def mlp_hidden_tile(key_dim: int, hidden: int, chunk_size: int, products: str) -> int | None:
+    """The hidden tile of the MLP kernel for an admitted shape (mlp_shape_problem is None): None
+    where W fits on chip whole (mlp_chunk/chunk.py), else the tile of mlp_chunk/tiled.py."""
+    if _whole_problem(key_dim, hidden, chunk_size, products) is None:
+        return None
+    return min(MLP_HIDDEN_TILE, hidden)
+
+
+def mlp_shape_problem(key_dim: int, hidden: int, chunk_size: int, products: str) -> str | None:
+    """Why the MLP-memory kernel cannot take this head dim K, hidden dim and chunk size with
+    ``products`` ('bf16', 'tf32x3' or 'fp32'), or None when it can: with W on chip, or else with
+    the hidden dim in tiles."""
+    if not (_tile_size(key_dim) and _tile_size(hidden)):
+        return f"the MLP-memory kernel needs K and the hidden dim powers of two >= 16; got K={key_dim}, hidden={hidden}"
+    whole = _whole_problem(key_dim, hidden, chunk_size, products)
+    tiled = _tiled_problem(key_dim, chunk_size, products)
+    if whole is None or tiled is None:
+        return None
+    return (
+        f"the MLP-memory kernel cannot take K={key_dim}, hidden={hidden}, chunk {chunk_size} with "
+        f"{products} products: {whole}, and {tiled} (try a smaller chunk or head dim)"
+    )

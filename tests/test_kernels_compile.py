@@ -44,6 +44,11 @@ MLP_CASES = {  # MlpMemoryConfig, bias, K, hidden, chunk, momentum, dtype
     "l2-bf16-products-widest": 'MlpMemoryConfig("silu", False, "l2"), BiasConfig("l2"), 64, 256, 32, False, torch.bfloat16',
     "memora-bf16-tf32x3-widest": 'MlpMemoryConfig("gelu", True, "kl"), BiasConfig("l2"), 32, 128, 32, False, torch.bfloat16',
     "titans-fp32-widest": 'MlpMemoryConfig("gelu", True, "l2"), BiasConfig("l2"), 32, 128, 32, True, torch.float32',
+    # past those, the hidden dim in tiles (kernels/mlp_chunk/tiled.py), here forced at a small
+    # shape with the most branches (lq's walks, momentum, a row-norm bias): it compiles. The
+    # paper's K = 64 / hidden 256 take minutes each; every named model and precision there is in
+    # benchmarks/results/kernel_resources_mlp_tiled_sm90.md (python benchmarks/kernel_resources.py --only-tiled)
+    "lq-momentum-switch-hidden-tiles": 'MlpMemoryConfig("gelu", True, "lq"), BiasConfig("huber_switch"), 16, 64, 16, True, torch.bfloat16, 16',
 }
 WIDEST = {"l2-bf16-products-widest": (64, 256, 32, "bf16"), "memora-bf16-tf32x3-widest": (32, 128, 32, "tf32x3"),
           "titans-fp32-widest": (32, 128, 32, "fp32")}
@@ -78,14 +83,25 @@ def test_matrix_kernels_compile_for_h100(case):
 
 
 def test_widest_cases_sit_on_the_limits():
-    """The widest compile cases are admitted, and twice their chunk is not: widening the limits
-    means compiling (and listing here) the new widest shapes."""
-    from miras_search.kernels.limits import mlp_shape_problem
+    """The widest compile cases of the whole-W kernel are admitted, and twice their chunk or
+    hidden dim goes to the tiled one; the tiled one takes K up to 64 and no wider: widening the
+    limits means compiling (and listing here) the new widest shapes."""
+    from miras_search.kernels.limits import (
+        MLP_TILED_MAX_CHUNK_K,
+        MLP_TILED_MAX_K,
+        mlp_hidden_tile,
+        mlp_shape_problem,
+    )
 
     for key_dim, hidden, chunk, dtype in WIDEST.values():
-        assert mlp_shape_problem(key_dim, hidden, chunk, dtype) is None
-        assert mlp_shape_problem(key_dim, hidden, 2 * chunk, dtype) is not None
-        assert mlp_shape_problem(key_dim, 2 * hidden, chunk, dtype) is not None
+        assert mlp_hidden_tile(key_dim, hidden, chunk, dtype) is None
+        assert mlp_hidden_tile(key_dim, hidden, 2 * chunk, dtype) is not None
+        assert mlp_hidden_tile(key_dim, 2 * hidden, chunk, dtype) is not None
+    for products, widest in MLP_TILED_MAX_CHUNK_K.items():
+        chunk = widest // MLP_TILED_MAX_K
+        assert mlp_shape_problem(MLP_TILED_MAX_K, 4 * MLP_TILED_MAX_K, chunk, products) is None
+        assert mlp_shape_problem(MLP_TILED_MAX_K, 4 * MLP_TILED_MAX_K, 2 * chunk, products) is not None
+        assert mlp_shape_problem(2 * MLP_TILED_MAX_K, 8 * MLP_TILED_MAX_K, 16, products) is not None
 
 
 def test_interpreted_kernels_are_refused_with_a_reason():

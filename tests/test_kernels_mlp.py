@@ -25,7 +25,7 @@ from miras_search.kernels import (  # noqa: E402
     kernel_for,
 )
 from miras_search.kernels.dispatch import bias_config, shape_problem  # noqa: E402
-from miras_search.kernels.limits import mlp_shape_problem  # noqa: E402
+from miras_search.kernels.limits import mlp_hidden_tile, mlp_shape_problem  # noqa: E402
 from miras_search.kernels.mlp_chunk import (  # noqa: E402
     MlpMemoryConfig,
     chunk_mlp_memory,
@@ -97,11 +97,12 @@ def reference(inputs, config, bias, chunk_size, dtype=torch.float32) -> tuple[li
     return [o_ref, *torch.autograd.grad(o_ref, [ref[n] for n in names], do)], do
 
 
-def check(inputs, config, bias, chunk_size, dtype=torch.float32, tol=5e-3, device=DEVICE):
-    """Kernel (dtype, on ``device``) against the float64 reference: o and every gradient."""
+def check(inputs, config, bias, chunk_size, dtype=torch.float32, tol=5e-3, device=DEVICE, hidden_tile=None):
+    """Kernel (dtype, on ``device``; the hidden-tiled one with ``hidden_tile``) against the
+    float64 reference: o and every gradient."""
     names = [n for n in NAMES if inputs[n] is not None]
     fast = {n: inputs[n].to(device, dtype).requires_grad_() for n in names}
-    o = chunk_mlp_memory(**fast, config=config, bias=bias, chunk_size=chunk_size)
+    o = chunk_mlp_memory(**fast, config=config, bias=bias, chunk_size=chunk_size, hidden_tile=hidden_tile)
     (o_ref, *grads_ref), do = reference(inputs, config, bias, chunk_size, dtype)
     grads = torch.autograd.grad(o, [fast[n] for n in names], do.to(device, dtype))
     assert o.dtype == dtype and o.shape == o_ref.shape
@@ -297,27 +298,35 @@ def test_shape_problem_names_the_dims():
     assert shape_problem(rule, 16, 16, 16) is None
     assert "hidden=96" in shape_problem(rule, 24, 24, 16)
     assert "chunk_size 8" in shape_problem(rule, 16, 16, 8)
-    # on-chip tiles (kernels.limits.MLP_MAX_TILES) by the precision of the products
-    # (kernels.precision): Moneta's LayerNorm takes fp32-accurate products also for bf16 inputs
-    assert shape_problem(rule, 32, 32, 32, torch.bfloat16) is None  # hidden 128
-    assert "K x hidden" in shape_problem(rule, 64, 64, 16, torch.bfloat16)
-    assert "tf32x3 products" in shape_problem(rule, 64, 64, 16, torch.bfloat16)
+    # past the on-chip tiles (kernels.limits.MLP_MAX_TILES, by the precision of the products:
+    # Moneta's LayerNorm takes fp32-accurate ones also for bf16 inputs) the hidden dim is tiled,
+    # up to K = 64; past that, refused with both reasons
+    assert shape_problem(rule, 64, 64, 64, torch.bfloat16) is None
+    problem = shape_problem(rule, 128, 128, 16, torch.bfloat16)
+    assert "K=128, hidden=512" in problem and "tf32x3 products" in problem
+    assert "chunk x (K + hidden)" in problem and "K <= 64" in problem
+
+
+def test_weights_stay_on_chip_where_they_fit():
+    """mlp_hidden_tile is None (W on chip, chunk.py) inside MLP_MAX_TILES, else a hidden tile."""
+    assert mlp_hidden_tile(32, 128, 32, "tf32x3") is None
+    assert mlp_hidden_tile(64, 256, 16, "tf32x3") is not None  # K x hidden
     # tf32x3 keeps [chunk, chunk] tiles as fp32 operands: chunk 64 overflows where ieee fits
-    assert "chunk x chunk" in shape_problem(rule, 16, 16, 64, torch.bfloat16)
-    assert shape_problem(rule, 16, 16, 64, torch.float32) is None
-    assert shape_problem(rule, 32, 32, 32, torch.float32) is None
-    assert "chunk x (K + hidden)" in shape_problem(rule, 32, 32, 64, torch.float32)
+    assert mlp_hidden_tile(16, 64, 64, "tf32x3") is not None
+    assert mlp_hidden_tile(16, 64, 64, "fp32") is None
+    assert mlp_hidden_tile(32, 128, 32, "fp32") is None
+    assert mlp_hidden_tile(32, 128, 64, "fp32") is not None  # chunk x (K + hidden)
     # bf16 operands (no LayerNorm, l2 retention) take twice the room and more
-    assert mlp_shape_problem(64, 256, 32, "bf16") is None
-    assert "chunk x (K + hidden)" in mlp_shape_problem(64, 128, 64, "bf16")
+    assert mlp_hidden_tile(64, 256, 32, "bf16") is None
+    assert mlp_hidden_tile(64, 128, 64, "bf16") is not None
+    assert mlp_hidden_tile(128, 128, 32, "bf16") is None
     assert "K=128, hidden=512" in mlp_shape_problem(128, 512, 16, "bf16")
-    assert mlp_shape_problem(128, 128, 32, "bf16") is None
 
 
 def test_a_shape_too_big_for_the_chip_is_refused_before_launch():
-    x = {n: (t.to(torch.bfloat16) if t is not None else None) for n, t in make_inputs(1, 5, 1, 64, 256).items()}
-    with pytest.raises(KernelInputError, match=r"chunk x \(K \+ hidden\) tile \(20480 elements"):
-        chunk_mlp_memory(**x, chunk_size=64)
+    x = {n: (t.to(torch.bfloat16) if t is not None else None) for n, t in make_inputs(1, 5, 1, 128, 512).items()}
+    with pytest.raises(KernelInputError, match=r"chunk x \(K \+ hidden\) tile \(10240 elements\).*K <= 64"):
+        chunk_mlp_memory(**x, chunk_size=16)
 
 
 @pytest.mark.gpu
@@ -413,6 +422,8 @@ def test_gpu_bf16(name, K, hidden, chunk):
     (1, 100, 2, 16, 64, 16, 5e-3),  # test_named_models_odd_lengths, longest
     *[(*WIDE_FP32, *shape, 5e-3) for shape in WIDE_SHAPES],
     *[(*WIDE_BF16, *shape, 2e-2) for shape in WIDE_SHAPES],
+    # test_kernels_mlp_tiled.test_gpu_paper_shapes (the paper's K = 64, hidden 256)
+    (2, 130, 2, 64, 256, 16, 5e-3), (2, 130, 2, 64, 256, 64, 2e-2),
 ])
 def test_named_model_comparisons_are_well_posed(name, B, T, H, K, hidden, chunk, tol):
     """The kernel comparisons above can pass and can fail: 1e-7 of relative noise on the inputs

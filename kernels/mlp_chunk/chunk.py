@@ -1,6 +1,8 @@
 """Triton forward and backward of the chunked update of a 2-layer MLP memory.
 
-Same semantics as ``naive.py`` (see its docstring for the math). One program per
+Same semantics as ``naive.py`` (see its docstring for the math). This file keeps the whole
+weights on chip, for the shapes where they fit (kernels.limits.MLP_MAX_TILES); tiled.py walks
+the hidden dim in tiles for the wider ones. One program per
 (batch, head) walks the segments in order and keeps the carried state X1 [Hd, K], X2 [K, Hd]
 (and, for momentum, S1, S2 of the same shapes) on chip: per segment it runs the memory at the chunk-start weights on the keys (the key pass),
 back-propagates the bias gradient through it (per-token d1, d2; never per-token weights), reads
@@ -24,228 +26,32 @@ import triton
 import triton.language as tl
 from triton.runtime.errors import OutOfResources
 
-from miras_search.primitives import LN_EPS, LQ_FLOOR
-
 from ..bias import BiasConfig, KernelInputError, as_bias
 from ..common import _bias_args, _check, _mm, _phi, _phi_bwd, _slot
 from ..fallback import reference_grads, warn_fallback
 from ..launch import on_device
-from ..limits import CHUNK_SIZES, mlp_shape_problem, token_tensor_problem
+from ..limits import CHUNK_SIZES, mlp_hidden_tile, mlp_shape_problem, token_tensor_problem
 from ..precision import mlp_precision, products
+from . import tiled
 from .naive import MlpMemoryConfig, chunk_mlp_from_state, initial_state, segments
+from .tl_ops import (
+    _act,
+    _act_grad,
+    _act_grad2,
+    _decays,
+    _end_weights,
+    _load_segment,
+    _lq_scale,
+    _lq_scale_vjp,
+    _norm,
+    _norm_back,
+    _norm_back_vjp,
+    _read_base,
+    _scales,
+)
 
 _ACT = {"gelu": 0, "silu": 1, "relu": 2}
 _RET = {"none": 0, "l2": 1, "lq": 2, "kl": 3}
-# constants read inside the kernels must be constexpr globals for Triton's compiler
-_TINY = tl.constexpr(1.1754943508222875e-38)  # smallest normal float32: the lq norm's floor
-_LN_EPS = tl.constexpr(LN_EPS)
-_LQ_FLOOR = tl.constexpr(LQ_FLOOR)
-
-
-@triton.jit
-def _act(z, ACT: tl.constexpr):
-    if ACT == 0:
-        out = 0.5 * z * (1.0 + tl.erf(z * 0.7071067811865476))
-    elif ACT == 1:
-        out = z * tl.sigmoid(z)
-    else:
-        out = tl.maximum(z, 0.0)
-    return out
-
-
-@triton.jit
-def _act_grad(z, ACT: tl.constexpr):
-    if ACT == 0:
-        out = 0.5 * (1.0 + tl.erf(z * 0.7071067811865476)) + z * tl.exp(-0.5 * z * z) * 0.3989422804014327
-    elif ACT == 1:
-        s = tl.sigmoid(z)
-        out = s * (1.0 + z * (1.0 - s))
-    else:
-        out = tl.where(z > 0, 1.0, 0.0)
-    return out
-
-
-@triton.jit
-def _act_grad2(z, ACT: tl.constexpr):
-    if ACT == 0:
-        out = tl.exp(-0.5 * z * z) * 0.3989422804014327 * (2.0 - z * z)
-    elif ACT == 1:
-        s = tl.sigmoid(z)
-        out = s * (1.0 - s) * (2.0 + z * (1.0 - 2.0 * s))
-    else:
-        out = tl.zeros_like(z)
-    return out
-
-
-@triton.jit
-def _ln_stats(z, DIM: tl.constexpr):
-    """(y, sigma) of the layer norm over the rows of z [C, DIM]."""
-    zc = z - (tl.sum(z, 1) / DIM)[:, None]
-    sigma = tl.sqrt(tl.sum(zc * zc, 1) / DIM + _LN_EPS)
-    return zc / sigma[:, None], sigma
-
-
-@triton.jit
-def _norm(z, DIM: tl.constexpr, LN: tl.constexpr):
-    if LN:
-        out, _ = _ln_stats(z, DIM)
-    else:
-        out = z
-    return out
-
-
-@triton.jit
-def _norm_back(z, g, DIM: tl.constexpr, LN: tl.constexpr):
-    """N'(z)^T g per row (identity without layer norm)."""
-    if LN:
-        y, sigma = _ln_stats(z, DIM)
-        out = (g - (tl.sum(g, 1) / DIM)[:, None] - y * (tl.sum(g * y, 1) / DIM)[:, None]) / sigma[:, None]
-    else:
-        out = g
-    return out
-
-
-@triton.jit
-def _norm_back_vjp(z, g, u, DIM: tl.constexpr):
-    """(dz, dg) of <u, N'(z)^T g> for the layer norm."""
-    y, sigma = _ln_stats(z, DIM)
-    d2 = _norm_back(z, g, DIM, True)
-    gy = tl.sum(g * y, 1)[:, None]
-    uy = tl.sum(u * y, 1)[:, None]
-    ud = tl.sum(u * d2, 1)[:, None]
-    ns = DIM * sigma[:, None]
-    dz = _norm_back(z, -(u * gy + g * uy) / ns, DIM, True) - y * ud / ns
-    return dz, _norm_back(z, u, DIM, True)
-
-
-@triton.jit
-def _lq_norm(x, QX):
-    """||X||_q over the whole tile (a scalar), as m (sum (|X| / m)^q)^(1/q) with m = max |X|:
-    |X|^q itself leaves float32's range (q = 6, |X| = 1e7) where the norm does not."""
-    ax = tl.abs(x)
-    mx = tl.maximum(tl.max(tl.max(ax, 1), 0), _TINY)
-    p = tl.where(ax > 0, tl.exp(QX * tl.log(ax / mx)), 0.0)
-    return mx * tl.exp(tl.log(tl.sum(tl.sum(p, 1), 0)) / QX)
-
-
-@triton.jit
-def _lq_scale(x, QX):
-    """The read scale 1 / max(||X||_q, floor)^(q-2) (a scalar)."""
-    return tl.exp((2.0 - QX) * tl.log(tl.maximum(_lq_norm(x, QX), _LQ_FLOOR)))
-
-
-@triton.jit
-def _lq_scale_vjp(x, QX, dr):
-    """dL/dX from dL/dr, r = _lq_scale(X)."""
-    nrm = _lq_norm(x, QX)
-    live = nrm > _LQ_FLOOR
-    safe = tl.maximum(nrm, _LQ_FLOOR)
-    coef = tl.where(live, dr * (2.0 - QX), 0.0)
-    # dr/dX = (2 - q) n^(2-2q) |X|^(q-1) sign(X), as one exponent so that no factor overflows
-    ax = tl.abs(x)
-    grad = tl.where(ax > 0, tl.exp((QX - 1.0) * (tl.log(ax) - 2.0 * tl.log(safe))), 0.0)
-    return coef * tl.where(x > 0, grad, -grad)
-
-
-@triton.jit
-def _scales(X1, X2, QX, RET: tl.constexpr):
-    if RET == 2:
-        r1 = _lq_scale(X1, QX)
-        r2 = _lq_scale(X2, QX)
-    else:
-        r1 = 1.0
-        r2 = 1.0
-    return r1, r2
-
-
-@triton.jit
-def _read_base(x, RET: tl.constexpr):
-    """The weights the reads grow from: exp of kl's carried log-weights, else the state itself."""
-    if RET == 3:
-        out = tl.exp(x)
-    else:
-        out = x
-    return out
-
-
-@triton.jit
-def _log_softmax_rows(raw, SCALE):
-    """log(SCALE softmax_row(raw)): kl's carried state, exact where the weights underflow."""
-    shifted = raw - tl.max(raw, 1)[:, None]
-    return tl.log(SCALE) + shifted - tl.log(tl.sum(tl.exp(shifted), 1))[:, None]
-
-
-@triton.jit
-def _end_weights(raw, QX, SCALE, RET: tl.constexpr):
-    """(carried state, read weights) of the segment end from raw."""
-    if RET == 3:
-        x = _log_softmax_rows(raw, SCALE)
-        w = tl.exp(x)
-    elif RET == 2:
-        x = raw
-        w = raw * _lq_scale(raw, QX)
-    else:
-        x = raw
-        w = raw
-    return x, w
-
-
-@triton.jit
-def _load_segment(q, k, v, eta, alpha, theta, delta, b, h, start, size, T, H,
-                  C: tl.constexpr, K: tl.constexpr, HAS_ALPHA: tl.constexpr, MOM: tl.constexpr,
-                  NEEDS_DELTA: tl.constexpr):
-    """Tiles of one segment; rows past ``size`` are tokens with k = v = q = 0, eta = 0 and
-    alpha = theta = 1."""
-    oc = tl.arange(0, C)
-    ok = tl.arange(0, K)
-    mt = oc < size
-    row = (b * T + start + oc) * H + h
-    ptr = row[:, None] * K + ok[None, :]
-    qc = tl.load(q + ptr, mask=mt[:, None], other=0.0).to(tl.float32)
-    kc = tl.load(k + ptr, mask=mt[:, None], other=0.0).to(tl.float32)
-    vc = tl.load(v + ptr, mask=mt[:, None], other=0.0).to(tl.float32)
-    et = tl.load(eta + row, mask=mt, other=0.0).to(tl.float32)
-    if HAS_ALPHA:
-        la = tl.log(tl.load(alpha + row, mask=mt, other=1.0).to(tl.float32))
-    else:
-        la = tl.zeros([C], dtype=tl.float32)
-    if MOM:
-        lth = tl.log(tl.load(theta + row, mask=mt, other=1.0).to(tl.float32))
-    else:
-        lth = la
-    if NEEDS_DELTA:
-        dl = tl.load(delta + row, mask=mt, other=1.0).to(tl.float32)
-    else:
-        dl = et
-    return qc, kc, vc, et, la, lth, dl, row, ptr, mt
-
-
-@triton.jit
-def _decays(la, lth, et, C: tl.constexpr, RETAIN_FIRST: tl.constexpr, MOM: tl.constexpr):
-    """b = exp(L) [C], the gradient scale s [C], D [C, C] and for momentum Dt [C, C] (theta's
-    D) and m [C] (how much of S_0 reaches t); the step weights W = coef * eta [C, C] with
-    coef = D (gd) or D @ Dt (momentum). Without momentum Dt and m are placeholders."""
-    oc = tl.arange(0, C)
-    causal = oc[:, None] >= oc[None, :]
-    lb = tl.cumsum(la, 0)
-    bt = tl.exp(lb)
-    D = tl.exp(tl.where(causal, lb[:, None] - lb[None, :], float("-inf")))
-    if RETAIN_FIRST:
-        s = bt
-    else:
-        s = tl.full([C], 1.0, tl.float32)
-    if MOM:
-        lt = tl.cumsum(lth, 0)
-        Dt = tl.exp(tl.where(causal, lt[:, None] - lt[None, :], float("-inf")))
-        coef = tl.dot(D, Dt, input_precision="ieee")
-        m = tl.sum(D * tl.exp(lt)[None, :], 1)
-    else:
-        Dt = D
-        coef = D
-        m = bt
-    return bt, s, D, Dt, coef, m, coef * et[None, :]
-
-
 @triton.jit
 def _key_pass(W1, W2, kc, vc, dl, s, P_EXP, SHARP, EPS, RADIUS,
               K: tl.constexpr, BIAS: tl.constexpr, NEPS: tl.constexpr, SMOOTH: tl.constexpr,
@@ -633,17 +439,28 @@ def _scalars(config: MlpMemoryConfig, bias: BiasConfig, T: int, H: int, NS: int,
 
 
 def compile_specs(config: MlpMemoryConfig, bias: BiasConfig, K: int, HD: int, chunk_size: int,
-                  momentum: bool = False, dtype: torch.dtype = torch.bfloat16) -> list[tuple]:
+                  momentum: bool = False, dtype: torch.dtype = torch.bfloat16,
+                  hidden_tile: int | None = None) -> list[tuple]:
     """(name, kernel, scalars, pointer types, num_warps) of the forward and backward launches
-    for kernels.compile_check (compiling for a GPU without one)."""
+    for kernels.compile_check (compiling for a GPU without one): the layout chunk_mlp_memory
+    picks for this shape (kernels.limits.mlp_hidden_tile), or the tiled one with ``hidden_tile``."""
     scalars = _scalars(config, bias, 1024, 8, 64, K, HD, chunk_size, config.retention != "none",
                        momentum, dtype)
     element = "*bf16" if dtype == torch.bfloat16 else "*fp32"
     pointers = {name: element for name in ("q", "k", "v", "o", "do")}
     pointers |= {"seg_start": "*i32", "seg_size": "*i32"}
+    if hidden_tile is None:
+        hidden_tile = mlp_hidden_tile(K, HD, chunk_size, products(scalars["PREC"]))
+    if hidden_tile is None:
+        return [
+            ("forward", _fwd_kernel, {**scalars, "SAVE": True}, pointers, _num_warps(K, HD, False)),
+            ("backward", _bwd_kernel, scalars, pointers, _num_warps(K, HD, True)),
+        ]
+    scalars["HT"] = hidden_tile
+    warps = tiled.num_warps(chunk_size, K, hidden_tile)
     return [
-        ("forward", _fwd_kernel, {**scalars, "SAVE": True}, pointers, _num_warps(K, HD, False)),
-        ("backward", _bwd_kernel, scalars, pointers, _num_warps(K, HD, True)),
+        ("tiled forward", tiled._fwd_kernel, {**scalars, "SAVE": True}, pointers, warps),
+        ("tiled backward", tiled._bwd_kernel, scalars, pointers, warps),
     ]
 
 
@@ -658,37 +475,45 @@ def _reference(config: MlpMemoryConfig, bias: BiasConfig, chunk_size: int):
 def _reference_grads(ctx, do: torch.Tensor) -> tuple:
     """Gradients from the PyTorch reference, recomputed (used when a kernel does not fit)."""
     reference = _reference(ctx.config, ctx.bias, ctx.chunk_size)
-    return (*reference_grads(reference, list(ctx.saved_tensors[:9]), do), None, None, None)
+    return (*reference_grads(reference, list(ctx.saved_tensors[:9]), do), None, None, None, None)
 
 
 class ChunkMlpMemory(torch.autograd.Function):
-    """autograd wrapper around the two kernels (inputs checked by chunk_mlp_memory).
+    """autograd wrapper around the two kernels (inputs checked by chunk_mlp_memory): the ones of
+    this file (W on chip) when ``hidden_tile`` is None, else those of tiled.py (the hidden dim in
+    tiles of ``hidden_tile`` units).
 
     A kernel that does not fit the GPU (Triton's OutOfResources, e.g. a wide hidden dim on a
     small card) falls back to the PyTorch reference for that call, with a warning.
     """
 
     @staticmethod
-    def forward(ctx, q, k, v, eta, alpha, theta, delta, x1, x2, config, bias, chunk_size):
+    def forward(ctx, q, k, v, eta, alpha, theta, delta, x1, x2, config, bias, chunk_size, hidden_tile):
         B, T, H, K = q.shape
         HD = x1.shape[1]
         start, size = _segment_table(T, chunk_size, config, q.device)
         NS = start.numel()
         save = any(ctx.needs_input_grad)
         o = torch.empty_like(q)
-        n_saved = B * H * NS * HD * K if save else 1
-        saved = [torch.empty(n_saved if (i < 2 or theta is not None) else 1, dtype=torch.float32,
-                             device=q.device) for i in range(4)]  # X1, X2, S1, S2
-        ctx.config, ctx.bias, ctx.chunk_size = config, bias, chunk_size
+        ctx.config, ctx.bias, ctx.chunk_size, ctx.hidden_tile = config, bias, chunk_size, hidden_tile
         ctx.fallback = False
         scalars = _scalars(config, bias, T, H, NS, K, HD, chunk_size, alpha is not None,
                            theta is not None, q.dtype)
+        if hidden_tile is None:
+            n_saved = B * H * NS * HD * K if save else 1
+            saved = [torch.empty(n_saved if (i < 2 or theta is not None) else 1, dtype=torch.float32,
+                                 device=q.device) for i in range(4)]  # X1, X2, S1, S2
+            kernel, first = _fwd_kernel, [x1, x2, start, size, o, *saved]
+            warps = _num_warps(K, HD, False)
+        else:  # X1, X2, S1, S2 in NS + 1 slots (one, updated in place, without a backward)
+            saved = tiled.state_buffers(x1, x2, B, NS + 1 if save else 1, theta is not None)
+            kernel, first = tiled._fwd_kernel, [start, size, o, *saved]
+            scalars["HT"] = hidden_tile
+            warps = tiled.num_warps(chunk_size, K, hidden_tile)
         try:
             with on_device(q):
-                _fwd_kernel[(B * H,)](
-                    q, k, v, eta, *_or(eta, alpha, theta, delta), x1, x2, start, size, o, *saved,
-                    SAVE=save, num_warps=_num_warps(K, HD, False), num_stages=1, **scalars,
-                )
+                kernel[(B * H,)](q, k, v, eta, *_or(eta, alpha, theta, delta), *first, SAVE=save,
+                                 num_warps=warps, num_stages=1, **scalars)
         except OutOfResources as error:
             warn_fallback("MLP-memory forward", error)
             ctx.fallback = True
@@ -706,16 +531,26 @@ class ChunkMlpMemory(torch.autograd.Function):
         f32 = {"dtype": torch.float32, "device": q.device}
         dq, dk, dv = (torch.empty(B, T, H, K, **f32) for _ in range(3))
         deta, dla, dlth, ddelta = (torch.empty(B, T, H, **f32) for _ in range(4))
-        dx1 = torch.empty(B, H, HD, K, **f32)
-        dx2 = torch.empty(B, H, K, HD, **f32)
         scalars = _scalars(ctx.config, ctx.bias, T, H, start.numel(), K, HD, ctx.chunk_size,
                            alpha is not None, theta is not None, q.dtype)
+        grads = [dq, dk, dv, deta, dla, dlth, ddelta]
+        if ctx.hidden_tile is None:
+            dx1 = torch.empty(B, H, HD, K, **f32)
+            dx2 = torch.empty(B, H, K, HD, **f32)
+            kernel, state_grads = _bwd_kernel, [dx1, dx2]
+            warps = _num_warps(K, HD, True)
+        else:
+            state_grads = tiled.gradient_buffers(B * H, HD, K, ctx.chunk_size, theta is not None,
+                                                 ctx.config.retention in ("lq", "kl"), q.device)
+            dx1, dx2 = state_grads[0].view(B, H, HD, K), state_grads[1].view(B, H, K, HD)
+            kernel = tiled._bwd_kernel
+            scalars["HT"] = ctx.hidden_tile
+            warps = tiled.num_warps(ctx.chunk_size, K, ctx.hidden_tile)
         try:
             with on_device(q):
-                _bwd_kernel[(B * H,)](
+                kernel[(B * H,)](
                     q, k, v, eta, *_or(eta, alpha, theta, delta), start, size, *saved, do.contiguous(),
-                    dq, dk, dv, deta, dla, dlth, ddelta, dx1, dx2,
-                    num_warps=_num_warps(K, HD, True), num_stages=1, **scalars,
+                    *grads, *state_grads, num_warps=warps, num_stages=1, **scalars,
                 )
         except OutOfResources as error:
             warn_fallback("MLP-memory backward", error)
@@ -725,7 +560,7 @@ class ChunkMlpMemory(torch.autograd.Function):
         g_delta = None if delta is None else ddelta.to(delta.dtype)
         return (
             dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), deta.to(eta.dtype), g_alpha, g_theta,
-            g_delta, dx1.sum(0).to(x1.dtype), dx2.sum(0).to(x2.dtype), None, None, None,
+            g_delta, dx1.sum(0).to(x1.dtype), dx2.sum(0).to(x2.dtype), None, None, None, None,
         )
 
 
@@ -735,7 +570,7 @@ def _or(dummy: torch.Tensor, *tensors: torch.Tensor | None) -> list[torch.Tensor
 
 
 def check_mlp_inputs(q, k, v, eta, w1, w2, alpha, theta, delta, bias: BiasConfig, chunk_size: int,
-                     config: MlpMemoryConfig) -> None:
+                     config: MlpMemoryConfig, hidden_tile: int | None = None) -> None:
     """KernelInputError naming the argument unless the kernel can take these inputs."""
     if q.dim() != 4:
         raise KernelInputError(f"q must be [B, T, H, K], got a tensor of shape {list(q.shape)}")
@@ -758,6 +593,11 @@ def check_mlp_inputs(q, k, v, eta, w1, w2, alpha, theta, delta, bias: BiasConfig
     problem = problem or token_tensor_problem(B, T, H, K)
     if problem is not None:
         raise KernelInputError(problem)
+    if hidden_tile is not None and not (16 <= hidden_tile <= HD and HD % hidden_tile == 0
+                                        and hidden_tile & (hidden_tile - 1) == 0):
+        raise KernelInputError(
+            f"hidden_tile must be a power of two >= 16 that divides the hidden dim {HD}, got {hidden_tile}"
+        )
     if bias.needs_delta and delta is None:
         raise KernelInputError(f"bias {bias.kind!r} needs the Huber threshold tensor delta [B, T, H]")
 
@@ -775,12 +615,14 @@ def chunk_mlp_memory(
     config: MlpMemoryConfig | None = None,
     bias: BiasConfig | str = "l2",
     chunk_size: int = 16,
+    hidden_tile: int | None = None,
 ) -> torch.Tensor:
     """Chunked 2-layer MLP memory with Triton kernels (forward and backward).
 
     Args:
-        q, k, v: [B, T, H, K] (float32 or bfloat16; K a power of two >= 16; with the hidden
-            dim and chunk size inside kernels.limits.MLP_MAX_TILES; at most 2^31 - 1 elements).
+        q, k, v: [B, T, H, K] (float32 or bfloat16; K a power of two >= 16; the hidden dim
+            and chunk size inside kernels.limits.MLP_MAX_TILES, or K <= 64 for the hidden-tiled
+            kernel (kernels.limits.mlp_shape_problem); at most 2^31 - 1 elements).
         eta: [B, T, H] (> 0); alpha: [B, T, H] in (0, 1] or None (no decay);
         theta: [B, T, H] in (0, 1) for momentum (Titans; S starts at zero), None for gd;
         delta: [B, T, H] (> 0), the Huber threshold (huber biases only).
@@ -788,6 +630,9 @@ def chunk_mlp_memory(
             (Hd a power of two >= 16).
         config: activation, layer norm and retention (none, l2, lq, kl).
         bias: a BiasConfig or its kind name; chunk_size: 16, 32 or 64.
+        hidden_tile: None picks the layout (kernels.limits.mlp_hidden_tile: W on chip where it
+            fits, else the hidden dim in tiles); a power of two dividing Hd forces the tiled
+            kernel with that tile.
     Returns:
         o: [B, T, H, K] in the dtype of q.
     """
@@ -795,7 +640,10 @@ def chunk_mlp_memory(
     bias = as_bias(bias)
     if bias.kind == "lp" and not bias.smooth:
         raise KernelInputError("bias 'lp' has a Triton kernel only with smooth=True (tanh / sqrt surrogates)")
-    check_mlp_inputs(q, k, v, eta, w1, w2, alpha, theta, delta, bias, chunk_size, config)
+    check_mlp_inputs(q, k, v, eta, w1, w2, alpha, theta, delta, bias, chunk_size, config, hidden_tile)
+    if hidden_tile is None:
+        precision = mlp_precision(q.dtype, config.layer_norm, config.retention, bias.kind)
+        hidden_tile = mlp_hidden_tile(q.shape[-1], w1.shape[1], chunk_size, products(precision))
     # the learned weights -> the state in fp32 (kl: a softmax, which bf16 would blur)
     x1, x2 = (x.contiguous() for x in initial_state(w1.float(), w2.float(), config))
     if config.retention == "none":
@@ -803,4 +651,4 @@ def chunk_mlp_memory(
     if not bias.needs_delta:
         delta = None
     args = [x.contiguous() if x is not None else None for x in (q, k, v, eta, alpha, theta, delta)]
-    return ChunkMlpMemory.apply(*args, x1, x2, config, bias, chunk_size)
+    return ChunkMlpMemory.apply(*args, x1, x2, config, bias, chunk_size, hidden_tile)

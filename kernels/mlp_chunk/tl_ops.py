@@ -1,0 +1,270 @@
+"""Triton helpers of the two MLP-memory kernels (chunk.py keeps W on chip, tiled.py loops over
+hidden tiles): activations and their derivatives, the layer norm and its vector-Jacobian
+products, lq's norm and read scale, kl's log-softmax, the segment's loads and decays."""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from miras_search.primitives import LN_EPS, LQ_FLOOR
+
+# constants read inside the kernels must be constexpr globals for Triton's compiler
+_TINY = tl.constexpr(1.1754943508222875e-38)  # smallest normal float32: the lq norm's floor
+_LN_EPS = tl.constexpr(LN_EPS)
+_LQ_FLOOR = tl.constexpr(LQ_FLOOR)
+
+
+@triton.jit
+def _act(z, ACT: tl.constexpr):
+    if ACT == 0:
+        out = 0.5 * z * (1.0 + tl.erf(z * 0.7071067811865476))
+    elif ACT == 1:
+        out = z * tl.sigmoid(z)
+    else:
+        out = tl.maximum(z, 0.0)
+    return out
+
+
+@triton.jit
+def _act_grad(z, ACT: tl.constexpr):
+    if ACT == 0:
+        out = 0.5 * (1.0 + tl.erf(z * 0.7071067811865476)) + z * tl.exp(-0.5 * z * z) * 0.3989422804014327
+    elif ACT == 1:
+        s = tl.sigmoid(z)
+        out = s * (1.0 + z * (1.0 - s))
+    else:
+        out = tl.where(z > 0, 1.0, 0.0)
+    return out
+
+
+@triton.jit
+def _act_grad2(z, ACT: tl.constexpr):
+    if ACT == 0:
+        out = tl.exp(-0.5 * z * z) * 0.3989422804014327 * (2.0 - z * z)
+    elif ACT == 1:
+        s = tl.sigmoid(z)
+        out = s * (1.0 - s) * (2.0 + z * (1.0 - 2.0 * s))
+    else:
+        out = tl.zeros_like(z)
+    return out
+
+
+@triton.jit
+def _ln_stats(z, DIM: tl.constexpr):
+    """(y, sigma) of the layer norm over the rows of z [C, DIM]."""
+    zc = z - (tl.sum(z, 1) / DIM)[:, None]
+    sigma = tl.sqrt(tl.sum(zc * zc, 1) / DIM + _LN_EPS)
+    return zc / sigma[:, None], sigma
+
+
+@triton.jit
+def _norm(z, DIM: tl.constexpr, LN: tl.constexpr):
+    if LN:
+        out, _ = _ln_stats(z, DIM)
+    else:
+        out = z
+    return out
+
+
+@triton.jit
+def _norm_back(z, g, DIM: tl.constexpr, LN: tl.constexpr):
+    """N'(z)^T g per row (identity without layer norm)."""
+    if LN:
+        y, sigma = _ln_stats(z, DIM)
+        out = (g - (tl.sum(g, 1) / DIM)[:, None] - y * (tl.sum(g * y, 1) / DIM)[:, None]) / sigma[:, None]
+    else:
+        out = g
+    return out
+
+
+@triton.jit
+def _norm_back_vjp(z, g, u, DIM: tl.constexpr):
+    """(dz, dg) of <u, N'(z)^T g> for the layer norm."""
+    y, sigma = _ln_stats(z, DIM)
+    d2 = _norm_back(z, g, DIM, True)
+    gy = tl.sum(g * y, 1)[:, None]
+    uy = tl.sum(u * y, 1)[:, None]
+    ud = tl.sum(u * d2, 1)[:, None]
+    ns = DIM * sigma[:, None]
+    dz = _norm_back(z, -(u * gy + g * uy) / ns, DIM, True) - y * ud / ns
+    return dz, _norm_back(z, u, DIM, True)
+
+
+@triton.jit
+def _lq_norm(x, QX):
+    """||X||_q over the whole tile (a scalar), as m (sum (|X| / m)^q)^(1/q) with m = max |X|:
+    |X|^q itself leaves float32's range (q = 6, |X| = 1e7) where the norm does not."""
+    ax = tl.abs(x)
+    mx = tl.maximum(tl.max(tl.max(ax, 1), 0), _TINY)
+    p = tl.where(ax > 0, tl.exp(QX * tl.log(ax / mx)), 0.0)
+    return mx * tl.exp(tl.log(tl.sum(tl.sum(p, 1), 0)) / QX)
+
+
+@triton.jit
+def _lq_scale(x, QX):
+    """The read scale 1 / max(||X||_q, floor)^(q-2) (a scalar)."""
+    return tl.exp((2.0 - QX) * tl.log(tl.maximum(_lq_norm(x, QX), _LQ_FLOOR)))
+
+
+@triton.jit
+def _lq_scale_vjp(x, QX, dr):
+    """dL/dX from dL/dr, r = _lq_scale(X)."""
+    nrm = _lq_norm(x, QX)
+    live = nrm > _LQ_FLOOR
+    safe = tl.maximum(nrm, _LQ_FLOOR)
+    coef = tl.where(live, dr * (2.0 - QX), 0.0)
+    # dr/dX = (2 - q) n^(2-2q) |X|^(q-1) sign(X), as one exponent so that no factor overflows
+    ax = tl.abs(x)
+    grad = tl.where(ax > 0, tl.exp((QX - 1.0) * (tl.log(ax) - 2.0 * tl.log(safe))), 0.0)
+    return coef * tl.where(x > 0, grad, -grad)
+
+
+@triton.jit
+def _scales(X1, X2, QX, RET: tl.constexpr):
+    if RET == 2:
+        r1 = _lq_scale(X1, QX)
+        r2 = _lq_scale(X2, QX)
+    else:
+        r1 = 1.0
+        r2 = 1.0
+    return r1, r2
+
+
+@triton.jit
+def _read_base(x, RET: tl.constexpr):
+    """The weights the reads grow from: exp of kl's carried log-weights, else the state itself."""
+    if RET == 3:
+        out = tl.exp(x)
+    else:
+        out = x
+    return out
+
+
+@triton.jit
+def _log_softmax_rows(raw, SCALE):
+    """log(SCALE softmax_row(raw)): kl's carried state, exact where the weights underflow."""
+    shifted = raw - tl.max(raw, 1)[:, None]
+    return tl.log(SCALE) + shifted - tl.log(tl.sum(tl.exp(shifted), 1))[:, None]
+
+
+@triton.jit
+def _end_weights(raw, QX, SCALE, RET: tl.constexpr):
+    """(carried state, read weights) of the segment end from raw."""
+    if RET == 3:
+        x = _log_softmax_rows(raw, SCALE)
+        w = tl.exp(x)
+    elif RET == 2:
+        x = raw
+        w = raw * _lq_scale(raw, QX)
+    else:
+        x = raw
+        w = raw
+    return x, w
+
+
+@triton.jit
+def _load_segment(q, k, v, eta, alpha, theta, delta, b, h, start, size, T, H,
+                  C: tl.constexpr, K: tl.constexpr, HAS_ALPHA: tl.constexpr, MOM: tl.constexpr,
+                  NEEDS_DELTA: tl.constexpr):
+    """Tiles of one segment; rows past ``size`` are tokens with k = v = q = 0, eta = 0 and
+    alpha = theta = 1."""
+    oc = tl.arange(0, C)
+    ok = tl.arange(0, K)
+    mt = oc < size
+    row = (b * T + start + oc) * H + h
+    ptr = row[:, None] * K + ok[None, :]
+    qc = tl.load(q + ptr, mask=mt[:, None], other=0.0).to(tl.float32)
+    kc = tl.load(k + ptr, mask=mt[:, None], other=0.0).to(tl.float32)
+    vc = tl.load(v + ptr, mask=mt[:, None], other=0.0).to(tl.float32)
+    et = tl.load(eta + row, mask=mt, other=0.0).to(tl.float32)
+    if HAS_ALPHA:
+        la = tl.log(tl.load(alpha + row, mask=mt, other=1.0).to(tl.float32))
+    else:
+        la = tl.zeros([C], dtype=tl.float32)
+    if MOM:
+        lth = tl.log(tl.load(theta + row, mask=mt, other=1.0).to(tl.float32))
+    else:
+        lth = la
+    if NEEDS_DELTA:
+        dl = tl.load(delta + row, mask=mt, other=1.0).to(tl.float32)
+    else:
+        dl = et
+    return qc, kc, vc, et, la, lth, dl, row, ptr, mt
+
+
+@triton.jit
+def _decays(la, lth, et, C: tl.constexpr, RETAIN_FIRST: tl.constexpr, MOM: tl.constexpr):
+    """b = exp(L) [C], the gradient scale s [C], D [C, C] and for momentum Dt [C, C] (theta's
+    D) and m [C] (how much of S_0 reaches t); the step weights W = coef * eta [C, C] with
+    coef = D (gd) or D @ Dt (momentum). Without momentum Dt and m are placeholders."""
+    oc = tl.arange(0, C)
+    causal = oc[:, None] >= oc[None, :]
+    lb = tl.cumsum(la, 0)
+    bt = tl.exp(lb)
+    D = tl.exp(tl.where(causal, lb[:, None] - lb[None, :], float("-inf")))
+    if RETAIN_FIRST:
+        s = bt
+    else:
+        s = tl.full([C], 1.0, tl.float32)
+    if MOM:
+        lt = tl.cumsum(lth, 0)
+        Dt = tl.exp(tl.where(causal, lt[:, None] - lt[None, :], float("-inf")))
+        coef = tl.dot(D, Dt, input_precision="ieee")
+        m = tl.sum(D * tl.exp(lt)[None, :], 1)
+    else:
+        Dt = D
+        coef = D
+        m = bt
+    return bt, s, D, Dt, coef, m, coef * et[None, :]
+
+
+@triton.jit
+def _norm_start():
+    """(max, sum) of a running q-norm before its first block: the floor and zero."""
+    mx = tl.zeros([], dtype=tl.float32) + _TINY
+    return mx, tl.zeros([], dtype=tl.float32)
+
+
+@triton.jit
+def _norm_update(x, mx, acc, QX):
+    """One block x's step of a running q-norm: the maximum mx of |X| so far and the sum acc of
+    (|X| / mx)^q, rescaled when the maximum grows (as _lq_norm, which sees the whole matrix)."""
+    ax = tl.abs(x)
+    new = tl.maximum(mx, tl.max(tl.max(ax, 1), 0))
+    p = tl.where(ax > 0, tl.exp(QX * tl.log(ax / new)), 0.0)
+    return new, acc * tl.exp(QX * tl.log(mx / new)) + tl.sum(tl.sum(p, 1), 0)
+
+
+@triton.jit
+def _norm_end(mx, acc, QX):
+    """||X||_q from a running (max, sum)."""
+    return mx * tl.exp(tl.log(acc) / QX)
+
+
+@triton.jit
+def _lq_norm_tiles(ptr, QX, K: tl.constexpr, HD: tl.constexpr, HT: tl.constexpr):
+    """||X||_q of a [HD, K] (or [K, HD]: the norm ignores the layout) matrix in global memory,
+    read in [HT, K] blocks."""
+    off = tl.arange(0, HT)[:, None] * K + tl.arange(0, K)[None, :]
+    mx, acc = _norm_start()
+    for j in range(HD // HT):
+        mx, acc = _norm_update(tl.load(ptr + j * HT * K + off), mx, acc, QX)
+    return _norm_end(mx, acc, QX)
+
+
+@triton.jit
+def _lq_scale_of(nrm, QX):
+    """The read scale 1 / max(n, floor)^(q-2) of a matrix whose q-norm is n."""
+    return tl.exp((2.0 - QX) * tl.log(tl.maximum(nrm, _LQ_FLOOR)))
+
+
+@triton.jit
+def _lq_scale_vjp_of(x, nrm, QX, dr):
+    """_lq_scale_vjp for a block x of a matrix whose q-norm is nrm (the whole matrix's)."""
+    live = nrm > _LQ_FLOOR
+    safe = tl.maximum(nrm, _LQ_FLOOR)
+    coef = tl.where(live, dr * (2.0 - QX), 0.0)
+    ax = tl.abs(x)
+    grad = tl.where(ax > 0, tl.exp((QX - 1.0) * (tl.log(ax) - 2.0 * tl.log(safe))), 0.0)
+    return coef * tl.where(x > 0, grad, -grad)

@@ -1,0 +1,153 @@
+"""The hidden-tiled MLP-memory kernel (kernels/mlp_chunk/tiled.py) == the float64 reference:
+outputs and every gradient, over every retention, momentum, the biases, both layer-norm settings,
+chunk sizes and odd lengths; and the shapes that pick it.
+
+On a CPU the kernel runs in Triton's interpreter with K = 16 and the hidden dim in 2 or 4 tiles
+of 16 (``hidden_tile`` forces the tiled layout, which dispatch picks only where W does not fit
+on chip); the GPU cases run it at the paper's shapes (K = 64, hidden 256, chunks 16 and 64).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from kernel_checks import rel_err
+from test_kernels_mlp import CUDA, NAMED, check, gpu_only, make_inputs, named_inputs
+
+from miras_search.kernels import BiasConfig, KernelInputError, kernel_for
+from miras_search.kernels.dispatch import shape_problem
+from miras_search.kernels.limits import MLP_HIDDEN_TILE, mlp_hidden_tile, mlp_shape_problem
+from miras_search.kernels.mlp_chunk import MlpMemoryConfig, chunk_mlp_memory
+from miras_search.memory import MemoryRule
+from miras_search.presets import preset
+
+pytestmark = pytest.mark.filterwarnings("error::miras_search.kernels.KernelFallbackWarning")
+
+
+# ---- kernel == reference (CPU interpreter: small shapes, 2 or 4 hidden tiles) --------------
+@pytest.mark.gpu
+@pytest.mark.parametrize(("name", "T", "hidden"), [
+    ("titans", 100, 32),  # momentum
+    ("moneta", 63, 32),  # lq: whole-matrix norms over tiles
+    ("memora", 7, 64),  # kl: W2's row softmax over 4 tiles; a lag token per chunk
+    ("yaad", 1, 32),  # huber_switch, one token
+    ("ttt_mlp", 37, 32),
+])
+def test_tiled_named_models(name, T, hidden):
+    config, bias = NAMED[name]
+    check(named_inputs(name, 1, T, 2, 16, hidden), config, bias, 16, hidden_tile=16)
+
+
+@pytest.mark.parametrize("name", ["titans", "moneta"])
+def test_paper_head_takes_the_tiled_kernel_by_itself(name):
+    """K = 64, hidden 256 with no hidden_tile: fp32 inputs exceed the whole-W tiles, so the
+    kernel walks 8 tiles of 32 (two segments: the interpreter is slow at this width)."""
+    config, bias = NAMED[name]
+    assert mlp_hidden_tile(64, 256, 16, "fp32") == MLP_HIDDEN_TILE == 32
+    check(named_inputs(name, 1, 20, 1, 64, 256), config, bias, 16)
+
+
+@pytest.mark.parametrize("retention", ["none", "lq", "kl"])
+def test_tiled_momentum_with_the_end_maps(retention):
+    """Momentum beside every retention but l2 (Titans' above): lq's and kl's end maps, and none."""
+    config = MlpMemoryConfig("silu", True, retention)
+    check(make_inputs(1, 21, 1, 16, 32, "l2", retention, momentum=True), config, BiasConfig("l2"), 16,
+          hidden_tile=16)
+
+
+@pytest.mark.parametrize(("bias", "activation", "layer_norm"), [
+    ("dot", "relu", False), ("robust", "silu", True), ("huber_coordinate", "gelu", False),
+    ("lp", "silu", False), ("huber_norm", "relu", True),
+])
+def test_tiled_biases_activations_and_retain_first(bias, activation, layer_norm):
+    """l2 retention with the gradient at the retained memory (alpha also flows through the key
+    pass), each bias's backward, with and without the LayerNorm."""
+    config = MlpMemoryConfig(activation, layer_norm, "l2")
+    check(make_inputs(1, 21, 1, 16, 32, bias, "l2", seed=5), config, BiasConfig(bias), 16, hidden_tile=16)
+
+
+@pytest.mark.parametrize(("name", "chunk_size"), [("memora", 64), ("titans", 32)])
+def test_tiled_chunk_sizes(name, chunk_size):
+    config, bias = NAMED[name]
+    check(named_inputs(name, 1, 70, 1, 16, 32), config, bias, chunk_size, hidden_tile=16)
+
+
+@pytest.mark.usefixtures("bf16_interpreter")
+@pytest.mark.parametrize("name", ["moneta", "titans"])
+def test_tiled_bf16_inputs(name):
+    """bf16 loads and stores (the named models' LayerNorm takes fp32-accurate products)."""
+    config, bias = NAMED[name]
+    check(named_inputs(name, 1, 37, 2, 16, 32), config, bias, 16, dtype=torch.bfloat16, tol=2e-2,
+          hidden_tile=16)
+
+
+@pytest.mark.parametrize("name", ["moneta", "memora", "titans"])
+def test_tiled_inference_updates_the_state_in_place(name):
+    """Without gradients the forward keeps one state slot and updates it in place (walks B and
+    C rewrite the tile they read): same outputs as the forward that stores every segment."""
+    config, bias = NAMED[name]
+    x = {n: (t.float() if t is not None else None) for n, t in named_inputs(name, 1, 40, 1, 16, 32).items()}
+    stored = chunk_mlp_memory(**{n: (t.requires_grad_() if n == "q" else t) for n, t in x.items()},
+                              config=config, bias=bias, chunk_size=16, hidden_tile=16)
+    with torch.no_grad():
+        in_place = chunk_mlp_memory(**x, config=config, bias=bias, chunk_size=16, hidden_tile=16)
+    assert rel_err(in_place, stored.detach()) < 1e-6
+
+
+# ---- which layout a shape gets ---------------------------------------------------------------
+def test_paper_shapes_are_admitted_with_hidden_tiles():
+    """K = 64, hidden 256 at chunks 16 to 64: the named models (LayerNorm: tf32x3 products for
+    bf16 inputs) take the tiled kernel, fp32 inputs up to chunk 32; shapes whose W fits keep the
+    whole one."""
+    for products, chunks in (("tf32x3", (16, 32, 64)), ("fp32", (16, 32))):
+        for chunk in chunks:
+            assert mlp_shape_problem(64, 256, chunk, products) is None
+            assert mlp_hidden_tile(64, 256, chunk, products) == MLP_HIDDEN_TILE
+    assert "chunk x K <= 2048" in mlp_shape_problem(64, 256, 64, "fp32")  # ieee products: 248 KiB
+    assert mlp_hidden_tile(64, 256, 32, "bf16") is None  # fits on chip whole
+    assert mlp_hidden_tile(64, 256, 64, "bf16") == MLP_HIDDEN_TILE
+    assert mlp_hidden_tile(16, 64, 16, "tf32x3") is None
+    assert mlp_hidden_tile(64, 1024, 16, "tf32x3") == MLP_HIDDEN_TILE  # any hidden dim
+    assert mlp_hidden_tile(32, 16, 64, "tf32x3") == 16  # (a tile of at most the hidden dim)
+    moneta = MemoryRule.from_point(preset("moneta"))
+    assert shape_problem(moneta, 64, 64, 64, torch.bfloat16) is None
+    problem = shape_problem(moneta, 128, 128, 16, torch.bfloat16)
+    assert "tile (10240 elements)" in problem and "K <= 64" in problem
+
+
+def test_bad_hidden_tiles_are_refused():
+    x = {n: (t.float() if t is not None else None) for n, t in make_inputs(1, 5, 1, 16, 64).items()}
+    for tile in (8, 24, 128):
+        with pytest.raises(KernelInputError, match="hidden_tile must be a power of two"):
+            chunk_mlp_memory(**x, hidden_tile=tile)
+
+
+def test_dispatch_routes_the_named_models_at_the_paper_shapes():
+    """Per-head gates (the kernels' coverage) at K = 64 (hidden 256): Moneta, Yaad and Titans get
+    the kernel; Memora's kl does not (its PyTorch chunk form reads a mirror step the kernel does
+    not compute, as at every shape)."""
+    from kernel_checks import per_head_preset
+
+    for name in ("moneta", "yaad", "titans"):
+        rule = MemoryRule.from_point(per_head_preset(name))
+        assert kernel_for(rule) is not None
+        assert shape_problem(rule, 64, 64, 16, torch.bfloat16) is None
+        assert shape_problem(rule, 64, 64, 64, torch.bfloat16) is None
+    assert kernel_for(per_head_preset("memora")) is None
+
+
+# ---- GPU: the paper's shapes ---------------------------------------------------------------------
+PAPER = (2, 130, 2, 64, 256)  # B, T, H, K, hidden
+PAPER_CASES = [(16, torch.bfloat16, 2e-2), (64, torch.bfloat16, 2e-2), (16, torch.float32, 5e-3)]
+
+
+@pytest.mark.gpu
+@gpu_only
+@pytest.mark.parametrize("name", list(NAMED))
+@pytest.mark.parametrize(("chunk_size", "dtype", "tol"), PAPER_CASES)
+def test_gpu_paper_shapes(name, chunk_size, dtype, tol):
+    """bf16 at chunks 16 and 64; fp32 (ieee products: chunk x K <= 2048) at 16.
+    test_kernels_mlp.test_named_model_comparisons_are_well_posed checks these comparisons."""
+    assert CUDA
+    config, bias = NAMED[name]
+    check(named_inputs(name, *PAPER), config, bias, chunk_size, dtype=dtype, tol=tol)
