@@ -104,3 +104,22 @@ def test_branch_shares_follow_the_threshold():
     assert shares == [1.0, 0.0]
     assert l2_branch_shares(build_model(_one_layer(preset("moneta").model_dump(), 32, 256), "cpu"),
                             torch.randint(0, 256, (1, 64))) == []
+
+
+def _threshold_gradient(spec: dict) -> float:
+    """Norm of the gradient of an LM loss at the threshold gate's bias (one layer, random tokens)."""
+    torch.manual_seed(0)
+    model = build_model(_one_layer(spec, 32, 256), "cpu")
+    ids = torch.randint(0, 256, (2, 129), generator=torch.Generator().manual_seed(0))
+    _, loss = model(ids[:, :-1], ids[:, 1:])
+    loss.backward()
+    (bias,) = [p for name, p in model.named_parameters() if name.endswith("gates.delta.proj.bias")]
+    assert bias.grad is not None and torch.isfinite(bias.grad).all()
+    return float(bias.grad.norm())
+
+
+def test_yaad_threshold_learns():
+    """The threshold gets a gradient at init (tokens on the l1 branch depend on it), and none when
+    a threshold far above every error leaves every token on the l2 branch."""
+    assert _threshold_gradient(preset("yaad").model_dump()) > 1e-8
+    assert _threshold_gradient(_edit("yaad", "bias", delta={"value": 100.0})) == 0.0
