@@ -112,3 +112,42 @@ def test_channel_rank_sets_the_low_rank_projection() -> None:
 def test_unknown_gate_name_is_rejected() -> None:
     with pytest.raises(ValueError, match="unknown gate 'beta'"):
         GateProducer("beta", Gate(), D, H, K)
+
+
+@pytest.mark.parametrize("mode", ["head", "channel"])
+@pytest.mark.parametrize(("value", "upper"), [(0.02, 0.04), (0.5, 3.0), (2.0, 5.0)])
+def test_bounded_eta_starts_at_its_value_and_stays_below_max(mode: str, value: float, upper: float) -> None:
+    gate = Gate(mode=mode, value=value, max=upper, rank=4 if mode == "channel" else None)
+    producer = GateProducer("eta", gate, D, H, K)
+    torch.testing.assert_close(producer(_x()).detach(), torch.full((B, T, *producer.shape_suffix), value),
+                               rtol=1e-5, atol=0.0)
+    for scale in (1.0, 100.0):  # saturated projections reach the ends of the range, not past them
+        _randomise(producer, scale)
+        eta = producer(_x())
+        assert eta.min() > 0 and eta.max() <= upper
+    assert eta.max() > 0.9 * upper  # the range really reaches up to max
+    unbounded = GateProducer("eta", Gate(mode=mode, value=value, rank=gate.rank), D, H, K)
+    _randomise(unbounded, 100.0)
+    natural_top = 1.0 if value < 1.0 else math.inf  # sigmoid below 1, softplus from 1 up
+    if upper < natural_top:
+        assert unbounded(_x()).max() > upper  # without max the same weights leave the range
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [({"value": 0.05, "max": 0.04}, "must lie below max"), ({"mode": "constant", "max": 0.04}, "mode 'head' or 'channel'"),
+     ({"max": 0.0}, "greater than 0")],
+)
+def test_bad_max_is_refused_naming_the_field(fields: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Gate(**{"mode": "head", "value": 0.02, **fields})
+
+
+def test_max_on_a_gate_other_than_eta_is_refused() -> None:
+    from miras_search.errors import ConfigError
+    from miras_search.presets import preset
+
+    spec = preset("memora").model_dump()
+    spec["retention"]["alpha"]["max"] = 0.9999
+    with pytest.raises(ConfigError, match=r"alpha\.max is not used"):
+        preset("memora", retention=spec["retention"])

@@ -24,7 +24,8 @@ Squashing by gate name (the range each gate must stay in):
 - alpha (retention) and theta (momentum): sigmoid, range (0, 1). alpha may be configured as 1.0;
   a sigmoid never reaches 1, so the initial value is capped at ``1 - 1e-4`` (head/channel only).
 - eta (inner learning rate): sigmoid for ``value < 1`` (range (0, 1), the delta rule's stable
-  range), softplus for ``value >= 1`` (range (0, inf)).
+  range), softplus for ``value >= 1`` (range (0, inf)); with ``gate.max`` set, ``max * sigmoid``
+  (range (0, max)) whatever the value.
 - delta (Huber threshold): softplus, range (0, inf).
 - gamma (the Omega window's weights of past tokens, Atlas): sigmoid, range (0, 1).
 
@@ -53,19 +54,24 @@ def _inverse_softplus(y: float) -> float:
     return y + math.log(-math.expm1(-y))  # log(exp(y) - 1), stable for large y
 
 
-def squashing(name: str, value: float) -> str:
-    """Which squashing function gate ``name`` with initial ``value`` uses: 'sigmoid' or 'softplus'."""
+def squashing(name: str, value: float, upper: float | None = None) -> str:
+    """Which squashing function gate ``name`` with initial ``value`` (and range maximum ``upper``,
+    if set) uses: 'sigmoid' (range (0, upper or 1)) or 'softplus'."""
     if name not in GATE_NAMES:
         raise ValueError(f"unknown gate '{name}'; expected one of {GATE_NAMES}")
+    if upper is not None:
+        return "sigmoid"
     if name == "delta" or (name == "eta" and value >= 1.0):
         return "softplus"
     return "sigmoid"
 
 
-def _initial_bias(squash: str, name: str, value: float) -> float:
-    """The pre-activation b with squash(b) == value (alpha capped below 1)."""
+def _initial_bias(squash: str, name: str, value: float, upper: float = 1.0) -> float:
+    """The pre-activation b with squash(b) == value (alpha capped below 1); a sigmoid is scaled
+    to the range (0, upper)."""
     if squash == "softplus":
         return _inverse_softplus(value)
+    value = value / upper
     if name == "alpha":
         value = min(value, _ALPHA_CAP)
     return math.log(value) - math.log1p(-value)  # logit
@@ -113,7 +119,8 @@ class GateProducer(nn.Module):
         super().__init__()
         self.name, self.mode, self.value = name, gate.mode, gate.value
         self.n_heads, self.channels, self.steps = n_heads, channels, steps
-        self.squash = squashing(name, gate.value)
+        self.squash = squashing(name, gate.value, gate.max)
+        self.upper = 1.0 if gate.max is None else gate.max  # a sigmoid's range is (0, upper)
         if gate.mode in ALPHA_ONLY_MODES and name != "alpha":
             raise ValueError(f"{name}: mode '{gate.mode}' is a decay schedule for alpha only")
         self.mamba_ranges = gate.mamba_ranges
@@ -144,7 +151,7 @@ class GateProducer(nn.Module):
         if self.log_a is not None:
             self._draw_mamba_init()
         else:
-            nn.init.constant_(self.proj.bias, _initial_bias(self.squash, self.name, self.value))
+            nn.init.constant_(self.proj.bias, _initial_bias(self.squash, self.name, self.value, self.upper))
         if self.down is not None:
             nn.init.normal_(self.down.weight, std=self.down.in_features**-0.5)
 
@@ -177,11 +184,13 @@ class GateProducer(nn.Module):
             dt = F.softplus(z)
             return torch.exp(-self.log_a.exp().view(self.shape_suffix) * dt).clamp(_EPS, 1.0 - _EPS)
         if self.squash == "sigmoid":
-            return torch.sigmoid(z).clamp(_EPS, 1.0 - _EPS)
+            squashed = torch.sigmoid(z).clamp(_EPS, 1.0 - _EPS)
+            return squashed if self.upper == 1.0 else self.upper * squashed
         return F.softplus(z).clamp_min(_EPS)
 
     def extra_repr(self) -> str:
         if self.mode == "mamba":
             (a_low, a_high), (dt_low, dt_high) = self.mamba_ranges
             return f"{self.name}, mode=mamba, A in [{a_low}, {a_high}], dt in [{dt_low}, {dt_high}]"
-        return f"{self.name}, mode={self.mode}, value={self.value}, squash={self.squash}"
+        upper = "" if self.upper == 1.0 else f", max={self.upper}"
+        return f"{self.name}, mode={self.mode}, value={self.value}{upper}, squash={self.squash}"
