@@ -115,9 +115,10 @@ def test_unknown_gate_name_is_rejected() -> None:
 
 
 @pytest.mark.parametrize("mode", ["head", "channel"])
-@pytest.mark.parametrize(("value", "upper"), [(0.02, 0.04), (0.5, 3.0), (2.0, 5.0)])
-def test_bounded_eta_starts_at_its_value_and_stays_below_max(mode: str, value: float, upper: float) -> None:
-    gate = Gate(mode=mode, value=value, max=upper, rank=4 if mode == "channel" else None)
+@pytest.mark.parametrize(("value", "ratio"), [(0.02, 2.0), (0.5, 6.0), (2.0, 2.5), (0.3, 1.01)])
+def test_bounded_eta_starts_at_its_value_and_stays_below_max(mode: str, value: float, ratio: float) -> None:
+    gate = Gate(mode=mode, value=value, max_ratio=ratio, rank=4 if mode == "channel" else None)
+    upper = ratio * value
     producer = GateProducer("eta", gate, D, H, K)
     torch.testing.assert_close(producer(_x()).detach(), torch.full((B, T, *producer.shape_suffix), value),
                                rtol=1e-5, atol=0.0)
@@ -125,7 +126,7 @@ def test_bounded_eta_starts_at_its_value_and_stays_below_max(mode: str, value: f
         _randomise(producer, scale)
         eta = producer(_x())
         assert eta.min() > 0 and eta.max() <= upper
-    assert eta.max() > 0.9 * upper  # the range really reaches up to max
+    assert eta.max() > 0.99 * upper  # the range really reaches up to max_ratio * value
     unbounded = GateProducer("eta", Gate(mode=mode, value=value, rank=gate.rank), D, H, K)
     _randomise(unbounded, 100.0)
     natural_top = 1.0 if value < 1.0 else math.inf  # sigmoid below 1, softplus from 1 up
@@ -135,8 +136,8 @@ def test_bounded_eta_starts_at_its_value_and_stays_below_max(mode: str, value: f
 
 @pytest.mark.parametrize(
     ("fields", "message"),
-    [({"value": 0.05, "max": 0.04}, "must lie below max"), ({"mode": "constant", "max": 0.04}, "mode 'head' or 'channel'"),
-     ({"max": 0.0}, "greater than 0")],
+    [({"mode": "constant", "max_ratio": 2.0}, "mode 'head' or 'channel'"), ({"max_ratio": 1.0}, "greater than 1"),
+     ({"max_ratio": 0.5}, "greater than 1"), ({"max_ratio": 1e4}, "less than or equal to 1000")],
 )
 def test_bad_max_is_refused_naming_the_field(fields: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
@@ -148,6 +149,6 @@ def test_max_on_a_gate_other_than_eta_is_refused() -> None:
     from miras_search.presets import preset
 
     spec = preset("memora").model_dump()
-    spec["retention"]["alpha"]["max"] = 0.9999
-    with pytest.raises(ConfigError, match=r"alpha\.max is not used"):
+    spec["retention"]["alpha"]["max_ratio"] = 1.001
+    with pytest.raises(ConfigError, match=r"alpha\.max_ratio is not used"):
         preset("memora", retention=spec["retention"])

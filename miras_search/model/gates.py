@@ -24,8 +24,8 @@ Squashing by gate name (the range each gate must stay in):
 - alpha (retention) and theta (momentum): sigmoid, range (0, 1). alpha may be configured as 1.0;
   a sigmoid never reaches 1, so the initial value is capped at ``1 - 1e-4`` (head/channel only).
 - eta (inner learning rate): sigmoid for ``value < 1`` (range (0, 1), the delta rule's stable
-  range), softplus for ``value >= 1`` (range (0, inf)); with ``gate.max`` set, ``max * sigmoid``
-  (range (0, max)) whatever the value.
+  range), softplus for ``value >= 1`` (range (0, inf)); with ``gate.max_ratio`` set, ``max_ratio
+  value sigmoid`` (range (0, max_ratio value)) whatever the value.
 - delta (Huber threshold): softplus, range (0, inf).
 - gamma (the Omega window's weights of past tokens, Atlas): sigmoid, range (0, 1).
 
@@ -119,8 +119,8 @@ class GateProducer(nn.Module):
         super().__init__()
         self.name, self.mode, self.value = name, gate.mode, gate.value
         self.n_heads, self.channels, self.steps = n_heads, channels, steps
-        self.squash = squashing(name, gate.value, gate.max)
-        self.upper = 1.0 if gate.max is None else gate.max  # a sigmoid's range is (0, upper)
+        self.squash = squashing(name, gate.value, gate.upper)
+        self.upper = 1.0 if gate.upper is None else gate.upper  # a sigmoid's range is (0, upper)
         if gate.mode in ALPHA_ONLY_MODES and name != "alpha":
             raise ValueError(f"{name}: mode '{gate.mode}' is a decay schedule for alpha only")
         self.mamba_ranges = gate.mamba_ranges
@@ -192,5 +192,5 @@ class GateProducer(nn.Module):
         if self.mode == "mamba":
             (a_low, a_high), (dt_low, dt_high) = self.mamba_ranges
             return f"{self.name}, mode=mamba, A in [{a_low}, {a_high}], dt in [{dt_low}, {dt_high}]"
-        upper = "" if self.upper == 1.0 else f", max={self.upper}"
+        upper = "" if self.upper == 1.0 else f", range=(0, {self.upper:g})"
         return f"{self.name}, mode={self.mode}, value={self.value}{upper}, squash={self.squash}"

@@ -42,11 +42,12 @@ class Gate(Schema):
       drawn log-uniformly from ``dt_init``: every head starts at its own retention (``value``
       unused).
 
-    ``max`` (eta only, modes ``head`` and ``channel``) bounds a learned step: eta = max sigmoid(z),
-    range (0, max), starting at ``value``. Unset, eta's range is (0, 1) for a value below 1 (a
-    sigmoid) and (0, inf) from 1 up (a softplus). An MLP memory behind its LayerNorm reaches the
-    edge of its inner loop's stability a few times above a stable initial step (Memora at 3x), and
-    a free gate lets the outer optimiser walk it there; ``max`` keeps it inside.
+    ``max_ratio`` (eta only, modes ``head`` and ``channel``) bounds a learned step relative to its
+    initial value: eta = max_ratio value sigmoid(z - logit(1 / max_ratio)), range (0, max_ratio
+    value), starting at ``value``. Unset, eta's range is (0, 1) for a value below 1 (a sigmoid)
+    and (0, inf) from 1 up (a softplus). An MLP memory behind its LayerNorm reaches the edge of its
+    inner loop's stability a few times above a stable initial step (Memora at about 3x), and a free
+    gate lets the outer optimiser walk it there; ``max_ratio`` keeps it inside.
     """
 
     mode: GateMode = "head"
@@ -54,10 +55,10 @@ class Gate(Schema):
     rank: int | None = Field(
         None, ge=1, le=1024, description="Rank of the low-rank projection (channel mode only)."
     )
-    max: float | None = Field(
-        None, gt=0.0, le=1e3, description="Upper end of a learned eta's range, eta = max * "
-        "sigmoid(z) (eta only, modes 'head' and 'channel'; must exceed value). Unset: (0, 1) "
-        "for a value below 1, (0, inf) from 1 up.",
+    max_ratio: float | None = Field(
+        None, gt=1.0, le=1e3, description="Bounds a learned eta to (0, max_ratio * value): eta = "
+        "max_ratio * value * sigmoid(z), starting at value (eta only, modes 'head' and 'channel'). "
+        "Unset: (0, 1) for a value below 1, (0, inf) from 1 up.",
     )
     a_init: tuple[float, float] | None = Field(
         None, description="Range [low, high] the per-head A is drawn from, uniformly, at init "
@@ -72,12 +73,10 @@ class Gate(Schema):
     def _fields_of_their_mode(self) -> Gate:
         if self.rank is not None and self.mode != "channel":
             raise ValueError(f"'rank' is only used by mode 'channel', not by mode '{self.mode}'")
-        if self.max is not None:
-            if self.mode not in ("head", "channel"):
-                raise ValueError(f"'max' bounds a learned gate (mode 'head' or 'channel'), not mode '{self.mode}'")
-            if not self.value < self.max:
-                raise ValueError(f"value ({self.value}) must lie below max ({self.max}): max is the "
-                                 "upper end of the gate's range (0, max)")
+        if self.max_ratio is not None and self.mode not in ("head", "channel"):
+            raise ValueError(
+                f"'max_ratio' bounds a learned gate (mode 'head' or 'channel'), not mode '{self.mode}'"
+            )
         for name in ("a_init", "dt_init"):
             if getattr(self, name) is not None and self.mode != "mamba":
                 raise ValueError(f"'{name}' is only used by mode 'mamba', not by mode '{self.mode}'")
@@ -99,6 +98,11 @@ class Gate(Schema):
         return self.a_init or MAMBA_A_INIT, self.dt_init or MAMBA_DT_INIT
 
     @property
+    def upper(self) -> float | None:
+        """The top of a bounded gate's range, ``max_ratio * value`` (None: unbounded)."""
+        return None if self.max_ratio is None else self.max_ratio * self.value
+
+    @property
     def projection_rank(self) -> int:
         """Rank of the channel projection (default 32, as in the paper)."""
         return self.rank if self.rank is not None else 32
@@ -115,8 +119,8 @@ def check_gate_range(gate: Gate, name: str, low: float, high: float, high_open: 
     if not ok:
         bound = f"{high})" if high_open else f"{high}]"
         raise ValueError(f"{name}.value must lie in ({low}, {bound}, got {gate.value}")
-    if gate.max is not None and name != "eta":
-        raise ValueError(f"{name}.max is not used: only the step eta takes a bounded range")
+    if gate.max_ratio is not None and name != "eta":
+        raise ValueError(f"{name}.max_ratio is not used: only the step eta takes a bounded range")
     if gate.mode in ALPHA_ONLY_MODES and name != "alpha":
         what = "a decay schedule" if gate.mode in FIXED_SCHEDULES else "Mamba2's decay parameterization"
         raise ValueError(f"{name}.mode '{gate.mode}' is {what}; only the retention gate alpha has it")
