@@ -85,11 +85,78 @@ class SwiGLU(nn.Module):
         return self.down(F.silu(self.gate(x)) * self.up(x))
 
 
+_ROTARY_TABLES: dict[tuple, tuple[Tensor, Tensor]] = {}
+"""(half, base, device, dtype, inference mode) -> the longest cos, sin tables built so far."""
+
+
+def _build_rotary_tables(length: int, half: int, device: torch.device, dtype: torch.dtype,
+                         base: float) -> tuple[Tensor, Tensor]:
+    """cos and sin of ``t * base**(-i / half)``: [T, half] each, computed in float32 (float64 for
+    float64) and cast to ``dtype``."""
+    wide = torch.float64 if dtype == torch.float64 else torch.float32
+    inv_freq = base ** (-torch.arange(half, device=device, dtype=wide) / half)
+    angle = torch.arange(length, device=device, dtype=wide)[:, None] * inv_freq  # [T, half]
+    return angle.cos().to(dtype), angle.sin().to(dtype)
+
+
+def rotary_tables(length: int, half: int, device: torch.device, dtype: torch.dtype,
+                  base: float = 10000.0) -> tuple[Tensor, Tensor]:
+    """The rotary cos, sin tables, [T, half] each; cached per (half, base, device, dtype).
+
+    The row of position t does not depend on T, so one table (the longest asked for) serves every
+    shorter length as a slice. Tables made under inference mode are kept apart (autograd may not
+    save those); under torch.compile they are built in the graph, not cached.
+    """
+    if torch.compiler.is_compiling():
+        return _build_rotary_tables(length, half, device, dtype, base)
+    key = (half, base, device, dtype, torch.is_inference_mode_enabled())
+    tables = _ROTARY_TABLES.get(key)
+    if tables is None or tables[0].shape[0] < length:
+        tables = _build_rotary_tables(length, half, device, dtype, base)
+        _ROTARY_TABLES[key] = tables
+    return tables[0][:length], tables[1][:length]
+
+
+def _rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Pairs (x_i, x_{i + half}) of the first 2 * half channels rotated by the angle (cos, sin)."""
+    half = cos.shape[-1]
+    x1, x2, rest = x[..., :half], x[..., half : 2 * half], x[..., 2 * half :]
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos, rest], dim=-1)
+
+
+class _Rotary(torch.autograd.Function):
+    """_rotate with the backward a rotation by the opposite angle (the map is orthogonal): one
+    pass over the gradient, where autograd through the slices and the cat fills zero tensors."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+        ctx.save_for_backward(cos, sin)
+        return _rotate(x, cos, sin)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
+        cos, sin = ctx.saved_tensors
+        return _Rotary.apply(grad, cos, -sin), None, None
+
+
 def rotary(x: torch.Tensor, base: float = 10000.0) -> torch.Tensor:
     """Rotary position embedding (half-split pairs) of the first ``2 * (K // 2)`` channels.
 
-    x: [B, T, H, K] -> [B, T, H, K]; position t is the index along T.
+    x: [B, T, ..., K] -> same shape (e.g. [B, T, H, K], or [B, T, 2, H, K] for q and k at once);
+    position t is the index along T. Tables come from ``rotary_tables`` (cached).
     """
+    length, dim = x.shape[1], x.shape[-1]
+    half = dim // 2
+    if half == 0:
+        return x
+    cos, sin = rotary_tables(length, half, x.device, x.dtype, base)
+    shape = (1, length) + (1,) * (x.dim() - 3) + (half,)
+    return _Rotary.apply(x, cos.view(shape), sin.view(shape))
+
+
+def rotary_reference(x: torch.Tensor, base: float = 10000.0) -> torch.Tensor:
+    """Rotary position embedding written out, tables rebuilt on every call, autograd's backward
+    (the obviously-right form the tests compare ``rotary`` with). x: [B, T, H, K]."""
     length, dim = x.shape[1], x.shape[-1]
     half = dim // 2
     if half == 0:
