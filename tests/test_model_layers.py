@@ -1,12 +1,14 @@
 """Fast paths of the small layers against their obviously-right forms: ShortConv (hand-written
-backward) against nn.Conv1d, rotary (cached tables, hand-written backward) written out."""
+backward) against nn.Conv1d, rotary (cached tables, hand-written backward) written out,
+l2_normalize against F.normalize."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-from miras_search.model.layers import ShortConv, rotary, rotary_reference
+from miras_search.model.layers import ShortConv, l2_normalize, rotary, rotary_reference
 
 TOL = 1e-12
 
@@ -76,3 +78,19 @@ def test_rotary_tables_made_under_inference_mode_do_not_reach_training() -> None
     x = torch.randn(1, 300, 2, 8, requires_grad=True)
     rotary(x).sum().backward()  # would raise if an inference-mode table were saved
     assert _rel(rotary(x).detach(), rotary_reference(x).detach()) <= 1e-6
+
+
+@pytest.mark.parametrize("length", [1, 7, 63, 100])
+def test_l2_normalize_matches_f_normalize(length: int) -> None:
+    """Forward and gradient against F.normalize, rows of zeros (the eps clamp) included."""
+    torch.manual_seed(length)
+    x = torch.randn(2, length, 3, 5, dtype=torch.float64)
+    x[0, 0, 1] = 0.0
+    x[1, -1, 2] = 1e-14  # below eps: clamped
+    x.requires_grad_()
+    upstream = torch.randn_like(x)
+    fast, slow = l2_normalize(x), F.normalize(x, dim=-1)
+    assert _rel(fast, slow) <= TOL
+    (fast_grad,) = torch.autograd.grad(fast, x, upstream)
+    (slow_grad,) = torch.autograd.grad(slow, x, upstream)
+    assert _rel(fast_grad, slow_grad) <= TOL

@@ -85,6 +85,31 @@ class SwiGLU(nn.Module):
         return self.down(F.silu(self.gate(x)) * self.up(x))
 
 
+class _L2Normalize(torch.autograd.Function):
+    """x / max(||x||, eps) over the last axis with a hand-written backward,
+    g -> (g - y <g, y>) / ||x|| (g / eps where the norm is clamped): one pass where autograd
+    through F.normalize's norm, clamp and division takes several."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, eps: float) -> Tensor:
+        norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
+        inverse = norm.clamp_min(eps).reciprocal_()
+        y = x * inverse
+        ctx.save_for_backward(y, inverse, norm > eps)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+        y, inverse, unclamped = ctx.saved_tensors
+        along = (grad * y).sum(-1, keepdim=True).mul_(unclamped)
+        return (grad - y * along).mul_(inverse), None
+
+
+def l2_normalize(x: Tensor, eps: float = 1e-12) -> Tensor:
+    """F.normalize(x, dim=-1, eps=eps) with a cheaper backward. x: [..., K] -> [..., K]."""
+    return _L2Normalize.apply(x, eps)
+
+
 _ROTARY_TABLES: dict[tuple, tuple[Tensor, Tensor]] = {}
 """(half, base, device, dtype, inference mode) -> the longest cos, sin tables built so far."""
 

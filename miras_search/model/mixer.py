@@ -16,7 +16,7 @@ from miras_search.errors import UnsupportedPoint
 from miras_search.memory import MemoryGates, MemoryRule, memory_forward, softmax_attention
 from miras_search.memory.kernel_path import kernel_problem
 from miras_search.model.gates import GATE_NAMES, GateProducer
-from miras_search.model.layers import ShortConv, rotary
+from miras_search.model.layers import ShortConv, l2_normalize, rotary
 from miras_search.schema import ModelPoint
 
 
@@ -112,8 +112,8 @@ class MemoryMixer(nn.Module):
         if self.k_proj is not None:
             key = self.k_conv(self.k_proj(x)).view(batch, length, *step_axis, h, k)
         if self.qk_l2_norm:
-            q = F.normalize(q, dim=-1)
-            key = None if key is None else F.normalize(key, dim=-1)
+            q = l2_normalize(q)
+            key = None if key is None else l2_normalize(key)
         if self.feature_map is not None:  # phi(q), phi(k): [B, T, H, features]
             coefficients = (None if self.feature_coefficients is None
                             else self.feature_coefficients.view(h, -1))
