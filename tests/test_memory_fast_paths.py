@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from miras_search.memory.chunked import prefix_sum
 from miras_search.memory.exact_delta import unit_lower_solve
 
 TOL = 1e-10
@@ -30,3 +31,16 @@ def test_unit_lower_solve_matches_solve_triangular(size: int) -> None:
     for g_fast, g_slow in zip(torch.autograd.grad(fast, (a, rhs), upstream),
                               torch.autograd.grad(slow, (a, rhs), upstream), strict=True):
         assert _rel(g_fast, g_slow) <= TOL
+
+
+@pytest.mark.parametrize("size", [1, 7, 63, 100])
+def test_prefix_sum_matches_cumsum(size: int) -> None:
+    """The chunk decays' cumulative log-decay as a triangular product against cumsum."""
+    torch.manual_seed(size)
+    x = torch.randn(2, 3, size, 5, dtype=torch.float64, requires_grad=True)
+    upstream = torch.randn(2, 3, size, 5, dtype=torch.float64)
+    fast, slow = prefix_sum(x), x.cumsum(2)
+    assert _rel(fast, slow) <= TOL
+    (g_fast,) = torch.autograd.grad(fast, x, upstream)
+    (g_slow,) = torch.autograd.grad(slow, x, upstream)
+    assert _rel(g_fast, g_slow) <= TOL
