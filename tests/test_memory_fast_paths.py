@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from miras_search.memory.chunked import prefix_sum
-from miras_search.memory.exact_delta import unit_lower_solve
+from miras_search.memory.exact_delta import _ChunkRecurrence, chunk_recurrence, unit_lower_solve
 
 TOL = 1e-10
 
@@ -24,12 +24,44 @@ def test_unit_lower_solve_matches_solve_triangular(size: int) -> None:
     a = (0.5 * torch.randn(3, 2, size, size, dtype=torch.float64) / size**0.5).requires_grad_()
     rhs = torch.randn(3, 2, size, 5, dtype=torch.float64, requires_grad=True)
     upstream = torch.randn(3, 2, size, 5, dtype=torch.float64)
-    fast = unit_lower_solve(a, rhs)
+    other = torch.randn(3, 2, size, 2, dtype=torch.float64, requires_grad=True)
+    other_upstream = torch.randn(3, 2, size, 2, dtype=torch.float64)
     eye = torch.eye(size, dtype=torch.float64)
-    slow = torch.linalg.solve_triangular(eye + a.tril(-1), rhs, upper=False, unitriangular=True)
+    fast, fast_other = unit_lower_solve(a, rhs, other)
+    slow, slow_other = (torch.linalg.solve_triangular(eye + a.tril(-1), r, upper=False, unitriangular=True)
+                        for r in (rhs, other))
+    assert _rel(fast, slow) <= TOL and _rel(fast_other, slow_other) <= TOL
+    leaves = (a, rhs, other)
+    for g_fast, g_slow in zip(torch.autograd.grad((fast, fast_other), leaves, (upstream, other_upstream)),
+                              torch.autograd.grad((slow, slow_other), leaves, (upstream, other_upstream),
+                                                  retain_graph=True), strict=True):
+        assert _rel(g_fast, g_slow) <= TOL
+    # an unused right-hand side gets no gradient and leaves the others' as they are
+    (fast_only,) = torch.autograd.grad(unit_lower_solve(a, rhs, other)[0], (a,), upstream)
+    (slow_only,) = torch.autograd.grad(slow, (a,), upstream)
+    assert _rel(fast_only, slow_only) <= TOL
+
+
+@pytest.mark.parametrize(("chunks", "size"), [(1, 1), (1, 7), (3, 7), (7, 4), (4, 16)])
+def test_chunk_recurrence_backward_matches_autograd(chunks: int, size: int) -> None:
+    """The exact delta rule's state recurrence: hand-written loops (states saved per chunk, the
+    non-sequential gradients batched) against autograd through the written-out loop."""
+    torch.manual_seed(chunks * 100 + size)
+    groups, k, v = 3, 5, 4
+
+    def rand(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+
+    inputs = [rand(groups, chunks, size, k), rand(groups, chunks, size, k), rand(groups, chunks, size, v),
+              rand(groups, chunks, size, size), rand(groups, chunks, size, k),
+              torch.rand(groups, chunks, dtype=torch.float64, requires_grad=True), rand(groups, v, k)]
+    upstream = torch.randn(groups, chunks, size, v, dtype=torch.float64)
+    fast = _ChunkRecurrence.apply(*inputs)
+    slow = chunk_recurrence(*inputs)
     assert _rel(fast, slow) <= TOL
-    for g_fast, g_slow in zip(torch.autograd.grad(fast, (a, rhs), upstream),
-                              torch.autograd.grad(slow, (a, rhs), upstream), strict=True):
+    for g_fast, g_slow in zip(torch.autograd.grad(fast, inputs, upstream),
+                              torch.autograd.grad(slow, inputs, upstream, materialize_grads=True),
+                              strict=True):  # with one chunk the last state is never read
         assert _rel(g_fast, g_slow) <= TOL
 
 

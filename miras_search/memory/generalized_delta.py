@@ -69,7 +69,7 @@ def generalized_delta(x: MemoryInputs, w: Tensor, chunk_size: int, retains_first
     a_bb = torch.einsum("...tc,...ic,...tic->...ti", rho, b, before)
     a_bu = torch.einsum("...tc,...ic,...tic->...ti", rho, u, before)
     rhs = torch.cat([rho * log_prev.exp(), a_bu @ v], dim=-1)
-    solved = unit_lower_solve(a_bb, rhs)
+    (solved,) = unit_lower_solve(a_bb, rhs)
     p_of_w, p_rest = solved.split([key_dim, v.shape[-1]], dim=-1)  # P = -p_of_w W^T - p_rest
 
     upto = _pair_decay(log_cum, log_cum, strict=False)  # exp(L_t - L_i), i <= t
