@@ -78,7 +78,18 @@ def lq_log_scale(a: Tensor, q: float) -> Tensor:
     the norm itself is representable.
 
     ||A||_q = m (sum (|A| / m)^q)^(1/q) with m = max |A| (no gradient needed: the norm is
-    1-homogeneous, so its derivative in m is zero)."""
+    1-homogeneous, so its derivative in m is zero). At q = 4 (Moneta) a form with a hand-written
+    backward computes the same (``miras_search.memory.lq_norm``); ``lq_log_scale_reference`` is
+    this written out for autograd."""
+    if q == 4.0:
+        from miras_search.memory.lq_norm import lq4_log_scale
+
+        return lq4_log_scale(a)
+    return lq_log_scale_reference(a, q)
+
+
+def lq_log_scale_reference(a: Tensor, q: float) -> Tensor:
+    """``lq_log_scale`` for any q, through autograd."""
     m = a.detach().abs().amax((-2, -1), keepdim=True).clamp_min(tiny(a))
     ratio = abs_pow(a / m, q).sum((-2, -1), keepdim=True)  # in [1, numel]
     log_norm = m.log() + ratio.log() / q
