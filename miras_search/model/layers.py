@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 
 class _CausalConvSiLU(torch.autograd.Function):
@@ -99,6 +100,7 @@ class _L2Normalize(torch.autograd.Function):
         return y
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
         y, inverse, unclamped = ctx.saved_tensors
         along = (grad * y).sum(-1, keepdim=True).mul_(unclamped)
