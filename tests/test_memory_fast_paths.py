@@ -8,8 +8,7 @@ import torch
 
 from miras_search.memory.chunked import prefix_sum
 from miras_search.memory.exact_delta import _ChunkRecurrence, chunk_recurrence, unit_lower_solve
-from miras_search.memory.lq_norm import lq4_log_scale
-from miras_search.primitives import lq_log_scale_reference
+from miras_search.primitives import lq4_log_scale, lq_log_scale_reference
 
 TOL = 1e-10
 
