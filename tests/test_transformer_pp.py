@@ -64,7 +64,7 @@ def test_memory_layers_take_no_rope(monkeypatch, name: str) -> None:
 
 
 def _attention_written_out(layer: AttentionMixer, x: torch.Tensor) -> torch.Tensor:
-    """The layer's map with three separate projections and rotary written out: x [B, T, D]."""
+    """The layer's map with rotary tables rebuilt per call and autograd's backwards: x [B, T, D]."""
     batch, length, _ = x.shape
     h, k, v = layer.n_heads, layer.key_dim, layer.value_dim
     q, key, val = layer.q_proj(x), layer.k_proj(x), layer.v_proj(x)
@@ -78,9 +78,9 @@ def _attention_written_out(layer: AttentionMixer, x: torch.Tensor) -> torch.Tens
 
 @pytest.mark.parametrize("length", [1, 7, 63, 100])
 @pytest.mark.parametrize(("conv_size", "window"), [(0, None), (4, None), (0, 5)])
-def test_attention_fused_projection_matches_separate_ones(length: int, conv_size: int, window: int | None) -> None:
-    """One matmul over the concatenated q/k/v weights and one rotary call for q and k: the same
-    outputs and gradients (float64, relative error <= 1e-12) as three projections."""
+def test_attention_matches_its_written_out_form(length: int, conv_size: int, window: int | None) -> None:
+    """The layer (cached rotary tables, rotary's and ShortConv's hand-written backwards) against
+    the same map written out: outputs and gradients, float64, relative error <= 1e-12."""
     torch.manual_seed(length + conv_size)
     layer = AttentionMixer(12, 3, 4, 5, window=window, conv_size=conv_size).double()
     x = torch.randn(2, length, 12, dtype=torch.float64, requires_grad=True)
@@ -92,7 +92,3 @@ def test_attention_fused_projection_matches_separate_ones(length: int, conv_size
                     (slow, *torch.autograd.grad(slow, leaves, upstream)), strict=True):
         assert (a - b).norm() <= 1e-12 * b.norm()  # zero where T = 1 makes q and k irrelevant
 
-
-def test_attention_state_dict_keeps_its_three_projections() -> None:
-    names = set(AttentionMixer(8, 2, 4, 4, window=None).state_dict())
-    assert names == {"q_proj.weight", "k_proj.weight", "v_proj.weight", "o_proj.weight"}

@@ -182,15 +182,13 @@ class AttentionMixer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, length, _ = x.shape
         h, k, v = self.n_heads, self.key_dim, self.value_dim
-        # one matmul for q, k and v (the weights stay three Linear layers: same state_dict)
-        weight = torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])
-        qkv = F.linear(x, weight)  # [B, T, H*(2K + V)]
-        q, key, val = qkv.split([h * k, h * k, h * v], dim=-1)
+        # three matmuls: one over the concatenated weights measured about 5% slower per layer
+        # (fwd + bwd, CPU, one thread, 128 wide) than these
+        q, key, val = self.q_proj(x), self.k_proj(x), self.v_proj(x)  # [B, T, H*d]
         if self.convs is not None:
             q, key, val = (conv(t) for conv, t in zip(self.convs, (q, key, val), strict=True))
-            q, key = rotary(q.view(batch, length, h, k)), rotary(key.view(batch, length, h, k))
-        else:  # q and k lie side by side in qkv: one rotary call on [B, T, 2, H, K]
-            q, key = rotary(qkv[..., : 2 * h * k].view(batch, length, 2, h, k)).unbind(2)
+        q = rotary(q.view(batch, length, h, k))
+        key = rotary(key.view(batch, length, h, k))
         o = softmax_attention(q, key, val.view(batch, length, h, v), window=self.window)  # [B, T, H, V]
         return self.o_proj(o.reshape(batch, length, h * v))
 
