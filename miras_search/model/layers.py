@@ -12,31 +12,33 @@ class _CausalConvSiLU(torch.autograd.Function):
     """silu(y), y_t = sum_j w[:, j] * x_{t - K + 1 + j} (zero before the start), with a
     hand-written backward: a few fused multiply-adds over [B, T, C] each way, where nn.Conv1d's
     CPU backward on this layout and autograd over shifted slices (a zero-filled full-size
-    gradient per tap) cost several times more."""
+    gradient per tap) cost several times more. Tap j reads x shifted by K - 1 - j steps, as
+    slices of x itself (no zero-padded copy)."""
 
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor) -> Tensor:  # x: [B, T, C], weight: [C, 1, K]
-        taps = weight.shape[-1]
-        length = x.shape[1]
+        taps, length = weight.shape[-1], x.shape[1]
         wt = weight[:, 0].t().contiguous()  # [K, C]
-        xp = F.pad(x, (0, 0, taps - 1, 0))  # [B, T+K-1, C]
-        y = xp[:, taps - 1 :] * wt[taps - 1]
+        y = x * wt[taps - 1]
         for j in range(taps - 1):
-            y.addcmul_(xp[:, j : j + length], wt[j])
-        ctx.save_for_backward(xp, wt, y)
+            shift = min(taps - 1 - j, length)
+            y[:, shift:].addcmul_(x[:, : length - shift], wt[j])
+        ctx.save_for_backward(x, wt, y)
         return F.silu(y)
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor]:
-        xp, wt, y = ctx.saved_tensors
+        x, wt, y = ctx.saved_tensors
         taps, length = wt.shape[0], y.shape[1]
         gy = torch.ops.aten.silu_backward(grad, y)  # [B, T, C]
-        gyp = F.pad(gy, (0, 0, 0, taps - 1))  # x_s feeds y_{s + K - 1 - j} through tap j
-        gx = gyp[:, : length] * wt[taps - 1]
+        gx = gy * wt[taps - 1]  # x_s feeds y_{s + K - 1 - j} through tap j
+        taps_grads = []
         for j in range(taps - 1):
-            gx.addcmul_(gyp[:, taps - 1 - j : taps - 1 - j + length], wt[j])
-        gw = torch.stack([(xp[:, j : j + length] * gy).sum((0, 1)) for j in range(taps)], dim=1)
-        return gx, gw.unsqueeze(1)
+            shift = min(taps - 1 - j, length)
+            gx[:, : length - shift].addcmul_(gy[:, shift:], wt[j])
+            taps_grads.append((x[:, : length - shift] * gy[:, shift:]).sum((0, 1)))
+        taps_grads.append((x * gy).sum((0, 1)))
+        return gx, torch.stack(taps_grads, dim=1).unsqueeze(1)
 
 
 class ShortConv(nn.Module):
