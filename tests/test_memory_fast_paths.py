@@ -66,12 +66,14 @@ def test_chunk_recurrence_backward_matches_autograd(chunks: int, size: int) -> N
         assert _rel(g_fast, g_slow) <= TOL
 
 
+@pytest.mark.parametrize("channels", [1, 5])
 @pytest.mark.parametrize("size", [1, 7, 63, 100])
-def test_prefix_sum_matches_cumsum(size: int) -> None:
-    """The chunk decays' cumulative log-decay as a triangular product against cumsum."""
+def test_prefix_sum_matches_cumsum(size: int, channels: int) -> None:
+    """The chunk decays' cumulative log-decay (a triangular product when channel-wise) against
+    cumsum."""
     torch.manual_seed(size)
-    x = torch.randn(2, 3, size, 5, dtype=torch.float64, requires_grad=True)
-    upstream = torch.randn(2, 3, size, 5, dtype=torch.float64)
+    x = torch.randn(2, 3, size, channels, dtype=torch.float64, requires_grad=True)
+    upstream = torch.randn(2, 3, size, channels, dtype=torch.float64)
     fast, slow = prefix_sum(x), x.cumsum(2)
     assert _rel(fast, slow) <= TOL
     (g_fast,) = torch.autograd.grad(fast, x, upstream)
