@@ -9,7 +9,7 @@ busy machine slows all alike; the ratio is median baseline step time / median pr
 (= the preset's tokens/s over the baseline's). One torch thread, float32.
 
     python benchmarks/model_vs_sdpa.py [--presets a,b] [--rounds 10] [--chunk-size 16]
-        [--out benchmarks/results/model_vs_sdpa_cpu.md]
+        [--out benchmarks/results/model_vs_sdpa_cpu.md] [--note "how loaded the machine was"]
 """
 
 from __future__ import annotations
@@ -110,6 +110,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--compile", action="store_true", help="train.compile for the presets")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--note", default="", help="a line for --out's header, e.g. how loaded the machine was")
     args = parser.parse_args()
     torch.set_num_threads(1)
     block = {"d_model": args.d_model, "n_heads": args.heads, "n_layers": args.layers}
@@ -145,9 +146,11 @@ def main() -> None:
     console.print(table)
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
+        note = f"{args.note}\n\n" if args.note else ""
         args.out.write_text(
             "# Whole model against a plain SDPA Transformer\n\nCommand: `python benchmarks/model_vs_sdpa.py "
-            f"--rounds {args.rounds}{' --compile' if args.compile else ''}`\n\n```\n{console.export_text()}```\n"
+            f"--rounds {args.rounds}{' --compile' if args.compile else ''}`\n\n"
+            f"{note}```\n{console.export_text()}```\n"
         )
 
 

@@ -14,12 +14,49 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from miras_search.memory.inputs import MemoryInputs
 
 
 def _masked_exp(diff: Tensor, mask: Tensor) -> Tensor:
     return torch.where(mask, diff, float("-inf")).exp()
+
+
+class _UnitLowerSolve(torch.autograd.Function):
+    """X_j = (I + A)^-1 R_j for A strictly lower triangular: a: [..., b, b], each R_j: [..., b, d_j].
+
+    The inverse T = (I + A)^-1 is taken once per chunk (a triangular solve against the identity,
+    b columns) and applied with matmuls; the backward needs no solve: dR_j = T^T dX_j and
+    dA = -sum_j dR_j X_j^T below the diagonal. torch's solve_triangular against R and its
+    backward (a second solve) cost several times more on CPU, one small LAPACK call per chunk
+    each; several right-hand sides share T without being concatenated.
+    """
+
+    @staticmethod
+    def forward(ctx, a: Tensor, *rhs: Tensor) -> tuple[Tensor, ...]:
+        eye = torch.eye(a.shape[-1], dtype=a.dtype, device=a.device).expand_as(a)
+        inverse = torch.linalg.solve_triangular(a, eye, upper=False, unitriangular=True)
+        xs = tuple(inverse @ r for r in rhs)
+        ctx.save_for_backward(inverse, *xs)
+        return xs
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, *grads: Tensor | None) -> tuple[Tensor | None, ...]:
+        inverse, *xs = ctx.saved_tensors
+        d_rhs = [None if g is None else inverse.mT @ g for g in grads]
+        d_a = None
+        for d, x in zip(d_rhs, xs, strict=True):
+            if d is not None:
+                d_a = d @ x.mT if d_a is None else d_a + d @ x.mT
+        return (None if d_a is None else d_a.neg_().tril_(-1)), *d_rhs
+
+
+def unit_lower_solve(a: Tensor, *rhs: Tensor) -> tuple[Tensor, ...]:
+    """(I + a)^-1 R for each R in ``rhs``: a: [..., b, b] strictly lower triangular (what is on
+    and above its diagonal is ignored), each R: [..., b, d]. Returns one tensor per R."""
+    return _UnitLowerSolve.apply(a, *rhs)
 
 
 def _blocks(x: Tensor, size: int, pad: int) -> Tensor:
@@ -47,26 +84,81 @@ def exact_delta(x: MemoryInputs, w: Tensor, chunk_size: int) -> Tensor:
 
     # A[t, i] = eta_t (gamma_t / gamma_i) (k_t . k_i), i < t
     a = eta * (decay * (k @ k.mT)).tril(-1)
-    eye = torch.eye(b, dtype=w.dtype, device=w.device)
-    rhs = torch.cat([eta * v, eta * gamma * k], dim=-1)
-    solved = torch.linalg.solve_triangular(eye + a, rhs, upper=False, unitriangular=True)
-    u, wk = solved.split([v.shape[-1], k.shape[-1]], dim=-1)
+    u, wk = unit_lower_solve(a, eta * v, (eta * gamma) * k)
 
     qk = decay * (q @ k.mT)  # [B, H, n, t, i]
     ratio_last = decay[..., -1, :].unsqueeze(-1)  # gamma_b / gamma_i: [B, H, n, b, 1]
+    batch, heads, n_chunks = q.shape[:3]
 
-    # Chunks taken with unbind along a leading chunk axis (indexing the full-length tensors would
-    # fill a full-size zero gradient per chunk in the backward, quadratic in T). Per chunk the
-    # state is read at [wk ; gamma q] in one product.
-    def major(t: Tensor) -> Tensor:
-        return t.movedim(2, 0)  # [n, B, H, ...]
+    def flat(t: Tensor) -> Tensor:  # [B, H, n, ...] -> [B*H, n, ...]
+        return t.flatten(0, 1)
 
-    reads = major(torch.cat([wk, gamma * q], dim=-2))  # [n, B, H, 2b, K]
-    pieces = (reads, major(u), major(qk), major(k * ratio_last), major(gamma[..., -1:, :]))
+    o = _ChunkRecurrence.apply(flat(wk), flat(gamma * q), flat(u), flat(qk), flat(k * ratio_last),
+                               flat(gamma[..., -1, 0]), w.flatten(0, 1))  # [B*H, n, b, V]
+    return o.view(batch, heads, n_chunks * b, -1)[:, :, :length]
+
+
+def chunk_recurrence(wk: Tensor, gq: Tensor, u: Tensor, qk: Tensor, kr: Tensor, g: Tensor,
+                     w: Tensor) -> Tensor:
+    """The state recurrence over chunks, written out (autograd's backward); ``_ChunkRecurrence``
+    computes the same with a hand-written backward. Per chunk c (state W entering it, [V, K]):
+
+        r_c = u_c - wk_c W^T,   o_c = gq_c W^T + qk_c r_c,   W <- g_c W + r_c^T kr_c.
+
+    wk, gq, kr: [G, n, b, K]; u: [G, n, b, V]; qk: [G, n, b, b]; g: [G, n]; w: [G, V, K]
+    (G = batch * heads). Returns o: [G, n, b, V]. (The tests' reference: autograd through its
+    indexing fills a full-size zero gradient per chunk.)
+    """
     outputs = []
-    for read_c, u_c, qk_c, kr_c, gamma_last in zip(*(t.unbind(0) for t in pieces), strict=True):
-        wk_w, q_w = (read_c @ w.mT).split(b, dim=-2)  # [B, H, b, V] each
-        r = u_c - wk_w
-        outputs.append(q_w + qk_c @ r)
-        w = gamma_last * w + r.mT @ kr_c
-    return torch.stack(outputs, dim=2).flatten(2, 3)[:, :, :length]
+    for c in range(wk.shape[1]):
+        r = u[:, c] - wk[:, c] @ w.mT
+        outputs.append(gq[:, c] @ w.mT + qk[:, c] @ r)
+        w = g[:, c, None, None] * w + r.mT @ kr[:, c]
+    return torch.stack(outputs, dim=1)
+
+
+class _ChunkRecurrence(torch.autograd.Function):
+    """``chunk_recurrence`` with the loop cut to what is sequential: forward loops over chunks
+    for r_c and the states only (the outputs are one batched product after it); backward loops for
+    the state gradient only, every other gradient is a batched product over all chunks. Autograd
+    through the loop costs several small ops per chunk each way plus full-size copies (split and
+    stack backwards), which dominate at CPU sizes. Inputs and output as ``chunk_recurrence``."""
+
+    @staticmethod
+    def forward(ctx, wk: Tensor, gq: Tensor, u: Tensor, qk: Tensor, kr: Tensor, g: Tensor,
+                w: Tensor) -> Tensor:
+        n_chunks = wk.shape[1]
+        states = w.new_empty(w.shape[0], n_chunks, *w.shape[1:])  # W entering chunk c: [G, n, V, K]
+        r = torch.empty_like(u)  # [G, n, b, V]
+        for c in range(n_chunks):
+            states[:, c] = w
+            r[:, c] = torch.baddbmm(u[:, c], wk[:, c], w.mT, alpha=-1.0)
+            w = torch.baddbmm(g[:, c, None, None] * w, r[:, c].mT, kr[:, c])
+        o = torch.baddbmm((gq @ states.mT).flatten(0, 1), qk.flatten(0, 1), r.flatten(0, 1))
+        ctx.save_for_backward(wk, gq, qk, kr, g, states, r)
+        return o.view_as(u)  # [G, n, b, V]
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, ...]:
+        wk, gq, qk, kr, g, states, r = ctx.saved_tensors
+        n_chunks = wk.shape[1]
+        grad = grad.contiguous()
+        # the parts of dr_c and dW_c that do not depend on later chunks, for all chunks at once
+        from_outputs = qk.mT @ grad  # qk_c^T dO_c: [G, n, b, V]
+        from_reads = grad.mT @ gq  # dO_c^T gq_c: [G, n, V, K]
+        dw = torch.zeros_like(states[:, 0])  # gradient of the state after the last chunk
+        dw_after = torch.empty_like(states)  # gradient of the state leaving chunk c
+        dr: list[Tensor] = []  # dL/dr_c, last chunk first
+        for c in reversed(range(n_chunks)):
+            dw_after[:, c] = dw
+            dr.append(torch.baddbmm(from_outputs[:, c], kr[:, c], dw.mT))
+            dw = torch.baddbmm(torch.addcmul(from_reads[:, c], g[:, c, None, None], dw), dr[-1].mT, wk[:, c],
+                               alpha=-1.0)
+        d_u = torch.stack(dr[::-1], dim=1)  # [G, n, b, V]
+        d_wk = (d_u @ states).neg_()
+        d_gq = grad @ states
+        d_qk = grad @ r.mT
+        d_kr = r @ dw_after
+        d_g = (dw_after * states).sum((-2, -1))
+        return d_wk, d_gq, d_u, d_qk, d_kr, d_g, dw

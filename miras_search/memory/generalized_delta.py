@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from miras_search.memory.exact_delta import unit_lower_solve
 from miras_search.memory.inputs import MemoryInputs
 
 
@@ -67,9 +68,8 @@ def generalized_delta(x: MemoryInputs, w: Tensor, chunk_size: int, retains_first
     before = _pair_decay(log_prev, log_cum, strict=True)  # exp(L_{t-1} - L_i), i < t
     a_bb = torch.einsum("...tc,...ic,...tic->...ti", rho, b, before)
     a_bu = torch.einsum("...tc,...ic,...tic->...ti", rho, u, before)
-    eye = torch.eye(size, dtype=w.dtype, device=w.device)
     rhs = torch.cat([rho * log_prev.exp(), a_bu @ v], dim=-1)
-    solved = torch.linalg.solve_triangular(eye + a_bb, rhs, upper=False, unitriangular=True)
+    (solved,) = unit_lower_solve(a_bb, rhs)
     p_of_w, p_rest = solved.split([key_dim, v.shape[-1]], dim=-1)  # P = -p_of_w W^T - p_rest
 
     upto = _pair_decay(log_cum, log_cum, strict=False)  # exp(L_t - L_i), i <= t

@@ -16,7 +16,7 @@ from miras_search.errors import UnsupportedPoint
 from miras_search.memory import MemoryGates, MemoryRule, memory_forward, softmax_attention
 from miras_search.memory.kernel_path import kernel_problem
 from miras_search.model.gates import GATE_NAMES, GateProducer
-from miras_search.model.layers import ShortConv, rotary
+from miras_search.model.layers import ShortConv, l2_normalize, rotary
 from miras_search.schema import ModelPoint
 
 
@@ -112,8 +112,8 @@ class MemoryMixer(nn.Module):
         if self.k_proj is not None:
             key = self.k_conv(self.k_proj(x)).view(batch, length, *step_axis, h, k)
         if self.qk_l2_norm:
-            q = F.normalize(q, dim=-1)
-            key = None if key is None else F.normalize(key, dim=-1)
+            q = l2_normalize(q)
+            key = None if key is None else l2_normalize(key)
         if self.feature_map is not None:  # phi(q), phi(k): [B, T, H, features]
             coefficients = (None if self.feature_coefficients is None
                             else self.feature_coefficients.view(h, -1))
@@ -182,6 +182,8 @@ class AttentionMixer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, length, _ = x.shape
         h, k, v = self.n_heads, self.key_dim, self.value_dim
+        # three matmuls: one over the concatenated weights measured about 5% slower per layer
+        # (fwd + bwd, CPU, one thread, 128 wide) than these
         q, key, val = self.q_proj(x), self.k_proj(x), self.v_proj(x)  # [B, T, H*d]
         if self.convs is not None:
             q, key, val = (conv(t) for conv, t in zip(self.convs, (q, key, val), strict=True))
