@@ -144,3 +144,28 @@ def test_a_ctrl_c_between_ask_and_hand_over_leaves_no_running_trial(tmp_path, mo
     stopped = [t for t in trials if t.user_attrs.get("failure") == "interrupted"]
     assert [t.number for t in stopped] == [calls[1]] and stopped[0].state == TrialState.FAIL
     assert sum(t.state == TrialState.WAITING for t in trials) == 1  # queued again
+
+
+def test_a_ctrl_c_between_a_result_and_its_record_leaves_no_running_trial(tmp_path, monkeypatch):
+    """A Ctrl-C after a worker's result came back but before the trial was told (the driver had
+    already taken it off its books): storage, not the driver's books, says what was in flight."""
+    from miras_search.study import InlinePool, load_study_file, run_study
+    from miras_search.study.driver import StudyDriver
+
+    path = write_study(tmp_path, trials=3, sampler={"kind": "random", "anchors": []})
+    outcome = StudyDriver._outcome
+
+    def interrupted_first(self, result):
+        if not getattr(self, "_interrupted_once", False):
+            self._interrupted_once = True
+            raise KeyboardInterrupt
+        return outcome(self, result)
+
+    monkeypatch.setattr(StudyDriver, "_outcome", interrupted_first)
+    summary = run_study(load_study_file(path), lambda: InlinePool(threads=1))
+    assert summary.interrupted
+    trials = trials_of(path)
+    assert not any(t.state == TrialState.RUNNING for t in trials)
+    stopped = [t for t in trials if t.user_attrs.get("failure") == "interrupted"]
+    assert len(stopped) == 1 and stopped[0].state == TrialState.FAIL
+    assert sum(t.state == TrialState.WAITING for t in trials) == 1  # queued again

@@ -141,7 +141,6 @@ class StudyDriver:
         self.target = trials or self._stored_target(study.trials) or self._default_target()
         self._done: dict[str, FrozenTrial] = {}  # point_key -> a finished trial whose outcome is reusable
         self._running: dict[int, _Running] = {}  # trial number -> in flight
-        self._asking: optuna.Trial | None = None  # asked, not yet closed or in flight (a Ctrl-C there)
         self._by_key: dict[str, _Running] = {}
         self._streak = 0
         self._deferred: list[dict[str, Any]] = []  # trials to queue again behind other work
@@ -287,10 +286,7 @@ class StudyDriver:
         self._save_deferred()
 
     def _ask_one(self, pool: Pool) -> None:
-        trial = self.study.ask()
-        self._asking = trial
-        self._place(pool, trial)
-        self._asking = None
+        self._place(pool, self.study.ask())
 
     def _place(self, pool: Pool, trial: optuna.Trial) -> None:
         """Sample (or reuse, or refuse) the asked ``trial``'s point and hand it to a worker."""
@@ -499,26 +495,25 @@ class StudyDriver:
         self._close(trial, source.state, attrs, source.values if source.state == TrialState.COMPLETE else None)
 
     def _interrupt(self, reason: str) -> None:
-        """Mark this run's unfinished trials failed ("interrupted") and queue them again: those in
-        flight, and one asked but not yet handed to a worker when the Ctrl-C came."""
-        trials = [t for running in self._running.values() for t in (running.trial, *running.followers)]
-        asking, self._asking = self._asking, None
-        if asking is not None and asking.number not in self._running:
-            try:
-                if self._frozen(asking).state == TrialState.RUNNING:
-                    trials.append(asking)
-            except Exception as error:  # the next resume repairs whatever is left RUNNING
-                log.warning("could not read trial %d: %s", asking.number, error)
-        for trial in trials:
-            try:
-                self._set(trial, {"failure": "interrupted", "reason": reason})
-                self.study.tell(trial, state=TrialState.FAIL)
-                frozen = self._frozen(trial)
-                requeue(self.study, frozen.params, frozen.user_attrs.get("anchor"), frozen.number)
-            except Exception as error:  # the next resume repairs whatever is left RUNNING
-                log.warning("could not mark trial %d as interrupted: %s", trial.number, error)
+        """Mark this run's unfinished trials failed ("interrupted") and queue them again.
+
+        The study's lease lets one driver run it, so every trial still RUNNING in storage is this
+        run's: in flight, asked but not yet handed to a worker, or between its worker's result
+        and its record when the Ctrl-C came. Reading storage rather than the driver's own books
+        leaves no window in which a trial escapes.
+        """
         self._running.clear()
         self._by_key.clear()
+        storage = self.study._storage
+        for frozen in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            try:
+                storage.set_trial_user_attr(frozen._trial_id, "failure", "interrupted")
+                storage.set_trial_user_attr(frozen._trial_id, "reason", reason)
+                self.study.tell(frozen.number, state=TrialState.FAIL)
+                params = {**frozen.system_attrs.get("fixed_params", {}), **frozen.params}  # asked, maybe not sampled
+                requeue(self.study, params, frozen.user_attrs.get("anchor"), frozen.number)
+            except Exception as error:  # the next resume repairs whatever is left RUNNING
+                log.warning("could not mark trial %d as interrupted: %s", frozen.number, error)
 
 
 def run_study(study: StudyFile, pool_factory: Callable[[], Pool], **kwargs: Any) -> RunSummary:
