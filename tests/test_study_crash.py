@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 from test_study import TINY_TRIAL, trials_of, write_study
 
 from miras_search.errors import MirasError
@@ -120,10 +120,25 @@ def test_ctrl_c_marks_running_trials_and_resume_finishes(tmp_path):
     assert {n: v for n, v in _complete(after).items() if n in done} == done
 
 
+def _interrupted_inline_run(path: Path) -> FrozenTrial:
+    """Run the study at ``path`` inline (a method patched to raise KeyboardInterrupt once); check
+    that nothing is left RUNNING and exactly one trial was failed as interrupted and queued again.
+    Returns that trial."""
+    from miras_search.study import InlinePool, load_study_file, run_study
+
+    summary = run_study(load_study_file(path), lambda: InlinePool(threads=1))
+    assert summary.interrupted
+    trials = trials_of(path)
+    assert not any(t.state == TrialState.RUNNING for t in trials)
+    stopped = [t for t in trials if t.user_attrs.get("failure") == "interrupted"]
+    assert len(stopped) == 1 and stopped[0].state == TrialState.FAIL
+    assert sum(t.state == TrialState.WAITING for t in trials) == 1  # queued again
+    return stopped[0]
+
+
 def test_a_ctrl_c_between_ask_and_hand_over_leaves_no_running_trial(tmp_path, monkeypatch):
     """A Ctrl-C after Optuna created the trial but before a worker took it (sampling, the
     pool's submit): that trial is failed as interrupted and queued again, like those in flight."""
-    from miras_search.study import InlinePool, load_study_file, run_study
     from miras_search.study.driver import StudyDriver
 
     path = write_study(tmp_path, trials=3, sampler={"kind": "random", "anchors": []})
@@ -137,19 +152,12 @@ def test_a_ctrl_c_between_ask_and_hand_over_leaves_no_running_trial(tmp_path, mo
         place(self, pool, trial)
 
     monkeypatch.setattr(StudyDriver, "_place", interrupted_second)
-    summary = run_study(load_study_file(path), lambda: InlinePool(threads=1))
-    assert summary.interrupted
-    trials = trials_of(path)
-    assert not any(t.state == TrialState.RUNNING for t in trials)
-    stopped = [t for t in trials if t.user_attrs.get("failure") == "interrupted"]
-    assert [t.number for t in stopped] == [calls[1]] and stopped[0].state == TrialState.FAIL
-    assert sum(t.state == TrialState.WAITING for t in trials) == 1  # queued again
+    assert _interrupted_inline_run(path).number == calls[1]
 
 
 def test_a_ctrl_c_between_a_result_and_its_record_leaves_no_running_trial(tmp_path, monkeypatch):
     """A Ctrl-C after a worker's result came back but before the trial was told (the driver had
     already taken it off its books): storage, not the driver's books, says what was in flight."""
-    from miras_search.study import InlinePool, load_study_file, run_study
     from miras_search.study.driver import StudyDriver
 
     path = write_study(tmp_path, trials=3, sampler={"kind": "random", "anchors": []})
@@ -162,10 +170,4 @@ def test_a_ctrl_c_between_a_result_and_its_record_leaves_no_running_trial(tmp_pa
         return outcome(self, result)
 
     monkeypatch.setattr(StudyDriver, "_outcome", interrupted_first)
-    summary = run_study(load_study_file(path), lambda: InlinePool(threads=1))
-    assert summary.interrupted
-    trials = trials_of(path)
-    assert not any(t.state == TrialState.RUNNING for t in trials)
-    stopped = [t for t in trials if t.user_attrs.get("failure") == "interrupted"]
-    assert len(stopped) == 1 and stopped[0].state == TrialState.FAIL
-    assert sum(t.state == TrialState.WAITING for t in trials) == 1  # queued again
+    _interrupted_inline_run(path)
