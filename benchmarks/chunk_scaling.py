@@ -23,14 +23,12 @@ import time
 from pathlib import Path
 
 import torch
-import torch.utils._pytree as pytree
 from memory_ops import SavedBytes  # benchmarks/ is on sys.path when a script here runs
 from rich.console import Console
 from rich.table import Table
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from miras_search.memory import MemoryRule, memory_forward
-from miras_search.memory.testing import random_inputs
+from miras_search.memory.testing import random_inputs, written_elements
 from miras_search.model.mixer import resolved_chunk_form
 from miras_search.presets import preset, preset_names
 
@@ -43,28 +41,6 @@ def slope(xs: list[float], ys: list[float]) -> float:
     lx, ly = [math.log(x) for x in xs], [math.log(y) for y in ys]
     mx, my = statistics.fmean(lx), statistics.fmean(ly)
     return sum((a - mx) * (b - my) for a, b in zip(lx, ly, strict=True)) / sum((a - mx) ** 2 for a in lx)
-
-
-class WrittenElements(TorchDispatchMode):
-    """Counts the elements every op writes (the sizes of its tensor outputs)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.total = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        self.total += sum(t.numel() for t in pytree.tree_leaves(out) if isinstance(t, torch.Tensor))
-        return out
-
-
-def written_elements(rule: MemoryRule, inputs, chunk: int, form: str) -> int:
-    """Elements written by the ops of one forward + backward."""
-    q, k, v, gates, params = inputs
-    with WrittenElements() as counter:
-        out = memory_forward(rule, q, k, v, gates, params, chunk_size=chunk, chunk_form=form)
-        out.square().mean().backward()
-    return counter.total
 
 
 def time_once(rule: MemoryRule, inputs, chunk: int, form: str) -> tuple[float, int]:

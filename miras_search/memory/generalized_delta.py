@@ -80,9 +80,12 @@ def generalized_delta(x: MemoryInputs, w: Tensor, chunk_size: int, retains_first
     end_decay = log_cum[..., -1:, :].exp()  # gamma_b: [B, H, n, 1, K]
     b_end, u_end = b * to_end, u * to_end
 
+    # the chunks taken with unbind: indexing the full-length tensors per chunk would make every
+    # chunk's backward fill a full-size zero gradient (quadratic work in the length)
+    per_chunk = (t.unbind(2) for t in (p_of_w, p_rest, q_decayed, q_b, q_u, v, end_decay, b_end, u_end))
     outputs = []
-    for c in range(q.shape[2]):
-        p = -p_of_w[:, :, c] @ w.mT - p_rest[:, :, c]  # [B, H, b, V]
-        outputs.append(q_decayed[:, :, c] @ w.mT + q_b[:, :, c] @ p + q_u[:, :, c] @ v[:, :, c])
-        w = w * end_decay[:, :, c] + p.mT @ b_end[:, :, c] + v[:, :, c].mT @ u_end[:, :, c]
+    for pw, pr, qd, qb, qu, vc, decay, b_c, u_c in zip(*per_chunk, strict=True):
+        p = -pw @ w.mT - pr  # [B, H, b, V]
+        outputs.append(qd @ w.mT + qb @ p + qu @ vc)
+        w = w * decay + p.mT @ b_c + vc.mT @ u_c
     return torch.cat(outputs, dim=2)[:, :, :length]

@@ -4,8 +4,11 @@ run through the public layout."""
 from __future__ import annotations
 
 import torch
+import torch.utils._pytree as pytree
 from torch import Tensor
+from torch.utils._python_dispatch import TorchDispatchMode
 
+from miras_search.memory.forward import memory_forward
 from miras_search.memory.gates import MemoryGates
 from miras_search.memory.inputs import prepare_inputs
 from miras_search.memory.reference_chunk import reference_chunked
@@ -73,3 +76,27 @@ def reference_chunked_forward(
     batch, heads, _, key_dim = x.k.shape
     state = rule.initial_state(params, batch, heads, key_dim, x.v.shape[-1], q.dtype, q.device)
     return x.token_outputs(reference_chunked(rule, x, state, chunk_size))
+
+
+class WrittenElements(TorchDispatchMode):
+    """Counts the elements every op writes (the sizes of its tensor outputs): a measure of work
+    that, unlike time, the machine's load cannot move."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.total = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        self.total += sum(t.numel() for t in pytree.tree_leaves(out) if isinstance(t, torch.Tensor))
+        return out
+
+
+def written_elements(rule: MemoryRule, inputs: tuple, chunk: int, form: str) -> int:
+    """Elements written by the ops of one forward + backward of the chunked memory; ``inputs`` as
+    ``random_inputs`` returns them (with requires_grad)."""
+    q, k, v, gates, params = inputs
+    with WrittenElements() as counter:
+        out = memory_forward(rule, q, k, v, gates, params, chunk_size=chunk, chunk_form=form)
+        out.square().mean().backward()
+    return counter.total
