@@ -48,6 +48,7 @@ from miras_search.study.setup import (
     check_no_live_driver,
     create_study,
     enqueue_anchors,
+    fail_running_trial,
     recover_interrupted,
     requeue,
     requeue_entry,
@@ -504,13 +505,9 @@ class StudyDriver:
         """
         self._running.clear()
         self._by_key.clear()
-        storage = self.study._storage
         for frozen in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             try:
-                storage.set_trial_user_attr(frozen._trial_id, "failure", "interrupted")
-                storage.set_trial_user_attr(frozen._trial_id, "reason", reason)
-                self.study.tell(frozen.number, state=TrialState.FAIL)
-                params = {**frozen.system_attrs.get("fixed_params", {}), **frozen.params}  # asked, maybe not sampled
+                params = fail_running_trial(self.study, frozen, "interrupted", reason)
                 requeue(self.study, params, frozen.user_attrs.get("anchor"), frozen.number)
             except Exception as error:  # the next resume repairs whatever is left RUNNING
                 log.warning("could not mark trial %d as interrupted: %s", frozen.number, error)

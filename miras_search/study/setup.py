@@ -209,17 +209,25 @@ def recover_interrupted(study: optuna.Study, reason: str) -> tuple[list[int], li
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         deaths = int(trial.user_attrs.get("driver_died") or 0) + _ran_in_driver(trial)
         crashed = deaths >= CRASH_LIMIT
-        study._storage.set_trial_user_attr(trial._trial_id, "failure", "crashed" if crashed else "interrupted")
-        study._storage.set_trial_user_attr(trial._trial_id, "reason", (
+        params = fail_running_trial(study, trial, "crashed" if crashed else "interrupted", (
             f"{reason}, for the {deaths}th time with this point (out of memory?): it is not run again"
             if crashed else reason))
-        study.tell(trial.number, state=TrialState.FAIL)
         numbers.append(trial.number)
         if not crashed:
-            params = {**trial.system_attrs.get("fixed_params", {}), **trial.params}  # asked, maybe not sampled
             entries.append({"params": params, "anchor": trial.user_attrs.get("anchor"),
                             "number": trial.number, "driver_died": deaths})
     return numbers, entries
+
+
+def fail_running_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, failure: str,
+                       reason: str) -> dict[str, Any]:
+    """Fail a RUNNING ``trial`` with ``failure`` and ``reason`` recorded; return the params to
+    queue it again with (those fixed when it was enqueued, then those sampled: it may have been
+    asked and not yet sampled)."""
+    study._storage.set_trial_user_attr(trial._trial_id, "failure", failure)
+    study._storage.set_trial_user_attr(trial._trial_id, "reason", reason)
+    study.tell(trial.number, state=TrialState.FAIL)
+    return {**trial.system_attrs.get("fixed_params", {}), **trial.params}
 
 
 def _ran_in_driver(trial: optuna.trial.FrozenTrial) -> int:
