@@ -10,7 +10,9 @@
 # Each step has its own time limit and writes its file as it goes, so a slow step cannot take the
 # others' results: tests 90 s, layer table 70 s, whole-model table 160 s, study 180 s (Ray's
 # start, 110 s of new trials and the last ones' end), report 40 s: 540 s of limits. GPU_TESTS, if set, narrows the tests
-# with a -k expression; KERNEL_TESTS=1 adds the Triton kernels' own GPU tests (minutes of
+# with a -k expression; the step limits can be shortened for a shorter call (TESTS_S, LAYER_S, LM_S,
+# STUDY_S: new trials start for that long, TRIAL_S: each trial's limit, REPORT_S; LAYER_SEQ_LENS and
+# LM_SEQ_LENS the lengths); KERNEL_TESTS=1 adds the Triton kernels' own GPU tests (minutes of
 # compiling: run them alone); WORKERS (default 12) compiles tests in that many processes when
 # pytest-xdist is installed.
 set -uo pipefail
@@ -52,25 +54,25 @@ filter=()
 tests=(tests/test_fla_path.py tests/test_kernel_path.py)
 [ "${KERNEL_TESTS:-0}" = 1 ] && tests+=(tests/test_kernels_matrix.py tests/test_kernels_mlp.py tests/test_kernels_mlp_tiled.py)
 [ "$dry" = 1 ] && tests=(tests/test_fla_path.py)
-step gpu_tests 90 "$py" -m pytest -q -p no:cacheprovider "${parallel[@]}" -m gpu "${filter[@]}" "${tests[@]}"
+step gpu_tests "${TESTS_S:-90}" "$py" -m pytest -q -p no:cacheprovider "${parallel[@]}" -m gpu "${filter[@]}" "${tests[@]}"
 
 # 2. the layer table: deltanet / gated_deltanet through our dispatch vs fla's chunk kernels
 #    (goal <= 1.1x), the MLP memories at head dim 64 / hidden 256, T=4096 (goal <= 8x gated_deltanet;
 #    Titans and Moneta / Yaad with per-head gates run the hidden-tiled MLP kernel there)
-if [ "$dry" = 1 ]; then layer_args=(--tiny); else layer_args=(--seq-lens 2048,4096,8192); fi
-step layer_table 70 "$py" benchmarks/layer_gpu.py "${layer_args[@]}" --out "$out/layer_gpu.md"
+if [ "$dry" = 1 ]; then layer_args=(--tiny); else layer_args=(--seq-lens "${LAYER_SEQ_LENS:-2048,4096,8192}"); fi
+step layer_table "${LAYER_S:-70}" "$py" benchmarks/layer_gpu.py "${layer_args[@]}" --out "$out/layer_gpu.md"
 
 # 3. the whole-model table: ~85M-parameter models (d_model 768, 12 layers, 12 heads of 64), bf16,
 #    T 2048 and 4096, beside fla's GatedDeltaNet model and a plain SDPA Transformer
 #    (the goals' pairs first: a run cut short keeps the rows it has)
 models=gated_deltanet,fla_gated_deltanet,sdpa,moneta,transformer,titans,yaad,memora
-if [ "$dry" = 1 ]; then lm_args=(--tiny); else lm_args=(--seq-lens 2048,4096 --steps 3 --warmup 1 --budget-s 8); fi
-step lm_table 160 "$py" benchmarks/lm_gpu.py --models "$models" "${lm_args[@]}" --out "$out/lm_gpu.md"
+if [ "$dry" = 1 ]; then lm_args=(--tiny); else lm_args=(--seq-lens "${LM_SEQ_LENS:-2048,4096}" --steps 3 --warmup 1 --budget-s 8); fi
+step lm_table "${LM_S:-160}" "$py" benchmarks/lm_gpu.py --models "$models" "${lm_args[@]}" --out "$out/lm_gpu.md"
 
 # 4. an end-to-end study: Ray, 4 trials at a time sharing the GPU (0.25 each), W&B offline,
 #    the quickstart space at a GPU trial's size: new trials start for 110 s, each has 50 s at most
 #    (Triton compiles on the first ones), then the report
-gpus=0.25; study_workers=4; tokens=131072; budget=110; trial_limit=50
+gpus=0.25; study_workers=4; tokens=131072; budget="${STUDY_S:-110}"; trial_limit="${TRIAL_S:-50}"
 if [ "$dry" = 1 ]; then gpus=0; study_workers=2; tokens=8192; budget=40; trial_limit=60; fi
 cat > "$out/gpu_study.yaml" <<EOF
 type: study
@@ -96,7 +98,7 @@ tracking: {wandb: offline}
 EOF
 miras=("$py" -c 'from miras_search.cli import app; app(prog_name="miras")')
 step study $((budget + trial_limit + 20)) "${miras[@]}" run "$out/gpu_study.yaml" --timeout "$budget"
-step study_report 40 "${miras[@]}" report "$out/gpu_study.yaml" --out "$out/study_report"
+step study_report "${REPORT_S:-40}" "${miras[@]}" report "$out/gpu_study.yaml" --out "$out/study_report"
 "$py" - "$out" <<'EOF' | tee -a "$out/gpu.txt"
 import sys
 from collections import Counter

@@ -31,7 +31,7 @@ from rich.console import Console
 from rich.table import Table
 
 from miras_search.memory import MemoryRule, memory_forward
-from miras_search.memory.fla_path import fla_call, fla_problem, run_fla
+from miras_search.memory.fla_path import fla_call, fla_gated_backward_problem, fla_problem, run_fla
 from miras_search.memory.kernel_path import kernel_problem
 from miras_search.memory.testing import random_inputs
 from miras_search.model.mixer import resolved_chunk_form
@@ -108,7 +108,7 @@ def layer_case(name: str, batch: int, length: int, heads: int, dim: int, device:
         torch.autograd.grad(o.float().square().sum(), leaves)
 
     theirs = None
-    if cuda and name in DELTA:
+    if cuda and name in DELTA and not (name == "gated_deltanet" and fla_gated_backward_problem()):
         call = fla_call(rule, q, k, v, gates, params, torch.bfloat16)
 
         def theirs() -> None:
@@ -151,6 +151,11 @@ def main(argv: list[str] | None = None) -> None:
                 fla_ms = bench(theirs) if theirs is not None else None
             except torch.cuda.OutOfMemoryError:
                 rows.append((name, str(length), "-", "-", "-", "-", "out of memory"))
+                continue
+            except Exception as error:  # a layer that cannot run here gets a row that says why
+                text = str(error).strip().splitlines()
+                rows.append((name, str(length), "-", "-", "-", "-",
+                             f"{type(error).__name__}: {text[0] if text else ''}"[:110]))
                 continue
             if name == "gated_deltanet":
                 gdn[length] = ours_ms

@@ -46,6 +46,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from model_vs_sdpa import VOCAB, PlainTransformer
 
+from miras_search.memory.fla_path import fla_gated_backward_problem
 from miras_search.model import build_model
 from miras_search.model.mixer import AttentionMixer
 from miras_search.presets import PRESET_AXES, preset
@@ -134,6 +135,9 @@ def build_fla_gated_deltanet(size: Size, device: torch.device) -> Built:
     except ImportError as error:
         raise RuntimeError(f"flash-linear-attention's models are not installed ({error}); "
                            "pip install 'miras-search[gpu]'") from None
+    refused = fla_gated_backward_problem()
+    if refused is not None:  # fla would raise in the first backward, after minutes of autotuning
+        raise RuntimeError(refused)
     config = GatedDeltaNetConfig(
         hidden_size=size.d_model, num_hidden_layers=size.n_layers, num_heads=size.n_heads,
         head_dim=size.d_model // size.n_heads, expand_v=1.0, intermediate_size=size.mlp_hidden,

@@ -15,7 +15,14 @@ import pytest
 import torch
 
 from miras_search.memory import MemoryRule, memory_forward
-from miras_search.memory.fla_path import FlaCall, fla_call, fla_op, fla_problem
+from miras_search.memory.fla_path import (
+    FlaCall,
+    fla_call,
+    fla_gated_backward_problem,
+    fla_op,
+    fla_problem,
+    uses_log_decay,
+)
 from miras_search.memory.kernel_path import kernel_problem
 from miras_search.memory.testing import random_inputs
 from miras_search.model.mixer import resolved_chunk_form
@@ -169,6 +176,37 @@ def test_the_check_sees_a_wrong_convention() -> None:
     assert _rel(_naive(call).double(), expected) > 0.1
 
 
+@pytest.mark.parametrize(("name", "gated"), [("gated_deltanet", True), ("retnet", True), ("mamba2", True),
+                                             ("deltanet", False), ("linear_attention", False), ("gla", False)])
+def test_which_ops_take_a_log_decay(name: str, gated: bool) -> None:
+    rule, form = _rule_and_form(name)
+    assert uses_log_decay(rule, fla_op(rule, "chunked", form)[0]) is gated
+
+
+@pytest.mark.parametrize(("hopper", "triton_3_4", "triton_3_7_1", "tilelang", "refused"), [
+    (True, True, False, False, True),     # fla issue #640: refused
+    (True, True, True, False, False),     # a fixed Triton
+    (True, True, False, True, False),     # fla's TileLang backend takes the backward
+    (False, True, False, False, False),   # not a Hopper GPU
+    (True, False, False, False, False),   # Triton before the regression
+])
+def test_fla_gated_backward_is_refused_only_where_fla_refuses_it(monkeypatch, hopper, triton_3_4,
+                                                                 triton_3_7_1, tilelang, refused) -> None:
+    fla_utils = pytest.importorskip("fla.utils", reason="fla-core is not installed")
+    monkeypatch.setattr(fla_utils, "IS_NVIDIA_HOPPER", hopper)
+    monkeypatch.setattr(fla_utils, "TRITON_ABOVE_3_4_0", triton_3_4)
+    monkeypatch.setattr(fla_utils, "TRITON_ABOVE_3_7_1", triton_3_7_1)
+    monkeypatch.setattr(fla_utils, "find_spec_cached", lambda name: object() if tilelang else None)
+    fla_gated_backward_problem.cache_clear()
+    try:
+        reason = fla_gated_backward_problem()
+    finally:
+        fla_gated_backward_problem.cache_clear()
+    assert (reason is not None) is refused
+    if refused:
+        assert "3.7.1" in reason and "tilelang" in reason
+
+
 # --- on a GPU: fla's chunk kernels in bf16 against our float64 recurrence -----------------------
 
 @pytest.mark.gpu
@@ -188,8 +226,10 @@ def test_fla_kernels_match_the_float64_recurrence(name: str, length: int) -> Non
     qc, kc, vc = cuda(q), cuda(k), cuda(v)
     gc = type(gates)(**{f: cuda(getattr(gates, f)) for f in ("eta", "alpha", "theta", "delta")})
     pc = [cuda(p) for p in params]
+    # where fla refuses its gated backward (Hopper with Triton 3.4 to 3.7.0), our path runs instead
+    refused = fla_gated_backward_problem() if uses_log_decay(rule, COVERED[name]) else None
     with torch.autocast("cuda", dtype=torch.bfloat16):
-        assert fla_problem(rule, qc, "chunked", form) is None
+        assert fla_problem(rule, qc, "chunked", form) == refused
         got = memory_forward(rule, qc, kc, vc, gc, pc, chunk_size=64, chunk_form=form, kernel="auto")
     assert _rel(got.double().cpu(), expected) < 2e-2
 

@@ -20,6 +20,7 @@ inputs only, so the path runs where the layer computes in bf16 / fp16 (CUDA auto
 
 from __future__ import annotations
 
+import functools
 import importlib
 from dataclasses import dataclass
 from typing import Any
@@ -127,6 +128,37 @@ def fla_import_problem(op: str) -> str | None:
     return None
 
 
+def uses_log_decay(rule: MemoryRule, op: str) -> bool:
+    """Whether fla's ``op`` gets a log-decay ``g`` for this rule (gated_delta_rule always does)."""
+    return op == "gated_delta_rule" or (op in ("simple_gla", "gated_delta_product") and "alpha" in rule.needs())
+
+
+@functools.cache
+def fla_gated_backward_problem() -> str | None:
+    """Why fla cannot take the gradient of its gated chunk ops on this machine, or None.
+
+    fla 0.6 refuses (raises in the backward) its gated ``chunk_bwd_dqkwg`` on Hopper GPUs with
+    Triton >= 3.4 and < 3.7.1, which compiles it to wrong results (fla issue #640), unless
+    tilelang is installed for its TileLang backend. Read from fla's own flags, so that a newer fla
+    or Triton that lifts the guard is used again.
+    """
+    try:
+        from fla.utils import (
+            IS_NVIDIA_HOPPER,
+            TRITON_ABOVE_3_4_0,
+            TRITON_ABOVE_3_7_1,
+            find_spec_cached,
+        )
+    except Exception:  # another fla layout, or no fla (fla_import_problem says so)
+        return None
+    if not (IS_NVIDIA_HOPPER and TRITON_ABOVE_3_4_0 and not TRITON_ABOVE_3_7_1):
+        return None
+    if find_spec_cached("tilelang") is not None:
+        return None
+    return ("fla refuses the gradient of its gated chunk kernels on Hopper GPUs with Triton >= 3.4 "
+            "and < 3.7.1 (wrong results, fla issue #640): upgrade Triton to >= 3.7.1 or install tilelang")
+
+
 def fla_problem(rule: MemoryRule, q: Tensor, mode: str = "chunked",
                 chunk_form: str = "minibatch") -> str | None:
     """None when ``fla_forward`` runs this layer on fla's kernels, else why not."""
@@ -138,7 +170,10 @@ def fla_problem(rule: MemoryRule, q: Tensor, mode: str = "chunked",
     dtype = compute_dtype(q)
     if dtype not in FLA_DTYPES:
         return f"the layer computes in {dtype}; fla's kernels take bfloat16 / float16 (autocast)"
-    return fla_import_problem(op)
+    imported = fla_import_problem(op)
+    if imported is not None or not uses_log_decay(rule, op):
+        return imported
+    return fla_gated_backward_problem()
 
 
 def _per_head_gate(gate: Tensor, dims: int) -> Tensor:

@@ -28,10 +28,18 @@ MACHINE_SHARE = 0.8
 """Share of the machine's RAM (or GPU memory) that trials may use together by default."""
 
 
+def with_index(device: torch.device) -> torch.device:
+    """``device`` with its index: a bare ``cuda`` is the current GPU (torch's per-device calls, such
+    as the memory fraction, refuse a device without one)."""
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
 def machine_memory(device: torch.device) -> int:
     """Bytes of the GPU (cuda) or of the machine's RAM (cpu)."""
     if device.type == "cuda":
-        return torch.cuda.get_device_properties(device).total_memory
+        return torch.cuda.get_device_properties(with_index(device)).total_memory
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
@@ -90,6 +98,7 @@ def _data_bytes() -> int | None:
 def gpu_memory_limit(limit: int, device: torch.device) -> Iterator[None]:
     """Hold this process to ``limit`` bytes of the GPU's memory for the block's length (the
     caching allocator then raises torch.cuda.OutOfMemoryError past it, caught as 'oom')."""
+    device = with_index(device)
     total = machine_memory(device)
     torch.cuda.set_per_process_memory_fraction(min(1.0, limit / total), device)
     try:
