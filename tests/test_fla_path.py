@@ -217,30 +217,32 @@ def test_fla_kernels_match_the_float64_recurrence(name: str, length: int) -> Non
         pytest.skip("needs CUDA")
     pytest.importorskip("fla.ops", reason="fla-core is not installed (the gpu extra)")
     rule, form = _rule_and_form(name)
-    q, k, v, gates, params = random_inputs(rule, 2, length, 4, 64, seed=length, channel=_channel(rule))
-    expected = memory_forward(rule, q, k, v, gates, params, mode="recurrent")
-
-    def cuda(x):
-        return None if x is None else x.cuda().float().requires_grad_(True)
-
-    qc, kc, vc = cuda(q), cuda(k), cuda(v)
-    gc = type(gates)(**{f: cuda(getattr(gates, f)) for f in ("eta", "alpha", "theta", "delta")})
-    pc = [cuda(p) for p in params]
+    # the float64 reference runs on the GPU too (on the CPU it took most of the test step's time)
+    q64, k64, v64, g64, p64 = _on_cuda(*random_inputs(rule, 2, length, 4, 64, seed=length,
+                                                      channel=_channel(rule)), dtype=torch.float64)
+    ref = memory_forward(rule, q64, k64, v64, g64, p64, mode="recurrent")
+    qc, kc, vc, gc, pc = _on_cuda(q64, k64, v64, g64, p64, dtype=torch.float32)
     # where fla refuses its gated backward (Hopper with Triton 3.4 to 3.7.0), our path runs instead
     refused = fla_gated_backward_problem() if uses_log_decay(rule, COVERED[name]) else None
     with torch.autocast("cuda", dtype=torch.bfloat16):
         assert fla_problem(rule, qc, "chunked", form) == refused
         got = memory_forward(rule, qc, kc, vc, gc, pc, chunk_size=64, chunk_form=form, kernel="auto")
-    assert _rel(got.double().cpu(), expected) < 2e-2
+    assert _rel(got.double(), ref) < 2e-2
 
-    q64, k64, v64, g64, p64 = random_inputs(rule, 2, length, 4, 64, seed=length, channel=_channel(rule),
-                                            requires_grad=True)
-    ref = memory_forward(rule, q64, k64, v64, g64, p64, mode="recurrent")
-    weight = torch.randn(ref.shape, dtype=torch.float64)
+    weight = torch.randn(ref.shape, dtype=torch.float64, device=ref.device)
     want = torch.autograd.grad((ref * weight).sum(), [q64, k64, v64, g64.eta])
-    have = torch.autograd.grad((got.double().cpu() * weight).sum(), [qc, kc, vc, gc.eta])
+    have = torch.autograd.grad((got.double() * weight).sum(), [qc, kc, vc, gc.eta])
     for leaf_want, leaf_have in zip(want, have, strict=True):
-        assert _rel(leaf_have.double().cpu(), leaf_want) < 5e-2
+        assert _rel(leaf_have.double(), leaf_want) < 5e-2
+
+
+def _on_cuda(q, k, v, gates, params, dtype):
+    """The inputs as new leaves on the GPU in ``dtype`` (gradients taken w.r.t. them)."""
+    def leaf(x):
+        return None if x is None else x.detach().to("cuda", dtype).requires_grad_(True)
+
+    moved = type(gates)(**{f: leaf(getattr(gates, f)) for f in ("eta", "alpha", "theta", "delta")})
+    return leaf(q), leaf(k), leaf(v), moved, [leaf(p) for p in params]
 
 
 # --- the dispatch, with fla's kernels stood in for by its naive functions ----------------------

@@ -302,3 +302,34 @@ def test_multi_document_files_are_size_capped_and_each_point_memory_checked(tmp_
     result = runner.invoke(app, ["validate", str(path)])
     text = " ".join(result.output.split())
     assert result.exit_code == 1 and "(document 2)" in text and "per-trial memory limit of 256 GB" in text, text
+
+
+def test_the_gpu_limit_names_the_gpu_by_its_index(monkeypatch):
+    """torch 2.11 refuses a bare ``cuda`` device in its per-device memory calls (every trial of the
+    first GPU study failed so): the limit gives the current GPU's index first."""
+    import torch
+
+    from miras_search.trial import memory_limit
+
+    calls: list[tuple[str, object]] = []
+
+    class Properties:
+        total_memory = 100 * 10**9
+
+    def properties(device):
+        calls.append(("properties", device))
+        return Properties()
+
+    def fraction(value, device):
+        calls.append(("fraction", (value, device)))
+
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 3)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", properties)
+    monkeypatch.setattr(torch.cuda, "set_per_process_memory_fraction", fraction)
+    assert memory_limit.with_index(torch.device("cuda")) == torch.device("cuda", 3)
+    assert memory_limit.with_index(torch.device("cuda", 1)) == torch.device("cuda", 1)
+    assert memory_limit.with_index(torch.device("cpu")) == torch.device("cpu")
+    with memory_limit.gpu_memory_limit(25 * 10**9, torch.device("cuda")):
+        assert calls[-1] == ("fraction", (0.25, torch.device("cuda", 3)))
+    assert calls[-1] == ("fraction", (1.0, torch.device("cuda", 3)))
+    assert all(device.index == 3 for kind, device in calls if kind == "properties")
