@@ -10,14 +10,19 @@ from torch import Tensor
 
 from miras_search.errors import UnsupportedPoint
 from miras_search.memory.attention import softmax_attention
-from miras_search.memory.chunked import chunked
+from miras_search.memory.chunked import (
+    checkpointed_update,
+    checkpoints_updates,
+    chunk_update,
+    chunked,
+)
 from miras_search.memory.exact_delta import exact_delta
 from miras_search.memory.gates import MemoryGates
 from miras_search.memory.generalized_delta import generalized_delta
 from miras_search.memory.inputs import MemoryInputs, prepare_inputs
 from miras_search.memory.kernel_path import KernelChoice, fast_forward
 from miras_search.memory.materialised import checkpointed_chunk
-from miras_search.memory.recurrent import recurrent
+from miras_search.memory.recurrent import input_widths, recurrent
 from miras_search.memory.rule import MemoryRule, MemoryState
 
 
@@ -125,5 +130,6 @@ def memory_forward(
         elif rule.materialised_chunks:  # Atlas's muon / Omega window
             y = chunked(rule, x, state, chunk_size, update=checkpointed_chunk)
         else:
-            y = chunked(rule, x, state, chunk_size)
+            large = checkpoints_updates(batch, heads, x.length, input_widths(state.w))
+            y = chunked(rule, x, state, chunk_size, update=checkpointed_update if large else chunk_update)
         return x.token_outputs(y).to(out_dtype)

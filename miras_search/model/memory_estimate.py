@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from miras_search.memory.chunked import checkpoints_updates, update_keeps
 from miras_search.memory.materialised import CHECKPOINT_FLOATS
 from miras_search.model.factory import attention_state_size, memory_state_size, param_count
 from miras_search.schema import ModelPoint
@@ -33,6 +34,9 @@ _PARAM_BYTES = 16
 """Weights, gradients and AdamW's exp_avg and exp_avg_sq, float32 each."""
 _STATE_COPIES = 10
 """Memory-state-sized tensors autograd keeps per chunk (the state, the step, retention's temporaries)."""
+_STATE_COPIES_CHECKPOINTED = 2
+"""The same for a deep memory whose chunk updates run checkpointed (memory.chunked.
+checkpoints_updates): the chunk-start state and its momentum or retention's companion."""
 _STATE_COPIES_RECURRENT = 4
 """The same per token of the recurrence (fewer temporaries per step; measured)."""
 _LOGIT_COPIES = 3
@@ -117,6 +121,15 @@ def _materialised_copies(point: ModelPoint) -> int:
     return 4 + 3 * getattr(point.algorithm, "ns_steps", 0)
 
 
+def _update_widths(point: ModelPoint) -> list[int]:
+    """Input widths of one head's memory weights where the PyTorch chunk update may be
+    checkpointed (a deep memory in the linear chunked form), else []."""
+    if point.memory.kind != "mlp" or point.train.chunk_form == "exact_delta" or materialised(point):
+        return []
+    hidden = point.memory.expansion * point.block.head_v
+    return [point.block.head_k] + [hidden] * (point.memory.depth - 1)
+
+
 def _span(context: int, window: int | None) -> int:
     return context if window is None else min(window, context)
 
@@ -135,6 +148,11 @@ def estimate_memory(point: ModelPoint, eval_batch_size: int | None = None) -> Me
         if kind == "memory" and point.memory.kind != "none":
             copies = _STATE_COPIES_RECURRENT if chunk == 1 else _STATE_COPIES
             state = memory_state_size(point, context)
+            widths = _update_widths(point)
+            if chunk > 1 and checkpoints_updates(batch, block.n_heads, context, widths):
+                # checkpointed chunk updates: the chunk-start states, and one chunk recomputed
+                copies = _STATE_COPIES_CHECKPOINTED
+                states += update_keeps(batch, block.n_heads, chunk, widths) // FLOAT
             states += batch * math.ceil(context / chunk) * state * copies
             if chunk > 1 and materialised(point):  # per-token weights: all, or one chunk's
                 per_chunk = batch * chunk * state
