@@ -108,7 +108,7 @@ def layer_case(name: str, batch: int, length: int, heads: int, dim: int, device:
         torch.autograd.grad(o.float().square().sum(), leaves)
 
     theirs = None
-    if cuda and name in DELTA and not (name == "gated_deltanet" and fla_gated_backward_problem()):
+    if cuda and name in DELTA and not (name == "gated_deltanet" and fla_gated_backward_problem("gated_delta_rule")):
         call = fla_call(rule, q, k, v, gates, params, torch.bfloat16)
 
         def theirs() -> None:
