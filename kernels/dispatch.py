@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from .bias import BiasConfig
-from .limits import CHUNK_SIZES, matrix_shape_problem, mlp_shape_problem
+from .limits import CHUNK_SIZES, matrix_shape_problem, mlp_hidden_tile, mlp_shape_problem
 from .precision import matrix_precision, mlp_precision, products
 
 
@@ -119,7 +119,8 @@ def kernel_for(rule: Any) -> Callable[..., Any] | None:
     """The Triton kernel for this point, or None when it is not covered.
 
     Covered, with the biases dot, l2, lp (smooth), huber (coordinate / norm / switch; a per-head
-    delta), robust and a per-head eta:
+    delta), robust and a per-head eta (the MLP memory also a channel-wise one, where its weights
+    fit on chip: ``shape_problem``):
 
     - matrix memory, retention none or l2, gd or momentum, alpha per head or channel-wise
       (channel-wise only with gd): ``chunk_matrix_memory`` with the bias bound,
@@ -133,7 +134,9 @@ def kernel_for(rule: Any) -> Callable[..., Any] | None:
     """
     bias = bias_config(rule.bias)
     modes = _gate_modes(rule)
-    if bias is None or modes.get("eta") == "channel" or modes.get("delta") == "channel":
+    if bias is None or modes.get("delta") == "channel":
+        return None
+    if modes.get("eta") == "channel" and _kind(rule.memory) != "mlp":  # the MLP kernel has it
         return None
     if _atlas_only(rule):
         return None
@@ -168,6 +171,12 @@ def shape_problem(rule: Any, key_dim: int, value_dim: int, chunk_size: int,
     if _kind(rule.memory) == "mlp":
         _, _, layer_norm, expansion = _network(rule)
         operands = products(mlp_precision(dtype, layer_norm, _retention_config(rule)[0], bias_kind))
-        return mlp_shape_problem(key_dim, expansion * key_dim, chunk_size, operands)
+        problem = mlp_shape_problem(key_dim, expansion * key_dim, chunk_size, operands)
+        if problem is None and _gate_modes(rule).get("eta") == "channel" and \
+                mlp_hidden_tile(key_dim, expansion * key_dim, chunk_size, operands) is not None:
+            return (f"a channel-wise eta runs on the MLP kernel that keeps W1, W2 on chip, which head "
+                    f"dim {key_dim} / hidden {expansion * key_dim} at chunk {chunk_size} do not fit "
+                    f"with {operands} products (the hidden-tiled kernel has per-head eta only)")
+        return problem
     operands = products(matrix_precision(dtype, bias_kind))
     return matrix_shape_problem(key_dim, value_dim, operands, bias is not None and bias.row_norm)

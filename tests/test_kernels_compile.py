@@ -44,6 +44,9 @@ MLP_CASES = {  # MlpMemoryConfig, bias, K, hidden, chunk, momentum, dtype
     "l2-bf16-products-widest": 'MlpMemoryConfig("silu", False, "l2"), BiasConfig("l2"), 64, 256, 32, False, torch.bfloat16',
     "memora-bf16-tf32x3-widest": 'MlpMemoryConfig("gelu", True, "kl"), BiasConfig("l2"), 32, 128, 32, False, torch.bfloat16',
     "titans-fp32-widest": 'MlpMemoryConfig("gelu", True, "l2"), BiasConfig("l2"), 32, 128, 32, True, torch.float32',
+    # a channel-wise eta (two more input tiles) at the widest whole-W shapes
+    "l2-bf16-products-widest-channel-eta": 'MlpMemoryConfig("silu", False, "l2"), BiasConfig("l2"), 64, 256, 32, False, torch.bfloat16, None, True',
+    "moneta-bf16-tf32x3-widest-channel-eta": 'MlpMemoryConfig("gelu", True, "lq", q=4.0), BiasConfig("lp"), 32, 128, 32, False, torch.bfloat16, None, True',
     # past those, the hidden dim in tiles (kernels/mlp_chunk/tiled.py), here forced at a small
     # shape with the most branches (lq's walks, momentum, a row-norm bias): it compiles. The
     # paper's K = 64 / hidden 256 take minutes each; every named model and precision there is in

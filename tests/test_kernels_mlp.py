@@ -274,6 +274,40 @@ def test_reference_equals_memory_chunked_form(bias, retention, activation, layer
     assert rel_err(o_ref, o_memory) < 1e-10
 
 
+def channel_eta(x: dict, hidden: int, seed: int = 5) -> dict:
+    """``x`` with a channel-wise eta [B, T, H, K + hidden] in the per-head eta's range."""
+    B, T, H, K = x["q"].shape
+    rand = torch.rand(B, T, H, K + hidden, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    low, high = float(x["eta"].min()), float(x["eta"].max())
+    return {**x, "eta": low + (high - low) * rand}
+
+
+@pytest.mark.parametrize("bias", ["l2", "lp", "huber_norm"])
+@pytest.mark.parametrize("retention", ["none", "l2", "l2_previous", "lq"])
+@pytest.mark.parametrize("algorithm", ["gd", "momentum"])
+def test_reference_with_channel_eta_equals_memory_chunked_form(bias, retention, algorithm):
+    """A channel-wise eta (one step per input channel of W1, then of W2) scales what each layer
+    writes with: the reference equals the memory's chunked form, which applies it per channel."""
+    point = mlp_point(bias, retention, "gelu", True, algorithm)
+    point = point.model_copy(update={"algorithm": point.algorithm.model_copy(
+        update={"eta": point.algorithm.eta.model_copy(update={"mode": "channel"})})})
+    rule = MemoryRule.from_point(point)
+    assert rule.gate_modes["eta"] == "channel"
+    x = channel_eta(make_inputs(2, 37, 2, 8, 32, bias, retention.split("_")[0], seed=3,
+                                momentum=algorithm == "momentum"), 32)
+    params = [p.double() for p in rule.initial_parameters(2, 8, 8)]
+    gates = MemoryGates(x["eta"], x["alpha"], x["theta"], x["delta"])
+    o_memory = memory_forward(rule, x["q"], x["k"], x["v"], gates, params, "chunked", 16)
+    config = kernel_for(mlp_point(bias, retention, "gelu", True, algorithm)).keywords["config"]
+    o_ref = naive_chunk_mlp_memory(x["q"], x["k"], x["v"], x["eta"], *params, x["alpha"], x["theta"],
+                                   x["delta"], config=config, bias=bias_config(point.bias), chunk_size=16)
+    assert rel_err(o_ref, o_memory) < 1e-10
+    head = naive_chunk_mlp_memory(x["q"], x["k"], x["v"], x["eta"].mean(-1), *params, x["alpha"],
+                                  x["theta"], x["delta"], config=config, bias=bias_config(point.bias),
+                                  chunk_size=16)
+    assert rel_err(head, o_ref) > 1e-3  # the channels matter: not a per-head step in disguise
+
+
 # ---- dispatch and the model path --------------------------------------------------------------
 def test_dispatch_covers_the_mlp_family():
     """Per-head gates run on the kernel; the named models' channel-wise gates and kl retention
@@ -301,7 +335,9 @@ def test_shape_problem_names_the_dims():
     # past the on-chip tiles (kernels.limits.MLP_MAX_TILES, by the precision of the products:
     # Moneta's LayerNorm takes fp32-accurate ones also for bf16 inputs) the hidden dim is tiled,
     # up to K = 64; past that, refused with both reasons
-    assert shape_problem(rule, 64, 64, 64, torch.bfloat16) is None
+    assert shape_problem(MemoryRule.from_point(per_head_preset("moneta")), 64, 64, 64, torch.bfloat16) is None
+    # a channel-wise eta (Moneta's) is on the on-chip kernel only
+    assert "channel-wise eta" in shape_problem(rule, 64, 64, 64, torch.bfloat16)
     problem = shape_problem(rule, 128, 128, 16, torch.bfloat16)
     assert "K=128, hidden=512" in problem and "tf32x3 products" in problem
     assert "chunk x (K + hidden)" in problem and "K <= 64" in problem
@@ -534,3 +570,49 @@ def test_language_model_trains_the_same_through_the_kernel(name):
     (logits_k, grads_k), (logits_t, grads_t) = results
     assert rel_err(logits_k, logits_t) < 5e-3
     assert rel_err(grads_k, grads_t) < 5e-3
+
+
+@pytest.mark.parametrize("retention", ["none", "l2", "lq"])
+@pytest.mark.parametrize("momentum", [False, True])
+@pytest.mark.parametrize("T", [1, 7, 37])
+def test_kernel_with_channel_eta(retention, momentum, T):
+    """The on-chip kernel with a step per input channel (the named models' eta): output and every
+    gradient, the channel-wise eta's included, against the float64 reference."""
+    config = MlpMemoryConfig("gelu", True, retention)
+    x = channel_eta(make_inputs(1, T, 2, 16, 32, "l2", retention, seed=T, momentum=momentum), 32)
+    check(x, config, BiasConfig("l2"), 16)
+
+
+@pytest.mark.parametrize(("name", "chunk_size"), [("moneta", 16), ("yaad", 32), ("titans", 16)])
+def test_named_models_with_channel_eta(name, chunk_size):
+    config, bias = NAMED[name]
+    check(channel_eta(named_inputs(name, 1, 40, 1, 16, 32, seed=2), 32), config, bias, chunk_size)
+
+
+def test_channel_eta_is_refused_by_the_hidden_tiled_kernel():
+    x = channel_eta(make_inputs(1, 8, 1, 16, 32), 32)
+    with pytest.raises(KernelInputError, match="channel-wise eta"):
+        chunk_mlp_memory(**{n: x[n].float() for n in NAMES if x[n] is not None}, hidden_tile=16)
+
+
+@pytest.mark.parametrize("name", ["moneta", "yaad", "titans"])
+def test_channel_eta_through_memory_forward(name):
+    """A point with a channel-wise eta and per-head alpha / delta runs the kernel (forced, in the
+    interpreter here; 'auto' on a GPU) with the PyTorch form's outputs and gradients, eta's too."""
+    spec = per_head_preset(name).model_dump()
+    spec["algorithm"]["eta"].update(mode="channel", rank=None)
+    rule = MemoryRule.from_point(ModelPoint.model_validate(spec))
+    assert rule.gate_modes["eta"] == "channel" and kernel_for(rule) is not None
+    B, T, H, K = 1, 23, 2, 16
+    x = channel_eta(make_inputs(B, T, H, K, 4 * K, "l2", "l2", seed=4, momentum=name == "titans"), 4 * K)
+    gates = MemoryGates(x["eta"].float().requires_grad_(), x["alpha"].float(),
+                        None if x["theta"] is None else x["theta"].float(),
+                        torch.full((B, T, H), 1.0) if "delta" in rule.needs() else None)
+    q, k, v = (x[n].float().requires_grad_() for n in "qkv")
+    params = [p.float() for p in rule.initial_parameters(H, K, K)]
+    outs = {}
+    for kernel in ("triton", "torch"):
+        o = memory_forward(rule, q, k, v, gates, params, chunk_size=16, kernel=kernel)
+        outs[kernel] = [o, *torch.autograd.grad(o.square().sum(), [q, k, v, gates.eta])]
+    for fused, reference in zip(outs["triton"], outs["torch"], strict=True):
+        assert rel_err(fused.double(), reference.double()) < 5e-3

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from kernel_checks import rel_err
+from kernel_checks import per_head_preset, rel_err
 from test_kernels_mlp import CUDA, NAMED, check, gpu_only, make_inputs, named_inputs
 
 from miras_search.kernels import BiasConfig, KernelInputError, kernel_for
@@ -19,7 +19,6 @@ from miras_search.kernels.dispatch import shape_problem
 from miras_search.kernels.limits import MLP_HIDDEN_TILE, mlp_hidden_tile, mlp_shape_problem
 from miras_search.kernels.mlp_chunk import MlpMemoryConfig, chunk_mlp_memory
 from miras_search.memory import MemoryRule
-from miras_search.presets import preset
 
 pytestmark = pytest.mark.filterwarnings("error::miras_search.kernels.KernelFallbackWarning")
 
@@ -109,7 +108,7 @@ def test_paper_shapes_are_admitted_with_hidden_tiles():
     assert mlp_hidden_tile(16, 64, 16, "tf32x3") is None
     assert mlp_hidden_tile(64, 1024, 16, "tf32x3") == MLP_HIDDEN_TILE  # any hidden dim
     assert mlp_hidden_tile(32, 16, 64, "tf32x3") == 16  # (a tile of at most the hidden dim)
-    moneta = MemoryRule.from_point(preset("moneta"))
+    moneta = MemoryRule.from_point(per_head_preset("moneta"))  # the tiled kernel: per-head eta
     assert shape_problem(moneta, 64, 64, 64, torch.bfloat16) is None
     problem = shape_problem(moneta, 128, 128, 16, torch.bfloat16)
     assert "tile (10240 elements)" in problem and "K <= 64" in problem

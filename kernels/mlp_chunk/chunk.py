@@ -130,6 +130,16 @@ def _exact_read(W1n, W2n, qc, K: tl.constexpr, ACT: tl.constexpr, LN: tl.constex
 
 
 @triton.jit
+def _channel_steps(eta, row, mt, K: tl.constexpr, HD: tl.constexpr):
+    """A channel-wise eta's steps of one segment: [C, K] for W1's input channels, [C, HD] for
+    W2's (eta is [B, T, H, K + HD]; padding rows 0)."""
+    base = row[:, None] * (K + HD)
+    e1 = tl.load(eta + base + tl.arange(0, K)[None, :], mask=mt[:, None], other=0.0).to(tl.float32)
+    e2 = tl.load(eta + base + K + tl.arange(0, HD)[None, :], mask=mt[:, None], other=0.0).to(tl.float32)
+    return e1, e2
+
+
+@triton.jit
 def _fwd_kernel(
     q, k, v, eta, alpha, theta, delta, x1_0, x2_0, seg_start, seg_size, o,
     saved1, saved2, saved_s1, saved_s2,
@@ -137,7 +147,7 @@ def _fwd_kernel(
     C: tl.constexpr, K: tl.constexpr, HD: tl.constexpr, BIAS: tl.constexpr, NEPS: tl.constexpr,
     SMOOTH: tl.constexpr, ACT: tl.constexpr, LN: tl.constexpr, RET: tl.constexpr,
     RETAIN_FIRST: tl.constexpr, HAS_ALPHA: tl.constexpr, MOM: tl.constexpr, NEEDS_DELTA: tl.constexpr, SAVE: tl.constexpr,
-    PREC: tl.constexpr,
+    PREC: tl.constexpr, ETA_CH: tl.constexpr,
 ):
     i_bh = tl.program_id(0)
     b = i_bh // H
@@ -164,6 +174,9 @@ def _fwd_kernel(
         qc, kc, vc, et, la, lth, dl, _row, ptr, mt = _load_segment(
             q, k, v, eta, alpha, theta, delta, b, h, start, size, T, H, C, K, HAS_ALPHA, MOM,
             NEEDS_DELTA)
+        if ETA_CH:  # the steps scale each layer's write input; the step weights keep eta = 1
+            e1, e2 = _channel_steps(eta, _row, mt, K, HD)
+            et = tl.where(mt, 1.0, 0.0)
         r1, r2 = _scales(X1, X2, QX, RET)
         V1 = _read_base(X1, RET)
         V2 = _read_base(X2, RET)
@@ -171,22 +184,28 @@ def _fwd_kernel(
         _ks, _a1, hk, _hs, _a2, _E, _G, d2, _t1, _f1, d1 = _key_pass(
             r1 * V1, r2 * V2, kc, vc, dl, s, P_EXP, SHARP, EPS, RADIUS,
             K, BIAS, NEPS, SMOOTH, ACT, LN, PREC)
+        if ETA_CH:
+            x1w = kc * e1
+            x2w = hk * e2
+        else:
+            x1w = kc
+            x2w = hk
         _QK, _A1, _u1p, _u1, _hq, _HH, _A2, _u2p, _u2, out = _read(
-            V1, V2, S1, S2, r1, r2, qc, kc, hk, d1, d2, bt, m, De, K, ACT, LN, MOM, PREC)
+            V1, V2, S1, S2, r1, r2, qc, x1w, x2w, d1, d2, bt, m, De, K, ACT, LN, MOM, PREC)
         # the segment's last token (padding rows would still add S: momentum needs this row)
         is_last = oc == size - 1
         c = tl.sum(tl.where(is_last[:, None], De, 0.0), 0)  # coef[last, i] eta_i
         b_last = tl.exp(tl.sum(la, 0))
-        raw1 = b_last * X1 - _mm(tl.trans(d1), kc * c[:, None], PREC)
-        raw2 = b_last * X2 - _mm(tl.trans(d2), hk * c[:, None], PREC)
+        raw1 = b_last * X1 - _mm(tl.trans(d1), x1w * c[:, None], PREC)
+        raw2 = b_last * X2 - _mm(tl.trans(d2), x2w * c[:, None], PREC)
         if MOM:
             m_last = tl.sum(tl.where(is_last, m, 0.0), 0)
             raw1 += m_last * S1
             raw2 += m_last * S2
             step = tl.sum(tl.where(is_last[:, None], Dt, 0.0), 0) * et  # Theta_C / Theta_i eta_i
             theta_all = tl.exp(tl.sum(lth, 0))
-            S1 = theta_all * S1 - _mm(tl.trans(d1), kc * step[:, None], PREC)
-            S2 = theta_all * S2 - _mm(tl.trans(d2), hk * step[:, None], PREC)
+            S1 = theta_all * S1 - _mm(tl.trans(d1), x1w * step[:, None], PREC)
+            S2 = theta_all * S2 - _mm(tl.trans(d2), x2w * step[:, None], PREC)
         X1, W1n = _end_weights(raw1, QX, SCALE, RET)
         X2, W2n = _end_weights(raw2, QX, SCALE, RET)
         if RET >= 2:  # the segment's last token reads the exact new memory
@@ -203,6 +222,7 @@ def _bwd_kernel(
     C: tl.constexpr, K: tl.constexpr, HD: tl.constexpr, BIAS: tl.constexpr, NEPS: tl.constexpr,
     SMOOTH: tl.constexpr, ACT: tl.constexpr, LN: tl.constexpr, RET: tl.constexpr,
     RETAIN_FIRST: tl.constexpr, HAS_ALPHA: tl.constexpr, MOM: tl.constexpr, NEEDS_DELTA: tl.constexpr, PREC: tl.constexpr,
+    ETA_CH: tl.constexpr,
 ):
     i_bh = tl.program_id(0)
     b = i_bh // H
@@ -233,6 +253,9 @@ def _bwd_kernel(
         qc, kc, vc, et, la, lth, dl, row, ptr, mt = _load_segment(
             q, k, v, eta, alpha, theta, delta, b, h, start, size, T, H, C, K, HAS_ALPHA, MOM,
             NEEDS_DELTA)
+        if ETA_CH:
+            e1, e2 = _channel_steps(eta, row, mt, K, HD)
+            et = tl.where(mt, 1.0, 0.0)
         dy = tl.load(do + ptr, mask=mt[:, None], other=0.0).to(tl.float32)
         is_last = oc == size - 1
         # ---- recompute the segment
@@ -244,14 +267,20 @@ def _bwd_kernel(
         bt, s, D, Dt, coef, m, De = _decays(la, lth, et, C, RETAIN_FIRST, MOM)
         ks, a1, hk, hs, a2, E, G, d2, t1, f1, d1 = _key_pass(
             W1, W2, kc, vc, dl, s, P_EXP, SHARP, EPS, RADIUS, K, BIAS, NEPS, SMOOTH, ACT, LN, PREC)
+        if ETA_CH:
+            x1w = kc * e1
+            x2w = hk * e2
+        else:
+            x1w = kc
+            x2w = hk
         QK, A1, u1p, u1, hq, HH, A2, u2p, u2, _out = _read(
-            V1, V2, S1, S2, r1, r2, qc, kc, hk, d1, d2, bt, m, De, K, ACT, LN, MOM, PREC)
+            V1, V2, S1, S2, r1, r2, qc, x1w, x2w, d1, d2, bt, m, De, K, ACT, LN, MOM, PREC)
         c = tl.sum(tl.where(is_last[:, None], De, 0.0), 0)
         b_last = tl.exp(tl.sum(la, 0))
         E1 = X1  # the segment end grows from the carried state itself (kl: the log-weights)
         E2 = X2
-        raw1 = b_last * E1 - _mm(tl.trans(d1), kc * c[:, None], PREC)
-        raw2 = b_last * E2 - _mm(tl.trans(d2), hk * c[:, None], PREC)
+        raw1 = b_last * E1 - _mm(tl.trans(d1), x1w * c[:, None], PREC)
+        raw2 = b_last * E2 - _mm(tl.trans(d2), x2w * c[:, None], PREC)
         if MOM:
             m_last = tl.sum(tl.where(is_last, m, 0.0), 0)
             raw1 += m_last * S1
@@ -287,24 +316,25 @@ def _bwd_kernel(
             draw2 = dX2n
         # raw_l = b_last E_l - sum_i c_i d_li x_li^T
         db = tl.where(is_last, tl.sum(tl.sum(E1 * draw1, 1), 0) + tl.sum(tl.sum(E2 * draw2, 1), 0), 0.0)
-        R1 = _mm(kc, tl.trans(draw1), PREC)  # [C, HD]
-        R2 = _mm(hk, tl.trans(draw2), PREC)  # [C, K]
+        # dx1w, dx2w: the gradients of each layer's write input (k, h; channel eta: scaled)
+        R1 = _mm(x1w, tl.trans(draw1), PREC)  # [C, HD]
+        R2 = _mm(x2w, tl.trans(draw2), PREC)  # [C, K]
         dd1 = -c[:, None] * R1
         dd2 = -c[:, None] * R2
-        dkc = -c[:, None] * _mm(d1, draw1, PREC)
-        dh = -c[:, None] * _mm(d2, draw2, PREC)
+        dx1w = -c[:, None] * _mm(d1, draw1, PREC)
+        dx2w = -c[:, None] * _mm(d2, draw2, PREC)
         dc = -tl.sum(d1 * R1, 1) - tl.sum(d2 * R2, 1)
         dDe = tl.where(is_last[:, None], dc[None, :], 0.0)
         if MOM:  # raw_l += m_C S_l;  S_l' = Theta_C S_l - sum_i step_i d_li x_li^T
             dm = tl.where(is_last, tl.sum(tl.sum(S1 * draw1, 1), 0) + tl.sum(tl.sum(S2 * draw2, 1), 0), 0.0)
             dS1 = m_last * draw1 + theta_all * dS1n
             dS2 = m_last * draw2 + theta_all * dS2n
-            Q1 = _mm(kc, tl.trans(dS1n), PREC)
-            Q2 = _mm(hk, tl.trans(dS2n), PREC)
+            Q1 = _mm(x1w, tl.trans(dS1n), PREC)
+            Q2 = _mm(x2w, tl.trans(dS2n), PREC)
             dd1 -= step[:, None] * Q1
             dd2 -= step[:, None] * Q2
-            dkc -= step[:, None] * _mm(d1, dS1n, PREC)
-            dh -= step[:, None] * _mm(d2, dS2n, PREC)
+            dx1w -= step[:, None] * _mm(d1, dS1n, PREC)
+            dx2w -= step[:, None] * _mm(d2, dS2n, PREC)
             dstep = -tl.sum(d1 * Q1, 1) - tl.sum(d2 * Q2, 1)
             dDt = tl.where(is_last[:, None], (dstep * et)[None, :], 0.0)
             dlt_all = theta_all * (tl.sum(tl.sum(S1 * dS1n, 1), 0) + tl.sum(tl.sum(S2 * dS2n, 1), 0))
@@ -312,13 +342,21 @@ def _bwd_kernel(
         # ---- the reads, layer 2 then layer 1
         du2 = _norm_back(u2, dyr, K, LN)
         dhq, dh2, dd2r, dX2, dS2r, dr2, db2, dm2, dDe2 = _read_layer_bwd(
-            du2, u2p, V2, S2, r2, hq, hk, d2, A2, HH, bt, m, De, MOM, PREC)
+            du2, u2p, V2, S2, r2, hq, x2w, d2, A2, HH, bt, m, De, MOM, PREC)
         du1 = dhq * _act_grad(u1, ACT)
         dq1, dk1, dd1r, dX1, dS1r, dr1, db1, dm1, dDe1 = _read_layer_bwd(
-            du1, u1p, V1, S1, r1, qc, kc, d1, A1, QK, bt, m, De, MOM, PREC)
+            du1, u1p, V1, S1, r1, qc, x1w, d1, A1, QK, bt, m, De, MOM, PREC)
         dqc += dq1
-        dkc += dk1
-        dh += dh2
+        dx1w += dk1
+        dx2w += dh2
+        if ETA_CH:  # x1w = k * e1, x2w = h * e2
+            g_e1 = dx1w * kc
+            g_e2 = dx2w * hk
+            dkc = dx1w * e1
+            dh = dx2w * e2
+        else:
+            dkc = dx1w
+            dh = dx2w
         dd1 += dd1r
         dd2 += dd2r
         db += db1 + db2
@@ -389,7 +427,12 @@ def _bwd_kernel(
         Y = tl.where(causal, dD * D, 0.0)
         dL = db * bt + tl.sum(Y, 1) - tl.sum(Y, 0)
         tl.store(dla + row, tl.cumsum(dL, 0, reverse=True), mask=mt)
-        tl.store(deta + row, g_eta, mask=mt)
+        if ETA_CH:
+            base_e = row[:, None] * (K + HD)
+            tl.store(deta + base_e + ok[None, :], g_e1, mask=mt[:, None])
+            tl.store(deta + base_e + K + oh[None, :], g_e2, mask=mt[:, None])
+        else:
+            tl.store(deta + row, g_eta, mask=mt)
         if NEEDS_DELTA:
             tl.store(ddelta + row, ddl, mask=mt)
         tl.store(dq + ptr, dqc, mask=mt[:, None])
@@ -440,10 +483,11 @@ def _scalars(config: MlpMemoryConfig, bias: BiasConfig, T: int, H: int, NS: int,
 
 def compile_specs(config: MlpMemoryConfig, bias: BiasConfig, K: int, HD: int, chunk_size: int,
                   momentum: bool = False, dtype: torch.dtype = torch.bfloat16,
-                  hidden_tile: int | None = None) -> list[tuple]:
+                  hidden_tile: int | None = None, eta_channel: bool = False) -> list[tuple]:
     """(name, kernel, scalars, pointer types, num_warps) of the forward and backward launches
     for kernels.compile_check (compiling for a GPU without one): the layout chunk_mlp_memory
-    picks for this shape (kernels.limits.mlp_hidden_tile), or the tiled one with ``hidden_tile``."""
+    picks for this shape (kernels.limits.mlp_hidden_tile), or the tiled one with ``hidden_tile``;
+    ``eta_channel``: a channel-wise eta (the whole-W kernel only)."""
     scalars = _scalars(config, bias, 1024, 8, 64, K, HD, chunk_size, config.retention != "none",
                        momentum, dtype)
     element = "*bf16" if dtype == torch.bfloat16 else "*fp32"
@@ -452,6 +496,7 @@ def compile_specs(config: MlpMemoryConfig, bias: BiasConfig, K: int, HD: int, ch
     if hidden_tile is None:
         hidden_tile = mlp_hidden_tile(K, HD, chunk_size, products(scalars["PREC"]))
     if hidden_tile is None:
+        scalars["ETA_CH"] = eta_channel
         return [
             ("forward", _fwd_kernel, {**scalars, "SAVE": True}, pointers, _num_warps(K, HD, False)),
             ("backward", _bwd_kernel, scalars, pointers, _num_warps(K, HD, True)),
@@ -505,6 +550,7 @@ class ChunkMlpMemory(torch.autograd.Function):
                                  device=q.device) for i in range(4)]  # X1, X2, S1, S2
             kernel, first = _fwd_kernel, [x1, x2, start, size, o, *saved]
             warps = _num_warps(K, HD, False)
+            scalars["ETA_CH"] = eta.dim() == 4
         else:  # X1, X2, S1, S2 in NS + 1 slots (one, updated in place, without a backward)
             saved = tiled.state_buffers(x1, x2, B, NS + 1 if save else 1, theta is not None)
             kernel, first = tiled._fwd_kernel, [start, size, o, *saved]
@@ -530,7 +576,8 @@ class ChunkMlpMemory(torch.autograd.Function):
         HD = x1.shape[1]
         f32 = {"dtype": torch.float32, "device": q.device}
         dq, dk, dv = (torch.empty(B, T, H, K, **f32) for _ in range(3))
-        deta, dla, dlth, ddelta = (torch.empty(B, T, H, **f32) for _ in range(4))
+        dla, dlth, ddelta = (torch.empty(B, T, H, **f32) for _ in range(3))
+        deta = torch.empty(eta.shape, **f32)
         scalars = _scalars(ctx.config, ctx.bias, T, H, start.numel(), K, HD, ctx.chunk_size,
                            alpha is not None, theta is not None, q.dtype)
         grads = [dq, dk, dv, deta, dla, dlth, ddelta]
@@ -539,6 +586,7 @@ class ChunkMlpMemory(torch.autograd.Function):
             dx2 = torch.empty(B, H, K, HD, **f32)
             kernel, state_grads = _bwd_kernel, [dx1, dx2]
             warps = _num_warps(K, HD, True)
+            scalars["ETA_CH"] = eta.dim() == 4
         else:
             state_grads = tiled.gradient_buffers(B * H, HD, K, ctx.chunk_size, theta is not None,
                                                  ctx.config.retention in ("lq", "kl"), q.device)
@@ -579,9 +627,10 @@ def check_mlp_inputs(q, k, v, eta, w1, w2, alpha, theta, delta, bias: BiasConfig
         raise KernelInputError(f"w1 must be [H, Hd, K] = [{H}, Hd, {K}], got {list(w1.shape)}")
     HD = w1.shape[1]
     floats = (torch.float32, torch.bfloat16)
+    eta_shape = (B, T, H, K + HD) if eta is not None and eta.dim() == 4 else (B, T, H)
     for name, x, shape in (
         ("q", q, (B, T, H, K)), ("k", k, (B, T, H, K)), ("v", v, (B, T, H, K)),
-        ("eta", eta, (B, T, H)), ("alpha", alpha, (B, T, H)), ("theta", theta, (B, T, H)),
+        ("eta", eta, eta_shape), ("alpha", alpha, (B, T, H)), ("theta", theta, (B, T, H)),
         ("delta", delta, (B, T, H)),
     ):
         _check(name, x, shape, floats)
@@ -623,7 +672,8 @@ def chunk_mlp_memory(
         q, k, v: [B, T, H, K] (float32 or bfloat16; K a power of two >= 16; the hidden dim
             and chunk size inside kernels.limits.MLP_MAX_TILES, or K <= 64 for the hidden-tiled
             kernel (kernels.limits.mlp_shape_problem); at most 2^31 - 1 elements).
-        eta: [B, T, H] (> 0); alpha: [B, T, H] in (0, 1] or None (no decay);
+        eta: [B, T, H] (> 0), or channel-wise [B, T, H, K + Hd] (a step per input channel of
+            W1, then of W2; the on-chip kernel only); alpha: [B, T, H] in (0, 1] or None;
         theta: [B, T, H] in (0, 1) for momentum (Titans; S starts at zero), None for gd;
         delta: [B, T, H] (> 0), the Huber threshold (huber biases only).
         w1: [H, Hd, K], w2: [H, K, Hd]: the learned initial parameters as in naive.py
@@ -644,6 +694,10 @@ def chunk_mlp_memory(
     if hidden_tile is None:
         precision = mlp_precision(q.dtype, config.layer_norm, config.retention, bias.kind)
         hidden_tile = mlp_hidden_tile(q.shape[-1], w1.shape[1], chunk_size, products(precision))
+    if eta.dim() == 4 and hidden_tile is not None:
+        raise KernelInputError(
+            f"a channel-wise eta runs on the kernel that keeps W1, W2 on chip, not the hidden-tiled "
+            f"one that head dim {q.shape[-1]} / hidden {w1.shape[1]} needs here")
     # the learned weights -> the state in fp32 (kl: a softmax, which bf16 would blur)
     x1, x2 = (x.contiguous() for x in initial_state(w1.float(), w2.float(), config))
     if config.retention == "none":

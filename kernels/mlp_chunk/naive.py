@@ -146,7 +146,8 @@ def segment_forward(
     """One segment: outputs [N, C, K], the carried state and the momentum (or None) at its end.
 
     x1: [N, Hd, K]; x2: [N, K, Hd]; s1, s2: the momentum, shaped alike (None for gd);
-    q, k, v: [N, C, K]; eta, log_alpha, log_theta, delta: [N, C].
+    q, k, v: [N, C, K]; eta: [N, C], or channel-wise [N, C, K + Hd] (one step per input channel
+    of W1, then of W2: the layer's write input scaled by it); log_alpha, log_theta, delta: [N, C].
     """
     if config.retention == "lq":
         r1, r2 = lq_read_scale(x1, config.q), lq_read_scale(x2, config.q)
@@ -165,6 +166,10 @@ def segment_forward(
         theta_decay = decay_matrix(log_th)
         coef = decay @ theta_decay
         m = (decay * log_th.exp()[..., None, :]).sum(-1)  # [N, C]: how much of S_0 reaches t
+    channel = eta.dim() == 3
+    if channel:  # the steps scale each layer's write input, not the step weights
+        eta_1, eta_2 = eta[..., : k.shape[-1]], eta[..., k.shape[-1]:]
+        eta = torch.ones_like(eta[..., 0])
     weighted = coef * eta[..., None, :]  # C[t, i] eta_i
 
     a1 = (s[..., None] * k) @ w1.mT
@@ -173,6 +178,7 @@ def segment_forward(
     g = phi(k + _norm(a2, config) - v, v, delta, bias)
     d2 = _norm_back(a2, g, config)
     d1 = s[..., None] * activation(config.activation)[1](d2 @ w2, a1)
+    x_1, x_2 = (k * eta_1, h * eta_2) if channel else (k, h)  # what each layer writes with
 
     def read(x: torch.Tensor, mom: torch.Tensor | None, z: torch.Tensor, x_in: torch.Tensor,
              d: torch.Tensor) -> torch.Tensor:
@@ -180,21 +186,21 @@ def segment_forward(
         out = (b[..., None] * z) @ x.mT - ((z @ x_in.mT) * weighted) @ d
         return out if mom is None else out + (m[..., None] * z) @ mom.mT
 
-    u1 = r1 * read(v1, s1, q, k, d1)
+    u1 = r1 * read(v1, s1, q, x_1, d1)
     hq = _activation(u1, config.activation)
-    out = q + _norm(r2 * read(v2, s2, hq, h, d2), config)
+    out = q + _norm(r2 * read(v2, s2, hq, x_2, d2), config)
 
     last = weighted[..., -1, :, None]  # [N, C, 1]: C[last, i] eta_i
     b_last = b[..., -1, None, None]
-    raw1 = b_last * x1 - d1.mT @ (last * k)
-    raw2 = b_last * x2 - d2.mT @ (last * h)
+    raw1 = b_last * x1 - d1.mT @ (last * x_1)
+    raw2 = b_last * x2 - d2.mT @ (last * x_2)
     momentum = None
     if log_theta is not None:
         m_last = m[..., -1, None, None]
         raw1, raw2 = raw1 + m_last * s1, raw2 + m_last * s2
         step = (theta_decay[..., -1, :] * eta)[..., None]  # Theta_C / Theta_i eta_i
         theta_all = log_th[..., -1, None, None].exp()
-        momentum = [theta_all * s1 - d1.mT @ (step * k), theta_all * s2 - d2.mT @ (step * h)]
+        momentum = [theta_all * s1 - d1.mT @ (step * x_1), theta_all * s2 - d2.mT @ (step * x_2)]
     if config.retention == "kl":
         x1, x2 = (kl_log_weights(raw, config.scale) for raw in (raw1, raw2))
         out = torch.cat([out[:, :-1], _mlp(x1.exp(), x2.exp(), q[:, -1:], config)], dim=1)
@@ -225,7 +231,8 @@ def naive_chunk_mlp_memory(
 
     Args:
         q, k, v: [B, T, H, K] (the memory is residual, so values share the key dim).
-        eta: [B, T, H] (> 0); alpha: [B, T, H] in (0, 1] or None (ignored for retention
+        eta: [B, T, H] (> 0), or channel-wise [B, T, H, K + Hd] (a step per input channel of
+            W1, then of W2); alpha: [B, T, H] in (0, 1] or None (ignored for retention
             'none'); theta: [B, T, H] in (0, 1) for momentum (Titans; the momentum starts at
             zero), None for gd; delta: [B, T, H] (huber only).
         w1: [H, Hd, K], w2: [H, K, Hd]: the learned initial parameters (lq: the accumulators;
@@ -256,7 +263,7 @@ def chunk_mlp_from_state(
 
     qh, kh, vh, eh, dh, th = map(heads_first, (q, k, v, eta, delta, theta))
     if alpha is None or config.retention == "none":  # no retention: nothing decays
-        log_alpha = torch.zeros_like(eh)
+        log_alpha = torch.zeros(batch * heads, length, dtype=work, device=q.device)
     else:
         log_alpha = torch.log(heads_first(alpha))
     state = [
