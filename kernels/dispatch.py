@@ -170,10 +170,12 @@ def shape_problem(rule: Any, key_dim: int, value_dim: int, chunk_size: int,
     bias_kind = bias.kind if bias is not None else ""
     if _kind(rule.memory) == "mlp":
         _, _, layer_norm, expansion = _network(rule)
-        operands = products(mlp_precision(dtype, layer_norm, _retention_config(rule)[0], bias_kind))
-        problem = mlp_shape_problem(key_dim, expansion * key_dim, chunk_size, operands)
+        retention = _retention_config(rule)[0]
+        operands = products(mlp_precision(dtype, layer_norm, retention, bias_kind))
+        lq_momentum = retention == "lq" and _kind(rule.algorithm) == "momentum"
+        problem = mlp_shape_problem(key_dim, expansion * key_dim, chunk_size, operands, lq_momentum)
         if problem is None and _gate_modes(rule).get("eta") == "channel" and \
-                mlp_hidden_tile(key_dim, expansion * key_dim, chunk_size, operands) is not None:
+                mlp_hidden_tile(key_dim, expansion * key_dim, chunk_size, operands, lq_momentum) is not None:
             return (f"a channel-wise eta runs on the MLP kernel that keeps W1, W2 on chip, which head "
                     f"dim {key_dim} / hidden {expansion * key_dim} at chunk {chunk_size} do not fit "
                     f"with {operands} products (the hidden-tiled kernel has per-head eta only)")

@@ -111,16 +111,26 @@ def matrix_shape_problem(key_dim: int, value_dim: int, products: str, row_norm: 
     )
 
 
-def _whole_problem(key_dim: int, hidden: int, chunk_size: int, products: str) -> str | None:
-    """Why the MLP kernel that keeps W on chip cannot take this shape, or None."""
+LQ_MOMENTUM_SHARE = 2
+"""lq retention with momentum keeps more [chunk, hidden] tiles alive in the whole-W backward: at
+its widest tf32x3 / fp32 shape (K 32, hidden 128, chunk 32) it needed 248 KiB of shared memory
+(measured on CPU for sm_90, benchmarks/kernel_resources.py), over an H100's 227; half the chunk
+needs 86 KiB. Its chunk x (K + hidden) limit is divided by this."""
+
+
+def _whole_problem(key_dim: int, hidden: int, chunk_size: int, products: str,
+                   lq_momentum: bool = False) -> str | None:
+    """Why the MLP kernel that keeps W on chip cannot take this shape, or None (``lq_momentum``:
+    lq retention with momentum, whose backward needs more)."""
     sizes = {"chunk x (K + hidden)": chunk_size * (key_dim + hidden), "K x hidden": key_dim * hidden,
              "chunk x chunk": chunk_size * chunk_size}
     for name, elements in sizes.items():
-        if elements > MLP_MAX_TILES[products][name]:
-            return (
-                f"with W on chip its {name} tile ({elements} elements) exceeds "
-                f"{MLP_MAX_TILES[products][name]}"
-            )
+        limit = MLP_MAX_TILES[products][name]
+        if lq_momentum and name == "chunk x (K + hidden)":
+            limit //= LQ_MOMENTUM_SHARE
+        if elements > limit:
+            which = " (lq retention with momentum)" if limit < MLP_MAX_TILES[products][name] else ""
+            return f"with W on chip its {name} tile ({elements} elements) exceeds {limit}{which}"
     return None
 
 
@@ -132,21 +142,23 @@ def _tiled_problem(key_dim: int, chunk_size: int, products: str) -> str | None:
     return None
 
 
-def mlp_hidden_tile(key_dim: int, hidden: int, chunk_size: int, products: str) -> int | None:
+def mlp_hidden_tile(key_dim: int, hidden: int, chunk_size: int, products: str,
+                    lq_momentum: bool = False) -> int | None:
     """The hidden tile of the MLP kernel for an admitted shape (mlp_shape_problem is None): None
     where W fits on chip whole (mlp_chunk/chunk.py), else the tile of mlp_chunk/tiled.py."""
-    if _whole_problem(key_dim, hidden, chunk_size, products) is None:
+    if _whole_problem(key_dim, hidden, chunk_size, products, lq_momentum) is None:
         return None
     return min(MLP_HIDDEN_TILE, hidden)
 
 
-def mlp_shape_problem(key_dim: int, hidden: int, chunk_size: int, products: str) -> str | None:
+def mlp_shape_problem(key_dim: int, hidden: int, chunk_size: int, products: str,
+                      lq_momentum: bool = False) -> str | None:
     """Why the MLP-memory kernel cannot take this head dim K, hidden dim and chunk size with
     ``products`` ('bf16', 'tf32x3' or 'fp32'), or None when it can: with W on chip, or else with
     the hidden dim in tiles."""
     if not (_tile_size(key_dim) and _tile_size(hidden)):
         return f"the MLP-memory kernel needs K and the hidden dim powers of two >= 16; got K={key_dim}, hidden={hidden}"
-    whole = _whole_problem(key_dim, hidden, chunk_size, products)
+    whole = _whole_problem(key_dim, hidden, chunk_size, products, lq_momentum)
     tiled = _tiled_problem(key_dim, chunk_size, products)
     if whole is None or tiled is None:
         return None

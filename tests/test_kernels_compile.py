@@ -44,6 +44,8 @@ MLP_CASES = {  # MlpMemoryConfig, bias, K, hidden, chunk, momentum, dtype
     "l2-bf16-products-widest": 'MlpMemoryConfig("silu", False, "l2"), BiasConfig("l2"), 64, 256, 32, False, torch.bfloat16',
     "memora-bf16-tf32x3-widest": 'MlpMemoryConfig("gelu", True, "kl"), BiasConfig("l2"), 32, 128, 32, False, torch.bfloat16',
     "titans-fp32-widest": 'MlpMemoryConfig("gelu", True, "l2"), BiasConfig("l2"), 32, 128, 32, True, torch.float32',
+    # lq retention with momentum: half the chunk of the others on chip (kernels.limits.LQ_MOMENTUM_SHARE)
+    "lq-momentum-tf32x3-widest": 'MlpMemoryConfig("gelu", True, "lq", q=4.0), BiasConfig("lp"), 32, 128, 16, True, torch.bfloat16',
     # a channel-wise eta (two more input tiles) at the widest whole-W shapes
     "l2-bf16-products-widest-channel-eta": 'MlpMemoryConfig("silu", False, "l2"), BiasConfig("l2"), 64, 256, 32, False, torch.bfloat16, None, True',
     "moneta-bf16-tf32x3-widest-channel-eta": 'MlpMemoryConfig("gelu", True, "lq", q=4.0), BiasConfig("lp"), 32, 128, 32, False, torch.bfloat16, None, True',
@@ -100,6 +102,10 @@ def test_widest_cases_sit_on_the_limits():
         assert mlp_hidden_tile(key_dim, hidden, chunk, dtype) is None
         assert mlp_hidden_tile(key_dim, hidden, 2 * chunk, dtype) is not None
         assert mlp_hidden_tile(key_dim, 2 * hidden, chunk, dtype) is not None
+    # lq with momentum: its widest whole-W case above, twice its chunk tiled (248 KiB on chip)
+    assert mlp_hidden_tile(32, 128, 16, "tf32x3", lq_momentum=True) is None
+    assert mlp_hidden_tile(32, 128, 32, "tf32x3", lq_momentum=True) is not None
+    assert mlp_hidden_tile(32, 128, 32, "tf32x3") is None
     for products, widest in MLP_TILED_MAX_CHUNK_K.items():
         chunk = widest // MLP_TILED_MAX_K
         assert mlp_shape_problem(MLP_TILED_MAX_K, 4 * MLP_TILED_MAX_K, chunk, products) is None

@@ -494,7 +494,8 @@ def compile_specs(config: MlpMemoryConfig, bias: BiasConfig, K: int, HD: int, ch
     pointers = {name: element for name in ("q", "k", "v", "o", "do")}
     pointers |= {"seg_start": "*i32", "seg_size": "*i32"}
     if hidden_tile is None:
-        hidden_tile = mlp_hidden_tile(K, HD, chunk_size, products(scalars["PREC"]))
+        hidden_tile = mlp_hidden_tile(K, HD, chunk_size, products(scalars["PREC"]),
+                                      config.retention == "lq" and momentum)
     if hidden_tile is None:
         scalars["ETA_CH"] = eta_channel
         return [
@@ -638,7 +639,8 @@ def check_mlp_inputs(q, k, v, eta, w1, w2, alpha, theta, delta, bias: BiasConfig
     if chunk_size not in CHUNK_SIZES:
         raise KernelInputError(f"chunk_size must be 16, 32 or 64 for the Triton kernel, got {chunk_size}")
     precision = mlp_precision(q.dtype, config.layer_norm, config.retention, bias.kind)
-    problem = mlp_shape_problem(K, HD, chunk_size, products(precision))
+    problem = mlp_shape_problem(K, HD, chunk_size, products(precision),
+                                config.retention == "lq" and theta is not None)
     problem = problem or token_tensor_problem(B, T, H, K)
     if problem is not None:
         raise KernelInputError(problem)
@@ -693,7 +695,8 @@ def chunk_mlp_memory(
     check_mlp_inputs(q, k, v, eta, w1, w2, alpha, theta, delta, bias, chunk_size, config, hidden_tile)
     if hidden_tile is None:
         precision = mlp_precision(q.dtype, config.layer_norm, config.retention, bias.kind)
-        hidden_tile = mlp_hidden_tile(q.shape[-1], w1.shape[1], chunk_size, products(precision))
+        hidden_tile = mlp_hidden_tile(q.shape[-1], w1.shape[1], chunk_size, products(precision),
+                                      config.retention == "lq" and theta is not None)
     if eta.dim() == 4 and hidden_tile is not None:
         raise KernelInputError(
             f"a channel-wise eta runs on the kernel that keeps W1, W2 on chip, not the hidden-tiled "
