@@ -308,6 +308,46 @@ def test_reference_with_channel_eta_equals_memory_chunked_form(bias, retention, 
     assert rel_err(head, o_ref) > 1e-3  # the channels matter: not a per-head step in disguise
 
 
+def channel_alpha(x: dict, hidden: int, seed: int = 6) -> dict:
+    """``x`` with a channel-wise alpha [B, T, H, K + hidden] in (0.8, 1)."""
+    B, T, H, K = x["q"].shape
+    gen = torch.Generator().manual_seed(seed)
+    return {**x, "alpha": 0.8 + 0.2 * torch.rand(B, T, H, K + hidden, generator=gen, dtype=torch.float64)}
+
+
+def _with_channel_gates(point: ModelPoint, eta: bool, alpha: bool) -> ModelPoint:
+    spec = point.model_dump()
+    if eta:
+        spec["algorithm"]["eta"].update(mode="channel", rank=None)
+    if alpha:
+        spec["retention"]["alpha"].update(mode="channel", rank=None)
+    return ModelPoint.model_validate(spec)
+
+
+@pytest.mark.parametrize("bias", ["l2", "huber_norm"])
+@pytest.mark.parametrize("retention", ["l2", "l2_previous", "lq"])
+@pytest.mark.parametrize(("algorithm", "eta"), [("gd", False), ("gd", True), ("momentum", True)])
+def test_reference_with_channel_alpha_equals_memory_chunked_form(bias, retention, algorithm, eta):
+    """A channel-wise alpha (a decay per input channel of W1, then of W2), alone or with a
+    channel-wise eta: the reference equals the memory's chunked form."""
+    point = _with_channel_gates(mlp_point(bias, retention, "gelu", True, algorithm), eta, True)
+    rule = MemoryRule.from_point(point)
+    assert rule.gate_modes["alpha"] == "channel"
+    x = make_inputs(2, 37, 2, 8, 32, bias, retention.split("_")[0], seed=3, momentum=algorithm == "momentum")
+    x = channel_alpha(channel_eta(x, 32) if eta else x, 32)
+    params = [p.double() for p in rule.initial_parameters(2, 8, 8)]
+    gates = MemoryGates(x["eta"], x["alpha"], x["theta"], x["delta"])
+    o_memory = memory_forward(rule, x["q"], x["k"], x["v"], gates, params, "chunked", 16)
+    config = kernel_for(mlp_point(bias, retention, "gelu", True, algorithm)).keywords["config"]
+    kwargs = {"config": config, "bias": bias_config(point.bias), "chunk_size": 16}
+    o_ref = naive_chunk_mlp_memory(x["q"], x["k"], x["v"], x["eta"], *params, x["alpha"], x["theta"],
+                                   x["delta"], **kwargs)
+    assert rel_err(o_ref, o_memory) < 1e-10
+    head = naive_chunk_mlp_memory(x["q"], x["k"], x["v"], x["eta"], *params, x["alpha"].mean(-1),
+                                  x["theta"], x["delta"], **kwargs)
+    assert rel_err(head, o_ref) > 1e-4  # the channels matter
+
+
 # ---- dispatch and the model path --------------------------------------------------------------
 def test_dispatch_covers_the_mlp_family():
     """Per-head gates run on the kernel; the named models' channel-wise gates and kl retention

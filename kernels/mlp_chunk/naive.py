@@ -147,57 +147,65 @@ def segment_forward(
 
     x1: [N, Hd, K]; x2: [N, K, Hd]; s1, s2: the momentum, shaped alike (None for gd);
     q, k, v: [N, C, K]; eta: [N, C], or channel-wise [N, C, K + Hd] (one step per input channel
-    of W1, then of W2: the layer's write input scaled by it); log_alpha, log_theta, delta: [N, C].
+    of W1, then of W2: the layer's write input scaled by it); log_alpha: [N, C], or channel-wise
+    [N, C, K + Hd] (each input channel of W1, then of W2, decays on its own); log_theta, delta:
+    [N, C]. Decays are kept per channel, [N, C(t), C(i), c] with c = 1 for a per-head one.
     """
+    dim = k.shape[-1]
     if config.retention == "lq":
         r1, r2 = lq_read_scale(x1, config.q), lq_read_scale(x2, config.q)
     else:
         r1 = r2 = torch.ones_like(x1[..., :1, :1])
     v1, v2 = (x1.exp(), x2.exp()) if config.retention == "kl" else (x1, x2)  # the reads' base
     w1, w2 = r1 * v1, r2 * v2
-    log_b = log_alpha.cumsum(-1)
-    b = log_b.exp()
-    s = b if config.retains_first else torch.ones_like(b)
-    decay = decay_matrix(log_b)
+    # per layer: log b [N, C, c], the decay D[t, i, c] = b_t / b_i (i <= t)
+    if log_alpha.dim() == 3:
+        log_as = [log_alpha[..., :dim], log_alpha[..., dim:]]
+    else:
+        log_as = [log_alpha[..., None]] * 2
+    log_bs = [la.cumsum(-2) for la in log_as]
+    bs = [lb.exp() for lb in log_bs]
+    decays = [decay_matrix(lb.transpose(-1, -2)).permute(0, 2, 3, 1) for lb in log_bs]
+    scales = bs if config.retains_first else [torch.ones_like(b) for b in bs]
     if log_theta is None:  # gd: token i's step reaches t decayed by D[t, i]
-        coef, m = decay, None
+        coefs, ms = decays, None
     else:  # momentum: through S_j (theta from i to j), then decayed from j to t
         log_th = log_theta.cumsum(-1)
         theta_decay = decay_matrix(log_th)
-        coef = decay @ theta_decay
-        m = (decay * log_th.exp()[..., None, :]).sum(-1)  # [N, C]: how much of S_0 reaches t
+        coefs = [torch.einsum("ntjc,nji->ntic", d, theta_decay) for d in decays]
+        ms = [torch.einsum("ntjc,nj->ntc", d, log_th.exp()) for d in decays]  # how much of S_0 reaches t
     channel = eta.dim() == 3
     if channel:  # the steps scale each layer's write input, not the step weights
-        eta_1, eta_2 = eta[..., : k.shape[-1]], eta[..., k.shape[-1]:]
+        eta_1, eta_2 = eta[..., :dim], eta[..., dim:]
         eta = torch.ones_like(eta[..., 0])
-    weighted = coef * eta[..., None, :]  # C[t, i] eta_i
+    weighted = [c * eta[..., None, :, None] for c in coefs]  # C[t, i, c] eta_i
 
-    a1 = (s[..., None] * k) @ w1.mT
+    a1 = (scales[0] * k) @ w1.mT
     h = _activation(a1, config.activation)
-    a2 = (s[..., None] * h) @ w2.mT
+    a2 = (scales[1] * h) @ w2.mT
     g = phi(k + _norm(a2, config) - v, v, delta, bias)
     d2 = _norm_back(a2, g, config)
-    d1 = s[..., None] * activation(config.activation)[1](d2 @ w2, a1)
+    d1 = activation(config.activation)[1](scales[1] * (d2 @ w2), a1)
     x_1, x_2 = (k * eta_1, h * eta_2) if channel else (k, h)  # what each layer writes with
 
-    def read(x: torch.Tensor, mom: torch.Tensor | None, z: torch.Tensor, x_in: torch.Tensor,
-             d: torch.Tensor) -> torch.Tensor:
-        """U_t z_t of one layer without forming U_t (x_in: the layer's key-pass inputs)."""
-        out = (b[..., None] * z) @ x.mT - ((z @ x_in.mT) * weighted) @ d
-        return out if mom is None else out + (m[..., None] * z) @ mom.mT
+    def read(layer: int, x: torch.Tensor, mom: torch.Tensor | None, z: torch.Tensor,
+             x_in: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+        """U_t z_t of one layer without forming U_t (x_in: the layer's write inputs)."""
+        scores = torch.einsum("ntic,ntc,nic->nti", weighted[layer], z, x_in)
+        out = (bs[layer] * z) @ x.mT - scores @ d
+        return out if mom is None else out + (ms[layer] * z) @ mom.mT
 
-    u1 = r1 * read(v1, s1, q, x_1, d1)
+    u1 = r1 * read(0, v1, s1, q, x_1, d1)
     hq = _activation(u1, config.activation)
-    out = q + _norm(r2 * read(v2, s2, hq, x_2, d2), config)
+    out = q + _norm(r2 * read(1, v2, s2, hq, x_2, d2), config)
 
-    last = weighted[..., -1, :, None]  # [N, C, 1]: C[last, i] eta_i
-    b_last = b[..., -1, None, None]
-    raw1 = b_last * x1 - d1.mT @ (last * x_1)
-    raw2 = b_last * x2 - d2.mT @ (last * x_2)
+    lasts = [wt[:, -1] for wt in weighted]  # [N, C(i), c]: C[last, i] eta_i
+    b_lasts = [b[:, -1:] for b in bs]  # [N, 1, c]: each input channel's decay over the segment
+    raw1 = b_lasts[0] * x1 - d1.mT @ (lasts[0] * x_1)
+    raw2 = b_lasts[1] * x2 - d2.mT @ (lasts[1] * x_2)
     momentum = None
     if log_theta is not None:
-        m_last = m[..., -1, None, None]
-        raw1, raw2 = raw1 + m_last * s1, raw2 + m_last * s2
+        raw1, raw2 = raw1 + ms[0][:, -1:] * s1, raw2 + ms[1][:, -1:] * s2
         step = (theta_decay[..., -1, :] * eta)[..., None]  # Theta_C / Theta_i eta_i
         theta_all = log_th[..., -1, None, None].exp()
         momentum = [theta_all * s1 - d1.mT @ (step * x_1), theta_all * s2 - d2.mT @ (step * x_2)]
@@ -232,7 +240,8 @@ def naive_chunk_mlp_memory(
     Args:
         q, k, v: [B, T, H, K] (the memory is residual, so values share the key dim).
         eta: [B, T, H] (> 0), or channel-wise [B, T, H, K + Hd] (a step per input channel of
-            W1, then of W2); alpha: [B, T, H] in (0, 1] or None (ignored for retention
+            W1, then of W2); alpha: [B, T, H] in (0, 1], channel-wise [B, T, H, K + Hd] (a decay
+            per input channel of W1, then of W2) or None (ignored for retention
             'none'); theta: [B, T, H] in (0, 1) for momentum (Titans; the momentum starts at
             zero), None for gd; delta: [B, T, H] (huber only).
         w1: [H, Hd, K], w2: [H, K, Hd]: the learned initial parameters (lq: the accumulators;
