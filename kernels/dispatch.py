@@ -103,7 +103,9 @@ def _matrix_kernel(rule: Any, bias: BiasConfig, modes: dict[str, str]) -> Callab
 def _mlp_kernel(rule: Any, bias: BiasConfig, modes: dict[str, str]) -> Callable[..., Any] | None:
     depth, activation, layer_norm, _ = _network(rule)
     retention, q, scale = _retention_config(rule)
-    if depth != 2 or _kind(rule.algorithm) not in ("gd", "momentum") or modes.get("alpha") == "channel":
+    if depth != 2 or _kind(rule.algorithm) not in ("gd", "momentum"):
+        return None
+    if modes.get("alpha") == "channel" and _kind(rule.algorithm) != "gd":  # channel.py: gd only
         return None
     # kl: the PyTorch chunk reads the first-order mirror step (miras_search.memory.mirror_read);
     # this kernel's kl form adds the step to W_0 and is not routed to
@@ -126,7 +128,8 @@ def kernel_for(rule: Any) -> Callable[..., Any] | None:
       (channel-wise only with gd): ``chunk_matrix_memory`` with the bias bound,
       ``f(q, k, v, eta, alpha=None, theta=None, delta=None, initial_state=None, chunk_size=64)``;
     - 2-layer MLP memory (Moneta / Yaad / Titans family), retention none, l2 or lq, gd or
-      momentum, alpha per head: ``chunk_mlp_memory`` with the architecture, retention
+      momentum, alpha per head (or channel-wise with gd, where the weights fit on chip):
+      ``chunk_mlp_memory`` with the architecture, retention
       and bias bound, ``f(q, k, v, eta, w1, w2, alpha=None, theta=None, delta=None, chunk_size=16)``.
 
     Atlas's options (the Omega window, Muon, an MLP memory behind a feature map) are not.
@@ -174,11 +177,14 @@ def shape_problem(rule: Any, key_dim: int, value_dim: int, chunk_size: int,
         operands = products(mlp_precision(dtype, layer_norm, retention, bias_kind))
         lq_momentum = retention == "lq" and _kind(rule.algorithm) == "momentum"
         problem = mlp_shape_problem(key_dim, expansion * key_dim, chunk_size, operands, lq_momentum)
-        if problem is None and _gate_modes(rule).get("eta") == "channel" and \
+        modes = _gate_modes(rule)
+        channel = [gate for gate in ("eta", "alpha") if modes.get(gate) == "channel"]
+        if problem is None and channel and \
                 mlp_hidden_tile(key_dim, expansion * key_dim, chunk_size, operands, lq_momentum) is not None:
-            return (f"a channel-wise eta runs on the MLP kernel that keeps W1, W2 on chip, which head "
-                    f"dim {key_dim} / hidden {expansion * key_dim} at chunk {chunk_size} do not fit "
-                    f"with {operands} products (the hidden-tiled kernel has per-head eta only)")
+            return (f"a channel-wise {' and '.join(channel)} runs on the MLP kernel that keeps W1, W2 on "
+                    f"chip, which head dim {key_dim} / hidden {expansion * key_dim} at chunk "
+                    f"{chunk_size} do not fit with {operands} products (the hidden-tiled kernel has "
+                    "per-head gates only)")
         return problem
     operands = products(matrix_precision(dtype, bias_kind))
     return matrix_shape_problem(key_dim, value_dim, operands, bias is not None and bias.row_norm)

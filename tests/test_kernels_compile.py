@@ -48,6 +48,9 @@ MLP_CASES = {  # MlpMemoryConfig, bias, K, hidden, chunk, momentum, dtype
     "lq-momentum-tf32x3-widest": 'MlpMemoryConfig("gelu", True, "lq", q=4.0), BiasConfig("lp"), 32, 128, 16, True, torch.bfloat16',
     # a channel-wise eta (two more input tiles) at the widest whole-W shapes
     "l2-bf16-products-widest-channel-eta": 'MlpMemoryConfig("silu", False, "l2"), BiasConfig("l2"), 64, 256, 32, False, torch.bfloat16, None, True',
+    # Moneta as named: channel-wise eta and alpha (kernels/mlp_chunk/channel.py)
+    "moneta-channel-gates-bf16-tf32x3-widest": 'MlpMemoryConfig("gelu", True, "lq", q=4.0), BiasConfig("lp"), 32, 128, 32, False, torch.bfloat16, None, True, True',
+    "l2-channel-alpha-bf16-products-widest": 'MlpMemoryConfig("silu", False, "l2"), BiasConfig("l2"), 64, 256, 32, False, torch.bfloat16, None, False, True',
     "moneta-bf16-tf32x3-widest-channel-eta": 'MlpMemoryConfig("gelu", True, "lq", q=4.0), BiasConfig("lp"), 32, 128, 32, False, torch.bfloat16, None, True',
     # past those, the hidden dim in tiles (kernels/mlp_chunk/tiled.py), here forced at a small
     # shape with the most branches (lq's walks, momentum, a row-norm bias): it compiles. The

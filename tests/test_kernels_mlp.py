@@ -350,12 +350,16 @@ def test_reference_with_channel_alpha_equals_memory_chunked_form(bias, retention
 
 # ---- dispatch and the model path --------------------------------------------------------------
 def test_dispatch_covers_the_mlp_family():
-    """Per-head gates run on the kernel; the named models' channel-wise gates and kl retention
+    """Per-head gates run on the kernel; of the named models' own gates, Moneta's channel-wise eta
+    and alpha do too (at whole-W shapes), Yaad's channel-wise threshold and Memora's kl retention
     (whose chunk read the kernel does not have) run the PyTorch form."""
     covered = {name: kernel_for(per_head_preset(name)) is not None
                for name in ("moneta", "yaad", "memora", "ttt_mlp", "titans")}
     assert covered == {"moneta": True, "yaad": True, "memora": False, "ttt_mlp": True, "titans": True}
-    assert all(kernel_for(preset(name)) is None for name in ("moneta", "yaad", "memora"))
+    # as named: Moneta's channel-wise eta and alpha are on the whole-W kernel; Yaad's channel-wise
+    # Huber threshold and Memora's kl chunk read are not
+    assert {name: kernel_for(preset(name)) is not None for name in ("moneta", "yaad", "memora")} == {
+        "moneta": True, "yaad": False, "memora": False}
     moneta = kernel_for(per_head_preset("moneta")).keywords
     assert moneta["config"] == MlpMemoryConfig("gelu", True, "lq", q=4.0, scale=1.0)
     assert moneta["bias"].kind == "lp"
@@ -376,8 +380,8 @@ def test_shape_problem_names_the_dims():
     # Moneta's LayerNorm takes fp32-accurate ones also for bf16 inputs) the hidden dim is tiled,
     # up to K = 64; past that, refused with both reasons
     assert shape_problem(MemoryRule.from_point(per_head_preset("moneta")), 64, 64, 64, torch.bfloat16) is None
-    # a channel-wise eta (Moneta's) is on the on-chip kernel only
-    assert "channel-wise eta" in shape_problem(rule, 64, 64, 64, torch.bfloat16)
+    # a channel-wise eta and alpha (Moneta's) are on the on-chip kernel only
+    assert "channel-wise eta and alpha" in shape_problem(rule, 64, 64, 64, torch.bfloat16)
     problem = shape_problem(rule, 128, 128, 16, torch.bfloat16)
     assert "K=128, hidden=512" in problem and "tf32x3 products" in problem
     assert "chunk x (K + hidden)" in problem and "K <= 64" in problem
@@ -654,5 +658,35 @@ def test_channel_eta_through_memory_forward(name):
     for kernel in ("triton", "torch"):
         o = memory_forward(rule, q, k, v, gates, params, chunk_size=16, kernel=kernel)
         outs[kernel] = [o, *torch.autograd.grad(o.square().sum(), [q, k, v, gates.eta])]
+    for fused, reference in zip(outs["triton"], outs["torch"], strict=True):
+        assert rel_err(fused.double(), reference.double()) < 5e-3
+
+
+@pytest.mark.parametrize(("retention", "gradient_at"), [("l2", "retained"), ("l2", "previous"), ("lq", "retained")])
+@pytest.mark.parametrize("eta", ["head", "channel"])
+@pytest.mark.parametrize("T", [1, 7, 37])
+def test_kernel_with_channel_alpha(retention, gradient_at, eta, T):
+    """A decay per input channel of W1 and of W2 (channel.py): output and every gradient, alpha's
+    per channel included, against the float64 reference."""
+    config = MlpMemoryConfig("gelu", True, retention, q=4.0, gradient_at=gradient_at)
+    x = make_inputs(1, T, 2, 16, 32, "l2", retention, seed=T)
+    x = channel_alpha(channel_eta(x, 32) if eta == "channel" else x, 32)
+    check(x, config, BiasConfig("l2"), 16)
+
+
+def test_moneta_as_named_through_memory_forward():
+    """Moneta's own gates (channel-wise eta and alpha; lq retention, lp bias) run the kernel
+    (forced here, in the interpreter) with the PyTorch form's outputs and gradients."""
+    rule = MemoryRule.from_point(preset("moneta"))
+    assert kernel_for(rule) is not None
+    B, T, H, K = 1, 21, 2, 16
+    x = channel_alpha(channel_eta(make_inputs(B, T, H, K, 4 * K, "lp", "lq", seed=8), 4 * K), 4 * K)
+    gates = MemoryGates(x["eta"].float().requires_grad_(), x["alpha"].float().requires_grad_())
+    q, k, v = (x[n].float().requires_grad_() for n in "qkv")
+    params = [p.float() for p in rule.initial_parameters(H, K, K)]
+    outs = {}
+    for kernel in ("triton", "torch"):
+        o = memory_forward(rule, q, k, v, gates, params, chunk_size=16, kernel=kernel)
+        outs[kernel] = [o, *torch.autograd.grad(o.square().sum(), [q, k, v, gates.eta, gates.alpha])]
     for fused, reference in zip(outs["triton"], outs["torch"], strict=True):
         assert rel_err(fused.double(), reference.double()) < 5e-3

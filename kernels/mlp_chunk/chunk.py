@@ -32,7 +32,7 @@ from ..fallback import reference_grads, warn_fallback
 from ..launch import on_device
 from ..limits import CHUNK_SIZES, mlp_hidden_tile, mlp_shape_problem, token_tensor_problem
 from ..precision import mlp_precision, products
-from . import tiled
+from . import channel, tiled
 from .naive import MlpMemoryConfig, chunk_mlp_from_state, initial_state, segments
 from .tl_ops import (
     _act,
@@ -483,11 +483,13 @@ def _scalars(config: MlpMemoryConfig, bias: BiasConfig, T: int, H: int, NS: int,
 
 def compile_specs(config: MlpMemoryConfig, bias: BiasConfig, K: int, HD: int, chunk_size: int,
                   momentum: bool = False, dtype: torch.dtype = torch.bfloat16,
-                  hidden_tile: int | None = None, eta_channel: bool = False) -> list[tuple]:
+                  hidden_tile: int | None = None, eta_channel: bool = False,
+                  alpha_channel: bool = False) -> list[tuple]:
     """(name, kernel, scalars, pointer types, num_warps) of the forward and backward launches
     for kernels.compile_check (compiling for a GPU without one): the layout chunk_mlp_memory
     picks for this shape (kernels.limits.mlp_hidden_tile), or the tiled one with ``hidden_tile``;
-    ``eta_channel``: a channel-wise eta (the whole-W kernel only)."""
+    ``eta_channel`` / ``alpha_channel``: a channel-wise eta / alpha (the whole-W kernels only;
+    alpha: channel.py's, gd)."""
     scalars = _scalars(config, bias, 1024, 8, 64, K, HD, chunk_size, config.retention != "none",
                        momentum, dtype)
     element = "*bf16" if dtype == torch.bfloat16 else "*fp32"
@@ -496,6 +498,14 @@ def compile_specs(config: MlpMemoryConfig, bias: BiasConfig, K: int, HD: int, ch
     if hidden_tile is None:
         hidden_tile = mlp_hidden_tile(K, HD, chunk_size, products(scalars["PREC"]),
                                       config.retention == "lq" and momentum)
+    if hidden_tile is None and alpha_channel:
+        scalars = {name: value for name, value in scalars.items() if name not in ("HAS_ALPHA", "MOM")}
+        scalars["ETA_CH"] = eta_channel
+        return [
+            ("channel-alpha forward", channel._fwd_kernel_ch, {**scalars, "SAVE": True}, pointers,
+             _num_warps(K, HD, False)),
+            ("channel-alpha backward", channel._bwd_kernel_ch, scalars, pointers, _num_warps(K, HD, True)),
+        ]
     if hidden_tile is None:
         scalars["ETA_CH"] = eta_channel
         return [
@@ -508,6 +518,13 @@ def compile_specs(config: MlpMemoryConfig, bias: BiasConfig, K: int, HD: int, ch
         ("tiled forward", tiled._fwd_kernel, {**scalars, "SAVE": True}, pointers, warps),
         ("tiled backward", tiled._bwd_kernel, scalars, pointers, warps),
     ]
+
+
+def _channel_scalars(scalars: dict, eta: torch.Tensor) -> dict:
+    """The shared scalars as channel.py's kernels take them (no momentum, no alpha flag)."""
+    out = {name: value for name, value in scalars.items() if name not in ("HAS_ALPHA", "MOM")}
+    out["ETA_CH"] = eta.dim() == 4
+    return out
 
 
 def _reference(config: MlpMemoryConfig, bias: BiasConfig, chunk_size: int):
@@ -545,7 +562,14 @@ class ChunkMlpMemory(torch.autograd.Function):
         ctx.fallback = False
         scalars = _scalars(config, bias, T, H, NS, K, HD, chunk_size, alpha is not None,
                            theta is not None, q.dtype)
-        if hidden_tile is None:
+        if alpha is not None and alpha.dim() == 4:  # channel-wise alpha (gd, W on chip): channel.py
+            n_saved = B * H * NS * HD * K if save else 1
+            saved = [torch.empty(n_saved, dtype=torch.float32, device=q.device) for _ in range(2)]
+            kernel, first = channel._fwd_kernel_ch, [x1, x2, start, size, o, *saved]
+            warps = _num_warps(K, HD, False)
+            scalars = _channel_scalars(scalars, eta)
+            inputs = (q, k, v, eta, alpha, _or(eta, delta)[0])
+        elif hidden_tile is None:
             n_saved = B * H * NS * HD * K if save else 1
             saved = [torch.empty(n_saved if (i < 2 or theta is not None) else 1, dtype=torch.float32,
                                  device=q.device) for i in range(4)]  # X1, X2, S1, S2
@@ -557,10 +581,11 @@ class ChunkMlpMemory(torch.autograd.Function):
             kernel, first = tiled._fwd_kernel, [start, size, o, *saved]
             scalars["HT"] = hidden_tile
             warps = tiled.num_warps(chunk_size, K, hidden_tile)
+        if not (alpha is not None and alpha.dim() == 4):
+            inputs = (q, k, v, eta, *_or(eta, alpha, theta, delta))
         try:
             with on_device(q):
-                kernel[(B * H,)](q, k, v, eta, *_or(eta, alpha, theta, delta), *first, SAVE=save,
-                                 num_warps=warps, num_stages=1, **scalars)
+                kernel[(B * H,)](*inputs, *first, SAVE=save, num_warps=warps, num_stages=1, **scalars)
         except OutOfResources as error:
             warn_fallback("MLP-memory forward", error)
             ctx.fallback = True
@@ -582,7 +607,17 @@ class ChunkMlpMemory(torch.autograd.Function):
         scalars = _scalars(ctx.config, ctx.bias, T, H, start.numel(), K, HD, ctx.chunk_size,
                            alpha is not None, theta is not None, q.dtype)
         grads = [dq, dk, dv, deta, dla, dlth, ddelta]
-        if ctx.hidden_tile is None:
+        inputs = (q, k, v, eta, *_or(eta, alpha, theta, delta))
+        if alpha is not None and alpha.dim() == 4:  # channel-wise alpha: channel.py
+            dla = torch.zeros(alpha.shape, **f32)
+            grads = [dq, dk, dv, deta, dla, ddelta]
+            dx1 = torch.empty(B, H, HD, K, **f32)
+            dx2 = torch.empty(B, H, K, HD, **f32)
+            kernel, state_grads = channel._bwd_kernel_ch, [dx1, dx2]
+            warps = _num_warps(K, HD, True)
+            scalars = _channel_scalars(scalars, eta)
+            inputs = (q, k, v, eta, alpha, _or(eta, delta)[0])
+        elif ctx.hidden_tile is None:
             dx1 = torch.empty(B, H, HD, K, **f32)
             dx2 = torch.empty(B, H, K, HD, **f32)
             kernel, state_grads = _bwd_kernel, [dx1, dx2]
@@ -598,7 +633,7 @@ class ChunkMlpMemory(torch.autograd.Function):
         try:
             with on_device(q):
                 kernel[(B * H,)](
-                    q, k, v, eta, *_or(eta, alpha, theta, delta), start, size, *saved, do.contiguous(),
+                    *inputs, start, size, *saved, do.contiguous(),
                     *grads, *state_grads, num_warps=warps, num_stages=1, **scalars,
                 )
         except OutOfResources as error:
@@ -629,9 +664,13 @@ def check_mlp_inputs(q, k, v, eta, w1, w2, alpha, theta, delta, bias: BiasConfig
     HD = w1.shape[1]
     floats = (torch.float32, torch.bfloat16)
     eta_shape = (B, T, H, K + HD) if eta is not None and eta.dim() == 4 else (B, T, H)
+    alpha_shape = (B, T, H, K + HD) if alpha is not None and alpha.dim() == 4 else (B, T, H)
+    if alpha is not None and alpha.dim() == 4 and (theta is not None or config.retention == "kl"):
+        raise KernelInputError("a channel-wise alpha has a kernel with gd and retention l2 or lq "
+                               "only (not momentum, not kl)")
     for name, x, shape in (
         ("q", q, (B, T, H, K)), ("k", k, (B, T, H, K)), ("v", v, (B, T, H, K)),
-        ("eta", eta, eta_shape), ("alpha", alpha, (B, T, H)), ("theta", theta, (B, T, H)),
+        ("eta", eta, eta_shape), ("alpha", alpha, alpha_shape), ("theta", theta, (B, T, H)),
         ("delta", delta, (B, T, H)),
     ):
         _check(name, x, shape, floats)
@@ -697,10 +736,11 @@ def chunk_mlp_memory(
         precision = mlp_precision(q.dtype, config.layer_norm, config.retention, bias.kind)
         hidden_tile = mlp_hidden_tile(q.shape[-1], w1.shape[1], chunk_size, products(precision),
                                       config.retention == "lq" and theta is not None)
-    if eta.dim() == 4 and hidden_tile is not None:
+    channel_alpha = alpha is not None and alpha.dim() == 4 and config.retention != "none"
+    if (eta.dim() == 4 or channel_alpha) and hidden_tile is not None:
         raise KernelInputError(
-            f"a channel-wise eta runs on the kernel that keeps W1, W2 on chip, not the hidden-tiled "
-            f"one that head dim {q.shape[-1]} / hidden {w1.shape[1]} needs here")
+            f"a channel-wise eta or alpha runs on the kernel that keeps W1, W2 on chip, not the "
+            f"hidden-tiled one that head dim {q.shape[-1]} / hidden {w1.shape[1]} needs here")
     # the learned weights -> the state in fp32 (kl: a softmax, which bf16 would blur)
     x1, x2 = (x.contiguous() for x in initial_state(w1.float(), w2.float(), config))
     if config.retention == "none":

@@ -1,0 +1,384 @@
+"""The whole-W MLP kernels with a channel-wise alpha (gd): every input channel of W1 (K of them)
+and of W2 (Hd) decays on its own, as in Moneta and Yaad.
+
+Same semantics as ``naive.py`` with ``alpha`` [B, T, H, K + Hd]. Per layer l, input width n,
+lb = cumsum(log alpha_l) over the segment [C, n], b = exp(lb):
+
+    key pass:  a1 = W1 (s1 k), h = act(a1), a2 = W2 (s2 h), d1 = (W2^T d2) * f1 * s2
+               (s_l = b_l with l2 retention's retained gradient point, else 1)
+    read:      u_t = (z_t * b_t) X^T - sum_{i<=t} A[t, i] d_i,
+               A[t, i] = sum_c z_tc x_ic exp(lb_tc - lb_ic)
+    end:       raw = X * b_last - d^T (x * exp(lb_last - lb))
+
+with x the layer's write input (k, h; times eta). The scores A are summed column by column with
+each exponent a difference (at most 0), so no decay can overflow, and the diagonal is exact.
+Momentum with a channel-wise alpha is not covered (chunk_mlp_memory refuses it).
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from ..common import _mm, _phi, _phi_bwd, _slot
+from .tl_ops import (
+    _act,
+    _act_grad,
+    _act_grad2,
+    _end_weights,
+    _load_segment,
+    _lq_scale,
+    _lq_scale_vjp,
+    _norm,
+    _norm_back,
+    _norm_back_vjp,
+    _read_base,
+    _scales,
+)
+
+
+@triton.jit
+def _channel_decays(alpha, row, mt, K: tl.constexpr, HD: tl.constexpr, RET: tl.constexpr):
+    """lb_1 [C, K], lb_2 [C, HD]: the cumulative log-decays of the segment (0 without retention
+    and on padding rows)."""
+    base = row[:, None] * (K + HD)
+    la1 = tl.log(tl.load(alpha + base + tl.arange(0, K)[None, :], mask=mt[:, None], other=1.0).to(tl.float32))
+    la2 = tl.log(tl.load(alpha + base + K + tl.arange(0, HD)[None, :], mask=mt[:, None], other=1.0).to(tl.float32))
+    if RET == 0:
+        la1 = la1 * 0.0
+        la2 = la2 * 0.0
+    return tl.cumsum(la1, 0), tl.cumsum(la2, 0)
+
+
+@triton.jit
+def _column(x, i, C: tl.constexpr):
+    """Row i of x [C, n] as [n]."""
+    return tl.sum(tl.where((tl.arange(0, C) == i)[:, None], x, 0.0), 0)
+
+
+@triton.jit
+def _scores(z, x, lb, C: tl.constexpr):
+    """A[t, i] = sum_c z_tc x_ic exp(lb_tc - lb_ic) for i <= t, 0 above; [C, C]."""
+    oc = tl.arange(0, C)
+    A = tl.zeros([C, C], dtype=tl.float32)
+    for i in range(C):
+        x_i = _column(x, i, C)
+        lb_i = _column(lb, i, C)
+        dec = tl.exp(tl.where((oc >= i)[:, None], lb - lb_i[None, :], float("-inf")))
+        col = tl.sum(z * x_i[None, :] * dec, 1)
+        A += tl.where((oc == i)[None, :], col[:, None], 0.0)
+    return A
+
+
+@triton.jit
+def _scores_bwd(dA, z, x, lb, C: tl.constexpr):
+    """(dz, dx, dlb) [C, n] from dA [C, C] through _scores."""
+    oc = tl.arange(0, C)
+    dz = tl.zeros_like(z)
+    dx = tl.zeros_like(x)
+    dlb = tl.zeros_like(lb)
+    for i in range(C):
+        here = oc == i
+        x_i = _column(x, i, C)
+        lb_i = _column(lb, i, C)
+        dec = tl.exp(tl.where((oc >= i)[:, None], lb - lb_i[None, :], float("-inf")))
+        dA_i = tl.sum(tl.where(here[None, :], dA, 0.0), 1)  # column i of dA
+        P = dA_i[:, None] * dec
+        dz += P * x_i[None, :]
+        term = P * z * x_i[None, :]
+        dx += tl.where(here[:, None], tl.sum(P * z, 0)[None, :], 0.0)
+        dlb += term - tl.where(here[:, None], tl.sum(term, 0)[None, :], 0.0)
+    return dz, dx, dlb
+
+
+@triton.jit
+def _key_pass_ch(W1, W2, kc, vc, dl, s1, s2, P_EXP, SHARP, EPS, RADIUS,
+                 K: tl.constexpr, BIAS: tl.constexpr, NEPS: tl.constexpr, SMOOTH: tl.constexpr,
+                 ACT: tl.constexpr, LN: tl.constexpr, PREC: tl.constexpr):
+    """The memory at the gradient point (each input channel retained on its own) on the keys and
+    its back-propagated bias gradient."""
+    ks = kc * s1
+    a1 = _mm(ks, tl.trans(W1), PREC)
+    hk = _act(a1, ACT)
+    hs = hk * s2
+    a2 = _mm(hs, tl.trans(W2), PREC)
+    E = kc + _norm(a2, K, LN) - vc
+    G = _phi(E, vc, dl, BIAS, P_EXP, SHARP, EPS, RADIUS, NEPS, SMOOTH)
+    d2 = _norm_back(a2, G, K, LN)
+    t1 = _mm(d2, W2, PREC)
+    f1 = _act_grad(a1, ACT)
+    d1 = t1 * f1 * s2
+    return ks, a1, hk, hs, a2, E, G, d2, t1, f1, d1
+
+
+@triton.jit
+def _read_layer_ch(X, z, x_in, d, lb, C: tl.constexpr, PREC: tl.constexpr):
+    """One layer's read: (A, u / r) with u / r = (z * b) X^T - A d."""
+    A = _scores(z, x_in, lb, C)
+    up = _mm(z * tl.exp(lb), tl.trans(X), PREC) - _mm(A, d, PREC)
+    return A, up
+
+
+@triton.jit
+def _read_layer_ch_bwd(du, up, X, r, z, x_in, d, A, lb, C: tl.constexpr, PREC: tl.constexpr):
+    """VJP of u = r ((z * b) X^T - A d): gradients of z, x_in, d, X, r and lb."""
+    b = tl.exp(lb)
+    zb = z * b
+    dX = r * _mm(tl.trans(du), zb, PREC)
+    dr = tl.sum(tl.sum(du * up, 1), 0)
+    dzb = r * _mm(du, X, PREC)
+    dA = -r * _mm(du, tl.trans(d), PREC)
+    dd = -r * _mm(tl.trans(A), du, PREC)
+    oc = tl.arange(0, C)
+    dA = tl.where(oc[:, None] >= oc[None, :], dA, 0.0)
+    dz, dx_in, dlb = _scores_bwd(dA, z, x_in, lb, C)
+    dz += dzb * b
+    dlb += dzb * zb
+    return dz, dx_in, dd, dX, dr, dlb
+
+
+@triton.jit
+def _fwd_kernel_ch(
+    q, k, v, eta, alpha, delta, x1_0, x2_0, seg_start, seg_size, o, saved1, saved2,
+    T, H, NS, P_EXP, SHARP, EPS, RADIUS, QX, SCALE,
+    C: tl.constexpr, K: tl.constexpr, HD: tl.constexpr, BIAS: tl.constexpr, NEPS: tl.constexpr,
+    SMOOTH: tl.constexpr, ACT: tl.constexpr, LN: tl.constexpr, RET: tl.constexpr,
+    RETAIN_FIRST: tl.constexpr, NEEDS_DELTA: tl.constexpr, SAVE: tl.constexpr,
+    PREC: tl.constexpr, ETA_CH: tl.constexpr,
+):
+    i_bh = tl.program_id(0)
+    b = i_bh // H
+    h = i_bh % H
+    oc = tl.arange(0, C)
+    ok = tl.arange(0, K)
+    oh = tl.arange(0, HD)
+    off1 = oh[:, None] * K + ok[None, :]  # [HD, K]
+    off2 = ok[:, None] * HD + oh[None, :]  # [K, HD]
+    X1 = tl.load(x1_0 + h * HD * K + off1).to(tl.float32)
+    X2 = tl.load(x2_0 + h * HD * K + off2).to(tl.float32)
+    for n in range(NS):
+        start = tl.load(seg_start + n)
+        size = tl.load(seg_size + n)
+        if SAVE:
+            base = _slot(i_bh, n, NS, HD * K)
+            tl.store(saved1 + base + off1, X1)
+            tl.store(saved2 + base + off2, X2)
+        qc, kc, vc, et, _la, _lth, dl, row, ptr, mt = _load_segment(
+            q, k, v, eta, eta, eta, delta, b, h, start, size, T, H, C, K, False, False, NEEDS_DELTA)
+        lb1, lb2 = _channel_decays(alpha, row, mt, K, HD, RET)
+        if RETAIN_FIRST:
+            s1 = tl.exp(lb1)
+            s2 = tl.exp(lb2)
+        else:
+            s1 = tl.full([C, K], 1.0, tl.float32)
+            s2 = tl.full([C, HD], 1.0, tl.float32)
+        r1, r2 = _scales(X1, X2, QX, RET)
+        V1 = _read_base(X1, RET)
+        V2 = _read_base(X2, RET)
+        _ks, _a1, hk, _hs, _a2, _E, _G, d2, _t1, _f1, d1 = _key_pass_ch(
+            r1 * V1, r2 * V2, kc, vc, dl, s1, s2, P_EXP, SHARP, EPS, RADIUS,
+            K, BIAS, NEPS, SMOOTH, ACT, LN, PREC)
+        if ETA_CH:
+            base_e = row[:, None] * (K + HD)
+            x1w = kc * tl.load(eta + base_e + ok[None, :], mask=mt[:, None], other=0.0).to(tl.float32)
+            x2w = hk * tl.load(eta + base_e + K + oh[None, :], mask=mt[:, None], other=0.0).to(tl.float32)
+        else:
+            x1w = kc * et[:, None]
+            x2w = hk * et[:, None]
+        _A1, u1p = _read_layer_ch(V1, qc, x1w, d1, lb1, C, PREC)
+        hq = _act(r1 * u1p, ACT)
+        _A2, u2p = _read_layer_ch(V2, hq, x2w, d2, lb2, C, PREC)
+        out = qc + _norm(r2 * u2p, K, LN)
+        is_last = oc == size - 1
+        l1 = tl.sum(tl.where(is_last[:, None], lb1, 0.0), 0)  # [K]: the segment's log-decay
+        l2 = tl.sum(tl.where(is_last[:, None], lb2, 0.0), 0)
+        raw1 = X1 * tl.exp(l1)[None, :] - _mm(tl.trans(d1), x1w * tl.exp(l1[None, :] - lb1), PREC)
+        raw2 = X2 * tl.exp(l2)[None, :] - _mm(tl.trans(d2), x2w * tl.exp(l2[None, :] - lb2), PREC)
+        X1, W1n = _end_weights(raw1, QX, SCALE, RET)
+        X2, W2n = _end_weights(raw2, QX, SCALE, RET)
+        if RET >= 2:  # the segment's last token reads the exact new memory
+            z1 = _mm(qc, tl.trans(W1n), PREC)
+            exact = qc + _norm(_mm(_act(z1, ACT), tl.trans(W2n), PREC), K, LN)
+            out = tl.where(is_last[:, None], exact, out)
+        tl.store(o + ptr, out.to(o.dtype.element_ty), mask=mt[:, None])
+
+
+@triton.jit
+def _bwd_kernel_ch(
+    q, k, v, eta, alpha, delta, seg_start, seg_size, saved1, saved2, do,
+    dq, dk, dv, deta, dla, ddelta, dx1, dx2,
+    T, H, NS, P_EXP, SHARP, EPS, RADIUS, QX, SCALE,
+    C: tl.constexpr, K: tl.constexpr, HD: tl.constexpr, BIAS: tl.constexpr, NEPS: tl.constexpr,
+    SMOOTH: tl.constexpr, ACT: tl.constexpr, LN: tl.constexpr, RET: tl.constexpr,
+    RETAIN_FIRST: tl.constexpr, NEEDS_DELTA: tl.constexpr, PREC: tl.constexpr, ETA_CH: tl.constexpr,
+):
+    i_bh = tl.program_id(0)
+    b = i_bh // H
+    h = i_bh % H
+    oc = tl.arange(0, C)
+    ok = tl.arange(0, K)
+    oh = tl.arange(0, HD)
+    off1 = oh[:, None] * K + ok[None, :]
+    off2 = ok[:, None] * HD + oh[None, :]
+    dX1n = tl.zeros([HD, K], dtype=tl.float32)  # dL / d(carried state at the segment end)
+    dX2n = tl.zeros([K, HD], dtype=tl.float32)
+    for i_n in range(NS):
+        n = NS - 1 - i_n
+        start = tl.load(seg_start + n)
+        size = tl.load(seg_size + n)
+        base = _slot(i_bh, n, NS, HD * K)
+        X1 = tl.load(saved1 + base + off1)
+        X2 = tl.load(saved2 + base + off2)
+        qc, kc, vc, et, _la, _lth, dl, row, ptr, mt = _load_segment(
+            q, k, v, eta, eta, eta, delta, b, h, start, size, T, H, C, K, False, False, NEEDS_DELTA)
+        lb1, lb2 = _channel_decays(alpha, row, mt, K, HD, RET)
+        if RETAIN_FIRST:
+            s1 = tl.exp(lb1)
+            s2 = tl.exp(lb2)
+        else:
+            s1 = tl.full([C, K], 1.0, tl.float32)
+            s2 = tl.full([C, HD], 1.0, tl.float32)
+        dy = tl.load(do + ptr, mask=mt[:, None], other=0.0).to(tl.float32)
+        is_last = oc == size - 1
+        # ---- recompute the segment
+        r1, r2 = _scales(X1, X2, QX, RET)
+        V1 = _read_base(X1, RET)
+        V2 = _read_base(X2, RET)
+        W1 = r1 * V1
+        W2 = r2 * V2
+        ks, a1, hk, hs, a2, E, G, d2, t1, f1, d1 = _key_pass_ch(
+            W1, W2, kc, vc, dl, s1, s2, P_EXP, SHARP, EPS, RADIUS, K, BIAS, NEPS, SMOOTH, ACT, LN, PREC)
+        base_e = row[:, None] * (K + HD)
+        if ETA_CH:
+            e1 = tl.load(eta + base_e + ok[None, :], mask=mt[:, None], other=0.0).to(tl.float32)
+            e2 = tl.load(eta + base_e + K + oh[None, :], mask=mt[:, None], other=0.0).to(tl.float32)
+        else:
+            e1 = tl.zeros([C, K], dtype=tl.float32) + et[:, None]
+            e2 = tl.zeros([C, HD], dtype=tl.float32) + et[:, None]
+        x1w = kc * e1
+        x2w = hk * e2
+        A1, u1p = _read_layer_ch(V1, qc, x1w, d1, lb1, C, PREC)
+        u1 = r1 * u1p
+        hq = _act(u1, ACT)
+        A2, u2p = _read_layer_ch(V2, hq, x2w, d2, lb2, C, PREC)
+        u2 = r2 * u2p
+        l1 = tl.sum(tl.where(is_last[:, None], lb1, 0.0), 0)
+        l2 = tl.sum(tl.where(is_last[:, None], lb2, 0.0), 0)
+        g1 = tl.exp(l1[None, :] - lb1)  # [C, K]: b_last / b_i per channel
+        g2 = tl.exp(l2[None, :] - lb2)
+        raw1 = X1 * tl.exp(l1)[None, :] - _mm(tl.trans(d1), x1w * g1, PREC)
+        raw2 = X2 * tl.exp(l2)[None, :] - _mm(tl.trans(d2), x2w * g2, PREC)
+
+        # ---- the segment end: exact last read and the end map
+        dqc = dy  # the memory's residual
+        if RET >= 2:
+            _X1n, W1n = _end_weights(raw1, QX, SCALE, RET)
+            _X2n, W2n = _end_weights(raw2, QX, SCALE, RET)
+            z1 = _mm(qc, tl.trans(W1n), PREC)
+            hl = _act(z1, ACT)
+            z2 = _mm(hl, tl.trans(W2n), PREC)
+            dyl = tl.where(is_last[:, None], dy, 0.0)
+            dz2 = _norm_back(z2, dyl, K, LN)
+            dW2n = _mm(tl.trans(dz2), hl, PREC)
+            dz1 = _mm(dz2, W2n, PREC) * _act_grad(z1, ACT)
+            dW1n = _mm(tl.trans(dz1), qc, PREC)
+            dqc += _mm(dz1, W1n, PREC)
+            dyr = tl.where(is_last[:, None], 0.0, dy)
+            draw1 = dX1n + _lq_scale(raw1, QX) * dW1n + _lq_scale_vjp(raw1, QX, tl.sum(tl.sum(dW1n * raw1, 1), 0))
+            draw2 = dX2n + _lq_scale(raw2, QX) * dW2n + _lq_scale_vjp(raw2, QX, tl.sum(tl.sum(dW2n * raw2, 1), 0))
+        else:
+            dyr = dy
+            draw1 = dX1n
+            draw2 = dX2n
+        # raw_l = X_l * b_last - d_l^T (x_l * g_l)
+        dl1 = tl.sum(draw1 * X1, 0) * tl.exp(l1)  # d / d l1 (through b_last)
+        dl2 = tl.sum(draw2 * X2, 0) * tl.exp(l2)
+        dw1 = -_mm(d1, draw1, PREC)  # [C, K]: d / d(x1w * g1)
+        dw2 = -_mm(d2, draw2, PREC)
+        dd1 = -_mm(x1w * g1, tl.trans(draw1), PREC)
+        dd2 = -_mm(x2w * g2, tl.trans(draw2), PREC)
+        dx1w = dw1 * g1
+        dx2w = dw2 * g2
+        tg1 = dw1 * x1w * g1
+        tg2 = dw2 * x2w * g2
+        dl1 += tl.sum(tg1, 0)
+        dl2 += tl.sum(tg2, 0)
+        dlb1 = -tg1
+        dlb2 = -tg2
+
+        # ---- the reads, layer 2 then layer 1
+        du2 = _norm_back(u2, dyr, K, LN)
+        dhq, dxr2, dd2r, dX2, dr2, dlbr2 = _read_layer_ch_bwd(du2, u2p, V2, r2, hq, x2w, d2, A2, lb2, C, PREC)
+        du1 = dhq * _act_grad(u1, ACT)
+        dq1, dxr1, dd1r, dX1, dr1, dlbr1 = _read_layer_ch_bwd(du1, u1p, V1, r1, qc, x1w, d1, A1, lb1, C, PREC)
+        dqc += dq1
+        dx1w += dxr1
+        dx2w += dxr2
+        dd1 += dd1r
+        dd2 += dd2r
+        dlb1 += dlbr1
+        dlb2 += dlbr2
+        dkc = dx1w * e1
+        dh = dx2w * e2
+        g_e1 = dx1w * kc
+        g_e2 = dx2w * hk
+
+        # ---- the key pass
+        dt1 = dd1 * s2 * f1
+        da1 = dd1 * s2 * t1 * _act_grad2(a1, ACT)
+        ds2 = dd1 * t1 * f1
+        dd2 += _mm(dt1, tl.trans(W2), PREC)
+        dW2 = _mm(tl.trans(d2), dt1, PREC)
+        if LN:
+            da2, dG = _norm_back_vjp(a2, G, dd2, K)
+        else:
+            da2 = tl.zeros_like(a2)
+            dG = dd2
+        dE, ddl = _phi_bwd(E, dG, dl, BIAS, P_EXP, SHARP, EPS, RADIUS, NEPS, SMOOTH)
+        dvc = -dE
+        if BIAS == 0:  # dot: g = -v
+            dvc -= dG
+        dkc += dE
+        da2 += _norm_back(a2, dE, K, LN)
+        dW2 += _mm(tl.trans(da2), hs, PREC)
+        dhs = _mm(da2, W2, PREC)
+        dh += dhs * s2
+        ds2 += dhs * hk
+        da1 += dh * f1
+        dW1 = _mm(tl.trans(da1), ks, PREC)
+        dks = _mm(da1, W1, PREC)
+        dkc += dks * s1
+        if RETAIN_FIRST:  # s_l = exp(lb_l)
+            dlb1 += dks * kc * s1
+            dlb2 += ds2 * s2
+
+        # ---- weights -> carried state
+        if RET == 2:
+            dX1 += r1 * dW1 + _lq_scale_vjp(X1, QX, dr1 + tl.sum(tl.sum(dW1 * X1, 1), 0))
+            dX2 += r2 * dW2 + _lq_scale_vjp(X2, QX, dr2 + tl.sum(tl.sum(dW2 * X2, 1), 0))
+        else:
+            dX1 += dW1
+            dX2 += dW2
+        dX1 += draw1 * tl.exp(l1)[None, :]
+        dX2 += draw2 * tl.exp(l2)[None, :]
+
+        # ---- gates: lb = cumsum(log alpha) per channel, l = lb of the last token
+        dlb1 += tl.where(is_last[:, None], dl1[None, :], 0.0)
+        dlb2 += tl.where(is_last[:, None], dl2[None, :], 0.0)
+        if RET != 0:
+            tl.store(dla + base_e + ok[None, :], tl.cumsum(dlb1, 0, reverse=True), mask=mt[:, None])
+            tl.store(dla + base_e + K + oh[None, :], tl.cumsum(dlb2, 0, reverse=True), mask=mt[:, None])
+        if ETA_CH:
+            tl.store(deta + base_e + ok[None, :], g_e1, mask=mt[:, None])
+            tl.store(deta + base_e + K + oh[None, :], g_e2, mask=mt[:, None])
+        else:
+            tl.store(deta + row, tl.sum(g_e1, 1) + tl.sum(g_e2, 1), mask=mt)
+        if NEEDS_DELTA:
+            tl.store(ddelta + row, ddl, mask=mt)
+        tl.store(dq + ptr, dqc, mask=mt[:, None])
+        tl.store(dk + ptr, dkc, mask=mt[:, None])
+        tl.store(dv + ptr, dvc, mask=mt[:, None])
+        dX1n = dX1
+        dX2n = dX2
+    tl.store(dx1 + i_bh * HD * K + off1, dX1n)
+    tl.store(dx2 + i_bh * HD * K + off2, dX2n)
