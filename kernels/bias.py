@@ -85,6 +85,9 @@ def as_bias(bias: BiasConfig | str) -> BiasConfig:
 def phi(e: torch.Tensor, v: torch.Tensor, delta: torch.Tensor | None, bias: BiasConfig) -> torch.Tensor:
     """Gradient factor g = phi(e) of every token: the bias class's own ``phi``.
 
-    e, v: [..., V] (error and value); delta: [...] (Huber threshold) or None. Returns [..., V].
+    e, v: [..., V] (error and value); delta: [...] (Huber threshold), [..., V] (one per value
+    channel) or None. Returns [..., V].
     """
-    return bias.schema().phi(e, v, None if delta is None else delta.unsqueeze(-1))
+    if delta is not None and delta.dim() < e.dim():
+        delta = delta.unsqueeze(-1)
+    return bias.schema().phi(e, v, delta)

@@ -124,6 +124,47 @@ def _phi_bwd(E, dG, d, BIAS: tl.constexpr, P_EXP, SHARP, EPS, RADIUS, NEPS: tl.c
     return dE, dd
 
 
+@triton.jit
+def _phi_ch(E, D, BIAS: tl.constexpr, SHARP, SMOOTH: tl.constexpr):
+    """g = phi(e) with one Huber threshold per value channel, D: [C, BV] (coordinate and switch;
+    the switch tests ||e / D|| <= 1, as miras_search.schema.bias.HuberBias.phi)."""
+    if BIAS == 3:  # huber coordinate
+        G = tl.minimum(tl.maximum(E, -D), D)
+    else:  # huber switch (Yaad)
+        inside = (tl.sqrt(tl.sum((E / D) * (E / D), 1)) <= 1.0)[:, None]
+        if SMOOTH == 2:
+            G = tl.where(inside, E, D * _tanh(SHARP * E / D))
+        elif SMOOTH == 1:
+            G = tl.where(inside, E, D * _tanh(SHARP * E))
+        else:
+            G = tl.where(inside, E, D * _sign(E))
+    return G
+
+
+@triton.jit
+def _phi_ch_bwd(E, dG, D, BIAS: tl.constexpr, SHARP, SMOOTH: tl.constexpr):
+    """(dL/dE, dL/dD) [C, BV] from dL/dG through _phi_ch (the branch test is not differentiated)."""
+    if BIAS == 3:
+        inside = (D > E) & (-D < E)
+        dE = tl.where(inside, dG, 0.0)
+        dD = tl.where(inside, 0.0, _sign(E) * dG)
+    else:
+        big = (tl.sqrt(tl.sum((E / D) * (E / D), 1)) > 1.0)[:, None]
+        if SMOOTH == 2:
+            x = SHARP * E / D
+            th = _tanh(x)
+            dE = tl.where(big, SHARP * (1.0 - th * th) * dG, dG)
+            dD = tl.where(big, (th - x * (1.0 - th * th)) * dG, 0.0)
+        elif SMOOTH == 1:
+            th = _tanh(SHARP * E)
+            dE = tl.where(big, D * SHARP * (1.0 - th * th) * dG, dG)
+            dD = tl.where(big, th * dG, 0.0)
+        else:
+            dE = tl.where(big, 0.0, dG)
+            dD = tl.where(big, _sign(E) * dG, 0.0)
+    return dE, dD
+
+
 def _bias_args(bias: BiasConfig) -> dict:
     return {
         "P_EXP": float(bias.p), "SHARP": float(bias.sharpness), "EPS": float(bias.eps),

@@ -121,8 +121,8 @@ def kernel_for(rule: Any) -> Callable[..., Any] | None:
     """The Triton kernel for this point, or None when it is not covered.
 
     Covered, with the biases dot, l2, lp (smooth), huber (coordinate / norm / switch; a per-head
-    delta), robust and a per-head eta (the MLP memory also a channel-wise one, where its weights
-    fit on chip: ``shape_problem``):
+    delta), robust and a per-head eta (the MLP memory also a channel-wise eta, and a channel-wise
+    delta for the coordinate and switch variants, where its weights fit on chip: ``shape_problem``):
 
     - matrix memory, retention none or l2, gd or momentum, alpha per head or channel-wise
       (channel-wise only with gd): ``chunk_matrix_memory`` with the bias bound,
@@ -137,10 +137,12 @@ def kernel_for(rule: Any) -> Callable[..., Any] | None:
     """
     bias = bias_config(rule.bias)
     modes = _gate_modes(rule)
-    if bias is None or modes.get("delta") == "channel":
+    if bias is None:
         return None
-    if modes.get("eta") == "channel" and _kind(rule.memory) != "mlp":  # the MLP kernel has it
-        return None
+    if _kind(rule.memory) != "mlp" and "channel" in (modes.get("eta"), modes.get("delta")):
+        return None  # the MLP kernel has them
+    if modes.get("delta") == "channel" and bias.kind not in ("huber_coordinate", "huber_switch"):
+        return None  # a per-channel threshold of the norm variant: the PyTorch form
     if _atlas_only(rule):
         return None
     memory = _kind(rule.memory)
@@ -178,7 +180,7 @@ def shape_problem(rule: Any, key_dim: int, value_dim: int, chunk_size: int,
         lq_momentum = retention == "lq" and _kind(rule.algorithm) == "momentum"
         problem = mlp_shape_problem(key_dim, expansion * key_dim, chunk_size, operands, lq_momentum)
         modes = _gate_modes(rule)
-        channel = [gate for gate in ("eta", "alpha") if modes.get(gate) == "channel"]
+        channel = [gate for gate in ("eta", "alpha", "delta") if modes.get(gate) == "channel"]
         if problem is None and channel and \
                 mlp_hidden_tile(key_dim, expansion * key_dim, chunk_size, operands, lq_momentum) is not None:
             return (f"a channel-wise {' and '.join(channel)} runs on the MLP kernel that keeps W1, W2 on "

@@ -121,9 +121,35 @@ def test_the_model_produces_channel_wise_gates_of_the_layers_width():
 
 
 @pytest.mark.parametrize("gate", ["eta", "alpha", "delta"])
-def test_kernels_refuse_channel_wise_mlp_gates_and_the_pytorch_form_runs(gate: str):
+def test_channel_wise_mlp_gates_run_the_kernel_with_the_pytorch_forms_output(gate: str):
+    """The whole-W MLP kernels take each channel-wise gate (forced here: Triton's interpreter)."""
     rule = MemoryRule.from_point(_mlp_point(**{gate: "channel"}))
-    q, k, v, gates, params = random_inputs(rule, 1, 16, 2, 8, channel=(gate,), dtype=torch.float32)
+    q, k, v, gates, params = random_inputs(rule, 1, 16, 2, 16, channel=(gate,), dtype=torch.float32)
+    if CUDA:
+        q, k, v = (x.cuda() for x in (q, k, v))
+        gates = MemoryGates(**{n: None if g is None else g.cuda() for n, g in vars(gates).items()})
+        params = [p.cuda() for p in params]
+    assert kernel_problem(rule, q, v, 16, "triton") is None
+    fused = memory_forward(rule, q, k, v, gates, params, chunk_size=16, kernel="triton")
+    torch_form = memory_forward(rule, q, k, v, gates, params, chunk_size=16, kernel="torch")
+    assert ((fused - torch_form).norm() / torch_form.norm()).item() < 5e-3
+
+
+@pytest.mark.parametrize("case", ["mlp-momentum-channel-alpha", "mlp-norm-channel-delta", "matrix-channel-eta"])
+def test_channel_wise_gates_without_a_kernel_run_the_pytorch_form(case: str):
+    memory = {"kind": "matrix"} if case.startswith("matrix") else {
+        "kind": "mlp", "depth": 2, "expansion": 2, "layer_norm": True}
+    gate = {"mlp-momentum-channel-alpha": "alpha", "mlp-norm-channel-delta": "delta"}.get(case, "eta")
+    point = ModelPoint(
+        memory=memory,
+        bias={"kind": "huber", "variant": "norm" if "norm" in case else "switch",
+              "delta": {"mode": "channel" if gate == "delta" else "head"}},
+        retention={"kind": "l2", "alpha": {"mode": "channel" if gate == "alpha" else "head"}},
+        algorithm={"kind": "momentum" if "momentum" in case else "gd",
+                   "eta": {"mode": "channel" if gate == "eta" else "head"}},
+    )
+    rule = MemoryRule.from_point(point)
+    q, k, v, gates, params = random_inputs(rule, 1, 16, 2, 16, channel=(gate,), dtype=torch.float32)
     if not CUDA:
         with pytest.raises(UnsupportedPoint, match="no kernel covers"):
             memory_forward(rule, q, k, v, gates, params, chunk_size=16, kernel="triton")
@@ -131,7 +157,6 @@ def test_kernels_refuse_channel_wise_mlp_gates_and_the_pytorch_form_runs(gate: s
     auto = memory_forward(rule, q, k, v, gates, params, chunk_size=16, kernel="auto")
     torch_form = memory_forward(rule, q, k, v, gates, params, chunk_size=16, kernel="torch")
     torch.testing.assert_close(auto, torch_form)
-    assert isinstance(gates, MemoryGates)
 
 
 @pytest.mark.parametrize("memory", ["matrix", "vector", "mlp"])

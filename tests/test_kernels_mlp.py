@@ -350,16 +350,16 @@ def test_reference_with_channel_alpha_equals_memory_chunked_form(bias, retention
 
 # ---- dispatch and the model path --------------------------------------------------------------
 def test_dispatch_covers_the_mlp_family():
-    """Per-head gates run on the kernel; of the named models' own gates, Moneta's channel-wise eta
-    and alpha do too (at whole-W shapes), Yaad's channel-wise threshold and Memora's kl retention
-    (whose chunk read the kernel does not have) run the PyTorch form."""
+    """Per-head gates run on the kernel; so do Moneta's and Yaad's own channel-wise gates (at
+    whole-W shapes); Memora's kl retention (whose chunk read the kernel does not have) runs the
+    PyTorch form."""
     covered = {name: kernel_for(per_head_preset(name)) is not None
                for name in ("moneta", "yaad", "memora", "ttt_mlp", "titans")}
     assert covered == {"moneta": True, "yaad": True, "memora": False, "ttt_mlp": True, "titans": True}
-    # as named: Moneta's channel-wise eta and alpha are on the whole-W kernel; Yaad's channel-wise
-    # Huber threshold and Memora's kl chunk read are not
+    # as named: Moneta's and Yaad's channel-wise gates are on the whole-W kernels; Memora's kl
+    # chunk read is not
     assert {name: kernel_for(preset(name)) is not None for name in ("moneta", "yaad", "memora")} == {
-        "moneta": True, "yaad": False, "memora": False}
+        "moneta": True, "yaad": True, "memora": False}
     moneta = kernel_for(per_head_preset("moneta")).keywords
     assert moneta["config"] == MlpMemoryConfig("gelu", True, "lq", q=4.0, scale=1.0)
     assert moneta["bias"].kind == "lp"
@@ -635,7 +635,7 @@ def test_named_models_with_channel_eta(name, chunk_size):
 
 def test_channel_eta_is_refused_by_the_hidden_tiled_kernel():
     x = channel_eta(make_inputs(1, 8, 1, 16, 32), 32)
-    with pytest.raises(KernelInputError, match="channel-wise eta"):
+    with pytest.raises(KernelInputError, match=r"channel-wise gate \(eta, alpha, delta\)"):
         chunk_mlp_memory(**{n: x[n].float() for n in NAMES if x[n] is not None}, hidden_tile=16)
 
 
@@ -688,5 +688,48 @@ def test_moneta_as_named_through_memory_forward():
     for kernel in ("triton", "torch"):
         o = memory_forward(rule, q, k, v, gates, params, chunk_size=16, kernel=kernel)
         outs[kernel] = [o, *torch.autograd.grad(o.square().sum(), [q, k, v, gates.eta, gates.alpha])]
+    for fused, reference in zip(outs["triton"], outs["torch"], strict=True):
+        assert rel_err(fused.double(), reference.double()) < 5e-3
+
+
+def channel_delta(x: dict, seed: int = 7) -> dict:
+    """``x`` with a Huber threshold per value channel [B, T, H, K], around the per-head one / sqrt(K)
+    (a channel-wise threshold tests ||e / delta|| <= 1)."""
+    B, T, H, K = x["q"].shape
+    gen = torch.Generator().manual_seed(seed)
+    spread = 0.5 + torch.rand(B, T, H, K, generator=gen, dtype=torch.float64)
+    return {**x, "delta": x["delta"][..., None] / K**0.5 * spread}
+
+
+@pytest.mark.parametrize("bias", [BiasConfig("huber_coordinate"), BiasConfig("huber_switch", sharpness=1.0),
+                                  BiasConfig("huber_switch", sharpness=1.0, relative_sharpness=True)])
+@pytest.mark.parametrize("alpha", ["head", "channel"])
+@pytest.mark.parametrize("T", [7, 37])
+def test_kernel_with_channel_delta(bias, alpha, T):
+    """A Huber threshold per value channel (Yaad's): output and every gradient, delta's per channel
+    included, against the float64 reference, with per-head and channel-wise alpha."""
+    config = MlpMemoryConfig("gelu", True, "l2", gradient_at="previous")
+    x = channel_delta(make_inputs(1, T, 2, 16, 32, bias.kind, "l2", seed=T))
+    x = channel_alpha(channel_eta(x, 32), 32) if alpha == "channel" else x
+    check(x, config, bias, 16)
+
+
+def test_yaad_as_named_through_memory_forward():
+    """Yaad's own gates (channel-wise eta, alpha and threshold; the switch with relative sharpness)
+    run the kernel (forced here, in the interpreter) with the PyTorch form's outputs and gradients."""
+    rule = MemoryRule.from_point(preset("yaad"))
+    assert kernel_for(rule) is not None
+    B, T, H, K = 1, 21, 2, 16
+    x = make_inputs(B, T, H, K, 4 * K, "huber_switch", "l2", seed=9)
+    x = channel_alpha(channel_eta(channel_delta(x), 4 * K), 4 * K)
+    gates = MemoryGates(*(x[n].float().requires_grad_() for n in ("eta", "alpha")), None,
+                        x["delta"].float().requires_grad_())
+    q, k, v = (x[n].float().requires_grad_() for n in "qkv")
+    params = [p.float() for p in rule.initial_parameters(H, K, K)]
+    outs = {}
+    for kernel in ("triton", "torch"):
+        o = memory_forward(rule, q, k, v, gates, params, chunk_size=16, kernel=kernel)
+        leaves = [q, k, v, gates.eta, gates.alpha, gates.delta]
+        outs[kernel] = [o, *torch.autograd.grad(o.square().sum(), leaves)]
     for fused, reference in zip(outs["triton"], outs["torch"], strict=True):
         assert rel_err(fused.double(), reference.double()) < 5e-3

@@ -20,7 +20,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from ..common import _mm, _phi, _phi_bwd, _slot
+from ..common import _mm, _phi, _phi_bwd, _phi_ch, _phi_ch_bwd, _slot
 from .tl_ops import (
     _act,
     _act_grad,
@@ -94,16 +94,19 @@ def _scores_bwd(dA, z, x, lb, C: tl.constexpr):
 @triton.jit
 def _key_pass_ch(W1, W2, kc, vc, dl, s1, s2, P_EXP, SHARP, EPS, RADIUS,
                  K: tl.constexpr, BIAS: tl.constexpr, NEPS: tl.constexpr, SMOOTH: tl.constexpr,
-                 ACT: tl.constexpr, LN: tl.constexpr, PREC: tl.constexpr):
+                 ACT: tl.constexpr, LN: tl.constexpr, PREC: tl.constexpr, DELTA_CH: tl.constexpr):
     """The memory at the gradient point (each input channel retained on its own) on the keys and
-    its back-propagated bias gradient."""
+    its back-propagated bias gradient (``dl``: [C], or [C, K] per value channel with DELTA_CH)."""
     ks = kc * s1
     a1 = _mm(ks, tl.trans(W1), PREC)
     hk = _act(a1, ACT)
     hs = hk * s2
     a2 = _mm(hs, tl.trans(W2), PREC)
     E = kc + _norm(a2, K, LN) - vc
-    G = _phi(E, vc, dl, BIAS, P_EXP, SHARP, EPS, RADIUS, NEPS, SMOOTH)
+    if DELTA_CH:
+        G = _phi_ch(E, dl, BIAS, SHARP, SMOOTH)
+    else:
+        G = _phi(E, vc, dl, BIAS, P_EXP, SHARP, EPS, RADIUS, NEPS, SMOOTH)
     d2 = _norm_back(a2, G, K, LN)
     t1 = _mm(d2, W2, PREC)
     f1 = _act_grad(a1, ACT)
@@ -144,7 +147,7 @@ def _fwd_kernel_ch(
     C: tl.constexpr, K: tl.constexpr, HD: tl.constexpr, BIAS: tl.constexpr, NEPS: tl.constexpr,
     SMOOTH: tl.constexpr, ACT: tl.constexpr, LN: tl.constexpr, RET: tl.constexpr,
     RETAIN_FIRST: tl.constexpr, NEEDS_DELTA: tl.constexpr, SAVE: tl.constexpr,
-    PREC: tl.constexpr, ETA_CH: tl.constexpr,
+    PREC: tl.constexpr, ETA_CH: tl.constexpr, DELTA_CH: tl.constexpr,
 ):
     i_bh = tl.program_id(0)
     b = i_bh // H
@@ -165,6 +168,8 @@ def _fwd_kernel_ch(
             tl.store(saved2 + base + off2, X2)
         qc, kc, vc, et, _la, _lth, dl, row, ptr, mt = _load_segment(
             q, k, v, eta, eta, eta, delta, b, h, start, size, T, H, C, K, False, False, NEEDS_DELTA)
+        if DELTA_CH:  # a threshold per value channel
+            dl = tl.load(delta + ptr, mask=mt[:, None], other=1.0).to(tl.float32)
         lb1, lb2 = _channel_decays(alpha, row, mt, K, HD, RET)
         if RETAIN_FIRST:
             s1 = tl.exp(lb1)
@@ -177,7 +182,7 @@ def _fwd_kernel_ch(
         V2 = _read_base(X2, RET)
         _ks, _a1, hk, _hs, _a2, _E, _G, d2, _t1, _f1, d1 = _key_pass_ch(
             r1 * V1, r2 * V2, kc, vc, dl, s1, s2, P_EXP, SHARP, EPS, RADIUS,
-            K, BIAS, NEPS, SMOOTH, ACT, LN, PREC)
+            K, BIAS, NEPS, SMOOTH, ACT, LN, PREC, DELTA_CH)
         if ETA_CH:
             base_e = row[:, None] * (K + HD)
             x1w = kc * tl.load(eta + base_e + ok[None, :], mask=mt[:, None], other=0.0).to(tl.float32)
@@ -211,6 +216,7 @@ def _bwd_kernel_ch(
     C: tl.constexpr, K: tl.constexpr, HD: tl.constexpr, BIAS: tl.constexpr, NEPS: tl.constexpr,
     SMOOTH: tl.constexpr, ACT: tl.constexpr, LN: tl.constexpr, RET: tl.constexpr,
     RETAIN_FIRST: tl.constexpr, NEEDS_DELTA: tl.constexpr, PREC: tl.constexpr, ETA_CH: tl.constexpr,
+    DELTA_CH: tl.constexpr,
 ):
     i_bh = tl.program_id(0)
     b = i_bh // H
@@ -231,6 +237,8 @@ def _bwd_kernel_ch(
         X2 = tl.load(saved2 + base + off2)
         qc, kc, vc, et, _la, _lth, dl, row, ptr, mt = _load_segment(
             q, k, v, eta, eta, eta, delta, b, h, start, size, T, H, C, K, False, False, NEEDS_DELTA)
+        if DELTA_CH:  # a threshold per value channel
+            dl = tl.load(delta + ptr, mask=mt[:, None], other=1.0).to(tl.float32)
         lb1, lb2 = _channel_decays(alpha, row, mt, K, HD, RET)
         if RETAIN_FIRST:
             s1 = tl.exp(lb1)
@@ -247,7 +255,8 @@ def _bwd_kernel_ch(
         W1 = r1 * V1
         W2 = r2 * V2
         ks, a1, hk, hs, a2, E, G, d2, t1, f1, d1 = _key_pass_ch(
-            W1, W2, kc, vc, dl, s1, s2, P_EXP, SHARP, EPS, RADIUS, K, BIAS, NEPS, SMOOTH, ACT, LN, PREC)
+            W1, W2, kc, vc, dl, s1, s2, P_EXP, SHARP, EPS, RADIUS, K, BIAS, NEPS, SMOOTH, ACT, LN, PREC,
+            DELTA_CH)
         base_e = row[:, None] * (K + HD)
         if ETA_CH:
             e1 = tl.load(eta + base_e + ok[None, :], mask=mt[:, None], other=0.0).to(tl.float32)
@@ -334,7 +343,10 @@ def _bwd_kernel_ch(
         else:
             da2 = tl.zeros_like(a2)
             dG = dd2
-        dE, ddl = _phi_bwd(E, dG, dl, BIAS, P_EXP, SHARP, EPS, RADIUS, NEPS, SMOOTH)
+        if DELTA_CH:
+            dE, ddl = _phi_ch_bwd(E, dG, dl, BIAS, SHARP, SMOOTH)
+        else:
+            dE, ddl = _phi_bwd(E, dG, dl, BIAS, P_EXP, SHARP, EPS, RADIUS, NEPS, SMOOTH)
         dvc = -dE
         if BIAS == 0:  # dot: g = -v
             dvc -= dG
@@ -373,7 +385,9 @@ def _bwd_kernel_ch(
             tl.store(deta + base_e + K + oh[None, :], g_e2, mask=mt[:, None])
         else:
             tl.store(deta + row, tl.sum(g_e1, 1) + tl.sum(g_e2, 1), mask=mt)
-        if NEEDS_DELTA:
+        if DELTA_CH:
+            tl.store(ddelta + ptr, ddl, mask=mt[:, None])
+        elif NEEDS_DELTA:
             tl.store(ddelta + row, ddl, mask=mt)
         tl.store(dq + ptr, dqc, mask=mt[:, None])
         tl.store(dk + ptr, dkc, mask=mt[:, None])

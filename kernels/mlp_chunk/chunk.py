@@ -27,7 +27,7 @@ import triton.language as tl
 from triton.runtime.errors import OutOfResources
 
 from ..bias import BiasConfig, KernelInputError, as_bias
-from ..common import _bias_args, _check, _mm, _phi, _phi_bwd, _slot
+from ..common import _bias_args, _check, _mm, _phi, _phi_bwd, _phi_ch, _phi_ch_bwd, _slot
 from ..fallback import reference_grads, warn_fallback
 from ..launch import on_device
 from ..limits import CHUNK_SIZES, mlp_hidden_tile, mlp_shape_problem, token_tensor_problem
@@ -55,15 +55,19 @@ _RET = {"none": 0, "l2": 1, "lq": 2, "kl": 3}
 @triton.jit
 def _key_pass(W1, W2, kc, vc, dl, s, P_EXP, SHARP, EPS, RADIUS,
               K: tl.constexpr, BIAS: tl.constexpr, NEPS: tl.constexpr, SMOOTH: tl.constexpr,
-              ACT: tl.constexpr, LN: tl.constexpr, PREC: tl.constexpr):
-    """The memory at the gradient point on the keys and its back-propagated bias gradient."""
+              ACT: tl.constexpr, LN: tl.constexpr, PREC: tl.constexpr, DELTA_CH: tl.constexpr):
+    """The memory at the gradient point on the keys and its back-propagated bias gradient
+    (``dl``: the Huber threshold, [C], or [C, K] per value channel with DELTA_CH)."""
     ks = kc * s[:, None]
     a1 = _mm(ks, tl.trans(W1), PREC)
     hk = _act(a1, ACT)
     hs = hk * s[:, None]
     a2 = _mm(hs, tl.trans(W2), PREC)
     E = kc + _norm(a2, K, LN) - vc
-    G = _phi(E, vc, dl, BIAS, P_EXP, SHARP, EPS, RADIUS, NEPS, SMOOTH)
+    if DELTA_CH:
+        G = _phi_ch(E, dl, BIAS, SHARP, SMOOTH)
+    else:
+        G = _phi(E, vc, dl, BIAS, P_EXP, SHARP, EPS, RADIUS, NEPS, SMOOTH)
     d2 = _norm_back(a2, G, K, LN)
     t1 = _mm(d2, W2, PREC)
     f1 = _act_grad(a1, ACT)
@@ -147,7 +151,7 @@ def _fwd_kernel(
     C: tl.constexpr, K: tl.constexpr, HD: tl.constexpr, BIAS: tl.constexpr, NEPS: tl.constexpr,
     SMOOTH: tl.constexpr, ACT: tl.constexpr, LN: tl.constexpr, RET: tl.constexpr,
     RETAIN_FIRST: tl.constexpr, HAS_ALPHA: tl.constexpr, MOM: tl.constexpr, NEEDS_DELTA: tl.constexpr, SAVE: tl.constexpr,
-    PREC: tl.constexpr, ETA_CH: tl.constexpr,
+    PREC: tl.constexpr, ETA_CH: tl.constexpr, DELTA_CH: tl.constexpr,
 ):
     i_bh = tl.program_id(0)
     b = i_bh // H
@@ -177,13 +181,15 @@ def _fwd_kernel(
         if ETA_CH:  # the steps scale each layer's write input; the step weights keep eta = 1
             e1, e2 = _channel_steps(eta, _row, mt, K, HD)
             et = tl.where(mt, 1.0, 0.0)
+        if DELTA_CH:  # a threshold per value channel
+            dl = tl.load(delta + ptr, mask=mt[:, None], other=1.0).to(tl.float32)
         r1, r2 = _scales(X1, X2, QX, RET)
         V1 = _read_base(X1, RET)
         V2 = _read_base(X2, RET)
         bt, s, _D, Dt, _coef, m, De = _decays(la, lth, et, C, RETAIN_FIRST, MOM)
         _ks, _a1, hk, _hs, _a2, _E, _G, d2, _t1, _f1, d1 = _key_pass(
             r1 * V1, r2 * V2, kc, vc, dl, s, P_EXP, SHARP, EPS, RADIUS,
-            K, BIAS, NEPS, SMOOTH, ACT, LN, PREC)
+            K, BIAS, NEPS, SMOOTH, ACT, LN, PREC, DELTA_CH)
         if ETA_CH:
             x1w = kc * e1
             x2w = hk * e2
@@ -222,7 +228,7 @@ def _bwd_kernel(
     C: tl.constexpr, K: tl.constexpr, HD: tl.constexpr, BIAS: tl.constexpr, NEPS: tl.constexpr,
     SMOOTH: tl.constexpr, ACT: tl.constexpr, LN: tl.constexpr, RET: tl.constexpr,
     RETAIN_FIRST: tl.constexpr, HAS_ALPHA: tl.constexpr, MOM: tl.constexpr, NEEDS_DELTA: tl.constexpr, PREC: tl.constexpr,
-    ETA_CH: tl.constexpr,
+    ETA_CH: tl.constexpr, DELTA_CH: tl.constexpr,
 ):
     i_bh = tl.program_id(0)
     b = i_bh // H
@@ -256,6 +262,8 @@ def _bwd_kernel(
         if ETA_CH:
             e1, e2 = _channel_steps(eta, row, mt, K, HD)
             et = tl.where(mt, 1.0, 0.0)
+        if DELTA_CH:
+            dl = tl.load(delta + ptr, mask=mt[:, None], other=1.0).to(tl.float32)
         dy = tl.load(do + ptr, mask=mt[:, None], other=0.0).to(tl.float32)
         is_last = oc == size - 1
         # ---- recompute the segment
@@ -266,7 +274,7 @@ def _bwd_kernel(
         W2 = r2 * V2
         bt, s, D, Dt, coef, m, De = _decays(la, lth, et, C, RETAIN_FIRST, MOM)
         ks, a1, hk, hs, a2, E, G, d2, t1, f1, d1 = _key_pass(
-            W1, W2, kc, vc, dl, s, P_EXP, SHARP, EPS, RADIUS, K, BIAS, NEPS, SMOOTH, ACT, LN, PREC)
+            W1, W2, kc, vc, dl, s, P_EXP, SHARP, EPS, RADIUS, K, BIAS, NEPS, SMOOTH, ACT, LN, PREC, DELTA_CH)
         if ETA_CH:
             x1w = kc * e1
             x2w = hk * e2
@@ -377,7 +385,10 @@ def _bwd_kernel(
         else:
             da2 = tl.zeros_like(a2)
             dG = dd2
-        dE, ddl = _phi_bwd(E, dG, dl, BIAS, P_EXP, SHARP, EPS, RADIUS, NEPS, SMOOTH)
+        if DELTA_CH:
+            dE, ddl = _phi_ch_bwd(E, dG, dl, BIAS, SHARP, SMOOTH)
+        else:
+            dE, ddl = _phi_bwd(E, dG, dl, BIAS, P_EXP, SHARP, EPS, RADIUS, NEPS, SMOOTH)
         dvc = -dE
         if BIAS == 0:  # dot: g = -v
             dvc -= dG
@@ -433,7 +444,9 @@ def _bwd_kernel(
             tl.store(deta + base_e + K + oh[None, :], g_e2, mask=mt[:, None])
         else:
             tl.store(deta + row, g_eta, mask=mt)
-        if NEEDS_DELTA:
+        if DELTA_CH:
+            tl.store(ddelta + ptr, ddl, mask=mt[:, None])
+        elif NEEDS_DELTA:
             tl.store(ddelta + row, ddl, mask=mt)
         tl.store(dq + ptr, dqc, mask=mt[:, None])
         tl.store(dk + ptr, dkc, mask=mt[:, None])
@@ -484,12 +497,12 @@ def _scalars(config: MlpMemoryConfig, bias: BiasConfig, T: int, H: int, NS: int,
 def compile_specs(config: MlpMemoryConfig, bias: BiasConfig, K: int, HD: int, chunk_size: int,
                   momentum: bool = False, dtype: torch.dtype = torch.bfloat16,
                   hidden_tile: int | None = None, eta_channel: bool = False,
-                  alpha_channel: bool = False) -> list[tuple]:
+                  alpha_channel: bool = False, delta_channel: bool = False) -> list[tuple]:
     """(name, kernel, scalars, pointer types, num_warps) of the forward and backward launches
     for kernels.compile_check (compiling for a GPU without one): the layout chunk_mlp_memory
     picks for this shape (kernels.limits.mlp_hidden_tile), or the tiled one with ``hidden_tile``;
-    ``eta_channel`` / ``alpha_channel``: a channel-wise eta / alpha (the whole-W kernels only;
-    alpha: channel.py's, gd)."""
+    ``eta_channel`` / ``alpha_channel`` / ``delta_channel``: a channel-wise eta / alpha / Huber
+    threshold (the whole-W kernels only; alpha: channel.py's, gd)."""
     scalars = _scalars(config, bias, 1024, 8, 64, K, HD, chunk_size, config.retention != "none",
                        momentum, dtype)
     element = "*bf16" if dtype == torch.bfloat16 else "*fp32"
@@ -501,6 +514,7 @@ def compile_specs(config: MlpMemoryConfig, bias: BiasConfig, K: int, HD: int, ch
     if hidden_tile is None and alpha_channel:
         scalars = {name: value for name, value in scalars.items() if name not in ("HAS_ALPHA", "MOM")}
         scalars["ETA_CH"] = eta_channel
+        scalars["DELTA_CH"] = delta_channel
         return [
             ("channel-alpha forward", channel._fwd_kernel_ch, {**scalars, "SAVE": True}, pointers,
              _num_warps(K, HD, False)),
@@ -508,6 +522,7 @@ def compile_specs(config: MlpMemoryConfig, bias: BiasConfig, K: int, HD: int, ch
         ]
     if hidden_tile is None:
         scalars["ETA_CH"] = eta_channel
+        scalars["DELTA_CH"] = delta_channel
         return [
             ("forward", _fwd_kernel, {**scalars, "SAVE": True}, pointers, _num_warps(K, HD, False)),
             ("backward", _bwd_kernel, scalars, pointers, _num_warps(K, HD, True)),
@@ -520,10 +535,11 @@ def compile_specs(config: MlpMemoryConfig, bias: BiasConfig, K: int, HD: int, ch
     ]
 
 
-def _channel_scalars(scalars: dict, eta: torch.Tensor) -> dict:
+def _channel_scalars(scalars: dict, eta: torch.Tensor, delta: torch.Tensor | None) -> dict:
     """The shared scalars as channel.py's kernels take them (no momentum, no alpha flag)."""
     out = {name: value for name, value in scalars.items() if name not in ("HAS_ALPHA", "MOM")}
     out["ETA_CH"] = eta.dim() == 4
+    out["DELTA_CH"] = delta is not None and delta.dim() == 4
     return out
 
 
@@ -567,7 +583,7 @@ class ChunkMlpMemory(torch.autograd.Function):
             saved = [torch.empty(n_saved, dtype=torch.float32, device=q.device) for _ in range(2)]
             kernel, first = channel._fwd_kernel_ch, [x1, x2, start, size, o, *saved]
             warps = _num_warps(K, HD, False)
-            scalars = _channel_scalars(scalars, eta)
+            scalars = _channel_scalars(scalars, eta, delta)
             inputs = (q, k, v, eta, alpha, _or(eta, delta)[0])
         elif hidden_tile is None:
             n_saved = B * H * NS * HD * K if save else 1
@@ -576,6 +592,7 @@ class ChunkMlpMemory(torch.autograd.Function):
             kernel, first = _fwd_kernel, [x1, x2, start, size, o, *saved]
             warps = _num_warps(K, HD, False)
             scalars["ETA_CH"] = eta.dim() == 4
+            scalars["DELTA_CH"] = delta is not None and delta.dim() == 4
         else:  # X1, X2, S1, S2 in NS + 1 slots (one, updated in place, without a backward)
             saved = tiled.state_buffers(x1, x2, B, NS + 1 if save else 1, theta is not None)
             kernel, first = tiled._fwd_kernel, [start, size, o, *saved]
@@ -602,7 +619,8 @@ class ChunkMlpMemory(torch.autograd.Function):
         HD = x1.shape[1]
         f32 = {"dtype": torch.float32, "device": q.device}
         dq, dk, dv = (torch.empty(B, T, H, K, **f32) for _ in range(3))
-        dla, dlth, ddelta = (torch.empty(B, T, H, **f32) for _ in range(3))
+        dla, dlth = (torch.empty(B, T, H, **f32) for _ in range(2))
+        ddelta = torch.empty(delta.shape if delta is not None else (B, T, H), **f32)
         deta = torch.empty(eta.shape, **f32)
         scalars = _scalars(ctx.config, ctx.bias, T, H, start.numel(), K, HD, ctx.chunk_size,
                            alpha is not None, theta is not None, q.dtype)
@@ -615,7 +633,7 @@ class ChunkMlpMemory(torch.autograd.Function):
             dx2 = torch.empty(B, H, K, HD, **f32)
             kernel, state_grads = channel._bwd_kernel_ch, [dx1, dx2]
             warps = _num_warps(K, HD, True)
-            scalars = _channel_scalars(scalars, eta)
+            scalars = _channel_scalars(scalars, eta, delta)
             inputs = (q, k, v, eta, alpha, _or(eta, delta)[0])
         elif ctx.hidden_tile is None:
             dx1 = torch.empty(B, H, HD, K, **f32)
@@ -623,6 +641,7 @@ class ChunkMlpMemory(torch.autograd.Function):
             kernel, state_grads = _bwd_kernel, [dx1, dx2]
             warps = _num_warps(K, HD, True)
             scalars["ETA_CH"] = eta.dim() == 4
+            scalars["DELTA_CH"] = delta is not None and delta.dim() == 4
         else:
             state_grads = tiled.gradient_buffers(B * H, HD, K, ctx.chunk_size, theta is not None,
                                                  ctx.config.retention in ("lq", "kl"), q.device)
@@ -665,13 +684,17 @@ def check_mlp_inputs(q, k, v, eta, w1, w2, alpha, theta, delta, bias: BiasConfig
     floats = (torch.float32, torch.bfloat16)
     eta_shape = (B, T, H, K + HD) if eta is not None and eta.dim() == 4 else (B, T, H)
     alpha_shape = (B, T, H, K + HD) if alpha is not None and alpha.dim() == 4 else (B, T, H)
+    delta_shape = (B, T, H, K) if delta is not None and delta.dim() == 4 else (B, T, H)
+    if delta is not None and delta.dim() == 4 and bias.kind not in ("huber_coordinate", "huber_switch"):
+        raise KernelInputError(f"a Huber threshold per value channel has a kernel with the coordinate "
+                               f"and switch variants, not {bias.kind!r}")
     if alpha is not None and alpha.dim() == 4 and (theta is not None or config.retention == "kl"):
         raise KernelInputError("a channel-wise alpha has a kernel with gd and retention l2 or lq "
                                "only (not momentum, not kl)")
     for name, x, shape in (
         ("q", q, (B, T, H, K)), ("k", k, (B, T, H, K)), ("v", v, (B, T, H, K)),
         ("eta", eta, eta_shape), ("alpha", alpha, alpha_shape), ("theta", theta, (B, T, H)),
-        ("delta", delta, (B, T, H)),
+        ("delta", delta, delta_shape),
     ):
         _check(name, x, shape, floats)
     _check("w2", w2, (H, K, HD), (*floats, torch.float64))  # parameters may stay float64
@@ -737,9 +760,10 @@ def chunk_mlp_memory(
         hidden_tile = mlp_hidden_tile(q.shape[-1], w1.shape[1], chunk_size, products(precision),
                                       config.retention == "lq" and theta is not None)
     channel_alpha = alpha is not None and alpha.dim() == 4 and config.retention != "none"
-    if (eta.dim() == 4 or channel_alpha) and hidden_tile is not None:
+    channel_delta = delta is not None and delta.dim() == 4 and bias.needs_delta
+    if (eta.dim() == 4 or channel_alpha or channel_delta) and hidden_tile is not None:
         raise KernelInputError(
-            f"a channel-wise eta or alpha runs on the kernel that keeps W1, W2 on chip, not the "
+            f"a channel-wise gate (eta, alpha, delta) runs on the kernel that keeps W1, W2 on chip, not the "
             f"hidden-tiled one that head dim {q.shape[-1]} / hidden {w1.shape[1]} needs here")
     # the learned weights -> the state in fp32 (kl: a softmax, which bf16 would blur)
     x1, x2 = (x.contiguous() for x in initial_state(w1.float(), w2.float(), config))
