@@ -20,18 +20,18 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from ..common import _mm, _phi, _phi_bwd, _phi_ch, _phi_ch_bwd, _slot
+from ..common import _mm, _phi, _phi_ch, _slot
 from .tl_ops import (
     _act,
     _act_grad,
-    _act_grad2,
+    _channel_steps,
+    _end_read_bwd,
     _end_weights,
+    _key_pass_bwd,
     _load_segment,
-    _lq_scale,
     _lq_scale_vjp,
     _norm,
     _norm_back,
-    _norm_back_vjp,
     _read_base,
     _scales,
 )
@@ -141,6 +141,27 @@ def _read_layer_ch_bwd(du, up, X, r, z, x_in, d, A, lb, C: tl.constexpr, PREC: t
 
 
 @triton.jit
+def _load_segment_ch(q, k, v, eta, alpha, delta, b, h, start, size, T, H, C: tl.constexpr,
+                     K: tl.constexpr, HD: tl.constexpr, RET: tl.constexpr, RETAIN_FIRST: tl.constexpr,
+                     NEEDS_DELTA: tl.constexpr, DELTA_CH: tl.constexpr):
+    """One segment's tiles (tl_ops._load_segment), its Huber threshold per value channel with
+    DELTA_CH, the cumulative log-decays lb1 [C, K], lb2 [C, HD] and the gradient point's input
+    scales s1, s2 (b = exp(lb) with l2's retained point, else 1)."""
+    qc, kc, vc, et, _la, _lth, dl, row, ptr, mt = _load_segment(
+        q, k, v, eta, eta, eta, delta, b, h, start, size, T, H, C, K, False, False, NEEDS_DELTA)
+    if DELTA_CH:
+        dl = tl.load(delta + ptr, mask=mt[:, None], other=1.0).to(tl.float32)
+    lb1, lb2 = _channel_decays(alpha, row, mt, K, HD, RET)
+    if RETAIN_FIRST:
+        s1 = tl.exp(lb1)
+        s2 = tl.exp(lb2)
+    else:
+        s1 = tl.full([C, K], 1.0, tl.float32)
+        s2 = tl.full([C, HD], 1.0, tl.float32)
+    return qc, kc, vc, et, dl, row, ptr, mt, lb1, lb2, s1, s2
+
+
+@triton.jit
 def _fwd_kernel_ch(
     q, k, v, eta, alpha, delta, x1_0, x2_0, seg_start, seg_size, o, saved1, saved2,
     T, H, NS, P_EXP, SHARP, EPS, RADIUS, QX, SCALE,
@@ -166,17 +187,9 @@ def _fwd_kernel_ch(
             base = _slot(i_bh, n, NS, HD * K)
             tl.store(saved1 + base + off1, X1)
             tl.store(saved2 + base + off2, X2)
-        qc, kc, vc, et, _la, _lth, dl, row, ptr, mt = _load_segment(
-            q, k, v, eta, eta, eta, delta, b, h, start, size, T, H, C, K, False, False, NEEDS_DELTA)
-        if DELTA_CH:  # a threshold per value channel
-            dl = tl.load(delta + ptr, mask=mt[:, None], other=1.0).to(tl.float32)
-        lb1, lb2 = _channel_decays(alpha, row, mt, K, HD, RET)
-        if RETAIN_FIRST:
-            s1 = tl.exp(lb1)
-            s2 = tl.exp(lb2)
-        else:
-            s1 = tl.full([C, K], 1.0, tl.float32)
-            s2 = tl.full([C, HD], 1.0, tl.float32)
+        qc, kc, vc, et, dl, row, ptr, mt, lb1, lb2, s1, s2 = _load_segment_ch(
+            q, k, v, eta, alpha, delta, b, h, start, size, T, H, C, K, HD, RET, RETAIN_FIRST,
+            NEEDS_DELTA, DELTA_CH)
         r1, r2 = _scales(X1, X2, QX, RET)
         V1 = _read_base(X1, RET)
         V2 = _read_base(X2, RET)
@@ -184,9 +197,9 @@ def _fwd_kernel_ch(
             r1 * V1, r2 * V2, kc, vc, dl, s1, s2, P_EXP, SHARP, EPS, RADIUS,
             K, BIAS, NEPS, SMOOTH, ACT, LN, PREC, DELTA_CH)
         if ETA_CH:
-            base_e = row[:, None] * (K + HD)
-            x1w = kc * tl.load(eta + base_e + ok[None, :], mask=mt[:, None], other=0.0).to(tl.float32)
-            x2w = hk * tl.load(eta + base_e + K + oh[None, :], mask=mt[:, None], other=0.0).to(tl.float32)
+            e1, e2 = _channel_steps(eta, row, mt, K, HD)
+            x1w = kc * e1
+            x2w = hk * e2
         else:
             x1w = kc * et[:, None]
             x2w = hk * et[:, None]
@@ -235,17 +248,9 @@ def _bwd_kernel_ch(
         base = _slot(i_bh, n, NS, HD * K)
         X1 = tl.load(saved1 + base + off1)
         X2 = tl.load(saved2 + base + off2)
-        qc, kc, vc, et, _la, _lth, dl, row, ptr, mt = _load_segment(
-            q, k, v, eta, eta, eta, delta, b, h, start, size, T, H, C, K, False, False, NEEDS_DELTA)
-        if DELTA_CH:  # a threshold per value channel
-            dl = tl.load(delta + ptr, mask=mt[:, None], other=1.0).to(tl.float32)
-        lb1, lb2 = _channel_decays(alpha, row, mt, K, HD, RET)
-        if RETAIN_FIRST:
-            s1 = tl.exp(lb1)
-            s2 = tl.exp(lb2)
-        else:
-            s1 = tl.full([C, K], 1.0, tl.float32)
-            s2 = tl.full([C, HD], 1.0, tl.float32)
+        qc, kc, vc, et, dl, row, ptr, mt, lb1, lb2, s1, s2 = _load_segment_ch(
+            q, k, v, eta, alpha, delta, b, h, start, size, T, H, C, K, HD, RET, RETAIN_FIRST,
+            NEEDS_DELTA, DELTA_CH)
         dy = tl.load(do + ptr, mask=mt[:, None], other=0.0).to(tl.float32)
         is_last = oc == size - 1
         # ---- recompute the segment
@@ -259,8 +264,7 @@ def _bwd_kernel_ch(
             DELTA_CH)
         base_e = row[:, None] * (K + HD)
         if ETA_CH:
-            e1 = tl.load(eta + base_e + ok[None, :], mask=mt[:, None], other=0.0).to(tl.float32)
-            e2 = tl.load(eta + base_e + K + oh[None, :], mask=mt[:, None], other=0.0).to(tl.float32)
+            e1, e2 = _channel_steps(eta, row, mt, K, HD)
         else:
             e1 = tl.zeros([C, K], dtype=tl.float32) + et[:, None]
             e2 = tl.zeros([C, HD], dtype=tl.float32) + et[:, None]
@@ -279,26 +283,9 @@ def _bwd_kernel_ch(
         raw2 = X2 * tl.exp(l2)[None, :] - _mm(tl.trans(d2), x2w * g2, PREC)
 
         # ---- the segment end: exact last read and the end map
-        dqc = dy  # the memory's residual
-        if RET >= 2:
-            _X1n, W1n = _end_weights(raw1, QX, SCALE, RET)
-            _X2n, W2n = _end_weights(raw2, QX, SCALE, RET)
-            z1 = _mm(qc, tl.trans(W1n), PREC)
-            hl = _act(z1, ACT)
-            z2 = _mm(hl, tl.trans(W2n), PREC)
-            dyl = tl.where(is_last[:, None], dy, 0.0)
-            dz2 = _norm_back(z2, dyl, K, LN)
-            dW2n = _mm(tl.trans(dz2), hl, PREC)
-            dz1 = _mm(dz2, W2n, PREC) * _act_grad(z1, ACT)
-            dW1n = _mm(tl.trans(dz1), qc, PREC)
-            dqc += _mm(dz1, W1n, PREC)
-            dyr = tl.where(is_last[:, None], 0.0, dy)
-            draw1 = dX1n + _lq_scale(raw1, QX) * dW1n + _lq_scale_vjp(raw1, QX, tl.sum(tl.sum(dW1n * raw1, 1), 0))
-            draw2 = dX2n + _lq_scale(raw2, QX) * dW2n + _lq_scale_vjp(raw2, QX, tl.sum(tl.sum(dW2n * raw2, 1), 0))
-        else:
-            dyr = dy
-            draw1 = dX1n
-            draw2 = dX2n
+        dq_end, dyr, draw1, draw2 = _end_read_bwd(raw1, raw2, dX1n, dX2n, qc, dy, is_last, QX, SCALE,
+                                                  K, ACT, LN, RET, PREC)
+        dqc = dy + dq_end  # the memory's residual, and lq's exact last read
         # raw_l = X_l * b_last - d_l^T (x_l * g_l)
         dl1 = tl.sum(draw1 * X1, 0) * tl.exp(l1)  # d / d l1 (through b_last)
         dl2 = tl.sum(draw2 * X2, 0) * tl.exp(l2)
@@ -333,35 +320,11 @@ def _bwd_kernel_ch(
         g_e2 = dx2w * hk
 
         # ---- the key pass
-        dt1 = dd1 * s2 * f1
-        da1 = dd1 * s2 * t1 * _act_grad2(a1, ACT)
-        ds2 = dd1 * t1 * f1
-        dd2 += _mm(dt1, tl.trans(W2), PREC)
-        dW2 = _mm(tl.trans(d2), dt1, PREC)
-        if LN:
-            da2, dG = _norm_back_vjp(a2, G, dd2, K)
-        else:
-            da2 = tl.zeros_like(a2)
-            dG = dd2
-        if DELTA_CH:
-            dE, ddl = _phi_ch_bwd(E, dG, dl, BIAS, SHARP, SMOOTH)
-        else:
-            dE, ddl = _phi_bwd(E, dG, dl, BIAS, P_EXP, SHARP, EPS, RADIUS, NEPS, SMOOTH)
-        dvc = -dE
-        if BIAS == 0:  # dot: g = -v
-            dvc -= dG
-        dkc += dE
-        da2 += _norm_back(a2, dE, K, LN)
-        dW2 += _mm(tl.trans(da2), hs, PREC)
-        dhs = _mm(da2, W2, PREC)
-        dh += dhs * s2
-        ds2 += dhs * hk
-        da1 += dh * f1
-        dW1 = _mm(tl.trans(da1), ks, PREC)
-        dks = _mm(da1, W1, PREC)
-        dkc += dks * s1
+        dkc, dvc, dW1, dW2, ddl, ds1, ds2 = _key_pass_bwd(
+            dd1, dd2, dh, dkc, kc, W1, W2, s1, s2, ks, a1, hk, hs, a2, E, G, d2, t1, f1, dl,
+            P_EXP, SHARP, EPS, RADIUS, K, BIAS, NEPS, SMOOTH, ACT, LN, PREC, DELTA_CH)
         if RETAIN_FIRST:  # s_l = exp(lb_l)
-            dlb1 += dks * kc * s1
+            dlb1 += ds1 * s1
             dlb2 += ds2 * s2
 
         # ---- weights -> carried state

@@ -27,7 +27,7 @@ import triton.language as tl
 from triton.runtime.errors import OutOfResources
 
 from ..bias import BiasConfig, KernelInputError, as_bias
-from ..common import _bias_args, _check, _mm, _phi, _phi_bwd, _phi_ch, _phi_ch_bwd, _slot
+from ..common import _bias_args, _check, _mm, _phi, _phi_ch, _slot
 from ..fallback import reference_grads, warn_fallback
 from ..launch import on_device
 from ..limits import CHUNK_SIZES, mlp_hidden_tile, mlp_shape_problem, token_tensor_problem
@@ -37,15 +37,15 @@ from .naive import MlpMemoryConfig, chunk_mlp_from_state, initial_state, segment
 from .tl_ops import (
     _act,
     _act_grad,
-    _act_grad2,
+    _channel_steps,
     _decays,
+    _end_read_bwd,
     _end_weights,
+    _key_pass_bwd,
     _load_segment,
-    _lq_scale,
     _lq_scale_vjp,
     _norm,
     _norm_back,
-    _norm_back_vjp,
     _read_base,
     _scales,
 )
@@ -131,16 +131,6 @@ def _exact_read(W1n, W2n, qc, K: tl.constexpr, ACT: tl.constexpr, LN: tl.constex
     hl = _act(z1, ACT)
     z2 = _mm(hl, tl.trans(W2n), PREC)
     return z1, hl, z2, qc + _norm(z2, K, LN)
-
-
-@triton.jit
-def _channel_steps(eta, row, mt, K: tl.constexpr, HD: tl.constexpr):
-    """A channel-wise eta's steps of one segment: [C, K] for W1's input channels, [C, HD] for
-    W2's (eta is [B, T, H, K + HD]; padding rows 0)."""
-    base = row[:, None] * (K + HD)
-    e1 = tl.load(eta + base + tl.arange(0, K)[None, :], mask=mt[:, None], other=0.0).to(tl.float32)
-    e2 = tl.load(eta + base + K + tl.arange(0, HD)[None, :], mask=mt[:, None], other=0.0).to(tl.float32)
-    return e1, e2
 
 
 @triton.jit
@@ -298,30 +288,9 @@ def _bwd_kernel(
             theta_all = tl.exp(tl.sum(lth, 0))
 
         # ---- the segment end: exact last read and the end map
-        dqc = dy  # the memory's residual
-        if RET >= 2:
-            _X1n, W1n = _end_weights(raw1, QX, SCALE, RET)
-            _X2n, W2n = _end_weights(raw2, QX, SCALE, RET)
-            z1, hl, z2, _exact = _exact_read(W1n, W2n, qc, K, ACT, LN, PREC)
-            dyl = tl.where(is_last[:, None], dy, 0.0)
-            dz2 = _norm_back(z2, dyl, K, LN)
-            dW2n = _mm(tl.trans(dz2), hl, PREC)
-            dz1 = _mm(dz2, W2n, PREC) * _act_grad(z1, ACT)
-            dW1n = _mm(tl.trans(dz1), qc, PREC)
-            dqc += _mm(dz1, W1n, PREC)
-            dyr = tl.where(is_last[:, None], 0.0, dy)
-            if RET == 2:
-                draw1 = dX1n + _lq_scale(raw1, QX) * dW1n + _lq_scale_vjp(raw1, QX, tl.sum(tl.sum(dW1n * raw1, 1), 0))
-                draw2 = dX2n + _lq_scale(raw2, QX) * dW2n + _lq_scale_vjp(raw2, QX, tl.sum(tl.sum(dW2n * raw2, 1), 0))
-            else:  # X' = log SCALE + log_softmax_row(raw), W' = exp(X')
-                dL1 = dX1n + dW1n * W1n
-                dL2 = dX2n + dW2n * W2n
-                draw1 = dL1 - W1n * (tl.sum(dL1, 1)[:, None] / SCALE)
-                draw2 = dL2 - W2n * (tl.sum(dL2, 1)[:, None] / SCALE)
-        else:
-            dyr = dy
-            draw1 = dX1n
-            draw2 = dX2n
+        dq_end, dyr, draw1, draw2 = _end_read_bwd(raw1, raw2, dX1n, dX2n, qc, dy, is_last, QX, SCALE,
+                                                  K, ACT, LN, RET, PREC)
+        dqc = dy + dq_end  # the memory's residual, and lq / kl's exact last read
         # raw_l = b_last E_l - sum_i c_i d_li x_li^T
         db = tl.where(is_last, tl.sum(tl.sum(E1 * draw1, 1), 0) + tl.sum(tl.sum(E2 * draw2, 1), 0), 0.0)
         # dx1w, dx2w: the gradients of each layer's write input (k, h; channel eta: scaled)
@@ -375,34 +344,10 @@ def _bwd_kernel(
             dm += dm1 + dm2
 
         # ---- the key pass
-        dt1 = dd1 * s[:, None] * f1
-        da1 = dd1 * s[:, None] * t1 * _act_grad2(a1, ACT)
-        ds = tl.sum(dd1 * t1 * f1, 1)
-        dd2 += _mm(dt1, tl.trans(W2), PREC)
-        dW2 = _mm(tl.trans(d2), dt1, PREC)
-        if LN:
-            da2, dG = _norm_back_vjp(a2, G, dd2, K)
-        else:
-            da2 = tl.zeros_like(a2)
-            dG = dd2
-        if DELTA_CH:
-            dE, ddl = _phi_ch_bwd(E, dG, dl, BIAS, SHARP, SMOOTH)
-        else:
-            dE, ddl = _phi_bwd(E, dG, dl, BIAS, P_EXP, SHARP, EPS, RADIUS, NEPS, SMOOTH)
-        dvc = -dE
-        if BIAS == 0:  # dot: g = -v
-            dvc -= dG
-        dkc += dE
-        da2 += _norm_back(a2, dE, K, LN)
-        dW2 += _mm(tl.trans(da2), hs, PREC)
-        dhs = _mm(da2, W2, PREC)
-        dh += dhs * s[:, None]
-        ds += tl.sum(dhs * hk, 1)
-        da1 += dh * f1
-        dW1 = _mm(tl.trans(da1), ks, PREC)
-        dks = _mm(da1, W1, PREC)
-        dkc += dks * s[:, None]
-        ds += tl.sum(dks * kc, 1)
+        dkc, dvc, dW1, dW2, ddl, ds1, ds2 = _key_pass_bwd(
+            dd1, dd2, dh, dkc, kc, W1, W2, s[:, None], s[:, None], ks, a1, hk, hs, a2, E, G, d2, t1,
+            f1, dl, P_EXP, SHARP, EPS, RADIUS, K, BIAS, NEPS, SMOOTH, ACT, LN, PREC, DELTA_CH)
+        ds = tl.sum(ds1, 1) + tl.sum(ds2, 1)
         if RETAIN_FIRST:
             db += ds
 

@@ -9,6 +9,8 @@ import triton.language as tl
 
 from miras_search.primitives import LN_EPS, LQ_FLOOR
 
+from ..common import _mm, _phi_bwd, _phi_ch_bwd
+
 # constants read inside the kernels must be constexpr globals for Triton's compiler
 _TINY = tl.constexpr(1.1754943508222875e-38)  # smallest normal float32: the lq norm's floor
 _LN_EPS = tl.constexpr(LN_EPS)
@@ -268,3 +270,87 @@ def _lq_scale_vjp_of(x, nrm, QX, dr):
     ax = tl.abs(x)
     grad = tl.where(ax > 0, tl.exp((QX - 1.0) * (tl.log(ax) - 2.0 * tl.log(safe))), 0.0)
     return coef * tl.where(x > 0, grad, -grad)
+
+
+@triton.jit
+def _channel_steps(eta, row, mt, K: tl.constexpr, HD: tl.constexpr):
+    """A channel-wise eta's steps of one segment: [C, K] for W1's input channels, [C, HD] for
+    W2's (eta is [B, T, H, K + HD]; padding rows 0)."""
+    base = row[:, None] * (K + HD)
+    e1 = tl.load(eta + base + tl.arange(0, K)[None, :], mask=mt[:, None], other=0.0).to(tl.float32)
+    e2 = tl.load(eta + base + K + tl.arange(0, HD)[None, :], mask=mt[:, None], other=0.0).to(tl.float32)
+    return e1, e2
+
+
+@triton.jit
+def _end_read_bwd(raw1, raw2, dX1n, dX2n, qc, dy, is_last, QX, SCALE, K: tl.constexpr,
+                  ACT: tl.constexpr, LN: tl.constexpr, RET: tl.constexpr, PREC: tl.constexpr):
+    """The segment end's VJP: lq and kl read the last token at the exact new memory M_{W'}.
+    Returns (dq of that read, dy left for the chunk's reads, dL/draw1, dL/draw2); draw_l = dX_ln
+    (the carried state's gradient) where the end map is the identity."""
+    if RET >= 2:
+        _X1n, W1n = _end_weights(raw1, QX, SCALE, RET)
+        _X2n, W2n = _end_weights(raw2, QX, SCALE, RET)
+        z1 = _mm(qc, tl.trans(W1n), PREC)
+        hl = _act(z1, ACT)
+        z2 = _mm(hl, tl.trans(W2n), PREC)
+        dyl = tl.where(is_last[:, None], dy, 0.0)
+        dz2 = _norm_back(z2, dyl, K, LN)
+        dW2n = _mm(tl.trans(dz2), hl, PREC)
+        dz1 = _mm(dz2, W2n, PREC) * _act_grad(z1, ACT)
+        dW1n = _mm(tl.trans(dz1), qc, PREC)
+        dq_end = _mm(dz1, W1n, PREC)
+        dyr = tl.where(is_last[:, None], 0.0, dy)
+        if RET == 2:
+            draw1 = dX1n + _lq_scale(raw1, QX) * dW1n + _lq_scale_vjp(raw1, QX, tl.sum(tl.sum(dW1n * raw1, 1), 0))
+            draw2 = dX2n + _lq_scale(raw2, QX) * dW2n + _lq_scale_vjp(raw2, QX, tl.sum(tl.sum(dW2n * raw2, 1), 0))
+        else:  # X' = log SCALE + log_softmax_row(raw), W' = exp(X')
+            dL1 = dX1n + dW1n * W1n
+            dL2 = dX2n + dW2n * W2n
+            draw1 = dL1 - W1n * (tl.sum(dL1, 1)[:, None] / SCALE)
+            draw2 = dL2 - W2n * (tl.sum(dL2, 1)[:, None] / SCALE)
+    else:
+        dq_end = tl.zeros_like(qc)
+        dyr = dy
+        draw1 = dX1n
+        draw2 = dX2n
+    return dq_end, dyr, draw1, draw2
+
+
+@triton.jit
+def _key_pass_bwd(dd1, dd2, dh, dkc, kc, W1, W2, s1, s2, ks, a1, hk, hs, a2, E, G, d2, t1, f1, dl,
+                  P_EXP, SHARP, EPS, RADIUS, K: tl.constexpr, BIAS: tl.constexpr,
+                  NEPS: tl.constexpr, SMOOTH: tl.constexpr, ACT: tl.constexpr, LN: tl.constexpr,
+                  PREC: tl.constexpr, DELTA_CH: tl.constexpr):
+    """VJP of the key pass (ks = k s1, a1 = W1 ks, h = act(a1), hs = h s2, a2 = W2 hs, the bias
+    gradient G and its back-propagation d2, d1 = (d2 W2) act'(a1) s2) from dL/dd1, dL/dd2 and the
+    gradients dh, dkc already collected for h and k. s1: [C, K] or [C, 1], s2: [C, HD] or [C, 1].
+    Returns dk, dv, dW1, dW2, the threshold's gradient, and the scales' [C, K], [C, HD]."""
+    dt1 = dd1 * s2 * f1
+    da1 = dd1 * s2 * t1 * _act_grad2(a1, ACT)
+    ds2 = dd1 * t1 * f1
+    dd2 += _mm(dt1, tl.trans(W2), PREC)
+    dW2 = _mm(tl.trans(d2), dt1, PREC)
+    if LN:
+        da2, dG = _norm_back_vjp(a2, G, dd2, K)
+    else:
+        da2 = tl.zeros_like(a2)
+        dG = dd2
+    if DELTA_CH:
+        dE, ddl = _phi_ch_bwd(E, dG, dl, BIAS, SHARP, SMOOTH)
+    else:
+        dE, ddl = _phi_bwd(E, dG, dl, BIAS, P_EXP, SHARP, EPS, RADIUS, NEPS, SMOOTH)
+    dvc = -dE
+    if BIAS == 0:  # dot: g = -v
+        dvc -= dG
+    dkc += dE
+    da2 += _norm_back(a2, dE, K, LN)
+    dW2 += _mm(tl.trans(da2), hs, PREC)
+    dhs = _mm(da2, W2, PREC)
+    dh += dhs * s2
+    ds2 += dhs * hk
+    da1 += dh * f1
+    dW1 = _mm(tl.trans(da1), ks, PREC)
+    dks = _mm(da1, W1, PREC)
+    dkc += dks * s1
+    return dkc, dvc, dW1, dW2, ddl, dks * kc, ds2
