@@ -39,14 +39,21 @@ from miras_search.presets import preset
 from miras_search.schema import ModelPoint
 
 DELTA = ("deltanet", "gated_deltanet")
-MLP = ("titans", "moneta", "yaad", "memora", "moneta/head", "yaad/head")
-"""The MLP memories; '/head' makes the preset's channel-wise gates per-head, which the MLP kernel
-takes (the named Moneta and Yaad gate eta and alpha per channel, which it does not)."""
+MLP = ("titans", "moneta", "yaad", "memora", "moneta/head", "yaad/head", "moneta@32", "yaad@32")
+"""The MLP memories; '/head' makes the preset's channel-wise gates per-head, which the hidden-tiled
+MLP kernel takes at head dim 64 (the named Moneta and Yaad gate eta, alpha and delta per channel,
+which only the whole-W kernels take); '@32' runs the named preset at head dim 32 (hidden 128),
+where its weights fit on chip and its channel-wise gates run a kernel."""
+
+
+def head_dim(name: str, default: int) -> int:
+    """The head dim of a row: '@N' sets it, else ``default``."""
+    return int(name.partition("@")[2]) if "@" in name else default
 
 
 def layer_point(name: str) -> ModelPoint:
     """The preset ``name``, or with '/head' the preset with its channel-wise gates per head."""
-    base, _, variant = name.partition("/")
+    base, _, variant = name.partition("@")[0].partition("/")
     point = preset(base)
     if variant != "head":
         return point
@@ -146,7 +153,8 @@ def main(argv: list[str] | None = None) -> None:
             + (MLP if length == args.mlp_seq_len else ())
         for name in names:
             try:
-                ours, theirs, path = layer_case(name, args.batch, length, args.heads, args.dim, device, kernel)
+                ours, theirs, path = layer_case(name, args.batch, length, args.heads,
+                                                head_dim(name, args.dim), device, kernel)
                 ours_ms = bench(ours)
                 fla_ms = bench(theirs) if theirs is not None else None
             except torch.cuda.OutOfMemoryError:

@@ -616,6 +616,7 @@ def test_language_model_trains_the_same_through_the_kernel(name):
     assert rel_err(grads_k, grads_t) < 5e-3
 
 
+@pytest.mark.gpu
 @pytest.mark.parametrize("retention", ["none", "l2", "lq"])
 @pytest.mark.parametrize("momentum", [False, True])
 @pytest.mark.parametrize("T", [1, 7, 37])
@@ -627,6 +628,7 @@ def test_kernel_with_channel_eta(retention, momentum, T):
     check(x, config, BiasConfig("l2"), 16)
 
 
+@pytest.mark.gpu
 @pytest.mark.parametrize(("name", "chunk_size"), [("moneta", 16), ("yaad", 32), ("titans", 16)])
 def test_named_models_with_channel_eta(name, chunk_size):
     config, bias = NAMED[name]
@@ -639,6 +641,7 @@ def test_channel_eta_is_refused_by_the_hidden_tiled_kernel():
         chunk_mlp_memory(**{n: x[n].float() for n in NAMES if x[n] is not None}, hidden_tile=16)
 
 
+@pytest.mark.gpu
 @pytest.mark.parametrize("name", ["moneta", "yaad", "titans"])
 def test_channel_eta_through_memory_forward(name):
     """A point with a channel-wise eta and per-head alpha / delta runs the kernel (forced, in the
@@ -649,19 +652,20 @@ def test_channel_eta_through_memory_forward(name):
     assert rule.gate_modes["eta"] == "channel" and kernel_for(rule) is not None
     B, T, H, K = 1, 23, 2, 16
     x = channel_eta(make_inputs(B, T, H, K, 4 * K, "l2", "l2", seed=4, momentum=name == "titans"), 4 * K)
-    gates = MemoryGates(x["eta"].float().requires_grad_(), x["alpha"].float(),
-                        None if x["theta"] is None else x["theta"].float(),
-                        torch.full((B, T, H), 1.0) if "delta" in rule.needs() else None)
-    q, k, v = (x[n].float().requires_grad_() for n in "qkv")
-    params = [p.float() for p in rule.initial_parameters(H, K, K)]
+    gates = MemoryGates(x["eta"].to(DEVICE, torch.float32).requires_grad_(), x["alpha"].to(DEVICE, torch.float32),
+                        None if x["theta"] is None else x["theta"].to(DEVICE, torch.float32),
+                        torch.full((B, T, H), 1.0, device=DEVICE) if "delta" in rule.needs() else None)
+    q, k, v = (x[n].to(DEVICE, torch.float32).requires_grad_() for n in "qkv")
+    params = [p.to(DEVICE, torch.float32) for p in rule.initial_parameters(H, K, K)]
     outs = {}
     for kernel in ("triton", "torch"):
         o = memory_forward(rule, q, k, v, gates, params, chunk_size=16, kernel=kernel)
         outs[kernel] = [o, *torch.autograd.grad(o.square().sum(), [q, k, v, gates.eta])]
     for fused, reference in zip(outs["triton"], outs["torch"], strict=True):
-        assert rel_err(fused.double(), reference.double()) < 5e-3
+        assert rel_err(fused.double().cpu(), reference.double().cpu()) < 5e-3
 
 
+@pytest.mark.gpu
 @pytest.mark.parametrize(("retention", "gradient_at"), [("l2", "retained"), ("l2", "previous"), ("lq", "retained")])
 @pytest.mark.parametrize("eta", ["head", "channel"])
 @pytest.mark.parametrize("T", [1, 7, 37])
@@ -674,6 +678,7 @@ def test_kernel_with_channel_alpha(retention, gradient_at, eta, T):
     check(x, config, BiasConfig("l2"), 16)
 
 
+@pytest.mark.gpu
 def test_moneta_as_named_through_memory_forward():
     """Moneta's own gates (channel-wise eta and alpha; lq retention, lp bias) run the kernel
     (forced here, in the interpreter) with the PyTorch form's outputs and gradients."""
@@ -681,15 +686,15 @@ def test_moneta_as_named_through_memory_forward():
     assert kernel_for(rule) is not None
     B, T, H, K = 1, 21, 2, 16
     x = channel_alpha(channel_eta(make_inputs(B, T, H, K, 4 * K, "lp", "lq", seed=8), 4 * K), 4 * K)
-    gates = MemoryGates(x["eta"].float().requires_grad_(), x["alpha"].float().requires_grad_())
-    q, k, v = (x[n].float().requires_grad_() for n in "qkv")
-    params = [p.float() for p in rule.initial_parameters(H, K, K)]
+    gates = MemoryGates(*(x[n].to(DEVICE, torch.float32).requires_grad_() for n in ("eta", "alpha")))
+    q, k, v = (x[n].to(DEVICE, torch.float32).requires_grad_() for n in "qkv")
+    params = [p.to(DEVICE, torch.float32) for p in rule.initial_parameters(H, K, K)]
     outs = {}
     for kernel in ("triton", "torch"):
         o = memory_forward(rule, q, k, v, gates, params, chunk_size=16, kernel=kernel)
         outs[kernel] = [o, *torch.autograd.grad(o.square().sum(), [q, k, v, gates.eta, gates.alpha])]
     for fused, reference in zip(outs["triton"], outs["torch"], strict=True):
-        assert rel_err(fused.double(), reference.double()) < 5e-3
+        assert rel_err(fused.double().cpu(), reference.double().cpu()) < 5e-3
 
 
 def channel_delta(x: dict, seed: int = 7) -> dict:
@@ -701,6 +706,7 @@ def channel_delta(x: dict, seed: int = 7) -> dict:
     return {**x, "delta": x["delta"][..., None] / K**0.5 * spread}
 
 
+@pytest.mark.gpu
 @pytest.mark.parametrize("bias", [BiasConfig("huber_coordinate"), BiasConfig("huber_switch", sharpness=1.0),
                                   BiasConfig("huber_switch", sharpness=1.0, relative_sharpness=True)])
 @pytest.mark.parametrize("alpha", ["head", "channel"])
@@ -714,6 +720,7 @@ def test_kernel_with_channel_delta(bias, alpha, T):
     check(x, config, bias, 16)
 
 
+@pytest.mark.gpu
 def test_yaad_as_named_through_memory_forward():
     """Yaad's own gates (channel-wise eta, alpha and threshold; the switch with relative sharpness)
     run the kernel (forced here, in the interpreter) with the PyTorch form's outputs and gradients."""
@@ -722,14 +729,14 @@ def test_yaad_as_named_through_memory_forward():
     B, T, H, K = 1, 21, 2, 16
     x = make_inputs(B, T, H, K, 4 * K, "huber_switch", "l2", seed=9)
     x = channel_alpha(channel_eta(channel_delta(x), 4 * K), 4 * K)
-    gates = MemoryGates(*(x[n].float().requires_grad_() for n in ("eta", "alpha")), None,
-                        x["delta"].float().requires_grad_())
-    q, k, v = (x[n].float().requires_grad_() for n in "qkv")
-    params = [p.float() for p in rule.initial_parameters(H, K, K)]
+    gates = MemoryGates(*(x[n].to(DEVICE, torch.float32).requires_grad_() for n in ("eta", "alpha")), None,
+                        x["delta"].to(DEVICE, torch.float32).requires_grad_())
+    q, k, v = (x[n].to(DEVICE, torch.float32).requires_grad_() for n in "qkv")
+    params = [p.to(DEVICE, torch.float32) for p in rule.initial_parameters(H, K, K)]
     outs = {}
     for kernel in ("triton", "torch"):
         o = memory_forward(rule, q, k, v, gates, params, chunk_size=16, kernel=kernel)
         leaves = [q, k, v, gates.eta, gates.alpha, gates.delta]
         outs[kernel] = [o, *torch.autograd.grad(o.square().sum(), leaves)]
     for fused, reference in zip(outs["triton"], outs["torch"], strict=True):
-        assert rel_err(fused.double(), reference.double()) < 5e-3
+        assert rel_err(fused.double().cpu(), reference.double().cpu()) < 5e-3
