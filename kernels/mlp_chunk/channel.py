@@ -51,7 +51,7 @@ def _channel_decays(alpha, row, mt, K: tl.constexpr, HD: tl.constexpr, RET: tl.c
 
 
 @triton.jit
-def _column(x, i, C: tl.constexpr):
+def _token_row(x, i, C: tl.constexpr):
     """Row i of x [C, n] as [n]."""
     return tl.sum(tl.where((tl.arange(0, C) == i)[:, None], x, 0.0), 0)
 
@@ -62,8 +62,8 @@ def _scores(z, x, lb, C: tl.constexpr):
     oc = tl.arange(0, C)
     A = tl.zeros([C, C], dtype=tl.float32)
     for i in range(C):
-        x_i = _column(x, i, C)
-        lb_i = _column(lb, i, C)
+        x_i = _token_row(x, i, C)
+        lb_i = _token_row(lb, i, C)
         dec = tl.exp(tl.where((oc >= i)[:, None], lb - lb_i[None, :], float("-inf")))
         col = tl.sum(z * x_i[None, :] * dec, 1)
         A += tl.where((oc == i)[None, :], col[:, None], 0.0)
@@ -79,8 +79,8 @@ def _scores_bwd(dA, z, x, lb, C: tl.constexpr):
     dlb = tl.zeros_like(lb)
     for i in range(C):
         here = oc == i
-        x_i = _column(x, i, C)
-        lb_i = _column(lb, i, C)
+        x_i = _token_row(x, i, C)
+        lb_i = _token_row(lb, i, C)
         dec = tl.exp(tl.where((oc >= i)[:, None], lb - lb_i[None, :], float("-inf")))
         dA_i = tl.sum(tl.where(here[None, :], dA, 0.0), 1)  # column i of dA
         P = dA_i[:, None] * dec
