@@ -6,6 +6,7 @@ the first thing to look at when a kernel is slower than its arithmetic suggests.
 
     python benchmarks/kernel_resources.py [--out benchmarks/results/kernel_resources_sm90.md]
     python benchmarks/kernel_resources.py --only-tiled --out benchmarks/results/kernel_resources_mlp_tiled_sm90.md
+    python benchmarks/kernel_resources.py --only-channel --out benchmarks/results/kernel_resources_mlp_channel_sm90.md
 """
 
 from __future__ import annotations
@@ -74,6 +75,30 @@ def tiled_rows() -> list[str]:
     return out
 
 
+CHANNEL_POINTS = {  # the named models' own gates: eta / alpha / delta per channel (whole-W kernels)
+    "moneta as named": (MlpMemoryConfig("gelu", True, "lq", q=4.0), BiasConfig("lp"), (True, True, False)),
+    "yaad as named": (MlpMemoryConfig("gelu", True, "l2", gradient_at="previous"),
+                      BiasConfig("huber_switch", sharpness=1.0, relative_sharpness=True), (True, True, True)),
+    "channel eta only (lq, momentum)": (MlpMemoryConfig("gelu", True, "lq", q=4.0), BiasConfig("lp"),
+                                        (True, False, False)),
+}
+
+
+def channel_rows() -> list[str]:
+    """The whole-W MLP kernels with channel-wise gates (chunk.py's eta / delta, channel.py's alpha)
+    at the shapes where dispatch gives them the weights on chip."""
+    out = []
+    for name, (config, bias, (eta, alpha, delta)) in CHANNEL_POINTS.items():
+        momentum = not alpha and name.endswith("momentum)")
+        for K, hidden, chunk, dtype in MLP_SHAPES:
+            if momentum and chunk * (K + hidden) > 2560:  # lq with momentum: half the chunk on chip
+                continue
+            specs = mlp_specs(config, bias, K, hidden, chunk, momentum, dtype, None, eta, alpha, delta)
+            shape = f"K={K}, hidden={hidden}, chunk {chunk}" + (", fp32" if dtype == torch.float32 else "")
+            out.append(row(f"{name} (MLP, channel-wise gates)", shape, specs))
+    return out
+
+
 def rows() -> list[str]:
     out = []
     for name, (config, bias, momentum) in MLP_POINTS.items():
@@ -103,6 +128,8 @@ def main() -> None:
     parser.add_argument("--out", default=None)
     parser.add_argument("--only-tiled", action="store_true",
                         help="only the hidden-tiled MLP kernel's rows (a few minutes each)")
+    parser.add_argument("--only-channel", action="store_true",
+                        help="only the whole-W MLP kernels with channel-wise gates")
     args = parser.parse_args()
     header = [
         f"Triton {triton.__version__} kernels compiled for sm_90 (H100), bf16 inputs unless the shape "
@@ -117,7 +144,13 @@ def main() -> None:
     ]
     if args.only_tiled:
         header[2] = "Command: `python benchmarks/kernel_resources.py --only-tiled` (no GPU needed)."
-    table = "\n".join(header + (tiled_rows() if args.only_tiled else rows() + tiled_rows()))
+        body = tiled_rows()
+    elif args.only_channel:
+        header[2] = "Command: `python benchmarks/kernel_resources.py --only-channel` (no GPU needed)."
+        body = channel_rows()
+    else:
+        body = rows() + tiled_rows() + channel_rows()
+    table = "\n".join(header + body)
     print(table)
     if args.out:
         Path(args.out).write_text(table + "\n")
