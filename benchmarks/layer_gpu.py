@@ -31,7 +31,13 @@ from rich.console import Console
 from rich.table import Table
 
 from miras_search.memory import MemoryRule, memory_forward
-from miras_search.memory.fla_path import fla_call, fla_gated_backward_problem, fla_problem, run_fla
+from miras_search.memory.fla_path import (
+    fla_call,
+    fla_gated_backward_problem,
+    fla_problem,
+    run_fla,
+    uses_log_decay,
+)
 from miras_search.memory.kernel_path import kernel_problem
 from miras_search.memory.testing import random_inputs
 from miras_search.model.mixer import resolved_chunk_form
@@ -115,9 +121,10 @@ def layer_case(name: str, batch: int, length: int, heads: int, dim: int, device:
         torch.autograd.grad(o.float().square().sum(), leaves)
 
     theirs = None
-    if cuda and name in DELTA and not (name == "gated_deltanet" and fla_gated_backward_problem("gated_delta_rule")):
-        call = fla_call(rule, q, k, v, gates, params, torch.bfloat16)
-
+    call = fla_call(rule, q, k, v, gates, params, torch.bfloat16) if cuda and name in DELTA else None
+    if call is not None and uses_log_decay(rule, call.op) and fla_gated_backward_problem(call.op):
+        call = None  # fla refuses this op's gradient here (path says so)
+    if call is not None:
         def theirs() -> None:
             o = run_fla(call)
             torch.autograd.grad(o.float().square().sum(), leaves)

@@ -20,13 +20,15 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from ..common import _mm, _phi, _phi_ch, _slot
+from ..common import _mm, _slot
 from .tl_ops import (
     _act,
     _act_grad,
     _channel_steps,
     _end_read_bwd,
     _end_weights,
+    _exact_read,
+    _key_pass,
     _key_pass_bwd,
     _load_segment,
     _lq_scale_vjp,
@@ -38,16 +40,11 @@ from .tl_ops import (
 
 
 @triton.jit
-def _channel_decays(alpha, row, mt, K: tl.constexpr, HD: tl.constexpr, RET: tl.constexpr):
-    """lb_1 [C, K], lb_2 [C, HD]: the cumulative log-decays of the segment (0 without retention
-    and on padding rows)."""
-    base = row[:, None] * (K + HD)
-    la1 = tl.log(tl.load(alpha + base + tl.arange(0, K)[None, :], mask=mt[:, None], other=1.0).to(tl.float32))
-    la2 = tl.log(tl.load(alpha + base + K + tl.arange(0, HD)[None, :], mask=mt[:, None], other=1.0).to(tl.float32))
-    if RET == 0:
-        la1 = la1 * 0.0
-        la2 = la2 * 0.0
-    return tl.cumsum(la1, 0), tl.cumsum(la2, 0)
+def _channel_decays(alpha, row, mt, K: tl.constexpr, HD: tl.constexpr):
+    """lb_1 [C, K], lb_2 [C, HD]: the cumulative log-decays of the segment (0 on padding rows;
+    chunk_mlp_memory drops alpha without retention, so it always decays here)."""
+    la1, la2 = _channel_steps(alpha, row, mt, K, HD, 1.0)
+    return tl.cumsum(tl.log(la1), 0), tl.cumsum(tl.log(la2), 0)
 
 
 @triton.jit
@@ -92,29 +89,6 @@ def _scores_bwd(dA, z, x, lb, C: tl.constexpr):
 
 
 @triton.jit
-def _key_pass_ch(W1, W2, kc, vc, dl, s1, s2, P_EXP, SHARP, EPS, RADIUS,
-                 K: tl.constexpr, BIAS: tl.constexpr, NEPS: tl.constexpr, SMOOTH: tl.constexpr,
-                 ACT: tl.constexpr, LN: tl.constexpr, PREC: tl.constexpr, DELTA_CH: tl.constexpr):
-    """The memory at the gradient point (each input channel retained on its own) on the keys and
-    its back-propagated bias gradient (``dl``: [C], or [C, K] per value channel with DELTA_CH)."""
-    ks = kc * s1
-    a1 = _mm(ks, tl.trans(W1), PREC)
-    hk = _act(a1, ACT)
-    hs = hk * s2
-    a2 = _mm(hs, tl.trans(W2), PREC)
-    E = kc + _norm(a2, K, LN) - vc
-    if DELTA_CH:
-        G = _phi_ch(E, dl, BIAS, SHARP, SMOOTH)
-    else:
-        G = _phi(E, vc, dl, BIAS, P_EXP, SHARP, EPS, RADIUS, NEPS, SMOOTH)
-    d2 = _norm_back(a2, G, K, LN)
-    t1 = _mm(d2, W2, PREC)
-    f1 = _act_grad(a1, ACT)
-    d1 = t1 * f1 * s2
-    return ks, a1, hk, hs, a2, E, G, d2, t1, f1, d1
-
-
-@triton.jit
 def _read_layer_ch(X, z, x_in, d, lb, C: tl.constexpr, PREC: tl.constexpr):
     """One layer's read: (A, u / r) with u / r = (z * b) X^T - A d."""
     A = _scores(z, x_in, lb, C)
@@ -142,7 +116,7 @@ def _read_layer_ch_bwd(du, up, X, r, z, x_in, d, A, lb, C: tl.constexpr, PREC: t
 
 @triton.jit
 def _load_segment_ch(q, k, v, eta, alpha, delta, b, h, start, size, T, H, C: tl.constexpr,
-                     K: tl.constexpr, HD: tl.constexpr, RET: tl.constexpr, RETAIN_FIRST: tl.constexpr,
+                     K: tl.constexpr, HD: tl.constexpr, RETAIN_FIRST: tl.constexpr,
                      NEEDS_DELTA: tl.constexpr, DELTA_CH: tl.constexpr):
     """One segment's tiles (tl_ops._load_segment), its Huber threshold per value channel with
     DELTA_CH, the cumulative log-decays lb1 [C, K], lb2 [C, HD] and the gradient point's input
@@ -151,7 +125,7 @@ def _load_segment_ch(q, k, v, eta, alpha, delta, b, h, start, size, T, H, C: tl.
         q, k, v, eta, eta, eta, delta, b, h, start, size, T, H, C, K, False, False, NEEDS_DELTA)
     if DELTA_CH:
         dl = tl.load(delta + ptr, mask=mt[:, None], other=1.0).to(tl.float32)
-    lb1, lb2 = _channel_decays(alpha, row, mt, K, HD, RET)
+    lb1, lb2 = _channel_decays(alpha, row, mt, K, HD)
     if RETAIN_FIRST:
         s1 = tl.exp(lb1)
         s2 = tl.exp(lb2)
@@ -159,6 +133,19 @@ def _load_segment_ch(q, k, v, eta, alpha, delta, b, h, start, size, T, H, C: tl.
         s1 = tl.full([C, K], 1.0, tl.float32)
         s2 = tl.full([C, HD], 1.0, tl.float32)
     return qc, kc, vc, et, dl, row, ptr, mt, lb1, lb2, s1, s2
+
+
+@triton.jit
+def _write_steps(eta, et, row, mt, C: tl.constexpr, K: tl.constexpr, HD: tl.constexpr,
+                 ETA_CH: tl.constexpr):
+    """The step on each layer's write input, [C, K] and [C, HD]: a channel-wise eta's, or the
+    per-head one (et [C]) repeated over the channels."""
+    if ETA_CH:
+        e1, e2 = _channel_steps(eta, row, mt, K, HD, 0.0)
+    else:
+        e1 = tl.zeros([C, K], dtype=tl.float32) + et[:, None]
+        e2 = tl.zeros([C, HD], dtype=tl.float32) + et[:, None]
+    return e1, e2
 
 
 @triton.jit
@@ -188,21 +175,17 @@ def _fwd_kernel_ch(
             tl.store(saved1 + base + off1, X1)
             tl.store(saved2 + base + off2, X2)
         qc, kc, vc, et, dl, row, ptr, mt, lb1, lb2, s1, s2 = _load_segment_ch(
-            q, k, v, eta, alpha, delta, b, h, start, size, T, H, C, K, HD, RET, RETAIN_FIRST,
+            q, k, v, eta, alpha, delta, b, h, start, size, T, H, C, K, HD, RETAIN_FIRST,
             NEEDS_DELTA, DELTA_CH)
         r1, r2 = _scales(X1, X2, QX, RET)
         V1 = _read_base(X1, RET)
         V2 = _read_base(X2, RET)
-        _ks, _a1, hk, _hs, _a2, _E, _G, d2, _t1, _f1, d1 = _key_pass_ch(
+        _ks, _a1, hk, _hs, _a2, _E, _G, d2, _t1, _f1, d1 = _key_pass(
             r1 * V1, r2 * V2, kc, vc, dl, s1, s2, P_EXP, SHARP, EPS, RADIUS,
             K, BIAS, NEPS, SMOOTH, ACT, LN, PREC, DELTA_CH)
-        if ETA_CH:
-            e1, e2 = _channel_steps(eta, row, mt, K, HD)
-            x1w = kc * e1
-            x2w = hk * e2
-        else:
-            x1w = kc * et[:, None]
-            x2w = hk * et[:, None]
+        e1, e2 = _write_steps(eta, et, row, mt, C, K, HD, ETA_CH)
+        x1w = kc * e1
+        x2w = hk * e2
         _A1, u1p = _read_layer_ch(V1, qc, x1w, d1, lb1, C, PREC)
         hq = _act(r1 * u1p, ACT)
         _A2, u2p = _read_layer_ch(V2, hq, x2w, d2, lb2, C, PREC)
@@ -215,8 +198,7 @@ def _fwd_kernel_ch(
         X1, W1n = _end_weights(raw1, QX, SCALE, RET)
         X2, W2n = _end_weights(raw2, QX, SCALE, RET)
         if RET >= 2:  # the segment's last token reads the exact new memory
-            z1 = _mm(qc, tl.trans(W1n), PREC)
-            exact = qc + _norm(_mm(_act(z1, ACT), tl.trans(W2n), PREC), K, LN)
+            _z1, _hl, _z2, exact = _exact_read(W1n, W2n, qc, K, ACT, LN, PREC)
             out = tl.where(is_last[:, None], exact, out)
         tl.store(o + ptr, out.to(o.dtype.element_ty), mask=mt[:, None])
 
@@ -249,7 +231,7 @@ def _bwd_kernel_ch(
         X1 = tl.load(saved1 + base + off1)
         X2 = tl.load(saved2 + base + off2)
         qc, kc, vc, et, dl, row, ptr, mt, lb1, lb2, s1, s2 = _load_segment_ch(
-            q, k, v, eta, alpha, delta, b, h, start, size, T, H, C, K, HD, RET, RETAIN_FIRST,
+            q, k, v, eta, alpha, delta, b, h, start, size, T, H, C, K, HD, RETAIN_FIRST,
             NEEDS_DELTA, DELTA_CH)
         dy = tl.load(do + ptr, mask=mt[:, None], other=0.0).to(tl.float32)
         is_last = oc == size - 1
@@ -259,15 +241,11 @@ def _bwd_kernel_ch(
         V2 = _read_base(X2, RET)
         W1 = r1 * V1
         W2 = r2 * V2
-        ks, a1, hk, hs, a2, E, G, d2, t1, f1, d1 = _key_pass_ch(
+        ks, a1, hk, hs, a2, E, G, d2, t1, f1, d1 = _key_pass(
             W1, W2, kc, vc, dl, s1, s2, P_EXP, SHARP, EPS, RADIUS, K, BIAS, NEPS, SMOOTH, ACT, LN, PREC,
             DELTA_CH)
         base_e = row[:, None] * (K + HD)
-        if ETA_CH:
-            e1, e2 = _channel_steps(eta, row, mt, K, HD)
-        else:
-            e1 = tl.zeros([C, K], dtype=tl.float32) + et[:, None]
-            e2 = tl.zeros([C, HD], dtype=tl.float32) + et[:, None]
+        e1, e2 = _write_steps(eta, et, row, mt, C, K, HD, ETA_CH)
         x1w = kc * e1
         x2w = hk * e2
         A1, u1p = _read_layer_ch(V1, qc, x1w, d1, lb1, C, PREC)
@@ -340,9 +318,8 @@ def _bwd_kernel_ch(
         # ---- gates: lb = cumsum(log alpha) per channel, l = lb of the last token
         dlb1 += tl.where(is_last[:, None], dl1[None, :], 0.0)
         dlb2 += tl.where(is_last[:, None], dl2[None, :], 0.0)
-        if RET != 0:
-            tl.store(dla + base_e + ok[None, :], tl.cumsum(dlb1, 0, reverse=True), mask=mt[:, None])
-            tl.store(dla + base_e + K + oh[None, :], tl.cumsum(dlb2, 0, reverse=True), mask=mt[:, None])
+        tl.store(dla + base_e + ok[None, :], tl.cumsum(dlb1, 0, reverse=True), mask=mt[:, None])
+        tl.store(dla + base_e + K + oh[None, :], tl.cumsum(dlb2, 0, reverse=True), mask=mt[:, None])
         if ETA_CH:
             tl.store(deta + base_e + ok[None, :], g_e1, mask=mt[:, None])
             tl.store(deta + base_e + K + oh[None, :], g_e2, mask=mt[:, None])

@@ -27,7 +27,7 @@ import triton.language as tl
 from triton.runtime.errors import OutOfResources
 
 from ..bias import BiasConfig, KernelInputError, as_bias
-from ..common import _bias_args, _check, _mm, _phi, _phi_ch, _slot
+from ..common import _bias_args, _check, _mm, _slot
 from ..fallback import reference_grads, warn_fallback
 from ..launch import on_device
 from ..limits import CHUNK_SIZES, mlp_hidden_tile, mlp_shape_problem, token_tensor_problem
@@ -41,6 +41,8 @@ from .tl_ops import (
     _decays,
     _end_read_bwd,
     _end_weights,
+    _exact_read,
+    _key_pass,
     _key_pass_bwd,
     _load_segment,
     _lq_scale_vjp,
@@ -52,29 +54,6 @@ from .tl_ops import (
 
 _ACT = {"gelu": 0, "silu": 1, "relu": 2}
 _RET = {"none": 0, "l2": 1, "lq": 2, "kl": 3}
-@triton.jit
-def _key_pass(W1, W2, kc, vc, dl, s, P_EXP, SHARP, EPS, RADIUS,
-              K: tl.constexpr, BIAS: tl.constexpr, NEPS: tl.constexpr, SMOOTH: tl.constexpr,
-              ACT: tl.constexpr, LN: tl.constexpr, PREC: tl.constexpr, DELTA_CH: tl.constexpr):
-    """The memory at the gradient point on the keys and its back-propagated bias gradient
-    (``dl``: the Huber threshold, [C], or [C, K] per value channel with DELTA_CH)."""
-    ks = kc * s[:, None]
-    a1 = _mm(ks, tl.trans(W1), PREC)
-    hk = _act(a1, ACT)
-    hs = hk * s[:, None]
-    a2 = _mm(hs, tl.trans(W2), PREC)
-    E = kc + _norm(a2, K, LN) - vc
-    if DELTA_CH:
-        G = _phi_ch(E, dl, BIAS, SHARP, SMOOTH)
-    else:
-        G = _phi(E, vc, dl, BIAS, P_EXP, SHARP, EPS, RADIUS, NEPS, SMOOTH)
-    d2 = _norm_back(a2, G, K, LN)
-    t1 = _mm(d2, W2, PREC)
-    f1 = _act_grad(a1, ACT)
-    d1 = t1 * f1 * s[:, None]
-    return ks, a1, hk, hs, a2, E, G, d2, t1, f1, d1
-
-
 @triton.jit
 def _read_layer(X, S, z, x_in, d, bt, m, De, MOM: tl.constexpr, PREC: tl.constexpr):
     """One layer's read without per-token weights, u / r = b z X^T + m z S^T - ((z x_in^T) * De) d;
@@ -125,15 +104,6 @@ def _read_layer_bwd(du, up, X, S, r, z, x_in, d, A, ZX, bt, m, De, MOM: tl.const
 
 
 @triton.jit
-def _exact_read(W1n, W2n, qc, K: tl.constexpr, ACT: tl.constexpr, LN: tl.constexpr, PREC: tl.constexpr):
-    """M_{W'}(q) for every row (the caller keeps the segment's last)."""
-    z1 = _mm(qc, tl.trans(W1n), PREC)
-    hl = _act(z1, ACT)
-    z2 = _mm(hl, tl.trans(W2n), PREC)
-    return z1, hl, z2, qc + _norm(z2, K, LN)
-
-
-@triton.jit
 def _fwd_kernel(
     q, k, v, eta, alpha, theta, delta, x1_0, x2_0, seg_start, seg_size, o,
     saved1, saved2, saved_s1, saved_s2,
@@ -169,7 +139,7 @@ def _fwd_kernel(
             q, k, v, eta, alpha, theta, delta, b, h, start, size, T, H, C, K, HAS_ALPHA, MOM,
             NEEDS_DELTA)
         if ETA_CH:  # the steps scale each layer's write input; the step weights keep eta = 1
-            e1, e2 = _channel_steps(eta, _row, mt, K, HD)
+            e1, e2 = _channel_steps(eta, _row, mt, K, HD, 0.0)
             et = tl.where(mt, 1.0, 0.0)
         if DELTA_CH:  # a threshold per value channel
             dl = tl.load(delta + ptr, mask=mt[:, None], other=1.0).to(tl.float32)
@@ -178,7 +148,7 @@ def _fwd_kernel(
         V2 = _read_base(X2, RET)
         bt, s, _D, Dt, _coef, m, De = _decays(la, lth, et, C, RETAIN_FIRST, MOM)
         _ks, _a1, hk, _hs, _a2, _E, _G, d2, _t1, _f1, d1 = _key_pass(
-            r1 * V1, r2 * V2, kc, vc, dl, s, P_EXP, SHARP, EPS, RADIUS,
+            r1 * V1, r2 * V2, kc, vc, dl, s[:, None], s[:, None], P_EXP, SHARP, EPS, RADIUS,
             K, BIAS, NEPS, SMOOTH, ACT, LN, PREC, DELTA_CH)
         if ETA_CH:
             x1w = kc * e1
@@ -250,7 +220,7 @@ def _bwd_kernel(
             q, k, v, eta, alpha, theta, delta, b, h, start, size, T, H, C, K, HAS_ALPHA, MOM,
             NEEDS_DELTA)
         if ETA_CH:
-            e1, e2 = _channel_steps(eta, row, mt, K, HD)
+            e1, e2 = _channel_steps(eta, row, mt, K, HD, 0.0)
             et = tl.where(mt, 1.0, 0.0)
         if DELTA_CH:
             dl = tl.load(delta + ptr, mask=mt[:, None], other=1.0).to(tl.float32)
@@ -264,7 +234,8 @@ def _bwd_kernel(
         W2 = r2 * V2
         bt, s, D, Dt, coef, m, De = _decays(la, lth, et, C, RETAIN_FIRST, MOM)
         ks, a1, hk, hs, a2, E, G, d2, t1, f1, d1 = _key_pass(
-            W1, W2, kc, vc, dl, s, P_EXP, SHARP, EPS, RADIUS, K, BIAS, NEPS, SMOOTH, ACT, LN, PREC, DELTA_CH)
+            W1, W2, kc, vc, dl, s[:, None], s[:, None], P_EXP, SHARP, EPS, RADIUS, K, BIAS, NEPS, SMOOTH,
+            ACT, LN, PREC, DELTA_CH)
         if ETA_CH:
             x1w = kc * e1
             x2w = hk * e2
@@ -458,16 +429,14 @@ def compile_specs(config: MlpMemoryConfig, bias: BiasConfig, K: int, HD: int, ch
                                       config.retention == "lq" and momentum)
     if hidden_tile is None and alpha_channel:
         scalars = {name: value for name, value in scalars.items() if name not in ("HAS_ALPHA", "MOM")}
-        scalars["ETA_CH"] = eta_channel
-        scalars["DELTA_CH"] = delta_channel
+        scalars |= {"ETA_CH": eta_channel, "DELTA_CH": delta_channel}
         return [
             ("channel-alpha forward", channel._fwd_kernel_ch, {**scalars, "SAVE": True}, pointers,
              _num_warps(K, HD, False)),
             ("channel-alpha backward", channel._bwd_kernel_ch, scalars, pointers, _num_warps(K, HD, True)),
         ]
     if hidden_tile is None:
-        scalars["ETA_CH"] = eta_channel
-        scalars["DELTA_CH"] = delta_channel
+        scalars |= {"ETA_CH": eta_channel, "DELTA_CH": delta_channel}
         return [
             ("forward", _fwd_kernel, {**scalars, "SAVE": True}, pointers, _num_warps(K, HD, False)),
             ("backward", _bwd_kernel, scalars, pointers, _num_warps(K, HD, True)),
@@ -480,12 +449,27 @@ def compile_specs(config: MlpMemoryConfig, bias: BiasConfig, K: int, HD: int, ch
     ]
 
 
+def _channel_alpha(alpha: torch.Tensor | None) -> bool:
+    """Whether alpha is channel-wise ([B, T, H, K + Hd]): channel.py's kernels."""
+    return alpha is not None and alpha.dim() == 4
+
+
+def _gate_flags(eta: torch.Tensor, delta: torch.Tensor | None) -> dict:
+    """The whole-W kernels' flags for a channel-wise eta and Huber threshold."""
+    return {"ETA_CH": eta.dim() == 4, "DELTA_CH": delta is not None and delta.dim() == 4}
+
+
 def _channel_scalars(scalars: dict, eta: torch.Tensor, delta: torch.Tensor | None) -> dict:
     """The shared scalars as channel.py's kernels take them (no momentum, no alpha flag)."""
-    out = {name: value for name, value in scalars.items() if name not in ("HAS_ALPHA", "MOM")}
-    out["ETA_CH"] = eta.dim() == 4
-    out["DELTA_CH"] = delta is not None and delta.dim() == 4
-    return out
+    kept = {name: value for name, value in scalars.items() if name not in ("HAS_ALPHA", "MOM")}
+    return kept | _gate_flags(eta, delta)
+
+
+def _kernel_inputs(q, k, v, eta, alpha, theta, delta) -> tuple:
+    """The token inputs in the kernels' argument order: channel.py's take no theta."""
+    if _channel_alpha(alpha):
+        return (q, k, v, eta, alpha, *_or(eta, delta))
+    return (q, k, v, eta, *_or(eta, alpha, theta, delta))
 
 
 def _reference(config: MlpMemoryConfig, bias: BiasConfig, chunk_size: int):
@@ -523,28 +507,25 @@ class ChunkMlpMemory(torch.autograd.Function):
         ctx.fallback = False
         scalars = _scalars(config, bias, T, H, NS, K, HD, chunk_size, alpha is not None,
                            theta is not None, q.dtype)
-        if alpha is not None and alpha.dim() == 4:  # channel-wise alpha (gd, W on chip): channel.py
+        inputs = _kernel_inputs(q, k, v, eta, alpha, theta, delta)
+        if _channel_alpha(alpha):  # channel-wise alpha (gd, W on chip): channel.py
             n_saved = B * H * NS * HD * K if save else 1
             saved = [torch.empty(n_saved, dtype=torch.float32, device=q.device) for _ in range(2)]
             kernel, first = channel._fwd_kernel_ch, [x1, x2, start, size, o, *saved]
             warps = _num_warps(K, HD, False)
             scalars = _channel_scalars(scalars, eta, delta)
-            inputs = (q, k, v, eta, alpha, _or(eta, delta)[0])
         elif hidden_tile is None:
             n_saved = B * H * NS * HD * K if save else 1
             saved = [torch.empty(n_saved if (i < 2 or theta is not None) else 1, dtype=torch.float32,
                                  device=q.device) for i in range(4)]  # X1, X2, S1, S2
             kernel, first = _fwd_kernel, [x1, x2, start, size, o, *saved]
             warps = _num_warps(K, HD, False)
-            scalars["ETA_CH"] = eta.dim() == 4
-            scalars["DELTA_CH"] = delta is not None and delta.dim() == 4
+            scalars |= _gate_flags(eta, delta)
         else:  # X1, X2, S1, S2 in NS + 1 slots (one, updated in place, without a backward)
             saved = tiled.state_buffers(x1, x2, B, NS + 1 if save else 1, theta is not None)
             kernel, first = tiled._fwd_kernel, [start, size, o, *saved]
             scalars["HT"] = hidden_tile
             warps = tiled.num_warps(chunk_size, K, hidden_tile)
-        if not (alpha is not None and alpha.dim() == 4):
-            inputs = (q, k, v, eta, *_or(eta, alpha, theta, delta))
         try:
             with on_device(q):
                 kernel[(B * H,)](*inputs, *first, SAVE=save, num_warps=warps, num_stages=1, **scalars)
@@ -570,23 +551,21 @@ class ChunkMlpMemory(torch.autograd.Function):
         scalars = _scalars(ctx.config, ctx.bias, T, H, start.numel(), K, HD, ctx.chunk_size,
                            alpha is not None, theta is not None, q.dtype)
         grads = [dq, dk, dv, deta, dla, dlth, ddelta]
-        inputs = (q, k, v, eta, *_or(eta, alpha, theta, delta))
-        if alpha is not None and alpha.dim() == 4:  # channel-wise alpha: channel.py
-            dla = torch.zeros(alpha.shape, **f32)
+        inputs = _kernel_inputs(q, k, v, eta, alpha, theta, delta)
+        if _channel_alpha(alpha):  # channel-wise alpha: channel.py
+            dla = torch.empty(alpha.shape, **f32)
             grads = [dq, dk, dv, deta, dla, ddelta]
             dx1 = torch.empty(B, H, HD, K, **f32)
             dx2 = torch.empty(B, H, K, HD, **f32)
             kernel, state_grads = channel._bwd_kernel_ch, [dx1, dx2]
             warps = _num_warps(K, HD, True)
             scalars = _channel_scalars(scalars, eta, delta)
-            inputs = (q, k, v, eta, alpha, _or(eta, delta)[0])
         elif ctx.hidden_tile is None:
             dx1 = torch.empty(B, H, HD, K, **f32)
             dx2 = torch.empty(B, H, K, HD, **f32)
             kernel, state_grads = _bwd_kernel, [dx1, dx2]
             warps = _num_warps(K, HD, True)
-            scalars["ETA_CH"] = eta.dim() == 4
-            scalars["DELTA_CH"] = delta is not None and delta.dim() == 4
+            scalars |= _gate_flags(eta, delta)
         else:
             state_grads = tiled.gradient_buffers(B * H, HD, K, ctx.chunk_size, theta is not None,
                                                  ctx.config.retention in ("lq", "kl"), q.device)
@@ -704,7 +683,7 @@ def chunk_mlp_memory(
         precision = mlp_precision(q.dtype, config.layer_norm, config.retention, bias.kind)
         hidden_tile = mlp_hidden_tile(q.shape[-1], w1.shape[1], chunk_size, products(precision),
                                       config.retention == "lq" and theta is not None)
-    channel_alpha = alpha is not None and alpha.dim() == 4 and config.retention != "none"
+    channel_alpha = _channel_alpha(alpha) and config.retention != "none"
     channel_delta = delta is not None and delta.dim() == 4 and bias.needs_delta
     if (eta.dim() == 4 or channel_alpha or channel_delta) and hidden_tile is not None:
         raise KernelInputError(

@@ -148,8 +148,9 @@ def segment_forward(
     x1: [N, Hd, K]; x2: [N, K, Hd]; s1, s2: the momentum, shaped alike (None for gd);
     q, k, v: [N, C, K]; eta: [N, C], or channel-wise [N, C, K + Hd] (one step per input channel
     of W1, then of W2: the layer's write input scaled by it); log_alpha: [N, C], or channel-wise
-    [N, C, K + Hd] (each input channel of W1, then of W2, decays on its own); log_theta, delta:
-    [N, C]. Decays are kept per channel, [N, C(t), C(i), c] with c = 1 for a per-head one.
+    [N, C, K + Hd] (each input channel of W1, then of W2, decays on its own); log_theta: [N, C];
+    delta: [N, C], or [N, C, K] (one Huber threshold per value channel). Decays are kept per
+    channel, [N, C(t), C(i), c] with c = 1 for a per-head one.
     """
     dim = k.shape[-1]
     if config.retention == "lq":
@@ -243,7 +244,8 @@ def naive_chunk_mlp_memory(
             W1, then of W2); alpha: [B, T, H] in (0, 1], channel-wise [B, T, H, K + Hd] (a decay
             per input channel of W1, then of W2) or None (ignored for retention
             'none'); theta: [B, T, H] in (0, 1) for momentum (Titans; the momentum starts at
-            zero), None for gd; delta: [B, T, H] (huber only).
+            zero), None for gd; delta: [B, T, H] or, one per value channel, [B, T, H, K]
+            (huber only).
         w1: [H, Hd, K], w2: [H, K, Hd]: the learned initial parameters (lq: the accumulators;
             kl: logits, the weights are c softmax_row of them).
         config: activation, layer norm and retention; bias: the attentional bias.

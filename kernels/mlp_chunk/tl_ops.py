@@ -9,7 +9,7 @@ import triton.language as tl
 
 from miras_search.primitives import LN_EPS, LQ_FLOOR
 
-from ..common import _mm, _phi_bwd, _phi_ch_bwd
+from ..common import _mm, _phi, _phi_bwd, _phi_ch, _phi_ch_bwd
 
 # constants read inside the kernels must be constexpr globals for Triton's compiler
 _TINY = tl.constexpr(1.1754943508222875e-38)  # smallest normal float32: the lq norm's floor
@@ -273,13 +273,47 @@ def _lq_scale_vjp_of(x, nrm, QX, dr):
 
 
 @triton.jit
-def _channel_steps(eta, row, mt, K: tl.constexpr, HD: tl.constexpr):
-    """A channel-wise eta's steps of one segment: [C, K] for W1's input channels, [C, HD] for
-    W2's (eta is [B, T, H, K + HD]; padding rows 0)."""
+def _channel_steps(gate, row, mt, K: tl.constexpr, HD: tl.constexpr, PAD: tl.constexpr):
+    """One segment of a gate per input channel of W1, then of W2 ([B, T, H, K + HD]: eta, alpha):
+    [C, K] and [C, HD] in float32, PAD on padding rows."""
     base = row[:, None] * (K + HD)
-    e1 = tl.load(eta + base + tl.arange(0, K)[None, :], mask=mt[:, None], other=0.0).to(tl.float32)
-    e2 = tl.load(eta + base + K + tl.arange(0, HD)[None, :], mask=mt[:, None], other=0.0).to(tl.float32)
-    return e1, e2
+    g1 = tl.load(gate + base + tl.arange(0, K)[None, :], mask=mt[:, None], other=PAD).to(tl.float32)
+    g2 = tl.load(gate + base + K + tl.arange(0, HD)[None, :], mask=mt[:, None], other=PAD).to(tl.float32)
+    return g1, g2
+
+
+@triton.jit
+def _key_pass(W1, W2, kc, vc, dl, s1, s2, P_EXP, SHARP, EPS, RADIUS,
+              K: tl.constexpr, BIAS: tl.constexpr, NEPS: tl.constexpr, SMOOTH: tl.constexpr,
+              ACT: tl.constexpr, LN: tl.constexpr, PREC: tl.constexpr, DELTA_CH: tl.constexpr):
+    """The memory at the gradient point on the keys and its back-propagated bias gradient.
+    s1: [C, K] or [C, 1], s2: [C, HD] or [C, 1]: the point's scale of each layer's input (l2's
+    retained point; 1 otherwise), per channel or per token. ``dl``: the Huber threshold, [C], or
+    [C, K] per value channel with DELTA_CH."""
+    ks = kc * s1
+    a1 = _mm(ks, tl.trans(W1), PREC)
+    hk = _act(a1, ACT)
+    hs = hk * s2
+    a2 = _mm(hs, tl.trans(W2), PREC)
+    E = kc + _norm(a2, K, LN) - vc
+    if DELTA_CH:
+        G = _phi_ch(E, dl, BIAS, SHARP, SMOOTH)
+    else:
+        G = _phi(E, vc, dl, BIAS, P_EXP, SHARP, EPS, RADIUS, NEPS, SMOOTH)
+    d2 = _norm_back(a2, G, K, LN)
+    t1 = _mm(d2, W2, PREC)
+    f1 = _act_grad(a1, ACT)
+    d1 = t1 * f1 * s2
+    return ks, a1, hk, hs, a2, E, G, d2, t1, f1, d1
+
+
+@triton.jit
+def _exact_read(W1n, W2n, qc, K: tl.constexpr, ACT: tl.constexpr, LN: tl.constexpr, PREC: tl.constexpr):
+    """M_{W'}(q) for every row (the caller keeps the segment's last)."""
+    z1 = _mm(qc, tl.trans(W1n), PREC)
+    hl = _act(z1, ACT)
+    z2 = _mm(hl, tl.trans(W2n), PREC)
+    return z1, hl, z2, qc + _norm(z2, K, LN)
 
 
 @triton.jit
@@ -291,9 +325,7 @@ def _end_read_bwd(raw1, raw2, dX1n, dX2n, qc, dy, is_last, QX, SCALE, K: tl.cons
     if RET >= 2:
         _X1n, W1n = _end_weights(raw1, QX, SCALE, RET)
         _X2n, W2n = _end_weights(raw2, QX, SCALE, RET)
-        z1 = _mm(qc, tl.trans(W1n), PREC)
-        hl = _act(z1, ACT)
-        z2 = _mm(hl, tl.trans(W2n), PREC)
+        z1, hl, z2, _exact = _exact_read(W1n, W2n, qc, K, ACT, LN, PREC)
         dyl = tl.where(is_last[:, None], dy, 0.0)
         dz2 = _norm_back(z2, dyl, K, LN)
         dW2n = _mm(tl.trans(dz2), hl, PREC)
