@@ -12,7 +12,7 @@
 # start, 110 s of new trials and the last ones' end), report 40 s: 540 s of limits. GPU_TESTS, if set, narrows the tests
 # with a -k expression; the step limits can be shortened for a shorter call (TESTS_S, LAYER_S, LM_S,
 # STUDY_S: new trials start for that long, TRIAL_S: each trial's limit, REPORT_S; LAYER_SEQ_LENS and
-# LM_SEQ_LENS the lengths); KERNEL_TESTS=1 adds the Triton kernels' own GPU tests (minutes of
+# LM_SEQ_LENS the lengths, LAYER_ROWS and LM_MODELS the rows, in order); KERNEL_TESTS=1 adds the Triton kernels' own GPU tests (minutes of
 # compiling: run them alone); WORKERS (default 12) compiles tests in that many processes when
 # pytest-xdist is installed.
 set -uo pipefail
@@ -60,12 +60,13 @@ step gpu_tests "${TESTS_S:-90}" "$py" -m pytest -q -p no:cacheprovider "${parall
 #    (goal <= 1.1x), the MLP memories at head dim 64 / hidden 256, T=4096 (goal <= 8x gated_deltanet;
 #    Titans and Moneta / Yaad with per-head gates run the hidden-tiled MLP kernel there)
 if [ "$dry" = 1 ]; then layer_args=(--tiny); else layer_args=(--seq-lens "${LAYER_SEQ_LENS:-2048,4096,8192}"); fi
+[ -n "${LAYER_ROWS:-}" ] && layer_args+=(--layers "$LAYER_ROWS")
 step layer_table "${LAYER_S:-70}" "$py" benchmarks/layer_gpu.py "${layer_args[@]}" --out "$out/layer_gpu.md"
 
 # 3. the whole-model table: ~85M-parameter models (d_model 768, 12 layers, 12 heads of 64), bf16,
 #    T 2048 and 4096, beside fla's GatedDeltaNet model and a plain SDPA Transformer
 #    (the goals' pairs first: a run cut short keeps the rows it has)
-models=gated_deltanet,fla_gated_deltanet,sdpa,moneta,transformer,titans,yaad,memora
+models="${LM_MODELS:-gated_deltanet,fla_gated_deltanet,sdpa,moneta,transformer,titans,yaad,memora}"
 if [ "$dry" = 1 ]; then lm_args=(--tiny); else lm_args=(--seq-lens "${LM_SEQ_LENS:-2048,4096}" --steps 3 --warmup 1 --budget-s 8); fi
 step lm_table "${LM_S:-160}" "$py" benchmarks/lm_gpu.py --models "$models" "${lm_args[@]}" --out "$out/lm_gpu.md"
 

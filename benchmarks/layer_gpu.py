@@ -31,6 +31,7 @@ from rich.console import Console
 from rich.table import Table
 
 from miras_search.memory import MemoryRule, memory_forward
+from miras_search.memory.fla_dqkwg import fla_refuses_gated_dqkwg
 from miras_search.memory.fla_path import (
     fla_call,
     fla_gated_backward_problem,
@@ -122,7 +123,7 @@ def layer_case(name: str, batch: int, length: int, heads: int, dim: int, device:
 
     theirs = None
     call = fla_call(rule, q, k, v, gates, params, torch.bfloat16) if cuda and name in DELTA else None
-    if call is not None and uses_log_decay(rule, call.op) and fla_gated_backward_problem(call.op):
+    if call is not None and uses_log_decay(rule, call.op) and fla_gated_backward_problem():
         call = None  # fla refuses this op's gradient here (path says so)
     if call is not None:
         def theirs() -> None:
@@ -138,6 +139,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--heads", type=int, default=8)
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--mlp-seq-len", type=int, default=4096)
+    parser.add_argument("--layers", default=",".join(DELTA + MLP),
+                        help="the rows to run, in this order (gated_deltanet first gives the 'x' column)")
     parser.add_argument("--tiny", action="store_true")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -156,8 +159,9 @@ def main(argv: list[str] | None = None) -> None:
     gdn: dict[int, float] = {}
     verdicts: list[str] = []
     for length in sorted(set(seq_lens) | {args.mlp_seq_len}):
-        names = ("gated_deltanet",) + (("deltanet",) if length in seq_lens else ()) \
-            + (MLP if length == args.mlp_seq_len else ())
+        names = [name for name in args.layers.split(",")
+                 if name == "gated_deltanet" or (name in DELTA and length in seq_lens)
+                 or (name in MLP and length == args.mlp_seq_len)]
         for name in names:
             try:
                 ours, theirs, path = layer_case(name, args.batch, length, args.heads,
@@ -190,6 +194,9 @@ def main(argv: list[str] | None = None) -> None:
                 write(args.out, render(title, rows, ["(still running)"]), argv)
     if device.type != "cuda":
         verdicts = ["(a CPU dry run: the goals are for a GPU)"]
+    elif fla_refuses_gated_dqkwg():
+        verdicts.append("fla refuses its gated chunk_bwd_dqkwg on this GPU / Triton (fla #640): both "
+                        "columns' gated rows run fla's kernels with our PyTorch form of that one kernel")
     text = render(title, rows, verdicts)
     print(text)
     if args.out is not None:

@@ -135,7 +135,7 @@ def build_fla_gated_deltanet(size: Size, device: torch.device) -> Built:
     except ImportError as error:
         raise RuntimeError(f"flash-linear-attention's models are not installed ({error}); "
                            "pip install 'miras-search[gpu]'") from None
-    refused = fla_gated_backward_problem("gated_delta_rule")
+    refused = fla_gated_backward_problem()
     if refused is not None:  # fla would raise in the first backward, after minutes of autotuning
         raise RuntimeError(refused)
     config = GatedDeltaNetConfig(

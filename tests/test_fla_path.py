@@ -183,43 +183,30 @@ def test_which_ops_take_a_log_decay(name: str, gated: bool) -> None:
     assert uses_log_decay(rule, fla_op(rule, "chunked", form)[0]) is gated
 
 
-@pytest.mark.parametrize(("hopper", "triton_3_4", "triton_3_7_1", "tilelang", "op", "refused"), [
-    (True, True, False, False, "gated_delta_rule", True),    # fla issue #640: refused
-    (True, True, False, False, "simple_gla", True),
-    (True, True, True, False, "gated_delta_rule", False),    # a fixed Triton
-    (True, True, False, True, "gated_delta_rule", False),    # fla's TileLang backend takes it
-    (True, True, False, True, "simple_gla", True),           # ... but not simple_gla's float32 states
-    (False, True, False, False, "gated_delta_rule", False),  # not a Hopper GPU
-    (True, False, False, False, "gated_delta_rule", False),  # Triton before the regression
+@pytest.mark.parametrize(("hopper", "triton_3_4", "triton_3_7_1", "registered", "refused"), [
+    (True, True, False, True, False),    # fla issue #640: our chunk_bwd_dqkwg takes the call
+    (True, True, False, False, True),    # ... an fla without backends: refused
+    (True, True, True, False, False),    # a fixed Triton
+    (False, True, False, False, False),  # not a Hopper GPU
+    (True, False, False, False, False),  # Triton before the regression
 ])
-def test_fla_gated_backward_is_refused_only_where_fla_refuses_it(monkeypatch, hopper, triton_3_4,
-                                                                 triton_3_7_1, tilelang, op, refused) -> None:
+def test_fla_gated_backward_is_refused_only_where_fla_refuses_it_and_no_backend_takes_it(
+        monkeypatch, hopper, triton_3_4, triton_3_7_1, registered, refused) -> None:
     fla_utils = pytest.importorskip("fla.utils", reason="fla-core is not installed")
     import miras_search.memory.fla_path as fla_path
 
     monkeypatch.setattr(fla_utils, "IS_NVIDIA_HOPPER", hopper)
     monkeypatch.setattr(fla_utils, "TRITON_ABOVE_3_4_0", triton_3_4)
     monkeypatch.setattr(fla_utils, "TRITON_ABOVE_3_7_1", triton_3_7_1)
-    monkeypatch.setattr(fla_path, "_tilelang_backend_usable", lambda: tilelang)
+    monkeypatch.setattr(fla_path, "register_fla_backend", lambda: registered)
     fla_gated_backward_problem.cache_clear()
     try:
-        reason = fla_gated_backward_problem(op)
+        reason = fla_gated_backward_problem()
     finally:
         fla_gated_backward_problem.cache_clear()
     assert (reason is not None) is refused
     if refused:
         assert "3.7.1" in reason and "#640" in reason
-
-
-def test_the_tilelang_check_reads_fla_backend() -> None:
-    pytest.importorskip("fla.ops.common.backends.tilelang", reason="fla-core is not installed")
-    import importlib.util
-
-    from miras_search.memory import fla_path
-
-    if importlib.util.find_spec("tilelang") is not None:
-        pytest.skip("tilelang is installed here: whether fla can use it depends on nvcc")
-    assert fla_path._tilelang_backend_usable() is False
 
 
 # --- on a GPU: fla's chunk kernels in bf16 against our float64 recurrence -----------------------
@@ -238,7 +225,7 @@ def test_fla_kernels_match_the_float64_recurrence(name: str, length: int) -> Non
     ref = memory_forward(rule, q64, k64, v64, g64, p64, mode="recurrent")
     qc, kc, vc, gc, pc = _on_cuda(q64, k64, v64, g64, p64, dtype=torch.float32)
     # where fla refuses its gated backward (Hopper with Triton 3.4 to 3.7.0), our path runs instead
-    refused = fla_gated_backward_problem(COVERED[name]) if uses_log_decay(rule, COVERED[name]) else None
+    refused = fla_gated_backward_problem() if uses_log_decay(rule, COVERED[name]) else None
     with torch.autocast("cuda", dtype=torch.bfloat16):
         assert fla_problem(rule, qc, "chunked", form) == refused
         got = memory_forward(rule, qc, kc, vc, gc, pc, chunk_size=64, chunk_form=form, kernel="auto")

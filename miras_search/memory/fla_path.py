@@ -29,6 +29,7 @@ import torch
 from einops import rearrange
 from torch import Tensor
 
+from miras_search.memory.fla_dqkwg import fla_refuses_gated_dqkwg, register_fla_backend
 from miras_search.memory.gates import MemoryGates
 from miras_search.memory.rule import MemoryRule
 
@@ -134,34 +135,20 @@ def uses_log_decay(rule: MemoryRule, op: str) -> bool:
 
 
 @functools.cache
-def fla_gated_backward_problem(op: str = "gated_delta_rule") -> str | None:
-    """Why fla cannot take the gradient of its gated chunk op ``op`` on this machine, or None.
+def fla_gated_backward_problem() -> str | None:
+    """Why fla cannot take the gradient of its gated chunk ops on this machine, or None.
 
     fla 0.6 refuses (raises in the backward) its gated ``chunk_bwd_dqkwg`` on Hopper GPUs with
-    Triton >= 3.4 and < 3.7.1, which compiles it to wrong results (fla issue #640), unless its
-    TileLang backend takes the call: tilelang installed with a usable nvcc, and an op whose
-    states it accepts (gated_delta_rule; simple_gla keeps them in float32, which it refuses).
-    Read from fla's own flags, so that a newer fla or Triton that lifts the guard is used again.
+    Triton >= 3.4 and < 3.7.1, which compiles it to wrong results (fla issue #640). There our
+    PyTorch form of that one kernel is registered with fla's dispatch (``fla_dqkwg``), and every
+    gated op (gated_delta_rule, simple_gla, gated_delta_product) runs fla's other kernels; the
+    answer is a reason only where that registration fails (an fla without backends).
     """
-    try:
-        from fla.utils import IS_NVIDIA_HOPPER, TRITON_ABOVE_3_4_0, TRITON_ABOVE_3_7_1
-    except Exception:  # another fla layout, or no fla (fla_import_problem says so)
-        return None
-    if not (IS_NVIDIA_HOPPER and TRITON_ABOVE_3_4_0 and not TRITON_ABOVE_3_7_1):
-        return None
-    if op == "gated_delta_rule" and _tilelang_backend_usable():
+    if not fla_refuses_gated_dqkwg() or register_fla_backend():
         return None
     return ("fla refuses the gradient of its gated chunk kernels on Hopper GPUs with Triton >= 3.4 "
-            "and < 3.7.1 (wrong results, fla issue #640): upgrade Triton to >= 3.7.1, or for "
-            "gated_delta_rule install tilelang")
-
-
-def _tilelang_backend_usable() -> bool:
-    try:
-        from fla.ops.common.backends.tilelang import CommonTileLangBackend
-        return bool(CommonTileLangBackend.can_use())
-    except Exception:
-        return False
+            "and < 3.7.1 (wrong results, fla issue #640) and this fla takes no backend for it: "
+            "upgrade Triton to >= 3.7.1")
 
 
 def fla_problem(rule: MemoryRule, q: Tensor, mode: str = "chunked",
@@ -178,7 +165,7 @@ def fla_problem(rule: MemoryRule, q: Tensor, mode: str = "chunked",
     imported = fla_import_problem(op)
     if imported is not None or not uses_log_decay(rule, op):
         return imported
-    return fla_gated_backward_problem(op)
+    return fla_gated_backward_problem()
 
 
 def _per_head_gate(gate: Tensor, dims: int) -> Tensor:
