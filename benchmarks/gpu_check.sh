@@ -13,12 +13,14 @@
 # with a -k expression; the step limits can be shortened for a shorter call (TESTS_S, LAYER_S, LM_S,
 # STUDY_S: new trials start for that long, TRIAL_S: each trial's limit, REPORT_S; LAYER_SEQ_LENS and
 # LM_SEQ_LENS the lengths, LAYER_ROWS and LM_MODELS the rows, in order); KERNEL_TESTS=1 adds the Triton kernels' own GPU tests (minutes of
-# compiling: run them alone); WORKERS (default 12) compiles tests in that many processes when
-# pytest-xdist is installed.
+# compiling: run them alone); WORKERS (default 1) compiles tests in that many processes when
+# pytest-xdist is installed (on an H200 with 12 of them no test had finished after 150 s).
+# On a fresh machine fla autotunes each of its kernels on first use (its results are cached on
+# disk after): the first gated_deltanet layer or model takes one to two minutes of it.
 set -uo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 out="${1:-$root/benchmarks/results/gpu_check}"
-workers="${2:-12}"
+workers="${2:-1}"
 py="${PYTHON:-python3}"
 dry="${DRY_RUN:-0}"
 mkdir -p "$out"
@@ -44,7 +46,7 @@ step() {  # step NAME SECONDS CMD...: run with a time limit, log its output, not
     echo "# $name: $((SECONDS - start)) s, exit $rc$([ $rc -eq 124 ] && echo ' (time limit)')" | tee -a "$out/gpu.txt"
 }
 parallel=()
-"$py" -c "import xdist" 2>/dev/null && parallel=(-n "$workers")
+[ "$workers" -gt 1 ] && "$py" -c "import xdist" 2>/dev/null && parallel=(-n "$workers")
 filter=()
 [ -n "${GPU_TESTS:-}" ] && filter=(-k "$GPU_TESTS")
 
