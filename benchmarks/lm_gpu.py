@@ -156,8 +156,22 @@ def peak_flops(device: torch.device, override: float | None) -> float | None:
     return next((tflops * 1e12 for key, tflops in PEAK_TFLOPS.items() if key in name), None)
 
 
+def profile_step(step: Callable[[], float], path: Path, cuda: bool) -> None:
+    """One more step under torch.profiler: its ops by self time (the GPU's on CUDA), top 40, to
+    ``path`` (what a model's step spends its time on beside the other rows)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as prof:
+        step()
+    key = "self_device_time_total" if cuda else "self_cpu_time_total"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(prof.key_averages().table(sort_by=key, row_limit=40, max_name_column_width=70))
+
+
 def measure(name: str, build: Callable[[], Built], seq_len: int, batch: int, device: torch.device,
-            steps: int, warmup: int, budget_s: float, peak: float | None, size: Size) -> Row:
+            steps: int, warmup: int, budget_s: float, peak: float | None, size: Size,
+            profile_dir: Path | None = None) -> Row:
     row = Row(name, seq_len)
     cuda = device.type == "cuda"
     if cuda:
@@ -195,6 +209,8 @@ def measure(name: str, build: Callable[[], Built], seq_len: int, batch: int, dev
             if time.perf_counter() - began > budget_s:
                 break
         row.kernel = built.kernel_share()
+        if profile_dir is not None:
+            profile_step(step, profile_dir / f"{name}_T{seq_len}.txt", cuda)
         if cuda:
             row.peak_gb = torch.cuda.max_memory_allocated(device) / 1e9
         if peak is not None and row.times:
@@ -241,6 +257,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tiny", action="store_true",
                         help="d_model 64, 2 layers, 4 heads, T 64, 2 steps: the script end to end in seconds")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
+                        help="after the timed steps, one profiled step per model and length: "
+                             "DIR/<model>_T<length>.txt, its ops by self (GPU) time")
     args = parser.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     size = Size()
@@ -266,7 +285,8 @@ def main(argv: list[str] | None = None) -> None:
                     name, size, seq_len, batch, device)
             else:
                 parser.error(f"--models: '{name}' is neither a preset nor one of {', '.join(BASELINES)}")
-            row = measure(name, build, seq_len, batch, device, args.steps, args.warmup, args.budget_s, peak, size)
+            row = measure(name, build, seq_len, batch, device, args.steps, args.warmup, args.budget_s, peak,
+                          size, args.profile)
             rows.append(row)
             print(f"# {name} T={seq_len}: {row.tokens_per_s(tokens[seq_len]) or 0:,.0f} tokens/s {row.note}",
                   flush=True)

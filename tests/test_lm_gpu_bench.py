@@ -7,11 +7,11 @@ import sys
 from pathlib import Path
 
 
-def _run_tiny(root: Path, tmp_path: Path, script: str) -> str:
+def _run_tiny(root: Path, tmp_path: Path, script: str, *extra: str) -> str:
     """Run ``benchmarks/<script> --tiny`` on the CPU in a fresh process; the table it wrote."""
     out = tmp_path / "table.md"
     result = subprocess.run(
-        [sys.executable, str(root / "benchmarks" / script), "--tiny", "--out", str(out)],
+        [sys.executable, str(root / "benchmarks" / script), "--tiny", "--out", str(out), *extra],
         capture_output=True, text=True, timeout=600, cwd=tmp_path,
         env={"CUDA_VISIBLE_DEVICES": "", "PATH": "/usr/bin:/bin", "COLUMNS": "200"},
     )
@@ -37,3 +37,16 @@ def test_the_layer_benchmark_runs_tiny_on_cpu(root, tmp_path):
     for name in ("deltanet", "gated_deltanet", "titans", "moneta", "yaad", "memora"):
         assert f"│ {name} " in text
     assert "pytorch (" in text  # on a CPU every layer says why it ran the PyTorch form
+
+
+def test_the_whole_model_benchmark_profiles_a_step_per_model(root, tmp_path):
+    _run_tiny(root, tmp_path, "lm_gpu.py", "--models", "sdpa,moneta", "--profile", str(tmp_path / "prof"))
+    for name in ("sdpa", "moneta"):
+        table = (tmp_path / "prof" / f"{name}_T64.txt").read_text()
+        assert "aten::" in table and "Self CPU" in table
+
+
+def test_the_layer_benchmark_runs_the_rows_asked_for_in_order(root, tmp_path):
+    text = _run_tiny(root, tmp_path, "layer_gpu.py", "--layers", "moneta@32,gated_deltanet")
+    rows = [line.split("│")[1].strip() for line in text.splitlines() if line.startswith("│")]
+    assert rows == ["moneta@32", "gated_deltanet"]
