@@ -8,15 +8,22 @@
 # Needs the package installed with the gpu extra (`bash scripts/setup.sh` does it where
 # nvidia-smi is present: fla-core for the fla path, flash-linear-attention for fla's model).
 # Each step has its own time limit and writes its file as it goes, so a slow step cannot take the
-# others' results: tests 90 s, layer table 70 s, whole-model table 160 s, study 180 s (Ray's
-# start, 110 s of new trials and the last ones' end), report 40 s: 540 s of limits. GPU_TESTS, if set, narrows the tests
-# with a -k expression; the step limits can be shortened for a shorter call (TESTS_S, LAYER_S, LM_S,
-# STUDY_S: new trials start for that long, TRIAL_S: each trial's limit, REPORT_S; LAYER_SEQ_LENS and
-# LM_SEQ_LENS the lengths, LAYER_ROWS and LM_MODELS the rows, in order); KERNEL_TESTS=1 adds the Triton kernels' own GPU tests (minutes of
-# compiling: run them alone); WORKERS (default 1) compiles tests in that many processes when
-# pytest-xdist is installed (on an H200 with 12 of them no test had finished after 150 s).
-# On a fresh machine fla autotunes each of its kernels on first use (its results are cached on
-# disk after): the first gated_deltanet layer or model takes one to two minutes of it.
+# others' results: tests 60 s, layer table 140 s, whole-model table 170 s, study 140 s (Ray's
+# start, 80 s of new trials and the last ones' end), report 30 s: 540 s of limits.
+#
+# Environment: GPU_TESTS narrows the tests with a -k expression; KERNEL_TESTS=1 adds the Triton
+# kernels' own GPU tests (minutes of compiling: run them alone); the step limits (TESTS_S, LAYER_S,
+# LM_S, STUDY_S: new trials start for that long, TRIAL_S: each trial's limit, REPORT_S), the
+# lengths (LAYER_SEQ_LENS, LM_SEQ_LENS) and the rows, in order (LAYER_ROWS, LM_MODELS) can be set
+# for a shorter call; LM_PROFILE=1 adds one profiled step per model (OUT_DIR/lm_profile/).
+# WORKERS (default 1) compiles tests in that many processes when pytest-xdist is installed (on an
+# H200 with 12 of them no test had finished after 150 s).
+#
+# Autotuning: on a fresh machine fla benchmarks every config of each of its kernels on first use
+# (one to two minutes before the first gated_deltanet row on an H200). Triton keeps the winners
+# as small *.autotune.json files in its cache, keyed by the Triton build, the GPU and the kernel
+# source; the script saves them to OUT_DIR/autotune.tgz at the end, and AUTOTUNE_IN=that file
+# restores them first, so a later call on the same image skips the tuning.
 set -uo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 out="${1:-$root/benchmarks/results/gpu_check}"
@@ -25,6 +32,10 @@ py="${PYTHON:-python3}"
 dry="${DRY_RUN:-0}"
 mkdir -p "$out"
 out="$(cd "$out" && pwd)"
+triton_cache="${TRITON_CACHE_DIR:-$HOME/.triton/cache}"
+if [ -n "${AUTOTUNE_IN:-}" ] && [ -f "$AUTOTUNE_IN" ]; then
+    mkdir -p "$triton_cache" && tar xzf "$AUTOTUNE_IN" -C "$triton_cache"
+fi
 cd "$root"
 export WANDB_MODE=offline WANDB_SILENT=true
 if ! "$py" -c "import miras_search.kernels" 2>/dev/null; then
@@ -56,26 +67,27 @@ filter=()
 tests=(tests/test_fla_path.py tests/test_kernel_path.py)
 [ "${KERNEL_TESTS:-0}" = 1 ] && tests+=(tests/test_kernels_matrix.py tests/test_kernels_mlp.py tests/test_kernels_mlp_tiled.py)
 [ "$dry" = 1 ] && tests=(tests/test_fla_path.py)
-step gpu_tests "${TESTS_S:-90}" "$py" -m pytest -q -p no:cacheprovider "${parallel[@]}" -m gpu "${filter[@]}" "${tests[@]}"
+step gpu_tests "${TESTS_S:-60}" "$py" -m pytest -q -p no:cacheprovider "${parallel[@]}" -m gpu "${filter[@]}" "${tests[@]}"
 
 # 2. the layer table: deltanet / gated_deltanet through our dispatch vs fla's chunk kernels
 #    (goal <= 1.1x), the MLP memories at head dim 64 / hidden 256, T=4096 (goal <= 8x gated_deltanet;
 #    Titans and Moneta / Yaad with per-head gates run the hidden-tiled MLP kernel there)
 if [ "$dry" = 1 ]; then layer_args=(--tiny); else layer_args=(--seq-lens "${LAYER_SEQ_LENS:-2048,4096,8192}"); fi
 [ -n "${LAYER_ROWS:-}" ] && layer_args+=(--layers "$LAYER_ROWS")
-step layer_table "${LAYER_S:-70}" "$py" benchmarks/layer_gpu.py "${layer_args[@]}" --out "$out/layer_gpu.md"
+step layer_table "${LAYER_S:-140}" "$py" benchmarks/layer_gpu.py "${layer_args[@]}" --out "$out/layer_gpu.md"
 
 # 3. the whole-model table: ~85M-parameter models (d_model 768, 12 layers, 12 heads of 64), bf16,
 #    T 2048 and 4096, beside fla's GatedDeltaNet model and a plain SDPA Transformer
 #    (the goals' pairs first: a run cut short keeps the rows it has)
 models="${LM_MODELS:-gated_deltanet,fla_gated_deltanet,sdpa,moneta,transformer,titans,yaad,memora}"
 if [ "$dry" = 1 ]; then lm_args=(--tiny); else lm_args=(--seq-lens "${LM_SEQ_LENS:-2048,4096}" --steps 3 --warmup 1 --budget-s 8); fi
-step lm_table "${LM_S:-160}" "$py" benchmarks/lm_gpu.py --models "$models" "${lm_args[@]}" --out "$out/lm_gpu.md"
+[ "${LM_PROFILE:-0}" = 1 ] && lm_args+=(--profile "$out/lm_profile")
+step lm_table "${LM_S:-170}" "$py" benchmarks/lm_gpu.py --models "$models" "${lm_args[@]}" --out "$out/lm_gpu.md"
 
 # 4. an end-to-end study: Ray, 4 trials at a time sharing the GPU (0.25 each), W&B offline,
-#    the quickstart space at a GPU trial's size: new trials start for 110 s, each has 50 s at most
+#    the quickstart space at a GPU trial's size: new trials start for 80 s, each has 40 s at most
 #    (Triton compiles on the first ones), then the report
-gpus=0.25; study_workers=4; tokens=131072; budget="${STUDY_S:-110}"; trial_limit="${TRIAL_S:-50}"
+gpus=0.25; study_workers=4; tokens=131072; budget="${STUDY_S:-80}"; trial_limit="${TRIAL_S:-40}"
 if [ "$dry" = 1 ]; then gpus=0; study_workers=2; tokens=8192; budget=40; trial_limit=60; fi
 cat > "$out/gpu_study.yaml" <<EOF
 type: study
@@ -101,7 +113,7 @@ tracking: {wandb: offline}
 EOF
 miras=("$py" -c 'from miras_search.cli import app; app(prog_name="miras")')
 step study $((budget + trial_limit + 20)) "${miras[@]}" run "$out/gpu_study.yaml" --timeout "$budget"
-step study_report "${REPORT_S:-40}" "${miras[@]}" report "$out/gpu_study.yaml" --out "$out/study_report"
+step study_report "${REPORT_S:-30}" "${miras[@]}" report "$out/gpu_study.yaml" --out "$out/study_report"
 "$py" - "$out" <<'EOF' | tee -a "$out/gpu.txt"
 import sys
 from collections import Counter
@@ -116,3 +128,7 @@ for t in trials:
         print("#   failed:", t.number, t.user_attrs.get("failure"), str(t.user_attrs.get("reason"))[:200])
 EOF
 date -u | tee -a "$out/gpu.txt"
+# the autotuning results for the next call on this image (AUTOTUNE_IN above)
+if [ -d "$triton_cache" ]; then
+    (cd "$triton_cache" && find . -name '*.autotune.json' -print0 | tar czf "$out/autotune.tgz" --null -T -)
+fi
