@@ -313,3 +313,27 @@ def test_a_broken_limit_shows_its_value_unless_the_metric_has_a_column():
     text = console.export_text()
     assert "val_bpb <= 5 " in text and "val_bpb = 5.2 breaks" not in text  # its value has a column
     assert "peak_mem_mb = 812 breaks peak_mem_mb <= 500" in text
+
+
+def test_the_kernel_share_column_shows_only_where_a_trial_ran_a_kernel():
+    """On a GPU the leaderboard says which trials' tokens/s came from a kernel; on a CPU, where
+    every trial reports 0, the column would be noise and is left out."""
+    from rich.console import Console
+
+    from miras_search.report.leaderboard import leaderboard_table, shown_metrics
+    from miras_search.report.study_data import ObjectiveInfo, TrialRow
+
+    axes = {"memory": "mlp", "bias": "l2", "retention": "l2", "algorithm": "gd"}
+
+    def row(number: int, share: float) -> TrialRow:
+        return TrialRow(number=number, state="COMPLETE", values=(4.0 + number,), axes=axes, anchor=None,
+                        point=None, rank=number + 1, metrics={"tokens_per_s": 1000.0, "kernel_share": share})
+
+    objectives = [ObjectiveInfo("val_bpb", "minimize")]
+    assert "kernel_share" not in shown_metrics([row(0, 0.0), row(1, 0.0)], objectives)
+    rows = [row(0, 1.0), row(1, 0.0), row(2, 0.5)]
+    assert shown_metrics(rows, objectives) == ["tokens_per_s", "kernel_share"]
+    console = Console(record=True, width=250)
+    console.print(leaderboard_table(rows, objectives))
+    lines = [line for line in console.export_text().splitlines() if "#" in line]
+    assert [line.split("│")[-2].strip() for line in lines] == ["100%", "0%", "50%"]

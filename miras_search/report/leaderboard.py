@@ -51,18 +51,28 @@ def role(row: TrialRow) -> str:
     return "baseline" if row.anchor else "searched"
 
 
-LEADERBOARD_METRICS = ("val_bpb", "val_loss", "acc_mean", "tokens_per_s", "params")
+LEADERBOARD_METRICS = ("val_bpb", "val_loss", "acc_mean", "tokens_per_s", "kernel_share", "params")
 
 
 def shown_metrics(ranked: Sequence[TrialRow], objectives: Sequence[ObjectiveInfo]) -> list[str]:
-    """Metric columns worth showing: the common ones the trials measured, minus the objectives."""
+    """Metric columns worth showing: the common ones the trials measured, minus the objectives.
+    ``kernel_share`` (the share of a trial's memory layers on a fast kernel) only where some trial
+    ran one: on a GPU it tells which tokens/s came from the PyTorch form; on a CPU it is all 0."""
     names = {o.name for o in objectives}
-    return [m for m in LEADERBOARD_METRICS if m not in names and any(m in r.metrics for r in ranked)]
+
+    def worth(metric: str) -> bool:
+        if metric == "kernel_share":
+            return any(r.metrics.get(metric, 0.0) > 0 for r in ranked)
+        return any(metric in r.metrics for r in ranked)
+
+    return [m for m in LEADERBOARD_METRICS if m not in names and worth(m)]
 
 
 def format_value(name: str, value: float | None) -> str:
     if value is None:
         return "-"
+    if name == "kernel_share":
+        return f"{value:.0%}"
     if name in ("params", "state_size", "tokens", "tokens_per_s"):
         return f"{value:,.0f}"
     return f"{value:.4g}"
