@@ -144,6 +144,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tiny", action="store_true")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
+    unknown = [name for name in args.layers.split(",") if name not in DELTA + MLP]
+    if unknown:
+        parser.error(f"--layers: {', '.join(unknown)} not among {', '.join(DELTA + MLP)}")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     kernel = "auto"
     seq_lens = [int(s) for s in args.seq_lens.split(",")]
