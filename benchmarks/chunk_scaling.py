@@ -27,7 +27,7 @@ from memory_ops import SavedBytes  # benchmarks/ is on sys.path when a script he
 from rich.console import Console
 from rich.table import Table
 
-from miras_search.memory import MemoryRule, memory_forward
+from miras_search.memory import MemoryRule, chunked, memory_forward
 from miras_search.memory.testing import random_inputs, written_elements
 from miras_search.model.mixer import resolved_chunk_form
 from miras_search.presets import preset, preset_names
@@ -64,6 +64,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     torch.set_num_threads(1)
+    # the chunk updates as they are: a deep memory keeping over 1 GiB per layer (ttt_mlp at T=8192
+    # here) would run them checkpointed, a recomputation that is not the form's own scaling
+    chunked.CHECKPOINT_LAYER_BYTES = float("inf")
     console = Console(record=True, width=140)
     table = Table(title=f"chunked memory fwd+bwd, B=1, H={HEADS}, K=V={DIM}, chunk {args.chunk}, "
                         f"cpu 1 thread, min of {args.rounds} interleaved rounds")

@@ -124,3 +124,14 @@ def test_fla_dispatch_sends_only_refused_calls_to_our_form(fla_kernel, monkeypat
         assert rel(g, e) < 1e-5
     chunk_o.chunk_bwd_dqkwg(**{**args, "g": None})
     assert len(calls) == (1 if refusing else 0)  # an ungated call never comes to us
+
+
+def test_no_registration_is_claimed_where_fla_bypasses_its_backends(monkeypatch) -> None:
+    """With FLA_DISABLE_BACKEND_DISPATCH=1 fla never asks a backend: the refused backward must be
+    reported, not claimed fixed."""
+    monkeypatch.setenv("FLA_DISABLE_BACKEND_DISPATCH", "1")
+    register_fla_backend.cache_clear()
+    try:
+        assert register_fla_backend() is False
+    finally:
+        register_fla_backend.cache_clear()

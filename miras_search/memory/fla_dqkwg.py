@@ -26,6 +26,7 @@ dg is per token, before fla's reverse cumulative sum (its caller does that).
 from __future__ import annotations
 
 import functools
+import os
 
 import torch
 from torch import Tensor
@@ -113,7 +114,8 @@ def fla_refuses_gated_dqkwg() -> bool:
 def register_fla_backend() -> bool:
     """Register ``chunk_bwd_dqkwg_gated`` with fla's dispatch for the calls fla refuses.
 
-    Returns whether it is registered (False: fla not importable, or a layout without backends).
+    Returns whether it is registered and consulted (False: fla not importable, a layout without
+    backends, or fla's dispatch turned off with FLA_DISABLE_BACKEND_DISPATCH=1).
     fla tries its backends by priority: TileLang's first (priority 5) where usable, this one
     after it; the verifier accepts only refused calls that it computes (gated, no g_gamma, no
     variable-length batch), so everything else still goes to fla's own kernel.
@@ -121,6 +123,8 @@ def register_fla_backend() -> bool:
     try:
         from fla.backends import BaseBackend, register
     except Exception:
+        return False
+    if os.environ.get("FLA_DISABLE_BACKEND_DISPATCH") == "1":  # fla then never consults backends
         return False
 
     class MirasDqkwgBackend(BaseBackend):
