@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from miras_search.errors import UnsupportedPoint
 from miras_search.memory import MemoryGates, MemoryRule, memory_forward
+from miras_search.memory import chunked as chunked_module
 from miras_search.memory.kernel_path import kernel_problem
 from miras_search.model import mixer as mixer_module
 from miras_search.model.factory import build_model
@@ -113,10 +114,15 @@ def test_rwkv7_memory_equals_the_papers_step(length: int) -> None:
 @pytest.mark.parametrize("length", (7, 63))
 @pytest.mark.parametrize("gradient_at", ("previous", "retained"))
 @pytest.mark.parametrize("gate_mode", ("channel", "head"))
+@pytest.mark.parametrize("scores", ("separable", "pairwise"))
 def test_generalized_delta_chunks_equal_the_recurrence_with_gradients(
-    length: int, gradient_at: str, gate_mode: str
+    length: int, gradient_at: str, gate_mode: str, scores: str, monkeypatch
 ) -> None:
-    """Forward and every input's gradient, float64, for both gradient points and gate shapes."""
+    """Forward and every input's gradient, float64, for both gradient points and gate shapes, and
+    both ways of forming the chunk's decayed scores (products of decayed and undecayed inputs, or
+    the per-channel ratios that strong decays need): the floor that picks one is forced here."""
+    floor = float("-inf") if scores == "separable" else float("inf")
+    monkeypatch.setitem(chunked_module.SEPARABLE_LOG_FLOOR, torch.float64, floor)
     point = preset("rwkv7", retention={"kind": "l2", "gradient_at": gradient_at,
                                        "alpha": {"mode": gate_mode}},
                    algorithm={"kind": "gd", "write_key": "lerp", "eta": {"mode": gate_mode}})
@@ -137,6 +143,17 @@ def test_generalized_delta_chunks_equal_the_recurrence_with_gradients(
     assert rel(out, ref) <= 1e-10
     for got, want in zip(grads, ref_grads, strict=True):
         assert rel(got, want) <= 1e-9
+
+
+def test_generalized_delta_strong_decays_stay_finite_and_exact() -> None:
+    """Decays down to 0.5**60 a token (past the separable floor within a chunk): the chunked form
+    picks the per-channel ratios itself and still equals the recurrence."""
+    rule = _rwkv7_rule()
+    q, k, v, w, a, kw = _random(40, seed=3)
+    gates = MemoryGates(eta=a, alpha=w**60, write_key=kw)
+    ref = memory_forward(rule, q, k, v, gates, [], mode="recurrent")
+    out = memory_forward(rule, q, k, v, gates, [], chunk_size=16, chunk_form="exact_delta")
+    assert torch.isfinite(out).all() and rel(out, ref) <= 1e-10
 
 
 def test_rwkv7_tied_write_key_is_the_plain_delta_rule() -> None:

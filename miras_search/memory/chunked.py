@@ -73,7 +73,7 @@ class ChunkDecay:
 # exp(-30) an input of 1e25 would overflow float32 (then inf * 0 = NaN); a quotient of two normal
 # numbers is as accurate as the exponential of the difference. Below the floor the full
 # [b, b, c] tensor is formed.
-_SEPARABLE_LOG_FLOOR = {torch.float32: -30.0, torch.float64: -300.0}
+SEPARABLE_LOG_FLOOR = {torch.float32: -30.0, torch.float64: -300.0}
 
 
 def _ratios(log_cum: Tensor) -> Tensor:
@@ -105,7 +105,7 @@ def chunk_decay(alpha: Tensor | None, theta: Tensor | None, like: Tensor) -> Chu
     log_beta = prefix_sum(log_alpha)
     channel_wise = alpha is not None and alpha.shape[-1] > 1
     if theta is None and channel_wise and log_beta.numel() and (
-        log_beta.min().item() > _SEPARABLE_LOG_FLOOR.get(log_beta.dtype, 0.0)
+        log_beta.min().item() > SEPARABLE_LOG_FLOOR.get(log_beta.dtype, 0.0)
     ):
         return ChunkDecay(log_beta.exp(), None)
     d_alpha = _ratios(log_beta)

@@ -13,9 +13,12 @@ Inside a chunk, with L_t = sum_{j<=t} log alpha_j per channel (within the chunk)
     W_t = W_0 diag(gamma_t) + sum_{i<=t} [p_i (b_i * gamma_t / gamma_i)^T + v_i (u_i * gamma_t / gamma_i)^T]
 and p_t = -W_{t-1} rho_t expands into a unit lower-triangular system (I + A) P = -R W_0^T - A_u V
 with A[t, i] = sum_c rho_tc b_ic exp(L_{t-1,c} - L_ic) and A_u the same with u (i < t), R_t =
-rho_t * gamma_{t-1}. The ratios are formed per channel from differences of L (never gamma_t /
-gamma_i), so strong decays do not overflow. One triangular solve per chunk gives every p_t:
-exact for any chunk size; ``recurrent`` (the token-by-token rule) is its reference.
+rho_t * gamma_{t-1}. While every chunk's decay stays above exp(SEPARABLE_LOG_FLOOR) the channel
+sums are products of (rho * gamma_{t-1}) or (q * gamma_t) with (b / gamma_i): [b, b] scores
+without the [b, b, K] ratios; past it the ratios are formed per channel from differences of L
+(never gamma_t / gamma_i), so strong decays do not overflow. One triangular solve per chunk
+gives every p_t: exact for any chunk size; ``recurrent`` (the token-by-token rule) is its
+reference.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from miras_search.memory.chunked import SEPARABLE_LOG_FLOOR
 from miras_search.memory.exact_delta import unit_lower_solve
 from miras_search.memory.inputs import MemoryInputs
 
@@ -65,17 +69,25 @@ def generalized_delta(x: MemoryInputs, w: Tensor, chunk_size: int, retains_first
     log_cum = _blocks(log_alpha, size, pad).cumsum(3)  # L_t: [B, H, n, b, K]
     log_prev = log_cum - _blocks(log_alpha, size, pad)  # L_{t-1}
 
-    before = _pair_decay(log_prev, log_cum, strict=True)  # exp(L_{t-1} - L_i), i < t
-    a_bb = torch.einsum("...tc,...ic,...tic->...ti", rho, b, before)
-    a_bu = torch.einsum("...tc,...ic,...tic->...ti", rho, u, before)
-    rhs = torch.cat([rho * log_prev.exp(), a_bu @ v], dim=-1)
+    rho_decayed = rho * log_prev.exp()  # R_t = rho_t * gamma_{t-1}
+    q_decayed = q * log_cum.exp()
+    if log_cum.numel() and log_cum.min().item() > SEPARABLE_LOG_FLOOR.get(log_cum.dtype, 0.0):
+        inverse = (-log_cum).exp()  # 1 / gamma_i, at most exp(-floor)
+        b_in, u_in = b * inverse, u * inverse
+        a_bb = (rho_decayed @ b_in.mT).tril(-1)
+        a_bu = (rho_decayed @ u_in.mT).tril(-1)
+        q_b = (q_decayed @ b_in.mT).tril()
+        q_u = (q_decayed @ u_in.mT).tril()
+    else:
+        before = _pair_decay(log_prev, log_cum, strict=True)  # exp(L_{t-1} - L_i), i < t
+        a_bb = torch.einsum("...tc,...ic,...tic->...ti", rho, b, before)
+        a_bu = torch.einsum("...tc,...ic,...tic->...ti", rho, u, before)
+        upto = _pair_decay(log_cum, log_cum, strict=False)  # exp(L_t - L_i), i <= t
+        q_b = torch.einsum("...tc,...ic,...tic->...ti", q, b, upto)
+        q_u = torch.einsum("...tc,...ic,...tic->...ti", q, u, upto)
+    rhs = torch.cat([rho_decayed, a_bu @ v], dim=-1)
     (solved,) = unit_lower_solve(a_bb, rhs)
     p_of_w, p_rest = solved.split([key_dim, v.shape[-1]], dim=-1)  # P = -p_of_w W^T - p_rest
-
-    upto = _pair_decay(log_cum, log_cum, strict=False)  # exp(L_t - L_i), i <= t
-    q_b = torch.einsum("...tc,...ic,...tic->...ti", q, b, upto)
-    q_u = torch.einsum("...tc,...ic,...tic->...ti", q, u, upto)
-    q_decayed = q * log_cum.exp()
     to_end = (log_cum[..., -1:, :] - log_cum).exp()  # exp(L_b - L_i): [B, H, n, b, K]
     end_decay = log_cum[..., -1:, :].exp()  # gamma_b: [B, H, n, 1, K]
     b_end, u_end = b * to_end, u * to_end
