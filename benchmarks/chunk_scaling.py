@@ -31,6 +31,7 @@ from miras_search.memory import MemoryRule, chunked, memory_forward
 from miras_search.memory.testing import random_inputs, written_elements
 from miras_search.model.mixer import resolved_chunk_form
 from miras_search.presets import preset, preset_names
+from miras_search.trial.allocator import tune_allocator
 
 LENGTHS = (1024, 2048, 4096, 8192)
 HEADS, DIM = 4, 64
@@ -64,6 +65,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     torch.set_num_threads(1)
+    tune_allocator()  # as in every trial process (miras_search.trial.allocator)
     # the chunk updates as they are: a deep memory keeping over 1 GiB per layer (ttt_mlp at T=8192
     # here) would run them checkpointed, a recomputation that is not the form's own scaling
     chunked.CHECKPOINT_LAYER_BYTES = float("inf")

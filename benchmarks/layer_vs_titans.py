@@ -39,6 +39,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from miras_search.model.mixer import MemoryMixer
 from miras_search.presets import preset
+from miras_search.trial.allocator import tune_allocator
 
 D_MODEL, HEADS, DIM_HEAD = 256, 4, 64
 
@@ -103,6 +104,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     torch.set_num_threads(1)
+    tune_allocator()  # as in every trial process (miras_search.trial.allocator)
     torch.manual_seed(0)
     x = torch.randn(1, args.length, D_MODEL, requires_grad=True)
     runs: dict[str, Callable[[], None]] = {

@@ -28,6 +28,7 @@ from torch import nn
 from miras_search.model import build_model, param_count
 from miras_search.model.layers import SwiGLU, rotary
 from miras_search.presets import PRESET_AXES, preset
+from miras_search.trial.allocator import tune_allocator
 
 DEFAULT_PRESETS = "transformer,gated_deltanet,titans,moneta,yaad,memora"
 VOCAB = 260
@@ -113,6 +114,7 @@ def main() -> None:
     parser.add_argument("--note", default="", help="a line for --out's header, e.g. how loaded the machine was")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    tune_allocator()  # as in every trial process (miras_search.trial.allocator)
     block = {"d_model": args.d_model, "n_heads": args.heads, "n_layers": args.layers}
     steppers: dict[str, Stepper] = {}
     torch.manual_seed(0)

@@ -27,6 +27,7 @@ from miras_search.errors import (
 from miras_search.model import autocast_context, build_model, pick_device, state_size
 from miras_search.model.quick_train import StepInfo, train_tokens
 from miras_search.schema import ModelPoint
+from miras_search.trial.allocator import tune_allocator
 from miras_search.trial.checkpoint import Checkpoint, load_weights, save_checkpoint, weights_mb
 from miras_search.trial.config import Objective, TrialConfig
 from miras_search.trial.evaluate import evaluate
@@ -114,6 +115,7 @@ def run_trial(point: ModelPoint, config: TrialConfig | None = None, report: Repo
     Raises ConfigError only for a config that cannot describe any trial (bad data spec).
     """
     config = config or TrialConfig()
+    tune_allocator()  # once per process: the steps' large tensors reuse the heap's pages
     started = time.perf_counter()
     metrics: dict[str, float] = {}
     curve: list[tuple[int, float]] = []
