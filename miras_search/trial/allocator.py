@@ -11,7 +11,9 @@ T=8192: 0.279 s, 0.212 s with this; time exponent from T=1024 1.13, 1.03 with th
 ``tune_allocator`` raises the mmap threshold to glibc's maximum (32 MiB: larger blocks still go
 back to the kernel) and the trim threshold to 1 GiB, so blocks up to 32 MiB are reused from the
 heap. The price: a process keeps up to its peak heap instead of shrinking between steps, which
-a trial process reaches anyway. A no-op off glibc; ``MIRAS_MALLOC_TUNING=0`` turns it off.
+a trial process reaches anyway; between trials ``release_free_memory`` hands what the heap keeps
+free back to the kernel, so that a worker's next trial starts (and measures its resident peak)
+without the last one's. A no-op off glibc; ``MIRAS_MALLOC_TUNING=0`` turns it off.
 """
 
 from __future__ import annotations
@@ -33,20 +35,38 @@ TRIM_THRESHOLD = 2**30
 
 
 @functools.cache
+def _libc() -> ctypes.CDLL | None:
+    """glibc, or None (another C library or platform)."""
+    if sys.platform != "linux" or platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+
+
+@functools.cache
 def tune_allocator() -> bool:
     """Set glibc's mmap and trim thresholds for this process (once); whether they were set."""
     if os.environ.get("MIRAS_MALLOC_TUNING", "1") == "0":
         return False
-    if sys.platform != "linux" or platform.libc_ver()[0] != "glibc":
+    libc = _libc()
+    if libc is None or not hasattr(libc, "mallopt"):
         return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    mallopt.restype = ctypes.c_int
-    done = mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1 and mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
+    libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    libc.mallopt.restype = ctypes.c_int
+    done = (libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
+            and libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1)
     if not done:
         log.debug("glibc refused the allocator thresholds; its defaults stay")
     return done
+
+
+def release_free_memory() -> bool:
+    """Give the heap's free pages back to the kernel (glibc's malloc_trim); whether any were."""
+    libc = _libc()
+    if libc is None or not hasattr(libc, "malloc_trim"):
+        return False
+    libc.malloc_trim.argtypes = [ctypes.c_size_t]
+    libc.malloc_trim.restype = ctypes.c_int
+    return libc.malloc_trim(0) == 1

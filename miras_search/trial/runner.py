@@ -27,7 +27,7 @@ from miras_search.errors import (
 from miras_search.model import autocast_context, build_model, pick_device, state_size
 from miras_search.model.quick_train import StepInfo, train_tokens
 from miras_search.schema import ModelPoint
-from miras_search.trial.allocator import tune_allocator
+from miras_search.trial.allocator import release_free_memory, tune_allocator
 from miras_search.trial.checkpoint import Checkpoint, load_weights, save_checkpoint, weights_mb
 from miras_search.trial.config import Objective, TrialConfig
 from miras_search.trial.evaluate import evaluate
@@ -116,6 +116,7 @@ def run_trial(point: ModelPoint, config: TrialConfig | None = None, report: Repo
     """
     config = config or TrialConfig()
     tune_allocator()  # once per process: the steps' large tensors reuse the heap's pages
+    release_free_memory()  # ... but not an earlier trial's: this one's resident peak is its own
     started = time.perf_counter()
     metrics: dict[str, float] = {}
     curve: list[tuple[int, float]] = []
