@@ -76,8 +76,10 @@ def generalized_delta(x: MemoryInputs, w: Tensor, chunk_size: int, retains_first
         b_in, u_in = b * inverse, u * inverse
         a_bb = (rho_decayed @ b_in.mT).tril(-1)
         a_bu = (rho_decayed @ u_in.mT).tril(-1)
-        q_b = (q_decayed @ b_in.mT).tril()
-        q_u = (q_decayed @ u_in.mT).tril()
+        # the diagonal's ratio is exactly 1: formed as gamma_t / gamma_t it would pass the decay
+        # a gradient of two cancelling terms (rounding, where the true one is 0)
+        q_b = (q_decayed @ b_in.mT).tril(-1) + torch.diag_embed((q * b).sum(-1))
+        q_u = (q_decayed @ u_in.mT).tril(-1) + torch.diag_embed((q * u).sum(-1))
     else:
         before = _pair_decay(log_prev, log_cum, strict=True)  # exp(L_{t-1} - L_i), i < t
         a_bb = torch.einsum("...tc,...ic,...tic->...ti", rho, b, before)
