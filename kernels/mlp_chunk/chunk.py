@@ -48,6 +48,7 @@ from .tl_ops import (
     _lq_scale_vjp,
     _norm,
     _norm_back,
+    _program,
     _read_base,
     _scales,
 )
@@ -113,14 +114,7 @@ def _fwd_kernel(
     RETAIN_FIRST: tl.constexpr, HAS_ALPHA: tl.constexpr, MOM: tl.constexpr, NEEDS_DELTA: tl.constexpr, SAVE: tl.constexpr,
     PREC: tl.constexpr, ETA_CH: tl.constexpr, DELTA_CH: tl.constexpr,
 ):
-    i_bh = tl.program_id(0)
-    b = i_bh // H
-    h = i_bh % H
-    oc = tl.arange(0, C)
-    ok = tl.arange(0, K)
-    oh = tl.arange(0, HD)
-    off1 = oh[:, None] * K + ok[None, :]  # [HD, K]
-    off2 = ok[:, None] * HD + oh[None, :]  # [K, HD]
+    i_bh, b, h, oc, _ok, _oh, off1, off2 = _program(H, C, K, HD)
     X1 = tl.load(x1_0 + h * HD * K + off1).to(tl.float32)
     X2 = tl.load(x2_0 + h * HD * K + off2).to(tl.float32)
     S1 = tl.zeros([HD, K], dtype=tl.float32)  # the momentum (momentum only)
@@ -190,14 +184,7 @@ def _bwd_kernel(
     RETAIN_FIRST: tl.constexpr, HAS_ALPHA: tl.constexpr, MOM: tl.constexpr, NEEDS_DELTA: tl.constexpr, PREC: tl.constexpr,
     ETA_CH: tl.constexpr, DELTA_CH: tl.constexpr,
 ):
-    i_bh = tl.program_id(0)
-    b = i_bh // H
-    h = i_bh % H
-    oc = tl.arange(0, C)
-    ok = tl.arange(0, K)
-    oh = tl.arange(0, HD)
-    off1 = oh[:, None] * K + ok[None, :]
-    off2 = ok[:, None] * HD + oh[None, :]
+    i_bh, b, h, oc, ok, oh, off1, off2 = _program(H, C, K, HD)
     causal = oc[:, None] >= oc[None, :]
     dX1n = tl.zeros([HD, K], dtype=tl.float32)  # dL / d(carried state at the segment end)
     dX2n = tl.zeros([K, HD], dtype=tl.float32)

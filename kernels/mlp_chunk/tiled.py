@@ -41,11 +41,12 @@ import torch
 import triton
 import triton.language as tl
 
-from ..common import _mm, _phi, _phi_bwd, _slot
+from ..common import _mm, _phi, _slot
 from .tl_ops import (
     _act,
     _act_grad,
     _act_grad2,
+    _bias_vjp,
     _decays,
     _load_segment,
     _log_softmax_rows,
@@ -54,7 +55,6 @@ from .tl_ops import (
     _lq_scale_vjp_of,
     _norm,
     _norm_back,
-    _norm_back_vjp,
     _norm_end,
     _norm_start,
     _norm_update,
@@ -551,17 +551,9 @@ def _bwd_kernel(
         # ---- the key pass's LayerNorm and bias on chip
         E = kc + _norm(a2, K, LN) - vc
         G = _phi(E, vc, dl, BIAS, P_EXP, SHARP, EPS, RADIUS, NEPS, SMOOTH)
-        if LN:
-            da2, dG = _norm_back_vjp(a2, G, dd2, K)
-        else:
-            da2 = tl.zeros_like(a2)
-            dG = dd2
-        dE, ddl = _phi_bwd(E, dG, dl, BIAS, P_EXP, SHARP, EPS, RADIUS, NEPS, SMOOTH)
-        dvc = -dE
-        if BIAS == 0:  # dot: g = -v
-            dvc -= dG
+        dE, ddl, dvc, da2 = _bias_vjp(a2, E, G, dd2, dl, P_EXP, SHARP, EPS, RADIUS, K, BIAS, NEPS,
+                                      SMOOTH, LN, False)
         dkc += dE
-        da2 += _norm_back(a2, dE, K, LN)
 
         # ---- walk E: the key pass, second half (dW2 += da2^T hs, dW1 = da1^T ks)
         dks = tl.zeros([C, K], dtype=tl.float32)

@@ -18,6 +18,17 @@ _LQ_FLOOR = tl.constexpr(LQ_FLOOR)
 
 
 @triton.jit
+def _program(H, C: tl.constexpr, K: tl.constexpr, HD: tl.constexpr):
+    """The whole-W kernels' start: this program's batch x head index, b, h, the chunk rows [C],
+    the key and hidden ranges [K], [HD], and the offsets of a [HD, K] and a [K, HD] matrix."""
+    i_bh = tl.program_id(0)
+    ok = tl.arange(0, K)
+    oh = tl.arange(0, HD)
+    return (i_bh, i_bh // H, i_bh % H, tl.arange(0, C), ok, oh,
+            oh[:, None] * K + ok[None, :], ok[:, None] * HD + oh[None, :])
+
+
+@triton.jit
 def _act(z, ACT: tl.constexpr):
     if ACT == 0:
         out = 0.5 * z * (1.0 + tl.erf(z * 0.7071067811865476))
@@ -350,6 +361,28 @@ def _end_read_bwd(raw1, raw2, dX1n, dX2n, qc, dy, is_last, QX, SCALE, K: tl.cons
 
 
 @triton.jit
+def _bias_vjp(a2, E, G, dd2, dl, P_EXP, SHARP, EPS, RADIUS, K: tl.constexpr, BIAS: tl.constexpr,
+              NEPS: tl.constexpr, SMOOTH: tl.constexpr, LN: tl.constexpr, DELTA_CH: tl.constexpr):
+    """VJP of the key pass's end on chip, E = k + norm(a2) - v and the bias gradient G = phi(E),
+    from dL/dd2 (d2 = norm_back(a2, G)): (dE, the threshold's gradient, dv, da2), all [C, K];
+    dL/dk gains dE."""
+    if LN:
+        da2, dG = _norm_back_vjp(a2, G, dd2, K)
+    else:
+        da2 = tl.zeros_like(a2)
+        dG = dd2
+    if DELTA_CH:
+        dE, ddl = _phi_ch_bwd(E, dG, dl, BIAS, SHARP, SMOOTH)
+    else:
+        dE, ddl = _phi_bwd(E, dG, dl, BIAS, P_EXP, SHARP, EPS, RADIUS, NEPS, SMOOTH)
+    dvc = -dE
+    if BIAS == 0:  # dot: g = -v
+        dvc -= dG
+    da2 += _norm_back(a2, dE, K, LN)
+    return dE, ddl, dvc, da2
+
+
+@triton.jit
 def _key_pass_bwd(dd1, dd2, dh, dkc, kc, W1, W2, s1, s2, ks, a1, hk, hs, a2, E, G, d2, t1, f1, dl,
                   P_EXP, SHARP, EPS, RADIUS, K: tl.constexpr, BIAS: tl.constexpr,
                   NEPS: tl.constexpr, SMOOTH: tl.constexpr, ACT: tl.constexpr, LN: tl.constexpr,
@@ -363,20 +396,9 @@ def _key_pass_bwd(dd1, dd2, dh, dkc, kc, W1, W2, s1, s2, ks, a1, hk, hs, a2, E, 
     ds2 = dd1 * t1 * f1
     dd2 += _mm(dt1, tl.trans(W2), PREC)
     dW2 = _mm(tl.trans(d2), dt1, PREC)
-    if LN:
-        da2, dG = _norm_back_vjp(a2, G, dd2, K)
-    else:
-        da2 = tl.zeros_like(a2)
-        dG = dd2
-    if DELTA_CH:
-        dE, ddl = _phi_ch_bwd(E, dG, dl, BIAS, SHARP, SMOOTH)
-    else:
-        dE, ddl = _phi_bwd(E, dG, dl, BIAS, P_EXP, SHARP, EPS, RADIUS, NEPS, SMOOTH)
-    dvc = -dE
-    if BIAS == 0:  # dot: g = -v
-        dvc -= dG
+    dE, ddl, dvc, da2 = _bias_vjp(a2, E, G, dd2, dl, P_EXP, SHARP, EPS, RADIUS, K, BIAS, NEPS,
+                                  SMOOTH, LN, DELTA_CH)
     dkc += dE
-    da2 += _norm_back(a2, dE, K, LN)
     dW2 += _mm(tl.trans(da2), hs, PREC)
     dhs = _mm(da2, W2, PREC)
     dh += dhs * s2
