@@ -8,7 +8,11 @@ Sides are interleaved: every round takes one step of the baseline and one of eac
 busy machine slows all alike; the ratio is median baseline step time / median preset step time
 (= the preset's tokens/s over the baseline's). One torch thread, float32.
 
-    python benchmarks/model_vs_sdpa.py [--presets a,b] [--rounds 10] [--chunk-size 16]
+``--compile`` adds a compiled copy of every model, the baseline included (train.compile: each
+layer through ``torch.compile``, static shapes), so that compiled is set against compiled and
+eager against eager; its first step (the compile) is reported apart and left out of the timing.
+
+    python benchmarks/model_vs_sdpa.py [--presets a,b] [--rounds 10] [--chunk-size 16] [--compile]
         [--out benchmarks/results/model_vs_sdpa_cpu.md] [--note "how loaded the machine was"]
 """
 
@@ -26,6 +30,7 @@ from rich.table import Table
 from torch import nn
 
 from miras_search.model import build_model, param_count
+from miras_search.model.compiling import compile_layers
 from miras_search.model.layers import SwiGLU, rotary
 from miras_search.presets import PRESET_AXES, preset
 from miras_search.trial.allocator import tune_allocator
@@ -87,6 +92,7 @@ class Stepper:
         gen = torch.Generator().manual_seed(seed)
         self.data = torch.randint(0, 256, (batch, seq_len + 1), generator=gen)
         self.times: list[float] = []
+        self.first_s = 0.0
 
     def step(self) -> float:
         start = time.perf_counter()
@@ -109,7 +115,8 @@ def main() -> None:
     parser.add_argument("--chunk-size", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--compile", action="store_true", help="train.compile for the presets")
+    parser.add_argument("--compile", action="store_true",
+                        help="also every model compiled (train.compile), the baseline included")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--note", default="", help="a line for --out's header, e.g. how loaded the machine was")
     args = parser.parse_args()
@@ -117,17 +124,24 @@ def main() -> None:
     tune_allocator()  # as in every trial process (miras_search.trial.allocator)
     block = {"d_model": args.d_model, "n_heads": args.heads, "n_layers": args.layers}
     steppers: dict[str, Stepper] = {}
-    torch.manual_seed(0)
-    baseline = PlainTransformer(args.d_model, args.layers, args.heads, preset("transformer").block.mlp_ratio)
-    steppers["plain SDPA"] = Stepper(baseline, args.batch, args.seq_len, 0)
-    sizes = {"plain SDPA": sum(p.numel() for p in baseline.parameters())}
-    for name in args.presets.split(","):
-        train = {**PRESET_AXES[name].get("train", {}), "seq_len": args.seq_len, "batch_size": args.batch,
-                 "chunk_size": args.chunk_size, "compile": args.compile, "kernel": "torch"}
-        point = preset(name, block=block, train=train)
+    sizes: dict[str, int] = {}
+    for compiled in (False, True) if args.compile else (False,):
+        suffix = " (compiled)" if compiled else ""
         torch.manual_seed(0)
-        steppers[name] = Stepper(build_model(point, "cpu"), args.batch, args.seq_len, 0)
-        sizes[name] = param_count(point)
+        baseline = PlainTransformer(args.d_model, args.layers, args.heads, preset("transformer").block.mlp_ratio)
+        if compiled:
+            compile_layers(baseline.blocks, torch.device("cpu"))
+        steppers["plain SDPA" + suffix] = Stepper(baseline, args.batch, args.seq_len, 0)
+        sizes["plain SDPA" + suffix] = sum(p.numel() for p in baseline.parameters())
+        for name in args.presets.split(","):
+            train = {**PRESET_AXES[name].get("train", {}), "seq_len": args.seq_len, "batch_size": args.batch,
+                     "chunk_size": args.chunk_size, "compile": compiled, "kernel": "torch"}
+            point = preset(name, block=block, train=train)
+            torch.manual_seed(0)
+            steppers[name + suffix] = Stepper(build_model(point, "cpu"), args.batch, args.seq_len, 0)
+            sizes[name + suffix] = param_count(point)
+    for stepper in steppers.values():  # the first step: allocation, and the compile where there is one
+        stepper.first_s = stepper.step()
     for _ in range(args.warmup):
         for stepper in steppers.values():
             stepper.step()
@@ -140,11 +154,19 @@ def main() -> None:
     table = Table(title=f"train step (fwd+bwd+AdamW), d_model {args.d_model}, {args.layers} layers, "
                         f"{args.heads} heads, seq {args.seq_len}, batch {args.batch}, chunk {args.chunk_size}, "
                         f"fp32, cpu 1 thread, median of {args.rounds} interleaved rounds")
-    for col in ("model", "params", "step ms", "tokens/s", "x plain SDPA"):
+    columns = ["model", "params", "step ms", "tokens/s", "x plain SDPA"]
+    if args.compile:
+        base_compiled = statistics.median(steppers["plain SDPA (compiled)"].times)
+        columns += ["x plain SDPA (compiled)", "first step s"]
+    for col in columns:
         table.add_column(col, justify="right")
     for name, stepper in steppers.items():
         med = statistics.median(stepper.times)
-        table.add_row(name, f"{sizes[name]:,}", f"{1e3 * med:.1f}", f"{tokens / med:,.0f}", f"{base / med:.2f}")
+        row = [name, f"{sizes[name]:,}", f"{1e3 * med:.1f}", f"{tokens / med:,.0f}", f"{base / med:.2f}"]
+        if args.compile:
+            row += [f"{base_compiled / med:.2f}" if name.endswith("(compiled)") else "",
+                    f"{stepper.first_s:.1f}"]
+        table.add_row(*row)
     console.print(table)
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)

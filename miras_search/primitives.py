@@ -81,8 +81,10 @@ def lq_log_scale(a: Tensor, q: float) -> Tensor:
     ||A||_q = m (sum (|A| / m)^q)^(1/q) with m = max |A| (no gradient needed: the norm is
     1-homogeneous, so its derivative in m is zero). At q = 4 (Moneta) ``lq4_log_scale`` computes
     the same with a hand-written backward; ``lq_log_scale_reference`` is this written out for
-    autograd."""
-    if q == 4.0:
+    autograd (also what torch.compile traces: it cannot trace the Function's creation)."""
+    import torch
+
+    if q == 4.0 and not torch.compiler.is_compiling():
         return lq4_log_scale(a)
     return lq_log_scale_reference(a, q)
 

@@ -76,6 +76,15 @@ class ChunkDecay:
 SEPARABLE_LOG_FLOOR = {torch.float32: -30.0, torch.float64: -300.0}
 
 
+def separable(log_cum: Tensor) -> bool:
+    """Whether every cumulative log-decay in ``log_cum`` stays above SEPARABLE_LOG_FLOOR, where the
+    separable form is exact. False under torch.compile: the data-dependent check would break the
+    graph, and the full form is exact everywhere."""
+    if torch.compiler.is_compiling() or not log_cum.numel():
+        return False
+    return log_cum.min().item() > SEPARABLE_LOG_FLOOR.get(log_cum.dtype, 0.0)
+
+
 def _ratios(log_cum: Tensor) -> Tensor:
     """exp(L_t - L_i) for i <= t else 0: log_cum [B, H, b, c] -> [B, H, b, b, c]."""
     b = log_cum.shape[2]
@@ -104,9 +113,7 @@ def chunk_decay(alpha: Tensor | None, theta: Tensor | None, like: Tensor) -> Chu
     log_alpha = torch.zeros_like(like[..., :1]) if alpha is None else torch.log(alpha)
     log_beta = prefix_sum(log_alpha)
     channel_wise = alpha is not None and alpha.shape[-1] > 1
-    if theta is None and channel_wise and log_beta.numel() and (
-        log_beta.min().item() > SEPARABLE_LOG_FLOOR.get(log_beta.dtype, 0.0)
-    ):
+    if theta is None and channel_wise and separable(log_beta):
         return ChunkDecay(log_beta.exp(), None)
     d_alpha = _ratios(log_beta)
     if theta is None:

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from miras_search.memory.chunked import SEPARABLE_LOG_FLOOR
+from miras_search.memory.chunked import separable
 from miras_search.memory.exact_delta import unit_lower_solve
 from miras_search.memory.inputs import MemoryInputs
 
@@ -71,7 +71,7 @@ def generalized_delta(x: MemoryInputs, w: Tensor, chunk_size: int, retains_first
 
     rho_decayed = rho * log_prev.exp()  # R_t = rho_t * gamma_{t-1}
     q_decayed = q * log_cum.exp()
-    if log_cum.numel() and log_cum.min().item() > SEPARABLE_LOG_FLOOR.get(log_cum.dtype, 0.0):
+    if separable(log_cum):
         inverse = (-log_cum).exp()  # 1 / gamma_i, at most exp(-floor)
         b_in, u_in = b * inverse, u * inverse
         a_bb = (rho_decayed @ b_in.mT).tril(-1)

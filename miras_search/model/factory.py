@@ -8,9 +8,9 @@ import math
 import re
 
 import torch
-from torch import nn
 
 from miras_search.errors import MirasError, UnsupportedPoint
+from miras_search.model.compiling import compile_layers
 from miras_search.model.lm import MirasLM
 from miras_search.schema import ModelPoint
 
@@ -57,16 +57,18 @@ def autocast_context(point: ModelPoint, device: torch.device) -> contextlib.Abst
     return contextlib.nullcontext()
 
 
-def build_model(point: ModelPoint | str, device: str | torch.device | None = None) -> nn.Module:
+def build_model(point: ModelPoint | str, device: str | torch.device | None = None) -> MirasLM:
     """Build the language model of ``point`` (or a preset name) on ``device`` (default: pick_device()).
 
     Raises UnsupportedPoint (naming the axis) for combinations the memory ops do not build.
-    With train.compile the returned module is ``torch.compile``-d (its parameters are the model's).
+    With train.compile its layers are compiled in place (``model.compiling.compile_layers``: the
+    same module and state dict; eager, with a CompileFallbackWarning, where inductor cannot run).
     """
     point = _as_point(point)
-    model: nn.Module = _construct(point).to(pick_device(device))
+    device = pick_device(device)
+    model = _construct(point).to(device)
     if point.train.compile:
-        model = torch.compile(model)
+        compile_layers(model.layers, device)
     return model
 
 

@@ -47,7 +47,12 @@ class Train(Schema):
             "covered chunked minibatch forms; triton = our Triton kernel or an error; torch = never."
         ),
     )
-    compile: bool = Field(False, description="torch.compile the model.")
+    compile: bool = Field(False, description=(
+        "torch.compile each layer (inductor; on a CPU it needs a C++ compiler, else the model runs "
+        "eager with a warning). The first step compiles (about a minute for a small model on a "
+        "CPU, seconds once inductor's cache has the shapes); evaluation runs eager. Pays for "
+        "trials of minutes or more: about 1.35x faster steps for gated_deltanet on a CPU."
+    ))
     seed: int = Field(0, ge=0, le=SEED_MAX)
 
     @model_validator(mode="after")

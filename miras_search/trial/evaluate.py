@@ -12,6 +12,7 @@ from torch import nn
 
 from miras_search.data import IGNORE_INDEX, SYNTHETIC_TASKS, DataMix, mad_scores
 from miras_search.data.metrics import AnswerCounts, answer_counts
+from miras_search.model.compiling import eager
 
 LN2 = math.log(2.0)
 
@@ -82,7 +83,7 @@ def evaluate(model: nn.Module, mix: DataMix, *, batches: int, batch_size: int, s
         for step in range(batches):
             batch = source.batch(batch_size, step=step, seed=seed, split="validation", seq_len=seq_len)
             inputs, targets = batch.inputs.to(device), batch.targets.to(device)
-            with autocast:
+            with autocast, eager():  # a compiled model's training graph does not fit a no-grad pass
                 logits = model(inputs)
             tally.add(logits.float(), targets)
             if spec.task not in SYNTHETIC_TASKS:

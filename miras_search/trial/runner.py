@@ -25,6 +25,7 @@ from miras_search.errors import (
     UnsupportedPoint,
 )
 from miras_search.model import autocast_context, build_model, pick_device, state_size
+from miras_search.model.compiling import is_compiled
 from miras_search.model.quick_train import StepInfo, train_tokens
 from miras_search.schema import ModelPoint
 from miras_search.trial.allocator import release_free_memory, tune_allocator
@@ -207,6 +208,8 @@ def _run(point: ModelPoint, config: TrialConfig, report: Reporter | None,
     metrics["memory_estimate_mb"] = estimate.total / 2**20
     torch.manual_seed(train.seed)
     model = build_model(point, device)
+    if train.compile:  # 0 where inductor could not run here (the trial then ran eager)
+        metrics["compiled"] = float(is_compiled(model))
     if weights.start is not None:
         load_weights(model, weights.start)
     batches = _TimedBatches(mix, train.batch_size, train.seq_len, train.seed)

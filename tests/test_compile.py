@@ -1,0 +1,76 @@
+"""train.compile: layers compiled in place, one graph for all layers, the eager model's numbers;
+and an eager fallback with a warning where inductor cannot run."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+from miras_search.model import build_model, compiling
+from miras_search.model.compiling import CompileFallbackWarning, compile_problem, is_compiled
+from miras_search.presets import preset
+
+CPU = torch.device("cpu")
+BLOCK = {"d_model": 32, "n_heads": 2, "n_layers": 2, "vocab_size": 260}
+TRAIN = {"seq_len": 16, "batch_size": 2, "tokens": 4096, "chunk_size": 8, "kernel": "torch"}
+
+
+def _loss_and_grads(model: torch.nn.Module, tokens: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    _, loss = model(tokens[:, :-1], tokens[:, 1:])
+    loss.backward()
+    grads = [p.grad.detach().clone() for p in model.parameters()]
+    model.zero_grad(set_to_none=True)
+    return loss.detach(), grads
+
+
+def test_no_compiler_falls_back_to_eager_with_a_warning(monkeypatch: pytest.MonkeyPatch) -> None:
+    def missing() -> str:
+        raise RuntimeError("Unsupported or missing C++ compiler: g++, clang++")
+
+    monkeypatch.setattr("torch._inductor.cpp_builder.get_cpp_compiler", missing)
+    problem = compile_problem(CPU)
+    assert problem is not None and "C++ compiler" in problem and "missing" in problem
+    point = preset("gated_deltanet", block=BLOCK, train={**TRAIN, "compile": True})
+    with pytest.warns(CompileFallbackWarning, match="runs eager"):
+        model = build_model(point, "cpu")
+    assert not is_compiled(model)
+    tokens = torch.randint(0, 256, (2, 17), generator=torch.Generator().manual_seed(0))
+    loss, _ = _loss_and_grads(model, tokens)
+    assert torch.isfinite(loss)
+
+
+def test_unsupported_device_kind_is_named() -> None:
+    assert "mps" in compile_problem(torch.device("mps"))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(compile_problem(CPU) is not None, reason="inductor cannot compile for the CPU here")
+def test_compiled_layers_match_eager_and_share_one_graph() -> None:
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    torch.manual_seed(0)
+    eager_model = build_model(preset("gated_deltanet", block=BLOCK, train=TRAIN), "cpu")
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CompileFallbackWarning)
+        compiled = build_model(preset("gated_deltanet", block=BLOCK, train={**TRAIN, "compile": True}), "cpu")
+    assert is_compiled(compiled) and not is_compiled(eager_model)
+    assert list(compiled.state_dict()) == list(eager_model.state_dict())  # same keys: checkpoints load
+    tokens = torch.randint(0, 256, (2, 17), generator=torch.Generator().manual_seed(1))
+    for _ in range(2):  # the second call runs the cached graph
+        loss_c, grads_c = _loss_and_grads(compiled, tokens)
+    loss_e, grads_e = _loss_and_grads(eager_model, tokens)
+    # float32, fused kernels sum in another order: rounding-level differences only
+    assert torch.allclose(loss_c, loss_e, rtol=1e-5, atol=0)
+    for g_c, g_e in zip(grads_c, grads_e, strict=True):
+        assert (g_c - g_e).norm() <= 1e-4 * g_e.norm() + 1e-8
+    assert counters["stats"]["unique_graphs"] == 1, "both layers should run one shared graph"
+    assert sum(counters["graph_break"].values()) == 0, dict(counters["graph_break"])
+    with compiling.eager(), torch.no_grad():  # evaluation: eager, no second compile
+        logits = compiled(tokens[:, :-1])
+    assert counters["stats"]["unique_graphs"] == 1
+    assert torch.allclose(logits, eager_model(tokens[:, :-1]), rtol=1e-4, atol=1e-5)
