@@ -78,11 +78,10 @@ SEPARABLE_LOG_FLOOR = {torch.float32: -30.0, torch.float64: -300.0}
 
 def separable(log_cum: Tensor) -> bool:
     """Whether every cumulative log-decay in ``log_cum`` stays above SEPARABLE_LOG_FLOOR, where the
-    separable form is exact. False under torch.compile: the data-dependent check would break the
-    graph, and the full form is exact everywhere."""
-    if torch.compiler.is_compiling() or not log_cum.numel():
-        return False
-    return log_cum.min().item() > SEPARABLE_LOG_FLOOR.get(log_cum.dtype, 0.0)
+    separable form is exact. A data-dependent check: under torch.compile it breaks the graph, once
+    per layer call (the callers check all chunks at once), which keeps the full form's [b, b, c]
+    tensors out of every chunk where they are not needed."""
+    return bool(log_cum.numel()) and log_cum.min().item() > SEPARABLE_LOG_FLOOR.get(log_cum.dtype, 0.0)
 
 
 def _ratios(log_cum: Tensor) -> Tensor:

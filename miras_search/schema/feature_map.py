@@ -22,7 +22,6 @@ that keys and queries go through one real feature map and a_i = c_i^2 >= 0.
 from __future__ import annotations
 
 import functools
-import itertools
 import math
 from typing import TYPE_CHECKING, ClassVar, Literal
 
@@ -41,12 +40,22 @@ MAX_FEATURES = 4096
 def monomials(key_dim: int, degree: int) -> tuple[list[tuple[int, ...]], list[float]]:
     """The multi-indices (as sorted index tuples) of the degree-``degree`` monomials of a
     ``key_dim``-vector and each one's weight sqrt(degree! / prod(m_j!)), so that
-    sum_m w_m^2 q^m k^m = (q^T k)^degree."""
-    indices = list(itertools.combinations_with_replacement(range(key_dim), degree))
+    sum_m w_m^2 q^m k^m = (q^T k)^degree.
+
+    Plain loops, in itertools.combinations_with_replacement's order: torch.compile traces them
+    (into constants) where it cannot trace itertools' iterators."""
+    indices: list[tuple[int, ...]] = [()]
+    for _ in range(degree):
+        indices = [(*index, i) for index in indices for i in range(index[-1] if index else 0, key_dim)]
     weights = []
     for index in indices:
-        counts = [len(list(group)) for _, group in itertools.groupby(index)]
-        weights.append(math.sqrt(math.factorial(degree) / math.prod(map(math.factorial, counts))))
+        counts: dict[int, int] = {}
+        for i in index:
+            counts[i] = counts.get(i, 0) + 1
+        denominator = 1
+        for count in counts.values():
+            denominator *= math.factorial(count)
+        weights.append(math.sqrt(math.factorial(degree) / denominator))
     return indices, weights
 
 
