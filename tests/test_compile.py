@@ -95,3 +95,28 @@ def test_every_preset_layer_traces_whole_but_for_the_separable_check(name: str) 
         if not any(frame.name == "separable" for frame in reason.user_stack)
     ]
     assert not elsewhere, elsewhere
+
+
+def test_kernel_calls_run_outside_the_compiled_graph() -> None:
+    """Our Triton ops and fla's run eagerly inside a compiled layer (Dynamo would trace into their
+    launches): the call breaks the graph and the callee sees no tracing."""
+    from miras_search.memory.fla_path import run_fla
+    from miras_search.memory.kernel_path import _outside_compile
+
+    seen: list[bool] = []
+
+    def kernel_like(x: torch.Tensor, *, scale: float) -> torch.Tensor:
+        seen.append(torch.compiler.is_compiling())
+        return x * scale
+
+    def layer(x: torch.Tensor) -> torch.Tensor:
+        return _outside_compile(kernel_like, x.sin(), scale=2.0).cos()
+
+    torch._dynamo.reset()
+    x = torch.randn(3, 5)
+    explained = torch._dynamo.explain(layer)(x)
+    assert explained.graph_break_count == 1
+    seen.clear()
+    out = torch.compile(layer, backend="eager")(x)
+    assert seen == [False] and torch.allclose(out, (2.0 * x.sin()).cos())
+    assert getattr(run_fla, "_torchdynamo_disable", False), "fla's call must be excluded from compile too"

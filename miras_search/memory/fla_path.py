@@ -221,8 +221,11 @@ def fla_call(rule: MemoryRule, q: Tensor, k: Tensor, v: Tensor, gates: MemoryGat
     return FlaCall(op, q.to(dtype), k.to(dtype), v.to(dtype), beta, log_alpha, initial, steps)
 
 
+@torch.compiler.disable
 def run_fla(call: FlaCall) -> Tensor:
-    """Run fla's chunk op: o: [B, T, H, V] in the inputs' dtype."""
+    """Run fla's chunk op: o: [B, T, H, V] in the inputs' dtype. Outside torch.compile's graph
+    (train.compile): Dynamo is kept out of fla's Triton launches and autotuners, the layer's other
+    ops still compile (a graph break where fla runs, on a GPU only)."""
     module, name = _OPS[call.op]
     fn = getattr(importlib.import_module(module), name)
     args: dict[str, Any] = {

@@ -16,6 +16,7 @@ import os
 from collections.abc import Callable
 from typing import Literal
 
+import torch
 from torch import Tensor
 
 from miras_search.errors import UnsupportedPoint
@@ -118,6 +119,13 @@ def fast_forward(rule: MemoryRule, q: Tensor, k: Tensor, v: Tensor, gates: Memor
     return None
 
 
+@torch.compiler.disable
+def _outside_compile(run: Callable[..., Tensor], *args: object, **kwargs: object) -> Tensor:
+    """run(*args, **kwargs) outside torch.compile's graph (train.compile), as fla's ops
+    (fla_path.run_fla): Dynamo stays out of the Triton launches; a graph break on GPUs only."""
+    return run(*args, **kwargs)
+
+
 def kernel_forward(rule: MemoryRule, q: Tensor, k: Tensor, v: Tensor, gates: MemoryGates,
                    params: list[Tensor], chunk_size: int, kernel: KernelChoice) -> Tensor | None:
     """Our Triton kernel's output o: [B, T, H, V], or None when the PyTorch form should run instead."""
@@ -129,10 +137,10 @@ def kernel_forward(rule: MemoryRule, q: Tensor, k: Tensor, v: Tensor, gates: Mem
             raise UnsupportedPoint(f"train.kernel 'triton' cannot run this memory layer: {reason}")
         return None
     if rule.memory == "mlp":  # params: the learned initial W1 [H, Hd, K] and W2 [H, K, Hd]
-        return run(q, k, v, gates.eta, params[0], params[1], alpha=gates.alpha, delta=gates.delta,
-                   theta=gates.theta, chunk_size=chunk_size)
+        return _outside_compile(run, q, k, v, gates.eta, params[0], params[1], alpha=gates.alpha,
+                                delta=gates.delta, theta=gates.theta, chunk_size=chunk_size)
     initial = params[0] if params else None  # matrix memory: W_0 [H, V, K] when learned
-    return run(
-        q, k, v, gates.eta, alpha=gates.alpha, theta=gates.theta, delta=gates.delta,
+    return _outside_compile(
+        run, q, k, v, gates.eta, alpha=gates.alpha, theta=gates.theta, delta=gates.delta,
         initial_state=initial, chunk_size=chunk_size,
     )
