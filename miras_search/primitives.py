@@ -94,7 +94,7 @@ def lq4_log_scale(a: Tensor) -> Tensor:
 
     The weights are normalised by it once per chunk and layer, and autograd through the
     reference's abs, division, two squarings and sum makes about eight passes over the state each
-    way; this makes four forward (one min/max pass for max |A|) and two backward, d log n / dA =
+    way; this makes four forward (abs and max for max |A|) and two backward, d log n / dA =
     2 (A / m)^3 / (m sum (A / m)^4), zero at the floor.
     """
     return _lq4_function().apply(a)
@@ -110,8 +110,9 @@ def _lq4_function() -> type:
     class Lq4LogScale(torch.autograd.Function):
         @staticmethod
         def forward(ctx, a: Tensor) -> Tensor:
-            low, high = torch.aminmax(a.detach().flatten(-2), dim=-1, keepdim=True)
-            m = torch.maximum(high, -low).clamp_min(tiny(a)).unsqueeze(-1)  # max |a|: [..., 1, 1]
+            # max |a|: [..., 1, 1]; abs then amax, both vectorised (torch's CPU aminmax over the
+            # last dim is about 8x slower than the two at [32, 4096])
+            m = a.detach().abs().amax((-2, -1), keepdim=True).clamp_min(tiny(a))
             r = a / m
             s = r.square()
             # sum (a / m)^4 = ||s||_2^2, in [1, numel]
