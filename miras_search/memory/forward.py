@@ -68,6 +68,15 @@ def _check_gates(rule: MemoryRule, gates: MemoryGates) -> None:
         )
 
 
+_chunk_loop = torch.compiler.disable(chunked, recursive=False)
+"""``chunked``, whose own loop torch.compile (train.compile) leaves eager: unrolled into the layer's
+graph, a few hundred ops per chunk times the chunks made a graph that compiled for minutes and ran
+slower than eager (moneta); the functions it calls (the chunk update, the decays) still compile,
+each into one graph that every chunk and layer reuses. Without compile this is ``chunked``."""
+_token_loop = torch.compiler.disable(recurrent, recursive=False)
+"""``recurrent`` (mode 'recurrent'), its token loop kept out of a compiled graph in the same way."""
+
+
 def memory_forward(
     rule: MemoryRule,
     q: Tensor,
@@ -120,7 +129,7 @@ def memory_forward(
             params, batch, heads, key_dim, x.v.shape[-1], dtype, q.device
         )
         if mode == "recurrent":
-            y = recurrent(rule, x, state)
+            y = _token_loop(rule, x, state)
         elif chunk_form == "exact_delta":
             check_exact_delta(rule, x)
             if x.write is not None:
@@ -128,8 +137,8 @@ def memory_forward(
             else:
                 y = exact_delta(x, state.w[0], chunk_size)
         elif rule.materialised_chunks:  # Atlas's muon / Omega window
-            y = chunked(rule, x, state, chunk_size, update=checkpointed_chunk)
+            y = _chunk_loop(rule, x, state, chunk_size, update=checkpointed_chunk)
         else:
             large = checkpoints_updates(batch, heads, x.length, input_widths(state.w))
-            y = chunked(rule, x, state, chunk_size, update=checkpointed_update if large else chunk_update)
+            y = _chunk_loop(rule, x, state, chunk_size, update=checkpointed_update if large else chunk_update)
         return x.token_outputs(y).to(out_dtype)

@@ -57,6 +57,7 @@ class MemoryInputs:
             return None if x is None else x[:, :, start:stop]
         return replace(self, **{name: cut(getattr(self, name)) for name in _TENSORS})
 
+    @torch.compiler.disable  # under train.compile: views only, nothing to compile per field shape
     def split(self, sizes: int | list[int]) -> list[MemoryInputs]:
         """Consecutive pieces along the micro-steps, as ``torch.split`` cuts (an int: pieces of
         that many, the last one shorter). Loops over pieces take them this way, not with

@@ -184,7 +184,9 @@ class MemoryRule:
                         f"initial memory parameter has shape {tuple(param.shape)}, expected "
                         f"{(n_heads, out_dim, in_dim)} for {n_heads} heads"
                     )
-                full = param.to(dtype).unsqueeze(0).expand(batch, -1, -1, -1)
+                # contiguous: every chunk then sees one state layout (a compiled chunk update is
+                # specialised to its inputs' strides, and this copy is one state's size)
+                full = param.to(dtype).unsqueeze(0).expand(batch, -1, -1, -1).contiguous()
                 w_l, a_l = self.retention.from_param(full)
                 w.append(w_l)
                 a.append(a_l)
