@@ -149,3 +149,49 @@ def test_chunk_loop_stays_eager_and_its_update_compiles_once_per_state_layout() 
     for g_c, g_e in zip(grads_c, grads_e, strict=True):
         assert (g_c - g_e).norm() <= 1e-4 * g_e.norm() + 1e-8
     assert len(_debug_get_cache_entry_list(chunk_update.__code__)) == 2
+
+
+def test_auto_compiles_only_where_it_pays(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(compiling, "compile_problem", lambda device: None)
+    after = compiling.AUTO_AFTER_S
+    assert compiling.auto_compiles(CPU, 0.5, int(2 * after / 0.5))
+    assert not compiling.auto_compiles(CPU, 0.5, int(0.5 * after / 0.5))
+    assert not compiling.auto_compiles(torch.device("cuda"), 10.0, 10_000)  # not measured on GPUs
+    monkeypatch.setattr(compiling, "compile_problem", lambda device: "no C++ compiler")
+    assert not compiling.auto_compiles(CPU, 10.0, 10_000)
+
+
+@pytest.mark.parametrize("pays", [True, False])
+def test_train_loop_compiles_after_the_probe_steps_when_auto_says_so(
+    monkeypatch: pytest.MonkeyPatch, pays: bool
+) -> None:
+    """'auto' times AUTO_PROBE_STEPS eager steps, then decides once and compiles where that pays
+    (a recorder stands in for the compile, which the tests above run); false never decides."""
+    from miras_search.model import quick_train
+
+    calls: list[tuple[int, float, int]] = []
+    compiled_at: list[int] = []
+
+    def decide(device: torch.device, seconds_per_step: float, steps_left: int) -> bool:
+        calls.append((len(losses_seen), seconds_per_step, steps_left))
+        return pays
+
+    losses_seen: list[float] = []
+    monkeypatch.setattr(quick_train, "auto_compiles", decide)
+    monkeypatch.setattr(quick_train, "compile_layers", lambda layers, device: compiled_at.append(len(losses_seen)))
+    point = preset("gated_deltanet", block=BLOCK, train={**TRAIN, "compile": "auto"})
+    data = [torch.randint(0, 256, (2, 17), generator=torch.Generator().manual_seed(i)) for i in range(8)]
+
+    def on_step(info: quick_train.StepInfo) -> None:
+        losses_seen.append(info.loss)
+
+    result = quick_train.train_tokens(point, data, steps=8, on_step=on_step, device="cpu")
+    assert result.steps == 8
+    probe = compiling.AUTO_PROBE_STEPS
+    assert [(seen, left) for seen, _, left in calls] == [(probe, 8 - probe - 1)]  # decided once
+    assert calls[0][1] > 0
+    assert compiled_at == ([probe] if pays else [])
+    calls.clear()
+    quick_train.train_tokens(preset("gated_deltanet", block=BLOCK, train={**TRAIN, "compile": False}),
+                             data, steps=8, device="cpu")
+    assert calls == [], "false never compiles (true compiles at build: test_compiled_layers_...)"

@@ -62,6 +62,22 @@ def compile_layers(layers: Iterable[nn.Module], device: torch.device) -> bool:
     return True
 
 
+AUTO_PROBE_STEPS = 3
+"""train.compile 'auto' times this many eager steps (the first, which allocates, left out)."""
+AUTO_AFTER_S = 300.0
+"""... and compiles once the steps left would take longer than this eager: on a CPU the compile
+takes 25-65 s cold and then saves 25-40% of every step (benchmarks/results/cpu_speed.md, section
+8), so it pays well before; shorter runs (the quickstart's trials) stay eager."""
+
+
+def auto_compiles(device: torch.device, seconds_per_step: float, steps_left: int) -> bool:
+    """Whether train.compile 'auto' compiles now: on a CPU where inductor can run, when
+    ``steps_left`` eager steps of ``seconds_per_step`` would take longer than AUTO_AFTER_S. (On a
+    GPU the gain is not measured yet: it stays eager there.)"""
+    return (device.type == "cpu" and seconds_per_step * steps_left > AUTO_AFTER_S
+            and compile_problem(device) is None)
+
+
 def is_compiled(model: nn.Module) -> bool:
     """Whether some layer of ``model`` runs compiled (compile_layers took)."""
     return any(getattr(layer, "_compiled_call_impl", None) is not None for layer in getattr(model, "layers", ()))

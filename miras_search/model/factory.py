@@ -61,13 +61,14 @@ def build_model(point: ModelPoint | str, device: str | torch.device | None = Non
     """Build the language model of ``point`` (or a preset name) on ``device`` (default: pick_device()).
 
     Raises UnsupportedPoint (naming the axis) for combinations the memory ops do not build.
-    With train.compile its layers are compiled in place (``model.compiling.compile_layers``: the
-    same module and state dict; eager, with a CompileFallbackWarning, where inductor cannot run).
+    With train.compile true its layers are compiled in place (``model.compiling.compile_layers``:
+    the same module and state dict; eager, with a CompileFallbackWarning, where inductor cannot
+    run); 'auto' leaves the choice to the training loop (``train_tokens``).
     """
     point = _as_point(point)
     device = pick_device(device)
     model = _construct(point).to(device)
-    if point.train.compile:
+    if point.train.compile is True:
         compile_layers(model.layers, device)
     return model
 

@@ -12,6 +12,12 @@ import torch
 from torch import nn
 
 from miras_search.errors import MirasError
+from miras_search.model.compiling import (
+    AUTO_PROBE_STEPS,
+    auto_compiles,
+    compile_layers,
+    is_compiled,
+)
 from miras_search.model.factory import autocast_context, build_model, pick_device
 from miras_search.schema import ModelPoint, Train
 
@@ -116,8 +122,11 @@ def train_tokens(
         device: default pick_device().
         model: an already built model (default: build_model(point) after seeding train.seed).
 
+    With train.compile 'auto' the layers are compiled after AUTO_PROBE_STEPS eager steps when the
+    steps left would take long enough for it to pay (``compiling.auto_compiles``).
+
     Returns a TrainResult; tokens_per_s leaves out the first step (allocation / compilation) when
-    there is more than one. Raises NonFiniteError when the loss becomes NaN/inf.
+    there is more than one, and the step that compiled under 'auto'. Raises NonFiniteError when the loss becomes NaN/inf.
     """
     train = point.train
     steps = train.steps if steps is None else steps
@@ -133,6 +142,7 @@ def train_tokens(
     batches = iter(data_iter)
     losses: list[float] = []
     tokens = timed_tokens = 0
+    compiled_at = -1  # the step that compiled (train.compile 'auto'), if any
     start = timed_start = time.perf_counter()
     for step in range(steps):
         try:
@@ -154,10 +164,16 @@ def train_tokens(
             scheduler.step()
         losses.append(loss.item())  # also synchronises the device, so the timing is honest
         tokens += targets.numel()
-        if step == 0:
+        if step == 0 or step == compiled_at:  # allocation / compilation: left out of the timing
             timed_start = time.perf_counter()
+            timed_tokens = 0
         else:
             timed_tokens += targets.numel()
+        if (train.compile == "auto" and step == AUTO_PROBE_STEPS and hasattr(model, "layers")
+                and not is_compiled(model)
+                and auto_compiles(device, (time.perf_counter() - timed_start) / step, steps - step - 1)):
+            compile_layers(model.layers, device)
+            compiled_at = step + 1
         info = StepInfo(step + 1, steps, losses[-1], lr, tokens, time.perf_counter() - start)
         if on_step is not None and on_step(info) is False:
             break

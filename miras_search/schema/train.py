@@ -47,12 +47,13 @@ class Train(Schema):
             "covered chunked minibatch forms; triton = our Triton kernel or an error; torch = never."
         ),
     )
-    compile: bool = Field(False, description=(
+    compile: bool | Literal["auto"] = Field("auto", description=(
         "torch.compile each layer, the chunk update on its own graph (inductor; on a CPU it needs a "
-        "C++ compiler, else the model runs eager with a warning). The first step compiles (25-65 s "
-        "for a small model on a CPU, seconds once inductor's cache has the shapes); evaluation runs "
-        "eager. Pays for trials of minutes or more: 1.3x (gated_deltanet) to 1.7x (titans, memora) "
-        "faster steps on a CPU."
+        "C++ compiler, else the model runs eager). true: from the first step (25-65 s of compiling "
+        "for a small model on a CPU, seconds once inductor's cache has the shapes); auto: on a CPU, "
+        "after a few eager steps, once the steps left would take more than 5 minutes eager (then "
+        "1.3x for gated_deltanet to 1.7x for titans and memora faster); false: never. Evaluation "
+        "runs eager."
     ))
     seed: int = Field(0, ge=0, le=SEED_MAX)
 

@@ -208,8 +208,6 @@ def _run(point: ModelPoint, config: TrialConfig, report: Reporter | None,
     metrics["memory_estimate_mb"] = estimate.total / 2**20
     torch.manual_seed(train.seed)
     model = build_model(point, device)
-    if train.compile:  # 0 where inductor could not run here (the trial then ran eager)
-        metrics["compiled"] = float(is_compiled(model))
     if weights.start is not None:
         load_weights(model, weights.start)
     batches = _TimedBatches(mix, train.batch_size, train.seq_len, train.seed)
@@ -252,6 +250,7 @@ def _run(point: ModelPoint, config: TrialConfig, report: Reporter | None,
 
     trained = train_tokens(point, batches, steps=steps, on_step=on_step, device=device, model=model)
     _record_kernel_use(model, device, metrics)
+    metrics["compiled"] = float(is_compiled(model))  # train.compile true, or 'auto' where it paid
     metrics["tokens"] = float(trained.tokens)
     metrics["tokens_per_s"] = trained.tokens_per_s
     metrics["train_s"] = trained.seconds
