@@ -178,7 +178,8 @@ def test_train_loop_compiles_after_the_probe_steps_when_auto_says_so(
 
     losses_seen: list[float] = []
     monkeypatch.setattr(quick_train, "auto_compiles", decide)
-    monkeypatch.setattr(quick_train, "compile_layers", lambda layers, device: compiled_at.append(len(losses_seen)))
+    monkeypatch.setattr(quick_train, "compile_layers",
+                        lambda layers, device, eager_on_error: compiled_at.append(len(losses_seen)))
     point = preset("gated_deltanet", block=BLOCK, train={**TRAIN, "compile": "auto"})
     data = [torch.randint(0, 256, (2, 17), generator=torch.Generator().manual_seed(i)) for i in range(8)]
 
@@ -195,3 +196,34 @@ def test_train_loop_compiles_after_the_probe_steps_when_auto_says_so(
     quick_train.train_tokens(preset("gated_deltanet", block=BLOCK, train={**TRAIN, "compile": False}),
                              data, steps=8, device="cpu")
     assert calls == [], "false never compiles (true compiles at build: test_compiled_layers_...)"
+
+
+def test_auto_runs_eager_where_a_graph_fails_to_compile(monkeypatch: pytest.MonkeyPatch) -> None:
+    """'auto' compiles with eager_on_error: an inductor failure leaves that graph eager (true,
+    asked for by name, raises it)."""
+    import torch._inductor.compile_fx as inductor_entry
+
+    class Tiny(torch.nn.Module):  # a module of ours: Dynamo does not compile torch.nn's own
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.randn(4, 4))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return (x @ self.w).sin()
+
+    def failing(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("simulated inductor failure")
+
+    monkeypatch.setattr(torch._dynamo.config, "suppress_errors", False)  # restored after the test
+    monkeypatch.setattr(inductor_entry, "compile_fx", failing)
+    monkeypatch.setattr(compiling, "compile_problem", lambda device: None)
+    x = torch.randn(2, 4)
+    for eager_on_error in (False, True):
+        torch._dynamo.reset()
+        layers = torch.nn.ModuleList([Tiny()])
+        assert compiling.compile_layers(layers, CPU, eager_on_error=eager_on_error)
+        if eager_on_error:
+            assert torch.allclose(layers[0](x), (x @ layers[0].w).sin())
+        else:
+            with pytest.raises(Exception, match="simulated inductor failure"):
+                layers[0](x)

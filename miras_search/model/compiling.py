@@ -47,16 +47,21 @@ def compile_problem(device: torch.device) -> str | None:
     return None
 
 
-def compile_layers(layers: Iterable[nn.Module], device: torch.device) -> bool:
+def compile_layers(layers: Iterable[nn.Module], device: torch.device, eager_on_error: bool = False) -> bool:
     """Compile each module of ``layers`` (a model's ``layers``) in place, static shapes; True if
     compiled.
 
     Where compile_problem names a reason, warns with it (CompileFallbackWarning) and leaves the
-    model eager: a point runs either way, and the same weights train the same math."""
+    model eager: a point runs either way, and the same weights train the same math.
+    ``eager_on_error`` (train.compile 'auto', which the user did not ask for by name): a graph
+    that fails to compile runs eager (Dynamo's suppress_errors, process-wide) instead of failing
+    the run."""
     problem = compile_problem(device)
     if problem is not None:
         warnings.warn(f"train.compile: {problem}; the model runs eager", CompileFallbackWarning, stacklevel=2)
         return False
+    if eager_on_error:
+        torch._dynamo.config.suppress_errors = True
     for layer in layers:
         layer.compile(dynamic=False)
     return True

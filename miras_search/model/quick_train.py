@@ -172,7 +172,7 @@ def train_tokens(
         if (train.compile == "auto" and step == AUTO_PROBE_STEPS and hasattr(model, "layers")
                 and not is_compiled(model)
                 and auto_compiles(device, (time.perf_counter() - timed_start) / step, steps - step - 1)):
-            compile_layers(model.layers, device)
+            compile_layers(model.layers, device, eager_on_error=True)
             compiled_at = step + 1
         info = StepInfo(step + 1, steps, losses[-1], lr, tokens, time.perf_counter() - start)
         if on_step is not None and on_step(info) is False:
