@@ -19,6 +19,10 @@ loop is not counted, so MFU understates the memories whose state math is heavy (
     python benchmarks/lm_gpu.py [--models a,b] [--seq-lens 2048,4096] [--out FILE]
     python benchmarks/lm_gpu.py --tiny      # seconds on a CPU: checks the script end to end
 
+A model name with ``+compile`` (``gated_deltanet+compile``, ``sdpa+compile``) runs it with
+``train.compile: true``: each layer through torch.compile, compiled on the warm-up steps (whose
+time the budget also counts: give a compiled model a larger ``--budget-s``).
+
 Each model and length has a time budget (``--budget-s``: warm-up and timed steps stop when it is
 spent, after at least one timed step); a model that runs out of memory or fails gets a row that
 says so, and the others go on.
@@ -48,6 +52,7 @@ from model_vs_sdpa import VOCAB, PlainTransformer
 
 from miras_search.memory.fla_path import fla_gated_backward_problem
 from miras_search.model import build_model
+from miras_search.model.compiling import compile_layers
 from miras_search.model.mixer import AttentionMixer
 from miras_search.presets import PRESET_AXES, preset
 
@@ -103,11 +108,12 @@ def flop_params(model: nn.Module) -> int:
     return n + sum(m.weight.numel() for m in heads)
 
 
-def build_preset(name: str, size: Size, seq_len: int, batch: int, device: torch.device) -> Built:
+def build_preset(name: str, size: Size, seq_len: int, batch: int, device: torch.device,
+                 compiled: bool = False) -> Built:
     block = {"d_model": size.d_model, "n_heads": size.n_heads, "n_layers": size.n_layers,
              "mlp_ratio": size.mlp_ratio, "max_seq_len": max(seq_len, 8)}
     train = {**PRESET_AXES[name].get("train", {}), "seq_len": seq_len, "batch_size": batch,
-             "tokens": seq_len * batch}
+             "tokens": seq_len * batch, "compile": compiled}
     point = preset(name, block=block, train=train)
     model = build_model(point, device)
     model.check_finite = False  # no host sync per step: throughput, not a trial
@@ -120,8 +126,10 @@ def build_preset(name: str, size: Size, seq_len: int, batch: int, device: torch.
     return Built(model, lambda x, y: model(x, y)[1], attention, share)
 
 
-def build_sdpa(size: Size, device: torch.device) -> Built:
+def build_sdpa(size: Size, device: torch.device, compiled: bool = False) -> Built:
     model = PlainTransformer(size.d_model, size.n_layers, size.n_heads, size.mlp_ratio).to(device)
+    if compiled:
+        compile_layers(model.blocks, device)
     return Built(model, lambda x, y: model(x, y)[1], size.n_layers)
 
 
@@ -276,13 +284,17 @@ def main(argv: list[str] | None = None) -> None:
         batch = max(1, args.tokens_per_step // seq_len)
         tokens[seq_len] = batch * seq_len
         for name in args.models.split(","):
-            if name == "sdpa":
-                build = lambda: build_sdpa(size, device)  # noqa: E731
-            elif name == "fla_gated_deltanet":
+            base, _, suffix = name.partition("+")
+            compiled = suffix == "compile"
+            if suffix not in ("", "compile") or (compiled and base == "fla_gated_deltanet"):
+                parser.error(f"--models: '{name}': the one suffix is '+compile', for a preset or sdpa")
+            if base == "sdpa":
+                build = lambda compiled=compiled: build_sdpa(size, device, compiled)  # noqa: E731
+            elif base == "fla_gated_deltanet":
                 build = lambda: build_fla_gated_deltanet(size, device)  # noqa: E731
-            elif name in PRESET_AXES:
-                build = lambda name=name, seq_len=seq_len, batch=batch: build_preset(  # noqa: E731
-                    name, size, seq_len, batch, device)
+            elif base in PRESET_AXES:
+                build = lambda base=base, seq_len=seq_len, batch=batch, compiled=compiled: build_preset(  # noqa: E731
+                    base, size, seq_len, batch, device, compiled)
             else:
                 parser.error(f"--models: '{name}' is neither a preset nor one of {', '.join(BASELINES)}")
             row = measure(name, build, seq_len, batch, device, args.steps, args.warmup, args.budget_s, peak,
