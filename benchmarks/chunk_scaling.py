@@ -2,9 +2,11 @@
 
 Every memory preset runs its resolved chunk form (exact_delta where the preset uses it, else the
 mini-batch form) at T = 1024 .. 8192 on one CPU thread, float32, B=1, H=4, K=V=64. The lengths
-are interleaved round by round (each round times every T once) so that a busy machine slows them
-alike, after one untimed (counted) run at every T (a first run at a new size pays for fresh
-memory pages, which a training loop pays once); the time per T is the minimum over rounds (load only adds). The exponent is the least-squares slope of
+are interleaved round by round (each round times every T once, after an untimed run at that T:
+a first run at a new size pays for fresh memory pages, which a training loop pays once, and
+switching lengths in one process leaves the heap cut to the other length's tensors, so each
+switch pays them again: memora at T=8192 took 9.5 to 18 s after a run at 4096) so that a busy
+machine slows them alike; the time per T is the minimum over rounds (load only adds). The exponent is the least-squares slope of
 log(time) against log(T) (1.0 = linear); the same slope of the bytes autograd saves for the
 backward says whether memory is linear, and that of the elements all ops write (forward and
 backward, counted once per T) whether the work is: unlike the time it does not move with the
@@ -66,8 +68,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     tune_allocator()  # as in every trial process (miras_search.trial.allocator)
-    # the chunk updates as they are: a deep memory keeping over 1 GiB per layer (ttt_mlp at T=8192
-    # here) would run them checkpointed, a recomputation that is not the form's own scaling
+    # the chunk updates as they are: a deep memory keeping over 1 GiB per layer (ttt_mlp, titans,
+    # moneta, yaad at T=8192 here) would run them checkpointed, a recomputation (about 1.3x) that
+    # is not the form's own scaling
     chunked.CHECKPOINT_LAYER_BYTES = float("inf")
     console = Console(record=True, width=140)
     table = Table(title=f"chunked memory fwd+bwd, B=1, H={HEADS}, K=V={DIM}, chunk {args.chunk}, "
@@ -86,6 +89,10 @@ def main() -> None:
         saved: dict[int, int] = {}
         for _ in range(args.rounds):
             for t in args.lengths:
+                # untimed first: after a run at another length the heap's free blocks are cut to
+                # that length's tensors, and the first run at this one grows the heap again
+                # (fresh pages, faulted in), as a training loop's first step does once
+                time_once(rule, inputs[t], args.chunk, form)
                 seconds, saved[t] = time_once(rule, inputs[t], args.chunk, form)
                 times[t].append(seconds)
         best = [min(times[t]) for t in args.lengths]
