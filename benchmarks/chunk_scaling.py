@@ -2,11 +2,12 @@
 
 Every memory preset runs its resolved chunk form (exact_delta where the preset uses it, else the
 mini-batch form) at T = 1024 .. 8192 on one CPU thread, float32, B=1, H=4, K=V=64. The lengths
-are interleaved round by round (each round times every T once, after an untimed run at that T:
-a first run at a new size pays for fresh memory pages, which a training loop pays once, and
-switching lengths in one process leaves the heap cut to the other length's tensors, so each
-switch pays them again: memora at T=8192 took 9.5 to 18 s after a run at 4096) so that a busy
-machine slows them alike; the time per T is the minimum over rounds (load only adds). The exponent is the least-squares slope of
+are interleaved round by round (each round times every T once, after an untimed run at that T
+and a pass that evicts the caches: a first run at a new size pays for fresh memory pages, which
+a training loop pays once, and switching lengths in one process leaves the heap cut to the other
+length's tensors, so each switch pays them again: memora at T=8192 took 9.5 to 18 s after a run
+at 4096; the untimed run alone left a short length's inputs cache-hot) so that a busy machine
+slows them alike; the time per T is the minimum over rounds (load only adds). The exponent is the least-squares slope of
 log(time) against log(T) (1.0 = linear); the same slope of the bytes autograd saves for the
 backward says whether memory is linear, and that of the elements all ops write (forward and
 backward, counted once per T) whether the work is: unlike the time it does not move with the
@@ -33,7 +34,7 @@ from miras_search.memory import MemoryRule, chunked, memory_forward
 from miras_search.memory.testing import random_inputs, written_elements
 from miras_search.model.mixer import resolved_chunk_form
 from miras_search.presets import preset, preset_names
-from miras_search.trial.allocator import tune_allocator
+from miras_search.trial.allocator import release_free_memory, tune_allocator
 
 LENGTHS = (1024, 2048, 4096, 8192)
 HEADS, DIM = 4, 64
@@ -46,15 +47,35 @@ def slope(xs: list[float], ys: list[float]) -> float:
     return sum((a - mx) * (b - my) for a, b in zip(lx, ly, strict=True)) / sum((a - mx) ** 2 for a in lx)
 
 
-def time_once(rule: MemoryRule, inputs, chunk: int, form: str) -> tuple[float, int]:
-    """Seconds of one forward + backward and the bytes saved for the backward."""
+CACHE_FLUSH_BYTES = 128 * 2**20
+"""Written before every timed run: several times the last-level cache of the machines measured."""
+
+
+def flush_caches(_buffer: list[torch.Tensor] = []) -> None:  # noqa: B006 (one buffer, kept)
+    """Evict the caches by writing CACHE_FLUSH_BYTES (the buffer is allocated once)."""
+    if not _buffer:
+        _buffer.append(torch.empty(CACHE_FLUSH_BYTES // 4))
+    _buffer[0].fill_(1.0)
+
+
+def time_once(rule: MemoryRule, inputs, chunk: int, form: str) -> float:
+    """Seconds of one forward + backward."""
+    q, k, v, gates, params = inputs
+    start = time.perf_counter()
+    out = memory_forward(rule, q, k, v, gates, params, chunk_size=chunk, chunk_form=form)
+    out.square().mean().backward()
+    return time.perf_counter() - start
+
+
+def saved_bytes(rule: MemoryRule, inputs, chunk: int, form: str) -> int:
+    """Bytes autograd saves for the backward of one forward, measured apart from the timed runs:
+    under the counting hook Yaad's memory op left 14 MB more in use after every run at T=4096
+    (none without it), and the growing heap was faulted in run after run."""
     q, k, v, gates, params = inputs
     counter = SavedBytes()
-    start = time.perf_counter()
     with torch.autograd.graph.saved_tensors_hooks(counter.pack, lambda x: x):
-        out = memory_forward(rule, q, k, v, gates, params, chunk_size=chunk, chunk_form=form)
-    out.square().mean().backward()
-    return time.perf_counter() - start, counter.total
+        memory_forward(rule, q, k, v, gates, params, chunk_size=chunk, chunk_form=form)
+    return counter.total
 
 
 def main() -> None:
@@ -79,6 +100,7 @@ def main() -> None:
                 "memory exponent"):
         table.add_column(col, justify="right")
     for name in args.presets.split(","):
+        release_free_memory()  # the last preset's heap, as a trial worker between trials
         point = preset(name)
         rule = MemoryRule.from_point(point)
         form = resolved_chunk_form(point)
@@ -86,14 +108,16 @@ def main() -> None:
                   for t in args.lengths}
         written = {t: written_elements(rule, inputs[t], args.chunk, form) for t in args.lengths}  # + warm-up
         times: dict[int, list[float]] = {t: [] for t in args.lengths}
-        saved: dict[int, int] = {}
+        saved = {t: saved_bytes(rule, inputs[t], args.chunk, form) for t in args.lengths}
         for _ in range(args.rounds):
             for t in args.lengths:
                 # untimed first: after a run at another length the heap's free blocks are cut to
                 # that length's tensors, and the first run at this one grows the heap again
-                # (fresh pages, faulted in), as a training loop's first step does once
+                # (fresh pages, faulted in), as a training loop's first step does once; then the
+                # caches flushed, so that a short length's inputs are not timed cache-hot
                 time_once(rule, inputs[t], args.chunk, form)
-                seconds, saved[t] = time_once(rule, inputs[t], args.chunk, form)
+                flush_caches()
+                seconds = time_once(rule, inputs[t], args.chunk, form)
                 times[t].append(seconds)
         best = [min(times[t]) for t in args.lengths]
         exponent = slope(list(args.lengths), best)

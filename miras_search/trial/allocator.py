@@ -8,13 +8,14 @@ benchmarks ran on) that is a cost that grows faster than the work: the chunked f
 tensors outgrow the caches and the thresholds at long sequences (gated_deltanet fwd+bwd at
 T=8192: 0.279 s, 0.212 s with this; time exponent from T=1024 1.13, 1.03 with this).
 
-``tune_allocator`` serves every block from the heap (glibc's mmap threshold cannot be raised past
-32 MiB, so mmap is turned off instead: its maximum count of mmapped blocks set to 0) and raises
-the trim threshold to 1 GiB, so a step's freed tensors of any size are reused by the next.
-Blocks above 32 MiB matter at long sequences: gated_deltanet's per-chunk states at T=8192 (B=1,
-H=4, 64 x 64, chunk 16) are 33.5 MB, and each step faulted them in again (fwd+bwd 0.182 s with
-a 32 MiB threshold, 0.128 s served from the heap; 0.063 s at T=4096 either way). glibc still
-maps memory when the heap cannot grow (its fallback does not count against the maximum).
+``tune_allocator`` raises the mmap threshold to glibc's maximum (32 MiB: larger blocks still go
+back to the kernel) and the trim threshold to 1 GiB, so blocks up to 32 MiB are reused from the
+heap. Blocks above 32 MiB still come and go as mapped pages: at long sequences (gated_deltanet's
+per-chunk states at T=8192, B=1, H=4: 33.5 MB) each step faults them in again (fwd+bwd 0.182 s,
+0.128 s with every block from the heap). Turning mmap off (glibc's M_MMAP_MAX = 0) took that cost
+away but let the heap fragment where a process changes shapes: benchmarks/chunk_scaling.py,
+alternating lengths up to 8192 in one process, grew memora's heap past the machine's 23 GB and
+was killed, where the mapped blocks go back on free. So mmap stays on.
 The price: a process keeps up to its peak heap instead of shrinking between steps, which
 a trial process reaches anyway; between trials ``release_free_memory`` hands what the heap keeps
 free back to the kernel, so that a worker's next trial starts (and measures its resident peak)
@@ -34,7 +35,6 @@ log = logging.getLogger(__name__)
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
-_M_MMAP_MAX = -4
 MMAP_THRESHOLD = 32 * 2**20
 """glibc's largest mmap threshold on 64-bit systems (HEAP_MAX_SIZE / 2)."""
 TRIM_THRESHOLD = 2**30
@@ -53,8 +53,7 @@ def _libc() -> ctypes.CDLL | None:
 
 @functools.cache
 def tune_allocator() -> bool:
-    """Set glibc's mmap and trim thresholds, and turn its mmapped blocks off, for this process
-    (once); whether it was set."""
+    """Set glibc's mmap and trim thresholds for this process (once); whether they were set."""
     if os.environ.get("MIRAS_MALLOC_TUNING", "1") == "0":
         return False
     libc = _libc()
@@ -63,8 +62,7 @@ def tune_allocator() -> bool:
     libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     libc.mallopt.restype = ctypes.c_int
     done = (libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
-            and libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
-            and libc.mallopt(_M_MMAP_MAX, 0) == 1)
+            and libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1)
     if not done:
         log.debug("glibc refused the allocator thresholds; its defaults stay")
     return done
