@@ -26,9 +26,9 @@ def _tiny_point() -> ModelPoint:
 
 
 def _touch_and_free(mb: int) -> None:
-    """Make ``mb`` MiB resident, then give them back to the OS. Fresh mapped pages, not the heap:
-    a process whose allocator is tuned for trials (run_trial tunes the process it runs in,
-    miras_search.trial.allocator) keeps freed heap memory for its next step."""
+    """Make ``mb`` MiB resident, then give them back to the OS: fresh mapped pages, whatever
+    the allocator does with a freed block (run_trial tunes the process it runs in to keep freed
+    heap memory for the next step, miras_search.trial.allocator)."""
     with mmap.mmap(-1, mb * 2**20) as pages:
         np.frombuffer(pages, dtype=np.uint8)[:] = 1  # written, so resident
 
