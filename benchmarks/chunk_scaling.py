@@ -68,12 +68,17 @@ def time_once(rule: MemoryRule, inputs, chunk: int, form: str) -> float:
 
 
 def saved_bytes(rule: MemoryRule, inputs, chunk: int, form: str) -> int:
-    """Bytes autograd saves for the backward of one forward, measured apart from the timed runs:
-    under the counting hook Yaad's memory op left 14 MB more in use after every run at T=4096
-    (none without it), and the growing heap was faulted in run after run."""
+    """Bytes autograd saves for the backward of one forward, measured apart from the timed runs
+    (which run without a hook: under SavedBytes' hook, which hands back the tensor itself, Yaad's
+    memory op left 14 MB more in use after every run at T=4096). The hook here keeps nothing:
+    no backward follows."""
     q, k, v, gates, params = inputs
     counter = SavedBytes()
-    with torch.autograd.graph.saved_tensors_hooks(counter.pack, lambda x: x):
+
+    def count(x: torch.Tensor) -> None:
+        counter.pack(x)
+
+    with torch.autograd.graph.saved_tensors_hooks(count, lambda _: None):
         memory_forward(rule, q, k, v, gates, params, chunk_size=chunk, chunk_form=form)
     return counter.total
 

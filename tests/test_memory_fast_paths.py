@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from miras_search.memory import exact_delta
 from miras_search.memory.chunked import prefix_sum
 from miras_search.memory.exact_delta import _ChunkRecurrence, chunk_recurrence, unit_lower_solve
 from miras_search.primitives import lq4_log_scale, lq_log_scale_reference
@@ -43,10 +44,16 @@ def test_unit_lower_solve_matches_solve_triangular(size: int) -> None:
     assert _rel(fast_only, slow_only) <= TOL
 
 
+@pytest.mark.parametrize("block_chunks", [None, 1, 3])
 @pytest.mark.parametrize(("chunks", "size"), [(1, 1), (1, 7), (3, 7), (7, 4), (4, 16)])
-def test_chunk_recurrence_backward_matches_autograd(chunks: int, size: int) -> None:
+def test_chunk_recurrence_backward_matches_autograd(chunks: int, size: int, block_chunks: int | None,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """The exact delta rule's state recurrence: hand-written loops (states saved per chunk, the
-    non-sequential gradients batched) against autograd through the written-out loop."""
+    non-sequential gradients batched) against autograd through the written-out loop; with the
+    states in one block and in blocks of ``block_chunks`` chunks (long sequences)."""
+    if block_chunks is not None:  # one state here: 3 groups x 4 x 5 float64
+        monkeypatch.setattr(exact_delta, "STATE_BLOCK_BYTES", block_chunks * 3 * 4 * 5 * 8)
+        assert len(exact_delta.state_blocks(chunks, 3 * 4 * 5 * 8)) == -(-chunks // block_chunks)
     torch.manual_seed(chunks * 100 + size)
     groups, k, v = 3, 5, 4
 

@@ -117,48 +117,80 @@ def chunk_recurrence(wk: Tensor, gq: Tensor, u: Tensor, qk: Tensor, kr: Tensor, 
     return torch.stack(outputs, dim=1)
 
 
+STATE_BLOCK_BYTES = 8 * 2**20
+"""Most bytes of one block of per-chunk states (``_ChunkRecurrence`` keeps the state entering
+every chunk for the backward, in blocks of chunks). At long sequences all of them at once
+outgrow the caches and glibc's largest mmap threshold (32 MiB: a block above it is mapped anew
+and faulted in at every step): gated_deltanet at T=8192, B=1, H=4, 64 x 64, chunk 16 keeps
+33.5 MB of states, and as one tensor its fwd+bwd took 1.1x the time per token of T=4096."""
+
+
+def state_blocks(n_chunks: int, state_bytes: int) -> list[tuple[int, int]]:
+    """[start, end) ranges of chunks whose states (``state_bytes`` each, all heads) fit
+    STATE_BLOCK_BYTES, covering 0..n_chunks; one range when all fit."""
+    per_block = max(1, STATE_BLOCK_BYTES // max(state_bytes, 1))
+    return [(c, min(c + per_block, n_chunks)) for c in range(0, n_chunks, per_block)]
+
+
 class _ChunkRecurrence(torch.autograd.Function):
     """``chunk_recurrence`` with the loop cut to what is sequential: forward loops over chunks
-    for r_c and the states only (the outputs are one batched product after it); backward loops for
-    the state gradient only, every other gradient is a batched product over all chunks. Autograd
-    through the loop costs several small ops per chunk each way plus full-size copies (split and
-    stack backwards), which dominate at CPU sizes. Inputs and output as ``chunk_recurrence``."""
+    for r_c and the states only (the outputs are batched products after it); backward loops for
+    the state gradient only, every other gradient is a batched product. Autograd through the
+    loop costs several small ops per chunk each way plus full-size copies (split and stack
+    backwards), which dominate at CPU sizes. The batched products run per block of chunks
+    (``state_blocks``): one block at proxy sizes, cache-sized blocks of states at long
+    sequences. Inputs and output as ``chunk_recurrence``."""
 
     @staticmethod
     def forward(ctx, wk: Tensor, gq: Tensor, u: Tensor, qk: Tensor, kr: Tensor, g: Tensor,
                 w: Tensor) -> Tensor:
-        n_chunks = wk.shape[1]
-        states = w.new_empty(w.shape[0], n_chunks, *w.shape[1:])  # W entering chunk c: [G, n, V, K]
+        blocks = state_blocks(wk.shape[1], w.numel() * w.element_size())
         r = torch.empty_like(u)  # [G, n, b, V]
-        for c in range(n_chunks):
-            states[:, c] = w
-            r[:, c] = torch.baddbmm(u[:, c], wk[:, c], w.mT, alpha=-1.0)
-            w = torch.baddbmm(g[:, c, None, None] * w, r[:, c].mT, kr[:, c])
-        o = torch.baddbmm((gq @ states.mT).flatten(0, 1), qk.flatten(0, 1), r.flatten(0, 1))
-        ctx.save_for_backward(wk, gq, qk, kr, g, states, r)
-        return o.view_as(u)  # [G, n, b, V]
+        outputs, kept = [], []
+        for c0, c1 in blocks:
+            states = w.new_empty(w.shape[0], c1 - c0, *w.shape[1:])  # W entering chunk c: [G, nb, V, K]
+            for c in range(c0, c1):
+                states[:, c - c0] = w
+                r[:, c] = torch.baddbmm(u[:, c], wk[:, c], w.mT, alpha=-1.0)
+                w = torch.baddbmm(g[:, c, None, None] * w, r[:, c].mT, kr[:, c])
+            outputs.append(torch.baddbmm((gq[:, c0:c1] @ states.mT).flatten(0, 1),
+                                         qk[:, c0:c1].flatten(0, 1), r[:, c0:c1].flatten(0, 1)))
+            kept.append(states)
+        ctx.blocks = blocks
+        ctx.save_for_backward(wk, gq, qk, kr, g, r, *kept)
+        if len(outputs) == 1:
+            return outputs[0].view_as(u)  # [G, n, b, V]
+        return torch.cat([o.view(u.shape[0], -1, *u.shape[2:]) for o in outputs], dim=1)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: Tensor) -> tuple[Tensor, ...]:
-        wk, gq, qk, kr, g, states, r = ctx.saved_tensors
-        n_chunks = wk.shape[1]
+        wk, gq, qk, kr, g, r, *kept = ctx.saved_tensors
         grad = grad.contiguous()
-        # the parts of dr_c and dW_c that do not depend on later chunks, for all chunks at once
+        # the parts of dr_c that do not depend on later chunks, for all chunks at once
         from_outputs = qk.mT @ grad  # qk_c^T dO_c: [G, n, b, V]
-        from_reads = grad.mT @ gq  # dO_c^T gq_c: [G, n, V, K]
-        dw = torch.zeros_like(states[:, 0])  # gradient of the state after the last chunk
-        dw_after = torch.empty_like(states)  # gradient of the state leaving chunk c
-        dr: list[Tensor] = []  # dL/dr_c, last chunk first
-        for c in reversed(range(n_chunks)):
-            dw_after[:, c] = dw
-            dr.append(torch.baddbmm(from_outputs[:, c], kr[:, c], dw.mT))
-            dw = torch.baddbmm(torch.addcmul(from_reads[:, c], g[:, c, None, None], dw), dr[-1].mT, wk[:, c],
-                               alpha=-1.0)
-        d_u = torch.stack(dr[::-1], dim=1)  # [G, n, b, V]
-        d_wk = (d_u @ states).neg_()
-        d_gq = grad @ states
+        dw = torch.zeros_like(kept[0][:, 0])  # gradient of the state after the last chunk
+        d_u, d_wk, d_gq, d_kr, d_g = [], [], [], [], []  # per block, last block first
+        for (c0, c1), states in zip(reversed(ctx.blocks), reversed(kept), strict=True):
+            grad_b, r_b = grad[:, c0:c1], r[:, c0:c1]
+            from_reads = grad_b.mT @ gq[:, c0:c1]  # dO_c^T gq_c: [G, nb, V, K]
+            dw_after = torch.empty_like(states)  # gradient of the state leaving chunk c
+            dr: list[Tensor] = []  # dL/dr_c, last chunk first
+            for c in reversed(range(c0, c1)):
+                dw_after[:, c - c0] = dw
+                dr.append(torch.baddbmm(from_outputs[:, c], kr[:, c], dw.mT))
+                dw = torch.baddbmm(torch.addcmul(from_reads[:, c - c0], g[:, c, None, None], dw),
+                                   dr[-1].mT, wk[:, c], alpha=-1.0)
+            du_b = torch.stack(dr[::-1], dim=1)  # [G, nb, b, V]
+            d_u.append(du_b)
+            d_wk.append((du_b @ states).neg_())
+            d_gq.append(grad_b @ states)
+            d_kr.append(r_b @ dw_after)
+            d_g.append((dw_after * states).sum((-2, -1)))
+
+        def chunks_in_order(parts: list[Tensor]) -> Tensor:
+            return parts[0] if len(parts) == 1 else torch.cat(parts[::-1], dim=1)
+
         d_qk = grad @ r.mT
-        d_kr = r @ dw_after
-        d_g = (dw_after * states).sum((-2, -1))
-        return d_wk, d_gq, d_u, d_qk, d_kr, d_g, dw
+        return (chunks_in_order(d_wk), chunks_in_order(d_gq), chunks_in_order(d_u), d_qk,
+                chunks_in_order(d_kr), chunks_in_order(d_g), dw)

@@ -10,12 +10,11 @@ T=8192: 0.279 s, 0.212 s with this; time exponent from T=1024 1.13, 1.03 with th
 
 ``tune_allocator`` raises the mmap threshold to glibc's maximum (32 MiB: larger blocks still go
 back to the kernel) and the trim threshold to 1 GiB, so blocks up to 32 MiB are reused from the
-heap. Blocks above 32 MiB still come and go as mapped pages: at long sequences (gated_deltanet's
-per-chunk states at T=8192, B=1, H=4: 33.5 MB) each step faults them in again (fwd+bwd 0.182 s,
-0.128 s with every block from the heap). Turning mmap off (glibc's M_MMAP_MAX = 0) took that cost
-away but let the heap fragment where a process changes shapes: benchmarks/chunk_scaling.py,
-alternating lengths up to 8192 in one process, grew memora's heap past the machine's 23 GB and
-was killed, where the mapped blocks go back on free. So mmap stays on.
+heap. Blocks above 32 MiB still come and go as mapped pages, faulted in at every step; the memory
+forms keep their large per-chunk tensors below it where they can (exact_delta's states, in
+blocks of STATE_BLOCK_BYTES). Turning mmap off (glibc's M_MMAP_MAX = 0) was measured and left
+out: it took that cost away (gated_deltanet fwd+bwd at T=8192, B=1, H=4: 0.182 -> 0.128 s), but
+a process then serves every block from one heap whichever shapes it has seen.
 The price: a process keeps up to its peak heap instead of shrinking between steps, which
 a trial process reaches anyway; between trials ``release_free_memory`` hands what the heap keeps
 free back to the kernel, so that a worker's next trial starts (and measures its resident peak)
