@@ -69,10 +69,9 @@ def time_once(rule: MemoryRule, inputs, chunk: int, form: str) -> float:
 
 def saved_bytes(rule: MemoryRule, inputs, chunk: int, form: str) -> int:
     """Bytes autograd saves for the backward of one forward, measured apart from the timed runs
-    (which run without a hook: under SavedBytes' hook, which hands back the tensor itself, Yaad's
-    memory op left 14 MB more in use after every run at T=4096). The hook here hands autograd
-    nothing back (no backward follows) and holds detached views of what was saved until the count
-    is done, so that no storage is freed and its address counted again."""
+    (which run without a hook). The hook here hands autograd nothing back (no backward follows)
+    and holds detached views of what was saved until the count is done, so that no storage is
+    freed and its address counted again."""
     q, k, v, gates, params = inputs
     counter, held = SavedBytes(), []
 
