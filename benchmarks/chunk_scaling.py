@@ -76,7 +76,7 @@ def saved_bytes(rule: MemoryRule, inputs, chunk: int, form: str) -> int:
     counter, held = SavedBytes(), []
 
     def count(x: torch.Tensor) -> None:
-        held.append(counter.pack(x.detach()))
+        held.append(counter.pack(x))  # a detached view
 
     with torch.autograd.graph.saved_tensors_hooks(count, lambda _: None):
         memory_forward(rule, q, k, v, gates, params, chunk_size=chunk, chunk_form=form)

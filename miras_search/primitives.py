@@ -223,9 +223,7 @@ def layer_norm_back(z: Tensor, g: Tensor) -> Tensor:
     if torch.compiler.is_compiling():
         with torch.no_grad():
             mean, rstd = _layer_norm_stats(z)
-        return torch.ops.aten.native_layer_norm_backward(
-            g, z, z.shape[-1:], mean, rstd, None, None, [True, False, False]
-        )[0]
+        return _layer_norm_grad(z, g, mean, rstd)
     return _second_order_functions()[1].apply(z, g)
 
 
@@ -235,6 +233,15 @@ def _layer_norm_stats(z: Tensor) -> tuple[Tensor, Tensor]:
 
     var, mean = torch.var_mean(z, dim=-1, correction=0, keepdim=True)
     return mean, (var + LN_EPS).rsqrt()
+
+
+def _layer_norm_grad(z: Tensor, g: Tensor, mean: Tensor, rstd: Tensor) -> Tensor:
+    """torch's layer-norm backward op for the input only: r P g, z's statistics given."""
+    import torch
+
+    return torch.ops.aten.native_layer_norm_backward(
+        g, z, z.shape[-1:], mean, rstd, None, None, [True, False, False]
+    )[0]
 
 
 @functools.cache
@@ -268,9 +275,7 @@ def _second_order_functions() -> tuple[type, type]:
         @staticmethod
         def forward(ctx, z: Tensor, g: Tensor) -> Tensor:
             mean, rstd = _layer_norm_stats(z)
-            d = torch.ops.aten.native_layer_norm_backward(
-                g, z, z.shape[-1:], mean, rstd, None, None, [True, False, False]
-            )[0]
+            d = _layer_norm_grad(z, g, mean, rstd)
             ctx.save_for_backward(z, g, mean, rstd, d)
             return d
 
@@ -280,9 +285,7 @@ def _second_order_functions() -> tuple[type, type]:
             z, g, mean, rstd, d = ctx.saved_tensors
             grad_g = None
             if ctx.needs_input_grad[1]:  # d is r P g with P symmetric: the same op on u
-                grad_g = torch.ops.aten.native_layer_norm_backward(
-                    u, z, z.shape[-1:], mean, rstd, None, None, [True, False, False]
-                )[0]
+                grad_g = _layer_norm_grad(z, u, mean, rstd)
             grad_z = None
             if ctx.needs_input_grad[0]:
                 n = z.shape[-1]

@@ -14,7 +14,9 @@ heap. Blocks above 32 MiB still come and go as mapped pages, faulted in at every
 forms keep their large per-chunk tensors below it where they can (exact_delta's states, in
 blocks of STATE_BLOCK_BYTES). Turning mmap off (glibc's M_MMAP_MAX = 0) was measured and left
 out: it took that cost away (gated_deltanet fwd+bwd at T=8192, B=1, H=4: 0.182 -> 0.128 s), but
-a process then serves every block from one heap whichever shapes it has seen.
+it is a process-wide change whose effect on a process that changes shapes was not measured
+cleanly (an out-of-memory run first blamed on it came from a benchmark's leaking hook), and the
+state blocks cover the case measured.
 The price: a process keeps up to its peak heap instead of shrinking between steps, which
 a trial process reaches anyway; between trials ``release_free_memory`` hands what the heap keeps
 free back to the kernel, so that a worker's next trial starts (and measures its resident peak)
