@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from .bias import BiasConfig
-from .limits import CHUNK_SIZES, matrix_shape_problem, mlp_hidden_tile, mlp_shape_problem
+from .limits import CHUNK_SIZES, matrix_shape_problem, mlp_shape_problem
 from .precision import matrix_precision, mlp_precision, products
 
 
@@ -122,15 +122,17 @@ def kernel_for(rule: Any) -> Callable[..., Any] | None:
 
     Covered, with the biases dot, l2, lp (smooth), huber (coordinate / norm / switch; a per-head
     delta), robust and a per-head eta (the MLP memory also a channel-wise eta, and a channel-wise
-    delta for the coordinate and switch variants, where its weights fit on chip: ``shape_problem``):
+    delta for the coordinate and switch variants):
 
     - matrix memory, retention none or l2, gd or momentum, alpha per head or channel-wise
       (channel-wise only with gd): ``chunk_matrix_memory`` with the bias bound,
       ``f(q, k, v, eta, alpha=None, theta=None, delta=None, initial_state=None, chunk_size=64)``;
     - 2-layer MLP memory (Moneta / Yaad / Titans family), retention none, l2 or lq, gd or
-      momentum, alpha per head (or channel-wise with gd, where the weights fit on chip):
-      ``chunk_mlp_memory`` with the architecture, retention
-      and bias bound, ``f(q, k, v, eta, w1, w2, alpha=None, theta=None, delta=None, chunk_size=16)``.
+      momentum, alpha per head (or channel-wise with gd): ``chunk_mlp_memory`` with the
+      architecture, retention and bias bound,
+      ``f(q, k, v, eta, w1, w2, alpha=None, theta=None, delta=None, chunk_size=16)``. Every gate
+      combination runs in both of its layouts (W on chip, or the hidden dim in tiles where W
+      does not fit: Moneta and Yaad as named at K = 64, hidden 256).
 
     Atlas's options (the Omega window, Muon, an MLP memory behind a feature map) are not.
     Shapes are checked by ``shape_problem``.
@@ -168,7 +170,8 @@ def shape_problem(rule: Any, key_dim: int, value_dim: int, chunk_size: int,
                   dtype: torch.dtype = torch.bfloat16) -> str | None:
     """Why the covered point's kernel cannot take these head dims / chunk size at inputs of
     ``dtype`` (None: it can); the limits depend on the precision of its products
-    (kernels.precision)."""
+    (kernels.precision), not on the gates: the MLP kernel takes its channel-wise gates in both
+    layouts (kernels.limits.mlp_hidden_tile picks W on chip or hidden tiles)."""
     if chunk_size not in CHUNK_SIZES:
         return f"chunk_size {chunk_size} is not one of the kernel's {CHUNK_SIZES}"
     bias = bias_config(rule.bias)
@@ -178,15 +181,6 @@ def shape_problem(rule: Any, key_dim: int, value_dim: int, chunk_size: int,
         retention = _retention_config(rule)[0]
         operands = products(mlp_precision(dtype, layer_norm, retention, bias_kind))
         lq_momentum = retention == "lq" and _kind(rule.algorithm) == "momentum"
-        problem = mlp_shape_problem(key_dim, expansion * key_dim, chunk_size, operands, lq_momentum)
-        modes = _gate_modes(rule)
-        channel = [gate for gate in ("eta", "alpha", "delta") if modes.get(gate) == "channel"]
-        if problem is None and channel and \
-                mlp_hidden_tile(key_dim, expansion * key_dim, chunk_size, operands, lq_momentum) is not None:
-            return (f"a channel-wise {' and '.join(channel)} runs on the MLP kernel that keeps W1, W2 on "
-                    f"chip, which head dim {key_dim} / hidden {expansion * key_dim} at chunk "
-                    f"{chunk_size} do not fit with {operands} products (the hidden-tiled kernel has "
-                    "per-head gates only)")
-        return problem
+        return mlp_shape_problem(key_dim, expansion * key_dim, chunk_size, operands, lq_momentum)
     operands = products(matrix_precision(dtype, bias_kind))
     return matrix_shape_problem(key_dim, value_dim, operands, bias is not None and bias.row_norm)

@@ -380,8 +380,8 @@ def test_shape_problem_names_the_dims():
     # Moneta's LayerNorm takes fp32-accurate ones also for bf16 inputs) the hidden dim is tiled,
     # up to K = 64; past that, refused with both reasons
     assert shape_problem(MemoryRule.from_point(per_head_preset("moneta")), 64, 64, 64, torch.bfloat16) is None
-    # a channel-wise eta and alpha (Moneta's) are on the on-chip kernel only
-    assert "channel-wise eta and alpha" in shape_problem(rule, 64, 64, 64, torch.bfloat16)
+    # with Moneta's channel-wise eta and alpha as well (the tiled kernel takes them)
+    assert shape_problem(rule, 64, 64, 64, torch.bfloat16) is None
     problem = shape_problem(rule, 128, 128, 16, torch.bfloat16)
     assert "K=128, hidden=512" in problem and "tf32x3 products" in problem
     assert "chunk x (K + hidden)" in problem and "K <= 64" in problem
@@ -635,10 +635,14 @@ def test_named_models_with_channel_eta(name, chunk_size):
     check(channel_eta(named_inputs(name, 1, 40, 1, 16, 32, seed=2), 32), config, bias, chunk_size)
 
 
-def test_channel_eta_is_refused_by_the_hidden_tiled_kernel():
-    x = channel_eta(make_inputs(1, 8, 1, 16, 32), 32)
-    with pytest.raises(KernelInputError, match=r"channel-wise gate \(eta, alpha, delta\)"):
-        chunk_mlp_memory(**{n: x[n].float() for n in NAMES if x[n] is not None}, hidden_tile=16)
+@pytest.mark.parametrize("hidden_tile", [None, 16])
+@pytest.mark.parametrize(("retention", "momentum"), [("l2", True), ("kl", False)])
+def test_channel_alpha_with_momentum_or_kl_is_refused(hidden_tile, retention, momentum):
+    """Both layouts (W on chip, hidden tiles) take a channel-wise alpha with gd and l2 / lq only."""
+    x = channel_alpha(make_inputs(1, 8, 1, 16, 32, "l2", retention, momentum=momentum), 32)
+    with pytest.raises(KernelInputError, match=r"channel-wise alpha has a kernel with gd"):
+        chunk_mlp_memory(**{n: x[n].float() for n in NAMES if x[n] is not None},
+                         config=MlpMemoryConfig(retention=retention), hidden_tile=hidden_tile)
 
 
 @pytest.mark.gpu

@@ -1,6 +1,7 @@
 """The hidden-tiled MLP-memory kernel (kernels/mlp_chunk/tiled.py) == the float64 reference:
 outputs and every gradient, over every retention, momentum, the biases, both layer-norm settings,
-chunk sizes and odd lengths; and the shapes that pick it.
+chunk sizes and odd lengths, per-head and channel-wise gates (the named Moneta's and Yaad's);
+and the shapes that pick it.
 
 On a CPU the kernel runs in Triton's interpreter with K = 16 and the hidden dim in 2 or 4 tiles
 of 16 (``hidden_tile`` forces the tiled layout, which dispatch picks only where W does not fit
@@ -12,13 +13,26 @@ from __future__ import annotations
 import pytest
 import torch
 from kernel_checks import per_head_preset, rel_err
-from test_kernels_mlp import CUDA, NAMED, check, gpu_only, make_inputs, named_inputs
+from test_kernels_mlp import (
+    CUDA,
+    NAMED,
+    channel_alpha,
+    channel_delta,
+    channel_eta,
+    check,
+    gpu_only,
+    make_inputs,
+    named_inputs,
+    reference,
+)
 
 from miras_search.kernels import BiasConfig, KernelInputError, kernel_for
 from miras_search.kernels.dispatch import shape_problem
 from miras_search.kernels.limits import MLP_HIDDEN_TILE, mlp_hidden_tile, mlp_shape_problem
 from miras_search.kernels.mlp_chunk import MlpMemoryConfig, chunk_mlp_memory
 from miras_search.memory import MemoryRule
+from miras_search.presets import preset
+from miras_search.schema import ModelPoint
 
 pytestmark = pytest.mark.filterwarnings("error::miras_search.kernels.KernelFallbackWarning")
 
@@ -93,6 +107,64 @@ def test_tiled_inference_updates_the_state_in_place(name):
     assert rel_err(in_place, stored.detach()) < 1e-6
 
 
+# ---- channel-wise gates (CPU interpreter) ------------------------------------------------------
+def named_channel_inputs(name: str, B, T, H, K, hidden, seed=0) -> dict:
+    """A named model's inputs with its own channel-wise gates (test_kernels_mlp's channel_*):
+    Moneta's eta and alpha [B, T, H, K + hidden], Yaad's also its threshold delta [B, T, H, K]."""
+    x = named_inputs(name, B, T, H, K, hidden, seed)
+    if name == "yaad":
+        x = channel_delta(x)
+    return channel_alpha(channel_eta(x, hidden), hidden)
+
+
+@pytest.mark.parametrize(("name", "T", "hidden", "chunk_size"), [
+    ("moneta", 1, 32, 16), ("moneta", 37, 64, 16), ("moneta", 63, 32, 16),  # lq, lp: eta, alpha
+    ("yaad", 1, 64, 16), ("yaad", 7, 32, 16), ("yaad", 63, 32, 16),  # + delta per value channel
+    ("yaad", 70, 32, 32),
+])
+def test_tiled_named_models_with_channel_gates(name, T, hidden, chunk_size):
+    """Moneta's and Yaad's own gates: W1's K input channels decay on chip, W2's per hidden tile."""
+    config, bias = NAMED[name]
+    check(named_channel_inputs(name, 1, T, 2, 16, hidden, seed=T), config, bias, chunk_size, hidden_tile=16)
+
+
+@pytest.mark.parametrize(("name", "T"), [("moneta", 7), ("moneta", 37), ("yaad", 63), ("titans", 37)])
+def test_tiled_channel_eta_with_per_head_alpha(name, T):
+    """A step per input channel beside the per-head decays (Titans: with momentum)."""
+    config, bias = NAMED[name]
+    check(channel_eta(named_inputs(name, 1, T, 2, 16, 32, seed=T), 32), config, bias, 16, hidden_tile=16)
+
+
+@pytest.mark.parametrize(("gradient_at", "bias", "eta"), [
+    ("retained", "l2", "channel"),  # the key pass at the channel-wise retained point
+    ("previous", "huber_coordinate", "head"),  # per-head eta; delta per value channel
+])
+def test_tiled_channel_alpha_beside_other_gates(gradient_at, bias, eta):
+    config = MlpMemoryConfig("silu", True, "l2", gradient_at=gradient_at)
+    x = make_inputs(1, 37, 2, 16, 32, bias, "l2", seed=11)
+    x = channel_delta(x) if bias.startswith("huber") else x
+    x = channel_alpha(channel_eta(x, 32) if eta == "channel" else x, 32)
+    check(x, config, BiasConfig(bias), 16, hidden_tile=16)
+
+
+@pytest.mark.usefixtures("bf16_interpreter")
+@pytest.mark.parametrize("name", ["moneta", "yaad"])
+def test_tiled_channel_gates_bf16_inputs(name):
+    config, bias = NAMED[name]
+    check(named_channel_inputs(name, 1, 37, 2, 16, 32), config, bias, 16, dtype=torch.bfloat16, tol=2e-2,
+          hidden_tile=16)
+
+
+def test_tiled_channel_gates_inference_in_place():
+    config, bias = NAMED["yaad"]
+    x = {n: (t.float() if t is not None else None) for n, t in named_channel_inputs("yaad", 1, 40, 1, 16, 32).items()}
+    stored = chunk_mlp_memory(**{n: (t.requires_grad_() if n == "q" else t) for n, t in x.items()},
+                              config=config, bias=bias, chunk_size=16, hidden_tile=16)
+    with torch.no_grad():
+        in_place = chunk_mlp_memory(**x, config=config, bias=bias, chunk_size=16, hidden_tile=16)
+    assert rel_err(in_place, stored.detach()) < 1e-6
+
+
 # ---- which layout a shape gets ---------------------------------------------------------------
 def test_paper_shapes_are_admitted_with_hidden_tiles():
     """K = 64, hidden 256 at chunks 16 to 64: the named models (LayerNorm: tf32x3 products for
@@ -122,17 +194,22 @@ def test_bad_hidden_tiles_are_refused():
 
 
 def test_dispatch_routes_the_named_models_at_the_paper_shapes():
-    """Per-head gates (the kernels' coverage) at K = 64 (hidden 256): Moneta, Yaad and Titans get
-    the kernel; Memora's kl does not (its PyTorch chunk form reads a mirror step the kernel does
-    not compute, as at every shape)."""
-    from kernel_checks import per_head_preset
-
-    for name in ("moneta", "yaad", "titans"):
-        rule = MemoryRule.from_point(per_head_preset(name))
+    """At K = 64 (hidden 256) Moneta and Yaad with their own channel-wise gates, and Moneta, Yaad
+    and Titans with per-head ones, get the kernel (hidden tiles) at every chunk; Memora's kl does
+    not (its PyTorch chunk form reads a mirror step the kernel does not compute, as at every
+    shape), nor does momentum with a channel-wise alpha."""
+    rules = [MemoryRule.from_point(per_head_preset(name)) for name in ("moneta", "yaad", "titans")]
+    rules += [MemoryRule.from_point(preset(name)) for name in ("moneta", "yaad")]
+    for rule in rules:
         assert kernel_for(rule) is not None
-        assert shape_problem(rule, 64, 64, 16, torch.bfloat16) is None
-        assert shape_problem(rule, 64, 64, 64, torch.bfloat16) is None
+        for chunk in (16, 32, 64):
+            assert shape_problem(rule, 64, 64, chunk, torch.bfloat16) is None
+            assert mlp_hidden_tile(64, 256, chunk, "tf32x3") == MLP_HIDDEN_TILE
+    assert preset("yaad").retention.alpha.mode == "channel" and preset("yaad").bias.delta.mode == "channel"
     assert kernel_for(per_head_preset("memora")) is None
+    spec = per_head_preset("titans").model_dump()
+    spec["retention"]["alpha"].update(mode="channel", rank=None)
+    assert kernel_for(MemoryRule.from_point(ModelPoint.model_validate(spec))) is None
 
 
 # ---- GPU: the paper's shapes ---------------------------------------------------------------------
@@ -150,3 +227,35 @@ def test_gpu_paper_shapes(name, chunk_size, dtype, tol):
     assert CUDA
     config, bias = NAMED[name]
     check(named_inputs(name, *PAPER), config, bias, chunk_size, dtype=dtype, tol=tol)
+
+
+@pytest.mark.gpu
+@gpu_only
+@pytest.mark.parametrize("name", ["moneta", "yaad"])
+@pytest.mark.parametrize(("chunk_size", "dtype", "tol"), PAPER_CASES)
+def test_gpu_paper_shapes_with_channel_gates(name, chunk_size, dtype, tol):
+    """Moneta and Yaad with their own channel-wise gates at K = 64, hidden 256 (dispatch's layout:
+    hidden tiles). test_channel_gate_comparisons_are_well_posed checks these comparisons."""
+    assert CUDA
+    config, bias = NAMED[name]
+    assert mlp_hidden_tile(64, 256, chunk_size, "tf32x3") is not None
+    check(named_channel_inputs(name, *PAPER), config, bias, chunk_size, dtype=dtype, tol=tol)
+
+
+@pytest.mark.parametrize("name", ["moneta", "yaad"])
+@pytest.mark.parametrize(("chunk_size", "tol"), [(16, 5e-3), (64, 2e-2)])
+def test_channel_gate_comparisons_are_well_posed(name, chunk_size, tol):
+    """As test_kernels_mlp.test_named_model_comparisons_are_well_posed for the GPU comparisons
+    with channel-wise gates: 1e-7 of input noise moves the float64 reference by under a tenth of
+    the tolerance, a step size 10 % off by over four times it."""
+    config, bias = NAMED[name]
+    inputs = named_channel_inputs(name, *PAPER)
+    values = reference(inputs, config, bias, chunk_size, torch.float64)[0]
+    g = torch.Generator().manual_seed(2)
+    noisy = {n: None if t is None else t * (1 + 1e-7 * torch.randn(t.shape, generator=g, dtype=t.dtype))
+             for n, t in inputs.items()}
+    moved = [rel_err(a, b) for a, b in zip(reference(noisy, config, bias, chunk_size, torch.float64)[0], values,
+                                           strict=True)]
+    assert max(moved) < tol / 10, f"1e-7 of input noise moves the reference by {max(moved):.1e}"
+    off = reference(inputs | {"eta": 0.9 * inputs["eta"]}, config, bias, chunk_size, torch.float64)[0]
+    assert max(rel_err(a, b) for a, b in zip(off, values, strict=True)) > 4 * tol

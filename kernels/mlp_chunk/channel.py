@@ -37,6 +37,9 @@ from .tl_ops import (
     _program,
     _read_base,
     _scales,
+    _scores,
+    _scores_bwd,
+    _threshold,
 )
 
 
@@ -46,47 +49,6 @@ def _channel_decays(alpha, row, mt, K: tl.constexpr, HD: tl.constexpr):
     chunk_mlp_memory drops alpha without retention, so it always decays here)."""
     la1, la2 = _channel_steps(alpha, row, mt, K, HD, 1.0)
     return tl.cumsum(tl.log(la1), 0), tl.cumsum(tl.log(la2), 0)
-
-
-@triton.jit
-def _token_row(x, i, C: tl.constexpr):
-    """Row i of x [C, n] as [n]."""
-    return tl.sum(tl.where((tl.arange(0, C) == i)[:, None], x, 0.0), 0)
-
-
-@triton.jit
-def _scores(z, x, lb, C: tl.constexpr):
-    """A[t, i] = sum_c z_tc x_ic exp(lb_tc - lb_ic) for i <= t, 0 above; [C, C]."""
-    oc = tl.arange(0, C)
-    A = tl.zeros([C, C], dtype=tl.float32)
-    for i in range(C):
-        x_i = _token_row(x, i, C)
-        lb_i = _token_row(lb, i, C)
-        dec = tl.exp(tl.where((oc >= i)[:, None], lb - lb_i[None, :], float("-inf")))
-        col = tl.sum(z * x_i[None, :] * dec, 1)
-        A += tl.where((oc == i)[None, :], col[:, None], 0.0)
-    return A
-
-
-@triton.jit
-def _scores_bwd(dA, z, x, lb, C: tl.constexpr):
-    """(dz, dx, dlb) [C, n] from dA [C, C] through _scores."""
-    oc = tl.arange(0, C)
-    dz = tl.zeros_like(z)
-    dx = tl.zeros_like(x)
-    dlb = tl.zeros_like(lb)
-    for i in range(C):
-        here = oc == i
-        x_i = _token_row(x, i, C)
-        lb_i = _token_row(lb, i, C)
-        dec = tl.exp(tl.where((oc >= i)[:, None], lb - lb_i[None, :], float("-inf")))
-        dA_i = tl.sum(tl.where(here[None, :], dA, 0.0), 1)  # column i of dA
-        P = dA_i[:, None] * dec
-        dz += P * x_i[None, :]
-        term = P * z * x_i[None, :]
-        dx += tl.where(here[:, None], tl.sum(P * z, 0)[None, :], 0.0)
-        dlb += term - tl.where(here[:, None], tl.sum(term, 0)[None, :], 0.0)
-    return dz, dx, dlb
 
 
 @triton.jit
@@ -124,8 +86,7 @@ def _load_segment_ch(q, k, v, eta, alpha, delta, b, h, start, size, T, H, C: tl.
     scales s1, s2 (b = exp(lb) with l2's retained point, else 1)."""
     qc, kc, vc, et, _la, _lth, dl, row, ptr, mt = _load_segment(
         q, k, v, eta, eta, eta, delta, b, h, start, size, T, H, C, K, False, False, NEEDS_DELTA)
-    if DELTA_CH:
-        dl = tl.load(delta + ptr, mask=mt[:, None], other=1.0).to(tl.float32)
+    dl = _threshold(delta, ptr, mt, dl, DELTA_CH)
     lb1, lb2 = _channel_decays(alpha, row, mt, K, HD)
     if RETAIN_FIRST:
         s1 = tl.exp(lb1)

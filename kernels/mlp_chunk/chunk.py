@@ -51,6 +51,7 @@ from .tl_ops import (
     _program,
     _read_base,
     _scales,
+    _threshold,
 )
 
 _ACT = {"gelu": 0, "silu": 1, "relu": 2}
@@ -135,8 +136,7 @@ def _fwd_kernel(
         if ETA_CH:  # the steps scale each layer's write input; the step weights keep eta = 1
             e1, e2 = _channel_steps(eta, _row, mt, K, HD, 0.0)
             et = tl.where(mt, 1.0, 0.0)
-        if DELTA_CH:  # a threshold per value channel
-            dl = tl.load(delta + ptr, mask=mt[:, None], other=1.0).to(tl.float32)
+        dl = _threshold(delta, ptr, mt, dl, DELTA_CH)  # per value channel with DELTA_CH
         r1, r2 = _scales(X1, X2, QX, RET)
         V1 = _read_base(X1, RET)
         V2 = _read_base(X2, RET)
@@ -209,8 +209,7 @@ def _bwd_kernel(
         if ETA_CH:
             e1, e2 = _channel_steps(eta, row, mt, K, HD, 0.0)
             et = tl.where(mt, 1.0, 0.0)
-        if DELTA_CH:
-            dl = tl.load(delta + ptr, mask=mt[:, None], other=1.0).to(tl.float32)
+        dl = _threshold(delta, ptr, mt, dl, DELTA_CH)
         dy = tl.load(do + ptr, mask=mt[:, None], other=0.0).to(tl.float32)
         is_last = oc == size - 1
         # ---- recompute the segment
@@ -405,7 +404,7 @@ def compile_specs(config: MlpMemoryConfig, bias: BiasConfig, K: int, HD: int, ch
     for kernels.compile_check (compiling for a GPU without one): the layout chunk_mlp_memory
     picks for this shape (kernels.limits.mlp_hidden_tile), or the tiled one with ``hidden_tile``;
     ``eta_channel`` / ``alpha_channel`` / ``delta_channel``: a channel-wise eta / alpha / Huber
-    threshold (the whole-W kernels only; alpha: channel.py's, gd)."""
+    threshold (alpha with gd only: channel.py's kernels where W fits on chip, else tiled.py's)."""
     scalars = _scalars(config, bias, 1024, 8, 64, K, HD, chunk_size, config.retention != "none",
                        momentum, dtype)
     element = "*bf16" if dtype == torch.bfloat16 else "*fp32"
@@ -428,6 +427,7 @@ def compile_specs(config: MlpMemoryConfig, bias: BiasConfig, K: int, HD: int, ch
             ("forward", _fwd_kernel, {**scalars, "SAVE": True}, pointers, _num_warps(K, HD, False)),
             ("backward", _bwd_kernel, scalars, pointers, _num_warps(K, HD, True)),
         ]
+    scalars |= _tiled_flags(alpha_channel, eta_channel, delta_channel)
     scalars["HT"] = hidden_tile
     warps = tiled.num_warps(chunk_size, K, hidden_tile)
     return [
@@ -437,8 +437,16 @@ def compile_specs(config: MlpMemoryConfig, bias: BiasConfig, K: int, HD: int, ch
 
 
 def _channel_alpha(alpha: torch.Tensor | None) -> bool:
-    """Whether alpha is channel-wise ([B, T, H, K + Hd]): channel.py's kernels."""
+    """Whether alpha is channel-wise ([B, T, H, K + Hd]): channel.py's kernels where W fits on
+    chip, else tiled.py's with ALPHA_CH."""
     return alpha is not None and alpha.dim() == 4
+
+
+def _tiled_flags(alpha_channel: bool, ETA_CH: bool, DELTA_CH: bool) -> dict:
+    """tiled.py's flags for channel-wise gates: _gate_flags' and ALPHA_CH (a channel-wise alpha
+    replaces the per-head one, HAS_ALPHA)."""
+    flags = {"ETA_CH": ETA_CH, "ALPHA_CH": alpha_channel, "DELTA_CH": DELTA_CH}
+    return flags | ({"HAS_ALPHA": False} if alpha_channel else {})
 
 
 def _gate_flags(eta: torch.Tensor, delta: torch.Tensor | None) -> dict:
@@ -452,9 +460,9 @@ def _channel_scalars(scalars: dict, eta: torch.Tensor, delta: torch.Tensor | Non
     return kept | _gate_flags(eta, delta)
 
 
-def _kernel_inputs(q, k, v, eta, alpha, theta, delta) -> tuple:
+def _kernel_inputs(q, k, v, eta, alpha, theta, delta, hidden_tile: int | None) -> tuple:
     """The token inputs in the kernels' argument order: channel.py's take no theta."""
-    if _channel_alpha(alpha):
+    if _channel_alpha(alpha) and hidden_tile is None:
         return (q, k, v, eta, alpha, *_or(eta, delta))
     return (q, k, v, eta, *_or(eta, alpha, theta, delta))
 
@@ -494,25 +502,26 @@ class ChunkMlpMemory(torch.autograd.Function):
         ctx.fallback = False
         scalars = _scalars(config, bias, T, H, NS, K, HD, chunk_size, alpha is not None,
                            theta is not None, q.dtype)
-        inputs = _kernel_inputs(q, k, v, eta, alpha, theta, delta)
-        if _channel_alpha(alpha):  # channel-wise alpha (gd, W on chip): channel.py
+        inputs = _kernel_inputs(q, k, v, eta, alpha, theta, delta, hidden_tile)
+        if hidden_tile is not None:  # X1, X2, S1, S2 in NS + 1 slots (1, updated in place, without a backward)
+            saved = tiled.state_buffers(x1, x2, B, NS + 1 if save else 1, theta is not None)
+            kernel, first = tiled._fwd_kernel, [start, size, o, *saved]
+            scalars |= _tiled_flags(_channel_alpha(alpha), **_gate_flags(eta, delta))
+            scalars["HT"] = hidden_tile
+            warps = tiled.num_warps(chunk_size, K, hidden_tile)
+        elif _channel_alpha(alpha):  # channel-wise alpha (gd, W on chip): channel.py
             n_saved = B * H * NS * HD * K if save else 1
             saved = [torch.empty(n_saved, dtype=torch.float32, device=q.device) for _ in range(2)]
             kernel, first = channel._fwd_kernel_ch, [x1, x2, start, size, o, *saved]
             warps = _num_warps(K, HD, False)
             scalars = _channel_scalars(scalars, eta, delta)
-        elif hidden_tile is None:
+        else:
             n_saved = B * H * NS * HD * K if save else 1
             saved = [torch.empty(n_saved if (i < 2 or theta is not None) else 1, dtype=torch.float32,
                                  device=q.device) for i in range(4)]  # X1, X2, S1, S2
             kernel, first = _fwd_kernel, [x1, x2, start, size, o, *saved]
             warps = _num_warps(K, HD, False)
             scalars |= _gate_flags(eta, delta)
-        else:  # X1, X2, S1, S2 in NS + 1 slots (one, updated in place, without a backward)
-            saved = tiled.state_buffers(x1, x2, B, NS + 1 if save else 1, theta is not None)
-            kernel, first = tiled._fwd_kernel, [start, size, o, *saved]
-            scalars["HT"] = hidden_tile
-            warps = tiled.num_warps(chunk_size, K, hidden_tile)
         try:
             with on_device(q):
                 kernel[(B * H,)](*inputs, *first, SAVE=save, num_warps=warps, num_stages=1, **scalars)
@@ -532,34 +541,35 @@ class ChunkMlpMemory(torch.autograd.Function):
         HD = x1.shape[1]
         f32 = {"dtype": torch.float32, "device": q.device}
         dq, dk, dv = (torch.empty(B, T, H, K, **f32) for _ in range(3))
-        dla, dlth = (torch.empty(B, T, H, **f32) for _ in range(2))
+        dla = torch.empty(alpha.shape if _channel_alpha(alpha) else (B, T, H), **f32)
+        dlth = torch.empty(B, T, H, **f32)
         ddelta = torch.empty(delta.shape if delta is not None else (B, T, H), **f32)
         deta = torch.empty(eta.shape, **f32)
         scalars = _scalars(ctx.config, ctx.bias, T, H, start.numel(), K, HD, ctx.chunk_size,
                            alpha is not None, theta is not None, q.dtype)
         grads = [dq, dk, dv, deta, dla, dlth, ddelta]
-        inputs = _kernel_inputs(q, k, v, eta, alpha, theta, delta)
-        if _channel_alpha(alpha):  # channel-wise alpha: channel.py
-            dla = torch.empty(alpha.shape, **f32)
+        inputs = _kernel_inputs(q, k, v, eta, alpha, theta, delta, ctx.hidden_tile)
+        if ctx.hidden_tile is not None:
+            state_grads = tiled.gradient_buffers(B * H, HD, K, ctx.chunk_size, theta is not None,
+                                                 ctx.config.retention in ("lq", "kl"), q.device)
+            dx1, dx2 = state_grads[0].view(B, H, HD, K), state_grads[1].view(B, H, K, HD)
+            kernel = tiled._bwd_kernel
+            scalars |= _tiled_flags(_channel_alpha(alpha), **_gate_flags(eta, delta))
+            scalars["HT"] = ctx.hidden_tile
+            warps = tiled.num_warps(ctx.chunk_size, K, ctx.hidden_tile)
+        elif _channel_alpha(alpha):  # channel-wise alpha, W on chip: channel.py
             grads = [dq, dk, dv, deta, dla, ddelta]
             dx1 = torch.empty(B, H, HD, K, **f32)
             dx2 = torch.empty(B, H, K, HD, **f32)
             kernel, state_grads = channel._bwd_kernel_ch, [dx1, dx2]
             warps = _num_warps(K, HD, True)
             scalars = _channel_scalars(scalars, eta, delta)
-        elif ctx.hidden_tile is None:
+        else:
             dx1 = torch.empty(B, H, HD, K, **f32)
             dx2 = torch.empty(B, H, K, HD, **f32)
             kernel, state_grads = _bwd_kernel, [dx1, dx2]
             warps = _num_warps(K, HD, True)
             scalars |= _gate_flags(eta, delta)
-        else:
-            state_grads = tiled.gradient_buffers(B * H, HD, K, ctx.chunk_size, theta is not None,
-                                                 ctx.config.retention in ("lq", "kl"), q.device)
-            dx1, dx2 = state_grads[0].view(B, H, HD, K), state_grads[1].view(B, H, K, HD)
-            kernel = tiled._bwd_kernel
-            scalars["HT"] = ctx.hidden_tile
-            warps = tiled.num_warps(ctx.chunk_size, K, ctx.hidden_tile)
         try:
             with on_device(q):
                 kernel[(B * H,)](
@@ -648,9 +658,12 @@ def chunk_mlp_memory(
             and chunk size inside kernels.limits.MLP_MAX_TILES, or K <= 64 for the hidden-tiled
             kernel (kernels.limits.mlp_shape_problem); at most 2^31 - 1 elements).
         eta: [B, T, H] (> 0), or channel-wise [B, T, H, K + Hd] (a step per input channel of
-            W1, then of W2; the on-chip kernel only); alpha: [B, T, H] in (0, 1] or None;
+            W1, then of W2); alpha: [B, T, H] in (0, 1], channel-wise [B, T, H, K + Hd] (a decay
+            per input channel of W1, then of W2; gd with retention l2 or lq only) or None;
         theta: [B, T, H] in (0, 1) for momentum (Titans; S starts at zero), None for gd;
-        delta: [B, T, H] (> 0), the Huber threshold (huber biases only).
+        delta: [B, T, H] (> 0), the Huber threshold (huber biases only), or [B, T, H, K], one
+            per value channel (huber_coordinate and huber_switch). Every gate combination runs
+            in both layouts (W on chip, hidden tiles).
         w1: [H, Hd, K], w2: [H, K, Hd]: the learned initial parameters as in naive.py
             (Hd a power of two >= 16).
         config: activation, layer norm and retention (none, l2, lq, kl).
@@ -670,12 +683,6 @@ def chunk_mlp_memory(
         precision = mlp_precision(q.dtype, config.layer_norm, config.retention, bias.kind)
         hidden_tile = mlp_hidden_tile(q.shape[-1], w1.shape[1], chunk_size, products(precision),
                                       config.retention == "lq" and theta is not None)
-    channel_alpha = _channel_alpha(alpha) and config.retention != "none"
-    channel_delta = delta is not None and delta.dim() == 4 and bias.needs_delta
-    if (eta.dim() == 4 or channel_alpha or channel_delta) and hidden_tile is not None:
-        raise KernelInputError(
-            f"a channel-wise gate (eta, alpha, delta) runs on the kernel that keeps W1, W2 on chip, not the "
-            f"hidden-tiled one that head dim {q.shape[-1]} / hidden {w1.shape[1]} needs here")
     # the learned weights -> the state in fp32 (kl: a softmax, which bf16 would blur)
     x1, x2 = (x.contiguous() for x in initial_state(w1.float(), w2.float(), config))
     if config.retention == "none":

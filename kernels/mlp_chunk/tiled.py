@@ -33,6 +33,18 @@ whole gradient's dot product with the state. Gradients of the carried state live
 buffers updated in place. Every walk over tiles that reads what another wrote is separated
 from it by a barrier (threads of a program do not otherwise see each other's global writes
 in order), and so is every read-then-write of the same block.
+
+Gates. eta, alpha and the Huber threshold delta are per head ([B, T, H]) or channel-wise, in any
+combination the whole-W kernels take (chunk.py's ETA_CH and DELTA_CH, channel.py's alpha):
+ETA_CH, eta [B, T, H, K + HD]; ALPHA_CH, alpha [B, T, H, K + HD] (gd only, not kl); DELTA_CH,
+delta [B, T, H, K] (huber_coordinate, huber_switch). eta always scales each layer's write input
+(x1 = k e1, x2 = h e2; a per-head eta as a [C, 1] column), so the decays take unit steps. A
+channel-wise alpha decays every input channel on its own: W1's K channels on chip (the layer-1
+scores, tl_ops._scores, once per segment), W2's hidden units per tile, where the layer-2 read
+sums the tile's decayed scores over tiles as it sums hq hk^T per head; the end map scales X1's
+columns and X2's (a tile's) by their own decays. The backward writes a channel-wise alpha's
+gradient per tile in walk D (and adds the retained point's key-pass part in walk E), eta's in
+walk D, and W1's channels' on chip.
 """
 
 from __future__ import annotations
@@ -41,13 +53,15 @@ import torch
 import triton
 import triton.language as tl
 
-from ..common import _mm, _phi, _slot
+from ..common import _mm, _slot
 from .tl_ops import (
     _act,
     _act_grad,
     _act_grad2,
+    _bias_grad,
     _bias_vjp,
     _decays,
+    _gate_block,
     _load_segment,
     _log_softmax_rows,
     _lq_norm_tiles,
@@ -59,6 +73,9 @@ from .tl_ops import (
     _norm_start,
     _norm_update,
     _read_base,
+    _scores,
+    _scores_bwd,
+    _threshold,
 )
 
 
@@ -90,69 +107,185 @@ def _tile(state1, state2, p1, p2, r1, r2, RET: tl.constexpr):
 
 
 @triton.jit
-def _tile_keys(W1, W2, ks, s, d2, ACT: tl.constexpr, PREC: tl.constexpr):
-    """The key pass on one hidden tile: a1, h = act(a1), act'(a1), t1 = d2 W2, d1 [C, HT]."""
+def _log_decays(alpha, row, mt, WIDTH: tl.constexpr, col, N: tl.constexpr):
+    """lb [C, N]: the cumulative log-decays of N input channels of a channel-wise alpha (from
+    column col of its [K + HD] ones; 0 on padding rows past the last token's)."""
+    return tl.cumsum(tl.log(_gate_block(alpha, row, mt, WIDTH, col, N, 1.0)), 0)
+
+
+@triton.jit
+def _layer_gates(eta, alpha, row, mt, ew, bt, s, c, b_last, is_last, col, N: tl.constexpr,
+                 WIDTH: tl.constexpr, ETA_CH: tl.constexpr, ALPHA_CH: tl.constexpr,
+                 RETAIN_FIRST: tl.constexpr):
+    """The gates of N input channels of one layer, from column ``col`` of the channel-wise gates
+    [B, T, H, WIDTH = K + HD] (layer 1: col 0, N = K; hidden tile j of layer 2: col K + j HT,
+    N = HT). Per-head ones come as [C, 1] columns (or a scalar) that broadcast:
+
+    e: the step on the layer's write input (x_w = x e), [C, N] with ETA_CH, else ew[:, None];
+    lb: the cumulative log-decay [C, N] with ALPHA_CH (a placeholder otherwise);
+    b: the read's decay of the start state, exp(lb) [C, N], or bt[:, None];
+    sc: the key pass's input scale (l2's retained point: b; else 1), [C, N] or s[:, None];
+    cg: the end map's weight of token i, exp(lb_last - lb_i) [C, N], or c[:, None] (per head:
+    the decays' row at the last token);
+    bl: the segment's decay, exp(lb_last) [1, N], or the scalar b_last."""
+    if ETA_CH:
+        e = _gate_block(eta, row, mt, WIDTH, col, N, 0.0)
+    else:
+        e = ew[:, None]
+    if ALPHA_CH:
+        lb = _log_decays(alpha, row, mt, WIDTH, col, N)
+        b = tl.exp(lb)
+        last = tl.sum(tl.where(is_last[:, None], lb, 0.0), 0)
+        cg = tl.exp(last[None, :] - lb)
+        bl = tl.exp(last)[None, :]
+        if RETAIN_FIRST:
+            sc = b
+        else:
+            sc = s[:, None]
+    else:
+        b = bt[:, None]
+        lb = b
+        sc = s[:, None]
+        cg = c[:, None]
+        bl = b_last
+    return e, lb, b, sc, cg, bl
+
+
+@triton.jit
+def _tile_scale(alpha, row, mt, s, col, N: tl.constexpr, WIDTH: tl.constexpr,
+                ALPHA_CH: tl.constexpr, RETAIN_FIRST: tl.constexpr):
+    """_layer_gates' sc alone (the key pass needs no other gate)."""
+    if ALPHA_CH:
+        if RETAIN_FIRST:
+            sc = tl.exp(_log_decays(alpha, row, mt, WIDTH, col, N))
+        else:
+            sc = s[:, None]
+    else:
+        sc = s[:, None]
+    return sc
+
+
+@triton.jit
+def _raw_scores(z, x, lb, C: tl.constexpr, ALPHA_CH: tl.constexpr, PREC: tl.constexpr):
+    """A layer's read scores before a per-head decay, z x^T [C, C]; with ALPHA_CH the decayed
+    scores themselves (tl_ops._scores: a decay per input channel). z, x, lb: [C, n]."""
+    if ALPHA_CH:
+        out = _scores(z, x, lb, C)
+    else:
+        out = _mm(z, tl.trans(x), PREC)
+    return out
+
+
+@triton.jit
+def _decayed(Z, De, ALPHA_CH: tl.constexpr):
+    """The read scores A [C, C] from _raw_scores' Z: Z * De per head, Z itself per channel."""
+    if ALPHA_CH:
+        out = Z
+    else:
+        out = Z * De
+    return out
+
+
+@triton.jit
+def _scores_vjp(dA, z, x, lb, De, C: tl.constexpr, ALPHA_CH: tl.constexpr, PREC: tl.constexpr):
+    """(dz, dx, dlb) from dL/dA [C, C] through A = _decayed(_raw_scores(z, x, lb)); per head
+    dlb is a placeholder (the decays' gradient dA * Z is summed by the caller)."""
+    if ALPHA_CH:
+        oc = tl.arange(0, C)
+        dz, dx, dlb = _scores_bwd(tl.where(oc[:, None] >= oc[None, :], dA, 0.0), z, x, lb, C)
+    else:
+        G = dA * De
+        dz = _mm(G, x, PREC)
+        dx = _mm(tl.trans(G), z, PREC)
+        dlb = dz
+    return dz, dx, dlb
+
+
+@triton.jit
+def _tile_keys(W1, W2, ks, s2, d2, ACT: tl.constexpr, PREC: tl.constexpr):
+    """The key pass on one hidden tile: a1, h = act(a1), act'(a1), t1 = d2 W2, d1 = t1 act'(a1) s2
+    [C, HT] (s2: the tile's input scale of layer 2, [C, HT] or [C, 1])."""
     a1 = _mm(ks, tl.trans(W1), PREC)
     hk = _act(a1, ACT)
     f1 = _act_grad(a1, ACT)
     t1 = _mm(d2, W2, PREC)
-    return a1, hk, f1, t1, t1 * f1 * s[:, None]
+    return a1, hk, f1, t1, t1 * f1 * s2
 
 
 @triton.jit
-def _tile_read1(V1, S1, r1, qc, A1, d1, bt, m, ACT: tl.constexpr, MOM: tl.constexpr,
+def _tile_read1(V1, S1, r1, qb, qc, A1, d1, m, ACT: tl.constexpr, MOM: tl.constexpr,
                 PREC: tl.constexpr):
-    """The layer-1 read on one hidden tile: q V1^T, q S1^T, u1 / r1, u1, hq = act(u1) [C, HT]."""
-    qV = _mm(qc, tl.trans(V1), PREC)
-    u1p = bt[:, None] * qV - _mm(A1, d1, PREC)
+    """The layer-1 read on one hidden tile, u1 / r1 = qb V1^T - A1 d1 (+ m q S1^T) with qb = q b1:
+    q S1^T (momentum; else a placeholder), u1 / r1, u1, hq = act(u1) [C, HT]."""
+    u1p = _mm(qb, tl.trans(V1), PREC) - _mm(A1, d1, PREC)
     if MOM:
         qS = _mm(qc, tl.trans(S1), PREC)
         u1p += m[:, None] * qS
     else:
-        qS = qV
+        qS = u1p
     u1 = r1 * u1p
-    return qV, qS, u1p, u1, _act(u1, ACT)
+    return qS, u1p, u1, _act(u1, ACT)
 
 
 @triton.jit
-def _key_sums(state1, state2, base, o1, o2, r1, r2, ks, s, C: tl.constexpr, K: tl.constexpr,
-              HD: tl.constexpr, HT: tl.constexpr, ACT: tl.constexpr, RET: tl.constexpr,
+def _tile_pass(state1, state2, mom1, mom2, p1, p2, r1, r2, ks, qc, qb1, A1, d2, m, e2, s2, lb2,
+               C: tl.constexpr, ACT: tl.constexpr, RET: tl.constexpr, MOM: tl.constexpr,
+               ALPHA_CH: tl.constexpr, PREC: tl.constexpr):
+    """One hidden tile's key pass and layer-1 read from the state at p1 ([HT, K] block), p2
+    ([K, HT]): the tile X1, X2, S1, S2, V1, V2, W1, W2; the key pass a1, hk, f1, t1, d1; the
+    layer-2 write input x2w = hk e2; the read's qS, u1p, u1, hq; the tile's layer-2 scores."""
+    X1, X2, V1, V2, W1, W2 = _tile(state1, state2, p1, p2, r1, r2, RET)
+    if MOM:
+        S1 = tl.load(mom1 + p1)
+        S2 = tl.load(mom2 + p2)
+    else:
+        S1 = V1
+        S2 = V2
+    a1, hk, f1, t1, d1 = _tile_keys(W1, W2, ks, s2, d2, ACT, PREC)
+    x2w = hk * e2
+    qS, u1p, u1, hq = _tile_read1(V1, S1, r1, qb1, qc, A1, d1, m, ACT, MOM, PREC)
+    Z2 = _raw_scores(hq, x2w, lb2, C, ALPHA_CH, PREC)
+    return X1, X2, S1, S2, V1, V2, W1, W2, a1, hk, f1, t1, d1, x2w, qS, u1p, u1, hq, Z2
+
+
+@triton.jit
+def _key_sums(state1, state2, base, o1, o2, r1, r2, ks, alpha, row, mt, s, C: tl.constexpr,
+              K: tl.constexpr, HD: tl.constexpr, HT: tl.constexpr, ACT: tl.constexpr,
+              RET: tl.constexpr, ALPHA_CH: tl.constexpr, RETAIN_FIRST: tl.constexpr,
               PREC: tl.constexpr):
-    """Walk A: a2 = (s h) W2^T [C, K], the key pass's second layer summed over hidden tiles."""
+    """Walk A: a2 = (s2 h) W2^T [C, K], the key pass's second layer summed over hidden tiles."""
     a2 = tl.zeros([C, K], dtype=tl.float32)
     for j in range(HD // HT):
         _X1, _X2, _V1, _V2, W1, W2 = _tile(state1, state2, base + j * HT * K + o1,
                                            base + j * HT + o2, r1, r2, RET)
-        hs = _act(_mm(ks, tl.trans(W1), PREC), ACT) * s[:, None]
+        s2 = _tile_scale(alpha, row, mt, s, K + j * HT, HT, K + HD, ALPHA_CH, RETAIN_FIRST)
+        hs = _act(_mm(ks, tl.trans(W1), PREC), ACT) * s2
         a2 += _mm(hs, tl.trans(W2), PREC)
     return a2
 
 
 @triton.jit
-def _read_sums(state1, state2, mom1, mom2, base, o1, o2, r1, r2, ks, s, d2, qc, A1, bt, m,
+def _read_sums(state1, state2, mom1, mom2, base, o1, o2, r1, r2, ks, qc, qb1, A1, d2, m,
+               eta, alpha, row, mt, ew, bt, s, c, b_last, is_last,
                C: tl.constexpr, K: tl.constexpr, HD: tl.constexpr, HT: tl.constexpr,
-               ACT: tl.constexpr, RET: tl.constexpr, MOM: tl.constexpr, PREC: tl.constexpr):
-    """The backward's walk B: the layer-2 read's sums hq V2^T, hq S2^T [C, K], hq hk^T [C, C]."""
+               ACT: tl.constexpr, RET: tl.constexpr, MOM: tl.constexpr, ETA_CH: tl.constexpr,
+               ALPHA_CH: tl.constexpr, RETAIN_FIRST: tl.constexpr, PREC: tl.constexpr):
+    """The backward's walk B: the layer-2 read's sums (hq b2) V2^T, hq S2^T [C, K] and its
+    scores Z2 [C, C] (_raw_scores)."""
     PV = tl.zeros([C, K], dtype=tl.float32)
     PS = tl.zeros([C, K], dtype=tl.float32)
-    HH = tl.zeros([C, C], dtype=tl.float32)
+    Z2 = tl.zeros([C, C], dtype=tl.float32)
     for j in range(HD // HT):
-        p1 = base + j * HT * K + o1
-        p2 = base + j * HT + o2
-        _X1, _X2, V1, V2, W1, W2 = _tile(state1, state2, p1, p2, r1, r2, RET)
-        if MOM:
-            S1 = tl.load(mom1 + p1)
-            S2 = tl.load(mom2 + p2)
-        else:
-            S1 = V1
-            S2 = V2
-        _a1, hk, _f1, _t1, d1 = _tile_keys(W1, W2, ks, s, d2, ACT, PREC)
-        _qV, _qS, _u1p, _u1, hq = _tile_read1(V1, S1, r1, qc, A1, d1, bt, m, ACT, MOM, PREC)
-        PV += _mm(hq, tl.trans(V2), PREC)
+        e2, lb2, b2, s2, _cg2, _bl2 = _layer_gates(eta, alpha, row, mt, ew, bt, s, c, b_last, is_last,
+                                                   K + j * HT, HT, K + HD, ETA_CH, ALPHA_CH, RETAIN_FIRST)
+        (_X1, _X2, _S1, S2, _V1, V2, _W1, _W2, _a1, _hk, _f1, _t1, _d1, _x2w, _qS, _u1p, _u1, hq,
+         Zj) = _tile_pass(state1, state2, mom1, mom2, base + j * HT * K + o1, base + j * HT + o2, r1,
+                          r2, ks, qc, qb1, A1, d2, m, e2, s2, lb2, C, ACT, RET, MOM, ALPHA_CH, PREC)
+        PV += _mm(hq * b2, tl.trans(V2), PREC)
         if MOM:
             PS += _mm(hq, tl.trans(S2), PREC)
-        HH += _mm(hq, tl.trans(hk), PREC)
-    return PV, PS, HH
+        Z2 += Zj
+    return PV, PS, Z2
 
 
 @triton.jit
@@ -179,11 +312,14 @@ def _fwd_kernel(
     C: tl.constexpr, K: tl.constexpr, HD: tl.constexpr, HT: tl.constexpr, BIAS: tl.constexpr,
     NEPS: tl.constexpr, SMOOTH: tl.constexpr, ACT: tl.constexpr, LN: tl.constexpr,
     RET: tl.constexpr, RETAIN_FIRST: tl.constexpr, HAS_ALPHA: tl.constexpr, MOM: tl.constexpr,
-    NEEDS_DELTA: tl.constexpr, SAVE: tl.constexpr, PREC: tl.constexpr,
+    NEEDS_DELTA: tl.constexpr, SAVE: tl.constexpr, PREC: tl.constexpr, ETA_CH: tl.constexpr,
+    ALPHA_CH: tl.constexpr, DELTA_CH: tl.constexpr,
 ):
     """One program per (batch, head). state1 [B*H, slots, HD, K], state2 [B*H, slots, K, HD]
     (mom1, mom2 alike for momentum) hold the carried state; slot 0 is the initial state. With
-    SAVE, slot n + 1 receives the end state of segment n (slots = NS + 1); else slots = 1."""
+    SAVE, slot n + 1 receives the end state of segment n (slots = NS + 1); else slots = 1.
+    ETA_CH: eta [B, T, H, K + HD]; ALPHA_CH: alpha [B, T, H, K + HD] (then HAS_ALPHA is False);
+    DELTA_CH: delta [B, T, H, K]."""
     i_bh = tl.program_id(0)
     b = i_bh // H
     h = i_bh % H
@@ -201,31 +337,38 @@ def _fwd_kernel(
         else:
             cur = _slot(i_bh, 0, 1, HD * K)
             nxt = cur
-        qc, kc, vc, et, la, lth, dl, _row, ptr, mt = _load_segment(
+        qc, kc, vc, ew, la, lth, dl, row, ptr, mt = _load_segment(
             q, k, v, eta, alpha, theta, delta, b, h, start, size, T, H, C, K, HAS_ALPHA, MOM,
             NEEDS_DELTA)
-        bt, s, _D, Dt, _coef, m, De = _decays(la, lth, et, C, RETAIN_FIRST, MOM)
+        dl = _threshold(delta, ptr, mt, dl, DELTA_CH)
+        one = tl.where(mt, 1.0, 0.0)  # eta scales the write inputs, not the decays' step weights
+        bt, s, _D, Dt, _coef, m, De = _decays(la, lth, one, C, RETAIN_FIRST, MOM)
+        is_last = oc == size - 1
+        c = tl.sum(tl.where(is_last[:, None], De, 0.0), 0)  # coef[last, i]
+        b_last = tl.exp(tl.sum(la, 0))
+        e1, lb1, b1, s1, cg1, bl1 = _layer_gates(eta, alpha, row, mt, ew, bt, s, c, b_last, is_last,
+                                                 0, K, K + HD, ETA_CH, ALPHA_CH, RETAIN_FIRST)
         r1, r2, _n1, _n2 = _start_scales(state1, state2, cur, QX, K, HD, HT, RET)
-        ks = kc * s[:, None]
+        ks = kc * s1
+        x1w = kc * e1
+        qb1 = qc * b1
 
         # ---- walk A: the key pass's output; the bias's gradient on chip
-        a2 = _key_sums(state1, state2, cur, o1, o2, r1, r2, ks, s, C, K, HD, HT, ACT, RET, PREC)
+        a2 = _key_sums(state1, state2, cur, o1, o2, r1, r2, ks, alpha, row, mt, s, C, K, HD, HT, ACT,
+                       RET, ALPHA_CH, RETAIN_FIRST, PREC)
         E = kc + _norm(a2, K, LN) - vc
-        G = _phi(E, vc, dl, BIAS, P_EXP, SHARP, EPS, RADIUS, NEPS, SMOOTH)
+        G = _bias_grad(E, vc, dl, P_EXP, SHARP, EPS, RADIUS, BIAS, NEPS, SMOOTH, DELTA_CH)
         d2 = _norm_back(a2, G, K, LN)
-        A1 = _mm(qc, tl.trans(kc), PREC) * De
-        is_last = oc == size - 1
-        c = tl.sum(tl.where(is_last[:, None], De, 0.0), 0)  # coef[last, i] eta_i
-        b_last = tl.exp(tl.sum(la, 0))
+        A1 = _decayed(_raw_scores(qc, x1w, lb1, C, ALPHA_CH, PREC), De, ALPHA_CH)
         if MOM:
             m_last = tl.sum(tl.where(is_last, m, 0.0), 0)
-            step = tl.sum(tl.where(is_last[:, None], Dt, 0.0), 0) * et  # Theta_C / Theta_i eta_i
+            step = tl.sum(tl.where(is_last[:, None], Dt, 0.0), 0) * one  # Theta_C / Theta_i
             theta_all = tl.exp(tl.sum(lth, 0))
 
         # ---- walk B: layer-1 read, layer-2 read's sums, the tile's segment end
         PV = tl.zeros([C, K], dtype=tl.float32)
         PS = tl.zeros([C, K], dtype=tl.float32)
-        HH = tl.zeros([C, C], dtype=tl.float32)
+        Z2 = tl.zeros([C, C], dtype=tl.float32)
         nm1, ns1 = _norm_start()  # lq: the running norms of the new state
         nm2, ns2 = _norm_start()
         rmax = tl.full([K], float("-inf"), tl.float32)  # kl: the running row log-sum-exp of raw2
@@ -233,26 +376,23 @@ def _fwd_kernel(
         for j in range(HD // HT):
             p1 = cur + j * HT * K + o1
             p2 = cur + j * HT + o2
-            X1, X2, V1, V2, W1, W2 = _tile(state1, state2, p1, p2, r1, r2, RET)
-            if MOM:
-                S1 = tl.load(mom1 + p1)
-                S2 = tl.load(mom2 + p2)
-            else:
-                S1 = V1
-                S2 = V2
-            _a1, hk, _f1, _t1, d1 = _tile_keys(W1, W2, ks, s, d2, ACT, PREC)
-            _qV, _qS, _u1p, _u1, hq = _tile_read1(V1, S1, r1, qc, A1, d1, bt, m, ACT, MOM, PREC)
-            PV += _mm(hq, tl.trans(V2), PREC)
+            e2, lb2, b2, s2, cg2, bl2 = _layer_gates(eta, alpha, row, mt, ew, bt, s, c, b_last, is_last,
+                                                     K + j * HT, HT, K + HD, ETA_CH, ALPHA_CH,
+                                                     RETAIN_FIRST)
+            (X1, X2, S1, S2, _V1, V2, _W1, _W2, _a1, _hk, _f1, _t1, d1, x2w, _qS, _u1p, _u1, hq,
+             Zj) = _tile_pass(state1, state2, mom1, mom2, p1, p2, r1, r2, ks, qc, qb1, A1, d2, m, e2,
+                              s2, lb2, C, ACT, RET, MOM, ALPHA_CH, PREC)
+            PV += _mm(hq * b2, tl.trans(V2), PREC)
             if MOM:
                 PS += _mm(hq, tl.trans(S2), PREC)
-            HH += _mm(hq, tl.trans(hk), PREC)
-            raw1 = b_last * X1 - _mm(tl.trans(d1), kc * c[:, None], PREC)
-            raw2 = b_last * X2 - _mm(tl.trans(d2), hk * c[:, None], PREC)
+            Z2 += Zj
+            raw1 = bl1 * X1 - _mm(tl.trans(d1), x1w * cg1, PREC)
+            raw2 = bl2 * X2 - _mm(tl.trans(d2), x2w * cg2, PREC)
             if MOM:
                 raw1 += m_last * S1
                 raw2 += m_last * S2
-                S1 = theta_all * S1 - _mm(tl.trans(d1), kc * step[:, None], PREC)
-                S2 = theta_all * S2 - _mm(tl.trans(d2), hk * step[:, None], PREC)
+                S1 = theta_all * S1 - _mm(tl.trans(d1), x1w * step[:, None], PREC)
+                S2 = theta_all * S2 - _mm(tl.trans(d2), x2w * step[:, None], PREC)
             if RET == 3:  # rows of W1 run over K (this tile); those of W2 over the hidden dim
                 raw1 = _log_softmax_rows(raw1, SCALE)
                 new = tl.maximum(rmax, tl.max(raw2, 1))
@@ -267,7 +407,7 @@ def _fwd_kernel(
             if MOM:
                 tl.store(mom1 + nxt - cur + p1, S1)
                 tl.store(mom2 + nxt - cur + p2, S2)
-        u2p = bt[:, None] * PV - _mm(HH * De, d2, PREC)
+        u2p = PV - _mm(_decayed(Z2, De, ALPHA_CH), d2, PREC)
         if MOM:
             u2p += m[:, None] * PS
         out = qc + _norm(r2 * u2p, K, LN)
@@ -297,7 +437,6 @@ def _fwd_kernel(
         tl.debug_barrier()  # the next segment reads this one's end state
 
 
-
 @triton.jit
 def _bwd_kernel(
     q, k, v, eta, alpha, theta, delta, seg_start, seg_size, state1, state2, mom1, mom2, do,
@@ -306,12 +445,14 @@ def _bwd_kernel(
     C: tl.constexpr, K: tl.constexpr, HD: tl.constexpr, HT: tl.constexpr, BIAS: tl.constexpr,
     NEPS: tl.constexpr, SMOOTH: tl.constexpr, ACT: tl.constexpr, LN: tl.constexpr,
     RET: tl.constexpr, RETAIN_FIRST: tl.constexpr, HAS_ALPHA: tl.constexpr, MOM: tl.constexpr,
-    NEEDS_DELTA: tl.constexpr, PREC: tl.constexpr,
+    NEEDS_DELTA: tl.constexpr, PREC: tl.constexpr, ETA_CH: tl.constexpr, ALPHA_CH: tl.constexpr,
+    DELTA_CH: tl.constexpr,
 ):
     """One program per (batch, head), segments in reverse. state*, mom*: the forward's NS + 1
     slots. gx1 [B*H, HD, K], gx2 [B*H, K, HD] (gs1, gs2 alike): dL/d(carried state) at the
     current segment end, zero at the start and the initial state's gradient at the end.
-    Scratch: draw1, draw2 like gx (lq, kl), sdd1, sdh [B*H, C, HD]."""
+    Scratch: draw1, draw2 like gx (lq, kl), sdd1, sdh [B*H, C, HD]. deta, dla, ddelta have the
+    shapes of eta, alpha, delta (dla: dL/d log alpha)."""
     i_bh = tl.program_id(0)
     b = i_bh // H
     h = i_bh % H
@@ -330,33 +471,43 @@ def _bwd_kernel(
         size = tl.load(seg_size + n)
         cur = _slot(i_bh, n, NS + 1, HD * K)
         nxt = cur + HD * K
-        qc, kc, vc, et, la, lth, dl, row, ptr, mt = _load_segment(
+        qc, kc, vc, ew, la, lth, dl, row, ptr, mt = _load_segment(
             q, k, v, eta, alpha, theta, delta, b, h, start, size, T, H, C, K, HAS_ALPHA, MOM,
             NEEDS_DELTA)
+        dl = _threshold(delta, ptr, mt, dl, DELTA_CH)
+        base_e = row[:, None] * (K + HD)  # rows of the channel-wise gates' gradients
         dy = tl.load(do + ptr, mask=mt[:, None], other=0.0).to(tl.float32)
         is_last = oc == size - 1
-        # D, coef (and E, G, q k^T below) are recomputed where needed again rather than kept
-        # alive across the walks: registers, not arithmetic, are what this kernel runs short of
-        bt, s, _D, Dt, _coef, m, De = _decays(la, lth, et, C, RETAIN_FIRST, MOM)
-        r1, r2, n1, n2 = _start_scales(state1, state2, cur, QX, K, HD, HT, RET)
-        ks = kc * s[:, None]
-
-        # ---- recompute: walks A and B
-        a2 = _key_sums(state1, state2, cur, o1, o2, r1, r2, ks, s, C, K, HD, HT, ACT, RET, PREC)
-        d2 = _norm_back(a2, _phi(kc + _norm(a2, K, LN) - vc, vc, dl, BIAS, P_EXP, SHARP, EPS, RADIUS,
-                                 NEPS, SMOOTH), K, LN)
-        A1 = _mm(qc, tl.trans(kc), PREC) * De
+        one = tl.where(mt, 1.0, 0.0)
+        # D, coef (and E, G, the scores below) are recomputed where needed again rather than
+        # kept alive across the walks: registers, not arithmetic, are what this kernel runs short of
+        bt, s, _D, Dt, _coef, m, De = _decays(la, lth, one, C, RETAIN_FIRST, MOM)
         c = tl.sum(tl.where(is_last[:, None], De, 0.0), 0)
         b_last = tl.exp(tl.sum(la, 0))
+        e1, lb1, b1, s1, cg1, bl1 = _layer_gates(eta, alpha, row, mt, ew, bt, s, c, b_last, is_last,
+                                                 0, K, K + HD, ETA_CH, ALPHA_CH, RETAIN_FIRST)
+        r1, r2, n1, n2 = _start_scales(state1, state2, cur, QX, K, HD, HT, RET)
+        ks = kc * s1
+        x1w = kc * e1
+        qb1 = qc * b1
+
+        # ---- recompute: walks A and B
+        a2 = _key_sums(state1, state2, cur, o1, o2, r1, r2, ks, alpha, row, mt, s, C, K, HD, HT, ACT,
+                       RET, ALPHA_CH, RETAIN_FIRST, PREC)
+        d2 = _norm_back(a2, _bias_grad(kc + _norm(a2, K, LN) - vc, vc, dl, P_EXP, SHARP, EPS, RADIUS,
+                                       BIAS, NEPS, SMOOTH, DELTA_CH), K, LN)
+        Z1 = _raw_scores(qc, x1w, lb1, C, ALPHA_CH, PREC)
+        A1 = _decayed(Z1, De, ALPHA_CH)
         if MOM:
             m_last = tl.sum(tl.where(is_last, m, 0.0), 0)
             t_last = tl.sum(tl.where(is_last[:, None], Dt, 0.0), 0)  # Theta_C / Theta_i
-            step = t_last * et
+            step = t_last * one
             theta_all = tl.exp(tl.sum(lth, 0))
-        PV, PS, HH = _read_sums(state1, state2, mom1, mom2, cur, o1, o2, r1, r2, ks, s, d2, qc, A1,
-                                bt, m, C, K, HD, HT, ACT, RET, MOM, PREC)
-        A2 = HH * De
-        u2p = bt[:, None] * PV - _mm(A2, d2, PREC)
+        PV, PS, Z2 = _read_sums(state1, state2, mom1, mom2, cur, o1, o2, r1, r2, ks, qc, qb1, A1, d2, m,
+                                eta, alpha, row, mt, ew, bt, s, c, b_last, is_last, C, K, HD, HT, ACT,
+                                RET, MOM, ETA_CH, ALPHA_CH, RETAIN_FIRST, PREC)
+        A2 = _decayed(Z2, De, ALPHA_CH)
+        u2p = PV - _mm(A2, d2, PREC)
         if MOM:
             u2p += m[:, None] * PS
         u2 = r2 * u2p
@@ -398,54 +549,56 @@ def _bwd_kernel(
                 if RET == 2:  # draw = dX' + r' dW' + vjp of r'; the vjp's scalar comes after
                     dot1 += tl.sum(tl.sum(dW1n * X1n, 1), 0)
                     dot2 += tl.sum(tl.sum(dW2n * X2n, 1), 0)
-                    e1 = tl.load(gx1 + g0 + p1) + r1n * dW1n
-                    e2 = tl.load(gx2 + g0 + p2) + r2n * dW2n
+                    en1 = tl.load(gx1 + g0 + p1) + r1n * dW1n
+                    en2 = tl.load(gx2 + g0 + p2) + r2n * dW2n
                 else:  # X' = log c + log_softmax_row(raw), W' = exp(X')
                     dL1 = tl.load(gx1 + g0 + p1) + dW1n * W1n
-                    e1 = dL1 - W1n * (tl.sum(dL1, 1)[:, None] / SCALE)
-                    e2 = tl.load(gx2 + g0 + p2) + dW2n * W2n
-                    rs2 += tl.sum(e2, 1)
-                tl.store(draw1 + g0 + p1, e1)
-                tl.store(draw2 + g0 + p2, e2)
+                    en1 = dL1 - W1n * (tl.sum(dL1, 1)[:, None] / SCALE)
+                    en2 = tl.load(gx2 + g0 + p2) + dW2n * W2n
+                    rs2 += tl.sum(en2, 1)
+                tl.store(draw1 + g0 + p1, en1)
+                tl.store(draw2 + g0 + p2, en2)
             tl.debug_barrier()
             for j in range(HD // HT):  # walk C3: what needs the sums over the whole matrix
                 p1 = j * HT * K + o1
                 p2 = j * HT + o2
                 X1n, X2n, _W1n, W2n = _end_tile(state1, state2, nxt + p1, nxt + p2, r1n, r2n, lse2,
                                                 SCALE, RET)
-                e2 = tl.load(draw2 + g0 + p2)
+                en2 = tl.load(draw2 + g0 + p2)
                 if RET == 2:
-                    e1 = tl.load(draw1 + g0 + p1) + _lq_scale_vjp_of(X1n, m1n, QX, dot1)
-                    e2 += _lq_scale_vjp_of(X2n, m2n, QX, dot2)
+                    en1 = tl.load(draw1 + g0 + p1) + _lq_scale_vjp_of(X1n, m1n, QX, dot1)
+                    en2 += _lq_scale_vjp_of(X2n, m2n, QX, dot2)
                     tl.debug_barrier()
-                    tl.store(draw1 + g0 + p1, e1)
+                    tl.store(draw1 + g0 + p1, en1)
                 else:  # kl's rows of W1' run over K: draw1 is complete
-                    e2 -= W2n * (rs2[:, None] / SCALE)
+                    en2 -= W2n * (rs2[:, None] / SCALE)
                     tl.debug_barrier()
-                tl.store(draw2 + g0 + p2, e2)
+                tl.store(draw2 + g0 + p2, en2)
             tl.debug_barrier()
         else:
             dyr = dy
 
-        # ---- the layer-2 read's VJP on chip (u2 = r2 (b hq V2^T + m hq S2^T - A2 d2))
+        # ---- the layer-2 read's VJP on chip (u2 = r2 ((hq b2) V2^T + m hq S2^T - A2 d2))
         du2 = _norm_back(u2, dyr, K, LN)
         dA2 = -r2 * _mm(du2, tl.trans(d2), PREC)
-        G2 = dA2 * De
         dd2 = -r2 * _mm(tl.trans(A2), du2, PREC)
         dr2 = tl.sum(tl.sum(du2 * u2p, 1), 0)
-        db = r2 * tl.sum(du2 * PV, 1)
+        db = tl.zeros([C], dtype=tl.float32)  # per-head alpha: dL/db, b = exp(L)
         if MOM:
             dm = r2 * tl.sum(du2 * PS, 1)
-        dDe = dA2 * HH
+        dDe = dA2 * Z2  # (per-head alpha)
 
         # ---- walk D: per tile the end map's VJP, both reads' and the key pass's first half
-        R2 = tl.zeros([C, K], dtype=tl.float32)  # h draw2^T
-        Q2 = tl.zeros([C, K], dtype=tl.float32)  # momentum: h dS2'^T
+        dqb1 = tl.zeros([C, K], dtype=tl.float32)  # dL/d(q b1)
+        dw1 = tl.zeros([C, K], dtype=tl.float32)  # sum over tiles of d1 draw1: -dL/d(x1w cg1)
+        ds1m = tl.zeros([C, K], dtype=tl.float32)  # momentum: d1 dS1'
+        Q2 = tl.zeros([C, K], dtype=tl.float32)  # momentum: x2w dS2'^T
         dA1 = tl.zeros([C, C], dtype=tl.float32)
-        dkc = tl.zeros([C, K], dtype=tl.float32)
         dc = tl.zeros([C], dtype=tl.float32)
         ds = tl.zeros([C], dtype=tl.float32)
         dstep = tl.zeros([C], dtype=tl.float32)
+        geta = tl.zeros([C], dtype=tl.float32)  # per-head eta's gradient
+        el1 = tl.zeros([K], dtype=tl.float32)  # channel alpha: <X1, draw1> b1_last per channel
         e_dot = tl.zeros([], dtype=tl.float32)  # <X, draw>: d b_last
         s_dot = tl.zeros([], dtype=tl.float32)  # momentum: <S, draw>: d m_last
         lt_dot = tl.zeros([], dtype=tl.float32)  # momentum: theta_all <S, dS'>
@@ -455,77 +608,98 @@ def _bwd_kernel(
             p1 = j * HT * K + o1
             p2 = j * HT + o2
             pc = c0 + j * HT + ocd
-            X1, X2, V1, V2, W1, W2 = _tile(state1, state2, cur + p1, cur + p2, r1, r2, RET)
-            if MOM:
-                S1 = tl.load(mom1 + cur + p1)
-                S2 = tl.load(mom2 + cur + p2)
+            pe = base_e + K + j * HT + oht[None, :]  # this tile's columns of the channel gates
+            e2, lb2, b2, s2, cg2, bl2 = _layer_gates(eta, alpha, row, mt, ew, bt, s, c, b_last, is_last,
+                                                     K + j * HT, HT, K + HD, ETA_CH, ALPHA_CH,
+                                                     RETAIN_FIRST)
+            (X1, X2, S1, S2, V1, V2, W1, W2, a1, hk, f1, t1, d1, x2w, qS, u1p, u1, hq,
+             _Zj) = _tile_pass(state1, state2, mom1, mom2, cur + p1, cur + p2, r1, r2, ks, qc, qb1, A1,
+                               d2, m, e2, s2, lb2, C, ACT, RET, MOM, ALPHA_CH, PREC)
+            if RET >= 2:
+                en1 = tl.load(draw1 + g0 + p1)
+                en2 = tl.load(draw2 + g0 + p2)
+            else:
+                en1 = tl.load(gx1 + g0 + p1)
+                en2 = tl.load(gx2 + g0 + p2)
+            # the end map raw_l = bl_l X_l - d_l^T (x_lw cg_l) (+ m_last S_l)
+            dd1 = -_mm(x1w * cg1, tl.trans(en1), PREC)  # [C, HT]
+            dw1 += _mm(d1, en1, PREC)
+            dd2 -= _mm(x2w * cg2, tl.trans(en2), PREC)
+            dw2 = -_mm(d2, en2, PREC)  # dL/d(x2w cg2) [C, HT]
+            dx2w = dw2 * cg2
+            if ALPHA_CH:  # cg = exp(lb_last - lb), bl = exp(lb_last): the tile's log-decays
+                el1 += tl.sum(X1 * en1 * bl1, 0)
+                tg2 = dw2 * x2w * cg2
+                dlb2 = tl.where(is_last[:, None], (tl.sum(tg2, 0) + tl.sum(X2 * en2 * bl2, 0))[None, :],
+                                0.0) - tg2
+            else:
+                e_dot += tl.sum(tl.sum(X1 * en1, 1), 0) + tl.sum(tl.sum(X2 * en2, 1), 0)
+                dc += tl.sum(dw2 * x2w, 1)
+            if MOM:  # S_l' = Theta_C S_l - sum_i step_i d_li x_li^T
                 dS1n = tl.load(gs1 + g0 + p1)
                 dS2n = tl.load(gs2 + g0 + p2)
-            else:
-                S1 = V1
-                S2 = V2
-            a1, hk, f1, t1, d1 = _tile_keys(W1, W2, ks, s, d2, ACT, PREC)
-            qV, qS, u1p, u1, hq = _tile_read1(V1, S1, r1, qc, A1, d1, bt, m, ACT, MOM, PREC)
-            if RET >= 2:
-                e1 = tl.load(draw1 + g0 + p1)
-                e2 = tl.load(draw2 + g0 + p2)
-            else:
-                e1 = tl.load(gx1 + g0 + p1)
-                e2 = tl.load(gx2 + g0 + p2)
-            # the end map raw_l = b_last X_l - sum_i c_i d_li x_li^T (+ m_last S_l)
-            e_dot += tl.sum(tl.sum(X1 * e1, 1), 0) + tl.sum(tl.sum(X2 * e2, 1), 0)
-            R1 = _mm(kc, tl.trans(e1), PREC)  # [C, HT]
-            dd1 = -c[:, None] * R1
-            dkc -= c[:, None] * _mm(d1, e1, PREC)
-            dc -= tl.sum(d1 * R1, 1)
-            R2 += _mm(hk, tl.trans(e2), PREC)
-            dh = -c[:, None] * _mm(d2, e2, PREC)
-            if MOM:  # S_l' = Theta_C S_l - sum_i step_i d_li x_li^T
-                s_dot += tl.sum(tl.sum(S1 * e1, 1), 0) + tl.sum(tl.sum(S2 * e2, 1), 0)
+                s_dot += tl.sum(tl.sum(S1 * en1, 1), 0) + tl.sum(tl.sum(S2 * en2, 1), 0)
                 lt_dot += theta_all * (tl.sum(tl.sum(S1 * dS1n, 1), 0) + tl.sum(tl.sum(S2 * dS2n, 1), 0))
-                gS1 = m_last * e1 + theta_all * dS1n
-                gS2 = m_last * e2 + theta_all * dS2n
-                Q1 = _mm(kc, tl.trans(dS1n), PREC)
+                gS1 = m_last * en1 + theta_all * dS1n
+                gS2 = m_last * en2 + theta_all * dS2n
+                Q1 = _mm(x1w, tl.trans(dS1n), PREC)
                 dd1 -= step[:, None] * Q1
-                dkc -= step[:, None] * _mm(d1, dS1n, PREC)
+                ds1m += _mm(d1, dS1n, PREC)
                 dstep -= tl.sum(d1 * Q1, 1)
-                Q2 += _mm(hk, tl.trans(dS2n), PREC)
-                dh -= step[:, None] * _mm(d2, dS2n, PREC)
-            # the layer-2 read (z = hq, x_in = hk, d = d2)
-            gX2 = r2 * _mm(tl.trans(du2), hq * bt[:, None], PREC)
-            dhq = r2 * bt[:, None] * _mm(du2, V2, PREC) + _mm(G2, hk, PREC)
+                Q2 += _mm(x2w, tl.trans(dS2n), PREC)
+                dx2w -= step[:, None] * _mm(d2, dS2n, PREC)
+            # the layer-2 read (z = hq, write input x2w, d = d2)
+            gX2 = r2 * _mm(tl.trans(du2), hq * b2, PREC)
+            dhqb = r2 * _mm(du2, V2, PREC)  # dL/d(hq b2)
+            dz, dx, dlbs = _scores_vjp(dA2, hq, x2w, lb2, De, C, ALPHA_CH, PREC)
+            dhq = dhqb * b2 + dz
+            dx2w += dx
             if MOM:
                 gS2 += r2 * _mm(tl.trans(du2), hq * m[:, None], PREC)
                 dhq += r2 * m[:, None] * _mm(du2, S2, PREC)
-            dh += _mm(tl.trans(G2), hq, PREC)
-            # the layer-1 read (z = q, x_in = k, d = d1)
+            if ALPHA_CH:
+                dlb2 += dlbs + dhqb * hq * b2
+            else:
+                db += tl.sum(dhqb * hq, 1)
+            # the layer-1 read (z = q, write input x1w, d = d1)
             du1 = dhq * _act_grad(u1, ACT)
-            gX1 = r1 * _mm(tl.trans(du1), qc * bt[:, None], PREC)
+            gX1 = r1 * _mm(tl.trans(du1), qb1, PREC)
             dr1 += tl.sum(tl.sum(du1 * u1p, 1), 0)
-            db += r1 * tl.sum(du1 * qV, 1)
-            dqc += r1 * bt[:, None] * _mm(du1, V1, PREC)
+            dqb1 += r1 * _mm(du1, V1, PREC)
             if MOM:
                 gS1 += r1 * _mm(tl.trans(du1), qc * m[:, None], PREC)
                 dm += r1 * tl.sum(du1 * qS, 1)
                 dqc += r1 * m[:, None] * _mm(du1, S1, PREC)
             dA1 -= r1 * _mm(du1, tl.trans(d1), PREC)
             dd1 -= r1 * _mm(tl.trans(A1), du1, PREC)
-            # the key pass, first half: d1 = (d2 W2) act'(a1) s
-            dt1 = dd1 * s[:, None] * f1
+            # the key pass, first half: d1 = (d2 W2) act'(a1) s2
+            dt1 = dd1 * s2 * f1
             dd2 += _mm(dt1, tl.trans(W2), PREC)
             dW2 = _mm(tl.trans(d2), dt1, PREC)
-            ds += tl.sum(dd1 * t1 * f1, 1)
+            ds2 = dd1 * t1 * f1  # dL/ds2 so far (walk E adds the rest)
+            # the write input x2w = hk e2: eta's gradient, and hk's (stored for walk E)
+            dh = dx2w * e2
+            if ETA_CH:
+                tl.store(deta + pe, dx2w * hk, mask=mt[:, None])
+            else:
+                geta += tl.sum(dx2w * hk, 1)
+            if ALPHA_CH:  # dL/d log alpha of the tile's channels (l2's retained point: more in walk E)
+                if RETAIN_FIRST:
+                    dlb2 += ds2 * s2
+                tl.store(dla + pe, tl.cumsum(dlb2, 0, reverse=True), mask=mt[:, None])
+            else:
+                ds += tl.sum(ds2, 1)
             # the state's gradient so far (the key pass adds dW1 and the rest of dW2 in walk E)
             if RET == 2:
-                gX1 += b_last * e1
-                gX2 += r2 * dW2 + b_last * e2
+                gX1 += bl1 * en1
+                gX2 += r2 * dW2 + bl2 * en2
                 dw2_dot += tl.sum(tl.sum(dW2 * X2, 1), 0)
             elif RET == 3:  # dL/dV so far; V = exp(X)
-                gX1 = gX1 * V1 + b_last * e1
-                gX2 = (gX2 + dW2) * V2 + b_last * e2
+                gX1 = gX1 * V1 + bl1 * en1
+                gX2 = (gX2 + dW2) * V2 + bl2 * en2
             else:
-                gX1 += b_last * e1
-                gX2 += dW2 + b_last * e2
+                gX1 += bl1 * en1
+                gX2 += dW2 + bl2 * en2
             tl.debug_barrier()
             tl.store(gx1 + g0 + p1, gX1)
             tl.store(gx2 + g0 + p2, gX2)
@@ -535,24 +709,38 @@ def _bwd_kernel(
             tl.store(sdd1 + pc, dd1)
             tl.store(sdh + pc, dh)
         tl.debug_barrier()
-        dd2 -= c[:, None] * R2
-        dc -= tl.sum(d2 * R2, 1)
         if MOM:
             dd2 -= step[:, None] * Q2
             dstep -= tl.sum(d2 * Q2, 1)
-        G1 = dA1 * De
-        dqc += _mm(G1, kc, PREC)
-        dkc += _mm(tl.trans(G1), qc, PREC)
-        dDe += dA1 * _mm(qc, tl.trans(kc), PREC) + tl.where(is_last[:, None], dc[None, :], 0.0)
-        db += tl.where(is_last, e_dot, 0.0)
+
+        # ---- layer 1 on chip: the end map's and the scores' VJP, then x1w = k e1
+        dx1w = -dw1 * cg1
         if MOM:
-            dm += tl.where(is_last, s_dot, 0.0)
+            dx1w -= step[:, None] * ds1m
+        dz, dx, dlbs = _scores_vjp(dA1, qc, x1w, lb1, De, C, ALPHA_CH, PREC)
+        dqc += dz + dqb1 * b1
+        dx1w += dx
+        if ALPHA_CH:
+            tg1 = -dw1 * x1w * cg1
+            dlb1 = dlbs - tg1 + dqb1 * qc * b1
+            dlb1 += tl.where(is_last[:, None], (tl.sum(tg1, 0) + el1)[None, :], 0.0)
+        else:
+            dc -= tl.sum(dw1 * x1w, 1)
+            db += tl.sum(dqb1 * qc, 1) + tl.where(is_last, e_dot, 0.0)
+            dDe += dA1 * Z1 + tl.where(is_last[:, None], dc[None, :], 0.0)
+            if MOM:
+                dm += tl.where(is_last, s_dot, 0.0)
+        dkc = dx1w * e1
+        if ETA_CH:
+            tl.store(deta + base_e + ok[None, :], dx1w * kc, mask=mt[:, None])
+        else:
+            tl.store(deta + row, geta + tl.sum(dx1w * kc, 1), mask=mt)
 
         # ---- the key pass's LayerNorm and bias on chip
         E = kc + _norm(a2, K, LN) - vc
-        G = _phi(E, vc, dl, BIAS, P_EXP, SHARP, EPS, RADIUS, NEPS, SMOOTH)
+        G = _bias_grad(E, vc, dl, P_EXP, SHARP, EPS, RADIUS, BIAS, NEPS, SMOOTH, DELTA_CH)
         dE, ddl, dvc, da2 = _bias_vjp(a2, E, G, dd2, dl, P_EXP, SHARP, EPS, RADIUS, K, BIAS, NEPS,
-                                      SMOOTH, LN, False)
+                                      SMOOTH, LN, DELTA_CH)
         dkc += dE
 
         # ---- walk E: the key pass, second half (dW2 += da2^T hs, dW1 = da1^T ks)
@@ -562,15 +750,25 @@ def _bwd_kernel(
             p1 = j * HT * K + o1
             p2 = j * HT + o2
             pc = c0 + j * HT + ocd
+            s2 = _tile_scale(alpha, row, mt, s, K + j * HT, HT, K + HD, ALPHA_CH, RETAIN_FIRST)
             X1, X2, V1, V2, W1, W2 = _tile(state1, state2, cur + p1, cur + p2, r1, r2, RET)
-            a1, hk, f1, t1, _d1 = _tile_keys(W1, W2, ks, s, d2, ACT, PREC)
+            a1, hk, f1, t1, _d1 = _tile_keys(W1, W2, ks, s2, d2, ACT, PREC)
             dd1 = tl.load(sdd1 + pc)
             dh = tl.load(sdh + pc)
-            dW2 = _mm(tl.trans(da2), hk * s[:, None], PREC)
+            dW2 = _mm(tl.trans(da2), hk * s2, PREC)
             dhs = _mm(da2, W2, PREC)
-            dh += dhs * s[:, None]
-            ds += tl.sum(dhs * hk, 1)
-            da1 = dd1 * s[:, None] * t1 * _act_grad2(a1, ACT) + dh * f1
+            dh += dhs * s2
+            ds2 = dhs * hk
+            if ALPHA_CH:
+                if RETAIN_FIRST:  # the rest of dL/d log alpha of the tile's channels
+                    pa = dla + base_e + K + j * HT + oht[None, :]
+                    dla2 = tl.load(pa, mask=mt[:, None], other=0.0)
+                    dla2 += tl.cumsum(ds2 * s2, 0, reverse=True)
+                    tl.debug_barrier()
+                    tl.store(pa, dla2, mask=mt[:, None])
+            else:
+                ds += tl.sum(ds2, 1)
+            da1 = dd1 * s2 * t1 * _act_grad2(a1, ACT) + dh * f1
             dW1 = _mm(tl.trans(da1), ks, PREC)
             dks += _mm(da1, W1, PREC)
             gX1 = tl.load(gx1 + g0 + p1)
@@ -589,10 +787,14 @@ def _bwd_kernel(
             tl.debug_barrier()
             tl.store(gx1 + g0 + p1, gX1)
             tl.store(gx2 + g0 + p2, gX2)
-        dkc += dks * s[:, None]
-        ds += tl.sum(dks * kc, 1)
-        if RETAIN_FIRST:
-            db += ds
+        dkc += dks * s1
+        if ALPHA_CH:
+            if RETAIN_FIRST:
+                dlb1 += dks * kc * s1
+        else:
+            ds += tl.sum(dks * kc, 1)
+            if RETAIN_FIRST:
+                db += ds
 
         # ---- walk F (lq): the read scales' VJP, W_l = r_l X_l
         if RET == 2:
@@ -608,28 +810,31 @@ def _bwd_kernel(
                 tl.store(gx1 + g0 + p1, gX1)
                 tl.store(gx2 + g0 + p2, gX2)
 
-        # ---- gates: D[t, i] = exp(L_t - L_i), b = exp(L), L = cumsum(log alpha); momentum:
-        # coef = D @ Dt, Dt[j, i] = exp(Lt_j - Lt_i), m = D @ exp(Lt), Lt = cumsum(log theta)
-        bt, _s, D, Dt, coef, _m, _De = _decays(la, lth, et, C, RETAIN_FIRST, MOM)
-        g_eta = tl.sum(dDe * coef, 0)
-        dcoef = dDe * et[None, :]
-        if MOM:
-            g_eta += dstep * t_last
-            elt = tl.exp(tl.cumsum(lth, 0))
-            dD = tl.dot(dcoef, tl.trans(Dt), input_precision="ieee") + dm[:, None] * elt[None, :]
-            dDt = tl.where(is_last[:, None], (dstep * et)[None, :], 0.0)
-            dDt += tl.dot(tl.trans(D), dcoef, input_precision="ieee")
-            Z = tl.where(causal, dDt * Dt, 0.0)
-            dlt = tl.sum(Z, 1) - tl.sum(Z, 0) + tl.sum(D * dm[:, None], 0) * elt
-            dlt += tl.where(is_last, lt_dot, 0.0)
-            tl.store(dlth + row, tl.cumsum(dlt, 0, reverse=True), mask=mt)
+        # ---- gates. Channel-wise: lb = cumsum(log alpha) per channel. Per head: D[t, i] =
+        # exp(L_t - L_i), b = exp(L), L = cumsum(log alpha); momentum: coef = D @ Dt,
+        # Dt[j, i] = exp(Lt_j - Lt_i), m = D @ exp(Lt), Lt = cumsum(log theta)
+        if ALPHA_CH:
+            tl.store(dla + base_e + ok[None, :], tl.cumsum(dlb1, 0, reverse=True), mask=mt[:, None])
         else:
-            dD = dcoef
-        Y = tl.where(causal, dD * D, 0.0)
-        dL = db * bt + tl.sum(Y, 1) - tl.sum(Y, 0)
-        tl.store(dla + row, tl.cumsum(dL, 0, reverse=True), mask=mt)
-        tl.store(deta + row, g_eta, mask=mt)
-        if NEEDS_DELTA:
+            bt, _s, D, Dt, _coef, _m, _De = _decays(la, lth, one, C, RETAIN_FIRST, MOM)
+            dcoef = dDe * one[None, :]
+            if MOM:
+                elt = tl.exp(tl.cumsum(lth, 0))
+                dD = tl.dot(dcoef, tl.trans(Dt), input_precision="ieee") + dm[:, None] * elt[None, :]
+                dDt = tl.where(is_last[:, None], (dstep * one)[None, :], 0.0)
+                dDt += tl.dot(tl.trans(D), dcoef, input_precision="ieee")
+                Z = tl.where(causal, dDt * Dt, 0.0)
+                dlt = tl.sum(Z, 1) - tl.sum(Z, 0) + tl.sum(D * dm[:, None], 0) * elt
+                dlt += tl.where(is_last, lt_dot, 0.0)
+                tl.store(dlth + row, tl.cumsum(dlt, 0, reverse=True), mask=mt)
+            else:
+                dD = dcoef
+            Y = tl.where(causal, dD * D, 0.0)
+            dL = db * bt + tl.sum(Y, 1) - tl.sum(Y, 0)
+            tl.store(dla + row, tl.cumsum(dL, 0, reverse=True), mask=mt)
+        if DELTA_CH:
+            tl.store(ddelta + ptr, ddl, mask=mt[:, None])
+        elif NEEDS_DELTA:
             tl.store(ddelta + row, ddl, mask=mt)
         tl.store(dq + ptr, dqc, mask=mt[:, None])
         tl.store(dk + ptr, dkc, mask=mt[:, None])

@@ -1,6 +1,7 @@
 """Triton helpers of the two MLP-memory kernels (chunk.py keeps W on chip, tiled.py loops over
 hidden tiles): activations and their derivatives, the layer norm and its vector-Jacobian
-products, lq's norm and read scale, kl's log-softmax, the segment's loads and decays."""
+products, lq's norm and read scale, kl's log-softmax, the segment's loads and decays, and the
+channel-wise gates' loads and decayed scores (channel.py and tiled.py)."""
 
 from __future__ import annotations
 
@@ -284,13 +285,83 @@ def _lq_scale_vjp_of(x, nrm, QX, dr):
 
 
 @triton.jit
+def _gate_block(gate, row, mt, WIDTH: tl.constexpr, col, N: tl.constexpr, PAD: tl.constexpr):
+    """Columns col .. col + N of one segment of a channel-wise gate [B, T, H, WIDTH]: [C, N] in
+    float32, PAD on padding rows."""
+    ptr = gate + row[:, None] * WIDTH + col + tl.arange(0, N)[None, :]
+    return tl.load(ptr, mask=mt[:, None], other=PAD).to(tl.float32)
+
+
+@triton.jit
 def _channel_steps(gate, row, mt, K: tl.constexpr, HD: tl.constexpr, PAD: tl.constexpr):
     """One segment of a gate per input channel of W1, then of W2 ([B, T, H, K + HD]: eta, alpha):
     [C, K] and [C, HD] in float32, PAD on padding rows."""
-    base = row[:, None] * (K + HD)
-    g1 = tl.load(gate + base + tl.arange(0, K)[None, :], mask=mt[:, None], other=PAD).to(tl.float32)
-    g2 = tl.load(gate + base + K + tl.arange(0, HD)[None, :], mask=mt[:, None], other=PAD).to(tl.float32)
-    return g1, g2
+    return _gate_block(gate, row, mt, K + HD, 0, K, PAD), _gate_block(gate, row, mt, K + HD, K, HD, PAD)
+
+
+@triton.jit
+def _threshold(delta, ptr, mt, dl, DELTA_CH: tl.constexpr):
+    """The Huber threshold: per value channel [C, K] with DELTA_CH (delta [B, T, H, K]), else
+    the per-head one ``dl`` [C] as loaded by _load_segment."""
+    if DELTA_CH:
+        out = tl.load(delta + ptr, mask=mt[:, None], other=1.0).to(tl.float32)
+    else:
+        out = dl
+    return out
+
+
+@triton.jit
+def _bias_grad(E, vc, dl, P_EXP, SHARP, EPS, RADIUS, BIAS: tl.constexpr, NEPS: tl.constexpr,
+               SMOOTH: tl.constexpr, DELTA_CH: tl.constexpr):
+    """g = phi(e) [C, K]: the threshold dl per value channel [C, K] with DELTA_CH, else [C]."""
+    if DELTA_CH:
+        G = _phi_ch(E, dl, BIAS, SHARP, SMOOTH)
+    else:
+        G = _phi(E, vc, dl, BIAS, P_EXP, SHARP, EPS, RADIUS, NEPS, SMOOTH)
+    return G
+
+
+@triton.jit
+def _token_row(x, i, C: tl.constexpr):
+    """Row i of x [C, n] as [n]."""
+    return tl.sum(tl.where((tl.arange(0, C) == i)[:, None], x, 0.0), 0)
+
+
+@triton.jit
+def _scores(z, x, lb, C: tl.constexpr):
+    """Channel-wise decayed scores A[t, i] = sum_c z_tc x_ic exp(lb_tc - lb_ic) for i <= t, 0
+    above; [C, C] from z, x, lb [C, n]. Summed column by column with each exponent a difference
+    (at most 0), so no decay can overflow."""
+    oc = tl.arange(0, C)
+    A = tl.zeros([C, C], dtype=tl.float32)
+    for i in range(C):
+        x_i = _token_row(x, i, C)
+        lb_i = _token_row(lb, i, C)
+        dec = tl.exp(tl.where((oc >= i)[:, None], lb - lb_i[None, :], float("-inf")))
+        col = tl.sum(z * x_i[None, :] * dec, 1)
+        A += tl.where((oc == i)[None, :], col[:, None], 0.0)
+    return A
+
+
+@triton.jit
+def _scores_bwd(dA, z, x, lb, C: tl.constexpr):
+    """(dz, dx, dlb) [C, n] from dA [C, C] through _scores."""
+    oc = tl.arange(0, C)
+    dz = tl.zeros_like(z)
+    dx = tl.zeros_like(x)
+    dlb = tl.zeros_like(lb)
+    for i in range(C):
+        here = oc == i
+        x_i = _token_row(x, i, C)
+        lb_i = _token_row(lb, i, C)
+        dec = tl.exp(tl.where((oc >= i)[:, None], lb - lb_i[None, :], float("-inf")))
+        dA_i = tl.sum(tl.where(here[None, :], dA, 0.0), 1)  # column i of dA
+        P = dA_i[:, None] * dec
+        dz += P * x_i[None, :]
+        term = P * z * x_i[None, :]
+        dx += tl.where(here[:, None], tl.sum(P * z, 0)[None, :], 0.0)
+        dlb += term - tl.where(here[:, None], tl.sum(term, 0)[None, :], 0.0)
+    return dz, dx, dlb
 
 
 @triton.jit
@@ -307,10 +378,7 @@ def _key_pass(W1, W2, kc, vc, dl, s1, s2, P_EXP, SHARP, EPS, RADIUS,
     hs = hk * s2
     a2 = _mm(hs, tl.trans(W2), PREC)
     E = kc + _norm(a2, K, LN) - vc
-    if DELTA_CH:
-        G = _phi_ch(E, dl, BIAS, SHARP, SMOOTH)
-    else:
-        G = _phi(E, vc, dl, BIAS, P_EXP, SHARP, EPS, RADIUS, NEPS, SMOOTH)
+    G = _bias_grad(E, vc, dl, P_EXP, SHARP, EPS, RADIUS, BIAS, NEPS, SMOOTH, DELTA_CH)
     d2 = _norm_back(a2, G, K, LN)
     t1 = _mm(d2, W2, PREC)
     f1 = _act_grad(a1, ACT)
