@@ -61,8 +61,18 @@ BF16_PRODUCTS = (MlpMemoryConfig("silu", False, "l2"), BiasConfig("l2"), False)
 """A memory whose bf16 inputs keep bf16 products (no LayerNorm, l2 retention: kernels.precision)."""
 
 
+TILED_CHANNEL_SHAPES = [  # every chunk the hidden-tiled kernel takes at K = 64 (fp32: up to 32)
+    (64, 256, 16, torch.bfloat16), (64, 256, 32, torch.bfloat16), (64, 256, 64, torch.bfloat16),
+    (64, 256, 16, torch.float32), (64, 256, 32, torch.float32),
+]
+BF16_TILED_CHANNEL = (MlpMemoryConfig("silu", False, "l2", gradient_at="previous"), BiasConfig("huber_coordinate"),
+                      (True, True, True))
+"""Channel-wise eta, alpha and delta with bf16 products (no LayerNorm, l2, huber_coordinate)."""
+
+
 def tiled_rows() -> list[str]:
-    """The hidden-tiled MLP kernel at the shapes dispatch gives it (tile: kernels.limits)."""
+    """The hidden-tiled MLP kernel at the shapes dispatch gives it (tile: kernels.limits), per-head
+    gates, then Moneta's and Yaad's own channel-wise ones."""
     out = []
     for name, (config, bias, momentum) in MLP_POINTS.items():
         for K, hidden, chunk, dtype in TILED_SHAPES:
@@ -72,10 +82,19 @@ def tiled_rows() -> list[str]:
     specs = mlp_specs(*BF16_TILED[:2], 64, 256, 64, BF16_TILED[2], torch.bfloat16)
     out.append(row("silu, no LayerNorm, lq, huber_norm, momentum (MLP, hidden tiles, bf16 products)",
                    "K=64, hidden=256, chunk 64", specs))
+    for name in ("moneta as named", "yaad as named"):
+        config, bias, gates = CHANNEL_POINTS[name]
+        for K, hidden, chunk, dtype in TILED_CHANNEL_SHAPES:
+            specs = mlp_specs(config, bias, K, hidden, chunk, False, dtype, None, *gates)
+            shape = f"K={K}, hidden={hidden}, chunk {chunk}" + (", fp32" if dtype == torch.float32 else "")
+            out.append(row(f"{name} (MLP, hidden tiles, channel-wise gates)", shape, specs))
+    specs = mlp_specs(*BF16_TILED_CHANNEL[:2], 64, 256, 64, False, torch.bfloat16, None, *BF16_TILED_CHANNEL[2])
+    out.append(row("silu, no LayerNorm, l2, huber_coordinate, channel-wise eta / alpha / delta "
+                   "(MLP, hidden tiles, bf16 products)", "K=64, hidden=256, chunk 64", specs))
     return out
 
 
-CHANNEL_POINTS = {  # the named models' own gates: eta / alpha / delta per channel (whole-W kernels)
+CHANNEL_POINTS = {  # the named models' own gates: eta / alpha / delta per channel (both layouts)
     "moneta as named": (MlpMemoryConfig("gelu", True, "lq", q=4.0), BiasConfig("lp"), (True, True, False)),
     "yaad as named": (MlpMemoryConfig("gelu", True, "l2", gradient_at="previous"),
                       BiasConfig("huber_switch", sharpness=1.0, relative_sharpness=True), (True, True, True)),

@@ -54,12 +54,16 @@ up to MLP_TILED_MAX_CHUNK_K (by the precision of the products) and any hidden di
 two), in tiles of MLP_HIDDEN_TILE units (or the whole hidden dim if smaller): only [chunk,
 tile], [tile, K], [chunk, K] and [chunk, chunk] blocks are on chip at once, so its room grows
 with the chunk, K and the tile but not with the hidden dim. Dispatch gives it the shapes that do
-not fit MLP_MAX_TILES (the named models at K = 64, hidden 256 with their LayerNorm). Measured
-with compile_check on sm_90 (Triton 3.9), the backward being the larger: K = 64, chunk 64, tile
-32 needs 160 to 176 KiB with bf16 or tf32x3 products (every named model), a tile of 64 there 272
-KiB; fp32 'ieee' products need 140 KiB at chunk 32 and 248 KiB at chunk 64 (204 KiB with a tile
-of 16), so fp32 stops at chunk x K = 2048. benchmarks/results/kernel_resources_mlp_tiled_sm90.md
-lists them."""
+not fit MLP_MAX_TILES (the named models at K = 64, hidden 256 with their LayerNorm), with per-head
+or channel-wise gates alike. Measured with compile_check on sm_90 (Triton 3.9), the backward
+being the larger: K = 64, chunk 64, tile 32 needs 160 to 176 KiB with bf16 or tf32x3 products
+(every named model, per-head gates), a tile of 64 there 272 KiB; fp32 'ieee' products need 140
+KiB at chunk 32 and 248 KiB at chunk 64 (204 KiB with a tile of 16), so fp32 stops at chunk x K
+= 2048. Moneta's and Yaad's own channel-wise gates (eta, alpha, Yaad's delta: the decayed
+scores of tl_ops._scores) need more but fit the same limits: at chunk 64 (tf32x3) 208 and 212
+KiB of the H100's 227, at chunks 16 / 32 58 / 104 KiB at most, with fp32 products at chunks 16 /
+32 63 / 88 KiB, with bf16 products (no LayerNorm) at chunk 64 88 KiB.
+benchmarks/results/kernel_resources_mlp_tiled_sm90.md lists them."""
 
 
 MAX_TOKEN_ELEMENTS = 2**31 - 1

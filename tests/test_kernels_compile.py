@@ -58,6 +58,12 @@ MLP_CASES = {  # MlpMemoryConfig, bias, K, hidden, chunk, momentum, dtype
     # paper's K = 64 / hidden 256 take minutes each; every named model and precision there is in
     # benchmarks/results/kernel_resources_mlp_tiled_sm90.md (python benchmarks/kernel_resources.py --only-tiled)
     "lq-momentum-switch-hidden-tiles": 'MlpMemoryConfig("gelu", True, "lq"), BiasConfig("huber_switch"), 16, 64, 16, True, torch.bfloat16, 16',
+    # and with channel-wise gates: Yaad's own (eta, alpha, delta), Moneta's (eta, alpha; lq),
+    # alpha at l2's retained point (its gradient finished in walk E), eta beside momentum
+    "yaad-channel-gates-hidden-tiles": 'MlpMemoryConfig("gelu", True, "l2", gradient_at="previous"), BiasConfig("huber_switch", sharpness=1.0, relative_sharpness=True), 16, 64, 16, False, torch.bfloat16, 16, True, True, True',
+    "moneta-channel-gates-hidden-tiles-fp32": 'MlpMemoryConfig("gelu", True, "lq", q=4.0), BiasConfig("lp"), 16, 64, 16, False, torch.float32, 16, True, True',
+    "retained-channel-alpha-coordinate-hidden-tiles": 'MlpMemoryConfig("silu", False, "l2"), BiasConfig("huber_coordinate"), 16, 64, 16, False, torch.bfloat16, 16, False, True, True',
+    "momentum-channel-eta-hidden-tiles": 'MlpMemoryConfig("gelu", True, "l2"), BiasConfig("l2"), 16, 64, 16, True, torch.bfloat16, 16, True',
 }
 WIDEST = {"l2-bf16-products-widest": (64, 256, 32, "bf16"), "memora-bf16-tf32x3-widest": (32, 128, 32, "tf32x3"),
           "titans-fp32-widest": (32, 128, 32, "fp32")}
