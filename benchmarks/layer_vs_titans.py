@@ -18,13 +18,19 @@ Matmul bound: the matrix-product FLOPs of our layer's forward + backward, counte
 rate (median of a few 1024^3 products, measured in the same run). Sides are interleaved round
 by round; times are medians.
 
-    python benchmarks/layer_vs_titans.py [--rounds 5] [--length 2048] [--chunk 16]
+``--compile`` adds each preset once more under train.compile (``compile_layers``: the layer and
+its chunk update compiled by inductor, a copy of the same weights); its bound is the eager
+layer's FLOP count (the same products; the counter does not see inside compiled graphs), and its
+first call (the compile) is reported apart.
+
+    python benchmarks/layer_vs_titans.py [--rounds 5] [--length 2048] [--chunk 16] [--compile]
         [--out benchmarks/results/layer_vs_titans_cpu.md]
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import importlib.util
 import statistics
 import time
@@ -37,6 +43,7 @@ from rich.table import Table
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from miras_search.model.compiling import compile_layers
 from miras_search.model.mixer import MemoryMixer
 from miras_search.presets import preset
 from miras_search.trial.allocator import tune_allocator
@@ -101,21 +108,32 @@ def main() -> None:
     parser.add_argument("--length", type=int, default=2048)
     parser.add_argument("--chunk", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--compile", action="store_true", help="also each preset under train.compile")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     torch.set_num_threads(1)
     tune_allocator()  # as in every trial process (miras_search.trial.allocator)
     torch.manual_seed(0)
     x = torch.randn(1, args.length, D_MODEL, requires_grad=True)
-    runs: dict[str, Callable[[], None]] = {
-        name: runner(our_layer(name, args.chunk), x, titans=False) for name in args.presets.split(",")
-    }
+    layers = {name: our_layer(name, args.chunk) for name in args.presets.split(",")}
+    runs: dict[str, Callable[[], None]] = {name: runner(layer, x, titans=False) for name, layer in layers.items()}
     theirs = titans_layer(args.chunk)
     if theirs is not None:
         runs["titans-pytorch"] = runner(theirs, x, titans=True)
     else:
         print("titans_pytorch is not installed: its column is skipped (pip install titans-pytorch)")
+    # counted before anything compiles: a compiled layer run after the counter's dispatch mode
+    # recompiled (its guards failed once)
     flops = {name: matmul_flops(run) for name, run in runs.items()}  # also the warm-up
+    first_call: dict[str, float] = {}
+    if args.compile:
+        for name, layer in layers.items():
+            compiled = copy.deepcopy(layer)
+            if not compile_layers([compiled], torch.device("cpu")):
+                break  # no C++ compiler: compile_layers warned, the compiled rows are left out
+            label = f"{name} (compiled)"
+            runs[label], flops[label] = runner(compiled, x, titans=False), flops[name]
+            first_call[label] = timed(runs[label])
     rates: list[float] = []
     times: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(args.rounds):
@@ -128,19 +146,23 @@ def main() -> None:
     table = Table(title=f"layer fwd+bwd, d_model {D_MODEL} = {HEADS} x {DIM_HEAD}, MLP hidden 256, B=1, "
                         f"T={args.length}, chunk {args.chunk}, fp32, cpu 1 thread, median of {args.rounds} "
                         f"interleaved rounds; matmul rate {rate / 1e9:.1f} GFLOP/s")
-    for col in ("layer", "seconds", "matmul GFLOP", "matmul bound s", "x bound", "titans-pytorch / this"):
+    columns = ["layer", "seconds", "matmul GFLOP", "matmul bound s", "x bound", "titans-pytorch / this"]
+    for col in columns + (["first call s"] if first_call else []):
         table.add_column(col, justify="right")
     for name in runs:
         bound = flops[name] / rate
         vs = f"{med['titans-pytorch'] / med[name]:.2f}" if "titans-pytorch" in med else "-"
-        table.add_row(name, f"{med[name]:.3f}", f"{flops[name] / 1e9:.2f}", f"{bound:.3f}",
-                      f"{med[name] / bound:.1f}", vs)
+        row = [name, f"{med[name]:.3f}", f"{flops[name] / 1e9:.2f}", f"{bound:.3f}", f"{med[name] / bound:.1f}", vs]
+        if first_call:
+            row.append(f"{first_call[name]:.1f}" if name in first_call else "")
+        table.add_row(*row)
     console.print(table)
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(
             "# Memory layer against titans-pytorch and the matmul bound\n\nCommand: "
-            f"`python benchmarks/layer_vs_titans.py --rounds {args.rounds} --chunk {args.chunk}`\n\n"
+            f"`python benchmarks/layer_vs_titans.py --rounds {args.rounds} --chunk {args.chunk}"
+            f"{' --compile' if args.compile else ''}`\n\n"
             f"```\n{console.export_text()}```\n"
         )
 
