@@ -8,8 +8,9 @@ at head dim 64 / hidden 256 (their named shapes) through the same dispatch, as a
 gated_deltanet layer of the same d_model (H x K). The ``path`` column says which kernel ran
 (``kernel_problem``: 'kernel' or why the PyTorch form ran). Goals (issue 19): deltanet and
 gated_deltanet within 1.1x of fla; the MLP memories at most 8x gated_deltanet at T=4096. At
-head dim 64 / hidden 256 the MLP kernel walks the hidden dim in tiles (kernels/mlp_chunk/tiled.py);
-the '/head' rows run Moneta and Yaad with per-head gates, which that kernel takes.
+head dim 64 / hidden 256 the MLP kernel walks the hidden dim in tiles (kernels/mlp_chunk/tiled.py),
+with the named models' channel-wise gates; the '/head' rows run Moneta and Yaad with per-head
+gates beside them (what the channel-wise gates cost on that kernel).
 
     python benchmarks/layer_gpu.py [--seq-lens 2048,4096,8192] [--batch 4] [--heads 8] [--out F]
     python benchmarks/layer_gpu.py --tiny    # a CPU check of the script (PyTorch form, tiny shapes)
@@ -47,10 +48,9 @@ from miras_search.schema import ModelPoint
 
 DELTA = ("deltanet", "gated_deltanet")
 MLP = ("titans", "moneta", "yaad", "memora", "moneta/head", "yaad/head", "moneta@32", "yaad@32")
-"""The MLP memories; '/head' makes the preset's channel-wise gates per-head, which the hidden-tiled
-MLP kernel takes at head dim 64 (the named Moneta and Yaad gate eta, alpha and delta per channel,
-which only the whole-W kernels take); '@32' runs the named preset at head dim 32 (hidden 128),
-where its weights fit on chip and its channel-wise gates run a kernel."""
+"""The MLP memories; '/head' makes the preset's channel-wise gates (the named Moneta's and Yaad's
+eta, alpha and delta) per head; '@32' runs the named preset at head dim 32 (hidden 128), where its
+weights fit on chip (the whole-W kernel) instead of the hidden-tiled one."""
 
 
 def head_dim(name: str, default: int) -> int:
