@@ -43,9 +43,9 @@ def assert_last_head_as_alone(run: Callable[..., torch.Tensor], inputs: dict[str
 
 
 def per_head_preset(name: str) -> ModelPoint:
-    """The preset with every channel-wise gate made per-head (the kernels take per-head eta and,
-    for MLP memories, per-head alpha and delta; the named models' channel-wise gates run the
-    PyTorch form)."""
+    """The preset with every channel-wise gate made per-head: the gates every kernel takes (the
+    MLP kernels take the named models' channel-wise ones too, in both layouts; the matrix kernel
+    a channel-wise alpha with gd only)."""
     spec = preset(name).model_dump()
     for axis, gate in (("algorithm", "eta"), ("retention", "alpha"), ("bias", "delta")):
         if isinstance(spec[axis].get(gate), dict) and spec[axis][gate]["mode"] == "channel":
