@@ -72,7 +72,8 @@ BF16_TILED_CHANNEL = (MlpMemoryConfig("silu", False, "l2", gradient_at="previous
 
 def tiled_rows() -> list[str]:
     """The hidden-tiled MLP kernel at the shapes dispatch gives it (tile: kernels.limits), per-head
-    gates, then Moneta's and Yaad's own channel-wise ones."""
+    gates, then Moneta's, Yaad's and Memora's own channel-wise ones (Memora's kl: its exact
+    per-token read, which always takes alpha per channel)."""
     out = []
     for name, (config, bias, momentum) in MLP_POINTS.items():
         for K, hidden, chunk, dtype in TILED_SHAPES:
@@ -82,7 +83,7 @@ def tiled_rows() -> list[str]:
     specs = mlp_specs(*BF16_TILED[:2], 64, 256, 64, BF16_TILED[2], torch.bfloat16)
     out.append(row("silu, no LayerNorm, lq, huber_norm, momentum (MLP, hidden tiles, bf16 products)",
                    "K=64, hidden=256, chunk 64", specs))
-    for name in ("moneta as named", "yaad as named"):
+    for name in ("moneta as named", "yaad as named", "memora as named"):
         config, bias, gates = CHANNEL_POINTS[name]
         for K, hidden, chunk, dtype in TILED_CHANNEL_SHAPES:
             specs = mlp_specs(config, bias, K, hidden, chunk, False, dtype, None, *gates)
@@ -98,6 +99,7 @@ CHANNEL_POINTS = {  # the named models' own gates: eta / alpha / delta per chann
     "moneta as named": (MlpMemoryConfig("gelu", True, "lq", q=4.0), BiasConfig("lp"), (True, True, False)),
     "yaad as named": (MlpMemoryConfig("gelu", True, "l2", gradient_at="previous"),
                       BiasConfig("huber_switch", sharpness=1.0, relative_sharpness=True), (True, True, True)),
+    "memora as named": (MlpMemoryConfig("gelu", True, "kl"), BiasConfig("l2"), (True, True, False)),
     "channel eta only (lq, momentum)": (MlpMemoryConfig("gelu", True, "lq", q=4.0), BiasConfig("lp"),
                                         (True, False, False)),
 }

@@ -105,11 +105,10 @@ def _mlp_kernel(rule: Any, bias: BiasConfig, modes: dict[str, str]) -> Callable[
     retention, q, scale = _retention_config(rule)
     if depth != 2 or _kind(rule.algorithm) not in ("gd", "momentum"):
         return None
-    if modes.get("alpha") == "channel" and _kind(rule.algorithm) != "gd":  # channel.py: gd only
+    # a channel-wise alpha (kl's exact per-token read always runs with one): gd only
+    if (modes.get("alpha") == "channel" or retention == "kl") and _kind(rule.algorithm) != "gd":
         return None
-    # kl: the PyTorch chunk reads the first-order mirror step (miras_search.memory.mirror_read);
-    # this kernel's kl form adds the step to W_0 and is not routed to
-    if retention not in ("none", "l2", "lq") or activation not in ("gelu", "silu", "relu"):
+    if retention not in ("none", "l2", "lq", "kl") or activation not in ("gelu", "silu", "relu"):
         return None
     from .mlp_chunk import MlpMemoryConfig, chunk_mlp_memory
 
@@ -127,12 +126,13 @@ def kernel_for(rule: Any) -> Callable[..., Any] | None:
     - matrix memory, retention none or l2, gd or momentum, alpha per head or channel-wise
       (channel-wise only with gd): ``chunk_matrix_memory`` with the bias bound,
       ``f(q, k, v, eta, alpha=None, theta=None, delta=None, initial_state=None, chunk_size=64)``;
-    - 2-layer MLP memory (Moneta / Yaad / Titans family), retention none, l2 or lq, gd or
-      momentum, alpha per head (or channel-wise with gd): ``chunk_mlp_memory`` with the
-      architecture, retention and bias bound,
+    - 2-layer MLP memory (Moneta / Yaad / Memora / Titans family), retention none, l2 or lq,
+      gd or momentum, alpha per head (or channel-wise with gd), or retention kl with gd (Memora:
+      every token reads its own exact softmax map, as miras_search.memory.mirror_read):
+      ``chunk_mlp_memory`` with the architecture, retention and bias bound,
       ``f(q, k, v, eta, w1, w2, alpha=None, theta=None, delta=None, chunk_size=16)``. Every gate
       combination runs in both of its layouts (W on chip, or the hidden dim in tiles where W
-      does not fit: Moneta and Yaad as named at K = 64, hidden 256).
+      does not fit: Moneta, Yaad and Memora as named at K = 64, hidden 256).
 
     Atlas's options (the Omega window, Muon, an MLP memory behind a feature map) are not.
     Shapes are checked by ``shape_problem``.
@@ -171,7 +171,8 @@ def shape_problem(rule: Any, key_dim: int, value_dim: int, chunk_size: int,
     """Why the covered point's kernel cannot take these head dims / chunk size at inputs of
     ``dtype`` (None: it can); the limits depend on the precision of its products
     (kernels.precision), not on the gates: the MLP kernel takes its channel-wise gates in both
-    layouts (kernels.limits.mlp_hidden_tile picks W on chip or hidden tiles)."""
+    layouts (kernels.limits.mlp_hidden_tile picks W on chip or hidden tiles), kl retention's
+    exact per-token read too."""
     if chunk_size not in CHUNK_SIZES:
         return f"chunk_size {chunk_size} is not one of the kernel's {CHUNK_SIZES}"
     bias = bias_config(rule.bias)

@@ -62,7 +62,12 @@ KiB at chunk 32 and 248 KiB at chunk 64 (204 KiB with a tile of 16), so fp32 sto
 = 2048. Moneta's and Yaad's own channel-wise gates (eta, alpha, Yaad's delta: the decayed
 scores of tl_ops._scores) need more but fit the same limits: at chunk 64 (tf32x3) 208 and 212
 KiB of the H100's 227, at chunks 16 / 32 58 / 104 KiB at most, with fp32 products at chunks 16 /
-32 63 / 88 KiB, with bf16 products (no LayerNorm) at chunk 64 88 KiB.
+32 63 / 88 KiB, with bf16 products (no LayerNorm) at chunk 64 88 KiB. Memora's kl retention
+(every token reads its own softmax map, formed on chip per token and tile) fits them too, with
+4 warps (tiled.num_warps): as named (channel-wise eta and alpha), tf32x3, K = 64, tile 32, its
+backward needs 64 / 112 / 176 KiB at chunks 16 / 32 / 64 (with 8 warps 240 at chunk 64, over the
+H100's 227; 232 with a tile of 16), fp32 products 40 / 56 at chunks 16 / 32. With W on chip
+(channel.py) it needs at most 140 KiB (K = 32, hidden 128, chunk 32, fp32).
 benchmarks/results/kernel_resources_mlp_tiled_sm90.md lists them."""
 
 

@@ -136,7 +136,7 @@ def test_named_models_odd_lengths(name, T):
     check(named_inputs(name, 1, T, 2, 16, 64), config, bias, 16)
 
 
-@pytest.mark.parametrize("retention", ["none", "l2", "lq", "kl"])
+@pytest.mark.parametrize("retention", ["none", "l2", "lq"])
 @pytest.mark.parametrize("bias", ["l2", "huber_switch"])
 def test_momentum_with_every_retention(retention, bias):
     config = MlpMemoryConfig("silu", True, retention)
@@ -253,8 +253,7 @@ def mlp_point(bias: str, retention: str, activation: str = "gelu", layer_norm: b
     })
 
 
-# kl retention reads the first-order mirror step inside a chunk (miras_search.memory.mirror_read);
-# the kernel's kl form still adds the step to W_0, so dispatch does not route kl to it
+# kl: test_kl_reference_equals_memory_chunked_form (with momentum it has no kernel)
 @pytest.mark.parametrize("bias", list(_BIASES))
 @pytest.mark.parametrize("retention", [name for name in _RETENTIONS if name != "kl"])
 @pytest.mark.parametrize(("activation", "layer_norm", "algorithm"),
@@ -350,16 +349,16 @@ def test_reference_with_channel_alpha_equals_memory_chunked_form(bias, retention
 
 # ---- dispatch and the model path --------------------------------------------------------------
 def test_dispatch_covers_the_mlp_family():
-    """Per-head gates run on the kernel; so do Moneta's and Yaad's own channel-wise gates (at
-    whole-W shapes); Memora's kl retention (whose chunk read the kernel does not have) runs the
-    PyTorch form."""
+    """Per-head gates run on the kernel; so do Moneta's, Yaad's and Memora's own channel-wise
+    gates (Memora's kl: its exact per-token read, on the whole-W kernels)."""
     covered = {name: kernel_for(per_head_preset(name)) is not None
                for name in ("moneta", "yaad", "memora", "ttt_mlp", "titans")}
-    assert covered == {"moneta": True, "yaad": True, "memora": False, "ttt_mlp": True, "titans": True}
-    # as named: Moneta's and Yaad's channel-wise gates are on the whole-W kernels; Memora's kl
-    # chunk read is not
-    assert {name: kernel_for(preset(name)) is not None for name in ("moneta", "yaad", "memora")} == {
-        "moneta": True, "yaad": True, "memora": False}
+    assert covered == {"moneta": True, "yaad": True, "memora": True, "ttt_mlp": True, "titans": True}
+    assert all(kernel_for(preset(name)) is not None for name in ("moneta", "yaad", "memora"))
+    assert kernel_for(preset("memora")).keywords["config"] == MlpMemoryConfig("gelu", True, "kl", scale=1.0)
+    spec = per_head_preset("memora").model_dump()
+    spec["algorithm"] = {"kind": "momentum", "eta": HEAD, "theta": HEAD}
+    assert kernel_for(ModelPoint.model_validate(spec)) is None  # kl with momentum: PyTorch form
     moneta = kernel_for(per_head_preset("moneta")).keywords
     assert moneta["config"] == MlpMemoryConfig("gelu", True, "lq", q=4.0, scale=1.0)
     assert moneta["bias"].kind == "lp"
@@ -636,13 +635,12 @@ def test_named_models_with_channel_eta(name, chunk_size):
 
 
 @pytest.mark.parametrize("hidden_tile", [None, 16])
-@pytest.mark.parametrize(("retention", "momentum"), [("l2", True), ("kl", False)])
-def test_channel_alpha_with_momentum_or_kl_is_refused(hidden_tile, retention, momentum):
-    """Both layouts (W on chip, hidden tiles) take a channel-wise alpha with gd and l2 / lq only."""
-    x = channel_alpha(make_inputs(1, 8, 1, 16, 32, "l2", retention, momentum=momentum), 32)
+def test_channel_alpha_with_momentum_is_refused(hidden_tile):
+    """Both layouts (W on chip, hidden tiles) take a channel-wise alpha with gd only."""
+    x = channel_alpha(make_inputs(1, 8, 1, 16, 32, "l2", "l2", momentum=True), 32)
     with pytest.raises(KernelInputError, match=r"channel-wise alpha has a kernel with gd"):
         chunk_mlp_memory(**{n: x[n].float() for n in NAMES if x[n] is not None},
-                         config=MlpMemoryConfig(retention=retention), hidden_tile=hidden_tile)
+                         config=MlpMemoryConfig(retention="l2"), hidden_tile=hidden_tile)
 
 
 @pytest.mark.gpu
@@ -744,3 +742,78 @@ def test_yaad_as_named_through_memory_forward():
         outs[kernel] = [o, *torch.autograd.grad(o.square().sum(), leaves)]
     for fused, reference in zip(outs["triton"], outs["torch"], strict=True):
         assert rel_err(fused.double().cpu(), reference.double().cpu()) < 5e-3
+
+
+# ---- Memora: kl retention's exact per-token read (channel.py, W on chip) ------------------------
+KL_GATES = [("gd", False, False), ("gd", True, True), ("gd", True, False), ("gd", False, True),
+            ("momentum", False, False), ("momentum", True, False)]
+
+
+@pytest.mark.parametrize(("algorithm", "eta", "alpha"), KL_GATES)
+@pytest.mark.parametrize("chunk_size", [16, 32])
+def test_kl_reference_equals_memory_chunked_form(algorithm, eta, alpha, chunk_size):
+    """kl retention (c = 2): every token of a chunk reads c softmax_row of its own log-space state
+    (miras_search.memory.mirror_read) after the chunk's exact lag token; per-head and channel-wise
+    gates, and momentum (which only the reference has)."""
+    point = _with_channel_gates(mlp_point("l2", "kl", "gelu", True, algorithm), eta, alpha)
+    rule = MemoryRule.from_point(point)
+    x = make_inputs(2, 37, 2, 8, 32, "l2", "kl", seed=3, momentum=algorithm == "momentum")
+    x = channel_eta(x, 32) if eta else x
+    x = channel_alpha(x, 32) if alpha else x
+    params = [p.double() for p in rule.initial_parameters(2, 8, 8)]
+    gates = MemoryGates(x["eta"], x["alpha"], x["theta"], x["delta"])
+    o_memory = memory_forward(rule, x["q"], x["k"], x["v"], gates, params, "chunked", chunk_size)
+    o_ref = naive_chunk_mlp_memory(x["q"], x["k"], x["v"], x["eta"], *params, x["alpha"], x["theta"],
+                                   None, config=MlpMemoryConfig("gelu", True, "kl", scale=2.0),
+                                   bias="l2", chunk_size=chunk_size)
+    assert rel_err(o_ref, o_memory) < 1e-10
+
+
+def memora_inputs(B, T, H, K, hidden, seed=0, channel=True) -> dict:
+    """Memora's inputs with its own channel-wise eta and alpha [B, T, H, K + hidden], or per-head
+    ones (``channel`` False)."""
+    x = named_inputs("memora", B, T, H, K, hidden, seed)
+    return channel_alpha(channel_eta(x, hidden, seed + 1), hidden, seed + 2) if channel else x
+
+
+@pytest.mark.parametrize(("T", "chunk_size"), [(1, 16), (7, 16), (37, 16), (63, 16), (70, 32), (37, 64)])
+@pytest.mark.parametrize("gates", ["channel", "head"])
+def test_memora_kernel_equals_reference(T, chunk_size, gates):
+    """Memora's exact per-token read on the whole-W kernels, output and every gradient (q, k, v,
+    eta, alpha, both weights), its own channel-wise gates and per-head ones, odd lengths."""
+    config, bias = NAMED["memora"]
+    check(memora_inputs(1, T, 2, 16, 32, seed=T, channel=gates == "channel"), config, bias, chunk_size)
+
+
+@pytest.mark.parametrize(("name", "T", "chunk_size"), [("memora", 21, 16), ("memora", 40, 32), ("per_head", 37, 16)])
+def test_memora_kernel_equals_memory_chunked_form(name, T, chunk_size):
+    """memory_forward with kernel 'triton' (float32, forced: the interpreter on a CPU) equals the
+    PyTorch chunked form (kernel 'torch') in float64: output and the gradients of q, k, v, eta,
+    alpha and the learned initial weights, Memora as named and with per-head gates."""
+    point = preset("memora") if name == "memora" else per_head_preset("memora")
+    rule = MemoryRule.from_point(point)
+    assert kernel_for(rule) is not None
+    B, H, K = 1, 2, 16
+    x = memora_inputs(B, T, H, K, 4 * K, seed=10, channel=name == "memora")
+    params = [p.double() for p in rule.initial_parameters(H, K, K)]
+    do = torch.randn(B, T, H, K, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    outs = {}
+    for kernel, dtype in (("triton", torch.float32), ("torch", torch.float64)):
+        leaves = [x[n].to(DEVICE, dtype).requires_grad_() for n in ("q", "k", "v", "eta", "alpha")]
+        weights = [p.to(DEVICE, dtype).requires_grad_() for p in params]
+        q, k, v, eta, alpha = leaves
+        o = memory_forward(rule, q, k, v, MemoryGates(eta, alpha), weights, chunk_size=chunk_size,
+                           kernel=kernel)
+        outs[kernel] = [o, *torch.autograd.grad(o, leaves + weights, do.to(DEVICE, dtype))]
+    for fused, reference in zip(outs["triton"], outs["torch"], strict=True):
+        assert rel_err(fused.double().cpu(), reference.cpu()) < 5e-3
+
+
+@pytest.mark.parametrize("hidden_tile", [None, 16])
+def test_kl_with_momentum_is_refused(hidden_tile):
+    """kl's exact read is in channel.py's kernels, which take no momentum (dispatch does not route
+    it: the PyTorch form runs)."""
+    x = make_inputs(1, 8, 1, 16, 32, "l2", "kl", momentum=True)
+    with pytest.raises(KernelInputError, match="kl retention has a kernel with gd only"):
+        chunk_mlp_memory(**{n: x[n].float() for n in NAMES if x[n] is not None},
+                         config=MlpMemoryConfig(retention="kl"), hidden_tile=hidden_tile)

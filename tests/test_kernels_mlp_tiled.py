@@ -22,6 +22,7 @@ from test_kernels_mlp import (
     check,
     gpu_only,
     make_inputs,
+    memora_inputs,
     named_inputs,
     reference,
 )
@@ -60,9 +61,10 @@ def test_paper_head_takes_the_tiled_kernel_by_itself(name):
     check(named_inputs(name, 1, 20, 1, 64, 256), config, bias, 16)
 
 
-@pytest.mark.parametrize("retention", ["none", "lq", "kl"])
+@pytest.mark.parametrize("retention", ["none", "lq"])
 def test_tiled_momentum_with_the_end_maps(retention):
-    """Momentum beside every retention but l2 (Titans' above): lq's and kl's end maps, and none."""
+    """Momentum beside lq (its end map) and none (Titans' l2 above; kl has no kernel with
+    momentum)."""
     config = MlpMemoryConfig("silu", True, retention)
     check(make_inputs(1, 21, 1, 16, 32, "l2", retention, momentum=True), config, BiasConfig("l2"), 16,
           hidden_tile=16)
@@ -110,7 +112,8 @@ def test_tiled_inference_updates_the_state_in_place(name):
 # ---- channel-wise gates (CPU interpreter) ------------------------------------------------------
 def named_channel_inputs(name: str, B, T, H, K, hidden, seed=0) -> dict:
     """A named model's inputs with its own channel-wise gates (test_kernels_mlp's channel_*):
-    Moneta's eta and alpha [B, T, H, K + hidden], Yaad's also its threshold delta [B, T, H, K]."""
+    Moneta's and Memora's eta and alpha [B, T, H, K + hidden], Yaad's also its threshold delta
+    [B, T, H, K]."""
     x = named_inputs(name, B, T, H, K, hidden, seed)
     if name == "yaad":
         x = channel_delta(x)
@@ -165,6 +168,38 @@ def test_tiled_channel_gates_inference_in_place():
     assert rel_err(in_place, stored.detach()) < 1e-6
 
 
+# ---- Memora: kl retention's exact per-token read over hidden tiles (CPU interpreter) -------------
+@pytest.mark.parametrize(("T", "hidden", "chunk_size"), [
+    (1, 32, 16), (7, 64, 16), (37, 32, 16), (63, 32, 16), (70, 32, 32), (37, 32, 64),
+])
+@pytest.mark.parametrize("gates", ["channel", "head"])
+def test_tiled_memora(T, hidden, chunk_size, gates):
+    """Every token reads its own c softmax_row of the log-space state: W1's rows (over K) whole
+    in each tile, W2's over the hidden tiles (an online softmax per token and row, and the
+    backward's weights from its log-sum-exp); output and every gradient, Memora's own channel-wise
+    eta and alpha and per-head ones."""
+    config, bias = NAMED["memora"]
+    check(memora_inputs(1, T, 2, 16, hidden, seed=T, channel=gates == "channel"), config, bias, chunk_size,
+          hidden_tile=16)
+
+
+def test_tiled_kl_weights_that_underflow_float32():
+    """Logits spread over 150 (test_kernels_mlp's whole-W case): entries of W2's rows underflow
+    float32 in some tiles and not others; the online softmax and the log-weights stay exact."""
+    config, bias = NAMED["memora"]
+    inputs = memora_inputs(1, 23, 2, 16, 32, seed=3)
+    inputs["w1"] = inputs["w1"] + torch.linspace(0.0, 150.0, 16, dtype=torch.float64)
+    inputs["w2"] = inputs["w2"] + torch.linspace(0.0, 150.0, 32, dtype=torch.float64)
+    check(inputs, config, bias, chunk_size=16, hidden_tile=16)
+
+
+@pytest.mark.usefixtures("bf16_interpreter")
+def test_tiled_memora_bf16_inputs():
+    """bf16 loads and stores; kl and the LayerNorm take fp32-accurate (tf32x3) products."""
+    config, bias = NAMED["memora"]
+    check(memora_inputs(1, 37, 2, 16, 32), config, bias, 16, dtype=torch.bfloat16, tol=2e-2, hidden_tile=16)
+
+
 # ---- which layout a shape gets ---------------------------------------------------------------
 def test_paper_shapes_are_admitted_with_hidden_tiles():
     """K = 64, hidden 256 at chunks 16 to 64: the named models (LayerNorm: tf32x3 products for
@@ -194,19 +229,18 @@ def test_bad_hidden_tiles_are_refused():
 
 
 def test_dispatch_routes_the_named_models_at_the_paper_shapes():
-    """At K = 64 (hidden 256) Moneta and Yaad with their own channel-wise gates, and Moneta, Yaad
-    and Titans with per-head ones, get the kernel (hidden tiles) at every chunk; Memora's kl does
-    not (its PyTorch chunk form reads a mirror step the kernel does not compute, as at every
-    shape), nor does momentum with a channel-wise alpha."""
-    rules = [MemoryRule.from_point(per_head_preset(name)) for name in ("moneta", "yaad", "titans")]
-    rules += [MemoryRule.from_point(preset(name)) for name in ("moneta", "yaad")]
+    """At K = 64 (hidden 256) Moneta, Yaad and Memora with their own channel-wise gates, and with
+    per-head ones (Titans too), get the kernel (hidden tiles) at every chunk (Memora: kl's exact
+    per-token read); momentum with a channel-wise alpha gets none."""
+    rules = [MemoryRule.from_point(per_head_preset(name)) for name in ("moneta", "yaad", "memora", "titans")]
+    rules += [MemoryRule.from_point(preset(name)) for name in ("moneta", "yaad", "memora")]
     for rule in rules:
         assert kernel_for(rule) is not None
         for chunk in (16, 32, 64):
             assert shape_problem(rule, 64, 64, chunk, torch.bfloat16) is None
             assert mlp_hidden_tile(64, 256, chunk, "tf32x3") == MLP_HIDDEN_TILE
     assert preset("yaad").retention.alpha.mode == "channel" and preset("yaad").bias.delta.mode == "channel"
-    assert kernel_for(per_head_preset("memora")) is None
+    assert preset("memora").retention.kind == "kl" and preset("memora").retention.alpha.mode == "channel"
     spec = per_head_preset("titans").model_dump()
     spec["retention"]["alpha"].update(mode="channel", rank=None)
     assert kernel_for(MemoryRule.from_point(ModelPoint.model_validate(spec))) is None
@@ -231,10 +265,10 @@ def test_gpu_paper_shapes(name, chunk_size, dtype, tol):
 
 @pytest.mark.gpu
 @gpu_only
-@pytest.mark.parametrize("name", ["moneta", "yaad"])
+@pytest.mark.parametrize("name", ["moneta", "yaad", "memora"])
 @pytest.mark.parametrize(("chunk_size", "dtype", "tol"), PAPER_CASES)
 def test_gpu_paper_shapes_with_channel_gates(name, chunk_size, dtype, tol):
-    """Moneta and Yaad with their own channel-wise gates at K = 64, hidden 256 (dispatch's layout:
+    """Moneta, Yaad and Memora (kl's exact per-token read) with their own channel-wise gates at K = 64, hidden 256 (dispatch's layout:
     hidden tiles). test_channel_gate_comparisons_are_well_posed checks these comparisons."""
     assert CUDA
     config, bias = NAMED[name]
@@ -242,7 +276,7 @@ def test_gpu_paper_shapes_with_channel_gates(name, chunk_size, dtype, tol):
     check(named_channel_inputs(name, *PAPER), config, bias, chunk_size, dtype=dtype, tol=tol)
 
 
-@pytest.mark.parametrize("name", ["moneta", "yaad"])
+@pytest.mark.parametrize("name", ["moneta", "yaad", "memora"])
 @pytest.mark.parametrize(("chunk_size", "tol"), [(16, 5e-3), (64, 2e-2)])
 def test_channel_gate_comparisons_are_well_posed(name, chunk_size, tol):
     """As test_kernels_mlp.test_named_model_comparisons_are_well_posed for the GPU comparisons

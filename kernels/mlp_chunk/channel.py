@@ -13,6 +13,15 @@ lb = cumsum(log alpha_l) over the segment [C, n], b = exp(lb):
 with x the layer's write input (k, h; times eta). The scores A are summed column by column with
 each exponent a difference (at most 0), so no decay can overflow, and the diagonal is exact.
 Momentum with a channel-wise alpha is not covered (chunk_mlp_memory refuses it).
+
+kl retention (Memora; chunk_mlp_memory passes a per-head alpha per channel) reads every token at
+its own exact map of the log-space state X instead (tl_ops._kl_read, one token at a time on chip):
+
+    u_t = c softmax_row(raw_t) z_t,   raw_t = X * b_t - d^T (x * exp(lb_t - lb_i), i <= t)
+
+and its backward recomputes each token's weights from the stored chunk-start X
+(tl_ops._kl_read_bwd: the softmax's VJP into X, d, x and the decays); the key pass runs at
+exp(X), and the end map and the last token's exact read are those of the other retentions.
 """
 
 from __future__ import annotations
@@ -30,6 +39,8 @@ from .tl_ops import (
     _exact_read,
     _key_pass,
     _key_pass_bwd,
+    _kl_read,
+    _kl_read_bwd,
     _load_segment,
     _lq_scale_vjp,
     _norm,
@@ -141,10 +152,14 @@ def _fwd_kernel_ch(
         e1, e2 = _write_steps(eta, et, row, mt, C, K, HD, ETA_CH)
         x1w = kc * e1
         x2w = hk * e2
-        _A1, u1p = _read_layer_ch(V1, qc, x1w, d1, lb1, C, PREC)
-        hq = _act(r1 * u1p, ACT)
-        _A2, u2p = _read_layer_ch(V2, hq, x2w, d2, lb2, C, PREC)
-        out = qc + _norm(r2 * u2p, K, LN)
+        if RET == 3:  # every token reads its own c softmax_row of the log-space state
+            hq = _act(_kl_read(X1, qc, d1, x1w, lb1, size, SCALE, C, PREC), ACT)
+            out = qc + _norm(_kl_read(X2, hq, d2, x2w, lb2, size, SCALE, C, PREC), K, LN)
+        else:
+            _A1, u1p = _read_layer_ch(V1, qc, x1w, d1, lb1, C, PREC)
+            hq = _act(r1 * u1p, ACT)
+            _A2, u2p = _read_layer_ch(V2, hq, x2w, d2, lb2, C, PREC)
+            out = qc + _norm(r2 * u2p, K, LN)
         is_last = oc == size - 1
         l1 = tl.sum(tl.where(is_last[:, None], lb1, 0.0), 0)  # [K]: the segment's log-decay
         l2 = tl.sum(tl.where(is_last[:, None], lb2, 0.0), 0)
@@ -196,11 +211,16 @@ def _bwd_kernel_ch(
         e1, e2 = _write_steps(eta, et, row, mt, C, K, HD, ETA_CH)
         x1w = kc * e1
         x2w = hk * e2
-        A1, u1p = _read_layer_ch(V1, qc, x1w, d1, lb1, C, PREC)
-        u1 = r1 * u1p
-        hq = _act(u1, ACT)
-        A2, u2p = _read_layer_ch(V2, hq, x2w, d2, lb2, C, PREC)
-        u2 = r2 * u2p
+        if RET == 3:
+            u1 = _kl_read(X1, qc, d1, x1w, lb1, size, SCALE, C, PREC)
+            hq = _act(u1, ACT)
+            u2 = _kl_read(X2, hq, d2, x2w, lb2, size, SCALE, C, PREC)
+        else:
+            A1, u1p = _read_layer_ch(V1, qc, x1w, d1, lb1, C, PREC)
+            u1 = r1 * u1p
+            hq = _act(u1, ACT)
+            A2, u2p = _read_layer_ch(V2, hq, x2w, d2, lb2, C, PREC)
+            u2 = r2 * u2p
         l1 = tl.sum(tl.where(is_last[:, None], lb1, 0.0), 0)
         l2 = tl.sum(tl.where(is_last[:, None], lb2, 0.0), 0)
         g1 = tl.exp(l1[None, :] - lb1)  # [C, K]: b_last / b_i per channel
@@ -230,9 +250,16 @@ def _bwd_kernel_ch(
 
         # ---- the reads, layer 2 then layer 1
         du2 = _norm_back(u2, dyr, K, LN)
-        dhq, dxr2, dd2r, dX2, dr2, dlbr2 = _read_layer_ch_bwd(du2, u2p, V2, r2, hq, x2w, d2, A2, lb2, C, PREC)
-        du1 = dhq * _act_grad(u1, ACT)
-        dq1, dxr1, dd1r, dX1, dr1, dlbr1 = _read_layer_ch_bwd(du1, u1p, V1, r1, qc, x1w, d1, A1, lb1, C, PREC)
+        if RET == 3:  # dX1, dX2: of the log-weights
+            dhq, dX2, dd2r, dxr2, dlbr2 = _kl_read_bwd(du2, u2, X2, hq, d2, x2w, lb2, u2, size, SCALE,
+                                                       C, False, PREC)
+            du1 = dhq * _act_grad(u1, ACT)
+            dq1, dX1, dd1r, dxr1, dlbr1 = _kl_read_bwd(du1, u1, X1, qc, d1, x1w, lb1, u1, size, SCALE,
+                                                       C, False, PREC)
+        else:
+            dhq, dxr2, dd2r, dX2, dr2, dlbr2 = _read_layer_ch_bwd(du2, u2p, V2, r2, hq, x2w, d2, A2, lb2, C, PREC)
+            du1 = dhq * _act_grad(u1, ACT)
+            dq1, dxr1, dd1r, dX1, dr1, dlbr1 = _read_layer_ch_bwd(du1, u1p, V1, r1, qc, x1w, d1, A1, lb1, C, PREC)
         dqc += dq1
         dx1w += dxr1
         dx2w += dxr2
@@ -257,6 +284,9 @@ def _bwd_kernel_ch(
         if RET == 2:
             dX1 += r1 * dW1 + _lq_scale_vjp(X1, QX, dr1 + tl.sum(tl.sum(dW1 * X1, 1), 0))
             dX2 += r2 * dW2 + _lq_scale_vjp(X2, QX, dr2 + tl.sum(tl.sum(dW2 * X2, 1), 0))
+        elif RET == 3:  # the key pass ran at W = exp(X)
+            dX1 += dW1 * V1
+            dX2 += dW2 * V2
         else:
             dX1 += dW1
             dX2 += dW2

@@ -15,6 +15,10 @@ recomputes a segment from its stored start state and carries dL/dX of the segmen
 start; every step is the hand-written vector-Jacobian product of the forward's line (the second
 derivatives of the activation, the layer norm and the bias included).
 
+kl retention (Memora) never reaches this file's kernels: its exact per-token read (naive.py) is
+in channel.py's, and chunk_mlp_memory passes kl's alpha per input channel (a per-head one
+repeated, its gradient summed back by autograd), in both layouts.
+
 Shapes inside the kernels: C tokens (rows t, columns i of the [C, C] products), K the key/value
 dim and HD the hidden dim; both are powers of two, so no tile is padded.
 """
@@ -115,6 +119,7 @@ def _fwd_kernel(
     RETAIN_FIRST: tl.constexpr, HAS_ALPHA: tl.constexpr, MOM: tl.constexpr, NEEDS_DELTA: tl.constexpr, SAVE: tl.constexpr,
     PREC: tl.constexpr, ETA_CH: tl.constexpr, DELTA_CH: tl.constexpr,
 ):
+    tl.static_assert(RET != 3, "kl retention runs on channel.py's kernels")
     i_bh, b, h, oc, _ok, _oh, off1, off2 = _program(H, C, K, HD)
     X1 = tl.load(x1_0 + h * HD * K + off1).to(tl.float32)
     X2 = tl.load(x2_0 + h * HD * K + off2).to(tl.float32)
@@ -184,6 +189,7 @@ def _bwd_kernel(
     RETAIN_FIRST: tl.constexpr, HAS_ALPHA: tl.constexpr, MOM: tl.constexpr, NEEDS_DELTA: tl.constexpr, PREC: tl.constexpr,
     ETA_CH: tl.constexpr, DELTA_CH: tl.constexpr,
 ):
+    tl.static_assert(RET != 3, "kl retention runs on channel.py's kernels")
     i_bh, b, h, oc, ok, oh, off1, off2 = _program(H, C, K, HD)
     causal = oc[:, None] >= oc[None, :]
     dX1n = tl.zeros([HD, K], dtype=tl.float32)  # dL / d(carried state at the segment end)
@@ -232,7 +238,7 @@ def _bwd_kernel(
             V1, V2, S1, S2, r1, r2, qc, x1w, x2w, d1, d2, bt, m, De, K, ACT, LN, MOM, PREC)
         c = tl.sum(tl.where(is_last[:, None], De, 0.0), 0)
         b_last = tl.exp(tl.sum(la, 0))
-        E1 = X1  # the segment end grows from the carried state itself (kl: the log-weights)
+        E1 = X1  # the segment end grows from the carried state itself
         E2 = X2
         raw1 = b_last * E1 - _mm(tl.trans(d1), x1w * c[:, None], PREC)
         raw2 = b_last * E2 - _mm(tl.trans(d2), x2w * c[:, None], PREC)
@@ -315,12 +321,8 @@ def _bwd_kernel(
         else:
             dX1 += dW1
             dX2 += dW2
-        if RET == 3:  # so far dL/dV, V = exp(X); the segment end adds b_last draw through E = X
-            dX1 = dX1 * V1 + b_last * draw1
-            dX2 = dX2 * V2 + b_last * draw2
-        else:
-            dX1 += b_last * draw1
-            dX2 += b_last * draw2
+        dX1 += b_last * draw1
+        dX2 += b_last * draw2
 
         # ---- gates: D[t, i] = exp(L_t - L_i), b = exp(L), L = cumsum(log alpha); momentum:
         # coef = D @ Dt, Dt[j, i] = exp(Lt_j - Lt_i), m = D @ exp(Lt), Lt = cumsum(log theta)
@@ -405,6 +407,7 @@ def compile_specs(config: MlpMemoryConfig, bias: BiasConfig, K: int, HD: int, ch
     picks for this shape (kernels.limits.mlp_hidden_tile), or the tiled one with ``hidden_tile``;
     ``eta_channel`` / ``alpha_channel`` / ``delta_channel``: a channel-wise eta / alpha / Huber
     threshold (alpha with gd only: channel.py's kernels where W fits on chip, else tiled.py's)."""
+    alpha_channel = alpha_channel or config.retention == "kl"  # kl: channel.py (chunk_mlp_memory)
     scalars = _scalars(config, bias, 1024, 8, 64, K, HD, chunk_size, config.retention != "none",
                        momentum, dtype)
     element = "*bf16" if dtype == torch.bfloat16 else "*fp32"
@@ -429,7 +432,7 @@ def compile_specs(config: MlpMemoryConfig, bias: BiasConfig, K: int, HD: int, ch
         ]
     scalars |= _tiled_flags(alpha_channel, eta_channel, delta_channel)
     scalars["HT"] = hidden_tile
-    warps = tiled.num_warps(chunk_size, K, hidden_tile)
+    warps = tiled.num_warps(chunk_size, K, hidden_tile, config.retention == "kl")
     return [
         ("tiled forward", tiled._fwd_kernel, {**scalars, "SAVE": True}, pointers, warps),
         ("tiled backward", tiled._bwd_kernel, scalars, pointers, warps),
@@ -508,7 +511,7 @@ class ChunkMlpMemory(torch.autograd.Function):
             kernel, first = tiled._fwd_kernel, [start, size, o, *saved]
             scalars |= _tiled_flags(_channel_alpha(alpha), **_gate_flags(eta, delta))
             scalars["HT"] = hidden_tile
-            warps = tiled.num_warps(chunk_size, K, hidden_tile)
+            warps = tiled.num_warps(chunk_size, K, hidden_tile, config.retention == "kl")
         elif _channel_alpha(alpha):  # channel-wise alpha (gd, W on chip): channel.py
             n_saved = B * H * NS * HD * K if save else 1
             saved = [torch.empty(n_saved, dtype=torch.float32, device=q.device) for _ in range(2)]
@@ -556,7 +559,7 @@ class ChunkMlpMemory(torch.autograd.Function):
             kernel = tiled._bwd_kernel
             scalars |= _tiled_flags(_channel_alpha(alpha), **_gate_flags(eta, delta))
             scalars["HT"] = ctx.hidden_tile
-            warps = tiled.num_warps(ctx.chunk_size, K, ctx.hidden_tile)
+            warps = tiled.num_warps(ctx.chunk_size, K, ctx.hidden_tile, ctx.config.retention == "kl")
         elif _channel_alpha(alpha):  # channel-wise alpha, W on chip: channel.py
             grads = [dq, dk, dv, deta, dla, ddelta]
             dx1 = torch.empty(B, H, HD, K, **f32)
@@ -588,6 +591,17 @@ class ChunkMlpMemory(torch.autograd.Function):
         )
 
 
+def _per_channel(alpha: torch.Tensor | None, q: torch.Tensor, hidden: int) -> torch.Tensor:
+    """alpha as a decay per input channel of W1, then of W2, [B, T, H, K + hidden]: a per-head
+    one [B, T, H] repeated (autograd sums its gradient back), None as no decay."""
+    B, T, H, K = q.shape
+    if alpha is None:
+        return torch.ones(B, T, H, K + hidden, dtype=q.dtype, device=q.device)
+    if alpha.dim() == 4:
+        return alpha
+    return alpha.unsqueeze(-1).expand(B, T, H, K + hidden)
+
+
 def _or(dummy: torch.Tensor, *tensors: torch.Tensor | None) -> list[torch.Tensor]:
     """The optional kernel inputs, a placeholder where absent (the kernel never reads it)."""
     return [dummy if x is None else x for x in tensors]
@@ -609,9 +623,11 @@ def check_mlp_inputs(q, k, v, eta, w1, w2, alpha, theta, delta, bias: BiasConfig
     if delta is not None and delta.dim() == 4 and bias.kind not in ("huber_coordinate", "huber_switch"):
         raise KernelInputError(f"a Huber threshold per value channel has a kernel with the coordinate "
                                f"and switch variants, not {bias.kind!r}")
-    if alpha is not None and alpha.dim() == 4 and (theta is not None or config.retention == "kl"):
-        raise KernelInputError("a channel-wise alpha has a kernel with gd and retention l2 or lq "
-                               "only (not momentum, not kl)")
+    if alpha is not None and alpha.dim() == 4 and theta is not None:
+        raise KernelInputError("a channel-wise alpha has a kernel with gd only (not momentum)")
+    if config.retention == "kl" and theta is not None:
+        raise KernelInputError("kl retention has a kernel with gd only (its exact per-token read "
+                               "takes a channel-wise alpha, which the kernels take without momentum)")
     for name, x, shape in (
         ("q", q, (B, T, H, K)), ("k", k, (B, T, H, K)), ("v", v, (B, T, H, K)),
         ("eta", eta, eta_shape), ("alpha", alpha, alpha_shape), ("theta", theta, (B, T, H)),
@@ -659,8 +675,10 @@ def chunk_mlp_memory(
             kernel (kernels.limits.mlp_shape_problem); at most 2^31 - 1 elements).
         eta: [B, T, H] (> 0), or channel-wise [B, T, H, K + Hd] (a step per input channel of
             W1, then of W2); alpha: [B, T, H] in (0, 1], channel-wise [B, T, H, K + Hd] (a decay
-            per input channel of W1, then of W2; gd with retention l2 or lq only) or None;
-        theta: [B, T, H] in (0, 1) for momentum (Titans; S starts at zero), None for gd;
+            per input channel of W1, then of W2; gd only) or None;
+        theta: [B, T, H] in (0, 1) for momentum (Titans; S starts at zero), None for gd (kl
+            retention takes gd only: its exact per-token read, Memora's, runs channel.py's or
+            the tiled kernels' channel-wise alpha);
         delta: [B, T, H] (> 0), the Huber threshold (huber biases only), or [B, T, H, K], one
             per value channel (huber_coordinate and huber_switch). Every gate combination runs
             in both layouts (W on chip, hidden tiles).
@@ -687,6 +705,8 @@ def chunk_mlp_memory(
     x1, x2 = (x.contiguous() for x in initial_state(w1.float(), w2.float(), config))
     if config.retention == "none":
         alpha = None
+    if config.retention == "kl":  # channel.py's kernels: a per-head alpha as a channel-wise one
+        alpha = _per_channel(alpha, q, w1.shape[1])
     if not bias.needs_delta:
         delta = None
     args = [x.contiguous() if x is not None else None for x in (q, k, v, eta, alpha, theta, delta)]

@@ -13,10 +13,14 @@ D[t, i] = exp(L_t - L_i) for i <= t:
     key pass at the gradient point W diag(s_i) (s_i = b_i for l2 retention with gradient_at
     "retained", "retain, then learn"; 1 otherwise):   a1 = W1 (s k), h = act(a1), a2 = W2 (s h), e = k + N(a2) - v,
     g = phi(e), d2 = N'(a2)^T g, d1 = s (W2^T d2) act'(a1)
-    read (layer by layer, never forming per-token weights; r_l = 1 / n(A_l) for lq, else 1;
-    V_l = exp(X_l) for kl, else X_l):
-    u1_t = r1 (b_t V1 q_t - sum_{i<=t} D_ti eta_i (k_i . q_t) d1_i),      hq = act(u1)
-    u2_t = r2 (b_t V2 hq_t - sum_{i<=t} D_ti eta_i (h_i . hq_t) d2_i),    o = q + N(u2)
+    (the key pass runs at W_l = exp(X_l) for kl)
+    read (layer by layer, never forming per-token weights; r_l = 1 / n(A_l) for lq, else 1):
+    u1_t = r1 (b_t X1 q_t - sum_{i<=t} D_ti eta_i (k_i . q_t) d1_i),      hq = act(u1)
+    u2_t = r2 (b_t X2 hq_t - sum_{i<=t} D_ti eta_i (h_i . hq_t) d2_i),    o = q + N(u2)
+    kl instead reads every token at its own exact map of the log-space state (as
+    miras_search.memory.mirror_read, whose docstring says why; rows run over the input dim):
+    raw_lt = b_t X_l - sum_{i<=t} D_ti eta_i d_li x_li^T,   u_lt = c softmax_row(raw_lt) z_lt
+    with z_1 = q, z_2 = hq (this file forms the [C, out, in] weights; the kernels per token on chip).
     segment end: raw_l = b_C X_l - sum_i D_Ci eta_i d_li x_li^T with x_1 = k, x_2 = h;
     X_l' = raw_l (none, l2, lq) or log c + log_softmax_row(raw_l) (kl).
     For lq and kl the last token reads the exact new memory: o_C = M_{W'}(q_C).
@@ -24,7 +28,8 @@ D[t, i] = exp(L_t - L_i) for i <= t:
 Momentum (Titans) carries S_l as well, S_t = theta_t S_{t-1} - eta_t d_t x_t^T, added to the
 memory at every token: with Dt[j, i] = Theta_j / Theta_i (Theta = cumprod theta), the step
 weights become (D @ Dt)[t, i] eta_i, the reads and raw_l gain m_t S_l with m = D @ Theta, and
-S_l' = Theta_C S_l - sum_i Dt[C, i] eta_i d_li x_li^T.
+S_l' = Theta_C S_l - sum_i Dt[C, i] eta_i d_li x_li^T (kl's per-token raw_lt too; only this
+reference has kl with momentum). A channel-wise alpha makes b_t and D_ti per input channel.
 
 A segment of one token is the exact recurrence. This file is written to be read; the Triton
 kernels in chunk.py must match it (and it must match miras_search.memory's chunked form).
@@ -191,14 +196,23 @@ def segment_forward(
 
     def read(layer: int, x: torch.Tensor, mom: torch.Tensor | None, z: torch.Tensor,
              x_in: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
-        """U_t z_t of one layer without forming U_t (x_in: the layer's write inputs)."""
+        """U_t z_t of one layer (x_in: the layer's write inputs): kl forms every token's
+        U_t = c softmax_row(raw_t), the others never form U_t."""
+        if config.retention == "kl":
+            raw = bs[layer][:, :, None, :] * x[:, None] - torch.einsum(
+                "ntic,nio,nic->ntoc", weighted[layer], d, x_in)
+            if mom is not None:
+                raw = raw + ms[layer][:, :, None, :] * mom[:, None]
+            return config.scale * (torch.softmax(raw, -1) @ z[..., None])[..., 0]
         scores = torch.einsum("ntic,ntc,nic->nti", weighted[layer], z, x_in)
         out = (bs[layer] * z) @ x.mT - scores @ d
         return out if mom is None else out + (ms[layer] * z) @ mom.mT
 
-    u1 = r1 * read(0, v1, s1, q, x_1, d1)
+    # the reads grow from the weights (kl: each token's softmax of the log-space state)
+    base1, base2 = (x1, x2) if config.retention == "kl" else (v1, v2)
+    u1 = r1 * read(0, base1, s1, q, x_1, d1)
     hq = _activation(u1, config.activation)
-    out = q + _norm(r2 * read(1, v2, s2, hq, x_2, d2), config)
+    out = q + _norm(r2 * read(1, base2, s2, hq, x_2, d2), config)
 
     lasts = [wt[:, -1] for wt in weighted]  # [N, C(i), c]: C[last, i] eta_i
     b_lasts = [b[:, -1:] for b in bs]  # [N, 1, c]: each input channel's decay over the segment

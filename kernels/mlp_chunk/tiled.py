@@ -36,7 +36,7 @@ in order), and so is every read-then-write of the same block.
 
 Gates. eta, alpha and the Huber threshold delta are per head ([B, T, H]) or channel-wise, in any
 combination the whole-W kernels take (chunk.py's ETA_CH and DELTA_CH, channel.py's alpha):
-ETA_CH, eta [B, T, H, K + HD]; ALPHA_CH, alpha [B, T, H, K + HD] (gd only, not kl); DELTA_CH,
+ETA_CH, eta [B, T, H, K + HD]; ALPHA_CH, alpha [B, T, H, K + HD] (gd only; kl always); DELTA_CH,
 delta [B, T, H, K] (huber_coordinate, huber_switch). eta always scales each layer's write input
 (x1 = k e1, x2 = h e2; a per-head eta as a [C, 1] column), so the decays take unit steps. A
 channel-wise alpha decays every input channel on its own: W1's K channels on chip (the layer-1
@@ -45,6 +45,19 @@ sums the tile's decayed scores over tiles as it sums hq hk^T per head; the end m
 columns and X2's (a tile's) by their own decays. The backward writes a channel-wise alpha's
 gradient per tile in walk D (and adds the retained point's key-pass part in walk E), eta's in
 walk D, and W1's channels' on chip.
+
+kl retention (Memora; gd, ALPHA_CH: chunk_mlp_memory passes a per-head alpha per channel) reads
+every token at its own exact map of the log-space state, U_t = c softmax_row(raw_t) with
+raw_t = b_t X - d^T (x exp(lb_t - lb_i), i <= t) (naive.py), formed per token and tile on chip
+and never stored. W1's rows run over K, whole in each tile, so the layer-1 read is per tile
+(tl_ops._kl_read). W2's rows run over the hidden dim: _kl_reads walks the tiles (after walk A)
+with an online softmax per token and row, a running max, sum of exp(raw - max) and sum of
+exp(raw - max) hq, giving u2 and the rows' log-sum-exp lse2 [C, K]; walk B then forms only the
+segment end. The backward recomputes u2 and lse2 the same way; in walk D each tile rebuilds its
+tokens' weights from them (W2's: exp(raw - lse2), so the softmax's VJP, whose row sums are
+du2 * u2, needs no second walk; W1's on chip) and adds the reads' VJPs into the log-weights'
+gradient, dd2 and the tile's dd1, the write inputs (eta) and the channel decays (alpha); the
+key pass's part enters through exp(X) as before. kl takes 4 warps (num_warps).
 """
 
 from __future__ import annotations
@@ -62,6 +75,9 @@ from .tl_ops import (
     _bias_vjp,
     _decays,
     _gate_block,
+    _kl_raw,
+    _kl_read,
+    _kl_read_bwd,
     _load_segment,
     _log_softmax_rows,
     _lq_norm_tiles,
@@ -76,6 +92,7 @@ from .tl_ops import (
     _scores,
     _scores_bwd,
     _threshold,
+    _token_row,
 )
 
 
@@ -265,6 +282,44 @@ def _key_sums(state1, state2, base, o1, o2, r1, r2, ks, alpha, row, mt, s, C: tl
 
 
 @triton.jit
+def _kl_reads(state1, state2, base, o1, o2, ks, qc, d2, x1w, lb1, eta, alpha, row, mt, ew, bt, s, c,
+              b_last, is_last, size, SCALE, C: tl.constexpr, K: tl.constexpr, HD: tl.constexpr,
+              HT: tl.constexpr, ACT: tl.constexpr, RET: tl.constexpr, ETA_CH: tl.constexpr,
+              ALPHA_CH: tl.constexpr, RETAIN_FIRST: tl.constexpr, PREC: tl.constexpr):
+    """kl's exact reads over the hidden tiles: per tile the key pass's d1, the layer-1 read (its
+    rows run over K, whole in the tile: tl_ops._kl_read) and, per token, one step of an online
+    softmax over the rows of W2, which run over the hidden dim: the running max, sum of
+    exp(raw - max) and sum of exp(raw - max) hq of every token and row. Returns u2 [C, K] and the
+    rows' log-sum-exp lse2 [C, K] (0 on padding rows) that the backward's weights need."""
+    oc = tl.arange(0, C)
+    mx = tl.full([C, K], -1e30, tl.float32)
+    sm = tl.zeros([C, K], dtype=tl.float32)
+    nm = tl.zeros([C, K], dtype=tl.float32)
+    for j in range(HD // HT):
+        e2, lb2, _b2, s2, _cg2, _bl2 = _layer_gates(eta, alpha, row, mt, ew, bt, s, c, b_last, is_last,
+                                                    K + j * HT, HT, K + HD, ETA_CH, ALPHA_CH, RETAIN_FIRST)
+        X1, X2, _V1, _V2, W1, W2 = _tile(state1, state2, base + j * HT * K + o1, base + j * HT + o2,
+                                         1.0, 1.0, RET)
+        _a1, hk, _f1, _t1, d1 = _tile_keys(W1, W2, ks, s2, d2, ACT, PREC)
+        x2w = hk * e2
+        hq = _act(_kl_read(X1, qc, d1, x1w, lb1, size, SCALE, C, PREC), ACT)
+        for t in range(size):
+            raw, _P, _dec, _bt = _kl_raw(X2, d2, x2w, lb2, t, C, PREC)
+            here = (oc == t)[:, None]
+            m_t = _token_row(mx, t, C)
+            new = tl.maximum(m_t, tl.max(raw, 1))
+            e = tl.exp(raw - new[:, None])
+            keep = tl.exp(m_t - new)
+            sm = tl.where(here, (_token_row(sm, t, C) * keep + tl.sum(e, 1))[None, :], sm)
+            nm = tl.where(here, (_token_row(nm, t, C) * keep
+                                 + tl.sum(e * _token_row(hq, t, C)[None, :], 1))[None, :], nm)
+            mx = tl.where(here, new[None, :], mx)
+    live = sm > 0
+    safe = tl.where(live, sm, 1.0)
+    return tl.where(live, SCALE * nm / safe, 0.0), tl.where(live, mx + tl.log(safe), 0.0)
+
+
+@triton.jit
 def _read_sums(state1, state2, mom1, mom2, base, o1, o2, r1, r2, ks, qc, qb1, A1, d2, m,
                eta, alpha, row, mt, ew, bt, s, c, b_last, is_last,
                C: tl.constexpr, K: tl.constexpr, HD: tl.constexpr, HT: tl.constexpr,
@@ -359,7 +414,12 @@ def _fwd_kernel(
         E = kc + _norm(a2, K, LN) - vc
         G = _bias_grad(E, vc, dl, P_EXP, SHARP, EPS, RADIUS, BIAS, NEPS, SMOOTH, DELTA_CH)
         d2 = _norm_back(a2, G, K, LN)
-        A1 = _decayed(_raw_scores(qc, x1w, lb1, C, ALPHA_CH, PREC), De, ALPHA_CH)
+        if RET == 3:  # every token reads its own exact map (chunk_mlp_memory: alpha per channel)
+            u2, _lse2 = _kl_reads(state1, state2, cur, o1, o2, ks, qc, d2, x1w, lb1, eta, alpha, row, mt,
+                                  ew, bt, s, c, b_last, is_last, size, SCALE, C, K, HD, HT, ACT, RET,
+                                  ETA_CH, ALPHA_CH, RETAIN_FIRST, PREC)
+        else:
+            A1 = _decayed(_raw_scores(qc, x1w, lb1, C, ALPHA_CH, PREC), De, ALPHA_CH)
         if MOM:
             m_last = tl.sum(tl.where(is_last, m, 0.0), 0)
             step = tl.sum(tl.where(is_last[:, None], Dt, 0.0), 0) * one  # Theta_C / Theta_i
@@ -379,13 +439,18 @@ def _fwd_kernel(
             e2, lb2, b2, s2, cg2, bl2 = _layer_gates(eta, alpha, row, mt, ew, bt, s, c, b_last, is_last,
                                                      K + j * HT, HT, K + HD, ETA_CH, ALPHA_CH,
                                                      RETAIN_FIRST)
-            (X1, X2, S1, S2, _V1, V2, _W1, _W2, _a1, _hk, _f1, _t1, d1, x2w, _qS, _u1p, _u1, hq,
-             Zj) = _tile_pass(state1, state2, mom1, mom2, p1, p2, r1, r2, ks, qc, qb1, A1, d2, m, e2,
-                              s2, lb2, C, ACT, RET, MOM, ALPHA_CH, PREC)
-            PV += _mm(hq * b2, tl.trans(V2), PREC)
-            if MOM:
-                PS += _mm(hq, tl.trans(S2), PREC)
-            Z2 += Zj
+            if RET == 3:  # the tile's segment end only (the reads ran in _kl_reads)
+                X1, X2, _V1, _V2, W1, W2 = _tile(state1, state2, p1, p2, r1, r2, RET)
+                _a1, hk, _f1, _t1, d1 = _tile_keys(W1, W2, ks, s2, d2, ACT, PREC)
+                x2w = hk * e2
+            else:
+                (X1, X2, S1, S2, _V1, V2, _W1, _W2, _a1, _hk, _f1, _t1, d1, x2w, _qS, _u1p, _u1, hq,
+                 Zj) = _tile_pass(state1, state2, mom1, mom2, p1, p2, r1, r2, ks, qc, qb1, A1, d2, m,
+                                  e2, s2, lb2, C, ACT, RET, MOM, ALPHA_CH, PREC)
+                PV += _mm(hq * b2, tl.trans(V2), PREC)
+                if MOM:
+                    PS += _mm(hq, tl.trans(S2), PREC)
+                Z2 += Zj
             raw1 = bl1 * X1 - _mm(tl.trans(d1), x1w * cg1, PREC)
             raw2 = bl2 * X2 - _mm(tl.trans(d2), x2w * cg2, PREC)
             if MOM:
@@ -407,10 +472,12 @@ def _fwd_kernel(
             if MOM:
                 tl.store(mom1 + nxt - cur + p1, S1)
                 tl.store(mom2 + nxt - cur + p2, S2)
-        u2p = PV - _mm(_decayed(Z2, De, ALPHA_CH), d2, PREC)
-        if MOM:
-            u2p += m[:, None] * PS
-        out = qc + _norm(r2 * u2p, K, LN)
+        if RET != 3:
+            u2p = PV - _mm(_decayed(Z2, De, ALPHA_CH), d2, PREC)
+            if MOM:
+                u2p += m[:, None] * PS
+            u2 = r2 * u2p
+        out = qc + _norm(u2, K, LN)
 
         # ---- walk C (lq, kl): the end map over whole matrices; the last token's exact read
         if RET >= 2:
@@ -496,21 +563,26 @@ def _bwd_kernel(
                        RET, ALPHA_CH, RETAIN_FIRST, PREC)
         d2 = _norm_back(a2, _bias_grad(kc + _norm(a2, K, LN) - vc, vc, dl, P_EXP, SHARP, EPS, RADIUS,
                                        BIAS, NEPS, SMOOTH, DELTA_CH), K, LN)
-        Z1 = _raw_scores(qc, x1w, lb1, C, ALPHA_CH, PREC)
-        A1 = _decayed(Z1, De, ALPHA_CH)
         if MOM:
             m_last = tl.sum(tl.where(is_last, m, 0.0), 0)
             t_last = tl.sum(tl.where(is_last[:, None], Dt, 0.0), 0)  # Theta_C / Theta_i
             step = t_last * one
             theta_all = tl.exp(tl.sum(lth, 0))
-        PV, PS, Z2 = _read_sums(state1, state2, mom1, mom2, cur, o1, o2, r1, r2, ks, qc, qb1, A1, d2, m,
-                                eta, alpha, row, mt, ew, bt, s, c, b_last, is_last, C, K, HD, HT, ACT,
-                                RET, MOM, ETA_CH, ALPHA_CH, RETAIN_FIRST, PREC)
-        A2 = _decayed(Z2, De, ALPHA_CH)
-        u2p = PV - _mm(A2, d2, PREC)
-        if MOM:
-            u2p += m[:, None] * PS
-        u2 = r2 * u2p
+        if RET == 3:  # kl's exact reads; lse2k: the log-sum-exp of W2's rows of every token
+            u2, lse2k = _kl_reads(state1, state2, cur, o1, o2, ks, qc, d2, x1w, lb1, eta, alpha, row, mt,
+                                  ew, bt, s, c, b_last, is_last, size, SCALE, C, K, HD, HT, ACT, RET,
+                                  ETA_CH, ALPHA_CH, RETAIN_FIRST, PREC)
+        else:
+            Z1 = _raw_scores(qc, x1w, lb1, C, ALPHA_CH, PREC)
+            A1 = _decayed(Z1, De, ALPHA_CH)
+            PV, PS, Z2 = _read_sums(state1, state2, mom1, mom2, cur, o1, o2, r1, r2, ks, qc, qb1, A1, d2,
+                                    m, eta, alpha, row, mt, ew, bt, s, c, b_last, is_last, C, K, HD, HT,
+                                    ACT, RET, MOM, ETA_CH, ALPHA_CH, RETAIN_FIRST, PREC)
+            A2 = _decayed(Z2, De, ALPHA_CH)
+            u2p = PV - _mm(A2, d2, PREC)
+            if MOM:
+                u2p += m[:, None] * PS
+            u2 = r2 * u2p
 
         # ---- the segment end (lq, kl): the last token's exact read and the end map -> draw
         dqc = dy  # the memory's residual
@@ -580,16 +652,22 @@ def _bwd_kernel(
 
         # ---- the layer-2 read's VJP on chip (u2 = r2 ((hq b2) V2^T + m hq S2^T - A2 d2))
         du2 = _norm_back(u2, dyr, K, LN)
-        dA2 = -r2 * _mm(du2, tl.trans(d2), PREC)
-        dd2 = -r2 * _mm(tl.trans(A2), du2, PREC)
-        dr2 = tl.sum(tl.sum(du2 * u2p, 1), 0)
         db = tl.zeros([C], dtype=tl.float32)  # per-head alpha: dL/db, b = exp(L)
-        if MOM:
-            dm = r2 * tl.sum(du2 * PS, 1)
-        dDe = dA2 * Z2  # (per-head alpha)
+        if RET == 3:
+            dd2 = tl.zeros([C, K], dtype=tl.float32)  # walk D sums the reads' part over tiles
+        else:
+            dA2 = -r2 * _mm(du2, tl.trans(d2), PREC)
+            dd2 = -r2 * _mm(tl.trans(A2), du2, PREC)
+            dr2 = tl.sum(tl.sum(du2 * u2p, 1), 0)
+            if MOM:
+                dm = r2 * tl.sum(du2 * PS, 1)
+            dDe = dA2 * Z2  # (per-head alpha)
 
         # ---- walk D: per tile the end map's VJP, both reads' and the key pass's first half
         dqb1 = tl.zeros([C, K], dtype=tl.float32)  # dL/d(q b1)
+        dq_kl = tl.zeros([C, K], dtype=tl.float32)  # kl: the layer-1 read's dq, dx1w, dlb1
+        dx1_kl = tl.zeros([C, K], dtype=tl.float32)
+        dlb1_kl = tl.zeros([C, K], dtype=tl.float32)
         dw1 = tl.zeros([C, K], dtype=tl.float32)  # sum over tiles of d1 draw1: -dL/d(x1w cg1)
         ds1m = tl.zeros([C, K], dtype=tl.float32)  # momentum: d1 dS1'
         Q2 = tl.zeros([C, K], dtype=tl.float32)  # momentum: x2w dS2'^T
@@ -612,9 +690,16 @@ def _bwd_kernel(
             e2, lb2, b2, s2, cg2, bl2 = _layer_gates(eta, alpha, row, mt, ew, bt, s, c, b_last, is_last,
                                                      K + j * HT, HT, K + HD, ETA_CH, ALPHA_CH,
                                                      RETAIN_FIRST)
-            (X1, X2, S1, S2, V1, V2, W1, W2, a1, hk, f1, t1, d1, x2w, qS, u1p, u1, hq,
-             _Zj) = _tile_pass(state1, state2, mom1, mom2, cur + p1, cur + p2, r1, r2, ks, qc, qb1, A1,
-                               d2, m, e2, s2, lb2, C, ACT, RET, MOM, ALPHA_CH, PREC)
+            if RET == 3:
+                X1, X2, V1, V2, W1, W2 = _tile(state1, state2, cur + p1, cur + p2, r1, r2, RET)
+                a1, hk, f1, t1, d1 = _tile_keys(W1, W2, ks, s2, d2, ACT, PREC)
+                x2w = hk * e2
+                u1 = _kl_read(X1, qc, d1, x1w, lb1, size, SCALE, C, PREC)
+                hq = _act(u1, ACT)
+            else:
+                (X1, X2, S1, S2, V1, V2, W1, W2, a1, hk, f1, t1, d1, x2w, qS, u1p, u1, hq,
+                 _Zj) = _tile_pass(state1, state2, mom1, mom2, cur + p1, cur + p2, r1, r2, ks, qc, qb1,
+                                   A1, d2, m, e2, s2, lb2, C, ACT, RET, MOM, ALPHA_CH, PREC)
             if RET >= 2:
                 en1 = tl.load(draw1 + g0 + p1)
                 en2 = tl.load(draw2 + g0 + p2)
@@ -648,30 +733,44 @@ def _bwd_kernel(
                 dstep -= tl.sum(d1 * Q1, 1)
                 Q2 += _mm(x2w, tl.trans(dS2n), PREC)
                 dx2w -= step[:, None] * _mm(d2, dS2n, PREC)
-            # the layer-2 read (z = hq, write input x2w, d = d2)
-            gX2 = r2 * _mm(tl.trans(du2), hq * b2, PREC)
-            dhqb = r2 * _mm(du2, V2, PREC)  # dL/d(hq b2)
-            dz, dx, dlbs = _scores_vjp(dA2, hq, x2w, lb2, De, C, ALPHA_CH, PREC)
-            dhq = dhqb * b2 + dz
-            dx2w += dx
-            if MOM:
-                gS2 += r2 * _mm(tl.trans(du2), hq * m[:, None], PREC)
-                dhq += r2 * m[:, None] * _mm(du2, S2, PREC)
-            if ALPHA_CH:
-                dlb2 += dlbs + dhqb * hq * b2
+            if RET == 3:  # kl's exact reads, every token's weights recomputed (gX: of the log-weights)
+                dhq, gX2, dd2r, dx, dlbs = _kl_read_bwd(du2, u2, X2, hq, d2, x2w, lb2, lse2k, size, SCALE,
+                                                        C, True, PREC)
+                dd2 += dd2r
+                dx2w += dx
+                dlb2 += dlbs
+                du1 = dhq * _act_grad(u1, ACT)
+                dq1, gX1, dd1r, dx, dlbs = _kl_read_bwd(du1, u1, X1, qc, d1, x1w, lb1, u1, size, SCALE,
+                                                        C, False, PREC)
+                dd1 += dd1r
+                dq_kl += dq1
+                dx1_kl += dx
+                dlb1_kl += dlbs
             else:
-                db += tl.sum(dhqb * hq, 1)
-            # the layer-1 read (z = q, write input x1w, d = d1)
-            du1 = dhq * _act_grad(u1, ACT)
-            gX1 = r1 * _mm(tl.trans(du1), qb1, PREC)
-            dr1 += tl.sum(tl.sum(du1 * u1p, 1), 0)
-            dqb1 += r1 * _mm(du1, V1, PREC)
-            if MOM:
-                gS1 += r1 * _mm(tl.trans(du1), qc * m[:, None], PREC)
-                dm += r1 * tl.sum(du1 * qS, 1)
-                dqc += r1 * m[:, None] * _mm(du1, S1, PREC)
-            dA1 -= r1 * _mm(du1, tl.trans(d1), PREC)
-            dd1 -= r1 * _mm(tl.trans(A1), du1, PREC)
+                # the layer-2 read (z = hq, write input x2w, d = d2)
+                gX2 = r2 * _mm(tl.trans(du2), hq * b2, PREC)
+                dhqb = r2 * _mm(du2, V2, PREC)  # dL/d(hq b2)
+                dz, dx, dlbs = _scores_vjp(dA2, hq, x2w, lb2, De, C, ALPHA_CH, PREC)
+                dhq = dhqb * b2 + dz
+                dx2w += dx
+                if MOM:
+                    gS2 += r2 * _mm(tl.trans(du2), hq * m[:, None], PREC)
+                    dhq += r2 * m[:, None] * _mm(du2, S2, PREC)
+                if ALPHA_CH:
+                    dlb2 += dlbs + dhqb * hq * b2
+                else:
+                    db += tl.sum(dhqb * hq, 1)
+                # the layer-1 read (z = q, write input x1w, d = d1)
+                du1 = dhq * _act_grad(u1, ACT)
+                gX1 = r1 * _mm(tl.trans(du1), qb1, PREC)
+                dr1 += tl.sum(tl.sum(du1 * u1p, 1), 0)
+                dqb1 += r1 * _mm(du1, V1, PREC)
+                if MOM:
+                    gS1 += r1 * _mm(tl.trans(du1), qc * m[:, None], PREC)
+                    dm += r1 * tl.sum(du1 * qS, 1)
+                    dqc += r1 * m[:, None] * _mm(du1, S1, PREC)
+                dA1 -= r1 * _mm(du1, tl.trans(d1), PREC)
+                dd1 -= r1 * _mm(tl.trans(A1), du1, PREC)
             # the key pass, first half: d1 = (d2 W2) act'(a1) s2
             dt1 = dd1 * s2 * f1
             dd2 += _mm(dt1, tl.trans(W2), PREC)
@@ -694,9 +793,9 @@ def _bwd_kernel(
                 gX1 += bl1 * en1
                 gX2 += r2 * dW2 + bl2 * en2
                 dw2_dot += tl.sum(tl.sum(dW2 * X2, 1), 0)
-            elif RET == 3:  # dL/dV so far; V = exp(X)
-                gX1 = gX1 * V1 + bl1 * en1
-                gX2 = (gX2 + dW2) * V2 + bl2 * en2
+            elif RET == 3:  # the reads' part is of X already; the key pass ran at V = exp(X)
+                gX1 += bl1 * en1
+                gX2 += dW2 * V2 + bl2 * en2
             else:
                 gX1 += bl1 * en1
                 gX2 += dW2 + bl2 * en2
@@ -717,7 +816,12 @@ def _bwd_kernel(
         dx1w = -dw1 * cg1
         if MOM:
             dx1w -= step[:, None] * ds1m
-        dz, dx, dlbs = _scores_vjp(dA1, qc, x1w, lb1, De, C, ALPHA_CH, PREC)
+        if RET == 3:
+            dz = dq_kl
+            dx = dx1_kl
+            dlbs = dlb1_kl
+        else:
+            dz, dx, dlbs = _scores_vjp(dA1, qc, x1w, lb1, De, C, ALPHA_CH, PREC)
         dqc += dz + dqb1 * b1
         dx1w += dx
         if ALPHA_CH:
@@ -842,9 +946,13 @@ def _bwd_kernel(
         tl.debug_barrier()  # the next (earlier) segment reads this one's state gradient
 
 
-def num_warps(chunk_size: int, key_dim: int, hidden_tile: int) -> int:
+def num_warps(chunk_size: int, key_dim: int, hidden_tile: int, kl: bool = False) -> int:
     """Warps per program: the [C, K], [C, C] and [C, HT] tiles live in registers (see
-    benchmarks/kernel_resources.py for the spills this leaves on sm_90)."""
+    benchmarks/kernel_resources.py for the spills this leaves on sm_90). kl retention (its
+    per-token reads) takes 4 at every shape: with 8 its backward at K = 64, chunk 64 needed 240
+    KiB of shared memory on sm_90 (232 with a tile of 16), over an H100's 227; with 4, 176."""
+    if kl:
+        return 4
     return 8 if chunk_size * max(key_dim, hidden_tile) >= 64 * 64 else 4
 
 
