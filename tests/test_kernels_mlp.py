@@ -786,10 +786,16 @@ def test_memora_kernel_equals_reference(T, chunk_size, gates):
 
 
 @pytest.mark.parametrize(("name", "T", "chunk_size"), [("memora", 21, 16), ("memora", 40, 32), ("per_head", 37, 16)])
-def test_memora_kernel_equals_memory_chunked_form(name, T, chunk_size):
+@pytest.mark.parametrize("layout", ["whole", "tiled"])
+def test_memora_kernel_equals_memory_chunked_form(monkeypatch, name, T, chunk_size, layout):
     """memory_forward with kernel 'triton' (float32, forced: the interpreter on a CPU) equals the
     PyTorch chunked form (kernel 'torch') in float64: output and the gradients of q, k, v, eta,
-    alpha and the learned initial weights, Memora as named and with per-head gates."""
+    alpha and the learned initial weights, Memora as named and with per-head gates, with W on chip
+    and (dispatch's pick of the layout patched) with the hidden dim in tiles of 16."""
+    if layout == "tiled":
+        from miras_search.kernels.mlp_chunk import chunk as mlp_chunk
+
+        monkeypatch.setattr(mlp_chunk, "mlp_hidden_tile", lambda *args: 16)
     point = preset("memora") if name == "memora" else per_head_preset("memora")
     rule = MemoryRule.from_point(point)
     assert kernel_for(rule) is not None

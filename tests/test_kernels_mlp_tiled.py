@@ -52,7 +52,7 @@ def test_tiled_named_models(name, T, hidden):
     check(named_inputs(name, 1, T, 2, 16, hidden), config, bias, 16, hidden_tile=16)
 
 
-@pytest.mark.parametrize("name", ["titans", "moneta"])
+@pytest.mark.parametrize("name", ["titans", "moneta", "memora"])
 def test_paper_head_takes_the_tiled_kernel_by_itself(name):
     """K = 64, hidden 256 with no hidden_tile: fp32 inputs exceed the whole-W tiles, so the
     kernel walks 8 tiles of 32 (two segments: the interpreter is slow at this width)."""
