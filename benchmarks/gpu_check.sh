@@ -71,8 +71,8 @@ step gpu_tests "${TESTS_S:-60}" "$py" -m pytest -q -p no:cacheprovider "${parall
 
 # 2. the layer table: deltanet / gated_deltanet through our dispatch vs fla's chunk kernels
 #    (goal <= 1.1x), the MLP memories at head dim 64 / hidden 256, T=4096 (goal <= 8x gated_deltanet;
-#    Titans, Moneta and Yaad run the hidden-tiled MLP kernel there, the named models' channel-wise
-#    gates included; Memora's exact kl read has no kernel)
+#    Titans, Moneta, Yaad and Memora run the hidden-tiled MLP kernel there, the named models'
+#    channel-wise gates and Memora's exact per-token kl read included)
 if [ "$dry" = 1 ]; then layer_args=(--tiny); else layer_args=(--seq-lens "${LAYER_SEQ_LENS:-2048,4096,8192}"); fi
 [ -n "${LAYER_ROWS:-}" ] && layer_args+=(--layers "$LAYER_ROWS")
 step layer_table "${LAYER_S:-140}" "$py" benchmarks/layer_gpu.py "${layer_args[@]}" --out "$out/layer_gpu.md"

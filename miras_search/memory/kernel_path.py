@@ -4,8 +4,8 @@
 exactly (the exact delta rule, the dot-bias gated forms: ``miras_search.memory.fla_path``), then
 a Triton kernel of ours for a chunked mini-batch update on CUDA tensors when Triton is importable
 and the point is covered (see ``miras_search.kernels.kernel_for``: matrix memories and the
-2-layer MLP memories of the Moneta / Yaad / Titans family, their channel-wise gates included;
-chunk 16/32/64);
+2-layer MLP memories of the Moneta / Yaad / Memora / Titans family, their channel-wise gates
+included; chunk 16/32/64);
 ``'triton'`` demands our Triton kernel (an UnsupportedPoint says why not, naming the axis);
 ``'torch'`` never uses either. The kernels live in ``miras_search.kernels``, each beside its
 PyTorch reference.
@@ -78,10 +78,10 @@ def _find_kernel(rule: MemoryRule, q: Tensor, v: Tensor, chunk_size: int,
             f"no kernel covers memory '{rule.memory}', retention '{rule.retention.kind}', "
             f"algorithm '{rule.algorithm}' with these gates (covered: element-wise biases; matrix "
             "memory with retention none/l2, gd/momentum, per-head eta and delta, alpha per head or "
-            "channel-wise with gd; 2-layer MLP memory with retention none/l2/lq, gd/momentum, eta per "
-            "head or channel-wise, alpha per head or channel-wise with gd, a channel-wise Huber "
-            "threshold for the coordinate and switch variants; other points run the PyTorch "
-            "chunked form)"
+            "channel-wise with gd; 2-layer MLP memory with retention none/l2/lq (kl with gd), "
+            "gd/momentum, eta per head or channel-wise, alpha per head or channel-wise with gd, a "
+            "channel-wise Huber threshold for the coordinate and switch variants; other points run "
+            "the PyTorch chunked form)"
         )
     if rule.steps_per_token != 1:
         return None, "multistep updates have no kernel"
