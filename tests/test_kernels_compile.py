@@ -64,6 +64,12 @@ MLP_CASES = {  # MlpMemoryConfig, bias, K, hidden, chunk, momentum, dtype
     "moneta-channel-gates-hidden-tiles-fp32": 'MlpMemoryConfig("gelu", True, "lq", q=4.0), BiasConfig("lp"), 16, 64, 16, False, torch.float32, 16, True, True',
     "retained-channel-alpha-coordinate-hidden-tiles": 'MlpMemoryConfig("silu", False, "l2"), BiasConfig("huber_coordinate"), 16, 64, 16, False, torch.bfloat16, 16, False, True, True',
     "momentum-channel-eta-hidden-tiles": 'MlpMemoryConfig("gelu", True, "l2"), BiasConfig("l2"), 16, 64, 16, True, torch.bfloat16, 16, True',
+    # Memora as named (kl's exact per-token read; channel-wise eta and alpha): W on chip at its
+    # widest, hidden tiles forced small, and dispatch's layout at the paper's head at chunk 64,
+    # whose backward needs 240 KiB with 8 warps (tiled.num_warps gives kl 4: 176)
+    "memora-channel-gates-bf16-tf32x3-widest": 'MlpMemoryConfig("gelu", True, "kl"), BiasConfig("l2"), 32, 128, 32, False, torch.bfloat16, None, True, True',
+    "memora-channel-gates-hidden-tiles": 'MlpMemoryConfig("gelu", True, "kl"), BiasConfig("l2"), 16, 64, 16, False, torch.bfloat16, 16, True, True',
+    "memora-channel-gates-paper-chunk-64": 'MlpMemoryConfig("gelu", True, "kl"), BiasConfig("l2"), 64, 256, 64, False, torch.bfloat16, None, True, True',
 }
 WIDEST = {"l2-bf16-products-widest": (64, 256, 32, "bf16"), "memora-bf16-tf32x3-widest": (32, 128, 32, "tf32x3"),
           "titans-fp32-widest": (32, 128, 32, "fp32")}
