@@ -386,9 +386,9 @@ def test_dispatch_covers_the_matrix_points():
     assert covered == {
         "linear_attention": True, "retnet": True, "gla": True, "mamba2": True, "deltanet": True,
         "gated_deltanet": True, "ttt_linear": True, "longhorn": False, "titans": True,
-        # Moneta's and Yaad's channel-wise gates are on the whole-W MLP kernels; Memora's
-        # per-token kl read runs the PyTorch form
-        "moneta": True, "yaad": True, "memora": False, "transformer": False,
+        # Moneta's and Yaad's channel-wise gates, and Memora's exact per-token kl read, are on
+        # the MLP kernels
+        "moneta": True, "yaad": True, "memora": True, "transformer": False,
     }
     data = preset("gated_deltanet").model_dump()
     data["retention"]["gradient_at"] = "previous"
