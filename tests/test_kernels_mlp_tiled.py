@@ -87,15 +87,6 @@ def test_tiled_chunk_sizes(name, chunk_size):
     check(named_inputs(name, 1, 70, 1, 16, 32), config, bias, chunk_size, hidden_tile=16)
 
 
-@pytest.mark.usefixtures("bf16_interpreter")
-@pytest.mark.parametrize("name", ["moneta", "titans"])
-def test_tiled_bf16_inputs(name):
-    """bf16 loads and stores (the named models' LayerNorm takes fp32-accurate products)."""
-    config, bias = NAMED[name]
-    check(named_inputs(name, 1, 37, 2, 16, 32), config, bias, 16, dtype=torch.bfloat16, tol=2e-2,
-          hidden_tile=16)
-
-
 @pytest.mark.parametrize("name", ["moneta", "memora", "titans"])
 def test_tiled_inference_updates_the_state_in_place(name):
     """Without gradients the forward keeps one state slot and updates it in place (walks B and
@@ -151,11 +142,14 @@ def test_tiled_channel_alpha_beside_other_gates(gradient_at, bias, eta):
 
 
 @pytest.mark.usefixtures("bf16_interpreter")
-@pytest.mark.parametrize("name", ["moneta", "yaad"])
-def test_tiled_channel_gates_bf16_inputs(name):
+@pytest.mark.parametrize(("name", "gates"), [
+    ("moneta", named_inputs), ("titans", named_inputs),  # per-head gates
+    ("moneta", named_channel_inputs), ("yaad", named_channel_inputs),  # their own channel-wise ones
+])
+def test_tiled_bf16_inputs(name, gates):
+    """bf16 loads and stores (the named models' LayerNorm takes fp32-accurate products)."""
     config, bias = NAMED[name]
-    check(named_channel_inputs(name, 1, 37, 2, 16, 32), config, bias, 16, dtype=torch.bfloat16, tol=2e-2,
-          hidden_tile=16)
+    check(gates(name, 1, 37, 2, 16, 32), config, bias, 16, dtype=torch.bfloat16, tol=2e-2, hidden_tile=16)
 
 
 def test_tiled_channel_gates_inference_in_place():

@@ -42,6 +42,7 @@ from .tl_ops import (
     _act,
     _act_grad,
     _channel_steps,
+    _decay_grads,
     _decays,
     _end_read_bwd,
     _end_weights,
@@ -330,17 +331,13 @@ def _bwd_kernel(
         dcoef = dDe * et[None, :]
         if MOM:
             g_eta += dstep * t_last
-            elt = tl.exp(tl.cumsum(lth, 0))
-            dD = tl.dot(dcoef, tl.trans(Dt), input_precision="ieee") + dm[:, None] * elt[None, :]
-            dDt += tl.dot(tl.trans(D), dcoef, input_precision="ieee")
-            Z = tl.where(causal, dDt * Dt, 0.0)
-            dlt = tl.sum(Z, 1) - tl.sum(Z, 0) + tl.sum(D * dm[:, None], 0) * elt
-            dlt += tl.where(is_last, dlt_all, 0.0)
+        else:  # placeholders: _decay_grads reads none of them without momentum
+            dDt = dcoef
+            dm = db
+            dlt_all = 0.0
+        dL, dlt = _decay_grads(dcoef, dDt, db, bt, D, Dt, dm, lth, dlt_all, causal, is_last, MOM)
+        if MOM:
             tl.store(dlth + row, tl.cumsum(dlt, 0, reverse=True), mask=mt)
-        else:
-            dD = dcoef
-        Y = tl.where(causal, dD * D, 0.0)
-        dL = db * bt + tl.sum(Y, 1) - tl.sum(Y, 0)
         tl.store(dla + row, tl.cumsum(dL, 0, reverse=True), mask=mt)
         if ETA_CH:
             base_e = row[:, None] * (K + HD)

@@ -73,6 +73,7 @@ from .tl_ops import (
     _act_grad2,
     _bias_grad,
     _bias_vjp,
+    _decay_grads,
     _decays,
     _gate_block,
     _kl_raw,
@@ -923,18 +924,13 @@ def _bwd_kernel(
             bt, _s, D, Dt, _coef, _m, _De = _decays(la, lth, one, C, RETAIN_FIRST, MOM)
             dcoef = dDe * one[None, :]
             if MOM:
-                elt = tl.exp(tl.cumsum(lth, 0))
-                dD = tl.dot(dcoef, tl.trans(Dt), input_precision="ieee") + dm[:, None] * elt[None, :]
                 dDt = tl.where(is_last[:, None], (dstep * one)[None, :], 0.0)
-                dDt += tl.dot(tl.trans(D), dcoef, input_precision="ieee")
-                Z = tl.where(causal, dDt * Dt, 0.0)
-                dlt = tl.sum(Z, 1) - tl.sum(Z, 0) + tl.sum(D * dm[:, None], 0) * elt
-                dlt += tl.where(is_last, lt_dot, 0.0)
+            else:  # placeholders: _decay_grads reads neither without momentum
+                dDt = dcoef
+                dm = db
+            dL, dlt = _decay_grads(dcoef, dDt, db, bt, D, Dt, dm, lth, lt_dot, causal, is_last, MOM)
+            if MOM:
                 tl.store(dlth + row, tl.cumsum(dlt, 0, reverse=True), mask=mt)
-            else:
-                dD = dcoef
-            Y = tl.where(causal, dD * D, 0.0)
-            dL = db * bt + tl.sum(Y, 1) - tl.sum(Y, 0)
             tl.store(dla + row, tl.cumsum(dL, 0, reverse=True), mask=mt)
         if DELTA_CH:
             tl.store(ddelta + ptr, ddl, mask=mt[:, None])

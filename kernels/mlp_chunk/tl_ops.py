@@ -235,6 +235,27 @@ def _decays(la, lth, et, C: tl.constexpr, RETAIN_FIRST: tl.constexpr, MOM: tl.co
 
 
 @triton.jit
+def _decay_grads(dcoef, dDt, db, bt, D, Dt, dm, lth, lt_last, causal, is_last, MOM: tl.constexpr):
+    """Per-token gradients of the per-head log-decays from those of the chunk's coefficients
+    (``_decays``): dcoef [C, C] of coef, dDt [C, C] of Dt from elsewhere (momentum: the end
+    step's row), db [C] of b, dm [C] of m, lt_last the carried momentum's part at the last token.
+    Returns (dL, dLt) [C] of L = cumsum(log alpha) and Lt = cumsum(log theta) per token, before
+    the reverse cumsum that takes them to log alpha and log theta; dLt is 0 without momentum."""
+    if MOM:
+        elt = tl.exp(tl.cumsum(lth, 0))
+        dD = tl.dot(dcoef, tl.trans(Dt), input_precision="ieee") + dm[:, None] * elt[None, :]
+        dDt += tl.dot(tl.trans(D), dcoef, input_precision="ieee")
+        Z = tl.where(causal, dDt * Dt, 0.0)
+        dlt = tl.sum(Z, 1) - tl.sum(Z, 0) + tl.sum(D * dm[:, None], 0) * elt
+        dlt += tl.where(is_last, lt_last, 0.0)
+    else:
+        dD = dcoef
+        dlt = db * 0.0
+    Y = tl.where(causal, dD * D, 0.0)
+    return db * bt + tl.sum(Y, 1) - tl.sum(Y, 0), dlt
+
+
+@triton.jit
 def _norm_start():
     """(max, sum) of a running q-norm before its first block: the floor and zero."""
     mx = tl.zeros([], dtype=tl.float32) + _TINY
