@@ -199,8 +199,11 @@ def segment_forward(
         """U_t z_t of one layer (x_in: the layer's write inputs): kl forms every token's
         U_t = c softmax_row(raw_t), the others never form U_t."""
         if config.retention == "kl":
-            raw = bs[layer][:, :, None, :] * x[:, None] - torch.einsum(
-                "ntic,nio,nic->ntoc", weighted[layer], d, x_in)
+            # sum_i C[t, i] eta_i d_i x_i^T as one [o, i] x [i, c] product per token (an einsum
+            # over the three factors formed their [t, i, o, c] outer product: 13.6 GB at the GPU
+            # tests' shapes in float64)
+            steps = d.mT[:, None] @ (weighted[layer] * x_in[:, None])  # [N, t, o, c]
+            raw = bs[layer][:, :, None, :] * x[:, None] - steps
             if mom is not None:
                 raw = raw + ms[layer][:, :, None, :] * mom[:, None]
             return config.scale * (torch.softmax(raw, -1) @ z[..., None])[..., 0]
