@@ -104,6 +104,24 @@ def test_every_preset_layer_breaks_its_graph_only_where_meant_to(name: str) -> N
     assert not elsewhere, elsewhere
 
 
+@pytest.mark.parametrize("hybrid", ["none", "samba"])
+def test_a_deep_memory_block_keeps_its_graph_around_the_chunk_loop(hybrid: str) -> None:
+    """The chunk loop's graph break must not cost the block its own graph: Dynamo cannot resume a
+    graph broken inside a Python loop and skips the whole frame (its norms, residuals and MLP would
+    run eager), so the block's forward must reach its memory mixer outside a loop."""
+    from torch._dynamo.eval_frame import _debug_get_cache_entry_list
+
+    from miras_search.model.lm import Layer
+
+    torch._dynamo.reset()
+    block = {**BLOCK, "n_layers": 1, "hybrid": hybrid}
+    train = {**PRESET_AXES["moneta"].get("train", {}), **TRAIN}
+    layer = build_model(preset("moneta", block=block, train=train), "cpu").layers[0]
+    assert len(layer.mixers) == (2 if hybrid == "samba" else 1)
+    torch.compile(layer, backend="eager")(torch.randn(2, 16, 32))
+    assert _debug_get_cache_entry_list(Layer.forward.__code__), "the block's frame ran eager"
+
+
 def test_kernel_calls_run_outside_the_compiled_graph() -> None:
     """Our Triton ops and fla's run eagerly inside a compiled layer (Dynamo would trace into their
     launches): the call breaks the graph and the callee sees no tracing."""

@@ -64,7 +64,12 @@ class Layer(nn.Module):
         self.mlp = SwiGLU(d_model, mlp_ratio)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for norm, mixer in zip(self.mixer_norms, self.mixers, strict=True):
+        # The first mixer outside the loop: under train.compile a deep memory's chunk loop breaks
+        # the graph (it runs eager), and Dynamo cannot resume a graph broken inside a loop: it
+        # would run this whole block eager, norms and MLP included. The other mixers (Samba's
+        # attention) never break it.
+        x = x + self.mixers[0](self.mixer_norms[0](x))
+        for norm, mixer in zip(self.mixer_norms[1:], self.mixers[1:], strict=True):
             x = x + mixer(norm(x))
         return x + self.mlp(self.mlp_norm(x))
 
