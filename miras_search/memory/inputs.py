@@ -101,6 +101,15 @@ def layer_gates(gate: Tensor | None, widths: list[int]) -> list[Tensor | None]:
     return list(gate.split(widths, dim=-1))
 
 
+def _in_loop_layout(x: Tensor) -> Tensor:
+    """``x`` itself eager; under train.compile, written in its own (heads-first) layout. The layer's
+    graph ends where the chunk loop begins, and a permuted view of a [B, T, H, c] tensor leaving
+    it came back as a gradient in the loop's layout, which AOTAutograd copied into the one the
+    graph expects (about 1.5 ms per tensor and layer call at the whole-model benchmark's size);
+    written heads-first by the kernel that makes it, it costs nothing more."""
+    return x.contiguous() if torch.compiler.is_compiling() else x
+
+
 def _gate(x: Tensor | None, steps: int, name: str, multistep_axis: bool) -> Tensor | None:
     """[B, T, (n,) H(, K)] -> [B, H, T*n, c]."""
     if x is None:
@@ -116,7 +125,9 @@ def _gate(x: Tensor | None, steps: int, name: str, multistep_axis: bool) -> Tens
     if x.dim() != 4:
         raise ValueError(f"gates.{name} must be [B, T, H] or [B, T, H, K], got {tuple(x.shape)}")
     x = rearrange(x, "b t h c -> b h t c")
-    return repeat(x, "b h t c -> b h (t n) c", n=steps) if steps > 1 else x
+    if steps > 1:
+        return repeat(x, "b h t c -> b h (t n) c", n=steps)
+    return _in_loop_layout(x)
 
 
 def _lagged(x: Tensor, window: int) -> Tensor:
@@ -165,6 +176,7 @@ def prepare_inputs(
         k_in = rearrange(k, "b t h d -> b h t d")
         v_in = rearrange(v, "b t h d -> b h t d")
     q_in = repeat(q, "b t h d -> b h (t n) d", n=steps)
+    q_in, k_in, v_in = _in_loop_layout(q_in), _in_loop_layout(k_in), _in_loop_layout(v_in)
     eta = _gate(cast(gates.eta), steps, "eta", multistep_axis=steps > 1)
     alpha = _gate(cast(gates.alpha), 1, "alpha", multistep_axis=False)
     if alpha is not None and steps > 1:

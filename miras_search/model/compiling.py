@@ -62,6 +62,12 @@ def compile_layers(layers: Iterable[nn.Module], device: torch.device, eager_on_e
         return False
     if eager_on_error:
         torch._dynamo.config.suppress_errors = True
+    if hasattr(torch._dynamo.config, "nested_graph_breaks"):
+        # An MLP memory's chunk loop breaks the layer's graph two calls deep (layer -> mixer ->
+        # memory_forward). Without nested breaks each of those frames ended its graph there: four
+        # graphs, and AOTAutograd copied every gate and q/k/v gradient at their borders. With them
+        # the layer is one graph before the loop and one after (process-wide, like suppress_errors).
+        torch._dynamo.config.nested_graph_breaks = True
     for layer in layers:
         layer.compile(dynamic=False)
     return True
