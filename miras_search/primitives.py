@@ -1,7 +1,8 @@
 """The small pieces of math that the memory ops and the kernels' PyTorch references share.
 
 One copy of each: the floors (``NORM_FLOOR``, ``LQ_FLOOR``, ``LN_EPS``), the error norm, the smooth
-sign and power of the attentional biases, |x|^q, the decay matrix of a chunk, the lq log-norm,
+sign and power of the attentional biases, |x|^q, prefix sums and the decay matrix of a chunk, the
+lq log-norm,
 Muon's Newton-Schulz iteration, the MLP memories' activations with their backward and the
 LayerNorm backward.
 Everything here works on tensor methods, so the schema classes (whose options carry their math)
@@ -143,6 +144,28 @@ def lq_log_scale_reference(a: Tensor, q: float) -> Tensor:
 def kl_log_weights(raw: Tensor, scale: float) -> Tensor:
     """log(c softmax_row(raw)) = log c + log_softmax_row(raw): kl retention's carried state."""
     return math.log(scale) + raw.log_softmax(dim=-1)
+
+
+def prefix_sum(x: Tensor, dim: int) -> Tensor:
+    """x.cumsum(dim): one add of whole slices per step along ``dim`` where the other axes hold
+    several channels, torch's cumsum where ``dim`` is the last non-unit axis.
+
+    On the CPU, torch's cumsum along an inner axis and its backward (a flip, a cumsum and a flip)
+    took 4.8 ms forward and backward at [128, 4, 16, 160] (dim 2), the product with the b x b
+    lower-triangular ones 6.1 ms, and these b adds 1.9 ms; under torch.compile inductor fuses
+    the adds into one pass (1.2 ms, against 4.6 for its cumsum and 3.2 for the product). The
+    work is b times a slice, linear in the length of ``dim``.
+    """
+    import torch
+
+    if x.shape[dim] <= 1 or all(size == 1 for size in x.shape[dim:][1:]):
+        return x.cumsum(dim)
+    slices = x.unbind(dim)
+    total, sums = slices[0], [slices[0]]
+    for piece in slices[1:]:
+        total = total + piece
+        sums.append(total)
+    return torch.stack(sums, dim)
 
 
 def decay_matrix(log_cum: Tensor) -> Tensor:

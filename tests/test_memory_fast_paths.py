@@ -7,9 +7,8 @@ import pytest
 import torch
 
 from miras_search.memory import exact_delta
-from miras_search.memory.chunked import prefix_sum
 from miras_search.memory.exact_delta import _ChunkRecurrence, chunk_recurrence, unit_lower_solve
-from miras_search.primitives import lq4_log_scale, lq_log_scale_reference
+from miras_search.primitives import lq4_log_scale, lq_log_scale_reference, prefix_sum
 
 TOL = 1e-10
 
@@ -75,13 +74,15 @@ def test_chunk_recurrence_backward_matches_autograd(chunks: int, size: int, bloc
 
 @pytest.mark.parametrize("channels", [1, 5])
 @pytest.mark.parametrize("size", [1, 7, 63, 100])
-def test_prefix_sum_matches_cumsum(size: int, channels: int) -> None:
-    """The chunk decays' cumulative log-decay (a triangular product when channel-wise) against
-    cumsum."""
+@pytest.mark.parametrize("shape, dim", [((2, 3, None, "c"), 2), ((2, 3, 4, None, "c"), 3), ((2, None, "c"), -2)])
+def test_prefix_sum_matches_cumsum(size: int, channels: int, shape: tuple, dim: int) -> None:
+    """Cumulative log-decays (slice by slice when channel-wise) against cumsum, forward and
+    gradient, along an inner axis of 3-, 4- and 5-d tensors."""
     torch.manual_seed(size)
-    x = torch.randn(2, 3, size, channels, dtype=torch.float64, requires_grad=True)
-    upstream = torch.randn(2, 3, size, channels, dtype=torch.float64)
-    fast, slow = prefix_sum(x), x.cumsum(2)
+    full = tuple(size if d is None else channels if d == "c" else d for d in shape)
+    x = torch.randn(full, dtype=torch.float64, requires_grad=True)
+    upstream = torch.randn(full, dtype=torch.float64)
+    fast, slow = prefix_sum(x, dim), x.cumsum(dim)
     assert _rel(fast, slow) <= TOL
     (g_fast,) = torch.autograd.grad(fast, x, upstream)
     (g_slow,) = torch.autograd.grad(slow, x, upstream)

@@ -33,6 +33,7 @@ from miras_search.memory.mirror_read import (
 from miras_search.memory.networks import DiagonalLayer
 from miras_search.memory.recurrent import input_widths, memory_gradients, recurrent_step
 from miras_search.memory.rule import MemoryRule, MemoryState
+from miras_search.primitives import prefix_sum
 
 
 @dataclass
@@ -98,31 +99,17 @@ def _ratios(log_cum: Tensor) -> Tensor:
     return torch.where(causal[:, :, None], diff, float("-inf")).exp()
 
 
-def prefix_sum(x: Tensor) -> Tensor:
-    """x.cumsum(2) for x: [B, H, b, c]; channel-wise (c > 1) as the product with the b x b
-    lower-triangular ones.
-
-    torch's CPU cumsum along an axis that is not the last one, and its backward (a flip, a cumsum
-    and a flip), take about twice as long as the two small matmuls at chunk sizes; with c = 1 the
-    axis is in effect the last one and cumsum is the faster.
-    """
-    if x.shape[-1] == 1:
-        return x.cumsum(2)
-    b = x.shape[2]
-    return torch.ones(b, b, dtype=x.dtype, device=x.device).tril() @ x
-
-
 def chunk_decay(alpha: Tensor | None, theta: Tensor | None, like: Tensor) -> ChunkDecay:
     """Coefficients from alpha [B, H, b, c] | None and theta [B, H, b, 1] | None."""
     log_alpha = torch.zeros_like(like[..., :1]) if alpha is None else torch.log(alpha)
-    log_beta = prefix_sum(log_alpha)
+    log_beta = prefix_sum(log_alpha, 2)
     channel_wise = alpha is not None and alpha.shape[-1] > 1
     if theta is None and channel_wise and separable(log_beta):
         return ChunkDecay(log_beta.exp(), None)
     d_alpha = _ratios(log_beta)
     if theta is None:
         return ChunkDecay(log_beta.exp(), d_alpha)
-    log_theta = prefix_sum(torch.log(theta))  # [B, H, b, 1]
+    log_theta = prefix_sum(torch.log(theta), 2)  # [B, H, b, 1]
     d_theta = _ratios(log_theta)[..., 0]  # [B, H, j, i]
     coef = torch.einsum("bhtjc,bhji->bhtic", d_alpha, d_theta)
     m = torch.einsum("bhtjc,bhj->bhtc", d_alpha, log_theta.exp()[..., 0])

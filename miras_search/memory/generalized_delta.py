@@ -30,6 +30,7 @@ from torch import Tensor
 from miras_search.memory.chunked import separable
 from miras_search.memory.exact_delta import unit_lower_solve
 from miras_search.memory.inputs import MemoryInputs
+from miras_search.primitives import prefix_sum
 
 
 def _blocks(x: Tensor, size: int, pad: int) -> Tensor:
@@ -66,7 +67,7 @@ def generalized_delta(x: MemoryInputs, w: Tensor, chunk_size: int, retains_first
     write = remove if x.write is None else x.write  # u_t
     rho = x.k * x.alpha if (retains_first and x.alpha is not None) else x.k
     q, v, b, u, rho = (_blocks(t, size, pad) for t in (x.q, x.v, remove, write, rho))
-    log_cum = _blocks(log_alpha, size, pad).cumsum(3)  # L_t: [B, H, n, b, K]
+    log_cum = prefix_sum(_blocks(log_alpha, size, pad), 3)  # L_t: [B, H, n, b, K]
     log_prev = log_cum - _blocks(log_alpha, size, pad)  # L_{t-1}
 
     rho_decayed = rho * log_prev.exp()  # R_t = rho_t * gamma_{t-1}

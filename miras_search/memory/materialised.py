@@ -31,7 +31,7 @@ from miras_search.memory.chunked import ChunkDecay
 from miras_search.memory.inputs import MemoryInputs, layer_gates
 from miras_search.memory.recurrent import input_widths, memory_gradients
 from miras_search.memory.rule import MemoryRule, MemoryState
-from miras_search.primitives import decay_matrix, newton_schulz
+from miras_search.primitives import decay_matrix, newton_schulz, prefix_sum
 
 CHECKPOINT_FLOATS = 2**24
 """Per-token weights of one chunk (floats, batch and heads included) from which the chunk is
@@ -45,7 +45,7 @@ def _ratio_matrix(log_cum: Tensor) -> Tensor:
 
 def _prefix(gate: Tensor | None, like: Tensor) -> tuple[Tensor, Tensor]:
     log = torch.zeros_like(like[..., :1]) if gate is None else torch.log(gate)
-    log_cum = log.cumsum(2)
+    log_cum = prefix_sum(log, 2)
     return log_cum.exp(), _ratio_matrix(log_cum)
 
 

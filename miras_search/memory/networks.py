@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from miras_search.primitives import LN_EPS, activation, layer_norm_back
+from miras_search.primitives import LN_EPS, activation, layer_norm_back, prefix_sum
 
 LayerApply = Callable[[int, Tensor], Tensor]
 
@@ -106,7 +106,7 @@ class DiagonalLayer:
             out = out + z * m * s0
         if coef is None:  # C_ti = beta_t / beta_i: a running sum over i < t, and C_tt = 1
             step = ex * delta
-            before = F.pad((step / beta).cumsum(-2)[..., :-1, :], (0, 0, 1, 0))
+            before = F.pad(prefix_sum(step / beta, -2)[..., :-1, :], (0, 0, 1, 0))
             summed = beta * before + step
         else:
             summed = (coef * (ex * delta).unsqueeze(-3)).sum(-2)  # [B, H, t, K]
