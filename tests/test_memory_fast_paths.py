@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from miras_search.memory import exact_delta
+from miras_search.memory.chunked import prefix_sum as chunk_prefix_sum
 from miras_search.memory.exact_delta import _ChunkRecurrence, chunk_recurrence, unit_lower_solve
 from miras_search.primitives import lq4_log_scale, lq_log_scale_reference, prefix_sum
 
@@ -84,6 +85,8 @@ def test_prefix_sum_matches_cumsum(size: int, channels: int, shape: tuple, dim: 
     upstream = torch.randn(full, dtype=torch.float64)
     fast, slow = prefix_sum(x, dim), x.cumsum(dim)
     assert _rel(fast, slow) <= TOL
+    if dim == 2 and x.dim() == 4:  # the chunk decays' triangular product
+        assert _rel(chunk_prefix_sum(x), slow) <= TOL
     (g_fast,) = torch.autograd.grad(fast, x, upstream)
     (g_slow,) = torch.autograd.grad(slow, x, upstream)
     assert _rel(g_fast, g_slow) <= TOL

@@ -33,7 +33,6 @@ from miras_search.memory.mirror_read import (
 from miras_search.memory.networks import DiagonalLayer
 from miras_search.memory.recurrent import input_widths, memory_gradients, recurrent_step
 from miras_search.memory.rule import MemoryRule, MemoryState
-from miras_search.primitives import prefix_sum
 
 
 @dataclass
@@ -99,17 +98,46 @@ def _ratios(log_cum: Tensor) -> Tensor:
     return torch.where(causal[:, :, None], diff, float("-inf")).exp()
 
 
-def chunk_decay(alpha: Tensor | None, theta: Tensor | None, like: Tensor) -> ChunkDecay:
-    """Coefficients from alpha [B, H, b, c] | None and theta [B, H, b, 1] | None."""
+def prefix_sum(x: Tensor) -> Tensor:
+    """x.cumsum(2) for the chunk decays' x: [B, H, b, c]; channel-wise (c > 1) as the product with
+    the b x b lower-triangular ones.
+
+    torch's CPU cumsum along an axis that is not the last one, and its backward (a flip, a cumsum
+    and a flip), take about twice as long as the two small matmuls at chunk sizes; with c = 1 the
+    axis is in effect the last one and cumsum is the faster. Slice-by-slice adds
+    (``primitives.prefix_sum``) were slower here: after the log and the block copy they follow,
+    inductor fused the log into every add (about 6 ms forward and backward per layer call for
+    Moneta at the whole-model benchmark's size, against 3 for the product), and eager they took
+    1.15x the product's time.
+    """
+    if x.shape[-1] == 1:
+        return x.cumsum(2)
+    b = x.shape[2]
+    return torch.ones(b, b, dtype=x.dtype, device=x.device).tril() @ x
+
+
+def _log_prefixes(alpha: Tensor | None, theta: Tensor | None, like: Tensor) -> tuple[Tensor, Tensor | None]:
+    """(L, log Theta): the cumulative log-decays of alpha [B, H, b, c] | None (1 where None;
+    ``like`` [B, H, b, *] gives the shape) and theta [B, H, b, 1] | None."""
     log_alpha = torch.zeros_like(like[..., :1]) if alpha is None else torch.log(alpha)
-    log_beta = prefix_sum(log_alpha, 2)
-    channel_wise = alpha is not None and alpha.shape[-1] > 1
-    if theta is None and channel_wise and separable(log_beta):
+    log_theta = None if theta is None else prefix_sum(torch.log(theta))
+    return prefix_sum(log_alpha), log_theta
+
+
+@torch.compiler.disable  # a scalar read: it breaks a graph anyway, and from eager code it runs eager
+def _separable_form(alpha: Tensor | None, theta: Tensor | None, log_beta: Tensor) -> bool:
+    """Whether C[t, i] = beta_t / beta_i is kept implicit: channel-wise decay without momentum,
+    where ``separable``'s check allows it (a scalar read from the tensor)."""
+    return theta is None and alpha is not None and alpha.shape[-1] > 1 and separable(log_beta)
+
+
+def _decay_from(log_beta: Tensor, log_theta: Tensor | None, separable_form: bool) -> ChunkDecay:
+    """The ChunkDecay of cumulative log-decays (``_log_prefixes``)."""
+    if separable_form:
         return ChunkDecay(log_beta.exp(), None)
     d_alpha = _ratios(log_beta)
-    if theta is None:
+    if log_theta is None:
         return ChunkDecay(log_beta.exp(), d_alpha)
-    log_theta = prefix_sum(torch.log(theta), 2)  # [B, H, b, 1]
     d_theta = _ratios(log_theta)[..., 0]  # [B, H, j, i]
     coef = torch.einsum("bhtjc,bhji->bhtic", d_alpha, d_theta)
     m = torch.einsum("bhtjc,bhj->bhtc", d_alpha, log_theta.exp()[..., 0])
@@ -120,22 +148,38 @@ def chunk_decay(alpha: Tensor | None, theta: Tensor | None, like: Tensor) -> Chu
     )
 
 
-def chunk_decays(x: MemoryInputs, size: int, skip: int = 0) -> list[ChunkDecay]:
-    """chunk_decay of every full chunk of ``size`` micro-steps, its first ``skip`` left out (kl's
-    lag token), all computed at once: one ChunkDecay per full chunk (none for a shorter last one).
-    """
-    n_full = x.length // size
-    if n_full == 0:
-        return []
-    batch = x.k.shape[0]
+def chunk_decay(alpha: Tensor | None, theta: Tensor | None, like: Tensor) -> ChunkDecay:
+    """Coefficients from alpha [B, H, b, c] | None and theta [B, H, b, 1] | None."""
+    log_beta, log_theta = _log_prefixes(alpha, theta, like)
+    return _decay_from(log_beta, log_theta, _separable_form(alpha, theta, log_beta))
 
+
+def _block_log_prefixes(x: MemoryInputs, n_full: int, size: int, skip: int) -> tuple[Tensor, Tensor | None]:
+    """_log_prefixes of every full chunk at once: [B * n_full, H, size - skip, c] each."""
     def blocks(t: Tensor | None) -> Tensor | None:  # [B, H, N, c] -> [B * n, H, size - skip, c]
         if t is None:
             return None
         t = t[:, :, : n_full * size].unflatten(2, (n_full, size))[:, :, :, skip:]
         return t.transpose(1, 2).flatten(0, 1)
 
-    d = chunk_decay(blocks(x.alpha), blocks(x.theta), blocks(x.k))
+    return _log_prefixes(blocks(x.alpha), blocks(x.theta), blocks(x.k))
+
+
+@torch.compiler.disable(recursive=False)
+def chunk_decays(x: MemoryInputs, size: int, skip: int = 0) -> list[ChunkDecay]:
+    """chunk_decay of every full chunk of ``size`` micro-steps, its first ``skip`` left out (kl's
+    lag token), all computed at once: one ChunkDecay per full chunk (none for a shorter last one).
+
+    Under train.compile this function stays eager and its two halves compile on their own, so
+    that ``separable``'s scalar read falls between them instead of breaking a graph (a break
+    nested in a compiled frame left parts of the decays to run eagerly).
+    """
+    n_full = x.length // size
+    if n_full == 0:
+        return []
+    batch = x.k.shape[0]
+    log_beta, log_theta = _block_log_prefixes(x, n_full, size, skip)
+    d = _decay_from(log_beta, log_theta, _separable_form(x.alpha, x.theta, log_beta))
     parts = [
         [None] * n_full if t is None else t.unflatten(0, (batch, n_full)).unbind(1)
         for t in (d.beta, d.coef, d.m, d.theta_last, d.theta_ratio)
