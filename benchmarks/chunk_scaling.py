@@ -13,7 +13,7 @@ backward says whether memory is linear, and that of the elements all ops write (
 backward, counted once per T) whether the work is: unlike the time it does not move with the
 machine's load.
 
-    python benchmarks/chunk_scaling.py [--presets a,b] [--chunk 16] [--rounds 3]
+    python benchmarks/chunk_scaling.py [--presets a,b] [--chunk 16] [--head-dim 64] [--rounds 3]
         [--out benchmarks/results/chunk_scaling_cpu.md]
 """
 
@@ -88,6 +88,8 @@ def main() -> None:
     memory_presets = [n for n in preset_names() if preset(n).memory.kind != "none"]
     parser.add_argument("--presets", default=",".join(memory_presets))
     parser.add_argument("--chunk", type=int, default=16)
+    parser.add_argument("--head-dim", type=int, default=DIM,
+                        help="K = V per head (Atlas's degree-2 features at 64 take 12.5 GB at T=1024)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--lengths", type=int, nargs="+", default=list(LENGTHS))
     parser.add_argument("--out", type=Path, default=None)
@@ -99,7 +101,7 @@ def main() -> None:
     # is not the form's own scaling
     chunked.CHECKPOINT_LAYER_BYTES = float("inf")
     console = Console(record=True, width=140)
-    table = Table(title=f"chunked memory fwd+bwd, B=1, H={HEADS}, K=V={DIM}, chunk {args.chunk}, "
+    table = Table(title=f"chunked memory fwd+bwd, B=1, H={HEADS}, K=V={args.head_dim}, chunk {args.chunk}, "
                         f"cpu 1 thread, min of {args.rounds} interleaved rounds")
     for col in ("preset", "form", *(f"T={t} s" for t in args.lengths), "time exponent", "work exponent",
                 "memory exponent"):
@@ -109,7 +111,7 @@ def main() -> None:
         point = preset(name)
         rule = MemoryRule.from_point(point)
         form = resolved_chunk_form(point)
-        inputs = {t: random_inputs(rule, 1, t, HEADS, DIM, dtype=torch.float32, requires_grad=True)
+        inputs = {t: random_inputs(rule, 1, t, HEADS, args.head_dim, dtype=torch.float32, requires_grad=True)
                   for t in args.lengths}
         written = {t: written_elements(rule, inputs[t], args.chunk, form) for t in args.lengths}  # + warm-up
         times: dict[int, list[float]] = {t: [] for t in args.lengths}
