@@ -138,7 +138,8 @@ def main() -> None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(
             "# Chunked forms: time against sequence length\n\nCommand: `python benchmarks/chunk_scaling.py"
-            f" --chunk {args.chunk} --rounds {args.rounds}`\n\n```\n{console.export_text()}```\n"
+            f" --presets {args.presets} --chunk {args.chunk} --head-dim {args.head_dim} --rounds {args.rounds}`"
+            f"\n\n```\n{console.export_text()}```\n"
         )
 
 
