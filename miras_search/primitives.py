@@ -155,7 +155,7 @@ def prefix_sum(x: Tensor, dim: int) -> Tensor:
     torch.compile 4.8 against 1.1 (inductor fuses the adds into one pass; it also fuses a
     pointwise producer such as a log into every add, which still left them ahead: 3.4 against
     5.2 ms). The work is b slices, linear in the length of ``dim``. (The chunk decays keep their
-    triangular product, ``chunked.prefix_sum``, which measured faster in their place.)
+    triangular product, ``chunked.triangular_prefix_sum``, which measured faster in their place.)
     """
     import torch
 

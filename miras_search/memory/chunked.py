@@ -98,7 +98,7 @@ def _ratios(log_cum: Tensor) -> Tensor:
     return torch.where(causal[:, :, None], diff, float("-inf")).exp()
 
 
-def prefix_sum(x: Tensor) -> Tensor:
+def triangular_prefix_sum(x: Tensor) -> Tensor:
     """x.cumsum(2) for the chunk decays' x: [B, H, b, c]; channel-wise (c > 1) as the product with
     the b x b lower-triangular ones.
 
@@ -120,8 +120,8 @@ def _log_prefixes(alpha: Tensor | None, theta: Tensor | None, like: Tensor) -> t
     """(L, log Theta): the cumulative log-decays of alpha [B, H, b, c] | None (1 where None;
     ``like`` [B, H, b, *] gives the shape) and theta [B, H, b, 1] | None."""
     log_alpha = torch.zeros_like(like[..., :1]) if alpha is None else torch.log(alpha)
-    log_theta = None if theta is None else prefix_sum(torch.log(theta))
-    return prefix_sum(log_alpha), log_theta
+    log_theta = None if theta is None else triangular_prefix_sum(torch.log(theta))
+    return triangular_prefix_sum(log_alpha), log_theta
 
 
 @torch.compiler.disable  # a scalar read: it breaks a graph anyway, and from eager code it runs eager

@@ -67,8 +67,9 @@ def generalized_delta(x: MemoryInputs, w: Tensor, chunk_size: int, retains_first
     write = remove if x.write is None else x.write  # u_t
     rho = x.k * x.alpha if (retains_first and x.alpha is not None) else x.k
     q, v, b, u, rho = (_blocks(t, size, pad) for t in (x.q, x.v, remove, write, rho))
-    log_cum = prefix_sum(_blocks(log_alpha, size, pad), 3)  # L_t: [B, H, n, b, K]
-    log_prev = log_cum - _blocks(log_alpha, size, pad)  # L_{t-1}
+    log_step = _blocks(log_alpha, size, pad)
+    log_cum = prefix_sum(log_step, 3)  # L_t: [B, H, n, b, K]
+    log_prev = log_cum - log_step  # L_{t-1}
 
     rho_decayed = rho * log_prev.exp()  # R_t = rho_t * gamma_{t-1}
     q_decayed = q * log_cum.exp()
