@@ -246,21 +246,30 @@ def _tile_read1(V1, S1, r1, qb, qc, A1, d1, m, ACT: tl.constexpr, MOM: tl.conste
 
 
 @triton.jit
+def _tile_keyed(state1, state2, p1, p2, r1, r2, ks, s2, d2, e2, ACT: tl.constexpr, RET: tl.constexpr,
+                PREC: tl.constexpr):
+    """A hidden tile's state (_tile) with its key pass (_tile_keys) and the layer-2 write input
+    x2w = hk e2: X1, X2, V1, V2, W1, W2, a1, hk, f1, t1, d1, x2w."""
+    X1, X2, V1, V2, W1, W2 = _tile(state1, state2, p1, p2, r1, r2, RET)
+    a1, hk, f1, t1, d1 = _tile_keys(W1, W2, ks, s2, d2, ACT, PREC)
+    return X1, X2, V1, V2, W1, W2, a1, hk, f1, t1, d1, hk * e2
+
+
+@triton.jit
 def _tile_pass(state1, state2, mom1, mom2, p1, p2, r1, r2, ks, qc, qb1, A1, d2, m, e2, s2, lb2,
                C: tl.constexpr, ACT: tl.constexpr, RET: tl.constexpr, MOM: tl.constexpr,
                ALPHA_CH: tl.constexpr, PREC: tl.constexpr):
     """One hidden tile's key pass and layer-1 read from the state at p1 ([HT, K] block), p2
     ([K, HT]): the tile X1, X2, S1, S2, V1, V2, W1, W2; the key pass a1, hk, f1, t1, d1; the
     layer-2 write input x2w = hk e2; the read's qS, u1p, u1, hq; the tile's layer-2 scores."""
-    X1, X2, V1, V2, W1, W2 = _tile(state1, state2, p1, p2, r1, r2, RET)
+    X1, X2, V1, V2, W1, W2, a1, hk, f1, t1, d1, x2w = _tile_keyed(state1, state2, p1, p2, r1, r2, ks, s2,
+                                                                  d2, e2, ACT, RET, PREC)
     if MOM:
         S1 = tl.load(mom1 + p1)
         S2 = tl.load(mom2 + p2)
     else:
         S1 = V1
         S2 = V2
-    a1, hk, f1, t1, d1 = _tile_keys(W1, W2, ks, s2, d2, ACT, PREC)
-    x2w = hk * e2
     qS, u1p, u1, hq = _tile_read1(V1, S1, r1, qb1, qc, A1, d1, m, ACT, MOM, PREC)
     Z2 = _raw_scores(hq, x2w, lb2, C, ALPHA_CH, PREC)
     return X1, X2, S1, S2, V1, V2, W1, W2, a1, hk, f1, t1, d1, x2w, qS, u1p, u1, hq, Z2
@@ -299,10 +308,9 @@ def _kl_reads(state1, state2, base, o1, o2, ks, qc, d2, x1w, lb1, eta, alpha, ro
     for j in range(HD // HT):
         e2, lb2, _b2, s2, _cg2, _bl2 = _layer_gates(eta, alpha, row, mt, ew, bt, s, c, b_last, is_last,
                                                     K + j * HT, HT, K + HD, ETA_CH, ALPHA_CH, RETAIN_FIRST)
-        X1, X2, _V1, _V2, W1, W2 = _tile(state1, state2, base + j * HT * K + o1, base + j * HT + o2,
-                                         1.0, 1.0, RET)
-        _a1, hk, _f1, _t1, d1 = _tile_keys(W1, W2, ks, s2, d2, ACT, PREC)
-        x2w = hk * e2
+        (X1, X2, _V1, _V2, _W1, _W2, _a1, _hk, _f1, _t1, d1,
+         x2w) = _tile_keyed(state1, state2, base + j * HT * K + o1, base + j * HT + o2, 1.0, 1.0, ks, s2,
+                            d2, e2, ACT, RET, PREC)
         hq = _act(_kl_read(X1, qc, d1, x1w, lb1, size, SCALE, C, PREC), ACT)
         for t in range(size):
             raw, _P, _dec, _bt = _kl_raw(X2, d2, x2w, lb2, t, C, PREC)
@@ -441,9 +449,8 @@ def _fwd_kernel(
                                                      K + j * HT, HT, K + HD, ETA_CH, ALPHA_CH,
                                                      RETAIN_FIRST)
             if RET == 3:  # the tile's segment end only (the reads ran in _kl_reads)
-                X1, X2, _V1, _V2, W1, W2 = _tile(state1, state2, p1, p2, r1, r2, RET)
-                _a1, hk, _f1, _t1, d1 = _tile_keys(W1, W2, ks, s2, d2, ACT, PREC)
-                x2w = hk * e2
+                (X1, X2, _V1, _V2, _W1, _W2, _a1, _hk, _f1, _t1, d1,
+                 x2w) = _tile_keyed(state1, state2, p1, p2, r1, r2, ks, s2, d2, e2, ACT, RET, PREC)
             else:
                 (X1, X2, S1, S2, _V1, V2, _W1, _W2, _a1, _hk, _f1, _t1, d1, x2w, _qS, _u1p, _u1, hq,
                  Zj) = _tile_pass(state1, state2, mom1, mom2, p1, p2, r1, r2, ks, qc, qb1, A1, d2, m,
@@ -692,9 +699,8 @@ def _bwd_kernel(
                                                      K + j * HT, HT, K + HD, ETA_CH, ALPHA_CH,
                                                      RETAIN_FIRST)
             if RET == 3:
-                X1, X2, V1, V2, W1, W2 = _tile(state1, state2, cur + p1, cur + p2, r1, r2, RET)
-                a1, hk, f1, t1, d1 = _tile_keys(W1, W2, ks, s2, d2, ACT, PREC)
-                x2w = hk * e2
+                X1, X2, V1, V2, W1, W2, a1, hk, f1, t1, d1, x2w = _tile_keyed(
+                    state1, state2, cur + p1, cur + p2, r1, r2, ks, s2, d2, e2, ACT, RET, PREC)
                 u1 = _kl_read(X1, qc, d1, x1w, lb1, size, SCALE, C, PREC)
                 hq = _act(u1, ACT)
             else:
