@@ -155,12 +155,12 @@ def chunk_decay(alpha: Tensor | None, theta: Tensor | None, like: Tensor) -> Chu
 
 
 def _block_log_prefixes(x: MemoryInputs, n_full: int, size: int, skip: int) -> tuple[Tensor, Tensor | None]:
-    """_log_prefixes of every full chunk at once: [B * n_full, H, size - skip, c] each."""
-    def blocks(t: Tensor | None) -> Tensor | None:  # [B, H, N, c] -> [B * n, H, size - skip, c]
+    """_log_prefixes of every full chunk at once: [B, H * n_full, size - skip, c] each, the chunks
+    of a head side by side (a view of the inputs: no copy forward or backward)."""
+    def blocks(t: Tensor | None) -> Tensor | None:  # [B, H, N, c] -> [B, H * n, size - skip, c]
         if t is None:
             return None
-        t = t[:, :, : n_full * size].unflatten(2, (n_full, size))[:, :, :, skip:]
-        return t.transpose(1, 2).flatten(0, 1)
+        return t[:, :, : n_full * size].unflatten(2, (n_full, size))[:, :, :, skip:].flatten(1, 2)
 
     return _log_prefixes(blocks(x.alpha), blocks(x.theta), blocks(x.k))
 
@@ -177,11 +177,11 @@ def chunk_decays(x: MemoryInputs, size: int, skip: int = 0) -> list[ChunkDecay]:
     n_full = x.length // size
     if n_full == 0:
         return []
-    batch = x.k.shape[0]
+    heads = x.k.shape[1]
     log_beta, log_theta = _block_log_prefixes(x, n_full, size, skip)
     d = _decay_from(log_beta, log_theta, _separable_form(x.alpha, x.theta, log_beta))
     parts = [
-        [None] * n_full if t is None else t.unflatten(0, (batch, n_full)).unbind(1)
+        [None] * n_full if t is None else t.unflatten(1, (heads, n_full)).unbind(2)
         for t in (d.beta, d.coef, d.m, d.theta_last, d.theta_ratio)
     ]
     return [ChunkDecay(*fields) for fields in zip(*parts, strict=True)]

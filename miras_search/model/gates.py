@@ -96,6 +96,18 @@ def lightning_decay(n_heads: int, layer: int, n_layers: int) -> torch.Tensor:
     return torch.exp(-slopes * (depth + 1e-5)).float()
 
 
+def _heads_first_storage(z: torch.Tensor, steps: int) -> torch.Tensor:
+    """``z`` ([B, T, H(, C)]) itself eager; under train.compile, the same values stored heads-first
+    ([B, H, T(, C)] contiguous, returned as a [B, T, H(, C)] view). The memory reads its gates
+    heads-first (``memory.inputs._in_loop_layout``): squashed in that layout, the gate autograd
+    saves is the tensor the memory reads, where a squash in the projection's layout kept both and
+    wrote the gate three times (about 3 ms per channel-wise gate and layer call at the whole-model
+    benchmark's size)."""
+    if steps > 1 or not torch.compiler.is_compiling():
+        return z
+    return z.transpose(1, 2).contiguous().transpose(1, 2)
+
+
 class GateProducer(nn.Module):
     """Produce one gate tensor from x.
 
@@ -179,7 +191,7 @@ class GateProducer(nn.Module):
         if self.mode in ("retnet", "alibi"):
             return self.fixed.to(x.dtype).expand(shape)
         h = x if self.down is None else self.down(x)  # [B, T, D] or [B, T, rank]
-        z = self.proj(h).view(shape)
+        z = _heads_first_storage(self.proj(h).view(shape), self.steps)
         if self.log_a is not None:
             dt = F.softplus(z)
             return torch.exp(-self.log_a.exp().view(self.shape_suffix) * dt).clamp(_EPS, 1.0 - _EPS)
