@@ -154,8 +154,10 @@ def prefix_sum(x: Tensor, dim: int) -> Tensor:
     took 4.8 ms forward and backward at [128, 4, 16, 160] (dim 2), these adds 2.1; under
     torch.compile 4.8 against 1.1 (inductor fuses the adds into one pass; it also fuses a
     pointwise producer such as a log into every add, which still left them ahead: 3.4 against
-    5.2 ms). The work is b slices, linear in the length of ``dim``. (The chunk decays keep their
-    triangular product, ``chunked.triangular_prefix_sum``, which measured faster in their place.)
+    5.2 ms). The work is b slices, linear in the length of ``dim``. The chunk decays' log prefixes
+    at the whole-model benchmark's size ([8, 64, 16, 160], the log before them, the exp after in
+    another graph): 2.6 ms compiled and 4.7 eager, forward and backward, against 3.8 and 7.6 for
+    the product with the b x b lower-triangular ones they used before.
     """
     import torch
 

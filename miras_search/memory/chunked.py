@@ -33,6 +33,7 @@ from miras_search.memory.mirror_read import (
 from miras_search.memory.networks import DiagonalLayer
 from miras_search.memory.recurrent import input_widths, memory_gradients, recurrent_step
 from miras_search.memory.rule import MemoryRule, MemoryState
+from miras_search.primitives import prefix_sum
 
 
 @dataclass
@@ -98,30 +99,12 @@ def _ratios(log_cum: Tensor) -> Tensor:
     return torch.where(causal[:, :, None], diff, float("-inf")).exp()
 
 
-def triangular_prefix_sum(x: Tensor) -> Tensor:
-    """x.cumsum(2) for the chunk decays' x: [B, H, b, c]; channel-wise (c > 1) as the product with
-    the b x b lower-triangular ones.
-
-    torch's CPU cumsum along an axis that is not the last one, and its backward (a flip, a cumsum
-    and a flip), take about twice as long as the two small matmuls at chunk sizes; with c = 1 the
-    axis is in effect the last one and cumsum is the faster. Slice-by-slice adds
-    (``primitives.prefix_sum``) were slower here: after the log and the block copy they follow,
-    inductor fused the log into every add (about 6 ms forward and backward per layer call for
-    Moneta at the whole-model benchmark's size, against 3 for the product), and eager they took
-    1.15x the product's time.
-    """
-    if x.shape[-1] == 1:
-        return x.cumsum(2)
-    b = x.shape[2]
-    return torch.ones(b, b, dtype=x.dtype, device=x.device).tril() @ x
-
-
 def _log_prefixes(alpha: Tensor | None, theta: Tensor | None, like: Tensor) -> tuple[Tensor, Tensor | None]:
     """(L, log Theta): the cumulative log-decays of alpha [B, H, b, c] | None (1 where None;
     ``like`` [B, H, b, *] gives the shape) and theta [B, H, b, 1] | None."""
     log_alpha = torch.zeros_like(like[..., :1]) if alpha is None else torch.log(alpha)
-    log_theta = None if theta is None else triangular_prefix_sum(torch.log(theta))
-    return triangular_prefix_sum(log_alpha), log_theta
+    log_theta = None if theta is None else prefix_sum(torch.log(theta), 2)
+    return prefix_sum(log_alpha, 2), log_theta
 
 
 @torch.compiler.disable  # a scalar read: it breaks a graph anyway, and from eager code it runs eager
