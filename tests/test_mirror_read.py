@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from miras_search.memory import MemoryRule, memory_forward
-from miras_search.memory.testing import random_inputs
+from miras_search.memory.testing import random_inputs, reference_chunked_forward
 from miras_search.schema import ModelPoint
+from miras_search.testing.conformance import assert_close, forward_and_grads
 
 
 @pytest.mark.parametrize("alpha_mode", ["head", "channel"])
@@ -45,3 +46,37 @@ def test_each_token_reads_the_softmax_of_its_log_space_state(alpha_mode: str, le
         u = 2.0 * torch.softmax(raw, -1)
         expected.append(u @ qs[i])
     torch.testing.assert_close(out[0, :, 0], torch.stack(expected), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("memory", [{"kind": "matrix"}, {"kind": "vector"}, {"kind": "mlp", "expansion": 2}])
+@pytest.mark.parametrize("alpha_mode", ["head", "channel"])
+@pytest.mark.parametrize("algorithm", ["gd", "momentum"])
+@pytest.mark.parametrize("strong", [False, True])
+def test_every_form_of_the_step_sums_reads_the_materialised_weights(memory: dict, alpha_mode: str,
+                                                                     algorithm: str, strong: bool):
+    """The step sums of a chunk come in three forms (beta_t times a running sum of quotients when
+    the chunk's decays are separable, a decayed running sum without momentum, per-token products
+    with it); each against the chunk loop that materialises every token's weights, float64,
+    forward and every gradient. ``strong``: every other token decays by 1e-30, so the chunks'
+    cumulative log-decays fall below the separable floor (-300)."""
+    point = ModelPoint(memory=memory, bias={"kind": "l2"},
+                       retention={"kind": "kl", "scale": 2.0, "alpha": {"mode": alpha_mode}},
+                       algorithm={"kind": algorithm, "eta": {"mode": "head"}})
+    rule = MemoryRule.from_point(point)
+    channel = ("alpha",) if alpha_mode == "channel" else ()
+    q, k, v, gates, params = random_inputs(rule, 2, 37, 2, 4, channel=channel, seed=3)
+    if strong:
+        weak = torch.ones_like(gates.alpha)
+        weak[:, ::2] = 1e-30
+        gates.alpha = gates.alpha * weak
+    for leaf in (q, k, v, gates.eta, gates.alpha, gates.theta, *params):
+        if leaf is not None:
+            leaf.requires_grad_()
+    inputs = (q, k, v, gates, params)
+    fast = forward_and_grads(lambda *a: memory_forward(rule, *a, chunk_size=16), inputs)
+    slow = forward_and_grads(lambda *a: reference_chunked_forward(rule, *a, chunk_size=16), inputs)
+    if strong:  # d/d alpha carries 1/alpha = 1e30 into sums of terms that underflow apart in
+        # each form (so for the unchanged per-token products too): that gradient is left out
+        alpha_at = 5  # output, q, k, v, eta, alpha, ...
+        fast, slow = fast[:alpha_at] + fast[alpha_at + 1:], slow[:alpha_at] + slow[alpha_at + 1:]
+    assert_close(fast, slow, f"kl {memory['kind']} alpha {alpha_mode} {algorithm} strong={strong}")

@@ -191,13 +191,14 @@ def chunk_update(rule: MemoryRule, state: MemoryState, x: MemoryInputs,
     bases = [retention.linear_base(w, a) for w, a in zip(state.w, a_prev, strict=True)]
     scales = state.read_scale or [retention.read_scale(w, a) for w, a in zip(state.w, a_prev, strict=True)]
     s_prev = state.s if state.s is not None else [None] * len(state.w)
+    alphas = layer_gates(x.alpha, widths)  # the per-step decays, for kl's running sums
 
     def read(layer: int, z: Tensor) -> Tensor:
         d = decays[layer]
         if retention.maps_each_token:  # kl: each token reads c softmax_row of its log-space state
             read_map = mirror_diagonal_read if network.layers[layer] is DiagonalLayer else mirror_chunk_read
             out = checkpointed_read(read_map, a_prev[layer], retention.scale, d.beta, s_prev[layer],
-                                    d.m, d.coef, deltas[layer], eta_x[layer], z)
+                                    d.m, d.coef, alphas[layer], deltas[layer], eta_x[layer], z)
         else:
             out = retention.chunk_read(
                 network.layers[layer], state.w[layer], a_prev[layer], bases[layer], d.beta,

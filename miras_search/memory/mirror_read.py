@@ -39,18 +39,19 @@ seq 256 (4M floats per chunk) peaked at 16 GB without it."""
 
 def chunk_log_states(
     log_w0: Tensor, beta: Tensor, s0: Tensor | None, m: Tensor | None, coef: Tensor | None,
-    delta: Tensor, ex: Tensor,
+    alpha: Tensor | None, delta: Tensor, ex: Tensor,
 ) -> Tensor:
     """raw_t for every token of the chunk: [B, H, b, out, in].
 
     log_w0, s0: [B, H, out, in] (a vector memory: out = 1); beta, m: [B, H, b, c]; coef:
-    [B, H, b, b, c] or None (C_ti = beta_t / beta_i); delta: [B, H, b, out]; ex = eta * x:
-    [B, H, b, in]; c in {1, in}.
+    [B, H, b, b, c], or None where C_ti = beta_t / beta_i is left implicit (``chunked.separable``);
+    alpha: the chunk's per-step decays [B, H, b, c] (None: no decay); delta: [B, H, b, out];
+    ex = eta * x: [B, H, b, in]; c in {1, in}.
     """
     if coef is None:
         raw = beta.unsqueeze(-2) * (log_w0.unsqueeze(2) - _separable_step_sums(beta, delta, ex))
     else:
-        raw = log_w0.unsqueeze(2) * beta.unsqueeze(-2) - _step_sums(coef, delta, ex)
+        raw = log_w0.unsqueeze(2) * beta.unsqueeze(-2) - _step_sums(coef, m, alpha, delta, ex)
     if s0 is not None and m is not None:
         raw = raw + s0.unsqueeze(2) * m.unsqueeze(-2)
     return raw
@@ -65,36 +66,59 @@ def _separable_step_sums(beta: Tensor, delta: Tensor, ex: Tensor) -> Tensor:
     and backward of Memora's two reads at the whole-model benchmark's size (B=8, H=4, b=15, 32 x
     128 and 128 x 32) took 9.2 ms compiled and 25.9 eager, against 17.8 and 33.3 for the
     [out, b] x [b, in] product per token that the general form needs (its backward's products
-    have an inner size of b)."""
+    have an inner size of b); the decayed running sum (``_decayed_sums``) took 11.4 and 29.7."""
     return prefix_sum(delta.unsqueeze(-1) * (ex / beta).unsqueeze(-2), 2)
 
 
-def _step_sums(coef: Tensor, delta: Tensor, ex: Tensor) -> Tensor:
-    """sum_{i<=t} C_ti delta_i (ex_i)^T for every t, [B, H, b, out, in], coef C: [B, H, b, b, in];
-    one [out, b] x [b, in] product per token, made in the [t, out, in] layout the softmax reads."""
+def _step_sums(coef: Tensor, m: Tensor | None, alpha: Tensor | None, delta: Tensor, ex: Tensor) -> Tensor:
+    """sum_{i<=t} C_ti delta_i (ex_i)^T for every t, [B, H, b, out, in], coef C: [B, H, b, b, c].
+
+    Without momentum (m None) C_ti is the product of the decays after step i, and the sums are
+    the running sum P_t = alpha_t P_{t-1} + delta_t ex_t^T (``_decayed_sums``; exact at any decay,
+    no quotient). With momentum, one [out, b] x [b, in] product per token, made in the
+    [t, out, in] layout the softmax reads."""
+    if m is None:
+        return _decayed_sums(delta.unsqueeze(-1) * ex.unsqueeze(-2), None if alpha is None else alpha.unsqueeze(-2))
     return delta.mT.unsqueeze(2) @ (coef * ex.unsqueeze(2))
+
+
+def _decayed_sums(steps: Tensor, decay: Tensor | None) -> Tensor:
+    """P_t = decay_t * P_{t-1} + steps_t along dim 2 (P_0 = steps_0; decay None: a prefix sum).
+
+    steps: [B, H, b, ...]; decay: [B, H, b, ...] broadcasting to a step. A per-head decay reads
+    this way 1.5x faster compiled than through the [out, b] x [b, in] products (B=8, H=4, b=15,
+    32 x 128 and 128 x 32: 12.1 against 18.2 ms forward and backward; eager the same)."""
+    if decay is None:
+        return prefix_sum(steps, 2)
+    total, sums = steps[:, :, 0], [steps[:, :, 0]]
+    for step, factor in zip(steps.unbind(2)[1:], decay.unbind(2)[1:], strict=True):
+        total = torch.addcmul(step, total, factor)
+        sums.append(total)
+    return torch.stack(sums, 2)
 
 
 def mirror_chunk_read(
     log_w0: Tensor, scale: float, beta: Tensor, s0: Tensor | None, m: Tensor | None,
-    coef: Tensor | None, delta: Tensor, ex: Tensor, z: Tensor,
+    coef: Tensor | None, alpha: Tensor | None, delta: Tensor, ex: Tensor, z: Tensor,
 ) -> Tensor:
     """U_t z_t with U_t = c softmax_row(raw_t) for a matrix weight: [B, H, b, out].
 
     Shapes as ``chunk_log_states``; z: [B, H, b, in]; ``scale``: c (each row of U_t sums to it).
     """
-    weights = torch.softmax(chunk_log_states(log_w0, beta, s0, m, coef, delta, ex), -1)
+    weights = torch.softmax(chunk_log_states(log_w0, beta, s0, m, coef, alpha, delta, ex), -1)
     return scale * (weights @ z.unsqueeze(-1)).squeeze(-1)
 
 
 def mirror_diagonal_read(
     log_w0: Tensor, scale: float, beta: Tensor, s0: Tensor | None, m: Tensor | None,
-    coef: Tensor | None, delta: Tensor, ex: Tensor, z: Tensor,
+    coef: Tensor | None, alpha: Tensor | None, delta: Tensor, ex: Tensor, z: Tensor,
 ) -> Tensor:
     """The vector memory's analogue (log_w0: [B, H, 1, K], one distribution over K; the step of
     token i is delta_i * x_i per channel): U_t * z_t, [B, H, b, K]."""
     if coef is None:  # C_ti = beta_t / beta_i: a running sum (see _separable_step_sums)
         raw = beta * (log_w0 - prefix_sum(ex * delta / beta, 2))
+    elif m is None:
+        raw = beta * log_w0 - _decayed_sums(ex * delta, alpha)
     else:
         raw = beta * log_w0 - (coef * (ex * delta).unsqueeze(2)).sum(3)
     if s0 is not None and m is not None:
