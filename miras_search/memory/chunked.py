@@ -191,7 +191,8 @@ def chunk_update(rule: MemoryRule, state: MemoryState, x: MemoryInputs,
     bases = [retention.linear_base(w, a) for w, a in zip(state.w, a_prev, strict=True)]
     scales = state.read_scale or [retention.read_scale(w, a) for w, a in zip(state.w, a_prev, strict=True)]
     s_prev = state.s if state.s is not None else [None] * len(state.w)
-    alphas = layer_gates(x.alpha, widths)  # the per-step decays, for kl's running sums
+    # kl's running sums take the per-step decays
+    alphas = layer_gates(x.alpha, widths) if retention.maps_each_token else None
 
     def read(layer: int, z: Tensor) -> Tensor:
         d = decays[layer]
