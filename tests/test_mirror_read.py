@@ -80,3 +80,33 @@ def test_every_form_of_the_step_sums_reads_the_materialised_weights(memory: dict
         alpha_at = 5  # output, q, k, v, eta, alpha, ...
         fast, slow = fast[:alpha_at] + fast[alpha_at + 1:], slow[:alpha_at] + slow[alpha_at + 1:]
     assert_close(fast, slow, f"kl {memory['kind']} alpha {alpha_mode} {algorithm} strong={strong}")
+
+
+@pytest.mark.parametrize("length", [1, 7, 16])
+@pytest.mark.parametrize(("out", "inn"), [(5, 9), (9, 5), (1, 4)])
+def test_the_eager_read_and_the_graph_inductor_compiles_are_one_function(monkeypatch, length: int,
+                                                                        out: int, inn: int):
+    """The separable read runs eager with a written-out backward and, under train.compile, as the
+    autograd graph that inductor fuses: both give the same outputs and gradients (float64)."""
+    from miras_search.memory.mirror_read import mirror_chunk_read
+
+    gen = torch.Generator().manual_seed(length * 10 + out)
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=gen, dtype=torch.float64)
+
+    log_w0 = torch.log_softmax(rand(2, 3, out, inn), -1)
+    beta = torch.exp(-0.3 * rand(2, 3, length, inn).abs().cumsum(2))
+    leaves = [t.requires_grad_() for t in (log_w0, beta, rand(2, 3, length, out), 0.3 * rand(2, 3, length, inn),
+                                           rand(2, 3, length, inn))]
+    weight = rand(2, 3, length, out)
+
+    def read():
+        y = mirror_chunk_read(leaves[0], 2.0, leaves[1], None, None, None, None, *leaves[2:])
+        return [y, *torch.autograd.grad((y * weight).sum(), leaves)]
+
+    eager = read()
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    graph = read()
+    assert_close(eager, graph, f"separable read b={length} {out}x{inn}", tol=1e-12,
+                 names=("output", "log_w0", "beta", "delta", "ex", "z"))

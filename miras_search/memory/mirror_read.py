@@ -105,8 +105,56 @@ def mirror_chunk_read(
 
     Shapes as ``chunk_log_states``; z: [B, H, b, in]; ``scale``: c (each row of U_t sums to it).
     """
+    if coef is None and m is None and not torch.compiler.is_compiling():
+        return _SeparableRead.apply(log_w0, beta, delta, ex, z, scale)
     weights = torch.softmax(chunk_log_states(log_w0, beta, s0, m, coef, alpha, delta, ex), -1)
     return scale * (weights @ z.unsqueeze(-1)).squeeze(-1)
+
+
+class _SeparableRead(torch.autograd.Function):
+    """``mirror_chunk_read`` with separable decays and no momentum, eager, with its backward
+    written out: fewer passes over the per-token tensors ([B, H, b, out, in]) than autograd's graph
+    of the same ops makes, and those passes are what an eager read costs (compiled, inductor fuses
+    that graph instead). Both reads of a chunk and layer, forward and backward, at B=8, H=4, b=15,
+    32 x 128 and 128 x 32: 18.8 against 24.6 ms (at b=63: 96.4 against 119.0).
+
+    Forward: R_t = log W_0 - sum_{i<=t} delta_i u_i^T (u = ex / beta, written slice by slice),
+    U_t = softmax_row(beta_t R_t), y_t = c U_t z_t. Backward, with gy_t [out]: the softmax's
+    G_t = c U_t (z_t - y_t / c) gy_t (row-wise), then d beta_t = sum_o G_t R_t, dR_t = beta_t G_t,
+    d log W_0 = sum_t dR_t, and each step's gradient is minus the sum of dR_s over s >= t.
+    """
+
+    @staticmethod
+    def forward(ctx, log_w0: Tensor, beta: Tensor, delta: Tensor, ex: Tensor, z: Tensor,
+                scale: float) -> Tensor:
+        u = ex / beta
+        rest = torch.empty(*delta.shape, log_w0.shape[-1], dtype=log_w0.dtype, device=log_w0.device)
+        previous = log_w0
+        for t in range(delta.shape[2]):
+            previous = torch.addcmul(previous, delta[:, :, t].unsqueeze(-1), u[:, :, t].unsqueeze(-2),
+                                     value=-1.0, out=rest[:, :, t])
+        weights = torch.softmax(rest * beta.unsqueeze(-2), -1)
+        y = scale * (weights @ z.unsqueeze(-1)).squeeze(-1)
+        ctx.save_for_backward(rest, weights, beta, delta, u, z, y)
+        ctx.scale = scale
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_y: Tensor) -> tuple[Tensor | None, ...]:
+        rest, weights, beta, delta, u, z, y = ctx.saved_tensors
+        scaled = grad_y * ctx.scale
+        grad_z = (weights.mT @ scaled.unsqueeze(-1)).squeeze(-1)
+        grad = (z.unsqueeze(-2) - (y / ctx.scale).unsqueeze(-1)).mul_(weights).mul_(scaled.unsqueeze(-1))
+        grad_beta = (grad * rest).sum(-2)
+        grad.mul_(beta.unsqueeze(-2))  # now d R_t
+        grad_log_w0 = grad.sum(2)
+        for t in range(grad.shape[2] - 2, -1, -1):  # suffix sums: d(step t) = -sum_{s>=t} dR_s
+            grad[:, :, t].add_(grad[:, :, t + 1])
+        grad_delta = (grad @ u.unsqueeze(-1)).squeeze(-1).neg_()
+        grad_u = (grad.mT @ delta.unsqueeze(-1)).squeeze(-1).neg_()
+        grad_ex = grad_u / beta
+        grad_beta = grad_beta - grad_ex * u
+        return grad_log_w0, grad_beta, grad_delta, grad_ex, grad_z, None
 
 
 def mirror_diagonal_read(
