@@ -2,9 +2,8 @@
 
 One copy of each: the floors (``NORM_FLOOR``, ``LQ_FLOOR``, ``LN_EPS``), the error norm, the smooth
 sign and power of the attentional biases, |x|^q, prefix sums and the decay matrix of a chunk, the
-lq log-norm,
-Muon's Newton-Schulz iteration, the MLP memories' activations with their backward and the
-LayerNorm backward.
+lq log-norm, Muon's Newton-Schulz iteration, the MLP memories' activations with their backward and
+the LayerNorm backward.
 Everything here works on tensor methods, so the schema classes (whose options carry their math)
 import this module without importing torch; the few functions that need torch's namespace import
 it when called.

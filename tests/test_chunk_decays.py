@@ -37,12 +37,12 @@ def test_all_chunks_at_once_equal_one_at_a_time(length: int, size: int, skip: in
     x = _inputs(length, channels, momentum, low)
     together = chunk_decays(x, size, skip)
     assert len(together) == length // size
+    alone = [chunk_decay(p.alpha, p.theta, p.k) for p in
+             (x.slice(c * size + skip, (c + 1) * size) for c in range(len(together)))]
     fields = ("beta", "coef", "m", "theta_last", "theta_ratio")
-    for c, decay in enumerate(together):
-        part = x.slice(c * size + skip, (c + 1) * size)
-        alone = chunk_decay(part.alpha, part.theta, part.k)
+    for c, (decay, single) in enumerate(zip(together, alone, strict=True)):
         for name in fields:
-            got, want = getattr(decay, name), getattr(alone, name)
+            got, want = getattr(decay, name), getattr(single, name)
             assert (got is None) == (want is None), f"chunk {c}: {name}"
             if want is not None:
                 torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-300)
@@ -54,8 +54,6 @@ def test_all_chunks_at_once_equal_one_at_a_time(length: int, size: int, skip: in
             return sum(w * (d.beta.sum() + (0 if d.coef is None else d.coef.sum()))
                        for w, d in zip(weights, decays, strict=True))
 
-        alone = [chunk_decay(p.alpha, p.theta, p.k) for p in
-                 (x.slice(c * size + skip, (c + 1) * size) for c in range(len(together)))]
         got = torch.autograd.grad(total(together), gates)
         want = torch.autograd.grad(total(alone), gates)
         for g, w in zip(got, want, strict=True):

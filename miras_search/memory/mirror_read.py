@@ -32,9 +32,10 @@ from miras_search.primitives import prefix_sum
 
 CHECKPOINT_FLOATS = 2**21
 """Per-token weights of one chunk and layer (floats, batch and heads included) from which the
-read is checkpointed: 8 MB in float32. Autograd keeps about four tensors of this size per chunk
-(the log states, the softmax, the product's inputs); Memora at batch 16, d_model 128, 4 layers,
-seq 256 (4M floats per chunk) peaked at 16 GB without it."""
+read is checkpointed: 8 MB in float32. Autograd keeps about two tensors of this size per chunk
+(the log states and the softmax: 16.6-17.4 MB for 7.9 MB of weights at B=8, H=4, b=15, 32 x 128,
+in every form of the read); with the per-token products of an earlier form Memora at batch 16,
+d_model 128, 4 layers, seq 256 (4M floats per chunk) peaked at 16 GB without it."""
 
 
 def chunk_log_states(
@@ -66,7 +67,9 @@ def _separable_step_sums(beta: Tensor, delta: Tensor, ex: Tensor) -> Tensor:
     and backward of Memora's two reads at the whole-model benchmark's size (B=8, H=4, b=15, 32 x
     128 and 128 x 32) took 9.2 ms compiled and 25.9 eager, against 17.8 and 33.3 for the
     [out, b] x [b, in] product per token that the general form needs (its backward's products
-    have an inner size of b); the decayed running sum (``_decayed_sums``) took 11.4 and 29.7."""
+    have an inner size of b); the decayed running sum (``_decayed_sums``) took 11.4 and 29.7.
+    This graph is what runs under train.compile; eager, ``_SeparableRead`` computes the same read
+    with its backward written out."""
     return prefix_sum(delta.unsqueeze(-1) * (ex / beta).unsqueeze(-2), 2)
 
 
