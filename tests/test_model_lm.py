@@ -198,6 +198,26 @@ def test_non_finite_forward_raises() -> None:
     with torch.autocast("cpu", dtype=torch.bfloat16), pytest.raises(NonFiniteError) as caught:
         model(tokens)
     assert "use train.precision fp32" in str(caught.value) and "algorithm.eta" in str(caught.value)
+    assert "chunk_size" not in str(caught.value)  # the exact chunked delta rule: any chunk, same math
+
+
+@pytest.mark.parametrize(("name", "train", "names_chunk"), [
+    ("moneta", {"chunk_size": 8}, True),  # the minibatch form: a smaller chunk is another algorithm
+    ("moneta", {"chunk_size": 1}, False),  # already the recurrence
+    ("moneta", {"chunk_size": 8, "mode": "recurrent"}, False),
+    ("transformer", {}, False),
+])
+def test_non_finite_advice_names_the_chunk_size_where_it_changes_the_inner_loop(
+    name: str, train: dict[str, Any], names_chunk: bool,
+) -> None:
+    model = _built(tiny(name, **train))
+    with torch.no_grad():
+        model.embed.weight[5] = float("nan")
+    tokens = _tokens(1, 7)
+    tokens[0, 3] = 5
+    with pytest.raises(NonFiniteError) as caught:
+        model(tokens)
+    assert ("smaller train.chunk_size (now 8" in str(caught.value)) == names_chunk
 
 
 def test_unbuildable_point_is_unsupported(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -164,6 +164,16 @@ class MirasLM(nn.Module):
     def _non_finite(self, what: str, device: torch.device) -> str:
         name = self.point.name or "the point"
         advice = "lower train.lr, or the memory's step (algorithm.eta) and the other gates' values"
+        chunks = {mixer.chunk_size for mixer in self.memory_mixers()
+                  if mixer.mode == "chunked" and mixer.chunk_form == "minibatch" and mixer.chunk_size > 1}
+        if chunks:
+            # Measured: matrix memory, lp bias (p=3), l2 retention, momentum at chunk 16 went to
+            # inf on a text sequence (float64 too) where chunks of 8 and the recurrence stayed finite.
+            advice += (
+                f", or a smaller train.chunk_size (now {max(chunks)}: the chunked form takes all of "
+                "a chunk's inner steps at its start memory, which can overshoot where the "
+                "token-by-token recurrence does not)"
+            )
         if torch.is_autocast_enabled(device.type):  # fp32 cannot help a model already in fp32
             advice += ", or use train.precision fp32"
         return (
