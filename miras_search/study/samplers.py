@@ -5,17 +5,18 @@ from __future__ import annotations
 import copy
 import math
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Sequence
 from typing import Any
 
 import optuna
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
 
 from miras_search.errors import ConfigError, Problem
 from miras_search.schema.train import SEED_MAX
 from miras_search.space import Choice, FloatRange, IntRange, SearchSpace
 from miras_search.space.walk import encode_option, iter_nodes
 from miras_search.study.fidelity_values import sampler_values
+from miras_search.study.records import REUSABLE_FAILURES
 from miras_search.study.spec import PrunerSpec, StudyFile
 
 
@@ -61,11 +62,18 @@ class _BaseFidelityView:
     """The study as a sampler should see it: its own (base) trials, with each re-measured point's
     higher-fidelity results (study.fidelity) carried onto the base scale by rank
     (study.fidelity_values) when ``carry`` is true; the fidelity trials themselves are left out,
-    as their values are on another budget's scale."""
+    as their values are on another budget's scale.
 
-    def __init__(self, study: optuna.Study, carry: bool = True):
+    With ``failures_as_pruned`` (TPE), a point's own failures (``REUSABLE_FAILURES``: NaN, divergence,
+    build errors, limits, crashes) are shown as pruned trials without intermediate values, which TPE
+    ranks below every complete and every reporting pruned trial. Optuna's samplers skip failed
+    trials, so TPE otherwise keeps proposing a failing point: in benchmarks/gpu_check.sh's dry-run
+    study (24 trials) two failing points were proposed four more times. Storage keeps them failed."""
+
+    def __init__(self, study: optuna.Study, carry: bool = True, failures_as_pruned: bool = False):
         self._study = study
         self._carry = carry
+        self._failures_as_pruned = failures_as_pruned
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._study, name)
@@ -85,11 +93,23 @@ class _BaseFidelityView:
             out.append(trial)
         return out
 
-    def _get_trials(self, *args: Any, **kwargs: Any) -> list[FrozenTrial]:
-        return self._seen(self._study._get_trials(*args, **kwargs))
+    def _with_failures(self, trials: list[FrozenTrial], states: Container[TrialState] | None) -> list[FrozenTrial]:
+        """``trials`` (read with ``states``) and, where pruned trials were asked for, the point
+        failures as pruned trials, in trial-number order."""
+        if not self._failures_as_pruned or states is None or TrialState.PRUNED not in states:
+            return trials
+        failed = self._study._get_trials(deepcopy=False, states=(TrialState.FAIL,))
+        shown = [_as_pruned(t) for t in failed if t.user_attrs.get("failure") in REUSABLE_FAILURES]
+        return sorted(trials + shown, key=lambda t: t.number) if shown else trials
 
-    def get_trials(self, *args: Any, **kwargs: Any) -> list[FrozenTrial]:
-        return self._seen(self._study.get_trials(*args, **kwargs))
+    def _get_trials(self, deepcopy: bool = True, states: Container[TrialState] | None = None,
+                    use_cache: bool = False) -> list[FrozenTrial]:
+        trials = self._study._get_trials(deepcopy=deepcopy, states=states, use_cache=use_cache)
+        return self._seen(self._with_failures(trials, states))
+
+    def get_trials(self, deepcopy: bool = True, states: Container[TrialState] | None = None) -> list[FrozenTrial]:
+        trials = self._study.get_trials(deepcopy=deepcopy, states=states)
+        return self._seen(self._with_failures(trials, states))
 
     @property
     def trials(self) -> list[FrozenTrial]:
@@ -101,6 +121,14 @@ class _BaseFidelityView:
 
         return _get_pareto_front_trials_by_trials(self._get_trials(deepcopy=False, states=(
             optuna.trial.TrialState.COMPLETE,)), self._study.directions)
+
+
+def _as_pruned(trial: FrozenTrial) -> FrozenTrial:
+    """A copy of a failed trial that a sampler reads as pruned before any report."""
+    shown = copy.copy(trial)
+    shown.state = TrialState.PRUNED
+    shown.intermediate_values = {}
+    return shown
 
 
 def base_fidelity_view(study: optuna.Study, carry: bool = False) -> optuna.Study:
@@ -115,25 +143,30 @@ class BaseFidelitySampler(optuna.samplers.BaseSampler):
     re-trained 4x longer (``confirm``), on a ladder (``scale``) or promoted by successive halving
     is seen once, at its base trial, holding the value its rank among the points re-measured alike
     gives it (study.fidelity_values); a point worse at the base budget but better at the higher
-    fidelity is then what the sampler learns from."""
+    fidelity is then what the sampler learns from. ``failures_as_pruned``: a point's failures are
+    shown as pruned trials (``_BaseFidelityView``; for TPE, which ranks those as bad)."""
 
-    def __init__(self, inner: optuna.samplers.BaseSampler):
+    def __init__(self, inner: optuna.samplers.BaseSampler, failures_as_pruned: bool = False):
         self.inner = inner
+        self.failures_as_pruned = failures_as_pruned
+
+    def _view(self, study: optuna.Study) -> optuna.Study:
+        return _BaseFidelityView(study, failures_as_pruned=self.failures_as_pruned)  # type: ignore[return-value]
 
     def __str__(self) -> str:
         return str(self.inner)
 
     def infer_relative_search_space(self, study, trial):
-        return self.inner.infer_relative_search_space(_BaseFidelityView(study), trial)
+        return self.inner.infer_relative_search_space(self._view(study), trial)
 
     def sample_relative(self, study, trial, search_space):
-        return self.inner.sample_relative(_BaseFidelityView(study), trial, search_space)
+        return self.inner.sample_relative(self._view(study), trial, search_space)
 
     def sample_independent(self, study, trial, param_name, param_distribution):
-        return self.inner.sample_independent(_BaseFidelityView(study), trial, param_name, param_distribution)
+        return self.inner.sample_independent(self._view(study), trial, param_name, param_distribution)
 
     def before_trial(self, study, trial) -> None:
-        self.inner.before_trial(_BaseFidelityView(study), trial)
+        self.inner.before_trial(self._view(study), trial)
 
     def after_trial(self, study, trial, state, values) -> None:
         self.inner.after_trial(study, trial, state, values)
@@ -144,8 +177,9 @@ class BaseFidelitySampler(optuna.samplers.BaseSampler):
 
 def make_sampler(study: StudyFile, space: SearchSpace) -> optuna.samplers.BaseSampler:
     """The sampler of ``study.sampler`` (anchors-only studies use a seeded random sampler), seeing
-    one value per point on the base scale, higher fidelities carried by rank (BaseFidelitySampler)."""
-    return BaseFidelitySampler(_make_sampler(study, space))
+    one value per point on the base scale, higher fidelities carried by rank (BaseFidelitySampler);
+    TPE also sees a point's failures, as pruned trials."""
+    return BaseFidelitySampler(_make_sampler(study, space), failures_as_pruned=study.sampler.kind == "tpe")
 
 
 def _make_sampler(study: StudyFile, space: SearchSpace) -> optuna.samplers.BaseSampler:
