@@ -60,3 +60,28 @@ def test_abs_pow_is_pow(q: float) -> None:
     w = torch.randn(4, 7, dtype=torch.float64)
     (g_fast,), (g_slow,) = (torch.autograd.grad((y * w).sum(), x) for y in (fast, slow))
     assert _rel(g_fast, g_slow) <= TOL
+
+
+@pytest.mark.parametrize("length", [1, 7, 63, 100])
+@pytest.mark.parametrize("broadcast", [False, True])
+def test_product_with_weight_matches_autograd_and_keeps_the_weights_layout(length: int, broadcast: bool) -> None:
+    from miras_search.memory.networks import times_weight
+
+    gen = torch.Generator().manual_seed(length)
+    z = torch.randn(2, 3, length, 5, generator=gen, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(1 if broadcast else 2, 3, 4, 5, generator=gen, dtype=torch.float64, requires_grad=True)
+    probe = torch.randn(2, 3, length, 4, generator=gen, dtype=torch.float64)
+    fast = times_weight(z, w)
+    slow = z @ w.mT
+    assert fast.grad_fn is not None and "ProductWithWeight" in type(fast.grad_fn).__name__
+    assert _rel(fast, slow) <= TOL
+    fast_grads = torch.autograd.grad((fast * probe).sum(), (z, w), create_graph=True)
+    slow_grads = torch.autograd.grad((slow * probe).sum(), (z, w), create_graph=True)
+    for a, b in zip(fast_grads, slow_grads, strict=True):
+        assert _rel(a, b) <= TOL
+    assert fast_grads[1].is_contiguous()  # autograd's own is a transposed view for w's [out, in]
+    # the outer backward may differentiate it again
+    second = [torch.autograd.grad(sum(g.square().sum() for g in grads), (z, w))
+              for grads in (fast_grads, slow_grads)]
+    for a, b in zip(*second, strict=True):
+        assert _rel(a, b) <= TOL
