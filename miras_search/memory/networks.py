@@ -39,12 +39,15 @@ class _ProductWithWeight(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
         z, w = ctx.saved_tensors
-        grad_z = grad @ w if ctx.needs_input_grad[0] else None
-        grad_w = None
-        if ctx.needs_input_grad[1]:
-            grad_w = grad.mT @ z
-            if grad_w.shape != w.shape:  # w broadcast over z's batch dimensions
-                grad_w = grad_w.sum_to_size(w.shape)
+        # as the forward (the memory's state math runs outside autocast), whatever context
+        # the backward is called in
+        with torch.autocast(device_type=grad.device.type, enabled=False):
+            grad_z = grad @ w if ctx.needs_input_grad[0] else None
+            grad_w = None
+            if ctx.needs_input_grad[1]:
+                grad_w = grad.mT @ z
+                if grad_w.shape != w.shape:  # w broadcast over z's batch dimensions
+                    grad_w = grad_w.sum_to_size(w.shape)
         return grad_z, grad_w
 
 
