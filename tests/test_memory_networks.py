@@ -85,3 +85,28 @@ def test_product_with_weight_matches_autograd_and_keeps_the_weights_layout(lengt
               for grads in (fast_grads, slow_grads)]
     for a, b in zip(*second, strict=True):
         assert _rel(a, b) <= TOL
+
+
+@pytest.mark.parametrize("length", [1, 7, 63, 100])
+def test_minus_grad_matches_autograd_and_keeps_the_layouts(length: int) -> None:
+    from miras_search.memory.networks import LinearLayer
+
+    gen = torch.Generator().manual_seed(length)
+    base, delta, x = (torch.randn(2, 3, *shape, generator=gen, dtype=torch.float64, requires_grad=True)
+                      for shape in ((4, 5), (length, 4), (length, 5)))
+    probe = torch.randn(2, 3, 4, 5, generator=gen, dtype=torch.float64)
+    fast = LinearLayer.minus_grad(base, delta, x)
+    slow = base - delta.mT @ x
+    assert "MinusOuterSum" in type(fast.grad_fn).__name__
+    assert _rel(fast, slow) <= TOL
+    fast_grads = torch.autograd.grad((fast * probe).sum(), (base, delta, x), create_graph=True)
+    slow_grads = torch.autograd.grad((slow * probe).sum(), (base, delta, x), create_graph=True)
+    for a, b in zip(fast_grads, slow_grads, strict=True):
+        assert _rel(a, b) <= TOL
+        assert a.is_contiguous()
+    second = [torch.autograd.grad(sum(g.square().sum() for g in grads[1:]), (delta, x))
+              for grads in (fast_grads, slow_grads)]
+    for a, b in zip(*second, strict=True):
+        assert _rel(a, b) <= TOL
+    with torch.no_grad():  # no graph to keep: the plain product
+        assert _rel(LinearLayer.minus_grad(base, delta, x), slow) <= TOL
