@@ -102,12 +102,14 @@ def layer_gates(gate: Tensor | None, widths: list[int]) -> list[Tensor | None]:
 
 
 def _in_loop_layout(x: Tensor) -> Tensor:
-    """``x`` itself eager; under train.compile, written in its own (heads-first) layout. The layer's
-    graph ends where the chunk loop begins, and a permuted view of a [B, T, H, c] tensor leaving
-    it came back as a gradient in the loop's layout, which AOTAutograd copied into the one the
-    graph expects (about 1.5 ms per tensor and layer call at the whole-model benchmark's size);
-    written heads-first by the kernel that makes it, it costs nothing more."""
-    return x.contiguous() if torch.compiler.is_compiling() else x
+    """``x`` written in its own (heads-first) layout (the gates already are: model.gates).
+    Under train.compile the layer's graph ends where the chunk loop begins, and a permuted view of
+    a [B, T, H, c] tensor leaving it came back as a gradient in the loop's layout, which
+    AOTAutograd copied into the one the graph expects (about 1.5 ms per tensor and layer call at
+    the whole-model benchmark's size); written heads-first by the kernel that makes it, it costs
+    nothing more. Eager, every chunk's element-wise work then runs on one layout
+    (``model.gates._heads_first_storage``)."""
+    return x.contiguous()
 
 
 def _gate(x: Tensor | None, steps: int, name: str, multistep_axis: bool) -> Tensor | None:
