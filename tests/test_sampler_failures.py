@@ -46,6 +46,8 @@ def test_point_failures_are_shown_as_pruned_trials_without_reports() -> None:
     assert [t.number for t in view.get_trials(states=(TrialState.PRUNED,))] == [1, 5, 7]
     # only where pruned trials are asked for, and storage keeps them failed
     assert [t.number for t in view.get_trials(states=(TrialState.COMPLETE,))] == [0]
+    both = view.get_trials(states=(TrialState.PRUNED, TrialState.FAIL))  # each failure once, as stored
+    assert [(t.number, t.state) for t in both if t.number in (1, 5)] == [(1, TrialState.FAIL), (5, TrialState.FAIL)]
     assert [t.state for t in study.get_trials()][1:3] == [TrialState.FAIL, TrialState.FAIL]
     assert study.trials[1].intermediate_values == {4: 1.5}
     # without the flag (every sampler but TPE) failures stay out of sight, as in Optuna

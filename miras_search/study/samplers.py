@@ -93,19 +93,21 @@ class _BaseFidelityView:
             out.append(trial)
         return out
 
-    def _with_failures(self, trials: list[FrozenTrial], states: Container[TrialState] | None) -> list[FrozenTrial]:
-        """``trials`` (read with ``states``) and, where pruned trials were asked for, the point
-        failures as pruned trials, in trial-number order."""
-        if not self._failures_as_pruned or states is None or TrialState.PRUNED not in states:
+    def _with_failures(self, trials: list[FrozenTrial], states: Container[TrialState] | None,
+                       use_cache: bool = False) -> list[FrozenTrial]:
+        """``trials`` (read with ``states``) and, where pruned but not failed trials were asked for
+        (a failure is shown once), the point failures as pruned trials, in trial-number order."""
+        if (not self._failures_as_pruned or states is None or TrialState.PRUNED not in states
+                or TrialState.FAIL in states):
             return trials
-        failed = self._study._get_trials(deepcopy=False, states=(TrialState.FAIL,))
+        failed = self._study._get_trials(deepcopy=False, states=(TrialState.FAIL,), use_cache=use_cache)
         shown = [_as_pruned(t) for t in failed if t.user_attrs.get("failure") in REUSABLE_FAILURES]
         return sorted(trials + shown, key=lambda t: t.number) if shown else trials
 
     def _get_trials(self, deepcopy: bool = True, states: Container[TrialState] | None = None,
                     use_cache: bool = False) -> list[FrozenTrial]:
         trials = self._study._get_trials(deepcopy=deepcopy, states=states, use_cache=use_cache)
-        return self._seen(self._with_failures(trials, states))
+        return self._seen(self._with_failures(trials, states, use_cache))
 
     def get_trials(self, deepcopy: bool = True, states: Container[TrialState] | None = None) -> list[FrozenTrial]:
         trials = self._study.get_trials(deepcopy=deepcopy, states=states)
