@@ -165,6 +165,29 @@ def _phi_ch_bwd(E, dG, D, BIAS: tl.constexpr, SHARP, SMOOTH: tl.constexpr):
     return dE, dD
 
 
+@triton.jit
+def _bias_grad(E, vc, dl, P_EXP, SHARP, EPS, RADIUS, BIAS: tl.constexpr, NEPS: tl.constexpr,
+               SMOOTH: tl.constexpr, DELTA_CH: tl.constexpr):
+    """g = phi(e) [C, BV]: the Huber threshold dl per value channel [C, BV] with DELTA_CH
+    (coordinate and switch variants), else per token [C]."""
+    if DELTA_CH:
+        G = _phi_ch(E, dl, BIAS, SHARP, SMOOTH)
+    else:
+        G = _phi(E, vc, dl, BIAS, P_EXP, SHARP, EPS, RADIUS, NEPS, SMOOTH)
+    return G
+
+
+@triton.jit
+def _bias_grad_bwd(E, dG, dl, P_EXP, SHARP, EPS, RADIUS, BIAS: tl.constexpr, NEPS: tl.constexpr,
+                   SMOOTH: tl.constexpr, DELTA_CH: tl.constexpr):
+    """(dL/dE [C, BV], dL/d(threshold): [C, BV] with DELTA_CH, else [C]) through _bias_grad."""
+    if DELTA_CH:
+        dE, ddl = _phi_ch_bwd(E, dG, dl, BIAS, SHARP, SMOOTH)
+    else:
+        dE, ddl = _phi_bwd(E, dG, dl, BIAS, P_EXP, SHARP, EPS, RADIUS, NEPS, SMOOTH)
+    return dE, ddl
+
+
 def _bias_args(bias: BiasConfig) -> dict:
     return {
         "P_EXP": float(bias.p), "SHARP": float(bias.sharpness), "EPS": float(bias.eps),

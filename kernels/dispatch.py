@@ -120,8 +120,8 @@ def kernel_for(rule: Any) -> Callable[..., Any] | None:
     """The Triton kernel for this point, or None when it is not covered.
 
     Covered, with the biases dot, l2, lp (smooth), huber (coordinate / norm / switch; a per-head
-    delta), robust and a per-head eta (the MLP memory also a channel-wise eta, and a channel-wise
-    delta for the coordinate and switch variants):
+    delta, or a channel-wise one for the coordinate and switch variants), robust, and an eta per
+    head or per input channel:
 
     - matrix memory, retention none or l2, gd or momentum, alpha per head or channel-wise
       (channel-wise only with gd): ``chunk_matrix_memory`` with the bias bound,
@@ -141,8 +141,6 @@ def kernel_for(rule: Any) -> Callable[..., Any] | None:
     modes = _gate_modes(rule)
     if bias is None:
         return None
-    if _kind(rule.memory) != "mlp" and "channel" in (modes.get("eta"), modes.get("delta")):
-        return None  # the MLP kernel has them
     if modes.get("delta") == "channel" and bias.kind not in ("huber_coordinate", "huber_switch"):
         return None  # a per-channel threshold of the norm variant: the PyTorch form
     if _atlas_only(rule):

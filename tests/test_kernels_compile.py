@@ -78,6 +78,9 @@ MATRIX_CASES = {  # bias, K, V, chunk, alpha, momentum, dtype[, backward]
     "gla-channel-fp32": 'BiasConfig("dot"), 32, 32, 16, "channel", False, torch.float32',
     "huber_switch-momentum-bf16-tf32x3": 'BiasConfig("huber_switch"), 64, 64, 64, "head", True, torch.bfloat16',
     "split-backward-momentum-bf16": 'BiasConfig("l2"), 64, 64, 64, "head", True, torch.bfloat16, "split"',
+    # a step per key channel (eta [B, T, H, K]), with a threshold per value channel for Yaad's switch
+    "channel-eta-delta-switch-momentum-bf16-tf32x3": 'BiasConfig("huber_switch"), 64, 64, 64, "head", True, torch.bfloat16, "fused", "retained", "channel", "channel"',
+    "channel-eta-alpha-split-bf16": 'BiasConfig("l2"), 128, 128, 64, "channel", False, torch.bfloat16, "split", "retained", "channel"',
 }
 
 

@@ -41,8 +41,10 @@ gpu_only = pytest.mark.skipif(not CUDA, reason="needs CUDA")
 pytestmark = pytest.mark.filterwarnings("error::miras_search.kernels.KernelFallbackWarning")
 
 
-def make_inputs(B, T, H, K, V, bias="l2", alpha="head", momentum=False, w0=True, seed=0):
-    """Random inputs in float64 on the CPU; gates in their ranges, keys unit-norm (as in the block)."""
+def make_inputs(B, T, H, K, V, bias="l2", alpha="head", momentum=False, w0=True, seed=0,
+                eta="head", delta="head"):
+    """Random inputs in float64 on the CPU; gates in their ranges, keys unit-norm (as in the block).
+    eta: per head [B, T, H] or per key channel [B, T, H, K]; delta: per head or per value channel."""
     g = torch.Generator().manual_seed(seed)
 
     def rand(*shape):
@@ -56,12 +58,13 @@ def make_inputs(B, T, H, K, V, bias="l2", alpha="head", momentum=False, w0=True,
         "q": randn(B, T, H, K),
         "k": torch.nn.functional.normalize(randn(B, T, H, K), dim=-1),
         "v": randn(B, T, H, V),
-        "eta": eta_scale * rand(B, T, H) + 0.05,
+        "eta": eta_scale * rand(B, T, H, *((K,) if eta == "channel" else ())) + 0.05,
         "alpha": {"none": None, "head": 0.2 * rand(B, T, H) + 0.8,
                   "channel": 0.2 * rand(B, T, H, K) + 0.8}[alpha],
         "theta": 0.5 * rand(B, T, H) + 0.4 if momentum else None,
         # thresholds around ||e|| (~sqrt(V)) and |e_i| (~1), so both Huber branches occur
-        "delta": (rand(B, T, H) * (V**0.5 if bias in ("huber_norm", "huber_switch") else 1.5) + 0.2
+        "delta": (rand(B, T, H, *((V,) if delta == "channel" else ()))
+                  * (V**0.5 if bias in ("huber_norm", "huber_switch") else 1.5) + 0.2
                   if bias.startswith("huber") else None),
         "initial_state": 0.3 * randn(H, V, K) if w0 else None,
     }
@@ -457,3 +460,49 @@ def test_shape_problem_keeps_row_norm_biases_to_the_rows_that_fit():
     assert shape_problem(gdn, 256, 256, 64, torch.bfloat16) is None
     assert "16..128 with this bias and fp32 products" in shape_problem(gdn, 256, 256, 64, torch.float32)
     assert "16..256" in shape_problem(gdn, 512, 512, 64, torch.bfloat16)
+
+
+# ---- channel-wise eta (a step per key channel) and delta (a threshold per value channel) ----
+@pytest.mark.parametrize(("bias", "alpha", "momentum", "delta"), [
+    ("l2", "head", False, "head"), ("lp", "channel", False, "head"), ("l2", "none", True, "head"),
+    ("huber_coordinate", "channel", False, "channel"), ("huber_switch", "head", True, "channel"),
+    ("robust", "channel", False, "head"),
+])
+def test_naive_channel_eta_matches_token_loop(bias, alpha, momentum, delta):
+    x = make_inputs(2, 13, 2, 6, 5, bias, alpha, momentum, eta="channel", delta=delta)
+    for chunk_size in (1, 4, 5):
+        a = naive_chunk_matrix_memory(**x, bias=bias, chunk_size=chunk_size)
+        b = recurrent_matrix_memory(**x, bias=bias, chunk_size=chunk_size)
+        assert rel_err(a, b) < 1e-10
+
+
+def test_channel_eta_of_equal_channels_is_the_per_head_step():
+    """A channel-wise eta that is the same in every key channel is the per-head step."""
+    x = make_inputs(1, 21, 2, 16, 16, "huber_switch", "head", True)
+    wide = dict(x, eta=x["eta"].unsqueeze(-1).expand(-1, -1, -1, 16).contiguous())
+    f32 = {n: (t.to(DEVICE, torch.float32) if t is not None else None) for n, t in x.items()}
+    o = chunk_matrix_memory(**f32, bias="huber_switch", chunk_size=16)
+    o_wide = chunk_matrix_memory(**dict(f32, eta=wide["eta"].to(DEVICE, torch.float32)),
+                                 bias="huber_switch", chunk_size=16)
+    assert rel_err(o_wide.cpu(), o.cpu()) < 1e-6
+
+
+@pytest.mark.parametrize(("bias", "alpha", "momentum", "delta", "backward"), [
+    ("l2", "head", False, "head", "fused"), ("l2", "channel", False, "head", "fused"),
+    ("lp", "head", True, "head", "split"), ("dot", "channel", False, "head", "split"),
+    ("huber_coordinate", "channel", False, "channel", "fused"),
+    ("huber_switch", "head", True, "channel", "split"), ("huber_norm", "none", False, "head", "fused"),
+])
+@pytest.mark.parametrize("T", [7, 37])
+def test_channel_eta_and_delta(bias, alpha, momentum, delta, backward, T):
+    """eta [B, T, H, K] (and delta [B, T, H, V] where the bias takes it) against the reference:
+    output and every gradient, both backwards, either gradient point."""
+    x = make_inputs(1, T, 2, 16, 16, bias, alpha, momentum, eta="channel", delta=delta)
+    check(x, bias, 16, backward=backward, gradient_at="previous" if momentum else "retained")
+
+
+def test_channel_delta_of_the_norm_variant_is_refused():
+    x = make_inputs(1, 5, 1, 16, 16, "huber_norm", delta="channel")
+    f32 = {n: (t.float() if t is not None else None) for n, t in x.items()}
+    with pytest.raises(KernelInputError, match="one Huber threshold per token"):
+        chunk_matrix_memory(**f32, bias="huber_norm", chunk_size=16)

@@ -26,21 +26,26 @@ BIASES = [
     if (not variant or "smooth" in AttentionalBias.registry[example["kind"]].model_fields)
     and bias_config(AttentionalBias.registry[example["kind"]].model_validate({**example, **variant}))
 ]
-GATES = [(None, "gd"), ("head", "gd"), ("channel", "gd"), ("head", "momentum")]
+# (alpha, algorithm, eta): a channel-wise eta steps each key channel; with a Huber bias of the
+# coordinate or switch variant it also takes a threshold per value channel
+GATES = [(None, "gd", "head"), ("head", "gd", "head"), ("channel", "gd", "head"),
+         ("head", "momentum", "head"), ("channel", "gd", "channel"), (None, "momentum", "channel")]
 
 
-def point(bias: dict, alpha_mode: str | None, algorithm: str) -> ModelPoint:
+def point(bias: dict, alpha_mode: str | None, algorithm: str, eta_mode: str = "head") -> ModelPoint:
     retention = {"kind": "l2", "alpha": {"mode": alpha_mode}} if alpha_mode else {"kind": "none"}
+    if eta_mode == "channel" and bias.get("variant") in ("coordinate", "switch"):
+        bias = {**bias, "delta": {"mode": "channel"}}
     return ModelPoint.model_validate({
         "memory": {"kind": "matrix", "init": "learned"}, "bias": bias, "retention": retention,
-        "algorithm": {"kind": algorithm, "eta": HEAD},
+        "algorithm": {"kind": algorithm, "eta": {"mode": eta_mode}},
     })
 
 
 @pytest.mark.parametrize("bias", BIASES, ids=lambda b: b["kind"] + b.get("variant", "") + ("-hard" if b.get("smooth") is False else ""))
-@pytest.mark.parametrize(("alpha_mode", "algorithm"), GATES)
-def test_reference_equals_memory_chunked_form(bias, alpha_mode, algorithm):
-    p = point(bias, alpha_mode, algorithm)
+@pytest.mark.parametrize(("alpha_mode", "algorithm", "eta_mode"), GATES)
+def test_reference_equals_memory_chunked_form(bias, alpha_mode, algorithm, eta_mode):
+    p = point(bias, alpha_mode, algorithm, eta_mode)
     assert kernel_for(p) is not None
     rule, cfg = MemoryRule.from_point(p), bias_config(p.bias)
     B, T, H, K = 2, 37, 2, 8
@@ -52,10 +57,11 @@ def test_reference_equals_memory_chunked_form(bias, alpha_mode, algorithm):
     q = torch.randn(B, T, H, K, generator=g, dtype=torch.float64)
     k = F.normalize(torch.randn(B, T, H, K, generator=g, dtype=torch.float64), dim=-1)
     v = torch.randn(B, T, H, K, generator=g, dtype=torch.float64)
-    eta = 0.3 * rand(B, T, H) + 0.05
+    eta = 0.3 * rand(B, T, H, *((K,) if eta_mode == "channel" else ())) + 0.05
     alpha = {None: None, "head": 0.2 * rand(B, T, H) + 0.8, "channel": 0.2 * rand(B, T, H, K) + 0.8}[alpha_mode]
     theta = 0.5 * rand(B, T, H) + 0.4 if algorithm == "momentum" else None
-    delta = 2.0 * rand(B, T, H) + 0.3 if cfg.needs_delta else None
+    per_channel = rule.gate_modes.get("delta") == "channel"
+    delta = 2.0 * rand(B, T, H, *((K,) if per_channel else ())) + 0.3 if cfg.needs_delta else None
     params = [w.double() for w in rule.initial_parameters(H, K, K)]
     o_memory = memory_forward(rule, q, k, v, MemoryGates(eta, alpha, theta, delta), params,
                               "chunked", 16, "minibatch")
@@ -72,3 +78,17 @@ def test_kernel_equals_memory_chunked_form(label: str, point: ModelPoint) -> Non
     GPU) against the PyTorch chunked form in float64, forward and every gradient, on the few
     registry cases that hold every option a kernel covers."""
     check_kernel(point)
+
+
+@pytest.mark.parametrize(("bias", "alpha_mode", "algorithm"), [
+    ({"kind": "l2"}, "channel", "gd"),
+    ({"kind": "huber", "variant": "switch"}, None, "momentum"),
+    ({"kind": "huber", "variant": "coordinate"}, "head", "gd"),
+    ({"kind": "lp", "p": 3.0}, "head", "momentum"),
+])
+def test_kernel_with_a_channel_wise_eta_equals_memory(bias, alpha_mode, algorithm):
+    """A matrix memory stepping each key channel on its own (and thresholding each value channel,
+    for the Huber variants that take it) runs the Triton kernel, which equals the PyTorch form."""
+    p = point(bias, alpha_mode, algorithm, "channel")
+    assert p.algorithm.eta.mode == "channel" and kernel_for(p) is not None
+    check_kernel(p)

@@ -25,6 +25,10 @@ Notation inside the kernels (per chunk, C tokens, t = row, i = column):
     S' = exp(lt_C) S - (Lt[C] * P)^T K
 Channel-wise alpha (gd only) uses q * exp(lb) and k * exp(-lb) instead of the matrix Lb, or,
 for a chunk that decays past e^-60, a column-by-column sum with differences of exponents.
+A channel-wise eta ([B, T, H, K], ETA_CH) steps each key channel on its own: P = phi(E) and every
+write (the scores Q Kw^T, the state updates) takes Kw = eta * K, while the errors read with K.
+A channel-wise Huber threshold ([B, T, H, V], DELTA_CH; coordinate and switch variants) is one
+per value channel.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ import triton.language as tl
 from triton.runtime.errors import OutOfResources
 
 from ..bias import BiasConfig, KernelInputError, as_bias
-from ..common import _bias_args, _check, _mm, _phi, _phi_bwd, _slot
+from ..common import _bias_args, _bias_grad, _bias_grad_bwd, _check, _mm, _slot
 from ..fallback import reference_grads, warn_fallback
 from ..launch import on_device
 from ..limits import CHUNK_SIZES, matrix_shape_problem, token_tensor_problem
@@ -102,13 +106,42 @@ def _channel_scores_bwd(dA, qc, kc, lb, lbl, C: tl.constexpr, PREC: tl.constexpr
 
 
 @triton.jit
+def _steps(eta, row, mt, m_ck, ok, kc, K, ETA_CH: tl.constexpr):
+    """(et [C], kw [C, BK]): the factor of each token's phi and the key it writes with. A
+    per-head eta [B, T, H] gives (eta, k); a channel-wise one [B, T, H, K] steps each key channel
+    on its own, (1 on live tokens, eta * k): the errors still read with k."""
+    if ETA_CH:
+        ec = tl.load(eta + row[:, None] * K + ok[None, :], mask=m_ck, other=0.0).to(tl.float32)
+        et = mt.to(tl.float32)
+        kw = kc * ec
+    else:
+        et = tl.load(eta + row, mask=mt, other=0.0).to(tl.float32)
+        kw = kc
+    return et, kw
+
+
+@triton.jit
+def _thresholds(delta, row, mt, m_cv, ov, V, et, BIAS: tl.constexpr, DELTA_CH: tl.constexpr):
+    """The Huber thresholds: [C] per token, or [C, BV] per value channel with DELTA_CH; the
+    other biases take none (et stands in)."""
+    if (BIAS >= 3) and (BIAS <= 5):
+        if DELTA_CH:
+            dl = tl.load(delta + row[:, None] * V + ov[None, :], mask=m_cv, other=1.0).to(tl.float32)
+        else:
+            dl = tl.load(delta + row, mask=mt, other=1.0).to(tl.float32)
+    else:
+        dl = et
+    return dl
+
+
+@triton.jit
 def _fwd_kernel(
     q, k, v, eta, alpha, theta, delta, w0, o, saved_w, saved_s,
     T, H, K, V, NC, P_EXP, SHARP, EPS, RADIUS,
     C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, BIAS: tl.constexpr,
     ALPHA: tl.constexpr, MOMENTUM: tl.constexpr, HAS_W0: tl.constexpr,
     SAVE: tl.constexpr, PREC: tl.constexpr, NEPS: tl.constexpr, SMOOTH: tl.constexpr,
-    RETAIN_FIRST: tl.constexpr,
+    RETAIN_FIRST: tl.constexpr, ETA_CH: tl.constexpr, DELTA_CH: tl.constexpr,
 ):
     i_v = tl.program_id(0)
     i_bh = tl.program_id(1)
@@ -137,11 +170,8 @@ def _fwd_kernel(
         qc = tl.load(q + row[:, None] * K + ok[None, :], mask=m_ck, other=0.0).to(tl.float32)
         kc = tl.load(k + row[:, None] * K + ok[None, :], mask=m_ck, other=0.0).to(tl.float32)
         vc = tl.load(v + row[:, None] * V + ov[None, :], mask=m_cv, other=0.0).to(tl.float32)
-        et = tl.load(eta + row, mask=mt, other=0.0).to(tl.float32)
-        if (BIAS >= 3) and (BIAS <= 5):
-            dl = tl.load(delta + row, mask=mt, other=1.0).to(tl.float32)
-        else:
-            dl = et
+        et, kwc = _steps(eta, row, mt, m_ck, ok, kc, K, ETA_CH)
+        dl = _thresholds(delta, row, mt, m_cv, ov, V, et, BIAS, DELTA_CH)
         if SAVE:
             base = _slot(i_bh, n, NC, V * K)
             tl.store(saved_w + base + ov[:, None] * K + ok[None, :], W, mask=m_vk)
@@ -156,11 +186,11 @@ def _fwd_kernel(
                 E = _mm(kc * tl.exp(lb), tl.trans(W), PREC) - vc  # errors at beta_i W_0
             else:
                 E = _mm(kc, tl.trans(W), PREC) - vc  # errors at W_0
-            G = _phi(E, vc, dl, BIAS, P_EXP, SHARP, EPS, RADIUS, NEPS, SMOOTH)
+            G = _bias_grad(E, vc, dl, P_EXP, SHARP, EPS, RADIUS, BIAS, NEPS, SMOOTH, DELTA_CH)
             P = G * et[:, None]
             qt = qc * tl.exp(lb)
-            kw = kc * tl.exp(lbl[None, :] - lb)
-            A = _channel_scores(qc, kc, lb, lbl, C, PREC)
+            kw = kwc * tl.exp(lbl[None, :] - lb)
+            A = _channel_scores(qc, kwc, lb, lbl, C, PREC)
             out = _mm(qt, tl.trans(W), PREC) - _mm(A, P, PREC)
             W = W * tl.exp(lbl)[None, :] - _mm(tl.trans(P), kw, PREC)
         else:
@@ -174,7 +204,7 @@ def _fwd_kernel(
                 E = tl.exp(lb)[:, None] * _mm(kc, tl.trans(W), PREC) - vc  # errors at beta_i W_0
             else:
                 E = _mm(kc, tl.trans(W), PREC) - vc  # errors at W_0
-            G = _phi(E, vc, dl, BIAS, P_EXP, SHARP, EPS, RADIUS, NEPS, SMOOTH)
+            G = _bias_grad(E, vc, dl, P_EXP, SHARP, EPS, RADIUS, BIAS, NEPS, SMOOTH, DELTA_CH)
             P = G * et[:, None]
             Lb = tl.exp(tl.where(causal, lb[:, None] - lb[None, :], float("-inf")))
             wb = tl.exp(lbl - lb)  # Lb[C, :]
@@ -191,13 +221,13 @@ def _fwd_kernel(
             else:
                 D = Lb
                 dlast = wb
-            A = _mm(qc, tl.trans(kc), PREC) * D
+            A = _mm(qc, tl.trans(kwc), PREC) * D
             out = tl.exp(lb)[:, None] * _mm(qc, tl.trans(W), PREC) - _mm(A, P, PREC)
-            W_new = tl.exp(lbl) * W - _mm(tl.trans(P * dlast[:, None]), kc, PREC)
+            W_new = tl.exp(lbl) * W - _mm(tl.trans(P * dlast[:, None]), kwc, PREC)
             if MOMENTUM:
                 out += cv[:, None] * _mm(qc, tl.trans(S), PREC)
                 W_new += clast * S
-                S = tl.exp(ltl) * S - _mm(tl.trans(P * tlast[:, None]), kc, PREC)
+                S = tl.exp(ltl) * S - _mm(tl.trans(P * tlast[:, None]), kwc, PREC)
             W = W_new
         tl.store(o + row[:, None] * V + ov[None, :], out.to(o.dtype.element_ty), mask=m_cv)
 
@@ -209,7 +239,8 @@ def _chunk_bwd(
     T, H, K, V, NC, BH, P_EXP, SHARP, EPS, RADIUS,
     C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, BIAS: tl.constexpr,
     ALPHA: tl.constexpr, MOMENTUM: tl.constexpr, PREC: tl.constexpr, NEPS: tl.constexpr,
-    SMOOTH: tl.constexpr, STORE: tl.constexpr, RETAIN_FIRST: tl.constexpr,
+    SMOOTH: tl.constexpr, STORE: tl.constexpr, RETAIN_FIRST: tl.constexpr, ETA_CH: tl.constexpr,
+    DELTA_CH: tl.constexpr,
 ):
     """Chunk n of the backward from dL/d(its end state) dW (and dS): writes the chunk's token
     gradients when STORE and returns dL/d(its start state). Without STORE only the state
@@ -235,11 +266,8 @@ def _chunk_bwd(
     kc = tl.load(k + row[:, None] * K + ok[None, :], mask=m_ck, other=0.0).to(tl.float32)
     vc = tl.load(v + row[:, None] * V + ov[None, :], mask=m_cv, other=0.0).to(tl.float32)
     dO = tl.load(do + row[:, None] * V + ov[None, :], mask=m_cv, other=0.0).to(tl.float32)
-    et = tl.load(eta + row, mask=mt, other=0.0).to(tl.float32)
-    if (BIAS >= 3) and (BIAS <= 5):
-        dl = tl.load(delta + row, mask=mt, other=1.0).to(tl.float32)
-    else:
-        dl = et
+    et, kwc = _steps(eta, row, mt, m_ck, ok, kc, K, ETA_CH)
+    dl = _thresholds(delta, row, mt, m_cv, ov, V, et, BIAS, DELTA_CH)
     base = _slot(i_bh, n, NC, V * K)
     W = tl.load(saved_w + base + ov[:, None] * K + ok[None, :], mask=m_vk, other=0.0)
 
@@ -254,26 +282,27 @@ def _chunk_bwd(
         else:
             kb = kc  # errors at W_0
         E = _mm(kb, tl.trans(W), PREC) - vc
-        G = _phi(E, vc, dl, BIAS, P_EXP, SHARP, EPS, RADIUS, NEPS, SMOOTH)
+        G = _bias_grad(E, vc, dl, P_EXP, SHARP, EPS, RADIUS, BIAS, NEPS, SMOOTH, DELTA_CH)
         P = G * et[:, None]
         qt = qc * eb
-        kw = kc * tl.exp(lbl[None, :] - lb)
-        A = _channel_scores(qc, kc, lb, lbl, C, PREC)
+        kw = kwc * tl.exp(lbl[None, :] - lb)
+        A = _channel_scores(qc, kwc, lb, lbl, C, PREC)
         dA = tl.where(causal, -_mm(dO, tl.trans(P), PREC), 0.0)
         dP = -_mm(tl.trans(A), dO, PREC) - _mm(kw, tl.trans(dW), PREC)
-        dqA, dkA = _channel_scores_bwd(dA, qc, kc, lb, lbl, C, PREC)
+        dqA, dkA = _channel_scores_bwd(dA, qc, kwc, lb, lbl, C, PREC)
         dqW = _mm(dO, W, PREC)  # through the read of the chunk-start state
         dkw = -_mm(P, dW, PREC)
         dG = dP * et[:, None]
-        dE, dd = _phi_bwd(E, dG, dl, BIAS, P_EXP, SHARP, EPS, RADIUS, NEPS, SMOOTH)
+        dE, dd = _bias_grad_bwd(E, dG, dl, P_EXP, SHARP, EPS, RADIUS, BIAS, NEPS, SMOOTH, DELTA_CH)
         dkb = _mm(dE, W, PREC)
         dqc = dqW * eb + dqA
-        dlb = dqW * qt + dqA * qc - dkA * kc - dkw * kw
+        dlb = dqW * qt + dqA * qc - dkA * kwc - dkw * kw
+        dkwc = dkA + dkw * tl.exp(lbl[None, :] - lb)  # through the write key
         if RETAIN_FIRST:
-            dkc = dkA + dkw * tl.exp(lbl[None, :] - lb) + dkb * eb
+            dkc = dkb * eb
             dlb += dkb * kb
         else:
-            dkc = dkA + dkw * tl.exp(lbl[None, :] - lb) + dkb
+            dkc = dkb
         dlbl = tl.sum(dkw * kw, 0) + tl.exp(lbl) * tl.sum(dW * W, 0)
         # lb_t sums log alpha_j for j <= t; lbl sums them all
         g_la = tl.cumsum(dlb, 0, reverse=True) + dlbl[None, :]
@@ -310,21 +339,21 @@ def _chunk_bwd(
             E = eb[:, None] * KW - vc  # errors at beta_i W_0
         else:
             E = KW - vc  # errors at W_0
-        G = _phi(E, vc, dl, BIAS, P_EXP, SHARP, EPS, RADIUS, NEPS, SMOOTH)
+        G = _bias_grad(E, vc, dl, P_EXP, SHARP, EPS, RADIUS, BIAS, NEPS, SMOOTH, DELTA_CH)
         P = G * et[:, None]
-        QK = _mm(qc, tl.trans(kc), PREC)
+        QK = _mm(qc, tl.trans(kwc), PREC)
         A = QK * D
         dA = -_mm(dO, tl.trans(P), PREC)
-        R = _mm(kc, tl.trans(dW), PREC)  # R[i] = dW k_i
+        R = _mm(kwc, tl.trans(dW), PREC)  # R[i] = dW kw_i
         dP = -_mm(tl.trans(A), dO, PREC) - dlast[:, None] * R
         if MOMENTUM:
-            Rs = _mm(kc, tl.trans(dS), PREC)
+            Rs = _mm(kwc, tl.trans(dS), PREC)
             dP -= tlast[:, None] * Rs
         dG = dP * et[:, None]
-        dE, dd = _phi_bwd(E, dG, dl, BIAS, P_EXP, SHARP, EPS, RADIUS, NEPS, SMOOTH)
+        dE, dd = _bias_grad_bwd(E, dG, dl, P_EXP, SHARP, EPS, RADIUS, BIAS, NEPS, SMOOTH, DELTA_CH)
         dAD = tl.where(causal, dA * D, 0.0)
-        dqc = eb[:, None] * _mm(dO, W, PREC) + _mm(dAD, kc, PREC)
-        dkc = _mm(tl.trans(dAD), qc, PREC) - dlast[:, None] * _mm(P, dW, PREC)
+        dqc = eb[:, None] * _mm(dO, W, PREC) + _mm(dAD, kwc, PREC)
+        dkwc = _mm(tl.trans(dAD), qc, PREC) - dlast[:, None] * _mm(P, dW, PREC)  # the write key's
         QW = _mm(qc, tl.trans(W), PREC)
         # dD (the last row also carries the chunk-end term -sum_v P R)
         dD = tl.where(causal, dA * QK, 0.0)
@@ -336,7 +365,7 @@ def _chunk_bwd(
         dlb += tl.where(is_last, tl.exp(lbl) * tl.sum(tl.sum(dW * W, 1), 0), 0.0)
         if MOMENTUM:
             dqc += cv[:, None] * _mm(dO, S, PREC)
-            dkc -= tlast[:, None] * _mm(P, dS, PREC)
+            dkwc -= tlast[:, None] * _mm(P, dS, PREC)
             dc = tl.sum(dO * _mm(qc, tl.trans(S), PREC), 1)
             dc += tl.where(is_last, tl.sum(tl.sum(dW * S, 1), 0), 0.0)
             dLb = tl.dot(dD, tl.trans(Lt), input_precision="ieee") + dc[:, None] * et_[None, :]
@@ -356,10 +385,10 @@ def _chunk_bwd(
             tl.store(dla + part + row, tl.cumsum(dlb, 0, reverse=True), mask=mt)
         dW_prev = tl.exp(lbl) * dW + _mm(tl.trans(dO * eb[:, None]), qc, PREC)
         if RETAIN_FIRST:
-            dkc += eb[:, None] * _mm(dE, W, PREC)
+            dkc = eb[:, None] * _mm(dE, W, PREC)
             dW_prev += _mm(tl.trans(dE * eb[:, None]), kc, PREC)
         else:
-            dkc += _mm(dE, W, PREC)
+            dkc = _mm(dE, W, PREC)
             dW_prev += _mm(tl.trans(dE), kc, PREC)
         if MOMENTUM:
             dS = clast * dW + tl.exp(ltl) * dS + _mm(tl.trans(dO * cv[:, None]), qc, PREC)
@@ -371,10 +400,18 @@ def _chunk_bwd(
     if STORE:
         tl.store(dv + row[:, None] * V + ov[None, :], dvc.to(dv.dtype.element_ty), mask=m_cv)
         tl.store(dq + part_k + row[:, None] * K + ok[None, :], dqc, mask=m_ck)
-        tl.store(dk + part_k + row[:, None] * K + ok[None, :], dkc, mask=m_ck)
-        tl.store(deta + part + row, tl.sum(dP * G, 1), mask=mt)
+        if ETA_CH:  # kw = eta * k
+            ec = tl.load(eta + row[:, None] * K + ok[None, :], mask=m_ck, other=0.0).to(tl.float32)
+            tl.store(dk + part_k + row[:, None] * K + ok[None, :], dkc + dkwc * ec, mask=m_ck)
+            tl.store(deta + part_k + row[:, None] * K + ok[None, :], dkwc * kc, mask=m_ck)
+        else:
+            tl.store(dk + part_k + row[:, None] * K + ok[None, :], dkc + dkwc, mask=m_ck)
+            tl.store(deta + part + row, tl.sum(dP * G, 1), mask=mt)
     if STORE and ((BIAS >= 3) and (BIAS <= 5)):  # Triton < 3.3 refuses a chain of three
-        tl.store(ddelta + part + row, dd, mask=mt)
+        if DELTA_CH:  # each V-tile owns its channels: no partial sums
+            tl.store(ddelta + row[:, None] * V + ov[None, :], dd, mask=m_cv)
+        else:
+            tl.store(ddelta + part + row, dd, mask=mt)
     return dW, dS
 
 
@@ -385,7 +422,7 @@ def _bwd_kernel(
     T, H, K, V, NC, BH, P_EXP, SHARP, EPS, RADIUS,
     C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, BIAS: tl.constexpr,
     ALPHA: tl.constexpr, MOMENTUM: tl.constexpr, PREC: tl.constexpr, NEPS: tl.constexpr,
-    SMOOTH: tl.constexpr, RETAIN_FIRST: tl.constexpr,
+    SMOOTH: tl.constexpr, RETAIN_FIRST: tl.constexpr, ETA_CH: tl.constexpr, DELTA_CH: tl.constexpr,
 ):
     """The fused backward: one program per (V-tile, batch x head) walks the chunks in reverse."""
     i_v = tl.program_id(0)
@@ -400,7 +437,7 @@ def _bwd_kernel(
             q, k, v, eta, alpha, theta, delta, saved_w, saved_s, do,
             dq, dk, dv, deta, dla, dlth, ddelta, dW, dS, NC - 1 - i_n, i_v, i_bh,
             T, H, K, V, NC, BH, P_EXP, SHARP, EPS, RADIUS, C, BK, BV, BIAS, ALPHA, MOMENTUM,
-            PREC, NEPS, SMOOTH, True, RETAIN_FIRST,
+            PREC, NEPS, SMOOTH, True, RETAIN_FIRST, ETA_CH, DELTA_CH,
         )
     tl.store(dw0 + i_bh * V * K + ov[:, None] * K + ok[None, :], dW, mask=m_vk)
 
@@ -411,7 +448,7 @@ def _bwd_state_kernel(
     T, H, K, V, NC, BH, P_EXP, SHARP, EPS, RADIUS,
     C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, BIAS: tl.constexpr,
     ALPHA: tl.constexpr, MOMENTUM: tl.constexpr, PREC: tl.constexpr, NEPS: tl.constexpr,
-    SMOOTH: tl.constexpr, RETAIN_FIRST: tl.constexpr,
+    SMOOTH: tl.constexpr, RETAIN_FIRST: tl.constexpr, ETA_CH: tl.constexpr, DELTA_CH: tl.constexpr,
 ):
     """Split backward, pass 1 (sequential): only the state gradient, walked in reverse; stores
     dL/d(end state) of every chunk for pass 2."""
@@ -433,7 +470,7 @@ def _bwd_state_kernel(
             q, k, v, eta, alpha, theta, delta, saved_w, saved_s, do,  # no token gradients here:
             dw0, dw0, dw0, dw0, dw0, dw0, dw0, dW, dS, n, i_v, i_bh,  # placeholders, never written
             T, H, K, V, NC, BH, P_EXP, SHARP, EPS, RADIUS, C, BK, BV, BIAS, ALPHA, MOMENTUM,
-            PREC, NEPS, SMOOTH, False, RETAIN_FIRST,
+            PREC, NEPS, SMOOTH, False, RETAIN_FIRST, ETA_CH, DELTA_CH,
         )
     tl.store(dw0 + i_bh * V * K + tile, dW, mask=m_vk)
 
@@ -445,7 +482,7 @@ def _bwd_chunk_kernel(
     T, H, K, V, NC, BH, P_EXP, SHARP, EPS, RADIUS,
     C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, BIAS: tl.constexpr,
     ALPHA: tl.constexpr, MOMENTUM: tl.constexpr, PREC: tl.constexpr, NEPS: tl.constexpr,
-    SMOOTH: tl.constexpr, RETAIN_FIRST: tl.constexpr,
+    SMOOTH: tl.constexpr, RETAIN_FIRST: tl.constexpr, ETA_CH: tl.constexpr, DELTA_CH: tl.constexpr,
 ):
     """Split backward, pass 2 (one program per V-tile, chunk and batch x head, all at once): the
     token gradients of one chunk from its stored start state and end-state gradient."""
@@ -466,7 +503,7 @@ def _bwd_chunk_kernel(
         q, k, v, eta, alpha, theta, delta, saved_w, saved_s, do,
             dq, dk, dv, deta, dla, dlth, ddelta, dW, dS, n, i_v, i_bh,
         T, H, K, V, NC, BH, P_EXP, SHARP, EPS, RADIUS, C, BK, BV, BIAS, ALPHA, MOMENTUM,
-        PREC, NEPS, SMOOTH, True, RETAIN_FIRST,
+        PREC, NEPS, SMOOTH, True, RETAIN_FIRST, ETA_CH, DELTA_CH,
     )
 
 
@@ -489,9 +526,11 @@ def _launch_config(K: int, V: int, bias: BiasConfig, backward: bool) -> tuple[in
 
 def compile_specs(bias: BiasConfig, K: int, V: int, chunk_size: int, alpha: str = "head",
                   momentum: bool = False, dtype: torch.dtype = torch.bfloat16,
-                  backward: str = "fused", gradient_at: str = "retained") -> list[tuple]:
+                  backward: str = "fused", gradient_at: str = "retained", eta: str = "head",
+                  delta: str = "head") -> list[tuple]:
     """(name, kernel, scalars, pointer types, num_warps) of the launches for
-    kernels.compile_check (compiling for a GPU without one); alpha: none / head / channel.
+    kernels.compile_check (compiling for a GPU without one); alpha: none / head / channel; eta
+    and delta: head / channel.
     'fused': the forward and the backward; 'split': the backward's state and chunk passes."""
     mode = {"none": _ALPHA_NONE, "head": _ALPHA_HEAD, "channel": _ALPHA_CHANNEL}[alpha]
     element = "*bf16" if dtype == torch.bfloat16 else "*fp32"
@@ -505,7 +544,8 @@ def compile_specs(bias: BiasConfig, K: int, V: int, chunk_size: int, alpha: str 
         BK, BV, warps = _launch_config(K, V, bias, is_backward)
         scalars = {"T": 1024, "H": 8, "K": K, "V": V, "NC": 1024 // chunk_size, "C": chunk_size,
                    "BK": BK, "BV": BV, "ALPHA": mode, "MOMENTUM": momentum,
-                   "RETAIN_FIRST": gradient_at == "retained",
+                   "RETAIN_FIRST": gradient_at == "retained", "ETA_CH": eta == "channel",
+                   "DELTA_CH": delta == "channel",
                    "PREC": matrix_precision(dtype, bias.kind), **_bias_args(bias)}
         if is_backward:
             scalars["BH"] = 32
@@ -557,7 +597,8 @@ class ChunkMatrixMemory(torch.autograd.Function):
                     dummy if delta is None else delta, dummy if w0 is None else w0, o, saved_w, saved_s,
                     T, H, K, V, NC, C=chunk_size, BK=BK, BV=BV, ALPHA=mode, MOMENTUM=theta is not None,
                     HAS_W0=w0 is not None, SAVE=save, PREC=matrix_precision(q.dtype, bias.kind),
-                    RETAIN_FIRST=gradient_at == "retained", num_warps=warps, num_stages=1,
+                    RETAIN_FIRST=gradient_at == "retained", ETA_CH=eta.dim() == 4,
+                    DELTA_CH=delta is not None and delta.dim() == 4, num_warps=warps, num_stages=1,
                     **_bias_args(bias),
                 )
         except OutOfResources as error:
@@ -584,10 +625,13 @@ class ChunkMatrixMemory(torch.autograd.Function):
         dq = torch.empty(NV, B, T, H, K, **f32)
         dk = torch.empty(NV, B, T, H, K, **f32)
         dv = torch.empty_like(v)
-        deta = torch.empty(NV, B, T, H, **f32)
+        deta = torch.empty(NV, *eta.shape, **f32)
         dla = torch.empty((NV, *alpha.shape) if alpha is not None else (1,), **f32)
         dlth = torch.empty((NV, *theta.shape) if theta is not None else (1,), **f32)
-        ddelta = torch.empty((NV, *delta.shape) if delta is not None else (1,), **f32)
+        delta_channel = delta is not None and delta.dim() == 4
+        # a per-channel threshold's gradient has one writer (its V-tile), a per-head one NV partials
+        ddelta = torch.empty(delta.shape if delta_channel else (NV, *delta.shape) if delta is not None
+                             else (1,), **f32)
         dw0 = torch.empty(B, H, V, K, **f32)
         dummy = eta
         launch = (q, k, v, eta, dummy if alpha is None else alpha, dummy if theta is None else theta,
@@ -596,7 +640,8 @@ class ChunkMatrixMemory(torch.autograd.Function):
         scalars = dict(
             T=T, H=H, K=K, V=V, NC=NC, BH=B * H, C=C, BK=BK, BV=BV, ALPHA=mode,
             MOMENTUM=theta is not None, PREC=matrix_precision(q.dtype, bias.kind), num_warps=warps,
-            num_stages=1, RETAIN_FIRST=ctx.gradient_at == "retained", **_bias_args(bias),
+            num_stages=1, RETAIN_FIRST=ctx.gradient_at == "retained", ETA_CH=eta.dim() == 4,
+            DELTA_CH=delta_channel, **_bias_args(bias),
         )
         try:
             with on_device(q):
@@ -612,7 +657,7 @@ class ChunkMatrixMemory(torch.autograd.Function):
             return (*reference_grads(reference, inputs, do), None, None, None, None)
         g_alpha = None if alpha is None else (dla.sum(0) / alpha.float()).to(alpha.dtype)
         g_theta = None if theta is None else (dlth.sum(0) / theta.float()).to(theta.dtype)
-        g_delta = None if delta is None else ddelta.sum(0).to(delta.dtype)
+        g_delta = None if delta is None else (ddelta if delta_channel else ddelta.sum(0)).to(delta.dtype)
         g_w0 = None if w0 is None else dw0.sum(0).to(w0.dtype)
         return (
             dq.sum(0).to(q.dtype), dk.sum(0).to(k.dtype), dv, deta.sum(0).to(eta.dtype),
@@ -659,10 +704,12 @@ def chunk_matrix_memory(
         q, k: [B, T, H, K]; v: [B, T, H, V] (float32 or bfloat16; K, V in 16..256, see
             kernels.limits.matrix_shape_problem; at most 2^31 - 1 elements, see
             kernels.limits.token_tensor_problem).
-        eta: [B, T, H] (> 0), the inner learning rate.
+        eta: [B, T, H] (> 0), the inner learning rate, or [B, T, H, K]: one per key channel
+            (the step writes with eta * k; the errors read with k).
         alpha: [B, T, H] or [B, T, H, K] in (0, 1], or None (no retention).
         theta: [B, T, H] in (0, 1) for momentum, or None (gd). Not with channel-wise alpha.
-        delta: [B, T, H] (> 0), the Huber threshold; required by the huber biases only.
+        delta: [B, T, H] (> 0), the Huber threshold, or [B, T, H, V]: one per value channel
+            (huber_coordinate and huber_switch); required by the huber biases only.
         initial_state: [H, V, K] or None (zeros).
         bias: a BiasConfig or its kind name (see kernels.bias.BIAS_KINDS).
         chunk_size: 16, 32 or 64.
@@ -684,8 +731,9 @@ def chunk_matrix_memory(
     V = v.shape[-1] if v.dim() == 4 else -1
     floats = (torch.float32, torch.bfloat16)
     for name, x, shape in (
-        ("k", k, (B, T, H, K)), ("v", v, (B, T, H, V)), ("eta", eta, (B, T, H)),
-        ("theta", theta, (B, T, H)), ("delta", delta, (B, T, H)),
+        ("k", k, (B, T, H, K)), ("v", v, (B, T, H, V)),
+        ("eta", eta, (B, T, H) if eta.dim() != 4 else (B, T, H, K)), ("theta", theta, (B, T, H)),
+        ("delta", delta, (B, T, H) if delta is None or delta.dim() != 4 else (B, T, H, V)),
         ("initial_state", initial_state, (H, V, K)),
     ):
         _check(name, x, shape, floats)
@@ -702,6 +750,10 @@ def chunk_matrix_memory(
         raise KernelInputError("momentum (theta) with channel-wise alpha has no Triton kernel; use a per-head alpha")
     if bias.needs_delta and delta is None:
         raise KernelInputError(f"bias {bias.kind!r} needs the Huber threshold tensor delta [B, T, H]")
+    if bias.needs_delta and delta.dim() == 4 and bias.kind not in ("huber_coordinate", "huber_switch"):
+        raise KernelInputError(f"bias {bias.kind!r} takes one Huber threshold per token [B, T, H]; "
+                               "a threshold per value channel [B, T, H, V] is for huber_coordinate "
+                               "and huber_switch")
     args = [x.contiguous() if x is not None else None for x in (q, k, v, eta, alpha, theta, delta, initial_state)]
     if not bias.needs_delta:
         args[6] = None

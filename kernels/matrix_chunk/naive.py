@@ -11,7 +11,10 @@ Titans' order: e_i = W_0 k_i - v_i), as miras_search.memory does:
                U_t = beta_t W_0 + sum_{j <= t} (beta_t / beta_j) S_j
     o_t = U_t q_t;  the next chunk starts from W_0 := U_last.
 
-Channel-wise alpha [K] decays the key dimension (W diag(alpha)). chunk_size = 1 is the exact
+Channel-wise alpha [K] decays the key dimension (W diag(alpha)); a channel-wise eta [K] steps
+each key channel on its own: the step writes with eta_i * k_i (elementwise) and g_i unscaled,
+while the errors still read with k_i. A channel-wise delta [V] is one Huber threshold per value
+channel. chunk_size = 1 is the exact
 token-by-token recurrence. This file is written to be read; the Triton kernel in chunk.py
 must match it.
 """
@@ -50,10 +53,10 @@ def naive_chunk_matrix_memory(
     """Chunked matrix memory, one chunk at a time, in the dtype of ``q``.
 
     Args:
-        q, k: [B, T, H, K]; v: [B, T, H, V]; eta: [B, T, H] (> 0).
+        q, k: [B, T, H, K]; v: [B, T, H, V]; eta: [B, T, H] or [B, T, H, K] (> 0).
         alpha: [B, T, H] or [B, T, H, K] in (0, 1], or None (no retention).
         theta: [B, T, H] in (0, 1) for momentum, or None (gd).
-        delta: [B, T, H] (> 0), the Huber threshold (huber biases only).
+        delta: [B, T, H] or [B, T, H, V] (> 0), the Huber threshold (huber biases only).
         initial_state: [H, V, K] or None (zeros).
         bias: a BiasConfig or its kind name.
         chunk_size: tokens per chunk (1 = exact recurrence).
@@ -69,6 +72,7 @@ def naive_chunk_matrix_memory(
     Tp = n_chunks * C
     dt = q.dtype
     channel = alpha is not None and alpha.dim() == 4
+    eta_channel = eta.dim() == 4
 
     # Padded tokens carry eta = 0 and decays of 1, so they change nothing.
     q, k, v, eta, delta = (_pad_time(x, Tp) for x in (q, k, v, eta, delta))
@@ -81,7 +85,7 @@ def naive_chunk_matrix_memory(
     for n in range(n_chunks):
         sl = slice(n * C, (n + 1) * C)
         qc, kc, vc = (x[:, sl].transpose(1, 2) for x in (q, k, v))  # (B, H, C, K|V)
-        etac = eta[:, sl].transpose(1, 2)  # (B, H, C)
+        etac = eta[:, sl].transpose(1, 2)  # (B, H, C), or (B, H, C, K) channel-wise
         deltac = None if delta is None else delta[:, sl].transpose(1, 2)
 
         # lb: cumulative log-decay inside the chunk, (B, H, C) or (B, H, C, K)
@@ -91,7 +95,10 @@ def naive_chunk_matrix_memory(
         else:
             k_retained = kc
         e = torch.einsum("bhck,bhvk->bhcv", k_retained, W) - vc
-        p = etac.unsqueeze(-1) * phi(e, vc, deltac, bias)  # (B, H, C, V)
+        if eta_channel:  # a step per key channel: written with eta * k, phi unscaled
+            p, kw = phi(e, vc, deltac, bias), kc * etac  # (B, H, C, V), (B, H, C, K)
+        else:
+            p, kw = etac.unsqueeze(-1) * phi(e, vc, deltac, bias), kc
         if theta is not None:
             lt = log_th[:, sl].transpose(1, 2).cumsum(2)  # (B, H, C)
             l_th = decay_matrix(lt)  # Theta_j / Theta_i, (B, H, C, C)
@@ -103,11 +110,11 @@ def naive_chunk_matrix_memory(
             else:
                 d = l_b @ l_th
                 c = l_b @ lt.exp().unsqueeze(-1)  # (B, H, C, 1)
-            scores = torch.einsum("bhtk,bhik->bhti", qc, kc) * d
+            scores = torch.einsum("bhtk,bhik->bhti", qc, kw) * d
             o = lb.exp().unsqueeze(-1) * torch.einsum("bhtk,bhvk->bhtv", qc, W)
             o = o - scores @ p
             w_end = d[:, :, -1].unsqueeze(-1) * p  # (B, H, C, V)
-            W_new = lb[..., -1, None, None].exp() * W - torch.einsum("bhiv,bhik->bhvk", w_end, kc)
+            W_new = lb[..., -1, None, None].exp() * W - torch.einsum("bhiv,bhik->bhvk", w_end, kw)
             if theta is not None:
                 o = o + c * torch.einsum("bhtk,bhvk->bhtv", qc, S)
                 W_new = W_new + c[:, :, -1, :, None] * S
@@ -119,15 +126,15 @@ def naive_chunk_matrix_memory(
                 d = torch.einsum("bhtjk,bhji->bhtik", l_b, l_th)
                 c = torch.einsum("bhtjk,bhj->bhtk", l_b, lt.exp())  # (B, H, C, K)
             o = torch.einsum("bhtk,bhvk->bhtv", qc * lb.exp(), W)
-            o = o - torch.einsum("bhtk,bhik,bhtik,bhiv->bhtv", qc, kc, d, p)
+            o = o - torch.einsum("bhtk,bhik,bhtik,bhiv->bhtv", qc, kw, d, p)
             W_new = W * lb[:, :, -1].exp().unsqueeze(-2)
-            W_new = W_new - torch.einsum("bhiv,bhik,bhik->bhvk", p, kc, d[:, :, -1])
+            W_new = W_new - torch.einsum("bhiv,bhik,bhik->bhvk", p, kw, d[:, :, -1])
             if theta is not None:
                 o = o + torch.einsum("bhtk,bhvk->bhtv", qc * c, S)
                 W_new = W_new + S * c[:, :, -1].unsqueeze(-2)
         if theta is not None:
             th_end = l_th[:, :, -1]  # Theta_C / Theta_i, (B, H, C)
-            S = lt[:, :, -1, None, None].exp() * S - torch.einsum("bhi,bhiv,bhik->bhvk", th_end, p, kc)
+            S = lt[:, :, -1, None, None].exp() * S - torch.einsum("bhi,bhiv,bhik->bhvk", th_end, p, kw)
         W = W_new
         outs.append(o)
     return torch.cat(outs, dim=2).transpose(1, 2)[:, :T]  # (B, T, H, V)
@@ -169,7 +176,9 @@ def recurrent_matrix_memory(
         kt, vt, qt = k[:, t], v[:, t], q[:, t]  # (B, H, K|V)
         e = torch.einsum("bhvk,bhk->bhv", beta * W0, kt) - vt
         g = phi(e, vt, None if delta is None else delta[:, t], bias)
-        step = -eta[:, t, :, None, None] * g.unsqueeze(-1) * kt.unsqueeze(-2)
+        # eta [B, H] scales the whole step, a channel-wise eta [B, H, K] each key column of it
+        eta_t = eta[:, t].unsqueeze(-2) if eta.dim() == 4 else eta[:, t, :, None, None]
+        step = -eta_t * g.unsqueeze(-1) * kt.unsqueeze(-2)
         S = step if theta is None else theta[:, t, :, None, None] * S + step
         W = decay * W + S
         outs.append(torch.einsum("bhvk,bhk->bhv", W, qt))

@@ -66,12 +66,11 @@ import torch
 import triton
 import triton.language as tl
 
-from ..common import _mm, _slot
+from ..common import _bias_grad, _mm, _slot
 from .tl_ops import (
     _act,
     _act_grad,
     _act_grad2,
-    _bias_grad,
     _bias_vjp,
     _decay_grads,
     _decays,

@@ -11,7 +11,7 @@ import triton.language as tl
 
 from miras_search.primitives import LN_EPS, LQ_FLOOR
 
-from ..common import _mm, _phi, _phi_bwd, _phi_ch, _phi_ch_bwd
+from ..common import _bias_grad, _bias_grad_bwd, _mm
 
 # constants read inside the kernels must be constexpr globals for Triton's compiler
 _TINY = tl.constexpr(1.1754943508222875e-38)  # smallest normal float32: the lq norm's floor
@@ -333,17 +333,6 @@ def _threshold(delta, ptr, mt, dl, DELTA_CH: tl.constexpr):
 
 
 @triton.jit
-def _bias_grad(E, vc, dl, P_EXP, SHARP, EPS, RADIUS, BIAS: tl.constexpr, NEPS: tl.constexpr,
-               SMOOTH: tl.constexpr, DELTA_CH: tl.constexpr):
-    """g = phi(e) [C, K]: the threshold dl per value channel [C, K] with DELTA_CH, else [C]."""
-    if DELTA_CH:
-        G = _phi_ch(E, dl, BIAS, SHARP, SMOOTH)
-    else:
-        G = _phi(E, vc, dl, BIAS, P_EXP, SHARP, EPS, RADIUS, NEPS, SMOOTH)
-    return G
-
-
-@triton.jit
 def _token_row(x, i, C: tl.constexpr):
     """Row i of x [C, n] as [n]."""
     return tl.sum(tl.where((tl.arange(0, C) == i)[:, None], x, 0.0), 0)
@@ -461,10 +450,7 @@ def _bias_vjp(a2, E, G, dd2, dl, P_EXP, SHARP, EPS, RADIUS, K: tl.constexpr, BIA
     else:
         da2 = tl.zeros_like(a2)
         dG = dd2
-    if DELTA_CH:
-        dE, ddl = _phi_ch_bwd(E, dG, dl, BIAS, SHARP, SMOOTH)
-    else:
-        dE, ddl = _phi_bwd(E, dG, dl, BIAS, P_EXP, SHARP, EPS, RADIUS, NEPS, SMOOTH)
+    dE, ddl = _bias_grad_bwd(E, dG, dl, P_EXP, SHARP, EPS, RADIUS, BIAS, NEPS, SMOOTH, DELTA_CH)
     dvc = -dE
     if BIAS == 0:  # dot: g = -v
         dvc -= dG

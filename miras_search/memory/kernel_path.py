@@ -76,12 +76,12 @@ def _find_kernel(rule: MemoryRule, q: Tensor, v: Tensor, chunk_size: int,
     if run is None:
         return None, (
             f"no kernel covers memory '{rule.memory}', retention '{rule.retention.kind}', "
-            f"algorithm '{rule.algorithm}' with these gates (covered: element-wise biases; matrix "
-            "memory with retention none/l2, gd/momentum, per-head eta and delta, alpha per head or "
+            f"algorithm '{rule.algorithm}' with these gates (covered: element-wise biases, eta per "
+            "head or channel-wise, a channel-wise Huber threshold for the coordinate and switch "
+            "variants; matrix memory with retention none/l2, gd/momentum, alpha per head or "
             "channel-wise with gd; 2-layer MLP memory with retention none/l2/lq (kl with gd), "
-            "gd/momentum, eta per head or channel-wise, alpha per head or channel-wise with gd, a "
-            "channel-wise Huber threshold for the coordinate and switch variants; other points run "
-            "the PyTorch chunked form)"
+            "gd/momentum, alpha per head or channel-wise with gd; other points run the PyTorch "
+            "chunked form)"
         )
     if rule.steps_per_token != 1:
         return None, "multistep updates have no kernel"
