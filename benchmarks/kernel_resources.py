@@ -7,6 +7,7 @@ the first thing to look at when a kernel is slower than its arithmetic suggests.
     python benchmarks/kernel_resources.py [--out benchmarks/results/kernel_resources_sm90.md]
     python benchmarks/kernel_resources.py --only-tiled --out benchmarks/results/kernel_resources_mlp_tiled_sm90.md
     python benchmarks/kernel_resources.py --only-channel --out benchmarks/results/kernel_resources_mlp_channel_sm90.md
+    python benchmarks/kernel_resources.py --only-matrix-gates --out benchmarks/results/kernel_resources_matrix_gates_sm90.md
 """
 
 from __future__ import annotations
@@ -120,6 +121,35 @@ def channel_rows() -> list[str]:
     return out
 
 
+MATRIX_GATE_POINTS = {  # bias, alpha, momentum, eta, delta, retention, head dims
+    "channel eta (l2)": (BiasConfig("l2"), "head", False, "channel", "head", "l2", (64, 128, 256)),
+    "channel eta and alpha (l2)": (BiasConfig("l2"), "channel", False, "channel", "head", "l2", (64, 128)),
+    "channel eta and delta, switch + momentum": (BiasConfig("huber_switch"), "head", True, "channel",
+                                                 "channel", "l2", (64,)),
+    "lq (lp)": (BiasConfig("lp"), "head", False, "head", "head", "lq", (64, 128)),
+    "lq + momentum, channel eta (lp)": (BiasConfig("lp"), "head", True, "channel", "head", "lq", (64, 128)),
+    "lq, channel eta and alpha (l2)": (BiasConfig("l2"), "channel", False, "channel", "head", "lq", (64, 128)),
+    "lq + momentum, switch, channel eta and delta": (BiasConfig("huber_switch"), "head", True, "channel",
+                                                     "channel", "lq", (64,)),
+}
+"""The matrix kernel's channel-wise eta / delta and lq retention (lq keeps the whole matrix in one
+program, as the row-norm biases do: up to 128 with bf16 products, 64 with tf32x3 or fp32)."""
+
+
+def matrix_gate_rows() -> list[str]:
+    """The matrix kernel with channel-wise eta / delta and lq retention, chunk 64, bf16 inputs,
+    the fused backward and (in a second row) the split one."""
+    out = []
+    for name, (bias, alpha, momentum, eta, delta, retention, dims) in MATRIX_GATE_POINTS.items():
+        for dim in dims:
+            for backward in ("fused", "split"):
+                specs = matrix_specs(bias, dim, dim, 64, alpha, momentum, torch.bfloat16, backward,
+                                     "retained", eta, delta, retention)
+                label = "" if backward == "fused" else ", split backward: state pass / chunk pass"
+                out.append(row(f"{name} (matrix{label})", f"K=V={dim}, chunk 64", specs))
+    return out
+
+
 def rows() -> list[str]:
     out = []
     for name, (config, bias, momentum) in MLP_POINTS.items():
@@ -151,6 +181,8 @@ def main() -> None:
                         help="only the hidden-tiled MLP kernel's rows (a few minutes each)")
     parser.add_argument("--only-channel", action="store_true",
                         help="only the whole-W MLP kernels with channel-wise gates")
+    parser.add_argument("--only-matrix-gates", action="store_true",
+                        help="only the matrix kernel with channel-wise eta / delta and lq retention")
     args = parser.parse_args()
     header = [
         f"Triton {triton.__version__} kernels compiled for sm_90 (H100), bf16 inputs unless the shape "
@@ -169,8 +201,11 @@ def main() -> None:
     elif args.only_channel:
         header[2] = "Command: `python benchmarks/kernel_resources.py --only-channel` (no GPU needed)."
         body = channel_rows()
+    elif args.only_matrix_gates:
+        header[2] = "Command: `python benchmarks/kernel_resources.py --only-matrix-gates` (no GPU needed)."
+        body = matrix_gate_rows()
     else:
-        body = rows() + tiled_rows() + channel_rows()
+        body = rows() + tiled_rows() + channel_rows() + matrix_gate_rows()
     table = "\n".join(header + body)
     print(table)
     if args.out:

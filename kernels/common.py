@@ -1,6 +1,7 @@
 """Triton helpers both memory kernels share (as fla's ``ops/common`` and ``ops/utils``): int64
 offsets of stored states, the matmul at a chosen precision, the attentional biases' gradient
-factor phi(e) and its backward, and the checks and launch arguments around them."""
+factor phi(e) and its backward, lq retention's whole-matrix norm and read scale, and the checks
+and launch arguments around them."""
 
 from __future__ import annotations
 
@@ -8,7 +9,13 @@ import torch
 import triton
 import triton.language as tl
 
+from miras_search.primitives import LQ_FLOOR
+
 from .bias import BIAS_KINDS, NORM_EPS, BiasConfig, KernelInputError
+
+# constants read inside the kernels must be constexpr globals for Triton's compiler
+_TINY = tl.constexpr(1.1754943508222875e-38)  # smallest normal float32: the lq norm's floor
+_LQ_FLOOR = tl.constexpr(LQ_FLOOR)
 
 
 @triton.jit
@@ -186,6 +193,35 @@ def _bias_grad_bwd(E, dG, dl, P_EXP, SHARP, EPS, RADIUS, BIAS: tl.constexpr, NEP
     else:
         dE, ddl = _phi_bwd(E, dG, dl, BIAS, P_EXP, SHARP, EPS, RADIUS, NEPS, SMOOTH)
     return dE, ddl
+
+
+@triton.jit
+def _lq_norm(x, QX):
+    """||X||_q over the whole tile (a scalar), as m (sum (|X| / m)^q)^(1/q) with m = max |X|:
+    |X|^q itself leaves float32's range (q = 6, |X| = 1e7) where the norm does not."""
+    ax = tl.abs(x)
+    mx = tl.maximum(tl.max(tl.max(ax, 1), 0), _TINY)
+    p = tl.where(ax > 0, tl.exp(QX * tl.log(ax / mx)), 0.0)
+    return mx * tl.exp(tl.log(tl.sum(tl.sum(p, 1), 0)) / QX)
+
+
+@triton.jit
+def _lq_scale(x, QX):
+    """lq retention's read scale 1 / max(||X||_q, floor)^(q-2) of the whole tile X (a scalar)."""
+    return tl.exp((2.0 - QX) * tl.log(tl.maximum(_lq_norm(x, QX), _LQ_FLOOR)))
+
+
+@triton.jit
+def _lq_scale_vjp(x, QX, dr):
+    """dL/dX from dL/dr, r = _lq_scale(X)."""
+    nrm = _lq_norm(x, QX)
+    live = nrm > _LQ_FLOOR
+    safe = tl.maximum(nrm, _LQ_FLOOR)
+    coef = tl.where(live, dr * (2.0 - QX), 0.0)
+    # dr/dX = (2 - q) n^(2-2q) |X|^(q-1) sign(X), as one exponent so that no factor overflows
+    ax = tl.abs(x)
+    grad = tl.where(ax > 0, tl.exp((QX - 1.0) * (tl.log(ax) - 2.0 * tl.log(safe))), 0.0)
+    return coef * tl.where(x > 0, grad, -grad)
 
 
 def _bias_args(bias: BiasConfig) -> dict:

@@ -91,13 +91,15 @@ def _gradient_at(rule: Any) -> str:
 
 def _matrix_kernel(rule: Any, bias: BiasConfig, modes: dict[str, str]) -> Callable[..., Any] | None:
     algorithm = _kind(rule.algorithm)
-    if algorithm not in ("gd", "momentum") or _kind(rule.retention) not in ("none", "l2"):
+    retention, q, _ = _retention_config(rule)
+    if algorithm not in ("gd", "momentum") or retention not in ("none", "l2", "lq"):
         return None
     if algorithm == "momentum" and modes.get("alpha") == "channel":
         return None
     from .matrix_chunk import chunk_matrix_memory
 
-    return functools.partial(chunk_matrix_memory, bias=bias, gradient_at=_gradient_at(rule))
+    return functools.partial(chunk_matrix_memory, bias=bias, gradient_at=_gradient_at(rule),
+                             retention=retention, lq_exponent=q)
 
 
 def _mlp_kernel(rule: Any, bias: BiasConfig, modes: dict[str, str]) -> Callable[..., Any] | None:
@@ -123,8 +125,8 @@ def kernel_for(rule: Any) -> Callable[..., Any] | None:
     delta, or a channel-wise one for the coordinate and switch variants), robust, and an eta per
     head or per input channel:
 
-    - matrix memory, retention none or l2, gd or momentum, alpha per head or channel-wise
-      (channel-wise only with gd): ``chunk_matrix_memory`` with the bias bound,
+    - matrix memory, retention none, l2 or lq, gd or momentum, alpha per head or channel-wise
+      (channel-wise only with gd): ``chunk_matrix_memory`` with the bias and retention bound,
       ``f(q, k, v, eta, alpha=None, theta=None, delta=None, initial_state=None, chunk_size=64)``;
     - 2-layer MLP memory (Moneta / Yaad / Memora / Titans family), retention none, l2 or lq,
       gd or momentum, alpha per head (or channel-wise with gd), or retention kl with gd (Memora:
@@ -182,4 +184,5 @@ def shape_problem(rule: Any, key_dim: int, value_dim: int, chunk_size: int,
         lq_momentum = retention == "lq" and _kind(rule.algorithm) == "momentum"
         return mlp_shape_problem(key_dim, expansion * key_dim, chunk_size, operands, lq_momentum)
     operands = products(matrix_precision(dtype, bias_kind))
-    return matrix_shape_problem(key_dim, value_dim, operands, bias is not None and bias.row_norm)
+    return matrix_shape_problem(key_dim, value_dim, operands, bias is not None and bias.row_norm,
+                                lq=_retention_config(rule)[0] == "lq")

@@ -107,13 +107,18 @@ def _tile_size(n: int) -> bool:
     return n >= 16 and n & (n - 1) == 0
 
 
-def matrix_shape_problem(key_dim: int, value_dim: int, products: str, row_norm: bool) -> str | None:
+def matrix_shape_problem(key_dim: int, value_dim: int, products: str, row_norm: bool,
+                         lq: bool = False) -> str | None:
     """Why the matrix-memory kernel cannot take these head dims with ``products`` ('bf16',
-    'tf32x3' or 'fp32') and a row-norm bias or not, or None when it can."""
-    widest = MATRIX_MAX_DIM[products]["row_norm" if row_norm else "tiled"]
+    'tf32x3' or 'fp32') and a row-norm bias or not, or None when it can. lq retention (``lq``)
+    keeps the whole matrix in one program for its norm, as a row-norm bias does."""
+    widest = MATRIX_MAX_DIM[products]["row_norm" if row_norm or lq else "tiled"]
     if min(key_dim, value_dim) >= MATRIX_MIN_DIM and max(key_dim, value_dim) <= widest:
         return None
-    biases = "the row-norm biases (huber_norm, huber_switch, robust)" if row_norm else "this bias"
+    if lq and not row_norm:
+        biases = "lq retention (the whole matrix on chip)"
+    else:
+        biases = "the row-norm biases (huber_norm, huber_switch, robust)" if row_norm else "this bias"
     return (
         f"the matrix-memory kernel takes K, V in {MATRIX_MIN_DIM}..{widest} with {biases} and "
         f"{products} products, got K={key_dim}, V={value_dim}"

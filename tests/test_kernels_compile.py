@@ -81,6 +81,11 @@ MATRIX_CASES = {  # bias, K, V, chunk, alpha, momentum, dtype[, backward]
     # a step per key channel (eta [B, T, H, K]), with a threshold per value channel for Yaad's switch
     "channel-eta-delta-switch-momentum-bf16-tf32x3": 'BiasConfig("huber_switch"), 64, 64, 64, "head", True, torch.bfloat16, "fused", "retained", "channel", "channel"',
     "channel-eta-alpha-split-bf16": 'BiasConfig("l2"), 128, 128, 64, "channel", False, torch.bfloat16, "split", "retained", "channel"',
+    # lq retention (Moneta's), the whole matrix in one program: at the row-norm limits
+    "lq-momentum-bf16-widest": 'BiasConfig("lp"), 128, 128, 64, "head", True, torch.bfloat16, "fused", "retained", "head", "head", "lq"',
+    "lq-channel-gates-split-bf16-widest": 'BiasConfig("l2"), 128, 128, 64, "channel", False, torch.bfloat16, "split", "retained", "channel", "head", "lq"',
+    "lq-momentum-switch-tf32x3-widest": 'BiasConfig("huber_switch"), 64, 64, 64, "head", True, torch.bfloat16, "fused", "retained", "channel", "channel", "lq"',
+    "lq-fp32-widest": 'BiasConfig("l2"), 64, 64, 64, "channel", False, torch.float32, "fused", "retained", "channel", "head", "lq"',
 }
 
 

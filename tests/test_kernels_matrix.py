@@ -72,14 +72,18 @@ def make_inputs(B, T, H, K, V, bias="l2", alpha="head", momentum=False, w0=True,
 
 
 def check(inputs, bias, chunk_size, dtype=torch.float32, tol=5e-3, backward="fused", device=DEVICE,
-          gradient_at="retained"):
-    """Run kernel (dtype, on ``device``) and float64 reference; compare o and all gradients."""
+          gradient_at="retained", lq=None):
+    """Run kernel (dtype, on ``device``) and float64 reference; compare o and all gradients.
+    ``lq``: lq retention's exponent q (None: the linear retention)."""
     names = [n for n in NAMES if inputs[n] is not None]
     fast = {n: inputs[n].to(device, dtype).requires_grad_() for n in names}
     # the reference sees the kernel's own inputs: rounded to dtype, then computed in float64
     ref = {n: inputs[n].to(dtype).double().requires_grad_() for n in names}
-    o = chunk_matrix_memory(**fast, bias=bias, chunk_size=chunk_size, backward=backward, gradient_at=gradient_at)
-    o_ref = naive_chunk_matrix_memory(**ref, bias=bias, chunk_size=chunk_size, gradient_at=gradient_at)
+    retention = {"retention": "lq", "lq_exponent": lq} if lq is not None else {}
+    o = chunk_matrix_memory(**fast, bias=bias, chunk_size=chunk_size, backward=backward, gradient_at=gradient_at,
+                            **retention)
+    retention = {"retention": "lq", "q_exp": lq} if lq is not None else {}
+    o_ref = naive_chunk_matrix_memory(**ref, bias=bias, chunk_size=chunk_size, gradient_at=gradient_at, **retention)
     do = torch.randn(o_ref.shape, generator=torch.Generator().manual_seed(1)).to(dtype).double()
     grads = torch.autograd.grad(o, [fast[n] for n in names], do.to(device, dtype))
     grads_ref = torch.autograd.grad(o_ref, [ref[n] for n in names], do)
@@ -354,7 +358,7 @@ def test_auto_backward_splits_long_sequences_of_wide_heads(monkeypatch):
     assert pick_backward(2048, 16, 256) == "split"
     assert pick_backward(8192, 64, 64) == "fused"
     chosen = []
-    monkeypatch.setattr(chunk_module.ChunkMatrixMemory, "apply", lambda *args: chosen.append(args[-2]))
+    monkeypatch.setattr(chunk_module.ChunkMatrixMemory, "apply", lambda *args: chosen.append(args[-3]))
     for T, V in ((8192, 128), (8192, 64), (2048, 128)):
         q = torch.empty(1, T, 1, V, device="meta")
         chunk_matrix_memory(q, q, q, torch.empty(1, T, 1, device="meta"), chunk_size=64)
@@ -506,3 +510,54 @@ def test_channel_delta_of_the_norm_variant_is_refused():
     f32 = {n: (t.float() if t is not None else None) for n, t in x.items()}
     with pytest.raises(KernelInputError, match="one Huber threshold per token"):
         chunk_matrix_memory(**f32, bias="huber_norm", chunk_size=16)
+
+
+
+# ---- lq retention (Moneta's): W = A / ||A||_q^(q-2), normalised at chunk ends ---------------
+@pytest.mark.parametrize(("bias", "alpha", "momentum", "eta"), [
+    ("l2", "head", False, "head"), ("lp", "channel", False, "channel"), ("l2", "none", True, "head"),
+    ("huber_switch", "head", True, "channel"), ("dot", "channel", False, "head"),
+    ("robust", "head", False, "head"),
+])
+def test_naive_lq_matches_token_loop(bias, alpha, momentum, eta):
+    """The chunked lq reference equals the token loop (gradients at r(A_0) A_0, the chunk's last
+    token reading r(A_C) A_C), short last chunks included."""
+    x = make_inputs(2, 13, 2, 6, 5, bias, alpha, momentum, eta=eta)
+    for chunk_size in (1, 4, 5, 16):
+        a = naive_chunk_matrix_memory(**x, bias=bias, chunk_size=chunk_size, retention="lq", q_exp=4.0)
+        b = recurrent_matrix_memory(**x, bias=bias, chunk_size=chunk_size, retention="lq", q_exp=4.0)
+        assert rel_err(a, b) < 1e-10
+
+
+@pytest.mark.parametrize(("bias", "alpha", "momentum", "eta", "backward"), [
+    ("l2", "head", False, "head", "fused"), ("lp", "channel", False, "channel", "fused"),
+    ("l2", "none", True, "head", "split"), ("huber_switch", "head", True, "channel", "fused"),
+    ("lp", "head", True, "channel", "split"), ("huber_coordinate", "channel", False, "head", "split"),
+])
+@pytest.mark.parametrize("T", [1, 7, 37])
+def test_lq_retention(bias, alpha, momentum, eta, backward, T):
+    """lq retention (q = 4, Moneta's) against the reference: output and every gradient, the
+    initial accumulator's included, a short last chunk (whose last token reads the exact memory)."""
+    check(make_inputs(1, T, 2, 16, 16, bias, alpha, momentum, eta=eta), bias, 16, backward=backward, lq=4.0)
+
+
+@pytest.mark.parametrize("lq", [2.0, 3.0, 6.0])
+def test_lq_exponents_and_unequal_dims(lq):
+    """Other exponents (q = 2 is the l2 retention with a constant read scale), K != V, chunk 32."""
+    check(make_inputs(1, 45, 1, 20, 24, "l2", "head", False), "l2", 32, lq=lq)
+
+
+def test_lq_without_an_initial_state():
+    """A zero accumulator sits at the norm's floor: no NaN, and the gradients match."""
+    check(make_inputs(1, 23, 1, 16, 16, "l2", "head", True, w0=False), "l2", 16, lq=4.0)
+
+
+def test_bad_lq_settings_are_refused():
+    x = {n: (t.float() if t is not None else None) for n, t in make_inputs(1, 5, 1, 16, 16).items()}
+    with pytest.raises(KernelInputError, match="retention must be"):
+        chunk_matrix_memory(**x, retention="kl")
+    with pytest.raises(KernelInputError, match="lq_exponent"):
+        chunk_matrix_memory(**x, retention="lq", lq_exponent=float("nan"))
+    wide = {n: (t.float() if t is not None else None) for n, t in make_inputs(1, 5, 1, 128, 128).items()}
+    with pytest.raises(KernelInputError, match="lq retention"):
+        chunk_matrix_memory(**wide, retention="lq")

@@ -32,8 +32,11 @@ GATES = [(None, "gd", "head"), ("head", "gd", "head"), ("channel", "gd", "head")
          ("head", "momentum", "head"), ("channel", "gd", "channel"), (None, "momentum", "channel")]
 
 
-def point(bias: dict, alpha_mode: str | None, algorithm: str, eta_mode: str = "head") -> ModelPoint:
-    retention = {"kind": "l2", "alpha": {"mode": alpha_mode}} if alpha_mode else {"kind": "none"}
+def point(bias: dict, alpha_mode: str | None, algorithm: str, eta_mode: str = "head",
+          retention_kind: str = "l2") -> ModelPoint:
+    """A matrix memory with these options; retention l2 (lq with ``retention_kind='lq'``: q = 4,
+    Moneta's) with alpha in ``alpha_mode``, or none without it."""
+    retention = {"kind": retention_kind, "alpha": {"mode": alpha_mode}} if alpha_mode else {"kind": "none"}
     if eta_mode == "channel" and bias.get("variant") in ("coordinate", "switch"):
         bias = {**bias, "delta": {"mode": "channel"}}
     return ModelPoint.model_validate({
@@ -44,9 +47,13 @@ def point(bias: dict, alpha_mode: str | None, algorithm: str, eta_mode: str = "h
 
 @pytest.mark.parametrize("bias", BIASES, ids=lambda b: b["kind"] + b.get("variant", "") + ("-hard" if b.get("smooth") is False else ""))
 @pytest.mark.parametrize(("alpha_mode", "algorithm", "eta_mode"), GATES)
-def test_reference_equals_memory_chunked_form(bias, alpha_mode, algorithm, eta_mode):
-    p = point(bias, alpha_mode, algorithm, eta_mode)
-    assert kernel_for(p) is not None
+@pytest.mark.parametrize("retention_kind", ["l2", "lq"])
+def test_reference_equals_memory_chunked_form(bias, alpha_mode, algorithm, eta_mode, retention_kind):
+    if retention_kind == "lq" and alpha_mode is None:
+        pytest.skip("lq always has a retention gate alpha")
+    p = point(bias, alpha_mode, algorithm, eta_mode, retention_kind)
+    kernel = kernel_for(p)
+    assert kernel is not None
     rule, cfg = MemoryRule.from_point(p), bias_config(p.bias)
     B, T, H, K = 2, 37, 2, 8
     g = torch.Generator().manual_seed(0)
@@ -65,7 +72,9 @@ def test_reference_equals_memory_chunked_form(bias, alpha_mode, algorithm, eta_m
     params = [w.double() for w in rule.initial_parameters(H, K, K)]
     o_memory = memory_forward(rule, q, k, v, MemoryGates(eta, alpha, theta, delta), params,
                               "chunked", 16, "minibatch")
-    o_ref = naive_chunk_matrix_memory(q, k, v, eta, alpha, theta, delta, params[0], cfg, 16)
+    lq = {"retention": "lq", "q_exp": 4.0} if retention_kind == "lq" else {}
+    assert kernel.keywords["retention"] == p.retention.kind
+    o_ref = naive_chunk_matrix_memory(q, k, v, eta, alpha, theta, delta, params[0], cfg, 16, **lq)
     assert ((o_memory - o_ref).norm() / o_ref.norm()).item() < 1e-10
 
 
@@ -91,4 +100,18 @@ def test_kernel_with_a_channel_wise_eta_equals_memory(bias, alpha_mode, algorith
     for the Huber variants that take it) runs the Triton kernel, which equals the PyTorch form."""
     p = point(bias, alpha_mode, algorithm, "channel")
     assert p.algorithm.eta.mode == "channel" and kernel_for(p) is not None
+    check_kernel(p)
+
+
+
+@pytest.mark.parametrize(("bias", "alpha_mode", "algorithm", "eta_mode"), [
+    ({"kind": "lp", "p": 3.0}, "head", "gd", "head"),
+    ({"kind": "l2"}, "channel", "gd", "channel"),
+    ({"kind": "huber", "variant": "switch"}, "head", "momentum", "channel"),
+])
+def test_kernel_with_lq_retention_equals_memory(bias, alpha_mode, algorithm, eta_mode):
+    """A matrix memory with Moneta's lq retention runs the Triton kernel (the whole matrix in one
+    program for its norm), which equals the PyTorch form: outputs and every gradient."""
+    p = point(bias, alpha_mode, algorithm, eta_mode, "lq")
+    assert kernel_for(p).keywords["retention"] == "lq"
     check_kernel(p)

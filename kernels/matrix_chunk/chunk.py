@@ -33,13 +33,24 @@ per value channel.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import triton
 import triton.language as tl
 from triton.runtime.errors import OutOfResources
 
 from ..bias import BiasConfig, KernelInputError, as_bias
-from ..common import _bias_args, _bias_grad, _bias_grad_bwd, _check, _mm, _slot
+from ..common import (
+    _bias_args,
+    _bias_grad,
+    _bias_grad_bwd,
+    _check,
+    _lq_scale,
+    _lq_scale_vjp,
+    _mm,
+    _slot,
+)
 from ..fallback import reference_grads, warn_fallback
 from ..launch import on_device
 from ..limits import CHUNK_SIZES, matrix_shape_problem, token_tensor_problem
@@ -135,13 +146,44 @@ def _thresholds(delta, row, mt, m_cv, ov, V, et, BIAS: tl.constexpr, DELTA_CH: t
 
 
 @triton.jit
+def _lq_start(W, QX, LQ: tl.constexpr):
+    """(r0, Wr): lq's read scale r0 = r(A_0) of the chunk-start accumulator W = A_0 and the
+    memory the errors read, Wr = r0 A_0; without lq (1, W)."""
+    if LQ:
+        r0 = _lq_scale(W, QX)
+        Wr = W * r0
+    else:
+        r0 = 1.0
+        Wr = W
+    return r0, Wr
+
+
+@triton.jit
+def _lq_read(out, W_end, r0, last, QX):
+    """lq's outputs: every token's linear read ``out`` [C, BV] scaled by r0, the chunk's last
+    token's (``last`` [C]) by r(A_end): it reads the exact new memory."""
+    return out * tl.where(last, _lq_scale(W_end, QX), r0)[:, None]
+
+
+@triton.jit
+def _lq_read_bwd(dO, out, W_end, r0, dW, last, QX):
+    """Back through _lq_read: (dL/d(linear reads) [C, BV], dL/dr0 from the reads (a scalar),
+    dL/dA_end with r(A_end)'s share added to dW)."""
+    ds = tl.sum(dO * out, 1)  # dL/d(each token's scale)
+    dr_end = tl.sum(tl.where(last, ds, 0.0), 0)
+    dr0 = tl.sum(tl.where(last, 0.0, ds), 0)
+    dO = dO * tl.where(last, _lq_scale(W_end, QX), r0)[:, None]
+    return dO, dr0, dW + _lq_scale_vjp(W_end, QX, dr_end)
+
+
+@triton.jit
 def _fwd_kernel(
     q, k, v, eta, alpha, theta, delta, w0, o, saved_w, saved_s,
-    T, H, K, V, NC, P_EXP, SHARP, EPS, RADIUS,
+    T, H, K, V, NC, P_EXP, SHARP, EPS, RADIUS, QX,
     C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, BIAS: tl.constexpr,
     ALPHA: tl.constexpr, MOMENTUM: tl.constexpr, HAS_W0: tl.constexpr,
     SAVE: tl.constexpr, PREC: tl.constexpr, NEPS: tl.constexpr, SMOOTH: tl.constexpr,
-    RETAIN_FIRST: tl.constexpr, ETA_CH: tl.constexpr, DELTA_CH: tl.constexpr,
+    RETAIN_FIRST: tl.constexpr, ETA_CH: tl.constexpr, DELTA_CH: tl.constexpr, LQ: tl.constexpr,
 ):
     i_v = tl.program_id(0)
     i_bh = tl.program_id(1)
@@ -177,6 +219,8 @@ def _fwd_kernel(
             tl.store(saved_w + base + ov[:, None] * K + ok[None, :], W, mask=m_vk)
             if MOMENTUM:
                 tl.store(saved_s + base + ov[:, None] * K + ok[None, :], S, mask=m_vk)
+        r0, Wr = _lq_start(W, QX, LQ)
+        last = t == tl.minimum(T, n * C + C) - 1  # the chunk's last token
 
         if ALPHA == 2:  # channel-wise decay of the key dimension
             la = tl.log(tl.load(alpha + row[:, None] * K + ok[None, :], mask=m_ck, other=1.0).to(tl.float32))
@@ -185,7 +229,7 @@ def _fwd_kernel(
             if RETAIN_FIRST:
                 E = _mm(kc * tl.exp(lb), tl.trans(W), PREC) - vc  # errors at beta_i W_0
             else:
-                E = _mm(kc, tl.trans(W), PREC) - vc  # errors at W_0
+                E = _mm(kc, tl.trans(Wr), PREC) - vc  # errors at W_0
             G = _bias_grad(E, vc, dl, P_EXP, SHARP, EPS, RADIUS, BIAS, NEPS, SMOOTH, DELTA_CH)
             P = G * et[:, None]
             qt = qc * tl.exp(lb)
@@ -203,11 +247,13 @@ def _fwd_kernel(
             if RETAIN_FIRST:
                 E = tl.exp(lb)[:, None] * _mm(kc, tl.trans(W), PREC) - vc  # errors at beta_i W_0
             else:
-                E = _mm(kc, tl.trans(W), PREC) - vc  # errors at W_0
+                E = _mm(kc, tl.trans(Wr), PREC) - vc  # errors at W_0
             G = _bias_grad(E, vc, dl, P_EXP, SHARP, EPS, RADIUS, BIAS, NEPS, SMOOTH, DELTA_CH)
             P = G * et[:, None]
             Lb = tl.exp(tl.where(causal, lb[:, None] - lb[None, :], float("-inf")))
-            wb = tl.exp(lbl - lb)  # Lb[C, :]
+            # Lb[C, :] of the live tokens: a final chunk's padded tokens (theta 1) would carry
+            # the momentum on past its last token, whose state the chunk ends in (lq reads it)
+            wb = tl.where(mt, tl.exp(lbl - lb), 0.0)
             if MOMENTUM:
                 lth = tl.log(tl.load(theta + row, mask=mt, other=1.0).to(tl.float32))
                 lt = tl.cumsum(lth, 0)
@@ -229,6 +275,8 @@ def _fwd_kernel(
                 W_new += clast * S
                 S = tl.exp(ltl) * S - _mm(tl.trans(P * tlast[:, None]), kwc, PREC)
             W = W_new
+        if LQ:
+            out = _lq_read(out, W, r0, last, QX)
         tl.store(o + row[:, None] * V + ov[None, :], out.to(o.dtype.element_ty), mask=m_cv)
 
 
@@ -236,11 +284,11 @@ def _fwd_kernel(
 def _chunk_bwd(
     q, k, v, eta, alpha, theta, delta, saved_w, saved_s, do,
     dq, dk, dv, deta, dla, dlth, ddelta, dW, dS, n, i_v, i_bh,
-    T, H, K, V, NC, BH, P_EXP, SHARP, EPS, RADIUS,
+    T, H, K, V, NC, BH, P_EXP, SHARP, EPS, RADIUS, QX,
     C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, BIAS: tl.constexpr,
     ALPHA: tl.constexpr, MOMENTUM: tl.constexpr, PREC: tl.constexpr, NEPS: tl.constexpr,
     SMOOTH: tl.constexpr, STORE: tl.constexpr, RETAIN_FIRST: tl.constexpr, ETA_CH: tl.constexpr,
-    DELTA_CH: tl.constexpr,
+    DELTA_CH: tl.constexpr, LQ: tl.constexpr,
 ):
     """Chunk n of the backward from dL/d(its end state) dW (and dS): writes the chunk's token
     gradients when STORE and returns dL/d(its start state). Without STORE only the state
@@ -270,6 +318,8 @@ def _chunk_bwd(
     dl = _thresholds(delta, row, mt, m_cv, ov, V, et, BIAS, DELTA_CH)
     base = _slot(i_bh, n, NC, V * K)
     W = tl.load(saved_w + base + ov[:, None] * K + ok[None, :], mask=m_vk, other=0.0)
+    r0, Wr = _lq_start(W, QX, LQ)
+    last = t == tl.minimum(T, n * C + C) - 1
 
     if ALPHA == 2:
         a_ptr = alpha + row[:, None] * K + ok[None, :]
@@ -281,12 +331,16 @@ def _chunk_bwd(
             kb = kc * eb  # retained keys: errors at beta_i W_0
         else:
             kb = kc  # errors at W_0
-        E = _mm(kb, tl.trans(W), PREC) - vc
+        E = _mm(kb, tl.trans(Wr), PREC) - vc
         G = _bias_grad(E, vc, dl, P_EXP, SHARP, EPS, RADIUS, BIAS, NEPS, SMOOTH, DELTA_CH)
         P = G * et[:, None]
         qt = qc * eb
         kw = kwc * tl.exp(lbl[None, :] - lb)
         A = _channel_scores(qc, kwc, lb, lbl, C, PREC)
+        if LQ:
+            W_end = W * tl.exp(lbl)[None, :] - _mm(tl.trans(P), kw, PREC)
+            dO, dr0, dW = _lq_read_bwd(dO, _mm(qt, tl.trans(W), PREC) - _mm(A, P, PREC), W_end, r0,
+                                       dW, last, QX)
         dA = tl.where(causal, -_mm(dO, tl.trans(P), PREC), 0.0)
         dP = -_mm(tl.trans(A), dO, PREC) - _mm(kw, tl.trans(dW), PREC)
         dqA, dkA = _channel_scores_bwd(dA, qc, kwc, lb, lbl, C, PREC)
@@ -294,7 +348,7 @@ def _chunk_bwd(
         dkw = -_mm(P, dW, PREC)
         dG = dP * et[:, None]
         dE, dd = _bias_grad_bwd(E, dG, dl, P_EXP, SHARP, EPS, RADIUS, BIAS, NEPS, SMOOTH, DELTA_CH)
-        dkb = _mm(dE, W, PREC)
+        dkb = _mm(dE, Wr, PREC)
         dqc = dqW * eb + dqA
         dlb = dqW * qt + dqA * qc - dkA * kwc - dkw * kw
         dkwc = dkA + dkw * tl.exp(lbl[None, :] - lb)  # through the write key
@@ -308,7 +362,12 @@ def _chunk_bwd(
         g_la = tl.cumsum(dlb, 0, reverse=True) + dlbl[None, :]
         if STORE:
             tl.store(dla + part_k + row[:, None] * K + ok[None, :], g_la, mask=m_ck)
-        dW = dW * tl.exp(lbl)[None, :] + _mm(tl.trans(dO), qt, PREC) + _mm(tl.trans(dE), kb, PREC)
+        dEK = _mm(tl.trans(dE), kb, PREC)
+        dW = dW * tl.exp(lbl)[None, :] + _mm(tl.trans(dO), qt, PREC)
+        if LQ:  # the errors read r0 A_0
+            dW += r0 * dEK + _lq_scale_vjp(W, QX, dr0 + tl.sum(tl.sum(dEK * W, 1), 0))
+        else:
+            dW += dEK
     else:
         if ALPHA == 1:
             la = tl.log(tl.load(alpha + row, mask=mt, other=1.0).to(tl.float32))
@@ -317,8 +376,10 @@ def _chunk_bwd(
         lb = tl.cumsum(la, 0)
         lbl = tl.sum(la, 0)
         eb = tl.exp(lb)
-        Lb = tl.exp(tl.where(causal, lb[:, None] - lb[None, :], float("-inf")))
-        wb = tl.exp(lbl - lb)
+        # as in the forward, the padded tokens of a final chunk take no part in its end state
+        # (D[C, :] = Lb[C, :] @ Lt over live tokens): their columns of Lb are 0
+        Lb = tl.exp(tl.where(causal & mt[None, :], lb[:, None] - lb[None, :], float("-inf")))
+        wb = tl.where(mt, tl.exp(lbl - lb), 0.0)
         if MOMENTUM:
             S = tl.load(saved_s + base + ov[:, None] * K + ok[None, :], mask=m_vk, other=0.0)
             lth = tl.log(tl.load(theta + row, mask=mt, other=1.0).to(tl.float32))
@@ -334,7 +395,7 @@ def _chunk_bwd(
         else:
             D = Lb
             dlast = wb
-        KW = _mm(kc, tl.trans(W), PREC)
+        KW = _mm(kc, tl.trans(Wr), PREC)
         if RETAIN_FIRST:
             E = eb[:, None] * KW - vc  # errors at beta_i W_0
         else:
@@ -343,6 +404,14 @@ def _chunk_bwd(
         P = G * et[:, None]
         QK = _mm(qc, tl.trans(kwc), PREC)
         A = QK * D
+        QW = _mm(qc, tl.trans(W), PREC)
+        if LQ:
+            out = eb[:, None] * QW - _mm(A, P, PREC)
+            W_end = tl.exp(lbl) * W - _mm(tl.trans(P * dlast[:, None]), kwc, PREC)
+            if MOMENTUM:
+                out += cv[:, None] * _mm(qc, tl.trans(S), PREC)
+                W_end += clast * S
+            dO, dr0, dW = _lq_read_bwd(dO, out, W_end, r0, dW, last, QX)
         dA = -_mm(dO, tl.trans(P), PREC)
         R = _mm(kwc, tl.trans(dW), PREC)  # R[i] = dW kw_i
         dP = -_mm(tl.trans(A), dO, PREC) - dlast[:, None] * R
@@ -354,7 +423,6 @@ def _chunk_bwd(
         dAD = tl.where(causal, dA * D, 0.0)
         dqc = eb[:, None] * _mm(dO, W, PREC) + _mm(dAD, kwc, PREC)
         dkwc = _mm(tl.trans(dAD), qc, PREC) - dlast[:, None] * _mm(P, dW, PREC)  # the write key's
-        QW = _mm(qc, tl.trans(W), PREC)
         # dD (the last row also carries the chunk-end term -sum_v P R)
         dD = tl.where(causal, dA * QK, 0.0)
         dD += tl.where(is_last[:, None], -tl.sum(P * R, 1)[None, :], 0.0)
@@ -388,8 +456,12 @@ def _chunk_bwd(
             dkc = eb[:, None] * _mm(dE, W, PREC)
             dW_prev += _mm(tl.trans(dE * eb[:, None]), kc, PREC)
         else:
-            dkc = _mm(dE, W, PREC)
-            dW_prev += _mm(tl.trans(dE), kc, PREC)
+            dkc = _mm(dE, Wr, PREC)
+            dEK = _mm(tl.trans(dE), kc, PREC)
+            if LQ:  # the errors read r0 A_0
+                dW_prev += r0 * dEK + _lq_scale_vjp(W, QX, dr0 + tl.sum(tl.sum(dEK * W, 1), 0))
+            else:
+                dW_prev += dEK
         if MOMENTUM:
             dS = clast * dW + tl.exp(ltl) * dS + _mm(tl.trans(dO * cv[:, None]), qc, PREC)
         dW = dW_prev
@@ -419,10 +491,11 @@ def _chunk_bwd(
 def _bwd_kernel(
     q, k, v, eta, alpha, theta, delta, saved_w, saved_s, do,
     dq, dk, dv, deta, dla, dlth, ddelta, dw0,
-    T, H, K, V, NC, BH, P_EXP, SHARP, EPS, RADIUS,
+    T, H, K, V, NC, BH, P_EXP, SHARP, EPS, RADIUS, QX,
     C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, BIAS: tl.constexpr,
     ALPHA: tl.constexpr, MOMENTUM: tl.constexpr, PREC: tl.constexpr, NEPS: tl.constexpr,
     SMOOTH: tl.constexpr, RETAIN_FIRST: tl.constexpr, ETA_CH: tl.constexpr, DELTA_CH: tl.constexpr,
+    LQ: tl.constexpr,
 ):
     """The fused backward: one program per (V-tile, batch x head) walks the chunks in reverse."""
     i_v = tl.program_id(0)
@@ -436,8 +509,8 @@ def _bwd_kernel(
         dW, dS = _chunk_bwd(
             q, k, v, eta, alpha, theta, delta, saved_w, saved_s, do,
             dq, dk, dv, deta, dla, dlth, ddelta, dW, dS, NC - 1 - i_n, i_v, i_bh,
-            T, H, K, V, NC, BH, P_EXP, SHARP, EPS, RADIUS, C, BK, BV, BIAS, ALPHA, MOMENTUM,
-            PREC, NEPS, SMOOTH, True, RETAIN_FIRST, ETA_CH, DELTA_CH,
+            T, H, K, V, NC, BH, P_EXP, SHARP, EPS, RADIUS, QX, C, BK, BV, BIAS, ALPHA, MOMENTUM,
+            PREC, NEPS, SMOOTH, True, RETAIN_FIRST, ETA_CH, DELTA_CH, LQ,
         )
     tl.store(dw0 + i_bh * V * K + ov[:, None] * K + ok[None, :], dW, mask=m_vk)
 
@@ -445,10 +518,11 @@ def _bwd_kernel(
 @triton.jit
 def _bwd_state_kernel(
     q, k, v, eta, alpha, theta, delta, saved_w, saved_s, do, saved_dw, saved_ds, dw0,
-    T, H, K, V, NC, BH, P_EXP, SHARP, EPS, RADIUS,
+    T, H, K, V, NC, BH, P_EXP, SHARP, EPS, RADIUS, QX,
     C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, BIAS: tl.constexpr,
     ALPHA: tl.constexpr, MOMENTUM: tl.constexpr, PREC: tl.constexpr, NEPS: tl.constexpr,
     SMOOTH: tl.constexpr, RETAIN_FIRST: tl.constexpr, ETA_CH: tl.constexpr, DELTA_CH: tl.constexpr,
+    LQ: tl.constexpr,
 ):
     """Split backward, pass 1 (sequential): only the state gradient, walked in reverse; stores
     dL/d(end state) of every chunk for pass 2."""
@@ -469,8 +543,8 @@ def _bwd_state_kernel(
         dW, dS = _chunk_bwd(
             q, k, v, eta, alpha, theta, delta, saved_w, saved_s, do,  # no token gradients here:
             dw0, dw0, dw0, dw0, dw0, dw0, dw0, dW, dS, n, i_v, i_bh,  # placeholders, never written
-            T, H, K, V, NC, BH, P_EXP, SHARP, EPS, RADIUS, C, BK, BV, BIAS, ALPHA, MOMENTUM,
-            PREC, NEPS, SMOOTH, False, RETAIN_FIRST, ETA_CH, DELTA_CH,
+            T, H, K, V, NC, BH, P_EXP, SHARP, EPS, RADIUS, QX, C, BK, BV, BIAS, ALPHA, MOMENTUM,
+            PREC, NEPS, SMOOTH, False, RETAIN_FIRST, ETA_CH, DELTA_CH, LQ,
         )
     tl.store(dw0 + i_bh * V * K + tile, dW, mask=m_vk)
 
@@ -479,10 +553,11 @@ def _bwd_state_kernel(
 def _bwd_chunk_kernel(
     q, k, v, eta, alpha, theta, delta, saved_w, saved_s, do, saved_dw, saved_ds,
     dq, dk, dv, deta, dla, dlth, ddelta,
-    T, H, K, V, NC, BH, P_EXP, SHARP, EPS, RADIUS,
+    T, H, K, V, NC, BH, P_EXP, SHARP, EPS, RADIUS, QX,
     C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, BIAS: tl.constexpr,
     ALPHA: tl.constexpr, MOMENTUM: tl.constexpr, PREC: tl.constexpr, NEPS: tl.constexpr,
     SMOOTH: tl.constexpr, RETAIN_FIRST: tl.constexpr, ETA_CH: tl.constexpr, DELTA_CH: tl.constexpr,
+    LQ: tl.constexpr,
 ):
     """Split backward, pass 2 (one program per V-tile, chunk and batch x head, all at once): the
     token gradients of one chunk from its stored start state and end-state gradient."""
@@ -502,20 +577,22 @@ def _bwd_chunk_kernel(
     _chunk_bwd(
         q, k, v, eta, alpha, theta, delta, saved_w, saved_s, do,
             dq, dk, dv, deta, dla, dlth, ddelta, dW, dS, n, i_v, i_bh,
-        T, H, K, V, NC, BH, P_EXP, SHARP, EPS, RADIUS, C, BK, BV, BIAS, ALPHA, MOMENTUM,
-        PREC, NEPS, SMOOTH, True, RETAIN_FIRST, ETA_CH, DELTA_CH,
+        T, H, K, V, NC, BH, P_EXP, SHARP, EPS, RADIUS, QX, C, BK, BV, BIAS, ALPHA, MOMENTUM,
+        PREC, NEPS, SMOOTH, True, RETAIN_FIRST, ETA_CH, DELTA_CH, LQ,
     )
 
 
-def _launch_config(K: int, V: int, bias: BiasConfig, backward: bool) -> tuple[int, int, int]:
-    """(BK, BV, num_warps): the whole key dim in one block; V tiled unless the bias needs rows.
+def _launch_config(K: int, V: int, bias: BiasConfig, backward: bool,
+                   lq: bool = False) -> tuple[int, int, int]:
+    """(BK, BV, num_warps): the whole key dim in one block; V tiled unless the bias needs rows
+    or lq retention (``lq``) the whole matrix's norm.
 
     Launched with num_stages=1: the chunk loop carries the state, so prefetching more chunks
     buys little and overflows shared memory at C = 64, K = V = 128.
     """
     BK = max(16, triton.next_power_of_2(K))
     full_v = max(16, triton.next_power_of_2(V))
-    if bias.row_norm:
+    if bias.row_norm or lq:
         BV = full_v
     else:
         cap = 32 if (backward and BK >= 128) else 64
@@ -527,10 +604,10 @@ def _launch_config(K: int, V: int, bias: BiasConfig, backward: bool) -> tuple[in
 def compile_specs(bias: BiasConfig, K: int, V: int, chunk_size: int, alpha: str = "head",
                   momentum: bool = False, dtype: torch.dtype = torch.bfloat16,
                   backward: str = "fused", gradient_at: str = "retained", eta: str = "head",
-                  delta: str = "head") -> list[tuple]:
+                  delta: str = "head", retention: str = "l2") -> list[tuple]:
     """(name, kernel, scalars, pointer types, num_warps) of the launches for
     kernels.compile_check (compiling for a GPU without one); alpha: none / head / channel; eta
-    and delta: head / channel.
+    and delta: head / channel; retention: l2 (or none) / lq.
     'fused': the forward and the backward; 'split': the backward's state and chunk passes."""
     mode = {"none": _ALPHA_NONE, "head": _ALPHA_HEAD, "channel": _ALPHA_CHANNEL}[alpha]
     element = "*bf16" if dtype == torch.bfloat16 else "*fp32"
@@ -541,11 +618,12 @@ def compile_specs(bias: BiasConfig, K: int, V: int, chunk_size: int, alpha: str 
                     ("backward chunk pass", _bwd_chunk_kernel, True)]
     specs = []
     for name, kernel, is_backward in launches:
-        BK, BV, warps = _launch_config(K, V, bias, is_backward)
+        lq = retention == "lq"
+        BK, BV, warps = _launch_config(K, V, bias, is_backward, lq)
         scalars = {"T": 1024, "H": 8, "K": K, "V": V, "NC": 1024 // chunk_size, "C": chunk_size,
                    "BK": BK, "BV": BV, "ALPHA": mode, "MOMENTUM": momentum,
-                   "RETAIN_FIRST": gradient_at == "retained", "ETA_CH": eta == "channel",
-                   "DELTA_CH": delta == "channel",
+                   "RETAIN_FIRST": gradient_at == "retained" and not lq, "ETA_CH": eta == "channel",
+                   "DELTA_CH": delta == "channel", "LQ": lq, "QX": 4.0,
                    "PREC": matrix_precision(dtype, bias.kind), **_bias_args(bias)}
         if is_backward:
             scalars["BH"] = 32
@@ -555,14 +633,15 @@ def compile_specs(bias: BiasConfig, K: int, V: int, chunk_size: int, alpha: str 
     return specs
 
 
-def _reference(bias: BiasConfig, chunk_size: int, gradient_at: str):
+def _reference(bias: BiasConfig, chunk_size: int, gradient_at: str, lq_exp: float | None):
     """The PyTorch reference in float32 (or wider), output in q's dtype: the fallback of a launch
     that does not fit this GPU."""
     def run(q, k, v, eta, alpha, theta, delta, w0):
         wide = [x if x is None else x.to(torch.promote_types(x.dtype, torch.float32))
                 for x in (q, k, v, eta, alpha, theta, delta, w0)]
+        retention = {"retention": "lq", "q_exp": lq_exp} if lq_exp is not None else {}
         return naive_chunk_matrix_memory(*wide, bias=bias, chunk_size=chunk_size,
-                                         gradient_at=gradient_at).to(q.dtype)
+                                         gradient_at=gradient_at, **retention).to(q.dtype)
     return run
 
 
@@ -574,12 +653,14 @@ class ChunkMatrixMemory(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, q, k, v, eta, alpha, theta, delta, w0, bias, chunk_size, split, gradient_at):
+    def forward(ctx, q, k, v, eta, alpha, theta, delta, w0, bias, chunk_size, split, gradient_at,
+                lq_exp):
         B, T, H, K = k.shape
         V = v.shape[-1]
         NC = triton.cdiv(T, chunk_size)
         mode = _ALPHA_NONE if alpha is None else (_ALPHA_CHANNEL if alpha.dim() == 4 else _ALPHA_HEAD)
-        BK, BV, warps = _launch_config(K, V, bias, backward=False)
+        lq = lq_exp is not None
+        BK, BV, warps = _launch_config(K, V, bias, backward=False, lq=lq)
         save = any(ctx.needs_input_grad)
         o = torch.empty(B, T, H, V, dtype=q.dtype, device=q.device)
         n_saved = B * H * NC * V * K if save else 1
@@ -588,14 +669,15 @@ class ChunkMatrixMemory(torch.autograd.Function):
         dummy = eta
         grid = (triton.cdiv(V, BV), B * H)
         ctx.bias, ctx.chunk_size, ctx.mode, ctx.split = bias, chunk_size, mode, split
-        ctx.gradient_at = gradient_at
+        ctx.gradient_at, ctx.lq_exp = gradient_at, lq_exp
         ctx.fallback = False
         try:
             with on_device(q):
                 _fwd_kernel[grid](
                     q, k, v, eta, dummy if alpha is None else alpha, dummy if theta is None else theta,
                     dummy if delta is None else delta, dummy if w0 is None else w0, o, saved_w, saved_s,
-                    T, H, K, V, NC, C=chunk_size, BK=BK, BV=BV, ALPHA=mode, MOMENTUM=theta is not None,
+                    T, H, K, V, NC, QX=lq_exp or 2.0, C=chunk_size, BK=BK, BV=BV, ALPHA=mode,
+                    MOMENTUM=theta is not None, LQ=lq,
                     HAS_W0=w0 is not None, SAVE=save, PREC=matrix_precision(q.dtype, bias.kind),
                     RETAIN_FIRST=gradient_at == "retained", ETA_CH=eta.dim() == 4,
                     DELTA_CH=delta is not None and delta.dim() == 4, num_warps=warps, num_stages=1,
@@ -604,7 +686,7 @@ class ChunkMatrixMemory(torch.autograd.Function):
         except OutOfResources as error:
             warn_fallback("matrix-memory forward", error)
             ctx.fallback = True
-            o = _reference(bias, chunk_size, gradient_at)(q, k, v, eta, alpha, theta, delta, w0)
+            o = _reference(bias, chunk_size, gradient_at, lq_exp)(q, k, v, eta, alpha, theta, delta, w0)
         ctx.save_for_backward(q, k, v, eta, alpha, theta, delta, w0, saved_w, saved_s)
         return o
 
@@ -613,13 +695,14 @@ class ChunkMatrixMemory(torch.autograd.Function):
         q, k, v, eta, alpha, theta, delta, w0, saved_w, saved_s = ctx.saved_tensors
         bias, C, mode = ctx.bias, ctx.chunk_size, ctx.mode
         inputs = [q, k, v, eta, alpha, theta, delta, w0]
-        reference = _reference(bias, C, ctx.gradient_at)
+        reference = _reference(bias, C, ctx.gradient_at, ctx.lq_exp)
         if ctx.fallback:
-            return (*reference_grads(reference, inputs, do), None, None, None, None)
+            return (*reference_grads(reference, inputs, do), None, None, None, None, None)
         B, T, H, K = k.shape
         V = v.shape[-1]
         NC = triton.cdiv(T, C)
-        BK, BV, warps = _launch_config(K, V, bias, backward=True)
+        lq = ctx.lq_exp is not None
+        BK, BV, warps = _launch_config(K, V, bias, backward=True, lq=lq)
         NV = triton.cdiv(V, BV)
         f32 = {"dtype": torch.float32, "device": q.device}
         dq = torch.empty(NV, B, T, H, K, **f32)
@@ -638,7 +721,7 @@ class ChunkMatrixMemory(torch.autograd.Function):
                   dummy if delta is None else delta, saved_w, saved_s, do.contiguous())
         grads = (dq, dk, dv, deta, dla, dlth, ddelta)
         scalars = dict(
-            T=T, H=H, K=K, V=V, NC=NC, BH=B * H, C=C, BK=BK, BV=BV, ALPHA=mode,
+            T=T, H=H, K=K, V=V, NC=NC, BH=B * H, QX=ctx.lq_exp or 2.0, LQ=lq, C=C, BK=BK, BV=BV, ALPHA=mode,
             MOMENTUM=theta is not None, PREC=matrix_precision(q.dtype, bias.kind), num_warps=warps,
             num_stages=1, RETAIN_FIRST=ctx.gradient_at == "retained", ETA_CH=eta.dim() == 4,
             DELTA_CH=delta_channel, **_bias_args(bias),
@@ -654,14 +737,14 @@ class ChunkMatrixMemory(torch.autograd.Function):
                     _bwd_kernel[(NV, B * H)](*launch, *grads, dw0, **scalars)
         except OutOfResources as error:
             warn_fallback("matrix-memory backward", error)
-            return (*reference_grads(reference, inputs, do), None, None, None, None)
+            return (*reference_grads(reference, inputs, do), None, None, None, None, None)
         g_alpha = None if alpha is None else (dla.sum(0) / alpha.float()).to(alpha.dtype)
         g_theta = None if theta is None else (dlth.sum(0) / theta.float()).to(theta.dtype)
         g_delta = None if delta is None else (ddelta if delta_channel else ddelta.sum(0)).to(delta.dtype)
         g_w0 = None if w0 is None else dw0.sum(0).to(w0.dtype)
         return (
             dq.sum(0).to(q.dtype), dk.sum(0).to(k.dtype), dv, deta.sum(0).to(eta.dtype),
-            g_alpha, g_theta, g_delta, g_w0, None, None, None, None,
+            g_alpha, g_theta, g_delta, g_w0, None, None, None, None, None,
         )
 
 
@@ -697,6 +780,8 @@ def chunk_matrix_memory(
     chunk_size: int = 64,
     backward: str = "auto",
     gradient_at: str = "retained",
+    retention: str = "l2",
+    lq_exponent: float = 4.0,
 ) -> torch.Tensor:
     """Chunked matrix memory with Triton kernels (forward and backward).
 
@@ -719,6 +804,11 @@ def chunk_matrix_memory(
             (``pick_backward``: split on long sequences of wide heads, where it is faster).
         gradient_at: 'retained' (errors at beta_i W_0: Gated DeltaNet's order) or 'previous'
             (errors at W_0: Titans' order); they differ only with alpha.
+        retention: 'l2' (a linear decay by alpha; none without alpha) or 'lq' (Moneta's: the
+            memory is W = A / max(||A||_q, floor)^(q - 2) of the accumulator A that decays by
+            alpha, normalised at chunk ends, see naive.py; q = ``lq_exponent``). Under lq the
+            errors read the chunk-start memory itself (gradient_at does not apply) and
+            initial_state is the accumulator A_0.
     Returns:
         o: [B, T, H, V] in the dtype of q.
     """
@@ -742,7 +832,8 @@ def chunk_matrix_memory(
         _check("alpha", alpha, (B, T, H) if alpha.dim() == 3 else (B, T, H, K), floats)
     if chunk_size not in CHUNK_SIZES:
         raise KernelInputError(f"chunk_size must be 16, 32 or 64 for the Triton kernel, got {chunk_size}")
-    problem = matrix_shape_problem(K, V, products(matrix_precision(q.dtype, bias.kind)), bias.row_norm)
+    problem = matrix_shape_problem(K, V, products(matrix_precision(q.dtype, bias.kind)), bias.row_norm,
+                                   lq=retention == "lq")
     problem = problem or token_tensor_problem(B, T, H, max(K, V))
     if problem is not None:
         raise KernelInputError(problem)
@@ -763,4 +854,18 @@ def chunk_matrix_memory(
         backward = pick_backward(T, chunk_size, V)
     if gradient_at not in ("retained", "previous"):
         raise KernelInputError(f"gradient_at must be 'retained' or 'previous', got {gradient_at!r}")
-    return ChunkMatrixMemory.apply(*args, bias, chunk_size, backward == "split", gradient_at)
+    lq_exp = _lq_exponent(retention, lq_exponent)
+    if lq_exp is not None:
+        gradient_at = "previous"  # lq takes every gradient at the chunk-start memory r(A_0) A_0
+    return ChunkMatrixMemory.apply(*args, bias, chunk_size, backward == "split", gradient_at, lq_exp)
+
+
+def _lq_exponent(retention: str, lq_exponent: float) -> float | None:
+    """lq's exponent q for the kernel, None for a linear retention; KernelInputError otherwise."""
+    if retention in ("l2", "none"):
+        return None
+    if retention != "lq":
+        raise KernelInputError(f"retention must be 'l2', 'none' or 'lq' for the matrix kernel, got {retention!r}")
+    if not math.isfinite(lq_exponent) or lq_exponent < 1.0:
+        raise KernelInputError(f"lq_exponent must be a finite q >= 1, got {lq_exponent!r}")
+    return float(lq_exponent)

@@ -14,7 +14,15 @@ Titans' order: e_i = W_0 k_i - v_i), as miras_search.memory does:
 Channel-wise alpha [K] decays the key dimension (W diag(alpha)); a channel-wise eta [K] steps
 each key channel on its own: the step writes with eta_i * k_i (elementwise) and g_i unscaled,
 while the errors still read with k_i. A channel-wise delta [V] is one Huber threshold per value
-channel. chunk_size = 1 is the exact
+channel.
+
+lq retention (Moneta's, ``retention='lq'``): the state carried is the accumulator A, and the
+memory is W = r(A) A with r(A) = 1 / max(||A||_q, floor)^(q - 2) (the norm over the whole
+matrix). Inside a chunk A runs the linear update above (with A for W) and every gradient is taken
+at W_0 = r(A_0) A_0; token t reads r(A_0) A_t q_t, except the chunk's last token, which reads the
+exact new memory r(A_C) A_C q: the normalisation at chunk ends (miras_search.memory's chunked form).
+
+chunk_size = 1 is the exact
 token-by-token recurrence. This file is written to be read; the Triton kernel in chunk.py
 must match it.
 """
@@ -22,19 +30,10 @@ must match it.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from miras_search.primitives import decay_matrix
+from miras_search.primitives import decay_matrix, lq_log_scale
 
 from ..bias import BiasConfig, as_bias, phi
-
-
-def _pad_time(x: torch.Tensor | None, length: int, value: float = 0.0) -> torch.Tensor | None:
-    """Pad dim 1 (time) of x to ``length`` with ``value``."""
-    if x is None or x.shape[1] == length:
-        return x
-    pad = [0, 0] * (x.dim() - 2) + [0, length - x.shape[1]]
-    return F.pad(x, pad, value=value)
 
 
 def naive_chunk_matrix_memory(
@@ -49,6 +48,8 @@ def naive_chunk_matrix_memory(
     bias: BiasConfig | str = "l2",
     chunk_size: int = 64,
     gradient_at: str = "retained",
+    retention: str = "l2",
+    q_exp: float = 4.0,
 ) -> torch.Tensor:
     """Chunked matrix memory, one chunk at a time, in the dtype of ``q``.
 
@@ -61,36 +62,39 @@ def naive_chunk_matrix_memory(
         bias: a BiasConfig or its kind name.
         chunk_size: tokens per chunk (1 = exact recurrence).
         gradient_at: 'retained' (errors at beta_i W_0) or 'previous' (at W_0).
+        retention: 'l2' (linear: with alpha, or none without) or 'lq' (the exponent ``q_exp``;
+            errors at W_0, initial_state the accumulator A_0).
     Returns:
         o: [B, T, H, V].
     """
     bias = as_bias(bias)
+    lq = retention == "lq"
     B, T, H, K = k.shape
     V = v.shape[-1]
     C = chunk_size
     n_chunks = -(-T // C)
-    Tp = n_chunks * C
     dt = q.dtype
     channel = alpha is not None and alpha.dim() == 4
     eta_channel = eta.dim() == 4
 
-    # Padded tokens carry eta = 0 and decays of 1, so they change nothing.
-    q, k, v, eta, delta = (_pad_time(x, Tp) for x in (q, k, v, eta, delta))
-    log_a = None if alpha is None else _pad_time(alpha.log(), Tp)
-    log_th = None if theta is None else _pad_time(theta.log(), Tp)
+    log_a = None if alpha is None else alpha.log()
+    log_th = None if theta is None else theta.log()
 
     W = q.new_zeros(B, H, V, K) if initial_state is None else initial_state.to(dt).expand(B, H, V, K)
     S = q.new_zeros(B, H, V, K)
     outs = []
     for n in range(n_chunks):
-        sl = slice(n * C, (n + 1) * C)
+        sl = slice(n * C, min((n + 1) * C, T))  # the last chunk may be shorter
         qc, kc, vc = (x[:, sl].transpose(1, 2) for x in (q, k, v))  # (B, H, C, K|V)
         etac = eta[:, sl].transpose(1, 2)  # (B, H, C), or (B, H, C, K) channel-wise
         deltac = None if delta is None else delta[:, sl].transpose(1, 2)
 
         # lb: cumulative log-decay inside the chunk, (B, H, C) or (B, H, C, K)
-        lb = q.new_zeros(B, H, C) if log_a is None else log_a[:, sl].transpose(1, 2).cumsum(2)
-        if gradient_at == "retained":
+        lb = q.new_zeros(B, H, qc.shape[2]) if log_a is None else log_a[:, sl].transpose(1, 2).cumsum(2)
+        r0 = _lq_read_scale(W, q_exp) if lq else 1.0  # W holds the accumulator A_0 under lq
+        if lq:
+            k_retained = kc * r0  # errors at W_0 = r0 A_0
+        elif gradient_at == "retained":
             k_retained = kc * (lb.exp() if channel else lb.exp().unsqueeze(-1))  # beta_i W_0 k_i
         else:
             k_retained = kc
@@ -135,9 +139,17 @@ def naive_chunk_matrix_memory(
         if theta is not None:
             th_end = l_th[:, :, -1]  # Theta_C / Theta_i, (B, H, C)
             S = lt[:, :, -1, None, None].exp() * S - torch.einsum("bhi,bhiv,bhik->bhvk", th_end, p, kw)
+        if lq:  # the chunk's last token reads the exact new memory r(A_C) A_C
+            o = o * r0
+            o[:, :, -1] = torch.einsum("bhk,bhvk->bhv", qc[:, :, -1], W_new) * _lq_read_scale(W_new, q_exp)[..., 0]
         W = W_new
         outs.append(o)
-    return torch.cat(outs, dim=2).transpose(1, 2)[:, :T]  # (B, T, H, V)
+    return torch.cat(outs, dim=2).transpose(1, 2)  # (B, T, H, V)
+
+
+def _lq_read_scale(a: torch.Tensor, q_exp: float) -> torch.Tensor:
+    """r(A) = 1 / max(||A||_q, floor)^(q - 2) of each [V, K] state: [B, H, 1, 1]."""
+    return (-lq_log_scale(a, q_exp)).exp()
 
 
 def recurrent_matrix_memory(
@@ -151,12 +163,17 @@ def recurrent_matrix_memory(
     initial_state: torch.Tensor | None = None,
     bias: BiasConfig | str = "l2",
     chunk_size: int = 1,
+    retention: str = "l2",
+    q_exp: float = 4.0,
 ) -> torch.Tensor:
     """The same update, written as a loop over tokens (gradients still at chunk starts).
 
-    Shapes as in ``naive_chunk_matrix_memory``. Slow; used to check the chunked algebra.
+    Shapes as in ``naive_chunk_matrix_memory``. Slow; used to check the chunked algebra. Under lq
+    W is the accumulator A: the gradients at r(A_0) A_0, and token t reads r(A_0) A_t q_t, the
+    last of each chunk r(A_t) A_t q_t.
     """
     bias = as_bias(bias)
+    lq = retention == "lq"
     B, T, H, K = k.shape
     V = v.shape[-1]
     W = q.new_zeros(B, H, V, K) if initial_state is None else initial_state.to(q.dtype).expand(B, H, V, K)
@@ -171,15 +188,21 @@ def recurrent_matrix_memory(
             decay = alpha[:, t, :, None, None]
         if t % chunk_size == 0:
             W0, beta = W, decay  # gradients of this chunk are taken at beta_t W0
+            r0 = _lq_read_scale(W0, q_exp) if lq else None
         else:
             beta = beta * decay
         kt, vt, qt = k[:, t], v[:, t], q[:, t]  # (B, H, K|V)
-        e = torch.einsum("bhvk,bhk->bhv", beta * W0, kt) - vt
+        at = r0 * W0 if lq else beta * W0  # lq: at W_0 = r(A_0) A_0
+        e = torch.einsum("bhvk,bhk->bhv", at, kt) - vt
         g = phi(e, vt, None if delta is None else delta[:, t], bias)
         # eta [B, H] scales the whole step, a channel-wise eta [B, H, K] each key column of it
         eta_t = eta[:, t].unsqueeze(-2) if eta.dim() == 4 else eta[:, t, :, None, None]
         step = -eta_t * g.unsqueeze(-1) * kt.unsqueeze(-2)
         S = step if theta is None else theta[:, t, :, None, None] * S + step
         W = decay * W + S
-        outs.append(torch.einsum("bhvk,bhk->bhv", W, qt))
+        o = torch.einsum("bhvk,bhk->bhv", W, qt)
+        if lq:
+            chunk_end = t % chunk_size == chunk_size - 1 or t == T - 1
+            o = o * (_lq_read_scale(W, q_exp) if chunk_end else r0)[..., 0]
+        outs.append(o)
     return torch.stack(outs, dim=1)

@@ -29,7 +29,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from ..common import _mm, _slot
+from ..common import _lq_scale_vjp, _mm, _slot
 from .tl_ops import (
     _act,
     _act_grad,
@@ -42,7 +42,6 @@ from .tl_ops import (
     _kl_read,
     _kl_read_bwd,
     _load_segment,
-    _lq_scale_vjp,
     _norm,
     _norm_back,
     _program,

@@ -31,7 +31,7 @@ import triton.language as tl
 from triton.runtime.errors import OutOfResources
 
 from ..bias import BiasConfig, KernelInputError, as_bias
-from ..common import _bias_args, _check, _mm, _slot
+from ..common import _bias_args, _check, _lq_scale_vjp, _mm, _slot
 from ..fallback import reference_grads, warn_fallback
 from ..launch import on_device
 from ..limits import CHUNK_SIZES, mlp_hidden_tile, mlp_shape_problem, token_tensor_problem
@@ -50,7 +50,6 @@ from .tl_ops import (
     _key_pass,
     _key_pass_bwd,
     _load_segment,
-    _lq_scale_vjp,
     _norm,
     _norm_back,
     _program,

@@ -9,14 +9,12 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from miras_search.primitives import LN_EPS, LQ_FLOOR
+from miras_search.primitives import LN_EPS
 
-from ..common import _bias_grad, _bias_grad_bwd, _mm
+from ..common import _LQ_FLOOR, _TINY, _bias_grad, _bias_grad_bwd, _lq_scale, _lq_scale_vjp, _mm
 
 # constants read inside the kernels must be constexpr globals for Triton's compiler
-_TINY = tl.constexpr(1.1754943508222875e-38)  # smallest normal float32: the lq norm's floor
 _LN_EPS = tl.constexpr(LN_EPS)
-_LQ_FLOOR = tl.constexpr(LQ_FLOOR)
 
 
 @triton.jit
@@ -104,35 +102,6 @@ def _norm_back_vjp(z, g, u, DIM: tl.constexpr):
     ns = DIM * sigma[:, None]
     dz = _norm_back(z, -(u * gy + g * uy) / ns, DIM, True) - y * ud / ns
     return dz, _norm_back(z, u, DIM, True)
-
-
-@triton.jit
-def _lq_norm(x, QX):
-    """||X||_q over the whole tile (a scalar), as m (sum (|X| / m)^q)^(1/q) with m = max |X|:
-    |X|^q itself leaves float32's range (q = 6, |X| = 1e7) where the norm does not."""
-    ax = tl.abs(x)
-    mx = tl.maximum(tl.max(tl.max(ax, 1), 0), _TINY)
-    p = tl.where(ax > 0, tl.exp(QX * tl.log(ax / mx)), 0.0)
-    return mx * tl.exp(tl.log(tl.sum(tl.sum(p, 1), 0)) / QX)
-
-
-@triton.jit
-def _lq_scale(x, QX):
-    """The read scale 1 / max(||X||_q, floor)^(q-2) (a scalar)."""
-    return tl.exp((2.0 - QX) * tl.log(tl.maximum(_lq_norm(x, QX), _LQ_FLOOR)))
-
-
-@triton.jit
-def _lq_scale_vjp(x, QX, dr):
-    """dL/dX from dL/dr, r = _lq_scale(X)."""
-    nrm = _lq_norm(x, QX)
-    live = nrm > _LQ_FLOOR
-    safe = tl.maximum(nrm, _LQ_FLOOR)
-    coef = tl.where(live, dr * (2.0 - QX), 0.0)
-    # dr/dX = (2 - q) n^(2-2q) |X|^(q-1) sign(X), as one exponent so that no factor overflows
-    ax = tl.abs(x)
-    grad = tl.where(ax > 0, tl.exp((QX - 1.0) * (tl.log(ax) - 2.0 * tl.log(safe))), 0.0)
-    return coef * tl.where(x > 0, grad, -grad)
 
 
 @triton.jit
