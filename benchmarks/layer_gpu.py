@@ -10,7 +10,9 @@ gated_deltanet layer of the same d_model (H x K). The ``path`` column says which
 gated_deltanet within 1.1x of fla; the MLP memories at most 8x gated_deltanet at T=4096. At
 head dim 64 / hidden 256 the MLP kernel walks the hidden dim in tiles (kernels/mlp_chunk/tiled.py),
 with the named models' channel-wise gates; the '/head' rows run Moneta and Yaad with per-head
-gates beside them (what the channel-wise gates cost on that kernel).
+gates beside them (what the channel-wise gates cost on that kernel). The '/matrix' rows put Moneta's
+and Yaad's other three axes, channel-wise gates included, on a matrix memory: the matrix kernel's
+channel-wise eta / delta and lq retention, beside gated_deltanet at every length.
 
     python benchmarks/layer_gpu.py [--seq-lens 2048,4096,8192] [--batch 4] [--heads 8] [--out F]
     python benchmarks/layer_gpu.py --tiny    # a CPU check of the script (PyTorch form, tiny shapes)
@@ -51,6 +53,8 @@ MLP = ("titans", "moneta", "yaad", "memora", "moneta/head", "yaad/head", "moneta
 """The MLP memories; '/head' makes the preset's channel-wise gates (the named Moneta's and Yaad's
 eta, alpha and delta) per head; '@32' runs the named preset at head dim 32 (hidden 128), where its
 weights fit on chip (the whole-W kernel) instead of the hidden-tiled one."""
+MATRIX = ("moneta/matrix", "yaad/matrix")
+"""Moneta's and Yaad's bias, retention, algorithm and gates on a matrix memory."""
 
 
 def head_dim(name: str, default: int) -> int:
@@ -59,12 +63,16 @@ def head_dim(name: str, default: int) -> int:
 
 
 def layer_point(name: str) -> ModelPoint:
-    """The preset ``name``, or with '/head' the preset with its channel-wise gates per head."""
+    """The preset ``name``, with '/head' its channel-wise gates made per head, with '/matrix' on a
+    matrix memory."""
     base, _, variant = name.partition("@")[0].partition("/")
     point = preset(base)
-    if variant != "head":
+    if variant not in ("head", "matrix"):
         return point
     spec = point.model_dump()
+    if variant == "matrix":
+        spec["memory"] = {"kind": "matrix", "init": "learned"}
+        return ModelPoint.model_validate(spec)
     for axis, gate in (("algorithm", "eta"), ("retention", "alpha"), ("bias", "delta")):
         if isinstance(spec[axis].get(gate), dict) and spec[axis][gate]["mode"] == "channel":
             spec[axis][gate].update(mode="head", rank=None)
@@ -139,14 +147,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--heads", type=int, default=8)
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--mlp-seq-len", type=int, default=4096)
-    parser.add_argument("--layers", default=",".join(DELTA + MLP),
+    parser.add_argument("--layers", default=",".join(DELTA + MLP + MATRIX),
                         help="the rows to run, in this order (gated_deltanet first gives the 'x' column)")
     parser.add_argument("--tiny", action="store_true")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
-    unknown = [name for name in args.layers.split(",") if name not in DELTA + MLP]
+    known = DELTA + MLP + MATRIX
+    unknown = [name for name in args.layers.split(",") if name not in known]
     if unknown:
-        parser.error(f"--layers: {', '.join(unknown)} not among {', '.join(DELTA + MLP)}")
+        parser.error(f"--layers: {', '.join(unknown)} not among {', '.join(known)}")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     kernel = "auto"
     seq_lens = [int(s) for s in args.seq_lens.split(",")]
@@ -163,7 +172,7 @@ def main(argv: list[str] | None = None) -> None:
     verdicts: list[str] = []
     for length in sorted(set(seq_lens) | {args.mlp_seq_len}):
         names = [name for name in args.layers.split(",")
-                 if name == "gated_deltanet" or (name in DELTA and length in seq_lens)
+                 if name == "gated_deltanet" or (name in DELTA + MATRIX and length in seq_lens)
                  or (name in MLP and length == args.mlp_seq_len)]
         for name in names:
             try:

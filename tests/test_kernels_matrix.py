@@ -561,3 +561,41 @@ def test_bad_lq_settings_are_refused():
     wide = {n: (t.float() if t is not None else None) for n, t in make_inputs(1, 5, 1, 128, 128).items()}
     with pytest.raises(KernelInputError, match="lq retention"):
         chunk_matrix_memory(**wide, retention="lq")
+
+
+# ---- the new gates in bf16: emulated on a CPU, and on a GPU at realistic dims ---------------
+MATRIX_GATE_CASES = [  # bias, alpha, momentum, eta, delta, lq
+    ("l2", "channel", False, "channel", "head", None),
+    ("huber_switch", "head", True, "channel", "channel", None),
+    ("lp", "head", True, "head", "head", 4.0),
+    ("huber_coordinate", "channel", False, "channel", "channel", 4.0),
+]
+
+
+@pytest.mark.gpu
+@pytest.mark.usefixtures("bf16_interpreter")
+@pytest.mark.parametrize(("bias", "alpha", "momentum", "eta", "delta", "lq"), MATRIX_GATE_CASES)
+def test_bf16_channel_eta_and_lq(bias, alpha, momentum, eta, delta, lq):
+    x = make_inputs(1, 37, 2, 16, 16, bias, alpha, momentum, eta=eta, delta=delta)
+    check(x, bias, 16, torch.bfloat16, 2e-2, lq=lq)
+
+
+@pytest.mark.gpu
+@gpu_only
+@pytest.mark.parametrize(("bias", "alpha", "momentum", "eta", "delta", "lq"), MATRIX_GATE_CASES)
+@pytest.mark.parametrize("backward", ["fused", "split"])
+def test_gpu_channel_eta_and_lq(bias, alpha, momentum, eta, delta, lq, backward):
+    """Channel-wise eta / delta and lq retention at head dim 64, T = 300 (a short last chunk),
+    fp32 and bf16."""
+    x = make_inputs(2, 300, 2, 64, 64, bias, alpha, momentum, eta=eta, delta=delta)
+    check(x, bias, 64, backward=backward, lq=lq)
+    check(x, bias, 64, torch.bfloat16, 2e-2, backward=backward, lq=lq)
+
+
+@pytest.mark.gpu
+@gpu_only
+@pytest.mark.parametrize("backward", ["fused", "split"])
+def test_gpu_lq_widest(backward):
+    """lq keeps the whole matrix in one program: 128 with bf16 products (kernels.limits)."""
+    x = make_inputs(1, 200, 2, 128, 128, "lp", "head", True, eta="channel")
+    check(x, "lp", 64, torch.bfloat16, 2e-2, backward=backward, lq=4.0)
