@@ -41,6 +41,12 @@ def _mm(a, b, PREC: tl.constexpr):
 
 
 @triton.jit
+def _token_row(x, i, C: tl.constexpr):
+    """Row i of x [C, n] as [n]."""
+    return tl.sum(tl.where((tl.arange(0, C) == i)[:, None], x, 0.0), 0)
+
+
+@triton.jit
 def _sign(x):
     return tl.where(x > 0, 1.0, tl.where(x < 0, -1.0, 0.0))
 

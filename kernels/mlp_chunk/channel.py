@@ -30,6 +30,7 @@ import triton
 import triton.language as tl
 
 from ..common import _lq_scale_vjp, _mm, _slot
+from ..kl_read import _kl_read, _kl_read_bwd
 from .tl_ops import (
     _act,
     _act_grad,
@@ -39,8 +40,6 @@ from .tl_ops import (
     _exact_read,
     _key_pass,
     _key_pass_bwd,
-    _kl_read,
-    _kl_read_bwd,
     _load_segment,
     _norm,
     _norm_back,

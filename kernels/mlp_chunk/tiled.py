@@ -66,7 +66,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ..common import _bias_grad, _mm, _slot
+from ..common import _bias_grad, _mm, _slot, _token_row
+from ..kl_read import _kl_raw, _kl_read, _kl_read_bwd, _log_softmax_rows
 from .tl_ops import (
     _act,
     _act_grad,
@@ -75,11 +76,7 @@ from .tl_ops import (
     _decay_grads,
     _decays,
     _gate_block,
-    _kl_raw,
-    _kl_read,
-    _kl_read_bwd,
     _load_segment,
-    _log_softmax_rows,
     _lq_norm_tiles,
     _lq_scale_of,
     _lq_scale_vjp_of,
@@ -92,7 +89,6 @@ from .tl_ops import (
     _scores,
     _scores_bwd,
     _threshold,
-    _token_row,
 )
 
 

@@ -1,0 +1,90 @@
+"""kl retention's exact per-token read of one weight on chip (Memora's: every token reads
+c softmax_row of its own log-space state), and its backward, which rebuilds each token's weights
+from the segment-start log-weights instead of storing them; the carried state's end map. Shared
+by the MLP kernels (each layer: mlp_chunk/channel.py, mlp_chunk/tiled.py per hidden tile) and the
+matrix kernel's kl form (matrix_chunk/kl.py)."""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from .common import _mm, _token_row
+
+
+@triton.jit
+def _log_softmax_rows(raw, SCALE):
+    """log(SCALE softmax_row(raw)): kl's carried state, exact where the weights underflow."""
+    shifted = raw - tl.max(raw, 1)[:, None]
+    return tl.log(SCALE) + shifted - tl.log(tl.sum(tl.exp(shifted), 1))[:, None]
+
+
+@triton.jit
+def _kl_raw(X, d, xw, lb, t, C: tl.constexpr, PREC: tl.constexpr):
+    """kl's log-space state of token t of one layer, raw_t = b_t X - d^T P_t [out, n]: X [out, n]
+    the chunk-start log-weights, d [C, out] the deltas, xw [C, n] the write inputs (times eta),
+    lb [C, n] the cumulative log-decays per input channel, P_t = xw exp(lb_t - lb_i) for i <= t
+    (0 below), b_t = exp(lb_t). Returns raw_t, P_t, the decays exp(lb_t - lb_i) [C, n], b_t [n]."""
+    oc = tl.arange(0, C)
+    lb_t = _token_row(lb, t, C)
+    dec = tl.exp(tl.where((oc <= t)[:, None], lb_t[None, :] - lb, float("-inf")))
+    P = xw * dec
+    bt = tl.exp(lb_t)
+    return bt[None, :] * X - _mm(tl.trans(d), P, PREC), P, dec, bt
+
+
+@triton.jit
+def _kl_token(X, d, xw, lb, lse, t, SCALE, C: tl.constexpr, ROWS: tl.constexpr, PREC: tl.constexpr):
+    """kl's exact weights of token t, U_t = SCALE softmax_row(raw_t) [out, n] (_kl_raw's
+    arguments), with P_t, the decays and b_t. ROWS: the rows run past this block (W2's over hidden
+    tiles), lse [C, out] holds their log-sum-exp over the whole row; else they end here."""
+    raw, P, dec, bt = _kl_raw(X, d, xw, lb, t, C, PREC)
+    if ROWS:
+        U = SCALE * tl.exp(raw - _token_row(lse, t, C)[:, None])
+    else:
+        e = tl.exp(raw - tl.max(raw, 1)[:, None])
+        U = e * (SCALE / tl.sum(e, 1))[:, None]
+    return U, P, dec, bt
+
+
+@triton.jit
+def _kl_read(X, z, d, xw, lb, size, SCALE, C: tl.constexpr, PREC: tl.constexpr):
+    """kl's read of one layer whose rows end in the block, u_t = U_t z_t for the segment's
+    ``size`` tokens ([C, out], 0 on padding rows), every token's weights formed on chip
+    (_kl_token); z: [C, n]."""
+    oc = tl.arange(0, C)
+    u = tl.zeros_like(d)
+    for t in range(size):
+        U, _P, _dec, _bt = _kl_token(X, d, xw, lb, d, t, SCALE, C, False, PREC)
+        u_t = tl.sum(U * _token_row(z, t, C)[None, :], 1)
+        u += tl.where((oc == t)[:, None], u_t[None, :], 0.0)
+    return u
+
+
+@triton.jit
+def _kl_read_bwd(du, u, X, z, d, xw, lb, lse, size, SCALE, C: tl.constexpr, ROWS: tl.constexpr,
+                 PREC: tl.constexpr):
+    """VJP of kl's read u_t = U_t z_t of one block (the whole layer, or with ROWS a block of
+    hidden columns whose rows' log-sum-exp is lse [C, out]) from du [C, out], u: the read's
+    whole output; every token's weights recomputed. Gradients of z, X (the log-weights), d, xw
+    and lb. Per token, with U = SCALE s: dL/draw = U * du (z - u / SCALE) (the softmax's VJP of
+    dU = du z^T, whose row sums <dU, U> are du * u, over the whole row)."""
+    oc = tl.arange(0, C)
+    dz = tl.zeros_like(z)
+    dX = tl.zeros_like(X)
+    dd = tl.zeros_like(d)
+    dxw = tl.zeros_like(xw)
+    dlb = tl.zeros_like(lb)
+    for t in range(size):
+        U, P, dec, bt = _kl_token(X, d, xw, lb, lse, t, SCALE, C, ROWS, PREC)
+        here = (oc == t)[:, None]
+        du_t = _token_row(du, t, C)
+        draw = U * du_t[:, None] * (_token_row(z, t, C)[None, :] - _token_row(u, t, C)[:, None] / SCALE)
+        dz += tl.where(here, tl.sum(U * du_t[:, None], 0)[None, :], 0.0)
+        dX += bt[None, :] * draw
+        dP = -_mm(d, draw, PREC)  # [C, n]
+        dd -= _mm(P, tl.trans(draw), PREC)
+        dxw += dP * dec
+        tP = dP * P  # d / d(lb_t - lb_i) of P_t
+        dlb += tl.where(here, (tl.sum(draw * X, 0) * bt + tl.sum(tP, 0))[None, :], 0.0) - tP
+    return dz, dX, dd, dxw, dlb
