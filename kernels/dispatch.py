@@ -91,15 +91,15 @@ def _gradient_at(rule: Any) -> str:
 
 def _matrix_kernel(rule: Any, bias: BiasConfig, modes: dict[str, str]) -> Callable[..., Any] | None:
     algorithm = _kind(rule.algorithm)
-    retention, q, _ = _retention_config(rule)
-    if algorithm not in ("gd", "momentum") or retention not in ("none", "l2", "lq"):
+    retention, q, scale = _retention_config(rule)
+    if algorithm not in ("gd", "momentum") or retention not in ("none", "l2", "lq", "kl"):
         return None
-    if algorithm == "momentum" and modes.get("alpha") == "channel":
+    if algorithm == "momentum" and (modes.get("alpha") == "channel" or retention == "kl"):
         return None
     from .matrix_chunk import chunk_matrix_memory
 
     return functools.partial(chunk_matrix_memory, bias=bias, gradient_at=_gradient_at(rule),
-                             retention=retention, lq_exponent=q)
+                             retention=retention, lq_exponent=q, kl_scale=scale)
 
 
 def _mlp_kernel(rule: Any, bias: BiasConfig, modes: dict[str, str]) -> Callable[..., Any] | None:
@@ -125,7 +125,8 @@ def kernel_for(rule: Any) -> Callable[..., Any] | None:
     delta, or a channel-wise one for the coordinate and switch variants), robust, and an eta per
     head or per input channel:
 
-    - matrix memory, retention none, l2 or lq, gd or momentum, alpha per head or channel-wise
+    - matrix memory, retention none, l2 or lq, gd or momentum, or retention kl with gd (Memora's:
+      every token reads its own exact map, as for the MLP memory), alpha per head or channel-wise
       (channel-wise only with gd): ``chunk_matrix_memory`` with the bias and retention bound,
       ``f(q, k, v, eta, alpha=None, theta=None, delta=None, initial_state=None, chunk_size=64)``;
     - 2-layer MLP memory (Moneta / Yaad / Memora / Titans family), retention none, l2 or lq,
@@ -183,6 +184,7 @@ def shape_problem(rule: Any, key_dim: int, value_dim: int, chunk_size: int,
         operands = products(mlp_precision(dtype, layer_norm, retention, bias_kind))
         lq_momentum = retention == "lq" and _kind(rule.algorithm) == "momentum"
         return mlp_shape_problem(key_dim, expansion * key_dim, chunk_size, operands, lq_momentum)
-    operands = products(matrix_precision(dtype, bias_kind))
+    retention = _retention_config(rule)[0]
+    operands = products(matrix_precision(dtype, bias_kind, kl=retention == "kl"))
     return matrix_shape_problem(key_dim, value_dim, operands, bias is not None and bias.row_norm,
-                                lq=_retention_config(rule)[0] == "lq")
+                                lq=retention == "lq", kl=retention == "kl")

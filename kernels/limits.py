@@ -108,10 +108,14 @@ def _tile_size(n: int) -> bool:
 
 
 def matrix_shape_problem(key_dim: int, value_dim: int, products: str, row_norm: bool,
-                         lq: bool = False) -> str | None:
+                         lq: bool = False, kl: bool = False) -> str | None:
     """Why the matrix-memory kernel cannot take these head dims with ``products`` ('bf16',
     'tf32x3' or 'fp32') and a row-norm bias or not, or None when it can. lq retention (``lq``)
-    keeps the whole matrix in one program for its norm, as a row-norm bias does."""
+    keeps the whole matrix in one program for its norm, as a row-norm bias does; kl retention's
+    kernel (``kl``) takes head dims that are powers of two."""
+    if kl and not all(dim >= MATRIX_MIN_DIM and dim & (dim - 1) == 0 for dim in (key_dim, value_dim)):
+        return (f"kl retention's matrix kernel takes head dims that are powers of two, at least "
+                f"{MATRIX_MIN_DIM}; got K={key_dim}, V={value_dim}")
     widest = MATRIX_MAX_DIM[products]["row_norm" if row_norm or lq else "tiled"]
     if min(key_dim, value_dim) >= MATRIX_MIN_DIM and max(key_dim, value_dim) <= widest:
         return None

@@ -24,11 +24,12 @@ BF16, TF32X3, IEEE = 0, 1, 2
 SHARP_BIASES = ("huber_switch", "huber_coordinate")
 
 
-def matrix_precision(dtype: torch.dtype, bias_kind: str) -> int:
-    """PREC of the matrix-memory kernel for inputs of ``dtype`` and this bias."""
+def matrix_precision(dtype: torch.dtype, bias_kind: str, kl: bool = False) -> int:
+    """PREC of the matrix-memory kernel for inputs of ``dtype`` and this bias (``kl``: kl
+    retention, whose softmax reads take fp32-accurate products, as the MLP kernel's)."""
     if dtype != torch.bfloat16:
         return IEEE
-    return TF32X3 if bias_kind in SHARP_BIASES else BF16
+    return TF32X3 if kl or bias_kind in SHARP_BIASES else BF16
 
 
 def mlp_precision(dtype: torch.dtype, layer_norm: bool, retention: str, bias_kind: str) -> int:

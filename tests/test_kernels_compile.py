@@ -27,6 +27,7 @@ import json, sys, torch
 from miras_search.kernels import BiasConfig
 from miras_search.kernels.compile_check import compile_for_gpu, resource_usage
 from miras_search.kernels.matrix_chunk.chunk import compile_specs as matrix_specs
+from miras_search.kernels.matrix_chunk.kl import compile_specs as matrix_kl_specs
 from miras_search.kernels.mlp_chunk import MlpMemoryConfig
 from miras_search.kernels.mlp_chunk.chunk import compile_specs as mlp_specs
 specs = {specs}
@@ -87,6 +88,11 @@ MATRIX_CASES = {  # bias, K, V, chunk, alpha, momentum, dtype[, backward]
     "lq-momentum-switch-tf32x3-widest": 'BiasConfig("huber_switch"), 64, 64, 64, "head", True, torch.bfloat16, "fused", "retained", "channel", "channel", "lq"',
     "lq-fp32-widest": 'BiasConfig("l2"), 64, 64, 64, "channel", False, torch.float32, "fused", "retained", "channel", "head", "lq"',
 }
+MATRIX_KL_CASES = {  # bias, K, V, chunk, alpha, dtype, eta, delta: kl's kernel (matrix_chunk/kl.py)
+    "kl-memora-gates-tf32x3-widest": 'BiasConfig("l2"), 128, 128, 64, "channel", torch.bfloat16, "channel", "head"',
+    "kl-switch-channel-delta-tf32x3-widest": 'BiasConfig("huber_switch"), 64, 64, 64, "head", torch.bfloat16, "channel", "channel"',
+    "kl-fp32": 'BiasConfig("lp"), 64, 64, 32, "head", torch.float32, "head", "head"',
+}
 
 
 def _compile_in_fresh_process(specs: str) -> None:
@@ -109,6 +115,11 @@ def test_mlp_kernels_compile_for_h100(case):
 @pytest.mark.parametrize("case", MATRIX_CASES)
 def test_matrix_kernels_compile_for_h100(case):
     _compile_in_fresh_process(f"matrix_specs({MATRIX_CASES[case]})")
+
+
+@pytest.mark.parametrize("case", MATRIX_KL_CASES)
+def test_matrix_kl_kernels_compile_for_h100(case):
+    _compile_in_fresh_process(f"matrix_kl_specs({MATRIX_KL_CASES[case]})")
 
 
 def test_widest_cases_sit_on_the_limits():

@@ -7,6 +7,7 @@ it before any import. The interpreter is slow: CPU cases use the smallest shapes
 
 from __future__ import annotations
 
+import math
 from functools import partial
 
 import pytest
@@ -29,6 +30,7 @@ from miras_search.kernels import (  # noqa: E402
 from miras_search.kernels.common import _slot  # noqa: E402
 from miras_search.kernels.matrix_chunk import (  # noqa: E402
     chunk_matrix_memory,
+    naive_chunk_matrix_kl,
     naive_chunk_matrix_memory,
     recurrent_matrix_memory,
 )
@@ -74,16 +76,23 @@ def make_inputs(B, T, H, K, V, bias="l2", alpha="head", momentum=False, w0=True,
 def check(inputs, bias, chunk_size, dtype=torch.float32, tol=5e-3, backward="fused", device=DEVICE,
           gradient_at="retained", lq=None):
     """Run kernel (dtype, on ``device``) and float64 reference; compare o and all gradients.
-    ``lq``: lq retention's exponent q (None: the linear retention)."""
+    ``lq``: lq retention's exponent q (None: the linear retention; 'kl': kl retention)."""
     names = [n for n in NAMES if inputs[n] is not None]
     fast = {n: inputs[n].to(device, dtype).requires_grad_() for n in names}
     # the reference sees the kernel's own inputs: rounded to dtype, then computed in float64
     ref = {n: inputs[n].to(dtype).double().requires_grad_() for n in names}
-    retention = {"retention": "lq", "lq_exponent": lq} if lq is not None else {}
-    o = chunk_matrix_memory(**fast, bias=bias, chunk_size=chunk_size, backward=backward, gradient_at=gradient_at,
-                            **retention)
-    retention = {"retention": "lq", "q_exp": lq} if lq is not None else {}
-    o_ref = naive_chunk_matrix_memory(**ref, bias=bias, chunk_size=chunk_size, gradient_at=gradient_at, **retention)
+    if lq == "kl":  # kl retention (c = 1.3): the reference takes the initial log-weights
+        o = chunk_matrix_memory(**fast, bias=bias, chunk_size=chunk_size, retention="kl", kl_scale=1.3)
+        log_w0 = None if "initial_state" not in ref else math.log(1.3) + ref["initial_state"].log_softmax(-1)
+        o_ref = naive_chunk_matrix_kl(**{n: ref[n] for n in ref if n != "initial_state"}, log_w0=log_w0,
+                                      bias=bias, chunk_size=chunk_size, scale=1.3)
+    else:
+        retention = {"retention": "lq", "lq_exponent": lq} if lq is not None else {}
+        o = chunk_matrix_memory(**fast, bias=bias, chunk_size=chunk_size, backward=backward,
+                                gradient_at=gradient_at, **retention)
+        retention = {"retention": "lq", "q_exp": lq} if lq is not None else {}
+        o_ref = naive_chunk_matrix_memory(**ref, bias=bias, chunk_size=chunk_size, gradient_at=gradient_at,
+                                          **retention)
     do = torch.randn(o_ref.shape, generator=torch.Generator().manual_seed(1)).to(dtype).double()
     grads = torch.autograd.grad(o, [fast[n] for n in names], do.to(device, dtype))
     grads_ref = torch.autograd.grad(o_ref, [ref[n] for n in names], do)
@@ -599,3 +608,54 @@ def test_gpu_lq_widest(backward):
     """lq keeps the whole matrix in one program: 128 with bf16 products (kernels.limits)."""
     x = make_inputs(1, 200, 2, 128, 128, "lp", "head", True, eta="channel")
     check(x, "lp", 64, torch.bfloat16, 2e-2, backward=backward, lq=4.0)
+
+
+# ---- kl retention (Memora's): every token reads c softmax_row of its own log-space state ----
+@pytest.mark.parametrize(("bias", "alpha", "eta", "delta", "w0"), [
+    ("l2", "head", "head", "head", True), ("l2", "channel", "channel", "head", True),
+    ("huber_switch", "channel", "channel", "channel", True), ("lp", "none", "head", "head", False),
+    ("dot", "head", "head", "head", True), ("robust", "channel", "head", "head", True),
+    ("huber_coordinate", "head", "channel", "channel", True),
+])
+@pytest.mark.parametrize("T", [1, 7, 37])
+def test_kl_retention(bias, alpha, eta, delta, w0, T):
+    """kl retention against its reference (c = 1.3): output and every gradient, the initial
+    parameter's included (through the row softmax), segments of one token (each chunk's lag
+    token) and short last chunks."""
+    check(make_inputs(1, T, 2, 16, 16, bias, alpha, False, w0, eta=eta, delta=delta), bias, 16, lq="kl")
+
+
+def test_kl_chunk_32_and_unequal_dims():
+    """K != V (both powers of two), chunk 32, several V-tiles of a tiled bias."""
+    check(make_inputs(2, 45, 1, 16, 128, "l2", "channel", False, eta="channel"), "l2", 32, lq="kl")
+
+
+@pytest.mark.gpu
+@pytest.mark.usefixtures("bf16_interpreter")
+@pytest.mark.parametrize(("bias", "alpha", "eta"), [("l2", "channel", "channel"), ("huber_switch", "head", "head")])
+def test_bf16_kl(bias, alpha, eta):
+    """bf16 inputs, tf32x3 products (kernels.precision: kl's softmax reads)."""
+    check(make_inputs(1, 37, 2, 16, 16, bias, alpha, False, eta=eta), bias, 16, torch.bfloat16, 2e-2, lq="kl")
+
+
+@pytest.mark.gpu
+@gpu_only
+@pytest.mark.parametrize(("bias", "alpha", "eta", "dim"), [
+    ("l2", "channel", "channel", 64), ("huber_switch", "channel", "channel", 64), ("lp", "head", "head", 128),
+])
+def test_gpu_kl(bias, alpha, eta, dim):
+    x = make_inputs(2, 300, 2, dim, dim, bias, alpha, False, eta=eta)
+    check(x, bias, 64, lq="kl")
+    check(x, bias, 64, torch.bfloat16, 2e-2, lq="kl")
+
+
+def test_bad_kl_settings_are_refused():
+    x = {n: (t.float() if t is not None else None) for n, t in make_inputs(1, 5, 1, 16, 16, momentum=True).items()}
+    with pytest.raises(KernelInputError, match="gd only"):
+        chunk_matrix_memory(**x, retention="kl")
+    x["theta"] = None
+    with pytest.raises(KernelInputError, match="kl_scale"):
+        chunk_matrix_memory(**x, retention="kl", kl_scale=0.0)
+    odd = {n: (t.float() if t is not None else None) for n, t in make_inputs(1, 5, 1, 24, 16).items()}
+    with pytest.raises(KernelInputError, match="powers of two"):
+        chunk_matrix_memory(**odd, retention="kl")

@@ -9,8 +9,9 @@ import torch.nn.functional as F
 
 from miras_search.kernels import kernel_for
 from miras_search.kernels.dispatch import bias_config
-from miras_search.kernels.matrix_chunk import naive_chunk_matrix_memory
+from miras_search.kernels.matrix_chunk import naive_chunk_matrix_kl, naive_chunk_matrix_memory
 from miras_search.memory import MemoryGates, MemoryRule, memory_forward
+from miras_search.primitives import kl_log_weights
 from miras_search.schema import ModelPoint
 from miras_search.schema.bias import AttentionalBias
 from miras_search.testing import axis_cases, check_kernel, kernel_cases
@@ -114,4 +115,50 @@ def test_kernel_with_lq_retention_equals_memory(bias, alpha_mode, algorithm, eta
     program for its norm), which equals the PyTorch form: outputs and every gradient."""
     p = point(bias, alpha_mode, algorithm, eta_mode, "lq")
     assert kernel_for(p).keywords["retention"] == "lq"
+    check_kernel(p)
+
+
+
+@pytest.mark.parametrize("bias", BIASES, ids=lambda b: b["kind"] + b.get("variant", "") + ("-hard" if b.get("smooth") is False else ""))
+@pytest.mark.parametrize(("alpha_mode", "eta_mode"), [("head", "head"), ("channel", "channel"), ("head", "channel")])
+def test_kl_reference_equals_memory_chunked_form(bias, alpha_mode, eta_mode):
+    """naive_chunk_matrix_kl (segments with lag tokens, each token's exact map) == the memory's
+    chunked form with kl retention (c = 1.5), float64."""
+    p = point(bias, alpha_mode, "gd", eta_mode, "kl")
+    data = p.model_dump()
+    data["retention"]["scale"] = 1.5
+    p = ModelPoint.model_validate(data)
+    kernel = kernel_for(p)
+    assert kernel is not None and kernel.keywords["retention"] == "kl"
+    rule, cfg = MemoryRule.from_point(p), bias_config(p.bias)
+    B, T, H, K = 2, 37, 2, 8
+    g = torch.Generator().manual_seed(0)
+
+    def rand(*shape):
+        return torch.rand(*shape, generator=g, dtype=torch.float64)
+
+    q = torch.randn(B, T, H, K, generator=g, dtype=torch.float64)
+    k = F.normalize(torch.randn(B, T, H, K, generator=g, dtype=torch.float64), dim=-1)
+    v = torch.randn(B, T, H, K, generator=g, dtype=torch.float64)
+    eta = 0.3 * rand(B, T, H, *((K,) if eta_mode == "channel" else ())) + 0.05
+    alpha = 0.2 * rand(B, T, H, *((K,) if alpha_mode == "channel" else ())) + 0.8
+    per_channel = rule.gate_modes.get("delta") == "channel"
+    delta = 2.0 * rand(B, T, H, *((K,) if per_channel else ())) + 0.3 if cfg.needs_delta else None
+    param = 0.3 * torch.randn(H, K, K, generator=g, dtype=torch.float64)  # the learned raw W_0
+    o_memory = memory_forward(rule, q, k, v, MemoryGates(eta, alpha, None, delta), [param],
+                              "chunked", 16, "minibatch")
+    o_ref = naive_chunk_matrix_kl(q, k, v, eta, alpha, delta, kl_log_weights(param, 1.5), cfg, 16, scale=1.5)
+    assert ((o_memory - o_ref).norm() / o_ref.norm()).item() < 1e-10
+
+
+@pytest.mark.parametrize(("bias", "alpha_mode", "eta_mode"), [
+    ({"kind": "l2"}, "channel", "channel"),  # Memora's axes on a matrix memory
+    ({"kind": "huber", "variant": "switch"}, "head", "channel"),
+    ({"kind": "lp", "p": 3.0}, "channel", "head"),
+])
+def test_kernel_with_kl_retention_equals_memory(bias, alpha_mode, eta_mode):
+    """A matrix memory with kl retention runs the Triton kernel (kernels/matrix_chunk/kl.py),
+    which equals the PyTorch form: outputs and every gradient."""
+    p = point(bias, alpha_mode, "gd", eta_mode, "kl")
+    assert kernel_for(p).keywords["retention"] == "kl"
     check_kernel(p)

@@ -782,6 +782,7 @@ def chunk_matrix_memory(
     gradient_at: str = "retained",
     retention: str = "l2",
     lq_exponent: float = 4.0,
+    kl_scale: float = 1.0,
 ) -> torch.Tensor:
     """Chunked matrix memory with Triton kernels (forward and backward).
 
@@ -808,7 +809,10 @@ def chunk_matrix_memory(
             memory is W = A / max(||A||_q, floor)^(q - 2) of the accumulator A that decays by
             alpha, normalised at chunk ends, see naive.py; q = ``lq_exponent``). Under lq the
             errors read the chunk-start memory itself (gradient_at does not apply) and
-            initial_state is the accumulator A_0.
+            initial_state is the accumulator A_0. Or 'kl' (Memora's, gd only: W = c
+            softmax_row(raw) with c = ``kl_scale``, every token reading its own exact map, see
+            naive.naive_chunk_matrix_kl; initial_state the raw parameter whose row softmax,
+            times c, is W_0, uniform rows without one; head dims powers of two).
     Returns:
         o: [B, T, H, V] in the dtype of q.
     """
@@ -832,8 +836,9 @@ def chunk_matrix_memory(
         _check("alpha", alpha, (B, T, H) if alpha.dim() == 3 else (B, T, H, K), floats)
     if chunk_size not in CHUNK_SIZES:
         raise KernelInputError(f"chunk_size must be 16, 32 or 64 for the Triton kernel, got {chunk_size}")
-    problem = matrix_shape_problem(K, V, products(matrix_precision(q.dtype, bias.kind)), bias.row_norm,
-                                   lq=retention == "lq")
+    kl = retention == "kl"
+    problem = matrix_shape_problem(K, V, products(matrix_precision(q.dtype, bias.kind, kl)), bias.row_norm,
+                                   lq=retention == "lq", kl=kl)
     problem = problem or token_tensor_problem(B, T, H, max(K, V))
     if problem is not None:
         raise KernelInputError(problem)
@@ -855,17 +860,27 @@ def chunk_matrix_memory(
     if gradient_at not in ("retained", "previous"):
         raise KernelInputError(f"gradient_at must be 'retained' or 'previous', got {gradient_at!r}")
     lq_exp = _lq_exponent(retention, lq_exponent)
+    if kl:
+        if theta is not None:
+            raise KernelInputError("kl retention has a matrix kernel with gd only (theta must be None)")
+        if not math.isfinite(kl_scale) or kl_scale <= 0:
+            raise KernelInputError(f"kl_scale must be a finite c > 0, got {kl_scale!r}")
+        from .kl import chunk_matrix_kl  # kl.py builds on this file's helpers
+
+        q, k, v, eta, alpha, _, delta, initial_state = args
+        return chunk_matrix_kl(q, k, v, eta, alpha, delta, initial_state, bias, chunk_size, kl_scale)
     if lq_exp is not None:
         gradient_at = "previous"  # lq takes every gradient at the chunk-start memory r(A_0) A_0
     return ChunkMatrixMemory.apply(*args, bias, chunk_size, backward == "split", gradient_at, lq_exp)
 
 
 def _lq_exponent(retention: str, lq_exponent: float) -> float | None:
-    """lq's exponent q for the kernel, None for a linear retention; KernelInputError otherwise."""
-    if retention in ("l2", "none"):
+    """lq's exponent q for the kernel, None for the other retentions; KernelInputError for one
+    the matrix kernel does not know."""
+    if retention in ("l2", "none", "kl"):
         return None
     if retention != "lq":
-        raise KernelInputError(f"retention must be 'l2', 'none' or 'lq' for the matrix kernel, got {retention!r}")
+        raise KernelInputError(f"retention must be 'l2', 'none', 'lq' or 'kl' for the matrix kernel, got {retention!r}")
     if not math.isfinite(lq_exponent) or lq_exponent < 1.0:
         raise KernelInputError(f"lq_exponent must be a finite q >= 1, got {lq_exponent!r}")
     return float(lq_exponent)

@@ -29,11 +29,14 @@ must match it.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from miras_search.primitives import decay_matrix, lq_log_scale
 
 from ..bias import BiasConfig, as_bias, phi
+from ..segments import segments
 
 
 def naive_chunk_matrix_memory(
@@ -206,3 +209,60 @@ def recurrent_matrix_memory(
             o = o * (_lq_read_scale(W, q_exp) if chunk_end else r0)[..., 0]
         outs.append(o)
     return torch.stack(outs, dim=1)
+
+
+def naive_chunk_matrix_kl(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    eta: torch.Tensor,
+    alpha: torch.Tensor | None = None,
+    delta: torch.Tensor | None = None,
+    log_w0: torch.Tensor | None = None,
+    bias: BiasConfig | str = "l2",
+    chunk_size: int = 64,
+    scale: float = 1.0,
+) -> torch.Tensor:
+    """kl retention (Memora's) on a matrix memory, in the dtype of ``q``: the state carried is the
+    log-weights X = log W, each row of W = c softmax_row(raw) summing to c = ``scale``.
+
+    The sequence is walked in segments (``kernels.segments``: each chunk split after its first
+    token, which takes the exact step). In a segment every gradient is taken at its start memory
+    W = exp(X), e_i = W k_i - v_i, and token t reads its own exact map of the log-space state
+    (miras_search.memory.mirror_read):
+
+        raw_t = b_t * X - sum_{i<=t} (b_t / b_i) eta_i g_i k_i^T,   o_t = c softmax_row(raw_t) q_t
+
+    with b the cumulative decay over the segment (per key channel for a channel-wise alpha); a
+    channel-wise eta writes with eta * k. The next segment starts from X = log(c softmax_row(raw)).
+
+    Args: as ``naive_chunk_matrix_memory`` (no momentum); log_w0: [H, V, K] the initial
+    log-weights, None for uniform rows (log(c / K)).
+    Returns: o [B, T, H, V].
+    """
+    bias = as_bias(bias)
+    B, T, H, K = k.shape
+    V = v.shape[-1]
+    X = (q.new_full((B, H, V, K), math.log(scale / K)) if log_w0 is None
+         else log_w0.to(q.dtype).expand(B, H, V, K))
+    outs = []
+    for start, stop in segments(T, chunk_size, lag_token=True):
+        qc, kc, vc = (x[:, start:stop].transpose(1, 2) for x in (q, k, v))  # (B, H, c, K|V)
+        etac = eta[:, start:stop].transpose(1, 2)
+        deltac = None if delta is None else delta[:, start:stop].transpose(1, 2)
+        e = torch.einsum("bhck,bhvk->bhcv", kc, X.exp()) - vc
+        if etac.dim() == 4:
+            p, kw = phi(e, vc, deltac, bias), kc * etac
+        else:
+            p, kw = etac.unsqueeze(-1) * phi(e, vc, deltac, bias), kc
+        if alpha is None:
+            lb = q.new_zeros(B, H, stop - start, 1)
+        else:
+            a = alpha[:, start:stop].transpose(1, 2)
+            lb = (a if a.dim() == 4 else a.unsqueeze(-1)).log().cumsum(2)  # (B, H, c, K or 1)
+        decay = decay_matrix(lb.transpose(-1, -2)).permute(0, 1, 3, 4, 2)  # b_t / b_i: (B, H, t, i, K or 1)
+        steps = torch.einsum("bhiv,bhtik->bhtvk", p, kw.unsqueeze(2) * decay)
+        raw = lb.exp().unsqueeze(-2) * X.unsqueeze(2) - steps  # (B, H, c, V, K)
+        outs.append(scale * torch.einsum("bhtvk,bhtk->bhtv", raw.softmax(-1), qc))
+        X = math.log(scale) + raw[:, :, -1].log_softmax(-1)
+    return torch.cat(outs, dim=2).transpose(1, 2)  # (B, T, H, V)

@@ -36,8 +36,9 @@ from ..fallback import reference_grads, warn_fallback
 from ..launch import on_device
 from ..limits import CHUNK_SIZES, mlp_hidden_tile, mlp_shape_problem, token_tensor_problem
 from ..precision import mlp_precision, products
+from ..segments import segments
 from . import channel, tiled
-from .naive import MlpMemoryConfig, chunk_mlp_from_state, initial_state, segments
+from .naive import MlpMemoryConfig, chunk_mlp_from_state, initial_state
 from .tl_ops import (
     _act,
     _act_grad,

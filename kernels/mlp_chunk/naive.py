@@ -52,6 +52,7 @@ from miras_search.primitives import (
 )
 
 from ..bias import BiasConfig, KernelInputError, as_bias, phi
+from ..segments import segments
 
 ACTIVATIONS = ("gelu", "silu", "relu")
 RETENTIONS = ("none", "l2", "lq", "kl")
@@ -94,20 +95,6 @@ class MlpMemoryConfig:
     @property
     def lag_token(self) -> bool:
         return self.retention == "kl"
-
-
-def segments(length: int, chunk_size: int, lag_token: bool) -> list[tuple[int, int]]:
-    """[start, stop) of each segment: chunks, each split after its first token when ``lag_token``."""
-    out = []
-    for start in range(0, length, chunk_size):
-        stop = min(start + chunk_size, length)
-        if lag_token:
-            out.append((start, start + 1))
-            if stop > start + 1:
-                out.append((start + 1, stop))
-        else:
-            out.append((start, stop))
-    return out
 
 
 def initial_state(w1: torch.Tensor, w2: torch.Tensor, config: MlpMemoryConfig) -> list[torch.Tensor]:
