@@ -38,13 +38,18 @@ def layer_path(point: ModelPoint) -> str:
     if point.train.mode == "chunked" and fla_op(rule, "chunked", form)[0] is not None:
         return "fla"
     head_dim = point.block.d_model // point.block.n_heads
-    if (point.train.mode == "chunked" and form == "minibatch" and kernel_for(point) is not None
-            and point.algorithm.kind in ("gd", "momentum")
-            and shape_problem(point, head_dim, head_dim, point.train.chunk_size, torch.bfloat16) is None):
-        return "triton"
+    covered = point.train.mode == "chunked" and form == "minibatch" and kernel_for(point) is not None
+    if covered:
+        problem = shape_problem(point, head_dim, head_dim, point.train.chunk_size, torch.bfloat16)
+        if problem is None:
+            return "triton"
+        return f"pytorch: the kernel's shapes ({problem[:70]})"
     channel = sorted(name for name, mode in rule.gate_modes.items() if mode == "channel")
     gates = f" [channel {', '.join(channel)}]" if channel else ""
-    return f"pytorch: {rule.memory} / {rule.retention.kind} / {rule.algorithm}{gates}"
+    network = ""
+    if rule.memory == "mlp":
+        network = f" (depth {rule.network.depth}, {rule.network.activation})"
+    return f"pytorch: {rule.memory}{network} / {rule.retention.kind} / {rule.algorithm}{gates}"
 
 
 def coverage(space_path: Path, points: int, seed: int) -> str:

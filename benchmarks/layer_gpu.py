@@ -10,9 +10,9 @@ gated_deltanet layer of the same d_model (H x K). The ``path`` column says which
 gated_deltanet within 1.1x of fla; the MLP memories at most 8x gated_deltanet at T=4096. At
 head dim 64 / hidden 256 the MLP kernel walks the hidden dim in tiles (kernels/mlp_chunk/tiled.py),
 with the named models' channel-wise gates; the '/head' rows run Moneta and Yaad with per-head
-gates beside them (what the channel-wise gates cost on that kernel). The '/matrix' rows put Moneta's
-and Yaad's other three axes, channel-wise gates included, on a matrix memory: the matrix kernel's
-channel-wise eta / delta and lq retention, beside gated_deltanet at every length.
+gates beside them (what the channel-wise gates cost on that kernel). The '/matrix' rows put Moneta's,
+Yaad's and Memora's other three axes, channel-wise gates included, on a matrix memory: the matrix
+kernel's channel-wise eta / delta, lq and kl retention, at the MLP rows' length, last.
 
     python benchmarks/layer_gpu.py [--seq-lens 2048,4096,8192] [--batch 4] [--heads 8] [--out F]
     python benchmarks/layer_gpu.py --tiny    # a CPU check of the script (PyTorch form, tiny shapes)
@@ -53,8 +53,8 @@ MLP = ("titans", "moneta", "yaad", "memora", "moneta/head", "yaad/head", "moneta
 """The MLP memories; '/head' makes the preset's channel-wise gates (the named Moneta's and Yaad's
 eta, alpha and delta) per head; '@32' runs the named preset at head dim 32 (hidden 128), where its
 weights fit on chip (the whole-W kernel) instead of the hidden-tiled one."""
-MATRIX = ("moneta/matrix", "yaad/matrix")
-"""Moneta's and Yaad's bias, retention, algorithm and gates on a matrix memory."""
+MATRIX = ("moneta/matrix", "yaad/matrix", "memora/matrix")
+"""The named models' bias, retention, algorithm and gates on a matrix memory."""
 
 
 def head_dim(name: str, default: int) -> int:
@@ -172,8 +172,8 @@ def main(argv: list[str] | None = None) -> None:
     verdicts: list[str] = []
     for length in sorted(set(seq_lens) | {args.mlp_seq_len}):
         names = [name for name in args.layers.split(",")
-                 if name == "gated_deltanet" or (name in DELTA + MATRIX and length in seq_lens)
-                 or (name in MLP and length == args.mlp_seq_len)]
+                 if name == "gated_deltanet" or (name in DELTA and length in seq_lens)
+                 or (name in MLP + MATRIX and length == args.mlp_seq_len)]
         for name in names:
             try:
                 ours, theirs, path = layer_case(name, args.batch, length, args.heads,
