@@ -659,3 +659,29 @@ def test_bad_kl_settings_are_refused():
     odd = {n: (t.float() if t is not None else None) for n, t in make_inputs(1, 5, 1, 24, 16).items()}
     with pytest.raises(KernelInputError, match="powers of two"):
         chunk_matrix_memory(**odd, retention="kl")
+
+
+def test_dispatch_covers_the_named_models_axes_on_a_matrix_memory():
+    """Moneta's (lp, lq), Yaad's (switch, a threshold per value channel) and Memora's (kl) bias,
+    retention and channel-wise gates on a matrix memory have a kernel; kl or a channel-wise
+    alpha with momentum do not (the PyTorch form runs them)."""
+    from miras_search.presets import preset
+    from miras_search.schema import ModelPoint
+
+    def on_matrix(name: str, **changes: dict) -> ModelPoint:
+        spec = preset(name).model_dump()
+        spec["memory"] = {"kind": "matrix", "init": "learned"}
+        for axis, fields in changes.items():
+            spec[axis] = {**spec[axis], **fields}
+        if spec["algorithm"]["kind"] == "momentum":  # gd's fields that momentum lacks
+            spec["algorithm"] = {"kind": "momentum", "eta": spec["algorithm"]["eta"]}
+        return ModelPoint.model_validate(spec)
+
+    for name, retention in (("moneta", "lq"), ("yaad", "l2"), ("memora", "kl")):
+        point = on_matrix(name)
+        assert point.algorithm.eta.mode == "channel"
+        assert kernel_for(point).keywords["retention"] == retention
+    assert kernel_for(on_matrix("memora", algorithm={"kind": "momentum"})) is None
+    assert kernel_for(on_matrix("moneta", algorithm={"kind": "momentum"})) is None  # channel alpha
+    assert kernel_for(on_matrix("moneta", algorithm={"kind": "momentum"},
+                                retention={"alpha": {"mode": "head"}})) is not None
