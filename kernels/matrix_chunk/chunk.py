@@ -28,7 +28,10 @@ for a chunk that decays past e^-60, a column-by-column sum with differences of e
 A channel-wise eta ([B, T, H, K], ETA_CH) steps each key channel on its own: P = phi(E) and every
 write (the scores Q Kw^T, the state updates) takes Kw = eta * K, while the errors read with K.
 A channel-wise Huber threshold ([B, T, H, V], DELTA_CH; coordinate and switch variants) is one
-per value channel.
+per value channel. lq retention (LQ) carries the accumulator A as the state W above: the errors
+read the memory r0 A_0 (r0 = 1 / max(||A_0||_q, floor)^(q-2), the whole matrix's norm, so one
+V-tile), every output is scaled by r0 but the chunk's last token's, which reads the exact new
+memory r(A_end) A_end. kl retention has its own kernels (kl.py).
 """
 
 from __future__ import annotations
