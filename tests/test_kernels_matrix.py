@@ -564,7 +564,7 @@ def test_lq_without_an_initial_state():
 def test_bad_lq_settings_are_refused():
     x = {n: (t.float() if t is not None else None) for n, t in make_inputs(1, 5, 1, 16, 16).items()}
     with pytest.raises(KernelInputError, match="retention must be"):
-        chunk_matrix_memory(**x, retention="kl")
+        chunk_matrix_memory(**x, retention="elastic")
     with pytest.raises(KernelInputError, match="lq_exponent"):
         chunk_matrix_memory(**x, retention="lq", lq_exponent=float("nan"))
     wide = {n: (t.float() if t is not None else None) for n, t in make_inputs(1, 5, 1, 128, 128).items()}

@@ -46,6 +46,25 @@ def point(bias: dict, alpha_mode: str | None, algorithm: str, eta_mode: str = "h
     })
 
 
+def inputs(rule: MemoryRule, B: int = 2, T: int = 37, H: int = 2, K: int = 8) -> tuple:
+    """(q, k, v, MemoryGates) in float64 for ``rule``: unit keys, each gate in its range and its
+    rule's mode (per head, or per key / value channel)."""
+    g = torch.Generator().manual_seed(0)
+
+    def rand(gate: str, width: int, low: float, span: float) -> torch.Tensor | None:
+        if gate not in rule.gate_modes:
+            return None
+        channel = (width,) if rule.gate_modes[gate] == "channel" else ()
+        return span * torch.rand(B, T, H, *channel, generator=g, dtype=torch.float64) + low
+
+    q = torch.randn(B, T, H, K, generator=g, dtype=torch.float64)
+    k = F.normalize(torch.randn(B, T, H, K, generator=g, dtype=torch.float64), dim=-1)
+    v = torch.randn(B, T, H, K, generator=g, dtype=torch.float64)
+    gates = MemoryGates(rand("eta", K, 0.05, 0.3), rand("alpha", K, 0.8, 0.2), rand("theta", 1, 0.4, 0.5),
+                        rand("delta", K, 0.3, 2.0))
+    return q, k, v, gates
+
+
 @pytest.mark.parametrize("bias", BIASES, ids=lambda b: b["kind"] + b.get("variant", "") + ("-hard" if b.get("smooth") is False else ""))
 @pytest.mark.parametrize(("alpha_mode", "algorithm", "eta_mode"), GATES)
 @pytest.mark.parametrize("retention_kind", ["l2", "lq"])
@@ -56,26 +75,13 @@ def test_reference_equals_memory_chunked_form(bias, alpha_mode, algorithm, eta_m
     kernel = kernel_for(p)
     assert kernel is not None
     rule, cfg = MemoryRule.from_point(p), bias_config(p.bias)
-    B, T, H, K = 2, 37, 2, 8
-    g = torch.Generator().manual_seed(0)
-
-    def rand(*shape):
-        return torch.rand(*shape, generator=g, dtype=torch.float64)
-
-    q = torch.randn(B, T, H, K, generator=g, dtype=torch.float64)
-    k = F.normalize(torch.randn(B, T, H, K, generator=g, dtype=torch.float64), dim=-1)
-    v = torch.randn(B, T, H, K, generator=g, dtype=torch.float64)
-    eta = 0.3 * rand(B, T, H, *((K,) if eta_mode == "channel" else ())) + 0.05
-    alpha = {None: None, "head": 0.2 * rand(B, T, H) + 0.8, "channel": 0.2 * rand(B, T, H, K) + 0.8}[alpha_mode]
-    theta = 0.5 * rand(B, T, H) + 0.4 if algorithm == "momentum" else None
-    per_channel = rule.gate_modes.get("delta") == "channel"
-    delta = 2.0 * rand(B, T, H, *((K,) if per_channel else ())) + 0.3 if cfg.needs_delta else None
-    params = [w.double() for w in rule.initial_parameters(H, K, K)]
-    o_memory = memory_forward(rule, q, k, v, MemoryGates(eta, alpha, theta, delta), params,
-                              "chunked", 16, "minibatch")
+    q, k, v, gates = inputs(rule)
+    params = [w.double() for w in rule.initial_parameters(2, 8, 8)]
+    o_memory = memory_forward(rule, q, k, v, gates, params, "chunked", 16, "minibatch")
     lq = {"retention": "lq", "q_exp": 4.0} if retention_kind == "lq" else {}
     assert kernel.keywords["retention"] == p.retention.kind
-    o_ref = naive_chunk_matrix_memory(q, k, v, eta, alpha, theta, delta, params[0], cfg, 16, **lq)
+    o_ref = naive_chunk_matrix_memory(q, k, v, gates.eta, gates.alpha, gates.theta, gates.delta, params[0],
+                                      cfg, 16, **lq)
     assert ((o_memory - o_ref).norm() / o_ref.norm()).item() < 1e-10
 
 
@@ -131,23 +137,11 @@ def test_kl_reference_equals_memory_chunked_form(bias, alpha_mode, eta_mode):
     kernel = kernel_for(p)
     assert kernel is not None and kernel.keywords["retention"] == "kl"
     rule, cfg = MemoryRule.from_point(p), bias_config(p.bias)
-    B, T, H, K = 2, 37, 2, 8
-    g = torch.Generator().manual_seed(0)
-
-    def rand(*shape):
-        return torch.rand(*shape, generator=g, dtype=torch.float64)
-
-    q = torch.randn(B, T, H, K, generator=g, dtype=torch.float64)
-    k = F.normalize(torch.randn(B, T, H, K, generator=g, dtype=torch.float64), dim=-1)
-    v = torch.randn(B, T, H, K, generator=g, dtype=torch.float64)
-    eta = 0.3 * rand(B, T, H, *((K,) if eta_mode == "channel" else ())) + 0.05
-    alpha = 0.2 * rand(B, T, H, *((K,) if alpha_mode == "channel" else ())) + 0.8
-    per_channel = rule.gate_modes.get("delta") == "channel"
-    delta = 2.0 * rand(B, T, H, *((K,) if per_channel else ())) + 0.3 if cfg.needs_delta else None
-    param = 0.3 * torch.randn(H, K, K, generator=g, dtype=torch.float64)  # the learned raw W_0
-    o_memory = memory_forward(rule, q, k, v, MemoryGates(eta, alpha, None, delta), [param],
-                              "chunked", 16, "minibatch")
-    o_ref = naive_chunk_matrix_kl(q, k, v, eta, alpha, delta, kl_log_weights(param, 1.5), cfg, 16, scale=1.5)
+    q, k, v, gates = inputs(rule)
+    param = 0.3 * torch.randn(2, 8, 8, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    o_memory = memory_forward(rule, q, k, v, gates, [param], "chunked", 16, "minibatch")  # param: raw W_0
+    o_ref = naive_chunk_matrix_kl(q, k, v, gates.eta, gates.alpha, gates.delta, kl_log_weights(param, 1.5),
+                                  cfg, 16, scale=1.5)
     assert ((o_memory - o_ref).norm() / o_ref.norm()).item() < 1e-10
 
 

@@ -648,6 +648,37 @@ def _reference(bias: BiasConfig, chunk_size: int, gradient_at: str, lq_exp: floa
     return run
 
 
+class TokenGradients:
+    """The backward kernels' gradient buffers, float32: per V-tile partials (NV of them, summed
+    by ``finish``) of q, k, eta and the log of each decay gate (alpha, theta: a kernel stores
+    dL/dlog(gate)), and dv; the Huber threshold's are partials too when it is per token, but one
+    writer per channel (its V-tile) when it is per value channel. A gate that is None gets a
+    one-element placeholder (the kernels take a pointer)."""
+
+    def __init__(self, NV: int, q: torch.Tensor, v: torch.Tensor, eta: torch.Tensor,
+                 delta: torch.Tensor | None, gates: tuple[torch.Tensor | None, ...]) -> None:
+        f32 = {"dtype": torch.float32, "device": q.device}
+        self.q, self.k = torch.empty(NV, *q.shape, **f32), torch.empty(NV, *q.shape, **f32)
+        self.v = torch.empty_like(v)
+        self.eta = torch.empty(NV, *eta.shape, **f32)
+        self.gates = [torch.empty((NV, *g.shape) if g is not None else (1,), **f32) for g in gates]
+        self.delta_channel = delta is not None and delta.dim() == 4
+        self.delta = torch.empty(delta.shape if self.delta_channel else (NV, *delta.shape)
+                                 if delta is not None else (1,), **f32)
+
+    def buffers(self) -> tuple[torch.Tensor, ...]:
+        """(dq, dk, dv, deta, d log gate..., ddelta) in the kernels' argument order."""
+        return (self.q, self.k, self.v, self.eta, *self.gates, self.delta)
+
+    def finish(self, q: torch.Tensor, k: torch.Tensor, eta: torch.Tensor, delta: torch.Tensor | None,
+               gates: tuple[torch.Tensor | None, ...]) -> tuple[torch.Tensor | None, ...]:
+        """(dq, dk, dv, deta, d gate..., ddelta) summed over the V-tiles, in the inputs' dtypes."""
+        g_gates = [None if g is None else (d.sum(0) / g.float()).to(g.dtype) for d, g in zip(self.gates, gates, strict=True)]
+        g_delta = None if delta is None else (self.delta if self.delta_channel else self.delta.sum(0)).to(delta.dtype)
+        return (self.q.sum(0).to(q.dtype), self.k.sum(0).to(k.dtype), self.v,
+                self.eta.sum(0).to(eta.dtype), *g_gates, g_delta)
+
+
 class ChunkMatrixMemory(torch.autograd.Function):
     """autograd wrapper around the two kernels (inputs checked by chunk_matrix_memory).
 
@@ -708,26 +739,17 @@ class ChunkMatrixMemory(torch.autograd.Function):
         BK, BV, warps = _launch_config(K, V, bias, backward=True, lq=lq)
         NV = triton.cdiv(V, BV)
         f32 = {"dtype": torch.float32, "device": q.device}
-        dq = torch.empty(NV, B, T, H, K, **f32)
-        dk = torch.empty(NV, B, T, H, K, **f32)
-        dv = torch.empty_like(v)
-        deta = torch.empty(NV, *eta.shape, **f32)
-        dla = torch.empty((NV, *alpha.shape) if alpha is not None else (1,), **f32)
-        dlth = torch.empty((NV, *theta.shape) if theta is not None else (1,), **f32)
-        delta_channel = delta is not None and delta.dim() == 4
-        # a per-channel threshold's gradient has one writer (its V-tile), a per-head one NV partials
-        ddelta = torch.empty(delta.shape if delta_channel else (NV, *delta.shape) if delta is not None
-                             else (1,), **f32)
+        token_grads = TokenGradients(NV, q, v, eta, delta, (alpha, theta))
         dw0 = torch.empty(B, H, V, K, **f32)
         dummy = eta
         launch = (q, k, v, eta, dummy if alpha is None else alpha, dummy if theta is None else theta,
                   dummy if delta is None else delta, saved_w, saved_s, do.contiguous())
-        grads = (dq, dk, dv, deta, dla, dlth, ddelta)
+        grads = token_grads.buffers()
         scalars = dict(
             T=T, H=H, K=K, V=V, NC=NC, BH=B * H, QX=ctx.lq_exp or 2.0, LQ=lq, C=C, BK=BK, BV=BV, ALPHA=mode,
             MOMENTUM=theta is not None, PREC=matrix_precision(q.dtype, bias.kind), num_warps=warps,
             num_stages=1, RETAIN_FIRST=ctx.gradient_at == "retained", ETA_CH=eta.dim() == 4,
-            DELTA_CH=delta_channel, **_bias_args(bias),
+            DELTA_CH=token_grads.delta_channel, **_bias_args(bias),
         )
         try:
             with on_device(q):
@@ -741,14 +763,8 @@ class ChunkMatrixMemory(torch.autograd.Function):
         except OutOfResources as error:
             warn_fallback("matrix-memory backward", error)
             return (*reference_grads(reference, inputs, do), None, None, None, None, None)
-        g_alpha = None if alpha is None else (dla.sum(0) / alpha.float()).to(alpha.dtype)
-        g_theta = None if theta is None else (dlth.sum(0) / theta.float()).to(theta.dtype)
-        g_delta = None if delta is None else (ddelta if delta_channel else ddelta.sum(0)).to(delta.dtype)
         g_w0 = None if w0 is None else dw0.sum(0).to(w0.dtype)
-        return (
-            dq.sum(0).to(q.dtype), dk.sum(0).to(k.dtype), dv, deta.sum(0).to(eta.dtype),
-            g_alpha, g_theta, g_delta, g_w0, None, None, None, None, None,
-        )
+        return (*token_grads.finish(q, k, eta, delta, (alpha, theta)), g_w0, None, None, None, None, None)
 
 
 SPLIT_MIN_CHUNKS = 128

@@ -31,7 +31,7 @@ from ..kl_read import _kl_read, _kl_read_bwd, _log_softmax_rows
 from ..launch import on_device
 from ..precision import matrix_precision
 from ..segments import segments
-from .chunk import _launch_config, _steps, _thresholds
+from .chunk import TokenGradients, _launch_config, _steps, _thresholds
 from .naive import naive_chunk_matrix_kl
 
 
@@ -244,34 +244,21 @@ class ChunkMatrixKL(torch.autograd.Function):
         V = v.shape[-1]
         _, BV, warps = _launch_config(K, V, bias, backward=True)
         NV = triton.cdiv(V, BV)
-        f32 = {"dtype": torch.float32, "device": q.device}
-        dq = torch.empty(NV, B, T, H, K, **f32)
-        dk = torch.empty(NV, B, T, H, K, **f32)
-        dv = torch.empty_like(v)
-        deta = torch.empty(NV, *eta.shape, **f32)
-        dla = torch.empty((NV, *alpha.shape) if alpha is not None else (1,), **f32)
-        delta_channel = delta is not None and delta.dim() == 4
-        ddelta = torch.empty(delta.shape if delta_channel else (NV, *delta.shape) if delta is not None
-                             else (1,), **f32)
-        dx0 = torch.empty(B, H, V, K, **f32)
+        token_grads = TokenGradients(NV, q, v, eta, delta, (alpha,))
+        dx0 = torch.empty(B, H, V, K, dtype=torch.float32, device=q.device)
         dummy = eta
         try:
             with on_device(q):
                 _kl_bwd_kernel[(NV, B * H)](
                     q, k, v, eta, dummy if alpha is None else alpha, dummy if delta is None else delta,
-                    seg_start, seg_size, saved_x, do.contiguous(), dq, dk, dv, deta, dla, ddelta, dx0,
+                    seg_start, seg_size, saved_x, do.contiguous(), *token_grads.buffers(), dx0,
                     T, H, seg_start.numel(), B * H, num_warps=warps, num_stages=1,
                     **_scalars(bias, q, eta, alpha, delta, K, V, C, BV, scale),
                 )
         except OutOfResources as error:
             warn_fallback("matrix-memory kl backward", error)
             return (*reference_grads(reference, inputs, do), None, None, None)
-        g_alpha = None if alpha is None else (dla.sum(0) / alpha.float()).to(alpha.dtype)
-        g_delta = None if delta is None else (ddelta if delta_channel else ddelta.sum(0)).to(delta.dtype)
-        return (
-            dq.sum(0).to(q.dtype), dk.sum(0).to(k.dtype), dv, deta.sum(0).to(eta.dtype), g_alpha,
-            g_delta, dx0.sum(0).to(x0.dtype), None, None, None,
-        )
+        return (*token_grads.finish(q, k, eta, delta, (alpha,)), dx0.sum(0).to(x0.dtype), None, None, None)
 
 
 def _scalars(bias: BiasConfig, q, eta, alpha, delta, K: int, V: int, chunk_size: int, BV: int,
