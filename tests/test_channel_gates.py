@@ -135,11 +135,34 @@ def test_channel_wise_mlp_gates_run_the_kernel_with_the_pytorch_forms_output(gat
     assert ((fused - torch_form).norm() / torch_form.norm()).item() < 5e-3
 
 
-@pytest.mark.parametrize("case", ["mlp-momentum-channel-alpha", "mlp-norm-channel-delta", "matrix-channel-eta"])
+@pytest.mark.parametrize("gate", ["eta", "delta"])
+def test_channel_wise_matrix_gates_run_the_kernel_with_the_pytorch_forms_output(gate: str):
+    """The matrix kernel takes a step per key channel and a Huber threshold per value channel
+    (forced here: Triton's interpreter)."""
+    point = ModelPoint(
+        memory={"kind": "matrix"},
+        bias={"kind": "huber", "variant": "switch", "delta": {"mode": "channel" if gate == "delta" else "head"}},
+        retention={"kind": "l2", "alpha": {"mode": "head"}},
+        algorithm={"kind": "momentum", "eta": {"mode": "channel" if gate == "eta" else "head"}},
+    )
+    rule = MemoryRule.from_point(point)
+    q, k, v, gates, params = random_inputs(rule, 1, 19, 2, 16, channel=(gate,), dtype=torch.float32)
+    if CUDA:
+        q, k, v = (x.cuda() for x in (q, k, v))
+        gates = MemoryGates(**{n: None if g is None else g.cuda() for n, g in vars(gates).items()})
+        params = [p.cuda() for p in params]
+    assert kernel_problem(rule, q, v, 16, "triton") is None
+    fused = memory_forward(rule, q, k, v, gates, params, chunk_size=16, kernel="triton")
+    torch_form = memory_forward(rule, q, k, v, gates, params, chunk_size=16, kernel="torch")
+    assert ((fused - torch_form).norm() / torch_form.norm()).item() < 5e-3
+
+
+@pytest.mark.parametrize("case", ["mlp-momentum-channel-alpha", "mlp-norm-channel-delta",
+                                  "matrix-momentum-channel-alpha", "matrix-norm-channel-delta"])
 def test_channel_wise_gates_without_a_kernel_run_the_pytorch_form(case: str):
     memory = {"kind": "matrix"} if case.startswith("matrix") else {
         "kind": "mlp", "depth": 2, "expansion": 2, "layer_norm": True}
-    gate = {"mlp-momentum-channel-alpha": "alpha", "mlp-norm-channel-delta": "delta"}.get(case, "eta")
+    gate = "alpha" if case.endswith("channel-alpha") else "delta"
     point = ModelPoint(
         memory=memory,
         bias={"kind": "huber", "variant": "norm" if "norm" in case else "switch",
