@@ -94,7 +94,7 @@ def _matrix_kernel(rule: Any, bias: BiasConfig, modes: dict[str, str]) -> Callab
     retention, q, scale = _retention_config(rule)
     if algorithm not in ("gd", "momentum") or retention not in ("none", "l2", "lq", "kl"):
         return None
-    if algorithm == "momentum" and (modes.get("alpha") == "channel" or retention == "kl"):
+    if algorithm == "momentum" and modes.get("alpha") == "channel":
         return None
     from .matrix_chunk import chunk_matrix_memory
 
@@ -125,9 +125,9 @@ def kernel_for(rule: Any) -> Callable[..., Any] | None:
     delta, or a channel-wise one for the coordinate and switch variants), robust, and an eta per
     head or per input channel:
 
-    - matrix memory, retention none, l2 or lq, gd or momentum, or retention kl with gd (Memora's:
-      every token reads its own exact map, as for the MLP memory), alpha per head or channel-wise
-      (channel-wise only with gd): ``chunk_matrix_memory`` with the bias and retention bound,
+    - matrix memory, retention none, l2, lq or kl (Memora's: every token reads its own exact map,
+      as for the MLP memory), gd or momentum, alpha per head or channel-wise (channel-wise only
+      with gd): ``chunk_matrix_memory`` with the bias and retention bound,
       ``f(q, k, v, eta, alpha=None, theta=None, delta=None, initial_state=None, chunk_size=64)``;
     - 2-layer MLP memory (Moneta / Yaad / Memora / Titans family), retention none, l2 or lq,
       gd or momentum, alpha per head (or channel-wise with gd), or retention kl with gd (Memora:

@@ -92,6 +92,7 @@ MATRIX_KL_CASES = {  # bias, K, V, chunk, alpha, dtype, eta, delta: kl's kernel 
     "kl-memora-gates-tf32x3-widest": 'BiasConfig("l2"), 128, 128, 64, "channel", torch.bfloat16, "channel", "head"',
     "kl-switch-channel-delta-tf32x3-widest": 'BiasConfig("huber_switch"), 64, 64, 64, "head", torch.bfloat16, "channel", "channel"',
     "kl-fp32": 'BiasConfig("lp"), 64, 64, 32, "head", torch.float32, "head", "head"',
+    "kl-momentum-tf32x3-widest": 'BiasConfig("l2"), 128, 128, 64, "head", torch.bfloat16, "channel", "head", True',
 }
 
 

@@ -625,6 +625,17 @@ def test_kl_retention(bias, alpha, eta, delta, w0, T):
     check(make_inputs(1, T, 2, 16, 16, bias, alpha, False, w0, eta=eta, delta=delta), bias, 16, lq="kl")
 
 
+@pytest.mark.parametrize(("bias", "alpha", "eta", "w0"), [
+    ("l2", "head", "head", True), ("huber_switch", "head", "channel", True), ("lp", "none", "head", False),
+    ("robust", "head", "channel", True),
+])
+@pytest.mark.parametrize("T", [1, 7, 37])
+def test_kl_retention_with_momentum(bias, alpha, eta, w0, T):
+    """kl with momentum (a per-head alpha): the log-space step carried across segments, the
+    momentum gate's gradient included."""
+    check(make_inputs(1, T, 2, 16, 16, bias, alpha, True, w0, eta=eta), bias, 16, lq="kl")
+
+
 def test_kl_chunk_32_and_unequal_dims():
     """K != V (both powers of two), chunk 32, several V-tiles of a tiled bias."""
     check(make_inputs(2, 45, 1, 16, 128, "l2", "channel", False, eta="channel"), "l2", 32, lq="kl")
@@ -640,18 +651,20 @@ def test_bf16_kl(bias, alpha, eta):
 
 @pytest.mark.gpu
 @gpu_only
-@pytest.mark.parametrize(("bias", "alpha", "eta", "dim"), [
-    ("l2", "channel", "channel", 64), ("huber_switch", "channel", "channel", 64), ("lp", "head", "head", 128),
+@pytest.mark.parametrize(("bias", "alpha", "eta", "momentum", "dim"), [
+    ("l2", "channel", "channel", False, 64), ("huber_switch", "channel", "channel", False, 64),
+    ("lp", "head", "head", False, 128), ("l2", "head", "channel", True, 64),
 ])
-def test_gpu_kl(bias, alpha, eta, dim):
-    x = make_inputs(2, 300, 2, dim, dim, bias, alpha, False, eta=eta)
+def test_gpu_kl(bias, alpha, eta, momentum, dim):
+    x = make_inputs(2, 300, 2, dim, dim, bias, alpha, momentum, eta=eta)
     check(x, bias, 64, lq="kl")
     check(x, bias, 64, torch.bfloat16, 2e-2, lq="kl")
 
 
 def test_bad_kl_settings_are_refused():
-    x = {n: (t.float() if t is not None else None) for n, t in make_inputs(1, 5, 1, 16, 16, momentum=True).items()}
-    with pytest.raises(KernelInputError, match="gd only"):
+    x = {n: (t.float() if t is not None else None)
+         for n, t in make_inputs(1, 5, 1, 16, 16, alpha="channel", momentum=True).items()}
+    with pytest.raises(KernelInputError, match="channel-wise alpha"):
         chunk_matrix_memory(**x, retention="kl")
     x["theta"] = None
     with pytest.raises(KernelInputError, match="kl_scale"):
@@ -663,8 +676,8 @@ def test_bad_kl_settings_are_refused():
 
 def test_dispatch_covers_the_named_models_axes_on_a_matrix_memory():
     """Moneta's (lp, lq), Yaad's (switch, a threshold per value channel) and Memora's (kl) bias,
-    retention and channel-wise gates on a matrix memory have a kernel; kl or a channel-wise
-    alpha with momentum do not (the PyTorch form runs them)."""
+    retention and channel-wise gates on a matrix memory have a kernel, with momentum too where
+    alpha is per head; a channel-wise alpha with momentum has none (the PyTorch form runs it)."""
     from miras_search.presets import preset
     from miras_search.schema import ModelPoint
 
@@ -681,7 +694,7 @@ def test_dispatch_covers_the_named_models_axes_on_a_matrix_memory():
         point = on_matrix(name)
         assert point.algorithm.eta.mode == "channel"
         assert kernel_for(point).keywords["retention"] == retention
-    assert kernel_for(on_matrix("memora", algorithm={"kind": "momentum"})) is None
-    assert kernel_for(on_matrix("moneta", algorithm={"kind": "momentum"})) is None  # channel alpha
-    assert kernel_for(on_matrix("moneta", algorithm={"kind": "momentum"},
-                                retention={"alpha": {"mode": "head"}})) is not None
+    for name in ("moneta", "memora"):  # their channel-wise alpha with momentum: no kernel
+        assert kernel_for(on_matrix(name, algorithm={"kind": "momentum"})) is None
+        per_head = on_matrix(name, algorithm={"kind": "momentum"}, retention={"alpha": {"mode": "head"}})
+        assert kernel_for(per_head) is not None

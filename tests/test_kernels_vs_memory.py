@@ -126,11 +126,13 @@ def test_kernel_with_lq_retention_equals_memory(bias, alpha_mode, algorithm, eta
 
 
 @pytest.mark.parametrize("bias", BIASES, ids=lambda b: b["kind"] + b.get("variant", "") + ("-hard" if b.get("smooth") is False else ""))
-@pytest.mark.parametrize(("alpha_mode", "eta_mode"), [("head", "head"), ("channel", "channel"), ("head", "channel")])
-def test_kl_reference_equals_memory_chunked_form(bias, alpha_mode, eta_mode):
-    """naive_chunk_matrix_kl (segments with lag tokens, each token's exact map) == the memory's
-    chunked form with kl retention (c = 1.5), float64."""
-    p = point(bias, alpha_mode, "gd", eta_mode, "kl")
+@pytest.mark.parametrize(("alpha_mode", "eta_mode", "algorithm"), [
+    ("head", "head", "gd"), ("channel", "channel", "gd"), ("head", "channel", "gd"), ("head", "channel", "momentum"),
+])
+def test_kl_reference_equals_memory_chunked_form(bias, alpha_mode, eta_mode, algorithm):
+    """naive_chunk_matrix_kl (segments with lag tokens, each token's exact map; momentum carried
+    in log space) == the memory's chunked form with kl retention (c = 1.5), float64."""
+    p = point(bias, alpha_mode, algorithm, eta_mode, "kl")
     data = p.model_dump()
     data["retention"]["scale"] = 1.5
     p = ModelPoint.model_validate(data)
@@ -141,18 +143,19 @@ def test_kl_reference_equals_memory_chunked_form(bias, alpha_mode, eta_mode):
     param = 0.3 * torch.randn(2, 8, 8, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     o_memory = memory_forward(rule, q, k, v, gates, [param], "chunked", 16, "minibatch")  # param: raw W_0
     o_ref = naive_chunk_matrix_kl(q, k, v, gates.eta, gates.alpha, gates.delta, kl_log_weights(param, 1.5),
-                                  cfg, 16, scale=1.5)
+                                  cfg, 16, scale=1.5, theta=gates.theta)
     assert ((o_memory - o_ref).norm() / o_ref.norm()).item() < 1e-10
 
 
-@pytest.mark.parametrize(("bias", "alpha_mode", "eta_mode"), [
-    ({"kind": "l2"}, "channel", "channel"),  # Memora's axes on a matrix memory
-    ({"kind": "huber", "variant": "switch"}, "head", "channel"),
-    ({"kind": "lp", "p": 3.0}, "channel", "head"),
+@pytest.mark.parametrize(("bias", "alpha_mode", "eta_mode", "algorithm"), [
+    ({"kind": "l2"}, "channel", "channel", "gd"),  # Memora's axes on a matrix memory
+    ({"kind": "huber", "variant": "switch"}, "head", "channel", "gd"),
+    ({"kind": "lp", "p": 3.0}, "channel", "head", "gd"),
+    ({"kind": "l2"}, "head", "channel", "momentum"),
 ])
-def test_kernel_with_kl_retention_equals_memory(bias, alpha_mode, eta_mode):
+def test_kernel_with_kl_retention_equals_memory(bias, alpha_mode, eta_mode, algorithm):
     """A matrix memory with kl retention runs the Triton kernel (kernels/matrix_chunk/kl.py),
     which equals the PyTorch form: outputs and every gradient."""
-    p = point(bias, alpha_mode, "gd", eta_mode, "kl")
+    p = point(bias, alpha_mode, algorithm, eta_mode, "kl")
     assert kernel_for(p).keywords["retention"] == "kl"
     check_kernel(p)

@@ -828,7 +828,7 @@ def chunk_matrix_memory(
             memory is W = A / max(||A||_q, floor)^(q - 2) of the accumulator A that decays by
             alpha, normalised at chunk ends, see naive.py; q = ``lq_exponent``). Under lq the
             errors read the chunk-start memory itself (gradient_at does not apply) and
-            initial_state is the accumulator A_0. Or 'kl' (Memora's, gd only: W = c
+            initial_state is the accumulator A_0. Or 'kl' (Memora's; momentum with a per-head alpha: W = c
             softmax_row(raw) with c = ``kl_scale``, every token reading its own exact map, see
             naive.naive_chunk_matrix_kl; initial_state the raw parameter whose row softmax,
             times c, is W_0, uniform rows without one; head dims powers of two).
@@ -880,14 +880,11 @@ def chunk_matrix_memory(
         raise KernelInputError(f"gradient_at must be 'retained' or 'previous', got {gradient_at!r}")
     lq_exp = _lq_exponent(retention, lq_exponent)
     if kl:
-        if theta is not None:
-            raise KernelInputError("kl retention has a matrix kernel with gd only (theta must be None)")
         if not math.isfinite(kl_scale) or kl_scale <= 0:
             raise KernelInputError(f"kl_scale must be a finite c > 0, got {kl_scale!r}")
         from .kl import chunk_matrix_kl  # kl.py builds on this file's helpers
 
-        q, k, v, eta, alpha, _, delta, initial_state = args
-        return chunk_matrix_kl(q, k, v, eta, alpha, delta, initial_state, bias, chunk_size, kl_scale)
+        return chunk_matrix_kl(*args, bias, chunk_size, kl_scale)
     if lq_exp is not None:
         gradient_at = "previous"  # lq takes every gradient at the chunk-start memory r(A_0) A_0
     return ChunkMatrixMemory.apply(*args, bias, chunk_size, backward == "split", gradient_at, lq_exp)

@@ -25,7 +25,7 @@ import triton.language as tl
 from triton.runtime.errors import OutOfResources
 
 from ..bias import BiasConfig
-from ..common import _bias_args, _bias_grad, _bias_grad_bwd, _mm, _slot
+from ..common import _bias_args, _bias_grad, _bias_grad_bwd, _mm, _slot, _token_row
 from ..fallback import reference_grads, warn_fallback
 from ..kl_read import _kl_read, _kl_read_bwd, _log_softmax_rows
 from ..launch import on_device
@@ -66,12 +66,85 @@ def _segment(q, k, v, eta, alpha, delta, seg_start, seg_size, n, b, h, i_v, T, H
 
 
 @triton.jit
+def _momentum_decays(lb, theta, row, mt, C: tl.constexpr):
+    """A segment's decays with momentum (a per-head alpha: lb's rows hold one value): lbh [C],
+    lt = cumsum(log theta) [C], Lb[t, i] = exp(lbh_t - lbh_i) over live columns i <= t, Lt[t, i] =
+    exp(lt_t - lt_i), D = Lb @ Lt [C, C] and m_t = sum_j Lb[t, j] exp(lt_j) [C]."""
+    oc = tl.arange(0, C)
+    causal = oc[:, None] >= oc[None, :]
+    lbh = tl.max(lb, 1)
+    lt = tl.cumsum(tl.log(tl.load(theta + row, mask=mt, other=1.0).to(tl.float32)), 0)
+    Lb = tl.exp(tl.where(causal & mt[None, :], lbh[:, None] - lbh[None, :], float("-inf")))
+    Lt = tl.exp(tl.where(causal, lt[:, None] - lt[None, :], float("-inf")))
+    return lbh, lt, Lb, Lt, tl.dot(Lb, Lt, input_precision="ieee"), tl.sum(Lb * tl.exp(lt)[None, :], 1)
+
+
+@triton.jit
+def _entry(x, i, C: tl.constexpr):
+    """Entry i of x [C] (a scalar)."""
+    return tl.sum(tl.where(tl.arange(0, C) == i, x, 0.0), 0)
+
+
+@triton.jit
+def _kl_token_mom(X, S, P, kw, lbh, D, m, t, SCALE, C: tl.constexpr, PREC: tl.constexpr):
+    """Token t's exact weights with momentum, U_t = c softmax_row(raw_t) [BV, K], raw_t = b_t X
+    + m_t S - P^T (kw * D[t, :]); with D[t, :], b_t and m_t."""
+    Dt = _token_row(D, t, C)
+    bt = tl.exp(_entry(lbh, t, C))
+    mt = _entry(m, t, C)
+    raw = bt * X + mt * S - _mm(tl.trans(P), kw * Dt[:, None], PREC)
+    e = tl.exp(raw - tl.max(raw, 1)[:, None])
+    return e * (SCALE / tl.sum(e, 1))[:, None], Dt, bt, mt
+
+
+@triton.jit
+def _kl_read_mom(X, S, z, P, kw, lbh, D, m, size, SCALE, C: tl.constexpr, PREC: tl.constexpr):
+    """kl's reads with momentum, u_t = U_t z_t [C, BV] for the segment's ``size`` tokens."""
+    oc = tl.arange(0, C)
+    u = tl.zeros_like(P)
+    for t in range(size):
+        U, _Dt, _bt, _mt = _kl_token_mom(X, S, P, kw, lbh, D, m, t, SCALE, C, PREC)
+        u += tl.where((oc == t)[:, None], tl.sum(U * _token_row(z, t, C)[None, :], 1)[None, :], 0.0)
+    return u
+
+
+@triton.jit
+def _kl_read_mom_bwd(du, u, X, S, z, P, kw, lbh, D, m, size, SCALE, C: tl.constexpr, PREC: tl.constexpr):
+    """VJP of _kl_read_mom from du [C, BV], every token's weights rebuilt: gradients of z, X, S,
+    P, kw, lbh [C], D [C, C] and m [C]."""
+    oc = tl.arange(0, C)
+    dz = tl.zeros_like(z)
+    dX = tl.zeros_like(X)
+    dS = tl.zeros_like(S)
+    dP = tl.zeros_like(P)
+    dkw = tl.zeros_like(kw)
+    dlbh = tl.zeros_like(lbh)
+    dm = tl.zeros_like(m)
+    dD = tl.zeros_like(D)
+    for t in range(size):
+        U, Dt, bt, mt = _kl_token_mom(X, S, P, kw, lbh, D, m, t, SCALE, C, PREC)
+        here = oc == t
+        du_t = _token_row(du, t, C)
+        draw = U * du_t[:, None] * (_token_row(z, t, C)[None, :] - _token_row(u, t, C)[:, None] / SCALE)
+        dz += tl.where(here[:, None], tl.sum(U * du_t[:, None], 0)[None, :], 0.0)
+        dX += bt * draw
+        dS += mt * draw
+        dlbh += tl.where(here, bt * tl.sum(tl.sum(draw * X, 1), 0), 0.0)
+        dm += tl.where(here, tl.sum(tl.sum(draw * S, 1), 0), 0.0)
+        Z = _mm(P, draw, PREC)  # [C, K]
+        dP -= Dt[:, None] * _mm(kw, tl.trans(draw), PREC)
+        dkw -= Dt[:, None] * Z
+        dD += tl.where(here[:, None], -tl.sum(Z * kw, 1)[None, :], 0.0)
+    return dz, dX, dS, dP, dkw, dlbh, dD, dm
+
+
+@triton.jit
 def _kl_fwd_kernel(
-    q, k, v, eta, alpha, delta, x0, seg_start, seg_size, o, saved_x,
+    q, k, v, eta, alpha, theta, delta, x0, seg_start, seg_size, o, saved_x, saved_s,
     T, H, NS, P_EXP, SHARP, EPS, RADIUS, SCALE,
     K: tl.constexpr, V: tl.constexpr, C: tl.constexpr, BV: tl.constexpr, BIAS: tl.constexpr,
     ALPHA: tl.constexpr, NEPS: tl.constexpr, SMOOTH: tl.constexpr, PREC: tl.constexpr,
-    ETA_CH: tl.constexpr, DELTA_CH: tl.constexpr, SAVE: tl.constexpr,
+    ETA_CH: tl.constexpr, DELTA_CH: tl.constexpr, SAVE: tl.constexpr, MOMENTUM: tl.constexpr,
 ):
     i_v = tl.program_id(0)
     i_bh = tl.program_id(1)
@@ -81,29 +154,40 @@ def _kl_fwd_kernel(
     ov = i_v * BV + tl.arange(0, BV)
     tile = ov[:, None] * K + ok[None, :]
     X = tl.load(x0 + i_bh * V * K + tile).to(tl.float32)
+    S = tl.zeros([BV, K], dtype=tl.float32)  # the log-space momentum (MOMENTUM)
     for n in range(NS):
         if SAVE:
             tl.store(saved_x + _slot(i_bh, n, NS, V * K) + tile, X)
-        qc, kc, vc, et, kw, dl, lb, size, row, _mt, _m_ck, m_cv, _ok, _ov = _segment(
+            if MOMENTUM:
+                tl.store(saved_s + _slot(i_bh, n, NS, V * K) + tile, S)
+        qc, kc, vc, et, kw, dl, lb, size, row, mt, _m_ck, m_cv, _ok, _ov = _segment(
             q, k, v, eta, alpha, delta, seg_start, seg_size, n, b, h, i_v, T, H, K, V, C, BV,
             ALPHA, BIAS, ETA_CH, DELTA_CH)
         E = _mm(kc, tl.trans(tl.exp(X)), PREC) - vc
         P = _bias_grad(E, vc, dl, P_EXP, SHARP, EPS, RADIUS, BIAS, NEPS, SMOOTH, DELTA_CH) * et[:, None]
-        out = _kl_read(X, qc, P, kw, lb, size, SCALE, C, PREC)
         lbl = tl.sum(tl.where((tl.arange(0, C) == C - 1)[:, None], lb, 0.0), 0)  # padded rows keep it
-        raw = X * tl.exp(lbl)[None, :] - _mm(tl.trans(P), kw * tl.exp(lbl[None, :] - lb), PREC)
+        if MOMENTUM:
+            lbh, lt, _Lb, _Lt, D, m = _momentum_decays(lb, theta, row, mt, C)
+            out = _kl_read_mom(X, S, qc, P, kw, lbh, D, m, size, SCALE, C, PREC)
+            dlast = _token_row(D, C - 1, C)  # the end state is the last row's (padded columns 0)
+            raw = X * tl.exp(lbl)[None, :] + _entry(m, C - 1, C) * S - _mm(tl.trans(P), kw * dlast[:, None], PREC)
+            ltl = _entry(lt, C - 1, C)
+            S = tl.exp(ltl) * S - _mm(tl.trans(P), kw * tl.where(mt, tl.exp(ltl - lt), 0.0)[:, None], PREC)
+        else:
+            out = _kl_read(X, qc, P, kw, lb, size, SCALE, C, PREC)
+            raw = X * tl.exp(lbl)[None, :] - _mm(tl.trans(P), kw * tl.exp(lbl[None, :] - lb), PREC)
         X = _log_softmax_rows(raw, SCALE)
         tl.store(o + row[:, None] * V + ov[None, :], out.to(o.dtype.element_ty), mask=m_cv)
 
 
 @triton.jit
 def _kl_bwd_kernel(
-    q, k, v, eta, alpha, delta, seg_start, seg_size, saved_x, do,
-    dq, dk, dv, deta, dla, ddelta, dx0,
+    q, k, v, eta, alpha, theta, delta, seg_start, seg_size, saved_x, saved_s, do,
+    dq, dk, dv, deta, dla, dlth, ddelta, dx0,
     T, H, NS, BH, P_EXP, SHARP, EPS, RADIUS, SCALE,
     K: tl.constexpr, V: tl.constexpr, C: tl.constexpr, BV: tl.constexpr, BIAS: tl.constexpr,
     ALPHA: tl.constexpr, NEPS: tl.constexpr, SMOOTH: tl.constexpr, PREC: tl.constexpr,
-    ETA_CH: tl.constexpr, DELTA_CH: tl.constexpr,
+    ETA_CH: tl.constexpr, DELTA_CH: tl.constexpr, MOMENTUM: tl.constexpr,
 ):
     """One program per (V-tile, batch x head) walks the segments in reverse, carrying dL/dX of
     the segment end; gradients that sum over V (q, k, the gates) are written per V-tile."""
@@ -118,6 +202,8 @@ def _kl_bwd_kernel(
     part = i_v * BH * T  # per-V-tile partial buffers: offset of this tile
     part_k = _slot(i_v, 0, BH * T, K)
     dXn = tl.zeros([BV, K], dtype=tl.float32)  # dL / d(segment-end log-weights)
+    dSn = tl.zeros([BV, K], dtype=tl.float32)  # ... and momentum (MOMENTUM)
+    causal = oc[:, None] >= oc[None, :]
     for i_n in range(NS):
         n = NS - 1 - i_n
         X = tl.load(saved_x + _slot(i_bh, n, NS, V * K) + tile)
@@ -131,25 +217,65 @@ def _kl_bwd_kernel(
         P = G * et[:, None]
         last = (oc == C - 1)[:, None]
         lbl = tl.sum(tl.where(last, lb, 0.0), 0)
-        dec = tl.exp(lbl[None, :] - lb)
-        KD = kw * dec
-        raw = X * tl.exp(lbl)[None, :] - _mm(tl.trans(P), KD, PREC)
+        if MOMENTUM:
+            S = tl.load(saved_s + _slot(i_bh, n, NS, V * K) + tile)
+            lbh, lt, Lb, Lt, D, m = _momentum_decays(lb, theta, row, mt, C)
+            dlast = _token_row(D, C - 1, C)
+            mlast = _entry(m, C - 1, C)
+            ltl = _entry(lt, C - 1, C)
+            tlast = tl.where(mt, tl.exp(ltl - lt), 0.0)
+            raw = X * tl.exp(lbl)[None, :] + mlast * S - _mm(tl.trans(P), kw * dlast[:, None], PREC)
+        else:
+            dec = tl.exp(lbl[None, :] - lb)
+            KD = kw * dec
+            raw = X * tl.exp(lbl)[None, :] - _mm(tl.trans(P), KD, PREC)
         # the end map X' = log c + log_softmax_row(raw)
         shifted = tl.exp(raw - tl.max(raw, 1)[:, None])
         draw = dXn - shifted / tl.sum(shifted, 1)[:, None] * tl.sum(dXn, 1)[:, None]
         dX = draw * tl.exp(lbl)[None, :]
-        dP = -_mm(KD, tl.trans(draw), PREC)
-        dKD = -_mm(P, draw, PREC)
-        dkw = dKD * dec
-        dlb = -dKD * KD
-        dlbl = tl.exp(lbl) * tl.sum(draw * X, 0) + tl.sum(dKD * KD, 0)
-        # the per-token reads
-        u = _kl_read(X, qc, P, kw, lb, size, SCALE, C, PREC)
-        dqc, dXr, dPr, dkwr, dlbr = _kl_read_bwd(dO, u, X, qc, P, kw, lb, X, size, SCALE, C, False, PREC)
-        dX += dXr
-        dP += dPr
-        dkw += dkwr
-        dlb += dlbr
+        if MOMENTUM:
+            # raw = e^lbl X + m_last S - P^T (kw * D[last]); S' = e^ltl S - P^T (kw * tlast)
+            Ze = _mm(P, draw, PREC)
+            Zs = _mm(P, dSn, PREC)
+            dP = -_mm(kw * dlast[:, None], tl.trans(draw), PREC) - _mm(kw * tlast[:, None], tl.trans(dSn), PREC)
+            dkw = -Ze * dlast[:, None] - Zs * tlast[:, None]
+            dS = draw * mlast + tl.exp(ltl) * dSn
+            u = _kl_read_mom(X, S, qc, P, kw, lbh, D, m, size, SCALE, C, PREC)
+            dqc, dXr, dSr, dPr, dkwr, dlbh, dD, dm = _kl_read_mom_bwd(
+                dO, u, X, S, qc, P, kw, lbh, D, m, size, SCALE, C, PREC)
+            dX += dXr
+            dS += dSr
+            dP += dPr
+            dkw += dkwr
+            is_last = oc == C - 1
+            dD += tl.where(is_last[:, None], -tl.sum(Ze * kw, 1)[None, :], 0.0)
+            dm += tl.where(is_last, tl.sum(tl.sum(draw * S, 1), 0), 0.0)
+            dLb = tl.dot(dD, tl.trans(Lt), input_precision="ieee") + dm[:, None] * tl.exp(lt)[None, :]
+            dLt = tl.dot(tl.trans(Lb), dD, input_precision="ieee")
+            dLt += tl.where(is_last[:, None], -tl.sum(Zs * kw, 1)[None, :], 0.0)
+            Xm = tl.where(causal, dLb * Lb, 0.0)
+            Ym = tl.where(causal, dLt * Lt, 0.0)
+            dlbh += tl.sum(Xm, 1) - tl.sum(Xm, 0)
+            dlbh += tl.where(is_last, tl.sum(tl.sum(draw * X, 1), 0) * tl.exp(_entry(lbh, C - 1, C)), 0.0)
+            dlt = tl.sum(Ym, 1) - tl.sum(Ym, 0) + tl.exp(lt) * tl.sum(Lb * dm[:, None], 0)
+            dlt += tl.where(is_last, tl.exp(ltl) * tl.sum(tl.sum(dSn * S, 1), 0), 0.0)
+            tl.store(dlth + part + row, tl.cumsum(dlt, 0, reverse=True), mask=mt)
+            # per head: lb's K columns all hold lbh
+            dlb = tl.where((ok == 0)[None, :], dlbh[:, None], 0.0)
+            dlbl = tl.zeros([K], dtype=tl.float32)
+        else:
+            dP = -_mm(KD, tl.trans(draw), PREC)
+            dKD = -_mm(P, draw, PREC)
+            dkw = dKD * dec
+            dlb = -dKD * KD
+            dlbl = tl.exp(lbl) * tl.sum(draw * X, 0) + tl.sum(dKD * KD, 0)
+            # the per-token reads
+            u = _kl_read(X, qc, P, kw, lb, size, SCALE, C, PREC)
+            dqc, dXr, dPr, dkwr, dlbr = _kl_read_bwd(dO, u, X, qc, P, kw, lb, X, size, SCALE, C, False, PREC)
+            dX += dXr
+            dP += dPr
+            dkw += dkwr
+            dlb += dlbr
         # P = et * phi(E), E = K W^T - V, W = exp(X)
         dG = dP * et[:, None]
         dE, dd = _bias_grad_bwd(E, dG, dl, P_EXP, SHARP, EPS, RADIUS, BIAS, NEPS, SMOOTH, DELTA_CH)
@@ -179,6 +305,8 @@ def _kl_bwd_kernel(
             else:
                 tl.store(ddelta + part + row, dd, mask=mt)
         dXn = dX
+        if MOMENTUM:
+            dSn = dS
     tl.store(dx0 + i_bh * V * K + tile, dXn)
 
 
@@ -193,19 +321,20 @@ def _segment_table(T: int, chunk_size: int, device: torch.device) -> tuple[torch
 def _reference(bias: BiasConfig, chunk_size: int, scale: float):
     """The PyTorch reference in float32 (or wider), output in q's dtype: the fallback of a launch
     that does not fit this GPU."""
-    def run(q, k, v, eta, alpha, delta, x0):
+    def run(q, k, v, eta, alpha, theta, delta, x0):
         wide = [x if x is None else x.to(torch.promote_types(x.dtype, torch.float32))
-                for x in (q, k, v, eta, alpha, delta, x0)]
-        return naive_chunk_matrix_kl(*wide, bias=bias, chunk_size=chunk_size, scale=scale).to(q.dtype)
+                for x in (q, k, v, eta, alpha, delta, x0, theta)]
+        return naive_chunk_matrix_kl(*wide[:7], bias=bias, chunk_size=chunk_size, scale=scale,
+                                     theta=wide[7]).to(q.dtype)
     return run
 
 
 class ChunkMatrixKL(torch.autograd.Function):
     """autograd wrapper around the two kl kernels (inputs checked by chunk_matrix_memory); x0 is
-    the initial log-weights [H, V, K] in float32."""
+    the initial log-weights [H, V, K] in float32; theta (momentum) with a per-head alpha only."""
 
     @staticmethod
-    def forward(ctx, q, k, v, eta, alpha, delta, x0, bias, chunk_size, scale):
+    def forward(ctx, q, k, v, eta, alpha, theta, delta, x0, bias, chunk_size, scale):
         B, T, H, K = k.shape
         V = v.shape[-1]
         _, BV, warps = _launch_config(K, V, bias, backward=False)
@@ -214,29 +343,31 @@ class ChunkMatrixKL(torch.autograd.Function):
         save = any(ctx.needs_input_grad)
         o = torch.empty(B, T, H, V, dtype=q.dtype, device=q.device)
         saved_x = torch.empty(B * H * NS * V * K if save else 1, dtype=torch.float32, device=q.device)
+        saved_s = torch.empty(B * H * NS * V * K if save and theta is not None else 1, dtype=torch.float32,
+                              device=q.device)
         x0_full = x0.float().unsqueeze(0).expand(B, -1, -1, -1).contiguous()
         dummy = eta
         ctx.bias, ctx.chunk_size, ctx.scale, ctx.fallback = bias, chunk_size, scale, False
-        scalars = _scalars(bias, q, eta, alpha, delta, K, V, chunk_size, BV, scale)
+        scalars = _scalars(bias, q, eta, alpha, theta, delta, K, V, chunk_size, BV, scale)
         try:
             with on_device(q):
                 _kl_fwd_kernel[(triton.cdiv(V, BV), B * H)](
-                    q, k, v, eta, dummy if alpha is None else alpha, dummy if delta is None else delta,
-                    x0_full, seg_start, seg_size, o, saved_x, T, H, NS, SAVE=save, num_warps=warps,
-                    num_stages=1, **scalars,
+                    q, k, v, eta, dummy if alpha is None else alpha, dummy if theta is None else theta,
+                    dummy if delta is None else delta, x0_full, seg_start, seg_size, o, saved_x, saved_s,
+                    T, H, NS, SAVE=save, num_warps=warps, num_stages=1, **scalars,
                 )
         except OutOfResources as error:
             warn_fallback("matrix-memory kl forward", error)
             ctx.fallback = True
-            o = _reference(bias, chunk_size, scale)(q, k, v, eta, alpha, delta, x0)
-        ctx.save_for_backward(q, k, v, eta, alpha, delta, x0, saved_x, seg_start, seg_size)
+            o = _reference(bias, chunk_size, scale)(q, k, v, eta, alpha, theta, delta, x0)
+        ctx.save_for_backward(q, k, v, eta, alpha, theta, delta, x0, saved_x, saved_s, seg_start, seg_size)
         return o
 
     @staticmethod
     def backward(ctx, do):
-        q, k, v, eta, alpha, delta, x0, saved_x, seg_start, seg_size = ctx.saved_tensors
+        q, k, v, eta, alpha, theta, delta, x0, saved_x, saved_s, seg_start, seg_size = ctx.saved_tensors
         bias, C, scale = ctx.bias, ctx.chunk_size, ctx.scale
-        inputs = [q, k, v, eta, alpha, delta, x0]
+        inputs = [q, k, v, eta, alpha, theta, delta, x0]
         reference = _reference(bias, C, scale)
         if ctx.fallback:
             return (*reference_grads(reference, inputs, do), None, None, None)
@@ -244,38 +375,42 @@ class ChunkMatrixKL(torch.autograd.Function):
         V = v.shape[-1]
         _, BV, warps = _launch_config(K, V, bias, backward=True)
         NV = triton.cdiv(V, BV)
-        token_grads = TokenGradients(NV, q, v, eta, delta, (alpha,))
+        token_grads = TokenGradients(NV, q, v, eta, delta, (alpha, theta))
         dx0 = torch.empty(B, H, V, K, dtype=torch.float32, device=q.device)
         dummy = eta
         try:
             with on_device(q):
                 _kl_bwd_kernel[(NV, B * H)](
-                    q, k, v, eta, dummy if alpha is None else alpha, dummy if delta is None else delta,
-                    seg_start, seg_size, saved_x, do.contiguous(), *token_grads.buffers(), dx0,
+                    q, k, v, eta, dummy if alpha is None else alpha, dummy if theta is None else theta,
+                    dummy if delta is None else delta, seg_start, seg_size, saved_x, saved_s, do.contiguous(),
+                    *token_grads.buffers(), dx0,
                     T, H, seg_start.numel(), B * H, num_warps=warps, num_stages=1,
-                    **_scalars(bias, q, eta, alpha, delta, K, V, C, BV, scale),
+                    **_scalars(bias, q, eta, alpha, theta, delta, K, V, C, BV, scale),
                 )
         except OutOfResources as error:
             warn_fallback("matrix-memory kl backward", error)
             return (*reference_grads(reference, inputs, do), None, None, None)
-        return (*token_grads.finish(q, k, eta, delta, (alpha,)), dx0.sum(0).to(x0.dtype), None, None, None)
+        return (*token_grads.finish(q, k, eta, delta, (alpha, theta)), dx0.sum(0).to(x0.dtype), None, None, None)
 
 
-def _scalars(bias: BiasConfig, q, eta, alpha, delta, K: int, V: int, chunk_size: int, BV: int,
+def _scalars(bias: BiasConfig, q, eta, alpha, theta, delta, K: int, V: int, chunk_size: int, BV: int,
              scale: float) -> dict:
     """The launch's scalars and flags, shared by the forward and the backward."""
     mode = 0 if alpha is None else (2 if alpha.dim() == 4 else 1)
     return dict(
         K=K, V=V, C=chunk_size, BV=BV, ALPHA=mode, PREC=matrix_precision(q.dtype, bias.kind, kl=True),
         ETA_CH=eta.dim() == 4, DELTA_CH=delta is not None and delta.dim() == 4, SCALE=float(scale),
+        MOMENTUM=theta is not None,
         **_bias_args(bias),
     )
 
 
 def compile_specs(bias: BiasConfig, K: int, V: int, chunk_size: int, alpha: str = "channel",
-                  dtype: torch.dtype = torch.bfloat16, eta: str = "channel", delta: str = "head") -> list[tuple]:
+                  dtype: torch.dtype = torch.bfloat16, eta: str = "channel", delta: str = "head",
+                  momentum: bool = False) -> list[tuple]:
     """(name, kernel, scalars, pointer types, num_warps) of the forward and backward launches for
-    kernels.compile_check; alpha: none / head / channel; eta and delta: head / channel."""
+    kernels.compile_check; alpha: none / head / channel (momentum: not channel); eta and delta:
+    head / channel."""
     element = "*bf16" if dtype == torch.bfloat16 else "*fp32"
     pointers = {name: element for name in ("q", "k", "v", "o", "do", "dv")}
     pointers |= {"seg_start": "*i32", "seg_size": "*i32"}
@@ -285,13 +420,13 @@ def compile_specs(bias: BiasConfig, K: int, V: int, chunk_size: int, alpha: str 
         scalars = {"T": 1024, "H": 8, "NS": 2 * 1024 // chunk_size, "K": K, "V": V, "C": chunk_size,
                    "BV": BV, "ALPHA": {"none": 0, "head": 1, "channel": 2}[alpha],
                    "PREC": matrix_precision(dtype, bias.kind, kl=True), "ETA_CH": eta == "channel",
-                   "DELTA_CH": delta == "channel", "SCALE": 1.0, **_bias_args(bias)}
+                   "DELTA_CH": delta == "channel", "SCALE": 1.0, "MOMENTUM": momentum, **_bias_args(bias)}
         scalars |= {"BH": 32} if backward else {"SAVE": True}
         specs.append((name, kernel, scalars, pointers, warps))
     return specs
 
 
-def chunk_matrix_kl(q, k, v, eta, alpha, delta, initial_state, bias: BiasConfig, chunk_size: int,
+def chunk_matrix_kl(q, k, v, eta, alpha, theta, delta, initial_state, bias: BiasConfig, chunk_size: int,
                     scale: float) -> torch.Tensor:
     """kl retention's kernel call (inputs checked by chunk_matrix_memory): the initial
     log-weights log(c softmax_row(initial_state)) (uniform rows without one), in float32 and
@@ -301,4 +436,4 @@ def chunk_matrix_kl(q, k, v, eta, alpha, delta, initial_state, bias: BiasConfig,
         x0 = torch.full((H, V, K), math.log(scale / K), dtype=torch.float32, device=q.device)
     else:
         x0 = math.log(scale) + initial_state.float().log_softmax(-1)
-    return ChunkMatrixKL.apply(q, k, v, eta, alpha, delta, x0.contiguous(), bias, chunk_size, scale)
+    return ChunkMatrixKL.apply(q, k, v, eta, alpha, theta, delta, x0.contiguous(), bias, chunk_size, scale)

@@ -222,6 +222,7 @@ def naive_chunk_matrix_kl(
     bias: BiasConfig | str = "l2",
     chunk_size: int = 64,
     scale: float = 1.0,
+    theta: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """kl retention (Memora's) on a matrix memory, in the dtype of ``q``: the state carried is the
     log-weights X = log W, each row of W = c softmax_row(raw) summing to c = ``scale``.
@@ -235,9 +236,13 @@ def naive_chunk_matrix_kl(
 
     with b the cumulative decay over the segment (per key channel for a channel-wise alpha); a
     channel-wise eta writes with eta * k. The next segment starts from X = log(c softmax_row(raw)).
+    With momentum (theta, a per-head alpha) the log-space step S is carried too, S starting at 0:
 
-    Args: as ``naive_chunk_matrix_memory`` (no momentum); log_w0: [H, V, K] the initial
-    log-weights, None for uniform rows (log(c / K)).
+        raw_t = b_t X + m_t S - sum_{i<=t} D_ti eta_i g_i k_i^T,   D = D_alpha D_theta,
+        m_t = sum_{j<=t} (b_t / b_j) Theta_j,   S' = Theta_last S - sum_i (Theta_last / Theta_i) eta_i g_i k_i^T
+
+    Args: as ``naive_chunk_matrix_memory``; log_w0: [H, V, K] the initial log-weights, None for
+    uniform rows (log(c / K)).
     Returns: o [B, T, H, V].
     """
     bias = as_bias(bias)
@@ -245,6 +250,7 @@ def naive_chunk_matrix_kl(
     V = v.shape[-1]
     X = (q.new_full((B, H, V, K), math.log(scale / K)) if log_w0 is None
          else log_w0.to(q.dtype).expand(B, H, V, K))
+    S = torch.zeros_like(X)
     outs = []
     for start, stop in segments(T, chunk_size, lag_token=True):
         qc, kc, vc = (x[:, start:stop].transpose(1, 2) for x in (q, k, v))  # (B, H, c, K|V)
@@ -261,8 +267,15 @@ def naive_chunk_matrix_kl(
             a = alpha[:, start:stop].transpose(1, 2)
             lb = (a if a.dim() == 4 else a.unsqueeze(-1)).log().cumsum(2)  # (B, H, c, K or 1)
         decay = decay_matrix(lb.transpose(-1, -2)).permute(0, 1, 3, 4, 2)  # b_t / b_i: (B, H, t, i, K or 1)
-        steps = torch.einsum("bhiv,bhtik->bhtvk", p, kw.unsqueeze(2) * decay)
-        raw = lb.exp().unsqueeze(-2) * X.unsqueeze(2) - steps  # (B, H, c, V, K)
+        raw = lb.exp().unsqueeze(-2) * X.unsqueeze(2)  # (B, H, c, V, K)
+        if theta is not None:  # D = D_alpha D_theta and the carried step's weights m (per head)
+            lt = theta[:, start:stop].transpose(1, 2).log().cumsum(2)  # (B, H, c)
+            l_th = decay_matrix(lt)  # Theta_j / Theta_i
+            decay = torch.einsum("bhtjk,bhji->bhtik", decay, l_th)
+            m = torch.einsum("bhtjk,bhj->bhtk", decay_matrix(lb.transpose(-1, -2)).permute(0, 1, 3, 4, 2), lt.exp())
+            raw = raw + m.unsqueeze(-2) * S.unsqueeze(2)
+            S = lt[:, :, -1, None, None].exp() * S - torch.einsum("bhi,bhiv,bhik->bhvk", l_th[:, :, -1], p, kw)
+        raw = raw - torch.einsum("bhiv,bhtik->bhtvk", p, kw.unsqueeze(2) * decay)
         outs.append(scale * torch.einsum("bhtvk,bhtk->bhtv", raw.softmax(-1), qc))
         X = math.log(scale) + raw[:, :, -1].log_softmax(-1)
     return torch.cat(outs, dim=2).transpose(1, 2)  # (B, T, H, V)
