@@ -137,9 +137,10 @@ MATRIX_GATE_POINTS = {  # bias, alpha, momentum, eta, delta, retention, head dim
 program, as the row-norm biases do: up to 128 with bf16 products, 64 with tf32x3 or fp32)."""
 
 
-MATRIX_KL_POINTS = {  # bias, alpha, eta, delta, head dims: kl retention's kernel (tf32x3 products)
-    "kl, Memora's gates (l2)": (BiasConfig("l2"), "channel", "channel", "head", (64, 128)),
-    "kl, switch, channel eta and delta": (BiasConfig("huber_switch"), "head", "channel", "channel", (64,)),
+MATRIX_KL_POINTS = {  # bias, alpha, eta, delta, momentum, head dims: kl's kernel (tf32x3 products)
+    "kl, Memora's gates (l2)": (BiasConfig("l2"), "channel", "channel", "head", False, (64, 128)),
+    "kl, switch, channel eta and delta": (BiasConfig("huber_switch"), "head", "channel", "channel", False, (64,)),
+    "kl + momentum, channel eta (l2)": (BiasConfig("l2"), "head", "channel", "head", True, (64, 128)),
 }
 
 
@@ -147,10 +148,10 @@ def matrix_gate_rows() -> list[str]:
     """The matrix kernel with channel-wise eta / delta and lq retention, chunk 64, bf16 inputs,
     the fused backward and (in a second row) the split one; kl retention's kernel (kl.py)."""
     out = []
-    for name, (bias, alpha, eta, delta, dims) in MATRIX_KL_POINTS.items():
+    for name, (bias, alpha, eta, delta, momentum, dims) in MATRIX_KL_POINTS.items():
         for dim in dims:
             for chunk in (16, 64):
-                specs = matrix_kl_specs(bias, dim, dim, chunk, alpha, torch.bfloat16, eta, delta)
+                specs = matrix_kl_specs(bias, dim, dim, chunk, alpha, torch.bfloat16, eta, delta, momentum)
                 out.append(row(f"{name} (matrix, kl.py)", f"K=V={dim}, chunk {chunk}", specs))
     for name, (bias, alpha, momentum, eta, delta, retention, dims) in MATRIX_GATE_POINTS.items():
         for dim in dims:

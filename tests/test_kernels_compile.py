@@ -81,17 +81,14 @@ MATRIX_CASES = {  # bias, K, V, chunk, alpha, momentum, dtype[, backward]
     "split-backward-momentum-bf16": 'BiasConfig("l2"), 64, 64, 64, "head", True, torch.bfloat16, "split"',
     # a step per key channel (eta [B, T, H, K]), with a threshold per value channel for Yaad's switch
     "channel-eta-delta-switch-momentum-bf16-tf32x3": 'BiasConfig("huber_switch"), 64, 64, 64, "head", True, torch.bfloat16, "fused", "retained", "channel", "channel"',
-    "channel-eta-alpha-split-bf16": 'BiasConfig("l2"), 128, 128, 64, "channel", False, torch.bfloat16, "split", "retained", "channel"',
     # lq retention (Moneta's), the whole matrix in one program: at the row-norm limits
     "lq-momentum-bf16-widest": 'BiasConfig("lp"), 128, 128, 64, "head", True, torch.bfloat16, "fused", "retained", "head", "head", "lq"',
-    "lq-channel-gates-split-bf16-widest": 'BiasConfig("l2"), 128, 128, 64, "channel", False, torch.bfloat16, "split", "retained", "channel", "head", "lq"',
     "lq-momentum-switch-tf32x3-widest": 'BiasConfig("huber_switch"), 64, 64, 64, "head", True, torch.bfloat16, "fused", "retained", "channel", "channel", "lq"',
-    "lq-fp32-widest": 'BiasConfig("l2"), 64, 64, 64, "channel", False, torch.float32, "fused", "retained", "channel", "head", "lq"',
 }
-MATRIX_KL_CASES = {  # bias, K, V, chunk, alpha, dtype, eta, delta: kl's kernel (matrix_chunk/kl.py)
-    "kl-memora-gates-tf32x3-widest": 'BiasConfig("l2"), 128, 128, 64, "channel", torch.bfloat16, "channel", "head"',
+# the other gate / precision mixes of the matrix kernels compile too (at most 164 KiB of shared
+# memory): benchmarks/results/kernel_resources_matrix_gates_sm90.md
+MATRIX_KL_CASES = {  # bias, K, V, chunk, alpha, dtype, eta, delta[, momentum]: kl's kernel (matrix_chunk/kl.py)
     "kl-switch-channel-delta-tf32x3-widest": 'BiasConfig("huber_switch"), 64, 64, 64, "head", torch.bfloat16, "channel", "channel"',
-    "kl-fp32": 'BiasConfig("lp"), 64, 64, 32, "head", torch.float32, "head", "head"',
     "kl-momentum-tf32x3-widest": 'BiasConfig("l2"), 128, 128, 64, "head", torch.bfloat16, "channel", "head", True',
 }
 
