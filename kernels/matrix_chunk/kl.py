@@ -9,7 +9,10 @@ order; per segment, with lb = cumsum(log alpha) [C, K] (a per-head alpha repeate
     o_t = c softmax_row(raw_t) q_t,   raw_t = exp(lb_t) * X - sum_{i<=t} exp(lb_t - lb_i) P_i kw_i^T
     X' = log(c softmax_row(raw_last))
 
-with kw = k (eta * k for a channel-wise eta). Every token's weights are formed on chip one token
+with kw = k (eta * k for a channel-wise eta). With momentum (MOMENTUM; a per-head alpha) the
+log-space step S is carried too: raw_t gains m_t S and its step sum takes D = Lb @ Lt instead of
+exp(lb_t - lb_i), as chunk.py's momentum, and S' = Theta_last S - sum_i (Theta_last / Theta_i)
+P_i kw_i^T. Every token's weights are formed on chip one token
 at a time (kernels.kl_read, as the MLP kernels' kl layers) and rebuilt in the backward, which walks
 the segments in reverse from the stored segment-start X. The softmax runs along K, so V is tiled
 unless the bias needs whole rows of E (huber_norm, huber_switch, robust).
