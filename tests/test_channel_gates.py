@@ -120,11 +120,10 @@ def test_the_model_produces_channel_wise_gates_of_the_layers_width():
     assert torch.isfinite(logits).all()
 
 
-@pytest.mark.parametrize("gate", ["eta", "alpha", "delta"])
-def test_channel_wise_mlp_gates_run_the_kernel_with_the_pytorch_forms_output(gate: str):
-    """The whole-W MLP kernels take each channel-wise gate (forced here: Triton's interpreter)."""
-    rule = MemoryRule.from_point(_mlp_point(**{gate: "channel"}))
-    q, k, v, gates, params = random_inputs(rule, 1, 16, 2, 16, channel=(gate,), dtype=torch.float32)
+def _assert_kernel_equals_pytorch(rule: MemoryRule, gate: str, length: int) -> None:
+    """The forced kernel (Triton's interpreter without a GPU) runs ``rule`` with ``gate``
+    channel-wise, and its outputs equal the PyTorch chunked form's."""
+    q, k, v, gates, params = random_inputs(rule, 1, length, 2, 16, channel=(gate,), dtype=torch.float32)
     if CUDA:
         q, k, v = (x.cuda() for x in (q, k, v))
         gates = MemoryGates(**{n: None if g is None else g.cuda() for n, g in vars(gates).items()})
@@ -135,26 +134,22 @@ def test_channel_wise_mlp_gates_run_the_kernel_with_the_pytorch_forms_output(gat
     assert ((fused - torch_form).norm() / torch_form.norm()).item() < 5e-3
 
 
+@pytest.mark.parametrize("gate", ["eta", "alpha", "delta"])
+def test_channel_wise_mlp_gates_run_the_kernel_with_the_pytorch_forms_output(gate: str):
+    """The whole-W MLP kernels take each channel-wise gate."""
+    _assert_kernel_equals_pytorch(MemoryRule.from_point(_mlp_point(**{gate: "channel"})), gate, 16)
+
+
 @pytest.mark.parametrize("gate", ["eta", "delta"])
 def test_channel_wise_matrix_gates_run_the_kernel_with_the_pytorch_forms_output(gate: str):
-    """The matrix kernel takes a step per key channel and a Huber threshold per value channel
-    (forced here: Triton's interpreter)."""
+    """The matrix kernel takes a step per key channel and a Huber threshold per value channel."""
     point = ModelPoint(
         memory={"kind": "matrix"},
         bias={"kind": "huber", "variant": "switch", "delta": {"mode": "channel" if gate == "delta" else "head"}},
         retention={"kind": "l2", "alpha": {"mode": "head"}},
         algorithm={"kind": "momentum", "eta": {"mode": "channel" if gate == "eta" else "head"}},
     )
-    rule = MemoryRule.from_point(point)
-    q, k, v, gates, params = random_inputs(rule, 1, 19, 2, 16, channel=(gate,), dtype=torch.float32)
-    if CUDA:
-        q, k, v = (x.cuda() for x in (q, k, v))
-        gates = MemoryGates(**{n: None if g is None else g.cuda() for n, g in vars(gates).items()})
-        params = [p.cuda() for p in params]
-    assert kernel_problem(rule, q, v, 16, "triton") is None
-    fused = memory_forward(rule, q, k, v, gates, params, chunk_size=16, kernel="triton")
-    torch_form = memory_forward(rule, q, k, v, gates, params, chunk_size=16, kernel="torch")
-    assert ((fused - torch_form).norm() / torch_form.norm()).item() < 5e-3
+    _assert_kernel_equals_pytorch(MemoryRule.from_point(point), gate, 19)
 
 
 @pytest.mark.parametrize("case", ["mlp-momentum-channel-alpha", "mlp-norm-channel-delta",
