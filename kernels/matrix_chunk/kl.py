@@ -83,6 +83,29 @@ def _momentum_decays(lb, theta, row, mt, C: tl.constexpr):
 
 
 @triton.jit
+def _momentum_end(X, S, P, kw, lbl, D, m, lt, mt, C: tl.constexpr, PREC: tl.constexpr):
+    """A segment's end with momentum: (raw, D[last], m_last, lt_last, tlast) with raw = e^lbl X
+    + m_last S - P^T (kw * D[last]) and tlast = Theta_last / Theta_i over live tokens, for
+    S' = Theta_last S - P^T (kw * tlast). The last row's: padded rows and columns take no part."""
+    dlast = _token_row(D, C - 1, C)
+    mlast = _entry(m, C - 1, C)
+    ltl = _entry(lt, C - 1, C)
+    raw = X * tl.exp(lbl)[None, :] + mlast * S - _mm(tl.trans(P), kw * dlast[:, None], PREC)
+    return raw, dlast, mlast, ltl, tl.where(mt, tl.exp(ltl - lt), 0.0)
+
+
+@triton.jit
+def _program(H, K: tl.constexpr, BV: tl.constexpr):
+    """This program's V-tile and batch x head: (i_v, i_bh, b, h, key range [K], value rows [BV],
+    offsets of its [BV, K] tile of a state)."""
+    i_v = tl.program_id(0)
+    i_bh = tl.program_id(1)
+    ok = tl.arange(0, K)
+    ov = i_v * BV + tl.arange(0, BV)
+    return i_v, i_bh, i_bh // H, i_bh % H, ok, ov, ov[:, None] * K + ok[None, :]
+
+
+@triton.jit
 def _entry(x, i, C: tl.constexpr):
     """Entry i of x [C] (a scalar)."""
     return tl.sum(tl.where(tl.arange(0, C) == i, x, 0.0), 0)
@@ -149,13 +172,7 @@ def _kl_fwd_kernel(
     ALPHA: tl.constexpr, NEPS: tl.constexpr, SMOOTH: tl.constexpr, PREC: tl.constexpr,
     ETA_CH: tl.constexpr, DELTA_CH: tl.constexpr, SAVE: tl.constexpr, MOMENTUM: tl.constexpr,
 ):
-    i_v = tl.program_id(0)
-    i_bh = tl.program_id(1)
-    b = i_bh // H
-    h = i_bh % H
-    ok = tl.arange(0, K)
-    ov = i_v * BV + tl.arange(0, BV)
-    tile = ov[:, None] * K + ok[None, :]
+    i_v, i_bh, b, h, _ok, ov, tile = _program(H, K, BV)
     X = tl.load(x0 + i_bh * V * K + tile).to(tl.float32)
     S = tl.zeros([BV, K], dtype=tl.float32)  # the log-space momentum (MOMENTUM)
     for n in range(NS):
@@ -168,14 +185,12 @@ def _kl_fwd_kernel(
             ALPHA, BIAS, ETA_CH, DELTA_CH)
         E = _mm(kc, tl.trans(tl.exp(X)), PREC) - vc
         P = _bias_grad(E, vc, dl, P_EXP, SHARP, EPS, RADIUS, BIAS, NEPS, SMOOTH, DELTA_CH) * et[:, None]
-        lbl = tl.sum(tl.where((tl.arange(0, C) == C - 1)[:, None], lb, 0.0), 0)  # padded rows keep it
+        lbl = _token_row(lb, C - 1, C)  # padded rows keep the last live one's
         if MOMENTUM:
             lbh, lt, _Lb, _Lt, D, m = _momentum_decays(lb, theta, row, mt, C)
             out = _kl_read_mom(X, S, qc, P, kw, lbh, D, m, size, SCALE, C, PREC)
-            dlast = _token_row(D, C - 1, C)  # the end state is the last row's (padded columns 0)
-            raw = X * tl.exp(lbl)[None, :] + _entry(m, C - 1, C) * S - _mm(tl.trans(P), kw * dlast[:, None], PREC)
-            ltl = _entry(lt, C - 1, C)
-            S = tl.exp(ltl) * S - _mm(tl.trans(P), kw * tl.where(mt, tl.exp(ltl - lt), 0.0)[:, None], PREC)
+            raw, _dlast, _mlast, ltl, tlast = _momentum_end(X, S, P, kw, lbl, D, m, lt, mt, C, PREC)
+            S = tl.exp(ltl) * S - _mm(tl.trans(P), kw * tlast[:, None], PREC)
         else:
             out = _kl_read(X, qc, P, kw, lb, size, SCALE, C, PREC)
             raw = X * tl.exp(lbl)[None, :] - _mm(tl.trans(P), kw * tl.exp(lbl[None, :] - lb), PREC)
@@ -194,13 +209,7 @@ def _kl_bwd_kernel(
 ):
     """One program per (V-tile, batch x head) walks the segments in reverse, carrying dL/dX of
     the segment end; gradients that sum over V (q, k, the gates) are written per V-tile."""
-    i_v = tl.program_id(0)
-    i_bh = tl.program_id(1)
-    b = i_bh // H
-    h = i_bh % H
-    ok = tl.arange(0, K)
-    ov = i_v * BV + tl.arange(0, BV)
-    tile = ov[:, None] * K + ok[None, :]
+    i_v, i_bh, b, h, ok, ov, tile = _program(H, K, BV)
     oc = tl.arange(0, C)
     part = i_v * BH * T  # per-V-tile partial buffers: offset of this tile
     part_k = _slot(i_v, 0, BH * T, K)
@@ -218,16 +227,11 @@ def _kl_bwd_kernel(
         E = _mm(kc, tl.trans(W), PREC) - vc
         G = _bias_grad(E, vc, dl, P_EXP, SHARP, EPS, RADIUS, BIAS, NEPS, SMOOTH, DELTA_CH)
         P = G * et[:, None]
-        last = (oc == C - 1)[:, None]
-        lbl = tl.sum(tl.where(last, lb, 0.0), 0)
+        lbl = _token_row(lb, C - 1, C)
         if MOMENTUM:
             S = tl.load(saved_s + _slot(i_bh, n, NS, V * K) + tile)
             lbh, lt, Lb, Lt, D, m = _momentum_decays(lb, theta, row, mt, C)
-            dlast = _token_row(D, C - 1, C)
-            mlast = _entry(m, C - 1, C)
-            ltl = _entry(lt, C - 1, C)
-            tlast = tl.where(mt, tl.exp(ltl - lt), 0.0)
-            raw = X * tl.exp(lbl)[None, :] + mlast * S - _mm(tl.trans(P), kw * dlast[:, None], PREC)
+            raw, dlast, mlast, ltl, tlast = _momentum_end(X, S, P, kw, lbl, D, m, lt, mt, C, PREC)
         else:
             dec = tl.exp(lbl[None, :] - lb)
             KD = kw * dec

@@ -266,13 +266,14 @@ def naive_chunk_matrix_kl(
         else:
             a = alpha[:, start:stop].transpose(1, 2)
             lb = (a if a.dim() == 4 else a.unsqueeze(-1)).log().cumsum(2)  # (B, H, c, K or 1)
-        decay = decay_matrix(lb.transpose(-1, -2)).permute(0, 1, 3, 4, 2)  # b_t / b_i: (B, H, t, i, K or 1)
+        l_b = decay_matrix(lb.transpose(-1, -2)).permute(0, 1, 3, 4, 2)  # b_t / b_i: (B, H, t, i, K or 1)
+        decay = l_b
         raw = lb.exp().unsqueeze(-2) * X.unsqueeze(2)  # (B, H, c, V, K)
         if theta is not None:  # D = D_alpha D_theta and the carried step's weights m (per head)
             lt = theta[:, start:stop].transpose(1, 2).log().cumsum(2)  # (B, H, c)
             l_th = decay_matrix(lt)  # Theta_j / Theta_i
-            decay = torch.einsum("bhtjk,bhji->bhtik", decay, l_th)
-            m = torch.einsum("bhtjk,bhj->bhtk", decay_matrix(lb.transpose(-1, -2)).permute(0, 1, 3, 4, 2), lt.exp())
+            decay = torch.einsum("bhtjk,bhji->bhtik", l_b, l_th)
+            m = torch.einsum("bhtjk,bhj->bhtk", l_b, lt.exp())
             raw = raw + m.unsqueeze(-2) * S.unsqueeze(2)
             S = lt[:, :, -1, None, None].exp() * S - torch.einsum("bhi,bhiv,bhik->bhvk", l_th[:, :, -1], p, kw)
         raw = raw - torch.einsum("bhiv,bhtik->bhtvk", p, kw.unsqueeze(2) * decay)
