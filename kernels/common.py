@@ -212,15 +212,15 @@ def _lq_norm(x, QX):
 
 
 @triton.jit
-def _lq_scale(x, QX):
-    """lq retention's read scale 1 / max(||X||_q, floor)^(q-2) of the whole tile X (a scalar)."""
-    return tl.exp((2.0 - QX) * tl.log(tl.maximum(_lq_norm(x, QX), _LQ_FLOOR)))
+def _lq_scale_of(nrm, QX):
+    """lq retention's read scale 1 / max(n, floor)^(q-2) of a matrix whose q-norm is n."""
+    return tl.exp((2.0 - QX) * tl.log(tl.maximum(nrm, _LQ_FLOOR)))
 
 
 @triton.jit
-def _lq_scale_vjp(x, QX, dr):
-    """dL/dX from dL/dr, r = _lq_scale(X)."""
-    nrm = _lq_norm(x, QX)
+def _lq_scale_vjp_of(x, nrm, QX, dr):
+    """dL/dX from dL/dr, r = _lq_scale_of(n), for a block x of a matrix whose q-norm is nrm (the
+    whole matrix's)."""
     live = nrm > _LQ_FLOOR
     safe = tl.maximum(nrm, _LQ_FLOOR)
     coef = tl.where(live, dr * (2.0 - QX), 0.0)
@@ -228,6 +228,18 @@ def _lq_scale_vjp(x, QX, dr):
     ax = tl.abs(x)
     grad = tl.where(ax > 0, tl.exp((QX - 1.0) * (tl.log(ax) - 2.0 * tl.log(safe))), 0.0)
     return coef * tl.where(x > 0, grad, -grad)
+
+
+@triton.jit
+def _lq_scale(x, QX):
+    """lq retention's read scale of the whole tile X (a scalar)."""
+    return _lq_scale_of(_lq_norm(x, QX), QX)
+
+
+@triton.jit
+def _lq_scale_vjp(x, QX, dr):
+    """dL/dX from dL/dr, r = _lq_scale(X)."""
+    return _lq_scale_vjp_of(x, _lq_norm(x, QX), QX, dr)
 
 
 def _bias_args(bias: BiasConfig) -> dict:

@@ -66,7 +66,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..common import _bias_grad, _mm, _slot, _token_row
+from ..common import _bias_grad, _lq_scale_of, _lq_scale_vjp_of, _mm, _slot, _token_row
 from ..kl_read import _kl_raw, _kl_read, _kl_read_bwd, _log_softmax_rows
 from .tl_ops import (
     _act,
@@ -78,8 +78,6 @@ from .tl_ops import (
     _gate_block,
     _load_segment,
     _lq_norm_tiles,
-    _lq_scale_of,
-    _lq_scale_vjp_of,
     _norm,
     _norm_back,
     _norm_end,

@@ -12,7 +12,6 @@ import triton.language as tl
 from miras_search.primitives import LN_EPS
 
 from ..common import (
-    _LQ_FLOOR,
     _TINY,
     _bias_grad,
     _bias_grad_bwd,
@@ -259,23 +258,6 @@ def _lq_norm_tiles(ptr, QX, K: tl.constexpr, HD: tl.constexpr, HT: tl.constexpr)
     for j in range(HD // HT):
         mx, acc = _norm_update(tl.load(ptr + j * HT * K + off), mx, acc, QX)
     return _norm_end(mx, acc, QX)
-
-
-@triton.jit
-def _lq_scale_of(nrm, QX):
-    """The read scale 1 / max(n, floor)^(q-2) of a matrix whose q-norm is n."""
-    return tl.exp((2.0 - QX) * tl.log(tl.maximum(nrm, _LQ_FLOOR)))
-
-
-@triton.jit
-def _lq_scale_vjp_of(x, nrm, QX, dr):
-    """_lq_scale_vjp for a block x of a matrix whose q-norm is nrm (the whole matrix's)."""
-    live = nrm > _LQ_FLOOR
-    safe = tl.maximum(nrm, _LQ_FLOOR)
-    coef = tl.where(live, dr * (2.0 - QX), 0.0)
-    ax = tl.abs(x)
-    grad = tl.where(ax > 0, tl.exp((QX - 1.0) * (tl.log(ax) - 2.0 * tl.log(safe))), 0.0)
-    return coef * tl.where(x > 0, grad, -grad)
 
 
 @triton.jit
