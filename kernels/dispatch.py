@@ -146,14 +146,19 @@ def kernel_for(rule: Any) -> Callable[..., Any] | None:
         return None
     if modes.get("delta") == "channel" and bias.kind not in ("huber_coordinate", "huber_switch"):
         return None  # a per-channel threshold of the norm variant: the PyTorch form
-    if _atlas_only(rule):
-        return None
+    if _atlas_only(rule) or _write_key(rule) == "lerp":
+        return None  # RWKV-7's separate write key: no kernel takes it
     memory = _kind(rule.memory)
     if memory == "matrix":
         return _matrix_kernel(rule, bias, modes)
     if memory == "mlp":
         return _mlp_kernel(rule, bias, modes)
     return None
+
+
+def _write_key(rule: Any) -> str:
+    """algorithm.write_key of a rule (a plain field) or a point (on its algorithm)."""
+    return getattr(rule, "write_key", None) or getattr(rule.algorithm, "write_key", "key")
 
 
 def _atlas_only(rule: Any) -> bool:

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from miras_search.errors import UnsupportedPoint
+from miras_search.kernels import kernel_for
 from miras_search.memory import MemoryGates, MemoryRule, memory_forward
 from miras_search.memory import chunked as chunked_module
 from miras_search.memory.kernel_path import kernel_problem
@@ -201,6 +202,7 @@ def test_rwkv7_has_no_minibatch_form_and_no_kernel() -> None:
     with pytest.raises(UnsupportedPoint, match="write key"):
         memory_forward(rule, q, k, v, MemoryGates(eta=a, alpha=w, write_key=kw), [], chunk_form="minibatch")
     assert preset("rwkv7").uses_exact_delta()
+    assert kernel_for(preset("rwkv7")) is None and kernel_for(rule) is None
     assert kernel_problem(rule, q, v, 16, "auto") is not None
     pytest.importorskip("triton")
     # a forced kernel gets as far as the rule's own checks (Triton's interpreter on CPU)
