@@ -1,9 +1,9 @@
 """The memory op of one layer, fwd+bwd, as a trial trains it on a GPU (``memory_forward`` with
 ``kernel='auto'`` under bf16 autocast), against fla's chunk kernel called directly.
 
-Rows: deltanet and gated_deltanet through our dispatch (which hands them to fla: the cost of the
-mapping is the difference) beside fla's ``chunk_delta_rule`` / ``chunk_gated_delta_rule`` on the
-same bf16 inputs (like for like: the same exact delta rule); and Titans, Moneta, Yaad and Memora
+Rows: deltanet, gated_deltanet and rwkv7 through our dispatch (which hands them to fla: the cost
+of the mapping is the difference) beside fla's ``chunk_delta_rule`` / ``chunk_gated_delta_rule`` /
+``chunk_dplr_delta_rule`` on the same bf16 inputs (like for like: the same rule); and Titans, Moneta, Yaad and Memora
 at head dim 64 / hidden 256 (their named shapes) through the same dispatch, as a multiple of the
 gated_deltanet layer of the same d_model (H x K). The ``path`` column says which kernel ran
 (``kernel_problem``: 'kernel' or why the PyTorch form ran). Goals (issue 19): deltanet and
@@ -40,7 +40,7 @@ from miras_search.memory.fla_path import (
     fla_gated_backward_problem,
     fla_problem,
     run_fla,
-    uses_log_decay,
+    uses_gated_dqkwg,
 )
 from miras_search.memory.kernel_path import kernel_problem
 from miras_search.memory.testing import random_inputs
@@ -48,7 +48,9 @@ from miras_search.model.mixer import resolved_chunk_form
 from miras_search.presets import preset
 from miras_search.schema import ModelPoint
 
-DELTA = ("deltanet", "gated_deltanet")
+DELTA = ("deltanet", "gated_deltanet", "rwkv7")
+"""The rows fla computes, beside fla's op called directly (rwkv7: its generalized delta rule)."""
+GOAL_FLA = ("deltanet", "gated_deltanet")
 MLP = ("titans", "moneta", "yaad", "memora", "moneta/head", "yaad/head", "moneta@32", "yaad@32")
 """The MLP memories; '/head' makes the preset's channel-wise gates (the named Moneta's and Yaad's
 eta, alpha and delta) per head; '@32' runs the named preset at head dim 32 (hidden 128), where its
@@ -115,8 +117,9 @@ def layer_case(name: str, batch: int, length: int, heads: int, dim: int, device:
     q, k, v = (leaf(x, half) for x in (q, k, v))
     for f in ("eta", "alpha", "theta", "delta"):
         setattr(gates, f, leaf(getattr(gates, f), torch.float32))
+    gates.write_key = leaf(gates.write_key, half)  # RWKV-7's, made by the block in the input dtype
     params = [leaf(p, torch.float32) for p in params]
-    leaves = [x for x in (q, k, v, gates.eta, gates.alpha, *params) if x is not None]
+    leaves = [x for x in (q, k, v, gates.eta, gates.alpha, gates.write_key, *params) if x is not None]
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
     chunk = point.train.chunk_size
     with autocast:
@@ -131,7 +134,7 @@ def layer_case(name: str, batch: int, length: int, heads: int, dim: int, device:
 
     theirs = None
     call = fla_call(rule, q, k, v, gates, params, torch.bfloat16) if cuda and name in DELTA else None
-    if call is not None and uses_log_decay(rule, call.op) and fla_gated_backward_problem():
+    if call is not None and uses_gated_dqkwg(rule, call.op) and fla_gated_backward_problem():
         call = None  # fla refuses this op's gradient here (path says so)
     if call is not None:
         def theirs() -> None:
@@ -192,7 +195,7 @@ def main(argv: list[str] | None = None) -> None:
                 gdn[length] = ours_ms
             ratio = ours_ms / fla_ms if fla_ms else None
             times_gdn = ours_ms / gdn[length] if length in gdn else None
-            if ratio is not None:
+            if ratio is not None and name in GOAL_FLA:
                 verdicts.append(f"{name} T={length}: ours / fla = {ratio:.2f} (goal <= 1.1: "
                                 f"{'met' if ratio <= 1.1 else 'NOT met'})")
             if name in MLP and times_gdn is not None:

@@ -9,6 +9,7 @@ The GPU tests (``-m gpu``) run fla's chunk kernels in bf16 against the float64 r
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -21,7 +22,7 @@ from miras_search.memory.fla_path import (
     fla_gated_backward_problem,
     fla_op,
     fla_problem,
-    uses_log_decay,
+    uses_gated_dqkwg,
 )
 from miras_search.memory.kernel_path import kernel_problem
 from miras_search.memory.testing import random_inputs
@@ -39,8 +40,9 @@ COVERED = {
     "lightning_attention": "simple_gla",
     "gla": "gla",
     "hgrn2": "gla",
+    "rwkv7": "dplr_delta_rule",
 }
-NOT_COVERED = ["ttt_linear", "titans", "moneta", "yaad", "memora", "rwkv7", "ttt_mlp", "transformer"]
+NOT_COVERED = ["ttt_linear", "titans", "moneta", "yaad", "memora", "ttt_mlp", "transformer"]
 LENGTHS = [1, 7, 63, 100]
 
 
@@ -106,10 +108,17 @@ def _naive(call: FlaCall) -> torch.Tensor:
         g = call.g if call.g is not None else call.q.new_zeros(call.q.shape[:3])
         return naive_recurrent_simple_gla(call.q, call.k, call.v, g, scale=1.0,
                                           initial_state=call.initial_state)[0]
-    assert call.op == "gla"
-    from fla.ops.gla.naive import naive_recurrent_gla
-    # naive_recurrent_gla reads with K^-0.5 fixed; the mapped call reads with 1
+    assert call.op in ("gla", "dplr_delta_rule")
+    # naive_recurrent_gla and dplr_recurrence read with K^-0.5 fixed; the mapped call reads with 1
     q = call.q * math.sqrt(call.q.shape[-1])
+    if call.op == "dplr_delta_rule":
+        from fla.ops.generalized_delta_rule.dplr.naive import dplr_recurrence
+        gk = call.g if call.g is not None else torch.zeros_like(call.k)
+        # in float32 throughout, as fla's other naive functions (it casts all but a)
+        heads_first = [x.float().transpose(1, 2) for x in (q, call.k, call.v, call.a, call.beta, gk)]
+        h0 = None if call.initial_state is None else call.initial_state.float()
+        return dplr_recurrence(*heads_first, initial_state=h0)[0].transpose(1, 2)
+    from fla.ops.gla.naive import naive_recurrent_gla
     return naive_recurrent_gla(q, call.k, call.v, call.g, initial_state=call.initial_state)[0]
 
 
@@ -142,7 +151,7 @@ def test_mapping_matches_fla_naive_forward_and_gradients(name: str, length: int)
     assert _rel(got.double(), expected) < 1e-5
 
     weight = torch.randn(expected.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    leaves = [x for x in (q, k, v, gates.eta, gates.alpha, *params) if x is not None]
+    leaves = [x for x in (q, k, v, gates.eta, gates.alpha, gates.write_key, *params) if x is not None]
     want = torch.autograd.grad((expected * weight).sum(), leaves)
     have = torch.autograd.grad((got.double() * weight).sum(), leaves)
     for leaf_want, leaf_have in zip(want, have, strict=True):
@@ -165,6 +174,54 @@ def test_one_head_and_trailing_unit_gates_map_too(name: str) -> None:
         assert _rel(got, expected) < 1e-5
 
 
+RWKV7_AXES = {
+    "retention": {"kind": "l2", "gradient_at": "previous", "alpha": {"mode": "channel", "value": 0.95}},
+    "algorithm": {"kind": "gd", "write_key": "lerp", "eta": {"mode": "channel", "value": 0.5}},
+}
+
+
+@pytest.mark.parametrize(("gradient_at", "alpha", "eta"), [
+    ("previous", "channel", "channel"),  # RWKV-7 itself
+    ("retained", "channel", "channel"),  # the removal reads W diag(alpha_t): fla's a = alpha_t * k_t
+    ("retained", "head", "head"),
+    ("previous", "head", "channel"),
+    (None, None, "head"),                # retention none: gk = 0
+])
+def test_generalized_delta_rule_variants_match_fla_naive(gradient_at, alpha, eta) -> None:
+    """RWKV-7's rule with either gradient point, gates per head or per channel, no retention:
+    fla's diagonal-plus-low-rank rule, forward and gradients (w.r.t. the write key too)."""
+    pytest.importorskip("fla.ops", reason="fla-core is not installed")
+    retention = ({"kind": "none"} if gradient_at is None else
+                 {"kind": "l2", "gradient_at": gradient_at, "alpha": {"mode": alpha, "value": 0.95}})
+    algorithm = {**RWKV7_AXES["algorithm"], "eta": {"mode": eta, "value": 0.5}}
+    point = preset("rwkv7", retention=retention, algorithm=algorithm)
+    rule, form = MemoryRule.from_point(point), resolved_chunk_form(point)
+    assert fla_op(rule, "chunked", form) == ("dplr_delta_rule", "")
+    q, k, v, gates, params = random_inputs(rule, 2, 63, 2, 8, seed=3, channel=_channel(rule),
+                                           requires_grad=True, alpha_low=0.5)
+    expected = memory_forward(rule, q, k, v, gates, params, mode="recurrent")
+    got = _naive(fla_call(rule, q, k, v, gates, params, torch.float64)).double()
+    assert _rel(got, expected) < 1e-5
+    weight = torch.randn(expected.shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    leaves = [x for x in (q, k, v, gates.eta, gates.alpha, gates.write_key) if x is not None]
+    want = torch.autograd.grad((expected * weight).sum(), leaves)
+    have = torch.autograd.grad((got * weight).sum(), leaves)
+    for leaf_want, leaf_have in zip(want, have, strict=True):
+        assert _rel(leaf_have, leaf_want) < 1e-4
+
+
+def test_the_generalized_rule_check_sees_the_wrong_gradient_point() -> None:
+    """Mapping RWKV-7's removal as if the gradient were taken at the retained memory (a =
+    alpha_t * k_t) is caught: the check tells the two gradient points apart."""
+    pytest.importorskip("fla.ops", reason="fla-core is not installed")
+    rule, _ = _rule_and_form("rwkv7")
+    q, k, v, gates, params = random_inputs(rule, 1, 31, 2, 8, channel=_channel(rule), alpha_low=0.3)
+    expected = memory_forward(rule, q, k, v, gates, params, mode="recurrent")
+    call = fla_call(rule, q, k, v, gates, params, torch.float64)
+    call.a = call.a * gates.alpha
+    assert _rel(_naive(call).double(), expected) > 1e-2
+
+
 def test_the_check_sees_a_wrong_convention() -> None:
     """The naive comparison fails when the read scale is fla's default K^-0.5 instead of 1."""
     pytest.importorskip("fla.ops", reason="fla-core is not installed")
@@ -177,10 +234,11 @@ def test_the_check_sees_a_wrong_convention() -> None:
 
 
 @pytest.mark.parametrize(("name", "gated"), [("gated_deltanet", True), ("retnet", True), ("mamba2", True),
-                                             ("deltanet", False), ("linear_attention", False), ("gla", False)])
-def test_which_ops_take_a_log_decay(name: str, gated: bool) -> None:
+                                             ("deltanet", False), ("linear_attention", False), ("gla", False),
+                                             ("rwkv7", False)])
+def test_which_ops_run_the_gated_dqkwg(name: str, gated: bool) -> None:
     rule, form = _rule_and_form(name)
-    assert uses_log_decay(rule, fla_op(rule, "chunked", form)[0]) is gated
+    assert uses_gated_dqkwg(rule, fla_op(rule, "chunked", form)[0]) is gated
 
 
 @pytest.mark.parametrize(("hopper", "triton_3_4", "triton_3_7_1", "registered", "refused"), [
@@ -225,7 +283,7 @@ def test_fla_kernels_match_the_float64_recurrence(name: str, length: int) -> Non
     ref = memory_forward(rule, q64, k64, v64, g64, p64, mode="recurrent")
     qc, kc, vc, gc, pc = _on_cuda(q64, k64, v64, g64, p64, dtype=torch.float32)
     # where fla refuses its gated backward (Hopper with Triton 3.4 to 3.7.0), our path runs instead
-    refused = fla_gated_backward_problem() if uses_log_decay(rule, COVERED[name]) else None
+    refused = fla_gated_backward_problem() if uses_gated_dqkwg(rule, COVERED[name]) else None
     with torch.autocast("cuda", dtype=torch.bfloat16):
         assert fla_problem(rule, qc, "chunked", form) == refused
         got = memory_forward(rule, qc, kc, vc, gc, pc, chunk_size=64, chunk_form=form, kernel="auto")
@@ -243,7 +301,7 @@ def _on_cuda(q, k, v, gates, params, dtype):
     def leaf(x):
         return None if x is None else x.detach().to("cuda", dtype).requires_grad_(True)
 
-    moved = type(gates)(**{f: leaf(getattr(gates, f)) for f in ("eta", "alpha", "theta", "delta")})
+    moved = type(gates)(**{f.name: leaf(getattr(gates, f.name)) for f in dataclasses.fields(gates)})
     return leaf(q), leaf(k), leaf(v), moved, [leaf(p) for p in params]
 
 

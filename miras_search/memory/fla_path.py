@@ -6,6 +6,9 @@ Two families of matrix-memory points are fla's own models, token for token:
   (``chunk_delta_rule``), gated_deltanet (``chunk_gated_delta_rule``), longhorn (the same rule
   with Longhorn's step eta / (1 + eta ||k||^2)) and deltaproduct (``chunk_gated_delta_product``,
   one Householder step per micro-step);
+- the generalized delta rule with RWKV-7's separate write key (``algorithm.write_key`` 'lerp',
+  channel-wise eta and alpha, either gradient point): rwkv7 (``chunk_dplr_delta_rule``, fla's
+  diagonal-plus-low-rank rule h_t = diag(exp(gk_t)) h + b_t (a_t^T h) + k_t v_t^T);
 - the dot-bias gated forms (gd, retention none or l2): linear attention, retnet, mamba2, lightning
   attention (``chunk_simple_gla``, a per-head log-decay) and gla, hgrn2 (``chunk_gla``, a decay per
   key channel). The dot bias's gradient does not depend on the memory, so the mini-batch chunked
@@ -14,7 +17,10 @@ Two families of matrix-memory points are fla's own models, token for token:
 The mapping (``fla_call``) is plain torch: our memory is W: [V, K] with W_t = alpha_t W_{t-1} +
 (step), read y_t = W_t q_t; fla's state is h = W^T: [K, V], its decay the log g = log alpha, its
 delta-rule step beta = eta, its read scale 1 (fla's default is K^-0.5). The dot bias's step
-eta_t v_t k_t^T is fla's k_t v_t^T with the key eta_t * k_t. fla's delta-rule kernels take 16-bit
+eta_t v_t k_t^T is fla's k_t v_t^T with the key eta_t * k_t. RWKV-7's step
+W_t = W diag(alpha_t) - (W r_t)(eta_t * k_t)^T + v_t kw_t^T (r_t = k_t, or alpha_t * k_t where the
+gradient is taken at the retained memory) is the low-rank part a = r_t, b = -eta_t * k_t with
+fla's key the write key kw_t and gk = log alpha_t per key channel. fla's delta-rule kernels take 16-bit
 inputs only, so the path runs where the layer computes in bf16 / fp16 (CUDA autocast).
 """
 
@@ -43,6 +49,7 @@ _OPS = {
     "gated_delta_product": ("fla.ops.gated_delta_product", "chunk_gated_delta_product"),
     "simple_gla": ("fla.ops.simple_gla", "chunk_simple_gla"),
     "gla": ("fla.ops.gla", "chunk_gla"),
+    "dplr_delta_rule": ("fla.ops.generalized_delta_rule", "chunk_dplr_delta_rule"),
 }
 
 
@@ -51,9 +58,10 @@ class FlaCall:
     """One call of an fla chunk op, in fla's layout and conventions (read scale 1).
 
     q: [B, T, H, K]; k: [B, T*n, H, K]; v: [B, T*n, H, V] (n = ``steps``, the micro-steps of a
-    multistep point, else 1); beta: [B, T*n, H] (delta rules) or None; g: the log-decay, [B, T, H]
-    (per head) or [B, T, H, K] (gla) or None (no decay); initial_state: h_0 = W_0^T, [B, H, K, V]
-    in float32 (float64 when the inputs are), or None (zeros).
+    multistep point, else 1); beta: [B, T*n, H] (delta rules), [B, T, H, K] (dplr: its b) or None;
+    g: the log-decay, [B, T, H] (per head) or [B, T, H, K] (gla, dplr) or None (no decay);
+    initial_state: h_0 = W_0^T, [B, H, K, V] in float32 (float64 when the inputs are), or None
+    (zeros); a: [B, T, H, K], dplr's removal read vector, else None.
     """
 
     op: str
@@ -64,6 +72,7 @@ class FlaCall:
     g: Tensor | None
     initial_state: Tensor | None
     steps: int = 1
+    a: Tensor | None = None
 
 
 def _per_head(rule: MemoryRule, name: str) -> bool:
@@ -81,13 +90,13 @@ def fla_op(rule: MemoryRule, mode: str = "chunked", chunk_form: str = "minibatch
         return None, f"mode '{mode}' is the token-by-token reference"
     if rule.memory != "matrix":
         return None, f"fla has no form for memory '{rule.memory}' (matrix only)"
-    if rule.write_key == "lerp":
-        return None, "RWKV-7's separate write key is not mapped to fla"
     if rule.omega_window > 1:
         return None, f"the Omega window (Atlas, c = {rule.omega_window}) has no fla form"
     retention = rule.retention.kind
     if retention not in ("none", "l2"):
         return None, f"fla has no form for retention '{retention}' (none or l2 only)"
+    if rule.write_key == "lerp":
+        return _generalized_delta_op(rule, chunk_form)
     decays = "alpha" in rule.needs()
     if rule.bias.kind == "l2":
         if chunk_form != "exact_delta":
@@ -110,6 +119,17 @@ def fla_op(rule: MemoryRule, mode: str = "chunked", chunk_form: str = "minibatch
     return None, f"fla has no form for bias '{rule.bias.kind}' (dot or l2 only)"
 
 
+def _generalized_delta_op(rule: MemoryRule, chunk_form: str) -> tuple[str | None, str]:
+    """RWKV-7's rule (a separate write key): fla's diagonal-plus-low-rank delta rule, whose
+    low-rank read vector takes either gradient point and whose decay is per key channel."""
+    if rule.bias.kind != "l2" or rule.algorithm != "gd" or rule.steps_per_token != 1:
+        return None, ("a separate write key maps to fla's generalized delta rule with the l2 bias "
+                      f"and gd only; got bias '{rule.bias.kind}', algorithm '{rule.algorithm}'")
+    if chunk_form != "exact_delta":
+        return None, f"a separate write key runs the exact chunked form, not '{chunk_form}'"
+    return "dplr_delta_rule", ""
+
+
 def compute_dtype(q: Tensor) -> torch.dtype:
     """The dtype the layer computes in: autocast's when it is on for q's device, else q's."""
     device = q.device.type
@@ -129,8 +149,10 @@ def fla_import_problem(op: str) -> str | None:
     return None
 
 
-def uses_log_decay(rule: MemoryRule, op: str) -> bool:
-    """Whether fla's ``op`` gets a log-decay ``g`` for this rule (gated_delta_rule always does)."""
+def uses_gated_dqkwg(rule: MemoryRule, op: str) -> bool:
+    """Whether the backward of fla's ``op`` runs fla's gated ``chunk_bwd_dqkwg`` for this rule
+    (the kernel fla issue #640 concerns): the ops given a log-decay ``g`` (gated_delta_rule always
+    is); the generalized delta rule has backward kernels of its own."""
     return op == "gated_delta_rule" or (op in ("simple_gla", "gated_delta_product") and "alpha" in rule.needs())
 
 
@@ -163,7 +185,7 @@ def fla_problem(rule: MemoryRule, q: Tensor, mode: str = "chunked",
     if dtype not in FLA_DTYPES:
         return f"the layer computes in {dtype}; fla's kernels take bfloat16 / float16 (autocast)"
     imported = fla_import_problem(op)
-    if imported is not None or not uses_log_decay(rule, op):
+    if imported is not None or not uses_gated_dqkwg(rule, op):
         return imported
     return fla_gated_backward_problem()
 
@@ -200,6 +222,8 @@ def fla_call(rule: MemoryRule, q: Tensor, k: Tensor, v: Tensor, gates: MemoryGat
     if rule.learned_init:
         state = rule.initial_state(params, batch, heads, key_dim, value_dim, wide, q.device)
         initial = state.w[0].mT.contiguous()  # W_0 [B, H, V, K] -> h_0 [B, H, K, V]
+    if op == "dplr_delta_rule":
+        return _generalized_delta_call(rule, q, k, v, gates, dtype, wide, initial)
     alpha = gates.alpha
     if alpha is not None and op != "gla":
         alpha = _per_head_gate(alpha, 3)
@@ -221,6 +245,33 @@ def fla_call(rule: MemoryRule, q: Tensor, k: Tensor, v: Tensor, gates: MemoryGat
     return FlaCall(op, q.to(dtype), k.to(dtype), v.to(dtype), beta, log_alpha, initial, steps)
 
 
+def _channels(gate: Tensor, key_dim: int) -> Tensor:
+    """A gate per head ([B, T, H], or with a trailing 1) or per key channel, as [B, T, H, K]."""
+    gate = gate.unsqueeze(-1) if gate.dim() == 3 else gate
+    return gate.expand(*gate.shape[:-1], key_dim)
+
+
+def _generalized_delta_call(rule: MemoryRule, q: Tensor, k: Tensor, v: Tensor, gates: MemoryGates,
+                            dtype: torch.dtype, wide: torch.dtype, initial: Tensor | None) -> FlaCall:
+    """RWKV-7's step W_t = W diag(alpha_t) - (W r_t)(eta_t * k_t)^T + v_t kw_t^T as fla's
+    diagonal-plus-low-rank rule: a = r_t (k_t, or alpha_t * k_t with the gradient at the retained
+    memory W diag(alpha_t)), b = -eta_t * k_t, key kw_t, gk = log alpha_t: [B, T, H, K] each."""
+    if gates.write_key is None:
+        raise ValueError("algorithm.write_key 'lerp' needs gates.write_key ([B, T, H, K]); got None")
+    key_dim = k.shape[-1]
+    key = k.to(wide)
+    eta = _channels(gates.eta.to(wide), key_dim)
+    log_alpha = None
+    read = key
+    if gates.alpha is not None:
+        alpha = _channels(gates.alpha.to(wide), key_dim)
+        log_alpha = torch.log(alpha)
+        if rule.retention.retains_first:
+            read = alpha * key
+    return FlaCall("dplr_delta_rule", q.to(dtype), gates.write_key.to(dtype), v.to(dtype),
+                   (-eta * key).to(dtype), log_alpha, initial, a=read.to(dtype))
+
+
 @torch.compiler.disable
 def run_fla(call: FlaCall) -> Tensor:
     """Run fla's chunk op: o: [B, T, H, V] in the inputs' dtype. Outside torch.compile's graph
@@ -239,6 +290,9 @@ def run_fla(call: FlaCall) -> Tensor:
         args.update(beta=call.beta.contiguous(), g=g if g is not None else _zero_log_decay(call))
     elif call.op == "gated_delta_product":
         args.update(beta=call.beta.contiguous(), g=g, num_householder=call.steps)
+    elif call.op == "dplr_delta_rule":
+        gk = g if g is not None else torch.zeros(call.k.shape, dtype=torch.float32, device=call.k.device)
+        args.update(a=call.a.contiguous(), b=call.beta.contiguous(), gk=gk)
     else:  # simple_gla (g per head or None) and gla (g per key channel)
         args["g"] = g
     if args["initial_state"] is not None:
