@@ -132,6 +132,9 @@ MATRIX_GATE_POINTS = {  # bias, alpha, momentum, eta, delta, retention, head dim
     "lq, channel eta and alpha (l2)": (BiasConfig("l2"), "channel", False, "channel", "head", "lq", (64, 128)),
     "lq + momentum, switch, channel eta and delta": (BiasConfig("huber_switch"), "head", True, "channel",
                                                      "channel", "lq", (64,)),
+    "momentum, channel alpha (l2)": (BiasConfig("l2"), "channel", True, "head", "head", "l2", (64, 128)),
+    "lq + momentum, channel eta and alpha (lp, Moneta's axes)": (BiasConfig("lp"), "channel", True, "channel",
+                                                                 "head", "lq", (64, 128)),
 }
 """The matrix kernel's channel-wise eta / delta and lq retention (lq keeps the whole matrix in one
 program, as the row-norm biases do: up to 128 with bf16 products, 64 with tf32x3 or fp32)."""

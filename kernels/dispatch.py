@@ -94,8 +94,8 @@ def _matrix_kernel(rule: Any, bias: BiasConfig, modes: dict[str, str]) -> Callab
     retention, q, scale = _retention_config(rule)
     if algorithm not in ("gd", "momentum") or retention not in ("none", "l2", "lq", "kl"):
         return None
-    if algorithm == "momentum" and modes.get("alpha") == "channel":
-        return None
+    if algorithm == "momentum" and modes.get("alpha") == "channel" and retention == "kl":
+        return None  # kl.py's momentum takes a per-head alpha
     from .matrix_chunk import chunk_matrix_memory
 
     return functools.partial(chunk_matrix_memory, bias=bias, gradient_at=_gradient_at(rule),
@@ -126,8 +126,8 @@ def kernel_for(rule: Any) -> Callable[..., Any] | None:
     head or per input channel:
 
     - matrix memory, retention none, l2, lq or kl (Memora's: every token reads its own exact map,
-      as for the MLP memory), gd or momentum, alpha per head or channel-wise (channel-wise only
-      with gd): ``chunk_matrix_memory`` with the bias and retention bound,
+      as for the MLP memory), gd or momentum, alpha per head or channel-wise (kl's momentum: per
+      head): ``chunk_matrix_memory`` with the bias and retention bound,
       ``f(q, k, v, eta, alpha=None, theta=None, delta=None, initial_state=None, chunk_size=64)``;
     - 2-layer MLP memory (Moneta / Yaad / Memora / Titans family), retention none, l2 or lq,
       gd or momentum, alpha per head (or channel-wise with gd), or retention kl with gd (Memora:

@@ -140,20 +140,21 @@ def test_channel_wise_mlp_gates_run_the_kernel_with_the_pytorch_forms_output(gat
     _assert_kernel_equals_pytorch(MemoryRule.from_point(_mlp_point(**{gate: "channel"})), gate, 16)
 
 
-@pytest.mark.parametrize("gate", ["eta", "delta"])
+@pytest.mark.parametrize("gate", ["eta", "delta", "alpha"])
 def test_channel_wise_matrix_gates_run_the_kernel_with_the_pytorch_forms_output(gate: str):
-    """The matrix kernel takes a step per key channel and a Huber threshold per value channel."""
+    """The matrix kernel takes, with momentum, a step per key channel, a Huber threshold per value
+    channel and a decay per key channel."""
     point = ModelPoint(
         memory={"kind": "matrix"},
         bias={"kind": "huber", "variant": "switch", "delta": {"mode": "channel" if gate == "delta" else "head"}},
-        retention={"kind": "l2", "alpha": {"mode": "head"}},
+        retention={"kind": "l2", "alpha": {"mode": "channel" if gate == "alpha" else "head"}},
         algorithm={"kind": "momentum", "eta": {"mode": "channel" if gate == "eta" else "head"}},
     )
     _assert_kernel_equals_pytorch(MemoryRule.from_point(point), gate, 19)
 
 
 @pytest.mark.parametrize("case", ["mlp-momentum-channel-alpha", "mlp-norm-channel-delta",
-                                  "matrix-momentum-channel-alpha", "matrix-norm-channel-delta"])
+                                  "matrix-norm-channel-delta"])
 def test_channel_wise_gates_without_a_kernel_run_the_pytorch_form(case: str):
     memory = {"kind": "matrix"} if case.startswith("matrix") else {
         "kind": "mlp", "depth": 2, "expansion": 2, "layer_norm": True}

@@ -84,6 +84,8 @@ MATRIX_CASES = {  # bias, K, V, chunk, alpha, momentum, dtype[, backward]
     # lq retention (Moneta's), the whole matrix in one program: at the row-norm limits
     "lq-momentum-bf16-widest": 'BiasConfig("lp"), 128, 128, 64, "head", True, torch.bfloat16, "fused", "retained", "head", "head", "lq"',
     "lq-momentum-switch-tf32x3-widest": 'BiasConfig("huber_switch"), 64, 64, 64, "head", True, torch.bfloat16, "fused", "retained", "channel", "channel", "lq"',
+    # momentum with a channel-wise alpha (Moneta's axes on a matrix memory): its j-by-j products
+    "lq-momentum-channel-alpha-bf16-widest": 'BiasConfig("lp"), 128, 128, 64, "channel", True, torch.bfloat16, "fused", "retained", "channel", "head", "lq"',
 }
 # the other gate / precision mixes of the matrix kernels compile too (at most 164 KiB of shared
 # memory): benchmarks/results/kernel_resources_matrix_gates_sm90.md

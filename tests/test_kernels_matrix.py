@@ -189,6 +189,7 @@ def test_odd_lengths(T):
 
 @pytest.mark.parametrize(("alpha", "momentum", "w0"), [
     ("none", False, False), ("channel", False, True), ("head", True, True), ("none", True, False),
+    ("channel", True, True), ("channel", True, False),
 ])
 def test_retention_and_momentum(alpha, momentum, w0):
     check(make_inputs(1, 37, 2, 16, 16, "l2", alpha, momentum, w0), "l2", 16)
@@ -197,6 +198,7 @@ def test_retention_and_momentum(alpha, momentum, w0):
 @pytest.mark.parametrize(("bias", "alpha", "momentum"), [
     ("l2", "head", False), ("l2", "channel", False), ("huber_switch", "head", True),
     ("robust", "none", False), ("lp", "head", True), ("dot", "channel", False),
+    ("huber_switch", "channel", True),
 ])
 @pytest.mark.parametrize("T", [7, 63])
 def test_split_backward(bias, alpha, momentum, T):
@@ -207,6 +209,7 @@ def test_split_backward(bias, alpha, momentum, T):
 
 @pytest.mark.parametrize(("bias", "alpha", "momentum"), [
     ("dot", "channel", False), ("huber_switch", "head", True), ("robust", "channel", False),
+    ("lp", "channel", True),
 ])
 def test_chunk_32_and_unequal_dims(bias, alpha, momentum):
     """K != V, neither a power of two (padded tiles), chunk size 32."""
@@ -224,7 +227,7 @@ def test_bf16_every_bias(bias, alpha, momentum):
 
 
 # ---- GPU: realistic dims, bf16 ---------------------------------------------------------------
-GPU_GATES = [("head", False), ("channel", False), ("head", True)]
+GPU_GATES = [("head", False), ("channel", False), ("head", True), ("channel", True)]
 
 
 @pytest.mark.gpu
@@ -255,7 +258,7 @@ def test_gpu_lengths_and_chunks(T, chunk_size):
 @pytest.mark.gpu
 @gpu_only
 @pytest.mark.parametrize("bias", BIAS_KINDS)
-@pytest.mark.parametrize(("alpha", "momentum"), [("head", False), ("channel", False), ("head", True)])
+@pytest.mark.parametrize(("alpha", "momentum"), GPU_GATES)
 def test_gpu_bf16(bias, alpha, momentum):
     """Every bias: huber_switch and huber_coordinate (whose derivatives jump, so that bf16
     operands flipped branches and moved results by percents) take tf32x3 products."""
@@ -274,7 +277,7 @@ def test_gpu_bf16_widest(bias, alpha, momentum, dim):
 
 @pytest.mark.gpu
 @gpu_only
-@pytest.mark.parametrize(("alpha", "momentum"), [("head", False), ("channel", False), ("head", True)])
+@pytest.mark.parametrize(("alpha", "momentum"), GPU_GATES)
 @pytest.mark.parametrize("dim", [64, 128])
 def test_gpu_split_backward(alpha, momentum, dim):
     check(make_inputs(2, 300, 4, dim, dim, "l2", alpha, momentum), "l2", 64, backward="split")
@@ -391,9 +394,6 @@ def test_bad_inputs_name_the_field():
     wide = {n: (t.float() if t is not None else None) for n, t in make_inputs(1, 5, 1, 64, 128, "robust").items()}
     with pytest.raises(KernelInputError, match=r"K, V in 16\.\.64 with the row-norm biases .* and fp32 products"):
         chunk_matrix_memory(**wide, bias="robust", chunk_size=16)
-    channel = make_inputs(1, 5, 1, 16, 16, alpha="channel", momentum=True)
-    with pytest.raises(KernelInputError, match="channel-wise alpha"):
-        chunk_matrix_memory(**{n: (t.float() if t is not None else None) for n, t in channel.items()})
 
 
 def test_dispatch_covers_the_matrix_points():
@@ -582,6 +582,8 @@ MATRIX_GATE_CASES = [  # bias, alpha, momentum, eta, delta, lq
     ("huber_switch", "head", True, "channel", "channel", None),
     ("lp", "head", True, "head", "head", 4.0),
     ("huber_coordinate", "channel", False, "channel", "channel", 4.0),
+    ("lp", "channel", True, "channel", "head", 4.0),  # Moneta's axes with momentum
+    ("huber_switch", "channel", True, "head", "channel", None),
 ]
 
 
@@ -668,7 +670,7 @@ def test_gpu_kl(bias, alpha, eta, momentum, dim):
 def test_bad_kl_settings_are_refused():
     x = {n: (t.float() if t is not None else None)
          for n, t in make_inputs(1, 5, 1, 16, 16, alpha="channel", momentum=True).items()}
-    with pytest.raises(KernelInputError, match="channel-wise alpha"):
+    with pytest.raises(KernelInputError, match="per-head alpha"):
         chunk_matrix_memory(**x, retention="kl")
     x["theta"] = None
     with pytest.raises(KernelInputError, match="kl_scale"):
@@ -680,8 +682,8 @@ def test_bad_kl_settings_are_refused():
 
 def test_dispatch_covers_the_named_models_axes_on_a_matrix_memory():
     """Moneta's (lp, lq), Yaad's (switch, a threshold per value channel) and Memora's (kl) bias,
-    retention and channel-wise gates on a matrix memory have a kernel, with momentum too where
-    alpha is per head; a channel-wise alpha with momentum has none (the PyTorch form runs it)."""
+    retention and channel-wise gates on a matrix memory have a kernel, with momentum too (kl's
+    momentum only where alpha is per head: the PyTorch form runs it with a channel-wise one)."""
     from miras_search.presets import preset
     from miras_search.schema import ModelPoint
 
@@ -698,8 +700,9 @@ def test_dispatch_covers_the_named_models_axes_on_a_matrix_memory():
         point = on_matrix(name)
         assert point.algorithm.eta.mode == "channel"
         assert kernel_for(point).keywords["retention"] == retention
-    for name in ("moneta", "memora"):  # their channel-wise alpha with momentum: no kernel
-        assert kernel_for(on_matrix(name, algorithm={"kind": "momentum"})) is None
+    assert kernel_for(on_matrix("moneta", algorithm={"kind": "momentum"})).keywords["retention"] == "lq"
+    assert kernel_for(on_matrix("memora", algorithm={"kind": "momentum"})) is None  # kl: alpha per head
+    for name in ("moneta", "memora"):
         per_head = on_matrix(name, algorithm={"kind": "momentum"}, retention={"alpha": {"mode": "head"}})
         assert kernel_for(per_head) is not None
 

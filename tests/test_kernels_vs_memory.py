@@ -30,7 +30,8 @@ BIASES = [
 # (alpha, algorithm, eta): a channel-wise eta steps each key channel; with a Huber bias of the
 # coordinate or switch variant it also takes a threshold per value channel
 GATES = [(None, "gd", "head"), ("head", "gd", "head"), ("channel", "gd", "head"),
-         ("head", "momentum", "head"), ("channel", "gd", "channel"), (None, "momentum", "channel")]
+         ("head", "momentum", "head"), ("channel", "gd", "channel"), (None, "momentum", "channel"),
+         ("channel", "momentum", "channel")]
 
 
 def point(bias: dict, alpha_mode: str | None, algorithm: str, eta_mode: str = "head",
@@ -101,6 +102,7 @@ def test_kernel_equals_memory_chunked_form(label: str, point: ModelPoint) -> Non
     ({"kind": "huber", "variant": "switch"}, None, "momentum"),
     ({"kind": "huber", "variant": "coordinate"}, "head", "gd"),
     ({"kind": "lp", "p": 3.0}, "head", "momentum"),
+    ({"kind": "l2"}, "channel", "momentum"),
 ])
 def test_kernel_with_a_channel_wise_eta_equals_memory(bias, alpha_mode, algorithm):
     """A matrix memory stepping each key channel on its own (and thresholding each value channel,
@@ -115,6 +117,7 @@ def test_kernel_with_a_channel_wise_eta_equals_memory(bias, alpha_mode, algorith
     ({"kind": "lp", "p": 3.0}, "head", "gd", "head"),
     ({"kind": "l2"}, "channel", "gd", "channel"),
     ({"kind": "huber", "variant": "switch"}, "head", "momentum", "channel"),
+    ({"kind": "lp", "p": 3.0}, "channel", "momentum", "channel"),  # Moneta's axes with momentum
 ])
 def test_kernel_with_lq_retention_equals_memory(bias, alpha_mode, algorithm, eta_mode):
     """A matrix memory with Moneta's lq retention runs the Triton kernel (the whole matrix in one

@@ -23,8 +23,14 @@ Notation inside the kernels (per chunk, C tokens, t = row, i = column):
     O  = exp(lb) * (Q W^T) + c * (Q S^T) - ((Q K^T) * D) @ P,   P = eta * phi(E)
     W' = exp(lb_C) W + c_C S - (D[C] * P)^T K
     S' = exp(lt_C) S - (Lt[C] * P)^T K
-Channel-wise alpha (gd only) uses q * exp(lb) and k * exp(-lb) instead of the matrix Lb, or,
-for a chunk that decays past e^-60, a column-by-column sum with differences of exponents.
+Channel-wise alpha uses q * exp(lb) and k * exp(-lb) instead of the matrix Lb, or, for a chunk
+that decays past e^-60, a column-by-column sum with differences of exponents. With momentum the
+decay between token i's write and token t's read is per channel, D[t, i] = sum_{i <= j <= t}
+(Theta_j / Theta_i) exp(lb_t - lb_j) [K], which no product of two factors gives without
+cancellation; the scores are summed step by step instead, A = sum_j ((Q * E_j) Kw^T) * w_j with
+E_j = exp(lb - lb_j) below row j and w_j = Theta_j / Theta_i left of column j (one product per
+step, O(C^3 K) per chunk, no exponent positive), and the chunk end writes with Kw * D[C]
+(_channel_momentum, _momentum_ends_ch).
 A channel-wise eta ([B, T, H, K], ETA_CH) steps each key channel on its own: P = phi(E) and every
 write (the scores Q Kw^T, the state updates) takes Kw = eta * K, while the errors read with K.
 A channel-wise Huber threshold ([B, T, H, V], DELTA_CH; coordinate and switch variants) is one
@@ -117,6 +123,96 @@ def _channel_scores_bwd(dA, qc, kc, lb, lbl, C: tl.constexpr, PREC: tl.constexpr
             dk_i = tl.sum(dA_i[:, None] * qc * decay, 0)
             dk += tl.where(here[:, None], dk_i[None, :], 0.0)
     return dq, dk
+
+
+@triton.jit
+def _row_of(x, j, C: tl.constexpr):
+    """Row j of x [C, N] as [N]."""
+    return tl.sum(tl.where((tl.arange(0, C) == j)[:, None], x, 0.0), 0)
+
+
+@triton.jit
+def _momentum_decays_ch(lb, lt, j, C: tl.constexpr):
+    """Step j's decays with momentum and a channel-wise alpha: (E [C, K], w [C], e^{lt_j}) with
+    E[t] = exp(lb_t - lb_j) for t >= j (0 before) and w[i] = exp(lt_j - lt_i) for i <= j (0
+    after); every exponent a difference, at most 0."""
+    oc = tl.arange(0, C)
+    lt_j = tl.sum(tl.where(oc == j, lt, 0.0), 0)
+    E = tl.exp(tl.where((oc >= j)[:, None], lb - _row_of(lb, j, C)[None, :], float("-inf")))
+    w = tl.exp(tl.where(oc <= j, lt_j - lt, float("-inf")))
+    return E, w, tl.exp(lt_j)
+
+
+@triton.jit
+def _momentum_ends_ch(lb, lbl, lt, ltl, mt, C: tl.constexpr):
+    """The chunk end's decays with momentum and a channel-wise alpha: (Lt [C, C], wk [C, K],
+    Dl [C, K], clast [K], tlast [C]) with Lt[j, i] = Theta_j / Theta_i, wk[j] = beta_last /
+    beta_j over live tokens, Dl[i] = sum_{j >= i} Lt[j, i] wk[j], clast = sum_j Theta_j wk[j],
+    tlast = Theta_last / Theta_i."""
+    oc = tl.arange(0, C)
+    causal = oc[:, None] >= oc[None, :]
+    Lt = tl.exp(tl.where(causal, lt[:, None] - lt[None, :], float("-inf")))
+    wk = tl.where(mt[:, None], tl.exp(lbl[None, :] - lb), 0.0)
+    Dl = tl.dot(tl.trans(Lt), wk, input_precision="ieee")
+    clast = tl.sum(wk * tl.exp(lt)[:, None], 0)
+    return Lt, wk, Dl, clast, tl.exp(ltl - lt)
+
+
+@triton.jit
+def _momentum_logs(theta, row, mt):
+    """(lt [C], ltl): the cumulative log momentum gates of the chunk and their total (padded
+    tokens take theta = 1)."""
+    lth = tl.log(tl.load(theta + row, mask=mt, other=1.0).to(tl.float32))
+    return tl.cumsum(lth, 0), tl.sum(lth, 0)
+
+
+@triton.jit
+def _channel_momentum(qc, kwc, lb, lt, C: tl.constexpr, PREC: tl.constexpr):
+    """Momentum with a channel-wise alpha: (A [C, C], cv [C, K]) with
+    A[t, i] = sum_{i <= j <= t} (Theta_j / Theta_i) sum_k q_tk kw_ik exp(lb_tk - lb_jk) (the
+    step S_j written at token i, decayed per channel from j to t) and
+    cv[t] = sum_{j <= t} Theta_j exp(lb_t - lb_j) (the chunk-start momentum's weight at t).
+    One product per j (O(C^3 K) per chunk): no exponent is positive, so nothing overflows."""
+    A = tl.zeros([C, C], dtype=tl.float32)
+    cv = tl.zeros_like(qc)
+    for j in range(C):
+        E, w, th = _momentum_decays_ch(lb, lt, j, C)
+        A += _mm(qc * E, tl.trans(kwc), PREC) * w[None, :]
+        cv += E * th
+    return A, cv
+
+
+@triton.jit
+def _channel_momentum_bwd(dA, dcv, dDl, dclast, dtlast, qc, kwc, lb, lbl, lt, ltl, mt,
+                          C: tl.constexpr, PREC: tl.constexpr):
+    """Back through _channel_momentum and _momentum_ends_ch: (dq, dkw, dlb [C, K], dlbl [K],
+    dlt [C], dltl) from dA [C, C] (causal), dcv [C, K], dDl [C, K], dclast [K], dtlast [C]."""
+    oc = tl.arange(0, C)
+    causal = oc[:, None] >= oc[None, :]
+    dA = tl.where(causal, dA, 0.0)
+    dq = tl.zeros_like(qc)
+    dkw = tl.zeros_like(kwc)
+    dlb = tl.zeros_like(lb)
+    dlt = tl.zeros_like(lt)
+    for j in range(C):
+        here = oc == j
+        E, w, th = _momentum_decays_ch(lb, lt, j, C)
+        qE = qc * E
+        dAw = dA * w[None, :]
+        gw = tl.sum(dA * _mm(qE, tl.trans(kwc), PREC), 0) * w  # d w[i] * w[i]
+        dqE = _mm(dAw, kwc, PREC)
+        dkw += _mm(tl.trans(dAw), qE, PREC)
+        dq += dqE * E
+        gE = (dqE * qc + dcv * th) * E
+        dlb += gE - tl.where(here[:, None], tl.sum(gE, 0)[None, :], 0.0)
+        dlt += tl.where(here, tl.sum(gw, 0) + th * tl.sum(tl.sum(dcv * E, 1), 0), 0.0) - gw
+    Lt, wk, _Dl, _clast, tlast = _momentum_ends_ch(lb, lbl, lt, ltl, mt, C)
+    dwk = tl.dot(Lt, dDl, input_precision="ieee") + dclast[None, :] * tl.exp(lt)[:, None]
+    Y = tl.where(causal, tl.dot(wk, tl.trans(dDl), input_precision="ieee") * Lt, 0.0)
+    gt = dtlast * tlast
+    dlt += tl.sum(Y, 1) - tl.sum(Y, 0) + tl.sum(wk * dclast[None, :], 1) * tl.exp(lt) - gt
+    gb = dwk * wk
+    return dq, dkw, dlb - gb, tl.sum(gb, 0), dlt, tl.sum(gt, 0)
 
 
 @triton.jit
@@ -236,10 +332,18 @@ def _fwd_kernel(
             G = _bias_grad(E, vc, dl, P_EXP, SHARP, EPS, RADIUS, BIAS, NEPS, SMOOTH, DELTA_CH)
             P = G * et[:, None]
             qt = qc * tl.exp(lb)
-            kw = kwc * tl.exp(lbl[None, :] - lb)
-            A = _channel_scores(qc, kwc, lb, lbl, C, PREC)
-            out = _mm(qt, tl.trans(W), PREC) - _mm(A, P, PREC)
-            W = W * tl.exp(lbl)[None, :] - _mm(tl.trans(P), kw, PREC)
+            if MOMENTUM:
+                lt, ltl = _momentum_logs(theta, row, mt)
+                A, cv = _channel_momentum(qc, kwc, lb, lt, C, PREC)
+                _Lt, _wk, Dl, clast, tlast = _momentum_ends_ch(lb, lbl, lt, ltl, mt, C)
+                out = _mm(qt, tl.trans(W), PREC) - _mm(A, P, PREC) + _mm(qc * cv, tl.trans(S), PREC)
+                W = W * tl.exp(lbl)[None, :] + S * clast[None, :] - _mm(tl.trans(P), kwc * Dl, PREC)
+                S = tl.exp(ltl) * S - _mm(tl.trans(P * tlast[:, None]), kwc, PREC)
+            else:
+                kw = kwc * tl.exp(lbl[None, :] - lb)
+                A = _channel_scores(qc, kwc, lb, lbl, C, PREC)
+                out = _mm(qt, tl.trans(W), PREC) - _mm(A, P, PREC)
+                W = W * tl.exp(lbl)[None, :] - _mm(tl.trans(P), kw, PREC)
         else:
             if ALPHA == 1:
                 la = tl.log(tl.load(alpha + row, mask=mt, other=1.0).to(tl.float32))
@@ -258,9 +362,7 @@ def _fwd_kernel(
             # the momentum on past its last token, whose state the chunk ends in (lq reads it)
             wb = tl.where(mt, tl.exp(lbl - lb), 0.0)
             if MOMENTUM:
-                lth = tl.log(tl.load(theta + row, mask=mt, other=1.0).to(tl.float32))
-                lt = tl.cumsum(lth, 0)
-                ltl = tl.sum(lth, 0)
+                lt, ltl = _momentum_logs(theta, row, mt)
                 Lt = tl.exp(tl.where(causal, lt[:, None] - lt[None, :], float("-inf")))
                 D = tl.dot(Lb, Lt, input_precision="ieee")
                 cv = tl.sum(Lb * tl.exp(lt)[None, :], 1)
@@ -338,29 +440,55 @@ def _chunk_bwd(
         G = _bias_grad(E, vc, dl, P_EXP, SHARP, EPS, RADIUS, BIAS, NEPS, SMOOTH, DELTA_CH)
         P = G * et[:, None]
         qt = qc * eb
-        kw = kwc * tl.exp(lbl[None, :] - lb)
-        A = _channel_scores(qc, kwc, lb, lbl, C, PREC)
+        if MOMENTUM:
+            S = tl.load(saved_s + base + ov[:, None] * K + ok[None, :], mask=m_vk, other=0.0)
+            lt, ltl = _momentum_logs(theta, row, mt)
+            A, cv = _channel_momentum(qc, kwc, lb, lt, C, PREC)
+            _Lt, _wk, Dl, clast, tlast = _momentum_ends_ch(lb, lbl, lt, ltl, mt, C)
+            kw = kwc * Dl  # the keys the chunk-end state is written with
+        else:
+            kw = kwc * tl.exp(lbl[None, :] - lb)
+            A = _channel_scores(qc, kwc, lb, lbl, C, PREC)
         if LQ:
             W_end = W * tl.exp(lbl)[None, :] - _mm(tl.trans(P), kw, PREC)
-            dO, dr0, dW = _lq_read_bwd(dO, _mm(qt, tl.trans(W), PREC) - _mm(A, P, PREC), W_end, r0,
-                                       dW, last, QX)
+            out = _mm(qt, tl.trans(W), PREC) - _mm(A, P, PREC)
+            if MOMENTUM:
+                W_end += S * clast[None, :]
+                out += _mm(qc * cv, tl.trans(S), PREC)
+            dO, dr0, dW = _lq_read_bwd(dO, out, W_end, r0, dW, last, QX)
         dA = tl.where(causal, -_mm(dO, tl.trans(P), PREC), 0.0)
         dP = -_mm(tl.trans(A), dO, PREC) - _mm(kw, tl.trans(dW), PREC)
-        dqA, dkA = _channel_scores_bwd(dA, qc, kwc, lb, lbl, C, PREC)
         dqW = _mm(dO, W, PREC)  # through the read of the chunk-start state
         dkw = -_mm(P, dW, PREC)
+        if MOMENTUM:
+            Rs = _mm(kwc, tl.trans(dS), PREC)  # Rs[i] = dS kw_i
+            dP -= tlast[:, None] * Rs
+            dOS = _mm(dO, S, PREC)
+            dqA, dkA, dlb, dlbl, dlt, dltl = _channel_momentum_bwd(
+                dA, dOS * qc, dkw * kwc, tl.sum(dW * S, 0), -tl.sum(P * Rs, 1), qc, kwc, lb, lbl,
+                lt, ltl, mt, C, PREC)
+            dqA += dOS * cv
+            dkwc = dkA + dkw * Dl - tlast[:, None] * _mm(P, dS, PREC)
+            dlb += dqW * qt
+            dltl += tl.exp(ltl) * tl.sum(tl.sum(dS * S, 1), 0)
+            if STORE:
+                tl.store(dlth + part + row, tl.cumsum(dlt, 0, reverse=True) + dltl, mask=mt)
+            dS = tl.exp(ltl) * dS + dW * clast[None, :] + _mm(tl.trans(dO), qc * cv, PREC)
+        else:
+            dqA, dkA = _channel_scores_bwd(dA, qc, kwc, lb, lbl, C, PREC)
+            dlb = dqW * qt + dqA * qc - dkA * kwc - dkw * kw
+            dlbl = tl.sum(dkw * kw, 0)
+            dkwc = dkA + dkw * tl.exp(lbl[None, :] - lb)  # through the write key
         dG = dP * et[:, None]
         dE, dd = _bias_grad_bwd(E, dG, dl, P_EXP, SHARP, EPS, RADIUS, BIAS, NEPS, SMOOTH, DELTA_CH)
         dkb = _mm(dE, Wr, PREC)
         dqc = dqW * eb + dqA
-        dlb = dqW * qt + dqA * qc - dkA * kwc - dkw * kw
-        dkwc = dkA + dkw * tl.exp(lbl[None, :] - lb)  # through the write key
         if RETAIN_FIRST:
             dkc = dkb * eb
             dlb += dkb * kb
         else:
             dkc = dkb
-        dlbl = tl.sum(dkw * kw, 0) + tl.exp(lbl) * tl.sum(dW * W, 0)
+        dlbl += tl.exp(lbl) * tl.sum(dW * W, 0)
         # lb_t sums log alpha_j for j <= t; lbl sums them all
         g_la = tl.cumsum(dlb, 0, reverse=True) + dlbl[None, :]
         if STORE:
@@ -385,9 +513,7 @@ def _chunk_bwd(
         wb = tl.where(mt, tl.exp(lbl - lb), 0.0)
         if MOMENTUM:
             S = tl.load(saved_s + base + ov[:, None] * K + ok[None, :], mask=m_vk, other=0.0)
-            lth = tl.log(tl.load(theta + row, mask=mt, other=1.0).to(tl.float32))
-            lt = tl.cumsum(lth, 0)
-            ltl = tl.sum(lth, 0)
+            lt, ltl = _momentum_logs(theta, row, mt)
             et_ = tl.exp(lt)
             Lt = tl.exp(tl.where(causal, lt[:, None] - lt[None, :], float("-inf")))
             D = tl.dot(Lb, Lt, input_precision="ieee")
@@ -812,7 +938,8 @@ def chunk_matrix_memory(
         eta: [B, T, H] (> 0), the inner learning rate, or [B, T, H, K]: one per key channel
             (the step writes with eta * k; the errors read with k).
         alpha: [B, T, H] or [B, T, H, K] in (0, 1], or None (no retention).
-        theta: [B, T, H] in (0, 1) for momentum, or None (gd). Not with channel-wise alpha.
+        theta: [B, T, H] in (0, 1) for momentum, or None (gd); kl retention's momentum takes a
+            per-head alpha.
         delta: [B, T, H] (> 0), the Huber threshold, or [B, T, H, V]: one per value channel
             (huber_coordinate and huber_switch); required by the huber biases only.
         initial_state: [H, V, K] or None (zeros).
@@ -861,8 +988,9 @@ def chunk_matrix_memory(
     problem = problem or token_tensor_problem(B, T, H, max(K, V))
     if problem is not None:
         raise KernelInputError(problem)
-    if theta is not None and alpha is not None and alpha.dim() == 4:
-        raise KernelInputError("momentum (theta) with channel-wise alpha has no Triton kernel; use a per-head alpha")
+    if kl and theta is not None and alpha is not None and alpha.dim() == 4:
+        raise KernelInputError("kl retention with momentum (theta) takes a per-head alpha [B, T, H], "
+                               "not a channel-wise one")
     if bias.needs_delta and delta is None:
         raise KernelInputError(f"bias {bias.kind!r} needs the Huber threshold tensor delta [B, T, H]")
     if bias.needs_delta and delta.dim() == 4 and bias.kind not in ("huber_coordinate", "huber_switch"):
