@@ -104,6 +104,11 @@ CHANNEL_POINTS = {  # the named models' own gates: eta / alpha / delta per chann
     "memora as named": (MlpMemoryConfig("gelu", True, "kl"), BiasConfig("l2"), (True, True, False)),
     "channel eta only (lq, momentum)": (MlpMemoryConfig("gelu", True, "lq", q=4.0), BiasConfig("lp"),
                                         (True, False, False)),
+    "moneta's gates (lq, momentum)": (MlpMemoryConfig("gelu", True, "lq", q=4.0), BiasConfig("lp"),
+                                      (True, True, False)),
+    "yaad's gates (l2, momentum)": (MlpMemoryConfig("gelu", True, "l2", gradient_at="previous"),
+                                    BiasConfig("huber_switch", sharpness=1.0, relative_sharpness=True),
+                                    (True, True, True)),
 }
 
 
@@ -112,9 +117,10 @@ def channel_rows() -> list[str]:
     at the shapes where dispatch gives them the weights on chip."""
     out = []
     for name, (config, bias, (eta, alpha, delta)) in CHANNEL_POINTS.items():
-        momentum = not alpha and name.endswith("momentum)")
+        momentum = name.endswith("momentum)")
         for K, hidden, chunk, dtype in MLP_SHAPES:
-            if momentum and chunk * (K + hidden) > 2560:  # lq with momentum: half the chunk on chip
+            # momentum with lq or a channel-wise alpha: half the chunk on chip (LQ_MOMENTUM_SHARE)
+            if momentum and chunk * (K + hidden) > 2560:
                 continue
             specs = mlp_specs(config, bias, K, hidden, chunk, momentum, dtype, None, eta, alpha, delta)
             shape = f"K={K}, hidden={hidden}, chunk {chunk}" + (", fp32" if dtype == torch.float32 else "")

@@ -107,8 +107,8 @@ def _mlp_kernel(rule: Any, bias: BiasConfig, modes: dict[str, str]) -> Callable[
     retention, q, scale = _retention_config(rule)
     if depth != 2 or _kind(rule.algorithm) not in ("gd", "momentum"):
         return None
-    # a channel-wise alpha (kl's exact per-token read always runs with one): gd only
-    if (modes.get("alpha") == "channel" or retention == "kl") and _kind(rule.algorithm) != "gd":
+    # kl's exact per-token read runs channel.py's kernels, which take its momentum nowhere
+    if retention == "kl" and _kind(rule.algorithm) != "gd":
         return None
     if retention not in ("none", "l2", "lq", "kl") or activation not in ("gelu", "silu", "relu"):
         return None
@@ -130,12 +130,13 @@ def kernel_for(rule: Any) -> Callable[..., Any] | None:
       head): ``chunk_matrix_memory`` with the bias and retention bound,
       ``f(q, k, v, eta, alpha=None, theta=None, delta=None, initial_state=None, chunk_size=64)``;
     - 2-layer MLP memory (Moneta / Yaad / Memora / Titans family), retention none, l2 or lq,
-      gd or momentum, alpha per head (or channel-wise with gd), or retention kl with gd (Memora:
+      gd or momentum, alpha per head or channel-wise, or retention kl with gd (Memora:
       every token reads its own exact softmax map, as miras_search.memory.mirror_read):
       ``chunk_mlp_memory`` with the architecture, retention and bias bound,
       ``f(q, k, v, eta, w1, w2, alpha=None, theta=None, delta=None, chunk_size=16)``. Every gate
       combination runs in both of its layouts (W on chip, or the hidden dim in tiles where W
-      does not fit: Moneta, Yaad and Memora as named at K = 64, hidden 256).
+      does not fit: Moneta, Yaad and Memora as named at K = 64, hidden 256), but momentum with
+      a channel-wise alpha, which keeps W on chip (``shape_problem`` says where it does not fit).
 
     Atlas's options (the Omega window, Muon, an MLP memory behind a feature map) are not.
     Shapes are checked by ``shape_problem``.
@@ -178,7 +179,7 @@ def shape_problem(rule: Any, key_dim: int, value_dim: int, chunk_size: int,
     ``dtype`` (None: it can); the limits depend on the precision of its products
     (kernels.precision), not on the gates: the MLP kernel takes its channel-wise gates in both
     layouts (kernels.limits.mlp_hidden_tile picks W on chip or hidden tiles), kl retention's
-    exact per-token read too."""
+    exact per-token read too; momentum with a channel-wise alpha has W on chip only."""
     if chunk_size not in CHUNK_SIZES:
         return f"chunk_size {chunk_size} is not one of the kernel's {CHUNK_SIZES}"
     bias = bias_config(rule.bias)
@@ -187,8 +188,10 @@ def shape_problem(rule: Any, key_dim: int, value_dim: int, chunk_size: int,
         _, _, layer_norm, expansion = _network(rule)
         retention = _retention_config(rule)[0]
         operands = products(mlp_precision(dtype, layer_norm, retention, bias_kind))
-        lq_momentum = retention == "lq" and _kind(rule.algorithm) == "momentum"
-        return mlp_shape_problem(key_dim, expansion * key_dim, chunk_size, operands, lq_momentum)
+        momentum = _kind(rule.algorithm) == "momentum"
+        channel_alpha = _gate_modes(rule).get("alpha") == "channel"
+        return mlp_shape_problem(key_dim, expansion * key_dim, chunk_size, operands,
+                                 momentum and retention == "lq", whole_only=momentum and channel_alpha)
     retention = _retention_config(rule)[0]
     operands = products(matrix_precision(dtype, bias_kind, kl=retention == "kl"))
     return matrix_shape_problem(key_dim, value_dim, operands, bias is not None and bias.row_norm,

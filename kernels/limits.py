@@ -147,7 +147,8 @@ def _whole_problem(key_dim: int, hidden: int, chunk_size: int, products: str,
         if lq_momentum and name == "chunk x (K + hidden)":
             limit //= LQ_MOMENTUM_SHARE
         if elements > limit:
-            which = " (lq retention with momentum)" if limit < MLP_MAX_TILES[products][name] else ""
+            which = (" (momentum with lq retention or a channel-wise alpha)"
+                     if limit < MLP_MAX_TILES[products][name] else "")
             return f"with W on chip its {name} tile ({elements} elements) exceeds {limit}{which}"
     return None
 
@@ -163,20 +164,26 @@ def _tiled_problem(key_dim: int, chunk_size: int, products: str) -> str | None:
 def mlp_hidden_tile(key_dim: int, hidden: int, chunk_size: int, products: str,
                     lq_momentum: bool = False) -> int | None:
     """The hidden tile of the MLP kernel for an admitted shape (mlp_shape_problem is None): None
-    where W fits on chip whole (mlp_chunk/chunk.py), else the tile of mlp_chunk/tiled.py."""
+    where W fits on chip whole (mlp_chunk/chunk.py), else the tile of mlp_chunk/tiled.py.
+    ``lq_momentum``: momentum with lq retention or a channel-wise alpha (their share of the chip,
+    LQ_MOMENTUM_SHARE)."""
     if _whole_problem(key_dim, hidden, chunk_size, products, lq_momentum) is None:
         return None
     return min(MLP_HIDDEN_TILE, hidden)
 
 
 def mlp_shape_problem(key_dim: int, hidden: int, chunk_size: int, products: str,
-                      lq_momentum: bool = False) -> str | None:
+                      lq_momentum: bool = False, whole_only: bool = False) -> str | None:
     """Why the MLP-memory kernel cannot take this head dim K, hidden dim and chunk size with
     ``products`` ('bf16', 'tf32x3' or 'fp32'), or None when it can: with W on chip, or else with
-    the hidden dim in tiles."""
+    the hidden dim in tiles (not ``whole_only``: momentum with a channel-wise alpha, which takes
+    the chip share of lq with momentum)."""
     if not (_tile_size(key_dim) and _tile_size(hidden)):
         return f"the MLP-memory kernel needs K and the hidden dim powers of two >= 16; got K={key_dim}, hidden={hidden}"
-    whole = _whole_problem(key_dim, hidden, chunk_size, products, lq_momentum)
+    whole = _whole_problem(key_dim, hidden, chunk_size, products, lq_momentum or whole_only)
+    if whole_only:
+        return None if whole is None else (
+            f"momentum with a channel-wise alpha has an MLP-memory kernel with W on chip only: {whole}")
     tiled = _tiled_problem(key_dim, chunk_size, products)
     if whole is None or tiled is None:
         return None

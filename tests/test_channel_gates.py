@@ -24,13 +24,14 @@ from miras_search.presets import preset  # noqa: E402
 from miras_search.schema import HuberBias, ModelPoint  # noqa: E402
 
 
-def _mlp_point(**gates: str) -> ModelPoint:
-    """A 2-layer MLP memory (expansion 2), l2 retention retaining first, gd; gates by mode."""
+def _mlp_point(algorithm: str = "gd", **gates: str) -> ModelPoint:
+    """A 2-layer MLP memory (expansion 2), l2 retention retaining first, gd (or ``algorithm``);
+    gates by mode."""
     return ModelPoint(
         memory={"kind": "mlp", "depth": 2, "expansion": 2, "layer_norm": True},
         bias={"kind": "huber", "variant": "switch", "delta": {"mode": gates.get("delta", "head")}},
         retention={"kind": "l2", "alpha": {"mode": gates.get("alpha", "head")}},
-        algorithm={"kind": "gd", "eta": {"mode": gates.get("eta", "head")}},
+        algorithm={"kind": algorithm, "eta": {"mode": gates.get("eta", "head")}},
     )
 
 
@@ -134,10 +135,12 @@ def _assert_kernel_equals_pytorch(rule: MemoryRule, gate: str, length: int) -> N
     assert ((fused - torch_form).norm() / torch_form.norm()).item() < 5e-3
 
 
-@pytest.mark.parametrize("gate", ["eta", "alpha", "delta"])
-def test_channel_wise_mlp_gates_run_the_kernel_with_the_pytorch_forms_output(gate: str):
-    """The whole-W MLP kernels take each channel-wise gate."""
-    _assert_kernel_equals_pytorch(MemoryRule.from_point(_mlp_point(**{gate: "channel"})), gate, 16)
+@pytest.mark.parametrize(("gate", "algorithm"), [("eta", "gd"), ("alpha", "gd"), ("delta", "gd"),
+                                               ("alpha", "momentum")])
+def test_channel_wise_mlp_gates_run_the_kernel_with_the_pytorch_forms_output(gate: str, algorithm: str):
+    """The whole-W MLP kernels take each channel-wise gate, a decay per channel with momentum too."""
+    rule = MemoryRule.from_point(_mlp_point(algorithm, **{gate: "channel"}))
+    _assert_kernel_equals_pytorch(rule, gate, 16)
 
 
 @pytest.mark.parametrize("gate", ["eta", "delta", "alpha"])
@@ -153,22 +156,18 @@ def test_channel_wise_matrix_gates_run_the_kernel_with_the_pytorch_forms_output(
     _assert_kernel_equals_pytorch(MemoryRule.from_point(point), gate, 19)
 
 
-@pytest.mark.parametrize("case", ["mlp-momentum-channel-alpha", "mlp-norm-channel-delta",
-                                  "matrix-norm-channel-delta"])
+@pytest.mark.parametrize("case", ["mlp-norm-channel-delta", "matrix-norm-channel-delta"])
 def test_channel_wise_gates_without_a_kernel_run_the_pytorch_form(case: str):
     memory = {"kind": "matrix"} if case.startswith("matrix") else {
         "kind": "mlp", "depth": 2, "expansion": 2, "layer_norm": True}
-    gate = "alpha" if case.endswith("channel-alpha") else "delta"
-    point = ModelPoint(
+    point = ModelPoint(  # a threshold per value channel of the norm variant
         memory=memory,
-        bias={"kind": "huber", "variant": "norm" if "norm" in case else "switch",
-              "delta": {"mode": "channel" if gate == "delta" else "head"}},
-        retention={"kind": "l2", "alpha": {"mode": "channel" if gate == "alpha" else "head"}},
-        algorithm={"kind": "momentum" if "momentum" in case else "gd",
-                   "eta": {"mode": "channel" if gate == "eta" else "head"}},
+        bias={"kind": "huber", "variant": "norm", "delta": {"mode": "channel"}},
+        retention={"kind": "l2", "alpha": {"mode": "head"}},
+        algorithm={"kind": "gd", "eta": {"mode": "head"}},
     )
     rule = MemoryRule.from_point(point)
-    q, k, v, gates, params = random_inputs(rule, 1, 16, 2, 16, channel=(gate,), dtype=torch.float32)
+    q, k, v, gates, params = random_inputs(rule, 1, 16, 2, 16, channel=("delta",), dtype=torch.float32)
     if not CUDA:
         with pytest.raises(UnsupportedPoint, match="no kernel covers"):
             memory_forward(rule, q, k, v, gates, params, chunk_size=16, kernel="triton")

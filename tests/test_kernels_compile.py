@@ -53,6 +53,8 @@ MLP_CASES = {  # MlpMemoryConfig, bias, K, hidden, chunk, momentum, dtype
     "moneta-channel-gates-bf16-tf32x3-widest": 'MlpMemoryConfig("gelu", True, "lq", q=4.0), BiasConfig("lp"), 32, 128, 32, False, torch.bfloat16, None, True, True',
     "yaad-channel-gates-bf16-tf32x3-widest": 'MlpMemoryConfig("gelu", True, "l2", gradient_at="previous"), BiasConfig("huber_switch", sharpness=1.0, relative_sharpness=True), 32, 128, 32, False, torch.bfloat16, None, True, True, True',
     "l2-channel-alpha-bf16-products-widest": 'MlpMemoryConfig("silu", False, "l2"), BiasConfig("l2"), 64, 256, 32, False, torch.bfloat16, None, False, True',
+    # momentum with a channel-wise alpha (channel.py, kernels.channel_momentum): half the chunk
+    "moneta-channel-gates-momentum-bf16-tf32x3-widest": 'MlpMemoryConfig("gelu", True, "lq", q=4.0), BiasConfig("lp"), 32, 128, 16, True, torch.bfloat16, None, True, True',
     "moneta-bf16-tf32x3-widest-channel-eta": 'MlpMemoryConfig("gelu", True, "lq", q=4.0), BiasConfig("lp"), 32, 128, 32, False, torch.bfloat16, None, True',
     # past those, the hidden dim in tiles (kernels/mlp_chunk/tiled.py), here forced at a small
     # shape with the most branches (lq's walks, momentum, a row-norm bias): it compiles. The

@@ -624,13 +624,36 @@ def test_named_models_with_channel_eta(name, chunk_size):
     check(channel_eta(named_inputs(name, 1, 40, 1, 16, 32, seed=2), 32), config, bias, chunk_size)
 
 
-@pytest.mark.parametrize("hidden_tile", [None, 16])
-def test_channel_alpha_with_momentum_is_refused(hidden_tile):
-    """Both layouts (W on chip, hidden tiles) take a channel-wise alpha with gd only."""
+def test_channel_alpha_with_momentum_keeps_w_on_chip():
+    """Momentum with a channel-wise alpha runs channel.py's kernels (W on chip); the hidden-tiled
+    layout is refused, and a shape that only fits in tiles is a shape problem (PyTorch form)."""
     x = channel_alpha(make_inputs(1, 8, 1, 16, 32, "l2", "l2", momentum=True), 32)
-    with pytest.raises(KernelInputError, match=r"channel-wise alpha has a kernel with gd"):
+    with pytest.raises(KernelInputError, match=r"W on chip only"):
         chunk_mlp_memory(**{n: x[n].float() for n in NAMES if x[n] is not None},
-                         config=MlpMemoryConfig(retention="l2"), hidden_tile=hidden_tile)
+                         config=MlpMemoryConfig(retention="l2"), hidden_tile=16)
+    assert mlp_shape_problem(64, 256, 64, "tf32x3") is None  # tiled without momentum
+    assert "W on chip only" in mlp_shape_problem(64, 256, 64, "tf32x3", whole_only=True)
+    assert mlp_shape_problem(16, 64, 16, "tf32x3", whole_only=True) is None
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(("retention", "gradient_at", "eta", "bias", "T"), [
+    ("l2", "retained", "head", "l2", 1), ("l2", "retained", "channel", "l2", 37),
+    ("l2", "previous", "channel", "huber_switch", 37), ("lq", "retained", "channel", "lp", 37),
+    ("lq", "retained", "head", "l2", 7), ("none_alpha", "retained", "head", "l2", 20),
+])
+def test_kernel_with_channel_alpha_and_momentum(retention, gradient_at, eta, bias, T):
+    """Momentum with a decay per input channel of W1 and W2 (channel.py, kernels.channel_momentum):
+    output and every gradient, theta's and alpha's per channel included, against the float64
+    reference; 'none_alpha': l2 retention whose decays saturate (alpha ~ 1e-3 on some tokens)."""
+    saturate = retention == "none_alpha"
+    retention = "l2" if saturate else retention
+    config = MlpMemoryConfig("gelu", True, retention, q=4.0, gradient_at=gradient_at)
+    x = make_inputs(1, T, 2, 16, 32, bias, retention, seed=T, momentum=True)
+    x = channel_alpha(channel_eta(x, 32) if eta == "channel" else x, 32)
+    if saturate:
+        x["alpha"][:, 3:6, :, ::3] = 1e-3
+    check(x, config, BiasConfig(bias), 16, tol=5e-3 if not saturate else 2e-2)
 
 
 @pytest.mark.gpu

@@ -50,6 +50,7 @@ import triton.language as tl
 from triton.runtime.errors import OutOfResources
 
 from ..bias import BiasConfig, KernelInputError, as_bias
+from ..channel_momentum import _channel_momentum, _channel_momentum_bwd, _momentum_ends_ch
 from ..common import (
     _bias_args,
     _bias_grad,
@@ -126,93 +127,11 @@ def _channel_scores_bwd(dA, qc, kc, lb, lbl, C: tl.constexpr, PREC: tl.constexpr
 
 
 @triton.jit
-def _row_of(x, j, C: tl.constexpr):
-    """Row j of x [C, N] as [N]."""
-    return tl.sum(tl.where((tl.arange(0, C) == j)[:, None], x, 0.0), 0)
-
-
-@triton.jit
-def _momentum_decays_ch(lb, lt, j, C: tl.constexpr):
-    """Step j's decays with momentum and a channel-wise alpha: (E [C, K], w [C], e^{lt_j}) with
-    E[t] = exp(lb_t - lb_j) for t >= j (0 before) and w[i] = exp(lt_j - lt_i) for i <= j (0
-    after); every exponent a difference, at most 0."""
-    oc = tl.arange(0, C)
-    lt_j = tl.sum(tl.where(oc == j, lt, 0.0), 0)
-    E = tl.exp(tl.where((oc >= j)[:, None], lb - _row_of(lb, j, C)[None, :], float("-inf")))
-    w = tl.exp(tl.where(oc <= j, lt_j - lt, float("-inf")))
-    return E, w, tl.exp(lt_j)
-
-
-@triton.jit
-def _momentum_ends_ch(lb, lbl, lt, ltl, mt, C: tl.constexpr):
-    """The chunk end's decays with momentum and a channel-wise alpha: (Lt [C, C], wk [C, K],
-    Dl [C, K], clast [K], tlast [C]) with Lt[j, i] = Theta_j / Theta_i, wk[j] = beta_last /
-    beta_j over live tokens, Dl[i] = sum_{j >= i} Lt[j, i] wk[j], clast = sum_j Theta_j wk[j],
-    tlast = Theta_last / Theta_i."""
-    oc = tl.arange(0, C)
-    causal = oc[:, None] >= oc[None, :]
-    Lt = tl.exp(tl.where(causal, lt[:, None] - lt[None, :], float("-inf")))
-    wk = tl.where(mt[:, None], tl.exp(lbl[None, :] - lb), 0.0)
-    Dl = tl.dot(tl.trans(Lt), wk, input_precision="ieee")
-    clast = tl.sum(wk * tl.exp(lt)[:, None], 0)
-    return Lt, wk, Dl, clast, tl.exp(ltl - lt)
-
-
-@triton.jit
 def _momentum_logs(theta, row, mt):
     """(lt [C], ltl): the cumulative log momentum gates of the chunk and their total (padded
     tokens take theta = 1)."""
     lth = tl.log(tl.load(theta + row, mask=mt, other=1.0).to(tl.float32))
     return tl.cumsum(lth, 0), tl.sum(lth, 0)
-
-
-@triton.jit
-def _channel_momentum(qc, kwc, lb, lt, C: tl.constexpr, PREC: tl.constexpr):
-    """Momentum with a channel-wise alpha: (A [C, C], cv [C, K]) with
-    A[t, i] = sum_{i <= j <= t} (Theta_j / Theta_i) sum_k q_tk kw_ik exp(lb_tk - lb_jk) (the
-    step S_j written at token i, decayed per channel from j to t) and
-    cv[t] = sum_{j <= t} Theta_j exp(lb_t - lb_j) (the chunk-start momentum's weight at t).
-    One product per j (O(C^3 K) per chunk): no exponent is positive, so nothing overflows."""
-    A = tl.zeros([C, C], dtype=tl.float32)
-    cv = tl.zeros_like(qc)
-    for j in range(C):
-        E, w, th = _momentum_decays_ch(lb, lt, j, C)
-        A += _mm(qc * E, tl.trans(kwc), PREC) * w[None, :]
-        cv += E * th
-    return A, cv
-
-
-@triton.jit
-def _channel_momentum_bwd(dA, dcv, dDl, dclast, dtlast, qc, kwc, lb, lbl, lt, ltl, mt,
-                          C: tl.constexpr, PREC: tl.constexpr):
-    """Back through _channel_momentum and _momentum_ends_ch: (dq, dkw, dlb [C, K], dlbl [K],
-    dlt [C], dltl) from dA [C, C] (causal), dcv [C, K], dDl [C, K], dclast [K], dtlast [C]."""
-    oc = tl.arange(0, C)
-    causal = oc[:, None] >= oc[None, :]
-    dA = tl.where(causal, dA, 0.0)
-    dq = tl.zeros_like(qc)
-    dkw = tl.zeros_like(kwc)
-    dlb = tl.zeros_like(lb)
-    dlt = tl.zeros_like(lt)
-    for j in range(C):
-        here = oc == j
-        E, w, th = _momentum_decays_ch(lb, lt, j, C)
-        qE = qc * E
-        dAw = dA * w[None, :]
-        gw = tl.sum(dA * _mm(qE, tl.trans(kwc), PREC), 0) * w  # d w[i] * w[i]
-        dqE = _mm(dAw, kwc, PREC)
-        dkw += _mm(tl.trans(dAw), qE, PREC)
-        dq += dqE * E
-        gE = (dqE * qc + dcv * th) * E
-        dlb += gE - tl.where(here[:, None], tl.sum(gE, 0)[None, :], 0.0)
-        dlt += tl.where(here, tl.sum(gw, 0) + th * tl.sum(tl.sum(dcv * E, 1), 0), 0.0) - gw
-    Lt, wk, _Dl, _clast, tlast = _momentum_ends_ch(lb, lbl, lt, ltl, mt, C)
-    dwk = tl.dot(Lt, dDl, input_precision="ieee") + dclast[None, :] * tl.exp(lt)[:, None]
-    Y = tl.where(causal, tl.dot(wk, tl.trans(dDl), input_precision="ieee") * Lt, 0.0)
-    gt = dtlast * tlast
-    dlt += tl.sum(Y, 1) - tl.sum(Y, 0) + tl.sum(wk * dclast[None, :], 1) * tl.exp(lt) - gt
-    gb = dwk * wk
-    return dq, dkw, dlb - gb, tl.sum(gb, 0), dlt, tl.sum(gt, 0)
 
 
 @triton.jit

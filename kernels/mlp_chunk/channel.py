@@ -12,7 +12,15 @@ lb = cumsum(log alpha_l) over the segment [C, n], b = exp(lb):
 
 with x the layer's write input (k, h; times eta). The scores A are summed column by column with
 each exponent a difference (at most 0), so no decay can overflow, and the diagonal is exact.
-Momentum with a channel-wise alpha is not covered (chunk_mlp_memory refuses it).
+
+Momentum (MOM; l2 or lq retention) carries S_l too, S_t = theta_t S_{t-1} - d_t x_t^T: a write
+reaches a read through D[t, i] = sum_{i <= j <= t} (Theta_j / Theta_i) exp(lb_t - lb_j) per
+channel (kernels.channel_momentum, summed step by step), and
+
+    read:      u_t = (z_t * b_t) X^T + (z_t * cv_t) S^T - sum_{i<=t} A[t, i] d_i,
+               A[t, i] = sum_c z_tc x_ic D[t, i]_c,  cv_t = sum_{j<=t} Theta_j exp(lb_t - lb_j)
+    end:       raw = X * b_last + S * cv_last - d^T (x * D[last]),
+               S' = Theta_last S - d^T (x * Theta_last / Theta_i)
 
 kl retention (Memora; chunk_mlp_memory passes a per-head alpha per channel) reads every token at
 its own exact map of the log-space state X instead (tl_ops._kl_read, one token at a time on chip):
@@ -29,6 +37,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from ..channel_momentum import _channel_momentum, _channel_momentum_bwd, _momentum_ends_ch
 from ..common import _lq_scale_vjp, _mm, _slot
 from ..kl_read import _kl_read, _kl_read_bwd
 from .tl_ops import (
@@ -87,14 +96,64 @@ def _read_layer_ch_bwd(du, up, X, r, z, x_in, d, A, lb, C: tl.constexpr, PREC: t
 
 
 @triton.jit
-def _load_segment_ch(q, k, v, eta, alpha, delta, b, h, start, size, T, H, C: tl.constexpr,
+def _read_layer_mom(X, S, z, x_in, d, lb, lt, C: tl.constexpr, PREC: tl.constexpr):
+    """One layer's read with momentum: (A, cv, u / r) with u / r = (z * b) X^T + (z * cv) S^T - A d."""
+    A, cv = _channel_momentum(z, x_in, lb, lt, C, PREC)
+    up = _mm(z * tl.exp(lb), tl.trans(X), PREC) + _mm(z * cv, tl.trans(S), PREC) - _mm(A, d, PREC)
+    return A, cv, up
+
+
+@triton.jit
+def _read_layer_mom_bwd(du, up, X, S, r, z, x_in, d, A, cv, lb, lbl, lt, ltl, mt, dDl, dcl, dtl,
+                        C: tl.constexpr, PREC: tl.constexpr):
+    """VJP of the read u = r ((z * b) X^T + (z * cv) S^T - A d) and of the segment end's decays
+    (dDl, dcl, dtl: the gradients of D[last], cv_last and Theta_last / Theta_i): gradients of
+    z, x_in, d, X, S, r, lb, lb's last row, lt and lt's last."""
+    b = tl.exp(lb)
+    zb = z * b
+    dX = r * _mm(tl.trans(du), zb, PREC)
+    dS = r * _mm(tl.trans(du), z * cv, PREC)
+    dr = tl.sum(tl.sum(du * up, 1), 0)
+    dzb = r * _mm(du, X, PREC)
+    dzc = r * _mm(du, S, PREC)
+    dA = -r * _mm(du, tl.trans(d), PREC)
+    dd = -r * _mm(tl.trans(A), du, PREC)
+    dzA, dx_in, dlb, dlbl, dlt, dltl = _channel_momentum_bwd(dA, dzc * z, dDl, dcl, dtl, z, x_in, lb, lbl,
+                                                             lt, ltl, mt, C, PREC)
+    return dzA + dzb * b + dzc * cv, dx_in, dd, dX, dS, dr, dlb + dzb * zb, dlbl, dlt, dltl
+
+
+@triton.jit
+def _momentum_end(X, S, d, x_in, lb, lbl, lt, ltl, mt, C: tl.constexpr, PREC: tl.constexpr):
+    """A layer's segment end with momentum: (raw, S', D[last], cv_last, Theta_last / Theta_i)."""
+    _Lt, _wk, Dl, cl, tlast = _momentum_ends_ch(lb, lbl, lt, ltl, mt, C)
+    raw = X * tl.exp(lbl)[None, :] + S * cl[None, :] - _mm(tl.trans(d), x_in * Dl, PREC)
+    S_end = tl.exp(ltl) * S - _mm(tl.trans(d * tlast[:, None]), x_in, PREC)
+    return raw, S_end, Dl, cl, tlast
+
+
+@triton.jit
+def _momentum_end_bwd(draw, dS_end, S, d, x_in, Dl, tlast, PREC: tl.constexpr):
+    """Back through _momentum_end but for its decays: gradients of d, x_in, D[last], cv_last,
+    Theta_last / Theta_i (S's: the caller's, with Theta_last's)."""
+    dw = -_mm(d, draw, PREC)  # d / d(x_in * D[last])
+    R = _mm(x_in, tl.trans(dS_end), PREC)  # R[i] = dS' x_i
+    dd = -_mm(x_in * Dl, tl.trans(draw), PREC) - tlast[:, None] * R
+    dx = dw * Dl - tlast[:, None] * _mm(d, dS_end, PREC)
+    return dd, dx, dw * x_in, tl.sum(draw * S, 0), -tl.sum(d * R, 1)
+
+
+@triton.jit
+def _load_segment_ch(q, k, v, eta, alpha, theta, delta, b, h, start, size, T, H, C: tl.constexpr,
                      K: tl.constexpr, HD: tl.constexpr, RETAIN_FIRST: tl.constexpr,
-                     NEEDS_DELTA: tl.constexpr, DELTA_CH: tl.constexpr):
+                     MOM: tl.constexpr, NEEDS_DELTA: tl.constexpr, DELTA_CH: tl.constexpr):
     """One segment's tiles (tl_ops._load_segment), its Huber threshold per value channel with
-    DELTA_CH, the cumulative log-decays lb1 [C, K], lb2 [C, HD] and the gradient point's input
-    scales s1, s2 (b = exp(lb) with l2's retained point, else 1)."""
-    qc, kc, vc, et, _la, _lth, dl, row, ptr, mt = _load_segment(
-        q, k, v, eta, eta, eta, delta, b, h, start, size, T, H, C, K, False, False, NEEDS_DELTA)
+    DELTA_CH, the cumulative log-decays lb1 [C, K], lb2 [C, HD], the gradient point's input
+    scales s1, s2 (b = exp(lb) with l2's retained point, else 1) and with MOM the cumulative log
+    momentum gate lt [C] (0 without)."""
+    qc, kc, vc, et, _la, lth, dl, row, ptr, mt = _load_segment(
+        q, k, v, eta, eta, theta, delta, b, h, start, size, T, H, C, K, False, MOM, NEEDS_DELTA)
+    lt = tl.cumsum(lth, 0)  # without MOM lth is 0
     dl = _threshold(delta, ptr, mt, dl, DELTA_CH)
     lb1, lb2 = _channel_decays(alpha, row, mt, K, HD)
     if RETAIN_FIRST:
@@ -103,7 +162,7 @@ def _load_segment_ch(q, k, v, eta, alpha, delta, b, h, start, size, T, H, C: tl.
     else:
         s1 = tl.full([C, K], 1.0, tl.float32)
         s2 = tl.full([C, HD], 1.0, tl.float32)
-    return qc, kc, vc, et, dl, row, ptr, mt, lb1, lb2, s1, s2
+    return qc, kc, vc, et, dl, row, ptr, mt, lb1, lb2, s1, s2, lt
 
 
 @triton.jit
@@ -121,16 +180,19 @@ def _write_steps(eta, et, row, mt, C: tl.constexpr, K: tl.constexpr, HD: tl.cons
 
 @triton.jit
 def _fwd_kernel_ch(
-    q, k, v, eta, alpha, delta, x1_0, x2_0, seg_start, seg_size, o, saved1, saved2,
+    q, k, v, eta, alpha, theta, delta, x1_0, x2_0, seg_start, seg_size, o, saved1, saved2,
+    saved_s1, saved_s2,
     T, H, NS, P_EXP, SHARP, EPS, RADIUS, QX, SCALE,
     C: tl.constexpr, K: tl.constexpr, HD: tl.constexpr, BIAS: tl.constexpr, NEPS: tl.constexpr,
     SMOOTH: tl.constexpr, ACT: tl.constexpr, LN: tl.constexpr, RET: tl.constexpr,
-    RETAIN_FIRST: tl.constexpr, NEEDS_DELTA: tl.constexpr, SAVE: tl.constexpr,
+    RETAIN_FIRST: tl.constexpr, MOM: tl.constexpr, NEEDS_DELTA: tl.constexpr, SAVE: tl.constexpr,
     PREC: tl.constexpr, ETA_CH: tl.constexpr, DELTA_CH: tl.constexpr,
 ):
     i_bh, b, h, oc, _ok, _oh, off1, off2 = _program(H, C, K, HD)
     X1 = tl.load(x1_0 + h * HD * K + off1).to(tl.float32)
     X2 = tl.load(x2_0 + h * HD * K + off2).to(tl.float32)
+    S1 = tl.zeros([HD, K], dtype=tl.float32)  # the momentum (MOM)
+    S2 = tl.zeros([K, HD], dtype=tl.float32)
     for n in range(NS):
         start = tl.load(seg_start + n)
         size = tl.load(seg_size + n)
@@ -138,9 +200,12 @@ def _fwd_kernel_ch(
             base = _slot(i_bh, n, NS, HD * K)
             tl.store(saved1 + base + off1, X1)
             tl.store(saved2 + base + off2, X2)
-        qc, kc, vc, et, dl, row, ptr, mt, lb1, lb2, s1, s2 = _load_segment_ch(
-            q, k, v, eta, alpha, delta, b, h, start, size, T, H, C, K, HD, RETAIN_FIRST,
-            NEEDS_DELTA, DELTA_CH)
+            if MOM:
+                tl.store(saved_s1 + base + off1, S1)
+                tl.store(saved_s2 + base + off2, S2)
+        qc, kc, vc, et, dl, row, ptr, mt, lb1, lb2, s1, s2, lt = _load_segment_ch(
+            q, k, v, eta, alpha, theta, delta, b, h, start, size, T, H, C, K, HD, RETAIN_FIRST,
+            MOM, NEEDS_DELTA, DELTA_CH)
         r1, r2 = _scales(X1, X2, QX, RET)
         V1 = _read_base(X1, RET)
         V2 = _read_base(X2, RET)
@@ -153,6 +218,11 @@ def _fwd_kernel_ch(
         if RET == 3:  # every token reads its own c softmax_row of the log-space state
             hq = _act(_kl_read(X1, qc, d1, x1w, lb1, size, SCALE, C, PREC), ACT)
             out = qc + _norm(_kl_read(X2, hq, d2, x2w, lb2, size, SCALE, C, PREC), K, LN)
+        elif MOM:
+            _A1, _cv1, u1p = _read_layer_mom(V1, S1, qc, x1w, d1, lb1, lt, C, PREC)
+            hq = _act(r1 * u1p, ACT)
+            _A2, _cv2, u2p = _read_layer_mom(V2, S2, hq, x2w, d2, lb2, lt, C, PREC)
+            out = qc + _norm(r2 * u2p, K, LN)
         else:
             _A1, u1p = _read_layer_ch(V1, qc, x1w, d1, lb1, C, PREC)
             hq = _act(r1 * u1p, ACT)
@@ -161,8 +231,13 @@ def _fwd_kernel_ch(
         is_last = oc == size - 1
         l1 = tl.sum(tl.where(is_last[:, None], lb1, 0.0), 0)  # [K]: the segment's log-decay
         l2 = tl.sum(tl.where(is_last[:, None], lb2, 0.0), 0)
-        raw1 = X1 * tl.exp(l1)[None, :] - _mm(tl.trans(d1), x1w * tl.exp(l1[None, :] - lb1), PREC)
-        raw2 = X2 * tl.exp(l2)[None, :] - _mm(tl.trans(d2), x2w * tl.exp(l2[None, :] - lb2), PREC)
+        if MOM:
+            ltl = tl.sum(tl.where(is_last, lt, 0.0), 0)
+            raw1, S1, _Dl1, _cl1, _tl1 = _momentum_end(X1, S1, d1, x1w, lb1, l1, lt, ltl, mt, C, PREC)
+            raw2, S2, _Dl2, _cl2, _tl2 = _momentum_end(X2, S2, d2, x2w, lb2, l2, lt, ltl, mt, C, PREC)
+        else:
+            raw1 = X1 * tl.exp(l1)[None, :] - _mm(tl.trans(d1), x1w * tl.exp(l1[None, :] - lb1), PREC)
+            raw2 = X2 * tl.exp(l2)[None, :] - _mm(tl.trans(d2), x2w * tl.exp(l2[None, :] - lb2), PREC)
         X1, W1n = _end_weights(raw1, QX, SCALE, RET)
         X2, W2n = _end_weights(raw2, QX, SCALE, RET)
         if RET >= 2:  # the segment's last token reads the exact new memory
@@ -173,17 +248,19 @@ def _fwd_kernel_ch(
 
 @triton.jit
 def _bwd_kernel_ch(
-    q, k, v, eta, alpha, delta, seg_start, seg_size, saved1, saved2, do,
-    dq, dk, dv, deta, dla, ddelta, dx1, dx2,
+    q, k, v, eta, alpha, theta, delta, seg_start, seg_size, saved1, saved2, saved_s1, saved_s2, do,
+    dq, dk, dv, deta, dla, dlth, ddelta, dx1, dx2,
     T, H, NS, P_EXP, SHARP, EPS, RADIUS, QX, SCALE,
     C: tl.constexpr, K: tl.constexpr, HD: tl.constexpr, BIAS: tl.constexpr, NEPS: tl.constexpr,
     SMOOTH: tl.constexpr, ACT: tl.constexpr, LN: tl.constexpr, RET: tl.constexpr,
-    RETAIN_FIRST: tl.constexpr, NEEDS_DELTA: tl.constexpr, PREC: tl.constexpr, ETA_CH: tl.constexpr,
-    DELTA_CH: tl.constexpr,
+    RETAIN_FIRST: tl.constexpr, MOM: tl.constexpr, NEEDS_DELTA: tl.constexpr, PREC: tl.constexpr,
+    ETA_CH: tl.constexpr, DELTA_CH: tl.constexpr,
 ):
     i_bh, b, h, oc, ok, oh, off1, off2 = _program(H, C, K, HD)
     dX1n = tl.zeros([HD, K], dtype=tl.float32)  # dL / d(carried state at the segment end)
     dX2n = tl.zeros([K, HD], dtype=tl.float32)
+    dS1n = tl.zeros([HD, K], dtype=tl.float32)  # ... and momentum (MOM)
+    dS2n = tl.zeros([K, HD], dtype=tl.float32)
     for i_n in range(NS):
         n = NS - 1 - i_n
         start = tl.load(seg_start + n)
@@ -191,9 +268,9 @@ def _bwd_kernel_ch(
         base = _slot(i_bh, n, NS, HD * K)
         X1 = tl.load(saved1 + base + off1)
         X2 = tl.load(saved2 + base + off2)
-        qc, kc, vc, et, dl, row, ptr, mt, lb1, lb2, s1, s2 = _load_segment_ch(
-            q, k, v, eta, alpha, delta, b, h, start, size, T, H, C, K, HD, RETAIN_FIRST,
-            NEEDS_DELTA, DELTA_CH)
+        qc, kc, vc, et, dl, row, ptr, mt, lb1, lb2, s1, s2, lt = _load_segment_ch(
+            q, k, v, eta, alpha, theta, delta, b, h, start, size, T, H, C, K, HD, RETAIN_FIRST,
+            MOM, NEEDS_DELTA, DELTA_CH)
         dy = tl.load(do + ptr, mask=mt[:, None], other=0.0).to(tl.float32)
         is_last = oc == size - 1
         # ---- recompute the segment
@@ -209,46 +286,79 @@ def _bwd_kernel_ch(
         e1, e2 = _write_steps(eta, et, row, mt, C, K, HD, ETA_CH)
         x1w = kc * e1
         x2w = hk * e2
+        l1 = tl.sum(tl.where(is_last[:, None], lb1, 0.0), 0)
+        l2 = tl.sum(tl.where(is_last[:, None], lb2, 0.0), 0)
+        if MOM:
+            S1 = tl.load(saved_s1 + base + off1)
+            S2 = tl.load(saved_s2 + base + off2)
+            ltl = tl.sum(tl.where(is_last, lt, 0.0), 0)
         if RET == 3:
             u1 = _kl_read(X1, qc, d1, x1w, lb1, size, SCALE, C, PREC)
             hq = _act(u1, ACT)
             u2 = _kl_read(X2, hq, d2, x2w, lb2, size, SCALE, C, PREC)
+        elif MOM:
+            A1, cv1, u1p = _read_layer_mom(V1, S1, qc, x1w, d1, lb1, lt, C, PREC)
+            u1 = r1 * u1p
+            hq = _act(u1, ACT)
+            A2, cv2, u2p = _read_layer_mom(V2, S2, hq, x2w, d2, lb2, lt, C, PREC)
+            u2 = r2 * u2p
         else:
             A1, u1p = _read_layer_ch(V1, qc, x1w, d1, lb1, C, PREC)
             u1 = r1 * u1p
             hq = _act(u1, ACT)
             A2, u2p = _read_layer_ch(V2, hq, x2w, d2, lb2, C, PREC)
             u2 = r2 * u2p
-        l1 = tl.sum(tl.where(is_last[:, None], lb1, 0.0), 0)
-        l2 = tl.sum(tl.where(is_last[:, None], lb2, 0.0), 0)
-        g1 = tl.exp(l1[None, :] - lb1)  # [C, K]: b_last / b_i per channel
-        g2 = tl.exp(l2[None, :] - lb2)
-        raw1 = X1 * tl.exp(l1)[None, :] - _mm(tl.trans(d1), x1w * g1, PREC)
-        raw2 = X2 * tl.exp(l2)[None, :] - _mm(tl.trans(d2), x2w * g2, PREC)
+        if MOM:
+            raw1, _S1e, Dl1, cl1, tl1 = _momentum_end(X1, S1, d1, x1w, lb1, l1, lt, ltl, mt, C, PREC)
+            raw2, _S2e, Dl2, cl2, tl2 = _momentum_end(X2, S2, d2, x2w, lb2, l2, lt, ltl, mt, C, PREC)
+        else:
+            g1 = tl.exp(l1[None, :] - lb1)  # [C, K]: b_last / b_i per channel
+            g2 = tl.exp(l2[None, :] - lb2)
+            raw1 = X1 * tl.exp(l1)[None, :] - _mm(tl.trans(d1), x1w * g1, PREC)
+            raw2 = X2 * tl.exp(l2)[None, :] - _mm(tl.trans(d2), x2w * g2, PREC)
 
         # ---- the segment end: exact last read and the end map
         dq_end, dyr, draw1, draw2 = _end_read_bwd(raw1, raw2, dX1n, dX2n, qc, dy, is_last, QX, SCALE,
                                                   K, ACT, LN, RET, PREC)
         dqc = dy + dq_end  # the memory's residual, and lq's exact last read
-        # raw_l = X_l * b_last - d_l^T (x_l * g_l)
         dl1 = tl.sum(draw1 * X1, 0) * tl.exp(l1)  # d / d l1 (through b_last)
         dl2 = tl.sum(draw2 * X2, 0) * tl.exp(l2)
-        dw1 = -_mm(d1, draw1, PREC)  # [C, K]: d / d(x1w * g1)
-        dw2 = -_mm(d2, draw2, PREC)
-        dd1 = -_mm(x1w * g1, tl.trans(draw1), PREC)
-        dd2 = -_mm(x2w * g2, tl.trans(draw2), PREC)
-        dx1w = dw1 * g1
-        dx2w = dw2 * g2
-        tg1 = dw1 * x1w * g1
-        tg2 = dw2 * x2w * g2
-        dl1 += tl.sum(tg1, 0)
-        dl2 += tl.sum(tg2, 0)
-        dlb1 = -tg1
-        dlb2 = -tg2
+        if MOM:  # raw_l = X_l b_last + S_l cv_last - d_l^T (x_l D[last]); S_l' as _momentum_end
+            dd1, dx1w, dDl1, dcl1, dtl1 = _momentum_end_bwd(draw1, dS1n, S1, d1, x1w, Dl1, tl1, PREC)
+            dd2, dx2w, dDl2, dcl2, dtl2 = _momentum_end_bwd(draw2, dS2n, S2, d2, x2w, Dl2, tl2, PREC)
+            dlb1 = tl.zeros([C, K], dtype=tl.float32)
+            dlb2 = tl.zeros([C, HD], dtype=tl.float32)
+        else:  # raw_l = X_l * b_last - d_l^T (x_l * g_l)
+            dw1 = -_mm(d1, draw1, PREC)  # [C, K]: d / d(x1w * g1)
+            dw2 = -_mm(d2, draw2, PREC)
+            dd1 = -_mm(x1w * g1, tl.trans(draw1), PREC)
+            dd2 = -_mm(x2w * g2, tl.trans(draw2), PREC)
+            dx1w = dw1 * g1
+            dx2w = dw2 * g2
+            tg1 = dw1 * x1w * g1
+            tg2 = dw2 * x2w * g2
+            dl1 += tl.sum(tg1, 0)
+            dl2 += tl.sum(tg2, 0)
+            dlb1 = -tg1
+            dlb2 = -tg2
 
         # ---- the reads, layer 2 then layer 1
         du2 = _norm_back(u2, dyr, K, LN)
-        if RET == 3:  # dX1, dX2: of the log-weights
+        if MOM:
+            dhq, dxr2, dd2r, dX2, dS2, dr2, dlbr2, dl2r, dlt2, dltl2 = _read_layer_mom_bwd(
+                du2, u2p, V2, S2, r2, hq, x2w, d2, A2, cv2, lb2, l2, lt, ltl, mt, dDl2, dcl2, dtl2, C, PREC)
+            du1 = dhq * _act_grad(u1, ACT)
+            dq1, dxr1, dd1r, dX1, dS1, dr1, dlbr1, dl1r, dlt1, dltl1 = _read_layer_mom_bwd(
+                du1, u1p, V1, S1, r1, qc, x1w, d1, A1, cv1, lb1, l1, lt, ltl, mt, dDl1, dcl1, dtl1, C, PREC)
+            dl1 += dl1r
+            dl2 += dl2r
+            # theta: lt = cumsum(log theta), ltl its last; the end momentum Theta_last S_l
+            dltl = dltl1 + dltl2 + tl.exp(ltl) * (tl.sum(tl.sum(dS1n * S1, 1), 0) + tl.sum(tl.sum(dS2n * S2, 1), 0))
+            dlt = dlt1 + dlt2 + tl.where(is_last, dltl, 0.0)
+            tl.store(dlth + row, tl.cumsum(dlt, 0, reverse=True), mask=mt)
+            dS1 += tl.exp(ltl) * dS1n + draw1 * cl1[None, :]
+            dS2 += tl.exp(ltl) * dS2n + draw2 * cl2[None, :]
+        elif RET == 3:  # dX1, dX2: of the log-weights
             dhq, dX2, dd2r, dxr2, dlbr2 = _kl_read_bwd(du2, u2, X2, hq, d2, x2w, lb2, u2, size, SCALE,
                                                        C, False, PREC)
             du1 = dhq * _act_grad(u1, ACT)
@@ -310,5 +420,8 @@ def _bwd_kernel_ch(
         tl.store(dv + ptr, dvc, mask=mt[:, None])
         dX1n = dX1
         dX2n = dX2
+        if MOM:
+            dS1n = dS1
+            dS2n = dS2
     tl.store(dx1 + i_bh * HD * K + off1, dX1n)
     tl.store(dx2 + i_bh * HD * K + off2, dX2n)

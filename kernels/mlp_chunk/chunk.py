@@ -403,7 +403,7 @@ def compile_specs(config: MlpMemoryConfig, bias: BiasConfig, K: int, HD: int, ch
     for kernels.compile_check (compiling for a GPU without one): the layout chunk_mlp_memory
     picks for this shape (kernels.limits.mlp_hidden_tile), or the tiled one with ``hidden_tile``;
     ``eta_channel`` / ``alpha_channel`` / ``delta_channel``: a channel-wise eta / alpha / Huber
-    threshold (alpha with gd only: channel.py's kernels where W fits on chip, else tiled.py's)."""
+    threshold (alpha: channel.py's kernels where W fits on chip, else tiled.py's, gd only)."""
     alpha_channel = alpha_channel or config.retention == "kl"  # kl: channel.py (chunk_mlp_memory)
     scalars = _scalars(config, bias, 1024, 8, 64, K, HD, chunk_size, config.retention != "none",
                        momentum, dtype)
@@ -412,9 +412,9 @@ def compile_specs(config: MlpMemoryConfig, bias: BiasConfig, K: int, HD: int, ch
     pointers |= {"seg_start": "*i32", "seg_size": "*i32"}
     if hidden_tile is None:
         hidden_tile = mlp_hidden_tile(K, HD, chunk_size, products(scalars["PREC"]),
-                                      config.retention == "lq" and momentum)
+                                      momentum and (config.retention == "lq" or alpha_channel))
     if hidden_tile is None and alpha_channel:
-        scalars = {name: value for name, value in scalars.items() if name not in ("HAS_ALPHA", "MOM")}
+        scalars = {name: value for name, value in scalars.items() if name != "HAS_ALPHA"}
         scalars |= {"ETA_CH": eta_channel, "DELTA_CH": delta_channel}
         return [
             ("channel-alpha forward", channel._fwd_kernel_ch, {**scalars, "SAVE": True}, pointers,
@@ -455,15 +455,13 @@ def _gate_flags(eta: torch.Tensor, delta: torch.Tensor | None) -> dict:
 
 
 def _channel_scalars(scalars: dict, eta: torch.Tensor, delta: torch.Tensor | None) -> dict:
-    """The shared scalars as channel.py's kernels take them (no momentum, no alpha flag)."""
-    kept = {name: value for name, value in scalars.items() if name not in ("HAS_ALPHA", "MOM")}
+    """The shared scalars as channel.py's kernels take them (no alpha flag: alpha is always there)."""
+    kept = {name: value for name, value in scalars.items() if name != "HAS_ALPHA"}
     return kept | _gate_flags(eta, delta)
 
 
-def _kernel_inputs(q, k, v, eta, alpha, theta, delta, hidden_tile: int | None) -> tuple:
-    """The token inputs in the kernels' argument order: channel.py's take no theta."""
-    if _channel_alpha(alpha) and hidden_tile is None:
-        return (q, k, v, eta, alpha, *_or(eta, delta))
+def _kernel_inputs(q, k, v, eta, alpha, theta, delta) -> tuple:
+    """The token inputs in the kernels' argument order."""
     return (q, k, v, eta, *_or(eta, alpha, theta, delta))
 
 
@@ -502,26 +500,22 @@ class ChunkMlpMemory(torch.autograd.Function):
         ctx.fallback = False
         scalars = _scalars(config, bias, T, H, NS, K, HD, chunk_size, alpha is not None,
                            theta is not None, q.dtype)
-        inputs = _kernel_inputs(q, k, v, eta, alpha, theta, delta, hidden_tile)
+        inputs = _kernel_inputs(q, k, v, eta, alpha, theta, delta)
         if hidden_tile is not None:  # X1, X2, S1, S2 in NS + 1 slots (1, updated in place, without a backward)
             saved = tiled.state_buffers(x1, x2, B, NS + 1 if save else 1, theta is not None)
             kernel, first = tiled._fwd_kernel, [start, size, o, *saved]
             scalars |= _tiled_flags(_channel_alpha(alpha), **_gate_flags(eta, delta))
             scalars["HT"] = hidden_tile
             warps = tiled.num_warps(chunk_size, K, hidden_tile, config.retention == "kl")
-        elif _channel_alpha(alpha):  # channel-wise alpha (gd, W on chip): channel.py
-            n_saved = B * H * NS * HD * K if save else 1
-            saved = [torch.empty(n_saved, dtype=torch.float32, device=q.device) for _ in range(2)]
-            kernel, first = channel._fwd_kernel_ch, [x1, x2, start, size, o, *saved]
-            warps = _num_warps(K, HD, False)
-            scalars = _channel_scalars(scalars, eta, delta)
-        else:
+        else:  # W on chip: channel.py with a channel-wise alpha, else this file's kernels
             n_saved = B * H * NS * HD * K if save else 1
             saved = [torch.empty(n_saved if (i < 2 or theta is not None) else 1, dtype=torch.float32,
                                  device=q.device) for i in range(4)]  # X1, X2, S1, S2
-            kernel, first = _fwd_kernel, [x1, x2, start, size, o, *saved]
+            channel_alpha = _channel_alpha(alpha)
+            kernel = channel._fwd_kernel_ch if channel_alpha else _fwd_kernel
+            first = [x1, x2, start, size, o, *saved]
             warps = _num_warps(K, HD, False)
-            scalars |= _gate_flags(eta, delta)
+            scalars = _channel_scalars(scalars, eta, delta) if channel_alpha else scalars | _gate_flags(eta, delta)
         try:
             with on_device(q):
                 kernel[(B * H,)](*inputs, *first, SAVE=save, num_warps=warps, num_stages=1, **scalars)
@@ -548,7 +542,7 @@ class ChunkMlpMemory(torch.autograd.Function):
         scalars = _scalars(ctx.config, ctx.bias, T, H, start.numel(), K, HD, ctx.chunk_size,
                            alpha is not None, theta is not None, q.dtype)
         grads = [dq, dk, dv, deta, dla, dlth, ddelta]
-        inputs = _kernel_inputs(q, k, v, eta, alpha, theta, delta, ctx.hidden_tile)
+        inputs = _kernel_inputs(q, k, v, eta, alpha, theta, delta)
         if ctx.hidden_tile is not None:
             state_grads = tiled.gradient_buffers(B * H, HD, K, ctx.chunk_size, theta is not None,
                                                  ctx.config.retention in ("lq", "kl"), q.device)
@@ -557,19 +551,14 @@ class ChunkMlpMemory(torch.autograd.Function):
             scalars |= _tiled_flags(_channel_alpha(alpha), **_gate_flags(eta, delta))
             scalars["HT"] = ctx.hidden_tile
             warps = tiled.num_warps(ctx.chunk_size, K, ctx.hidden_tile, ctx.config.retention == "kl")
-        elif _channel_alpha(alpha):  # channel-wise alpha, W on chip: channel.py
-            grads = [dq, dk, dv, deta, dla, ddelta]
+        else:  # W on chip: channel.py with a channel-wise alpha, else this file's kernels
             dx1 = torch.empty(B, H, HD, K, **f32)
             dx2 = torch.empty(B, H, K, HD, **f32)
-            kernel, state_grads = channel._bwd_kernel_ch, [dx1, dx2]
+            channel_alpha = _channel_alpha(alpha)
+            kernel = channel._bwd_kernel_ch if channel_alpha else _bwd_kernel
+            state_grads = [dx1, dx2]
             warps = _num_warps(K, HD, True)
-            scalars = _channel_scalars(scalars, eta, delta)
-        else:
-            dx1 = torch.empty(B, H, HD, K, **f32)
-            dx2 = torch.empty(B, H, K, HD, **f32)
-            kernel, state_grads = _bwd_kernel, [dx1, dx2]
-            warps = _num_warps(K, HD, True)
-            scalars |= _gate_flags(eta, delta)
+            scalars = _channel_scalars(scalars, eta, delta) if channel_alpha else scalars | _gate_flags(eta, delta)
         try:
             with on_device(q):
                 kernel[(B * H,)](
@@ -620,8 +609,9 @@ def check_mlp_inputs(q, k, v, eta, w1, w2, alpha, theta, delta, bias: BiasConfig
     if delta is not None and delta.dim() == 4 and bias.kind not in ("huber_coordinate", "huber_switch"):
         raise KernelInputError(f"a Huber threshold per value channel has a kernel with the coordinate "
                                f"and switch variants, not {bias.kind!r}")
-    if alpha is not None and alpha.dim() == 4 and theta is not None:
-        raise KernelInputError("a channel-wise alpha has a kernel with gd only (not momentum)")
+    if alpha is not None and alpha.dim() == 4 and theta is not None and hidden_tile is not None:
+        raise KernelInputError("momentum with a channel-wise alpha has a kernel with W on chip only "
+                               "(channel.py), not with the hidden dim in tiles (hidden_tile)")
     if config.retention == "kl" and theta is not None:
         raise KernelInputError("kl retention has a kernel with gd only (its exact per-token read "
                                "takes a channel-wise alpha, which the kernels take without momentum)")
@@ -636,7 +626,8 @@ def check_mlp_inputs(q, k, v, eta, w1, w2, alpha, theta, delta, bias: BiasConfig
         raise KernelInputError(f"chunk_size must be 16, 32 or 64 for the Triton kernel, got {chunk_size}")
     precision = mlp_precision(q.dtype, config.layer_norm, config.retention, bias.kind)
     problem = mlp_shape_problem(K, HD, chunk_size, products(precision),
-                                config.retention == "lq" and theta is not None)
+                                config.retention == "lq" and theta is not None,
+                                whole_only=alpha is not None and alpha.dim() == 4 and theta is not None)
     problem = problem or token_tensor_problem(B, T, H, K)
     if problem is not None:
         raise KernelInputError(problem)
@@ -672,7 +663,7 @@ def chunk_mlp_memory(
             kernel (kernels.limits.mlp_shape_problem); at most 2^31 - 1 elements).
         eta: [B, T, H] (> 0), or channel-wise [B, T, H, K + Hd] (a step per input channel of
             W1, then of W2); alpha: [B, T, H] in (0, 1], channel-wise [B, T, H, K + Hd] (a decay
-            per input channel of W1, then of W2; gd only) or None;
+            per input channel of W1, then of W2; with momentum where W fits on chip) or None;
         theta: [B, T, H] in (0, 1) for momentum (Titans; S starts at zero), None for gd (kl
             retention takes gd only: its exact per-token read, Memora's, runs channel.py's or
             the tiled kernels' channel-wise alpha);
@@ -697,7 +688,7 @@ def chunk_mlp_memory(
     if hidden_tile is None:
         precision = mlp_precision(q.dtype, config.layer_norm, config.retention, bias.kind)
         hidden_tile = mlp_hidden_tile(q.shape[-1], w1.shape[1], chunk_size, products(precision),
-                                      config.retention == "lq" and theta is not None)
+                                      theta is not None and (config.retention == "lq" or _channel_alpha(alpha)))
     # the learned weights -> the state in fp32 (kl: a softmax, which bf16 would blur)
     x1, x2 = (x.contiguous() for x in initial_state(w1.float(), w2.float(), config))
     if config.retention == "none":
