@@ -225,7 +225,8 @@ def test_bad_hidden_tiles_are_refused():
 def test_dispatch_routes_the_named_models_at_the_paper_shapes():
     """At K = 64 (hidden 256) Moneta, Yaad and Memora with their own channel-wise gates, and with
     per-head ones (Titans too), get the kernel (hidden tiles) at every chunk (Memora: kl's exact
-    per-token read); momentum with a channel-wise alpha gets none."""
+    per-token read); momentum with a channel-wise alpha has a kernel with W on chip only, so at
+    these shapes dispatch names the shape problem (the PyTorch form runs)."""
     rules = [MemoryRule.from_point(per_head_preset(name)) for name in ("moneta", "yaad", "memora", "titans")]
     rules += [MemoryRule.from_point(preset(name)) for name in ("moneta", "yaad", "memora")]
     for rule in rules:
@@ -237,7 +238,10 @@ def test_dispatch_routes_the_named_models_at_the_paper_shapes():
     assert preset("memora").retention.kind == "kl" and preset("memora").retention.alpha.mode == "channel"
     spec = per_head_preset("titans").model_dump()
     spec["retention"]["alpha"].update(mode="channel", rank=None)
-    assert kernel_for(MemoryRule.from_point(ModelPoint.model_validate(spec))) is None
+    channel_momentum = MemoryRule.from_point(ModelPoint.model_validate(spec))
+    assert kernel_for(channel_momentum) is not None
+    assert "W on chip only" in shape_problem(channel_momentum, 64, 64, 16, torch.bfloat16)
+    assert shape_problem(channel_momentum, 16, 16, 16, torch.bfloat16) is None
 
 
 # ---- GPU: the paper's shapes ---------------------------------------------------------------------
