@@ -106,6 +106,7 @@ CHANNEL_POINTS = {  # the named models' own gates: eta / alpha / delta per chann
                                         (True, False, False)),
     "moneta's gates (lq, momentum)": (MlpMemoryConfig("gelu", True, "lq", q=4.0), BiasConfig("lp"),
                                       (True, True, False)),
+    "memora's gates (kl, momentum)": (MlpMemoryConfig("gelu", True, "kl"), BiasConfig("l2"), (True, True, False)),
     "yaad's gates (l2, momentum)": (MlpMemoryConfig("gelu", True, "l2", gradient_at="previous"),
                                     BiasConfig("huber_switch", sharpness=1.0, relative_sharpness=True),
                                     (True, True, True)),
@@ -150,6 +151,7 @@ MATRIX_KL_POINTS = {  # bias, alpha, eta, delta, momentum, head dims: kl's kerne
     "kl, Memora's gates (l2)": (BiasConfig("l2"), "channel", "channel", "head", False, (64, 128)),
     "kl, switch, channel eta and delta": (BiasConfig("huber_switch"), "head", "channel", "channel", False, (64,)),
     "kl + momentum, channel eta (l2)": (BiasConfig("l2"), "head", "channel", "head", True, (64, 128)),
+    "kl + momentum, Memora's gates (l2)": (BiasConfig("l2"), "channel", "channel", "head", True, (64, 128)),
 }
 
 

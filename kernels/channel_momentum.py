@@ -35,6 +35,13 @@ def _momentum_decays_ch(lb, lt, j, C: tl.constexpr):
 
 
 @triton.jit
+def _theta_matrix(lt, C: tl.constexpr):
+    """Lt [C, C]: Theta_j / Theta_i = exp(lt_j - lt_i) for i <= j, 0 above."""
+    oc = tl.arange(0, C)
+    return tl.exp(tl.where(oc[:, None] >= oc[None, :], lt[:, None] - lt[None, :], float("-inf")))
+
+
+@triton.jit
 def _momentum_ends_ch(lb, lbl, lt, ltl, mt, C: tl.constexpr):
     """The chunk end's decays with momentum and a channel-wise alpha, from lb [C, N], its last
     live row lbl [N], lt [C] and its last ltl, mt [C] the live tokens: (Lt [C, C], wk [C, N],
@@ -42,9 +49,7 @@ def _momentum_ends_ch(lb, lbl, lt, ltl, mt, C: tl.constexpr):
     beta_j over live tokens, Dl[i] = D[last, i] = sum_{j >= i} Lt[j, i] wk[j] (the end state's
     write weights), clast = sum_j Theta_j wk[j] (the chunk-start momentum's), tlast[i] =
     Theta_last / Theta_i (the end momentum's)."""
-    oc = tl.arange(0, C)
-    causal = oc[:, None] >= oc[None, :]
-    Lt = tl.exp(tl.where(causal, lt[:, None] - lt[None, :], float("-inf")))
+    Lt = _theta_matrix(lt, C)
     wk = tl.where(mt[:, None], tl.exp(lbl[None, :] - lb), 0.0)
     Dl = tl.dot(tl.trans(Lt), wk, input_precision="ieee")
     clast = tl.sum(wk * tl.exp(lt)[:, None], 0)
@@ -67,13 +72,11 @@ def _channel_momentum(z, x, lb, lt, C: tl.constexpr, PREC: tl.constexpr):
 
 
 @triton.jit
-def _channel_momentum_bwd(dA, dcv, dDl, dclast, dtlast, z, x, lb, lbl, lt, ltl, mt,
-                          C: tl.constexpr, PREC: tl.constexpr):
-    """Back through _channel_momentum and _momentum_ends_ch: (dz, dx, dlb [C, N], dlbl [N],
-    dlt [C], dltl) from dA [C, C] (causal), dcv [C, N], dDl [C, N], dclast [N], dtlast [C]."""
+def _channel_momentum_bwd(dA, dcv, z, x, lb, lt, C: tl.constexpr, PREC: tl.constexpr):
+    """Back through _channel_momentum: (dz, dx, dlb [C, N], dlt [C]) from dA [C, C] (causal)
+    and dcv [C, N]."""
     oc = tl.arange(0, C)
-    causal = oc[:, None] >= oc[None, :]
-    dA = tl.where(causal, dA, 0.0)
+    dA = tl.where(oc[:, None] >= oc[None, :], dA, 0.0)
     dz = tl.zeros_like(z)
     dx = tl.zeros_like(x)
     dlb = tl.zeros_like(lb)
@@ -90,10 +93,40 @@ def _channel_momentum_bwd(dA, dcv, dDl, dclast, dtlast, z, x, lb, lbl, lt, ltl, 
         gE = (dzE * z + dcv * th) * E
         dlb += gE - tl.where(here[:, None], tl.sum(gE, 0)[None, :], 0.0)
         dlt += tl.where(here, tl.sum(gw, 0) + th * tl.sum(tl.sum(dcv * E, 1), 0), 0.0) - gw
+    return dz, dx, dlb, dlt
+
+
+@triton.jit
+def _momentum_ends_ch_bwd(dDl, dclast, dtlast, lb, lbl, lt, ltl, mt, C: tl.constexpr):
+    """Back through _momentum_ends_ch: (dlb [C, N], dlbl [N], dlt [C], dltl) from the
+    gradients of Dl [C, N], clast [N] and tlast [C]."""
+    oc = tl.arange(0, C)
     Lt, wk, _Dl, _clast, tlast = _momentum_ends_ch(lb, lbl, lt, ltl, mt, C)
     dwk = tl.dot(Lt, dDl, input_precision="ieee") + dclast[None, :] * tl.exp(lt)[:, None]
-    Y = tl.where(causal, tl.dot(wk, tl.trans(dDl), input_precision="ieee") * Lt, 0.0)
+    Y = tl.where(oc[:, None] >= oc[None, :], tl.dot(wk, tl.trans(dDl), input_precision="ieee") * Lt, 0.0)
     gt = dtlast * tlast
-    dlt += tl.sum(Y, 1) - tl.sum(Y, 0) + tl.sum(wk * dclast[None, :], 1) * tl.exp(lt) - gt
+    dlt = tl.sum(Y, 1) - tl.sum(Y, 0) + tl.sum(wk * dclast[None, :], 1) * tl.exp(lt) - gt
     gb = dwk * wk
-    return dz, dx, dlb - gb, tl.sum(gb, 0), dlt, tl.sum(gt, 0)
+    return -gb, tl.sum(gb, 0), dlt, tl.sum(gt, 0)
+
+
+@triton.jit
+def _momentum_end_ch(X, S, d, x_in, lb, lbl, lt, ltl, mt, C: tl.constexpr, PREC: tl.constexpr):
+    """A state's chunk end with momentum, X [out, n] and S, from the steps' rows d [C, out] and
+    write inputs x_in [C, n]: (raw, S', D[last], cv_last, Theta_last / Theta_i) with
+    raw = X * b_last + S * cv_last - d^T (x_in * D[last]), S' = Theta_last S - d^T (x_in * tlast)."""
+    _Lt, _wk, Dl, cl, tlast = _momentum_ends_ch(lb, lbl, lt, ltl, mt, C)
+    raw = X * tl.exp(lbl)[None, :] + S * cl[None, :] - _mm(tl.trans(d), x_in * Dl, PREC)
+    S_end = tl.exp(ltl) * S - _mm(tl.trans(d * tlast[:, None]), x_in, PREC)
+    return raw, S_end, Dl, cl, tlast
+
+
+@triton.jit
+def _momentum_end_ch_bwd(draw, dS_end, S, d, x_in, Dl, tlast, PREC: tl.constexpr):
+    """Back through _momentum_end_ch but for its decays: gradients of d, x_in, D[last], cv_last,
+    Theta_last / Theta_i (S's: the caller's, with Theta_last's)."""
+    dw = -_mm(d, draw, PREC)  # d / d(x_in * D[last])
+    R = _mm(x_in, tl.trans(dS_end), PREC)  # R[i] = dS' x_i
+    dd = -_mm(x_in * Dl, tl.trans(draw), PREC) - tlast[:, None] * R
+    dx = dw * Dl - tlast[:, None] * _mm(d, dS_end, PREC)
+    return dd, dx, dw * x_in, tl.sum(draw * S, 0), -tl.sum(d * R, 1)

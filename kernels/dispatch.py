@@ -94,8 +94,6 @@ def _matrix_kernel(rule: Any, bias: BiasConfig, modes: dict[str, str]) -> Callab
     retention, q, scale = _retention_config(rule)
     if algorithm not in ("gd", "momentum") or retention not in ("none", "l2", "lq", "kl"):
         return None
-    if algorithm == "momentum" and modes.get("alpha") == "channel" and retention == "kl":
-        return None  # kl.py's momentum takes a per-head alpha
     from .matrix_chunk import chunk_matrix_memory
 
     return functools.partial(chunk_matrix_memory, bias=bias, gradient_at=_gradient_at(rule),
@@ -106,9 +104,6 @@ def _mlp_kernel(rule: Any, bias: BiasConfig, modes: dict[str, str]) -> Callable[
     depth, activation, layer_norm, _ = _network(rule)
     retention, q, scale = _retention_config(rule)
     if depth != 2 or _kind(rule.algorithm) not in ("gd", "momentum"):
-        return None
-    # kl's exact per-token read runs channel.py's kernels, which take its momentum nowhere
-    if retention == "kl" and _kind(rule.algorithm) != "gd":
         return None
     if retention not in ("none", "l2", "lq", "kl") or activation not in ("gelu", "silu", "relu"):
         return None
@@ -126,17 +121,18 @@ def kernel_for(rule: Any) -> Callable[..., Any] | None:
     head or per input channel:
 
     - matrix memory, retention none, l2, lq or kl (Memora's: every token reads its own exact map,
-      as for the MLP memory), gd or momentum, alpha per head or channel-wise (kl's momentum: per
-      head): ``chunk_matrix_memory`` with the bias and retention bound,
+      as for the MLP memory), gd or momentum, alpha per head or channel-wise:
+      ``chunk_matrix_memory`` with the bias and retention bound,
       ``f(q, k, v, eta, alpha=None, theta=None, delta=None, initial_state=None, chunk_size=64)``;
     - 2-layer MLP memory (Moneta / Yaad / Memora / Titans family), retention none, l2 or lq,
-      gd or momentum, alpha per head or channel-wise, or retention kl with gd (Memora:
-      every token reads its own exact softmax map, as miras_search.memory.mirror_read):
+      gd or momentum, alpha per head or channel-wise, or retention kl (Memora: every token
+      reads its own exact softmax map, as miras_search.memory.mirror_read):
       ``chunk_mlp_memory`` with the architecture, retention and bias bound,
       ``f(q, k, v, eta, w1, w2, alpha=None, theta=None, delta=None, chunk_size=16)``. Every gate
       combination runs in both of its layouts (W on chip, or the hidden dim in tiles where W
       does not fit: Moneta, Yaad and Memora as named at K = 64, hidden 256), but momentum with
-      a channel-wise alpha, which keeps W on chip (``shape_problem`` says where it does not fit).
+      a channel-wise alpha or kl retention, which keeps W on chip (``shape_problem`` says where
+      it does not fit).
 
     Atlas's options (the Omega window, Muon, an MLP memory behind a feature map) are not.
     Shapes are checked by ``shape_problem``.
@@ -189,7 +185,7 @@ def shape_problem(rule: Any, key_dim: int, value_dim: int, chunk_size: int,
         retention = _retention_config(rule)[0]
         operands = products(mlp_precision(dtype, layer_norm, retention, bias_kind))
         momentum = _kind(rule.algorithm) == "momentum"
-        channel_alpha = _gate_modes(rule).get("alpha") == "channel"
+        channel_alpha = _gate_modes(rule).get("alpha") == "channel" or retention == "kl"
         return mlp_shape_problem(key_dim, expansion * key_dim, chunk_size, operands,
                                  momentum and retention == "lq", whole_only=momentum and channel_alpha)
     retention = _retention_config(rule)[0]

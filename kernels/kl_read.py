@@ -2,7 +2,9 @@
 c softmax_row of its own log-space state), and its backward, which rebuilds each token's weights
 from the segment-start log-weights instead of storing them; the carried state's end map. Shared
 by the MLP kernels (each layer: mlp_chunk/channel.py, mlp_chunk/tiled.py per hidden tile) and the
-matrix kernel's kl form (matrix_chunk/kl.py)."""
+matrix kernel's kl form (matrix_chunk/kl.py). With momentum and a decay per input channel
+(``_kl_read_mom_ch``, channel.py) each token's write weights D_t come from one product of the
+momentum's decays with the channel decays (kernels.channel_momentum's D, one token's row)."""
 
 from __future__ import annotations
 
@@ -88,3 +90,76 @@ def _kl_read_bwd(du, u, X, z, d, xw, lb, lse, size, SCALE, C: tl.constexpr, ROWS
         tP = dP * P  # d / d(lb_t - lb_i) of P_t
         dlb += tl.where(here, (tl.sum(draw * X, 0) * bt + tl.sum(tP, 0))[None, :], 0.0) - tP
     return dz, dX, dd, dxw, dlb
+
+
+@triton.jit
+def _kl_raw_mom_ch(X, S, d, xw, lb, Lt, elt, t, C: tl.constexpr, PREC: tl.constexpr):
+    """kl's log-space state of token t with momentum S [out, n] (a decay per input channel):
+    raw_t = b_t X + cv_t S - d^T P_t, P_t = xw * D_t with D_t[i] = sum_{i <= j <= t} Lt[j, i]
+    exp(lb_t - lb_j) = (Lt^T dec_t)[i] and cv_t = sum_{j <= t} elt_j exp(lb_t - lb_j); Lt [C, C]
+    = Theta_j / Theta_i (i <= j), elt [C] = Theta_j. Every exponent a difference, at most 0.
+    Returns raw_t, P_t, dec_t [C, n] (exp(lb_t - lb_j), j <= t), D_t, b_t and cv_t."""
+    oc = tl.arange(0, C)
+    lb_t = _token_row(lb, t, C)
+    dec = tl.exp(tl.where((oc <= t)[:, None], lb_t[None, :] - lb, float("-inf")))
+    Dt = tl.dot(tl.trans(Lt), dec, input_precision="ieee")
+    P = xw * Dt
+    bt = tl.exp(lb_t)
+    cvt = tl.sum(dec * elt[:, None], 0)
+    return bt[None, :] * X + cvt[None, :] * S - _mm(tl.trans(d), P, PREC), P, dec, Dt, bt, cvt
+
+
+@triton.jit
+def _kl_token_mom_ch(X, S, d, xw, lb, Lt, elt, t, SCALE, C: tl.constexpr, PREC: tl.constexpr):
+    """Token t's exact weights with momentum, U_t = SCALE softmax_row(raw_t) (_kl_raw_mom_ch's
+    arguments, the rows ending in the block), with _kl_raw_mom_ch's P_t, dec_t, D_t, b_t, cv_t."""
+    raw, P, dec, Dt, bt, cvt = _kl_raw_mom_ch(X, S, d, xw, lb, Lt, elt, t, C, PREC)
+    e = tl.exp(raw - tl.max(raw, 1)[:, None])
+    return e * (SCALE / tl.sum(e, 1))[:, None], P, dec, Dt, bt, cvt
+
+
+@triton.jit
+def _kl_read_mom_ch(X, S, z, d, xw, lb, Lt, elt, size, SCALE, C: tl.constexpr, PREC: tl.constexpr):
+    """kl's read with momentum, u_t = U_t z_t [C, out] for the segment's ``size`` tokens."""
+    oc = tl.arange(0, C)
+    u = tl.zeros_like(d)
+    for t in range(size):
+        U, _P, _dec, _Dt, _bt, _cvt = _kl_token_mom_ch(X, S, d, xw, lb, Lt, elt, t, SCALE, C, PREC)
+        u += tl.where((oc == t)[:, None], tl.sum(U * _token_row(z, t, C)[None, :], 1)[None, :], 0.0)
+    return u
+
+
+@triton.jit
+def _kl_read_mom_ch_bwd(du, u, X, S, z, d, xw, lb, Lt, elt, size, SCALE, C: tl.constexpr,
+                     PREC: tl.constexpr):
+    """VJP of _kl_read_mom_ch from du [C, out], every token's weights rebuilt: gradients of z, X, S,
+    d, xw, lb [C, n] and lt [C] (through Lt and elt)."""
+    oc = tl.arange(0, C)
+    dz = tl.zeros_like(z)
+    dX = tl.zeros_like(X)
+    dS = tl.zeros_like(S)
+    dd = tl.zeros_like(d)
+    dxw = tl.zeros_like(xw)
+    dlb = tl.zeros_like(lb)
+    dLt = tl.zeros_like(Lt)
+    delt = tl.zeros_like(elt)
+    for t in range(size):
+        U, P, dec, Dt, bt, cvt = _kl_token_mom_ch(X, S, d, xw, lb, Lt, elt, t, SCALE, C, PREC)
+        here = (oc == t)[:, None]
+        du_t = _token_row(du, t, C)
+        draw = U * du_t[:, None] * (_token_row(z, t, C)[None, :] - _token_row(u, t, C)[:, None] / SCALE)
+        dz += tl.where(here, tl.sum(U * du_t[:, None], 0)[None, :], 0.0)
+        dX += bt[None, :] * draw
+        dS += cvt[None, :] * draw
+        dP = -_mm(d, draw, PREC)  # [C, n]
+        dd -= _mm(P, tl.trans(draw), PREC)
+        dxw += dP * Dt
+        dDt = dP * xw
+        dLt += tl.dot(dec, tl.trans(dDt), input_precision="ieee")
+        dcv = tl.sum(draw * S, 0)
+        ddec = tl.dot(Lt, dDt, input_precision="ieee") + elt[:, None] * dcv[None, :]
+        delt += tl.sum(dec * dcv[None, :], 1)
+        g = ddec * dec  # d / d(lb_t - lb_j)
+        dlb += tl.where(here, (tl.sum(draw * X, 0) * bt + tl.sum(g, 0))[None, :], 0.0) - g
+    Y = tl.where(oc[:, None] >= oc[None, :], dLt * Lt, 0.0)
+    return dz, dX, dS, dd, dxw, dlb, tl.sum(Y, 1) - tl.sum(Y, 0) + elt * delt

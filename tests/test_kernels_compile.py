@@ -53,7 +53,8 @@ MLP_CASES = {  # MlpMemoryConfig, bias, K, hidden, chunk, momentum, dtype
     "moneta-channel-gates-bf16-tf32x3-widest": 'MlpMemoryConfig("gelu", True, "lq", q=4.0), BiasConfig("lp"), 32, 128, 32, False, torch.bfloat16, None, True, True',
     "yaad-channel-gates-bf16-tf32x3-widest": 'MlpMemoryConfig("gelu", True, "l2", gradient_at="previous"), BiasConfig("huber_switch", sharpness=1.0, relative_sharpness=True), 32, 128, 32, False, torch.bfloat16, None, True, True, True',
     "l2-channel-alpha-bf16-products-widest": 'MlpMemoryConfig("silu", False, "l2"), BiasConfig("l2"), 64, 256, 32, False, torch.bfloat16, None, False, True',
-    # momentum with a channel-wise alpha (channel.py, kernels.channel_momentum): half the chunk
+    # momentum with a channel-wise alpha or kl retention (channel.py, kernels.channel_momentum): half the chunk
+    "memora-momentum-bf16-tf32x3-widest": 'MlpMemoryConfig("gelu", True, "kl"), BiasConfig("l2"), 32, 128, 16, True, torch.bfloat16',
     "moneta-channel-gates-momentum-bf16-tf32x3-widest": 'MlpMemoryConfig("gelu", True, "lq", q=4.0), BiasConfig("lp"), 32, 128, 16, True, torch.bfloat16, None, True, True',
     "moneta-bf16-tf32x3-widest-channel-eta": 'MlpMemoryConfig("gelu", True, "lq", q=4.0), BiasConfig("lp"), 32, 128, 32, False, torch.bfloat16, None, True',
     # past those, the hidden dim in tiles (kernels/mlp_chunk/tiled.py), here forced at a small
@@ -93,6 +94,8 @@ MATRIX_CASES = {  # bias, K, V, chunk, alpha, momentum, dtype[, backward]
 # memory): benchmarks/results/kernel_resources_matrix_gates_sm90.md
 MATRIX_KL_CASES = {  # bias, K, V, chunk, alpha, dtype, eta, delta[, momentum]: kl's kernel (matrix_chunk/kl.py)
     "kl-switch-channel-delta-tf32x3-widest": 'BiasConfig("huber_switch"), 64, 64, 64, "head", torch.bfloat16, "channel", "channel"',
+    # with momentum every token's write weights take one more product (kl_read._kl_read_mom_ch):
+    # 224 KiB of shared memory in the backward at the widest shape
     "kl-momentum-tf32x3-widest": 'BiasConfig("l2"), 128, 128, 64, "head", torch.bfloat16, "channel", "head", True',
 }
 

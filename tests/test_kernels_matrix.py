@@ -633,12 +633,12 @@ def test_kl_retention(bias, alpha, eta, delta, w0, T):
 
 @pytest.mark.parametrize(("bias", "alpha", "eta", "w0"), [
     ("l2", "head", "head", True), ("huber_switch", "head", "channel", True), ("lp", "none", "head", False),
-    ("robust", "head", "channel", True),
+    ("robust", "head", "channel", True), ("l2", "channel", "channel", True),
 ])
 @pytest.mark.parametrize("T", [1, 7, 37])
 def test_kl_retention_with_momentum(bias, alpha, eta, w0, T):
-    """kl with momentum (a per-head alpha): the log-space step carried across segments, the
-    momentum gate's gradient included."""
+    """kl with momentum (alpha per head or per key channel): the log-space step carried across
+    segments, the momentum gate's gradient included."""
     check(make_inputs(1, T, 2, 16, 16, bias, alpha, True, w0, eta=eta), bias, 16, lq="kl")
 
 
@@ -649,17 +649,20 @@ def test_kl_chunk_32_and_unequal_dims():
 
 @pytest.mark.gpu
 @pytest.mark.usefixtures("bf16_interpreter")
-@pytest.mark.parametrize(("bias", "alpha", "eta"), [("l2", "channel", "channel"), ("huber_switch", "head", "head")])
-def test_bf16_kl(bias, alpha, eta):
+@pytest.mark.parametrize(("bias", "alpha", "eta", "momentum"), [
+    ("l2", "channel", "channel", False), ("huber_switch", "head", "head", False), ("l2", "channel", "channel", True),
+])
+def test_bf16_kl(bias, alpha, eta, momentum):
     """bf16 inputs, tf32x3 products (kernels.precision: kl's softmax reads)."""
-    check(make_inputs(1, 37, 2, 16, 16, bias, alpha, False, eta=eta), bias, 16, torch.bfloat16, 2e-2, lq="kl")
+    x = make_inputs(1, 37, 2, 16, 16, bias, alpha, momentum, eta=eta)
+    check(x, bias, 16, torch.bfloat16, 2e-2, lq="kl")
 
 
 @pytest.mark.gpu
 @gpu_only
 @pytest.mark.parametrize(("bias", "alpha", "eta", "momentum", "dim"), [
     ("l2", "channel", "channel", False, 64), ("huber_switch", "channel", "channel", False, 64),
-    ("lp", "head", "head", False, 128), ("l2", "head", "channel", True, 64),
+    ("lp", "head", "head", False, 128), ("l2", "head", "channel", True, 64), ("l2", "channel", "channel", True, 128),
 ])
 def test_gpu_kl(bias, alpha, eta, momentum, dim):
     x = make_inputs(2, 300, 2, dim, dim, bias, alpha, momentum, eta=eta)
@@ -669,10 +672,7 @@ def test_gpu_kl(bias, alpha, eta, momentum, dim):
 
 def test_bad_kl_settings_are_refused():
     x = {n: (t.float() if t is not None else None)
-         for n, t in make_inputs(1, 5, 1, 16, 16, alpha="channel", momentum=True).items()}
-    with pytest.raises(KernelInputError, match="per-head alpha"):
-        chunk_matrix_memory(**x, retention="kl")
-    x["theta"] = None
+         for n, t in make_inputs(1, 5, 1, 16, 16, alpha="channel").items()}
     with pytest.raises(KernelInputError, match="kl_scale"):
         chunk_matrix_memory(**x, retention="kl", kl_scale=0.0)
     odd = {n: (t.float() if t is not None else None) for n, t in make_inputs(1, 5, 1, 24, 16).items()}
@@ -682,8 +682,7 @@ def test_bad_kl_settings_are_refused():
 
 def test_dispatch_covers_the_named_models_axes_on_a_matrix_memory():
     """Moneta's (lp, lq), Yaad's (switch, a threshold per value channel) and Memora's (kl) bias,
-    retention and channel-wise gates on a matrix memory have a kernel, with momentum too (kl's
-    momentum only where alpha is per head: the PyTorch form runs it with a channel-wise one)."""
+    retention and channel-wise gates on a matrix memory have a kernel, with momentum too."""
     from miras_search.presets import preset
     from miras_search.schema import ModelPoint
 
@@ -701,7 +700,7 @@ def test_dispatch_covers_the_named_models_axes_on_a_matrix_memory():
         assert point.algorithm.eta.mode == "channel"
         assert kernel_for(point).keywords["retention"] == retention
     assert kernel_for(on_matrix("moneta", algorithm={"kind": "momentum"})).keywords["retention"] == "lq"
-    assert kernel_for(on_matrix("memora", algorithm={"kind": "momentum"})) is None  # kl: alpha per head
+    assert kernel_for(on_matrix("memora", algorithm={"kind": "momentum"})).keywords["retention"] == "kl"
     for name in ("moneta", "memora"):
         per_head = on_matrix(name, algorithm={"kind": "momentum"}, retention={"alpha": {"mode": "head"}})
         assert kernel_for(per_head) is not None

@@ -363,7 +363,10 @@ def test_dispatch_covers_the_mlp_family():
     assert kernel_for(preset("memora")).keywords["config"] == MlpMemoryConfig("gelu", True, "kl", scale=1.0)
     spec = per_head_preset("memora").model_dump()
     spec["algorithm"] = {"kind": "momentum", "eta": HEAD, "theta": HEAD}
-    assert kernel_for(ModelPoint.model_validate(spec)) is None  # kl with momentum: PyTorch form
+    memora_momentum = ModelPoint.model_validate(spec)  # kl with momentum: W on chip only
+    assert kernel_for(memora_momentum) is not None
+    assert shape_problem(memora_momentum, 16, 16, 16, torch.bfloat16) is None
+    assert "W on chip only" in shape_problem(memora_momentum, 64, 64, 16, torch.bfloat16)
     moneta = kernel_for(per_head_preset("moneta")).keywords
     assert moneta["config"] == MlpMemoryConfig("gelu", True, "lq", q=4.0, scale=1.0)
     assert moneta["bias"].kind == "lp"
@@ -828,11 +831,47 @@ def test_memora_kernel_equals_memory_chunked_form(monkeypatch, name, T, chunk_si
         assert rel_err(fused.double().cpu(), reference.cpu()) < 5e-3
 
 
-@pytest.mark.parametrize("hidden_tile", [None, 16])
-def test_kl_with_momentum_is_refused(hidden_tile):
-    """kl's exact read is in channel.py's kernels, which take no momentum (dispatch does not route
-    it: the PyTorch form runs)."""
+@pytest.mark.parametrize("alpha_mode", ["head", "channel"])
+def test_memora_with_momentum_through_memory_forward(alpha_mode):
+    """Memora's axes with momentum (forced kernel, float32) equal the PyTorch chunked form in
+    float64 through memory_forward: output and the gradients of q, k, v, eta, alpha, theta."""
+    spec = (preset("memora") if alpha_mode == "channel" else per_head_preset("memora")).model_dump()
+    spec["algorithm"] = {"kind": "momentum", "eta": spec["algorithm"]["eta"], "theta": HEAD}
+    rule = MemoryRule.from_point(ModelPoint.model_validate(spec))
+    B, T, H, K = 1, 29, 2, 16
+    x = memora_inputs(B, T, H, K, 4 * K, seed=11, channel=alpha_mode == "channel")
+    x["theta"] = 0.4 + 0.5 * torch.rand(B, T, H, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    params = [p.double() for p in rule.initial_parameters(H, K, K)]
+    do = torch.randn(B, T, H, K, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    outs = {}
+    for kernel, dtype in (("triton", torch.float32), ("torch", torch.float64)):
+        leaves = [x[n].to(DEVICE, dtype).requires_grad_() for n in ("q", "k", "v", "eta", "alpha", "theta")]
+        q, k, v, eta, alpha, theta = leaves
+        o = memory_forward(rule, q, k, v, MemoryGates(eta, alpha, theta), [p.to(DEVICE, dtype) for p in params],
+                           chunk_size=16, kernel=kernel)
+        outs[kernel] = [o, *torch.autograd.grad(o, leaves, do.to(DEVICE, dtype))]
+    for fused, reference in zip(outs["triton"], outs["torch"], strict=True):
+        assert rel_err(fused.double().cpu(), reference.cpu()) < 5e-3
+
+
+def test_kl_with_momentum_keeps_w_on_chip():
+    """kl with momentum runs channel.py's kernels (W on chip); the hidden-tiled layout refuses it."""
     x = make_inputs(1, 8, 1, 16, 32, "l2", "kl", momentum=True)
-    with pytest.raises(KernelInputError, match="kl retention has a kernel with gd only"):
+    with pytest.raises(KernelInputError, match="W on chip only"):
         chunk_mlp_memory(**{n: x[n].float() for n in NAMES if x[n] is not None},
-                         config=MlpMemoryConfig(retention="kl"), hidden_tile=hidden_tile)
+                         config=MlpMemoryConfig(retention="kl"), hidden_tile=16)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(("alpha", "eta", "bias", "scale", "T"), [
+    ("head", "head", "l2", 1.0, 1), ("head", "head", "l2", 1.3, 37), ("channel", "channel", "l2", 1.0, 37),
+    ("channel", "head", "huber_switch", 1.0, 20), ("head", "channel", "lp", 1.0, 7),
+])
+def test_kl_retention_with_momentum(alpha, eta, bias, scale, T):
+    """Memora's kl retention with momentum (channel.py: every token's exact map with the
+    log-space step S, kernels.kl_read._kl_read_mom_ch): output and every gradient, theta's
+    included, against the float64 reference; alpha per head (repeated per channel) or per channel."""
+    x = make_inputs(1, T, 2, 16, 32, bias, "kl", seed=T, momentum=True)
+    x = channel_eta(x, 32) if eta == "channel" else x
+    x = channel_alpha(x, 32) if alpha == "channel" else x
+    check(x, MlpMemoryConfig("gelu", True, "kl", scale=scale), BiasConfig(bias), 16)

@@ -131,6 +131,7 @@ def test_kernel_with_lq_retention_equals_memory(bias, alpha_mode, algorithm, eta
 @pytest.mark.parametrize("bias", BIASES, ids=lambda b: b["kind"] + b.get("variant", "") + ("-hard" if b.get("smooth") is False else ""))
 @pytest.mark.parametrize(("alpha_mode", "eta_mode", "algorithm"), [
     ("head", "head", "gd"), ("channel", "channel", "gd"), ("head", "channel", "gd"), ("head", "channel", "momentum"),
+    ("channel", "channel", "momentum"),
 ])
 def test_kl_reference_equals_memory_chunked_form(bias, alpha_mode, eta_mode, algorithm):
     """naive_chunk_matrix_kl (segments with lag tokens, each token's exact map; momentum carried
@@ -155,6 +156,7 @@ def test_kl_reference_equals_memory_chunked_form(bias, alpha_mode, eta_mode, alg
     ({"kind": "huber", "variant": "switch"}, "head", "channel", "gd"),
     ({"kind": "lp", "p": 3.0}, "channel", "head", "gd"),
     ({"kind": "l2"}, "head", "channel", "momentum"),
+    ({"kind": "l2"}, "channel", "channel", "momentum"),  # Memora's axes with momentum
 ])
 def test_kernel_with_kl_retention_equals_memory(bias, alpha_mode, eta_mode, algorithm):
     """A matrix memory with kl retention runs the Triton kernel (kernels/matrix_chunk/kl.py),

@@ -50,7 +50,13 @@ import triton.language as tl
 from triton.runtime.errors import OutOfResources
 
 from ..bias import BiasConfig, KernelInputError, as_bias
-from ..channel_momentum import _channel_momentum, _channel_momentum_bwd, _momentum_ends_ch
+from ..channel_momentum import (
+    _channel_momentum,
+    _channel_momentum_bwd,
+    _momentum_end_ch,
+    _momentum_end_ch_bwd,
+    _momentum_ends_ch_bwd,
+)
 from ..common import (
     _bias_args,
     _bias_grad,
@@ -254,10 +260,8 @@ def _fwd_kernel(
             if MOMENTUM:
                 lt, ltl = _momentum_logs(theta, row, mt)
                 A, cv = _channel_momentum(qc, kwc, lb, lt, C, PREC)
-                _Lt, _wk, Dl, clast, tlast = _momentum_ends_ch(lb, lbl, lt, ltl, mt, C)
                 out = _mm(qt, tl.trans(W), PREC) - _mm(A, P, PREC) + _mm(qc * cv, tl.trans(S), PREC)
-                W = W * tl.exp(lbl)[None, :] + S * clast[None, :] - _mm(tl.trans(P), kwc * Dl, PREC)
-                S = tl.exp(ltl) * S - _mm(tl.trans(P * tlast[:, None]), kwc, PREC)
+                W, S, _Dl, _cl, _tlast = _momentum_end_ch(W, S, P, kwc, lb, lbl, lt, ltl, mt, C, PREC)
             else:
                 kw = kwc * tl.exp(lbl[None, :] - lb)
                 A = _channel_scores(qc, kwc, lb, lbl, C, PREC)
@@ -363,37 +367,33 @@ def _chunk_bwd(
             S = tl.load(saved_s + base + ov[:, None] * K + ok[None, :], mask=m_vk, other=0.0)
             lt, ltl = _momentum_logs(theta, row, mt)
             A, cv = _channel_momentum(qc, kwc, lb, lt, C, PREC)
-            _Lt, _wk, Dl, clast, tlast = _momentum_ends_ch(lb, lbl, lt, ltl, mt, C)
-            kw = kwc * Dl  # the keys the chunk-end state is written with
+            W_end, _S, Dl, clast, tlast = _momentum_end_ch(W, S, P, kwc, lb, lbl, lt, ltl, mt, C, PREC)
+            out = _mm(qt, tl.trans(W), PREC) - _mm(A, P, PREC) + _mm(qc * cv, tl.trans(S), PREC)
         else:
             kw = kwc * tl.exp(lbl[None, :] - lb)
             A = _channel_scores(qc, kwc, lb, lbl, C, PREC)
-        if LQ:
             W_end = W * tl.exp(lbl)[None, :] - _mm(tl.trans(P), kw, PREC)
             out = _mm(qt, tl.trans(W), PREC) - _mm(A, P, PREC)
-            if MOMENTUM:
-                W_end += S * clast[None, :]
-                out += _mm(qc * cv, tl.trans(S), PREC)
+        if LQ:
             dO, dr0, dW = _lq_read_bwd(dO, out, W_end, r0, dW, last, QX)
         dA = tl.where(causal, -_mm(dO, tl.trans(P), PREC), 0.0)
-        dP = -_mm(tl.trans(A), dO, PREC) - _mm(kw, tl.trans(dW), PREC)
         dqW = _mm(dO, W, PREC)  # through the read of the chunk-start state
-        dkw = -_mm(P, dW, PREC)
         if MOMENTUM:
-            Rs = _mm(kwc, tl.trans(dS), PREC)  # Rs[i] = dS kw_i
-            dP -= tlast[:, None] * Rs
+            dPe, dkwe, dDl, dcl, dtl = _momentum_end_ch_bwd(dW, dS, S, P, kwc, Dl, tlast, PREC)
+            dP = dPe - _mm(tl.trans(A), dO, PREC)
             dOS = _mm(dO, S, PREC)
-            dqA, dkA, dlb, dlbl, dlt, dltl = _channel_momentum_bwd(
-                dA, dOS * qc, dkw * kwc, tl.sum(dW * S, 0), -tl.sum(P * Rs, 1), qc, kwc, lb, lbl,
-                lt, ltl, mt, C, PREC)
+            dqA, dkA, dlb, dlt = _channel_momentum_bwd(dA, dOS * qc, qc, kwc, lb, lt, C, PREC)
+            dlbe, dlbl, dlte, dltl = _momentum_ends_ch_bwd(dDl, dcl, dtl, lb, lbl, lt, ltl, mt, C)
+            dlb += dlbe + dqW * qt
             dqA += dOS * cv
-            dkwc = dkA + dkw * Dl - tlast[:, None] * _mm(P, dS, PREC)
-            dlb += dqW * qt
+            dkwc = dkA + dkwe
             dltl += tl.exp(ltl) * tl.sum(tl.sum(dS * S, 1), 0)
             if STORE:
-                tl.store(dlth + part + row, tl.cumsum(dlt, 0, reverse=True) + dltl, mask=mt)
+                tl.store(dlth + part + row, tl.cumsum(dlt + dlte, 0, reverse=True) + dltl, mask=mt)
             dS = tl.exp(ltl) * dS + dW * clast[None, :] + _mm(tl.trans(dO), qc * cv, PREC)
         else:
+            dP = -_mm(tl.trans(A), dO, PREC) - _mm(kw, tl.trans(dW), PREC)
+            dkw = -_mm(P, dW, PREC)
             dqA, dkA = _channel_scores_bwd(dA, qc, kwc, lb, lbl, C, PREC)
             dlb = dqW * qt + dqA * qc - dkA * kwc - dkw * kw
             dlbl = tl.sum(dkw * kw, 0)
@@ -857,8 +857,7 @@ def chunk_matrix_memory(
         eta: [B, T, H] (> 0), the inner learning rate, or [B, T, H, K]: one per key channel
             (the step writes with eta * k; the errors read with k).
         alpha: [B, T, H] or [B, T, H, K] in (0, 1], or None (no retention).
-        theta: [B, T, H] in (0, 1) for momentum, or None (gd); kl retention's momentum takes a
-            per-head alpha.
+        theta: [B, T, H] in (0, 1) for momentum, or None (gd).
         delta: [B, T, H] (> 0), the Huber threshold, or [B, T, H, V]: one per value channel
             (huber_coordinate and huber_switch); required by the huber biases only.
         initial_state: [H, V, K] or None (zeros).
@@ -907,9 +906,6 @@ def chunk_matrix_memory(
     problem = problem or token_tensor_problem(B, T, H, max(K, V))
     if problem is not None:
         raise KernelInputError(problem)
-    if kl and theta is not None and alpha is not None and alpha.dim() == 4:
-        raise KernelInputError("kl retention with momentum (theta) takes a per-head alpha [B, T, H], "
-                               "not a channel-wise one")
     if bias.needs_delta and delta is None:
         raise KernelInputError(f"bias {bias.kind!r} needs the Huber threshold tensor delta [B, T, H]")
     if bias.needs_delta and delta.dim() == 4 and bias.kind not in ("huber_coordinate", "huber_switch"):

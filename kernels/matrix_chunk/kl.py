@@ -9,10 +9,11 @@ order; per segment, with lb = cumsum(log alpha) [C, K] (a per-head alpha repeate
     o_t = c softmax_row(raw_t) q_t,   raw_t = exp(lb_t) * X - sum_{i<=t} exp(lb_t - lb_i) P_i kw_i^T
     X' = log(c softmax_row(raw_last))
 
-with kw = k (eta * k for a channel-wise eta). With momentum (MOMENTUM; a per-head alpha) the
-log-space step S is carried too: raw_t gains m_t S and its step sum takes D = Lb @ Lt instead of
-exp(lb_t - lb_i), as chunk.py's momentum, and S' = Theta_last S - sum_i (Theta_last / Theta_i)
-P_i kw_i^T. Every token's weights are formed on chip one token
+with kw = k (eta * k for a channel-wise eta). With momentum (MOMENTUM) the log-space step S is
+carried too: raw_t gains cv_t S and its step sum takes D[t, i] = sum_{i <= j <= t} (Theta_j /
+Theta_i) exp(lb_t - lb_j) (per key channel: kernels.channel_momentum, one token's row at a time,
+kernels.kl_read._kl_read_mom_ch) instead of exp(lb_t - lb_i), and S' = Theta_last S - sum_i
+(Theta_last / Theta_i) P_i kw_i^T. Every token's weights are formed on chip one token
 at a time (kernels.kl_read, as the MLP kernels' kl layers) and rebuilt in the backward, which walks
 the segments in reverse from the stored segment-start X. The softmax runs along K, so V is tiled
 unless the bias needs whole rows of E (huber_norm, huber_switch, robust).
@@ -28,9 +29,21 @@ import triton.language as tl
 from triton.runtime.errors import OutOfResources
 
 from ..bias import BiasConfig
+from ..channel_momentum import (
+    _momentum_end_ch,
+    _momentum_end_ch_bwd,
+    _momentum_ends_ch_bwd,
+    _theta_matrix,
+)
 from ..common import _bias_args, _bias_grad, _bias_grad_bwd, _mm, _slot, _token_row
 from ..fallback import reference_grads, warn_fallback
-from ..kl_read import _kl_read, _kl_read_bwd, _log_softmax_rows
+from ..kl_read import (
+    _kl_read,
+    _kl_read_bwd,
+    _kl_read_mom_ch,
+    _kl_read_mom_ch_bwd,
+    _log_softmax_rows,
+)
 from ..launch import on_device
 from ..precision import matrix_precision
 from ..segments import segments
@@ -69,29 +82,11 @@ def _segment(q, k, v, eta, alpha, delta, seg_start, seg_size, n, b, h, i_v, T, H
 
 
 @triton.jit
-def _momentum_decays(lb, theta, row, mt, C: tl.constexpr):
-    """A segment's decays with momentum (a per-head alpha: lb's rows hold one value): lbh [C],
-    lt = cumsum(log theta) [C], Lb[t, i] = exp(lbh_t - lbh_i) over live columns i <= t, Lt[t, i] =
-    exp(lt_t - lt_i), D = Lb @ Lt [C, C] and m_t = sum_j Lb[t, j] exp(lt_j) [C]."""
-    oc = tl.arange(0, C)
-    causal = oc[:, None] >= oc[None, :]
-    lbh = tl.max(lb, 1)
+def _theta_logs(theta, row, mt, C: tl.constexpr):
+    """(lt [C], ltl): cumsum(log theta) over the segment and its last row (padded rows load
+    theta = 1, so the last live row's)."""
     lt = tl.cumsum(tl.log(tl.load(theta + row, mask=mt, other=1.0).to(tl.float32)), 0)
-    Lb = tl.exp(tl.where(causal & mt[None, :], lbh[:, None] - lbh[None, :], float("-inf")))
-    Lt = tl.exp(tl.where(causal, lt[:, None] - lt[None, :], float("-inf")))
-    return lbh, lt, Lb, Lt, tl.dot(Lb, Lt, input_precision="ieee"), tl.sum(Lb * tl.exp(lt)[None, :], 1)
-
-
-@triton.jit
-def _momentum_end(X, S, P, kw, lbl, D, m, lt, mt, C: tl.constexpr, PREC: tl.constexpr):
-    """A segment's end with momentum: (raw, D[last], m_last, lt_last, tlast) with raw = e^lbl X
-    + m_last S - P^T (kw * D[last]) and tlast = Theta_last / Theta_i over live tokens, for
-    S' = Theta_last S - P^T (kw * tlast). The last row's: padded rows and columns take no part."""
-    dlast = _token_row(D, C - 1, C)
-    mlast = _entry(m, C - 1, C)
-    ltl = _entry(lt, C - 1, C)
-    raw = X * tl.exp(lbl)[None, :] + mlast * S - _mm(tl.trans(P), kw * dlast[:, None], PREC)
-    return raw, dlast, mlast, ltl, tl.where(mt, tl.exp(ltl - lt), 0.0)
+    return lt, tl.sum(tl.where(tl.arange(0, C) == C - 1, lt, 0.0), 0)
 
 
 @triton.jit
@@ -103,65 +98,6 @@ def _program(H, K: tl.constexpr, BV: tl.constexpr):
     ok = tl.arange(0, K)
     ov = i_v * BV + tl.arange(0, BV)
     return i_v, i_bh, i_bh // H, i_bh % H, ok, ov, ov[:, None] * K + ok[None, :]
-
-
-@triton.jit
-def _entry(x, i, C: tl.constexpr):
-    """Entry i of x [C] (a scalar)."""
-    return tl.sum(tl.where(tl.arange(0, C) == i, x, 0.0), 0)
-
-
-@triton.jit
-def _kl_token_mom(X, S, P, kw, lbh, D, m, t, SCALE, C: tl.constexpr, PREC: tl.constexpr):
-    """Token t's exact weights with momentum, U_t = c softmax_row(raw_t) [BV, K], raw_t = b_t X
-    + m_t S - P^T (kw * D[t, :]); with D[t, :], b_t and m_t."""
-    Dt = _token_row(D, t, C)
-    bt = tl.exp(_entry(lbh, t, C))
-    mt = _entry(m, t, C)
-    raw = bt * X + mt * S - _mm(tl.trans(P), kw * Dt[:, None], PREC)
-    e = tl.exp(raw - tl.max(raw, 1)[:, None])
-    return e * (SCALE / tl.sum(e, 1))[:, None], Dt, bt, mt
-
-
-@triton.jit
-def _kl_read_mom(X, S, z, P, kw, lbh, D, m, size, SCALE, C: tl.constexpr, PREC: tl.constexpr):
-    """kl's reads with momentum, u_t = U_t z_t [C, BV] for the segment's ``size`` tokens."""
-    oc = tl.arange(0, C)
-    u = tl.zeros_like(P)
-    for t in range(size):
-        U, _Dt, _bt, _mt = _kl_token_mom(X, S, P, kw, lbh, D, m, t, SCALE, C, PREC)
-        u += tl.where((oc == t)[:, None], tl.sum(U * _token_row(z, t, C)[None, :], 1)[None, :], 0.0)
-    return u
-
-
-@triton.jit
-def _kl_read_mom_bwd(du, u, X, S, z, P, kw, lbh, D, m, size, SCALE, C: tl.constexpr, PREC: tl.constexpr):
-    """VJP of _kl_read_mom from du [C, BV], every token's weights rebuilt: gradients of z, X, S,
-    P, kw, lbh [C], D [C, C] and m [C]."""
-    oc = tl.arange(0, C)
-    dz = tl.zeros_like(z)
-    dX = tl.zeros_like(X)
-    dS = tl.zeros_like(S)
-    dP = tl.zeros_like(P)
-    dkw = tl.zeros_like(kw)
-    dlbh = tl.zeros_like(lbh)
-    dm = tl.zeros_like(m)
-    dD = tl.zeros_like(D)
-    for t in range(size):
-        U, Dt, bt, mt = _kl_token_mom(X, S, P, kw, lbh, D, m, t, SCALE, C, PREC)
-        here = oc == t
-        du_t = _token_row(du, t, C)
-        draw = U * du_t[:, None] * (_token_row(z, t, C)[None, :] - _token_row(u, t, C)[:, None] / SCALE)
-        dz += tl.where(here[:, None], tl.sum(U * du_t[:, None], 0)[None, :], 0.0)
-        dX += bt * draw
-        dS += mt * draw
-        dlbh += tl.where(here, bt * tl.sum(tl.sum(draw * X, 1), 0), 0.0)
-        dm += tl.where(here, tl.sum(tl.sum(draw * S, 1), 0), 0.0)
-        Z = _mm(P, draw, PREC)  # [C, K]
-        dP -= Dt[:, None] * _mm(kw, tl.trans(draw), PREC)
-        dkw -= Dt[:, None] * Z
-        dD += tl.where(here[:, None], -tl.sum(Z * kw, 1)[None, :], 0.0)
-    return dz, dX, dS, dP, dkw, dlbh, dD, dm
 
 
 @triton.jit
@@ -187,10 +123,9 @@ def _kl_fwd_kernel(
         P = _bias_grad(E, vc, dl, P_EXP, SHARP, EPS, RADIUS, BIAS, NEPS, SMOOTH, DELTA_CH) * et[:, None]
         lbl = _token_row(lb, C - 1, C)  # padded rows keep the last live one's
         if MOMENTUM:
-            lbh, lt, _Lb, _Lt, D, m = _momentum_decays(lb, theta, row, mt, C)
-            out = _kl_read_mom(X, S, qc, P, kw, lbh, D, m, size, SCALE, C, PREC)
-            raw, _dlast, _mlast, ltl, tlast = _momentum_end(X, S, P, kw, lbl, D, m, lt, mt, C, PREC)
-            S = tl.exp(ltl) * S - _mm(tl.trans(P), kw * tlast[:, None], PREC)
+            lt, ltl = _theta_logs(theta, row, mt, C)
+            out = _kl_read_mom_ch(X, S, qc, P, kw, lb, _theta_matrix(lt, C), tl.exp(lt), size, SCALE, C, PREC)
+            raw, S, _Dl, _cl, _tlast = _momentum_end_ch(X, S, P, kw, lb, lbl, lt, ltl, mt, C, PREC)
         else:
             out = _kl_read(X, qc, P, kw, lb, size, SCALE, C, PREC)
             raw = X * tl.exp(lbl)[None, :] - _mm(tl.trans(P), kw * tl.exp(lbl[None, :] - lb), PREC)
@@ -210,12 +145,10 @@ def _kl_bwd_kernel(
     """One program per (V-tile, batch x head) walks the segments in reverse, carrying dL/dX of
     the segment end; gradients that sum over V (q, k, the gates) are written per V-tile."""
     i_v, i_bh, b, h, ok, ov, tile = _program(H, K, BV)
-    oc = tl.arange(0, C)
     part = i_v * BH * T  # per-V-tile partial buffers: offset of this tile
     part_k = _slot(i_v, 0, BH * T, K)
     dXn = tl.zeros([BV, K], dtype=tl.float32)  # dL / d(segment-end log-weights)
     dSn = tl.zeros([BV, K], dtype=tl.float32)  # ... and momentum (MOMENTUM)
-    causal = oc[:, None] >= oc[None, :]
     for i_n in range(NS):
         n = NS - 1 - i_n
         X = tl.load(saved_x + _slot(i_bh, n, NS, V * K) + tile)
@@ -230,8 +163,8 @@ def _kl_bwd_kernel(
         lbl = _token_row(lb, C - 1, C)
         if MOMENTUM:
             S = tl.load(saved_s + _slot(i_bh, n, NS, V * K) + tile)
-            lbh, lt, Lb, Lt, D, m = _momentum_decays(lb, theta, row, mt, C)
-            raw, dlast, mlast, ltl, tlast = _momentum_end(X, S, P, kw, lbl, D, m, lt, mt, C, PREC)
+            lt, ltl = _theta_logs(theta, row, mt, C)
+            raw, _S, Dl, cl, tlast = _momentum_end_ch(X, S, P, kw, lb, lbl, lt, ltl, mt, C, PREC)
         else:
             dec = tl.exp(lbl[None, :] - lb)
             KD = kw * dec
@@ -240,36 +173,23 @@ def _kl_bwd_kernel(
         shifted = tl.exp(raw - tl.max(raw, 1)[:, None])
         draw = dXn - shifted / tl.sum(shifted, 1)[:, None] * tl.sum(dXn, 1)[:, None]
         dX = draw * tl.exp(lbl)[None, :]
-        if MOMENTUM:
-            # raw = e^lbl X + m_last S - P^T (kw * D[last]); S' = e^ltl S - P^T (kw * tlast)
-            Ze = _mm(P, draw, PREC)
-            Zs = _mm(P, dSn, PREC)
-            dP = -_mm(kw * dlast[:, None], tl.trans(draw), PREC) - _mm(kw * tlast[:, None], tl.trans(dSn), PREC)
-            dkw = -Ze * dlast[:, None] - Zs * tlast[:, None]
-            dS = draw * mlast + tl.exp(ltl) * dSn
-            u = _kl_read_mom(X, S, qc, P, kw, lbh, D, m, size, SCALE, C, PREC)
-            dqc, dXr, dSr, dPr, dkwr, dlbh, dD, dm = _kl_read_mom_bwd(
-                dO, u, X, S, qc, P, kw, lbh, D, m, size, SCALE, C, PREC)
+        if MOMENTUM:  # raw and S' as _momentum_end_ch, the reads as _kl_read_mom_ch
+            dP, dkw, dDl, dcl, dtlast = _momentum_end_ch_bwd(draw, dSn, S, P, kw, Dl, tlast, PREC)
+            dS = draw * cl[None, :] + tl.exp(ltl) * dSn
+            Lt = _theta_matrix(lt, C)
+            u = _kl_read_mom_ch(X, S, qc, P, kw, lb, Lt, tl.exp(lt), size, SCALE, C, PREC)
+            dqc, dXr, dSr, dPr, dkwr, dlb, dlt = _kl_read_mom_ch_bwd(
+                dO, u, X, S, qc, P, kw, lb, Lt, tl.exp(lt), size, SCALE, C, PREC)
             dX += dXr
             dS += dSr
             dP += dPr
             dkw += dkwr
-            is_last = oc == C - 1
-            dD += tl.where(is_last[:, None], -tl.sum(Ze * kw, 1)[None, :], 0.0)
-            dm += tl.where(is_last, tl.sum(tl.sum(draw * S, 1), 0), 0.0)
-            dLb = tl.dot(dD, tl.trans(Lt), input_precision="ieee") + dm[:, None] * tl.exp(lt)[None, :]
-            dLt = tl.dot(tl.trans(Lb), dD, input_precision="ieee")
-            dLt += tl.where(is_last[:, None], -tl.sum(Zs * kw, 1)[None, :], 0.0)
-            Xm = tl.where(causal, dLb * Lb, 0.0)
-            Ym = tl.where(causal, dLt * Lt, 0.0)
-            dlbh += tl.sum(Xm, 1) - tl.sum(Xm, 0)
-            dlbh += tl.where(is_last, tl.sum(tl.sum(draw * X, 1), 0) * tl.exp(_entry(lbh, C - 1, C)), 0.0)
-            dlt = tl.sum(Ym, 1) - tl.sum(Ym, 0) + tl.exp(lt) * tl.sum(Lb * dm[:, None], 0)
-            dlt += tl.where(is_last, tl.exp(ltl) * tl.sum(tl.sum(dSn * S, 1), 0), 0.0)
-            tl.store(dlth + part + row, tl.cumsum(dlt, 0, reverse=True), mask=mt)
-            # per head: lb's K columns all hold lbh
-            dlb = tl.where((ok == 0)[None, :], dlbh[:, None], 0.0)
-            dlbl = tl.zeros([K], dtype=tl.float32)
+            dlbe, dlbl, dlte, dltl = _momentum_ends_ch_bwd(dDl, dcl, dtlast, lb, lbl, lt, ltl, mt, C)
+            dlb += dlbe
+            dlbl += tl.exp(lbl) * tl.sum(draw * X, 0)
+            dltl += tl.exp(ltl) * tl.sum(tl.sum(dSn * S, 1), 0)
+            # lt_t sums log theta_j over j <= t; ltl (the last row) all of them
+            tl.store(dlth + part + row, tl.cumsum(dlt + dlte, 0, reverse=True) + dltl, mask=mt)
         else:
             dP = -_mm(KD, tl.trans(draw), PREC)
             dKD = -_mm(P, draw, PREC)
@@ -338,7 +258,7 @@ def _reference(bias: BiasConfig, chunk_size: int, scale: float):
 
 class ChunkMatrixKL(torch.autograd.Function):
     """autograd wrapper around the two kl kernels (inputs checked by chunk_matrix_memory); x0 is
-    the initial log-weights [H, V, K] in float32; theta (momentum) with a per-head alpha only."""
+    the initial log-weights [H, V, K] in float32; theta (momentum)."""
 
     @staticmethod
     def forward(ctx, q, k, v, eta, alpha, theta, delta, x0, bias, chunk_size, scale):
@@ -416,7 +336,7 @@ def compile_specs(bias: BiasConfig, K: int, V: int, chunk_size: int, alpha: str 
                   dtype: torch.dtype = torch.bfloat16, eta: str = "channel", delta: str = "head",
                   momentum: bool = False) -> list[tuple]:
     """(name, kernel, scalars, pointer types, num_warps) of the forward and backward launches for
-    kernels.compile_check; alpha: none / head / channel (momentum: not channel); eta and delta:
+    kernels.compile_check; alpha: none / head / channel; eta and delta:
     head / channel."""
     element = "*bf16" if dtype == torch.bfloat16 else "*fp32"
     pointers = {name: element for name in ("q", "k", "v", "o", "do", "dv")}

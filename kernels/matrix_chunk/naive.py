@@ -236,7 +236,7 @@ def naive_chunk_matrix_kl(
 
     with b the cumulative decay over the segment (per key channel for a channel-wise alpha); a
     channel-wise eta writes with eta * k. The next segment starts from X = log(c softmax_row(raw)).
-    With momentum (theta, a per-head alpha) the log-space step S is carried too, S starting at 0:
+    With momentum (theta) the log-space step S is carried too, S starting at 0:
 
         raw_t = b_t X + m_t S - sum_{i<=t} D_ti eta_i g_i k_i^T,   D = D_alpha D_theta,
         m_t = sum_{j<=t} (b_t / b_j) Theta_j,   S' = Theta_last S - sum_i (Theta_last / Theta_i) eta_i g_i k_i^T
@@ -269,7 +269,7 @@ def naive_chunk_matrix_kl(
         l_b = decay_matrix(lb.transpose(-1, -2)).permute(0, 1, 3, 4, 2)  # b_t / b_i: (B, H, t, i, K or 1)
         decay = l_b
         raw = lb.exp().unsqueeze(-2) * X.unsqueeze(2)  # (B, H, c, V, K)
-        if theta is not None:  # D = D_alpha D_theta and the carried step's weights m (per head)
+        if theta is not None:  # D = D_alpha D_theta and the carried step's weights m
             lt = theta[:, start:stop].transpose(1, 2).log().cumsum(2)  # (B, H, c)
             l_th = decay_matrix(lt)  # Theta_j / Theta_i
             decay = torch.einsum("bhtjk,bhji->bhtik", l_b, l_th)

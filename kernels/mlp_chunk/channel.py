@@ -37,9 +37,16 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from ..channel_momentum import _channel_momentum, _channel_momentum_bwd, _momentum_ends_ch
+from ..channel_momentum import (
+    _channel_momentum,
+    _channel_momentum_bwd,
+    _momentum_end_ch,
+    _momentum_end_ch_bwd,
+    _momentum_ends_ch_bwd,
+    _theta_matrix,
+)
 from ..common import _lq_scale_vjp, _mm, _slot
-from ..kl_read import _kl_read, _kl_read_bwd
+from ..kl_read import _kl_read, _kl_read_bwd, _kl_read_mom_ch, _kl_read_mom_ch_bwd
 from .tl_ops import (
     _act,
     _act_grad,
@@ -118,29 +125,9 @@ def _read_layer_mom_bwd(du, up, X, S, r, z, x_in, d, A, cv, lb, lbl, lt, ltl, mt
     dzc = r * _mm(du, S, PREC)
     dA = -r * _mm(du, tl.trans(d), PREC)
     dd = -r * _mm(tl.trans(A), du, PREC)
-    dzA, dx_in, dlb, dlbl, dlt, dltl = _channel_momentum_bwd(dA, dzc * z, dDl, dcl, dtl, z, x_in, lb, lbl,
-                                                             lt, ltl, mt, C, PREC)
-    return dzA + dzb * b + dzc * cv, dx_in, dd, dX, dS, dr, dlb + dzb * zb, dlbl, dlt, dltl
-
-
-@triton.jit
-def _momentum_end(X, S, d, x_in, lb, lbl, lt, ltl, mt, C: tl.constexpr, PREC: tl.constexpr):
-    """A layer's segment end with momentum: (raw, S', D[last], cv_last, Theta_last / Theta_i)."""
-    _Lt, _wk, Dl, cl, tlast = _momentum_ends_ch(lb, lbl, lt, ltl, mt, C)
-    raw = X * tl.exp(lbl)[None, :] + S * cl[None, :] - _mm(tl.trans(d), x_in * Dl, PREC)
-    S_end = tl.exp(ltl) * S - _mm(tl.trans(d * tlast[:, None]), x_in, PREC)
-    return raw, S_end, Dl, cl, tlast
-
-
-@triton.jit
-def _momentum_end_bwd(draw, dS_end, S, d, x_in, Dl, tlast, PREC: tl.constexpr):
-    """Back through _momentum_end but for its decays: gradients of d, x_in, D[last], cv_last,
-    Theta_last / Theta_i (S's: the caller's, with Theta_last's)."""
-    dw = -_mm(d, draw, PREC)  # d / d(x_in * D[last])
-    R = _mm(x_in, tl.trans(dS_end), PREC)  # R[i] = dS' x_i
-    dd = -_mm(x_in * Dl, tl.trans(draw), PREC) - tlast[:, None] * R
-    dx = dw * Dl - tlast[:, None] * _mm(d, dS_end, PREC)
-    return dd, dx, dw * x_in, tl.sum(draw * S, 0), -tl.sum(d * R, 1)
+    dzA, dx_in, dlb, dlt = _channel_momentum_bwd(dA, dzc * z, z, x_in, lb, lt, C, PREC)
+    dlbe, dlbl, dlte, dltl = _momentum_ends_ch_bwd(dDl, dcl, dtl, lb, lbl, lt, ltl, mt, C)
+    return dzA + dzb * b + dzc * cv, dx_in, dd, dX, dS, dr, dlb + dlbe + dzb * zb, dlbl, dlt + dlte, dltl
 
 
 @triton.jit
@@ -216,8 +203,15 @@ def _fwd_kernel_ch(
         x1w = kc * e1
         x2w = hk * e2
         if RET == 3:  # every token reads its own c softmax_row of the log-space state
-            hq = _act(_kl_read(X1, qc, d1, x1w, lb1, size, SCALE, C, PREC), ACT)
-            out = qc + _norm(_kl_read(X2, hq, d2, x2w, lb2, size, SCALE, C, PREC), K, LN)
+            if MOM:
+                Lt = _theta_matrix(lt, C)
+                elt = tl.exp(lt)
+                hq = _act(_kl_read_mom_ch(X1, S1, qc, d1, x1w, lb1, Lt, elt, size, SCALE, C, PREC), ACT)
+                u2 = _kl_read_mom_ch(X2, S2, hq, d2, x2w, lb2, Lt, elt, size, SCALE, C, PREC)
+            else:
+                hq = _act(_kl_read(X1, qc, d1, x1w, lb1, size, SCALE, C, PREC), ACT)
+                u2 = _kl_read(X2, hq, d2, x2w, lb2, size, SCALE, C, PREC)
+            out = qc + _norm(u2, K, LN)
         elif MOM:
             _A1, _cv1, u1p = _read_layer_mom(V1, S1, qc, x1w, d1, lb1, lt, C, PREC)
             hq = _act(r1 * u1p, ACT)
@@ -233,8 +227,8 @@ def _fwd_kernel_ch(
         l2 = tl.sum(tl.where(is_last[:, None], lb2, 0.0), 0)
         if MOM:
             ltl = tl.sum(tl.where(is_last, lt, 0.0), 0)
-            raw1, S1, _Dl1, _cl1, _tl1 = _momentum_end(X1, S1, d1, x1w, lb1, l1, lt, ltl, mt, C, PREC)
-            raw2, S2, _Dl2, _cl2, _tl2 = _momentum_end(X2, S2, d2, x2w, lb2, l2, lt, ltl, mt, C, PREC)
+            raw1, S1, _Dl1, _cl1, _tl1 = _momentum_end_ch(X1, S1, d1, x1w, lb1, l1, lt, ltl, mt, C, PREC)
+            raw2, S2, _Dl2, _cl2, _tl2 = _momentum_end_ch(X2, S2, d2, x2w, lb2, l2, lt, ltl, mt, C, PREC)
         else:
             raw1 = X1 * tl.exp(l1)[None, :] - _mm(tl.trans(d1), x1w * tl.exp(l1[None, :] - lb1), PREC)
             raw2 = X2 * tl.exp(l2)[None, :] - _mm(tl.trans(d2), x2w * tl.exp(l2[None, :] - lb2), PREC)
@@ -293,9 +287,16 @@ def _bwd_kernel_ch(
             S2 = tl.load(saved_s2 + base + off2)
             ltl = tl.sum(tl.where(is_last, lt, 0.0), 0)
         if RET == 3:
-            u1 = _kl_read(X1, qc, d1, x1w, lb1, size, SCALE, C, PREC)
-            hq = _act(u1, ACT)
-            u2 = _kl_read(X2, hq, d2, x2w, lb2, size, SCALE, C, PREC)
+            if MOM:
+                Lt = _theta_matrix(lt, C)
+                elt = tl.exp(lt)
+                u1 = _kl_read_mom_ch(X1, S1, qc, d1, x1w, lb1, Lt, elt, size, SCALE, C, PREC)
+                hq = _act(u1, ACT)
+                u2 = _kl_read_mom_ch(X2, S2, hq, d2, x2w, lb2, Lt, elt, size, SCALE, C, PREC)
+            else:
+                u1 = _kl_read(X1, qc, d1, x1w, lb1, size, SCALE, C, PREC)
+                hq = _act(u1, ACT)
+                u2 = _kl_read(X2, hq, d2, x2w, lb2, size, SCALE, C, PREC)
         elif MOM:
             A1, cv1, u1p = _read_layer_mom(V1, S1, qc, x1w, d1, lb1, lt, C, PREC)
             u1 = r1 * u1p
@@ -309,8 +310,8 @@ def _bwd_kernel_ch(
             A2, u2p = _read_layer_ch(V2, hq, x2w, d2, lb2, C, PREC)
             u2 = r2 * u2p
         if MOM:
-            raw1, _S1e, Dl1, cl1, tl1 = _momentum_end(X1, S1, d1, x1w, lb1, l1, lt, ltl, mt, C, PREC)
-            raw2, _S2e, Dl2, cl2, tl2 = _momentum_end(X2, S2, d2, x2w, lb2, l2, lt, ltl, mt, C, PREC)
+            raw1, _S1e, Dl1, cl1, tl1 = _momentum_end_ch(X1, S1, d1, x1w, lb1, l1, lt, ltl, mt, C, PREC)
+            raw2, _S2e, Dl2, cl2, tl2 = _momentum_end_ch(X2, S2, d2, x2w, lb2, l2, lt, ltl, mt, C, PREC)
         else:
             g1 = tl.exp(l1[None, :] - lb1)  # [C, K]: b_last / b_i per channel
             g2 = tl.exp(l2[None, :] - lb2)
@@ -323,9 +324,9 @@ def _bwd_kernel_ch(
         dqc = dy + dq_end  # the memory's residual, and lq's exact last read
         dl1 = tl.sum(draw1 * X1, 0) * tl.exp(l1)  # d / d l1 (through b_last)
         dl2 = tl.sum(draw2 * X2, 0) * tl.exp(l2)
-        if MOM:  # raw_l = X_l b_last + S_l cv_last - d_l^T (x_l D[last]); S_l' as _momentum_end
-            dd1, dx1w, dDl1, dcl1, dtl1 = _momentum_end_bwd(draw1, dS1n, S1, d1, x1w, Dl1, tl1, PREC)
-            dd2, dx2w, dDl2, dcl2, dtl2 = _momentum_end_bwd(draw2, dS2n, S2, d2, x2w, Dl2, tl2, PREC)
+        if MOM:  # raw_l = X_l b_last + S_l cv_last - d_l^T (x_l D[last]); S_l' as _momentum_end_ch
+            dd1, dx1w, dDl1, dcl1, dtl1 = _momentum_end_ch_bwd(draw1, dS1n, S1, d1, x1w, Dl1, tl1, PREC)
+            dd2, dx2w, dDl2, dcl2, dtl2 = _momentum_end_ch_bwd(draw2, dS2n, S2, d2, x2w, Dl2, tl2, PREC)
             dlb1 = tl.zeros([C, K], dtype=tl.float32)
             dlb2 = tl.zeros([C, HD], dtype=tl.float32)
         else:  # raw_l = X_l * b_last - d_l^T (x_l * g_l)
@@ -345,11 +346,24 @@ def _bwd_kernel_ch(
         # ---- the reads, layer 2 then layer 1
         du2 = _norm_back(u2, dyr, K, LN)
         if MOM:
-            dhq, dxr2, dd2r, dX2, dS2, dr2, dlbr2, dl2r, dlt2, dltl2 = _read_layer_mom_bwd(
-                du2, u2p, V2, S2, r2, hq, x2w, d2, A2, cv2, lb2, l2, lt, ltl, mt, dDl2, dcl2, dtl2, C, PREC)
-            du1 = dhq * _act_grad(u1, ACT)
-            dq1, dxr1, dd1r, dX1, dS1, dr1, dlbr1, dl1r, dlt1, dltl1 = _read_layer_mom_bwd(
-                du1, u1p, V1, S1, r1, qc, x1w, d1, A1, cv1, lb1, l1, lt, ltl, mt, dDl1, dcl1, dtl1, C, PREC)
+            if RET == 3:  # kl's per-token reads (dX1, dX2: of the log-weights), then the end's decays
+                dhq, dX2, dS2, dd2r, dxr2, dlbr2, dlt2 = _kl_read_mom_ch_bwd(
+                    du2, u2, X2, S2, hq, d2, x2w, lb2, Lt, elt, size, SCALE, C, PREC)
+                du1 = dhq * _act_grad(u1, ACT)
+                dq1, dX1, dS1, dd1r, dxr1, dlbr1, dlt1 = _kl_read_mom_ch_bwd(
+                    du1, u1, X1, S1, qc, d1, x1w, lb1, Lt, elt, size, SCALE, C, PREC)
+                dlbe2, dl2r, dlte2, dltl2 = _momentum_ends_ch_bwd(dDl2, dcl2, dtl2, lb2, l2, lt, ltl, mt, C)
+                dlbe1, dl1r, dlte1, dltl1 = _momentum_ends_ch_bwd(dDl1, dcl1, dtl1, lb1, l1, lt, ltl, mt, C)
+                dlbr1 += dlbe1
+                dlbr2 += dlbe2
+                dlt1 += dlte1
+                dlt2 += dlte2
+            else:
+                dhq, dxr2, dd2r, dX2, dS2, dr2, dlbr2, dl2r, dlt2, dltl2 = _read_layer_mom_bwd(
+                    du2, u2p, V2, S2, r2, hq, x2w, d2, A2, cv2, lb2, l2, lt, ltl, mt, dDl2, dcl2, dtl2, C, PREC)
+                du1 = dhq * _act_grad(u1, ACT)
+                dq1, dxr1, dd1r, dX1, dS1, dr1, dlbr1, dl1r, dlt1, dltl1 = _read_layer_mom_bwd(
+                    du1, u1p, V1, S1, r1, qc, x1w, d1, A1, cv1, lb1, l1, lt, ltl, mt, dDl1, dcl1, dtl1, C, PREC)
             dl1 += dl1r
             dl2 += dl2r
             # theta: lt = cumsum(log theta), ltl its last; the end momentum Theta_last S_l

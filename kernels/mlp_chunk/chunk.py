@@ -412,7 +412,7 @@ def compile_specs(config: MlpMemoryConfig, bias: BiasConfig, K: int, HD: int, ch
     pointers |= {"seg_start": "*i32", "seg_size": "*i32"}
     if hidden_tile is None:
         hidden_tile = mlp_hidden_tile(K, HD, chunk_size, products(scalars["PREC"]),
-                                      momentum and (config.retention == "lq" or alpha_channel))
+                                      momentum and (config.retention == "lq" or alpha_channel))  # kl: alpha_channel
     if hidden_tile is None and alpha_channel:
         scalars = {name: value for name, value in scalars.items() if name != "HAS_ALPHA"}
         scalars |= {"ETA_CH": eta_channel, "DELTA_CH": delta_channel}
@@ -609,12 +609,11 @@ def check_mlp_inputs(q, k, v, eta, w1, w2, alpha, theta, delta, bias: BiasConfig
     if delta is not None and delta.dim() == 4 and bias.kind not in ("huber_coordinate", "huber_switch"):
         raise KernelInputError(f"a Huber threshold per value channel has a kernel with the coordinate "
                                f"and switch variants, not {bias.kind!r}")
-    if alpha is not None and alpha.dim() == 4 and theta is not None and hidden_tile is not None:
-        raise KernelInputError("momentum with a channel-wise alpha has a kernel with W on chip only "
-                               "(channel.py), not with the hidden dim in tiles (hidden_tile)")
-    if config.retention == "kl" and theta is not None:
-        raise KernelInputError("kl retention has a kernel with gd only (its exact per-token read "
-                               "takes a channel-wise alpha, which the kernels take without momentum)")
+    channel_momentum = theta is not None and (config.retention == "kl" or (alpha is not None and alpha.dim() == 4))
+    if channel_momentum and hidden_tile is not None:
+        raise KernelInputError("momentum with a channel-wise alpha (kl retention's always is) has a "
+                               "kernel with W on chip only (channel.py), not with the hidden dim in "
+                               "tiles (hidden_tile)")
     for name, x, shape in (
         ("q", q, (B, T, H, K)), ("k", k, (B, T, H, K)), ("v", v, (B, T, H, K)),
         ("eta", eta, eta_shape), ("alpha", alpha, alpha_shape), ("theta", theta, (B, T, H)),
@@ -627,7 +626,7 @@ def check_mlp_inputs(q, k, v, eta, w1, w2, alpha, theta, delta, bias: BiasConfig
     precision = mlp_precision(q.dtype, config.layer_norm, config.retention, bias.kind)
     problem = mlp_shape_problem(K, HD, chunk_size, products(precision),
                                 config.retention == "lq" and theta is not None,
-                                whole_only=alpha is not None and alpha.dim() == 4 and theta is not None)
+                                whole_only=channel_momentum)
     problem = problem or token_tensor_problem(B, T, H, K)
     if problem is not None:
         raise KernelInputError(problem)
@@ -665,8 +664,8 @@ def chunk_mlp_memory(
             W1, then of W2); alpha: [B, T, H] in (0, 1], channel-wise [B, T, H, K + Hd] (a decay
             per input channel of W1, then of W2; with momentum where W fits on chip) or None;
         theta: [B, T, H] in (0, 1) for momentum (Titans; S starts at zero), None for gd (kl
-            retention takes gd only: its exact per-token read, Memora's, runs channel.py's or
-            the tiled kernels' channel-wise alpha);
+            retention's exact per-token read, Memora's, runs channel.py's or the tiled kernels'
+            channel-wise alpha; with momentum channel.py's, W on chip);
         delta: [B, T, H] (> 0), the Huber threshold (huber biases only), or [B, T, H, K], one
             per value channel (huber_coordinate and huber_switch). Every gate combination runs
             in both layouts (W on chip, hidden tiles).
@@ -688,7 +687,7 @@ def chunk_mlp_memory(
     if hidden_tile is None:
         precision = mlp_precision(q.dtype, config.layer_norm, config.retention, bias.kind)
         hidden_tile = mlp_hidden_tile(q.shape[-1], w1.shape[1], chunk_size, products(precision),
-                                      theta is not None and (config.retention == "lq" or _channel_alpha(alpha)))
+                                      theta is not None and (config.retention in ("lq", "kl") or _channel_alpha(alpha)))
     # the learned weights -> the state in fp32 (kl: a softmax, which bf16 would blur)
     x1, x2 = (x.contiguous() for x in initial_state(w1.float(), w2.float(), config))
     if config.retention == "none":

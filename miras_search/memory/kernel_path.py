@@ -79,9 +79,9 @@ def _find_kernel(rule: MemoryRule, q: Tensor, v: Tensor, chunk_size: int,
             f"algorithm '{rule.algorithm}' with these gates (covered: element-wise biases, eta per "
             "head or channel-wise, a channel-wise Huber threshold for the coordinate and switch "
             "variants; matrix memory with retention none/l2/lq/kl, gd/momentum, alpha per head or "
-            "channel-wise (kl with momentum: per head); 2-layer MLP memory with retention none/l2/lq (kl with gd), "
-            "gd/momentum, alpha per head or channel-wise with gd; other points run the PyTorch "
-            "chunked form)"
+            "channel-wise; 2-layer MLP memory with retention none/l2/lq/kl, gd/momentum, alpha per "
+            "head or channel-wise (momentum with a channel-wise alpha or kl: W on chip only); other "
+            "points run the PyTorch chunked form)"
         )
     if rule.steps_per_token != 1:
         return None, "multistep updates have no kernel"
