@@ -64,13 +64,22 @@ def _kl_read(X, z, d, xw, lb, size, SCALE, C: tl.constexpr, PREC: tl.constexpr):
 
 
 @triton.jit
+def _token_read_vjp(U, du, z, u, t, SCALE, C: tl.constexpr):
+    """Token t's share of the VJP of a kl read u_t = U_t z_t (U = SCALE softmax_row(raw_t)):
+    (dL/draw_t = U * du_t (z_t - u_t / SCALE) [out, n], dL/dz_t [n]); the softmax's VJP of
+    dU = du_t z_t^T, whose row sums <dU, U> are du_t * u_t."""
+    du_t = _token_row(du, t, C)
+    draw = U * du_t[:, None] * (_token_row(z, t, C)[None, :] - _token_row(u, t, C)[:, None] / SCALE)
+    return draw, tl.sum(U * du_t[:, None], 0)
+
+
+@triton.jit
 def _kl_read_bwd(du, u, X, z, d, xw, lb, lse, size, SCALE, C: tl.constexpr, ROWS: tl.constexpr,
                  PREC: tl.constexpr):
     """VJP of kl's read u_t = U_t z_t of one block (the whole layer, or with ROWS a block of
     hidden columns whose rows' log-sum-exp is lse [C, out]) from du [C, out], u: the read's
     whole output; every token's weights recomputed. Gradients of z, X (the log-weights), d, xw
-    and lb. Per token, with U = SCALE s: dL/draw = U * du (z - u / SCALE) (the softmax's VJP of
-    dU = du z^T, whose row sums <dU, U> are du * u, over the whole row)."""
+    and lb (each token's softmax VJP: _token_read_vjp, over the whole row)."""
     oc = tl.arange(0, C)
     dz = tl.zeros_like(z)
     dX = tl.zeros_like(X)
@@ -80,9 +89,8 @@ def _kl_read_bwd(du, u, X, z, d, xw, lb, lse, size, SCALE, C: tl.constexpr, ROWS
     for t in range(size):
         U, P, dec, bt = _kl_token(X, d, xw, lb, lse, t, SCALE, C, ROWS, PREC)
         here = (oc == t)[:, None]
-        du_t = _token_row(du, t, C)
-        draw = U * du_t[:, None] * (_token_row(z, t, C)[None, :] - _token_row(u, t, C)[:, None] / SCALE)
-        dz += tl.where(here, tl.sum(U * du_t[:, None], 0)[None, :], 0.0)
+        draw, dz_t = _token_read_vjp(U, du, z, u, t, SCALE, C)
+        dz += tl.where(here, dz_t[None, :], 0.0)
         dX += bt[None, :] * draw
         dP = -_mm(d, draw, PREC)  # [C, n]
         dd -= _mm(P, tl.trans(draw), PREC)
@@ -131,7 +139,7 @@ def _kl_read_mom_ch(X, S, z, d, xw, lb, Lt, elt, size, SCALE, C: tl.constexpr, P
 
 @triton.jit
 def _kl_read_mom_ch_bwd(du, u, X, S, z, d, xw, lb, Lt, elt, size, SCALE, C: tl.constexpr,
-                     PREC: tl.constexpr):
+                        PREC: tl.constexpr):
     """VJP of _kl_read_mom_ch from du [C, out], every token's weights rebuilt: gradients of z, X, S,
     d, xw, lb [C, n] and lt [C] (through Lt and elt)."""
     oc = tl.arange(0, C)
@@ -146,9 +154,8 @@ def _kl_read_mom_ch_bwd(du, u, X, S, z, d, xw, lb, Lt, elt, size, SCALE, C: tl.c
     for t in range(size):
         U, P, dec, Dt, bt, cvt = _kl_token_mom_ch(X, S, d, xw, lb, Lt, elt, t, SCALE, C, PREC)
         here = (oc == t)[:, None]
-        du_t = _token_row(du, t, C)
-        draw = U * du_t[:, None] * (_token_row(z, t, C)[None, :] - _token_row(u, t, C)[:, None] / SCALE)
-        dz += tl.where(here, tl.sum(U * du_t[:, None], 0)[None, :], 0.0)
+        draw, dz_t = _token_read_vjp(U, du, z, u, t, SCALE, C)
+        dz += tl.where(here, dz_t[None, :], 0.0)
         dX += bt[None, :] * draw
         dS += cvt[None, :] * draw
         dP = -_mm(d, draw, PREC)  # [C, n]
