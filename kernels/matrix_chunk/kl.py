@@ -47,7 +47,7 @@ from ..kl_read import (
 from ..launch import on_device
 from ..precision import matrix_precision
 from ..segments import segments
-from .chunk import TokenGradients, _launch_config, _steps, _thresholds
+from .chunk import TokenGradients, _launch_config, _momentum_logs, _steps, _thresholds
 from .naive import naive_chunk_matrix_kl
 
 
@@ -79,14 +79,6 @@ def _segment(q, k, v, eta, alpha, delta, seg_start, seg_size, n, b, h, i_v, T, H
     else:
         la = tl.zeros([C, K], dtype=tl.float32)
     return qc, kc, vc, et, kw, dl, tl.cumsum(la, 0), size, row, mt, m_ck, m_cv, ok, ov
-
-
-@triton.jit
-def _theta_logs(theta, row, mt, C: tl.constexpr):
-    """(lt [C], ltl): cumsum(log theta) over the segment and its last row (padded rows load
-    theta = 1, so the last live row's)."""
-    lt = tl.cumsum(tl.log(tl.load(theta + row, mask=mt, other=1.0).to(tl.float32)), 0)
-    return lt, tl.sum(tl.where(tl.arange(0, C) == C - 1, lt, 0.0), 0)
 
 
 @triton.jit
@@ -123,7 +115,7 @@ def _kl_fwd_kernel(
         P = _bias_grad(E, vc, dl, P_EXP, SHARP, EPS, RADIUS, BIAS, NEPS, SMOOTH, DELTA_CH) * et[:, None]
         lbl = _token_row(lb, C - 1, C)  # padded rows keep the last live one's
         if MOMENTUM:
-            lt, ltl = _theta_logs(theta, row, mt, C)
+            lt, ltl = _momentum_logs(theta, row, mt)
             out = _kl_read_mom_ch(X, S, qc, P, kw, lb, _theta_matrix(lt, C), tl.exp(lt), size, SCALE, C, PREC)
             raw, S, _Dl, _cl, _tlast = _momentum_end_ch(X, S, P, kw, lb, lbl, lt, ltl, mt, C, PREC)
         else:
@@ -163,7 +155,7 @@ def _kl_bwd_kernel(
         lbl = _token_row(lb, C - 1, C)
         if MOMENTUM:
             S = tl.load(saved_s + _slot(i_bh, n, NS, V * K) + tile)
-            lt, ltl = _theta_logs(theta, row, mt, C)
+            lt, ltl = _momentum_logs(theta, row, mt)
             raw, _S, Dl, cl, tlast = _momentum_end_ch(X, S, P, kw, lb, lbl, lt, ltl, mt, C, PREC)
         else:
             dec = tl.exp(lbl[None, :] - lb)
