@@ -372,13 +372,14 @@ def _chunk_bwd(
         else:
             kw = kwc * tl.exp(lbl[None, :] - lb)
             A = _channel_scores(qc, kwc, lb, lbl, C, PREC)
-            W_end = W * tl.exp(lbl)[None, :] - _mm(tl.trans(P), kw, PREC)
-            out = _mm(qt, tl.trans(W), PREC) - _mm(A, P, PREC)
+            if LQ:
+                W_end = W * tl.exp(lbl)[None, :] - _mm(tl.trans(P), kw, PREC)
+                out = _mm(qt, tl.trans(W), PREC) - _mm(A, P, PREC)
         if LQ:
             dO, dr0, dW = _lq_read_bwd(dO, out, W_end, r0, dW, last, QX)
         dA = tl.where(causal, -_mm(dO, tl.trans(P), PREC), 0.0)
-        dqW = _mm(dO, W, PREC)  # through the read of the chunk-start state
         if MOMENTUM:
+            dqW = _mm(dO, W, PREC)  # through the read of the chunk-start state
             dPe, dkwe, dDl, dcl, dtl = _momentum_end_ch_bwd(dW, dS, S, P, kwc, Dl, tlast, PREC)
             dP = dPe - _mm(tl.trans(A), dO, PREC)
             dOS = _mm(dO, S, PREC)
@@ -393,8 +394,9 @@ def _chunk_bwd(
             dS = tl.exp(ltl) * dS + dW * clast[None, :] + _mm(tl.trans(dO), qc * cv, PREC)
         else:
             dP = -_mm(tl.trans(A), dO, PREC) - _mm(kw, tl.trans(dW), PREC)
-            dkw = -_mm(P, dW, PREC)
             dqA, dkA = _channel_scores_bwd(dA, qc, kwc, lb, lbl, C, PREC)
+            dqW = _mm(dO, W, PREC)
+            dkw = -_mm(P, dW, PREC)
             dlb = dqW * qt + dqA * qc - dkA * kwc - dkw * kw
             dlbl = tl.sum(dkw * kw, 0)
             dkwc = dkA + dkw * tl.exp(lbl[None, :] - lb)  # through the write key
