@@ -94,7 +94,29 @@ def tiled_rows() -> list[str]:
     specs = mlp_specs(*BF16_TILED_CHANNEL[:2], 64, 256, 64, False, torch.bfloat16, None, *BF16_TILED_CHANNEL[2])
     out.append(row("silu, no LayerNorm, l2, huber_coordinate, channel-wise eta / alpha / delta "
                    "(MLP, hidden tiles, bf16 products)", "K=64, hidden=256, chunk 64", specs))
+    for name, (config, bias, gates) in TILED_CHANNEL_MOMENTUM_POINTS.items():
+        for K, hidden, chunk, dtype in TILED_CHANNEL_MOMENTUM_SHAPES:
+            specs = mlp_specs(config, bias, K, hidden, chunk, True, dtype, None, *gates)
+            shape = f"K={K}, hidden={hidden}, chunk {chunk}" + (", fp32" if dtype == torch.float32 else "")
+            out.append(row(f"{name} (MLP, hidden tiles, momentum, channel-wise alpha)", shape, specs))
+    config, bias, gates = BF16_TILED_CHANNEL_MOMENTUM
+    specs = mlp_specs(config, bias, 64, 256, 64, True, torch.bfloat16, None, *gates)
+    out.append(row("silu, no LayerNorm, lq, huber_norm, momentum, channel-wise eta / alpha "
+                   "(MLP, hidden tiles, bf16 products)", "K=64, hidden=256, chunk 64", specs))
     return out
+
+
+TILED_CHANNEL_MOMENTUM_POINTS = {  # momentum with a channel-wise alpha in hidden tiles (chunk x K <= 2048)
+    "titans, alpha per channel": (MlpMemoryConfig("gelu", True, "l2", gradient_at="previous"), BiasConfig("l2"),
+                                  (False, True, False)),
+    "moneta's gates (lq)": (MlpMemoryConfig("gelu", True, "lq", q=4.0), BiasConfig("lp"), (True, True, False)),
+    "yaad's gates (l2)": (MlpMemoryConfig("gelu", True, "l2", gradient_at="previous"),
+                          BiasConfig("huber_switch", sharpness=1.0, relative_sharpness=True), (True, True, True)),
+}
+TILED_CHANNEL_MOMENTUM_SHAPES = [(64, 256, 16, torch.bfloat16), (64, 256, 32, torch.bfloat16),
+                                 (64, 256, 16, torch.float32), (64, 256, 32, torch.float32)]
+BF16_TILED_CHANNEL_MOMENTUM = (MlpMemoryConfig("silu", False, "lq"), BiasConfig("huber_norm"), (True, True, False))
+"""Momentum with channel-wise eta and alpha keeping bf16 products (no LayerNorm): chunk 64 fits."""
 
 
 CHANNEL_POINTS = {  # the named models' own gates: eta / alpha / delta per channel (both layouts)

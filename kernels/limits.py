@@ -70,6 +70,17 @@ H100's 227; 232 with a tile of 16), fp32 products 40 / 56 at chunks 16 / 32. Wit
 (channel.py) it needs at most 140 KiB (K = 32, hidden 128, chunk 32, fp32).
 benchmarks/results/kernel_resources_mlp_tiled_sm90.md lists them."""
 
+MLP_TILED_CHANNEL_MOMENTUM_CHUNK_K = {"bf16": 4096, "tf32x3": 2048, "fp32": 2048}
+"""chunk x K limit of the hidden-tiled kernel with momentum and a channel-wise alpha, whose read
+scores are summed step by step (kernels.channel_momentum), per tile for layer 2 and on chip for
+layer 1. Measured with compile_check on sm_90 (Triton 3.9) at K = 64, hidden 256, tile 32, the
+backward being the larger: Titans' axes with an alpha per channel, and Moneta's (lq) and Yaad's
+gates with momentum, need 69 to 77 KiB at chunk 16 and 140 to 148 at chunk 32 with tf32x3
+products, 90 to 144 KiB with fp32 ones (chunks 16, 32), but 384 to 392 KiB at chunk 64 (their
+per-head gates: 176); bf16 products (no LayerNorm, e.g. lq, huber_norm, channel-wise eta and
+alpha) need 140 KiB at chunk 64. benchmarks/results/kernel_resources_mlp_tiled_sm90.md lists
+them."""
+
 
 MAX_TOKEN_ELEMENTS = 2**31 - 1
 """Most elements of a [B, T, H, D] token tensor (q, k, v, the output and their gradients) the
@@ -153,38 +164,46 @@ def _whole_problem(key_dim: int, hidden: int, chunk_size: int, products: str,
     return None
 
 
-def _tiled_problem(key_dim: int, chunk_size: int, products: str) -> str | None:
-    """Why the hidden-tiled MLP kernel cannot take this key dim and chunk, or None."""
+def _tiled_problem(key_dim: int, chunk_size: int, products: str, channel_momentum: bool = False) -> str | None:
+    """Why the hidden-tiled MLP kernel cannot take this key dim and chunk, or None
+    (``channel_momentum``: momentum with a channel-wise alpha)."""
     widest = MLP_TILED_MAX_CHUNK_K[products]
+    which = ""
+    if channel_momentum:
+        widest = min(widest, MLP_TILED_CHANNEL_MOMENTUM_CHUNK_K[products])
+        which = " (momentum with a channel-wise alpha)"
     if key_dim > MLP_TILED_MAX_K or chunk_size * key_dim > widest:
-        return f"tiling the hidden dim takes K <= {MLP_TILED_MAX_K} and chunk x K <= {widest}"
+        return f"tiling the hidden dim takes K <= {MLP_TILED_MAX_K} and chunk x K <= {widest}{which}"
     return None
 
 
 def mlp_hidden_tile(key_dim: int, hidden: int, chunk_size: int, products: str,
                     lq_momentum: bool = False) -> int | None:
     """The hidden tile of the MLP kernel for an admitted shape (mlp_shape_problem is None): None
-    where W fits on chip whole (mlp_chunk/chunk.py), else the tile of mlp_chunk/tiled.py.
-    ``lq_momentum``: momentum with lq retention or a channel-wise alpha (their share of the chip,
-    LQ_MOMENTUM_SHARE)."""
+    where W fits on chip whole (mlp_chunk/chunk.py, or channel.py with a channel-wise alpha),
+    else the tile of mlp_chunk/tiled.py. ``lq_momentum``: momentum with lq retention or a
+    channel-wise alpha (their share of the chip with W on chip, LQ_MOMENTUM_SHARE)."""
     if _whole_problem(key_dim, hidden, chunk_size, products, lq_momentum) is None:
         return None
     return min(MLP_HIDDEN_TILE, hidden)
 
 
 def mlp_shape_problem(key_dim: int, hidden: int, chunk_size: int, products: str,
-                      lq_momentum: bool = False, whole_only: bool = False) -> str | None:
+                      lq_momentum: bool = False, whole_only: bool = False,
+                      channel_momentum: bool = False) -> str | None:
     """Why the MLP-memory kernel cannot take this head dim K, hidden dim and chunk size with
     ``products`` ('bf16', 'tf32x3' or 'fp32'), or None when it can: with W on chip, or else with
-    the hidden dim in tiles (not ``whole_only``: momentum with a channel-wise alpha, which takes
-    the chip share of lq with momentum)."""
+    the hidden dim in tiles. ``lq_momentum``: momentum with lq retention; ``channel_momentum``:
+    momentum with a channel-wise alpha (kl retention's always is), which takes lq with momentum's
+    share of the chip with W on chip and MLP_TILED_CHANNEL_MOMENTUM_CHUNK_K in tiles;
+    ``whole_only``: no tiled kernel (kl retention with momentum)."""
     if not (_tile_size(key_dim) and _tile_size(hidden)):
         return f"the MLP-memory kernel needs K and the hidden dim powers of two >= 16; got K={key_dim}, hidden={hidden}"
-    whole = _whole_problem(key_dim, hidden, chunk_size, products, lq_momentum or whole_only)
+    whole = _whole_problem(key_dim, hidden, chunk_size, products, lq_momentum or channel_momentum or whole_only)
     if whole_only:
         return None if whole is None else (
-            f"momentum with a channel-wise alpha has an MLP-memory kernel with W on chip only: {whole}")
-    tiled = _tiled_problem(key_dim, chunk_size, products)
+            f"kl retention with momentum has an MLP-memory kernel with W on chip only: {whole}")
+    tiled = _tiled_problem(key_dim, chunk_size, products, channel_momentum)
     if whole is None or tiled is None:
         return None
     return (

@@ -75,6 +75,12 @@ MLP_CASES = {  # MlpMemoryConfig, bias, K, hidden, chunk, momentum, dtype
     "memora-channel-gates-bf16-tf32x3-widest": 'MlpMemoryConfig("gelu", True, "kl"), BiasConfig("l2"), 32, 128, 32, False, torch.bfloat16, None, True, True',
     "memora-channel-gates-hidden-tiles": 'MlpMemoryConfig("gelu", True, "kl"), BiasConfig("l2"), 16, 64, 16, False, torch.bfloat16, 16, True, True',
     "memora-channel-gates-paper-chunk-64": 'MlpMemoryConfig("gelu", True, "kl"), BiasConfig("l2"), 64, 256, 64, False, torch.bfloat16, None, True, True',
+    # momentum with a channel-wise alpha in hidden tiles (kernels.channel_momentum per tile): forced
+    # small, and at the paper's head the widest admitted: Moneta's gates with momentum at chunk 32
+    # (tf32x3 products: 148 KiB; chunk 64 needs 384), bf16 products at chunk 64 (140 KiB)
+    "momentum-channel-alpha-retained-hidden-tiles": 'MlpMemoryConfig("silu", True, "l2"), BiasConfig("l2"), 16, 64, 16, True, torch.bfloat16, 16, False, True',
+    "moneta-channel-gates-momentum-paper-chunk-32": 'MlpMemoryConfig("gelu", True, "lq", q=4.0), BiasConfig("lp"), 64, 256, 32, True, torch.bfloat16, None, True, True',
+    "momentum-channel-gates-bf16-products-paper-chunk-64": 'MlpMemoryConfig("silu", False, "lq"), BiasConfig("huber_norm"), 64, 256, 64, True, torch.bfloat16, None, True, True',
 }
 WIDEST = {"l2-bf16-products-widest": (64, 256, 32, "bf16"), "memora-bf16-tf32x3-widest": (32, 128, 32, "tf32x3"),
           "titans-fp32-widest": (32, 128, 32, "fp32")}
@@ -168,9 +174,13 @@ def test_widest_cases_sit_on_the_limits():
     assert mlp_hidden_tile(32, 128, 16, "tf32x3", lq_momentum=True) is None
     assert mlp_hidden_tile(32, 128, 32, "tf32x3", lq_momentum=True) is not None
     assert mlp_hidden_tile(32, 128, 32, "tf32x3") is None
-    # momentum with a channel-wise alpha or kl: W on chip only, the same chunk share
+    # kl with momentum: W on chip only, the same chunk share; momentum with a channel-wise alpha:
+    # that share with W on chip, then tiles up to chunk x K = 2048
     assert mlp_shape_problem(32, 128, 16, "tf32x3", whole_only=True) is None
     assert "W on chip only" in mlp_shape_problem(32, 128, 32, "tf32x3", whole_only=True)
+    assert mlp_hidden_tile(32, 128, 32, "tf32x3", lq_momentum=True) is not None
+    assert mlp_shape_problem(MLP_TILED_MAX_K, 4 * MLP_TILED_MAX_K, 32, "tf32x3", channel_momentum=True) is None
+    assert mlp_shape_problem(MLP_TILED_MAX_K, 4 * MLP_TILED_MAX_K, 64, "tf32x3", channel_momentum=True) is not None
     for products, widest in MLP_TILED_MAX_CHUNK_K.items():
         chunk = widest // MLP_TILED_MAX_K
         assert mlp_shape_problem(MLP_TILED_MAX_K, 4 * MLP_TILED_MAX_K, chunk, products) is None

@@ -627,16 +627,20 @@ def test_named_models_with_channel_eta(name, chunk_size):
     check(channel_eta(named_inputs(name, 1, 40, 1, 16, 32, seed=2), 32), config, bias, chunk_size)
 
 
-def test_channel_alpha_with_momentum_keeps_w_on_chip():
-    """Momentum with a channel-wise alpha runs channel.py's kernels (W on chip); the hidden-tiled
-    layout is refused, and a shape that only fits in tiles is a shape problem (PyTorch form)."""
-    x = channel_alpha(make_inputs(1, 8, 1, 16, 32, "l2", "l2", momentum=True), 32)
-    with pytest.raises(KernelInputError, match=r"W on chip only"):
+def test_channel_alpha_with_momentum_takes_both_layouts():
+    """Momentum with a channel-wise alpha runs channel.py's kernels where W fits on chip (lq with
+    momentum's share of it) and the hidden-tiled one up to chunk x K = 2048; a shape past both
+    is a shape problem naming the limit (the PyTorch form runs)."""
+    assert mlp_hidden_tile(16, 64, 16, "tf32x3", lq_momentum=True) is None  # W on chip
+    assert mlp_shape_problem(64, 256, 32, "tf32x3", channel_momentum=True) is None  # tiles
+    assert mlp_shape_problem(64, 256, 64, "tf32x3") is None  # per-head gates: chunk 64 too
+    assert mlp_shape_problem(64, 256, 64, "bf16", channel_momentum=True) is None  # bf16 products: 140 KiB
+    problem = mlp_shape_problem(64, 256, 64, "tf32x3", channel_momentum=True)
+    assert "chunk x K <= 2048 (momentum with a channel-wise alpha)" in problem
+    x = channel_alpha(make_inputs(1, 8, 1, 64, 256, "l2", "l2", momentum=True), 256)
+    with pytest.raises(KernelInputError, match=r"momentum with a channel-wise alpha"):
         chunk_mlp_memory(**{n: x[n].float() for n in NAMES if x[n] is not None},
-                         config=MlpMemoryConfig(retention="l2"), hidden_tile=16)
-    assert mlp_shape_problem(64, 256, 64, "tf32x3") is None  # tiled without momentum
-    assert "W on chip only" in mlp_shape_problem(64, 256, 64, "tf32x3", whole_only=True)
-    assert mlp_shape_problem(16, 64, 16, "tf32x3", whole_only=True) is None
+                         config=MlpMemoryConfig(retention="l2"), chunk_size=64)
 
 
 @pytest.mark.gpu

@@ -141,10 +141,55 @@ def test_tiled_channel_alpha_beside_other_gates(gradient_at, bias, eta):
     check(x, config, BiasConfig(bias), 16, hidden_tile=16)
 
 
+def channel_momentum_inputs(name: str, B, T, H, K, hidden, seed=0) -> dict:
+    """A named model's inputs with momentum (theta [B, T, H] in (0.4, 0.9)) and a channel-wise
+    alpha: Titans' with an alpha per channel, Moneta's and Yaad's own channel-wise gates."""
+    if name == "titans":
+        return channel_alpha(named_inputs(name, B, T, H, K, hidden, seed), hidden)
+    gen = torch.Generator().manual_seed(seed + 100)
+    theta = 0.5 * torch.rand(B, T, H, generator=gen, dtype=torch.float64) + 0.4
+    return named_channel_inputs(name, B, T, H, K, hidden, seed) | {"theta": theta}
+
+
+@pytest.mark.parametrize(("name", "T", "hidden", "chunk_size"), [
+    ("titans", 1, 32, 16), ("titans", 37, 64, 16), ("titans", 70, 32, 32),
+    ("moneta", 7, 32, 16), ("moneta", 63, 32, 16),  # lq; eta and alpha per channel
+    ("yaad", 37, 32, 16),  # + delta per value channel
+])
+def test_tiled_momentum_with_channel_alpha(name, T, hidden, chunk_size):
+    """The chunk-start momentum reaches each read through cv per input channel and every write
+    through D[t, i] per channel (kernels.channel_momentum, the scores summed step by step: W1's
+    on chip, W2's per hidden tile); theta's gradient gathers over the tiles and both layers."""
+    config, bias = NAMED[name]
+    check(channel_momentum_inputs(name, 1, T, 2, 16, hidden, seed=T), config, bias, chunk_size, hidden_tile=16)
+
+
+@pytest.mark.parametrize("retention", ["l2", "lq"])
+def test_tiled_momentum_with_channel_alpha_at_the_retained_point(retention):
+    """l2 / lq with the gradient at the retained memory: the key pass's input scales are the
+    channel decays, so alpha's gradient also takes walk E's part; a channel-wise eta beside."""
+    config = MlpMemoryConfig("silu", True, retention)
+    x = make_inputs(1, 37, 2, 16, 32, "huber_coordinate", retention, seed=4, momentum=True)
+    check(channel_delta(channel_alpha(channel_eta(x, 32), 32)), config, BiasConfig("huber_coordinate"), 16,
+          hidden_tile=16)
+
+
+def test_tiled_momentum_with_channel_alpha_inference_in_place():
+    config, bias = NAMED["moneta"]
+    x = {n: (t.float() if t is not None else None)
+         for n, t in channel_momentum_inputs("moneta", 1, 40, 1, 16, 32).items()}
+    stored = chunk_mlp_memory(**{n: (t.requires_grad_() if n == "q" else t) for n, t in x.items()},
+                              config=config, bias=bias, chunk_size=16, hidden_tile=16)
+    with torch.no_grad():
+        in_place = chunk_mlp_memory(**x, config=config, bias=bias, chunk_size=16, hidden_tile=16)
+    assert rel_err(in_place, stored.detach()) < 1e-6
+
+
 @pytest.mark.usefixtures("bf16_interpreter")
 @pytest.mark.parametrize(("name", "gates"), [
     ("moneta", named_inputs), ("titans", named_inputs),  # per-head gates
     ("moneta", named_channel_inputs), ("yaad", named_channel_inputs),  # their own channel-wise ones
+    ("titans", channel_momentum_inputs),  # momentum with a channel-wise alpha
 ])
 def test_tiled_bf16_inputs(name, gates):
     """bf16 loads and stores (the named models' LayerNorm takes fp32-accurate products)."""
@@ -225,8 +270,8 @@ def test_bad_hidden_tiles_are_refused():
 def test_dispatch_routes_the_named_models_at_the_paper_shapes():
     """At K = 64 (hidden 256) Moneta, Yaad and Memora with their own channel-wise gates, and with
     per-head ones (Titans too), get the kernel (hidden tiles) at every chunk (Memora: kl's exact
-    per-token read); momentum with a channel-wise alpha has a kernel with W on chip only, so at
-    these shapes dispatch names the shape problem (the PyTorch form runs)."""
+    per-token read); momentum with a channel-wise alpha takes hidden tiles up to chunk 32 (the
+    PyTorch form runs at 64), kl retention with momentum keeps W on chip (a shape problem here)."""
     rules = [MemoryRule.from_point(per_head_preset(name)) for name in ("moneta", "yaad", "memora", "titans")]
     rules += [MemoryRule.from_point(preset(name)) for name in ("moneta", "yaad", "memora")]
     for rule in rules:
@@ -240,8 +285,14 @@ def test_dispatch_routes_the_named_models_at_the_paper_shapes():
     spec["retention"]["alpha"].update(mode="channel", rank=None)
     channel_momentum = MemoryRule.from_point(ModelPoint.model_validate(spec))
     assert kernel_for(channel_momentum) is not None
-    assert "W on chip only" in shape_problem(channel_momentum, 64, 64, 16, torch.bfloat16)
+    for chunk in (16, 32):
+        assert shape_problem(channel_momentum, 64, 64, chunk, torch.bfloat16) is None
+    assert "(momentum with a channel-wise alpha)" in shape_problem(channel_momentum, 64, 64, 64, torch.bfloat16)
     assert shape_problem(channel_momentum, 16, 16, 16, torch.bfloat16) is None
+    spec = preset("memora").model_dump()
+    spec["algorithm"] = {"kind": "momentum", "eta": spec["algorithm"]["eta"]}
+    memora_momentum = MemoryRule.from_point(ModelPoint.model_validate(spec))
+    assert "W on chip only" in shape_problem(memora_momentum, 64, 64, 16, torch.bfloat16)
 
 
 # ---- GPU: the paper's shapes ---------------------------------------------------------------------
@@ -272,6 +323,20 @@ def test_gpu_paper_shapes_with_channel_gates(name, chunk_size, dtype, tol):
     config, bias = NAMED[name]
     assert mlp_hidden_tile(64, 256, chunk_size, "tf32x3") is not None
     check(named_channel_inputs(name, *PAPER), config, bias, chunk_size, dtype=dtype, tol=tol)
+
+
+@pytest.mark.gpu
+@gpu_only
+@pytest.mark.parametrize("name", ["titans", "moneta", "yaad"])
+@pytest.mark.parametrize(("chunk_size", "dtype", "tol"), [(16, torch.bfloat16, 2e-2), (32, torch.bfloat16, 2e-2),
+                                                          (16, torch.float32, 5e-3)])
+def test_gpu_paper_shapes_momentum_with_channel_alpha(name, chunk_size, dtype, tol):
+    """Momentum with a channel-wise alpha at K = 64, hidden 256 (dispatch's layout: hidden tiles,
+    chunks up to 32)."""
+    assert CUDA
+    config, bias = NAMED[name]
+    assert mlp_shape_problem(64, 256, chunk_size, "tf32x3", channel_momentum=True) is None
+    check(channel_momentum_inputs(name, *PAPER), config, bias, chunk_size, dtype=dtype, tol=tol)
 
 
 @pytest.mark.parametrize("name", ["moneta", "yaad", "memora"])

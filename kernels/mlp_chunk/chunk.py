@@ -403,7 +403,7 @@ def compile_specs(config: MlpMemoryConfig, bias: BiasConfig, K: int, HD: int, ch
     for kernels.compile_check (compiling for a GPU without one): the layout chunk_mlp_memory
     picks for this shape (kernels.limits.mlp_hidden_tile), or the tiled one with ``hidden_tile``;
     ``eta_channel`` / ``alpha_channel`` / ``delta_channel``: a channel-wise eta / alpha / Huber
-    threshold (alpha: channel.py's kernels where W fits on chip, else tiled.py's, gd only)."""
+    threshold (alpha: channel.py's kernels where W fits on chip, else tiled.py's)."""
     alpha_channel = alpha_channel or config.retention == "kl"  # kl: channel.py (chunk_mlp_memory)
     scalars = _scalars(config, bias, 1024, 8, 64, K, HD, chunk_size, config.retention != "none",
                        momentum, dtype)
@@ -609,11 +609,10 @@ def check_mlp_inputs(q, k, v, eta, w1, w2, alpha, theta, delta, bias: BiasConfig
     if delta is not None and delta.dim() == 4 and bias.kind not in ("huber_coordinate", "huber_switch"):
         raise KernelInputError(f"a Huber threshold per value channel has a kernel with the coordinate "
                                f"and switch variants, not {bias.kind!r}")
-    channel_momentum = theta is not None and (config.retention == "kl" or (alpha is not None and alpha.dim() == 4))
-    if channel_momentum and hidden_tile is not None:
-        raise KernelInputError("momentum with a channel-wise alpha (kl retention's always is) has a "
-                               "kernel with W on chip only (channel.py), not with the hidden dim in "
-                               "tiles (hidden_tile)")
+    kl_momentum = theta is not None and config.retention == "kl"
+    if kl_momentum and hidden_tile is not None:
+        raise KernelInputError("kl retention with momentum has a kernel with W on chip only "
+                               "(channel.py), not with the hidden dim in tiles (hidden_tile)")
     for name, x, shape in (
         ("q", q, (B, T, H, K)), ("k", k, (B, T, H, K)), ("v", v, (B, T, H, K)),
         ("eta", eta, eta_shape), ("alpha", alpha, alpha_shape), ("theta", theta, (B, T, H)),
@@ -624,9 +623,10 @@ def check_mlp_inputs(q, k, v, eta, w1, w2, alpha, theta, delta, bias: BiasConfig
     if chunk_size not in CHUNK_SIZES:
         raise KernelInputError(f"chunk_size must be 16, 32 or 64 for the Triton kernel, got {chunk_size}")
     precision = mlp_precision(q.dtype, config.layer_norm, config.retention, bias.kind)
+    channel_momentum = theta is not None and alpha is not None and alpha.dim() == 4
     problem = mlp_shape_problem(K, HD, chunk_size, products(precision),
-                                config.retention == "lq" and theta is not None,
-                                whole_only=channel_momentum)
+                                theta is not None and config.retention == "lq",
+                                whole_only=kl_momentum, channel_momentum=channel_momentum or kl_momentum)
     problem = problem or token_tensor_problem(B, T, H, K)
     if problem is not None:
         raise KernelInputError(problem)
@@ -662,7 +662,7 @@ def chunk_mlp_memory(
             kernel (kernels.limits.mlp_shape_problem); at most 2^31 - 1 elements).
         eta: [B, T, H] (> 0), or channel-wise [B, T, H, K + Hd] (a step per input channel of
             W1, then of W2); alpha: [B, T, H] in (0, 1], channel-wise [B, T, H, K + Hd] (a decay
-            per input channel of W1, then of W2; with momentum where W fits on chip) or None;
+            per input channel of W1, then of W2) or None;
         theta: [B, T, H] in (0, 1) for momentum (Titans; S starts at zero), None for gd (kl
             retention's exact per-token read, Memora's, runs channel.py's or the tiled kernels'
             channel-wise alpha; with momentum channel.py's, W on chip);

@@ -36,7 +36,7 @@ in order), and so is every read-then-write of the same block.
 
 Gates. eta, alpha and the Huber threshold delta are per head ([B, T, H]) or channel-wise, in any
 combination the whole-W kernels take (chunk.py's ETA_CH and DELTA_CH, channel.py's alpha):
-ETA_CH, eta [B, T, H, K + HD]; ALPHA_CH, alpha [B, T, H, K + HD] (gd only; kl always); DELTA_CH,
+ETA_CH, eta [B, T, H, K + HD]; ALPHA_CH, alpha [B, T, H, K + HD] (kl always); DELTA_CH,
 delta [B, T, H, K] (huber_coordinate, huber_switch). eta always scales each layer's write input
 (x1 = k e1, x2 = h e2; a per-head eta as a [C, 1] column), so the decays take unit steps. A
 channel-wise alpha decays every input channel on its own: W1's K channels on chip (the layer-1
@@ -45,6 +45,15 @@ sums the tile's decayed scores over tiles as it sums hq hk^T per head; the end m
 columns and X2's (a tile's) by their own decays. The backward writes a channel-wise alpha's
 gradient per tile in walk D (and adds the retained point's key-pass part in walk E), eta's in
 walk D, and W1's channels' on chip.
+
+Momentum. The chunk-start momentum S reaches token t's read with a weight mv (_tile_scores): m_t
+per head, cv_t per input channel with a channel-wise alpha, whose scores then come from
+kernels.channel_momentum (summed step by step: layer 1 on chip, layer 2 per tile, like the
+decayed scores above); the end map's write weights and S's weight (_end_gates) are then D[last]
+and cv_last per channel. The backward takes the scores' VJP per tile (layer 2) and on chip
+(layer 1), the end decays' per tile and, for layer 1 and theta's end step Theta_C / Theta_i of
+both layers, once after walk D; theta's gradient gathers there. kl retention with momentum has
+no tiled kernel (channel.py's, W on chip).
 
 kl retention (Memora; gd, ALPHA_CH: chunk_mlp_memory passes a per-head alpha per channel) reads
 every token at its own exact map of the log-space state, U_t = c softmax_row(raw_t) with
@@ -66,6 +75,12 @@ import torch
 import triton
 import triton.language as tl
 
+from ..channel_momentum import (
+    _channel_momentum,
+    _channel_momentum_bwd,
+    _momentum_ends_ch,
+    _momentum_ends_ch_bwd,
+)
 from ..common import _bias_grad, _lq_scale_of, _lq_scale_vjp_of, _mm, _slot, _token_row
 from ..kl_read import _kl_raw, _kl_read, _kl_read_bwd, _log_softmax_rows
 from .tl_ops import (
@@ -198,18 +213,73 @@ def _decayed(Z, De, ALPHA_CH: tl.constexpr):
 
 
 @triton.jit
-def _scores_vjp(dA, z, x, lb, De, C: tl.constexpr, ALPHA_CH: tl.constexpr, PREC: tl.constexpr):
-    """(dz, dx, dlb) from dL/dA [C, C] through A = _decayed(_raw_scores(z, x, lb)); per head
-    dlb is a placeholder (the decays' gradient dA * Z is summed by the caller)."""
+def _tile_scores(z, x, lb, lt, m, C: tl.constexpr, ALPHA_CH: tl.constexpr, MOM: tl.constexpr,
+                 PREC: tl.constexpr):
+    """A layer's read scores Z [C, C] (_raw_scores; with momentum and a channel-wise alpha the
+    decayed scores of kernels.channel_momentum) and the weight of the chunk-start momentum in
+    its read, mv: cv [C, N] per channel (momentum, channel-wise alpha), m[:, None] per head (a
+    placeholder without momentum). z, x, lb: [C, N]; lt, m: [C]."""
+    mv = m[:, None]
+    if ALPHA_CH:
+        if MOM:
+            Z, mv = _channel_momentum(z, x, lb, lt, C, PREC)
+        else:
+            Z = _scores(z, x, lb, C)
+    else:
+        Z = _mm(z, tl.trans(x), PREC)
+    return Z, mv
+
+
+@triton.jit
+def _scores_vjp(dA, dmv, z, x, lb, lt, De, C: tl.constexpr, ALPHA_CH: tl.constexpr, MOM: tl.constexpr,
+                PREC: tl.constexpr):
+    """(dz, dx, dlb, dlt) from dL/dA [C, C] through A = _decayed(Z) of _tile_scores (and dL/dmv
+    [C, N] with momentum and a channel-wise alpha: dlt [C] of lt = cumsum(log theta); else a
+    placeholder); per head dlb is a placeholder (the decays' gradient dA * Z is summed by the
+    caller)."""
     if ALPHA_CH:
         oc = tl.arange(0, C)
-        dz, dx, dlb = _scores_bwd(tl.where(oc[:, None] >= oc[None, :], dA, 0.0), z, x, lb, C)
+        dA = tl.where(oc[:, None] >= oc[None, :], dA, 0.0)
+        if MOM:
+            dz, dx, dlb, dlt = _channel_momentum_bwd(dA, dmv, z, x, lb, lt, C, PREC)
+        else:
+            dz, dx, dlb = _scores_bwd(dA, z, x, lb, C)
+            dlt = lt
     else:
         G = dA * De
         dz = _mm(G, x, PREC)
         dx = _mm(tl.trans(G), z, PREC)
         dlb = dz
-    return dz, dx, dlb
+        dlt = lt
+    return dz, dx, dlb, dlt
+
+
+@triton.jit
+def _end_gates(lb, cg, lt, ltl, m_last, mt, is_last, C: tl.constexpr, MOM: tl.constexpr,
+               ALPHA_CH: tl.constexpr):
+    """The end map's weights of one layer (or hidden tile), raw = bl X + mS S - d^T (x cw):
+    (cw, mS, lbl). Momentum with a channel-wise alpha: cw = D[last] [C, N], mS = cv_last [1, N]
+    (kernels.channel_momentum._momentum_ends_ch); else cw = cg (_layer_gates') and the per-head
+    m_last. lbl [N]: lb's last live row (a placeholder per head)."""
+    lbl = tl.sum(tl.where(is_last[:, None], lb, 0.0), 0)
+    cw = cg
+    mS = m_last
+    if ALPHA_CH and MOM:
+        _Lt, _wk, cw, cl, _tl = _momentum_ends_ch(lb, lbl, lt, ltl, mt, C)
+        mS = cl[None, :]
+    return cw, mS, lbl
+
+
+@triton.jit
+def _momentum_gates(m, Dt, lth, one, is_last):
+    """A segment's momentum gates (_decays' m, Dt; placeholders without momentum): m_last (per
+    head, how much of S_0 reaches the end), step [C] (Theta_C / Theta_i on live tokens),
+    theta_all = Theta_C, lt = cumsum(log theta) [C] and its last, ltl = log Theta_C."""
+    lt = tl.cumsum(lth, 0)
+    ltl = tl.sum(lth, 0)
+    m_last = tl.sum(tl.where(is_last, m, 0.0), 0)
+    step = tl.sum(tl.where(is_last[:, None], Dt, 0.0), 0) * one
+    return m_last, step, tl.exp(ltl), lt, ltl
 
 
 @triton.jit
@@ -224,18 +294,40 @@ def _tile_keys(W1, W2, ks, s2, d2, ACT: tl.constexpr, PREC: tl.constexpr):
 
 
 @triton.jit
-def _tile_read1(V1, S1, r1, qb, qc, A1, d1, m, ACT: tl.constexpr, MOM: tl.constexpr,
-                PREC: tl.constexpr):
-    """The layer-1 read on one hidden tile, u1 / r1 = qb V1^T - A1 d1 (+ m q S1^T) with qb = q b1:
-    q S1^T (momentum; else a placeholder), u1 / r1, u1, hq = act(u1) [C, HT]."""
+def _tile_read1(V1, S1, r1, qb, qc, mv1, A1, d1, ACT: tl.constexpr, MOM: tl.constexpr,
+                ALPHA_CH: tl.constexpr, PREC: tl.constexpr):
+    """The layer-1 read on one hidden tile, u1 / r1 = qb V1^T - A1 d1 (+ (q mv1) S1^T) with
+    qb = q b1 and mv1 the chunk-start momentum's weight (_tile_scores; per head a [C, 1] column
+    applied after the product): u1 / r1, u1, hq = act(u1) [C, HT]."""
     u1p = _mm(qb, tl.trans(V1), PREC) - _mm(A1, d1, PREC)
     if MOM:
-        qS = _mm(qc, tl.trans(S1), PREC)
-        u1p += m[:, None] * qS
-    else:
-        qS = u1p
+        if ALPHA_CH:
+            u1p += _mm(qc * mv1, tl.trans(S1), PREC)
+        else:
+            u1p += mv1 * _mm(qc, tl.trans(S1), PREC)
     u1 = r1 * u1p
-    return qS, u1p, u1, _act(u1, ACT)
+    return u1p, u1, _act(u1, ACT)
+
+
+@triton.jit
+def _momentum_sum(hq, mv2, S2, ALPHA_CH: tl.constexpr, PREC: tl.constexpr):
+    """A tile's part of the layer-2 read's momentum sum [C, K]: (hq cv2) S2^T per channel, hq S2^T
+    per head (_momentum_read applies m after the walk, so hq feeds this and the scores' product)."""
+    if ALPHA_CH:
+        out = _mm(hq * mv2, tl.trans(S2), PREC)
+    else:
+        out = _mm(hq, tl.trans(S2), PREC)
+    return out
+
+
+@triton.jit
+def _momentum_read(PS, m, ALPHA_CH: tl.constexpr):
+    """The layer-2 read's momentum term from _momentum_sum's PS: itself per channel, m PS per head."""
+    if ALPHA_CH:
+        out = PS
+    else:
+        out = m[:, None] * PS
+    return out
 
 
 @triton.jit
@@ -249,12 +341,13 @@ def _tile_keyed(state1, state2, p1, p2, r1, r2, ks, s2, d2, e2, ACT: tl.constexp
 
 
 @triton.jit
-def _tile_pass(state1, state2, mom1, mom2, p1, p2, r1, r2, ks, qc, qb1, A1, d2, m, e2, s2, lb2,
+def _tile_pass(state1, state2, mom1, mom2, p1, p2, r1, r2, ks, qb1, qc, mv1, A1, d2, m, lt, e2, s2, lb2,
                C: tl.constexpr, ACT: tl.constexpr, RET: tl.constexpr, MOM: tl.constexpr,
                ALPHA_CH: tl.constexpr, PREC: tl.constexpr):
     """One hidden tile's key pass and layer-1 read from the state at p1 ([HT, K] block), p2
     ([K, HT]): the tile X1, X2, S1, S2, V1, V2, W1, W2; the key pass a1, hk, f1, t1, d1; the
-    layer-2 write input x2w = hk e2; the read's qS, u1p, u1, hq; the tile's layer-2 scores."""
+    layer-2 write input x2w = hk e2; the read's u1p, u1, hq; the tile's layer-2 scores Z2 and
+    momentum read weight mv2 (_tile_scores)."""
     X1, X2, V1, V2, W1, W2, a1, hk, f1, t1, d1, x2w = _tile_keyed(state1, state2, p1, p2, r1, r2, ks, s2,
                                                                   d2, e2, ACT, RET, PREC)
     if MOM:
@@ -263,9 +356,9 @@ def _tile_pass(state1, state2, mom1, mom2, p1, p2, r1, r2, ks, qc, qb1, A1, d2, 
     else:
         S1 = V1
         S2 = V2
-    qS, u1p, u1, hq = _tile_read1(V1, S1, r1, qb1, qc, A1, d1, m, ACT, MOM, PREC)
-    Z2 = _raw_scores(hq, x2w, lb2, C, ALPHA_CH, PREC)
-    return X1, X2, S1, S2, V1, V2, W1, W2, a1, hk, f1, t1, d1, x2w, qS, u1p, u1, hq, Z2
+    u1p, u1, hq = _tile_read1(V1, S1, r1, qb1, qc, mv1, A1, d1, ACT, MOM, ALPHA_CH, PREC)
+    Z2, mv2 = _tile_scores(hq, x2w, lb2, lt, m, C, ALPHA_CH, MOM, PREC)
+    return X1, X2, S1, S2, V1, V2, W1, W2, a1, hk, f1, t1, d1, x2w, u1p, u1, hq, Z2, mv2
 
 
 @triton.jit
@@ -322,25 +415,25 @@ def _kl_reads(state1, state2, base, o1, o2, ks, qc, d2, x1w, lb1, eta, alpha, ro
 
 
 @triton.jit
-def _read_sums(state1, state2, mom1, mom2, base, o1, o2, r1, r2, ks, qc, qb1, A1, d2, m,
+def _read_sums(state1, state2, mom1, mom2, base, o1, o2, r1, r2, ks, qb1, qc, mv1, A1, d2, m, lt,
                eta, alpha, row, mt, ew, bt, s, c, b_last, is_last,
                C: tl.constexpr, K: tl.constexpr, HD: tl.constexpr, HT: tl.constexpr,
                ACT: tl.constexpr, RET: tl.constexpr, MOM: tl.constexpr, ETA_CH: tl.constexpr,
                ALPHA_CH: tl.constexpr, RETAIN_FIRST: tl.constexpr, PREC: tl.constexpr):
-    """The backward's walk B: the layer-2 read's sums (hq b2) V2^T, hq S2^T [C, K] and its
-    scores Z2 [C, C] (_raw_scores)."""
+    """The backward's walk B: the layer-2 read's sums (hq b2) V2^T, the momentum's PS
+    (_momentum_sum) [C, K] and its scores Z2 [C, C] (_tile_scores)."""
     PV = tl.zeros([C, K], dtype=tl.float32)
     PS = tl.zeros([C, K], dtype=tl.float32)
     Z2 = tl.zeros([C, C], dtype=tl.float32)
     for j in range(HD // HT):
         e2, lb2, b2, s2, _cg2, _bl2 = _layer_gates(eta, alpha, row, mt, ew, bt, s, c, b_last, is_last,
                                                    K + j * HT, HT, K + HD, ETA_CH, ALPHA_CH, RETAIN_FIRST)
-        (_X1, _X2, _S1, S2, _V1, V2, _W1, _W2, _a1, _hk, _f1, _t1, _d1, _x2w, _qS, _u1p, _u1, hq,
-         Zj) = _tile_pass(state1, state2, mom1, mom2, base + j * HT * K + o1, base + j * HT + o2, r1,
-                          r2, ks, qc, qb1, A1, d2, m, e2, s2, lb2, C, ACT, RET, MOM, ALPHA_CH, PREC)
+        (_X1, _X2, _S1, S2, _V1, V2, _W1, _W2, _a1, _hk, _f1, _t1, _d1, _x2w, _u1p, _u1, hq,
+         Zj, mv2) = _tile_pass(state1, state2, mom1, mom2, base + j * HT * K + o1, base + j * HT + o2, r1,
+                               r2, ks, qb1, qc, mv1, A1, d2, m, lt, e2, s2, lb2, C, ACT, RET, MOM, ALPHA_CH, PREC)
         PV += _mm(hq * b2, tl.trans(V2), PREC)
         if MOM:
-            PS += _mm(hq, tl.trans(S2), PREC)
+            PS += _momentum_sum(hq, mv2, S2, ALPHA_CH, PREC)
         Z2 += Zj
     return PV, PS, Z2
 
@@ -409,6 +502,7 @@ def _fwd_kernel(
         ks = kc * s1
         x1w = kc * e1
         qb1 = qc * b1
+        m_last, step, theta_all, lt, ltl = _momentum_gates(m, Dt, lth, one, is_last)
 
         # ---- walk A: the key pass's output; the bias's gradient on chip
         a2 = _key_sums(state1, state2, cur, o1, o2, r1, r2, ks, alpha, row, mt, s, C, K, HD, HT, ACT,
@@ -421,11 +515,9 @@ def _fwd_kernel(
                                   ew, bt, s, c, b_last, is_last, size, SCALE, C, K, HD, HT, ACT, RET,
                                   ETA_CH, ALPHA_CH, RETAIN_FIRST, PREC)
         else:
-            A1 = _decayed(_raw_scores(qc, x1w, lb1, C, ALPHA_CH, PREC), De, ALPHA_CH)
-        if MOM:
-            m_last = tl.sum(tl.where(is_last, m, 0.0), 0)
-            step = tl.sum(tl.where(is_last[:, None], Dt, 0.0), 0) * one  # Theta_C / Theta_i
-            theta_all = tl.exp(tl.sum(lth, 0))
+            Z1, mv1 = _tile_scores(qc, x1w, lb1, lt, m, C, ALPHA_CH, MOM, PREC)
+            A1 = _decayed(Z1, De, ALPHA_CH)
+        cg1, mS1, _l1 = _end_gates(lb1, cg1, lt, ltl, m_last, mt, is_last, C, MOM, ALPHA_CH)
 
         # ---- walk B: layer-1 read, layer-2 read's sums, the tile's segment end
         PV = tl.zeros([C, K], dtype=tl.float32)
@@ -445,18 +537,19 @@ def _fwd_kernel(
                 (X1, X2, _V1, _V2, _W1, _W2, _a1, _hk, _f1, _t1, d1,
                  x2w) = _tile_keyed(state1, state2, p1, p2, r1, r2, ks, s2, d2, e2, ACT, RET, PREC)
             else:
-                (X1, X2, S1, S2, _V1, V2, _W1, _W2, _a1, _hk, _f1, _t1, d1, x2w, _qS, _u1p, _u1, hq,
-                 Zj) = _tile_pass(state1, state2, mom1, mom2, p1, p2, r1, r2, ks, qc, qb1, A1, d2, m,
-                                  e2, s2, lb2, C, ACT, RET, MOM, ALPHA_CH, PREC)
+                (X1, X2, S1, S2, _V1, V2, _W1, _W2, _a1, _hk, _f1, _t1, d1, x2w, _u1p, _u1, hq,
+                 Zj, mv2) = _tile_pass(state1, state2, mom1, mom2, p1, p2, r1, r2, ks, qb1, qc, mv1, A1, d2, m,
+                                       lt, e2, s2, lb2, C, ACT, RET, MOM, ALPHA_CH, PREC)
                 PV += _mm(hq * b2, tl.trans(V2), PREC)
                 if MOM:
-                    PS += _mm(hq, tl.trans(S2), PREC)
+                    PS += _momentum_sum(hq, mv2, S2, ALPHA_CH, PREC)
                 Z2 += Zj
+            cg2, mS2, _l2 = _end_gates(lb2, cg2, lt, ltl, m_last, mt, is_last, C, MOM, ALPHA_CH)
             raw1 = bl1 * X1 - _mm(tl.trans(d1), x1w * cg1, PREC)
             raw2 = bl2 * X2 - _mm(tl.trans(d2), x2w * cg2, PREC)
             if MOM:
-                raw1 += m_last * S1
-                raw2 += m_last * S2
+                raw1 += mS1 * S1
+                raw2 += mS2 * S2
                 S1 = theta_all * S1 - _mm(tl.trans(d1), x1w * step[:, None], PREC)
                 S2 = theta_all * S2 - _mm(tl.trans(d2), x2w * step[:, None], PREC)
             if RET == 3:  # rows of W1 run over K (this tile); those of W2 over the hidden dim
@@ -476,7 +569,7 @@ def _fwd_kernel(
         if RET != 3:
             u2p = PV - _mm(_decayed(Z2, De, ALPHA_CH), d2, PREC)
             if MOM:
-                u2p += m[:, None] * PS
+                u2p += _momentum_read(PS, m, ALPHA_CH)
             u2 = r2 * u2p
         out = qc + _norm(u2, K, LN)
 
@@ -558,32 +651,29 @@ def _bwd_kernel(
         ks = kc * s1
         x1w = kc * e1
         qb1 = qc * b1
+        m_last, step, theta_all, lt, ltl = _momentum_gates(m, Dt, lth, one, is_last)
 
         # ---- recompute: walks A and B
         a2 = _key_sums(state1, state2, cur, o1, o2, r1, r2, ks, alpha, row, mt, s, C, K, HD, HT, ACT,
                        RET, ALPHA_CH, RETAIN_FIRST, PREC)
         d2 = _norm_back(a2, _bias_grad(kc + _norm(a2, K, LN) - vc, vc, dl, P_EXP, SHARP, EPS, RADIUS,
                                        BIAS, NEPS, SMOOTH, DELTA_CH), K, LN)
-        if MOM:
-            m_last = tl.sum(tl.where(is_last, m, 0.0), 0)
-            t_last = tl.sum(tl.where(is_last[:, None], Dt, 0.0), 0)  # Theta_C / Theta_i
-            step = t_last * one
-            theta_all = tl.exp(tl.sum(lth, 0))
         if RET == 3:  # kl's exact reads; lse2k: the log-sum-exp of W2's rows of every token
             u2, lse2k = _kl_reads(state1, state2, cur, o1, o2, ks, qc, d2, x1w, lb1, eta, alpha, row, mt,
                                   ew, bt, s, c, b_last, is_last, size, SCALE, C, K, HD, HT, ACT, RET,
                                   ETA_CH, ALPHA_CH, RETAIN_FIRST, PREC)
         else:
-            Z1 = _raw_scores(qc, x1w, lb1, C, ALPHA_CH, PREC)
+            Z1, mv1 = _tile_scores(qc, x1w, lb1, lt, m, C, ALPHA_CH, MOM, PREC)
             A1 = _decayed(Z1, De, ALPHA_CH)
-            PV, PS, Z2 = _read_sums(state1, state2, mom1, mom2, cur, o1, o2, r1, r2, ks, qc, qb1, A1, d2,
-                                    m, eta, alpha, row, mt, ew, bt, s, c, b_last, is_last, C, K, HD, HT,
+            PV, PS, Z2 = _read_sums(state1, state2, mom1, mom2, cur, o1, o2, r1, r2, ks, qb1, qc, mv1, A1, d2,
+                                    m, lt, eta, alpha, row, mt, ew, bt, s, c, b_last, is_last, C, K, HD, HT,
                                     ACT, RET, MOM, ETA_CH, ALPHA_CH, RETAIN_FIRST, PREC)
             A2 = _decayed(Z2, De, ALPHA_CH)
             u2p = PV - _mm(A2, d2, PREC)
             if MOM:
-                u2p += m[:, None] * PS
+                u2p += _momentum_read(PS, m, ALPHA_CH)
             u2 = r2 * u2p
+        cg1, mS1, l1 = _end_gates(lb1, cg1, lt, ltl, m_last, mt, is_last, C, MOM, ALPHA_CH)
 
         # ---- the segment end (lq, kl): the last token's exact read and the end map -> draw
         dqc = dy  # the memory's residual
@@ -651,9 +741,10 @@ def _bwd_kernel(
         else:
             dyr = dy
 
-        # ---- the layer-2 read's VJP on chip (u2 = r2 ((hq b2) V2^T + m hq S2^T - A2 d2))
+        # ---- the layer-2 read's VJP on chip (u2 = r2 ((hq b2) V2^T + (hq mv2) S2^T - A2 d2), mv2 = m per head)
         du2 = _norm_back(u2, dyr, K, LN)
         db = tl.zeros([C], dtype=tl.float32)  # per-head alpha: dL/db, b = exp(L)
+        dm = tl.zeros([C], dtype=tl.float32)  # per head: dL/dm, m the chunk-start momentum's weight
         if RET == 3:
             dd2 = tl.zeros([C, K], dtype=tl.float32)  # walk D sums the reads' part over tiles
         else:
@@ -661,7 +752,7 @@ def _bwd_kernel(
             dd2 = -r2 * _mm(tl.trans(A2), du2, PREC)
             dr2 = tl.sum(tl.sum(du2 * u2p, 1), 0)
             if MOM:
-                dm = r2 * tl.sum(du2 * PS, 1)
+                dm = r2 * tl.sum(du2 * PS, 1)  # (per head: PS = sum of hq S2^T, _momentum_sum)
             dDe = dA2 * Z2  # (per-head alpha)
 
         # ---- walk D: per tile the end map's VJP, both reads' and the key pass's first half
@@ -672,6 +763,10 @@ def _bwd_kernel(
         dw1 = tl.zeros([C, K], dtype=tl.float32)  # sum over tiles of d1 draw1: -dL/d(x1w cg1)
         ds1m = tl.zeros([C, K], dtype=tl.float32)  # momentum: d1 dS1'
         Q2 = tl.zeros([C, K], dtype=tl.float32)  # momentum: x2w dS2'^T
+        dqm1 = tl.zeros([C, K], dtype=tl.float32)  # momentum: dL/d(q mv1)
+        dcl1 = tl.zeros([K], dtype=tl.float32)  # momentum, channel-wise alpha: <S1, draw1> per channel
+        dlt = tl.zeros([C], dtype=tl.float32)  # ... dL/d lt, lt = cumsum(log theta)
+        dltl = tl.zeros([], dtype=tl.float32)  # ... and of its last, log Theta_C
         dA1 = tl.zeros([C, C], dtype=tl.float32)
         dc = tl.zeros([C], dtype=tl.float32)
         ds = tl.zeros([C], dtype=tl.float32)
@@ -697,26 +792,35 @@ def _bwd_kernel(
                 u1 = _kl_read(X1, qc, d1, x1w, lb1, size, SCALE, C, PREC)
                 hq = _act(u1, ACT)
             else:
-                (X1, X2, S1, S2, V1, V2, W1, W2, a1, hk, f1, t1, d1, x2w, qS, u1p, u1, hq,
-                 _Zj) = _tile_pass(state1, state2, mom1, mom2, cur + p1, cur + p2, r1, r2, ks, qc, qb1,
-                                   A1, d2, m, e2, s2, lb2, C, ACT, RET, MOM, ALPHA_CH, PREC)
+                (X1, X2, S1, S2, V1, V2, W1, W2, a1, hk, f1, t1, d1, x2w, u1p, u1, hq,
+                 _Zj, mv2) = _tile_pass(state1, state2, mom1, mom2, cur + p1, cur + p2, r1, r2, ks, qb1,
+                                        qc, mv1, A1, d2, m, lt, e2, s2, lb2, C, ACT, RET, MOM, ALPHA_CH, PREC)
             if RET >= 2:
                 en1 = tl.load(draw1 + g0 + p1)
                 en2 = tl.load(draw2 + g0 + p2)
             else:
                 en1 = tl.load(gx1 + g0 + p1)
                 en2 = tl.load(gx2 + g0 + p2)
-            # the end map raw_l = bl_l X_l - d_l^T (x_lw cg_l) (+ m_last S_l)
+            # the end map raw_l = bl_l X_l - d_l^T (x_lw cg_l) (+ mS_l S_l: _end_gates)
+            cg2, mS2, l2 = _end_gates(lb2, cg2, lt, ltl, m_last, mt, is_last, C, MOM, ALPHA_CH)
             dd1 = -_mm(x1w * cg1, tl.trans(en1), PREC)  # [C, HT]
             dw1 += _mm(d1, en1, PREC)
             dd2 -= _mm(x2w * cg2, tl.trans(en2), PREC)
             dw2 = -_mm(d2, en2, PREC)  # dL/d(x2w cg2) [C, HT]
             dx2w = dw2 * cg2
-            if ALPHA_CH:  # cg = exp(lb_last - lb), bl = exp(lb_last): the tile's log-decays
+            if ALPHA_CH:  # cg = exp(lb_last - lb) (momentum: D[last]), bl = exp(lb_last)
                 el1 += tl.sum(X1 * en1 * bl1, 0)
-                tg2 = dw2 * x2w * cg2
-                dlb2 = tl.where(is_last[:, None], (tl.sum(tg2, 0) + tl.sum(X2 * en2 * bl2, 0))[None, :],
-                                0.0) - tg2
+                if MOM:  # through D[last] and cv_last (Theta_C / Theta_i's part: dstep, after walk D)
+                    dlbe, dlbl, dlte, dltle = _momentum_ends_ch_bwd(dw2 * x2w, tl.sum(en2 * S2, 0), dlt * 0.0,
+                                                                    lb2, l2, lt, ltl, mt, C)
+                    dlb2 = dlbe + tl.where(is_last[:, None], (dlbl + tl.sum(X2 * en2 * bl2, 0))[None, :], 0.0)
+                    dlt += dlte
+                    dltl += dltle
+                    dcl1 += tl.sum(S1 * en1, 0)
+                else:
+                    tg2 = dw2 * x2w * cg2
+                    dlb2 = tl.where(is_last[:, None], (tl.sum(tg2, 0) + tl.sum(X2 * en2 * bl2, 0))[None, :],
+                                    0.0) - tg2
             else:
                 e_dot += tl.sum(tl.sum(X1 * en1, 1), 0) + tl.sum(tl.sum(X2 * en2, 1), 0)
                 dc += tl.sum(dw2 * x2w, 1)
@@ -725,8 +829,8 @@ def _bwd_kernel(
                 dS2n = tl.load(gs2 + g0 + p2)
                 s_dot += tl.sum(tl.sum(S1 * en1, 1), 0) + tl.sum(tl.sum(S2 * en2, 1), 0)
                 lt_dot += theta_all * (tl.sum(tl.sum(S1 * dS1n, 1), 0) + tl.sum(tl.sum(S2 * dS2n, 1), 0))
-                gS1 = m_last * en1 + theta_all * dS1n
-                gS2 = m_last * en2 + theta_all * dS2n
+                gS1 = mS1 * en1 + theta_all * dS1n
+                gS2 = mS2 * en2 + theta_all * dS2n
                 Q1 = _mm(x1w, tl.trans(dS1n), PREC)
                 dd1 -= step[:, None] * Q1
                 ds1m += _mm(d1, dS1n, PREC)
@@ -750,14 +854,19 @@ def _bwd_kernel(
                 # the layer-2 read (z = hq, write input x2w, d = d2)
                 gX2 = r2 * _mm(tl.trans(du2), hq * b2, PREC)
                 dhqb = r2 * _mm(du2, V2, PREC)  # dL/d(hq b2)
-                dz, dx, dlbs = _scores_vjp(dA2, hq, x2w, lb2, De, C, ALPHA_CH, PREC)
-                dhq = dhqb * b2 + dz
-                dx2w += dx
+                dhm2 = hq * 0.0  # dL/d(hq mv2) (momentum)
                 if MOM:
-                    gS2 += r2 * _mm(tl.trans(du2), hq * m[:, None], PREC)
-                    dhq += r2 * m[:, None] * _mm(du2, S2, PREC)
+                    dhm2 = r2 * _mm(du2, S2, PREC)
+                    gS2 += r2 * _mm(tl.trans(du2), hq * mv2, PREC)
+                dz, dx, dlbs, dlts = _scores_vjp(dA2, dhm2 * hq, hq, x2w, lb2, lt, De, C, ALPHA_CH, MOM, PREC)
+                dhq = dhqb * b2 + dz
+                if MOM:
+                    dhq += dhm2 * mv2
+                dx2w += dx
                 if ALPHA_CH:
                     dlb2 += dlbs + dhqb * hq * b2
+                    if MOM:
+                        dlt += dlts
                 else:
                     db += tl.sum(dhqb * hq, 1)
                 # the layer-1 read (z = q, write input x1w, d = d1)
@@ -766,9 +875,8 @@ def _bwd_kernel(
                 dr1 += tl.sum(tl.sum(du1 * u1p, 1), 0)
                 dqb1 += r1 * _mm(du1, V1, PREC)
                 if MOM:
-                    gS1 += r1 * _mm(tl.trans(du1), qc * m[:, None], PREC)
-                    dm += r1 * tl.sum(du1 * qS, 1)
-                    dqc += r1 * m[:, None] * _mm(du1, S1, PREC)
+                    gS1 += r1 * _mm(tl.trans(du1), qc * mv1, PREC)
+                    dqm1 += r1 * _mm(du1, S1, PREC)
                 dA1 -= r1 * _mm(du1, tl.trans(d1), PREC)
                 dd1 -= r1 * _mm(tl.trans(A1), du1, PREC)
             # the key pass, first half: d1 = (d2 W2) act'(a1) s2
@@ -821,13 +929,23 @@ def _bwd_kernel(
             dx = dx1_kl
             dlbs = dlb1_kl
         else:
-            dz, dx, dlbs = _scores_vjp(dA1, qc, x1w, lb1, De, C, ALPHA_CH, PREC)
+            if MOM:  # the layer-1 read's q mv1 S1^T
+                dqc += dqm1 * mv1
+                dm += tl.sum(dqm1 * qc, 1)  # (per head)
+            dz, dx, dlbs, dlts = _scores_vjp(dA1, dqm1 * qc, qc, x1w, lb1, lt, De, C, ALPHA_CH, MOM, PREC)
         dqc += dz + dqb1 * b1
         dx1w += dx
         if ALPHA_CH:
-            tg1 = -dw1 * x1w * cg1
-            dlb1 = dlbs - tg1 + dqb1 * qc * b1
-            dlb1 += tl.where(is_last[:, None], (tl.sum(tg1, 0) + el1)[None, :], 0.0)
+            if MOM:  # the end map's D[last], cv_last and Theta_C / Theta_i (dstep, both layers')
+                dlbe, dlbl, dlte, dltle = _momentum_ends_ch_bwd(-dw1 * x1w, dcl1, dstep, lb1, l1, lt, ltl, mt, C)
+                dlb1 = dlbs + dlbe + dqb1 * qc * b1
+                dlb1 += tl.where(is_last[:, None], (dlbl + el1)[None, :], 0.0)
+                dlt += dlts + dlte + tl.where(is_last, dltl + dltle + lt_dot, 0.0)
+                tl.store(dlth + row, tl.cumsum(dlt, 0, reverse=True), mask=mt)
+            else:
+                tg1 = -dw1 * x1w * cg1
+                dlb1 = dlbs - tg1 + dqb1 * qc * b1
+                dlb1 += tl.where(is_last[:, None], (tl.sum(tg1, 0) + el1)[None, :], 0.0)
         else:
             dc -= tl.sum(dw1 * x1w, 1)
             db += tl.sum(dqb1 * qc, 1) + tl.where(is_last, e_dot, 0.0)
