@@ -105,11 +105,13 @@ def _mlp_kernel(rule: Any, bias: BiasConfig, modes: dict[str, str]) -> Callable[
     retention, q, scale = _retention_config(rule)
     if depth != 2 or _kind(rule.algorithm) not in ("gd", "momentum"):
         return None
-    if retention not in ("none", "l2", "lq", "kl") or activation not in ("gelu", "silu", "relu"):
+    if retention not in ("none", "l2", "lq", "kl", "elastic") or activation not in ("gelu", "silu", "relu"):
         return None
     from .mlp_chunk import MlpMemoryConfig, chunk_mlp_memory
 
-    config = MlpMemoryConfig(activation, layer_norm, retention, q, scale, _gradient_at(rule))
+    config = MlpMemoryConfig(activation, layer_norm, retention, q, scale, _gradient_at(rule),
+                             float(getattr(rule.retention, "threshold", 1e-3)),
+                             bool(getattr(rule.retention, "smooth", True)))
     return functools.partial(chunk_mlp_memory, config=config, bias=bias)
 
 
@@ -124,9 +126,10 @@ def kernel_for(rule: Any) -> Callable[..., Any] | None:
       as for the MLP memory), gd or momentum, alpha per head or channel-wise:
       ``chunk_matrix_memory`` with the bias and retention bound,
       ``f(q, k, v, eta, alpha=None, theta=None, delta=None, initial_state=None, chunk_size=64)``;
-    - 2-layer MLP memory (Moneta / Yaad / Memora / Titans family), retention none, l2 or lq,
-      gd or momentum, alpha per head or channel-wise, or retention kl (Memora: every token
-      reads its own exact softmax map, as miras_search.memory.mirror_read):
+    - 2-layer MLP memory (Moneta / Yaad / Memora / Titans family), retention none, l2, lq or
+      elastic (the soft threshold, smooth or exact, on the chunk's end state, which its last
+      token reads), gd or momentum, alpha per head or channel-wise, or retention kl (Memora:
+      every token reads its own exact softmax map, as miras_search.memory.mirror_read):
       ``chunk_mlp_memory`` with the architecture, retention and bias bound,
       ``f(q, k, v, eta, w1, w2, alpha=None, theta=None, delta=None, chunk_size=16)``. Every gate
       combination runs in both of its layouts (W on chip, or the hidden dim in tiles where W

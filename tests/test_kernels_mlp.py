@@ -220,6 +220,35 @@ def test_lq_accumulators_whose_powers_overflow_float32_stay_exact():
     check(inputs, config, BiasConfig("l2"), chunk_size=16)
 
 
+ELASTIC_CASES = [  # smooth surrogate or exact soft threshold, momentum, alpha's mode, T, chunk
+    (True, False, "head", 1, 16), (True, False, "head", 63, 16), (False, False, "head", 37, 32),
+    (True, True, "head", 21, 16), (False, True, "channel", 40, 16), (True, False, "channel", 100, 64),
+]
+
+
+def elastic_inputs(momentum: bool, alpha: str, T: int, hidden: int = 32, seed: int = 0) -> dict:
+    x = make_inputs(1, T, 2, 16, hidden, "l2", "elastic", seed=seed, momentum=momentum)
+    return channel_alpha(x, hidden) if alpha == "channel" else x
+
+
+@pytest.mark.parametrize(("smooth", "momentum", "alpha", "T", "chunk_size"), ELASTIC_CASES)
+def test_elastic_retention(smooth, momentum, alpha, T, chunk_size):
+    """Elastic retention (W' = shrink(raw) at each chunk's end, read exactly by its last token):
+    the backward takes shrink' at the raw end map it recomputes on chip. gamma = 0.05 zeroes
+    some of W2's entries (about 0.18 in size) in the exact case."""
+    config = MlpMemoryConfig("silu", True, "elastic", threshold=0.05, smooth=smooth)
+    check(elastic_inputs(momentum, alpha, T, seed=T), config, BiasConfig("l2"), chunk_size)
+
+
+def test_elastic_threshold_matters():
+    """The two shrinks and a wider gamma give different memories (the kernels read the gamma and
+    the variant they are given): the comparisons above can fail."""
+    x = {n: (t.float() if t is not None else None) for n, t in elastic_inputs(False, "head", 37).items()}
+    outs = [chunk_mlp_memory(**x, config=MlpMemoryConfig("silu", True, "elastic", threshold=gamma, smooth=smooth),
+                             chunk_size=16) for gamma, smooth in ((0.05, True), (0.05, False), (0.2, False))]
+    assert min(rel_err(a, b) for a, b in ((outs[0], outs[1]), (outs[1], outs[2]), (outs[0], outs[2]))) > 1e-3
+
+
 def test_chunk_of_every_token_is_the_recurrence():
     """With a segment per token the reference is the token-by-token recurrence of
     miras_search.memory (mode='recurrent'); kernels need chunk >= 16, so this checks the reference."""
@@ -244,6 +273,8 @@ _RETENTIONS = {
     "none": {"kind": "none"}, "l2": {"kind": "l2", "alpha": HEAD},
     "l2_previous": {"kind": "l2", "gradient_at": "previous", "alpha": HEAD},
     "lq": {"kind": "lq", "q": 4.0, "alpha": HEAD}, "kl": {"kind": "kl", "scale": 2.0, "alpha": HEAD},
+    "elastic": {"kind": "elastic", "threshold": 0.02, "alpha": HEAD},
+    "elastic_hard": {"kind": "elastic", "threshold": 0.02, "smooth": False, "alpha": HEAD},
 }
 
 
@@ -452,8 +483,10 @@ def test_bad_inputs_name_the_argument():
         chunk_mlp_memory(**x, bias="huber_switch")
     with pytest.raises(KernelInputError, match="smooth=True"):
         chunk_mlp_memory(**x, bias=BiasConfig("lp", smooth=False))
-    with pytest.raises(KernelInputError, match="retention 'elastic'"):
-        MlpMemoryConfig(retention="elastic")
+    with pytest.raises(KernelInputError, match="retention 'bregman'"):
+        MlpMemoryConfig(retention="bregman")
+    with pytest.raises(KernelInputError, match="threshold must be > 0"):
+        MlpMemoryConfig(retention="elastic", threshold=0.0)
 
 
 # ---- bf16 inputs (on a CPU through the interpreter, patched to round and multiply as a GPU) ---
@@ -469,7 +502,7 @@ def test_bf16_named_models(name):
 
 @pytest.mark.gpu
 @pytest.mark.usefixtures("bf16_interpreter")
-@pytest.mark.parametrize("retention", ["none", "l2", "lq"])
+@pytest.mark.parametrize("retention", ["none", "l2", "lq", "elastic"])
 @pytest.mark.parametrize("bias", ["l2", "dot", "huber_norm", "robust"])
 def test_bf16_products(retention, bias):
     """Without LayerNorm the kernel multiplies bf16 operands (fp32 accumulation)."""

@@ -15,11 +15,13 @@ import torch
 from kernel_checks import per_head_preset, rel_err
 from test_kernels_mlp import (
     CUDA,
+    ELASTIC_CASES,
     NAMED,
     channel_alpha,
     channel_delta,
     channel_eta,
     check,
+    elastic_inputs,
     gpu_only,
     make_inputs,
     memora_inputs,
@@ -204,6 +206,27 @@ def test_tiled_channel_gates_inference_in_place():
                               config=config, bias=bias, chunk_size=16, hidden_tile=16)
     with torch.no_grad():
         in_place = chunk_mlp_memory(**x, config=config, bias=bias, chunk_size=16, hidden_tile=16)
+    assert rel_err(in_place, stored.detach()) < 1e-6
+
+
+# ---- elastic retention over hidden tiles (CPU interpreter) ---------------------------------------
+@pytest.mark.parametrize(("smooth", "momentum", "alpha", "T", "chunk_size"), ELASTIC_CASES)
+def test_tiled_elastic_retention(smooth, momentum, alpha, T, chunk_size):
+    """Elastic's slots past the initial one hold the raw end map: each segment reads shrink(X)
+    (walk G takes shrink' back into the state's gradient), its last token the exact
+    W' = shrink(X')."""
+    config = MlpMemoryConfig("silu", True, "elastic", threshold=0.05, smooth=smooth)
+    check(elastic_inputs(momentum, alpha, T, seed=T), config, BiasConfig("l2"), chunk_size, hidden_tile=16)
+
+
+def test_tiled_elastic_inference_in_place():
+    """Without gradients the one slot holds W_0, then each raw end map in turn."""
+    config = MlpMemoryConfig("silu", True, "elastic", threshold=0.05, smooth=False)
+    x = {n: (t.float() if t is not None else None) for n, t in elastic_inputs(True, "head", 40).items()}
+    stored = chunk_mlp_memory(**{n: (t.requires_grad_() if n == "q" else t) for n, t in x.items()},
+                              config=config, chunk_size=16, hidden_tile=16)
+    with torch.no_grad():
+        in_place = chunk_mlp_memory(**x, config=config, chunk_size=16, hidden_tile=16)
     assert rel_err(in_place, stored.detach()) < 1e-6
 
 

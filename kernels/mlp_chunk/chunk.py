@@ -60,7 +60,7 @@ from .tl_ops import (
 )
 
 _ACT = {"gelu": 0, "silu": 1, "relu": 2}
-_RET = {"none": 0, "l2": 1, "lq": 2, "kl": 3}
+_RET = {"none": 0, "l2": 1, "lq": 2, "kl": 3, "elastic": 4}  # elastic's exact soft threshold: 5
 @triton.jit
 def _read_layer(X, S, z, x_in, d, bt, m, De, MOM: tl.constexpr, PREC: tl.constexpr):
     """One layer's read without per-token weights, u / r = b z X^T + m z S^T - ((z x_in^T) * De) d;
@@ -361,10 +361,16 @@ def _bwd_kernel(
     tl.store(dx2 + i_bh * HD * K + off2, dX2n)
 
 
+def _retention_code(config: MlpMemoryConfig) -> int:
+    """The kernels' RET: 0 none, 1 l2, 2 lq, 3 kl, 4 elastic (smooth surrogate), 5 elastic (exact
+    soft threshold)."""
+    return _RET[config.retention] + (config.retention == "elastic" and not config.smooth)
+
+
 def _kernel_args(config: MlpMemoryConfig, bias: BiasConfig) -> dict:
     return {
-        **_bias_args(bias), "QX": float(config.q), "SCALE": float(config.scale),
-        "ACT": _ACT[config.activation], "LN": bool(config.layer_norm), "RET": _RET[config.retention],
+        **_bias_args(bias), "QX": float(config.q), "SCALE": float(config.retention_scalar),
+        "ACT": _ACT[config.activation], "LN": bool(config.layer_norm), "RET": _retention_code(config),
         "RETAIN_FIRST": config.retains_first,
         "NEEDS_DELTA": bias.needs_delta,
     }
@@ -545,7 +551,7 @@ class ChunkMlpMemory(torch.autograd.Function):
         inputs = _kernel_inputs(q, k, v, eta, alpha, theta, delta)
         if ctx.hidden_tile is not None:
             state_grads = tiled.gradient_buffers(B * H, HD, K, ctx.chunk_size, theta is not None,
-                                                 ctx.config.retention in ("lq", "kl"), q.device)
+                                                 ctx.config.retention in ("lq", "kl", "elastic"), q.device)
             dx1, dx2 = state_grads[0].view(B, H, HD, K), state_grads[1].view(B, H, K, HD)
             kernel = tiled._bwd_kernel
             scalars |= _tiled_flags(_channel_alpha(alpha), **_gate_flags(eta, delta))

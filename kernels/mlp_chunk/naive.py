@@ -22,8 +22,9 @@ D[t, i] = exp(L_t - L_i) for i <= t:
     raw_lt = b_t X_l - sum_{i<=t} D_ti eta_i d_li x_li^T,   u_lt = c softmax_row(raw_lt) z_lt
     with z_1 = q, z_2 = hq (this file forms the [C, out, in] weights; the kernels per token on chip).
     segment end: raw_l = b_C X_l - sum_i D_Ci eta_i d_li x_li^T with x_1 = k, x_2 = h;
-    X_l' = raw_l (none, l2, lq) or log c + log_softmax_row(raw_l) (kl).
-    For lq and kl the last token reads the exact new memory: o_C = M_{W'}(q_C).
+    X_l' = raw_l (none, l2, lq), log c + log_softmax_row(raw_l) (kl) or shrink(raw_l) (elastic:
+    the soft threshold at gamma, elastic_shrink). For lq, kl and elastic the last token reads the
+    exact new memory: o_C = M_{W'}(q_C).
 
 Momentum (Titans) carries S_l as well, S_t = theta_t S_{t-1} - eta_t d_t x_t^T, added to the
 memory at every token: with Dt[j, i] = Theta_j / Theta_i (Theta = cumprod theta), the step
@@ -55,7 +56,7 @@ from ..bias import BiasConfig, KernelInputError, as_bias, phi
 from ..segments import segments
 
 ACTIVATIONS = ("gelu", "silu", "relu")
-RETENTIONS = ("none", "l2", "lq", "kl")
+RETENTIONS = ("none", "l2", "lq", "kl", "elastic")
 GRADIENT_POINTS = ("retained", "previous")
 
 
@@ -63,7 +64,9 @@ GRADIENT_POINTS = ("retained", "previous")
 class MlpMemoryConfig:
     """The memory architecture and retention of a 2-layer MLP memory.
 
-    ``q`` is the lq exponent (Moneta: 4); ``scale`` is kl's c (Memora: W = c softmax(...)).
+    ``q`` is the lq exponent (Moneta: 4); ``scale`` is kl's c (Memora: W = c softmax(...));
+    ``threshold`` and ``smooth`` are elastic retention's soft threshold gamma and whether it
+    takes the smooth surrogate (``elastic_shrink``).
     """
 
     activation: str = "gelu"
@@ -72,6 +75,8 @@ class MlpMemoryConfig:
     q: float = 4.0
     scale: float = 1.0
     gradient_at: str = "retained"
+    threshold: float = 1e-3
+    smooth: bool = True
 
     def __post_init__(self) -> None:
         if self.activation not in ACTIVATIONS:
@@ -82,6 +87,8 @@ class MlpMemoryConfig:
             raise KernelInputError(
                 f"retention {self.retention!r} has no MLP-memory kernel; choose one of {RETENTIONS}"
             )
+        if self.retention == "elastic" and not self.threshold > 0.0:
+            raise KernelInputError(f"elastic retention's threshold must be > 0, got {self.threshold}")
         if self.gradient_at not in GRADIENT_POINTS:
             raise KernelInputError(
                 f"gradient_at {self.gradient_at!r} is not one of {GRADIENT_POINTS}"
@@ -95,6 +102,19 @@ class MlpMemoryConfig:
     @property
     def lag_token(self) -> bool:
         return self.retention == "kl"
+
+    @property
+    def retention_scalar(self) -> float:
+        """The retention's scalar the kernels take (their SCALE): kl's c, elastic's gamma."""
+        return self.threshold if self.retention == "elastic" else self.scale
+
+
+def elastic_shrink(x: torch.Tensor, threshold: float, smooth: bool) -> torch.Tensor:
+    """Elastic retention's soft threshold: sign(x) max(|x| - gamma, 0), or its smooth surrogate
+    |x| atan(x / gamma) / (pi / 2) (DESIGN.md, retention "elastic")."""
+    if smooth:
+        return x.abs() * torch.atan(x / threshold) * (2.0 / torch.pi)
+    return x.sign() * (x.abs() - threshold).clamp_min(0.0)
 
 
 def initial_state(w1: torch.Tensor, w2: torch.Tensor, config: MlpMemoryConfig) -> list[torch.Tensor]:
@@ -221,6 +241,9 @@ def segment_forward(
         x1, x2 = raw1, raw2
         w1n, w2n = lq_read_scale(x1, config.q) * x1, lq_read_scale(x2, config.q) * x2
         out = torch.cat([out[:, :-1], _mlp(w1n, w2n, q[:, -1:], config)], dim=1)
+    elif config.retention == "elastic":
+        x1, x2 = (elastic_shrink(raw, config.threshold, config.smooth) for raw in (raw1, raw2))
+        out = torch.cat([out[:, :-1], _mlp(x1, x2, q[:, -1:], config)], dim=1)
     else:
         x1, x2 = raw1, raw2
     return out, [x1, x2], momentum

@@ -101,6 +101,8 @@ from .tl_ops import (
     _read_base,
     _scores,
     _scores_bwd,
+    _shrink,
+    _shrink_grad,
     _threshold,
 )
 
@@ -123,13 +125,31 @@ def _start_scales(state1, state2, base, QX, K: tl.constexpr, HD: tl.constexpr, H
 
 
 @triton.jit
-def _tile(state1, state2, p1, p2, r1, r2, RET: tl.constexpr):
-    """One hidden tile of the state: X1 [HT, K], X2 [K, HT], the reads' base V and weights W."""
+def _tile(state1, state2, p1, p2, r1, r2, raw_start, SCALE, RET: tl.constexpr):
+    """One hidden tile of the state: X1 [HT, K], X2 [K, HT], the reads' base V and weights W
+    (elastic: a start state stored raw, ``raw_start``, is read at shrink(X); SCALE its gamma)."""
     X1 = tl.load(state1 + p1)
     X2 = tl.load(state2 + p2)
-    V1 = _read_base(X1, RET)
-    V2 = _read_base(X2, RET)
+    V1 = _tile_base(X1, raw_start, SCALE, RET)
+    V2 = _tile_base(X2, raw_start, SCALE, RET)
     return X1, X2, V1, V2, r1 * V1, r2 * V2
+
+
+@triton.jit
+def _tile_base(x, raw_start, SCALE, RET: tl.constexpr):
+    """The reads' base of a stored start state (tl_ops._read_base): elastic's slots past the
+    initial one hold the raw end map, whose weights are shrink(X)."""
+    if RET >= 4:
+        out = tl.where(raw_start, _shrink(x, SCALE, RET), x)
+    else:
+        out = _read_base(x, RET)
+    return out
+
+
+@triton.jit
+def _tile_base_grad(x, raw_start, SCALE, RET: tl.constexpr):
+    """d _tile_base / dx for elastic (RET >= 4): shrink'(X) past the initial slot, else 1."""
+    return tl.where(raw_start, _shrink_grad(x, SCALE, RET), 1.0)
 
 
 @triton.jit
@@ -331,25 +351,25 @@ def _momentum_read(PS, m, ALPHA_CH: tl.constexpr):
 
 
 @triton.jit
-def _tile_keyed(state1, state2, p1, p2, r1, r2, ks, s2, d2, e2, ACT: tl.constexpr, RET: tl.constexpr,
+def _tile_keyed(state1, state2, p1, p2, r1, r2, raw_start, SCALE, ks, s2, d2, e2, ACT: tl.constexpr, RET: tl.constexpr,
                 PREC: tl.constexpr):
     """A hidden tile's state (_tile) with its key pass (_tile_keys) and the layer-2 write input
     x2w = hk e2: X1, X2, V1, V2, W1, W2, a1, hk, f1, t1, d1, x2w."""
-    X1, X2, V1, V2, W1, W2 = _tile(state1, state2, p1, p2, r1, r2, RET)
+    X1, X2, V1, V2, W1, W2 = _tile(state1, state2, p1, p2, r1, r2, raw_start, SCALE, RET)
     a1, hk, f1, t1, d1 = _tile_keys(W1, W2, ks, s2, d2, ACT, PREC)
     return X1, X2, V1, V2, W1, W2, a1, hk, f1, t1, d1, hk * e2
 
 
 @triton.jit
-def _tile_pass(state1, state2, mom1, mom2, p1, p2, r1, r2, ks, qb1, qc, mv1, A1, d2, m, lt, e2, s2, lb2,
+def _tile_pass(state1, state2, mom1, mom2, p1, p2, r1, r2, raw_start, SCALE, ks, qb1, qc, mv1, A1, d2, m, lt, e2, s2, lb2,
                C: tl.constexpr, ACT: tl.constexpr, RET: tl.constexpr, MOM: tl.constexpr,
                ALPHA_CH: tl.constexpr, PREC: tl.constexpr):
     """One hidden tile's key pass and layer-1 read from the state at p1 ([HT, K] block), p2
     ([K, HT]): the tile X1, X2, S1, S2, V1, V2, W1, W2; the key pass a1, hk, f1, t1, d1; the
     layer-2 write input x2w = hk e2; the read's u1p, u1, hq; the tile's layer-2 scores Z2 and
     momentum read weight mv2 (_tile_scores)."""
-    X1, X2, V1, V2, W1, W2, a1, hk, f1, t1, d1, x2w = _tile_keyed(state1, state2, p1, p2, r1, r2, ks, s2,
-                                                                  d2, e2, ACT, RET, PREC)
+    X1, X2, V1, V2, W1, W2, a1, hk, f1, t1, d1, x2w = _tile_keyed(state1, state2, p1, p2, r1, r2, raw_start,
+                                                                  SCALE, ks, s2, d2, e2, ACT, RET, PREC)
     if MOM:
         S1 = tl.load(mom1 + p1)
         S2 = tl.load(mom2 + p2)
@@ -362,7 +382,7 @@ def _tile_pass(state1, state2, mom1, mom2, p1, p2, r1, r2, ks, qb1, qc, mv1, A1,
 
 
 @triton.jit
-def _key_sums(state1, state2, base, o1, o2, r1, r2, ks, alpha, row, mt, s, C: tl.constexpr,
+def _key_sums(state1, state2, base, o1, o2, r1, r2, raw_start, SCALE, ks, alpha, row, mt, s, C: tl.constexpr,
               K: tl.constexpr, HD: tl.constexpr, HT: tl.constexpr, ACT: tl.constexpr,
               RET: tl.constexpr, ALPHA_CH: tl.constexpr, RETAIN_FIRST: tl.constexpr,
               PREC: tl.constexpr):
@@ -370,7 +390,7 @@ def _key_sums(state1, state2, base, o1, o2, r1, r2, ks, alpha, row, mt, s, C: tl
     a2 = tl.zeros([C, K], dtype=tl.float32)
     for j in range(HD // HT):
         _X1, _X2, _V1, _V2, W1, W2 = _tile(state1, state2, base + j * HT * K + o1,
-                                           base + j * HT + o2, r1, r2, RET)
+                                           base + j * HT + o2, r1, r2, raw_start, SCALE, RET)
         s2 = _tile_scale(alpha, row, mt, s, K + j * HT, HT, K + HD, ALPHA_CH, RETAIN_FIRST)
         hs = _act(_mm(ks, tl.trans(W1), PREC), ACT) * s2
         a2 += _mm(hs, tl.trans(W2), PREC)
@@ -395,7 +415,7 @@ def _kl_reads(state1, state2, base, o1, o2, ks, qc, d2, x1w, lb1, eta, alpha, ro
         e2, lb2, _b2, s2, _cg2, _bl2 = _layer_gates(eta, alpha, row, mt, ew, bt, s, c, b_last, is_last,
                                                     K + j * HT, HT, K + HD, ETA_CH, ALPHA_CH, RETAIN_FIRST)
         (X1, X2, _V1, _V2, _W1, _W2, _a1, _hk, _f1, _t1, d1,
-         x2w) = _tile_keyed(state1, state2, base + j * HT * K + o1, base + j * HT + o2, 1.0, 1.0, ks, s2,
+         x2w) = _tile_keyed(state1, state2, base + j * HT * K + o1, base + j * HT + o2, 1.0, 1.0, False, SCALE, ks, s2,
                             d2, e2, ACT, RET, PREC)
         hq = _act(_kl_read(X1, qc, d1, x1w, lb1, size, SCALE, C, PREC), ACT)
         for t in range(size):
@@ -415,7 +435,7 @@ def _kl_reads(state1, state2, base, o1, o2, ks, qc, d2, x1w, lb1, eta, alpha, ro
 
 
 @triton.jit
-def _read_sums(state1, state2, mom1, mom2, base, o1, o2, r1, r2, ks, qb1, qc, mv1, A1, d2, m, lt,
+def _read_sums(state1, state2, mom1, mom2, base, o1, o2, r1, r2, raw_start, SCALE, ks, qb1, qc, mv1, A1, d2, m, lt,
                eta, alpha, row, mt, ew, bt, s, c, b_last, is_last,
                C: tl.constexpr, K: tl.constexpr, HD: tl.constexpr, HT: tl.constexpr,
                ACT: tl.constexpr, RET: tl.constexpr, MOM: tl.constexpr, ETA_CH: tl.constexpr,
@@ -430,7 +450,7 @@ def _read_sums(state1, state2, mom1, mom2, base, o1, o2, r1, r2, ks, qb1, qc, mv
                                                    K + j * HT, HT, K + HD, ETA_CH, ALPHA_CH, RETAIN_FIRST)
         (_X1, _X2, _S1, S2, _V1, V2, _W1, _W2, _a1, _hk, _f1, _t1, _d1, _x2w, _u1p, _u1, hq,
          Zj, mv2) = _tile_pass(state1, state2, mom1, mom2, base + j * HT * K + o1, base + j * HT + o2, r1,
-                               r2, ks, qb1, qc, mv1, A1, d2, m, lt, e2, s2, lb2, C, ACT, RET, MOM, ALPHA_CH, PREC)
+                               r2, raw_start, SCALE, ks, qb1, qc, mv1, A1, d2, m, lt, e2, s2, lb2, C, ACT, RET, MOM, ALPHA_CH, PREC)
         PV += _mm(hq * b2, tl.trans(V2), PREC)
         if MOM:
             PS += _momentum_sum(hq, mv2, S2, ALPHA_CH, PREC)
@@ -442,13 +462,16 @@ def _read_sums(state1, state2, mom1, mom2, base, o1, o2, r1, r2, ks, qb1, qc, mv
 def _end_tile(state1, state2, p1, p2, r1n, r2n, lse2, SCALE, RET: tl.constexpr):
     """(X1', X2', W1', W2') of one tile of the segment-end state as stored (lq: the accumulator,
     whose weights are r' X'; kl: X1' already log-normalised, X2' still raw: its rows normalise over
-    the whole hidden dim, log-sum-exp lse2 [K])."""
+    the whole hidden dim, log-sum-exp lse2 [K]; elastic: raw, whose weights are shrink(X'))."""
     X1n = tl.load(state1 + p1)
     X2n = tl.load(state2 + p2)
     if RET == 3:
         X2n = X2n - lse2[:, None] + tl.log(SCALE)
         W1n = tl.exp(X1n)
         W2n = tl.exp(X2n)
+    elif RET >= 4:  # elastic: stored raw, SCALE its gamma
+        W1n = _shrink(X1n, SCALE, RET)
+        W2n = _shrink(X2n, SCALE, RET)
     else:
         W1n = r1n * X1n
         W2n = r2n * X2n
@@ -481,6 +504,7 @@ def _fwd_kernel(
     for n in range(NS):
         start = tl.load(seg_start + n)
         size = tl.load(seg_size + n)
+        raw_start = n > 0  # elastic: the start state is stored raw past the initial slot
         if SAVE:
             cur = _slot(i_bh, n, NS + 1, HD * K)
             nxt = cur + HD * K
@@ -505,7 +529,7 @@ def _fwd_kernel(
         m_last, step, theta_all, lt, ltl = _momentum_gates(m, Dt, lth, one, is_last)
 
         # ---- walk A: the key pass's output; the bias's gradient on chip
-        a2 = _key_sums(state1, state2, cur, o1, o2, r1, r2, ks, alpha, row, mt, s, C, K, HD, HT, ACT,
+        a2 = _key_sums(state1, state2, cur, o1, o2, r1, r2, raw_start, SCALE, ks, alpha, row, mt, s, C, K, HD, HT, ACT,
                        RET, ALPHA_CH, RETAIN_FIRST, PREC)
         E = kc + _norm(a2, K, LN) - vc
         G = _bias_grad(E, vc, dl, P_EXP, SHARP, EPS, RADIUS, BIAS, NEPS, SMOOTH, DELTA_CH)
@@ -535,15 +559,19 @@ def _fwd_kernel(
                                                      RETAIN_FIRST)
             if RET == 3:  # the tile's segment end only (the reads ran in _kl_reads)
                 (X1, X2, _V1, _V2, _W1, _W2, _a1, _hk, _f1, _t1, d1,
-                 x2w) = _tile_keyed(state1, state2, p1, p2, r1, r2, ks, s2, d2, e2, ACT, RET, PREC)
+                 x2w) = _tile_keyed(state1, state2, p1, p2, r1, r2, raw_start, SCALE, ks, s2, d2, e2, ACT, RET,
+                                    PREC)
             else:
-                (X1, X2, S1, S2, _V1, V2, _W1, _W2, _a1, _hk, _f1, _t1, d1, x2w, _u1p, _u1, hq,
-                 Zj, mv2) = _tile_pass(state1, state2, mom1, mom2, p1, p2, r1, r2, ks, qb1, qc, mv1, A1, d2, m,
+                (X1, X2, S1, S2, V1, V2, _W1, _W2, _a1, _hk, _f1, _t1, d1, x2w, _u1p, _u1, hq,
+                 Zj, mv2) = _tile_pass(state1, state2, mom1, mom2, p1, p2, r1, r2, raw_start, SCALE, ks, qb1, qc, mv1, A1, d2, m,
                                        lt, e2, s2, lb2, C, ACT, RET, MOM, ALPHA_CH, PREC)
                 PV += _mm(hq * b2, tl.trans(V2), PREC)
                 if MOM:
                     PS += _momentum_sum(hq, mv2, S2, ALPHA_CH, PREC)
                 Z2 += Zj
+                if RET >= 4:  # elastic: the end map grows from the start weights V = shrink(X)
+                    X1 = V1
+                    X2 = V2
             cg2, mS2, _l2 = _end_gates(lb2, cg2, lt, ltl, m_last, mt, is_last, C, MOM, ALPHA_CH)
             raw1 = bl1 * X1 - _mm(tl.trans(d1), x1w * cg1, PREC)
             raw2 = bl2 * X2 - _mm(tl.trans(d2), x2w * cg2, PREC)
@@ -573,17 +601,21 @@ def _fwd_kernel(
             u2 = r2 * u2p
         out = qc + _norm(u2, K, LN)
 
-        # ---- walk C (lq, kl): the end map over whole matrices; the last token's exact read
+        # ---- walk C (lq, kl, elastic): the end map over whole matrices; the last token's exact read
         if RET >= 2:
             tl.debug_barrier()
             if RET == 2:
                 r1n = _lq_scale_of(_norm_end(nm1, ns1, QX), QX)
                 r2n = _lq_scale_of(_norm_end(nm2, ns2, QX), QX)
                 lse2 = rmax
-            else:
+            elif RET == 3:
                 r1n = b_last
                 r2n = b_last
                 lse2 = rmax + tl.log(rsum)
+            else:  # (elastic: shrink(X'), _end_tile)
+                r1n = b_last
+                r2n = b_last
+                lse2 = rmax
             z2 = tl.zeros([C, K], dtype=tl.float32)
             for j in range(HD // HT):
                 p1 = nxt + j * HT * K + o1
@@ -630,6 +662,7 @@ def _bwd_kernel(
         n = NS - 1 - i_n
         start = tl.load(seg_start + n)
         size = tl.load(seg_size + n)
+        raw_start = n > 0  # elastic: the start state is stored raw past the initial slot
         cur = _slot(i_bh, n, NS + 1, HD * K)
         nxt = cur + HD * K
         qc, kc, vc, ew, la, lth, dl, row, ptr, mt = _load_segment(
@@ -654,7 +687,7 @@ def _bwd_kernel(
         m_last, step, theta_all, lt, ltl = _momentum_gates(m, Dt, lth, one, is_last)
 
         # ---- recompute: walks A and B
-        a2 = _key_sums(state1, state2, cur, o1, o2, r1, r2, ks, alpha, row, mt, s, C, K, HD, HT, ACT,
+        a2 = _key_sums(state1, state2, cur, o1, o2, r1, r2, raw_start, SCALE, ks, alpha, row, mt, s, C, K, HD, HT, ACT,
                        RET, ALPHA_CH, RETAIN_FIRST, PREC)
         d2 = _norm_back(a2, _bias_grad(kc + _norm(a2, K, LN) - vc, vc, dl, P_EXP, SHARP, EPS, RADIUS,
                                        BIAS, NEPS, SMOOTH, DELTA_CH), K, LN)
@@ -665,7 +698,7 @@ def _bwd_kernel(
         else:
             Z1, mv1 = _tile_scores(qc, x1w, lb1, lt, m, C, ALPHA_CH, MOM, PREC)
             A1 = _decayed(Z1, De, ALPHA_CH)
-            PV, PS, Z2 = _read_sums(state1, state2, mom1, mom2, cur, o1, o2, r1, r2, ks, qb1, qc, mv1, A1, d2,
+            PV, PS, Z2 = _read_sums(state1, state2, mom1, mom2, cur, o1, o2, r1, r2, raw_start, SCALE, ks, qb1, qc, mv1, A1, d2,
                                     m, lt, eta, alpha, row, mt, ew, bt, s, c, b_last, is_last, C, K, HD, HT,
                                     ACT, RET, MOM, ETA_CH, ALPHA_CH, RETAIN_FIRST, PREC)
             A2 = _decayed(Z2, De, ALPHA_CH)
@@ -714,6 +747,9 @@ def _bwd_kernel(
                     dot2 += tl.sum(tl.sum(dW2n * X2n, 1), 0)
                     en1 = tl.load(gx1 + g0 + p1) + r1n * dW1n
                     en2 = tl.load(gx2 + g0 + p2) + r2n * dW2n
+                elif RET >= 4:  # elastic: W' = shrink(X'), X' the stored raw end map
+                    en1 = tl.load(gx1 + g0 + p1) + dW1n * _shrink_grad(X1n, SCALE, RET)
+                    en2 = tl.load(gx2 + g0 + p2) + dW2n * _shrink_grad(X2n, SCALE, RET)
                 else:  # X' = log c + log_softmax_row(raw), W' = exp(X')
                     dL1 = tl.load(gx1 + g0 + p1) + dW1n * W1n
                     en1 = dL1 - W1n * (tl.sum(dL1, 1)[:, None] / SCALE)
@@ -722,21 +758,22 @@ def _bwd_kernel(
                 tl.store(draw1 + g0 + p1, en1)
                 tl.store(draw2 + g0 + p2, en2)
             tl.debug_barrier()
-            for j in range(HD // HT):  # walk C3: what needs the sums over the whole matrix
-                p1 = j * HT * K + o1
-                p2 = j * HT + o2
-                X1n, X2n, _W1n, W2n = _end_tile(state1, state2, nxt + p1, nxt + p2, r1n, r2n, lse2,
-                                                SCALE, RET)
-                en2 = tl.load(draw2 + g0 + p2)
-                if RET == 2:
-                    en1 = tl.load(draw1 + g0 + p1) + _lq_scale_vjp_of(X1n, m1n, QX, dot1)
-                    en2 += _lq_scale_vjp_of(X2n, m2n, QX, dot2)
-                    tl.debug_barrier()
-                    tl.store(draw1 + g0 + p1, en1)
-                else:  # kl's rows of W1' run over K: draw1 is complete
-                    en2 -= W2n * (rs2[:, None] / SCALE)
-                    tl.debug_barrier()
-                tl.store(draw2 + g0 + p2, en2)
+            if RET <= 3:  # (elastic's end map is element-wise: draw is complete)
+                for j in range(HD // HT):  # walk C3: what needs the sums over the whole matrix
+                    p1 = j * HT * K + o1
+                    p2 = j * HT + o2
+                    X1n, X2n, _W1n, W2n = _end_tile(state1, state2, nxt + p1, nxt + p2, r1n, r2n, lse2,
+                                                    SCALE, RET)
+                    en2 = tl.load(draw2 + g0 + p2)
+                    if RET == 2:
+                        en1 = tl.load(draw1 + g0 + p1) + _lq_scale_vjp_of(X1n, m1n, QX, dot1)
+                        en2 += _lq_scale_vjp_of(X2n, m2n, QX, dot2)
+                        tl.debug_barrier()
+                        tl.store(draw1 + g0 + p1, en1)
+                    else:  # kl's rows of W1' run over K: draw1 is complete
+                        en2 -= W2n * (rs2[:, None] / SCALE)
+                        tl.debug_barrier()
+                    tl.store(draw2 + g0 + p2, en2)
             tl.debug_barrier()
         else:
             dyr = dy
@@ -788,13 +825,16 @@ def _bwd_kernel(
                                                      RETAIN_FIRST)
             if RET == 3:
                 X1, X2, V1, V2, W1, W2, a1, hk, f1, t1, d1, x2w = _tile_keyed(
-                    state1, state2, cur + p1, cur + p2, r1, r2, ks, s2, d2, e2, ACT, RET, PREC)
+                    state1, state2, cur + p1, cur + p2, r1, r2, raw_start, SCALE, ks, s2, d2, e2, ACT, RET, PREC)
                 u1 = _kl_read(X1, qc, d1, x1w, lb1, size, SCALE, C, PREC)
                 hq = _act(u1, ACT)
             else:
                 (X1, X2, S1, S2, V1, V2, W1, W2, a1, hk, f1, t1, d1, x2w, u1p, u1, hq,
-                 _Zj, mv2) = _tile_pass(state1, state2, mom1, mom2, cur + p1, cur + p2, r1, r2, ks, qb1,
+                 _Zj, mv2) = _tile_pass(state1, state2, mom1, mom2, cur + p1, cur + p2, r1, r2, raw_start, SCALE, ks, qb1,
                                         qc, mv1, A1, d2, m, lt, e2, s2, lb2, C, ACT, RET, MOM, ALPHA_CH, PREC)
+                if RET >= 4:  # elastic: the end map grows from the start weights V = shrink(X)
+                    X1 = V1
+                    X2 = V2
             if RET >= 2:
                 en1 = tl.load(draw1 + g0 + p1)
                 en2 = tl.load(draw2 + g0 + p2)
@@ -973,7 +1013,7 @@ def _bwd_kernel(
             p2 = j * HT + o2
             pc = c0 + j * HT + ocd
             s2 = _tile_scale(alpha, row, mt, s, K + j * HT, HT, K + HD, ALPHA_CH, RETAIN_FIRST)
-            X1, X2, V1, V2, W1, W2 = _tile(state1, state2, cur + p1, cur + p2, r1, r2, RET)
+            X1, X2, V1, V2, W1, W2 = _tile(state1, state2, cur + p1, cur + p2, r1, r2, raw_start, SCALE, RET)
             a1, hk, f1, t1, _d1 = _tile_keys(W1, W2, ks, s2, d2, ACT, PREC)
             dd1 = tl.load(sdd1 + pc)
             dh = tl.load(sdh + pc)
@@ -1028,6 +1068,20 @@ def _bwd_kernel(
                 X2 = tl.load(state2 + cur + p2)
                 gX1 = tl.load(gx1 + g0 + p1) + _lq_scale_vjp_of(X1, n1, QX, dr1 + dw1_dot)
                 gX2 = tl.load(gx2 + g0 + p2) + _lq_scale_vjp_of(X2, n2, QX, dr2 + dw2_dot)
+                tl.debug_barrier()
+                tl.store(gx1 + g0 + p1, gX1)
+                tl.store(gx2 + g0 + p2, gX2)
+
+        # ---- walk G (elastic): the reads' base V = shrink(X) of a start state stored raw
+        if RET >= 4:
+            tl.debug_barrier()
+            for j in range(HD // HT):
+                p1 = j * HT * K + o1
+                p2 = j * HT + o2
+                X1 = tl.load(state1 + cur + p1)
+                X2 = tl.load(state2 + cur + p2)
+                gX1 = tl.load(gx1 + g0 + p1) * _tile_base_grad(X1, raw_start, SCALE, RET)
+                gX2 = tl.load(gx2 + g0 + p2) * _tile_base_grad(X2, raw_start, SCALE, RET)
                 tl.debug_barrier()
                 tl.store(gx1 + g0 + p1, gX1)
                 tl.store(gx2 + g0 + p2, gX2)

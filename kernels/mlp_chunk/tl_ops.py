@@ -135,14 +135,58 @@ def _read_base(x, RET: tl.constexpr):
 
 
 @triton.jit
+def _atan(z):
+    """arctan, elementwise (Triton's interpreter has no libdevice.atan): |z| > 1 folds to
+    pi/2 - atan(1/|z|), two half-angle steps t / (1 + sqrt(1 + t^2)) bring t under tan(pi/16),
+    where six terms of the series leave an error under 1e-10."""
+    a = tl.abs(z)
+    big = a > 1.0
+    t = tl.where(big, 1.0 / tl.maximum(a, 1.0), a)
+    t = t / (1.0 + tl.sqrt(1.0 + t * t))
+    t = t / (1.0 + tl.sqrt(1.0 + t * t))
+    t2 = t * t
+    series = t * (1.0 + t2 * (-1.0 / 3.0 + t2 * (1.0 / 5.0 + t2 * (-1.0 / 7.0 + t2 * (1.0 / 9.0 - t2 / 11.0)))))
+    out = 4.0 * series
+    out = tl.where(big, 1.5707963267948966 - out, out)
+    return tl.where(z < 0.0, -out, out)
+
+
+@triton.jit
+def _shrink(x, GAMMA, RET: tl.constexpr):
+    """Elastic retention's soft threshold at GAMMA: the smooth surrogate
+    |x| atan(x / GAMMA) / (pi / 2) (RET 4), or sign(x) max(|x| - GAMMA, 0) (RET 5)."""
+    if RET == 4:
+        out = tl.abs(x) * _atan(x / GAMMA) * 0.6366197723675814
+    else:
+        out = tl.where(x > GAMMA, x - GAMMA, tl.where(x < -GAMMA, x + GAMMA, 0.0))
+    return out
+
+
+@triton.jit
+def _shrink_grad(x, GAMMA, RET: tl.constexpr):
+    """d _shrink / dx: (atan(|x| / GAMMA) + |x| GAMMA / (GAMMA^2 + x^2)) / (pi / 2) for the
+    surrogate (RET 4), 1 past the threshold and 0 inside it (RET 5)."""
+    if RET == 4:
+        a = tl.abs(x)
+        out = (_atan(a / GAMMA) + a * GAMMA / (GAMMA * GAMMA + x * x)) * 0.6366197723675814
+    else:
+        out = tl.where(tl.abs(x) > GAMMA, 1.0, 0.0)
+    return out
+
+
+@triton.jit
 def _end_weights(raw, QX, SCALE, RET: tl.constexpr):
-    """(carried state, read weights) of the segment end from raw."""
+    """(carried state, read weights) of the segment end from raw (SCALE: kl's c, elastic's
+    threshold gamma)."""
     if RET == 3:
         x = _log_softmax_rows(raw, SCALE)
         w = tl.exp(x)
     elif RET == 2:
         x = raw
         w = raw * _lq_scale(raw, QX)
+    elif RET >= 4:
+        x = _shrink(raw, SCALE, RET)
+        w = x
     else:
         x = raw
         w = raw
@@ -357,7 +401,7 @@ def _exact_read(W1n, W2n, qc, K: tl.constexpr, ACT: tl.constexpr, LN: tl.constex
 @triton.jit
 def _end_read_bwd(raw1, raw2, dX1n, dX2n, qc, dy, is_last, QX, SCALE, K: tl.constexpr,
                   ACT: tl.constexpr, LN: tl.constexpr, RET: tl.constexpr, PREC: tl.constexpr):
-    """The segment end's VJP: lq and kl read the last token at the exact new memory M_{W'}.
+    """The segment end's VJP: lq, kl and elastic read the last token at the exact new memory M_{W'}.
     Returns (dq of that read, dy left for the chunk's reads, dL/draw1, dL/draw2); draw_l = dX_ln
     (the carried state's gradient) where the end map is the identity."""
     if RET >= 2:
@@ -374,6 +418,9 @@ def _end_read_bwd(raw1, raw2, dX1n, dX2n, qc, dy, is_last, QX, SCALE, K: tl.cons
         if RET == 2:
             draw1 = dX1n + _lq_scale(raw1, QX) * dW1n + _lq_scale_vjp(raw1, QX, tl.sum(tl.sum(dW1n * raw1, 1), 0))
             draw2 = dX2n + _lq_scale(raw2, QX) * dW2n + _lq_scale_vjp(raw2, QX, tl.sum(tl.sum(dW2n * raw2, 1), 0))
+        elif RET >= 4:  # elastic: X' = W' = shrink(raw)
+            draw1 = (dX1n + dW1n) * _shrink_grad(raw1, SCALE, RET)
+            draw2 = (dX2n + dW2n) * _shrink_grad(raw2, SCALE, RET)
         else:  # X' = log SCALE + log_softmax_row(raw), W' = exp(X')
             dL1 = dX1n + dW1n * W1n
             dL2 = dX2n + dW2n * W2n
