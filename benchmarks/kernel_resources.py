@@ -31,6 +31,8 @@ MLP_POINTS = {
     "yaad": (MlpMemoryConfig("gelu", True, "l2", gradient_at="previous"), BiasConfig("huber_switch"), False),
     "memora": (MlpMemoryConfig("gelu", True, "kl"), BiasConfig("l2"), False),
     "titans": (MlpMemoryConfig("gelu", True, "l2", gradient_at="previous"), BiasConfig("l2"), True),
+    "elastic + momentum (huber_norm)": (MlpMemoryConfig("gelu", True, "elastic", threshold=0.01),
+                                        BiasConfig("huber_norm"), True),
 }
 MATRIX_POINTS = {  # bias, alpha, momentum, head dims (huber_switch: tf32x3, which fits up to 64)
     "gated_deltanet": (BiasConfig("l2"), "head", False, (64, 128)),
@@ -129,6 +131,8 @@ CHANNEL_POINTS = {  # the named models' own gates: eta / alpha / delta per chann
     "moneta's gates (lq, momentum)": (MlpMemoryConfig("gelu", True, "lq", q=4.0), BiasConfig("lp"),
                                       (True, True, False)),
     "memora's gates (kl, momentum)": (MlpMemoryConfig("gelu", True, "kl"), BiasConfig("l2"), (True, True, False)),
+    "elastic, channel eta and alpha": (MlpMemoryConfig("gelu", True, "elastic", threshold=0.01),
+                                       BiasConfig("huber_norm"), (True, True, False)),
     "yaad's gates (l2, momentum)": (MlpMemoryConfig("gelu", True, "l2", gradient_at="previous"),
                                     BiasConfig("huber_switch", sharpness=1.0, relative_sharpness=True),
                                     (True, True, True)),
