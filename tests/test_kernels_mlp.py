@@ -231,6 +231,7 @@ def elastic_inputs(momentum: bool, alpha: str, T: int, hidden: int = 32, seed: i
     return channel_alpha(x, hidden) if alpha == "channel" else x
 
 
+@pytest.mark.gpu
 @pytest.mark.parametrize(("smooth", "momentum", "alpha", "T", "chunk_size"), ELASTIC_CASES)
 def test_elastic_retention(smooth, momentum, alpha, T, chunk_size):
     """Elastic retention (W' = shrink(raw) at each chunk's end, read exactly by its last token):

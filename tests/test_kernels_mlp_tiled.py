@@ -210,6 +210,7 @@ def test_tiled_channel_gates_inference_in_place():
 
 
 # ---- elastic retention over hidden tiles (CPU interpreter) ---------------------------------------
+@pytest.mark.gpu
 @pytest.mark.parametrize(("smooth", "momentum", "alpha", "T", "chunk_size"), ELASTIC_CASES)
 def test_tiled_elastic_retention(smooth, momentum, alpha, T, chunk_size):
     """Elastic's slots past the initial one hold the raw end map: each segment reads shrink(X)
@@ -355,21 +356,33 @@ def test_gpu_paper_shapes_with_channel_gates(name, chunk_size, dtype, tol):
                                                           (16, torch.float32, 5e-3)])
 def test_gpu_paper_shapes_momentum_with_channel_alpha(name, chunk_size, dtype, tol):
     """Momentum with a channel-wise alpha at K = 64, hidden 256 (dispatch's layout: hidden tiles,
-    chunks up to 32)."""
+    chunks up to 32). test_channel_momentum_comparisons_are_well_posed checks these comparisons."""
     assert CUDA
     config, bias = NAMED[name]
     assert mlp_shape_problem(64, 256, chunk_size, "tf32x3", channel_momentum=True) is None
     check(channel_momentum_inputs(name, *PAPER), config, bias, chunk_size, dtype=dtype, tol=tol)
 
 
-@pytest.mark.parametrize("name", ["moneta", "yaad", "memora"])
-@pytest.mark.parametrize(("chunk_size", "tol"), [(16, 5e-3), (64, 2e-2)])
-def test_channel_gate_comparisons_are_well_posed(name, chunk_size, tol):
-    """As test_kernels_mlp.test_named_model_comparisons_are_well_posed for the GPU comparisons
-    with channel-wise gates: 1e-7 of input noise moves the float64 reference by under a tenth of
-    the tolerance, a step size 10 % off by over four times it."""
-    config, bias = NAMED[name]
-    inputs = named_channel_inputs(name, *PAPER)
+ELASTIC_PAPER = MlpMemoryConfig("gelu", True, "elastic", threshold=0.01)
+"""Elastic retention behind the named models' LayerNorm, gamma 0.01 (the smooth surrogate)."""
+
+
+@pytest.mark.gpu
+@gpu_only
+@pytest.mark.parametrize("momentum", [False, True])
+@pytest.mark.parametrize(("chunk_size", "dtype", "tol"), PAPER_CASES)
+def test_gpu_paper_shapes_elastic(momentum, chunk_size, dtype, tol):
+    """Elastic retention at K = 64, hidden 256 (hidden tiles: raw slots, walk G).
+    test_elastic_comparisons_are_well_posed checks these comparisons."""
+    assert CUDA
+    check(make_inputs(*PAPER, "l2", "elastic", momentum=momentum), ELASTIC_PAPER, BiasConfig("l2"), chunk_size,
+          dtype=dtype, tol=tol)
+
+
+def assert_well_posed(inputs: dict, config: MlpMemoryConfig, bias: BiasConfig, chunk_size: int, tol: float) -> None:
+    """As test_kernels_mlp.test_named_model_comparisons_are_well_posed for a GPU comparison at
+    ``tol``: 1e-7 of input noise moves the float64 reference by under a tenth of the tolerance,
+    a step size 10 % off by over four times it."""
     values = reference(inputs, config, bias, chunk_size, torch.float64)[0]
     g = torch.Generator().manual_seed(2)
     noisy = {n: None if t is None else t * (1 + 1e-7 * torch.randn(t.shape, generator=g, dtype=t.dtype))
@@ -379,3 +392,27 @@ def test_channel_gate_comparisons_are_well_posed(name, chunk_size, tol):
     assert max(moved) < tol / 10, f"1e-7 of input noise moves the reference by {max(moved):.1e}"
     off = reference(inputs | {"eta": 0.9 * inputs["eta"]}, config, bias, chunk_size, torch.float64)[0]
     assert max(rel_err(a, b) for a, b in zip(off, values, strict=True)) > 4 * tol
+
+
+@pytest.mark.parametrize("momentum", [False, True])
+@pytest.mark.parametrize(("chunk_size", "tol"), [(16, 5e-3), (64, 2e-2)])
+def test_elastic_comparisons_are_well_posed(momentum, chunk_size, tol):
+    """For test_gpu_paper_shapes_elastic."""
+    assert_well_posed(make_inputs(*PAPER, "l2", "elastic", momentum=momentum), ELASTIC_PAPER, BiasConfig("l2"),
+                      chunk_size, tol)
+
+
+@pytest.mark.parametrize("name", ["titans", "moneta", "yaad"])
+@pytest.mark.parametrize(("chunk_size", "tol"), [(16, 5e-3), (32, 2e-2)])
+def test_channel_momentum_comparisons_are_well_posed(name, chunk_size, tol):
+    """For test_gpu_paper_shapes_momentum_with_channel_alpha."""
+    config, bias = NAMED[name]
+    assert_well_posed(channel_momentum_inputs(name, *PAPER), config, bias, chunk_size, tol)
+
+
+@pytest.mark.parametrize("name", ["moneta", "yaad", "memora"])
+@pytest.mark.parametrize(("chunk_size", "tol"), [(16, 5e-3), (64, 2e-2)])
+def test_channel_gate_comparisons_are_well_posed(name, chunk_size, tol):
+    """For test_gpu_paper_shapes_with_channel_gates."""
+    config, bias = NAMED[name]
+    assert_well_posed(named_channel_inputs(name, *PAPER), config, bias, chunk_size, tol)
