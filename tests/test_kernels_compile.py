@@ -82,7 +82,7 @@ MLP_CASES = {  # MlpMemoryConfig, bias, K, hidden, chunk, momentum, dtype
     "moneta-channel-gates-momentum-paper-chunk-32": 'MlpMemoryConfig("gelu", True, "lq", q=4.0), BiasConfig("lp"), 64, 256, 32, True, torch.bfloat16, None, True, True',
     "momentum-channel-gates-bf16-products-paper-chunk-64": 'MlpMemoryConfig("silu", False, "lq"), BiasConfig("huber_norm"), 64, 256, 64, True, torch.bfloat16, None, True, True',
     # elastic retention: the exact last read and shrink' on chip (W on chip: channel-wise eta and
-    # alpha at the widest, 184 KiB) or per tile (raw slots, walk G: the paper's head, momentum,
+    # alpha at the widest, 184 KiB) or per tile (raw slots, walk F: the paper's head, momentum,
     # channel gates and the exact soft threshold at chunk 32)
     "elastic-channel-gates-bf16-tf32x3-widest": 'MlpMemoryConfig("gelu", True, "elastic", threshold=0.01), BiasConfig("huber_norm"), 32, 128, 32, False, torch.bfloat16, None, True, True',
     "elastic-hard-momentum-channel-gates-paper-chunk-32": 'MlpMemoryConfig("gelu", True, "elastic", threshold=0.01, smooth=False), BiasConfig("huber_norm"), 64, 256, 32, True, torch.bfloat16, None, True, True',

@@ -214,7 +214,7 @@ def test_tiled_channel_gates_inference_in_place():
 @pytest.mark.parametrize(("smooth", "momentum", "alpha", "T", "chunk_size"), ELASTIC_CASES)
 def test_tiled_elastic_retention(smooth, momentum, alpha, T, chunk_size):
     """Elastic's slots past the initial one hold the raw end map: each segment reads shrink(X)
-    (walk G takes shrink' back into the state's gradient), its last token the exact
+    (walk F takes shrink' back into the state's gradient), its last token the exact
     W' = shrink(X')."""
     config = MlpMemoryConfig("silu", True, "elastic", threshold=0.05, smooth=smooth)
     check(elastic_inputs(momentum, alpha, T, seed=T), config, BiasConfig("l2"), chunk_size, hidden_tile=16)
@@ -372,7 +372,7 @@ ELASTIC_PAPER = MlpMemoryConfig("gelu", True, "elastic", threshold=0.01)
 @pytest.mark.parametrize("momentum", [False, True])
 @pytest.mark.parametrize(("chunk_size", "dtype", "tol"), PAPER_CASES)
 def test_gpu_paper_shapes_elastic(momentum, chunk_size, dtype, tol):
-    """Elastic retention at K = 64, hidden 256 (hidden tiles: raw slots, walk G).
+    """Elastic retention at K = 64, hidden 256 (hidden tiles: raw slots, walk F).
     test_elastic_comparisons_are_well_posed checks these comparisons."""
     assert CUDA
     check(make_inputs(*PAPER, "l2", "elastic", momentum=momentum), ELASTIC_PAPER, BiasConfig("l2"), chunk_size,

@@ -24,12 +24,16 @@ the hidden dim of W2 and the last token's exact read of the new memory. With ``S
 segment's start state gets its own slot (the backward reads it), else one slot is updated in
 place.
 
-Backward, per segment in reverse: the recomputation (A, B) from the stored start state; for lq
-and kl the exact read's VJP and the end map's (C1-C3, from the stored end state, into a
+Backward, per segment in reverse: the recomputation (A, B) from the stored start state; for lq,
+kl and elastic the exact read's VJP and the end map's (C1-C3, from the stored end state, into a
 ``draw`` scratch); (D) per tile the end map's, the reads' and the key pass's first VJP, with
 the tile's dd1 and partial dh kept in a [chunk, hidden] scratch; the LayerNorm and bias VJP on
 chip; (E) the key pass's second half per tile; (F, lq) the read scale's VJP, which needs the
-whole gradient's dot product with the state. Gradients of the carried state live in global
+whole gradient's dot product with the state, (F, elastic) shrink' of the raw start state.
+
+Elastic retention (W' = shrink(raw), tl_ops._shrink) stores each segment's raw end map: slots
+past the initial one (which holds W_0) are read at shrink(X) (_tile_base), the end map grows
+from those weights, and the last token reads shrink(X') exactly (_end_tile). Gradients of the carried state live in global
 buffers updated in place. Every walk over tiles that reads what another wrote is separated
 from it by a barrier (threads of a program do not otherwise see each other's global writes
 in order), and so is every read-then-write of the same block.
@@ -147,9 +151,15 @@ def _tile_base(x, raw_start, SCALE, RET: tl.constexpr):
 
 
 @triton.jit
-def _tile_base_grad(x, raw_start, SCALE, RET: tl.constexpr):
-    """d _tile_base / dx for elastic (RET >= 4): shrink'(X) past the initial slot, else 1."""
-    return tl.where(raw_start, _shrink_grad(x, SCALE, RET), 1.0)
+def _start_map_vjp(g, x, norm, dot, raw_start, QX, SCALE, RET: tl.constexpr):
+    """A start tile's gradient g [of its base / weights] taken to the stored state x: lq adds its
+    read scale's VJP (norm: the state's q-norm, dot: <dW, X> + dL/dr summed over the matrix);
+    elastic multiplies by shrink'(x) past the initial slot (_tile_base)."""
+    if RET == 2:
+        out = g + _lq_scale_vjp_of(x, norm, QX, dot)
+    else:
+        out = g * tl.where(raw_start, _shrink_grad(x, SCALE, RET), 1.0)
+    return out
 
 
 @triton.jit
@@ -1058,30 +1068,17 @@ def _bwd_kernel(
             if RETAIN_FIRST:
                 db += ds
 
-        # ---- walk F (lq): the read scales' VJP, W_l = r_l X_l
-        if RET == 2:
+        # ---- walk F (lq, elastic): the start state's map to the reads' base and weights,
+        # W_l = r_l X_l (lq: the read scales' VJP), V_l = shrink(X_l) (elastic, past slot 0)
+        if RET == 2 or RET >= 4:
             tl.debug_barrier()
             for j in range(HD // HT):
                 p1 = j * HT * K + o1
                 p2 = j * HT + o2
                 X1 = tl.load(state1 + cur + p1)
                 X2 = tl.load(state2 + cur + p2)
-                gX1 = tl.load(gx1 + g0 + p1) + _lq_scale_vjp_of(X1, n1, QX, dr1 + dw1_dot)
-                gX2 = tl.load(gx2 + g0 + p2) + _lq_scale_vjp_of(X2, n2, QX, dr2 + dw2_dot)
-                tl.debug_barrier()
-                tl.store(gx1 + g0 + p1, gX1)
-                tl.store(gx2 + g0 + p2, gX2)
-
-        # ---- walk G (elastic): the reads' base V = shrink(X) of a start state stored raw
-        if RET >= 4:
-            tl.debug_barrier()
-            for j in range(HD // HT):
-                p1 = j * HT * K + o1
-                p2 = j * HT + o2
-                X1 = tl.load(state1 + cur + p1)
-                X2 = tl.load(state2 + cur + p2)
-                gX1 = tl.load(gx1 + g0 + p1) * _tile_base_grad(X1, raw_start, SCALE, RET)
-                gX2 = tl.load(gx2 + g0 + p2) * _tile_base_grad(X2, raw_start, SCALE, RET)
+                gX1 = _start_map_vjp(tl.load(gx1 + g0 + p1), X1, n1, dr1 + dw1_dot, raw_start, QX, SCALE, RET)
+                gX2 = _start_map_vjp(tl.load(gx2 + g0 + p2), X2, n2, dr2 + dw2_dot, raw_start, QX, SCALE, RET)
                 tl.debug_barrier()
                 tl.store(gx1 + g0 + p1, gX1)
                 tl.store(gx2 + g0 + p2, gX2)
