@@ -250,13 +250,10 @@ def _tile_scores(z, x, lb, lt, m, C: tl.constexpr, ALPHA_CH: tl.constexpr, MOM: 
     its read, mv: cv [C, N] per channel (momentum, channel-wise alpha), m[:, None] per head (a
     placeholder without momentum). z, x, lb: [C, N]; lt, m: [C]."""
     mv = m[:, None]
-    if ALPHA_CH:
-        if MOM:
-            Z, mv = _channel_momentum(z, x, lb, lt, C, PREC)
-        else:
-            Z = _scores(z, x, lb, C)
+    if ALPHA_CH and MOM:
+        Z, mv = _channel_momentum(z, x, lb, lt, C, PREC)
     else:
-        Z = _mm(z, tl.trans(x), PREC)
+        Z = _raw_scores(z, x, lb, C, ALPHA_CH, PREC)
     return Z, mv
 
 
