@@ -114,6 +114,7 @@ TILED_CHANNEL_MOMENTUM_POINTS = {  # momentum with a channel-wise alpha in hidde
     "moneta's gates (lq)": (MlpMemoryConfig("gelu", True, "lq", q=4.0), BiasConfig("lp"), (True, True, False)),
     "yaad's gates (l2)": (MlpMemoryConfig("gelu", True, "l2", gradient_at="previous"),
                           BiasConfig("huber_switch", sharpness=1.0, relative_sharpness=True), (True, True, True)),
+    "memora's gates (kl)": (MlpMemoryConfig("gelu", True, "kl"), BiasConfig("l2"), (True, True, False)),
 }
 TILED_CHANNEL_MOMENTUM_SHAPES = [(64, 256, 16, torch.bfloat16), (64, 256, 32, torch.bfloat16),
                                  (64, 256, 16, torch.float32), (64, 256, 32, torch.float32)]

@@ -133,8 +133,8 @@ def kernel_for(rule: Any) -> Callable[..., Any] | None:
       ``chunk_mlp_memory`` with the architecture, retention and bias bound,
       ``f(q, k, v, eta, w1, w2, alpha=None, theta=None, delta=None, chunk_size=16)``. Every gate
       combination runs in both of its layouts (W on chip, or the hidden dim in tiles where W
-      does not fit: Moneta, Yaad and Memora as named at K = 64, hidden 256), but kl retention
-      with momentum, which keeps W on chip (``shape_problem`` says where it does not fit).
+      does not fit: Moneta, Yaad and Memora as named at K = 64, hidden 256; momentum with a
+      channel-wise alpha, kl's included, in tiles up to chunk x K = 2048: ``shape_problem``).
 
     Atlas's options (the Omega window, Muon, an MLP memory behind a feature map) are not.
     Shapes are checked by ``shape_problem``.
@@ -177,8 +177,8 @@ def shape_problem(rule: Any, key_dim: int, value_dim: int, chunk_size: int,
     ``dtype`` (None: it can); the limits depend on the precision of its products
     (kernels.precision), not on the gates: the MLP kernel takes its channel-wise gates in both
     layouts (kernels.limits.mlp_hidden_tile picks W on chip or hidden tiles), kl retention's
-    exact per-token read too, momentum with a channel-wise alpha up to chunk x K = 2048 in tiles;
-    kl retention with momentum has W on chip only."""
+    exact per-token read too, momentum with a channel-wise alpha (kl's too) up to chunk x K = 2048
+    in tiles."""
     if chunk_size not in CHUNK_SIZES:
         return f"chunk_size {chunk_size} is not one of the kernel's {CHUNK_SIZES}"
     bias = bias_config(rule.bias)
@@ -190,8 +190,7 @@ def shape_problem(rule: Any, key_dim: int, value_dim: int, chunk_size: int,
         momentum = _kind(rule.algorithm) == "momentum"
         channel_alpha = _gate_modes(rule).get("alpha") == "channel" or retention == "kl"
         return mlp_shape_problem(key_dim, expansion * key_dim, chunk_size, operands,
-                                 momentum and retention == "lq", whole_only=momentum and retention == "kl",
-                                 channel_momentum=momentum and channel_alpha)
+                                 momentum and retention == "lq", channel_momentum=momentum and channel_alpha)
     retention = _retention_config(rule)[0]
     operands = products(matrix_precision(dtype, bias_kind, kl=retention == "kl"))
     return matrix_shape_problem(key_dim, value_dim, operands, bias is not None and bias.row_norm,

@@ -118,12 +118,17 @@ def _kl_raw_mom_ch(X, S, d, xw, lb, Lt, elt, t, C: tl.constexpr, PREC: tl.conste
 
 
 @triton.jit
-def _kl_token_mom_ch(X, S, d, xw, lb, Lt, elt, t, SCALE, C: tl.constexpr, PREC: tl.constexpr):
+def _kl_token_mom_ch(X, S, d, xw, lb, Lt, elt, lse, t, SCALE, C: tl.constexpr, ROWS: tl.constexpr,
+                     PREC: tl.constexpr):
     """Token t's exact weights with momentum, U_t = SCALE softmax_row(raw_t) (_kl_raw_mom_ch's
-    arguments, the rows ending in the block), with _kl_raw_mom_ch's P_t, dec_t, D_t, b_t, cv_t."""
+    arguments; ROWS and lse as _kl_token's), with _kl_raw_mom_ch's P_t, dec_t, D_t, b_t, cv_t."""
     raw, P, dec, Dt, bt, cvt = _kl_raw_mom_ch(X, S, d, xw, lb, Lt, elt, t, C, PREC)
-    e = tl.exp(raw - tl.max(raw, 1)[:, None])
-    return e * (SCALE / tl.sum(e, 1))[:, None], P, dec, Dt, bt, cvt
+    if ROWS:
+        U = SCALE * tl.exp(raw - _token_row(lse, t, C)[:, None])
+    else:
+        e = tl.exp(raw - tl.max(raw, 1)[:, None])
+        U = e * (SCALE / tl.sum(e, 1))[:, None]
+    return U, P, dec, Dt, bt, cvt
 
 
 @triton.jit
@@ -132,16 +137,17 @@ def _kl_read_mom_ch(X, S, z, d, xw, lb, Lt, elt, size, SCALE, C: tl.constexpr, P
     oc = tl.arange(0, C)
     u = tl.zeros_like(d)
     for t in range(size):
-        U, _P, _dec, _Dt, _bt, _cvt = _kl_token_mom_ch(X, S, d, xw, lb, Lt, elt, t, SCALE, C, PREC)
+        U, _P, _dec, _Dt, _bt, _cvt = _kl_token_mom_ch(X, S, d, xw, lb, Lt, elt, d, t, SCALE, C, False, PREC)
         u += tl.where((oc == t)[:, None], tl.sum(U * _token_row(z, t, C)[None, :], 1)[None, :], 0.0)
     return u
 
 
 @triton.jit
-def _kl_read_mom_ch_bwd(du, u, X, S, z, d, xw, lb, Lt, elt, size, SCALE, C: tl.constexpr,
-                        PREC: tl.constexpr):
-    """VJP of _kl_read_mom_ch from du [C, out], every token's weights rebuilt: gradients of z, X, S,
-    d, xw, lb [C, n] and lt [C] (through Lt and elt)."""
+def _kl_read_mom_ch_bwd(du, u, X, S, z, d, xw, lb, Lt, elt, lse, size, SCALE, C: tl.constexpr,
+                        ROWS: tl.constexpr, PREC: tl.constexpr):
+    """VJP of _kl_read_mom_ch from du [C, out], every token's weights rebuilt (ROWS: a block of
+    hidden columns whose rows' log-sum-exp is lse [C, out], as _kl_read_bwd's): gradients of z, X,
+    S, d, xw, lb [C, n] and lt [C] (through Lt and elt)."""
     oc = tl.arange(0, C)
     dz = tl.zeros_like(z)
     dX = tl.zeros_like(X)
@@ -152,7 +158,7 @@ def _kl_read_mom_ch_bwd(du, u, X, S, z, d, xw, lb, Lt, elt, size, SCALE, C: tl.c
     dLt = tl.zeros_like(Lt)
     delt = tl.zeros_like(elt)
     for t in range(size):
-        U, P, dec, Dt, bt, cvt = _kl_token_mom_ch(X, S, d, xw, lb, Lt, elt, t, SCALE, C, PREC)
+        U, P, dec, Dt, bt, cvt = _kl_token_mom_ch(X, S, d, xw, lb, Lt, elt, lse, t, SCALE, C, ROWS, PREC)
         here = (oc == t)[:, None]
         draw, dz_t = _token_read_vjp(U, du, z, u, t, SCALE, C)
         dz += tl.where(here, dz_t[None, :], 0.0)

@@ -189,20 +189,15 @@ def mlp_hidden_tile(key_dim: int, hidden: int, chunk_size: int, products: str,
 
 
 def mlp_shape_problem(key_dim: int, hidden: int, chunk_size: int, products: str,
-                      lq_momentum: bool = False, whole_only: bool = False,
-                      channel_momentum: bool = False) -> str | None:
+                      lq_momentum: bool = False, channel_momentum: bool = False) -> str | None:
     """Why the MLP-memory kernel cannot take this head dim K, hidden dim and chunk size with
     ``products`` ('bf16', 'tf32x3' or 'fp32'), or None when it can: with W on chip, or else with
     the hidden dim in tiles. ``lq_momentum``: momentum with lq retention; ``channel_momentum``:
     momentum with a channel-wise alpha (kl retention's always is), which takes lq with momentum's
-    share of the chip with W on chip and MLP_TILED_CHANNEL_MOMENTUM_CHUNK_K in tiles;
-    ``whole_only``: no tiled kernel (kl retention with momentum)."""
+    share of the chip with W on chip and MLP_TILED_CHANNEL_MOMENTUM_CHUNK_K in tiles."""
     if not (_tile_size(key_dim) and _tile_size(hidden)):
         return f"the MLP-memory kernel needs K and the hidden dim powers of two >= 16; got K={key_dim}, hidden={hidden}"
-    whole = _whole_problem(key_dim, hidden, chunk_size, products, lq_momentum or channel_momentum or whole_only)
-    if whole_only:
-        return None if whole is None else (
-            f"kl retention with momentum has an MLP-memory kernel with W on chip only: {whole}")
+    whole = _whole_problem(key_dim, hidden, chunk_size, products, lq_momentum or channel_momentum)
     tiled = _tiled_problem(key_dim, chunk_size, products, channel_momentum)
     if whole is None or tiled is None:
         return None

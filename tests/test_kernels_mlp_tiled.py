@@ -145,7 +145,7 @@ def test_tiled_channel_alpha_beside_other_gates(gradient_at, bias, eta):
 
 def channel_momentum_inputs(name: str, B, T, H, K, hidden, seed=0) -> dict:
     """A named model's inputs with momentum (theta [B, T, H] in (0.4, 0.9)) and a channel-wise
-    alpha: Titans' with an alpha per channel, Moneta's and Yaad's own channel-wise gates."""
+    alpha: Titans' with an alpha per channel, Moneta's, Yaad's and Memora's own channel-wise gates."""
     if name == "titans":
         return channel_alpha(named_inputs(name, B, T, H, K, hidden, seed), hidden)
     gen = torch.Generator().manual_seed(seed + 100)
@@ -246,6 +246,21 @@ def test_tiled_memora(T, hidden, chunk_size, gates):
           hidden_tile=16)
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize(("T", "hidden", "chunk_size", "gates"), [
+    (1, 32, 16, "channel"), (7, 64, 16, "channel"), (37, 32, 16, "head"), (63, 32, 16, "channel"),
+    (70, 32, 32, "channel"),
+])
+def test_tiled_memora_with_momentum(T, hidden, chunk_size, gates):
+    """kl with momentum over hidden tiles: each token's log-space state carries cv_t S and its
+    steps' D_t (kl_read's _mom_ch reads; W2's rows by the online softmax over tiles, whose
+    log-sum-exp the backward's weights take); S's and theta's gradients over both layers."""
+    config, bias = NAMED["memora"]
+    x = memora_inputs(1, T, 2, 16, hidden, seed=T, channel=gates == "channel")
+    theta = 0.5 * torch.rand(1, T, 2, generator=torch.Generator().manual_seed(T), dtype=torch.float64) + 0.4
+    check(x | {"theta": theta}, config, bias, chunk_size, hidden_tile=16)
+
+
 def test_tiled_kl_weights_that_underflow_float32():
     """Logits spread over 150 (test_kernels_mlp's whole-W case): entries of W2's rows underflow
     float32 in some tiles and not others; the online softmax and the log-weights stay exact."""
@@ -294,8 +309,8 @@ def test_bad_hidden_tiles_are_refused():
 def test_dispatch_routes_the_named_models_at_the_paper_shapes():
     """At K = 64 (hidden 256) Moneta, Yaad and Memora with their own channel-wise gates, and with
     per-head ones (Titans too), get the kernel (hidden tiles) at every chunk (Memora: kl's exact
-    per-token read); momentum with a channel-wise alpha takes hidden tiles up to chunk 32 (the
-    PyTorch form runs at 64), kl retention with momentum keeps W on chip (a shape problem here)."""
+    per-token read); momentum with a channel-wise alpha, kl's included, takes hidden tiles up to
+    chunk 32 (the PyTorch form runs at 64)."""
     rules = [MemoryRule.from_point(per_head_preset(name)) for name in ("moneta", "yaad", "memora", "titans")]
     rules += [MemoryRule.from_point(preset(name)) for name in ("moneta", "yaad", "memora")]
     for rule in rules:
@@ -316,7 +331,9 @@ def test_dispatch_routes_the_named_models_at_the_paper_shapes():
     spec = preset("memora").model_dump()
     spec["algorithm"] = {"kind": "momentum", "eta": spec["algorithm"]["eta"]}
     memora_momentum = MemoryRule.from_point(ModelPoint.model_validate(spec))
-    assert "W on chip only" in shape_problem(memora_momentum, 64, 64, 16, torch.bfloat16)
+    for chunk in (16, 32):
+        assert shape_problem(memora_momentum, 64, 64, chunk, torch.bfloat16) is None
+    assert "(momentum with a channel-wise alpha)" in shape_problem(memora_momentum, 64, 64, 64, torch.bfloat16)
 
 
 # ---- GPU: the paper's shapes ---------------------------------------------------------------------
@@ -351,7 +368,7 @@ def test_gpu_paper_shapes_with_channel_gates(name, chunk_size, dtype, tol):
 
 @pytest.mark.gpu
 @gpu_only
-@pytest.mark.parametrize("name", ["titans", "moneta", "yaad"])
+@pytest.mark.parametrize("name", ["titans", "moneta", "yaad", "memora"])
 @pytest.mark.parametrize(("chunk_size", "dtype", "tol"), [(16, torch.bfloat16, 2e-2), (32, torch.bfloat16, 2e-2),
                                                           (16, torch.float32, 5e-3)])
 def test_gpu_paper_shapes_momentum_with_channel_alpha(name, chunk_size, dtype, tol):
@@ -402,7 +419,7 @@ def test_elastic_comparisons_are_well_posed(momentum, chunk_size, tol):
                       chunk_size, tol)
 
 
-@pytest.mark.parametrize("name", ["titans", "moneta", "yaad"])
+@pytest.mark.parametrize("name", ["titans", "moneta", "yaad", "memora"])
 @pytest.mark.parametrize(("chunk_size", "tol"), [(16, 5e-3), (32, 2e-2)])
 def test_channel_momentum_comparisons_are_well_posed(name, chunk_size, tol):
     """For test_gpu_paper_shapes_momentum_with_channel_alpha."""

@@ -171,7 +171,7 @@ def _kl_bwd_kernel(
             Lt = _theta_matrix(lt, C)
             u = _kl_read_mom_ch(X, S, qc, P, kw, lb, Lt, tl.exp(lt), size, SCALE, C, PREC)
             dqc, dXr, dSr, dPr, dkwr, dlb, dlt = _kl_read_mom_ch_bwd(
-                dO, u, X, S, qc, P, kw, lb, Lt, tl.exp(lt), size, SCALE, C, PREC)
+                dO, u, X, S, qc, P, kw, lb, Lt, tl.exp(lt), P, size, SCALE, C, False, PREC)
             dX += dXr
             dS += dSr
             dP += dPr

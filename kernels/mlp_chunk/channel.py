@@ -348,10 +348,10 @@ def _bwd_kernel_ch(
         if MOM:
             if RET == 3:  # kl's per-token reads (dX1, dX2: of the log-weights), then the end's decays
                 dhq, dX2, dS2, dd2r, dxr2, dlbr2, dlt2 = _kl_read_mom_ch_bwd(
-                    du2, u2, X2, S2, hq, d2, x2w, lb2, Lt, elt, size, SCALE, C, PREC)
+                    du2, u2, X2, S2, hq, d2, x2w, lb2, Lt, elt, d2, size, SCALE, C, False, PREC)
                 du1 = dhq * _act_grad(u1, ACT)
                 dq1, dX1, dS1, dd1r, dxr1, dlbr1, dlt1 = _kl_read_mom_ch_bwd(
-                    du1, u1, X1, S1, qc, d1, x1w, lb1, Lt, elt, size, SCALE, C, PREC)
+                    du1, u1, X1, S1, qc, d1, x1w, lb1, Lt, elt, d1, size, SCALE, C, False, PREC)
                 dlbe2, dl2r, dlte2, dltl2 = _momentum_ends_ch_bwd(dDl2, dcl2, dtl2, lb2, l2, lt, ltl, mt, C)
                 dlbe1, dl1r, dlte1, dltl1 = _momentum_ends_ch_bwd(dDl1, dcl1, dtl1, lb1, l1, lt, ltl, mt, C)
                 dlbr1 += dlbe1

@@ -615,10 +615,6 @@ def check_mlp_inputs(q, k, v, eta, w1, w2, alpha, theta, delta, bias: BiasConfig
     if delta is not None and delta.dim() == 4 and bias.kind not in ("huber_coordinate", "huber_switch"):
         raise KernelInputError(f"a Huber threshold per value channel has a kernel with the coordinate "
                                f"and switch variants, not {bias.kind!r}")
-    kl_momentum = theta is not None and config.retention == "kl"
-    if kl_momentum and hidden_tile is not None:
-        raise KernelInputError("kl retention with momentum has a kernel with W on chip only "
-                               "(channel.py), not with the hidden dim in tiles (hidden_tile)")
     for name, x, shape in (
         ("q", q, (B, T, H, K)), ("k", k, (B, T, H, K)), ("v", v, (B, T, H, K)),
         ("eta", eta, eta_shape), ("alpha", alpha, alpha_shape), ("theta", theta, (B, T, H)),
@@ -629,10 +625,10 @@ def check_mlp_inputs(q, k, v, eta, w1, w2, alpha, theta, delta, bias: BiasConfig
     if chunk_size not in CHUNK_SIZES:
         raise KernelInputError(f"chunk_size must be 16, 32 or 64 for the Triton kernel, got {chunk_size}")
     precision = mlp_precision(q.dtype, config.layer_norm, config.retention, bias.kind)
-    channel_momentum = theta is not None and alpha is not None and alpha.dim() == 4
+    channel_alpha = config.retention == "kl" or (alpha is not None and alpha.dim() == 4)  # kl: always
     problem = mlp_shape_problem(K, HD, chunk_size, products(precision),
                                 theta is not None and config.retention == "lq",
-                                whole_only=kl_momentum, channel_momentum=channel_momentum or kl_momentum)
+                                channel_momentum=theta is not None and channel_alpha)
     problem = problem or token_tensor_problem(B, T, H, K)
     if problem is not None:
         raise KernelInputError(problem)

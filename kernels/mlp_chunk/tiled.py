@@ -84,9 +84,18 @@ from ..channel_momentum import (
     _channel_momentum_bwd,
     _momentum_ends_ch,
     _momentum_ends_ch_bwd,
+    _theta_matrix,
 )
 from ..common import _bias_grad, _lq_scale_of, _lq_scale_vjp_of, _mm, _slot, _token_row
-from ..kl_read import _kl_raw, _kl_read, _kl_read_bwd, _log_softmax_rows
+from ..kl_read import (
+    _kl_raw,
+    _kl_raw_mom_ch,
+    _kl_read,
+    _kl_read_bwd,
+    _kl_read_mom_ch,
+    _kl_read_mom_ch_bwd,
+    _log_softmax_rows,
+)
 from .tl_ops import (
     _act,
     _act_grad,
@@ -405,28 +414,67 @@ def _key_sums(state1, state2, base, o1, o2, r1, r2, raw_start, SCALE, ks, alpha,
 
 
 @triton.jit
-def _kl_reads(state1, state2, base, o1, o2, ks, qc, d2, x1w, lb1, eta, alpha, row, mt, ew, bt, s, c,
-              b_last, is_last, size, SCALE, C: tl.constexpr, K: tl.constexpr, HD: tl.constexpr,
-              HT: tl.constexpr, ACT: tl.constexpr, RET: tl.constexpr, ETA_CH: tl.constexpr,
+def _tile_momentum(mom1, mom2, p1, p2, X1, X2, MOM: tl.constexpr):
+    """The tile's momentum S1 [HT, K], S2 [K, HT] (placeholders without momentum)."""
+    if MOM:
+        S1 = tl.load(mom1 + p1)
+        S2 = tl.load(mom2 + p2)
+    else:
+        S1 = X1
+        S2 = X2
+    return S1, S2
+
+
+@triton.jit
+def _kl_tile_read1(X1, S1, qc, d1, x1w, lb1, Lt, elt, size, SCALE, C: tl.constexpr, MOM: tl.constexpr,
+                   PREC: tl.constexpr):
+    """kl's layer-1 read of one tile, u1 [C, HT] (kl_read._kl_read; with momentum _kl_read_mom_ch)."""
+    if MOM:
+        out = _kl_read_mom_ch(X1, S1, qc, d1, x1w, lb1, Lt, elt, size, SCALE, C, PREC)
+    else:
+        out = _kl_read(X1, qc, d1, x1w, lb1, size, SCALE, C, PREC)
+    return out
+
+
+@triton.jit
+def _kl_tile_raw(X2, S2, d2, x2w, lb2, Lt, elt, t, C: tl.constexpr, MOM: tl.constexpr, PREC: tl.constexpr):
+    """Token t's log-space layer-2 state on one tile, raw_t [K, HT] (kl_read._kl_raw; with momentum
+    _kl_raw_mom_ch)."""
+    if MOM:
+        raw, _P, _dec, _Dt, _bt, _cvt = _kl_raw_mom_ch(X2, S2, d2, x2w, lb2, Lt, elt, t, C, PREC)
+    else:
+        raw, _P, _dec, _bt = _kl_raw(X2, d2, x2w, lb2, t, C, PREC)
+    return raw
+
+
+@triton.jit
+def _kl_reads(state1, state2, mom1, mom2, base, o1, o2, ks, qc, d2, x1w, lb1, lt, eta, alpha, row, mt, ew, bt,
+              s, c, b_last, is_last, size, SCALE, C: tl.constexpr, K: tl.constexpr, HD: tl.constexpr,
+              HT: tl.constexpr, ACT: tl.constexpr, RET: tl.constexpr, MOM: tl.constexpr, ETA_CH: tl.constexpr,
               ALPHA_CH: tl.constexpr, RETAIN_FIRST: tl.constexpr, PREC: tl.constexpr):
     """kl's exact reads over the hidden tiles: per tile the key pass's d1, the layer-1 read (its
-    rows run over K, whole in the tile: tl_ops._kl_read) and, per token, one step of an online
+    rows run over K, whole in the tile: _kl_tile_read1) and, per token, one step of an online
     softmax over the rows of W2, which run over the hidden dim: the running max, sum of
     exp(raw - max) and sum of exp(raw - max) hq of every token and row. Returns u2 [C, K] and the
-    rows' log-sum-exp lse2 [C, K] (0 on padding rows) that the backward's weights need."""
+    rows' log-sum-exp lse2 [C, K] (0 on padding rows) that the backward's weights need. With
+    momentum each token's log-space state carries cv_t S and the step's D_t (kl_read's _mom_ch)."""
     oc = tl.arange(0, C)
     mx = tl.full([C, K], -1e30, tl.float32)
     sm = tl.zeros([C, K], dtype=tl.float32)
     nm = tl.zeros([C, K], dtype=tl.float32)
+    Lt = _theta_matrix(lt, C)
+    elt = tl.exp(lt)
     for j in range(HD // HT):
         e2, lb2, _b2, s2, _cg2, _bl2 = _layer_gates(eta, alpha, row, mt, ew, bt, s, c, b_last, is_last,
                                                     K + j * HT, HT, K + HD, ETA_CH, ALPHA_CH, RETAIN_FIRST)
+        p1 = base + j * HT * K + o1
+        p2 = base + j * HT + o2
         (X1, X2, _V1, _V2, _W1, _W2, _a1, _hk, _f1, _t1, d1,
-         x2w) = _tile_keyed(state1, state2, base + j * HT * K + o1, base + j * HT + o2, 1.0, 1.0, False, SCALE, ks, s2,
-                            d2, e2, ACT, RET, PREC)
-        hq = _act(_kl_read(X1, qc, d1, x1w, lb1, size, SCALE, C, PREC), ACT)
+         x2w) = _tile_keyed(state1, state2, p1, p2, 1.0, 1.0, False, SCALE, ks, s2, d2, e2, ACT, RET, PREC)
+        S1, S2 = _tile_momentum(mom1, mom2, p1, p2, X1, X2, MOM)
+        hq = _act(_kl_tile_read1(X1, S1, qc, d1, x1w, lb1, Lt, elt, size, SCALE, C, MOM, PREC), ACT)
         for t in range(size):
-            raw, _P, _dec, _bt = _kl_raw(X2, d2, x2w, lb2, t, C, PREC)
+            raw = _kl_tile_raw(X2, S2, d2, x2w, lb2, Lt, elt, t, C, MOM, PREC)
             here = (oc == t)[:, None]
             m_t = _token_row(mx, t, C)
             new = tl.maximum(m_t, tl.max(raw, 1))
@@ -542,9 +590,9 @@ def _fwd_kernel(
         G = _bias_grad(E, vc, dl, P_EXP, SHARP, EPS, RADIUS, BIAS, NEPS, SMOOTH, DELTA_CH)
         d2 = _norm_back(a2, G, K, LN)
         if RET == 3:  # every token reads its own exact map (chunk_mlp_memory: alpha per channel)
-            u2, _lse2 = _kl_reads(state1, state2, cur, o1, o2, ks, qc, d2, x1w, lb1, eta, alpha, row, mt,
-                                  ew, bt, s, c, b_last, is_last, size, SCALE, C, K, HD, HT, ACT, RET,
-                                  ETA_CH, ALPHA_CH, RETAIN_FIRST, PREC)
+            u2, _lse2 = _kl_reads(state1, state2, mom1, mom2, cur, o1, o2, ks, qc, d2, x1w, lb1, lt, eta, alpha,
+                                  row, mt, ew, bt, s, c, b_last, is_last, size, SCALE, C, K, HD, HT, ACT, RET,
+                                  MOM, ETA_CH, ALPHA_CH, RETAIN_FIRST, PREC)
         else:
             Z1, mv1 = _tile_scores(qc, x1w, lb1, lt, m, C, ALPHA_CH, MOM, PREC)
             A1 = _decayed(Z1, De, ALPHA_CH)
@@ -568,6 +616,7 @@ def _fwd_kernel(
                 (X1, X2, _V1, _V2, _W1, _W2, _a1, _hk, _f1, _t1, d1,
                  x2w) = _tile_keyed(state1, state2, p1, p2, r1, r2, raw_start, SCALE, ks, s2, d2, e2, ACT, RET,
                                     PREC)
+                S1, S2 = _tile_momentum(mom1, mom2, p1, p2, X1, X2, MOM)
             else:
                 (X1, X2, S1, S2, V1, V2, _W1, _W2, _a1, _hk, _f1, _t1, d1, x2w, _u1p, _u1, hq,
                  Zj, mv2) = _tile_pass(state1, state2, mom1, mom2, p1, p2, r1, r2, raw_start, SCALE, ks, qb1, qc, mv1, A1, d2, m,
@@ -692,6 +741,8 @@ def _bwd_kernel(
         x1w = kc * e1
         qb1 = qc * b1
         m_last, step, theta_all, lt, ltl = _momentum_gates(m, Dt, lth, one, is_last)
+        Lt = _theta_matrix(lt, C)  # (kl with momentum)
+        elt = tl.exp(lt)
 
         # ---- recompute: walks A and B
         a2 = _key_sums(state1, state2, cur, o1, o2, r1, r2, raw_start, SCALE, ks, alpha, row, mt, s, C, K, HD, HT, ACT,
@@ -699,9 +750,9 @@ def _bwd_kernel(
         d2 = _norm_back(a2, _bias_grad(kc + _norm(a2, K, LN) - vc, vc, dl, P_EXP, SHARP, EPS, RADIUS,
                                        BIAS, NEPS, SMOOTH, DELTA_CH), K, LN)
         if RET == 3:  # kl's exact reads; lse2k: the log-sum-exp of W2's rows of every token
-            u2, lse2k = _kl_reads(state1, state2, cur, o1, o2, ks, qc, d2, x1w, lb1, eta, alpha, row, mt,
-                                  ew, bt, s, c, b_last, is_last, size, SCALE, C, K, HD, HT, ACT, RET,
-                                  ETA_CH, ALPHA_CH, RETAIN_FIRST, PREC)
+            u2, lse2k = _kl_reads(state1, state2, mom1, mom2, cur, o1, o2, ks, qc, d2, x1w, lb1, lt, eta, alpha,
+                                  row, mt, ew, bt, s, c, b_last, is_last, size, SCALE, C, K, HD, HT, ACT, RET,
+                                  MOM, ETA_CH, ALPHA_CH, RETAIN_FIRST, PREC)
         else:
             Z1, mv1 = _tile_scores(qc, x1w, lb1, lt, m, C, ALPHA_CH, MOM, PREC)
             A1 = _decayed(Z1, De, ALPHA_CH)
@@ -833,7 +884,8 @@ def _bwd_kernel(
             if RET == 3:
                 X1, X2, V1, V2, W1, W2, a1, hk, f1, t1, d1, x2w = _tile_keyed(
                     state1, state2, cur + p1, cur + p2, r1, r2, raw_start, SCALE, ks, s2, d2, e2, ACT, RET, PREC)
-                u1 = _kl_read(X1, qc, d1, x1w, lb1, size, SCALE, C, PREC)
+                S1, S2 = _tile_momentum(mom1, mom2, cur + p1, cur + p2, X1, X2, MOM)
+                u1 = _kl_tile_read1(X1, S1, qc, d1, x1w, lb1, Lt, elt, size, SCALE, C, MOM, PREC)
                 hq = _act(u1, ACT)
             else:
                 (X1, X2, S1, S2, V1, V2, W1, W2, a1, hk, f1, t1, d1, x2w, u1p, u1, hq,
@@ -885,14 +937,26 @@ def _bwd_kernel(
                 Q2 += _mm(x2w, tl.trans(dS2n), PREC)
                 dx2w -= step[:, None] * _mm(d2, dS2n, PREC)
             if RET == 3:  # kl's exact reads, every token's weights recomputed (gX: of the log-weights)
-                dhq, gX2, dd2r, dx, dlbs = _kl_read_bwd(du2, u2, X2, hq, d2, x2w, lb2, lse2k, size, SCALE,
-                                                        C, True, PREC)
+                if MOM:  # (and S's, and theta's through D_t and cv_t)
+                    dhq, gX2, dSr, dd2r, dx, dlbs, dlts = _kl_read_mom_ch_bwd(
+                        du2, u2, X2, S2, hq, d2, x2w, lb2, Lt, elt, lse2k, size, SCALE, C, True, PREC)
+                    gS2 += dSr
+                    dlt += dlts
+                else:
+                    dhq, gX2, dd2r, dx, dlbs = _kl_read_bwd(du2, u2, X2, hq, d2, x2w, lb2, lse2k, size, SCALE,
+                                                            C, True, PREC)
                 dd2 += dd2r
                 dx2w += dx
                 dlb2 += dlbs
                 du1 = dhq * _act_grad(u1, ACT)
-                dq1, gX1, dd1r, dx, dlbs = _kl_read_bwd(du1, u1, X1, qc, d1, x1w, lb1, u1, size, SCALE,
-                                                        C, False, PREC)
+                if MOM:
+                    dq1, gX1, dSr, dd1r, dx, dlbs, dlts = _kl_read_mom_ch_bwd(
+                        du1, u1, X1, S1, qc, d1, x1w, lb1, Lt, elt, u1, size, SCALE, C, False, PREC)
+                    gS1 += dSr
+                    dlt += dlts
+                else:
+                    dq1, gX1, dd1r, dx, dlbs = _kl_read_bwd(du1, u1, X1, qc, d1, x1w, lb1, u1, size, SCALE,
+                                                            C, False, PREC)
                 dd1 += dd1r
                 dq_kl += dq1
                 dx1_kl += dx
@@ -975,6 +1039,7 @@ def _bwd_kernel(
             dz = dq_kl
             dx = dx1_kl
             dlbs = dlb1_kl
+            dlts = dlt * 0.0  # (walk D added kl's reads' part of dlt)
         else:
             if MOM:  # the layer-1 read's q mv1 S1^T
                 dqc += dqm1 * mv1

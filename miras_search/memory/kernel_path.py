@@ -80,8 +80,7 @@ def _find_kernel(rule: MemoryRule, q: Tensor, v: Tensor, chunk_size: int,
             "head or channel-wise, a channel-wise Huber threshold for the coordinate and switch "
             "variants; matrix memory with retention none/l2/lq/kl, gd/momentum, alpha per head or "
             "channel-wise; 2-layer MLP memory with retention none/l2/lq/kl/elastic, gd/momentum, alpha per "
-            "head or channel-wise (kl with momentum: W on chip only); other "
-            "points run the PyTorch chunked form)"
+            "head or channel-wise; other points run the PyTorch chunked form)"
         )
     if rule.steps_per_token != 1:
         return None, "multistep updates have no kernel"
