@@ -220,6 +220,22 @@ def test_tiled_elastic_retention(smooth, momentum, alpha, T, chunk_size):
     check(elastic_inputs(momentum, alpha, T, seed=T), config, BiasConfig("l2"), chunk_size, hidden_tile=16)
 
 
+@pytest.mark.usefixtures("bf16_interpreter")
+@pytest.mark.parametrize(("smooth", "momentum"), [(True, False), (False, True)])
+def test_tiled_elastic_bf16_inputs(smooth, momentum):
+    """bf16 loads and stores; behind the LayerNorm the products are tf32x3."""
+    config = MlpMemoryConfig("silu", True, "elastic", threshold=0.05, smooth=smooth)
+    check(elastic_inputs(momentum, "channel", 37), config, BiasConfig("l2"), 16, dtype=torch.bfloat16, tol=2e-2,
+          hidden_tile=16)
+
+
+@pytest.mark.usefixtures("bf16_interpreter")
+def test_tiled_memora_with_momentum_bf16_inputs():
+    config, bias = NAMED["memora"]
+    check(channel_momentum_inputs("memora", 1, 37, 2, 16, 32), config, bias, 16, dtype=torch.bfloat16, tol=2e-2,
+          hidden_tile=16)
+
+
 def test_tiled_elastic_inference_in_place():
     """Without gradients the one slot holds W_0, then each raw end map in turn."""
     config = MlpMemoryConfig("silu", True, "elastic", threshold=0.05, smooth=False)

@@ -164,3 +164,20 @@ def test_kernel_with_kl_retention_equals_memory(bias, alpha_mode, eta_mode, algo
     p = point(bias, alpha_mode, algorithm, eta_mode, "kl")
     assert kernel_for(p).keywords["retention"] == "kl"
     check_kernel(p)
+
+
+@pytest.mark.parametrize(("smooth", "algorithm", "alpha_mode"), [
+    (True, "gd", "head"), (False, "momentum", "channel"), (False, "gd", "channel"),
+])
+def test_mlp_kernel_with_elastic_retention_equals_memory(smooth, algorithm, alpha_mode):
+    """A 2-layer MLP memory with elastic retention (W' = shrink(raw) at each chunk's end, which
+    its last token reads) runs the Triton kernel, equal to the PyTorch form over two chunks."""
+    momentum = {"theta": HEAD} if algorithm == "momentum" else {}
+    p = ModelPoint.model_validate({
+        "memory": {"kind": "mlp", "depth": 2, "expansion": 2, "activation": "silu", "layer_norm": True},
+        "bias": {"kind": "l2"},
+        "retention": {"kind": "elastic", "threshold": 0.02, "smooth": smooth, "alpha": {"mode": alpha_mode}},
+        "algorithm": {"kind": algorithm, "eta": HEAD, **momentum},
+    })
+    assert kernel_for(p).keywords["config"].retention == "elastic"
+    check_kernel(p)
