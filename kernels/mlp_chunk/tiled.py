@@ -243,7 +243,9 @@ def _raw_scores(z, x, lb, C: tl.constexpr, ALPHA_CH: tl.constexpr, PREC: tl.cons
 
 @triton.jit
 def _decayed(Z, De, ALPHA_CH: tl.constexpr):
-    """The read scores A [C, C] from _raw_scores' Z: Z * De per head, Z itself per channel."""
+    """The read scores A [C, C] from _raw_scores' Z: Z * De per head, Z itself per channel (the
+    decays already in it); likewise the layer-2 read's momentum term from _momentum_sum's PS
+    (De = m [C, 1])."""
     if ALPHA_CH:
         out = Z
     else:
@@ -348,21 +350,11 @@ def _tile_read1(V1, S1, r1, qb, qc, mv1, A1, d1, ACT: tl.constexpr, MOM: tl.cons
 @triton.jit
 def _momentum_sum(hq, mv2, S2, ALPHA_CH: tl.constexpr, PREC: tl.constexpr):
     """A tile's part of the layer-2 read's momentum sum [C, K]: (hq cv2) S2^T per channel, hq S2^T
-    per head (_momentum_read applies m after the walk, so hq feeds this and the scores' product)."""
+    per head (m is applied after the walk, _decayed, so hq feeds this and the scores' product)."""
     if ALPHA_CH:
         out = _mm(hq * mv2, tl.trans(S2), PREC)
     else:
         out = _mm(hq, tl.trans(S2), PREC)
-    return out
-
-
-@triton.jit
-def _momentum_read(PS, m, ALPHA_CH: tl.constexpr):
-    """The layer-2 read's momentum term from _momentum_sum's PS: itself per channel, m PS per head."""
-    if ALPHA_CH:
-        out = PS
-    else:
-        out = m[:, None] * PS
     return out
 
 
@@ -377,6 +369,18 @@ def _tile_keyed(state1, state2, p1, p2, r1, r2, raw_start, SCALE, ks, s2, d2, e2
 
 
 @triton.jit
+def _tile_momentum(mom1, mom2, p1, p2, X1, X2, MOM: tl.constexpr):
+    """The tile's momentum S1 [HT, K], S2 [K, HT] (placeholders without momentum)."""
+    if MOM:
+        S1 = tl.load(mom1 + p1)
+        S2 = tl.load(mom2 + p2)
+    else:
+        S1 = X1
+        S2 = X2
+    return S1, S2
+
+
+@triton.jit
 def _tile_pass(state1, state2, mom1, mom2, p1, p2, r1, r2, raw_start, SCALE, ks, qb1, qc, mv1, A1, d2, m, lt, e2, s2, lb2,
                C: tl.constexpr, ACT: tl.constexpr, RET: tl.constexpr, MOM: tl.constexpr,
                ALPHA_CH: tl.constexpr, PREC: tl.constexpr):
@@ -386,12 +390,7 @@ def _tile_pass(state1, state2, mom1, mom2, p1, p2, r1, r2, raw_start, SCALE, ks,
     momentum read weight mv2 (_tile_scores)."""
     X1, X2, V1, V2, W1, W2, a1, hk, f1, t1, d1, x2w = _tile_keyed(state1, state2, p1, p2, r1, r2, raw_start,
                                                                   SCALE, ks, s2, d2, e2, ACT, RET, PREC)
-    if MOM:
-        S1 = tl.load(mom1 + p1)
-        S2 = tl.load(mom2 + p2)
-    else:
-        S1 = V1
-        S2 = V2
+    S1, S2 = _tile_momentum(mom1, mom2, p1, p2, V1, V2, MOM)
     u1p, u1, hq = _tile_read1(V1, S1, r1, qb1, qc, mv1, A1, d1, ACT, MOM, ALPHA_CH, PREC)
     Z2, mv2 = _tile_scores(hq, x2w, lb2, lt, m, C, ALPHA_CH, MOM, PREC)
     return X1, X2, S1, S2, V1, V2, W1, W2, a1, hk, f1, t1, d1, x2w, u1p, u1, hq, Z2, mv2
@@ -414,18 +413,6 @@ def _key_sums(state1, state2, base, o1, o2, r1, r2, raw_start, SCALE, ks, alpha,
 
 
 @triton.jit
-def _tile_momentum(mom1, mom2, p1, p2, X1, X2, MOM: tl.constexpr):
-    """The tile's momentum S1 [HT, K], S2 [K, HT] (placeholders without momentum)."""
-    if MOM:
-        S1 = tl.load(mom1 + p1)
-        S2 = tl.load(mom2 + p2)
-    else:
-        S1 = X1
-        S2 = X2
-    return S1, S2
-
-
-@triton.jit
 def _kl_tile_read1(X1, S1, qc, d1, x1w, lb1, Lt, elt, size, SCALE, C: tl.constexpr, MOM: tl.constexpr,
                    PREC: tl.constexpr):
     """kl's layer-1 read of one tile, u1 [C, HT] (kl_read._kl_read; with momentum _kl_read_mom_ch)."""
@@ -445,6 +432,21 @@ def _kl_tile_raw(X2, S2, d2, x2w, lb2, Lt, elt, t, C: tl.constexpr, MOM: tl.cons
     else:
         raw, _P, _dec, _bt = _kl_raw(X2, d2, x2w, lb2, t, C, PREC)
     return raw
+
+
+@triton.jit
+def _kl_tile_read_bwd(du, u, X, S, z, d, xw, lb, Lt, elt, lse, size, SCALE, C: tl.constexpr, ROWS: tl.constexpr,
+                      MOM: tl.constexpr, PREC: tl.constexpr):
+    """VJP of one tile's kl read (kl_read._kl_read_bwd; with momentum _kl_read_mom_ch_bwd): dz, dX,
+    dS, dd, dxw, dlb, dlt (dS and dlt placeholders without momentum)."""
+    if MOM:
+        dz, dX, dS, dd, dxw, dlb, dlt = _kl_read_mom_ch_bwd(du, u, X, S, z, d, xw, lb, Lt, elt, lse, size, SCALE,
+                                                            C, ROWS, PREC)
+    else:
+        dz, dX, dd, dxw, dlb = _kl_read_bwd(du, u, X, z, d, xw, lb, lse, size, SCALE, C, ROWS, PREC)
+        dS = X
+        dlt = elt
+    return dz, dX, dS, dd, dxw, dlb, dlt
 
 
 @triton.jit
@@ -653,7 +655,7 @@ def _fwd_kernel(
         if RET != 3:
             u2p = PV - _mm(_decayed(Z2, De, ALPHA_CH), d2, PREC)
             if MOM:
-                u2p += _momentum_read(PS, m, ALPHA_CH)
+                u2p += _decayed(PS, m[:, None], ALPHA_CH)
             u2 = r2 * u2p
         out = qc + _norm(u2, K, LN)
 
@@ -762,7 +764,7 @@ def _bwd_kernel(
             A2 = _decayed(Z2, De, ALPHA_CH)
             u2p = PV - _mm(A2, d2, PREC)
             if MOM:
-                u2p += _momentum_read(PS, m, ALPHA_CH)
+                u2p += _decayed(PS, m[:, None], ALPHA_CH)
             u2 = r2 * u2p
         cg1, mS1, l1 = _end_gates(lb1, cg1, lt, ltl, m_last, mt, is_last, C, MOM, ALPHA_CH)
 
@@ -937,26 +939,20 @@ def _bwd_kernel(
                 Q2 += _mm(x2w, tl.trans(dS2n), PREC)
                 dx2w -= step[:, None] * _mm(d2, dS2n, PREC)
             if RET == 3:  # kl's exact reads, every token's weights recomputed (gX: of the log-weights)
+                dhq, gX2, dSr, dd2r, dx, dlbs, dlts = _kl_tile_read_bwd(
+                    du2, u2, X2, S2, hq, d2, x2w, lb2, Lt, elt, lse2k, size, SCALE, C, True, MOM, PREC)
                 if MOM:  # (and S's, and theta's through D_t and cv_t)
-                    dhq, gX2, dSr, dd2r, dx, dlbs, dlts = _kl_read_mom_ch_bwd(
-                        du2, u2, X2, S2, hq, d2, x2w, lb2, Lt, elt, lse2k, size, SCALE, C, True, PREC)
                     gS2 += dSr
                     dlt += dlts
-                else:
-                    dhq, gX2, dd2r, dx, dlbs = _kl_read_bwd(du2, u2, X2, hq, d2, x2w, lb2, lse2k, size, SCALE,
-                                                            C, True, PREC)
                 dd2 += dd2r
                 dx2w += dx
                 dlb2 += dlbs
                 du1 = dhq * _act_grad(u1, ACT)
+                dq1, gX1, dSr, dd1r, dx, dlbs, dlts = _kl_tile_read_bwd(
+                    du1, u1, X1, S1, qc, d1, x1w, lb1, Lt, elt, u1, size, SCALE, C, False, MOM, PREC)
                 if MOM:
-                    dq1, gX1, dSr, dd1r, dx, dlbs, dlts = _kl_read_mom_ch_bwd(
-                        du1, u1, X1, S1, qc, d1, x1w, lb1, Lt, elt, u1, size, SCALE, C, False, PREC)
                     gS1 += dSr
                     dlt += dlts
-                else:
-                    dq1, gX1, dd1r, dx, dlbs = _kl_read_bwd(du1, u1, X1, qc, d1, x1w, lb1, u1, size, SCALE,
-                                                            C, False, PREC)
                 dd1 += dd1r
                 dq_kl += dq1
                 dx1_kl += dx
