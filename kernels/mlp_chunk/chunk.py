@@ -667,13 +667,14 @@ def chunk_mlp_memory(
             per input channel of W1, then of W2) or None;
         theta: [B, T, H] in (0, 1) for momentum (Titans; S starts at zero), None for gd (kl
             retention's exact per-token read, Memora's, runs channel.py's or the tiled kernels'
-            channel-wise alpha; with momentum channel.py's, W on chip);
+            channel-wise alpha, with momentum too; in tiles a channel-wise alpha with momentum
+            takes chunk x K <= 2048, kernels.limits);
         delta: [B, T, H] (> 0), the Huber threshold (huber biases only), or [B, T, H, K], one
             per value channel (huber_coordinate and huber_switch). Every gate combination runs
             in both layouts (W on chip, hidden tiles).
         w1: [H, Hd, K], w2: [H, K, Hd]: the learned initial parameters as in naive.py
             (Hd a power of two >= 16).
-        config: activation, layer norm and retention (none, l2, lq, kl).
+        config: activation, layer norm and retention (none, l2, lq, kl, elastic).
         bias: a BiasConfig or its kind name; chunk_size: 16, 32 or 64.
         hidden_tile: None picks the layout (kernels.limits.mlp_hidden_tile: W on chip where it
             fits, else the hidden dim in tiles); a power of two dividing Hd forces the tiled

@@ -30,13 +30,14 @@ kl and elastic the exact read's VJP and the end map's (C1-C3, from the stored en
 the tile's dd1 and partial dh kept in a [chunk, hidden] scratch; the LayerNorm and bias VJP on
 chip; (E) the key pass's second half per tile; (F, lq) the read scale's VJP, which needs the
 whole gradient's dot product with the state, (F, elastic) shrink' of the raw start state.
+Gradients of the carried state live in global buffers updated in place. Every walk over tiles
+that reads what another wrote is separated from it by a barrier (threads of a program do not
+otherwise see each other's global writes in order), and so is every read-then-write of the
+same block.
 
 Elastic retention (W' = shrink(raw), tl_ops._shrink) stores each segment's raw end map: slots
 past the initial one (which holds W_0) are read at shrink(X) (_tile_base), the end map grows
-from those weights, and the last token reads shrink(X') exactly (_end_tile). Gradients of the carried state live in global
-buffers updated in place. Every walk over tiles that reads what another wrote is separated
-from it by a barrier (threads of a program do not otherwise see each other's global writes
-in order), and so is every read-then-write of the same block.
+from those weights, and the last token reads shrink(X') exactly (_end_tile).
 
 Gates. eta, alpha and the Huber threshold delta are per head ([B, T, H]) or channel-wise, in any
 combination the whole-W kernels take (chunk.py's ETA_CH and DELTA_CH, channel.py's alpha):
@@ -56,10 +57,10 @@ kernels.channel_momentum (summed step by step: layer 1 on chip, layer 2 per tile
 decayed scores above); the end map's write weights and S's weight (_end_gates) are then D[last]
 and cv_last per channel. The backward takes the scores' VJP per tile (layer 2) and on chip
 (layer 1), the end decays' per tile and, for layer 1 and theta's end step Theta_C / Theta_i of
-both layers, once after walk D; theta's gradient gathers there. kl retention with momentum has
-no tiled kernel (channel.py's, W on chip).
+both layers, once after walk D; theta's gradient gathers there. kl retention with momentum
+reads each token's log-space state with cv_t S and its steps' D_t (kl_read's _mom_ch functions).
 
-kl retention (Memora; gd, ALPHA_CH: chunk_mlp_memory passes a per-head alpha per channel) reads
+kl retention (Memora; ALPHA_CH: chunk_mlp_memory passes a per-head alpha per channel) reads
 every token at its own exact map of the log-space state, U_t = c softmax_row(raw_t) with
 raw_t = b_t X - d^T (x exp(lb_t - lb_i), i <= t) (naive.py), formed per token and tile on chip
 and never stored. W1's rows run over K, whole in each tile, so the layer-1 read is per tile
