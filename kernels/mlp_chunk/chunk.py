@@ -448,6 +448,12 @@ def _channel_alpha(alpha: torch.Tensor | None) -> bool:
     return alpha is not None and alpha.dim() == 4
 
 
+def _momentum_per_channel(config: MlpMemoryConfig, alpha: torch.Tensor | None, theta: torch.Tensor | None) -> bool:
+    """Momentum with a channel-wise alpha (kl retention's always is: chunk_mlp_memory passes its
+    alpha per channel), whose kernels take a smaller chunk (kernels.limits)."""
+    return theta is not None and (config.retention == "kl" or _channel_alpha(alpha))
+
+
 def _tiled_flags(alpha_channel: bool, ETA_CH: bool, DELTA_CH: bool) -> dict:
     """tiled.py's flags for channel-wise gates: _gate_flags' and ALPHA_CH (a channel-wise alpha
     replaces the per-head one, HAS_ALPHA)."""
@@ -625,10 +631,9 @@ def check_mlp_inputs(q, k, v, eta, w1, w2, alpha, theta, delta, bias: BiasConfig
     if chunk_size not in CHUNK_SIZES:
         raise KernelInputError(f"chunk_size must be 16, 32 or 64 for the Triton kernel, got {chunk_size}")
     precision = mlp_precision(q.dtype, config.layer_norm, config.retention, bias.kind)
-    channel_alpha = config.retention == "kl" or (alpha is not None and alpha.dim() == 4)  # kl: always
     problem = mlp_shape_problem(K, HD, chunk_size, products(precision),
                                 theta is not None and config.retention == "lq",
-                                channel_momentum=theta is not None and channel_alpha)
+                                channel_momentum=_momentum_per_channel(config, alpha, theta))
     problem = problem or token_tensor_problem(B, T, H, K)
     if problem is not None:
         raise KernelInputError(problem)
@@ -690,7 +695,8 @@ def chunk_mlp_memory(
     if hidden_tile is None:
         precision = mlp_precision(q.dtype, config.layer_norm, config.retention, bias.kind)
         hidden_tile = mlp_hidden_tile(q.shape[-1], w1.shape[1], chunk_size, products(precision),
-                                      theta is not None and (config.retention in ("lq", "kl") or _channel_alpha(alpha)))
+                                      (theta is not None and config.retention == "lq")
+                                      or _momentum_per_channel(config, alpha, theta))
     # the learned weights -> the state in fp32 (kl: a softmax, which bf16 would blur)
     x1, x2 = (x.contiguous() for x in initial_state(w1.float(), w2.float(), config))
     if config.retention == "none":

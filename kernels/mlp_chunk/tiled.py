@@ -386,14 +386,18 @@ def _tile_pass(state1, state2, mom1, mom2, p1, p2, r1, r2, raw_start, SCALE, ks,
                C: tl.constexpr, ACT: tl.constexpr, RET: tl.constexpr, MOM: tl.constexpr,
                ALPHA_CH: tl.constexpr, PREC: tl.constexpr):
     """One hidden tile's key pass and layer-1 read from the state at p1 ([HT, K] block), p2
-    ([K, HT]): the tile X1, X2, S1, S2, V1, V2, W1, W2; the key pass a1, hk, f1, t1, d1; the
-    layer-2 write input x2w = hk e2; the read's u1p, u1, hq; the tile's layer-2 scores Z2 and
-    momentum read weight mv2 (_tile_scores)."""
+    ([K, HT]): the tile X1, X2 (the base its end map grows from: the stored state, or elastic's
+    weights V = shrink(X)), S1, S2, V1, V2, W1, W2; the key pass a1, hk, f1, t1, d1; the layer-2
+    write input x2w = hk e2; the read's u1p, u1, hq; the tile's layer-2 scores Z2 and momentum
+    read weight mv2 (_tile_scores)."""
     X1, X2, V1, V2, W1, W2, a1, hk, f1, t1, d1, x2w = _tile_keyed(state1, state2, p1, p2, r1, r2, raw_start,
                                                                   SCALE, ks, s2, d2, e2, ACT, RET, PREC)
     S1, S2 = _tile_momentum(mom1, mom2, p1, p2, V1, V2, MOM)
     u1p, u1, hq = _tile_read1(V1, S1, r1, qb1, qc, mv1, A1, d1, ACT, MOM, ALPHA_CH, PREC)
     Z2, mv2 = _tile_scores(hq, x2w, lb2, lt, m, C, ALPHA_CH, MOM, PREC)
+    if RET >= 4:
+        X1 = V1
+        X2 = V2
     return X1, X2, S1, S2, V1, V2, W1, W2, a1, hk, f1, t1, d1, x2w, u1p, u1, hq, Z2, mv2
 
 
@@ -621,16 +625,13 @@ def _fwd_kernel(
                                     PREC)
                 S1, S2 = _tile_momentum(mom1, mom2, p1, p2, X1, X2, MOM)
             else:
-                (X1, X2, S1, S2, V1, V2, _W1, _W2, _a1, _hk, _f1, _t1, d1, x2w, _u1p, _u1, hq,
+                (X1, X2, S1, S2, _V1, V2, _W1, _W2, _a1, _hk, _f1, _t1, d1, x2w, _u1p, _u1, hq,
                  Zj, mv2) = _tile_pass(state1, state2, mom1, mom2, p1, p2, r1, r2, raw_start, SCALE, ks, qb1, qc, mv1, A1, d2, m,
                                        lt, e2, s2, lb2, C, ACT, RET, MOM, ALPHA_CH, PREC)
                 PV += _mm(hq * b2, tl.trans(V2), PREC)
                 if MOM:
                     PS += _momentum_sum(hq, mv2, S2, ALPHA_CH, PREC)
                 Z2 += Zj
-                if RET >= 4:  # elastic: the end map grows from the start weights V = shrink(X)
-                    X1 = V1
-                    X2 = V2
             cg2, mS2, _l2 = _end_gates(lb2, cg2, lt, ltl, m_last, mt, is_last, C, MOM, ALPHA_CH)
             raw1 = bl1 * X1 - _mm(tl.trans(d1), x1w * cg1, PREC)
             raw2 = bl2 * X2 - _mm(tl.trans(d2), x2w * cg2, PREC)
@@ -663,18 +664,14 @@ def _fwd_kernel(
         # ---- walk C (lq, kl, elastic): the end map over whole matrices; the last token's exact read
         if RET >= 2:
             tl.debug_barrier()
+            r1n = b_last  # (kl and elastic: placeholders, _end_tile maps X' itself)
+            r2n = b_last
+            lse2 = rmax
             if RET == 2:
                 r1n = _lq_scale_of(_norm_end(nm1, ns1, QX), QX)
                 r2n = _lq_scale_of(_norm_end(nm2, ns2, QX), QX)
-                lse2 = rmax
             elif RET == 3:
-                r1n = b_last
-                r2n = b_last
                 lse2 = rmax + tl.log(rsum)
-            else:  # (elastic: shrink(X'), _end_tile)
-                r1n = b_last
-                r2n = b_last
-                lse2 = rmax
             z2 = tl.zeros([C, K], dtype=tl.float32)
             for j in range(HD // HT):
                 p1 = nxt + j * HT * K + o1
@@ -894,9 +891,6 @@ def _bwd_kernel(
                 (X1, X2, S1, S2, V1, V2, W1, W2, a1, hk, f1, t1, d1, x2w, u1p, u1, hq,
                  _Zj, mv2) = _tile_pass(state1, state2, mom1, mom2, cur + p1, cur + p2, r1, r2, raw_start, SCALE, ks, qb1,
                                         qc, mv1, A1, d2, m, lt, e2, s2, lb2, C, ACT, RET, MOM, ALPHA_CH, PREC)
-                if RET >= 4:  # elastic: the end map grows from the start weights V = shrink(X)
-                    X1 = V1
-                    X2 = V2
             if RET >= 2:
                 en1 = tl.load(draw1 + g0 + p1)
                 en2 = tl.load(draw2 + g0 + p2)
