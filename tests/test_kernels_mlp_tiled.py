@@ -89,12 +89,27 @@ def test_tiled_chunk_sizes(name, chunk_size):
     check(named_inputs(name, 1, 70, 1, 16, 32), config, bias, chunk_size, hidden_tile=16)
 
 
-@pytest.mark.parametrize("name", ["moneta", "memora", "titans"])
-def test_tiled_inference_updates_the_state_in_place(name):
+def inference_cases() -> list:
+    """(inputs, config, bias) of every layout variant whose slots the no-grad forward reuses."""
+    elastic = MlpMemoryConfig("silu", True, "elastic", threshold=0.05, smooth=False)
+    return [
+        pytest.param(lambda name=name: (named_inputs(name, 1, 40, 1, 16, 32), *NAMED[name]), id=name)
+        for name in ("moneta", "memora", "titans")
+    ] + [
+        pytest.param(lambda: (named_channel_inputs("yaad", 1, 40, 1, 16, 32), *NAMED["yaad"]), id="yaad-channel-gates"),
+        pytest.param(lambda: (channel_momentum_inputs("moneta", 1, 40, 1, 16, 32), *NAMED["moneta"]),
+                     id="moneta-channel-momentum"),
+        # elastic: the one slot holds W_0, then each raw end map in turn
+        pytest.param(lambda: (elastic_inputs(True, "head", 40), elastic, BiasConfig("l2")), id="elastic-momentum"),
+    ]
+
+
+@pytest.mark.parametrize("case", inference_cases())
+def test_tiled_inference_updates_the_state_in_place(case):
     """Without gradients the forward keeps one state slot and updates it in place (walks B and
     C rewrite the tile they read): same outputs as the forward that stores every segment."""
-    config, bias = NAMED[name]
-    x = {n: (t.float() if t is not None else None) for n, t in named_inputs(name, 1, 40, 1, 16, 32).items()}
+    inputs, config, bias = case()
+    x = {n: (t.float() if t is not None else None) for n, t in inputs.items()}
     stored = chunk_mlp_memory(**{n: (t.requires_grad_() if n == "q" else t) for n, t in x.items()},
                               config=config, bias=bias, chunk_size=16, hidden_tile=16)
     with torch.no_grad():
@@ -176,17 +191,6 @@ def test_tiled_momentum_with_channel_alpha_at_the_retained_point(retention):
           hidden_tile=16)
 
 
-def test_tiled_momentum_with_channel_alpha_inference_in_place():
-    config, bias = NAMED["moneta"]
-    x = {n: (t.float() if t is not None else None)
-         for n, t in channel_momentum_inputs("moneta", 1, 40, 1, 16, 32).items()}
-    stored = chunk_mlp_memory(**{n: (t.requires_grad_() if n == "q" else t) for n, t in x.items()},
-                              config=config, bias=bias, chunk_size=16, hidden_tile=16)
-    with torch.no_grad():
-        in_place = chunk_mlp_memory(**x, config=config, bias=bias, chunk_size=16, hidden_tile=16)
-    assert rel_err(in_place, stored.detach()) < 1e-6
-
-
 @pytest.mark.usefixtures("bf16_interpreter")
 @pytest.mark.parametrize(("name", "gates"), [
     ("moneta", named_inputs), ("titans", named_inputs),  # per-head gates
@@ -197,16 +201,6 @@ def test_tiled_bf16_inputs(name, gates):
     """bf16 loads and stores (the named models' LayerNorm takes fp32-accurate products)."""
     config, bias = NAMED[name]
     check(gates(name, 1, 37, 2, 16, 32), config, bias, 16, dtype=torch.bfloat16, tol=2e-2, hidden_tile=16)
-
-
-def test_tiled_channel_gates_inference_in_place():
-    config, bias = NAMED["yaad"]
-    x = {n: (t.float() if t is not None else None) for n, t in named_channel_inputs("yaad", 1, 40, 1, 16, 32).items()}
-    stored = chunk_mlp_memory(**{n: (t.requires_grad_() if n == "q" else t) for n, t in x.items()},
-                              config=config, bias=bias, chunk_size=16, hidden_tile=16)
-    with torch.no_grad():
-        in_place = chunk_mlp_memory(**x, config=config, bias=bias, chunk_size=16, hidden_tile=16)
-    assert rel_err(in_place, stored.detach()) < 1e-6
 
 
 # ---- elastic retention over hidden tiles (CPU interpreter) ---------------------------------------
@@ -234,17 +228,6 @@ def test_tiled_memora_with_momentum_bf16_inputs():
     config, bias = NAMED["memora"]
     check(channel_momentum_inputs("memora", 1, 37, 2, 16, 32), config, bias, 16, dtype=torch.bfloat16, tol=2e-2,
           hidden_tile=16)
-
-
-def test_tiled_elastic_inference_in_place():
-    """Without gradients the one slot holds W_0, then each raw end map in turn."""
-    config = MlpMemoryConfig("silu", True, "elastic", threshold=0.05, smooth=False)
-    x = {n: (t.float() if t is not None else None) for n, t in elastic_inputs(True, "head", 40).items()}
-    stored = chunk_mlp_memory(**{n: (t.requires_grad_() if n == "q" else t) for n, t in x.items()},
-                              config=config, chunk_size=16, hidden_tile=16)
-    with torch.no_grad():
-        in_place = chunk_mlp_memory(**x, config=config, chunk_size=16, hidden_tile=16)
-    assert rel_err(in_place, stored.detach()) < 1e-6
 
 
 # ---- Memora: kl retention's exact per-token read over hidden tiles (CPU interpreter) -------------
