@@ -65,7 +65,7 @@ filter=()
 #    (every covered preset, odd lengths, gradients) and the model path (a trial's layers on a
 #    kernel under bf16 autocast); with KERNEL_TESTS=1 the Triton kernels' GPU-only cases too
 tests=(tests/test_fla_path.py tests/test_kernel_path.py)
-[ "${KERNEL_TESTS:-0}" = 1 ] && tests+=(tests/test_kernels_matrix.py tests/test_kernels_mlp.py tests/test_kernels_mlp_tiled.py)
+[ "${KERNEL_TESTS:-0}" = 1 ] && tests+=(tests/test_kernels_matrix.py tests/test_kernels_mlp.py tests/test_kernels_mlp_tiled.py tests/test_kernels_omega.py)
 [ "$dry" = 1 ] && tests=(tests/test_fla_path.py)
 step gpu_tests "${TESTS_S:-60}" "$py" -m pytest -q -p no:cacheprovider "${parallel[@]}" -m gpu "${filter[@]}" "${tests[@]}"
 

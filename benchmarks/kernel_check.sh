@@ -36,6 +36,7 @@ filter=()
 [ -n "${GPU_TESTS:-}" ] && filter=(-k "$GPU_TESTS")
 timeout -k 10 270 "$py" -m pytest -v -p no:cacheprovider "${parallel[@]}" -m gpu "${filter[@]}" \
     tests/test_kernels_mlp.py tests/test_kernels_mlp_tiled.py tests/test_kernel_path.py tests/test_kernels_matrix.py \
+    tests/test_kernels_omega.py \
     2>&1 | tee "$out/gpu_tests.txt" | tail -30
 echo "# tests: $((SECONDS - start)) s" | tee -a "$out/gpu.txt"
 

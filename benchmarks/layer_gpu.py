@@ -12,7 +12,9 @@ head dim 64 / hidden 256 the MLP kernel walks the hidden dim in tiles (kernels/m
 with the named models' channel-wise gates; the '/head' rows run Moneta and Yaad with per-head
 gates beside them (what the channel-wise gates cost on that kernel). The '/matrix' rows put Moneta's,
 Yaad's and Memora's other three axes, channel-wise gates included, on a matrix memory: the matrix
-kernel's channel-wise eta / delta, lq and kl retention, at the MLP rows' length, last.
+kernel's channel-wise eta / delta, lq and kl retention, at the MLP rows' length. The 'omeganet/'
+rows run Atlas's Omega window (c = 4) on the kernels' window entries, beside the PyTorch form
+of the same point (its 'torch ms' column), last.
 
     python benchmarks/layer_gpu.py [--seq-lens 2048,4096,8192] [--batch 4] [--heads 8] [--out F]
     python benchmarks/layer_gpu.py --tiny    # a CPU check of the script (PyTorch form, tiny shapes)
@@ -57,6 +59,11 @@ eta, alpha and delta) per head; '@32' runs the named preset at head dim 32 (hidd
 weights fit on chip (the whole-W kernel) instead of the hidden-tiled one."""
 MATRIX = ("moneta/matrix", "yaad/matrix", "memora/matrix")
 """The named models' bias, retention, algorithm and gates on a matrix memory."""
+OMEGA = ("omeganet/mlp", "omeganet/matrix")
+"""OmegaNet's Omega window (c = 4, gd) on its MLP memory without the feature map ('/mlp': keys
+of the head dim) and on a matrix memory: the kernels' window entries (kernels/omega.py), whose
+'x torch form' column is the PyTorch chunked form of the same point (it materialises per-token
+weights)."""
 
 
 def head_dim(name: str, default: int) -> int:
@@ -69,9 +76,12 @@ def layer_point(name: str) -> ModelPoint:
     matrix memory."""
     base, _, variant = name.partition("@")[0].partition("/")
     point = preset(base)
-    if variant not in ("head", "matrix"):
+    if variant not in ("head", "matrix", "mlp"):
         return point
     spec = point.model_dump()
+    if variant == "mlp":
+        spec["memory"]["feature_map"] = {"kind": "identity"}
+        return ModelPoint.model_validate(spec)
     if variant == "matrix":
         spec["memory"] = {"kind": "matrix", "init": "learned"}
         return ModelPoint.model_validate(spec)
@@ -150,12 +160,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--heads", type=int, default=8)
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--mlp-seq-len", type=int, default=4096)
-    parser.add_argument("--layers", default=",".join(DELTA + MLP + MATRIX),
+    parser.add_argument("--layers", default=",".join(DELTA + MLP + MATRIX + OMEGA),
                         help="the rows to run, in this order (gated_deltanet first gives the 'x' column)")
     parser.add_argument("--tiny", action="store_true")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
-    known = DELTA + MLP + MATRIX
+    known = DELTA + MLP + MATRIX + OMEGA
     unknown = [name for name in args.layers.split(",") if name not in known]
     if unknown:
         parser.error(f"--layers: {', '.join(unknown)} not among {', '.join(known)}")
@@ -176,19 +186,23 @@ def main(argv: list[str] | None = None) -> None:
     for length in sorted(set(seq_lens) | {args.mlp_seq_len}):
         names = [name for name in args.layers.split(",")
                  if name == "gated_deltanet" or (name in DELTA and length in seq_lens)
-                 or (name in MLP + MATRIX and length == args.mlp_seq_len)]
+                 or (name in MLP + MATRIX + OMEGA and length == args.mlp_seq_len)]
         for name in names:
             try:
                 ours, theirs, path = layer_case(name, args.batch, length, args.heads,
                                                 head_dim(name, args.dim), device, kernel)
                 ours_ms = bench(ours)
                 fla_ms = bench(theirs) if theirs is not None else None
+                torch_ms = None
+                if name in OMEGA:  # the same point's PyTorch form
+                    torch_ms = bench(layer_case(name, args.batch, length, args.heads,
+                                                head_dim(name, args.dim), device, "torch")[0])
             except torch.cuda.OutOfMemoryError:
-                rows.append((name, str(length), "-", "-", "-", "-", "out of memory"))
+                rows.append((name, str(length), "-", "-", "-", "-", "-", "out of memory"))
                 continue
             except Exception as error:  # a layer that cannot run here gets a row that says why
                 text = str(error).strip().splitlines()
-                rows.append((name, str(length), "-", "-", "-", "-",
+                rows.append((name, str(length), "-", "-", "-", "-", "-",
                              f"{type(error).__name__}: {text[0] if text else ''}"[:110]))
                 continue
             if name == "gated_deltanet":
@@ -202,7 +216,8 @@ def main(argv: list[str] | None = None) -> None:
                 verdicts.append(f"{name} T={length}: {times_gdn:.1f}x gated_deltanet (goal <= 8x: "
                                 f"{'met' if times_gdn <= 8 else 'NOT met'}; path: {path[:60]})")
             rows.append((name, str(length), f"{ours_ms:.2f}", f"{fla_ms:.2f}" if fla_ms else "-",
-                         f"{ratio:.2f}" if ratio else "-", f"{times_gdn:.1f}" if times_gdn else "-", path[:110]))
+                         f"{ratio:.2f}" if ratio else "-", f"{times_gdn:.1f}" if times_gdn else "-",
+                         f"{torch_ms:.2f}" if torch_ms else "-", path[:110]))
             if device.type == "cuda":
                 torch.cuda.empty_cache()
             if args.out is not None:  # as it goes: a run cut short keeps the rows it has
@@ -221,7 +236,7 @@ def main(argv: list[str] | None = None) -> None:
 def render(title: str, rows: list[tuple[str, ...]], verdicts: list[str]) -> str:
     console = Console(record=True, width=200, file=io.StringIO())
     table = Table(title=title)
-    for col in ("layer", "T", "ours ms", "fla ms", "ours / fla", "x gated_deltanet", "path"):
+    for col in ("layer", "T", "ours ms", "fla ms", "ours / fla", "x gated_deltanet", "torch ms", "path"):
         table.add_column(col, justify="left" if col in ("layer", "path") else "right")
     for row in rows:
         table.add_row(*row)

@@ -17,6 +17,7 @@ import torch
 
 from .bias import BiasConfig
 from .limits import CHUNK_SIZES, matrix_shape_problem, mlp_shape_problem
+from .omega import omega_window, window_entries, window_problem
 from .precision import matrix_precision, mlp_precision, products
 
 
@@ -40,9 +41,8 @@ def _kind(axis: Any) -> str | None:
 
 def bias_config(bias: Any) -> BiasConfig | None:
     """The kernel's BiasConfig for a schema bias (``rule.bias`` or ``point.bias``); None if not
-    covered (an Omega window, ``bias.window`` > 1, never is: Atlas's rule has no kernel)."""
-    if getattr(bias, "window", 1) > 1:
-        return None
+    covered. An Omega window (``bias.window`` > 1) is not the bias's business: ``kernel_for``
+    wraps the kernel (kernels.omega)."""
     kind = bias.kind
     if kind in ("dot", "l2"):
         return BiasConfig(kind)
@@ -136,8 +136,10 @@ def kernel_for(rule: Any) -> Callable[..., Any] | None:
       does not fit: Moneta, Yaad and Memora as named at K = 64, hidden 256; momentum with a
       channel-wise alpha, kl's included, in tiles up to chunk x K = 2048: ``shape_problem``).
 
-    Atlas's options (the Omega window, Muon, an MLP memory behind a feature map) are not.
-    Shapes are checked by ``shape_problem``.
+    Atlas's Omega window (``bias.window`` > 1) runs on either kernel with gd (kernels.omega: c'
+    entries per token, the call takes the window's ``gamma=`` too); Muon, the window with
+    momentum and an MLP memory behind a feature map do not. Shapes are checked by
+    ``shape_problem``.
     """
     bias = bias_config(rule.bias)
     modes = _gate_modes(rule)
@@ -148,11 +150,13 @@ def kernel_for(rule: Any) -> Callable[..., Any] | None:
     if _atlas_only(rule) or _write_key(rule) == "lerp":
         return None  # RWKV-7's separate write key: no kernel takes it
     memory = _kind(rule.memory)
+    run = None
     if memory == "matrix":
-        return _matrix_kernel(rule, bias, modes)
-    if memory == "mlp":
-        return _mlp_kernel(rule, bias, modes)
-    return None
+        run = _matrix_kernel(rule, bias, modes)
+    elif memory == "mlp":
+        run = _mlp_kernel(rule, bias, modes)
+    window = _omega_window(rule)
+    return run if run is None or window == 1 else omega_window(run, window)
 
 
 def _write_key(rule: Any) -> str:
@@ -160,15 +164,20 @@ def _write_key(rule: Any) -> str:
     return getattr(rule, "write_key", None) or getattr(rule.algorithm, "write_key", "key")
 
 
+def _omega_window(rule: Any) -> int:
+    """c, the Omega window of a memory rule (``omega_window``) or a point (``bias.window``)."""
+    return getattr(rule, "omega_window", None) or getattr(rule.bias, "window", 1)
+
+
 def _atlas_only(rule: Any) -> bool:
     """Whether the point uses an Atlas option no kernel implements (arXiv 2505.23735): the
-    Omega window (bias.window > 1) or an MLP memory behind a feature map (Muon is not gd or
-    momentum, so the kernels refuse it anyway). Schema point or memory rule alike; a rule's
-    feature map is seen by ``memory.kernel_path.atlas_problem`` from the key width."""
-    window = getattr(rule, "omega_window", None) or getattr(rule.bias, "window", 1)
+    Omega window with an algorithm other than gd (kernels.omega), or an MLP memory behind a
+    feature map (Muon is not gd or momentum, so the kernels refuse it anyway). Schema point or
+    memory rule alike; a rule's feature map is seen by ``memory.kernel_path.atlas_problem`` from
+    the key width."""
     feature_map = getattr(rule.memory, "feature_map", None)
     deep_features = _kind(rule.memory) == "mlp" and feature_map is not None and feature_map.kind != "identity"
-    return window > 1 or deep_features
+    return (_omega_window(rule) > 1 and _kind(rule.algorithm) != "gd") or deep_features
 
 
 def shape_problem(rule: Any, key_dim: int, value_dim: int, chunk_size: int,
@@ -178,7 +187,12 @@ def shape_problem(rule: Any, key_dim: int, value_dim: int, chunk_size: int,
     (kernels.precision), not on the gates: the MLP kernel takes its channel-wise gates in both
     layouts (kernels.limits.mlp_hidden_tile picks W on chip or hidden tiles), kl retention's
     exact per-token read too, momentum with a channel-wise alpha (kl's too) up to chunk x K = 2048
-    in tiles."""
+    in tiles. An Omega window is checked at the chunk of its entries (kernels.omega)."""
+    window = _omega_window(rule)
+    if window > 1:
+        if window_problem(window, chunk_size) is not None:
+            return window_problem(window, chunk_size)
+        chunk_size *= window_entries(window, chunk_size)  # the kernel's chunk of window entries
     if chunk_size not in CHUNK_SIZES:
         return f"chunk_size {chunk_size} is not one of the kernel's {CHUNK_SIZES}"
     bias = bias_config(rule.bias)

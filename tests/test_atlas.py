@@ -205,6 +205,36 @@ def test_omega_window_matches_eq_9(algorithm: dict) -> None:
     _check_against_loop(point)
 
 
+@pytest.mark.parametrize(("memory", "retention", "window"), [
+    ({"kind": "matrix", "init": "learned"}, {"kind": "l2"}, 3),
+    ({"kind": "matrix", "init": "learned"}, {"kind": "l2", "gradient_at": "previous"}, 2),
+    ({"kind": "mlp", "expansion": 2}, {"kind": "l2"}, 4),
+    ({"kind": "mlp", "expansion": 2}, {"kind": "none"}, 2),
+])
+def test_omega_window_kernel_at_chunk_one_matches_eq_9(memory: dict, retention: dict, window: int) -> None:
+    """The Triton kernels with the window (kernels.omega; float32, the interpreter without a GPU)
+    at chunk_size 1, which they run as one token's 16 entries per kernel chunk (every gradient at
+    W_{t-1}: the exact rule), against the paper's loop in float64, per head."""
+    pytest.importorskip("triton")
+    point = ModelPoint(memory=memory, bias={"kind": "l2", "window": window}, retention=retention,
+                       algorithm={"kind": "gd"})
+    rule = MemoryRule.from_point(point)
+    q, k, v, gates, params = _inputs(rule, point, 11, dim=16)
+    narrow = MemoryGates(**{n: None if g is None else g.float() for n, g in vars(gates).items()})
+    got = memory_forward(rule, q.float(), k.float(), v.float(), narrow, [p.float() for p in params],
+                         chunk_size=1, kernel="triton")
+    memory_fn = _mlp if rule.memory == "mlp" else _matrix
+    retained = rule.retention.kind == "l2" and rule.retention.retains_first
+    for h in range(q.shape[2]):
+        def pick(g: torch.Tensor | None, h: int = h) -> torch.Tensor | None:
+            return None if g is None else g[0, :, h]
+        expected = _independent(memory_fn, "l2", retained, "gd", q[0, :, h], k[0, :, h], v[0, :, h],
+                                pick(gates.eta), pick(gates.alpha), None, pick(gates.gamma),
+                                [p[h] for p in params])
+        err = ((got[0, :, h].double() - expected).norm() / expected.norm()).item()
+        assert err < 1e-4, f"head {h}: relative error {err:.2e}"
+
+
 def test_omega_window_with_past_weights_zero_is_the_online_update() -> None:
     """A window of c with gamma = 0 for the past tokens equals the online update (c = 1), in the
     recurrence and the chunked form, to 1e-12 in float64."""
@@ -285,7 +315,7 @@ def test_gamma_and_feature_coefficients_are_learned() -> None:
 
 @pytest.mark.parametrize(("axes", "needle"), [
     ({"algorithm": {"kind": "muon"}}, "muon"),
-    ({"bias": {"kind": "l2", "window": 2}}, "Omega window"),
+    ({"bias": {"kind": "l2", "window": 2}, "algorithm": {"kind": "momentum"}}, "Omega window"),
     ({"memory": {"kind": "mlp", "feature_map": {"kind": "polynomial", "degree": 2}}}, "feature map"),
 ])
 def test_kernels_fall_back_to_pytorch_for_atlas_options(axes: dict, needle: str) -> None:
@@ -322,14 +352,17 @@ def test_atlas_rules_are_clear_errors(data: dict, needle: str) -> None:
     assert needle in str(caught.value)
 
 
-def test_the_kernel_dispatch_covers_no_atlas_option() -> None:
-    """kernels.kernel_for (which the conformance suite's kernel cases follow) refuses the Omega
-    window, Muon and an MLP memory behind a feature map: they never reach a Triton kernel."""
+def test_the_kernel_dispatch_covers_the_omega_window_with_gd_only() -> None:
+    """kernels.kernel_for (which the conformance suite's kernel cases follow) covers the Omega
+    window with gd (kernels.omega) and refuses it with momentum, Muon and an MLP memory behind a
+    feature map: they never reach a Triton kernel."""
     pytest.importorskip("triton")
     from miras_search.kernels import kernel_for
 
     assert kernel_for(ModelPoint(bias={"kind": "l2"})) is not None  # the plain point is covered
-    for point in (ModelPoint(bias={"kind": "l2", "window": 2}),
+    window = ModelPoint(bias={"kind": "l2", "window": 2})
+    assert kernel_for(window) is not None and kernel_for(MemoryRule.from_point(window)) is not None
+    for point in (ModelPoint(bias={"kind": "l2", "window": 2}, algorithm={"kind": "momentum"}),
                   ModelPoint(bias={"kind": "l2"}, algorithm={"kind": "muon"}),
                   ModelPoint(memory={"kind": "mlp", "feature_map": {"kind": "polynomial"}}, bias={"kind": "l2"})):
         assert kernel_for(point) is None

@@ -19,12 +19,13 @@ from miras_search.testing.conformance import axis_examples
 
 HEAD = {"mode": "head"}
 # every registered bias's examples, also with exact signs where it has the choice, that the
-# matrix kernel covers
+# matrix kernel covers (an Omega window's: test_kernels_omega.py)
 BIASES = [
     {**example, **variant}
     for example in axis_examples()["bias"]
     for variant in ({}, {"smooth": False})
-    if (not variant or "smooth" in AttentionalBias.registry[example["kind"]].model_fields)
+    if example.get("window", 1) == 1
+    and (not variant or "smooth" in AttentionalBias.registry[example["kind"]].model_fields)
     and bias_config(AttentionalBias.registry[example["kind"]].model_validate({**example, **variant}))
 ]
 # (alpha, algorithm, eta): a channel-wise eta steps each key channel; with a Huber bias of the

@@ -37,6 +37,9 @@ def test_the_layer_benchmark_runs_tiny_on_cpu(root, tmp_path):
     for name in ("deltanet", "gated_deltanet", "titans", "moneta", "yaad", "memora"):
         assert f"│ {name} " in text
     assert "pytorch (" in text  # on a CPU every layer says why it ran the PyTorch form
+    for name in ("omeganet/mlp", "omeganet/matrix"):  # the window rows time the PyTorch form too
+        row = next(line for line in text.splitlines() if line.startswith(f"│ {name} "))
+        assert float(row.split("│")[7]) > 0, row
 
 
 def test_the_whole_model_benchmark_profiles_a_step_per_model(root, tmp_path):

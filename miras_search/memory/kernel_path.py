@@ -5,7 +5,7 @@ exactly (the exact delta rule, the dot-bias gated forms: ``miras_search.memory.f
 a Triton kernel of ours for a chunked mini-batch update on CUDA tensors when Triton is importable
 and the point is covered (see ``miras_search.kernels.kernel_for``: matrix memories and the
 2-layer MLP memories of the Moneta / Yaad / Memora / Titans family, their channel-wise gates
-included; chunk 16/32/64);
+included; chunk 16/32/64, or with the Omega window a chunk of b x c' entries of those sizes);
 ``'triton'`` demands our Triton kernel (an UnsupportedPoint says why not, naming the axis);
 ``'torch'`` never uses either. The kernels live in ``miras_search.kernels``, each beside its
 PyTorch reference.
@@ -30,12 +30,14 @@ KernelChoice = Literal["auto", "triton", "torch"]
 
 def atlas_problem(rule: MemoryRule, q: Tensor, v: Tensor) -> str | None:
     """Why no kernel runs an Atlas option (arXiv 2505.23735), or None: the kernels implement
-    neither Muon's orthogonalised step nor the Omega window, nor an MLP memory behind a feature
-    map (keys wider than values); those points run the PyTorch chunked form."""
+    neither Muon's orthogonalised step, nor the Omega window with momentum (with gd it runs as
+    window entries, kernels.omega), nor an MLP memory behind a feature map (keys wider than
+    values); those points run the PyTorch chunked form."""
     if rule.algorithm == "muon":
         return "algorithm 'muon' (Newton-Schulz on each step) has no kernel"
-    if rule.omega_window > 1:
-        return f"the Omega window (bias.window {rule.omega_window}) has no kernel"
+    if rule.omega_window > 1 and rule.algorithm != "gd":
+        return (f"the Omega window (bias.window {rule.omega_window}) has a kernel with algorithm "
+                f"'gd' only, not '{rule.algorithm}'")
     if rule.memory == "mlp" and q.shape[-1] != v.shape[-1]:
         return "an MLP memory behind a feature map (memory.feature_map) has no kernel"
     return None
@@ -80,12 +82,19 @@ def _find_kernel(rule: MemoryRule, q: Tensor, v: Tensor, chunk_size: int,
             "head or channel-wise, a channel-wise Huber threshold for the coordinate and switch "
             "variants; matrix memory with retention none/l2/lq/kl, gd/momentum, alpha per head or "
             "channel-wise; 2-layer MLP memory with retention none/l2/lq/kl/elastic, gd/momentum, alpha per "
-            "head or channel-wise; other points run the PyTorch chunked form)"
+            "head or channel-wise; the Omega window with gd on either; other points run the PyTorch "
+            "chunked form)"
         )
     if rule.steps_per_token != 1:
         return None, "multistep updates have no kernel"
     reason = shape_problem(rule, q.shape[-1], v.shape[-1], chunk_size, q.dtype)
-    reason = reason or token_tensor_problem(*q.shape[:3], max(q.shape[-1], v.shape[-1]))
+    if reason is None:
+        batch, length, heads = q.shape[:3]
+        if rule.omega_window > 1:  # the kernel runs window_entries per token
+            from miras_search.kernels.omega import window_entries
+
+            length *= window_entries(rule.omega_window, chunk_size)
+        reason = token_tensor_problem(batch, length, heads, max(q.shape[-1], v.shape[-1]))
     return (None, reason) if reason is not None else (run, None)
 
 
@@ -138,11 +147,12 @@ def kernel_forward(rule: MemoryRule, q: Tensor, k: Tensor, v: Tensor, gates: Mem
         if kernel == "triton":
             raise UnsupportedPoint(f"train.kernel 'triton' cannot run this memory layer: {reason}")
         return None
+    window = {"gamma": gates.gamma} if rule.omega_window > 1 else {}  # Atlas's Omega window
     if rule.memory == "mlp":  # params: the learned initial W1 [H, Hd, K] and W2 [H, K, Hd]
         return _outside_compile(run, q, k, v, gates.eta, params[0], params[1], alpha=gates.alpha,
-                                delta=gates.delta, theta=gates.theta, chunk_size=chunk_size)
+                                delta=gates.delta, theta=gates.theta, chunk_size=chunk_size, **window)
     initial = params[0] if params else None  # matrix memory: W_0 [H, V, K] when learned
     return _outside_compile(
         run, q, k, v, gates.eta, alpha=gates.alpha, theta=gates.theta, delta=gates.delta,
-        initial_state=initial, chunk_size=chunk_size,
+        initial_state=initial, chunk_size=chunk_size, **window,
     )

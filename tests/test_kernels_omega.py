@@ -1,0 +1,146 @@
+"""Atlas's Omega window on the chunk kernels (kernels/omega.py): c' gd entries per token.
+
+The matrix and MLP kernels with a window (float32; Triton's interpreter without a GPU) against
+the PyTorch chunked form in float64 (``miras_search.memory.materialised``), forward and every
+gradient (gamma's included), over odd lengths, chunk sizes, windows that need padding entries
+(3 at chunk 16 runs 4 entries per token), per-head and per-lag gammas, channel-wise gates and the
+biases with a threshold; test_atlas.py checks the kernel against the paper's Eq. 9 loop.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from miras_search.errors import UnsupportedPoint
+from miras_search.memory import MemoryRule, memory_forward
+from miras_search.memory.kernel_path import atlas_problem, kernel_problem
+from miras_search.schema import ModelPoint
+from miras_search.testing import check_kernel
+from miras_search.testing.conformance import case_inputs
+
+pytest.importorskip("triton")
+from miras_search.kernels import kernel_for
+from miras_search.kernels.dispatch import shape_problem
+from miras_search.kernels.omega import window_entries, window_problem
+
+pytestmark = pytest.mark.filterwarnings("error::miras_search.kernels.KernelFallbackWarning")
+CUDA = torch.cuda.is_available()
+
+CHANNEL = {"mode": "channel"}
+CASES = {
+    "matrix-l2": dict(memory={"kind": "matrix"}, bias={"kind": "l2", "window": 2},
+                      retention={"kind": "l2"}, algorithm={"kind": "gd"}),
+    "matrix-previous-per-lag": dict(
+        memory={"kind": "matrix", "init": "learned"},
+        bias={"kind": "l2", "window": 3, "gamma": {"mode": "channel", "value": 0.5}},
+        retention={"kind": "l2", "gradient_at": "previous", "alpha": CHANNEL},
+        algorithm={"kind": "gd", "eta": CHANNEL}),
+    "matrix-huber-no-retention": dict(
+        memory={"kind": "matrix"},
+        bias={"kind": "huber", "variant": "coordinate", "window": 4, "delta": CHANNEL},
+        retention={"kind": "none"}, algorithm={"kind": "gd"}),
+    "matrix-dot": dict(memory={"kind": "matrix"}, bias={"kind": "dot", "window": 2},
+                       retention={"kind": "l2"}, algorithm={"kind": "gd"}),
+    "mlp-l2-per-lag": dict(
+        memory={"kind": "mlp", "expansion": 2},
+        bias={"kind": "l2", "window": 4, "gamma": {"mode": "channel", "value": 0.5}},
+        retention={"kind": "l2", "alpha": CHANNEL}, algorithm={"kind": "gd", "eta": CHANNEL}),
+    "mlp-lp-previous": dict(
+        memory={"kind": "mlp", "expansion": 2}, bias={"kind": "lp", "p": 3.0, "window": 3},
+        retention={"kind": "l2", "gradient_at": "previous"}, algorithm={"kind": "gd"}),
+    "mlp-huber-switch": dict(
+        memory={"kind": "mlp", "expansion": 2},
+        bias={"kind": "huber", "variant": "switch", "window": 2, "delta": CHANNEL},
+        retention={"kind": "none"}, algorithm={"kind": "gd"}),
+}
+LENGTHS = [(1, 16), (7, 8), (63, 16), (100, 16)]
+
+
+@pytest.mark.parametrize(("window", "chunk", "entries"), [
+    (2, 16, 2), (3, 16, 4), (4, 16, 4), (5, 16, None), (2, 32, 2), (3, 32, None), (2, 64, None),
+    (2, 8, 2), (3, 8, 4), (8, 8, 8), (2, 1, 16), (16, 1, 16), (2, 12, None),
+])
+def test_window_entries(window: int, chunk: int, entries: int | None) -> None:
+    """The fewest entries per token whose chunk (chunk x entries) the kernels take."""
+    assert window_entries(window, chunk) == entries
+    assert (window_problem(window, chunk) is None) == (entries is not None)
+
+
+@pytest.mark.parametrize(("length", "chunk"), LENGTHS)
+@pytest.mark.parametrize("name", list(CASES))
+def test_window_kernel_equals_the_pytorch_chunked_form(name: str, length: int, chunk: int) -> None:
+    point = ModelPoint(**CASES[name])
+    assert kernel_for(point) is not None and kernel_for(MemoryRule.from_point(point)) is not None
+    check_kernel(point, length=length, chunk=chunk)
+
+
+@pytest.mark.parametrize("name", ["matrix-l2", "mlp-huber-switch"])
+def test_window_of_two_at_chunk_32(name: str) -> None:
+    check_kernel(ModelPoint(**CASES[name]), length=70, chunk=32)
+
+
+def test_bf16_inputs_within_the_kernels_tolerance() -> None:
+    """bf16 q, k, v (the GPU's training dtype) through the window entries: within 2e-2 of the
+    float64 form, as every kernel's bf16 tests."""
+    rule = MemoryRule.from_point(ModelPoint(**CASES["mlp-l2-per-lag"]))
+    q, k, v, gates, params = case_inputs(rule, 37, batch=1, dim=16)
+    with torch.no_grad():
+        wide = memory_forward(rule, q, k, v, gates, params, chunk_size=16)
+        narrow = [x.to(torch.bfloat16) for x in (q, k, v)]
+        gates32 = type(gates)(**{n: None if x is None else x.float() for n, x in vars(gates).items()})
+        got = memory_forward(rule, *narrow, gates32, [p.float() for p in params], chunk_size=16, kernel="triton")
+    assert got.dtype == torch.bfloat16
+    assert ((got.double() - wide).norm() / wide.norm()).item() < 2e-2
+
+
+@pytest.mark.parametrize(("axes", "needle"), [
+    ({"algorithm": {"kind": "momentum"}}, "algorithm 'gd' only, not 'momentum'"),
+    ({"algorithm": {"kind": "muon"}}, "muon"),
+])
+def test_window_with_momentum_or_muon_has_no_kernel(axes: dict, needle: str) -> None:
+    point = ModelPoint(**{**CASES["matrix-l2"], **axes})
+    rule = MemoryRule.from_point(point)
+    assert kernel_for(point) is None and kernel_for(rule) is None
+    q, k, v, gates, params = case_inputs(rule, 5, batch=1, dim=16)
+    assert needle in atlas_problem(rule, q, v)
+    with pytest.raises(UnsupportedPoint, match="cannot run this memory layer"):
+        memory_forward(rule, q.float(), k.float(), v.float(), gates, params, chunk_size=16, kernel="triton")
+
+
+def test_a_window_the_chunk_cannot_hold_names_the_fields() -> None:
+    """Window 4 at chunk 32 would need 128-token kernel chunks: the PyTorch form runs, and the
+    reason names bias.window and chunk_size; the same window at chunk 16 runs the kernel."""
+    rule = MemoryRule.from_point(ModelPoint(**CASES["mlp-l2-per-lag"]))
+    reason = shape_problem(rule, 16, 16, 32)
+    assert "bias.window" in reason and "chunk_size 32" in reason
+    assert shape_problem(rule, 16, 16, 16) is None
+    q, _, v, _, _ = case_inputs(rule, 5, batch=1, dim=16)
+    assert "bias.window" in kernel_problem(rule, q.float(), v.float(), 32, "triton")
+    assert kernel_problem(rule, q.float(), v.float(), 16, "triton") is None
+
+
+def test_the_wrapped_kernel_refuses_a_chunk_it_cannot_hold() -> None:
+    run = kernel_for(ModelPoint(**CASES["matrix-l2"]))
+    x = torch.randn(1, 4, 1, 16)
+    with pytest.raises(ValueError, match="chunk_size 64"):
+        run(x, x, x, torch.ones(1, 4, 1), gamma=torch.ones(1, 4, 1), chunk_size=64)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU (the paper's head dim in the interpreter takes minutes)")
+@pytest.mark.parametrize("name", ["matrix-previous-per-lag", "mlp-l2-per-lag"])
+def test_gpu_paper_head_dim(name: str) -> None:
+    """K = 64 (the MLP's hidden 128), T = 300, chunk 16 (64-entry kernel chunks), bf16 inputs:
+    within 2e-2 of the float64 PyTorch form."""
+    rule = MemoryRule.from_point(ModelPoint(**CASES[name]))
+    q, k, v, gates, params = (x.cuda() if isinstance(x, torch.Tensor) else x
+                              for x in case_inputs(rule, 300, batch=2, dim=64))
+    gates = type(gates)(**{n: None if x is None else x.cuda() for n, x in vars(gates).items()})
+    params = [p.cuda() for p in params]
+    with torch.no_grad():
+        wide = memory_forward(rule, q, k, v, gates, params, chunk_size=16, kernel="torch")
+        gates32 = type(gates)(**{n: None if x is None else x.float() for n, x in vars(gates).items()})
+        got = memory_forward(rule, *(x.to(torch.bfloat16) for x in (q, k, v)), gates32,
+                             [p.float() for p in params], chunk_size=16, kernel="triton")
+    assert ((got.double() - wide).norm() / wide.norm()).item() < 2e-2
