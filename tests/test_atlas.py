@@ -12,7 +12,10 @@ import torch.nn.functional as F
 from pydantic import ValidationError
 
 from miras_search.memory import MemoryGates, MemoryRule, memory_forward
+from miras_search.memory.chunked import chunked
+from miras_search.memory.inputs import prepare_inputs
 from miras_search.memory.kernel_path import atlas_problem, kernel_problem
+from miras_search.memory.materialised import materialised_chunk
 from miras_search.model import build_model
 from miras_search.presets import ATLAS_MODELS, preset, preset_names
 from miras_search.schema import ModelPoint
@@ -233,6 +236,46 @@ def test_omega_window_kernel_at_chunk_one_matches_eq_9(memory: dict, retention: 
                                 [p[h] for p in params])
         err = ((got[0, :, h].double() - expected).norm() / expected.norm()).item()
         assert err < 1e-4, f"head {h}: relative error {err:.2e}"
+
+
+def _materialised_forward(rule: MemoryRule, q, k, v, gates: MemoryGates, params: list[torch.Tensor],
+                          chunk: int) -> torch.Tensor:
+    """The window's chunked form with per-token weights (memory.materialised), as memory_forward
+    ran every window before gd's took the linear form: [B, T, H, V]."""
+    x = prepare_inputs(q, k, v, gates, 1, False, D64, rule.omega_window)
+    batch, heads, _, key_dim = x.k.shape
+    state = rule.initial_state(params, batch, heads, key_dim, x.v.shape[-1], D64, q.device)
+    return x.token_outputs(chunked(rule, x, state, chunk, update=materialised_chunk))
+
+
+@pytest.mark.parametrize(("memory", "bias", "retention"), [
+    ({"kind": "matrix", "init": "learned"}, {"kind": "l2", "window": 3}, {"kind": "l2", "alpha": {"mode": "channel"}}),
+    ({"kind": "mlp", "expansion": 2}, {"kind": "huber", "variant": "switch", "window": 4, "delta": {"mode": "channel"}},
+     {"kind": "l2", "gradient_at": "previous"}),
+    ({"kind": "mlp", "expansion": 2, "feature_map": {"kind": "polynomial", "degree": 2}},
+     {"kind": "l2", "window": 2, "gamma": {"mode": "head"}}, {"kind": "none"}),
+])
+@pytest.mark.parametrize(("length", "chunk"), [(1, 4), (7, 1), (37, 5), (100, 16)])
+def test_omega_window_gd_in_the_linear_form_equals_the_materialised_form(memory, bias, retention, length, chunk):
+    """memory_forward runs gd's window as c entries per token of the linear chunked form
+    (inputs.window_as_entries): the same outputs and gradients as the per-token weights of
+    memory.materialised, float64, to 1e-10."""
+    point = ModelPoint(memory=memory, bias=bias, retention=retention, algorithm={"kind": "gd"})
+    rule = MemoryRule.from_point(point)
+    assert not rule.materialised_chunks
+    q, k, v, gates, params = _inputs(rule, point, length, dim=8)
+    if "delta" in rule.needs():  # Huber's threshold per value channel, at the errors' scale
+        gates.delta = 0.3 + torch.rand(v.shape, generator=torch.Generator().manual_seed(1), dtype=D64)
+    leaves = [x.requires_grad_() for x in (q, k, v, gates.eta, gates.alpha, gates.delta, gates.gamma, *params)
+              if x is not None]
+    results = []
+    for run in (lambda: memory_forward(rule, q, k, v, gates, params, chunk_size=chunk),
+                lambda: _materialised_forward(rule, q, k, v, gates, params, chunk)):
+        o = run()
+        results.append([o, *torch.autograd.grad(o.square().sum(), leaves)])
+    for got, expected in zip(*results, strict=True):
+        err = ((got - expected).norm() / expected.norm().clamp_min(1e-300)).item()
+        assert err < 1e-10, f"relative error {err:.1e}"
 
 
 def test_omega_window_with_past_weights_zero_is_the_online_update() -> None:

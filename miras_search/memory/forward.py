@@ -3,6 +3,7 @@ chunked delta rule (and its generalization with a separate write key, RWKV-7).""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Literal
 
 import torch
@@ -19,7 +20,7 @@ from miras_search.memory.chunked import (
 from miras_search.memory.exact_delta import exact_delta
 from miras_search.memory.gates import MemoryGates
 from miras_search.memory.generalized_delta import generalized_delta
-from miras_search.memory.inputs import MemoryInputs, prepare_inputs
+from miras_search.memory.inputs import MemoryInputs, prepare_inputs, window_as_entries
 from miras_search.memory.kernel_path import KernelChoice, fast_forward
 from miras_search.memory.materialised import checkpointed_chunk
 from miras_search.memory.recurrent import input_widths, recurrent
@@ -136,9 +137,11 @@ def memory_forward(
                 y = generalized_delta(x, state.w[0], chunk_size, rule.retention.retains_first)
             else:
                 y = exact_delta(x, state.w[0], chunk_size)
-        elif rule.materialised_chunks:  # Atlas's muon / Omega window
+        elif rule.materialised_chunks:  # Atlas's muon, the Omega window with momentum
             y = _chunk_loop(rule, x, state, chunk_size, update=checkpointed_chunk)
         else:
+            if rule.omega_window > 1:  # gd's Omega window: c plain entries per token, chunks of b c
+                x, rule, chunk_size = window_as_entries(x), replace(rule, omega_window=1), chunk_size * rule.omega_window
             large = checkpoints_updates(batch, heads, x.length, input_widths(state.w))
             y = _chunk_loop(rule, x, state, chunk_size, update=checkpointed_update if large else chunk_update)
         return x.token_outputs(y).to(out_dtype)

@@ -87,6 +87,29 @@ class MemoryInputs:
         return y[:, :, -1]
 
 
+def window_as_entries(x: MemoryInputs) -> MemoryInputs:
+    """The Omega window's gd step as c plain entries per token (``steps`` = c): entry j of token t
+    writes (k_{t-j}, v_{t-j}) at the rate eta_t gamma_{t,j}, only the first retains (alpha_t, 1
+    after it), and t reads after its last entry. In the chunked form a chunk of b tokens is then
+    one of b c entries, all differentiated at the chunk's start memory, which is the window's
+    chunked form (``materialised``) without per-token weights; kernels.omega runs the same on
+    the Triton kernels. ``x``: one micro-step per token, with its window fields."""
+    c = x.window_k.shape[3]
+
+    def flat(t: Tensor | None) -> Tensor | None:
+        return None if t is None else t.flatten(2, 3)
+
+    alpha = None
+    if x.alpha is not None:
+        rest = torch.ones_like(x.alpha).unsqueeze(3).expand(-1, -1, -1, c - 1, -1)
+        alpha = flat(torch.cat([x.alpha.unsqueeze(3), rest], dim=3))
+    return MemoryInputs(
+        q=x.q.repeat_interleave(c, dim=2), k=flat(x.window_k), v=flat(x.window_v),
+        eta=flat(x.eta.unsqueeze(3) * x.window_weight), alpha=alpha, theta=None,
+        delta=flat(x.window_delta), steps=c,
+    )
+
+
 def layer_gates(gate: Tensor | None, widths: list[int]) -> list[Tensor | None]:
     """A gate [..., c] split per memory layer: c = 1 (per head) serves every layer as it is; a
     channel-wise gate holds each layer's input channels in turn (c = sum of ``widths``, the

@@ -1,8 +1,10 @@
 """The chunked form of Atlas's rules, with per-token weights materialised (arXiv 2505.23735).
 
 Muon's step NS_k(S_t) is not linear in the gradients, so the reads cannot be the masked products
-of ``chunked.chunk_update``; the Omega window's step (a weighted sum of c gradients per token)
-runs here too. As the paper's parallel form (Section 3.3, Eq. 16; Section 5.1, Eqs. 34-41), every
+of ``chunked.chunk_update``; the Omega window's step with momentum (a weighted sum of c
+gradients per token, carried by S) runs here too. (With gd, ``memory_forward`` runs the window
+in the linear form instead, as c entries per token: ``inputs.window_as_entries``; this module
+computes that case too, as the tests' second form.) As the paper's parallel form (Section 3.3, Eq. 16; Section 5.1, Eqs. 34-41), every
 gradient of a chunk is taken at the chunk's start memory W_0 (at beta_t W_0, beta_t = the chunk's
 alphas up to t, when l2 retention takes its gradient at the retained memory): exact for chunks
 of one token, an approximation for longer ones, as the paper's own. Then, all at once per chunk:

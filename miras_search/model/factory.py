@@ -92,7 +92,7 @@ def param_count(point: ModelPoint | str) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def _memory_key_width(point: ModelPoint) -> int:
+def memory_key_width(point: ModelPoint) -> int:
     """The memory's key width per head: block.head_k, or its feature map's width (Atlas)."""
     feature_map = getattr(point.memory, "feature_map", None)
     return point.block.head_k if feature_map is None else feature_map.width(point.block.head_k)
@@ -100,7 +100,7 @@ def _memory_key_width(point: ModelPoint) -> int:
 
 def _mlp_memory_floats(point: ModelPoint) -> int:
     """Weights of one head's MLP memory: depth linear maps K -> eK -> ... -> eK -> V."""
-    memory, k, v = point.memory, _memory_key_width(point), point.block.head_v
+    memory, k, v = point.memory, memory_key_width(point), point.block.head_v
     widths = [k] + [memory.expansion * v] * (memory.depth - 1) + [v]
     return sum(a * b for a, b in itertools.pairwise(widths))
 
@@ -126,7 +126,7 @@ def memory_state_size(point: ModelPoint, context: int | None = None) -> int:
     kind = point.memory.kind
     if kind == "none":
         return attention_state_size(point, point.memory.window, context)
-    per_head = {"vector": k, "matrix": _memory_key_width(point) * v}.get(kind) or _mlp_memory_floats(point)
+    per_head = {"vector": k, "matrix": memory_key_width(point) * v}.get(kind) or _mlp_memory_floats(point)
     size = h * per_head
     if point.algorithm.kind in ("momentum", "muon"):
         size *= 2

@@ -25,7 +25,12 @@ from dataclasses import dataclass
 
 from miras_search.memory.chunked import checkpoints_updates, update_keeps
 from miras_search.memory.materialised import CHECKPOINT_FLOATS
-from miras_search.model.factory import attention_state_size, memory_state_size, param_count
+from miras_search.model.factory import (
+    attention_state_size,
+    memory_key_width,
+    memory_state_size,
+    param_count,
+)
 from miras_search.schema import ModelPoint
 
 FLOAT = 4
@@ -108,8 +113,9 @@ def _token_floats(point: ModelPoint) -> int:
 
 
 def materialised(point: ModelPoint) -> bool:
-    """Whether the chunked form keeps per-token weights (Atlas's muon and Omega window)."""
-    return point.algorithm.kind == "muon" or point.bias.window > 1
+    """Whether the chunked form keeps per-token weights (Atlas's muon, and the Omega window with
+    momentum: with gd the window runs the linear form, c entries per token)."""
+    return point.algorithm.kind == "muon" or (point.bias.window > 1 and point.algorithm.kind != "gd")
 
 
 def _materialised_copies(point: ModelPoint) -> int:
@@ -127,7 +133,7 @@ def _update_widths(point: ModelPoint) -> list[int]:
     if point.memory.kind != "mlp" or point.train.chunk_form == "exact_delta" or materialised(point):
         return []
     hidden = point.memory.expansion * point.block.head_v
-    return [point.block.head_k] + [hidden] * (point.memory.depth - 1)
+    return [memory_key_width(point)] + [hidden] * (point.memory.depth - 1)
 
 
 def _span(context: int, window: int | None) -> int:
@@ -149,10 +155,11 @@ def estimate_memory(point: ModelPoint, eval_batch_size: int | None = None) -> Me
             copies = _STATE_COPIES_RECURRENT if chunk == 1 else _STATE_COPIES
             state = memory_state_size(point, context)
             widths = _update_widths(point)
-            if chunk > 1 and checkpoints_updates(batch, block.n_heads, context, widths):
+            entries = point.bias.window if not materialised(point) else 1  # gd's window entries
+            if chunk > 1 and checkpoints_updates(batch, block.n_heads, context * entries, widths):
                 # checkpointed chunk updates: the chunk-start states, and one chunk recomputed
                 copies = _STATE_COPIES_CHECKPOINTED
-                states += update_keeps(batch, block.n_heads, chunk, widths) // FLOAT
+                states += update_keeps(batch, block.n_heads, chunk * entries, widths) // FLOAT
             states += batch * math.ceil(context / chunk) * state * copies
             if chunk > 1 and materialised(point):  # per-token weights: all, or one chunk's
                 per_chunk = batch * chunk * state
