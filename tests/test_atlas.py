@@ -248,26 +248,42 @@ def _materialised_forward(rule: MemoryRule, q, k, v, gates: MemoryGates, params:
     return x.token_outputs(chunked(rule, x, state, chunk, update=materialised_chunk))
 
 
-@pytest.mark.parametrize(("memory", "bias", "retention"), [
-    ({"kind": "matrix", "init": "learned"}, {"kind": "l2", "window": 3}, {"kind": "l2", "alpha": {"mode": "channel"}}),
+@pytest.mark.parametrize(("memory", "bias", "retention", "algorithm"), [
+    ({"kind": "matrix", "init": "learned"}, {"kind": "l2", "window": 3}, {"kind": "l2", "alpha": {"mode": "channel"}},
+     "gd"),
     ({"kind": "mlp", "expansion": 2}, {"kind": "huber", "variant": "switch", "window": 4, "delta": {"mode": "channel"}},
-     {"kind": "l2", "gradient_at": "previous"}),
+     {"kind": "l2", "gradient_at": "previous"}, "gd"),
     ({"kind": "mlp", "expansion": 2, "feature_map": {"kind": "polynomial", "degree": 2}},
-     {"kind": "l2", "window": 2, "gamma": {"mode": "head"}}, {"kind": "none"}),
+     {"kind": "l2", "window": 2, "gamma": {"mode": "head"}}, {"kind": "none"}, "gd"),
+    ({"kind": "matrix", "init": "learned"}, {"kind": "huber", "variant": "coordinate", "window": 4},
+     {"kind": "l2", "alpha": {"mode": "channel"}}, "momentum"),
+    ({"kind": "mlp", "expansion": 2}, {"kind": "l2", "window": 3}, {"kind": "l2"}, "momentum"),
+    ({"kind": "mlp", "expansion": 2}, {"kind": "l2", "window": 2}, {"kind": "none"},
+     {"kind": "momentum", "eta": {"mode": "channel"}}),
 ])
 @pytest.mark.parametrize(("length", "chunk"), [(1, 4), (7, 1), (37, 5), (100, 16)])
-def test_omega_window_gd_in_the_linear_form_equals_the_materialised_form(memory, bias, retention, length, chunk):
-    """memory_forward runs gd's window as c entries per token of the linear chunked form
-    (inputs.window_as_entries): the same outputs and gradients as the per-token weights of
-    memory.materialised, float64, to 1e-10."""
-    point = ModelPoint(memory=memory, bias=bias, retention=retention, algorithm={"kind": "gd"})
+def test_omega_window_in_the_linear_form_equals_the_materialised_form(memory, bias, retention, algorithm, length,
+                                                                      chunk):
+    """memory_forward runs the window (gd or momentum) as c entries per token of the linear
+    chunked form (inputs.window_as_entries; momentum joins the memory at each token's last entry
+    only): the same outputs and gradients as the per-token weights of memory.materialised,
+    float64, to 1e-10."""
+    algorithm = {"kind": algorithm} if isinstance(algorithm, str) else algorithm
+    point = ModelPoint(memory=memory, bias=bias, retention=retention, algorithm=algorithm)
     rule = MemoryRule.from_point(point)
     assert not rule.materialised_chunks
     q, k, v, gates, params = _inputs(rule, point, length, dim=8)
-    if "delta" in rule.needs():  # Huber's threshold per value channel, at the errors' scale
-        gates.delta = 0.3 + torch.rand(v.shape, generator=torch.Generator().manual_seed(1), dtype=D64)
-    leaves = [x.requires_grad_() for x in (q, k, v, gates.eta, gates.alpha, gates.delta, gates.gamma, *params)
-              if x is not None]
+    gen = torch.Generator().manual_seed(1)
+    if "delta" in rule.needs():  # Huber's threshold (per head or value channel), at the errors' scale
+        shape = v.shape if rule.gate_modes["delta"] == "channel" else v.shape[:3]
+        gates.delta = 0.3 + torch.rand(shape, generator=gen, dtype=D64)
+    for name, low in (("eta", 0.5), ("alpha", 0.95)):  # channel-wise gates: the per-head one spread
+        if rule.gate_modes.get(name) == "channel":
+            width = rule.channel_width(name, k.shape[-1], v.shape[-1])
+            gate = getattr(gates, name).unsqueeze(-1) * (low + (1 - low) * torch.rand(width, generator=gen, dtype=D64))
+            setattr(gates, name, gate)
+    leaves = [x.requires_grad_() for x in
+              (q, k, v, gates.eta, gates.alpha, gates.theta, gates.delta, gates.gamma, *params) if x is not None]
     results = []
     for run in (lambda: memory_forward(rule, q, k, v, gates, params, chunk_size=chunk),
                 lambda: _materialised_forward(rule, q, k, v, gates, params, chunk)):

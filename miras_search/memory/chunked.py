@@ -61,6 +61,13 @@ class ChunkDecay:
         return [ChunkDecay(*fields, self.theta_last, self.theta_ratio)
                 for fields in zip(beta, coef, m, strict=True)]
 
+    def rows(self, read: slice) -> ChunkDecay:
+        """The decays of the micro-steps t in ``read`` only (their reads: beta_t, m_t and C[t, :]);
+        the full form (``coef``) only."""
+        def pick(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t[:, :, read]
+        return ChunkDecay(pick(self.beta), pick(self.coef), pick(self.m), self.theta_last, self.theta_ratio)
+
     def last_row(self) -> Tensor:
         """C[last, i]: [B, H, b, c]."""
         if self.coef is None:  # beta_b / beta_i, and exactly 1 at i = b
@@ -114,16 +121,20 @@ def _separable_form(alpha: Tensor | None, theta: Tensor | None, log_beta: Tensor
     return theta is None and alpha is not None and alpha.shape[-1] > 1 and separable(log_beta)
 
 
-def _decay_from(log_beta: Tensor, log_theta: Tensor | None, separable_form: bool) -> ChunkDecay:
-    """The ChunkDecay of cumulative log-decays (``_log_prefixes``)."""
+def _decay_from(log_beta: Tensor, log_theta: Tensor | None, separable_form: bool,
+                momentum_mask: Tensor | None = None) -> ChunkDecay:
+    """The ChunkDecay of cumulative log-decays (``_log_prefixes``); ``momentum_mask`` [B, H, b, 1]
+    (MemoryInputs.momentum_mask) keeps the micro-steps j whose momentum joins the memory in
+    C = D_alpha diag(mask) D_theta and m = D_alpha (mask * Theta)."""
     if separable_form:
         return ChunkDecay(log_beta.exp(), None)
     d_alpha = _ratios(log_beta)
     if log_theta is None:
         return ChunkDecay(log_beta.exp(), d_alpha)
     d_theta = _ratios(log_theta)[..., 0]  # [B, H, j, i]
-    coef = torch.einsum("bhtjc,bhji->bhtic", d_alpha, d_theta)
-    m = torch.einsum("bhtjc,bhj->bhtc", d_alpha, log_theta.exp()[..., 0])
+    joins = d_alpha if momentum_mask is None else d_alpha * momentum_mask.unsqueeze(2)
+    coef = torch.einsum("bhtjc,bhji->bhtic", joins, d_theta)
+    m = torch.einsum("bhtjc,bhj->bhtc", joins, log_theta.exp()[..., 0])
     return ChunkDecay(
         log_beta.exp(), coef, m,
         theta_last=log_theta[:, :, -1:].exp(),
@@ -131,21 +142,25 @@ def _decay_from(log_beta: Tensor, log_theta: Tensor | None, separable_form: bool
     )
 
 
-def chunk_decay(alpha: Tensor | None, theta: Tensor | None, like: Tensor) -> ChunkDecay:
-    """Coefficients from alpha [B, H, b, c] | None and theta [B, H, b, 1] | None."""
+def chunk_decay(alpha: Tensor | None, theta: Tensor | None, like: Tensor,
+                momentum_mask: Tensor | None = None) -> ChunkDecay:
+    """Coefficients from alpha [B, H, b, c] | None, theta [B, H, b, 1] | None and the momentum
+    mask [B, H, b, 1] | None (MemoryInputs.momentum_mask)."""
     log_beta, log_theta = _log_prefixes(alpha, theta, like)
-    return _decay_from(log_beta, log_theta, _separable_form(alpha, theta, log_beta))
+    return _decay_from(log_beta, log_theta, _separable_form(alpha, theta, log_beta), momentum_mask)
+
+
+def _blocks(t: Tensor | None, n_full: int, size: int, skip: int) -> Tensor | None:
+    """[B, H, N, c] -> [B, H * n_full, size - skip, c]: every full chunk, the chunks of a head side
+    by side (a view of the inputs: no copy forward or backward)."""
+    if t is None:
+        return None
+    return t[:, :, : n_full * size].unflatten(2, (n_full, size))[:, :, :, skip:].flatten(1, 2)
 
 
 def _block_log_prefixes(x: MemoryInputs, n_full: int, size: int, skip: int) -> tuple[Tensor, Tensor | None]:
-    """_log_prefixes of every full chunk at once: [B, H * n_full, size - skip, c] each, the chunks
-    of a head side by side (a view of the inputs: no copy forward or backward)."""
-    def blocks(t: Tensor | None) -> Tensor | None:  # [B, H, N, c] -> [B, H * n, size - skip, c]
-        if t is None:
-            return None
-        return t[:, :, : n_full * size].unflatten(2, (n_full, size))[:, :, :, skip:].flatten(1, 2)
-
-    return _log_prefixes(blocks(x.alpha), blocks(x.theta), blocks(x.k))
+    """_log_prefixes of every full chunk at once: [B, H * n_full, size - skip, c] each."""
+    return _log_prefixes(*(_blocks(t, n_full, size, skip) for t in (x.alpha, x.theta, x.k)))
 
 
 @torch.compiler.disable(recursive=False)
@@ -162,7 +177,8 @@ def chunk_decays(x: MemoryInputs, size: int, skip: int = 0) -> list[ChunkDecay]:
         return []
     heads = x.k.shape[1]
     log_beta, log_theta = _block_log_prefixes(x, n_full, size, skip)
-    d = _decay_from(log_beta, log_theta, _separable_form(x.alpha, x.theta, log_beta))
+    d = _decay_from(log_beta, log_theta, _separable_form(x.alpha, x.theta, log_beta),
+                    _blocks(x.momentum_mask, n_full, size, skip))
     parts = [
         [None] * n_full if t is None else t.unflatten(1, (heads, n_full)).unbind(2)
         for t in (d.beta, d.coef, d.m, d.theta_last, d.theta_ratio)
@@ -178,7 +194,7 @@ def chunk_update(rule: MemoryRule, state: MemoryState, x: MemoryInputs,
     """
     network, retention = rule.network, rule.retention
     if decay is None:
-        decay = chunk_decay(x.alpha, x.theta, x.k)
+        decay = chunk_decay(x.alpha, x.theta, x.k, x.momentum_mask)
     widths = input_widths(state.w)
     decays = decay.per_layer(widths)
     # every gradient at the chunk-start W_0, retained to beta_i W_0 for l2 retention
@@ -193,9 +209,14 @@ def chunk_update(rule: MemoryRule, state: MemoryState, x: MemoryInputs,
     s_prev = state.s if state.s is not None else [None] * len(state.w)
     # kl's running sums take the per-step decays
     alphas = layer_gates(x.alpha, widths) if retention.maps_each_token else None
+    # only each token's last micro-step is read where it has several (multistep, the Omega
+    # window's entries): the others' outputs are never used (kl's per-token maps and the
+    # separable decays read them all)
+    rows = None if retention.maps_each_token or decay.coef is None else x.read_rows()
+    read_decays = decays if rows is None else [d.rows(rows) for d in decays]
 
     def read(layer: int, z: Tensor) -> Tensor:
-        d = decays[layer]
+        d = read_decays[layer]
         if retention.maps_each_token:  # kl: each token reads c softmax_row of its log-space state
             read_map = mirror_diagonal_read if network.layers[layer] is DiagonalLayer else mirror_chunk_read
             out = checkpointed_read(read_map, a_prev[layer], retention.scale, d.beta, s_prev[layer],
@@ -207,7 +228,11 @@ def chunk_update(rule: MemoryRule, state: MemoryState, x: MemoryInputs,
             )
         return out if scales[layer] is None else out * scales[layer]
 
-    y, _ = network.run(read, x.q)
+    y, _ = network.run(read, x.q if rows is None else x.q[:, :, rows])
+    if rows is not None:  # zeros where no output is kept
+        kept = y
+        y = kept.new_zeros(*kept.shape[:2], x.length, kept.shape[-1])
+        y[:, :, rows] = kept
 
     new_w, new_a, new_s, new_scale = [], [], [], []
     for layer, kind in enumerate(network.layers):

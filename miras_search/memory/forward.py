@@ -137,10 +137,10 @@ def memory_forward(
                 y = generalized_delta(x, state.w[0], chunk_size, rule.retention.retains_first)
             else:
                 y = exact_delta(x, state.w[0], chunk_size)
-        elif rule.materialised_chunks:  # Atlas's muon, the Omega window with momentum
+        elif rule.materialised_chunks:  # Atlas's muon
             y = _chunk_loop(rule, x, state, chunk_size, update=checkpointed_chunk)
         else:
-            if rule.omega_window > 1:  # gd's Omega window: c plain entries per token, chunks of b c
+            if rule.omega_window > 1:  # the Omega window: c plain entries per token, chunks of b c
                 x, rule, chunk_size = window_as_entries(x), replace(rule, omega_window=1), chunk_size * rule.omega_window
             large = checkpoints_updates(batch, heads, x.length, input_widths(state.w))
             y = _chunk_loop(rule, x, state, chunk_size, update=checkpointed_update if large else chunk_update)

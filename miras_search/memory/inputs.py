@@ -17,7 +17,7 @@ from torch import Tensor
 
 from miras_search.memory.gates import MemoryGates
 
-_TENSORS = ("q", "k", "v", "eta", "alpha", "theta", "delta", "write",
+_TENSORS = ("q", "k", "v", "eta", "alpha", "theta", "delta", "write", "momentum_mask",
             "window_k", "window_v", "window_delta", "window_weight")
 
 
@@ -25,8 +25,13 @@ _TENSORS = ("q", "k", "v", "eta", "alpha", "theta", "delta", "write",
 class MemoryInputs:
     """q, k: [B, H, N, K]; v: [B, H, N, V]; eta: [B, H, N, c]; alpha: [B, H, N, c] | None
     (1 at every micro-step but a token's first); theta, delta: [B, H, N, 1] | None;
-    write: [B, H, N, K] | None, the key the value is written with when it is not eta * k.
-    ``steps``: micro-steps per token; outputs are read at each token's last micro-step.
+    write: [B, H, N, K] | None, the key the value is written with when it is not eta * k;
+    momentum_mask: [B, H, N, 1] | None, 1 at the micro-steps whose momentum joins the memory
+    (X = alpha X + S), 0 at the others (X = alpha X: the Omega window's entries before a token's
+    last, ``window_as_entries``); None: every micro-step.
+    ``steps``: micro-steps per token; outputs are read at each token's last micro-step;
+    ``first_step``: the micro-step (within its token) of this piece's first row (split and
+    slice set it: a chunk of micro-steps need not start at a token's first).
 
     The Omega rule's window (Atlas, arXiv 2505.23735 Eq. 9; None for the online update): each
     token carries the c tokens whose loss its step minimises, lag 0 (itself) first:
@@ -42,20 +47,33 @@ class MemoryInputs:
     delta: Tensor | None
     steps: int = 1
     write: Tensor | None = None
+    momentum_mask: Tensor | None = None
     window_k: Tensor | None = None
     window_v: Tensor | None = None
     window_delta: Tensor | None = None
     window_weight: Tensor | None = None
+    first_step: int = 0
 
     @property
     def length(self) -> int:
         return self.k.shape[2]
 
+    def read_rows(self) -> slice | None:
+        """The rows whose outputs ``token_outputs`` keeps, each token's last micro-step (None:
+        every row, one micro-step per token)."""
+        if self.steps == 1:
+            return None
+        return slice((self.steps - 1 - self.first_step) % self.steps, None, self.steps)
+
+    def _at(self, start: int) -> int:
+        """first_step of a piece starting ``start`` rows into this one."""
+        return (self.first_step + start) % self.steps
+
     def slice(self, start: int, stop: int) -> MemoryInputs:
         """Micro-steps [start, stop)."""
         def cut(x: Tensor | None) -> Tensor | None:
             return None if x is None else x[:, :, start:stop]
-        return replace(self, **{name: cut(getattr(self, name)) for name in _TENSORS})
+        return replace(self, first_step=self._at(start), **{name: cut(getattr(self, name)) for name in _TENSORS})
 
     @torch.compiler.disable  # under train.compile: views only, nothing to compile per field shape
     def split(self, sizes: int | list[int]) -> list[MemoryInputs]:
@@ -68,7 +86,10 @@ class MemoryInputs:
 
         n = len(self.k.split(sizes, dim=2))
         fields = [cut(getattr(self, name)) for name in _TENSORS]
-        return [replace(self, **dict(zip(_TENSORS, parts, strict=True))) for parts in zip(*fields, strict=True)]
+        lengths = [part.shape[2] for part in fields[_TENSORS.index("k")]]
+        starts = [sum(lengths[:i]) for i in range(n)]
+        return [replace(self, first_step=self._at(start), **dict(zip(_TENSORS, parts, strict=True)))
+                for start, parts in zip(starts, zip(*fields, strict=True), strict=True)]
 
     def gradient_terms(self) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None, int]:
         """(k, v, delta, weight, c): the (key, value) pairs whose loss gradients the steps sum,
@@ -88,25 +109,32 @@ class MemoryInputs:
 
 
 def window_as_entries(x: MemoryInputs) -> MemoryInputs:
-    """The Omega window's gd step as c plain entries per token (``steps`` = c): entry j of token t
-    writes (k_{t-j}, v_{t-j}) at the rate eta_t gamma_{t,j}, only the first retains (alpha_t, 1
-    after it), and t reads after its last entry. In the chunked form a chunk of b tokens is then
-    one of b c entries, all differentiated at the chunk's start memory, which is the window's
-    chunked form (``materialised``) without per-token weights; kernels.omega runs the same on
-    the Triton kernels. ``x``: one micro-step per token, with its window fields."""
+    """The Omega window's step as c plain entries per token (``steps`` = c): entry j of token t
+    writes (k_{t-j}, v_{t-j}) at the rate eta_t gamma_{t,j}; only the first retains (alpha_t, 1
+    after it) and decays the momentum (theta_t, 1 after it), only the last adds the momentum to
+    the memory (``momentum_mask``), and t reads after its last entry. In the chunked form a chunk
+    of b tokens is then one of b c entries, all differentiated at the chunk's start memory, which
+    is the window's chunked form (``materialised``) without per-token weights; kernels.omega runs
+    gd's on the Triton kernels. ``x``: one micro-step per token, with its window fields."""
     c = x.window_k.shape[3]
 
     def flat(t: Tensor | None) -> Tensor | None:
         return None if t is None else t.flatten(2, 3)
 
-    alpha = None
-    if x.alpha is not None:
-        rest = torch.ones_like(x.alpha).unsqueeze(3).expand(-1, -1, -1, c - 1, -1)
-        alpha = flat(torch.cat([x.alpha.unsqueeze(3), rest], dim=3))
+    def first_entry(gate: Tensor | None) -> Tensor | None:  # [B, H, N, d] -> [B, H, N * c, d]
+        if gate is None:
+            return None
+        rest = torch.ones_like(gate).unsqueeze(3).expand(-1, -1, -1, c - 1, -1)
+        return flat(torch.cat([gate.unsqueeze(3), rest], dim=3))
+
+    mask = None
+    if x.theta is not None:
+        last = torch.arange(c, device=x.k.device) == c - 1
+        mask = last.to(x.k.dtype)[:, None].repeat(x.length, 1).expand(*x.k.shape[:2], -1, 1)
     return MemoryInputs(
         q=x.q.repeat_interleave(c, dim=2), k=flat(x.window_k), v=flat(x.window_v),
-        eta=flat(x.eta.unsqueeze(3) * x.window_weight), alpha=alpha, theta=None,
-        delta=flat(x.window_delta), steps=c,
+        eta=flat(x.eta.unsqueeze(3) * x.window_weight), alpha=first_entry(x.alpha),
+        theta=first_entry(x.theta), delta=flat(x.window_delta), steps=c, momentum_mask=mask,
     )
 
 

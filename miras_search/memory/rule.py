@@ -96,10 +96,9 @@ class MemoryRule:
     @property
     def materialised_chunks(self) -> bool:
         """Whether the chunked form materialises per-token weights (``memory.materialised``):
-        Muon's orthogonalised step and the Omega window with momentum have no linear chunk read
-        (with gd the window runs the linear form as c entries per token,
-        ``inputs.window_as_entries``)."""
-        return self.algorithm == "muon" or (self.omega_window > 1 and self.algorithm != "gd")
+        Muon's orthogonalised step has no linear chunk read (the Omega window with gd or momentum
+        runs the linear form as c entries per token, ``inputs.window_as_entries``)."""
+        return self.algorithm == "muon"
 
     def needs(self) -> set[str]:
         """The gates the rule reads: a subset of {'eta', 'alpha', 'theta', 'delta', 'gamma'}."""

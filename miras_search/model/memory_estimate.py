@@ -113,9 +113,9 @@ def _token_floats(point: ModelPoint) -> int:
 
 
 def materialised(point: ModelPoint) -> bool:
-    """Whether the chunked form keeps per-token weights (Atlas's muon, and the Omega window with
-    momentum: with gd the window runs the linear form, c entries per token)."""
-    return point.algorithm.kind == "muon" or (point.bias.window > 1 and point.algorithm.kind != "gd")
+    """Whether the chunked form keeps per-token weights (Atlas's muon; the Omega window runs the
+    linear form, c entries per token)."""
+    return point.algorithm.kind == "muon"
 
 
 def _materialised_copies(point: ModelPoint) -> int:
@@ -155,7 +155,7 @@ def estimate_memory(point: ModelPoint, eval_batch_size: int | None = None) -> Me
             copies = _STATE_COPIES_RECURRENT if chunk == 1 else _STATE_COPIES
             state = memory_state_size(point, context)
             widths = _update_widths(point)
-            entries = point.bias.window if not materialised(point) else 1  # gd's window entries
+            entries = point.bias.window if not materialised(point) else 1  # the window's entries
             if chunk > 1 and checkpoints_updates(batch, block.n_heads, context * entries, widths):
                 # checkpointed chunk updates: the chunk-start states, and one chunk recomputed
                 copies = _STATE_COPIES_CHECKPOINTED
