@@ -41,6 +41,13 @@ POINTS = {
                                    "train": {"batch_size": 8, "seq_len": 512}},
     "titans recurrent d64 L1 b2x128": {"preset": "titans", "block": {"d_model": 64, "n_heads": 2, "n_layers": 1},
                                        "train": {"batch_size": 2, "seq_len": 128, "mode": "recurrent"}},
+    "omeganet d64 h8 L2 b8x128": {"preset": "omeganet", "block": {"d_model": 64, "n_heads": 8, "n_layers": 2},
+                                  "train": {"batch_size": 8, "seq_len": 128}},
+    "omeganet d64 h4 L2 b8x256": {"preset": "omeganet", "block": {"d_model": 64, "n_heads": 4, "n_layers": 2},
+                                  "train": {"batch_size": 8, "seq_len": 256}},
+    "omeganet/matrix d128 h4 L2 b8x512": {"preset": "omeganet", "memory": {"kind": "matrix", "init": "learned"},
+                                          "block": {"d_model": 128, "n_heads": 4, "n_layers": 2},
+                                          "train": {"batch_size": 8, "seq_len": 512}},
 }
 
 

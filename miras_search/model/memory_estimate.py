@@ -46,6 +46,12 @@ _STATE_COPIES_RECURRENT = 4
 """The same per token of the recurrence (fewer temporaries per step; measured)."""
 _LOGIT_COPIES = 3
 """Logits, their log-softmax and its gradient."""
+_ENTRY_COPIES = 2
+"""Floats per Omega-window entry and memory-layer channel (inputs and output) that the linear
+form keeps for the backward pass: the c entries per token's keys, activations and errors.
+Measured (two steps, CPU, benchmarks/memory_estimate.py): for OmegaNet at d_model 64 with heads
+of 8 and 16 and its matrix variant at heads of 32 the estimate was 0.40 to 0.71 of the peak
+without this term, 0.57 to 0.97 with it (the peak is crude: the widths do not fit one count)."""
 
 
 @dataclass(frozen=True)
@@ -136,6 +142,18 @@ def _update_widths(point: ModelPoint) -> list[int]:
     return [memory_key_width(point)] + [hidden] * (point.memory.depth - 1)
 
 
+def _entry_floats(point: ModelPoint) -> int:
+    """Floats per Omega-window entry and head that the linear form keeps (0 without a window,
+    or for Muon's materialised form, counted on its own): the memory layers' input widths and
+    its output width."""
+    if point.bias.window == 1 or materialised(point):
+        return 0
+    widths = [memory_key_width(point)]
+    if point.memory.kind == "mlp":
+        widths += [point.memory.expansion * point.block.head_v] * (point.memory.depth - 1)
+    return (sum(widths) + point.block.head_v) * _ENTRY_COPIES
+
+
 def _span(context: int, window: int | None) -> int:
     return context if window is None else min(window, context)
 
@@ -161,6 +179,7 @@ def estimate_memory(point: ModelPoint, eval_batch_size: int | None = None) -> Me
                 copies = _STATE_COPIES_CHECKPOINTED
                 states += update_keeps(batch, block.n_heads, chunk * entries, widths) // FLOAT
             states += batch * math.ceil(context / chunk) * state * copies
+            states += batch * block.n_heads * context * entries * _entry_floats(point)
             if chunk > 1 and materialised(point):  # per-token weights: all, or one chunk's
                 per_chunk = batch * chunk * state
                 kept = per_chunk if per_chunk >= CHECKPOINT_FLOATS else batch * context * state
