@@ -9,7 +9,9 @@ S_t = theta_t S_{t-1} - eta_t delta_t x_t^T; gd: theta = 0) from the chunk's sta
 every gradient delta_i x_i^T taken at the start memory:
     U_t = beta_t X_0 + m_t S_0 - sum_{i<=t} C_ti eta_i delta_i x_i^T
 with beta_t = prod_{j<=t} alpha_j, C = D_alpha (gd) or D_alpha @ D_theta (momentum) and
-m_t = sum_j D_alpha[t, j] Theta_j. Reads never materialise U_t: layer by layer,
+m_t = sum_j D_alpha[t, j] Theta_j (the sums over j only where S joins X: the Omega window's
+entries add it at each token's last, ``MemoryInputs.momentum_mask``). Reads never materialise
+U_t, and take only the micro-steps whose outputs are kept (each token's last): layer by layer,
 U_t z = X_0 (beta_t z) + S_0 (m_t z) - sum_i C_ti (eta_i x_i . z) delta_i, an attention-like
 masked product. Nonlinear retentions map the chunk's end state exactly (its last token reads it);
 kl starts each chunk with one exact "lag" micro-step.
