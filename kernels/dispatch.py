@@ -190,9 +190,10 @@ def shape_problem(rule: Any, key_dim: int, value_dim: int, chunk_size: int,
     in tiles. An Omega window is checked at the chunk of its entries (kernels.omega)."""
     window = _omega_window(rule)
     if window > 1:
-        if window_problem(window, chunk_size) is not None:
+        entries = window_entries(window, chunk_size)
+        if entries is None:
             return window_problem(window, chunk_size)
-        chunk_size *= window_entries(window, chunk_size)  # the kernel's chunk of window entries
+        chunk_size *= entries  # the kernel's chunk of window entries
     if chunk_size not in CHUNK_SIZES:
         return f"chunk_size {chunk_size} is not one of the kernel's {CHUNK_SIZES}"
     bias = bias_config(rule.bias)

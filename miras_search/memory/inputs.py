@@ -9,6 +9,7 @@ channel (c = V).
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, replace
 
 import torch
@@ -87,7 +88,7 @@ class MemoryInputs:
         n = len(self.k.split(sizes, dim=2))
         fields = [cut(getattr(self, name)) for name in _TENSORS]
         lengths = [part.shape[2] for part in fields[_TENSORS.index("k")]]
-        starts = [sum(lengths[:i]) for i in range(n)]
+        starts = itertools.accumulate(lengths[:-1], initial=0)
         return [replace(self, first_step=self._at(start), **dict(zip(_TENSORS, parts, strict=True)))
                 for start, parts in zip(starts, zip(*fields, strict=True), strict=True)]
 

@@ -133,13 +133,20 @@ def _materialised_copies(point: ModelPoint) -> int:
     return 4 + 3 * getattr(point.algorithm, "ns_steps", 0)
 
 
+def _input_widths(point: ModelPoint) -> list[int]:
+    """Input widths of one head's memory layers: the key width, then an MLP's hidden widths."""
+    widths = [memory_key_width(point)]
+    if point.memory.kind == "mlp":
+        widths += [point.memory.expansion * point.block.head_v] * (point.memory.depth - 1)
+    return widths
+
+
 def _update_widths(point: ModelPoint) -> list[int]:
     """Input widths of one head's memory weights where the PyTorch chunk update may be
     checkpointed (a deep memory in the linear chunked form), else []."""
     if point.memory.kind != "mlp" or point.train.chunk_form == "exact_delta" or materialised(point):
         return []
-    hidden = point.memory.expansion * point.block.head_v
-    return [memory_key_width(point)] + [hidden] * (point.memory.depth - 1)
+    return _input_widths(point)
 
 
 def _entry_floats(point: ModelPoint) -> int:
@@ -148,10 +155,7 @@ def _entry_floats(point: ModelPoint) -> int:
     its output width."""
     if point.bias.window == 1 or materialised(point):
         return 0
-    widths = [memory_key_width(point)]
-    if point.memory.kind == "mlp":
-        widths += [point.memory.expansion * point.block.head_v] * (point.memory.depth - 1)
-    return (sum(widths) + point.block.head_v) * _ENTRY_COPIES
+    return (sum(_input_widths(point)) + point.block.head_v) * _ENTRY_COPIES
 
 
 def _span(context: int, window: int | None) -> int:
