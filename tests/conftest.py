@@ -1,4 +1,9 @@
-"""Shared test setup: small thread counts (CI has 2 cores) and paths to the shipped files."""
+"""Shared test setup: small thread counts (CI has 2 cores), the number of pytest-xdist workers,
+and paths to the shipped files.
+
+The README runs the suite with ``-n auto --dist loadgroup``: the modules that start Ray (a local
+cluster, a head node, a study on Ray workers) share the xdist group "ray", so one worker runs
+them one after another and at most one Ray cluster is up at a time."""
 
 from __future__ import annotations
 
@@ -15,6 +20,13 @@ ROOT = Path(__file__).resolve().parents[1]
 # imports when it is installed (transformers 5.25 installs it). miras_search and its kernels come
 # from the install (editable in CI), as for a user; the tests import nothing from the root.
 sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != ROOT]
+
+# rich reads COLUMNS / LINES once, when a Console is made (the CLI's, at import), which would pin
+# the CLI's width for the whole test process and defeat the tests that set COLUMNS per call; a
+# shell may export them, and pytest-xdist's workers start with 80 x 24. The tests that care set
+# the width themselves.
+for _size in ("COLUMNS", "LINES"):
+    os.environ.pop(_size, None)
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
@@ -35,6 +47,14 @@ if not _cuda():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 DATA = Path(__file__).resolve().parent / "data"
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config) -> int:
+    """``-n auto`` (the README's test command): one worker per core, at most 4. Every test runs
+    at one thread (``_few_threads``), so a 2-core machine runs two at once; past 4 workers the
+    per-worker start (torch, Triton) and the serial Ray group outweigh the gain."""
+    return max(1, min(os.cpu_count() or 1, 4))
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,7 @@ from miras_search.study import load_study_file, run_study
 from miras_search.study.setup import create_study, storage_of
 
 ray = pytest.importorskip("ray")
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]  # one Ray cluster at a time (conftest)
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -16,7 +16,7 @@ from optuna.trial import TrialState
 from test_study import trials_of, write_study
 
 ray = pytest.importorskip("ray")
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]  # one Ray cluster at a time (conftest)
 
 
 def _free_port() -> int:

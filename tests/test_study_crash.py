@@ -16,7 +16,7 @@ from test_study import TINY_TRIAL, trials_of, write_study
 
 from miras_search.errors import MirasError
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]  # one Ray cluster at a time (conftest)
 MIRAS = str(Path(sys.executable).parent / "miras")
 
 

@@ -16,7 +16,7 @@ from test_study import trials_of, write_study
 
 from miras_search.study import load_study_file, run_study
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]  # one Ray cluster at a time (conftest)
 ray = pytest.importorskip("ray")
 pytest.importorskip("psycopg", reason="the 'postgres' extra (psycopg) is not installed")
 
