@@ -17,7 +17,7 @@ import torch
 
 from .bias import BiasConfig
 from .limits import CHUNK_SIZES, matrix_shape_problem, mlp_shape_problem
-from .omega import omega_window, window_entries, window_problem
+from .omega import omega_window, window_algorithm_problem, window_entries, window_problem
 from .precision import matrix_precision, mlp_precision, products
 
 
@@ -136,10 +136,11 @@ def kernel_for(rule: Any) -> Callable[..., Any] | None:
       does not fit: Moneta, Yaad and Memora as named at K = 64, hidden 256; momentum with a
       channel-wise alpha, kl's included, in tiles up to chunk x K = 2048: ``shape_problem``).
 
-    Atlas's Omega window (``bias.window`` > 1) runs on either kernel with gd (kernels.omega: c'
-    entries per token, the call takes the window's ``gamma=`` too); Muon, the window with
-    momentum and an MLP memory behind a feature map do not. Shapes are checked by
-    ``shape_problem``.
+    Atlas's Omega window (``bias.window`` > 1) runs on either kernel with gd, and on the matrix
+    kernel with momentum (alpha per head or none, retention none / l2 / lq: its momentum mask)
+    (kernels.omega: c' entries per token, the call takes the window's ``gamma=`` too); Muon, the
+    window with momentum otherwise and an MLP memory behind a feature map do not. Shapes are
+    checked by ``shape_problem``.
     """
     bias = bias_config(rule.bias)
     modes = _gate_modes(rule)
@@ -171,13 +172,16 @@ def _omega_window(rule: Any) -> int:
 
 def _atlas_only(rule: Any) -> bool:
     """Whether the point uses an Atlas option no kernel implements (arXiv 2505.23735): the
-    Omega window with an algorithm other than gd (kernels.omega), or an MLP memory behind a
-    feature map (Muon is not gd or momentum, so the kernels refuse it anyway). Schema point or
-    memory rule alike; a rule's feature map is seen by ``memory.kernel_path.atlas_problem`` from
-    the key width."""
+    Omega window with an algorithm the kernels do not run it with
+    (``omega.window_algorithm_problem``), or an MLP memory behind a feature map (Muon is not gd
+    or momentum, so the kernels refuse it anyway). Schema point or memory rule alike; a rule's
+    feature map is seen by ``memory.kernel_path.atlas_problem`` from the key width."""
     feature_map = getattr(rule.memory, "feature_map", None)
     deep_features = _kind(rule.memory) == "mlp" and feature_map is not None and feature_map.kind != "identity"
-    return (_omega_window(rule) > 1 and _kind(rule.algorithm) != "gd") or deep_features
+    window_refused = _omega_window(rule) > 1 and window_algorithm_problem(
+        _kind(rule.memory), _kind(rule.algorithm), _gate_modes(rule).get("alpha"),
+        _retention_config(rule)[0]) is not None
+    return window_refused or deep_features
 
 
 def shape_problem(rule: Any, key_dim: int, value_dim: int, chunk_size: int,

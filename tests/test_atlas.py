@@ -411,17 +411,19 @@ def test_atlas_rules_are_clear_errors(data: dict, needle: str) -> None:
     assert needle in str(caught.value)
 
 
-def test_the_kernel_dispatch_covers_the_omega_window_with_gd_only() -> None:
+def test_the_kernel_dispatch_covers_the_omega_window_with_gd_and_matrix_momentum() -> None:
     """kernels.kernel_for (which the conformance suite's kernel cases follow) covers the Omega
-    window with gd (kernels.omega) and refuses it with momentum, Muon and an MLP memory behind a
-    feature map: they never reach a Triton kernel."""
+    window with gd (kernels.omega), and with momentum on a matrix memory, and refuses it with
+    momentum on an MLP memory, Muon and an MLP memory behind a feature map: they never reach a
+    Triton kernel."""
     pytest.importorskip("triton")
     from miras_search.kernels import kernel_for
 
     assert kernel_for(ModelPoint(bias={"kind": "l2"})) is not None  # the plain point is covered
-    window = ModelPoint(bias={"kind": "l2", "window": 2})
-    assert kernel_for(window) is not None and kernel_for(MemoryRule.from_point(window)) is not None
-    for point in (ModelPoint(bias={"kind": "l2", "window": 2}, algorithm={"kind": "momentum"}),
+    for window in (ModelPoint(bias={"kind": "l2", "window": 2}),
+                   ModelPoint(bias={"kind": "l2", "window": 2}, algorithm={"kind": "momentum"})):
+        assert kernel_for(window) is not None and kernel_for(MemoryRule.from_point(window)) is not None
+    for point in (ModelPoint(memory={"kind": "mlp"}, bias={"kind": "l2", "window": 2}, algorithm={"kind": "momentum"}),
                   ModelPoint(bias={"kind": "l2"}, algorithm={"kind": "muon"}),
                   ModelPoint(memory={"kind": "mlp", "feature_map": {"kind": "polynomial"}}, bias={"kind": "l2"})):
         assert kernel_for(point) is None

@@ -21,6 +21,10 @@ triton = pytest.importorskip("triton")
 
 from miras_search.kernels.limits import triton_calibrated  # noqa: E402
 
+# one worker compiles them all: the ``compiled`` fixture compiles every selected case, and under
+# pytest-xdist every worker that ran a case of this module would compile them all again
+pytestmark = pytest.mark.xdist_group("compile")
+
 H100_SHARED_BYTES = 232_448  # the most shared memory one program may use on sm_90
 
 _COMPILE = """
@@ -102,6 +106,8 @@ MATRIX_CASES = {  # bias, K, V, chunk, alpha, momentum, dtype[, backward]
     "lq-momentum-switch-tf32x3-widest": 'BiasConfig("huber_switch"), 64, 64, 64, "head", True, torch.bfloat16, "fused", "retained", "channel", "channel", "lq"',
     # momentum with a channel-wise alpha (Moneta's axes on a matrix memory): its j-by-j products
     "lq-momentum-channel-alpha-bf16-widest": 'BiasConfig("lp"), 128, 128, 64, "channel", True, torch.bfloat16, "fused", "retained", "channel", "head", "lq"',
+    # the Omega window with momentum (kernels.omega): its momentum mask, at the row-norm limits
+    "lq-momentum-window-mask-bf16-widest": 'BiasConfig("lp"), 128, 128, 64, "head", True, torch.bfloat16, "fused", "retained", "head", "head", "lq", True',
 }
 # the other gate / precision mixes of the matrix kernels compile too (at most 164 KiB of shared
 # memory): benchmarks/results/kernel_resources_matrix_gates_sm90.md

@@ -1,10 +1,12 @@
-"""Atlas's Omega window on the chunk kernels (kernels/omega.py): c' gd entries per token.
+"""Atlas's Omega window on the chunk kernels (kernels/omega.py): c' entries per token, gd on the
+matrix and MLP kernels, momentum on the matrix kernel (its momentum mask).
 
 The matrix and MLP kernels with a window (float32; Triton's interpreter without a GPU) against
 the PyTorch chunked form in float64 (``miras_search.memory.materialised``), forward and every
 gradient (gamma's included), over odd lengths, chunk sizes, windows that need padding entries
-(3 at chunk 16 runs 4 entries per token), per-head and per-lag gammas, channel-wise gates and the
-biases with a threshold; test_atlas.py checks the kernel against the paper's Eq. 9 loop.
+(3 at chunk 16 runs 4 entries per token), per-head and per-lag gammas, channel-wise gates, the
+biases with a threshold and momentum (S joining W once per token, at its last entry);
+test_atlas.py checks the kernel against the paper's Eq. 9 loop.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from miras_search.testing.conformance import case_inputs
 pytest.importorskip("triton")
 from miras_search.kernels import kernel_for
 from miras_search.kernels.dispatch import shape_problem
+from miras_search.kernels.matrix_chunk import naive_chunk_matrix_memory, recurrent_matrix_memory
 from miras_search.kernels.omega import window_entries, window_problem
 
 pytestmark = pytest.mark.filterwarnings("error::miras_search.kernels.KernelFallbackWarning")
@@ -42,6 +45,16 @@ CASES = {
         retention={"kind": "none"}, algorithm={"kind": "gd"}),
     "matrix-dot": dict(memory={"kind": "matrix"}, bias={"kind": "dot", "window": 2},
                        retention={"kind": "l2"}, algorithm={"kind": "gd"}),
+    "matrix-momentum": dict(memory={"kind": "matrix"}, bias={"kind": "l2", "window": 2},
+                            retention={"kind": "l2"}, algorithm={"kind": "momentum"}),
+    "matrix-momentum-previous-per-lag": dict(
+        memory={"kind": "matrix", "init": "learned"},
+        bias={"kind": "huber", "variant": "coordinate", "window": 3, "delta": CHANNEL,
+              "gamma": {"mode": "channel", "value": 0.5}},
+        retention={"kind": "l2", "gradient_at": "previous"}, algorithm={"kind": "momentum", "eta": CHANNEL}),
+    "matrix-momentum-no-retention": dict(
+        memory={"kind": "matrix"}, bias={"kind": "dot", "window": 4},
+        retention={"kind": "none"}, algorithm={"kind": "momentum"}),
     "mlp-l2-per-lag": dict(
         memory={"kind": "mlp", "expansion": 2},
         bias={"kind": "l2", "window": 4, "gamma": {"mode": "channel", "value": 0.5}},
@@ -97,18 +110,56 @@ def test_bf16_inputs_within_the_kernels_tolerance() -> None:
     assert ((got.double() - wide).norm() / wide.norm()).item() < 2e-2
 
 
-@pytest.mark.parametrize(("axes", "needle"), [
-    ({"algorithm": {"kind": "momentum"}}, "algorithm 'gd' only, not 'momentum'"),
-    ({"algorithm": {"kind": "muon"}}, "muon"),
+@pytest.mark.parametrize(("case", "axes", "needle"), [
+    ("mlp-lp-previous", {"algorithm": {"kind": "momentum"}}, "on a matrix memory only"),
+    ("matrix-momentum", {"retention": {"kind": "l2", "alpha": CHANNEL}}, "channel-wise alpha"),
+    ("matrix-l2", {"algorithm": {"kind": "muon"}}, "muon"),
 ])
-def test_window_with_momentum_or_muon_has_no_kernel(axes: dict, needle: str) -> None:
-    point = ModelPoint(**{**CASES["matrix-l2"], **axes})
+def test_window_with_momentum_elsewhere_or_muon_has_no_kernel(case: str, axes: dict, needle: str) -> None:
+    """The window runs with momentum on the matrix kernel only, with alpha per head or none and
+    retention none, l2 or lq (its momentum mask); elsewhere the PyTorch form runs and says why."""
+    point = ModelPoint(**{**CASES[case], **axes})
     rule = MemoryRule.from_point(point)
     assert kernel_for(point) is None and kernel_for(rule) is None
     q, k, v, gates, params = case_inputs(rule, 5, batch=1, dim=16)
     assert needle in atlas_problem(rule, q, v)
     with pytest.raises(UnsupportedPoint, match="cannot run this memory layer"):
         memory_forward(rule, q.float(), k.float(), v.float(), gates, params, chunk_size=16, kernel="triton")
+
+
+@pytest.mark.parametrize("lq", [False, True])
+@pytest.mark.parametrize("alpha", [True, False])
+@pytest.mark.parametrize("length", [1, 7, 63, 100])
+def test_momentum_mask_chunked_reference_equals_its_token_loop(length: int, alpha: bool, lq: bool) -> None:
+    """The matrix kernel's reference with a momentum mask (W_t = alpha_t W_{t-1} + m_t S_t)
+    equals its token-by-token loop in float64, and the mask matters."""
+    g = torch.Generator().manual_seed(length)
+    shape = (2, length, 2)
+    q, k, v = (torch.randn(*shape, 8, generator=g, dtype=torch.float64) / 3 for _ in range(3))
+    eta = 0.1 + 0.4 * torch.rand(shape, generator=g, dtype=torch.float64)
+    decay = 1 - 0.1 * torch.rand(shape, generator=g, dtype=torch.float64) if alpha else None
+    theta = 0.4 + 0.5 * torch.rand(shape, generator=g, dtype=torch.float64)
+    mask = (torch.rand(shape, generator=g) < 0.5).double()
+    retention = {"retention": "lq", "q_exp": 3.0} if lq else {}
+    chunked = naive_chunk_matrix_memory(q, k, v, eta, decay, theta, chunk_size=16, momentum_mask=mask, **retention)
+    loop = recurrent_matrix_memory(q, k, v, eta, decay, theta, chunk_size=16, momentum_mask=mask, **retention)
+    torch.testing.assert_close(chunked, loop, rtol=1e-10, atol=1e-12)
+    unmasked = naive_chunk_matrix_memory(q, k, v, eta, decay, theta, chunk_size=16, **retention)
+    assert length == 1 or not torch.allclose(chunked, unmasked)
+
+
+def test_the_matrix_kernel_refuses_a_mask_it_cannot_apply() -> None:
+    from miras_search.kernels.bias import KernelInputError
+    from miras_search.kernels.matrix_chunk import chunk_matrix_memory
+
+    x = torch.randn(1, 4, 1, 16)
+    gate, mask = torch.full((1, 4, 1), 0.5), torch.ones(1, 4, 1)
+    with pytest.raises(KernelInputError, match="momentum_mask is for momentum"):
+        chunk_matrix_memory(x, x, x, gate, momentum_mask=mask, chunk_size=16)  # gd
+    with pytest.raises(KernelInputError, match="momentum_mask is for momentum"):
+        chunk_matrix_memory(x, x, x, gate, torch.full((1, 4, 1, 16), 0.9), gate, momentum_mask=mask, chunk_size=16)
+    with pytest.raises(KernelInputError, match="momentum_mask must have shape"):
+        chunk_matrix_memory(x, x, x, gate, None, gate, momentum_mask=mask[:, :2], chunk_size=16)
 
 
 def test_a_window_the_chunk_cannot_hold_names_the_fields() -> None:
@@ -132,7 +183,7 @@ def test_the_wrapped_kernel_refuses_a_chunk_it_cannot_hold() -> None:
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU (the paper's head dim in the interpreter takes minutes)")
-@pytest.mark.parametrize("name", ["matrix-previous-per-lag", "mlp-l2-per-lag"])
+@pytest.mark.parametrize("name", ["matrix-previous-per-lag", "matrix-momentum-previous-per-lag", "mlp-l2-per-lag"])
 def test_gpu_paper_head_dim(name: str) -> None:
     """K = 64 (the MLP's hidden 128), T = 300, chunk 16 (64-entry kernel chunks), bf16 inputs:
     within 2e-2 of the float64 PyTorch form."""

@@ -19,7 +19,7 @@ Notation inside the kernels (per chunk, C tokens, t = row, i = column):
     E  = exp(lb) * (K W^T) - V         (the errors at the retained state beta_i W_0)
     lt_t = sum_{j <= t} log theta_j,   Lt[j, i] = exp(lt_j - lt_i) (i <= j)
     gd:       D = Lb,        c = 0
-    momentum: D = Lb @ Lt,   c = Lb @ exp(lt)
+    momentum: D = Lb @ Lt,   c = Lb @ exp(lt)   (with a momentum mask m, MASKED: Lb diag(m))
     O  = exp(lb) * (Q W^T) + c * (Q S^T) - ((Q K^T) * D) @ P,   P = eta * phi(E)
     W' = exp(lb_C) W + c_C S - (D[C] * P)^T K
     S' = exp(lt_C) S - (Lt[C] * P)^T K
@@ -38,6 +38,9 @@ per value channel. lq retention (LQ) carries the accumulator A as the state W ab
 read the memory r0 A_0 (r0 = 1 / max(||A_0||_q, floor)^(q-2), the whole matrix's norm, so one
 V-tile), every output is scaled by r0 but the chunk's last token's, which reads the exact new
 memory r(A_end) A_end. kl retention has its own kernels (kl.py).
+A momentum mask m ([B, T, H] of 0 / 1, MASKED; momentum with alpha per head or none) lets S join W
+only at the tokens where it is 1, W_t = alpha_t W_{t-1} + m_t S_t: Atlas's Omega window with
+momentum (kernels.omega), whose c' entries per token carry S to W once, at the token's last one.
 """
 
 from __future__ import annotations
@@ -141,6 +144,17 @@ def _momentum_logs(theta, row, mt):
 
 
 @triton.jit
+def _joins(mmask, row, mt, Lb, wb, MASKED: tl.constexpr):
+    """(Lb diag(m), wb * m): the decays of the steps into W, zero from the tokens whose momentum
+    does not join the memory (the momentum mask m; D = Lb diag(m) Lt); as given without one."""
+    if MASKED:
+        m = tl.load(mmask + row, mask=mt, other=0.0).to(tl.float32)
+        return Lb * m[None, :], wb * m
+    else:
+        return Lb, wb
+
+
+@triton.jit
 def _steps(eta, row, mt, m_ck, ok, kc, K, ETA_CH: tl.constexpr):
     """(et [C], kw [C, BK]): the factor of each token's phi and the key it writes with. A
     per-head eta [B, T, H] gives (eta, k); a channel-wise one [B, T, H, K] steps each key channel
@@ -202,12 +216,13 @@ def _lq_read_bwd(dO, out, W_end, r0, dW, last, QX):
 
 @triton.jit
 def _fwd_kernel(
-    q, k, v, eta, alpha, theta, delta, w0, o, saved_w, saved_s,
+    q, k, v, eta, alpha, theta, mmask, delta, w0, o, saved_w, saved_s,
     T, H, K, V, NC, P_EXP, SHARP, EPS, RADIUS, QX,
     C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, BIAS: tl.constexpr,
     ALPHA: tl.constexpr, MOMENTUM: tl.constexpr, HAS_W0: tl.constexpr,
     SAVE: tl.constexpr, PREC: tl.constexpr, NEPS: tl.constexpr, SMOOTH: tl.constexpr,
     RETAIN_FIRST: tl.constexpr, ETA_CH: tl.constexpr, DELTA_CH: tl.constexpr, LQ: tl.constexpr,
+    MASKED: tl.constexpr,
 ):
     i_v = tl.program_id(0)
     i_bh = tl.program_id(1)
@@ -287,10 +302,11 @@ def _fwd_kernel(
             if MOMENTUM:
                 lt, ltl = _momentum_logs(theta, row, mt)
                 Lt = tl.exp(tl.where(causal, lt[:, None] - lt[None, :], float("-inf")))
-                D = tl.dot(Lb, Lt, input_precision="ieee")
-                cv = tl.sum(Lb * tl.exp(lt)[None, :], 1)
-                dlast = tl.sum(wb[:, None] * Lt, 0)  # D[C, :]
-                clast = tl.sum(wb * tl.exp(lt), 0)
+                Lbm, wbm = _joins(mmask, row, mt, Lb, wb, MASKED)
+                D = tl.dot(Lbm, Lt, input_precision="ieee")
+                cv = tl.sum(Lbm * tl.exp(lt)[None, :], 1)
+                dlast = tl.sum(wbm[:, None] * Lt, 0)  # D[C, :]
+                clast = tl.sum(wbm * tl.exp(lt), 0)
                 tlast = tl.exp(ltl - lt)  # Lt[C, :]
             else:
                 D = Lb
@@ -310,13 +326,13 @@ def _fwd_kernel(
 
 @triton.jit
 def _chunk_bwd(
-    q, k, v, eta, alpha, theta, delta, saved_w, saved_s, do,
+    q, k, v, eta, alpha, theta, mmask, delta, saved_w, saved_s, do,
     dq, dk, dv, deta, dla, dlth, ddelta, dW, dS, n, i_v, i_bh,
     T, H, K, V, NC, BH, P_EXP, SHARP, EPS, RADIUS, QX,
     C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, BIAS: tl.constexpr,
     ALPHA: tl.constexpr, MOMENTUM: tl.constexpr, PREC: tl.constexpr, NEPS: tl.constexpr,
     SMOOTH: tl.constexpr, STORE: tl.constexpr, RETAIN_FIRST: tl.constexpr, ETA_CH: tl.constexpr,
-    DELTA_CH: tl.constexpr, LQ: tl.constexpr,
+    DELTA_CH: tl.constexpr, LQ: tl.constexpr, MASKED: tl.constexpr,
 ):
     """Chunk n of the backward from dL/d(its end state) dW (and dS): writes the chunk's token
     gradients when STORE and returns dL/d(its start state). Without STORE only the state
@@ -437,10 +453,11 @@ def _chunk_bwd(
             lt, ltl = _momentum_logs(theta, row, mt)
             et_ = tl.exp(lt)
             Lt = tl.exp(tl.where(causal, lt[:, None] - lt[None, :], float("-inf")))
-            D = tl.dot(Lb, Lt, input_precision="ieee")
-            cv = tl.sum(Lb * et_[None, :], 1)
-            dlast = tl.sum(wb[:, None] * Lt, 0)
-            clast = tl.sum(wb * et_, 0)
+            Lbm, wbm = _joins(mmask, row, mt, Lb, wb, MASKED)
+            D = tl.dot(Lbm, Lt, input_precision="ieee")
+            cv = tl.sum(Lbm * et_[None, :], 1)
+            dlast = tl.sum(wbm[:, None] * Lt, 0)
+            clast = tl.sum(wbm * et_, 0)
             tlast = tl.exp(ltl - lt)
         else:
             D = Lb
@@ -486,12 +503,13 @@ def _chunk_bwd(
             dkwc -= tlast[:, None] * _mm(P, dS, PREC)
             dc = tl.sum(dO * _mm(qc, tl.trans(S), PREC), 1)
             dc += tl.where(is_last, tl.sum(tl.sum(dW * S, 1), 0), 0.0)
+            # dLb: of Lb diag(m) (Lbm), whose log-derivatives are Lbm's own entries
             dLb = tl.dot(dD, tl.trans(Lt), input_precision="ieee") + dc[:, None] * et_[None, :]
-            dLt = tl.dot(tl.trans(Lb), dD, input_precision="ieee")
+            dLt = tl.dot(tl.trans(Lbm), dD, input_precision="ieee")
             dLt += tl.where(is_last[:, None], -tl.sum(P * Rs, 1)[None, :], 0.0)
-            X = tl.where(causal, dLb * Lb, 0.0)
+            X = tl.where(causal, dLb * Lbm, 0.0)
             Y = tl.where(causal, dLt * Lt, 0.0)
-            dlt = tl.sum(Y, 1) - tl.sum(Y, 0) + tl.sum(Lb * dc[:, None], 0) * et_
+            dlt = tl.sum(Y, 1) - tl.sum(Y, 0) + tl.sum(Lbm * dc[:, None], 0) * et_
             dlt += tl.where(is_last, tl.exp(ltl) * tl.sum(tl.sum(dS * S, 1), 0), 0.0)
             g_lth = tl.cumsum(dlt, 0, reverse=True)
             if STORE:
@@ -539,13 +557,13 @@ def _chunk_bwd(
 
 @triton.jit
 def _bwd_kernel(
-    q, k, v, eta, alpha, theta, delta, saved_w, saved_s, do,
+    q, k, v, eta, alpha, theta, mmask, delta, saved_w, saved_s, do,
     dq, dk, dv, deta, dla, dlth, ddelta, dw0,
     T, H, K, V, NC, BH, P_EXP, SHARP, EPS, RADIUS, QX,
     C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, BIAS: tl.constexpr,
     ALPHA: tl.constexpr, MOMENTUM: tl.constexpr, PREC: tl.constexpr, NEPS: tl.constexpr,
     SMOOTH: tl.constexpr, RETAIN_FIRST: tl.constexpr, ETA_CH: tl.constexpr, DELTA_CH: tl.constexpr,
-    LQ: tl.constexpr,
+    LQ: tl.constexpr, MASKED: tl.constexpr,
 ):
     """The fused backward: one program per (V-tile, batch x head) walks the chunks in reverse."""
     i_v = tl.program_id(0)
@@ -557,22 +575,22 @@ def _bwd_kernel(
     dS = tl.zeros([BV, BK], dtype=tl.float32)
     for i_n in range(NC):
         dW, dS = _chunk_bwd(
-            q, k, v, eta, alpha, theta, delta, saved_w, saved_s, do,
+            q, k, v, eta, alpha, theta, mmask, delta, saved_w, saved_s, do,
             dq, dk, dv, deta, dla, dlth, ddelta, dW, dS, NC - 1 - i_n, i_v, i_bh,
             T, H, K, V, NC, BH, P_EXP, SHARP, EPS, RADIUS, QX, C, BK, BV, BIAS, ALPHA, MOMENTUM,
-            PREC, NEPS, SMOOTH, True, RETAIN_FIRST, ETA_CH, DELTA_CH, LQ,
+            PREC, NEPS, SMOOTH, True, RETAIN_FIRST, ETA_CH, DELTA_CH, LQ, MASKED,
         )
     tl.store(dw0 + i_bh * V * K + ov[:, None] * K + ok[None, :], dW, mask=m_vk)
 
 
 @triton.jit
 def _bwd_state_kernel(
-    q, k, v, eta, alpha, theta, delta, saved_w, saved_s, do, saved_dw, saved_ds, dw0,
+    q, k, v, eta, alpha, theta, mmask, delta, saved_w, saved_s, do, saved_dw, saved_ds, dw0,
     T, H, K, V, NC, BH, P_EXP, SHARP, EPS, RADIUS, QX,
     C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, BIAS: tl.constexpr,
     ALPHA: tl.constexpr, MOMENTUM: tl.constexpr, PREC: tl.constexpr, NEPS: tl.constexpr,
     SMOOTH: tl.constexpr, RETAIN_FIRST: tl.constexpr, ETA_CH: tl.constexpr, DELTA_CH: tl.constexpr,
-    LQ: tl.constexpr,
+    LQ: tl.constexpr, MASKED: tl.constexpr,
 ):
     """Split backward, pass 1 (sequential): only the state gradient, walked in reverse; stores
     dL/d(end state) of every chunk for pass 2."""
@@ -591,23 +609,23 @@ def _bwd_state_kernel(
         if MOMENTUM:
             tl.store(saved_ds + base + tile, dS, mask=m_vk)
         dW, dS = _chunk_bwd(
-            q, k, v, eta, alpha, theta, delta, saved_w, saved_s, do,  # no token gradients here:
+            q, k, v, eta, alpha, theta, mmask, delta, saved_w, saved_s, do,  # no token gradients:
             dw0, dw0, dw0, dw0, dw0, dw0, dw0, dW, dS, n, i_v, i_bh,  # placeholders, never written
             T, H, K, V, NC, BH, P_EXP, SHARP, EPS, RADIUS, QX, C, BK, BV, BIAS, ALPHA, MOMENTUM,
-            PREC, NEPS, SMOOTH, False, RETAIN_FIRST, ETA_CH, DELTA_CH, LQ,
+            PREC, NEPS, SMOOTH, False, RETAIN_FIRST, ETA_CH, DELTA_CH, LQ, MASKED,
         )
     tl.store(dw0 + i_bh * V * K + tile, dW, mask=m_vk)
 
 
 @triton.jit
 def _bwd_chunk_kernel(
-    q, k, v, eta, alpha, theta, delta, saved_w, saved_s, do, saved_dw, saved_ds,
+    q, k, v, eta, alpha, theta, mmask, delta, saved_w, saved_s, do, saved_dw, saved_ds,
     dq, dk, dv, deta, dla, dlth, ddelta,
     T, H, K, V, NC, BH, P_EXP, SHARP, EPS, RADIUS, QX,
     C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, BIAS: tl.constexpr,
     ALPHA: tl.constexpr, MOMENTUM: tl.constexpr, PREC: tl.constexpr, NEPS: tl.constexpr,
     SMOOTH: tl.constexpr, RETAIN_FIRST: tl.constexpr, ETA_CH: tl.constexpr, DELTA_CH: tl.constexpr,
-    LQ: tl.constexpr,
+    LQ: tl.constexpr, MASKED: tl.constexpr,
 ):
     """Split backward, pass 2 (one program per V-tile, chunk and batch x head, all at once): the
     token gradients of one chunk from its stored start state and end-state gradient."""
@@ -625,10 +643,10 @@ def _bwd_chunk_kernel(
     else:
         dS = dW
     _chunk_bwd(
-        q, k, v, eta, alpha, theta, delta, saved_w, saved_s, do,
-            dq, dk, dv, deta, dla, dlth, ddelta, dW, dS, n, i_v, i_bh,
+        q, k, v, eta, alpha, theta, mmask, delta, saved_w, saved_s, do,
+        dq, dk, dv, deta, dla, dlth, ddelta, dW, dS, n, i_v, i_bh,
         T, H, K, V, NC, BH, P_EXP, SHARP, EPS, RADIUS, QX, C, BK, BV, BIAS, ALPHA, MOMENTUM,
-        PREC, NEPS, SMOOTH, True, RETAIN_FIRST, ETA_CH, DELTA_CH, LQ,
+        PREC, NEPS, SMOOTH, True, RETAIN_FIRST, ETA_CH, DELTA_CH, LQ, MASKED,
     )
 
 
@@ -654,10 +672,11 @@ def _launch_config(K: int, V: int, bias: BiasConfig, backward: bool,
 def compile_specs(bias: BiasConfig, K: int, V: int, chunk_size: int, alpha: str = "head",
                   momentum: bool = False, dtype: torch.dtype = torch.bfloat16,
                   backward: str = "fused", gradient_at: str = "retained", eta: str = "head",
-                  delta: str = "head", retention: str = "l2") -> list[tuple]:
+                  delta: str = "head", retention: str = "l2", masked: bool = False) -> list[tuple]:
     """(name, kernel, scalars, pointer types, num_warps) of the launches for
     kernels.compile_check (compiling for a GPU without one); alpha: none / head / channel; eta
-    and delta: head / channel; retention: l2 (or none) / lq.
+    and delta: head / channel; retention: l2 (or none) / lq; masked: a momentum mask (the Omega
+    window with momentum).
     'fused': the forward and the backward; 'split': the backward's state and chunk passes."""
     mode = {"none": _ALPHA_NONE, "head": _ALPHA_HEAD, "channel": _ALPHA_CHANNEL}[alpha]
     element = "*bf16" if dtype == torch.bfloat16 else "*fp32"
@@ -673,7 +692,7 @@ def compile_specs(bias: BiasConfig, K: int, V: int, chunk_size: int, alpha: str 
         scalars = {"T": 1024, "H": 8, "K": K, "V": V, "NC": 1024 // chunk_size, "C": chunk_size,
                    "BK": BK, "BV": BV, "ALPHA": mode, "MOMENTUM": momentum,
                    "RETAIN_FIRST": gradient_at == "retained" and not lq, "ETA_CH": eta == "channel",
-                   "DELTA_CH": delta == "channel", "LQ": lq, "QX": 4.0,
+                   "DELTA_CH": delta == "channel", "LQ": lq, "QX": 4.0, "MASKED": masked,
                    "PREC": matrix_precision(dtype, bias.kind), **_bias_args(bias)}
         if is_backward:
             scalars["BH"] = 32
@@ -683,15 +702,16 @@ def compile_specs(bias: BiasConfig, K: int, V: int, chunk_size: int, alpha: str 
     return specs
 
 
-def _reference(bias: BiasConfig, chunk_size: int, gradient_at: str, lq_exp: float | None):
+def _reference(bias: BiasConfig, chunk_size: int, gradient_at: str, lq_exp: float | None,
+               momentum_mask: torch.Tensor | None = None):
     """The PyTorch reference in float32 (or wider), output in q's dtype: the fallback of a launch
     that does not fit this GPU."""
     def run(q, k, v, eta, alpha, theta, delta, w0):
         wide = [x if x is None else x.to(torch.promote_types(x.dtype, torch.float32))
                 for x in (q, k, v, eta, alpha, theta, delta, w0)]
         retention = {"retention": "lq", "q_exp": lq_exp} if lq_exp is not None else {}
-        return naive_chunk_matrix_memory(*wide, bias=bias, chunk_size=chunk_size,
-                                         gradient_at=gradient_at, **retention).to(q.dtype)
+        return naive_chunk_matrix_memory(*wide, bias=bias, chunk_size=chunk_size, gradient_at=gradient_at,
+                                         momentum_mask=momentum_mask, **retention).to(q.dtype)
     return run
 
 
@@ -734,7 +754,7 @@ class ChunkMatrixMemory(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, q, k, v, eta, alpha, theta, delta, w0, bias, chunk_size, split, gradient_at,
+    def forward(ctx, q, k, v, eta, alpha, theta, delta, w0, mask, bias, chunk_size, split, gradient_at,
                 lq_exp):
         B, T, H, K = k.shape
         V = v.shape[-1]
@@ -756,9 +776,10 @@ class ChunkMatrixMemory(torch.autograd.Function):
             with on_device(q):
                 _fwd_kernel[grid](
                     q, k, v, eta, dummy if alpha is None else alpha, dummy if theta is None else theta,
+                    dummy if mask is None else mask,
                     dummy if delta is None else delta, dummy if w0 is None else w0, o, saved_w, saved_s,
                     T, H, K, V, NC, QX=lq_exp or 2.0, C=chunk_size, BK=BK, BV=BV, ALPHA=mode,
-                    MOMENTUM=theta is not None, LQ=lq,
+                    MOMENTUM=theta is not None, LQ=lq, MASKED=mask is not None,
                     HAS_W0=w0 is not None, SAVE=save, PREC=matrix_precision(q.dtype, bias.kind),
                     RETAIN_FIRST=gradient_at == "retained", ETA_CH=eta.dim() == 4,
                     DELTA_CH=delta is not None and delta.dim() == 4, num_warps=warps, num_stages=1,
@@ -767,18 +788,19 @@ class ChunkMatrixMemory(torch.autograd.Function):
         except OutOfResources as error:
             warn_fallback("matrix-memory forward", error)
             ctx.fallback = True
-            o = _reference(bias, chunk_size, gradient_at, lq_exp)(q, k, v, eta, alpha, theta, delta, w0)
-        ctx.save_for_backward(q, k, v, eta, alpha, theta, delta, w0, saved_w, saved_s)
+            o = _reference(bias, chunk_size, gradient_at, lq_exp, mask)(q, k, v, eta, alpha, theta, delta, w0)
+        ctx.save_for_backward(q, k, v, eta, alpha, theta, delta, w0, mask, saved_w, saved_s)
         return o
 
     @staticmethod
     def backward(ctx, do):
-        q, k, v, eta, alpha, theta, delta, w0, saved_w, saved_s = ctx.saved_tensors
+        q, k, v, eta, alpha, theta, delta, w0, mask, saved_w, saved_s = ctx.saved_tensors
         bias, C, mode = ctx.bias, ctx.chunk_size, ctx.mode
         inputs = [q, k, v, eta, alpha, theta, delta, w0]
-        reference = _reference(bias, C, ctx.gradient_at, ctx.lq_exp)
+        reference = _reference(bias, C, ctx.gradient_at, ctx.lq_exp, mask)
+        no_grads = (None,) * 6  # the mask and the options
         if ctx.fallback:
-            return (*reference_grads(reference, inputs, do), None, None, None, None, None)
+            return (*reference_grads(reference, inputs, do), *no_grads)
         B, T, H, K = k.shape
         V = v.shape[-1]
         NC = triton.cdiv(T, C)
@@ -790,13 +812,14 @@ class ChunkMatrixMemory(torch.autograd.Function):
         dw0 = torch.empty(B, H, V, K, **f32)
         dummy = eta
         launch = (q, k, v, eta, dummy if alpha is None else alpha, dummy if theta is None else theta,
-                  dummy if delta is None else delta, saved_w, saved_s, do.contiguous())
+                  dummy if mask is None else mask, dummy if delta is None else delta, saved_w, saved_s,
+                  do.contiguous())
         grads = token_grads.buffers()
         scalars = dict(
             T=T, H=H, K=K, V=V, NC=NC, BH=B * H, QX=ctx.lq_exp or 2.0, LQ=lq, C=C, BK=BK, BV=BV, ALPHA=mode,
             MOMENTUM=theta is not None, PREC=matrix_precision(q.dtype, bias.kind), num_warps=warps,
             num_stages=1, RETAIN_FIRST=ctx.gradient_at == "retained", ETA_CH=eta.dim() == 4,
-            DELTA_CH=token_grads.delta_channel, **_bias_args(bias),
+            DELTA_CH=token_grads.delta_channel, MASKED=mask is not None, **_bias_args(bias),
         )
         try:
             with on_device(q):
@@ -809,9 +832,9 @@ class ChunkMatrixMemory(torch.autograd.Function):
                     _bwd_kernel[(NV, B * H)](*launch, *grads, dw0, **scalars)
         except OutOfResources as error:
             warn_fallback("matrix-memory backward", error)
-            return (*reference_grads(reference, inputs, do), None, None, None, None, None)
+            return (*reference_grads(reference, inputs, do), *no_grads)
         g_w0 = None if w0 is None else dw0.sum(0).to(w0.dtype)
-        return (*token_grads.finish(q, k, eta, delta, (alpha, theta)), g_w0, None, None, None, None, None)
+        return (*token_grads.finish(q, k, eta, delta, (alpha, theta)), g_w0, *no_grads)
 
 
 SPLIT_MIN_CHUNKS = 128
@@ -849,6 +872,7 @@ def chunk_matrix_memory(
     retention: str = "l2",
     lq_exponent: float = 4.0,
     kl_scale: float = 1.0,
+    momentum_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Chunked matrix memory with Triton kernels (forward and backward).
 
@@ -879,6 +903,9 @@ def chunk_matrix_memory(
             softmax_row(raw) with c = ``kl_scale``, every token reading its own exact map, see
             naive.naive_chunk_matrix_kl; initial_state the raw parameter whose row softmax,
             times c, is W_0, uniform rows without one; head dims powers of two).
+        momentum_mask: [B, T, H] of 0 / 1 (momentum, alpha per head or none, l2 / none / lq
+            retention): S joins the memory only where it is 1, W_t = alpha_t W_{t-1} + m_t S_t
+            (the Omega window's entries, kernels.omega); None: at every token.
     Returns:
         o: [B, T, H, V] in the dtype of q.
     """
@@ -914,6 +941,12 @@ def chunk_matrix_memory(
         raise KernelInputError(f"bias {bias.kind!r} takes one Huber threshold per token [B, T, H]; "
                                "a threshold per value channel [B, T, H, V] is for huber_coordinate "
                                "and huber_switch")
+    if momentum_mask is not None:
+        _check("momentum_mask", momentum_mask, (B, T, H), floats)
+        if theta is None or kl or (alpha is not None and alpha.dim() == 4):
+            raise KernelInputError("momentum_mask is for momentum (theta) with alpha per head or none, "
+                                   "and retention l2, none or lq")
+        momentum_mask = momentum_mask.contiguous()
     args = [x.contiguous() if x is not None else None for x in (q, k, v, eta, alpha, theta, delta, initial_state)]
     if not bias.needs_delta:
         args[6] = None
@@ -932,7 +965,7 @@ def chunk_matrix_memory(
         return chunk_matrix_kl(*args, bias, chunk_size, kl_scale)
     if lq_exp is not None:
         gradient_at = "previous"  # lq takes every gradient at the chunk-start memory r(A_0) A_0
-    return ChunkMatrixMemory.apply(*args, bias, chunk_size, backward == "split", gradient_at, lq_exp)
+    return ChunkMatrixMemory.apply(*args, momentum_mask, bias, chunk_size, backward == "split", gradient_at, lq_exp)
 
 
 def _lq_exponent(retention: str, lq_exponent: float) -> float | None:

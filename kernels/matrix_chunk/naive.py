@@ -8,7 +8,7 @@ Titans' order: e_i = W_0 k_i - v_i), as miras_search.memory does:
     beta_t = prod_{s <= j <= t} alpha_j,   e_i = beta_i W_0 k_i - v_i,   g_i = phi(e_i)
     gd:        U_t = beta_t W_0 - sum_{i <= t} (beta_t / beta_i) eta_i g_i k_i^T
     momentum:  S_t = theta_t S_{t-1} - eta_t g_t k_t^T  (S carried across chunks)
-               U_t = beta_t W_0 + sum_{j <= t} (beta_t / beta_j) S_j
+               U_t = beta_t W_0 + sum_{j <= t} (beta_t / beta_j) m_j S_j
     o_t = U_t q_t;  the next chunk starts from W_0 := U_last.
 
 Channel-wise alpha [K] decays the key dimension (W diag(alpha)); a channel-wise eta [K] steps
@@ -21,6 +21,10 @@ memory is W = r(A) A with r(A) = 1 / max(||A||_q, floor)^(q - 2) (the norm over 
 matrix). Inside a chunk A runs the linear update above (with A for W) and every gradient is taken
 at W_0 = r(A_0) A_0; token t reads r(A_0) A_t q_t, except the chunk's last token, which reads the
 exact new memory r(A_C) A_C q: the normalisation at chunk ends (miras_search.memory's chunked form).
+
+The momentum mask m (1 without one) lets S join the memory only at the tokens where it is 1:
+Atlas's Omega window runs as several entries per token (kernels.omega), whose momentum reaches
+W once per token, at its last entry.
 
 chunk_size = 1 is the exact
 token-by-token recurrence. This file is written to be read; the Triton kernel in chunk.py
@@ -53,6 +57,7 @@ def naive_chunk_matrix_memory(
     gradient_at: str = "retained",
     retention: str = "l2",
     q_exp: float = 4.0,
+    momentum_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Chunked matrix memory, one chunk at a time, in the dtype of ``q``.
 
@@ -67,6 +72,7 @@ def naive_chunk_matrix_memory(
         gradient_at: 'retained' (errors at beta_i W_0) or 'previous' (at W_0).
         retention: 'l2' (linear: with alpha, or none without) or 'lq' (the exponent ``q_exp``;
             errors at W_0, initial_state the accumulator A_0).
+        momentum_mask: [B, T, H] of 0 / 1, where S joins the memory (momentum only), or None.
     Returns:
         o: [B, T, H, V].
     """
@@ -109,14 +115,16 @@ def naive_chunk_matrix_memory(
         if theta is not None:
             lt = log_th[:, sl].transpose(1, 2).cumsum(2)  # (B, H, C)
             l_th = decay_matrix(lt)  # Theta_j / Theta_i, (B, H, C, C)
+            joins = (lt.new_ones(lt.shape) if momentum_mask is None
+                     else momentum_mask[:, sl].transpose(1, 2).to(lt.dtype))  # m_j, (B, H, C)
 
         if not channel:
             l_b = decay_matrix(lb)  # beta_t / beta_j, (B, H, C, C)
             if theta is None:
                 d = l_b
             else:
-                d = l_b @ l_th
-                c = l_b @ lt.exp().unsqueeze(-1)  # (B, H, C, 1)
+                d = (l_b * joins.unsqueeze(-2)) @ l_th
+                c = l_b @ (joins * lt.exp()).unsqueeze(-1)  # (B, H, C, 1)
             scores = torch.einsum("bhtk,bhik->bhti", qc, kw) * d
             o = lb.exp().unsqueeze(-1) * torch.einsum("bhtk,bhvk->bhtv", qc, W)
             o = o - scores @ p
@@ -130,8 +138,8 @@ def naive_chunk_matrix_memory(
             if theta is None:
                 d = l_b
             else:
-                d = torch.einsum("bhtjk,bhji->bhtik", l_b, l_th)
-                c = torch.einsum("bhtjk,bhj->bhtk", l_b, lt.exp())  # (B, H, C, K)
+                d = torch.einsum("bhtjk,bhj,bhji->bhtik", l_b, joins, l_th)
+                c = torch.einsum("bhtjk,bhj->bhtk", l_b, joins * lt.exp())  # (B, H, C, K)
             o = torch.einsum("bhtk,bhvk->bhtv", qc * lb.exp(), W)
             o = o - torch.einsum("bhtk,bhik,bhtik,bhiv->bhtv", qc, kw, d, p)
             W_new = W * lb[:, :, -1].exp().unsqueeze(-2)
@@ -168,6 +176,7 @@ def recurrent_matrix_memory(
     chunk_size: int = 1,
     retention: str = "l2",
     q_exp: float = 4.0,
+    momentum_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The same update, written as a loop over tokens (gradients still at chunk starts).
 
@@ -202,7 +211,8 @@ def recurrent_matrix_memory(
         eta_t = eta[:, t].unsqueeze(-2) if eta.dim() == 4 else eta[:, t, :, None, None]
         step = -eta_t * g.unsqueeze(-1) * kt.unsqueeze(-2)
         S = step if theta is None else theta[:, t, :, None, None] * S + step
-        W = decay * W + S
+        joins = 1.0 if momentum_mask is None or theta is None else momentum_mask[:, t, :, None, None]
+        W = decay * W + joins * S
         o = torch.einsum("bhvk,bhk->bhv", W, qt)
         if lq:
             chunk_end = t % chunk_size == chunk_size - 1 or t == T - 1

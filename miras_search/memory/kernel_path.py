@@ -30,14 +30,19 @@ KernelChoice = Literal["auto", "triton", "torch"]
 
 def atlas_problem(rule: MemoryRule, q: Tensor, v: Tensor) -> str | None:
     """Why no kernel runs an Atlas option (arXiv 2505.23735), or None: the kernels implement
-    neither Muon's orthogonalised step, nor the Omega window with momentum (with gd it runs as
-    window entries, kernels.omega), nor an MLP memory behind a feature map (keys wider than
+    neither Muon's orthogonalised step, nor the Omega window with momentum on an MLP memory, a
+    channel-wise alpha or kl retention (it runs as window entries with gd, and with momentum on
+    the matrix kernel: kernels.omega), nor an MLP memory behind a feature map (keys wider than
     values); those points run the PyTorch chunked form."""
     if rule.algorithm == "muon":
         return "algorithm 'muon' (Newton-Schulz on each step) has no kernel"
-    if rule.omega_window > 1 and rule.algorithm != "gd":
-        return (f"the Omega window (bias.window {rule.omega_window}) has a kernel with algorithm "
-                f"'gd' only, not '{rule.algorithm}'")
+    if rule.omega_window > 1:
+        from miras_search.kernels.omega import window_algorithm_problem
+
+        problem = window_algorithm_problem(rule.memory, rule.algorithm, rule.gate_modes.get("alpha"),
+                                           rule.retention.kind)
+        if problem is not None:
+            return f"{problem} (bias.window {rule.omega_window})"
     if rule.memory == "mlp" and q.shape[-1] != v.shape[-1]:
         return "an MLP memory behind a feature map (memory.feature_map) has no kernel"
     return None
@@ -82,8 +87,8 @@ def _find_kernel(rule: MemoryRule, q: Tensor, v: Tensor, chunk_size: int,
             "head or channel-wise, a channel-wise Huber threshold for the coordinate and switch "
             "variants; matrix memory with retention none/l2/lq/kl, gd/momentum, alpha per head or "
             "channel-wise; 2-layer MLP memory with retention none/l2/lq/kl/elastic, gd/momentum, alpha per "
-            "head or channel-wise; the Omega window with gd on either; other points run the PyTorch "
-            "chunked form)"
+            "head or channel-wise; the Omega window with gd on either, with momentum on a matrix "
+            "memory; other points run the PyTorch chunked form)"
         )
     if rule.steps_per_token != 1:
         return None, "multistep updates have no kernel"
