@@ -150,9 +150,9 @@ def cross_axis_problems(point: ModelPoint) -> list[tuple[str, str]]:
 
 def _atlas_problems(point: ModelPoint) -> list[tuple[str, str]]:
     """The rules of Atlas's axes (arXiv 2505.23735): the Omega window (bias.window > 1), the
-    muon algorithm and the feature maps. Muon and the window with momentum run with per-token
-    weights materialised in the chunked form (the window with gd as c entries per token of the
-    linear form), which covers linear retentions (none, l2) on matrix and MLP memories."""
+    muon algorithm and the feature maps. Muon runs with per-token weights materialised in the
+    chunked form (the window, with gd or momentum, as c entries per token of the linear form),
+    which covers linear retentions (none, l2) on matrix and MLP memories."""
     memory, bias, retention, algorithm = point.memory, point.bias, point.retention, point.algorithm
     write_key = getattr(algorithm, "write_key", "key")
     problems: list[tuple[str, str]] = []
