@@ -198,3 +198,30 @@ def test_gpu_paper_head_dim(name: str) -> None:
         got = memory_forward(rule, *(x.to(torch.bfloat16) for x in (q, k, v)), gates32,
                              [p.float() for p in params], chunk_size=16, kernel="triton")
     assert ((got.double() - wide).norm() / wide.norm()).item() < 2e-2
+
+
+@pytest.mark.parametrize("which", ["_fwd_kernel", "_bwd_kernel"])
+def test_a_refused_launch_falls_back_to_the_reference_with_the_mask(monkeypatch, refused_launch, which) -> None:
+    """A matrix-kernel launch that does not fit the GPU falls back to the PyTorch reference,
+    which takes the momentum mask too: the launched kernel's outputs and gradients."""
+    from miras_search.kernels import KernelFallbackWarning
+    from miras_search.kernels.matrix_chunk import chunk as matrix_chunk
+
+    g = torch.Generator().manual_seed(3)
+    shape = (1, 37, 2)
+    q, k, v = (torch.randn(*shape, 16, generator=g) / 4 for _ in range(3))
+    gates = (0.1 + 0.4 * torch.rand(shape, generator=g), 1 - 0.1 * torch.rand(shape, generator=g),
+             0.4 + 0.5 * torch.rand(shape, generator=g))
+    mask = (torch.rand(shape, generator=g) < 0.5).float()
+
+    def run() -> list[torch.Tensor]:
+        leaves = [x.clone().requires_grad_() for x in (q, k, v, *gates)]
+        o = matrix_chunk.chunk_matrix_memory(*leaves, chunk_size=16, momentum_mask=mask)
+        return [o, *torch.autograd.grad(o.square().sum(), leaves)]
+
+    launched = run()
+    monkeypatch.setattr(matrix_chunk, which, refused_launch)
+    with pytest.warns(KernelFallbackWarning, match="does not fit this GPU"):
+        fallen_back = run()
+    for got, want in zip(fallen_back, launched, strict=True):
+        assert ((got - want).norm() / want.norm()).item() < 1e-5
