@@ -19,9 +19,9 @@ tokens of a window-1 layer (and c'^2 times its intra-chunk products).
 With momentum, S_t = theta_t S_{t-1} - eta_t sum_j w_{t,j} grad_j and W_t = alpha_t W_{t-1} + S_t:
 the entries carry theta_t at the first one (1 at the others) and S accumulates over them, but S
 must join W once per token. The matrix kernel's momentum mask (``momentum_mask``, 1 at each
-token's last entry) does that (W_e = alpha_e W_{e-1} + m_e S_e); the MLP kernels have no mask, and
-a channel-wise alpha or kl retention none either (``window_algorithm_problem``). Muon's step is
-not linear in the gradients: no kernel.
+token's last entry) does that (W_e = alpha_e W_{e-1} + m_e S_e); the MLP kernels, the matrix
+kernel's momentum with a channel-wise alpha and its kl kernel have no mask
+(``window_algorithm_problem``). Muon's step is not linear in the gradients: no kernel.
 """
 
 from __future__ import annotations
