@@ -193,6 +193,26 @@ def test_exponential_map_is_eq22_truncated() -> None:
 # ---- Muon and the Omega window against independent loops ----------------------------------------
 
 
+@pytest.mark.parametrize("degree", [2, 3])
+def test_a_model_keeps_the_maps_tables_as_integer_buffers(degree: int) -> None:
+    """The mixer keeps each degree's monomial indices and prod(m_j!) as integer buffers: they
+    move with the model, no dtype cast rounds them, the state dict leaves them out, and phi
+    from them equals phi built per call, to the last bit in float64."""
+    point = preset("omeganet", block={"d_model": 16, "n_heads": 2, "n_layers": 1},
+                   memory={"kind": "mlp", "feature_map": {"kind": "polynomial", "degree": degree}})
+    model = build_model(point, device="cpu").double()
+    mixer = next(m for m in model.modules() if hasattr(m, "monomial_index_0"))
+    buffers = dict(mixer.named_buffers())
+    tables = [(buffers[f"monomial_index_{i}"], buffers[f"monomial_counts_{i}"]) for i in range(degree - 1)]
+    assert all(t.dtype == torch.int64 for pair in tables for t in pair)
+    assert not any("monomial" in name for name in model.state_dict())
+    fmap = point.memory.feature_map
+    x = torch.randn(3, 2, 8, dtype=torch.float64)
+    c = torch.rand(2, degree + 1, dtype=torch.float64)
+    assert torch.equal(fmap.apply(x, c, tables), fmap.apply(x, c))
+    assert fmap.apply(x, c, tables).shape[-1] == fmap.width(8)
+
+
 @pytest.mark.parametrize("retention", [{"kind": "none"}, {"kind": "l2"}, {"kind": "l2", "gradient_at": "previous"}])
 @pytest.mark.parametrize("memory", [{"kind": "matrix", "init": "learned"}, {"kind": "mlp", "expansion": 2}])
 def test_muon_step_matches_eqs_32_33(memory: dict, retention: dict) -> None:

@@ -60,6 +60,13 @@ class MemoryMixer(nn.Module):
             nn.Parameter(torch.tensor(self.feature_map.initial_coefficients()).repeat(h))
             if self.feature_map is not None and self.feature_map.learned else None
         )
+        # the map's monomial tables (integers), kept on the model's device: no copy per call
+        self._monomial_degrees = 0
+        if self.feature_map is not None:
+            for i, (index, counts) in enumerate(self.feature_map.monomial_tensors(k)):
+                self.register_buffer(f"monomial_index_{i}", index, persistent=False)
+                self.register_buffer(f"monomial_counts_{i}", counts, persistent=False)
+                self._monomial_degrees = i + 1
         k_mem = k if self.feature_map is None else self.feature_map.width(k)
         self.q_proj = nn.Linear(d, h * k, bias=False)
         self.write_key = self.rule.write_key
@@ -117,8 +124,10 @@ class MemoryMixer(nn.Module):
         if self.feature_map is not None:  # phi(q), phi(k): [B, T, H, features]
             coefficients = (None if self.feature_coefficients is None
                             else self.feature_coefficients.view(h, -1))
-            q = self.feature_map.apply(q, coefficients)
-            key = self.feature_map.apply(key, coefficients)
+            tables = [(getattr(self, f"monomial_index_{i}"), getattr(self, f"monomial_counts_{i}"))
+                      for i in range(self._monomial_degrees)]
+            q = self.feature_map.apply(q, coefficients, tables)
+            key = self.feature_map.apply(key, coefficients, tables)
         # gates near 1 (alpha = 0.9999) do not survive bfloat16: they are produced in float32 (or
         # float64 when x is) outside autocast; memory_forward runs its state math in float32 too
         with torch.autocast(device_type=x.device.type, enabled=False):

@@ -37,17 +37,17 @@ MAX_FEATURES = 4096
 
 
 @functools.lru_cache(maxsize=32)
-def monomials(key_dim: int, degree: int) -> tuple[list[tuple[int, ...]], list[float]]:
+def monomials(key_dim: int, degree: int) -> tuple[list[tuple[int, ...]], list[int]]:
     """The multi-indices (as sorted index tuples) of the degree-``degree`` monomials of a
-    ``key_dim``-vector and each one's weight sqrt(degree! / prod(m_j!)), so that
-    sum_m w_m^2 q^m k^m = (q^T k)^degree.
+    ``key_dim``-vector and each one's prod(m_j!): its weight is w_m = sqrt(degree! / prod(m_j!)),
+    so that sum_m w_m^2 q^m k^m = (q^T k)^degree. Integers, so that a model keeps them as buffers
+    that no dtype cast rounds (the weights are formed in the input's dtype).
 
-    Plain loops, in itertools.combinations_with_replacement's order: torch.compile traces them
-    (into constants) where it cannot trace itertools' iterators."""
+    Plain loops, in itertools.combinations_with_replacement's order."""
     indices: list[tuple[int, ...]] = [()]
     for _ in range(degree):
         indices = [(*index, i) for index in indices for i in range(index[-1] if index else 0, key_dim)]
-    weights = []
+    denominators = []
     for index in indices:
         counts: dict[int, int] = {}
         for i in index:
@@ -55,8 +55,8 @@ def monomials(key_dim: int, degree: int) -> tuple[list[tuple[int, ...]], list[fl
         denominator = 1
         for count in counts.values():
             denominator *= math.factorial(count)
-        weights.append(math.sqrt(math.factorial(degree) / denominator))
-    return indices, weights
+        denominators.append(denominator)
+    return indices, denominators
 
 
 def feature_width(key_dim: int, degree: int) -> int:
@@ -80,8 +80,15 @@ class FeatureMap(AxisOption):
         """c_i = sqrt(a_i) for i = 0 .. p at initialisation (a_i = 1 / i!)."""
         return []
 
-    def apply(self, x: Tensor, coefficients: Tensor | None = None) -> Tensor:
-        """phi(x): x [..., H, K] -> [..., H, width(K)]; ``coefficients`` [H, p + 1] (c_i)."""
+    def monomial_tensors(self, key_dim: int) -> list[tuple[Tensor, Tensor]]:
+        """What ``apply`` gathers for keys of ``key_dim``, as integer tensors a model keeps
+        (buffers, moved with it): (index [M, d], prod(m_j!) [M]) per degree d >= 2; none here."""
+        return []
+
+    def apply(self, x: Tensor, coefficients: Tensor | None = None,
+              tables: list[tuple[Tensor, Tensor]] | None = None) -> Tensor:
+        """phi(x): x [..., H, K] -> [..., H, width(K)]; ``coefficients`` [H, p + 1] (c_i);
+        ``tables``: ``monomial_tensors(K)`` on x's device (else built and copied per call)."""
         return x
 
 
@@ -112,17 +119,23 @@ class _Polynomial(FeatureMap):
     def examples(cls) -> list[dict]:
         return []  # applied by the block before the memory; tested on its own
 
-    def apply(self, x: Tensor, coefficients: Tensor | None = None) -> Tensor:
+    def monomial_tensors(self, key_dim: int) -> list[tuple[Tensor, Tensor]]:
+        import torch
+
+        return [tuple(map(torch.tensor, monomials(key_dim, degree))) for degree in range(2, self.degree + 1)]
+
+    def apply(self, x: Tensor, coefficients: Tensor | None = None,
+              tables: list[tuple[Tensor, Tensor]] | None = None) -> Tensor:
         import torch
 
         if coefficients is None:  # fixed Taylor terms
             coefficients = x.new_tensor(self.initial_coefficients()).expand(x.shape[-2], -1)
         c = coefficients.to(x.dtype)  # [H, p + 1]
+        if tables is None:  # built and copied to x's device per call (a model passes its buffers)
+            tables = [(index.to(x.device), counts.to(x.device)) for index, counts in self.monomial_tensors(x.shape[-1])]
         blocks = [x * c[:, 1:2], c[:, 0:1].expand(*x.shape[:-1], 1)]
-        for degree in range(2, self.degree + 1):
-            indices, weights = monomials(x.shape[-1], degree)
-            index = torch.tensor(indices, device=x.device)  # [M, degree]
-            weight = torch.tensor(weights, dtype=x.dtype, device=x.device)
+        for degree, (index, counts) in enumerate(tables, start=2):  # index [M, degree], counts [M]
+            weight = (math.factorial(degree) / counts.to(x.dtype)).sqrt()  # sqrt(d! / prod(m_j!))
             block = x[..., index].prod(-1) * weight  # [..., H, M]
             blocks.append(block * c[:, degree:degree + 1])
         return torch.cat(blocks, dim=-1)
