@@ -61,12 +61,11 @@ class MemoryMixer(nn.Module):
             if self.feature_map is not None and self.feature_map.learned else None
         )
         # the map's monomial tables (integers), kept on the model's device: no copy per call
-        self._monomial_degrees = 0
-        if self.feature_map is not None:
-            for i, (index, counts) in enumerate(self.feature_map.monomial_tensors(k)):
-                self.register_buffer(f"monomial_index_{i}", index, persistent=False)
-                self.register_buffer(f"monomial_counts_{i}", counts, persistent=False)
-                self._monomial_degrees = i + 1
+        tables = [] if self.feature_map is None else self.feature_map.monomial_tensors(k)
+        for i, (index, counts) in enumerate(tables):
+            self.register_buffer(f"monomial_index_{i}", index, persistent=False)
+            self.register_buffer(f"monomial_counts_{i}", counts, persistent=False)
+        self._monomial_degrees = len(tables)
         k_mem = k if self.feature_map is None else self.feature_map.width(k)
         self.q_proj = nn.Linear(d, h * k, bias=False)
         self.write_key = self.rule.write_key
