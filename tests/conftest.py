@@ -45,6 +45,13 @@ def _cuda() -> bool:
 # test module imports them, so that no test's outcome depends on which module ran first.
 if not _cuda():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+if os.environ.get("TRITON_INTERPRET") == "1":
+    try:
+        import triton_interpreter
+    except ImportError:  # no Triton: the kernel tests skip
+        pass
+    else:
+        triton_interpreter.install()
 
 DATA = Path(__file__).resolve().parent / "data"
 
