@@ -2,10 +2,10 @@
 
 Draws points from each space (its own sampler, a fixed seed) and sorts each point by the path its
 memory layers take on a CUDA machine with bf16 inputs: softmax attention, fla's chunk kernels, our
-Triton kernels, or the PyTorch form, the last grouped by the point's memory, retention, algorithm
-and channel-wise gates (what a new kernel would have to cover). No GPU is needed: coverage and
-shape limits are decided without one (``kernels.kernel_for``, ``kernels.dispatch.shape_problem``,
-``memory.fla_path.fla_op``).
+Triton kernels, or the PyTorch form, the last grouped by the reason (for an uncovered point: its
+memory, retention, algorithm and channel-wise gates, what a new kernel would have to cover). No
+GPU is needed: ``miras_search.model.gpu_path`` decides as a trial on a GPU would, at each point's
+own shapes (``miras kernels SPACE`` prints the same table in the terminal).
 
     python benchmarks/kernel_coverage.py [SPACE.yaml ...] [--points 400] [--seed 1] [--out F]
 """
@@ -13,55 +13,21 @@ shape limits are decided without one (``kernels.kernel_for``, ``kernels.dispatch
 from __future__ import annotations
 
 import argparse
-import collections
 from pathlib import Path
 
-import torch
-
-from miras_search.kernels import kernel_for
-from miras_search.kernels.dispatch import shape_problem
-from miras_search.memory import MemoryRule
-from miras_search.memory.fla_path import fla_op
-from miras_search.model.mixer import resolved_chunk_form
-from miras_search.schema import ModelPoint
+from miras_search.model.gpu_path import coverage as gpu_coverage
 from miras_search.space.search_space import SearchSpace
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def layer_path(point: ModelPoint) -> str:
-    """'attention', 'fla', 'triton' or 'pytorch: <memory / retention / algorithm [channel gates]>'."""
-    rule = MemoryRule.from_point(point)
-    if rule.is_attention:
-        return "attention"
-    form = resolved_chunk_form(point)
-    if point.train.mode == "chunked" and fla_op(rule, "chunked", form)[0] is not None:
-        return "fla"
-    head_dim = point.block.d_model // point.block.n_heads
-    covered = point.train.mode == "chunked" and form == "minibatch" and kernel_for(point) is not None
-    if covered:
-        problem = shape_problem(point, head_dim, head_dim, point.train.chunk_size, torch.bfloat16)
-        if problem is None:
-            return "triton"
-        return f"pytorch: the kernel's shapes ({problem[:70]})"
-    channel = sorted(name for name, mode in rule.gate_modes.items() if mode == "channel")
-    gates = f" [channel {', '.join(channel)}]" if channel else ""
-    network = ""
-    if rule.memory == "mlp":
-        network = f" (depth {rule.network.depth}, {rule.network.activation})"
-    return f"pytorch: {rule.memory}{network} / {rule.retention.kind} / {rule.algorithm}{gates}"
-
-
 def coverage(space_path: Path, points: int, seed: int) -> str:
-    """A markdown table of the paths of ``points`` points drawn from the space."""
-    space = SearchSpace.load(space_path)
-    counts = collections.Counter(layer_path(point) for point in space.sample(points, seed=seed))
-    total = sum(counts.values())
-    memory = total - counts["attention"]
-    on_kernel = counts["fla"] + counts["triton"]
-    lines = [f"### {space_path.name}: {on_kernel} of {memory} memory points on a kernel "
-             f"({100 * on_kernel / max(memory, 1):.0f} %)", "", "| path | points |", "|---|---|"]
-    lines += [f"| {path} | {count} |" for path, count in counts.most_common()]
+    """A markdown table of the paths of ``points`` points drawn from the space
+    (``miras_search.model.gpu_path``, as ``miras kernels`` prints them)."""
+    found = gpu_coverage(SearchSpace.load(space_path).sample(points, seed=seed))
+    lines = [f"### {space_path.name}: {found.on_kernel} of {found.memory_points} memory points on a kernel "
+             f"({100 * found.on_kernel / max(found.memory_points, 1):.0f} %)", "", "| path | points |", "|---|---|"]
+    lines += [f"| {group} | {count} |" for group, count in found.counts.most_common()]
     return "\n".join(lines)
 
 

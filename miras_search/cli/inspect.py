@@ -1,4 +1,4 @@
-"""Commands that read files and print: schema, validate, show, presets, sample."""
+"""Commands that read files and print: schema, validate, show, kernels, presets, sample."""
 
 from __future__ import annotations
 
@@ -183,20 +183,71 @@ def show(file: Annotated[Path, typer.Argument(help="A point, space or study file
         print_text(dump_yaml(loaded.model_dump(mode="json")))
 
 
+@command("kernels")
+def kernels(
+    file: Annotated[Path, typer.Argument(help="A point, space or study file, or a preset name.")],
+    points: Annotated[int, typer.Option("--points", min=1, max=100_000,
+                                        help="Points drawn from a space or study's space.")] = 400,
+    seed: Annotated[int, typer.Option("--seed", min=0, max=SEED_MAX, help="Random seed of the draw.")] = 0,
+) -> None:
+    """Which path the memory layers would take on a CUDA GPU (bf16, the gpu extra installed):
+    fla's chunk kernels, our Triton kernels, or the PyTorch chunked form and why. Decided on any
+    machine, before a study runs; a space or study is sampled (a study's trial settings applied)."""
+    from miras_search.cli.files import load_any
+    from miras_search.model.gpu_path import coverage, gpu_path
+    from miras_search.points import load_point
+    from miras_search.schema import ModelPoint
+    from miras_search.space import SearchSpace
+
+    if not file.exists() and file.suffix not in (".yaml", ".yml"):
+        loaded = load_point(str(file))
+    else:
+        loaded = load_any(file)[1]
+    if isinstance(loaded, ModelPoint):
+        console.print(f"{escape(loaded.name or str(file))}: {escape(gpu_path(loaded).label())}", highlight=False)
+        return
+    unfit = 0
+    if isinstance(loaded, SearchSpace):
+        drawn = loaded.sample(points, seed=seed)
+    else:  # a study: its space's points under the study's trial settings, as its trials train them
+        drawn = []
+        for point in loaded.load_space().sample(points, seed=seed):
+            try:
+                drawn.append(loaded.trial.apply(point))
+            except ValueError:  # the study fails such a point without training it
+                unfit += 1
+    found = coverage(drawn)
+    share = 100 * found.on_kernel / max(found.memory_points, 1)
+    skipped = f", {unfit} not trainable within the study's trial budget" if unfit else ""
+    table = Table()
+    table.add_column("path on a CUDA GPU (bf16)")
+    table.add_column("points", justify="right")
+    for group, count in found.counts.most_common():
+        style = {"fla": "green", "triton": "green", "attention": "dim"}.get(found.kinds[group])
+        table.add_row(escape(group), str(count), style=style)
+    console.print(table)
+    console.print(f"{file}: {found.on_kernel} of {found.memory_points} memory points on a GPU kernel "
+                  f"({share:.0f} %), {points} drawn (seed {seed}){skipped}", highlight=False, markup=False)
+
+
 @command("presets")
 def presets() -> None:
     """The known models and their four axes (the paper's Table 1 and Moneta / Yaad / Memora)."""
+    from miras_search.model.gpu_path import gpu_path
     from miras_search.presets import NAMED_MODELS, preset, preset_names
     from miras_search.schema import AXES
 
     table = Table(title="Known points of the Miras design space")
-    for column in ("preset", "memory", "attentional bias", "retention", "algorithm"):
-        table.add_column(column)
+    for column in ("preset", "memory", "attentional bias", "retention", "algorithm", "GPU"):
+        table.add_column(column, no_wrap=column == "preset")
     for name in preset_names():
         point = preset(name)
         style = "bold green" if name in NAMED_MODELS else None
-        table.add_row(name, *(getattr(point, axis).label() for axis in AXES), style=style)
+        table.add_row(name, *(getattr(point, axis).label() for axis in AXES), gpu_path(point).short(),
+                      style=style)
     console.print(table)
+    console.print("GPU: the memory layers' path on a CUDA GPU (bf16 autocast, the gpu extra); "
+                  "`miras kernels NAME` names fla's op or why PyTorch runs", highlight=False, markup=False)
 
 
 @command("options")

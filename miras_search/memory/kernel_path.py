@@ -28,12 +28,26 @@ from miras_search.memory.rule import MemoryRule
 KernelChoice = Literal["auto", "triton", "torch"]
 
 
+UNCOVERED_NOTE = (
+    " (covered: element-wise biases, eta per head or channel-wise, a channel-wise Huber threshold "
+    "for the coordinate and switch variants; matrix memory with retention none/l2/lq/kl, "
+    "gd/momentum, alpha per head or channel-wise; 2-layer MLP memory with retention "
+    "none/l2/lq/kl/elastic, gd/momentum, alpha per head or channel-wise; the Omega window with gd "
+    "on either, with momentum on a matrix memory; other points run the PyTorch chunked form)"
+)
+"""What the Triton kernels cover, appended to the reason a point is not covered."""
+
+
 def atlas_problem(rule: MemoryRule, q: Tensor, v: Tensor) -> str | None:
     """Why no kernel runs an Atlas option (arXiv 2505.23735), or None: the kernels implement
     neither Muon's orthogonalised step, nor the Omega window with momentum on an MLP memory, a
     channel-wise alpha or kl retention (it runs as window entries with gd, and with momentum on
     the matrix kernel: kernels.omega), nor an MLP memory behind a feature map (keys wider than
-    values); those points run the PyTorch chunked form."""
+    values); those points run the PyTorch chunked form. q: [..., K], v: [..., V]."""
+    return _atlas_problem(rule, q.shape[-1], v.shape[-1])
+
+
+def _atlas_problem(rule: MemoryRule, key_dim: int, value_dim: int) -> str | None:
     if rule.algorithm == "muon":
         return "algorithm 'muon' (Newton-Schulz on each step) has no kernel"
     if rule.omega_window > 1:
@@ -43,64 +57,77 @@ def atlas_problem(rule: MemoryRule, q: Tensor, v: Tensor) -> str | None:
                                            rule.retention.kind)
         if problem is not None:
             return f"{problem} (bias.window {rule.omega_window})"
-    if rule.memory == "mlp" and q.shape[-1] != v.shape[-1]:
+    if rule.memory == "mlp" and key_dim != value_dim:
         return "an MLP memory behind a feature map (memory.feature_map) has no kernel"
     return None
+
+
+def _triton_problem(q: Tensor, forced: bool) -> str | None:
+    """Why Triton kernels cannot run on this machine with these inputs, or None. Only a forced
+    kernel ('triton') may run on CPU tensors, through Triton's interpreter."""
+    try:
+        from miras_search.kernels.dispatch import available
+    except ImportError as error:  # triton missing (e.g. not Linux)
+        return f"Triton is not importable ({error})"
+    if not available():
+        return "Triton kernels need a CUDA device (or TRITON_INTERPRET=1)"
+    import triton
+
+    from miras_search.kernels.limits import CALIBRATED_TRITON, triton_calibrated
+
+    if not forced and not triton_calibrated(triton.__version__):
+        oldest = ".".join(map(str, CALIBRATED_TRITON))
+        return (f"Triton {triton.__version__} is older than {oldest}, the oldest the kernels' "
+                "shape limits were measured with ('triton' forces them)")
+    if not q.is_cuda and not (forced and os.environ.get("TRITON_INTERPRET") == "1"):
+        return "the inputs are not on a CUDA device"
+    return None
+
+
+def point_kernel(rule: MemoryRule, shape: tuple[int, int, int, int, int], chunk_size: int,
+                 dtype: torch.dtype) -> tuple[Callable[..., Tensor] | None, str | None]:
+    """(our Triton kernel, None) when it covers this rule at these shapes, else (None, why not),
+    whatever the machine: shape = (B, T, H, K, V) of the memory's token tensors (K after a
+    feature map), ``dtype`` the one the layer computes in (bfloat16 under autocast)."""
+    try:
+        from miras_search.kernels.dispatch import kernel_for, shape_problem
+        from miras_search.kernels.limits import token_tensor_problem
+        from miras_search.kernels.omega import window_entries
+    except ImportError as error:
+        return None, f"Triton is not importable ({error})"
+    batch, length, heads, key_dim, value_dim = shape
+    if rule.write_key == "lerp":
+        return None, "a separate write key (algorithm.write_key 'lerp', RWKV-7) has no kernel"
+    atlas = _atlas_problem(rule, key_dim, value_dim)
+    if atlas is not None:
+        return None, atlas
+    run = kernel_for(rule)
+    if run is None:
+        memory = f"'{rule.memory}'"
+        if rule.memory == "mlp":
+            memory += f" (depth {rule.network.depth}, {rule.network.activation})"
+        channel = sorted(name for name, mode in rule.gate_modes.items() if mode == "channel")
+        gates = f"channel-wise {', '.join(channel)}" if channel else "these gates"
+        return None, (f"no kernel covers memory {memory}, retention '{rule.retention.kind}', "
+                      f"algorithm '{rule.algorithm}' with {gates}" + UNCOVERED_NOTE)
+    if rule.steps_per_token != 1:
+        return None, "multistep updates have no kernel"
+    reason = shape_problem(rule, key_dim, value_dim, chunk_size, dtype)
+    if reason is None:
+        if rule.omega_window > 1:  # the kernel runs window_entries per token
+            length *= window_entries(rule.omega_window, chunk_size)
+        reason = token_tensor_problem(batch, length, heads, max(key_dim, value_dim))
+    return (None, reason) if reason is not None else (run, None)
 
 
 def _find_kernel(rule: MemoryRule, q: Tensor, v: Tensor, chunk_size: int,
                  forced: bool) -> tuple[Callable[..., Tensor] | None, str | None]:
     """(the kernel, None) when one can run this call, else (None, the reason it cannot).
-
-    Only a forced kernel ('triton') may run on CPU tensors, through Triton's interpreter.
-    """
-    try:
-        from miras_search.kernels.dispatch import available, kernel_for, shape_problem
-    except ImportError as error:  # triton missing (e.g. not Linux)
-        return None, f"Triton is not importable ({error})"
-    if not available():
-        return None, "Triton kernels need a CUDA device (or TRITON_INTERPRET=1)"
-    import triton
-
-    from miras_search.kernels.limits import (
-        CALIBRATED_TRITON,
-        token_tensor_problem,
-        triton_calibrated,
-    )
-
-    if not forced and not triton_calibrated(triton.__version__):
-        oldest = ".".join(map(str, CALIBRATED_TRITON))
-        return None, (f"Triton {triton.__version__} is older than {oldest}, the oldest the kernels' "
-                      "shape limits were measured with ('triton' forces them)")
-    if not q.is_cuda and not (forced and os.environ.get("TRITON_INTERPRET") == "1"):
-        return None, "the inputs are not on a CUDA device"
-    if rule.write_key == "lerp":
-        return None, "a separate write key (algorithm.write_key 'lerp', RWKV-7) has no kernel"
-    atlas = atlas_problem(rule, q, v)
-    if atlas is not None:
-        return None, atlas
-    run = kernel_for(rule)
-    if run is None:
-        return None, (
-            f"no kernel covers memory '{rule.memory}', retention '{rule.retention.kind}', "
-            f"algorithm '{rule.algorithm}' with these gates (covered: element-wise biases, eta per "
-            "head or channel-wise, a channel-wise Huber threshold for the coordinate and switch "
-            "variants; matrix memory with retention none/l2/lq/kl, gd/momentum, alpha per head or "
-            "channel-wise; 2-layer MLP memory with retention none/l2/lq/kl/elastic, gd/momentum, alpha per "
-            "head or channel-wise; the Omega window with gd on either, with momentum on a matrix "
-            "memory; other points run the PyTorch chunked form)"
-        )
-    if rule.steps_per_token != 1:
-        return None, "multistep updates have no kernel"
-    reason = shape_problem(rule, q.shape[-1], v.shape[-1], chunk_size, q.dtype)
-    if reason is None:
-        batch, length, heads = q.shape[:3]
-        if rule.omega_window > 1:  # the kernel runs window_entries per token
-            from miras_search.kernels.omega import window_entries
-
-            length *= window_entries(rule.omega_window, chunk_size)
-        reason = token_tensor_problem(batch, length, heads, max(q.shape[-1], v.shape[-1]))
-    return (None, reason) if reason is not None else (run, None)
+    q: [B, T, H, K], v: [B, T, H, V] (or [B, T, n, H, V] with n steps per token)."""
+    device = _triton_problem(q, forced)
+    if device is not None:
+        return None, device
+    return point_kernel(rule, (*q.shape[:3], q.shape[-1], v.shape[-1]), chunk_size, q.dtype)
 
 
 def kernel_problem(rule: MemoryRule, q: Tensor, v: Tensor, chunk_size: int, kernel: KernelChoice,
