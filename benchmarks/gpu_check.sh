@@ -15,7 +15,8 @@
 # kernels' own GPU tests (minutes of compiling: run them alone); the step limits (TESTS_S, LAYER_S,
 # LM_S, STUDY_S: new trials start for that long, TRIAL_S: each trial's limit, REPORT_S), the
 # lengths (LAYER_SEQ_LENS, LM_SEQ_LENS) and the rows, in order (LAYER_ROWS, LM_MODELS) can be set
-# for a shorter call; LM_PROFILE=1 adds one profiled step per model (OUT_DIR/lm_profile/).
+# for a shorter call; LM_PROFILE=1 adds one profiled step per model (OUT_DIR/lm_profile/);
+# PATH_CHECK=1 adds the presets' predicted GPU paths against their layers' own (PATHS_S, 120 s).
 # WORKERS (default 1) compiles tests in that many processes when pytest-xdist is installed (on an
 # H200 with 12 of them no test had finished after 150 s).
 #
@@ -129,6 +130,12 @@ for t in trials:
     if t.state.name == "FAIL":
         print("#   failed:", t.number, t.user_attrs.get("failure"), str(t.user_attrs.get("reason"))[:200])
 EOF
+# 5. (PATH_CHECK=1) the GPU path `miras kernels` predicts for every preset against what its layers
+#    decide in a real forward here (benchmarks/gpu_path_check.py: exit 1 on a disagreement)
+if [ "${PATH_CHECK:-0}" = 1 ] || [ "$dry" = 1 ]; then
+    path_args=(); [ "$dry" = 1 ] && path_args=(--presets transformer,gated_deltanet,moneta)
+    step gpu_paths "${PATHS_S:-120}" "$py" benchmarks/gpu_path_check.py "${path_args[@]}" --out "$out/gpu_paths.md"
+fi
 date -u | tee -a "$out/gpu.txt"
 # the autotuning results for the next call on this image (AUTOTUNE_IN above)
 if [ -d "$triton_cache" ]; then

@@ -118,3 +118,23 @@ def test_the_kernels_command(root):
     assert done.exit_code == 0 and "10 of 10 memory points on a GPU kernel (100 %)" in done.output, done.output
     done = runner.invoke(app, ["kernels", "no_such_model"])
     assert done.exit_code != 0 and "Traceback" not in done.output and "known presets" in done.output
+
+
+def test_the_device_check_runs_on_a_cpu(root, tmp_path):
+    """benchmarks/gpu_path_check.py (gpu_check.sh's PATH_CHECK step) in a fresh CPU process:
+    the predictions beside the CPU's reasons, exit 0 (a dry run; on a GPU it exits 1 on a
+    disagreement)."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "paths.md"
+    done = subprocess.run(
+        [sys.executable, str(root / "benchmarks/gpu_path_check.py"), "--presets", "transformer,moneta",
+         "--d-model", "64", "--heads", "2", "--out", str(out)],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path,
+        env={"CUDA_VISIBLE_DEVICES": "", "PATH": "/usr/bin:/bin"},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = {line.split("|")[1].strip(): line for line in out.read_text().splitlines() if line.startswith("| ")}
+    assert rows["transformer"].rstrip().endswith("| yes |")
+    assert "our Triton kernel" in rows["moneta"] and "need a CUDA device" in rows["moneta"]
