@@ -105,7 +105,7 @@ def test_coverage_counts_a_space():
     assert found.on_kernel == found.memory_points == 12  # the quickstart runs on kernels
 
 
-def test_the_kernels_command(root):
+def test_the_kernels_command(root, tmp_path):
     runner = CliRunner()
     done = runner.invoke(app, ["kernels", "gated_deltanet"])
     assert done.exit_code == 0 and "fla's chunk_gated_delta_rule" in done.output
@@ -116,6 +116,11 @@ def test_the_kernels_command(root):
     done = runner.invoke(app, ["kernels", str(root / "studies/quickstart.yaml"), "--points", "10"],
                          env={"COLUMNS": "200"})
     assert done.exit_code == 0 and "10 of 10 memory points on a GPU kernel (100 %)" in done.output, done.output
+    sampled = runner.invoke(app, ["sample", str(root / "spaces/quickstart.yaml"), "-n", "3"])
+    many = tmp_path / "three.yaml"
+    many.write_text(sampled.output)
+    done = runner.invoke(app, ["kernels", str(many)])
+    assert done.exit_code == 0 and done.output.count(": our Triton kernel") == 3, done.output
     done = runner.invoke(app, ["kernels", "no_such_model"])
     assert done.exit_code != 0 and "Traceback" not in done.output and "known presets" in done.output
 

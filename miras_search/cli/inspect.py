@@ -193,19 +193,24 @@ def kernels(
     """Which path the memory layers would take on a CUDA GPU (bf16, the gpu extra installed):
     fla's chunk kernels, our Triton kernels, or the PyTorch chunked form and why. Decided on any
     machine, before a study runs; a space or study is sampled (a study's trial settings applied)."""
-    from miras_search.cli.files import load_any
+    from miras_search.cli.files import load_all
     from miras_search.model.gpu_path import coverage, gpu_path
     from miras_search.points import load_point
     from miras_search.schema import ModelPoint
     from miras_search.space import SearchSpace
 
     if not file.exists() and file.suffix not in (".yaml", ".yml"):
-        loaded = load_point(str(file))
-    else:
-        loaded = load_any(file)[1]
-    if isinstance(loaded, ModelPoint):
-        console.print(f"{escape(loaded.name or str(file))}: {escape(gpu_path(loaded).label())}", highlight=False)
+        documents = [load_point(str(file))]
+    else:  # a file of several points (`miras best`, `miras sample`) gives a line each
+        documents = [loaded for _, loaded in load_all(file)]
+    if all(isinstance(document, ModelPoint) for document in documents):
+        for index, point in enumerate(documents, 1):
+            name = point.name or (str(file) if len(documents) == 1 else f"{file} (document {index})")
+            console.print(f"{escape(name)}: {escape(gpu_path(point).label())}", highlight=False)
         return
+    if len(documents) > 1:
+        raise MirasError(f"{file} holds {len(documents)} documents: give one space or study, or points only")
+    loaded = documents[0]
     unfit = 0
     if isinstance(loaded, SearchSpace):
         drawn = loaded.sample(points, seed=seed)
@@ -227,7 +232,8 @@ def kernels(
         table.add_row(escape(group), str(count), style=style)
     console.print(table)
     console.print(f"{file}: {found.on_kernel} of {found.memory_points} memory points on a GPU kernel "
-                  f"({share:.0f} %), {points} drawn (seed {seed}){skipped}", highlight=False, markup=False)
+                  f"({share:.0f} %), {points} drawn (seed {seed}){skipped}", highlight=False, markup=False,
+                  soft_wrap=True)
 
 
 @command("presets")
