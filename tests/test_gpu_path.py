@@ -56,6 +56,14 @@ def test_the_pytorch_form_says_why(change, needle):
     assert UNCOVERED_NOTE not in path.group()
 
 
+def test_a_forced_triton_kernel_on_an_uncovered_point_fails():
+    point = preset("moneta", memory={"kind": "mlp", "depth": 3})
+    point = point.model_copy(update={"train": point.train.model_copy(update={"kernel": "triton"})})
+    path = gpu_path(point)
+    assert path.kind == "refused" and not path.on_kernel
+    assert path.label().startswith("fails: train.kernel 'triton' cannot run") and "depth 3" in path.label()
+
+
 def test_the_channel_gates_of_an_uncovered_point_are_named():
     point = preset("moneta", memory={"kind": "mlp", "depth": 4})
     assert "channel-wise alpha, eta" in gpu_path(point).detail

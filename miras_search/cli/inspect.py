@@ -228,7 +228,7 @@ def kernels(
     table.add_column("path on a CUDA GPU (bf16)")
     table.add_column("points", justify="right")
     for group, count in found.counts.most_common():
-        style = {"fla": "green", "triton": "green", "attention": "dim"}.get(found.kinds[group])
+        style = {"fla": "green", "triton": "green", "attention": "dim", "refused": "red"}.get(found.kinds[group])
         table.add_row(escape(group), str(count), style=style)
     console.print(table)
     console.print(f"{file}: {found.on_kernel} of {found.memory_points} memory points on a GPU kernel "

@@ -24,12 +24,13 @@ from miras_search.model.factory import memory_key_width
 from miras_search.model.mixer import resolved_chunk_form
 from miras_search.schema import ModelPoint
 
-PathKind = Literal["attention", "fla", "triton", "pytorch"]
+PathKind = Literal["attention", "fla", "triton", "pytorch", "refused"]
 
 
 @dataclass(frozen=True)
 class GpuPath:
-    """kind: 'attention', 'fla', 'triton' or 'pytorch'; detail: fla's op, or why PyTorch runs."""
+    """kind: 'attention', 'fla', 'triton', 'pytorch' or 'refused' (train.kernel 'triton' on a point
+    no Triton kernel takes: the layer raises); detail: fla's op, or why no kernel runs."""
 
     kind: PathKind
     detail: str = ""
@@ -46,10 +47,12 @@ class GpuPath:
             return f"fla's chunk_{self.detail}"
         if self.kind == "triton":
             return "our Triton kernel"
+        if self.kind == "refused":
+            return f"fails: train.kernel 'triton' cannot run this memory layer: {self.detail}"
         return f"PyTorch chunked form: {self.detail}"
 
     def short(self) -> str:
-        """A narrow table cell: 'fla', 'Triton', 'PyTorch' or 'attention'."""
+        """A narrow table cell: 'fla', 'Triton', 'PyTorch', 'attention' or 'refused'."""
         return {"fla": "fla", "triton": "Triton", "pytorch": "PyTorch"}.get(self.kind, self.kind)
 
     def group(self) -> str:
@@ -78,7 +81,9 @@ def gpu_path(point: ModelPoint, dtype: torch.dtype = torch.bfloat16) -> GpuPath:
         return GpuPath("pytorch", reason + (f"; fla: {fla_reason}" if fla_reason else ""))
     shape = (train.batch_size, train.seq_len, point.block.n_heads, memory_key_width(point), point.block.head_v)
     reason = point_kernel(rule, shape, train.chunk_size, dtype)[1]
-    return GpuPath("triton") if reason is None else GpuPath("pytorch", reason)
+    if reason is None:
+        return GpuPath("triton")
+    return GpuPath("refused" if train.kernel == "triton" else "pytorch", reason)
 
 
 @dataclass(frozen=True)
