@@ -76,6 +76,7 @@ def test_show_space_prints_size_and_presets(root):
     assert result.exit_code == 0, result.output
     assert "size: 144" in result.output
     assert "moneta" in result.output and "memora" in result.output
+    assert "on a CUDA GPU: 200 of 200 memory points train on a kernel" in " ".join(result.output.split())
 
 
 def test_presets_table_lists_every_model():

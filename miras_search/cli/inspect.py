@@ -21,6 +21,9 @@ if TYPE_CHECKING:
 
 # The rest is imported where used: `miras --help` must not import Optuna or torch.
 
+SHOW_GPU_POINTS = 200
+"""Points `miras show SPACE` draws for its GPU-kernel share (`miras kernels` takes --points)."""
+
 
 def _schemas() -> dict[str, dict]:
     from miras_search.presets import preset_names
@@ -177,6 +180,12 @@ def show(file: Annotated[Path, typer.Argument(help="A point, space or study file
         contained = [n for n in preset_names() if loaded.encode(preset(n), axes_only=True) is not None]
         console.print(f"anchors: {', '.join(loaded.spec.anchors) or '-'}", highlight=False, markup=False)
         console.print(f"presets whose four axes lie in this space: {', '.join(contained) or '-'}")
+        from miras_search.model.gpu_path import coverage
+
+        found = coverage(loaded.sample(SHOW_GPU_POINTS, seed=0))
+        console.print(f"on a CUDA GPU: {found.on_kernel} of {found.memory_points} memory points train on a "
+                      f"kernel ({SHOW_GPU_POINTS} drawn; `miras kernels {file}`: the paths and why the "
+                      "rest runs PyTorch)", highlight=False, markup=False)
     elif isinstance(loaded, ModelPoint):
         print_text(point_to_yaml(loaded))
     else:
