@@ -142,10 +142,19 @@ def kernel_problem(rule: MemoryRule, q: Tensor, v: Tensor, chunk_size: int, kern
     fla_reason = fla_problem(rule, q, mode, chunk_form) if kernel == "auto" else None
     if kernel == "auto" and fla_reason is None:
         return None
-    if mode != "chunked" or chunk_form != "minibatch":
-        reason = f"the Triton kernels implement the chunked minibatch form, not {mode} / {chunk_form}"
-        return reason + (f"; fla: {fla_reason}" if fla_reason else "")
+    form = form_problem(mode, chunk_form, fla_reason)
+    if form is not None:
+        return form
     return _find_kernel(rule, q, v, chunk_size, forced=kernel == "triton")[1]
+
+
+def form_problem(mode: str, chunk_form: str, fla_reason: str | None = None) -> str | None:
+    """Why our Triton kernels cannot compute this form (they run the chunked minibatch one), with
+    fla's reason where fla was asked too; None for the chunked minibatch form."""
+    if mode == "chunked" and chunk_form == "minibatch":
+        return None
+    reason = f"the Triton kernels implement the chunked minibatch form, not {mode} / {chunk_form}"
+    return reason + (f"; fla: {fla_reason}" if fla_reason else "")
 
 
 def fast_forward(rule: MemoryRule, q: Tensor, k: Tensor, v: Tensor, gates: MemoryGates,

@@ -18,7 +18,7 @@ from typing import Literal
 import torch
 
 from miras_search.memory.fla_path import fla_op
-from miras_search.memory.kernel_path import UNCOVERED_NOTE, point_kernel
+from miras_search.memory.kernel_path import UNCOVERED_NOTE, form_problem, point_kernel
 from miras_search.memory.rule import MemoryRule
 from miras_search.model.factory import memory_key_width
 from miras_search.model.mixer import resolved_chunk_form
@@ -76,9 +76,9 @@ def gpu_path(point: ModelPoint, dtype: torch.dtype = torch.bfloat16) -> GpuPath:
         op, fla_reason = fla_op(rule, train.mode, form)
         if op is not None:
             return GpuPath("fla", op)
-    if train.mode != "chunked" or form != "minibatch":
-        reason = f"the Triton kernels implement the chunked minibatch form, not {train.mode} / {form}"
-        return GpuPath("pytorch", reason + (f"; fla: {fla_reason}" if fla_reason else ""))
+    unfit = form_problem(train.mode, form, fla_reason)
+    if unfit is not None:
+        return GpuPath("pytorch", unfit)
     shape = (train.batch_size, train.seq_len, point.block.n_heads, memory_key_width(point), point.block.head_v)
     reason = point_kernel(rule, shape, train.chunk_size, dtype)[1]
     if reason is None:
