@@ -151,3 +151,19 @@ def test_the_device_check_runs_on_a_cpu(root, tmp_path):
     rows = {line.split("|")[1].strip(): line for line in out.read_text().splitlines() if line.startswith("| ")}
     assert rows["transformer"].rstrip().endswith("| yes |")
     assert "our Triton kernel" in rows["moneta"] and "need a CUDA device" in rows["moneta"]
+
+
+def test_a_gpu_study_notes_the_share_of_its_points_off_the_kernels(root):
+    """`miras run` on GPUs first says how many of the study's points would run the PyTorch form;
+    a study whose points all have a kernel says nothing."""
+    from miras_search.cli.app import console
+    from miras_search.cli.study import _note_gpu_kernel_share
+    from miras_search.study import load_study_file
+
+    for name, expect_note in (("table1", True), ("quickstart", False)):
+        path = root / "studies" / f"{name}.yaml"
+        with console.capture() as captured:
+            _note_gpu_kernel_share(load_study_file(path), path)
+        text = " ".join(captured.get().split())
+        assert ("memory points of this study (200 drawn) train on a kernel" in text) is expect_note, text
+        assert not expect_note or "miras kernels" in text

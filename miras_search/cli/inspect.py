@@ -220,16 +220,10 @@ def kernels(
     if len(documents) > 1:
         raise MirasError(f"{file} holds {len(documents)} documents: give one space or study, or points only")
     loaded = documents[0]
-    unfit = 0
     if isinstance(loaded, SearchSpace):
-        drawn = loaded.sample(points, seed=seed)
+        drawn, unfit = loaded.sample(points, seed=seed), 0
     else:  # a study: its space's points under the study's trial settings, as its trials train them
-        drawn = []
-        for point in loaded.load_space().sample(points, seed=seed):
-            try:
-                drawn.append(loaded.trial.apply(point))
-            except ValueError:  # the study fails such a point without training it
-                unfit += 1
+        drawn, unfit = loaded.sample_trial_points(points, seed)
     found = coverage(drawn)
     share = 100 * found.on_kernel / max(found.memory_points, 1)
     skipped = f", {unfit} not trainable within the study's trial budget" if unfit else ""

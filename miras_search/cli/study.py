@@ -53,14 +53,14 @@ def _run(path: Path, workers: int | None, address: str | None, storage: str | No
     address = address or spec.parallel.address
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     install_log_redaction()
+    options = cluster or _Cluster()
+    gpus = options.gpus_per_trial if options.gpus_per_trial is not None else spec.parallel.gpus_per_trial
 
     def pool_factory():
         if inline:
             return InlinePool(threads=spec.trial.threads)
         from miras_search.parallel import RayPool
 
-        options = cluster or _Cluster()
-        gpus = options.gpus_per_trial if options.gpus_per_trial is not None else spec.parallel.gpus_per_trial
         return RayPool(workers, address, gpus, storage=storage_of(spec, storage),
                        shared_storage=options.shared_storage or spec.parallel.shared_storage,
                        warm_up=tracker.worker_warm_up if tracker is not None else None)
@@ -76,6 +76,10 @@ def _run(path: Path, workers: int | None, address: str | None, storage: str | No
     # opened before the progress bar: a study it refuses (changed file, old measure) shows no bar
     driver = StudyDriver(spec, pool_factory, storage=storage, trials=trials, timeout_s=timeout,
                          tracker=tracker)
+    # the trials train on GPUs: Ray workers given a share of one (by default, one where there
+    # are GPUs), or inline trials on this machine's
+    if _local_cuda() if inline or gpus is None else gpus > 0:
+        _note_gpu_kernel_share(spec, path)
     with _progress() as bar:
         task = bar.add_task(escape(spec.name), total=None, running=0, best="")
 
@@ -99,6 +103,28 @@ def _run(path: Path, workers: int | None, address: str | None, storage: str | No
                       f"`miras resume {escape(str(path))}`", highlight=False)
         raise typer.Exit(130)
     _fail_if_nothing_completed(driver.study)
+
+
+def _local_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+GPU_SHARE_POINTS = 200
+"""Points a GPU study's start draws to say what share of its space trains on a kernel."""
+
+
+def _note_gpu_kernel_share(spec, path: Path) -> None:
+    """Before a study whose trials train on GPUs: the share of its points whose memory layers run
+    a kernel there, when some run the PyTorch form (much slower: ``miras kernels`` says why)."""
+    from miras_search.model.gpu_path import coverage
+
+    found = coverage(spec.sample_trial_points(GPU_SHARE_POINTS, seed=0)[0])
+    if found.on_kernel < found.memory_points:
+        console.print(f"[yellow]on a GPU[/], {found.on_kernel} of {found.memory_points} memory points of "
+                      f"this study ({GPU_SHARE_POINTS} drawn) train on a kernel; the rest run the slower "
+                      f"PyTorch form (`miras kernels {escape(str(path))}` says why)", highlight=False)
 
 
 class _BestSoFar:

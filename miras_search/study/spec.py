@@ -268,6 +268,18 @@ class StudyFile(Schema):
             raise ConfigError(self._source, [Problem("space", f"space file '{self.space}' not found")])
         return SearchSpace.load(path)
 
+    def sample_trial_points(self, n: int, seed: int = 0) -> tuple[list[ModelPoint], int]:
+        """``n`` points drawn from the space with the study's trial settings applied, as its trials
+        train them, and how many of the ``n`` the trial budget does not fit (the study fails those
+        without training; they are not in the list)."""
+        points, unfit = [], 0
+        for point in self.load_space().sample(n, seed=seed):
+            try:
+                points.append(self.trial.apply(point))
+            except ValueError:
+                unfit += 1
+        return points, unfit
+
     def out_dir(self) -> Path:
         return Path(self.run_dir) / self.name
 
