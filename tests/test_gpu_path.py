@@ -167,3 +167,18 @@ def test_a_gpu_study_notes_the_share_of_its_points_off_the_kernels(root):
         text = " ".join(captured.get().split())
         assert ("memory points of this study (200 drawn) train on a kernel" in text) is expect_note, text
         assert not expect_note or "miras kernels" in text
+
+
+def test_a_space_with_too_few_valid_points_is_still_shown(root, monkeypatch):
+    from miras_search.errors import ConfigError, Problem
+
+    def refuse(self, n, seed=0, max_attempts=None):
+        if n == 1:
+            return real(self, n, seed, max_attempts)
+        raise ConfigError(self.source, [Problem("constraints", f"only 3 of {n} points satisfy the rules")])
+
+    real = SearchSpace.sample
+    monkeypatch.setattr(SearchSpace, "sample", refuse)
+    done = CliRunner().invoke(app, ["show", str(root / "spaces/quickstart.yaml")])
+    assert done.exit_code == 0, done.output
+    assert "size: 144" in done.output and "on a CUDA GPU: not estimated" in done.output

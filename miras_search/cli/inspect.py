@@ -182,10 +182,14 @@ def show(file: Annotated[Path, typer.Argument(help="A point, space or study file
         console.print(f"presets whose four axes lie in this space: {', '.join(contained) or '-'}")
         from miras_search.model.gpu_path import coverage
 
-        found = coverage(loaded.sample(SHOW_GPU_POINTS, seed=0))
-        console.print(f"on a CUDA GPU: {found.on_kernel} of {found.memory_points} memory points train on a "
-                      f"kernel ({SHOW_GPU_POINTS} drawn; `miras kernels {file}`: the paths and why the "
-                      "rest runs PyTorch)", highlight=False, markup=False)
+        try:
+            found = coverage(loaded.sample(SHOW_GPU_POINTS, seed=0))
+        except MirasError:  # too few valid points to draw: `miras validate` says why
+            console.print("on a CUDA GPU: not estimated (the space gives too few valid points)")
+        else:
+            console.print(f"on a CUDA GPU: {found.on_kernel} of {found.memory_points} memory points train on "
+                          f"a kernel ({SHOW_GPU_POINTS} drawn; `miras kernels {file}`: the paths and why "
+                          "the rest runs PyTorch)", highlight=False, markup=False)
     elif isinstance(loaded, ModelPoint):
         print_text(point_to_yaml(loaded))
     else:

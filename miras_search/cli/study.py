@@ -120,7 +120,10 @@ def _note_gpu_kernel_share(spec, path: Path) -> None:
     a kernel there, when some run the PyTorch form (much slower: ``miras kernels`` says why)."""
     from miras_search.model.gpu_path import coverage
 
-    found = coverage(spec.sample_trial_points(GPU_SHARE_POINTS, seed=0)[0])
+    try:
+        found = coverage(spec.sample_trial_points(GPU_SHARE_POINTS, seed=0)[0])
+    except MirasError:  # a space with few valid points: no estimate, and the study runs as before
+        return
     if found.on_kernel < found.memory_points:
         console.print(f"[yellow]on a GPU[/], {found.on_kernel} of {found.memory_points} memory points of "
                       f"this study ({GPU_SHARE_POINTS} drawn) train on a kernel; the rest run the slower "
