@@ -182,3 +182,12 @@ def test_a_space_with_too_few_valid_points_is_still_shown(root, monkeypatch):
     done = CliRunner().invoke(app, ["show", str(root / "spaces/quickstart.yaml")])
     assert done.exit_code == 0, done.output
     assert "size: 144" in done.output and "on a CUDA GPU: not estimated" in done.output
+
+
+def test_which_runs_train_on_gpus():
+    from miras_search.cli.study import _trials_on_gpus
+
+    cuda = torch.cuda.is_available()
+    assert _trials_on_gpus(False, 0.25) and not _trials_on_gpus(False, 0.0)
+    assert _trials_on_gpus(False, None) is cuda  # Ray's default: a whole GPU where there is one
+    assert _trials_on_gpus(True, 0.25) is cuda and _trials_on_gpus(True, 0.0) is cuda  # inline: this machine

@@ -25,6 +25,11 @@ SHOW_GPU_POINTS = 200
 """Points `miras show SPACE` draws for its GPU-kernel share (`miras kernels` takes --points)."""
 
 
+def _names_a_preset(file: Path) -> bool:
+    """Whether the argument is a preset's name (or a mistyped one) rather than a file to read."""
+    return not file.exists() and file.suffix not in (".yaml", ".yml")
+
+
 def _schemas() -> dict[str, dict]:
     from miras_search.presets import preset_names
     from miras_search.schema import ModelPoint
@@ -159,10 +164,8 @@ def show(file: Annotated[Path, typer.Argument(help="A point, space or study file
     from miras_search.space import SearchSpace
     from miras_search.yamlio import dump_yaml
 
-    if not file.exists() and file.suffix not in (".yaml", ".yml"):
-        loaded = load_point(str(file))  # a preset name, or an error suggesting the nearest one
-    else:
-        loaded = load_any(file)[1]
+    # a preset name (or an error suggesting the nearest one), else the file
+    loaded = load_point(str(file)) if _names_a_preset(file) else load_any(file)[1]
     if isinstance(loaded, SearchSpace):
         summary = loaded.summary()
         tree = Tree(f"[bold]space {escape(loaded.name)}[/]  {escape(loaded.spec.description)}")
@@ -212,7 +215,7 @@ def kernels(
     from miras_search.schema import ModelPoint
     from miras_search.space import SearchSpace
 
-    if not file.exists() and file.suffix not in (".yaml", ".yml"):
+    if _names_a_preset(file):
         documents = [load_point(str(file))]
     else:  # a file of several points (`miras best`, `miras sample`) gives a line each
         documents = [loaded for _, loaded in load_all(file)]

@@ -76,9 +76,7 @@ def _run(path: Path, workers: int | None, address: str | None, storage: str | No
     # opened before the progress bar: a study it refuses (changed file, old measure) shows no bar
     driver = StudyDriver(spec, pool_factory, storage=storage, trials=trials, timeout_s=timeout,
                          tracker=tracker)
-    # the trials train on GPUs: Ray workers given a share of one (by default, one where there
-    # are GPUs), or inline trials on this machine's
-    if _local_cuda() if inline or gpus is None else gpus > 0:
+    if _trials_on_gpus(inline, gpus):
         _note_gpu_kernel_share(spec, path)
     with _progress() as bar:
         task = bar.add_task(escape(spec.name), total=None, running=0, best="")
@@ -105,10 +103,14 @@ def _run(path: Path, workers: int | None, address: str | None, storage: str | No
     _fail_if_nothing_completed(driver.study)
 
 
-def _local_cuda() -> bool:
-    import torch
+def _trials_on_gpus(inline: bool, gpus_per_trial: float | None) -> bool:
+    """Whether a run's trials train on GPUs: inline ones on this machine's when it has CUDA; Ray
+    workers with a share of one (by default, a whole one where there are GPUs)."""
+    if inline or gpus_per_trial is None:
+        import torch
 
-    return torch.cuda.is_available()
+        return torch.cuda.is_available()
+    return gpus_per_trial > 0
 
 
 GPU_SHARE_POINTS = 200
