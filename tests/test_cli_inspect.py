@@ -86,6 +86,18 @@ def test_presets_table_lists_every_model():
         assert name in result.output
 
 
+@pytest.mark.parametrize("columns", [80, 200])
+def test_presets_table_reads_whole_at_the_terminal_width(columns):
+    """Nothing is cut to an ellipsis, and no line runs past the terminal, at 80 columns either."""
+    result = runner.invoke(app, ["presets"], env={"COLUMNS": str(columns)})
+    assert result.exit_code == 0, result.output
+    assert "…" not in result.output
+    assert max(len(line) for line in result.output.splitlines()) <= columns
+    for name, path in (("transformer", "attention"), ("atlas", "PyTorch"), ("lightning_attention", "fla")):
+        row = next(line for line in result.output.splitlines() if line.startswith(name + " "))
+        assert row.split()[-1] == path
+
+
 def test_sample_prints_valid_points_deterministically(root):
     args = ["sample", str(root / "spaces/miras-full.yaml"), "-n", "4", "--seed", "7"]
     first, second = runner.invoke(app, args), runner.invoke(app, args)

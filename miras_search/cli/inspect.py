@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich import box
 from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
@@ -253,9 +254,15 @@ def presets() -> None:
     from miras_search.presets import NAMED_MODELS, preset, preset_names
     from miras_search.schema import AXES
 
-    table = Table(title="Known points of the Miras design space")
-    for column in ("preset", "memory", "attentional bias", "retention", "algorithm", "GPU"):
-        table.add_column(column, no_wrap=column == "preset")
+    # No vertical rules and short headers: the feature-mapped Atlas memories' labels are long, and
+    # the table should still read at 80 columns.
+    table = Table(title="Known points of the Miras design space", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
+                  padding=(0, 1, 0, 0))
+    narrow = console.width < 100  # wrap the short axis columns first, so the memory labels get the room
+    for column in ("preset", "memory", "bias", "retention", "algorithm", "GPU"):
+        table.add_column(column, no_wrap=column in ("preset", "GPU"),
+                         max_width=9 if narrow and column in ("bias", "retention", "algorithm") else None,
+                         min_width={"memory": 15, "GPU": 9}.get(column) if narrow else None)
     for name in preset_names():
         point = preset(name)
         style = "bold green" if name in NAMED_MODELS else None
