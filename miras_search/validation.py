@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from miras_search.errors import ConfigError, Problem
+from miras_search.schema.plugins import PLUGINS_ENV
 from miras_search.yamlio import LineMap, ancestor_line
 
 M = TypeVar("M", bound=BaseModel)
@@ -81,6 +82,12 @@ def _message(error: dict[str, Any], owner: type[BaseModel] | None) -> str:
     kind = error["type"]
     if kind == "union_tag_not_found":
         return f"required key '{_discriminator(error)}' is missing (it says which kind of entry this is)"
+    if kind == "union_tag_invalid":
+        ctx, key = error.get("ctx", {}), _discriminator(error)
+        message = f"'{ctx.get('tag')}' is not a known {key}; expected tags: {ctx.get('expected_tags')}"
+        if key == "kind":  # an axis option: a user's own is loaded by naming its module
+            message += f" (an option defined in a module of your own: name the module in {PLUGINS_ENV})"
+        return message
     if kind == "extra_forbidden":
         if owner is None:
             return "unknown key"

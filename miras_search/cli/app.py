@@ -15,6 +15,7 @@ from miras_search import __version__
 from miras_search.cli.oserrors import os_error_message
 from miras_search.errors import MirasError
 from miras_search.redact import redact_text
+from miras_search.schema.plugins import load_plugins
 
 app = typer.Typer(
     name="miras",
@@ -70,6 +71,7 @@ def command(*args: Any, **kwargs: Any) -> Callable[[F], F]:
         @functools.wraps(function)
         def guarded(*inner_args: Any, **inner_kwargs: Any) -> Any:
             try:
+                load_plugins()  # options defined in the user's modules, before any file is read
                 return function(*inner_args, **inner_kwargs)
             except MirasError as error:
                 errors.print(f"[bold red]error:[/] {escape(redact_text(str(error)))}", highlight=False, soft_wrap=True)

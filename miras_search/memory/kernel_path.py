@@ -29,7 +29,7 @@ KernelChoice = Literal["auto", "triton", "torch"]
 
 
 UNCOVERED_NOTE = (
-    " (covered: element-wise biases, eta per head or channel-wise, a channel-wise Huber threshold "
+    " (covered: biases dot, l2, lp with smooth true, huber and robust, eta per head or channel-wise, a channel-wise Huber threshold "
     "for the coordinate and switch variants; matrix memory with retention none/l2/lq/kl, "
     "gd/momentum, alpha per head or channel-wise; 2-layer MLP memory with retention "
     "none/l2/lq/kl/elastic, gd/momentum, alpha per head or channel-wise; the Omega window with gd "
@@ -90,7 +90,7 @@ def point_kernel(rule: MemoryRule, shape: tuple[int, int, int, int, int], chunk_
     whatever the machine: shape = (B, T, H, K, V) of the memory's token tensors (K after a
     feature map), ``dtype`` the one the layer computes in (bfloat16 under autocast)."""
     try:
-        from miras_search.kernels.dispatch import kernel_for, shape_problem
+        from miras_search.kernels.dispatch import bias_config, kernel_for, shape_problem
         from miras_search.kernels.limits import token_tensor_problem
         from miras_search.kernels.omega import window_entries
     except ImportError as error:
@@ -101,6 +101,11 @@ def point_kernel(rule: MemoryRule, shape: tuple[int, int, int, int, int], chunk_
     atlas = _atlas_problem(rule, key_dim, value_dim)
     if atlas is not None:
         return None, atlas
+    if bias_config(rule.bias) is None:
+        smooth_off = rule.bias.kind == "lp" and not getattr(rule.bias, "smooth", True)
+        bias = "lp with smooth false (the exact sign)" if smooth_off else f"'{rule.bias.kind}'"
+        return None, (f"no kernel covers bias {bias} (the kernels take dot, l2, lp with smooth "
+                      "true, huber and robust)")
     run = kernel_for(rule)
     if run is None:
         memory = f"'{rule.memory}'"

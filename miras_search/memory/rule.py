@@ -14,6 +14,12 @@ from miras_search.schema import ModelPoint
 from miras_search.schema.bias import AttentionalBias
 from miras_search.schema.retention import RetentionGate
 
+MEMORY_NETWORKS = ("vector", "matrix", "mlp")
+"""The memory architectures the memory ops have a network for (``memory.networks``)."""
+ALGORITHM_STEPS = ("gd", "momentum", "implicit", "multistep", "muon")
+"""The algorithms whose step the memory ops implement, token by token and chunked: an option of
+another kind validates but is refused when built, never run as one of these."""
+
 
 @dataclass
 class MemoryState:
@@ -60,12 +66,19 @@ class MemoryRule:
         memory, algorithm = point.memory, point.algorithm
         if memory.kind == "none":
             return cls(memory="none", algorithm="none", window=memory.window)
-        if not algorithm.built:
-            built = [kind for kind, option in type(algorithm).registry.items()
-                     if option.built and kind != "none"]
+        if memory.kind not in MEMORY_NETWORKS:
             raise UnsupportedPoint(
-                f"algorithm '{algorithm.kind}' is not built yet; choose {', '.join(built)} "
-                "(the memory ops have no recurrence or chunked form for its step)"
+                f"memory '{memory.kind}' is not built: the memory ops run {', '.join(MEMORY_NETWORKS)} "
+                "(and 'none', softmax attention); a new architecture also needs its network in "
+                "miras_search/memory/networks.py"
+            )
+        if not algorithm.built or algorithm.kind not in ALGORITHM_STEPS:
+            built = [kind for kind, option in type(algorithm).registry.items()
+                     if option.built and kind in ALGORITHM_STEPS]
+            raise UnsupportedPoint(
+                f"algorithm '{algorithm.kind}' is not built; choose {', '.join(built)} (the memory "
+                "ops have no recurrence or chunked form for its step: a new algorithm also needs "
+                "them in miras_search/memory)"
             )
         if memory.kind == "mlp":
             network = Network(

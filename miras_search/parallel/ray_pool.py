@@ -21,6 +21,7 @@ from ray.exceptions import OutOfMemoryError, RayActorError, RayError
 
 from miras_search.errors import MirasError
 from miras_search.parallel.resources import plan_actors
+from miras_search.schema.plugins import load_plugins
 from miras_search.study.execute import TrialTask, execute, flush_live_runs
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ class TrialWorker:
                  per_gpu: int = 1):
         import torch
 
+        load_plugins()  # the options of the user's modules, as the driver loaded them
         if warm_up is not None:  # e.g. W&B's start, on a background thread, before the first trial
             warm_up()
         self.device, self.threads = device, threads

@@ -1,5 +1,6 @@
 """Pydantic v2 schemas of the Miras design space; they know nothing of torch."""
 
+from miras_search.schema import plugins  # imports every axis module itself
 from miras_search.schema.algorithm import (
     ALGORITHM_KINDS,
     GD,
@@ -41,6 +42,8 @@ from miras_search.schema.retention import (
     Retention,
 )
 from miras_search.schema.train import Train
+
+plugins.install()
 
 __all__ = [
     "ALGORITHM_KINDS",

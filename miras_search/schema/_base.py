@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from typing import Annotated, Any, ClassVar, Union
 
 from pydantic import BaseModel, ConfigDict, Field
+
+_late_registration: Callable[[], None] | None = None
+"""Set once the package's schemas are built (``plugins.install``): rebuilds them for a new option."""
 
 
 class Schema(BaseModel):
@@ -16,27 +21,49 @@ class Schema(BaseModel):
 
 
 class AxisOption(Schema):
-    """Base of the options of one axis (a memory, a bias, a retention gate, an algorithm).
+    """Base of the options of one axis (a memory, a bias, a retention gate, an algorithm, a
+    feature map).
 
-    Each axis's base class declares its own ``registry``; a subclass that gives ``kind`` a default
-    (its ``Literal``) registers itself there, in definition order. ``union()`` is the axis's
+    Each axis's base class declares its own ``registry``; a subclass that declares ``kind`` (its
+    ``Literal``) registers itself there, in definition order. ``union()`` is the axis's
     discriminated union, ``kinds()`` its kind names: both derived from the registry, so an option
-    is one class.
+    is one class. An option defined after the package's schemas are built (in a user's module,
+    ``miras_search.schema.plugins``) rebuilds them, so points and spaces may name it at once.
+
+    When a class registers, its math hooks are checked: at least one of each group of
+    ``required_hooks`` defined, and every hook it overrides callable as the axis's base calls it.
+    A second class declaring a kind already taken is an error (the same class defined again, as
+    a notebook re-runs a cell, replaces the first).
     """
 
     kind: str
     registry: ClassVar[dict[str, type[AxisOption]]] = {}
+    axis: ClassVar[str] = ""
+    """(axis base classes) the point's field that holds this axis ('bias', 'memory.feature_map')."""
     role: ClassVar[str] = ""
     """(axis base classes) what the axis is, for the docs' and the CLI's tables."""
     summary: ClassVar[str] = ""
     """(options) a few words beside the kind in the docs' and the CLI's tables."""
+    required_hooks: ClassVar[tuple[tuple[str, ...], ...]] = ()
+    """(axis base classes) groups of methods an option must define, at least one of each group."""
 
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
         super().__pydantic_init_subclass__(**kwargs)
         kind = cls.model_fields["kind"].default
-        if isinstance(kind, str):  # a class with its own kind (the first one of that kind)
-            cls.registry.setdefault(kind, cls)
+        if not isinstance(kind, str) or "kind" not in inspect.get_annotations(cls):
+            return  # an axis base, a private helper, or a subclass keeping its parent's kind
+        owner = cls.registry.get(kind)
+        if owner is not None and (owner.__module__, owner.__qualname__) != (cls.__module__, cls.__qualname__):
+            raise TypeError(
+                f"{cls.__qualname__} declares {cls.axis} kind '{kind}', which "
+                f"{owner.__module__}.{owner.__qualname__} already registered: give the new option "
+                f"a kind of its own (taken: {', '.join(cls.registry)})"
+            )
+        check_hooks(cls, kind)
+        cls.registry[kind] = cls
+        if _late_registration is not None:
+            _late_registration()
 
     @classmethod
     def union(cls) -> Any:
@@ -56,3 +83,37 @@ class AxisOption(Schema):
     def label(self) -> str:
         """The kind with the settings that tell this option's variants apart (the presets table)."""
         return self.kind
+
+
+def _axis_base(option: type[AxisOption]) -> type[AxisOption]:
+    """The axis base class of ``option``: the nearest class in its MRO that owns a registry."""
+    return next(owner for owner in option.__mro__ if "registry" in owner.__dict__)
+
+
+def check_hooks(option: type[AxisOption], kind: str) -> None:
+    """TypeError naming the option and the method when a required hook is missing, or when an
+    overridden hook cannot take the arguments the axis's base class is called with."""
+    base = _axis_base(option)
+    where = f"{base.axis} '{kind}' ({option.__qualname__})"
+    for group in base.required_hooks:
+        if all(getattr(option, name) is getattr(base, name) for name in group):
+            raise TypeError(
+                f"{where} defines none of {' / '.join(group)}: an option of this axis needs "
+                f"{'one of them' if len(group) > 1 else 'it'} (see {base.__name__}.{group[0]})"
+            )
+    for name, hook in vars(base).items():
+        own = option.__dict__.get(name)
+        if name.startswith("_") or not inspect.isfunction(hook) or not inspect.isfunction(own):
+            continue
+        expected = [p for p in inspect.signature(hook).parameters.values()
+                    if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        try:
+            inspect.signature(own).bind(*expected)
+        except TypeError:
+            call = ", ".join(p.name for p in expected)
+            raise TypeError(
+                f"{base.axis} '{kind}': {option.__qualname__}.{name}{inspect.signature(own)} cannot "
+                f"be called as {name}({call}), the "
+                f"way the memory ops call every {base.__name__}: give it {base.__name__}.{name}'s "
+                "parameters"
+            ) from None

@@ -18,6 +18,7 @@ class MemoryAlgorithm(AxisOption):
     """
 
     registry: ClassVar[dict[str, type[MemoryAlgorithm]]] = {}
+    axis: ClassVar[str] = "algorithm"
     role: ClassVar[str] = "the online optimiser"
     built: ClassVar[bool] = True
 

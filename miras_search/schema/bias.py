@@ -26,9 +26,9 @@ if TYPE_CHECKING:
 MAX_HUBER_DELTA = 1e4
 """Largest Huber threshold: far above any error norm a model reaches (about sqrt(d_v) at init)."""
 MAX_SHARPNESS = 1e4
+"""Largest c in tanh(c x): past it tanh is the exact sign at float precision."""
 MAX_WINDOW = 64
 """Largest Omega window c: each step takes c gradients, so the step's cost grows with c."""
-"""Largest c in tanh(c x): past it tanh is the exact sign at float precision."""
 
 
 class AttentionalBias(AxisOption):
@@ -42,6 +42,8 @@ class AttentionalBias(AxisOption):
     """
 
     registry: ClassVar[dict[str, type[AttentionalBias]]] = {}
+    axis: ClassVar[str] = "bias"
+    required_hooks: ClassVar[tuple[tuple[str, ...], ...]] = (("loss", "phi"),)
     role: ClassVar[str] = "the inner loss `l(M; k, v)`"
 
     window: int = Field(

@@ -68,6 +68,7 @@ class FeatureMap(AxisOption):
     """Base of every feature map; a subclass with its own ``kind`` registers itself."""
 
     registry: ClassVar[dict[str, type[FeatureMap]]] = {}
+    axis: ClassVar[str] = "memory.feature_map"
     role: ClassVar[str] = "`phi` on keys and queries (Atlas)"
     learned: ClassVar[bool] = False
     """Whether the map has learned coefficients (one per degree and head)."""

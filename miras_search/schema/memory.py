@@ -24,6 +24,7 @@ class MemoryArchitecture(AxisOption):
     """Base of every memory architecture; a subclass with its own ``kind`` registers itself."""
 
     registry: ClassVar[dict[str, type[MemoryArchitecture]]] = {}
+    axis: ClassVar[str] = "memory"
     role: ClassVar[str] = "what `M` is"
 
 

@@ -124,7 +124,7 @@ def cross_axis_problems(point: ModelPoint) -> list[tuple[str, str]]:
             f"memory '{memory.kind}' needs equal key and value dims per head (residual / diagonal "
             f"map); got block.key_dim {point.block.head_k} and block.value_dim {point.block.head_v}",
         ))
-    if memory.init == "zeros" and (memory.kind == "mlp" or retention.learned_init):
+    if getattr(memory, "init", "auto") == "zeros" and (memory.kind == "mlp" or retention.learned_init):
         problems.append((
             "memory.init",
             f"memory.init 'zeros' cannot start memory '{memory.kind}' with retention "
@@ -182,7 +182,7 @@ def _atlas_problems(point: ModelPoint) -> list[tuple[str, str]]:
         if width > MAX_FEATURES:
             problems.append((
                 "memory.feature_map.degree",
-                f"feature map '{feature_map.kind}' of degree {feature_map.degree} makes "
+                f"feature map '{feature_map.label()}' makes "
                 f"{width} features from keys of {point.block.head_k} per head; at most "
                 f"{MAX_FEATURES} (lower the degree or block.key_dim)",
             ))

@@ -44,6 +44,8 @@ class RetentionGate(AxisOption):
     scale, the chunk end accumulated in weight space. A rule overrides only what differs."""
 
     registry: ClassVar[dict[str, type[RetentionGate]]] = {}
+    axis: ClassVar[str] = "retention"
+    required_hooks: ClassVar[tuple[tuple[str, ...], ...]] = (("update",), ("end_map",))
     role: ClassVar[str] = "how the memory forgets"
     nonlinear: ClassVar[bool] = True
     """Whether W_t is not linear in the steps (the chunked form then maps its chunk end exactly)."""
@@ -60,11 +62,11 @@ class RetentionGate(AxisOption):
     def update(self, w: Tensor, a: Tensor | None, step: Tensor,
                alpha: Tensor | None) -> tuple[Tensor, Tensor | None]:
         """(W_t, a_t) from W_{t-1}, a_{t-1}, the step S_t and alpha_t."""
-        raise NotImplementedError
+        raise NotImplementedError(f"retention '{self.kind}' defines no update")
 
     def end_map(self, raw: Tensor) -> tuple[Tensor, Tensor | None]:
         """(W, a) from the state the chunk end is accumulated in."""
-        raise NotImplementedError
+        raise NotImplementedError(f"retention '{self.kind}' defines no end_map")
 
     def gradient_scale(self, decay: Tensor | None) -> Tensor | None:
         """Per-token scale s with the gradient taken at W diag(s) (None: at W).

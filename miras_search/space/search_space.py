@@ -134,10 +134,15 @@ class SearchSpace:
     def __init__(self, spec: SpaceFile, source: str = "<space>", lines: LineMap | None = None):
         self.spec = spec
         self.source = source
-        base: dict[str, Any] = {}
+        given: dict[str, Any] = {}
         if spec.preset is not None:
-            base = preset(spec.preset).model_dump(mode="json")
-        self.base = deep_merge(base, spec.base)
+            given = preset(spec.preset).model_dump(mode="json")
+        self.given_base = deep_merge(given, spec.base)
+        """What the file sets (its preset and base): the space's fingerprint."""
+        # without a preset the points start from the default one: a space that searches a field
+        # of an axis it leaves at its default (bias.window, memory.feature_map) merges into it
+        self.base = self.given_base if spec.preset is not None else deep_merge(
+            ModelPoint().model_dump(mode="json"), self.given_base)
         self._check_paths(lines or {})
 
     @classmethod

@@ -21,7 +21,8 @@ from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
 from miras_search.errors import Problem
-from miras_search.schema import ModelPoint
+from miras_search.schema import AXES, ModelPoint
+from miras_search.schema.plugins import PLUGINS_ENV
 from miras_search.space.checks import node_kind
 from miras_search.space.spec import Choice, FloatRange, IntRange
 from miras_search.validation import model_members
@@ -170,7 +171,10 @@ def _rejection(models: list[type[BaseModel]], path: tuple[str, ...], value: Any,
         return None
     allowed = _describe_field(models, field)
     if allowed:
-        return f"{what} is not allowed for {'.'.join(path)}; allowed: {allowed}"
+        # an axis's kind: an option of the user's own is loaded by naming its module
+        hint = f" (an option defined in a module of your own: name the module in {PLUGINS_ENV})" \
+            if field == "kind" and path[0] in AXES else ""
+        return f"{what} is not allowed for {'.'.join(path)}; allowed: {allowed}{hint}"
     return f"{what} is not allowed for {'.'.join(path)}: {message[:1].lower()}{message[1:]}"
 
 

@@ -95,7 +95,7 @@ def data_fingerprint(study: StudyFile) -> str | None:
 def space_fingerprint(space: SearchSpace) -> str:
     """A hash of what decides the space's points: its base point (preset included), parameters
     and constraints; not its name, description or anchors, nor how the file writes them."""
-    decisive = {"base": space.base, "params": _plain(space.spec.params),
+    decisive = {"base": space.given_base, "params": _plain(space.spec.params),
                 "constraints": _plain(space.spec.constraints)}
     return hashlib.sha256(json.dumps(decisive, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -1,0 +1,214 @@
+"""Options defined outside the package (``miras_search.schema.plugins``): a user's class is usable
+at once in points, spaces, models and the conformance suite; ``MIRAS_PLUGINS`` loads it in the
+CLI; a class the memory ops cannot run, or one defined wrongly, is refused with a clear message."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from typing import ClassVar, Literal
+
+import pytest
+import torch
+from pydantic import ValidationError
+from typer.testing import CliRunner
+
+import miras_search.schema as schema
+from miras_search.cli import app
+from miras_search.errors import ConfigError, UnsupportedPoint
+from miras_search.memory import MemoryRule
+from miras_search.model.factory import build_model
+from miras_search.points import point_from_dict
+from miras_search.schema import ModelPoint
+from miras_search.schema.algorithm import MemoryAlgorithm, _Stepping
+from miras_search.schema.bias import AttentionalBias
+from miras_search.schema.feature_map import FeatureMap
+from miras_search.schema.gates import Gate, gate_field
+from miras_search.schema.memory import MemoryArchitecture
+from miras_search.schema.plugins import PLUGINS_ENV, refresh
+from miras_search.schema.retention import RetentionGate
+from miras_search.space import SearchSpace
+from miras_search.testing.conformance import check_forms
+
+TINY = {"block": {"d_model": 32, "n_layers": 1, "n_heads": 2, "vocab_size": 64},
+        "train": {"seq_len": 16, "batch_size": 2}}
+BASES = (AttentionalBias, RetentionGate, MemoryAlgorithm, MemoryArchitecture, FeatureMap)
+
+
+@pytest.fixture
+def registries() -> Iterator[None]:
+    """Whatever a test registers is gone afterwards, and the schemas are as they were."""
+    saved = {base: dict(base.registry) for base in BASES}
+    yield
+    for base, entries in saved.items():
+        base.registry.clear()
+        base.registry.update(entries)
+    refresh()
+
+
+def _logcosh_bias() -> type[AttentionalBias]:
+    class LogCoshBias(AttentionalBias):
+        """l = sum log cosh(e): the gradient tanh(e) is autograd's."""
+
+        kind: Literal["logcosh"] = "logcosh"
+        summary: ClassVar[str] = "log cosh of the error"
+
+        def loss(self, e, v, delta):
+            return e.cosh().log().sum(-1)
+
+    return LogCoshBias
+
+
+def test_a_bias_defined_in_a_test_is_a_point_a_space_and_a_model(registries):
+    with pytest.raises(ValidationError):
+        ModelPoint(bias={"kind": "logcosh"})
+    bias = _logcosh_bias()
+    point = point_from_dict({**TINY, "bias": {"kind": "logcosh"}})
+    assert isinstance(point.bias, bias) and "logcosh" in schema.BIAS_KINDS
+    assert ModelPoint.model_validate(point.model_dump()) == point  # a stored point loads again
+
+    space = SearchSpace.from_dict({"name": "plug", "base": TINY,
+                                   "params": {"bias": {"kind": {"choice": ["l2", "logcosh"]}}}})
+    assert {p.bias.kind for p in space.sample(12, seed=0)} == {"l2", "logcosh"}
+
+    model = build_model(point)
+    tokens = torch.randint(0, 64, (2, 16))
+    logits = model(tokens)
+    logits = getattr(logits, "logits", logits)
+    assert torch.isfinite(logits).all()
+    # its memory rule passes the conformance suite: chunk 1 against the recurrence, chunk 4
+    # against the slow reference, in float64, forward and every gradient
+    rule = MemoryRule.from_point(ModelPoint(bias={"kind": "logcosh"}, retention={"kind": "l2"}))
+    check_forms(rule, length=7, chunk=1, against="recurrent")
+    check_forms(rule, length=7, chunk=4, against="reference")
+
+    shown = CliRunner().invoke(app, ["options"], env={"COLUMNS": "200"})
+    assert "logcosh" in shown.output and "log cosh of the error" in shown.output
+
+
+def test_the_registry_restored_refuses_the_kind_again(registries):
+    _logcosh_bias()
+    ModelPoint(bias={"kind": "logcosh"})
+    AttentionalBias.registry.pop("logcosh")
+    refresh()
+    with pytest.raises(ValidationError, match="logcosh"):
+        ModelPoint(bias={"kind": "logcosh"})
+
+
+def test_a_feature_map_reaches_the_memories_that_hold_one(registries):
+    class Elu1(FeatureMap):
+        kind: Literal["elu1"] = "elu1"
+
+        def apply(self, x, coefficients=None, tables=None):
+            return torch.nn.functional.elu(x) + 1
+
+    point = ModelPoint(memory={"kind": "mlp", "feature_map": {"kind": "elu1"}})
+    assert isinstance(point.memory.feature_map, Elu1)
+
+
+def test_the_same_class_defined_again_replaces_it_and_another_class_is_refused(registries):
+    first, again = _logcosh_bias(), _logcosh_bias()  # a notebook cell run twice
+    assert first is not again and AttentionalBias.registry["logcosh"] is again
+    with pytest.raises(TypeError, match=r"kind 'l2'.*L2Bias already registered"):
+        class MyL2(AttentionalBias):
+            kind: Literal["l2"] = "l2"
+
+            def loss(self, e, v, delta):
+                return e.square().sum(-1)
+
+
+def test_an_option_without_its_math_is_refused_when_defined(registries):
+    with pytest.raises(TypeError, match=r"bias 'nomath' \(.*NoMath\) defines none of loss / phi"):
+        class NoMath(AttentionalBias):
+            kind: Literal["nomath"] = "nomath"
+    with pytest.raises(TypeError, match=r"retention 'noupdate' .* defines none of update"):
+        class NoUpdate(RetentionGate):
+            kind: Literal["noupdate"] = "noupdate"
+
+            def end_map(self, raw):
+                return raw, None
+    with pytest.raises(TypeError, match=r"WrongSig\.phi\(self, e\) cannot be called as phi\(self, e, v, delta\)"):
+        class WrongSig(AttentionalBias):
+            kind: Literal["wrongsig"] = "wrongsig"
+
+            def phi(self, e):
+                return e
+    assert not {"nomath", "noupdate", "wrongsig"} & (set(AttentionalBias.registry) | set(RetentionGate.registry))
+
+
+def test_an_algorithm_or_memory_the_memory_ops_lack_is_refused_not_run_as_another(registries, tmp_path):
+    class Nesterov(_Stepping):
+        kind: Literal["nesterov"] = "nesterov"
+        theta: Gate = gate_field(0.9)
+
+    class Linear2(MemoryArchitecture):
+        kind: Literal["linear2"] = "linear2"
+
+    for axes, named in (({"algorithm": {"kind": "nesterov"}}, "algorithm 'nesterov'"),
+                        ({"memory": {"kind": "linear2"}}, "memory 'linear2'")):
+        point = ModelPoint.model_validate({**TINY, **axes})
+        with pytest.raises(UnsupportedPoint, match=f"{named} is not built"):
+            build_model(point)
+        (tmp_path / "point.yaml").write_text(point.model_dump_json())
+        result = CliRunner().invoke(app, ["validate", str(tmp_path / "point.yaml")], env={"COLUMNS": "300"})
+        assert result.exit_code == 1
+        assert f"{named} is not built" in result.output
+
+
+def test_a_preset_less_space_searches_a_field_of_a_default_axis():
+    space = SearchSpace.from_dict({"name": "window", "base": TINY, "params": {
+        "bias": {"window": {"choice": [1, 4]}},
+        "memory": {"feature_map": {"kind": {"choice": ["identity", "polynomial"]}}}}})
+    points = space.sample(16, seed=0)
+    assert {p.bias.window for p in points} == {1, 4}
+    assert {p.memory.feature_map.kind for p in points} == {"identity", "polynomial"}
+
+
+def test_kernels_names_the_bias_when_the_bias_is_what_no_kernel_takes(tmp_path):
+    (tmp_path / "point.yaml").write_text("bias: {kind: lp, smooth: false}\n")
+    result = CliRunner().invoke(app, ["kernels", str(tmp_path / "point.yaml")], env={"COLUMNS": "300"})
+    assert "no kernel covers bias lp with smooth false" in " ".join(result.output.split())
+
+
+PLUGIN = textwrap.dedent('''
+    from typing import Literal
+    from miras_search.schema.bias import AttentionalBias
+
+    class CauchyBias(AttentionalBias):
+        """l = sum log(1 + e^2 / 2)."""
+        kind: Literal["cauchy"] = "cauchy"
+
+        def loss(self, e, v, delta):
+            return (1 + e.square() / 2).log().sum(-1)
+''')
+
+
+def _miras(*args: str, cwd, plugins: str | None) -> subprocess.CompletedProcess:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("MIRAS_PLUGINS")}
+    if plugins is not None:
+        env[PLUGINS_ENV] = plugins
+    return subprocess.run([sys.executable, "-m", "miras_search", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_miras_plugins_loads_a_users_module_in_the_cli(tmp_path):
+    (tmp_path / "my_biases.py").write_text(PLUGIN)
+    (tmp_path / "point.yaml").write_text("bias: {kind: cauchy}\n")
+    loaded = _miras("validate", "point.yaml", cwd=tmp_path, plugins="my_biases")
+    assert loaded.returncode == 0, loaded.stderr
+    missing = _miras("validate", "point.yaml", cwd=tmp_path, plugins=None)
+    assert missing.returncode == 1
+    assert PLUGINS_ENV in missing.stdout + missing.stderr
+    broken = _miras("validate", "point.yaml", cwd=tmp_path, plugins="no_such_module")
+    assert broken.returncode == 1
+    message = broken.stdout + broken.stderr
+    assert "'no_such_module' named by MIRAS_PLUGINS could not be imported" in " ".join(message.split())
+    assert "Traceback" not in message
+
+
+def test_config_errors_name_the_plugin_variable_for_an_unknown_kind():
+    with pytest.raises(ConfigError, match=PLUGINS_ENV):
+        point_from_dict({"retention": {"kind": "tanhclip"}})
