@@ -5,10 +5,11 @@ CLI; a class the memory ops cannot run, or one defined wrongly, is refused with 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
-import textwrap
 from collections.abc import Iterator
+from pathlib import Path
 from typing import ClassVar, Literal
 
 import pytest
@@ -173,17 +174,11 @@ def test_kernels_names_the_bias_when_the_bias_is_what_no_kernel_takes(tmp_path):
     assert "no kernel covers bias lp with smooth false" in " ".join(result.output.split())
 
 
-PLUGIN = textwrap.dedent('''
-    from typing import Literal
-    from miras_search.schema.bias import AttentionalBias
-
-    class CauchyBias(AttentionalBias):
-        """l = sum log(1 + e^2 / 2)."""
-        kind: Literal["cauchy"] = "cauchy"
-
-        def loss(self, e, v, delta):
-            return (1 + e.square() / 2).log().sum(-1)
-''')
+def _readme_plugin() -> str:
+    """The README's example option module (section "Adding an option")."""
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    body = text.split("## Adding an option\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```python\n(.*?)```", body, flags=re.DOTALL)[0]
 
 
 def _miras(*args: str, cwd, plugins: str | None) -> subprocess.CompletedProcess:
@@ -195,10 +190,12 @@ def _miras(*args: str, cwd, plugins: str | None) -> subprocess.CompletedProcess:
 
 
 def test_miras_plugins_loads_a_users_module_in_the_cli(tmp_path):
-    (tmp_path / "my_biases.py").write_text(PLUGIN)
+    (tmp_path / "my_options.py").write_text(_readme_plugin())
     (tmp_path / "point.yaml").write_text("bias: {kind: cauchy}\n")
-    loaded = _miras("validate", "point.yaml", cwd=tmp_path, plugins="my_biases")
+    loaded = _miras("validate", "point.yaml", cwd=tmp_path, plugins="my_options")
     assert loaded.returncode == 0, loaded.stderr
+    listed = _miras("options", cwd=tmp_path, plugins="my_options")
+    assert "cauchy" in listed.stdout and "robust to outliers" in listed.stdout
     missing = _miras("validate", "point.yaml", cwd=tmp_path, plugins=None)
     assert missing.returncode == 1
     assert PLUGINS_ENV in missing.stdout + missing.stderr

@@ -277,13 +277,14 @@ def presets() -> None:
 def options(
     markdown: Annotated[bool, typer.Option("--markdown", help="The README's markdown table.")] = False,
 ) -> None:
-    """The options of the four axes, as registered (every kind a point may name)."""
+    """The options of the four axes and of Atlas's feature maps, as registered (every kind a point
+    may name; options from your own modules too: MIRAS_PLUGINS)."""
     from miras_search.schema.options import axis_options, options_markdown
 
     if markdown:
         print_text(options_markdown())
         return
-    table = Table(title="The four axes of the Miras design space")
+    table = Table(title="The axes of the Miras design space (and Atlas's feature maps)")
     for column in ("axis", "what it is", "kind", "notes"):
         table.add_column(column)
     for title, role, kinds in axis_options():
