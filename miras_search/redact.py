@@ -27,9 +27,22 @@ from typing import Any
 MASK = "***"
 
 _USERINFO = re.compile(
-    r"(?P<head>\b[A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s'\"]*):(?P<secret>[^\s'\"/]*?)@(?=[^@\s'\"/]*(?:[/?#\s'\"]|$))"
+    r"(?P<head>\b[A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s'\"]*):(?P<secret>\S*?)@(?=[^@\s'\"/]*(?:[/?#\s'\"]|$))"
 )
-"""``scheme://user:password@host``: the password runs to the last ``@`` before the host's end."""
+"""``scheme://user:password@host``: the password runs to the last ``@`` before the host's end, and
+may hold anything but whitespace: SQLAlchemy reads ``/``, quotes and ``:`` in it as the password's
+(a generated or base64 password often has a ``/``), so a quote or slash must not end the mask.
+Only web URLs keep RFC 3986's reading, where the authority ends at the first ``/``
+(``http://host:8080/pkg@1.2`` is a port and a path)."""
+
+_WEB_SCHEMES = ("http", "https", "ws", "wss", "ftp")
+
+
+def _masked(match: re.Match[str]) -> str:
+    scheme = match["head"].split("://", 1)[0].lower()
+    if scheme in _WEB_SCHEMES and "/" in match["secret"]:
+        return match[0]  # a port and a path, not a password
+    return f"{match['head']}:{MASK}@"
 
 _QUERY = re.compile(
     r"(?P<head>[?&;](?:[A-Za-z_]*(?:password|passwd|pwd|secret|token|api_key|apikey))=)(?P<secret>[^&#\s'\"]*)",
@@ -41,7 +54,7 @@ def redact_text(text: str) -> str:
     """``text`` with the password of every URL in it replaced by ``***``."""
     if "://" not in text and "=" not in text:
         return text
-    text = _USERINFO.sub(lambda m: f"{m['head']}:{MASK}@", text)
+    text = _USERINFO.sub(_masked, text)
     return _QUERY.sub(lambda m: f"{m['head']}{MASK}" if m["secret"] else m[0], text)
 
 

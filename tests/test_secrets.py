@@ -35,6 +35,10 @@ SECRET = "S3cr3t-pw"
     ("sqlite:////tmp/study.db", "sqlite:////tmp/study.db"),
     ("/runs/x/study.journal", "/runs/x/study.journal"),
     ("http://host:8080/path@version", "http://host:8080/path@version"),  # no userinfo
+    # SQLAlchemy reads '/' and quotes as part of the password (generated ones often hold '/')
+    (f"postgresql://user:s3c/{SECRET}@127.0.0.1:1/db", "postgresql://user:***@127.0.0.1:1/db"),
+    (f"mysql://u:a/b:{SECRET}@c@h:3306/x", "mysql://u:***@h:3306/x"),
+    (f"redis://:{SECRET}'x\"y@host:6379/0", "redis://:***@host:6379/0"),
 ])
 def test_urls_lose_their_password_and_nothing_else(url, shown):
     assert redact_url(url) == shown
@@ -54,6 +58,9 @@ def test_redaction_agrees_with_sqlalchemy(url):
 def test_urls_inside_messages_and_structures_are_redacted():
     message = f"cannot open 'postgresql://u:{SECRET}@h/db' (x) and mysql://v:{SECRET}2@k/y."
     assert redact_text(message) == "cannot open 'postgresql://u:***@h/db' (x) and mysql://v:***@k/y."
+    for password in (f"a/{SECRET}", f"{SECRET}'q", f'{SECRET}"q', f"12/{SECRET}"):
+        message = f"error: storage 'postgresql://user:{password}@127.0.0.1:1/db' needs a driver"
+        assert redact_text(message) == "error: storage 'postgresql://user:***@127.0.0.1:1/db' needs a driver"
     tree = {"storage": f"postgresql://u:{SECRET}@h/db", "list": [f"a://b:{SECRET}@c"], "n": 3}
     assert SECRET not in str(redact_tree(tree)) and redact_tree(tree)["n"] == 3
 
