@@ -159,9 +159,22 @@ def _lines_of(node: yaml.Node, path: tuple[str, ...], lines: LineMap) -> None:
             _lines_of(item, (*path, str(index)), lines)
 
 
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads YAML 1.2's exponent floats (``1e-3``, ``5E4``) as numbers: YAML
+    1.1, PyYAML's, wants a dot (``1.0e-3``) and would give the string '1e-3', which a number
+    field refuses."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
 def _construct(node: yaml.Node) -> Any:
     """The Python value of a composed document (SafeLoader's constructors, merge keys included)."""
-    loader = yaml.SafeLoader("")
+    loader = _Loader("")
     try:
         return loader.construct_document(node)
     finally:
@@ -171,7 +184,7 @@ def _construct(node: yaml.Node) -> Any:
 def parse_yaml(text: str, source: str) -> tuple[dict[str, Any], LineMap]:
     """Parse ``text`` (YAML) into a mapping and the line of each key; ConfigError on any problem."""
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = yaml.compose(text, Loader=_Loader)
         if node is not None:
             _check_expansion(node, source)  # before anything walks the document as a tree
             problems = _key_problems(node)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
+import types
+import typing
 from collections.abc import Callable
 from typing import Annotated, Any, ClassVar, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 _late_registration: Callable[[], None] | None = None
 """Set once the package's schemas are built (``plugins.install``): rebuilds them for a new option."""
@@ -15,9 +18,32 @@ _late_registration: Callable[[], None] | None = None
 class Schema(BaseModel):
     """Strict, immutable base: unknown keys are errors, values are validated on assignment, and
     no number may be nan or +-inf (YAML's ``.nan`` / ``.inf``, or ``1e400``, which overflows):
-    such a value would only surface later as a silently infeasible point or a confusing error."""
+    such a value would only surface later as a silently infeasible point or a confusing error.
+    A number field takes numbers only: pydantic's lax mode would read ``true`` as 1 and the
+    string ``"64"`` as 64 (``n_heads: true``, a quoted YAML value), hiding a slip in the file."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False)
+
+    # a model-level check: pydantic allows no before-validator on a discriminator field ('kind')
+    @model_validator(mode="before")
+    @classmethod
+    def _numbers_are_numbers(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        for name, shape in _number_fields(cls).items():
+            value = data.get(name)
+            items = value if shape == "items" and isinstance(value, list | tuple) else [value]
+            for item in items:
+                if isinstance(item, bool | str):
+                    shown = f"the string {item!r}" if isinstance(item, str) else f"a boolean ({str(item).lower()})"
+                    raise ValueError(f"{name}: a number is needed, not {shown}")
+        return data
+        items = value if shape == "items" and isinstance(value, list | tuple) else [value] if shape == "scalar" else []
+        for item in items:
+            if isinstance(item, bool | str):
+                shown = f"the string {item!r}" if isinstance(item, str) else f"a boolean ({str(item).lower()})"
+                raise ValueError(f"a number is needed here, not {shown}")
+        return value
 
 
 class AxisOption(Schema):
@@ -83,6 +109,28 @@ class AxisOption(Schema):
     def label(self) -> str:
         """The kind with the settings that tell this option's variants apart (the presets table)."""
         return self.kind
+
+
+_NUMBERS = (int, float)
+
+
+def _number_shape(annotation: Any) -> str | None:
+    """'scalar' for int / float (or either or None), 'items' for a tuple or list of them, else None."""
+    args = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+    if annotation in _NUMBERS or (args and typing.get_origin(annotation) in (Union, types.UnionType)
+                                  and all(arg in _NUMBERS for arg in args)):
+        return "scalar"
+    if typing.get_origin(annotation) in (tuple, list) and args and all(
+            arg in _NUMBERS or arg is Ellipsis for arg in args):
+        return "items"
+    return None
+
+
+@functools.cache
+def _number_fields(model: type[BaseModel]) -> dict[str, str]:
+    """The fields of ``model`` that hold numbers only, with their ``_number_shape``."""
+    shapes = {name: _number_shape(info.annotation) for name, info in model.model_fields.items()}
+    return {name: shape for name, shape in shapes.items() if shape is not None}
 
 
 def _axis_base(option: type[AxisOption]) -> type[AxisOption]:
