@@ -7,7 +7,7 @@ import types
 import typing
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Tag, ValidationError
 
 from miras_search.errors import ConfigError, Problem
 from miras_search.merge import get_path
@@ -48,26 +48,49 @@ def _kind_of(model: type[BaseModel]) -> str | None:
     return args[0] if args else None
 
 
+def _tagged_members(annotation: Any) -> dict[str, Any]:
+    """Tag -> member of a union told apart by a callable ``Discriminator`` (``Annotated[X,
+    Tag('<x>')]`` members; a ``TypeAliasType`` such as the spaces' ParamNode unpacked)."""
+    annotation = getattr(annotation, "__value__", annotation)  # a TypeAliasType
+    found: dict[str, Any] = {}
+    for arg in typing.get_args(annotation):
+        tags = [meta.tag for meta in getattr(arg, "__metadata__", ()) if isinstance(meta, Tag)]
+        if tags:
+            found[tags[0]] = typing.get_args(arg)[0]
+        elif typing.get_origin(arg) in (typing.Union, types.UnionType, typing.Annotated):
+            found.update(_tagged_members(arg))
+    return found
+
+
 def _owner_of_last_key(root: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
-    """The model whose field the last key of ``loc`` names (pydantic's union tags skipped)."""
-    current: list[type[BaseModel]] = [root]
-    owner: type[BaseModel] | None = root
-    index = 0
-    while index < len(loc):
-        part = loc[index]
+    """The model whose field the last key of ``loc`` names (pydantic's union tags, list indices
+    and mapping keys of ``dict[str, X]`` skipped)."""
+    annotation: Any = root
+    owner: type[BaseModel] | None = None
+    aliases: dict[str, Any] = {}  # a recursive alias names itself by a forward reference
+    for part in loc:
+        if hasattr(annotation, "__value__"):
+            aliases[annotation.__name__] = annotation
+        name = getattr(annotation, "__forward_arg__", annotation)
+        annotation = aliases.get(name, annotation) if isinstance(name, str) else annotation
+        tagged = _tagged_members(annotation)
+        if isinstance(part, str) and part in tagged:
+            annotation = tagged[part]
+            continue
+        current = model_members(annotation)
         if len(current) > 1:  # a discriminated union: pydantic puts the tag in loc
             chosen = [m for m in current if _kind_of(m) == part]
             if chosen:
-                current = chosen
-                index += 1
+                annotation = chosen[0] if len(chosen) == 1 else annotation
                 continue
+        origin = typing.get_origin(annotation)
+        if origin in (list, tuple, dict) and typing.get_args(annotation):
+            annotation = typing.get_args(annotation)[-1]  # an item, or a mapping's value
+            continue
         model = current[0] if len(current) == 1 else None
         owner = model
         field = model.model_fields.get(part) if model is not None and isinstance(part, str) else None
-        current = model_members(field.annotation) if field is not None else []
-        if not current:
-            current = [None]  # type: ignore[list-item]
-        index += 1
+        annotation = field.annotation if field is not None else None
     return owner
 
 

@@ -19,24 +19,24 @@ class Schema(BaseModel):
     """Strict, immutable base: unknown keys are errors, values are validated on assignment, and
     no number may be nan or +-inf (YAML's ``.nan`` / ``.inf``, or ``1e400``, which overflows):
     such a value would only surface later as a silently infeasible point or a confusing error.
-    A number field takes numbers only: pydantic's lax mode would read ``true`` as 1 and the
-    string ``"64"`` as 64 (``n_heads: true``, a quoted YAML value), hiding a slip in the file."""
+    A number field takes no boolean: pydantic's lax mode would read ``n_heads: true`` as 1,
+    hiding a slip in the file. (A string that spells a number, ``"64"`` or PyYAML's ``'1e-3'``,
+    is read as that number.)"""
 
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False)
 
     # a model-level check: pydantic allows no before-validator on a discriminator field ('kind')
     @model_validator(mode="before")
     @classmethod
-    def _numbers_are_numbers(cls, data: Any) -> Any:
+    def _no_boolean_numbers(cls, data: Any) -> Any:
         if not isinstance(data, dict):
             return data
         for name, shape in _number_fields(cls).items():
             value = data.get(name)
             items = value if shape == "items" and isinstance(value, list | tuple) else [value]
             for item in items:
-                if isinstance(item, bool | str):
-                    shown = f"the string {item!r}" if isinstance(item, str) else f"a boolean ({str(item).lower()})"
-                    raise ValueError(f"{name}: a number is needed, not {shown}")
+                if isinstance(item, bool):
+                    raise ValueError(f"{name}: a number is needed, not a boolean ({str(item).lower()})")
         return data
         items = value if shape == "items" and isinstance(value, list | tuple) else [value] if shape == "scalar" else []
         for item in items:

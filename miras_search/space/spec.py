@@ -92,6 +92,22 @@ class _Range(Schema):
             raise ValueError("a range cannot have both 'log: true' and a 'step'")
         if step is not None and step <= 0:
             raise ValueError(f"'step' must be positive, got {step}")
+        if step is not None and high > low:
+            _check_step_fits(low, high, step)
+
+
+def _check_step_fits(low: float, high: float, step: float) -> None:
+    """The grid of ``step`` from ``low`` must reach ``high``: Optuna would otherwise shrink the
+    range to the last grid point with only a warning, so the space would not be what it says."""
+    if step > high - low:
+        raise ValueError(f"'step' {step} is larger than the range [{low}, {high}]; give a step "
+                         f"of at most {high - low:g}, or a choice")
+    steps = (high - low) / step
+    if abs(steps - round(steps)) > 1e-9 * max(1.0, steps):
+        last = low + math.floor(steps + 1e-9) * step
+        raise ValueError(f"'step' {step} does not divide the range [{low}, {high}]: its grid would "
+                         f"end at {last:g}; make the high end {last:g} (or {last + step:g}), or "
+                         "change the step")
 
 
 class IntRange(_Range):

@@ -1,0 +1,58 @@
+"""A space's ranges and nodes: a step that does not fit its range, and an unknown key inside a
+range or a constraint, are errors that name the field and what is allowed."""
+
+from __future__ import annotations
+
+import pytest
+
+from miras_search.errors import ConfigError
+from miras_search.space import SearchSpace
+
+BASE = {"block": {"d_model": 64, "n_heads": 2, "n_layers": 2}}
+
+
+def _problems(params: dict, **extra) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        SearchSpace.from_dict({"name": "s", "base": BASE, "params": params, **extra})
+    return [str(problem) for problem in caught.value.problems]
+
+
+@pytest.mark.parametrize(("node", "message"), [
+    ({"float": [0.001, 0.01], "step": 0.1}, "'step' 0.1 is larger than the range [0.001, 0.01]"),
+    ({"float": [0.001, 0.01], "step": 0.004},
+     "'step' 0.004 does not divide the range [0.001, 0.01]: its grid would end at 0.009"),
+])
+def test_a_float_step_that_does_not_fit_its_range_is_refused(node, message):
+    (problem,) = _problems({"train": {"lr": node}})
+    assert problem.startswith("params.train.lr") and message in problem
+
+
+def test_an_int_step_that_does_not_divide_its_range_is_refused():
+    (problem,) = _problems({"block": {"n_layers": {"int": [1, 4], "step": 2}}})
+    assert "'step' 2 does not divide the range [1, 4]: its grid would end at 3" in problem
+
+
+@pytest.mark.parametrize(("section", "field", "node"), [
+    ("block", "n_layers", {"int": [2, 8], "step": 2}),
+    ("train", "lr", {"float": [0.001, 0.009], "step": 0.001}),
+    ("train", "lr", {"float": [0.1, 0.9], "step": 0.1}),
+    ("train", "lr", {"float": [0.005, 0.005], "step": 0.1}),
+])
+def test_steps_that_fit_are_kept(section, field, node):
+    space = SearchSpace.from_dict({"name": "s", "base": BASE, "params": {section: {field: node}}})
+    values = {getattr(getattr(point, section), field) for point in space.sample(12, seed=0)}
+    low, high = node.get("int") or node["float"]
+    assert all(low - 1e-12 <= value <= high + 1e-12 for value in values)
+
+
+def test_an_unknown_key_in_a_range_lists_the_range_keys():
+    (problem,) = _problems({"block": {"n_layers": {"int": [2, 4], "lg": True}}})
+    assert problem.startswith("params.block.n_layers.lg")
+    assert "unknown key; allowed keys here: log, int, step" in problem
+
+
+def test_an_unknown_key_in_a_constraint_lists_the_constraint_keys():
+    problems = _problems({"block": {"n_layers": {"choice": [2, 4]}}},
+                         constraints=[{"when": {"block.n_layers": 2}, "exec": "x"}])
+    assert any(p.startswith("constraints.0.exec") and "allowed keys here: when, require, forbid" in p
+               for p in problems), problems
