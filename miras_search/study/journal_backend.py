@@ -46,8 +46,10 @@ class RepairingJournalFileBackend(JournalFileBackend):
     """A ``JournalFileBackend`` whose reads set damaged lines aside instead of raising."""
 
     def __init__(self, file_path: str, lock_obj: JournalFileSymlinkLock) -> None:
-        super().__init__(file_path, lock_obj=lock_obj)
-        self._repair_lock = lock_obj
+        super().__init__(file_path, lock_obj=lock_obj)  # appends stay Optuna's own
+        self._path, self._repair_lock = Path(file_path), lock_obj
+        self._offsets: dict[int, int] = {0: 0}
+        """Where each line read so far starts (by line number), so a read resumes there."""
 
     def read_logs(self, log_number_from: int) -> Generator[dict[str, Any], None, None]:
         stalled = False
@@ -59,10 +61,10 @@ class RepairingJournalFileBackend(JournalFileBackend):
                     stalled = False
                 return
             except _DamagedLine as damage:
-                repaired = set_aside_or_refuse(Path(self._file_path), self._repair_lock)
+                repaired = set_aside_or_refuse(self._path, self._repair_lock)
                 if repaired is None and stalled:  # judged damaged twice, yet nothing to set aside
                     raise MirasError(
-                        f"storage {self._file_path} has a damaged line that cannot be set aside "
+                        f"storage {self._path} has a damaged line that cannot be set aside "
                         f"({damage}); it is left as it is: restore it from a copy, or point "
                         "'storage' elsewhere"
                     ) from None
@@ -70,21 +72,19 @@ class RepairingJournalFileBackend(JournalFileBackend):
 
     def _records(self, log_number_from: int) -> Generator[dict[str, Any], None, None]:
         """Optuna's ``read_logs``, raising ``_DamagedLine`` at a complete line that is no record."""
-        with open(self._file_path, "rb") as file:
+        with open(self._path, "rb") as file:
             size = os.fstat(file.fileno()).st_size  # lines appended while this reads wait
             number, offset = 0, 0
-            if log_number_from in self._log_number_offset:
-                number, offset = log_number_from, self._log_number_offset[log_number_from]
+            if log_number_from in self._offsets:
+                number, offset = log_number_from, self._offsets[log_number_from]
                 file.seek(offset)
             for line in file:
                 if offset + len(line) > size or not line.endswith(b"\n"):
                     return
-                if number >= log_number_from:
-                    record = parse_record(line)
-                    if record is None:
-                        raise _DamagedLine(f"line {number + 1}")
-                    self._log_number_offset[number + 1] = offset + len(line)
-                    yield record
-                else:
-                    self._log_number_offset[number + 1] = offset + len(line)
+                record = parse_record(line) if number >= log_number_from else None
+                if number >= log_number_from and record is None:
+                    raise _DamagedLine(f"line {number + 1}")
                 number, offset = number + 1, offset + len(line)
+                self._offsets[number] = offset
+                if record is not None:
+                    yield record

@@ -59,21 +59,23 @@ class Repair:
     """With ``prefix_only``, the line from which on every line was moved (1-based)."""
 
     def message(self, path: Path) -> str:
-        shown = ", ".join(map(str, self.damaged[:5])) + (" ..." if len(self.damaged) > 5 else "")
         if self.prefix_only:
             cut = self.cut or self.damaged[0]
             kept = (f"it keeps its first {self.kept} record(s), up to line {cut - 1}; "
                     f"the {self.moved} line(s) from line {cut} on (later records may "
                     "refer to a trial a damaged line created) were moved to")
+        elif self.salvaged:
+            kept = (f"it keeps its other {self.kept} record(s), among them the complete record "
+                    f"that followed the damaged bytes on line {_shown(self.salvaged)}; the damaged "
+                    "bytes were moved to")
         else:
             kept = f"it keeps its other {self.kept} record(s); the {self.moved} damaged line(s) were moved to"
-        salvaged = ""
-        if self.salvaged:
-            lines = ", ".join(map(str, self.salvaged[:5])) + (" ..." if len(self.salvaged) > 5 else "")
-            salvaged = (f"; the complete record after the damaged bytes on line {lines} was kept, "
-                        "and only those bytes were set aside")
         return (f"storage {path} had {len(self.damaged)} damaged line(s) that are not journal "
-                f"records (line {shown}): {kept} {self.aside}{salvaged}")
+                f"records (line {_shown(self.damaged)}): {kept} {self.aside}")
+
+
+def _shown(lines: list[int]) -> str:
+    return ", ".join(map(str, lines[:5])) + (" ..." if len(lines) > 5 else "")
 
 
 def parse_record(line: bytes) -> dict[str, Any] | None:
