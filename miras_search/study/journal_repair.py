@@ -10,6 +10,10 @@ the only damage is a last record cut short) and rewrites the journal atomically 
 and a rename, under the journal's lock), so that a crash during the repair leaves the old file or
 the new one, never a half-written one. Nothing is deleted: every removed byte is in the aside file.
 
+A complete record after damaged bytes on the same line is kept, and only those bytes are set
+aside: a writer appending after a torn last record (a killed worker, a full disk) or after a run
+of NUL bytes (what a power cut leaves on ext4) puts its whole record on the damaged line.
+
 Which lines are kept: a damaged line may have been a record that created a trial or a study, and
 Optuna numbers trials and studies by the order of creation; dropping such a record would shift
 the numbers and attach later records to the wrong trial. So the damaged lines alone are dropped
@@ -23,16 +27,20 @@ import json
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from optuna.storages.journal import JournalFileSymlinkLock
 
+from miras_search.errors import MirasError
+
 log = logging.getLogger(__name__)
 
 _CREATE_STUDY, _CREATE_TRIAL, _LAST_OP = 0, 4, 10
 """Optuna's JournalOperation codes used here (CREATE_STUDY, CREATE_TRIAL; 10 is the highest)."""
+RECORD_START = b'{"op_code":'
+"""How every line of an Optuna journal starts (JournalStorage writes op_code first)."""
 
 
 @dataclass
@@ -45,20 +53,32 @@ class Repair:
     kept: int
     moved: int
     prefix_only: bool
+    salvaged: list[int] = field(default_factory=list)
+    """Damaged lines whose complete record after the damaged bytes was kept (1-based)."""
+    cut: int | None = None
+    """With ``prefix_only``, the line from which on every line was moved (1-based)."""
 
     def message(self, path: Path) -> str:
-        shown = ", ".join(map(str, self.damaged[:5])) + (" ..." if len(self.damaged) > 5 else "")
         if self.prefix_only:
-            kept = (f"it keeps its first {self.kept} record(s), up to line {self.damaged[0] - 1}; "
-                    f"the {self.moved} line(s) from line {self.damaged[0]} on (later records may "
+            cut = self.cut or self.damaged[0]
+            kept = (f"it keeps its first {self.kept} record(s), up to line {cut - 1}; "
+                    f"the {self.moved} line(s) from line {cut} on (later records may "
                     "refer to a trial a damaged line created) were moved to")
+        elif self.salvaged:
+            kept = (f"it keeps its other {self.kept} record(s), among them the complete record "
+                    f"that followed the damaged bytes on line {_shown(self.salvaged)}; the damaged "
+                    "bytes were moved to")
         else:
             kept = f"it keeps its other {self.kept} record(s); the {self.moved} damaged line(s) were moved to"
         return (f"storage {path} had {len(self.damaged)} damaged line(s) that are not journal "
-                f"records (line {shown}): {kept} {self.aside}")
+                f"records (line {_shown(self.damaged)}): {kept} {self.aside}")
 
 
-def _record(line: bytes) -> dict[str, Any] | None:
+def _shown(lines: list[int]) -> str:
+    return ", ".join(map(str, lines[:5])) + (" ..." if len(lines) > 5 else "")
+
+
+def parse_record(line: bytes) -> dict[str, Any] | None:
     """The journal record on ``line`` (which ends in a newline), or None when it is not one."""
     if not line.endswith(b"\n"):
         return None
@@ -72,6 +92,19 @@ def _record(line: bytes) -> dict[str, Any] | None:
     if not isinstance(op, int) or isinstance(op, bool) or not 0 <= op <= _LAST_OP:
         return None
     return record if isinstance(record.get("worker_id"), str) else None
+
+
+def salvage(line: bytes) -> tuple[bytes, dict[str, Any]] | None:
+    """For a damaged ``line``, the damaged bytes before the complete record that ends it, and
+    that record; None when no record ends it. The first record start after which the rest of
+    the line is a whole record wins (a record start inside a record leaves trailing bytes)."""
+    start = line.find(RECORD_START, 1)
+    while start != -1:
+        record = parse_record(line[start:])
+        if record is not None:
+            return line[:start], record
+        start = line.find(RECORD_START, start + 1)
+    return None
 
 
 def _numbering_holds(records: list[dict[str, Any]]) -> bool:
@@ -104,7 +137,7 @@ def tail_is_damaged(path: Path) -> bool:
     whole = b"\n" in tail[:-1] or len(tail) == path.stat().st_size
     if not whole:  # a last line longer than what was read: let the full scan judge it
         return True
-    return _record(tail[:-1].rsplit(b"\n", 1)[-1] + b"\n") is None
+    return parse_record(tail[:-1].rsplit(b"\n", 1)[-1] + b"\n") is None
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
@@ -116,35 +149,73 @@ def _write_atomically(path: Path, data: bytes) -> None:
     os.replace(temporary, path)
 
 
+def _lines(data: bytes) -> list[bytes]:
+    """``data`` cut after each newline, as Optuna reads a journal (a ``\\r`` does not end a line)."""
+    lines = [line + b"\n" for line in data.split(b"\n")]
+    lines[-1] = lines[-1][:-1]
+    return lines if lines[-1] else lines[:-1]
+
+
+def _split(line: bytes) -> tuple[bytes, bytes, dict[str, Any] | None]:
+    """One journal line as (the bytes it keeps, the bytes set aside, the record it keeps)."""
+    record = parse_record(line)
+    if record is not None:
+        return line, b"", record
+    found = salvage(line)
+    if found is None:
+        return b"", line, None
+    fragment, record = found
+    return line[len(fragment):], fragment + b"\n", record
+
+
+def _aside_path(path: Path, kind: str) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    target, serial = path.with_name(f"{path.name}.{kind}-{stamp}"), 1
+    while target.exists():
+        target = path.with_name(f"{path.name}.{kind}-{stamp}-{serial}")
+        serial += 1
+    return target
+
+
+def _nothing_would_be_kept(path: Path) -> MirasError:
+    return MirasError(
+        f"storage {path} is damaged at its first line, which created the study that every later "
+        "record refers to, so setting the damage aside would keep nothing; it is left as it is: "
+        "restore it from a copy (or mend its first line by hand), or point 'storage' elsewhere"
+    )
+
+
 def set_damage_aside(path: Path, lock: JournalFileSymlinkLock) -> Repair | None:
     """Set the damaged lines of the journal at ``path`` aside (see the module docstring); None
     when there are none. Runs under ``lock``, so no record another process writes is cut."""
     lock.acquire()
     try:
-        data = path.read_bytes()
-        lines = data.splitlines(keepends=True)
-        records = [_record(line) for line in lines]
-        damaged = [i for i, record in enumerate(records) if record is None]
+        lines = _lines(path.read_bytes())
+        parts = [_split(line) for line in lines]
+        damaged = [i for i, (_, aside, _) in enumerate(parts) if aside]
         if not damaged:
             return None
-        good = [r for r in records if r is not None]
-        prefix_only = not _numbering_holds(good)
+        lost = [i for i, (_, _, record) in enumerate(parts) if record is None]
+        salvaged = [i for i in damaged if parts[i][2] is not None]
+        prefix_only = not _numbering_holds([record for *_, record in parts if record is not None])
         if prefix_only:
-            keep, aside = lines[: damaged[0]], lines[damaged[0]:]
+            cut = lost[0] if lost else damaged[0]
+            if cut == 0 and len(lost) < len(lines):
+                raise _nothing_would_be_kept(path)
+            keep = [kept for kept, _, _ in parts[:cut]]
+            aside = [moved for _, moved, _ in parts[:cut] if moved] + lines[cut:]
+            salvaged = [i for i in salvaged if i < cut]
         else:
-            keep, aside = [line for line, r in zip(lines, records, strict=True) if r is not None], \
-                [lines[i] for i in damaged]
-        torn_only = damaged == [len(lines) - 1] and not lines[-1].endswith(b"\n")
-        kind = "torn" if torn_only else "damaged"
-        target = path.with_name(f"{path.name}.{kind}-{time.strftime('%Y%m%d-%H%M%S')}")
-        serial = 1
-        while target.exists():
-            target = path.with_name(f"{path.name}.{kind}-{time.strftime('%Y%m%d-%H%M%S')}-{serial}")
-            serial += 1
+            cut = None
+            keep = [kept for kept, _, _ in parts if kept]
+            aside = [moved for _, moved, _ in parts if moved]
+        torn = set(salvaged) | ({len(lines) - 1} if not lines[-1].endswith(b"\n") else set())
+        target = _aside_path(path, "torn" if set(damaged) <= torn else "damaged")
         _write_atomically(target, b"".join(aside))  # the aside copy is safe before the journal changes
         _write_atomically(path, b"".join(keep))
     finally:
         lock.release()
-    repair = Repair(target, [i + 1 for i in damaged], len(keep), len(aside), prefix_only)
+    repair = Repair(target, [i + 1 for i in damaged], len(keep), len(aside), prefix_only,
+                    [i + 1 for i in salvaged], None if cut is None else cut + 1)
     log.warning("%s", repair.message(path))
     return repair

@@ -7,29 +7,29 @@ busy database into "database is locked" errors under that load. Optuna's Journal
 appends each change as one JSON line under a file lock (with fsync), so several processes can
 write safely, and a process killed between writes leaves every earlier line intact: after a
 ``kill -9`` the study replays to its last consistent state (a last line cut short, and any
-other damaged line, is set aside when the journal is opened: ``journal_repair``). A stale lock
+other damaged line, is set aside when the journal is opened or, for damage that appears while
+a study runs, when it is read: ``journal_repair``, ``journal_backend``). A stale lock
 left by a killed writer expires after a grace period. For several machines use PostgreSQL
 (``postgresql+psycopg://user@host:port/db``, the ``postgres`` extra); SQLite URLs still work.
 """
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
-from optuna.storages import BaseStorage, JournalStorage, RDBStorage
-from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
+from optuna.storages import BaseStorage, JournalStorage
+from optuna.storages.journal import JournalFileSymlinkLock
 
 from miras_search.errors import MirasError
 from miras_search.redact import redact_url
-from miras_search.study.journal_repair import Repair, set_damage_aside, tail_is_damaged
-
-log = logging.getLogger(__name__)
+from miras_search.study.journal_backend import RepairingJournalFileBackend, set_aside_or_refuse
+from miras_search.study.journal_repair import RECORD_START, parse_record, salvage, tail_is_damaged
+from miras_search.study.rdb import open_rdb
 
 _URL_SCHEMES = ("sqlite", "postgresql", "mysql", "oracle", "mssql")
 """SQLAlchemy dialects Optuna's RDB storage takes (each may carry a driver: postgresql+psycopg)."""
-_RECORD_START = b'{"op_code":'
-"""How every line of an Optuna journal starts (JournalStorage writes op_code first)."""
+_JOURNAL_HEAD_LINES, _JOURNAL_HEAD_BYTES = 20, 1 << 20
+"""A file is a journal when one of its first lines (within its first MiB) is a journal record."""
 
 
 def default_storage(run_dir: str | Path, study_name: str) -> str:
@@ -80,21 +80,13 @@ def make_storage(storage: str) -> BaseStorage:
     """The Optuna storage for a URL or a journal file path (its folder is created)."""
     if is_url(storage):
         _check_scheme(storage)
-        try:
-            return RDBStorage(storage, engine_kwargs=_engine_kwargs(storage))
-        except ImportError as error:
-            raise MirasError(
-                f"storage '{redact_url(storage)}' needs a database driver that is not installed "
-                f"({error}); for PostgreSQL install the 'postgres' extra (psycopg)"
-            ) from None
-        except Exception as error:  # sqlalchemy's OperationalError and friends
-            raise MirasError(f"cannot open storage '{redact_url(storage)}': {error}") from None
+        return open_rdb(storage)
     return _journal_storage(Path(storage))
 
 
 def _journal_storage(path: Path) -> JournalStorage:
     """The journal at ``path`` (created when missing); MirasError, writing nothing, when the path
-    is a folder or a file that is not a journal."""
+    is a folder or a file that is not a journal. Damaged lines are set aside as they are read."""
     if path.is_dir():
         raise MirasError(f"storage {path} is a folder; give a journal file path (e.g. "
                          f"{path / 'study.journal'}) or a database URL")
@@ -102,27 +94,11 @@ def _journal_storage(path: Path) -> JournalStorage:
     _check_is_journal(path)
     lock = JournalFileSymlinkLock(str(path))  # the lock Optuna's writers take by default
     if tail_is_damaged(path):  # Optuna would read past it, then append after it
-        _repair(path, lock)
+        set_aside_or_refuse(path, lock)
     try:
-        return JournalStorage(JournalFileBackend(str(path), lock_obj=lock))
-    except (ValueError, KeyError, TypeError, AssertionError) as error:  # a damaged line inside
-        if _repair(path, lock) is None:
-            raise _unreadable(path, error) from None
-    try:
-        return JournalStorage(JournalFileBackend(str(path), lock_obj=lock))
-    except (ValueError, KeyError, TypeError, AssertionError) as error:
+        return JournalStorage(RepairingJournalFileBackend(str(path), lock_obj=lock))
+    except (ValueError, KeyError, TypeError, AssertionError) as error:  # a damaged record inside
         raise _unreadable(path, error) from None
-
-
-def _repair(path: Path, lock: JournalFileSymlinkLock) -> Repair | None:
-    try:
-        return set_damage_aside(path, lock)
-    except OSError as error:
-        raise MirasError(
-            f"storage {path} has damaged lines that could not be set aside ({error.strerror}: "
-            f"{error.filename}); the journal is left as it is: make its folder writable, or "
-            "restore it from a copy"
-        ) from None
 
 
 def _unreadable(path: Path, error: Exception) -> MirasError:
@@ -134,21 +110,21 @@ def _unreadable(path: Path, error: Exception) -> MirasError:
 
 
 def _check_is_journal(path: Path) -> None:
-    """MirasError when ``path`` holds something other than an Optuna journal (an empty or
-    missing file is a new journal)."""
+    """MirasError when ``path`` holds something other than an Optuna journal: neither does it
+    start as a record, nor is one of its first lines one (then the lines before it are damage,
+    set aside when read). An empty or missing file is a new journal."""
     if not path.is_file():
         return
     with open(path, "rb") as file:
-        start = file.read(len(_RECORD_START))
-    if start and not (start == _RECORD_START or _RECORD_START.startswith(start)):
-        raise MirasError(
-            f"storage {path} is not an Optuna journal (its first line is not a journal record); "
-            "it is left as it is: point 'storage' at a new file, an existing study's journal, "
-            "or a database URL"
-        )
-
-
-def _engine_kwargs(url: str) -> dict:
-    if url.startswith("sqlite:"):
-        return {"connect_args": {"timeout": 60}}
-    return {"pool_pre_ping": True}
+        head = file.read(_JOURNAL_HEAD_BYTES)
+    start = head[: len(RECORD_START)]
+    if not head or start == RECORD_START or RECORD_START.startswith(start):
+        return
+    lines = head.split(b"\n")[:-1][:_JOURNAL_HEAD_LINES]  # complete lines only
+    if any(parse_record(line + b"\n") or salvage(line + b"\n") for line in lines):
+        return
+    raise MirasError(
+        f"storage {path} is not an Optuna journal (none of its first {_JOURNAL_HEAD_LINES} lines "
+        "is a journal record); it is left as it is: point 'storage' at a new file, an existing "
+        "study's journal, or a database URL"
+    )

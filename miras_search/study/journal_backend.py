@@ -1,0 +1,90 @@
+"""Optuna's journal file backend, with damage that appears while a study runs set aside.
+
+``JournalFileBackend.read_logs`` raises a bare ``JSONDecodeError`` once a damaged line has a
+line after it (a worker killed mid-append, a full disk), and silently skips a complete damaged
+last line, which a writer's own record may share when it was appended onto torn bytes. Every
+process of a study (the driver, each Ray worker, ``miras status``) reads the journal through
+``RepairingJournalFileBackend`` instead: a complete line that is not a journal record is set
+aside under the journal's lock (``journal_repair.set_damage_aside``, which also keeps a complete
+record that follows the damaged bytes on that line), and the read goes on where it stopped.
+
+Why reading on is safe: a repair changes nothing before the first damaged line, and no process
+reads past a damaged line, so the lines each process has read keep their numbers and offsets.
+A last line without its newline is left alone: it may be a record another process is writing.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Generator
+from pathlib import Path
+from typing import Any
+
+from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
+
+from miras_search.errors import MirasError
+from miras_search.study.journal_repair import Repair, parse_record, set_damage_aside
+
+
+class _DamagedLine(Exception):
+    """A complete line of the journal that is not a journal record."""
+
+
+def set_aside_or_refuse(path: Path, lock: JournalFileSymlinkLock) -> Repair | None:
+    """``set_damage_aside``, with a MirasError when the journal's folder cannot be written."""
+    try:
+        return set_damage_aside(path, lock)
+    except OSError as error:
+        raise MirasError(
+            f"storage {path} has damaged lines that could not be set aside ({error.strerror}: "
+            f"{error.filename}); the journal is left as it is: make its folder writable, or "
+            "restore it from a copy"
+        ) from None
+
+
+class RepairingJournalFileBackend(JournalFileBackend):
+    """A ``JournalFileBackend`` whose reads set damaged lines aside instead of raising."""
+
+    def __init__(self, file_path: str, lock_obj: JournalFileSymlinkLock) -> None:
+        super().__init__(file_path, lock_obj=lock_obj)  # appends stay Optuna's own
+        self._path, self._repair_lock = Path(file_path), lock_obj
+        self._offsets: dict[int, int] = {0: 0}
+        """Where each line read so far starts (by line number), so a read resumes there."""
+
+    def read_logs(self, log_number_from: int) -> Generator[dict[str, Any], None, None]:
+        stalled = False
+        while True:
+            try:
+                for record in self._records(log_number_from):
+                    yield record
+                    log_number_from += 1
+                    stalled = False
+                return
+            except _DamagedLine as damage:
+                repaired = set_aside_or_refuse(self._path, self._repair_lock)
+                if repaired is None and stalled:  # judged damaged twice, yet nothing to set aside
+                    raise MirasError(
+                        f"storage {self._path} has a damaged line that cannot be set aside "
+                        f"({damage}); it is left as it is: restore it from a copy, or point "
+                        "'storage' elsewhere"
+                    ) from None
+                stalled = repaired is None  # another process may have repaired it meanwhile
+
+    def _records(self, log_number_from: int) -> Generator[dict[str, Any], None, None]:
+        """Optuna's ``read_logs``, raising ``_DamagedLine`` at a complete line that is no record."""
+        with open(self._path, "rb") as file:
+            size = os.fstat(file.fileno()).st_size  # lines appended while this reads wait
+            number, offset = 0, 0
+            if log_number_from in self._offsets:
+                number, offset = log_number_from, self._offsets[log_number_from]
+                file.seek(offset)
+            for line in file:
+                if offset + len(line) > size or not line.endswith(b"\n"):
+                    return
+                record = parse_record(line) if number >= log_number_from else None
+                if number >= log_number_from and record is None:
+                    raise _DamagedLine(f"line {number + 1}")
+                number, offset = number + 1, offset + len(line)
+                self._offsets[number] = offset
+                if record is not None:
+                    yield record

@@ -1,0 +1,114 @@
+"""A study in a database (Optuna's RDBStorage): the driver a URL lacks, and a SQLite file that
+another process holds locked, each told in one paragraph without SQLAlchemy's internals.
+
+SQLite waits for a lock up to its busy timeout (``SQLITE_LOCK_WAIT_S``) and then fails with
+"database is locked" and the SQL it was running. A cheap read-only probe (no wait, never
+creating the file) says beforehand that the wait is another process's doing.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sqlite3
+from pathlib import Path
+from urllib.parse import quote
+
+from optuna.storages import RDBStorage
+
+from miras_search.errors import MirasError
+from miras_search.redact import redact_text, redact_url
+
+log = logging.getLogger(__name__)
+
+SQLITE_LOCK_WAIT_S: float = 60
+"""How long opening a SQLite storage waits for another process's lock."""
+
+_DRIVERS = {
+    "postgresql": "for PostgreSQL install the 'postgres' extra (pip install 'miras-search[postgres]', "
+                  "which brings psycopg) and use postgresql+psycopg://...",
+    "mysql": "for MySQL install a MySQL driver: PyMySQL (pip install pymysql, then use "
+             "mysql+pymysql://...) or mysqlclient (pip install mysqlclient, for mysql://...)",
+    "oracle": "for Oracle install python-oracledb (pip install oracledb) and use oracle+oracledb://...",
+    "mssql": "for SQL Server install pyodbc (pip install pyodbc) and use mssql+pyodbc://...",
+    "sqlite": "SQLite needs Python's own sqlite3 module: use a Python built with it",
+}
+_INTERNALS = re.compile(r"\s*(\[SQL: .*?\]|\[parameters: .*?\]|\(Background on this error at: [^)]*\))",
+                        re.DOTALL)
+
+
+def open_rdb(url: str) -> RDBStorage:
+    """Optuna's RDBStorage for ``url``; MirasError (one paragraph, no password) when it cannot."""
+    path = _sqlite_file(url)
+    if path is not None and _locked(path):
+        log.warning("storage %s: another process holds a lock on %s; waiting up to %g s for it",
+                    redact_url(url), path, SQLITE_LOCK_WAIT_S)
+    try:
+        return RDBStorage(url, engine_kwargs=_engine_kwargs(url))
+    except ImportError as error:
+        scheme = url.split(":", 1)[0].split("+", 1)[0].lower()
+        raise MirasError(
+            f"storage '{redact_url(url)}' needs a database driver that is not installed "
+            f"({redact_text(str(error))}); {_DRIVERS.get(scheme, 'install the driver its URL names')}"
+        ) from None
+    except Exception as error:  # sqlalchemy's OperationalError and friends
+        if path is not None and "database is locked" in str(error):
+            raise _still_locked(url, path) from None
+        raise MirasError(f"cannot open storage '{redact_url(url)}': {_plain(error)}") from None
+
+
+def _still_locked(url: str, path: Path) -> MirasError:
+    return MirasError(
+        f"cannot open storage '{redact_url(url)}': another process holds a write lock on the "
+        f"SQLite file {path} and kept it for {SQLITE_LOCK_WAIT_S:g} s; nothing was changed. Find "
+        f"it with `fuser -v {path}` or `lsof {path}` (often another miras run or resume, or a "
+        "database browser with a transaction open), let it finish or stop it, then run the "
+        "command again"
+    )
+
+
+def _plain(error: Exception) -> str:
+    """The error's own words: the database's message without SQLAlchemy's SQL and links."""
+    text = str(getattr(error, "orig", None) or error)
+    return redact_text(" ".join(_INTERNALS.sub("", text).split()))
+
+
+def _sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite URL (None for any other database, or SQLite in memory)."""
+    if not url.startswith("sqlite"):
+        return None
+    from sqlalchemy.engine import make_url
+
+    try:
+        database = make_url(url).database
+    except Exception:  # RDBStorage says what is wrong with the URL
+        return None
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return Path(database).resolve()
+
+
+def _locked(path: Path) -> bool:
+    """Whether another process holds a lock that keeps readers out of the SQLite file (a
+    read-only look that neither waits nor creates the file)."""
+    if not path.is_file():
+        return False
+    try:
+        connection = sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True, timeout=0)
+    except sqlite3.Error:
+        return False
+    try:
+        connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.OperationalError as error:
+        return "locked" in str(error)
+    except sqlite3.Error:  # not a database, say: RDBStorage says so
+        return False
+    finally:
+        connection.close()
+    return False
+
+
+def _engine_kwargs(url: str) -> dict:
+    if url.startswith("sqlite"):
+        return {"connect_args": {"timeout": SQLITE_LOCK_WAIT_S}}
+    return {"pool_pre_ping": True}
