@@ -76,6 +76,7 @@ def _run(path: Path, workers: int | None, address: str | None, storage: str | No
     # opened before the progress bar: a study it refuses (changed file, old measure) shows no bar
     driver = StudyDriver(spec, pool_factory, storage=storage, trials=trials, timeout_s=timeout,
                          tracker=tracker)
+    driver.check_free()  # a study another driver runs: refused before the progress bar, too
     if _trials_on_gpus(inline, gpus):
         _note_gpu_kernel_share(spec, path)
     with _progress() as bar:
@@ -265,11 +266,17 @@ def _counts_line(state: StudyStatus) -> str:
     where a table of eight count columns did not)."""
     target = state.target if state.target is not None else "-"
     complete = f"{state.complete} complete" + (f" ({state.reused} reused)" if state.reused else "")
+    running = state.running if not state.driver_stopped else 0
     counts = [complete, *(f"{count} {label}" for count, label in (
-        (state.running, "running"), (state.pruned, "pruned"), (state.failed, "failed"),
+        (running, "running"), (state.pruned, "pruned"), (state.failed, "failed"),
         (state.interrupted, "interrupted"), (state.waiting, "waiting"),
         (state.fidelity, "longer/larger runs")) if count)]
-    eta = "-" if state.eta_s is None else str(datetime.timedelta(seconds=round(state.eta_s)))
+    if state.driver_stopped:  # a killed driver leaves them RUNNING in storage
+        were = "1 was" if state.running == 1 else f"{state.running} were"
+        counts.append(f"{were} running when its driver stopped (no driver holds the study now; "
+                      "`miras resume` runs them again)")
+    eta = "-" if state.eta_s is None or state.driver_stopped else str(
+        datetime.timedelta(seconds=round(state.eta_s)))
     return f"{state.finished}/{target} finished: {', '.join(counts)}; ETA {eta}"
 
 

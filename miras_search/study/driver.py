@@ -32,7 +32,7 @@ from miras_search.study.execute import TrialTask
 from miras_search.study.halving import pending as halving_pending
 from miras_search.study.halving import run_halving
 from miras_search.study.interrupts import CtrlC
-from miras_search.study.lease import Lease, acquire
+from miras_search.study.lease import Lease, acquire, refuse_if_held
 from miras_search.study.owner import this_driver
 from miras_search.study.pools import Pool
 from miras_search.study.preflight import preflight
@@ -184,6 +184,12 @@ class StudyDriver:
         return self.study._storage.get_trial(trial._trial_id)
 
     # ---- main loop ---------------------------------------------------------------------------
+    def check_free(self) -> None:
+        """MirasError, changing nothing, when another live driver runs the study (``run`` checks
+        again as it takes the lease: this early check lets a caller refuse before any output)."""
+        refuse_if_held(self.study)
+        check_no_live_driver(self.study)
+
     def run(self) -> RunSummary:
         lease = acquire(self.study)  # one driver per study, on any machine
         try:
