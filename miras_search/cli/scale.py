@@ -125,7 +125,7 @@ def _train(job, workers: int, address: str | None, inline: bool) -> None:
     if summary.interrupted:
         console.print("[yellow]stopped[/]: the rungs that finished are stored; the same command trains the rest",
                       highlight=False)
-        raise typer.Exit(130)
+        raise typer.Exit(summary.exit_code)
 
 
 def _write(job, folder: Path) -> None:

@@ -98,9 +98,10 @@ def _run(path: Path, workers: int | None, address: str | None, storage: str | No
     if summary.stopped_because is not None:
         raise MirasError(f"study '{spec.name}' stopped: {summary.stopped_because}")
     if summary.interrupted:
-        console.print(f"[yellow]stopped[/]: running trials were marked interrupted; continue with "
+        by = "" if summary.interrupted_by == "Ctrl-C" else f" by {summary.interrupted_by}"
+        console.print(f"[yellow]stopped{by}[/]: running trials were marked interrupted; continue with "
                       f"`miras resume {escape(str(path))}`", highlight=False)
-        raise typer.Exit(130)
+        raise typer.Exit(summary.exit_code)
     _fail_if_nothing_completed(driver.study)
 
 

@@ -93,6 +93,8 @@ class RunSummary:
     ran: int = 0  # trials trained by this run
     reused: int = 0
     interrupted: bool = False
+    interrupted_by: str = "Ctrl-C"  # or "SIGTERM" (kill, timeout, docker stop, a scheduler)
+    exit_code: int = 130  # what the command exits with when interrupted: 128 + the signal
     stopped_because: str | None = None  # a study-level error that every trial would repeat
     already_done: bool = False  # the study had reached its target before this run started
     promoted: int = 0  # successive halving: longer runs of promoted points stored by this run
@@ -247,15 +249,13 @@ class StudyDriver:
                     summary.promoted = run_halving(self.study, self.spec, pool, self.storage,
                                                    note=lambda text: self._emit("note", text))
         except KeyboardInterrupt:
-            summary.interrupted = True
-            self._interrupt("stopped by the user (Ctrl-C) while this trial ran")
+            self._stopped(summary, ctrl_c)
         except Exception as error:
             # A Ctrl-C that landed in a library's cleanup comes out as that cleanup's error (Optuna's
             # journal lock, interrupted after it let go of the lock, fails to unlink it twice)
             if not (ctrl_c.requested and _from_ctrl_c(error)):
                 raise
-            summary.interrupted = True
-            self._interrupt("stopped by the user (Ctrl-C) while this trial ran")
+            self._stopped(summary, ctrl_c)
         finally:
             pool.shutdown()
         summary.finished = self.finished
@@ -263,6 +263,13 @@ class StudyDriver:
         if self.tracker is not None:
             self.tracker.log_summary(self.study)
         return summary
+
+    def _stopped(self, summary: RunSummary, ctrl_c: CtrlC) -> None:
+        """Ctrl-C or SIGTERM: mark this run's trials interrupted and say how the run was stopped."""
+        summary.interrupted = True
+        summary.interrupted_by, summary.exit_code = ctrl_c.what, ctrl_c.exit_code
+        who = "the user (Ctrl-C)" if ctrl_c.what == "Ctrl-C" else "SIGTERM (kill, timeout, a scheduler)"
+        self._interrupt(f"stopped by {who} while this trial ran")
 
     # ---- trials whose driver died: queued behind other work ----------------------------------
     def _stored_deferred(self) -> list[dict[str, Any]]:
