@@ -25,6 +25,8 @@ from miras_search.schema.plugins import load_plugins
 from miras_search.study.execute import TrialTask, execute, flush_live_runs
 
 log = logging.getLogger(__name__)
+START_TIMEOUT_S = 120.0
+"""How long the workers may take to start (import torch, load plugins) before the run stops."""
 
 
 class TrialWorker:
@@ -133,9 +135,41 @@ class RayPool:
         self._actor_cls = ray.remote(TrialWorker).options(
             num_cpus=plan.num_cpus, num_gpus=plan.num_gpus, max_restarts=0,
         )
-        self._idle = [self._new_actor() for _ in range(workers)]
-        self._infos = {id(a): info for a, info in zip(self._idle, ray.get([a.info.remote() for a in self._idle]), strict=True)}
         self._busy: dict[ray.ObjectRef, tuple[Any, TrialTask]] = {}
+        self._idle, self._infos = [], {}
+        self._start(workers)
+
+    def _start(self, workers: int) -> None:
+        """Start ``workers`` actors and wait (at most ``START_TIMEOUT_S``) until each answers.
+        Actors that died or did not answer are stopped; the pool goes on with the others, and
+        when none started, Ray is let go and a MirasError says why (no trial was run yet)."""
+        actors = [self._new_actor() for _ in range(workers)]
+        calls = {actor.info.remote(): actor for actor in actors}
+        ready, late = ray.wait(list(calls), num_returns=len(calls), timeout=START_TIMEOUT_S)
+        died = []
+        for ref in ready:
+            actor = calls[ref]
+            try:
+                self._infos[id(actor)] = ray.get(ref, timeout=START_TIMEOUT_S)
+                self._idle.append(actor)
+            except RayError as error:  # the actor died (RayActorError), or a late GetTimeoutError
+                died.append(_first_line(error))
+        problems = [f"{len(died)} died as {'it' if len(died) == 1 else 'they'} started ({died[0]})"] if died else []
+        if late:
+            problems.append(f"{len(late)} did not answer within {START_TIMEOUT_S:.0f} s")
+        started = {id(actor) for actor in self._idle}
+        for actor in actors:
+            if id(actor) not in started:
+                with contextlib.suppress(Exception):  # already gone
+                    ray.kill(actor)
+        if not self._idle:
+            if self._owns_ray:
+                ray.shutdown()
+            raise MirasError(workers_did_not_start(workers, problems))
+        if problems:
+            log.warning("%d of %d Ray workers did not start (%s): the study runs on %d",
+                        workers - len(self._idle), workers, "; ".join(problems), len(self._idle))
+        self.capacity = len(self._idle)
 
     def _new_actor(self):
         return self._actor_cls.remote(self.device, self.threads, self._warm_up, self._per_gpu)
@@ -186,6 +220,21 @@ class RayPool:
         self._busy.clear()
         if self._owns_ray:
             ray.shutdown()
+
+
+def workers_did_not_start(workers: int, problems: list[str]) -> str:
+    """Why no Ray worker started, and what to try: most often a memory limit."""
+    import resource  # Unix only, like Ray's local instance
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    limit = (f" (this shell sets one: `ulimit -v` is {soft // 1024} KiB)"
+             if soft != resource.RLIM_INFINITY else "")
+    return (f"the Ray workers could not start: of {workers}, {'; '.join(problems)}. No trial was "
+            "run and nothing stored was lost. The likely cause is memory: a virtual-memory limit"
+            f"{limit} that a worker process (Ray, then torch) exceeds, or too little free RAM for "
+            f"{workers} workers. Raise or remove the limit (`ulimit -v unlimited`), run fewer "
+            "workers (--workers 1), or run the trials in this process without Ray (--inline). Ray's "
+            "own account is in its logs (session_latest/logs in Ray's temp folder, /tmp/ray by default)")
 
 
 def _died(reason: str, kind: str = "worker_died") -> dict[str, Any]:
