@@ -88,3 +88,35 @@ def test_a_pool_goes_on_with_the_workers_that_started(monkeypatch):
     killed: list = []
     pool = _start_pool(monkeypatch, {"a": {"host": "h", "pid": 1}, "b": died}, killed)
     assert pool.capacity == 1 and len(pool._idle) == 1 and killed == [killed[0]] != ["ray"]
+
+
+def test_ray_address_in_the_environment_is_joined_and_said(monkeypatch):
+    """Under `ray job submit` RAY_ADDRESS names the cluster: it is joined (not a local instance
+    started without a word), and the note names it with its password masked."""
+    monkeypatch.setenv("RAY_ADDRESS", "ray://user:s3cret@127.0.0.1:10001")
+    joined, notes = [], []
+
+    def connect(address, workers):
+        joined.append(address)
+        raise MirasError("stop here")
+
+    monkeypatch.setattr(ray_pool.ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray_pool, "connect", connect)
+    with pytest.raises(MirasError, match="stop here"):
+        ray_pool.RayPool(2, None, note=notes.append)
+    assert joined == ["ray://user:s3cret@127.0.0.1:10001"]
+    assert len(notes) == 1 and "ray://user:***@127.0.0.1:10001" in notes[0] and "RAY_ADDRESS" in notes[0]
+    assert "s3cret" not in notes[0]
+    with pytest.raises(MirasError):  # --address wins, and needs no note
+        ray_pool.RayPool(2, "10.0.0.9:6379", note=notes.append)
+    assert joined[-1] == "10.0.0.9:6379" and len(notes) == 1
+
+
+@pytest.mark.parametrize(("value", "expected", "noted"), [
+    ("", None, False), ("local", None, False), ("10.0.0.9:6379", "10.0.0.9:6379", True),
+    ("http://127.0.0.1:8265", None, True),  # a dashboard address (ray job submit): not joined
+])
+def test_which_ray_address_the_environment_gives(monkeypatch, value, expected, noted):
+    monkeypatch.setenv("RAY_ADDRESS", value)
+    address, note = ray_pool.resolve_address(None)
+    assert address == expected and (note is not None) == noted

@@ -63,7 +63,7 @@ def _run(path: Path, workers: int | None, address: str | None, storage: str | No
 
         return RayPool(workers, address, gpus, storage=storage_of(spec, storage),
                        shared_storage=options.shared_storage or spec.parallel.shared_storage,
-                       warm_up=tracker.worker_warm_up if tracker is not None else None)
+                       warm_up=tracker.worker_warm_up if tracker is not None else None, note=_note)
 
     tracker = None
     mode = wandb or spec.tracking.wandb
@@ -103,6 +103,11 @@ def _run(path: Path, workers: int | None, address: str | None, storage: str | No
                       f"`miras resume {escape(str(path))}`", highlight=False)
         raise typer.Exit(summary.exit_code)
     _fail_if_nothing_completed(driver.study)
+
+
+def _note(text: str) -> None:
+    """A line above the progress bar (which Ray's start may keep waiting a while)."""
+    console.print(f"[yellow]{escape(text)}[/]", highlight=False)
 
 
 def _trials_on_gpus(inline: bool, gpus_per_trial: float | None) -> bool:

@@ -21,6 +21,7 @@ from ray.exceptions import OutOfMemoryError, RayActorError, RayError
 
 from miras_search.errors import MirasError
 from miras_search.parallel.resources import plan_actors
+from miras_search.redact import redact_url
 from miras_search.schema.plugins import load_plugins
 from miras_search.study.execute import TrialTask, execute, flush_live_runs
 
@@ -56,6 +57,26 @@ class TrialWorker:
     def flush(self) -> None:
         """Wait for the W&B runs this worker is still writing (before it is stopped)."""
         flush_live_runs()
+
+
+def resolve_address(address: str | None) -> tuple[str | None, str | None]:
+    """The cluster to join (None: start a local instance) and a note to show, if any.
+
+    ``address`` (--address, parallel.address) wins; without it, ``RAY_ADDRESS`` names the cluster
+    (``ray job submit`` sets it for the job's driver), as in Ray's own ``ray.init()``, except a
+    dashboard URL (http://HOST:8265, what the ``ray job`` commands read from it), which is no
+    cluster address: a local instance is started, and the note says so."""
+    if address:
+        return address, None
+    found = os.environ.get("RAY_ADDRESS", "").strip()
+    if not found or found == "local":
+        return None, None
+    if found.startswith(("http://", "https://")):
+        return None, (f"RAY_ADDRESS ({redact_url(found)}) is a Ray dashboard address (for `ray job "
+                      "submit`), not a cluster's: starting a local Ray instance; pass --address "
+                      "HOST:6379 (or set parallel.address) to join the cluster")
+    return found, (f"joining the Ray cluster at {redact_url(found)}, named by RAY_ADDRESS (unset it, "
+                   "or set it to 'local', to start a local Ray instance instead)")
 
 
 def connect(address: str | None, workers: int) -> bool:
@@ -113,8 +134,11 @@ class RayPool:
 
     def __init__(self, workers: int, address: str | None = None, gpus_per_trial: float | None = None,
                  storage: str | None = None, shared_storage: bool = False,
-                 warm_up: Callable[[], None] | None = None):
+                 warm_up: Callable[[], None] | None = None, note: Callable[[str], None] | None = None):
         self._warm_up = warm_up  # run by each worker as it starts (a picklable callable)
+        address, said = resolve_address(address)
+        if said is not None and not ray.is_initialized():
+            (note or log.warning)(said)
         self._owns_ray = connect(address, workers)
         if storage is not None and not shared_storage:
             try:
