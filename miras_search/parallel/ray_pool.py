@@ -54,9 +54,10 @@ class TrialWorker:
         return execute(task, device=self.device, threads=self.threads, concurrent=self.concurrent,
                        limit_process=True)
 
-    def flush(self) -> None:
-        """Wait for the W&B runs this worker is still writing (before it is stopped)."""
-        flush_live_runs()
+    def flush(self) -> str | None:
+        """Wait for the W&B runs this worker is still writing (before it is stopped); returns
+        why they could not start, if they could not."""
+        return flush_live_runs()
 
 
 def resolve_address(address: str | None) -> tuple[str | None, str | None]:
@@ -161,6 +162,7 @@ class RayPool:
         )
         self._busy: dict[ray.ObjectRef, tuple[Any, TrialTask]] = {}
         self._idle, self._infos = [], {}
+        self.tracking_error: str | None = None  # why the workers' W&B runs did not start (shutdown)
         self._start(workers)
 
     def _start(self, workers: int) -> None:
@@ -236,7 +238,8 @@ class RayPool:
 
     def shutdown(self) -> None:
         with contextlib.suppress(Exception):  # live W&B runs of finished trials: let them complete
-            ray.get([actor.flush.remote() for actor in self._idle], timeout=120)
+            errors = ray.get([actor.flush.remote() for actor in self._idle], timeout=120)
+            self.tracking_error = next((e for e in errors if e), None)
         for actor in [*self._idle, *(a for a, _ in self._busy.values())]:
             with contextlib.suppress(Exception):  # already gone
                 ray.kill(actor)

@@ -69,7 +69,8 @@ class Tracker(Protocol):
     def log_summary(self, study: optuna.Study) -> None: ...
     # optional: live_settings(study, number, point) -> dict | None, plain data for the worker,
     # and live_run, the class that logs with them (execute.LiveRun); the worker then logs the
-    # trial while it runs and log_trial is not called for it
+    # trial while it runs and log_trial is not called for it; turn_off(reason), called when a
+    # worker's run could not start (W&B unreachable): the tracker stops for the rest of the study
 
 
 @dataclass
@@ -258,6 +259,7 @@ class StudyDriver:
             self._stopped(summary, ctrl_c)
         finally:
             pool.shutdown()
+            self._tracking_failed(getattr(pool, "tracking_error", None))  # found as workers flushed
         summary.finished = self.finished
         summary.wall_s = time.perf_counter() - started
         if self.tracker is not None:
@@ -270,6 +272,12 @@ class StudyDriver:
         summary.interrupted_by, summary.exit_code = ctrl_c.what, ctrl_c.exit_code
         who = "the user (Ctrl-C)" if ctrl_c.what == "Ctrl-C" else "SIGTERM (kill, timeout, a scheduler)"
         self._interrupt(f"stopped by {who} while this trial ran")
+
+    def _tracking_failed(self, reason: str | None) -> None:
+        """A worker's live run could not start: the tracker stops (no more runs, no summary run)."""
+        turn_off = getattr(self.tracker, "turn_off", None)
+        if reason and turn_off is not None:
+            turn_off(reason)
 
     # ---- trials whose driver died: queued behind other work ----------------------------------
     def _stored_deferred(self) -> list[dict[str, Any]]:
@@ -403,6 +411,7 @@ class StudyDriver:
         trial_s = float(raw.pop("trial_s", 0.0))
         if raw.pop("live_wandb", False):
             self._live_logged.add(task.number)
+        self._tracking_failed(raw.pop("wandb_error", None))
         result = TrialResult.from_dict({k: v for k, v in raw.items() if k in TrialResult.__dataclass_fields__})
         state, attrs, values = self._outcome(result)
         followers = running.followers
