@@ -120,3 +120,21 @@ def test_which_ray_address_the_environment_gives(monkeypatch, value, expected, n
     monkeypatch.setenv("RAY_ADDRESS", value)
     address, note = ray_pool.resolve_address(None)
     assert address == expected and (note is not None) == noted
+
+
+def test_a_local_ray_under_ulimit_v_gets_an_object_store_it_can_map(monkeypatch):
+    """Ray sizes its object store from the RAM (30 %): over a `ulimit -v` it aborts the driver in
+    ray.init (mmap failed) or kills the workers as they start. Under a limit it is a quarter of it."""
+    import resource
+
+    limit = 8_000_000 * 1024  # ulimit -v 8000000 (KiB)
+    seen = {}
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (limit, resource.RLIM_INFINITY))
+    monkeypatch.setattr(ray_pool.ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray_pool.ray, "init", lambda **kwargs: seen.update(kwargs))
+    assert ray_pool.connect(None, workers=2)
+    assert seen["address"] == "local" and seen["object_store_memory"] == limit // 4
+    seen.clear()
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (resource.RLIM_INFINITY,) * 2)
+    ray_pool.connect(None, workers=2)
+    assert "object_store_memory" not in seen  # no limit: Ray's own size

@@ -90,12 +90,29 @@ def connect(address: str | None, workers: int) -> bool:
         if address:
             ray.init(address=address, **kwargs)
         else:
-            ray.init(address="local", num_cpus=max(os.cpu_count() or 1, workers), **kwargs)
+            ray.init(address="local", num_cpus=max(os.cpu_count() or 1, workers),
+                     **_object_store_within_limit(), **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as error:
         where = f"the Ray cluster at '{address}'" if address else "a local Ray instance"
         hint = _join_hint(str(error)) if address else ""
         raise MirasError(f"could not start or join {where}: {error}{hint}") from None
     return True
+
+
+def _object_store_within_limit() -> dict[str, int]:
+    """Under a virtual-memory limit (``ulimit -v``), an object store small enough to map: Ray sizes
+    it from the machine's RAM (30 %), and a store larger than the limit aborts the driver in
+    ``ray.init`` (``mmap failed``) before anything can be said. Trials pass little data through
+    the store: a quarter of the limit is plenty."""
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if soft == resource.RLIM_INFINITY:
+        return {}
+    return {"object_store_memory": max(_MIN_OBJECT_STORE, soft // 4)}
+
+
+_MIN_OBJECT_STORE = 80 * 2**20  # Ray refuses a store under 75 MiB
 
 
 def check_storage_reaches_every_node(storage: str) -> None:
