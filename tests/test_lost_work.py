@@ -112,3 +112,30 @@ def test_preflight_raises_a_miras_error_for_library_use(tmp_path):
     spec = load_study_file(_files_study(tmp_path, "empty.txt", b""))
     with pytest.raises(MirasError, match=r"trial\.data\.0 \(files\)"):
         preflight(spec, spec.load_space())
+
+
+def test_an_unwritable_home_names_the_data_cache_and_how_to_move_it(tmp_path, monkeypatch):
+    """HOME that may not be written (so no ~/.cache): the cache is named, not the study file."""
+    import errno
+    import pathlib
+
+    home = tmp_path / "rohome"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("MIRAS_CACHE_DIR", raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    real_mkdir = pathlib.Path.mkdir
+
+    def mkdir(self, *args, **kwargs):  # the tests run as root, where mode 555 would not stop it
+        if self.is_relative_to(home):
+            raise PermissionError(errno.EACCES, "Permission denied", str(home / ".cache"))
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(pathlib.Path, "mkdir", mkdir)
+    path = write_study(tmp_path, trials=1)
+    result = runner.invoke(app, ["run", str(path), "--inline"])
+    text = " ".join(result.output.split())
+    assert result.exit_code == 1, text
+    assert f"the data cache {home / '.cache' / 'miras-search'}" in text and "MIRAS_CACHE_DIR" in text
+    assert "fix the study file" not in text and "Traceback" not in text
+    assert trials_of(path) == []  # no trial budget spent

@@ -120,6 +120,28 @@ def test_ctrl_c_marks_running_trials_and_resume_finishes(tmp_path):
     assert {n: v for n, v in _complete(after).items() if n in done} == done
 
 
+def test_sigterm_marks_running_trials_like_ctrl_c(tmp_path):
+    """SIGTERM (kill, timeout, docker stop, Slurm) to a driver on Ray: no abort with Ray's C++
+    stack dump, but the Ctrl-C path: running trials marked interrupted, the resume hint, exit 143."""
+    path = write_study(tmp_path, trials=6, sampler={"kind": "random", "anchors": []},
+                       trial={**TINY_TRIAL, "tokens": 6144})
+    driver = _start(path)
+    try:
+        _wait_for(path, lambda ts: any(t.state == TrialState.RUNNING for t in ts), driver)
+        os.kill(driver.pid, signal.SIGTERM)
+        output, _ = driver.communicate(timeout=120)
+    finally:
+        _end_group(driver)
+    assert driver.returncode == 143, output
+    text = " ".join(output.split())
+    assert "stopped by SIGTERM" in text and "miras resume" in text, text
+    assert "SIGTERM received" not in output  # Ray's C++ handler did not run
+    stopped = trials_of(path)
+    assert not any(t.state == TrialState.RUNNING for t in stopped)
+    interrupted = [t for t in stopped if t.user_attrs.get("failure") == "interrupted"]
+    assert interrupted and all("SIGTERM" in t.user_attrs["reason"] for t in interrupted)
+
+
 def _interrupted_inline_run(path: Path) -> FrozenTrial:
     """Run the study at ``path`` inline (a method patched to raise KeyboardInterrupt once); check
     that nothing is left RUNNING and exactly one trial was failed as interrupted and queued again.

@@ -117,6 +117,7 @@ def test_run_refuses_a_study_held_by_a_driver_on_another_machine(tmp_path):
     _foreign(open_study(load_study_file(path)), expires_in=60)
     result = CliRunner().invoke(app, ["resume", str(path), "--inline", "--trials", "2"])
     assert result.exit_code == 1 and "being run by another driver" in result.output
+    assert "running 0" not in result.output  # refused before the progress bar shows
     assert len(trials_of(path)) == 1
 
 
@@ -162,3 +163,23 @@ def test_a_second_run_of_a_running_study_does_not_run_its_target_again(tmp_path)
     assert first.returncode == 0, err[-2000:]
     trials = trials_of(path)
     assert len(trials) == 2 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+
+
+def test_status_says_when_running_trials_have_no_driver_left(tmp_path):
+    """A driver killed mid-study leaves its trials RUNNING in storage: once no live driver holds
+    the lease, status says they stopped with it (and how to continue), not that they run."""
+    import socket
+
+    path = write_study(tmp_path, trials=1)
+    assert CliRunner().invoke(app, ["run", str(path), "--inline"]).exit_code == 0
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a pid of this host whose process has ended
+    study = open_study(load_study_file(path))
+    for _ in range(2):
+        study.ask().set_user_attr("driver", {"host": socket.gethostname(), "pid": gone.pid, "started": "1.00"})
+    text = " ".join(CliRunner().invoke(app, ["status", str(path)]).output.split())
+    assert "2 were running when its driver stopped" in text and "miras resume" in text, text
+    assert "2 running" not in text
+    _foreign(study, expires_in=60)  # a live driver on another machine holds the study: they run
+    text = " ".join(CliRunner().invoke(app, ["status", str(path)]).output.split())
+    assert "2 running" in text and "driver stopped" not in text, text

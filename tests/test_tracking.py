@@ -164,3 +164,29 @@ def test_tracking_runs_no_validation_pass_of_its_own(tmp_path, monkeypatch):
         run_inline(path, tracker=tracker)
         counts[mode] = len(calls)
     assert counts["off"] == counts["offline"] == 1  # the final evaluation only
+
+
+def test_an_unreachable_wandb_is_tried_once_with_a_short_timeout(tmp_path, monkeypatch):
+    """`--wandb online` with no network: a run waits a short start timeout (not W&B's 90 s, once
+    per run and again for the summary run), then W&B is off for the rest of the study, said once."""
+    import wandb
+
+    tried = []
+
+    def init(**kwargs):
+        tried.append(kwargs.get("settings"))
+        raise wandb.errors.CommError("Timed out while retrying: Post \"https://api.wandb.ai/graphql\": "
+                                     "no such host\nConsider increasing the init_timeout setting")
+
+    monkeypatch.setattr(wandb, "init", init)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    path = write_study(tmp_path, trials=3)
+    spec = load_study_file(path)
+    tracker = WandbTracker(spec.name, spec.out_dir() / "wandb", "online")
+    summary = run_inline(path, tracker=tracker)
+    assert summary.finished == 3 and all(t.state == TrialState.COMPLETE for t in trials_of(path))
+    assert len(tried) == 1, tried  # the first trial's run; no other trial's, no summary run
+    assert tried[0] is not None and tried[0].init_timeout <= 30
+    assert not tracker.enabled and tracker.error is not None
+    assert "no such host" in tracker.error and "--wandb offline" in tracker.error
+    assert "init_timeout" not in tracker.error  # W&B's advice to wait longer is not passed on

@@ -104,7 +104,8 @@ def _train(job, workers: int, address: str | None, inline: bool) -> None:
             return InlinePool(threads=job.config.threads)
         from miras_search.parallel import RayPool
 
-        return RayPool(workers, address, None, storage=job.storage)
+        return RayPool(workers, address, None, storage=job.storage,
+                       note=lambda text: console.print(f"[yellow]{escape(text)}[/]", highlight=False))
 
     def show(kind: str, run, result: dict[str, Any] | None) -> None:
         if kind != "finished" or result is None:
@@ -125,7 +126,7 @@ def _train(job, workers: int, address: str | None, inline: bool) -> None:
     if summary.interrupted:
         console.print("[yellow]stopped[/]: the rungs that finished are stored; the same command trains the rest",
                       highlight=False)
-        raise typer.Exit(130)
+        raise typer.Exit(summary.exit_code)
 
 
 def _write(job, folder: Path) -> None:

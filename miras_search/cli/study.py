@@ -63,7 +63,7 @@ def _run(path: Path, workers: int | None, address: str | None, storage: str | No
 
         return RayPool(workers, address, gpus, storage=storage_of(spec, storage),
                        shared_storage=options.shared_storage or spec.parallel.shared_storage,
-                       warm_up=tracker.worker_warm_up if tracker is not None else None)
+                       warm_up=tracker.worker_warm_up if tracker is not None else None, note=_note)
 
     tracker = None
     mode = wandb or spec.tracking.wandb
@@ -76,6 +76,7 @@ def _run(path: Path, workers: int | None, address: str | None, storage: str | No
     # opened before the progress bar: a study it refuses (changed file, old measure) shows no bar
     driver = StudyDriver(spec, pool_factory, storage=storage, trials=trials, timeout_s=timeout,
                          tracker=tracker)
+    driver.check_free()  # a study another driver runs: refused before the progress bar, too
     if _trials_on_gpus(inline, gpus):
         _note_gpu_kernel_share(spec, path)
     with _progress() as bar:
@@ -97,10 +98,16 @@ def _run(path: Path, workers: int | None, address: str | None, storage: str | No
     if summary.stopped_because is not None:
         raise MirasError(f"study '{spec.name}' stopped: {summary.stopped_because}")
     if summary.interrupted:
-        console.print(f"[yellow]stopped[/]: running trials were marked interrupted; continue with "
+        by = "" if summary.interrupted_by == "Ctrl-C" else f" by {summary.interrupted_by}"
+        console.print(f"[yellow]stopped{by}[/]: running trials were marked interrupted; continue with "
                       f"`miras resume {escape(str(path))}`", highlight=False)
-        raise typer.Exit(130)
+        raise typer.Exit(summary.exit_code)
     _fail_if_nothing_completed(driver.study)
+
+
+def _note(text: str) -> None:
+    """A line above the progress bar (which Ray's start may keep waiting a while)."""
+    console.print(f"[yellow]{escape(text)}[/]", highlight=False)
 
 
 def _trials_on_gpus(inline: bool, gpus_per_trial: float | None) -> bool:
@@ -265,11 +272,17 @@ def _counts_line(state: StudyStatus) -> str:
     where a table of eight count columns did not)."""
     target = state.target if state.target is not None else "-"
     complete = f"{state.complete} complete" + (f" ({state.reused} reused)" if state.reused else "")
+    running = state.running if not state.driver_stopped else 0
     counts = [complete, *(f"{count} {label}" for count, label in (
-        (state.running, "running"), (state.pruned, "pruned"), (state.failed, "failed"),
+        (running, "running"), (state.pruned, "pruned"), (state.failed, "failed"),
         (state.interrupted, "interrupted"), (state.waiting, "waiting"),
         (state.fidelity, "longer/larger runs")) if count)]
-    eta = "-" if state.eta_s is None else str(datetime.timedelta(seconds=round(state.eta_s)))
+    if state.driver_stopped:  # a killed driver leaves them RUNNING in storage
+        were = "1 was" if state.running == 1 else f"{state.running} were"
+        counts.append(f"{were} running when its driver stopped (no driver holds the study now; "
+                      "`miras resume` runs them again)")
+    eta = "-" if state.eta_s is None or state.driver_stopped else str(
+        datetime.timedelta(seconds=round(state.eta_s)))
     return f"{state.finished}/{target} finished: {', '.join(counts)}; ETA {eta}"
 
 

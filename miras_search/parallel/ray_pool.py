@@ -21,10 +21,13 @@ from ray.exceptions import OutOfMemoryError, RayActorError, RayError
 
 from miras_search.errors import MirasError
 from miras_search.parallel.resources import plan_actors
+from miras_search.redact import redact_url
 from miras_search.schema.plugins import load_plugins
 from miras_search.study.execute import TrialTask, execute, flush_live_runs
 
 log = logging.getLogger(__name__)
+START_TIMEOUT_S = 120.0
+"""How long the workers may take to start (import torch, load plugins) before the run stops."""
 
 
 class TrialWorker:
@@ -51,9 +54,30 @@ class TrialWorker:
         return execute(task, device=self.device, threads=self.threads, concurrent=self.concurrent,
                        limit_process=True)
 
-    def flush(self) -> None:
-        """Wait for the W&B runs this worker is still writing (before it is stopped)."""
-        flush_live_runs()
+    def flush(self) -> str | None:
+        """Wait for the W&B runs this worker is still writing (before it is stopped); returns
+        why they could not start, if they could not."""
+        return flush_live_runs()
+
+
+def resolve_address(address: str | None) -> tuple[str | None, str | None]:
+    """The cluster to join (None: start a local instance) and a note to show, if any.
+
+    ``address`` (--address, parallel.address) wins; without it, ``RAY_ADDRESS`` names the cluster
+    (``ray job submit`` sets it for the job's driver), as in Ray's own ``ray.init()``, except a
+    dashboard URL (http://HOST:8265, what the ``ray job`` commands read from it), which is no
+    cluster address: a local instance is started, and the note says so."""
+    if address:
+        return address, None
+    found = os.environ.get("RAY_ADDRESS", "").strip()
+    if not found or found == "local":
+        return None, None
+    if found.startswith(("http://", "https://")):
+        return None, (f"RAY_ADDRESS ({redact_url(found)}) is a Ray dashboard address (for `ray job "
+                      "submit`), not a cluster's: starting a local Ray instance; pass --address "
+                      "HOST:6379 (or set parallel.address) to join the cluster")
+    return found, (f"joining the Ray cluster at {redact_url(found)}, named by RAY_ADDRESS (unset it, "
+                   "or set it to 'local', to start a local Ray instance instead)")
 
 
 def connect(address: str | None, workers: int) -> bool:
@@ -66,12 +90,29 @@ def connect(address: str | None, workers: int) -> bool:
         if address:
             ray.init(address=address, **kwargs)
         else:
-            ray.init(address="local", num_cpus=max(os.cpu_count() or 1, workers), **kwargs)
+            ray.init(address="local", num_cpus=max(os.cpu_count() or 1, workers),
+                     **_object_store_within_limit(), **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as error:
         where = f"the Ray cluster at '{address}'" if address else "a local Ray instance"
         hint = _join_hint(str(error)) if address else ""
         raise MirasError(f"could not start or join {where}: {error}{hint}") from None
     return True
+
+
+def _object_store_within_limit() -> dict[str, int]:
+    """Under a virtual-memory limit (``ulimit -v``), an object store small enough to map: Ray sizes
+    it from the machine's RAM (30 %), and a store larger than the limit aborts the driver in
+    ``ray.init`` (``mmap failed``) before anything can be said. Trials pass little data through
+    the store: a quarter of the limit is plenty."""
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if soft == resource.RLIM_INFINITY:
+        return {}
+    return {"object_store_memory": max(_MIN_OBJECT_STORE, soft // 4)}
+
+
+_MIN_OBJECT_STORE = 80 * 2**20  # Ray refuses a store under 75 MiB
 
 
 def check_storage_reaches_every_node(storage: str) -> None:
@@ -111,8 +152,11 @@ class RayPool:
 
     def __init__(self, workers: int, address: str | None = None, gpus_per_trial: float | None = None,
                  storage: str | None = None, shared_storage: bool = False,
-                 warm_up: Callable[[], None] | None = None):
+                 warm_up: Callable[[], None] | None = None, note: Callable[[str], None] | None = None):
         self._warm_up = warm_up  # run by each worker as it starts (a picklable callable)
+        address, said = resolve_address(address)
+        if said is not None and not ray.is_initialized():
+            (note or log.warning)(said)
         self._owns_ray = connect(address, workers)
         if storage is not None and not shared_storage:
             try:
@@ -133,9 +177,42 @@ class RayPool:
         self._actor_cls = ray.remote(TrialWorker).options(
             num_cpus=plan.num_cpus, num_gpus=plan.num_gpus, max_restarts=0,
         )
-        self._idle = [self._new_actor() for _ in range(workers)]
-        self._infos = {id(a): info for a, info in zip(self._idle, ray.get([a.info.remote() for a in self._idle]), strict=True)}
         self._busy: dict[ray.ObjectRef, tuple[Any, TrialTask]] = {}
+        self._idle, self._infos = [], {}
+        self.tracking_error: str | None = None  # why the workers' W&B runs did not start (shutdown)
+        self._start(workers)
+
+    def _start(self, workers: int) -> None:
+        """Start ``workers`` actors and wait (at most ``START_TIMEOUT_S``) until each answers.
+        Actors that died or did not answer are stopped; the pool goes on with the others, and
+        when none started, Ray is let go and a MirasError says why (no trial was run yet)."""
+        actors = [self._new_actor() for _ in range(workers)]
+        calls = {actor.info.remote(): actor for actor in actors}
+        ready, late = ray.wait(list(calls), num_returns=len(calls), timeout=START_TIMEOUT_S)
+        died = []
+        for ref in ready:
+            actor = calls[ref]
+            try:
+                self._infos[id(actor)] = ray.get(ref, timeout=START_TIMEOUT_S)
+                self._idle.append(actor)
+            except RayError as error:  # the actor died (RayActorError), or a late GetTimeoutError
+                died.append(_first_line(error))
+        problems = [f"{len(died)} died as {'it' if len(died) == 1 else 'they'} started ({died[0]})"] if died else []
+        if late:
+            problems.append(f"{len(late)} did not answer within {START_TIMEOUT_S:.0f} s")
+        started = {id(actor) for actor in self._idle}
+        for actor in actors:
+            if id(actor) not in started:
+                with contextlib.suppress(Exception):  # already gone
+                    ray.kill(actor)
+        if not self._idle:
+            if self._owns_ray:
+                ray.shutdown()
+            raise MirasError(workers_did_not_start(workers, problems))
+        if problems:
+            log.warning("%d of %d Ray workers did not start (%s): the study runs on %d",
+                        workers - len(self._idle), workers, "; ".join(problems), len(self._idle))
+        self.capacity = len(self._idle)
 
     def _new_actor(self):
         return self._actor_cls.remote(self.device, self.threads, self._warm_up, self._per_gpu)
@@ -178,7 +255,8 @@ class RayPool:
 
     def shutdown(self) -> None:
         with contextlib.suppress(Exception):  # live W&B runs of finished trials: let them complete
-            ray.get([actor.flush.remote() for actor in self._idle], timeout=120)
+            errors = ray.get([actor.flush.remote() for actor in self._idle], timeout=120)
+            self.tracking_error = next((e for e in errors if e), None)
         for actor in [*self._idle, *(a for a, _ in self._busy.values())]:
             with contextlib.suppress(Exception):  # already gone
                 ray.kill(actor)
@@ -186,6 +264,21 @@ class RayPool:
         self._busy.clear()
         if self._owns_ray:
             ray.shutdown()
+
+
+def workers_did_not_start(workers: int, problems: list[str]) -> str:
+    """Why no Ray worker started, and what to try: most often a memory limit."""
+    import resource  # Unix only, like Ray's local instance
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    limit = (f" (this shell sets one: `ulimit -v` is {soft // 1024} KiB)"
+             if soft != resource.RLIM_INFINITY else "")
+    return (f"the Ray workers could not start: of {workers}, {'; '.join(problems)}. No trial was "
+            "run and nothing stored was lost. The likely cause is memory: a virtual-memory limit"
+            f"{limit} that a worker process (Ray, then torch) exceeds, or too little free RAM for "
+            f"{workers} workers. Raise or remove the limit (`ulimit -v unlimited`), run fewer "
+            "workers (--workers 1), or run the trials in this process without Ray (--inline). Ray's "
+            "own account is in its logs (session_latest/logs in Ray's temp folder, /tmp/ray by default)")
 
 
 def _died(reason: str, kind: str = "worker_died") -> dict[str, Any]:

@@ -55,6 +55,7 @@ class ScaleSummary:
     ran: int = 0
     failed: list[str] = field(default_factory=list)
     interrupted: bool = False
+    exit_code: int = 130  # when interrupted: 128 + the signal (SIGINT, SIGTERM)
     wall_s: float = 0.0
 
 
@@ -148,6 +149,7 @@ class ScaleRunner:
                 self._loop(pool, todo, summary, ctrl_c)
         except KeyboardInterrupt:
             summary.interrupted = True  # the rungs in flight are not stored: a re-run trains them
+            summary.exit_code = ctrl_c.exit_code
         finally:
             pool.shutdown()
         summary.wall_s = time.perf_counter() - started

@@ -32,7 +32,7 @@ from miras_search.study.execute import TrialTask
 from miras_search.study.halving import pending as halving_pending
 from miras_search.study.halving import run_halving
 from miras_search.study.interrupts import CtrlC
-from miras_search.study.lease import Lease, acquire
+from miras_search.study.lease import Lease, acquire, refuse_if_held
 from miras_search.study.owner import this_driver
 from miras_search.study.pools import Pool
 from miras_search.study.preflight import preflight
@@ -69,7 +69,8 @@ class Tracker(Protocol):
     def log_summary(self, study: optuna.Study) -> None: ...
     # optional: live_settings(study, number, point) -> dict | None, plain data for the worker,
     # and live_run, the class that logs with them (execute.LiveRun); the worker then logs the
-    # trial while it runs and log_trial is not called for it
+    # trial while it runs and log_trial is not called for it; turn_off(reason), called when a
+    # worker's run could not start (W&B unreachable): the tracker stops for the rest of the study
 
 
 @dataclass
@@ -93,6 +94,8 @@ class RunSummary:
     ran: int = 0  # trials trained by this run
     reused: int = 0
     interrupted: bool = False
+    interrupted_by: str = "Ctrl-C"  # or "SIGTERM" (kill, timeout, docker stop, a scheduler)
+    exit_code: int = 130  # what the command exits with when interrupted: 128 + the signal
     stopped_because: str | None = None  # a study-level error that every trial would repeat
     already_done: bool = False  # the study had reached its target before this run started
     promoted: int = 0  # successive halving: longer runs of promoted points stored by this run
@@ -184,6 +187,12 @@ class StudyDriver:
         return self.study._storage.get_trial(trial._trial_id)
 
     # ---- main loop ---------------------------------------------------------------------------
+    def check_free(self) -> None:
+        """MirasError, changing nothing, when another live driver runs the study (``run`` checks
+        again as it takes the lease: this early check lets a caller refuse before any output)."""
+        refuse_if_held(self.study)
+        check_no_live_driver(self.study)
+
     def run(self) -> RunSummary:
         lease = acquire(self.study)  # one driver per study, on any machine
         try:
@@ -241,22 +250,34 @@ class StudyDriver:
                     summary.promoted = run_halving(self.study, self.spec, pool, self.storage,
                                                    note=lambda text: self._emit("note", text))
         except KeyboardInterrupt:
-            summary.interrupted = True
-            self._interrupt("stopped by the user (Ctrl-C) while this trial ran")
+            self._stopped(summary, ctrl_c)
         except Exception as error:
             # A Ctrl-C that landed in a library's cleanup comes out as that cleanup's error (Optuna's
             # journal lock, interrupted after it let go of the lock, fails to unlink it twice)
             if not (ctrl_c.requested and _from_ctrl_c(error)):
                 raise
-            summary.interrupted = True
-            self._interrupt("stopped by the user (Ctrl-C) while this trial ran")
+            self._stopped(summary, ctrl_c)
         finally:
             pool.shutdown()
+            self._tracking_failed(getattr(pool, "tracking_error", None))  # found as workers flushed
         summary.finished = self.finished
         summary.wall_s = time.perf_counter() - started
         if self.tracker is not None:
             self.tracker.log_summary(self.study)
         return summary
+
+    def _stopped(self, summary: RunSummary, ctrl_c: CtrlC) -> None:
+        """Ctrl-C or SIGTERM: mark this run's trials interrupted and say how the run was stopped."""
+        summary.interrupted = True
+        summary.interrupted_by, summary.exit_code = ctrl_c.what, ctrl_c.exit_code
+        who = "the user (Ctrl-C)" if ctrl_c.what == "Ctrl-C" else "SIGTERM (kill, timeout, a scheduler)"
+        self._interrupt(f"stopped by {who} while this trial ran")
+
+    def _tracking_failed(self, reason: str | None) -> None:
+        """A worker's live run could not start: the tracker stops (no more runs, no summary run)."""
+        turn_off = getattr(self.tracker, "turn_off", None)
+        if reason and turn_off is not None:
+            turn_off(reason)
 
     # ---- trials whose driver died: queued behind other work ----------------------------------
     def _stored_deferred(self) -> list[dict[str, Any]]:
@@ -390,6 +411,7 @@ class StudyDriver:
         trial_s = float(raw.pop("trial_s", 0.0))
         if raw.pop("live_wandb", False):
             self._live_logged.add(task.number)
+        self._tracking_failed(raw.pop("wandb_error", None))
         result = TrialResult.from_dict({k: v for k, v in raw.items() if k in TrialResult.__dataclass_fields__})
         state, attrs, values = self._outcome(result)
         followers = running.followers

@@ -42,11 +42,13 @@ class LiveRun(Protocol):
     def __init__(self, settings: dict[str, Any]) -> None: ...
     def hooks(self, report): ...  # -> (report, progress) for run_trial
     def close(self, result: TrialResult) -> None: ...
+    def start_error(self) -> str | None: ...  # why the study's runs could not start here, if so
     @staticmethod
     def flush() -> None: ...  # wait for the runs this process is still writing
 
 
 _LIVE_KINDS: set[type] = set()  # live-run classes used in this process (flush_live_runs)
+_LAST_LIVE: list[LiveRun] = []  # the latest live run of this process: its start_error after a flush
 
 
 @dataclass
@@ -136,14 +138,20 @@ def execute(task: TrialTask, device: str | None = None, threads: int | None = No
         if live is not None:
             live.close(failed)
         return {**failed.to_dict(), "trial_s": sum(r.metrics.get("wall_s", 0.0) for r in results),
-                "live_wandb": live is not None}
+                "live_wandb": live is not None, "wandb_error": _start_error(live)}
     merged = _merge(results, seeds)
     if live is not None:
         live.close(merged)
     out = merged.to_dict()
     out["trial_s"] = sum(r.metrics.get("wall_s", 0.0) for r in results)  # time inside run_trial
     out["live_wandb"] = live is not None
+    out["wandb_error"] = _start_error(live)  # the driver then stops asking for live runs
     return out
+
+
+def _start_error(live: LiveRun | None) -> str | None:
+    method = getattr(live, "start_error", None)  # a live-run class without it never fails to start
+    return method() if method is not None else None
 
 
 def _limited(config: TrialConfig, device: str | None, concurrent: int, enabled: bool):
@@ -164,13 +172,17 @@ def _live_run(task: TrialTask) -> LiveRun | None:
     if not settings or task.live is None:
         return None
     _LIVE_KINDS.add(task.live)
-    return task.live(settings)
+    live = task.live(settings)
+    _LAST_LIVE[:] = [live]
+    return live
 
 
-def flush_live_runs() -> None:
-    """Wait for the live runs this process is still writing (a worker, before it is stopped)."""
+def flush_live_runs() -> str | None:
+    """Wait for the live runs this process is still writing (a worker, before it is stopped);
+    returns why the study's runs could not start here, if they could not."""
     for kind in list(_LIVE_KINDS):
         kind.flush()
+    return _start_error(_LAST_LIVE[0]) if _LAST_LIVE else None
 
 
 def _merge(results: list[TrialResult], seeds: list[int | None]) -> TrialResult:

@@ -116,9 +116,8 @@ class Lease:
                 pass
 
 
-def acquire(study: optuna.Study, ttl_s: float = TTL_S, renew_s: float = RENEW_S,
-            settle_s: float = SETTLE_S) -> Lease:
-    """The study's lease for this driver, or MirasError naming the driver that holds it."""
+def refuse_if_held(study: optuna.Study, ttl_s: float = TTL_S) -> None:
+    """MirasError naming the driver that holds the study's lease, if another live one does."""
     now = time.time()
     held = holder_of(study, now)
     if held is not None:
@@ -127,6 +126,12 @@ def acquire(study: optuna.Study, ttl_s: float = TTL_S, renew_s: float = RENEW_S,
             "one driver per study. Wait for it to finish, or stop it; a driver that was killed "
             f"frees the study {ttl_s:.0f} s after its last renewal (at once on the same host)"
         )
+
+
+def acquire(study: optuna.Study, ttl_s: float = TTL_S, renew_s: float = RENEW_S,
+            settle_s: float = SETTLE_S) -> Lease:
+    """The study's lease for this driver, or MirasError naming the driver that holds it."""
+    refuse_if_held(study, ttl_s)
     lease = Lease(study, ttl_s, renew_s)
     lease._write()
     time.sleep(settle_s)

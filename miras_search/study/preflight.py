@@ -12,6 +12,7 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+from miras_search.data.cache import cache_problem, is_cache_path
 from miras_search.data.files import SUFFIXES, resolve_files
 from miras_search.data.spec import open_source
 from miras_search.data.text_sources import Files
@@ -71,6 +72,10 @@ def data_problems(study: StudyFile, point: ModelPoint, root: str | Path | None =
                                          seq_len=train.seq_len)
                     if batch.inputs.numel() == 0:
                         raise MirasError(f"the {split} split gives an empty batch")
+        except OSError as error:
+            if is_cache_path(error.filename, root):  # HOME or the cache is unwritable: not the data
+                raise MirasError(cache_problem(error, root)) from None
+            problems.append(f"{where}: {_first_line(error)}")
         except Exception as error:  # a corrupt parquet raises pyarrow's own errors
             problems.append(f"{where}: {_first_line(error)}")
     return problems

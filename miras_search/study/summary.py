@@ -9,6 +9,8 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from miras_search.study.fidelity import is_fidelity_trial, level, seeds
+from miras_search.study.lease import holder_of
+from miras_search.study.owner import alive_elsewhere
 from miras_search.study.records import counts_toward_budget, is_feasible
 
 
@@ -30,6 +32,7 @@ class StudyStatus:
     mean_trial_s: float | None = None
     failures: list[FailureGroup] = field(default_factory=list)  # most frequent first
     fidelity: int = 0  # longer or larger runs of points (confirm, scale, halving), not in the counts above
+    driver_stopped: bool = False  # the running trials' driver is gone: no live driver holds the study
 
 
 @dataclass
@@ -146,6 +149,15 @@ def _dominates(a: list[float], b: list[float]) -> bool:
     return all(x <= y for x, y in zip(a, b, strict=True)) and any(x < y for x, y in zip(a, b, strict=True))
 
 
+def driver_stopped(study: optuna.Study, running: list[FrozenTrial]) -> bool:
+    """Whether trials are left RUNNING with no driver to finish them: no live driver holds the
+    study's lease (it expired, was released, or its holder's process on this host is gone) and
+    none of their drivers still runs on this host."""
+    if not running or holder_of(study) is not None:
+        return False
+    return not any(alive_elsewhere(t.user_attrs.get("driver")) for t in running)
+
+
 def status(study: optuna.Study) -> StudyStatus:
     every = study.get_trials(deepcopy=False)
     trials = [t for t in every if not is_fidelity_trial(t)]
@@ -178,4 +190,5 @@ def status(study: optuna.Study) -> StudyStatus:
         reused=sum(1 for t in trials if "reused_from" in t.user_attrs), objectives=records,
         best=best, eta_s=eta if eta is None or math.isfinite(eta) else None, mean_trial_s=mean,
         failures=failure_groups(trials), fidelity=len(every) - len(trials),
+        driver_stopped=driver_stopped(study, [t for t in every if t.state == TrialState.RUNNING]),
     )

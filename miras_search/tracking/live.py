@@ -43,6 +43,39 @@ LOG_EVERY_S = 0.25
 """How often a run's writer logs the rows queued meanwhile (live enough, and cheap)."""
 TRIAL_RUN_SETTINGS = {"x_save_requirements": False, "console": "off", "disable_git": True}
 """W&B settings of a trial's run (see the module docstring)."""
+ONLINE_INIT_TIMEOUT_S = 20.0
+"""How long an online run may take to start (W&B's default, 90 s, retried per run, kept a study
+with no network waiting minutes after its last trial); a run that does not start in time turns
+W&B off for the rest of the study."""
+_START_ERRORS: dict[tuple[str, str], str] = {}  # (mode, dir) -> why a run of that study did not start
+_START_LOCK = threading.Lock()  # one run starts at a time: the next learns whether the last could
+
+
+def init_settings(mode: str, **settings: Any) -> dict[str, Any]:
+    """``wandb.Settings`` keywords for a run: ``settings`` and, online, the short start timeout."""
+    return {**settings, "init_timeout": ONLINE_INIT_TIMEOUT_S} if mode == "online" else settings
+
+
+def start_error(settings: dict[str, Any]) -> str | None:
+    """Why a run of these settings' study (mode, folder) did not start in this process, if one did
+    not: later runs do not try again (each would wait its start timeout for nothing)."""
+    return _START_ERRORS.get((settings["mode"], str(settings["dir"])))
+
+
+def record_start_error(settings: dict[str, Any], error: BaseException | str | None) -> None:
+    """Remember (or, with None, forget: a new study) why a run of these settings did not start."""
+    key = (settings["mode"], str(settings["dir"]))
+    if error is None:
+        _START_ERRORS.pop(key, None)
+    else:
+        _START_ERRORS.setdefault(key, describe_error(error))
+
+
+def describe_error(error: BaseException | str) -> str:
+    """One line for a W&B error: its first line (W&B adds advice, such as raising init_timeout,
+    that does not apply here)."""
+    text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+    return text.strip().splitlines()[0] if text.strip() else "unknown error"
 
 
 def _environment(settings: dict[str, Any]) -> None:
@@ -103,19 +136,8 @@ class LiveRun:
         self._queue.put((_FINISH, (redact_tree(summary), redact_tree(record))))  # a reason may hold a URL
 
     def _write(self) -> None:
-        try:
-            wandb = wandb_session(self.settings)
-            folder = Path(self.settings["dir"])
-            folder.mkdir(parents=True, exist_ok=True)
-            with command_line_redacted():  # W&B keeps the command line (an inline run's --storage URL)
-                run = wandb.init(project=self.settings["project"], entity=self.settings.get("entity"),
-                                 group=self.settings["group"], name=self.settings["name"], job_type="trial",
-                                 dir=str(folder.parent if folder.name == "wandb" else folder),
-                                 mode=self.settings["mode"], config=redact_tree(self.settings["config"]),
-                                 tags=self.settings["tags"], reinit="create_new",
-                                 settings=wandb.Settings(**TRIAL_RUN_SETTINGS))
-        except Exception as error:  # W&B missing, folder unwritable, network down...
-            log.warning("W&B run %s not started: %s: %s", self.settings["name"], type(error).__name__, error)
+        run = self._start()
+        if run is None:
             self._drain()
             return
         try:
@@ -125,6 +147,34 @@ class LiveRun:
             log.warning("W&B run %s: logging stopped: %s: %s", self.settings["name"], type(error).__name__, error)
         finally:
             run.finish()
+
+    def _start(self):
+        """The started W&B run, or None: it could not start, or an earlier run of the study could
+        not (it is not tried again: each try would wait out the start timeout)."""
+        with _START_LOCK:
+            if start_error(self.settings) is not None:
+                return None
+            try:
+                return self._init()
+            except Exception as error:  # W&B missing, folder unwritable, network down...
+                record_start_error(self.settings, error)
+                # said once, by the driver, with the study's end (a worker's log is not shown)
+                log.info("W&B run %s not started: %s", self.settings["name"], describe_error(error))
+                return None
+
+    def _init(self):
+        wandb = wandb_session(self.settings)
+        folder = Path(self.settings["dir"])
+        folder.mkdir(parents=True, exist_ok=True)
+        with command_line_redacted():  # W&B keeps the command line (an inline run's --storage URL)
+            return wandb.init(
+                project=self.settings["project"], entity=self.settings.get("entity"),
+                group=self.settings["group"], name=self.settings["name"], job_type="trial",
+                dir=str(folder.parent if folder.name == "wandb" else folder),
+                mode=self.settings["mode"], config=redact_tree(self.settings["config"]),
+                tags=self.settings["tags"], reinit="create_new",
+                settings=wandb.Settings(**init_settings(self.settings["mode"], **TRIAL_RUN_SETTINGS)),
+            )
 
     def _log_batch(self, run) -> bool:
         """Log every row queued so far; False once the final summary is written."""

@@ -17,7 +17,7 @@ from typing import Any
 
 import psutil
 
-from miras_search.tracking.live import LiveRun, flush_live_runs
+from miras_search.tracking.live import LiveRun, flush_live_runs, start_error
 from miras_search.trial import Objective, TrialResult
 
 SYSTEM_EVERY_S = 2.0
@@ -36,6 +36,10 @@ class TrialRun:
         self.process = psutil.Process()
         self.process.cpu_percent()  # the first call starts the interval
         self._sampled = -float("inf")
+
+    def start_error(self) -> str | None:
+        """Why a run of this study did not start in this process (then none is tried), if one did not."""
+        return start_error(self.settings)
 
     def _system(self) -> dict[str, float]:
         self._sampled = time.perf_counter()

@@ -23,7 +23,17 @@ from optuna.trial import FrozenTrial, TrialState
 from miras_search.redact import command_line_redacted, redact_tree
 from miras_search.schema import AXES, ModelPoint
 from miras_search.study.records import flatten, is_feasible
-from miras_search.tracking.live import TRIAL_RUN_SETTINGS, flush_live_runs, wandb_session, warm_up
+from miras_search.tracking.live import (
+    ONLINE_INIT_TIMEOUT_S,
+    TRIAL_RUN_SETTINGS,
+    describe_error,
+    flush_live_runs,
+    init_settings,
+    record_start_error,
+    start_error,
+    wandb_session,
+    warm_up,
+)
 from miras_search.tracking.trial_run import TrialRun
 
 log = logging.getLogger(__name__)
@@ -42,6 +52,7 @@ class WandbTracker:
         self.error: str | None = None
         self._wandb: Any = None
         if self.enabled:  # W&B's service starts while the study sets up (inline trials reuse it)
+            record_start_error(self._session_settings, None)  # a new study: its runs may start
             warm_up(self._session_settings)
 
     @property
@@ -67,9 +78,20 @@ class WandbTracker:
         try:
             action()
         except Exception as error:  # W&B missing, offline dir unwritable, network down...
-            self.enabled = False
-            self.error = f"{type(error).__name__}: {error}"
-            log.warning("W&B tracking is off for the rest of this run (%s failed: %s)", what, self.error)
+            self.turn_off(describe_error(error))
+            record_start_error(self._session_settings, self.error)  # inline live runs stop too
+            log.debug("W&B tracking is off for the rest of this run (%s failed: %s)", what, self.error)
+
+    def turn_off(self, reason: str) -> None:
+        """No more W&B runs in this study (the summary run included): ``reason``, one line, is
+        what ``error`` says (the CLI prints it once, with the study's end)."""
+        if not self.enabled:
+            return
+        self.enabled = False
+        hint = (f" (W&B did not answer within {ONLINE_INIT_TIMEOUT_S:.0f} s: no network, or no "
+                "login? `--wandb offline` keeps the runs for a later `wandb sync`)"
+                if self.mode == "online" else "")
+        self.error = f"{reason}{hint}"
 
     @property
     def _init_dir(self) -> Path:
@@ -113,7 +135,8 @@ class WandbTracker:
         if attrs.get("anchor"):
             tags.append(f"anchor:{attrs['anchor']}")
         run = self._init(name=f"{self.study_name}-trial-{trial.number}", job_type="trial",
-                         config=config, tags=tags, settings=self._module().Settings(**TRIAL_RUN_SETTINGS))
+                         config=config, tags=tags,
+                         settings=self._module().Settings(**init_settings(self.mode, **TRIAL_RUN_SETTINGS)))
         try:
             for step, loss in attrs.get("curve") or []:
                 run.log({"train_loss": loss}, step=int(step))
@@ -131,8 +154,11 @@ class WandbTracker:
             run.finish()
 
     def log_summary(self, study: optuna.Study) -> None:
-        self._guard("the study summary", lambda: self._log_summary(study))
         flush_live_runs()  # runs of trials that ran in this process (--inline) are complete
+        failed = start_error(self._session_settings)  # ... or could not start
+        if failed is not None:
+            self.turn_off(failed)
+        self._guard("the study summary", lambda: self._log_summary(study))
 
     def _log_summary(self, study: optuna.Study) -> None:
         wandb = self._module()
@@ -154,7 +180,8 @@ class WandbTracker:
             if trial.state.name.lower() in counts:
                 counts[trial.state.name.lower()] += 1
         run = self._init(name=f"{self.study_name}-summary", job_type="summary",
-                         config={"study": study.user_attrs.get("study_file") or {}})
+                         config={"study": study.user_attrs.get("study_file") or {}},
+                         settings=wandb.Settings(**init_settings(self.mode)))
         try:
             run.log({"leaderboard": wandb.Table(columns=columns, data=rows)})
             run.summary.update({f"trials/{k}": v for k, v in counts.items()})

@@ -1,0 +1,35 @@
+"""What the machine refuses ends in one paragraph naming the cause and its fix."""
+
+from __future__ import annotations
+
+import errno
+
+import pytest
+
+from miras_search.cli.oserrors import os_error_message, ray_temp_dir
+
+
+def test_a_file_size_limit_names_ulimit_and_keeps_the_study():
+    message = os_error_message(OSError(errno.EFBIG, "File too large", "/runs/tiny/study.journal"))
+    assert message is not None
+    assert message.startswith("cannot write to /runs/tiny/study.journal: the file reached")
+    assert "ulimit -f" in message and "Nothing already stored was lost" in message
+    assert "miras resume" in message
+
+
+@pytest.mark.parametrize("variable", ["TMPDIR", "RAY_TMPDIR"])
+@pytest.mark.parametrize("code", [errno.EACCES, errno.EROFS, errno.EPERM])
+def test_an_unwritable_ray_temp_dir_points_at_tmpdir_not_run_dir(tmp_path, monkeypatch, variable, code):
+    monkeypatch.delenv("RAY_TMPDIR", raising=False)
+    monkeypatch.setenv(variable, str(tmp_path / "rotmp"))
+    assert ray_temp_dir() == tmp_path / "rotmp" / "ray"
+    for where in (tmp_path / "rotmp", tmp_path / "rotmp" / "ray", tmp_path / "rotmp" / "ray" / "session_1"):
+        message = os_error_message(OSError(code, "denied", str(where)))
+        assert message is not None
+        assert "TMPDIR" in message and "RAY_TMPDIR" in message and "run_dir" not in message, message
+
+
+def test_an_unwritable_run_dir_keeps_the_run_dir_advice(tmp_path, monkeypatch):
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    message = os_error_message(OSError(errno.EACCES, "denied", str(tmp_path / "runs")))
+    assert message is not None and "run_dir" in message and "RAY_TMPDIR" not in message
