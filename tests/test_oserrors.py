@@ -33,3 +33,21 @@ def test_an_unwritable_run_dir_keeps_the_run_dir_advice(tmp_path, monkeypatch):
     monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
     message = os_error_message(OSError(errno.EACCES, "denied", str(tmp_path / "runs")))
     assert message is not None and "run_dir" in message and "RAY_TMPDIR" not in message
+
+
+@pytest.mark.parametrize("args", [
+    ["show", "{long}.yaml"], ["kernels", "{long}.yaml"], ["schema", "--out", "{long}"],
+    ["best", "{name}"], ["train", "--from", "{long}.pt"],
+])
+def test_a_path_too_long_for_the_file_system_is_one_paragraph(tmp_path, args):
+    from typer.testing import CliRunner
+
+    from miras_search.cli import app
+
+    name = "a" * 300  # one name part over the 255 bytes a file system allows
+    filled = [arg.format(long=tmp_path / name, name=name) for arg in args]
+    result = CliRunner().invoke(app, filled, env={"COLUMNS": "400"})
+    assert result.exit_code == 1, result.output
+    assert "the name is too long for the file system" in result.output
+    assert "Traceback" not in result.output and not isinstance(result.exception, OSError)
+    assert "..." in result.output  # the 300-character part is shortened in the message

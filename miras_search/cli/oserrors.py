@@ -22,6 +22,14 @@ _WHAT = {
     errno.EPERM: ("the operation is not permitted", "point run_dir (or --storage) at a folder you "
                   "may write, or fix the permissions"),
 }
+_PATHS = {
+    errno.ENAMETOOLONG: ("the name is too long for the file system (a name part over 255 bytes, "
+                         "or a path over 4096)", "give a shorter path"),
+    errno.EIO: ("the device reported an input/output error", "check the device (a failing disk, "
+                "or a special file such as /proc that cannot be written), or give another path"),
+    errno.ELOOP: ("its symbolic links loop", "fix the links, or give another path"),
+}
+"""Errors of a path the user gave (an argument, --out, --csv), not of the machine's space."""
 _UNWRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
 _RAY_FIX = ("Ray keeps its session files under {temp}: set TMPDIR (or RAY_TMPDIR, which Ray reads "
             "first) to a folder you may write, e.g. `export RAY_TMPDIR=$HOME/ray-tmp`, or run the "
@@ -47,6 +55,10 @@ def _in_ray_temp(filename: object) -> bool:
 
 def os_error_message(error: OSError) -> str | None:
     """The message for ``error`` when it is one of the refusals above, else None."""
+    if error.errno in _PATHS:
+        what, fix = _PATHS[error.errno]
+        where = f" {_shortened(error.filename)}" if error.filename else ""
+        return f"cannot use{where}: {what}. {fix[0].upper()}{fix[1:]}; nothing stored was changed."
     if error.errno not in _WHAT:
         return None
     what, fix = _WHAT[error.errno]
@@ -58,3 +70,9 @@ def os_error_message(error: OSError) -> str | None:
             "every record written before this one, and a record cut short is set aside the next "
             f"time it is opened. {fix[0].upper()}{fix[1:]}, then run the command again (a study "
             "continues with `miras resume`).")
+
+
+def _shortened(filename: object, limit: int = 120) -> str:
+    """A path for a message: its ends kept around '...' when it is longer than ``limit``."""
+    text = os.fsdecode(filename) if isinstance(filename, str | bytes | os.PathLike) else str(filename)
+    return text if len(text) <= limit else f"{text[:limit // 2]}...{text[-limit // 2:]}"
