@@ -199,6 +199,10 @@ def parse_yaml(text: str, source: str) -> tuple[dict[str, Any], LineMap]:
         if context and error.context_mark is not None and error.context_mark.line + 1 != line:
             context += f" that starts on line {error.context_mark.line + 1}"
         what = f"{context + '; ' if context else ''}{error.problem}"
+        if isinstance(error, yaml.constructor.ConstructorError) and "constructor for the tag" in (error.problem or ""):
+            tag = (error.problem or "").split("tag", 1)[-1].strip(" '")
+            raise ConfigError(source, [Problem("", f"the tag '{tag}' is not allowed: files are read as "
+                                               "plain YAML (safe_load), which makes no Python objects", line)]) from None
         raise ConfigError(source, [Problem("", f"YAML syntax error: {what}", line)]) from None
     except yaml.YAMLError as error:
         raise ConfigError(source, [Problem("", f"YAML error: {error}")]) from None

@@ -112,3 +112,23 @@ def test_a_full_disk_mid_study_gives_one_paragraph_and_keeps_what_was_stored(tmp
     resumed = runner.invoke(app, ["resume", str(path), "--inline", "--trials", "3"])
     assert resumed.exit_code == 0, resumed.output
     assert "3/3 finished" in runner.invoke(app, ["status", str(path)]).output
+
+
+def test_a_python_tag_is_refused_as_a_tag_and_never_run(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "p.yaml"
+    path.write_text(f'bias: !!python/object/apply:os.system ["touch {marker}"]\n')
+    result = runner.invoke(app, ["validate", str(path)], env={"COLUMNS": "300"})
+    assert result.exit_code == 1 and not marker.exists()
+    assert "the tag 'tag:yaml.org,2002:python/object/apply:os.system' is not allowed" in result.output
+    assert "syntax error" not in result.output
+
+
+def test_a_data_problem_reads_without_an_exception_class(tmp_path):
+    from test_lost_work import _files_study
+
+    study = _files_study(tmp_path, "missing.txt", b"x")
+    (tmp_path / "missing.txt").unlink()
+    result = runner.invoke(app, ["validate", str(study)], env={"COLUMNS": "300"})
+    assert result.exit_code == 1 and "trial.data.0 (files)" in result.output
+    assert "MirasError" not in result.output

@@ -48,7 +48,11 @@ def _binary_files(spec: Files) -> list[str]:
 
 
 def _first_line(error: BaseException) -> str:
+    """The error's first line; the exception's class only where its message is not our own
+    readable one (a MirasError's text says everything)."""
     lines = str(error).strip().splitlines()
+    if lines and isinstance(error, MirasError):
+        return lines[0]
     return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
 
 
