@@ -78,7 +78,7 @@ def scale(
     trains only the missing rungs. Compute is counted, not measured: 6 x the parameters a token
     multiplies (input embedding left out) + 3 x the memory's or attention's own work per token.
     """
-    from miras_search.scale.session import prepare
+    from miras_search.scale.session import open_scale, plan_scale
 
     studies = [t for t in targets if _is_study_file(t)]
     if len(studies) > 1:
@@ -88,8 +88,9 @@ def scale(
                                  "seeds": list(range(seeds)) if seeds else None, "batch_size": batch_size,
                                  "rungs": [parse_rung(r) for r in rung] if rung else None}
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    job = prepare(Path(studies[0]) if studies else None, names, overrides, name=name, storage=storage)
-    folder = output_folder("--out", out or job.out_dir)
+    plan = plan_scale(Path(studies[0]) if studies else None, names, overrides, name=name, storage=storage)
+    folder = output_folder("--out", out or plan.out_dir)  # all checked before the storage is created
+    job = open_scale(plan)
     _train(job, workers, address, inline)
     _write(job, folder)
 
@@ -129,6 +130,17 @@ def _train(job, workers: int, address: str | None, inline: bool) -> None:
         raise typer.Exit(summary.exit_code)
 
 
+def _some_rung_finished(table: ScaleTable) -> None:
+    """MirasError (exit 1) in one paragraph when no rung of any point finished, with the first
+    failure: there is nothing to fit, plot or rank."""
+    if any(point.rungs for point in table.points):
+        return
+    failures = [f"{point.label} on {failure}" for point in table.points for failure in point.failures]
+    first = f"; the first: {failures[0]}" if failures else ""
+    raise MirasError(f"no rung of any point finished ({len(failures)} failed{first}), so there is nothing "
+                     "to fit: fix the cause and run the command again")
+
+
 def _write(job, folder: Path) -> None:
     from miras_search.scale.plot import scale_figure
     from miras_search.scale.results import scale_table
@@ -138,6 +150,7 @@ def _write(job, folder: Path) -> None:
         raise MirasError("no rung finished: nothing to fit")
     wanted = {p.key for p in job.points}
     table.points = [p for p in table.points if p.point_key in wanted] or table.points
+    _some_rung_finished(table)
     console.print(scale_table_view(table), width=table_width())
     for point in table.points:
         if point.fit is None:

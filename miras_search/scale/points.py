@@ -113,3 +113,28 @@ def compute_proxy(tokens: int, d_model: int, n_layers: int) -> float:
     """A size-and-budget measure shared by every architecture: tokens x 12 L d^2 (a transformer's
     weights); the ratio of two runs' proxies is a fidelity level."""
     return float(tokens) * 12.0 * n_layers * d_model * d_model
+
+
+def batch_problem(target: ScalePoint, rung: Rung, batch_size: int) -> str | None:
+    """Why ``rung`` is too small for one training batch of ``target`` (None when it is not)."""
+    batch = batch_size * rung.seq_len
+    if rung.tokens >= batch:
+        return None
+    return (f"rung {rung.d_model},{rung.n_layers},{rung.seq_len},{rung.tokens}: tokens {rung.tokens} do not "
+            f"cover one batch of {target.label} (batch_size {batch_size} x seq_len {rung.seq_len} = {batch} "
+            f"tokens); give at least {batch} tokens, or a smaller batch size")
+
+
+def rung_problems(points: list[ScalePoint], rungs: list[Rung], batch_size: int | None) -> list[Problem]:
+    """The rungs (``rungs.N``) too small for one batch of a point, each named once: the batch
+    is ``batch_size`` (--batch-size, scale.batch_size or the study's trial.batch_size) or the
+    point's own ``train.batch_size``. A rung a point cannot be built on is a MirasError (on_rung)."""
+    problems = []
+    for index, rung in enumerate(rungs):
+        for target in points:
+            on_rung(target.point, rung, target.label)
+            problem = batch_problem(target, rung, batch_size or target.point.train.batch_size)
+            if problem is not None:
+                problems.append(Problem(f"rungs.{index}", problem))
+                break
+    return problems

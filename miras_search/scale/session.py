@@ -9,8 +9,8 @@ from typing import Any
 
 import optuna
 
-from miras_search.errors import MirasError
-from miras_search.scale.points import ScalePoint, resolve_points
+from miras_search.errors import ConfigError, MirasError, Problem
+from miras_search.scale.points import ScalePoint, resolve_points, rung_problems
 from miras_search.study.scale_spec import ScaleSpec
 from miras_search.study.spec import StudyFile
 from miras_search.trial import MEASURE_VERSION, Objective, TrialConfig
@@ -57,27 +57,109 @@ def _standalone_study(name: str, storage: str, metric: str) -> optuna.Study:
     return study
 
 
-def prepare(study_path: Path | None, names: list[str], overrides: dict[str, Any], *, name: str = "scale",
-            storage: str | None = None, run_dir: str = "runs") -> ScaleJob:
-    """The scale job for a study file (its storage, trial settings and ``scale:`` block) or, with
-    none, for the named points in a stand-alone study ``name`` (``<run_dir>/<name>/study.journal``)."""
-    from miras_search.study.setup import create_study, storage_of
+@dataclass
+class ScalePlan:
+    """What a scale run will do, checked before any storage is opened or created: the ladder, the
+    points named (presets, point files), the trial settings, the storage URL and the output folder."""
+
+    spec: ScaleSpec
+    names: list[str]
+    config: TrialConfig
+    objectives: list[Objective]
+    storage: str
+    out_dir: Path
+    source: str
+    name: str
+    base: Path = Path()
+    study_file: StudyFile | None = None
+
+
+def _check_name(name: str) -> None:
+    """MirasError unless ``name`` can name the stand-alone study's folder (as a study file's)."""
+    from miras_search.study.spec import name_problem
+
+    problem = name_problem(name)
+    if problem is not None:
+        raise MirasError(f"--name {name!r}: {problem}")
+
+
+def _check_metric(spec: ScaleSpec, config: TrialConfig, overrides: dict[str, Any], source: str) -> None:
+    """ConfigError (or, for --metric, MirasError) when the fitted metric is none a trial measures."""
+    from miras_search.trial.config import metric_problem
+
+    problem = metric_problem(spec.metric, config.metric_names())
+    if problem is None:
+        return
+    if overrides.get("metric") is not None:
+        raise MirasError(f"--metric {spec.metric}: {problem}")
+    raise ConfigError(source, [Problem("metric", problem)])
+
+
+def _check_rungs(points: list[ScalePoint], spec: ScaleSpec, config: TrialConfig, source: str) -> None:
+    """ConfigError naming each rung too small for one batch of a point (scale.points.rung_problems)."""
+    problems = rung_problems(points, list(spec.rungs), spec.batch_size or config.batch_size)
+    if problems:
+        raise ConfigError(source, problems)
+
+
+def plan_scale(study_path: Path | None, names: list[str], overrides: dict[str, Any], *, name: str = "scale",
+               storage: str | None = None, run_dir: str = "runs") -> ScalePlan:
+    """Read and check everything a scale run needs, creating nothing: the study file (if any)
+    and its ``scale:`` block with ``overrides``, the stand-alone study's ``name``, the metric,
+    the named points and every rung against one batch of each point."""
+    from miras_search.study.setup import storage_of
     from miras_search.study.spec import load_study_file
     from miras_search.study.storage import default_storage, normalise
 
     if study_path is not None:
         study_file = load_study_file(study_path)
-        spec = merged_spec(study_file.scale, overrides, f"{study_path} (scale)")
-        url = storage_of(study_file, storage)
-        study = create_study(study_file, url, study_file.load_space())
-        config = study_file.trial
-        points = resolve_points(list(spec.points) + [n for n in names if n not in spec.points], spec.top, study,
-                                Path(study_path).parent, tokens=config.tokens)
-        return ScaleJob(study, url, spec, points, config, list(study_file.objectives),
-                        study_file.out_dir() / "scale", study_file)
-    spec = merged_spec(None, overrides, "miras scale")
-    url = normalise(storage) if storage else default_storage(run_dir, name)
-    study = _standalone_study(name, url, spec.metric)
-    points = resolve_points(list(spec.points) + [n for n in names if n not in spec.points], spec.top, None, Path())
-    return ScaleJob(study, url, spec, points, TrialConfig(), [Objective(metric=spec.metric)],
-                    Path(run_dir) / name / "scale")
+        source = f"{study_path} (scale)"
+        spec = merged_spec(study_file.scale, overrides, source)
+        plan = ScalePlan(spec, _wanted(spec, names), study_file.trial, list(study_file.objectives),
+                         storage_of(study_file, storage), study_file.out_dir() / "scale", source, study_file.name,
+                         Path(study_path).parent, study_file)
+    else:
+        _check_name(name)
+        spec = merged_spec(None, overrides, "miras scale")
+        url = normalise(storage) if storage else default_storage(run_dir, name)
+        plan = ScalePlan(spec, _wanted(spec, names), TrialConfig(), [Objective(metric=spec.metric)], url,
+                         Path(run_dir) / name / "scale", "miras scale", name)
+    _check_metric(plan.spec, plan.config, overrides, plan.source)
+    if study_path is None and plan.spec.top:
+        raise MirasError("--top picks a study's best points: give a study file (or scale.points)")
+    named = resolve_points(plan.names, 0, None, plan.base) if plan.names else []
+    _check_rungs(named, plan.spec, plan.config, plan.source)
+    if not named and not plan.spec.top:
+        raise MirasError("nothing to scale: name presets or point files, or give a study and --top N")
+    return plan
+
+
+def _wanted(spec: ScaleSpec, names: list[str]) -> list[str]:
+    """The ladder's points, then the command line's that it does not list."""
+    return list(spec.points) + [n for n in names if n not in spec.points]
+
+
+def open_scale(plan: ScalePlan) -> ScaleJob:
+    """The scale job of a checked ``plan``: its study opened (created when new), the points
+    resolved against it (a preset the study ran keeps the study's point; the study's best
+    ``top``) and their rungs checked."""
+    from miras_search.study.setup import create_study
+
+    if plan.study_file is not None:
+        study = create_study(plan.study_file, plan.storage, plan.study_file.load_space())
+        tokens = plan.config.tokens
+    else:
+        study, tokens = _standalone_study(plan.name, plan.storage, plan.spec.metric), None
+    points = resolve_points(plan.names, plan.spec.top, study if plan.study_file is not None else None, plan.base,
+                            tokens=tokens)
+    _check_rungs(points, plan.spec, plan.config, plan.source)
+    return ScaleJob(study, plan.storage, plan.spec, points, plan.config, plan.objectives, plan.out_dir,
+                    plan.study_file)
+
+
+def prepare(study_path: Path | None, names: list[str], overrides: dict[str, Any], *, name: str = "scale",
+            storage: str | None = None, run_dir: str = "runs") -> ScaleJob:
+    """The scale job for a study file (its storage, trial settings and ``scale:`` block) or, with
+    none, for the named points in a stand-alone study ``name`` (``<run_dir>/<name>/study.journal``).
+    Everything is checked (plan_scale) before the study's storage is opened or created."""
+    return open_scale(plan_scale(study_path, names, overrides, name=name, storage=storage, run_dir=run_dir))

@@ -2,22 +2,30 @@
 
 from __future__ import annotations
 
+import collections.abc
 import copy
+import difflib
+import inspect
 import math
+import sys
+import types
+import typing
 import warnings
 from collections.abc import Callable, Container, Sequence
 from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
+from pydantic import ValidationError
 
-from miras_search.errors import ConfigError, Problem
+from miras_search.errors import ConfigError, MirasError, Problem
 from miras_search.schema.train import SEED_MAX
-from miras_search.space import Choice, FloatRange, IntRange, SearchSpace
+from miras_search.space import Choice, FloatRange, InfeasiblePoint, IntRange, SearchSpace
 from miras_search.space.walk import encode_option, iter_nodes
 from miras_search.study.fidelity_values import sampler_values
 from miras_search.study.records import REUSABLE_FAILURES
 from miras_search.study.spec import PrunerSpec, StudyFile
+from miras_search.yamlio import yaml_kind
 
 
 def grid_space(space: SearchSpace, source: str = "<study>") -> dict[str, list[Any]]:
@@ -177,11 +185,224 @@ class BaseFidelitySampler(optuna.samplers.BaseSampler):
         self.inner.reseed_rng()
 
 
+SAMPLER_CLASSES: dict[str, type[optuna.samplers.BaseSampler]] = {
+    "tpe": optuna.samplers.TPESampler, "nsgaii": optuna.samplers.NSGAIISampler,
+    "cmaes": optuna.samplers.CmaEsSampler, "grid": optuna.samplers.GridSampler,
+    "random": optuna.samplers.RandomSampler, "anchors": optuna.samplers.RandomSampler,
+}
+"""The Optuna sampler each ``sampler.kind`` builds (anchors-only studies: a seeded random one)."""
+
+_SET_BY_THE_STUDY = {
+    "seed": "give sampler.seed instead",
+    "search_space": "the grid is the space's own values",
+    "constraints_func": "the study's limits set it",
+}
+_AT_LEAST: dict[str, tuple[float, bool]] = {  # option -> (bound, whether the bound itself is allowed)
+    "n_startup_trials": (0, True), "n_ei_candidates": (1, True), "population_size": (2, True),
+    "popsize": (1, True), "sigma0": (0, False), "prior_weight": (0, False),
+}
+_PROBABILITIES = ("mutation_prob", "crossover_prob", "swapping_prob")
+
+
+class _OnlyForTypeCheckers(str):
+    """An annotation naming classes Optuna imports only for type checkers: Python objects (or
+    functions), which a study file cannot give."""
+
+
+class _AnyOf(tuple):
+    """A union some of whose parts are ``_OnlyForTypeCheckers`` (typing's unions cannot hold them)."""
+
+
+def _members(annotation: Any) -> tuple[Any, ...] | None:
+    """The parts of a union annotation (None for one that is no union)."""
+    if isinstance(annotation, _AnyOf):
+        return tuple(annotation)
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return typing.get_args(annotation)
+    return None
+
+
+def _top_level_parts(annotation: str) -> list[str]:
+    """``"list[A] | Callable[[B | C], D] | None"`` -> its union's parts, brackets kept whole."""
+    parts, depth, start = [], 0, 0
+    for index, char in enumerate(annotation):
+        depth += (char == "[") - (char == "]")
+        if char == "|" and depth == 0:
+            parts.append(annotation[start:index].strip())
+            start = index + 1
+    return [*parts, annotation[start:].strip()]
+
+
+def _resolved(annotation: Any, namespace: dict[str, Any]) -> Any:
+    """``annotation`` as a type (Optuna writes them as strings); a part of a union that names
+    a class only type checkers see becomes ``_OnlyForTypeCheckers``."""
+    if not isinstance(annotation, str):
+        return annotation
+    resolved = []
+    for part in _top_level_parts(annotation):
+        holder = types.SimpleNamespace(__annotations__={"value": part})
+        try:
+            resolved.append(typing.get_type_hints(holder, globalns=namespace)["value"])
+        except Exception:  # a name imported under TYPE_CHECKING
+            resolved.append(_OnlyForTypeCheckers(part))
+    return resolved[0] if len(resolved) == 1 else _AnyOf(resolved)
+
+
+def sampler_options(kind: str) -> dict[str, Any]:
+    """The keyword options of ``kind``'s Optuna sampler and the type each takes (from its
+    constructor's signature and annotations; ``inspect.Parameter.empty`` where not known)."""
+    init = SAMPLER_CLASSES[kind].__init__
+    namespace = {**vars(typing), **vars(collections.abc), **vars(sys.modules[init.__module__])}
+    return {name: _resolved(parameter.annotation, namespace)
+            for name, parameter in inspect.signature(init).parameters.items()
+            if name != "self" and parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD)}
+
+
+def _fits(value: Any, annotation: Any) -> bool | None:
+    """Whether a YAML ``value`` is of the type ``annotation`` (None: cannot tell)."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if isinstance(annotation, _OnlyForTypeCheckers):
+        return False
+    if annotation is inspect.Parameter.empty or annotation is Any:
+        return None
+    if annotation is None or annotation is type(None):
+        return value is None
+    if _members(annotation) is not None:
+        answers = [_fits(value, arg) for arg in _members(annotation) or ()]
+        return True if True in answers else (None if None in answers else False)
+    if origin is typing.Literal:
+        return value in args
+    if annotation in (int, float) and isinstance(value, bool):
+        return False  # YAML's true / false are no numbers here
+    if annotation is float:
+        return isinstance(value, int | float)
+    if origin in (dict, collections.abc.Mapping):
+        return isinstance(value, dict)
+    if origin in (list, collections.abc.Sequence):
+        return isinstance(value, list) and all(_fits(item, args[0]) is not False for item in value) if args else (
+            isinstance(value, list))
+    if origin is collections.abc.Callable or annotation is collections.abc.Callable:
+        return False
+    return isinstance(value, annotation) if isinstance(annotation, type) else None
+
+
+def _type_words(annotation: Any) -> str:
+    """How a study file gives a value of ``annotation``: 'an integer or null', 'true or false'..."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if _members(annotation) is not None:
+        return " or ".join(dict.fromkeys(_type_words(arg) for arg in _members(annotation) or ()))
+    if origin is typing.Literal:
+        return "one of " + ", ".join(repr(arg) for arg in args)
+    if (origin is collections.abc.Callable or annotation is collections.abc.Callable
+            or (isinstance(annotation, _OnlyForTypeCheckers) and annotation.startswith("Callable"))):
+        return "a Python function (which a study file cannot give)"
+    if isinstance(annotation, _OnlyForTypeCheckers):
+        return f"a Python object ({annotation}, which a study file cannot give)"
+    words = {int: "an integer", float: "a number", bool: "true or false", str: "a string", type(None): "null",
+             dict: "a mapping", list: "a list"}
+    if annotation in words or origin in words:
+        return words.get(annotation) or words[origin]
+    if origin in (collections.abc.Mapping, collections.abc.Sequence):
+        return "a mapping" if origin is collections.abc.Mapping else "a list"
+    name = getattr(annotation, "__name__", str(annotation))
+    return f"a Python object ({name}, which a study file cannot give)"
+
+
+def _shown(value: Any, width: int = 40) -> str:
+    """``repr(value)``, cut to ``width`` characters."""
+    text = repr(value)
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
+def _value_words(value: Any) -> str:
+    """What a YAML value is, in words: 'a string', 'a boolean', 'a number'..."""
+    kind = yaml_kind(value)
+    return {"str": "a string", "boolean": "a boolean", "number": "a number", "list": "a list",
+            "mapping": "a mapping"}.get(kind, kind)
+
+
+def _range_problem(name: str, value: Any) -> str | None:
+    """Why a number ``value`` of option ``name`` is out of its range (None when it is in)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if name in _PROBABILITIES and not 0 <= value <= 1:
+        return f"a probability, between 0 and 1, not {value}"
+    if name in _AT_LEAST:
+        bound, inclusive = _AT_LEAST[name]
+        if value < bound or (value == bound and not inclusive):
+            return f"must be {'>=' if inclusive else '>'} {bound:g}, not {value}"
+    return None
+
+
+def option_problem(kind: str, name: str, value: Any) -> str | None:
+    """Why ``name: value`` is no option ``kind``'s Optuna sampler takes (None when it is one)."""
+    known = sampler_options(kind)
+    sampler = SAMPLER_CLASSES[kind].__name__
+    if name in _SET_BY_THE_STUDY and name in known:
+        return f"set by the study, not an option ({_SET_BY_THE_STUDY[name]})"
+    if name not in known:
+        allowed = [n for n in known if n not in _SET_BY_THE_STUDY]
+        close = difflib.get_close_matches(name, allowed, n=1)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        return (f"not an option of Optuna's {sampler} (sampler.kind {kind}); {hint}its options: "
+                f"{', '.join(allowed) or 'none'}")
+    if _fits(value, known[name]) is False:
+        return f"{sampler} takes {_type_words(known[name])} here, not {_shown(value)} ({_value_words(value)})"
+    return _range_problem(name, value)
+
+
+def sampler_option_problems(kind: str, options: dict[str, Any]) -> list[Problem]:
+    """Each ``sampler.options`` entry that ``kind``'s Optuna sampler would not take: an unknown
+    name, a value of another type (a boolean is no number), or a count or scale out of range."""
+    problems = []
+    for name, value in options.items():
+        problem = option_problem(kind, str(name), value)
+        if problem is not None:
+            problems.append(Problem(f"sampler.options.{name}", problem))
+    return problems
+
+
 def make_sampler(study: StudyFile, space: SearchSpace) -> optuna.samplers.BaseSampler:
     """The sampler of ``study.sampler`` (anchors-only studies use a seeded random sampler), seeing
     one value per point on the base scale, higher fidelities carried by rank (BaseFidelitySampler);
-    TPE also sees a point's failures, as pruned trials."""
-    return BaseFidelitySampler(_make_sampler(study, space), failures_as_pruned=study.sampler.kind == "tpe")
+    TPE also sees a point's failures, as pruned trials.
+
+    ConfigError names a ``sampler.options`` entry the sampler does not take; with options given,
+    a copy of the sampler draws one point of the space in a throw-away study first, so that an
+    option Optuna refuses only when it samples stops the study before it holds any trial."""
+    inner = _make_sampler(study, space)
+    if study.sampler.options:
+        _try_first_sample(study, space)
+    return BaseFidelitySampler(inner, failures_as_pruned=study.sampler.kind == "tpe")
+
+
+def _try_first_sample(study: StudyFile, space: SearchSpace) -> None:
+    """Draw one point of ``space`` with a sampler of its own, built as the study's is, in an
+    in-memory study (the study's sampler and storage are untouched); a TypeError / ValueError
+    Optuna raises there is a ConfigError on ``sampler.options``."""
+    sampler = _make_sampler(study, space)
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            trial = optuna.create_study(sampler=sampler, directions=study.directions).ask()
+            space.point_from_trial(trial)
+    except InfeasiblePoint:
+        pass  # the space's own rules: `validate` samples the space on its own
+    except (TypeError, ValueError) as error:
+        if isinstance(error, MirasError | ValidationError):
+            raise
+        raise ConfigError(study.source, [Problem("sampler.options", _refused(study.sampler.kind, error))]) from None
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+
+
+def _refused(kind: str, error: Exception) -> str:
+    """One paragraph: Optuna's sampler for ``kind`` refused its options, and Optuna's words."""
+    words = " ".join(str(error).split()) or type(error).__name__
+    return (f"Optuna's {SAMPLER_CLASSES[kind].__name__} (sampler.kind {kind}) does not take these options: "
+            f"{words}; see its documentation for the options and the values they take")
 
 
 def _make_sampler(study: StudyFile, space: SearchSpace) -> optuna.samplers.BaseSampler:
@@ -190,6 +411,9 @@ def _make_sampler(study: StudyFile, space: SearchSpace) -> optuna.samplers.BaseS
         raise ConfigError(study.source, [Problem(
             "sampler.seed", f"must be between 0 and {SEED_MAX} (2**32 - 1), not {spec.seed}",
         )])
+    problems = sampler_option_problems(spec.kind, spec.options)
+    if problems:
+        raise ConfigError(study.source, problems)
     options = dict(spec.options)
     constraints = None  # Optuna >= 5 reads trial.set_constraint; older versions need the hook
     if study.limits and not hasattr(optuna.trial.Trial, "set_constraint"):
@@ -207,8 +431,8 @@ def _make_sampler(study: StudyFile, space: SearchSpace) -> optuna.samplers.BaseS
         if spec.kind == "grid":
             return optuna.samplers.GridSampler(grid_space(space, study.source), seed=spec.seed, **options)
         return optuna.samplers.RandomSampler(seed=spec.seed, **options)
-    except TypeError as error:
-        raise ConfigError(study.source, [Problem("sampler.options", f"not accepted by {spec.kind}: {error}")]) from None
+    except (TypeError, ValueError) as error:  # what the signature does not say (e.g. two options that exclude each other)
+        raise ConfigError(study.source, [Problem("sampler.options", _refused(spec.kind, error))]) from None
 
 
 def make_pruner(spec: PrunerSpec) -> optuna.pruners.BasePruner:

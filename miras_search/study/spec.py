@@ -33,11 +33,14 @@ from miras_search.space import SearchSpace
 from miras_search.study.budget_spec import BudgetSpec
 from miras_search.study.scale_spec import ScaleSpec
 from miras_search.trial import Objective, TrialConfig
+from miras_search.trial.config import metric_problem
 from miras_search.validation import validate
-from miras_search.yamlio import LineMap, read_yaml
+from miras_search.yamlio import LineMap, ancestor_line, read_yaml
 
 SamplerKind = Literal["tpe", "nsgaii", "cmaes", "random", "grid", "anchors"]
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+NAME_RULE = "use letters, digits, '_', '-' and '.' only (it names a folder)"
+NAME_MAX = 120
 
 # Metrics a trial knows before training (from the point alone): limits on them skip training.
 PRE_TRAINING_METRICS = ("params", "state_size")
@@ -192,7 +195,7 @@ class StudyFile(Schema):
     """A declared study: what to search, how to measure, how to search, where to keep results."""
 
     type: Literal["study"] = "study"
-    name: str = Field(..., min_length=1, max_length=120, description="Optuna study name; runs/<name>/.")
+    name: str = Field(..., min_length=1, max_length=NAME_MAX, description="Optuna study name; runs/<name>/.")
     description: str = ""
     space: str = Field(..., min_length=1, description="Space file, relative to this file.")
     trial: TrialConfig = Field(default_factory=TrialConfig)
@@ -223,8 +226,9 @@ class StudyFile(Schema):
     @field_validator("name")
     @classmethod
     def _safe_name(cls, value: str) -> str:
-        if not _NAME.fullmatch(value):  # not match: '$' also matches before a final newline
-            raise ValueError("use letters, digits, '_', '-' and '.' only (it names a folder)")
+        problem = name_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
     @model_validator(mode="after")
@@ -288,6 +292,56 @@ class StudyFile(Schema):
         return (self.out_dir() / "checkpoints").resolve()
 
 
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a study (its folder under run_dir), or None when it can."""
+    if not _NAME.fullmatch(name):  # not match: '$' also matches before a final newline
+        return NAME_RULE
+    if len(name) > NAME_MAX:
+        return f"at most {NAME_MAX} characters, not {len(name)}"
+    return None
+
+
+def metric_problems(study: StudyFile, lines: LineMap | None = None) -> list[Problem]:
+    """The objectives', limits' and ``scale.metric``'s metric names that no trial of the study's
+    data measures (TrialConfig.metric_names), each at its field and line, with a did-you-mean."""
+    known = study.trial.metric_names()
+    seeds = study.seeds or []
+    named: list[tuple[tuple[str, ...], str]] = []
+    for index, objective in enumerate(study.objectives):
+        if objective.weights is not None:
+            named += [(("objectives", str(index), "weights", m), m) for m in objective.weights]
+        elif objective.metric is not None:
+            named.append((("objectives", str(index), "metric"), objective.metric))
+    named += [(("limits", str(index), "metric"), limit.metric) for index, limit in enumerate(study.limits)]
+    if study.scale is not None:
+        named.append((("scale", "metric"), study.scale.metric))
+    problems = []
+    for path, metric in named:
+        # a rung trial of `miras scale` is one seed: no per-seed metrics there
+        problem = metric_problem(metric, known, [] if path[0] == "scale" else seeds)
+        if problem is not None:
+            problems.append(Problem(".".join(path), problem, ancestor_line(lines or {}, path, root=True)))
+    return problems
+
+
+def rung_batch_problems(study: StudyFile, lines: LineMap | None = None) -> list[Problem]:
+    """The ``scale.rungs`` whose tokens do not cover one batch (batch_size * seq_len), where the
+    file sets the batch (scale.batch_size or trial.batch_size); otherwise each point's own batch
+    size decides, which `miras scale` checks once it knows the points."""
+    batch_size = None if study.scale is None else study.scale.batch_size or study.trial.batch_size
+    if study.scale is None or batch_size is None:
+        return []
+    problems = []
+    for index, rung in enumerate(study.scale.rungs):
+        if rung.tokens < batch_size * rung.seq_len:
+            path = ("scale", "rungs", str(index), "tokens")
+            problems.append(Problem(".".join(path), (
+                f"{rung.tokens} tokens do not cover one batch (batch_size {batch_size} x seq_len "
+                f"{rung.seq_len} = {batch_size * rung.seq_len} tokens); give at least that many"),
+                ancestor_line(lines or {}, path, root=True)))
+    return problems
+
+
 def is_point_file(anchor: str) -> bool:
     """Whether an anchor names a point file (``.yaml`` / ``.yml``) rather than a preset."""
     return anchor.endswith((".yaml", ".yml"))
@@ -316,6 +370,9 @@ def load_study_dict(data: dict[str, Any], source: str = "<study>",
     """Validate a study mapping (and, when ``source`` is a file, that its space file loads)."""
     study = validate(StudyFile, data, source, lines)
     study._source = source
+    problems = metric_problems(study, lines) + rung_batch_problems(study, lines)
+    if problems:
+        raise ConfigError(source, problems)
     if source != "<study>" and Path(source).exists():
         try:
             study.load_space()

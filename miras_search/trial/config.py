@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from miras_search.data import PRESETS, DataSpec
+from miras_search.data import MAD_TASKS, PRESETS, SYNTHETIC_TASKS, DataSpec
 from miras_search.data.text_sources import TextCorpus
 from miras_search.schema import ModelPoint
 from miras_search.schema._base import Schema
@@ -54,6 +56,51 @@ def _get(metrics: dict[str, float], name: str) -> float:
     return float(metrics[name])
 
 
+RUN_METRICS = (
+    "params", "state_size", "memory_estimate_mb", "train_loss", "kernel_share", "compiled", "tokens",
+    "tokens_per_s", "train_s", "eval_s", "data_s", "outside_step_share", "peak_mem_mb", "weights_mb",
+    "saved_weights", "wall_s",
+)
+"""Metrics every trial can give, whatever its data (trial.runner): size, speed, time and memory."""
+
+
+def data_metric_names(tasks: Sequence[str]) -> list[str]:
+    """The evaluation metrics of a data mix whose sources have these ``tasks``, in mix order
+    (trial.evaluate): ``loss/<label>`` per source, ``acc/<label>`` per synthetic source,
+    ``bpb/<label>`` per text source, ``val_loss``; ``val_bpb`` with text, ``acc_mean`` with
+    synthetic tasks, ``mad/<task>`` and ``mad_score`` with MAD tasks. A label is the task's name,
+    or ``index:task`` when a task repeats (trial.evaluate.source_labels)."""
+    labels = [t if tasks.count(t) == 1 else f"{i}:{t}" for i, t in enumerate(tasks)]
+    names = ["val_loss"]
+    for task, label in zip(tasks, labels, strict=True):
+        names.append(f"loss/{label}")
+        names.append(f"acc/{label}" if task in SYNTHETIC_TASKS else f"bpb/{label}")
+    if any(t not in SYNTHETIC_TASKS for t in tasks):
+        names.append("val_bpb")
+    if any(t in SYNTHETIC_TASKS for t in tasks):
+        names.append("acc_mean")
+    mad = [t for t in dict.fromkeys(tasks) if t in MAD_TASKS]
+    if mad:
+        names += [f"mad/{t}" for t in mad] + ["mad_score"]
+    return names
+
+
+def metric_problem(name: str, known: Iterable[str], seeds: Sequence[int] = ()) -> str | None:
+    """Why ``name`` is no metric of ``known`` (with a did-you-mean), or None when it is one.
+
+    With several ``seeds`` a trial also gives each metric of each seed, as ``<metric>/seed<N>``
+    (study.execute)."""
+    known = sorted(set(known))
+    per_seed = {f"{m}/seed{s}" for m in known for s in seeds} if len(seeds) > 1 else set()
+    if name in known or name in per_seed:
+        return None
+    close = difflib.get_close_matches(name, [*known, *sorted(per_seed)], n=1, cutoff=0.6)
+    hint = f"did you mean '{close[0]}'? " if close else ""
+    also = " (and <metric>/seed<N> for each of the study's seeds)" if per_seed else ""
+    return (f"'{name}' is not a metric a trial of this data measures; {hint}the metrics are: "
+            f"{', '.join(known)}{also}")
+
+
 def _default_data() -> list[Any]:
     return [TextCorpus()]
 
@@ -99,6 +146,10 @@ class TrialConfig(Schema):
                                  "or give a list of data sources")
             return [dict(spec) for spec in PRESETS[value]]
         return value
+
+    def metric_names(self) -> list[str]:
+        """Every metric a trial of this config can measure: its data's and every run's."""
+        return data_metric_names([spec.task for spec in self.data]) + list(RUN_METRICS)
 
     def apply(self, point: ModelPoint) -> ModelPoint:
         """``point`` with this config's budget and seed in its ``train`` section (re-validated)."""
