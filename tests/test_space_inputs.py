@@ -56,3 +56,22 @@ def test_an_unknown_key_in_a_constraint_lists_the_constraint_keys():
                          constraints=[{"when": {"block.n_layers": 2}, "exec": "x"}])
     assert any(p.startswith("constraints.0.exec") and "allowed keys here: when, require, forbid" in p
                for p in problems), problems
+
+
+@pytest.mark.parametrize(("test", "where"), [
+    ({"bias.kind": "banana"}, "constraints.0.when.bias.kind"),
+    ({"bias.kind": {"in": ["l2", "banana"]}}, "constraints.0.when.bias.kind.in"),
+    ({"block.n_layers": {"not_in": [0]}}, "constraints.0.when.block.n_layers.not_in"),
+])
+def test_a_constraint_value_the_field_cannot_take_is_refused(test, where):
+    problems = _problems({"bias": {"kind": {"choice": ["l2", "lp"]}}},
+                         constraints=[{"when": test, "forbid": {"bias.kind": "lp"}}])
+    assert any(p.startswith(where) and "the test could never match" in p for p in problems), problems
+
+
+def test_constraint_values_the_field_takes_are_kept():
+    space = SearchSpace.from_dict({"name": "s", "base": BASE,
+                                   "params": {"bias": {"kind": {"choice": ["l2", "lp"]}}},
+                                   "constraints": [{"when": {"bias.kind": {"in": ["lp"]}},
+                                                    "forbid": {"block.n_layers": {"in": [2]}}}]})
+    assert {p.bias.kind for p in space.sample(8, seed=0)} == {"l2"}

@@ -21,7 +21,7 @@ from miras_search.space.base_check import base_problems
 from miras_search.space.checks import shape_problems
 from miras_search.space.constraints import first_violated
 from miras_search.space.spec import Choice, FloatRange, IntRange, SpaceFile
-from miras_search.space.targets import iter_leaves, target_problems
+from miras_search.space.targets import constraint_value_problems, iter_leaves, target_problems
 from miras_search.space.walk import decode_option, encode_option, iter_nodes, walk
 from miras_search.validation import problems_from, validate
 from miras_search.yamlio import LineMap, read_yaml
@@ -176,6 +176,7 @@ class SearchSpace:
                     problem = unknown_path_problem(tuple(dotted.split(".")), where, lines)
                     if problem is not None:
                         problems.append(problem)
+        problems.extend(constraint_value_problems(self.spec.constraints, lines))
         problems.extend(base_problems(self.base, self.spec.base, self.spec.params, lines))
         if problems:
             raise ConfigError(self.source, problems)

@@ -24,7 +24,7 @@ from miras_search.errors import Problem
 from miras_search.schema import AXES, ModelPoint
 from miras_search.schema.plugins import PLUGINS_ENV
 from miras_search.space.checks import node_kind
-from miras_search.space.spec import Choice, FloatRange, IntRange
+from miras_search.space.spec import Choice, Constraint, FloatRange, IntRange
 from miras_search.validation import model_members
 from miras_search.yamlio import LineMap, ancestor_line
 
@@ -280,4 +280,27 @@ def target_problems(params: dict[str, Any], lines: LineMap) -> list[Problem]:
     problems: list[Problem] = []
     for where, path, node in iter_leaves(params):
         problems.extend(_leaf_problems(where, path, node, lines))
+    return problems
+
+
+def constraint_value_problems(constraints: list[Constraint], lines: LineMap) -> list[Problem]:
+    """Every value a constraint tests for (a plain value, ``in`` and ``not_in`` items) that the
+    field it names does not allow: such a test could never match, so the rule would never act."""
+    problems: list[Problem] = []
+    for index, constraint in enumerate(constraints):
+        for section in ("when", "require", "forbid"):
+            for dotted, test in getattr(constraint, section).items():
+                path = tuple(dotted.split("."))
+                models = holders(path)
+                if not models:
+                    continue  # an unknown path: reported on its own
+                tested = [(None, test)] if not isinstance(test, dict) else [
+                    (operator, item) for operator in ("in", "not_in")
+                    for item in (test.get(operator) or [])]
+                for operator, value in tested:
+                    message = _rejection(models, path, value, _shown(value))
+                    if message is not None:
+                        at = ("constraints", str(index), section, dotted, *(operator,) * (operator is not None))
+                        problems.append(Problem(".".join(at), message + "; the test could never match",
+                                                ancestor_line(lines, at)))
     return problems
