@@ -70,3 +70,15 @@ def test_the_cli_refuses_bad_values_before_anything_runs(tmp_path, value, words)
     assert "--gpus-per-trial" in result.output and words in result.output
     assert "Traceback" not in result.output
     assert not (tmp_path / "runs").exists()
+
+
+def test_inline_trials_asking_for_a_gpu_none_here_has_are_refused(tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    path = write_study(tmp_path)
+    result = runner.invoke(app, ["run", str(path), "--inline", "--gpus-per-trial", "0.5"],
+                           env={"COLUMNS": "300"})
+    assert result.exit_code == 1
+    assert "--gpus-per-trial asks for 0.5 GPU per trial, but no CUDA GPU is visible here" in result.output
+    assert not list(tmp_path.rglob("*.journal"))  # refused before the study was opened

@@ -55,6 +55,8 @@ def _run(path: Path, workers: int | None, address: str | None, storage: str | No
     install_log_redaction()
     options = cluster or _Cluster()
     gpus = options.gpus_per_trial if options.gpus_per_trial is not None else spec.parallel.gpus_per_trial
+    if inline and gpus:
+        _check_inline_gpus(gpus, given=options.gpus_per_trial is not None)
 
     def pool_factory():
         if inline:
@@ -103,6 +105,20 @@ def _run(path: Path, workers: int | None, address: str | None, storage: str | No
                       f"`miras resume {escape(str(path))}`", highlight=False)
         raise typer.Exit(summary.exit_code)
     _fail_if_nothing_completed(driver.study)
+
+
+def _check_inline_gpus(gpus_per_trial: float, given: bool) -> None:
+    """Inline trials train on this machine's GPU: a GPU request that none here can grant is
+    refused, as Ray refuses it, rather than silently run on the CPU."""
+    import torch
+
+    if not torch.cuda.is_available():
+        source = "--gpus-per-trial" if given else "the study's parallel.gpus_per_trial"
+        raise MirasError(
+            f"{source} asks for {gpus_per_trial:g} GPU per trial, but no CUDA GPU is visible here and "
+            "--inline trials run in this process: give --gpus-per-trial 0 to train on the CPU, or "
+            "run without --inline on a machine or Ray cluster with GPUs"
+        )
 
 
 def _note(text: str) -> None:
