@@ -173,3 +173,13 @@ def test_show_takes_a_preset_name_and_suggests_a_file_for_a_typo(tmp_path):
     typo = CliRunner().invoke(app, ["show", str(tmp_path / "quickstart.yml")], env={"COLUMNS": "300"})
     assert typo.exit_code == 1
     assert f"no such file (did you mean {tmp_path / 'quickstart.yaml'}?)" in typo.output
+
+
+def test_show_quotes_a_path_with_spaces_in_the_command_it_suggests(root, tmp_path):
+    folder = tmp_path / "my spaces"
+    folder.mkdir()
+    space = folder / "quick start.yaml"
+    space.write_text((root / "spaces/quickstart.yaml").read_text())
+    result = runner.invoke(app, ["show", str(space)], env={"COLUMNS": "400"})
+    assert result.exit_code == 0, result.output
+    assert f"`miras kernels '{space}'`" in result.output

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -192,7 +193,7 @@ def show(file: Annotated[Path, typer.Argument(help="A point, space or study file
             console.print("on a CUDA GPU: not estimated (the space gives too few valid points)")
         else:
             console.print(f"on a CUDA GPU: {found.on_kernel} of {found.memory_points} memory points train on "
-                          f"a kernel ({SHOW_GPU_POINTS} drawn; `miras kernels {file}`: the paths and why "
+                          f"a kernel ({SHOW_GPU_POINTS} drawn; `miras kernels {shlex.quote(str(file))}`: the paths and why "
                           "the rest runs PyTorch)", highlight=False, markup=False)
     elif isinstance(loaded, ModelPoint):
         print_text(point_to_yaml(loaded))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import shlex
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,7 +103,7 @@ def _run(path: Path, workers: int | None, address: str | None, storage: str | No
     if summary.interrupted:
         by = "" if summary.interrupted_by == "Ctrl-C" else f" by {summary.interrupted_by}"
         console.print(f"[yellow]stopped{by}[/]: running trials were marked interrupted; continue with "
-                      f"`miras resume {escape(str(path))}`", highlight=False)
+                      f"`miras resume {escape(shlex.quote(str(path)))}`", highlight=False)
         raise typer.Exit(summary.exit_code)
     _fail_if_nothing_completed(driver.study)
 
@@ -152,7 +153,7 @@ def _note_gpu_kernel_share(spec, path: Path) -> None:
     if found.on_kernel < found.memory_points:
         console.print(f"[yellow]on a GPU[/], {found.on_kernel} of {found.memory_points} memory points of "
                       f"this study ({GPU_SHARE_POINTS} drawn) train on a kernel; the rest run the slower "
-                      f"PyTorch form (`miras kernels {escape(str(path))}` says why)", highlight=False)
+                      f"PyTorch form (`miras kernels {escape(shlex.quote(str(path)))}` says why)", highlight=False)
 
 
 class _BestSoFar:
