@@ -81,7 +81,9 @@ def test_miras_eval_runs_a_local_lm_eval_task_offline(tmp_path, monkeypatch, roo
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     tasks = tmp_path / "tasks"
     shutil.copytree(root / "tests/data/lm_eval", tasks)
-    monkeypatch.chdir(tasks)  # the task's data file is named relative to the working directory
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # the task's data file is read beside its YAML, not from here
     path, reference = _checkpoint(tmp_path)
     result = CliRunner().invoke(app, ["eval", str(path), "--tasks", "miras_tiny_choice", "--include-path",
                                       str(tasks), "--out", str(tmp_path / "results.json")])
@@ -95,3 +97,21 @@ def test_miras_eval_runs_a_local_lm_eval_task_offline(tmp_path, monkeypatch, roo
     assert acc == pytest.approx(right / len(docs))
     unknown = CliRunner().invoke(app, ["eval", str(path), "--tasks", "no_such_task"])
     assert unknown.exit_code == 1 and "unknown lm-eval task(s) no_such_task" in unknown.output
+
+
+@pytest.mark.slow
+def test_miras_eval_says_in_one_line_when_a_task_s_data_file_is_missing(tmp_path, monkeypatch, root):
+    pytest.importorskip("lm_eval")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    shutil.copy(root / "tests/data/lm_eval/miras_tiny_choice.yaml", tasks)  # without its data file
+    monkeypatch.chdir(tmp_path)
+    path, _ = _checkpoint(tmp_path)
+    result = CliRunner().invoke(app, ["eval", str(path), "--tasks", "miras_tiny_choice", "--include-path",
+                                      str(tasks), "--limit", "1"])
+    assert result.exit_code == 1, result.output
+    error = result.output[result.output.index("error:"):].strip()
+    assert error.startswith("error: lm-eval failed on task(s) miras_tiny_choice: FileNotFoundError: ")
+    assert "tiny_choice.jsonl" in error and "\n" not in error and "Traceback" not in result.output

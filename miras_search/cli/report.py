@@ -240,7 +240,7 @@ def dashboard(
     study: StudyArg,
     storage: StorageOpt = None,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port.")] = 8080,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port (0: any free one).")] = 8080,
 ) -> None:
     """Open optuna-dashboard on the study's storage (Ctrl-C stops it)."""
     from miras_search.report.dashboard import serve
@@ -248,7 +248,9 @@ def dashboard(
 
     opened = open_report_study(study, storage)
     warn_if_study_file_changed(study, opened)
-    console.print(f"optuna-dashboard for '{escape(opened.study_name)}' at http://{escape(host)}:{port}/",
-                  highlight=False)
-    serve(opened, host=host, port=port)
+
+    def ready(url: str) -> None:
+        console.print(f"optuna-dashboard for '{escape(opened.study_name)}' at {escape(url)}", highlight=False)
+
+    serve(opened, host=host, port=port, ready=ready)
 

@@ -18,6 +18,7 @@ if TYPE_CHECKING:  # imported where used: `miras --help` must not import torch
     from pydantic import ValidationError
 
     from miras_search.model.quick_train import StepInfo
+    from miras_search.schema import ModelPoint
     from miras_search.trial import Objective, TrialConfig, TrialResult
 
 _POINT_HELP = "A point YAML file or a preset name (see `miras presets`)."
@@ -31,7 +32,9 @@ def load_trial_config(path: Path) -> TrialConfig:
     from miras_search.yamlio import read_yaml
 
     data, lines = read_yaml(path)
-    if "trial" in data:
+    _refuse_other_kind(path, data)
+    if "trial" in data or _is_study(data):
+        data.setdefault("trial", {})
         if not isinstance(data["trial"], dict):
             raise ConfigError(str(path), [Problem("trial", "must be a mapping", lines.get(("trial",)))])
         config = validate(TrialConfig, data["trial"], str(path), lines, prefix=("trial",))
@@ -42,6 +45,52 @@ def load_trial_config(path: Path) -> TrialConfig:
         return config
     data.pop("type", None)
     return validate(TrialConfig, data, str(path), lines)
+
+
+def _is_study(data: dict) -> bool:
+    """Whether ``data`` is a study file (its ``type``, else its keys: ``cli.files.detect_kind``)."""
+    from miras_search.cli.files import detect_kind
+
+    return detect_kind(data) == "study"
+
+
+def _other_kind(data: dict) -> str | None:
+    """'point' or 'space' when ``data`` is a point or space file rather than a trial config or
+    study; None otherwise (then the trial config's own checks speak). A file without ``type`` and
+    without a space's keys counts as a point only with a point's keys and none of a trial config's."""
+    from miras_search.cli.files import detect_kind
+    from miras_search.schema import ModelPoint
+    from miras_search.trial import TrialConfig
+
+    kind = detect_kind(data)
+    if kind == "study" or (data.get("type") is not None and kind != data.get("type")):
+        return None
+    if kind == "space" or data.get("type") == "point":
+        return kind
+    point_keys = {*ModelPoint.model_fields, "preset"} & data.keys()
+    return "point" if point_keys and not TrialConfig.model_fields.keys() & data.keys() else None
+
+
+def _refuse_other_kind(path: Path, data: dict) -> None:
+    """MirasError, in one line, for a point or space file given as ``--config``."""
+    kind = _other_kind(data)
+    if kind is not None:
+        raise MirasError(f"--config {path} is a {kind} file; --config takes a trial config (data, tokens, "
+                         "batch_size, ...) or a study file (its trial: section)")
+
+
+def _check_budget(point: ModelPoint, config: TrialConfig) -> None:
+    """MirasError when the budget options do not fit the point (before any bar or work starts)."""
+    from pydantic import ValidationError
+
+    from miras_search.validation import problems_from
+
+    try:
+        config.apply(point)
+    except ValidationError as error:
+        reason = "; ".join(str(p) for p in problems_from(error, type(point), point.model_dump(), {}))
+        raise MirasError(f"the budget does not fit the point: {reason}; give a larger --tokens or a "
+                         "smaller --batch-size / --seq-len") from None
 
 
 def _progress() -> Progress:
@@ -145,12 +194,14 @@ def train(
 
     from miras_search.points import load_point
     from miras_search.trial import TrialConfig
-    from miras_search.trial.checkpoint import read_checkpoint
+    from miras_search.trial.checkpoint import check_weights, read_checkpoint
     from miras_search.trial.runner import Weights
 
     if (point is None) == (start is None):
         raise MirasError("give a point (a file or preset name) or --from CHECKPOINT, one of the two")
     checkpoint = read_checkpoint(start) if start is not None else None
+    if checkpoint is not None:
+        check_weights(checkpoint, str(start))
     loaded = checkpoint.point if checkpoint is not None else load_point(point)
     if save is not None:
         output_file("--save", save)
@@ -158,8 +209,10 @@ def train(
         config = TrialConfig(tokens=tokens, batch_size=batch_size, seq_len=seq_len)
     except ValidationError as error:
         raise _option_error(error) from None
+    _check_budget(loaded, config)
+    chosen = device_choice(device)
     weights = Weights(start=checkpoint, save=save)
-    result = _run_with_bar(loaded, config, device_choice(device), weights)
+    result = _run_with_bar(loaded, config, chosen, weights)
     if not result.ok:
         raise MirasError(f"training failed ({result.failure}): {result.reason}")
     metrics = result.metrics

@@ -246,6 +246,33 @@ def _from_study_layer(path: Path, storage: str | None) -> optuna.Study | None:
     return open_study(path, storage)
 
 
+_STUDY_KEYS = frozenset({"space", "objectives", "sampler", "pruner", "trial"})
+_SPACE_KEYS = frozenset({"params", "constraints", "anchors"})
+_POINT_KEYS = frozenset({*ModelPoint.model_fields, "preset"})
+
+
+def other_file_kind(data: dict[str, Any]) -> str | None:
+    """'point' or 'space' when ``data`` is plainly that kind of file rather than a study (its
+    ``type``, else its keys, as ``cli.files.detect_kind`` tells them apart); None otherwise."""
+    declared = data.get("type")
+    if declared in ("point", "space"):
+        return declared
+    if declared is not None or _STUDY_KEYS & data.keys():
+        return None
+    if _SPACE_KEYS & data.keys():
+        return "space"
+    return "point" if _POINT_KEYS & data.keys() else None
+
+
+def _check_study_kind(path: Path) -> None:
+    """MirasError, in one line, when the file at ``path`` is a point or space file, not a study."""
+    data, _ = read_yaml(path)
+    kind = other_file_kind(data)
+    if kind is not None:
+        raise MirasError(f"{path} is a {kind} file, not a study file; give a study file (the one "
+                         "`miras run` ran) or a study name")
+
+
 def open_report_study(ref: str | Path, storage: str | None = None, runs: str | Path = "runs") -> optuna.Study:
     """The Optuna study behind ``ref``: a study YAML file, or a study name (+ ``storage``).
 
@@ -255,7 +282,10 @@ def open_report_study(ref: str | Path, storage: str | None = None, runs: str | P
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     path = Path(ref)
+    if path.is_dir():
+        raise MirasError(f"{path} is a directory, not a YAML file; give a study file (or a study name)")
     if path.is_file():
+        _check_study_kind(path)
         study = _from_study_layer(path, storage)
         if study is not None:
             return study

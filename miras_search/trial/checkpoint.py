@@ -56,32 +56,106 @@ def save_checkpoint(path: str | Path, point: ModelPoint, model: nn.Module,
     return True
 
 
+NOT_A_CHECKPOINT = "is not a miras checkpoint (not a file saved by `miras train --save` or a study)"
+_LISTED = 3  # keys named per kind of mismatch; the rest are counted
+
+
+def _readable_file(path: Path) -> None:
+    """MirasError unless ``path`` is an existing, non-empty regular file."""
+    if path.is_dir():
+        raise MirasError(f"{path} is a directory, not a checkpoint file")
+    if not path.is_file():
+        raise MirasError(f"{path}: no such checkpoint file")
+    if path.stat().st_size == 0:
+        raise MirasError(f"{path} {NOT_A_CHECKPOINT}: the file is empty")
+
+
+def _point_problem(error: ValidationError) -> str:
+    """The point's validation errors in one line: 'block.d_model: Input should be ...'."""
+    parts = [f"{'.'.join(map(str, e['loc'])) or 'point'}: {e['msg']}" for e in error.errors()]
+    more = f" (+{len(parts) - _LISTED} more)" if len(parts) > _LISTED else ""
+    return "; ".join(parts[:_LISTED]) + more
+
+
 def read_checkpoint(path: str | Path) -> Checkpoint:
     """The checkpoint at ``path``; MirasError (one readable line) when it is missing or not one."""
     path = Path(path)
-    if not path.is_file():
-        raise MirasError(f"{path}: no such checkpoint file")
+    _readable_file(path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # pickle / zip errors of a file that is not a checkpoint
-        raise MirasError(f"{path} is not a miras checkpoint ({type(error).__name__}: {error})") from None
+    except OSError as error:
+        raise MirasError(f"{path}: cannot be read ({error.strerror or error})") from None
+    except Exception:  # pickle / zip errors of a file that is not a checkpoint (torch's text is pages long)
+        raise MirasError(f"{path} {NOT_A_CHECKPOINT}") from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise MirasError(f"{path} is not a miras checkpoint (format {CHECKPOINT_FORMAT} expected)")
+        raise MirasError(f"{path} {NOT_A_CHECKPOINT}: format {CHECKPOINT_FORMAT} expected")
+    state_dict = payload.get("state_dict")
+    if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
+        raise MirasError(f"{path} {NOT_A_CHECKPOINT}: its state_dict is not a mapping of tensors")
+    if "point" not in payload:
+        raise MirasError(f"{path} {NOT_A_CHECKPOINT}: it holds no point")
     try:
         point = ModelPoint.model_validate(payload["point"])
-    except (KeyError, ValidationError) as error:
-        raise MirasError(f"{path}: the checkpoint's point does not validate: {error}") from None
-    return Checkpoint(point, payload["state_dict"], dict(payload.get("metrics") or {}))
+    except ValidationError as error:
+        raise MirasError(f"{path}: the checkpoint's point does not validate: {_point_problem(error)}") from None
+    return Checkpoint(point, state_dict, dict(payload.get("metrics") or {}))
+
+
+def _listed(names: list[str]) -> str:
+    more = f" (+{len(names) - _LISTED} more)" if len(names) > _LISTED else ""
+    return ", ".join(names[:_LISTED]) + more
+
+
+def _shape(value: torch.Tensor) -> str:
+    return "[" + ", ".join(map(str, value.shape)) + "]"
+
+
+def weights_mismatch(expected: dict[str, torch.Tensor], saved: dict[str, torch.Tensor]) -> str | None:
+    """How the ``saved`` tensors do not fit a model whose state dict is ``expected``, in one
+    short line (a few keys named, the rest counted); None when they fit."""
+    missing = [k for k in expected if k not in saved]
+    unexpected = [k for k in saved if k not in expected]
+    shapes = [f"{k} {_shape(saved[k])} (the model's: {_shape(v)})"
+              for k, v in expected.items() if k in saved and saved[k].shape != v.shape]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing: {_listed(missing)}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected: {_listed(unexpected)}")
+    if shapes:
+        parts.append(f"{len(shapes)} of another shape: {_listed(shapes)}")
+    return "; ".join(parts) or None
+
+
+def _does_not_fit(source: str, reason: str) -> MirasError:
+    return MirasError(f"{source}: the weights do not fit the point's model ({reason})")
+
+
+def check_weights(checkpoint: Checkpoint, source: str = "checkpoint") -> None:
+    """MirasError when the checkpoint's weights do not fit the model its point builds: checked
+    on the meta device (no memory, nothing run), so a command can refuse before it starts."""
+    from miras_search.model import MirasLM
+
+    try:
+        with torch.device("meta"):
+            expected = MirasLM(checkpoint.point).state_dict()
+    except (ValueError, NotImplementedError):  # an unbuildable point: the trial says so when it builds it
+        return
+    reason = weights_mismatch(expected, checkpoint.state_dict)
+    if reason is not None:
+        raise _does_not_fit(source, reason)
 
 
 def load_weights(model: nn.Module, checkpoint: Checkpoint, source: str = "checkpoint") -> None:
     """Load the checkpoint's weights into ``model`` (built from the same point); MirasError if
-    they do not fit."""
+    they do not fit, naming the keys and shapes that do not."""
+    reason = weights_mismatch(model.state_dict(), checkpoint.state_dict)
+    if reason is not None:
+        raise _does_not_fit(source, reason)
     try:
         model.load_state_dict(checkpoint.state_dict)
     except RuntimeError as error:
-        raise MirasError(f"{source}: the weights do not fit the point's model: "
-                         f"{str(error).splitlines()[0]}") from None
+        raise _does_not_fit(source, str(error).splitlines()[0]) from None
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device | None = None) -> tuple[ModelPoint, nn.Module]:
