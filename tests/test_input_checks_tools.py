@@ -277,3 +277,18 @@ def test_task_data_paths_are_read_beside_the_yaml(tmp_path):
     assert files["test"] == str(tmp_path / "d.jsonl")
     assert files["train"] == [str(tmp_path / "*.jsonl"), "absent.jsonl"]
     assert resolved["dataset_path"] == "json" and config["dataset_kwargs"]["data_files"]["test"] == "d.jsonl"
+
+
+@pytest.mark.parametrize(("text", "kind"), [("bias: {kind: l2}\n", "point"),
+                                            ("type: space\nname: s\nparams: {}\n", "space")])
+def test_a_point_or_space_file_given_as_a_study_says_what_it_is(tmp_path, text, kind):
+    from miras_search.errors import ConfigError
+    from miras_search.study import load_study_file
+
+    path = tmp_path / "f.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=f"this is a {kind} file, not a study file"):
+        load_study_file(path)
+    for command in (["best", str(path)], ["run", str(path), "--inline"], ["status", str(path)]):
+        result = CliRunner().invoke(app, command, env={"COLUMNS": "300"})
+        assert result.exit_code == 1 and f"is a {kind} file, not a study file" in result.output, command

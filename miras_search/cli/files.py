@@ -3,28 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from miras_search.errors import ConfigError, Problem
-from miras_search.points import point_from_dict
+from miras_search.points import FileKind, plain_file_kind, point_from_dict
 from miras_search.space import SearchSpace
 from miras_search.yamlio import LineMap, read_yaml, read_yaml_documents
 
-FileKind = Literal["point", "space", "study"]
-_SPACE_KEYS = {"params", "constraints", "anchors"}
-_STUDY_KEYS = {"space", "objectives", "sampler", "pruner", "trial"}
-
 
 def detect_kind(data: dict[str, Any]) -> FileKind:
-    """The file's ``type`` if given, else guessed from its keys."""
-    declared = data.get("type")
-    if declared in ("point", "space", "study"):
-        return declared
-    if _STUDY_KEYS & data.keys():
-        return "study"
-    if _SPACE_KEYS & data.keys():
-        return "space"
-    return "point"
+    """The file's ``type`` if given, else guessed from its keys (a point when nothing says)."""
+    return plain_file_kind(data) or "point"
 
 
 def load_any(path: str | Path) -> tuple[FileKind, Any]:

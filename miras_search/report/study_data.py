@@ -18,6 +18,7 @@ from optuna.trial import FrozenTrial
 from pydantic import ValidationError
 
 from miras_search.errors import MirasError
+from miras_search.points import plain_file_kind
 from miras_search.schema import AXES, ModelPoint
 from miras_search.study.fidelity import describe as describe_fidelity
 from miras_search.study.records import is_feasible
@@ -246,22 +247,11 @@ def _from_study_layer(path: Path, storage: str | None) -> optuna.Study | None:
     return open_study(path, storage)
 
 
-_STUDY_KEYS = frozenset({"space", "objectives", "sampler", "pruner", "trial"})
-_SPACE_KEYS = frozenset({"params", "constraints", "anchors"})
-_POINT_KEYS = frozenset({*ModelPoint.model_fields, "preset"})
-
-
 def other_file_kind(data: dict[str, Any]) -> str | None:
-    """'point' or 'space' when ``data`` is plainly that kind of file rather than a study (its
-    ``type``, else its keys, as ``cli.files.detect_kind`` tells them apart); None otherwise."""
-    declared = data.get("type")
-    if declared in ("point", "space"):
-        return declared
-    if declared is not None or _STUDY_KEYS & data.keys():
-        return None
-    if _SPACE_KEYS & data.keys():
-        return "space"
-    return "point" if _POINT_KEYS & data.keys() else None
+    """'point' or 'space' when ``data`` is plainly that kind of file rather than a study; None
+    otherwise."""
+    kind = plain_file_kind(data)
+    return kind if kind in ("point", "space") else None
 
 
 def _check_study_kind(path: Path) -> None:

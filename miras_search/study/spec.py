@@ -25,6 +25,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from miras_search.errors import ConfigError, MirasError, Problem
+from miras_search.points import plain_file_kind
 from miras_search.presets import BASELINES, PRESET_AXES
 from miras_search.schema import ModelPoint
 from miras_search.schema._base import Schema
@@ -389,6 +390,12 @@ def load_study_dict(data: dict[str, Any], source: str = "<study>",
 
 
 def load_study_file(path: str | Path) -> StudyFile:
-    """A validated study file; ConfigError names each bad field and its line."""
+    """A validated study file; ConfigError names each bad field and its line, and says so in one
+    line when the file is plainly a point or a space file instead."""
     data, lines = read_yaml(path)
+    kind = plain_file_kind(data)
+    if kind in ("point", "space"):
+        raise ConfigError(str(path), [Problem("", f"this is a {kind} file, not a study file; give a "
+                                                  "study file (type: study, with its space, "
+                                                  "objectives and trial settings)", 1)])
     return load_study_dict(data, str(path), lines)
