@@ -74,11 +74,16 @@ def _loglikelihood(model, context: str, continuation: str) -> float:
     return float(logprobs[start - 1:].gather(-1, targets[:, None]).sum())
 
 
-@pytest.mark.slow
-def test_miras_eval_runs_a_local_lm_eval_task_offline(tmp_path, monkeypatch, root):
+@pytest.fixture
+def offline_lm_eval(monkeypatch):
+    """lm-eval installed, and the Hugging Face Hub not reached (tasks of our own run offline)."""
     pytest.importorskip("lm_eval")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.mark.slow
+def test_miras_eval_runs_a_local_lm_eval_task_offline(tmp_path, monkeypatch, root, offline_lm_eval):
     tasks = tmp_path / "tasks"
     shutil.copytree(root / "tests/data/lm_eval", tasks)
     elsewhere = tmp_path / "elsewhere"
@@ -100,10 +105,8 @@ def test_miras_eval_runs_a_local_lm_eval_task_offline(tmp_path, monkeypatch, roo
 
 
 @pytest.mark.slow
-def test_miras_eval_says_in_one_line_when_a_task_s_data_file_is_missing(tmp_path, monkeypatch, root):
-    pytest.importorskip("lm_eval")
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+def test_miras_eval_says_in_one_line_when_a_task_s_data_file_is_missing(tmp_path, monkeypatch, root,
+                                                                         offline_lm_eval):
     tasks = tmp_path / "tasks"
     tasks.mkdir()
     shutil.copy(root / "tests/data/lm_eval/miras_tiny_choice.yaml", tasks)  # without its data file
