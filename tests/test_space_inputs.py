@@ -75,3 +75,24 @@ def test_constraint_values_the_field_takes_are_kept():
                                    "constraints": [{"when": {"bias.kind": {"in": ["lp"]}},
                                                     "forbid": {"block.n_layers": {"in": [2]}}}]})
     assert {p.bias.kind for p in space.sample(8, seed=0)} == {"l2"}
+
+
+@pytest.mark.parametrize(("axis", "params", "refused"), [
+    ("retention", {"kind": "l2", "alpha": {"value": {"float": [0.5, 1.5]}}}, "alpha.value must lie in (0.0, 1.0]"),
+    ("algorithm", {"kind": "momentum", "theta": {"value": {"float": [0.5, 1.0]}}}, "theta.value must lie in (0.0, 1.0)"),
+    ("retention", {"kind": "l2", "alpha": {"value": {"float": [0.5, 1.0]}}}, None),
+    ("algorithm", {"kind": "gd", "eta": {"value": {"float": [0.01, 2.0], "log": True}}}, None),
+])
+def test_a_gate_range_must_lie_within_the_bound_its_axis_sets(axis, params, refused):
+    spec = {"name": "s", "base": BASE, "params": {axis: params}}
+    if refused is None:
+        gate = next(name for name in params if name != "kind")
+        low, high = params[gate]["value"]["float"]
+        values = [getattr(getattr(p, axis), gate).value for p in SearchSpace.from_dict(spec).sample(8, seed=0)]
+        assert all(low <= value <= high for value in values)
+        return
+    with pytest.raises(ConfigError) as caught:
+        SearchSpace.from_dict(spec)
+    (problem,) = caught.value.problems
+    assert problem.path.endswith(".value") and "reaches outside the values" in problem.message
+    assert refused in problem.message

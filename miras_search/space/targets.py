@@ -231,12 +231,44 @@ def _bounds_message(node: IntRange | FloatRange, path: tuple[str, ...],
     low, high = node.int if isinstance(node, IntRange) else node.float
     bad = [v for v in (low, high) if value_error(models, field, v) is not None]
     if not bad:
-        return None
+        return _gate_bounds_message(low, high, path)
     middle = (low + high) // 2 if isinstance(node, IntRange) else (low + high) / 2
     outside = len(bad) == 2 and value_error(models, field, middle) is not None
     return (f"the range [{low}, {high}] {'lies' if outside else 'reaches'} outside the values "
             f"{'.'.join(path)} allows; allowed: {_describe_field(models, field)}; "
             "keep the range within these bounds")
+
+
+def _gate_bounds_message(low: float, high: float, path: tuple[str, ...]) -> str | None:
+    """A range of a gate's value (``retention.alpha.value``) reaching outside what the axis that
+    owns the gate allows there (alpha in (0, 1], ...): that bound is the owner's rule, not the
+    gate's, so the field check above cannot see it; the sampler would silently drop the draws."""
+    if len(path) < 2 or path[-1] != "value":
+        return None
+    owners, gate = holders(path[:-1]), path[-2]
+    for end in (low, high):
+        messages = [_owner_rule(owner, gate, end) for owner in owners]
+        if owners and all(message is not None for message in messages):
+            return (f"the range [{low}, {high}] reaches outside the values {'.'.join(path)} allows: "
+                    f"{messages[0]}; keep the range within these bounds")
+    return None
+
+
+def _owner_rule(owner: type[BaseModel], gate: str, value: float) -> str | None:
+    """The message of ``owner``'s own rule on ``gate.value`` (a model-level check that names
+    '<gate>.value'), or None when ``owner`` takes ``value`` there."""
+    data: dict[str, Any] = {gate: {"value": value}}
+    kind = owner.model_fields.get("kind")
+    if kind is not None and kind.default is not None:
+        data["kind"] = kind.default
+    try:
+        owner.model_validate(data)
+    except ValidationError as error:
+        for item in error.errors(include_url=False):
+            message = str(item["msg"]).removeprefix("Value error, ")
+            if item["loc"][:1] in ((), (gate,)) and f"{gate}.value" in message:
+                return message
+    return None
 
 
 def _integral_grid(node: FloatRange) -> bool:
