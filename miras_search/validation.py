@@ -10,7 +10,6 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, Tag, ValidationError
 
 from miras_search.errors import ConfigError, Problem
-from miras_search.merge import get_path
 from miras_search.schema.plugins import PLUGINS_ENV
 from miras_search.yamlio import LineMap, ancestor_line
 
@@ -19,15 +18,16 @@ _CROSS_RULE = re.compile(r"^([a-z_]+(?:\.[a-z_]+)+): ")
 _FIELD_RULE = re.compile(r"^([a-z_][a-z0-9_]*): ")
 
 
-def _keys_in(data: Any, path: list[str]) -> list[str]:
-    """The leading part of ``path`` that names keys of ``data`` (a union's tag after it dropped)."""
+def _keys_in(data: Any, path: list[str]) -> tuple[list[str], Any]:
+    """The leading part of ``path`` that names keys of ``data`` (a union's tag after it dropped),
+    and the value there."""
     kept: list[str] = []
     for part in path:
         if not isinstance(data, dict) or part not in data:
             break
         kept.append(part)
         data = data[part]
-    return kept
+    return kept, data
 
 
 def model_members(annotation: Any) -> list[type[BaseModel]]:
@@ -154,15 +154,14 @@ def problems_by_error(error: ValidationError, root: type[BaseModel], data: Any, 
         message = _message(item, owner)
         rules = message.split("\n") if item["type"] == "value_error" else [message]
         found = []
+        node_path, node = _keys_in(data, path)
         for rule in rules:
             cross = _CROSS_RULE.match(rule)
             own = _FIELD_RULE.match(rule) if item["type"] == "value_error" else None
-            node_path = _keys_in(data, path)
             if cross:  # a rule between fields names the field it is about: "algorithm.kind: ..."
                 found.append(_located(prefix, [*path, *cross.group(1).split(".")],
                                       rule[cross.end():], lines))
-            elif own and isinstance(get_path(data, tuple(node_path)), dict) \
-                    and own.group(1) in get_path(data, tuple(node_path)):
+            elif own and isinstance(node, dict) and own.group(1) in node:
                 # a model's own check of one of its fields ("n_heads: a number is needed")
                 found.append(_located(prefix, [*node_path, own.group(1)], rule[own.end():], lines))
             else:

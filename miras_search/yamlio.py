@@ -161,8 +161,9 @@ def _lines_of(node: yaml.Node, path: tuple[str, ...], lines: LineMap) -> None:
 
 class _Loader(yaml.SafeLoader):
     """SafeLoader that also reads YAML 1.2's exponent floats (``1e-3``, ``5E4``) as numbers: YAML
-    1.1, PyYAML's, wants a dot (``1.0e-3``) and would give the string '1e-3', which a number
-    field refuses."""
+    1.1, PyYAML's, wants a dot (``1.0e-3``) and gives the string '1e-3'. A point's number field
+    reads such a string back, but a space's choices and a constraint's tests compare values as
+    written, where '1e-3' is no number."""
 
 
 _Loader.add_implicit_resolver(

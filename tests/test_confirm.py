@@ -223,3 +223,11 @@ def test_an_old_confirm_json_still_reads(tmp_path: Path):
     result = ConfirmResult.read_json(path)
     assert result.named_left_out == {} and result.time_limit_s is None
     assert result.correlations[0].describe() == "Spearman +0.500 (95% CI -0.200 .. +0.900)"
+
+
+@pytest.mark.parametrize(("long", "shown"), [([], "-"), ([3.1], "-"), ([3.0, 3.2], "0.14")])
+def test_the_spread_over_seeds_is_a_dash_below_two_seeds(long, shown):
+    from miras_search.report.confirm import ConfirmEntry
+
+    entry = ConfirmEntry(trial=0, label="p", anchor=None, short=3.0, tokens=1, long=long)
+    assert entry.long_std_text == shown

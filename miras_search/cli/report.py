@@ -182,7 +182,7 @@ def _confirm_table(result: ConfirmResult, study_name: str) -> Table:
         table.add_column(escape(column), justify="left" if column == "point" else "right")
     for entry in result.entries:
         table.add_row(escape(entry.label), f"{entry.short:.4g}", f"{entry.long_mean:.4g}",
-                      f"{entry.long_std:.2g}" if len(entry.long) > 1 else "-", f"{len(entry.long)}/{len(result.seeds)}")
+                      entry.long_std_text, f"{len(entry.long)}/{len(result.seeds)}")
     return table
 
 

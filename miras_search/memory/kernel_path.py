@@ -28,9 +28,11 @@ from miras_search.memory.rule import MemoryRule
 KernelChoice = Literal["auto", "triton", "torch"]
 
 
+KERNEL_BIASES = "dot, l2, lp with smooth true, huber and robust"
+"""The biases the Triton kernels compute (``kernels.dispatch.bias_config``), in words."""
 UNCOVERED_NOTE = (
-    " (covered: biases dot, l2, lp with smooth true, huber and robust, eta per head or channel-wise, a channel-wise Huber threshold "
-    "for the coordinate and switch variants; matrix memory with retention none/l2/lq/kl, "
+    f" (covered: biases {KERNEL_BIASES}, eta per head or channel-wise, a channel-wise Huber "
+    "threshold for the coordinate and switch variants; matrix memory with retention none/l2/lq/kl, "
     "gd/momentum, alpha per head or channel-wise; 2-layer MLP memory with retention "
     "none/l2/lq/kl/elastic, gd/momentum, alpha per head or channel-wise; the Omega window with gd "
     "on either, with momentum on a matrix memory; other points run the PyTorch chunked form)"
@@ -104,8 +106,7 @@ def point_kernel(rule: MemoryRule, shape: tuple[int, int, int, int, int], chunk_
     if bias_config(rule.bias) is None:
         smooth_off = rule.bias.kind == "lp" and not getattr(rule.bias, "smooth", True)
         bias = "lp with smooth false (the exact sign)" if smooth_off else f"'{rule.bias.kind}'"
-        return None, (f"no kernel covers bias {bias} (the kernels take dot, l2, lp with smooth "
-                      "true, huber and robust)")
+        return None, f"no kernel covers bias {bias} (the kernels take {KERNEL_BIASES})"
     run = kernel_for(rule)
     if run is None:
         memory = f"'{rule.memory}'"

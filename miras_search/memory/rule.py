@@ -21,6 +21,17 @@ ALGORITHM_STEPS = ("gd", "momentum", "implicit", "multistep", "muon")
 another kind validates but is refused when built, never run as one of these."""
 
 
+def require_network(kind: str) -> None:
+    """UnsupportedPoint naming memory ``kind`` when the memory ops have no network for it (an
+    option registered in the schema only)."""
+    if kind not in MEMORY_NETWORKS:
+        raise UnsupportedPoint(
+            f"memory '{kind}' is not built: the memory ops run {', '.join(MEMORY_NETWORKS)} (and "
+            "'none', softmax attention); a new architecture also needs its network in "
+            "miras_search/memory/networks.py"
+        )
+
+
 @dataclass
 class MemoryState:
     """The state carried from token to token: per-layer weights W ([B, H, out, in]), the lq
@@ -66,12 +77,7 @@ class MemoryRule:
         memory, algorithm = point.memory, point.algorithm
         if memory.kind == "none":
             return cls(memory="none", algorithm="none", window=memory.window)
-        if memory.kind not in MEMORY_NETWORKS:
-            raise UnsupportedPoint(
-                f"memory '{memory.kind}' is not built: the memory ops run {', '.join(MEMORY_NETWORKS)} "
-                "(and 'none', softmax attention); a new architecture also needs its network in "
-                "miras_search/memory/networks.py"
-            )
+        require_network(memory.kind)
         if not algorithm.built or algorithm.kind not in ALGORITHM_STEPS:
             built = [kind for kind, option in type(algorithm).registry.items()
                      if option.built and kind in ALGORITHM_STEPS]

@@ -10,7 +10,7 @@ import re
 import torch
 
 from miras_search.errors import MirasError, UnsupportedPoint
-from miras_search.memory.rule import MEMORY_NETWORKS, MemoryRule
+from miras_search.memory.rule import require_network
 from miras_search.model.compiling import compile_layers
 from miras_search.model.lm import MirasLM
 from miras_search.schema import ModelPoint
@@ -127,8 +127,7 @@ def memory_state_size(point: ModelPoint, context: int | None = None) -> int:
     kind = point.memory.kind
     if kind == "none":
         return attention_state_size(point, point.memory.window, context)
-    if kind not in MEMORY_NETWORKS:
-        MemoryRule.from_point(point)  # UnsupportedPoint, naming the memory
+    require_network(kind)
     per_head = {"vector": k, "matrix": memory_key_width(point) * v}.get(kind) or _mlp_memory_floats(point)
     size = h * per_head
     if point.algorithm.kind in ("momentum", "muon"):

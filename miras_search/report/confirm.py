@@ -77,6 +77,11 @@ class ConfirmEntry:
     def long_std(self) -> float:
         return float(np.std(self.long, ddof=1)) if len(self.long) > 1 else float("nan")
 
+    @property
+    def long_std_text(self) -> str:
+        """The spread over seeds for a table: '-' with fewer than two seeds (no spread)."""
+        return f"{self.long_std:.2g}" if len(self.long) > 1 else "-"
+
 
 @dataclass
 class ConfirmResult:

@@ -38,12 +38,6 @@ class Schema(BaseModel):
                 if isinstance(item, bool):
                     raise ValueError(f"{name}: a number is needed, not a boolean ({str(item).lower()})")
         return data
-        items = value if shape == "items" and isinstance(value, list | tuple) else [value] if shape == "scalar" else []
-        for item in items:
-            if isinstance(item, bool | str):
-                shown = f"the string {item!r}" if isinstance(item, str) else f"a boolean ({str(item).lower()})"
-                raise ValueError(f"a number is needed here, not {shown}")
-        return value
 
 
 class AxisOption(Schema):
@@ -92,9 +86,14 @@ class AxisOption(Schema):
             _late_registration()
 
     @classmethod
+    def members(cls) -> Any:
+        """The registered options of this axis as a plain union (a field's type)."""
+        return Union[tuple(cls.registry.values())]  # noqa: UP007
+
+    @classmethod
     def union(cls) -> Any:
         """Any registered option of this axis, told apart by ``kind``."""
-        return Annotated[Union[tuple(cls.registry.values())], Field(discriminator="kind")]  # noqa: UP007
+        return Annotated[cls.members(), Field(discriminator="kind")]
 
     @classmethod
     def kinds(cls) -> tuple[str, ...]:

@@ -20,7 +20,7 @@ import os
 import sys
 import typing
 from importlib.metadata import entry_points
-from typing import Any, Union
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -76,7 +76,7 @@ def _retype(model: type[BaseModel], fields: dict[str, type[AxisOption]]) -> None
     """Give each field the union of its axis's registered options, then rebuild the model (the
     field's discriminator, ``kind``, is kept on its FieldInfo)."""
     for name, base in fields.items():
-        model.model_fields[name].annotation = Union[tuple(base.registry.values())]  # noqa: UP007
+        model.model_fields[name].annotation = base.members()
     model.model_rebuild(force=True)
 
 

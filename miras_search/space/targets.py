@@ -132,8 +132,9 @@ def _describe_field(models: list[type[BaseModel]], field: str) -> str | None:
     return " or ".join(texts) or None
 
 
-def _field_error(model: type[BaseModel], field: str, value: Any) -> str | None:
-    """The schema's message for ``value`` in ``model.field``, or None if the field accepts it."""
+def _errors_with(model: type[BaseModel], field: str, value: Any) -> list[tuple[tuple[Any, ...], str]]:
+    """(loc, message) of each error of ``model`` validated with ``value`` in ``field`` alone (and
+    the model's own ``kind``, for an axis option)."""
     data: dict[str, Any] = {field: value}
     kind = model.model_fields.get("kind")
     if field != "kind" and kind is not None and kind.default is not None:
@@ -141,10 +142,15 @@ def _field_error(model: type[BaseModel], field: str, value: Any) -> str | None:
     try:
         model.model_validate(data)
     except ValidationError as error:
-        for item in error.errors(include_url=False):
-            if tuple(item["loc"][:1]) == (field,):
-                return str(item["msg"]).removeprefix("Value error, ")
-    return None
+        return [(tuple(item["loc"]), str(item["msg"]).removeprefix("Value error, "))
+                for item in error.errors(include_url=False)]
+    return []
+
+
+def _field_error(model: type[BaseModel], field: str, value: Any) -> str | None:
+    """The schema's message for ``value`` in ``model.field``, or None if the field accepts it."""
+    return next((message for loc, message in _errors_with(model, field, value) if loc[:1] == (field,)),
+                None)
 
 
 def value_error(models: list[type[BaseModel]], field: str, value: Any) -> str | None:
@@ -257,18 +263,8 @@ def _gate_bounds_message(low: float, high: float, path: tuple[str, ...]) -> str 
 def _owner_rule(owner: type[BaseModel], gate: str, value: float) -> str | None:
     """The message of ``owner``'s own rule on ``gate.value`` (a model-level check that names
     '<gate>.value'), or None when ``owner`` takes ``value`` there."""
-    data: dict[str, Any] = {gate: {"value": value}}
-    kind = owner.model_fields.get("kind")
-    if kind is not None and kind.default is not None:
-        data["kind"] = kind.default
-    try:
-        owner.model_validate(data)
-    except ValidationError as error:
-        for item in error.errors(include_url=False):
-            message = str(item["msg"]).removeprefix("Value error, ")
-            if item["loc"][:1] in ((), (gate,)) and f"{gate}.value" in message:
-                return message
-    return None
+    return next((message for loc, message in _errors_with(owner, gate, {"value": value})
+                 if loc[:1] in ((), (gate,)) and f"{gate}.value" in message), None)
 
 
 def _integral_grid(node: FloatRange) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections.abc
 import copy
 import difflib
+import functools
 import inspect
 import math
 import sys
@@ -248,6 +249,7 @@ def _resolved(annotation: Any, namespace: dict[str, Any]) -> Any:
     return resolved[0] if len(resolved) == 1 else _AnyOf(resolved)
 
 
+@functools.cache
 def sampler_options(kind: str) -> dict[str, Any]:
     """The keyword options of ``kind``'s Optuna sampler and the type each takes (from its
     constructor's signature and annotations; ``inspect.Parameter.empty`` where not known)."""
