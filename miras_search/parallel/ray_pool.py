@@ -26,8 +26,11 @@ from miras_search.schema.plugins import load_plugins
 from miras_search.study.execute import TrialTask, execute, flush_live_runs
 
 log = logging.getLogger(__name__)
-START_TIMEOUT_S = 120.0
-"""How long the workers may take to start (import torch, load plugins) before the run stops."""
+START_TIMEOUT_S = 600.0
+"""How long the workers may take to start (import torch, load plugins) before the run stops. A
+worker that dies is reported at once (its call returns the error); this bound only catches a
+start that hangs, so it is generous: on a busy shared machine a two-node cluster's worker took
+over 120 s to import torch."""
 
 
 class TrialWorker:
