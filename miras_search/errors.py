@@ -30,8 +30,16 @@ class ConfigError(MirasError):
     def __init__(self, source: str, problems: list[Problem]):
         self.source = source
         self.problems = problems
-        listed = "\n".join(f"  - {p}" for p in problems)
-        super().__init__(f"{source} is not valid ({len(problems)} problem(s)):\n{listed}")
+        super().__init__(_describe(source, problems))
+
+
+def _describe(source: str, problems: list[Problem]) -> str:
+    """The message: a file that is missing, empty or unreadable is not called "not valid"."""
+    if len(problems) == 1 and not problems[0].path and problems[0].line is None:
+        message = problems[0].message  # e.g. "no such file", "is a directory, not a YAML file"
+        return f"{source} {message}" if message.startswith("is ") else f"{source}: {message}"
+    listed = "\n".join(f"  - {p}" for p in problems)
+    return f"{source} is not valid ({len(problems)} problem(s)):\n{listed}"
 
 
 class UnsupportedPoint(MirasError):

@@ -162,3 +162,20 @@ def test_the_metric_names_are_those_a_trial_measures():
     assert set(result.metrics) <= named
     data_names = set(data_metric_names([spec["task"] for spec in data]))
     assert data_names <= set(result.metrics)
+
+
+# ---- which problem is named first; files that are not there ----------------------------------
+def test_a_repeated_objective_is_named_before_the_pruner_advice(tmp_path):
+    """Following 'use pruner: none' would only lead to the repeat: it is reported first."""
+    path = write_study(tmp_path, objectives=[{"metric": "val_bpb"}, {"metric": "val_bpb"}],
+                       pruner={"kind": "median"})
+    message = _refused(path)
+    assert "objectives (line 2): an objective is listed twice" in message and "pruner" not in message
+
+
+def test_a_missing_or_unreadable_file_is_not_called_invalid(tmp_path):
+    (tmp_path / "folder.yaml").mkdir()
+    for name, words in [("absent.yaml", "absent.yaml: no such file"),
+                        ("folder.yaml", "folder.yaml is a directory, not a YAML file")]:
+        message = _refused(tmp_path / name)
+        assert words in message and "not valid" not in message and "problem(s)" not in message

@@ -234,6 +234,9 @@ class StudyFile(Schema):
 
     @model_validator(mode="after")
     def _coherent(self) -> StudyFile:
+        names = [o.name for o in self.objectives]
+        if len(set(names)) != len(names):  # first: the advice below would be wrong for a repeat
+            raise ValueError("objectives: an objective is listed twice")
         multi = len(self.objectives) > 1
         if multi and self.pruner.kind != "none":
             raise ValueError("pruner.kind: pruning needs a single objective; use 'pruner: {kind: none}'")
@@ -241,9 +244,6 @@ class StudyFile(Schema):
             raise ValueError("sampler.kind: cmaes is single-objective; use nsgaii, tpe or random")
         if self.trials is None and self.timeout_s is None and self.sampler.kind not in ("grid", "anchors"):
             raise ValueError("trials: give 'trials' (a number of finished trials) or 'timeout_s'")
-        names = [o.name for o in self.objectives]
-        if len(set(names)) != len(names):
-            raise ValueError("objectives: an objective is listed twice")
         return self
 
     @property
