@@ -77,6 +77,33 @@ def test_constraint_values_the_field_takes_are_kept():
     assert {p.bias.kind for p in space.sample(8, seed=0)} == {"l2"}
 
 
+@pytest.mark.parametrize(("test", "words"), [
+    ({"block.n_layers": "2"}, "'2' is text, while block.n_layers holds int values: write 2 without quotes"),
+    ({"block.n_layers": {"in": [4, "2"]}}, "'2' is text"),
+    ({"train.lr": "0.003"}, "'0.003' is text, while train.lr holds float values: write 0.003"),
+])
+def test_a_number_written_as_text_in_a_constraint_is_refused(test, words):
+    """A drawn value is compared as the point holds it, so '2' would never equal 2."""
+    problems = _problems({"block": {"n_layers": {"choice": [2, 4]}}},
+                         constraints=[{"when": test, "forbid": {"train.chunk_size": 16}}])
+    assert any("constraints.0.when" in p and words in p and "could never match" in p for p in problems), problems
+
+
+def test_a_number_in_a_constraint_matches_a_choice_written_as_text():
+    space = SearchSpace.from_dict({"name": "s", "base": BASE,
+                                   "params": {"block": {"n_layers": {"choice": ["1", "2"]}}},
+                                   "constraints": [{"forbid": {"block.n_layers": 2}}]})
+    assert {p.block.n_layers for p in space.sample(6, seed=0)} == {1}
+
+
+@pytest.mark.parametrize("node", [{"low": 0.001, "high": 0.01, "log": True}, {"min": 1, "max": 2}])
+def test_a_mapping_under_a_one_value_field_says_how_to_write_a_range(node):
+    """An Optuna-style range under train.lr: one problem that shows the space's own forms."""
+    (problem,) = _problems({"train": {"lr": node}})
+    assert problem.startswith("params.train.lr.") and "train.lr holds one value, not a mapping" in problem
+    assert "{float: [lo, hi]}" in problem and "{choice: [...]}" in problem
+
+
 @pytest.mark.parametrize(("axis", "params", "refused"), [
     ("retention", {"kind": "l2", "alpha": {"value": {"float": [0.5, 1.5]}}}, "alpha.value must lie in (0.0, 1.0]"),
     ("algorithm", {"kind": "momentum", "theta": {"value": {"float": [0.5, 1.0]}}}, "theta.value must lie in (0.0, 1.0)"),

@@ -166,8 +166,8 @@ class SearchSpace:
             raise ConfigError(self.source, problems)
         for where, path, _node in iter_leaves(self.spec.params):
             problem = unknown_path_problem(path, where, lines)
-            if problem is not None:
-                problems.append(problem)
+            if problem is not None and all(p.message != problem.message for p in problems):
+                problems.append(problem)  # {low: .., high: ..} under one field: said once
         problems.extend(target_problems(self.spec.params, lines))
         for index, constraint in enumerate(self.spec.constraints):
             for section in ("when", "require", "forbid"):

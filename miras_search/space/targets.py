@@ -132,15 +132,20 @@ def _describe_field(models: list[type[BaseModel]], field: str) -> str | None:
     return " or ".join(texts) or None
 
 
-def _errors_with(model: type[BaseModel], field: str, value: Any) -> list[tuple[tuple[Any, ...], str]]:
-    """(loc, message) of each error of ``model`` validated with ``value`` in ``field`` alone (and
-    the model's own ``kind``, for an axis option)."""
+def _alone(model: type[BaseModel], field: str, value: Any) -> dict[str, Any]:
+    """``{field: value}``, with the model's own ``kind`` for an axis option."""
     data: dict[str, Any] = {field: value}
     kind = model.model_fields.get("kind")
     if field != "kind" and kind is not None and kind.default is not None:
         data["kind"] = kind.default
+    return data
+
+
+def _errors_with(model: type[BaseModel], field: str, value: Any) -> list[tuple[tuple[Any, ...], str]]:
+    """(loc, message) of each error of ``model`` validated with ``value`` in ``field`` alone (and
+    the model's own ``kind``, for an axis option)."""
     try:
-        model.model_validate(data)
+        model.model_validate(_alone(model, field, value))
     except ValidationError as error:
         return [(tuple(item["loc"]), str(item["msg"]).removeprefix("Value error, "))
                 for item in error.errors(include_url=False)]
@@ -326,9 +331,31 @@ def constraint_value_problems(constraints: list[Constraint], lines: LineMap) -> 
                     (operator, item) for operator in ("in", "not_in")
                     for item in (test.get(operator) or [])]
                 for operator, value in tested:
-                    message = _rejection(models, path, value, _shown(value))
+                    message = _rejection(models, path, value, _shown(value)) or _spelled(models, path, value)
                     if message is not None:
                         at = ("constraints", str(index), section, dotted, *(operator,) * (operator is not None))
                         problems.append(Problem(".".join(at), message + "; the test could never match",
                                                 ancestor_line(lines, at)))
     return problems
+
+
+def _spelled(models: list[type[BaseModel]], path: tuple[str, ...], value: Any) -> str | None:
+    """'"1" is text, ...' when the field accepts ``value`` only by converting it (a number written
+    as text): a constraint compares drawn values as they are, so the text would never equal them."""
+    field, converted = path[-1], None
+    for model in models:
+        data = _alone(model, field, value)
+        try:
+            model.model_validate(data, strict=True)
+            return None  # taken as it is
+        except ValidationError:
+            pass
+        try:
+            converted = getattr(model.model_validate(data), field)
+        except ValidationError:
+            continue
+    if converted is None:
+        return None
+    return (f"{_shown(value)} is text, while {'.'.join(path)} holds {type(converted).__name__} values: "
+            f"write {_shown(converted)} without quotes")
+
