@@ -52,3 +52,8 @@ class NonFiniteError(MirasError):
 
 class SequenceTooLong(MirasError):
     """An input longer than the model's configured maximum."""
+
+
+class BadTokens(MirasError, ValueError):
+    """Token ids (or targets) a model cannot read: not an integer [batch, time] tensor, empty, or
+    ids outside [0, vocab_size)."""

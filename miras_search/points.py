@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from miras_search.errors import ConfigError, Problem
+from miras_search.errors import ConfigError, MirasError, Problem
 from miras_search.merge import deep_merge
 from miras_search.presets import PRESET_AXES, is_preset_point, preset, preset_hint
 from miras_search.schema import AXES, ModelPoint
@@ -75,6 +76,23 @@ def load_point(ref: str | Path) -> ModelPoint:
     if str(ref) in PRESET_AXES:
         return preset(str(ref))
     raise ConfigError(str(ref), [Problem("", f"no such point file, and no preset of that name{preset_hint(str(ref))}")])
+
+
+def as_point(point: ModelPoint | str | Path | Mapping[str, Any]) -> ModelPoint:
+    """``point`` as a ModelPoint: a preset name, a point file, a mapping of a point's fields
+    (``preset`` allowed, as in a file), or a ModelPoint, returned as it is.
+
+    ConfigError for a mapping or file that does not validate; MirasError for anything else."""
+    if isinstance(point, BaseModel) and "block" in type(point).model_fields:
+        return point  # a ModelPoint (possibly of a class rebuilt since: plugins.refresh)
+    if isinstance(point, str) and point in PRESET_AXES:
+        return preset(point)
+    if isinstance(point, str | Path):
+        return load_point(point)
+    if isinstance(point, Mapping):
+        return point_from_dict(dict(point))
+    raise MirasError(f"point: expected a ModelPoint, a preset name ({', '.join(PRESET_AXES)}), a point "
+                     f"file or a mapping of a point's fields; got {type(point).__name__}")
 
 
 def _compact(model: BaseModel) -> dict[str, Any]:

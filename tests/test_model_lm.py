@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
 import torch
 
-from miras_search.errors import NonFiniteError, SequenceTooLong, UnsupportedPoint
+from miras_search.errors import (
+    BadTokens,
+    ConfigError,
+    MirasError,
+    NonFiniteError,
+    SequenceTooLong,
+    UnsupportedPoint,
+)
 from miras_search.model import (
     AttentionMixer,
     MemoryMixer,
@@ -182,6 +190,53 @@ def test_sequence_too_long_names_the_field() -> None:
     model(_tokens(1, 8))
     with pytest.raises(SequenceTooLong, match=r"block\.max_seq_len"):
         model(_tokens(1, 9))
+
+
+_IDS = torch.randint(0, 256, (2, 12), generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize(("tokens", "targets", "words"), [
+    (_IDS.float(), None, "tokens must hold integer token ids (torch.long), not torch.float32"),
+    (_IDS[0], None, "tokens must be [batch, time], got shape (12,) (one sequence: tokens[None])"),
+    (_IDS.tolist(), None, "tokens must be a torch tensor [batch, time] of token ids, not list"),
+    (_IDS[:, :0], None, "tokens is empty"),
+    (_IDS.clone().index_fill_(1, torch.tensor([3]), 300), None, "tokens hold id 300, outside [0, 260)"),
+    (_IDS - 300, None, "outside [0, 260)"),
+    (_IDS, _IDS[:, 1:], "targets have shape (2, 11), tokens (2, 12)"),
+    (_IDS, _IDS.clone().fill_(999), "targets hold id 999, outside [0, 260)"),
+    (_IDS, torch.full_like(_IDS, -100), "every target is IGNORE_INDEX (-100)"),
+    (_IDS, _IDS > 3, "targets must hold integer token ids"),
+])
+def test_bad_tokens_are_named_before_the_forward(tokens: Any, targets: Any, words: str) -> None:
+    """Before: torch's IndexError / 'Expected tensor for argument #1' or a NaN loss blamed on the lr."""
+    model = _built(tiny("gated_deltanet"))
+    with pytest.raises(BadTokens, match=re.escape(words)):
+        model(tokens, targets)
+
+
+def test_tokens_of_any_integer_type_and_some_ignored_targets_are_read() -> None:
+    model = _built(tiny("gated_deltanet"))
+    targets = _IDS.clone()
+    targets[:, :5] = -100
+    _, loss = model(_IDS.int(), targets)
+    assert torch.isfinite(loss)
+
+
+@pytest.mark.parametrize("given", ["moneta", {"preset": "moneta", "block": {"n_layers": 1}}, "point_file"])
+def test_the_factory_takes_a_preset_name_a_mapping_or_a_point_file(given: Any, tmp_path) -> None:
+    if given == "point_file":
+        given = tmp_path / "p.yaml"
+        given.write_text("preset: moneta\nblock: {n_layers: 1}\n")
+    expected = preset("moneta") if given == "moneta" else preset("moneta", block={"n_layers": 1})
+    assert param_count(given) == param_count(expected)
+    assert isinstance(build_model(given, "cpu"), MirasLM)
+
+
+def test_the_factory_names_what_a_point_can_be() -> None:
+    with pytest.raises(MirasError, match=r"point: expected a ModelPoint, a preset name .* got int"):
+        build_model(3, "cpu")
+    with pytest.raises(ConfigError, match=r"memory\.kind"):
+        build_model({"memory": {"kind": "banana"}}, "cpu")
 
 
 def test_non_finite_forward_raises() -> None:

@@ -6,6 +6,8 @@ import contextlib
 import itertools
 import math
 import re
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 
@@ -13,16 +15,8 @@ from miras_search.errors import MirasError, UnsupportedPoint
 from miras_search.memory.rule import require_network
 from miras_search.model.compiling import compile_layers
 from miras_search.model.lm import MirasLM
+from miras_search.points import as_point
 from miras_search.schema import ModelPoint
-
-
-def _as_point(point: ModelPoint | str) -> ModelPoint:
-    if isinstance(point, str):
-        from miras_search.presets import preset
-
-        return preset(point)
-    return point
-
 
 DEVICES = ("auto", "cpu", "cuda")
 """Device names a point trains on (``cuda:N`` picks GPU N)."""
@@ -58,15 +52,16 @@ def autocast_context(point: ModelPoint, device: torch.device) -> contextlib.Abst
     return contextlib.nullcontext()
 
 
-def build_model(point: ModelPoint | str, device: str | torch.device | None = None) -> MirasLM:
-    """Build the language model of ``point`` (or a preset name) on ``device`` (default: pick_device()).
+def build_model(point: ModelPoint | str | Mapping[str, Any], device: str | torch.device | None = None) -> MirasLM:
+    """Build the language model of ``point`` (a ModelPoint, a preset name, a point file or a
+    mapping of a point's fields: ``points.as_point``) on ``device`` (default: pick_device()).
 
     Raises UnsupportedPoint (naming the axis) for combinations the memory ops do not build.
     With train.compile true its layers are compiled in place (``model.compiling.compile_layers``:
     the same module and state dict; eager, with a CompileFallbackWarning, where inductor cannot
     run); 'auto' leaves the choice to the training loop (``train_tokens``).
     """
-    point = _as_point(point)
+    point = as_point(point)
     device = pick_device(device)
     model = _construct(point).to(device)
     if point.train.compile is True:
@@ -83,11 +78,11 @@ def _construct(point: ModelPoint) -> MirasLM:
         raise UnsupportedPoint(f"the model factory cannot build the point ({axes}): {error}") from error
 
 
-def param_count(point: ModelPoint | str) -> int:
+def param_count(point: ModelPoint | str | Mapping[str, Any]) -> int:
     """Exact number of parameters of ``build_model(point)`` (tied embeddings counted once).
 
     Built on the meta device: no memory is allocated and nothing is initialised."""
-    point = _as_point(point)
+    point = as_point(point)
     with torch.device("meta"):
         model = _construct(point)
     return sum(p.numel() for p in model.parameters())
@@ -148,7 +143,7 @@ def attention_state_size(point: ModelPoint, window: int | None, context: int | N
 def layer_state_sizes(point: ModelPoint | str, context: int | None = None) -> list[int]:
     """State floats of each of the n_layers layers (see memory_state_size; a samba memory layer
     adds its sliding-window cache; swa layers: window block.window; attention: full context)."""
-    point = _as_point(point)
+    point = as_point(point)
     sizes = []
     for kind in point.block.layer_kinds():
         if kind == "swa":
@@ -163,7 +158,7 @@ def layer_state_sizes(point: ModelPoint | str, context: int | None = None) -> li
     return sizes
 
 
-def state_size(point: ModelPoint | str, context: int | None = None) -> int:
+def state_size(point: ModelPoint | str | Mapping[str, Any], context: int | None = None) -> int:
     """Floats of recurrent state per layer at one token position of one sequence: the mean over
     layers of ``layer_state_sizes`` (rounded up), i.e. the state of one memory layer for a point
     without hybrid layers. See memory_state_size for the formula of each memory kind."""

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from miras_search.errors import NonFiniteError, SequenceTooLong
+from miras_search.errors import BadTokens, NonFiniteError, SequenceTooLong
 from miras_search.model.gates import GateProducer
 from miras_search.model.layers import SwiGLU
 from miras_search.model.mixer import AttentionMixer, MemoryMixer
@@ -33,6 +33,55 @@ from miras_search.schema import ModelPoint
 
 IGNORE_INDEX = -100
 """Targets equal to this are left out of the loss (torch's cross-entropy default)."""
+
+
+def _integer_grid(name: str, ids: object, shape: str) -> torch.Tensor:
+    """``ids`` if it is an integer tensor [batch, time] with time >= 1, else BadTokens."""
+    if not isinstance(ids, torch.Tensor):
+        raise BadTokens(f"{name} must be a torch tensor {shape} of token ids, not {type(ids).__name__}")
+    if ids.dtype == torch.bool or ids.dtype.is_floating_point or ids.dtype.is_complex:
+        raise BadTokens(f"{name} must hold integer token ids (torch.long), not {ids.dtype}; "
+                        "convert with .long()")
+    if ids.dim() != 2:
+        hint = f" (one sequence: {name}[None])" if ids.dim() == 1 else ""
+        raise BadTokens(f"{name} must be {shape}, got shape {tuple(ids.shape)}{hint}")
+    if ids.shape[1] == 0:
+        raise BadTokens(f"{name} is empty: {shape} needs at least one token per sequence")
+    return ids
+
+
+def check_tokens(tokens: object, targets: object, vocab_size: int) -> None:
+    """BadTokens naming what is wrong with ``tokens`` [B, T] (and ``targets`` [B, T] or None):
+    type, shape, an id outside [0, vocab_size) (targets may also be IGNORE_INDEX), or no target
+    to count. The ids are read on a CPU only: on a GPU that read would stall the host until the
+    previous step ends (type and shape are checked everywhere)."""
+    tokens = _integer_grid("tokens", tokens, "[batch, time]")
+    if targets is not None:
+        targets = _integer_grid("targets", targets, "[batch, time]")
+        if targets.shape != tokens.shape:
+            raise BadTokens(f"targets have shape {tuple(targets.shape)}, tokens {tuple(tokens.shape)}: "
+                            "give one target per token (the next token; IGNORE_INDEX to skip one)")
+    if tokens.device.type != "cpu":
+        return
+    bad_tokens = (tokens < 0) | (tokens >= vocab_size)
+    any_bad = bad_tokens.any()
+    if isinstance(targets, torch.Tensor):
+        bad_targets = ((targets < 0) & (targets != IGNORE_INDEX)) | (targets >= vocab_size)
+        none_counted = (targets == IGNORE_INDEX).all()  # the mean loss would be 0 / 0
+        any_bad = any_bad | bad_targets.any() | none_counted
+    if not bool(any_bad):  # the one sync
+        return
+    if bool(bad_tokens.any()):
+        _out_of_range("tokens", tokens, bad_tokens, vocab_size)
+    if bool(bad_targets.any()):
+        _out_of_range("targets", targets, bad_targets, vocab_size)
+    raise BadTokens(f"every target is IGNORE_INDEX ({IGNORE_INDEX}): no token to compute the loss on")
+
+
+def _out_of_range(name: str, ids: torch.Tensor, bad: torch.Tensor, vocab_size: int) -> None:
+    value = int(ids[bad][0])
+    raise BadTokens(f"{name} hold id {value}, outside [0, {vocab_size}) (block.vocab_size; "
+                    f"{int(bad.sum())} such ids); byte-level models read ids 0..255")
 
 
 def make_mixers(point: ModelPoint, kind: str, layer: int = 0) -> list[nn.Module]:
@@ -81,7 +130,9 @@ class MirasLM(nn.Module):
         -> logits [B, T, vocab]                      when targets is None
         -> (logits [B, T, vocab], loss scalar)       otherwise (mean cross-entropy, nats/token;
                                                      targets == IGNORE_INDEX are skipped)
-    Raises SequenceTooLong when T > block.max_seq_len and NonFiniteError when the loss (or, without
+    Raises BadTokens for ids that are not an integer [B, T] tensor within [0, vocab) (targets:
+    the same shape, IGNORE_INDEX allowed), SequenceTooLong when T > block.max_seq_len and
+    NonFiniteError when the loss (or, without
     targets, the logits) is NaN/inf.
     """
 
@@ -140,6 +191,7 @@ class MirasLM(nn.Module):
     def forward(
         self, tokens: torch.Tensor, targets: torch.Tensor | None = None
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        check_tokens(tokens, targets, self.embed.num_embeddings)
         length = tokens.shape[1]
         if length > self.max_seq_len:
             raise SequenceTooLong(

@@ -9,9 +9,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from pydantic import ValidationError
@@ -27,6 +28,7 @@ from miras_search.errors import (
 from miras_search.model import autocast_context, build_model, pick_device, state_size
 from miras_search.model.compiling import is_compiled
 from miras_search.model.quick_train import StepInfo, train_tokens
+from miras_search.points import as_point
 from miras_search.schema import ModelPoint
 from miras_search.trial.allocator import release_free_memory, tune_allocator
 from miras_search.trial.checkpoint import Checkpoint, load_weights, save_checkpoint, weights_mb
@@ -89,7 +91,7 @@ class Weights:
     max_mb: float | None = None
 
 
-def run_trial(point: ModelPoint, config: TrialConfig | None = None, report: Reporter | None = None,
+def run_trial(point: ModelPoint | str | Mapping[str, Any], config: TrialConfig | None = None, report: Reporter | None = None,
               device: str | torch.device | None = None,
               progress: Callable[[StepInfo], None] | None = None,
               concurrent: int = 1, weights: Weights | None = None,
@@ -100,7 +102,8 @@ def run_trial(point: ModelPoint, config: TrialConfig | None = None, report: Repo
     own ``seq_len`` (``DataMix.train_steps``); ``metrics['tokens']`` is what was trained.
 
     Args:
-        point: the architecture; ``config`` overrides its budget (tokens, batch, seq_len, seed).
+        point: the architecture (or a preset name, point file or mapping: ``points.as_point``);
+            ``config`` overrides its budget (tokens, batch, seq_len, seed).
         config: data mix, budget, evaluation, bounds, objective (default: TrialConfig()).
         report: intermediate-value hook (the study turns it into Optuna pruning), called every
             ``config.report_every`` steps and at the final step, whose answer cannot prune.
@@ -113,8 +116,10 @@ def run_trial(point: ModelPoint, config: TrialConfig | None = None, report: Repo
             ``metrics['weights_mb']`` is their size, ``metrics['saved_weights']`` 1 when saved.
         report_objective: what ``report`` receives (default ``config.objective``): a study passes
             its own objective, which may name a metric this trial cannot measure.
-    Raises ConfigError only for a config that cannot describe any trial (bad data spec).
+    Raises ConfigError only for a config that cannot describe any trial (bad data spec) or a
+    ``point`` that is no point (MirasError for a value of another type).
     """
+    point = as_point(point)  # a preset name, a file or a mapping too; a bad one raises here
     config = config or TrialConfig()
     tune_allocator()  # once per process: the steps' large tensors reuse the heap's pages
     release_free_memory()  # ... but not an earlier trial's: this one's resident peak is its own
