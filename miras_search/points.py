@@ -50,6 +50,9 @@ def _check_preset_name(name: Any, source: str, lines: LineMap) -> None:
 def point_from_dict(data: dict[str, Any], source: str = "<point>",
                     lines: LineMap | None = None) -> ModelPoint:
     """Validate a point mapping: ``preset`` (optional) is the base, the other keys override it."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(source, [Problem("", f"a point is a mapping of its fields (memory, bias, ...), "
+                                               f"not a {yaml_kind(data)}")])
     data = dict(data)
     if data.pop("type", "point") != "point":
         raise ConfigError(source, [Problem("type", "a point file has 'type: point' (or no type)")])
@@ -125,8 +128,10 @@ def point_to_dict(point: ModelPoint, compact: bool = True) -> dict[str, Any]:
     return {key: data[key] for key in order if key in data}
 
 
-def point_to_yaml(point: ModelPoint, compact: bool = True, meta: dict[str, Any] | None = None) -> str:
-    data = point_to_dict(point, compact)
+def point_to_yaml(point: ModelPoint | str | Mapping[str, Any], compact: bool = True,
+                  meta: dict[str, Any] | None = None) -> str:
+    """The point (anything ``as_point`` takes) as a point file's YAML, with ``meta`` if given."""
+    data = point_to_dict(as_point(point), compact)
     if meta:
         data["meta"] = meta
     return dump_yaml(data)

@@ -140,10 +140,12 @@ def attention_state_size(point: ModelPoint, window: int | None, context: int | N
     return block.n_heads * (block.head_k + block.head_v) * span
 
 
-def layer_state_sizes(point: ModelPoint | str, context: int | None = None) -> list[int]:
+def layer_state_sizes(point: ModelPoint | str | Mapping[str, Any], context: int | None = None) -> list[int]:
     """State floats of each of the n_layers layers (see memory_state_size; a samba memory layer
     adds its sliding-window cache; swa layers: window block.window; attention: full context)."""
     point = as_point(point)
+    if context is not None and (isinstance(context, bool) or not isinstance(context, int) or context < 1):
+        raise MirasError(f"context: a number of tokens >= 1 (or None: the whole sequence), not {context!r}")
     sizes = []
     for kind in point.block.layer_kinds():
         if kind == "swa":

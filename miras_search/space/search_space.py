@@ -228,6 +228,9 @@ class SearchSpace:
 
     def sample(self, n: int, seed: int = 0, max_attempts: int | None = None) -> list[ModelPoint]:
         """``n`` valid points drawn at random (rejection sampling); ConfigError if none is valid."""
+        for name, value in (("n", n), ("seed", seed)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise MirasError(f"sample: {name} must be a whole number >= 0, not {value!r}")
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
         attempts = max_attempts or max(200, 50 * n)

@@ -37,7 +37,7 @@ from miras_search.trial.evaluate import evaluate
 from miras_search.trial.memory_limit import check_fits, is_out_of_memory, trial_memory_limit
 from miras_search.trial.peak_memory import PeakMemory
 from miras_search.trial.result import FailureKind, TrialFailed, TrialResult
-from miras_search.validation import problems_from
+from miras_search.validation import problems_from, validate
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,19 @@ class Weights:
     max_mb: float | None = None
 
 
-def run_trial(point: ModelPoint | str | Mapping[str, Any], config: TrialConfig | None = None, report: Reporter | None = None,
+def _as_config(config: TrialConfig | Mapping[str, Any] | None) -> TrialConfig:
+    """``config``, a mapping of its fields validated (ConfigError naming the field), or the default."""
+    if config is None:
+        return TrialConfig()
+    if isinstance(config, Mapping):
+        return validate(TrialConfig, dict(config), "<trial config>")
+    if not isinstance(config, TrialConfig):
+        raise MirasError(f"config: expected a TrialConfig or a mapping of its fields, not {type(config).__name__}")
+    return config
+
+
+def run_trial(point: ModelPoint | str | Mapping[str, Any],
+              config: TrialConfig | Mapping[str, Any] | None = None, report: Reporter | None = None,
               device: str | torch.device | None = None,
               progress: Callable[[StepInfo], None] | None = None,
               concurrent: int = 1, weights: Weights | None = None,
@@ -104,7 +116,8 @@ def run_trial(point: ModelPoint | str | Mapping[str, Any], config: TrialConfig |
     Args:
         point: the architecture (or a preset name, point file or mapping: ``points.as_point``);
             ``config`` overrides its budget (tokens, batch, seq_len, seed).
-        config: data mix, budget, evaluation, bounds, objective (default: TrialConfig()).
+        config: data mix, budget, evaluation, bounds, objective (default: TrialConfig()); a
+            mapping of its fields is validated.
         report: intermediate-value hook (the study turns it into Optuna pruning), called every
             ``config.report_every`` steps and at the final step, whose answer cannot prune.
         device: overrides ``config.device``.
@@ -120,7 +133,7 @@ def run_trial(point: ModelPoint | str | Mapping[str, Any], config: TrialConfig |
     ``point`` that is no point (MirasError for a value of another type).
     """
     point = as_point(point)  # a preset name, a file or a mapping too; a bad one raises here
-    config = config or TrialConfig()
+    config = _as_config(config)
     tune_allocator()  # once per process: the steps' large tensors reuse the heap's pages
     release_free_memory()  # ... but not an earlier trial's: this one's resident peak is its own
     started = time.perf_counter()
