@@ -5,7 +5,17 @@
 #   bash benchmarks/gpu_check.sh [OUT_DIR] [WORKERS]      (default benchmarks/results/gpu_check)
 #   DRY_RUN=1 bash benchmarks/gpu_check.sh OUT_DIR        (a CPU: every step at toy size, ~3 min)
 #
-# Needs the package installed with the gpu extra (`bash scripts/setup.sh` does it where
+# On the device (the run tool: its machines have no network, and their image lacks our package,
+# pydantic, optuna, ray, wandb and fla): first, here, `bash benchmarks/device_bundle.sh` (a few
+# minutes; writes .whl/site.tar.xz, ~47 MiB; again only when its pins change, since the command
+# below puts this tree's own miras_search over the bundle's), then one call with carry [".whl"],
+# timeout_s 600 and this command (files come back as at most 8 files: gpu.txt and the whole
+# OUT_DIR as one tarball; its gc/autotune.tgz, saved as .whl/autotune.tgz, spares the next call
+# fla's autotuning):
+#   rm -rf /tmp/site /tmp/gc; mkdir -p /tmp/site && tar xJf .whl/site.tar.xz -C /tmp/site && rm -rf /tmp/site/miras_search && cp -r miras_search /tmp/site/ && rm -rf /tmp/site/miras_search/kernels && cp -r kernels /tmp/site/miras_search/kernels && export PYTHONPATH=/tmp/site || exit; AUTOTUNE_IN=.whl/autotune.tgz timeout -k 5 570 bash benchmarks/gpu_check.sh /tmp/gc; cp /tmp/gc/gpu.txt $OUT/; tar czf $OUT/gpu_check.tgz -C /tmp gc
+# With less than 600 s of device time left, lower the outer timeout and the step limits below.
+#
+# Elsewhere it needs the package installed with the gpu extra (`bash scripts/setup.sh` does it where
 # nvidia-smi is present: fla-core for the fla path, flash-linear-attention for fla's model).
 # Each step has its own time limit and writes its file as it goes, so a slow step cannot take the
 # others' results: tests 60 s, layer table 140 s, whole-model table 170 s, study 140 s (Ray's
