@@ -132,10 +132,12 @@ def _compile_in_fresh_process(specs: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=900)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def compiled(request) -> dict[tuple[str, str], subprocess.CompletedProcess]:
     """Every selected compile case, compiled two processes at a time: ptxas is single-threaded
-    and most of the time here (minutes a case uncached), and the CI machine has two cores."""
+    and most of the time here (minutes a case uncached), and the CI machine has two cores.
+    Session-scoped, so that it compiles once per process even if this module's cases reach a
+    worker split (with xdist_group ignored, test_suite_groups.py, two workers each compiled all)."""
     selected = [(item.originalname, item.callspec.params["case"]) for item in request.session.items
                 if getattr(item, "originalname", None) in FAMILIES]
     specs = [f"{FAMILIES[test][1]}({FAMILIES[test][0][case]})" for test, case in selected]
