@@ -138,3 +138,33 @@ def test_a_local_ray_under_ulimit_v_gets_an_object_store_it_can_map(monkeypatch)
     monkeypatch.setattr(resource, "getrlimit", lambda which: (resource.RLIM_INFINITY,) * 2)
     ray_pool.connect(None, workers=2)
     assert "object_store_memory" not in seen  # no limit: Ray's own size
+
+
+def test_rays_token_notice_is_dropped_and_its_other_warnings_kept(monkeypatch):
+    """Ray logs 'Token authentication is enabled ...' on every local start: connect filters that
+    line only (authentication stays on; 'is disabled' and other warnings still show)."""
+    import logging
+
+    def start(**kwargs):
+        log = logging.getLogger("ray._private.authentication.authentication_token_setup")
+        log.warning("Token authentication is enabled for this Ray cluster. Set RAY_AUTH_MODE=disabled ...")
+        log.warning("Token authentication is disabled for this Ray cluster. Anyone with network access ...")
+
+    seen: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+
+    log = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    handler = Keep()
+    log.addHandler(handler)
+    monkeypatch.setattr(ray_pool.ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray_pool.ray, "init", start)
+    try:
+        assert ray_pool.connect(None, workers=1)
+        ray_pool.connect(None, workers=1)  # a second start adds no second filter
+    finally:
+        log.removeHandler(handler)
+    assert seen == ["Token authentication is disabled for this Ray cluster. Anyone with network access ..."] * 2
+    assert log.filters.count(ray_pool._TOKEN_NOTICE_FILTER) == 1

@@ -8,6 +8,9 @@ Hugging Face adapter (``HFLM``), so lm-eval scores it exactly as it scores any c
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +121,34 @@ def local_task_spec(manager: Any, name: str, include_path: str | Path | None) ->
     return resolved if resolved != config else None
 
 
+def _git_commit_quietly() -> str | None:
+    """The working folder's git commit (what lm-eval records as ``git_hash``), or None outside a
+    repository, where lm-eval's own call lets git print 'fatal: not a git repository'."""
+    try:
+        found = subprocess.run(["git", "describe", "--always"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if found.returncode != 0:
+        return None
+    return found.stdout.strip() or None
+
+
+@contextlib.contextmanager
+def _quiet_git_hash() -> Iterator[None]:
+    """lm-eval's evaluator with _git_commit_quietly for its git hash (where this lm-eval has one)."""
+    import lm_eval.evaluator as evaluator
+
+    if not hasattr(evaluator, "get_git_commit_hash"):
+        yield
+        return
+    original = evaluator.get_git_commit_hash
+    evaluator.get_git_commit_hash = _git_commit_quietly
+    try:
+        yield
+    finally:
+        evaluator.get_git_commit_hash = original
+
+
 def evaluate_checkpoint(path: str | Path, tasks: list[str], *, include_path: str | Path | None = None,
                         limit: int | None = None, num_fewshot: int | None = None, batch_size: int = 1,
                         device: str = "cpu") -> dict[str, dict[str, Any]]:
@@ -152,8 +183,9 @@ def evaluate_checkpoint(path: str | Path, tasks: list[str], *, include_path: str
     lm = HFLM(pretrained=model, tokenizer=MirasByteTokenizer(), backend="causal", batch_size=batch_size,
               max_length=int(model.config.point["block"]["max_seq_len"]), device=str(chosen))
     try:
-        output = simple_evaluate(model=lm, tasks=specs, task_manager=manager, limit=limit,
-                                 num_fewshot=num_fewshot, log_samples=False)
+        with _quiet_git_hash():
+            output = simple_evaluate(model=lm, tasks=specs, task_manager=manager, limit=limit,
+                                     num_fewshot=num_fewshot, log_samples=False)
     except (MirasError, KeyboardInterrupt):
         raise
     except Exception as error:  # lm-eval's and datasets' own errors: pages of text, in one paragraph

@@ -83,10 +83,25 @@ def resolve_address(address: str | None) -> tuple[str | None, str | None]:
                    "or set it to 'local', to start a local Ray instance instead)")
 
 
+class _TokenAuthNotice(logging.Filter):
+    """Drops Ray's notice that a new local instance uses token authentication (Ray >= 2.5x says
+    so on every start, one more line in every `miras run`); the authentication stays on, and a
+    notice that it is off still shows."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Token authentication is enabled for this Ray cluster")
+
+
+_TOKEN_NOTICE_FILTER = _TokenAuthNotice()
+
+
 def connect(address: str | None, workers: int) -> bool:
     """Join ``address`` or start a local instance; True when this call started Ray."""
     if ray.is_initialized():
         return False
+    token_logger = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    if _TOKEN_NOTICE_FILTER not in token_logger.filters:
+        token_logger.addFilter(_TOKEN_NOTICE_FILTER)
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
                               "logging_level": logging.WARNING, "configure_logging": False}
     try:
