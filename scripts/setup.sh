@@ -1,10 +1,26 @@
 #!/usr/bin/env bash
-# Create a virtual environment (default .venv, or $VENV) and install miras-search into it with
-# its development tools. On a machine without a GPU this installs PyTorch's CPU build first.
+# Create a virtual environment (default .venv, or $VENV; from python3, or $PYTHON) and install
+# miras-search into it with its development tools. On a machine without a GPU this installs
+# PyTorch's CPU build first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv="${VENV:-.venv}"
-python3 -m venv "$venv"
+python="${PYTHON:-python3}"  # the interpreter the environment is made from
+if ! command -v "$python" >/dev/null 2>&1; then
+    echo "'$python' is not found: install Python 3.10 or newer, or run again with PYTHON=<its path>." >&2
+    exit 1
+fi
+if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
+    echo "miras-search needs Python 3.10 or newer; '$python' is $("$python" --version 2>&1 || true)." \
+         "Run again with PYTHON=python3.12 (or another 3.10+ interpreter)." >&2
+    exit 1
+fi
+if ! "$python" -c 'import ensurepip, venv' 2>/dev/null; then
+    echo "'$python' cannot create a virtual environment (its venv / ensurepip modules are missing):" \
+         "on Debian or Ubuntu install python3-venv, or run again with PYTHON=<another interpreter>." >&2
+    exit 1
+fi
+"$python" -m venv "$venv"
 "$venv/bin/python" -m pip install --quiet --upgrade pip
 extras="dev,report,hf"
 if command -v nvidia-smi >/dev/null 2>&1; then

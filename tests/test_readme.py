@@ -45,3 +45,29 @@ def test_the_axis_table_lists_every_registered_option():
 
     text = (ROOT / "README.md").read_text()
     assert options_markdown() in text, "README's axis table is stale: paste `miras options --markdown`"
+
+
+@pytest.mark.parametrize(("python", "words"), [
+    ("no-such-python3", "'no-such-python3' is not found: install Python 3.10 or newer"),
+    ("old", "miras-search needs Python 3.10 or newer; '{python}' is Python 3.9.18."),
+    ("no_venv", "cannot create a virtual environment (its venv / ensurepip modules are missing)"),
+])
+def test_the_setup_command_names_an_interpreter_it_cannot_use(tmp_path, python, words):
+    """The README's first command, with an interpreter too old, missing, or without venv (Debian's
+    python3 before `apt install python3-venv`): one line that says what to do, no venv made."""
+    import subprocess
+
+    fakes = {  # stand-ins that answer the script's two checks as such interpreters do
+        "old": 'case "$1" in --version) echo "Python 3.9.18";; *) exit 1;; esac',
+        "no_venv": 'case "$2" in *ensurepip*) exit 1;; esac',
+    }
+    if python in fakes:
+        fake = tmp_path / python
+        fake.write_text(f"#!/bin/sh\n{fakes[python]}\n")
+        fake.chmod(0o755)
+        python = str(fake)
+    venv = tmp_path / "venv"
+    done = subprocess.run(["bash", str(ROOT / "scripts/setup.sh")], capture_output=True, text=True,
+                          env={"PATH": "/usr/bin:/bin", "PYTHON": python, "VENV": str(venv)}, timeout=60)
+    assert done.returncode == 1 and words.format(python=python) in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and not venv.exists()
