@@ -80,8 +80,8 @@ def check_tokens(tokens: object, targets: object, vocab_size: int) -> None:
 
 def _out_of_range(name: str, ids: torch.Tensor, bad: torch.Tensor, vocab_size: int) -> None:
     value = int(ids[bad][0])
-    raise BadTokens(f"{name} hold id {value}, outside [0, {vocab_size}) (block.vocab_size; "
-                    f"{int(bad.sum())} such ids); byte-level models read ids 0..255")
+    raise BadTokens(f"{name} hold id {value}, outside [0, {vocab_size}) (block.vocab_size: bytes "
+                    f"0..255, then the special ids; {int(bad.sum())} such ids)")
 
 
 def make_mixers(point: ModelPoint, kind: str, layer: int = 0) -> list[nn.Module]:
