@@ -61,6 +61,26 @@ def test_generate_is_the_greedy_loop(tmp_path):
     assert tokenizer("é")["input_ids"] == list("é".encode())
 
 
+def test_left_padding_is_refused_and_right_padding_scores_as_unpadded(tmp_path):
+    """A memory reads pads too: left padding (batched generate) would change every later token's
+    output, so it is an error; right padding leaves the real tokens' scores as they are."""
+    from miras_search.errors import BadTokens
+
+    path, reference = _checkpoint(tmp_path)
+    model = from_checkpoint(path)
+    tokens = torch.randint(0, 256, (2, 9), generator=torch.Generator().manual_seed(0))
+    left = torch.ones_like(tokens)
+    left[0, :3] = 0
+    with pytest.raises(BadTokens, match="left padding"):
+        model(tokens, attention_mask=left)
+    with pytest.raises(BadTokens, match="give sequences one at a time"):
+        model.generate(input_ids=tokens, attention_mask=left, max_new_tokens=2, do_sample=False)
+    right = torch.ones_like(tokens)
+    right[0, 6:] = 0
+    padded = model(tokens, attention_mask=right, labels=tokens)
+    torch.testing.assert_close(padded.logits[0, :6], reference(tokens[:1, :6])[0], rtol=1e-5, atol=1e-5)
+
+
 def _loglikelihood(model, context: str, continuation: str) -> float:
     """log p(continuation | context) summed over its bytes; like lm-eval, trailing whitespace of
     the context is scored as the start of the continuation."""

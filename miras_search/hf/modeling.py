@@ -23,6 +23,7 @@ from transformers import (
 from transformers.modeling_outputs import CausalLMOutput
 
 from miras_search.data.vocab import EOS, IGNORE_INDEX, PAD
+from miras_search.errors import BadTokens
 from miras_search.schema import ModelPoint
 
 
@@ -76,6 +77,12 @@ class MirasForCausalLM(PreTrainedModel, GenerationMixin):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 labels: torch.Tensor | None = None, **_: Any) -> CausalLMOutput:
+        if attention_mask is not None and _padded_before_tokens(attention_mask):
+            raise BadTokens(
+                "attention_mask has padding before tokens (left padding, as batched generate "
+                "pads): a Miras memory reads every position in order, pads included, so they would "
+                "change what it holds; give sequences one at a time, or pad on the right where "
+                "only scores are needed (lm-eval's loglikelihood)")
         logits = self.miras(input_ids)  # [B, T, V]
         loss = None
         if labels is not None:
@@ -88,7 +95,15 @@ class MirasForCausalLM(PreTrainedModel, GenerationMixin):
         return CausalLMOutput(loss=loss, logits=logits)
 
     def prepare_inputs_for_generation(self, input_ids: torch.Tensor, **kwargs: Any) -> dict[str, Any]:
-        return {"input_ids": input_ids}  # no cache: the whole prefix each step
+        # no cache: the whole prefix each step; the mask goes on so that forward can refuse pads
+        return {"input_ids": input_ids, "attention_mask": kwargs.get("attention_mask")}
+
+
+def _padded_before_tokens(attention_mask: torch.Tensor) -> bool:
+    """Whether some row [T] has a 0 before a 1: ``mask`` [B, T], 1 = token, 0 = padding."""
+    mask = attention_mask.bool()
+    token_at_or_after = mask.flip(1).cummax(1).values.flip(1)  # [B, T]: a token at or after t
+    return bool((~mask & token_at_or_after).any())
 
 
 def from_checkpoint(path: str | Path) -> MirasForCausalLM:
