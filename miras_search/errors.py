@@ -24,6 +24,14 @@ class Problem:
         return f"{where}: {self.message}"
 
 
+def first_line(error: BaseException, limit: int | None = None) -> str:
+    """The first non-empty line of ``error``'s text (its class name when it has none), cut to
+    ``limit`` characters with ' ...' when given: a library's error quoted in one of ours."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    text = lines[0] if lines else type(error).__name__
+    return text if limit is None or len(text) <= limit else text[:limit] + " ..."
+
+
 class ConfigError(MirasError):
     """A point, space or study file (or dict) that does not validate."""
 

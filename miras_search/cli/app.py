@@ -33,6 +33,11 @@ def table_width() -> int:
     return console.width
 
 
+def print_note(text: str) -> None:
+    """A yellow line for the user (a note from Ray's start, an address the environment chose)."""
+    console.print(f"[yellow]{escape(text)}[/]", highlight=False)
+
+
 def print_text(text: str) -> None:
     """``text`` exactly as given on stdout (YAML, CSV): never wrapped, styled or highlighted, so
     that ``miras show f.yaml > g.yaml`` writes what ``miras validate`` reads back."""

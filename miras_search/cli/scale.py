@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from miras_search.cli.app import command, console, table_width
+from miras_search.cli.app import command, console, print_note, table_width
 from miras_search.cli.checks import output_folder
 from miras_search.errors import MirasError
 
@@ -105,8 +105,7 @@ def _train(job, workers: int, address: str | None, inline: bool) -> None:
             return InlinePool(threads=job.config.threads)
         from miras_search.parallel import RayPool
 
-        return RayPool(workers, address, None, storage=job.storage,
-                       note=lambda text: console.print(f"[yellow]{escape(text)}[/]", highlight=False))
+        return RayPool(workers, address, None, storage=job.storage, note=print_note)
 
     def show(kind: str, run, result: dict[str, Any] | None) -> None:
         if kind != "finished" or result is None:

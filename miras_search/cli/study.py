@@ -17,7 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from miras_search.cli.app import command, console, print_text
+from miras_search.cli.app import command, console, print_note, print_text
 from miras_search.cli.checks import gpu_request, positive_finite, warn_if_study_file_changed
 from miras_search.errors import MirasError
 from miras_search.redact import install_log_redaction, redact_url
@@ -66,7 +66,7 @@ def _run(path: Path, workers: int | None, address: str | None, storage: str | No
 
         return RayPool(workers, address, gpus, storage=storage_of(spec, storage),
                        shared_storage=options.shared_storage or spec.parallel.shared_storage,
-                       warm_up=tracker.worker_warm_up if tracker is not None else None, note=_note)
+                       warm_up=tracker.worker_warm_up if tracker is not None else None, note=print_note)
 
     tracker = None
     mode = wandb or spec.tracking.wandb
@@ -120,11 +120,6 @@ def _check_inline_gpus(gpus_per_trial: float, given: bool) -> None:
             "--inline trials run in this process: give --gpus-per-trial 0 to train on the CPU, or "
             "run without --inline on a machine or Ray cluster with GPUs"
         )
-
-
-def _note(text: str) -> None:
-    """A line above the progress bar (which Ray's start may keep waiting a while)."""
-    console.print(f"[yellow]{escape(text)}[/]", highlight=False)
 
 
 def _trials_on_gpus(inline: bool, gpus_per_trial: float | None) -> bool:

@@ -56,19 +56,17 @@ def _is_study(data: dict) -> bool:
 
 def _other_kind(data: dict) -> str | None:
     """'point' or 'space' when ``data`` is a point or space file rather than a trial config or
-    study; None otherwise (then the trial config's own checks speak). A file without ``type`` and
-    without a space's keys counts as a point only with a point's keys and none of a trial config's."""
-    from miras_search.cli.files import detect_kind
-    from miras_search.schema import ModelPoint
+    study; None otherwise (then the trial config's own checks speak). A file without ``type``
+    that has a point's keys counts as a point only with none of a trial config's."""
+    from miras_search.points import plain_file_kind
     from miras_search.trial import TrialConfig
 
-    kind = detect_kind(data)
-    if kind == "study" or (data.get("type") is not None and kind != data.get("type")):
-        return None
+    kind = plain_file_kind(data)
     if kind == "space" or data.get("type") == "point":
         return kind
-    point_keys = {*ModelPoint.model_fields, "preset"} & data.keys()
-    return "point" if point_keys and not TrialConfig.model_fields.keys() & data.keys() else None
+    if kind == "point" and not TrialConfig.model_fields.keys() & data.keys():
+        return kind
+    return None
 
 
 def _refuse_other_kind(path: Path, data: dict) -> None:

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from miras_search.errors import MirasError
+from miras_search.errors import MirasError, first_line
 
 PAPER_TASKS = ("lambada_openai", "piqa", "hellaswag", "winogrande", "arc_easy", "arc_challenge",
                "siqa", "boolq")
@@ -22,13 +22,6 @@ PAPER_TASKS = ("lambada_openai", "piqa", "hellaswag", "winogrande", "arc_easy", 
 
 
 _MESSAGE_CHARS = 300  # of a library's error text quoted in ours
-
-
-def _first_line(error: BaseException) -> str:
-    """The first non-empty line of ``error``'s text, cut to a readable length."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    text = lines[0] if lines else type(error).__name__
-    return text if len(text) <= _MESSAGE_CHARS else text[:_MESSAGE_CHARS] + " ..."
 
 
 def _is_download_failure(error: BaseException) -> bool:
@@ -49,8 +42,8 @@ def lm_eval_problem(error: BaseException, tasks: list[str], local: set[str]) -> 
     if _is_download_failure(error):
         remote = [t for t in tasks if t not in local] or tasks
         return (f"cannot download the data of task(s) {', '.join(remote)} from the Hugging Face Hub "
-                f"(offline?): {_first_line(error)}; tasks of your own run offline with --include-path")
-    return f"lm-eval failed on task(s) {', '.join(tasks)}: {type(error).__name__}: {_first_line(error)}"
+                f"(offline?): {first_line(error, _MESSAGE_CHARS)}; tasks of your own run offline with --include-path")
+    return f"lm-eval failed on task(s) {', '.join(tasks)}: {type(error).__name__}: {first_line(error, _MESSAGE_CHARS)}"
 
 
 def _load_task_yaml(path: Path) -> dict[str, Any] | None:

@@ -35,8 +35,9 @@ IGNORE_INDEX = -100
 """Targets equal to this are left out of the loss (torch's cross-entropy default)."""
 
 
-def _integer_grid(name: str, ids: object, shape: str) -> torch.Tensor:
+def _integer_grid(name: str, ids: object) -> torch.Tensor:
     """``ids`` if it is an integer tensor [batch, time] with time >= 1, else BadTokens."""
+    shape = "[batch, time]"
     if not isinstance(ids, torch.Tensor):
         raise BadTokens(f"{name} must be a torch tensor {shape} of token ids, not {type(ids).__name__}")
     if ids.dtype == torch.bool or ids.dtype.is_floating_point or ids.dtype.is_complex:
@@ -55,9 +56,9 @@ def check_tokens(tokens: object, targets: object, vocab_size: int) -> None:
     type, shape, an id outside [0, vocab_size) (targets may also be IGNORE_INDEX), or no target
     to count. The ids are read on a CPU only: on a GPU that read would stall the host until the
     previous step ends (type and shape are checked everywhere)."""
-    tokens = _integer_grid("tokens", tokens, "[batch, time]")
+    tokens = _integer_grid("tokens", tokens)
     if targets is not None:
-        targets = _integer_grid("targets", targets, "[batch, time]")
+        targets = _integer_grid("targets", targets)
         if targets.shape != tokens.shape:
             raise BadTokens(f"targets have shape {tuple(targets.shape)}, tokens {tuple(tokens.shape)}: "
                             "give one target per token (the next token; IGNORE_INDEX to skip one)")

@@ -19,7 +19,7 @@ from typing import Any
 import ray
 from ray.exceptions import OutOfMemoryError, RayActorError, RayError
 
-from miras_search.errors import MirasError
+from miras_search.errors import MirasError, first_line
 from miras_search.parallel.resources import plan_actors
 from miras_search.redact import redact_url
 from miras_search.schema.plugins import load_plugins
@@ -214,7 +214,7 @@ class RayPool:
                 self._infos[id(actor)] = ray.get(ref, timeout=START_TIMEOUT_S)
                 self._idle.append(actor)
             except RayError as error:  # the actor died (RayActorError), or a late GetTimeoutError
-                died.append(_first_line(error))
+                died.append(first_line(error))
         problems = [f"{len(died)} died as {'it' if len(died) == 1 else 'they'} started ({died[0]})"] if died else []
         if late:
             problems.append(f"{len(late)} did not answer within {START_TIMEOUT_S:.0f} s")
@@ -249,14 +249,14 @@ class RayPool:
                 result = ray.get(ref)
                 self._idle.append(actor)
             except OutOfMemoryError as error:  # Ray's memory monitor killed the worker
-                result = _died(f"the node ran out of memory and Ray stopped the worker ({_first_line(error)})", "oom")
+                result = _died(f"the node ran out of memory and Ray stopped the worker ({first_line(error)})", "oom")
                 self._replace(actor)
             except RayActorError as error:
                 kind = "oom" if _says_out_of_memory(str(error)) else "worker_died"
-                result = _died(f"the worker process died while running the trial ({_first_line(error)})", kind)
+                result = _died(f"the worker process died while running the trial ({first_line(error)})", kind)
                 self._replace(actor)
             except RayError as error:  # the actor is alive but the call failed (e.g. unpicklable)
-                result = _died(f"the worker failed: {_first_line(error)}", "error")
+                result = _died(f"the worker failed: {first_line(error)}", "error")
                 self._idle.append(actor)
             done.append((task, result))
         return done
@@ -309,8 +309,3 @@ def _says_out_of_memory(text: str) -> bool:
     the node running low on memory"). Not its generic note that a dead worker *may* have met the
     OOM killer: that is said of every SIGKILL."""
     return "running low on memory" in text.lower()
-
-
-def _first_line(error: Exception) -> str:
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__
