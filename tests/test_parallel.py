@@ -15,6 +15,7 @@ from optuna.trial import TrialState
 from test_study import TINY_TRIAL, trials_of, write_study
 
 from miras_search.errors import MirasError
+from miras_search.parallel.ray_pool import START_TIMEOUT_S
 from miras_search.study import load_study_file, run_study
 from miras_search.study.setup import create_study, storage_of
 
@@ -77,8 +78,10 @@ def test_a_killed_worker_fails_its_trial_which_runs_once_more_and_the_study_goes
     driver = threading.Thread(target=lambda: outcome.setdefault("summary", run_study(spec, ray_pool(2))))
     driver.start()
     victim = None
-    deadline = time.time() + 120
-    while victim is None and time.time() < deadline:
+    # as long as the pool gives its workers to start (a CI machine loaded by other work took
+    # over 120 s for a worker to import torch), and no longer than the driver runs
+    deadline = time.time() + START_TIMEOUT_S
+    while victim is None and time.time() < deadline and driver.is_alive():
         time.sleep(0.2)
         try:
             trials = trials_of(path)
