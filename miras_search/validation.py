@@ -16,6 +16,8 @@ from miras_search.yamlio import LineMap, ancestor_line
 M = TypeVar("M", bound=BaseModel)
 _CROSS_RULE = re.compile(r"^([a-z_]+(?:\.[a-z_]+)+): ")
 _FIELD_RULE = re.compile(r"^([a-z_][a-z0-9_]*): ")
+_SUBJECT = re.compile(r"^([a-z_][a-z0-9_]*(?:\.[a-z_][a-z0-9_]*)+) ")
+"""A rule whose subject is a field below the model it checks: "alpha.value must lie in ..."."""
 
 
 def _keys_in(data: Any, path: list[str]) -> tuple[list[str], Any]:
@@ -40,7 +42,8 @@ def model_members(annotation: Any) -> list[type[BaseModel]]:
     return []
 
 
-def _kind_of(model: type[BaseModel]) -> str | None:
+def model_kind(model: type[BaseModel]) -> str | None:
+    """The ``kind`` an axis option (a member of a tagged union) is told apart by, or None."""
     field = model.model_fields.get("kind")
     if field is None:
         return None
@@ -62,13 +65,15 @@ def _tagged_members(annotation: Any) -> dict[str, Any]:
     return found
 
 
-def _owner_of_last_key(root: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
-    """The model whose field the last key of ``loc`` names (pydantic's union tags, list indices
-    and mapping keys of ``dict[str, X]`` skipped)."""
+def _walk_loc(root: type[BaseModel], loc: tuple[Any, ...]) -> tuple[type[BaseModel] | None, set[int]]:
+    """The model whose field the last key of ``loc`` names, and the indices of ``loc`` that are
+    pydantic's union tags (``'lq'`` in ``('retention', 'lq')``) rather than keys of the input.
+    List indices and mapping keys of ``dict[str, X]`` are skipped."""
     annotation: Any = root
     owner: type[BaseModel] | None = None
+    tags: set[int] = set()
     aliases: dict[str, Any] = {}  # a recursive alias names itself by a forward reference
-    for part in loc:
+    for index, part in enumerate(loc):
         if hasattr(annotation, "__value__"):
             aliases[annotation.__name__] = annotation
         name = getattr(annotation, "__forward_arg__", annotation)
@@ -76,12 +81,14 @@ def _owner_of_last_key(root: type[BaseModel], loc: tuple[Any, ...]) -> type[Base
         tagged = _tagged_members(annotation)
         if isinstance(part, str) and part in tagged:
             annotation = tagged[part]
+            tags.add(index)
             continue
         current = model_members(annotation)
         if len(current) > 1:  # a discriminated union: pydantic puts the tag in loc
-            chosen = [m for m in current if _kind_of(m) == part]
+            chosen = [m for m in current if model_kind(m) == part]
             if chosen:
                 annotation = chosen[0] if len(chosen) == 1 else annotation
+                tags.add(index)
                 continue
         origin = typing.get_origin(annotation)
         if origin in (list, tuple, dict) and typing.get_args(annotation):
@@ -91,11 +98,12 @@ def _owner_of_last_key(root: type[BaseModel], loc: tuple[Any, ...]) -> type[Base
         owner = model
         field = model.model_fields.get(part) if model is not None and isinstance(part, str) else None
         annotation = field.annotation if field is not None else None
-    return owner
+    return owner, tags
 
 
-def _data_path(data: Any, loc: tuple[Any, ...]) -> list[str]:
-    """The keys of ``loc`` that exist in ``data``; pydantic's union tags in between are dropped."""
+def _data_path(data: Any, loc: tuple[Any, ...], tags: set[int] = frozenset()) -> list[str]:
+    """The keys of ``loc`` that exist in ``data``; pydantic's union tags in between are dropped,
+    and so is a tag at the end (a model's own check of a tagged member, e.g. ``retention.lq``)."""
     path: list[str] = []
     current = data
     for index, part in enumerate(loc):
@@ -103,7 +111,7 @@ def _data_path(data: Any, loc: tuple[Any, ...]) -> list[str]:
             continue  # a tag of miras_search.space.spec.ParamNode
         if (isinstance(current, dict) and part in current) or (isinstance(current, list) and isinstance(part, int) and part < len(current)):
             current = current[part]
-        elif index < len(loc) - 1:
+        elif index < len(loc) - 1 or index in tags:
             continue  # a union tag, not a key of the input
         path.append(str(part))
     return path
@@ -140,6 +148,15 @@ def _message(error: dict[str, Any], owner: type[BaseModel] | None) -> str:
     return message
 
 
+def _subject_keys(rule: str, node: Any) -> list[str]:
+    """The keys of the field a rule starts with ("alpha.value must ..."), as far as ``node`` (the
+    data the failing model checked) holds them; empty when the rule names no field of it."""
+    subject = _SUBJECT.match(rule)
+    if subject is None or not isinstance(node, dict):
+        return []
+    return _keys_in(node, subject.group(1).split("."))[0]
+
+
 def problems_by_error(error: ValidationError, root: type[BaseModel], data: Any, lines: LineMap,
                       prefix: tuple[str, ...] = ()) -> list[tuple[dict[str, Any], list[Problem]]]:
     """Each pydantic error with its Problems: one, or one per rule for a validator that reports
@@ -147,8 +164,9 @@ def problems_by_error(error: ValidationError, root: type[BaseModel], data: Any, 
     grouped = []
     for item in error.errors(include_url=False):
         loc = tuple(item["loc"])
-        path = _data_path(data, loc)
-        owner = _owner_of_last_key(root, loc) if item["type"] == "extra_forbidden" else None
+        owner, tags = _walk_loc(root, loc)
+        path = _data_path(data, loc, tags)
+        owner = owner if item["type"] == "extra_forbidden" else None
         if item["type"] in ("union_tag_invalid", "union_tag_not_found"):
             path.append(_discriminator(item))
         message = _message(item, owner)
@@ -164,6 +182,9 @@ def problems_by_error(error: ValidationError, root: type[BaseModel], data: Any, 
             elif own and isinstance(node, dict) and own.group(1) in node:
                 # a model's own check of one of its fields ("n_heads: a number is needed")
                 found.append(_located(prefix, [*node_path, own.group(1)], rule[own.end():], lines))
+            elif (subject := _subject_keys(rule, node)) and item["type"] == "value_error":
+                # a model's check of a field below it ("alpha.value must lie in ..."): at that field
+                found.append(_located(prefix, [*node_path, *subject], rule, lines))
             else:
                 found.append(_located(prefix, path, rule, lines))
         grouped.append((item, found))

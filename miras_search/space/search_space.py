@@ -21,7 +21,7 @@ from miras_search.space.base_check import base_problems
 from miras_search.space.checks import shape_problems
 from miras_search.space.constraints import first_violated
 from miras_search.space.spec import Choice, FloatRange, IntRange, SpaceFile
-from miras_search.space.targets import constraint_value_problems, iter_leaves, target_problems
+from miras_search.space.targets import constraint_value_problems, iter_leaves_in, target_problems
 from miras_search.space.walk import decode_option, encode_option, iter_nodes, walk
 from miras_search.validation import problems_from, validate
 from miras_search.yamlio import LineMap, read_yaml
@@ -164,11 +164,11 @@ class SearchSpace:
         problems = shape_problems(self.spec.params, self.spec.constraints, lines)
         if problems:  # the walk below needs a well-formed tree
             raise ConfigError(self.source, problems)
-        for where, path, _node in iter_leaves(self.spec.params):
-            problem = unknown_path_problem(path, where, lines)
+        for where, path, _node, kinds in iter_leaves_in(self.spec.params, self.base):
+            problem = unknown_path_problem(path, where, lines, kinds)
             if problem is not None and all(p.message != problem.message for p in problems):
                 problems.append(problem)  # {low: .., high: ..} under one field: said once
-        problems.extend(target_problems(self.spec.params, lines))
+        problems.extend(target_problems(self.spec.params, lines, self.base))
         for index, constraint in enumerate(self.spec.constraints):
             for section in ("when", "require", "forbid"):
                 for dotted in getattr(constraint, section):

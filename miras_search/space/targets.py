@@ -21,8 +21,9 @@ from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
 from miras_search.errors import Problem
-from miras_search.schema import AXES, ModelPoint
+from miras_search.schema import AXES
 from miras_search.schema.plugins import PLUGINS_ENV
+from miras_search.schema_paths import Kinds, section_models
 from miras_search.space.checks import node_kind
 from miras_search.space.spec import Choice, Constraint, FloatRange, IntRange
 from miras_search.validation import model_members
@@ -39,30 +40,90 @@ _FIXED_SET_LIMIT = 64  # a range on a fixed-set field is checked value by value 
 def iter_leaves(tree: dict[str, Any], where: Where = ("params",),
                 path: tuple[str, ...] = ()) -> Iterator[tuple[Where, tuple[str, ...], Any]]:
     """Yield (file location, field path, node) for every non-mapping node, in every branch."""
+    for here, field, node, _ in _leaves(tree, where, path, {}):
+        yield here, field, node
+
+
+def iter_leaves_in(params: dict[str, Any], base: dict[str, Any]) -> Iterator[
+        tuple[Where, tuple[str, ...], Any, Kinds]]:
+    """Like ``iter_leaves``, each leaf with the kinds its sections may have where it is set.
+
+    In the branch of an option of a ``kind`` choice the section has that kind; beside a fixed
+    ``kind`` (or a list choice of kinds) it has that kind (one of those); elsewhere it has the
+    base point's kind or any the params can set anywhere (a ``one_of`` may set it).
+    """
+    return _leaves(params, ("params",), (), _anywhere(params, base))
+
+
+def _anywhere(params: dict[str, Any], base: dict[str, Any]) -> dict[tuple[str, ...], frozenset[Any]]:
+    """Section path -> every kind it can have in some draw: its base kind, and each the params set."""
+    found: dict[tuple[str, ...], set[Any]] = {}
+    for _, path, node, _ in _leaves(params, ("params",), (), {}):
+        if path[-1] == "kind":
+            options = node.options if isinstance(node, Choice) else [node]
+            found.setdefault(path[:-1], set()).update(o for o in options if _hashable(o))
+    searched = set(found)
+    for section, kind in _kinds_in(base, ()):
+        # a section below one whose kind the params change gets that kind's default, not the base's
+        if not any(section[:depth] in searched for depth in range(len(section))):
+            found.setdefault(section, set()).add(kind)
+    return {section: frozenset(kinds) for section, kinds in found.items()}
+
+
+def _kinds_in(data: Any, path: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...], Any]]:
+    """(section path, kind) of every mapping of ``data`` that has a ``kind``."""
+    if not isinstance(data, dict):
+        return
+    if _hashable(data.get("kind")) and data.get("kind") is not None:
+        yield path, data["kind"]
+    for key, value in data.items():
+        yield from _kinds_in(value, (*path, str(key)))
+
+
+def _hashable(value: Any) -> bool:
+    return isinstance(value, str | int | float | bool | type(None))
+
+
+def _level_kinds(tree: dict[str, Any], path: tuple[str, ...], kinds: Kinds) -> Kinds:
+    """``kinds`` with the section at ``path`` set to the kind(s) a ``kind`` key of ``tree`` gives."""
+    node = tree.get("kind")
+    if node is None or isinstance(node, dict | IntRange | FloatRange):
+        return kinds
+    options = node.options if isinstance(node, Choice) else [node]
+    if not all(_hashable(o) for o in options):
+        return kinds
+    return {**kinds, path: frozenset(options)}
+
+
+def _leaves(tree: dict[str, Any], where: Where, path: tuple[str, ...],
+            kinds: Kinds) -> Iterator[tuple[Where, tuple[str, ...], Any, Kinds]]:
+    kinds = _level_kinds(tree, path, kinds)
     for key, node in tree.items():
         if key == "one_of":
             if isinstance(node, dict):  # shape errors are reported by checks.py first
                 for label, sub in node.items():
                     if isinstance(sub, dict):
-                        yield from iter_leaves(sub, (*where, key, str(label)), path)
+                        yield from _leaves(sub, (*where, key, str(label)), path, kinds)
             continue
         here = (*where, key)
         if isinstance(node, dict):
-            yield from iter_leaves(node, here, (*path, key))
+            yield from _leaves(node, here, (*path, key), kinds)
             continue
-        yield here, (*path, key), node
+        # a kind is checked against every kind of its section, not narrowed by its own value
+        own = {k: v for k, v in kinds.items() if k != path} if key == "kind" else kinds
+        yield here, (*path, key), node, own
         if isinstance(node, Choice) and isinstance(node.choice, dict):
             for option, branch in node.choice.items():
-                yield from iter_leaves(branch or {}, (*here, "choice", str(option)), path)
+                chosen = {**kinds, path: frozenset([option])} if key == "kind" else kinds
+                yield from _leaves(branch or {}, (*here, "choice", str(option)), path, chosen)
 
 
-def holders(path: tuple[str, ...]) -> list[type[BaseModel]]:
-    """The models whose field the last key of ``path`` names (empty if the path is unknown)."""
-    models: list[type[BaseModel]] = [ModelPoint]
-    for key in path[:-1]:
-        models = [m2 for m in models if key in m.model_fields
-                  for m2 in model_members(m.model_fields[key].annotation)]
-    return [m for m in models if path and path[-1] in m.model_fields]
+def holders(path: tuple[str, ...], kinds: Kinds | None = None) -> list[type[BaseModel]]:
+    """The models whose field the last key of ``path`` names (empty if the path is unknown),
+    each section on the way narrowed to the kinds ``kinds`` gives it."""
+    if not path:
+        return []
+    return [m for m in section_models(path[:-1], kinds) if path[-1] in m.model_fields]
 
 
 def _literal_values(annotation: Any) -> list[Any] | None:
@@ -242,7 +303,7 @@ def _bounds_message(node: IntRange | FloatRange, path: tuple[str, ...],
     low, high = node.int if isinstance(node, IntRange) else node.float
     bad = [v for v in (low, high) if value_error(models, field, v) is not None]
     if not bad:
-        return _gate_bounds_message(low, high, path)
+        return None
     middle = (low + high) // 2 if isinstance(node, IntRange) else (low + high) / 2
     outside = len(bad) == 2 and value_error(models, field, middle) is not None
     return (f"the range [{low}, {high}] {'lies' if outside else 'reaches'} outside the values "
@@ -250,19 +311,38 @@ def _bounds_message(node: IntRange | FloatRange, path: tuple[str, ...],
             "keep the range within these bounds")
 
 
-def _gate_bounds_message(low: float, high: float, path: tuple[str, ...]) -> str | None:
-    """A range of a gate's value (``retention.alpha.value``) reaching outside what the axis that
-    owns the gate allows there (alpha in (0, 1], ...): that bound is the owner's rule, not the
-    gate's, so the field check above cannot see it; the sampler would silently drop the draws."""
+def _gate_message(node: Any, path: tuple[str, ...], kinds: Kinds) -> str | None:
+    """A value of a gate (``retention.alpha.value``) outside what the axis that owns the gate
+    allows there (alpha in (0, 1], ...): that bound is the owner's rule, not the gate's, so the
+    field check cannot see it; the sampler would silently drop the draws."""
     if len(path) < 2 or path[-1] != "value":
         return None
-    owners, gate = holders(path[:-1]), path[-2]
-    for end in (low, high):
-        messages = [_owner_rule(owner, gate, end) for owner in owners]
+    owners, gate = holders(path[:-1], kinds), path[-2]
+    for value, what in _gate_values(node):
+        messages = [_owner_rule(owner, gate, value) for owner in owners]
         if owners and all(message is not None for message in messages):
-            return (f"the range [{low}, {high}] reaches outside the values {'.'.join(path)} allows: "
-                    f"{messages[0]}; keep the range within these bounds")
+            if isinstance(node, IntRange | FloatRange):
+                return (f"{what} reaches outside the values {'.'.join(path)} allows: {messages[0]}; "
+                        "keep the range within these bounds")
+            return f"{what} is not allowed for {'.'.join(path)}: {messages[0]}"
     return None
+
+
+def _gate_values(node: Any) -> list[tuple[Any, str]]:
+    """(value, how to name it) for each value of a node a gate's owner must accept: a fixed
+    value, each option of a choice, both ends of a range."""
+    if isinstance(node, Choice):
+        values = [(option, f"option {_shown(option)}") for option in node.options]
+    elif isinstance(node, IntRange | FloatRange):
+        low, high = node.int if isinstance(node, IntRange) else node.float
+        values = [(end, f"the range [{low}, {high}]") for end in (low, high)]
+    else:
+        values = [(node, _shown(node))]
+    return [(value, what) for value, what in values if _is_number(value)]
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _owner_rule(owner: type[BaseModel], gate: str, value: float) -> str | None:
@@ -279,9 +359,9 @@ def _integral_grid(node: FloatRange) -> bool:
 
 
 def _leaf_problems(where: Where, path: tuple[str, ...], node: Any,
-                   lines: LineMap) -> list[Problem]:
-    """Problems of one params node against the field(s) it sets."""
-    models = holders(path)
+                   lines: LineMap, kinds: Kinds) -> list[Problem]:
+    """Problems of one params node against the field(s) it sets (its sections of ``kinds``)."""
+    models = holders(path, kinds)
     if not models:
         return []  # an unknown path: reported by the path check
     field = path[-1]
@@ -291,11 +371,15 @@ def _leaf_problems(where: Where, path: tuple[str, ...], node: Any,
             f"(allowed: {', '.join(_section_fields(models, field))}); got {node_kind(node)}"
         ), ancestor_line(lines, where))]
     if isinstance(node, Choice):
-        return _choice_problems(node, where, path, models, lines)
+        problems = _choice_problems(node, where, path, models, lines)
+        message = None if problems else _gate_message(node, path, kinds)
+        return problems or ([] if message is None else [
+            Problem(".".join(where), message, ancestor_line(lines, where))])
     if isinstance(node, IntRange | FloatRange):
         message = _range_message(node, path, models)
     else:
         message = _rejection(models, path, node, f"{_shown(node)}")
+    message = message or _gate_message(node, path, kinds)
     return [] if message is None else [Problem(".".join(where), message, ancestor_line(lines, where))]
 
 
@@ -308,11 +392,13 @@ def _section_fields(models: list[type[BaseModel]], field: str) -> list[str]:
     return names
 
 
-def target_problems(params: dict[str, Any], lines: LineMap) -> list[Problem]:
-    """Every params value, option or range that the field it sets does not allow."""
+def target_problems(params: dict[str, Any], lines: LineMap,
+                    base: dict[str, Any] | None = None) -> list[Problem]:
+    """Every params value, option or range that the field it sets does not allow, with the kind
+    in effect there (``base``: the point the params apply to)."""
     problems: list[Problem] = []
-    for where, path, node in iter_leaves(params):
-        problems.extend(_leaf_problems(where, path, node, lines))
+    for where, path, node, kinds in iter_leaves_in(params, base or {}):
+        problems.extend(_leaf_problems(where, path, node, lines, kinds))
     return problems
 
 
