@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 
 
@@ -65,3 +66,9 @@ class SequenceTooLong(MirasError):
 class BadTokens(MirasError, ValueError):
     """Token ids (or targets) a model cannot read: not an integer [batch, time] tensor, empty, or
     ids outside [0, vocab_size)."""
+
+
+def did_you_mean(name: object, known: list[str] | tuple[str, ...]) -> str:
+    """" (did you mean 'moneta'?)" for the known name closest to a misspelt ``name``, else ""."""
+    close = difflib.get_close_matches(str(name), list(known), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""

@@ -25,10 +25,13 @@ def _keys_in(data: Any, path: list[str]) -> tuple[list[str], Any]:
     and the value there."""
     kept: list[str] = []
     for part in path:
-        if not isinstance(data, dict) or part not in data:
+        if isinstance(data, list) and part.isdigit() and int(part) < len(data):
+            data = data[int(part)]
+        elif isinstance(data, dict) and part in data:
+            data = data[part]
+        else:
             break
         kept.append(part)
-        data = data[part]
     return kept, data
 
 
@@ -176,7 +179,10 @@ def problems_by_error(error: ValidationError, root: type[BaseModel], data: Any, 
         for rule in rules:
             cross = _CROSS_RULE.match(rule)
             own = _FIELD_RULE.match(rule) if item["type"] == "value_error" else None
-            if cross:  # a rule between fields names the field it is about: "algorithm.kind: ..."
+            if cross and isinstance(node, dict) and cross.group(1) in node:
+                # a rule about one entry of a mapping keyed by dotted paths (a constraint's tests)
+                found.append(_located(prefix, [*node_path, cross.group(1)], rule[cross.end():], lines))
+            elif cross:  # a rule between fields names the field it is about: "algorithm.kind: ..."
                 found.append(_located(prefix, [*path, *cross.group(1).split(".")],
                                       rule[cross.end():], lines))
             elif own and isinstance(node, dict) and own.group(1) in node:

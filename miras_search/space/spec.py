@@ -28,12 +28,16 @@ the key ``one_of`` in any mapping picks one of several sub-trees.
 
 from __future__ import annotations
 
+import json
 import math
+import re
+import typing
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 from typing_extensions import TypeAliasType
 
+from miras_search.errors import did_you_mean
 from miras_search.presets import PRESET_AXES
 from miras_search.schema._base import Schema
 
@@ -162,7 +166,37 @@ ParamNode = TypeAliasType(
 )
 Choice.model_rebuild()
 
-Test = Union[Scalar, dict[Literal["in", "not_in", "min", "max"], Any]]  # noqa: UP007
+Operator = Literal["in", "not_in", "min", "max"]
+OPERATORS: tuple[str, ...] = typing.get_args(Operator)
+Test = Union[Scalar, dict[Operator, Any]]  # noqa: UP007
+_TEST_SHAPES = ("a value (equality), or a mapping of operators: {in: [...]} / {not_in: [...]} "
+                "(lists of values), {min: n} / {max: n} (numbers, bounds included)")
+
+
+def _flow(value: Any) -> str:
+    """``value`` as YAML's flow style writes it: a plain word unquoted, anything else as JSON."""
+    if isinstance(value, str) and re.fullmatch(r"[A-Za-z_][\w.-]*", value) \
+            and value not in ("true", "false", "null", "yes", "no", "on", "off"):
+        return value
+    return json.dumps(value)
+
+
+def _test_problem(test: Any) -> str | None:
+    """What is wrong with the shape of one constraint test, or None (operators' values are
+    checked in checks.py, with the YAML line)."""
+    if isinstance(test, list):
+        return (f"a test is {_TEST_SHAPES}; got a list {test!r}: to match any of several values "
+                f"write {{in: [{', '.join(_flow(item) for item in test)}]}}")
+    if isinstance(test, dict):
+        unknown = [key for key in test if key not in OPERATORS]
+        if unknown:
+            key = unknown[0]
+            return (f"'{key}' is not an operator of a test{did_you_mean(key, OPERATORS)}; "
+                    f"a test is {_TEST_SHAPES}")
+        return None
+    if test is not None and not isinstance(test, str | int | float | bool):
+        return f"a test is {_TEST_SHAPES}; got {test!r}"
+    return None
 
 
 class Constraint(Schema):
@@ -177,6 +211,19 @@ class Constraint(Schema):
     require: dict[str, Test] = Field(default_factory=dict)
     forbid: dict[str, Test] = Field(default_factory=dict)
     message: str | None = Field(None, description="Shown when the rule rejects a point.")
+
+    @field_validator("when", "require", "forbid", mode="before")
+    @classmethod
+    def _test_shapes(cls, value: Any) -> Any:
+        """One readable line per badly shaped test (not one per member of the ``Test`` union),
+        led by the test's dotted path so that the problem names it."""
+        if not isinstance(value, dict):
+            return value
+        found = [(path, _test_problem(test)) for path, test in value.items()]
+        rules = [f"{path}: {message}" for path, message in found if message is not None]
+        if rules:
+            raise ValueError("\n".join(rules))
+        return value
 
     @model_validator(mode="after")
     def _one_rule(self) -> Constraint:
