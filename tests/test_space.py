@@ -172,12 +172,22 @@ def test_constraint_operators_need_the_right_kind_of_value(tmp_path, test, opera
 
 
 def test_unsatisfiable_constraints_are_reported():
+    """Each rule alone can hold; together they reject every draw, which only sampling finds."""
     space = SearchSpace.from_dict({
         "name": "never", "params": {"memory": {"kind": {"choice": ["matrix", "mlp"]}}},
-        "constraints": [{"require": {"memory.kind": "vector"}}],
+        "constraints": [{"require": {"memory.kind": "matrix"}}, {"require": {"memory.kind": "mlp"}}],
     })
     with pytest.raises(ConfigError, match="satisfy the space's rules"):
         space.sample(1)
+
+
+def test_a_require_no_draw_can_meet_is_refused_on_load():
+    with pytest.raises(ConfigError, match=r"constraints\.0\.require\.memory\.kind: memory\.kind takes only "
+                                          r"\{choice: \['matrix', 'mlp'\]\} in this space.*could never match"):
+        SearchSpace.from_dict({
+            "name": "never", "params": {"memory": {"kind": {"choice": ["matrix", "mlp"]}}},
+            "constraints": [{"require": {"memory.kind": "vector"}}],
+        })
 
 
 # --- property-based: random spaces sample only valid points --------------------------------
@@ -203,7 +213,9 @@ def random_spaces(draw):
         low = draw(st.integers(1, 8))
         params.setdefault("train", {})["chunk_size"] = {"int": [low, low + draw(st.integers(0, 8))]}
     constraints = []
-    if draw(st.booleans()):
+    # a test no draw can pass is refused on load: the rule is drawn only where it can act
+    if "mlp" in params["memory"]["kind"]["choice"] and "kl" in params["retention"]["kind"]["choice"] \
+            and draw(st.booleans()):
         constraints.append({"when": {"memory.kind": "mlp"}, "forbid": {"retention.kind": "kl"}})
     return {"name": "random", "params": params, "constraints": constraints}
 

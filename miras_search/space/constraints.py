@@ -10,7 +10,7 @@ from miras_search.space.spec import Constraint
 _MISSING = object()
 
 
-def _holds(value: Any, test: Any) -> bool:
+def holds(value: Any, test: Any) -> bool:
     """Whether ``value`` passes ``test`` (a plain value, or a mapping of in / not_in / min / max)."""
     if not isinstance(test, dict):
         return value is not _MISSING and value == test
@@ -31,7 +31,7 @@ def _holds(value: Any, test: Any) -> bool:
 
 
 def _all_hold(data: dict[str, Any], tests: dict[str, Any]) -> bool:
-    return all(_holds(get_path(data, tuple(path.split(".")), _MISSING), t) for path, t in tests.items())
+    return all(holds(get_path(data, tuple(path.split(".")), _MISSING), t) for path, t in tests.items())
 
 
 def satisfies(data: dict[str, Any], constraint: Constraint) -> bool:

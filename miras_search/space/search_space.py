@@ -20,6 +20,7 @@ from miras_search.schema_paths import unknown_path_problem
 from miras_search.space.base_check import base_problems
 from miras_search.space.checks import shape_problems
 from miras_search.space.constraints import first_violated
+from miras_search.space.reach import unreachable_test_problems
 from miras_search.space.spec import Choice, FloatRange, IntRange, SpaceFile
 from miras_search.space.targets import constraint_value_problems, iter_leaves_in, target_problems
 from miras_search.space.walk import decode_option, encode_option, iter_nodes, walk
@@ -177,6 +178,10 @@ class SearchSpace:
                     if problem is not None:
                         problems.append(problem)
         problems.extend(constraint_value_problems(self.spec.constraints, lines))
+        reported = {p.path for p in problems}
+        problems.extend(p for p in unreachable_test_problems(self.spec.params, self.base,
+                                                             self.spec.constraints, lines)
+                        if not any(r == p.path or r.startswith(p.path + ".") for r in reported))
         problems.extend(base_problems(self.base, self.spec.base, self.spec.params, lines))
         if problems:
             raise ConfigError(self.source, problems)

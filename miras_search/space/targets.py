@@ -425,6 +425,20 @@ def constraint_value_problems(constraints: list[Constraint], lines: LineMap) -> 
     return problems
 
 
+def as_held(path: tuple[str, ...], value: Any) -> list[Any]:
+    """``value`` as written and as a point holds it at ``path`` once validated (``"2"`` -> ``2``
+    for an integer field), for comparing it with a constraint's test."""
+    found = [value]
+    for model in holders(path):
+        try:
+            held = model.model_validate(_alone(model, path[-1], value)).model_dump(mode="json")[path[-1]]
+        except (ValidationError, KeyError):
+            continue
+        if held not in found:
+            found.append(held)
+    return found
+
+
 def _spelled(models: list[type[BaseModel]], path: tuple[str, ...], value: Any) -> str | None:
     """'"1" is text, ...' when the field accepts ``value`` only by converting it (a number written
     as text): a constraint compares drawn values as they are, so the text would never equal them."""
