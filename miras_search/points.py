@@ -19,6 +19,8 @@ FileKind = Literal["point", "space", "study"]
 _STUDY_KEYS = frozenset({"space", "objectives", "sampler", "pruner", "trial"})
 _SPACE_KEYS = frozenset({"params", "constraints", "anchors"})
 _POINT_KEYS = frozenset({*ModelPoint.model_fields, "preset"})
+_FILE_KEYS = ("type", "preset", "meta")
+"""Keys a point file takes beside ModelPoint's fields (read before the point is validated)."""
 
 
 def plain_file_kind(data: dict[str, Any]) -> FileKind | None:
@@ -62,7 +64,7 @@ def point_from_dict(data: dict[str, Any], source: str = "<point>",
     if name is not None:
         _check_preset_name(name, source, lines or {})
         data = deep_merge(preset(name).model_dump(mode="json"), data)
-    point = validate(ModelPoint, data, source, lines)
+    point = validate(ModelPoint, data, source, lines, top_keys=_FILE_KEYS)
     if name is not None and not named and not is_preset_point(point):
         # a variant of the preset is not the preset: named after its file
         stem = Path(source).stem if source.endswith((".yaml", ".yml")) else f"{name}-variant"

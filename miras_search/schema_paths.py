@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from miras_search.errors import Problem
+from miras_search.errors import Problem, did_you_mean
 from miras_search.schema import ModelPoint
 from miras_search.validation import model_kind, model_members
 from miras_search.yamlio import LineMap, ancestor_line
@@ -100,8 +100,10 @@ def unknown_path_problem(path: tuple[str, ...], where: tuple[str, ...],
             "{choice: [...]}, {int: [lo, hi]} or {float: [lo, hi]} (with step / log)"), line)
     allowed = sorted({name for m in found.models for name in m.model_fields})
     owner = _kind_words(found.models, found.section, kinds)
+    hint = did_you_mean(found.unknown, allowed)
     if owner is not None:
-        message = f"'{found.unknown}' is not a field of {owner} (its fields: {', '.join(allowed)})"
+        fields = f"{hint}; its fields: {', '.join(allowed)}" if hint else f" (its fields: {', '.join(allowed)})"
+        message = f"'{found.unknown}' is not a field of {owner}{fields}"
     else:
-        message = f"'{found.unknown}' is not a field of the point here; allowed: {', '.join(allowed)}"
+        message = f"'{found.unknown}' is not a field of the point here{hint}; allowed: {', '.join(allowed)}"
     return Problem(".".join(where), message, line)

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, Tag, ValidationError
 
-from miras_search.errors import ConfigError, Problem
+from miras_search.errors import ConfigError, Problem, did_you_mean
 from miras_search.schema.plugins import PLUGINS_ENV
 from miras_search.yamlio import LineMap, ancestor_line
 
@@ -125,20 +125,25 @@ def _discriminator(error: dict[str, Any]) -> str:
     return str(error.get("ctx", {}).get("discriminator", "kind")).strip("'\"")
 
 
-def _message(error: dict[str, Any], owner: type[BaseModel] | None) -> str:
+def _message(error: dict[str, Any], allowed: list[str] | None) -> str:
+    """One readable line for a pydantic error; ``allowed``: the keys the mapping of an unknown key
+    takes (None when not known)."""
     kind = error["type"]
     if kind == "union_tag_not_found":
         return f"required key '{_discriminator(error)}' is missing (it says which kind of entry this is)"
     if kind == "union_tag_invalid":
         ctx, key = error.get("ctx", {}), _discriminator(error)
-        message = f"'{ctx.get('tag')}' is not a known {key}; expected tags: {ctx.get('expected_tags')}"
+        tags = re.findall(r"'([^']*)'", str(ctx.get("expected_tags", "")))
+        message = (f"'{ctx.get('tag')}' is not a known {key}{did_you_mean(ctx.get('tag'), tags)}; "
+                   f"expected tags: {ctx.get('expected_tags')}")
         if key == "kind":  # an axis option: a user's own is loaded by naming its module
             message += f" (an option defined in a module of your own: name the module in {PLUGINS_ENV})"
         return message
     if kind == "extra_forbidden":
-        if owner is None:
+        if allowed is None:
             return "unknown key"
-        return f"unknown key; allowed keys here: {', '.join(owner.model_fields)}"
+        key = error["loc"][-1] if error["loc"] else ""
+        return f"unknown key{did_you_mean(key, allowed)}; allowed keys here: {', '.join(allowed)}"
     if kind == "missing":
         return "required key is missing"
     message = error["msg"]
@@ -160,19 +165,30 @@ def _subject_keys(rule: str, node: Any) -> list[str]:
     return _keys_in(node, subject.group(1).split("."))[0]
 
 
+def _allowed_keys(owner: type[BaseModel] | None, loc: tuple[Any, ...],
+                  top_keys: tuple[str, ...]) -> list[str] | None:
+    """The keys the mapping that holds the last key of ``loc`` takes (``top_keys`` beside the
+    fields at the top level), or None when its model is not known."""
+    if owner is None:
+        return None
+    return [*owner.model_fields, *(top_keys if len(loc) == 1 else ())]
+
+
 def problems_by_error(error: ValidationError, root: type[BaseModel], data: Any, lines: LineMap,
-                      prefix: tuple[str, ...] = ()) -> list[tuple[dict[str, Any], list[Problem]]]:
+                      prefix: tuple[str, ...] = (), top_keys: tuple[str, ...] = (),
+                      ) -> list[tuple[dict[str, Any], list[Problem]]]:
     """Each pydantic error with its Problems: one, or one per rule for a validator that reports
-    several broken rules at once (one "dotted.path: message" line each)."""
+    several broken rules at once (one "dotted.path: message" line each). ``top_keys``: keys the
+    file takes at its top level beside the model's fields (a point file's ``preset``)."""
     grouped = []
     for item in error.errors(include_url=False):
         loc = tuple(item["loc"])
         owner, tags = _walk_loc(root, loc)
         path = _data_path(data, loc, tags)
-        owner = owner if item["type"] == "extra_forbidden" else None
+        allowed = _allowed_keys(owner, loc, top_keys) if item["type"] == "extra_forbidden" else None
         if item["type"] in ("union_tag_invalid", "union_tag_not_found"):
             path.append(_discriminator(item))
-        message = _message(item, owner)
+        message = _message(item, allowed)
         rules = message.split("\n") if item["type"] == "value_error" else [message]
         found = []
         node_path, node = _keys_in(data, path)
@@ -198,9 +214,9 @@ def problems_by_error(error: ValidationError, root: type[BaseModel], data: Any, 
 
 
 def problems_from(error: ValidationError, root: type[BaseModel], data: Any, lines: LineMap,
-                  prefix: tuple[str, ...] = ()) -> list[Problem]:
+                  prefix: tuple[str, ...] = (), top_keys: tuple[str, ...] = ()) -> list[Problem]:
     """The Problems of every pydantic error, with the dotted path and the YAML line when known."""
-    return [problem for _, found in problems_by_error(error, root, data, lines, prefix)
+    return [problem for _, found in problems_by_error(error, root, data, lines, prefix, top_keys)
             for problem in found]
 
 
@@ -211,9 +227,11 @@ def _located(prefix: tuple[str, ...], path: list[str], message: str, lines: Line
 
 
 def validate(model: type[M], data: Any, source: str, lines: LineMap | None = None,
-             prefix: tuple[str, ...] = ()) -> M:
-    """``model.model_validate(data)``, raising ConfigError with readable problems on failure."""
+             prefix: tuple[str, ...] = (), top_keys: tuple[str, ...] = ()) -> M:
+    """``model.model_validate(data)``, raising ConfigError with readable problems on failure
+    (``top_keys``: keys the file also takes at its top level, named among the allowed ones)."""
     try:
         return model.model_validate(data)
     except ValidationError as error:
-        raise ConfigError(source, problems_from(error, model, data, lines or {}, prefix)) from None
+        raise ConfigError(source, problems_from(error, model, data, lines or {}, prefix,
+                                                top_keys)) from None

@@ -155,7 +155,7 @@ def test_preset_overrides_raise_config_errors_naming_the_field():
     """The Python API's preset(name, **overrides) reports as point files do."""
     with pytest.raises(ConfigError, match=r"bias\.p: Input should be less than or equal to 4 \(got 9\)"):
         preset("moneta", bias={"kind": "lp", "p": 9})
-    with pytest.raises(ConfigError, match=r"block\.d_modle: unknown key; allowed keys here: d_model"):
+    with pytest.raises(ConfigError, match=r"block\.d_modle: unknown key \(did you mean 'd_model'\?\); allowed keys here: d_model"):
         preset("moneta", block={"d_modle": 64})
     with pytest.raises(ConfigError, match="unknown preset 'monetta' \\(did you mean 'moneta'\\?\\)"):
         preset("monetta")

@@ -48,7 +48,7 @@ def test_steps_that_fit_are_kept(section, field, node):
 def test_an_unknown_key_in_a_range_lists_the_range_keys():
     (problem,) = _problems({"block": {"n_layers": {"int": [2, 4], "lg": True}}})
     assert problem.startswith("params.block.n_layers.lg")
-    assert "unknown key; allowed keys here: log, int, step" in problem
+    assert "unknown key (did you mean 'log'?); allowed keys here: log, int, step" in problem
 
 
 def test_an_unknown_key_in_a_constraint_lists_the_constraint_keys():

@@ -20,7 +20,7 @@ import annotated_types
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
-from miras_search.errors import Problem
+from miras_search.errors import Problem, did_you_mean
 from miras_search.schema import AXES
 from miras_search.schema.plugins import PLUGINS_ENV
 from miras_search.schema_paths import Kinds, section_models
@@ -246,7 +246,8 @@ def _rejection(models: list[type[BaseModel]], path: tuple[str, ...], value: Any,
         # an axis's kind: an option of the user's own is loaded by naming its module
         hint = f" (an option defined in a module of your own: name the module in {PLUGINS_ENV})" \
             if field == "kind" and path[0] in AXES else ""
-        return f"{what} is not allowed for {'.'.join(path)}; allowed: {allowed}{hint}"
+        close = did_you_mean(value, [str(v) for v in allowed_values(models, field) or []])
+        return f"{what} is not allowed for {'.'.join(path)}{close}; allowed: {allowed}{hint}"
     return f"{what} is not allowed for {'.'.join(path)}: {message[:1].lower()}{message[1:]}"
 
 
