@@ -11,7 +11,7 @@ from pydantic import BaseModel, Tag, ValidationError
 
 from miras_search.errors import ConfigError, Problem, did_you_mean
 from miras_search.schema.plugins import PLUGINS_ENV
-from miras_search.yamlio import LineMap, ancestor_line
+from miras_search.yamlio import LineMap, ancestor_line, key_text, yaml_kind
 
 M = TypeVar("M", bound=BaseModel)
 _CROSS_RULE = re.compile(r"^([a-z_]+(?:\.[a-z_]+)+): ")
@@ -146,6 +146,11 @@ def _message(error: dict[str, Any], allowed: list[str] | None) -> str:
         return f"unknown key{did_you_mean(key, allowed)}; allowed keys here: {', '.join(allowed)}"
     if kind == "missing":
         return "required key is missing"
+    if kind == "invalid_key":  # a YAML key such as `~`, `3` or `true` where names go
+        listed = f"; allowed keys here: {', '.join(allowed)}" if allowed else ""
+        key = error.get("input")
+        what = "null" if key is None else f"the {yaml_kind(key)} {key_text(key)}"
+        return f"a key here must be a name, not {what}{listed}"
     message = error["msg"]
     for prefix in ("Value error, ", "Assertion failed, "):
         message = message.removeprefix(prefix)
@@ -185,7 +190,10 @@ def problems_by_error(error: ValidationError, root: type[BaseModel], data: Any, 
         loc = tuple(item["loc"])
         owner, tags = _walk_loc(root, loc)
         path = _data_path(data, loc, tags)
-        allowed = _allowed_keys(owner, loc, top_keys) if item["type"] == "extra_forbidden" else None
+        allowed = _allowed_keys(owner, loc, top_keys) \
+            if item["type"] in ("extra_forbidden", "invalid_key") else None
+        if item["type"] == "invalid_key" and path:  # the key as YAML writes it: null, not None
+            path[-1] = key_text(item.get("input"))
         if item["type"] in ("union_tag_invalid", "union_tag_not_found"):
             path.append(_discriminator(item))
         message = _message(item, allowed)

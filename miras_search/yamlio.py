@@ -153,10 +153,36 @@ def _lines_of(node: yaml.Node, path: tuple[str, ...], lines: LineMap) -> None:
         for key_node, value_node in node.value:
             key = str(key_node.value)
             lines[(*path, key)] = _line(key_node)
+            for alias in _key_aliases(key_node):  # `~` is also found as None and null
+                lines.setdefault((*path, alias), _line(key_node))
             _lines_of(value_node, (*path, key), lines)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
             _lines_of(item, (*path, str(index)), lines)
+
+
+def key_text(key: Any) -> str:
+    """A mapping key as YAML writes it: ``null``, ``true``, ``3``, ``name``."""
+    if key is None:
+        return "null"
+    if isinstance(key, bool):
+        return "true" if key else "false"
+    return str(key)
+
+
+def _key_aliases(key_node: yaml.Node) -> set[str]:
+    """Other texts a plain key is found under: its value's ``str`` (``None``, ``True``, ``1``, as
+    paths built from parsed data spell it) and its YAML spelling (``null``)."""
+    if not isinstance(key_node, yaml.ScalarNode) or key_node.style is not None:
+        return set()  # a quoted key is text as written
+    tag = _Loader.resolve(_Loader, yaml.ScalarNode, key_node.value, (True, False))
+    if tag == "tag:yaml.org,2002:str":
+        return set()
+    try:
+        value = _construct(key_node)
+    except yaml.YAMLError:
+        return set()
+    return {str(value), key_text(value)} - {str(key_node.value)}
 
 
 class _Loader(yaml.SafeLoader):
@@ -209,8 +235,10 @@ def parse_yaml(text: str, source: str) -> tuple[dict[str, Any], LineMap]:
         raise ConfigError(source, [Problem("", f"YAML error: {error}")]) from None
     except RecursionError:
         raise ConfigError(source, [Problem("", "the document is nested too deeply")]) from None
-    if data is None:
+    if node is None:
         raise ConfigError(source, [Problem("", "the file is empty; expected a mapping of keys")])
+    if data is None:  # a document of just `null` or `~`
+        raise ConfigError(source, [Problem("", "the file holds only null; expected a mapping of keys")])
     if not isinstance(data, dict):
         raise ConfigError(
             source,

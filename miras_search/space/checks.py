@@ -12,7 +12,7 @@ from typing import Any
 
 from miras_search.errors import Problem
 from miras_search.space.spec import Choice, Constraint, FloatRange, IntRange
-from miras_search.yamlio import LineMap, ancestor_line, yaml_kind
+from miras_search.yamlio import LineMap, ancestor_line, key_text, yaml_kind
 
 _ONE_OF_SHAPE = "a mapping of option name -> sub-tree, e.g. {fast: {train: {chunk_size: 64}}}"
 
@@ -41,7 +41,7 @@ def _one_of_problems(node: Any, where: tuple[str, ...], lines: LineMap) -> list[
         return [_problem(where, f"'one_of' must list at least one option; it is {_ONE_OF_SHAPE}", lines)]
     problems: list[Problem] = []
     for label, sub in node.items():
-        here = (*where, str(label))
+        here = (*where, key_text(label))
         if sub is None:
             continue  # an option that changes nothing
         if isinstance(sub, dict):
@@ -63,7 +63,7 @@ def _tree_problems(tree: dict[str, Any], where: tuple[str, ...], lines: LineMap)
             problems.extend(_one_of_problems(node, here, lines))
         elif isinstance(node, Choice) and isinstance(node.choice, dict):
             for option, branch in node.choice.items():
-                problems.extend(_tree_problems(branch or {}, (*here, "choice", str(option)), lines))
+                problems.extend(_tree_problems(branch or {}, (*here, "choice", key_text(option)), lines))
         elif isinstance(node, dict):
             problems.extend(_tree_problems(node, here, lines))
     return problems

@@ -27,7 +27,7 @@ from miras_search.schema_paths import Kinds, section_models
 from miras_search.space.checks import node_kind
 from miras_search.space.spec import Choice, Constraint, FloatRange, IntRange
 from miras_search.validation import model_members
-from miras_search.yamlio import LineMap, ancestor_line
+from miras_search.yamlio import LineMap, ancestor_line, key_text
 
 Where = tuple[str, ...]
 """Location in the space file, e.g. ("params", "bias", "kind", "choice", "lp", "p")."""
@@ -103,7 +103,7 @@ def _leaves(tree: dict[str, Any], where: Where, path: tuple[str, ...],
             if isinstance(node, dict):  # shape errors are reported by checks.py first
                 for label, sub in node.items():
                     if isinstance(sub, dict):
-                        yield from _leaves(sub, (*where, key, str(label)), path, kinds)
+                        yield from _leaves(sub, (*where, key, key_text(label)), path, kinds)
             continue
         here = (*where, key)
         if isinstance(node, dict):
@@ -115,7 +115,7 @@ def _leaves(tree: dict[str, Any], where: Where, path: tuple[str, ...],
         if isinstance(node, Choice) and isinstance(node.choice, dict):
             for option, branch in node.choice.items():
                 chosen = {**kinds, path: frozenset([option])} if key == "kind" else kinds
-                yield from _leaves(branch or {}, (*here, "choice", str(option)), path, chosen)
+                yield from _leaves(branch or {}, (*here, "choice", key_text(option)), path, chosen)
 
 
 def holders(path: tuple[str, ...], kinds: Kinds | None = None) -> list[type[BaseModel]]:
@@ -258,7 +258,7 @@ def _choice_problems(node: Choice, where: Where, path: tuple[str, ...],
     for index, option in enumerate(node.options):
         message = _rejection(models, path, option, f"option {_shown(option)}")
         if message is not None:
-            at = (*where, "choice", str(option) if mapping else str(index))
+            at = (*where, "choice", key_text(option) if mapping else str(index))
             shown = at if mapping else (*where, "choice")
             problems.append(Problem(".".join(shown), message, ancestor_line(lines, at)))
     return problems
