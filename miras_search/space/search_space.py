@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from miras_search.errors import ConfigError, MirasError, Problem
 from miras_search.merge import deep_merge, get_path
+from miras_search.points import plain_file_kind
 from miras_search.presets import is_preset_point, preset
 from miras_search.schema import AXES, ModelPoint
 from miras_search.schema_paths import unknown_path_problem
@@ -154,6 +155,7 @@ class SearchSpace:
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "<space>",
                   lines: LineMap | None = None) -> SearchSpace:
+        _refuse_other_kinds(data, source)
         return cls(validate(SpaceFile, data, source, lines), source, lines)
 
     @property
@@ -282,6 +284,19 @@ class SearchSpace:
             if isinstance(node, Choice) and isinstance(node.choice, dict)
         )
         return SpaceSummary(len(nodes), conditional, branches, size)
+
+
+def _refuse_other_kinds(data: Any, source: str) -> None:
+    """ConfigError in one line when ``data`` is plainly a study file, or says it is a point file,
+    rather than a list of its keys that a space does not take. (A space without params, a name and
+    a preset, reads like a point by its keys, so only a declared point is refused.)"""
+    if not isinstance(data, dict):
+        return
+    kind = plain_file_kind(data)
+    if kind == "study" or (kind == "point" and data.get("type") == "point"):
+        raise ConfigError(source, [Problem("", (
+            f"is a {kind} file, not a space file; give a space file (type: space, with its preset, "
+            "params and constraints)"))])
 
 
 def _decoded(space: SearchSpace, params: dict[str, Any]) -> dict[str, Any]:

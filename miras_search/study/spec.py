@@ -375,6 +375,10 @@ def load_study_dict(data: dict[str, Any], source: str = "<study>",
     if problems:
         raise ConfigError(source, problems)
     if source != "<study>" and Path(source).exists():
+        if study.space_path().resolve() == Path(source).resolve():
+            raise ConfigError(source, [Problem("space", "names this study file itself; give a space file "
+                                               "(type: space, with its preset, params and constraints)",
+                                               (lines or {}).get(("space",)))])
         try:
             study.load_space()
         except ConfigError as error:
