@@ -67,14 +67,13 @@ def _grid(node: IntRange | FloatRange) -> list[float] | None:
 
 
 def _holds_near(value: float, test: Any, exact: bool) -> bool:
-    """Whether a drawn number may pass ``test`` (floats compared with a tolerance)."""
-    if not isinstance(test, dict):
-        return _is_number(test) and (value == test if exact else _near(value, test))
-    if not exact and "not_in" in test:
-        test = {k: v for k, v in test.items() if k != "not_in"}  # a float may always miss an item
+    """Whether a drawn number may pass ``test`` (exactly for integers; floats compared with a
+    tolerance, and a ``not_in`` taken as passable: a computed float may miss an item)."""
     if exact:
         return holds(value, test)
-    if "in" in test and not any(_is_number(i) and _near(value, i) for i in test["in"]):
+    if not isinstance(test, dict):
+        return _is_number(test) and _near(value, test)
+    if "in" in test and not any(_is_number(i) and _near(value, i) for i in test["in"] or []):
         return False
     return all(_is_number(bound) and (value >= bound or _near(value, bound)) if op == "min"
                else _is_number(bound) and (value <= bound or _near(value, bound))
