@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -74,6 +75,9 @@ def point_from_dict(data: dict[str, Any], source: str = "<point>",
 
 def load_point(ref: str | Path) -> ModelPoint:
     """A point from a YAML file path or a preset name (``moneta``)."""
+    if not isinstance(ref, str | os.PathLike):
+        raise MirasError(f"load_point: expected a point file's path or a preset name; got "
+                         f"{type(ref).__name__} (a mapping of a point's fields: point_from_dict)")
     path = Path(ref)
     if path.exists():
         data, lines = read_yaml(path)

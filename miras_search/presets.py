@@ -230,6 +230,9 @@ def preset(name: str, **overrides: Any) -> ModelPoint:
 
     ConfigError, naming the field and what it allows, for an unknown name or a bad override.
     """
+    if not isinstance(name, str):
+        raise ConfigError("preset(...)", [Problem("name", f"a preset's name is text, one of "
+                                                  f"{', '.join(PRESET_AXES)}; got {type(name).__name__}")])
     if name not in PRESET_AXES:
         raise ConfigError(f"preset '{name}'", [Problem("", f"unknown preset '{name}'{preset_hint(name)}")])
     data = {"name": name, **PRESET_AXES[name], **overrides}

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import re
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -208,16 +210,12 @@ def _construct(node: yaml.Node) -> Any:
         loader.dispose()
 
 
-def parse_yaml(text: str, source: str) -> tuple[dict[str, Any], LineMap]:
-    """Parse ``text`` (YAML) into a mapping and the line of each key; ConfigError on any problem."""
+@contextlib.contextmanager
+def _yaml_errors(text: str, source: str) -> Iterator[None]:
+    """Turn PyYAML's errors (syntax, a disallowed tag, nesting too deep) into a ConfigError at
+    the line they are marked at."""
     try:
-        node = yaml.compose(text, Loader=_Loader)
-        if node is not None:
-            _check_expansion(node, source)  # before anything walks the document as a tree
-            problems = _key_problems(node)
-            if problems:
-                raise ConfigError(source, problems)
-        data = None if node is None else _construct(node)
+        yield
     except yaml.MarkedYAMLError as error:
         line = error.problem_mark.line + 1 if error.problem_mark else None
         if line is not None:  # an error at the end of the stream is marked past the last line
@@ -235,18 +233,55 @@ def parse_yaml(text: str, source: str) -> tuple[dict[str, Any], LineMap]:
         raise ConfigError(source, [Problem("", f"YAML error: {error}")]) from None
     except RecursionError:
         raise ConfigError(source, [Problem("", "the document is nested too deeply")]) from None
-    if node is None:
+
+
+def _document(node: yaml.Node | None, text: str, source: str) -> tuple[dict[str, Any], LineMap]:
+    """The mapping of one composed document and the line of each key; ConfigError on any problem."""
+    with _yaml_errors(text, source):
+        if node is not None:
+            _check_expansion(node, source)  # before anything walks the document as a tree
+            problems = _key_problems(node)
+            if problems:
+                raise ConfigError(source, problems)
+        data = None if node is None else _construct(node)
+    if _blank(node):
         raise ConfigError(source, [Problem("", "the file is empty; expected a mapping of keys")])
     if data is None:  # a document of just `null` or `~`
         raise ConfigError(source, [Problem("", "the file holds only null; expected a mapping of keys")])
     if not isinstance(data, dict):
         raise ConfigError(
             source,
-            [Problem("", f"the top level must be a mapping of keys, not a {yaml_kind(data)}", 1)],
+            [Problem("", f"the top level must be a mapping of keys, not a {yaml_kind(data)}", _line(node))],
         )
     lines: LineMap = {}
     _lines_of(node, (), lines)
     return data, lines
+
+
+def parse_yaml(text: str, source: str) -> tuple[dict[str, Any], LineMap]:
+    """Parse ``text`` (one YAML document) into a mapping and the line of each key; ConfigError on
+    any problem (several documents included)."""
+    with _yaml_errors(text, source):
+        node = yaml.compose(text, Loader=_Loader)
+    return _document(node, text, source)
+
+
+def _blank(node: yaml.Node | None) -> bool:
+    """Whether a composed document holds nothing at all (``---`` followed by the next ``---``)."""
+    return node is None or (isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:null"
+                            and node.value == "")
+
+
+def parse_yaml_documents(text: str, source: str) -> list[tuple[dict[str, Any], LineMap]]:
+    """Every document of ``text`` (as ``miras best`` and ``miras sample`` print them, ``---``
+    before each), each parsed like ``parse_yaml``; empty documents are skipped. YAML's own
+    parser splits them (directives, ``--- {...}`` on one line, ``---`` inside a quoted string),
+    so line numbers are the text's."""
+    with _yaml_errors(text, source):
+        nodes = [node for node in yaml.compose_all(text, Loader=_Loader) if not _blank(node)]
+    if len(nodes) <= 1:
+        return [_document(nodes[0] if nodes else None, text, source)]
+    return [_document(node, text, f"{source} (document {index})") for index, node in enumerate(nodes, 1)]
 
 
 def _nearest_file(path: Path) -> str:
@@ -302,24 +337,10 @@ def read_yaml(path: str | Path) -> tuple[dict[str, Any], LineMap]:
     return parse_yaml(_read_text(path), str(path))
 
 
-_DOCUMENT_START = re.compile(r"^---[ \t]*$", re.MULTILINE)
-
-
 def read_yaml_documents(path: str | Path) -> list[tuple[dict[str, Any], LineMap]]:
-    """Every document of a YAML file (``---`` between them, as ``miras best`` and ``miras
-    sample`` print them), each parsed like ``read_yaml``; line numbers are the file's."""
+    """Every document of a YAML file, each parsed like ``read_yaml`` (``parse_yaml_documents``)."""
     path = Path(path)
-    text = _read_text(path)
-    starts = [0, *(m.end() + 1 for m in _DOCUMENT_START.finditer(text))]
-    ends = [*(m.start() for m in _DOCUMENT_START.finditer(text)), len(text)]
-    chunks = [(text.count("\n", 0, start), text[start:end]) for start, end in zip(starts, ends, strict=True)]
-    chunks = [(offset, chunk) for offset, chunk in chunks if chunk.strip()] or [(0, text)]
-    source = str(path)
-    if len(chunks) == 1:
-        return [parse_yaml("\n" * chunks[0][0] + chunks[0][1], source)]
-    # blank lines in front keep each document's line numbers those of the file
-    return [parse_yaml("\n" * offset + chunk, f"{source} (document {index})")
-            for index, (offset, chunk) in enumerate(chunks, 1)]
+    return parse_yaml_documents(_read_text(path), str(path))
 
 
 def ancestor_line(lines: LineMap, where: tuple[str, ...], *, root: bool = False) -> int | None:

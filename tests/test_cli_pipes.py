@@ -67,6 +67,29 @@ def test_validate_names_the_bad_document_of_several(tmp_path):
     assert "(document 2)" in result.output and "bias.p (line 4)" in result.output
 
 
+@pytest.mark.parametrize(("text", "points"), [
+    ("%YAML 1.1\n---\npreset: moneta\n", 1),                      # a directive before the document
+    ("--- {preset: moneta}\n--- {preset: yaad}\n", 2),             # documents on their marker's line
+    ("--- # first\npreset: moneta\n...\n---\npreset: yaad\n", 2),  # a comment, an end marker
+    ("preset: moneta\n---\n\n---\npreset: yaad\n---\n", 2),        # empty documents are skipped
+])
+def test_validate_splits_documents_as_yaml_does(tmp_path, text, points):
+    path = tmp_path / "points.yaml"
+    path.write_text(text)
+    assert len([d for d in yaml.safe_load_all(text) if d is not None]) == points
+    result = runner.invoke(app, ["validate", str(path)])
+    assert result.exit_code == 0, result.output
+    assert ("2 points" if points == 2 else "(point)") in result.output
+
+
+def test_a_document_marker_inside_a_quoted_value_is_a_syntax_error_at_its_line(tmp_path):
+    path = tmp_path / "quoted.yaml"
+    path.write_text('preset: moneta\nname: "a\n---\nb"\n')
+    result = runner.invoke(app, ["validate", str(path)])
+    assert result.exit_code == 1
+    assert "(line 3): YAML syntax error" in result.output and "starts on line 2" in result.output
+
+
 def test_version_and_a_help_that_imports_neither_torch_nor_optuna():
     assert runner.invoke(app, ["--version"]).output.strip() == f"miras-search {__version__}"
     probe = ("import sys, miras_search.cli; "

@@ -64,3 +64,32 @@ def test_run_trial_validates_a_mapping_config_and_names_another_type() -> None:
         ms.run_trial(3.5, {"tokens": 1024})
     result = ms.run_trial("gated_deltanet", {"tokens": 1024, "batch_size": 2, "seq_len": 32, "eval_batches": 1})
     assert result.status == "complete", result
+
+
+@pytest.mark.parametrize("name", [None, 5, ["moneta"]])
+def test_preset_says_a_name_is_text(name: Any) -> None:
+    with pytest.raises(ConfigError, match="a preset's name is text, one of linear_attention"):
+        ms.preset(name)
+
+
+@pytest.mark.parametrize(("call", "words"), [
+    (lambda: ms.SearchSpace.load({"type": "space"}), "SearchSpace.load: expected a space file's path; got dict"),
+    (lambda: ms.load_point(None), "load_point: expected a point file's path or a preset name; got NoneType"),
+])
+def test_loaders_name_what_they_take(call: Any, words: str) -> None:
+    with pytest.raises(MirasError, match=re.escape(words)):
+        call()
+
+
+def test_trial_records_take_a_study_or_a_study_file(tmp_path) -> None:
+    from _fake_study import fake_study
+
+    from miras_search.report.table import trial_records
+
+    study_file = fake_study(tmp_path)
+    records = trial_records(study_file)
+    assert records and {"number", "state", "val_bpb"} <= set(records[0])
+    with pytest.raises(MirasError, match="expected an optuna.Study or a study YAML file; got int"):
+        trial_records(3)
+    with pytest.raises(MirasError, match="does not exist"):
+        trial_records(tmp_path / "missing.yaml")

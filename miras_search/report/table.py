@@ -10,16 +10,31 @@ from __future__ import annotations
 
 import csv
 import io
+from pathlib import Path
 from typing import Any
 
 import optuna
 
 from miras_search.errors import MirasError
-from miras_search.report.study_data import AXES, study_objectives, study_rows
+from miras_search.report.study_data import AXES, open_report_study, study_objectives, study_rows
+
+StudyRef = optuna.Study | str | Path
+"""An Optuna study, or a study YAML file (opened as ``miras report`` opens it)."""
 
 
-def trial_records(study: optuna.Study) -> list[dict[str, Any]]:
-    """One flat mapping per trial (see the module docstring); missing values are None."""
+def _as_study(study: StudyRef) -> optuna.Study:
+    """``study`` as an Optuna study; MirasError names what else it may be."""
+    if isinstance(study, optuna.Study):
+        return study
+    if isinstance(study, str | Path):
+        return open_report_study(study)
+    raise MirasError(f"study: expected an optuna.Study or a study YAML file; got {type(study).__name__}")
+
+
+def trial_records(study: StudyRef) -> list[dict[str, Any]]:
+    """One flat mapping per trial (see the module docstring); missing values are None.
+    ``study``: an Optuna study or a study file (``trial_records("studies/quickstart.yaml")``)."""
+    study = _as_study(study)
     objectives = study_objectives(study)
     rows = study_rows(study)
     params = sorted({name for row in rows for name in row.params})
@@ -39,7 +54,7 @@ def trial_records(study: optuna.Study) -> list[dict[str, Any]]:
     return records
 
 
-def trials_csv(study: optuna.Study) -> str:
+def trials_csv(study: StudyRef) -> str:
     """The study's ``trial_records`` as CSV text (a header line, then one line per trial)."""
     records = trial_records(study)
     out = io.StringIO()
@@ -50,7 +65,7 @@ def trials_csv(study: optuna.Study) -> str:
     return out.getvalue()
 
 
-def trials_dataframe(study: optuna.Study):
+def trials_dataframe(study: StudyRef):
     """The study's ``trial_records`` as a pandas DataFrame indexed by trial number (pandas is
     not a dependency of the toolkit: MirasError says how to install it)."""
     try:

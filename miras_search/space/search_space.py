@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -149,6 +150,11 @@ class SearchSpace:
 
     @classmethod
     def load(cls, path: str | Path) -> SearchSpace:
+        """The space of a YAML file; ConfigError names what is wrong with it (a mapping of a
+        space's fields goes to ``from_dict``)."""
+        if not isinstance(path, str | os.PathLike):
+            raise MirasError(f"SearchSpace.load: expected a space file's path; got {type(path).__name__}"
+                             " (a mapping of a space's fields: SearchSpace.from_dict)")
         data, lines = read_yaml(path)
         return cls.from_dict(data, str(path), lines)
 
