@@ -89,7 +89,7 @@ def test_trial_records_take_a_study_or_a_study_file(tmp_path) -> None:
     study_file = fake_study(tmp_path)
     records = trial_records(study_file)
     assert records and {"number", "state", "val_bpb"} <= set(records[0])
-    with pytest.raises(MirasError, match="expected an optuna.Study or a study YAML file; got int"):
+    with pytest.raises(MirasError, match=re.escape("expected an optuna.Study or a study YAML file; got int")):
         trial_records(3)
     with pytest.raises(MirasError, match="does not exist"):
         trial_records(tmp_path / "missing.yaml")
