@@ -12,6 +12,10 @@ may hold URLs anywhere, and URLs with more than one ``@``, go through the patter
 cuts the userinfo at the first ``@``, so a password holding an unescaped ``@`` would leak its
 tail, where the pattern cuts at the last ``@`` before the host (a test checks both agree
 elsewhere).
+
+A password written without a scheme (``user:secret@host:5432``, a Ray address, or a path that
+ends in one) is masked too: a user who left the scheme out must not see the password echoed in the
+error that says so.
 """
 
 from __future__ import annotations
@@ -44,6 +48,26 @@ def _masked(match: re.Match[str]) -> str:
         return match[0]  # a port and a path, not a password
     return f"{match['head']}:{MASK}@"
 
+
+_BARE_USERINFO = re.compile(
+    r"(?<![^\s'\"(\[=,;/<])(?P<user>[^\s:/@'\"()\[\]=,;<>]*):(?P<secret>(?!//)\S+)@"
+    r"(?=(?:\[[0-9A-Fa-f:.]*\]|[A-Za-z0-9][A-Za-z0-9.\-_]*)(?:[:/?#\s'\"),;\]>]|$))"
+)
+"""``user:password@host`` with no scheme before it: it starts a word (or follows ``/``, ``=``, a
+quote or a bracket) and its ``@`` is followed by a host name or a bracketed IPv6 address that
+ends the word or is followed by a port, path or query. The password runs to the last such ``@``
+in the word (``u:p@ss/word@host``: ``ss/word`` may be a path or the password's tail; masked). A ``scheme://`` is no user and password, and a match inside such a URL is left
+to ``_USERINFO`` (``_bare_masked``)."""
+_WORD_SEPARATOR = re.compile(r"[\s'\"]")
+
+
+def _bare_masked(match: re.Match[str]) -> str:
+    word_so_far = _WORD_SEPARATOR.split(match.string[: match.start()])[-1]
+    if "://" in word_so_far:  # e.g. http://host:8080/pkg@1.2: a port and a path, decided above
+        return match[0]
+    return f"{match['user']}:{MASK}@"
+
+
 _QUERY = re.compile(
     r"(?P<head>[?&;](?:[A-Za-z_]*(?:password|passwd|pwd|secret|token|api_key|apikey))=)(?P<secret>[^&#\s'\"]*)",
     re.IGNORECASE,
@@ -51,10 +75,12 @@ _QUERY = re.compile(
 
 
 def redact_text(text: str) -> str:
-    """``text`` with the password of every URL in it replaced by ``***``."""
-    if "://" not in text and "=" not in text:
+    """``text`` with the password of every URL in it (or ``user:password@host`` without a
+    scheme) replaced by ``***``."""
+    if "://" not in text and "=" not in text and "@" not in text:
         return text
     text = _USERINFO.sub(_masked, text)
+    text = _BARE_USERINFO.sub(_bare_masked, text)
     return _QUERY.sub(lambda m: f"{m['head']}{MASK}" if m["secret"] else m[0], text)
 
 

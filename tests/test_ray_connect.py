@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -21,11 +27,126 @@ def test_a_refused_join_names_the_address_and_what_to_check(monkeypatch, raised,
 
     monkeypatch.setattr(ray_pool.ray, "is_initialized", lambda: False)
     monkeypatch.setattr(ray_pool.ray, "init", refuse)
+    monkeypatch.setattr(ray_pool, "check_cluster_answers", lambda address: None)  # "it answers"
     with pytest.raises(MirasError) as caught:
         ray_pool.connect("10.0.0.9:6379", workers=2)
     message = str(caught.value)
     assert message.startswith("could not start or join the Ray cluster at '10.0.0.9:6379'")
     assert str(raised) in message and hint in message
+
+
+def _port_nothing_listens_on() -> int:
+    """A port that was free a moment ago: bound, read and closed."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _must_not_join(**kwargs):
+    raise AssertionError("ray.init was called: it retries a dead address for over 12 minutes")
+
+
+@pytest.mark.parametrize("scheme", ["", "ray://"])
+def test_nothing_listening_at_the_address_fails_at_once_with_what_to_do(monkeypatch, scheme):
+    """Ray's own join retried 127.0.0.1:PORT with nothing there for over 12 minutes, printing
+    only its C++ warnings; a TCP check says within seconds that nothing answers, and how to go on."""
+    address = f"{scheme}127.0.0.1:{_port_nothing_listens_on()}"
+    monkeypatch.setattr(ray_pool.ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray_pool.ray, "init", _must_not_join)
+    start = time.monotonic()
+    with pytest.raises(MirasError) as caught:
+        ray_pool.connect(address, workers=1)
+    assert time.monotonic() - start < 60
+    message = str(caught.value)
+    assert message.startswith(f"could not join the Ray cluster at '{address}': nothing answers at ")
+    assert "`ray start --head`" in message and "leave --address out" in message
+    assert "\n" not in message
+
+
+def test_a_cluster_port_that_answers_passes_the_check():
+    """Anything accepting connections there passes (Ray joins a local address through this
+    machine's IP, so the port listens on every interface, as a head node's does)."""
+    with socket.socket() as server:
+        server.bind(("0.0.0.0", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        for address in (f"127.0.0.1:{port}", f"localhost:{port}", f"ray://127.0.0.1:{port}"):
+            ray_pool.check_cluster_answers(address)
+
+
+@pytest.mark.parametrize("address", ["user:s3cret@127.0.0.1:1", "ray://user:s3cret@127.0.0.1:10001"])
+def test_an_address_with_a_password_is_refused_before_ray_sees_it(monkeypatch, address):
+    monkeypatch.setattr(ray_pool.ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray_pool.ray, "init", _must_not_join)
+    with pytest.raises(MirasError) as caught:
+        ray_pool.connect(address, workers=1)
+    message = str(caught.value)
+    assert "s3cret" not in message and "user:***@127.0.0.1" in message
+    assert "HOST:PORT" in message and "RAY_AUTH_TOKEN" in message
+
+
+@pytest.mark.parametrize(("address", "target"), [
+    ("10.0.0.9:6379", ("10.0.0.9", 6379)), ("ray://head.example", ("head.example", 10001)),
+    ("ray://10.0.0.9:10002", ("10.0.0.9", 10002)), ("bogus", None), ("10.0.0.9:port", None),
+])
+def test_where_the_check_knocks(address, target):
+    """The host and port ray.init would join first; none for an address Ray itself refuses at
+    once ('bogus'), which is then left to ray.init's own error."""
+    assert ray_pool._host_and_port(address) == target
+
+
+def test_bogus_addresses_still_get_rays_own_error_at_once(monkeypatch):
+    monkeypatch.setattr(ray_pool.ray, "is_initialized", lambda: False)
+    with pytest.raises(MirasError, match="could not start or join the Ray cluster at 'bogus': Invalid address"):
+        ray_pool.connect("bogus", workers=1)
+
+
+def test_auto_is_checked_where_it_leads(monkeypatch):
+    """'auto' joins what RAY_ADDRESS (or the running cluster's file) names: that is checked."""
+    port = _port_nothing_listens_on()
+    monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{port}")
+    monkeypatch.setattr(ray_pool.ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray_pool.ray, "init", _must_not_join)
+    with pytest.raises(MirasError, match=f"at 'auto': nothing answers at .*:{port} "):
+        ray_pool.connect("auto", workers=1)
+
+
+def test_ray_tries_a_cluster_that_answers_a_bounded_number_of_times(monkeypatch):
+    """Once the port answers, ray.init tries the GCS JOIN_ATTEMPTS times (each ~40 s), not 20:
+    a port that belongs to something else fails in minutes. A value the user set is kept."""
+    name = "RAY_gcs_server_port_wait_time_s"
+    seen = []
+    monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(ray_pool, "check_cluster_answers", lambda address: None)
+    monkeypatch.setattr(ray_pool.ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray_pool.ray, "init", lambda **kwargs: seen.append(os.environ.get(name)))
+    assert ray_pool.connect("10.0.0.9:6379", workers=1)
+    assert seen == [str(ray_pool.JOIN_ATTEMPTS)] and name not in os.environ
+    monkeypatch.setenv(name, "30")
+    ray_pool.connect("10.0.0.9:6379", workers=1)
+    assert seen[-1] == "30" and os.environ[name] == "30"
+    ray_pool.connect(None, workers=1)  # a local instance: Ray's own setting
+    assert seen[-1] == "30"
+
+
+def test_miras_run_against_a_dead_address_ends_in_seconds_with_one_paragraph(tmp_path):
+    """The reported run: `miras run ... --address 127.0.0.1:PORT` with nothing there, as a user
+    runs it (a real Ray, its own process). It hung for 9+ minutes; now it ends with the error
+    (the bound is generous: it includes starting Python, torch and Ray on a busy machine)."""
+    from test_study import write_study
+
+    path = write_study(tmp_path, trials=2)
+    address = f"127.0.0.1:{_port_nothing_listens_on()}"
+    miras = Path(sys.executable).parent / "miras"
+    env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
+    start = time.monotonic()
+    result = subprocess.run([str(miras), "run", str(path), "--address", address, "--storage",
+                             str(tmp_path / "s.journal"), "--wandb", "off"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert time.monotonic() - start < 120, "the run waited on Ray's own retries"
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"error: could not join the Ray cluster at '{address}': nothing answers" in result.stderr
+    assert "Failed to connect to GCS" not in result.stderr
 
 
 class _Actor:

@@ -183,6 +183,35 @@ def test_unknown_url_schemes_are_not_taken_for_paths(tmp_path, monkeypatch, url,
     assert not any(tmp_path.iterdir())  # no folder named after the scheme
 
 
+@pytest.mark.parametrize(("storage", "example"), [
+    ("user:s3cret@db.example:5432", "postgresql+psycopg://user:***@db.example:5432/DB"),
+    ("u:s3cret@127.0.0.1:1/optuna", "postgresql+psycopg://u:***@127.0.0.1:1/optuna"),
+    ("u:a/b@s3cret@db:5432/optuna", "postgresql+psycopg://u:***@db:5432/optuna"),
+    ("miras@db.example:5432/optuna", "postgresql+psycopg://miras@db.example:5432/optuna"),
+    ("localhost:5432/optuna", "postgresql+psycopg://localhost:5432/optuna"),
+])
+def test_a_database_url_without_its_scheme_is_refused_not_made_a_journal(tmp_path, monkeypatch,
+                                                                          storage, example):
+    """``user:pw@host:5432`` was taken as a relative path: a journal file named after the URL,
+    password included, was created and printed. It is refused, the password masked."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(MirasError) as error:
+        normalise(storage)
+    message = str(error.value)
+    assert message.startswith("storage '") and "without its scheme" in message
+    assert f"write the scheme, e.g. {example}" in message and "plain file path" in message
+    assert "s3cret" not in message and "\n" not in message
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("path", [
+    "study.journal", "runs/a:b@c.journal", "./user:x@host", "me@home.journal", "a:b.journal",
+])
+def test_paths_that_hold_colons_or_at_signs_are_still_paths(tmp_path, monkeypatch, path):
+    monkeypatch.chdir(tmp_path)
+    assert normalise(path) == str((tmp_path / path).resolve())
+
+
 def test_sqlite_urls_still_open(tmp_path):
     url = f"sqlite:///{tmp_path / 'study.db'}"
     assert normalise(url) == url

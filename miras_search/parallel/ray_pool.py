@@ -13,15 +13,16 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import ray
 from ray.exceptions import OutOfMemoryError, RayActorError, RayError
 
 from miras_search.errors import MirasError, first_line
 from miras_search.parallel.resources import plan_actors
-from miras_search.redact import redact_url
+from miras_search.redact import redact_text, redact_url
 from miras_search.schema.plugins import load_plugins
 from miras_search.study.execute import TrialTask, execute, flush_live_runs
 
@@ -31,6 +32,16 @@ START_TIMEOUT_S = 600.0
 worker that dies is reported at once (its call returns the error); this bound only catches a
 start that hangs, so it is generous: on a busy shared machine a two-node cluster's worker took
 over 120 s to import torch."""
+REACH_TIMEOUT_S = 10.0
+"""How long the check that something answers at a cluster's address waits for a TCP connection
+before ``ray.init`` joins it: a head node's port answers at once (a refused connection fails at
+once too); this only bounds a host that does not answer at all (a firewall dropping packets)."""
+JOIN_ATTEMPTS = 2
+"""How many times ``ray.init`` tries to reach the cluster's GCS once the port answers (each try
+waits about 40 s; Ray's own default, 20 tries, keeps a run silent for over 12 minutes when the
+port belongs to something else). ``RAY_gcs_server_port_wait_time_s`` set by the user wins."""
+_RAY_CLIENT_PORT = 10001
+"""Ray Client's default port (``ray://HOST`` without one)."""
 
 
 class TrialWorker:
@@ -104,17 +115,97 @@ def connect(address: str | None, workers: int) -> bool:
         token_logger.addFilter(_TOKEN_NOTICE_FILTER)
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
                               "logging_level": logging.WARNING, "configure_logging": False}
+    if address:
+        check_cluster_answers(address)
     try:
         if address:
-            ray.init(address=address, **kwargs)
+            with _bounded_join_attempts():
+                ray.init(address=address, **kwargs)
         else:
             ray.init(address="local", num_cpus=max(os.cpu_count() or 1, workers),
                      **_object_store_within_limit(), **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as error:
-        where = f"the Ray cluster at '{address}'" if address else "a local Ray instance"
+        where = f"the Ray cluster at '{redact_url(address)}'" if address else "a local Ray instance"
         hint = _join_hint(str(error)) if address else ""
-        raise MirasError(f"could not start or join {where}: {error}{hint}") from None
+        raise MirasError(redact_text(f"could not start or join {where}: {error}{hint}")) from None
     return True
+
+
+def check_cluster_answers(address: str) -> None:
+    """MirasError, within about ``REACH_TIMEOUT_S``, when ``address`` holds a user or password
+    (Ray's addresses take none: Ray would print it back) or nothing accepts a TCP connection at
+    the host and port Ray would join. Without this check ``ray.init`` retries a dead address for
+    over 12 minutes, printing only Ray's own warnings. An address whose host and port cannot be
+    worked out here (``auto`` with no cluster, a malformed one) is left to ``ray.init``'s error."""
+    if "@" in address:
+        raise MirasError(
+            f"the Ray cluster address '{redact_url(address)}' (--address, parallel.address or "
+            "RAY_ADDRESS) holds a user or password before '@', which Ray's addresses never do: "
+            "give HOST:PORT (e.g. 10.0.0.9:6379, what `ray status` on the head node prints), "
+            "'auto', or ray://HOST:10001 for Ray Client; a cluster started with token "
+            "authentication takes its token from RAY_AUTH_MODE=token and RAY_AUTH_TOKEN (or "
+            "~/.ray/auth_token) on this machine, not from the address"
+        )
+    target = _host_and_port(address)
+    if target is None:
+        return
+    host, port = target
+    try:
+        with socket.create_connection((host, port), timeout=REACH_TIMEOUT_S):
+            return
+    except TimeoutError:
+        reason = f"no answer within {REACH_TIMEOUT_S:.0f} s"
+    except OSError as error:
+        reason = error.strerror or str(error)
+    if host not in address:  # 'auto', or localhost (which Ray joins through this machine's IP)
+        reason = f"where Ray looks for it; {reason}"
+    raise MirasError(
+        f"could not join the Ray cluster at '{redact_url(address)}': nothing answers at "
+        f"{host}:{port} ({reason}). Start the cluster's head node there first (`ray start --head` "
+        "on that machine; `ray status` there prints the address to give), check the host, the "
+        "port and any firewall between, or leave --address out (and parallel.address and "
+        "RAY_ADDRESS unset) to run the study on a local Ray instance"
+    )
+
+
+def _host_and_port(address: str) -> tuple[str, int] | None:
+    """The host and port that joining ``address`` connects to first: Ray Client's server for
+    ``ray://HOST[:PORT]``, else the GCS address as ``ray.init`` works it out (``auto`` from the
+    running cluster's file, ``localhost`` as this node's IP); None when that cannot be had."""
+    if address.startswith("ray://"):
+        try:
+            parts = urlsplit(address)
+            host, port = parts.hostname, parts.port or _RAY_CLIENT_PORT
+        except ValueError:  # a port that is not a number: ray.init says so
+            return None
+        return (host, port) if host else None
+    try:
+        from ray._private.services import canonicalize_bootstrap_address
+
+        bootstrap = canonicalize_bootstrap_address(address)
+    except Exception:  # no cluster for 'auto', a malformed address, Ray's internals changed
+        return None
+    if not bootstrap:
+        return None
+    host, _, port = bootstrap.rpartition(":")
+    if not host or not port.isdigit():
+        return None
+    return host.strip("[]"), int(port)
+
+
+@contextlib.contextmanager
+def _bounded_join_attempts() -> Iterator[None]:
+    """``ray.init`` tries to reach a cluster's GCS ``JOIN_ATTEMPTS`` times, not Ray's default 20
+    (unless ``RAY_gcs_server_port_wait_time_s`` is set already, which Ray reads as that count)."""
+    name = "RAY_gcs_server_port_wait_time_s"
+    if name in os.environ:
+        yield
+        return
+    os.environ[name] = str(JOIN_ATTEMPTS)
+    try:
+        yield
+    finally:
+        os.environ.pop(name, None)
 
 
 def _object_store_within_limit() -> dict[str, int]:
@@ -146,8 +237,8 @@ def check_storage_reaches_every_node(storage: str) -> None:
     if len(nodes) <= 1:
         return
     raise MirasError(
-        f"the study's storage {storage} is a file on this machine, but the Ray cluster has "
-        f"{len(nodes)} nodes: workers on the others would not see it (pruning would stop "
+        f"the study's storage {redact_url(storage)} is a file on this machine, but the Ray "
+        f"cluster has {len(nodes)} nodes: workers on the others would not see it (pruning would stop "
         "without a word). Use a database every node reaches (storage: "
         "postgresql+psycopg://USER@HOST/DB, see the README's \"Running on a cluster\"), or, if "
         "the path is on a file system that every node mounts, say so with `--shared-storage` "

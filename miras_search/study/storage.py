@@ -15,6 +15,7 @@ left by a killed writer expires after a grace period. For several machines use P
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from optuna.storages import BaseStorage, JournalStorage
@@ -57,13 +58,44 @@ def _check_scheme(url: str) -> None:
 
 _SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
 
+_URL_WITHOUT_SCHEME = re.compile(
+    r"[^\s/:@]*:\S*@"  # user:password@...
+    r"|[^\s/:@]+@[^\s/:@]+:\d+(?:/|$)"  # user@host:port
+    r"|[A-Za-z0-9.\-]+:\d+(?:/|$)"  # host:port, host:port/db
+)
+"""A relative path whose first part reads as a database URL's authority: ``user:pw@host...``
+(the colon before the first ``/``), ``user@host:5432``, or ``host:5432/db``. A path that starts
+with ``/``, ``./`` or ``~/`` is a path whatever it holds."""
+
+
+def looks_like_url_without_scheme(storage: str) -> bool:
+    """Whether ``storage`` (not a URL) looks like a database URL whose scheme was left out."""
+    return not is_url(storage) and _URL_WITHOUT_SCHEME.match(storage) is not None
+
+
+def _refuse_url_without_scheme(storage: str) -> None:
+    """MirasError when ``storage`` looks like a database URL without its scheme: taken as a path,
+    it would become a journal file named after the URL (its password included)."""
+    if not looks_like_url_without_scheme(storage):
+        return
+    shown = redact_url(storage)
+    example = f"postgresql+psycopg://{shown}{'' if '/' in shown.rsplit('@', 1)[-1] else '/DB'}"
+    raise MirasError(
+        f"storage '{shown}' looks like a database URL without its scheme, and would be taken as the "
+        f"name of a journal file; write the scheme, e.g. {example} (or mysql://..., "
+        "sqlite:///path.db), or give a plain file path for a journal file (e.g. "
+        "runs/study.journal)"
+    )
+
 
 def normalise(storage: str) -> str:
     """The URL unchanged, or for a path an absolute one (workers elsewhere see the same thing):
-    a ``.db`` / ``.sqlite`` file as a SQLite URL, any other as a journal file."""
+    a ``.db`` / ``.sqlite`` file as a SQLite URL, any other as a journal file. MirasError for a
+    database URL without its scheme (``user:pw@host:5432/db``) and an unknown scheme."""
     if is_url(storage):
         _check_scheme(storage)
         return storage
+    _refuse_url_without_scheme(storage)
     path = Path(storage).resolve()
     return f"sqlite:///{path}" if path.suffix in _SQLITE_SUFFIXES else str(path)
 
