@@ -42,9 +42,9 @@ def load_trial_config(path: Path) -> TrialConfig:
         if "objective" not in data["trial"] and isinstance(objectives, list) and objectives:
             first = validate(Objective, objectives[0], str(path), lines, prefix=("objectives", "0"))
             config = config.model_copy(update={"objective": first})
-        return config
+        return config.relative_to(path.parent)  # its data paths are read beside it, as a study's
     data.pop("type", None)
-    return validate(TrialConfig, data, str(path), lines)
+    return validate(TrialConfig, data, str(path), lines).relative_to(path.parent)
 
 
 def _is_study(data: dict) -> bool:
