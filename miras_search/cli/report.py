@@ -141,7 +141,7 @@ def _write_csv(opened, target: str) -> None:
     if target == "-":
         print_text(text)
         return
-    path = output_file("--csv", Path(target))
+    path = output_file("--csv", Path(target), "trials.csv")
     path.write_text(text)
     console.print(f"wrote {escape(str(path))} ({max(text.count(chr(10)) - 1, 0)} trials)", highlight=False)
 
