@@ -99,9 +99,9 @@ class Files(_TextSpec):
         return [locate(raw, self._base) for raw in self.paths]
 
     def located(self) -> Files:
-        located = super().located()
-        return located.model_copy(update={"paths": [str(locate(raw, self._base, strict=False))
-                                                     for raw in self.paths]})
+        return self.model_copy(update={
+            "tokenizer": self._tokenizer_path(strict=False),
+            "paths": [str(locate(raw, self._base, strict=False)) for raw in self.paths]})
 
     def open(self, root: Root = None) -> TextSource:
         tok = self.load_tokenizer()
