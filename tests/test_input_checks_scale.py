@@ -83,7 +83,7 @@ def test_validate_checks_a_study_files_rungs_against_its_batch(tmp_path):
     result = CliRunner().invoke(app, ["validate", str(path)], env={"COLUMNS": "400"})
     output = " ".join(result.output.split())
     assert result.exit_code == 1, output
-    assert "scale.rungs.0.tokens (line" in output and "64 tokens do not cover one batch (batch_size 4 x seq_len 32" in output
+    assert "scale.rungs.0.tokens (line" in output and "tokens (64) do not cover one batch (batch_size 4 x seq_len 32 = 128)" in output
     assert "scale.rungs.1" not in output
 
 

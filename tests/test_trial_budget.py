@@ -71,7 +71,11 @@ def test_a_trial_of_one_length_is_unchanged():
 
 
 def test_a_trial_whose_budget_misses_one_long_batch_fails_as_build():
-    config = TrialConfig(data=[SHORT, LONG], tokens=512, batch_size=2, seq_len=64, threads=1)
+    # the config refuses it where it sets the batch (trial.tokens, at its line in a file) ...
+    with pytest.raises(ValueError, match=r"seq_len 512 of trial\.data\.1 \(niah\) = 1024"):
+        TrialConfig(data=[SHORT, LONG], tokens=512, batch_size=2, seq_len=64, threads=1)
+    # ... and a trial given such a config all the same fails as 'build', before any training
+    config = TrialConfig(data=[SHORT, LONG], batch_size=2, seq_len=64, threads=1).model_copy(update={"tokens": 512})
     result = run_trial(_tiny(), config, device="cpu")
     assert result.failure == "build" and "'1:niah' has seq_len 512" in result.reason
 

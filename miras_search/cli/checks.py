@@ -50,11 +50,12 @@ def output_folder(option: str, folder: Path) -> Path:
     return folder
 
 
-def output_file(option: str, path: Path) -> Path:
-    """Check that ``path`` can be written as a file (creating its missing parent folders)."""
+def output_file(option: str, path: Path, example: str = "metrics.json") -> Path:
+    """Check that ``path`` can be written as a file (creating its missing parent folders);
+    ``example`` is the file name a folder given instead is told to add (what the option writes)."""
     named = f"{option} {path}"
     if path.is_dir():
-        raise MirasError(f"{named} is a folder; give a file name, e.g. {path / 'metrics.json'}")
+        raise MirasError(f"{named} is a folder; give a file name, e.g. {path / example}")
     _prepare_folder(named, path.parent)
     if path.exists() and not os.access(path, os.W_OK):
         raise MirasError(f"{named}: the file is not writable; give a file you can write to")

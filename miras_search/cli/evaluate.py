@@ -56,7 +56,7 @@ def eval_cmd(
     folder = task_folder(include_path)
     chosen = device_choice(device) or "auto"
     if out is not None:
-        output_file("--out", out)
+        output_file("--out", out, "results.json")
     try:
         from miras_search.hf.evaluation import evaluate_checkpoint
     except ImportError as error:  # transformers missing or broken: miras_search.hf imports it

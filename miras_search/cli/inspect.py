@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -295,10 +297,14 @@ def options(
     console.print(table)
 
 
+SAMPLE_MAX = 100_000
+"""Most points `miras sample` prints: more than a study ever draws (minutes of sampling)."""
+
+
 @command("sample")
 def sample(
     file: Annotated[Path, typer.Argument(help="A space file.")],
-    n: Annotated[int, typer.Option("-n", min=1, help="Number of points.")] = 5,
+    n: Annotated[int, typer.Option("-n", min=1, max=SAMPLE_MAX, help="Number of points (at most 100,000).")] = 5,
     seed: Annotated[int, typer.Option("--seed", min=0, max=SEED_MAX, help="Random seed.")] = 0,
     full: Annotated[bool, typer.Option("--full", help="Every field, not only non-defaults.")] = False,
 ) -> None:
@@ -310,5 +316,11 @@ def sample(
     kind, loaded = load_any(file)
     if not isinstance(loaded, SearchSpace):
         raise MirasError(f"{file} is a {kind} file, not a space; 'miras sample' needs a space file")
-    points = loaded.sample(n, seed=seed)
-    print_text("---\n".join(point_to_yaml(p, compact=not full) for p in points))
+    # each point printed as it is drawn: `| head` answers at once, and a long run shows progress
+    try:
+        for index, point in enumerate(loaded.iter_sample(n, seed=seed)):
+            print_text(("---\n" if index else "") + point_to_yaml(point, compact=not full))
+            sys.stdout.flush()
+    except BrokenPipeError:  # the reader stopped (`| head -3`): what it wanted was printed
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        raise typer.Exit(0) from None

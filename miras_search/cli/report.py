@@ -141,7 +141,7 @@ def _write_csv(opened, target: str) -> None:
     if target == "-":
         print_text(text)
         return
-    path = output_file("--csv", Path(target))
+    path = output_file("--csv", Path(target), "trials.csv")
     path.write_text(text)
     console.print(f"wrote {escape(str(path))} ({max(text.count(chr(10)) - 1, 0)} trials)", highlight=False)
 
@@ -206,15 +206,19 @@ def confirm(
     time limit x --scale, unless --time-limit says otherwise. When every long run fails, an
     earlier confirm.json is kept and the failures go to confirm-failed.json beside it.
     """
-    from miras_search.report.confirm import confirm_study, store_fidelity
+    from miras_search.report.confirm import confirm_study, store_fidelity, study_trial_config
     from miras_search.report.study_data import open_report_study
 
     opened = open_report_study(study, storage)
     warn_if_study_file_changed(study, opened)
     chosen = device_choice(device)
     folder = output_folder("--out", out or _study_dir(study, opened.study_name) / "confirm")
+    # the stored trial settings, their data paths read beside the study file when one is given
+    config = study_trial_config(opened)
+    if Path(study).is_file():
+        config = config.relative_to(Path(study).parent).located()
     result = confirm_study(opened, top=top, scale=scale, seeds=range(seeds), device=chosen, progress=_show_run,
-                           time_limit=time_limit,
+                           time_limit=time_limit, config=config,
                            notice=lambda text: console.print(text, highlight=False, markup=False, soft_wrap=True))
     console.print(_confirm_table(result, opened.study_name))
     if not any(entry.long for entry in result.entries):

@@ -47,6 +47,9 @@ def _run(path: Path, workers: int | None, address: str | None, storage: str | No
     from miras_search.study import InlinePool, StudyDriver, load_study_file, open_study, storage_of
     from miras_search.study.summary import feasible_complete
 
+    if inline and workers is not None and workers > 1:
+        raise MirasError(f"--workers {workers} has no effect with --inline: inline trials run one at a "
+                         "time in this process; drop --inline to run them on Ray workers, or --workers")
     spec = load_study_file(path)
     if must_exist:
         open_study(spec, storage)  # MirasError when there is nothing to resume

@@ -42,9 +42,9 @@ def load_trial_config(path: Path) -> TrialConfig:
         if "objective" not in data["trial"] and isinstance(objectives, list) and objectives:
             first = validate(Objective, objectives[0], str(path), lines, prefix=("objectives", "0"))
             config = config.model_copy(update={"objective": first})
-        return config
+        return config.relative_to(path.parent)  # its data paths are read beside it, as a study's
     data.pop("type", None)
-    return validate(TrialConfig, data, str(path), lines)
+    return validate(TrialConfig, data, str(path), lines).relative_to(path.parent)
 
 
 def _is_study(data: dict) -> bool:
@@ -89,6 +89,34 @@ def _check_budget(point: ModelPoint, config: TrialConfig) -> None:
         reason = "; ".join(str(p) for p in problems_from(error, type(point), point.model_dump(), {}))
         raise MirasError(f"the budget does not fit the point: {reason}; give a larger --tokens or a "
                          "smaller --batch-size / --seq-len") from None
+
+
+def _check_cache(config: TrialConfig) -> None:
+    """MirasError, in the paragraph `validate` and `run` give, when the data cache cannot be
+    written and the config has text data to tokenize into it (before any bar or work starts)."""
+    from miras_search.data.cache import cache_unusable
+    from miras_search.data.text_sources import Files, HFDataset, TextCorpus
+
+    if any(isinstance(spec, TextCorpus | Files | HFDataset) for spec in config.data):
+        problem = cache_unusable()
+        if problem is not None:
+            raise MirasError(problem)
+
+
+def _check_memory(point: ModelPoint, config: TrialConfig, device: str | None) -> None:
+    """MirasError when the point, with the budget options, is over the memory `miras train` allows
+    a run on this machine (the share a trial gets: ``trial.memory_limit``), with what train can
+    change; before the bar, where the trial would fail as 'oom' without training."""
+    from miras_search.model.factory import pick_device
+    from miras_search.model.memory_estimate import estimate_memory
+    from miras_search.trial.memory_limit import MACHINE_SHARE, too_large, trial_memory_limit
+
+    limit = trial_memory_limit(None, pick_device(device), 1)
+    reason = too_large(estimate_memory(config.apply(point), None), limit,
+                       f"{MACHINE_SHARE:.0%} of this machine's memory, what `miras train` may use",
+                       advice="give a smaller --seq-len or --batch-size, or train a smaller point")
+    if reason is not None:
+        raise MirasError(reason)
 
 
 def _progress() -> Progress:
@@ -157,6 +185,7 @@ def trial(
     chosen = _config_device(trial_config, config, device)
     if out is not None:
         output_file("--out", out)
+    _check_cache(trial_config)
     result = _run_with_bar(loaded, trial_config, chosen)
     console.print(_metrics_table(f"trial of {point}", result, trial_config.objective))
     if result.reason:
@@ -202,17 +231,20 @@ def train(
         check_weights(checkpoint, str(start))
     loaded = checkpoint.point if checkpoint is not None else load_point(point)
     if save is not None:
-        output_file("--save", save)
+        output_file("--save", save, "model.pt")
     try:
         config = TrialConfig(tokens=tokens, batch_size=batch_size, seq_len=seq_len)
     except ValidationError as error:
         raise _option_error(error) from None
     _check_budget(loaded, config)
     chosen = device_choice(device)
+    _check_memory(loaded, config, chosen)
+    _check_cache(config)
     weights = Weights(start=checkpoint, save=save)
     result = _run_with_bar(loaded, config, chosen, weights)
     if not result.ok:
-        raise MirasError(f"training failed ({result.failure}): {result.reason}")
+        hint = "; give a smaller --seq-len or --batch-size, or train a smaller point" if result.failure == "oom" else ""
+        raise MirasError(f"training failed ({result.failure}): {result.reason}{hint}")
     metrics = result.metrics
     console.print(
         f"final train loss {metrics['train_loss']:.4f} | validation loss {metrics['val_loss']:.4f} "

@@ -3,6 +3,7 @@ else ``~/.cache/miras-search``."""
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -55,3 +56,16 @@ def cache_problem(error: OSError, override: str | os.PathLike[str] | None = None
             f"way. Make it writable (or free space there), or move the cache: set {ENV_VAR} to a "
             f"folder you may write (e.g. `export {ENV_VAR}=/scratch/$USER/miras-cache`), then run "
             "the command again")
+
+
+def cache_unusable(override: str | os.PathLike[str] | None = None) -> str | None:
+    """``cache_problem``'s paragraph when the cache root cannot be created or written (a regular
+    file in its place or on its way, a folder without write permission), else None; a missing
+    root is created. For commands that tokenize data, before they start any work."""
+    try:
+        root = cache_dir(override)
+    except OSError as error:
+        return cache_problem(error, override)
+    if not os.access(root, os.W_OK | os.X_OK):
+        return cache_problem(PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(root)), override)
+    return None

@@ -9,10 +9,11 @@ from __future__ import annotations
 import math
 import os
 from functools import partial
+from pathlib import Path
 from typing import Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
 from miras_search.data._task import DataSourceSpec, Split
 from miras_search.data.batch import Batch
@@ -27,13 +28,52 @@ from miras_search.errors import MirasError
 Root = str | os.PathLike[str] | None
 
 
+def locate(raw: str, base: Path | None, what: str = "data file or folder", *, strict: bool = True) -> Path:
+    """Where an input path named in a study or trial config file is: absolute as written, else
+    beside that file (``base``, its folder), else in the working directory, where such paths were
+    read before they were read beside their file. With ``strict``, MirasError naming both places
+    when it is in neither; without, the path beside the file (what the error would name)."""
+    path = Path(raw).expanduser()
+    if path.is_absolute() or base is None:
+        return path
+    beside = base / path
+    if beside.exists():
+        return beside.absolute()
+    if path.exists():
+        return path.absolute()
+    if strict:
+        raise MirasError(f"{what} '{raw}' does not exist: looked beside the file that names it "
+                         f"({beside.absolute()}) and in the working directory ({path.absolute()})")
+    return beside.absolute()
+
+
 class _TextSpec(DataSourceSpec):
-    tokenizer: str = Field("bytes", description="'bytes' or the path of a tokenizer.json file.")
+    tokenizer: str = Field("bytes", description="'bytes' or the path of a tokenizer.json file "
+                           "(relative to the study or trial config file that names it).")
     eos_token: str | None = Field(None, description="End-of-document token of a tokenizer.json.")
     val_fraction: float = Field(0.05, gt=0.0, lt=1.0, description="Share of documents held out.")
 
+    _base: Path | None = PrivateAttr(None)
+    """The folder of the file that names this source: its relative paths are read from there
+    (``located``), while the spec keeps them as written (what a study stores and compares)."""
+
+    def relative_to(self, folder: str | os.PathLike[str] | None) -> None:
+        """Read this source's relative paths from ``folder`` (the folder of its study or trial
+        config file) from now on."""
+        self._base = None if folder is None else Path(folder).absolute()
+
+    def _tokenizer_path(self, strict: bool = True) -> str:
+        if self.tokenizer == "bytes":
+            return self.tokenizer
+        return str(locate(self.tokenizer, self._base, "tokenizer file", strict=strict))
+
     def load_tokenizer(self) -> Tokenizer:
-        return load_tokenizer(self.tokenizer, self.eos_token)
+        return load_tokenizer(self._tokenizer_path(), self.eos_token)
+
+    def located(self) -> _TextSpec:
+        """A copy whose paths are absolute, as read from this source's folder: what a Ray worker
+        (in its own working directory) is sent."""
+        return self.model_copy(update={"tokenizer": self._tokenizer_path(strict=False)})
 
 
 class TextCorpus(_TextSpec):
@@ -53,10 +93,21 @@ class Files(_TextSpec):
     paths: list[str] = Field(min_length=1, description="Files or folders (searched recursively).")
     field: str = Field("text", description="The text's key in .jsonl records / column in .parquet.")
 
+    def file_paths(self) -> list[Path]:
+        """``paths`` as read: absolute as written, else beside the file that names them, else
+        from the working directory (``locate``); MirasError naming both places for a missing one."""
+        return [locate(raw, self._base) for raw in self.paths]
+
+    def located(self) -> Files:
+        return self.model_copy(update={
+            "tokenizer": self._tokenizer_path(strict=False),
+            "paths": [str(locate(raw, self._base, strict=False)) for raw in self.paths]})
+
     def open(self, root: Root = None) -> TextSource:
         tok = self.load_tokenizer()
-        key = recipe_key(files_fingerprint(self.paths), self.field, tok.name, self.val_fraction)
-        documents = partial(iter_file_documents, self.paths, self.field)
+        paths = self.file_paths()
+        key = recipe_key(files_fingerprint(paths), self.field, tok.name, self.val_fraction)
+        documents = partial(iter_file_documents, paths, self.field)
         meta = {"source": "files", "paths": self.paths, "field": self.field}
         store = build_store("files", key, documents, tok, val_fraction=self.val_fraction, meta=meta, root=root)
         return TextSource(self, store)

@@ -115,7 +115,7 @@ def plan_scale(study_path: Path | None, names: list[str], overrides: dict[str, A
         study_file = load_study_file(study_path)
         source = f"{study_path} (scale)"
         spec = merged_spec(study_file.scale, overrides, source)
-        plan = ScalePlan(spec, _wanted(spec, names), study_file.trial, list(study_file.objectives),
+        plan = ScalePlan(spec, _wanted(spec, names), study_file.trial.located(), list(study_file.objectives),
                          storage_of(study_file, storage), study_file.out_dir() / "scale", source, study_file.name,
                          Path(study_path).parent, study_file)
     else:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import os
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -241,6 +241,11 @@ class SearchSpace:
 
     def sample(self, n: int, seed: int = 0, max_attempts: int | None = None) -> list[ModelPoint]:
         """``n`` valid points drawn at random (rejection sampling); ConfigError if none is valid."""
+        return list(self.iter_sample(n, seed, max_attempts))
+
+    def iter_sample(self, n: int, seed: int = 0, max_attempts: int | None = None) -> Iterator[ModelPoint]:
+        """``sample``'s points one at a time, as each is drawn; ConfigError after the last when
+        fewer than ``n`` are valid."""
         for name, value in (("n", n), ("seed", seed)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise MirasError(f"sample: {name} must be a whole number >= 0, not {value!r}")
@@ -257,9 +262,10 @@ class SearchSpace:
                 points.append(self.point_from_trial(trial))
             except InfeasiblePoint as error:
                 reasons[str(error)] += 1
-            if not points and sum(reasons.values()) >= 200:
-                break
-        points = [self._named(point, i) for i, point in enumerate(points)]
+                if not points and sum(reasons.values()) >= 200:
+                    break
+                continue
+            yield self._named(points[-1], len(points) - 1)
         if len(points) < n:
             common = "; ".join(f"{r} ({c}x)" for r, c in reasons.most_common(3))
             # with no constraints declared, the schema's own rules rejected the params' values
@@ -268,7 +274,6 @@ class SearchSpace:
                 f"only {len(points)} of {n} points satisfy the space's rules after "
                 f"{sum(reasons.values()) + len(points)} draws; most common rejections: {common}",
             )])
-        return points
 
     def _named(self, point: ModelPoint, index: int) -> ModelPoint:
         """A sampled point keeps its preset's name only if it has the preset's four axes, every

@@ -21,7 +21,7 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 from pydantic import ValidationError
 
-from miras_search.errors import MirasError
+from miras_search.errors import MirasError, first_line
 from miras_search.model import param_count, state_size
 from miras_search.presets import preset
 from miras_search.redact import redact_url
@@ -55,11 +55,29 @@ from miras_search.study.setup import (
     storage_of,
 )
 from miras_search.study.spec import PRE_TRAINING_METRICS, StudyFile, anchor_points
-from miras_search.trial import TrialResult
+from miras_search.trial import TrialConfig, TrialResult
+from miras_search.validation import problems_from
 
 log = logging.getLogger(__name__)
 MAX_INFEASIBLE_STREAK = 200
 _STATES = {"complete": TrialState.COMPLETE, "pruned": TrialState.PRUNED, "failed": TrialState.FAIL}
+
+
+class TrialSettingsMisfit(InfeasiblePoint):
+    """A point that the study's trial settings (budget, batch, length) do not fit: the cause is
+    the study file's ``trial`` section, not the space's rules."""
+
+
+def settings_misfit(config: TrialConfig, point: ModelPoint, error: ValueError) -> str:
+    """One line for ``config.apply(point)`` failing with ``error``: the shared budget wording
+    where it is the budget (``TrialConfig.budget_problem``), else the problems, never pydantic's
+    text."""
+    train = point.train
+    problem = config.budget_problem(train.batch_size, train.seq_len, train.tokens)
+    if problem is None and isinstance(error, ValidationError):
+        data = point.model_dump(mode="json")
+        problem = "; ".join(str(p) for p in problems_from(error, ModelPoint, data, {}))
+    return f"the study's trial settings do not fit the point: {problem or first_line(error)}"
 
 
 class Tracker(Protocol):
@@ -140,7 +158,7 @@ class StudyDriver:
         self.timeout_s = timeout_s if timeout_s is not None else study.timeout_s
         self.tracker = tracker
         self.on_event = on_event or (lambda event: None)
-        self.config = study.trial
+        self.config = study.trial.located()  # data paths absolute: workers run elsewhere
         self.study = create_study(study, self.storage, self.space)
         self.target = trials or self._stored_target(study.trials) or self._default_target()
         self._done: dict[str, FrozenTrial] = {}  # point_key -> a finished trial whose outcome is reusable
@@ -321,9 +339,12 @@ class StudyDriver:
             self._streak += 1
             if self._streak >= MAX_INFEASIBLE_STREAK:
                 self._close(trial, TrialState.FAIL, {"failure": "infeasible", "reason": str(error)})
+                cause = ("did not fit the study's trial settings (its trial.tokens, batch_size and "
+                         "seq_len), not the space's rules; fix those settings, or let the space's "
+                         "points fit them" if isinstance(error, TrialSettingsMisfit)
+                         else "broke the space's rules")
                 raise MirasError(
-                    f"{MAX_INFEASIBLE_STREAK} sampled points in a row broke the space's rules; "
-                    f"the last: {error}"
+                    f"{MAX_INFEASIBLE_STREAK} sampled points in a row {cause}; the last: {error}"
                 ) from None
             self._close(trial, TrialState.FAIL, {"failure": "infeasible", "reason": str(error), "anchor": anchor})
             return
@@ -360,7 +381,7 @@ class StudyDriver:
         try:
             point = self.config.apply(point)
         except ValueError as error:
-            raise InfeasiblePoint(f"the trial budget does not fit the point: {error}") from None
+            raise TrialSettingsMisfit(settings_misfit(self.config, point, error)) from None
         label = Path(anchor).stem if anchor in self.anchor_files else anchor
         return point.model_copy(update={"name": label or f"{self.spec.name}-{trial.number}"})
 

@@ -167,14 +167,14 @@ def grown_point(point: dict[str, Any], step: Promotion, tokens: int) -> dict[str
 def _failed_task(spec: StudyFile, storage: str, base: FrozenTrial, step: Promotion, number: int) -> TrialTask:
     tokens = round(_base_tokens(spec, base) * step.tokens_x)
     return TrialTask(trial_id=-1, number=number, study_name=spec.name, storage=storage,
-                     point=dict(base.user_attrs["point"]), config={**spec.trial.model_dump(mode="json"),
+                     point=dict(base.user_attrs["point"]), config={**spec.trial.located().model_dump(mode="json"),
                                                                     "tokens": tokens})
 
 
 def _task(spec: StudyFile, storage: str, base: FrozenTrial, step: Promotion, number: int) -> TrialTask:
     tokens = round(_base_tokens(spec, base) * step.tokens_x)
     limit = spec.trial.time_limit_s * step.level if spec.trial.time_limit_s is not None else None
-    config = spec.trial.model_copy(update={"tokens": tokens, "time_limit_s": limit})
+    config = spec.trial.located().model_copy(update={"tokens": tokens, "time_limit_s": limit})
     point = grown_point(base.user_attrs["point"], step, tokens)
     return TrialTask(trial_id=-1, number=number, study_name=spec.name, storage=storage, point=point,
                      config=config.model_dump(mode="json"), seeds=spec.seeds)

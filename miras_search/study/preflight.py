@@ -12,16 +12,20 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+from miras_search.data import DataMix
 from miras_search.data.cache import cache_problem, is_cache_path
 from miras_search.data.files import SUFFIXES, resolve_files
 from miras_search.data.spec import open_source
 from miras_search.data.text_sources import Files
 from miras_search.errors import MirasError
+from miras_search.merge import get_path
 from miras_search.presets import preset
 from miras_search.schema import AXES, ModelPoint
 from miras_search.space import SearchSpace
+from miras_search.space.targets import iter_leaves
 from miras_search.study.spec import StudyFile, anchor_points
 from miras_search.trial.memory_limit import memory_problem
+from miras_search.yamlio import LineMap, read_yaml
 
 BINARY_SHARE = 0.05
 """A text data file with more than this share of bytes that are not UTF-8 is taken for binary."""
@@ -32,7 +36,7 @@ _SNIFF = 1 << 20
 def _binary_files(spec: Files) -> list[str]:
     """The .txt / .jsonl files of ``spec`` whose first MiB is mostly not UTF-8 (binary)."""
     found = []
-    for path in resolve_files(spec.paths):
+    for path in resolve_files(spec.file_paths()):
         if path.suffix not in SUFFIXES or path.suffix == ".parquet":
             continue
         with open(path, "rb") as file:
@@ -119,14 +123,94 @@ def memory_problems(study: StudyFile, space: SearchSpace) -> list[str]:
     return problems
 
 
+BUDGET_FIELDS = ("tokens", "batch_size", "seq_len")
+"""The ``train`` fields a study's trial settings may set for every point (``TrialConfig.apply``)."""
+
+
+def _file_lines(source: str) -> LineMap:
+    """The YAML line map of a study or space file (empty for one that is no file)."""
+    try:
+        return read_yaml(source)[1] if Path(source).is_file() else {}
+    except MirasError:
+        return {}
+
+
+def _searched(space: SearchSpace, path: tuple[str, ...]) -> bool:
+    """Whether the space's params set the field at ``path`` (in some branch): then each sampled
+    point has its own value, else every point has the base's."""
+    return any(leaf == path for _, leaf, _ in iter_leaves(space.spec.params))
+
+
+def _base_field(space: SearchSpace, path: tuple[str, ...]) -> str:
+    """Where the value every point of the space has at ``path`` comes from, for a message:
+    '<space file> line N (base.block.vocab_size)', its preset, or the default."""
+    written = ("base", *path)
+    if get_path(space.spec.base, path) is not None:
+        line = _file_lines(space.source).get(written)
+        return f"{space.source}{f' line {line}' if line else ''} ({'.'.join(written)})"
+    if space.spec.preset is not None:
+        line = _file_lines(space.source).get(("preset",))
+        return f"{space.source}{f' line {line}' if line else ''} (the {'.'.join(path)} of preset {space.spec.preset})"
+    return f"{space.source} (the default {'.'.join(path)}: base does not set it)"
+
+
+def budget_problems(study: StudyFile, space: SearchSpace) -> list[str]:
+    """Why no point of the space fits the study's trial budget, where the space cannot choose
+    the fields the trial settings leave to it (``tokens``, ``batch_size``, ``seq_len``: its
+    params do not search them, so every point has its base's); one line, at ``trial.tokens``'s
+    line, or []. A space that searches them is judged point by point, as trials run."""
+    given = {name: getattr(study.trial, name) for name in BUDGET_FIELDS}
+    from_space = {name: space.base["train"][name] for name, value in given.items()
+                  if value is None and not _searched(space, ("train", name))}
+    if any(value is None and name not in from_space for name, value in given.items()):
+        return []  # a field that the space's params choose: each point decides
+    problem = study.trial.budget_problem(**from_space)
+    if problem is None or not from_space:  # all three from the trial: TrialConfig refused it
+        return []
+    lines = _file_lines(study.source)
+    field = next((name for name in BUDGET_FIELDS if given[name] is not None), None)  # tokens first
+    line = lines.get(("trial", field)) if field else None
+    where = f"trial.{field}{f' (line {line})' if line else ''}" if field else "trial"
+    origins = ", ".join(f"{name} {value} from {_base_field(space, ('train', name))}"
+                        for name, value in from_space.items())
+    them = "it" if len(from_space) == 1 else "them"
+    return [f"{where}: {problem} ({origins}, which the space's params do not search, so every point "
+            f"has {them})"]
+
+
+def vocab_problems(study: StudyFile, space: SearchSpace) -> list[str]:
+    """Why no point of the space can read the study's data, where the space cannot choose
+    ``block.vocab_size`` (its params do not set it) and the base's is smaller than the data's
+    vocabulary (``DataMix.vocab_size``); one line, or []. A space that searches it is judged
+    point by point, as trials run."""
+    if _searched(space, ("block", "vocab_size")):
+        return []
+    vocab = int(space.base["block"]["vocab_size"])
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            needed = DataMix(list(study.trial.data)).vocab_size
+    except Exception:  # data that does not open: data_problems says why
+        return []
+    if vocab >= needed:
+        return []
+    return [f"{_base_field(space, ('block', 'vocab_size'))}: block.vocab_size ({vocab}) is smaller "
+            f"than the data's vocabulary ({needed} ids), and the space's params do not set it, so "
+            f"every point has it; set base.block.vocab_size to at least {needed} (or search it)"]
+
+
 def preflight(study: StudyFile, space: SearchSpace, *, memory: bool = True) -> None:
     """MirasError listing what every trial of the study would fail on; nothing when all is well."""
+    problems = budget_problems(study, space)
     candidates = _candidates(study, space)
-    if not candidates:  # no point takes the trial's budget: each trial says why (infeasible)
-        return
-    problems = data_problems(study, candidates[0][1]) + (memory_problems(study, space) if memory else [])
+    if candidates:  # else no point takes the trial's budget: each trial says why (infeasible)
+        problems += data_problems(study, candidates[0][1])
+    if not problems:
+        problems += vocab_problems(study, space)
+    if candidates and memory:
+        problems += memory_problems(study, space)
     if problems:
         raise MirasError(
             f"study '{study.name}' cannot run: " + "; ".join(problems)
-            + ". Every trial would fail the same way: fix the study file or its data"
+            + ". Every trial would fail the same way: fix the study file, its space or its data"
         )

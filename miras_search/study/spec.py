@@ -34,7 +34,7 @@ from miras_search.space import SearchSpace
 from miras_search.study.budget_spec import BudgetSpec
 from miras_search.study.scale_spec import ScaleSpec
 from miras_search.trial import Objective, TrialConfig
-from miras_search.trial.config import metric_problem
+from miras_search.trial.config import batch_cover_problem, metric_problem
 from miras_search.validation import validate
 from miras_search.yamlio import LineMap, ancestor_line, read_yaml
 
@@ -334,12 +334,47 @@ def rung_batch_problems(study: StudyFile, lines: LineMap | None = None) -> list[
         return []
     problems = []
     for index, rung in enumerate(study.scale.rungs):
-        if rung.tokens < batch_size * rung.seq_len:
+        problem = batch_cover_problem(rung.tokens, batch_size, rung.seq_len)
+        if problem is not None:
             path = ("scale", "rungs", str(index), "tokens")
-            problems.append(Problem(".".join(path), (
-                f"{rung.tokens} tokens do not cover one batch (batch_size {batch_size} x seq_len "
-                f"{rung.seq_len} = {batch_size * rung.seq_len} tokens); give at least that many"),
-                ancestor_line(lines or {}, path, root=True)))
+            problems.append(Problem(".".join(path), problem, ancestor_line(lines or {}, path, root=True)))
+    return problems
+
+
+def storage_problems(study: StudyFile, lines: LineMap | None = None) -> list[Problem]:
+    """``storage`` where it is a URL no command can open (an unknown database scheme): the check
+    every command that opens the storage makes (``study.storage.normalise``), at its line."""
+    from miras_search.study.storage import normalise
+
+    if study.storage is None:
+        return []
+    try:
+        normalise(study.storage)
+    except MirasError as error:
+        return [Problem("storage", str(error), (lines or {}).get(("storage",)))]
+    return []
+
+
+def scale_point_problems(study: StudyFile, lines: LineMap | None = None) -> list[Problem]:
+    """``scale.points`` that `miras scale` could not read (neither a preset nor a point file, or
+    a point file that does not load), each at its line, with the message `miras scale` gives
+    (``scale.points.resolve_points``, which reads files relative to the study file)."""
+    from miras_search.scale.points import resolve_points
+
+    if study.scale is None:
+        return []
+    problems = []
+    for index, name in enumerate(study.scale.points):
+        path = ("scale", "points", str(index))
+        try:
+            resolve_points([name], 0, None, Path(study.source).parent)
+        except ConfigError as error:
+            messages = [p.message for p in error.problems] if error.source == "scale.points" else [
+                f"the point file does not load: {error}"]
+            problems += [Problem(".".join(path), message, ancestor_line(lines or {}, path, root=True))
+                         for message in messages]
+        except MirasError as error:
+            problems.append(Problem(".".join(path), str(error), ancestor_line(lines or {}, path, root=True)))
     return problems
 
 
@@ -371,10 +406,16 @@ def load_study_dict(data: dict[str, Any], source: str = "<study>",
     """Validate a study mapping (and, when ``source`` is a file, that its space file loads)."""
     study = validate(StudyFile, data, source, lines)
     study._source = source
-    problems = metric_problems(study, lines) + rung_batch_problems(study, lines)
+    is_file = source != "<study>" and Path(source).exists()
+    if is_file:  # its data files and tokenizers are read beside it, as its space is
+        study.trial.relative_to(Path(source).parent)
+    problems = (metric_problems(study, lines) + rung_batch_problems(study, lines)
+                + storage_problems(study, lines))
+    if is_file:
+        problems += scale_point_problems(study, lines)
     if problems:
         raise ConfigError(source, problems)
-    if source != "<study>" and Path(source).exists():
+    if is_file:
         if study.space_path().resolve() == Path(source).resolve():
             raise ConfigError(source, [Problem("space", "names this study file itself; give a space file "
                                                "(type: space, with its preset, params and constraints)",

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from miras_search.data import MAD_TASKS, PRESETS, SYNTHETIC_TASKS, DataSpec
-from miras_search.data.text_sources import TextCorpus
+from miras_search.data.text_sources import TextCorpus, _TextSpec
 from miras_search.schema import ModelPoint
 from miras_search.schema._base import Schema
 
@@ -101,6 +102,18 @@ def metric_problem(name: str, known: Iterable[str], seeds: Sequence[int] = ()) -
             f"{', '.join(known)}{also}")
 
 
+def batch_cover_problem(tokens: int, batch_size: int, seq_len: int, seq_len_of: str = "") -> str | None:
+    """Why a budget of ``tokens`` cannot train one step of ``batch_size`` sequences of ``seq_len``
+    tokens (None when it can): the wording every check of a budget against its batch shares
+    (``trial.tokens``, ``scale.rungs``, a study whose space sets the batch). ``seq_len_of`` says
+    where the length comes from when it is not the trial's own (a data source's)."""
+    batch = batch_size * seq_len
+    if tokens >= batch:
+        return None
+    return (f"tokens ({tokens}) do not cover one batch (batch_size {batch_size} x seq_len {seq_len}"
+            f"{seq_len_of} = {batch}); give at least {batch} tokens, or a smaller batch_size or seq_len")
+
+
 def _default_data() -> list[Any]:
     return [TextCorpus()]
 
@@ -136,6 +149,33 @@ class TrialConfig(Schema):
     )
     objective: Objective = Field(default_factory=Objective)
 
+    @model_validator(mode="after")
+    def _budget_covers_a_batch(self) -> TrialConfig:
+        """``tokens`` cover one batch of every data source, where the config sets the batch
+        (``batch_size``, and ``seq_len`` or a source's own): otherwise every trial would fail."""
+        problem = self.budget_problem()
+        if problem is not None:
+            raise ValueError(f"tokens: {problem}")
+        return self
+
+    def budget_problem(self, batch_size: int | None = None, seq_len: int | None = None,
+                       tokens: int | None = None) -> str | None:
+        """Why the budget cannot train one batch of the longest data source (None when it can,
+        or when what decides it is not known): ``tokens``, ``batch_size`` and ``seq_len`` are
+        this config's, else the ones given (a point's, where the config leaves them to it)."""
+        tokens = self.tokens if self.tokens is not None else tokens
+        batch_size = self.batch_size if self.batch_size is not None else batch_size
+        seq_len = self.seq_len if self.seq_len is not None else seq_len
+        if tokens is None or batch_size is None:
+            return None
+        lengths = [(spec.seq_len, f" of trial.data.{index} ({spec.task})") if spec.seq_len is not None
+                   else (seq_len, "") for index, spec in enumerate(self.data)]
+        known = [(length, where) for length, where in lengths if length is not None]
+        if not known:
+            return None
+        longest, where = max(known, key=lambda item: item[0])
+        return batch_cover_problem(tokens, batch_size, longest, where)
+
     @field_validator("data", mode="before")
     @classmethod
     def _preset(cls, value: Any) -> Any:
@@ -146,6 +186,22 @@ class TrialConfig(Schema):
                                  "or give a list of data sources")
             return [dict(spec) for spec in PRESETS[value]]
         return value
+
+    def relative_to(self, folder: str | os.PathLike[str] | None) -> TrialConfig:
+        """This config with its data's relative paths (``files`` paths, tokenizer files) read from
+        ``folder``, the folder of the study or trial config file that names them (else from the
+        working directory, as before they were read beside their file). The paths stay as written
+        in the config (what a study stores and compares); ``located`` gives them absolute."""
+        for spec in self.data:
+            if isinstance(spec, _TextSpec):
+                spec.relative_to(folder)
+        return self
+
+    def located(self) -> TrialConfig:
+        """A copy whose data paths are absolute (``relative_to``): what is sent to a worker, whose
+        working directory may be another."""
+        data = [spec.located() if isinstance(spec, _TextSpec) else spec for spec in self.data]
+        return self.model_copy(update={"data": data})
 
     def metric_names(self) -> list[str]:
         """Every metric a trial of this config can measure: its data's and every run's."""

@@ -59,13 +59,17 @@ def is_out_of_memory(error: BaseException) -> bool:
     return isinstance(error, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text.lower())
 
 
-def too_large(estimate: MemoryEstimate, limit: int, source: str) -> str | None:
+TOO_LARGE_ADVICE = "lower the batch size, sequence length, eval_batch_size or the model's size"
+"""What a trial config can change for a point over its memory limit."""
+
+
+def too_large(estimate: MemoryEstimate, limit: int, source: str, advice: str = TOO_LARGE_ADVICE) -> str | None:
     """The reason a point with ``estimate`` does not fit ``limit`` bytes (``source`` says where the
-    limit comes from), or None."""
+    limit comes from; ``advice``, what the caller's user can change), or None."""
     if estimate.total <= limit:
         return None
     return (f"the point needs {estimate.describe()}, over the per-trial memory limit of {gb(limit)} "
-            f"({source}); lower the batch size, sequence length, eval_batch_size or the model's size")
+            f"({source}); {advice}")
 
 
 def limit_source(configured: bool) -> str:

@@ -18,6 +18,7 @@ import torch
 from pydantic import ValidationError
 
 from miras_search.data import DataMix
+from miras_search.data.cache import cache_problem, is_cache_path
 from miras_search.errors import (
     ConfigError,
     MirasError,
@@ -209,7 +210,12 @@ def _run(point: ModelPoint, config: TrialConfig, report: Reporter | None,
     train = point.train
     device = pick_device(device_choice or (None if config.device == "auto" else config.device))
     peak = PeakMemory(device)  # this trial's peak, not the worker's lifetime one
-    mix = DataMix(list(config.data))
+    try:
+        mix = DataMix(list(config.data))
+    except OSError as error:
+        if is_cache_path(error.filename):  # the cache folder, not the data: said as validate says it
+            raise TrialFailed("error", cache_problem(error)) from None
+        raise
     if point.block.vocab_size < mix.vocab_size:
         raise TrialFailed(
             "build", f"block.vocab_size ({point.block.vocab_size}) is smaller than the data's "
