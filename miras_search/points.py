@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -16,28 +16,8 @@ from miras_search.schema import AXES, ModelPoint
 from miras_search.validation import validate
 from miras_search.yamlio import LineMap, dump_yaml, read_yaml, yaml_kind
 
-FileKind = Literal["point", "space", "study"]
-_STUDY_KEYS = frozenset({"space", "objectives", "sampler", "pruner", "trial"})
-_SPACE_KEYS = frozenset({"params", "constraints", "anchors"})
-_POINT_KEYS = frozenset({*ModelPoint.model_fields, "preset"})
 _FILE_KEYS = ("type", "preset", "meta")
 """Keys a point file takes beside ModelPoint's fields (read before the point is validated)."""
-
-
-def plain_file_kind(data: dict[str, Any]) -> FileKind | None:
-    """What a YAML file of the toolkit is: its ``type`` when it says, else told by its keys (a
-    study's ``space`` / ``objectives`` / ..., a space's ``params`` / ``constraints``, a point's
-    axes or ``preset``); None when neither says."""
-    declared = data.get("type")
-    if declared in ("point", "space", "study"):
-        return declared
-    if declared is not None:
-        return None
-    if _STUDY_KEYS & data.keys():
-        return "study"
-    if _SPACE_KEYS & data.keys():
-        return "space"
-    return "point" if _POINT_KEYS & data.keys() else None
 
 
 def _check_preset_name(name: Any, source: str, lines: LineMap) -> None:

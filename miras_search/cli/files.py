@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from miras_search.errors import ConfigError, Problem
-from miras_search.points import FileKind, plain_file_kind, point_from_dict
+from miras_search.file_kinds import FileKind, plain_file_kind
+from miras_search.points import point_from_dict
 from miras_search.space import SearchSpace
 from miras_search.yamlio import LineMap, read_yaml, read_yaml_documents
 

@@ -58,7 +58,7 @@ def _other_kind(data: dict) -> str | None:
     """'point' or 'space' when ``data`` is a point or space file rather than a trial config or
     study; None otherwise (then the trial config's own checks speak). A file without ``type``
     that has a point's keys counts as a point only with none of a trial config's."""
-    from miras_search.points import plain_file_kind
+    from miras_search.file_kinds import plain_file_kind
     from miras_search.trial import TrialConfig
 
     kind = plain_file_kind(data)

@@ -18,7 +18,7 @@ from optuna.trial import FrozenTrial
 from pydantic import ValidationError
 
 from miras_search.errors import MirasError
-from miras_search.points import plain_file_kind
+from miras_search.file_kinds import plain_file_kind
 from miras_search.schema import AXES, ModelPoint
 from miras_search.study.fidelity import describe as describe_fidelity
 from miras_search.study.records import is_feasible

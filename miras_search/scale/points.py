@@ -13,7 +13,7 @@ from miras_search.errors import ConfigError, MirasError, Problem
 from miras_search.presets import PRESET_AXES, preset
 from miras_search.schema import ModelPoint
 from miras_search.study.records import point_key
-from miras_search.study.scale_spec import Rung
+from miras_search.study.scale_spec import Rung, not_a_scale_point, scale_point_file
 
 
 @dataclass(frozen=True)
@@ -64,10 +64,9 @@ def resolve_points(names: list[str], top: int, study: optuna.Study | None, base:
             else:
                 chosen.append(ScalePoint(name, preset(name), name, None, tokens))
             continue
-        path = Path(name) if Path(name).is_absolute() or Path(name).exists() else base / name
-        if not path.is_file():
-            raise ConfigError(source, [Problem(f"{index}", f"'{name}' is neither a preset ({', '.join(PRESET_AXES)}) "
-                                               "nor a point file (.yaml)")])
+        path = scale_point_file(name, base)
+        if path is None:
+            raise ConfigError(source, [Problem(f"{index}", not_a_scale_point(name, list(PRESET_AXES)))])
         chosen.append(ScalePoint(path.stem, load_point(path), None, None, tokens))
     if top:
         if study is None:

@@ -14,8 +14,8 @@ import optuna
 from pydantic import ValidationError
 
 from miras_search.errors import ConfigError, MirasError, Problem
+from miras_search.file_kinds import plain_file_kind
 from miras_search.merge import deep_merge, get_path
-from miras_search.points import plain_file_kind
 from miras_search.presets import is_preset_point, preset
 from miras_search.schema import AXES, ModelPoint
 from miras_search.schema_paths import unknown_path_problem

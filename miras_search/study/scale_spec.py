@@ -17,12 +17,27 @@ Plain pydantic (no torch): the study file validates it with the rest of the file
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 from pydantic import Field, field_validator, model_validator
 
 from miras_search.schema._base import Schema
 from miras_search.schema.train import SEED_MAX
+
+
+def scale_point_file(name: str, base: Path) -> Path | None:
+    """The point file a ``scale.points`` entry that is not a preset names: the path as written
+    when it is absolute or exists from the working directory, else read relative to ``base``
+    (the study file's folder); None when that is no file."""
+    path = Path(name) if Path(name).is_absolute() or Path(name).exists() else base / name
+    return path if path.is_file() else None
+
+
+def not_a_scale_point(name: str, presets: list[str]) -> str:
+    """Why a ``scale.points`` entry names nothing `miras scale` can train."""
+    return f"'{name}' is neither a preset ({', '.join(presets)}) nor a point file (.yaml)"
+
 
 MIN_RUNGS = 2
 """A power law needs two rungs (a pure power law, no floor) and three to fit its floor ``e``."""

@@ -25,14 +25,14 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from miras_search.errors import ConfigError, MirasError, Problem
-from miras_search.points import plain_file_kind
+from miras_search.file_kinds import plain_file_kind
 from miras_search.presets import BASELINES, PRESET_AXES
 from miras_search.schema import ModelPoint
 from miras_search.schema._base import Schema
 from miras_search.schema.train import SEED_MAX
 from miras_search.space import SearchSpace
 from miras_search.study.budget_spec import BudgetSpec
-from miras_search.study.scale_spec import ScaleSpec
+from miras_search.study.scale_spec import ScaleSpec, not_a_scale_point, scale_point_file
 from miras_search.trial import Objective, TrialConfig
 from miras_search.trial.config import batch_cover_problem, metric_problem
 from miras_search.validation import validate
@@ -357,24 +357,26 @@ def storage_problems(study: StudyFile, lines: LineMap | None = None) -> list[Pro
 
 def scale_point_problems(study: StudyFile, lines: LineMap | None = None) -> list[Problem]:
     """``scale.points`` that `miras scale` could not read (neither a preset nor a point file, or
-    a point file that does not load), each at its line, with the message `miras scale` gives
-    (``scale.points.resolve_points``, which reads files relative to the study file)."""
-    from miras_search.scale.points import resolve_points
+    a point file that does not load), each at its line, in the words `miras scale` uses; files
+    are read as it reads them (``scale_spec.scale_point_file``)."""
+    from miras_search.points import load_point
 
     if study.scale is None:
         return []
     problems = []
     for index, name in enumerate(study.scale.points):
-        path = ("scale", "points", str(index))
-        try:
-            resolve_points([name], 0, None, Path(study.source).parent)
-        except ConfigError as error:
-            messages = [p.message for p in error.problems] if error.source == "scale.points" else [
-                f"the point file does not load: {error}"]
-            problems += [Problem(".".join(path), message, ancestor_line(lines or {}, path, root=True))
-                         for message in messages]
-        except MirasError as error:
-            problems.append(Problem(".".join(path), str(error), ancestor_line(lines or {}, path, root=True)))
+        if name in PRESET_AXES:
+            continue
+        where = ("scale", "points", str(index))
+        path = scale_point_file(name, Path(study.source).parent)
+        message = not_a_scale_point(name, list(PRESET_AXES)) if path is None else None
+        if path is not None:
+            try:
+                load_point(path)
+            except MirasError as error:
+                message = f"the point file does not load: {error}"
+        if message is not None:
+            problems.append(Problem(".".join(where), message, ancestor_line(lines or {}, where, root=True)))
     return problems
 
 
