@@ -183,3 +183,17 @@ def test_status_says_when_running_trials_have_no_driver_left(tmp_path):
     _foreign(study, expires_in=60)  # a live driver on another machine holds the study: they run
     text = " ".join(CliRunner().invoke(app, ["status", str(path)]).output.split())
     assert "2 running" in text and "driver stopped" not in text, text
+
+
+def test_status_gives_no_eta_when_no_driver_holds_the_study(tmp_path):
+    """However its driver stopped (Ctrl-C releases the lease, kill -9 lets it lapse), a study
+    that no driver holds makes no progress: no ETA; while a live driver holds it, an ETA."""
+    path = write_study(tmp_path, trials=3)
+    assert CliRunner().invoke(app, ["run", str(path), "--inline", "--trials", "1"]).exit_code == 0
+    study = open_study(load_study_file(path))
+    study.set_user_attr("run", {**study.user_attrs["run"], "target": 3})  # as a run stopped early
+    text = " ".join(CliRunner().invoke(app, ["status", str(path)]).output.split())
+    assert "1/3 finished" in text and "ETA -" in text, text
+    _foreign(study, expires_in=60)  # a live driver (on another machine) holds it
+    text = " ".join(CliRunner().invoke(app, ["status", str(path)]).output.split())
+    assert "1/3 finished" in text and "ETA 0:" in text, text

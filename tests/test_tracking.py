@@ -3,15 +3,20 @@ and a broken W&B never failing a study."""
 
 from __future__ import annotations
 
+import errno
+import io
 import json
+import logging
+from pathlib import Path
 from typing import ClassVar
 
 import optuna
+import pytest
 from optuna.trial import TrialState
 from test_study import run_inline, trials_of, write_study
 
 from miras_search.study import load_study_file, open_study
-from miras_search.tracking import WandbTracker
+from miras_search.tracking import WandbTracker, live
 
 
 def _offline_runs(folder):
@@ -190,3 +195,59 @@ def test_an_unreachable_wandb_is_tried_once_with_a_short_timeout(tmp_path, monke
     assert not tracker.enabled and tracker.error is not None
     assert "no such host" in tracker.error and "--wandb offline" in tracker.error
     assert "init_timeout" not in tracker.error  # W&B's advice to wait longer is not passed on
+
+
+class _FullDisk(io.StringIO):
+    """A log file on a full disk: every write fails."""
+
+    def write(self, text):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+@pytest.mark.parametrize("where", ["run", "log file"])
+def test_a_full_disk_turns_wandb_off_in_one_line(tmp_path, monkeypatch, capfd, where):
+    """W&B's runs on a full disk: the first failed write (a row logged, or a line of W&B's own
+    debug.log, which Python's logging would print a traceback for, per line) turns W&B off:
+    no later run starts, the run being written stops, no summary run, no traceback."""
+    import wandb
+
+    started, handlers = [], []
+
+    class Run:
+        summary: ClassVar[dict] = {}
+
+        def __init__(self, folder):
+            self.dir = str(folder)
+
+        def log(self, row, step):
+            logging.getLogger("wandb.sdk.wandb_run").info("logging step %s", step)
+            if where == "run":
+                raise OSError(errno.ENOSPC, "No space left on device")
+
+        def finish(self):
+            logging.getLogger("wandb.sdk.wandb_run").info("finishing")
+
+    def init(**kwargs):
+        folder = Path(kwargs["dir"]) / "wandb" / f"offline-run-{len(started)}"
+        handler = logging.StreamHandler(_FullDisk() if where == "log file" else io.StringIO())
+        handler.baseFilename = str(folder / "logs" / "debug.log")  # as W&B's FileHandler
+        logging.getLogger("wandb").addHandler(handler)
+        handlers.append(handler)
+        started.append(kwargs["name"])
+        return Run(folder)
+
+    monkeypatch.setattr(wandb, "init", init)
+    monkeypatch.setattr(live, "LOG_EVERY_S", 0.01)
+    path = write_study(tmp_path, trials=3)
+    spec = load_study_file(path)
+    tracker = WandbTracker(spec.name, spec.out_dir() / "wandb", "offline")
+    try:
+        summary = run_inline(path, tracker=tracker)
+    finally:
+        for handler in handlers:
+            logging.getLogger("wandb").removeHandler(handler)
+    assert summary.finished == 3 and all(t.state == TrialState.COMPLETE for t in trials_of(path))
+    assert started == ["tiny-trial-0"], started  # no later trial's run, no summary run
+    assert not tracker.enabled and tracker.error == "OSError: [Errno 28] No space left on device"
+    out, err = capfd.readouterr()
+    assert "Traceback" not in out + err and "Logging error" not in out + err, (out + err)[-3000:]

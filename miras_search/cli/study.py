@@ -296,7 +296,7 @@ def _counts_line(state: StudyStatus) -> str:
         were = "1 was" if state.running == 1 else f"{state.running} were"
         counts.append(f"{were} running when its driver stopped (no driver holds the study now; "
                       "`miras resume` runs them again)")
-    eta = "-" if state.eta_s is None or state.driver_stopped else str(
+    eta = "-" if state.eta_s is None or not state.driver_live else str(
         datetime.timedelta(seconds=round(state.eta_s)))
     return f"{state.finished}/{target} finished: {', '.join(counts)}; ETA {eta}"
 

@@ -121,8 +121,9 @@ def file_changes(study: optuna.Study, spec: StudyFile, space: SearchSpace | None
     """Where ``spec`` (and its ``space``, and its data's ``data_fingerprint``) differs from what
     ``study`` was created with, in what decides what its trials measure: the trial settings
     (budget, data, evaluation; not those in UNMEASURED_TRIAL_FIELDS), the seeds, the space's
-    content and the data's; e.g. ["trial.eval_batches: 2 -> 8"]. What is not given, or what the
-    study does not store (made by other code, or by an older version), is not compared."""
+    content and the data's, and the objectives (``objective_changes``); e.g.
+    ["trial.eval_batches: 2 -> 8"]. What is not given, or what the study does not store (made by
+    other code, or by an older version), is not compared."""
     stored = study.user_attrs.get("study_file")
     if not isinstance(stored, dict) or not isinstance(stored.get("trial"), dict):
         return []
@@ -143,7 +144,25 @@ def file_changes(study: optuna.Study, spec: StudyFile, space: SearchSpace | None
     if data_hash is not None and stored_data is not None and stored_data != data_hash:
         changes.append("the data's content (a data file added, edited or removed, or the "
                        "embedded corpus of another Python)")
-    return changes
+    return changes + objective_changes(study, spec)
+
+
+def objective_changes(study: optuna.Study, spec: StudyFile) -> list[str]:
+    """Where ``spec``'s objectives differ from those ``study`` stores (its ``objectives`` user
+    attr), one entry per objective, saying that the stored ones are those used (Optuna's study
+    keeps its directions: read commands rank by them; ``run`` and ``resume`` refuse the file);
+    e.g. ["objective val_bpb: direction minimize -> maximize (the stored minimize is used)"]."""
+    stored = study.user_attrs.get("objectives")
+    current = spec.objective_records
+    if not isinstance(stored, list) or not all(isinstance(r, dict) for r in stored) or stored == current:
+        return []
+    if [r.get("name") for r in stored] != [r["name"] for r in current]:
+        before = ", ".join(f"{r.get('name')} ({r.get('direction')})" for r in stored)
+        after = ", ".join(f"{r['name']} ({r['direction']})" for r in current)
+        return [f"objectives: {before} -> {after} (the stored objectives are used)"]
+    return [f"objective {new['name']}: direction {old.get('direction')} -> {new['direction']} "
+            f"(the stored {old.get('direction')} is used)"
+            for old, new in zip(stored, current, strict=True) if old.get("direction") != new["direction"]]
 
 
 def check_measure(study: optuna.Study) -> None:

@@ -33,6 +33,7 @@ class StudyStatus:
     failures: list[FailureGroup] = field(default_factory=list)  # most frequent first
     fidelity: int = 0  # longer or larger runs of points (confirm, scale, halving), not in the counts above
     driver_stopped: bool = False  # the running trials' driver is gone: no live driver holds the study
+    driver_live: bool = False  # a live driver holds the study (its lease, or a RUNNING trial's driver)
 
 
 @dataclass
@@ -149,6 +150,13 @@ def _dominates(a: list[float], b: list[float]) -> bool:
     return all(x <= y for x, y in zip(a, b, strict=True)) and any(x < y for x, y in zip(a, b, strict=True))
 
 
+def driver_live(study: optuna.Study, running: list[FrozenTrial]) -> bool:
+    """Whether a live driver runs the study: one holds its lease, or a RUNNING trial's driver
+    still runs on this host. Without one nothing advances, however the last driver stopped
+    (finished, Ctrl-C, kill -9): no ETA."""
+    return holder_of(study) is not None or any(alive_elsewhere(t.user_attrs.get("driver")) for t in running)
+
+
 def driver_stopped(study: optuna.Study, running: list[FrozenTrial]) -> bool:
     """Whether trials are left RUNNING with no driver to finish them: no live driver holds the
     study's lease (it expired, was released, or its holder's process on this host is gone) and
@@ -179,7 +187,9 @@ def status(study: optuna.Study) -> StudyStatus:
     target = run.get("target")
     mean = sum(trained) / len(trained) if trained else None
     eta = None
-    if mean is not None and target is not None:
+    running = [t for t in every if t.state == TrialState.RUNNING]
+    live = driver_live(study, running)
+    if mean is not None and target is not None and live:  # no driver, no progress: no ETA
         workers = max(1, int(run.get("workers", 1)))
         eta = max(0, target - finished) * mean / workers
     return StudyStatus(
@@ -190,5 +200,5 @@ def status(study: optuna.Study) -> StudyStatus:
         reused=sum(1 for t in trials if "reused_from" in t.user_attrs), objectives=records,
         best=best, eta_s=eta if eta is None or math.isfinite(eta) else None, mean_trial_s=mean,
         failures=failure_groups(trials), fidelity=len(every) - len(trials),
-        driver_stopped=driver_stopped(study, [t for t in every if t.state == TrialState.RUNNING]),
+        driver_stopped=driver_stopped(study, running), driver_live=live,
     )

@@ -4,7 +4,10 @@ The training loop only puts rows on a queue (microseconds); a thread opens the r
 rows queued every ``LOG_EVERY_S`` seconds, writes the final metrics and finishes the run, so
 neither the trial nor the study waits on W&B. ``flush_live_runs`` waits for the runs still being written (the driver calls
 it at the end of a study; a Ray worker before it is stopped). Nothing here can fail a trial: a
-W&B error ends that run's logging with a warning.
+W&B error turns W&B off for the rest of the study in this process (``record_start_error``: every
+run still being written stops, no later run starts, and the driver says why once, with the
+study's end), and W&B's own log files are kept from printing their write errors (a full disk
+would otherwise print a traceback per log line; ``quiet_wandb_logging``).
 
 What a run costs is kept small because a worker runs many short trials:
 
@@ -21,10 +24,12 @@ What a run costs is kept small because a worker runs many short trials:
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
 import queue
+import sys
 import threading
 import time
 from pathlib import Path
@@ -49,6 +54,7 @@ with no network waiting minutes after its last trial); a run that does not start
 W&B off for the rest of the study."""
 _START_ERRORS: dict[tuple[str, str], str] = {}  # (mode, dir) -> why a run of that study did not start
 _START_LOCK = threading.Lock()  # one run starts at a time: the next learns whether the last could
+_STUDIES: set[tuple[str, str]] = set()  # (mode, dir) of the studies whose runs this process writes
 
 
 def init_settings(mode: str, **settings: Any) -> dict[str, Any]:
@@ -65,10 +71,40 @@ def start_error(settings: dict[str, Any]) -> str | None:
 def record_start_error(settings: dict[str, Any], error: BaseException | str | None) -> None:
     """Remember (or, with None, forget: a new study) why a run of these settings did not start."""
     key = (settings["mode"], str(settings["dir"]))
+    _STUDIES.add(key)
     if error is None:
         _START_ERRORS.pop(key, None)
     else:
         _START_ERRORS.setdefault(key, describe_error(error))
+
+
+def quiet_wandb_logging() -> None:
+    """Keep the handlers of W&B's logger (its per-run ``debug.log`` files) from printing a
+    traceback for each record they fail to write (a full disk, a folder gone): Python's logging
+    prints one per failed record (``Handler.handleError``), thousands in a study. The first such
+    failure turns W&B off like any other W&B error (``record_start_error``, through the handler's
+    run folder); the records are lost, as W&B's log file is anyway."""
+    for handler in logging.getLogger("wandb").handlers:
+        if getattr(handler, "_miras_quiet", False):
+            continue
+        handler.handleError = functools.partial(_handler_failed, handler)  # type: ignore[method-assign]
+        handler._miras_quiet = True  # type: ignore[attr-defined]
+
+
+def _handler_failed(handler: logging.Handler, record: logging.LogRecord) -> None:
+    """``handleError`` of a quieted W&B handler: remember why (no traceback) and carry on."""
+    error = sys.exc_info()[1]
+    if error is None:
+        return
+    folder = str(getattr(handler, "baseFilename", ""))
+    for key in list(_STUDIES):
+        if folder.startswith(key[1] + os.sep):
+            _START_ERRORS.setdefault(key, describe_error(error))
+
+
+def is_off(settings: dict[str, Any]) -> bool:
+    """Whether W&B is off for these settings' study in this process (see ``record_start_error``)."""
+    return start_error(settings) is not None
 
 
 def describe_error(error: BaseException | str) -> str:
@@ -121,6 +157,7 @@ class LiveRun:
 
     def __init__(self, settings: dict[str, Any]) -> None:
         self.settings = settings
+        _STUDIES.add((settings["mode"], str(settings["dir"])))
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._write, name=f"wandb-{settings['name']}", daemon=True)
         with _LOCK:
@@ -129,7 +166,9 @@ class LiveRun:
         self._thread.start()
 
     def log(self, row: dict[str, float], step: int) -> None:
-        self._queue.put((row, step))
+        """Queue a row (dropped once W&B is off for the study: nothing would write it)."""
+        if not is_off(self.settings):
+            self._queue.put((row, step))
 
     def finish(self, summary: dict[str, Any], record: dict[str, Any]) -> None:
         """Queue the final summary (and the readable ``miras_trial.json`` record); returns at once."""
@@ -141,12 +180,16 @@ class LiveRun:
             self._drain()
             return
         try:
-            while self._log_batch(run):
+            # W&B turned off meanwhile (this study's other run, or a W&B log file, failed): stop
+            while not is_off(self.settings) and self._log_batch(run):
                 time.sleep(LOG_EVERY_S)  # rows gather meanwhile: one wake-up per batch, not per step
-        except Exception as error:
-            log.warning("W&B run %s: logging stopped: %s: %s", self.settings["name"], type(error).__name__, error)
+        except Exception as error:  # a full disk, a folder gone: W&B is off for the study
+            record_start_error(self.settings, error)
+            # said once, by the driver, with the study's end (a worker's log is not shown)
+            log.info("W&B run %s: logging stopped: %s", self.settings["name"], describe_error(error))
         finally:
-            run.finish()
+            with contextlib.suppress(Exception):  # W&B closing its log file on a full disk
+                run.finish()
 
     def _start(self):
         """The started W&B run, or None: it could not start, or an earlier run of the study could
@@ -155,7 +198,9 @@ class LiveRun:
             if start_error(self.settings) is not None:
                 return None
             try:
-                return self._init()
+                run = self._init()
+                quiet_wandb_logging()  # the run's debug.log handler, added by wandb.init
+                return run
             except Exception as error:  # W&B missing, folder unwritable, network down...
                 record_start_error(self.settings, error)
                 # said once, by the driver, with the study's end (a worker's log is not shown)

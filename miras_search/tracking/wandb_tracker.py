@@ -4,8 +4,9 @@ driver when they finish), and one summary run with the leaderboard and every met
 
 Offline by default (``WANDB_MODE=offline``: no login, no network; runs land under
 ``<run_dir>/<study>/wandb``, with W&B's staged files and logs, and can be uploaded later with
-``wandb sync``). Nothing here can fail a study: the first W&B error is logged once and tracking
-turns itself off.
+``wandb sync``). Nothing here can fail a study: the first W&B error (of the driver's runs, a
+worker's live run, or a W&B log file that can no longer be written, such as on a full disk) turns
+tracking off, every run still being written stops, and the CLI says why once, at the study's end.
 """
 
 from __future__ import annotations
@@ -26,9 +27,9 @@ from miras_search.study.records import flatten, is_feasible
 from miras_search.tracking.live import (
     ONLINE_INIT_TIMEOUT_S,
     TRIAL_RUN_SETTINGS,
-    describe_error,
     flush_live_runs,
     init_settings,
+    quiet_wandb_logging,
     record_start_error,
     start_error,
     wandb_session,
@@ -72,15 +73,21 @@ class WandbTracker:
             self._wandb = wandb_session(self._session_settings)
         return self._wandb
 
-    def _guard(self, what: str, action) -> None:
+    def _guard(self, what: str, action: Callable[[], None]) -> None:
+        """Run ``action`` unless tracking is off; its error (or one a W&B log file met meanwhile,
+        see ``quiet_wandb_logging``) turns tracking off for the study, live runs included."""
         if not self.enabled:
             return
-        try:
-            action()
-        except Exception as error:  # W&B missing, offline dir unwritable, network down...
-            self.turn_off(describe_error(error))
-            record_start_error(self._session_settings, self.error)  # inline live runs stop too
-            log.debug("W&B tracking is off for the rest of this run (%s failed: %s)", what, self.error)
+        failed = start_error(self._session_settings)  # a live run, or W&B's log file, failed
+        if failed is None:
+            try:
+                action()
+            except Exception as error:  # W&B missing, offline dir unwritable, network down, disk full...
+                record_start_error(self._session_settings, error)  # inline live runs stop too
+            failed = start_error(self._session_settings)
+        if failed is not None:
+            self.turn_off(failed)
+            log.debug("W&B tracking is off for the rest of this run (%s: %s)", what, self.error)
 
     def turn_off(self, reason: str) -> None:
         """No more W&B runs in this study (the summary run included): ``reason``, one line, is
@@ -102,11 +109,13 @@ class WandbTracker:
     def _init(self, **kwargs: Any):
         wandb = self._module()
         with command_line_redacted():  # W&B stores the command line (a --storage URL) with the run
-            return wandb.init(
+            run = wandb.init(
                 project=self.project, entity=self.entity, group=self.study_name, dir=str(self._init_dir),
                 mode=self.mode, reinit="create_new", config=redact_tree(kwargs.pop("config", {})),
                 **kwargs,
             )
+        quiet_wandb_logging()  # the run's debug.log handler, added by wandb.init
+        return run
 
     def live_settings(self, study: optuna.Study, number: int, point: ModelPoint) -> dict[str, Any] | None:
         """What a worker needs to log trial ``number`` while it runs (``tracking.live``): plain
@@ -154,10 +163,7 @@ class WandbTracker:
             run.finish()
 
     def log_summary(self, study: optuna.Study) -> None:
-        flush_live_runs()  # runs of trials that ran in this process (--inline) are complete
-        failed = start_error(self._session_settings)  # ... or could not start
-        if failed is not None:
-            self.turn_off(failed)
+        flush_live_runs()  # runs of trials that ran in this process (--inline) are complete (or failed)
         self._guard("the study summary", lambda: self._log_summary(study))
 
     def _log_summary(self, study: optuna.Study) -> None:
@@ -181,7 +187,8 @@ class WandbTracker:
                 counts[trial.state.name.lower()] += 1
         run = self._init(name=f"{self.study_name}-summary", job_type="summary",
                          config={"study": study.user_attrs.get("study_file") or {}},
-                         settings=wandb.Settings(**init_settings(self.mode)))
+                         # no console capture: it would outlive a failing run and feed on its errors
+                         settings=wandb.Settings(**init_settings(self.mode, console="off")))
         try:
             run.log({"leaderboard": wandb.Table(columns=columns, data=rows)})
             run.summary.update({f"trials/{k}": v for k, v in counts.items()})
