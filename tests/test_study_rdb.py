@@ -59,3 +59,22 @@ def test_a_missing_driver_is_named_for_its_database(url, driver, wrong):
     message = str(error.value)
     assert driver in message and wrong not in message.split(";", 1)[1]
     assert "s3cret" not in message
+
+
+def test_a_sqlite_url_with_a_query_string_finds_its_file(tmp_path, monkeypatch):
+    """``sqlite:///runs/x.db?timeout=30``: the reading commands look for runs/x.db, not for a
+    file whose name ends in the query string, so a finished study stays reachable."""
+    from miras_search.study.setup import open_study
+    from miras_search.study.storage import local_file_missing
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    url = "sqlite:///runs/sqto.db?timeout=30"
+    assert local_file_missing(url)
+    optuna.create_study(study_name="sqto", storage=make_storage(url))
+    assert (tmp_path / "runs" / "sqto.db").is_file()
+    assert not local_file_missing(url)
+    assert open_study("sqto", url).study_name == "sqto"
+    with pytest.raises(MirasError, match="does not exist"):
+        open_study("sqto", "sqlite:///runs/other.db?timeout=30")
+    assert not (tmp_path / "runs" / "other.db").exists()

@@ -39,7 +39,7 @@ _INTERNALS = re.compile(r"\s*(\[SQL: .*?\]|\[parameters: .*?\]|\(Background on t
 
 def open_rdb(url: str) -> RDBStorage:
     """Optuna's RDBStorage for ``url``; MirasError (one paragraph, no password) when it cannot."""
-    path = _sqlite_file(url)
+    path = sqlite_file(url)
     if path is not None and _locked(path):
         log.warning("storage %s: another process holds a lock on %s; waiting up to %g s for it",
                     redact_url(url), path, SQLITE_LOCK_WAIT_S)
@@ -73,7 +73,7 @@ def _plain(error: Exception) -> str:
     return redact_text(" ".join(_INTERNALS.sub("", text).split()))
 
 
-def _sqlite_file(url: str) -> Path | None:
+def sqlite_file(url: str) -> Path | None:
     """The file of a SQLite URL (None for any other database, or SQLite in memory)."""
     if not url.startswith("sqlite"):
         return None

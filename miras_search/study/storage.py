@@ -25,7 +25,7 @@ from miras_search.errors import MirasError
 from miras_search.redact import redact_url
 from miras_search.study.journal_backend import RepairingJournalFileBackend, set_aside_or_refuse
 from miras_search.study.journal_repair import RECORD_START, parse_record, salvage, tail_is_damaged
-from miras_search.study.rdb import open_rdb
+from miras_search.study.rdb import open_rdb, sqlite_file
 
 _URL_SCHEMES = ("sqlite", "postgresql", "mysql", "oracle", "mssql")
 """SQLAlchemy dialects Optuna's RDB storage takes (each may carry a driver: postgresql+psycopg)."""
@@ -103,8 +103,9 @@ def normalise(storage: str) -> str:
 def local_file_missing(storage: str) -> bool:
     """Whether ``storage`` (normalised) is a local journal or SQLite file that does not exist
     yet: commands that only read a study must not create it."""
-    if storage.startswith("sqlite:///"):
-        return not Path(storage.removeprefix("sqlite:///")).exists()
+    if storage.startswith("sqlite:"):  # the database path, without a ?timeout=... query
+        path = sqlite_file(storage)
+        return path is not None and not path.exists()
     return not is_url(storage) and not Path(storage).exists()
 
 
