@@ -302,3 +302,48 @@ def test_storage_paths_that_cannot_be_journal_files_are_refused_in_one_paragraph
         make_storage(f"/proc/miras-test-{tmp_path.name}/study.journal")
     with pytest.raises(MirasError, match=r"/dev/null is not a regular file.*journal file path"):
         make_storage("/dev/null")
+
+
+def _no_space(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_full_disk_while_appending_names_the_journal(tmp_path, monkeypatch):
+    """A write or fsync that fails names no file; the message said 'cannot write to: ...'."""
+    from optuna.storages.journal import _file
+
+    from miras_search.cli.oserrors import os_error_message
+
+    path = tmp_path / "study.journal"
+    _journal_with_trials(path, 1)
+    before = path.read_bytes()
+    study = optuna.load_study(study_name="s", storage=make_storage(str(path)))
+    monkeypatch.setattr(_file.os, "fsync", _no_space)
+    with pytest.raises(OSError) as caught:
+        study.add_trial(optuna.trial.create_trial(params={}, distributions={}, value=9.0))
+    assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(path)
+    message = os_error_message(caught.value)
+    assert message is not None and message.startswith(f"cannot write to {path}: no space is left")
+    assert path.read_bytes().startswith(before)
+
+
+def test_after_a_full_disk_a_torn_last_record_still_lets_the_study_be_read(tmp_path, monkeypatch,
+                                                                           caplog):
+    """The torn record a full disk leaves cannot be set aside while the disk is full: the study
+    is still read (every reader skips an unterminated last line), and other damage that cannot be
+    set aside is refused with 'free some space', not 'make its folder writable'."""
+    from miras_search.study import journal_repair
+
+    path = tmp_path / "study.journal"
+    _journal_with_trials(path, 2)
+    monkeypatch.setattr(journal_repair, "_write_atomically", _no_space)
+    torn = path.read_bytes() + b'{"op_code":4,"worker_id":"w","stu'
+    path.write_bytes(torn)
+    assert _values(path) == [0.0, 1.0]
+    assert "cut short that could not be set aside (No space left on device)" in caplog.text
+    assert path.read_bytes() == torn and not _asides(tmp_path)
+    damaged = torn + b"\n"  # a complete line that is no record: a writer must not append after it
+    path.write_bytes(damaged)
+    with pytest.raises(MirasError, match=r"could not be set aside \(No space left.*free some space"):
+        make_storage(str(path))
+    assert path.read_bytes() == damaged

@@ -15,6 +15,8 @@ A last line without its newline is left alone: it may be a record another proces
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
 from collections.abc import Generator
 from pathlib import Path
@@ -25,21 +27,47 @@ from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 from miras_search.errors import MirasError
 from miras_search.study.journal_repair import Repair, parse_record, set_damage_aside
 
+log = logging.getLogger(__name__)
+
 
 class _DamagedLine(Exception):
     """A complete line of the journal that is not a journal record."""
 
 
-def set_aside_or_refuse(path: Path, lock: JournalFileSymlinkLock) -> Repair | None:
-    """``set_damage_aside``, with a MirasError when the journal's folder cannot be written."""
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def set_aside_or_refuse(path: Path, lock: JournalFileSymlinkLock, *,
+                        torn_tail_may_stay: bool = False) -> Repair | None:
+    """``set_damage_aside``, with a MirasError when the journal's folder cannot be written (the
+    advice fits the cause: a full disk or a read-only folder). With ``torn_tail_may_stay``, a
+    last record cut short (no newline: what a full disk leaves) that cannot be set aside stays,
+    with a warning: every reader skips it, so the study can still be shown, and a record a writer
+    appends onto it is salvaged by the next read that can set the torn bytes aside."""
     try:
         return set_damage_aside(path, lock)
     except OSError as error:
+        if torn_tail_may_stay and _ends_unterminated(path):
+            log.warning("storage %s ends in a record cut short that could not be set aside (%s); "
+                        "it is skipped as the journal is read", path, error.strerror)
+            return None
+        fix = ("free some space on its device" if error.errno in _NO_SPACE
+               else "make its folder writable")
         raise MirasError(
             f"storage {path} has damaged lines that could not be set aside ({error.strerror}: "
-            f"{error.filename}); the journal is left as it is: make its folder writable, or "
-            "restore it from a copy"
+            f"{error.filename}); the journal is left as it is: {fix}, or restore it from a copy"
         ) from None
+
+
+def _ends_unterminated(path: Path) -> bool:
+    """Whether the file at ``path`` is not empty and its last byte is not a newline."""
+    try:
+        with open(path, "rb") as file:
+            size = os.fstat(file.fileno()).st_size
+            file.seek(max(0, size - 1))
+            return size > 0 and file.read(1) != b"\n"
+    except OSError:
+        return False
 
 
 class RepairingJournalFileBackend(JournalFileBackend):
@@ -50,6 +78,16 @@ class RepairingJournalFileBackend(JournalFileBackend):
         self._path, self._repair_lock = Path(file_path), lock_obj
         self._offsets: dict[int, int] = {0: 0}
         """Where each line read so far starts (by line number), so a read resumes there."""
+
+    def append_logs(self, logs: list[dict[str, Any]]) -> None:
+        """Optuna's append; an OSError that names no file (a full disk while writing) names the
+        journal, so that its message says which file could not be written."""
+        try:
+            super().append_logs(logs)
+        except OSError as error:
+            if error.filename is not None:
+                raise
+            raise OSError(error.errno, error.strerror, str(self._path)) from error
 
     def read_logs(self, log_number_from: int) -> Generator[dict[str, Any], None, None]:
         stalled = False

@@ -137,7 +137,7 @@ def _journal_storage(path: Path) -> JournalStorage:
     _check_is_journal(path)
     lock = JournalFileSymlinkLock(str(path))  # the lock Optuna's writers take by default
     if tail_is_damaged(path):  # Optuna would read past it, then append after it
-        set_aside_or_refuse(path, lock)
+        set_aside_or_refuse(path, lock, torn_tail_may_stay=True)
     _check_creates_its_study(path)
     try:
         return JournalStorage(RepairingJournalFileBackend(str(path), lock_obj=lock))
