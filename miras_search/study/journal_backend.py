@@ -20,7 +20,7 @@ import logging
 import os
 from collections.abc import Generator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 
@@ -78,10 +78,14 @@ class RepairingJournalFileBackend(JournalFileBackend):
         self._path, self._repair_lock = Path(file_path), lock_obj
         self._offsets: dict[int, int] = {0: 0}
         """Where each line read so far starts (by line number), so a read resumes there."""
+        self._first_line: bytes | None = None
+        """The journal's first line once read: a file that no longer starts with it was replaced."""
 
     def append_logs(self, logs: list[dict[str, Any]]) -> None:
         """Optuna's append; an OSError that names no file (a full disk while writing) names the
         journal, so that its message says which file could not be written."""
+        if not self._path.exists():  # Optuna's append would create a journal without its study
+            raise self._gone("removed")
         try:
             super().append_logs(logs)
         except OSError as error:
@@ -108,21 +112,54 @@ class RepairingJournalFileBackend(JournalFileBackend):
                     ) from None
                 stalled = repaired is None  # another process may have repaired it meanwhile
 
+    def _gone(self, how: str) -> MirasError:
+        """The error for a journal removed or replaced under the process that reads it."""
+        read = max(self._offsets)
+        return MirasError(
+            f"storage {self._path} was {how} while the study was open here (this process had "
+            f"read {read} record(s) from it): the study's records are no longer in that file, so "
+            "the run stops here rather than write trials that belong to no study. What survives: "
+            "the files under run_dir (checkpoints, logs) and any copy of the journal; restore the "
+            "journal from a copy and `miras resume`, or start over with a new storage path"
+        )
+
+    def _check_in_place(self, file: BinaryIO, size: int) -> None:
+        """MirasError when the open ``file`` is no longer the journal this process read: shorter
+        than what was read (a repair only removes lines no process has read) or starting with
+        another first line. Leaves the file at its start."""
+        if self._first_line is None:
+            return
+        if size < max(self._offsets.values()):
+            raise self._gone("removed or replaced")
+        if file.readline() != self._first_line:
+            raise self._gone("replaced")
+        file.seek(0)
+
     def _records(self, log_number_from: int) -> Generator[dict[str, Any], None, None]:
         """Optuna's ``read_logs``, raising ``_DamagedLine`` at a complete line that is no record."""
-        with open(self._path, "rb") as file:
-            size = os.fstat(file.fileno()).st_size  # lines appended while this reads wait
-            number, offset = 0, 0
-            if log_number_from in self._offsets:
-                number, offset = log_number_from, self._offsets[log_number_from]
-                file.seek(offset)
-            for line in file:
-                if offset + len(line) > size or not line.endswith(b"\n"):
-                    return
-                record = parse_record(line) if number >= log_number_from else None
-                if number >= log_number_from and record is None:
-                    raise _DamagedLine(f"line {number + 1}")
-                number, offset = number + 1, offset + len(line)
-                self._offsets[number] = offset
-                if record is not None:
-                    yield record
+        try:
+            with open(self._path, "rb") as file:
+                yield from self._records_of(file, log_number_from)
+        except FileNotFoundError:
+            raise self._gone("removed") from None
+
+    def _records_of(self, file: BinaryIO, log_number_from: int) -> Generator[dict[str, Any], None, None]:
+        """``_records`` of the journal open as ``file``."""
+        size = os.fstat(file.fileno()).st_size  # lines appended while this reads wait
+        self._check_in_place(file, size)
+        number, offset = 0, 0
+        if log_number_from in self._offsets:
+            number, offset = log_number_from, self._offsets[log_number_from]
+            file.seek(offset)
+        for line in file:
+            if offset + len(line) > size or not line.endswith(b"\n"):
+                return
+            record = parse_record(line) if number >= log_number_from else None
+            if number >= log_number_from and record is None:
+                raise _DamagedLine(f"line {number + 1}")
+            if number == 0 and self._first_line is None:
+                self._first_line = line
+            number, offset = number + 1, offset + len(line)
+            self._offsets[number] = offset
+            if record is not None:
+                yield record
