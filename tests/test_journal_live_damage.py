@@ -111,3 +111,26 @@ def test_a_file_whose_first_lines_hold_no_record_is_refused_and_left_alone(tmp_p
         make_storage(str(path))
     assert path.read_bytes() == content
     assert [p.name for p in tmp_path.iterdir()] == ["study.journal"]
+
+
+def test_a_journal_removed_or_replaced_under_an_open_study_stops_it_in_one_paragraph(tmp_path):
+    """Deleting the journal while a study ran: the next append recreated it without the record
+    that created the study, and the driver died on Optuna's 'Cannot tell a WAITING trial'."""
+    path = tmp_path / "study.journal"
+    for how in ("removed", "replaced"):
+        for old in tmp_path.iterdir():
+            old.unlink()
+        storage = make_storage(str(path))
+        study = optuna.create_study(study_name="s", storage=storage)
+        study.tell(study.ask(), 1.0)
+        other = path.read_bytes().replace(b'"s"', b'"t"')  # another study's journal, as long
+        if how == "removed":
+            path.unlink()
+        else:
+            path.write_bytes(other)
+        with pytest.raises(MirasError, match=rf"{path} was {how} while the study was open.*"
+                           r"What survives.*new storage path"):
+            study.tell(study.ask(), 2.0)
+        assert path.exists() == (how == "replaced")  # nothing was written in its place
+        if path.exists():
+            assert path.read_bytes() == other

@@ -51,3 +51,8 @@ def test_a_path_too_long_for_the_file_system_is_one_paragraph(tmp_path, args):
     assert "the name is too long for the file system" in result.output
     assert "Traceback" not in result.output and not isinstance(result.exception, OSError)
     assert "..." in result.output  # the 300-character part is shortened in the message
+
+
+def test_a_write_error_that_names_no_file_still_reads_as_a_sentence():
+    message = os_error_message(OSError(errno.ENOSPC, "No space left on device"))
+    assert message is not None and message.startswith("cannot write to a file: no space is left")

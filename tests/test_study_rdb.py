@@ -59,3 +59,44 @@ def test_a_missing_driver_is_named_for_its_database(url, driver, wrong):
     message = str(error.value)
     assert driver in message and wrong not in message.split(";", 1)[1]
     assert "s3cret" not in message
+
+
+def test_a_sqlite_url_with_a_query_string_finds_its_file(tmp_path, monkeypatch):
+    """``sqlite:///runs/x.db?timeout=30``: the reading commands look for runs/x.db, not for a
+    file whose name ends in the query string, so a finished study stays reachable."""
+    from miras_search.study.setup import open_study
+    from miras_search.study.storage import local_file_missing
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    url = "sqlite:///runs/sqto.db?timeout=30"
+    assert local_file_missing(url)
+    optuna.create_study(study_name="sqto", storage=make_storage(url))
+    assert (tmp_path / "runs" / "sqto.db").is_file()
+    assert not local_file_missing(url)
+    assert open_study("sqto", url).study_name == "sqto"
+    with pytest.raises(MirasError, match="does not exist"):
+        open_study("sqto", "sqlite:///runs/other.db?timeout=30")
+    assert not (tmp_path / "runs" / "other.db").exists()
+
+
+def test_a_damaged_page_of_a_sqlite_study_is_one_paragraph_and_left_alone(tmp_path):
+    """Page 2 overwritten with NUL bytes: the study was read through three chained tracebacks
+    (sqlite3 -> SQLAlchemy -> Optuna's StorageInternalError); now opening it says what is wrong."""
+    from miras_search.study.setup import open_study
+
+    path = tmp_path / "study.db"
+    url = f"sqlite:///{path}"
+    study = optuna.create_study(study_name="s", storage=make_storage(url))
+    for value in range(5):
+        study.add_trial(optuna.trial.create_trial(params={}, distributions={}, value=float(value)))
+    assert path.stat().st_size > 8192
+    with open(path, "r+b") as file:
+        file.seek(4096)
+        file.write(b"\0" * 4096)
+    damaged = path.read_bytes()
+    for open_it in (lambda: make_storage(url), lambda: open_study("s", url)):
+        with pytest.raises(MirasError, match=r"cannot open storage .*database disk image is malformed"
+                           r".*left as it is: restore it from a copy"):
+            open_it()
+    assert path.read_bytes() == damaged

@@ -254,3 +254,96 @@ def test_status_resume_status_on_a_journal_with_a_garbage_last_line(tmp_path):
     assert "2/2 finished" in runner.invoke(app, ["status", str(path)]).output
     (aside,) = (tmp_path / "runs" / "tiny").glob("study.journal.damaged-*")
     assert aside.read_bytes() == b"\x00garbage}\n"
+
+
+def test_a_journal_that_lost_the_line_creating_its_study_is_refused_unchanged(tmp_path):
+    """``tail -n +2 study.journal``: Optuna replays the rest as a storage holding no study, so
+    status said 'holds none yet' and run created the study anew beside the orphaned trials.
+    Every command now refuses in one paragraph, and the file is left as it is."""
+    from test_study import write_study
+    from typer.testing import CliRunner
+
+    from miras_search.cli import app
+
+    path = write_study(tmp_path, trials=1)
+    journal = tmp_path / "runs" / "tiny" / "study.journal"
+    journal.parent.mkdir(parents=True)
+    study = optuna.create_study(study_name="tiny", storage=make_storage(str(journal)))
+    for value in range(3):
+        study.add_trial(optuna.trial.create_trial(params={}, distributions={}, value=float(value)))
+    lines = _lines(journal)
+    cut = b"".join(lines[1:])
+    journal.write_bytes(cut)
+    with pytest.raises(MirasError, match=rf"holds {len(lines) - 1} line\(s\) of journal records "
+                       r"but not the one that created a study.*restore its first line from a copy"):
+        make_storage(str(journal))
+    runner = CliRunner()
+    for args in (["status", str(path)], ["run", str(path), "--inline"],
+                 ["resume", str(path), "--inline"], ["best", str(path)]):
+        result = runner.invoke(app, args)
+        assert result.exit_code != 0, (args, result.output)
+        assert "not the one that created a study" in result.output, (args, result.output)
+        assert "holds none yet" not in result.output
+        assert "Traceback" not in result.output
+    assert journal.read_bytes() == cut
+    assert [p.name for p in journal.parent.iterdir()] == ["study.journal"]
+
+
+def test_storage_paths_that_cannot_be_journal_files_are_refused_in_one_paragraph(tmp_path):
+    """A file where a folder must be (``--storage afile/x.journal``, ``run_dir: afile``), a
+    folder that cannot be made (/proc), and a device (/dev/null) were raw OSErrors."""
+    blocker = tmp_path / "afile"
+    blocker.write_text("kept")
+    for storage in (blocker / "study.journal", blocker / "deeper" / "study.journal"):
+        with pytest.raises(MirasError, match=rf"{blocker} is a file, not a folder.*below a folder"):
+            make_storage(str(storage))
+    assert blocker.read_text() == "kept"
+    with pytest.raises(MirasError, match=r"its folder /proc/\S+ cannot be created.*ordinary disk"):
+        make_storage(f"/proc/miras-test-{tmp_path.name}/study.journal")
+    with pytest.raises(MirasError, match=r"/dev/null is not a regular file.*journal file path"):
+        make_storage("/dev/null")
+
+
+def _no_space(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_full_disk_while_appending_names_the_journal(tmp_path, monkeypatch):
+    """A write or fsync that fails names no file; the message said 'cannot write to: ...'."""
+    from optuna.storages.journal import _file
+
+    from miras_search.cli.oserrors import os_error_message
+
+    path = tmp_path / "study.journal"
+    _journal_with_trials(path, 1)
+    before = path.read_bytes()
+    study = optuna.load_study(study_name="s", storage=make_storage(str(path)))
+    monkeypatch.setattr(_file.os, "fsync", _no_space)
+    with pytest.raises(OSError) as caught:
+        study.add_trial(optuna.trial.create_trial(params={}, distributions={}, value=9.0))
+    assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(path)
+    message = os_error_message(caught.value)
+    assert message is not None and message.startswith(f"cannot write to {path}: no space is left")
+    assert path.read_bytes().startswith(before)
+
+
+def test_after_a_full_disk_a_torn_last_record_still_lets_the_study_be_read(tmp_path, monkeypatch,
+                                                                           caplog):
+    """The torn record a full disk leaves cannot be set aside while the disk is full: the study
+    is still read (every reader skips an unterminated last line), and other damage that cannot be
+    set aside is refused with 'free some space', not 'make its folder writable'."""
+    from miras_search.study import journal_repair
+
+    path = tmp_path / "study.journal"
+    _journal_with_trials(path, 2)
+    monkeypatch.setattr(journal_repair, "_write_atomically", _no_space)
+    torn = path.read_bytes() + b'{"op_code":4,"worker_id":"w","stu'
+    path.write_bytes(torn)
+    assert _values(path) == [0.0, 1.0]
+    assert "cut short that could not be set aside (No space left on device)" in caplog.text
+    assert path.read_bytes() == torn and not _asides(tmp_path)
+    damaged = torn + b"\n"  # a complete line that is no record: a writer must not append after it
+    path.write_bytes(damaged)
+    with pytest.raises(MirasError, match=r"could not be set aside \(No space left.*free some space"):
+        make_storage(str(path))
+    assert path.read_bytes() == damaged

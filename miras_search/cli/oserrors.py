@@ -64,7 +64,7 @@ def os_error_message(error: OSError) -> str | None:
     what, fix = _WHAT[error.errno]
     if error.errno in _UNWRITABLE and _in_ray_temp(error.filename):
         fix = _RAY_FIX.format(temp=ray_temp_dir())
-    where = f" {error.filename}" if error.filename else ""
+    where = f" {error.filename}" if error.filename else " a file"  # a write names no file
     verb = "use" if error.errno in (errno.EACCES, errno.EPERM) else "write to"
     return (f"cannot {verb}{where}: {what}. Nothing already stored was lost: a study's journal keeps "
             "every record written before this one, and a record cut short is set aside the next "

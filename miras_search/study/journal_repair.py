@@ -125,6 +125,29 @@ def _numbering_holds(records: list[dict[str, Any]]) -> bool:
     return True
 
 
+def first_line_creates_no_study(path: Path, head_bytes: int = 1 << 20) -> bool:
+    """Whether the first line of the file at ``path`` is a journal record other than the creation
+    of a study: the file lost the line that created the study every later record refers to.
+    Optuna would replay it as an empty storage, and a writer would create the study anew,
+    orphaning every stored trial. A damaged first line is ``set_damage_aside``'s to judge."""
+    if not path.is_file():
+        return False
+    with open(path, "rb") as file:
+        head = file.read(head_bytes)
+    lines = _lines(head)
+    record = parse_record(lines[0]) if lines else None
+    return record is not None and record["op_code"] != _CREATE_STUDY
+
+
+def count_lines(path: Path) -> int:
+    """How many lines the file at ``path`` holds (a last line without its newline counted)."""
+    count, last = 0, b"\n"
+    with open(path, "rb") as file:
+        while chunk := file.read(1 << 20):
+            count, last = count + chunk.count(b"\n"), chunk[-1:]
+    return count + (last != b"\n")
+
+
 def tail_is_damaged(path: Path) -> bool:
     """A cheap check of the last line only (Optuna reads past a bad last line without a word)."""
     if not path.is_file() or path.stat().st_size == 0:

@@ -39,10 +39,17 @@ _INTERNALS = re.compile(r"\s*(\[SQL: .*?\]|\[parameters: .*?\]|\(Background on t
 
 def open_rdb(url: str) -> RDBStorage:
     """Optuna's RDBStorage for ``url``; MirasError (one paragraph, no password) when it cannot."""
-    path = _sqlite_file(url)
+    path = sqlite_file(url)
     if path is not None and _locked(path):
         log.warning("storage %s: another process holds a lock on %s; waiting up to %g s for it",
                     redact_url(url), path, SQLITE_LOCK_WAIT_S)
+    damage = _sqlite_damage(path) if path is not None else None
+    if damage is not None:
+        raise MirasError(
+            f"cannot open storage '{redact_url(url)}': {damage}; the file {path} is left as it "
+            "is: restore it from a copy (or try `sqlite3 FILE .recover`), or point 'storage' "
+            "elsewhere"
+        )
     try:
         return RDBStorage(url, engine_kwargs=_engine_kwargs(url))
     except ImportError as error:
@@ -73,7 +80,7 @@ def _plain(error: Exception) -> str:
     return redact_text(" ".join(_INTERNALS.sub("", text).split()))
 
 
-def _sqlite_file(url: str) -> Path | None:
+def sqlite_file(url: str) -> Path | None:
     """The file of a SQLite URL (None for any other database, or SQLite in memory)."""
     if not url.startswith("sqlite"):
         return None
@@ -106,6 +113,29 @@ def _locked(path: Path) -> bool:
     finally:
         connection.close()
     return False
+
+
+def _sqlite_damage(path: Path) -> str | None:
+    """What SQLite's ``PRAGMA quick_check`` finds wrong with the file at ``path`` (a damaged page
+    fails only the query that reads it, deep inside Optuna, as three chained tracebacks), or None
+    when it finds nothing, the file is missing or not a database (RDBStorage says so), or another
+    process holds it locked (no wait here)."""
+    if not path.is_file():
+        return None
+    try:
+        connection = sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True, timeout=0)
+    except sqlite3.Error:
+        return None
+    try:
+        rows = connection.execute("PRAGMA quick_check(1)").fetchall()
+    except sqlite3.OperationalError:  # locked, say: the open that follows waits for it
+        return None
+    except sqlite3.DatabaseError as error:  # "database disk image is malformed"
+        return None if "not a database" in str(error) else str(error)
+    finally:
+        connection.close()
+    found = " ".join(str(rows[0][0]).split()) if rows else "ok"
+    return None if found == "ok" else f"database disk image is malformed ({found})"
 
 
 def _engine_kwargs(url: str) -> dict:

@@ -24,8 +24,15 @@ from optuna.storages.journal import JournalFileSymlinkLock
 from miras_search.errors import MirasError
 from miras_search.redact import redact_url
 from miras_search.study.journal_backend import RepairingJournalFileBackend, set_aside_or_refuse
-from miras_search.study.journal_repair import RECORD_START, parse_record, salvage, tail_is_damaged
-from miras_search.study.rdb import open_rdb
+from miras_search.study.journal_repair import (
+    RECORD_START,
+    count_lines,
+    first_line_creates_no_study,
+    parse_record,
+    salvage,
+    tail_is_damaged,
+)
+from miras_search.study.rdb import open_rdb, sqlite_file
 
 _URL_SCHEMES = ("sqlite", "postgresql", "mysql", "oracle", "mssql")
 """SQLAlchemy dialects Optuna's RDB storage takes (each may carry a driver: postgresql+psycopg)."""
@@ -103,8 +110,9 @@ def normalise(storage: str) -> str:
 def local_file_missing(storage: str) -> bool:
     """Whether ``storage`` (normalised) is a local journal or SQLite file that does not exist
     yet: commands that only read a study must not create it."""
-    if storage.startswith("sqlite:///"):
-        return not Path(storage.removeprefix("sqlite:///")).exists()
+    if storage.startswith("sqlite:"):  # the database path, without a ?timeout=... query
+        path = sqlite_file(storage)
+        return path is not None and not path.exists()
     return not is_url(storage) and not Path(storage).exists()
 
 
@@ -122,15 +130,41 @@ def _journal_storage(path: Path) -> JournalStorage:
     if path.is_dir():
         raise MirasError(f"storage {path} is a folder; give a journal file path (e.g. "
                          f"{path / 'study.journal'}) or a database URL")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _make_folder(path)
+    if path.exists() and not path.is_file():  # /dev/null, a pipe: Optuna's fsync would fail
+        raise MirasError(f"storage {path} is not a regular file (a device, a pipe or a socket); "
+                         "give a journal file path (e.g. runs/study.journal) or a database URL")
     _check_is_journal(path)
     lock = JournalFileSymlinkLock(str(path))  # the lock Optuna's writers take by default
     if tail_is_damaged(path):  # Optuna would read past it, then append after it
-        set_aside_or_refuse(path, lock)
+        set_aside_or_refuse(path, lock, torn_tail_may_stay=True)
+    _check_creates_its_study(path)
     try:
         return JournalStorage(RepairingJournalFileBackend(str(path), lock_obj=lock))
     except (ValueError, KeyError, TypeError, AssertionError) as error:  # a damaged record inside
         raise _unreadable(path, error) from None
+
+
+def _make_folder(path: Path) -> None:
+    """Create the folder of the journal at ``path``; MirasError, naming the part in the way, when
+    a part of it is a file or it cannot be made (``/proc/...``). A read-only folder or one the
+    user may not write stays an OSError, which the command line words as such."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocker = next((part for part in (path.parent, *path.parent.parents)
+                        if part.exists() and not part.is_dir()), path.parent)
+        raise MirasError(
+            f"storage {path} cannot be made: {blocker} is a file, not a folder, so no folder can "
+            "be made inside it; it is left as it is: give run_dir (or --storage) a path below a "
+            "folder, not below a file"
+        ) from None
+    except FileNotFoundError as error:
+        raise MirasError(
+            f"storage {path} cannot be made: its folder {error.filename or path.parent} cannot be "
+            f"created there ({error.strerror}; /proc, /sys and similar take no new folders); give "
+            "run_dir (or --storage) a path on an ordinary disk"
+        ) from None
 
 
 def _unreadable(path: Path, error: Exception) -> MirasError:
@@ -159,4 +193,18 @@ def _check_is_journal(path: Path) -> None:
         f"storage {path} is not an Optuna journal (none of its first {_JOURNAL_HEAD_LINES} lines "
         "is a journal record); it is left as it is: point 'storage' at a new file, an existing "
         "study's journal, or a database URL"
+    )
+
+
+def _check_creates_its_study(path: Path) -> None:
+    """MirasError when the journal at ``path`` lost the record that created its study (its first
+    line, cut off by hand or by a copy): Optuna would read it as holding no study, and a run
+    would create the study anew after the stored records, which would then belong to no study."""
+    if not first_line_creates_no_study(path):
+        return
+    raise MirasError(
+        f"storage {path} holds {count_lines(path)} line(s) of journal records but not the one "
+        "that created a study (its first line is missing), so its trials cannot be read and a run "
+        "would start the study over beside them; it is left as it is: restore its first line from "
+        "a copy, or give a new storage path (run_dir, 'storage' or --storage)"
     )
