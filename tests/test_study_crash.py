@@ -193,3 +193,15 @@ def test_a_ctrl_c_between_a_result_and_its_record_leaves_no_running_trial(tmp_pa
 
     monkeypatch.setattr(StudyDriver, "_outcome", interrupted_first)
     _interrupted_inline_run(path)
+
+
+def test_the_resume_note_says_what_happened_to_each_recovered_trial():
+    from miras_search.study.driver import recovery_note
+
+    on_ray = recovery_note([3, 4], [{"number": 3, "driver_died": 0}, {"number": 4, "driver_died": 0}])
+    assert on_ray.startswith("trial(s) 3, 4 were running") and "queued again" in on_ray
+    assert "not run first" not in on_ray and "crashed" not in on_ray  # a Ray trial took nothing down
+    inline = recovery_note([5], [{"number": 5, "driver_died": 1}])
+    assert "is not run first; after a second time it is not run again" in inline
+    mixed = recovery_note([5, 6], [{"number": 6, "driver_died": 0}])
+    assert "trial(s) 6 were running" in mixed and "trial(s) 5 took the driver's process down a second time" in mixed

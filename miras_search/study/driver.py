@@ -63,6 +63,25 @@ MAX_INFEASIBLE_STREAK = 200
 _STATES = {"complete": TrialState.COMPLETE, "pruned": TrialState.PRUNED, "failed": TrialState.FAIL}
 
 
+def recovery_note(recovered: list[int], entries: list[dict[str, Any]]) -> str:
+    """What resuming did with the trials a stopped driver left running (``recover_interrupted``):
+    each queued again behind other work, or, where the point took the driver's own process down
+    (``--inline``) a second time, failed as 'crashed'."""
+    queued = [entry["number"] for entry in entries]
+    crashed = [number for number in recovered if number not in queued]
+    parts = []
+    if queued:
+        took_down = any(int(entry.get("driver_died") or 0) > 0 for entry in entries)
+        parts.append(f"trial(s) {', '.join(map(str, queued))} were running when the last driver stopped: "
+                     "marked failed and queued again behind other work" + (
+                         " (a point that ran in the driver's own process when it died, e.g. out of "
+                         "memory, is not run first; after a second time it is not run again)"
+                         if took_down else ""))
+    if crashed:
+        parts.append(f"trial(s) {', '.join(map(str, crashed))} took the driver's process down a second "
+                     "time: failed as 'crashed', not run again")
+    return "; ".join(parts)
+
 class TrialSettingsMisfit(InfeasiblePoint):
     """A point that the study's trial settings (budget, batch, length) do not fit: the cause is
     the study file's ``trial`` section, not the space's rules."""
@@ -232,10 +251,7 @@ class StudyDriver:
         self.summary = summary
         self._emit("setup", f"study '{self.spec.name}' in {redact_url(self.storage)}")
         if recovered:
-            self._emit("note", f"trial(s) {', '.join(map(str, recovered))} were running when the "
-                       "last driver stopped: marked failed and queued again behind other work (a "
-                       "point that took its process down, e.g. out of memory, is not run first; "
-                       "after a second time it is not run again)")
+            self._emit("note", recovery_note(recovered, entries))
         if self.target is not None and self.finished >= self.target and not halving_pending(self.study, self.spec):
             summary.already_done = True  # nothing to train: no pool is started
             summary.wall_s = time.perf_counter() - started
