@@ -134,3 +134,52 @@ def test_a_journal_removed_or_replaced_under_an_open_study_stops_it_in_one_parag
         assert path.exists() == (how == "replaced")  # nothing was written in its place
         if path.exists():
             assert path.read_bytes() == other
+
+
+def test_a_repair_is_kept_for_the_driver_until_taken(tmp_path):
+    """A Ray worker's log stays on its node: the repairs a process made wait in
+    ``take_repair_notes`` until its next result carries them to the driver."""
+    from miras_search.study.journal_repair import take_repair_notes
+
+    take_repair_notes()  # whatever an earlier test of this process left
+    path = tmp_path / "study.journal"
+    study = _journal_with_trials(path, 1)
+    with open(path, "ab") as file:
+        file.write(TORN)
+    study.add_trial(_trial(1.0))
+    (note,) = take_repair_notes()
+    assert str(path) in note and "damaged" in note
+    assert take_repair_notes() == []
+
+
+def test_a_workers_repair_reaches_the_driver_as_a_note(tmp_path, monkeypatch):
+    from test_study import write_study
+
+    from miras_search.parallel import ray_pool
+    from miras_search.study import InlinePool, load_study_file
+    from miras_search.study.driver import StudyDriver
+
+    monkeypatch.setattr(ray_pool, "execute", lambda task, **_: {"status": "failed", "metrics": {}, "curve": []})
+    monkeypatch.setattr(ray_pool, "take_repair_notes", lambda: ["storage x.journal had 1 damaged line(s)"])
+    worker = ray_pool.TrialWorker.__new__(ray_pool.TrialWorker)  # the actor's body, without Ray
+    worker.device, worker.threads, worker.concurrent = "cpu", 1, 1
+    raw = worker.run(None)
+    assert raw["storage_notes"] == ["storage x.journal had 1 damaged line(s)"]
+
+    class _RepairingPool(InlinePool):
+        """Runs trials inline; the first result carries a worker's repair note."""
+
+        def wait(self):
+            done = super().wait()
+            if done and not getattr(self, "_told", False):
+                self._told = True
+                task, result = done[0]
+                done[0] = (task, {**result, "storage_notes": raw["storage_notes"]})
+            return done
+
+    path = write_study(tmp_path, trials=1)
+    notes = []
+    driver = StudyDriver(load_study_file(path), lambda: _RepairingPool(threads=1))
+    driver.on_event = lambda event: notes.append(event.message) if event.kind == "note" else None
+    driver.run()
+    assert "a worker set journal damage aside: storage x.journal had 1 damaged line(s)" in notes

@@ -25,6 +25,7 @@ from miras_search.parallel.resources import plan_actors
 from miras_search.redact import redact_text, redact_url
 from miras_search.schema.plugins import load_plugins
 from miras_search.study.execute import TrialTask, execute, flush_live_runs
+from miras_search.study.journal_repair import take_repair_notes
 
 log = logging.getLogger(__name__)
 START_TIMEOUT_S = 600.0
@@ -65,8 +66,10 @@ class TrialWorker:
                 "threads": self.threads}
 
     def run(self, task: TrialTask) -> dict[str, Any]:
-        return execute(task, device=self.device, threads=self.threads, concurrent=self.concurrent,
-                       limit_process=True)
+        result = execute(task, device=self.device, threads=self.threads, concurrent=self.concurrent,
+                         limit_process=True)
+        notes = take_repair_notes()  # journal damage this worker set aside: the driver says so
+        return {**result, "storage_notes": notes} if notes else result
 
     def flush(self) -> str | None:
         """Wait for the W&B runs this worker is still writing (before it is stopped); returns

@@ -449,6 +449,8 @@ class StudyDriver:
         if raw.pop("live_wandb", False):
             self._live_logged.add(task.number)
         self._tracking_failed(raw.pop("wandb_error", None))
+        for note in raw.pop("storage_notes", None) or []:  # a worker repaired the journal
+            self._emit("note", f"a worker set journal damage aside: {note}")
         result = TrialResult.from_dict({k: v for k, v in raw.items() if k in TrialResult.__dataclass_fields__})
         state, attrs, values = self._outcome(result)
         followers = running.followers

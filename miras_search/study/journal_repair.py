@@ -37,6 +37,17 @@ from miras_search.errors import MirasError
 
 log = logging.getLogger(__name__)
 
+_REPAIRS_MADE: list[str] = []
+"""The messages of the repairs this process made and no one has taken yet (``take_repair_notes``):
+a Ray worker hands them to the driver with its next result, since its own log stays on its node."""
+
+
+def take_repair_notes() -> list[str]:
+    """The messages of the repairs this process made since the last call (then forgotten)."""
+    notes = list(_REPAIRS_MADE)
+    _REPAIRS_MADE.clear()
+    return notes
+
 _CREATE_STUDY, _CREATE_TRIAL, _LAST_OP = 0, 4, 10
 """Optuna's JournalOperation codes used here (CREATE_STUDY, CREATE_TRIAL; 10 is the highest)."""
 RECORD_START = b'{"op_code":'
@@ -241,4 +252,5 @@ def set_damage_aside(path: Path, lock: JournalFileSymlinkLock) -> Repair | None:
     repair = Repair(target, [i + 1 for i in damaged], len(keep), len(aside), prefix_only,
                     [i + 1 for i in salvaged], None if cut is None else cut + 1)
     log.warning("%s", repair.message(path))
+    _REPAIRS_MADE.append(repair.message(path))
     return repair
