@@ -93,7 +93,7 @@ def test_a_killed_worker_fails_its_trial_which_runs_once_more_and_the_study_goes
                 break
     assert victim is not None, "no trial started"
     os.kill(victim.user_attrs["worker"]["pid"], signal.SIGKILL)
-    driver.join(timeout=300)
+    driver.join(timeout=START_TIMEOUT_S + 600)  # a replacement worker starts as slowly as the first
     assert not driver.is_alive()
     trials = {t.number: t for t in trials_of(path)}
     dead = trials[victim.number]
@@ -158,3 +158,13 @@ def test_asking_for_a_gpu_on_a_machine_without_one_is_an_error_not_a_hang(tmp_pa
     assert time.monotonic() - started < 120  # refused up front (a pending actor would wait for ever)
     if (tmp_path / "runs").exists():  # the study may be opened before the pool: no trial ran
         assert trials_of(path) == []
+
+
+def test_a_pool_with_no_worker_left_says_so_instead_of_popping_an_empty_list():
+    from miras_search.errors import MirasError
+    from miras_search.parallel.ray_pool import RayPool
+
+    pool = RayPool.__new__(RayPool)  # its state after every worker died and none was replaced
+    pool._idle, pool._busy, pool._infos = [], {}, {}
+    with pytest.raises(MirasError, match=r"no Ray worker is left to run trials.*miras resume"):
+        pool.submit(None)

@@ -330,6 +330,10 @@ class RayPool:
         return self._actor_cls.remote(self.device, self.threads, self._warm_up, self._per_gpu)
 
     def submit(self, task: TrialTask) -> dict[str, Any]:
+        if not self._idle:  # every worker died and none could be started in its place
+            raise MirasError("no Ray worker is left to run trials: the workers died and none could be "
+                             f"started in their place within {START_TIMEOUT_S:.0f} s (see the warnings "
+                             "above); the finished trials are stored: `miras resume` the study")
         actor = self._idle.pop()
         self._busy[actor.run.remote(task)] = (actor, task)
         return self._infos.get(id(actor), {"host": "?", "pid": None, "device": self.device})
@@ -356,13 +360,19 @@ class RayPool:
         return done
 
     def _replace(self, dead) -> None:
+        """Start a worker in place of ``dead``, waiting as long as a first start may take
+        (``START_TIMEOUT_S``: on a loaded machine importing torch alone took over 120 s, the bound
+        this wait once had, and the pool then went on one worker short); one that does not
+        answer by then is stopped, and the pool goes on without it."""
         self._infos.pop(id(dead), None)
+        fresh = self._new_actor()
         try:
-            fresh = self._new_actor()
-            self._infos[id(fresh)] = ray.get(fresh.info.remote(), timeout=120)
+            self._infos[id(fresh)] = ray.get(fresh.info.remote(), timeout=START_TIMEOUT_S)
             self._idle.append(fresh)
         except RayError as error:
-            log.warning("could not replace a dead worker: %s", error)
+            log.warning("could not replace a dead worker: %s", first_line(error))
+            with contextlib.suppress(Exception):  # already gone
+                ray.kill(fresh)
             self.capacity = max(1, self.capacity - 1)
 
     def shutdown(self) -> None:
