@@ -95,14 +95,22 @@ def sqlite_file(url: str) -> Path | None:
     return Path(database).resolve()
 
 
+def _read_only(path: Path) -> sqlite3.Connection | None:
+    """A read-only connection to the SQLite file at ``path`` that never waits for a lock nor
+    creates the file; None when it is missing or cannot be opened."""
+    if not path.is_file():
+        return None
+    try:
+        return sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True, timeout=0)
+    except sqlite3.Error:
+        return None
+
+
 def _locked(path: Path) -> bool:
     """Whether another process holds a lock that keeps readers out of the SQLite file (a
     read-only look that neither waits nor creates the file)."""
-    if not path.is_file():
-        return False
-    try:
-        connection = sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True, timeout=0)
-    except sqlite3.Error:
+    connection = _read_only(path)
+    if connection is None:
         return False
     try:
         connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
@@ -120,11 +128,8 @@ def _sqlite_damage(path: Path) -> str | None:
     fails only the query that reads it, deep inside Optuna, as three chained tracebacks), or None
     when it finds nothing, the file is missing or not a database (RDBStorage says so), or another
     process holds it locked (no wait here)."""
-    if not path.is_file():
-        return None
-    try:
-        connection = sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True, timeout=0)
-    except sqlite3.Error:
+    connection = _read_only(path)
+    if connection is None:
         return None
     try:
         rows = connection.execute("PRAGMA quick_check(1)").fetchall()
