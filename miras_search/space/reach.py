@@ -18,7 +18,7 @@ from miras_search.errors import Problem
 from miras_search.merge import get_path
 from miras_search.space.constraints import holds
 from miras_search.space.spec import Choice, Constraint, FloatRange, IntRange
-from miras_search.space.targets import as_held, iter_leaves
+from miras_search.space.targets import as_held, is_number, iter_leaves
 from miras_search.yamlio import LineMap, ancestor_line
 
 _ENUMERATED = 10_000  # an int range or a float grid up to this size is checked value by value
@@ -49,10 +49,6 @@ def _near(a: float, b: float) -> bool:
     return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
 def _grid(node: IntRange | FloatRange) -> list[float] | None:
     """Every value of an int range or a float grid, if there are at most _ENUMERATED; else None."""
     if isinstance(node, IntRange):
@@ -72,11 +68,11 @@ def _holds_near(value: float, test: Any, exact: bool) -> bool:
     if exact:
         return holds(value, test)
     if not isinstance(test, dict):
-        return _is_number(test) and _near(value, test)
-    if "in" in test and not any(_is_number(i) and _near(value, i) for i in test["in"] or []):
+        return is_number(test) and _near(value, test)
+    if "in" in test and not any(is_number(i) and _near(value, i) for i in test["in"] or []):
         return False
-    return all(_is_number(bound) and (value >= bound or _near(value, bound)) if op == "min"
-               else _is_number(bound) and (value <= bound or _near(value, bound))
+    return all(is_number(bound) and (value >= bound or _near(value, bound)) if op == "min"
+               else is_number(bound) and (value <= bound or _near(value, bound))
                for op, bound in test.items() if op in ("min", "max"))
 
 
@@ -84,9 +80,9 @@ def _interval_may_hold(low: float, high: float, test: Any) -> bool:
     """Whether some number of a continuous [low, high] may pass ``test``."""
     lo, hi = low, high
     if isinstance(test, dict):
-        if _is_number(test.get("min")):
+        if is_number(test.get("min")):
             lo = max(lo, test["min"])
-        if _is_number(test.get("max")):
+        if is_number(test.get("max")):
             hi = min(hi, test["max"])
         items = test.get("in")
     else:
@@ -95,7 +91,7 @@ def _interval_may_hold(low: float, high: float, test: Any) -> bool:
         return False
     if items is None:
         return True
-    return any(_is_number(i) and (lo <= i <= hi or _near(i, lo) or _near(i, hi)) for i in items)
+    return any(is_number(i) and (lo <= i <= hi or _near(i, lo) or _near(i, hi)) for i in items)
 
 
 def _may_hold(node: Any, test: Any, path: tuple[str, ...]) -> bool:

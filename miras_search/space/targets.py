@@ -339,10 +339,11 @@ def _gate_values(node: Any) -> list[tuple[Any, str]]:
         values = [(end, f"the range [{low}, {high}]") for end in (low, high)]
     else:
         values = [(node, _shown(node))]
-    return [(value, what) for value, what in values if _is_number(value)]
+    return [(value, what) for value, what in values if is_number(value)]
 
 
-def _is_number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
+    """Whether ``value`` is an int or a float (a bool is not a number here)."""
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
