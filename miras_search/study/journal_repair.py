@@ -251,6 +251,7 @@ def set_damage_aside(path: Path, lock: JournalFileSymlinkLock) -> Repair | None:
         lock.release()
     repair = Repair(target, [i + 1 for i in damaged], len(keep), len(aside), prefix_only,
                     [i + 1 for i in salvaged], None if cut is None else cut + 1)
-    log.warning("%s", repair.message(path))
-    _REPAIRS_MADE.append(repair.message(path))
+    message = repair.message(path)
+    log.warning("%s", message)
+    _REPAIRS_MADE.append(message)
     return repair
