@@ -121,6 +121,32 @@ def _shown(node: Any) -> str:
     return f"the value {'null' if node is None else repr(node)}"
 
 
+def _node_numbers(node: Any, path: tuple[str, ...]) -> list[float] | None:
+    """The smallest and largest number ``node`` gives ``path`` (as the point holds it), or None
+    when it may give something that is no number."""
+    if isinstance(node, IntRange | FloatRange):
+        return list(node.int if isinstance(node, IntRange) else node.float)
+    options = node.options if isinstance(node, Choice) else [node]
+    held = [as_held(path, option)[-1] for option in options]
+    if not all(is_number(value) for value in held):
+        return None
+    return [min(held), max(held)]
+
+
+def number_bounds(params: dict[str, Any], base: dict[str, Any],
+                  path: tuple[str, ...]) -> tuple[float, float, str] | None:
+    """The smallest and largest number a draw of the space can give ``path``, and how its values
+    read ('{choice: [4, 8]}', 'the value 4', joined by ' or '); None when that is not certain."""
+    nodes = _reach(params, base, path)
+    if not nodes:
+        return None
+    numbers = [_node_numbers(node, path) for node in nodes]
+    if any(found is None for found in numbers):
+        return None
+    every = [number for found in numbers for number in found or []]
+    return min(every), max(every), " or ".join(_shown(node) for node in nodes)
+
+
 def unreachable_test_problems(params: dict[str, Any], base: dict[str, Any],
                               constraints: list[Constraint], lines: LineMap) -> list[Problem]:
     """Every constraint test that no value the space gives its field can pass."""
