@@ -16,10 +16,10 @@ from typer.testing import CliRunner
 
 from miras_search.cli import app
 from miras_search.errors import ConfigError, MirasError
+from miras_search.schema.train import batch_cover_problem
 from miras_search.study import load_study_file
 from miras_search.study.setup import data_fingerprint
 from miras_search.trial import TrialConfig
-from miras_search.trial.config import batch_cover_problem
 
 
 def _invoke(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
@@ -53,6 +53,29 @@ def test_the_budget_wording_is_shared():
         "tokens (10) do not cover one batch (batch_size 4 x seq_len 64 = 256); give at least 256 "
         "tokens, or a smaller batch_size or seq_len")
     assert batch_cover_problem(256, 4, 64) is None
+    assert batch_cover_problem(10, 4, 64, of=" of moneta", seq_len_of=" of trial.data.1 (niah)") == (
+        "tokens (10) do not cover one batch of moneta (batch_size 4 x seq_len 64 of trial.data.1 (niah) "
+        "= 256); give at least 256 tokens, or a smaller batch_size or seq_len")
+
+
+def test_every_budget_check_words_it_alike():
+    """A point's train section, a trial's data sources and `miras scale`'s rungs say it the same way."""
+    from miras_search.data import DataMix
+    from miras_search.data.text_sources import TextCorpus
+    from miras_search.presets import preset
+    from miras_search.scale.points import ScalePoint, batch_problem
+    from miras_search.schema.train import Train
+    from miras_search.study.scale_spec import Rung
+
+    with pytest.raises(ValidationError) as caught:
+        Train(tokens=10, batch_size=4, seq_len=64)
+    assert batch_cover_problem(10, 4, 64) in str(caught.value)
+    with pytest.raises(MirasError) as refused:
+        DataMix([TextCorpus()]).train_steps(10, 4, 64)
+    assert str(refused.value) == batch_cover_problem(10, 4, 64, seq_len_of=" of data source '0:text'")
+    rung = Rung(d_model=32, n_layers=1, seq_len=64, tokens=10)
+    assert batch_problem(ScalePoint("moneta", preset("moneta")), rung, 4) == (
+        f"rung 32,1,64,10: {batch_cover_problem(10, 4, 64, of=' of moneta')}")
 
 
 def test_a_trial_config_refuses_tokens_below_one_batch_of_its_longest_source():
