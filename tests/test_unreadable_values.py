@@ -141,3 +141,13 @@ def test_other_non_numbers_are_unreadable_too(tmp_path, edited):
     _edit_journal(tmp_path / "s" / "fake.journal", '"values":["abc"]', f'"values":{edited}')
     complete = [t.number for t in open_study(path).get_trials(states=(optuna.trial.TrialState.COMPLETE,))]
     assert complete == [0, 3]
+
+
+def test_resume_warns_and_runs_on_with_the_unreadable_trials_kept_as_stored(tmp_path, monkeypatch):
+    path = _edited_study(tmp_path / "s")
+    monkeypatch.chdir(tmp_path)
+    result, text = _run("resume", str(path), "--inline", "--wandb", "off", "--trials", "6")
+    _warned_once(" ".join(result.stderr.split()), _ABC, _NULL)
+    assert "6/6 finished trials (1 trained" in text, text
+    journal = (tmp_path / "s" / "fake.journal").read_text()
+    assert '"values":["abc"]' in journal and '"values":[null]' in journal

@@ -1,6 +1,7 @@
-"""A study as the read commands see it (status, best, report, export, compare): a trial whose
-stored objective value is not a number (a journal or database edited by hand) is shown as an
-unreadable failed trial instead of breaking every command that sorts or formats the values.
+"""A study as the commands see it (status, best, report, export, compare; run and resume too): a
+trial whose stored objective value is not a number (a journal or database edited by hand) is shown
+as an unreadable failed trial instead of breaking every command that sorts or formats the values
+(and the sampler, which never sees it).
 
 Nothing is written back: the storage keeps what it holds, and only the trials handed to the
 reader are mended copies. ``notes`` says, per trial, what was unreadable, for one warning.
@@ -44,11 +45,13 @@ def value_problem(trial: FrozenTrial, objectives: int) -> str | None:
     values = trial.values
     if values is None:
         return "stores no objective value"
-    if len(values) != objectives:
-        return f"stores {len(values)} objective values for {objectives} objectives"
+    if not isinstance(values, list | tuple):
+        return f"stores the objective values {_shown(values)}, not a list of numbers"
     for value in values:
         if not is_number(value):
             return f"stores the objective value {_shown(value)}, not a number"
+    if len(values) != objectives:
+        return f"stores {len(values)} objective values for {objectives} objectives"
     return None
 
 
@@ -83,23 +86,22 @@ def mended(trial: FrozenTrial, objectives: int) -> tuple[FrozenTrial, list[str]]
     then ``trial`` itself): unreadable objective values make it a failed trial (``failure``
     'unreadable', ``reason`` saying which value); unreadable metrics and curve points are left out.
     The stored trial is never changed (a copy is mended)."""
-    problems = []
-    attrs = dict(trial.user_attrs)
     value = value_problem(trial, objectives)
-    if value is not None:
-        problems.append(value)
-    metric_problems = _metric_problems(attrs)
+    metric_problems = _metric_problems(trial.user_attrs)
+    curve = trial.user_attrs.get("curve")
+    curve_bad = curve is not None and not (isinstance(curve, list) and all(_curve_ok(p) for p in curve))
+    if value is None and not metric_problems and not curve_bad:
+        return trial, []
+    attrs = dict(trial.user_attrs)  # the stored trial's own attrs are never changed
+    problems = [value] if value is not None else []
     if metric_problems:
         problems.extend(metric_problems)
         metrics = attrs.get("metrics")
         attrs["metrics"] = ({k: v for k, v in metrics.items() if _metric_number(v)}
                             if isinstance(metrics, dict) else {})
-    curve = attrs.get("curve")
-    if curve is not None and not (isinstance(curve, list) and all(_curve_ok(p) for p in curve)):
+    if curve_bad:
         problems.append("stores a training curve with points that are not [step, loss] numbers")
         attrs["curve"] = [p for p in curve if _curve_ok(p)] if isinstance(curve, list) else []
-    if not problems:
-        return trial, []
     if value is not None:
         attrs.update(failure=UNREADABLE, reason=f"trial {trial.number} {value}")
     failed = value is not None
@@ -116,8 +118,10 @@ class ReadableStudy(optuna.Study):
     """An Optuna study whose trials come back mended (``mended``); ``notes`` maps the number of
     each trial that needed it to one sentence saying what was unreadable and what is shown."""
 
-    def __init__(self, study_name: str, storage: str | optuna.storages.BaseStorage) -> None:
-        super().__init__(study_name=study_name, storage=storage)
+    def __init__(self, study_name: str, storage: str | optuna.storages.BaseStorage,
+                 sampler: optuna.samplers.BaseSampler | None = None,
+                 pruner: optuna.pruners.BasePruner | None = None) -> None:
+        super().__init__(study_name=study_name, storage=storage, sampler=sampler, pruner=pruner)
         self.notes: dict[int, str] = {}
 
     def _get_trials(self, deepcopy: bool = True, states: Container[TrialState] | None = None,

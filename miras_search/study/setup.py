@@ -33,17 +33,20 @@ def storage_of(study: StudyFile, override: str | None = None) -> str:
     return normalise(chosen) if chosen else default_storage(study.run_dir, study.name)
 
 
-def create_study(study: StudyFile, storage: str, space: SearchSpace) -> optuna.Study:
-    """The Optuna study named after the file (loaded when it exists), with its sampler and pruner.
+def create_study(study: StudyFile, storage: str, space: SearchSpace) -> ReadableStudy:
+    """The Optuna study named after the file (loaded when it exists), with its sampler and pruner,
+    as a ``ReadableStudy`` (a trial whose stored values were edited into non-numbers reads as an
+    unreadable failed trial; its ``notes`` say which).
 
     A new study gets the user attrs ``study_file``, ``objectives`` and ``space``; an existing one
     must have the same objectives, or MirasError (a different study under the same name).
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    created = optuna.create_study(
-        study_name=study.name, storage=make_storage(storage), directions=study.directions,
-        sampler=make_sampler(study, space), pruner=make_pruner(study.pruner), load_if_exists=True,
-    )
+    backend = make_storage(storage)
+    sampler, pruner = make_sampler(study, space), make_pruner(study.pruner)
+    optuna.create_study(study_name=study.name, storage=backend, directions=study.directions,
+                        sampler=sampler, pruner=pruner, load_if_exists=True)
+    created = ReadableStudy(study.name, backend, sampler=sampler, pruner=pruner)
     stored = created.user_attrs.get("objectives")
     data_hash = data_fingerprint(study)
     if stored is None:
