@@ -16,6 +16,7 @@ computes.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel
@@ -60,16 +61,16 @@ def _reach(params: dict[str, Any], base: dict[str, Any], path: tuple[str, ...]) 
     return _Reached([*nodes, value])
 
 
+@dataclass
 class _Reached:
     """The nodes that give a field its value, and, where the field exists only for some kinds of
     its section, those kinds (for the message)."""
 
-    def __init__(self, nodes: list[Any], kinds: list[Any] | None = None) -> None:
-        self.nodes = nodes
-        self.kinds = kinds
+    nodes: list[Any]
+    kinds: list[Any] | None = None
 
 
-def kinds_having(section: tuple[str, ...], field: str, kinds: frozenset[Any]) -> list[Any]:
+def _kinds_having(section: tuple[str, ...], field: str, kinds: frozenset[Any]) -> list[Any]:
     """Those of ``kinds`` (of the section at ``section``) whose model has ``field``, sorted."""
     return sorted((kind for kind in kinds if any(
         model_kind(model) == kind and field in model.model_fields
@@ -102,7 +103,7 @@ def _reach_by_kind(params: dict[str, Any], base: dict[str, Any], path: tuple[str
     """The nodes that give ``path`` its value in the draws whose section kind has the field: the
     params' values set where the section may have such a kind, and each such kind's default."""
     section, field = path[:-1], path[-1]
-    having = kinds_having(section, field, drawn_kinds(params, base).get(section, frozenset()))
+    having = _kinds_having(section, field, drawn_kinds(params, base).get(section, frozenset()))
     if not having:
         return None  # no kind has it: refused as an unknown field (search_space)
     nodes, set_always = [], set()
