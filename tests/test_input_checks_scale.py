@@ -31,9 +31,10 @@ def _refused(args: list[str]) -> str:
     (["moneta", "--metric", "val_bpbb", *LADDER], "did you mean 'val_bpb'?"),
     (["monetaa", *LADDER], "'monetaa' is neither a preset"),
     (["moneta", "--rung", "32,2,64,128", "--rung", "48,2,64,256"],
-     "rungs.0: rung 32,2,64,128: tokens 128 do not cover one batch of moneta (batch_size 8 x seq_len 64 = 512 tokens)"),
-    (["moneta", "--batch-size", "64", *LADDER], "rungs.0: rung 16,1,16,512: tokens 512 do not cover one batch of "
-     "moneta (batch_size 64 x seq_len 16 = 1024 tokens)"),
+     "rungs.0: rung 32,2,64,128: tokens (128) do not cover one batch of moneta (batch_size 8 x seq_len 64 = 512); "
+     "give at least 512 tokens, or a smaller batch_size or seq_len"),
+    (["moneta", "--batch-size", "64", *LADDER], "rungs.0: rung 16,1,16,512: tokens (512) do not cover one batch of "
+     "moneta (batch_size 64 x seq_len 16 = 1024)"),
 ])
 def test_bad_input_is_refused_before_any_storage(tmp_path, monkeypatch, args, words):
     (tmp_path / "inside").mkdir()

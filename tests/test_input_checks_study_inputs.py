@@ -16,10 +16,10 @@ from typer.testing import CliRunner
 
 from miras_search.cli import app
 from miras_search.errors import ConfigError, MirasError
+from miras_search.schema.train import batch_cover_problem
 from miras_search.study import load_study_file
 from miras_search.study.setup import data_fingerprint
 from miras_search.trial import TrialConfig
-from miras_search.trial.config import batch_cover_problem
 
 
 def _invoke(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
@@ -53,6 +53,29 @@ def test_the_budget_wording_is_shared():
         "tokens (10) do not cover one batch (batch_size 4 x seq_len 64 = 256); give at least 256 "
         "tokens, or a smaller batch_size or seq_len")
     assert batch_cover_problem(256, 4, 64) is None
+    assert batch_cover_problem(10, 4, 64, of=" of moneta", seq_len_of=" of trial.data.1 (niah)") == (
+        "tokens (10) do not cover one batch of moneta (batch_size 4 x seq_len 64 of trial.data.1 (niah) "
+        "= 256); give at least 256 tokens, or a smaller batch_size or seq_len")
+
+
+def test_every_budget_check_words_it_alike():
+    """A point's train section, a trial's data sources and `miras scale`'s rungs say it the same way."""
+    from miras_search.data import DataMix
+    from miras_search.data.text_sources import TextCorpus
+    from miras_search.presets import preset
+    from miras_search.scale.points import ScalePoint, batch_problem
+    from miras_search.schema.train import Train
+    from miras_search.study.scale_spec import Rung
+
+    with pytest.raises(ValidationError) as caught:
+        Train(tokens=10, batch_size=4, seq_len=64)
+    assert batch_cover_problem(10, 4, 64) in str(caught.value)
+    with pytest.raises(MirasError) as refused:
+        DataMix([TextCorpus()]).train_steps(10, 4, 64)
+    assert str(refused.value) == batch_cover_problem(10, 4, 64, seq_len_of=" of data source '0:text'")
+    rung = Rung(d_model=32, n_layers=1, seq_len=64, tokens=10)
+    assert batch_problem(ScalePoint("moneta", preset("moneta")), rung, 4) == (
+        f"rung 32,1,64,10: {batch_cover_problem(10, 4, 64, of=' of moneta')}")
 
 
 def test_a_trial_config_refuses_tokens_below_one_batch_of_its_longest_source():
@@ -91,13 +114,55 @@ def test_tokens_below_the_batch_every_point_of_the_space_has_are_refused_before_
 def test_points_the_trial_settings_do_not_fit_are_blamed_on_the_settings_without_pydantic(tmp_path):
     space = copy.deepcopy(TINY_SPACE)
     space["params"]["train"] = {"batch_size": {"choice": [4, 8]}}  # searched: judged per point
-    path = write_study(tmp_path, space, trial={"data": [{"task": "text"}], "tokens": 10, "seq_len": 32})
-    assert _invoke("validate", str(path))[0] == 0
-    code, output = _run(path)
+    path = write_study(tmp_path, space, trial={"data": [{"task": "text"}], "tokens": 130, "seq_len": 32})
+    assert _invoke("validate", str(path))[0] == 0  # batch_size 4 fits: 8 is refused per draw
+    code, output = _run(path, "--trials", "200")
     assert code == 1, output
     assert "sampled points in a row did not fit the study's trial settings" in output
-    assert "not the space's rules" in output and "tokens (10) do not cover one batch" in output
+    assert "not the space's rules" in output and "tokens (130) do not cover one batch" in output
     assert "pydantic" not in output and "validation error" not in output
+
+
+def test_a_searched_batch_size_with_no_value_that_fits_is_refused_at_the_trial_tokens_line(tmp_path):
+    space = copy.deepcopy(TINY_SPACE)
+    space["params"]["train"] = {"batch_size": {"choice": [4, 8]}}
+    path = write_study(tmp_path, space, trial={"data": [{"task": "text"}], "tokens": 100, "seq_len": 32})
+    for args in (("validate", str(path)), ("run", str(path), "--inline", "--wandb", "off")):
+        code, output = _invoke(*args)
+        assert code == 1, output
+        assert f"trial.tokens (line {_line_of(path, 'tokens: 100')}): tokens (100) do not cover one batch " \
+            "(batch_size 4 x seq_len 32 = 128)" in output, output
+        assert f"batch_size takes only {{choice: [4, 8]}} in {tmp_path / 'space.yaml'} line " \
+            f"{_line_of(tmp_path / 'space.yaml', 'batch_size:')} (params.train.batch_size)" in output, output
+        assert "no point of the space fits); a batch_size of at most 3 would fit" in output, output
+    assert _trials(tmp_path) == 0
+
+
+def test_a_searched_seq_len_range_is_judged_by_its_smallest_value(tmp_path):
+    space = copy.deepcopy(TINY_SPACE)
+    space["params"]["train"] = {"seq_len": {"int": [64, 256]}, "batch_size": {"choice": [2, 4]}}
+    path = write_study(tmp_path, space, trial={"data": [{"task": "text"}], "tokens": 100})
+    code, output = _invoke("validate", str(path))
+    assert code == 1 and "tokens (100) do not cover one batch (batch_size 2 x seq_len 64 = 128)" in output, output
+    assert "seq_len takes only {int: [64, 256]}" in output and "batch_size takes only {choice: [2, 4]}" in output
+    assert "a batch_size of at most 1 or a seq_len of at most 50 would fit" in output, output
+    space["params"]["train"]["seq_len"] = {"int": [32, 256]}  # seq_len 32 x batch_size 2 fits
+    path = write_study(tmp_path, space, trial={"data": [{"task": "text"}], "tokens": 100})
+    assert _invoke("validate", str(path))[0] == 0
+
+
+def test_a_searched_token_budget_is_judged_by_its_largest_value(tmp_path):
+    space = copy.deepcopy(TINY_SPACE)
+    space["base"]["train"] = {"batch_size": 2, "seq_len": 32}  # the points' own batch fits every budget
+    space["params"]["train"] = {"tokens": {"choice": [64, 100]}}
+    path = write_study(tmp_path, space, trial={"data": [{"task": "text"}], "batch_size": 4, "seq_len": 32})
+    code, output = _invoke("validate", str(path))
+    assert code == 1 and f"trial.batch_size (line {_line_of(path, 'batch_size: 4')}): tokens (100) do not " \
+        "cover one batch (batch_size 4 x seq_len 32 = 128)" in output, output
+    assert "tokens takes only {choice: [64, 100]}" in output, output
+    space["params"]["train"]["tokens"] = {"choice": [64, 128]}
+    path = write_study(tmp_path, space, trial={"data": [{"task": "text"}], "batch_size": 4, "seq_len": 32})
+    assert _invoke("validate", str(path))[0] == 0
 
 
 # ---- block.vocab_size below the data's ------------------------------------------------------

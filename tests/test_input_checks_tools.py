@@ -209,7 +209,7 @@ def test_train_from_mismatched_weights_stops_before_the_bar(tmp_path):
 
 def test_train_budget_too_small_is_refused_before_the_bar():
     code, output = _run("train", "moneta", "--tokens", "10")
-    assert code == 1 and "tokens (10) must cover at least one batch" in output, output
+    assert code == 1 and "tokens (10) do not cover one batch" in output, output
     assert "--tokens" in output and "step " not in output and "━" not in output
     _one_paragraph(output)
 

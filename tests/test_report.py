@@ -412,7 +412,7 @@ def test_confirm_keeps_the_earlier_result_when_every_long_run_fails(real_study, 
     result = CliRunner().invoke(app, ["confirm", str(path), "--scale", "0.0001", "--top", "1", "--seeds", "1"],
                                 env={"COLUMNS": "250"})
     assert result.exit_code == 1, result.output
-    assert "seed 0: build: " in result.output and "must cover at least one batch" in result.output
+    assert "seed 0: build: " in result.output and "do not cover one batch" in result.output
     assert "every long run failed" in result.output and "earlier confirm.json is kept" in result.output
     assert (folder / "confirm.json").read_text() == '{"earlier": "good result"}\n'
     failed = json.loads((folder / "confirm-failed.json").read_text())

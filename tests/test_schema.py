@@ -109,7 +109,7 @@ def test_gate_ranges_are_checked_per_role():
 
 
 def test_budget_must_cover_one_batch():
-    with pytest.raises(ValidationError, match="at least one batch"):
+    with pytest.raises(ValidationError, match=r"tokens \(100\) do not cover one batch \(batch_size 4 x seq_len 64 = 256\)"):
         ModelPoint(train={"tokens": 100, "batch_size": 4, "seq_len": 64})
 
 

@@ -135,6 +135,8 @@ def test_a_misspelt_operator_is_one_line_with_a_did_you_mean(tmp_path):
     ("train: {lr: {float: [0.1, 0.5], step: 0.1}}", "train.lr: 0.25"),
     ("bias: {kind: {choice: [l2, lp]}}", "bias.kind: huber"),
     ("memory: {depth: 3}", "block.n_layers: 7"),  # base value: moneta's block, unsearched
+    ("bias: {kind: {choice: {l2: {}, lp: {p: {choice: [2, 3]}}}}}", "bias.p: 3.5"),  # every lp draw sets p
+    ("bias: {kind: {choice: [l2, lp]}}", "bias.p: 2"),  # lp's default p (3) only
 ])
 def test_a_test_no_draw_can_pass_is_refused(tmp_path, params, test):
     problems = _problems(tmp_path, f"params:\n  {params}\nconstraints:\n  - forbid: {{{test}}}\n")
@@ -149,7 +151,11 @@ def test_a_test_no_draw_can_pass_is_refused(tmp_path, params, test):
     ("train: {lr: {float: [0.1, 0.5], step: 0.1}}", "train.lr: 0.3"),  # 0.1 + 2 * 0.1 on the grid
     ("train: {lr: {float: [0.001, 0.01]}}", "train.lr: {min: 0.01}"),
     ("train: {lr: {float: [0.001, 0.01]}}", "train.lr: {not_in: [0.005]}"),
-    ("bias: {kind: {choice: {l2: {}, lp: {p: {choice: [2, 3]}}}}}", "bias.p: 3.5"),  # not judged: lp's default
+    ("bias: {kind: {choice: {l2: {}, lp: {p: {choice: [2, 3]}}}}}", "bias.p: 3"),
+    ("bias: {kind: {choice: [l2, lp]}}", "bias.p: 3"),  # lp's default p
+    ("bias: {kind: {choice: {l2: {}, lp: {}, huber: {}}}}", "bias.p: {min: 2}"),
+    ("retention: {kind: {choice: [l2, lq]}}", "bias.p: 3"),  # moneta's lp bias, unsearched
+    ("one_of: {a: {bias: {kind: l2}}, b: {memory: {depth: 3}}}", "bias.p: 3"),  # b keeps moneta's lp bias
     ("one_of: {a: {block: {n_layers: 2}}, b: {memory: {depth: 3}}}", "block.n_layers: 2"),
 ])
 def test_a_test_some_draw_can_pass_is_kept(tmp_path, params, test):
@@ -157,6 +163,25 @@ def test_a_test_some_draw_can_pass_is_kept(tmp_path, params, test):
     path.write_text(f"{HEAD}params:\n  {params}\nconstraints:\n  - when: {{{test}}}\n"
                     "    require: {block.d_model: {min: 8}}\n")
     SearchSpace.load(path)
+
+
+def test_a_test_on_a_field_of_some_kinds_names_the_kinds_it_was_judged_under(tmp_path):
+    problems = _problems(tmp_path, "params:\n  bias: {kind: {choice: {l2: {}, lp: {p: {choice: [2, 3]}}}}}\n"
+                                   "constraints:\n  - forbid: {bias.p: 3.5}\n")
+    assert problems == ["constraints.0.forbid.bias.p (line 7): bias.p takes only {choice: [2, 3]} in this "
+                        "space (in the draws whose bias kind has p: lp), and no such value passes this test; "
+                        "the test could never match"]
+
+
+@pytest.mark.parametrize(("params", "kinds"), [
+    ("bias: {kind: {choice: [l2, dot]}}", "dot or l2"),
+    ("bias: {kind: l2}", "l2"),  # moneta's lp bias replaced in every draw
+])
+def test_a_test_on_a_field_no_drawn_kind_has_is_refused_in_one_line(tmp_path, params, kinds):
+    problems = _problems(tmp_path, f"params:\n  {params}\nconstraints:\n  - when: {{bias.p: 3}}\n"
+                                   "    forbid: {algorithm.kind: gd}\n")
+    assert problems == [f"constraints.0.when.bias.p (line 7): 'p' is not a field of the {kinds} bias "
+                        "(its fields: gamma, kind, window)"]
 
 
 # --- 5. did you mean ------------------------------------------------------------------------

@@ -170,7 +170,7 @@ def test_recall_tasks_separate_attention_from_a_vector_memory():
 def test_a_budget_smaller_than_one_batch_fails_with_a_readable_reason():
     result = run_trial(tiny("gated_deltanet"), TINY.model_copy(update={"tokens": 10}))
     assert result.failure == "build"
-    assert "train: tokens (10) must cover at least one batch" in result.reason
+    assert "train: tokens (10) do not cover one batch (batch_size 4 x seq_len 32 = 128)" in result.reason
     assert "pydantic" not in result.reason
 
 

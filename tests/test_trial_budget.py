@@ -42,7 +42,7 @@ def test_a_long_source_is_counted_with_its_own_length(seed):
 
 
 def test_a_budget_below_one_batch_of_the_longest_source_is_refused():
-    with pytest.raises(MirasError, match=r"tokens \(1000\) must cover at least one batch.*'1:niah' has seq_len 512"):
+    with pytest.raises(MirasError, match=r"tokens \(1000\) do not cover one batch \(batch_size 2 x seq_len 512 of data source '1:niah' = 1024\); give at least 1024 tokens"):
         DataMix([SHORT, LONG]).train_steps(1000, 2, 64)
 
 
@@ -77,7 +77,7 @@ def test_a_trial_whose_budget_misses_one_long_batch_fails_as_build():
     # ... and a trial given such a config all the same fails as 'build', before any training
     config = TrialConfig(data=[SHORT, LONG], batch_size=2, seq_len=64, threads=1).model_copy(update={"tokens": 512})
     result = run_trial(_tiny(), config, device="cpu")
-    assert result.failure == "build" and "'1:niah' has seq_len 512" in result.reason
+    assert result.failure == "build" and "seq_len 512 of data source '1:niah' = 1024" in result.reason
 
 
 def _always_prune(seen: list[int]):

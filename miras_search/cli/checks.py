@@ -93,6 +93,23 @@ def positive_finite(value: float | None) -> float | None:
     return value
 
 
+def warn_about_opened_study(study_arg: str | Path, opened: optuna.Study) -> None:
+    """The warnings a read command gives once, after opening its study: trials whose stored
+    values are not numbers (``warn_unreadable_trials``), and a study file that differs from the
+    one the study was created with (``warn_if_study_file_changed``)."""
+    warn_unreadable_trials(opened)
+    warn_if_study_file_changed(study_arg, opened)
+
+
+def warn_unreadable_trials(opened: optuna.Study) -> None:
+    """One warning per trial whose stored objective values or metrics are not numbers (a journal
+    or database edited by hand): what was stored and how the commands show the trial."""
+    notes = getattr(opened, "unreadable_notes", None)
+    for note in notes() if notes is not None else []:
+        errors.print(f"[yellow]warning:[/] study '{escape(opened.study_name)}': {escape(note)}",
+                     highlight=False, soft_wrap=True)
+
+
 def warn_if_study_file_changed(study_arg: str | Path, opened: optuna.Study) -> None:
     """A warning when ``study_arg`` is a study file that differs from the one ``opened`` was
     created with (``study.setup.file_changes``): most often another study of the same name found

@@ -15,7 +15,7 @@ from miras_search.cli.checks import (
     output_file,
     output_folder,
     positive_finite,
-    warn_if_study_file_changed,
+    warn_about_opened_study,
 )
 from miras_search.errors import MirasError
 
@@ -69,7 +69,7 @@ def report(
     from miras_search.report.study_data import open_report_study
 
     opened = open_report_study(study, storage)
-    warn_if_study_file_changed(study, opened)
+    warn_about_opened_study(study, opened)
     folder = _study_dir(study, opened.study_name)
     out = output_folder("--out", out or folder / "report")
     written = build_report(opened, out, top=top, confirm=_read_confirm(folder))
@@ -100,7 +100,7 @@ def export(
     from miras_search.report.study_data import open_report_study
 
     opened = open_report_study(study, storage)
-    warn_if_study_file_changed(study, opened)
+    warn_about_opened_study(study, opened)
     if csv is not None:
         _write_csv(opened, csv)
         return
@@ -160,7 +160,7 @@ def compare(
 
     studies = [open_report_study(name, storage) for name in (first, second)]
     for name, opened in zip((first, second), studies, strict=True):
-        warn_if_study_file_changed(name, opened)
+        warn_about_opened_study(name, opened)
     comparison = compare_studies(*studies, top=top)
     console.print(comparison.table(width=table_width()))
     for line in comparison.notes:
@@ -210,7 +210,7 @@ def confirm(
     from miras_search.report.study_data import open_report_study
 
     opened = open_report_study(study, storage)
-    warn_if_study_file_changed(study, opened)
+    warn_about_opened_study(study, opened)
     chosen = device_choice(device)
     folder = output_folder("--out", out or _study_dir(study, opened.study_name) / "confirm")
     # the stored trial settings, their data paths read beside the study file when one is given
@@ -251,7 +251,7 @@ def dashboard(
     from miras_search.report.study_data import open_report_study
 
     opened = open_report_study(study, storage)
-    warn_if_study_file_changed(study, opened)
+    warn_about_opened_study(study, opened)
 
     def ready(url: str) -> None:
         console.print(f"optuna-dashboard for '{escape(opened.study_name)}' at {escape(url)}", highlight=False)

@@ -18,7 +18,12 @@ from rich.table import Table
 from rich.text import Text
 
 from miras_search.cli.app import command, console, print_note, print_text
-from miras_search.cli.checks import gpu_request, positive_finite, warn_if_study_file_changed
+from miras_search.cli.checks import (
+    gpu_request,
+    positive_finite,
+    warn_about_opened_study,
+    warn_unreadable_trials,
+)
 from miras_search.errors import MirasError
 from miras_search.redact import install_log_redaction, redact_url
 
@@ -83,6 +88,7 @@ def _run(path: Path, workers: int | None, address: str | None, storage: str | No
     driver = StudyDriver(spec, pool_factory, storage=storage, trials=trials, timeout_s=timeout,
                          tracker=tracker)
     driver.check_free()  # a study another driver runs: refused before the progress bar, too
+    warn_unreadable_trials(driver.study)
     if _trials_on_gpus(inline, gpus):
         _note_gpu_kernel_share(spec, path)
     with _progress() as bar:
@@ -341,7 +347,7 @@ def status_cmd(study: _STUDY, storage: _STORAGE = None,
     from miras_search.study.summary import status
 
     opened = open_study(study, storage)
-    warn_if_study_file_changed(study, opened)
+    warn_about_opened_study(study, opened)
     if not watch:
         console.print(_status_table(status(opened)))
         return
@@ -385,7 +391,7 @@ def best(study: _STUDY, storage: _STORAGE = None,
     from miras_search.study.summary import objective_records, ranked
 
     opened = open_study(study, storage)
-    warn_if_study_file_changed(study, opened)
+    warn_about_opened_study(study, opened)
     chosen = ranked(opened)[:top]
     if not chosen:
         raise MirasError(f"study '{opened.study_name}' has no complete (feasible) trial yet")

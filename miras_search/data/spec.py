@@ -35,6 +35,7 @@ from miras_search.data.selective_copy import SelectiveCopy
 from miras_search.data.text_sources import Files, HFDataset, TextCorpus
 from miras_search.data.vocab import VOCAB_SIZE
 from miras_search.errors import ConfigError, MirasError, Problem
+from miras_search.schema.train import batch_cover_problem
 
 DataSpec = Annotated[
     MQAR | NoisyRecall | SelectiveCopy | NeedleInHaystack | TextCorpus | Files | HFDataset
@@ -163,13 +164,10 @@ class DataMix:
         """
         lengths = self.seq_lens(seq_len)
         longest = max(range(len(lengths)), key=lengths.__getitem__)
-        if tokens < batch_size * lengths[longest]:
-            raise MirasError(
-                f"tokens ({tokens}) must cover at least one batch of every data source: source "
-                f"'{self.names[longest]}' has seq_len {lengths[longest]}, so one batch of batch_size "
-                f"{batch_size} is {batch_size * lengths[longest]} tokens; raise tokens to at least "
-                "that, or lower batch_size or that source's seq_len"
-            )
+        problem = batch_cover_problem(tokens, batch_size, lengths[longest],
+                                      seq_len_of=f" of data source '{self.names[longest]}'")
+        if problem is not None:
+            raise MirasError(problem)
         if len(set(lengths)) == 1:
             return tokens // (batch_size * lengths[0])
         # One pick per step (microseconds), negligible next to training that step.

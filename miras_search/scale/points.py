@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from miras_search.errors import ConfigError, MirasError, Problem
 from miras_search.presets import PRESET_AXES, preset
 from miras_search.schema import ModelPoint
+from miras_search.schema.train import batch_cover_problem
 from miras_search.study.records import point_key
 from miras_search.study.scale_spec import Rung, not_a_scale_point, scale_point_file
 
@@ -116,12 +117,10 @@ def compute_proxy(tokens: int, d_model: int, n_layers: int) -> float:
 
 def batch_problem(target: ScalePoint, rung: Rung, batch_size: int) -> str | None:
     """Why ``rung`` is too small for one training batch of ``target`` (None when it is not)."""
-    batch = batch_size * rung.seq_len
-    if rung.tokens >= batch:
+    problem = batch_cover_problem(rung.tokens, batch_size, rung.seq_len, of=f" of {target.label}")
+    if problem is None:
         return None
-    return (f"rung {rung.d_model},{rung.n_layers},{rung.seq_len},{rung.tokens}: tokens {rung.tokens} do not "
-            f"cover one batch of {target.label} (batch_size {batch_size} x seq_len {rung.seq_len} = {batch} "
-            f"tokens); give at least {batch} tokens, or a smaller batch size")
+    return f"rung {rung.d_model},{rung.n_layers},{rung.seq_len},{rung.tokens}: {problem}"
 
 
 def rung_problems(points: list[ScalePoint], rungs: list[Rung], batch_size: int | None) -> list[Problem]:

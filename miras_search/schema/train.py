@@ -12,6 +12,21 @@ SEED_MAX = 2**32 - 1
 """Largest seed: numpy's and Optuna's samplers take seeds in [0, 2**32 - 1]."""
 
 
+def batch_cover_problem(tokens: int, batch_size: int, seq_len: int, *, of: str = "",
+                        seq_len_of: str = "") -> str | None:
+    """Why a budget of ``tokens`` cannot train one step of ``batch_size`` sequences of ``seq_len``
+    tokens (None when it can), in the one wording every check of a budget against its batch
+    shares (a point's ``train``, ``trial.tokens``, ``scale.rungs``, ``miras scale --batch-size``,
+    a trial's data sources); the caller names its field. ``of`` says whose batch it is (' of
+    moneta'), ``seq_len_of`` where the length comes from when it is not the budget's own (' of
+    trial.data.1 (niah)')."""
+    batch = batch_size * seq_len
+    if tokens >= batch:
+        return None
+    return (f"tokens ({tokens}) do not cover one batch{of} (batch_size {batch_size} x seq_len {seq_len}"
+            f"{seq_len_of} = {batch}); give at least {batch} tokens, or a smaller batch_size or seq_len")
+
+
 class Train(Schema):
     """How a point is trained in a trial (the trial config may override the budget)."""
 
@@ -59,11 +74,9 @@ class Train(Schema):
 
     @model_validator(mode="after")
     def _budget(self) -> Train:
-        if self.tokens < self.batch_size * self.seq_len:
-            raise ValueError(
-                f"tokens ({self.tokens}) must cover at least one batch of batch_size * seq_len "
-                f"= {self.batch_size * self.seq_len} tokens"
-            )
+        problem = batch_cover_problem(self.tokens, self.batch_size, self.seq_len)
+        if problem is not None:
+            raise ValueError(problem)
         return self
 
     @property

@@ -24,7 +24,12 @@ from miras_search.space.checks import shape_problems
 from miras_search.space.constraints import first_violated
 from miras_search.space.reach import unreachable_test_problems
 from miras_search.space.spec import Choice, FloatRange, IntRange, SpaceFile
-from miras_search.space.targets import constraint_value_problems, iter_leaves_in, target_problems
+from miras_search.space.targets import (
+    constraint_value_problems,
+    drawn_kinds,
+    iter_leaves_in,
+    target_problems,
+)
 from miras_search.space.walk import decode_option, encode_option, iter_nodes, walk
 from miras_search.validation import problems_from, validate
 from miras_search.yamlio import LineMap, read_yaml
@@ -178,11 +183,12 @@ class SearchSpace:
             if problem is not None and all(p.message != problem.message for p in problems):
                 problems.append(problem)  # {low: .., high: ..} under one field: said once
         problems.extend(target_problems(self.spec.params, lines, self.base))
+        drawn = drawn_kinds(self.spec.params, self.base)  # a tested field must exist in some draw
         for index, constraint in enumerate(self.spec.constraints):
             for section in ("when", "require", "forbid"):
                 for dotted in getattr(constraint, section):
                     where = ("constraints", str(index), section, dotted)
-                    problem = unknown_path_problem(tuple(dotted.split(".")), where, lines)
+                    problem = unknown_path_problem(tuple(dotted.split(".")), where, lines, drawn)
                     if problem is not None:
                         problems.append(problem)
         problems.extend(constraint_value_problems(self.spec.constraints, lines))

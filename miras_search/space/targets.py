@@ -55,6 +55,24 @@ def iter_leaves_in(params: dict[str, Any], base: dict[str, Any]) -> Iterator[
     return _leaves(params, ("params",), (), _anywhere(params, base))
 
 
+def drawn_kinds(params: dict[str, Any], base: dict[str, Any]) -> dict[tuple[str, ...], frozenset[Any]]:
+    """Section path -> every kind the section can have in some draw of the space (``base``: the
+    point the params apply to): a constraint's test on a field is judged against these kinds.
+    Unlike ``_anywhere`` the base's kind is left out where every draw sets the kind (a ``kind``
+    outside any choice branch or ``one_of``)."""
+    found = dict(_anywhere(params, base))
+    from_params: dict[tuple[str, ...], set[Any]] = {}
+    always: set[tuple[str, ...]] = set()
+    for where, path, node in iter_leaves(params):
+        if path[-1] == "kind":
+            options = node.options if isinstance(node, Choice) else [node]
+            from_params.setdefault(path[:-1], set()).update(o for o in options if _hashable(o))
+            if not {"choice", "one_of"} & set(where[:-1]):
+                always.add(path[:-1])
+    found.update({section: frozenset(from_params[section]) for section in always})
+    return found
+
+
 def _anywhere(params: dict[str, Any], base: dict[str, Any]) -> dict[tuple[str, ...], frozenset[Any]]:
     """Section path -> every kind it can have in some draw: its base kind, and each the params set."""
     found: dict[tuple[str, ...], set[Any]] = {}

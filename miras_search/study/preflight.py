@@ -22,10 +22,11 @@ from miras_search.merge import get_path
 from miras_search.presets import preset
 from miras_search.schema import AXES, ModelPoint
 from miras_search.space import SearchSpace
+from miras_search.space.reach import number_bounds
 from miras_search.space.targets import iter_leaves
 from miras_search.study.spec import StudyFile, anchor_points
 from miras_search.trial.memory_limit import memory_problem
-from miras_search.yamlio import LineMap, read_yaml
+from miras_search.yamlio import LineMap, ancestor_line, read_yaml
 
 BINARY_SHARE = 0.05
 """A text data file with more than this share of bytes that are not UTF-8 is taken for binary."""
@@ -155,27 +156,76 @@ def _base_field(space: SearchSpace, path: tuple[str, ...]) -> str:
 
 
 def budget_problems(study: StudyFile, space: SearchSpace) -> list[str]:
-    """Why no point of the space fits the study's trial budget, where the space cannot choose
-    the fields the trial settings leave to it (``tokens``, ``batch_size``, ``seq_len``: its
-    params do not search them, so every point has its base's); one line, at ``trial.tokens``'s
-    line, or []. A space that searches them is judged point by point, as trials run."""
+    """Why no point of the space fits the study's trial budget: the fields the trial settings
+    leave to the space (``tokens``, ``batch_size``, ``seq_len``) are the base's where the params
+    do not search them, else any value the params may draw; when even the most favourable draw
+    (the most tokens, the smallest batch) cannot train one batch, one line at ``trial.tokens``'s
+    line, or []. A space where some draws fit is judged point by point, as trials run."""
     given = {name: getattr(study.trial, name) for name in BUDGET_FIELDS}
-    from_space = {name: space.base["train"][name] for name, value in given.items()
-                  if value is None and not _searched(space, ("train", name))}
-    if any(value is None and name not in from_space for name, value in given.items()):
-        return []  # a field that the space's params choose: each point decides
-    problem = study.trial.budget_problem(**from_space)
-    if problem is None or not from_space:  # all three from the trial: TrialConfig refused it
+    left = [name for name, value in given.items() if value is None]
+    if not left:
+        return []  # all three from the trial: TrialConfig refused it
+    drawn = {}
+    for name in left:
+        bounds = _budget_bounds(space, name)
+        if bounds is None:
+            return []  # not certain what the space gives it: each point decides
+        drawn[name] = bounds
+    favourable = {name: high if name == "tokens" else low for name, (low, high, _) in drawn.items()}
+    problem = study.trial.budget_problem(**{name: int(value) for name, value in favourable.items()})
+    if problem is None:
         return []
-    lines = _file_lines(study.source)
     field = next((name for name in BUDGET_FIELDS if given[name] is not None), None)  # tokens first
-    line = lines.get(("trial", field)) if field else None
+    line = _file_lines(study.source).get(("trial", field)) if field else None
     where = f"trial.{field}{f' (line {line})' if line else ''}" if field else "trial"
-    origins = ", ".join(f"{name} {value} from {_base_field(space, ('train', name))}"
-                        for name, value in from_space.items())
-    them = "it" if len(from_space) == 1 else "them"
-    return [f"{where}: {problem} ({origins}, which the space's params do not search, so every point "
-            f"has {them})"]
+    return [f"{where}: {problem} ({_budget_origins(space, drawn)}){_what_fits(study, space, drawn)}"]
+
+
+def _budget_bounds(space: SearchSpace, name: str) -> tuple[float, float, str] | None:
+    """The smallest and largest value of ``train.<name>`` over the space's draws, and where they
+    come from; None when not certain."""
+    path = ("train", name)
+    if not _searched(space, path):
+        value = space.base["train"][name]
+        return (value, value, "") if isinstance(value, int) else None
+    return number_bounds(space.spec.params, space.base, path)
+
+
+def _budget_origins(space: SearchSpace, drawn: dict[str, tuple[float, float, str]]) -> str:
+    """Where each budget field the space gives comes from, for the message."""
+    origins, fixed = [], 0
+    for name, (low, _, shown) in drawn.items():
+        if shown:
+            origins.append(f"{name} takes only {shown} in {_param_line(space, ('train', name))}")
+        else:
+            fixed += 1
+            origins.append(f"{name} {low} from {_base_field(space, ('train', name))}")
+    if fixed == len(drawn):
+        them = "it" if fixed == 1 else "them"
+        return f"{', '.join(origins)}, which the space's params do not search, so every point has {them}"
+    return f"at the smallest batch the space can draw: {', '.join(origins)}; no point of the space fits"
+
+
+def _what_fits(study: StudyFile, space: SearchSpace, drawn: dict[str, tuple[float, float, str]]) -> str:
+    """'; a batch_size of at most 2 would fit' for the searched batch size (or sequence length),
+    given the other fields at their most favourable; '' when none would or nothing is searched."""
+    tokens = study.trial.tokens if study.trial.tokens is not None else int(drawn["tokens"][1])
+    batch_size = study.trial.batch_size if study.trial.batch_size is not None else int(drawn["batch_size"][0])
+    seq_len = study.trial.seq_len if study.trial.seq_len is not None else int(drawn["seq_len"][0])
+    longest = max(spec.seq_len or seq_len for spec in study.trial.data)
+    hints = []
+    if drawn.get("batch_size", (0, 0, ""))[2] and tokens // longest >= 1:
+        hints.append(f"a batch_size of at most {tokens // longest}")
+    if drawn.get("seq_len", (0, 0, ""))[2] and longest == seq_len and tokens // batch_size >= 1:
+        hints.append(f"a seq_len of at most {tokens // batch_size}")
+    return f"; {' or '.join(hints)} would fit" if hints else ""
+
+
+def _param_line(space: SearchSpace, path: tuple[str, ...]) -> str:
+    """'<space file> line N (params.train.batch_size)': where the space's params first set ``path``."""
+    where = next(here for here, field, _ in iter_leaves(space.spec.params) if field == path)
+    line = ancestor_line(_file_lines(space.source), where)
+    return f"{space.source}{f' line {line}' if line else ''} ({'.'.join(where)})"
 
 
 def vocab_problems(study: StudyFile, space: SearchSpace) -> list[str]:

@@ -12,12 +12,16 @@ import logging
 import re
 import sqlite3
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 from optuna.storages import RDBStorage
+from optuna.storages._rdb.models import TrialValueModel
+from optuna.trial import FrozenTrial
 
 from miras_search.errors import MirasError
 from miras_search.redact import redact_text, redact_url
+from miras_search.study.readable import StoredNull
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +41,48 @@ _INTERNALS = re.compile(r"\s*(\[SQL: .*?\]|\[parameters: .*?\]|\(Background on t
                         re.DOTALL)
 
 
+class _ValueRow:
+    """A stored objective value row as Optuna's trial builder reads it, a NULL finite value
+    replaced by 0.0 (then by ``StoredNull`` in the built trial); the database row is not changed."""
+
+    def __init__(self, row: Any) -> None:
+        self.objective = row.objective
+        self.value = 0.0 if _null(row) else row.value
+        self.value_type = row.value_type
+
+
+class _TrialRows:
+    """A trial's database rows for Optuna's trial builder, its value rows read through ``_ValueRow``."""
+
+    def __init__(self, row: Any) -> None:
+        self._row = row
+        self.values = [_ValueRow(value) for value in row.values]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._row, name)
+
+
+def _null(row: Any) -> bool:
+    return row.value is None and row.value_type == TrialValueModel.TrialValueType.FINITE
+
+
+class TolerantRDBStorage(RDBStorage):
+    """Optuna's RDBStorage, except that a trial whose objective value was set to NULL by hand reads
+    as holding a ``StoredNull`` (``study.readable`` shows the trial as unreadable) instead of
+    failing an assertion that makes every trial of the study unreadable."""
+
+    def _build_frozen_trial_from_trial_model(self, trial: Any) -> FrozenTrial:
+        nulls = [row.objective for row in trial.values if _null(row)]
+        if not nulls:
+            return super()._build_frozen_trial_from_trial_model(trial)
+        built = super()._build_frozen_trial_from_trial_model(_TrialRows(trial))
+        values = list(built.values or [])
+        for objective in nulls:
+            values[objective] = StoredNull()
+        built._values = values  # a trial built here, for reading: no setter for values
+        return built
+
+
 def open_rdb(url: str) -> RDBStorage:
     """Optuna's RDBStorage for ``url``; MirasError (one paragraph, no password) when it cannot."""
     path = sqlite_file(url)
@@ -51,7 +97,7 @@ def open_rdb(url: str) -> RDBStorage:
             "elsewhere"
         )
     try:
-        return RDBStorage(url, engine_kwargs=_engine_kwargs(url))
+        return TolerantRDBStorage(url, engine_kwargs=_engine_kwargs(url))
     except ImportError as error:
         scheme = url.split(":", 1)[0].split("+", 1)[0].lower()
         raise MirasError(

@@ -19,6 +19,7 @@ from miras_search.redact import redact_tree
 from miras_search.schema import ModelPoint
 from miras_search.space import SearchSpace
 from miras_search.study.owner import alive_elsewhere
+from miras_search.study.readable import ReadableStudy
 from miras_search.study.records import flatten
 from miras_search.study.samplers import make_pruner, make_sampler
 from miras_search.study.spec import StudyFile, load_study_file
@@ -32,17 +33,20 @@ def storage_of(study: StudyFile, override: str | None = None) -> str:
     return normalise(chosen) if chosen else default_storage(study.run_dir, study.name)
 
 
-def create_study(study: StudyFile, storage: str, space: SearchSpace) -> optuna.Study:
-    """The Optuna study named after the file (loaded when it exists), with its sampler and pruner.
+def create_study(study: StudyFile, storage: str, space: SearchSpace) -> ReadableStudy:
+    """The Optuna study named after the file (loaded when it exists), with its sampler and pruner,
+    as a ``ReadableStudy`` (a trial whose stored values were edited into non-numbers reads as an
+    unreadable failed trial; its ``notes`` say which).
 
     A new study gets the user attrs ``study_file``, ``objectives`` and ``space``; an existing one
     must have the same objectives, or MirasError (a different study under the same name).
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    created = optuna.create_study(
-        study_name=study.name, storage=make_storage(storage), directions=study.directions,
-        sampler=make_sampler(study, space), pruner=make_pruner(study.pruner), load_if_exists=True,
-    )
+    backend = make_storage(storage)
+    sampler, pruner = make_sampler(study, space), make_pruner(study.pruner)
+    optuna.create_study(study_name=study.name, storage=backend, directions=study.directions,
+                        sampler=sampler, pruner=pruner, load_if_exists=True)
+    created = ReadableStudy(study.name, backend, sampler=sampler, pruner=pruner)
     stored = created.user_attrs.get("objectives")
     data_hash = data_fingerprint(study)
     if stored is None:
@@ -295,7 +299,7 @@ def enqueue_anchors(study: optuna.Study, space: SearchSpace, names: list[str],
     return queued
 
 
-def open_study(study_file_or_name: str | Path | StudyFile, storage: str | None = None) -> optuna.Study:
+def open_study(study_file_or_name: str | Path | StudyFile, storage: str | None = None) -> ReadableStudy:
     """An existing study, by study file (path or StudyFile) or by name (+ storage).
 
     With a name and no storage, the default journal ``runs/<name>/study.journal`` is used.
@@ -318,11 +322,12 @@ def open_study(study_file_or_name: str | Path | StudyFile, storage: str | None =
     return load_existing(name, make_storage(url), f"the storage {url}")
 
 
-def load_existing(name: str, storage: str | optuna.storages.BaseStorage, where: str) -> optuna.Study:
-    """The study ``name`` in ``storage``; MirasError naming the studies it does hold (``where``
-    names the storage in the message)."""
+def load_existing(name: str, storage: str | optuna.storages.BaseStorage, where: str) -> ReadableStudy:
+    """The study ``name`` in ``storage``, as the read commands see it (``ReadableStudy``: a trial
+    whose stored values are not numbers is mended, its ``notes`` say which); MirasError naming the
+    studies it does hold (``where`` names the storage in the message)."""
     try:
-        return optuna.load_study(study_name=name, storage=storage)
+        return ReadableStudy(study_name=name, storage=storage)
     except KeyError:
         known = ", ".join(s.study_name for s in optuna.get_all_study_summaries(storage))
         held = f"it holds: {known}" if known else "it holds none yet (a run that is starting creates it)"

@@ -29,12 +29,12 @@ from miras_search.file_kinds import plain_file_kind
 from miras_search.presets import BASELINES, PRESET_AXES
 from miras_search.schema import ModelPoint
 from miras_search.schema._base import Schema
-from miras_search.schema.train import SEED_MAX
+from miras_search.schema.train import SEED_MAX, batch_cover_problem
 from miras_search.space import SearchSpace
 from miras_search.study.budget_spec import BudgetSpec
 from miras_search.study.scale_spec import ScaleSpec, not_a_scale_point, scale_point_file
 from miras_search.trial import Objective, TrialConfig
-from miras_search.trial.config import batch_cover_problem, metric_problem
+from miras_search.trial.config import metric_problem
 from miras_search.validation import validate
 from miras_search.yamlio import LineMap, ancestor_line, read_yaml
 

@@ -13,6 +13,7 @@ from miras_search.data import MAD_TASKS, PRESETS, SYNTHETIC_TASKS, DataSpec
 from miras_search.data.text_sources import TextCorpus, _TextSpec
 from miras_search.schema import ModelPoint
 from miras_search.schema._base import Schema
+from miras_search.schema.train import batch_cover_problem
 
 Direction = Literal["minimize", "maximize"]
 
@@ -102,18 +103,6 @@ def metric_problem(name: str, known: Iterable[str], seeds: Sequence[int] = ()) -
             f"{', '.join(known)}{also}")
 
 
-def batch_cover_problem(tokens: int, batch_size: int, seq_len: int, seq_len_of: str = "") -> str | None:
-    """Why a budget of ``tokens`` cannot train one step of ``batch_size`` sequences of ``seq_len``
-    tokens (None when it can): the wording every check of a budget against its batch shares
-    (``trial.tokens``, ``scale.rungs``, a study whose space sets the batch). ``seq_len_of`` says
-    where the length comes from when it is not the trial's own (a data source's)."""
-    batch = batch_size * seq_len
-    if tokens >= batch:
-        return None
-    return (f"tokens ({tokens}) do not cover one batch (batch_size {batch_size} x seq_len {seq_len}"
-            f"{seq_len_of} = {batch}); give at least {batch} tokens, or a smaller batch_size or seq_len")
-
-
 def _default_data() -> list[Any]:
     return [TextCorpus()]
 
@@ -174,7 +163,7 @@ class TrialConfig(Schema):
         if not known:
             return None
         longest, where = max(known, key=lambda item: item[0])
-        return batch_cover_problem(tokens, batch_size, longest, where)
+        return batch_cover_problem(tokens, batch_size, longest, seq_len_of=where)
 
     @field_validator("data", mode="before")
     @classmethod
