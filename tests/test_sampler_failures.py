@@ -32,6 +32,7 @@ def _study_with_failures() -> optuna.Study:
     study.add_trial(_trial(TrialState.FAIL, 0.6, failure="diverged", reused_from=1))  # a duplicate
     study.add_trial(_trial(TrialState.FAIL, 0.7))  # no recorded reason
     study.add_trial(_trial(TrialState.PRUNED, 0.8, failure="pruned"))
+    study.add_trial(_trial(TrialState.FAIL, 0.9, failure="infeasible", reason="batch_size 8 does not fit"))
     return study
 
 
@@ -39,11 +40,11 @@ def test_point_failures_are_shown_as_pruned_trials_without_reports() -> None:
     study = _study_with_failures()
     view = _BaseFidelityView(study, failures_as_pruned=True)
     seen = view._get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED), use_cache=True)
-    assert [t.number for t in seen] == [0, 1, 5, 7]
-    assert [t.state for t in seen] == [TrialState.COMPLETE, TrialState.PRUNED, TrialState.PRUNED, TrialState.PRUNED]
+    assert [t.number for t in seen] == [0, 1, 5, 7, 8]
+    assert [t.state for t in seen] == [TrialState.COMPLETE] + [TrialState.PRUNED] * 4
     assert seen[1].intermediate_values == {} and seen[2].intermediate_values == {}
     assert seen[3].intermediate_values == {4: 1.5}  # a pruned trial keeps its reports
-    assert [t.number for t in view.get_trials(states=(TrialState.PRUNED,))] == [1, 5, 7]
+    assert [t.number for t in view.get_trials(states=(TrialState.PRUNED,))] == [1, 5, 7, 8]
     # only where pruned trials are asked for, and storage keeps them failed
     assert [t.number for t in view.get_trials(states=(TrialState.COMPLETE,))] == [0]
     both = view.get_trials(states=(TrialState.PRUNED, TrialState.FAIL))  # each failure once, as stored
@@ -61,7 +62,7 @@ def test_point_failures_are_shown_as_pruned_trials_without_reports() -> None:
 _VALUES = {("a", "x"): None, ("a", "y"): 1.0, ("b", "x"): 1.1, ("b", "y"): 2.0, ("c", "x"): 2.5, ("c", "y"): 3.0}
 
 
-def _failed_proposals(failures_as_pruned: bool, seed: int, trials: int = 30) -> int:
+def _failed_proposals(failures_as_pruned: bool, seed: int, trials: int = 30, failure: str = "nan") -> int:
     tpe = optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, n_startup_trials=5)
     study = optuna.create_study(sampler=BaseFidelitySampler(tpe, failures_as_pruned=failures_as_pruned))
     failed = 0
@@ -69,7 +70,7 @@ def _failed_proposals(failures_as_pruned: bool, seed: int, trials: int = 30) -> 
         trial = study.ask()
         key = (trial.suggest_categorical("p1", ["a", "b", "c"]), trial.suggest_categorical("p2", ["x", "y"]))
         if _VALUES[key] is None:
-            trial.set_user_attr("failure", "nan")
+            trial.set_user_attr("failure", failure)
             study.tell(trial, state=TrialState.FAIL)
             failed += 1
         else:
@@ -77,12 +78,14 @@ def _failed_proposals(failures_as_pruned: bool, seed: int, trials: int = 30) -> 
     return failed
 
 
+@pytest.mark.parametrize("failure", ["nan", "infeasible"])
 @pytest.mark.parametrize("seed", [0, 1])
-def test_tpe_stops_proposing_a_point_that_failed(seed: int) -> None:
+def test_tpe_stops_proposing_a_point_that_failed(seed: int, failure: str) -> None:
     # measured: 22-25 of 30 proposals hit the failing point when TPE ignores failures, 3 when it
-    # sees them as pruned (seeds 0-5)
-    assert _failed_proposals(False, seed) >= 15
-    assert _failed_proposals(True, seed) <= 5
+    # sees them as pruned (seeds 0-5); a draw refused as infeasible (it broke the space's rules or
+    # did not fit the trial settings) is a failure of the point too
+    assert _failed_proposals(False, seed, failure=failure) >= 15
+    assert _failed_proposals(True, seed, failure=failure) <= 5
 
 
 @pytest.mark.parametrize(("kind", "shown"), [("tpe", True), ("random", False), ("nsgaii", False)])

@@ -58,6 +58,12 @@ def grid_size(grid: dict[str, list[Any]]) -> int:
     return math.prod(len(v) for v in grid.values())
 
 
+SHOWN_FAILURES = (*REUSABLE_FAILURES, "infeasible")
+"""The failures TPE is shown (as pruned trials): those of the point itself, a refused draw
+included (it broke the space's rules or did not fit the trial settings), not those of the machine
+or of an interruption."""
+
+
 def constraints_func(count: int) -> Callable[[FrozenTrial], Sequence[float]]:
     """Optuna's constraint hook: the trial's ``constraints`` user attr (<= 0 means feasible)."""
 
@@ -73,11 +79,13 @@ class _BaseFidelityView:
     (study.fidelity_values) when ``carry`` is true; the fidelity trials themselves are left out,
     as their values are on another budget's scale.
 
-    With ``failures_as_pruned`` (TPE), a point's own failures (``REUSABLE_FAILURES``: NaN, divergence,
-    build errors, limits, crashes) are shown as pruned trials without intermediate values, which TPE
-    ranks below every complete and every reporting pruned trial. Optuna's samplers skip failed
-    trials, so TPE otherwise keeps proposing a failing point: in benchmarks/gpu_check.sh's dry-run
-    study (24 trials) two failing points were proposed four more times. Storage keeps them failed."""
+    With ``failures_as_pruned`` (TPE), a point's own failures (``SHOWN_FAILURES``: NaN, divergence,
+    build errors, limits, crashes, and draws refused as infeasible) are shown as pruned trials
+    without intermediate values, which TPE ranks below every complete and every reporting pruned
+    trial. Optuna's samplers skip failed trials, so TPE otherwise keeps proposing a failing point:
+    in benchmarks/gpu_check.sh's dry-run study (24 trials) two failing points were proposed four
+    more times, and a space whose batch_size 8 never fitted trial.tokens (4 did) stopped after 10
+    trials on 200 refused draws of 8 in a row. Storage keeps them failed."""
 
     def __init__(self, study: optuna.Study, carry: bool = True, failures_as_pruned: bool = False):
         self._study = study
@@ -110,7 +118,7 @@ class _BaseFidelityView:
                 or TrialState.FAIL in states):
             return trials
         failed = self._study._get_trials(deepcopy=False, states=(TrialState.FAIL,), use_cache=use_cache)
-        shown = [_as_pruned(t) for t in failed if t.user_attrs.get("failure") in REUSABLE_FAILURES]
+        shown = [_as_pruned(t) for t in failed if t.user_attrs.get("failure") in SHOWN_FAILURES]
         return sorted(trials + shown, key=lambda t: t.number) if shown else trials
 
     def _get_trials(self, deepcopy: bool = True, states: Container[TrialState] | None = None,
