@@ -111,11 +111,27 @@ def test_tokens_below_the_batch_every_point_of_the_space_has_are_refused_before_
     assert code == 1 and "do not cover one batch" in output and _trials(tmp_path) == 0
 
 
-def test_points_the_trial_settings_do_not_fit_are_blamed_on_the_settings_without_pydantic(tmp_path):
+def test_tpe_learns_to_avoid_a_searched_batch_size_that_does_not_fit(tmp_path):
     space = copy.deepcopy(TINY_SPACE)
     space["params"]["train"] = {"batch_size": {"choice": [4, 8]}}  # searched: judged per point
     path = write_study(tmp_path, space, trial={"data": [{"task": "text"}], "tokens": 130, "seq_len": 32})
     assert _invoke("validate", str(path))[0] == 0  # batch_size 4 fits: 8 is refused per draw
+    # the refused draws are shown to TPE as failures of the point; before, it kept proposing 8 and
+    # the study stopped after 10 trials on 200 refusals in a row
+    code, output = _run(path, "--trials", "30")
+    assert code == 0, output
+    assert "30/30 finished trials" in output, output
+
+
+def test_points_the_trial_settings_do_not_fit_are_blamed_on_the_settings_without_pydantic(tmp_path):
+    space = copy.deepcopy(TINY_SPACE)
+    # only batch_size 1 to 4 of 4,096 fits: a random sampler (which does not learn) draws 200
+    # misfits in a row long before it finishes (seeded)
+    space["params"]["train"] = {"batch_size": {"int": [1, 4096]}}
+    space["base"]["train"] = {"tokens": 10_000_000}  # the point's own budget fits every batch_size
+    path = write_study(tmp_path, space, trial={"data": [{"task": "text"}], "tokens": 130, "seq_len": 32},
+                       sampler={"kind": "random", "seed": 0, "anchors": []})
+    assert _invoke("validate", str(path))[0] == 0  # batch_size 1 to 4 fits
     code, output = _run(path, "--trials", "200")
     assert code == 1, output
     assert "sampled points in a row did not fit the study's trial settings" in output
