@@ -15,6 +15,13 @@ times the exact step, shrank W_0 where the exact decay flattens its rows, and Me
 loss rose after a few dozen steps at d_model 128; a first-order expansion of the softmax around
 W_0 (weight-proportional too, but unbounded) trained better early and then diverged as well.
 
+With alpha per head this equals the per-token rule at the chunk's gradients (a softmax ignores
+the row constant alpha_t times log W's row normaliser). With alpha per input channel it does not:
+that constant then differs per column, and the exact rule renormalises every token where this
+form does so at chunk ends only (0.5 % relative at T = 7, chunk 16, alpha in [0.9, 1]; nothing at
+initialisation, where the channels' alphas are equal). b = 1 is still exactly the recurrence;
+``tests/test_paper_references.py`` pins both sides.
+
 The per-token weights are formed: [B, H, b, out, in] per chunk and weight (b times the weight),
 the price of the exact map. Above ``CHECKPOINT_FLOATS`` per chunk the backward pass recomputes
 them (``checkpointed_read``) instead of keeping them for every chunk of the sequence.
