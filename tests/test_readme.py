@@ -95,3 +95,13 @@ def test_the_setup_command_names_its_environment_by_absolute_path(tmp_path):
     assert (venv / "bin" / "python").exists()
     named = done.stdout.strip().splitlines()[-1].split("source ", 1)[1].rstrip(")")
     assert Path(named).is_absolute() and Path(named).resolve() == (venv / "bin" / "activate").resolve()
+
+
+def test_the_dev_extra_carries_what_the_test_modules_import():
+    """`pip install -e '.[dev]'` then the README's test command: a test module that imports a
+    package the dev extra lacks stops the whole run at collection (the report tests import
+    matplotlib, which was only in the report extra)."""
+    tomllib = pytest.importorskip("tomllib")
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    names = {re.split(r"[<>=!~;\[ ]", req, maxsplit=1)[0] for req in extras["dev"]}
+    assert {"pytest", "pytest-xdist", "hypothesis", "matplotlib"} <= names
