@@ -30,4 +30,5 @@ else
     "$venv/bin/python" -m pip install --quiet "torch==2.13.0"
 fi
 "$venv/bin/python" -m pip install --quiet -e ".[$extras]"
-echo "miras-search is installed in $venv (activate it with: source $venv/bin/activate)"
+venv_path="$(cd "$venv" && pwd)"  # absolute: the script may be run from another folder
+echo "miras-search is installed in $venv_path (activate it with: source $venv_path/bin/activate)"

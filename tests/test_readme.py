@@ -71,3 +71,38 @@ def test_the_setup_command_names_an_interpreter_it_cannot_use(tmp_path, python, 
                           env={"PATH": "/usr/bin:/bin", "PYTHON": python, "VENV": str(venv)}, timeout=60)
     assert done.returncode == 1 and words.format(python=python) in done.stderr, done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and not venv.exists()
+
+
+def test_the_setup_command_names_its_environment_by_absolute_path(tmp_path):
+    """setup.sh makes the environment in the checkout whatever folder it runs from, so the line it
+    ends with names that environment by its absolute path (`source .venv/bin/activate` would fail
+    from another folder). A stand-in interpreter makes a stand-in environment; nothing installs."""
+    import os
+    import subprocess
+
+    fake = tmp_path / "python3"
+    fake.write_text('#!/bin/sh\n[ "$1 $2" = "-m venv" ] && mkdir -p "$3/bin" && cp "$0" "$3/bin/python"\n'
+                    "exit 0\n")
+    fake.chmod(0o755)
+    venv = tmp_path / "venv"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    done = subprocess.run(["bash", str(ROOT / "scripts/setup.sh")], capture_output=True, text=True,
+                          cwd=elsewhere, timeout=60,
+                          env={"PATH": "/usr/bin:/bin", "PYTHON": str(fake),
+                               "VENV": os.path.relpath(venv, ROOT)})
+    assert done.returncode == 0, done.stderr
+    assert (venv / "bin" / "python").exists()
+    named = done.stdout.strip().splitlines()[-1].split("source ", 1)[1].rstrip(")")
+    assert Path(named).is_absolute() and Path(named).resolve() == (venv / "bin" / "activate").resolve()
+
+
+def test_the_base_install_carries_what_best_export_and_report_import():
+    """`miras best`, `export`, `compare` and `report` import miras_search.report, which imports
+    matplotlib: without it in the dependencies a plain `pip install .` ended those commands in a
+    traceback, and `pip install -e '.[dev]'` stopped the whole test run at collection."""
+    tomllib = pytest.importorskip("tomllib")
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    names = {re.split(r"[<>=!~;\[ ]", req, maxsplit=1)[0] for req in project["dependencies"]}
+    assert {"torch", "optuna", "scipy", "matplotlib"} <= names
+    assert not any(req.startswith("torch") and "<" in req for req in project["dependencies"])
