@@ -26,8 +26,21 @@ extras="dev,report,hf"
 if command -v nvidia-smi >/dev/null 2>&1; then
     extras="$extras,gpu"  # flash-linear-attention's kernels and models
 else
-    # The CPU build (pinned): a bare "torch" requirement would pull a multi-GB CUDA build.
-    "$venv/bin/python" -m pip install --quiet "torch==2.13.0"
+    # The CPU build (pinned): a bare "torch" requirement would pull a multi-GB CUDA build. Where
+    # the configured index offers only CUDA builds at this pin (PyPI's Linux wheels), take the
+    # "+cpu" build from PyTorch's CPU wheel index ($TORCH_CPU_INDEX to use another).
+    torch_pin="2.13.0"
+    offered="$("$venv/bin/python" -m pip install --quiet --dry-run --report - "torch==$torch_pin" 2>/dev/null \
+        | "$venv/bin/python" -c 'import json, sys
+print(next((p["metadata"]["version"] for p in json.load(sys.stdin)["install"]
+            if p["metadata"]["name"].lower() == "torch"), ""))' 2>/dev/null || true)"
+    if [ "$(uname -s)" = Linux ] && [[ "$offered" != *+cpu ]]; then
+        cpu_index="${TORCH_CPU_INDEX:-https://download.pytorch.org/whl/cpu}"
+        echo "the package index offers torch $torch_pin as '${offered:-nothing}', not a CPU build: taking torch $torch_pin+cpu from $cpu_index"
+        "$venv/bin/python" -m pip install --quiet --extra-index-url "$cpu_index" "torch==$torch_pin+cpu"
+    else
+        "$venv/bin/python" -m pip install --quiet "torch==$torch_pin"
+    fi
 fi
 "$venv/bin/python" -m pip install --quiet -e ".[$extras]"
 venv_path="$(cd "$venv" && pwd)"  # absolute: the script may be run from another folder
