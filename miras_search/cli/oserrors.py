@@ -57,10 +57,23 @@ def os_error_message(error: OSError) -> str | None:
         fix = _RAY_TOKEN_FIX.format(token=ray_token_dir())
     where = f" {error.filename}" if error.filename else " a file"  # a write names no file
     verb = "use" if error.errno in (errno.EACCES, errno.EPERM) else "write to"
-    return (f"cannot {verb}{where}: {what}. Nothing already stored was lost: a study's journal keeps "
-            "every record written before this one, and a record cut short is set aside the next "
-            f"time it is opened. {fix[0].upper()}{fix[1:]}, then run the command again (a study "
-            "continues with `miras resume`).")
+    return (f"cannot {verb}{where}: {what}. Nothing already stored was lost: {_KEPT[_sqlite(error.filename)]} "
+            f"{fix[0].upper()}{fix[1:]}, then run the command again (a study continues with "
+            "`miras resume`).")
+
+
+_KEPT = {False: ("a study's journal keeps every record written before this one, and a record cut "
+                 "short is set aside the next time it is opened."),
+         True: ("a SQLite database keeps every change committed before this one (the refused one "
+                "is rolled back).")}
+
+
+def _sqlite(filename: object) -> bool:
+    """Whether ``filename`` is a SQLite database (a study's storage) or its rollback journal."""
+    if not filename or not isinstance(filename, str | bytes | os.PathLike):
+        return False
+    name = os.fsdecode(filename).removesuffix("-journal").removesuffix("-wal")
+    return name.endswith((".db", ".sqlite", ".sqlite3"))
 
 
 def _shortened(filename: object, limit: int = 120) -> str:
