@@ -24,8 +24,8 @@ SOCKET_PATH_LIMIT = (104 if sys.platform == "darwin" else 108) - 1
 _LONGEST_SOCKET = "plasma_store"
 """The longest of the socket names a local instance makes in its session's ``sockets`` folder
 (the other is ``raylet``)."""
-_NO_RAY = ("No trial was run and nothing stored was lost; run the command again once it is "
-           "fixed (`miras resume` continues a study)")
+_NO_RAY = ("No trial was run and nothing stored was lost; run the same command again once it is "
+           "fixed (run, resume and scale go on from what is stored)")
 
 
 def ray_temp_base() -> tuple[str, str]:
