@@ -164,7 +164,8 @@ def local_start_problem() -> str | None:
     return None
 
 
-_SOCKET_TOO_LONG = "AF_UNIX path length"
+SOCKET_TOO_LONG = "AF_UNIX path length"
+"""What Ray's OSError for a socket path over ``SOCKET_PATH_LIMIT`` says."""
 
 
 def ray_start_message(error: OSError) -> str | None:
@@ -172,7 +173,7 @@ def ray_start_message(error: OSError) -> str | None:
     environment's doing (a socket path too long, a temp or token folder that cannot be made or
     written); None otherwise."""
     text = str(error)
-    if _SOCKET_TOO_LONG in text:
+    if SOCKET_TOO_LONG in text:
         path = text.rsplit(": ", 1)[-1].strip()
         return socket_path_message(len(os.fsencode(path)) if path.startswith("/") else
                                    len(os.fsencode(longest_socket_path())))

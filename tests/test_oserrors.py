@@ -67,3 +67,14 @@ def test_an_unwritable_ray_token_folder_points_at_home_not_run_dir(tmp_path, mon
     assert message is not None and "run_dir" not in message, message
     assert "HOME" in message and "RAY_AUTH_MODE=disabled" in message and "--inline" in message
     assert f"{tmp_path / 'rohome' / '.ray'}/auth_token" in message
+
+
+def test_ray_s_socket_path_error_names_tmpdir_and_its_limit(monkeypatch):
+    monkeypatch.delenv("RAY_TMPDIR", raising=False)
+    deep = "/scratch/" + "d" * 60
+    monkeypatch.setenv("TMPDIR", deep)
+    path = f"{deep}/ray/session_2026-12-06_17-16-46_568169_4392/sockets/plasma_store"
+    message = os_error_message(OSError(
+        f"validate_socket_filename failed: AF_UNIX path length cannot exceed 107 bytes: {path}"))
+    assert message is not None and f"TMPDIR={deep}" in message and f"would be {len(path)} bytes" in message
+    assert "RAY_TMPDIR" in message and "--inline" in message

@@ -7,7 +7,14 @@ from __future__ import annotations
 import errno
 import os
 
-from miras_search.ray_env import in_ray_temp, in_ray_token_dir, ray_temp_dir, ray_token_dir
+from miras_search.ray_env import (
+    SOCKET_TOO_LONG,
+    in_ray_temp,
+    in_ray_token_dir,
+    ray_start_message,
+    ray_temp_dir,
+    ray_token_dir,
+)
 
 __all__ = ["os_error_message", "ray_temp_dir"]
 
@@ -44,6 +51,8 @@ _RAY_TOKEN_FIX = ("Ray (with its token authentication, on by default) writes its
 
 def os_error_message(error: OSError) -> str | None:
     """The message for ``error`` when it is one of the refusals above, else None."""
+    if error.errno is None and SOCKET_TOO_LONG in str(error):  # Ray's, wherever it starts a node
+        return ray_start_message(error)
     if error.errno in _PATHS:
         what, fix = _PATHS[error.errno]
         where = f" {_shortened(error.filename)}" if error.filename else ""
