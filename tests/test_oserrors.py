@@ -56,3 +56,25 @@ def test_a_path_too_long_for_the_file_system_is_one_paragraph(tmp_path, args):
 def test_a_write_error_that_names_no_file_still_reads_as_a_sentence():
     message = os_error_message(OSError(errno.ENOSPC, "No space left on device"))
     assert message is not None and message.startswith("cannot write to a file: no space is left")
+
+
+@pytest.mark.parametrize("code", [errno.EACCES, errno.EROFS, errno.EPERM])
+@pytest.mark.parametrize("part", [".ray", ".ray/auth_token"])
+def test_an_unwritable_ray_token_folder_points_at_home_not_run_dir(tmp_path, monkeypatch, code, part):
+    monkeypatch.setenv("HOME", str(tmp_path / "rohome"))
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    message = os_error_message(OSError(code, "denied", str(tmp_path / "rohome" / part)))
+    assert message is not None and "run_dir" not in message, message
+    assert "HOME" in message and "RAY_AUTH_MODE=disabled" in message and "--inline" in message
+    assert f"{tmp_path / 'rohome' / '.ray'}/auth_token" in message
+
+
+def test_ray_s_socket_path_error_names_tmpdir_and_its_limit(monkeypatch):
+    monkeypatch.delenv("RAY_TMPDIR", raising=False)
+    deep = "/scratch/" + "d" * 60
+    monkeypatch.setenv("TMPDIR", deep)
+    path = f"{deep}/ray/session_2026-12-06_17-16-46_568169_4392/sockets/plasma_store"
+    message = os_error_message(OSError(
+        f"validate_socket_filename failed: AF_UNIX path length cannot exceed 107 bytes: {path}"))
+    assert message is not None and f"TMPDIR={deep}" in message and f"would be {len(path)} bytes" in message
+    assert "RAY_TMPDIR" in message and "--inline" in message

@@ -100,3 +100,120 @@ def test_a_damaged_page_of_a_sqlite_study_is_one_paragraph_and_left_alone(tmp_pa
                            r".*left as it is: restore it from a copy"):
             open_it()
     assert path.read_bytes() == damaged
+
+
+class _ReadOnlyDisk:
+    """A SQLite file the machine refuses to write, as on a read-only mount: every new connection
+    is query-only (SQLite's own "attempt to write a readonly database"), and the file system of
+    the study's folder says it is mounted read-only (``rdb`` asks it why the write was refused).
+    A read-only bind mount needs root and a mount namespace; a chmod does not stop root."""
+
+    def __init__(self, monkeypatch, folder):
+        import os
+        from types import SimpleNamespace
+
+        from sqlalchemy import event
+        from sqlalchemy.engine import Engine
+
+        real = os.statvfs
+        flag = os.ST_RDONLY
+
+        def statvfs(path):
+            found = real(path)
+            return SimpleNamespace(f_flag=found.f_flag | flag) if str(path).startswith(str(folder)) else found
+
+        monkeypatch.setattr(rdb.os, "statvfs", statvfs)
+        self._event, self._engine = event, Engine
+        event.listen(Engine, "connect", self._query_only)
+
+    @staticmethod
+    def _query_only(connection, record):
+        connection.execute("PRAGMA query_only = ON")
+
+    def close(self):
+        self._event.remove(self._engine, "connect", self._query_only)
+
+
+@pytest.fixture
+def read_only_disk(monkeypatch, tmp_path):
+    def make():
+        disk = _ReadOnlyDisk(monkeypatch, tmp_path)
+        made.append(disk)
+        return disk
+
+    made: list[_ReadOnlyDisk] = []
+    yield make
+    for disk in made:
+        disk.close()
+
+
+def _refusal_said(error: OSError, path) -> None:
+    import errno
+
+    assert error.errno == errno.EROFS and error.filename == str(path)
+
+
+def test_a_read_only_sqlite_study_refuses_each_write_as_an_os_error(tmp_path, read_only_disk):
+    path = tmp_path / "study.db"
+    url = f"sqlite:///{path}"
+    study = optuna.create_study(study_name="s", storage=make_storage(url))
+    study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=1)
+    read_only_disk()
+    reopened = optuna.load_study(study_name="s", storage=make_storage(url))  # reading still works
+    assert len(reopened.trials) == 1
+    with pytest.raises(OSError) as caught:  # `miras run` on it again
+        optuna.create_study(study_name="s", storage=make_storage(url), load_if_exists=True)
+    _refusal_said(caught.value, path)
+    with pytest.raises(OSError) as caught:  # `miras confirm` storing its long runs
+        reopened.add_trial(optuna.trial.create_trial(params={"x": 0.5}, values=[0.5],
+                                                     distributions={"x": optuna.distributions.FloatDistribution(0, 1)}))
+    _refusal_said(caught.value, path)
+    with pytest.raises(OSError) as caught:
+        reopened.set_user_attr("k", 1)
+    _refusal_said(caught.value, path)
+
+
+def test_a_new_sqlite_study_in_a_read_only_folder_is_an_os_error(tmp_path, read_only_disk):
+    read_only_disk()
+    with pytest.raises(OSError) as caught:
+        make_storage(f"sqlite:///{tmp_path / 'new.db'}")
+    _refusal_said(caught.value, tmp_path / "new.db")
+
+
+def test_why_sqlite_refused_a_write_is_asked_of_the_file_system(tmp_path, monkeypatch):
+    import errno
+
+    path = tmp_path / "study.db"
+    path.write_bytes(b"")
+    refused = sqlite3.OperationalError("attempt to write a readonly database")
+    assert rdb.write_refusal(path, refused) is None  # writable here: not the machine's doing
+    monkeypatch.setattr(rdb.os, "access", lambda where, mode: str(where) != str(path))
+    assert rdb.write_refusal(path, refused).args[:1] == (errno.EACCES,)
+    assert rdb.write_refusal(path, refused).filename == str(path)
+    monkeypatch.setattr(rdb.os, "access", lambda where, mode: str(where) != str(tmp_path))
+    folder = rdb.write_refusal(path, sqlite3.OperationalError("unable to open database file"))
+    assert folder.errno == errno.EACCES and folder.filename == f"{path}-journal"
+    assert rdb.write_refusal(path, RuntimeError("commit failed")) is None
+    try:
+        raise RuntimeError("commit failed") from sqlite3.OperationalError("database or disk is full")
+    except RuntimeError as error:
+        assert rdb.write_refusal(path, error).errno == errno.ENOSPC
+    assert rdb.write_refusal(path, sqlite3.OperationalError("no such table: studies")) is None
+
+
+def test_miras_run_on_a_read_only_sqlite_study_is_the_journal_s_one_paragraph(tmp_path, read_only_disk):
+    from test_study import write_study
+    from typer.testing import CliRunner
+
+    from miras_search.cli import app
+
+    path = tmp_path / "study.db"
+    optuna.create_study(study_name="other", storage=make_storage(f"sqlite:///{path}"))  # the tables
+    study = write_study(tmp_path, trials=1)
+    read_only_disk()
+    result = CliRunner().invoke(app, ["run", str(study), "--inline", "--storage", str(path)],
+                                env={"COLUMNS": "400"})
+    assert result.exit_code == 1, result.output
+    assert f"cannot write to {path}: the file system is read-only" in result.output
+    assert "Nothing already stored was lost: a SQLite database keeps" in result.output
+    assert "Traceback" not in result.output and not isinstance(result.exception, OSError)

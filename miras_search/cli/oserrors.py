@@ -6,8 +6,17 @@ from __future__ import annotations
 
 import errno
 import os
-import sys
-from pathlib import Path
+
+from miras_search.ray_env import (
+    SOCKET_TOO_LONG,
+    in_ray_temp,
+    in_ray_token_dir,
+    ray_start_message,
+    ray_temp_dir,
+    ray_token_dir,
+)
+
+__all__ = ["os_error_message", "ray_temp_dir"]
 
 _WHAT = {
     errno.ENOSPC: ("no space is left on the device", "free some space"),
@@ -34,27 +43,16 @@ _UNWRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
 _RAY_FIX = ("Ray keeps its session files under {temp}: set TMPDIR (or RAY_TMPDIR, which Ray reads "
             "first) to a folder you may write, e.g. `export RAY_TMPDIR=$HOME/ray-tmp`, or run the "
             "trials without Ray (--inline)")
-
-
-def ray_temp_dir() -> Path:
-    """The folder a local Ray instance writes its sessions to: ``$RAY_TMPDIR/ray``, else
-    ``$TMPDIR/ray`` (Linux), else ``/tmp/ray`` (Ray's own rule, without importing Ray)."""
-    base = os.environ.get("RAY_TMPDIR")
-    if base is None and sys.platform.startswith("linux"):
-        base = os.environ.get("TMPDIR")
-    return Path(base or "/tmp") / "ray"
-
-
-def _in_ray_temp(filename: object) -> bool:
-    """Whether ``filename`` is Ray's temp folder, the temp folder that holds it, or inside it."""
-    if not filename or not isinstance(filename, str | bytes | os.PathLike):
-        return False
-    path, temp = Path(os.path.abspath(os.fsdecode(filename))), Path(os.path.abspath(ray_temp_dir()))
-    return path in (temp, temp.parent) or temp in path.parents
+_RAY_TOKEN_FIX = ("Ray (with its token authentication, on by default) writes its token to "
+                  "{token}/auth_token: set HOME to a folder you may write, or start Ray without "
+                  "token authentication (`export RAY_AUTH_MODE=disabled`), or run the trials "
+                  "without Ray (--inline)")
 
 
 def os_error_message(error: OSError) -> str | None:
     """The message for ``error`` when it is one of the refusals above, else None."""
+    if error.errno is None and SOCKET_TOO_LONG in str(error):  # Ray's, wherever it starts a node
+        return ray_start_message(error)
     if error.errno in _PATHS:
         what, fix = _PATHS[error.errno]
         where = f" {_shortened(error.filename)}" if error.filename else ""
@@ -62,14 +60,29 @@ def os_error_message(error: OSError) -> str | None:
     if error.errno not in _WHAT:
         return None
     what, fix = _WHAT[error.errno]
-    if error.errno in _UNWRITABLE and _in_ray_temp(error.filename):
+    if error.errno in _UNWRITABLE and in_ray_temp(error.filename):
         fix = _RAY_FIX.format(temp=ray_temp_dir())
+    elif error.errno in _UNWRITABLE and in_ray_token_dir(error.filename):
+        fix = _RAY_TOKEN_FIX.format(token=ray_token_dir())
     where = f" {error.filename}" if error.filename else " a file"  # a write names no file
     verb = "use" if error.errno in (errno.EACCES, errno.EPERM) else "write to"
-    return (f"cannot {verb}{where}: {what}. Nothing already stored was lost: a study's journal keeps "
-            "every record written before this one, and a record cut short is set aside the next "
-            f"time it is opened. {fix[0].upper()}{fix[1:]}, then run the command again (a study "
-            "continues with `miras resume`).")
+    return (f"cannot {verb}{where}: {what}. Nothing already stored was lost: {_KEPT[_sqlite(error.filename)]} "
+            f"{fix[0].upper()}{fix[1:]}, then run the command again (a study continues with "
+            "`miras resume`).")
+
+
+_KEPT = {False: ("a study's journal keeps every record written before this one, and a record cut "
+                 "short is set aside the next time it is opened."),
+         True: ("a SQLite database keeps every change committed before this one (the refused one "
+                "is rolled back).")}
+
+
+def _sqlite(filename: object) -> bool:
+    """Whether ``filename`` is a SQLite database (a study's storage) or its rollback journal."""
+    if not filename or not isinstance(filename, str | bytes | os.PathLike):
+        return False
+    name = os.fsdecode(filename).removesuffix("-journal").removesuffix("-wal")
+    return name.endswith((".db", ".sqlite", ".sqlite3"))
 
 
 def _shortened(filename: object, limit: int = 120) -> str:

@@ -22,6 +22,7 @@ from ray.exceptions import OutOfMemoryError, RayActorError, RayError
 
 from miras_search.errors import MirasError, first_line
 from miras_search.parallel.resources import plan_actors
+from miras_search.ray_env import local_start_problem, ray_start_message
 from miras_search.redact import redact_text, redact_url
 from miras_search.schema.plugins import load_plugins
 from miras_search.study.execute import TrialTask, execute, flush_live_runs
@@ -120,6 +121,10 @@ def connect(address: str | None, workers: int) -> bool:
                               "logging_level": logging.WARNING, "configure_logging": False}
     if address:
         check_cluster_answers(address)
+    else:  # a deep TMPDIR, a HOME that cannot be made: Ray's own failure is a raw traceback
+        problem = local_start_problem()
+        if problem is not None:
+            raise MirasError(problem)
     try:
         if address:
             with _bounded_join_attempts():
@@ -131,6 +136,11 @@ def connect(address: str | None, workers: int) -> bool:
         where = f"the Ray cluster at '{redact_url(address)}'" if address else "a local Ray instance"
         hint = _join_hint(str(error)) if address else ""
         raise MirasError(redact_text(f"could not start or join {where}: {error}{hint}")) from None
+    except OSError as error:  # what the check above could not foresee (a read-only ~/.ray)
+        message = None if address else ray_start_message(error)
+        if message is None:
+            raise
+        raise MirasError(message) from None
     return True
 
 

@@ -8,9 +8,13 @@ creating the file) says beforehand that the wait is another process's doing.
 
 from __future__ import annotations
 
+import errno
+import functools
 import logging
+import os
 import re
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -83,6 +87,84 @@ class TolerantRDBStorage(RDBStorage):
         return built
 
 
+_WRITES = ("create_new_study", "delete_study", "set_study_user_attr", "set_study_system_attr",
+           "create_new_trial", "set_trial_param", "set_trial_state_values",
+           "set_trial_intermediate_value", "set_trial_user_attr", "set_trial_system_attr",
+           "record_heartbeat", "_create_new_trial", "_set_trial_param")
+"""The storage's writes (the last two: what Optuna's cache in front of it calls): a SQLite file
+the machine refuses to write fails each of them."""
+
+
+def _words_refusals(method: Callable[..., Any]) -> Callable[..., Any]:
+    """``method``, raising the OSError a refused write of a SQLite file amounts to (a read-only
+    file system, a file or folder the user may not write, a full disk) instead of Optuna's
+    StorageInternalError around SQLAlchemy's around sqlite3's: the command line words it as it
+    does a journal's, in one paragraph."""
+
+    @functools.wraps(method)
+    def write(self: RDBStorage, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except OSError:  # worded already (a write calling another)
+            raise
+        except Exception as error:
+            path = sqlite_file(getattr(self, "url", ""))
+            refusal = None if path is None else write_refusal(path, error)
+            if refusal is None:
+                raise
+            raise refusal from error
+
+    return write
+
+
+for _name in _WRITES:
+    setattr(TolerantRDBStorage, _name, _words_refusals(getattr(RDBStorage, _name)))
+
+
+_REFUSED = ("readonly database", "unable to open database file", "access permission denied")
+_FULL = "database or disk is full"
+
+
+def write_refusal(path: Path, error: BaseException) -> OSError | None:
+    """The OSError that SQLite's refusal to write the database at ``path`` amounts to: ENOSPC for
+    a full disk, EROFS on a read-only file system, EACCES for a file this user may not write, or
+    a folder (then naming FILE-journal, the rollback journal SQLite could not make beside it).
+    None for any other error, or when the refusal cannot be traced to one of these."""
+    said = _sqlite_words(error)
+    if said is None:
+        return None
+    if _FULL in said:
+        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+    if not any(words in said for words in _REFUSED) or not path.parent.is_dir():
+        return None
+    try:
+        if os.statvfs(path.parent).f_flag & os.ST_RDONLY:
+            return OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+    except OSError:
+        return None
+    if path.exists() and not os.access(path, os.W_OK):
+        return OSError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+    if not os.access(path.parent, os.W_OK | os.X_OK):  # SQLite's journal beside it cannot be made
+        return OSError(errno.EACCES, os.strerror(errno.EACCES), f"{path}-journal")
+    return None
+
+
+def _sqlite_words(error: BaseException) -> str | None:
+    """The lower-cased message of the sqlite3 error behind ``error`` (Optuna's and SQLAlchemy's
+    errors wrap it), or None when there is none."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, sqlite3.Error):
+            return str(current).lower()
+        orig = getattr(current, "orig", None)
+        if isinstance(orig, sqlite3.Error):
+            return str(orig).lower()
+        current = current.__cause__ or current.__context__
+    return None
+
+
 def open_rdb(url: str) -> RDBStorage:
     """Optuna's RDBStorage for ``url``; MirasError (one paragraph, no password) when it cannot."""
     path = sqlite_file(url)
@@ -107,6 +189,9 @@ def open_rdb(url: str) -> RDBStorage:
     except Exception as error:  # sqlalchemy's OperationalError and friends
         if path is not None and "database is locked" in str(error):
             raise _still_locked(url, path) from None
+        refusal = None if path is None else write_refusal(path, error)
+        if refusal is not None:  # worded by the command line, as a journal's
+            raise refusal from error
         raise MirasError(f"cannot open storage '{redact_url(url)}': {_plain(error)}") from None
 
 
