@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import errno
+import os
 import re
 import stat
 from collections.abc import Iterator
@@ -295,6 +297,16 @@ def _nearest_file(path: Path) -> str:
     return f" (did you mean {folder / close[0]}?)" if close else ""
 
 
+def _missing(path: Path) -> str:
+    """Why ``path`` names no file: a symbolic link to nothing, or no such file (with the
+    nearest name beside it)."""
+    if path.is_symlink():
+        with contextlib.suppress(OSError):
+            return (f"is a symbolic link to '{os.readlink(path)}', which does not exist; fix the "
+                    "link, or give the file itself")
+    return f"no such file{_nearest_file(path)}"
+
+
 def _too_big(size: int) -> str:
     return (f"is {size / 2**20:.1f} MiB; a point, space or study file is at most "
             f"{MAX_BYTES // 2**20} MiB (is it the file you meant?), so it is not read")
@@ -316,10 +328,14 @@ def _read_text(path: Path) -> str:
         with open(path, "rb") as file:
             raw = file.read(MAX_BYTES + 1)
     except FileNotFoundError:
-        raise ConfigError(source, [Problem("", f"no such file{_nearest_file(path)}")]) from None
+        raise ConfigError(source, [Problem("", _missing(path))]) from None
     except IsADirectoryError:
         raise ConfigError(source, [Problem("", "is a directory, not a YAML file")]) from None
     except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise ConfigError(source, [Problem("", "is a symbolic link whose links loop (it leads back "
+                                               "to itself), so there is no file to read; fix the "
+                                               "link, or give the file itself")]) from None
         raise ConfigError(source, [Problem("", f"cannot be read: {error.strerror}")]) from None
     if len(raw) > MAX_BYTES:  # it grew while being read
         raise ConfigError(source, [Problem("", _too_big(len(raw)))])

@@ -64,7 +64,7 @@ def trials_of(path: Path) -> list[optuna.trial.FrozenTrial]:
       "pruner": {"kind": "median"}}, "pruner.kind", "single objective"),
     ({"sampler": {"anchors": ["monetta"]}}, "sampler.anchors", "monetta"),
     ({"trials": None}, "trials", "timeout_s"),
-    ({"space": "nowhere.yaml"}, "space", "not found"),
+    ({"space": "nowhere.yaml"}, "space", "does not exist: looked beside the file"),
     ({"limits": [{"metric": "params"}]}, "limits.0", "'min' or 'max'"),
     ({"name": "bad name/x"}, "name", "letters"),
     ({"sampler": {"anchors": [], "seed": 99999999999}}, "sampler.seed", "at most 4294967295"),

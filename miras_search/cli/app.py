@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
@@ -14,6 +15,7 @@ from rich.markup import escape
 from miras_search import __version__
 from miras_search.cli.oserrors import os_error_message
 from miras_search.errors import MirasError
+from miras_search.paths import expand_home, user_path
 from miras_search.redact import redact_text
 from miras_search.schema.plugins import load_plugins
 
@@ -69,6 +71,23 @@ def _help_text(function: Callable[..., Any]) -> str | None:
     return "\n\n".join(" ".join(paragraph.split()) for paragraph in doc.split("\n\n"))
 
 
+_PATH_TEXTS = ("study", "csv", "targets")
+"""Text arguments that are a path (or a study or preset name, which never starts with '~')."""
+
+
+def _home_expanded(name: str, value: Any) -> Any:
+    """A path argument or option with a leading ``~`` read as the home folder: the shell does
+    that for ``--out ~/x`` but not for ``--out=~/x`` or a quoted ``'~/x'`` (``paths.expand_home``;
+    ``--storage`` is read so where a storage is opened)."""
+    if isinstance(value, Path):
+        return user_path(value)
+    if isinstance(value, list):
+        return [_home_expanded(name, item) for item in value]
+    if name in _PATH_TEXTS and isinstance(value, str):
+        return expand_home(value)
+    return value
+
+
 def command(*args: Any, **kwargs: Any) -> Callable[[F], F]:
     """``app.command`` whose MirasErrors end as a readable message and exit code 1."""
 
@@ -77,7 +96,8 @@ def command(*args: Any, **kwargs: Any) -> Callable[[F], F]:
         def guarded(*inner_args: Any, **inner_kwargs: Any) -> Any:
             try:
                 load_plugins()  # options defined in the user's modules, before any file is read
-                return function(*inner_args, **inner_kwargs)
+                return function(*inner_args, **{name: _home_expanded(name, value)
+                                                for name, value in inner_kwargs.items()})
             except MirasError as error:
                 errors.print(f"[bold red]error:[/] {escape(redact_text(str(error)))}", highlight=False, soft_wrap=True)
                 raise typer.Exit(1) from None

@@ -31,7 +31,7 @@ SHOW_GPU_POINTS = 200
 
 def _names_a_preset(file: Path) -> bool:
     """Whether the argument is a preset's name (or a mistyped one) rather than a file to read."""
-    return not file.exists() and file.suffix not in (".yaml", ".yml")
+    return not (file.exists() or file.is_symlink()) and file.suffix not in (".yaml", ".yml")
 
 
 def _schemas() -> dict[str, dict]:

@@ -18,6 +18,7 @@ from miras_search.cli.checks import (
     warn_about_opened_study,
 )
 from miras_search.errors import MirasError
+from miras_search.paths import input_folders, names_a_file
 
 if TYPE_CHECKING:  # imported where used: `miras --help` must not import torch or matplotlib
     from miras_search.report.confirm import ConfirmResult
@@ -35,7 +36,7 @@ def _study_dir(study: str, study_name: str) -> Path:
     ``miras run`` uses it), else runs/."""
     from miras_search.study.spec import load_study_file
 
-    if Path(study).is_file():
+    if names_a_file(study):
         return load_study_file(study).out_dir()
     return Path("runs") / study_name
 
@@ -215,8 +216,8 @@ def confirm(
     folder = output_folder("--out", out or _study_dir(study, opened.study_name) / "confirm")
     # the stored trial settings, their data paths read beside the study file when one is given
     config = study_trial_config(opened)
-    if Path(study).is_file():
-        config = config.relative_to(Path(study).parent).located()
+    if names_a_file(study):
+        config = config.relative_to(*input_folders(study)).located()
     result = confirm_study(opened, top=top, scale=scale, seeds=range(seeds), device=chosen, progress=_show_run,
                            time_limit=time_limit, config=config,
                            notice=lambda text: console.print(text, highlight=False, markup=False, soft_wrap=True))

@@ -32,10 +32,13 @@ def parse_rung(text: str) -> dict[str, int]:
 
 
 def _is_study_file(ref: str) -> bool:
+    from miras_search.yamlio import read_yaml
+
     path = Path(ref)
+    if path.is_symlink() and not path.exists():  # a broken or looping link: reading it says which
+        read_yaml(path)
     if not (path.is_file() and path.suffix in (".yaml", ".yml")):
         return False
-    from miras_search.yamlio import read_yaml
 
     data, _ = read_yaml(path)
     return isinstance(data, dict) and data.get("type") == "study"

@@ -13,6 +13,7 @@ from rich.table import Table
 from miras_search.cli.app import command, console
 from miras_search.cli.checks import device_choice, output_file
 from miras_search.errors import ConfigError, MirasError, Problem
+from miras_search.paths import input_folders
 
 if TYPE_CHECKING:  # imported where used: `miras --help` must not import torch
     from pydantic import ValidationError
@@ -42,9 +43,9 @@ def load_trial_config(path: Path) -> TrialConfig:
         if "objective" not in data["trial"] and isinstance(objectives, list) and objectives:
             first = validate(Objective, objectives[0], str(path), lines, prefix=("objectives", "0"))
             config = config.model_copy(update={"objective": first})
-        return config.relative_to(path.parent)  # its data paths are read beside it, as a study's
+        return config.relative_to(*input_folders(path))  # its data paths are read beside it, as a study's
     data.pop("type", None)
-    return validate(TrialConfig, data, str(path), lines).relative_to(path.parent)
+    return validate(TrialConfig, data, str(path), lines).relative_to(*input_folders(path))
 
 
 def _is_study(data: dict) -> bool:

@@ -24,27 +24,22 @@ from miras_search.data.stream import Order, TextStream
 from miras_search.data.tokenizer import ByteTokenizer, Tokenizer, load_tokenizer
 from miras_search.data.vocab import IGNORE_INDEX, N_BYTES
 from miras_search.errors import MirasError
+from miras_search.paths import locate_input, user_path
 
 Root = str | os.PathLike[str] | None
 
 
-def locate(raw: str, base: Path | None, what: str = "data file or folder", *, strict: bool = True) -> Path:
-    """Where an input path named in a study or trial config file is: absolute as written, else
-    beside that file (``base``, its folder), else in the working directory, where such paths were
-    read before they were read beside their file. With ``strict``, MirasError naming both places
-    when it is in neither; without, the path beside the file (what the error would name)."""
-    path = Path(raw).expanduser()
-    if path.is_absolute() or base is None:
-        return path
-    beside = base / path
-    if beside.exists():
-        return beside.absolute()
-    if path.exists():
-        return path.absolute()
-    if strict:
-        raise MirasError(f"{what} '{raw}' does not exist: looked beside the file that names it "
-                         f"({beside.absolute()}) and in the working directory ({path.absolute()})")
-    return beside.absolute()
+def locate(raw: str, base: Path | tuple[Path, ...] | None, what: str = "data file or folder", *,
+           strict: bool = True) -> Path:
+    """Where an input path named in a study or trial config file is: absolute as written (``~``
+    read as the home folder), else beside that file (``base``: its folder, or the folders of
+    ``paths.input_folders``: beside a symbolic link, then beside the file it points to), else in
+    the working directory, where such paths were read before they were read beside their file.
+    With ``strict``, MirasError naming every place looked in when it is in none; without, the
+    path beside the file (what the error would name)."""
+    if base is None:
+        return user_path(raw)
+    return locate_input(raw, (base,) if isinstance(base, Path) else base, what, strict=strict)
 
 
 class _TextSpec(DataSourceSpec):
@@ -53,14 +48,16 @@ class _TextSpec(DataSourceSpec):
     eos_token: str | None = Field(None, description="End-of-document token of a tokenizer.json.")
     val_fraction: float = Field(0.05, gt=0.0, lt=1.0, description="Share of documents held out.")
 
-    _base: Path | None = PrivateAttr(None)
+    _base: tuple[Path, ...] | None = PrivateAttr(None)
     """The folder of the file that names this source: its relative paths are read from there
     (``located``), while the spec keeps them as written (what a study stores and compares)."""
 
-    def relative_to(self, folder: str | os.PathLike[str] | None) -> None:
-        """Read this source's relative paths from ``folder`` (the folder of its study or trial
-        config file) from now on."""
-        self._base = None if folder is None else Path(folder).absolute()
+    def relative_to(self, *folders: str | os.PathLike[str] | None) -> None:
+        """Read this source's relative paths from ``folders`` (the folder of its study or trial
+        config file, then that of the file a symbolic link to it points to:
+        ``paths.input_folders``) from now on."""
+        given = tuple(Path(folder).absolute() for folder in folders if folder is not None)
+        self._base = given or None
 
     def _tokenizer_path(self, strict: bool = True) -> str:
         if self.tokenizer == "bytes":

@@ -19,10 +19,11 @@ from pydantic import ValidationError
 
 from miras_search.errors import MirasError
 from miras_search.file_kinds import plain_file_kind
+from miras_search.paths import names_a_file, user_path
 from miras_search.schema import AXES, ModelPoint
 from miras_search.study.fidelity import describe as describe_fidelity
 from miras_search.study.records import is_feasible
-from miras_search.study.setup import load_existing
+from miras_search.study.setup import load_existing, refuse_literal_home
 from miras_search.study.spec import Limit
 from miras_search.study.storage import local_file_missing, make_storage, normalise
 from miras_search.study.summary import pareto_front, ranked
@@ -222,6 +223,7 @@ def storage_from_spec(spec: str | Path) -> BaseStorage:
     the study commands open it (miras_search.study.storage). Nothing is created: a missing file
     is a MirasError."""
     url = normalise(str(spec))
+    refuse_literal_home(str(spec), url, "--storage", str(spec))
     if local_file_missing(url):
         raise MirasError(f"storage {url} does not exist (run the study first)")
     return make_storage(url)
@@ -274,7 +276,7 @@ def open_report_study(ref: str | Path, storage: str | None = None, runs: str | P
     path = Path(ref)
     if path.is_dir():
         raise MirasError(f"{path} is a directory, not a YAML file; give a study file (or a study name)")
-    if path.is_file():
+    if names_a_file(path):
         _check_study_kind(path)
         study = _from_study_layer(path, storage)
         if study is not None:
@@ -285,10 +287,10 @@ def open_report_study(ref: str | Path, storage: str | None = None, runs: str | P
             raise MirasError(f"{path}: a study file needs a 'name' (the Optuna study's name)")
         spec = storage or data.get("storage")
         run_dir = data.get("run_dir") if isinstance(data.get("run_dir"), str) else runs
-        resolved = storage_from_spec(spec) if isinstance(spec, str) else _default_storage(name, Path(run_dir))
+        resolved = storage_from_spec(spec) if isinstance(spec, str) else _default_storage(name, user_path(run_dir))
     elif str(ref).endswith((".yaml", ".yml")):
         raise MirasError(f"study file {ref} does not exist")
     else:
         name = str(ref)
-        resolved = storage_from_spec(storage) if storage else _default_storage(name, Path(runs))
+        resolved = storage_from_spec(storage) if storage else _default_storage(name, user_path(runs))
     return load_existing(name, resolved, "the storage")

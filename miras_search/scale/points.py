@@ -45,9 +45,9 @@ def _study_anchor(study: optuna.Study | None, name: str) -> Any:
     return None
 
 
-def resolve_points(names: list[str], top: int, study: optuna.Study | None, base: Path,
+def resolve_points(names: list[str], top: int, study: optuna.Study | None, base: tuple[Path, ...],
                    source: str = "scale.points", tokens: int | None = None) -> list[ScalePoint]:
-    """``names`` (presets or point files read relative to ``base``) and the study's ``top`` best.
+    """``names`` (presets or point files read beside the study file, ``base``: ``paths.input_folders``) and the study's ``top`` best.
 
     A preset the study ran as an anchor keeps the study's point (its identity there: the
     study's block); otherwise the preset at its own size (the ladder sets the size anyway).

@@ -10,6 +10,7 @@ from typing import Any
 import optuna
 
 from miras_search.errors import ConfigError, MirasError, Problem
+from miras_search.paths import input_folders, user_path
 from miras_search.scale.points import ScalePoint, resolve_points, rung_problems
 from miras_search.study.scale_spec import ScaleSpec
 from miras_search.study.spec import StudyFile
@@ -70,7 +71,7 @@ class ScalePlan:
     out_dir: Path
     source: str
     name: str
-    base: Path = Path()
+    base: tuple[Path, ...] = ()
     study_file: StudyFile | None = None
 
 
@@ -117,13 +118,13 @@ def plan_scale(study_path: Path | None, names: list[str], overrides: dict[str, A
         spec = merged_spec(study_file.scale, overrides, source)
         plan = ScalePlan(spec, _wanted(spec, names), study_file.trial.located(), list(study_file.objectives),
                          storage_of(study_file, storage), study_file.out_dir() / "scale", source, study_file.name,
-                         Path(study_path).parent, study_file)
+                         input_folders(study_path), study_file)
     else:
         _check_name(name)
         spec = merged_spec(None, overrides, "miras scale")
         url = normalise(storage) if storage else default_storage(run_dir, name)
         plan = ScalePlan(spec, _wanted(spec, names), TrialConfig(), [Objective(metric=spec.metric)], url,
-                         Path(run_dir) / name / "scale", "miras scale", name)
+                         user_path(run_dir) / name / "scale", "miras scale", name)
     _check_metric(plan.spec, plan.config, overrides, plan.source)
     if study_path is None and plan.spec.top:
         raise MirasError("--top picks a study's best points: give a study file (or scale.points)")

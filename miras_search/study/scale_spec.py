@@ -22,16 +22,18 @@ from typing import Annotated
 
 from pydantic import Field, field_validator, model_validator
 
+from miras_search.paths import input_places
 from miras_search.schema._base import Schema
 from miras_search.schema.train import SEED_MAX
 
 
-def scale_point_file(name: str, base: Path) -> Path | None:
+def scale_point_file(name: str, base: Path | tuple[Path, ...]) -> Path | None:
     """The point file a ``scale.points`` entry that is not a preset names: the path as written
-    when it is absolute or exists from the working directory, else read relative to ``base``
-    (the study file's folder); None when that is no file."""
-    path = Path(name) if Path(name).is_absolute() or Path(name).exists() else base / name
-    return path if path.is_file() else None
+    when it is absolute (``~`` read as the home folder), else beside the study file (``base``:
+    its folder, or ``paths.input_folders``), else from the working directory, as the study's
+    other inputs are read; None when that is no file."""
+    folders = (base,) if isinstance(base, Path) else base
+    return next((path for path in input_places(name, folders) if path.is_file()), None)
 
 
 def not_a_scale_point(name: str, presets: list[str]) -> str:

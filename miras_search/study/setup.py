@@ -14,6 +14,7 @@ from pydantic import BaseModel, ValidationError
 
 from miras_search.data import DataMix
 from miras_search.errors import MirasError
+from miras_search.paths import names_a_file
 from miras_search.presets import preset
 from miras_search.redact import redact_tree
 from miras_search.schema import ModelPoint
@@ -23,14 +24,53 @@ from miras_search.study.readable import ReadableStudy
 from miras_search.study.records import flatten
 from miras_search.study.samplers import make_pruner, make_sampler
 from miras_search.study.spec import StudyFile, load_study_file
-from miras_search.study.storage import default_storage, local_file_missing, make_storage, normalise
+from miras_search.study.storage import (
+    default_storage,
+    is_url,
+    local_file_missing,
+    make_storage,
+    normalise,
+)
 from miras_search.trial import MEASURE_VERSION, TrialConfig
 
 
 def storage_of(study: StudyFile, override: str | None = None) -> str:
-    """The study's storage: the override, else the file's ``storage``, else the default journal."""
+    """The study's storage: the override, else the file's ``storage``, else the default journal
+    (``~`` read as the home folder in each). MirasError when it does not exist but a folder
+    literally named ``~`` in the working directory holds it (``literal_home_copy``)."""
     chosen = override or study.storage
-    return normalise(chosen) if chosen else default_storage(study.run_dir, study.name)
+    url = normalise(chosen) if chosen else default_storage(study.run_dir, study.name)
+    field = "--storage" if override else "storage" if study.storage else "run_dir"
+    refuse_literal_home(chosen or f"{study.run_dir}/{study.name}/study.journal", url, field,
+                        chosen or study.run_dir)
+    return url
+
+
+def refuse_literal_home(written: str, url: str, field: str, shown: str) -> None:
+    """MirasError, changing nothing, when the storage path ``written`` (``field`` gave it, as
+    ``shown``) starts with ``~`` and its storage ``url`` (in the home folder) does not exist, but
+    ``literal_home_copy`` finds the file that an earlier version, which did not read ``~`` as the
+    home folder, made: run, it would start the study over away from its trials."""
+    copy = literal_home_copy(written)
+    if copy is None or not local_file_missing(url):
+        return
+    raise MirasError(
+        f"{field} '{shown}' starts with '~', the home folder, so the study's storage is {url}, "
+        f"which does not exist; but {copy} does: an earlier miras-search took '~' as a folder of "
+        f"that name in the working directory. Nothing was changed: move {copy} to {url} (and the "
+        "rest of that '~' folder into the home folder), or write the path as './~/...' to keep "
+        "using it where it is"
+    )
+
+
+def literal_home_copy(written: str) -> Path | None:
+    """The file a path starting with ``~`` (not a URL) named before ``~`` was read as the home
+    folder: the same path under a folder literally named ``~`` in the working directory, when it
+    exists; else None."""
+    if not written.startswith("~") or is_url(written):
+        return None
+    literal = Path(written).absolute()  # pathlib leaves '~' as written
+    return literal if literal.exists() else None
 
 
 def create_study(study: StudyFile, storage: str, space: SearchSpace) -> ReadableStudy:
@@ -307,12 +347,14 @@ def open_study(study_file_or_name: str | Path | StudyFile, storage: str | None =
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if isinstance(study_file_or_name, StudyFile):
         name, url = study_file_or_name.name, storage_of(study_file_or_name, storage)
-    elif str(study_file_or_name).endswith((".yaml", ".yml")) or Path(study_file_or_name).is_file():
+    elif str(study_file_or_name).endswith((".yaml", ".yml")) or names_a_file(study_file_or_name):
         spec = load_study_file(study_file_or_name)
         name, url = spec.name, storage_of(spec, storage)
     else:
         name = str(study_file_or_name)
         url = normalise(storage) if storage else default_storage("runs", name)
+        if storage:
+            refuse_literal_home(storage, url, "--storage", storage)
     if local_file_missing(url):
         raise MirasError(
             f"no study '{name}' yet: its storage {url} does not exist (run it first; run_dir and a "

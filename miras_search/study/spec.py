@@ -26,6 +26,7 @@ from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from miras_search.errors import ConfigError, MirasError, Problem
 from miras_search.file_kinds import plain_file_kind
+from miras_search.paths import input_folders, locate_input, user_path
 from miras_search.presets import BASELINES, PRESET_AXES
 from miras_search.schema import ModelPoint
 from miras_search.schema._base import Schema
@@ -260,17 +261,16 @@ class StudyFile(Schema):
         return [o.direction for o in self.objectives]
 
     def space_path(self) -> Path:
-        """The space file: absolute, else next to the study file, else from the working dir."""
-        path = Path(self.space)
-        if path.is_absolute():
-            return path
-        beside = Path(self._source).parent / path if self._source != "<study>" else path
-        return beside if beside.exists() else path
+        """The space file: absolute as written (``~`` read as the home folder), else beside the
+        study file (beside a symbolic link to it, then beside the file it points to), else from
+        the working directory (``paths.input_places``); where it would be when it is nowhere."""
+        return locate_input(self.space, input_folders(self._source), "space file", strict=False)
 
     def load_space(self) -> SearchSpace:
-        path = self.space_path()
-        if not path.exists():
-            raise ConfigError(self._source, [Problem("space", f"space file '{self.space}' not found")])
+        try:
+            path = locate_input(self.space, input_folders(self._source), "space file")
+        except MirasError as error:
+            raise ConfigError(self._source, [Problem("space", str(error))]) from None
         return SearchSpace.load(path)
 
     def sample_trial_points(self, n: int, seed: int = 0) -> tuple[list[ModelPoint], int]:
@@ -286,7 +286,8 @@ class StudyFile(Schema):
         return points, unfit
 
     def out_dir(self) -> Path:
-        return Path(self.run_dir) / self.name
+        """``<run_dir>/<name>``, ``~`` in run_dir read as the home folder (as W&B reads it)."""
+        return user_path(self.run_dir) / self.name
 
     def checkpoint_dir(self) -> Path:
         """Absolute, as workers elsewhere need it: <run_dir>/<name>/checkpoints."""
@@ -368,7 +369,7 @@ def scale_point_problems(study: StudyFile, lines: LineMap | None = None) -> list
         if name in PRESET_AXES:
             continue
         where = ("scale", "points", str(index))
-        path = scale_point_file(name, Path(study.source).parent)
+        path = scale_point_file(name, input_folders(study.source))
         message = not_a_scale_point(name, list(PRESET_AXES)) if path is None else None
         if path is not None:
             try:
@@ -390,15 +391,15 @@ def anchor_points(study: StudyFile) -> dict[str, ModelPoint]:
     to the study file. ConfigError names a file that is missing or is not a valid point."""
     from miras_search.points import load_point
 
-    base = Path(study.source).parent if study.source != "<study>" else Path()
+    folders = input_folders(study.source)
     points = {}
     for index, anchor in enumerate(study.sampler.anchor_names):
         if not is_point_file(anchor):
             continue
-        path = Path(anchor) if Path(anchor).is_absolute() else base / anchor
-        if not path.is_file():
-            raise ConfigError(study.source, [Problem(
-                f"sampler.anchors.{index}", f"point file '{anchor}' not found (read relative to the study file)")])
+        try:
+            path = locate_input(anchor, folders, "point file")
+        except MirasError as error:
+            raise ConfigError(study.source, [Problem(f"sampler.anchors.{index}", str(error))]) from None
         points[anchor] = load_point(path)
     return points
 
@@ -410,7 +411,7 @@ def load_study_dict(data: dict[str, Any], source: str = "<study>",
     study._source = source
     is_file = source != "<study>" and Path(source).exists()
     if is_file:  # its data files and tokenizers are read beside it, as its space is
-        study.trial.relative_to(Path(source).parent)
+        study.trial.relative_to(*input_folders(source))
     problems = (metric_problems(study, lines) + rung_batch_problems(study, lines)
                 + storage_problems(study, lines))
     if is_file:

@@ -22,6 +22,7 @@ from optuna.storages import BaseStorage, JournalStorage
 from optuna.storages.journal import JournalFileSymlinkLock
 
 from miras_search.errors import MirasError
+from miras_search.paths import expand_home, user_path
 from miras_search.redact import redact_url
 from miras_search.study.journal_backend import RepairingJournalFileBackend, set_aside_or_refuse
 from miras_search.study.journal_repair import (
@@ -41,8 +42,9 @@ _JOURNAL_HEAD_LINES, _JOURNAL_HEAD_BYTES = 20, 1 << 20
 
 
 def default_storage(run_dir: str | Path, study_name: str) -> str:
-    """``<run_dir>/<name>/study.journal`` as an absolute path (Ray workers have their own cwd)."""
-    return str((Path(run_dir) / study_name / "study.journal").resolve())
+    """``<run_dir>/<name>/study.journal`` as an absolute path (Ray workers have their own cwd),
+    ``~`` in run_dir read as the home folder."""
+    return str((user_path(run_dir) / study_name / "study.journal").resolve())
 
 
 def is_url(storage: str) -> bool:
@@ -101,10 +103,23 @@ def normalise(storage: str) -> str:
     database URL without its scheme (``user:pw@host:5432/db``) and an unknown scheme."""
     if is_url(storage):
         _check_scheme(storage)
-        return storage
+        return _sqlite_home(storage)
     _refuse_url_without_scheme(storage)
-    path = Path(storage).resolve()
+    path = user_path(storage).resolve()
     return f"sqlite:///{path}" if path.suffix in _SQLITE_SUFFIXES else str(path)
+
+
+_SQLITE_PREFIX = re.compile(r"sqlite(?:\+\w+)?:///")
+
+
+def _sqlite_home(url: str) -> str:
+    """A SQLite URL whose file starts with ``~`` (``sqlite:///~/x.db``) with the home folder
+    written out (``sqlite:////home/me/x.db``): SQLite itself would make ``./~/x.db``. Any
+    other URL unchanged, so that the URL a study was run with still finds it."""
+    prefix = _SQLITE_PREFIX.match(url)
+    if prefix is None or not url[prefix.end():].startswith("~"):
+        return url
+    return url[:prefix.end()] + expand_home(url[prefix.end():])
 
 
 def local_file_missing(storage: str) -> bool:
@@ -120,6 +135,9 @@ def make_storage(storage: str) -> BaseStorage:
     """The Optuna storage for a URL or a journal file path (its folder is created)."""
     if is_url(storage):
         _check_scheme(storage)
+        database = sqlite_file(storage)
+        if database is not None:  # as for a journal: SQLite makes the file, not its folder
+            _make_folder(database)
         return open_rdb(storage)
     return _journal_storage(Path(storage))
 
@@ -146,7 +164,7 @@ def _journal_storage(path: Path) -> JournalStorage:
 
 
 def _make_folder(path: Path) -> None:
-    """Create the folder of the journal at ``path``; MirasError, naming the part in the way, when
+    """Create the folder of the journal (or SQLite file) at ``path``; MirasError, naming the part in the way, when
     a part of it is a file or it cannot be made (``/proc/...``). A read-only folder or one the
     user may not write stays an OSError, which the command line words as such."""
     try:

@@ -176,14 +176,16 @@ class TrialConfig(Schema):
             return [dict(spec) for spec in PRESETS[value]]
         return value
 
-    def relative_to(self, folder: str | os.PathLike[str] | None) -> TrialConfig:
+    def relative_to(self, *folders: str | os.PathLike[str] | None) -> TrialConfig:
         """This config with its data's relative paths (``files`` paths, tokenizer files) read from
-        ``folder``, the folder of the study or trial config file that names them (else from the
+        ``folders``, the folder of the study or trial config file that names them and, when that
+        file is a symbolic link, the folder of the file it points to (``paths.input_folders``;
+        else from the
         working directory, as before they were read beside their file). The paths stay as written
         in the config (what a study stores and compares); ``located`` gives them absolute."""
         for spec in self.data:
             if isinstance(spec, _TextSpec):
-                spec.relative_to(folder)
+                spec.relative_to(*folders)
         return self
 
     def located(self) -> TrialConfig:
