@@ -199,7 +199,8 @@ class StudyFile(Schema):
     type: Literal["study"] = "study"
     name: str = Field(..., min_length=1, max_length=NAME_MAX, description="Optuna study name; runs/<name>/.")
     description: str = ""
-    space: str = Field(..., min_length=1, description="Space file, relative to this file.")
+    space: str = Field(..., min_length=1, description="Space file, relative to this file (else to the "
+                       "working directory); '~' is the home folder.")
     trial: TrialConfig = Field(default_factory=TrialConfig)
     objectives: list[Objective] = Field(default_factory=lambda: [Objective()], min_length=1)
     limits: list[Limit] = Field(default_factory=list)
@@ -213,10 +214,11 @@ class StudyFile(Schema):
     storage: str | None = Field(
         None, description="Optuna storage URL, or a file path: a journal (default "
         "runs/<name>/study.journal), or SQLite for a .db / .sqlite file. Like run_dir, a relative "
-        "path is taken from the working directory (inputs such as 'space' from this file's folder)."
+        "path is taken from the working directory (inputs such as 'space' from this file's folder); "
+        "'~' is the home folder."
     )
     run_dir: str = Field("runs", description="Folder of the study's outputs (journal, W&B runs), "
-                         "relative to the working directory.")
+                         "relative to the working directory; '~' is the home folder.")
     parallel: ParallelSpec = Field(default_factory=ParallelSpec)
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
     checkpoints: CheckpointSpec = Field(default_factory=CheckpointSpec)
