@@ -34,19 +34,17 @@ def user_path(raw: str | os.PathLike[str]) -> Path:
 
 def input_folders(source: str | os.PathLike[str] | None) -> tuple[Path, ...]:
     """The folders a file's relative input paths are read from, in order: the file's own folder
-    (as reached, through any link), then, when the file is a symbolic link (or lies in a linked
-    folder), the folder of the file it resolves to. Empty for no file (``None``, ``<study>``)."""
+    (as reached, through any link), then, when the file is a symbolic link to a file in another
+    folder, that folder. Empty for no file (``None``, ``<study>``)."""
     if source is None or os.fspath(source) == "<study>":
         return ()
     file = Path(source).absolute()
-    folders = [file.parent]
     try:
         target = file.resolve(strict=True).parent
+        same = target == file.parent.resolve()  # only the folder is reached through a link
     except (OSError, RuntimeError):  # a broken link or a loop: reading the file says so
-        return tuple(folders)
-    if target != folders[0]:
-        folders.append(target)
-    return tuple(folders)
+        return (file.parent,)
+    return (file.parent,) if same else (file.parent, target)
 
 
 def input_places(raw: str, folders: tuple[Path, ...] | list[Path]) -> list[Path]:

@@ -146,6 +146,13 @@ def test_inputs_of_a_linked_study_are_read_beside_its_target(tmp_path, monkeypat
     assert _invoke("validate", "link.yaml")[0] == 0
 
 
+def test_a_study_in_a_linked_folder_has_one_folder_to_look_in(tmp_path):
+    real, _link = _linked(tmp_path)
+    (tmp_path / "linked").symlink_to(real.parent, target_is_directory=True)
+    assert input_folders(tmp_path / "linked" / "study.yaml") == (tmp_path / "linked",)
+    assert load_study_file(tmp_path / "linked" / "study.yaml").space_path() == tmp_path / "linked" / "space.yaml"
+
+
 def test_a_file_beside_the_link_comes_first(tmp_path, monkeypatch):
     real, link = _linked(tmp_path)
     beside = dict(TINY_SPACE, name="beside the link")
