@@ -142,7 +142,8 @@ def _wanted(spec: ScaleSpec, names: list[str]) -> list[str]:
 def open_scale(plan: ScalePlan) -> ScaleJob:
     """The scale job of a checked ``plan``: its study opened (created when new), the points
     resolved against it (a preset the study ran keeps the study's point; the study's best
-    ``top``) and their rungs checked."""
+    ``top``) and their rungs checked, against one batch and against the batch size the study's
+    stored rungs of each point trained at (scale.runner.batch_size_mismatch)."""
     from miras_search.study.setup import create_study
 
     if plan.study_file is not None:
@@ -153,6 +154,11 @@ def open_scale(plan: ScalePlan) -> ScaleJob:
     points = resolve_points(plan.names, plan.spec.top, study if plan.study_file is not None else None, plan.base,
                             tokens=tokens)
     _check_rungs(points, plan.spec, plan.config, plan.source)
+    from miras_search.scale.runner import batch_size_mismatch
+
+    keep_apart = (f"another --name (e.g. --name {plan.name}-b{plan.spec.batch_size or plan.config.batch_size or 'N'})"
+                  if plan.study_file is None else "a study file of another `name` (another study)")
+    batch_size_mismatch(study, points, plan.spec, plan.config, keep_apart)
     return ScaleJob(study, plan.storage, plan.spec, points, plan.config, plan.objectives, plan.out_dir,
                     plan.study_file)
 
