@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 from typing import Protocol
 
@@ -33,6 +34,19 @@ class Tokenizer(Protocol):
         ...
 
 
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def utf8_bytes(text: str) -> bytes:
+    """``text``'s UTF-8 bytes; a lone surrogate (not Unicode text: e.g. what ``surrogateescape``
+    makes of an undecodable byte) is encoded as U+FFFD's bytes, as the text sources replace the
+    bytes of a file that are not UTF-8."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _SURROGATES.sub("\ufffd", text).encode("utf-8")
+
+
 class ByteTokenizer:
     """UTF-8 bytes as ids 0..255; the specials (PAD, BOS, EOS, SEP) are 256..259."""
 
@@ -41,7 +55,7 @@ class ByteTokenizer:
     eos = EOS
 
     def encode(self, text: str) -> np.ndarray:
-        return np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
+        return np.frombuffer(utf8_bytes(text), dtype=np.uint8)
 
     def decode(self, ids: np.ndarray | list[int]) -> str:
         raw = bytes(int(i) for i in ids if 0 <= int(i) < N_BYTES)
