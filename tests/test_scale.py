@@ -327,3 +327,15 @@ def test_a_rungs_budget_context_and_time_limit(tmp_path: Path) -> None:
     assert (first.tokens, first.seq_len, first.seed, first.batch_size) == (512, 16, 3, 4)
     assert first.time_limit_s == pytest.approx(10.0)
     assert last.tokens == 2048 and last.time_limit_s == pytest.approx(10.0 * 16)  # 4x tokens at 2x width
+
+
+def test_scale_json_writes_null_for_values_that_are_not_finite(tmp_path: Path) -> None:
+    import json
+
+    from miras_search.scale.results import PointScaling, ScaleTable
+
+    table = ScaleTable("val_loss", 1e12, [PointScaling("moneta", "k", [], fit_error="no rung finished")])
+    table.write_json(tmp_path / "scale.json")
+    text = (tmp_path / "scale.json").read_text()
+    assert "NaN" not in text
+    assert json.loads(text)["points"][0]["at_target"] is None
