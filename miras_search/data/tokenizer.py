@@ -62,6 +62,36 @@ class ByteTokenizer:
         return raw.decode("utf-8", errors="replace")
 
 
+_TOKENIZER_KEYS = ("version", "model", "normalizer", "pre_tokenizer", "post_processor", "decoder",
+                   "added_tokens", "truncation", "padding")
+
+
+def _check_tokenizer_json(path: Path) -> None:
+    """MirasError saying what ``path`` is when it is not a ``tokenizers`` file: unreadable, not
+    JSON, or JSON without the ``model`` a tokenizer.json holds (the tokenizers library's own
+    message would be a serde position, e.g. 'expected , or } at line 1 column 7')."""
+    import json
+
+    try:
+        data = json.loads(path.read_bytes())
+    except OSError as error:
+        raise MirasError(f"tokenizer file '{path}' could not be read ({error.strerror or error})") from None
+    except UnicodeDecodeError:
+        raise MirasError(f"tokenizer file '{path}' is not a tokenizer.json: it is not UTF-8 text "
+                         "(a binary file?); give a Hugging Face `tokenizers` file or 'bytes'") from None
+    except json.JSONDecodeError as error:
+        raise MirasError(f"tokenizer file '{path}' is not a tokenizer.json: it is not valid JSON ({error.msg} "
+                         f"at line {error.lineno} column {error.colno}); give a Hugging Face `tokenizers` file "
+                         "or 'bytes'") from None
+    if not isinstance(data, dict) or not isinstance(data.get("model"), dict):
+        found = (f"keys {', '.join(repr(k) for k in list(data)[:6])}" if isinstance(data, dict) and data
+                 else f"a JSON {type(data).__name__}" if not isinstance(data, dict) else "an empty object")
+        others = ", ".join(k for k in _TOKENIZER_KEYS if k != "model")
+        raise MirasError(f"tokenizer file '{path}' is JSON but not a Hugging Face `tokenizers` file: it has "
+                         f"{found}, where a tokenizer.json has a 'model' object (and {others}); give such a "
+                         "file or 'bytes'")
+
+
 class FileTokenizer:
     """A ``tokenizers`` tokenizer.json (optional dependency: ``pip install miras-search[data]``)."""
 
@@ -74,8 +104,12 @@ class FileTokenizer:
                 "(pip install 'miras-search[data]'), or use tokenizer 'bytes'"
             ) from error
         path = Path(path).expanduser()
+        if path.is_dir():
+            raise MirasError(f"tokenizer '{path}' is a folder, not a tokenizer file: give the tokenizer.json "
+                             "inside it (a Hugging Face `tokenizers` file), or 'bytes'")
         if not path.is_file():
             raise MirasError(f"tokenizer file '{path}' does not exist (give a tokenizer.json or 'bytes')")
+        _check_tokenizer_json(path)
         try:
             self._tok = HFTokenizer.from_file(str(path))
         except Exception as error:
