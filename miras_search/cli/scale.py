@@ -158,6 +158,11 @@ def _write(job, folder: Path) -> None:
             console.print(f"{escape(point.label)}: the fit also uses {len(outside)} stored rung(s) outside this "
                           f"ladder: {escape(', '.join(outside))} (a point's fit uses every rung the study holds "
                           "of it; another --name keeps a ladder apart)", highlight=False, soft_wrap=True)
+        seeds = sorted({r.seeds for r in point.rungs if r.rung in ladder and r.seeds != len(job.spec.seeds)})
+        if seeds:
+            console.print(f"{escape(point.label)}: some rungs average {' or '.join(map(str, seeds))} stored seed(s), "
+                          f"not the {len(job.spec.seeds)} asked for (every finished seed the study holds is "
+                          "averaged)", highlight=False, soft_wrap=True)
         if point.fit is None:
             console.print(f"{escape(point.label)}: {escape(point.fit_error)}", highlight=False, soft_wrap=True)
         for failure in point.failures:
