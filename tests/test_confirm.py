@@ -32,7 +32,7 @@ from miras_search.trial import MEASURE_VERSION, TrialConfig, TrialResult
 
 OBJECTIVES = [{"metric": "val_bpb", "direction": "minimize"},
               {"metric": "tokens_per_s", "direction": "maximize"}]
-TRIAL = {"tokens": 1000, "time_limit_s": 4.0}
+TRIAL = {"tokens": 1000, "time_limit_s": 4.0, "batch_size": 2, "seq_len": 32}  # one batch: 64 tokens
 
 
 def _point(lr: float, anchor: str = "moneta") -> dict[str, Any]:
@@ -231,3 +231,32 @@ def test_the_spread_over_seeds_is_a_dash_below_two_seeds(long, shown):
 
     entry = ConfirmEntry(trial=0, label="p", anchor=None, short=3.0, tokens=1, long=long)
     assert entry.long_std_text == shown
+
+
+def test_a_scale_too_small_for_one_batch_is_refused_before_any_run(monkeypatch):
+    """Before: every long run started and failed with 'tokens (1) must cover at least one batch'."""
+    trainer = FakeTrainer(LONG)
+    monkeypatch.setattr(confirm_module, "run_trial", trainer)
+    with pytest.raises(MirasError) as caught:
+        confirm_study(_make_study(), top=1, scale=1e-9, seeds=(0,))
+    message = str(caught.value)
+    assert message.startswith("--scale 1e-09 leaves a long run less than one training batch")
+    assert "tokens (1) do not cover one batch (batch_size 2 x seq_len 32 = 64)" in message
+    assert message.endswith("is 0.064") and "\n" not in message
+    assert trainer.configs == []
+    confirm_study(_make_study(), top=1, scale=0.064, seeds=(0,))  # the scale it names is enough
+    assert {c.tokens for c in trainer.configs} == {64}
+
+
+def test_confirm_json_is_valid_json_with_null_for_values_that_are_not_finite(tmp_path: Path, monkeypatch):
+    monkeypatch.setattr(confirm_module, "run_trial", FakeTrainer(LONG, fail=(0.004,)))
+    result = confirm_study(_make_study(), top=2, scale=2, seeds=(0,), resamples=50)
+    path = tmp_path / "confirm.json"
+    result.write_json(path)
+    text = path.read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    data = json.loads(text, parse_constant=lambda name: pytest.fail(f"bare {name} in confirm.json"))
+    assert data["entries"][0]["long_std"] is None and data["entries"][0]["long_mean"] is None  # failed: nan
+    again = ConfirmResult.read_json(path)
+    assert again.entries[1].long == result.entries[1].long
+    assert [c.describe() for c in again.correlations] == [c.describe() for c in result.correlations]

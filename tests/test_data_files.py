@@ -221,6 +221,30 @@ def test_tokenizer_json_file(tmp_path):
         load_tokenizer(str(tmp_path / "missing.json"))
 
 
+@pytest.mark.parametrize(("content", "words"), [
+    ('{"not": "a tokenizer"}', "is JSON but not a Hugging Face `tokenizers` file: it has keys 'not', where a "
+                               "tokenizer.json has a 'model' object (and version, normalizer"),
+    ("[1, 2]", "is JSON but not a Hugging Face `tokenizers` file: it has a JSON list"),
+    ("{}", "it has an empty object, where a tokenizer.json has a 'model' object"),
+    ("{bad", "is not a tokenizer.json: it is not valid JSON (Expecting property name"),
+    (b"\xff\xfe\x00", "is not a tokenizer.json: it is not UTF-8 text"),
+])
+def test_a_file_that_is_not_a_tokenizer_json_says_what_it_is(tmp_path, content, words):
+    """Before: 'could not be read: expected , or } at line 1 column 7' (the tokenizers library's)."""
+    pytest.importorskip("tokenizers", reason="tokenizers (optional extra 'data') is not installed")
+    path = tmp_path / "tok.json"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(MirasError) as caught:
+        load_tokenizer(str(path))
+    assert words in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_folder_as_the_tokenizer_says_it_is_a_folder(tmp_path):
+    pytest.importorskip("tokenizers", reason="tokenizers (optional extra 'data') is not installed")
+    with pytest.raises(MirasError, match=r"is a folder, not a tokenizer file: give the tokenizer\.json inside it"):
+        load_tokenizer(str(tmp_path))
+
+
 def test_hf_dataset_without_the_package_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "datasets", None)  # import fails as when it is not installed
     with pytest.raises(MirasError, match="optional package 'datasets'"):

@@ -140,3 +140,47 @@ def test_miras_eval_says_in_one_line_when_a_task_s_data_file_is_missing(tmp_path
     error = result.output[result.output.index("error:"):].strip()
     assert error.startswith("error: lm-eval failed on task(s) miras_tiny_choice: FileNotFoundError: ")
     assert "tiny_choice.jsonl" in error and "\n" not in error and "Traceback" not in result.output
+
+
+def test_a_bad_point_in_config_json_names_the_file_and_the_field(tmp_path):
+    """Before: a raw pydantic ValidationError naming neither the file nor ``point``."""
+    from transformers import AutoModelForCausalLM
+
+    from miras_search.errors import ConfigError
+
+    model = from_checkpoint(_checkpoint(tmp_path)[0])
+    model.save_pretrained(tmp_path / "hf")
+    path = tmp_path / "hf" / "config.json"
+    config = json.loads(path.read_text())
+    config["point"] = {"preset": "nosuch"}
+    path.write_text(json.dumps(config))
+    with pytest.raises(ConfigError, match=r"hf/config\.json is not valid .*\n  - point\.preset: unknown key"):
+        AutoModelForCausalLM.from_pretrained(tmp_path / "hf")
+    config["point"] = "moneta"
+    path.write_text(json.dumps(config))
+    with pytest.raises(ConfigError, match=r"hf/config\.json is not valid .*\n  - point: must be a mapping of a point.s fields, not str"):
+        AutoModelForCausalLM.from_pretrained(tmp_path / "hf")
+
+
+def test_the_tokenizer_names_ids_outside_its_vocabulary_and_replaces_lone_surrogates():
+    tok = MirasByteTokenizer()
+    for bad in (300, 1000, -1):
+        with pytest.raises(ValueError, match=rf"id {bad} is outside MirasByteTokenizer's vocabulary \[0, 260\)"):
+            tok.decode([bad, 65])
+    assert tok.decode([256, 257, 65], skip_special_tokens=True) == "A"
+    with pytest.raises(ValueError, match="'foo' is not a token of MirasByteTokenizer"):
+        tok.convert_tokens_to_ids("foo")
+    # a lone surrogate (surrogateescape's stand-in for a byte that is not UTF-8) is U+FFFD
+    ids = tok("héllo \udcff")["input_ids"]
+    assert ids == list("héllo \ufffd".encode())
+    assert tok.decode(ids) == "héllo \ufffd"
+
+
+def test_inputs_embeds_is_refused_in_one_line(tmp_path):
+    from miras_search.errors import BadTokens
+
+    model = from_checkpoint(_checkpoint(tmp_path)[0])
+    with pytest.raises(BadTokens, match="inputs_embeds is not supported"):
+        model(inputs_embeds=torch.zeros(1, 3, 32))
+    with pytest.raises(BadTokens, match="input_ids is missing"):
+        model()

@@ -31,10 +31,17 @@ def _refused(args: list[str]) -> str:
     (["moneta", "--metric", "val_bpbb", *LADDER], "did you mean 'val_bpb'?"),
     (["monetaa", *LADDER], "'monetaa' is neither a preset"),
     (["moneta", "--rung", "32,2,64,128", "--rung", "48,2,64,256"],
-     "rungs.0: rung 32,2,64,128: tokens (128) do not cover one batch of moneta (batch_size 8 x seq_len 64 = 512); "
-     "give at least 512 tokens, or a smaller batch_size or seq_len"),
-    (["moneta", "--batch-size", "64", *LADDER], "rungs.0: rung 16,1,16,512: tokens (512) do not cover one batch of "
-     "moneta (batch_size 64 x seq_len 16 = 1024)"),
+     "--rung 32,2,64,128 (number 1): rung 32,2,64,128: tokens (128) do not cover one batch of moneta (batch_size 8 "
+     "x seq_len 64 = 512); give at least 512 tokens, or a smaller batch_size or seq_len"),
+    (["moneta", "--batch-size", "64", *LADDER], "--rung 16,1,16,512 (number 1): rung 16,1,16,512: tokens (512) do "
+     "not cover one batch of moneta (--batch-size 64 x seq_len 16 = 1024)"),
+    (["moneta", "--batch-size", "100000", *LADDER], "- --batch-size: Input should be less than or equal to 4096"),
+    (["moneta", "--rung", "7,1,16,512", "--rung", "24,1,16,1024"],
+     "- --rung 7,1,16,512 (number 1): d_model: Input should be greater than or equal to 8"),
+    (["moneta", "--rung", "16,1,16,512"], "- --rung: a ladder needs at least 2 rungs"),
+    (["missing.yaml", *LADDER], "no such point file: 'missing.yaml' (a point file is a .yaml;"),
+    (["sub/missing", *LADDER], "no such point file: 'sub/missing'"),
+    (["inside", *LADDER], "'inside' is neither a preset"),
 ])
 def test_bad_input_is_refused_before_any_storage(tmp_path, monkeypatch, args, words):
     (tmp_path / "inside").mkdir()

@@ -196,7 +196,7 @@ _IDS = torch.randint(0, 256, (2, 12), generator=torch.Generator().manual_seed(0)
 
 
 @pytest.mark.parametrize(("tokens", "targets", "words"), [
-    (_IDS.float(), None, "tokens must hold integer token ids (torch.long), not torch.float32"),
+    (_IDS.float(), None, "tokens must hold integer token ids (any integer dtype, e.g. torch.long), not torch.float32"),
     (_IDS[0], None, "tokens must be [batch, time], got shape (12,) (one sequence: tokens[None])"),
     (_IDS.tolist(), None, "tokens must be a torch tensor [batch, time] of token ids, not list"),
     (_IDS[:, :0], None, "tokens is empty"),
@@ -220,6 +220,39 @@ def test_tokens_of_any_integer_type_and_some_ignored_targets_are_read() -> None:
     targets[:, :5] = -100
     _, loss = model(_IDS.int(), targets)
     assert torch.isfinite(loss)
+
+
+_DTYPES = [torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64]
+
+
+@pytest.mark.parametrize("dtype", _DTYPES)
+def test_ids_of_every_integer_dtype_are_checked_in_a_wide_type(dtype: torch.dtype) -> None:
+    """Before: uint8 [[5, 2, 3]] said 'id 5, outside [0, 260)' (260 wrapped in uint8) and uint8
+    [[1, 2, 3]] raised embedding's raw RuntimeError (Byte indices)."""
+    model = build_model({"preset": "moneta", "block": {"d_model": 16, "n_heads": 2, "n_layers": 1}}, device="cpu")
+    ids = torch.tensor([[5, 2, 3], [1, 2, 127]], dtype=dtype)
+    logits = model(ids)
+    assert torch.equal(logits, model(ids.long()))
+    _, loss = model(ids, ids)
+    assert torch.equal(loss, model(ids.long(), ids.long())[1])
+    if dtype.is_signed:
+        negative = torch.tensor([[1, -3, 2]], dtype=dtype)
+        with pytest.raises(BadTokens, match=re.escape("tokens hold id -3, outside [0, 260)")):
+            model(negative)
+        with pytest.raises(BadTokens, match=re.escape("targets hold id -3, outside [0, 260)")):
+            model(ids[:1], negative)
+    if dtype != torch.int8:  # int8 holds no id >= 260: every positive int8 is in range
+        high = torch.tensor([[1, 2, 255 if dtype == torch.uint8 else 300]], dtype=dtype)
+        if dtype == torch.uint8:
+            model(high)  # 255 is a byte: in range
+        else:
+            with pytest.raises(BadTokens, match=re.escape("tokens hold id 300, outside [0, 260)")):
+                model(high)
+            with pytest.raises(BadTokens, match=re.escape("targets hold id 300, outside [0, 260)")):
+                model(ids[:1], high)
+    if dtype != torch.uint8:
+        _, loss = model(ids, torch.full_like(ids, -100).index_fill_(1, torch.tensor([0]), 4))
+        assert torch.isfinite(loss)
 
 
 @pytest.mark.parametrize("given", ["moneta", {"preset": "moneta", "block": {"n_layers": 1}}, "point_file"])

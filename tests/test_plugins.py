@@ -209,3 +209,70 @@ def test_miras_plugins_loads_a_users_module_in_the_cli(tmp_path):
 def test_config_errors_name_the_plugin_variable_for_an_unknown_kind():
     with pytest.raises(ConfigError, match=PLUGINS_ENV):
         point_from_dict({"retention": {"kind": "tanhclip"}})
+
+
+def _load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, code: str) -> None:
+    from miras_search.schema.plugins import PLUGINS_PATH_ENV, load_plugins
+
+    (tmp_path / f"{name}.py").write_text(code)
+    monkeypatch.setenv(PLUGINS_ENV, name)
+    monkeypatch.setenv(PLUGINS_PATH_ENV, str(tmp_path))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, name, raising=False)
+    load_plugins()
+
+
+def test_a_plugin_that_exits_at_import_is_named(tmp_path, monkeypatch):
+    """Before: the command exited 3 without a word."""
+    from miras_search.errors import MirasError
+
+    with pytest.raises(MirasError, match=re.escape("the option module 'exits_at_import' named by MIRAS_PLUGINS "
+                                                   "exited while being imported (sys.exit(3))")):
+        _load(tmp_path, monkeypatch, "exits_at_import", "import sys\nsys.exit(3)\n")
+    (tmp_path / "point.yaml").write_text("bias: {kind: l2}\n")
+    result = _miras("validate", "point.yaml", cwd=tmp_path, plugins="exits_at_import")
+    assert result.returncode == 1 and "Traceback" not in result.stdout + result.stderr
+    assert "'exits_at_import' named by MIRAS_PLUGINS exited" in " ".join((result.stdout + result.stderr).split())
+
+
+KINDLESS = '''
+from typing import ClassVar, Literal
+
+from miras_search.schema.bias import AttentionalBias
+
+
+class _Helper(AttentionalBias):
+    """private: left alone"""
+
+
+class SharedBase(AttentionalBias):
+    """the base of a registered option: left alone"""
+
+
+class Derived(SharedBase):
+    kind: Literal["derived_kind_test"] = "derived_kind_test"
+
+    def loss(self, e, v, delta):
+        return e.square().sum(-1)
+'''
+
+
+def test_a_plugin_option_without_a_kind_is_refused_naming_the_class(tmp_path, monkeypatch, registries):
+    """Before: the class was silently ignored (never registered, no point could choose it)."""
+    from miras_search.errors import MirasError
+
+    _load(tmp_path, monkeypatch, "kinds_fine", KINDLESS)  # a private helper and a shared base pass
+    assert "derived_kind_test" in AttentionalBias.registry
+    code = '''
+from miras_search.schema.bias import AttentionalBias
+
+
+class Forgotten(AttentionalBias):
+    def loss(self, e, v, delta):
+        return e.abs().sum(-1)
+'''
+    with pytest.raises(MirasError) as caught:
+        _load(tmp_path, monkeypatch, "kind_forgotten", code)
+    message = str(caught.value)
+    assert "'kind_forgotten' named by MIRAS_PLUGINS defines Forgotten, a subclass of AttentionalBias without a kind" in message
+    assert 'kind: Literal["forgotten"] = "forgotten"' in message

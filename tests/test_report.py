@@ -409,8 +409,20 @@ def test_confirm_keeps_the_earlier_result_when_every_long_run_fails(real_study, 
     folder = tmp_path / "runs" / NAME / "confirm"
     folder.mkdir(parents=True)
     (folder / "confirm.json").write_text('{"earlier": "good result"}\n')
-    result = CliRunner().invoke(app, ["confirm", str(path), "--scale", "0.0001", "--top", "1", "--seeds", "1"],
-                                env={"COLUMNS": "250"})
+    # a scale too small for one batch: refused before any run, nothing written
+    args = ["confirm", str(path), "--top", "1", "--seeds", "1"]
+    result = CliRunner().invoke(app, [*args, "--scale", "0.0001"], env={"COLUMNS": "250"})
+    assert result.exit_code == 1, result.output
+    words = " ".join(result.output.split())
+    assert "--scale 0.0001 leaves a long run less than one training batch" in words
+    assert "do not cover one batch" in words and "The smallest --scale that covers one batch" in words
+    assert not (folder / "confirm-failed.json").exists()
+    from miras_search.report import confirm as confirm_module
+    from miras_search.trial import TrialResult
+
+    monkeypatch.setattr(confirm_module, "run_trial", lambda point, config, device=None: TrialResult(
+        "failed", failure="build", reason="tokens (1) do not cover one batch"))
+    result = CliRunner().invoke(app, [*args, "--scale", "2"], env={"COLUMNS": "250"})
     assert result.exit_code == 1, result.output
     assert "seed 0: build: " in result.output and "do not cover one batch" in result.output
     assert "every long run failed" in result.output and "earlier confirm.json is kept" in result.output

@@ -7,8 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import optuna
 import pytest
 import yaml
+from optuna.trial import TrialState
 from typer.testing import CliRunner
 
 from miras_search.cli import app
@@ -19,7 +21,7 @@ from miras_search.scale.compute import flops_per_token, matmul_params, memory_we
 from miras_search.scale.fit import FitError, fit_power_law
 from miras_search.scale.plot import scale_figure
 from miras_search.scale.results import scale_table
-from miras_search.scale.runner import ScaleRunner, finished_rungs, is_rung_trial
+from miras_search.scale.runner import ScaleRunner, finished_rungs, is_rung_trial, plan
 from miras_search.scale.session import prepare
 from miras_search.study import InlinePool
 from miras_search.study.records import counts_toward_budget
@@ -169,6 +171,37 @@ def test_cli_tiny_ladder_and_rerun(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         assert (tmp_path / "runs" / "cli" / "scale" / name).is_file()
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0 and "2 already stored, 0 trained now" in result.output
+    # a shorter ladder: the stored rung outside it is still fitted, and the command says so
+    result = CliRunner().invoke(app, [*args[:-4], "--rung", "24,1,16,1024", "--rung", "32,1,16,2048"])
+    assert result.exit_code == 0 and "1 already stored, 1 trained now" in result.output
+    assert "1 stored rung(s) outside this ladder: d16-L1-H1-T16-N512" in " ".join(result.output.split())
+
+
+def test_a_rungs_batch_size_is_part_of_its_identity(tmp_path: Path) -> None:
+    ladder = {"rungs": TINY[:2]}
+    job = _job(tmp_path, ["gated_deltanet"], **ladder)
+    assert ScaleRunner(job.study, job.spec, job.points, job.config, job.objectives, CountingPool).run().ran == 2
+    trial = next(t for t in job.study.get_trials() if is_rung_trial(t))
+    assert trial.user_attrs["scale"]["batch_size"] == 4
+    assert trial.user_attrs["scale"]["trained_point"]["train"]["batch_size"] == 4  # what was trained
+    assert {key[3] for key in finished_rungs(job.study)} == {4}
+    # another batch size on the same study: refused, naming both sizes and how to keep them apart
+    with pytest.raises(MirasError) as caught:
+        _job(tmp_path, ["gated_deltanet"], batch_size=8, rungs=TINY[:2])
+    message = str(caught.value)
+    assert "batch size 4 (d16-L1-H1-T16-N512, d24-L1-H1-T16-N1024)" in message and "trains at batch size 8" in message
+    assert "--batch-size 4" in message and "--name tiny-b8" in message and "\n" not in message
+    # the same batch size reuses the rung; a point not scaled before is not concerned
+    again = _job(tmp_path, ["gated_deltanet", "transformer"], **ladder)
+    todo, already = plan(again.study, again.points, again.spec, again.config)
+    assert already == 2 and [run.target.label for run in todo] == ["transformer"] * 2
+    # a rung stored before the batch size was recorded: its trained point's
+    legacy = {**trial.user_attrs["scale"], "batch_size": None}
+    legacy["trained_point"] = {**legacy["trained_point"], "train": {"batch_size": 16}}
+    again.study.add_trial(optuna.trial.create_trial(
+        state=TrialState.COMPLETE, values=[5.0], user_attrs={**trial.user_attrs, "scale": legacy}))
+    with pytest.raises(MirasError, match=r"batch size 16 \(d16"):
+        _job(tmp_path, ["gated_deltanet"], **ladder)
 
 
 # ---- bad input --------------------------------------------------------------------------------
@@ -294,3 +327,15 @@ def test_a_rungs_budget_context_and_time_limit(tmp_path: Path) -> None:
     assert (first.tokens, first.seq_len, first.seed, first.batch_size) == (512, 16, 3, 4)
     assert first.time_limit_s == pytest.approx(10.0)
     assert last.tokens == 2048 and last.time_limit_s == pytest.approx(10.0 * 16)  # 4x tokens at 2x width
+
+
+def test_scale_json_writes_null_for_values_that_are_not_finite(tmp_path: Path) -> None:
+    import json
+
+    from miras_search.scale.results import PointScaling, ScaleTable
+
+    table = ScaleTable("val_loss", 1e12, [PointScaling("moneta", "k", [], fit_error="no rung finished")])
+    table.write_json(tmp_path / "scale.json")
+    text = (tmp_path / "scale.json").read_text()
+    assert "NaN" not in text
+    assert json.loads(text)["points"][0]["at_target"] is None

@@ -154,7 +154,18 @@ def _write(job, folder: Path) -> None:
     table.points = [p for p in table.points if p.point_key in wanted] or table.points
     _some_rung_finished(table)
     console.print(scale_table_view(table), width=table_width())
+    ladder = {rung.key for rung in job.spec.rungs}
     for point in table.points:
+        outside = [r.rung for r in point.rungs if r.rung not in ladder]
+        if outside:
+            console.print(f"{escape(point.label)}: the fit also uses {len(outside)} stored rung(s) outside this "
+                          f"ladder: {escape(', '.join(outside))} (a point's fit uses every rung the study holds "
+                          "of it; another --name keeps a ladder apart)", highlight=False, soft_wrap=True)
+        seeds = sorted({r.seeds for r in point.rungs if r.rung in ladder and r.seeds != len(job.spec.seeds)})
+        if seeds:
+            console.print(f"{escape(point.label)}: some rungs average {' or '.join(map(str, seeds))} stored seed(s), "
+                          f"not the {len(job.spec.seeds)} asked for (every finished seed the study holds is "
+                          "averaged)", highlight=False, soft_wrap=True)
         if point.fit is None:
             console.print(f"{escape(point.label)}: {escape(point.fit_error)}", highlight=False, soft_wrap=True)
         for failure in point.failures:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 from typing import Protocol
 
@@ -33,6 +34,19 @@ class Tokenizer(Protocol):
         ...
 
 
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def utf8_bytes(text: str) -> bytes:
+    """``text``'s UTF-8 bytes; a lone surrogate (not Unicode text: e.g. what ``surrogateescape``
+    makes of an undecodable byte) is encoded as U+FFFD's bytes, as the text sources replace the
+    bytes of a file that are not UTF-8."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _SURROGATES.sub("\ufffd", text).encode("utf-8")
+
+
 class ByteTokenizer:
     """UTF-8 bytes as ids 0..255; the specials (PAD, BOS, EOS, SEP) are 256..259."""
 
@@ -41,11 +55,41 @@ class ByteTokenizer:
     eos = EOS
 
     def encode(self, text: str) -> np.ndarray:
-        return np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
+        return np.frombuffer(utf8_bytes(text), dtype=np.uint8)
 
     def decode(self, ids: np.ndarray | list[int]) -> str:
         raw = bytes(int(i) for i in ids if 0 <= int(i) < N_BYTES)
         return raw.decode("utf-8", errors="replace")
+
+
+_TOKENIZER_KEYS = ("version", "model", "normalizer", "pre_tokenizer", "post_processor", "decoder",
+                   "added_tokens", "truncation", "padding")
+
+
+def _check_tokenizer_json(path: Path) -> None:
+    """MirasError saying what ``path`` is when it is not a ``tokenizers`` file: unreadable, not
+    JSON, or JSON without the ``model`` a tokenizer.json holds (the tokenizers library's own
+    message would be a serde position, e.g. 'expected , or } at line 1 column 7')."""
+    import json
+
+    try:
+        data = json.loads(path.read_bytes())
+    except OSError as error:
+        raise MirasError(f"tokenizer file '{path}' could not be read ({error.strerror or error})") from None
+    except UnicodeDecodeError:
+        raise MirasError(f"tokenizer file '{path}' is not a tokenizer.json: it is not UTF-8 text "
+                         "(a binary file?); give a Hugging Face `tokenizers` file or 'bytes'") from None
+    except json.JSONDecodeError as error:
+        raise MirasError(f"tokenizer file '{path}' is not a tokenizer.json: it is not valid JSON ({error.msg} "
+                         f"at line {error.lineno} column {error.colno}); give a Hugging Face `tokenizers` file "
+                         "or 'bytes'") from None
+    if not isinstance(data, dict) or not isinstance(data.get("model"), dict):
+        found = (f"keys {', '.join(repr(k) for k in list(data)[:6])}" if isinstance(data, dict) and data
+                 else f"a JSON {type(data).__name__}" if not isinstance(data, dict) else "an empty object")
+        others = ", ".join(k for k in _TOKENIZER_KEYS if k != "model")
+        raise MirasError(f"tokenizer file '{path}' is JSON but not a Hugging Face `tokenizers` file: it has "
+                         f"{found}, where a tokenizer.json has a 'model' object (and {others}); give such a "
+                         "file or 'bytes'")
 
 
 class FileTokenizer:
@@ -60,8 +104,12 @@ class FileTokenizer:
                 "(pip install 'miras-search[data]'), or use tokenizer 'bytes'"
             ) from error
         path = Path(path).expanduser()
+        if path.is_dir():
+            raise MirasError(f"tokenizer '{path}' is a folder, not a tokenizer file: give the tokenizer.json "
+                             "inside it (a Hugging Face `tokenizers` file), or 'bytes'")
         if not path.is_file():
             raise MirasError(f"tokenizer file '{path}' does not exist (give a tokenizer.json or 'bytes')")
+        _check_tokenizer_json(path)
         try:
             self._tok = HFTokenizer.from_file(str(path))
         except Exception as error:

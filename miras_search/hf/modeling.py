@@ -23,7 +23,7 @@ from transformers import (
 from transformers.modeling_outputs import CausalLMOutput
 
 from miras_search.data.vocab import EOS, IGNORE_INDEX, PAD
-from miras_search.errors import BadTokens
+from miras_search.errors import BadTokens, ConfigError, Problem
 from miras_search.schema import ModelPoint
 
 
@@ -35,7 +35,8 @@ class MirasConfig(PretrainedConfig):
 
     def __init__(self, point: dict[str, Any] | None = None, **kwargs: Any) -> None:
         self.point = point or ModelPoint().model_dump(mode="json")
-        block = self.point.get("block", {})
+        block = self.point.get("block") if isinstance(self.point, dict) else None
+        block = block if isinstance(block, dict) else {}
         kwargs.setdefault("vocab_size", block.get("vocab_size", ModelPoint().block.vocab_size))
         kwargs.setdefault("eos_token_id", EOS)
         kwargs.setdefault("pad_token_id", PAD)
@@ -44,7 +45,16 @@ class MirasConfig(PretrainedConfig):
 
     @property
     def model_point(self) -> ModelPoint:
-        return ModelPoint.model_validate(self.point)
+        """The point, validated: a ConfigError naming ``<folder>/config.json: point.<field>``
+        (the folder the config was read from, when it was) and what is allowed."""
+        from miras_search.validation import validate
+
+        folder = str(getattr(self, "_name_or_path", "") or "")
+        source = f"{folder.rstrip('/')}/config.json" if folder else "MirasConfig"
+        if not isinstance(self.point, dict):
+            raise ConfigError(source, [Problem("point", f"must be a mapping of a point's fields, not "
+                                                        f"{type(self.point).__name__}")])
+        return validate(ModelPoint, self.point, source, prefix=("point",))
 
 
 class MirasForCausalLM(PreTrainedModel, GenerationMixin):
@@ -75,8 +85,14 @@ class MirasForCausalLM(PreTrainedModel, GenerationMixin):
     def get_input_embeddings(self) -> torch.nn.Module:
         return self.miras.embed
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                labels: torch.Tensor | None = None, **_: Any) -> CausalLMOutput:
+    def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None,
+                **_: Any) -> CausalLMOutput:
+        if inputs_embeds is not None:
+            raise BadTokens("inputs_embeds is not supported: a Miras model reads token ids; give input_ids "
+                            "[batch, time] (the embedding is get_input_embeddings())")
+        if input_ids is None:
+            raise BadTokens("input_ids is missing: give the token ids [batch, time]")
         if attention_mask is not None and _padded_before_tokens(attention_mask):
             raise BadTokens(
                 "attention_mask has padding before tokens (left padding, as batched generate "

@@ -1,5 +1,10 @@
 """A byte-level tokenizer for transformers: ids 0..255 are the UTF-8 bytes of the text, then the
-toolkit's specials (PAD 256, BOS 257, EOS 258, SEP 259), as the trials' text sources encode it."""
+toolkit's specials (PAD 256, BOS 257, EOS 258, SEP 259), as the trials' text sources encode it.
+
+A lone surrogate in the text (not Unicode: e.g. ``surrogateescape``'s stand-in for a byte that
+is not UTF-8) is encoded as U+FFFD, as the text sources replace such bytes. Decoding an id
+outside the vocabulary, or converting a token that is not one, is a ValueError naming it and the
+vocabulary's size (as the slow tokenizers without an unknown token refuse it)."""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ from typing import Any
 
 from transformers import PreTrainedTokenizer
 
+from miras_search.data.tokenizer import utf8_bytes
 from miras_search.data.vocab import BOS, EOS, N_BYTES, PAD, SEP
 
 _SPECIALS = {"<pad>": PAD, "<bos>": BOS, "<eos>": EOS, "<sep>": SEP}
@@ -33,13 +39,20 @@ class MirasByteTokenizer(PreTrainedTokenizer):
         return dict(self._ids)
 
     def _tokenize(self, text: str, **kwargs: Any) -> list[str]:
-        return [f"<0x{b:02X}>" for b in text.encode("utf-8")]
+        return [f"<0x{b:02X}>" for b in utf8_bytes(text)]
 
     def _convert_token_to_id(self, token: str) -> int:
+        if token not in self._ids:
+            raise ValueError(f"{token!r} is not a token of MirasByteTokenizer (bytes <0x00>..<0xFF> and "
+                             f"{', '.join(_SPECIALS)})")
         return self._ids[token]
 
     def _convert_id_to_token(self, index: int) -> str:
-        return self._tokens[int(index)]
+        token = self._tokens.get(int(index))
+        if token is None:
+            raise ValueError(f"id {int(index)} is outside MirasByteTokenizer's vocabulary [0, {len(self._ids)}) "
+                             f"(bytes 0..{N_BYTES - 1}, then the special ids)")
+        return token
 
     def convert_tokens_to_string(self, tokens: list[str]) -> str:
         data = bytes(self._ids[t] for t in tokens if self._ids[t] < N_BYTES)

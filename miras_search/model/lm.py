@@ -36,26 +36,29 @@ IGNORE_INDEX = -100
 
 
 def _integer_grid(name: str, ids: object) -> torch.Tensor:
-    """``ids`` if it is an integer tensor [batch, time] with time >= 1, else BadTokens."""
+    """``ids`` as torch.long if it is an integer tensor [batch, time] with time >= 1, else
+    BadTokens. Every integer dtype is taken: the cast to long comes before any range check, so
+    that a uint8 or int8 tensor is not compared in its own narrow type (where 260 wraps)."""
     shape = "[batch, time]"
     if not isinstance(ids, torch.Tensor):
         raise BadTokens(f"{name} must be a torch tensor {shape} of token ids, not {type(ids).__name__}")
     if ids.dtype == torch.bool or ids.dtype.is_floating_point or ids.dtype.is_complex:
-        raise BadTokens(f"{name} must hold integer token ids (torch.long), not {ids.dtype}; "
+        raise BadTokens(f"{name} must hold integer token ids (any integer dtype, e.g. torch.long), not {ids.dtype}; "
                         "convert with .long()")
     if ids.dim() != 2:
         hint = f" (one sequence: {name}[None])" if ids.dim() == 1 else ""
         raise BadTokens(f"{name} must be {shape}, got shape {tuple(ids.shape)}{hint}")
     if ids.shape[1] == 0:
         raise BadTokens(f"{name} is empty: {shape} needs at least one token per sequence")
-    return ids
+    return ids.long()  # exact for every integer dtype torch can hold an id in (itself when long)
 
 
-def check_tokens(tokens: object, targets: object, vocab_size: int) -> None:
-    """BadTokens naming what is wrong with ``tokens`` [B, T] (and ``targets`` [B, T] or None):
-    type, shape, an id outside [0, vocab_size) (targets may also be IGNORE_INDEX), or no target
-    to count. The ids are read on a CPU only: on a GPU that read would stall the host until the
-    previous step ends (type and shape are checked everywhere)."""
+def check_tokens(tokens: object, targets: object, vocab_size: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``tokens`` and ``targets`` as torch.long, or BadTokens naming what is wrong with ``tokens``
+    [B, T] (and ``targets`` [B, T] or None): type, shape, an id outside [0, vocab_size) (targets
+    may also be IGNORE_INDEX), or no target to count. Any integer dtype is taken (cast to long,
+    then checked). The ids are read on a CPU only: on a GPU that read would stall the host until
+    the previous step ends (type and shape are checked everywhere)."""
     tokens = _integer_grid("tokens", tokens)
     if targets is not None:
         targets = _integer_grid("targets", targets)
@@ -63,7 +66,7 @@ def check_tokens(tokens: object, targets: object, vocab_size: int) -> None:
             raise BadTokens(f"targets have shape {tuple(targets.shape)}, tokens {tuple(tokens.shape)}: "
                             "give one target per token (the next token; IGNORE_INDEX to skip one)")
     if tokens.device.type != "cpu":
-        return
+        return tokens, targets
     bad_tokens = (tokens < 0) | (tokens >= vocab_size)
     any_bad = bad_tokens.any()
     if isinstance(targets, torch.Tensor):
@@ -71,7 +74,7 @@ def check_tokens(tokens: object, targets: object, vocab_size: int) -> None:
         none_counted = (targets == IGNORE_INDEX).all()  # the mean loss would be 0 / 0
         any_bad = any_bad | bad_targets.any() | none_counted
     if not bool(any_bad):  # the one sync
-        return
+        return tokens, targets
     if bool(bad_tokens.any()):
         _out_of_range("tokens", tokens, bad_tokens, vocab_size)
     if bool(bad_targets.any()):
@@ -127,7 +130,7 @@ class Layer(nn.Module):
 class MirasLM(nn.Module):
     """Byte-level causal language model of one design point.
 
-    forward(tokens: [B, T] long, targets: [B, T] long | None)
+    forward(tokens: [B, T] ids, targets: [B, T] ids | None)  (any integer dtype, cast to long)
         -> logits [B, T, vocab]                      when targets is None
         -> (logits [B, T, vocab], loss scalar)       otherwise (mean cross-entropy, nats/token;
                                                      targets == IGNORE_INDEX are skipped)
@@ -192,7 +195,7 @@ class MirasLM(nn.Module):
     def forward(
         self, tokens: torch.Tensor, targets: torch.Tensor | None = None
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        check_tokens(tokens, targets, self.embed.num_embeddings)
+        tokens, targets = check_tokens(tokens, targets, self.embed.num_embeddings)
         length = tokens.shape[1]
         if length > self.max_seq_len:
             raise SequenceTooLong(

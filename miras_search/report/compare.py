@@ -35,6 +35,17 @@ class StudySide:
     def complete(self) -> int:
         return sum(r.complete for r in self.rows)
 
+    @property
+    def queued(self) -> int:
+        """Trials enqueued and never started (WAITING: e.g. the named-model anchors)."""
+        return sum(r.state == "WAITING" for r in self.rows)
+
+    @property
+    def count_text(self) -> str:
+        """'ran (complete)', and the queued ones apart: they were never run."""
+        text = f"{len(self.rows) - self.queued} ({self.complete})"
+        return f"{text}, {self.queued} queued" if self.queued else text
+
 
 @dataclass
 class Comparison:
@@ -51,7 +62,7 @@ class Comparison:
         table.add_column("")
         table.add_column(escape(first.name), justify="right")
         table.add_column(escape(second.name), justify="right")
-        table.add_row("trials (complete)", *(f"{len(s.rows)} ({s.complete})" for s in self.sides))
+        table.add_row("trials (complete)", *(s.count_text for s in self.sides))
         for objective in self.objectives:
             arrow = "↓" if objective.minimize else "↑"
             for label, pick in (("best", min if objective.minimize else max), ("median", statistics.median)):
@@ -91,7 +102,7 @@ def compare_studies(first: optuna.Study, second: optuna.Study, top: int = 3) -> 
     if not shared:
         raise MirasError(
             f"studies '{first.study_name}' and '{second.study_name}' share no objective "
-            f"({', '.join(o.name for o in own[0])} vs {', '.join(o.name for o in own[1])}); "
+            f"({_described(own[0])} vs {_described(own[1])}); "
             "compare studies that rank by the same metric in the same direction")
     sides = (_side(first, shared, own[0]), _side(second, shared, own[1]))
     p_values: dict[str, float | None] = {}
@@ -101,6 +112,11 @@ def compare_studies(first: optuna.Study, second: optuna.Study, top: int = 3) -> 
         p_values[objective.name] = _mann_whitney(a, b)
         notes.append(_sentence(objective, sides, p_values[objective.name]))
     return Comparison(shared, sides, p_values, top, notes)
+
+
+def _described(objectives: list[ObjectiveInfo]) -> str:
+    """'val_bpb (minimize), tokens_per_s (maximize)': an objective is its name and direction."""
+    return ", ".join(f"{o.name} ({o.direction})" for o in objectives)
 
 
 def _mann_whitney(a: list[float], b: list[float]) -> float | None:

@@ -43,6 +43,7 @@ from miras_search.report.ranks import (
     rank_agreement,
 )
 from miras_search.report.study_data import ObjectiveInfo, TrialRow, study_objectives, trial_row
+from miras_search.scale.results import json_text
 from miras_search.study.records import is_feasible
 from miras_search.study.setup import check_measure
 from miras_search.study.summary import ranked as ranked_like_best
@@ -107,7 +108,7 @@ class ConfirmResult:
         return data
 
     def write_json(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2, allow_nan=True) + "\n")
+        Path(path).write_text(json_text(self.to_dict()))  # a value that is not finite: null
 
     @classmethod
     def read_json(cls, path: str | Path) -> ConfirmResult:
@@ -130,6 +131,12 @@ class ConfirmResult:
         for entry in data["entries"]:
             entry.pop("long_mean", None)
             entry.pop("long_std", None)
+            entry["short"] = _float(entry["short"])  # null: written so when it was not finite
+            entry["long"] = [_float(value) for value in entry.get("long") or []]
+        for raw in data["correlations"]:
+            for key in ("value", "low", "high", "p_value"):
+                if key in raw:
+                    raw[key] = _float(raw[key])
         return cls(
             study=data["study"], objective=ObjectiveInfo(**data["objective"]), scale=data["scale"],
             seeds=data["seeds"], entries=[ConfirmEntry(**e) for e in data["entries"]],
@@ -138,6 +145,48 @@ class ConfirmResult:
             named_left_out=data.get("named_left_out", {}), time_limit_s=data.get("time_limit_s"),
             time_limit_source=data.get("time_limit_source", ""),
         )
+
+
+def _long_tokens(config: TrialConfig, point: Any, scale: float) -> int:
+    """The tokens of a point's long run: ``scale`` x the study's budget (or the point's own)."""
+    return max(1, round(scale * (config.tokens or point.train.tokens)))
+
+
+def _check_long_budgets(chosen: list[TrialRow], config: TrialConfig, scale: float) -> None:
+    """MirasError, before any run starts, when ``scale`` leaves a point's long run less than one
+    training batch (each run would fail): naming --scale and the smallest scale that covers one
+    batch of every point."""
+    first, needed = None, 0.0
+    for row in chosen:
+        point = row.model_point()
+        tokens = _long_tokens(config, point, scale)
+        settings = config.model_copy(update={"tokens": tokens})
+        problem = settings.budget_problem(point.train.batch_size, point.train.seq_len)
+        if problem is None:
+            continue
+        first = first or f"{row.label} (trial {row.number}): {problem}"
+        low, high = 0, tokens  # the fewest tokens that cover one batch (the problem is monotone)
+        while settings.model_copy(update={"tokens": high}).budget_problem(
+                point.train.batch_size, point.train.seq_len) is not None:
+            low, high = high, high * 2
+        while high - low > 1:
+            middle = (low + high) // 2
+            fits = settings.model_copy(update={"tokens": middle}).budget_problem(
+                point.train.batch_size, point.train.seq_len) is None
+            low, high = (low, middle) if fits else (middle, high)
+        needed = max(needed, high / (config.tokens or point.train.tokens))
+    if first is None:
+        return
+    digits = max(0, 2 - math.floor(math.log10(needed)))
+    smallest = math.ceil(needed * 10 ** digits) / 10 ** digits
+    raise MirasError(f"--scale {scale:g} leaves a long run less than one training batch, so every such run "
+                     f"would fail: {first}. The smallest --scale that covers one batch of every point "
+                     f"re-trained is {smallest:.3g}")
+
+
+def _float(value: Any) -> float:
+    """A number read back from a confirm result: ``null`` (a value that was not finite) is nan."""
+    return math.nan if value is None else float(value)
 
 
 def study_trial_config(study: optuna.Study) -> TrialConfig:
@@ -310,6 +359,7 @@ def confirm_study(study: optuna.Study, *, top: int = 5, scale: float = 4.0, seed
     chosen, missing, left_out = confirm_points(study, top)
     if not chosen:
         raise MirasError(f"study '{study.study_name}' has no complete feasible trial to confirm")
+    _check_long_budgets(chosen, config, scale)
     if notice is not None:
         notice(f"re-training {len(chosen)} point(s) x {len(seeds)} seed(s) with {scale:g}x the study's "
                f"tokens; time limit per run: {limit_source}")
@@ -320,7 +370,7 @@ def confirm_study(study: optuna.Study, *, top: int = 5, scale: float = 4.0, seed
     entries: list[ConfirmEntry] = []
     for row in chosen:
         point = row.model_point()
-        tokens = max(1, round(scale * (config.tokens or point.train.tokens)))
+        tokens = _long_tokens(config, point, scale)
         entry = ConfirmEntry(row.number, row.label, row.anchor, row.values[0], tokens)  # type: ignore[index]
         for seed in seeds:
             long_config = config.model_copy(update={"tokens": tokens, "seed": int(seed), "time_limit_s": limit})

@@ -67,7 +67,7 @@ def resolve_points(names: list[str], top: int, study: optuna.Study | None, base:
             continue
         path = scale_point_file(name, base)
         if path is None:
-            raise ConfigError(source, [Problem(f"{index}", not_a_scale_point(name, list(PRESET_AXES)))])
+            raise ConfigError(source, [Problem(f"{index}", _no_point(name, base))])
         chosen.append(ScalePoint(path.stem, load_point(path), None, None, tokens))
     if top:
         if study is None:
@@ -83,6 +83,21 @@ def resolve_points(names: list[str], top: int, study: optuna.Study | None, base:
     if not unique:
         raise MirasError("nothing to scale: name presets or point files, or give a study and --top N")
     return list(unique.values())
+
+
+def _no_point(name: str, base: Path) -> str:
+    """Why ``name`` names no point: a name that reads as a file's (.yaml / .yml, or a path) is a
+    point file that is not there (or is a folder); anything else is neither a preset nor a file."""
+    from miras_search.errors import did_you_mean
+
+    if Path(name).suffix.lower() not in (".yaml", ".yml") and "/" not in name and "\\" not in name:
+        return not_a_scale_point(name, list(PRESET_AXES)) + did_you_mean(name, list(PRESET_AXES))
+    tried = [Path(name)] if Path(name).is_absolute() or base in (Path(), Path(".")) else [Path(name), base / name]
+    folder = next((p for p in tried if p.is_dir()), None)
+    if folder is not None:
+        return f"point file '{folder}' is a folder, not a point file (.yaml)"
+    where = " nor ".join(f"'{p}'" for p in tried)
+    return f"no such point file: {where} (a point file is a .yaml; presets: {', '.join(PRESET_AXES)})"
 
 
 def stored_point(point: Any, number: int) -> ModelPoint:

@@ -63,7 +63,7 @@ class ScaleTable:
         return out
 
     def write_json(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2, allow_nan=True) + "\n")
+        Path(path).write_text(json_text(self.to_dict()))  # a value that is not finite: null
 
     def markdown(self) -> str:
         lines = [f"| rank | point | rungs | fit | {self.metric} at {self.target_flops:.3g} FLOPs |",
@@ -75,6 +75,23 @@ class ScaleTable:
             rank = str(place) if math.isfinite(point.at_target) else "-"
             lines.append(f"| {rank} | {point.label} | {rungs} | {fit} | {value} |")
         return "\n".join(lines) + "\n"
+
+
+def finite_or_none(value: Any) -> Any:
+    """``value`` with every NaN or infinity (in lists, tuples and mappings too) as None, so that
+    it writes as valid JSON (``null``) where ``json.dumps`` would write a bare ``NaN``."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: finite_or_none(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite_or_none(item) for item in value]
+    return value
+
+
+def json_text(data: Any) -> str:
+    """``data`` as indented, valid JSON: NaN and infinities written as ``null``."""
+    return json.dumps(finite_or_none(data), indent=2, allow_nan=False) + "\n"
 
 
 def _number(value: Any) -> float:

@@ -7,8 +7,13 @@ not hold yet. The rungs run on a ``Pool`` (Ray workers, or inline), as a study's
 Stored per rung trial: the point and its ``point_key`` (the identity of the point being scaled,
 not of the resized model), ``fidelity`` (study.fidelity; source "scale"), and ``scale``:
 ``{"rung": key, "index", "seed", "d_model", "n_layers", "n_heads", "seq_len", "tokens",
-"flops_per_token", "compute", "params", "trained_point"}`` where ``compute`` = FLOPs per token x
-the tokens the rung trained (scale.compute).
+"flops_per_token", "compute", "params", "batch_size", "trained_point"}`` where ``compute`` = FLOPs
+per token x the tokens the rung trained (scale.compute) and ``trained_point`` the model and budget
+actually trained (the trial settings applied).
+
+The training batch size is part of a rung's identity: a study holding rungs of a point trained
+at another batch size is refused (``batch_size_mismatch``) rather than fitted with the new ones.
+Rungs stored before the batch size was recorded count at their ``trained_point``'s.
 """
 
 from __future__ import annotations
@@ -21,7 +26,9 @@ from typing import Any
 import optuna
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
+from pydantic import ValidationError
 
+from miras_search.errors import MirasError
 from miras_search.scale.compute import flops_per_token
 from miras_search.scale.points import ScalePoint, compute_proxy, on_rung
 from miras_search.study.execute import TrialTask
@@ -42,10 +49,11 @@ class RungRun:
     rung: Rung
     index: int
     seed: int
+    batch_size: int | None = None
 
     @property
-    def done_key(self) -> tuple[str, str, int]:
-        return (self.target.key, self.rung.key, self.seed)
+    def done_key(self) -> tuple[str, str, int, int | None]:
+        return (self.target.key, self.rung.key, self.seed, self.batch_size)
 
 
 @dataclass
@@ -63,30 +71,81 @@ def is_rung_trial(trial: FrozenTrial) -> bool:
     return isinstance(trial.user_attrs.get("scale"), dict)
 
 
-def finished_rungs(study: optuna.Study) -> set[tuple[str, str, int]]:
-    """(point_key, rung key, seed) of the rung trials a re-run must not train again: complete
-    ones, and failures that would repeat (nan, diverged, build errors...)."""
+def stored_batch_size(trial: FrozenTrial) -> int | None:
+    """The batch size a stored rung trained at: recorded since it is part of a rung's identity;
+    for a rung stored before, its trained point's ``train.batch_size``."""
+    attrs = trial.user_attrs.get("scale") or {}
+    value = attrs.get("batch_size")
+    if value is None:
+        value = ((attrs.get("trained_point") or {}).get("train") or {}).get("batch_size")
+    try:
+        return int(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def rung_batch_size(target: ScalePoint, spec: ScaleSpec, config: TrialConfig) -> int:
+    """The batch size ``target``'s rungs train at: --batch-size (scale.batch_size), else the
+    study's trial.batch_size, else the point's own train.batch_size."""
+    return int(spec.batch_size or config.batch_size or target.point.train.batch_size)
+
+
+def _final(trial: FrozenTrial) -> bool:
+    return trial.state == TrialState.COMPLETE or (
+        trial.state == TrialState.FAIL and trial.user_attrs.get("failure") in REUSABLE_FAILURES)
+
+
+def finished_rungs(study: optuna.Study) -> set[tuple[str, str, int, int | None]]:
+    """(point_key, rung key, seed, batch size) of the rung trials a re-run must not train again:
+    complete ones, and failures that would repeat (nan, diverged, build errors...)."""
     done = set()
     for trial in study.get_trials(deepcopy=False):
-        if not is_rung_trial(trial):
-            continue
-        final = trial.state == TrialState.COMPLETE or (
-            trial.state == TrialState.FAIL and trial.user_attrs.get("failure") in REUSABLE_FAILURES)
-        if final:
+        if is_rung_trial(trial) and _final(trial):
             attrs = trial.user_attrs["scale"]
-            done.add((trial.user_attrs.get("point_key"), attrs.get("rung"), int(attrs.get("seed", 0))))
+            done.add((trial.user_attrs.get("point_key"), attrs.get("rung"), int(attrs.get("seed", 0)),
+                      stored_batch_size(trial)))
     return done
 
 
-def plan(study: optuna.Study, points: list[ScalePoint], spec: ScaleSpec) -> tuple[list[RungRun], int]:
+def batch_size_mismatch(study: optuna.Study, points: list[ScalePoint], spec: ScaleSpec, config: TrialConfig,
+                        keep_apart: str) -> None:
+    """MirasError when the study holds finished rungs of a point trained at another batch size
+    than this run's: those rungs would be fitted with the new ones as one curve. ``keep_apart``
+    says how to give the run a study of its own (e.g. "another --name")."""
+    wanted = {target.key: (target, rung_batch_size(target, spec, config)) for target in points}
+    other: dict[str, dict[int | None, set[str]]] = {}
+    for trial in study.get_trials(deepcopy=False):
+        key = trial.user_attrs.get("point_key")
+        if not (is_rung_trial(trial) and _final(trial) and key in wanted):
+            continue
+        size = stored_batch_size(trial)
+        if size != wanted[key][1]:
+            other.setdefault(key, {}).setdefault(size, set()).add(str(trial.user_attrs["scale"].get("rung")))
+    if not other:
+        return
+    key, sizes = next(iter(other.items()))
+    target, size = wanted[key]
+    stored = "; ".join(f"batch size {s if s is not None else 'unknown'} ({', '.join(sorted(r))})"
+                       for s, r in sizes.items())
+    before = ", ".join(str(s) for s in sizes if s is not None)
+    raise MirasError(
+        f"the study '{study.study_name}' holds rungs of {target.label} trained at {stored}, and this run "
+        f"trains at batch size {size}: rungs at different batch sizes are not one scaling curve and are "
+        f"not reused or fitted together. Give --batch-size {before or 'as before'} to extend those rungs, "
+        f"or {keep_apart} to keep this ladder apart")
+
+
+def plan(study: optuna.Study, points: list[ScalePoint], spec: ScaleSpec,
+         config: TrialConfig | None = None) -> tuple[list[RungRun], int]:
     """The rungs still to train (smallest rung first, point by point), and how many are stored."""
     done = finished_rungs(study)
     todo, already = [], 0
     for index, rung in enumerate(spec.rungs):
         for target in points:
             on_rung(target.point, rung, target.label)  # a rung the point cannot take: error now
+            size = rung_batch_size(target, spec, config or TrialConfig())
             for seed in spec.seeds:
-                run = RungRun(target, rung, index, int(seed))
+                run = RungRun(target, rung, index, int(seed), size)
                 if run.done_key in done:
                     already += 1
                 else:
@@ -138,7 +197,7 @@ class ScaleRunner:
 
     def run(self) -> ScaleSummary:
         started = time.perf_counter()
-        todo, already = plan(self.study, self.points, self.spec)
+        todo, already = plan(self.study, self.points, self.spec, self.config)
         summary = ScaleSummary(planned=len(todo), already=already)
         if not todo:
             return summary
@@ -178,6 +237,10 @@ class ScaleRunner:
         from miras_search.schema import ModelPoint
 
         trained = ModelPoint.model_validate(task.point)
+        try:  # the model and budget actually trained (the rung's trial settings applied)
+            trained_point = TrialConfig.model_validate(task.config).apply(trained).model_dump(mode="json")
+        except ValidationError:
+            trained_point = task.point
         metrics = {k: float(v) for k, v in (result.get("metrics") or {}).items() if isinstance(v, int | float)}
         per_token = flops_per_token(trained, run.rung.seq_len)
         tokens = int(metrics.get("tokens", run.rung.tokens))
@@ -192,7 +255,9 @@ class ScaleRunner:
             "scale": {"rung": run.rung.key, "index": run.index, "seed": run.seed, "d_model": run.rung.d_model,
                       "n_layers": run.rung.n_layers, "n_heads": run.rung.heads, "seq_len": run.rung.seq_len,
                       "tokens": tokens, "flops_per_token": per_token, "compute": per_token * tokens,
-                      "params": metrics.get("params"), "trained_point": task.point},
+                      "params": metrics.get("params"),
+                      "batch_size": run.batch_size or trained_point["train"]["batch_size"],
+                      "trained_point": trained_point},
             "constraints": [],
         }
         state, values = TrialState.FAIL, None

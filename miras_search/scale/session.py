@@ -34,8 +34,34 @@ def merged_spec(base: ScaleSpec | None, overrides: dict[str, Any], source: str) 
     """``base`` (a study file's block, or the defaults) with the given fields replaced, validated
     as a whole: a bad ladder is a ConfigError naming the field."""
     data = base.model_dump(mode="json", exclude_unset=True) if base is not None else {}
-    data.update({k: v for k, v in overrides.items() if v is not None})
-    return validate(ScaleSpec, data, source)
+    given = {k: v for k, v in overrides.items() if v is not None}
+    data.update(given)
+    try:
+        return validate(ScaleSpec, data, source)
+    except ConfigError as error:  # a value from the command line is named as its option
+        raise ConfigError(error.source, [_as_option(p, given) for p in error.problems]) from None
+
+
+_OPTIONS = {"batch_size": "--batch-size", "seeds": "--seeds", "target_flops": "--target-flops",
+            "metric": "--metric", "top": "--top", "points": "the points named"}
+
+
+def _as_option(problem: Problem, given: dict[str, Any]) -> Problem:
+    """``problem`` with its path as the command line's option when the value came from there:
+    ``batch_size`` -> ``--batch-size``, ``rungs.1.d_model`` -> ``--rung 7,1,32,2048 (the 2nd):
+    d_model``."""
+    parts = problem.path.split(".")
+    if parts[0] not in given:
+        return problem
+    if parts[0] == "rungs" and len(parts) > 1 and parts[1].isdigit() and int(parts[1]) < len(given["rungs"]):
+        rung = given["rungs"][int(parts[1])]
+        text = ",".join(str(rung.get(k)) for k in ("d_model", "n_layers", "seq_len", "tokens"))
+        where = f"--rung {text} (number {int(parts[1]) + 1})" + (f": {'.'.join(parts[2:])}" if parts[2:] else "")
+    elif parts[0] == "rungs":
+        where = "--rung" + (f" {'.'.join(parts[1:])}" if parts[1:] else "")
+    else:
+        where = _OPTIONS.get(parts[0], parts[0]) + (f" {'.'.join(parts[1:])}" if parts[1:] else "")
+    return Problem(where, problem.message, problem.line)
 
 
 def _standalone_study(name: str, storage: str, metric: str) -> optuna.Study:
@@ -73,6 +99,7 @@ class ScalePlan:
     name: str
     base: tuple[Path, ...] = ()
     study_file: StudyFile | None = None
+    overrides: dict[str, Any] | None = None  # the command line's (named as options in errors)
 
 
 def _check_name(name: str) -> None:
@@ -96,11 +123,19 @@ def _check_metric(spec: ScaleSpec, config: TrialConfig, overrides: dict[str, Any
     raise ConfigError(source, [Problem("metric", problem)])
 
 
-def _check_rungs(points: list[ScalePoint], spec: ScaleSpec, config: TrialConfig, source: str) -> None:
-    """ConfigError naming each rung too small for one batch of a point (scale.points.rung_problems)."""
+def _check_rungs(points: list[ScalePoint], spec: ScaleSpec, config: TrialConfig, source: str,
+                 given: dict[str, Any] | None = None) -> None:
+    """ConfigError naming each rung too small for one batch of a point (scale.points.rung_problems);
+    a rung or batch size from the command line (``given``) is named as its option."""
     problems = rung_problems(points, list(spec.rungs), spec.batch_size or config.batch_size)
-    if problems:
-        raise ConfigError(source, problems)
+    if not problems:
+        return
+    given = {k: v for k, v in (given or {}).items() if v is not None}
+    if "batch_size" in given:
+        problems = [Problem(p.path, p.message.replace(f"(batch_size {given['batch_size']} x",
+                                                      f"(--batch-size {given['batch_size']} x"), p.line)
+                    for p in problems]
+    raise ConfigError(source, [_as_option(p, given) for p in problems])
 
 
 def plan_scale(study_path: Path | None, names: list[str], overrides: dict[str, Any], *, name: str = "scale",
@@ -125,11 +160,12 @@ def plan_scale(study_path: Path | None, names: list[str], overrides: dict[str, A
         url = normalise(storage) if storage else default_storage(run_dir, name)
         plan = ScalePlan(spec, _wanted(spec, names), TrialConfig(), [Objective(metric=spec.metric)], url,
                          user_path(run_dir) / name / "scale", "miras scale", name)
+    plan.overrides = overrides
     _check_metric(plan.spec, plan.config, overrides, plan.source)
     if study_path is None and plan.spec.top:
         raise MirasError("--top picks a study's best points: give a study file (or scale.points)")
     named = resolve_points(plan.names, 0, None, plan.base) if plan.names else []
-    _check_rungs(named, plan.spec, plan.config, plan.source)
+    _check_rungs(named, plan.spec, plan.config, plan.source, overrides)
     if not named and not plan.spec.top:
         raise MirasError("nothing to scale: name presets or point files, or give a study and --top N")
     return plan
@@ -143,7 +179,8 @@ def _wanted(spec: ScaleSpec, names: list[str]) -> list[str]:
 def open_scale(plan: ScalePlan) -> ScaleJob:
     """The scale job of a checked ``plan``: its study opened (created when new), the points
     resolved against it (a preset the study ran keeps the study's point; the study's best
-    ``top``) and their rungs checked."""
+    ``top``) and their rungs checked, against one batch and against the batch size the study's
+    stored rungs of each point trained at (scale.runner.batch_size_mismatch)."""
     from miras_search.study.setup import create_study
 
     if plan.study_file is not None:
@@ -153,7 +190,12 @@ def open_scale(plan: ScalePlan) -> ScaleJob:
         study, tokens = _standalone_study(plan.name, plan.storage, plan.spec.metric), None
     points = resolve_points(plan.names, plan.spec.top, study if plan.study_file is not None else None, plan.base,
                             tokens=tokens)
-    _check_rungs(points, plan.spec, plan.config, plan.source)
+    _check_rungs(points, plan.spec, plan.config, plan.source, plan.overrides)
+    from miras_search.scale.runner import batch_size_mismatch
+
+    keep_apart = (f"another --name (e.g. --name {plan.name}-b{plan.spec.batch_size or plan.config.batch_size or 'N'})"
+                  if plan.study_file is None else "a study file of another `name` (another study)")
+    batch_size_mismatch(study, points, plan.spec, plan.config, keep_apart)
     return ScaleJob(study, plan.storage, plan.spec, points, plan.config, plan.objectives, plan.out_dir,
                     plan.study_file)
 

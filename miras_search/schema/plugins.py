@@ -125,10 +125,37 @@ def load_plugins() -> None:
         if module_name in _loaded:
             continue
         try:
-            importlib.import_module(module_name)
+            module = importlib.import_module(module_name)
+        except SystemExit as error:  # sys.exit() at import: said, not an exit without a word
+            raise MirasError(
+                f"the option module '{module_name}' named by {source} exited while being imported "
+                f"(sys.exit({error.code!r})). Fix the module (an option module only defines classes), or "
+                f"remove it from {source.split()[0]}."
+            ) from None
         except Exception as error:  # any failure in a user's module: one readable message
             raise MirasError(
                 f"the option module '{module_name}' named by {source} could not be imported: "
                 f"{type(error).__name__}: {error}. Fix the module, or remove it from {source.split()[0]}."
             ) from error
+        _check_kinds(module, source)
         _loaded.add(module_name)
+
+
+def _check_kinds(module: Any, source: str) -> None:
+    """MirasError naming an option class of ``module`` that declares no ``kind`` value: it would
+    never register, so no point could choose it, without a word. A private class (``_Name``) and a
+    class that other, registered options derive from (a shared base) are left alone."""
+    registered = {option for _, base, _, _ in _AXES for option in base.registry.values()}
+    for name, value in vars(module).items():
+        if not (isinstance(value, type) and value.__module__ == module.__name__ and not name.startswith("_")):
+            continue
+        base = next((b for _, b, _, _ in _AXES if issubclass(value, b) and value is not b), None)
+        if base is None or value in registered or isinstance(value.model_fields["kind"].default, str):
+            continue
+        if any(issubclass(option, value) for option in registered):
+            continue
+        raise MirasError(
+            f"the option module '{module.__name__}' named by {source} defines {name}, a "
+            f"subclass of {base.__name__} without a kind, so it is not registered and no point can choose it: declare "
+            f"one, e.g. `kind: Literal[\"{name.lower()}\"] = \"{name.lower()}\"` (a class meant only as the "
+            f"base of other options: name it with a leading '_')")
