@@ -39,7 +39,7 @@ def _refused(args: list[str]) -> str:
     (["moneta", "--rung", "7,1,16,512", "--rung", "24,1,16,1024"],
      "- --rung 7,1,16,512 (number 1): d_model: Input should be greater than or equal to 8"),
     (["moneta", "--rung", "16,1,16,512"], "- --rung: a ladder needs at least 2 rungs"),
-    (["missing.yaml", *LADDER], "no such point file: 'missing.yaml' (a point file is a .yaml;"),
+    (["missing.yaml", *LADDER], "no such point file: 'missing.yaml' (looked in the working directory ("),
     (["sub/missing", *LADDER], "no such point file: 'sub/missing'"),
     (["inside", *LADDER], "'inside' is neither a preset"),
 ])

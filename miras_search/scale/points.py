@@ -85,19 +85,21 @@ def resolve_points(names: list[str], top: int, study: optuna.Study | None, base:
     return list(unique.values())
 
 
-def _no_point(name: str, base: Path) -> str:
+def _no_point(name: str, base: tuple[Path, ...]) -> str:
     """Why ``name`` names no point: a name that reads as a file's (.yaml / .yml, or a path) is a
-    point file that is not there (or is a folder); anything else is neither a preset nor a file."""
+    point file that is not there (or is a folder); anything else is neither a preset nor a file.
+    ``base``: the folders a relative file is read beside (``paths.input_folders``)."""
     from miras_search.errors import did_you_mean
+    from miras_search.paths import describe_places, input_places
 
     if Path(name).suffix.lower() not in (".yaml", ".yml") and "/" not in name and "\\" not in name:
         return not_a_scale_point(name, list(PRESET_AXES)) + did_you_mean(name, list(PRESET_AXES))
-    tried = [Path(name)] if Path(name).is_absolute() or base in (Path(), Path(".")) else [Path(name), base / name]
-    folder = next((p for p in tried if p.is_dir()), None)
+    places = input_places(name, base)
+    folder = next((p for p in places if p.is_dir()), None)
     if folder is not None:
         return f"point file '{folder}' is a folder, not a point file (.yaml)"
-    where = " nor ".join(f"'{p}'" for p in tried)
-    return f"no such point file: {where} (a point file is a .yaml; presets: {', '.join(PRESET_AXES)})"
+    return (f"no such point file: '{name}' (looked {describe_places(name, places, base)}; a point "
+            f"file is a .yaml; presets: {', '.join(PRESET_AXES)})")
 
 
 def stored_point(point: Any, number: int) -> ModelPoint:
