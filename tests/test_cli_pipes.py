@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -187,3 +188,34 @@ def test_compare_two_studies(tmp_path):
     p = mannwhitneyu([3.0, 3.1, 3.2, 3.3, 3.4], [4.0, 4.1, 4.2, 4.3, 4.4], alternative="two-sided").pvalue
     assert f"p = {p:.3g}" in result.output
     assert _widest(result.output.split("val_bpb: median")[0]) <= 80
+
+
+def _cli(args, tmp_path, **env):
+    return subprocess.run([sys.executable, "-m", "miras_search", *args], capture_output=True, text=True,
+                          env={**os.environ, **env}, cwd=tmp_path, timeout=300)
+
+
+def test_a_zero_or_tiny_columns_is_taken_as_80_not_as_no_room(tmp_path):
+    # rich reads COLUMNS when the CLI's consoles are made (at import): a child process sees it so
+    study = fake_study(tmp_path)
+    shown = _cli(["status", str(study)], tmp_path, COLUMNS="0")
+    assert shown.returncode == 0 and "4 complete" in shown.stdout, shown
+    assert 40 <= _widest(shown.stdout) <= 80
+    missing = _cli(["status", str(tmp_path / "nonexist.yaml")], tmp_path, COLUMNS="0", LINES="0")
+    assert missing.returncode == 1 and "error:" in missing.stderr and "nonexist.yaml" in missing.stderr
+
+    from miras_search.cli.app import FALLBACK_WIDTH, MIN_WIDTH, _Console
+
+    for columns, width in (("0", FALLBACK_WIDTH), ("3", FALLBACK_WIDTH), (str(MIN_WIDTH), MIN_WIDTH), ("120", 120)):
+        made = _Console(file=io.StringIO(), _environ={"COLUMNS": columns})
+        assert made.width == width and made.options.max_width == width
+
+
+def test_a_reader_that_stops_early_ends_yaml_and_csv_output_quietly(tmp_path):
+    study = fake_study(tmp_path)
+    for args in (["best", str(study), "--top", "3"], ["export", str(study), "--csv", "-"],
+                 ["sample", str(tmp_path / "space.yaml"), "-n", "20000"]):
+        shell = " ".join([shlex.quote(sys.executable), "-m", "miras_search", *map(shlex.quote, args)])
+        done = subprocess.run(["bash", "-c", f"set -o pipefail; {shell} | head -1"], capture_output=True,
+                              text=True, cwd=tmp_path, timeout=300)
+        assert done.returncode == 0 and done.stderr == "" and len(done.stdout.splitlines()) == 1, (args, done)
