@@ -219,3 +219,72 @@ def test_a_reader_that_stops_early_ends_yaml_and_csv_output_quietly(tmp_path):
         done = subprocess.run(["bash", "-c", f"set -o pipefail; {shell} | head -1"], capture_output=True,
                               text=True, cwd=tmp_path, timeout=300)
         assert done.returncode == 0 and done.stderr == "" and len(done.stdout.splitlines()) == 1, (args, done)
+
+
+def _miras_shell(*args) -> str:
+    return " ".join([shlex.quote(sys.executable), "-m", "miras_search", *map(shlex.quote, map(str, args))])
+
+
+def test_status_watch_ends_when_its_reader_has_gone(tmp_path):
+    # the study is finished: its table never changes, so only the closed pipe can end the watch
+    study = fake_study(tmp_path)
+    done = subprocess.run(["bash", "-c", f"set -o pipefail; {_miras_shell('status', study, '--watch')} | head -1"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=240)
+    assert done.returncode == 0 and done.stdout.startswith("-- ") and done.stderr == "", done
+
+
+def test_status_watch_on_a_dumb_terminal_prints_the_table(tmp_path):
+    # TERM=dumb (Emacs' shell): a terminal where rich's Live draws nothing until it stops
+    import pty
+
+    study = fake_study(tmp_path)
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "miras_search", "status", str(study), "--watch"],
+                            stdout=follower, stderr=subprocess.DEVNULL, cwd=tmp_path,
+                            env={**os.environ, "TERM": "dumb", "COLUMNS": "80"})
+    os.close(follower)
+    seen, deadline = b"", time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline and b"best so far" not in seen:
+            try:
+                seen += os.read(leader, 65536)
+            except OSError:  # the child closed the terminal
+                break
+    finally:
+        proc.kill()
+        proc.wait()
+        os.close(leader)
+    assert b"best so far" in seen and b"4 complete" in seen
+
+
+def test_run_into_a_pipe_prints_a_line_per_trial_as_it_finishes(tmp_path):
+    from test_study import write_study
+
+    path = write_study(tmp_path, trials=3)
+    proc = subprocess.Popen([sys.executable, "-m", "miras_search", "run", str(path), "--inline"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
+    lines, running_at_first_trial = [], None
+    for line in proc.stdout:
+        lines.append(line.rstrip("\n"))
+        if running_at_first_trial is None and " trial 0 " in line:
+            running_at_first_trial = proc.poll() is None
+    assert proc.wait(timeout=300) == 0, lines
+    text = "\n".join(lines)
+    assert lines[0] == "study tiny: 0/3 finished trials; a line per trial as it finishes", text
+    trial_lines = [line for line in lines if line.startswith("[0:")]
+    assert [line.split()[2] for line in trial_lines] == ["0", "1", "2"], text
+    assert all(" complete: val_bpb " in line for line in trial_lines), text
+    assert trial_lines[-1].split("; ")[1].startswith("3/3 finished, best val_bpb ")
+    assert running_at_first_trial, text  # shown while the study still ran, not at its end
+    assert "━" not in text  # no progress bar drawn into the pipe
+
+
+def test_run_whose_reader_stops_early_still_finishes_the_study(tmp_path):
+    from test_study import trials_of, write_study
+
+    path = write_study(tmp_path, trials=2)
+    done = subprocess.run(["bash", "-c", f"set -o pipefail; {_miras_shell('run', path, '--inline')} | head -1"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert done.returncode == 0 and done.stderr == "", done
+    assert done.stdout.startswith("study tiny: 0/2 finished trials")
+    assert [t.state.name for t in trials_of(path)] == ["COMPLETE", "COMPLETE"]

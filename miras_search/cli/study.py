@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import shlex
@@ -17,7 +18,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from miras_search.cli.app import command, console, print_note, print_text
+from miras_search.cli.app import (
+    command,
+    console,
+    interactive,
+    print_note,
+    print_text,
+    stdout_closed,
+)
 from miras_search.cli.checks import (
     gpu_request,
     positive_finite,
@@ -44,6 +52,40 @@ def _progress() -> Progress:
         TextColumn("running {task.fields[running]}"), TextColumn("{task.fields[best]}"),
         TimeElapsedColumn(), console=console,
     )
+
+
+def _target(target: int | None) -> str:
+    return "-" if target is None else str(target)
+
+
+def _trial_line(event: Event, records: list[dict[str, str]], best: _BestSoFar, elapsed_s: float) -> str:
+    """'[0:00:12] trial 3 (yaad) complete: val_bpb 7.501; 3/6 finished, best val_bpb 7.501'."""
+    from optuna.trial import TrialState
+
+    from miras_search.study.records import is_feasible
+
+    trial = event.trial
+    attrs = trial.user_attrs
+    label = attrs.get("anchor") or " / ".join(str(v) for v in (attrs.get("axes") or {}).values())
+    failure = attrs.get("failure")
+    if trial.state == TrialState.COMPLETE:
+        values = ", ".join(f"{r['name']} {v:.4g}" for r, v in zip(records, trial.values or [], strict=False))
+        outcome = f"complete: {values or 'no value'}"
+        if not is_feasible(trial):
+            outcome += " (infeasible: over a constraint)"
+        if attrs.get("reused_from") is not None:
+            outcome += f" (reused from trial {attrs['reused_from']})"
+    elif trial.state == TrialState.PRUNED and failure == "limit":
+        outcome = f"pruned by a limit: {attrs.get('reason') or 'limit'}"
+    elif trial.state == TrialState.PRUNED:
+        steps = max(trial.intermediate_values, default=None)
+        outcome = "pruned" + (f" at step {steps}" if steps is not None else "")
+    else:
+        outcome = f"failed ({failure or 'error'}): {attrs.get('reason') or '-'}"
+    ranked = best.text()
+    elapsed = datetime.timedelta(seconds=round(elapsed_s))
+    return (f"[{elapsed}] trial {trial.number}{f' ({label})' if label else ''} {outcome}; "
+            f"{event.finished}/{_target(event.target)} finished{f', {ranked}' if ranked else ''}")
 
 
 def _run(path: Path, workers: int | None, address: str | None, storage: str | None,
@@ -91,16 +133,26 @@ def _run(path: Path, workers: int | None, address: str | None, storage: str | No
     warn_unreadable_trials(driver.study)
     if _trials_on_gpus(inline, gpus):
         _note_gpu_kernel_share(spec, path)
-    with _progress() as bar:
-        task = bar.add_task(escape(spec.name), total=None, running=0, best="")
+    started = time.monotonic()
+    # a bar where one can be drawn; elsewhere (a pipe, `| tee`, nohup, CI, TERM=dumb) Live shows
+    # nothing until the end: a plain line per finished trial instead
+    with _progress() if interactive() else contextlib.nullcontext() as bar:
+        task = bar.add_task(escape(spec.name), total=None, running=0, best="") if bar is not None else None
 
         def show(event: Event) -> None:
             if event.kind == "note":
-                bar.console.print(f"[yellow]{escape(event.message)}[/]")
+                (bar.console if bar is not None else console).print(f"[yellow]{escape(event.message)}[/]")
             if event.kind == "finished" and event.trial is not None:
                 best.add(event.trial)
-            bar.update(task, total=event.target, completed=event.finished, running=event.running,
-                       best=escape(best.text()))
+            if bar is not None:
+                bar.update(task, total=event.target, completed=event.finished, running=event.running,
+                           best=escape(best.text()))
+            elif event.kind == "setup":
+                console.print(f"study {spec.name}: {event.finished}/{_target(event.target)} finished trials; "
+                              "a line per trial as it finishes", highlight=False, markup=False, soft_wrap=True)
+            elif event.kind == "finished" and event.trial is not None:
+                console.print(_trial_line(event, spec.objective_records, best, time.monotonic() - started),
+                              highlight=False, markup=False, soft_wrap=True)
 
         driver.on_event = show
         for trial in feasible_complete(driver.study):  # what earlier runs found counts too
@@ -352,7 +404,7 @@ def status_cmd(study: _STUDY, storage: _STORAGE = None,
         console.print(_status_table(status(opened)))
         return
     try:
-        if console.is_terminal:
+        if interactive():
             with Live(_status_table(status(opened)), console=console, refresh_per_second=1) as live:
                 while True:
                     time.sleep(_WATCH_S)
@@ -365,9 +417,11 @@ def status_cmd(study: _STUDY, storage: _STORAGE = None,
 
 def _watch_piped(table) -> None:
     """Print the status with a time stamp each time it changes, flushed at once (a pipe would
-    otherwise hold it back); Live's in-place refresh needs a terminal and prints nothing to a pipe."""
+    otherwise hold it back); Live's in-place refresh needs a terminal and prints nothing to a pipe
+    or a dumb terminal. Ends (exit 0) when the pipe's reader has gone (`| head -20`): checked at
+    each refresh, also while the table stays the same."""
     last = None
-    while True:
+    while not stdout_closed():
         with console.capture() as captured:
             console.print(table())
         text = captured.get()
