@@ -288,3 +288,25 @@ def test_run_whose_reader_stops_early_still_finishes_the_study(tmp_path):
     assert done.returncode == 0 and done.stderr == "", done
     assert done.stdout.startswith("study tiny: 0/2 finished trials")
     assert [t.state.name for t in trials_of(path)] == ["COMPLETE", "COMPLETE"]
+
+
+@pytest.mark.parametrize("width", [30, 40, 50, 60, 70, 80])
+def test_narrow_leaderboards_and_status_leave_out_columns_rather_than_cut_numbers(tmp_path, width):
+    from rich.console import Console
+
+    from miras_search.report.leaderboard import board_rows, leaderboard_table
+    from miras_search.report.study_data import study_objectives, study_rows
+
+    study = fake_study(tmp_path, values=[3.123456, 3.654321, 4.5, 2.875])
+    opened = open_report_study(str(study), None)
+    objectives = study_objectives(opened)
+    console = Console(width=width, record=True, file=io.StringIO())
+    console.print(leaderboard_table(board_rows(study_rows(opened), objectives), objectives, width=width))
+    text = console.export_text()
+    assert _widest(text) <= width and "…" not in text, text
+    assert all(value in text for value in ("2.875", "3.123", "3.654", "4.5")) and "val_bpb ↓" in text
+    assert ("memory" in text) == (width >= 50), text  # the axes go last but for the rank and values
+
+    shown = runner.invoke(app, ["status", str(study)], env={"COLUMNS": str(width)})
+    assert shown.exit_code == 0 and _widest(shown.output) <= width and "…" not in shown.output, shown.output
+    assert "2.875" in shown.output and "val_bpb ↓" in shown.output

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.cells import cell_len
+from rich.console import Console
 from rich.live import Live
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -25,6 +27,7 @@ from miras_search.cli.app import (
     print_note,
     print_text,
     stdout_closed,
+    table_width,
 )
 from miras_search.cli.checks import (
     gpu_request,
@@ -359,22 +362,16 @@ def _counts_line(state: StudyStatus) -> str:
     return f"{state.finished}/{target} finished: {', '.join(counts)}; ETA {eta}"
 
 
-def _status_table(state: StudyStatus) -> Table:
+def _status_table(state: StudyStatus, width: int | None = None) -> Table:
+    """The status; within ``width`` (a narrow terminal) the best-so-far table leaves out its point
+    column, then its trial column, rather than cut a value to "6.3…"."""
     grid = Table.grid()
     grid.add_row(Text(f"study {state.name}", style="bold"))
     grid.add_row(Text(_counts_line(state)))
-    best = Table(title="best so far", title_justify="left")
-    for column in ("objective", "value", "trial", "point"):
-        best.add_column(column, justify="right" if column in ("value", "trial") else "left")
-    for index, (record, trial) in enumerate(zip(state.objectives, state.best, strict=True)):
-        arrow = "↓" if record["direction"] == "minimize" else "↑"
-        if trial is None:
-            best.add_row(escape(f"{record['name']} {arrow}"), "-", "-", "-")
-            continue
-        axes = trial.user_attrs.get("axes") or {}
-        label = trial.user_attrs.get("anchor") or " / ".join(str(v) for v in axes.values())
-        best.add_row(escape(f"{record['name']} {arrow}"), _fmt(trial.values[index]), f"#{trial.number}",
-                     escape(label))
+    for columns in (("objective", "value", "trial", "point"), ("objective", "value", "trial"), ("objective", "value")):
+        best = _best_table(state, columns)
+        if width is None or Console(width=10_000).measure(best).minimum <= width:
+            break
     grid.add_row(best)
     if state.failures:
         why = Table(title="why trials did not complete", title_justify="left")
@@ -384,6 +381,30 @@ def _status_table(state: StudyStatus) -> Table:
             why.add_row(escape(group.kind), str(group.count), escape(group.latest))
         grid.add_row(why)
     return grid
+
+
+def _best_table(state: StudyStatus, columns: tuple[str, ...]) -> Table:
+    rows = []
+    for index, (record, trial) in enumerate(zip(state.objectives, state.best, strict=True)):
+        arrow = "↓" if record["direction"] == "minimize" else "↑"
+        if trial is None:
+            rows.append((f"{record['name']} {arrow}", "-", "-", "-"))
+            continue
+        axes = trial.user_attrs.get("axes") or {}
+        label = trial.user_attrs.get("anchor") or " / ".join(str(v) for v in axes.values())
+        rows.append((f"{record['name']} {arrow}", _fmt(trial.values[index]), f"#{trial.number}", label))
+    best = Table(title="best so far", title_justify="left")
+    for i, column in enumerate(columns):
+        if column == "point":  # wraps at its spaces ("mlp / lp /" over "l2 / gd")
+            best.add_column(column)
+            continue
+        # never wrapped or cut: their full width is also the least the column takes
+        widest = max(cell_len(text) for text in [column, *(row[i] for row in rows)])
+        best.add_column(column, justify="right" if column in ("value", "trial") else "left", no_wrap=True,
+                        min_width=widest)
+    for row in rows:
+        best.add_row(*(escape(cell) for cell in row[:len(columns)]))
+    return best
 
 
 _WATCH_S = 2.0
@@ -401,16 +422,16 @@ def status_cmd(study: _STUDY, storage: _STORAGE = None,
     opened = open_study(study, storage)
     warn_about_opened_study(study, opened)
     if not watch:
-        console.print(_status_table(status(opened)))
+        console.print(_status_table(status(opened), table_width()))
         return
     try:
         if interactive():
-            with Live(_status_table(status(opened)), console=console, refresh_per_second=1) as live:
+            with Live(_status_table(status(opened), table_width()), console=console, refresh_per_second=1) as live:
                 while True:
                     time.sleep(_WATCH_S)
-                    live.update(_status_table(status(open_study(study, storage))))
+                    live.update(_status_table(status(open_study(study, storage)), table_width()))
         else:
-            _watch_piped(lambda: _status_table(status(open_study(study, storage))))
+            _watch_piped(lambda: _status_table(status(open_study(study, storage)), table_width()))
     except KeyboardInterrupt:
         pass
 
