@@ -310,3 +310,20 @@ def test_narrow_leaderboards_and_status_leave_out_columns_rather_than_cut_number
     shown = runner.invoke(app, ["status", str(study)], env={"COLUMNS": str(width)})
     assert shown.exit_code == 0 and _widest(shown.output) <= width and "…" not in shown.output, shown.output
     assert "2.875" in shown.output and "val_bpb ↓" in shown.output
+
+
+@pytest.mark.parametrize(("target", "words"), [
+    (5, "1 queued, not run: the study's target is 5 finished trials (`--trials N` runs them)"),
+    (8, "1 waiting"),
+])
+def test_status_says_queued_trials_past_the_target_are_not_run(tmp_path, target, words):
+    # a study file whose `trials` is below its anchors leaves anchors queued after its last run
+    import optuna
+
+    study = fake_study(tmp_path)  # 4 complete + 1 failed: 5 finished
+    stored = optuna.load_study(study_name="fake", storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(tmp_path / "fake.journal"))))
+    stored.set_user_attr("run", {"target": target})
+    stored.enqueue_trial({}, user_attrs={"anchor": "memora"})
+    shown = runner.invoke(app, ["status", str(study)], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0 and f"5/{target} finished: 4 complete, 1 failed, {words};" in shown.output, shown.output

@@ -349,9 +349,14 @@ def _counts_line(state: StudyStatus) -> str:
     target = state.target if state.target is not None else "-"
     complete = f"{state.complete} complete" + (f" ({state.reused} reused)" if state.reused else "")
     running = state.running if not state.driver_stopped else 0
+    # queued (anchors, retries) but past the target of a study no driver runs: they wait for a
+    # run with a higher --trials, which the bare word "waiting" did not say
+    idle = not state.driver_live and state.target is not None and state.finished >= state.target
+    waiting = (f"queued, not run: the study's target is {state.target} finished trials "
+               "(`--trials N` runs them)") if idle else "waiting"
     counts = [complete, *(f"{count} {label}" for count, label in (
         (running, "running"), (state.pruned, "pruned"), (state.failed, "failed"),
-        (state.interrupted, "interrupted"), (state.waiting, "waiting"),
+        (state.interrupted, "interrupted"), (state.waiting, waiting),
         (state.fidelity, "longer/larger runs")) if count)]
     if state.driver_stopped:  # a killed driver leaves them RUNNING in storage
         were = "1 was" if state.running == 1 else f"{state.running} were"
