@@ -36,7 +36,7 @@ from miras_search.cli.checks import (
     warn_unreadable_trials,
 )
 from miras_search.errors import MirasError
-from miras_search.redact import install_log_redaction, redact_url
+from miras_search.redact import install_log_redaction, redact_text, redact_url
 
 if TYPE_CHECKING:  # imported where used: `miras --help` must not import Optuna or torch
     import optuna
@@ -154,7 +154,7 @@ def _run(path: Path, workers: int | None, address: str | None, storage: str | No
                 console.print(f"study {spec.name}: {event.finished}/{_target(event.target)} finished trials; "
                               "a line per trial as it finishes", highlight=False, markup=False, soft_wrap=True)
             elif event.kind == "finished" and event.trial is not None:
-                console.print(_trial_line(event, spec.objective_records, best, time.monotonic() - started),
+                console.print(redact_text(_trial_line(event, spec.objective_records, best, time.monotonic() - started)),
                               highlight=False, markup=False, soft_wrap=True)
 
         driver.on_event = show
