@@ -203,6 +203,10 @@ def test_a_zero_or_tiny_columns_is_taken_as_80_not_as_no_room(tmp_path):
     assert 40 <= _widest(shown.stdout) <= 80
     missing = _cli(["status", str(tmp_path / "nonexist.yaml")], tmp_path, COLUMNS="0", LINES="0")
     assert missing.returncode == 1 and "error:" in missing.stderr and "nonexist.yaml" in missing.stderr
+    helped = _cli(["--help"], tmp_path, COLUMNS="0")  # Typer's own console
+    assert helped.returncode == 0 and "Usage" in helped.stdout and "status" in helped.stdout, helped
+    usage = _cli(["run"], tmp_path, COLUMNS="0")
+    assert usage.returncode == 2 and "Missing argument" in usage.stderr, usage
 
     from miras_search.cli.app import FALLBACK_WIDTH, MIN_WIDTH, _Console
 

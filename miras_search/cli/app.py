@@ -74,6 +74,17 @@ def _drop_output(stream: Any) -> None:
     os.close(devnull)
 
 
+def _drop_unusable_size() -> None:
+    """Drop a ``COLUMNS`` under ``MIN_WIDTH`` (``COLUMNS=0``) and a ``LINES`` of 0 from the
+    environment: rich, Typer's help included, would render at that width, which prints nothing;
+    without them the terminal's size is used, or 80 x 25."""
+    for name, least in (("COLUMNS", MIN_WIDTH), ("LINES", 1)):
+        value = os.environ.get(name, "").strip()
+        if value.isdigit() and int(value) < least:
+            del os.environ[name]
+
+
+_drop_unusable_size()
 console = _Console()
 errors = _Console(stderr=True)
 
