@@ -331,3 +331,17 @@ def test_status_says_queued_trials_past_the_target_are_not_run(tmp_path, target,
     stored.enqueue_trial({}, user_attrs={"anchor": "memora"})
     shown = runner.invoke(app, ["status", str(study)], env={"COLUMNS": "200"})
     assert shown.exit_code == 0 and f"5/{target} finished: 4 complete, 1 failed, {words};" in shown.output, shown.output
+
+
+def test_train_into_a_pipe_prints_a_line_per_tenth_of_the_steps():
+    from miras_search.cli.app import console
+    from miras_search.cli.training import _step_lines
+    from miras_search.model.quick_train import StepInfo
+
+    show = _step_lines("moneta")
+    with console.capture() as captured:
+        for step in range(1, 96):
+            show(StepInfo(step=step, steps=95, loss=3.25, lr=0.001, tokens=step * 64, seconds=step * 2.0))
+    lines = captured.get().splitlines()
+    assert lines[0] == "[0:00:02] moneta step 1/95 loss 3.250" and lines[-1].endswith("step 95/95 loss 3.250")
+    assert 10 <= len(lines) <= 12, lines  # the first, one per tenth, the last
