@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -187,3 +188,160 @@ def test_compare_two_studies(tmp_path):
     p = mannwhitneyu([3.0, 3.1, 3.2, 3.3, 3.4], [4.0, 4.1, 4.2, 4.3, 4.4], alternative="two-sided").pvalue
     assert f"p = {p:.3g}" in result.output
     assert _widest(result.output.split("val_bpb: median")[0]) <= 80
+
+
+def _cli(args, tmp_path, **env):
+    return subprocess.run([sys.executable, "-m", "miras_search", *args], capture_output=True, text=True,
+                          env={**os.environ, **env}, cwd=tmp_path, timeout=300)
+
+
+def test_a_zero_or_tiny_columns_is_taken_as_80_not_as_no_room(tmp_path):
+    # rich reads COLUMNS when the CLI's consoles are made (at import): a child process sees it so
+    study = fake_study(tmp_path)
+    shown = _cli(["status", str(study)], tmp_path, COLUMNS="0")
+    assert shown.returncode == 0 and "4 complete" in shown.stdout, shown
+    assert 40 <= _widest(shown.stdout) <= 80
+    missing = _cli(["status", str(tmp_path / "nonexist.yaml")], tmp_path, COLUMNS="0", LINES="0")
+    assert missing.returncode == 1 and "error:" in missing.stderr and "nonexist.yaml" in missing.stderr
+    helped = _cli(["--help"], tmp_path, COLUMNS="0")  # Typer's own console
+    assert helped.returncode == 0 and "Usage" in helped.stdout and "status" in helped.stdout, helped
+    usage = _cli(["run"], tmp_path, COLUMNS="0")
+    assert usage.returncode == 2 and "Missing argument" in usage.stderr, usage
+
+    from miras_search.cli.app import FALLBACK_WIDTH, MIN_WIDTH, _Console
+
+    for columns, width in (("0", FALLBACK_WIDTH), ("3", FALLBACK_WIDTH), (str(MIN_WIDTH), MIN_WIDTH), ("120", 120)):
+        made = _Console(file=io.StringIO(), _environ={"COLUMNS": columns})
+        assert made.width == width and made.options.max_width == width
+
+
+def test_a_reader_that_stops_early_ends_yaml_and_csv_output_quietly(tmp_path):
+    study = fake_study(tmp_path)
+    for args in (["best", str(study), "--top", "3"], ["export", str(study), "--csv", "-"],
+                 ["sample", str(tmp_path / "space.yaml"), "-n", "20000"]):
+        shell = " ".join([shlex.quote(sys.executable), "-m", "miras_search", *map(shlex.quote, args)])
+        done = subprocess.run(["bash", "-c", f"set -o pipefail; {shell} | head -1"], capture_output=True,
+                              text=True, cwd=tmp_path, timeout=300)
+        assert done.returncode == 0 and done.stderr == "" and len(done.stdout.splitlines()) == 1, (args, done)
+
+
+def _miras_shell(*args) -> str:
+    return " ".join([shlex.quote(sys.executable), "-m", "miras_search", *map(shlex.quote, map(str, args))])
+
+
+def test_status_watch_ends_when_its_reader_has_gone(tmp_path):
+    # the study is finished: its table never changes, so only the closed pipe can end the watch
+    study = fake_study(tmp_path)
+    done = subprocess.run(["bash", "-c", f"set -o pipefail; {_miras_shell('status', study, '--watch')} | head -1"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=240)
+    assert done.returncode == 0 and done.stdout.startswith("-- ") and done.stderr == "", done
+
+
+def test_status_watch_on_a_dumb_terminal_prints_the_table(tmp_path):
+    # TERM=dumb (Emacs' shell): a terminal where rich's Live draws nothing until it stops
+    import pty
+
+    study = fake_study(tmp_path)
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "miras_search", "status", str(study), "--watch"],
+                            stdout=follower, stderr=subprocess.DEVNULL, cwd=tmp_path,
+                            env={**os.environ, "TERM": "dumb", "COLUMNS": "80"})
+    os.close(follower)
+    seen, deadline = b"", time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline and b"best so far" not in seen:
+            try:
+                seen += os.read(leader, 65536)
+            except OSError:  # the child closed the terminal
+                break
+    finally:
+        proc.kill()
+        proc.wait()
+        os.close(leader)
+    assert b"best so far" in seen and b"4 complete" in seen
+
+
+def test_run_into_a_pipe_prints_a_line_per_trial_as_it_finishes(tmp_path):
+    from test_study import write_study
+
+    path = write_study(tmp_path, trials=3)
+    proc = subprocess.Popen([sys.executable, "-m", "miras_search", "run", str(path), "--inline"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
+    lines, running_at_first_trial = [], None
+    for line in proc.stdout:
+        lines.append(line.rstrip("\n"))
+        if running_at_first_trial is None and " trial 0 " in line:
+            running_at_first_trial = proc.poll() is None
+    assert proc.wait(timeout=300) == 0, lines
+    text = "\n".join(lines)
+    assert lines[0] == "study tiny: 0/3 finished trials; a line per trial as it finishes", text
+    trial_lines = [line for line in lines if line.startswith("[0:")]
+    assert [line.split()[2] for line in trial_lines] == ["0", "1", "2"], text
+    assert all(" complete: val_bpb " in line for line in trial_lines), text
+    assert trial_lines[-1].split("; ")[1].startswith("3/3 finished, best val_bpb ")
+    assert running_at_first_trial, text  # shown while the study still ran, not at its end
+    assert "━" not in text  # no progress bar drawn into the pipe
+
+
+def test_run_whose_reader_stops_early_still_finishes_the_study(tmp_path):
+    from test_study import trials_of, write_study
+
+    path = write_study(tmp_path, trials=2)
+    done = subprocess.run(["bash", "-c", f"set -o pipefail; {_miras_shell('run', path, '--inline')} | head -1"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert done.returncode == 0 and done.stderr == "", done
+    assert done.stdout.startswith("study tiny: 0/2 finished trials")
+    assert [t.state.name for t in trials_of(path)] == ["COMPLETE", "COMPLETE"]
+
+
+@pytest.mark.parametrize("width", [30, 40, 50, 60, 70, 80])
+def test_narrow_leaderboards_and_status_leave_out_columns_rather_than_cut_numbers(tmp_path, width):
+    from rich.console import Console
+
+    from miras_search.report.leaderboard import board_rows, leaderboard_table
+    from miras_search.report.study_data import study_objectives, study_rows
+
+    study = fake_study(tmp_path, values=[3.123456, 3.654321, 4.5, 2.875])
+    opened = open_report_study(str(study), None)
+    objectives = study_objectives(opened)
+    console = Console(width=width, record=True, file=io.StringIO())
+    console.print(leaderboard_table(board_rows(study_rows(opened), objectives), objectives, width=width))
+    text = console.export_text()
+    assert _widest(text) <= width and "…" not in text, text
+    assert all(value in text for value in ("2.875", "3.123", "3.654", "4.5")) and "val_bpb ↓" in text
+    assert ("memory" in text) == (width >= 50), text  # the axes go last but for the rank and values
+
+    shown = runner.invoke(app, ["status", str(study)], env={"COLUMNS": str(width)})
+    assert shown.exit_code == 0 and _widest(shown.output) <= width and "…" not in shown.output, shown.output
+    assert "2.875" in shown.output and "val_bpb ↓" in shown.output
+
+
+@pytest.mark.parametrize(("target", "words"), [
+    (5, "1 queued, not run: the study's target is 5 finished trials (`--trials N` runs them)"),
+    (8, "1 waiting"),
+])
+def test_status_says_queued_trials_past_the_target_are_not_run(tmp_path, target, words):
+    # a study file whose `trials` is below its anchors leaves anchors queued after its last run
+    import optuna
+
+    study = fake_study(tmp_path)  # 4 complete + 1 failed: 5 finished
+    stored = optuna.load_study(study_name="fake", storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(tmp_path / "fake.journal"))))
+    stored.set_user_attr("run", {"target": target})
+    stored.enqueue_trial({}, user_attrs={"anchor": "memora"})
+    shown = runner.invoke(app, ["status", str(study)], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0 and f"5/{target} finished: 4 complete, 1 failed, {words};" in shown.output, shown.output
+
+
+def test_train_into_a_pipe_prints_a_line_per_tenth_of_the_steps():
+    from miras_search.cli.app import console
+    from miras_search.cli.training import _step_lines
+    from miras_search.model.quick_train import StepInfo
+
+    show = _step_lines("moneta")
+    with console.capture() as captured:
+        for step in range(1, 96):
+            show(StepInfo(step=step, steps=95, loss=3.25, lr=0.001, tokens=step * 64, seconds=step * 2.0))
+    lines = captured.get().splitlines()
+    assert lines[0] == "[0:00:02] moneta step 1/95 loss 3.250" and lines[-1].endswith("step 95/95 loss 3.250")
+    assert 10 <= len(lines) <= 12, lines  # the first, one per tenth, the last

@@ -251,3 +251,20 @@ def test_a_full_disk_turns_wandb_off_in_one_line(tmp_path, monkeypatch, capfd, w
     assert not tracker.enabled and tracker.error == "OSError: [Errno 28] No space left on device"
     out, err = capfd.readouterr()
     assert "Traceback" not in out + err and "Logging error" not in out + err, (out + err)[-3000:]
+
+
+def test_an_unwritable_wandb_folder_turns_tracking_off_before_wandb_starts(tmp_path, monkeypatch):
+    """W&B's wandb-core service inherits the terminal and, when it cannot make its log folder,
+    logs there (Go log lines under the run's output): an unwritable folder is found first (here
+    a path through a file, which even root cannot write), and W&B is never started."""
+    from miras_search.tracking import wandb_tracker
+
+    started = []
+    monkeypatch.setattr(wandb_tracker, "warm_up", lambda settings: started.append(settings))
+    (tmp_path / "a-file").write_text("")
+    tracker = WandbTracker("tiny", tmp_path / "a-file" / "wandb", "offline")
+    assert not tracker.enabled and started == [] and tracker.worker_warm_up is None
+    assert tracker.error is not None and tracker.error.startswith(
+        f"cannot write the W&B folder {tmp_path / 'a-file' / 'wandb'}: ")
+    assert live.folder_write_error(tmp_path / "writable") is None and (tmp_path / "writable").is_dir()
+    assert list((tmp_path / "writable").iterdir()) == []  # the check leaves nothing behind

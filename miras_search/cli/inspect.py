@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import shlex
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -317,10 +315,7 @@ def sample(
     if not isinstance(loaded, SearchSpace):
         raise MirasError(f"{file} is a {kind} file, not a space; 'miras sample' needs a space file")
     # each point printed as it is drawn: `| head` answers at once, and a long run shows progress
-    try:
-        for index, point in enumerate(loaded.iter_sample(n, seed=seed)):
-            print_text(("---\n" if index else "") + point_to_yaml(point, compact=not full))
-            sys.stdout.flush()
-    except BrokenPipeError:  # the reader stopped (`| head -3`): what it wanted was printed
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
-        raise typer.Exit(0) from None
+    for index, point in enumerate(loaded.iter_sample(n, seed=seed)):
+        print_text(("---\n" if index else "") + point_to_yaml(point, compact=not full))
+        if console.pipe_closed:  # the reader stopped (`| head -3`): what it wanted was printed
+            raise typer.Exit(0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import shlex
@@ -11,13 +12,23 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.cells import cell_len
+from rich.console import Console
 from rich.live import Live
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
-from miras_search.cli.app import command, console, print_note, print_text
+from miras_search.cli.app import (
+    command,
+    console,
+    interactive,
+    print_note,
+    print_text,
+    stdout_closed,
+    table_width,
+)
 from miras_search.cli.checks import (
     gpu_request,
     positive_finite,
@@ -25,7 +36,7 @@ from miras_search.cli.checks import (
     warn_unreadable_trials,
 )
 from miras_search.errors import MirasError
-from miras_search.redact import install_log_redaction, redact_url
+from miras_search.redact import install_log_redaction, redact_text, redact_url
 
 if TYPE_CHECKING:  # imported where used: `miras --help` must not import Optuna or torch
     import optuna
@@ -44,6 +55,40 @@ def _progress() -> Progress:
         TextColumn("running {task.fields[running]}"), TextColumn("{task.fields[best]}"),
         TimeElapsedColumn(), console=console,
     )
+
+
+def _target(target: int | None) -> str:
+    return "-" if target is None else str(target)
+
+
+def _trial_line(event: Event, records: list[dict[str, str]], best: _BestSoFar, elapsed_s: float) -> str:
+    """'[0:00:12] trial 3 (yaad) complete: val_bpb 7.501; 3/6 finished, best val_bpb 7.501'."""
+    from optuna.trial import TrialState
+
+    from miras_search.study.records import is_feasible
+
+    trial = event.trial
+    attrs = trial.user_attrs
+    label = attrs.get("anchor") or " / ".join(str(v) for v in (attrs.get("axes") or {}).values())
+    failure = attrs.get("failure")
+    if trial.state == TrialState.COMPLETE:
+        values = ", ".join(f"{r['name']} {v:.4g}" for r, v in zip(records, trial.values or [], strict=False))
+        outcome = f"complete: {values or 'no value'}"
+        if not is_feasible(trial):
+            outcome += " (infeasible: over a constraint)"
+        if attrs.get("reused_from") is not None:
+            outcome += f" (reused from trial {attrs['reused_from']})"
+    elif trial.state == TrialState.PRUNED and failure == "limit":
+        outcome = f"pruned by a limit: {attrs.get('reason') or 'limit'}"
+    elif trial.state == TrialState.PRUNED:
+        steps = max(trial.intermediate_values, default=None)
+        outcome = "pruned" + (f" at step {steps}" if steps is not None else "")
+    else:
+        outcome = f"failed ({failure or 'error'}): {attrs.get('reason') or '-'}"
+    ranked = best.text()
+    elapsed = datetime.timedelta(seconds=round(elapsed_s))
+    return (f"[{elapsed}] trial {trial.number}{f' ({label})' if label else ''} {outcome}; "
+            f"{event.finished}/{_target(event.target)} finished{f', {ranked}' if ranked else ''}")
 
 
 def _run(path: Path, workers: int | None, address: str | None, storage: str | None,
@@ -91,16 +136,26 @@ def _run(path: Path, workers: int | None, address: str | None, storage: str | No
     warn_unreadable_trials(driver.study)
     if _trials_on_gpus(inline, gpus):
         _note_gpu_kernel_share(spec, path)
-    with _progress() as bar:
-        task = bar.add_task(escape(spec.name), total=None, running=0, best="")
+    started = time.monotonic()
+    # a bar where one can be drawn; elsewhere (a pipe, `| tee`, nohup, CI, TERM=dumb) Live shows
+    # nothing until the end: a plain line per finished trial instead
+    with _progress() if interactive() else contextlib.nullcontext() as bar:
+        task = bar.add_task(escape(spec.name), total=None, running=0, best="") if bar is not None else None
 
         def show(event: Event) -> None:
             if event.kind == "note":
-                bar.console.print(f"[yellow]{escape(event.message)}[/]")
+                (bar.console if bar is not None else console).print(f"[yellow]{escape(event.message)}[/]")
             if event.kind == "finished" and event.trial is not None:
                 best.add(event.trial)
-            bar.update(task, total=event.target, completed=event.finished, running=event.running,
-                       best=escape(best.text()))
+            if bar is not None:
+                bar.update(task, total=event.target, completed=event.finished, running=event.running,
+                           best=escape(best.text()))
+            elif event.kind == "setup":
+                console.print(f"study {spec.name}: {event.finished}/{_target(event.target)} finished trials; "
+                              "a line per trial as it finishes", highlight=False, markup=False, soft_wrap=True)
+            elif event.kind == "finished" and event.trial is not None:
+                console.print(redact_text(_trial_line(event, spec.objective_records, best, time.monotonic() - started)),
+                              highlight=False, markup=False, soft_wrap=True)
 
         driver.on_event = show
         for trial in feasible_complete(driver.study):  # what earlier runs found counts too
@@ -294,9 +349,14 @@ def _counts_line(state: StudyStatus) -> str:
     target = state.target if state.target is not None else "-"
     complete = f"{state.complete} complete" + (f" ({state.reused} reused)" if state.reused else "")
     running = state.running if not state.driver_stopped else 0
+    # queued (anchors, retries) but past the target of a study no driver runs: they wait for a
+    # run with a higher --trials, which the bare word "waiting" did not say
+    idle = not state.driver_live and state.target is not None and state.finished >= state.target
+    waiting = (f"queued, not run: the study's target is {state.target} finished trials "
+               "(`--trials N` runs them)") if idle else "waiting"
     counts = [complete, *(f"{count} {label}" for count, label in (
         (running, "running"), (state.pruned, "pruned"), (state.failed, "failed"),
-        (state.interrupted, "interrupted"), (state.waiting, "waiting"),
+        (state.interrupted, "interrupted"), (state.waiting, waiting),
         (state.fidelity, "longer/larger runs")) if count)]
     if state.driver_stopped:  # a killed driver leaves them RUNNING in storage
         were = "1 was" if state.running == 1 else f"{state.running} were"
@@ -307,22 +367,16 @@ def _counts_line(state: StudyStatus) -> str:
     return f"{state.finished}/{target} finished: {', '.join(counts)}; ETA {eta}"
 
 
-def _status_table(state: StudyStatus) -> Table:
+def _status_table(state: StudyStatus, width: int | None = None) -> Table:
+    """The status; within ``width`` (a narrow terminal) the best-so-far table leaves out its point
+    column, then its trial column, rather than cut a value to "6.3…"."""
     grid = Table.grid()
     grid.add_row(Text(f"study {state.name}", style="bold"))
     grid.add_row(Text(_counts_line(state)))
-    best = Table(title="best so far", title_justify="left")
-    for column in ("objective", "value", "trial", "point"):
-        best.add_column(column, justify="right" if column in ("value", "trial") else "left")
-    for index, (record, trial) in enumerate(zip(state.objectives, state.best, strict=True)):
-        arrow = "↓" if record["direction"] == "minimize" else "↑"
-        if trial is None:
-            best.add_row(escape(f"{record['name']} {arrow}"), "-", "-", "-")
-            continue
-        axes = trial.user_attrs.get("axes") or {}
-        label = trial.user_attrs.get("anchor") or " / ".join(str(v) for v in axes.values())
-        best.add_row(escape(f"{record['name']} {arrow}"), _fmt(trial.values[index]), f"#{trial.number}",
-                     escape(label))
+    for columns in (("objective", "value", "trial", "point"), ("objective", "value", "trial"), ("objective", "value")):
+        best = _best_table(state, columns)
+        if width is None or Console(width=10_000).measure(best).minimum <= width:
+            break
     grid.add_row(best)
     if state.failures:
         why = Table(title="why trials did not complete", title_justify="left")
@@ -332,6 +386,30 @@ def _status_table(state: StudyStatus) -> Table:
             why.add_row(escape(group.kind), str(group.count), escape(group.latest))
         grid.add_row(why)
     return grid
+
+
+def _best_table(state: StudyStatus, columns: tuple[str, ...]) -> Table:
+    rows = []
+    for index, (record, trial) in enumerate(zip(state.objectives, state.best, strict=True)):
+        arrow = "↓" if record["direction"] == "minimize" else "↑"
+        if trial is None:
+            rows.append((f"{record['name']} {arrow}", "-", "-", "-"))
+            continue
+        axes = trial.user_attrs.get("axes") or {}
+        label = trial.user_attrs.get("anchor") or " / ".join(str(v) for v in axes.values())
+        rows.append((f"{record['name']} {arrow}", _fmt(trial.values[index]), f"#{trial.number}", label))
+    best = Table(title="best so far", title_justify="left")
+    for i, column in enumerate(columns):
+        if column == "point":  # wraps at its spaces ("mlp / lp /" over "l2 / gd")
+            best.add_column(column)
+            continue
+        # never wrapped or cut: their full width is also the least the column takes
+        widest = max(cell_len(text) for text in [column, *(row[i] for row in rows)])
+        best.add_column(column, justify="right" if column in ("value", "trial") else "left", no_wrap=True,
+                        min_width=widest)
+    for row in rows:
+        best.add_row(*(escape(cell) for cell in row[:len(columns)]))
+    return best
 
 
 _WATCH_S = 2.0
@@ -349,25 +427,27 @@ def status_cmd(study: _STUDY, storage: _STORAGE = None,
     opened = open_study(study, storage)
     warn_about_opened_study(study, opened)
     if not watch:
-        console.print(_status_table(status(opened)))
+        console.print(_status_table(status(opened), table_width()))
         return
     try:
-        if console.is_terminal:
-            with Live(_status_table(status(opened)), console=console, refresh_per_second=1) as live:
+        if interactive():
+            with Live(_status_table(status(opened), table_width()), console=console, refresh_per_second=1) as live:
                 while True:
                     time.sleep(_WATCH_S)
-                    live.update(_status_table(status(open_study(study, storage))))
+                    live.update(_status_table(status(open_study(study, storage)), table_width()))
         else:
-            _watch_piped(lambda: _status_table(status(open_study(study, storage))))
+            _watch_piped(lambda: _status_table(status(open_study(study, storage)), table_width()))
     except KeyboardInterrupt:
         pass
 
 
 def _watch_piped(table) -> None:
     """Print the status with a time stamp each time it changes, flushed at once (a pipe would
-    otherwise hold it back); Live's in-place refresh needs a terminal and prints nothing to a pipe."""
+    otherwise hold it back); Live's in-place refresh needs a terminal and prints nothing to a pipe
+    or a dumb terminal. Ends (exit 0) when the pipe's reader has gone (`| head -20`): checked at
+    each refresh, also while the table stays the same."""
     last = None
-    while True:
+    while not stdout_closed():
         with console.capture() as captured:
             console.print(table())
         text = captured.get()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -10,7 +11,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from miras_search.cli.app import command, console
+from miras_search.cli.app import command, console, interactive
 from miras_search.cli.checks import device_choice, output_file
 from miras_search.errors import ConfigError, MirasError, Problem
 from miras_search.paths import input_folders
@@ -144,6 +145,9 @@ def _metrics_table(title: str, result: TrialResult, objective: Objective) -> Tab
 def _run_with_bar(point, config: TrialConfig, device: str | None, weights=None) -> TrialResult:
     from miras_search.trial import run_trial
 
+    if not interactive():  # a pipe, a log, TERM=dumb: the bar would show only at the end
+        return run_trial(point, config, device=device, progress=_step_lines(point.name or "point"),
+                         weights=weights)
     with _progress() as bar:
         task = bar.add_task(escape(point.name or "point"), total=None, loss="-")
 
@@ -151,6 +155,26 @@ def _run_with_bar(point, config: TrialConfig, device: str | None, weights=None) 
             bar.update(task, total=info.steps, completed=info.step, loss=f"{info.loss:.3f}")
 
         return run_trial(point, config, device=device, progress=show, weights=weights)
+
+
+STEP_LINES = 10
+"""Lines the training progress takes where no bar can be drawn: one per tenth of the steps."""
+
+
+def _step_lines(name: str):
+    """A progress callback printing '[0:00:12] moneta step 40/400 loss 5.123' at each tenth of
+    the steps (and the last), flushed at once."""
+    shown = {"next": 0}
+
+    def show(info: StepInfo) -> None:
+        if info.step < shown["next"] and info.step != info.steps:
+            return
+        shown["next"] = info.step + max(1, info.steps // STEP_LINES)
+        elapsed = datetime.timedelta(seconds=round(info.seconds))
+        console.print(f"[{elapsed}] {name} step {info.step}/{info.steps} loss {info.loss:.3f}",
+                      highlight=False, markup=False, soft_wrap=True)
+
+    return show
 
 
 def _config_device(config: TrialConfig, source: Path | None, device: str | None) -> str | None:

@@ -4,8 +4,10 @@ and the Pareto front."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
+from rich.cells import cell_len
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -96,22 +98,61 @@ def leaderboard_table(rows: Sequence[TrialRow], objectives: Sequence[ObjectiveIn
 
     With ``width`` (the terminal's; 80 when piped), metric columns are left out from the last
     one while the table would be wider, then the four axis columns become one ("mlp/l2/lq/gd"),
-    so that the identifying columns are not cut to "me…".
+    so that the identifying columns are not cut to "me…". Where even a wrapped table would cut a
+    word or a number (a narrow terminal), the axes wrap ("mlp / l2 /" over "lq / gd"), then
+    columns are left out in turn: the axes, the model, the
+    Pareto mark, the objectives after the first, the limits; rank, trial and the first objective
+    stay.
     """
     shown = list(rows[:top] if top else rows)
-    metrics = shown_metrics(shown, objectives)
-    table = _board(shown, objectives, metrics, title)
-    while width is not None and metrics and _natural_width(table) > width:
-        metrics = metrics[:-1]
-        table = _board(shown, objectives, metrics, title)
+    layout = _Layout(metrics=tuple(shown_metrics(shown, objectives)), objectives=len(objectives))
+    table = _board(shown, objectives, layout, title)
+    while width is not None and layout.metrics and _natural_width(table) > width:
+        layout = replace(layout, metrics=layout.metrics[:-1])
+        table = _board(shown, objectives, layout, title)
     if width is not None and _natural_width(table) > width:
-        table = _board(shown, objectives, metrics, title, one_axes_column=True)
+        layout = replace(layout, axes="one")
+        table = _board(shown, objectives, layout, title)
+    narrower = iter(_narrower(layout))
+    while width is not None and _least_width(table) > width:
+        layout = next(narrower, None)
+        if layout is None:
+            break
+        table = _board(shown, objectives, layout, title)
     return table
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """The leaderboard's columns: which metrics, the axes as four columns, one or none, and
+    whether the model, the Pareto mark and the limits are shown; the first ``objectives``."""
+
+    metrics: tuple[str, ...]
+    objectives: int
+    axes: str = "four"  # "four", "one" ("mlp/l2/lq/gd"), "wrapped" ("mlp / l2 / lq / gd") or "none"
+    model: bool = True
+    front: bool = True
+    breaks: bool = True
+
+
+def _narrower(layout: _Layout) -> list[_Layout]:
+    """Ever fewer columns, for a narrow terminal, in the order they are left out."""
+    steps = [replace(layout, metrics=(), axes="wrapped"), replace(layout, metrics=(), axes="none")]
+    steps.append(replace(steps[-1], model=False))
+    steps.append(replace(steps[-1], front=False))
+    steps += [replace(steps[-1], objectives=n) for n in range(layout.objectives - 1, 0, -1)]
+    steps.append(replace(steps[-1], breaks=False))
+    return steps
 
 
 def _natural_width(table: Table) -> int:
     """Columns the table takes when nothing wraps."""
     return Console(width=10_000).measure(table).maximum
+
+
+def _least_width(table: Table) -> int:
+    """Columns the table needs for every word and number to show whole (the rest wrapped)."""
+    return Console(width=10_000).measure(table).minimum
 
 
 def _broken_cell(row: TrialRow, shown_columns: set[str]) -> list[str]:
@@ -120,30 +161,34 @@ def _broken_cell(row: TrialRow, shown_columns: set[str]) -> list[str]:
     return [b.rule if b.metric in shown_columns else b.sentence for b in row.broken]
 
 
-def _board(shown: list[TrialRow], objectives: Sequence[ObjectiveInfo], metrics: list[str],
-           title: str, one_axes_column: bool = False) -> Table:
-    multi = len(objectives) > 1
-    limits = any(not r.feasible for r in shown)
-    shown_columns = {o.name for o in objectives} | set(metrics)
+def _board(shown: list[TrialRow], objectives: Sequence[ObjectiveInfo], layout: _Layout,
+           title: str) -> Table:
+    objectives = objectives[:layout.objectives]
+    multi = len(objectives) > 1 and layout.front
+    limits = any(not r.feasible for r in shown) and layout.breaks
+    shown_columns = {o.name for o in objectives} | set(layout.metrics)
+    axis_columns = {"four": AXES, "one": ("/".join(AXES),), "wrapped": (" / ".join(AXES),), "none": ()}[layout.axes]
     table = Table(title=title)
-    for column in ("rank", "trial", "model", *(("/".join(AXES),) if one_axes_column else AXES)):
+    for column in ("rank", "trial", *(("model",) if layout.model else ()), *axis_columns):
         table.add_column(column)
-    for objective in objectives:
-        arrow = "↓" if objective.minimize else "↑"
-        table.add_column(escape(f"{objective.name} {arrow}"), justify="right", no_wrap=True)
-    for metric in metrics:
-        table.add_column(escape(metric), justify="right", no_wrap=True)
+    numbers = [(f"{o.name} {'↓' if o.minimize else '↑'}", [format_value(o.name, r.values[i]) for r in shown])  # type: ignore[index]
+               for i, o in enumerate(objectives)]
+    numbers += [(m, [format_value(m, r.metrics.get(m)) for r in shown]) for m in layout.metrics]
+    for header, cells in numbers:
+        # never wrapped or cut; their full width is the column's least too (rich measures a
+        # "val_bpb ↓" header at its longest word, and would cut it before a wrapping column)
+        table.add_column(escape(header), justify="right", no_wrap=True, min_width=max(map(cell_len, [header, *cells])))
     if multi:
         table.add_column("front")
     if limits:
         table.add_column("breaks")  # one limit a line
     styles = {"named": "bold magenta", "baseline": "cyan", "searched": ""}
-    for row in shown:
+    for index, row in enumerate(shown):
         axes = [row.axes[a] for a in AXES]
-        cells = [rank_text(row), f"#{row.number}", escape(row.anchor or ""),
-                 *(escape(v) for v in (["/".join(axes)] if one_axes_column else axes))]
-        cells += [format_value(o.name, v) for o, v in zip(objectives, row.values, strict=True)]  # type: ignore[arg-type]
-        cells += [format_value(m, row.metrics.get(m)) for m in metrics]
+        cells = [rank_text(row), f"#{row.number}", *((escape(row.anchor or ""),) if layout.model else ())]
+        cells += [escape(v) for v in {"four": axes, "one": ["/".join(axes)], "wrapped": [" / ".join(axes)],
+                                      "none": []}[layout.axes]]
+        cells += [column[1][index] for column in numbers]
         if multi:
             cells.append("★" if row.on_front else "")
         if limits:

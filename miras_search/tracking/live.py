@@ -30,6 +30,7 @@ import logging
 import os
 import queue
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -112,6 +113,23 @@ def describe_error(error: BaseException | str) -> str:
     that does not apply here)."""
     text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
     return text.strip().splitlines()[0] if text.strip() else "unknown error"
+
+
+def folder_write_error(folder: str | Path) -> str | None:
+    """Why W&B could not write its runs, logs and cache under ``folder`` (a read-only mount, no
+    permission, a full disk), or None; checked before W&B starts. W&B would turn itself off at its
+    first run anyway, but its ``wandb-core`` service, which inherits the terminal, prints its log
+    folder's error and its own log lines there (it logs to stderr when it cannot log to a file)."""
+    folders = [Path(folder)]
+    folders += [Path(os.environ[name]) for name in ("WANDB_CACHE_DIR", "WANDB_DATA_DIR") if os.environ.get(name)]
+    for checked in folders:
+        try:
+            checked.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=checked, prefix=".miras-write-check-"):
+                pass
+        except OSError as error:
+            return f"cannot write the W&B folder {checked}: {error.strerror or error}"
+    return None
 
 
 def _environment(settings: dict[str, Any]) -> None:

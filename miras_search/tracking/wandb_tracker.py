@@ -28,6 +28,7 @@ from miras_search.tracking.live import (
     ONLINE_INIT_TIMEOUT_S,
     TRIAL_RUN_SETTINGS,
     flush_live_runs,
+    folder_write_error,
     init_settings,
     quiet_wandb_logging,
     record_start_error,
@@ -52,6 +53,9 @@ class WandbTracker:
         self.enabled = mode != "off"
         self.error: str | None = None
         self._wandb: Any = None
+        unwritable = folder_write_error(self.dir) if self.enabled else None
+        if unwritable is not None:  # off before W&B starts: its service would print to the terminal
+            self.enabled, self.error = False, unwritable
         if self.enabled:  # W&B's service starts while the study sets up (inline trials reuse it)
             record_start_error(self._session_settings, None)  # a new study: its runs may start
             warm_up(self._session_settings)
