@@ -267,6 +267,27 @@ def test_trials_still_waiting_are_not_counted_as_failed(tmp_path):
     assert "(2 failed, 0 pruned by a limit before training)" in " ".join(result.output.split())
 
 
+def test_queued_anchors_the_study_file_no_longer_names_are_set_aside(tmp_path):
+    """A target of one leaves deltanet queued; the file's anchors then change to retnet: the next
+    run sets deltanet aside (failed as 'dropped', not counted) and measures retnet, where it used
+    to run deltanet first and leave retnet queued."""
+    path = write_study(tmp_path, trials=1, sampler={"kind": "random", "anchors": ["gated_deltanet", "deltanet"]})
+    run_inline(path)
+    assert [t.state for t in trials_of(path)] == [TrialState.COMPLETE, TrialState.WAITING]
+    path = write_study(tmp_path, trials=2, sampler={"kind": "random", "anchors": ["gated_deltanet", "retnet"]})
+    result = CliRunner().invoke(app, ["run", str(path), "--inline", "--wandb", "off"])
+    output = " ".join(result.output.split())
+    assert result.exit_code == 0, output
+    assert "queued anchor(s) deltanet set aside: the study file's sampler.anchors no longer names them" in output
+    trials = trials_of(path)
+    dropped = [t for t in trials if t.user_attrs.get("failure") == "dropped"]
+    assert [t.user_attrs["anchor"] for t in dropped] == ["deltanet"] and dropped[0].state == TrialState.FAIL
+    complete = [t.user_attrs.get("anchor") for t in trials if t.state == TrialState.COMPLETE]
+    assert complete == ["gated_deltanet", "retnet"]  # the target of two, the dropped trial not counted
+    status = " ".join(CliRunner().invoke(app, ["status", str(path)]).output.split())
+    assert "dropped" in status and "no longer names it" in status, status
+
+
 def test_a_run_where_a_limit_pruned_every_point_before_training_exits_with_the_reason(tmp_path):
     path = write_study(tmp_path, trials=2, limits=[{"metric": "params", "max": 1000}])
     result = CliRunner().invoke(app, ["run", str(path), "--inline", "--wandb", "off"])

@@ -52,6 +52,7 @@ from miras_search.study.setup import (
     recover_interrupted,
     requeue,
     requeue_entry,
+    set_aside_dropped_anchors,
     storage_of,
 )
 from miras_search.study.spec import PRE_TRAINING_METRICS, StudyFile, anchor_points
@@ -240,10 +241,16 @@ class StudyDriver:
     def _run(self, lease: Lease) -> RunSummary:
         started = time.perf_counter()
         check_no_live_driver(self.study)
-        enqueue_anchors(self.study, self.space, self.spec.sampler.anchor_names, self.anchor_files)
+        named = self.spec.sampler.anchor_names
+        dropped = set_aside_dropped_anchors(self.study, named)
+        enqueue_anchors(self.study, self.space, named, self.anchor_files)
         recovered, entries = recover_interrupted(self.study, "the driver stopped while this trial ran")
-        self._deferred = self._stored_deferred()
-        self._defer(entries)
+        stored = self._stored_deferred()
+        self._deferred = [e for e in stored if e.get("anchor") in (None, *named)]
+        dropped += [e["anchor"] for e in stored + entries if e.get("anchor") not in (None, *named)]
+        if len(self._deferred) < len(stored):
+            self._save_deferred()
+        self._defer([e for e in entries if e.get("anchor") in (None, *named)])
         for trial in self.study.get_trials(deepcopy=False):
             self._remember(trial)
         self.finished = self._finished()
@@ -252,6 +259,9 @@ class StudyDriver:
         self._emit("setup", f"study '{self.spec.name}' in {redact_url(self.storage)}")
         if recovered:
             self._emit("note", recovery_note(recovered, entries))
+        if dropped:
+            self._emit("note", f"queued anchor(s) {', '.join(dict.fromkeys(dropped))} set aside: the study "
+                       "file's sampler.anchors no longer names them (failed as 'dropped', not counted)")
         if self.target is not None and self.finished >= self.target and not halving_pending(self.study, self.spec):
             summary.already_done = True  # nothing to train: no pool is started
             summary.wall_s = time.perf_counter() - started

@@ -21,8 +21,9 @@ from optuna.trial import FrozenTrial, TrialState
 
 from miras_search.schema import ModelPoint
 
-NOT_COUNTED = ("interrupted", "infeasible")
-"""Failures that do not use up the trial budget: re-queued work and rejected samples."""
+NOT_COUNTED = ("interrupted", "infeasible", "dropped")
+"""Failures that do not use up the trial budget: re-queued work, rejected samples and queued
+anchors the study file no longer names."""
 
 INFRASTRUCTURE_FAILURES = ("worker_died",)
 """Failures of the machine, not of the point: the trial is run once more (``retried``), and only

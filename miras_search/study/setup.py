@@ -339,6 +339,24 @@ def enqueue_anchors(study: optuna.Study, space: SearchSpace, names: list[str],
     return queued
 
 
+def set_aside_dropped_anchors(study: optuna.Study, names: list[str]) -> list[str]:
+    """Queued anchors that the study file no longer names (``names``: its sampler.anchors, after
+    an edit): each WAITING trial of such an anchor is failed as 'dropped', which does not count
+    against the trial budget, so that it does not run (and ahead of the file's anchors, as queued
+    trials run first). Returns the anchors set aside, in queue order."""
+    dropped = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        anchor = trial.user_attrs.get("anchor")
+        if anchor is None or anchor in names:
+            continue
+        study._storage.set_trial_user_attr(trial._trial_id, "failure", "dropped")
+        study._storage.set_trial_user_attr(trial._trial_id, "reason", (
+            f"anchor '{anchor}' was queued, and the study file's sampler.anchors no longer names it"))
+        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        dropped.append(anchor)
+    return dropped
+
+
 def open_study(study_file_or_name: str | Path | StudyFile, storage: str | None = None) -> ReadableStudy:
     """An existing study, by study file (path or StudyFile) or by name (+ storage).
 
