@@ -98,3 +98,13 @@ def test_the_study_files_tpe_is_shown_failures(tmp_path, kind: str, shown: bool)
     study = load_study_file(write_study(tmp_path, sampler={"kind": kind, "anchors": []}))
     sampler = make_sampler(study, study.load_space())
     assert isinstance(sampler, BaseFidelitySampler) and sampler.failures_as_pruned == shown
+
+
+def test_outcome_counts_count_what_the_budget_counts_by_outcome_and_failure_kind() -> None:
+    from miras_search.study.records import outcome_counts
+
+    study = _study_with_failures()  # failures: nan, interrupted, worker_died, time_limit, diverged, none, infeasible
+    study.add_trial(_trial(TrialState.FAIL, 0.95, failure="time_limit"))
+    counts = outcome_counts(study.get_trials())
+    assert counts == {"complete": 1, "pruned": 1, "failed": 6, "failed: time_limit": 2, "failed: nan": 1,
+                      "failed: worker_died": 1, "failed: diverged": 1, "failed: unknown": 1}

@@ -288,6 +288,23 @@ def test_queued_anchors_the_study_file_no_longer_names_are_set_aside(tmp_path):
     assert "dropped" in status and "no longer names it" in status, status
 
 
+def test_the_run_summary_says_how_many_finished_trials_were_pruned_or_failed_and_why():
+    from miras_search.cli.app import console
+    from miras_search.cli.study import _report
+    from miras_search.study.driver import RunSummary
+
+    summary = RunSummary("q", "runs/q/study.journal", 16, 16, ran=16, outcomes={
+        "complete": 4, "pruned": 11, "failed": 1, "failed: time_limit": 1})
+    with console.capture() as captured:
+        _report(summary, None)
+    output = " ".join(captured.get().split())
+    assert "16/16 finished trials" in output
+    assert "of the finished trials: 4 complete, 11 pruned, 1 failed (time_limit 1); `miras status` says why" in output
+    with console.capture() as captured:
+        _report(RunSummary("q", "runs/q/study.journal", 3, 3, ran=3, outcomes={"complete": 3}), None)
+    assert "of the finished trials" not in captured.get()  # all complete: the first line says it all
+
+
 def test_a_run_where_a_limit_pruned_every_point_before_training_exits_with_the_reason(tmp_path):
     path = write_study(tmp_path, trials=2, limits=[{"metric": "params", "max": 1000}])
     result = CliRunner().invoke(app, ["run", str(path), "--inline", "--wandb", "off"])

@@ -280,6 +280,13 @@ def _report(summary: RunSummary, tracker) -> None:
         f"({summary.ran} trained and {summary.reused} reused in this run, {summary.wall_s:.0f} s, "
         f"orchestration {overhead:.2f} s/trial)", highlight=False,
     )
+    failed = summary.outcomes.get("failed", 0)
+    if summary.outcomes.get("pruned") or failed:  # the line above counts every finished trial
+        kinds = ", ".join(f"{kind.removeprefix('failed: ')} {n}" for kind, n in summary.outcomes.items()
+                          if kind.startswith("failed: "))
+        parts = [f"{n} {label}" for label, n in summary.outcomes.items() if label in ("complete", "pruned")]
+        parts += [f"{failed} failed ({kinds})"] if failed else []
+        console.print(f"of the finished trials: {', '.join(parts)}; `miras status` says why", highlight=False)
     if summary.promoted:
         console.print(f"successive halving: {summary.promoted} longer run(s) of promoted points stored as "
                       "fidelity results (`miras best` ranks by the highest fidelity)", highlight=False)

@@ -41,6 +41,7 @@ from miras_search.study.records import (
     REUSABLE_FAILURES,
     counts_toward_budget,
     finite_metrics,
+    outcome_counts,
     point_key,
 )
 from miras_search.study.samplers import grid_size, grid_space
@@ -140,6 +141,7 @@ class RunSummary:
     wall_s: float = 0.0
     overhead_s: list[float] = field(default_factory=list)  # per trained trial: time outside run_trial
     trial_s: list[float] = field(default_factory=list)
+    outcomes: dict[str, int] = field(default_factory=dict)  # records.outcome_counts at the end
 
 
 @dataclass
@@ -305,6 +307,7 @@ class StudyDriver:
             pool.shutdown()
             self._tracking_failed(getattr(pool, "tracking_error", None))  # found as workers flushed
         summary.finished = self.finished
+        summary.outcomes = outcome_counts(self.study.get_trials(deepcopy=False))
         summary.wall_s = time.perf_counter() - started
         if self.tracker is not None:
             self.tracker.log_summary(self.study)
