@@ -106,8 +106,8 @@ def test_the_decision_agrees_with_the_layers_own_tensors(name, monkeypatch):
         assert reason is None or reason == expected.detail
 
 
-def test_coverage_counts_a_space():
-    space = SearchSpace.load("spaces/quickstart.yaml")
+def test_coverage_counts_a_space(root):
+    space = SearchSpace.load(root / "spaces/quickstart.yaml")
     found = coverage(space.sample(12, seed=3))
     assert sum(found.counts.values()) == 12
     assert found.on_kernel == found.memory_points == 12  # the quickstart runs on kernels
