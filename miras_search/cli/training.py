@@ -161,6 +161,33 @@ def _config_device(config: TrialConfig, source: Path | None, device: str | None)
     return None
 
 
+_OUTPUT_MAX_BYTES = 1 << 24
+"""A JSON file larger than this is not taken for an earlier output of ours (none is that big)."""
+
+
+def json_object(path: Path) -> dict | None:
+    """The JSON object in ``path``; None when it is no (small) JSON object."""
+    import json
+
+    try:
+        if path.stat().st_size > _OUTPUT_MAX_BYTES:
+            return None
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def is_metrics_file(path: Path) -> bool:
+    """Whether ``path`` holds a trial's metrics as `miras trial --out` writes them."""
+    data = json_object(path)
+    return data is not None and {"status", "metrics"} <= data.keys()
+
+
+METRICS_OUTPUT = ("a trial's metrics (the JSON `miras trial --out` writes)", is_metrics_file)
+"""What `trial --out` may overwrite (``checks.output_file``'s ``replaces``)."""
+
+
 def _write_metrics(result: TrialResult, out: Path) -> None:
     try:
         result.write_json(out)
@@ -185,7 +212,7 @@ def trial(
     loaded = load_point(point)
     chosen = _config_device(trial_config, config, device)
     if out is not None:
-        output_file("--out", out)
+        output_file("--out", out, replaces=METRICS_OUTPUT)
     _check_cache(trial_config)
     result = _run_with_bar(loaded, trial_config, chosen)
     console.print(_metrics_table(f"trial of {point}", result, trial_config.objective))
@@ -222,7 +249,7 @@ def train(
 
     from miras_search.points import load_point
     from miras_search.trial import TrialConfig
-    from miras_search.trial.checkpoint import check_weights, read_checkpoint
+    from miras_search.trial.checkpoint import check_weights, is_checkpoint, read_checkpoint
     from miras_search.trial.runner import Weights
 
     if (point is None) == (start is None):
@@ -232,7 +259,7 @@ def train(
         check_weights(checkpoint, str(start))
     loaded = checkpoint.point if checkpoint is not None else load_point(point)
     if save is not None:
-        output_file("--save", save, "model.pt")
+        output_file("--save", save, "model.pt", replaces=("a miras checkpoint", is_checkpoint))
     try:
         config = TrialConfig(tokens=tokens, batch_size=batch_size, seq_len=seq_len)
     except ValidationError as error:

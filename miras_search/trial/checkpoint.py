@@ -43,6 +43,7 @@ def save_checkpoint(path: str | Path, point: ModelPoint, model: nn.Module,
     if max_mb is not None and weights_mb(model) > max_mb:
         return False
     path = Path(path)
+    refuse_non_regular(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload: dict[str, Any] = {
         "format": CHECKPOINT_FORMAT,
@@ -54,6 +55,28 @@ def save_checkpoint(path: str | Path, point: ModelPoint, model: nn.Module,
     torch.save(payload, partial)
     partial.replace(path)
     return True
+
+
+def refuse_non_regular(path: Path) -> None:
+    """MirasError when ``path`` exists but is not a regular file (a folder, a device, a pipe, a
+    socket): saving renames the new file over ``path``, which would replace the node itself."""
+    if path.exists() and not path.is_file():
+        what = "a folder" if path.is_dir() else "not a regular file (a device, pipe or socket)"
+        raise MirasError(f"{path} is {what}; a checkpoint is saved only as a regular file, and nothing was "
+                         "written: give another path")
+
+
+def is_checkpoint(path: str | Path) -> bool:
+    """Whether ``path`` is a regular file holding a miras checkpoint of any format (a mapping with
+    ``format`` and ``state_dict``): one a new checkpoint may replace. Reads no tensor data."""
+    path = Path(path)
+    if not path.is_file():
+        return False
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # not a zip written by torch.save, damaged, or not readable
+        return False
+    return isinstance(payload, dict) and "format" in payload and "state_dict" in payload
 
 
 NOT_A_CHECKPOINT = "is not a miras checkpoint (not a file saved by `miras train --save` or a study)"
