@@ -155,3 +155,39 @@ def test_is_checkpoint(tmp_path):
     (tmp_path / "x.yaml").write_text("a: 1\n")
     torch.save([1, 2], tmp_path / "list.pt")
     assert not any(is_checkpoint(tmp_path / name) for name in ("x.yaml", "list.pt", "missing.pt", "."))
+
+
+# --- checkpoints that cannot be used ----------------------------------------------------------
+def test_a_truncated_checkpoint_says_so(tmp_path):
+    whole = _checkpoint(tmp_path).read_bytes()
+    for cut in (30, len(whole) // 2, len(whole) - 10):
+        (tmp_path / "cut.pt").write_bytes(whole[:cut])
+        with pytest.raises(MirasError) as caught:
+            read_checkpoint(tmp_path / "cut.pt")
+        assert "cut.pt is truncated or damaged: it begins as a checkpoint" in str(caught.value)
+        assert "Invalid argument" not in str(caught.value)
+
+
+def test_a_newer_format_names_the_versions(tmp_path):
+    payload = torch.load(_checkpoint(tmp_path), weights_only=True)
+    torch.save({**payload, "format": 99}, tmp_path / "new.pt")
+    code, output = _run("train", "--from", str(tmp_path / "new.pt"))
+    assert code == 1 and "new.pt was written by a newer version of miras-search (checkpoint format 99); " \
+        "this version (0.1.0) reads format 1 only" in output, output
+    torch.save({**payload, "format": "one"}, tmp_path / "odd.pt")
+    with pytest.raises(MirasError, match="is not a miras checkpoint .*its format is 'one'"):
+        read_checkpoint(tmp_path / "odd.pt")
+
+
+def test_non_finite_weights_are_named(tmp_path):
+    payload = torch.load(_checkpoint(tmp_path), weights_only=True)
+    names = list(payload["state_dict"])
+    for index, name in enumerate(names[:5]):
+        bad = payload["state_dict"][name].clone()  # clone: the embedding and the output share one
+        bad[..., 0] = float("nan") if index % 2 else float("inf")
+        payload["state_dict"][name] = bad
+    torch.save(payload, tmp_path / "nan.pt")
+    code, output = _run("train", "--from", str(tmp_path / "nan.pt"), *BUDGET)
+    assert code == 1 and f"nan.pt: 5 of the checkpoint's {len(names)} tensors hold NaN or infinite " \
+        f"values ({names[0]}, {names[1]}, {names[2]} (+2 more))" in output.replace("\n", ""), output
+    assert "lr" not in output and "step " not in output
