@@ -175,7 +175,7 @@ def test_a_newer_format_names_the_versions(tmp_path):
     assert code == 1 and "new.pt was written by a newer version of miras-search (checkpoint format 99); " \
         "this version (0.1.0) reads format 1 only" in output, output
     torch.save({**payload, "format": "one"}, tmp_path / "odd.pt")
-    with pytest.raises(MirasError, match="is not a miras checkpoint .*its format is 'one'"):
+    with pytest.raises(MirasError, match=r"is not a miras checkpoint .*its format is 'one'"):
         read_checkpoint(tmp_path / "odd.pt")
 
 
