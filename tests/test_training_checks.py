@@ -93,3 +93,22 @@ def test_absurd_budgets_are_refused_and_large_ones_kept(tmp_path):
     from miras_search.points import point_from_dict
 
     _check_train_budget(point_from_dict(POINT), TOKENS_MAX, 8, 256)  # the largest is taken
+
+
+def test_a_file_of_several_points_is_refused_alike_where_one_is_read(tmp_path):
+    several = tmp_path / "three.yaml"
+    several.write_text("---\n".join(yaml.safe_dump({**POINT, "name": f"p{i}"}) for i in range(3)))
+    said = (f"{several}: the file holds 3 documents (separated by '---'), where one is read; give a file of "
+            "one document (`miras validate` and `miras kernels` also take a file of several points)")
+    for args in (["show", str(several)], ["train", str(several)], ["trial", str(several)],
+                 ["scale", str(several)], ["trial", str(_point_file(tmp_path)), "--config", str(several)]):
+        code, output = _run(*args)
+        assert code == 1 and said in output.replace("\n", " "), (args, output)
+        assert len(output.strip().splitlines()) <= 3 and "Traceback" not in output, output
+    for args in (["validate", str(several)], ["kernels", str(several)]):
+        code, output = _run(*args)
+        assert code == 0, (args, output)
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(yaml.safe_dump(POINT) + "---\na: [\n")
+    code, output = _run("show", str(broken))
+    assert code == 1 and "the file holds several documents (separated by '---')" in output, output
