@@ -264,8 +264,23 @@ def parse_yaml(text: str, source: str) -> tuple[dict[str, Any], LineMap]:
     """Parse ``text`` (one YAML document) into a mapping and the line of each key; ConfigError on
     any problem (several documents included)."""
     with _yaml_errors(text, source):
-        node = yaml.compose(text, Loader=_Loader)
+        try:
+            node = yaml.compose(text, Loader=_Loader)
+        except yaml.composer.ComposerError as error:
+            if "expected a single document" not in (error.context or ""):
+                raise
+            raise ConfigError(source, [Problem("", _several_documents(text), None)]) from None
     return _document(node, text, source)
+
+
+def _several_documents(text: str) -> str:
+    """Why a file of several documents is refused where one is read, with their count."""
+    try:
+        count = f"{sum(not _blank(node) for node in yaml.compose_all(text, Loader=_Loader))} documents"
+    except (yaml.YAMLError, RecursionError):  # a later document does not parse: its count is unsure
+        count = "several documents"
+    return (f"the file holds {count} (separated by '---'), where one is read; give a file of one "
+            "document (`miras validate` and `miras kernels` also take a file of several points)")
 
 
 def _blank(node: yaml.Node | None) -> bool:

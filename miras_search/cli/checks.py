@@ -14,6 +14,8 @@ from miras_search.cli.app import errors
 from miras_search.errors import MirasError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import optuna
 
 
@@ -50,16 +52,37 @@ def output_folder(option: str, folder: Path) -> Path:
     return folder
 
 
-def output_file(option: str, path: Path, example: str = "metrics.json") -> Path:
+def output_file(option: str, path: Path, example: str = "metrics.json",
+                replaces: tuple[str, Callable[[Path], bool]] | None = None) -> Path:
     """Check that ``path`` can be written as a file (creating its missing parent folders);
-    ``example`` is the file name a folder given instead is told to add (what the option writes)."""
+    ``example`` is the file name a folder given instead is told to add (what the option writes).
+
+    ``replaces``: (what the option writes, a test of an existing file): then ``path`` must not be
+    a device, pipe or socket, and an existing non-empty file only a previous output of that kind
+    (which the option overwrites); anything else is refused, so nothing else is lost."""
     named = f"{option} {path}"
     if path.is_dir():
         raise MirasError(f"{named} is a folder; give a file name, e.g. {path / example}")
+    blocking = _file_in_the_way(path.parent)
+    if blocking is not None:
+        raise MirasError(f"{named}: {blocking} is a file, so no folder can be made under it; give a file "
+                         "name in a folder")
+    if replaces is not None and path.exists():
+        _replaceable(named, path, *replaces)
     _prepare_folder(named, path.parent)
     if path.exists() and not os.access(path, os.W_OK):
         raise MirasError(f"{named}: the file is not writable; give a file you can write to")
     return path
+
+
+def _replaceable(named: str, path: Path, kind: str, is_kind: Callable[[Path], bool]) -> None:
+    """MirasError unless the existing ``path`` is an empty regular file or one of ``kind``."""
+    if not path.is_file():
+        raise MirasError(f"{named} exists and is not a regular file (a device, pipe or socket), so it is not "
+                         f"replaced; give the path of a regular file (a new one, or {kind} to overwrite)")
+    if path.stat().st_size > 0 and not is_kind(path):
+        raise MirasError(f"{named}: the file exists and is not {kind}, so it is not overwritten; give "
+                         "another path, or remove the file first")
 
 
 def device_choice(value: str | None, option: str = "--device") -> str | None:

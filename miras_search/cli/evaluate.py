@@ -36,6 +36,14 @@ def task_folder(include_path: Path | None) -> Path | None:
     return include_path
 
 
+def is_results_file(path: Path) -> bool:
+    """Whether ``path`` holds lm-eval results as `miras eval --out` writes them (task -> metrics)."""
+    from miras_search.cli.training import json_object
+
+    data = json_object(path)
+    return bool(data) and all(isinstance(metrics, dict) for metrics in data.values())
+
+
 @command("eval")
 def eval_cmd(
     checkpoint: Annotated[Path, typer.Argument(help="A checkpoint (.pt) of `miras train --save` or a study.")],
@@ -56,7 +64,8 @@ def eval_cmd(
     folder = task_folder(include_path)
     chosen = device_choice(device) or "auto"
     if out is not None:
-        output_file("--out", out, "results.json")
+        output_file("--out", out, "results.json", replaces=(
+            "lm-eval results (the JSON `miras eval --out` writes)", is_results_file))
     try:
         from miras_search.hf.evaluation import evaluate_checkpoint
     except ImportError as error:  # transformers missing or broken: miras_search.hf imports it

@@ -29,6 +29,11 @@ _POINT_HELP = "A point YAML file or a preset name (see `miras presets`)."
 def load_trial_config(path: Path) -> TrialConfig:
     """A trial config from its own YAML file or from the ``trial:`` section of a study file
     (whose first objective is the trial's objective, unless the section names its own)."""
+    return _read_trial_config(path)[0]
+
+
+def _read_trial_config(path: Path) -> tuple[TrialConfig, bool]:
+    """``load_trial_config``'s config, and whether it came from a ``trial:`` section."""
     from miras_search.trial import Objective, TrialConfig
     from miras_search.validation import validate
     from miras_search.yamlio import read_yaml
@@ -44,9 +49,9 @@ def load_trial_config(path: Path) -> TrialConfig:
         if "objective" not in data["trial"] and isinstance(objectives, list) and objectives:
             first = validate(Objective, objectives[0], str(path), lines, prefix=("objectives", "0"))
             config = config.model_copy(update={"objective": first})
-        return config.relative_to(*input_folders(path))  # its data paths are read beside it, as a study's
+        return config.relative_to(*input_folders(path)), True  # its data paths are read beside it, as a study's
     data.pop("type", None)
-    return validate(TrialConfig, data, str(path), lines).relative_to(*input_folders(path))
+    return validate(TrialConfig, data, str(path), lines).relative_to(*input_folders(path)), False
 
 
 def _is_study(data: dict) -> bool:
@@ -93,6 +98,24 @@ def _check_budget(point: ModelPoint, config: TrialConfig) -> None:
                          "smaller --batch-size / --seq-len") from None
 
 
+def _check_trial_budget(point: ModelPoint, config: TrialConfig, source: Path | None) -> None:
+    """MirasError, before any work, when the trial's budget (the config's, else the point's) does
+    not cover one batch of the point or is over ``TOKENS_MAX`` (`trial` would fail after a bar)."""
+    from pydantic import ValidationError
+
+    from miras_search.validation import problems_from
+
+    try:
+        applied = config.apply(point)
+    except ValidationError as error:
+        reason = "; ".join(str(p) for p in problems_from(error, type(point), point.model_dump(), {}))
+        where = f"the budget of --config {source} (tokens, batch_size, seq_len)" if source else "the budget"
+        raise MirasError(f"the trial's budget does not fit the point: {reason}; change {where} or the "
+                         "point's train section") from None
+    _check_tokens(applied.train.tokens, f"--config {source}: tokens" if config.tokens is not None
+                  else "the point's train.tokens")
+
+
 def _check_cache(config: TrialConfig) -> None:
     """MirasError, in the paragraph `validate` and `run` give, when the data cache cannot be
     written and the config has text data to tokenize into it (before any bar or work starts)."""
@@ -103,6 +126,25 @@ def _check_cache(config: TrialConfig) -> None:
         problem = cache_unusable()
         if problem is not None:
             raise MirasError(problem)
+
+
+def _check_data(point: ModelPoint, config: TrialConfig, source: Path, sectioned: bool) -> None:
+    """MirasError, before the bar, when the config's data cannot feed the point's trial: the check
+    `validate` and `run` make first (``study.preflight.data_problems``: each source opens, is
+    text, and gives a training and a validation batch at the trial's batch size and length).
+    ``sectioned``: the config is a study's ``trial:`` section (its fields are named so)."""
+    from miras_search.study.preflight import data_problems
+    from miras_search.study.spec import StudyFile
+
+    try:
+        applied = config.apply(point)
+    except ValueError:  # the budget does not fit the point: the trial says why
+        return
+    problems = data_problems(StudyFile.model_construct(trial=config), applied)
+    if problems:
+        named = [problem if sectioned else problem.removeprefix("trial.") for problem in problems]
+        raise MirasError(f"--config {source}: its data cannot feed a trial: {'; '.join(named)}. Fix the "
+                         f"file's {'trial.data' if sectioned else 'data'} or the data it names")
 
 
 def _check_memory(point: ModelPoint, config: TrialConfig, device: str | None) -> None:
@@ -185,6 +227,33 @@ def _config_device(config: TrialConfig, source: Path | None, device: str | None)
     return None
 
 
+_OUTPUT_MAX_BYTES = 1 << 24
+"""A JSON file larger than this is not taken for an earlier output of ours (none is that big)."""
+
+
+def json_object(path: Path) -> dict | None:
+    """The JSON object in ``path``; None when it is no (small) JSON object."""
+    import json
+
+    try:
+        if path.stat().st_size > _OUTPUT_MAX_BYTES:
+            return None
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def is_metrics_file(path: Path) -> bool:
+    """Whether ``path`` holds a trial's metrics as `miras trial --out` writes them."""
+    data = json_object(path)
+    return data is not None and {"status", "metrics"} <= data.keys()
+
+
+METRICS_OUTPUT = ("a trial's metrics (the JSON `miras trial --out` writes)", is_metrics_file)
+"""What `trial --out` may overwrite (``checks.output_file``'s ``replaces``)."""
+
+
 def _write_metrics(result: TrialResult, out: Path) -> None:
     try:
         result.write_json(out)
@@ -205,12 +274,15 @@ def trial(
     from miras_search.points import load_point
     from miras_search.trial import TrialConfig
 
-    trial_config = load_trial_config(config) if config else TrialConfig()
+    trial_config, sectioned = _read_trial_config(config) if config else (TrialConfig(), False)
     loaded = load_point(point)
     chosen = _config_device(trial_config, config, device)
+    _check_trial_budget(loaded, trial_config, config)
     if out is not None:
-        output_file("--out", out)
+        output_file("--out", out, replaces=METRICS_OUTPUT)
     _check_cache(trial_config)
+    if config is not None:  # the default data (the embedded corpus) always gives batches
+        _check_data(loaded, trial_config, config, sectioned)
     result = _run_with_bar(loaded, trial_config, chosen)
     console.print(_metrics_table(f"trial of {point}", result, trial_config.objective))
     if result.reason:
@@ -222,15 +294,50 @@ def trial(
 
 
 def _option_error(error: ValidationError) -> MirasError:
-    """One line per bad training option, named as on the command line."""
-    lines = [f"--{'.'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}" for e in error.errors()]
+    """One line per bad training option, named as on the command line (pydantic's 'Value error, '
+    left out; a problem of several options, which has no field, as it is)."""
+    lines = []
+    for problem in error.errors():
+        message = str(problem["msg"]).removeprefix("Value error, ")
+        field = ".".join(map(str, problem["loc"])).replace("_", "-")
+        lines.append(f"--{field}: {message}" if field else message)
     return MirasError("bad training option: " + "; ".join(lines))
+
+
+TOKENS_MAX = 10**13
+"""Largest training budget `miras train` / `miras trial` take: months of training at a million
+tokens/s, far past any run of this toolkit; a larger number is a typo."""
+
+
+def _check_tokens(tokens: int, named: str) -> None:
+    """MirasError when the budget is over ``TOKENS_MAX`` (``named``: where it comes from)."""
+    if tokens > TOKENS_MAX:
+        raise MirasError(f"{named} ({tokens:,}) is more than a run of miras trains on: at most {TOKENS_MAX:,} "
+                         "(10^13) tokens; give a smaller budget")
+
+
+def _check_train_budget(point: ModelPoint, tokens: int | None, batch_size: int | None,
+                        seq_len: int | None) -> None:
+    """MirasError, before any work, when `miras train`'s budget does not cover one batch or is
+    absurd; each number named as the option that gave it, or as the point's."""
+    given = {"tokens": tokens, "batch_size": batch_size, "seq_len": seq_len}
+    used = {name: value if value is not None else getattr(point.train, name) for name, value in given.items()}
+    named = {name: f"--{name.replace('_', '-')} {used[name]}" if value is not None
+             else f"{name} {used[name]} (the point's)" for name, value in given.items()}
+    _check_tokens(used["tokens"], "--tokens" if tokens is not None else "the point's train.tokens")
+    batch = used["batch_size"] * used["seq_len"]
+    if used["tokens"] < batch:
+        where = "--tokens" if tokens is not None else "the point's train.tokens"
+        raise MirasError(f"{where}: tokens ({used['tokens']}) do not cover one batch ({named['batch_size']} x "
+                         f"{named['seq_len']} = {batch}); give --tokens {batch} or more, or a smaller "
+                         "--batch-size or --seq-len")
 
 
 @command("train")
 def train(
     point: Annotated[str | None, typer.Argument(help=_POINT_HELP + " Not with --from.")] = None,
-    tokens: Annotated[int | None, typer.Option(min=1, help="Token budget (default: the point's).")] = None,
+    tokens: Annotated[int | None, typer.Option(min=1, max=TOKENS_MAX, help=(
+        "Token budget (default: the point's; at most 10^13)."))] = None,
     batch_size: Annotated[int | None, typer.Option(min=1, max=4096, help="Sequences per step.")] = None,
     seq_len: Annotated[int | None, typer.Option(min=1, max=1_048_576, help="Tokens per sequence.")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda (default: CUDA when present).")] = None,
@@ -246,7 +353,7 @@ def train(
 
     from miras_search.points import load_point
     from miras_search.trial import TrialConfig
-    from miras_search.trial.checkpoint import check_weights, read_checkpoint
+    from miras_search.trial.checkpoint import check_weights, is_checkpoint, read_checkpoint
     from miras_search.trial.runner import Weights
 
     if (point is None) == (start is None):
@@ -256,7 +363,8 @@ def train(
         check_weights(checkpoint, str(start))
     loaded = checkpoint.point if checkpoint is not None else load_point(point)
     if save is not None:
-        output_file("--save", save, "model.pt")
+        output_file("--save", save, "model.pt", replaces=("a miras checkpoint", is_checkpoint))
+    _check_train_budget(loaded, tokens, batch_size, seq_len)
     try:
         config = TrialConfig(tokens=tokens, batch_size=batch_size, seq_len=seq_len)
     except ValidationError as error:

@@ -9,6 +9,7 @@ measured). ``load_checkpoint`` rebuilds the model from its point and loads the w
 from __future__ import annotations
 
 import os
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
+from miras_search import __version__
 from miras_search.errors import MirasError
 from miras_search.schema import ModelPoint
 
@@ -43,6 +45,7 @@ def save_checkpoint(path: str | Path, point: ModelPoint, model: nn.Module,
     if max_mb is not None and weights_mb(model) > max_mb:
         return False
     path = Path(path)
+    refuse_non_regular(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload: dict[str, Any] = {
         "format": CHECKPOINT_FORMAT,
@@ -54,6 +57,28 @@ def save_checkpoint(path: str | Path, point: ModelPoint, model: nn.Module,
     torch.save(payload, partial)
     partial.replace(path)
     return True
+
+
+def refuse_non_regular(path: Path) -> None:
+    """MirasError when ``path`` exists but is not a regular file (a folder, a device, a pipe, a
+    socket): saving renames the new file over ``path``, which would replace the node itself."""
+    if path.exists() and not path.is_file():
+        what = "a folder" if path.is_dir() else "not a regular file (a device, pipe or socket)"
+        raise MirasError(f"{path} is {what}; a checkpoint is saved only as a regular file, and nothing was "
+                         "written: give another path")
+
+
+def is_checkpoint(path: str | Path) -> bool:
+    """Whether ``path`` is a regular file holding a miras checkpoint of any format (a mapping with
+    ``format`` and ``state_dict``): one a new checkpoint may replace. Reads no tensor data."""
+    path = Path(path)
+    if not path.is_file():
+        return False
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # not a zip written by torch.save, damaged, or not readable
+        return False
+    return isinstance(payload, dict) and "format" in payload and "state_dict" in payload
 
 
 NOT_A_CHECKPOINT = "is not a miras checkpoint (not a file saved by `miras train --save` or a study)"
@@ -77,21 +102,66 @@ def _point_problem(error: ValidationError) -> str:
     return "; ".join(parts[:_LISTED]) + more
 
 
+_DAMAGED = ("{path} is truncated or damaged: it begins as a checkpoint (a torch.save zip archive) but "
+            "is not a complete one (a copy or a save cut short?); save it again or use another copy")
+
+
+def _damaged(path: Path) -> bool:
+    """Whether ``path`` begins as a zip archive (what torch.save writes) but is not a whole one."""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(4)
+    except OSError:
+        return False
+    return head == b"PK\x03\x04"
+
+
+def _check_format(path: Path, found: object) -> None:
+    """MirasError unless ``found`` is the checkpoint format this version reads."""
+    if found == CHECKPOINT_FORMAT:
+        return
+    if found is None:
+        raise MirasError(f"{path} {NOT_A_CHECKPOINT}: it names no format (this version of miras-search "
+                         f"reads checkpoint format {CHECKPOINT_FORMAT})")
+    if isinstance(found, int) and not isinstance(found, bool) and found > CHECKPOINT_FORMAT:
+        raise MirasError(f"{path} was written by a newer version of miras-search (checkpoint format {found}); "
+                         f"this version ({__version__}) reads format {CHECKPOINT_FORMAT} only: upgrade "
+                         "miras-search to load it")
+    raise MirasError(f"{path} {NOT_A_CHECKPOINT}: its format is {found!r}; this version of miras-search "
+                     f"reads checkpoint format {CHECKPOINT_FORMAT}")
+
+
+def _check_finite(path: Path, state_dict: dict[str, torch.Tensor]) -> None:
+    """MirasError naming the tensors that hold NaN or infinite values (a few named, all counted)."""
+    bad = [name for name, value in state_dict.items()
+           if (value.is_floating_point() or value.is_complex()) and not bool(torch.isfinite(value).all())]
+    if bad:
+        raise MirasError(f"{path}: {len(bad)} of the checkpoint's {len(state_dict)} tensors hold NaN or "
+                         f"infinite values ({_listed(bad)}); these weights cannot be trained on or "
+                         "evaluated: use a checkpoint saved before the values went bad")
+
+
 def read_checkpoint(path: str | Path) -> Checkpoint:
     """The checkpoint at ``path``; MirasError (one readable line) when it is missing or not one."""
     path = Path(path)
     _readable_file(path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except OSError as error:
-        raise MirasError(f"{path}: cannot be read ({error.strerror or error})") from None
-    except Exception:  # pickle / zip errors of a file that is not a checkpoint (torch's text is pages long)
+    except pickle.UnpicklingError:  # a zip of torch.save holding more than plain data (code, objects)
         raise MirasError(f"{path} {NOT_A_CHECKPOINT}") from None
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise MirasError(f"{path} {NOT_A_CHECKPOINT}: format {CHECKPOINT_FORMAT} expected")
+    except Exception as error:  # OSError / zip errors (torch's text is pages long)
+        if _damaged(path):
+            raise MirasError(_DAMAGED.format(path=path)) from None
+        if isinstance(error, OSError):
+            raise MirasError(f"{path}: cannot be read ({error.strerror or error})") from None
+        raise MirasError(f"{path} {NOT_A_CHECKPOINT}") from None
+    if not isinstance(payload, dict):
+        raise MirasError(f"{path} {NOT_A_CHECKPOINT}: it holds a {type(payload).__name__}, not a mapping")
+    _check_format(path, payload.get("format"))
     state_dict = payload.get("state_dict")
     if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
         raise MirasError(f"{path} {NOT_A_CHECKPOINT}: its state_dict is not a mapping of tensors")
+    _check_finite(path, state_dict)
     if "point" not in payload:
         raise MirasError(f"{path} {NOT_A_CHECKPOINT}: it holds no point")
     try:
