@@ -191,3 +191,26 @@ def test_non_finite_weights_are_named(tmp_path):
     assert code == 1 and f"nan.pt: 5 of the checkpoint's {len(names)} tensors hold NaN or infinite " \
         f"values ({names[0]}, {names[1]}, {names[2]} (+2 more))" in output.replace("\n", ""), output
     assert "lr" not in output and "step " not in output
+
+
+# --- export --csv ----------------------------------------------------------------------------
+def test_export_csv_refuses_a_file_of_another_kind_and_overwrites_an_earlier_export(tmp_path):
+    from _fake_study import fake_study
+
+    study = fake_study(tmp_path)
+    victim = tmp_path / "victim.yaml"
+    victim.write_text("a: 1\n")
+    code, output = _run("export", str(study), "--csv", str(victim))
+    _refused_before_work(code, output, f"--csv {victim}: the file exists and is not a trials CSV of "
+                         "`miras export`, so it is not overwritten")
+    assert victim.read_text() == "a: 1\n"
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    code, output = _run("export", str(study), "--csv", str(fifo))
+    _refused_before_work(code, output, "exists and is not a regular file")
+    assert stat.S_ISFIFO(fifo.stat().st_mode)
+    table = tmp_path / "trials.csv"
+    for _ in range(2):  # the second export overwrites the first
+        code, output = _run("export", str(study), "--csv", str(table))
+        assert code == 0, output
+    assert table.read_text().startswith("number,")

@@ -142,9 +142,18 @@ def _write_csv(opened, target: str) -> None:
     if target == "-":
         print_text(text)
         return
-    path = output_file("--csv", Path(target), "trials.csv")
+    path = output_file("--csv", Path(target), "trials.csv", replaces=("a trials CSV of `miras export`", _is_trials_csv))
     path.write_text(text)
     console.print(f"wrote {escape(str(path))} ({max(text.count(chr(10)) - 1, 0)} trials)", highlight=False)
+
+
+def _is_trials_csv(path: Path) -> bool:
+    """Whether ``path`` reads as an earlier ``export --csv`` (its header starts with 'number,')."""
+    try:
+        with path.open(encoding="utf-8", errors="replace") as file:
+            return file.readline(4096).startswith("number,")
+    except OSError:
+        return False
 
 
 @command("compare")
