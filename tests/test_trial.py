@@ -283,3 +283,16 @@ def test_the_trial_table_names_its_objective(monkeypatch):
     result = CliRunner().invoke(app, ["trial", "moneta"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert "objective (val_loss)" in result.output
+
+
+def test_a_result_with_a_diverged_curve_writes_valid_json_and_reads_back(tmp_path):
+    import math
+
+    result = TrialResult(status="failed", metrics={"val_loss": float("nan")},
+                         curve=[(2, 5.5), (4, float("nan")), (6, float("inf"))])
+    path = tmp_path / "metrics.json"
+    result.write_json(path)
+    data = json.loads(path.read_text(), parse_constant=lambda name: pytest.fail(f"bare {name} in JSON"))
+    back = TrialResult.from_dict(data)
+    assert back.curve[0] == (2, 5.5) and math.isnan(back.curve[1][1]) and back.curve[2][1] == math.inf
+    assert math.isnan(back.metrics["val_loss"])

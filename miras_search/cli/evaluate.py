@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -13,6 +12,7 @@ from rich.table import Table
 from miras_search.cli.app import command, console
 from miras_search.cli.checks import device_choice, output_file
 from miras_search.errors import MirasError
+from miras_search.jsonio import json_text
 
 
 def task_names(tasks: str) -> list[str]:
@@ -82,5 +82,5 @@ def eval_cmd(
                 table.add_row(escape(task), escape(name.split(",")[0]), f"{value:.4f}")
     console.print(table)
     if out is not None:
-        out.write_text(json.dumps(results, indent=2, default=str) + "\n")
+        out.write_text(json_text(results, default=str))
         console.print(f"wrote {escape(str(out))}", highlight=False)

@@ -33,6 +33,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from miras_search.errors import MirasError
+from miras_search.jsonio import json_text
 from miras_search.presets import NAMED_MODELS
 from miras_search.report.ranks import (
     BOOTSTRAP_METHOD,
@@ -43,7 +44,6 @@ from miras_search.report.ranks import (
     rank_agreement,
 )
 from miras_search.report.study_data import ObjectiveInfo, TrialRow, study_objectives, trial_row
-from miras_search.scale.results import json_text
 from miras_search.study.records import is_feasible
 from miras_search.study.setup import check_measure
 from miras_search.study.summary import ranked as ranked_like_best

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -12,6 +11,7 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
+from miras_search.jsonio import json_text
 from miras_search.scale.fit import FitError, PowerLaw, fit_power_law
 from miras_search.scale.runner import is_rung_trial
 
@@ -75,23 +75,6 @@ class ScaleTable:
             rank = str(place) if math.isfinite(point.at_target) else "-"
             lines.append(f"| {rank} | {point.label} | {rungs} | {fit} | {value} |")
         return "\n".join(lines) + "\n"
-
-
-def finite_or_none(value: Any) -> Any:
-    """``value`` with every NaN or infinity (in lists, tuples and mappings too) as None, so that
-    it writes as valid JSON (``null``) where ``json.dumps`` would write a bare ``NaN``."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {key: finite_or_none(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [finite_or_none(item) for item in value]
-    return value
-
-
-def json_text(data: Any) -> str:
-    """``data`` as indented, valid JSON: NaN and infinities written as ``null``."""
-    return json.dumps(finite_or_none(data), indent=2, allow_nan=False) + "\n"
 
 
 def _number(value: Any) -> float:

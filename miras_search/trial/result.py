@@ -45,13 +45,15 @@ class TrialResult:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["metrics"] = {k: (v if math.isfinite(v) else str(v)) for k, v in self.metrics.items()}
+        data["curve"] = [[x if not isinstance(x, float) or math.isfinite(x) else str(x) for x in point]
+                         for point in self.curve]  # a diverged loss: "nan", as in metrics (valid JSON)
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrialResult:
         data = dict(data)
         data["metrics"] = {k: float(v) for k, v in data.get("metrics", {}).items()}
-        data["curve"] = [tuple(p) for p in data.get("curve", [])]
+        data["curve"] = [tuple(float(x) if isinstance(x, str) else x for x in p) for p in data.get("curve", [])]
         return cls(**data)
 
     def write_json(self, path: str | Path) -> None:
