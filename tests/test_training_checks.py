@@ -81,18 +81,21 @@ def test_absurd_budgets_are_refused_and_large_ones_kept(tmp_path):
     assert code == 2 and "--tokens" in output and "10000000000000" in output, output
     huge = tmp_path / "huge.yaml"
     huge.write_text(yaml.safe_dump({**POINT, "train": {"tokens": 10**20}}))
-    for args in (["train", str(huge)], ["trial", str(huge)]):
+    line = next(n for n, text in enumerate(huge.read_text().splitlines(), 1) if "tokens:" in text)
+    for args in (["train", str(huge)], ["trial", str(huge)], ["validate", str(huge)]):
         code, output = _run(*args)
-        _refused_before_work(code, output, "the point's train.tokens (100,000,000,000,000,000,000) is more than "
-                             "a run of miras trains on: at most 10,000,000,000,000 (10^13) tokens")
+        _refused_before_work(code, output, f"train.tokens (line {line}): Input should be less than or equal "
+                             "to 10000000000000 (got 100000000000000000000)")
     config = tmp_path / "trial.yaml"
     config.write_text(f"tokens: {10**14}\n")
     code, output = _run("trial", str(_point_file(tmp_path)), "--config", str(config))
-    _refused_before_work(code, output, f"--config {config}: tokens (100,000,000,000,000) is more than")
-    from miras_search.cli.training import TOKENS_MAX, _check_train_budget
+    _refused_before_work(code, output, "tokens (line 1): Input should be less than or equal to 10000000000000")
+    from miras_search.cli.training import _check_train_budget
     from miras_search.points import point_from_dict
+    from miras_search.schema.train import MAX_TOKENS
 
-    _check_train_budget(point_from_dict(POINT), TOKENS_MAX, 8, 256)  # the largest is taken
+    _check_train_budget(point_from_dict(POINT), MAX_TOKENS, 8, 256)  # the largest is taken
+    assert point_from_dict({**POINT, "train": {"tokens": MAX_TOKENS}}).train.tokens == MAX_TOKENS
 
 
 def test_a_file_of_several_points_is_refused_alike_where_one_is_read(tmp_path):

@@ -15,6 +15,7 @@ from miras_search.cli.app import command, console, interactive
 from miras_search.cli.checks import device_choice, output_file
 from miras_search.errors import ConfigError, MirasError, Problem
 from miras_search.paths import input_folders
+from miras_search.schema.train import MAX_TOKENS
 
 if TYPE_CHECKING:  # imported where used: `miras --help` must not import torch
     from pydantic import ValidationError
@@ -100,20 +101,19 @@ def _check_budget(point: ModelPoint, config: TrialConfig) -> None:
 
 def _check_trial_budget(point: ModelPoint, config: TrialConfig, source: Path | None) -> None:
     """MirasError, before any work, when the trial's budget (the config's, else the point's) does
-    not cover one batch of the point or is over ``TOKENS_MAX`` (`trial` would fail after a bar)."""
+    not cover one batch of the point (`trial` would fail after a bar); a budget over the schema's
+    ``MAX_TOKENS`` is refused where the point or config is read."""
     from pydantic import ValidationError
 
     from miras_search.validation import problems_from
 
     try:
-        applied = config.apply(point)
+        config.apply(point)
     except ValidationError as error:
         reason = "; ".join(str(p) for p in problems_from(error, type(point), point.model_dump(), {}))
         where = f"the budget of --config {source} (tokens, batch_size, seq_len)" if source else "the budget"
         raise MirasError(f"the trial's budget does not fit the point: {reason}; change {where} or the "
                          "point's train section") from None
-    _check_tokens(applied.train.tokens, f"--config {source}: tokens" if config.tokens is not None
-                  else "the point's train.tokens")
 
 
 def _check_cache(config: TrialConfig) -> None:
@@ -304,27 +304,15 @@ def _option_error(error: ValidationError) -> MirasError:
     return MirasError("bad training option: " + "; ".join(lines))
 
 
-TOKENS_MAX = 10**13
-"""Largest training budget `miras train` / `miras trial` take: months of training at a million
-tokens/s, far past any run of this toolkit; a larger number is a typo."""
-
-
-def _check_tokens(tokens: int, named: str) -> None:
-    """MirasError when the budget is over ``TOKENS_MAX`` (``named``: where it comes from)."""
-    if tokens > TOKENS_MAX:
-        raise MirasError(f"{named} ({tokens:,}) is more than a run of miras trains on: at most {TOKENS_MAX:,} "
-                         "(10^13) tokens; give a smaller budget")
-
-
 def _check_train_budget(point: ModelPoint, tokens: int | None, batch_size: int | None,
                         seq_len: int | None) -> None:
-    """MirasError, before any work, when `miras train`'s budget does not cover one batch or is
-    absurd; each number named as the option that gave it, or as the point's."""
+    """MirasError, before any work, when `miras train`'s budget does not cover one batch; each
+    number named as the option that gave it, or as the point's (an absurd budget is refused by the
+    option's range and the point's schema, ``MAX_TOKENS``)."""
     given = {"tokens": tokens, "batch_size": batch_size, "seq_len": seq_len}
     used = {name: value if value is not None else getattr(point.train, name) for name, value in given.items()}
     named = {name: f"--{name.replace('_', '-')} {used[name]}" if value is not None
              else f"{name} {used[name]} (the point's)" for name, value in given.items()}
-    _check_tokens(used["tokens"], "--tokens" if tokens is not None else "the point's train.tokens")
     batch = used["batch_size"] * used["seq_len"]
     if used["tokens"] < batch:
         where = "--tokens" if tokens is not None else "the point's train.tokens"
@@ -336,7 +324,7 @@ def _check_train_budget(point: ModelPoint, tokens: int | None, batch_size: int |
 @command("train")
 def train(
     point: Annotated[str | None, typer.Argument(help=_POINT_HELP + " Not with --from.")] = None,
-    tokens: Annotated[int | None, typer.Option(min=1, max=TOKENS_MAX, help=(
+    tokens: Annotated[int | None, typer.Option(min=1, max=MAX_TOKENS, help=(
         "Token budget (default: the point's; at most 10^13)."))] = None,
     batch_size: Annotated[int | None, typer.Option(min=1, max=4096, help="Sequences per step.")] = None,
     seq_len: Annotated[int | None, typer.Option(min=1, max=1_048_576, help="Tokens per sequence.")] = None,

@@ -27,11 +27,17 @@ def batch_cover_problem(tokens: int, batch_size: int, seq_len: int, *, of: str =
             f"{seq_len_of} = {batch}); give at least {batch} tokens, or a smaller batch_size or seq_len")
 
 
+MAX_TOKENS = 10**13
+"""The largest training budget a point or trial takes: months at a million tokens/s, far past any
+run of this toolkit; a larger number is a typo."""
+
+
 class Train(Schema):
     """How a point is trained in a trial (the trial config may override the budget)."""
 
     tokens: int = Field(
-        200_000, ge=1, description="Token budget of a training run, rounded down to whole batches."
+        200_000, ge=1, le=MAX_TOKENS,
+        description="Token budget of a training run, rounded down to whole batches (at most 10^13).",
     )
     batch_size: int = Field(8, ge=1, le=4096)
     seq_len: int = Field(256, ge=1, le=1_048_576)

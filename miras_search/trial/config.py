@@ -13,7 +13,7 @@ from miras_search.data import MAD_TASKS, PRESETS, SYNTHETIC_TASKS, DataSpec
 from miras_search.data.text_sources import TextCorpus, _TextSpec
 from miras_search.schema import ModelPoint
 from miras_search.schema._base import Schema
-from miras_search.schema.train import batch_cover_problem
+from miras_search.schema.train import MAX_TOKENS, batch_cover_problem
 
 Direction = Literal["minimize", "maximize"]
 
@@ -115,8 +115,9 @@ class TrialConfig(Schema):
         description=f"Data sources, or the name of a preset data list: {', '.join(PRESETS)}.",
     )
     tokens: int | None = Field(
-        None, ge=1,
-        description="Training tokens (default: point.train.tokens), rounded down to whole batches.",
+        None, ge=1, le=MAX_TOKENS,
+        description="Training tokens (default: point.train.tokens), rounded down to whole batches "
+                    "(at most 10^13).",
     )
     batch_size: int | None = Field(None, ge=1, le=4096)
     seq_len: int | None = Field(None, ge=1, le=1_048_576)
