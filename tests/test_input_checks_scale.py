@@ -10,7 +10,7 @@ from test_study import write_study
 from typer.testing import CliRunner
 
 from miras_search.cli import app
-from miras_search.errors import ConfigError
+from miras_search.errors import MirasError
 from miras_search.presets import preset
 
 LADDER = ["--rung", "16,1,16,512", "--rung", "24,1,16,1024"]
@@ -64,7 +64,7 @@ def test_a_refused_run_does_not_block_the_corrected_one(tmp_path, monkeypatch):
 
     monkeypatch.chdir(tmp_path)
     _refused(["monetaa", "--name", "t3", *LADDER])
-    with pytest.raises(ConfigError, match="neither a preset"):
+    with pytest.raises(MirasError, match="miras scale monetaa: 'monetaa' is neither a preset"):
         prepare(None, ["monetaa"], {}, name="t3")
     assert not (tmp_path / "runs").exists()
     plan_scale(None, ["moneta"], {"metric": "val_bpb"}, name="t3")  # checks only: nothing is created

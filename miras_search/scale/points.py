@@ -46,11 +46,14 @@ def _study_anchor(study: optuna.Study | None, name: str) -> Any:
 
 
 def resolve_points(names: list[str], top: int, study: optuna.Study | None, base: tuple[Path, ...],
-                   source: str = "scale.points", tokens: int | None = None) -> list[ScalePoint]:
+                   source: str = "scale.points", tokens: int | None = None,
+                   from_file: int | None = None) -> list[ScalePoint]:
     """``names`` (presets or point files read beside the study file, ``base``: ``paths.input_folders``) and the study's ``top`` best.
 
     A preset the study ran as an anchor keeps the study's point (its identity there: the
     study's block); otherwise the preset at its own size (the ladder sets the size anyway).
+    ``from_file``: how many of ``names`` (the first) a file's ``source`` lists (all by default);
+    the others were named on `miras scale`'s command line, and an error says so.
     """
     from miras_search.points import load_point
     from miras_search.study.summary import ranked
@@ -67,7 +70,9 @@ def resolve_points(names: list[str], top: int, study: optuna.Study | None, base:
             continue
         path = scale_point_file(name, base)
         if path is None:
-            raise ConfigError(source, [Problem(f"{index}", _no_point(name, base))])
+            if from_file is None or index < from_file:
+                raise ConfigError(source, [Problem(f"{index}", _no_point(name, base))])
+            raise MirasError(f"miras scale {name}: {_no_point(name, base)}")
         chosen.append(ScalePoint(path.stem, load_point(path), None, None, tokens))
     if top:
         if study is None:

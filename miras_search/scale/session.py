@@ -164,7 +164,7 @@ def plan_scale(study_path: Path | None, names: list[str], overrides: dict[str, A
     _check_metric(plan.spec, plan.config, overrides, plan.source)
     if study_path is None and plan.spec.top:
         raise MirasError("--top picks a study's best points: give a study file (or scale.points)")
-    named = resolve_points(plan.names, 0, None, plan.base) if plan.names else []
+    named = resolve_points(plan.names, 0, None, plan.base, from_file=len(plan.spec.points)) if plan.names else []
     _check_rungs(named, plan.spec, plan.config, plan.source, overrides)
     if not named and not plan.spec.top:
         raise MirasError("nothing to scale: name presets or point files, or give a study and --top N")
@@ -189,7 +189,7 @@ def open_scale(plan: ScalePlan) -> ScaleJob:
     else:
         study, tokens = _standalone_study(plan.name, plan.storage, plan.spec.metric), None
     points = resolve_points(plan.names, plan.spec.top, study if plan.study_file is not None else None, plan.base,
-                            tokens=tokens)
+                            tokens=tokens, from_file=len(plan.spec.points))
     _check_rungs(points, plan.spec, plan.config, plan.source, plan.overrides)
     from miras_search.scale.runner import batch_size_mismatch
 
