@@ -260,3 +260,30 @@ def test_confirm_json_is_valid_json_with_null_for_values_that_are_not_finite(tmp
     again = ConfirmResult.read_json(path)
     assert again.entries[1].long == result.entries[1].long
     assert [c.describe() for c in again.correlations] == [c.describe() for c in result.correlations]
+
+
+def test_a_storage_that_cannot_be_written_stops_confirm_before_any_long_run(tmp_path, monkeypatch):
+    """The long runs end by storing their results: a read-only storage is found before them, not
+    after hours of training (the disk made read-only under the journal's writes)."""
+    import errno
+
+    from miras_search.study.journal_backend import RepairingJournalFileBackend
+
+    journal = tmp_path / "study.journal"
+    _make_study(JournalStorage(JournalFileBackend(str(journal))), name="ro-confirm")
+    before = journal.read_bytes()
+    trainer = FakeTrainer(LONG)
+    monkeypatch.setattr(confirm_module, "run_trial", trainer)
+
+    def read_only(self, logs):
+        raise OSError(errno.EROFS, "Read-only file system", str(journal))
+
+    monkeypatch.setattr(JournalFileBackend, "append_logs", read_only)
+    monkeypatch.setattr(RepairingJournalFileBackend, "append_logs", read_only, raising=False)
+    args = ["confirm", "ro-confirm", "--storage", str(journal), "--seeds", "1", "-o", str(tmp_path / "out")]
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "250"})
+    output = " ".join(result.output.split())
+    assert result.exit_code == 1, output
+    assert "read-only" in output and "Traceback" not in output, output
+    assert trainer.configs == []  # no long run started
+    assert journal.read_bytes() == before

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -228,7 +229,8 @@ def confirm(
     if names_a_file(study):
         config = config.relative_to(*input_folders(study)).located()
     result = confirm_study(opened, top=top, scale=scale, seeds=range(seeds), device=chosen, progress=_show_run,
-                           time_limit=time_limit, config=config,
+                           time_limit=time_limit, config=config, before_training=lambda: opened.set_user_attr(
+                               "confirm_started", {"at": time.time(), "scale": scale, "top": top, "seeds": seeds}),
                            notice=lambda text: console.print(text, highlight=False, markup=False, soft_wrap=True))
     console.print(_confirm_table(result, opened.study_name))
     if not any(entry.long for entry in result.entries):

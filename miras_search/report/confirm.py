@@ -337,14 +337,18 @@ def confirm_study(study: optuna.Study, *, top: int = 5, scale: float = 4.0, seed
                   config: TrialConfig | None = None, device: str | None = None,
                   resamples: int = 2000, level: float = 0.95, bootstrap_seed: int = 0,
                   progress: Progress | None = None, time_limit: float | None = None,
-                  permutations: int = PERMUTATIONS, notice: Notice | None = None) -> ConfirmResult:
+                  permutations: int = PERMUTATIONS, notice: Notice | None = None,
+                  before_training: Callable[[], None] | None = None) -> ConfirmResult:
     """Re-train the top points and named models with ``scale`` x tokens per seed; correlate.
 
     Uses ``run_trial`` with the study's trial config (or ``config``), ``tokens`` = scale x the
     study's budget, ``seed`` from ``seeds`` and ``time_limit_s`` from ``long_time_limit`` (the
     study's limit x ``scale``, or ``time_limit``; 0 = none). Points are ``confirm_points``'s.
     Correlations use points whose long runs completed for at least one seed. ``notice`` gets
-    the plan (time limit and its source, named models left out and why) before training starts.
+    the plan (time limit and its source, named models left out and why) before training starts;
+    ``before_training`` is called once every check has passed, before the first run (the CLI
+    writes to the study there, so that a read-only storage stops it before hours of training
+    whose results it could not store).
     """
     if not (math.isfinite(scale) and scale > 0):
         raise MirasError(f"--scale must be a positive, finite number, got {scale}")
@@ -367,6 +371,8 @@ def confirm_study(study: optuna.Study, *, top: int = 5, scale: float = 4.0, seed
             notice(f"named model {name} is left out: {why}")
         for name in missing:
             notice(f"named model {name} is left out: the study has no trial of it")
+    if before_training is not None:
+        before_training()
     entries: list[ConfirmEntry] = []
     for row in chosen:
         point = row.model_point()
