@@ -7,7 +7,6 @@ import logging
 import sys
 
 import pytest
-from optuna.storages import RDBStorage
 from sqlalchemy.engine import make_url
 from test_study import write_study
 from typer.testing import CliRunner
@@ -96,8 +95,10 @@ def test_a_study_on_a_password_url_keeps_the_password_out_of_everything(tmp_path
     (config, command line metadata, debug logs) and the run folder never hold the password."""
     url = f"postgresql+psycopg://miras:{SECRET}@db.example:5432/optuna"
     database = f"sqlite:///{tmp_path / 'served.db'}"
-    monkeypatch.setattr("miras_search.study.rdb.RDBStorage",
-                        lambda given, **kwargs: RDBStorage(database) if given == url else RDBStorage(given, **kwargs))
+    from miras_search.study.rdb import TolerantRDBStorage
+
+    monkeypatch.setattr("miras_search.study.rdb.TolerantRDBStorage", lambda given, **kwargs: TolerantRDBStorage(
+        database) if given == url else TolerantRDBStorage(given, **kwargs))
     monkeypatch.setenv("WANDB_MODE", "offline")
     for name in ("WANDB_DATA_DIR", "WANDB_CACHE_DIR"):
         monkeypatch.delenv(name, raising=False)
