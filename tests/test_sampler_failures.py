@@ -100,11 +100,13 @@ def test_the_study_files_tpe_is_shown_failures(tmp_path, kind: str, shown: bool)
     assert isinstance(sampler, BaseFidelitySampler) and sampler.failures_as_pruned == shown
 
 
-def test_outcome_counts_count_what_the_budget_counts_by_outcome_and_failure_kind() -> None:
-    from miras_search.study.records import outcome_counts
+def test_run_outcomes_count_what_the_budget_counts_by_outcome_and_failure_kind() -> None:
+    from miras_search.study.summary import run_outcomes
 
     study = _study_with_failures()  # failures: nan, interrupted, worker_died, time_limit, diverged, none, infeasible
     study.add_trial(_trial(TrialState.FAIL, 0.95, failure="time_limit"))
-    counts = outcome_counts(study.get_trials())
-    assert counts == {"complete": 1, "pruned": 1, "failed": 6, "failed: time_limit": 2, "failed: nan": 1,
-                      "failed: worker_died": 1, "failed: diverged": 1, "failed: unknown": 1}
+    complete, pruned, failures = run_outcomes(study.get_trials())
+    assert (complete, pruned) == (1, 1)
+    assert {g.kind: g.count for g in failures} == {"time_limit": 2, "nan": 1, "worker_died": 1, "diverged": 1,
+                                                    "error": 1}  # interrupted and infeasible do not count
+    assert failures[0].kind == "time_limit"  # most frequent first

@@ -292,16 +292,17 @@ def test_the_run_summary_says_how_many_finished_trials_were_pruned_or_failed_and
     from miras_search.cli.app import console
     from miras_search.cli.study import _report
     from miras_search.study.driver import RunSummary
+    from miras_search.study.summary import FailureGroup
 
-    summary = RunSummary("q", "runs/q/study.journal", 16, 16, ran=16, outcomes={
-        "complete": 4, "pruned": 11, "failed": 1, "failed: time_limit": 1})
+    summary = RunSummary("q", "runs/q/study.journal", 16, 16, ran=16, complete=4, pruned=11,
+                         failures=[FailureGroup("time_limit", 1, "ran past its time limit")])
     with console.capture() as captured:
         _report(summary, None)
     output = " ".join(captured.get().split())
     assert "16/16 finished trials" in output
     assert "of the finished trials: 4 complete, 11 pruned, 1 failed (time_limit 1); `miras status` says why" in output
     with console.capture() as captured:
-        _report(RunSummary("q", "runs/q/study.journal", 3, 3, ran=3, outcomes={"complete": 3}), None)
+        _report(RunSummary("q", "runs/q/study.journal", 3, 3, ran=3, complete=3), None)
     assert "of the finished trials" not in captured.get()  # all complete: the first line says it all
 
 

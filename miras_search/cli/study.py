@@ -61,6 +61,12 @@ def _target(target: int | None) -> str:
     return "-" if target is None else str(target)
 
 
+def _point_label(trial: FrozenTrial) -> str:
+    """A trial's point in a few words: its anchor's name, else its axes ('mlp / lp / lq / gd')."""
+    axes = trial.user_attrs.get("axes") or {}
+    return trial.user_attrs.get("anchor") or " / ".join(str(v) for v in axes.values())
+
+
 def _trial_line(event: Event, records: list[dict[str, str]], best: _BestSoFar, elapsed_s: float) -> str:
     """'[0:00:12] trial 3 (yaad) complete: val_bpb 7.501; 3/6 finished, best val_bpb 7.501'."""
     from optuna.trial import TrialState
@@ -69,7 +75,7 @@ def _trial_line(event: Event, records: list[dict[str, str]], best: _BestSoFar, e
 
     trial = event.trial
     attrs = trial.user_attrs
-    label = attrs.get("anchor") or " / ".join(str(v) for v in (attrs.get("axes") or {}).values())
+    label = _point_label(trial)
     failure = attrs.get("failure")
     if trial.state == TrialState.COMPLETE:
         values = ", ".join(f"{r['name']} {v:.4g}" for r, v in zip(records, trial.values or [], strict=False))
@@ -280,12 +286,11 @@ def _report(summary: RunSummary, tracker) -> None:
         f"({summary.ran} trained and {summary.reused} reused in this run, {summary.wall_s:.0f} s, "
         f"orchestration {overhead:.2f} s/trial)", highlight=False,
     )
-    failed = summary.outcomes.get("failed", 0)
-    if summary.outcomes.get("pruned") or failed:  # the line above counts every finished trial
-        kinds = ", ".join(f"{kind.removeprefix('failed: ')} {n}" for kind, n in summary.outcomes.items()
-                          if kind.startswith("failed: "))
-        parts = [f"{n} {label}" for label, n in summary.outcomes.items() if label in ("complete", "pruned")]
-        parts += [f"{failed} failed ({kinds})"] if failed else []
+    failed = sum(group.count for group in summary.failures)
+    if summary.pruned or failed:  # the line above counts every finished trial
+        parts = [f"{summary.complete} complete"] + ([f"{summary.pruned} pruned"] if summary.pruned else [])
+        if failed:
+            parts.append(f"{failed} failed ({', '.join(f'{group.kind} {group.count}' for group in summary.failures)})")
         console.print(f"of the finished trials: {', '.join(parts)}; `miras status` says why", highlight=False)
     if summary.promoted:
         console.print(f"successive halving: {summary.promoted} longer run(s) of promoted points stored as "
@@ -402,9 +407,7 @@ def _best_table(state: StudyStatus, columns: tuple[str, ...]) -> Table:
         if trial is None:
             rows.append((f"{record['name']} {arrow}", "-", "-", "-"))
             continue
-        axes = trial.user_attrs.get("axes") or {}
-        label = trial.user_attrs.get("anchor") or " / ".join(str(v) for v in axes.values())
-        rows.append((f"{record['name']} {arrow}", _fmt(trial.values[index]), f"#{trial.number}", label))
+        rows.append((f"{record['name']} {arrow}", _fmt(trial.values[index]), f"#{trial.number}", _point_label(trial)))
     best = Table(title="best so far", title_justify="left")
     for i, column in enumerate(columns):
         if column == "point":  # wraps at its spaces ("mlp / lp /" over "l2 / gd")

@@ -41,7 +41,6 @@ from miras_search.study.records import (
     REUSABLE_FAILURES,
     counts_toward_budget,
     finite_metrics,
-    outcome_counts,
     point_key,
 )
 from miras_search.study.samplers import grid_size, grid_space
@@ -57,6 +56,7 @@ from miras_search.study.setup import (
     storage_of,
 )
 from miras_search.study.spec import PRE_TRAINING_METRICS, StudyFile, anchor_points
+from miras_search.study.summary import FailureGroup, run_outcomes
 from miras_search.trial import TrialConfig, TrialResult
 from miras_search.validation import problems_from
 
@@ -141,7 +141,10 @@ class RunSummary:
     wall_s: float = 0.0
     overhead_s: list[float] = field(default_factory=list)  # per trained trial: time outside run_trial
     trial_s: list[float] = field(default_factory=list)
-    outcomes: dict[str, int] = field(default_factory=dict)  # records.outcome_counts at the end
+    # at the end, of the trials that count toward the budget (summary.run_outcomes)
+    complete: int = 0
+    pruned: int = 0
+    failures: list[FailureGroup] = field(default_factory=list)
 
 
 @dataclass
@@ -307,7 +310,7 @@ class StudyDriver:
             pool.shutdown()
             self._tracking_failed(getattr(pool, "tracking_error", None))  # found as workers flushed
         summary.finished = self.finished
-        summary.outcomes = outcome_counts(self.study.get_trials(deepcopy=False))
+        summary.complete, summary.pruned, summary.failures = run_outcomes(self.study.get_trials(deepcopy=False))
         summary.wall_s = time.perf_counter() - started
         if self.tracker is not None:
             self.tracker.log_summary(self.study)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections import Counter
 from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
@@ -57,18 +56,6 @@ def counts_toward_budget(trial: FrozenTrial) -> bool:
     if trial.state == TrialState.FAIL and trial.user_attrs.get("retried"):
         return False  # run again under a new number (INFRASTRUCTURE_FAILURES)
     return not (trial.state == TrialState.FAIL and trial.user_attrs.get("failure") in NOT_COUNTED)
-
-
-def outcome_counts(trials: list[FrozenTrial]) -> dict[str, int]:
-    """The trials that count toward the budget, by outcome: 'complete', 'pruned', then 'failed'
-    and one entry per failure kind ('failed: time_limit'), most frequent first; zeros left out."""
-    counted = [t for t in trials if counts_toward_budget(t)]
-    failures = Counter(t.user_attrs.get("failure") or "unknown" for t in counted if t.state == TrialState.FAIL)
-    counts = {"complete": sum(t.state == TrialState.COMPLETE for t in counted),
-              "pruned": sum(t.state == TrialState.PRUNED for t in counted),
-              "failed": sum(failures.values())}
-    counts.update({f"failed: {kind}": n for kind, n in failures.most_common()})
-    return {label: n for label, n in counts.items() if n}
 
 
 def is_feasible(trial: FrozenTrial) -> bool:

@@ -62,6 +62,15 @@ def failure_groups(trials: list[FrozenTrial]) -> list[FailureGroup]:
     return sorted(groups.values(), key=lambda g: -g.count)
 
 
+def run_outcomes(trials: list[FrozenTrial]) -> tuple[int, int, list[FailureGroup]]:
+    """Of the trials that count toward the budget: (complete, pruned, the failed ones grouped by
+    kind as ``failure_groups`` groups them)."""
+    counted = [t for t in trials if counts_toward_budget(t)]
+    complete = sum(t.state == TrialState.COMPLETE for t in counted)
+    pruned = sum(t.state == TrialState.PRUNED for t in counted)
+    return complete, pruned, failure_groups([t for t in counted if t.state == TrialState.FAIL])
+
+
 def objective_records(study: optuna.Study) -> list[dict[str, str]]:
     stored = study.user_attrs.get("objectives")
     if stored:
