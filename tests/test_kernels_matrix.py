@@ -94,7 +94,6 @@ def check(inputs, bias, chunk_size, dtype=torch.float32, tol=5e-3, backward="fus
         retention = {"retention": "lq", "lq_exponent": lq} if lq is not None else {}
         o = chunk_matrix_memory(**fast, bias=bias, chunk_size=chunk_size, backward=backward,
                                 gradient_at=gradient_at, **retention)
-        retention = {"retention": "lq", "q_exp": lq} if lq is not None else {}
         o_ref = naive_chunk_matrix_memory(**ref, bias=bias, chunk_size=chunk_size, gradient_at=gradient_at,
                                           **retention)
     do = torch.randn(o_ref.shape, generator=torch.Generator().manual_seed(1)).to(dtype).double()
@@ -537,8 +536,8 @@ def test_naive_lq_matches_token_loop(bias, alpha, momentum, eta):
     token reading r(A_C) A_C), short last chunks included."""
     x = make_inputs(2, 13, 2, 6, 5, bias, alpha, momentum, eta=eta)
     for chunk_size in (1, 4, 5, 16):
-        a = naive_chunk_matrix_memory(**x, bias=bias, chunk_size=chunk_size, retention="lq", q_exp=4.0)
-        b = recurrent_matrix_memory(**x, bias=bias, chunk_size=chunk_size, retention="lq", q_exp=4.0)
+        a = naive_chunk_matrix_memory(**x, bias=bias, chunk_size=chunk_size, retention="lq", lq_exponent=4.0)
+        b = recurrent_matrix_memory(**x, bias=bias, chunk_size=chunk_size, retention="lq", lq_exponent=4.0)
         assert rel_err(a, b) < 1e-10
 
 

@@ -140,7 +140,7 @@ def test_momentum_mask_chunked_reference_equals_its_token_loop(length: int, alph
     decay = 1 - 0.1 * torch.rand(shape, generator=g, dtype=torch.float64) if alpha else None
     theta = 0.4 + 0.5 * torch.rand(shape, generator=g, dtype=torch.float64)
     mask = (torch.rand(shape, generator=g) < 0.5).double()
-    retention = {"retention": "lq", "q_exp": 3.0} if lq else {}
+    retention = {"retention": "lq", "lq_exponent": 3.0} if lq else {}
     chunked = naive_chunk_matrix_memory(q, k, v, eta, decay, theta, chunk_size=16, momentum_mask=mask, **retention)
     loop = recurrent_matrix_memory(q, k, v, eta, decay, theta, chunk_size=16, momentum_mask=mask, **retention)
     torch.testing.assert_close(chunked, loop, rtol=1e-10, atol=1e-12)

@@ -80,7 +80,7 @@ def test_reference_equals_memory_chunked_form(bias, alpha_mode, algorithm, eta_m
     q, k, v, gates = inputs(rule)
     params = [w.double() for w in rule.initial_parameters(2, 8, 8)]
     o_memory = memory_forward(rule, q, k, v, gates, params, "chunked", 16, "minibatch")
-    lq = {"retention": "lq", "q_exp": 4.0} if retention_kind == "lq" else {}
+    lq = {"retention": "lq", "lq_exponent": 4.0} if retention_kind == "lq" else {}
     assert kernel.keywords["retention"] == p.retention.kind
     o_ref = naive_chunk_matrix_memory(q, k, v, gates.eta, gates.alpha, gates.theta, gates.delta, params[0],
                                       cfg, 16, **lq)

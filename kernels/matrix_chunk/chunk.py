@@ -709,7 +709,7 @@ def _reference(bias: BiasConfig, chunk_size: int, gradient_at: str, lq_exp: floa
     def run(q, k, v, eta, alpha, theta, delta, w0):
         wide = [x if x is None else x.to(torch.promote_types(x.dtype, torch.float32))
                 for x in (q, k, v, eta, alpha, theta, delta, w0)]
-        retention = {"retention": "lq", "q_exp": lq_exp} if lq_exp is not None else {}
+        retention = {"retention": "lq", "lq_exponent": lq_exp} if lq_exp is not None else {}
         return naive_chunk_matrix_memory(*wide, bias=bias, chunk_size=chunk_size, gradient_at=gradient_at,
                                          momentum_mask=momentum_mask, **retention).to(q.dtype)
     return run

@@ -56,7 +56,7 @@ def naive_chunk_matrix_memory(
     chunk_size: int = 64,
     gradient_at: str = "retained",
     retention: str = "l2",
-    q_exp: float = 4.0,
+    lq_exponent: float = 4.0,
     momentum_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Chunked matrix memory, one chunk at a time, in the dtype of ``q``.
@@ -70,7 +70,7 @@ def naive_chunk_matrix_memory(
         bias: a BiasConfig or its kind name.
         chunk_size: tokens per chunk (1 = exact recurrence).
         gradient_at: 'retained' (errors at beta_i W_0) or 'previous' (at W_0).
-        retention: 'l2' (linear: with alpha, or none without) or 'lq' (the exponent ``q_exp``;
+        retention: 'l2' (linear: with alpha, or none without) or 'lq' (the exponent ``lq_exponent``;
             errors at W_0, initial_state the accumulator A_0).
         momentum_mask: [B, T, H] of 0 / 1, where S joins the memory (momentum only), or None.
     Returns:
@@ -100,7 +100,7 @@ def naive_chunk_matrix_memory(
 
         # lb: cumulative log-decay inside the chunk, (B, H, C) or (B, H, C, K)
         lb = q.new_zeros(B, H, qc.shape[2]) if log_a is None else log_a[:, sl].transpose(1, 2).cumsum(2)
-        r0 = _lq_read_scale(W, q_exp) if lq else 1.0  # W holds the accumulator A_0 under lq
+        r0 = _lq_read_scale(W, lq_exponent) if lq else 1.0  # W holds the accumulator A_0 under lq
         if lq:
             k_retained = kc * r0  # errors at W_0 = r0 A_0
         elif gradient_at == "retained":
@@ -152,15 +152,15 @@ def naive_chunk_matrix_memory(
             S = lt[:, :, -1, None, None].exp() * S - torch.einsum("bhi,bhiv,bhik->bhvk", th_end, p, kw)
         if lq:  # the chunk's last token reads the exact new memory r(A_C) A_C
             o = o * r0
-            o[:, :, -1] = torch.einsum("bhk,bhvk->bhv", qc[:, :, -1], W_new) * _lq_read_scale(W_new, q_exp)[..., 0]
+            o[:, :, -1] = torch.einsum("bhk,bhvk->bhv", qc[:, :, -1], W_new) * _lq_read_scale(W_new, lq_exponent)[..., 0]
         W = W_new
         outs.append(o)
     return torch.cat(outs, dim=2).transpose(1, 2)  # (B, T, H, V)
 
 
-def _lq_read_scale(a: torch.Tensor, q_exp: float) -> torch.Tensor:
+def _lq_read_scale(a: torch.Tensor, lq_exponent: float) -> torch.Tensor:
     """r(A) = 1 / max(||A||_q, floor)^(q - 2) of each [V, K] state: [B, H, 1, 1]."""
-    return (-lq_log_scale(a, q_exp)).exp()
+    return (-lq_log_scale(a, lq_exponent)).exp()
 
 
 def recurrent_matrix_memory(
@@ -175,7 +175,7 @@ def recurrent_matrix_memory(
     bias: BiasConfig | str = "l2",
     chunk_size: int = 1,
     retention: str = "l2",
-    q_exp: float = 4.0,
+    lq_exponent: float = 4.0,
     momentum_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The same update, written as a loop over tokens (gradients still at chunk starts).
@@ -200,7 +200,7 @@ def recurrent_matrix_memory(
             decay = alpha[:, t, :, None, None]
         if t % chunk_size == 0:
             W0, beta = W, decay  # gradients of this chunk are taken at beta_t W0
-            r0 = _lq_read_scale(W0, q_exp) if lq else None
+            r0 = _lq_read_scale(W0, lq_exponent) if lq else None
         else:
             beta = beta * decay
         kt, vt, qt = k[:, t], v[:, t], q[:, t]  # (B, H, K|V)
@@ -216,7 +216,7 @@ def recurrent_matrix_memory(
         o = torch.einsum("bhvk,bhk->bhv", W, qt)
         if lq:
             chunk_end = t % chunk_size == chunk_size - 1 or t == T - 1
-            o = o * (_lq_read_scale(W, q_exp) if chunk_end else r0)[..., 0]
+            o = o * (_lq_read_scale(W, lq_exponent) if chunk_end else r0)[..., 0]
         outs.append(o)
     return torch.stack(outs, dim=1)
 
