@@ -144,3 +144,16 @@ def test_huber_switch_is_finite_at_a_padded_token() -> None:
         e = torch.zeros(3, 4, dtype=dtype)
         step = bias.phi(e, e, torch.zeros(3, 1, dtype=dtype))
         assert torch.equal(step, torch.zeros_like(step))
+
+
+@pytest.mark.parametrize("mode", ["head", "channel"])
+def test_a_learned_omega_gamma_may_start_at_one(mode: str) -> None:
+    """gamma's range is (0, 1] as alpha's: a learned gamma of 1.0 starts just below it (as alpha
+    does) instead of failing the build with a logit's math domain error."""
+    point = ModelPoint.model_validate({
+        "memory": {"kind": "mlp", "expansion": 1}, "algorithm": {"kind": "gd"},
+        "bias": {"kind": "l2", "window": 2, "gamma": {"mode": mode, "value": 1.0}},
+        "block": {"d_model": 16, "n_heads": 2, "n_layers": 1, "vocab_size": VOCAB},
+        "train": {"batch_size": 2, "seq_len": 8},
+    })
+    _step(point, 7)
