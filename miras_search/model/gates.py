@@ -22,7 +22,8 @@ it data-dependent.
 Squashing by gate name (the range each gate must stay in):
 
 - alpha (retention) and theta (momentum): sigmoid, range (0, 1). alpha may be configured as 1.0;
-  a sigmoid never reaches 1, so the initial value is capped at ``1 - 1e-4`` (head/channel only).
+  a sigmoid never reaches 1, so the initial value is capped at ``1 - 1e-4`` (head/channel only;
+  gamma's too).
 - eta (inner learning rate): sigmoid for ``value < 1`` (range (0, 1), the delta rule's stable
   range), softplus for ``value >= 1`` (range (0, inf)); with ``gate.max_ratio`` set, ``max_ratio
   value sigmoid`` (range (0, max_ratio value)) whatever the value.
@@ -67,12 +68,12 @@ def squashing(name: str, value: float, upper: float | None = None) -> str:
 
 
 def _initial_bias(squash: str, name: str, value: float, upper: float = 1.0) -> float:
-    """The pre-activation b with squash(b) == value (alpha capped below 1); a sigmoid is scaled
-    to the range (0, upper)."""
+    """The pre-activation b with squash(b) == value (alpha and gamma, whose schema range
+    includes 1, capped below it); a sigmoid is scaled to the range (0, upper)."""
     if squash == "softplus":
         return _inverse_softplus(value)
     value = value / upper
-    if name == "alpha":
+    if name in ("alpha", "gamma"):
         value = min(value, _ALPHA_CAP)
     return math.log(value) - math.log1p(-value)  # logit
 

@@ -282,10 +282,12 @@ class HuberBias(AttentionalBias):
             clipped = delta * e / size if delta.shape[-1] == 1 else e / size
             return e.where(small, clipped)
         if self.smooth:
-            # padded tokens carry delta = 0 (and e = 0): the floor keeps their unused branch finite
             sharpness = self.sharpness
             if self.sharpness_scale == "threshold":
-                sharpness = self.sharpness / delta.clamp_min(primitives.tiny(delta))
+                # padded tokens (the Omega window's lags before the first token) carry delta = 0:
+                # their l1 branch is multiplied by delta = 0, but c = sharpness / tiny overflows
+                # to inf and inf * 0 is NaN, so they divide by 1 instead
+                sharpness = self.sharpness / delta.where(delta > 0, 1.0)
             sign = primitives.smooth_sign(e, sharpness)
         else:
             sign = e.sign()
