@@ -117,11 +117,31 @@ def _has_reason(row: TrialRow) -> bool:
     return row.state == "FAIL" or (row.state == "PRUNED" and row.failure == "limit")
 
 
-def _status_html(rows: list[TrialRow]) -> str:
+_STATE_WORDS = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running",
+                "WAITING": "queued"}
+
+
+def status_sentence(rows: list[TrialRow]) -> str:
+    """'13 trials: 10 complete (1 with a value that is not finite, not ranked), 1 pruned, 2 failed.'
+    or 'No trials yet.'"""
+    if not rows:
+        return "No trials yet."
     counts = count_states(rows)
-    text = ", ".join(f"{n} {state.lower()}" for state, n in sorted(counts.items()))
+    parts = []
+    for state in (*_STATE_WORDS, *sorted(set(counts) - set(_STATE_WORDS))):
+        if not counts.get(state):
+            continue
+        part = f"{counts[state]} {_STATE_WORDS.get(state, state.lower())}"
+        unranked = sum(r.state == "COMPLETE" and r.values is not None and not r.complete for r in rows)
+        if state == "COMPLETE" and unranked:
+            part += f" ({unranked} with a value that is not finite, not ranked)"
+        parts.append(part)
+    return f"{len(rows)} trial{'s' if len(rows) != 1 else ''}: {', '.join(parts)}."
+
+
+def _status_html(rows: list[TrialRow]) -> str:
     explained = [r for r in rows if _has_reason(r)]
-    parts = [html.paragraph(f"{len(rows)} trials: {text}.")]
+    parts = [html.paragraph(status_sentence(rows))]
     if explained:
         body = [[str(r.number), r.anchor or "", f"{_OUTCOMES[r.state]}: {r.failure or '?'}", r.reason or "?"]
                 for r in explained[:30]]

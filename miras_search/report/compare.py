@@ -30,6 +30,14 @@ class StudySide:
     rows: list[TrialRow]
     values: dict[str, list[float]]
     ranked: list[TrialRow]
+    index: dict[str, int] = field(default_factory=dict)  # objective name -> its place in this study's values
+    space: str | None = None  # the searched space's name (a study stores it)
+
+    def best_by(self, objective: ObjectiveInfo) -> list[TrialRow]:
+        """The ranked rows best first by ``objective`` (a shared objective need not be the one
+        this study ranks by first; ties keep the study's order)."""
+        sign = 1.0 if objective.minimize else -1.0
+        return sorted(self.ranked, key=lambda r: sign * r.values[self.index[objective.name]])  # type: ignore[index]
 
     @property
     def complete(self) -> int:
@@ -69,16 +77,20 @@ class Comparison:
                 cells = [format_value(objective.name, pick(s.values[objective.name])) if s.values[objective.name]
                          else "-" for s in self.sides]
                 table.add_row(escape(f"{label} {objective.name} {arrow}"), *cells)
+        first_objective = self.objectives[0]
+        best = [s.best_by(first_objective) for s in self.sides]
         for place in range(self.top):
-            cells = [_point_cell(s.ranked[place], self.objectives[0]) if place < len(s.ranked) else "-"
-                     for s in self.sides]
+            cells = [_point_cell(rows[place], first_objective, s.index[first_objective.name])
+                     if place < len(rows) else "-" for s, rows in zip(self.sides, best, strict=True)]
             table.add_row(f"rank {place + 1}", *cells)
         return table
 
 
-def _point_cell(row: TrialRow, objective: ObjectiveInfo) -> str:
+def _point_cell(row: TrialRow, objective: ObjectiveInfo, index: int) -> str:
+    """'#4 mlp/l2/l2/momentum 3.1': the trial, its model or axes, and its value of ``objective``
+    (``row.values[index]``: the shared objective need not be the study's first)."""
     label = row.anchor or "/".join(row.axes[a] for a in AXES)
-    value = format_value(objective.name, row.values[0]) if row.values else "-"
+    value = format_value(objective.name, row.values[index]) if row.values else "-"
     return escape(f"#{row.number} {label} {value}")
 
 
@@ -87,7 +99,8 @@ def _side(study: optuna.Study, objectives: list[ObjectiveInfo], own: list[Object
     ranked = rank_rows(rows)
     index = {o.name: i for i, o in enumerate(own)}
     values = {o.name: [r.values[index[o.name]] for r in ranked if r.values] for o in objectives}
-    return StudySide(study.study_name, rows, values, ranked)
+    space = study.user_attrs.get("space")
+    return StudySide(study.study_name, rows, values, ranked, index, str(space) if space else None)
 
 
 def compare_studies(first: optuna.Study, second: optuna.Study, top: int = 3) -> Comparison:
@@ -111,6 +124,10 @@ def compare_studies(first: optuna.Study, second: optuna.Study, top: int = 3) -> 
         a, b = (s.values[objective.name] for s in sides)
         p_values[objective.name] = _mann_whitney(a, b)
         notes.append(_sentence(objective, sides, p_values[objective.name]))
+    if sides[0].space != sides[1].space:
+        notes.append(f"the studies search different spaces ('{sides[0].space or '?'}' and "
+                     f"'{sides[1].space or '?'}'): the test compares what each found, not the same "
+                     "points measured twice")
     return Comparison(shared, sides, p_values, top, notes)
 
 

@@ -82,8 +82,17 @@ def _better(direction: str):
     return min if direction == "minimize" else max
 
 
+def has_finite_values(trial: FrozenTrial) -> bool:
+    """Whether every objective value of the trial is a finite number. The driver fails a trial
+    whose objective is not finite, but a study written by other tools (or an older version) may
+    hold an inf: ranked, it would be "best" of a maximised objective and break every figure."""
+    return trial.values is not None and all(math.isfinite(v) for v in trial.values)
+
+
 def feasible_complete(study: optuna.Study) -> list[FrozenTrial]:
-    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if is_feasible(t)]
+    """Complete trials inside every limit, with finite objective values: the ones a study ranks."""
+    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if is_feasible(t) and has_finite_values(t)]
 
 
 def ranked(study: optuna.Study, fidelity: str = "highest") -> list[FrozenTrial]:
