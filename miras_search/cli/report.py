@@ -81,6 +81,10 @@ def report(
                                         width=table_width()))
     else:
         console.print("[yellow]no complete trial to rank yet[/] (the report's summary says why)")
+    if any(v.outcome != "not run" for v in written.anchors):
+        console.print("[bold]against the anchors[/]")
+        for verdict in written.anchors:
+            console.print(verdict.sentence(written.objectives), highlight=False, markup=False, soft_wrap=True)
     console.print(f"wrote {escape(str(written.html))} and {len(written.images)} figures", highlight=False)
 
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import optuna
 from matplotlib.figure import Figure
 
 from miras_search.report import html
+from miras_search.report.anchors import AnchorVerdict, anchor_verdicts, expected_anchors
 from miras_search.report.confirm import ConfirmResult
 from miras_search.report.importance import study_importances
 from miras_search.report.leaderboard import (
@@ -48,6 +49,7 @@ class Report:
     ranked: list[TrialRow]  # feasible, non-duplicate complete trials, in `miras best`'s order
     board: list[TrialRow]  # the leaderboard: ``ranked``, then trials that break a limit
     objectives: list[ObjectiveInfo]
+    anchors: list[AnchorVerdict] = field(default_factory=list)  # each anchor against the searched points
 
 
 def _save(fig: Figure | None, path: Path, images: list[Path]) -> str:
@@ -148,6 +150,41 @@ def _status_html(rows: list[TrialRow]) -> str:
         parts.append(html.table(["trial", "model", "outcome", "reason"], body,
                                 table_id="failures", text_columns=4))
     return "".join(parts)
+
+
+def _anchors_html(verdicts: list[AnchorVerdict], objectives: list[ObjectiveInfo]) -> str:
+    """The anchors table and one sentence per anchor; empty when no anchor was run or expected."""
+    if all(v.outcome == "not run" for v in verdicts):
+        return ""
+    multi = len(objectives) > 1
+    rule = ("A searched point beats an anchor when it dominates it (no worse on every objective, "
+            "strictly better on one); 'by' is the first objective's margin." if multi else
+            "A searched point beats an anchor when its value is strictly better; an equal value is level.")
+    note = (f"Each anchor against the searched points, at the study's own budget (complete trials "
+            f"inside every limit, a repeated point counted once). {rule} A searched point at the "
+            "anchor's own point is the anchor measured again, not a point that beats it.")
+    first = objectives[0]
+    headers = ["anchor", "trial", *(f"{o.name} ({'min' if o.minimize else 'max'})" for o in objectives),
+               "outcome", "beaten by", "best of them", "by", "level", "anchors ahead"]
+    rows, classes = [], []
+    for v in verdicts:
+        values = [format_value(o.name, x) for o, x in zip(objectives, v.values, strict=True)] if v.values \
+            else ["-"] * len(objectives)
+        best = v.best
+        rows.append([
+            v.name, "-" if v.number is None else str(v.number), *values,
+            v.outcome + (f": {v.reason}" if v.reason and not v.comparable else ""),
+            f"{len(v.beaten_by)} of {v.compared}" if v.comparable else "-",
+            f"#{best.number} ({format_value(first.name, best.values[0])})" if best else "-",
+            format_value(first.name, best.margins[0]) if best else "-",
+            ", ".join(f"#{n}" for n in v.level) or "-",
+            ", ".join(w.anchor or "" for w in v.anchors_ahead) or "-",
+        ])
+        classes.append("named" if v.named else "baseline")
+    sentences = "".join(html.paragraph(v.sentence(objectives), "anchor") for v in verdicts)
+    return html.section("Against the anchors", html.paragraph(note),
+                        html.table(headers, rows, classes, table_id="anchors", text_columns=2),
+                        sentences)
 
 
 def _pareto_section(board: list[TrialRow], objectives: list[ObjectiveInfo], top: set[int],
@@ -253,6 +290,10 @@ def build_report(study: optuna.Study, out_dir: str | Path, top: int = 10,
     summary = (f"Study '{study.study_name}'" + (f" over space '{space}'" if space else "")
                + "; objectives: " + ", ".join(f"{o.name} ({o.direction})" for o in objectives) + ".")
     sections = [html.section("Summary", html.paragraph(summary), _status_html(rows))]
+    verdicts = anchor_verdicts(rows, objectives, expected_anchors(study.user_attrs.get("study_file")))
+    against = _anchors_html(verdicts, objectives)
+    if against:
+        sections.append(against)
     if board:
         sections.append(html.section(
             "Leaderboard", _leaderboard_note(board, objectives), _leaderboard_html(board, objectives),
@@ -287,4 +328,4 @@ def build_report(study: optuna.Study, out_dir: str | Path, top: int = 10,
         sections.append(scaling)
     path = out / "index.html"
     path.write_text(html.page(f"miras report: {study.study_name}", sections))
-    return Report(path, images, ranked, board, objectives)
+    return Report(path, images, ranked, board, objectives, verdicts)
