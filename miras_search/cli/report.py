@@ -22,8 +22,9 @@ from miras_search.errors import MirasError
 from miras_search.paths import input_folders, names_a_file
 
 if TYPE_CHECKING:  # imported where used: `miras --help` must not import torch or matplotlib
+    from miras_search.report.anchors import AnchorVerdict
     from miras_search.report.confirm import ConfirmResult
-    from miras_search.report.study_data import TrialRow
+    from miras_search.report.study_data import ObjectiveInfo, TrialRow
     from miras_search.trial import TrialResult
 
 _STUDY = "A study YAML file (its name and storage are used), or a study name with --storage."
@@ -65,7 +66,8 @@ def report(
     top: Annotated[int, typer.Option("--top", "-n", min=1, help="Searched points shown in the figures.")] = 10,
     rows: Annotated[int, typer.Option(min=1, help="Leaderboard rows printed in the terminal.")] = 20,
 ) -> None:
-    """Write the study's HTML report (leaderboard, Pareto front, importances, curves, tasks) and PNGs."""
+    """Write the study's HTML report (each anchor against the searched points, leaderboard, Pareto
+    front, importances, curves, tasks) and PNGs; print the anchors' verdict and the leaderboard."""
     from miras_search.report.build import build_report
     from miras_search.report.leaderboard import leaderboard_table
     from miras_search.report.study_data import open_report_study
@@ -75,17 +77,27 @@ def report(
     folder = _study_dir(study, opened.study_name)
     out = output_folder("--out", out or folder / "report")
     written = build_report(opened, out, top=top, confirm=_read_confirm(folder))
+    _print_anchors(written.anchors, written.objectives)
     if written.board:
         console.print(leaderboard_table(written.board, written.objectives, top=rows,
                                         title=f"{escape(opened.study_name)}: leaderboard",
                                         width=table_width()))
     else:
         console.print("[yellow]no complete trial to rank yet[/] (the report's summary says why)")
-    if any(v.outcome != "not run" for v in written.anchors):
-        console.print("[bold]against the anchors[/]")
-        for verdict in written.anchors:
-            console.print(verdict.sentence(written.objectives), highlight=False, markup=False, soft_wrap=True)
     console.print(f"wrote {escape(str(written.html))} and {len(written.images)} figures", highlight=False)
+
+
+def _print_anchors(verdicts: list[AnchorVerdict], objectives: list[ObjectiveInfo]) -> None:
+    """One line per anchor the study ran; the named models it never ran in one line."""
+    ran = [v for v in verdicts if v.outcome != "not run"]
+    if not ran:
+        return
+    console.print("[bold]against the anchors[/]")
+    for verdict in ran:
+        console.print(verdict.sentence(objectives), highlight=False, markup=False, soft_wrap=True)
+    missing = [v.name for v in verdicts if v.outcome == "not run"]
+    if missing:
+        console.print(f"not run in this study: {', '.join(missing)}", highlight=False, markup=False, soft_wrap=True)
 
 
 @command("export")
