@@ -77,7 +77,8 @@ class AnchorVerdict:
         if not self.comparable:
             where = f" (#{self.number})" if self.number is not None else ""
             why = f": {self.reason}" if self.reason else ""
-            return f"{self.name}{where}: {self.outcome}{why}; nothing is compared against it."
+            outcome = "not run in this study" if self.outcome == "not run" else self.outcome
+            return f"{self.name}{where}: {outcome}{why}; nothing is compared against it."
         first = objectives[0]
         shown = ", ".join(f"{o.name} {format_value(o.name, v)}" for o, v in zip(objectives, self.values or (), strict=True))
         head = f"{self.name} (#{self.number}, {shown})"
@@ -171,7 +172,6 @@ def anchor_verdicts(rows: Sequence[TrialRow], objectives: Sequence[ObjectiveInfo
         verdict = AnchorVerdict(name, outcome, row.number if row else None)
         verdicts.append(verdict)
         if row is None:
-            verdict.reason = "the study has no trial of it"
             continue
         if outcome not in ("measured", "breaks a limit"):
             verdict.reason = row.reason or row.failure
