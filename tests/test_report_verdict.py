@@ -320,3 +320,34 @@ def _tables(path: Path) -> dict[str, list[list[str]]]:
     parser = _Tables()
     parser.feed(path.read_text())
     return parser.tables
+
+
+def test_a_point_measured_several_times_shows_the_mean_it_was_ranked_by(tmp_path):
+    # titans holds two runs at its highest fidelity (seeds of a `miras scale` rung, or a confirm
+    # run twice): it ranks by their mean, and every table shows that mean, not its last run
+    study = make_study(tmp_path, "fid", BPB, [_trial("titans", [3.0]), _trial("atlas", [3.1]),
+                                              _trial("moneta", [3.05], anchor=True)])
+    runs = {"titans": [2.5, 2.9], "atlas": [2.8], "moneta": [2.75]}
+    for name, values in runs.items():
+        point = preset(name)
+        for value in values:
+            study.add_trial(create_trial(state=TrialState.COMPLETE, values=[value], user_attrs={
+                "point": point.model_dump(mode="json"), "point_key": point_key(point),
+                "axes": {a: getattr(point, a).kind for a in AXES}, "anchor": name if name == "moneta" else None,
+                "metrics": {"val_bpb": value}, "fidelity": {"source": "scale", "seeds": 1, "level": 4.0}}))
+    means = {name: sum(v) / len(v) for name, v in runs.items()}
+    order = sorted(means, key=means.get)
+    rows = [r for r in study_rows(study) if r.rank is not None]
+    rows.sort(key=lambda r: r.rank)
+    assert [r.point["name"] for r in rows] == order
+    assert [r.score[0] for r in rows] == pytest.approx([means[n] for n in order])
+    assert [r.runs for r in rows] == [len(runs[n]) for n in order]
+    table = _tables(build_report(study, tmp_path / "r").html)["leaderboard"]
+    assert [row[7] for row in table] == [f"{means[n]:.4g}" for n in order]
+    assert "mean of 2 runs" in table[0][8]
+    result = CliRunner().invoke(app, ["best", "fid", "--storage", str(tmp_path / "fid.journal"), "-n", "1"])
+    assert result.exit_code == 0, result.output
+    assert f"val_bpb: {means[order[0]]}" in result.output
+    # the verdict against the anchors stays at the study's own budget (the base trials)
+    moneta = next(v for v in anchor_verdicts(study_rows(study), study_objectives(study)) if v.name == "moneta")
+    assert moneta.values == (3.05,) and [w.number for w in moneta.beaten_by] == [0]

@@ -76,10 +76,10 @@ def _leaderboard_html(board: list[TrialRow], objectives: list[ObjectiveInfo]) ->
     rows, classes = [], []
     for row in board:
         cells = [rank_text(row), str(row.number), row.anchor or "", *(row.axes[a] for a in AXES)]
-        cells += [format_value(o.name, v) for o, v in zip(objectives, row.values, strict=True)]  # type: ignore[arg-type]
+        cells += [format_value(o.name, v) for o, v in zip(objectives, row.score, strict=True)]  # type: ignore[arg-type]
         cells += [format_value(m, row.metrics.get(m)) for m in metrics]
         if fidelities:
-            cells.append(row.fidelity)
+            cells.append(row.fidelity + (f", mean of {row.runs} runs" if row.runs > 1 else ""))
         if multi:
             cells.append("yes" if row.on_front else "")
         if limits:

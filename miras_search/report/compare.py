@@ -37,7 +37,7 @@ class StudySide:
         """The ranked rows best first by ``objective`` (a shared objective need not be the one
         this study ranks by first; ties keep the study's order)."""
         sign = 1.0 if objective.minimize else -1.0
-        return sorted(self.ranked, key=lambda r: sign * r.values[self.index[objective.name]])  # type: ignore[index]
+        return sorted(self.ranked, key=lambda r: sign * r.score[self.index[objective.name]])  # type: ignore[index]
 
     @property
     def complete(self) -> int:
@@ -90,7 +90,7 @@ def _point_cell(row: TrialRow, objective: ObjectiveInfo, index: int) -> str:
     """'#4 mlp/l2/l2/momentum 3.1': the trial, its model or axes, and its value of ``objective``
     (``row.values[index]``: the shared objective need not be the study's first)."""
     label = row.anchor or "/".join(row.axes[a] for a in AXES)
-    value = format_value(objective.name, row.values[index]) if row.values else "-"
+    value = format_value(objective.name, row.score[index]) if row.score else "-"
     return escape(f"#{row.number} {label} {value}")
 
 
@@ -98,7 +98,7 @@ def _side(study: optuna.Study, objectives: list[ObjectiveInfo], own: list[Object
     rows = study_rows(study)
     ranked = rank_rows(rows)
     index = {o.name: i for i, o in enumerate(own)}
-    values = {o.name: [r.values[index[o.name]] for r in ranked if r.values] for o in objectives}
+    values = {o.name: [r.score[index[o.name]] for r in ranked if r.score] for o in objectives}
     space = study.user_attrs.get("space")
     return StudySide(study.study_name, rows, values, ranked, index, str(space) if space else None)
 

@@ -186,7 +186,7 @@ def _board(shown: list[TrialRow], objectives: Sequence[ObjectiveInfo], layout: _
         table.add_column("model", no_wrap=True, min_width=max(map(cell_len, ["model", *names])))
     for column in axis_columns:
         table.add_column(column)
-    numbers = [(f"{o.name} {'↓' if o.minimize else '↑'}", [format_value(o.name, r.values[i]) for r in shown])  # type: ignore[index]
+    numbers = [(f"{o.name} {'↓' if o.minimize else '↑'}", [format_value(o.name, r.score[i]) for r in shown])  # type: ignore[index]
                for i, o in enumerate(objectives)]
     numbers += [(m, [format_value(m, r.metrics.get(m)) for r in shown]) for m in layout.metrics]
     for header, cells in numbers:

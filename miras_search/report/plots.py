@@ -30,11 +30,11 @@ def leaderboard_figure(shown: Sequence[TrialRow], objective: ObjectiveInfo, top:
     fig = Figure(figsize=(7, 0.35 * len(shown) + 1.2), layout="constrained")
     ax = fig.add_subplot()
     y = np.arange(len(shown))
-    ax.barh(y, [r.values[0] for r in shown], color=[_color(r, top) for r in shown])  # type: ignore[index]
+    ax.barh(y, [r.score[0] for r in shown], color=[_color(r, top) for r in shown])  # type: ignore[index]
     ax.set_yticks(y, [f"{r.label}  {r.axes['memory']}/{r.axes['bias']}/{r.axes['retention']}/"
                       f"{r.axes['algorithm']}" for r in shown], fontsize=8)
     ax.invert_yaxis()
-    values = [r.values[0] for r in shown]  # type: ignore[index]
+    values = [r.score[0] for r in shown]  # type: ignore[index]
     low, high = min(values), max(values)
     pad = 0.05 * (high - low or abs(high) or 1.0)
     ax.set_xlim(low - pad if objective.minimize else 0, high + pad)
@@ -85,7 +85,7 @@ def _pareto_panel(ax: Axes, rows: Sequence[TrialRow], metric: str, minimize: tup
     if not rows:
         return
     x = np.array([r.metrics[metric] for r in rows])
-    y = np.array([r.values[0] for r in rows])  # type: ignore[index]
+    y = np.array([r.score[0] for r in rows])  # type: ignore[index]
     _staircase(ax, x, y, pareto_mask(np.stack([x, y], 1), minimize), minimize[0])
     ax.scatter(x, y, c=[_color(r, top) for r in rows], s=28, zorder=3)
     stars = [i for i, r in enumerate(rows) if r.number in study_front]
@@ -99,7 +99,7 @@ def _infeasible_points(ax: Axes, rows: Sequence[TrialRow], metric: str) -> None:
     """Trials that break a limit: grey crosses, outside every front."""
     if rows:
         x = np.array([r.metrics[metric] for r in rows])
-        y = np.array([r.values[0] for r in rows])  # type: ignore[index]
+        y = np.array([r.score[0] for r in rows])  # type: ignore[index]
         ax.scatter(x, y, marker="x", s=28, color=COLORS["searched"], zorder=3, label="breaks a limit")
         _name_anchors(ax, x, y, rows)
 
