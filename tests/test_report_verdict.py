@@ -351,3 +351,18 @@ def test_a_point_measured_several_times_shows_the_mean_it_was_ranked_by(tmp_path
     # the verdict against the anchors stays at the study's own budget (the base trials)
     moneta = next(v for v in anchor_verdicts(study_rows(study), study_objectives(study)) if v.name == "moneta")
     assert moneta.values == (3.05,) and [w.number for w in moneta.beaten_by] == [0]
+
+
+def test_a_value_that_is_not_a_number_reads_as_a_dash_not_nan(tmp_path):
+    from miras_search.report.confirm import ConfirmEntry
+
+    trials = [_trial("titans", [3.0], metrics={"val_bpb": 3.0, "tokens_per_s": "nan", "params": 1000.0}),
+              _trial("atlas", [3.1], metrics={"val_bpb": 3.1, "tokens_per_s": 900.0, "params": 1000.0})]
+    study = make_study(tmp_path, "speeds", BPB, trials)
+    report = build_report(study, tmp_path / "r")
+    table = _tables(report.html)["leaderboard"]
+    speed = {row[1]: row[-2] for row in table}  # tokens_per_s, then params
+    assert speed == {"0": "-", "1": "900"}
+    assert not re.search(r"\bnan\b", report.html.read_text(), re.IGNORECASE)
+    failed = ConfirmEntry(trial=0, label="#0", anchor=None, short=3.0, tokens=1024, failures=["seed 0: nan: x"])
+    assert failed.long_mean_text == "-" and ConfirmEntry(0, "#0", None, 3.0, 1024, [2.5, 2.7]).long_mean_text == "2.6"

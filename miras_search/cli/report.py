@@ -208,7 +208,7 @@ def _confirm_table(result: ConfirmResult, study_name: str) -> Table:
     for column in ("point", f"short {result.objective.name}", "long mean", "long std", "seeds ok"):
         table.add_column(escape(column), justify="left" if column == "point" else "right")
     for entry in result.entries:
-        table.add_row(escape(entry.label), f"{entry.short:.4g}", f"{entry.long_mean:.4g}",
+        table.add_row(escape(entry.label), f"{entry.short:.4g}", entry.long_mean_text,
                       entry.long_std_text, f"{len(entry.long)}/{len(result.seeds)}")
     return table
 

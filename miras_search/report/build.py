@@ -207,7 +207,7 @@ def _pareto_section(board: list[TrialRow], objectives: list[ObjectiveInfo], top:
 def confirm_section(result: ConfirmResult, out_dir: Path, images: list[Path]) -> str:
     """The proxy check's table, figure and plain verdict."""
     usable = [e for e in result.entries if e.long]
-    rows = [[e.label, f"{e.short:.4g}", f"{e.long_mean:.4g}", e.long_std_text, str(len(e.long)),
+    rows = [[e.label, f"{e.short:.4g}", e.long_mean_text, e.long_std_text, str(len(e.long)),
              "; ".join(e.failures)] for e in result.entries]
     parts = [
         html.paragraph(result.verdict, "verdict"),

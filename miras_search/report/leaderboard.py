@@ -4,6 +4,7 @@ and the Pareto front."""
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
@@ -72,7 +73,9 @@ def shown_metrics(ranked: Sequence[TrialRow], objectives: Sequence[ObjectiveInfo
 
 
 def format_value(name: str, value: float | None) -> str:
-    if value is None:
+    """A value for a table: 4 significant digits, counts with thousands separators; "-" for a
+    value that is missing or not a number (a metric stored as nan), never the word 'nan'."""
+    if value is None or math.isnan(value):
         return "-"
     if name == "kernel_share":
         return f"{value:.0%}"
