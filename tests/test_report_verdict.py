@@ -342,8 +342,11 @@ def test_a_point_measured_several_times_shows_the_mean_it_was_ranked_by(tmp_path
     assert [r.point["name"] for r in rows] == order
     assert [r.score[0] for r in rows] == pytest.approx([means[n] for n in order])
     assert [r.runs for r in rows] == [len(runs[n]) for n in order]
-    table = _tables(build_report(study, tmp_path / "r").html)["leaderboard"]
+    report = build_report(study, tmp_path / "r")
+    table = _tables(report.html)["leaderboard"]
     assert [row[7] for row in table] == [f"{means[n]:.4g}" for n in order]
+    extra = sum(len(v) for v in runs.values())  # counted apart, as `miras status` counts them
+    assert f"3 trials: 3 complete. Besides, {extra} longer or larger runs of its points." in report.html.read_text()
     assert "mean of 2 runs" in table[0][8]
     result = CliRunner().invoke(app, ["best", "fid", "--storage", str(tmp_path / "fid.journal"), "-n", "1"])
     assert result.exit_code == 0, result.output

@@ -125,9 +125,13 @@ _STATE_WORDS = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed", "R
 
 def status_sentence(rows: list[TrialRow]) -> str:
     """'13 trials: 10 complete (1 with a value that is not finite, not ranked), 1 pruned, 2 failed.'
-    or 'No trials yet.'"""
+    or 'No trials yet.'; the longer or larger runs of points (confirm, scale, halving) apart, as
+    `miras status` counts them."""
+    extra = sum(r.fidelity != "base" for r in rows)
+    runs = f" Besides, {extra} longer or larger run{'s' if extra != 1 else ''} of its points." if extra else ""
+    rows = [r for r in rows if r.fidelity == "base"]
     if not rows:
-        return "No trials yet."
+        return "No trials yet." + runs
     counts = count_states(rows)
     parts = []
     for state in (*_STATE_WORDS, *sorted(set(counts) - set(_STATE_WORDS))):
@@ -138,7 +142,7 @@ def status_sentence(rows: list[TrialRow]) -> str:
         if state == "COMPLETE" and unranked:
             part += f" ({unranked} with a value that is not finite, not ranked)"
         parts.append(part)
-    return f"{len(rows)} trial{'s' if len(rows) != 1 else ''}: {', '.join(parts)}."
+    return f"{len(rows)} trial{'s' if len(rows) != 1 else ''}: {', '.join(parts)}.{runs}"
 
 
 def _status_html(rows: list[TrialRow]) -> str:
