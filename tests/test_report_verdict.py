@@ -369,3 +369,23 @@ def test_a_value_that_is_not_a_number_reads_as_a_dash_not_nan(tmp_path):
     assert not re.search(r"\bnan\b", report.html.read_text(), re.IGNORECASE)
     failed = ConfirmEntry(trial=0, label="#0", anchor=None, short=3.0, tokens=1024, failures=["seed 0: nan: x"])
     assert failed.long_mean_text == "-" and ConfirmEntry(0, "#0", None, 3.0, 1024, [2.5, 2.7]).long_mean_text == "2.6"
+
+
+def test_compare_reads_both_studies_at_their_own_budget(tmp_path):
+    # a longer run of one point (confirm) is not one more trial of the study, and its lower value
+    # does not make the study that re-trained its best point look better
+    base = [_trial("titans", [3.0]), _trial("atlas", [3.2]), _trial("moneta", [3.4], anchor=True)]
+    first = make_study(tmp_path, "first", BPB, base)
+    point = preset("titans")
+    first.add_trial(create_trial(state=TrialState.COMPLETE, values=[2.0], user_attrs={
+        "point": point.model_dump(mode="json"), "point_key": point_key(point), "anchor": None,
+        "axes": {a: getattr(point, a).kind for a in AXES}, "metrics": {"val_bpb": 2.0},
+        "fidelity": {"source": "confirm", "seeds": 3, "level": 4.0}}))
+    second = make_study(tmp_path, "second", BPB, [_trial("titans", [3.0]), _trial("atlas", [3.2]),
+                                                  _trial("moneta", [3.4], anchor=True)])
+    comparison = compare_studies(first, second)
+    assert comparison.sides[0].values == comparison.sides[1].values == {"val_bpb": [3.0, 3.2, 3.4]}
+    assert comparison.sides[0].count_text == comparison.sides[1].count_text == "3 (3)"
+    assert comparison.p_values["val_bpb"] == pytest.approx(
+        mannwhitneyu([3.0, 3.2, 3.4], [3.0, 3.2, 3.4], alternative="two-sided").pvalue)
+    assert "neither scores better" in comparison.notes[0]

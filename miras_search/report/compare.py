@@ -1,5 +1,9 @@
 """Two studies side by side (``miras compare A B``): counts, the best and median value of each
-objective they share, their best points, and a rank test of whether one scores better."""
+objective they share, their best points, and a rank test of whether one scores better.
+
+Both sides are read at their own budget (base fidelity): the study's trials, not the longer or
+larger runs `confirm`, `scale` or successive halving added for some of its points (mixed in, those
+would make a study that re-trained its best points look better than one that did not)."""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from miras_search.errors import MirasError
-from miras_search.report.leaderboard import format_value, rank_rows
+from miras_search.report.leaderboard import format_value
 from miras_search.report.study_data import (
     AXES,
     ObjectiveInfo,
@@ -19,6 +23,7 @@ from miras_search.report.study_data import (
     study_objectives,
     study_rows,
 )
+from miras_search.study.summary import ranked
 
 
 @dataclass
@@ -37,7 +42,7 @@ class StudySide:
         """The ranked rows best first by ``objective`` (a shared objective need not be the one
         this study ranks by first; ties keep the study's order)."""
         sign = 1.0 if objective.minimize else -1.0
-        return sorted(self.ranked, key=lambda r: sign * r.score[self.index[objective.name]])  # type: ignore[index]
+        return sorted(self.ranked, key=lambda r: sign * r.values[self.index[objective.name]])  # type: ignore[index]
 
     @property
     def complete(self) -> int:
@@ -90,17 +95,18 @@ def _point_cell(row: TrialRow, objective: ObjectiveInfo, index: int) -> str:
     """'#4 mlp/l2/l2/momentum 3.1': the trial, its model or axes, and its value of ``objective``
     (``row.values[index]``: the shared objective need not be the study's first)."""
     label = row.anchor or "/".join(row.axes[a] for a in AXES)
-    value = format_value(objective.name, row.score[index]) if row.score else "-"
+    value = format_value(objective.name, row.values[index]) if row.values else "-"
     return escape(f"#{row.number} {label} {value}")
 
 
 def _side(study: optuna.Study, objectives: list[ObjectiveInfo], own: list[ObjectiveInfo]) -> StudySide:
-    rows = study_rows(study)
-    ranked = rank_rows(rows)
+    rows = [r for r in study_rows(study) if r.fidelity == "base"]
+    by_number = {r.number: r for r in rows}
+    ranked_rows = [by_number[t.number] for t in ranked(study, fidelity="base")]
     index = {o.name: i for i, o in enumerate(own)}
-    values = {o.name: [r.score[index[o.name]] for r in ranked if r.score] for o in objectives}
+    values = {o.name: [r.values[index[o.name]] for r in ranked_rows if r.values] for o in objectives}
     space = study.user_attrs.get("space")
-    return StudySide(study.study_name, rows, values, ranked, index, str(space) if space else None)
+    return StudySide(study.study_name, rows, values, ranked_rows, index, str(space) if space else None)
 
 
 def compare_studies(first: optuna.Study, second: optuna.Study, top: int = 3) -> Comparison:
