@@ -389,3 +389,15 @@ def test_compare_reads_both_studies_at_their_own_budget(tmp_path):
     assert comparison.p_values["val_bpb"] == pytest.approx(
         mannwhitneyu([3.0, 3.2, 3.4], [3.0, 3.2, 3.4], alternative="two-sided").pvalue)
     assert "neither scores better" in comparison.notes[0]
+
+
+def test_compare_at_80_columns_cuts_no_study_name(tmp_path):
+    names = ["a-very-long-study-name-for-the-matrix-memories", "another-long-study-name-with-deep-memories"]
+    studies = [make_study(tmp_path, name, BPB, [_trial("gated_deltanet", [3.123456], anchor=True),
+                                               _trial("longhorn", [3.2])]) for name in names]
+    console = Console(width=80, file=io.StringIO(), color_system=None)
+    console.print(compare_studies(*studies).table(80))
+    text = console.file.getvalue()
+    assert "…" not in text and all(len(line) <= 80 for line in text.splitlines())
+    joined = "".join(line.split("┃")[2].strip() for line in text.splitlines() if line.count("┃") == 4)
+    assert joined == names[0]

@@ -73,8 +73,9 @@ class Comparison:
         first, second = self.sides
         table = Table(title="comparison", width=width if width and width < 100 else None)
         table.add_column("")
-        table.add_column(escape(first.name), justify="right")
-        table.add_column(escape(second.name), justify="right")
+        # a long study name folds over lines rather than being cut to "a-very-long-stu…"
+        table.add_column(escape(first.name), justify="right", overflow="fold")
+        table.add_column(escape(second.name), justify="right", overflow="fold")
         table.add_row("trials (complete)", *(s.count_text for s in self.sides))
         for objective in self.objectives:
             arrow = "↓" if objective.minimize else "↑"
