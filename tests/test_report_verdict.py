@@ -401,3 +401,28 @@ def test_compare_at_80_columns_cuts_no_study_name(tmp_path):
     assert "…" not in text and all(len(line) <= 80 for line in text.splitlines())
     joined = "".join(line.split("┃")[2].strip() for line in text.splitlines() if line.count("┃") == 4)
     assert joined == names[0]
+
+
+def test_the_pareto_figure_leaves_out_metrics_that_are_not_finite(tmp_path):
+    from miras_search.report.plots import pareto_figure
+
+    def metrics(values: list[float], speed: Any, params: Any) -> dict[str, Any]:
+        return {"val_bpb": values[0], "mad_score": values[1], "tokens_per_s": speed, "params": params}
+
+    trials = [_trial("moneta", [3.3, 0.5], anchor=True, metrics=metrics([3.3, 0.5], "nan", 1e5)),
+              _trial("titans", [3.0, 0.6], metrics=metrics([3.0, 0.6], 1000.0, "inf")),
+              _trial("atlas", [3.5, 0.9], metrics=metrics([3.5, 0.9], 1200.0, 2e5)),
+              _trial("yaad", [3.2, 0.4], anchor=True, metrics=metrics([3.2, 0.4], 900.0, 1.5e5))]
+    study = make_study(tmp_path, "plots", BOTH, trials)
+    rows = [r for r in study_rows(study) if r.rank is not None]
+    fig = pareto_figure(rows, study_objectives(study)[0], {r.number for r in rows if r.on_front}, set())
+    panels = {ax.get_xlabel(): ax for ax in fig.axes}
+    for label, metric in (("tokens / s (train)", "tokens_per_s"), ("parameters", "params")):
+        ax = panels[label]
+        drawn = {(float(x), float(y)) for c in ax.collections for x, y in c.get_offsets()}
+        want = {(float(t["attrs"]["metrics"][metric]), t["values"][0]) for t in trials
+                if isinstance(t["attrs"]["metrics"][metric], float) and math.isfinite(t["attrs"]["metrics"][metric])}
+        assert drawn == want
+        for line in ax.lines:  # the staircase only through finite points
+            assert all(math.isfinite(v) for v in line.get_xdata()) and all(math.isfinite(v) for v in line.get_ydata())
+    assert panels["parameters"].get_xscale() == "linear"  # 100k..200k, not a log axis stretched to inf

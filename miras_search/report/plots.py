@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import matplotlib
@@ -60,13 +61,13 @@ def pareto_figure(rows: Sequence[TrialRow], quality: ObjectiveInfo, study_front:
     rows = [r for r in rows if r.complete]
     panels = [(m, lbl, mini) for m, lbl, mini in (("tokens_per_s", "tokens / s (train)", False),
                                                   ("params", "parameters", True))
-              if sum(m in r.metrics for r in rows) >= 2]
+              if sum(_measured(r, m) for r in rows) >= 2]
     if not panels:
         return None
     fig = Figure(figsize=(5.5 * len(panels), 4.2), layout="constrained")
     for index, (metric, label, minimize) in enumerate(panels):
         ax = fig.add_subplot(1, len(panels), index + 1)
-        have = [r for r in rows if metric in r.metrics]
+        have = [r for r in rows if _measured(r, metric)]
         _pareto_panel(ax, [r for r in have if r.feasible], metric, (minimize, quality.minimize), study_front, top)
         _infeasible_points(ax, [r for r in have if not r.feasible], metric)
         if ax.get_legend_handles_labels()[0]:
@@ -77,6 +78,12 @@ def pareto_figure(rows: Sequence[TrialRow], quality: ObjectiveInfo, study_front:
         ax.set_ylabel(quality.name)
         ax.set_title(f"{quality.name} vs {label}", fontsize=9)
     return fig
+
+
+def _measured(row: TrialRow, metric: str) -> bool:
+    """Whether the row holds a finite ``metric`` (a nan or inf has no place on an axis, and
+    would bend a panel's staircase or its scale)."""
+    return math.isfinite(row.metrics.get(metric, math.nan))
 
 
 def _pareto_panel(ax: Axes, rows: Sequence[TrialRow], metric: str, minimize: tuple[bool, bool],
