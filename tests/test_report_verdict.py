@@ -426,3 +426,21 @@ def test_the_pareto_figure_leaves_out_metrics_that_are_not_finite(tmp_path):
         for line in ax.lines:  # the staircase only through finite points
             assert all(math.isfinite(v) for v in line.get_xdata()) and all(math.isfinite(v) for v in line.get_ydata())
     assert panels["parameters"].get_xscale() == "linear"  # 100k..200k, not a log axis stretched to inf
+
+
+def test_anchors_that_break_a_limit_wait_or_ran_twice(tmp_path):
+    trials = [
+        _trial("moneta", anchor=True, state="FAIL", failure="interrupted", reason="Ctrl-C"),
+        _trial("moneta", [3.3], anchor=True),  # queued again after the interruption, then measured
+        _trial("yaad", [3.2], anchor=True, constraints=[0.25]),  # measured, outside a limit
+        _trial("memora", anchor=True, state="WAITING"),
+        _trial("titans", [3.25]),
+        _trial("atlas", [3.1], constraints=[0.5]),  # outside a limit: never a win
+    ]
+    study = make_study(tmp_path, "limits", BPB, trials)
+    verdicts = {v.name: v for v in anchor_verdicts(study_rows(study), study_objectives(study))}
+    assert verdicts["moneta"].number == 1 and verdicts["moneta"].outcome == "measured"
+    assert [w.number for w in verdicts["moneta"].beaten_by] == [4] and verdicts["moneta"].compared == 1
+    assert verdicts["yaad"].outcome == "breaks a limit" and verdicts["yaad"].beaten_by == []
+    assert "breaks limit 1 (by 0.25)" in verdicts["yaad"].sentence(study_objectives(study))
+    assert verdicts["memora"].outcome == "queued" and verdicts["memora"].values is None

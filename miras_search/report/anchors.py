@@ -83,15 +83,16 @@ class AnchorVerdict:
         shown = ", ".join(f"{o.name} {format_value(o.name, v)}" for o, v in zip(objectives, self.values or (), strict=True))
         head = f"{self.name} (#{self.number}, {shown})"
         if self.outcome != "measured":
-            head += f" [{self.outcome}]"
+            head += f" [{self.outcome}" + (f": {self.reason}]" if self.reason else "]")
         how = "dominated by" if len(objectives) > 1 else "beaten by"
+        points = f"searched point{'s' if self.compared != 1 else ''}"
         if not self.compared:
             text = f"{head}: no searched point to compare with"
         elif not self.beaten_by:
-            text = f"{head}: {how} none of the {self.compared} searched points"
+            text = f"{head}: {how} none of the {self.compared} {points}"
         else:
             best = self.beaten_by[0]
-            text = (f"{head}: {how} {len(self.beaten_by)} of the {self.compared} searched points; the "
+            text = (f"{head}: {how} {len(self.beaten_by)} of the {self.compared} {points}; the "
                     f"best, #{best.number} ({first.name} {format_value(first.name, best.values[0])}), "
                     f"by {format_value(first.name, best.margins[0])}")
         extra = []
