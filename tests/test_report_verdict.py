@@ -444,3 +444,4 @@ def test_anchors_that_break_a_limit_wait_or_ran_twice(tmp_path):
     assert verdicts["yaad"].outcome == "breaks a limit" and verdicts["yaad"].beaten_by == []
     assert "breaks limit 1 (by 0.25)" in verdicts["yaad"].sentence(study_objectives(study))
     assert verdicts["memora"].outcome == "queued" and verdicts["memora"].values is None
+    assert [w.anchor for w in verdicts["moneta"].anchors_ahead] == []  # yaad is better but outside a limit

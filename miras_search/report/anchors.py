@@ -175,7 +175,8 @@ def anchor_verdicts(rows: Sequence[TrialRow], objectives: Sequence[ObjectiveInfo
         if row is None:
             continue
         if outcome not in ("measured", "breaks a limit"):
-            verdict.reason = row.reason or row.failure
+            verdict.reason = row.reason or row.failure or (
+                "its value is not finite" if row.state == "COMPLETE" else None)
             continue
         verdict.values = row.values
         if outcome == "breaks a limit":
@@ -196,7 +197,7 @@ def anchor_verdicts(rows: Sequence[TrialRow], objectives: Sequence[ObjectiveInfo
         verdict.beaten_by = sorted(wins, key=lambda w: (-w.margins[0], w.number))
     for verdict in measured.values():
         for other in measured.values():
-            if other is verdict:
+            if other is verdict or other.outcome != "measured":  # one outside a limit is not ahead
                 continue
             margins = tuple((a - v) if o.minimize else (v - a) for o, v, a in zip(
                 objectives, other.values or (), verdict.values or (), strict=True))
