@@ -445,3 +445,25 @@ def test_anchors_that_break_a_limit_wait_or_ran_twice(tmp_path):
     assert "breaks limit 1 (by 0.25)" in verdicts["yaad"].sentence(study_objectives(study))
     assert verdicts["memora"].outcome == "queued" and verdicts["memora"].values is None
     assert [w.anchor for w in verdicts["moneta"].anchors_ahead] == []  # yaad is better but outside a limit
+
+
+@pytest.mark.parametrize("objectives", [BPB, MAD])
+def test_the_leaderboard_figure_keeps_its_bars_and_title_whole(objectives):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from miras_search.report.plots import leaderboard_figure
+    from miras_search.report.study_data import ObjectiveInfo, TrialRow
+
+    values = [-0.5, -0.2, 0.3] if objectives == MAD else [3.0, 3.1, 3.3]
+    rows = [TrialRow(number=i, state="COMPLETE", values=(v,), axes=dict.fromkeys(AXES, "x"), anchor=None,
+                     point=None) for i, v in enumerate(values)]
+    objective = ObjectiveInfo(*objectives[0])
+    fig = leaderboard_figure(rows, objective, set())
+    ax = fig.axes[0]
+    low, high = ax.get_xlim()
+    assert low < high and low <= min(values) and high >= max(values)  # every bar inside, axis not inverted
+    FigureCanvasAgg(fig).draw()
+    title = fig.get_suptitle()
+    assert "named models" in title
+    box = fig._suptitle.get_window_extent()
+    assert box.x0 >= 0 and box.x1 <= fig.bbox.width  # the title is not cut at the figure's edge

@@ -38,9 +38,11 @@ def leaderboard_figure(shown: Sequence[TrialRow], objective: ObjectiveInfo, top:
     values = [r.score[0] for r in shown]  # type: ignore[index]
     low, high = min(values), max(values)
     pad = 0.05 * (high - low or abs(high) or 1.0)
-    ax.set_xlim(low - pad if objective.minimize else 0, high + pad)
+    # a maximised score's bars start at 0 (or below, for a negative score)
+    ax.set_xlim(low - pad if objective.minimize else min(0.0, low - pad), high + pad)
     ax.set_xlabel(f"{objective.name} ({'lower' if objective.minimize else 'higher'} is better)")
-    ax.set_title("leaderboard: searched top (green), named models (magenta), baselines (blue)", fontsize=9)
+    # over the whole figure: above the axes alone (right of the tick labels) its end was cut off
+    fig.suptitle("leaderboard: searched top (green), named models (magenta), baselines (blue)", fontsize=9)
     return fig
 
 
