@@ -198,6 +198,8 @@ def test_the_report_states_the_verdict_it_computed(tmp_path):
     assert not re.search(r"\d\.\d{7,}", text)  # no 16-digit floats
     # the summary's counts are the states written in
     assert "13 trials: 10 complete (1 with a value that is not finite, not ranked), 1 pruned, 2 failed." in text
+    complete = sum(t["state"] == "COMPLETE" for t in SINGLE)  # none has searched parameters
+    assert f"needs at least 2 complete trials with searched parameters (has 0 of {complete} complete)" in text
     ranks = [int(r[1]) for r in tables["leaderboard"]]
     assert ranks == [t.number for t in ranked(study)] and 12 not in ranks
 
