@@ -202,6 +202,10 @@ def test_the_report_states_the_verdict_it_computed(tmp_path):
     assert f"needs at least 2 complete trials with searched parameters (has 0 of {complete} complete)" in text
     ranks = [int(r[1]) for r in tables["leaderboard"]]
     assert ranks == [t.number for t in ranked(study)] and 12 not in ranks
+    counts = {s: sum(t["state"] == s for t in SINGLE) for s in ("COMPLETE", "PRUNED", "FAIL")}
+    shown = CliRunner().invoke(app, ["status", "single", "--storage", str(tmp_path / "single.journal")])
+    assert (f"{len(SINGLE)}/- finished: {counts['COMPLETE']} complete (1 not finite, not ranked), "
+            f"{counts['PRUNED']} pruned, {counts['FAIL']} failed") in shown.output
 
 
 def test_the_terminal_verdict_and_a_model_name_fit_80_columns(tmp_path):

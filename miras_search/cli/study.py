@@ -359,7 +359,10 @@ def _counts_line(state: StudyStatus) -> str:
     """'12/16 finished: 10 complete (2 reused), 1 running, ... ETA 0:03:12' (fits 80 columns
     where a table of eight count columns did not)."""
     target = state.target if state.target is not None else "-"
-    complete = f"{state.complete} complete" + (f" ({state.reused} reused)" if state.reused else "")
+    notes = [f"{state.reused} reused"] if state.reused else []
+    if state.not_finite:
+        notes.append(f"{state.not_finite} not finite, not ranked")
+    complete = f"{state.complete} complete" + (f" ({', '.join(notes)})" if notes else "")
     running = state.running if not state.driver_stopped else 0
     # queued (anchors, retries) but past the target of a study no driver runs: they wait for a
     # run with a higher --trials, which the bare word "waiting" did not say

@@ -34,6 +34,7 @@ class StudyStatus:
     fidelity: int = 0  # longer or larger runs of points (confirm, scale, halving), not in the counts above
     driver_stopped: bool = False  # the running trials' driver is gone: no live driver holds the study
     driver_live: bool = False  # a live driver holds the study (its lease, or a RUNNING trial's driver)
+    not_finite: int = 0  # complete trials whose objective value is not finite (never ranked)
 
 
 @dataclass
@@ -237,4 +238,5 @@ def status(study: optuna.Study) -> StudyStatus:
         best=best, eta_s=eta if eta is None or math.isfinite(eta) else None, mean_trial_s=mean,
         failures=failure_groups(trials), fidelity=len(every) - len(trials),
         driver_stopped=driver_stopped(study, running), driver_live=live,
+        not_finite=sum(not has_finite_values(t) for t in by_state[TrialState.COMPLETE]),
     )
