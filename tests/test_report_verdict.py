@@ -175,6 +175,7 @@ def test_two_objectives_count_only_dominating_points(tmp_path):
     assert verdicts["yaad"].level == [7] and [w.number for w in verdicts["memora"].beaten_by] == []
     sentence = verdicts["moneta"].sentence(study_objectives(study))
     assert "dominated by 1 of the 4 searched points" in sentence and "#4" in sentence
+    assert f"by val_bpb {3.30 - 3.00:.4g}, mad_score {0.60 - 0.50:.4g}" in sentence
 
 
 def test_the_report_states_the_verdict_it_computed(tmp_path):

@@ -8,7 +8,7 @@ inside every limit, not a repeat of an earlier point):
 * one objective: a searched point beats an anchor when its value is strictly better in the
   objective's direction; an equal value is level, not a win;
 * several objectives: it beats the anchor when it dominates it (no worse on every objective,
-  strictly better on one); the margin shown is the first objective's.
+  strictly better on one); the margins shown are per objective.
 
 A searched point at the anchor's own point (the same model, sampled again) is that anchor
 measured once more, never a point that beats it. An anchor that failed, was pruned, breaks a
@@ -36,6 +36,12 @@ class Win:
     values: tuple[float, ...]
     margins: tuple[float, ...]
     anchor: str | None = None  # set when the winner is another anchor (a baseline)
+
+    def describe_margins(self, objectives: Sequence[ObjectiveInfo]) -> str:
+        """'0.3' for one objective; 'val_bpb 0.3, mad_score 0.1' for several."""
+        if len(objectives) == 1:
+            return format_value(objectives[0].name, self.margins[0])
+        return ", ".join(f"{o.name} {format_value(o.name, m)}" for o, m in zip(objectives, self.margins, strict=True))
 
 
 @dataclass
@@ -94,7 +100,7 @@ class AnchorVerdict:
             best = self.beaten_by[0]
             text = (f"{head}: {how} {len(self.beaten_by)} of the {self.compared} {points}; the "
                     f"best, #{best.number} ({first.name} {format_value(first.name, best.values[0])}), "
-                    f"by {format_value(first.name, best.margins[0])}")
+                    f"by {best.describe_margins(objectives)}")
         extra = []
         if self.level:
             extra.append(f"level with {_numbers(self.level)}")

@@ -162,7 +162,7 @@ def _anchors_html(verdicts: list[AnchorVerdict], objectives: list[ObjectiveInfo]
         return ""
     multi = len(objectives) > 1
     rule = ("A searched point beats an anchor when it dominates it (no worse on every objective, "
-            "strictly better on one); 'by' is the first objective's margin." if multi else
+            "strictly better on one); 'by' is its margin on each objective." if multi else
             "A searched point beats an anchor when its value is strictly better; an equal value is level.")
     note = (f"Each anchor against the searched points, at the study's own budget (complete trials "
             f"inside every limit, a repeated point counted once). {rule} A searched point at the "
@@ -180,7 +180,7 @@ def _anchors_html(verdicts: list[AnchorVerdict], objectives: list[ObjectiveInfo]
             v.outcome + (f": {v.reason}" if v.reason and not v.comparable else ""),
             f"{len(v.beaten_by)} of {v.compared}" if v.comparable else "-",
             f"#{best.number} ({format_value(first.name, best.values[0])})" if best else "-",
-            format_value(first.name, best.margins[0]) if best else "-",
+            best.describe_margins(objectives) if best else "-",
             ", ".join(f"#{n}" for n in v.level) or "-",
             ", ".join(w.anchor or "" for w in v.anchors_ahead) or "-",
         ])
