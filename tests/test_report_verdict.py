@@ -450,6 +450,12 @@ def test_anchors_that_break_a_limit_wait_or_ran_twice(tmp_path):
     assert [w.number for w in verdicts["moneta"].beaten_by] == [4] and verdicts["moneta"].compared == 1
     assert verdicts["yaad"].outcome == "breaks a limit" and verdicts["yaad"].beaten_by == []
     assert "breaks limit 1 (by 0.25)" in verdicts["yaad"].sentence(study_objectives(study))
+    from miras_search.report.build import status_sentence
+
+    # counted as `miras status` counts them: the interrupted attempt apart, not as a failure
+    assert status_sentence(study_rows(study)) == "6 trials: 4 complete, 1 interrupted, 1 queued."
+    assert "4 complete, 1 interrupted, 1 waiting" in CliRunner().invoke(
+        app, ["status", "limits", "--storage", str(tmp_path / "limits.journal")]).output
     assert verdicts["memora"].outcome == "queued" and verdicts["memora"].values is None
     assert [w.anchor for w in verdicts["moneta"].anchors_ahead] == []  # yaad is better but outside a limit
 

@@ -119,8 +119,12 @@ def _has_reason(row: TrialRow) -> bool:
     return row.state == "FAIL" or (row.state == "PRUNED" and row.failure == "limit")
 
 
-_STATE_WORDS = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running",
-                "WAITING": "queued"}
+_STATE_WORDS = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed", "INTERRUPTED": "interrupted",
+                "RUNNING": "running", "WAITING": "queued"}
+
+
+def _interrupted(row: TrialRow) -> bool:
+    return row.state == "FAIL" and row.failure == "interrupted"
 
 
 def status_sentence(rows: list[TrialRow]) -> str:
@@ -132,7 +136,9 @@ def status_sentence(rows: list[TrialRow]) -> str:
     rows = [r for r in rows if r.fidelity == "base"]
     if not rows:
         return "No trials yet." + runs
-    counts = count_states(rows)
+    # as `miras status`: a trial interrupted by a stopped run (queued again) is not a failure
+    counts = count_states([r for r in rows if not _interrupted(r)])
+    counts["INTERRUPTED"] = sum(map(_interrupted, rows))
     parts = []
     for state in (*_STATE_WORDS, *sorted(set(counts) - set(_STATE_WORDS))):
         if not counts.get(state):
