@@ -480,3 +480,14 @@ def test_the_leaderboard_figure_keeps_its_bars_and_title_whole(objectives):
     assert "named models" in title
     box = fig._suptitle.get_window_extent()
     assert box.x0 >= 0 and box.x1 <= fig.bbox.width  # the title is not cut at the figure's edge
+
+
+def test_a_point_equal_to_an_anchor_is_found_without_stored_keys(tmp_path):
+    # a study written by other tools stores no point_key: the points themselves are compared
+    renamed = preset("moneta").model_copy(update={"name": "my-search-7"}).model_dump(mode="json")
+    trials = [_trial("moneta", [3.3], anchor=True, point_key=None),
+              _trial("moneta", [3.1], point_key=None, point=renamed),  # moneta again, under another name
+              _trial("titans", [3.2], point_key=None)]
+    study = make_study(tmp_path, "keys", BPB, trials)
+    moneta = next(v for v in anchor_verdicts(study_rows(study), study_objectives(study)) if v.name == "moneta")
+    assert moneta.same_point == [1] and [w.number for w in moneta.beaten_by] == [2] and moneta.compared == 1

@@ -17,13 +17,18 @@ limit or was never run is said so, and nothing is counted as beating it.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import ValidationError
+
 from miras_search.presets import NAMED_MODELS, preset_names
 from miras_search.report.leaderboard import format_value
 from miras_search.report.study_data import ObjectiveInfo, TrialRow
+from miras_search.schema import ModelPoint
+from miras_search.study.records import point_key
 
 
 @dataclass(frozen=True)
@@ -138,6 +143,25 @@ def _rankable(row: TrialRow) -> bool:
 _OUTCOME = {"FAIL": "failed", "PRUNED": "pruned", "RUNNING": "running", "WAITING": "queued"}
 
 
+def _point_identity(row: TrialRow) -> str | None:
+    """What makes two trials the same model: the stored ``point_key``, else (a study written
+    without one) the stored point without its name; None when the trial stores neither."""
+    if row.point_key:
+        return row.point_key
+    if isinstance(row.point, dict) and row.point:
+        return _dict_key(row.point)
+    return None
+
+
+def _dict_key(point: dict[str, Any]) -> str:
+    """The stored point's key as ``study.records.point_key`` computes it (its name left out);
+    a point this version cannot read is compared as stored."""
+    try:
+        return point_key(ModelPoint.model_validate(point))
+    except ValidationError:
+        return json.dumps({k: v for k, v in point.items() if k != "name"}, sort_keys=True, default=str)
+
+
 def _anchor_trial(trials: list[TrialRow]) -> tuple[TrialRow | None, str]:
     """The trial that measured the anchor and its outcome: a complete one first (one that ran
     before one that reused its result), else the latest attempt."""
@@ -188,10 +212,10 @@ def anchor_verdicts(rows: Sequence[TrialRow], objectives: Sequence[ObjectiveInfo
         if outcome == "breaks a limit":
             verdict.reason = "; ".join(row.broken_limits)
         measured[name] = verdict
-        own = row.point_key
+        own = _point_identity(row)
         wins = []
         for other in searched:
-            if own is not None and other.point_key == own:
+            if own is not None and _point_identity(other) == own:
                 verdict.same_point.append(other.number)
                 continue
             verdict.compared += 1
