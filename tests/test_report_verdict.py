@@ -491,3 +491,17 @@ def test_a_point_equal_to_an_anchor_is_found_without_stored_keys(tmp_path):
     study = make_study(tmp_path, "keys", BPB, trials)
     moneta = next(v for v in anchor_verdicts(study_rows(study), study_objectives(study)) if v.name == "moneta")
     assert moneta.same_point == [1] and [w.number for w in moneta.beaten_by] == [2] and moneta.compared == 1
+
+
+def test_csv_file_counts_trials_whose_reason_spans_lines(tmp_path):
+    trials = [_trial("titans", [3.0]),
+              _trial("atlas", state="FAIL", failure="build", reason="could not build:\nline two\nline three")]
+    study = make_study(tmp_path, "lines", BPB, trials)
+    target = tmp_path / "trials.csv"
+    result = CliRunner().invoke(app, ["export", "lines", "--storage", str(tmp_path / "lines.journal"),
+                                      "--csv", str(target)])
+    assert result.exit_code == 0, result.output
+    assert f"({len(trials)} trials)" in result.output
+    frame = pd.read_csv(target)
+    assert list(frame["number"]) == [0, 1] and frame.loc[1, "reason"] == trials[1]["attrs"]["reason"]
+    assert len(trial_records(study)) == len(trials)

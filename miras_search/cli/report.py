@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv as csv_module
+import io
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -161,7 +163,9 @@ def _write_csv(opened, target: str) -> None:
         return
     path = output_file("--csv", Path(target), "trials.csv", replaces=("a trials CSV of `miras export`", _is_trials_csv))
     path.write_text(text)
-    console.print(f"wrote {escape(str(path))} ({max(text.count(chr(10)) - 1, 0)} trials)", highlight=False)
+    # records, not lines: a quoted reason may span several lines
+    count = max(sum(1 for _ in csv_module.reader(io.StringIO(text))) - 1, 0)
+    console.print(f"wrote {escape(str(path))} ({count} trial{'s' if count != 1 else ''})", highlight=False)
 
 
 def _is_trials_csv(path: Path) -> bool:
