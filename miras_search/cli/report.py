@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv as csv_module
+import io
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -22,8 +24,9 @@ from miras_search.errors import MirasError
 from miras_search.paths import input_folders, names_a_file
 
 if TYPE_CHECKING:  # imported where used: `miras --help` must not import torch or matplotlib
+    from miras_search.report.anchors import AnchorVerdict
     from miras_search.report.confirm import ConfirmResult
-    from miras_search.report.study_data import TrialRow
+    from miras_search.report.study_data import ObjectiveInfo, TrialRow
     from miras_search.trial import TrialResult
 
 _STUDY = "A study YAML file (its name and storage are used), or a study name with --storage."
@@ -65,7 +68,8 @@ def report(
     top: Annotated[int, typer.Option("--top", "-n", min=1, help="Searched points shown in the figures.")] = 10,
     rows: Annotated[int, typer.Option(min=1, help="Leaderboard rows printed in the terminal.")] = 20,
 ) -> None:
-    """Write the study's HTML report (leaderboard, Pareto front, importances, curves, tasks) and PNGs."""
+    """Write the study's HTML report (each anchor against the searched points, leaderboard, Pareto
+    front, importances, curves, tasks) and PNGs; print the anchors' verdict and the leaderboard."""
     from miras_search.report.build import build_report
     from miras_search.report.leaderboard import leaderboard_table
     from miras_search.report.study_data import open_report_study
@@ -75,6 +79,7 @@ def report(
     folder = _study_dir(study, opened.study_name)
     out = output_folder("--out", out or folder / "report")
     written = build_report(opened, out, top=top, confirm=_read_confirm(folder))
+    _print_anchors(written.anchors, written.objectives)
     if written.board:
         console.print(leaderboard_table(written.board, written.objectives, top=rows,
                                         title=f"{escape(opened.study_name)}: leaderboard",
@@ -82,6 +87,19 @@ def report(
     else:
         console.print("[yellow]no complete trial to rank yet[/] (the report's summary says why)")
     console.print(f"wrote {escape(str(written.html))} and {len(written.images)} figures", highlight=False)
+
+
+def _print_anchors(verdicts: list[AnchorVerdict], objectives: list[ObjectiveInfo]) -> None:
+    """One line per anchor the study ran; the named models it never ran in one line."""
+    ran = [v for v in verdicts if v.outcome != "not run"]
+    if not ran:
+        return
+    console.print("[bold]against the anchors[/]")
+    for verdict in ran:
+        console.print(verdict.sentence(objectives), highlight=False, markup=False, soft_wrap=True)
+    missing = [v.name for v in verdicts if v.outcome == "not run"]
+    if missing:
+        console.print(f"not run in this study: {', '.join(missing)}", highlight=False, markup=False, soft_wrap=True)
 
 
 @command("export")
@@ -145,7 +163,9 @@ def _write_csv(opened, target: str) -> None:
         return
     path = output_file("--csv", Path(target), "trials.csv", replaces=("a trials CSV of `miras export`", _is_trials_csv))
     path.write_text(text)
-    console.print(f"wrote {escape(str(path))} ({max(text.count(chr(10)) - 1, 0)} trials)", highlight=False)
+    # records, not lines: a quoted reason may span several lines
+    count = max(sum(1 for _ in csv_module.reader(io.StringIO(text))) - 1, 0)
+    console.print(f"wrote {escape(str(path))} ({count} trial{'s' if count != 1 else ''})", highlight=False)
 
 
 def _is_trials_csv(path: Path) -> bool:
@@ -192,7 +212,7 @@ def _confirm_table(result: ConfirmResult, study_name: str) -> Table:
     for column in ("point", f"short {result.objective.name}", "long mean", "long std", "seeds ok"):
         table.add_column(escape(column), justify="left" if column == "point" else "right")
     for entry in result.entries:
-        table.add_row(escape(entry.label), f"{entry.short:.4g}", f"{entry.long_mean:.4g}",
+        table.add_row(escape(entry.label), f"{entry.short:.4g}", entry.long_mean_text,
                       entry.long_std_text, f"{len(entry.long)}/{len(result.seeds)}")
     return table
 

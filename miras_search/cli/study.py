@@ -359,7 +359,10 @@ def _counts_line(state: StudyStatus) -> str:
     """'12/16 finished: 10 complete (2 reused), 1 running, ... ETA 0:03:12' (fits 80 columns
     where a table of eight count columns did not)."""
     target = state.target if state.target is not None else "-"
-    complete = f"{state.complete} complete" + (f" ({state.reused} reused)" if state.reused else "")
+    notes = [f"{state.reused} reused"] if state.reused else []
+    if state.not_finite:
+        notes.append(f"{state.not_finite} not finite, not ranked")
+    complete = f"{state.complete} complete" + (f" ({', '.join(notes)})" if notes else "")
     running = state.running if not state.driver_stopped else 0
     # queued (anchors, retries) but past the target of a study no driver runs: they wait for a
     # run with a higher --trials, which the bare word "waiting" did not say
@@ -478,21 +481,22 @@ def best(study: _STUDY, storage: _STORAGE = None,
     from miras_search.report.study_data import stored_point
     from miras_search.study import open_study
     from miras_search.study.fidelity import describe as describe_fidelity
-    from miras_search.study.summary import objective_records, ranked
+    from miras_search.study.summary import objective_records, ranked_scores
 
     opened = open_study(study, storage)
     warn_about_opened_study(study, opened)
-    chosen = ranked(opened)[:top]
+    chosen = ranked_scores(opened)[:top]
     if not chosen:
         raise MirasError(f"study '{opened.study_name}' has no complete (feasible) trial yet")
     records = objective_records(opened)
     docs = []
-    for trial in chosen:
+    for score in chosen:
+        trial = score.trial
         point = stored_point(trial.user_attrs.get("point"), trial.number)
-        meta = {
+        meta = {  # the values it was ranked by: over several runs (seeds of a scale rung), their mean
             "study": opened.study_name, "trial": trial.number, "anchor": trial.user_attrs.get("anchor"),
-            "objectives": {r["name"]: v for r, v in zip(records, trial.values, strict=True)},
-            "fidelity": describe_fidelity(trial),
+            "objectives": {r["name"]: v for r, v in zip(records, score.values, strict=True)},
+            "fidelity": describe_fidelity(trial) + (f", mean of {score.runs} runs" if score.runs > 1 else ""),
         }
         docs.append(point_to_yaml(point, compact=not full, meta=meta))
     print_text("---\n".join(docs))

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import optuna
 from matplotlib.figure import Figure
 
 from miras_search.report import html
+from miras_search.report.anchors import AnchorVerdict, anchor_verdicts, expected_anchors
 from miras_search.report.confirm import ConfirmResult
 from miras_search.report.importance import study_importances
 from miras_search.report.leaderboard import (
@@ -48,6 +49,7 @@ class Report:
     ranked: list[TrialRow]  # feasible, non-duplicate complete trials, in `miras best`'s order
     board: list[TrialRow]  # the leaderboard: ``ranked``, then trials that break a limit
     objectives: list[ObjectiveInfo]
+    anchors: list[AnchorVerdict] = field(default_factory=list)  # each anchor against the searched points
 
 
 def _save(fig: Figure | None, path: Path, images: list[Path]) -> str:
@@ -74,10 +76,10 @@ def _leaderboard_html(board: list[TrialRow], objectives: list[ObjectiveInfo]) ->
     rows, classes = [], []
     for row in board:
         cells = [rank_text(row), str(row.number), row.anchor or "", *(row.axes[a] for a in AXES)]
-        cells += [format_value(o.name, v) for o, v in zip(objectives, row.values, strict=True)]  # type: ignore[arg-type]
+        cells += [format_value(o.name, v) for o, v in zip(objectives, row.score, strict=True)]  # type: ignore[arg-type]
         cells += [format_value(m, row.metrics.get(m)) for m in metrics]
         if fidelities:
-            cells.append(row.fidelity)
+            cells.append(row.fidelity + (f", mean of {row.runs} runs" if row.runs > 1 else ""))
         if multi:
             cells.append("yes" if row.on_front else "")
         if limits:
@@ -117,17 +119,82 @@ def _has_reason(row: TrialRow) -> bool:
     return row.state == "FAIL" or (row.state == "PRUNED" and row.failure == "limit")
 
 
+_STATE_WORDS = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed", "INTERRUPTED": "interrupted",
+                "RUNNING": "running", "WAITING": "queued"}
+
+
+def _interrupted(row: TrialRow) -> bool:
+    return row.state == "FAIL" and row.failure == "interrupted"
+
+
+def status_sentence(rows: list[TrialRow]) -> str:
+    """'13 trials: 10 complete (1 with a value that is not finite, not ranked), 1 pruned, 2 failed.'
+    or 'No trials yet.'; the longer or larger runs of points (confirm, scale, halving) apart, as
+    `miras status` counts them."""
+    extra = sum(r.fidelity != "base" for r in rows)
+    runs = f" Besides, {extra} longer or larger run{'s' if extra != 1 else ''} of its points." if extra else ""
+    rows = [r for r in rows if r.fidelity == "base"]
+    if not rows:
+        return "No trials yet." + runs
+    # as `miras status`: a trial interrupted by a stopped run (queued again) is not a failure
+    counts = count_states([r for r in rows if not _interrupted(r)])
+    counts["INTERRUPTED"] = sum(map(_interrupted, rows))
+    parts = []
+    for state in (*_STATE_WORDS, *sorted(set(counts) - set(_STATE_WORDS))):
+        if not counts.get(state):
+            continue
+        part = f"{counts[state]} {_STATE_WORDS.get(state, state.lower())}"
+        unranked = sum(r.state == "COMPLETE" and r.values is not None and not r.complete for r in rows)
+        if state == "COMPLETE" and unranked:
+            part += f" ({unranked} with a value that is not finite, not ranked)"
+        parts.append(part)
+    return f"{len(rows)} trial{'s' if len(rows) != 1 else ''}: {', '.join(parts)}.{runs}"
+
+
 def _status_html(rows: list[TrialRow]) -> str:
-    counts = count_states(rows)
-    text = ", ".join(f"{n} {state.lower()}" for state, n in sorted(counts.items()))
     explained = [r for r in rows if _has_reason(r)]
-    parts = [html.paragraph(f"{len(rows)} trials: {text}.")]
+    parts = [html.paragraph(status_sentence(rows))]
     if explained:
         body = [[str(r.number), r.anchor or "", f"{_OUTCOMES[r.state]}: {r.failure or '?'}", r.reason or "?"]
                 for r in explained[:30]]
         parts.append(html.table(["trial", "model", "outcome", "reason"], body,
                                 table_id="failures", text_columns=4))
     return "".join(parts)
+
+
+def _anchors_html(verdicts: list[AnchorVerdict], objectives: list[ObjectiveInfo]) -> str:
+    """The anchors table and one sentence per anchor; empty when no anchor was run or expected."""
+    if all(v.outcome == "not run" for v in verdicts):
+        return ""
+    multi = len(objectives) > 1
+    rule = ("A searched point beats an anchor when it dominates it (no worse on every objective, "
+            "strictly better on one); 'by' is its margin on each objective." if multi else
+            "A searched point beats an anchor when its value is strictly better; an equal value is level.")
+    note = (f"Each anchor against the searched points, at the study's own budget (complete trials "
+            f"inside every limit, a repeated point counted once). {rule} A searched point at the "
+            "anchor's own point is the anchor measured again, not a point that beats it.")
+    first = objectives[0]
+    headers = ["anchor", "trial", *(f"{o.name} ({'min' if o.minimize else 'max'})" for o in objectives),
+               "outcome", "beaten by", "best of them", "by", "level", "anchors ahead"]
+    rows, classes = [], []
+    for v in verdicts:
+        values = [format_value(o.name, x) for o, x in zip(objectives, v.values, strict=True)] if v.values \
+            else ["-"] * len(objectives)
+        best = v.best
+        rows.append([
+            v.name, "-" if v.number is None else str(v.number), *values,
+            v.outcome + (f": {v.reason}" if v.reason and not v.comparable else ""),
+            f"{len(v.beaten_by)} of {v.compared}" if v.comparable else "-",
+            f"#{best.number} ({format_value(first.name, best.values[0])})" if best else "-",
+            best.describe_margins(objectives) if best else "-",
+            ", ".join(f"#{n}" for n in v.level) or "-",
+            ", ".join(w.anchor or "" for w in v.anchors_ahead) or "-",
+        ])
+        classes.append("named" if v.named else "baseline")
+    sentences = "".join(html.paragraph(v.sentence(objectives), "anchor") for v in verdicts)
+    return html.section("Against the anchors", html.paragraph(note),
+                        html.table(headers, rows, classes, table_id="anchors", text_columns=2),
+                        sentences)
 
 
 def _pareto_section(board: list[TrialRow], objectives: list[ObjectiveInfo], top: set[int],
@@ -150,7 +217,7 @@ def _pareto_section(board: list[TrialRow], objectives: list[ObjectiveInfo], top:
 def confirm_section(result: ConfirmResult, out_dir: Path, images: list[Path]) -> str:
     """The proxy check's table, figure and plain verdict."""
     usable = [e for e in result.entries if e.long]
-    rows = [[e.label, f"{e.short:.4g}", f"{e.long_mean:.4g}", e.long_std_text, str(len(e.long)),
+    rows = [[e.label, f"{e.short:.4g}", e.long_mean_text, e.long_std_text, str(len(e.long)),
              "; ".join(e.failures)] for e in result.entries]
     parts = [
         html.paragraph(result.verdict, "verdict"),
@@ -233,6 +300,10 @@ def build_report(study: optuna.Study, out_dir: str | Path, top: int = 10,
     summary = (f"Study '{study.study_name}'" + (f" over space '{space}'" if space else "")
                + "; objectives: " + ", ".join(f"{o.name} ({o.direction})" for o in objectives) + ".")
     sections = [html.section("Summary", html.paragraph(summary), _status_html(rows))]
+    verdicts = anchor_verdicts(rows, objectives, expected_anchors(study.user_attrs.get("study_file")))
+    against = _anchors_html(verdicts, objectives)
+    if against:
+        sections.append(against)
     if board:
         sections.append(html.section(
             "Leaderboard", _leaderboard_note(board, objectives), _leaderboard_html(board, objectives),
@@ -267,4 +338,4 @@ def build_report(study: optuna.Study, out_dir: str | Path, top: int = 10,
         sections.append(scaling)
     path = out / "index.html"
     path.write_text(html.page(f"miras report: {study.study_name}", sections))
-    return Report(path, images, ranked, board, objectives)
+    return Report(path, images, ranked, board, objectives, verdicts)

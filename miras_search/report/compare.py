@@ -1,5 +1,9 @@
 """Two studies side by side (``miras compare A B``): counts, the best and median value of each
-objective they share, their best points, and a rank test of whether one scores better."""
+objective they share, their best points, and a rank test of whether one scores better.
+
+Both sides are read at their own budget (base fidelity): the study's trials, not the longer or
+larger runs `confirm`, `scale` or successive halving added for some of its points (mixed in, those
+would make a study that re-trained its best points look better than one that did not)."""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from miras_search.errors import MirasError
-from miras_search.report.leaderboard import format_value, rank_rows
+from miras_search.report.leaderboard import format_value
 from miras_search.report.study_data import (
     AXES,
     ObjectiveInfo,
@@ -19,6 +23,7 @@ from miras_search.report.study_data import (
     study_objectives,
     study_rows,
 )
+from miras_search.study.summary import ranked
 
 
 @dataclass
@@ -30,6 +35,14 @@ class StudySide:
     rows: list[TrialRow]
     values: dict[str, list[float]]
     ranked: list[TrialRow]
+    index: dict[str, int] = field(default_factory=dict)  # objective name -> its place in this study's values
+    space: str | None = None  # the searched space's name (a study stores it)
+
+    def best_by(self, objective: ObjectiveInfo) -> list[TrialRow]:
+        """The ranked rows best first by ``objective`` (a shared objective need not be the one
+        this study ranks by first; ties keep the study's order)."""
+        sign = 1.0 if objective.minimize else -1.0
+        return sorted(self.ranked, key=lambda r: sign * r.values[self.index[objective.name]])  # type: ignore[index]
 
     @property
     def complete(self) -> int:
@@ -60,8 +73,9 @@ class Comparison:
         first, second = self.sides
         table = Table(title="comparison", width=width if width and width < 100 else None)
         table.add_column("")
-        table.add_column(escape(first.name), justify="right")
-        table.add_column(escape(second.name), justify="right")
+        # a long study name folds over lines rather than being cut to "a-very-long-stu…"
+        table.add_column(escape(first.name), justify="right", overflow="fold")
+        table.add_column(escape(second.name), justify="right", overflow="fold")
         table.add_row("trials (complete)", *(s.count_text for s in self.sides))
         for objective in self.objectives:
             arrow = "↓" if objective.minimize else "↑"
@@ -69,25 +83,31 @@ class Comparison:
                 cells = [format_value(objective.name, pick(s.values[objective.name])) if s.values[objective.name]
                          else "-" for s in self.sides]
                 table.add_row(escape(f"{label} {objective.name} {arrow}"), *cells)
+        first_objective = self.objectives[0]
+        best = [s.best_by(first_objective) for s in self.sides]
         for place in range(self.top):
-            cells = [_point_cell(s.ranked[place], self.objectives[0]) if place < len(s.ranked) else "-"
-                     for s in self.sides]
+            cells = [_point_cell(rows[place], first_objective, s.index[first_objective.name])
+                     if place < len(rows) else "-" for s, rows in zip(self.sides, best, strict=True)]
             table.add_row(f"rank {place + 1}", *cells)
         return table
 
 
-def _point_cell(row: TrialRow, objective: ObjectiveInfo) -> str:
+def _point_cell(row: TrialRow, objective: ObjectiveInfo, index: int) -> str:
+    """'#4 mlp/l2/l2/momentum 3.1': the trial, its model or axes, and its value of ``objective``
+    (``row.values[index]``: the shared objective need not be the study's first)."""
     label = row.anchor or "/".join(row.axes[a] for a in AXES)
-    value = format_value(objective.name, row.values[0]) if row.values else "-"
+    value = format_value(objective.name, row.values[index]) if row.values else "-"
     return escape(f"#{row.number} {label} {value}")
 
 
 def _side(study: optuna.Study, objectives: list[ObjectiveInfo], own: list[ObjectiveInfo]) -> StudySide:
-    rows = study_rows(study)
-    ranked = rank_rows(rows)
+    rows = [r for r in study_rows(study) if r.fidelity == "base"]
+    by_number = {r.number: r for r in rows}
+    ranked_rows = [by_number[t.number] for t in ranked(study, fidelity="base")]
     index = {o.name: i for i, o in enumerate(own)}
-    values = {o.name: [r.values[index[o.name]] for r in ranked if r.values] for o in objectives}
-    return StudySide(study.study_name, rows, values, ranked)
+    values = {o.name: [r.values[index[o.name]] for r in ranked_rows if r.values] for o in objectives}
+    space = study.user_attrs.get("space")
+    return StudySide(study.study_name, rows, values, ranked_rows, index, str(space) if space else None)
 
 
 def compare_studies(first: optuna.Study, second: optuna.Study, top: int = 3) -> Comparison:
@@ -111,6 +131,10 @@ def compare_studies(first: optuna.Study, second: optuna.Study, top: int = 3) -> 
         a, b = (s.values[objective.name] for s in sides)
         p_values[objective.name] = _mann_whitney(a, b)
         notes.append(_sentence(objective, sides, p_values[objective.name]))
+    if sides[0].space != sides[1].space:
+        notes.append(f"the studies search different spaces ('{sides[0].space or '?'}' and "
+                     f"'{sides[1].space or '?'}'): the test compares what each found, not the same "
+                     "points measured twice")
     return Comparison(shared, sides, p_values, top, notes)
 
 

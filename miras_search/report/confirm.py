@@ -79,6 +79,11 @@ class ConfirmEntry:
         return float(np.std(self.long, ddof=1)) if len(self.long) > 1 else float("nan")
 
     @property
+    def long_mean_text(self) -> str:
+        """The mean over seeds for a table: '-' when no long run completed (not 'nan')."""
+        return f"{self.long_mean:.4g}" if self.long else "-"
+
+    @property
     def long_std_text(self) -> str:
         """The spread over seeds for a table: '-' with fewer than two seeds (no spread)."""
         return f"{self.long_std:.2g}" if len(self.long) > 1 else "-"

@@ -25,7 +25,7 @@ def point_meta(study: optuna.Study, row: TrialRow) -> dict[str, Any]:
         "trial": row.number,
         "rank": row.rank,
         "objectives": {o.name: {"value": _plain(v), "direction": o.direction}
-                       for o, v in zip(objectives, row.values or (), strict=True)},
+                       for o, v in zip(objectives, row.score or (), strict=True)},
         "axes": dict(row.axes),
         "metrics": {k: _plain(v) for k, v in sorted(row.metrics.items())},
     }

@@ -59,9 +59,10 @@ def study_importances(study: optuna.Study, objectives: list[ObjectiveInfo]) -> t
     """
     study = base_fidelity_view(study)  # a point's longer / larger runs are not more samples of the space
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    varied = {name for t in complete for name in t.params}
-    if len(complete) < 2 or not varied:
-        return [], f"needs at least 2 complete trials with searched parameters (has {len(complete)})"
+    searched = [t for t in complete if t.params]
+    if len(searched) < 2:
+        return [], (f"needs at least 2 complete trials with searched parameters (has {len(searched)}"
+                    + (f" of {len(complete)} complete" if len(complete) != len(searched) else "") + ")")
     out: list[Importances] = []
     for index, objective in enumerate(objectives):
         # PED-ANOVA scores what leads to LOW target values: maximised objectives are negated

@@ -3,6 +3,8 @@ and the Pareto front."""
 
 from __future__ import annotations
 
+import io
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
@@ -71,7 +73,9 @@ def shown_metrics(ranked: Sequence[TrialRow], objectives: Sequence[ObjectiveInfo
 
 
 def format_value(name: str, value: float | None) -> str:
-    if value is None:
+    """A value for a table: 4 significant digits, counts with thousands separators; "-" for a
+    value that is missing or not a number (a metric stored as nan), never the word 'nan'."""
+    if value is None or math.isnan(value):
         return "-"
     if name == "kernel_share":
         return f"{value:.0%}"
@@ -114,7 +118,7 @@ def leaderboard_table(rows: Sequence[TrialRow], objectives: Sequence[ObjectiveIn
         layout = replace(layout, axes="one")
         table = _board(shown, objectives, layout, title)
     narrower = iter(_narrower(layout))
-    while width is not None and _least_width(table) > width:
+    while width is not None and (_least_width(table) > width or _cuts(table, width)):
         layout = next(narrower, None)
         if layout is None:
             break
@@ -155,6 +159,15 @@ def _least_width(table: Table) -> int:
     return Console(width=10_000).measure(table).minimum
 
 
+def _cuts(table: Table, width: int) -> bool:
+    """Whether rich, laying the table out in ``width`` columns, cuts a cell to "gated_delta…"
+    (its least width is only a bound: shrinking the wrapping columns can still cut a word)."""
+    console = Console(width=width, file=io.StringIO(), color_system=None, legacy_windows=False)
+    with console.capture() as captured:
+        console.print(table)
+    return "…" in captured.get()
+
+
 def _broken_cell(row: TrialRow, shown_columns: set[str]) -> list[str]:
     """Each broken limit as its rule when its metric has a column (the value is there), else
     with the measured value."""
@@ -169,9 +182,14 @@ def _board(shown: list[TrialRow], objectives: Sequence[ObjectiveInfo], layout: _
     shown_columns = {o.name for o in objectives} | set(layout.metrics)
     axis_columns = {"four": AXES, "one": ("/".join(AXES),), "wrapped": (" / ".join(AXES),), "none": ()}[layout.axes]
     table = Table(title=title)
-    for column in ("rank", "trial", *(("model",) if layout.model else ()), *axis_columns):
+    table.add_column("rank")
+    table.add_column("trial")
+    if layout.model:  # a name is not wrapped: rich would rather cut it than the axes
+        names = [escape(r.anchor or "") for r in shown]
+        table.add_column("model", no_wrap=True, min_width=max(map(cell_len, ["model", *names])))
+    for column in axis_columns:
         table.add_column(column)
-    numbers = [(f"{o.name} {'↓' if o.minimize else '↑'}", [format_value(o.name, r.values[i]) for r in shown])  # type: ignore[index]
+    numbers = [(f"{o.name} {'↓' if o.minimize else '↑'}", [format_value(o.name, r.score[i]) for r in shown])  # type: ignore[index]
                for i, o in enumerate(objectives)]
     numbers += [(m, [format_value(m, r.metrics.get(m)) for r in shown]) for m in layout.metrics]
     for header, cells in numbers:

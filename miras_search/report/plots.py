@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import matplotlib
@@ -30,16 +31,18 @@ def leaderboard_figure(shown: Sequence[TrialRow], objective: ObjectiveInfo, top:
     fig = Figure(figsize=(7, 0.35 * len(shown) + 1.2), layout="constrained")
     ax = fig.add_subplot()
     y = np.arange(len(shown))
-    ax.barh(y, [r.values[0] for r in shown], color=[_color(r, top) for r in shown])  # type: ignore[index]
+    ax.barh(y, [r.score[0] for r in shown], color=[_color(r, top) for r in shown])  # type: ignore[index]
     ax.set_yticks(y, [f"{r.label}  {r.axes['memory']}/{r.axes['bias']}/{r.axes['retention']}/"
                       f"{r.axes['algorithm']}" for r in shown], fontsize=8)
     ax.invert_yaxis()
-    values = [r.values[0] for r in shown]  # type: ignore[index]
+    values = [r.score[0] for r in shown]  # type: ignore[index]
     low, high = min(values), max(values)
     pad = 0.05 * (high - low or abs(high) or 1.0)
-    ax.set_xlim(low - pad if objective.minimize else 0, high + pad)
+    # a maximised score's bars start at 0 (or below, for a negative score)
+    ax.set_xlim(low - pad if objective.minimize else min(0.0, low - pad), high + pad)
     ax.set_xlabel(f"{objective.name} ({'lower' if objective.minimize else 'higher'} is better)")
-    ax.set_title("leaderboard: searched top (green), named models (magenta), baselines (blue)", fontsize=9)
+    # over the whole figure: above the axes alone (right of the tick labels) its end was cut off
+    fig.suptitle("leaderboard: searched top (green), named models (magenta), baselines (blue)", fontsize=9)
     return fig
 
 
@@ -60,13 +63,13 @@ def pareto_figure(rows: Sequence[TrialRow], quality: ObjectiveInfo, study_front:
     rows = [r for r in rows if r.complete]
     panels = [(m, lbl, mini) for m, lbl, mini in (("tokens_per_s", "tokens / s (train)", False),
                                                   ("params", "parameters", True))
-              if sum(m in r.metrics for r in rows) >= 2]
+              if sum(_measured(r, m) for r in rows) >= 2]
     if not panels:
         return None
     fig = Figure(figsize=(5.5 * len(panels), 4.2), layout="constrained")
     for index, (metric, label, minimize) in enumerate(panels):
         ax = fig.add_subplot(1, len(panels), index + 1)
-        have = [r for r in rows if metric in r.metrics]
+        have = [r for r in rows if _measured(r, metric)]
         _pareto_panel(ax, [r for r in have if r.feasible], metric, (minimize, quality.minimize), study_front, top)
         _infeasible_points(ax, [r for r in have if not r.feasible], metric)
         if ax.get_legend_handles_labels()[0]:
@@ -79,13 +82,19 @@ def pareto_figure(rows: Sequence[TrialRow], quality: ObjectiveInfo, study_front:
     return fig
 
 
+def _measured(row: TrialRow, metric: str) -> bool:
+    """Whether the row holds a finite ``metric`` (a nan or inf has no place on an axis, and
+    would bend a panel's staircase or its scale)."""
+    return math.isfinite(row.metrics.get(metric, math.nan))
+
+
 def _pareto_panel(ax: Axes, rows: Sequence[TrialRow], metric: str, minimize: tuple[bool, bool],
                   study_front: set[int], top: set[int]) -> None:
     """The feasible rows of one panel: dots by role, the panel's staircase, the study's stars."""
     if not rows:
         return
     x = np.array([r.metrics[metric] for r in rows])
-    y = np.array([r.values[0] for r in rows])  # type: ignore[index]
+    y = np.array([r.score[0] for r in rows])  # type: ignore[index]
     _staircase(ax, x, y, pareto_mask(np.stack([x, y], 1), minimize), minimize[0])
     ax.scatter(x, y, c=[_color(r, top) for r in rows], s=28, zorder=3)
     stars = [i for i, r in enumerate(rows) if r.number in study_front]
@@ -99,7 +108,7 @@ def _infeasible_points(ax: Axes, rows: Sequence[TrialRow], metric: str) -> None:
     """Trials that break a limit: grey crosses, outside every front."""
     if rows:
         x = np.array([r.metrics[metric] for r in rows])
-        y = np.array([r.values[0] for r in rows])  # type: ignore[index]
+        y = np.array([r.score[0] for r in rows])  # type: ignore[index]
         ax.scatter(x, y, marker="x", s=28, color=COLORS["searched"], zorder=3, label="breaks a limit")
         _name_anchors(ax, x, y, rows)
 

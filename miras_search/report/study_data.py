@@ -26,7 +26,7 @@ from miras_search.study.records import is_feasible
 from miras_search.study.setup import load_existing, refuse_literal_home
 from miras_search.study.spec import Limit
 from miras_search.study.storage import local_file_missing, make_storage, normalise
-from miras_search.study.summary import pareto_front, ranked
+from miras_search.study.summary import pareto_front, ranked_scores
 from miras_search.yamlio import read_yaml
 
 
@@ -74,12 +74,20 @@ class TrialRow:
     rank: int | None = None  # place in the study's ranking (`miras best`'s order); None: unranked
     on_front: bool = False  # on the study's Pareto front (for one objective: the best trial)
     fidelity: str = "base"  # the study's own budget, or a longer / larger run of the point (study.fidelity)
+    ranked_values: tuple[float, ...] | None = None  # what the ranking used: the mean over ``runs`` runs
+    runs: int = 1  # runs of the point at its highest fidelity that ``ranked_values`` averages
 
     @property
     def complete(self) -> bool:
         return self.state == "COMPLETE" and self.values is not None and all(
             math.isfinite(v) for v in self.values
         )
+
+    @property
+    def score(self) -> tuple[float, ...] | None:
+        """The values to show beside the row: those it was ranked by (the mean over the runs of
+        its point at its highest fidelity, e.g. the seeds of a `miras scale` rung), else its own."""
+        return self.ranked_values if self.ranked_values is not None else self.values
 
     @property
     def broken_limits(self) -> tuple[str, ...]:
@@ -188,8 +196,9 @@ def study_rows(study: optuna.Study) -> list[TrialRow]:
     limits = study_limits(study)
     rows = [trial_row(t, limits) for t in study.get_trials(deepcopy=False)]
     by_number = {row.number: row for row in rows}
-    for place, trial in enumerate(ranked(study), start=1):
-        by_number[trial.number].rank = place
+    for place, score in enumerate(ranked_scores(study), start=1):
+        row = by_number[score.trial.number]
+        row.rank, row.ranked_values, row.runs = place, score.values, score.runs
     for trial in pareto_front(study):
         by_number[trial.number].on_front = True
     return rows

@@ -31,6 +31,12 @@ def _as_study(study: StudyRef) -> optuna.Study:
     raise MirasError(f"study: expected an optuna.Study or a study YAML file; got {type(study).__name__}")
 
 
+def _fixed_columns(study: optuna.Study) -> list[str]:
+    """The columns every record has, in order (a study without trials has only these)."""
+    return ["number", "state", "rank", "anchor", *AXES, *(o.name for o in study_objectives(study)),
+            "failure", "reason", "reused_from"]
+
+
 def trial_records(study: StudyRef) -> list[dict[str, Any]]:
     """One flat mapping per trial (see the module docstring); missing values are None.
     ``study``: an Optuna study or a study file (``trial_records("studies/quickstart.yaml")``)."""
@@ -56,12 +62,13 @@ def trial_records(study: StudyRef) -> list[dict[str, Any]]:
 
 def trials_csv(study: StudyRef) -> str:
     """The study's ``trial_records`` as CSV text (a header line, then one line per trial)."""
+    study = _as_study(study)
     records = trial_records(study)
     out = io.StringIO()
-    if records:
-        writer = csv.DictWriter(out, fieldnames=list(records[0]), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(records)
+    writer = csv.DictWriter(out, fieldnames=list(records[0]) if records else _fixed_columns(study),
+                            lineterminator="\n")
+    writer.writeheader()  # also for a study without trials: the columns are the same
+    writer.writerows(records)
     return out.getvalue()
 
 
@@ -73,4 +80,7 @@ def trials_dataframe(study: StudyRef):
     except ImportError:
         raise MirasError("trials_dataframe needs pandas, which is not installed; "
                          "`pip install pandas` (or use trials_csv / trial_records)") from None
-    return pd.DataFrame.from_records(trial_records(study)).set_index("number")
+    study = _as_study(study)
+    records = trial_records(study)
+    columns = list(records[0]) if records else _fixed_columns(study)
+    return pd.DataFrame.from_records(records, columns=columns).set_index("number")

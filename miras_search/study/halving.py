@@ -39,7 +39,7 @@ from miras_search.study.fidelity import fidelity_of, is_fidelity_trial
 from miras_search.study.pools import Pool
 from miras_search.study.records import REUSABLE_FAILURES, finite_metrics, is_feasible
 from miras_search.study.spec import StudyFile
-from miras_search.study.summary import _ranked_by_values
+from miras_search.study.summary import Score, _ranked_by_values
 
 SOURCE = "halving"
 
@@ -94,9 +94,9 @@ def promotions(study: optuna.Study, spec: StudyFile, k: int) -> list[FrozenTrial
     schedule = spec.budget.schedule_of()
     below = _results_at(study, schedule[k - 2] if k > 1 else None)
     groups = list(below.values())
-    reps = [g[0] for g in groups]
-    values = [[sum(v) / len(g) for v in zip(*(t.values for t in g), strict=True)] for g in groups]
-    order = _ranked_by_values(study, reps, values)
+    scores = [Score(g[0], tuple(sum(v) / len(g) for v in zip(*(t.values for t in g), strict=True)), len(g))
+              for g in groups]
+    order = [score.trial for score in _ranked_by_values(study, scores)]
     keep = order[: len(order) // spec.budget.eta]
     done = _attempted_at(study, schedule[k - 1])
     base = _results_at(study, None)

@@ -34,6 +34,7 @@ class StudyStatus:
     fidelity: int = 0  # longer or larger runs of points (confirm, scale, halving), not in the counts above
     driver_stopped: bool = False  # the running trials' driver is gone: no live driver holds the study
     driver_live: bool = False  # a live driver holds the study (its lease, or a RUNNING trial's driver)
+    not_finite: int = 0  # complete trials whose objective value is not finite (never ranked)
 
 
 @dataclass
@@ -82,8 +83,17 @@ def _better(direction: str):
     return min if direction == "minimize" else max
 
 
+def has_finite_values(trial: FrozenTrial) -> bool:
+    """Whether every objective value of the trial is a finite number. The driver fails a trial
+    whose objective is not finite, but a study written by other tools (or an older version) may
+    hold an inf: ranked, it would be "best" of a maximised objective and break every figure."""
+    return trial.values is not None and all(math.isfinite(v) for v in trial.values)
+
+
 def feasible_complete(study: optuna.Study) -> list[FrozenTrial]:
-    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if is_feasible(t)]
+    """Complete trials inside every limit, with finite objective values: the ones a study ranks."""
+    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if is_feasible(t) and has_finite_values(t)]
 
 
 def ranked(study: optuna.Study, fidelity: str = "highest") -> list[FrozenTrial]:
@@ -95,47 +105,65 @@ def ranked(study: optuna.Study, fidelity: str = "highest") -> list[FrozenTrial]:
     seeds of a confirm or scale run), and ranks points that reached a higher level first, then by
     the objective among points at the same level (successive halving's order). ``"base"`` ranks the
     study's own trials only (what the short trials said; the proxy check compares against it).
+    ``ranked_scores`` gives the values each was ranked by.
     """
+    return [score.trial for score in ranked_scores(study, fidelity)]
+
+
+@dataclass(frozen=True)
+class Score:
+    """A ranked point: the trial that stands for it, the values it was ranked by (the mean over
+    ``runs`` trials at its highest fidelity: several seeds of a `miras scale` rung, a `confirm`
+    run twice) and how many runs that mean is over."""
+
+    trial: FrozenTrial
+    values: tuple[float, ...]
+    runs: int = 1
+
+
+def ranked_scores(study: optuna.Study, fidelity: str = "highest") -> list[Score]:
+    """``ranked``'s order, each trial with the values it was ranked by (what to show beside it)."""
     trials = [t for t in feasible_complete(study) if "reused_from" not in t.user_attrs]
     base = [t for t in trials if not is_fidelity_trial(t)]
     if fidelity == "base" or len(base) == len(trials):
-        return _ranked_by_values(study, base, [t.values for t in base])
+        scores = [Score(t, tuple(t.values)) for t in base]
+        return _ranked_by_values(study, scores)
     by_point: dict[str, list[FrozenTrial]] = {}
     for trial in trials:
         by_point.setdefault(str(trial.user_attrs.get("point_key") or f"#{trial.number}"), []).append(trial)
-    chosen, values, tiers = [], [], []
+    scores, tiers = [], []
     for group in by_point.values():
         top = max((level(t), seeds(t)) for t in group)
         at_top = sorted((t for t in group if (level(t), seeds(t)) == top), key=lambda t: t.number)
-        chosen.append(at_top[-1])
-        values.append([sum(v) / len(at_top) for v in zip(*(t.values for t in at_top), strict=True)])
+        mean = tuple(sum(v) / len(at_top) for v in zip(*(t.values for t in at_top), strict=True))
+        scores.append(Score(at_top[-1], mean, len(at_top)))
         tiers.append(top)
-    order = []
+    order: list[Score] = []
     for tier in sorted(set(tiers), reverse=True):
-        members = [i for i, t in enumerate(tiers) if t == tier]
-        ranked_members = _ranked_by_values(study, [chosen[i] for i in members], [values[i] for i in members])
-        order.extend(ranked_members)
+        order.extend(_ranked_by_values(study, [s for s, t in zip(scores, tiers, strict=True) if t == tier]))
     return order
 
 
-def _ranked_by_values(study: optuna.Study, trials: list[FrozenTrial], values: list) -> list[FrozenTrial]:
+def _ranked_by_values(study: optuna.Study, scores: list[Score]) -> list[Score]:
     records = objective_records(study)
     signs = [1.0 if r["direction"] == "minimize" else -1.0 for r in records]
-    keyed = [[s * v for s, v in zip(signs, vals, strict=True)] for vals in values]
-    rank = _pareto_ranks(keyed) if len(records) > 1 else [0] * len(trials)
-    order = sorted(range(len(trials)), key=lambda i: (rank[i], keyed[i][0], trials[i].number))
-    return [trials[i] for i in order]
+    keyed = [[s * v for s, v in zip(signs, score.values, strict=True)] for score in scores]
+    rank = _pareto_ranks(keyed) if len(records) > 1 else [0] * len(scores)
+    order = sorted(range(len(scores)), key=lambda i: (rank[i], keyed[i][0], scores[i].trial.number))
+    return [scores[i] for i in order]
 
 
 def pareto_front(study: optuna.Study) -> list[FrozenTrial]:
-    trials = ranked(study)
+    """The ranked trials no other ranked one dominates (by the values they were ranked by); for
+    one objective, the best trial."""
+    scores = ranked_scores(study)
     if len(objective_records(study)) == 1:
-        return trials[:1]
+        return [s.trial for s in scores[:1]]
     records = objective_records(study)
     signs = [1.0 if r["direction"] == "minimize" else -1.0 for r in records]
-    keyed = [[s * v for s, v in zip(signs, t.values, strict=True)] for t in trials]
+    keyed = [[sign * v for sign, v in zip(signs, s.values, strict=True)] for s in scores]
     ranks = _pareto_ranks(keyed)
-    return [t for t, r in zip(trials, ranks, strict=True) if r == 0]
+    return [s.trial for s, r in zip(scores, ranks, strict=True) if r == 0]
 
 
 def _pareto_ranks(points: list[list[float]]) -> list[int]:
@@ -210,4 +238,5 @@ def status(study: optuna.Study) -> StudyStatus:
         best=best, eta_s=eta if eta is None or math.isfinite(eta) else None, mean_trial_s=mean,
         failures=failure_groups(trials), fidelity=len(every) - len(trials),
         driver_stopped=driver_stopped(study, running), driver_live=live,
+        not_finite=sum(not has_finite_values(t) for t in by_state[TrialState.COMPLETE]),
     )
