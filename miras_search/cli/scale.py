@@ -69,7 +69,7 @@ def scale(
     batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="Training batch size of every rung.")] = None,
     name: Annotated[str, typer.Option(help="Without a study file: the scale study's name (runs/<name>/).")] = "scale",
     storage: Annotated[str | None, typer.Option(help="Storage URL or journal path (default: the study's).")] = None,
-    workers: Annotated[int, typer.Option(min=1, help="Rungs trained at once (Ray workers).")] = 1,
+    workers: Annotated[int, typer.Option("--workers", "-w", min=1, help="Rungs trained at once (Ray workers).")] = 1,
     address: Annotated[str | None, typer.Option(help="Join a running Ray cluster.")] = None,
     inline: Annotated[bool, typer.Option("--inline", help="Train in this process, one rung at a time (no Ray).")] = False,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder (default <run_dir>/<name>/scale).")] = None,
