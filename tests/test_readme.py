@@ -223,3 +223,25 @@ def test_every_yaml_example_in_the_readme_validates(tmp_path):
     result = CliRunner().invoke(app, ["validate", *files])
     assert result.exit_code == 0, result.output
     assert result.output.count("✓") == len(blocks)
+
+
+def test_the_hugging_face_example_runs(tmp_path, monkeypatch):
+    """The README's Hugging Face block, as written, on a small checkpoint saved as its `m.pt`."""
+    pytest.importorskip("transformers")
+    import torch
+
+    from miras_search.model import build_model
+    from miras_search.presets import preset
+    from miras_search.trial.checkpoint import save_checkpoint
+
+    (block,) = _python_blocks("Checkpoints and Hugging Face")
+    point = preset("gated_deltanet", block={"d_model": 32, "n_heads": 2, "n_layers": 1})
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "m.pt", point, build_model(point, "cpu"))
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {"__name__": "readme_example"}
+    exec(compile(block, "README.md (Checkpoints and Hugging Face)", "exec"), scope)
+    assert (tmp_path / "m-hf" / "config.json").is_file()
+    assert type(scope["model"]).__name__ == "MirasForCausalLM"
+    prompt = len(b"Once upon a")
+    assert scope["out"].shape[0] == 1 and prompt < scope["out"].shape[1] <= prompt + 20  # EOS may end it early
