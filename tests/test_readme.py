@@ -208,13 +208,14 @@ def test_every_yaml_example_in_the_readme_validates(tmp_path):
     from miras_search.cli import app
 
     blocks = _yaml_blocks()
-    assert len(blocks) >= 6
+    assert len(blocks) >= 7
     study = yaml.safe_load((ROOT / "studies/quickstart.yaml").read_text())
-    study["space"] = str(ROOT / "spaces/quickstart.yaml")
+    (tmp_path / "spaces").symlink_to(ROOT / "spaces")  # a study block names ../spaces/..., as shipped
+    (tmp_path / "studies").mkdir()
     files = []
     for index, block in enumerate(blocks):
         data = yaml.safe_load(block)
-        path = tmp_path / f"block{index}.yaml"
+        path = tmp_path / "studies" / f"block{index}.yaml"
         if "type" in data or "preset" in data:  # a whole point or space file
             path.write_text(block)
         else:
@@ -245,3 +246,20 @@ def test_the_hugging_face_example_runs(tmp_path, monkeypatch):
     assert type(scope["model"]).__name__ == "MirasForCausalLM"
     prompt = len(b"Once upon a")
     assert scope["out"].shape[0] == 1 and prompt < scope["out"].shape[1] <= prompt + 20  # EOS may end it early
+
+
+def test_the_annotated_study_is_the_shipped_quickstart_and_every_shipped_file_is_listed():
+    """The README's annotated study file is studies/quickstart.yaml (its comments aside), and its
+    "Shipped files" table names every space and study the checkout ships."""
+    import yaml
+
+    text = (ROOT / "README.md").read_text()
+    (annotated,) = [block for block in _yaml_blocks() if block.startswith("# yaml-language-server") and
+                    "type: study" in block]
+    shipped = yaml.safe_load((ROOT / "studies/quickstart.yaml").read_text())
+    shipped.pop("description")
+    assert yaml.safe_load(annotated) == shipped
+    table = text.split("### Shipped files\n", 1)[1].split("\n## ", 1)[0]
+    files = sorted(f"{folder}/{path.name}" for folder in ("spaces", "studies")
+                   for path in (ROOT / folder).glob("*.yaml"))
+    assert [name for name in files if f"`{name}`" not in table] == []
