@@ -38,6 +38,13 @@ def test_every_public_name_loads_and_unknown_names_raise():
         miras_search.build_modle  # noqa: B018
 
 
+def test_every_public_name_says_what_it_does():
+    """`help(miras_search.NAME)` answers for every exported name: a docstring of its own."""
+    undocumented = [name for name in miras_search.__all__ if name != "__version__"
+                    and not (getattr(miras_search, name).__doc__ or "").strip()]
+    assert undocumented == []
+
+
 def test_the_axis_table_lists_every_registered_option():
     """The README's table of the four axes is the one the registries give (``miras options
     --markdown`` prints it): a new option class shows up there, or this test names it."""
