@@ -200,6 +200,9 @@ def test_every_command_has_help_and_shared_options_mean_one_thing():
     differing = {opt: by_command for opt, by_command in spellings.items() if len(set(by_command.values())) > 1}
     assert not differing, differing
     assert spellings["--workers"]["scale"] == (("-w",), False)
+    storage_help = {param.help for command in group.commands.values() for param in command.params
+                    if "--storage" in param.opts}
+    assert len(storage_help) == 1, storage_help  # one storage option, described once
 
 
 def _yaml_blocks() -> list[str]:

@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from miras_search.cli.app import command, console, print_note, table_width
-from miras_search.cli.checks import output_folder
+from miras_search.cli.checks import STORAGE_HELP, output_folder
 from miras_search.errors import MirasError
 
 if TYPE_CHECKING:
@@ -68,7 +68,7 @@ def scale(
     seeds: Annotated[int | None, typer.Option(min=1, help="Seeds per rung (0, 1, ...).")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="Training batch size of every rung.")] = None,
     name: Annotated[str, typer.Option(help="Without a study file: the scale study's name (runs/<name>/).")] = "scale",
-    storage: Annotated[str | None, typer.Option(help="Storage URL or journal path (default: the study's).")] = None,
+    storage: Annotated[str | None, typer.Option(help=STORAGE_HELP)] = None,
     workers: Annotated[int, typer.Option("--workers", "-w", min=1, help="Rungs trained at once (Ray workers).")] = 1,
     address: Annotated[str | None, typer.Option(help="Join a running Ray cluster.")] = None,
     inline: Annotated[bool, typer.Option("--inline", help="Train in this process, one rung at a time (no Ray).")] = False,
