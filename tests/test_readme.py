@@ -203,6 +203,9 @@ def test_every_command_has_help_and_shared_options_mean_one_thing():
     storage_help = {param.help for command in group.commands.values() for param in command.params
                     if "--storage" in param.opts}
     assert len(storage_help) == 1, storage_help  # one storage option, described once
+    device_defaults = {name: param.default for name, command in group.commands.items()
+                       for param in command.params if "--device" in param.opts}
+    assert set(device_defaults.values()) <= {None, "auto"}, device_defaults  # CUDA when present
 
 
 def _yaml_blocks() -> list[str]:

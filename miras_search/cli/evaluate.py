@@ -54,7 +54,7 @@ def eval_cmd(
     limit: Annotated[int | None, typer.Option(min=1, help="Examples per task (a quick look).")] = None,
     num_fewshot: Annotated[int | None, typer.Option(min=0, help="Few-shot examples (default: the task's).")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Sequences per forward pass.")] = 1,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "cpu",
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda (default: CUDA when present, as in train).")] = "auto",
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write lm-eval's results as JSON here.")] = None,
 ) -> None:
     """Evaluate a checkpoint with lm-evaluation-harness (needs the `hf` extra). The paper's tasks
