@@ -276,3 +276,23 @@ def test_the_annotated_study_is_the_shipped_quickstart_and_every_shipped_file_is
     files = sorted(f"{folder}/{path.name}" for folder in ("spaces", "studies")
                    for path in (ROOT / folder).glob("*.yaml"))
     assert [name for name in files if f"`{name}`" not in table] == []
+
+
+@pytest.mark.parametrize("command", [["validate", "spaces/quickstart.yaml"], ["run", "studies/quickstart.yaml", "--inline"],
+                                     ["show", "studies/quickstart.yaml"]])
+def test_the_readme_s_paths_outside_a_checkout_say_where_the_files_are(tmp_path, monkeypatch, command):
+    """The README's commands name spaces/ and studies/ from a checkout's root; run from another
+    folder (or after a non-editable install, which does not carry them) the error says so, in one
+    paragraph, instead of a bare 'no such file'."""
+    from typer.testing import CliRunner
+
+    from miras_search.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, command)
+    assert result.exit_code == 1, result.output
+    words = " ".join(result.output.split())
+    assert f"{command[1]}: no such file (no folder {command[1].split('/')[0]}/ here" in words
+    assert "miras-search checkout" in words and "Traceback" not in result.output
+    (tmp_path / command[1].split("/")[0]).mkdir()  # a folder of that name: a plain miss
+    assert "checkout" not in CliRunner().invoke(app, command).output
