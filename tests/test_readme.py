@@ -296,3 +296,24 @@ def test_the_readme_s_paths_outside_a_checkout_say_where_the_files_are(tmp_path,
     assert "miras-search checkout" in words and "Traceback" not in result.output
     (tmp_path / command[1].split("/")[0]).mkdir()  # a folder of that name: a plain miss
     assert "checkout" not in CliRunner().invoke(app, command).output
+
+
+WRITTEN_BY_COMMANDS = {"benchmarks/results/gpu_check/"}
+"""Paths the docs name that a command makes (gpu_check.sh's default output folder)."""
+
+
+def test_every_repository_path_the_docs_name_exists():
+    """A file or folder the user docs name by its path in the checkout (`benchmarks/...`,
+    `miras_search/...`, `results/...`) is there: a renamed or removed file fails here."""
+    named, missing = set(), []
+    for doc in USER_DOCS:
+        for span in re.findall(r"`([^`\n]+)`", (ROOT / doc).read_text()):
+            for word in span.split():
+                path = word.rstrip(".,;:)")
+                if (re.fullmatch(r"(miras_search|kernels|benchmarks|tests|spaces|studies|results|schemas|"
+                                 r"scripts)/[\w./-]*", path) and "*" not in path and path not in WRITTEN_BY_COMMANDS):
+                    named.add(path)
+                    if not (ROOT / path).exists():
+                        missing.append(f"{doc}: {path}")
+    assert missing == []
+    assert len(named) > 80  # the extraction still finds the docs' paths
