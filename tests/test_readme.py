@@ -1,4 +1,6 @@
-"""The README's Python example runs as written (so it cannot drift from the API)."""
+"""What the README and the other user docs promise holds: their Python examples run as written,
+their `miras ...` commands parse with the commands' own options, their YAML examples validate, the
+files and paths they name exist, and options several commands share are spelled alike."""
 
 from __future__ import annotations
 
