@@ -207,6 +207,8 @@ BASELINES = ("moneta", "yaad", "memora", "gated_deltanet", "titans", "transforme
 
 
 def preset_names() -> list[str]:
+    """The names ``preset`` takes, in ``miras presets``' order: the paper's Table 1 models, then
+    Moneta, Yaad and Memora, then the Atlas family."""
     return list(PRESET_AXES)
 
 

@@ -319,7 +319,22 @@ def _missing(path: Path) -> str:
         with contextlib.suppress(OSError):
             return (f"is a symbolic link to '{os.readlink(path)}', which does not exist; fix the "
                     "link, or give the file itself")
-    return f"no such file{_nearest_file(path)}"
+    return f"no such file{_nearest_file(path) or _outside_a_checkout(path)}"
+
+
+SHIPPED_FOLDERS = ("spaces", "studies")
+"""The folders of YAML files a checkout ships beside the package (not installed with it)."""
+
+
+def _outside_a_checkout(path: Path) -> str:
+    """A hint for ``studies/quickstart.yaml`` and the like, named from a folder that has no such
+    subfolder: the README's commands read them from a checkout's root folder, and a
+    non-editable install does not carry them."""
+    if path.is_absolute() or not path.parts or path.parts[0] not in SHIPPED_FOLDERS or path.parent.is_dir():
+        return ""
+    return (f" (no folder {path.parts[0]}/ here: the shipped spaces/ and studies/ are files of a "
+            "miras-search checkout, not of the installed package; run the command from the "
+            "checkout's root folder, or give the file's full path)")
 
 
 def _too_big(size: int) -> str:

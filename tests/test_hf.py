@@ -184,3 +184,21 @@ def test_inputs_embeds_is_refused_in_one_line(tmp_path):
         model(inputs_embeds=torch.zeros(1, 3, 32))
     with pytest.raises(BadTokens, match="input_ids is missing"):
         model()
+
+
+def test_miras_eval_tables_only_scores_with_the_examples_they_cover(tmp_path, monkeypatch):
+    """lm-eval's per-task results mix scores ("acc,none") with bookkeeping: the examples scored
+    ("sample_len") and the task's alias. The table lists the scores, each with its example count,
+    not the count as a score; the JSON keeps everything lm-eval returned."""
+    import miras_search.hf.evaluation as evaluation
+
+    results = {"piqa": {"alias": "piqa", "sample_len": 6, "acc,none": 0.5, "acc_stderr,none": 0.2,
+                        "acc_norm,none": 0.25}}
+    monkeypatch.setattr(evaluation, "evaluate_checkpoint", lambda *args, **kwargs: results)
+    path, _ = _checkpoint(tmp_path)
+    result = CliRunner().invoke(app, ["eval", str(path), "--tasks", "piqa", "--out", str(tmp_path / "r.json")])
+    assert result.exit_code == 0, result.output
+    rows = [line.split() for line in result.output.splitlines() if line.startswith("│ piqa")]
+    assert [row[3:6:2] for row in rows] == [["acc", "0.5000"], ["acc_norm", "0.2500"]]
+    assert all(row[7] == "6" for row in rows) and "sample_len" not in result.output
+    assert json.loads((tmp_path / "r.json").read_text()) == results

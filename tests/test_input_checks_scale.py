@@ -108,3 +108,42 @@ def test_the_stand_alone_study_is_named_as_a_study_file_is(tmp_path):
     assert name_problem("scale-1.v2") is None
     for bad in ("../evil", ".hidden", "a b", "x" * 121, "a\n"):
         assert name_problem(bad) is not None
+
+
+@pytest.mark.parametrize(("given", "expected"), [
+    ([], (3, "10.0.0.9:6379", True)),                                        # the study file's
+    (["--workers", "2", "--address", "10.0.0.1:6379"], (2, "10.0.0.1:6379", True)),  # the options win
+])
+def test_scale_takes_the_study_file_s_ray_settings_as_run_does(tmp_path, monkeypatch, given, expected):
+    """`miras scale STUDY` joins the cluster, and runs as many workers, as the study file's
+    `parallel` section says (as `miras run` does), unless --workers / --address say otherwise."""
+    import miras_search.parallel as parallel
+
+    seen = {}
+
+    def fake_pool(workers, address=None, gpus_per_trial=None, storage=None, shared_storage=False, **_):
+        seen.update(workers=workers, address=address, shared=shared_storage, gpus=gpus_per_trial)
+        raise MirasError("no cluster in this test")
+
+    monkeypatch.setattr(parallel, "RayPool", fake_pool)
+    path = write_study(tmp_path, parallel={"workers": 3, "address": "10.0.0.9:6379", "shared_storage": True})
+    result = CliRunner().invoke(app, ["scale", str(path), "moneta", *LADDER, *given])
+    assert result.exit_code == 1 and "no cluster in this test" in result.output, result.output
+    assert (seen["workers"], seen["address"], seen["shared"]) == expected
+    assert seen["gpus"] is None  # a rung outgrows the study's trials: one whole GPU, as before
+
+
+def test_scale_without_a_study_file_runs_one_worker_on_a_local_ray(tmp_path, monkeypatch):
+    import miras_search.parallel as parallel
+
+    seen = {}
+
+    def fake_pool(workers, address=None, gpus_per_trial=None, storage=None, shared_storage=False, **_):
+        seen.update(workers=workers, address=address)
+        raise MirasError("no cluster in this test")
+
+    monkeypatch.setattr(parallel, "RayPool", fake_pool)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["scale", "moneta", *LADDER])
+    assert result.exit_code == 1, result.output
+    assert seen == {"workers": 1, "address": None}

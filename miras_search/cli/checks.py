@@ -18,6 +18,10 @@ if TYPE_CHECKING:
 
     import optuna
 
+STORAGE_HELP = ("Optuna storage: a URL, or a journal or SQLite file (default: the study file's "
+                "`storage:`, else <run_dir>/<name>/study.journal).")
+"""The --storage help of every command that takes it: one option, one meaning."""
+
 
 def _file_in_the_way(folder: Path) -> Path | None:
     """The first existing path among ``folder`` and its parents, if it is not a folder."""

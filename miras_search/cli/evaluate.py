@@ -54,7 +54,7 @@ def eval_cmd(
     limit: Annotated[int | None, typer.Option(min=1, help="Examples per task (a quick look).")] = None,
     num_fewshot: Annotated[int | None, typer.Option(min=0, help="Few-shot examples (default: the task's).")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Sequences per forward pass.")] = 1,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "cpu",
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda (default: CUDA when present, as in train).")] = "auto",
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write lm-eval's results as JSON here.")] = None,
 ) -> None:
     """Evaluate a checkpoint with lm-evaluation-harness (needs the `hf` extra). The paper's tasks
@@ -74,12 +74,16 @@ def eval_cmd(
     results = evaluate_checkpoint(checkpoint, names, include_path=folder, limit=limit,
                                   num_fewshot=num_fewshot, batch_size=batch_size, device=chosen)
     table = Table(title=escape(f"lm-eval: {checkpoint.name}"))
-    for column in ("task", "metric", "value"):
-        table.add_column(column, justify="right" if column == "value" else "left")
+    for column in ("task", "metric", "value", "examples"):
+        table.add_column(column, justify="left" if column in ("task", "metric") else "right")
     for task, metrics in results.items():
+        examples = metrics.get("sample_len")
         for name, value in metrics.items():
-            if isinstance(value, int | float) and "stderr" not in name:
-                table.add_row(escape(task), escape(name.split(",")[0]), f"{value:.4f}")
+            # lm-eval names a score "metric,filter"; "sample_len" (the examples scored) and
+            # "alias" are bookkeeping, and a score's "_stderr" twin is in the JSON
+            if "," in name and isinstance(value, int | float) and "_stderr" not in name:
+                table.add_row(escape(task), escape(name.split(",")[0]), f"{value:.4f}",
+                              "-" if examples is None else str(examples))
     console.print(table)
     if out is not None:
         out.write_text(json_text(results, default=str))

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from miras_search.cli.app import command, console, print_text, table_width
 from miras_search.cli.checks import (
+    STORAGE_HELP,
     device_choice,
     output_file,
     output_folder,
@@ -30,9 +31,8 @@ if TYPE_CHECKING:  # imported where used: `miras --help` must not import torch o
     from miras_search.trial import TrialResult
 
 _STUDY = "A study YAML file (its name and storage are used), or a study name with --storage."
-_STORAGE = "Optuna storage URL or file (default: the study file's, else runs/<name>/)."
 StudyArg = Annotated[str, typer.Argument(help=_STUDY)]
-StorageOpt = Annotated[str | None, typer.Option("--storage", help=_STORAGE)]
+StorageOpt = Annotated[str | None, typer.Option("--storage", help=STORAGE_HELP)]
 
 
 def _study_dir(study: str, study_name: str) -> Path:

@@ -11,11 +11,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from miras_search.cli.app import command, console, print_note, table_width
-from miras_search.cli.checks import output_folder
+from miras_search.cli.checks import STORAGE_HELP, output_folder
 from miras_search.errors import MirasError
 
 if TYPE_CHECKING:
     from miras_search.scale.results import ScaleTable
+    from miras_search.study.spec import ParallelSpec
 
 _RUNG_HELP = ("A rung D_MODEL,N_LAYERS,SEQ_LEN,TOKENS (repeat the option; replaces the ladder of the "
               "study file). Default ladder: 32,2,64,8192  48,2,64,16384  64,2,64,32768.")
@@ -68,9 +69,11 @@ def scale(
     seeds: Annotated[int | None, typer.Option(min=1, help="Seeds per rung (0, 1, ...).")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="Training batch size of every rung.")] = None,
     name: Annotated[str, typer.Option(help="Without a study file: the scale study's name (runs/<name>/).")] = "scale",
-    storage: Annotated[str | None, typer.Option(help="Storage URL or journal path (default: the study's).")] = None,
-    workers: Annotated[int, typer.Option(min=1, help="Rungs trained at once (Ray workers).")] = 1,
-    address: Annotated[str | None, typer.Option(help="Join a running Ray cluster.")] = None,
+    storage: Annotated[str | None, typer.Option(help=STORAGE_HELP)] = None,
+    workers: Annotated[int | None, typer.Option("--workers", "-w", min=1, help=(
+        "Rungs trained at once (Ray workers; default: the study file's parallel.workers, else 1)."))] = None,
+    address: Annotated[str | None, typer.Option(help=(
+        "Join this Ray cluster instead of starting one (default: the study file's parallel.address)."))] = None,
     inline: Annotated[bool, typer.Option("--inline", help="Train in this process, one rung at a time (no Ray).")] = False,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder (default <run_dir>/<name>/scale).")] = None,
 ) -> None:
@@ -94,11 +97,14 @@ def scale(
     plan = plan_scale(Path(studies[0]) if studies else None, names, overrides, name=name, storage=storage)
     folder = output_folder("--out", out or plan.out_dir)  # all checked before the storage is created
     job = open_scale(plan)
-    _train(job, workers, address, inline)
+    parallel = plan.study_file.parallel if plan.study_file is not None else None
+    if parallel is not None:  # a study file's Ray settings, as `miras run` reads them
+        workers, address = workers or parallel.workers, address or parallel.address
+    _train(job, workers or 1, address, inline, parallel)
     _write(job, folder)
 
 
-def _train(job, workers: int, address: str | None, inline: bool) -> None:
+def _train(job, workers: int, address: str | None, inline: bool, parallel: ParallelSpec | None = None) -> None:
     from miras_search.scale.runner import ScaleRunner
 
     def pool_factory():
@@ -108,7 +114,9 @@ def _train(job, workers: int, address: str | None, inline: bool) -> None:
             return InlinePool(threads=job.config.threads)
         from miras_search.parallel import RayPool
 
-        return RayPool(workers, address, None, storage=job.storage, note=print_note)
+        # not the file's gpus_per_trial: it is sized for the study's trials, and rungs grow past them
+        return RayPool(workers, address, None, storage=job.storage,
+                       shared_storage=parallel is not None and parallel.shared_storage, note=print_note)
 
     def show(kind: str, run, result: dict[str, Any] | None) -> None:
         if kind != "finished" or result is None:

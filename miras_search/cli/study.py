@@ -30,6 +30,7 @@ from miras_search.cli.app import (
     table_width,
 )
 from miras_search.cli.checks import (
+    STORAGE_HELP,
     gpu_request,
     positive_finite,
     warn_about_opened_study,
@@ -46,7 +47,7 @@ if TYPE_CHECKING:  # imported where used: `miras --help` must not import Optuna 
     from miras_search.study.summary import StudyStatus
 
 _STUDY = Annotated[str, typer.Argument(help="A study YAML file, or a study name with --storage.")]
-_STORAGE = Annotated[str | None, typer.Option(help="Storage URL or journal path (default: the study's).")]
+_STORAGE = Annotated[str | None, typer.Option(help=STORAGE_HELP)]
 
 
 def _progress() -> Progress:

@@ -121,7 +121,9 @@ class SamplerSpec(Schema):
 
 
 class PrunerSpec(Schema):
-    """Early stopping of bad trials from their training-loss curve (single objective only)."""
+    """Early stopping of bad trials from their learning curve: the study's objective on a one-batch
+    validation pass every ``trial.report_every`` steps (the training loss for an objective that
+    validation cannot give, such as throughput); single objective only."""
 
     kind: Literal["median", "hyperband", "none"] = "median"
     n_startup_trials: int = Field(4, ge=0, description="median: trials finished before pruning starts.")
