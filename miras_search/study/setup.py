@@ -111,6 +111,9 @@ def create_study(study: StudyFile, storage: str, space: SearchSpace) -> Readable
             f"another space ({'; '.join(changes)}): trials measured under both could not be ranked "
             "together; restore them, or give the study a new name or storage"
         )
+    stored_trials = len(created.get_trials(deepcopy=False))
+    if stored_trials:  # a run that continues the study draws anew (samplers.run_seed)
+        created.sampler = make_sampler(study, space, stored_trials)
     return created
 
 
