@@ -79,3 +79,22 @@ def test_the_run_seed_is_the_file_seed_in_a_first_run_and_another_in_range_later
     later = {run_seed(7, n) for n in (1, 2, 3, 40)}
     assert len(later) == 4 and 7 not in later and all(0 <= s <= SEED_MAX for s in later)
     assert run_seed(7, 3) == run_seed(7, 3) != run_seed(8, 3)
+
+
+def test_a_run_stopped_before_any_trial_started_is_rerun_as_from_scratch(tmp_path):
+    """Only its anchors were queued (Ctrl-C while the workers started): the rerun draws with the
+    file's seed, as a first run does."""
+    from miras_search.study import load_study_file, run_study
+
+    sampler = {"kind": "random", "anchors": ["gated_deltanet"], "seed": 2}
+    runs = []
+    for name, stop_first in (("a", True), ("b", False)):
+        (tmp_path / name).mkdir()
+        path = write_study(tmp_path / name, trials=3, sampler=sampler)
+        if stop_first:
+            def stopped_pool():
+                raise KeyboardInterrupt
+            assert run_study(load_study_file(path), stopped_pool).interrupted
+        run_inline(path)
+        runs.append(_points(trials_of(path)))
+    assert runs[0] == runs[1] and len(set(runs[0])) == 3

@@ -376,8 +376,8 @@ def sampler_option_problems(kind: str, options: dict[str, Any]) -> list[Problem]
 def run_seed(seed: int, stored_trials: int) -> int:
     """The seed a run's sampler draws with: ``seed`` (``sampler.seed``) in a study's first run, so
     that two studies run from scratch with one seed propose the same points in the same order; in
-    a run that continues a study already holding ``stored_trials`` trials, a seed derived from
-    both. Restarted with ``seed`` itself, a sampler would replay the first run's draws (a random
+    a run that continues a study already holding ``stored_trials`` trials (asked ones: not those
+    only queued), a seed derived from both. Restarted with ``seed`` itself, a sampler would replay the first run's draws (a random
     sampler all of them, TPE and NSGA-II their random start-up), and a duplicate point only takes
     its earlier result: the run would add no new points. The same storage resumed twice still
     draws the same points."""

@@ -108,8 +108,10 @@ def create_study(study: StudyFile, storage: str, space: SearchSpace) -> Readable
             "under both could not be ranked together; restore them, or give the study a new name "
             "or storage ('name:', 'storage:' or --storage) to start a new one"
         )
-    stored_trials = len(created.get_trials(deepcopy=False))
-    if stored_trials:  # a run that continues the study draws anew (samplers.run_seed)
+    # a run that continues the study draws anew (samplers.run_seed); queued trials (anchors)
+    # were never drawn: a run stopped before any trial started is rerun as from scratch
+    stored_trials = sum(t.state != TrialState.WAITING for t in created.get_trials(deepcopy=False))
+    if stored_trials:
         created.sampler = make_sampler(study, space, stored_trials)
     return created
 
