@@ -98,3 +98,35 @@ def test_a_run_stopped_before_any_trial_started_is_rerun_as_from_scratch(tmp_pat
         run_inline(path)
         runs.append(_points(trials_of(path)))
     assert runs[0] == runs[1] and len(set(runs[0])) == 3
+
+
+@pytest.mark.parametrize("seeds", [None, [3], [1, 2]])
+def test_miras_trial_and_run_trial_give_a_study_trials_exact_metrics(tmp_path, seeds):
+    """The same point, budget and seeds: a study's trial, `miras trial POINT --config STUDY` and
+    ``run_trial`` agree bit for bit on a CPU (`miras trial` used the point's own seed and ignored
+    the study's ``seeds``, so its numbers differed from the study's)."""
+    import json
+
+    import yaml
+    from typer.testing import CliRunner
+
+    from miras_search import run_trial
+    from miras_search.cli import app
+    from miras_search.study import load_study_file
+
+    path = write_study(tmp_path, trials=1, sampler={"kind": "anchors", "anchors": ["gated_deltanet"]},
+                       **({"seeds": seeds} if seeds else {}))
+    run_inline(path)
+    (trial,) = trials_of(path)
+    stored = trial.user_attrs["metrics"]
+    (tmp_path / "point.yaml").write_text(yaml.safe_dump(trial.user_attrs["point"]))
+    out = tmp_path / "metrics.json"
+    result = CliRunner().invoke(app, ["trial", str(tmp_path / "point.yaml"), "--config", str(path), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    shown = json.loads(out.read_text())["metrics"]
+    assert shown["val_bpb"] == stored["val_bpb"] and shown["val_loss"] == stored["val_loss"]
+    assert {k for k in shown if "/seed" in k} == {k for k in stored if "/seed" in k}
+    config = load_study_file(path).trial.located()
+    first = run_trial(trial.user_attrs["point"], config.model_copy(update={"seed": (seeds or [None])[0]}))
+    assert first.metrics["val_bpb"] == stored.get(f"val_bpb/seed{seeds[0]}" if seeds and len(seeds) > 1
+                                                    else "val_bpb")
