@@ -46,3 +46,23 @@ def test_renamed_objectives_are_a_file_change(tmp_path):
     path.write_text(yaml.safe_dump(data))
     changes = file_changes(open_study(load_study_file(path)), load_study_file(path))
     assert changes == ["objectives: val_bpb (minimize) -> val_loss (minimize) (the stored objectives are used)"]
+
+
+def test_run_refuses_a_file_changed_in_several_ways_naming_every_change_at_once(tmp_path):
+    """Objectives and budget edited together: one refusal that names both (the objectives were
+    refused alone before, so a second run met the budget's refusal) and the way to a new study."""
+    path = write_study(tmp_path, trials=1)
+    run_inline(path)
+    data = yaml.safe_load(path.read_text())
+    data["objectives"] = [{"metric": "val_loss"}, {"metric": "params"}]
+    data["trial"]["tokens"] = 1024
+    path.write_text(yaml.safe_dump(data))
+    before = [t.values for t in open_study(load_study_file(path)).get_trials()]
+    for command in ("run", "resume"):
+        result = CliRunner().invoke(app, [command, str(path), "--inline", "--trials", "2"], env={"COLUMNS": "300"})
+        text = " ".join(result.output.split())
+        assert result.exit_code == 1 and "Traceback" not in text, text
+        assert "trial.tokens: 896 -> 1024" in text, text
+        assert "objectives: val_bpb (minimize) -> val_loss (minimize), params (minimize)" in text, text
+        assert "is used" not in text and "new name or storage" in text, text
+    assert [t.values for t in open_study(load_study_file(path)).get_trials()] == before

@@ -8,6 +8,7 @@ import signal
 import time
 
 import pytest
+from optuna.trial import TrialState
 
 from miras_search.study.interrupts import CtrlC
 
@@ -65,3 +66,65 @@ def test_ctrl_c_keeps_its_exit_code():
     with CtrlC() as ctrl_c, contextlib.suppress(KeyboardInterrupt):
         _press_ctrl_c()
     assert ctrl_c.what == "Ctrl-C" and ctrl_c.exit_code == 130
+
+
+def test_ray_starting_puts_back_the_callers_handlers_not_the_defaults():
+    """Ray's start replaces the SIGINT / SIGTERM handlers (its SIGTERM one aborted the driver with a
+    C++ stack dump while the workers started); a handler the caller set (CtrlC) is put back."""
+    from miras_search.parallel.ray_pool import _callers_signal_handlers
+
+    def ray_like(signum, frame):  # pragma: no cover - never called
+        raise SystemExit(signum)
+
+    with CtrlC() as ctrl_c:
+        with _callers_signal_handlers():
+            signal.signal(signal.SIGTERM, ray_like)
+            signal.signal(signal.SIGINT, ray_like)
+        assert signal.getsignal(signal.SIGTERM) == ctrl_c._handle == signal.getsignal(signal.SIGINT)
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    before = signal.getsignal(signal.SIGINT)
+    try:  # no handler of the caller's: Ray's stay
+        with _callers_signal_handlers():
+            signal.signal(signal.SIGINT, ray_like)
+        assert signal.getsignal(signal.SIGINT) is ray_like
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
+@pytest.mark.parametrize(("stop", "code", "words"), [
+    (KeyboardInterrupt(), 130, "Ctrl-C"), (SystemExit(signal.SIGTERM), 143, "SIGTERM"),
+])
+def test_a_stop_while_the_pool_starts_is_an_interrupted_run_that_resume_finishes(tmp_path, stop, code, words):
+    """Ctrl-C, or SIGTERM through Ray's own handler (``sys.exit(15)``), while the workers start:
+    not a raw exit 15 or a traceback, but a stopped run (exit 130 / 143) with nothing lost."""
+    from test_study import run_inline, trials_of, write_study
+
+    from miras_search.study import load_study_file, run_study
+
+    path = write_study(tmp_path, trials=2, sampler={"kind": "random", "anchors": ["gated_deltanet"]})
+
+    def stopped_pool():
+        raise stop
+
+    summary = run_study(load_study_file(path), stopped_pool)
+    assert summary.interrupted and summary.exit_code == code and summary.interrupted_by == words
+    trials = trials_of(path)
+    assert [t.state for t in trials] == [TrialState.WAITING]  # the anchor, queued once
+    summary = run_inline(path)
+    trials = trials_of(path)
+    assert summary.finished == 2 and [t.state for t in trials] == [TrialState.COMPLETE] * 2
+    assert [t.user_attrs.get("anchor") for t in trials].count("gated_deltanet") == 1
+
+
+def test_another_exit_while_the_pool_starts_is_not_taken_for_a_stop(tmp_path):
+    from test_study import write_study
+
+    from miras_search.study import load_study_file, run_study
+
+    path = write_study(tmp_path, trials=1, sampler={"kind": "random", "anchors": []})
+
+    def failing_pool():
+        raise SystemExit(3)
+
+    with pytest.raises(SystemExit):
+        run_study(load_study_file(path), failing_pool)

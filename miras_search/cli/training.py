@@ -283,7 +283,11 @@ def trial(
     _check_cache(trial_config)
     if config is not None:  # the default data (the embedded corpus) always gives batches
         _check_data(loaded, trial_config, config, sectioned)
-    result = _run_with_bar(loaded, trial_config, chosen)
+    seeds = _study_seeds(config) if sectioned else None
+    if seeds:
+        result = _run_per_seed(loaded, trial_config, chosen, seeds)
+    else:
+        result = _run_with_bar(loaded, trial_config, chosen)
     console.print(_metrics_table(f"trial of {point}", result, trial_config.objective))
     if result.reason:
         console.print(f"[red]failed:[/] {escape(result.reason)}", highlight=False, soft_wrap=True)
@@ -291,6 +295,39 @@ def trial(
         _write_metrics(result, out)
     if not result.ok:
         raise typer.Exit(1)
+
+
+def _study_seeds(path: Path) -> list[int] | None:
+    """The ``seeds`` of the study file at ``path`` (None when it names none, or is no study):
+    a study trains each point once per seed and ranks it by the mean."""
+    from pydantic import create_model
+
+    from miras_search.study.spec import StudyFile
+    from miras_search.validation import validate
+    from miras_search.yamlio import read_yaml
+
+    data, lines = read_yaml(path)
+    if not _is_study(data) or data.get("seeds") is None:
+        return None
+    field = StudyFile.model_fields["seeds"]
+    seeds_only = create_model("StudySeeds", seeds=(field.annotation, field))
+    return validate(seeds_only, {"seeds": data["seeds"]}, str(path), lines).seeds
+
+
+def _run_per_seed(point: ModelPoint, config: TrialConfig, device: str | None, seeds: list[int]) -> TrialResult:
+    """The point trained once per seed of its study, as the study's trial does (trial.seed, or
+    the point's train.seed, is then not used): the mean of each metric, each seed's as
+    ``<metric>/seed<N>``; a failed seed ends it."""
+    from miras_search.trial.result import merge_seeds
+
+    console.print(f"the study trains each point once per seed ({', '.join(map(str, seeds))}): so does this "
+                  "trial, and its metrics are their mean", highlight=False)
+    results = []
+    for seed in seeds:
+        results.append(_run_with_bar(point, config.model_copy(update={"seed": seed}), device))
+        if not results[-1].ok:
+            break
+    return merge_seeds(results, list(seeds))
 
 
 def _option_error(error: ValidationError) -> MirasError:

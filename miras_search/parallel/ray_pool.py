@@ -12,7 +12,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import socket
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -269,6 +271,23 @@ def _join_hint(error: str) -> str:
             "with token authentication, set RAY_AUTH_MODE=token here too")
 
 
+@contextlib.contextmanager
+def _callers_signal_handlers() -> Iterator[None]:
+    """Put back the Python SIGINT / SIGTERM handlers the caller had set (the study driver's
+    ``CtrlC``) once Ray has started: ``ray.init`` replaces them with its own, whose SIGTERM one
+    aborts with a C++ stack dump while the workers start. Default handlers are left to Ray."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    kept = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in kept.items():
+            if callable(handler) and handler is not signal.default_int_handler:
+                signal.signal(signum, handler)
+
+
 class RayPool:
     """``workers`` actors on the connected Ray cluster (see miras_search.study.pools.Pool)."""
 
@@ -279,7 +298,8 @@ class RayPool:
         address, said = resolve_address(address)
         if said is not None and not ray.is_initialized():
             (note or log.warning)(said)
-        self._owns_ray = connect(address, workers)
+        with _callers_signal_handlers():
+            self._owns_ray = connect(address, workers)
         if storage is not None and not shared_storage:
             try:
                 check_storage_reaches_every_node(storage)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -168,6 +169,23 @@ def _from_ctrl_c(error: BaseException) -> bool:
     return False
 
 
+def _stop_signal(stop: BaseException, ctrl_c: CtrlC) -> bool:
+    """Whether ``stop``, raised while the pool started, is a request to stop: a KeyboardInterrupt
+    (``ctrl_c``'s handler's, or Python's), or the ``sys.exit(SIGTERM)`` of the handler Ray puts in
+    place as it starts (until RayPool puts ``ctrl_c``'s back). If so, ``ctrl_c`` records it as its
+    handler would have."""
+    if ctrl_c.requested:
+        return isinstance(stop, KeyboardInterrupt)
+    if isinstance(stop, KeyboardInterrupt):
+        signum = signal.SIGINT
+    elif isinstance(stop, SystemExit) and stop.code == signal.SIGTERM:
+        signum = signal.SIGTERM
+    else:
+        return False
+    ctrl_c.requested, ctrl_c.signum = True, signum
+    return True
+
+
 class StudyDriver:
     """Runs ``study`` until it has ``target`` finished trials or its time budget is spent."""
 
@@ -276,10 +294,20 @@ class StudyDriver:
         deadline = None if self.timeout_s is None else started + self.timeout_s
         # the target is known before the pool starts (which may take seconds): status shows it
         self.study.set_user_attr("run", {"target": self.target, "workers": self.spec.parallel.workers})
-        pool = self.pool_factory()
+        ctrl_c = CtrlC()
+        try:
+            with ctrl_c:  # while the pool starts too: RayPool puts this handler back over Ray's
+                pool = self.pool_factory()
+        except (KeyboardInterrupt, SystemExit) as stop:
+            if not _stop_signal(stop, ctrl_c):
+                raise
+            self._stopped(summary, ctrl_c)  # no trial was handed out yet: nothing is lost
+            summary.finished = self.finished
+            summary.complete, summary.pruned, summary.failures = run_outcomes(self.study.get_trials(deepcopy=False))
+            summary.wall_s = time.perf_counter() - started
+            return summary
         if pool.capacity != self.spec.parallel.workers:
             self.study.set_user_attr("run", {"target": self.target, "workers": pool.capacity})
-        ctrl_c = CtrlC()
         try:
             with ctrl_c:
                 while True:

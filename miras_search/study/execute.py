@@ -26,6 +26,7 @@ from miras_search.trial.memory_limit import (
     process_memory_limit,
     trial_memory_limit,
 )
+from miras_search.trial.result import merge_seeds
 from miras_search.trial.runner import Weights
 
 log = logging.getLogger(__name__)
@@ -139,7 +140,7 @@ def execute(task: TrialTask, device: str | None = None, threads: int | None = No
             live.close(failed)
         return {**failed.to_dict(), "trial_s": sum(r.metrics.get("wall_s", 0.0) for r in results),
                 "live_wandb": live is not None, "wandb_error": _start_error(live)}
-    merged = _merge(results, seeds)
+    merged = merge_seeds(results, seeds)
     if live is not None:
         live.close(merged)
     out = merged.to_dict()
@@ -183,17 +184,3 @@ def flush_live_runs() -> str | None:
     for kind in list(_LIVE_KINDS):
         kind.flush()
     return _start_error(_LAST_LIVE[0]) if _LAST_LIVE else None
-
-
-def _merge(results: list[TrialResult], seeds: list[int | None]) -> TrialResult:
-    last = results[-1]
-    if len(results) == 1 or not last.ok:
-        return last if len(results) == 1 else TrialResult(
-            last.status, last.metrics, results[0].curve, failure=last.failure,
-            reason=f"seed {seeds[len(results) - 1]}: {last.reason}",
-        )
-    names = set.intersection(*(set(r.metrics) for r in results))
-    metrics = {n: sum(r.metrics[n] for r in results) / len(results) for n in names}
-    for seed, result in zip(seeds, results, strict=False):
-        metrics.update({f"{n}/seed{seed}": v for n, v in result.metrics.items()})
-    return TrialResult("complete", metrics, results[0].curve)

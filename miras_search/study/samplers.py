@@ -6,6 +6,7 @@ import collections.abc
 import copy
 import difflib
 import functools
+import hashlib
 import inspect
 import math
 import sys
@@ -372,15 +373,30 @@ def sampler_option_problems(kind: str, options: dict[str, Any]) -> list[Problem]
     return problems
 
 
-def make_sampler(study: StudyFile, space: SearchSpace) -> optuna.samplers.BaseSampler:
+def run_seed(seed: int, stored_trials: int) -> int:
+    """The seed a run's sampler draws with: ``seed`` (``sampler.seed``) in a study's first run, so
+    that two studies run from scratch with one seed propose the same points in the same order; in
+    a run that continues a study already holding ``stored_trials`` trials (asked ones: not those
+    only queued), a seed derived from both. Restarted with ``seed`` itself, a sampler would replay the first run's draws (a random
+    sampler all of them, TPE and NSGA-II their random start-up), and a duplicate point only takes
+    its earlier result: the run would add no new points. The same storage resumed twice still
+    draws the same points."""
+    if stored_trials == 0:
+        return seed
+    digest = hashlib.sha256(f"miras-run-seed:{seed}:{stored_trials}".encode()).digest()
+    return int.from_bytes(digest[:4], "big")  # <= SEED_MAX (2**32 - 1)
+
+
+def make_sampler(study: StudyFile, space: SearchSpace, stored_trials: int = 0) -> optuna.samplers.BaseSampler:
     """The sampler of ``study.sampler`` (anchors-only studies use a seeded random sampler), seeing
     one value per point on the base scale, higher fidelities carried by rank (BaseFidelitySampler);
-    TPE also sees a point's failures, as pruned trials.
+    TPE also sees a point's failures, as pruned trials. It draws with ``run_seed(sampler.seed,
+    stored_trials)``: a run continuing a study that holds ``stored_trials`` trials draws anew.
 
     ConfigError names a ``sampler.options`` entry the sampler does not take; with options given,
     a copy of the sampler draws one point of the space in a throw-away study first, so that an
     option Optuna refuses only when it samples stops the study before it holds any trial."""
-    inner = _make_sampler(study, space)
+    inner = _make_sampler(study, space, run_seed(study.sampler.seed, stored_trials))
     if study.sampler.options:
         _try_first_sample(study, space)
     return BaseFidelitySampler(inner, failures_as_pruned=study.sampler.kind == "tpe")
@@ -390,7 +406,7 @@ def _try_first_sample(study: StudyFile, space: SearchSpace) -> None:
     """Draw one point of ``space`` with a sampler of its own, built as the study's is, in an
     in-memory study (the study's sampler and storage are untouched); a TypeError / ValueError
     Optuna raises there is a ConfigError on ``sampler.options``."""
-    sampler = _make_sampler(study, space)
+    sampler = _make_sampler(study, space, study.sampler.seed)
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
@@ -415,7 +431,7 @@ def _refused(kind: str, error: Exception) -> str:
             f"{words}; see its documentation for the options and the values they take")
 
 
-def _make_sampler(study: StudyFile, space: SearchSpace) -> optuna.samplers.BaseSampler:
+def _make_sampler(study: StudyFile, space: SearchSpace, seed: int) -> optuna.samplers.BaseSampler:
     spec = study.sampler
     if not 0 <= spec.seed <= SEED_MAX:  # the study file rejects it; a copied spec may not
         raise ConfigError(study.source, [Problem(
@@ -432,15 +448,15 @@ def _make_sampler(study: StudyFile, space: SearchSpace) -> optuna.samplers.BaseS
     try:
         if spec.kind == "tpe":
             kwargs = {"multivariate": True, "group": True, "constraints_func": constraints}
-            return optuna.samplers.TPESampler(seed=spec.seed, **{**kwargs, **options})
+            return optuna.samplers.TPESampler(seed=seed, **{**kwargs, **options})
         if spec.kind == "nsgaii":
-            return optuna.samplers.NSGAIISampler(seed=spec.seed, constraints_func=constraints, **options)
+            return optuna.samplers.NSGAIISampler(seed=seed, constraints_func=constraints, **options)
         if spec.kind == "cmaes":
             options.setdefault("warn_independent_sampling", False)
-            return optuna.samplers.CmaEsSampler(seed=spec.seed, **options)
+            return optuna.samplers.CmaEsSampler(seed=seed, **options)
         if spec.kind == "grid":
-            return optuna.samplers.GridSampler(grid_space(space, study.source), seed=spec.seed, **options)
-        return optuna.samplers.RandomSampler(seed=spec.seed, **options)
+            return optuna.samplers.GridSampler(grid_space(space, study.source), seed=seed, **options)
+        return optuna.samplers.RandomSampler(seed=seed, **options)
     except (TypeError, ValueError) as error:  # what the signature does not say (e.g. two options that exclude each other)
         raise ConfigError(study.source, [Problem("sampler.options", _refused(spec.kind, error))]) from None
 

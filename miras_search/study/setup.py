@@ -16,7 +16,7 @@ from miras_search.data import DataMix
 from miras_search.errors import MirasError
 from miras_search.paths import names_a_file
 from miras_search.presets import preset
-from miras_search.redact import redact_tree
+from miras_search.redact import redact_tree, redact_url
 from miras_search.schema import ModelPoint
 from miras_search.space import SearchSpace
 from miras_search.study.owner import alive_elsewhere
@@ -97,20 +97,22 @@ def create_study(study: StudyFile, storage: str, space: SearchSpace) -> Readable
         created.set_user_attr("space_hash", space_fingerprint(space))
         created.set_user_attr("data_hash", data_hash)
         created.set_user_attr("measure_version", MEASURE_VERSION)
-    elif stored != study.objective_records:
-        raise MirasError(
-            f"the storage already holds a study named '{study.name}' with objectives "
-            f"{json.dumps(stored)}, not {json.dumps(study.objective_records)}; rename the study "
-            "or point 'storage' elsewhere"
-        )
     check_measure(created)
-    changes = file_changes(created, study, space, data_hash)
-    if changes:
+    changes = file_changes(created, study, space, data_hash, refusing=True)
+    if stored is not None and stored != study.objective_records and not objective_changes(created, study):
+        changes.append(f"objectives: {json.dumps(stored)} -> {json.dumps(study.objective_records)}")
+    if changes:  # every change at once: one edit and one rerun, not one refusal per change
         raise MirasError(
-            f"study '{study.name}' was created from a study file with other trial settings or "
-            f"another space ({'; '.join(changes)}): trials measured under both could not be ranked "
-            "together; restore them, or give the study a new name or storage"
+            f"study '{study.name}' in {redact_url(storage)} was created from a study file with other "
+            f"objectives, trial settings or another space ({'; '.join(changes)}): trials measured "
+            "under both could not be ranked together; restore them, or give the study a new name "
+            "or storage ('name:', 'storage:' or --storage) to start a new one"
         )
+    # a run that continues the study draws anew (samplers.run_seed); queued trials (anchors)
+    # were never drawn: a run stopped before any trial started is rerun as from scratch
+    stored_trials = sum(t.state != TrialState.WAITING for t in created.get_trials(deepcopy=False))
+    if stored_trials:
+        created.sampler = make_sampler(study, space, stored_trials)
     return created
 
 
@@ -161,13 +163,14 @@ def _shown(value: object, limit: int = 60) -> str:
 
 
 def file_changes(study: optuna.Study, spec: StudyFile, space: SearchSpace | None = None,
-                 data_hash: str | None = None) -> list[str]:
+                 data_hash: str | None = None, refusing: bool = False) -> list[str]:
     """Where ``spec`` (and its ``space``, and its data's ``data_fingerprint``) differs from what
     ``study`` was created with, in what decides what its trials measure: the trial settings
     (budget, data, evaluation; not those in UNMEASURED_TRIAL_FIELDS), the seeds, the space's
     content and the data's, and the objectives (``objective_changes``); e.g.
     ["trial.eval_batches: 2 -> 8"]. What is not given, or what the study does not store (made by
-    other code, or by an older version), is not compared."""
+    other code, or by an older version), is not compared. ``refusing``: for a run that refuses
+    the file (the objective entries do not say which objectives are used)."""
     stored = study.user_attrs.get("study_file")
     if not isinstance(stored, dict) or not isinstance(stored.get("trial"), dict):
         return []
@@ -188,10 +191,10 @@ def file_changes(study: optuna.Study, spec: StudyFile, space: SearchSpace | None
     if data_hash is not None and stored_data is not None and stored_data != data_hash:
         changes.append("the data's content (a data file added, edited or removed, or the "
                        "embedded corpus of another Python)")
-    return changes + objective_changes(study, spec)
+    return changes + objective_changes(study, spec, refusing)
 
 
-def objective_changes(study: optuna.Study, spec: StudyFile) -> list[str]:
+def objective_changes(study: optuna.Study, spec: StudyFile, refusing: bool = False) -> list[str]:
     """Where ``spec``'s objectives differ from those ``study`` stores (its ``objectives`` user
     attr), one entry per objective, saying that the stored ones are those used (Optuna's study
     keeps its directions: read commands rank by them; ``run`` and ``resume`` refuse the file);
@@ -203,9 +206,9 @@ def objective_changes(study: optuna.Study, spec: StudyFile) -> list[str]:
     if [r.get("name") for r in stored] != [r["name"] for r in current]:
         before = ", ".join(f"{r.get('name')} ({r.get('direction')})" for r in stored)
         after = ", ".join(f"{r['name']} ({r['direction']})" for r in current)
-        return [f"objectives: {before} -> {after} (the stored objectives are used)"]
-    return [f"objective {new['name']}: direction {old.get('direction')} -> {new['direction']} "
-            f"(the stored {old.get('direction')} is used)"
+        return [f"objectives: {before} -> {after}" + ("" if refusing else " (the stored objectives are used)")]
+    return [f"objective {new['name']}: direction {old.get('direction')} -> {new['direction']}"
+            + ("" if refusing else f" (the stored {old.get('direction')} is used)")
             for old, new in zip(stored, current, strict=True) if old.get("direction") != new["direction"]]
 
 

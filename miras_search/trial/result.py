@@ -58,3 +58,20 @@ class TrialResult:
 
     def write_json(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+
+def merge_seeds(results: list[TrialResult], seeds: list[int | None]) -> TrialResult:
+    """One result of a point trained once per seed of ``seeds`` (``results`` in that order, the
+    last one possibly failed: the seeds after it were not run): the mean of each metric over the
+    seeds, ``<metric>/seed<N>`` for each seed's, the first seed's curve; a failure names its seed."""
+    last = results[-1]
+    if len(results) == 1 or not last.ok:
+        return last if len(results) == 1 else TrialResult(
+            last.status, last.metrics, results[0].curve, failure=last.failure,
+            reason=f"seed {seeds[len(results) - 1]}: {last.reason}",
+        )
+    names = set.intersection(*(set(r.metrics) for r in results))
+    metrics = {n: sum(r.metrics[n] for r in results) / len(results) for n in names}
+    for seed, result in zip(seeds, results, strict=False):
+        metrics.update({f"{n}/seed{seed}": v for n, v in result.metrics.items()})
+    return TrialResult("complete", metrics, results[0].curve)
