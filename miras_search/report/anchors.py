@@ -110,10 +110,11 @@ class AnchorVerdict:
         if self.level:
             extra.append(f"level with {_numbers(self.level)}")
         if self.same_point:
-            extra.append(f"{_numbers(self.same_point)} is its own point measured again, not counted")
+            extra.append(f"{_numbers(self.same_point)}: its own point measured again, not counted")
         if self.anchors_ahead:
-            extra.append("behind " + ", ".join(w.anchor or f"#{w.number}" for w in self.anchors_ahead))
-        return text + (f" ({'; '.join(extra)})" if extra else "") + "."
+            names = [w.anchor or f"#{w.number}" for w in self.anchors_ahead]
+            extra.append(f"the anchor{'s' if len(names) > 1 else ''} {', '.join(names)} also beat it")
+        return text + "".join(f"; {e}" for e in extra) + "."
 
 
 def _numbers(numbers: list[int]) -> str:
