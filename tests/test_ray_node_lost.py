@@ -85,7 +85,7 @@ def test_the_pools_wait_raises_workers_lost_when_ray_wait_would_wait_forever(mon
     pool = object.__new__(RayPool)
     pool._health = ClusterHealth(NODE, lambda: _alive(dead=(NODE,)))
     monkeypatch.setattr(ray_pool, "CHECK_EVERY_S", 0.0)
-    pool.lost, pool._owns_ray = None, False
+    pool.lost, pool._owns_ray, pool._in_flight = None, False, 0
     pool._busy = {"ref": (None, SimpleNamespace(number=3))}
     pool._idle, pool._infos = [], {}
     started = time.monotonic()

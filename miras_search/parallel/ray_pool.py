@@ -333,6 +333,7 @@ class RayPool:
         self._health = ClusterHealth(_this_node())
         self.lost: str | None = None  # why the cluster stopped answering, once it has
         self._busy: dict[ray.ObjectRef, tuple[Any, TrialTask]] = {}
+        self._in_flight = 0  # trials running as the current wait began (one may be done with)
         self._idle, self._infos = [], {}
         self.tracking_error: str | None = None  # why the workers' W&B runs did not start (shutdown)
         self._start(workers)
@@ -390,6 +391,7 @@ class RayPool:
         """The next finished trial(s); WorkersLost, within about ``CHECK_EVERY_S + ANSWER_S``
         (plus the seconds Ray takes to mark a dead node dead), when the cluster stopped answering
         or this machine's Ray node died."""
+        self._in_flight = len(self._busy)
         ready, _ = self._wait(list(self._busy), 1, None)
         done = []
         for ref in ready:
@@ -458,7 +460,7 @@ class RayPool:
     def _lose(self, problem: str) -> WorkersLost:
         """The error that ends the run: the cluster is gone, and with it the trials in flight."""
         self.lost = problem
-        running = len(self._busy)
+        running = max(len(self._busy), self._in_flight)
         trials = f"the {running} trial(s) that were running are lost" if running else "no trial was running"
         return WorkersLost(
             f"the Ray node or cluster that runs the trials stopped answering ({problem}); {trials}, "
