@@ -171,6 +171,10 @@ def _run(path: Path, workers: int | None, address: str | None, storage: str | No
     _report(summary, tracker)
     if summary.stopped_because is not None:
         raise MirasError(f"study '{spec.name}' stopped: {summary.stopped_because}")
+    if summary.lost is not None:
+        raise MirasError(f"study '{spec.name}' stopped: {summary.lost} (or `miras resume "
+                         f"{shlex.quote(str(path))}`); the trials that were running were marked "
+                         "interrupted and run again first")
     if summary.interrupted:
         by = "" if summary.interrupted_by == "Ctrl-C" else f" by {summary.interrupted_by}"
         console.print(f"[yellow]stopped{by}[/]: running trials were marked interrupted; continue with "

@@ -15,12 +15,13 @@ import os
 import signal
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
 import ray
-from ray.exceptions import OutOfMemoryError, RayActorError, RayError
+from ray.exceptions import OutOfMemoryError, RayActorError, RayError, RaySystemError
 
 from miras_search.errors import MirasError, first_line
 from miras_search.parallel.resources import plan_actors
@@ -29,6 +30,7 @@ from miras_search.redact import redact_text, redact_url
 from miras_search.schema.plugins import load_plugins
 from miras_search.study.execute import TrialTask, execute, flush_live_runs
 from miras_search.study.journal_repair import take_repair_notes
+from miras_search.study.pools import WorkersLost
 
 log = logging.getLogger(__name__)
 START_TIMEOUT_S = 600.0
@@ -46,6 +48,15 @@ waits about 40 s; Ray's own default, 20 tries, keeps a run silent for over 12 mi
 port belongs to something else). ``RAY_gcs_server_port_wait_time_s`` set by the user wins."""
 _RAY_CLIENT_PORT = 10001
 """Ray Client's default port (``ray://HOST`` without one)."""
+POLL_S = 2.0
+"""How long one ``ray.wait`` for a trial's end blocks before the cluster's health is looked at:
+``ray.wait`` alone never notices that the node under it died (it would wait forever)."""
+CHECK_EVERY_S = 5.0
+"""How often, while trials run, the cluster's control service (GCS) is asked which nodes are
+alive (one small request on a background thread: nothing on the normal path waits for it)."""
+ANSWER_S = 15.0
+"""How long that question may go unanswered before the cluster counts as gone. A live GCS
+answers in milliseconds; a dead one never does (Ray's client retries it silently for minutes)."""
 
 
 class TrialWorker:
@@ -319,7 +330,10 @@ class RayPool:
         self._actor_cls = ray.remote(TrialWorker).options(
             num_cpus=plan.num_cpus, num_gpus=plan.num_gpus, max_restarts=0,
         )
+        self._health = ClusterHealth(_this_node())
+        self.lost: str | None = None  # why the cluster stopped answering, once it has
         self._busy: dict[ray.ObjectRef, tuple[Any, TrialTask]] = {}
+        self._in_flight = 0  # trials running as the current wait began (one may be done with)
         self._idle, self._infos = [], {}
         self.tracking_error: str | None = None  # why the workers' W&B runs did not start (shutdown)
         self._start(workers)
@@ -330,7 +344,12 @@ class RayPool:
         when none started, Ray is let go and a MirasError says why (no trial was run yet)."""
         actors = [self._new_actor() for _ in range(workers)]
         calls = {actor.info.remote(): actor for actor in actors}
-        ready, late = ray.wait(list(calls), num_returns=len(calls), timeout=START_TIMEOUT_S)
+        try:
+            ready, late = self._wait(list(calls), len(calls), START_TIMEOUT_S)
+        except WorkersLost:
+            if self._owns_ray:
+                ray.shutdown()
+            raise
         died = []
         for ref in ready:
             actor = calls[ref]
@@ -369,17 +388,30 @@ class RayPool:
         return self._infos.get(id(actor), {"host": "?", "pid": None, "device": self.device})
 
     def wait(self) -> list[tuple[TrialTask, dict[str, Any]]]:
-        ready, _ = ray.wait(list(self._busy), num_returns=1)
+        """The next finished trial(s); WorkersLost, within about ``CHECK_EVERY_S + ANSWER_S``
+        (plus the seconds Ray takes to mark a dead node dead), when the cluster stopped answering
+        or this machine's Ray node died."""
+        self._in_flight = len(self._busy)
+        ready, _ = self._wait(list(self._busy), 1, None)
         done = []
         for ref in ready:
             actor, task = self._busy.pop(ref)
             try:
                 result = ray.get(ref)
                 self._idle.append(actor)
+            except RaySystemError as error:  # Ray's own: the node under the driver is gone
+                self._busy[ref] = (actor, task)
+                raise self._lose(f"Ray failed: {first_line(error)}") from None
             except OutOfMemoryError as error:  # Ray's memory monitor killed the worker
                 result = _died(f"the node ran out of memory and Ray stopped the worker ({first_line(error)})", "oom")
                 self._replace(actor)
             except RayActorError as error:
+                # a worker dies with its node: then the cluster, not the trial, is what failed
+                # (Ray publishes the actor's death after it marked the node dead)
+                problem = self._health.check_now()
+                if problem is not None:
+                    self._busy[ref] = (actor, task)
+                    raise self._lose(problem) from None
                 kind = "oom" if _says_out_of_memory(str(error)) else "worker_died"
                 result = _died(f"the worker process died while running the trial ({first_line(error)})", kind)
                 self._replace(actor)
@@ -397,7 +429,10 @@ class RayPool:
         self._infos.pop(id(dead), None)
         fresh = self._new_actor()
         try:
-            self._infos[id(fresh)] = ray.get(fresh.info.remote(), timeout=START_TIMEOUT_S)
+            ready, _ = self._wait([call := fresh.info.remote()], 1, START_TIMEOUT_S)
+            if not ready:
+                raise ray.exceptions.GetTimeoutError(f"no answer within {START_TIMEOUT_S:.0f} s")
+            self._infos[id(fresh)] = ray.get(call)
             self._idle.append(fresh)
         except RayError as error:
             log.warning("could not replace a dead worker: %s", first_line(error))
@@ -405,17 +440,122 @@ class RayPool:
                 ray.kill(fresh)
             self.capacity = max(1, self.capacity - 1)
 
+    def _wait(self, refs: list[ray.ObjectRef], count: int,
+              timeout: float | None) -> tuple[list[ray.ObjectRef], list[ray.ObjectRef]]:
+        """``ray.wait(refs, num_returns=count, timeout=timeout)`` in slices of ``POLL_S``, the
+        cluster's health looked at between them: WorkersLost when it stopped answering."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = POLL_S if deadline is None else max(0.0, min(POLL_S, deadline - time.monotonic()))
+            try:
+                ready, rest = ray.wait(refs, num_returns=count, timeout=left)
+            except RaySystemError as error:
+                raise self._lose(f"Ray failed: {first_line(error)}") from None
+            if len(ready) >= count or (deadline is not None and time.monotonic() >= deadline):
+                return ready, rest
+            problem = self._health.problem()
+            if problem is not None:
+                raise self._lose(problem)
+
+    def _lose(self, problem: str) -> WorkersLost:
+        """The error that ends the run: the cluster is gone, and with it the trials in flight."""
+        self.lost = problem
+        running = max(len(self._busy), self._in_flight)
+        trials = f"the {running} trial(s) that were running are lost" if running else "no trial was running"
+        return WorkersLost(
+            f"the Ray node or cluster that runs the trials stopped answering ({problem}); {trials}, "
+            "every trial that had finished is stored. Check that Ray is still up (`ray status`; a "
+            "node that ran out of memory, or whose Ray processes were killed, ends this way), then "
+            "run the same command again: it continues the study where it stopped"
+        )
+
     def shutdown(self) -> None:
-        with contextlib.suppress(Exception):  # live W&B runs of finished trials: let them complete
-            errors = ray.get([actor.flush.remote() for actor in self._idle], timeout=120)
-            self.tracking_error = next((e for e in errors if e), None)
-        for actor in [*self._idle, *(a for a, _ in self._busy.values())]:
-            with contextlib.suppress(Exception):  # already gone
-                ray.kill(actor)
+        if self.lost is None:  # a dead cluster would keep both waiting for minutes
+            with contextlib.suppress(Exception):  # live W&B runs of finished trials: let them complete
+                errors = ray.get([actor.flush.remote() for actor in self._idle], timeout=120)
+                self.tracking_error = next((e for e in errors if e), None)
+            for actor in [*self._idle, *(a for a, _ in self._busy.values())]:
+                with contextlib.suppress(Exception):  # already gone
+                    ray.kill(actor)
         self._idle.clear()
         self._busy.clear()
         if self._owns_ray:
             ray.shutdown()
+
+
+def _this_node() -> str | None:
+    """The id of the Ray node this driver runs on; None where there is none (Ray Client)."""
+    try:
+        return ray.get_runtime_context().get_node_id()
+    except Exception:  # Ray Client, or Ray's API changed: any live node will do
+        return None
+
+
+class ClusterHealth:
+    """Whether the Ray cluster still runs this driver's work: its control service (GCS) answers
+    ``ray.nodes()`` within ``ANSWER_S`` and lists this driver's node as alive.
+
+    ``problem()`` never blocks: it asks on a background thread (every ``CHECK_EVERY_S``) and reads
+    the answer on a later call; ``check_now()`` waits for an answer (at most ``ANSWER_S``)."""
+
+    def __init__(self, node_id: str | None, nodes: Callable[[], list[dict[str, Any]]] | None = None):
+        self.node_id = node_id
+        self._nodes = nodes or ray.nodes
+        self._asking: threading.Thread | None = None
+        self._asked_at = 0.0
+        self._answer: list[dict[str, Any]] | BaseException | None = None
+        self._checked_at = time.monotonic()
+
+    def problem(self) -> str | None:
+        """Why the cluster counts as gone, from the last answer (or the lack of one); None if not."""
+        now = time.monotonic()
+        if self._asking is not None:
+            if self._asking.is_alive():
+                return self._silent() if now - self._asked_at > ANSWER_S else None
+            self._asking, self._checked_at = None, now
+            verdict = self._verdict(self._answer)
+            if verdict is not None:
+                return verdict
+        if now - self._checked_at >= CHECK_EVERY_S:
+            self._ask()
+        return None
+
+    def check_now(self) -> str | None:
+        """``problem()``, waiting for a fresh answer (at most ``ANSWER_S``) instead of reading an old one."""
+        if self._asking is None:
+            self._ask()
+        assert self._asking is not None
+        self._asking.join(max(0.0, self._asked_at + ANSWER_S - time.monotonic()))
+        if self._asking.is_alive():
+            return self._silent()
+        self._asking, self._checked_at = None, time.monotonic()
+        return self._verdict(self._answer)
+
+    def _ask(self) -> None:
+        def ask() -> None:
+            try:
+                self._answer = self._nodes()
+            except Exception as error:  # Ray's errors for a lost GCS vary by version
+                self._answer = error
+
+        self._answer, self._asked_at = None, time.monotonic()
+        # a daemon thread: a question to a dead GCS may never return, and must not keep the process
+        self._asking = threading.Thread(target=ask, name="miras-ray-health", daemon=True)
+        self._asking.start()
+
+    @staticmethod
+    def _silent() -> str:
+        return f"its control service (GCS) did not answer within {ANSWER_S:.0f} s"
+
+    def _verdict(self, answer: list[dict[str, Any]] | BaseException | None) -> str | None:
+        if isinstance(answer, BaseException):
+            return f"asking it which nodes are alive failed: {first_line(answer, 200)}"
+        alive = {node.get("NodeID") for node in answer or [] if node.get("Alive")}
+        if not alive:
+            return "it lists no live node"
+        if self.node_id is not None and self.node_id not in alive:
+            return f"Ray marked this machine's node ({self.node_id[:8]}) dead"
+        return None
 
 
 def workers_did_not_start(workers: int, problems: list[str]) -> str:

@@ -35,7 +35,7 @@ from miras_search.study.halving import run_halving
 from miras_search.study.interrupts import CtrlC
 from miras_search.study.lease import Lease, acquire, refuse_if_held
 from miras_search.study.owner import this_driver
-from miras_search.study.pools import Pool
+from miras_search.study.pools import Pool, WorkersLost
 from miras_search.study.preflight import preflight
 from miras_search.study.records import (
     INFRASTRUCTURE_FAILURES,
@@ -137,6 +137,7 @@ class RunSummary:
     interrupted_by: str = "Ctrl-C"  # or "SIGTERM" (kill, timeout, docker stop, a scheduler)
     exit_code: int = 130  # what the command exits with when interrupted: 128 + the signal
     stopped_because: str | None = None  # a study-level error that every trial would repeat
+    lost: str | None = None  # the workers' cluster stopped answering (WorkersLost): why
     already_done: bool = False  # the study had reached its target before this run started
     promoted: int = 0  # successive halving: longer runs of promoted points stored by this run
     wall_s: float = 0.0
@@ -328,6 +329,9 @@ class StudyDriver:
                                                    note=lambda text: self._emit("note", text))
         except KeyboardInterrupt:
             self._stopped(summary, ctrl_c)
+        except WorkersLost as error:  # the trials in flight will never report: as if stopped
+            summary.lost = str(error)
+            self._interrupt("the Ray node or cluster running this trial stopped answering")
         except Exception as error:
             # A Ctrl-C that landed in a library's cleanup comes out as that cleanup's error (Optuna's
             # journal lock, interrupted after it let go of the lock, fails to unlink it twice)

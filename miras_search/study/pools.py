@@ -11,7 +11,14 @@ from typing import Any, Protocol
 
 import optuna
 
+from miras_search.errors import MirasError
 from miras_search.study.execute import TrialTask, execute
+
+
+class WorkersLost(MirasError):
+    """Raised by ``Pool.wait`` when the pool's workers can no longer be reached at all (the Ray
+    node or cluster stopped answering): the trials in flight are lost, none of their results will
+    come. ``str(error)`` says what happened; the driver marks those trials interrupted."""
 
 
 class Pool(Protocol):
@@ -24,7 +31,8 @@ class Pool(Protocol):
         ...
 
     def wait(self) -> list[tuple[TrialTask, dict[str, Any]]]:
-        """Block until a trial ends; its result is ``TrialResult.to_dict()`` (+ ``trial_s``)."""
+        """Block until a trial ends; its result is ``TrialResult.to_dict()`` (+ ``trial_s``).
+        Raises WorkersLost, within a bounded time, when the workers can no longer be reached."""
         ...
 
     def shutdown(self) -> None: ...
