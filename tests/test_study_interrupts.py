@@ -76,12 +76,13 @@ def test_ray_starting_puts_back_the_callers_handlers_not_the_defaults():
     def ray_like(signum, frame):  # pragma: no cover - never called
         raise SystemExit(signum)
 
+    sigterm_before = signal.getsignal(signal.SIGTERM)  # Ray's, when an earlier test left Ray running
     with CtrlC() as ctrl_c:
         with _callers_signal_handlers():
             signal.signal(signal.SIGTERM, ray_like)
             signal.signal(signal.SIGINT, ray_like)
         assert signal.getsignal(signal.SIGTERM) == ctrl_c._handle == signal.getsignal(signal.SIGINT)
-    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    assert signal.getsignal(signal.SIGTERM) == sigterm_before
     before = signal.getsignal(signal.SIGINT)
     try:  # no handler of the caller's: Ray's stay
         with _callers_signal_handlers():
