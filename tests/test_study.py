@@ -28,7 +28,9 @@ TINY_SPACE = {
     "base": {"block": {"d_model": 32, "n_heads": 2, "n_layers": 1, "max_seq_len": 512}},
     "params": {
         "bias": {"kind": {"choice": ["l2", "dot"]}},
-        "retention": {"kind": {"choice": {"l2": {"alpha": {"value": {"float": [0.8, 0.99]}}}, "none": {}}}},
+        # the preset's alpha is Mamba2's decay, which reads no value: l2 draws one for a head gate
+        "retention": {"kind": {"choice": {"l2": {"alpha": {"mode": "head", "value": {"float": [0.8, 0.99]}}},
+                                          "none": {}}}},
         "algorithm": {"kind": {"choice": ["gd", "momentum"]}},
     },
 }

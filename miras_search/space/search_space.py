@@ -17,7 +17,7 @@ from miras_search.errors import ConfigError, MirasError, Problem
 from miras_search.file_kinds import plain_file_kind
 from miras_search.merge import deep_merge, get_path
 from miras_search.presets import is_preset_point, preset
-from miras_search.schema import AXES, ModelPoint
+from miras_search.schema import AXES, ModelPoint, canonical_data
 from miras_search.schema_paths import unknown_path_problem
 from miras_search.space.base_check import base_problems
 from miras_search.space.checks import shape_problems
@@ -236,7 +236,9 @@ class SearchSpace:
             return None
         rebuilt = self.to_point_or_none(deep_merge(self.base, _decoded(self, chooser.params)))
         keep = set(AXES) if axes_only else set(ModelPoint.model_fields) - {"name"}
-        same = rebuilt is not None and rebuilt.model_dump(include=keep) == point.model_dump(include=keep)
+        # compared without unused fields: a space that draws a gate's value only under the modes
+        # that read it holds a preset whose mamba decay carries one
+        same = rebuilt is not None and _sections(rebuilt, keep) == _sections(point, keep)
         return chooser.params if same else None
 
     def to_point_or_none(self, data: dict[str, Any]) -> ModelPoint | None:
@@ -314,6 +316,11 @@ def _refuse_other_kinds(data: Any, source: str) -> None:
         raise ConfigError(source, [Problem("", (
             f"is a {kind} file, not a space file; give a space file (type: space, with its preset, "
             "params and constraints)"))])
+
+
+def _sections(point: ModelPoint, keep: set[str]) -> dict[str, Any]:
+    """The ``keep`` sections of the point's canonical data (unused fields dropped)."""
+    return {name: value for name, value in canonical_data(point).items() if name in keep}
 
 
 def _decoded(space: SearchSpace, params: dict[str, Any]) -> dict[str, Any]:
