@@ -52,6 +52,16 @@ def canonical_data(obj: Schema) -> dict[str, Any]:
     return _canonical(obj, obj.model_dump(mode="json"))
 
 
+def unused_paths(obj: Schema, prefix: tuple[str, ...] = ()) -> set[tuple[str, ...]]:
+    """The paths (``("retention", "alpha", "value")``) of every unused field under ``obj``."""
+    found = {(*prefix, name) for name in obj.unused_fields()}
+    for name in type(obj).model_fields:
+        value = getattr(obj, name)
+        if isinstance(value, Schema) and name not in obj.unused_fields():
+            found |= unused_paths(value, (*prefix, name))
+    return found
+
+
 def _canonical(obj: Any, data: Any) -> Any:
     if isinstance(obj, Schema) and isinstance(data, dict):
         unused = obj.unused_fields()

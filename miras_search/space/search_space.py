@@ -17,7 +17,7 @@ from miras_search.errors import ConfigError, MirasError, Problem
 from miras_search.file_kinds import plain_file_kind
 from miras_search.merge import deep_merge, get_path
 from miras_search.presets import is_preset_point, preset
-from miras_search.schema import AXES, ModelPoint, canonical_data
+from miras_search.schema import AXES, ModelPoint, canonical_data, unused_paths
 from miras_search.schema_paths import unknown_path_problem
 from miras_search.space.base_check import base_problems
 from miras_search.space.checks import shape_problems
@@ -67,18 +67,20 @@ class _Mismatch(Exception):
 
 
 class _EncodeChooser:
-    """Reads each parameter's value off an existing point; _Mismatch when the point is outside."""
+    """Reads each parameter's value off an existing point; _Mismatch when the point is outside.
+    A field the point leaves unused (a mamba decay's ``value``) takes any value of the space's."""
 
-    def __init__(self, point_data: dict[str, Any], free: tuple[str, ...] = ()):
-        self.data = point_data
+    def __init__(self, point: ModelPoint, free: tuple[str, ...] = ()):
+        self.data = point.model_dump(mode="json")
         self.free = free  # top-level sections whose values need not match (the space's are kept)
+        self.unused = unused_paths(point)
         self.params: dict[str, Any] = {}
 
     def _value(self, path: tuple[str, ...]) -> Any:
         return get_path(self.data, path)
 
     def _mismatch(self, name: str, path: tuple[str, ...], fallback: Any) -> Any:
-        if path[0] not in self.free:
+        if path[0] not in self.free and path not in self.unused:
             raise _Mismatch
         self.params[name] = fallback
         return fallback
@@ -122,7 +124,7 @@ class _EncodeChooser:
         raise _Mismatch
 
     def fixed(self, path: tuple[str, ...], value: Any) -> None:
-        if self._value(path) != value and path[0] not in self.free:
+        if self._value(path) != value and path[0] not in self.free and path not in self.unused:
             raise _Mismatch
 
 
@@ -229,7 +231,7 @@ class SearchSpace:
         space's own, so that a named model is measured on the same footing as the searched points.
         """
         free = ("name", "block", "train") if axes_only else ()
-        chooser = _EncodeChooser(point.model_dump(mode="json"), free)
+        chooser = _EncodeChooser(point, free)
         try:
             walk(self.spec.params, chooser, {})
         except _Mismatch:
