@@ -29,8 +29,8 @@ TINY_SPACE = {
     "params": {
         "bias": {"kind": {"choice": ["l2", "dot"]}},
         # the preset's alpha is Mamba2's decay, which reads no value: l2 draws one for a head gate
-        "retention": {"kind": {"choice": {"l2": {"alpha": {"mode": "head", "value": {"float": [0.8, 0.99]}}},
-                                          "none": {}}}},
+        "retention": {"kind": {"choice": {"l2": {"alpha": {
+            "mode": "head", "a_init": None, "dt_init": None, "value": {"float": [0.8, 0.99]}}}, "none": {}}}},
         "algorithm": {"kind": {"choice": ["gd", "momentum"]}},
     },
 }

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import yaml
 from test_study import TINY_SPACE, run_inline, trials_of, write_study
 from typer.testing import CliRunner
 
@@ -131,3 +132,21 @@ def test_a_study_stored_with_old_keys_resumes_reusing_its_results_and_anchor(tmp
     trials = trials_of(path)
     assert [t.user_attrs.get("anchor") for t in trials] == ["gated_deltanet", None, None]  # not queued again
     assert all(t.user_attrs.get("reused_from") == 0 for t in trials[1:])  # the same model: not trained again
+
+
+def test_validate_warns_about_a_draw_some_points_leave_unused(tmp_path):
+    old, new = tmp_path / "old.yaml", tmp_path / "new.yaml"
+    old.write_text(yaml.safe_dump(SPACE_OLD_STYLE))
+    new.write_text(yaml.safe_dump(SPACE_NEW_STYLE))
+    result = CliRunner().invoke(app, ["validate", str(old), str(new)])
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.output.splitlines() if "warning" in line]
+    assert len(warnings) == 1 and "old.yaml" in warnings[0], result.output
+    assert "retention.alpha.value" in result.output and "'retnet'" in result.output and "'mamba'" in result.output
+    assert "'head'" not in result.output
+    assert SearchSpace.from_dict(SPACE_NEW_STYLE).unused_draws() == []
+
+
+def test_the_shipped_spaces_draw_no_unused_field():
+    for space_file in sorted((ROOT / "spaces").glob("*.yaml")):
+        assert SearchSpace.load(space_file).unused_draws() == [], space_file.name

@@ -62,6 +62,29 @@ class _OptunaChooser:
         pass
 
 
+class _RecordingChooser(_OptunaChooser):
+    """Samples as ``_OptunaChooser`` and records the path of every value that varies."""
+
+    def __init__(self, trial: optuna.trial.BaseTrial):
+        super().__init__(trial)
+        self.drawn: set[tuple[str, ...]] = set()
+
+    def categorical(self, name: str, path: tuple[str, ...], options: list[Any]) -> Any:
+        if len(options) > 1:
+            self.drawn.add(path)
+        return super().categorical(name, path, options)
+
+    def integer(self, name: str, path: tuple[str, ...], node: IntRange) -> int:
+        if node.int[0] != node.int[1]:
+            self.drawn.add(path)
+        return super().integer(name, path, node)
+
+    def real(self, name: str, path: tuple[str, ...], node: FloatRange) -> float:
+        if node.float[0] != node.float[1]:
+            self.drawn.add(path)
+        return super().real(name, path, node)
+
+
 class _Mismatch(Exception):
     pass
 
@@ -248,6 +271,31 @@ class SearchSpace:
             return self.to_point(data)
         except InfeasiblePoint:
             return None
+
+    def unused_draws(self, draws: int = 256, seed: int = 0) -> list[str]:
+        """One sentence per drawn field that a valid point of the space leaves unused
+        (``Schema.unused_fields``: a gate's ``value`` under mode 'mamba'), naming the setting
+        that ignores it: such a draw changes no model, so the sampler learns from noise there.
+        Found among ``draws`` random draws (a branch drawn rarely may go unseen)."""
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+        found: dict[tuple[str, ...], dict[str, None]] = {}  # path -> the settings that ignore it
+        for _ in range(draws):
+            chooser = _RecordingChooser(study.ask())
+            sampled: dict[str, Any] = {}
+            walk(self.spec.params, chooser, sampled)
+            point = self.to_point_or_none(deep_merge(self.base, sampled))
+            if point is None:
+                continue
+            data = point.model_dump(mode="json")
+            for path in sorted(chooser.drawn & unused_paths(point)):
+                owner = get_path(data, path[:-1]) if len(path) > 1 else data
+                setting = next((f"{'.'.join((*path[:-1], k))} is '{owner[k]}'" for k in ("mode", "kind")
+                                if isinstance(owner, dict) and k in owner), f"in {'.'.join(path[:-1])}")
+                found.setdefault(path, {})[setting] = None
+        return [f"{'.'.join(path)} is drawn also where {' or '.join(found[path])}, which does not use it "
+                "(the same model whatever its value): draw it only inside the branches that use it"
+                for path in sorted(found)]
 
     def sample(self, n: int, seed: int = 0, max_attempts: int | None = None) -> list[ModelPoint]:
         """``n`` valid points drawn at random (rejection sampling); ConfigError if none is valid."""
