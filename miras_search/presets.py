@@ -11,7 +11,7 @@ import difflib
 from typing import Any
 
 from miras_search.errors import ConfigError, Problem
-from miras_search.schema import AXES, ModelPoint
+from miras_search.schema import AXES, ModelPoint, canonical_data
 from miras_search.validation import validate
 
 _HEAD = {"mode": "head"}
@@ -33,8 +33,8 @@ _CHANNEL = {"mode": "channel", "rank": 32}
 # dt log-uniform in [1e-3, 0.1] (heads start between 0.2 and 0.999); Gated DeltaNet (and
 # fla's DeltaProduct) draw A from [0, 16]. (value is unused by this mode, as by retnet's schedule;
 # it is kept inside the spaces' range so that a space can encode the preset.)
-_MAMBA2_DECAY = {"mode": "mamba", "value": 0.95, "a_init": [1.0, 16.0], "dt_init": [0.001, 0.1]}
-_GDN_DECAY = {"mode": "mamba", "value": 0.95, "a_init": [0.0, 16.0], "dt_init": [0.001, 0.1]}
+_MAMBA2_DECAY = {"mode": "mamba", "a_init": [1.0, 16.0], "dt_init": [0.001, 0.1]}  # value: unused
+_GDN_DECAY = {"mode": "mamba", "a_init": [0.0, 16.0], "dt_init": [0.001, 0.1]}
 
 PRESET_AXES: dict[str, dict[str, Any]] = {
     "linear_attention": {
@@ -222,9 +222,10 @@ def preset_hint(name: str) -> str:
 def is_preset_point(point: ModelPoint) -> bool:
     """Whether ``point`` carries a preset's name and that preset's four axes, every setting of
     them (a Moneta with p = 2.5 is a variant of Moneta, not Moneta)."""
-    return point.name in PRESET_AXES and (
-        preset(point.name).model_dump(include=set(AXES)) == point.model_dump(include=set(AXES))
-    )
+    if point.name not in PRESET_AXES:
+        return False
+    mine, theirs = canonical_data(point), canonical_data(preset(point.name))  # unused fields aside
+    return all(mine[axis] == theirs[axis] for axis in AXES)
 
 
 def preset(name: str, **overrides: Any) -> ModelPoint:

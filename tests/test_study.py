@@ -19,7 +19,7 @@ from miras_search.cli import app
 from miras_search.errors import ConfigError, MirasError
 from miras_search.points import point_from_dict
 from miras_search.presets import preset
-from miras_search.schema import ModelPoint
+from miras_search.schema import ModelPoint, canonical_data
 from miras_search.study import InlinePool, load_study_dict, load_study_file, open_study, run_study
 from miras_search.study.samplers import make_sampler
 
@@ -28,7 +28,10 @@ TINY_SPACE = {
     "base": {"block": {"d_model": 32, "n_heads": 2, "n_layers": 1, "max_seq_len": 512}},
     "params": {
         "bias": {"kind": {"choice": ["l2", "dot"]}},
-        "retention": {"kind": {"choice": {"l2": {"alpha": {"value": {"float": [0.8, 0.99]}}}, "none": {}}}},
+        # the preset's alpha is Mamba2's decay, which reads no value: only a head gate draws one
+        "retention": {"kind": {"choice": {"l2": {"alpha": {"mode": {"choice": {
+            "mamba": {}, "head": {"a_init": None, "dt_init": None, "value": {"float": [0.8, 0.99]}}}}}},
+            "none": {}}}},
         "algorithm": {"kind": {"choice": ["gd", "momentum"]}},
     },
 }
@@ -105,7 +108,8 @@ def test_run_stores_the_contract_and_measures_anchors_first(tmp_path):
         assert trial.state == TrialState.COMPLETE
         attrs = trial.user_attrs
         point = ModelPoint.model_validate(attrs["point"])
-        canonical = json.dumps(point.model_dump(mode="json", exclude={"name"}), sort_keys=True, separators=(",", ":"))
+        data = canonical_data(point)  # unused fields (a mamba decay's value) left out
+        canonical = json.dumps({k: v for k, v in data.items() if k != "name"}, sort_keys=True, separators=(",", ":"))
         assert attrs["point_key"] == hashlib.sha256(canonical.encode()).hexdigest()
         assert attrs["axes"] == point.axes
         assert point.train.tokens == TINY_TRIAL["tokens"] and point.block.d_model == 32

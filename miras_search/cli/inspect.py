@@ -20,6 +20,7 @@ from miras_search.schema.train import SEED_MAX
 
 if TYPE_CHECKING:
     from miras_search.schema import ModelPoint
+    from miras_search.space import SearchSpace
 
 # The rest is imported where used: `miras --help` must not import Optuna or torch.
 
@@ -68,7 +69,8 @@ def schema(
 @command("validate")
 def validate(files: Annotated[list[Path], typer.Argument(help="Point, space or study files.")]) -> None:
     """Check files against the schemas (spaces, and studies' spaces, are also sampled once, and
-    studies' samplers built); exit 1 if any is invalid."""
+    studies' samplers built); exit 1 if any is invalid. A space that draws a field some of its
+    points leave unused (a gate's value under mode 'mamba') gets a warning."""
     from miras_search.cli.files import load_all
     from miras_search.schema import ModelPoint
     from miras_search.space import SearchSpace
@@ -80,8 +82,9 @@ def validate(files: Annotated[list[Path], typer.Argument(help="Point, space or s
             for index, (kind, loaded) in enumerate(documents, 1):
                 if isinstance(loaded, SearchSpace):
                     loaded.sample(1, seed=0)
+                    _warn_unused_draws(path, loaded)
                 elif kind == "study":  # what `run` does first: sample its space, build its sampler
-                    _check_study(loaded)
+                    _warn_unused_draws(path, _check_study(loaded))
                 elif isinstance(loaded, ModelPoint):
                     _check_point_memory(loaded, path if len(documents) == 1 else f"{path} (document {index})")
         except MirasError as error:
@@ -101,7 +104,13 @@ def _kinds(documents: list[tuple[str, object]]) -> str:
     return f"{len(documents)} {kinds.pop()}s" if len(kinds) == 1 else f"{len(documents)} documents"
 
 
-def _check_study(study) -> None:
+def _warn_unused_draws(path: Path, space: SearchSpace) -> None:
+    """A warning per field the space draws where its point does not use it (a noise dimension)."""
+    for note in space.unused_draws():
+        errors.print(f"[yellow]warning:[/] {escape(str(path))}: {escape(note)}", highlight=False, soft_wrap=True)
+
+
+def _check_study(study) -> SearchSpace:
     """ConfigError when the study's space has no valid point, its sampler cannot be built, its
     points cannot fit a trial's memory or its data cannot give a batch (study.preflight)."""
     from miras_search.study.preflight import preflight  # the study layer sits above this one
@@ -111,6 +120,7 @@ def _check_study(study) -> None:
     space.sample(1, seed=0)
     make_sampler(study, space)
     preflight(study, space)
+    return space
 
 
 def _check_point_memory(point: ModelPoint, path: Path | str) -> None:

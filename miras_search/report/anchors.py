@@ -22,13 +22,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import ValidationError
-
 from miras_search.presets import NAMED_MODELS, preset_names
 from miras_search.report.leaderboard import format_value
 from miras_search.report.study_data import ObjectiveInfo, TrialRow
-from miras_search.schema import ModelPoint
-from miras_search.study.records import point_key
+from miras_search.study.records import stored_key
 
 
 @dataclass(frozen=True)
@@ -145,22 +142,17 @@ _OUTCOME = {"FAIL": "failed", "PRUNED": "pruned", "RUNNING": "running", "WAITING
 
 
 def _point_identity(row: TrialRow) -> str | None:
-    """What makes two trials the same model: the stored ``point_key``, else (a study written
-    without one) the stored point without its name; None when the trial stores neither."""
-    if row.point_key:
-        return row.point_key
-    if isinstance(row.point, dict) and row.point:
-        return _dict_key(row.point)
-    return None
-
-
-def _dict_key(point: dict[str, Any]) -> str:
-    """The stored point's key as ``study.records.point_key`` computes it (its name left out);
-    a point this version cannot read is compared as stored."""
-    try:
-        return point_key(ModelPoint.model_validate(point))
-    except ValidationError:
+    """What makes two trials the same model: the key ``study.records.point_key`` computes from
+    the stored point (a study stored by an earlier version may hold other keys: ``stored_key``),
+    else the stored ``point_key``, else the stored point as written without its name; None when
+    the trial stores neither."""
+    point = row.point if isinstance(row.point, dict) and row.point else None
+    key = stored_key({"point": point, "point_key": row.point_key})
+    if key is not None:
+        return key
+    if point is not None:
         return json.dumps({k: v for k, v in point.items() if k != "name"}, sort_keys=True, default=str)
+    return None
 
 
 def _anchor_trial(trials: list[TrialRow]) -> tuple[TrialRow | None, str]:

@@ -1,6 +1,7 @@
 """Pydantic v2 schemas of the Miras design space; they know nothing of torch."""
 
 from miras_search.schema import plugins  # imports every axis module itself
+from miras_search.schema._base import canonical_data, unused_paths
 from miras_search.schema.algorithm import (
     ALGORITHM_KINDS,
     GD,
@@ -80,6 +81,8 @@ __all__ = [
     "RobustBias",
     "Train",
     "VectorMemory",
+    "canonical_data",
     "cross_axis_problems",
     "exact_delta_applies",
+    "unused_paths",
 ]

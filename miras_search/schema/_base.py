@@ -39,6 +39,38 @@ class Schema(BaseModel):
                     raise ValueError(f"{name}: a number is needed, not a boolean ({str(item).lower()})")
         return data
 
+    def unused_fields(self) -> frozenset[str]:
+        """The fields this object's other settings make irrelevant to the model built from it
+        (a gate in mode 'retnet' never reads its ``value``): two objects that differ only there
+        are the same model. None by default; a schema with such fields overrides this."""
+        return frozenset()
+
+
+def canonical_data(obj: Schema) -> dict[str, Any]:
+    """``obj`` as JSON-able data with every unused field (``Schema.unused_fields``) dropped, at
+    every depth: the identity of the model it describes (equal data: the same model)."""
+    return _canonical(obj, obj.model_dump(mode="json"))
+
+
+def unused_paths(obj: Schema, prefix: tuple[str, ...] = ()) -> set[tuple[str, ...]]:
+    """The paths (``("retention", "alpha", "value")``) of every unused field under ``obj``."""
+    found = {(*prefix, name) for name in obj.unused_fields()}
+    for name in type(obj).model_fields:
+        value = getattr(obj, name)
+        if isinstance(value, Schema) and name not in obj.unused_fields():
+            found |= unused_paths(value, (*prefix, name))
+    return found
+
+
+def _canonical(obj: Any, data: Any) -> Any:
+    if isinstance(obj, Schema) and isinstance(data, dict):
+        unused = obj.unused_fields()
+        return {name: _canonical(getattr(obj, name, None), value)
+                for name, value in data.items() if name not in unused}
+    if isinstance(obj, list | tuple) and isinstance(data, list) and len(obj) == len(data):
+        return [_canonical(item, value) for item, value in zip(obj, data, strict=True)]
+    return data
+
 
 class AxisOption(Schema):
     """Base of the options of one axis (a memory, a bias, a retention gate, an algorithm, a

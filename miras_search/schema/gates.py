@@ -88,6 +88,12 @@ class Gate(Schema):
             raise ValueError(f"dt_init must be [low, high] with 0 < low <= high, got {list(self.dt_init)}")
         return self
 
+    def unused_fields(self) -> frozenset[str]:
+        """``value`` in the modes that never read it (a fixed schedule, Mamba2's decay): two such
+        gates that differ only in ``value`` build the same model. (The other fields of a mode
+        that does not use them are refused, so are always unset there.)"""
+        return frozenset({"value"}) if self.mode in ALPHA_ONLY_MODES else frozenset()
+
     @property
     def data_dependent(self) -> bool:
         return self.mode in ("head", "channel", "mamba")

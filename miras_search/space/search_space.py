@@ -17,7 +17,7 @@ from miras_search.errors import ConfigError, MirasError, Problem
 from miras_search.file_kinds import plain_file_kind
 from miras_search.merge import deep_merge, get_path
 from miras_search.presets import is_preset_point, preset
-from miras_search.schema import AXES, ModelPoint
+from miras_search.schema import AXES, ModelPoint, canonical_data, unused_paths
 from miras_search.schema_paths import unknown_path_problem
 from miras_search.space.base_check import base_problems
 from miras_search.space.checks import shape_problems
@@ -62,23 +62,48 @@ class _OptunaChooser:
         pass
 
 
+class _RecordingChooser(_OptunaChooser):
+    """Samples as ``_OptunaChooser`` and records the path of every value that varies."""
+
+    def __init__(self, trial: optuna.trial.BaseTrial):
+        super().__init__(trial)
+        self.drawn: set[tuple[str, ...]] = set()
+
+    def categorical(self, name: str, path: tuple[str, ...], options: list[Any]) -> Any:
+        if len(options) > 1:
+            self.drawn.add(path)
+        return super().categorical(name, path, options)
+
+    def integer(self, name: str, path: tuple[str, ...], node: IntRange) -> int:
+        if node.int[0] != node.int[1]:
+            self.drawn.add(path)
+        return super().integer(name, path, node)
+
+    def real(self, name: str, path: tuple[str, ...], node: FloatRange) -> float:
+        if node.float[0] != node.float[1]:
+            self.drawn.add(path)
+        return super().real(name, path, node)
+
+
 class _Mismatch(Exception):
     pass
 
 
 class _EncodeChooser:
-    """Reads each parameter's value off an existing point; _Mismatch when the point is outside."""
+    """Reads each parameter's value off an existing point; _Mismatch when the point is outside.
+    A field the point leaves unused (a mamba decay's ``value``) takes any value of the space's."""
 
-    def __init__(self, point_data: dict[str, Any], free: tuple[str, ...] = ()):
-        self.data = point_data
+    def __init__(self, point: ModelPoint, free: tuple[str, ...] = ()):
+        self.data = point.model_dump(mode="json")
         self.free = free  # top-level sections whose values need not match (the space's are kept)
+        self.unused = unused_paths(point)
         self.params: dict[str, Any] = {}
 
     def _value(self, path: tuple[str, ...]) -> Any:
         return get_path(self.data, path)
 
     def _mismatch(self, name: str, path: tuple[str, ...], fallback: Any) -> Any:
-        if path[0] not in self.free:
+        if path[0] not in self.free and path not in self.unused:
             raise _Mismatch
         self.params[name] = fallback
         return fallback
@@ -122,7 +147,7 @@ class _EncodeChooser:
         raise _Mismatch
 
     def fixed(self, path: tuple[str, ...], value: Any) -> None:
-        if self._value(path) != value and path[0] not in self.free:
+        if self._value(path) != value and path[0] not in self.free and path not in self.unused:
             raise _Mismatch
 
 
@@ -229,14 +254,16 @@ class SearchSpace:
         space's own, so that a named model is measured on the same footing as the searched points.
         """
         free = ("name", "block", "train") if axes_only else ()
-        chooser = _EncodeChooser(point.model_dump(mode="json"), free)
+        chooser = _EncodeChooser(point, free)
         try:
             walk(self.spec.params, chooser, {})
         except _Mismatch:
             return None
         rebuilt = self.to_point_or_none(deep_merge(self.base, _decoded(self, chooser.params)))
         keep = set(AXES) if axes_only else set(ModelPoint.model_fields) - {"name"}
-        same = rebuilt is not None and rebuilt.model_dump(include=keep) == point.model_dump(include=keep)
+        # compared without unused fields: a space that draws a gate's value only under the modes
+        # that read it holds a preset whose mamba decay carries one
+        same = rebuilt is not None and _sections(rebuilt, keep) == _sections(point, keep)
         return chooser.params if same else None
 
     def to_point_or_none(self, data: dict[str, Any]) -> ModelPoint | None:
@@ -244,6 +271,31 @@ class SearchSpace:
             return self.to_point(data)
         except InfeasiblePoint:
             return None
+
+    def unused_draws(self, draws: int = 256, seed: int = 0) -> list[str]:
+        """One sentence per drawn field that a valid point of the space leaves unused
+        (``Schema.unused_fields``: a gate's ``value`` under mode 'mamba'), naming the setting
+        that ignores it: such a draw changes no model, so the sampler learns from noise there.
+        Found among ``draws`` random draws (a branch drawn rarely may go unseen)."""
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+        found: dict[tuple[str, ...], dict[str, None]] = {}  # path -> the settings that ignore it
+        for _ in range(draws):
+            chooser = _RecordingChooser(study.ask())
+            sampled: dict[str, Any] = {}
+            walk(self.spec.params, chooser, sampled)
+            point = self.to_point_or_none(deep_merge(self.base, sampled))
+            if point is None:
+                continue
+            data = point.model_dump(mode="json")
+            for path in sorted(chooser.drawn & unused_paths(point)):
+                owner = get_path(data, path[:-1]) if len(path) > 1 else data
+                setting = next((f"{'.'.join((*path[:-1], k))} is '{owner[k]}'" for k in ("mode", "kind")
+                                if isinstance(owner, dict) and k in owner), f"in {'.'.join(path[:-1])}")
+                found.setdefault(path, {})[setting] = None
+        return [f"{'.'.join(path)} is drawn also where {' or '.join(found[path])}, which does not use it "
+                "(the same model whatever its value): draw it only inside the branches that use it"
+                for path in sorted(found)]
 
     def sample(self, n: int, seed: int = 0, max_attempts: int | None = None) -> list[ModelPoint]:
         """``n`` valid points drawn at random (rejection sampling); ConfigError if none is valid."""
@@ -314,6 +366,11 @@ def _refuse_other_kinds(data: Any, source: str) -> None:
         raise ConfigError(source, [Problem("", (
             f"is a {kind} file, not a space file; give a space file (type: space, with its preset, "
             "params and constraints)"))])
+
+
+def _sections(point: ModelPoint, keep: set[str]) -> dict[str, Any]:
+    """The ``keep`` sections of the point's canonical data (unused fields dropped)."""
+    return {name: value for name, value in canonical_data(point).items() if name in keep}
 
 
 def _decoded(space: SearchSpace, params: dict[str, Any]) -> dict[str, Any]:

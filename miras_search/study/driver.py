@@ -43,6 +43,7 @@ from miras_search.study.records import (
     counts_toward_budget,
     finite_metrics,
     point_key,
+    stored_key,
 )
 from miras_search.study.samplers import grid_size, grid_space
 from miras_search.study.setup import (
@@ -590,7 +591,7 @@ class StudyDriver:
         return trial.state == TrialState.FAIL and trial.user_attrs.get("failure") in REUSABLE_FAILURES
 
     def _remember(self, trial: FrozenTrial) -> None:
-        key = trial.user_attrs.get("point_key")
+        key = stored_key(trial.user_attrs)  # a study stored by an earlier version: its points' keys now
         if "fidelity" in trial.user_attrs:
             return  # a longer or larger run: a duplicate at the study's budget must not take its result
         if key and key not in self._done and self._reusable(trial):

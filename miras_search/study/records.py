@@ -15,11 +15,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
+from pydantic import ValidationError
 
-from miras_search.schema import ModelPoint
+from miras_search.schema import ModelPoint, canonical_data
 
 NOT_COUNTED = ("interrupted", "infeasible", "dropped")
 """Failures that do not use up the trial budget: re-queued work, rejected samples and queued
@@ -36,13 +38,32 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
 def canonical(point: ModelPoint) -> dict[str, Any]:
-    """The point without its label: two points with equal canonical data are the same model."""
-    return point.model_dump(mode="json", exclude={"name"})
+    """The point without its label and without the fields its settings leave unused (a gate's
+    ``value`` in mode 'mamba': ``schema.canonical_data``): two points with equal canonical data
+    are the same model. (A point with no unused field keeps the key it had before they were
+    dropped.)"""
+    data = canonical_data(point)
+    data.pop("name", None)
+    return data
 
 
 def point_key(point: ModelPoint) -> str:
     text = json.dumps(canonical(point), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def stored_key(attrs: Mapping[str, Any]) -> str | None:
+    """A stored trial's ``point_key`` as this version computes it: from its stored point, as a
+    study written before unused fields were dropped (``canonical``) stored another key for a
+    point that has some; the stored key when the point is missing or no longer valid."""
+    point = attrs.get("point")
+    if isinstance(point, dict):
+        try:
+            return point_key(ModelPoint.model_validate(point))
+        except ValidationError:
+            pass
+    key = attrs.get("point_key")
+    return str(key) if key else None
 
 
 def finite_metrics(metrics: dict[str, float]) -> dict[str, float | str]:
