@@ -54,9 +54,10 @@ POLL_S = 2.0
 CHECK_EVERY_S = 5.0
 """How often, while trials run, the cluster's control service (GCS) is asked which nodes are
 alive (one small request on a background thread: nothing on the normal path waits for it)."""
-ANSWER_S = 15.0
+ANSWER_S = 30.0
 """How long that question may go unanswered before the cluster counts as gone. A live GCS
-answers in milliseconds; a dead one never does (Ray's client retries it silently for minutes)."""
+answers in milliseconds, a loaded machine's in seconds; a dead one never does (Ray's client
+retries it silently for minutes)."""
 
 
 class TrialWorker:
