@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -135,6 +136,7 @@ def test_sigterm_marks_running_trials_like_ctrl_c(tmp_path):
     assert driver.returncode == 143, output
     text = " ".join(output.split())
     assert "stopped by SIGTERM" in text and "miras resume" in text, text
+    assert re.search(r"\b\d+ running trials? (was|were) marked interrupted", text), text
     assert "SIGTERM received" not in output  # Ray's C++ handler did not run
     stopped = trials_of(path)
     assert not any(t.state == TrialState.RUNNING for t in stopped)
@@ -149,7 +151,7 @@ def _interrupted_inline_run(path: Path) -> FrozenTrial:
     from miras_search.study import InlinePool, load_study_file, run_study
 
     summary = run_study(load_study_file(path), lambda: InlinePool(threads=1))
-    assert summary.interrupted
+    assert summary.interrupted and summary.marked_interrupted == 1
     trials = trials_of(path)
     assert not any(t.state == TrialState.RUNNING for t in trials)
     stopped = [t for t in trials if t.user_attrs.get("failure") == "interrupted"]

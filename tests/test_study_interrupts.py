@@ -109,6 +109,7 @@ def test_a_stop_while_the_pool_starts_is_an_interrupted_run_that_resume_finishes
 
     summary = run_study(load_study_file(path), stopped_pool)
     assert summary.interrupted and summary.exit_code == code and summary.interrupted_by == words
+    assert summary.marked_interrupted == 0  # no trial had been asked
     trials = trials_of(path)
     assert [t.state for t in trials] == [TrialState.WAITING]  # the anchor, queued once
     summary = run_inline(path)

@@ -177,7 +177,10 @@ def _run(path: Path, workers: int | None, address: str | None, storage: str | No
                          "interrupted and run again first")
     if summary.interrupted:
         by = "" if summary.interrupted_by == "Ctrl-C" else f" by {summary.interrupted_by}"
-        console.print(f"[yellow]stopped{by}[/]: running trials were marked interrupted; continue with "
+        marked = summary.marked_interrupted
+        what = (f"{marked} running trial{'s were' if marked != 1 else ' was'} marked interrupted (queued "
+                "to run again first)" if marked else "no trial was running")
+        console.print(f"[yellow]stopped{by}[/]: {what}; continue with "
                       f"`miras resume {escape(shlex.quote(str(path)))}`", highlight=False)
         raise typer.Exit(summary.exit_code)
     _fail_if_nothing_completed(driver.study)

@@ -139,6 +139,7 @@ class RunSummary:
     exit_code: int = 130  # what the command exits with when interrupted: 128 + the signal
     stopped_because: str | None = None  # a study-level error that every trial would repeat
     lost: str | None = None  # the workers' cluster stopped answering (WorkersLost): why
+    marked_interrupted: int = 0  # trials of this run failed as "interrupted" and queued again
     already_done: bool = False  # the study had reached its target before this run started
     promoted: int = 0  # successive halving: longer runs of promoted points stored by this run
     wall_s: float = 0.0
@@ -332,7 +333,7 @@ class StudyDriver:
             self._stopped(summary, ctrl_c)
         except WorkersLost as error:  # the trials in flight will never report: as if stopped
             summary.lost = str(error)
-            self._interrupt("the Ray node or cluster running this trial stopped answering")
+            summary.marked_interrupted = self._interrupt("the Ray node or cluster running this trial stopped answering")
         except Exception as error:
             # A Ctrl-C that landed in a library's cleanup comes out as that cleanup's error (Optuna's
             # journal lock, interrupted after it let go of the lock, fails to unlink it twice)
@@ -354,7 +355,7 @@ class StudyDriver:
         summary.interrupted = True
         summary.interrupted_by, summary.exit_code = ctrl_c.what, ctrl_c.exit_code
         who = "the user (Ctrl-C)" if ctrl_c.what == "Ctrl-C" else "SIGTERM (kill, timeout, a scheduler)"
-        self._interrupt(f"stopped by {who} while this trial ran")
+        summary.marked_interrupted = self._interrupt(f"stopped by {who} while this trial ran")
 
     def _tracking_failed(self, reason: str | None) -> None:
         """A worker's live run could not start: the tracker stops (no more runs, no summary run)."""
@@ -605,8 +606,8 @@ class StudyDriver:
         self.summary.reused += 1
         self._close(trial, source.state, attrs, source.values if source.state == TrialState.COMPLETE else None)
 
-    def _interrupt(self, reason: str) -> None:
-        """Mark this run's unfinished trials failed ("interrupted") and queue them again.
+    def _interrupt(self, reason: str) -> int:
+        """Mark this run's unfinished trials failed ("interrupted") and queue them again; how many.
 
         The study's lease lets one driver run it, so every trial still RUNNING in storage is this
         run's: in flight, asked but not yet handed to a worker, or between its worker's result
@@ -615,12 +616,15 @@ class StudyDriver:
         """
         self._running.clear()
         self._by_key.clear()
+        marked = 0
         for frozen in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             try:
                 params = fail_running_trial(self.study, frozen, "interrupted", reason)
                 requeue(self.study, params, frozen.user_attrs.get("anchor"), frozen.number)
+                marked += 1
             except Exception as error:  # the next resume repairs whatever is left RUNNING
                 log.warning("could not mark trial %d as interrupted: %s", frozen.number, error)
+        return marked
 
 
 def run_study(study: StudyFile, pool_factory: Callable[[], Pool], **kwargs: Any) -> RunSummary:
