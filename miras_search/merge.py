@@ -4,21 +4,25 @@ from __future__ import annotations
 
 from typing import Any
 
+from miras_search.schema.gates import MODE_FIELDS
+
 
 def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     """``override`` on top of ``base``, recursively.
 
     A section whose ``kind`` changes is replaced, not merged: the old kind's parameters do not
     belong to the new one (``bias: {kind: lp, p: 3}`` + ``bias: {kind: l2}`` = ``{kind: l2}``).
-    A gate whose ``mode`` changes keeps its value but not the channel mode's ``rank``
+    A gate whose ``mode`` changes keeps its value but not the fields only the old mode takes
+    (``MODE_FIELDS``: the channel mode's ``rank``, Mamba2's ``a_init`` / ``dt_init``, a learned
+    gate's ``max_ratio``), unless ``override`` sets them
     (``{mode: channel, value: 0.5, rank: 32}`` + ``{mode: head}`` = ``{mode: head, value: 0.5}``).
     """
     merged = dict(base)
     for key, value in override.items():
         old = merged.get(key)
-        if isinstance(old, dict) and isinstance(value, dict) and "mode" in value \
-                and value["mode"] != old.get("mode") and "rank" not in value:
-            old = {name: field for name, field in old.items() if name != "rank"}
+        if isinstance(old, dict) and isinstance(value, dict) and "mode" in value and value["mode"] != old.get("mode"):
+            old = {name: field for name, field in old.items()
+                   if name in value or value["mode"] in MODE_FIELDS.get(name, (value["mode"],))}
         same_kind = (
             isinstance(old, dict)
             and isinstance(value, dict)

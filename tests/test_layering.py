@@ -11,8 +11,8 @@ import miras_search
 
 ROOT = Path(miras_search.__file__).parent
 LAYER = {
-    "errors": 0, "primitives": 0, "jsonio": 0, "yamlio": 1, "paths": 1, "redact": 1, "ray_env": 1, "merge": 1, "schema": 1,
-    "validation": 2,
+    "errors": 0, "primitives": 0, "jsonio": 0, "yamlio": 1, "paths": 1, "redact": 1, "ray_env": 1, "schema": 1,
+    "merge": 2, "validation": 2,
     "schema_paths": 3, "presets": 3, "file_kinds": 3, "points": 4, "space": 4, "kernels": 4, "memory": 5,
     "model": 6, "data": 6, "trial": 7, "testing": 7, "study": 8,
     "scale": 9,  # trains into a study; the report reads its fits

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import typing
+
 import pytest
 import yaml
 from pydantic import ValidationError
@@ -10,6 +12,7 @@ from miras_search.errors import ConfigError
 from miras_search.points import load_point, point_from_dict, point_to_yaml
 from miras_search.presets import NAMED_MODELS, PRESET_AXES, preset, preset_names
 from miras_search.schema import ModelPoint
+from miras_search.schema.gates import MODE_FIELDS, Gate, GateMode
 from miras_search.yamlio import MAX_VALUES, parse_yaml
 
 
@@ -246,3 +249,43 @@ def test_changing_a_presets_gate_mode_drops_the_channel_rank_and_keeps_the_value
     point = point_from_dict({"preset": "moneta", "retention": {"alpha": {"mode": "head"}}}, "point.yaml")
     assert point.retention.alpha.mode == "head"
     assert point.retention.alpha.value == 0.9995 and point.retention.alpha.rank is None
+
+
+@pytest.mark.parametrize(("mode", "dropped"), [("head", {"a_init", "dt_init"}), ("channel", {"a_init", "dt_init"}),
+                                               ("constant", {"a_init", "dt_init"})])
+def test_leaving_mambas_decay_drops_its_init_ranges(mode, dropped):
+    """gated_deltanet's alpha is Mamba2's decay with its own a_init / dt_init: a point (or a
+    space's draw) that switches the mode does not inherit them, which every other mode refuses."""
+    point = point_from_dict({"preset": "gated_deltanet", "retention": {"alpha": {"mode": mode}}}, "point.yaml")
+    alpha = point.retention.alpha
+    assert alpha.mode == mode and all(getattr(alpha, name) is None for name in dropped)
+
+
+def test_a_field_the_new_mode_takes_is_kept_when_given_with_it():
+    point = point_from_dict({"preset": "moneta", "algorithm": {"eta": {"mode": "head", "max_ratio": 4.0}}},
+                            "point.yaml")
+    assert point.algorithm.eta.mode == "head" and point.algorithm.eta.max_ratio == 4.0
+
+
+@pytest.mark.parametrize("field", sorted(MODE_FIELDS))
+def test_mode_fields_says_which_modes_take_each_field(field):
+    """MODE_FIELDS (what a merge drops when a mode changes) and Gate's own refusals agree."""
+    value = {"rank": 8, "max_ratio": 3.0, "a_init": (1.0, 16.0), "dt_init": (0.001, 0.1)}[field]
+    for mode in typing.get_args(GateMode):
+        if mode in MODE_FIELDS[field]:
+            Gate(mode=mode, **{field: value})
+        else:
+            with pytest.raises(ValidationError, match=field):
+                Gate(mode=mode, **{field: value})
+
+
+def test_a_space_over_a_mamba_preset_may_search_other_decay_modes(tmp_path):
+    """A space whose base is gated_deltanet and whose alpha mode is searched draws valid head /
+    channel points (they once inherited Mamba2's a_init and were all infeasible)."""
+    from miras_search.space import SearchSpace
+
+    path = tmp_path / "space.yaml"
+    path.write_text("type: space\nname: decay\npreset: gated_deltanet\nparams:\n  retention:\n    alpha:\n"
+                    "      mode: {choice: [mamba, head, channel]}\n")
+    modes = {point.retention.alpha.mode for point in SearchSpace.load(path).sample(12, seed=0)}
+    assert modes == {"mamba", "head", "channel"}

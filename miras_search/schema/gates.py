@@ -20,6 +20,11 @@ FIXED_SCHEDULES = ("retnet", "alibi")
 """Modes that are a fixed per-head decay schedule (retention alpha only; ``value`` unused)."""
 ALPHA_ONLY_MODES = (*FIXED_SCHEDULES, "mamba")
 """Modes only the retention gate alpha may take (``value`` unused)."""
+MODE_FIELDS: dict[str, tuple[GateMode, ...]] = {
+    "rank": ("channel",), "max_ratio": ("head", "channel"), "a_init": ("mamba",), "dt_init": ("mamba",),
+}
+"""The gate fields that only some modes take: field -> the modes that use it (any other mode
+refuses it)."""
 MAMBA_A_INIT = (1.0, 16.0)
 MAMBA_DT_INIT = (0.001, 0.1)
 """Mamba2's initial ranges (Dao and Gu, 2024): A uniform in [1, 16], dt log-uniform in [1e-3, 0.1]."""
@@ -71,6 +76,7 @@ class Gate(Schema):
 
     @model_validator(mode="after")
     def _fields_of_their_mode(self) -> Gate:
+        # one message per field; MODE_FIELDS says the same (tests/test_schema.py checks they agree)
         if self.rank is not None and self.mode != "channel":
             raise ValueError(f"'rank' is only used by mode 'channel', not by mode '{self.mode}'")
         if self.max_ratio is not None and self.mode not in ("head", "channel"):
