@@ -179,7 +179,8 @@ def _start_pool(monkeypatch, outcomes: dict[str, object], killed: list) -> ray_p
     plan = SimpleNamespace(num_gpus=0, threads=1, device="cpu", per_gpu=1, workers=len(outcomes), num_cpus=1)
     monkeypatch.setattr(ray_pool, "connect", lambda address, workers: True)
     monkeypatch.setattr(ray_pool, "plan_actors", lambda *args: plan)
-    monkeypatch.setattr(ray_pool.ray, "nodes", lambda: [])
+    monkeypatch.setattr(ray_pool.ray, "nodes", lambda: [{"NodeID": "node", "Alive": True, "Resources": {"CPU": 2.0}}])  # a live cluster
+    monkeypatch.setattr(ray_pool, "START_TIMEOUT_S", 0.5)  # the fake wait returns at once: the pool waits in slices until then
     monkeypatch.setattr(ray_pool.ray, "remote", lambda cls: SimpleNamespace(options=lambda **kw: actor_cls))
     monkeypatch.setattr(ray_pool.ray, "wait", wait)
     monkeypatch.setattr(ray_pool.ray, "get", get)

@@ -485,7 +485,10 @@ class RayPool:
 
 
 def _this_node() -> str | None:
-    """The id of the Ray node this driver runs on; None where there is none (Ray Client)."""
+    """The id of the Ray node this driver runs on; None where there is none (Ray Client, or Ray
+    not started: asking the runtime context then would start, or join, a Ray instance itself)."""
+    if not ray.is_initialized():
+        return None
     try:
         return ray.get_runtime_context().get_node_id()
     except Exception:  # Ray Client, or Ray's API changed: any live node will do
