@@ -118,10 +118,10 @@ def _numbers(numbers: list[int]) -> str:
     return ", ".join(f"#{n}" for n in numbers)
 
 
-def _margins(row: TrialRow, anchor: tuple[float, ...], objectives: Sequence[ObjectiveInfo]) -> tuple[float, ...]:
-    """How much better ``row`` is than ``anchor`` per objective (positive: better)."""
+def _margins(values: Sequence[float], anchor: Sequence[float], objectives: Sequence[ObjectiveInfo]) -> tuple[float, ...]:
+    """How much better ``values`` are than ``anchor``'s per objective (positive: better)."""
     return tuple((a - v) if o.minimize else (v - a)
-                 for o, v, a in zip(objectives, row.values or (), anchor, strict=True))
+                 for o, v, a in zip(objectives, values, anchor, strict=True))
 
 
 def _beats(margins: tuple[float, ...]) -> bool:
@@ -212,7 +212,7 @@ def anchor_verdicts(rows: Sequence[TrialRow], objectives: Sequence[ObjectiveInfo
                 verdict.same_point.append(other.number)
                 continue
             verdict.compared += 1
-            margins = _margins(other, row.values, objectives)  # type: ignore[arg-type]
+            margins = _margins(other.values or (), row.values, objectives)  # type: ignore[arg-type]
             if _beats(margins):
                 wins.append(Win(other.number, other.values, margins))  # type: ignore[arg-type]
             elif all(m == 0 for m in margins):
@@ -222,8 +222,7 @@ def anchor_verdicts(rows: Sequence[TrialRow], objectives: Sequence[ObjectiveInfo
         for other in measured.values():
             if other is verdict or other.outcome != "measured":  # one outside a limit is not ahead
                 continue
-            margins = tuple((a - v) if o.minimize else (v - a) for o, v, a in zip(
-                objectives, other.values or (), verdict.values or (), strict=True))
+            margins = _margins(other.values or (), verdict.values or (), objectives)
             if _beats(margins):
                 verdict.anchors_ahead.append(Win(other.number or 0, other.values or (), margins, other.name))
         verdict.anchors_ahead.sort(key=lambda w: (-w.margins[0], w.number))
