@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import socket
 import subprocess
@@ -105,6 +106,24 @@ def test_a_fresh_process_builds_the_same_content(built, tmp_path):
     rebuilt = load_corpus(root=tmp_path)
     assert rebuilt.path.is_relative_to(tmp_path) and rebuilt.content_hash == store.content_hash
     assert np.array_equal(np.asarray(rebuilt.tokens("validation")), np.asarray(store.tokens("validation")))
+
+
+def test_libraries_that_replace_stdlib_functions_do_not_change_the_corpus(built, tmp_path, monkeypatch):
+    """W&B replaces ``sys.exit`` and Ray's tqdm ``builtins.print`` in the process that imports
+    them: a corpus built there used to lose those members' docstrings (a CI worker built other
+    bytes than a fresh interpreter did)."""
+    _, store, _ = built
+    monkeypatch.setattr(builtins, "print", lambda *args, **kwargs: None)
+    monkeypatch.setattr(sys, "exit", lambda *args: None)
+    monkeypatch.setattr(sys, "getrecursionlimit", lambda: 1)
+    rebuilt = load_corpus(root=tmp_path)
+    assert rebuilt.content_hash == store.content_hash
+
+
+def test_an_interpreter_that_cannot_read_the_compiled_modules_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "no-python"))
+    with pytest.raises(MirasError, match=r"compiled standard-library modules.*fresh interpreter"):
+        load_corpus(root=tmp_path)
 
 
 def test_cache_dir_env_override(tmp_path, monkeypatch):

@@ -7,7 +7,7 @@ Documents (about 4 MB on CPython 3.11), all read offline from the running interp
   the text, byte-to-character tables shared by dozens of codecs), read with ast / tokenize,
   never imported;
 - ``module:<name>``: docstrings of the compiled standard-library modules (builtins, math, ...)
-  and of their public members, through inspect;
+  and of their public members, through inspect, in a fresh interpreter (compiled_docs.py);
 - ``topic:<name>``: the ``help()`` topics of pydoc_data.topics;
 - ``license``: the interpreter's LICENSE.txt.
 
@@ -18,26 +18,24 @@ Python version, a fingerprint of the source files and the build parameters.
 from __future__ import annotations
 
 import ast
-import importlib
-import importlib.machinery
-import importlib.util
-import inspect
 import io
+import json
 import os
+import subprocess
 import sys
 import sysconfig
 import tokenize
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
+from miras_search.data import compiled_docs
 from miras_search.data.store import TokenStore, build_store, recipe_key
 from miras_search.data.tokenizer import Tokenizer, load_tokenizer
+from miras_search.errors import MirasError
 
-BUILDER_VERSION = 3
+BUILDER_VERSION = 4  # 4: compiled modules read in a fresh interpreter
 _SKIP_DIRS = {"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__", "lib-dynload"}
-# Compiled modules not imported: test helpers, and readline (may write to the terminal).
-_SKIP_MODULES = ("_test", "_xx", "_ctypes_test", "readline")
+_READ_TIMEOUT_S = 300
 
 
 def _stdlib() -> Path:
@@ -51,22 +49,6 @@ def _source_files() -> list[Path]:
         dirs[:] = sorted(d for d in dirs if d not in _SKIP_DIRS and not d.startswith("config-"))
         files += [Path(folder, n) for n in sorted(names) if n.endswith(".py")]
     return files
-
-
-def _compiled_modules() -> list[str]:
-    """Names of standard-library modules without Python source (built in or extension modules)."""
-    names = []
-    for name in sorted(sys.stdlib_module_names):
-        if name.startswith(_SKIP_MODULES):
-            continue
-        try:
-            spec = importlib.util.find_spec(name)
-        except (ImportError, ValueError):
-            continue
-        origin = (spec.origin or "") if spec is not None else ""
-        if origin == "built-in" or origin.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES)):
-            names.append(name)
-    return names
 
 
 GENERATED_CODEC = "Python Character Mapping Codec"
@@ -106,29 +88,21 @@ def source_text(source: bytes) -> str:
     return "\n\n".join(text for _, text in sorted(parts, key=lambda p: p[0]) if text)
 
 
-def module_text(name: str) -> str:
-    """Docstrings of a compiled module and of its public members (no values: they vary per run)."""
+def compiled_module_texts() -> list[tuple[str, str]]:
+    """(name, text) of every compiled standard-library module with documentation, read by
+    ``compiled_docs.py`` in a fresh ``python -I -S``: this process's modules may have been
+    patched by the libraries it imported (see that module)."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            module = importlib.import_module(name)
-    except Exception:  # a module the platform lacks; nothing to read
-        return ""
-    parts = [f"{name}\n\n{inspect.getdoc(module) or ''}"]
-    for attr in sorted(vars(module)):
-        if attr.startswith("_"):
-            continue
-        # Hooks such as sys.excepthook may be replaced at run time; sys keeps the originals
-        # as sys.__excepthook__ and so on. Anything else from outside the stdlib is skipped.
-        member = getattr(module, f"__{attr}__", None) or getattr(module, attr)
-        origin = (getattr(member, "__module__", None) or name).split(".")[0]
-        if origin not in sys.stdlib_module_names and origin != "builtins":
-            continue
-        if inspect.isroutine(member) or inspect.isclass(member):
-            doc = inspect.getdoc(member)
-            if doc:
-                parts.append(f"{name}.{attr}\n{doc}")
-    return "\n\n".join(parts)
+        done = subprocess.run([sys.executable, "-I", "-S", compiled_docs.__file__], capture_output=True,
+                              check=True, timeout=_READ_TIMEOUT_S)
+    except (OSError, subprocess.SubprocessError) as error:
+        detail = getattr(error, "stderr", b"") or b""
+        raise MirasError(
+            f"Building the embedded corpus: reading the compiled standard-library modules' "
+            f"docstrings in a fresh interpreter ({sys.executable} -I -S) failed: {error}"
+            + (f"; it printed: {detail.decode(errors='replace').strip()[-500:]}" if detail else "")
+        ) from error
+    return [(name, text) for name, text in json.loads(done.stdout) if text]
 
 
 def iter_documents() -> Iterator[str]:
@@ -138,10 +112,8 @@ def iter_documents() -> Iterator[str]:
         text = source_text(path.read_bytes())
         if text:
             yield f"{path.relative_to(root).as_posix()}\n\n{text}\n"
-    for name in _compiled_modules():
-        text = module_text(name)
-        if text:
-            yield text + "\n"
+    for _, text in compiled_module_texts():
+        yield text + "\n"
     from pydoc_data.topics import topics
 
     for topic in sorted(topics):
@@ -155,7 +127,7 @@ def _fingerprint() -> list[object]:
     """Cheap to compute: what decides the corpus without building it."""
     root = _stdlib()
     files = [(p.relative_to(root).as_posix(), p.stat().st_size) for p in _source_files()]
-    return [sys.version, BUILDER_VERSION, files, _compiled_modules()]
+    return [sys.version, BUILDER_VERSION, files, compiled_docs.compiled_modules()]
 
 
 def load_corpus(
