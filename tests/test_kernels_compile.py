@@ -5,6 +5,14 @@ besides (constexpr-only globals, type-stable branches, tiles that fit shared mem
 Triton's real compiler and the ptxas bundled with it for representative launches, each in a
 fresh process (two at a time): kernels imported while TRITON_INTERPRET=1 is set (as the
 interpreter tests do) are interpreted functions that cannot be compiled.
+
+Two tiers. By default: every kernel family and branch at small tiles, and the widest shapes that
+compile in seconds (5.5 minutes of ptxas; 3 minutes, two at a time, on an idle 2-core machine).
+The other widest shapes and the paper's (``WIDE``: near the limits of ``kernels/limits.py``,
+20 s to 2 min of ptxas each, 21 minutes in all) only with ``MIRAS_COMPILE_ALL=1``: run them
+after changing a kernel or a limit (``MIRAS_COMPILE_ALL=1 python -m pytest
+tests/test_kernels_compile.py -n 0``); ``benchmarks/kernel_resources.py`` records their
+registers and shared memory.
 """
 
 from __future__ import annotations
@@ -91,6 +99,10 @@ MLP_CASES = {  # MlpMemoryConfig, bias, K, hidden, chunk, momentum, dtype
     # channel gates and the exact soft threshold at chunk 32)
     "elastic-channel-gates-bf16-tf32x3-widest": 'MlpMemoryConfig("gelu", True, "elastic", threshold=0.01), BiasConfig("huber_norm"), 32, 128, 32, False, torch.bfloat16, None, True, True',
     "elastic-hard-momentum-channel-gates-paper-chunk-32": 'MlpMemoryConfig("gelu", True, "elastic", threshold=0.01, smooth=False), BiasConfig("huber_norm"), 64, 256, 32, True, torch.bfloat16, None, True, True',
+    # the wide cases' branches at small tiles, for the default tier
+    "elastic-channel-gates-small": 'MlpMemoryConfig("gelu", True, "elastic", threshold=0.01), BiasConfig("huber_norm"), 16, 64, 16, False, torch.bfloat16, None, True, True',
+    "memora-momentum-small": 'MlpMemoryConfig("gelu", True, "kl"), BiasConfig("l2"), 16, 64, 16, True, torch.bfloat16',
+    "moneta-channel-gates-momentum-small": 'MlpMemoryConfig("gelu", True, "lq", q=4.0), BiasConfig("lp"), 16, 64, 16, True, torch.bfloat16, None, True, True',
 }
 WIDEST = {"l2-bf16-products-widest": (64, 256, 32, "bf16"), "memora-bf16-tf32x3-widest": (32, 128, 32, "tf32x3"),
           "titans-fp32-widest": (32, 128, 32, "fp32")}
@@ -108,6 +120,10 @@ MATRIX_CASES = {  # bias, K, V, chunk, alpha, momentum, dtype[, backward]
     "lq-momentum-channel-alpha-bf16-widest": 'BiasConfig("lp"), 128, 128, 64, "channel", True, torch.bfloat16, "fused", "retained", "channel", "head", "lq"',
     # the Omega window with momentum (kernels.omega): its momentum mask, at the row-norm limits
     "lq-momentum-window-mask-bf16-widest": 'BiasConfig("lp"), 128, 128, 64, "head", True, torch.bfloat16, "fused", "retained", "head", "head", "lq", True',
+    # the wide cases' branches at small tiles, for the default tier
+    "huber_switch-momentum-small": 'BiasConfig("huber_switch"), 16, 16, 16, "head", True, torch.bfloat16',
+    "lq-momentum-channel-alpha-small": 'BiasConfig("lp"), 16, 16, 16, "channel", True, torch.bfloat16, "fused", "retained", "channel", "head", "lq"',
+    "lq-momentum-window-mask-small": 'BiasConfig("lp"), 16, 16, 16, "head", True, torch.bfloat16, "fused", "retained", "head", "head", "lq", True',
 }
 # the other gate / precision mixes of the matrix kernels compile too (at most 164 KiB of shared
 # memory): benchmarks/results/kernel_resources_matrix_gates_sm90.md
@@ -116,7 +132,32 @@ MATRIX_KL_CASES = {  # bias, K, V, chunk, alpha, dtype, eta, delta[, momentum]: 
     # with momentum every token's write weights take one more product (kl_read._kl_read_mom_ch):
     # 224 KiB of shared memory in the backward at the widest shape
     "kl-momentum-tf32x3-widest": 'BiasConfig("l2"), 128, 128, 64, "head", torch.bfloat16, "channel", "head", True',
+    # the wide cases' branches at small tiles, for the default tier
+    "kl-switch-channel-delta-small": 'BiasConfig("huber_switch"), 16, 16, 16, "head", torch.bfloat16, "channel", "channel"',
+    "kl-momentum-small": 'BiasConfig("l2"), 16, 16, 16, "head", torch.bfloat16, "channel", "head", True',
 }
+COMPILE_ALL = os.environ.get("MIRAS_COMPILE_ALL") == "1"
+WIDE = {  # 20 s to 2 min of ptxas each on this machine: only with MIRAS_COMPILE_ALL=1
+    "memora-bf16-tf32x3-widest", "titans-fp32-widest", "lq-momentum-tf32x3-widest",
+    "moneta-channel-gates-bf16-tf32x3-widest", "memora-momentum-bf16-tf32x3-widest",
+    "moneta-channel-gates-momentum-bf16-tf32x3-widest", "moneta-bf16-tf32x3-widest-channel-eta",
+    "memora-channel-gates-bf16-tf32x3-widest", "memora-channel-gates-paper-chunk-64",
+    "moneta-channel-gates-momentum-paper-chunk-32", "momentum-channel-gates-bf16-products-paper-chunk-64",
+    "memora-momentum-paper-chunk-32", "elastic-channel-gates-bf16-tf32x3-widest",
+    "elastic-hard-momentum-channel-gates-paper-chunk-32",
+    "huber_switch-momentum-bf16-tf32x3", "channel-eta-delta-switch-momentum-bf16-tf32x3",
+    "lq-momentum-bf16-widest", "lq-momentum-switch-tf32x3-widest", "lq-momentum-channel-alpha-bf16-widest",
+    "lq-momentum-window-mask-bf16-widest", "kl-switch-channel-delta-tf32x3-widest", "kl-momentum-tf32x3-widest",
+}
+
+
+def _runs(case: str) -> bool:
+    return COMPILE_ALL or case not in WIDE
+
+
+def _cases(cases: dict[str, str]) -> list:
+    skip = pytest.mark.skip(reason="a wide shape: minutes of ptxas; set MIRAS_COMPILE_ALL=1 to compile it")
+    return [pytest.param(case, marks=() if _runs(case) else skip) for case in cases]
 
 
 FAMILIES = {  # test function -> (its cases, the compile_specs function in _COMPILE)
@@ -139,7 +180,7 @@ def compiled(request) -> dict[tuple[str, str], subprocess.CompletedProcess]:
     Session-scoped, so that it compiles once per process even if this module's cases reach a
     worker split (with xdist_group ignored, test_suite_groups.py, two workers each compiled all)."""
     selected = [(item.originalname, item.callspec.params["case"]) for item in request.session.items
-                if getattr(item, "originalname", None) in FAMILIES]
+                if getattr(item, "originalname", None) in FAMILIES and _runs(item.callspec.params["case"])]
     specs = [f"{FAMILIES[test][1]}({FAMILIES[test][0][case]})" for test, case in selected]
     with concurrent.futures.ThreadPoolExecutor(max_workers=min(2, os.cpu_count() or 1)) as pool:
         return dict(zip(selected, pool.map(_compile_in_fresh_process, specs), strict=True))
@@ -154,19 +195,26 @@ def _assert_fits(done: subprocess.CompletedProcess) -> None:
             f"{name} needs {usage['shared']} bytes of shared memory")
 
 
-@pytest.mark.parametrize("case", MLP_CASES)
+@pytest.mark.parametrize("case", _cases(MLP_CASES))
 def test_mlp_kernels_compile_for_h100(compiled, case):
     _assert_fits(compiled[("test_mlp_kernels_compile_for_h100", case)])
 
 
-@pytest.mark.parametrize("case", MATRIX_CASES)
+@pytest.mark.parametrize("case", _cases(MATRIX_CASES))
 def test_matrix_kernels_compile_for_h100(compiled, case):
     _assert_fits(compiled[("test_matrix_kernels_compile_for_h100", case)])
 
 
-@pytest.mark.parametrize("case", MATRIX_KL_CASES)
+@pytest.mark.parametrize("case", _cases(MATRIX_KL_CASES))
 def test_matrix_kl_kernels_compile_for_h100(compiled, case):
     _assert_fits(compiled[("test_matrix_kl_kernels_compile_for_h100", case)])
+
+
+def test_the_wide_tier_names_cases_and_leaves_each_family_a_default_case():
+    every = {**MLP_CASES, **MATRIX_CASES, **MATRIX_KL_CASES}
+    assert set(every) >= WIDE, sorted(WIDE - set(every))
+    for cases, _ in FAMILIES.values():
+        assert set(cases) - WIDE
 
 
 def test_widest_cases_sit_on_the_limits():
