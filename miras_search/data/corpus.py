@@ -108,11 +108,12 @@ def compiled_module_texts() -> list[tuple[str, str]]:
 def iter_documents() -> Iterator[str]:
     """Every corpus document, in a fixed order (the split does not depend on it)."""
     root = _stdlib()
+    compiled = compiled_module_texts()  # first: the one step that can fail, before minutes of parsing
     for path in _source_files():
         text = source_text(path.read_bytes())
         if text:
             yield f"{path.relative_to(root).as_posix()}\n\n{text}\n"
-    for _, text in compiled_module_texts():
+    for _, text in compiled:
         yield text + "\n"
     from pydoc_data.topics import topics
 
