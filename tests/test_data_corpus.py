@@ -23,7 +23,7 @@ from miras_search.data import (
     load_corpus,
 )
 from miras_search.data import niah as niah_module
-from miras_search.data.corpus import compiled_module_texts
+from miras_search.data.corpus import CorpusReadWarning, compiled_module_texts
 from miras_search.errors import MirasError
 
 
@@ -123,10 +123,17 @@ def test_libraries_that_replace_stdlib_functions_do_not_change_the_corpus(monkey
     assert "sys.getrecursionlimit\n" in patched["sys"]
 
 
-def test_an_interpreter_that_cannot_read_the_compiled_modules_is_a_clear_error(tmp_path, monkeypatch):
-    monkeypatch.setattr(sys, "executable", str(tmp_path / "no-python"))
-    with pytest.raises(MirasError, match=r"compiled standard-library modules.*fresh interpreter"):
-        load_corpus(root=tmp_path)
+@pytest.mark.parametrize("executable", ["missing", "not-python", "other-version"])
+def test_without_a_fresh_interpreter_the_modules_are_read_here_with_a_warning(executable, tmp_path, monkeypatch):
+    clean = compiled_module_texts()
+    fake = {"missing": tmp_path / "no-python", "not-python": "/bin/false", "other-version": tmp_path / "python"}
+    (tmp_path / "python").write_text('#!/bin/sh\necho \'{"python": "2.7.18 (old)", "modules": []}\'\n')
+    (tmp_path / "python").chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(fake[executable]))
+    with pytest.warns(CorpusReadWarning, match=r"read in this process") as caught:
+        assert compiled_module_texts() == clean
+    if executable == "other-version":
+        assert "it is Python 2.7.18" in str(caught[0].message)
 
 
 def test_cache_dir_env_override(tmp_path, monkeypatch):

@@ -4,7 +4,8 @@ A long-lived process changes what these modules hold: W&B replaces ``sys.exit``,
 replaces ``builtins.print``, a notebook replaces hooks. Read there, the corpus would lose those
 members' documents and differ from one process to the next. So ``corpus.py`` runs this file as a
 script under ``python -I -S`` (no site-packages, no environment variables, no script folder on
-the path): it imports only the standard library and prints ``[[module, text], ...]`` as JSON.
+the path): it imports only the standard library and prints ``{"python": sys.version, "modules":
+[[module, text], ...]}`` as JSON.
 """
 
 from __future__ import annotations
@@ -62,8 +63,13 @@ def module_text(name: str) -> str:
     return "\n\n".join(parts)
 
 
+def module_texts() -> list[tuple[str, str]]:
+    """(name, text) of every compiled module with documentation, read in this process."""
+    return [(name, text) for name in compiled_modules() if (text := module_text(name))]
+
+
 def main() -> None:
-    json.dump([[name, module_text(name)] for name in compiled_modules()], sys.stdout)
+    json.dump({"python": sys.version, "modules": module_texts()}, sys.stdout)
 
 
 if __name__ == "__main__":

@@ -25,17 +25,17 @@ import subprocess
 import sys
 import sysconfig
 import tokenize
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 from miras_search.data import compiled_docs
 from miras_search.data.store import TokenStore, build_store, recipe_key
 from miras_search.data.tokenizer import Tokenizer, load_tokenizer
-from miras_search.errors import MirasError
 
 BUILDER_VERSION = 4  # 4: compiled modules read in a fresh interpreter
 _SKIP_DIRS = {"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__", "lib-dynload"}
-_READ_TIMEOUT_S = 300
+_READ_TIMEOUT_S = 120
 
 
 def _stdlib() -> Path:
@@ -88,21 +88,31 @@ def source_text(source: bytes) -> str:
     return "\n\n".join(text for _, text in sorted(parts, key=lambda p: p[0]) if text)
 
 
+class CorpusReadWarning(UserWarning):
+    """The compiled modules' docstrings were read in this process, not in a fresh interpreter."""
+
+
 def compiled_module_texts() -> list[tuple[str, str]]:
     """(name, text) of every compiled standard-library module with documentation, read by
     ``compiled_docs.py`` in a fresh ``python -I -S``: this process's modules may have been
-    patched by the libraries it imported (see that module)."""
+    patched by the libraries it imported (see that module). Where no such interpreter runs (an
+    embedded Python whose ``sys.executable`` is not this Python), read here, with a warning."""
+    command = [sys.executable, "-I", "-S", compiled_docs.__file__]
     try:
-        done = subprocess.run([sys.executable, "-I", "-S", compiled_docs.__file__], capture_output=True,
-                              check=True, timeout=_READ_TIMEOUT_S)
-    except (OSError, subprocess.SubprocessError) as error:
-        detail = getattr(error, "stderr", b"") or b""
-        raise MirasError(
-            f"Building the embedded corpus: reading the compiled standard-library modules' "
-            f"docstrings in a fresh interpreter ({sys.executable} -I -S) failed: {error}"
-            + (f"; it printed: {detail.decode(errors='replace').strip()[-500:]}" if detail else "")
-        ) from error
-    return [(name, text) for name, text in json.loads(done.stdout) if text]
+        done = subprocess.run(command, capture_output=True, check=True, timeout=_READ_TIMEOUT_S)
+        read = json.loads(done.stdout)
+        if read["python"] == sys.version:
+            return [(str(name), str(text)) for name, text in read["modules"]]
+        problem = f"it is Python {read['python'].split()[0]}, this is {sys.version.split()[0]}"
+    except (OSError, subprocess.SubprocessError, ValueError, KeyError, TypeError) as error:
+        detail = (getattr(error, "stderr", b"") or b"").decode(errors="replace").strip()[-300:]
+        problem = f"{type(error).__name__}: {error}" + (f" ({detail})" if detail else "")
+    warnings.warn(CorpusReadWarning(
+        f"building the embedded corpus: the compiled standard-library modules' docstrings could "
+        f"not be read in a fresh interpreter ('{sys.executable}' -I -S: {problem}), so they are "
+        "read in this process; if a library here replaced a standard-library function, the "
+        "corpus differs from a clean build's by that function's docstring"), stacklevel=2)
+    return compiled_docs.module_texts()
 
 
 def iter_documents() -> Iterator[str]:
