@@ -118,7 +118,7 @@ def compiled_module_texts() -> list[tuple[str, str]]:
 def iter_documents() -> Iterator[str]:
     """Every corpus document, in a fixed order (the split does not depend on it)."""
     root = _stdlib()
-    compiled = compiled_module_texts()  # first: the one step that can fail, before minutes of parsing
+    compiled = compiled_module_texts()  # before the parse: its warning, if any, comes first
     for path in _source_files():
         text = source_text(path.read_bytes())
         if text:
