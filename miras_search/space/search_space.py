@@ -102,8 +102,12 @@ class _EncodeChooser:
     def _value(self, path: tuple[str, ...]) -> Any:
         return get_path(self.data, path)
 
+    def _must_match(self, path: tuple[str, ...]) -> bool:
+        """Whether the point's value at ``path`` must be one the space can give."""
+        return path[0] not in self.free and path not in self.unused
+
     def _mismatch(self, name: str, path: tuple[str, ...], fallback: Any) -> Any:
-        if path[0] not in self.free and path not in self.unused:
+        if self._must_match(path):
             raise _Mismatch
         self.params[name] = fallback
         return fallback
@@ -147,7 +151,7 @@ class _EncodeChooser:
         raise _Mismatch
 
     def fixed(self, path: tuple[str, ...], value: Any) -> None:
-        if self._value(path) != value and path[0] not in self.free and path not in self.unused:
+        if self._value(path) != value and self._must_match(path):
             raise _Mismatch
 
 
