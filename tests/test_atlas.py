@@ -126,7 +126,7 @@ def _check_against_loop(point: ModelPoint, length: int = 9, tol: float = 1e-10) 
             return None if g is None else g[0, :, h]
         expected = _independent(memory, rule.bias.kind, retained, rule.algorithm, q[0, :, h], k[0, :, h],
                                 v[0, :, h], pick(gates.eta), pick(gates.alpha), pick(gates.theta),
-                                pick(gates.gamma), [p[h] for p in params], rule.ns_steps)
+                                pick(gates.gamma), [p[h] for p in params], getattr(rule.optimiser, "ns_steps", 0))
         for name, got in forms.items():
             err = ((got[0, :, h] - expected).norm() / expected.norm()).item()
             assert err < tol, f"{point.name or 'point'} {name} head {h}: relative error {err:.2e}"

@@ -175,11 +175,12 @@ def test_mlp_hand_backprop_matches_autograd(activation: str, layer_norm: bool, d
 # ---- API ---------------------------------------------------------------------------------
 
 
-def test_every_algorithm_option_is_built() -> None:
-    """No registered algorithm is schema-only (the memory ops refuse none of them)."""
+def test_every_algorithm_option_defines_its_own_step() -> None:
+    """Every registered algorithm has a step of its own (none falls back to another's), and an
+    unknown kind is refused by the schema."""
     from miras_search.schema.algorithm import MemoryAlgorithm
 
-    assert all(option.built for option in MemoryAlgorithm.registry.values())
+    assert all(option.step is not MemoryAlgorithm.step for option in MemoryAlgorithm.registry.values())
     assert "newton" not in MemoryAlgorithm.registry
     with pytest.raises(ValidationError):
         ModelPoint(algorithm={"kind": "newton"})

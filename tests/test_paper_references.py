@@ -638,10 +638,10 @@ def test_atlas_preset_matches_eqs_9_32_33_recurrent_and_chunked(length: int, chu
     params = params_for(rule, 12, key_dim=width)
 
     def loop(q, k, v, w0, eta, alpha, theta, gamma):
-        return atlas_loop(q, k, v, w0, eta, alpha, theta, gamma, chunk=chunk, ns_steps=rule.ns_steps)
+        return atlas_loop(q, k, v, w0, eta, alpha, theta, gamma, chunk=chunk, ns_steps=rule.optimiser.ns_steps)
     expected = per_head(loop, data, {"eta": gates.eta, "alpha": gates.alpha, "theta": gates.theta,
                                      "gamma": gates.gamma}, params)
-    assert rule.ns_steps == 5
+    assert rule.optimiser.ns_steps == 5
     forms = [{"chunk_size": chunk}] + ([{"mode": "recurrent"}] if chunk == 1 else [])
     for form in forms:
         assert rel(project(rule, data, gates, params, **form), expected) <= TOL, form

@@ -20,11 +20,11 @@ from typer.testing import CliRunner
 import miras_search.schema as schema
 from miras_search.cli import app
 from miras_search.errors import ConfigError, UnsupportedPoint
-from miras_search.memory import MemoryRule
+from miras_search.memory import MemoryGates, MemoryRule, memory_forward
 from miras_search.model.factory import build_model
 from miras_search.points import point_from_dict
 from miras_search.schema import ModelPoint
-from miras_search.schema.algorithm import MemoryAlgorithm, _Stepping
+from miras_search.schema.algorithm import MemoryAlgorithm
 from miras_search.schema.bias import AttentionalBias
 from miras_search.schema.feature_map import FeatureMap
 from miras_search.schema.gates import Gate, gate_field
@@ -140,23 +140,141 @@ def test_an_option_without_its_math_is_refused_when_defined(registries):
     assert not {"nomath", "noupdate", "wrongsig"} & (set(AttentionalBias.registry) | set(RetentionGate.registry))
 
 
-def test_an_algorithm_or_memory_the_memory_ops_lack_is_refused_not_run_as_another(registries, tmp_path):
-    class Nesterov(_Stepping):
-        kind: Literal["nesterov"] = "nesterov"
-        theta: Gate = gate_field(0.9)
-
+def test_a_memory_the_memory_ops_lack_is_refused_not_run_as_another(registries, tmp_path):
     class Linear2(MemoryArchitecture):
         kind: Literal["linear2"] = "linear2"
 
-    for axes, named in (({"algorithm": {"kind": "nesterov"}}, "algorithm 'nesterov'"),
-                        ({"memory": {"kind": "linear2"}}, "memory 'linear2'")):
-        point = ModelPoint.model_validate({**TINY, **axes})
-        with pytest.raises(UnsupportedPoint, match=f"{named} is not built"):
-            build_model(point)
-        (tmp_path / "point.yaml").write_text(point.model_dump_json())
-        result = CliRunner().invoke(app, ["validate", str(tmp_path / "point.yaml")], env={"COLUMNS": "300"})
-        assert result.exit_code == 1
-        assert f"{named} is not built" in result.output
+    point = ModelPoint.model_validate({**TINY, "memory": {"kind": "linear2"}})
+    with pytest.raises(UnsupportedPoint, match="memory 'linear2' is not built"):
+        build_model(point)
+    (tmp_path / "point.yaml").write_text(point.model_dump_json())
+    result = CliRunner().invoke(app, ["validate", str(tmp_path / "point.yaml")], env={"COLUMNS": "300"})
+    assert result.exit_code == 1
+    assert "memory 'linear2' is not built" in result.output
+
+
+def test_an_algorithm_without_its_step_is_refused_when_defined(registries):
+    with pytest.raises(TypeError, match=r"algorithm 'nostep' \(.*NoStep\) defines none of step"):
+        class NoStep(MemoryAlgorithm):
+            kind: Literal["nostep"] = "nostep"
+    with pytest.raises(TypeError, match=r"BadStep\.step\(self, grad\) cannot be called as step\("):
+        class BadStep(MemoryAlgorithm):
+            kind: Literal["badstep"] = "badstep"
+
+            def step(self, grad):
+                return grad, None
+    assert not {"nostep", "badstep"} & set(MemoryAlgorithm.registry)
+
+
+def _sign_descent() -> type[MemoryAlgorithm]:
+    class SignDescent(MemoryAlgorithm):
+        """S_t = -eta_t sign(G_t): signSGD as the inner optimiser."""
+
+        kind: Literal["signsgd"] = "signsgd"
+        summary: ClassVar[str] = "the sign of the gradient"
+        eta: Gate = gate_field(0.05)
+
+        def step(self, grad, eta, theta, buffer):
+            return -eta * grad.sign(), None
+
+    return SignDescent
+
+
+def _nesterov() -> type[MemoryAlgorithm]:
+    class Nesterov(MemoryAlgorithm):
+        """m_t = theta_t m_{t-1} + G_t, S_t = -eta_t (G_t + theta_t m_t): a buffer, no closed form."""
+
+        kind: Literal["nesterov"] = "nesterov"
+        summary: ClassVar[str] = "Nesterov momentum"
+        buffered: ClassVar[bool] = True
+        eta: Gate = gate_field(0.1)
+        theta: Gate = gate_field(0.9)
+
+        def step(self, grad, eta, theta, buffer):
+            momentum = theta * buffer + grad
+            return -eta * (grad + theta * momentum), momentum
+
+    return Nesterov
+
+
+def _by_hand(kind: str, q, k, v, eta, theta, w0) -> torch.Tensor:
+    """The recurrence of a matrix memory with l2 bias and no retention, written out for the two
+    algorithms above: W_t = W_{t-1} + step(G_t), G_t = (W_{t-1} k_t - v_t) k_t^T, y_t = W_t q_t.
+    q, k, v: [T, d]; eta, theta: [T]; w0: [d, d]."""
+    w, m, outputs = w0, torch.zeros_like(w0), []
+    for t in range(q.shape[0]):
+        grad = torch.outer(w @ k[t] - v[t], k[t])
+        if kind == "signsgd":
+            w = w - eta[t] * grad.sign()
+        else:
+            m = theta[t] * m + grad
+            w = w - eta[t] * (grad + theta[t] * m)
+        outputs.append(w @ q[t])
+    return torch.stack(outputs)
+
+
+@pytest.mark.parametrize("make", [_sign_descent, _nesterov])
+def test_an_algorithm_is_one_class_a_point_a_space_a_model_and_a_conformant_rule(registries, tmp_path, make):
+    algorithm = make()
+    kind = algorithm.model_fields["kind"].default
+    point = point_from_dict({**TINY, "memory": {"kind": "mlp"}, "algorithm": {"kind": kind}})
+    assert isinstance(point.algorithm, algorithm) and kind in schema.ALGORITHM_KINDS
+    assert ModelPoint.model_validate(point.model_dump()) == point
+
+    space = SearchSpace.from_dict({"name": "plug", "base": TINY, "params": {
+        "algorithm": {"kind": {"choice": ["gd", kind]}, "eta": {"value": {"float": [0.01, 0.2]}}}}})
+    assert {p.algorithm.kind for p in space.sample(12, seed=0)} == {"gd", kind}
+
+    model = build_model(point)
+    logits = model(torch.randint(0, 64, (2, 16)))
+    logits = getattr(logits, "logits", logits)
+    assert torch.isfinite(logits).all()
+    logits.square().mean().backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+    # the memory ops run its step: chunk 1 against the recurrence, chunks of 4 against the slow
+    # reference, matrix and MLP memories, float64, forward and every gradient
+    for memory in ({"kind": "matrix"}, {"kind": "mlp"}):
+        for retention in ({"kind": "none"}, {"kind": "l2"}):
+            rule = MemoryRule.from_point(ModelPoint(memory=memory, retention=retention, algorithm={"kind": kind}))
+            assert rule.materialised_chunks
+            check_forms(rule, length=7, chunk=1, against="recurrent")
+            check_forms(rule, length=7, chunk=4, against="reference")
+
+    # ... and that recurrence is the algorithm's own, written out by hand
+    rule = MemoryRule.from_point(ModelPoint(memory={"kind": "matrix"}, bias={"kind": "l2"}, algorithm={"kind": kind}))
+    gen = torch.Generator().manual_seed(0)
+    t, d = 9, 4
+    q, k, v = (torch.randn(1, t, 1, d, generator=gen, dtype=torch.float64) for _ in range(3))  # [B, T, H, D]
+    k = torch.nn.functional.normalize(k, dim=-1)
+    eta = torch.rand(1, t, 1, generator=gen, dtype=torch.float64) * 0.3  # [B, T, H]
+    theta = torch.rand(1, t, 1, generator=gen, dtype=torch.float64) * 0.9
+    gates = MemoryGates(eta=eta, theta=theta if rule.optimiser.buffered else None)
+    got = memory_forward(rule, q, k, v, gates, [], mode="recurrent")
+    expected = _by_hand(kind, q[0, :, 0], k[0, :, 0], v[0, :, 0], eta[0, :, 0], theta[0, :, 0],
+                        torch.zeros(d, d, dtype=torch.float64))
+    torch.testing.assert_close(got[0, :, 0], expected, rtol=1e-12, atol=1e-12)
+
+    # a space may choose it from the CLI, the options table lists it, and it runs no kernel
+    (tmp_path / "point.yaml").write_text(point.model_dump_json())
+    runner = CliRunner()
+    env = {"COLUMNS": "300"}
+    assert runner.invoke(app, ["validate", str(tmp_path / "point.yaml")], env=env).exit_code == 0
+    listed = runner.invoke(app, ["options"], env=env).output
+    assert kind in listed and algorithm.summary in listed
+    kernels = " ".join(runner.invoke(app, ["kernels", str(tmp_path / "point.yaml")], env=env).output.split())
+    assert f"algorithm '{kind}'" in kernels and "has no kernel" in kernels
+
+
+def test_an_algorithm_with_a_nonlinear_step_is_refused_where_the_chunked_form_cannot_run_it(registries):
+    kind = _sign_descent().model_fields["kind"].default
+    for axes, field in (({"retention": {"kind": "lq"}}, "algorithm.kind"),
+                        ({"memory": {"kind": "vector"}}, "algorithm.kind")):
+        with pytest.raises(ValidationError, match=re.escape(field)):
+            ModelPoint.model_validate({**TINY, **axes, "algorithm": {"kind": kind}})
+    # the Omega window takes it (its gradients are summed before the step)
+    point = ModelPoint.model_validate({**TINY, "bias": {"kind": "l2", "window": 3}, "algorithm": {"kind": kind}})
+    check_forms(MemoryRule.from_point(point), length=7, chunk=1, against="recurrent")
 
 
 def test_a_preset_less_space_searches_a_field_of_a_default_axis():

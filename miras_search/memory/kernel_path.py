@@ -42,7 +42,7 @@ UNCOVERED_NOTE = (
 
 def atlas_problem(rule: MemoryRule, q: Tensor, v: Tensor) -> str | None:
     """Why no kernel runs an Atlas option (arXiv 2505.23735), or None: the kernels implement
-    neither Muon's orthogonalised step, nor the Omega window with momentum on an MLP memory, a
+    neither Muon's orthogonalised step (nor any step not linear in the gradients), nor the Omega window with momentum on an MLP memory, a
     channel-wise alpha or kl retention (it runs as window entries with gd, and with momentum on
     the matrix kernel: kernels.omega), nor an MLP memory behind a feature map (keys wider than
     values); those points run the PyTorch chunked form. q: [..., K], v: [..., V]."""
@@ -50,8 +50,8 @@ def atlas_problem(rule: MemoryRule, q: Tensor, v: Tensor) -> str | None:
 
 
 def _atlas_problem(rule: MemoryRule, key_dim: int, value_dim: int) -> str | None:
-    if rule.algorithm == "muon":
-        return "algorithm 'muon' (Newton-Schulz on each step) has no kernel"
+    if rule.materialised_chunks:
+        return f"algorithm '{rule.algorithm}' (a step not linear in the gradients) has no kernel"
     if rule.omega_window > 1:
         from miras_search.kernels.omega import window_algorithm_problem
 

@@ -7,16 +7,16 @@ in the linear form instead, as c entries per token: ``inputs.window_as_entries``
 computes that case too, as the tests' second form.) As the paper's parallel form (Section 3.3, Eq. 16; Section 5.1, Eqs. 34-41), every
 gradient of a chunk is taken at the chunk's start memory W_0 (at beta_t W_0, beta_t = the chunk's
 alphas up to t, when l2 retention takes its gradient at the retained memory): exact for chunks
-of one token, an approximation for longer ones, as the paper's own. Then, all at once per chunk:
+of one token, an approximation for longer ones, as the paper's own. Then, per chunk:
 
     G_t = sum_{j<c} gamma_{t,j} grad l(W_0; k_{t-j}, v_{t-j})          (Eq. 16's window sum)
-    gd:        step_t = -eta_t G_t
-    momentum:  S_t = Theta_t S_0 - sum_{i<=t} (Theta_t / Theta_i) eta_i G_i,  step_t = S_t
-    muon:      S_t = Theta_t S_0 + sum_{i<=t} (Theta_t / Theta_i) G_i,        (Eq. 39)
-               step_t = -eta_t NS_k(S_t)                                   (Eqs. 40-41, 32)
+    step_t = the algorithm's step of G_t (``MemoryAlgorithm.chunk_steps``; gd: -eta_t G_t;
+             muon, in closed form: S_t = Theta_t S_0 + sum_{i<=t} (Theta_t / Theta_i) G_i,
+             Eq. 39, with Theta_t = prod_{j<=t} theta_j, then step_t = -eta_t NS_k(S_t),
+             Eqs. 40-41, 32; an algorithm with a buffer and no closed form: token by token)
     W_t = beta_t W_0 + sum_{i<=t} (beta_t / beta_i) step_i,   y_t = M_{W_t}(q_t)
 
-with Theta_t = prod_{j<=t} theta_j. Memory O(chunk * weights) per chunk: the weights W_t and the
+Every algorithm whose step is not linear in the gradients (Muon, a new one) runs here. Memory O(chunk * weights) per chunk: the weights W_t and the
 momenta S_t of every token of the chunk exist at once ([B, H, b, out, in] per layer).
 Covers linear retentions (none, l2) on matrix and MLP memories (``ModelPoint`` refuses others).
 ``memory_forward`` runs it checkpointed (``checkpointed_chunk``): per-token weights are
@@ -33,7 +33,7 @@ from miras_search.memory.chunked import ChunkDecay
 from miras_search.memory.inputs import MemoryInputs, layer_gates
 from miras_search.memory.recurrent import input_widths, memory_gradients
 from miras_search.memory.rule import MemoryRule, MemoryState
-from miras_search.primitives import decay_matrix, newton_schulz, prefix_sum
+from miras_search.primitives import decay_matrix, prefix_sum
 
 CHECKPOINT_FLOATS = 2**24
 """Per-token weights of one chunk (floats, batch and heads included) from which the chunk is
@@ -77,19 +77,13 @@ def materialised_chunk(rule: MemoryRule, state: MemoryState, x: MemoryInputs,
     scale = retention.gradient_scale(None if x.alpha is None else beta)
     sums = _window_sums(rule, state, x, None if scale is None else layer_gates(scale, widths))
     etas = [eta.unsqueeze(-2) for eta in layer_gates(x.eta, widths)]  # [B, H, b, 1, c_l]
-    momenta = None
-    if rule.algorithm in ("momentum", "muon"):
-        big_theta, d_theta = _prefix(x.theta, x.k)  # [B, H, b, 1], [B, H, b, b, 1]
-        d_theta = d_theta[..., 0]
-        terms = sums if rule.algorithm == "muon" else [-eta * g for eta, g in zip(etas, sums, strict=True)]
-        momenta = [big_theta[..., None] * s0.unsqueeze(2) + torch.einsum("bhti,bhioc->bhtoc", d_theta, t)
-                   for s0, t in zip(state.s, terms, strict=True)]
-        if rule.algorithm == "muon":
-            steps = [-eta * newton_schulz(s, rule.ns_steps) for eta, s in zip(etas, momenta, strict=True)]
-        else:
-            steps = momenta
-    else:
-        steps = [-eta * g for eta, g in zip(etas, sums, strict=True)]
+    theta = None if x.theta is None else x.theta.unsqueeze(-1)  # [B, H, b, 1, 1]
+    buffers = state.s if state.s is not None else [None] * len(sums)
+    steps, momenta = [], []
+    for g, eta, buffer in zip(sums, etas, buffers, strict=True):
+        step, momentum = rule.optimiser.chunk_steps(g, eta, theta, buffer)
+        steps.append(step)
+        momenta.append(momentum)
     weights = []
     for w0, step, b_l, d_l in zip(state.w, steps, layer_gates(beta, widths),
                                   layer_gates(d_alpha, widths), strict=True):
@@ -102,7 +96,7 @@ def materialised_chunk(rule: MemoryRule, state: MemoryState, x: MemoryInputs,
     y, _ = network.run(apply, x.q)
     end = MemoryState(
         [w[:, :, -1] for w in weights], None,
-        None if momenta is None else [s[:, :, -1] for s in momenta],
+        None if state.s is None else [s[:, :, -1] for s in momenta],
     )
     return y, end
 

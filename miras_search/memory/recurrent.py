@@ -2,9 +2,10 @@
 
 Per micro-step i (per head): P = the point the retention takes the gradient at (alpha_i M_{i-1}
 for l2 retention, "retain, then learn"; M_{i-1} otherwise); pred = P(k_i); g = dl/dpred (bias);
-G = g back-propagated through P at k_i; S_i = -eta_i G (gd) or theta_i S_{i-1} - eta_i G
-(momentum); the retention rule forms M_i from M_{i-1} and S_i. A token's output is M(q) read after its last micro-step.
-Muon (Atlas, arXiv 2505.23735 Eqs. 32-33): S_i = theta_i S_{i-1} + G, the step -eta_i NS_k(S_i).
+G = g back-propagated through P at k_i; the algorithm's ``step`` makes the step from G (gd:
+-eta_i G; momentum: S_i = theta_i S_{i-1} - eta_i G; Muon, Atlas arXiv 2505.23735 Eqs. 32-33:
+S_i = theta_i S_{i-1} + G, the step -eta_i NS_k(S_i)); the retention rule forms M_i from M_{i-1}
+and the step. A token's output is M(q) read after its last micro-step.
 With the Omega rule's window (Eq. 9) G sums the gradients of the window's c tokens at P, each
 weighted by its gamma.
 With a separate write key w_i (RWKV-7) the value part of the step is v_i w_i^T instead of
@@ -18,7 +19,6 @@ from torch import Tensor
 
 from miras_search.memory.inputs import MemoryInputs, layer_gates
 from miras_search.memory.rule import MemoryRule, MemoryState
-from miras_search.primitives import newton_schulz
 
 
 def memory_gradients(rule: MemoryRule, weights: list[Tensor], k: Tensor, v: Tensor,
@@ -58,6 +58,21 @@ def input_widths(weights: list[Tensor]) -> list[int]:
     return [w.shape[-1] for w in weights]
 
 
+def algorithm_steps(rule: MemoryRule, grads: list[tuple[Tensor, Tensor]], etas: list[Tensor],
+                    theta: Tensor | None, buffers: list[Tensor] | None
+                    ) -> tuple[list[Tensor], list[Tensor | None]]:
+    """Per memory weight, the algorithm's step from the gradient factors (delta_l, x_l) of
+    ``memory_gradients``, with eta_l [B, H, 1, c_l], theta [B, H, 1, 1] | None and the buffers
+    (None: the algorithm has none). Returns the steps and the new buffers, [B, H, out, in] each."""
+    layers = rule.network.layers
+    steps, new_buffers = [], []
+    for i, (layer, eta, (d, inp)) in enumerate(zip(layers, etas, grads, strict=True)):
+        step, buffer = rule.optimiser.step(layer.grad(d, inp), eta, theta, None if buffers is None else buffers[i])
+        steps.append(step)
+        new_buffers.append(buffer)
+    return steps, new_buffers
+
+
 def recurrent_step(rule: MemoryRule, state: MemoryState, x: MemoryInputs) -> MemoryState:
     """One micro-step; ``x`` holds a single micro-step (N = 1)."""
     point = gradient_point(rule, state.w, x.alpha)
@@ -72,28 +87,16 @@ def recurrent_step(rule: MemoryRule, state: MemoryState, x: MemoryInputs) -> Mem
         grads = [(d, weight * inp) for d, inp in grads]
     widths = input_widths(state.w)
     etas, alphas = layer_gates(x.eta, widths), layer_gates(x.alpha, widths)
-    layers = rule.network.layers
-    if rule.algorithm == "muon":
-        # Atlas Eqs. 32-33: S_t = theta_t S_{t-1} + grad, step = -eta_t NS_k(S_t)
-        momenta = [x.theta * s_prev + layer.grad(d, inp)
-                   for layer, s_prev, (d, inp) in zip(layers, state.s, grads, strict=True)]
-        steps = [-eta * newton_schulz(s_l, rule.ns_steps) for eta, s_l in zip(etas, momenta, strict=True)]
-    else:
-        steps = [-layer.grad(d, eta * inp) for layer, eta, (d, inp) in zip(layers, etas, grads, strict=True)]
-        if x.write is not None:
-            steps[0] = steps[0] + layers[0].grad(x.v, x.write)
-        if state.s is not None:  # momentum
-            steps = [x.theta * s_prev + s for s_prev, s in zip(state.s, steps, strict=True)]
-        momenta = steps
+    steps, new_s = algorithm_steps(rule, grads, etas, x.theta, state.s)
+    if x.write is not None:
+        steps[0] = steps[0] + rule.network.layers[0].grad(x.v, x.write)
     new_w, new_a = [], []
     for layer in range(len(steps)):
         a_prev = None if state.a is None else state.a[layer]
         w_l, a_l = rule.retention.update(state.w[layer], a_prev, steps[layer], alphas[layer])
         new_w.append(w_l)
         new_a.append(a_l)
-    return MemoryState(
-        new_w, None if state.a is None else new_a, None if state.s is None else momenta
-    )
+    return MemoryState(new_w, None if state.a is None else new_a, None if state.s is None else new_s)
 
 
 def recurrent(rule: MemoryRule, x: MemoryInputs, state: MemoryState) -> Tensor:

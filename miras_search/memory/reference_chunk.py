@@ -14,17 +14,20 @@ from torch import Tensor
 
 from miras_search.memory.chunked import ChunkDecay, chunked
 from miras_search.memory.inputs import MemoryInputs, layer_gates
-from miras_search.memory.recurrent import gradient_point, input_widths, memory_gradients
+from miras_search.memory.recurrent import (
+    algorithm_steps,
+    gradient_point,
+    input_widths,
+    memory_gradients,
+)
 from miras_search.memory.rule import MemoryRule, MemoryState
-from miras_search.primitives import newton_schulz
 
 
 def _chunk(rule: MemoryRule, state: MemoryState, x: MemoryInputs,
            decay: ChunkDecay | None = None) -> tuple[Tensor, MemoryState]:
     """``decay`` is ignored: the oracle forms its decays token by token."""
     network, retention = rule.network, rule.retention
-    layers = network.layers
-    n_layers = len(layers)
+    n_layers = len(network.layers)
     a0 = state.a if state.a is not None else [None] * n_layers
     base = [retention.linear_base(w, a) for w, a in zip(state.w, a0, strict=True)]
     scale = [retention.read_scale(w, a) for w, a in zip(state.w, a0, strict=True)]
@@ -46,14 +49,8 @@ def _chunk(rule: MemoryRule, state: MemoryState, x: MemoryInputs,
             grads = [(d, weight * inp) for d, inp in grads]
         widths = input_widths(state.w)
         etas, decays = layer_gates(tok.eta, widths), layer_gates(tok.alpha, widths)
-        if rule.algorithm == "muon":
-            s = [tok.theta * s_l + kind.grad(d, inp) for kind, s_l, (d, inp) in zip(layers, s, grads, strict=True)]
-            step = [-eta * newton_schulz(s_l, rule.ns_steps) for eta, s_l in zip(etas, s, strict=True)]
-        else:
-            step = [-kind.grad(d, eta * inp) for kind, eta, (d, inp) in zip(layers, etas, grads, strict=True)]
-            if s is not None:
-                step = [tok.theta * s_l + st for s_l, st in zip(s, step, strict=True)]
-                s = step
+        step, buffers = algorithm_steps(rule, grads, etas, tok.theta, s)
+        s = None if s is None else buffers
         decays = [1.0 if a is None else a for a in decays]
         u = [a * u_l + st for a, u_l, st in zip(decays, u, step, strict=True)]
         u_end = [a * u_l + st for a, u_l, st in zip(decays, u_end, step, strict=True)]

@@ -11,14 +11,12 @@ from torch import Tensor
 from miras_search.errors import UnsupportedPoint
 from miras_search.memory.networks import Network
 from miras_search.schema import ModelPoint
+from miras_search.schema.algorithm import MemoryAlgorithm
 from miras_search.schema.bias import AttentionalBias
 from miras_search.schema.retention import RetentionGate
 
 MEMORY_NETWORKS = ("vector", "matrix", "mlp")
 """The memory architectures the memory ops have a network for (``memory.networks``)."""
-ALGORITHM_STEPS = ("gd", "momentum", "implicit", "multistep", "muon")
-"""The algorithms whose step the memory ops implement, token by token and chunked: an option of
-another kind validates but is refused when built, never run as one of these."""
 
 
 def require_network(kind: str) -> None:
@@ -35,7 +33,7 @@ def require_network(kind: str) -> None:
 @dataclass
 class MemoryState:
     """The state carried from token to token: per-layer weights W ([B, H, out, in]), the lq
-    accumulator A (or None) and the momentum S (or None). ``read_scale``: the retention's read
+    accumulator A (or None) and the algorithm's buffer S (the momentum; or None). ``read_scale``: the retention's read
     scale of these weights when the chunked form already has it (lq: 1 / n(A)), else None."""
 
     w: list[Tensor]
@@ -46,7 +44,8 @@ class MemoryState:
 
 @dataclass
 class MemoryRule:
-    """One point's memory: architecture (``network``), bias, retention and algorithm.
+    """One point's memory: architecture (``network``), bias, retention and algorithm (its kind,
+    and the option itself as ``optimiser``, whose ``step`` the memory ops take).
 
     ``memory == 'none'`` is softmax attention (no network, no gates); ``memory_forward`` then runs
     ``softmax_attention`` with ``window``.
@@ -57,6 +56,7 @@ class MemoryRule:
     network: Network | None = None
     bias: AttentionalBias | None = None
     retention: RetentionGate | None = None
+    optimiser: MemoryAlgorithm | None = None
     init: str = "auto"
     steps_per_token: int = 1
     unit_keys: bool = True
@@ -65,8 +65,6 @@ class MemoryRule:
     gate_modes: dict[str, str] = field(default_factory=dict)
     omega_window: int = 1
     """bias.window: the Omega rule's c (Atlas); > 1 reads ``MemoryGates.gamma``."""
-    ns_steps: int = 0
-    """algorithm muon's Newton-Schulz iterations (0 for every other algorithm)."""
     write_key: str = "key"
     """algorithm.write_key: 'key', 'one_minus_alpha' (HGRN2, made by the block) or 'lerp'
     (RWKV-7: the memory ops take a separate write key, ``MemoryGates.write_key``)."""
@@ -78,14 +76,6 @@ class MemoryRule:
         if memory.kind == "none":
             return cls(memory="none", algorithm="none", window=memory.window)
         require_network(memory.kind)
-        if not algorithm.built or algorithm.kind not in ALGORITHM_STEPS:
-            built = [kind for kind, option in type(algorithm).registry.items()
-                     if option.built and kind in ALGORITHM_STEPS]
-            raise UnsupportedPoint(
-                f"algorithm '{algorithm.kind}' is not built; choose {', '.join(built)} (the memory "
-                "ops have no recurrence or chunked form for its step: a new algorithm also needs "
-                "them in miras_search/memory)"
-            )
         if memory.kind == "mlp":
             network = Network(
                 "mlp", memory.depth, memory.expansion, memory.activation, memory.layer_norm
@@ -99,13 +89,13 @@ class MemoryRule:
             network=network,
             bias=point.bias,
             retention=point.retention,
+            optimiser=algorithm,
             init=memory.init,
             steps_per_token=algorithm.steps_per_token,
             unit_keys=point.block.qk_l2_norm,
             gate_modes=modes,
             write_key=getattr(algorithm, "write_key", "key"),
             omega_window=point.bias.window,
-            ns_steps=getattr(algorithm, "ns_steps", 0),
         )
 
     @property
@@ -114,10 +104,11 @@ class MemoryRule:
 
     @property
     def materialised_chunks(self) -> bool:
-        """Whether the chunked form materialises per-token weights (``memory.materialised``):
-        Muon's orthogonalised step has no linear chunk read (the Omega window with gd or momentum
-        runs the linear form as c entries per token, ``inputs.window_as_entries``)."""
-        return self.algorithm == "muon"
+        """Whether the chunked form materialises per-token weights (``memory.materialised``): an
+        algorithm whose step is not linear in the gradients (Muon's orthogonalised step) has no
+        linear chunk read (the Omega window with gd or momentum runs the linear form as c entries
+        per token, ``inputs.window_as_entries``)."""
+        return self.optimiser is not None and not self.optimiser.linear_chunks
 
     def needs(self) -> set[str]:
         """The gates the rule reads: a subset of {'eta', 'alpha', 'theta', 'delta', 'gamma'}."""
@@ -214,6 +205,6 @@ class MemoryRule:
         else:
             zeros = [torch.zeros(batch, n_heads, o, i, dtype=dtype, device=device) for o, i in shapes]
             state = MemoryState(zeros)
-        if self.algorithm in ("momentum", "muon"):
+        if self.optimiser.buffered:
             state.s = [torch.zeros_like(w_l) for w_l in state.w]
         return state

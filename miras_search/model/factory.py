@@ -108,7 +108,7 @@ def memory_state_size(point: ModelPoint, context: int | None = None) -> int:
     - vector memory: H*K;   matrix memory: H*K*V;
     - mlp memory: H * (sum of the weight sizes of one head's MLP: K*eK + eK*eK*(depth-2) + eK*V);
     - with a feature map (Atlas) K is the feature width;
-    - algorithm momentum or muon doubles it (the momentum S_t has the memory's shape);
+    - an algorithm with a buffer (momentum, muon) doubles it (S_t has the memory's shape);
     - an Omega window of c (bias.window) adds the c - 1 past keys and values, H*(c-1)*(K+V);
     - lq retention carries A_t (W_t = A_t / ||A_t||_q^(q-2) is a function of it): no extra;
     - memory 'none' (softmax attention): the key/value cache, H*(K+V)*T_ctx with
@@ -125,7 +125,7 @@ def memory_state_size(point: ModelPoint, context: int | None = None) -> int:
     require_network(kind)
     per_head = {"vector": k, "matrix": memory_key_width(point) * v}.get(kind) or _mlp_memory_floats(point)
     size = h * per_head
-    if point.algorithm.kind in ("momentum", "muon"):
+    if point.algorithm.buffered:
         size *= 2
     if point.bias.window > 1:  # the Omega window's c - 1 past keys and values
         size += h * (point.bias.window - 1) * (k + v)

@@ -119,9 +119,10 @@ def _token_floats(point: ModelPoint) -> int:
 
 
 def materialised(point: ModelPoint) -> bool:
-    """Whether the chunked form keeps per-token weights (Atlas's muon; the Omega window runs the
-    linear form, c entries per token)."""
-    return point.algorithm.kind == "muon"
+    """Whether the chunked form keeps per-token weights (an algorithm whose step is not linear in
+    the gradients, such as Atlas's muon; the Omega window runs the linear form, c entries per
+    token)."""
+    return point.memory.kind != "none" and not point.algorithm.linear_chunks
 
 
 def _materialised_copies(point: ModelPoint) -> int:

@@ -1,31 +1,89 @@
-"""Axis 4, memory learning algorithm: the online optimiser that applies the bias and retention."""
+"""Axis 4, memory learning algorithm: the online optimiser that applies the bias and retention.
+
+One class per algorithm, each a subclass of ``MemoryAlgorithm``: its fields (the schema) and its
+``step``, the update of one memory weight from the inner loss's gradient. A subclass that
+declares its own ``kind`` registers itself; ``Algorithm`` (the discriminated union),
+``ALGORITHM_KINDS`` and the tables are derived from the registry.
+
+The math works through tensor methods (and ``miras_search.primitives``): this module imports no
+torch at import time.
+"""
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
+from miras_search import primitives
 from miras_search.schema._base import AxisOption
 from miras_search.schema.gates import Gate, check_gate_range, gate_field
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 
 class MemoryAlgorithm(AxisOption):
     """Base of every memory learning algorithm; a subclass with its own ``kind`` registers itself.
 
-    ``built``: whether the memory ops have its recurrence and chunked form (False: points that
-    choose it validate, and building them names it as not built yet).
+    An option defines ``step``. Its gates are its ``Gate`` fields: ``eta`` (the inner learning
+    rate) and ``theta`` (a momentum decay) are the ones the memory ops feed to it. By default its
+    chunked form materialises per-token weights (``memory/materialised.py``: every gradient of a
+    chunk at the chunk's start memory, then the steps token by token, exact at chunk 1), which
+    covers memories 'matrix' and 'mlp' with retention 'none' or 'l2'; an algorithm whose steps
+    are linear in the gradients (gd, momentum) sets ``linear_chunks`` and runs the linear form.
     """
 
     registry: ClassVar[dict[str, type[MemoryAlgorithm]]] = {}
     axis: ClassVar[str] = "algorithm"
     role: ClassVar[str] = "the online optimiser"
-    built: ClassVar[bool] = True
+    required_hooks: ClassVar[tuple[tuple[str, ...], ...]] = (("step",),)
+    buffered: ClassVar[bool] = False
+    """Whether the memory state carries a buffer per memory weight (zeros at the start; momentum,
+    Muon), which ``step`` reads and returns."""
+    linear_chunks: ClassVar[bool] = False
+    """Whether the step is -eta_t G_t or a momentum of those (a linear function of the
+    gradients): the chunked form then never forms per-token weights (``memory/chunked.py``)."""
+    takes_window: ClassVar[bool] = True
+    """Whether the Omega rule's window (``bias.window`` > 1) may feed it a window's gradients."""
 
     @property
     def steps_per_token(self) -> int:
         """Inner steps per token, each on its own key, value and eta."""
         return 1
+
+    def step(self, grad: Tensor, eta: Tensor, theta: Tensor | None,
+             buffer: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """One memory weight's update; leading dims are batch dims throughout.
+
+        grad: [..., out, in], the inner loss's gradient at the point the retention takes it (with
+        the Omega window: the window's gamma-weighted sum); eta: [..., 1, c] (c = 1 or the
+        weight's input width); theta: [..., 1, 1] or None (no theta gate); buffer: [..., out, in]
+        (``buffered``) or None. Returns (the step S added to the retained memory,
+        W_t = retention(W_{t-1}, S), [..., out, in]; the new buffer or None).
+        """
+        raise NotImplementedError
+
+    def chunk_steps(self, grads: Tensor, eta: Tensor, theta: Tensor | None,
+                    buffer: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """The steps of a chunk's b tokens, every gradient taken at the chunk's start memory.
+
+        grads: [B, H, b, out, in]; eta: [B, H, b, 1, c]; theta: [B, H, b, 1, 1] | None; buffer:
+        [B, H, out, in] at the chunk's start, or None. Returns the steps [B, H, b, out, in] and
+        every token's buffer [B, H, b, out, in] (None without one). By default ``step`` on all
+        tokens at once where there is no buffer, else token by token.
+        """
+        if buffer is None:
+            return self.step(grads, eta, theta, None)
+        import torch
+
+        steps, buffers = [], []
+        for t in range(grads.shape[2]):
+            step, buffer = self.step(grads[:, :, t], eta[:, :, t],
+                                     None if theta is None else theta[:, :, t], buffer)
+            steps.append(step)
+            buffers.append(buffer)
+        return torch.stack(steps, 2), torch.stack(buffers, 2)
 
 
 class _Stepping(MemoryAlgorithm):
@@ -39,10 +97,20 @@ class _Stepping(MemoryAlgorithm):
         return self
 
 
+class _Descent(_Stepping):
+    """An algorithm whose step is the plain descent step S_t = -eta_t G_t."""
+
+    linear_chunks: ClassVar[bool] = True
+
+    def step(self, grad: Tensor, eta: Tensor, theta: Tensor | None,
+             buffer: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        return -eta * grad, None
+
+
 WriteKey = Literal["key", "one_minus_alpha", "lerp"]
 
 
-class GD(_Stepping):
+class GD(_Descent):
     """S_t = -eta_t grad_t.
 
     ``write_key`` says which key the value is written with (the ``v_t x^T`` part of the step):
@@ -78,6 +146,8 @@ class Momentum(_Stepping):
 
     kind: Literal["momentum"] = "momentum"
     summary: ClassVar[str] = "Titans"
+    buffered: ClassVar[bool] = True
+    linear_chunks: ClassVar[bool] = True
     theta: Gate = gate_field(0.9)
 
     @model_validator(mode="after")
@@ -85,19 +155,26 @@ class Momentum(_Stepping):
         _check_momentum_theta(self.theta)
         return self
 
+    def step(self, grad: Tensor, eta: Tensor, theta: Tensor | None,
+             buffer: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        momentum = theta * buffer - eta * grad
+        return momentum, momentum
 
-class Implicit(_Stepping):
+
+class Implicit(_Descent):
     """W_t = argmin_W l(W; k_t, v_t) + ||W - W_{t-1}||^2 / (2 eta_t) (Longhorn)."""
 
     kind: Literal["implicit"] = "implicit"
     summary: ClassVar[str] = "Longhorn"
+    takes_window: ClassVar[bool] = False
 
 
-class Multistep(_Stepping):
+class Multistep(_Descent):
     """``steps`` inner gd steps per token, each on its own key/value and eta (DeltaProduct)."""
 
     kind: Literal["multistep"] = "multistep"
     summary: ClassVar[str] = "DeltaProduct"
+    takes_window: ClassVar[bool] = False
     steps: int = Field(2, ge=2, le=8)
 
     @property
@@ -125,6 +202,7 @@ class Muon(_Stepping):
 
     kind: Literal["muon"] = "muon"
     summary: ClassVar[str] = "Atlas: momentum + Newton-Schulz"
+    buffered: ClassVar[bool] = True
     theta: Gate = gate_field(0.9)
     ns_steps: int = Field(
         5, ge=1, le=10,
@@ -141,6 +219,21 @@ class Muon(_Stepping):
     def label(self) -> str:
         return f"muon (k={self.ns_steps})"
 
+    def step(self, grad: Tensor, eta: Tensor, theta: Tensor | None,
+             buffer: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        momentum = theta * buffer + grad
+        return -eta * primitives.newton_schulz(momentum, self.ns_steps), momentum
+
+    def chunk_steps(self, grads: Tensor, eta: Tensor, theta: Tensor | None,
+                    buffer: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """In closed form (Eq. 39): S_t = Theta_t S_0 + sum_{i<=t} (Theta_t / Theta_i) G_i,
+        Theta_t = prod_{j<=t} theta_j, then one batched Newton-Schulz over the chunk."""
+        log_theta = primitives.prefix_sum(theta.log()[..., 0, 0], 2)  # [B, H, b]
+        ratios = primitives.decay_matrix(log_theta)  # [B, H, b(t), b(i)]
+        carried = log_theta.exp()[..., None, None] * buffer.unsqueeze(2)
+        momenta = carried + (ratios @ grads.flatten(3)).view_as(grads)
+        return -eta * primitives.newton_schulz(momenta, self.ns_steps), momenta
+
     @classmethod
     def examples(cls) -> list[dict]:
         return [{"kind": "muon", "ns_steps": 3}]
@@ -151,6 +244,12 @@ class NoAlgorithm(MemoryAlgorithm):
 
     kind: Literal["none"] = "none"
     summary: ClassVar[str] = "with memory `none` only"
+    takes_window: ClassVar[bool] = False
+
+    def step(self, grad: Tensor, eta: Tensor, theta: Tensor | None,
+             buffer: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        raise TypeError("algorithm 'none' takes no step: it goes with memory 'none' (softmax "
+                        "attention), which has no memory to update")
 
     @classmethod
     def examples(cls) -> list[dict]:

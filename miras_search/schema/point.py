@@ -149,16 +149,17 @@ def cross_axis_problems(point: ModelPoint) -> list[tuple[str, str]]:
 
 
 def _atlas_problems(point: ModelPoint) -> list[tuple[str, str]]:
-    """The rules of Atlas's axes (arXiv 2505.23735): the Omega window (bias.window > 1), the
-    muon algorithm and the feature maps. Muon runs with per-token weights materialised in the
-    chunked form (the window, with gd or momentum, as c entries per token of the linear form),
-    which covers linear retentions (none, l2) on matrix and MLP memories."""
+    """The rules of Atlas's axes (arXiv 2505.23735): the Omega window (bias.window > 1), an
+    algorithm whose step is not linear in the gradients (muon, or a new one) and the feature
+    maps. Such an algorithm runs with per-token weights materialised in the chunked form (the
+    window, with gd or momentum, as c entries per token of the linear form), which covers linear
+    retentions (none, l2) on matrix and MLP memories."""
     memory, bias, retention, algorithm = point.memory, point.bias, point.retention, point.algorithm
     write_key = getattr(algorithm, "write_key", "key")
     problems: list[tuple[str, str]] = []
     for what, path, used in (
         (f"bias.window {bias.window} (the Omega rule)", "bias.window", bias.window > 1),
-        ("algorithm 'muon'", "algorithm.kind", algorithm.kind == "muon"),
+        (f"algorithm '{algorithm.kind}'", "algorithm.kind", not algorithm.linear_chunks),
     ):
         if not used:
             continue
@@ -170,11 +171,12 @@ def _atlas_problems(point: ModelPoint) -> list[tuple[str, str]]:
             ))
         if write_key != "key":
             problems.append((path, f"{what} takes algorithm.write_key 'key', got '{write_key}'"))
-    if bias.window > 1 and algorithm.kind not in ("gd", "momentum", "muon"):
+    if bias.window > 1 and not algorithm.takes_window:
+        takes = [kind for kind, option in type(algorithm).registry.items() if option.takes_window]
         problems.append((
             "bias.window",
-            f"bias.window > 1 (the Omega rule) needs algorithm gd, momentum or muon; got "
-            f"'{algorithm.kind}'",
+            f"bias.window > 1 (the Omega rule) needs algorithm {', '.join(takes[:-1])} or "
+            f"{takes[-1]}; got '{algorithm.kind}'",
         ))
     feature_map = getattr(memory, "feature_map", None)
     if feature_map is not None and feature_map.kind != "identity":
