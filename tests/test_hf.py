@@ -14,7 +14,14 @@ transformers = pytest.importorskip("transformers")
 from typer.testing import CliRunner  # noqa: E402
 
 from miras_search.cli import app  # noqa: E402
-from miras_search.hf import MirasByteTokenizer, MirasConfig, MirasForCausalLM, from_checkpoint  # noqa: E402
+from miras_search.errors import BadTokens  # noqa: E402
+from miras_search.hf import (  # noqa: E402
+    MirasByteTokenizer,
+    MirasConfig,
+    MirasForCausalLM,
+    MirasModel,
+    from_checkpoint,
+)
 from miras_search.model import build_model  # noqa: E402
 from miras_search.presets import preset  # noqa: E402
 from miras_search.trial.checkpoint import save_checkpoint  # noqa: E402
@@ -45,6 +52,15 @@ def test_save_pretrained_and_auto_classes_round_trip(tmp_path, tied):
     labels = tokens.clone()
     expected = torch.nn.functional.cross_entropy(reference(tokens)[:, :-1].flatten(0, 1), tokens[:, 1:].flatten())
     torch.testing.assert_close(loaded(tokens, labels=labels).loss, expected, rtol=1e-6, atol=1e-6)
+
+    # AutoModel: the same weights without the head; the head of its hidden states is the logits
+    base = transformers.AutoModel.from_pretrained(tmp_path / "hf").eval()
+    assert isinstance(base, MirasModel)
+    hidden = base(tokens).last_hidden_state
+    assert hidden.shape == (2, 63, reference.point.block.d_model)
+    torch.testing.assert_close(reference.head(hidden), reference(tokens), rtol=0, atol=0)
+    with pytest.raises(BadTokens, match="left padding"):
+        base(tokens, attention_mask=torch.tensor([[0] + [1] * 62, [1] * 63]))
 
 
 def test_generate_is_the_greedy_loop(tmp_path):

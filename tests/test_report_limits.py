@@ -281,6 +281,21 @@ def test_importances_keep_optunas_few_trials_warnings_quiet(tmp_path):
     assert [str(w.message) for w in caught] == []
 
 
+def test_importances_count_only_the_trials_with_searched_parameters():
+    """Anchors stored without parameters (presets outside the space) add nothing to the
+    importances, and the count the report gives says so."""
+    study = optuna.create_study(storage=None)
+    for i in range(3):
+        study.add_trial(create_trial(params={}, distributions={}, value=1.0 + i))
+    for i in range(4):
+        study.add_trial(create_trial(params={"memory.x": i / 10, "bias.y": (i * 3 % 4) / 10},
+                                     distributions={"memory.x": FloatDistribution(0, 1),
+                                                    "bias.y": FloatDistribution(0, 1)},
+                                     value=i / 10))
+    importances, why = study_importances(study, study_objectives(study))
+    assert why is None and importances[0].trials == 4
+
+
 def test_a_study_without_its_stored_limits_still_says_which_limit_is_broken(tmp_path):
     journal = _make_study(tmp_path, _trials())
     study = optuna.load_study(study_name=NAME, storage=JournalStorage(JournalFileBackend(str(journal))))

@@ -260,6 +260,18 @@ def test_a_run_where_every_trial_failed_exits_with_the_reasons(tmp_path):
     assert "time limit" in output
 
 
+@pytest.mark.parametrize("anchors", [[], ["gated_deltanet"]])
+def test_a_timeout_that_ends_before_any_trial_starts_says_so(tmp_path, anchors):
+    """With or without anchors queued (the sampler's trials are never created)."""
+    path = write_study(tmp_path, trials=2, sampler={"kind": "random", "anchors": anchors})
+    result = CliRunner().invoke(app, ["run", str(path), "--inline", "--wandb", "off", "--timeout", "1e-9"])
+    output = " ".join(result.output.split())
+    assert result.exit_code == 1, output
+    assert "no trial of study 'tiny' trained: the wall-clock budget of 1e-09 s" in output
+    assert f"ended before any trial started, with {len(anchors)} queued" in output
+    assert "miras resume" in output
+
+
 def test_trials_still_waiting_are_not_counted_as_failed(tmp_path):
     """Three anchors and a target of two: the third stays queued, and is no failure."""
     trial = {**TINY_TRIAL, "time_limit_s": 1e-9}

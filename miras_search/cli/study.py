@@ -183,7 +183,7 @@ def _run(path: Path, workers: int | None, address: str | None, storage: str | No
         console.print(f"[yellow]stopped{by}[/]: {what}; continue with "
                       f"`miras resume {escape(shlex.quote(str(path)))}`", highlight=False)
         raise typer.Exit(summary.exit_code)
-    _fail_if_nothing_completed(driver.study)
+    _fail_if_nothing_completed(driver.study, driver.timeout_s, path)
 
 
 def _check_inline_gpus(gpus_per_trial: float, given: bool) -> None:
@@ -262,17 +262,29 @@ def _trained(trial: FrozenTrial) -> bool:
         trial.state == TrialState.PRUNED and trial.user_attrs.get("failure") != "limit")
 
 
-def _fail_if_nothing_completed(study: optuna.Study) -> None:
+def _fail_if_nothing_completed(study: optuna.Study, timeout_s: float | None, path: Path) -> None:
     """MirasError listing the reasons when no trial of the study has trained (exit 1, not 0):
-    every one failed, or was pruned by a limit before training."""
+    every one failed, or was pruned by a limit before training, or the run's wall-clock budget
+    (``timeout_s``) ended before any trial started."""
     from optuna.trial import TrialState
 
     from miras_search.study.summary import failure_groups
 
     trials = study.get_trials(deepcopy=False)
-    if not trials or any(_trained(t) for t in trials):
+    if any(_trained(t) for t in trials):
         return
-    listed = "; ".join(f"{group.count} x {group.latest}" for group in failure_groups(trials)[:3])
+    groups = failure_groups(trials)
+    if not groups and not trials and timeout_s is None:
+        return
+    if not groups:
+        queued = sum(t.state == TrialState.WAITING for t in trials)
+        budget = "its wall-clock budget" if timeout_s is None else f"the wall-clock budget of {timeout_s:g} s"
+        raise MirasError(
+            f"no trial of study '{study.study_name}' trained: {budget} (--timeout, or the study "
+            f"file's timeout) ended before any trial started, with {queued} queued; "
+            f"`miras resume {shlex.quote(str(path))}` runs them (with a larger --timeout, or none)"
+        )
+    listed = "; ".join(f"{group.count} x {group.latest}" for group in groups[:3])
     limited = sum(t.state == TrialState.PRUNED for t in trials)
     failed = sum(t.state == TrialState.FAIL for t in trials)
     how = f"{failed} failed, {limited} pruned by a limit before training"

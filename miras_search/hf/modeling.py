@@ -1,5 +1,7 @@
-"""``MirasConfig`` (the point, as JSON data) and ``MirasForCausalLM`` (a MirasLM inside a
-PreTrainedModel), registered with AutoConfig / AutoModelForCausalLM as model type ``miras``.
+"""``MirasConfig`` (the point, as JSON data), ``MirasForCausalLM`` (a MirasLM inside a
+PreTrainedModel) and ``MirasModel`` (the same without its head: the final hidden states),
+registered with AutoConfig / AutoModelForCausalLM / AutoModel as model type ``miras``. Both
+models keep the MirasLM under ``miras``, so either loads the other's saved folder.
 
 ``generate`` works without a key/value cache: every step runs the whole prefix through the
 model (a memory layer's state is rebuilt from the tokens), which is exact and, at the sizes the
@@ -14,13 +16,14 @@ from typing import Any
 import torch
 from transformers import (
     AutoConfig,
+    AutoModel,
     AutoModelForCausalLM,
     GenerationConfig,
     GenerationMixin,
     PretrainedConfig,
     PreTrainedModel,
 )
-from transformers.modeling_outputs import CausalLMOutput
+from transformers.modeling_outputs import BaseModelOutput, CausalLMOutput
 
 from miras_search.data.vocab import EOS, IGNORE_INDEX, PAD
 from miras_search.errors import BadTokens, ConfigError, Problem
@@ -57,12 +60,9 @@ class MirasConfig(PretrainedConfig):
         return validate(ModelPoint, self.point, source, prefix=("point",))
 
 
-class MirasForCausalLM(PreTrainedModel, GenerationMixin):
-    """A causal language model over a point of the Miras design space.
-
-    forward(input_ids [B, T], labels [B, T] optional) -> CausalLMOutput(logits [B, T, V], loss):
-    labels are the inputs (shifted inside, as Hugging Face models do); -100 marks no loss.
-    """
+class MirasPreTrainedModel(PreTrainedModel):
+    """What the Miras models share: the MirasLM under ``miras`` (tied head and embedding when the
+    point ties them) and the checks of their inputs."""
 
     config_class = MirasConfig
     base_model_prefix = "miras"
@@ -76,8 +76,6 @@ class MirasForCausalLM(PreTrainedModel, GenerationMixin):
         self.miras = MirasLM(config.model_point)
         # the MirasLM ties its output head to the embedding itself; saving stores the tensor once
         self._tied_weights_keys = {"miras.head.weight": "miras.embed.weight"} if config.tie_word_embeddings else {}
-        self.generation_config = GenerationConfig(use_cache=False, eos_token_id=EOS, pad_token_id=PAD)
-        self.post_init()
 
     def _init_weights(self, module: torch.nn.Module) -> None:
         """The MirasLM initialises its own weights when built; nothing to redo here."""
@@ -85,9 +83,10 @@ class MirasForCausalLM(PreTrainedModel, GenerationMixin):
     def get_input_embeddings(self) -> torch.nn.Module:
         return self.miras.embed
 
-    def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
-                labels: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None,
-                **_: Any) -> CausalLMOutput:
+    @staticmethod
+    def _token_ids(input_ids: torch.Tensor | None, attention_mask: torch.Tensor | None,
+                   inputs_embeds: torch.Tensor | None) -> torch.Tensor:
+        """input_ids [B, T], or BadTokens saying what a Miras model reads instead."""
         if inputs_embeds is not None:
             raise BadTokens("inputs_embeds is not supported: a Miras model reads token ids; give input_ids "
                             "[batch, time] (the embedding is get_input_embeddings())")
@@ -99,6 +98,42 @@ class MirasForCausalLM(PreTrainedModel, GenerationMixin):
                 "pads): a Miras memory reads every position in order, pads included, so they would "
                 "change what it holds; give sequences one at a time, or pad on the right where "
                 "only scores are needed (lm-eval's loglikelihood)")
+        return input_ids
+
+
+class MirasModel(MirasPreTrainedModel):
+    """The Miras model without its head (``AutoModel``).
+
+    forward(input_ids [B, T]) -> BaseModelOutput(last_hidden_state [B, T, D]): the last layer's
+    output after the final norm, what the causal LM's head reads.
+    """
+
+    def __init__(self, config: MirasConfig) -> None:
+        super().__init__(config)
+        self.post_init()
+
+    def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+                inputs_embeds: torch.Tensor | None = None, **_: Any) -> BaseModelOutput:
+        input_ids = self._token_ids(input_ids, attention_mask, inputs_embeds)
+        return BaseModelOutput(last_hidden_state=self.miras.hidden_states(input_ids))
+
+
+class MirasForCausalLM(MirasPreTrainedModel, GenerationMixin):
+    """A causal language model over a point of the Miras design space.
+
+    forward(input_ids [B, T], labels [B, T] optional) -> CausalLMOutput(logits [B, T, V], loss):
+    labels are the inputs (shifted inside, as Hugging Face models do); -100 marks no loss.
+    """
+
+    def __init__(self, config: MirasConfig) -> None:
+        super().__init__(config)
+        self.generation_config = GenerationConfig(use_cache=False, eos_token_id=EOS, pad_token_id=PAD)
+        self.post_init()
+
+    def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None,
+                **_: Any) -> CausalLMOutput:
+        input_ids = self._token_ids(input_ids, attention_mask, inputs_embeds)
         logits = self.miras(input_ids)  # [B, T, V]
         loss = None
         if labels is not None:
@@ -134,3 +169,4 @@ def from_checkpoint(path: str | Path) -> MirasForCausalLM:
 
 AutoConfig.register(MirasConfig.model_type, MirasConfig, exist_ok=True)
 AutoModelForCausalLM.register(MirasConfig, MirasForCausalLM, exist_ok=True)
+AutoModel.register(MirasConfig, MirasModel, exist_ok=True)

@@ -196,16 +196,7 @@ class MirasLM(nn.Module):
         self, tokens: torch.Tensor, targets: torch.Tensor | None = None
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         tokens, targets = check_tokens(tokens, targets, self.embed.num_embeddings)
-        length = tokens.shape[1]
-        if length > self.max_seq_len:
-            raise SequenceTooLong(
-                f"the input has {length} tokens but block.max_seq_len is {self.max_seq_len}; "
-                "shorten the sequences (train.seq_len / the evaluation length) or raise block.max_seq_len"
-            )
-        x = self.embed(tokens)  # [B, T, D]
-        for layer in self.layers:
-            x = layer(x)
-        logits = self.head(self.norm(x))  # [B, T, vocab]
+        logits = self.head(self._hidden(tokens))  # [B, T, vocab]
         if targets is None:
             if self.check_finite and not torch.isfinite(logits).all():
                 raise NonFiniteError(self._non_finite("logits", logits.device))
@@ -216,6 +207,24 @@ class MirasLM(nn.Module):
         if self.check_finite and not torch.isfinite(loss):
             raise NonFiniteError(self._non_finite("loss", logits.device))
         return logits, loss
+
+    def hidden_states(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The last layer's output after the final norm, [B, T, D]: what the head reads.
+        tokens: [B, T] ids, checked as ``forward`` checks them."""
+        tokens, _ = check_tokens(tokens, None, self.embed.num_embeddings)
+        return self._hidden(tokens)
+
+    def _hidden(self, tokens: torch.Tensor) -> torch.Tensor:
+        length = tokens.shape[1]
+        if length > self.max_seq_len:
+            raise SequenceTooLong(
+                f"the input has {length} tokens but block.max_seq_len is {self.max_seq_len}; "
+                "shorten the sequences (train.seq_len / the evaluation length) or raise block.max_seq_len"
+            )
+        x = self.embed(tokens)  # [B, T, D]
+        for layer in self.layers:
+            x = layer(x)
+        return self.norm(x)
 
     def _non_finite(self, what: str, device: torch.device) -> str:
         name = self.point.name or "the point"

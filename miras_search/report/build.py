@@ -319,8 +319,9 @@ def build_report(study: optuna.Study, out_dir: str | Path, top: int = 10,
         sections.append(html.section(
             "Parameter importances",
             html.paragraph("optuna.importance.get_param_importances (default evaluator) on "
-                           f"{sum(r.complete for r in rows)} complete trials, summed per axis; "
-                           "with few trials these are rough (equal shares mean no signal yet)."),
+                           f"{importances[0].trials} complete trials with searched parameters "
+                           "(anchors outside the space have none), summed per axis; with few "
+                           "trials these are rough (equal shares mean no signal yet)."),
             *tables, _save(importance_figure(importances), out / "importances.png", images),
         ))
     else:

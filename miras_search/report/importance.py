@@ -33,11 +33,13 @@ def axis_of(param: str) -> str:
 
 @dataclass
 class Importances:
-    """Importances for one objective: per parameter, and the per-axis sums (each sums to 1)."""
+    """Importances for one objective: per parameter, and the per-axis sums (each sums to 1), from
+    ``trials`` complete trials with searched parameters."""
 
     objective: str
     params: dict[str, float]
     axes: dict[str, float]
+    trials: int = 0
 
 
 def group_by_axis(params: dict[str, float]) -> dict[str, float]:
@@ -76,5 +78,5 @@ def study_importances(study: optuna.Study, objectives: list[ObjectiveInfo]) -> t
         except (RuntimeError, ValueError, ZeroDivisionError) as error:
             return [], f"Optuna could not compute importances: {error}"
         params = {k: float(v) for k, v in params.items()}
-        out.append(Importances(objective.name, params, group_by_axis(params)))
+        out.append(Importances(objective.name, params, group_by_axis(params), len(searched)))
     return out, None
