@@ -123,3 +123,29 @@ def test_a_gate_range_must_lie_within_the_bound_its_axis_sets(axis, params, refu
     (problem,) = caught.value.problems
     assert problem.path.endswith(".value") and "reaches outside the values" in problem.message
     assert refused in problem.message
+
+
+@pytest.mark.parametrize(("params", "where", "lacking"), [
+    ({"bias": {"kind": {"choice": {"l2": {}, "lp": {}}}, "p": 3}}, "params.bias.p", "bias kind l2 has no 'p'"),
+    ({"bias": {"kind": {"choice": ["huber", "l2", "lp"]}, "p": {"float": [2, 4]}}}, "params.bias.p",
+     "bias kinds huber and l2 have no 'p'"),
+    ({"memory": {"kind": {"choice": ["matrix", "mlp"]}, "depth": 2}}, "params.memory.depth",
+     "memory kind matrix has no 'depth'"),
+    ({"one_of": {"a": {"retention": {"kind": {"choice": ["l2", "lq"]}, "q": 4}}}},
+     "params.one_of.a.retention.q", "retention kind l2 has no 'q'"),
+])
+def test_a_key_beside_a_kind_choice_that_some_kinds_lack_is_refused(params, where, lacking):
+    """Every draw of the kinds that lack it would be refused: a branch the sampler never reaches."""
+    problems = [p for p in _problems(params) if p.startswith(where)]
+    assert len(problems) == 1 and lacking in problems[0], problems
+    assert "Set it inside the branches of the kinds that have it" in problems[0]
+
+
+@pytest.mark.parametrize("params", [
+    {"bias": {"kind": {"choice": {"l2": {}, "lp": {"p": 3}}}}},  # inside the branch
+    {"bias": {"kind": {"choice": ["l2", "huber"]}, "window": 2}},  # a field of both
+    {"memory": {"kind": {"choice": ["matrix", "mlp"]}, "feature_map": {"kind": "identity"}}},
+])
+def test_a_key_every_offered_kind_has_is_kept(params):
+    space = SearchSpace.from_dict({"name": "s", "base": BASE, "params": params})
+    assert len(space.sample(4, seed=0)) == 4

@@ -28,6 +28,7 @@ from miras_search.space.targets import (
     constraint_value_problems,
     drawn_kinds,
     iter_leaves_in,
+    sibling_problems,
     target_problems,
 )
 from miras_search.space.walk import decode_option, encode_option, iter_nodes, walk
@@ -212,6 +213,7 @@ class SearchSpace:
             if problem is not None and all(p.message != problem.message for p in problems):
                 problems.append(problem)  # {low: .., high: ..} under one field: said once
         problems.extend(target_problems(self.spec.params, lines, self.base))
+        problems.extend(sibling_problems(self.spec.params, self.base, lines))
         drawn = drawn_kinds(self.spec.params, self.base)  # a tested field must exist in some draw
         for index, constraint in enumerate(self.spec.constraints):
             for section in ("when", "require", "forbid"):

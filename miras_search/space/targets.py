@@ -136,6 +136,55 @@ def _leaves(tree: dict[str, Any], where: Where, path: tuple[str, ...],
                 yield from _leaves(branch or {}, (*here, "choice", key_text(option)), path, chosen)
 
 
+def sibling_problems(params: dict[str, Any], base: dict[str, Any], lines: LineMap) -> list[Problem]:
+    """A key set beside a ``kind`` choice is set in every draw, so it must be a field of every
+    kind the choice offers: ``bias: {kind: {choice: [l2, lp]}, p: 3}`` makes every l2 draw a
+    point the schema refuses (l2 has no ``p``), a branch the sampler could never reach. (A key no
+    offered kind has is an unknown field, reported by ``unknown_path_problem``.)"""
+    problems = []
+    for where, tree, path, kinds in _sections(params, ("params",), (), _anywhere(params, base)):
+        node = tree.get("kind")
+        if not isinstance(node, Choice) or not all(_hashable(o) for o in node.options):
+            continue
+        for key in tree:
+            if key in ("kind", "one_of"):
+                continue
+            lacking = [o for o in node.options
+                       if not holders((*path, key), {**kinds, path: frozenset([o])})]
+            if not lacking or len(lacking) == len(node.options):
+                continue
+            having = [o for o in node.options if o not in lacking]
+            section = ".".join(path)
+            problems.append(Problem(".".join((*where, key)), (
+                f"'{key}' is set beside the choice of {section}.kind, so in every draw, but "
+                f"{section} kind{'s' if len(lacking) > 1 else ''} {' and '.join(map(str, lacking))} "
+                f"{'have' if len(lacking) > 1 else 'has'} no '{key}': those draws "
+                f"would always be refused. Set it inside the branches of the kinds that have it "
+                f"({', '.join(map(str, having))}): kind: {{choice: {{{having[0]}: {{{key}: ...}}, "
+                f"{lacking[0]}: {{}}}}}}"), ancestor_line(lines, (*where, key))))
+    return problems
+
+
+def _sections(tree: dict[str, Any], where: Where, path: tuple[str, ...],
+              kinds: Kinds) -> Iterator[tuple[Where, dict[str, Any], tuple[str, ...], Kinds]]:
+    """(file location, mapping, section path, kinds around it) of every mapping of the params:
+    sub-sections, ``one_of`` sub-trees and choice branches (a ``kind`` branch with that kind)."""
+    yield where, tree, path, kinds
+    inner = _level_kinds(tree, path, kinds)
+    for key, node in tree.items():
+        if key == "one_of":
+            if isinstance(node, dict):
+                for label, sub in node.items():
+                    if isinstance(sub, dict):
+                        yield from _sections(sub, (*where, key, key_text(label)), path, inner)
+        elif isinstance(node, dict):
+            yield from _sections(node, (*where, key), (*path, key), inner)
+        elif isinstance(node, Choice) and isinstance(node.choice, dict):
+            for option, branch in node.choice.items():
+                chosen = {**inner, path: frozenset([option])} if key == "kind" else inner
+                yield from _sections(branch or {}, (*where, key, "choice", key_text(option)), path, chosen)
+
+
 def holders(path: tuple[str, ...], kinds: Kinds | None = None) -> list[type[BaseModel]]:
     """The models whose field the last key of ``path`` names (empty if the path is unknown),
     each section on the way narrowed to the kinds ``kinds`` gives it."""
