@@ -25,8 +25,8 @@ def _refused(args: list[str]) -> str:
 
 
 @pytest.mark.parametrize(("args", "words"), [
-    (["moneta", "--name", "../evil"], "--name '../evil': use letters, digits, '_', '-' and '.' only (it names a folder)"),
-    (["moneta", "--name", "a/b"], "--name 'a/b': use letters"),
+    (["moneta", "--name", "../evil"], "--name '../evil': start with a letter or a digit, then use letters, digits, '_', '-' and '.' only (it names a folder)"),
+    (["moneta", "--name", "a/b"], "--name 'a/b': start with a letter or a digit, then use letters"),
     (["moneta", "--metric", "banana", *LADDER], "--metric banana: 'banana' is not a metric a trial of this data measures"),
     (["moneta", "--metric", "val_bpbb", *LADDER], "did you mean 'val_bpb'?"),
     (["monetaa", *LADDER], "'monetaa' is neither a preset"),

@@ -303,7 +303,7 @@ def _report(summary: RunSummary, tracker) -> None:
     target = summary.target if summary.target is not None else "-"
     console.print(
         f"study [bold]{escape(summary.study_name)}[/]: {summary.finished}/{target} finished trials "
-        f"({summary.ran} trained and {summary.reused} reused in this run, {summary.wall_s:.0f} s, "
+        f"({summary.ran} ran and {summary.reused} reused in this run, {summary.wall_s:.0f} s, "
         f"orchestration {overhead:.2f} s/trial)", highlight=False,
     )
     failed = sum(group.count for group in summary.failures)

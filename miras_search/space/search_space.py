@@ -333,10 +333,12 @@ class SearchSpace:
         if len(points) < n:
             common = "; ".join(f"{r} ({c}x)" for r, c in reasons.most_common(3))
             # with no constraints declared, the schema's own rules rejected the params' values
+            draws = sum(reasons.values()) + len(points)
+            found = (f"none of {draws} draws satisfy the space's rules" if not points else
+                     f"only {len(points)} of {n} points satisfy the space's rules after {draws} draws")
             raise ConfigError(self.source, [Problem(
                 "constraints" if self.spec.constraints else "params",
-                f"only {len(points)} of {n} points satisfy the space's rules after "
-                f"{sum(reasons.values()) + len(points)} draws; most common rejections: {common}",
+                f"{found}; most common rejections: {common}",
             )])
 
     def _named(self, point: ModelPoint, index: int) -> ModelPoint:

@@ -132,7 +132,7 @@ class RunSummary:
     storage: str
     finished: int
     target: int | None
-    ran: int = 0  # trials trained by this run
+    ran: int = 0  # trials run by this run (trained, or failed before training)
     reused: int = 0
     interrupted: bool = False
     interrupted_by: str = "Ctrl-C"  # or "SIGTERM" (kill, timeout, docker stop, a scheduler)

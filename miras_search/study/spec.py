@@ -41,7 +41,8 @@ from miras_search.yamlio import LineMap, ancestor_line, read_yaml
 
 SamplerKind = Literal["tpe", "nsgaii", "cmaes", "random", "grid", "anchors"]
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
-NAME_RULE = "use letters, digits, '_', '-' and '.' only (it names a folder)"
+NAME_RULE = ("start with a letter or a digit, then use letters, digits, '_', '-' and '.' only "
+             "(it names a folder)")
 NAME_MAX = 120
 
 # Metrics a trial knows before training (from the point alone): limits on them skip training.
