@@ -86,3 +86,15 @@ def test_a_study_keeps_the_best_weights_which_export_and_train_from_use(tmp_path
     assert read_checkpoint(tmp_path / "more.pt").point.memory == kept.point.memory
     both = runner.invoke(app, ["train", "moneta", "--from", str(weights)])
     assert both.exit_code == 1 and "one of the two" in both.output
+
+
+def test_a_run_says_once_when_weights_are_over_the_size_kept(tmp_path, monkeypatch):
+    """checkpoints.max_mb below every trial's weights keeps none: the run says so, once."""
+    monkeypatch.chdir(tmp_path)
+    path = write_study(tmp_path, trials=2, sampler={"kind": "random", "anchors": []},
+                       checkpoints={"keep": 2, "max_mb": 0.001})
+    result = runner.invoke(app, ["run", str(path), "--inline", "--wandb", "off"], env={"COLUMNS": "300"})
+    assert result.exit_code == 0, result.output
+    said = [line for line in result.output.splitlines() if "checkpoints.max_mb (0.001 MiB)" in line]
+    assert len(said) == 1 and "not kept" in said[0], result.output
+    assert not list(load_study_file(path).checkpoint_dir().glob("*.pt"))

@@ -216,6 +216,7 @@ class StudyDriver:
         self.finished = 0
         self.identity = this_driver()
         self._live_logged: set[int] = set()
+        self._said_weights_too_large = False
 
     def _stored_target(self, from_file: int | None) -> int | None:
         """The file's ``trials``, or the last run's target when that was higher (a run with
@@ -518,6 +519,7 @@ class StudyDriver:
             self._emit("note", f"trial {frozen.number}: {result.reason}; it runs once more, after "
                        "another trial")
         if self.spec.checkpoints.keep:
+            self._note_weights_not_kept(task.number, result.metrics)
             keep_best_checkpoints(self.study, self.spec.checkpoint_dir(), self.spec.checkpoints.keep)
         self.summary.ran += 1
         self.summary.trial_s.append(trial_s)
@@ -531,6 +533,17 @@ class StudyDriver:
                 leader, rest = followers[0], followers[1:]
                 self._submit(pool, leader, running.key, ModelPoint.model_validate(task.point), time.perf_counter())
                 self._by_key[running.key].followers.extend(rest)
+
+    def _note_weights_not_kept(self, number: int, metrics: dict[str, float]) -> None:
+        """Say once per run that a trial's weights were over ``checkpoints.max_mb`` (so not kept),
+        rather than leave it to ``miras export --weights`` to find none."""
+        if self._said_weights_too_large or metrics.get("saved_weights") != 0.0:
+            return
+        self._said_weights_too_large = True
+        limit = self.spec.checkpoints.max_mb
+        self._emit("note", f"trial {number}: its weights ({metrics.get('weights_mb', float('nan')):.3g} MiB) "
+                   f"are over checkpoints.max_mb ({limit:g} MiB), so they are not kept, nor those of any "
+                   "other trial over it; raise checkpoints.max_mb to keep them")
 
     def _outcome(self, result: TrialResult) -> tuple[TrialState, dict[str, Any], list[float] | None]:
         attrs: dict[str, Any] = {
