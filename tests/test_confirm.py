@@ -96,7 +96,7 @@ def test_confirm_picks_the_points_best_lists(monkeypatch):
     best = [t.number for t in ranked(study)]
     assert best == [3, 4, 0, 6, 7]  # the reference: feasible, #5 (= #3) and infeasible #2 left out
     for top in (1, 2, 3):
-        rows, _, _ = confirm_points(study, top)
+        rows, _, _, _ = confirm_points(study, top)
         assert [r.number for r in rows][:top] == best[:top]
     monkeypatch.setattr(confirm_module, "run_trial", FakeTrainer(LONG))
     result = confirm_study(study, top=2, scale=2, seeds=(0,))
@@ -106,7 +106,7 @@ def test_confirm_picks_the_points_best_lists(monkeypatch):
 
 def test_named_models_that_failed_are_not_called_unmeasured(monkeypatch):
     study = _make_study()
-    _, missing, left_out = confirm_points(study, 2)
+    _, missing, left_out, _ = confirm_points(study, 2)
     assert missing == ["memora"]  # no trial at all
     assert list(left_out) == ["yaad"]
     assert left_out["yaad"] == ("trial 1 failed in the study (time_limit: the trial ran past its "
@@ -127,8 +127,8 @@ def test_named_model_that_breaks_a_limit_says_so():
     _add(study, TrialState.PRUNED, None, 0.002, anchor="yaad", failure="limit",
          reason="params = 160,392 breaks params <= 1000")
     _add(study, TrialState.COMPLETE, [5.2], 0.003, anchor="memora", constraints=[-1.0])
-    rows, missing, left_out = confirm_points(study, 5)
-    assert [r.number for r in rows] == [2] and missing == []
+    rows, missing, left_out, passed = confirm_points(study, 5)
+    assert [r.number for r in rows] == [2] and missing == [] and passed == []
     assert "breaks the study's limits" in left_out["moneta"]
     assert left_out["yaad"] == "trial 1 was pruned in the study (limit: params = 160,392 breaks params <= 1000)"
 

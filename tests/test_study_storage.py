@@ -101,6 +101,124 @@ def test_json_lines_that_are_not_records_give_no_raw_error(tmp_path, where, line
     assert aside.read_bytes() == line
 
 
+_UNREPLAYABLE = [  # JSON objects with a known op code and a worker that Optuna's replay cannot read
+    b'{"op_code":6,"worker_id":"x"}\n',  # no trial_id (KeyError: 'trial_id' refused every command)
+    b'{"op_code":8,"worker_id":"x","trial_id":0}\n',  # no user_attr
+    b'{"op_code":8,"worker_id":"x","trial_id":"0","user_attr":{"a":1}}\n',  # a trial id as text
+    b'{"op_code":8,"worker_id":"x","trial_id":0,"user_attr":{"a":1,"b":2}}\n',  # Optuna asserts one
+    b'{"op_code":6,"worker_id":"x","trial_id":0,"state":7,"values":null}\n',  # no such trial state
+    b'{"op_code":6,"worker_id":"x","trial_id":0,"state":1,"values":[1.0]}\n',  # finished, no end time
+    b'{"op_code":6,"worker_id":"x","trial_id":0,"state":1,"values":1.0,'
+    b'"datetime_complete":"2024-01-01T00:00:00"}\n',  # values not a list
+    b'{"op_code":5,"worker_id":"x","trial_id":0,"param_name":"p","param_value_internal":0.5,'
+    b'"distribution":"not json"}\n',
+    b'{"op_code":5,"worker_id":"x","trial_id":0,"param_name":"p","param_value_internal":5,'
+    b'"distribution":"{\\"name\\": \\"CategoricalDistribution\\", \\"attributes\\": '
+    b'{\\"choices\\": [\\"a\\"]}}"}\n',  # choice 5 of one choice
+    b'{"op_code":7,"worker_id":"x","trial_id":0,"step":1}\n',  # no intermediate_value
+    b'{"op_code":2,"worker_id":"x","study_id":0,"user_attr":[1]}\n',
+    b'{"op_code":3,"worker_id":"x"}\n',
+    b'{"op_code":1,"worker_id":"x","study_id":null}\n',
+]
+
+
+@pytest.mark.parametrize("where", ["end", "middle"])
+@pytest.mark.parametrize("line", _UNREPLAYABLE)
+def test_records_missing_or_mistyping_a_field_their_operation_needs_are_set_aside(
+        tmp_path, caplog, where, line):
+    """A whole JSON record that lacks a field its op code's replay reads, or holds one of another
+    type, failed Optuna's replay (a bare KeyError, TypeError, AssertionError) and every command
+    refused the study; it is set aside like a garbage line, with the same message."""
+    path = tmp_path / "study.journal"
+    _journal_with_trials(path, 3)
+    lines = _lines(path)
+    at = len(lines) if where == "end" else 3
+    path.write_bytes(b"".join([*lines[:at], line, *lines[at:]]))
+    assert _values(path) == [0.0, 1.0, 2.0]
+    assert _lines(path) == lines
+    (aside,) = _asides(tmp_path)
+    assert aside.read_bytes() == line
+    assert f"(line {at + 1}): it keeps its other {len(lines)} record(s)" in caplog.text
+
+
+@pytest.mark.parametrize("line", [
+    b'{"op_code":4,"worker_id":"x","study_id":0}\n',  # no datetime_start
+    b'{"op_code":4,"worker_id":"x","study_id":0,"datetime_start":null,"state":1,"value":1.0,'
+    b'"values":[2.0]}\n',  # one value and a list of them
+    b'{"op_code":4,"worker_id":"x","study_id":0,"datetime_start":null,"params":{"p":0.5}}\n',
+    b'{"op_code":0,"worker_id":"x","study_name":"t","directions":[7]}\n',  # no such direction
+])
+def test_an_unreplayable_trial_or_study_creation_after_the_last_record_is_set_aside(tmp_path, line):
+    path = tmp_path / "study.journal"
+    _journal_with_trials(path, 2)
+    lines = _lines(path)
+    path.write_bytes(b"".join([*lines, line]))
+    assert _values(path) == [0.0, 1.0]
+    assert _lines(path) == lines
+    (aside,) = _asides(tmp_path)
+    assert aside.read_bytes() == line
+
+
+def test_no_record_optuna_writes_is_set_aside(tmp_path):
+    """Every operation Optuna writes, as it writes it (two studies, one deleted; parameters of each
+    distribution, reports, attributes, enqueued, pruned, failed and added trials; several
+    objectives), opens with nothing set aside, and reads back the same trials."""
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    from miras_search.study.journal_repair import parse_record
+
+    path = tmp_path / "study.journal"
+    storage = JournalStorage(JournalFileBackend(str(path)))
+    _every_operation(storage)
+    ops = {json.loads(line)["op_code"] for line in _lines(path)}
+    assert ops == set(range(10))
+    assert all(parse_record(line) is not None for line in _lines(path))
+    before = path.read_bytes()
+    plain = optuna.load_study(study_name="a", storage=storage).trials
+    mine = optuna.load_study(study_name="a", storage=make_storage(str(path))).trials
+    assert [(t.state, t.values, t.params, t.user_attrs) for t in mine] == [
+        (t.state, t.values, t.params, t.user_attrs) for t in plain]
+    assert path.read_bytes() == before and not list(tmp_path.glob("study.journal.*"))
+
+
+def _every_operation(storage) -> None:
+    """Write each of Optuna's journal operations (0 to 9) into ``storage``."""
+    study = optuna.create_study(study_name="a", storage=storage, directions=["minimize", "maximize"])
+    study.set_user_attr("k", {"x": 1})
+    storage.set_study_system_attr(study._study_id, "s", [1, 2])
+    study.enqueue_trial({"x": 0.5, "c": "b"})
+
+    def objective(trial):
+        x, n = trial.suggest_float("x", 0, 1), trial.suggest_int("n", 1, 9, log=True)
+        trial.suggest_categorical("c", ["a", "b", None])
+        trial.set_user_attr("u", [1])
+        trial.storage.set_trial_system_attr(trial._trial_id, "sys", {"a": 1})
+        trial.report(float("nan"), 1)
+        if n == 3:
+            raise RuntimeError("a failed trial")
+        return x, n
+
+    study.optimize(objective, n_trials=6, catch=(RuntimeError,))
+    study.add_trial(optuna.trial.create_trial(
+        params={"x": 0.1, "c": "a"}, values=[1.0, 2.0], user_attrs={"p": 1}, intermediate_values={3: 0.5},
+        distributions={"x": optuna.distributions.FloatDistribution(0, 1),
+                       "c": optuna.distributions.CategoricalDistribution(["a", "b", None])}))
+    other = optuna.create_study(study_name="b", storage=storage,
+                                pruner=optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0))
+
+    def pruned(trial):
+        for step in range(3):
+            trial.report(trial.suggest_float("y", -1, 1, step=0.5) + step, step)
+            if trial.should_prune():
+                raise optuna.TrialPruned
+        return 1.0
+
+    other.optimize(pruned, n_trials=4)
+    other.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.WAITING))
+    optuna.delete_study(study_name="b", storage=storage)
+
+
 def _create_trial_lines(lines: list[bytes]) -> list[int]:
     return [i for i, line in enumerate(lines) if json.loads(line)["op_code"] == 4]
 

@@ -151,3 +151,77 @@ def test_resume_warns_and_runs_on_with_the_unreadable_trials_kept_as_stored(tmp_
     assert "6/6 finished trials (1 trained" in text, text
     journal = (tmp_path / "s" / "fake.journal").read_text()
     assert '"values":["abc"]' in journal and '"values":[null]' in journal
+
+
+_NO_POINT = ("trial 1 stores no 'point' user attribute (a study made outside miras-search, or the "
+             "journal record that stored it was damaged and set aside), so its model cannot be rebuilt")
+
+
+def _study_that_lost_a_point(folder: Path) -> Path:
+    """The fake study (values 3.5, 3.1, 3.3, 4.0 and a failed trial) whose journal line storing
+    trial 1's point is garbage: the journal repair sets it aside, and trial 1, ranked first,
+    keeps its value but no point."""
+    folder.mkdir()
+    path = fake_study(folder)
+    journal = folder / "fake.journal"
+    lines = journal.read_bytes().splitlines(keepends=True)
+    (line,) = [i for i, text in enumerate(lines) if text.startswith(b'{"op_code":8,') and
+               b'"trial_id":1,"user_attr":{"point":' in text]
+    lines[line] = b"GARBAGE LINE\n"
+    journal.write_bytes(b"".join(lines))
+    return path
+
+
+def _left_out_once(text: str, command: str) -> None:
+    assert text.count(_NO_POINT) == 1, text
+    assert f"{command} leaves it out and takes the next ranked trial" in text, text
+    assert "Traceback" not in text
+
+
+def test_best_leaves_out_a_trial_that_lost_its_point_and_shows_the_others(tmp_path):
+    """One trial whose 'point' record was damaged and set aside failed `best` for the whole
+    study ("trial 1 stores no 'point' user attribute; cannot rebuild it", exit 1)."""
+    path = _study_that_lost_a_point(tmp_path / "s")
+    result, _ = _run("best", str(path), "--top", "5")
+    _left_out_once(" ".join(result.stderr.split()), "`miras best`")
+    shown = [yaml.safe_load(doc)["meta"]["trial"] for doc in result.stdout.split("---\n")]
+    assert shown == [2, 0, 3]
+    assert list((tmp_path / "s").glob("fake.journal.damaged-*"))  # what the repair set aside is kept
+
+
+def test_export_leaves_out_a_trial_that_lost_its_point_and_writes_the_next(tmp_path):
+    path = _study_that_lost_a_point(tmp_path / "s")
+    out = tmp_path / "points"
+    _, text = _run("export", str(path), "--top", "2", "--out", str(out))
+    _left_out_once(text, "`miras export`")
+    assert sorted(p.name for p in out.iterdir()) == ["rank02-trial2.yaml", "rank03-trial0.yaml"]
+    assert yaml.safe_load((out / "rank02-trial2.yaml").read_text())["meta"]["trial"] == 2
+    _, text = _run("report", str(path), "--out", str(tmp_path / "report"))  # needs no point
+    assert (tmp_path / "report" / "index.html").is_file()
+
+
+def test_confirm_and_scale_pass_over_a_trial_that_lost_its_point(tmp_path):
+    from miras_search.report.confirm import confirm_points
+    from miras_search.scale.points import resolve_points
+
+    study = open_study(_study_that_lost_a_point(tmp_path / "s"))
+    rows, _, _, passed = confirm_points(study, 2)
+    assert [row.number for row in rows] == [2, 0] and [trial.number for trial in passed] == [1]
+    scaled = resolve_points([], 2, study, (tmp_path,))  # took the default point for trial 1
+    assert [point.trial for point in scaled] == [2, 0]
+
+
+def test_a_study_none_of_whose_ranked_trials_has_a_point_says_so_in_one_paragraph(tmp_path):
+    journal = str(tmp_path / "plain.journal")
+    study = optuna.create_study(study_name="plain", storage=JournalStorage(JournalFileBackend(journal)))
+    for value in (1.0, 2.0):
+        study.add_trial(optuna.trial.create_trial(params={}, distributions={}, value=value))
+    for command, outcome in (("best", "`miras best` has no point to show"), ("export", "nothing to export")):
+        result = CliRunner().invoke(app, [command, "plain", "--storage", journal, "--out", str(tmp_path / "o")]
+                                    if command == "export" else [command, "plain", "--storage", journal])
+        text = " ".join(result.output.split())
+        assert result.exit_code == 1, text
+        assert ("study 'plain' has no ranked trial whose model can be rebuilt: trial 0 stores no 'point' "
+                "user attribute") in text, text
+        assert f"(and 1 other ranked trial(s)); {outcome}" in text and "Traceback" not in text, text
+    assert not list(tmp_path.glob("o/*.yaml"))  # no point file written

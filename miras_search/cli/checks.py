@@ -137,6 +137,14 @@ def warn_unreadable_trials(opened: optuna.Study) -> None:
                      highlight=False, soft_wrap=True)
 
 
+def warn_left_out(study_name: str, notes: list[str]) -> None:
+    """One warning per trial a command left out (each note names the trial and why), e.g. a
+    trial whose stored point cannot be rebuilt (``study.records.UnrebuildablePoint.left_out``)."""
+    for note in notes:
+        errors.print(f"[yellow]warning:[/] study '{escape(study_name)}': {escape(note)}",
+                     highlight=False, soft_wrap=True)
+
+
 def warn_if_study_file_changed(study_arg: str | Path, opened: optuna.Study) -> None:
     """A warning when ``study_arg`` is a study file that differs from the one ``opened`` was
     created with (``study.setup.file_changes``): most often another study of the same name found

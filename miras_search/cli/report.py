@@ -20,6 +20,7 @@ from miras_search.cli.checks import (
     output_folder,
     positive_finite,
     warn_about_opened_study,
+    warn_left_out,
 )
 from miras_search.errors import MirasError
 from miras_search.paths import input_folders, names_a_file
@@ -125,7 +126,8 @@ def export(
         _write_csv(opened, csv)
         return
     folder = _study_dir(study, opened.study_name)
-    paths = export_top(opened, top, output_folder("--out", out or folder / "points"))
+    paths = export_top(opened, top, output_folder("--out", out or folder / "points"),
+                       notice=lambda note: warn_left_out(opened.study_name, [note]))
     if not paths:
         raise MirasError(f"study '{opened.study_name}' has no complete (feasible) trial yet; nothing to export")
     for path in paths:

@@ -34,6 +34,7 @@ from miras_search.cli.checks import (
     gpu_request,
     positive_finite,
     warn_about_opened_study,
+    warn_left_out,
     warn_unreadable_trials,
 )
 from miras_search.errors import MirasError
@@ -498,21 +499,25 @@ def best(study: _STUDY, storage: _STORAGE = None,
          full: Annotated[bool, typer.Option("--full", help="Every field, not only non-defaults.")] = False) -> None:
     """The top points (the Pareto front first for several objectives) as YAML point documents."""
     from miras_search.points import point_to_yaml
-    from miras_search.report.study_data import stored_point
     from miras_search.study import open_study
     from miras_search.study.fidelity import describe as describe_fidelity
+    from miras_search.study.records import nothing_rebuildable, rebuildable, stored_point
     from miras_search.study.summary import objective_records, ranked_scores
 
     opened = open_study(study, storage)
     warn_about_opened_study(study, opened)
-    chosen = ranked_scores(opened)[:top]
-    if not chosen:
+    ranked = ranked_scores(opened)
+    if not ranked:
         raise MirasError(f"study '{opened.study_name}' has no complete (feasible) trial yet")
+    chosen, passed = rebuildable(ranked, top, lambda score: stored_point(
+        score.trial.user_attrs.get("point"), score.trial.number))
+    if not chosen:
+        raise nothing_rebuildable(opened.study_name, passed, "`miras best` has no point to show")
+    warn_left_out(opened.study_name, [trial.left_out("`miras best`") for trial in passed])
     records = objective_records(opened)
     docs = []
-    for score in chosen:
+    for score, point in chosen:
         trial = score.trial
-        point = stored_point(trial.user_attrs.get("point"), trial.number)
         meta = {  # the values it was ranked by: over several runs (seeds of a scale rung), their mean
             "study": opened.study_name, "trial": trial.number, "anchor": trial.user_attrs.get("anchor"),
             "objectives": {r["name"]: v for r, v in zip(records, score.values, strict=True)},

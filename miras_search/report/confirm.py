@@ -44,7 +44,12 @@ from miras_search.report.ranks import (
     rank_agreement,
 )
 from miras_search.report.study_data import ObjectiveInfo, TrialRow, study_objectives, trial_row
-from miras_search.study.records import is_feasible
+from miras_search.study.records import (
+    UnrebuildablePoint,
+    is_feasible,
+    nothing_rebuildable,
+    rebuildable,
+)
 from miras_search.study.setup import check_measure
 from miras_search.study.summary import ranked as ranked_like_best
 from miras_search.trial import Objective, TrialConfig, TrialResult, run_trial
@@ -219,18 +224,22 @@ def _why_unusable(trial: FrozenTrial) -> str:
     return f"trial {trial.number} has not finished ({trial.state.name.lower()})"
 
 
-def confirm_points(study: optuna.Study, top: int) -> tuple[list[TrialRow], list[str], dict[str, str]]:
+def confirm_points(study: optuna.Study, top: int,
+                   ) -> tuple[list[TrialRow], list[str], dict[str, str], list[UnrebuildablePoint]]:
     """The points to re-train: ``miras best``'s top ``top``, then each named model not among them.
 
     The top points come from ``study.summary.ranked`` (feasible complete trials, reused
     duplicates left out, the Pareto front first for several objectives), so ``confirm`` and
-    ``best`` agree. A named model is added when one of its trials (or the trial it reused) is in
-    that ranking. Returns (rows, named models the study has no trial of, named models it ran but
-    has no usable result of -> why).
+    ``best`` agree; as there, a trial whose stored point cannot be rebuilt is passed over. A named
+    model is added when one of its trials (or the trial it reused) is in that ranking. Returns
+    (rows, named models the study has no trial of, named models it ran but has no usable result
+    of -> why, the ranked trials passed over and why).
     """
     best = [row for row in (trial_row(t) for t in ranked_like_best(study, fidelity="base")) if row.complete]
     by_number = {row.number: row for row in best}
-    chosen = best[:top]
+    rebuilt, passed = rebuildable(best, top, TrialRow.model_point)
+    chosen = [row for row, _ in rebuilt]
+    skipped = {trial.number for trial in passed}
     missing: list[str] = []
     left_out: dict[str, str] = {}
     trials = study.get_trials(deepcopy=False)
@@ -243,9 +252,14 @@ def confirm_points(study: optuna.Study, top: int) -> tuple[list[TrialRow], list[
         usable = [by_number[n] for n in sources if n in by_number]
         if not usable:
             left_out[name] = _why_unusable(tried[-1])
-        elif all(row.number != usable[0].number for row in chosen):
+        elif all(row.number != usable[0].number for row in chosen) and usable[0].number not in skipped:
+            try:
+                usable[0].model_point()
+            except UnrebuildablePoint as error:
+                left_out[name] = f"trial {error.number} {error.problem}"
+                continue
             chosen.append(usable[0])
-    return chosen, missing, left_out
+    return chosen, missing, left_out, passed
 
 
 def long_time_limit(config: TrialConfig, scale: float,
@@ -365,13 +379,17 @@ def confirm_study(study: optuna.Study, *, top: int = 5, scale: float = 4.0, seed
     config = config or study_trial_config(study)
     limit, limit_source = long_time_limit(config, scale, time_limit)
     formula = stored_objective(study, objective.name)
-    chosen, missing, left_out = confirm_points(study, top)
+    chosen, missing, left_out, passed = confirm_points(study, top)
+    if not chosen and passed:
+        raise nothing_rebuildable(study.study_name, passed, "nothing to confirm")
     if not chosen:
         raise MirasError(f"study '{study.study_name}' has no complete feasible trial to confirm")
     _check_long_budgets(chosen, config, scale)
     if notice is not None:
         notice(f"re-training {len(chosen)} point(s) x {len(seeds)} seed(s) with {scale:g}x the study's "
                f"tokens; time limit per run: {limit_source}")
+        for trial in passed:
+            notice(trial.left_out("confirm"))
         for name, why in left_out.items():
             notice(f"named model {name} is left out: {why}")
         for name in missing:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import optuna
 from miras_search.points import point_to_yaml
 from miras_search.report.leaderboard import rank_rows
 from miras_search.report.study_data import TrialRow, study_objectives, study_rows
+from miras_search.study.records import nothing_rebuildable, rebuildable
 
 
 def _plain(value: float) -> float | str:
@@ -37,19 +39,30 @@ def point_meta(study: optuna.Study, row: TrialRow) -> dict[str, Any]:
     return meta
 
 
-def export_top(study: optuna.Study, top: int, out_dir: str | Path) -> list[Path]:
+def export_top(study: optuna.Study, top: int, out_dir: str | Path,
+               notice: Callable[[str], None] | None = None) -> list[Path]:
     """``out_dir/rank<NN>-trial<N>.yaml`` for the ``top`` best points, the points ``miras best -n
     top`` shows in its order (feasible, non-duplicate complete trials; the Pareto front first for
-    several objectives). Returns the paths; [] (and no folder) when the study ranks no trial."""
-    chosen = rank_rows(study_rows(study))[:top]
+    several objectives). Returns the paths; [] (and no folder) when the study ranks no trial.
+
+    A ranked trial whose stored point cannot be rebuilt (``study.records.stored_point``) is left
+    out, the next one taking its place, and ``notice`` gets one sentence naming it; a MirasError
+    when no ranked trial's point can be rebuilt."""
+    ranked = rank_rows(study_rows(study))
+    chosen, passed = rebuildable(ranked, top, TrialRow.model_point)
     if not chosen:
+        if passed:
+            raise nothing_rebuildable(study.study_name, passed, "nothing to export")
         return []
+    for trial in passed:
+        if notice is not None:
+            notice(trial.left_out("`miras export`"))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
-    for row in chosen:
+    for row, point in chosen:
         path = out / f"rank{row.rank:02d}-trial{row.number}.yaml"
         header = f"# exported from study '{study.study_name}', trial {row.number} (rank {row.rank})\n"
-        path.write_text(header + point_to_yaml(row.model_point(), meta=point_meta(study, row)))
+        path.write_text(header + point_to_yaml(point, meta=point_meta(study, row)))
         paths.append(path)
     return paths

@@ -22,7 +22,7 @@ from miras_search.file_kinds import plain_file_kind
 from miras_search.paths import names_a_file, user_path
 from miras_search.schema import AXES, ModelPoint
 from miras_search.study.fidelity import describe as describe_fidelity
-from miras_search.study.records import is_feasible
+from miras_search.study.records import is_feasible, stored_point
 from miras_search.study.setup import load_existing, refuse_literal_home
 from miras_search.study.spec import Limit
 from miras_search.study.storage import local_file_missing, make_storage, normalise
@@ -100,22 +100,9 @@ class TrialRow:
         return f"#{self.number}" + (f" {self.anchor}" if self.anchor else "")
 
     def model_point(self) -> ModelPoint:
-        """The stored point, validated; MirasError when the trial carries none or a broken one."""
+        """The stored point, validated; UnrebuildablePoint (a MirasError) when the trial carries
+        none or a broken one (``study.records.stored_point``)."""
         return stored_point(self.point, self.number)
-
-
-def stored_point(point: Any, number: int) -> ModelPoint:
-    """A trial's stored ``point`` user attribute as a ModelPoint; MirasError when the trial
-    stores none (a study made outside miras-search) or one this version cannot read."""
-    if not point:
-        raise MirasError(f"trial {number} stores no 'point' user attribute; cannot rebuild it")
-    try:
-        return ModelPoint.model_validate(point)
-    except ValidationError as error:
-        first = error.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "<top level>"
-        raise MirasError(f"trial {number} stores a point this version cannot read ({where}: "
-                         f"{first['msg']}; {error.error_count()} problem(s))") from None
 
 
 def _axes_of(trial: FrozenTrial) -> dict[str, str]:

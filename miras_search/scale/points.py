@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,8 +14,10 @@ from miras_search.errors import ConfigError, MirasError, Problem
 from miras_search.presets import PRESET_AXES, preset
 from miras_search.schema import ModelPoint
 from miras_search.schema.train import batch_cover_problem
-from miras_search.study.records import point_key
+from miras_search.study.records import nothing_rebuildable, point_key, rebuildable, stored_point
 from miras_search.study.scale_spec import Rung, not_a_scale_point, scale_point_file
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -77,8 +80,13 @@ def resolve_points(names: list[str], top: int, study: optuna.Study | None, base:
     if top:
         if study is None:
             raise MirasError("--top picks a study's best points: give a study file (or scale.points)")
-        for trial in ranked(study, fidelity="base")[:top]:
-            point = stored_point(trial.user_attrs.get("point"), trial.number)
+        best, passed = rebuildable(ranked(study, fidelity="base"), top,
+                                   lambda trial: stored_point(trial.user_attrs.get("point"), trial.number))
+        if passed and not best:
+            raise nothing_rebuildable(study.study_name, passed, "--top has no point to scale")
+        for skipped in passed:
+            log.warning("study '%s': %s", study.study_name, skipped.left_out("`miras scale --top`"))
+        for trial, point in best:
             label = trial.user_attrs.get("anchor") or f"trial {trial.number}"
             chosen.append(ScalePoint(label, point, trial.user_attrs.get("anchor"), trial.number, tokens,
                                      trial.user_attrs.get("point_key")))
@@ -105,15 +113,6 @@ def _no_point(name: str, base: tuple[Path, ...]) -> str:
         return f"point file '{folder}' is a folder, not a point file (.yaml)"
     return (f"no such point file: '{name}' (looked {describe_places(name, places, base)}; a point "
             f"file is a .yaml; presets: {', '.join(PRESET_AXES)})")
-
-
-def stored_point(point: Any, number: int) -> ModelPoint:
-    """A study trial's stored point; MirasError when it has none or one this version cannot read."""
-    try:
-        return ModelPoint.model_validate(point or {})
-    except ValidationError as error:
-        raise MirasError(f"trial {number} stores no point this version can read ({error.error_count()} "
-                         "problem(s)); it cannot be scaled") from None
 
 
 def on_rung(point: ModelPoint, rung: Rung, label: str = "the point") -> ModelPoint:

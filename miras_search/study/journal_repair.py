@@ -2,8 +2,10 @@
 
 A journal is one JSON record per line, appended only. Lines get damaged: a writer killed
 mid-append leaves a last line without its end; a full disk, a copy gone wrong or a hand edit
-leaves garbage or ``{}`` lines. Optuna reads past a bad *last* line, but the next append lands
-after it, and from then on every read fails; a ``{}`` line fails the replay with a bare KeyError.
+leaves garbage or ``{}`` lines, or a record without a field its operation needs (``{"op_code":6,
+"worker_id":"x"}``) or with one of another type. Optuna reads past a bad *last* line, but the next
+append lands after it, and from then on every read fails; a ``{}`` line, or a record its replay
+cannot read (``journal_records``), fails the replay with a bare KeyError or TypeError.
 
 ``set_damage_aside`` moves such lines into ``<journal>.damaged-<time>`` (``.torn-<time>`` when
 the only damage is a last record cut short) and rewrites the journal atomically (a temporary file
@@ -34,6 +36,7 @@ from typing import Any
 from optuna.storages.journal import JournalFileSymlinkLock
 
 from miras_search.errors import MirasError
+from miras_search.study.journal_records import replayable
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +93,9 @@ def _shown(lines: list[int]) -> str:
 
 
 def parse_record(line: bytes) -> dict[str, Any] | None:
-    """The journal record on ``line`` (which ends in a newline), or None when it is not one."""
+    """The journal record on ``line`` (which ends in a newline), or None when it is not one: not
+    a JSON object with a known ``op_code`` and a ``worker_id``, or one without a field its
+    operation's replay reads, or with one of another type (``journal_records.replayable``)."""
     if not line.endswith(b"\n"):
         return None
     try:
@@ -102,7 +107,9 @@ def parse_record(line: bytes) -> dict[str, Any] | None:
     op = record.get("op_code")
     if not isinstance(op, int) or isinstance(op, bool) or not 0 <= op <= _LAST_OP:
         return None
-    return record if isinstance(record.get("worker_id"), str) else None
+    if not isinstance(record.get("worker_id"), str):
+        return None
+    return record if replayable(record) else None
 
 
 def salvage(line: bytes) -> tuple[bytes, dict[str, Any]] | None:

@@ -15,12 +15,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
 
 from optuna.trial import FrozenTrial, TrialState
 from pydantic import ValidationError
 
+from miras_search.errors import MirasError
 from miras_search.schema import ModelPoint, canonical_data
 
 NOT_COUNTED = ("interrupted", "infeasible", "dropped")
@@ -64,6 +65,68 @@ def stored_key(attrs: Mapping[str, Any]) -> str | None:
             pass
     key = attrs.get("point_key")
     return str(key) if key else None
+
+
+class UnrebuildablePoint(MirasError):
+    """A trial whose stored ``point`` cannot be rebuilt into a ModelPoint; ``problem`` says why
+    ("stores no 'point' user attribute ...")."""
+
+    def __init__(self, number: int, problem: str) -> None:
+        super().__init__(f"trial {number} {problem}; cannot rebuild it")
+        self.number, self.problem = number, problem
+
+    def left_out(self, command: str) -> str:
+        """The one warning of ``command`` (``miras best``), which leaves the trial out and takes
+        the next ranked one."""
+        return (f"trial {self.number} {self.problem}, so its model cannot be rebuilt; {command} "
+                "leaves it out and takes the next ranked trial; the storage is left as it is")
+
+
+def stored_point(point: Any, number: int) -> ModelPoint:
+    """Trial ``number``'s stored ``point`` user attribute as a ModelPoint; UnrebuildablePoint when
+    it stores none (a study made outside miras-search, or the journal record that stored it was
+    damaged and set aside) or one this version cannot read."""
+    if not point:
+        raise UnrebuildablePoint(number, "stores no 'point' user attribute (a study made outside "
+                                 "miras-search, or the journal record that stored it was damaged "
+                                 "and set aside)")
+    if not isinstance(point, dict):
+        raise UnrebuildablePoint(number, f"stores a point that is a {type(point).__name__}, not a "
+                                 "table of its fields")
+    try:
+        return ModelPoint.model_validate(point)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "<top level>"
+        raise UnrebuildablePoint(number, f"stores a point this version cannot read ({where}: "
+                                 f"{first['msg']}; {error.error_count()} problem(s))") from None
+
+
+Ranked = TypeVar("Ranked")
+
+
+def rebuildable(ranked: Iterable[Ranked], top: int, point_of: Callable[[Ranked], ModelPoint],
+                ) -> tuple[list[tuple[Ranked, ModelPoint]], list[UnrebuildablePoint]]:
+    """The first ``top`` of ``ranked``, in their order, whose stored point rebuilds (``point_of``,
+    which raises UnrebuildablePoint), each with its point; and why each trial passed over on the
+    way cannot be rebuilt (one damaged trial does not stop a command that shows the others)."""
+    chosen: list[tuple[Ranked, ModelPoint]] = []
+    passed: list[UnrebuildablePoint] = []
+    for item in ranked:
+        if len(chosen) == top:
+            break
+        try:
+            chosen.append((item, point_of(item)))
+        except UnrebuildablePoint as error:
+            passed.append(error)
+    return chosen, passed
+
+
+def nothing_rebuildable(study_name: str, passed: list[UnrebuildablePoint], outcome: str) -> MirasError:
+    """The error of a command none of whose ranked trials has a point it can rebuild."""
+    more = f" (and {len(passed) - 1} other ranked trial(s))" if len(passed) > 1 else ""
+    return MirasError(f"study '{study_name}' has no ranked trial whose model can be rebuilt: "
+                      f"{passed[0]}{more}; {outcome}")
 
 
 def finite_metrics(metrics: dict[str, float]) -> dict[str, float | str]:
