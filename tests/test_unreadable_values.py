@@ -148,7 +148,7 @@ def test_resume_warns_and_runs_on_with_the_unreadable_trials_kept_as_stored(tmp_
     monkeypatch.chdir(tmp_path)
     result, text = _run("resume", str(path), "--inline", "--wandb", "off", "--trials", "6")
     _warned_once(" ".join(result.stderr.split()), _ABC, _NULL)
-    assert "6/6 finished trials (1 trained" in text, text
+    assert "6/6 finished trials (1 ran" in text, text
     journal = (tmp_path / "s" / "fake.journal").read_text()
     assert '"values":["abc"]' in journal and '"values":[null]' in journal
 
