@@ -197,6 +197,19 @@ def _nesterov() -> type[MemoryAlgorithm]:
     return Nesterov
 
 
+def _fixed_step() -> type[MemoryAlgorithm]:
+    class FixedStep(MemoryAlgorithm):
+        """S_t = -0.1 G_t: no gate at all (in a model its step gets eta None)."""
+
+        kind: Literal["fixed"] = "fixed"
+        summary: ClassVar[str] = "a fixed step, no gate"
+
+        def step(self, grad, eta, theta, buffer):
+            return -0.1 * grad, None
+
+    return FixedStep
+
+
 def _by_hand(kind: str, q, k, v, eta, theta, w0) -> torch.Tensor:
     """The recurrence of a matrix memory with l2 bias and no retention, written out for the two
     algorithms above: W_t = W_{t-1} + step(G_t), G_t = (W_{t-1} k_t - v_t) k_t^T, y_t = W_t q_t.
@@ -206,6 +219,8 @@ def _by_hand(kind: str, q, k, v, eta, theta, w0) -> torch.Tensor:
         grad = torch.outer(w @ k[t] - v[t], k[t])
         if kind == "signsgd":
             w = w - eta[t] * grad.sign()
+        elif kind == "fixed":
+            w = w - 0.1 * grad
         else:
             m = theta[t] * m + grad
             w = w - eta[t] * (grad + theta[t] * m)
@@ -213,7 +228,7 @@ def _by_hand(kind: str, q, k, v, eta, theta, w0) -> torch.Tensor:
     return torch.stack(outputs)
 
 
-@pytest.mark.parametrize("make", [_sign_descent, _nesterov])
+@pytest.mark.parametrize("make", [_sign_descent, _nesterov, _fixed_step])
 def test_an_algorithm_is_one_class_a_point_a_space_a_model_and_a_conformant_rule(registries, tmp_path, make):
     algorithm = make()
     kind = algorithm.model_fields["kind"].default
@@ -221,8 +236,10 @@ def test_an_algorithm_is_one_class_a_point_a_space_a_model_and_a_conformant_rule
     assert isinstance(point.algorithm, algorithm) and kind in schema.ALGORITHM_KINDS
     assert ModelPoint.model_validate(point.model_dump()) == point
 
+    gated = "eta" in algorithm.model_fields  # else a drawn eta would leave the kind unreachable
+    eta = {"eta": {"value": {"float": [0.01, 0.2]}}} if gated else {}
     space = SearchSpace.from_dict({"name": "plug", "base": TINY, "params": {
-        "algorithm": {"kind": {"choice": ["gd", kind]}, "eta": {"value": {"float": [0.01, 0.2]}}}}})
+        "algorithm": {"kind": {"choice": ["gd", kind]}, **eta}}})
     assert {p.algorithm.kind for p in space.sample(12, seed=0)} == {"gd", kind}
 
     model = build_model(point)
@@ -249,7 +266,7 @@ def test_an_algorithm_is_one_class_a_point_a_space_a_model_and_a_conformant_rule
     k = torch.nn.functional.normalize(k, dim=-1)
     eta = torch.rand(1, t, 1, generator=gen, dtype=torch.float64) * 0.3  # [B, T, H]
     theta = torch.rand(1, t, 1, generator=gen, dtype=torch.float64) * 0.9
-    gates = MemoryGates(eta=eta, theta=theta if rule.optimiser.buffered else None)
+    gates = MemoryGates(eta=eta if gated else None, theta=theta if rule.optimiser.buffered else None)
     got = memory_forward(rule, q, k, v, gates, [], mode="recurrent")
     expected = _by_hand(kind, q[0, :, 0], k[0, :, 0], v[0, :, 0], eta[0, :, 0], theta[0, :, 0],
                         torch.zeros(d, d, dtype=torch.float64))

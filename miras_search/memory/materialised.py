@@ -76,7 +76,7 @@ def materialised_chunk(rule: MemoryRule, state: MemoryState, x: MemoryInputs,
     beta, d_alpha = _prefix(x.alpha, x.k)  # [B, H, b, c], [B, H, b, b, c]
     scale = retention.gradient_scale(None if x.alpha is None else beta)
     sums = _window_sums(rule, state, x, None if scale is None else layer_gates(scale, widths))
-    etas = [eta.unsqueeze(-2) for eta in layer_gates(x.eta, widths)]  # [B, H, b, 1, c_l]
+    etas = [None if eta is None else eta.unsqueeze(-2) for eta in layer_gates(x.eta, widths)]  # [B, H, b, 1, c_l]
     theta = None if x.theta is None else x.theta.unsqueeze(-1)  # [B, H, b, 1, 1]
     buffers = state.s if state.s is not None else [None] * len(sums)
     steps, momenta = [], []

@@ -58,7 +58,8 @@ class MemoryAlgorithm(AxisOption):
 
         grad: [..., out, in], the inner loss's gradient at the point the retention takes it (with
         the Omega window: the window's gamma-weighted sum); eta: [..., 1, c] (c = 1 or the
-        weight's input width); theta: [..., 1, 1] or None (no theta gate); buffer: [..., out, in]
+        weight's input width) or None (no eta gate); theta: [..., 1, 1] or None (no theta gate);
+        buffer: [..., out, in]
         (``buffered``) or None. Returns (the step S added to the retained memory,
         W_t = retention(W_{t-1}, S), [..., out, in]; the new buffer or None).
         """
@@ -68,7 +69,7 @@ class MemoryAlgorithm(AxisOption):
                     buffer: Tensor | None) -> tuple[Tensor, Tensor | None]:
         """The steps of a chunk's b tokens, every gradient taken at the chunk's start memory.
 
-        grads: [B, H, b, out, in]; eta: [B, H, b, 1, c]; theta: [B, H, b, 1, 1] | None; buffer:
+        grads: [B, H, b, out, in]; eta: [B, H, b, 1, c] | None; theta: [B, H, b, 1, 1] | None; buffer:
         [B, H, out, in] at the chunk's start, or None. Returns the steps [B, H, b, out, in] and
         every token's buffer [B, H, b, out, in] (None without one). By default ``step`` on all
         tokens at once where there is no buffer, else token by token.
@@ -79,7 +80,7 @@ class MemoryAlgorithm(AxisOption):
 
         steps, buffers = [], []
         for t in range(grads.shape[2]):
-            step, buffer = self.step(grads[:, :, t], eta[:, :, t],
+            step, buffer = self.step(grads[:, :, t], None if eta is None else eta[:, :, t],
                                      None if theta is None else theta[:, :, t], buffer)
             steps.append(step)
             buffers.append(buffer)
