@@ -1,7 +1,7 @@
 """Are the presets' inner loops chaotic at their initial gates, at the paper's context, and do
 the deep memories train?
 
-    python benchmarks/inner_loop_stability.py [--contexts 512 1024 2048 4096] [--out FILE]
+    python benchmarks/inner_loop_stability.py [--contexts 512 1024 2048 4096] [--weight-seeds N] [--out FILE]
     python benchmarks/inner_loop_stability.py --train quickstart --seeds 3 [--rows moneta yaad ...]
     python benchmarks/inner_loop_stability.py --train lm --tokens 1000000 [--rows ...]
 
@@ -48,6 +48,7 @@ def _set(axis: str, **fields) -> Callable[[dict], None]:
 EARLIER: dict[str, tuple[str, Callable[[dict], None]]] = {
     "moneta, alpha 0.95 (earlier)": ("moneta", _set("retention", alpha={"value": 0.95})),
     "moneta, alpha 0.999": ("moneta", _set("retention", alpha={"value": 0.999})),
+    "moneta, alpha 0.9995 (earlier)": ("moneta", _set("retention", alpha={"value": 0.9995})),
     "titans, alpha 0.95 (earlier)": ("titans", _set("retention", alpha={"value": 0.95})),
     "yaad, delta tanh(10 e), threshold 1 (earlier)": (
         "yaad", _set("bias", sharpness_scale="absolute", sharpness=10.0, threshold_units="absolute",
@@ -111,13 +112,14 @@ def _shares(model: torch.nn.Module) -> str:
     return ", ".join(f"{share:.0%}" for share in shares)
 
 
-def sensitivity_table(rows: list[str], contexts: list[int]) -> list[str]:
+def sensitivity_table(rows: list[str], contexts: list[int], weight_seeds: int = 1) -> list[str]:
+    """Each cell: the largest change over ``weight_seeds`` draws of the weights (seeds 0, 1, ...)."""
     head = " | ".join(f"T = {t}" for t in contexts)
     lines = [f"| point | head dim | {head} |", "|---|---|" + "---|" * len(contexts)]
     for row in rows:
         for head_dim in (32, 64):
-            moved = [noise_sensitivity(sensitivity_point(row, head_dim, t), 1e-12, tokens=t, batch=1)
-                     for t in contexts]
+            moved = [max(noise_sensitivity(sensitivity_point(row, head_dim, t), 1e-12, tokens=t, batch=1, seed=seed)
+                         for seed in range(weight_seeds)) for t in contexts]
             lines.append(f"| {row} | {head_dim} | " + " | ".join(f"{m:.1e}" for m in moved) + " |")
             print(lines[-1], flush=True)
     return lines
@@ -160,11 +162,13 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--tokens", type=int, default=1_000_000, help="training tokens of --train lm")
     parser.add_argument("--batch-size", type=int, default=16, help="batch size of --train lm")
+    parser.add_argument("--weight-seeds", type=int, default=1,
+                        help="noise table: the largest change over this many weight draws")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     torch.set_num_threads(1)
     if args.train is None:
-        lines = sensitivity_table(args.rows, args.contexts)
+        lines = sensitivity_table(args.rows, args.contexts, args.weight_seeds)
     else:
         seeds = 1 if args.train == "lm" else args.seeds
         lines = training_table(args.rows, args.train, seeds, args.tokens, args.batch_size)

@@ -33,8 +33,8 @@ def _one_layer(spec: dict, head_dim: int, tokens: int) -> ModelPoint:
     return ModelPoint.model_validate(spec)
 
 
-def _moved(spec: dict, head_dim: int, tokens: int = CONTEXT) -> float:
-    return noise_sensitivity(_one_layer(spec, head_dim, tokens), NOISE, tokens=tokens, batch=1)
+def _moved(spec: dict, head_dim: int, tokens: int = CONTEXT, seed: int = 0) -> float:
+    return noise_sensitivity(_one_layer(spec, head_dim, tokens), NOISE, tokens=tokens, batch=1, seed=seed)
 
 
 @pytest.mark.slow
@@ -43,6 +43,18 @@ def _moved(spec: dict, head_dim: int, tokens: int = CONTEXT) -> float:
 def test_every_preset_responds_smoothly_at_the_papers_context(name, head_dim):
     moved = _moved(preset(name).model_dump(), head_dim)
     assert moved < BOUND, f"{NOISE:g} of noise on the embeddings moved {name}'s logits by {moved:.1e}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["moneta", "yaad", "memora", "titans"])
+def test_the_deep_memories_are_smooth_whatever_the_weights_drawn(name):
+    """Smooth for one draw of the weights is not enough: Moneta at alpha 0.9995 was smooth for
+    seed 0 and chaotic for seed 3 (logits moved by 0.1) at head dim 64 and T = 4096, smooth for
+    0.9998 over 40 draws (benchmarks/results/inner_loop_stability_cpu.txt, the weight-seeds
+    table). Six draws at the paper's head dim."""
+    moved = {seed: _moved(preset(name).model_dump(), 64, seed=seed) for seed in range(6)}
+    worst = max(moved, key=moved.get)
+    assert moved[worst] < BOUND, f"{name}'s logits moved by {moved[worst]:.1e} for weight seed {worst}"
 
 
 @pytest.mark.slow
