@@ -411,3 +411,22 @@ class Forgotten(AttentionalBias):
     message = str(caught.value)
     assert "'kind_forgotten' named by MIRAS_PLUGINS defines Forgotten, a subclass of AttentionalBias without a kind" in message
     assert 'kind: Literal["forgotten"] = "forgotten"' in message
+
+
+def test_an_algorithm_that_overrides_a_linear_step_runs_its_own(registries):
+    """The linear chunked form computes gd's and momentum's steps itself: a subclass of GD with
+    a step of its own runs the materialised form, which calls that step."""
+    from miras_search.schema.algorithm import GD
+
+    class HalfGD(GD):
+        kind: Literal["halfgd"] = "halfgd"
+
+        def step(self, grad, eta, theta, buffer):
+            return -0.5 * eta * grad, None
+
+    assert ModelPoint(algorithm={"kind": "gd"}).algorithm.linear_chunks
+    rule = MemoryRule.from_point(ModelPoint(memory={"kind": "matrix"}, bias={"kind": "l2"},
+                                            algorithm={"kind": "halfgd"}))
+    assert rule.materialised_chunks
+    check_forms(rule, length=7, chunk=1, against="recurrent")
+    check_forms(rule, length=7, chunk=4, against="reference")

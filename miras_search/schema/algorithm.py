@@ -30,8 +30,8 @@ class MemoryAlgorithm(AxisOption):
     rate) and ``theta`` (a momentum decay) are the ones the memory ops feed to it. By default its
     chunked form materialises per-token weights (``memory/materialised.py``: every gradient of a
     chunk at the chunk's start memory, then the steps token by token, exact at chunk 1), which
-    covers memories 'matrix' and 'mlp' with retention 'none' or 'l2'; an algorithm whose steps
-    are linear in the gradients (gd, momentum) sets ``linear_chunks`` and runs the linear form.
+    covers memories 'matrix' and 'mlp' with retention 'none' or 'l2'; gd's and momentum's steps,
+    linear in the gradients (``linear_chunks``), run the linear form instead.
     """
 
     registry: ClassVar[dict[str, type[MemoryAlgorithm]]] = {}
@@ -41,9 +41,6 @@ class MemoryAlgorithm(AxisOption):
     buffered: ClassVar[bool] = False
     """Whether the memory state carries a buffer per memory weight (zeros at the start; momentum,
     Muon), which ``step`` reads and returns."""
-    linear_chunks: ClassVar[bool] = False
-    """Whether the step is -eta_t G_t or a momentum of those (a linear function of the
-    gradients): the chunked form then never forms per-token weights (``memory/chunked.py``)."""
     takes_window: ClassVar[bool] = True
     """Whether the Omega rule's window (``bias.window`` > 1) may feed it a window's gradients."""
 
@@ -52,20 +49,27 @@ class MemoryAlgorithm(AxisOption):
         """Inner steps per token, each on its own key, value and eta."""
         return 1
 
-    def step(self, grad: Tensor, eta: Tensor, theta: Tensor | None,
+    @property
+    def linear_chunks(self) -> bool:
+        """Whether the step is the descent step -eta_t G_t or Titans' momentum of it (linear in
+        the gradients): the chunked form then never forms per-token weights (``memory/chunked.py``
+        computes those two steps itself, so a class that overrides ``step`` is never taken for one
+        of them)."""
+        return type(self).step in _LINEAR_STEPS
+
+    def step(self, grad: Tensor, eta: Tensor | None, theta: Tensor | None,
              buffer: Tensor | None) -> tuple[Tensor, Tensor | None]:
         """One memory weight's update; leading dims are batch dims throughout.
 
         grad: [..., out, in], the inner loss's gradient at the point the retention takes it (with
         the Omega window: the window's gamma-weighted sum); eta: [..., 1, c] (c = 1 or the
         weight's input width) or None (no eta gate); theta: [..., 1, 1] or None (no theta gate);
-        buffer: [..., out, in]
-        (``buffered``) or None. Returns (the step S added to the retained memory,
-        W_t = retention(W_{t-1}, S), [..., out, in]; the new buffer or None).
+        buffer: [..., out, in] (``buffered``) or None. Returns the step S added to the retained
+        memory (W_t = retention(W_{t-1}, S)), [..., out, in], and the new buffer or None.
         """
         raise NotImplementedError
 
-    def chunk_steps(self, grads: Tensor, eta: Tensor, theta: Tensor | None,
+    def chunk_steps(self, grads: Tensor, eta: Tensor | None, theta: Tensor | None,
                     buffer: Tensor | None) -> tuple[Tensor, Tensor | None]:
         """The steps of a chunk's b tokens, every gradient taken at the chunk's start memory.
 
@@ -100,8 +104,6 @@ class _Stepping(MemoryAlgorithm):
 
 class _Descent(_Stepping):
     """An algorithm whose step is the plain descent step S_t = -eta_t G_t."""
-
-    linear_chunks: ClassVar[bool] = True
 
     def step(self, grad: Tensor, eta: Tensor, theta: Tensor | None,
              buffer: Tensor | None) -> tuple[Tensor, Tensor | None]:
@@ -148,7 +150,6 @@ class Momentum(_Stepping):
     kind: Literal["momentum"] = "momentum"
     summary: ClassVar[str] = "Titans"
     buffered: ClassVar[bool] = True
-    linear_chunks: ClassVar[bool] = True
     theta: Gate = gate_field(0.9)
 
     @model_validator(mode="after")
@@ -225,7 +226,7 @@ class Muon(_Stepping):
         momentum = theta * buffer + grad
         return -eta * primitives.newton_schulz(momentum, self.ns_steps), momentum
 
-    def chunk_steps(self, grads: Tensor, eta: Tensor, theta: Tensor | None,
+    def chunk_steps(self, grads: Tensor, eta: Tensor | None, theta: Tensor | None,
                     buffer: Tensor | None) -> tuple[Tensor, Tensor | None]:
         """In closed form (Eq. 39): S_t = Theta_t S_0 + sum_{i<=t} (Theta_t / Theta_i) G_i,
         Theta_t = prod_{j<=t} theta_j, then one batched Newton-Schulz over the chunk."""
@@ -256,6 +257,9 @@ class NoAlgorithm(MemoryAlgorithm):
     def examples(cls) -> list[dict]:
         return []  # softmax attention: no memory rule
 
+
+_LINEAR_STEPS = (_Descent.step, Momentum.step)
+"""The steps the linear chunked form computes itself (``MemoryAlgorithm.linear_chunks``)."""
 
 Algorithm = MemoryAlgorithm.union()
 ALGORITHM_KINDS = MemoryAlgorithm.kinds()
