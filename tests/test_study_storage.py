@@ -90,6 +90,13 @@ def test_a_garbage_last_line_is_set_aside_before_anything_is_appended(tmp_path):
 @pytest.mark.parametrize("where", ["end", "middle"])
 @pytest.mark.parametrize("line", [b"{}\n", b"[]\n", b'{"op_code": 99, "worker_id": "w"}\n', b"\n"])
 def test_json_lines_that_are_not_records_give_no_raw_error(tmp_path, where, line):
+    _set_aside_when_inserted(tmp_path, line, where)
+
+
+def _set_aside_when_inserted(tmp_path, line: bytes, where: str) -> tuple[int, int]:
+    """Insert ``line`` at the ``where`` ('end' or 'middle') of a 3-trial journal: the study reads
+    back its three trials, the journal loses only that line, which is set aside. Returns (the
+    journal's record count, where the line went)."""
     path = tmp_path / "study.journal"
     _journal_with_trials(path, 3)
     lines = _lines(path)
@@ -99,6 +106,7 @@ def test_json_lines_that_are_not_records_give_no_raw_error(tmp_path, where, line
     assert _lines(path) == lines
     (aside,) = _asides(tmp_path)
     assert aside.read_bytes() == line
+    return len(lines), at
 
 
 _UNREPLAYABLE = [  # JSON objects with a known op code and a worker that Optuna's replay cannot read
@@ -129,16 +137,8 @@ def test_records_missing_or_mistyping_a_field_their_operation_needs_are_set_asid
     """A whole JSON record that lacks a field its op code's replay reads, or holds one of another
     type, failed Optuna's replay (a bare KeyError, TypeError, AssertionError) and every command
     refused the study; it is set aside like a garbage line, with the same message."""
-    path = tmp_path / "study.journal"
-    _journal_with_trials(path, 3)
-    lines = _lines(path)
-    at = len(lines) if where == "end" else 3
-    path.write_bytes(b"".join([*lines[:at], line, *lines[at:]]))
-    assert _values(path) == [0.0, 1.0, 2.0]
-    assert _lines(path) == lines
-    (aside,) = _asides(tmp_path)
-    assert aside.read_bytes() == line
-    assert f"(line {at + 1}): it keeps its other {len(lines)} record(s)" in caplog.text
+    count, at = _set_aside_when_inserted(tmp_path, line, where)
+    assert f"(line {at + 1}): it keeps its other {count} record(s)" in caplog.text
 
 
 @pytest.mark.parametrize("line", [
