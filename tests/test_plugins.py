@@ -310,10 +310,11 @@ def test_kernels_names_the_bias_when_the_bias_is_what_no_kernel_takes(tmp_path):
 
 
 def _readme_plugin() -> str:
-    """The README's example option module (section "Adding an option")."""
+    """The README's example option module (section "Adding an option"): its bias and its
+    algorithm, the blocks one after the other."""
     text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     body = text.split("## Adding an option\n", 1)[1].split("\n## ", 1)[0]
-    return re.findall(r"```python\n(.*?)```", body, flags=re.DOTALL)[0]
+    return "\n".join(re.findall(r"```python\n(.*?)```", body, flags=re.DOTALL))
 
 
 def _miras(*args: str, cwd, plugins: str | None) -> subprocess.CompletedProcess:
@@ -331,6 +332,9 @@ def test_miras_plugins_loads_a_users_module_in_the_cli(tmp_path):
     assert loaded.returncode == 0, loaded.stderr
     listed = _miras("options", cwd=tmp_path, plugins="my_options")
     assert "cauchy" in listed.stdout and "robust to outliers" in listed.stdout
+    assert "signsgd" in listed.stdout
+    (tmp_path / "sign.yaml").write_text("memory: {kind: mlp}\nalgorithm: {kind: signsgd}\n")
+    assert _miras("validate", "sign.yaml", cwd=tmp_path, plugins="my_options").returncode == 0
     missing = _miras("validate", "point.yaml", cwd=tmp_path, plugins=None)
     assert missing.returncode == 1
     assert PLUGINS_ENV in missing.stdout + missing.stderr
