@@ -42,10 +42,11 @@ UNCOVERED_NOTE = (
 
 def atlas_problem(rule: MemoryRule, q: Tensor, v: Tensor) -> str | None:
     """Why no kernel runs an Atlas option (arXiv 2505.23735), or None: the kernels implement
-    neither Muon's orthogonalised step (nor any step not linear in the gradients), nor the Omega window with momentum on an MLP memory, a
-    channel-wise alpha or kl retention (it runs as window entries with gd, and with momentum on
-    the matrix kernel: kernels.omega), nor an MLP memory behind a feature map (keys wider than
-    values); those points run the PyTorch chunked form. q: [..., K], v: [..., V]."""
+    neither Muon's orthogonalised step (nor any step not linear in the gradients), nor the Omega
+    window with momentum on an MLP memory, a channel-wise alpha or kl retention (it runs as window
+    entries with gd, and with momentum on the matrix kernel: kernels.omega), nor an MLP memory
+    behind a feature map (keys wider than values); those points run the PyTorch chunked form.
+    q: [..., K], v: [..., V]."""
     return _atlas_problem(rule, q.shape[-1], v.shape[-1])
 
 

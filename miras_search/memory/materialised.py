@@ -16,8 +16,9 @@ of one token, an approximation for longer ones, as the paper's own. Then, per ch
              Eqs. 40-41, 32; an algorithm with a buffer and no closed form: token by token)
     W_t = beta_t W_0 + sum_{i<=t} (beta_t / beta_i) step_i,   y_t = M_{W_t}(q_t)
 
-Every algorithm whose step is not linear in the gradients (Muon, a new one) runs here. Memory O(chunk * weights) per chunk: the weights W_t and the
-momenta S_t of every token of the chunk exist at once ([B, H, b, out, in] per layer).
+Every algorithm whose step is not linear in the gradients (Muon, a new one) runs here. Memory
+O(chunk * weights) per chunk: the weights W_t and the momenta S_t of every token of the chunk
+exist at once ([B, H, b, out, in] per layer).
 Covers linear retentions (none, l2) on matrix and MLP memories (``ModelPoint`` refuses others).
 ``memory_forward`` runs it checkpointed (``checkpointed_chunk``): per-token weights are
 recomputed in the backward pass rather than kept for every token of the sequence.

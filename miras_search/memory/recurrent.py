@@ -58,11 +58,11 @@ def input_widths(weights: list[Tensor]) -> list[int]:
     return [w.shape[-1] for w in weights]
 
 
-def algorithm_steps(rule: MemoryRule, grads: list[tuple[Tensor, Tensor]], etas: list[Tensor],
+def algorithm_steps(rule: MemoryRule, grads: list[tuple[Tensor, Tensor]], etas: list[Tensor | None],
                     theta: Tensor | None, buffers: list[Tensor] | None
                     ) -> tuple[list[Tensor], list[Tensor | None]]:
     """Per memory weight, the algorithm's step from the gradient factors (delta_l, x_l) of
-    ``memory_gradients``, with eta_l [B, H, 1, c_l], theta [B, H, 1, 1] | None and the buffers
+    ``memory_gradients``, with eta_l [B, H, 1, c_l] | None, theta [B, H, 1, 1] | None and the buffers
     (None: the algorithm has none). Returns the steps and the new buffers, [B, H, out, in] each."""
     layers = rule.network.layers
     steps, new_buffers = [], []

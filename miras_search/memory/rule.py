@@ -33,8 +33,9 @@ def require_network(kind: str) -> None:
 @dataclass
 class MemoryState:
     """The state carried from token to token: per-layer weights W ([B, H, out, in]), the lq
-    accumulator A (or None) and the algorithm's buffer S (the momentum; or None). ``read_scale``: the retention's read
-    scale of these weights when the chunked form already has it (lq: 1 / n(A)), else None."""
+    accumulator A (or None) and the algorithm's buffer S (the momentum; or None). ``read_scale``:
+    the retention's read scale of these weights when the chunked form already has it (lq:
+    1 / n(A)), else None."""
 
     w: list[Tensor]
     a: list[Tensor] | None = None

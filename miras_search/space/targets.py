@@ -113,27 +113,39 @@ def _level_kinds(tree: dict[str, Any], path: tuple[str, ...], kinds: Kinds) -> K
     return {**kinds, path: frozenset(options)}
 
 
-def _leaves(tree: dict[str, Any], where: Where, path: tuple[str, ...],
-            kinds: Kinds) -> Iterator[tuple[Where, tuple[str, ...], Any, Kinds]]:
+def _walk(tree: dict[str, Any], where: Where, path: tuple[str, ...],
+          kinds: Kinds) -> Iterator[tuple[bool, Where, tuple[str, ...], Any, Kinds]]:
+    """Depth first, (is a mapping, file location, path, node, kinds) of every mapping of the params
+    (sub-sections, ``one_of`` sub-trees and choice branches; path: its section's) and, within
+    each, of every non-mapping node (path: the field's), each with the kinds its sections may
+    have there (in a ``kind`` branch the section has that kind)."""
     kinds = _level_kinds(tree, path, kinds)
+    yield True, where, path, tree, kinds
     for key, node in tree.items():
         if key == "one_of":
             if isinstance(node, dict):  # shape errors are reported by checks.py first
                 for label, sub in node.items():
                     if isinstance(sub, dict):
-                        yield from _leaves(sub, (*where, key, key_text(label)), path, kinds)
+                        yield from _walk(sub, (*where, key, key_text(label)), path, kinds)
             continue
         here = (*where, key)
         if isinstance(node, dict):
-            yield from _leaves(node, here, (*path, key), kinds)
+            yield from _walk(node, here, (*path, key), kinds)
             continue
         # a kind is checked against every kind of its section, not narrowed by its own value
         own = {k: v for k, v in kinds.items() if k != path} if key == "kind" else kinds
-        yield here, (*path, key), node, own
+        yield False, here, (*path, key), node, own
         if isinstance(node, Choice) and isinstance(node.choice, dict):
             for option, branch in node.choice.items():
                 chosen = {**kinds, path: frozenset([option])} if key == "kind" else kinds
-                yield from _leaves(branch or {}, (*here, "choice", key_text(option)), path, chosen)
+                yield from _walk(branch or {}, (*here, "choice", key_text(option)), path, chosen)
+
+
+def _leaves(tree: dict[str, Any], where: Where, path: tuple[str, ...],
+            kinds: Kinds) -> Iterator[tuple[Where, tuple[str, ...], Any, Kinds]]:
+    for mapping, here, field, node, around in _walk(tree, where, path, kinds):
+        if not mapping:
+            yield here, field, node, around
 
 
 def sibling_problems(params: dict[str, Any], base: dict[str, Any], lines: LineMap) -> list[Problem]:
@@ -142,8 +154,8 @@ def sibling_problems(params: dict[str, Any], base: dict[str, Any], lines: LineMa
     point the schema refuses (l2 has no ``p``), a branch the sampler could never reach. (A key no
     offered kind has is an unknown field, reported by ``unknown_path_problem``.)"""
     problems = []
-    for where, tree, path, kinds in _sections(params, ("params",), (), _anywhere(params, base)):
-        node = tree.get("kind")
+    for mapping, where, path, tree, kinds in _walk(params, ("params",), (), _anywhere(params, base)):
+        node = tree.get("kind") if mapping else None
         if not isinstance(node, Choice) or not all(_hashable(o) for o in node.options):
             continue
         for key in tree:
@@ -163,26 +175,6 @@ def sibling_problems(params: dict[str, Any], base: dict[str, Any], lines: LineMa
                 f"({', '.join(map(str, having))}): kind: {{choice: {{{having[0]}: {{{key}: ...}}, "
                 f"{lacking[0]}: {{}}}}}}"), ancestor_line(lines, (*where, key))))
     return problems
-
-
-def _sections(tree: dict[str, Any], where: Where, path: tuple[str, ...],
-              kinds: Kinds) -> Iterator[tuple[Where, dict[str, Any], tuple[str, ...], Kinds]]:
-    """(file location, mapping, section path, kinds around it) of every mapping of the params:
-    sub-sections, ``one_of`` sub-trees and choice branches (a ``kind`` branch with that kind)."""
-    yield where, tree, path, kinds
-    inner = _level_kinds(tree, path, kinds)
-    for key, node in tree.items():
-        if key == "one_of":
-            if isinstance(node, dict):
-                for label, sub in node.items():
-                    if isinstance(sub, dict):
-                        yield from _sections(sub, (*where, key, key_text(label)), path, inner)
-        elif isinstance(node, dict):
-            yield from _sections(node, (*where, key), (*path, key), inner)
-        elif isinstance(node, Choice) and isinstance(node.choice, dict):
-            for option, branch in node.choice.items():
-                chosen = {**inner, path: frozenset([option])} if key == "kind" else inner
-                yield from _sections(branch or {}, (*where, key, "choice", key_text(option)), path, chosen)
 
 
 def holders(path: tuple[str, ...], kinds: Kinds | None = None) -> list[type[BaseModel]]:
